@@ -1,0 +1,461 @@
+/**
+ * The one zod schema for Tradewire's merged configuration, its defaults, the
+ * production profile's refusals of insecure settings, and API key hashing.
+ *
+ * The reference users read is `config/default.yaml`; {@linkcode DEFAULT_CONFIG}
+ * holds the same values (a test keeps the two equal).
+ *
+ * @module
+ */
+
+import { z } from "zod";
+import { LEVELS } from "../lib/log.ts";
+
+/** Deployment profiles; `production` refuses insecure settings. */
+export const PROFILES = ["development", "production"] as const;
+/** One of {@linkcode PROFILES}. */
+export type Profile = typeof PROFILES[number];
+
+/** PostgreSQL `sslmode` values Tradewire accepts. */
+export const SSL_MODES = ["disable", "prefer", "require", "verify-full"] as const;
+/** One of {@linkcode SSL_MODES}. */
+export type SslMode = typeof SSL_MODES[number];
+
+/** URL schemes accepted in `nats.url`. */
+export const NATS_URL_SCHEMES = ["nats:", "tls:", "ws:", "wss:"] as const;
+/** URL schemes accepted in `postgres.url`. */
+export const POSTGRES_URL_SCHEMES = ["postgres:", "postgresql:"] as const;
+/** URL schemes accepted in `clickhouse.url`. */
+export const CLICKHOUSE_URL_SCHEMES = ["http:", "https:"] as const;
+
+/**
+ * Largest delay a timer can take: `setTimeout` fires at once for anything
+ * longer, so `*_ms` settings are capped here.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** Passwords the production profile refuses (compared case-insensitively). */
+export const WEAK_PASSWORDS: readonly string[] = [
+  "postgres",
+  "password",
+  "changeme",
+  "tradewire",
+  "admin",
+  "secret",
+  "default",
+  "clickhouse",
+  "nats",
+];
+
+/**
+ * Every default, the same values as `config/default.yaml`.
+ *
+ * @example
+ * ```ts
+ * DEFAULT_CONFIG.http.port; // 8000
+ * ```
+ */
+export const DEFAULT_CONFIG = {
+  engine: { name: "tradewire", profile: "development", shutdown_timeout_ms: 10_000 },
+  log: { level: "info" },
+  http: { enabled: true, host: "127.0.0.1", port: 8000, api_key_hashes: [] },
+  nats: {
+    url: "nats://127.0.0.1:4222",
+    name: "tradewire",
+    user: "",
+    password: "",
+    token: "",
+    connect_timeout_ms: 5000,
+    reconnect_wait_ms: 250,
+    reconnect_max_wait_ms: 10_000,
+    reconnect_jitter_ms: 250,
+  },
+  postgres: {
+    url: "postgres://postgres@127.0.0.1:5432/tradewire",
+    pool_size: 10,
+    statement_timeout_ms: 30_000,
+    connect_timeout_s: 10,
+    sslmode: "disable",
+    application_name: "tradewire",
+  },
+  clickhouse: {
+    url: "http://127.0.0.1:8123",
+    database: "tradewire",
+    user: "default",
+    password: "",
+    request_timeout_ms: 30_000,
+  },
+  supervisor: {
+    intensity: 5,
+    period_ms: 30_000,
+    backoff_initial_ms: 100,
+    backoff_max_ms: 10_000,
+    backoff_jitter: 0.2,
+    child_shutdown_ms: 5000,
+  },
+  migrations: { dir: "migrations", apply_on_start: true, lock_key: 727374 },
+} as const;
+
+// ---------------------------------------------------------------------------
+// Field builders: each carries one "expected …" message for every way it can fail;
+// the loader appends what it got and where that came from.
+
+function int(min: number, max: number = Number.MAX_SAFE_INTEGER) {
+  const error = max === Number.MAX_SAFE_INTEGER
+    ? (min === 1 ? "expected a positive integer" : `expected an integer >= ${min}`)
+    : `expected an integer from ${min} to ${max}`;
+  return z.int({ error }).min(min, { error }).max(max, { error });
+}
+
+function ms(min: 0 | 1) {
+  return int(min, MAX_TIMER_MS);
+}
+
+function text(options: { nonEmpty?: boolean; max?: number } = {}) {
+  const error = options.nonEmpty ? "expected a non-empty string" : "expected a string";
+  let schema = z.string({ error });
+  if (options.nonEmpty) schema = schema.min(1, { error });
+  if (options.max !== undefined) {
+    schema = schema.max(options.max, { error: `expected at most ${options.max} characters` });
+  }
+  return schema;
+}
+
+function bool() {
+  return z.boolean({ error: "expected true or false" });
+}
+
+function oneOf<const T extends readonly [string, ...string[]]>(values: T) {
+  return z.enum(values, { error: `expected one of ${values.join(", ")}` });
+}
+
+function section<T extends z.core.$ZodLooseShape>(shape: T) {
+  const schema = z.object(shape, { error: "expected a mapping of keys" }).strict();
+  // Every key has a default, so an absent section parses as if empty.
+  return schema.prefault({} as z.input<typeof schema>);
+}
+
+function parseUrl(text: string): URL | undefined {
+  try {
+    return new URL(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function urlWith(schemes: readonly string[], text: string): boolean {
+  const url = parseUrl(text.trim());
+  return url !== undefined && schemes.includes(url.protocol) && url.hostname !== "";
+}
+
+function url(schemes: readonly string[]) {
+  const names = schemes.map((scheme) => `${scheme}//`);
+  const error = `expected a ${names.join(" or ")} URL`;
+  return z.string({ error }).refine((value) => urlWith(schemes, value), { error });
+}
+
+const natsUrl = z.string({
+  error: "expected nats://, tls://, ws:// or wss:// URLs, comma-separated",
+})
+  .refine(
+    (value) =>
+      natsServers(value).length > 0 &&
+      value.split(",").every((part) => urlWith(NATS_URL_SCHEMES, part)),
+    { error: "expected nats://, tls://, ws:// or wss:// URLs, comma-separated" },
+  );
+
+const SHA256_HEX = /^[0-9a-f]{64}$/i;
+const sha256Hex = z.string({ error: "expected a sha256 hash: 64 hex characters" })
+  .regex(SHA256_HEX, { error: "expected a sha256 hash: 64 hex characters" })
+  .transform((hash) => hash.toLowerCase());
+
+const identifier = z.string({ error: "expected an identifier ([A-Za-z_][A-Za-z0-9_]*)" })
+  .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { error: "expected an identifier ([A-Za-z_][A-Za-z0-9_]*)" });
+
+const D = DEFAULT_CONFIG;
+
+/**
+ * The schema of the merged configuration. Every object is strict, so unknown
+ * keys are errors; every key has a default, so `configSchema.parse({})` gives
+ * {@linkcode DEFAULT_CONFIG}. Under `engine.profile: production` it also
+ * refuses insecure settings (see {@linkcode productionProblems}).
+ *
+ * @example
+ * ```ts
+ * const config = configSchema.parse({ http: { port: 9000 } });
+ * config.http.port; // 9000
+ * config.nats.url; // "nats://127.0.0.1:4222"
+ * ```
+ */
+export const configSchema = z.object({
+  engine: section({
+    name: text({ nonEmpty: true }).default(D.engine.name),
+    profile: oneOf(PROFILES).default(D.engine.profile),
+    shutdown_timeout_ms: ms(1).default(D.engine.shutdown_timeout_ms),
+  }),
+  log: section({
+    level: oneOf(LEVELS).default(D.log.level),
+  }),
+  http: section({
+    enabled: bool().default(D.http.enabled),
+    host: text({ nonEmpty: true }).default(D.http.host),
+    port: int(1, 65535).default(D.http.port),
+    api_key_hashes: z.array(sha256Hex, { error: "expected a list of sha256 hashes" })
+      .default(() => []),
+  }),
+  nats: section({
+    url: natsUrl.default(D.nats.url),
+    name: text({ nonEmpty: true }).default(D.nats.name),
+    user: text().default(D.nats.user),
+    password: text().default(D.nats.password),
+    token: text().default(D.nats.token),
+    connect_timeout_ms: ms(1).default(D.nats.connect_timeout_ms),
+    reconnect_wait_ms: ms(0).default(D.nats.reconnect_wait_ms),
+    reconnect_max_wait_ms: ms(0).default(D.nats.reconnect_max_wait_ms),
+    reconnect_jitter_ms: ms(0).default(D.nats.reconnect_jitter_ms),
+  }),
+  postgres: section({
+    url: url(POSTGRES_URL_SCHEMES).default(D.postgres.url),
+    pool_size: int(1, 200).default(D.postgres.pool_size),
+    statement_timeout_ms: ms(0).default(D.postgres.statement_timeout_ms),
+    connect_timeout_s: int(1, Math.floor(MAX_TIMER_MS / 1000)).default(
+      D.postgres.connect_timeout_s,
+    ),
+    sslmode: oneOf(SSL_MODES).default(D.postgres.sslmode),
+    application_name: text({ max: 63 }).default(D.postgres.application_name),
+  }),
+  clickhouse: section({
+    url: url(CLICKHOUSE_URL_SCHEMES).default(D.clickhouse.url),
+    database: identifier.default(D.clickhouse.database),
+    user: text({ nonEmpty: true }).default(D.clickhouse.user),
+    password: text().default(D.clickhouse.password),
+    request_timeout_ms: ms(1).default(D.clickhouse.request_timeout_ms),
+  }),
+  supervisor: section({
+    intensity: int(0).default(D.supervisor.intensity),
+    period_ms: ms(1).default(D.supervisor.period_ms),
+    backoff_initial_ms: ms(0).default(D.supervisor.backoff_initial_ms),
+    backoff_max_ms: ms(0).default(D.supervisor.backoff_max_ms),
+    backoff_jitter: z.number({ error: "expected a number from 0 to 1" })
+      .min(0, { error: "expected a number from 0 to 1" })
+      .max(1, { error: "expected a number from 0 to 1" })
+      .default(D.supervisor.backoff_jitter),
+    child_shutdown_ms: ms(1).default(D.supervisor.child_shutdown_ms),
+  }),
+  migrations: section({
+    dir: text({ nonEmpty: true }).default(D.migrations.dir),
+    apply_on_start: bool().default(D.migrations.apply_on_start),
+    lock_key: z.int({ error: "expected an integer" }).default(D.migrations.lock_key),
+  }),
+}, { error: "expected a mapping of sections" }).strict().superRefine((config, ctx) => {
+  for (const problem of [...consistencyProblems(config), ...productionProblems(config)]) {
+    // `params.complete`: the message needs no "got …" appended.
+    ctx.addIssue({
+      code: "custom",
+      path: problem.path,
+      message: problem.message,
+      input: config,
+      params: { complete: true },
+    });
+  }
+}, { when: () => true });
+
+/** The validated configuration. */
+export type Config = z.infer<typeof configSchema>;
+/** What {@linkcode configSchema} accepts: every key optional. */
+export type ConfigInput = z.input<typeof configSchema>;
+/** The `engine` section of {@linkcode Config}. */
+export type EngineConfig = Config["engine"];
+/** The `log` section of {@linkcode Config}. */
+export type LogConfig = Config["log"];
+/** The `http` section of {@linkcode Config}. */
+export type HttpConfig = Config["http"];
+/** The `nats` section of {@linkcode Config}. */
+export type NatsConfig = Config["nats"];
+/** The `postgres` section of {@linkcode Config}. */
+export type PostgresConfig = Config["postgres"];
+/** The `clickhouse` section of {@linkcode Config}. */
+export type ClickhouseConfig = Config["clickhouse"];
+/** The `supervisor` section of {@linkcode Config}. */
+export type SupervisorConfig = Config["supervisor"];
+/** The `migrations` section of {@linkcode Config}. */
+export type MigrationsConfig = Config["migrations"];
+
+/**
+ * Splits `nats.url` (one URL or a comma-separated list) into server URLs.
+ *
+ * @example
+ * ```ts
+ * natsServers("nats://a:4222, nats://b:4222"); // ["nats://a:4222", "nats://b:4222"]
+ * ```
+ */
+export function natsServers(url: string): string[] {
+  return url.split(",").map((part) => part.trim()).filter((part) => part !== "");
+}
+
+/** A refusal found in a (possibly partly invalid) configuration. */
+export interface SettingProblem {
+  /** Path of the offending key, e.g. `["postgres", "url"]`. */
+  path: string[];
+  /** Why it is refused. */
+  message: string;
+}
+
+/** Reads a nested value without trusting its shape (the config may be partly invalid). */
+function at(config: unknown, section: string, key: string): unknown {
+  if (config === null || typeof config !== "object") return undefined;
+  const inner = (config as Record<string, unknown>)[section];
+  if (inner === null || typeof inner !== "object") return undefined;
+  return (inner as Record<string, unknown>)[key];
+}
+
+function consistencyProblems(config: unknown): SettingProblem[] {
+  const problems: SettingProblem[] = [];
+  const pairs = [
+    ["nats", "reconnect_wait_ms", "reconnect_max_wait_ms"],
+    ["supervisor", "backoff_initial_ms", "backoff_max_ms"],
+  ] as const;
+  for (const [section, low, high] of pairs) {
+    const min = at(config, section, low);
+    const max = at(config, section, high);
+    if (typeof min === "number" && typeof max === "number" && max < min) {
+      problems.push({
+        path: [section, high],
+        message: `must be at least ${section}.${low} (${min}), got ${max}`,
+      });
+    }
+  }
+  return problems;
+}
+
+function isWeak(password: string): boolean {
+  return WEAK_PASSWORDS.includes(password.trim().toLowerCase());
+}
+
+/** The decoded password in a URL's userinfo, `""` when there is none. */
+function urlPassword(text: string): string {
+  const url = parseUrl(text.trim());
+  if (url === undefined) return "";
+  try {
+    return decodeURIComponent(url.password);
+  } catch {
+    return url.password;
+  }
+}
+
+const WEAK = "a well-known default password, refused by the production profile";
+
+/**
+ * The settings that `engine.profile: production` refuses: no API key hashes
+ * while HTTP is enabled, a postgres URL without a password, well-known default
+ * passwords (postgres, clickhouse, nats, also inside URLs), a NATS user without
+ * a password, and `log.level: debug`. Returns nothing for other profiles.
+ *
+ * Reads the configuration defensively, so it also reports on one that failed
+ * other checks.
+ */
+export function productionProblems(config: unknown): SettingProblem[] {
+  if (at(config, "engine", "profile") !== "production") return [];
+  const problems: SettingProblem[] = [];
+  const refuse = (section: string, key: string, message: string) =>
+    problems.push({ path: [section, key], message });
+
+  const hashes = at(config, "http", "api_key_hashes");
+  if (at(config, "http", "enabled") !== false && Array.isArray(hashes) && hashes.length === 0) {
+    refuse(
+      "http",
+      "api_key_hashes",
+      "the production profile requires at least one API key hash (make one with hashApiKey)",
+    );
+  }
+
+  const pgUrl = at(config, "postgres", "url");
+  if (typeof pgUrl === "string" && parseUrl(pgUrl) !== undefined) {
+    const password = urlPassword(pgUrl);
+    if (password === "") {
+      refuse("postgres", "url", "the production profile requires a password in the URL");
+    } else if (isWeak(password)) refuse("postgres", "url", `the URL has ${WEAK}`);
+  }
+
+  const chPassword = at(config, "clickhouse", "password");
+  if (typeof chPassword === "string" && isWeak(chPassword)) {
+    refuse("clickhouse", "password", WEAK);
+  }
+  const chUrl = at(config, "clickhouse", "url");
+  if (typeof chUrl === "string" && isWeak(urlPassword(chUrl))) {
+    refuse("clickhouse", "url", `the URL has ${WEAK}`);
+  }
+
+  const natsUser = at(config, "nats", "user");
+  const natsPassword = at(config, "nats", "password");
+  if (typeof natsPassword === "string") {
+    if (isWeak(natsPassword)) refuse("nats", "password", WEAK);
+    else if (natsPassword === "" && typeof natsUser === "string" && natsUser !== "") {
+      refuse(
+        "nats",
+        "password",
+        "the production profile requires a password when nats.user is set",
+      );
+    }
+  }
+  const natsToken = at(config, "nats", "token");
+  if (typeof natsToken === "string" && isWeak(natsToken)) refuse("nats", "token", WEAK);
+  const natsUrl = at(config, "nats", "url");
+  if (typeof natsUrl === "string" && natsServers(natsUrl).some((u) => isWeak(urlPassword(u)))) {
+    refuse("nats", "url", `a URL has ${WEAK}`);
+  }
+
+  if (at(config, "log", "level") === "debug") {
+    refuse(
+      "log",
+      "level",
+      "debug logging is refused by the production profile (it may log sensitive data)",
+    );
+  }
+  return problems;
+}
+
+// ---------------------------------------------------------------------------
+// API keys: stored only as sha256 hashes.
+
+const encoder = new TextEncoder();
+
+/**
+ * Returns the sha256 of `key` as 64 lowercase hex characters: the form
+ * `http.api_key_hashes` stores.
+ *
+ * @example
+ * ```ts
+ * await hashApiKey("k3y"); // "5b1e…" (64 hex characters)
+ * ```
+ */
+export async function hashApiKey(key: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", encoder.encode(key));
+  return Array.from(new Uint8Array(digest), (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Whether `key` hashes to one of `hashes`. Compares in constant time and checks
+ * every hash, so timing reveals neither how much of a hash matched nor which.
+ *
+ * @example
+ * ```ts
+ * const hashes = [await hashApiKey("k3y")];
+ * await verifyApiKey("k3y", hashes); // true
+ * await verifyApiKey("nope", hashes); // false
+ * ```
+ */
+export async function verifyApiKey(key: string, hashes: readonly string[]): Promise<boolean> {
+  const candidate = await hashApiKey(key);
+  let found = 0;
+  for (const hash of hashes) found |= constantTimeEqual(candidate, hash.toLowerCase()) ? 1 : 0;
+  return found === 1;
+}
+
+function constantTimeEqual(a: string, b: string): boolean {
+  let diff = a.length ^ b.length;
+  for (let i = 0; i < a.length; i++) {
+    diff |= a.charCodeAt(i) ^ (i < b.length ? b.charCodeAt(i) : 0);
+  }
+  return diff === 0;
+}

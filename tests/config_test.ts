@@ -1,0 +1,584 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import {
+  cliFlags,
+  type Config,
+  ConfigError,
+  configSchema,
+  DEFAULT_CONFIG,
+  DEFAULT_CONFIG_FILE,
+  hashApiKey,
+  loadConfig,
+  type LoadConfigOptions,
+  natsServers,
+  redactConfig,
+  verifyApiKey,
+} from "../config/mod.ts";
+
+/** Loads with no env and no args unless given: tests never read the real environment. */
+function load(options: LoadConfigOptions = {}): Promise<Config> {
+  return loadConfig({ args: [], env: {}, ...options });
+}
+
+/** Loads expecting failure and returns the error. */
+async function loadError(options: LoadConfigOptions = {}): Promise<ConfigError> {
+  try {
+    await load(options);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, `expected a ConfigError, got ${error}`);
+    return error;
+  }
+  assert.fail("expected loadConfig to throw");
+}
+
+/** Writes `files` into a fresh temp dir, runs `fn` with their paths, then removes the dir. */
+async function withFiles(
+  files: Record<string, string>,
+  fn: (paths: Record<string, string>) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "tradewire_config_test_" });
+  try {
+    const paths: Record<string, string> = {};
+    for (const [name, text] of Object.entries(files)) {
+      paths[name] = join(dir, name);
+      await Deno.writeTextFile(paths[name], text);
+    }
+    await fn(paths);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const GOOD_HASH = "a".repeat(64);
+const PRODUCTION_OK = [
+  "--engine.profile=production",
+  `--http.api_key_hashes=${GOOD_HASH}`,
+  "--postgres.url=postgres://app:Xk2f9pQr7vLw@db:5432/tradewire",
+];
+
+// ---------------------------------------------------------------------------
+// Defaults and layers
+
+Deno.test("default.yaml gives exactly the schema's defaults", async () => {
+  const config = await load();
+  assert.deepEqual(config, configSchema.parse({}));
+  assert.deepEqual(config, DEFAULT_CONFIG);
+  assert.equal(config.http.port, 8000);
+  assert.equal(config.clickhouse.password, "");
+  assert.equal(config.clickhouse.user, "default");
+});
+
+Deno.test("layers apply lowest first: default < file < env < flag", async () => {
+  await withFiles({
+    "user.yaml": [
+      "http:",
+      "  port: 8100",
+      "  host: 0.0.0.0",
+      "postgres:",
+      "  pool_size: 20",
+      "log:",
+      "  level: warn",
+    ].join("\n"),
+  }, async ({ "user.yaml": file }) => {
+    const config = await load({
+      args: ["--config", file!, "--http.port=8300"],
+      env: { TRADEWIRE_HTTP__PORT: "8200", TRADEWIRE_POSTGRES__POOL_SIZE: "4" },
+    });
+    assert.equal(config.http.port, 8300, "flag beats env");
+    assert.equal(config.postgres.pool_size, 4, "env beats file");
+    assert.equal(config.http.host, "0.0.0.0", "file beats default");
+    assert.equal(config.log.level, "warn", "file beats default");
+    assert.equal(config.engine.name, "tradewire", "default stays where nothing overrides it");
+  });
+});
+
+Deno.test("TRADEWIRE_<SECTION>__<KEY> beats NATS_URL, DATABASE_URL and CLICKHOUSE_URL", async () => {
+  const conventional = {
+    NATS_URL: "nats://conventional:4222",
+    DATABASE_URL: "postgres://app:pw1@conventional/tw",
+    CLICKHOUSE_URL: "http://conventional:8123",
+  };
+  const config = await load({ env: conventional });
+  assert.equal(config.nats.url, "nats://conventional:4222");
+  assert.equal(config.postgres.url, "postgres://app:pw1@conventional/tw");
+  assert.equal(config.clickhouse.url, "http://conventional:8123");
+
+  const both = await load({
+    env: {
+      ...conventional,
+      TRADEWIRE_NATS__URL: "nats://prefixed:4222",
+      TRADEWIRE_POSTGRES__URL: "postgresql://app:pw2@prefixed/tw",
+      TRADEWIRE_CLICKHOUSE__URL: "https://prefixed:8443",
+    },
+  });
+  assert.equal(both.nats.url, "nats://prefixed:4222");
+  assert.equal(both.postgres.url, "postgresql://app:pw2@prefixed/tw");
+  assert.equal(both.clickhouse.url, "https://prefixed:8443");
+});
+
+Deno.test("conventional env vars beat the user file and flags beat them", async () => {
+  await withFiles({ "u.yaml": "nats:\n  url: nats://file:4222\n" }, async ({ "u.yaml": file }) => {
+    const env = { TRADEWIRE_CONFIG: file!, NATS_URL: "nats://env:4222" };
+    assert.equal((await load({ env })).nats.url, "nats://env:4222");
+    const flagged = await load({ env, args: ["--nats.url", "tls://flag:4222"] });
+    assert.equal(flagged.nats.url, "tls://flag:4222");
+  });
+});
+
+Deno.test("an empty conventional env var is ignored", async () => {
+  const config = await load({ env: { DATABASE_URL: "" } });
+  assert.equal(config.postgres.url, DEFAULT_CONFIG.postgres.url);
+});
+
+Deno.test("--config (either form) beats TRADEWIRE_CONFIG, which is not a key", async () => {
+  await withFiles({
+    "flag.yaml": "engine:\n  name: from-flag\n",
+    "env.yaml": "engine:\n  name: from-env\n",
+  }, async (paths) => {
+    const env = { TRADEWIRE_CONFIG: paths["env.yaml"]! };
+    assert.equal((await load({ env })).engine.name, "from-env");
+    assert.equal(
+      (await load({ env, args: [`--config=${paths["flag.yaml"]}`] })).engine.name,
+      "from-flag",
+    );
+    assert.equal(
+      (await load({ env, args: ["--config", paths["flag.yaml"]!] })).engine.name,
+      "from-flag",
+    );
+  });
+});
+
+Deno.test("a named config file that does not exist is an error", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const missing = join(dir, "nope.yaml");
+    const byFlag = await loadError({ args: ["--config", missing] });
+    assert.match(byFlag.message, /nope\.yaml: config file not found \(named by --config\)/);
+    assert.ok(byFlag.cause instanceof Deno.errors.NotFound);
+    const byEnv = await loadError({ env: { TRADEWIRE_CONFIG: missing } });
+    assert.match(byEnv.message, /config file not found \(named by TRADEWIRE_CONFIG\)/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a YAML syntax error names the file and line", async () => {
+  await withFiles(
+    { "bad.yaml": "http:\n  port: 8000\n  host: [unclosed\nlog:\n  level: info\n" },
+    async ({ "bad.yaml": file }) => {
+      const error = await loadError({ args: ["--config", file!] });
+      assert.match(error.message, /^Invalid configuration:\n/);
+      assert.match(
+        error.message,
+        new RegExp(`${RegExp.escape(file!)}:\\d+:\\d+: YAML syntax error`),
+      );
+    },
+  );
+  await withFiles({ "dup.yaml": "http:\n  port: 1\n  port: 2\n" }, async ({ "dup.yaml": file }) => {
+    const error = await loadError({ args: ["--config", file!] });
+    assert.match(error.message, new RegExp(`${RegExp.escape(file!)}:3:\\d+: YAML syntax error`));
+  });
+});
+
+Deno.test("a user file may leave a section empty", async () => {
+  await withFiles({ "u.yaml": "http:\nlog:\n  level: warn\n" }, async ({ "u.yaml": file }) => {
+    const config = await load({ args: ["--config", file!] });
+    assert.equal(config.http.port, 8000);
+    assert.equal(config.log.level, "warn");
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Interpolation
+
+Deno.test("interpolation substitutes ${VAR}, falls back to ${VAR:-default} and undoes $${", async () => {
+  await withFiles({
+    "u.yaml": [
+      "engine:",
+      "  name: ${NAME}-engine",
+      "nats:",
+      "  user: ${NATS_USER:-guest}",
+      "  password: ${EMPTY:-fallback}",
+      '  token: "$${NOT_A_VAR}"',
+      "postgres:",
+      "  application_name: ${UNSET_OK:-}",
+    ].join("\n"),
+  }, async ({ "u.yaml": file }) => {
+    const config = await load({
+      args: ["--config", file!],
+      env: { NAME: "blue", EMPTY: "" },
+    });
+    assert.equal(config.engine.name, "blue-engine");
+    assert.equal(config.nats.user, "guest", "unset takes the default");
+    assert.equal(config.nats.password, "fallback", "empty takes the default");
+    assert.equal(config.nats.token, "${NOT_A_VAR}", "$${ is a literal ${");
+    assert.equal(config.postgres.application_name, "");
+  });
+});
+
+Deno.test("interpolated values are coerced like env values", async () => {
+  await withFiles({
+    "u.yaml":
+      "http:\n  port: ${PORT:-8000}\n  enabled: ${HTTP_ON}\n  api_key_hashes: ${HASHES:-}\n",
+  }, async ({ "u.yaml": file }) => {
+    const config = await load({
+      args: ["--config", file!],
+      env: { PORT: "8123", HTTP_ON: "false" },
+    });
+    assert.equal(config.http.port, 8123);
+    assert.equal(config.http.enabled, false);
+    assert.deepEqual(config.http.api_key_hashes, []);
+  });
+});
+
+Deno.test("an unset ${VAR} without default is an error naming the key and the variable", async () => {
+  await withFiles({
+    "u.yaml": "nats:\n  password: ${NATS_SECRET}\nhttp:\n  port: ${PORT}\n",
+  }, async ({ "u.yaml": file }) => {
+    const error = await loadError({ args: ["--config", file!] });
+    const lines = error.message.split("\n");
+    assert.equal(lines.length, 3, error.message);
+    assert.match(
+      error.message,
+      /nats\.password: environment variable NATS_SECRET is not set and \$\{NATS_SECRET\} has no default \(from .*u\.yaml:2\)/,
+    );
+    assert.match(error.message, /http\.port: environment variable PORT is not set/);
+  });
+});
+
+Deno.test("interpolation applies to default.yaml too", async () => {
+  const config = await load({ env: { CLICKHOUSE_PASSWORD: "s3cr3t-ch", CLICKHOUSE_USER: "ops" } });
+  assert.equal(config.clickhouse.password, "s3cr3t-ch");
+  assert.equal(config.clickhouse.user, "ops");
+});
+
+Deno.test("env and flag values are taken literally, not interpolated", async () => {
+  const config = await load({ env: { TRADEWIRE_NATS__PASSWORD: "a${B}c" } });
+  assert.equal(config.nats.password, "a${B}c");
+});
+
+// ---------------------------------------------------------------------------
+// Validation errors
+
+Deno.test("every bad key is listed, one a line, with its path, reason and source", async () => {
+  await withFiles({
+    "u.yaml": "postgres:\n  pool_siz: 4\nbogus:\n  x: 1\nlog:\n  level: verbose\n",
+  }, async ({ "u.yaml": file }) => {
+    const error = await loadError({
+      args: ["--config", file!, "--supervisor.backoff_jitter=2", "--postgres.sslmode", "sometimes"],
+      env: { TRADEWIRE_HTTP__PORT: "abc", TRADEWIRE_HTTP__ENABLED: "yes" },
+    });
+    assert.equal(error.name, "ConfigError");
+    const lines = error.message.split("\n");
+    assert.equal(lines[0], "Invalid configuration:");
+    const expected = [
+      `  log.level: expected one of debug, info, warn, error, got "verbose" (from ${file}:6)`,
+      `  http.enabled: expected true or false, got "yes" (from env TRADEWIRE_HTTP__ENABLED)`,
+      `  http.port: expected an integer from 1 to 65535, got "abc" (from env TRADEWIRE_HTTP__PORT)`,
+      `  postgres.sslmode: expected one of disable, prefer, require, verify-full, got "sometimes" (from flag --postgres.sslmode)`,
+      `  postgres.pool_siz: unknown key, did you mean pool_size? (from ${file}:2)`,
+      `  supervisor.backoff_jitter: expected a number from 0 to 1, got 2 (from flag --supervisor.backoff_jitter)`,
+      `  bogus: unknown section (from ${file}:3)`,
+    ];
+    assert.deepEqual(lines.slice(1).toSorted(), expected.toSorted());
+    assert.equal(error.problems.length, expected.length);
+    assert.ok(error.cause instanceof Error, "the zod error is the cause");
+  });
+});
+
+Deno.test("a misspelt TRADEWIRE_ variable is an unknown key", async () => {
+  const error = await loadError({
+    env: { TRADEWIRE_LOG_LEVEL: "warn", TRADEWIRE_HTTP__PROT: "1" },
+  });
+  assert.match(error.message, /\n {2}log_level: unknown section \(from env TRADEWIRE_LOG_LEVEL\)/);
+  assert.match(
+    error.message,
+    /\n {2}http\.prot: unknown key, did you mean port\? \(from env TRADEWIRE_HTTP__PROT\)/,
+  );
+  const malformed = await loadError({ env: { TRADEWIRE_HTTP____PORT: "1" } });
+  assert.match(malformed.message, /TRADEWIRE_HTTP____PORT: malformed name/);
+});
+
+Deno.test("URLs are checked for their scheme", async () => {
+  const error = await loadError({
+    env: {
+      NATS_URL: "http://127.0.0.1:4222",
+      DATABASE_URL: "mysql://db/tw",
+      CLICKHOUSE_URL: "clickhouse://ch:9000",
+    },
+  });
+  assert.match(error.message, /nats\.url: expected nats:\/\/, tls:\/\/, ws:\/\/ or wss:\/\/ URLs/);
+  assert.match(error.message, /postgres\.url: expected a postgres:\/\/ or postgresql:\/\/ URL/);
+  assert.match(error.message, /clickhouse\.url: expected a http:\/\/ or https:\/\/ URL/);
+});
+
+Deno.test("nats.url takes a comma-separated list of servers", async () => {
+  const config = await load({ env: { NATS_URL: "nats://a:4222, tls://b:4222,wss://c:443" } });
+  assert.deepEqual(natsServers(config.nats.url), ["nats://a:4222", "tls://b:4222", "wss://c:443"]);
+  const error = await loadError({ env: { NATS_URL: "nats://a:4222,,nats://b" } });
+  assert.match(error.message, /nats\.url: expected/);
+});
+
+Deno.test("api key hashes must be sha256 hex and are kept lower-case", async () => {
+  const config = await load({ args: [`--http.api_key_hashes=${"AB".repeat(32)}`] });
+  assert.deepEqual(config.http.api_key_hashes, ["ab".repeat(32)]);
+  const error = await loadError({ args: ["--http.api_key_hashes", `${GOOD_HASH},my-raw-key`] });
+  assert.match(
+    error.message,
+    /http\.api_key_hashes\[1\]: expected a sha256 hash: 64 hex characters, got "my-raw-key"/,
+  );
+});
+
+Deno.test("clickhouse.database must be an identifier", async () => {
+  const error = await loadError({ args: ["--clickhouse.database=trade-wire"] });
+  assert.match(error.message, /clickhouse\.database: expected an identifier/);
+});
+
+Deno.test("backoff_max_ms below backoff_initial_ms is an error", async () => {
+  const error = await loadError({
+    args: ["--supervisor.backoff_initial_ms=500", "--supervisor.backoff_max_ms=100"],
+  });
+  assert.match(
+    error.message,
+    /supervisor\.backoff_max_ms: must be at least supervisor\.backoff_initial_ms/,
+  );
+});
+
+Deno.test("a number where YAML needs a string is reported without revealing a password", async () => {
+  await withFiles({ "u.yaml": "nats:\n  password: 0123\n" }, async ({ "u.yaml": file }) => {
+    const error = await loadError({ args: ["--config", file!] });
+    assert.match(
+      error.message,
+      /nats\.password: expected a string, got a number \(\*\*\*\); quote it/,
+    );
+    assert.doesNotMatch(error.message, /123/);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Coercion
+
+Deno.test("env and flag strings are coerced per the schema; strings stay strings", async () => {
+  const config = await load({
+    env: {
+      TRADEWIRE_HTTP__ENABLED: "false",
+      TRADEWIRE_MIGRATIONS__APPLY_ON_START: "TRUE",
+      TRADEWIRE_SUPERVISOR__BACKOFF_JITTER: "0.5",
+      TRADEWIRE_MIGRATIONS__LOCK_KEY: "-42",
+      TRADEWIRE_NATS__PASSWORD: "0123",
+      TRADEWIRE_ENGINE__NAME: "true",
+      TRADEWIRE_HTTP__API_KEY_HASHES: ` ${GOOD_HASH} , ${"b".repeat(64)} `,
+    },
+    args: ["--supervisor.intensity", "0", "--nats.token=007"],
+  });
+  assert.equal(config.http.enabled, false);
+  assert.equal(config.migrations.apply_on_start, true);
+  assert.equal(config.supervisor.backoff_jitter, 0.5);
+  assert.equal(config.migrations.lock_key, -42);
+  assert.equal(config.supervisor.intensity, 0);
+  assert.equal(config.nats.password, "0123");
+  assert.equal(config.nats.token, "007");
+  assert.equal(config.engine.name, "true");
+  assert.deepEqual(config.http.api_key_hashes, [GOOD_HASH, "b".repeat(64)]);
+});
+
+Deno.test("an empty list value gives an empty array", async () => {
+  const config = await load({ env: { TRADEWIRE_HTTP__API_KEY_HASHES: "" } });
+  assert.deepEqual(config.http.api_key_hashes, []);
+});
+
+Deno.test("a fractional number for an integer key is an error", async () => {
+  const error = await loadError({ args: ["--postgres.pool_size=2.5"] });
+  assert.match(error.message, /postgres\.pool_size: expected an integer from 1 to 200, got 2\.5/);
+});
+
+// ---------------------------------------------------------------------------
+// Command line
+
+Deno.test("cliFlags reads --config, --print-config and overrides", () => {
+  assert.deepEqual(
+    cliFlags(["--print-config", "--config=a.yaml", "--http.port", "9000", "--http.enabled"]),
+    {
+      printConfig: true,
+      configPath: "a.yaml",
+      overrides: { "http.port": "9000", "http.enabled": "true" },
+    },
+  );
+  assert.deepEqual(cliFlags([]), { printConfig: false, overrides: {} });
+});
+
+Deno.test("--print-config is not a key", async () => {
+  const config = await load({ args: ["--print-config", "--http.port=9001"] });
+  assert.equal(config.http.port, 9001);
+});
+
+Deno.test("cliFlags rejects every argument it does not understand", () => {
+  assert.throws(() => cliFlags(["stray", "--verbose", "--http..port=1", "--config"]), (error) => {
+    assert.ok(error instanceof ConfigError);
+    assert.equal(error.problems.length, 4);
+    assert.match(error.message, /stray: unexpected argument/);
+    assert.match(error.message, /--verbose: unknown flag/);
+    assert.match(error.message, /--http\.\.port: malformed key/);
+    assert.match(error.message, /--config: needs a file path/);
+    return true;
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Redaction
+
+Deno.test("redactConfig hides passwords, tokens and URL credentials but shows hashes", async () => {
+  const config = await load({
+    env: {
+      DATABASE_URL: "postgres://app:hunter2@db:5432/tw?sslpassword=pem-pass",
+      CLICKHOUSE_PASSWORD: "ch-secret",
+      CLICKHOUSE_URL: "https://ops:ch-url-secret@ch:8443",
+      NATS_URL: "nats://natstoken@n1:4222,nats://u:natspw@n2:4222",
+      TRADEWIRE_NATS__PASSWORD: "nats-secret",
+      TRADEWIRE_NATS__TOKEN: "tok-secret",
+      TRADEWIRE_HTTP__API_KEY_HASHES: GOOD_HASH,
+    },
+  });
+  const shown = redactConfig(config) as Config;
+  const text = JSON.stringify(shown);
+  for (
+    const secret of ["hunter2", "pem-pass", "ch-secret", "ch-url-secret", "natstoken", "natspw"]
+  ) {
+    assert.ok(!text.includes(secret), `${secret} leaked: ${text}`);
+  }
+  assert.ok(!text.includes("nats-secret") && !text.includes("tok-secret"));
+  assert.equal(shown.postgres.url, "postgres://app:***@db:5432/tw?sslpassword=***");
+  assert.equal(shown.clickhouse.url, "https://ops:***@ch:8443");
+  assert.equal(shown.nats.url, "nats://***@n1:4222,nats://u:***@n2:4222");
+  assert.equal(shown.nats.password, "***");
+  assert.equal(shown.nats.token, "***");
+  assert.equal(shown.clickhouse.password, "***");
+  assert.deepEqual(shown.http.api_key_hashes, [GOOD_HASH]);
+  assert.equal(shown.http.port, 8000);
+  assert.equal(config.nats.password, "nats-secret", "the config itself is untouched");
+});
+
+Deno.test("redactConfig leaves empty secrets visible as empty", async () => {
+  const shown = redactConfig(await load()) as Config;
+  assert.equal(shown.nats.password, "");
+  assert.equal(shown.postgres.url, DEFAULT_CONFIG.postgres.url);
+});
+
+Deno.test("bad values in error messages have URL passwords redacted", async () => {
+  const error = await loadError({ env: { DATABASE_URL: "mysql://app:hunter2@db/tw" } });
+  assert.match(error.message, /got "mysql:\/\/app:\*\*\*@db\/tw"/);
+  assert.doesNotMatch(error.message, /hunter2/);
+});
+
+// ---------------------------------------------------------------------------
+// Production profile
+
+Deno.test("production accepts a secure configuration", async () => {
+  const config = await load({ args: PRODUCTION_OK });
+  assert.equal(config.engine.profile, "production");
+});
+
+Deno.test("production refuses every insecure setting at once", async () => {
+  const error = await loadError({
+    args: ["--engine.profile=production", "--log.level=debug"],
+    env: {
+      CLICKHOUSE_PASSWORD: "ClickHouse",
+      TRADEWIRE_NATS__USER: "engine",
+    },
+  });
+  const text = error.message;
+  assert.match(
+    text,
+    /\n {2}http\.api_key_hashes: the production profile requires at least one API key hash/,
+  );
+  assert.match(text, /\n {2}postgres\.url: the production profile requires a password in the URL/);
+  assert.match(
+    text,
+    /\n {2}clickhouse\.password: a well-known default password, refused by the production profile/,
+  );
+  assert.match(
+    text,
+    /\n {2}nats\.password: the production profile requires a password when nats\.user is set/,
+  );
+  assert.match(
+    text,
+    /\n {2}log\.level: debug logging is refused by the production profile .*\(from flag --log\.level\)/,
+  );
+  assert.equal(error.problems.length, 5, text);
+});
+
+Deno.test("production refuses well-known passwords wherever they are", async () => {
+  for (
+    const [args, key] of [
+      [["--postgres.url=postgres://postgres:postgres@db/tw"], "postgres.url"],
+      [["--postgres.url=postgres://app:ChangeMe@db/tw"], "postgres.url"],
+      [["--clickhouse.url=http://default:admin@ch:8123"], "clickhouse.url"],
+      [["--nats.user=engine", "--nats.password=secret"], "nats.password"],
+      [["--nats.token=tradewire"], "nats.token"],
+      [["--nats.url=nats://u:password@n:4222"], "nats.url"],
+    ] as const
+  ) {
+    const error = await loadError({ args: [...PRODUCTION_OK, ...args] });
+    assert.deepEqual(error.problems.map((p) => p.key), [key], error.message);
+    assert.match(error.message, /well-known default password/);
+  }
+});
+
+Deno.test("production refuses a malformed api key hash", async () => {
+  const error = await loadError({
+    args: [...PRODUCTION_OK, "--http.api_key_hashes=not-a-hash"],
+  });
+  assert.match(error.message, /http\.api_key_hashes\[0\]: expected a sha256 hash/);
+});
+
+Deno.test("production refusals are reported alongside schema errors", async () => {
+  const error = await loadError({ args: ["--engine.profile=production", "--http.port=abc"] });
+  assert.match(error.message, /http\.port: expected an integer/);
+  assert.match(error.message, /postgres\.url: the production profile requires a password/);
+});
+
+Deno.test("production does not need API key hashes when HTTP is disabled", async () => {
+  const args = PRODUCTION_OK.filter((arg) => !arg.startsWith("--http.")).concat(
+    "--http.enabled=false",
+  );
+  const config = await load({ args });
+  assert.equal(config.http.enabled, false);
+});
+
+Deno.test("development accepts the insecure defaults", async () => {
+  const config = await load({ args: ["--log.level=debug"] });
+  assert.equal(config.engine.profile, "development");
+});
+
+// ---------------------------------------------------------------------------
+// API keys
+
+Deno.test("hashApiKey returns the sha256 hex of the key", async () => {
+  assert.equal(
+    await hashApiKey("abc"),
+    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+  );
+});
+
+Deno.test("verifyApiKey accepts a key whose hash is listed and nothing else", async () => {
+  const hashes = [
+    GOOD_HASH,
+    await hashApiKey("k3y-one"),
+    (await hashApiKey("k3y-two")).toUpperCase(),
+  ];
+  assert.equal(await verifyApiKey("k3y-one", hashes), true);
+  assert.equal(await verifyApiKey("k3y-two", hashes), true);
+  assert.equal(await verifyApiKey("k3y-three", hashes), false);
+  assert.equal(await verifyApiKey("k3y-one", []), false);
+  assert.equal(await verifyApiKey(hashes[1]!, hashes), false, "the hash itself is not a key");
+});
+
+Deno.test("a hash made by hashApiKey is accepted by the schema and then verifies", async () => {
+  const hash = await hashApiKey("engine-key");
+  const config = await load({ env: { TRADEWIRE_HTTP__API_KEY_HASHES: hash } });
+  assert.equal(await verifyApiKey("engine-key", config.http.api_key_hashes), true);
+});
+
+Deno.test("DEFAULT_CONFIG_FILE is config/default.yaml next to the module", () => {
+  assert.match(DEFAULT_CONFIG_FILE, /config[/\\]default\.yaml$/);
+});
