@@ -1,0 +1,21 @@
+# Tradewire engine image: the official Deno image, dependencies cached at build
+# time, run as the image's non-root `deno` user.
+FROM denoland/deno:2.9.6
+
+WORKDIR /app
+
+# Dependencies first, so they are cached while the source changes.
+COPY deno.json deno.lock ./
+COPY --chown=deno:deno . .
+RUN deno cache --frozen main.ts scripts/migrate.ts && chown -R deno:deno /app
+
+USER deno
+
+ENV TRADEWIRE_HTTP__HOST=0.0.0.0 \
+    TRADEWIRE_HTTP__PORT=8000
+EXPOSE 8000
+
+HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["deno", "eval", "const r = await fetch('http://127.0.0.1:8000/api/health'); Deno.exit(r.ok ? 0 : 1)"]
+
+CMD ["deno", "run", "--allow-all", "--cached-only", "main.ts"]

@@ -1,0 +1,231 @@
+/**
+ * The engine's one NATS connection: connect (waiting while NATS is down, with
+ * a clear log line per attempt), reconnect forever with jittered exponential
+ * backoff, subject helpers, and the JetStream streams the engine needs.
+ *
+ * @module
+ */
+
+import { connect } from "@nats-io/transport-node";
+import type { ConnectionOptions, NatsConnection } from "@nats-io/nats-core";
+import { jetstreamManager, type StreamConfig } from "@nats-io/jetstream";
+import { type Clock, systemClock } from "../lib/clock.ts";
+import { type Logger, nullLogger } from "../lib/log.ts";
+import { redactUrl } from "../lib/redact.ts";
+
+/** NATS settings: the `nats` section of the configuration. */
+export interface NatsOptions {
+  /** Server URL, or several separated by commas. */
+  url: string;
+  /** Connection name shown by the server. */
+  name: string;
+  /** User for user/password auth; empty for none. */
+  user: string;
+  /** Password for user/password auth. */
+  password: string;
+  /** Token auth; empty for none. */
+  token: string;
+  /** Milliseconds one connection attempt may take. */
+  connect_timeout_ms: number;
+  /** First delay between reconnect attempts. */
+  reconnect_wait_ms: number;
+  /** Largest delay between reconnect attempts. */
+  reconnect_max_wait_ms: number;
+  /** Random jitter added to each delay, up to this many milliseconds. */
+  reconnect_jitter_ms: number;
+}
+
+/** Options for {@linkcode connectNats}. */
+export interface ConnectNatsOptions {
+  /** Gives up waiting for the first connection when aborted. */
+  signal?: AbortSignal;
+  /** @default {nullLogger} */
+  log?: Logger;
+  /** @default {systemClock} */
+  clock?: Clock;
+  /** For jitter. @default {Math.random} */
+  random?: () => number;
+}
+
+/** The delay before reconnect attempt `attempt` (0-based): exponential, capped, jittered. */
+export function reconnectDelay(
+  attempt: number,
+  options: Pick<NatsOptions, "reconnect_wait_ms" | "reconnect_max_wait_ms" | "reconnect_jitter_ms">,
+  random: () => number = Math.random,
+): number {
+  const base = Math.min(
+    options.reconnect_max_wait_ms,
+    options.reconnect_wait_ms * 2 ** Math.min(attempt, 30),
+  );
+  return Math.round(base + random() * options.reconnect_jitter_ms);
+}
+
+/** The nats.js connection options for `options`. */
+export function natsConnectionOptions(
+  options: NatsOptions,
+  random: () => number = Math.random,
+): ConnectionOptions & { onReconnected: () => void } {
+  let attempt = 0;
+  return {
+    servers: options.url.split(",").map((s) => s.trim()).filter((s) => s.length > 0),
+    name: options.name,
+    timeout: options.connect_timeout_ms,
+    reconnect: true,
+    maxReconnectAttempts: -1,
+    reconnectDelayHandler: () => reconnectDelay(attempt++, options, random),
+    onReconnected: () => {
+      attempt = 0;
+    },
+    ...(options.user ? { user: options.user, pass: options.password } : {}),
+    ...(options.token ? { token: options.token } : {}),
+  };
+}
+
+/**
+ * Connects to NATS. While the server is unreachable it logs
+ * "NATS unreachable, retrying" with the attempt and delay and tries again with
+ * jittered backoff, until it connects or `signal` aborts. Once connected the
+ * client reconnects forever; disconnects and reconnects are logged.
+ *
+ * @example
+ * ```ts
+ * const nc = await connectNats(config.nats, { log });
+ * ```
+ */
+export async function connectNats(
+  options: NatsOptions,
+  { signal, log = nullLogger, clock = systemClock, random = Math.random }: ConnectNatsOptions =
+    {},
+): Promise<NatsConnection> {
+  const { onReconnected, ...connectionOptions } = natsConnectionOptions(options, random);
+  const url = redactUrl(options.url);
+  for (let attempt = 0;; attempt++) {
+    signal?.throwIfAborted();
+    try {
+      const nc = await connect(connectionOptions);
+      log.info("NATS connected", { url, server: nc.info?.server_name ?? null });
+      watchStatus(nc, log, onReconnected);
+      return nc;
+    } catch (error) {
+      const delay = reconnectDelay(attempt, options, random);
+      log.warn("NATS unreachable, retrying", {
+        url,
+        attempt: attempt + 1,
+        retry_in_ms: delay,
+        error: error instanceof Error ? error.message : String(error),
+      });
+      await clock.sleep(delay, signal);
+    }
+  }
+}
+
+async function watchStatus(nc: NatsConnection, log: Logger, onReconnected: () => void) {
+  for await (const status of nc.status()) {
+    switch (status.type) {
+      case "disconnect":
+        log.warn("NATS disconnected", { server: status.server });
+        break;
+      case "reconnect":
+        onReconnected();
+        log.info("NATS reconnected", { server: status.server });
+        break;
+      case "error":
+        log.error("NATS error", { error: status.error });
+        break;
+      case "slowConsumer":
+        log.warn("NATS slow consumer", { subject: status.sub.getSubject() });
+        break;
+    }
+  }
+}
+
+/** The NATS round trip to the server, in milliseconds; rejects when not connected. */
+export async function pingNats(nc: NatsConnection): Promise<number> {
+  if (nc.isClosed()) throw new Error("NATS connection is closed");
+  const started = performance.now();
+  await nc.flush();
+  return performance.now() - started;
+}
+
+const TOKEN = /^[A-Za-z0-9_\-:@+=~]+$/;
+
+/**
+ * Joins subject tokens with dots, refusing tokens that are empty or contain
+ * dots, spaces or wildcards, so data can never change a subject's shape.
+ *
+ * @example
+ * ```ts
+ * subject("md", "trade", "binance", "BTC-USDT"); // "md.trade.binance.BTC-USDT"
+ * ```
+ */
+export function subject(...tokens: string[]): string {
+  for (const token of tokens) {
+    if (!TOKEN.test(token)) throw new TypeError(`Invalid subject token: ${JSON.stringify(token)}`);
+  }
+  return tokens.join(".");
+}
+
+/** A JetStream stream the engine needs, with the settings it is kept at. */
+export type StreamSpec = Partial<StreamConfig> & { name: string; subjects: string[] };
+
+/** Streams the engine itself needs. Later features append theirs. */
+export const ENGINE_STREAMS: readonly StreamSpec[] = [
+  {
+    name: "ENGINE_EVENTS",
+    subjects: ["engine.events.>"],
+    // 7 days, in nanoseconds.
+    max_age: 7 * 24 * 3600 * 1e9,
+    max_bytes: 256 * 1024 * 1024,
+  },
+];
+
+/** What {@linkcode ensureStreams} did to one stream. */
+export interface EnsuredStream {
+  /** The stream's name. */
+  name: string;
+  /** Whether it was created, updated or already as wanted. */
+  action: "created" | "updated" | "unchanged";
+}
+
+/**
+ * Creates each stream that is missing and updates each whose settings differ
+ * from its spec. Running it again changes nothing.
+ */
+export async function ensureStreams(
+  nc: NatsConnection,
+  specs: readonly StreamSpec[],
+  log: Logger = nullLogger,
+): Promise<EnsuredStream[]> {
+  const jsm = await jetstreamManager(nc);
+  const results: EnsuredStream[] = [];
+  for (const spec of specs) {
+    let current: StreamConfig | undefined;
+    try {
+      current = (await jsm.streams.info(spec.name)).config;
+    } catch (error) {
+      if (!isStreamNotFound(error)) throw error;
+    }
+    let action: EnsuredStream["action"] = "unchanged";
+    if (!current) {
+      await jsm.streams.add(spec);
+      action = "created";
+    } else if (differs(spec, current)) {
+      await jsm.streams.update(spec.name, spec);
+      action = "updated";
+    }
+    if (action !== "unchanged") log.info(`JetStream stream ${action}`, { stream: spec.name });
+    results.push({ name: spec.name, action });
+  }
+  return results;
+}
+
+function isStreamNotFound(error: unknown): boolean {
+  return error instanceof Error &&
+    (error.name === "StreamNotFoundError" || /stream not found/i.test(error.message));
+}
+
+function differs(spec: StreamSpec, current: StreamConfig): boolean {
+  return Object.entries(spec).some(([key, value]) =>
+    JSON.stringify(value) !== JSON.stringify(current[key as keyof StreamConfig])
+  );
+}

@@ -1,0 +1,32 @@
+/**
+ * The Hono application: every HTTP route of the engine, with JSON errors.
+ *
+ * @module
+ */
+
+import { Hono } from "hono";
+import { errorHandler, notFound } from "./errors.ts";
+import { healthRoutes, type HealthSource } from "./health.ts";
+import type { Logger } from "../lib/log.ts";
+
+/** What the routes need from the running engine. */
+export interface AppDeps {
+  /** Engine name, reported by `GET /`. */
+  name: string;
+  /** Where health reads its figures. */
+  health: HealthSource;
+  /** For unexpected errors. */
+  log: Logger;
+}
+
+/**
+ * Builds the application. Test it without sockets: `await app.request("/api/health")`.
+ */
+export function createApp(deps: AppDeps): Hono {
+  const app = new Hono();
+  app.onError(errorHandler(deps.log));
+  app.notFound(notFound);
+  app.get("/", (c) => c.json({ name: deps.name, version: deps.health.version }));
+  app.route("/api/health", healthRoutes(deps.health));
+  return app;
+}

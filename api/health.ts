@@ -1,0 +1,116 @@
+/**
+ * Health: liveness, and a detailed report of the backing services and of
+ * every actor in the supervision tree.
+ *
+ * @module
+ */
+
+import { Hono } from "hono";
+import type { ActorInfo } from "../actors/types.ts";
+
+/** The services the engine depends on. */
+export const COMPONENTS = ["postgres", "nats", "clickhouse"] as const;
+/** One of {@linkcode COMPONENTS}. */
+export type Component = typeof COMPONENTS[number];
+
+/** The state of one backing service. */
+export interface ComponentHealth {
+  /** Whether its probe answered in time. */
+  status: "up" | "down";
+  /** Probe round trip in milliseconds; null when down. */
+  latency_ms: number | null;
+  /** Why it is down. */
+  error?: string;
+}
+
+/** The body of `GET /api/health/detailed`. */
+export interface DetailedHealth {
+  /** ok: all up and running; degraded: working with a part missing; down: cannot work. */
+  status: "ok" | "degraded" | "down";
+  /** Engine version. */
+  version: string;
+  /** Seconds since the engine started. */
+  uptime_s: number;
+  /** Each backing service. */
+  components: Record<Component, ComponentHealth>;
+  /** Every actor and supervisor in the tree. */
+  actors: ActorInfo[];
+  /** More sections reported by parts of the engine (e.g. migrations). */
+  [section: string]: unknown;
+}
+
+/** What the health routes read from the running engine. */
+export interface HealthSource {
+  /** Engine version. */
+  version: string;
+  /** When the engine started, in milliseconds since the epoch. */
+  startedAt: number;
+  /** A probe per service: resolves to its latency in milliseconds, rejects when it is down. */
+  probes: Record<Component, () => Promise<number>>;
+  /** The supervision tree's rows. */
+  actors: () => ActorInfo[];
+  /** Further sections of the report. */
+  sections?: () => Record<string, unknown>;
+  /** Milliseconds a probe may take before the service counts as down. @default {2000} */
+  probeTimeoutMs?: number;
+}
+
+/** Services without which the engine cannot work at all. */
+const ESSENTIAL: readonly Component[] = ["postgres", "nats"];
+/** Actor states that mean all is well. */
+const HEALTHY_ACTOR: ReadonlySet<ActorInfo["status"]> = new Set(["running", "exited"]);
+
+/** Probes every service at once and classifies the engine's state. */
+export async function detailedHealth(source: HealthSource): Promise<DetailedHealth> {
+  const timeoutMs = source.probeTimeoutMs ?? 2000;
+  const results = await Promise.all(
+    COMPONENTS.map((name) => probe(source.probes[name], timeoutMs)),
+  );
+  const components = Object.fromEntries(
+    COMPONENTS.map((name, i) => [name, results[i]]),
+  ) as Record<Component, ComponentHealth>;
+  const actors = source.actors();
+  let status: DetailedHealth["status"] = "ok";
+  if (ESSENTIAL.some((name) => components[name].status === "down")) status = "down";
+  else if (
+    COMPONENTS.some((name) => components[name].status === "down") ||
+    actors.some((actor) => !HEALTHY_ACTOR.has(actor.status))
+  ) status = "degraded";
+  return {
+    status,
+    version: source.version,
+    uptime_s: Math.round((Date.now() - source.startedAt) / 1000),
+    components,
+    actors,
+    ...source.sections?.(),
+  };
+}
+
+async function probe(check: () => Promise<number>, timeoutMs: number): Promise<ComponentHealth> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    const latency = await Promise.race([check(), timeout]);
+    return { status: "up", latency_ms: Math.round(latency * 1000) / 1000 };
+  } catch (error) {
+    return {
+      status: "down",
+      latency_ms: null,
+      error: error instanceof Error ? error.message : String(error),
+    };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The health routes: `GET /` (liveness) and `GET /detailed`. */
+export function healthRoutes(source: HealthSource): Hono {
+  return new Hono()
+    .get("/", (c) => c.json({ status: "ok" }))
+    .get("/detailed", async (c) => {
+      const report = await detailedHealth(source);
+      return c.json(report, report.status === "ok" ? 200 : 503);
+    });
+}

@@ -1,0 +1,140 @@
+import assert from "node:assert/strict";
+import { Hono } from "hono";
+import { createApp } from "../api/app.ts";
+import { ApiError, errorHandler, notFound } from "../api/errors.ts";
+import type { HealthSource } from "../api/health.ts";
+import type { ActorInfo } from "../actors/types.ts";
+import { memoryLogger, nullLogger } from "../lib/log.ts";
+
+function actor(name: string, status: ActorInfo["status"]): ActorInfo {
+  return { name, kind: "actor", status, restarts: 0, mailbox: null, last_error: null };
+}
+
+/** A health source whose probes answer as `down` says; the classification is what is tested. */
+function source(down: string[], actors: ActorInfo[] = []): HealthSource {
+  const probe = (name: string) => () =>
+    down.includes(name) ? Promise.reject(new Error(`${name} refused`)) : Promise.resolve(1.5);
+  return {
+    version: "9.9.9",
+    startedAt: Date.now(),
+    probes: { postgres: probe("postgres"), nats: probe("nats"), clickhouse: probe("clickhouse") },
+    actors: () => actors,
+    sections: () => ({ migrations: { postgres: "applied" } }),
+    probeTimeoutMs: 200,
+  };
+}
+
+Deno.test("GET / names the engine and its version", async () => {
+  const app = createApp({ name: "tradewire", health: source([]), log: nullLogger });
+  const res = await app.request("/");
+  assert.equal(res.status, 200);
+  assert.deepEqual(await res.json(), { name: "tradewire", version: "9.9.9" });
+});
+
+Deno.test("GET /api/health answers 200 while the process serves", async () => {
+  const app = createApp({ name: "tw", health: source(["postgres", "nats"]), log: nullLogger });
+  const res = await app.request("/api/health");
+  assert.equal(res.status, 200);
+  assert.deepEqual(await res.json(), { status: "ok" });
+});
+
+Deno.test("detailed health is ok with 200 when every component is up and actors run", async () => {
+  const app = createApp({
+    name: "tw",
+    health: source([], [actor("root/http", "running"), actor("root/migrations", "exited")]),
+    log: nullLogger,
+  });
+  const res = await app.request("/api/health/detailed");
+  assert.equal(res.status, 200);
+  const body = await res.json();
+  assert.equal(body.status, "ok");
+  for (const name of ["postgres", "nats", "clickhouse"]) {
+    assert.deepEqual(body.components[name], { status: "up", latency_ms: 1.5 });
+  }
+  assert.equal(body.actors.length, 2);
+  assert.deepEqual(body.migrations, { postgres: "applied" });
+});
+
+Deno.test("detailed health is degraded with 503 when ClickHouse is down", async () => {
+  const app = createApp({ name: "tw", health: source(["clickhouse"]), log: nullLogger });
+  const res = await app.request("/api/health/detailed");
+  assert.equal(res.status, 503);
+  const body = await res.json();
+  assert.equal(body.status, "degraded");
+  assert.equal(body.components.clickhouse.status, "down");
+  assert.equal(body.components.clickhouse.latency_ms, null);
+  assert.match(body.components.clickhouse.error, /clickhouse refused/);
+});
+
+Deno.test("detailed health is degraded when an actor is restarting or failed", async () => {
+  for (const status of ["restarting", "failed"] as const) {
+    const app = createApp({
+      name: "tw",
+      health: source([], [actor("root/validator", status)]),
+      log: nullLogger,
+    });
+    const res = await app.request("/api/health/detailed");
+    assert.equal(res.status, 503);
+    assert.equal((await res.json()).status, "degraded");
+  }
+});
+
+Deno.test("detailed health is down when PostgreSQL or NATS is down", async () => {
+  for (const down of [["postgres"], ["nats"]]) {
+    const app = createApp({ name: "tw", health: source(down), log: nullLogger });
+    const res = await app.request("/api/health/detailed");
+    assert.equal(res.status, 503);
+    assert.equal((await res.json()).status, "down");
+  }
+});
+
+Deno.test("a probe that hangs counts as down after the probe timeout", async () => {
+  const health = source([]);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  health.probes.clickhouse = () => new Promise((resolve) => timer = setTimeout(() => resolve(1), 5_000));
+  const app = createApp({ name: "tw", health, log: nullLogger });
+  try {
+    const body = await (await app.request("/api/health/detailed")).json();
+    assert.equal(body.components.clickhouse.status, "down");
+    assert.match(body.components.clickhouse.error, /no answer within 200 ms/);
+  } finally {
+    clearTimeout(timer);
+  }
+});
+
+Deno.test("unknown routes get a JSON 404", async () => {
+  const app = createApp({ name: "tw", health: source([]), log: nullLogger });
+  const res = await app.request("/api/nope");
+  assert.equal(res.status, 404);
+  assert.deepEqual(await res.json(), {
+    error: { code: "not_found", message: "No route for GET /api/nope" },
+  });
+});
+
+Deno.test("thrown errors become JSON error bodies, never stack traces", async () => {
+  const { log, lines } = memoryLogger();
+  const app = new Hono()
+    .get("/api-error", () => {
+      throw new ApiError(422, "invalid_signal", "Signal rejected", { details: ["qty: > 0"] });
+    })
+    .get("/boom", () => {
+      throw new Error("secret internals at db.ts:42");
+    });
+  app.onError(errorHandler(log));
+  app.notFound(notFound);
+
+  const rejected = await app.request("/api-error");
+  assert.equal(rejected.status, 422);
+  assert.deepEqual(await rejected.json(), {
+    error: { code: "invalid_signal", message: "Signal rejected", details: ["qty: > 0"] },
+  });
+
+  const boom = await app.request("/boom");
+  assert.equal(boom.status, 500);
+  const text = await boom.text();
+  assert.deepEqual(JSON.parse(text), {
+    error: { code: "internal", message: "Internal server error" },
+  });
+  assert.doesNotMatch(text, /db\.ts|at /);
+  assert.equal(lines[0]?.msg, "unhandled error in request");
+});
