@@ -1,0 +1,314 @@
+/**
+ * Actors: named units of work that talk to each other only through NATS
+ * subjects. Messages received on an actor's subjects are decoded as JSON into
+ * {@linkcode Envelope}s, queued in its bounded {@linkcode Mailbox} and handled
+ * one at a time. An actor is a {@linkcode ChildSpec}, so a supervisor starts,
+ * restarts and stops it; an exception in its handler crashes only that actor.
+ *
+ * @example
+ * ```ts
+ * import { connect } from "@nats-io/transport-node";
+ * import { actor } from "./actor.ts";
+ * import { startRoot } from "./supervisor.ts";
+ *
+ * const nats = await connect({ servers: "127.0.0.1:4222" });
+ * const echo = actor<{ text: string }>({
+ *   name: "echo",
+ *   subjects: [{ subject: "echo.in", queue: "echo" }],
+ *   handle: (message, ctx) => ctx.publish("echo.out", message.data),
+ * }, { nats });
+ * const root = await startRoot({ name: "root" }, [echo]);
+ * await root.stop();
+ * await nats.close();
+ * ```
+ *
+ * @module
+ */
+
+import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
+import { decodeJson, encodeJson } from "../adapters/codec.ts";
+import { type Clock, systemClock } from "../lib/clock.ts";
+import { type Logger, nullLogger } from "../lib/log.ts";
+import { DEFAULT_OVERFLOW, Mailbox, MailboxClosedError, type OverflowPolicy } from "./mailbox.ts";
+import type { ChildSpec, ChildStats, MailboxStats, RestartType, Running } from "./types.ts";
+
+/** Default mailbox capacity of an actor. */
+export const DEFAULT_MAILBOX_CAPACITY = 1024;
+/** Default timeout of {@linkcode ActorContext.request}, in milliseconds. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 5_000;
+
+/** A NATS message as an actor's handler sees it. */
+export interface Envelope<M = unknown> {
+  /** Subject it was published to. */
+  subject: string;
+  /** Its JSON payload, decoded but not validated. */
+  data: M;
+  /** Subject to reply to, for requests. */
+  reply: string | null;
+  /** Its NATS headers; empty when it has none. */
+  headers: Record<string, string[]>;
+}
+
+/** A subject to subscribe to, optionally in a queue group (load-balanced). */
+export type SubjectSpec = string | { subject: string; queue?: string };
+
+/** Mailbox settings of an actor. */
+export interface ActorMailboxOptions {
+  /** Most queued messages. @default {DEFAULT_MAILBOX_CAPACITY} */
+  capacity?: number;
+  /** What happens when it is full. @default {DEFAULT_OVERFLOW} */
+  overflow?: OverflowPolicy;
+}
+
+/** What an actor's hooks receive. */
+export interface ActorContext {
+  /** The actor's name. */
+  readonly name: string;
+  /** Aborts when the actor is asked to stop. */
+  readonly signal: AbortSignal;
+  /** Logger whose lines carry `actor: name`. */
+  readonly log: Logger;
+  /** The clock to use for time and delays. */
+  readonly clock: Clock;
+  /** The raw NATS connection, for what the helpers do not cover (e.g. JetStream). */
+  readonly nats: NatsConnection;
+  /** Publishes `data` as JSON on `subject`. */
+  publish(subject: string, data: unknown): void;
+  /** Sends `data` as JSON on `subject` and resolves with the decoded JSON reply. */
+  request<R = unknown>(subject: string, data: unknown, timeoutMs?: number): Promise<R>;
+}
+
+/**
+ * An actor: either it handles messages from `subjects` with `handle`, or it
+ * does its work in a `run` loop (then it has no subjects).
+ */
+export interface ActorDefinition<M = unknown> {
+  /** Unique among its siblings. */
+  name: string;
+  /** Subjects it subscribes to; required with `handle`. @default {[]} */
+  subjects?: readonly SubjectSpec[];
+  /** Its mailbox. @default {{ capacity: DEFAULT_MAILBOX_CAPACITY, overflow: DEFAULT_OVERFLOW }} */
+  mailbox?: ActorMailboxOptions;
+  /** Restart type. @default {"permanent"} */
+  restart?: RestartType;
+  /** Time it has to stop (drain included). @default {5000} */
+  shutdownMs?: number;
+  /** Runs before it subscribes; a rejection is a start failure. */
+  start?(ctx: ActorContext): void | Promise<void>;
+  /** Runs once after it stopped handling messages, whether it stopped or crashed. */
+  stop?(ctx: ActorContext): void | Promise<void>;
+  /** Handles one message; a rejection crashes the actor. */
+  handle?(message: Envelope<M>, ctx: ActorContext): void | Promise<void>;
+  /** Its work, for an actor without subjects: resolving is a normal exit, rejecting an abnormal one. */
+  run?(ctx: ActorContext): Promise<void>;
+}
+
+/** What actors need from the engine. */
+export interface ActorDeps {
+  /** The NATS connection they subscribe and publish on. */
+  nats: NatsConnection;
+  /** Parent logger. @default {nullLogger} */
+  log?: Logger;
+  /** Clock handed to the hooks. @default {systemClock} */
+  clock?: Clock;
+}
+
+/** What a running actor reports. */
+export interface ActorStats extends ChildStats {
+  /** Always `"actor"`. */
+  kind: "actor";
+  /** Its mailbox; absent for `run` actors. */
+  mailbox?: MailboxStats;
+  /** Messages that failed to decode and were dropped. */
+  malformed: number;
+  /** Messages handled. */
+  processed: number;
+}
+
+/**
+ * Creates the child spec of an actor. On start it runs `start`, subscribes
+ * and flushes (then it is ready). On stop (signal aborted) it drains its
+ * subscriptions, handles the messages already received, runs `stop` and
+ * exits normally; `shutdownMs` must cover that drain. A handler exception
+ * unsubscribes, discards the queued messages, runs `stop` and exits
+ * abnormally with that exception. Under the `"block"` policy a full mailbox
+ * holds messages back in the NATS client; use `"drop_oldest"` for feeds where
+ * only the latest values matter.
+ */
+export function actor<M = unknown>(definition: ActorDefinition<M>, deps: ActorDeps): ChildSpec {
+  const { name, subjects = [], handle, run, mailbox = {} } = definition;
+  if (!name || name.includes("/")) throw new TypeError(`Invalid actor name: "${name}"`);
+  if (handle && run) throw new TypeError(`Actor ${name} has both handle and run`);
+  if (handle && subjects.length === 0) throw new TypeError(`Actor ${name} has no subjects`);
+  if (run && subjects.length > 0) throw new TypeError(`Actor ${name} has run and subjects`);
+  if (!handle && !run) throw new TypeError(`Actor ${name} has neither handle nor run`);
+  const capacity = mailbox.capacity ?? DEFAULT_MAILBOX_CAPACITY;
+  if (!Number.isInteger(capacity) || capacity < 1) {
+    throw new RangeError(`Actor ${name} mailbox capacity must be a positive integer`);
+  }
+  return {
+    name,
+    ...(definition.restart ? { restart: definition.restart } : {}),
+    ...(definition.shutdownMs !== undefined ? { shutdownMs: definition.shutdownMs } : {}),
+    start: (signal) => startActor(definition, deps, signal),
+  };
+}
+
+function startActor<M>(
+  definition: ActorDefinition<M>,
+  deps: ActorDeps,
+  signal: AbortSignal,
+): Running {
+  const { nats } = deps;
+  const log = (deps.log ?? nullLogger).child({ actor: definition.name });
+  const ctx: ActorContext = {
+    name: definition.name,
+    signal,
+    log,
+    clock: deps.clock ?? systemClock,
+    nats,
+    publish: (subject, data) => nats.publish(subject, encodeJson(data)),
+    request: async <R>(subject: string, data: unknown, timeoutMs = DEFAULT_REQUEST_TIMEOUT_MS) => {
+      const reply = await nats.request(subject, encodeJson(data), { timeout: timeoutMs });
+      return decodeJson<R>(reply.data);
+    },
+  };
+  const counters = { malformed: 0, processed: 0 };
+  const { handle } = definition;
+  const mailbox = handle
+    ? new Mailbox<Envelope<M>>(definition.mailbox?.capacity ?? DEFAULT_MAILBOX_CAPACITY, {
+      overflow: definition.mailbox?.overflow ?? DEFAULT_OVERFLOW,
+    })
+    : null;
+  const subscriptions: Subscription[] = [];
+
+  const stopAfterCrash = async () => {
+    try {
+      await definition.stop?.(ctx);
+    } catch (error) {
+      log.error("stop hook failed", { error });
+    }
+  };
+
+  const ready = (async () => {
+    await definition.start?.(ctx);
+    try {
+      for (const spec of definition.subjects ?? []) {
+        const { subject, queue } = typeof spec === "string" ? { subject: spec } : spec;
+        subscriptions.push(nats.subscribe(subject, queue ? { queue } : {}));
+      }
+      await nats.flush();
+    } catch (error) {
+      unsubscribeAll(subscriptions);
+      await stopAfterCrash();
+      throw error;
+    }
+    log.debug("started");
+  })();
+
+  const pump = async (subscription: Subscription, box: Mailbox<Envelope<M>>) => {
+    for await (const msg of subscription) {
+      let envelope: Envelope<M>;
+      try {
+        envelope = toEnvelope<M>(msg);
+      } catch (error) {
+        counters.malformed++;
+        log.warn("malformed message dropped", { subject: msg.subject, error });
+        continue;
+      }
+      try {
+        await box.put(envelope);
+      } catch (error) {
+        if (error instanceof MailboxClosedError) return;
+        throw error;
+      }
+    }
+    const closed = await subscription.closed;
+    if (closed instanceof Error) throw closed;
+    if (!signal.aborted && !box.closed) {
+      throw new Error(`Subscription to ${subscription.getSubject()} closed unexpectedly`);
+    }
+  };
+
+  const serve = async (box: Mailbox<Envelope<M>>, handler: NonNullable<typeof handle>) => {
+    let pumpError: unknown;
+    const pumps = subscriptions.map((subscription) =>
+      pump(subscription, box).catch((error) => {
+        pumpError ??= error;
+        box.close();
+      })
+    );
+    const drain = async () => {
+      await Promise.all(subscriptions.map((subscription) =>
+        subscription.drain().catch((error) => {
+          log.warn("subscription drain failed", { subject: subscription.getSubject(), error });
+          unsubscribeAll([subscription]);
+        })
+      ));
+      await Promise.all(pumps);
+    };
+    const onAbort = () => void drain().finally(() => box.close());
+    signal.addEventListener("abort", onAbort, { once: true });
+    if (signal.aborted) onAbort();
+    try {
+      for await (const envelope of box) {
+        await handler(envelope, ctx);
+        counters.processed++;
+      }
+      if (pumpError !== undefined) throw pumpError;
+    } catch (error) {
+      signal.removeEventListener("abort", onAbort);
+      unsubscribeAll(subscriptions);
+      box.close();
+      await Promise.all(pumps);
+      await stopAfterCrash();
+      throw error;
+    }
+    signal.removeEventListener("abort", onAbort);
+    await definition.stop?.(ctx);
+  };
+
+  const work = async (body: NonNullable<ActorDefinition<M>["run"]>) => {
+    try {
+      await body(ctx);
+    } catch (error) {
+      await stopAfterCrash();
+      throw error;
+    }
+    await definition.stop?.(ctx);
+  };
+
+  const done = ready.then(async () => {
+    if (mailbox && handle) await serve(mailbox, handle);
+    else if (definition.run) await work(definition.run);
+    log.debug("stopped");
+  });
+  ready.catch(() => {});
+  done.catch(() => {});
+
+  return {
+    ready,
+    done,
+    stats: (): ActorStats => ({
+      kind: "actor",
+      ...(mailbox ? { mailbox: mailbox.stats() } : {}),
+      ...counters,
+    }),
+  };
+}
+
+function toEnvelope<M>(msg: Msg): Envelope<M> {
+  const headers: Record<string, string[]> = {};
+  if (msg.headers) { for (const [key, values] of msg.headers) headers[key] = values; }
+  return { subject: msg.subject, data: decodeJson<M>(msg.data), reply: msg.reply || null, headers };
+}
+
+function unsubscribeAll(subscriptions: readonly Subscription[]): void {
+  for (const subscription of subscriptions) {
+    try {
+      if (!subscription.isClosed()) subscription.unsubscribe();
+    } catch {
+      // The connection is closed: nothing left to unsubscribe from.
+    }
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * Test helpers: wait on a condition or a promise with a deadline instead of
+ * sleeping a fixed time.
+ *
+ * @module
+ */
+
+/** Default deadline of {@linkcode waitFor} and {@linkcode deadline}, in milliseconds. */
+export const DEFAULT_WAIT_MS = 5_000;
+/** How often {@linkcode waitFor} polls, in milliseconds. */
+export const POLL_INTERVAL_MS = 5;
+
+/** Thrown when a condition or a promise misses its deadline. */
+export class DeadlineError extends Error {
+  /** Creates the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "DeadlineError";
+  }
+}
+
+/**
+ * Polls `condition` until it returns true; throws {@linkcode DeadlineError}
+ * after `timeoutMs`.
+ *
+ * @example
+ * ```ts
+ * const seen: number[] = [];
+ * setTimeout(() => seen.push(1), 10);
+ * await waitFor(() => seen.length === 1, 1_000);
+ * ```
+ */
+export async function waitFor(
+  condition: () => boolean | Promise<boolean>,
+  timeoutMs: number = DEFAULT_WAIT_MS,
+  what = "Condition",
+): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() >= until) throw new DeadlineError(`${what} not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS));
+  }
+}
+
+/**
+ * Resolves or rejects like `promise`, or rejects with
+ * {@linkcode DeadlineError} when it has not settled after `ms`. Clears its
+ * timer either way.
+ *
+ * @example
+ * ```ts
+ * await deadline(Promise.resolve(1), 1_000); // 1
+ * ```
+ */
+export async function deadline<T>(
+  promise: Promise<T>,
+  ms: number = DEFAULT_WAIT_MS,
+  what = "Promise",
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new DeadlineError(`${what} did not settle within ${ms} ms`)),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Whether `promise` has settled, checked after pending callbacks and one timer turn. */
+export async function isSettled(promise: Promise<unknown>): Promise<boolean> {
+  let settled = false;
+  promise.then(() => settled = true, () => settled = true);
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  return settled;
+}
