@@ -91,7 +91,8 @@ Deno.test("detailed health is down when PostgreSQL or NATS is down", async () =>
 Deno.test("a probe that hangs counts as down after the probe timeout", async () => {
   const health = source([]);
   let timer: ReturnType<typeof setTimeout> | undefined;
-  health.probes.clickhouse = () => new Promise((resolve) => timer = setTimeout(() => resolve(1), 5_000));
+  health.probes.clickhouse = () =>
+    new Promise((resolve) => timer = setTimeout(() => resolve(1), 5_000));
   const app = createApp({ name: "tw", health, log: nullLogger });
   try {
     const body = await (await app.request("/api/health/detailed")).json();

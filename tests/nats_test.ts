@@ -1,0 +1,125 @@
+import assert from "node:assert/strict";
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import {
+  connectNats,
+  ensureStreams,
+  type NatsOptions,
+  pingNats,
+  reconnectDelay,
+  subject,
+} from "../adapters/nats.ts";
+import { decodeJson, encodeJson } from "../adapters/codec.ts";
+import { memoryLogger } from "../lib/log.ts";
+import { freePort, startNatsServer } from "./_nats_server.ts";
+import { waitFor } from "./_helpers.ts";
+
+const OPTIONS: NatsOptions = {
+  url: "nats://127.0.0.1:4222",
+  name: "tradewire-test",
+  user: "",
+  password: "",
+  token: "",
+  connect_timeout_ms: 1000,
+  reconnect_wait_ms: 20,
+  reconnect_max_wait_ms: 200,
+  reconnect_jitter_ms: 10,
+};
+
+Deno.test("reconnect delay grows exponentially, is capped and jittered", () => {
+  const noJitter = () => 0;
+  assert.deepEqual(
+    [0, 1, 2, 3, 4, 10].map((n) => reconnectDelay(n, OPTIONS, noJitter)),
+    [20, 40, 80, 160, 200, 200],
+  );
+  assert.equal(reconnectDelay(0, OPTIONS, () => 0.5), 25);
+});
+
+Deno.test("subject joins tokens and refuses ones that would change its shape", () => {
+  assert.equal(subject("md", "trade", "binance", "BTC-USDT"), "md.trade.binance.BTC-USDT");
+  for (const bad of ["", "a.b", "*", ">", "a b", "x\n"]) {
+    assert.throws(() => subject("md", bad), TypeError, JSON.stringify(bad));
+  }
+});
+
+Deno.test("JSON codec round-trips and refuses malformed bytes", () => {
+  const value = { price: "42000.10", qty: "0.5", n: 3, nested: [true, null] };
+  assert.deepEqual(decodeJson(encodeJson(value)), value);
+  assert.throws(() => decodeJson(new TextEncoder().encode("{nope")), SyntaxError);
+});
+
+Deno.test("connectNats waits while NATS is down, logging each retry, then connects", async () => {
+  const port = freePort();
+  const { log, lines } = memoryLogger();
+  const connecting = connectNats({ ...OPTIONS, url: `nats://127.0.0.1:${port}` }, { log });
+  await waitFor(() => lines.filter((l) => l.msg === "NATS unreachable, retrying").length >= 2);
+  await using server = await startNatsServer({ port, jetstream: false });
+  const nc = await connecting;
+  try {
+    assert.ok(await pingNats(nc) >= 0);
+    assert.ok(lines.some((l) => l.msg === "NATS connected"));
+    const retry = lines.find((l) => l.msg === "NATS unreachable, retrying");
+    assert.equal(retry?.level, "warn");
+    assert.equal(typeof retry?.retry_in_ms, "number");
+  } finally {
+    await nc.close();
+  }
+  assert.equal(server.port, port);
+});
+
+Deno.test("connectNats gives up waiting when its signal aborts", async () => {
+  const controller = new AbortController();
+  const connecting = connectNats({ ...OPTIONS, url: `nats://127.0.0.1:${freePort()}` }, {
+    signal: controller.signal,
+  });
+  controller.abort(new Error("shutting down"));
+  await assert.rejects(connecting, /shutting down/);
+});
+
+Deno.test("the connection reconnects after NATS restarts and subscriptions resume", async () => {
+  const port = freePort();
+  let server = await startNatsServer({ port, jetstream: false });
+  const { log, lines } = memoryLogger();
+  const nc = await connectNats({ ...OPTIONS, url: `nats://127.0.0.1:${port}` }, { log });
+  try {
+    const topic = `test.reconnect.${crypto.randomUUID()}`;
+    const received: unknown[] = [];
+    const sub = nc.subscribe(topic);
+    (async () => {
+      for await (const msg of sub) received.push(decodeJson(msg.data));
+    })();
+    nc.publish(topic, encodeJson({ n: 1 }));
+    await waitFor(() => received.length === 1);
+
+    await server.stop();
+    await waitFor(() => lines.some((l) => l.msg === "NATS disconnected"));
+    server = await startNatsServer({ port, jetstream: false });
+    await waitFor(() => lines.some((l) => l.msg === "NATS reconnected"), 10_000);
+
+    nc.publish(topic, encodeJson({ n: 2 }));
+    await waitFor(() => received.length === 2);
+    assert.deepEqual(received, [{ n: 1 }, { n: 2 }]);
+  } finally {
+    await nc.close();
+    await server.stop();
+  }
+});
+
+Deno.test("ensureStreams creates missing streams, then leaves them or updates changed ones", async () => {
+  const nc = await connect({ servers: OPTIONS.url });
+  const name = `TEST_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
+  const spec = { name, subjects: [`test.${name}.>`], max_msgs: 100 };
+  try {
+    assert.deepEqual(await ensureStreams(nc, [spec]), [{ name, action: "created" }]);
+    assert.deepEqual(await ensureStreams(nc, [spec]), [{ name, action: "unchanged" }]);
+    assert.deepEqual(await ensureStreams(nc, [{ ...spec, max_msgs: 500 }]), [
+      { name, action: "updated" },
+    ]);
+    const jsm = await jetstreamManager(nc);
+    assert.equal((await jsm.streams.info(name)).config.max_msgs, 500);
+  } finally {
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.delete(name).catch(() => {});
+    await nc.close();
+  }
+});
