@@ -10,6 +10,7 @@
 
 import { z } from "zod";
 import { LEVELS } from "../lib/log.ts";
+import { sha256Hex as sha256 } from "../lib/hash.ts";
 
 /** Deployment profiles; `production` refuses insecure settings. */
 export const PROFILES = ["development", "production"] as const;
@@ -418,8 +419,6 @@ export function productionProblems(config: unknown): SettingProblem[] {
 // ---------------------------------------------------------------------------
 // API keys: stored only as sha256 hashes.
 
-const encoder = new TextEncoder();
-
 /**
  * Returns the sha256 of `key` as 64 lowercase hex characters: the form
  * `http.api_key_hashes` stores.
@@ -429,9 +428,8 @@ const encoder = new TextEncoder();
  * await hashApiKey("k3y"); // "5b1e…" (64 hex characters)
  * ```
  */
-export async function hashApiKey(key: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", encoder.encode(key));
-  return Array.from(new Uint8Array(digest), (byte) => byte.toString(16).padStart(2, "0")).join("");
+export function hashApiKey(key: string): Promise<string> {
+  return sha256(key);
 }
 
 /**

@@ -1,0 +1,303 @@
+/**
+ * The PostgreSQL adapter: a configured postgres.js pool, a ping, a patient
+ * connect loop for start-up, database creation, and a coarse classification
+ * of database errors.
+ *
+ * `NUMERIC` (OID 1700) and `BIGINT` values come back as strings, never as
+ * floats: money is `NUMERIC(20,8)`.
+ *
+ * @module
+ */
+
+import postgres from "postgres";
+import type { Sql } from "postgres";
+import { type Clock, systemClock } from "../lib/clock.ts";
+import { type Logger, nullLogger } from "../lib/log.ts";
+import { redactUrl } from "../lib/redact.ts";
+
+/** PostgreSQL connection settings, as in the `postgres` section of the config. */
+export interface PostgresOptions {
+  /** Connection URL, e.g. `postgres://tw:secret@127.0.0.1:5432/tradewire`. */
+  url: string;
+  /** Most connections in the pool. @default {10} */
+  pool_size?: number | undefined;
+  /** Server-side `statement_timeout` of every connection, in ms; 0 disables it. @default {30000} */
+  statement_timeout_ms?: number | undefined;
+  /** Seconds to wait for a connection to open. @default {10} */
+  connect_timeout_s?: number | undefined;
+  /**
+   * TLS use: `disable` (never), `prefer` (if the server offers it, unverified),
+   * `require` (always, unverified), `verify-full` (always, certificate and host verified).
+   * @default {"prefer"}
+   */
+  sslmode?: "disable" | "prefer" | "require" | "verify-full" | undefined;
+  /** `application_name` shown in `pg_stat_activity`. @default {"tradewire"} */
+  application_name?: string | undefined;
+}
+
+/** Defaults of the optional {@linkcode PostgresOptions} fields. */
+export const DEFAULT_POSTGRES_OPTIONS = {
+  pool_size: 10,
+  statement_timeout_ms: 30_000,
+  connect_timeout_s: 10,
+  sslmode: "prefer",
+  application_name: "tradewire",
+} as const;
+
+/** OID of PostgreSQL's `numeric` type. */
+export const NUMERIC_OID = 1700;
+
+function sslFor(
+  mode: NonNullable<PostgresOptions["sslmode"]>,
+): false | "prefer" | "require" | "verify-full" {
+  return mode === "disable" ? false : mode;
+}
+
+/**
+ * Creates a postgres.js pool from `options`. Server notices go to `log` at
+ * debug level; `numeric` values are returned as strings.
+ *
+ * @example
+ * ```ts
+ * const sql = createPostgres({ url: "postgres://postgres@127.0.0.1:5432/tw", pool_size: 4 });
+ * const [row] = await sql`select 1.5::numeric(20,8) as price`; // row.price === "1.50000000"
+ * await sql.end();
+ * ```
+ */
+export function createPostgres(options: PostgresOptions, log: Logger = nullLogger): Sql {
+  const statementTimeout = options.statement_timeout_ms ??
+    DEFAULT_POSTGRES_OPTIONS.statement_timeout_ms;
+  const sql = postgres(options.url, {
+    max: options.pool_size ?? DEFAULT_POSTGRES_OPTIONS.pool_size,
+    connect_timeout: options.connect_timeout_s ?? DEFAULT_POSTGRES_OPTIONS.connect_timeout_s,
+    ssl: sslFor(options.sslmode ?? DEFAULT_POSTGRES_OPTIONS.sslmode),
+    connection: {
+      application_name: options.application_name ?? DEFAULT_POSTGRES_OPTIONS.application_name,
+      statement_timeout: Math.max(0, Math.trunc(statementTimeout)),
+    },
+    types: {
+      numeric: {
+        to: NUMERIC_OID,
+        from: [NUMERIC_OID],
+        serialize: (value: unknown) => String(value),
+        parse: (value: string) => value,
+      },
+    },
+    onnotice: (notice) => {
+      log.debug("PostgreSQL notice", {
+        severity: notice.severity,
+        code: notice.code,
+        notice: notice.message,
+      });
+    },
+  });
+  return sql as unknown as Sql;
+}
+
+/** Runs `select 1` and returns the round trip in milliseconds; throws when PostgreSQL does not answer. */
+export async function pingPostgres(sql: Sql): Promise<number> {
+  const started = performance.now();
+  await sql`select 1`;
+  return performance.now() - started;
+}
+
+/** Retry schedule of {@linkcode waitForPostgres}: exponential backoff with jitter. */
+export interface PostgresRetryOptions {
+  /** Delay before the second attempt, in ms. @default {250} */
+  initialMs?: number;
+  /** Longest delay, in ms. @default {10000} */
+  maxMs?: number;
+  /** Fraction of each delay taken off at random (0 to 1). @default {0.2} */
+  jitter?: number;
+}
+
+/** Defaults of {@linkcode PostgresRetryOptions}. */
+export const DEFAULT_POSTGRES_RETRY: Required<PostgresRetryOptions> = {
+  initialMs: 250,
+  maxMs: 10_000,
+  jitter: 0.2,
+};
+
+/** Options for {@linkcode waitForPostgres}. */
+export interface WaitForPostgresOptions extends PostgresRetryOptions {
+  /** Stops waiting: the promise rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /** Gets a warn line per failed attempt. @default {nullLogger} */
+  log?: Logger;
+  /** Sleeps between attempts. @default {systemClock} */
+  clock?: Clock;
+  /** Gives up after this many attempts (rethrowing the last error). @default {Infinity} */
+  maxAttempts?: number;
+}
+
+/** Delay in ms before retry `attempt` (1-based): `initialMs·2^(attempt-1)` capped at `maxMs`, minus jitter. */
+function backoffDelay(attempt: number, options: Required<PostgresRetryOptions>): number {
+  const base = Math.min(options.maxMs, options.initialMs * 2 ** Math.max(0, attempt - 1));
+  const jitter = Math.min(1, Math.max(0, options.jitter));
+  return Math.round(base * (1 - jitter * Math.random()));
+}
+
+/**
+ * Opens a pool and waits until PostgreSQL answers, retrying connection
+ * failures with exponential backoff and jitter, one warn line per attempt
+ * ("PostgreSQL unreachable, retrying" with attempt, delay and the redacted URL).
+ * Other errors (bad password, missing database) are thrown at once. Returns
+ * the connected pool; the caller ends it.
+ */
+export async function waitForPostgres(
+  options: PostgresOptions,
+  wait: WaitForPostgresOptions = {},
+): Promise<Sql> {
+  const log = wait.log ?? nullLogger;
+  const clock = wait.clock ?? systemClock;
+  const schedule: Required<PostgresRetryOptions> = {
+    initialMs: wait.initialMs ?? DEFAULT_POSTGRES_RETRY.initialMs,
+    maxMs: wait.maxMs ?? DEFAULT_POSTGRES_RETRY.maxMs,
+    jitter: wait.jitter ?? DEFAULT_POSTGRES_RETRY.jitter,
+  };
+  const maxAttempts = wait.maxAttempts ?? Infinity;
+  const sql = createPostgres(options, log);
+  try {
+    for (let attempt = 1;; attempt++) {
+      wait.signal?.throwIfAborted();
+      try {
+        await pingPostgres(sql);
+        if (attempt > 1) log.info("PostgreSQL reachable", { attempt, url: redactUrl(options.url) });
+        return sql;
+      } catch (error) {
+        if (databaseErrorKind(error) !== "connection" || attempt >= maxAttempts) throw error;
+        const delayMs = backoffDelay(attempt, schedule);
+        log.warn("PostgreSQL unreachable, retrying", {
+          attempt,
+          delay_ms: delayMs,
+          url: redactUrl(options.url),
+          error: error instanceof Error ? error.message : String(error),
+        });
+        await clock.sleep(delayMs, wait.signal);
+      }
+    }
+  } catch (error) {
+    await sql.end({ timeout: 0 });
+    throw error;
+  }
+}
+
+/** Options for {@linkcode ensureDatabase}. */
+export interface EnsureDatabaseOptions {
+  /** TLS use for the maintenance connection. @default {"prefer"} */
+  sslmode?: PostgresOptions["sslmode"];
+  /** Seconds to wait for the connection. @default {10} */
+  connect_timeout_s?: number;
+}
+
+/**
+ * Creates the database named in `url` if it does not exist, connecting to the
+ * `postgres` database of the same server. Returns true when it created it.
+ * Safe when several processes race (a concurrent creation counts as existing).
+ */
+export async function ensureDatabase(
+  url: string,
+  options: EnsureDatabaseOptions = {},
+): Promise<boolean> {
+  const target = new URL(url);
+  const name = decodeURIComponent(target.pathname.replace(/^\//, ""));
+  if (name === "") throw new TypeError("The PostgreSQL URL names no database");
+  const admin = new URL(url);
+  admin.pathname = "/postgres";
+  const sql = postgres(admin.toString(), {
+    max: 1,
+    connect_timeout: options.connect_timeout_s ?? DEFAULT_POSTGRES_OPTIONS.connect_timeout_s,
+    ssl: sslFor(options.sslmode ?? DEFAULT_POSTGRES_OPTIONS.sslmode),
+    onnotice: () => {},
+  });
+  try {
+    const found = await sql`select 1 from pg_database where datname = ${name}`;
+    if (found.length > 0) return false;
+    try {
+      await sql`create database ${sql(name)}`;
+      return true;
+    } catch (error) {
+      if ((error as { code?: unknown }).code === "42P04") return false;
+      throw error;
+    }
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+}
+
+/** Coarse classes of database errors that callers handle differently. */
+export type DatabaseErrorKind =
+  /** The server cannot be reached or dropped the connection: retry later. */
+  | "connection"
+  /** A unique or exclusion constraint: the row exists already. */
+  | "conflict"
+  /** Another constraint (not null, foreign key, check): the data is wrong. */
+  | "integrity"
+  /** A statement, lock or idle timeout, or a cancelled query. */
+  | "timeout"
+  /** A serialization failure or deadlock: retry the transaction. */
+  | "serialization"
+  /** Anything else. */
+  | "other";
+
+const CONNECTION_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "ENOTFOUND",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EAI_AGAIN",
+  "CONNECT_TIMEOUT",
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+  // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
+  "57P01",
+  "57P02",
+  "57P03",
+  "53300",
+]);
+
+function kindOfCode(code: string): DatabaseErrorKind | null {
+  if (CONNECTION_CODES.has(code) || code.startsWith("08")) return "connection";
+  if (code === "23505" || code === "23P01") return "conflict";
+  if (code.startsWith("23")) return "integrity";
+  if (code === "57014" || code === "55P03" || code === "25P03") return "timeout";
+  if (code.startsWith("40")) return "serialization";
+  return null;
+}
+
+/**
+ * Classifies a PostgreSQL or network error by its SQLSTATE or errno code,
+ * looking through `cause` chains and `AggregateError`s.
+ *
+ * @example
+ * ```ts
+ * try { await sql`insert …`; } catch (e) {
+ *   if (databaseErrorKind(e) === "conflict") { … }
+ * }
+ * ```
+ */
+export function databaseErrorKind(error: unknown): DatabaseErrorKind {
+  const seen = new Set<unknown>();
+  const visit = (e: unknown): DatabaseErrorKind | null => {
+    if (e === null || typeof e !== "object" || seen.has(e)) return null;
+    seen.add(e);
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string") {
+      const kind = kindOfCode(code);
+      if (kind !== null) return kind;
+    }
+    if (e instanceof AggregateError) {
+      for (const inner of e.errors) {
+        const kind = visit(inner);
+        if (kind !== null) return kind;
+      }
+    }
+    return visit((e as { cause?: unknown }).cause);
+  };
+  return visit(error) ?? "other";
+}
