@@ -38,7 +38,7 @@ export interface NatsOptions {
 /** Options for {@linkcode connectNats}. */
 export interface ConnectNatsOptions {
   /** Gives up waiting for the first connection when aborted. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** @default {nullLogger} */
   log?: Logger;
   /** @default {systemClock} */
@@ -94,8 +94,7 @@ export function natsConnectionOptions(
  */
 export async function connectNats(
   options: NatsOptions,
-  { signal, log = nullLogger, clock = systemClock, random = Math.random }: ConnectNatsOptions =
-    {},
+  { signal, log = nullLogger, clock = systemClock, random = Math.random }: ConnectNatsOptions = {},
 ): Promise<NatsConnection> {
   const { onReconnected, ...connectionOptions } = natsConnectionOptions(options, random);
   const url = redactUrl(options.url);

@@ -1,6 +1,6 @@
 /**
- * Structured JSON logging: one object a line with `level`, `time`, `actor`,
- * `msg` and the caller's fields. Library code receives a {@linkcode Logger};
+ * Structured JSON logging: one object a line with `level`, `time`, the
+ * logger's bindings (e.g. `actor`), `message` and the caller's fields. Library code receives a {@linkcode Logger};
  * only `main.ts` decides where lines go.
  *
  * @module
@@ -41,6 +41,8 @@ export interface LoggerOptions {
 }
 
 const encoder = new TextEncoder();
+/** Keys of every line that fields may not overwrite. */
+const RESERVED = new Set(["level", "time", "message"]);
 
 /** Writes a line to stdout synchronously, so lines are never interleaved or lost at exit. */
 export function writeStdout(line: string): void {
@@ -63,13 +65,14 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const make = (bindings: Fields): Logger => {
     const emit = (level: Level, msg: string, fields?: Fields) => {
       if (LEVELS.indexOf(level) < min) return;
-      const line = {
-        level,
-        time: new Date().toISOString(),
-        ...bindings,
-        msg,
-        ...(fields ? redactSecrets(normalizeErrors(fields)) as Fields : {}),
-      };
+      const line: Fields = { level, time: new Date().toISOString(), ...bindings, message: msg };
+      if (fields) {
+        for (
+          const [key, value] of Object.entries(redactSecrets(normalizeErrors(fields)) as Fields)
+        ) {
+          line[RESERVED.has(key) ? `field_${key}` : key] = value;
+        }
+      }
       write(JSON.stringify(line));
     };
     return {
@@ -93,7 +96,7 @@ export const nullLogger: Logger = createLogger({ write: () => {} });
  * ```ts
  * const { log, lines } = memoryLogger();
  * log.warn("slow", { ms: 12 });
- * lines[0].msg; // "slow"
+ * lines[0].message; // "slow"
  * ```
  */
 export function memoryLogger(

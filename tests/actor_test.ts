@@ -167,7 +167,7 @@ Deno.test("actor counts and logs malformed JSON without crashing", async () => {
       malformed: 2,
       processed: 1,
     });
-    const warning = lines.find((line) => line.msg === "malformed message dropped");
+    const warning = lines.find((line) => line.message === "malformed message dropped");
     assert.equal(warning?.actor, "ticker");
     assert.equal(warning?.subject, ticks);
     controller.abort();

@@ -137,5 +137,5 @@ Deno.test("thrown errors become JSON error bodies, never stack traces", async ()
     error: { code: "internal", message: "Internal server error" },
   });
   assert.doesNotMatch(text, /db\.ts|at /);
-  assert.equal(lines[0]?.msg, "unhandled error in request");
+  assert.equal(lines[0]?.message, "unhandled error in request");
 });

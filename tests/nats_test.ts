@@ -52,13 +52,13 @@ Deno.test("connectNats waits while NATS is down, logging each retry, then connec
   const port = freePort();
   const { log, lines } = memoryLogger();
   const connecting = connectNats({ ...OPTIONS, url: `nats://127.0.0.1:${port}` }, { log });
-  await waitFor(() => lines.filter((l) => l.msg === "NATS unreachable, retrying").length >= 2);
+  await waitFor(() => lines.filter((l) => l.message === "NATS unreachable, retrying").length >= 2);
   await using server = await startNatsServer({ port, jetstream: false });
   const nc = await connecting;
   try {
     assert.ok(await pingNats(nc) >= 0);
-    assert.ok(lines.some((l) => l.msg === "NATS connected"));
-    const retry = lines.find((l) => l.msg === "NATS unreachable, retrying");
+    assert.ok(lines.some((l) => l.message === "NATS connected"));
+    const retry = lines.find((l) => l.message === "NATS unreachable, retrying");
     assert.equal(retry?.level, "warn");
     assert.equal(typeof retry?.retry_in_ms, "number");
   } finally {
@@ -92,9 +92,9 @@ Deno.test("the connection reconnects after NATS restarts and subscriptions resum
     await waitFor(() => received.length === 1);
 
     await server.stop();
-    await waitFor(() => lines.some((l) => l.msg === "NATS disconnected"));
+    await waitFor(() => lines.some((l) => l.message === "NATS disconnected"));
     server = await startNatsServer({ port, jetstream: false });
-    await waitFor(() => lines.some((l) => l.msg === "NATS reconnected"), 10_000);
+    await waitFor(() => lines.some((l) => l.message === "NATS reconnected"), 10_000);
 
     nc.publish(topic, encodeJson({ n: 2 }));
     await waitFor(() => received.length === 2);

@@ -323,7 +323,7 @@ Deno.test("supervisor abandons a child that overruns its shutdown time and still
   ]);
   await deadline(root.stop(), 2_000);
   assert.deepEqual(probe.events.slice(-2), ["stop:stuck", "stop:a"]);
-  const killed = lines.find((line) => String(line.msg).startsWith("child killed"));
+  const killed = lines.find((line) => String(line.message).startsWith("child killed"));
   assert.equal(killed?.child, "stuck");
   assert.equal(killed?.supervisor, "root");
 });

@@ -1,0 +1,249 @@
+/**
+ * The engine: connections, the supervision tree, and their orderly shutdown.
+ *
+ * Start order: NATS (waiting while it is down), the PostgreSQL pool, the
+ * ClickHouse client, JetStream streams, then the root supervisor, whose first
+ * child applies migrations before any other child starts, and whose last child
+ * is the HTTP server. Shutdown runs the other way round: the HTTP server stops
+ * accepting work, actors drain, then connections close.
+ *
+ * @module
+ */
+
+import type { NatsConnection } from "@nats-io/nats-core";
+import type { ClickHouseClient } from "@clickhouse/client";
+import type { Sql } from "postgres";
+import { type Config, redactConfig } from "./config/mod.ts";
+import type { ActorInfo, ChildSpec } from "./actors/types.ts";
+import { Supervisor } from "./actors/supervisor.ts";
+import { migrationsActor, MigrationsState } from "./actors/migrations.ts";
+import { connectNats, ENGINE_STREAMS, ensureStreams, pingNats, subject } from "./adapters/nats.ts";
+import { encodeJson } from "./adapters/codec.ts";
+import { createPostgres, pingPostgres } from "./adapters/postgres.ts";
+import { createClickHouse, pingClickHouse } from "./adapters/clickhouse.ts";
+import { createApp } from "./api/app.ts";
+import { httpServer } from "./api/server.ts";
+import type { HealthSource } from "./api/health.ts";
+import { type Logger, nullLogger } from "./lib/log.ts";
+import { sha256Hex } from "./lib/hash.ts";
+import { VERSION } from "./version.ts";
+
+/** Options for {@linkcode startEngine}. */
+export interface StartEngineOptions {
+  /** @default {nullLogger} */
+  log?: Logger;
+  /** Aborting it while the engine starts gives up starting. */
+  signal?: AbortSignal;
+  /** Called with the HTTP server's bound address. */
+  onListen?: (address: { hostname: string; port: number }) => void;
+}
+
+/** A running engine. */
+export interface Engine extends AsyncDisposable {
+  /** This run's id (also the `engine_runs.instance_id`). */
+  readonly instanceId: string;
+  /** Rows of the supervision tree. */
+  inspect(): ActorInfo[];
+  /** Stops the tree and closes connections; resolves with the exit code. */
+  stop(): Promise<number>;
+  /**
+   * Resolves with the process exit code once the engine has stopped: 0 after
+   * a requested stop, 1 when the root supervisor failed.
+   */
+  closed(): Promise<number>;
+}
+
+/** What the supervision tree's children share. */
+export interface EngineContext {
+  /** The configuration. */
+  config: Config;
+  /** The NATS connection. */
+  nats: NatsConnection;
+  /** The PostgreSQL pool. */
+  sql: Sql;
+  /** The ClickHouse client (bound to `default`; qualify table names with the database). */
+  clickhouse: ClickHouseClient;
+  /** Migration progress; `clickhouseReady` resolves once ClickHouse's schema is there. */
+  migrations: MigrationsState;
+  /** The engine's logger. */
+  log: Logger;
+}
+
+/**
+ * Starts the engine and resolves once every child of the root supervisor is
+ * ready. Rejects (after closing what it opened) when a child fails to start,
+ * e.g. a migration's checksum changed or the HTTP port is taken.
+ *
+ * @example
+ * ```ts
+ * await using engine = await startEngine(config, { log });
+ * Deno.exit(await engine.closed());
+ * ```
+ */
+export async function startEngine(
+  config: Config,
+  { log = nullLogger, signal, onListen }: StartEngineOptions = {},
+): Promise<Engine> {
+  const instanceId = crypto.randomUUID();
+  const startedAt = Date.now();
+  log.info("engine starting", { version: VERSION, instance_id: instanceId, pid: Deno.pid });
+
+  const nats = await connectNats(config.nats, { log: log.child({ component: "nats" }), signal });
+  const sql = createPostgres(config.postgres, log.child({ component: "postgres" }));
+  const clickhouse = createClickHouse(config.clickhouse, {
+    database: "default",
+    log: log.child({ component: "clickhouse" }),
+  });
+  const closeConnections = async () => {
+    await Promise.allSettled([
+      nats.isClosed() ? Promise.resolve() : nats.drain(),
+      sql.end({ timeout: 5 }),
+      clickhouse.close(),
+    ]);
+  };
+
+  let root: Supervisor;
+  const migrations = new MigrationsState();
+  try {
+    await ensureStreams(nats, ENGINE_STREAMS, log.child({ component: "nats" }));
+    const context: EngineContext = { config, nats, sql, clickhouse, migrations, log };
+    const health: HealthSource = {
+      version: VERSION,
+      startedAt,
+      probes: {
+        postgres: () => pingPostgres(sql),
+        nats: () => pingNats(nats),
+        clickhouse: () => pingClickHouse(clickhouse),
+      },
+      actors: () => root?.inspect() ?? [],
+      sections: () => ({ instance_id: instanceId, migrations: migrations.snapshot() }),
+    };
+    const children: ChildSpec[] = [
+      migrationsActor({
+        sql,
+        clickhouse,
+        options: { ...config.migrations, database: config.clickhouse.database },
+        log,
+        state: migrations,
+      }),
+      ...featureChildren(context),
+    ];
+    if (config.http.enabled) {
+      const app = createApp({ name: config.engine.name, health, log });
+      children.push(
+        httpServer(app, config.http, {
+          log: log.child({ actor: "http" }),
+          shutdownMs: config.supervisor.child_shutdown_ms,
+          ...(onListen ? { onListen } : {}),
+        }),
+      );
+    }
+    root = new Supervisor({
+      name: "root",
+      strategy: "rest_for_one",
+      intensity: config.supervisor.intensity,
+      periodMs: config.supervisor.period_ms,
+      backoff: {
+        initialMs: config.supervisor.backoff_initial_ms,
+        maxMs: config.supervisor.backoff_max_ms,
+        jitter: config.supervisor.backoff_jitter,
+      },
+      log: log.child({ component: "supervisor" }),
+    }, children);
+    const abandon = () => root.stop(signal?.reason);
+    signal?.addEventListener("abort", abandon, { once: true });
+    try {
+      await root.ready;
+    } finally {
+      signal?.removeEventListener("abort", abandon);
+    }
+  } catch (error) {
+    log.error("engine failed to start", { error });
+    await closeConnections();
+    throw error;
+  }
+
+  const runId = await recordStart(sql, instanceId, await configChecksum(config), log);
+  publishEvent(nats, "started", { instance_id: instanceId, version: VERSION }, log);
+  log.info("engine started", {
+    instance_id: instanceId,
+    startup_ms: Date.now() - startedAt,
+    actors: root.inspect().length,
+  });
+
+  let stopRequested = false;
+  const closed = root.closed().then(async (failure) => {
+    const code = failure && !stopRequested ? 1 : 0;
+    if (code !== 0) log.error("root supervisor failed; engine stopping", { error: failure });
+    publishEvent(nats, "stopped", { instance_id: instanceId, exit_code: code }, log);
+    await recordStop(sql, runId, code, log);
+    await closeConnections();
+    log.info("engine stopped", { instance_id: instanceId, exit_code: code });
+    return code;
+  });
+  const stop = () => {
+    if (!stopRequested) {
+      stopRequested = true;
+      log.info("engine stopping", { instance_id: instanceId });
+      root.stop();
+    }
+    return closed;
+  };
+  return {
+    instanceId,
+    inspect: () => root.inspect(),
+    stop,
+    closed: () => closed,
+    [Symbol.asyncDispose]: async () => {
+      await stop();
+    },
+  };
+}
+
+/**
+ * The children of the root supervisor between migrations and HTTP: the
+ * market-data and trading subtrees. Started in this order, stopped in reverse.
+ */
+function featureChildren(_context: EngineContext): ChildSpec[] {
+  return [];
+}
+
+/** SHA-256 of the redacted configuration: which settings a run used, without its secrets. */
+function configChecksum(config: Config): Promise<string> {
+  return sha256Hex(JSON.stringify(redactConfig(config)));
+}
+
+async function recordStart(
+  sql: Sql,
+  instanceId: string,
+  checksum: string,
+  log: Logger,
+): Promise<number | null> {
+  try {
+    const [row] = await sql<{ id: string }[]>`
+      insert into engine_runs (instance_id, version, host, pid, config_checksum)
+      values (${instanceId}, ${VERSION}, ${Deno.hostname()}, ${Deno.pid}, ${checksum})
+      returning id`;
+    return row ? Number(row.id) : null;
+  } catch (error) {
+    log.warn("could not record the engine run", { error });
+    return null;
+  }
+}
+
+async function recordStop(sql: Sql, runId: number | null, code: number, log: Logger) {
+  if (runId === null) return;
+  try {
+    await sql`update engine_runs set stopped_at = now(), exit_code = ${code} where id = ${runId}`;
+  } catch (error) {
+    log.warn("could not record the engine stop", { error });
+  }
+}
+
+function publishEvent(nats: NatsConnection, name: string, data: unknown, log: Logger): void {
+  try {
+    nats.publish(subject("engine", "events", name), encodeJson(data));
+  } catch (error) {
+    log.warn("could not publish engine event", { event: name, error });
+  }
+}

@@ -1,0 +1,129 @@
+import assert from "node:assert/strict";
+import postgres from "postgres";
+import { startEngineProcess, waitForJson } from "./_engine_process.ts";
+import { freePort, startNatsServer } from "./_nats_server.ts";
+import { waitFor } from "./_helpers.ts";
+
+type Health = {
+  status: string;
+  components: Record<string, { status: string; latency_ms: number | null }>;
+  actors: Array<{ name: string; status: string; restarts: number; mailbox: unknown }>;
+  migrations: Record<string, unknown>;
+};
+
+Deno.test("the engine boots, reports ok with every component up, and exits 0 on SIGTERM", async () => {
+  await using engine = await startEngineProcess();
+  const health = await waitForJson(
+    engine,
+    "/api/health/detailed",
+    (body, status) => body.status === "ok" && status === 200,
+  ) as unknown as Health;
+  for (const name of ["postgres", "nats", "clickhouse"]) {
+    assert.equal(health.components[name]?.status, "up", name);
+    assert.equal(typeof health.components[name]?.latency_ms, "number");
+  }
+  const names = health.actors.map((a) => a.name);
+  assert.deepEqual(names, ["root", "root/migrations", "root/http"]);
+  for (const actor of health.actors) {
+    assert.equal(typeof actor.restarts, "number");
+    assert.ok("mailbox" in actor);
+  }
+  assert.equal(health.migrations.postgres, "applied");
+  assert.equal(health.migrations.clickhouse, "applied");
+
+  const root = await (await engine.get("/")).json();
+  assert.equal(root.name, "tradewire");
+
+  assert.equal(await engine.kill("SIGTERM"), 0);
+  const messages = engine.lines.map((l) => l.message);
+  assert.ok(messages.includes("engine stopped"), JSON.stringify(messages));
+  for (const line of engine.lines) {
+    assert.equal(typeof line.level, "string");
+    assert.equal(typeof line.time, "string");
+  }
+
+  const sql = postgres(engine.databaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    const runs = await sql`select exit_code, stopped_at from engine_runs`;
+    assert.equal(runs.length, 1);
+    assert.equal(runs[0]!.exit_code, 0);
+    assert.ok(runs[0]!.stopped_at instanceof Date);
+  } finally {
+    await sql.end();
+  }
+});
+
+Deno.test("with ClickHouse unreachable the engine reports degraded instead of crashing", async () => {
+  await using engine = await startEngineProcess({ CLICKHOUSE_URL: "http://127.0.0.1:1" });
+  const health = await waitForJson(
+    engine,
+    "/api/health/detailed",
+    (body, status) => body.status === "degraded" && status === 503,
+  ) as unknown as Health;
+  assert.equal(health.components.clickhouse?.status, "down");
+  assert.equal(health.components.postgres?.status, "up");
+  assert.equal(health.components.nats?.status, "up");
+  assert.equal(health.migrations.postgres, "applied");
+  assert.equal(health.migrations.clickhouse, "unavailable");
+  const liveness = await engine.get("/api/health");
+  assert.equal(liveness.status, 200);
+  await liveness.body?.cancel();
+  assert.equal(await engine.kill("SIGTERM"), 0);
+});
+
+Deno.test("the engine waits for NATS at startup with a clear log line, then serves", async () => {
+  const port = freePort();
+  await using engine = await startEngineProcess({
+    NATS_URL: `nats://127.0.0.1:${port}`,
+    TRADEWIRE_NATS__RECONNECT_WAIT_MS: "50",
+    TRADEWIRE_NATS__RECONNECT_MAX_WAIT_MS: "200",
+  });
+  await waitFor(
+    () => engine.lines.filter((l) => l.message === "NATS unreachable, retrying").length >= 2,
+    20_000,
+    "retry log lines",
+  );
+  await using _nats = await startNatsServer({ port });
+  await waitForJson(engine, "/api/health/detailed", (body) => body.status === "ok");
+  assert.equal(await engine.kill("SIGINT"), 0);
+});
+
+Deno.test("an invalid configuration exits 2 naming every bad key", async () => {
+  await using engine = await startEngineProcess({
+    TRADEWIRE_HTTP__PORT: "not-a-port",
+    TRADEWIRE_POSTGRES__POOL_SIZE: "0",
+    TRADEWIRE_NOPE__KEY: "1",
+  });
+  const { code } = await engine.status;
+  assert.equal(code, 2);
+  const stderr = engine.stderr();
+  assert.match(stderr, /http\.port/);
+  assert.match(stderr, /postgres\.pool_size/);
+  assert.match(stderr, /nope/);
+  assert.doesNotMatch(stderr, /at .*\.ts:\d+/);
+});
+
+Deno.test("the engine exits 1 when a child cannot start (HTTP port taken)", async () => {
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    await using engine = await startEngineProcess({
+      TRADEWIRE_HTTP__PORT: String((taken.addr as Deno.NetAddr).port),
+    });
+    const { code } = await engine.status;
+    assert.equal(code, 1);
+    assert.ok(engine.lines.some((l) => l.message === "engine could not start"));
+  } finally {
+    taken.close();
+  }
+});
+
+Deno.test("--print-config prints the merged configuration with secrets redacted", async () => {
+  await using engine = await startEngineProcess({
+    DATABASE_URL: "postgres://app:hunter2@127.0.0.1:5432/tw",
+    TRADEWIRE_NATS__PASSWORD: "s3cret-value",
+  }, ["--print-config"]);
+  const { code } = await engine.status;
+  assert.equal(code, 0);
+  const printed = engine.lines.map((l) => JSON.stringify(l)).join("\n");
+  assert.doesNotMatch(printed, /hunter2|s3cret-value/);
+});
