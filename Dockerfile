@@ -4,9 +4,12 @@ FROM denoland/deno:2.9.6
 
 WORKDIR /app
 
-# Dependencies first, so they are cached while the source changes.
+# Dependencies first (the npm packages pinned in deno.json and deno.lock), so
+# this layer stays cached while only the source changes.
 COPY deno.json deno.lock ./
-COPY --chown=deno:deno . .
+RUN deno install --frozen
+
+COPY . .
 RUN deno cache --frozen main.ts scripts/migrate.ts && chown -R deno:deno /app
 
 USER deno
