@@ -1,0 +1,211 @@
+/**
+ * Binance symbol naming: canonical `BASE-QUOTE` symbols (`BTC-USDT`) against
+ * Binance's separator-less symbols (`BTCUSDT`) and lower-case stream names
+ * (`btcusdt@trade`), and the combined-stream URL.
+ *
+ * Binance symbols cannot be split back into base and quote without the
+ * exchange's symbol list, so the map is built from the configured canonical
+ * symbols, never guessed from a frame.
+ *
+ * @example
+ * ```ts
+ * const symbols = binanceSymbolMap(["BTC-USDT", "ETH-BTC"]);
+ * symbols.canonical("BTCUSDT"); // "BTC-USDT"
+ * const streams = binanceStreamNames(symbols.canonicalSymbols());
+ * binanceCombinedUrl("wss://stream.binance.com:9443", streams);
+ * ```
+ *
+ * @module
+ */
+
+/** A canonical crypto symbol: upper-case alphanumeric base and quote joined by `-`. */
+const CANONICAL = /^([A-Z0-9]+)-([A-Z0-9]+)$/;
+
+/** Most streams one Binance connection may carry. */
+export const BINANCE_MAX_STREAMS_PER_CONNECTION = 1024;
+
+/**
+ * A two-way map between a venue's symbols and canonical symbols.
+ *
+ * @example
+ * ```ts
+ * const map = new SymbolMap([["BTCUSDT", "BTC-USDT"]]);
+ * map.canonical("BTCUSDT"); // "BTC-USDT"
+ * map.venue("BTC-USDT"); // "BTCUSDT"
+ * ```
+ */
+export class SymbolMap {
+  readonly #toCanonical = new Map<string, string>();
+  readonly #toVenue = new Map<string, string>();
+
+  /**
+   * Makes a map from `[venueSymbol, canonicalSymbol]` pairs. Throws a
+   * `TypeError` when either side repeats, since the map must be one-to-one.
+   */
+  constructor(pairs: Iterable<readonly [venue: string, canonical: string]>) {
+    for (const [venue, canonical] of pairs) {
+      if (this.#toCanonical.has(venue)) {
+        throw new TypeError(`Venue symbol ${JSON.stringify(venue)} is mapped twice`);
+      }
+      if (this.#toVenue.has(canonical)) {
+        throw new TypeError(`Canonical symbol ${JSON.stringify(canonical)} is mapped twice`);
+      }
+      this.#toCanonical.set(venue, canonical);
+      this.#toVenue.set(canonical, venue);
+    }
+  }
+
+  /** The canonical symbol of a venue symbol, or undefined when it is not configured. */
+  canonical(venueSymbol: string): string | undefined {
+    return this.#toCanonical.get(venueSymbol);
+  }
+
+  /** The venue symbol of a canonical symbol, or undefined when it is not configured. */
+  venue(canonicalSymbol: string): string | undefined {
+    return this.#toVenue.get(canonicalSymbol);
+  }
+
+  /** The configured canonical symbols, in the order given. */
+  canonicalSymbols(): string[] {
+    return [...this.#toVenue.keys()];
+  }
+
+  /** Number of configured symbols. */
+  get size(): number {
+    return this.#toVenue.size;
+  }
+}
+
+/**
+ * The Binance symbol of a canonical `BASE-QUOTE` symbol: `"BTC-USDT"` →
+ * `"BTCUSDT"`. Throws a `TypeError` when `canonical` is not `BASE-QUOTE` in
+ * upper case.
+ *
+ * @example
+ * ```ts
+ * binanceSymbol("ETH-BTC"); // "ETHBTC"
+ * ```
+ */
+export function binanceSymbol(canonical: string): string {
+  const match = CANONICAL.exec(canonical);
+  if (!match) {
+    throw new TypeError(
+      `Not a canonical BASE-QUOTE symbol: ${JSON.stringify(canonical)}`,
+    );
+  }
+  return match[1]! + match[2]!;
+}
+
+/**
+ * A {@linkcode SymbolMap} between Binance symbols and the given canonical
+ * symbols. Throws a `TypeError` on a malformed symbol or when two canonical
+ * symbols collapse to one Binance symbol (`AB-CD` and `ABC-D`).
+ *
+ * @example
+ * ```ts
+ * binanceSymbolMap(["BTC-USDT"]).canonical("BTCUSDT"); // "BTC-USDT"
+ * ```
+ */
+export function binanceSymbolMap(canonicalSymbols: readonly string[]): SymbolMap {
+  return new SymbolMap(canonicalSymbols.map((c) => [binanceSymbol(c), c] as const));
+}
+
+/** Which streams {@linkcode binanceStreamNames} lists for each symbol. */
+export interface BinanceStreamOptions {
+  /** Diff depth stream `<symbol>@depth@<speed>`, for the book sync. @default {true} */
+  depth?: boolean;
+  /** Update speed of the diff depth stream. @default {"100ms"} */
+  depthSpeed?: "100ms" | "1000ms";
+  /** Raw trade stream `<symbol>@trade`. @default {true} */
+  trades?: boolean;
+  /**
+   * Aggregate trade stream `<symbol>@aggTrade`. Off by default: it repeats the
+   * trades of `@trade` aggregated per taker order, so taking both counts
+   * volume twice. @default {false}
+   */
+  aggTrades?: boolean;
+  /** Best bid and ask stream `<symbol>@bookTicker`. @default {true} */
+  bookTicker?: boolean;
+  /** Kline interval for `<symbol>@kline_<interval>` (`"1m"`), or null for none. @default {null} */
+  klineInterval?: string | null;
+}
+
+/** Defaults of {@linkcode BinanceStreamOptions}. */
+export const DEFAULT_BINANCE_STREAM_OPTIONS: Readonly<Required<BinanceStreamOptions>> = {
+  depth: true,
+  depthSpeed: "100ms",
+  trades: true,
+  aggTrades: false,
+  bookTicker: true,
+  klineInterval: null,
+};
+
+const KLINE_INTERVAL = /^(?:1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M)$/;
+
+/**
+ * The stream names to subscribe for canonical symbols, per symbol in the
+ * order depth, trade, aggTrade, bookTicker, kline. Throws a `TypeError` on a
+ * malformed symbol or kline interval.
+ *
+ * @example
+ * ```ts
+ * binanceStreamNames(["BTC-USDT"], { depth: true, trades: true, bookTicker: true });
+ * // ["btcusdt@depth@100ms", "btcusdt@trade", "btcusdt@bookTicker"]
+ * ```
+ */
+export function binanceStreamNames(
+  canonicalSymbols: readonly string[],
+  options: BinanceStreamOptions = {},
+): string[] {
+  const {
+    depth = DEFAULT_BINANCE_STREAM_OPTIONS.depth,
+    depthSpeed = DEFAULT_BINANCE_STREAM_OPTIONS.depthSpeed,
+    trades = DEFAULT_BINANCE_STREAM_OPTIONS.trades,
+    aggTrades = DEFAULT_BINANCE_STREAM_OPTIONS.aggTrades,
+    bookTicker = DEFAULT_BINANCE_STREAM_OPTIONS.bookTicker,
+    klineInterval = DEFAULT_BINANCE_STREAM_OPTIONS.klineInterval,
+  } = options;
+  if (klineInterval !== null && !KLINE_INTERVAL.test(klineInterval)) {
+    throw new TypeError(`Not a Binance kline interval: ${JSON.stringify(klineInterval)}`);
+  }
+  const names: string[] = [];
+  for (const canonical of canonicalSymbols) {
+    const stream = binanceSymbol(canonical).toLowerCase();
+    if (depth) names.push(`${stream}@depth@${depthSpeed}`);
+    if (trades) names.push(`${stream}@trade`);
+    if (aggTrades) names.push(`${stream}@aggTrade`);
+    if (bookTicker) names.push(`${stream}@bookTicker`);
+    if (klineInterval !== null) names.push(`${stream}@kline_${klineInterval}`);
+  }
+  return names;
+}
+
+/**
+ * The combined-stream URL `<base>/stream?streams=a/b/c`, whose frames arrive
+ * wrapped as `{"stream": ..., "data": ...}`. Throws a `RangeError` for no
+ * streams or more than {@linkcode BINANCE_MAX_STREAMS_PER_CONNECTION}, a
+ * `TypeError` for a base that is not a `ws:`/`wss:` URL.
+ *
+ * @example
+ * ```ts
+ * binanceCombinedUrl("wss://stream.binance.com:9443", ["btcusdt@trade", "btcusdt@bookTicker"]);
+ * // "wss://stream.binance.com:9443/stream?streams=btcusdt@trade/btcusdt@bookTicker"
+ * ```
+ */
+export function binanceCombinedUrl(base: string, streams: readonly string[]): string {
+  if (streams.length === 0) throw new RangeError("No streams to combine");
+  if (streams.length > BINANCE_MAX_STREAMS_PER_CONNECTION) {
+    throw new RangeError(
+      `${streams.length} streams exceed the ${BINANCE_MAX_STREAMS_PER_CONNECTION} one connection may carry`,
+    );
+  }
+  if (!/^wss?:\/\/[^/?#]+\/?$/.test(base)) {
+    throw new TypeError(`Not a WebSocket base URL: ${JSON.stringify(base)}`);
+  }
+  for (const stream of streams) {
+    if (!/^[A-Za-z0-9!@_]+$/.test(stream)) {
+      throw new TypeError(`Not a Binance stream name: ${JSON.stringify(stream)}`);
+    }
+  }
+  return `${base.replace(/\/$/, "")}/stream?streams=${streams.join("/")}`;
+}
