@@ -48,6 +48,94 @@ export const WEAK_PASSWORDS: readonly string[] = [
   "nats",
 ];
 
+/** Liquid Binance spot pairs, in canonical `BASE-QUOTE` form. */
+export const BINANCE_SYMBOLS = [
+  "BTC-USDT",
+  "ETH-USDT",
+  "BNB-USDT",
+  "SOL-USDT",
+  "XRP-USDT",
+  "DOGE-USDT",
+  "ADA-USDT",
+  "TRX-USDT",
+  "AVAX-USDT",
+  "LINK-USDT",
+  "DOT-USDT",
+  "LTC-USDT",
+  "BCH-USDT",
+  "TON-USDT",
+  "NEAR-USDT",
+  "UNI-USDT",
+  "ATOM-USDT",
+  "XLM-USDT",
+  "ETC-USDT",
+  "FIL-USDT",
+  "APT-USDT",
+  "ARB-USDT",
+  "OP-USDT",
+  "ETH-BTC",
+] as const;
+/** Liquid Coinbase products. */
+export const COINBASE_SYMBOLS = [
+  "BTC-USD",
+  "ETH-USD",
+  "SOL-USD",
+  "XRP-USD",
+  "DOGE-USD",
+  "ADA-USD",
+  "AVAX-USD",
+  "LINK-USD",
+  "DOT-USD",
+  "LTC-USD",
+  "BCH-USD",
+  "UNI-USD",
+  "ATOM-USD",
+  "XLM-USD",
+  "ETC-USD",
+  "FIL-USD",
+  "NEAR-USD",
+  "APT-USD",
+  "ARB-USD",
+  "OP-USD",
+  "SHIB-USD",
+  "ETH-BTC",
+] as const;
+/** Liquid Kraken pairs (v2 names `BTC/USD` become `BTC-USD`). */
+export const KRAKEN_SYMBOLS = [
+  "BTC-USD",
+  "ETH-USD",
+  "SOL-USD",
+  "XRP-USD",
+  "DOGE-USD",
+  "ADA-USD",
+  "AVAX-USD",
+  "LINK-USD",
+  "DOT-USD",
+  "LTC-USD",
+  "BCH-USD",
+  "UNI-USD",
+  "ATOM-USD",
+  "XLM-USD",
+  "ETC-USD",
+  "FIL-USD",
+  "USDT-USD",
+  "USDC-USD",
+  "BTC-EUR",
+  "ETH-EUR",
+  "ETH-BTC",
+] as const;
+/** A handful of liquid US stocks and ETFs. */
+export const ALPACA_SYMBOLS = ["AAPL", "MSFT", "NVDA", "AMZN", "TSLA", "SPY", "QQQ"] as const;
+
+/** Market-data channels a crypto feed can subscribe to. */
+export const CRYPTO_CHANNELS = ["trades", "book", "top"] as const;
+/** Alpaca market-data channels. */
+export const ALPACA_CHANNELS = ["trades", "quotes", "bars"] as const;
+/** Kraken v2 book depths. */
+export const KRAKEN_BOOK_DEPTHS = [10, 25, 100, 500, 1000] as const;
+/** Alpaca stock data feeds. */
+export const ALPACA_FEEDS = ["iex", "sip"] as const;
+
 /**
  * Every default, the same values as `config/default.yaml`.
  *
@@ -95,6 +183,70 @@ export const DEFAULT_CONFIG = {
     child_shutdown_ms: 5000,
   },
   migrations: { dir: "migrations", apply_on_start: true, lock_key: 727374 },
+  exchanges: {
+    binance: {
+      enabled: true,
+      ws_url: "wss://stream.binance.com:9443",
+      rest_url: "https://api.binance.com",
+      symbols: BINANCE_SYMBOLS,
+      channels: ["trades", "book", "top"],
+      snapshot_limit: 1000,
+      stale_after_ms: 30_000,
+      reconnect_initial_ms: 500,
+      reconnect_max_ms: 30_000,
+    },
+    coinbase: {
+      enabled: true,
+      ws_url: "wss://advanced-trade-ws.coinbase.com",
+      symbols: COINBASE_SYMBOLS,
+      channels: ["trades", "book", "top"],
+      stale_after_ms: 30_000,
+      reconnect_initial_ms: 500,
+      reconnect_max_ms: 30_000,
+    },
+    kraken: {
+      enabled: true,
+      ws_url: "wss://ws.kraken.com/v2",
+      symbols: KRAKEN_SYMBOLS,
+      channels: ["trades", "book"],
+      book_depth: 10,
+      stale_after_ms: 30_000,
+      reconnect_initial_ms: 500,
+      reconnect_max_ms: 30_000,
+    },
+    alpaca: {
+      enabled: false,
+      ws_url: "wss://stream.data.alpaca.markets/v2",
+      feed: "iex",
+      key_id: "",
+      secret_key: "",
+      symbols: ALPACA_SYMBOLS,
+      channels: ["trades", "quotes", "bars"],
+      stale_after_ms: 60_000,
+      reconnect_initial_ms: 1000,
+      reconnect_max_ms: 60_000,
+    },
+  },
+  feeds: { publish_batch_ms: 2, publish_batch_max: 500 },
+  validator: {
+    enabled: true,
+    spike_pct: 10,
+    reference_window_ms: 60_000,
+    max_future_ms: 5000,
+    max_lag_ms: 120_000,
+    duplicate_window: 10_000,
+    overrides: {},
+  },
+  writer: {
+    enabled: true,
+    batch_rows: 50_000,
+    flush_interval_ms: 250,
+    stream_max_bytes: 1_073_741_824,
+    stream_max_age_s: 604_800,
+    retry_initial_ms: 500,
+    retry_max_ms: 30_000,
+  },
+  replay: { file: "", speed: 0, loop: false },
 } as const;
 
 // ---------------------------------------------------------------------------
@@ -175,6 +327,71 @@ const identifier = z.string({ error: "expected an identifier ([A-Za-z_][A-Za-z0-
 
 const D = DEFAULT_CONFIG;
 
+/** URL schemes accepted for venue WebSocket endpoints. */
+export const WS_URL_SCHEMES = ["ws:", "wss:"] as const;
+/** URL schemes accepted for venue REST endpoints. */
+export const HTTP_URL_SCHEMES = ["http:", "https:"] as const;
+
+const cryptoSymbol = z.string({ error: "expected a BASE-QUOTE symbol such as BTC-USDT" })
+  .regex(/^[A-Z0-9]{1,15}-[A-Z0-9]{1,15}$/, {
+    error: "expected a BASE-QUOTE symbol such as BTC-USDT",
+  });
+const stockSymbol = z.string({ error: "expected a stock ticker such as AAPL" })
+  .regex(/^[A-Z][A-Z0-9.]{0,9}$/, { error: "expected a stock ticker such as AAPL" });
+
+/** Keys every exchange section has. */
+function feedCommon<const C extends readonly [string, ...string[]]>(
+  defaults: {
+    enabled: boolean;
+    ws_url: string;
+    symbols: readonly string[];
+    channels: readonly C[number][];
+    stale_after_ms: number;
+    reconnect_initial_ms: number;
+    reconnect_max_ms: number;
+  },
+  channels: C,
+  symbol: z.ZodString,
+) {
+  return {
+    enabled: bool().default(defaults.enabled),
+    ws_url: url(WS_URL_SCHEMES).default(defaults.ws_url),
+    symbols: z.array(symbol, { error: "expected a list of symbols" })
+      .refine((list) => new Set(list).size === list.length, { error: "expected no duplicates" })
+      .default(() => [...defaults.symbols]),
+    channels: z.array(oneOf(channels), { error: `expected a list of ${channels.join(", ")}` })
+      .default(() => [...defaults.channels]),
+    stale_after_ms: ms(1).default(defaults.stale_after_ms),
+    reconnect_initial_ms: ms(1).default(defaults.reconnect_initial_ms),
+    reconnect_max_ms: ms(1).default(defaults.reconnect_max_ms),
+  };
+}
+
+function percent() {
+  return z.number({ error: "expected a percentage > 0" }).gt(0, {
+    error: "expected a percentage > 0",
+  });
+}
+
+/** Validator thresholds, the defaults and each override's keys. */
+function thresholds(defaults: typeof D.validator) {
+  return {
+    spike_pct: percent().default(defaults.spike_pct),
+    reference_window_ms: ms(1).default(defaults.reference_window_ms),
+    max_future_ms: ms(0).default(defaults.max_future_ms),
+    max_lag_ms: ms(1).default(defaults.max_lag_ms),
+  };
+}
+
+function partialThresholds() {
+  return {
+    spike_pct: percent().optional(),
+    reference_window_ms: ms(1).optional(),
+    max_future_ms: ms(0).optional(),
+    max_lag_ms: ms(1).optional(),
+  };
+}
+
 /**
  * The schema of the merged configuration. Every object is strict, so unknown
  * keys are errors; every key has a default, so `configSchema.parse({})` gives
@@ -248,6 +465,60 @@ export const configSchema = z.object({
     apply_on_start: bool().default(D.migrations.apply_on_start),
     lock_key: z.int({ error: "expected an integer" }).default(D.migrations.lock_key),
   }),
+  exchanges: section({
+    binance: section({
+      ...feedCommon(D.exchanges.binance, CRYPTO_CHANNELS, cryptoSymbol),
+      rest_url: url(HTTP_URL_SCHEMES).default(D.exchanges.binance.rest_url),
+      snapshot_limit: int(5, 5000).default(D.exchanges.binance.snapshot_limit),
+    }),
+    coinbase: section(feedCommon(D.exchanges.coinbase, CRYPTO_CHANNELS, cryptoSymbol)),
+    kraken: section({
+      ...feedCommon(D.exchanges.kraken, CRYPTO_CHANNELS, cryptoSymbol),
+      book_depth: int(10, 1000)
+        .refine((depth) => (KRAKEN_BOOK_DEPTHS as readonly number[]).includes(depth), {
+          error: `expected one of ${KRAKEN_BOOK_DEPTHS.join(", ")}`,
+        })
+        .default(D.exchanges.kraken.book_depth),
+    }),
+    alpaca: section({
+      ...feedCommon(D.exchanges.alpaca, ALPACA_CHANNELS, stockSymbol),
+      feed: oneOf(ALPACA_FEEDS).default(D.exchanges.alpaca.feed),
+      key_id: text().default(D.exchanges.alpaca.key_id),
+      secret_key: text().default(D.exchanges.alpaca.secret_key),
+    }),
+  }),
+  feeds: section({
+    publish_batch_ms: ms(0).default(D.feeds.publish_batch_ms),
+    publish_batch_max: int(1, 100_000).default(D.feeds.publish_batch_max),
+  }),
+  validator: section({
+    enabled: bool().default(D.validator.enabled),
+    ...thresholds(D.validator),
+    duplicate_window: int(1, 10_000_000).default(D.validator.duplicate_window),
+    overrides: z.record(
+      z.string().regex(/^[a-z]+(\/[A-Za-z0-9.]+(-[A-Za-z0-9.]+)?)?$/, {
+        error: "expected an override key `exchange` or `exchange/SYMBOL`",
+      }),
+      z.object(partialThresholds(), { error: "expected a mapping of thresholds" }).strict(),
+      { error: "expected a mapping of overrides" },
+    ).default(() => ({})),
+  }),
+  writer: section({
+    enabled: bool().default(D.writer.enabled),
+    batch_rows: int(1, 10_000_000).default(D.writer.batch_rows),
+    flush_interval_ms: ms(1).default(D.writer.flush_interval_ms),
+    stream_max_bytes: int(1024 * 1024).default(D.writer.stream_max_bytes),
+    stream_max_age_s: int(60).default(D.writer.stream_max_age_s),
+    retry_initial_ms: ms(1).default(D.writer.retry_initial_ms),
+    retry_max_ms: ms(1).default(D.writer.retry_max_ms),
+  }),
+  replay: section({
+    file: text().default(D.replay.file),
+    speed: z.number({ error: "expected a number >= 0 (0 = as fast as possible)" })
+      .min(0, { error: "expected a number >= 0 (0 = as fast as possible)" })
+      .default(D.replay.speed),
+    loop: bool().default(D.replay.loop),
+  }),
 }, { error: "expected a mapping of sections" }).strict().superRefine((config, ctx) => {
   for (const problem of [...consistencyProblems(config), ...productionProblems(config)]) {
     // `params.complete`: the message needs no "got …" appended.
@@ -281,6 +552,16 @@ export type ClickhouseConfig = Config["clickhouse"];
 export type SupervisorConfig = Config["supervisor"];
 /** The `migrations` section of {@linkcode Config}. */
 export type MigrationsConfig = Config["migrations"];
+/** The `exchanges` section of {@linkcode Config}. */
+export type ExchangesConfig = Config["exchanges"];
+/** The `feeds` section of {@linkcode Config}. */
+export type FeedsConfig = Config["feeds"];
+/** The `validator` section of {@linkcode Config}. */
+export type ValidatorConfig = Config["validator"];
+/** The `writer` section of {@linkcode Config}. */
+export type WriterConfig = Config["writer"];
+/** The `replay` section of {@linkcode Config}. */
+export type ReplayConfig = Config["replay"];
 
 /**
  * Splits `nats.url` (one URL or a comma-separated list) into server URLs.
@@ -315,6 +596,7 @@ function consistencyProblems(config: unknown): SettingProblem[] {
   const pairs = [
     ["nats", "reconnect_wait_ms", "reconnect_max_wait_ms"],
     ["supervisor", "backoff_initial_ms", "backoff_max_ms"],
+    ["writer", "retry_initial_ms", "retry_max_ms"],
   ] as const;
   for (const [section, low, high] of pairs) {
     const min = at(config, section, low);

@@ -9,7 +9,7 @@ export const REDACTED = "***";
 
 /** Key names whose values are secrets, matched case-insensitively against the whole key. */
 export const SECRET_KEY_PATTERN =
-  /(^|_|-)(password|passwd|pass|secret|token|api_?key|api_?secret|private_?key|credentials?|authorization)$/i;
+  /(^|_|-)(password|passwd|pass|secret|secret_?key|token|api_?key|api_?secret|private_?key|credentials?|authorization)$/i;
 
 /**
  * Replaces the password of a URL with {@linkcode REDACTED}; leaves text that is

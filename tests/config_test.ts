@@ -582,3 +582,45 @@ Deno.test("a hash made by hashApiKey is accepted by the schema and then verifies
 Deno.test("DEFAULT_CONFIG_FILE is config/default.yaml next to the module", () => {
   assert.match(DEFAULT_CONFIG_FILE, /config[/\\]default\.yaml$/);
 });
+
+Deno.test("exchange sections validate symbols, channels and depths and redact Alpaca's secret", async () => {
+  const config = await loadConfig({
+    args: [],
+    env: {
+      TRADEWIRE_EXCHANGES__KRAKEN__BOOK_DEPTH: "25",
+      TRADEWIRE_EXCHANGES__BINANCE__SYMBOLS: "BTC-USDT,ETH-USDT",
+      TRADEWIRE_EXCHANGES__ALPACA__SECRET_KEY: "alpaca-secret-value",
+    },
+  });
+  assert.equal(config.exchanges.kraken.book_depth, 25);
+  assert.deepEqual(config.exchanges.binance.symbols, ["BTC-USDT", "ETH-USDT"]);
+  assert.doesNotMatch(JSON.stringify(redactConfig(config)), /alpaca-secret-value/);
+  assert.ok(config.exchanges.binance.symbols.length >= 2);
+  const defaults = await loadConfig({ args: [], env: {} });
+  for (const venue of ["binance", "coinbase", "kraken"] as const) {
+    assert.ok(defaults.exchanges[venue].symbols.length >= 20, venue);
+  }
+
+  try {
+    await loadConfig({
+      args: [],
+      env: {
+        TRADEWIRE_EXCHANGES__KRAKEN__BOOK_DEPTH: "7",
+        TRADEWIRE_EXCHANGES__BINANCE__SYMBOLS: "btcusdt",
+        TRADEWIRE_EXCHANGES__COINBASE__CHANNELS: "trades,candles",
+        TRADEWIRE_EXCHANGES__ALPACA__FEED: "nasdaq",
+      },
+    });
+    assert.fail("expected a ConfigError");
+  } catch (e) {
+    assert.ok(e instanceof ConfigError);
+    for (
+      const key of [
+        "exchanges.kraken.book_depth",
+        "exchanges.binance.symbols[0]",
+        "exchanges.coinbase.channels[1]",
+        "exchanges.alpaca.feed",
+      ]
+    ) assert.ok(e.message.includes(key), `${key} in ${e.message}`);
+  }
+});
