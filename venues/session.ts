@@ -1,0 +1,60 @@
+/**
+ * The contract between the generic feed runtime (`actors/feed.ts`: WebSocket,
+ * reconnects, watchdog, publishing, dead-lettering) and one venue's protocol
+ * logic (a {@linkcode VenueSession}: subscribe messages, frame parsing, book
+ * synchronisation, sequence checks).
+ *
+ * A session is created once per feed actor start and lives across reconnects;
+ * `onOpen`/`onClose` bracket each connection. Its decision logic stays pure:
+ * it returns events, and asks for I/O only through {@linkcode SessionIO}.
+ *
+ * @module
+ */
+
+import type { Exchange, MarketEvent } from "../market/events.ts";
+import type { Logger } from "../lib/log.ts";
+
+/** What a session may ask of the connection it runs on. */
+export interface SessionIO {
+  /** Sends a text frame on the open socket (subscribe, auth, ping…). */
+  send(text: string): void;
+  /**
+   * Drops the connection and reconnects (with backoff); `onOpen` then
+   * resubscribes. Counted as a resync when `resync` is true.
+   */
+  reconnect(reason: string, options?: { resync?: boolean }): void;
+  /** Publishes events produced outside `onFrame` (e.g. once a REST snapshot arrives). */
+  emit(events: MarketEvent[]): void;
+  /** Counts an order-book resync that did not need a reconnect (e.g. a fresh REST snapshot). */
+  resynced(reason: string): void;
+  /** Reports a venue error (auth failure, connection limit…) to health. */
+  error(message: string): void;
+  /** GETs `url` and resolves with the body; rejects on a non-2xx status or network error. */
+  fetchText(url: string): Promise<string>;
+  /** Aborts when the connection closes or the feed stops. */
+  signal: AbortSignal;
+  /** The feed's logger. */
+  log: Logger;
+}
+
+/** One venue's protocol logic. */
+export interface VenueSession {
+  /** The venue. */
+  readonly exchange: Exchange;
+  /** The WebSocket URL to connect to (e.g. Binance's combined-stream URL for the symbols). */
+  url(): string;
+  /** The socket opened: send auth and subscriptions. */
+  onOpen(io: SessionIO): void | Promise<void>;
+  /**
+   * A text frame arrived at `receivedUs` (µs since epoch). Returns the events
+   * to publish. Throws `MalformedFrameError` for a frame it cannot use (the
+   * runtime counts and dead-letters it and carries on).
+   */
+  onFrame(frame: string, receivedUs: number, io: SessionIO): MarketEvent[];
+  /** The connection closed: reset per-connection state (sequence counters, books). */
+  onClose(): void;
+  /** Called about once a second while connected, for application-level pings. */
+  onTick?(io: SessionIO, nowMs: number): void;
+  /** Venue-specific figures for health (books in sync, subscriptions acknowledged…). */
+  status(): Record<string, unknown>;
+}
