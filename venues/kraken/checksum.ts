@@ -1,0 +1,128 @@
+/**
+ * Kraken's order-book checksum (WebSocket v1 and v2 use the same one): a
+ * CRC32 over the top 10 asks (lowest first) then the top 10 bids (highest
+ * first), each level written as its price then its size with the `.` and the
+ * leading zeros removed (`0.0286` → `286`, `74198.19125726` → `7419819125726`).
+ * The texts must be exactly as Kraken sent them, trailing zeros included.
+ *
+ * @example
+ * ```ts
+ * import { krakenChecksum } from "./checksum.ts";
+ *
+ * krakenChecksum([["0.0288", "32416.38964164"]], [["0.0286", "74198.19125726"]]);
+ * ```
+ *
+ * @module
+ */
+
+import type { Level } from "../../market/events.ts";
+
+/** How many levels of each side Kraken's checksum covers. */
+export const KRAKEN_CHECKSUM_LEVELS = 10;
+
+/** The CRC32 (IEEE 802.3, reflected, polynomial 0xEDB88320) lookup table. */
+const TABLE: Uint32Array = (() => {
+  const table = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    table[n] = c >>> 0;
+  }
+  return table;
+})();
+
+/**
+ * The CRC32 of `text` (its UTF-8 bytes) as an unsigned 32-bit integer, the
+ * same as zlib's `crc32`.
+ *
+ * @example
+ * ```ts
+ * import { crc32 } from "./checksum.ts";
+ *
+ * crc32("hello"); // 907060870
+ * ```
+ */
+export function crc32(text: string): number {
+  let crc = 0xffffffff;
+  for (let i = 0; i < text.length; i++) {
+    if (text.charCodeAt(i) > 0x7f) return crc32Bytes(new TextEncoder().encode(text));
+  }
+  for (let i = 0; i < text.length; i++) {
+    crc = TABLE[(crc ^ text.charCodeAt(i)) & 0xff]! ^ (crc >>> 8);
+  }
+  return (crc ^ 0xffffffff) >>> 0;
+}
+
+/** The CRC32 of `bytes` as an unsigned 32-bit integer. */
+export function crc32Bytes(bytes: Uint8Array): number {
+  let crc = 0xffffffff;
+  for (let i = 0; i < bytes.length; i++) crc = TABLE[(crc ^ bytes[i]!) & 0xff]! ^ (crc >>> 8);
+  return (crc ^ 0xffffffff) >>> 0;
+}
+
+/** Feeds the digits of a decimal's text into `crc`, skipping the `.` and the leading zeros. */
+function feedDecimal(crc: number, text: string): number {
+  let leading = true;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x2e) continue;
+    if (leading) {
+      if (c === 0x30) continue;
+      leading = false;
+    }
+    crc = TABLE[(crc ^ c) & 0xff]! ^ (crc >>> 8);
+  }
+  return crc;
+}
+
+/**
+ * Kraken's book checksum of a book whose best asks (ascending) are `asks` and
+ * best bids (descending) are `bids`; levels beyond the first 10 of each side
+ * are ignored. Computed without building the concatenated string.
+ *
+ * @example
+ * ```ts
+ * import { krakenChecksum } from "./checksum.ts";
+ *
+ * const checksum = krakenChecksum([["0.0288", "32416.38964164"]], [["0.0286", "74198.19125726"]]);
+ * ```
+ */
+export function krakenChecksum(asks: readonly Level[], bids: readonly Level[]): number {
+  let crc = 0xffffffff;
+  const askCount = Math.min(asks.length, KRAKEN_CHECKSUM_LEVELS);
+  for (let i = 0; i < askCount; i++) {
+    const level = asks[i]!;
+    crc = feedDecimal(feedDecimal(crc, level[0]), level[1]);
+  }
+  const bidCount = Math.min(bids.length, KRAKEN_CHECKSUM_LEVELS);
+  for (let i = 0; i < bidCount; i++) {
+    const level = bids[i]!;
+    crc = feedDecimal(feedDecimal(crc, level[0]), level[1]);
+  }
+  return (crc ^ 0xffffffff) >>> 0;
+}
+
+/**
+ * The string whose CRC32 is {@linkcode krakenChecksum}: for diagnosing a
+ * mismatch, and for checking the function against Kraken's documented
+ * examples.
+ *
+ * @example
+ * ```ts
+ * import { krakenChecksumInput } from "./checksum.ts";
+ *
+ * krakenChecksumInput([["0.0288", "32416.38964164"]], [["0.0286", "74198.19125726"]]);
+ * // "28832416389641642867419819125726"
+ * ```
+ */
+export function krakenChecksumInput(asks: readonly Level[], bids: readonly Level[]): string {
+  const strip = (text: string) => text.replace(".", "").replace(/^0+/, "");
+  let out = "";
+  for (const [price, qty] of asks.slice(0, KRAKEN_CHECKSUM_LEVELS)) {
+    out += strip(price) + strip(qty);
+  }
+  for (const [price, qty] of bids.slice(0, KRAKEN_CHECKSUM_LEVELS)) {
+    out += strip(price) + strip(qty);
+  }
+  return out;
+}

@@ -1,0 +1,644 @@
+/**
+ * Kraken WebSocket v2 (`wss://ws.kraken.com/v2`) frames → normalized events.
+ *
+ * {@linkcode parseKrakenFrame} is pure: one received frame in, the market
+ * events it carries and at most one control message out. Trades become
+ * {@linkcode TradeEvent}s directly (Kraken's `side` is the taker's, which is
+ * the aggressor side); book frames become a {@linkcode KrakenBookControl} that
+ * a `KrakenBookSync` applies, checks against Kraken's checksum and turns into
+ * book events. Subscribe/unsubscribe acks, `pong`, `status` and `heartbeat`
+ * are controls.
+ *
+ * Kraken v2 sends prices and sizes as bare JSON numbers and computes its
+ * checksum over their text as sent, so frames are parsed with
+ * {@linkcode parseJsonNumbers}, which keeps that text (`0.00005100` stays
+ * `0.00005100`).
+ *
+ * A frame that is not what the protocol says throws
+ * {@linkcode MalformedFrameError} and nothing else.
+ *
+ * @example
+ * ```ts
+ * import { parseKrakenFrame } from "./parse.ts";
+ *
+ * const { events, control } = parseKrakenFrame('{"channel":"heartbeat"}', Date.now() * 1000);
+ * // events: [], control: { type: "heartbeat" }
+ * ```
+ *
+ * @module
+ */
+
+import {
+  JsonNumber,
+  type JsonObject,
+  type JsonValue,
+  parseJsonNumbers,
+} from "../../lib/json_numbers.ts";
+import {
+  isoToUs,
+  type Level,
+  MalformedFrameError,
+  type MarketEvent,
+  type TradeEvent,
+} from "../../market/events.ts";
+
+/** Kraken's public WebSocket v2 endpoint. */
+export const KRAKEN_WS_URL = "wss://ws.kraken.com/v2";
+
+/** A `book` frame's content for one symbol, prices and sizes as the exact text sent. */
+export interface KrakenBookControl {
+  type: "book";
+  /** A snapshot replaces the book; an update changes the listed levels (size 0 removes). */
+  action: "snapshot" | "update";
+  /** Canonical symbol, `BASE-QUOTE`. */
+  symbol: string;
+  /** Kraken's symbol, `BASE/QUOTE`. */
+  venue_symbol: string;
+  /** Bid levels in the order sent. */
+  bids: Level[];
+  /** Ask levels in the order sent. */
+  asks: Level[];
+  /** Kraken's CRC32 of the top 10 levels after this frame is applied. */
+  checksum: number;
+  /** Kraken's book timestamp, microseconds since the epoch. */
+  timestamp: number;
+}
+
+/** The answer to a request such as `subscribe` or `unsubscribe`. */
+export interface KrakenAckControl {
+  type: "ack";
+  /** The request's method, e.g. `"subscribe"`. */
+  method: string;
+  /** Whether the request succeeded. */
+  success: boolean;
+  /** The channel the request was about, where given. */
+  channel: string | null;
+  /** Kraken's symbol the request was about (`BTC/USD`), where given. */
+  venue_symbol: string | null;
+  /** Kraken's error text when it failed. */
+  error: string | null;
+  /** The request's `req_id`, where it had one. */
+  req_id: number | null;
+}
+
+/** The answer to a `ping`. */
+export interface KrakenPongControl {
+  type: "pong";
+  /** The ping's `req_id`, where it had one. */
+  req_id: number | null;
+}
+
+/** The `status` channel: sent on connect and when the exchange's state changes. */
+export interface KrakenStatusControl {
+  type: "status";
+  /** `online`, `maintenance`, `cancel_only` or `post_only`. */
+  system: string;
+  /** Server version, e.g. `"2.0.10"`. */
+  version: string | null;
+  /** API version, `"v2"`. */
+  api_version: string | null;
+  /** The connection's id, as text (it exceeds 2^53). */
+  connection_id: string | null;
+}
+
+/** A `heartbeat` frame: the connection is alive. */
+export interface KrakenHeartbeatControl {
+  type: "heartbeat";
+}
+
+/** An error that answers no particular request. */
+export interface KrakenErrorControl {
+  type: "error";
+  /** Kraken's error text. */
+  message: string;
+}
+
+/** A Kraken frame that is not market data. */
+export type KrakenControl =
+  | KrakenBookControl
+  | KrakenAckControl
+  | KrakenPongControl
+  | KrakenStatusControl
+  | KrakenHeartbeatControl
+  | KrakenErrorControl;
+
+/** What one Kraken frame carries. */
+export interface KrakenParsedFrame {
+  /** Normalized market events (trades), in the order sent. */
+  events: MarketEvent[];
+  /** The frame's control message, or null when it carried only events. */
+  control: KrakenControl | null;
+}
+
+/** {@linkcode KrakenParsedFrame} under the name every venue's parser uses. */
+export type ParsedFrame = KrakenParsedFrame;
+
+/** {@linkcode KrakenControl} under the name every venue's parser uses. */
+export type Control = KrakenControl;
+
+/** A v2 channel that can be subscribed to. */
+export type KrakenChannel = "book" | "trade" | "ticker" | "ohlc" | "instrument" | "level3";
+
+/** Options for {@linkcode subscribeMessage} and {@linkcode unsubscribeMessage}. */
+export interface KrakenSubscribeOptions {
+  /** Book depth: 10, 25, 100, 500 or 1000; only for `book` and `level3`. @default {undefined} (Kraken's 10) */
+  depth?: number;
+  /** Whether to receive a snapshot first; omitted from unsubscribe. @default {undefined} (Kraken's true) */
+  snapshot?: boolean;
+  /** Request id echoed in the ack. @default {undefined} */
+  reqId?: number;
+}
+
+const HEARTBEAT: KrakenHeartbeatControl = Object.freeze({ type: "heartbeat" as const });
+
+/**
+ * Parses one Kraken v2 frame received at `receivedUs` (microseconds since the
+ * epoch). Throws {@linkcode MalformedFrameError} — and only that — when the
+ * frame is not JSON, has the wrong shape, a missing or ill-typed field, an
+ * unknown channel or a price or size that is not a decimal.
+ *
+ * A book frame must carry one symbol, as Kraken sends them; a frame with
+ * several is rejected (were Kraken ever to batch, the sync would miss that
+ * update, fail the next checksum and resync: degraded, never wrong).
+ *
+ * @example
+ * ```ts
+ * import { parseKrakenFrame } from "./parse.ts";
+ *
+ * const frame = '{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD",' +
+ *   '"side":"buy","price":65000.10,"qty":0.00100000,"ord_type":"market",' +
+ *   '"trade_id":42,"timestamp":"2026-08-16T23:37:04.190019Z"}]}';
+ * const { events } = parseKrakenFrame(frame, 1_786_000_000_000_000);
+ * // events[0]: { kind: "trade", symbol: "BTC-USD", price: "65000.10", qty: "0.00100000", side: "buy", ... }
+ * ```
+ */
+export function parseKrakenFrame(frame: string, receivedUs: number): KrakenParsedFrame {
+  try {
+    return parseFrame(frame, receivedUs);
+  } catch (error) {
+    if (error instanceof MalformedFrameError) throw error;
+    const detail = error instanceof Error ? error.message : String(error);
+    throw new MalformedFrameError(`Unreadable Kraken frame: ${detail}`, { cause: error });
+  }
+}
+
+function parseFrame(frame: string, receivedUs: number): KrakenParsedFrame {
+  if (typeof frame !== "string") fail("Frame is not text");
+  let message: JsonValue;
+  try {
+    message = parseJsonNumbers(frame);
+  } catch (error) {
+    const detail = error instanceof Error ? error.message : String(error);
+    throw new MalformedFrameError(`Frame is not valid JSON: ${detail}`, { cause: error });
+  }
+  if (!isObject(message)) fail("Frame is not a JSON object");
+  const channel = message.channel;
+  if (channel !== undefined) {
+    if (typeof channel !== "string") fail("Field channel is not a string");
+    switch (channel) {
+      case "book":
+        return { events: [], control: parseBook(message) };
+      case "trade":
+        return { events: parseTrades(message, receivedUs), control: null };
+      case "heartbeat":
+        return { events: [], control: HEARTBEAT };
+      case "status":
+        return { events: [], control: parseStatus(message) };
+      default:
+        fail(`Unknown channel ${JSON.stringify(channel)}`);
+    }
+  }
+  const method = message.method;
+  if (method !== undefined) {
+    if (typeof method !== "string") fail("Field method is not a string");
+    return { events: [], control: parseMethodResponse(message, method) };
+  }
+  const error = message.error;
+  if (typeof error === "string") return { events: [], control: { type: "error", message: error } };
+  return fail("Frame has neither a channel nor a method");
+}
+
+function parseMethodResponse(message: JsonObject, method: string): KrakenControl {
+  const reqId = optionalInteger(message.req_id, "req_id");
+  if (method === "pong") return { type: "pong", req_id: reqId };
+  const success = message.success;
+  if (typeof success !== "boolean") {
+    fail(`Response to ${JSON.stringify(method)} has no boolean success field`);
+  }
+  let channel: string | null = null;
+  let venueSymbol = optionalString(message.symbol, "symbol", "response");
+  const result = message.result;
+  if (result !== undefined) {
+    if (!isObject(result)) fail("Field result of a response is not an object");
+    channel = optionalString(result.channel, "channel", "response result");
+    venueSymbol = optionalString(result.symbol, "symbol", "response result") ?? venueSymbol;
+  }
+  const error = optionalString(message.error, "error", "response");
+  if (!success && error === null) fail("Failed response has no error text");
+  return {
+    type: "ack",
+    method,
+    success,
+    channel,
+    venue_symbol: venueSymbol,
+    error,
+    req_id: reqId,
+  };
+}
+
+function parseStatus(message: JsonObject): KrakenStatusControl {
+  const data = message.data;
+  if (!Array.isArray(data) || data.length === 0) fail("Status frame has no data");
+  const entry = data[0];
+  if (!isObject(entry)) fail("Status entry is not an object");
+  const connection = entry.connection_id;
+  let connectionId: string | null = null;
+  if (connection instanceof JsonNumber) connectionId = connection.text;
+  else if (typeof connection === "string") connectionId = connection;
+  else if (connection !== undefined) fail("Field connection_id of status is not a number");
+  return {
+    type: "status",
+    system: string(entry.system, "system", "status"),
+    version: optionalString(entry.version, "version", "status"),
+    api_version: optionalString(entry.api_version, "api_version", "status"),
+    connection_id: connectionId,
+  };
+}
+
+function parseTrades(message: JsonObject, receivedUs: number): TradeEvent[] {
+  const type = message.type;
+  if (type !== "snapshot" && type !== "update") fail("Trade frame type is not snapshot or update");
+  const data = message.data;
+  if (!Array.isArray(data)) fail("Trade frame data is not an array");
+  const events: TradeEvent[] = [];
+  for (let i = 0; i < data.length; i++) {
+    const trade = data[i];
+    if (!isObject(trade)) fail("Trade entry is not an object");
+    const venueSymbol = string(trade.symbol, "symbol", "trade");
+    const side = trade.side;
+    if (side !== "buy" && side !== "sell") fail("Field side of a trade is not buy or sell");
+    events.push({
+      exchange: "kraken",
+      symbol: krakenSymbol(venueSymbol),
+      venue_symbol: venueSymbol,
+      ts_exchange: timeUs(string(trade.timestamp, "timestamp", "trade")),
+      ts_local: receivedUs,
+      kind: "trade",
+      trade_id: id(trade.trade_id, "trade_id", "trade"),
+      price: decimal(trade.price, "price", "trade"),
+      qty: decimal(trade.qty, "qty", "trade"),
+      side,
+    });
+  }
+  return events;
+}
+
+function parseBook(message: JsonObject): KrakenBookControl {
+  const action = message.type;
+  if (action !== "snapshot" && action !== "update") {
+    fail("Book frame type is not snapshot or update");
+  }
+  const data = message.data;
+  if (!Array.isArray(data)) fail("Book frame data is not an array");
+  if (data.length !== 1) {
+    fail(`Book frame carries ${data.length} entries; exactly one is supported`);
+  }
+  const entry = data[0];
+  if (!isObject(entry)) fail("Book entry is not an object");
+  const venueSymbol = string(entry.symbol, "symbol", "book entry");
+  return {
+    type: "book",
+    action,
+    symbol: krakenSymbol(venueSymbol),
+    venue_symbol: venueSymbol,
+    bids: parseLevels(entry.bids, "bids"),
+    asks: parseLevels(entry.asks, "asks"),
+    checksum: requireChecksum(entry),
+    timestamp: timeUs(string(entry.timestamp, "timestamp", "book entry")),
+  };
+}
+
+function parseLevels(value: JsonValue | undefined, side: "bids" | "asks"): Level[] {
+  if (!Array.isArray(value)) {
+    fail(
+      value === undefined
+        ? `Book entry has no ${side}`
+        : `Field ${side} of a book entry is not an array`,
+    );
+  }
+  const levels: Level[] = [];
+  for (let i = 0; i < value.length; i++) {
+    const level = value[i];
+    if (!isObject(level)) fail(`Book level in ${side} is not an object`);
+    levels.push([
+      decimal(level.price, "price", "book level"),
+      decimal(level.qty, "qty", "book level"),
+    ]);
+  }
+  return levels;
+}
+
+function requireChecksum(entry: JsonObject): number {
+  const value = entry.checksum;
+  if (!(value instanceof JsonNumber)) {
+    fail(
+      value === undefined
+        ? "Book entry has no checksum"
+        : "Field checksum of a book entry is not a number",
+    );
+  }
+  const text = value.text;
+  if (!isDigits(text) || text.length > 10) {
+    fail(`Checksum ${text} is not an unsigned 32-bit integer`);
+  }
+  const checksum = Number(text);
+  if (checksum > 0xffffffff) fail(`Checksum ${text} is not an unsigned 32-bit integer`);
+  return checksum;
+}
+
+const symbolCache = new Map<string, string>();
+/** Bound on the symbol cache, so frames with junk symbols cannot grow it without limit. */
+const SYMBOL_CACHE_LIMIT = 4096;
+
+/**
+ * The canonical `BASE-QUOTE` symbol of Kraken's `BASE/QUOTE` (`BTC/USD` →
+ * `BTC-USD`); Kraken's legacy `XBT` is mapped to `BTC` (`ETH/XBT` →
+ * `ETH-BTC`). Throws {@linkcode MalformedFrameError} when `venueSymbol` is
+ * not `BASE/QUOTE`.
+ *
+ * @example
+ * ```ts
+ * import { krakenSymbol } from "./parse.ts";
+ *
+ * krakenSymbol("XBT/USD"); // "BTC-USD"
+ * ```
+ */
+export function krakenSymbol(venueSymbol: string): string {
+  const cached = symbolCache.get(venueSymbol);
+  if (cached !== undefined) return cached;
+  const slash = venueSymbol.indexOf("/");
+  if (slash <= 0 || slash === venueSymbol.length - 1 || venueSymbol.indexOf("/", slash + 1) >= 0) {
+    fail(`Symbol ${JSON.stringify(venueSymbol)} is not BASE/QUOTE`);
+  }
+  const base = asset(venueSymbol.slice(0, slash));
+  const quote = asset(venueSymbol.slice(slash + 1));
+  const symbol = `${base}-${quote}`;
+  if (symbolCache.size >= SYMBOL_CACHE_LIMIT) symbolCache.clear();
+  symbolCache.set(venueSymbol, symbol);
+  return symbol;
+}
+
+/**
+ * Kraken's v2 `BASE/QUOTE` symbol of a canonical `BASE-QUOTE` symbol
+ * (`BTC-USD` → `BTC/USD`). Throws a `TypeError` when `symbol` is not
+ * `BASE-QUOTE`.
+ *
+ * @example
+ * ```ts
+ * import { toKrakenSymbol } from "./parse.ts";
+ *
+ * toKrakenSymbol("MINA-GBP"); // "MINA/GBP"
+ * ```
+ */
+export function toKrakenSymbol(symbol: string): string {
+  const parts = symbol.split("-");
+  if (parts.length !== 2 || !parts[0] || !parts[1]) {
+    throw new TypeError(`Symbol ${JSON.stringify(symbol)} is not BASE-QUOTE`);
+  }
+  return `${parts[0]}/${parts[1]}`;
+}
+
+function asset(code: string): string {
+  return code === "XBT" ? "BTC" : code;
+}
+
+/**
+ * The text of a v2 subscribe request for `channel` and Kraken's `symbols`
+ * (`BTC/USD`, see {@linkcode toKrakenSymbol}), fields in the order Kraken's
+ * documentation writes them.
+ *
+ * @example
+ * ```ts
+ * import { subscribeMessage } from "./parse.ts";
+ *
+ * subscribeMessage("book", ["MINA/GBP"], { depth: 25, snapshot: true });
+ * // '{"method":"subscribe","params":{"channel":"book","symbol":["MINA/GBP"],"depth":25,"snapshot":true}}'
+ * ```
+ */
+export function subscribeMessage(
+  channel: KrakenChannel,
+  symbols: readonly string[],
+  options: KrakenSubscribeOptions = {},
+): string {
+  return request("subscribe", channel, symbols, options);
+}
+
+/**
+ * The text of a v2 unsubscribe request; pass the `depth` the book was
+ * subscribed with.
+ *
+ * @example
+ * ```ts
+ * import { unsubscribeMessage } from "./parse.ts";
+ *
+ * unsubscribeMessage("book", ["MINA/GBP"], { depth: 25 });
+ * // '{"method":"unsubscribe","params":{"channel":"book","symbol":["MINA/GBP"],"depth":25}}'
+ * ```
+ */
+export function unsubscribeMessage(
+  channel: KrakenChannel,
+  symbols: readonly string[],
+  options: Omit<KrakenSubscribeOptions, "snapshot"> = {},
+): string {
+  return request("unsubscribe", channel, symbols, options);
+}
+
+/** The text of a v2 `ping` request, answered by a `pong` control. */
+export function pingMessage(reqId?: number): string {
+  return JSON.stringify(
+    reqId === undefined ? { method: "ping" } : { method: "ping", req_id: reqId },
+  );
+}
+
+function request(
+  method: "subscribe" | "unsubscribe",
+  channel: KrakenChannel,
+  symbols: readonly string[],
+  options: KrakenSubscribeOptions,
+): string {
+  if (symbols.length === 0 && channel !== "instrument") {
+    throw new RangeError(`A ${method} to ${channel} needs at least one symbol`);
+  }
+  const params: Record<string, unknown> = { channel };
+  if (symbols.length > 0) params.symbol = [...symbols];
+  if (options.depth !== undefined) params.depth = options.depth;
+  if (options.snapshot !== undefined && method === "subscribe") params.snapshot = options.snapshot;
+  const body: Record<string, unknown> = { method, params };
+  if (options.reqId !== undefined) body.req_id = options.reqId;
+  return JSON.stringify(body);
+}
+
+// ---- field access -------------------------------------------------------
+
+function fail(reason: string): never {
+  throw new MalformedFrameError(reason);
+}
+
+function isObject(value: JsonValue | undefined): value is JsonObject {
+  return typeof value === "object" && value !== null && !Array.isArray(value) &&
+    !(value instanceof JsonNumber);
+}
+
+/** `value` (the field `key` of the `what`) when it is a string. */
+function string(value: JsonValue | undefined, key: string, what: string): string {
+  if (typeof value === "string") return value;
+  return fail(
+    value === undefined
+      ? `The ${what} has no ${key}`
+      : `Field ${key} of the ${what} is not a string`,
+  );
+}
+
+/** `value` (the field `key` of the `what`) when it is a string; null when absent or null. */
+function optionalString(value: JsonValue | undefined, key: string, what: string): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value === "string") return value;
+  return fail(`Field ${key} of the ${what} is not a string`);
+}
+
+/** `value` (the field `key`) when it is a safe integer; null when absent or null. */
+function optionalInteger(value: JsonValue | undefined, key: string): number | null {
+  if (value === undefined || value === null) return null;
+  if (value instanceof JsonNumber) {
+    const number = Number(value.text);
+    if (Number.isSafeInteger(number)) return number;
+  }
+  return fail(`Field ${key} is not an integer`);
+}
+
+/**
+ * A price or size: `value` (the field `key` of the `what`) as a JSON number
+ * (as Kraken sends them) or a string, checked to be a plain decimal, as its
+ * exact text.
+ */
+function decimal(value: JsonValue | undefined, key: string, what: string): string {
+  let text: string;
+  if (value instanceof JsonNumber) text = value.text;
+  else if (typeof value === "string") text = value;
+  else {
+    return fail(
+      value === undefined
+        ? `The ${what} has no ${key}`
+        : `Field ${key} of the ${what} is not a number`,
+    );
+  }
+  if (!isPlainDecimal(text)) {
+    fail(`Field ${key} of the ${what} is not a decimal: ${JSON.stringify(text)}`);
+  }
+  return text;
+}
+
+/** An id: `value` (the field `key` of the `what`) as a JSON integer or a non-empty string, as text. */
+function id(value: JsonValue | undefined, key: string, what: string): string {
+  if (value instanceof JsonNumber) {
+    if (isDigits(value.text)) return value.text;
+  } else if (typeof value === "string" && value.length > 0) {
+    return value;
+  } else if (value === undefined) {
+    fail(`The ${what} has no ${key}`);
+  }
+  return fail(`Field ${key} of the ${what} is not an id`);
+}
+
+/**
+ * Microseconds since the epoch of an RFC 3339 UTC timestamp
+ * (`2026-08-09T21:05:48.228568804Z`), computed with integer arithmetic; any
+ * other form goes to {@linkcode isoToUs}, which gives the same result or
+ * throws {@linkcode MalformedFrameError}.
+ */
+function timeUs(text: string): number {
+  const n = text.length;
+  if (
+    n < 20 || text.charCodeAt(4) !== 0x2d || text.charCodeAt(7) !== 0x2d ||
+    text.charCodeAt(10) !== 0x54 || text.charCodeAt(13) !== 0x3a || text.charCodeAt(16) !== 0x3a ||
+    text.charCodeAt(n - 1) !== 0x5a
+  ) {
+    return isoToUs(text);
+  }
+  const year = digits(text, 0, 4);
+  const month = digits(text, 5, 2);
+  const day = digits(text, 8, 2);
+  const hour = digits(text, 11, 2);
+  const minute = digits(text, 14, 2);
+  const second = digits(text, 17, 2);
+  if (
+    year < 1970 || month < 1 || month > 12 || day < 1 ||
+    (day > 28 && day > daysInMonth(year, month)) ||
+    hour > 23 || minute > 59 || second > 59
+  ) {
+    return isoToUs(text);
+  }
+  let micros = 0;
+  if (n > 20) {
+    if (text.charCodeAt(19) !== 0x2e) return isoToUs(text);
+    let scale = 100_000;
+    for (let i = 20; i < n - 1; i++) {
+      const c = text.charCodeAt(i) - 0x30;
+      if (c < 0 || c > 9) return isoToUs(text);
+      micros += c * scale;
+      scale = scale / 10 | 0;
+    }
+  }
+  // Days from 1970-01-01 to the date (Howard Hinnant's days_from_civil).
+  const y = month <= 2 ? year - 1 : year;
+  const era = Math.floor(y / 400);
+  const yearOfEra = y - era * 400;
+  const dayOfYear = ((153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 | 0) + day - 1;
+  const dayOfEra = yearOfEra * 365 + (yearOfEra / 4 | 0) - (yearOfEra / 100 | 0) + dayOfYear;
+  const days = era * 146_097 + dayOfEra - 719_468;
+  return ((days * 86_400 + hour * 3_600 + minute * 60 + second) * 1_000_000) + micros;
+}
+
+/** The value of `count` decimal digits of `text` at `at`, or -1 when one is not a digit. */
+function digits(text: string, at: number, count: number): number {
+  let value = 0;
+  for (let i = at; i < at + count; i++) {
+    const c = text.charCodeAt(i) - 0x30;
+    if (c < 0 || c > 9) return -1;
+    value = value * 10 + c;
+  }
+  return value;
+}
+
+function daysInMonth(year: number, month: number): number {
+  if (month === 2) return year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28;
+  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
+}
+
+function isDigits(text: string): boolean {
+  if (text.length === 0) return false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return false;
+  }
+  return true;
+}
+
+/** Whether `text` is a plain non-negative decimal: digits, optionally `.` and digits. */
+function isPlainDecimal(text: string): boolean {
+  const length = text.length;
+  let i = 0;
+  while (i < length) {
+    const c = text.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) break;
+    i++;
+  }
+  if (i === 0) return false;
+  if (i === length) return true;
+  if (text.charCodeAt(i) !== 0x2e || i === length - 1) return false;
+  for (i++; i < length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return false;
+  }
+  return true;
+}
