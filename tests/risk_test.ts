@@ -1,0 +1,403 @@
+import assert from "node:assert/strict";
+import { type Decimal, parseDecimal as d, toJson, ZERO } from "../trading/money.ts";
+import {
+  checkRisk,
+  DEFAULT_RISK_CONFIG,
+  DEFAULT_RISK_LIMITS,
+  isReduction,
+  limitsFor,
+  type ProposedOrder,
+  referencePrice,
+  RISK_RULES,
+  type RiskContext,
+  type RiskLimits,
+  riskLimitsFromConfig,
+} from "../trading/risk.ts";
+
+const OPEN_NOW = Date.parse("2026-11-23T15:00:00Z"); // Monday 10:00 ET
+const THANKSGIVING = Date.parse("2026-11-26T15:00:00Z");
+
+/** No limit at all, except those given. */
+function limits(overrides: Partial<RiskLimits> = {}): RiskLimits {
+  return {
+    max_order_qty: null,
+    max_order_notional: null,
+    max_position_qty: null,
+    price_collar_pct: null,
+    market_hours: "always",
+    max_gross_exposure: null,
+    max_open_orders: null,
+    daily_loss_limit: null,
+    exchanges: {},
+    symbols: {},
+    ...overrides,
+  };
+}
+
+function context(overrides: Partial<RiskContext> = {}): RiskContext {
+  return {
+    limits: limits(),
+    position_qty: ZERO,
+    open_orders: 0,
+    gross_exposure: ZERO,
+    last_price: d("100"),
+    realized_pnl_today: ZERO,
+    kill_switch: false,
+    now: OPEN_NOW,
+    ...overrides,
+  };
+}
+
+function buy(qty: string, extra: Partial<ProposedOrder> = {}): ProposedOrder {
+  return { symbol: "AAPL", side: "buy", qty: d(qty), type: "market", ...extra };
+}
+
+function sell(qty: string, extra: Partial<ProposedOrder> = {}): ProposedOrder {
+  return { symbol: "AAPL", side: "sell", qty: d(qty), type: "market", ...extra };
+}
+
+function rules(order: ProposedOrder, ctx: RiskContext): string[] {
+  return checkRisk(order, ctx).map((violation) => violation.rule);
+}
+
+Deno.test("an order breaking no rule passes with no limits set", () => {
+  assert.deepEqual(checkRisk(buy("1000000"), context()), []);
+});
+
+Deno.test("max_order_qty accepts at the limit and refuses just over", () => {
+  const ctx = context({ limits: limits({ max_order_qty: d("10") }) });
+  assert.deepEqual(rules(buy("10"), ctx), []);
+  assert.deepEqual(checkRisk(buy("10.00000001"), ctx), [{
+    rule: "max_order_qty",
+    message: "qty 10.00000001 exceeds max_order_qty 10 for AAPL",
+  }]);
+  assert.deepEqual(rules(sell("10.00000001"), ctx), ["max_order_qty"]);
+});
+
+Deno.test("max_notional accepts at the limit and refuses just over, at the reference price", () => {
+  const ctx = context({ limits: limits({ max_order_notional: d("1000") }) });
+  assert.deepEqual(rules(buy("10"), ctx), []);
+  assert.deepEqual(checkRisk(buy("10.00000001"), ctx), [{
+    rule: "max_notional",
+    message:
+      "notional 1000.000001 (qty 10.00000001 × 100) exceeds max_order_notional 1000 for AAPL",
+  }]);
+  // A buy limit is priced at its limit (it cannot fill above)...
+  assert.deepEqual(rules(buy("20", { type: "limit", limit_price: d("50") }), ctx), []);
+  assert.deepEqual(rules(buy("20.00000001", { type: "limit", limit_price: d("50") }), ctx), [
+    "max_notional",
+  ]);
+  // ...a sell limit below the market at the market (it fills there).
+  assert.deepEqual(rules(sell("20", { type: "limit", limit_price: d("50") }), ctx), [
+    "max_notional",
+  ]);
+  assert.deepEqual(rules(sell("5", { type: "limit", limit_price: d("200") }), ctx), []);
+  assert.deepEqual(rules(sell("5.00000001", { type: "limit", limit_price: d("200") }), ctx), [
+    "max_notional",
+  ]);
+  // Without a price a limit order is priced at its own price.
+  const noPrice = context({ ...ctx, last_price: null });
+  assert.deepEqual(rules(buy("20", { type: "limit", limit_price: d("50") }), noPrice), []);
+});
+
+Deno.test("no_market_price refuses market orders without a price, not priced orders", () => {
+  const ctx = context({ last_price: null, limits: limits({ max_order_notional: d("1") }) });
+  assert.deepEqual(checkRisk(buy("1"), ctx), [{
+    rule: "no_market_price",
+    message: "no market price for AAPL: market orders need one",
+  }]);
+  assert.deepEqual(rules(buy("0.01", { type: "limit", limit_price: d("100") }), ctx), []);
+  assert.deepEqual(rules(sell("0.01", { type: "stop", stop_price: d("100") }), ctx), []);
+});
+
+Deno.test("max_position accepts at the limit and refuses just over, long and short", () => {
+  const lim = limits({ max_position_qty: d("10") });
+  assert.deepEqual(rules(buy("4"), context({ limits: lim, position_qty: d("6") })), []);
+  const over = checkRisk(buy("4.00000001"), context({ limits: lim, position_qty: d("6") }));
+  assert.deepEqual(over, [{
+    rule: "max_position",
+    message: "position after the order 10.00000001 exceeds max_position_qty 10 for AAPL " +
+      "(position 6)",
+  }]);
+  assert.deepEqual(rules(sell("4"), context({ limits: lim, position_qty: d("-6") })), []);
+  assert.deepEqual(rules(sell("4.00000001"), context({ limits: lim, position_qty: d("-6") })), [
+    "max_position",
+  ]);
+  // A flip is judged by the new side's size.
+  assert.deepEqual(rules(sell("20"), context({ limits: lim, position_qty: d("10") })), []);
+  assert.deepEqual(rules(sell("20.00000001"), context({ limits: lim, position_qty: d("10") })), [
+    "max_position",
+  ]);
+});
+
+Deno.test("max_position never refuses a reduction, even above a lowered limit", () => {
+  const lim = limits({ max_position_qty: d("10") });
+  assert.deepEqual(rules(sell("5"), context({ limits: lim, position_qty: d("50") })), []);
+  assert.deepEqual(rules(buy("50"), context({ limits: lim, position_qty: d("-50") })), []);
+  // A flip beyond the limit is not a reduction.
+  assert.deepEqual(rules(sell("61"), context({ limits: lim, position_qty: d("50") })), [
+    "max_position",
+  ]);
+});
+
+Deno.test("max_position counts open orders of the same side as filled", () => {
+  const lim = limits({ max_position_qty: d("10") });
+  const ctx = context({ limits: lim, position_qty: d("6"), open_buy_qty: d("4") });
+  assert.deepEqual(rules(buy("0.00000001"), ctx), ["max_position"]);
+  assert.match(checkRisk(buy("1"), ctx)[0]!.message, /position 6, open buy orders 4/);
+  // Open sells do not count against a buy, open buys not against a sell.
+  assert.deepEqual(
+    rules(buy("4"), context({ limits: lim, position_qty: d("6"), open_sell_qty: d("100") })),
+    [],
+  );
+  assert.deepEqual(rules(sell("4"), ctx), []);
+  assert.deepEqual(
+    rules(
+      sell("4.00000001"),
+      context({ limits: lim, position_qty: d("-6"), open_sell_qty: d("0") }),
+    ),
+    ["max_position"],
+  );
+});
+
+Deno.test("max_gross_exposure accepts at the limit and refuses just over", () => {
+  const lim = limits({ max_gross_exposure: d("10000") });
+  const ctx = context({ limits: lim, gross_exposure: d("9000") });
+  assert.deepEqual(rules(buy("10"), ctx), []);
+  assert.deepEqual(checkRisk(buy("10.00000001"), ctx), [{
+    rule: "max_gross_exposure",
+    message: "gross exposure after the order 10000.000001 exceeds max_gross_exposure 10000",
+  }]);
+  // Opening a short adds exposure too.
+  assert.deepEqual(rules(sell("10.00000001"), ctx), ["max_gross_exposure"]);
+  // Reductions pass even above the limit.
+  const heavy = context({ limits: lim, gross_exposure: d("20000"), position_qty: d("200") });
+  assert.deepEqual(rules(sell("10"), heavy), []);
+  const flip = context({ limits: lim, gross_exposure: d("9000"), position_qty: d("5") });
+  // A flip is not a reduction: 9000 + (|after| − |before|) × 100.
+  assert.deepEqual(rules(sell("20"), flip), []); // 9000 + (15 − 5) × 100 = 10000
+  assert.deepEqual(rules(sell("20.00000001"), flip), ["max_gross_exposure"]);
+});
+
+Deno.test("max_open_orders accepts the last allowed order and refuses the next", () => {
+  const lim = limits({ max_open_orders: 5 });
+  assert.deepEqual(rules(buy("1"), context({ limits: lim, open_orders: 4 })), []);
+  assert.deepEqual(checkRisk(buy("1"), context({ limits: lim, open_orders: 5 })), [{
+    rule: "max_open_orders",
+    message: "5 orders are open: max_open_orders is 5",
+  }]);
+  assert.deepEqual(rules(buy("1"), context({ limits: limits({ max_open_orders: 0 }) })), [
+    "max_open_orders",
+  ]);
+});
+
+Deno.test("price_collar accepts prices at the collar and refuses just beyond, both ways", () => {
+  const ctx = context({ limits: limits({ price_collar_pct: d("10") }) });
+  const limit = (price: string) => buy("1", { type: "limit", limit_price: d(price) });
+  assert.deepEqual(rules(limit("110"), ctx), []);
+  assert.deepEqual(rules(limit("90"), ctx), []);
+  assert.deepEqual(checkRisk(limit("110.00000001"), ctx), [{
+    rule: "price_collar",
+    message:
+      "limit_price 110.00000001 is 10% from the last price 100, beyond price_collar_pct 10 for AAPL",
+  }]);
+  assert.deepEqual(rules(limit("89.99999999"), ctx), ["price_collar"]);
+  const stop = sell("1", { type: "stop", stop_price: d("80") });
+  assert.match(checkRisk(stop, ctx)[0]!.message, /^stop_price 80 is 20% from the last price/);
+  const both = buy("1", { type: "stop_limit", limit_price: d("200"), stop_price: d("50") });
+  assert.deepEqual(rules(both, ctx), ["price_collar", "price_collar"]);
+  // Without a last price there is nothing to collar against.
+  assert.deepEqual(rules(limit("1000"), context({ ...ctx, last_price: null })), []);
+});
+
+Deno.test("market_hours refuses us_equity orders outside the session", () => {
+  const lim = limits({ market_hours: "us_equity" });
+  assert.deepEqual(rules(buy("1"), context({ limits: lim, now: OPEN_NOW })), []);
+  assert.deepEqual(checkRisk(buy("1"), context({ limits: lim, now: THANKSGIVING })), [{
+    rule: "market_hours",
+    message: "the US equity market is closed (holiday: Thanksgiving Day); " +
+      "it opens at 2026-11-27T14:30:00.000Z",
+  }]);
+  // The broker's clock, when given, wins over the built-in calendar.
+  assert.deepEqual(
+    rules(buy("1"), context({ limits: lim, now: THANKSGIVING, market_clock: { open: true } })),
+    [],
+  );
+  assert.deepEqual(
+    rules(
+      buy("1"),
+      context({ limits: lim, now: OPEN_NOW, market_clock: { open: false, reason: "halted" } }),
+    ),
+    ["market_hours"],
+  );
+  // "always" ignores the calendar.
+  assert.deepEqual(rules(buy("1"), context({ now: THANKSGIVING })), []);
+});
+
+Deno.test("market_hours follows exchange and symbol overrides", () => {
+  const lim = limits({
+    exchanges: { alpaca: { market_hours: "us_equity" } },
+    symbols: { SPY: { market_hours: "always" } },
+  });
+  const ctx = context({ limits: lim, now: THANKSGIVING });
+  assert.deepEqual(rules(buy("1", { exchange: "alpaca" }), ctx), ["market_hours"]);
+  assert.deepEqual(rules(buy("1", { exchange: "binance" }), ctx), []);
+  assert.deepEqual(rules(buy("1"), ctx), []);
+  assert.deepEqual(rules(buy("1", { exchange: "alpaca", symbol: "SPY" }), ctx), []);
+});
+
+Deno.test("daily_loss_limit stops exposure-increasing orders once the loss reaches the limit", () => {
+  const lim = limits({ daily_loss_limit: d("1000") });
+  const almost = context({ limits: lim, realized_pnl_today: d("-999.99999999") });
+  assert.deepEqual(rules(buy("1"), almost), []);
+  const reached = context({ limits: lim, realized_pnl_today: d("-1000"), position_qty: d("5") });
+  assert.deepEqual(checkRisk(buy("1"), reached), [{
+    rule: "daily_loss_limit",
+    message: "realized P&L today -1000 has reached the daily loss limit 1000: " +
+      "only orders that reduce a position are accepted",
+  }]);
+  // Reducing and closing are still allowed; flipping is not.
+  assert.deepEqual(rules(sell("3"), reached), []);
+  assert.deepEqual(rules(sell("5"), reached), []);
+  assert.deepEqual(rules(sell("5.00000001"), reached), ["daily_loss_limit"]);
+  // Profits never trigger it.
+  assert.deepEqual(rules(buy("1"), context({ limits: lim, realized_pnl_today: d("5000") })), []);
+});
+
+Deno.test("the kill switch refuses every order, reductions included", () => {
+  const ctx = context({ kill_switch: true, position_qty: d("5") });
+  assert.deepEqual(checkRisk(sell("1"), ctx), [{
+    rule: "kill_switch",
+    message: "the kill switch is on: new orders are refused",
+  }]);
+  assert.deepEqual(rules(buy("1"), ctx), ["kill_switch"]);
+});
+
+Deno.test("every broken rule is reported at once, in RISK_RULES order", () => {
+  const ctx = context({
+    limits: limits({
+      max_order_qty: d("1"),
+      max_order_notional: d("1"),
+      max_position_qty: d("1"),
+      price_collar_pct: d("1"),
+      market_hours: "us_equity",
+      max_gross_exposure: d("1"),
+      max_open_orders: 1,
+      daily_loss_limit: d("1"),
+    }),
+    kill_switch: true,
+    now: THANKSGIVING,
+    open_orders: 1,
+    realized_pnl_today: d("-1"),
+  });
+  // A market order without a price: notional and gross exposure cannot be priced.
+  assert.deepEqual(rules(buy("2"), { ...ctx, last_price: null }), [
+    "kill_switch",
+    "market_hours",
+    "no_market_price",
+    "max_order_qty",
+    "max_position",
+    "max_open_orders",
+    "daily_loss_limit",
+  ]);
+  // A limit order far from the market breaks all the others.
+  assert.deepEqual(rules(buy("2", { type: "limit", limit_price: d("200") }), ctx), [
+    "kill_switch",
+    "market_hours",
+    "max_order_qty",
+    "max_notional",
+    "price_collar",
+    "max_position",
+    "max_gross_exposure",
+    "max_open_orders",
+    "daily_loss_limit",
+  ]);
+  assert.equal(RISK_RULES.length, 10);
+});
+
+Deno.test("referencePrice and isReduction follow the documented rules", () => {
+  const last = d("100");
+  const price = (order: ProposedOrder, l: Decimal | null = last) => {
+    const p = referencePrice(order, l);
+    return p === null ? null : toJson(p);
+  };
+  assert.equal(price(buy("1")), "100");
+  assert.equal(price(buy("1"), null), null);
+  assert.equal(price(buy("1", { type: "limit", limit_price: d("120") })), "120");
+  assert.equal(price(buy("1", { type: "limit", limit_price: d("80") })), "80");
+  assert.equal(price(sell("1", { type: "limit", limit_price: d("80") })), "100");
+  assert.equal(price(sell("1", { type: "limit", limit_price: d("120") })), "120");
+  assert.equal(price(buy("1", { type: "stop", stop_price: d("90") })), "100");
+  assert.equal(price(buy("1", { type: "stop", stop_price: d("110") })), "110");
+  assert.equal(price(sell("1", { type: "stop", stop_price: d("90") }), null), "90");
+  assert.equal(
+    price(buy("1", { type: "stop_limit", stop_price: d("110"), limit_price: d("111") })),
+    "111",
+  );
+
+  assert.equal(isReduction(d("5"), d("3")), true);
+  assert.equal(isReduction(d("5"), d("0")), true);
+  assert.equal(isReduction(d("-5"), d("-1")), true);
+  assert.equal(isReduction(d("5"), d("-3")), false);
+  assert.equal(isReduction(d("5"), d("6")), false);
+  assert.equal(isReduction(d("0"), d("1")), false);
+});
+
+Deno.test("riskLimitsFromConfig reads the YAML shape with defaults and overrides", () => {
+  const parsed = riskLimitsFromConfig({
+    max_order_qty: 5,
+    max_order_notional: "2500.5",
+    max_position_qty: null,
+    max_open_orders: 3,
+    exchanges: { kraken: { price_collar_pct: 0.5 } },
+    symbols: { "BTC-USDT": { max_order_qty: "0.1", market_hours: "always" } },
+  });
+  assert.equal(toJson(parsed.max_order_qty!), "5");
+  assert.equal(toJson(parsed.max_order_notional!), "2500.5");
+  assert.equal(parsed.max_position_qty, null);
+  assert.equal(parsed.max_open_orders, 3);
+  assert.equal(toJson(parsed.daily_loss_limit!), DEFAULT_RISK_CONFIG.daily_loss_limit);
+  assert.equal(toJson(parsed.exchanges.kraken!.price_collar_pct!), "0.5");
+  // Explicit exchanges replace the default ones.
+  assert.equal(parsed.exchanges.alpaca, undefined);
+
+  const btc = limitsFor(parsed, "BTC-USDT", "kraken");
+  assert.equal(toJson(btc.max_order_qty!), "0.1"); // symbol beats default
+  assert.equal(toJson(btc.price_collar_pct!), "0.5"); // exchange beats default
+  assert.equal(btc.max_position_qty, null);
+  const eth = limitsFor(parsed, "ETH-USDT", "binance");
+  assert.equal(toJson(eth.max_order_qty!), "5");
+  assert.equal(toJson(eth.price_collar_pct!), DEFAULT_RISK_CONFIG.price_collar_pct);
+  // Symbols named like Object.prototype members are not overrides.
+  assert.equal(toJson(limitsFor(parsed, "constructor").max_order_qty!), "5");
+});
+
+Deno.test("riskLimitsFromConfig refuses malformed settings, naming them", () => {
+  const cases: Array<[unknown, RegExp]> = [
+    [{ max_order_qty: "1e3" }, /risk\.max_order_qty must be a decimal or null/],
+    [{ max_order_qty: -1 }, /risk\.max_order_qty must be >= 0, got -1/],
+    [{ max_open_orders: 1.5 }, /risk\.max_open_orders must be an integer/],
+    [{ market_hours: "nyse" }, /risk\.market_hours must be one of always, us_equity/],
+    [{ max_order_quantity: 1 }, /risk\.max_order_quantity is not a risk setting/],
+    [{ exchanges: { nyse: {} } }, /risk\.exchanges\.nyse is not an exchange/],
+    [{ symbols: { AAPL: { max_gross_exposure: 1 } } }, /risk\.symbols\.AAPL\.max_gross_exposure/],
+    [{ symbols: { AAPL: { price_collar_pct: "x" } } }, /risk\.symbols\.AAPL\.price_collar_pct/],
+  ];
+  for (const [config, message] of cases) {
+    assert.throws(() => riskLimitsFromConfig(config as never), message);
+  }
+});
+
+Deno.test("the default limits let an ordinary order through and stop a fat finger", () => {
+  const ctx = context({ limits: DEFAULT_RISK_LIMITS });
+  assert.deepEqual(rules(buy("10"), ctx), []);
+  assert.deepEqual(rules(buy("100000"), ctx), [
+    "max_order_qty",
+    "max_notional",
+    "max_gross_exposure",
+  ]);
+  // Alpaca-priced orders keep to the US equity session by default.
+  assert.deepEqual(rules(buy("1", { exchange: "alpaca" }), { ...ctx, now: THANKSGIVING }), [
+    "market_hours",
+  ]);
+});

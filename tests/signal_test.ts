@@ -1,0 +1,324 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { toJson } from "../trading/money.ts";
+import {
+  DEFAULT_SIGNAL_STRATEGY,
+  ORDER_TYPES,
+  parseSignal,
+  type SignalReason,
+  signalToJson,
+  TIMES_IN_FORCE,
+} from "../trading/signal.ts";
+
+const base = { symbol: "BTC-USDT", side: "buy", qty: "0.5" };
+
+function reasonsOf(input: unknown, defaults = {}): SignalReason[] {
+  const result = parseSignal(input, defaults);
+  assert.equal(result.ok, false, `accepted ${JSON.stringify(input)}`);
+  return result.ok ? [] : result.reasons;
+}
+
+function pathsOf(input: unknown, defaults = {}): string[] {
+  return reasonsOf(input, defaults).map((reason) => reason.path);
+}
+
+Deno.test("a minimal signal gets the market type, day time in force and the default strategy", () => {
+  const result = parseSignal(base, {});
+  assert.ok(result.ok);
+  const signal = result.signal;
+  assert.equal(signal.symbol, "BTC-USDT");
+  assert.equal(signal.side, "buy");
+  assert.equal(toJson(signal.qty), "0.5");
+  assert.equal(signal.type, "market");
+  assert.equal(signal.time_in_force, "day");
+  assert.equal(signal.strategy, DEFAULT_SIGNAL_STRATEGY);
+  assert.equal("id" in signal, false, "no id is derived");
+  assert.equal("limit_price" in signal, false);
+  assert.equal("stop_price" in signal, false);
+});
+
+Deno.test("the strategy comes from the body, else the defaults", () => {
+  const fromDefaults = parseSignal(base, { strategy: "momentum" });
+  assert.ok(fromDefaults.ok);
+  assert.equal(fromDefaults.signal.strategy, "momentum");
+  const fromBody = parseSignal({ ...base, strategy: "meanrev" }, { strategy: "momentum" });
+  assert.ok(fromBody.ok);
+  assert.equal(fromBody.signal.strategy, "meanrev");
+  assert.deepEqual(pathsOf(base, { strategy: "has space" }), ["strategy"]);
+});
+
+Deno.test("a full stop_limit signal keeps every field, decimals exact", () => {
+  const result = parseSignal({
+    id: "sig-2026.11.21:0001_a",
+    symbol: "AAPL",
+    side: "sell",
+    qty: 10,
+    type: "stop_limit",
+    limit_price: "189.99",
+    stop_price: 190.05,
+    time_in_force: "gtc",
+    strategy: "breakout",
+    reason: "broke the range",
+    exchange: "alpaca",
+    broker: "alpaca",
+  }, { strategy: "ignored" });
+  assert.ok(result.ok);
+  assert.deepEqual(signalToJson(result.signal), {
+    id: "sig-2026.11.21:0001_a",
+    symbol: "AAPL",
+    side: "sell",
+    qty: "10",
+    type: "stop_limit",
+    limit_price: "189.99",
+    stop_price: "190.05",
+    time_in_force: "gtc",
+    strategy: "breakout",
+    reason: "broke the range",
+    exchange: "alpaca",
+    broker: "alpaca",
+  });
+});
+
+Deno.test("null counts as absent for optional fields", () => {
+  const result = parseSignal({
+    ...base,
+    id: null,
+    type: null,
+    limit_price: null,
+    stop_price: null,
+    time_in_force: null,
+    strategy: null,
+    reason: null,
+    exchange: null,
+    broker: null,
+  }, { strategy: "s1" });
+  assert.ok(result.ok);
+  assert.equal(result.signal.type, "market");
+  assert.equal(result.signal.strategy, "s1");
+  assert.equal("id" in result.signal, false);
+});
+
+Deno.test("a body that is not an object is refused with one reason", () => {
+  for (const input of [null, undefined, "x", 42, [base], true]) {
+    assert.deepEqual(reasonsOf(input), [{ path: "", message: "signal must be a JSON object" }]);
+  }
+});
+
+Deno.test("required fields are reported missing", () => {
+  assert.deepEqual(reasonsOf({}), [
+    { path: "symbol", message: "symbol is required" },
+    { path: "side", message: "side is required" },
+    { path: "qty", message: "qty is required" },
+  ]);
+});
+
+Deno.test("symbol must be a canonical symbol", () => {
+  for (const symbol of ["AAPL", "BRK.B", "BTC-USDT", "ETH-BTC", "SPY"]) {
+    assert.ok(parseSignal({ ...base, symbol }, {}).ok, symbol);
+  }
+  for (const symbol of ["", "btc-usdt", "BTC/USD", "BTC USDT", "A".repeat(11), 5, "BTC-", "-USD"]) {
+    assert.deepEqual(pathsOf({ ...base, symbol }), ["symbol"], String(symbol));
+  }
+});
+
+Deno.test("side must be buy or sell", () => {
+  assert.deepEqual(reasonsOf({ ...base, side: "hold" }), [
+    { path: "side", message: 'side must be one of buy, sell, got "hold"' },
+  ]);
+  assert.deepEqual(pathsOf({ ...base, side: "BUY" }), ["side"]);
+});
+
+Deno.test("qty must be a positive decimal that fits NUMERIC(20,8)", () => {
+  for (const qty of ["1", "0.00000001", 0.1, 3, "999999999999.99999999"]) {
+    assert.ok(parseSignal({ ...base, qty }, {}).ok, String(qty));
+  }
+  const cases: Array<[unknown, RegExp]> = [
+    ["0", /qty must be greater than 0, got 0/],
+    [0, /greater than 0/],
+    [-1, /qty must be greater than 0, got -1/],
+    ["-0.5", /greater than 0/],
+    ["1,5", /qty must be a decimal such as "12.5", got "1,5"/],
+    ["1e3", /must be a decimal such as/],
+    ["", /must be a decimal such as/],
+    ["NaN", /must be a decimal such as/],
+    [NaN, /qty must be a finite number, got NaN/],
+    [Infinity, /finite number/],
+    [true, /qty must be a decimal string or number, got boolean/],
+    [{}, /got an object/],
+    ["0.000000001", /at most 8 decimal places and 12 integer digits/],
+    ["1000000000000", /at most 8 decimal places and 12 integer digits/],
+  ];
+  for (const [qty, message] of cases) {
+    const reasons = reasonsOf({ ...base, qty });
+    assert.equal(reasons.length, 1, JSON.stringify(reasons));
+    assert.equal(reasons[0]!.path, "qty");
+    assert.match(reasons[0]!.message, message);
+  }
+});
+
+Deno.test("type must be an order type", () => {
+  assert.deepEqual(reasonsOf({ ...base, type: "iceberg" }), [
+    { path: "type", message: 'type must be one of market, limit, stop, stop_limit, got "iceberg"' },
+  ]);
+});
+
+Deno.test("limit_price and stop_price are required exactly where the type needs them", () => {
+  const ok = [
+    { type: "market" },
+    { type: "limit", limit_price: "100" },
+    { type: "stop", stop_price: "100" },
+    { type: "stop_limit", limit_price: "100", stop_price: "101" },
+  ];
+  for (const fields of ok) assert.ok(parseSignal({ ...base, ...fields }, {}).ok, fields.type);
+
+  assert.deepEqual(reasonsOf({ ...base, type: "limit" }), [
+    { path: "limit_price", message: "limit_price is required for limit orders" },
+  ]);
+  assert.deepEqual(reasonsOf({ ...base, type: "stop" }), [
+    { path: "stop_price", message: "stop_price is required for stop orders" },
+  ]);
+  assert.deepEqual(pathsOf({ ...base, type: "stop_limit" }), ["limit_price", "stop_price"]);
+  assert.deepEqual(reasonsOf({ ...base, limit_price: "1", stop_price: "2" }), [
+    { path: "limit_price", message: "limit_price is not allowed for market orders" },
+    { path: "stop_price", message: "stop_price is not allowed for market orders" },
+  ]);
+  assert.deepEqual(reasonsOf({ ...base, type: "limit", limit_price: "1", stop_price: "2" }), [
+    { path: "stop_price", message: "stop_price is not allowed for limit orders" },
+  ]);
+  assert.deepEqual(reasonsOf({ ...base, type: "stop", limit_price: "1", stop_price: "2" }), [
+    { path: "limit_price", message: "limit_price is not allowed for stop orders" },
+  ]);
+  // The prices themselves are positive decimals.
+  assert.deepEqual(reasonsOf({ ...base, type: "limit", limit_price: "-1" }), [
+    { path: "limit_price", message: "limit_price must be greater than 0, got -1" },
+  ]);
+  assert.deepEqual(pathsOf({ ...base, type: "stop", stop_price: "abc" }), ["stop_price"]);
+});
+
+Deno.test("time_in_force must be known, and ioc/fok are refused for stop orders", () => {
+  assert.deepEqual(pathsOf({ ...base, time_in_force: "gtd" }), ["time_in_force"]);
+  for (const type of ORDER_TYPES) {
+    for (const tif of TIMES_IN_FORCE) {
+      const body = {
+        ...base,
+        type,
+        time_in_force: tif,
+        ...(type === "limit" || type === "stop_limit" ? { limit_price: "10" } : {}),
+        ...(type === "stop" || type === "stop_limit" ? { stop_price: "10" } : {}),
+      };
+      const refused = (type === "stop" || type === "stop_limit") &&
+        (tif === "ioc" || tif === "fok");
+      const result = parseSignal(body, {});
+      assert.equal(result.ok, !refused, `${type}/${tif}`);
+      if (!result.ok) {
+        assert.deepEqual(result.reasons, [{
+          path: "time_in_force",
+          message: `time_in_force ${tif} is not allowed for ${type} orders (use day or gtc)`,
+        }]);
+      }
+    }
+  }
+});
+
+Deno.test("id must be 1..128 characters of [A-Za-z0-9_.:-]", () => {
+  for (const id of ["a", "A-z_0.9:x", "x".repeat(128)]) {
+    assert.ok(parseSignal({ ...base, id }, {}).ok, id);
+  }
+  for (const id of ["", "x".repeat(129), "has space", "a/b", "ü", 12]) {
+    assert.deepEqual(pathsOf({ ...base, id }), ["id"], String(id));
+  }
+});
+
+Deno.test("strategy, reason, exchange and broker are checked", () => {
+  assert.deepEqual(pathsOf({ ...base, strategy: "a.b" }), ["strategy"]);
+  assert.deepEqual(pathsOf({ ...base, strategy: "" }), ["strategy"]);
+  assert.deepEqual(pathsOf({ ...base, reason: 5 }), ["reason"]);
+  assert.deepEqual(pathsOf({ ...base, reason: "x".repeat(1001) }), ["reason"]);
+  assert.ok(parseSignal({ ...base, reason: "x".repeat(1000) }, {}).ok);
+  assert.deepEqual(reasonsOf({ ...base, exchange: "nyse" }), [{
+    path: "exchange",
+    message: 'exchange must be one of binance, coinbase, kraken, alpaca, got "nyse"',
+  }]);
+  assert.deepEqual(pathsOf({ ...base, broker: "Paper" }), ["broker"]);
+  assert.deepEqual(pathsOf({ ...base, broker: "" }), ["broker"]);
+  assert.ok(parseSignal({ ...base, broker: "paper" }, {}).ok);
+});
+
+Deno.test("unknown fields are refused, named", () => {
+  assert.deepEqual(reasonsOf({ ...base, type: "limit", limitPrice: "1", limit_price: "1" }), [
+    { path: "", message: 'unknown field "limitPrice"' },
+  ]);
+  assert.deepEqual(reasonsOf({ ...base, a: 1, b: 2 }), [
+    { path: "", message: 'unknown fields "a", "b"' },
+  ]);
+});
+
+Deno.test("every reason is reported at once", () => {
+  const reasons = reasonsOf({
+    id: "",
+    symbol: "btc",
+    side: "hold",
+    qty: "1e5",
+    type: "stop",
+    limit_price: "1.000000001",
+    time_in_force: "ioc",
+    strategy: "a b",
+    reason: 5,
+    exchange: "nyse",
+    broker: "X",
+    extra: true,
+  });
+  assert.deepEqual(reasons.map((reason) => reason.path).sort(), [
+    "",
+    "broker",
+    "exchange",
+    "id",
+    "limit_price",
+    "limit_price",
+    "qty",
+    "reason",
+    "side",
+    "stop_price",
+    "strategy",
+    "symbol",
+    "time_in_force",
+  ]);
+  for (const reason of reasons) assert.ok(reason.message.length > 0);
+});
+
+Deno.test("signalToJson and parseSignal round-trip any valid signal", () => {
+  const decimal = fc.tuple(fc.bigInt({ min: 1n, max: 10n ** 20n - 1n }), fc.nat({ max: 8 }))
+    .map(([units, scale]) => {
+      const digits = units.toString().padStart(scale + 1, "0");
+      return scale === 0 ? digits : `${digits.slice(0, -scale)}.${digits.slice(-scale)}`;
+    })
+    .filter((text) => !/^0+(\.0+)?$/.test(text) && text.split(".")[0]!.length <= 12);
+  const body = fc.record({
+    symbol: fc.constantFrom("AAPL", "BTC-USDT", "BRK.B"),
+    side: fc.constantFrom("buy", "sell"),
+    qty: decimal,
+    type: fc.constantFrom(...ORDER_TYPES),
+    price: decimal,
+    tif: fc.constantFrom("day", "gtc"),
+    id: fc.option(fc.stringMatching(/^[A-Za-z0-9_.:-]{1,128}$/), { nil: undefined }),
+  });
+  fc.assert(fc.property(body, (b) => {
+    const input: Record<string, unknown> = {
+      symbol: b.symbol,
+      side: b.side,
+      qty: b.qty,
+      type: b.type,
+      time_in_force: b.tif,
+    };
+    if (b.type === "limit" || b.type === "stop_limit") input.limit_price = b.price;
+    if (b.type === "stop" || b.type === "stop_limit") input.stop_price = b.price;
+    if (b.id !== undefined) input.id = b.id;
+    const first = parseSignal(input, { strategy: "prop" });
+    assert.ok(first.ok, JSON.stringify(first));
+    const json = signalToJson(first.signal);
+    const second = parseSignal(JSON.parse(JSON.stringify(json)), {});
+    assert.ok(second.ok);
+    assert.deepEqual(signalToJson(second.signal), json);
+    assert.ok(first.signal.qty.eq(b.qty));
+  }));
+});

@@ -1,0 +1,297 @@
+/**
+ * Positions and the portfolio from fills, by the average-cost method, all in
+ * {@linkcode Decimal}. Pure: {@linkcode applyFill} and
+ * {@linkcode applyPortfolioFill} return new values.
+ *
+ * - Quantity is signed: long > 0, short < 0; a fill larger than the position
+ *   on the other side closes it and opens the rest the other way (a flip).
+ * - Average entry price: re-weighted by volume when a position grows, kept
+ *   when it shrinks, the fill's price after a flip, zero when flat.
+ * - Realized P&L: on every reduction, `closed qty × (price − avg)` for a long,
+ *   `closed qty × (avg − price)` for a short; every fill's fee is subtracted
+ *   when paid (opening fills included), so realized P&L is net of all fees. A
+ *   negative fee (a rebate) adds.
+ * - Unrealized P&L at a mark: `qty × (mark − avg)`; market value `qty × mark`
+ *   (negative for a short).
+ * - Portfolio cash: starting cash − buy notionals + sell notionals − fees;
+ *   equity: cash + Σ market value; gross exposure Σ|market value|, net Σ market value.
+ *
+ * So realized + unrealized = −Σ buy notional + Σ sell notional + qty × mark −
+ * Σ fees = equity − starting cash, up to the rounding of the average-price
+ * division at 40 significant digits.
+ *
+ * @example
+ * ```ts
+ * import { applyFill, emptyPosition, markPosition } from "./positions.ts";
+ * import { parseDecimal as d } from "./money.ts";
+ *
+ * let p = emptyPosition("AAPL");
+ * p = applyFill(p, { side: "buy", qty: d("10"), price: d("100"), fee: d("1") });
+ * p = applyFill(p, { side: "sell", qty: d("4"), price: d("110"), fee: d("1") });
+ * p.realized_pnl.toString(); // "38": 4 × 10 − 2 fees
+ * markPosition(p, d("105")).unrealized_pnl.toString(); // "30": 6 × 5
+ * ```
+ *
+ * @module
+ */
+
+import { type Decimal, toJson, ZERO } from "./money.ts";
+import type { Side } from "./signal.ts";
+
+/** A position in one symbol. */
+export interface Position {
+  /** Canonical symbol. */
+  readonly symbol: string;
+  /** Signed quantity: long > 0, short < 0, flat 0. */
+  readonly qty: Decimal;
+  /** Average entry price of the open quantity; 0 when flat. */
+  readonly avg_entry_price: Decimal;
+  /** Realized P&L, net of every fee paid in the symbol. */
+  readonly realized_pnl: Decimal;
+  /** Fees paid in the symbol. */
+  readonly fees: Decimal;
+}
+
+/** A fill as the position tracker sees it. */
+export interface PositionFill {
+  /** Buy or sell. */
+  side: Side;
+  /** Filled quantity, > 0. */
+  qty: Decimal;
+  /** Fill price, > 0. */
+  price: Decimal;
+  /** Commission paid; negative for a rebate. @default {ZERO} */
+  fee?: Decimal;
+}
+
+/** A flat position in `symbol`, nothing realized. */
+export function emptyPosition(symbol: string): Position {
+  return { symbol, qty: ZERO, avg_entry_price: ZERO, realized_pnl: ZERO, fees: ZERO };
+}
+
+/**
+ * The position after `fill` (see the module doc for the rules). Throws a
+ * `RangeError` unless the fill's quantity and price are > 0.
+ *
+ * @example
+ * ```ts
+ * import { applyFill, emptyPosition } from "./positions.ts";
+ * import { parseDecimal as d } from "./money.ts";
+ *
+ * let p = applyFill(emptyPosition("BTC-USDT"), { side: "buy", qty: d("2"), price: d("100") });
+ * p = applyFill(p, { side: "sell", qty: d("5"), price: d("90") }); // flip: realized −20
+ * p.qty.toString(); // "-3"
+ * p.avg_entry_price.toString(); // "90"
+ * ```
+ */
+export function applyFill(position: Position, fill: PositionFill): Position {
+  const { qty, price } = fill;
+  const fee = fill.fee ?? ZERO;
+  if (!qty.gt(0)) throw new RangeError(`Fill quantity must be > 0, got ${toJson(qty)}`);
+  if (!price.gt(0)) throw new RangeError(`Fill price must be > 0, got ${toJson(price)}`);
+  if (!fee.isFinite()) throw new RangeError("Fill fee must be finite");
+  const current = position.qty;
+  const signed = fill.side === "buy" ? qty : qty.neg();
+  const next = current.plus(signed);
+  let avg = position.avg_entry_price;
+  let realized = position.realized_pnl;
+  if (current.isZero() || current.isNeg() === signed.isNeg()) {
+    // Opening or adding: re-weight the average by volume.
+    avg = current.abs().times(avg).plus(qty.times(price)).dividedBy(next.abs());
+  } else {
+    // Reducing, closing or flipping: realize the closed part against the average.
+    const closed = qty.lt(current.abs()) ? qty : current.abs();
+    const perUnit = current.isNeg() ? avg.minus(price) : price.minus(avg);
+    realized = realized.plus(closed.times(perUnit));
+    if (next.isZero()) avg = ZERO;
+    else if (next.isNeg() !== current.isNeg()) avg = price;
+  }
+  return {
+    symbol: position.symbol,
+    qty: next.isZero() ? ZERO : next,
+    avg_entry_price: avg,
+    realized_pnl: realized.minus(fee),
+    fees: position.fees.plus(fee),
+  };
+}
+
+/** A position valued at a mark price. */
+export interface PositionValue extends Position {
+  /** The price the position is valued at. */
+  readonly mark_price: Decimal;
+  /** `qty × mark` (negative for a short). */
+  readonly market_value: Decimal;
+  /** `qty × (mark − avg_entry_price)`. */
+  readonly unrealized_pnl: Decimal;
+}
+
+/** `position` valued at `mark`: market value and unrealized P&L. */
+export function markPosition(position: Position, mark: Decimal): PositionValue {
+  return {
+    ...position,
+    mark_price: mark,
+    market_value: position.qty.times(mark),
+    unrealized_pnl: position.qty.times(mark.minus(position.avg_entry_price)),
+  };
+}
+
+/** Cash and positions of an account. */
+export interface Portfolio {
+  /** Cash the account started with. */
+  readonly starting_cash: Decimal;
+  /** Cash now: starting cash − buys + sells − fees. */
+  readonly cash: Decimal;
+  /** Positions by symbol, flat ones included (they keep their realized P&L). */
+  readonly positions: ReadonlyMap<string, Position>;
+}
+
+/** A fill of an account: a {@linkcode PositionFill} in a symbol. */
+export interface PortfolioFill extends PositionFill {
+  /** Canonical symbol. */
+  symbol: string;
+}
+
+/** A portfolio holding `startingCash` and no positions. */
+export function newPortfolio(startingCash: Decimal): Portfolio {
+  return { starting_cash: startingCash, cash: startingCash, positions: new Map() };
+}
+
+/**
+ * The portfolio after `fill`: the symbol's position through
+ * {@linkcode applyFill}, and cash moved by the notional and the fee.
+ */
+export function applyPortfolioFill(portfolio: Portfolio, fill: PortfolioFill): Portfolio {
+  const before = portfolio.positions.get(fill.symbol) ?? emptyPosition(fill.symbol);
+  const after = applyFill(before, fill);
+  const notional = fill.qty.times(fill.price);
+  const cash =
+    (fill.side === "buy" ? portfolio.cash.minus(notional) : portfolio.cash.plus(notional)).minus(
+      fill.fee ?? ZERO,
+    );
+  const positions = new Map(portfolio.positions);
+  positions.set(fill.symbol, after);
+  return { starting_cash: portfolio.starting_cash, cash, positions };
+}
+
+/** A portfolio valued at mark prices. */
+export interface PortfolioValue {
+  /** Cash. */
+  readonly cash: Decimal;
+  /** Cash + Σ market value. */
+  readonly equity: Decimal;
+  /** Σ|market value|. */
+  readonly gross_exposure: Decimal;
+  /** Σ market value (shorts negative). */
+  readonly net_exposure: Decimal;
+  /** Σ realized P&L, net of fees. */
+  readonly realized_pnl: Decimal;
+  /** Σ unrealized P&L at the marks. */
+  readonly unrealized_pnl: Decimal;
+  /** Equity − starting cash. */
+  readonly total_pnl: Decimal;
+  /** Each position, valued, in symbol order. */
+  readonly positions: PositionValue[];
+  /** Symbols with a position but no mark, valued at their average entry price. */
+  readonly unmarked: string[];
+}
+
+/**
+ * Values `portfolio` at the marks `markOf(symbol)` returns. A non-flat
+ * position without a mark is valued at its average entry price (no unrealized
+ * P&L) and listed in `unmarked`.
+ */
+export function valuePortfolio(
+  portfolio: Portfolio,
+  markOf: (symbol: string) => Decimal | null | undefined,
+): PortfolioValue {
+  let marketValue = ZERO;
+  let gross = ZERO;
+  let realized = ZERO;
+  let unrealized = ZERO;
+  const positions: PositionValue[] = [];
+  const unmarked: string[] = [];
+  const symbols = [...portfolio.positions.keys()].sort();
+  for (const symbol of symbols) {
+    const position = portfolio.positions.get(symbol)!;
+    let mark = markOf(symbol) ?? null;
+    if (mark === null) {
+      mark = position.avg_entry_price;
+      if (!position.qty.isZero()) unmarked.push(symbol);
+    }
+    const value = markPosition(position, mark);
+    positions.push(value);
+    marketValue = marketValue.plus(value.market_value);
+    gross = gross.plus(value.market_value.abs());
+    realized = realized.plus(value.realized_pnl);
+    unrealized = unrealized.plus(value.unrealized_pnl);
+  }
+  const equity = portfolio.cash.plus(marketValue);
+  return {
+    cash: portfolio.cash,
+    equity,
+    gross_exposure: gross,
+    net_exposure: marketValue,
+    realized_pnl: realized,
+    unrealized_pnl: unrealized,
+    total_pnl: equity.minus(portfolio.starting_cash),
+    positions,
+    unmarked,
+  };
+}
+
+/** A {@linkcode PositionValue} as JSON: every decimal a plain decimal string. */
+export type PositionValueJson = {
+  [K in keyof PositionValue]: PositionValue[K] extends Decimal ? string
+    : PositionValue[K];
+};
+
+/** The JSON form of a valued position (`positions.<symbol>` events, the API). */
+export function positionValueToJson(value: PositionValue): PositionValueJson {
+  return {
+    symbol: value.symbol,
+    qty: toJson(value.qty),
+    avg_entry_price: toJson(value.avg_entry_price),
+    realized_pnl: toJson(value.realized_pnl),
+    fees: toJson(value.fees),
+    mark_price: toJson(value.mark_price),
+    market_value: toJson(value.market_value),
+    unrealized_pnl: toJson(value.unrealized_pnl),
+  };
+}
+
+/** A {@linkcode PortfolioValue} as JSON: decimals as plain decimal strings. */
+export interface PortfolioValueJson {
+  /** See {@linkcode PortfolioValue.cash}. */
+  cash: string;
+  /** See {@linkcode PortfolioValue.equity}. */
+  equity: string;
+  /** See {@linkcode PortfolioValue.gross_exposure}. */
+  gross_exposure: string;
+  /** See {@linkcode PortfolioValue.net_exposure}. */
+  net_exposure: string;
+  /** See {@linkcode PortfolioValue.realized_pnl}. */
+  realized_pnl: string;
+  /** See {@linkcode PortfolioValue.unrealized_pnl}. */
+  unrealized_pnl: string;
+  /** See {@linkcode PortfolioValue.total_pnl}. */
+  total_pnl: string;
+  /** See {@linkcode PortfolioValue.positions}. */
+  positions: PositionValueJson[];
+  /** See {@linkcode PortfolioValue.unmarked}. */
+  unmarked: string[];
+}
+
+/** The JSON form of a valued portfolio (`portfolio.snapshot` events, the API). */
+export function portfolioValueToJson(value: PortfolioValue): PortfolioValueJson {
+  return {
+    cash: toJson(value.cash),
+    equity: toJson(value.equity),
+    gross_exposure: toJson(value.gross_exposure),
+    net_exposure: toJson(value.net_exposure),
+    realized_pnl: toJson(value.realized_pnl),
+    unrealized_pnl: toJson(value.unrealized_pnl),
+    total_pnl: toJson(value.total_pnl),
+    positions: value.positions.map(positionValueToJson),
+    unmarked: [...value.unmarked],
+  };
+}

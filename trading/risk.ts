@@ -1,0 +1,524 @@
+/**
+ * Pre-trade risk checks: {@linkcode checkRisk} takes a proposed order and a
+ * {@linkcode RiskContext} (limits, position, exposure, prices, the clock) and
+ * returns EVERY rule the order breaks, each naming its rule. Pure: the engine
+ * gathers the context, this decides.
+ *
+ * Semantics (each limit `null` = no limit; a value exactly at a limit passes):
+ * - `kill_switch`: while on, every new order is refused.
+ * - `market_hours`: with `us_equity`, orders are refused outside the regular
+ *   session — from the broker's clock when the context carries one (Alpaca),
+ *   else the built-in NYSE calendar ({@linkcode isUsEquityMarketOpen}).
+ * - `no_market_price`: a market order without a last price is refused.
+ * - `max_order_qty`: `qty ≤ max_order_qty`.
+ * - `max_notional`: `qty × reference price ≤ max_order_notional`.
+ * - `price_collar`: the limit and stop prices lie within `price_collar_pct`
+ *   percent of the last price (`|price − last| × 100 ≤ pct × last`); not
+ *   checked without a last price.
+ * - `max_position`: `|position after| ≤ max_position_qty`, where the
+ *   position after counts open orders of the same side as filled.
+ * - `max_gross_exposure`: `gross exposure + (|position after| − |position|) ×
+ *   reference price ≤ max_gross_exposure`.
+ * - `max_open_orders`: the order would be open order number
+ *   `open_orders + 1 ≤ max_open_orders`.
+ * - `daily_loss_limit`: once today's realized P&L is `≤ −daily_loss_limit`,
+ *   only orders that reduce a position are accepted, so a strategy can still
+ *   flatten; at exactly −limit the limit is reached.
+ *
+ * An order *reduces* when the position after lies between zero and the
+ * position before, on the same side (a sell of 3 on a long of 5); a flip
+ * through zero does not reduce. `max_position`, `max_gross_exposure` and
+ * `daily_loss_limit` never refuse a reducing order, so positions above a
+ * lowered limit can always be brought down.
+ *
+ * The reference price of an order is the highest price it can reasonably
+ * fill at ({@linkcode referencePrice}): a buy with a limit price → the limit
+ * price (it cannot fill above); a market order → the last price; any other
+ * order → the larger of its limit (else stop) price and the last price.
+ *
+ * @module
+ */
+
+import { type Exchange, EXCHANGES } from "../market/events.ts";
+import { type Decimal, parseDecimal, toJson } from "./money.ts";
+import { isUsEquityMarketOpen, type UsEquityMarketClock } from "./market_hours.ts";
+import type { OrderType, Side } from "./signal.ts";
+
+/** The rules {@linkcode checkRisk} applies, in the order it reports them. */
+export const RISK_RULES = [
+  "kill_switch",
+  "market_hours",
+  "no_market_price",
+  "max_order_qty",
+  "max_notional",
+  "price_collar",
+  "max_position",
+  "max_gross_exposure",
+  "max_open_orders",
+  "daily_loss_limit",
+] as const;
+/** One of {@linkcode RISK_RULES}. */
+export type RiskRule = typeof RISK_RULES[number];
+
+/** When orders may be sent: at any time, or in the US equity regular session only. */
+export const MARKET_HOURS_MODES = ["always", "us_equity"] as const;
+/** One of {@linkcode MARKET_HOURS_MODES}. */
+export type MarketHoursMode = typeof MARKET_HOURS_MODES[number];
+
+/** Limits that can differ per exchange and per symbol; `null` = no limit. */
+export interface SymbolRiskLimits {
+  /** Largest quantity of one order. */
+  max_order_qty: Decimal | null;
+  /** Largest notional (quantity × reference price) of one order. */
+  max_order_notional: Decimal | null;
+  /** Largest absolute position in the symbol, long or short. */
+  max_position_qty: Decimal | null;
+  /** Largest distance, in percent of the last price, of a limit or stop price. */
+  price_collar_pct: Decimal | null;
+  /** When orders may be sent. */
+  market_hours: MarketHoursMode;
+}
+
+/**
+ * Every risk limit: the account-wide ones, the defaults of the per-symbol
+ * ones, and overrides per exchange and per symbol (symbol beats exchange beats
+ * default, key by key). The YAML shape is the same with snake_case keys, see
+ * {@linkcode RiskConfig}.
+ */
+export interface RiskLimits extends SymbolRiskLimits {
+  /** Largest Σ|quantity × price| over all positions after the order. */
+  max_gross_exposure: Decimal | null;
+  /** Largest number of open orders (pending, submitted, partially filled). */
+  max_open_orders: number | null;
+  /** Realized loss today (a positive amount) at which exposure-increasing orders stop. */
+  daily_loss_limit: Decimal | null;
+  /** Overrides by the order's exchange (`alpaca: { market_hours: us_equity }`). */
+  exchanges: Readonly<Partial<Record<Exchange, Partial<SymbolRiskLimits>>>>;
+  /** Overrides by symbol (`BTC-USDT: { max_order_qty: 5 }`). */
+  symbols: Readonly<Record<string, Partial<SymbolRiskLimits>>>;
+}
+
+/** A limit as written in YAML: a number, a decimal string, or `null` for no limit. */
+export type RiskConfigValue = number | string | null;
+
+/** The per-symbol limits as written in YAML. */
+export interface SymbolRiskConfig {
+  /** See {@linkcode SymbolRiskLimits.max_order_qty}. */
+  max_order_qty?: RiskConfigValue;
+  /** See {@linkcode SymbolRiskLimits.max_order_notional}. */
+  max_order_notional?: RiskConfigValue;
+  /** See {@linkcode SymbolRiskLimits.max_position_qty}. */
+  max_position_qty?: RiskConfigValue;
+  /** See {@linkcode SymbolRiskLimits.price_collar_pct}. */
+  price_collar_pct?: RiskConfigValue;
+  /** See {@linkcode SymbolRiskLimits.market_hours}. */
+  market_hours?: MarketHoursMode;
+}
+
+/**
+ * The risk limits as written in YAML (a `risk` section; every key optional,
+ * missing keys take {@linkcode DEFAULT_RISK_CONFIG}'s value):
+ *
+ * ```yaml
+ * risk:
+ *   max_order_qty: 10000          # null = no limit; decimals as numbers or strings
+ *   max_order_notional: 100000
+ *   max_position_qty: 100000
+ *   max_gross_exposure: 1000000
+ *   max_open_orders: 100          # an integer
+ *   price_collar_pct: 10          # percent of the last price
+ *   daily_loss_limit: 10000       # a positive amount of quote currency
+ *   market_hours: always          # always | us_equity
+ *   exchanges:                    # overrides by exchange
+ *     alpaca: { market_hours: us_equity }
+ *   symbols:                      # overrides by symbol, beat exchange overrides
+ *     BTC-USDT: { max_order_qty: 5, max_position_qty: 20, price_collar_pct: 2 }
+ * ```
+ */
+export interface RiskConfig extends SymbolRiskConfig {
+  /** See {@linkcode RiskLimits.max_gross_exposure}. */
+  max_gross_exposure?: RiskConfigValue;
+  /** See {@linkcode RiskLimits.max_open_orders}. */
+  max_open_orders?: number | null;
+  /** See {@linkcode RiskLimits.daily_loss_limit}. */
+  daily_loss_limit?: RiskConfigValue;
+  /** See {@linkcode RiskLimits.exchanges}. */
+  exchanges?: Partial<Record<string, SymbolRiskConfig>>;
+  /** See {@linkcode RiskLimits.symbols}. */
+  symbols?: Partial<Record<string, SymbolRiskConfig>>;
+}
+
+/**
+ * Default risk limits as YAML values: starting points sized for a paper
+ * account of about 100,000 in quote currency, and the US equity session for
+ * orders priced from Alpaca's market data.
+ */
+export const DEFAULT_RISK_CONFIG: Readonly<Required<RiskConfig>> = {
+  max_order_qty: "10000",
+  max_order_notional: "100000",
+  max_position_qty: "100000",
+  max_gross_exposure: "1000000",
+  max_open_orders: 100,
+  price_collar_pct: "10",
+  daily_loss_limit: "10000",
+  market_hours: "always",
+  exchanges: { alpaca: { market_hours: "us_equity" } },
+  symbols: {},
+};
+
+const SYMBOL_KEYS = [
+  "max_order_qty",
+  "max_order_notional",
+  "max_position_qty",
+  "price_collar_pct",
+  "market_hours",
+] as const;
+const ACCOUNT_KEYS = [
+  "max_gross_exposure",
+  "max_open_orders",
+  "daily_loss_limit",
+  "exchanges",
+  "symbols",
+] as const;
+
+/**
+ * The {@linkcode RiskLimits} of a YAML `risk` section: missing keys take
+ * {@linkcode DEFAULT_RISK_CONFIG}'s values, decimals are parsed strictly.
+ * Throws a `TypeError` naming the key for an unknown key, a malformed or
+ * negative decimal, a non-integer `max_open_orders` or an unknown
+ * `market_hours` or exchange.
+ */
+export function riskLimitsFromConfig(config: RiskConfig = {}): RiskLimits {
+  checkKeys(config, [...SYMBOL_KEYS, ...ACCOUNT_KEYS], "risk");
+  const merged = { ...DEFAULT_RISK_CONFIG, ...config };
+  const maxOpen = merged.max_open_orders;
+  if (maxOpen !== null && !(Number.isSafeInteger(maxOpen) && maxOpen >= 0)) {
+    throw new TypeError(
+      `risk.max_open_orders must be an integer >= 0 or null, got ${String(maxOpen)}`,
+    );
+  }
+  const exchanges: Partial<Record<Exchange, Partial<SymbolRiskLimits>>> = {};
+  for (const [exchange, override] of Object.entries(merged.exchanges ?? {})) {
+    if (!(EXCHANGES as readonly string[]).includes(exchange)) {
+      throw new TypeError(
+        `risk.exchanges.${exchange} is not an exchange (${EXCHANGES.join(", ")})`,
+      );
+    }
+    exchanges[exchange as Exchange] = parseSymbolLimits(
+      override ?? {},
+      `risk.exchanges.${exchange}`,
+    );
+  }
+  const symbols: Record<string, Partial<SymbolRiskLimits>> = {};
+  for (const [symbol, override] of Object.entries(merged.symbols ?? {})) {
+    symbols[symbol] = parseSymbolLimits(override ?? {}, `risk.symbols.${symbol}`);
+  }
+  return {
+    ...(parseSymbolLimits(merged, "risk") as SymbolRiskLimits),
+    max_gross_exposure: limit(merged.max_gross_exposure, "risk.max_gross_exposure"),
+    max_open_orders: maxOpen,
+    daily_loss_limit: limit(merged.daily_loss_limit, "risk.daily_loss_limit"),
+    exchanges,
+    symbols,
+  };
+}
+
+/** {@linkcode DEFAULT_RISK_CONFIG} as {@linkcode RiskLimits}. */
+export const DEFAULT_RISK_LIMITS: RiskLimits = riskLimitsFromConfig();
+
+/**
+ * The per-symbol limits that apply to `symbol` on `exchange`: the symbol's
+ * override, else the exchange's, else the default — key by key.
+ */
+export function limitsFor(
+  limits: RiskLimits,
+  symbol: string,
+  exchange?: Exchange,
+): SymbolRiskLimits {
+  const byExchange = exchange === undefined ? undefined : limits.exchanges[exchange];
+  const bySymbol = Object.hasOwn(limits.symbols, symbol) ? limits.symbols[symbol] : undefined;
+  return {
+    max_order_qty: pick("max_order_qty"),
+    max_order_notional: pick("max_order_notional"),
+    max_position_qty: pick("max_position_qty"),
+    price_collar_pct: pick("price_collar_pct"),
+    market_hours: pick("market_hours"),
+  };
+  function pick<K extends keyof SymbolRiskLimits>(key: K): SymbolRiskLimits[K] {
+    if (bySymbol !== undefined && bySymbol[key] !== undefined) return bySymbol[key];
+    if (byExchange !== undefined && byExchange[key] !== undefined) return byExchange[key];
+    return limits[key];
+  }
+}
+
+/** The order {@linkcode checkRisk} judges; a parsed `Signal` is one. */
+export interface ProposedOrder {
+  /** Canonical symbol. */
+  symbol: string;
+  /** Buy or sell. */
+  side: Side;
+  /** Quantity, > 0. */
+  qty: Decimal;
+  /** Order type. */
+  type: OrderType;
+  /** Limit price, for `limit` and `stop_limit`. */
+  limit_price?: Decimal;
+  /** Stop price, for `stop` and `stop_limit`. */
+  stop_price?: Decimal;
+  /** Exchange whose market data prices the order; selects exchange overrides. */
+  exchange?: Exchange;
+}
+
+/** What {@linkcode checkRisk} knows of the account and the market when an order arrives. */
+export interface RiskContext {
+  /** The limits in force. */
+  limits: RiskLimits;
+  /** Current signed position in the order's symbol (long > 0, short < 0). */
+  position_qty: Decimal;
+  /** Unfilled quantity of open buy orders in the symbol, counted as filled. @default {ZERO} */
+  open_buy_qty?: Decimal;
+  /** Unfilled quantity of open sell orders in the symbol, counted as filled. @default {ZERO} */
+  open_sell_qty?: Decimal;
+  /** Open orders (pending, submitted, partially filled) over the account. */
+  open_orders: number;
+  /** Σ|quantity × mark| over all current positions. */
+  gross_exposure: Decimal;
+  /** Last market price of the symbol; `null` when there is none (fresh enough). */
+  last_price: Decimal | null;
+  /** Realized P&L since the start of the trading day (losses negative). */
+  realized_pnl_today: Decimal;
+  /** Whether the kill switch is on. */
+  kill_switch: boolean;
+  /** Now, in ms since the epoch. */
+  now: number;
+  /**
+   * The broker's market clock at `now` (Alpaca's `/v2/clock`), used instead
+   * of the built-in NYSE calendar for `us_equity` symbols.
+   * @default {isUsEquityMarketOpen(now)}
+   */
+  market_clock?: UsEquityMarketClock;
+}
+
+/** One broken rule. */
+export interface RiskViolation {
+  /** The rule. */
+  rule: RiskRule;
+  /** What is wrong, with the figures. */
+  message: string;
+}
+
+/**
+ * The highest price `order` can reasonably fill at (see the module doc), or
+ * `null` for a market order without a last price.
+ */
+export function referencePrice(order: ProposedOrder, lastPrice: Decimal | null): Decimal | null {
+  if (order.type === "market") return lastPrice;
+  if (order.side === "buy" && order.limit_price !== undefined) return order.limit_price;
+  const own = order.limit_price ?? order.stop_price;
+  if (own === undefined) return lastPrice;
+  return lastPrice !== null && lastPrice.gt(own) ? lastPrice : own;
+}
+
+/**
+ * Whether moving a position from `before` to `after` only reduces it: `after`
+ * lies between zero and `before`, on the same side. A flip does not reduce.
+ */
+export function isReduction(before: Decimal, after: Decimal): boolean {
+  if (before.isZero()) return false;
+  return after.abs().lt(before.abs()) && (after.isZero() || after.isNeg() === before.isNeg());
+}
+
+/**
+ * Every risk rule `order` breaks in `context`, in {@linkcode RISK_RULES}
+ * order; empty when the order may be sent. Pure and total.
+ *
+ * @example
+ * ```ts
+ * import { checkRisk, DEFAULT_RISK_LIMITS } from "./risk.ts";
+ * import { parseDecimal, ZERO } from "./money.ts";
+ *
+ * checkRisk({ symbol: "BTC-USDT", side: "buy", qty: parseDecimal("1"), type: "market" }, {
+ *   limits: DEFAULT_RISK_LIMITS,
+ *   position_qty: ZERO,
+ *   open_orders: 0,
+ *   gross_exposure: ZERO,
+ *   last_price: null,
+ *   realized_pnl_today: ZERO,
+ *   kill_switch: false,
+ *   now: Date.now(),
+ * }); // [{ rule: "no_market_price", message: "no market price for BTC-USDT: market orders need one" }]
+ * ```
+ */
+export function checkRisk(order: ProposedOrder, context: RiskContext): RiskViolation[] {
+  const violations: RiskViolation[] = [];
+  const fail = (rule: RiskRule, message: string) => violations.push({ rule, message });
+  const { limits, last_price: last } = context;
+  const symbolLimits = limitsFor(limits, order.symbol, order.exchange);
+  const symbol = order.symbol;
+
+  if (context.kill_switch) fail("kill_switch", "the kill switch is on: new orders are refused");
+
+  if (symbolLimits.market_hours === "us_equity") {
+    const clock = context.market_clock ?? isUsEquityMarketOpen(context.now);
+    if (!clock.open) {
+      const opens = clock.next_open === undefined
+        ? ""
+        : `; it opens at ${new Date(clock.next_open).toISOString()}`;
+      fail(
+        "market_hours",
+        `the US equity market is closed (${clock.reason ?? "closed"})${opens}`,
+      );
+    }
+  }
+
+  if (order.type === "market" && last === null) {
+    fail("no_market_price", `no market price for ${symbol}: market orders need one`);
+  }
+
+  const maxQty = symbolLimits.max_order_qty;
+  if (maxQty !== null && order.qty.gt(maxQty)) {
+    fail(
+      "max_order_qty",
+      `qty ${toJson(order.qty)} exceeds max_order_qty ${toJson(maxQty)} for ${symbol}`,
+    );
+  }
+
+  const price = referencePrice(order, last);
+  const maxNotional = symbolLimits.max_order_notional;
+  if (maxNotional !== null && price !== null) {
+    const notional = order.qty.times(price);
+    if (notional.gt(maxNotional)) {
+      fail(
+        "max_notional",
+        `notional ${toJson(notional)} (qty ${toJson(order.qty)} × ${toJson(price)}) exceeds ` +
+          `max_order_notional ${toJson(maxNotional)} for ${symbol}`,
+      );
+    }
+  }
+
+  const collar = symbolLimits.price_collar_pct;
+  if (collar !== null && last !== null) {
+    for (
+      const [field, value] of [["limit_price", order.limit_price], [
+        "stop_price",
+        order.stop_price,
+      ]] as const
+    ) {
+      if (value === undefined) continue;
+      if (value.minus(last).abs().times(100).gt(collar.times(last))) {
+        const pct = value.minus(last).abs().times(100).dividedBy(last).toDecimalPlaces(2);
+        fail(
+          "price_collar",
+          `${field} ${toJson(value)} is ${toJson(pct)}% from the last price ${toJson(last)}, ` +
+            `beyond price_collar_pct ${toJson(collar)} for ${symbol}`,
+        );
+      }
+    }
+  }
+
+  const signed = order.side === "buy" ? order.qty : order.qty.neg();
+  const openSameSide = order.side === "buy" ? context.open_buy_qty : context.open_sell_qty?.neg();
+  const before = openSameSide === undefined
+    ? context.position_qty
+    : context.position_qty.plus(openSameSide);
+  const after = before.plus(signed);
+  const reduces = isReduction(before, after);
+
+  const maxPosition = symbolLimits.max_position_qty;
+  if (maxPosition !== null && !reduces && after.abs().gt(maxPosition)) {
+    fail(
+      "max_position",
+      `position after the order ${toJson(after)} exceeds max_position_qty ${
+        toJson(maxPosition)
+      } for ${symbol} (position ${toJson(context.position_qty)}${
+        openSameSide === undefined || openSameSide.isZero()
+          ? ""
+          : `, open ${order.side} orders ${toJson(openSameSide.abs())}`
+      })`,
+    );
+  }
+
+  const maxGross = limits.max_gross_exposure;
+  if (maxGross !== null && price !== null && !reduces) {
+    const grossAfter = context.gross_exposure.plus(
+      after.abs().minus(context.position_qty.abs()).times(price),
+    );
+    if (grossAfter.gt(maxGross)) {
+      fail(
+        "max_gross_exposure",
+        `gross exposure after the order ${toJson(grossAfter)} exceeds max_gross_exposure ${
+          toJson(maxGross)
+        }`,
+      );
+    }
+  }
+
+  const maxOpen = limits.max_open_orders;
+  if (maxOpen !== null && context.open_orders >= maxOpen) {
+    fail(
+      "max_open_orders",
+      `${context.open_orders} orders are open: max_open_orders is ${maxOpen}`,
+    );
+  }
+
+  const lossLimit = limits.daily_loss_limit;
+  if (lossLimit !== null && !reduces && context.realized_pnl_today.lte(lossLimit.neg())) {
+    fail(
+      "daily_loss_limit",
+      `realized P&L today ${toJson(context.realized_pnl_today)} has reached the daily loss limit ${
+        toJson(lossLimit)
+      }: only orders that reduce a position are accepted`,
+    );
+  }
+
+  return violations;
+}
+
+function parseSymbolLimits(config: SymbolRiskConfig, path: string): Partial<SymbolRiskLimits> {
+  if (path !== "risk") checkKeys(config, SYMBOL_KEYS, path);
+  const limits: Partial<SymbolRiskLimits> = {};
+  for (
+    const key of [
+      "max_order_qty",
+      "max_order_notional",
+      "max_position_qty",
+      "price_collar_pct",
+    ] as const
+  ) {
+    if (config[key] !== undefined) limits[key] = limit(config[key], `${path}.${key}`);
+  }
+  if (config.market_hours !== undefined) {
+    if (!(MARKET_HOURS_MODES as readonly unknown[]).includes(config.market_hours)) {
+      throw new TypeError(
+        `${path}.market_hours must be one of ${MARKET_HOURS_MODES.join(", ")}, got ${
+          JSON.stringify(config.market_hours)
+        }`,
+      );
+    }
+    limits.market_hours = config.market_hours;
+  }
+  return limits;
+}
+
+function limit(value: RiskConfigValue, path: string): Decimal | null {
+  if (value === null) return null;
+  let parsed: Decimal;
+  try {
+    parsed = parseDecimal(value);
+  } catch (error) {
+    throw new TypeError(`${path} must be a decimal or null, got ${JSON.stringify(value)}`, {
+      cause: error,
+    });
+  }
+  if (parsed.isNeg()) throw new TypeError(`${path} must be >= 0, got ${toJson(parsed)}`);
+  return parsed;
+}
+
+function checkKeys(config: object, known: readonly string[], path: string): void {
+  if (typeof config !== "object" || config === null || Array.isArray(config)) {
+    throw new TypeError(`${path} must be a mapping`);
+  }
+  for (const key of Object.keys(config)) {
+    if (!known.includes(key)) throw new TypeError(`${path}.${key} is not a risk setting`);
+  }
+}

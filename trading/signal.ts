@@ -1,0 +1,335 @@
+/**
+ * The trade signal: the body strategies publish on `signals.<strategy>` and
+ * POST to `/api/v1/trading/signal`, its zod schema ({@linkcode SignalBodySchema})
+ * and {@linkcode parseSignal}, which reports every problem of a body at once.
+ *
+ * Rules beyond the field types:
+ * - `limit_price` is required for `limit` and `stop_limit` orders and refused
+ *   for `market` and `stop`; `stop_price` is required for `stop` and
+ *   `stop_limit` and refused for `market` and `limit`.
+ * - `time_in_force` `ioc` and `fok` are refused for `stop` and `stop_limit`:
+ *   they mean "execute on arrival or never", while a stop order rests untriggered
+ *   (Coinbase offers stop orders only as gtc/gtd, Alpaca's crypto stop limits
+ *   only as gtc); such an order would always be cancelled unfilled.
+ * - quantities and prices are positive and fit `NUMERIC(20,8)` exactly (at
+ *   most 8 decimal places, 12 integer digits), so storing never rounds them.
+ * - unknown fields are refused (a misspelt `limitPrice` is an error, not a
+ *   silently ignored price); `null` counts as absent for optional fields.
+ * - `strategy` falls back to `defaults.strategy` (the subject token for NATS),
+ *   then to {@linkcode DEFAULT_SIGNAL_STRATEGY}; the body's value wins.
+ * - no `id` is derived here: the engine assigns one when the client sent none.
+ *
+ * @example
+ * ```ts
+ * import { parseSignal } from "./signal.ts";
+ *
+ * const result = parseSignal({ symbol: "BTC-USDT", side: "buy", qty: "0.5" }, { strategy: "momentum" });
+ * if (result.ok) result.signal.qty.toString(); // "0.5"
+ * else result.reasons; // [{ path: "qty", message: "..." }, ...]
+ * ```
+ *
+ * @module
+ */
+
+import { z } from "zod";
+import { type Exchange, EXCHANGES } from "../market/events.ts";
+import { type Decimal, fitsDb, safeParseDecimal, toJson } from "./money.ts";
+
+/** Order sides. */
+export const SIDES = ["buy", "sell"] as const;
+/** One of {@linkcode SIDES}. */
+export type Side = typeof SIDES[number];
+
+/** Order types. */
+export const ORDER_TYPES = ["market", "limit", "stop", "stop_limit"] as const;
+/** One of {@linkcode ORDER_TYPES}. */
+export type OrderType = typeof ORDER_TYPES[number];
+
+/** Times in force: day, good till cancelled, immediate or cancel, fill or kill. */
+export const TIMES_IN_FORCE = ["day", "gtc", "ioc", "fok"] as const;
+/** One of {@linkcode TIMES_IN_FORCE}. */
+export type TimeInForce = typeof TIMES_IN_FORCE[number];
+
+/** Order type of a signal that names none. */
+export const DEFAULT_ORDER_TYPE: OrderType = "market";
+/** Time in force of a signal that names none. */
+export const DEFAULT_TIME_IN_FORCE: TimeInForce = "day";
+/** Strategy of a signal when neither its body nor the caller's defaults name one. */
+export const DEFAULT_SIGNAL_STRATEGY = "default";
+
+/** Order types that need a `limit_price`. */
+export const LIMIT_PRICE_TYPES: readonly OrderType[] = ["limit", "stop_limit"];
+/** Order types that need a `stop_price`. */
+export const STOP_PRICE_TYPES: readonly OrderType[] = ["stop", "stop_limit"];
+/** Times in force refused with stop orders (see the module doc). */
+export const IMMEDIATE_TIMES_IN_FORCE: readonly TimeInForce[] = ["ioc", "fok"];
+
+/** A client signal id: the idempotency key, 1..128 of `[A-Za-z0-9_.:-]`. */
+export const SIGNAL_ID_PATTERN = /^[A-Za-z0-9_.:-]{1,128}$/;
+/** A strategy name, usable as a NATS subject token: 1..64 of `[A-Za-z0-9_-]`. */
+export const STRATEGY_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+/** A canonical symbol: `BASE-QUOTE` for crypto (`BTC-USDT`) or a ticker (`AAPL`, `BRK.B`). */
+export const SYMBOL_PATTERN = /^(?:[A-Z0-9]{1,15}-[A-Z0-9]{1,15}|[A-Z][A-Z0-9.]{0,9})$/;
+/** A broker name: 1..32 of `[a-z0-9_-]`, starting with a letter (`paper`, `alpaca`). */
+export const BROKER_PATTERN = /^[a-z][a-z0-9_-]{0,31}$/;
+/** Longest `reason` text, in characters. */
+export const MAX_REASON_LENGTH = 1000;
+
+/** A validated signal; quantities and prices are decimals. */
+export interface Signal {
+  /** The client's signal id, the idempotency key; absent when the client sent none. */
+  id?: string;
+  /** Canonical symbol (`BTC-USDT`, `AAPL`). */
+  symbol: string;
+  /** Buy or sell. */
+  side: Side;
+  /** Quantity, > 0. */
+  qty: Decimal;
+  /** Order type. */
+  type: OrderType;
+  /** Limit price, > 0; present exactly for `limit` and `stop_limit`. */
+  limit_price?: Decimal;
+  /** Stop (trigger) price, > 0; present exactly for `stop` and `stop_limit`. */
+  stop_price?: Decimal;
+  /** Time in force. */
+  time_in_force: TimeInForce;
+  /** The strategy that sent the signal. */
+  strategy: string;
+  /** Free text from the strategy: why it trades. */
+  reason?: string;
+  /** Venue whose market data prices the order. */
+  exchange?: Exchange;
+  /** Broker the order is routed to; the engine's default when absent. */
+  broker?: string;
+}
+
+/** One problem of a signal body: the field (`""` for the body itself) and what is wrong. */
+export interface SignalReason {
+  /** Dotted path of the field, `""` for the whole body. */
+  path: string;
+  /** What is wrong, in plain words. */
+  message: string;
+}
+
+/** Outcome of {@linkcode parseSignal}. */
+export type ParseSignalResult =
+  | { ok: true; signal: Signal }
+  | { ok: false; reasons: SignalReason[] };
+
+/** Defaults for {@linkcode parseSignal}. */
+export interface SignalDefaults {
+  /** Strategy used when the body has none (the `<strategy>` of `signals.<strategy>`). */
+  strategy?: string;
+}
+
+/** A positive decimal that fits NUMERIC(20,8): a decimal string or a finite number. */
+function positiveDecimal(what: string) {
+  return z.unknown().transform((input, ctx): Decimal => {
+    if (input === undefined) {
+      ctx.addIssue({ code: "custom", message: `${what} is required` });
+      return z.NEVER;
+    }
+    const result = safeParseDecimal(input);
+    if (!result.ok) {
+      ctx.addIssue({ code: "custom", message: `${what} ${result.message}` });
+      return z.NEVER;
+    }
+    const value = result.value;
+    if (!value.gt(0)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `${what} must be greater than 0, got ${toJson(value)}`,
+      });
+      return z.NEVER;
+    }
+    if (!fitsDb(value)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `${what} must have at most 8 decimal places and 12 integer digits, got ${
+          toJson(value)
+        }`,
+      });
+      return z.NEVER;
+    }
+    return value;
+  });
+}
+
+function optional<T extends z.ZodType>(schema: T) {
+  return schema.nullish().transform((value) => value ?? undefined);
+}
+
+function choice<T extends readonly [string, ...string[]]>(what: string, values: T) {
+  return z.enum(values, {
+    error: (issue) =>
+      issue.input === undefined
+        ? `${what} is required`
+        : `${what} must be one of ${values.join(", ")}, got ${JSON.stringify(issue.input)}`,
+  });
+}
+
+function text(what: string, pattern: RegExp, expected: string) {
+  return z.string({
+    error: (issue) =>
+      issue.input === undefined ? `${what} is required` : `${what} must be a string`,
+  }).regex(pattern, {
+    error: (issue) => `${what} must be ${expected}, got ${JSON.stringify(issue.input)}`,
+  });
+}
+
+/**
+ * The zod schema of a signal body, cross-field rules included; every issue is
+ * reported, field errors and cross-field errors together. Its output still
+ * lacks the strategy fallback: use {@linkcode parseSignal}.
+ */
+export const SignalBodySchema = z.strictObject({
+  id: optional(text("id", SIGNAL_ID_PATTERN, "1..128 characters of [A-Za-z0-9_.:-]")),
+  symbol: text("symbol", SYMBOL_PATTERN, "a canonical symbol such as BTC-USDT or AAPL"),
+  side: choice("side", SIDES),
+  qty: positiveDecimal("qty"),
+  type: optional(choice("type", ORDER_TYPES)),
+  limit_price: optional(positiveDecimal("limit_price")),
+  stop_price: optional(positiveDecimal("stop_price")),
+  time_in_force: optional(choice("time_in_force", TIMES_IN_FORCE)),
+  strategy: optional(text("strategy", STRATEGY_PATTERN, "1..64 characters of [A-Za-z0-9_-]")),
+  reason: optional(
+    z.string({ error: "reason must be a string" }).max(MAX_REASON_LENGTH, {
+      error: `reason must be at most ${MAX_REASON_LENGTH} characters`,
+    }),
+  ),
+  exchange: optional(choice("exchange", EXCHANGES)),
+  broker: optional(text("broker", BROKER_PATTERN, "1..32 characters of [a-z0-9_-]")),
+}, {
+  error: (issue) =>
+    issue.code === "unrecognized_keys"
+      ? `unknown field${issue.keys.length > 1 ? "s" : ""} ${
+        issue.keys.map((key) => JSON.stringify(key)).join(", ")
+      }`
+      : "signal must be a JSON object",
+}).superRefine((body, ctx) => {
+  // Runs even when fields failed (`when` below): read the raw values defensively.
+  if (typeof body !== "object" || body === null) return;
+  const raw = body as Record<string, unknown>;
+  const rawType = raw.type ?? DEFAULT_ORDER_TYPE;
+  if (!(ORDER_TYPES as readonly unknown[]).includes(rawType)) return;
+  const type = rawType as OrderType;
+  const hasLimit = raw.limit_price !== undefined && raw.limit_price !== null;
+  const hasStop = raw.stop_price !== undefined && raw.stop_price !== null;
+  if (LIMIT_PRICE_TYPES.includes(type) && !hasLimit) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["limit_price"],
+      message: `limit_price is required for ${type} orders`,
+    });
+  }
+  if (!LIMIT_PRICE_TYPES.includes(type) && hasLimit) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["limit_price"],
+      message: `limit_price is not allowed for ${type} orders`,
+    });
+  }
+  if (STOP_PRICE_TYPES.includes(type) && !hasStop) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["stop_price"],
+      message: `stop_price is required for ${type} orders`,
+    });
+  }
+  if (!STOP_PRICE_TYPES.includes(type) && hasStop) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["stop_price"],
+      message: `stop_price is not allowed for ${type} orders`,
+    });
+  }
+  const tif = raw.time_in_force;
+  if (
+    STOP_PRICE_TYPES.includes(type) &&
+    (IMMEDIATE_TIMES_IN_FORCE as readonly unknown[]).includes(tif)
+  ) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["time_in_force"],
+      message: `time_in_force ${String(tif)} is not allowed for ${type} orders (use day or gtc)`,
+    });
+  }
+}, { when: () => true });
+
+/** The body {@linkcode SignalBodySchema} accepts: what strategies send. */
+export type SignalBody = z.input<typeof SignalBodySchema>;
+
+/**
+ * Validates a signal body, REST or NATS alike, and returns the signal with
+ * decimals and defaults applied, or EVERY reason it is refused, each naming
+ * its field. Never throws.
+ *
+ * @example
+ * ```ts
+ * import { parseSignal } from "./signal.ts";
+ *
+ * parseSignal({ symbol: "AAPL", side: "hold", qty: -1, type: "limit" }, {});
+ * // { ok: false, reasons: [
+ * //   { path: "side", message: "side must be one of buy, sell, got \"hold\"" },
+ * //   { path: "qty", message: "qty must be greater than 0, got -1" },
+ * //   { path: "limit_price", message: "limit_price is required for limit orders" } ] }
+ * ```
+ */
+export function parseSignal(input: unknown, defaults: SignalDefaults = {}): ParseSignalResult {
+  const parsed = SignalBodySchema.safeParse(input);
+  const reasons: SignalReason[] = parsed.success ? [] : parsed.error.issues.map(toReason);
+  const isObject = typeof input === "object" && input !== null && !Array.isArray(input);
+  const bodyStrategy = isObject ? (input as Record<string, unknown>).strategy : undefined;
+  let strategy: string | undefined;
+  if (bodyStrategy === undefined || bodyStrategy === null) {
+    strategy = defaults.strategy ?? DEFAULT_SIGNAL_STRATEGY;
+    if (isObject && !STRATEGY_PATTERN.test(strategy)) {
+      reasons.push({
+        path: "strategy",
+        message: `strategy must be 1..64 characters of [A-Za-z0-9_-], got ${
+          JSON.stringify(strategy)
+        } from the defaults`,
+      });
+    }
+  }
+  if (!parsed.success || reasons.length > 0) return { ok: false, reasons };
+  const body = parsed.data;
+  const signal: Signal = {
+    symbol: body.symbol,
+    side: body.side,
+    qty: body.qty,
+    type: body.type ?? DEFAULT_ORDER_TYPE,
+    time_in_force: body.time_in_force ?? DEFAULT_TIME_IN_FORCE,
+    strategy: body.strategy ?? strategy ?? DEFAULT_SIGNAL_STRATEGY,
+  };
+  if (body.id !== undefined) signal.id = body.id;
+  if (body.limit_price !== undefined) signal.limit_price = body.limit_price;
+  if (body.stop_price !== undefined) signal.stop_price = body.stop_price;
+  if (body.reason !== undefined) signal.reason = body.reason;
+  if (body.exchange !== undefined) signal.exchange = body.exchange;
+  if (body.broker !== undefined) signal.broker = body.broker;
+  return { ok: true, signal };
+}
+
+/** A signal as JSON: the same fields, decimals as plain decimal strings. */
+export type SignalJson = Omit<Signal, "qty" | "limit_price" | "stop_price"> & {
+  qty: string;
+  limit_price?: string;
+  stop_price?: string;
+};
+
+/**
+ * The JSON form of a signal (decimals as strings), for the `signals` table,
+ * events and responses; {@linkcode parseSignal} reads it back to an equal signal.
+ */
+export function signalToJson(signal: Signal): SignalJson {
+  const { qty, limit_price, stop_price, ...rest } = signal;
+  const json: SignalJson = { ...rest, qty: toJson(qty) };
+  if (limit_price !== undefined) json.limit_price = toJson(limit_price);
+  if (stop_price !== undefined) json.stop_price = toJson(stop_price);
+  return json;
+}
+
+function toReason(issue: z.core.$ZodIssue): SignalReason {
+  return { path: issue.path.map(String).join("."), message: issue.message };
+}
