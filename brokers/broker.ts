@@ -1,0 +1,125 @@
+/**
+ * The contract every broker adapter fulfils (paper, Alpaca): submit orders
+ * idempotently by client order id, cancel them, report what happened to them
+ * as a stream of events, and answer reconciliation queries at startup.
+ *
+ * @module
+ */
+
+import type { Decimal } from "../trading/money.ts";
+import type { OrderType, Side, TimeInForce } from "../trading/signal.ts";
+
+/** An order as sent to a broker. */
+export interface BrokerOrderRequest {
+  /** Our id for the order; the broker's idempotency key (a retried submit is recognised). */
+  client_order_id: string;
+  /** Canonical symbol (`BTC-USDT`, `AAPL`). */
+  symbol: string;
+  /** Buy or sell. */
+  side: Side;
+  /** Order type. */
+  type: OrderType;
+  /** Time in force. */
+  time_in_force: TimeInForce;
+  /** Quantity. */
+  qty: Decimal;
+  /** Limit price for limit and stop_limit orders. */
+  limit_price: Decimal | null;
+  /** Stop price for stop and stop_limit orders. */
+  stop_price: Decimal | null;
+  /** Market-data venue whose prices the paper broker uses; ignored by real brokers. */
+  exchange: string | null;
+}
+
+/** Where an order stands at the broker. */
+export type BrokerOrderStatus =
+  | "accepted"
+  | "partially_filled"
+  | "filled"
+  | "cancelled"
+  | "expired"
+  | "rejected";
+
+/** A broker's view of one order, for reconciliation. */
+export interface BrokerOrderState {
+  /** Our id. */
+  client_order_id: string;
+  /** The broker's id. */
+  broker_order_id: string;
+  /** Its status at the broker. */
+  status: BrokerOrderStatus;
+  /** Quantity filled so far. */
+  filled_qty: Decimal;
+  /** Volume-weighted average fill price, or null before any fill. */
+  avg_fill_price: Decimal | null;
+}
+
+/** Something that happened to an order at the broker. */
+export type BrokerEvent =
+  | {
+    type: "accepted";
+    client_order_id: string;
+    broker_order_id: string;
+    at_ms: number;
+  }
+  | {
+    type: "fill";
+    client_order_id: string;
+    broker_order_id: string;
+    /** The broker's id of this execution; with the order it makes the fill unique. */
+    fill_id: string;
+    /** Quantity of this fill. */
+    qty: Decimal;
+    /** Price of this fill. */
+    price: Decimal;
+    /** Commission charged for this fill. */
+    fee: Decimal;
+    at_ms: number;
+  }
+  | {
+    type: "cancelled" | "expired" | "rejected";
+    client_order_id: string;
+    broker_order_id: string | null;
+    reason: string;
+    at_ms: number;
+  };
+
+/** A broker adapter. */
+export interface Broker extends AsyncDisposable {
+  /** The name orders are routed by (`paper`, `alpaca`). */
+  readonly name: string;
+  /**
+   * Submits an order. Submitting the same `client_order_id` again must not
+   * create a second order: the broker's existing order is returned instead.
+   * Rejects with a {@linkcode BrokerRejectedError} when the broker refuses it.
+   */
+  submit(order: BrokerOrderRequest): Promise<{ broker_order_id: string }>;
+  /** Asks the broker to cancel the order; the outcome arrives as an event. */
+  cancel(clientOrderId: string): Promise<void>;
+  /** The broker's view of an order, or null when it does not know it. */
+  getOrder(clientOrderId: string): Promise<BrokerOrderState | null>;
+  /** Every order still open at the broker. */
+  openOrders(): Promise<BrokerOrderState[]>;
+  /** Calls `listener` for each event, in order, until the returned function is called. */
+  onEvent(listener: (event: BrokerEvent) => void | Promise<void>): () => void;
+  /** Starts streaming events (e.g. Alpaca's trade_updates); resolves once connected. */
+  start(signal: AbortSignal): Promise<void>;
+}
+
+/** The broker refused an order; `reason` says why. Not retried. */
+export class BrokerRejectedError extends Error {
+  /** Creates the error with the broker's reason. */
+  constructor(readonly reason: string, options?: ErrorOptions) {
+    super(`Broker rejected the order: ${reason}`, options);
+    this.name = "BrokerRejectedError";
+  }
+}
+
+/** The broker could not be reached or answered with a server error; the call may be retried. */
+export class BrokerUnavailableError extends Error {
+  /** Creates the error; `cause` is the network or HTTP error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "BrokerUnavailableError";
+  }
+}
