@@ -247,6 +247,37 @@ export const DEFAULT_CONFIG = {
     retry_max_ms: 30_000,
   },
   replay: { file: "", speed: 0, loop: false },
+  risk: {
+    max_order_qty: "10000",
+    max_order_notional: "100000",
+    max_position_qty: "100000",
+    max_gross_exposure: "1000000",
+    max_open_orders: 100,
+    price_collar_pct: "10",
+    daily_loss_limit: "10000",
+    market_hours: "always",
+    exchanges: { alpaca: { market_hours: "us_equity" } },
+    symbols: {},
+  },
+  execution: {
+    enabled: true,
+    default_broker: "paper",
+    batch_max: 500,
+    max_price_age_ms: 5000,
+    signals_max_age_s: 604_800,
+    reconcile_on_start: true,
+  },
+  brokers: {
+    paper: { commission_bps: "0", commission_min: "0", slippage_bps: "0" },
+    alpaca: {
+      enabled: false,
+      base_url: "https://paper-api.alpaca.markets",
+      key_id: "",
+      secret_key: "",
+      request_timeout_ms: 10_000,
+    },
+  },
+  portfolio: { starting_cash: "100000", snapshot_interval_ms: 60_000 },
 } as const;
 
 // ---------------------------------------------------------------------------
@@ -364,6 +395,52 @@ function feedCommon<const C extends readonly [string, ...string[]]>(
     stale_after_ms: ms(1).default(defaults.stale_after_ms),
     reconnect_initial_ms: ms(1).default(defaults.reconnect_initial_ms),
     reconnect_max_ms: ms(1).default(defaults.reconnect_max_ms),
+  };
+}
+
+/** Brokers orders can be routed to. */
+export const BROKERS = ["paper", "alpaca"] as const;
+/** Market-hours modes of the risk checks. */
+export const MARKET_HOURS = ["always", "us_equity"] as const;
+
+const DECIMAL_TEXT = /^\d+(\.\d+)?$/;
+
+/** A non-negative decimal written as a string or a number; kept as its text. */
+function decimalText() {
+  const error = "expected a non-negative decimal such as 100 or 0.5";
+  return z.union([z.string(), z.number()], { error })
+    .transform((value) => typeof value === "number" ? String(value) : value)
+    .refine((value) => DECIMAL_TEXT.test(value), { error });
+}
+
+/** A risk limit: a decimal, or null for no limit. */
+function limit() {
+  return z.union([decimalText(), z.null()], {
+    error: "expected a non-negative decimal or null (no limit)",
+  });
+}
+
+/** Per-symbol risk keys; with defaults at the top level, all optional in overrides. */
+function riskLimits(withDefaults: boolean) {
+  const keys = {
+    max_order_qty: limit(),
+    max_order_notional: limit(),
+    max_position_qty: limit(),
+    price_collar_pct: limit(),
+    market_hours: oneOf(MARKET_HOURS),
+  };
+  if (!withDefaults) {
+    return Object.fromEntries(
+      Object.entries(keys).map(([key, schema]) => [key, schema.optional()]),
+    ) as { [K in keyof typeof keys]: z.ZodOptional<(typeof keys)[K]> };
+  }
+  const d = DEFAULT_CONFIG.risk;
+  return {
+    max_order_qty: keys.max_order_qty.default(d.max_order_qty),
+    max_order_notional: keys.max_order_notional.default(d.max_order_notional),
+    max_position_qty: keys.max_position_qty.default(d.max_position_qty),
+    price_collar_pct: keys.price_collar_pct.default(d.price_collar_pct),
+    market_hours: keys.market_hours.default(d.market_hours),
   };
 }
 
@@ -512,6 +589,51 @@ export const configSchema = z.object({
     retry_initial_ms: ms(1).default(D.writer.retry_initial_ms),
     retry_max_ms: ms(1).default(D.writer.retry_max_ms),
   }),
+  risk: section({
+    ...riskLimits(true),
+    max_gross_exposure: limit().default(D.risk.max_gross_exposure),
+    max_open_orders: z.union([int(0), z.null()], { error: "expected an integer >= 0 or null" })
+      .default(D.risk.max_open_orders),
+    daily_loss_limit: limit().default(D.risk.daily_loss_limit),
+    exchanges: z.partialRecord(
+      oneOf(["binance", "coinbase", "kraken", "alpaca"]),
+      z.object(riskLimits(false), { error: "expected a mapping of limits" }).strict(),
+      { error: "expected a mapping of exchange overrides" },
+    ).default(() => ({ alpaca: { market_hours: "us_equity" as const } })),
+    symbols: z.record(
+      z.string().regex(/^(?:[A-Z0-9]{1,15}-[A-Z0-9]{1,15}|[A-Z][A-Z0-9.]{0,9})$/, {
+        error: "expected a symbol such as BTC-USDT or AAPL",
+      }),
+      z.object(riskLimits(false), { error: "expected a mapping of limits" }).strict(),
+      { error: "expected a mapping of symbol overrides" },
+    ).default(() => ({})),
+  }),
+  execution: section({
+    enabled: bool().default(D.execution.enabled),
+    default_broker: oneOf(BROKERS).default(D.execution.default_broker),
+    batch_max: int(1, 10_000).default(D.execution.batch_max),
+    max_price_age_ms: ms(1).default(D.execution.max_price_age_ms),
+    signals_max_age_s: int(60).default(D.execution.signals_max_age_s),
+    reconcile_on_start: bool().default(D.execution.reconcile_on_start),
+  }),
+  brokers: section({
+    paper: section({
+      commission_bps: decimalText().default(D.brokers.paper.commission_bps),
+      commission_min: decimalText().default(D.brokers.paper.commission_min),
+      slippage_bps: decimalText().default(D.brokers.paper.slippage_bps),
+    }),
+    alpaca: section({
+      enabled: bool().default(D.brokers.alpaca.enabled),
+      base_url: url(HTTP_URL_SCHEMES).default(D.brokers.alpaca.base_url),
+      key_id: text().default(D.brokers.alpaca.key_id),
+      secret_key: text().default(D.brokers.alpaca.secret_key),
+      request_timeout_ms: ms(1).default(D.brokers.alpaca.request_timeout_ms),
+    }),
+  }),
+  portfolio: section({
+    starting_cash: decimalText().default(D.portfolio.starting_cash),
+    snapshot_interval_ms: ms(1).default(D.portfolio.snapshot_interval_ms),
+  }),
   replay: section({
     file: text().default(D.replay.file),
     speed: z.number({ error: "expected a number >= 0 (0 = as fast as possible)" })
@@ -562,6 +684,14 @@ export type ValidatorConfig = Config["validator"];
 export type WriterConfig = Config["writer"];
 /** The `replay` section of {@linkcode Config}. */
 export type ReplayConfig = Config["replay"];
+/** The `risk` section of {@linkcode Config}. */
+export type RiskSection = Config["risk"];
+/** The `execution` section of {@linkcode Config}. */
+export type ExecutionConfig = Config["execution"];
+/** The `brokers` section of {@linkcode Config}. */
+export type BrokersConfig = Config["brokers"];
+/** The `portfolio` section of {@linkcode Config}. */
+export type PortfolioConfig = Config["portfolio"];
 
 /**
  * Splits `nats.url` (one URL or a comma-separated list) into server URLs.
