@@ -1,0 +1,887 @@
+/**
+ * The generic market-data feed runtime: one supervised child per venue that
+ * keeps a WebSocket to the venue, hands each frame to the venue's
+ * {@linkcode VenueSession}, and publishes the events it returns.
+ *
+ * - Connection: connects to `session.url()`; on open the state is
+ *   `"subscribing"` and `session.onOpen(io)` sends subscriptions; the first
+ *   frame after that makes it `"live"`. Binary frames are decoded as UTF-8.
+ * - Reconnects: on any close or error it reconnects forever, waiting
+ *   {@linkcode backoffDelay}`(attempt)` (from `reconnect_initial_ms`, doubling
+ *   up to `reconnect_max_ms`, ±20 % jitter); the attempt counter goes back to
+ *   0 once a connection has stayed up `stable_after_ms`. `session.onClose()`
+ *   is called after every connection that opened. `io.reconnect()` closes the
+ *   socket and takes the same path (and counts a resync when asked).
+ * - Watchdog: no frame for `stale_after_ms` → logged and reconnected.
+ * - `session.onTick(io, now)` runs every `tick_ms` while connected.
+ * - Publishing ({@linkcode FeedOutput}, shared with the replay): events are
+ *   coalesced per subject (`md.<kind>.<exchange>.<symbol>`) and published as
+ *   one JSON array when `publish_batch_ms` has passed since the first of them,
+ *   or at once when a subject holds `publish_batch_max` (with
+ *   `publish_batch_ms` 0, at the end of every frame). Order is kept within a
+ *   subject.
+ * - Bad input never crashes the feed: any exception from `session.onFrame`
+ *   counts the frame in `malformed` and dead-letters it on `dlq.md.<exchange>`
+ *   ({@linkcode DeadLetter} `stage: "feed"`, `reason: "malformed"`).
+ *   Everything else that fails inside the runtime (a NATS publish, the
+ *   record tap) crashes the child, and its supervisor restarts it.
+ * - Stop (signal aborted): the socket is closed with code 1000, pending
+ *   batches are flushed, the state becomes `"stopped"` and `done` resolves.
+ *
+ * Receive stamps (`receivedUs`, the events' `ts_local`) come from `nowUs`
+ * (µs wall clock from `performance`, sub-millisecond); timers, backoff, the
+ * watchdog and the status times (`connected_at`, `last_message_at`, ms) come
+ * from the injected {@linkcode Clock}.
+ *
+ * @example
+ * ```ts
+ * import { connect } from "@nats-io/transport-node";
+ * import { startRoot } from "./mod.ts";
+ * import { feedActor } from "./feed.ts";
+ * import { MarketStatus } from "../market/status.ts";
+ * import type { VenueSession } from "../venues/session.ts";
+ *
+ * declare const session: VenueSession; // e.g. from venues/mod.ts
+ * const nats = await connect({ servers: "127.0.0.1:4222" });
+ * const status = new MarketStatus();
+ * const root = await startRoot({ name: "root" }, [
+ *   feedActor(session, { nats, status, options: { stale_after_ms: 30_000 } }),
+ * ]);
+ * status.feed(session.exchange).state; // "connecting", then "subscribing", "live"
+ * await root.stop();
+ * await nats.close();
+ * ```
+ *
+ * @module
+ */
+
+import type { NatsConnection } from "@nats-io/nats-core";
+import { encodeJson } from "../adapters/codec.ts";
+import { backoffDelay } from "../lib/backoff.ts";
+import { type Clock, systemClock } from "../lib/clock.ts";
+import { type Logger, nullLogger } from "../lib/log.ts";
+import { type Exchange, MalformedFrameError, type MarketEvent } from "../market/events.ts";
+import type { FeedStatus, MarketStatus } from "../market/status.ts";
+import { type DeadLetter, dlqSubject, subjectOf } from "../market/subjects.ts";
+import type { SessionIO, VenueSession } from "../venues/session.ts";
+import type { ChildSpec, ChildStats, Running } from "./types.ts";
+
+/** No frame for this long (ms) → reconnect. */
+export const DEFAULT_STALE_AFTER_MS = 30_000;
+/** Delay before the first reconnect attempt (ms). */
+export const DEFAULT_RECONNECT_INITIAL_MS = 500;
+/** Longest delay between reconnect attempts (ms). */
+export const DEFAULT_RECONNECT_MAX_MS = 30_000;
+/** Events of one subject within this many ms go out in one message; 0 = at the end of each frame. */
+export const DEFAULT_PUBLISH_BATCH_MS = 2;
+/** Most events in one message. */
+export const DEFAULT_PUBLISH_BATCH_MAX = 500;
+/** A connection up this long (ms) resets the reconnect backoff to its first delay. */
+export const DEFAULT_STABLE_AFTER_MS = 10_000;
+/** Interval of `session.onTick` while connected (ms). */
+export const DEFAULT_TICK_MS = 1_000;
+/** How long (ms, real time) a closing socket may take to report its close before it is abandoned. */
+export const DEFAULT_CLOSE_TIMEOUT_MS = 2_000;
+/** Longest frame text (characters) copied into a dead letter; longer ones are cut. */
+export const DEFAULT_DEAD_LETTER_FRAME_MAX = 65_536;
+/** NATS payload limit assumed when the server has not said (bytes). */
+export const DEFAULT_MAX_PAYLOAD = 1_048_576;
+/** Shortest interval (ms) between two "malformed frame" warnings of one feed; others are debug. */
+export const MALFORMED_WARN_INTERVAL_MS = 10_000;
+
+/** Close code the feed uses when it drops a connection to reconnect (stale, resync, session request). */
+export const RECONNECT_CLOSE_CODE = 4000;
+
+/** Timing and batching settings of a feed (the keys of its config section). */
+export interface FeedOptions {
+  /** No frame for this long (ms) → reconnect. @default {DEFAULT_STALE_AFTER_MS} */
+  stale_after_ms?: number;
+  /** First reconnect delay (ms). @default {DEFAULT_RECONNECT_INITIAL_MS} */
+  reconnect_initial_ms?: number;
+  /** Longest reconnect delay (ms). @default {DEFAULT_RECONNECT_MAX_MS} */
+  reconnect_max_ms?: number;
+  /** Coalescing window per subject (ms); 0 publishes at the end of each frame. @default {DEFAULT_PUBLISH_BATCH_MS} */
+  publish_batch_ms?: number;
+  /** Most events in one message. @default {DEFAULT_PUBLISH_BATCH_MAX} */
+  publish_batch_max?: number;
+  /** Uptime (ms) after which the backoff starts over. @default {DEFAULT_STABLE_AFTER_MS} */
+  stable_after_ms?: number;
+  /** Interval of `session.onTick` (ms). @default {DEFAULT_TICK_MS} */
+  tick_ms?: number;
+  /** Real-time limit (ms) for a closing socket to report its close. @default {DEFAULT_CLOSE_TIMEOUT_MS} */
+  close_timeout_ms?: number;
+}
+
+/** Receives one coalesced batch: same kind, exchange and symbol, in order. */
+export type EventSink = (subject: string, events: MarketEvent[]) => void;
+/** Receives one dead letter. */
+export type DeadLetterSink = (letter: DeadLetter) => void;
+/** Sees every text frame as received, before it is parsed (the record tap). */
+export type RawFrameTap = (exchange: Exchange, frame: string, receivedUs: number) => void;
+/** GETs `url` and resolves with the body; rejects on a non-2xx status or a network error. */
+export type FetchText = (url: string, signal: AbortSignal) => Promise<string>;
+/** Opens a WebSocket to `url`. */
+export type WebSocketFactory = (url: string) => WebSocket;
+
+/** Where a feed (or a replay) sends its output, and how it batches it. */
+export interface FeedOutputOptions {
+  /** NATS connection for the default sinks; required unless both `sink` and `deadLetters` are given. */
+  nats?: NatsConnection | undefined;
+  /** Where batches go. @default {publishes the JSON array on the batch's subject over `nats`} */
+  sink?: EventSink | undefined;
+  /** Where dead letters go. @default {publishes the JSON object on `dlq.md.<exchange>` over `nats`} */
+  deadLetters?: DeadLetterSink | undefined;
+  /** Coalescing window (ms); 0 flushes at the end of each frame. @default {DEFAULT_PUBLISH_BATCH_MS} */
+  batchMs?: number | undefined;
+  /** Most events per message. @default {DEFAULT_PUBLISH_BATCH_MAX} */
+  batchMax?: number | undefined;
+  /** Clock for the batch window and status times. @default {systemClock} */
+  clock?: Clock | undefined;
+  /** Logger. @default {nullLogger} */
+  log?: Logger | undefined;
+  /** Called when a batch timer fails to publish (the owner should crash). @default {logs the error} */
+  onFatal?: ((error: unknown) => void) | undefined;
+  /** Longest frame text kept in a dead letter. @default {DEFAULT_DEAD_LETTER_FRAME_MAX} */
+  deadLetterFrameMax?: number | undefined;
+}
+
+/** A µs wall clock with sub-millisecond resolution: `performance.timeOrigin + performance.now()`. */
+export function wallClockUs(): number {
+  return Math.round((performance.timeOrigin + performance.now()) * 1000);
+}
+
+/** Thrown by the default `fetchText` for a response whose status is not 2xx. */
+export class HttpStatusError extends Error {
+  /** The response status. */
+  readonly status: number;
+  /** The URL requested. */
+  readonly url: string;
+
+  /** Makes the error for `url` answered with `status`. */
+  constructor(url: string, status: number, statusText: string) {
+    super(`GET ${url} answered ${status}${statusText ? ` ${statusText}` : ""}`);
+    this.name = "HttpStatusError";
+    this.status = status;
+    this.url = url;
+  }
+}
+
+/** The default {@linkcode FetchText}: `fetch`, a non-2xx status → {@linkcode HttpStatusError}. */
+export async function fetchText(url: string, signal: AbortSignal): Promise<string> {
+  const response = await fetch(url, { signal });
+  if (!response.ok) {
+    await response.body?.cancel().catch(() => {});
+    throw new HttpStatusError(url, response.status, response.statusText);
+  }
+  return await response.text();
+}
+
+/** Options of {@linkcode FeedOutput.malformed}. */
+export interface MalformedOptions {
+  /** The exception the parser threw, logged when it is not a `MalformedFrameError`. */
+  error?: unknown;
+  /** The dead letter's reason. @default {"malformed"} */
+  reason?: string;
+}
+
+interface Batch {
+  subject: string;
+  events: MarketEvent[];
+  queued: boolean;
+}
+
+/**
+ * The output side of a feed, shared by the live feed and the replay: counts
+ * frames, calls the session's parser, coalesces events per subject and
+ * publishes them, dead-letters what cannot be parsed, and keeps the feed's
+ * figures in its {@linkcode FeedStatus}.
+ *
+ * @example
+ * ```ts
+ * import { MarketStatus } from "../market/status.ts";
+ *
+ * const status = new MarketStatus().feed("binance");
+ * const batches: unknown[] = [];
+ * const output = new FeedOutput("binance", status, {
+ *   sink: (subject, events) => batches.push([subject, events]),
+ *   deadLetters: () => {},
+ *   batchMs: 0,
+ * });
+ * output.emit([]); // nothing to publish
+ * output.close();
+ * ```
+ */
+export class FeedOutput {
+  /** The venue. */
+  readonly exchange: Exchange;
+  /** The figures this output keeps. */
+  readonly status: FeedStatus;
+  readonly #sink: EventSink;
+  readonly #deadLetters: DeadLetterSink;
+  readonly #batchMs: number;
+  readonly #batchMax: number;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  readonly #onFatal: (error: unknown) => void;
+  readonly #frameMax: number;
+  readonly #batches = new Map<string, Map<string, Batch>>();
+  readonly #foreign = new Map<string, Batch>();
+  readonly #pending: Batch[] = [];
+  readonly #timerAbort = new AbortController();
+  #timerArmed = false;
+  #closed = false;
+  #lastMalformedWarn = -Infinity;
+  #malformedSinceWarn = 0;
+
+  /** Makes the output of `exchange`'s feed, keeping figures in `status`. */
+  constructor(exchange: Exchange, status: FeedStatus, options: FeedOutputOptions = {}) {
+    const { nats, sink, deadLetters } = options;
+    if (!nats && (!sink || !deadLetters)) {
+      throw new TypeError("FeedOutput needs nats unless both sink and deadLetters are given");
+    }
+    this.exchange = exchange;
+    this.status = status;
+    this.#batchMs = options.batchMs ?? DEFAULT_PUBLISH_BATCH_MS;
+    this.#batchMax = options.batchMax ?? DEFAULT_PUBLISH_BATCH_MAX;
+    if (!(this.#batchMs >= 0)) throw new RangeError(`batchMs must be >= 0, got ${this.#batchMs}`);
+    if (!Number.isInteger(this.#batchMax) || this.#batchMax < 1) {
+      throw new RangeError(`batchMax must be a positive integer, got ${this.#batchMax}`);
+    }
+    this.#clock = options.clock ?? systemClock;
+    this.#log = options.log ?? nullLogger;
+    this.#onFatal = options.onFatal ??
+      ((error) => this.#log.error("publishing failed", { error }));
+    this.#frameMax = options.deadLetterFrameMax ?? DEFAULT_DEAD_LETTER_FRAME_MAX;
+    this.#deadLetters = deadLetters ?? natsDeadLetterSink(nats!);
+    this.#sink = sink ?? natsEventSink(nats!, {
+      onOversize: (subject, event, bytes) => this.#oversize(subject, event, bytes),
+    });
+  }
+
+  /**
+   * Handles one received frame: counts it, parses it with
+   * `session.onFrame` and queues the events; any exception from the parser
+   * is counted as malformed and dead-lettered. Throws only when publishing
+   * fails.
+   */
+  frame(session: VenueSession, frame: string, receivedUs: number, io: SessionIO): void {
+    const status = this.status;
+    status.frames++;
+    status.last_message_at = this.#clock.now();
+    let events: MarketEvent[];
+    try {
+      events = session.onFrame(frame, receivedUs, io);
+    } catch (error) {
+      this.malformed(frame, errorDetail(error), { error });
+      return;
+    }
+    if (events.length > 0) this.push(events);
+    if (this.#batchMs === 0) this.flush();
+  }
+
+  /** Queues events produced outside a frame (e.g. from a REST snapshot) and flushes when unbatched. */
+  emit(events: MarketEvent[]): void {
+    if (events.length === 0) return;
+    this.push(events);
+    if (this.#batchMs === 0) this.flush();
+  }
+
+  /** Queues events for their subjects; a subject reaching the batch maximum is published at once. */
+  push(events: readonly MarketEvent[]): void {
+    const exchange = this.exchange;
+    for (const event of events) {
+      let batch: Batch | undefined;
+      if (event.exchange === exchange) {
+        let bySymbol = this.#batches.get(event.kind);
+        if (!bySymbol) this.#batches.set(event.kind, bySymbol = new Map());
+        batch = bySymbol.get(event.symbol);
+        if (!batch) bySymbol.set(event.symbol, batch = newBatch(subjectOf(event)));
+      } else {
+        const subject = subjectOf(event);
+        batch = this.#foreign.get(subject);
+        if (!batch) this.#foreign.set(subject, batch = newBatch(subject));
+      }
+      batch.events.push(event);
+      if (!batch.queued) {
+        batch.queued = true;
+        this.#pending.push(batch);
+      }
+      if (batch.events.length >= this.#batchMax) this.#publish(batch);
+    }
+    if (this.#closed) this.flush();
+    else if (this.#batchMs > 0 && !this.#timerArmed && this.#pending.length > 0) this.#armTimer();
+  }
+
+  /** Publishes every pending batch now. */
+  flush(): void {
+    const pending = this.#pending;
+    if (pending.length === 0) return;
+    // Each batch leaves the queue before it is published, so a failing sink leaves no duplicate behind.
+    while (pending.length > 0) {
+      const batch = pending.shift()!;
+      batch.queued = false;
+      if (batch.events.length > 0) this.#publish(batch);
+    }
+  }
+
+  /**
+   * Counts a frame that could not be used and dead-letters it with `detail`
+   * (reason `"malformed"` unless told otherwise).
+   */
+  malformed(frame: string, detail: string, options: MalformedOptions = {}): void {
+    const { error, reason = "malformed" } = options;
+    this.status.malformed++;
+    const cut = frame.length > this.#frameMax;
+    this.#deadLetters({
+      exchange: this.exchange,
+      stage: "feed",
+      reason,
+      detail: cut ? `${detail} (frame cut from ${frame.length} characters)` : detail,
+      frame: cut ? frame.slice(0, this.#frameMax) : frame,
+      at_us: wallClockUs(),
+    });
+    const now = this.#clock.now();
+    this.#malformedSinceWarn++;
+    if (now - this.#lastMalformedWarn >= MALFORMED_WARN_INTERVAL_MS) {
+      this.#log.warn("malformed frame dead-lettered", {
+        exchange: this.exchange,
+        detail,
+        count: this.#malformedSinceWarn,
+        ...(error !== undefined && !(error instanceof MalformedFrameError) ? { error } : {}),
+      });
+      this.#lastMalformedWarn = now;
+      this.#malformedSinceWarn = 0;
+    } else {
+      this.#log.debug("malformed frame dead-lettered", { exchange: this.exchange, detail });
+    }
+  }
+
+  /** Counts a resync that needed no reconnect. */
+  resynced(reason: string): void {
+    this.status.resyncs++;
+    this.#log.info("order book resynced", { exchange: this.exchange, reason });
+  }
+
+  /** Records a venue or connection error for health. */
+  error(message: string): void {
+    this.status.last_error = message;
+    this.#log.warn("feed error", { exchange: this.exchange, message });
+  }
+
+  /** Flushes what is pending and stops the batch timer; later events are published unbatched. */
+  close(): void {
+    this.#closed = true;
+    this.#timerAbort.abort();
+    this.flush();
+  }
+
+  #armTimer(): void {
+    this.#timerArmed = true;
+    this.#clock.sleep(this.#batchMs, this.#timerAbort.signal).then(() => {
+      this.#timerArmed = false;
+      try {
+        this.flush();
+      } catch (error) {
+        this.#onFatal(error);
+      }
+    }, () => {
+      this.#timerArmed = false;
+    });
+  }
+
+  #publish(batch: Batch): void {
+    const events = batch.events;
+    batch.events = [];
+    const last = events[events.length - 1]!;
+    this.status.events += events.length;
+    this.status.lag_ms = (last.ts_local - last.ts_exchange) / 1000;
+    this.#sink(batch.subject, events);
+  }
+
+  #oversize(subject: string, event: MarketEvent, bytes: number): void {
+    this.status.events--;
+    this.status.malformed++;
+    const detail = `Event of ${bytes} bytes exceeds the NATS payload limit on ${subject}`;
+    this.#deadLetters({
+      exchange: this.exchange,
+      stage: "feed",
+      reason: "oversize",
+      detail,
+      at_us: wallClockUs(),
+    });
+    this.#log.error("event too large to publish", {
+      exchange: this.exchange,
+      subject,
+      bytes,
+      kind: event.kind,
+    });
+  }
+}
+
+function newBatch(subject: string): Batch {
+  return { subject, events: [], queued: false };
+}
+
+function errorDetail(error: unknown): string {
+  if (error instanceof MalformedFrameError) return error.message;
+  if (error instanceof Error) return `${error.name}: ${error.message}`;
+  return String(error);
+}
+
+/** Options of {@linkcode natsEventSink}. */
+export interface NatsEventSinkOptions {
+  /** Called for an event that alone exceeds the server's payload limit (it is not published). */
+  onOversize?: (subject: string, event: MarketEvent, bytes: number) => void;
+}
+
+/**
+ * The default {@linkcode EventSink}: publishes the batch as one JSON array.
+ * A batch above the server's payload limit is split in halves until each
+ * part fits; a single event above it goes to `onOversize`.
+ */
+export function natsEventSink(nats: NatsConnection, options: NatsEventSinkOptions = {}): EventSink {
+  const publish = (subject: string, events: MarketEvent[]): void => {
+    const payload = encodeJson(events);
+    const limit = nats.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
+    if (payload.length <= limit) {
+      nats.publish(subject, payload);
+    } else if (events.length > 1) {
+      const half = events.length >> 1;
+      publish(subject, events.slice(0, half));
+      publish(subject, events.slice(half));
+    } else {
+      options.onOversize?.(subject, events[0]!, payload.length);
+    }
+  };
+  return publish;
+}
+
+/** The default {@linkcode DeadLetterSink}: publishes the letter on `dlq.md.<exchange>`. */
+export function natsDeadLetterSink(nats: NatsConnection): DeadLetterSink {
+  return (letter) => nats.publish(dlqSubject(letter.exchange), encodeJson(letter));
+}
+
+/** What a feed needs. */
+export interface FeedDeps {
+  /** NATS connection; required unless both `sink` and `deadLetters` are given. */
+  nats?: NatsConnection | undefined;
+  /** The shared figures; the feed writes `status.feed(exchange)`. */
+  status: MarketStatus;
+  /** Logger. @default {nullLogger} */
+  log?: Logger | undefined;
+  /** Clock for timers, backoff, watchdog and status times. @default {systemClock} */
+  clock?: Clock | undefined;
+  /** Timing and batching. @default {{}} (every DEFAULT_*) */
+  options?: FeedOptions | undefined;
+  /** Opens the socket. @default {(url) => new WebSocket(url)} */
+  webSocket?: WebSocketFactory | undefined;
+  /** Serves `io.fetchText`. @default {fetchText} */
+  fetchText?: FetchText | undefined;
+  /** Sees every frame before it is parsed (record). @default {undefined} */
+  onRawFrame?: RawFrameTap | undefined;
+  /** Where batches go. @default {NATS, see natsEventSink} */
+  sink?: EventSink | undefined;
+  /** Where dead letters go. @default {NATS, see natsDeadLetterSink} */
+  deadLetters?: DeadLetterSink | undefined;
+  /** µs clock stamping received frames. @default {wallClockUs} */
+  nowUs?: (() => number) | undefined;
+  /** Source of the backoff jitter, uniform in [0, 1). @default {Math.random} */
+  random?: (() => number) | undefined;
+  /** Child name. @default {`feed-${exchange}`} */
+  name?: string | undefined;
+}
+
+/**
+ * The child spec of a live feed for `session` (restart `permanent`). Its
+ * `done` resolves when the supervisor stops it and rejects when the runtime
+ * itself fails (not on bad input, not on connection trouble).
+ */
+export function feedActor(session: VenueSession, deps: FeedDeps): ChildSpec {
+  const name = deps.name ?? `feed-${session.exchange}`;
+  if (!name || name.includes("/")) throw new TypeError(`Invalid feed name: "${name}"`);
+  if (!deps.nats && (!deps.sink || !deps.deadLetters)) {
+    throw new TypeError(`Feed ${name} needs nats unless both sink and deadLetters are given`);
+  }
+  resolveTiming(deps.options ?? {}); // bad settings fail here, not at each start
+  const batchMs = deps.options?.publish_batch_ms ?? DEFAULT_PUBLISH_BATCH_MS;
+  const batchMax = deps.options?.publish_batch_max ?? DEFAULT_PUBLISH_BATCH_MAX;
+  if (!(batchMs >= 0)) throw new RangeError(`publish_batch_ms must be >= 0, got ${batchMs}`);
+  if (!Number.isInteger(batchMax) || batchMax < 1) {
+    throw new RangeError(`publish_batch_max must be a positive integer, got ${batchMax}`);
+  }
+  return { name, start: (signal) => startFeed(session, deps, name, signal) };
+}
+
+function startFeed(
+  session: VenueSession,
+  deps: FeedDeps,
+  name: string,
+  signal: AbortSignal,
+): Running {
+  const feed = new LiveFeed(session, deps, name, signal);
+  const done = feed.run();
+  done.catch(() => {});
+  return { ready: Promise.resolve(), done, stats: (): ChildStats => ({ kind: "worker" }) };
+}
+
+const decoder = new TextDecoder();
+
+interface ConnectionEnd {
+  opened: boolean;
+  upMs: number;
+  reason: string;
+}
+
+/** One feed's connection loop. */
+class LiveFeed {
+  readonly #session: VenueSession;
+  readonly #exchange: Exchange;
+  readonly #signal: AbortSignal;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  readonly #status: FeedStatus;
+  readonly #output: FeedOutput;
+  readonly #webSocket: WebSocketFactory;
+  readonly #fetchText: FetchText;
+  readonly #tap: RawFrameTap | undefined;
+  readonly #nowUs: () => number;
+  readonly #random: () => number;
+  readonly #staleAfterMs: number;
+  readonly #initialMs: number;
+  readonly #maxMs: number;
+  readonly #stableAfterMs: number;
+  readonly #tickMs: number;
+  readonly #closeTimeoutMs: number;
+  /** Aborts on stop or on a runtime failure: ends sleeps and the open connection. */
+  readonly #halt = new AbortController();
+  #fatal: { error: unknown } | null = null;
+
+  constructor(session: VenueSession, deps: FeedDeps, name: string, signal: AbortSignal) {
+    const options = deps.options ?? {};
+    this.#session = session;
+    this.#exchange = session.exchange;
+    this.#signal = signal;
+    this.#clock = deps.clock ?? systemClock;
+    this.#log = (deps.log ?? nullLogger).child({ actor: name, exchange: session.exchange });
+    this.#status = deps.status.feed(session.exchange);
+    this.#webSocket = deps.webSocket ?? ((url) => new WebSocket(url));
+    this.#fetchText = deps.fetchText ?? fetchText;
+    this.#tap = deps.onRawFrame;
+    this.#nowUs = deps.nowUs ?? wallClockUs;
+    this.#random = deps.random ?? Math.random;
+    const timing = resolveTiming(options);
+    this.#staleAfterMs = timing.staleAfterMs;
+    this.#initialMs = timing.initialMs;
+    this.#maxMs = timing.maxMs;
+    this.#stableAfterMs = timing.stableAfterMs;
+    this.#tickMs = timing.tickMs;
+    this.#closeTimeoutMs = timing.closeTimeoutMs;
+    this.#output = new FeedOutput(session.exchange, this.#status, {
+      nats: deps.nats,
+      sink: deps.sink,
+      deadLetters: deps.deadLetters,
+      batchMs: options.publish_batch_ms,
+      batchMax: options.publish_batch_max,
+      clock: this.#clock,
+      log: this.#log,
+      onFatal: (error) => this.#fail(error),
+    });
+  }
+
+  async run(): Promise<void> {
+    const stop = () => this.#halt.abort();
+    this.#signal.addEventListener("abort", stop, { once: true });
+    if (this.#signal.aborted) stop();
+    const status = this.#status;
+    let attempt = 0;
+    try {
+      while (!this.#halt.signal.aborted) {
+        const end = await this.#connect();
+        if (this.#halt.signal.aborted) break;
+        if (end.opened && end.upMs >= this.#stableAfterMs) attempt = 0;
+        const delayMs = backoffDelay(attempt, {
+          initialMs: this.#initialMs,
+          maxMs: this.#maxMs,
+          random: this.#random,
+        });
+        attempt = Math.min(attempt + 1, 64);
+        status.reconnects++;
+        status.state = "disconnected";
+        status.connected_at = null;
+        this.#log.info("feed reconnecting", { reason: end.reason, delay_ms: delayMs, attempt });
+        try {
+          await this.#clock.sleep(delayMs, this.#halt.signal);
+        } catch {
+          break;
+        }
+      }
+    } finally {
+      this.#signal.removeEventListener("abort", stop);
+      status.state = "stopped";
+      status.connected_at = null;
+      try {
+        this.#output.close();
+      } catch (error) {
+        this.#fatal ??= { error };
+      }
+    }
+    if (this.#fatal) throw this.#fatal.error;
+    this.#log.debug("feed stopped");
+  }
+
+  /** A failure of the runtime itself: ends the loop, and `done` rejects with it. */
+  #fail(error: unknown): void {
+    if (this.#fatal) return;
+    this.#fatal = { error };
+    this.#log.error("feed failed", { error });
+    this.#halt.abort();
+  }
+
+  /** One connection, from opening the socket to its close; never rejects. */
+  #connect(): Promise<ConnectionEnd> {
+    const session = this.#session;
+    const status = this.#status;
+    const clock = this.#clock;
+    const log = this.#log;
+    const output = this.#output;
+    status.state = "connecting";
+    return new Promise<ConnectionEnd>((resolve) => {
+      const connection = new AbortController();
+      let ws: WebSocket;
+      let opened = false;
+      let openedAt = 0;
+      let closing = false;
+      let ended = false;
+      let closeTimer: ReturnType<typeof setTimeout> | undefined;
+      let closeReason = "";
+
+      const end = (reason: string) => {
+        if (ended) return;
+        ended = true;
+        clearTimeout(closeTimer);
+        this.#halt.signal.removeEventListener("abort", onHalt);
+        connection.abort();
+        if (opened) {
+          try {
+            session.onClose();
+          } catch (error) {
+            log.error("session onClose failed", { error });
+          }
+          status.venue = safeStatus(session, log);
+        }
+        resolve({ opened, upMs: opened ? clock.now() - openedAt : 0, reason });
+      };
+
+      const requestClose = (code: number, reason: string) => {
+        if (closing || ended) return;
+        closing = true;
+        closeReason = reason;
+        try {
+          ws.close(code, code === 1000 ? "" : "reconnect");
+        } catch (error) {
+          log.debug("socket close failed", { error });
+        }
+        closeTimer = setTimeout(() => {
+          log.warn("socket did not report its close in time; abandoned", { reason });
+          end(reason);
+        }, this.#closeTimeoutMs);
+      };
+
+      const onHalt = () => requestClose(1000, this.#fatal ? "runtime failure" : "stopping");
+
+      const io: SessionIO = {
+        send: (text) => {
+          if (!closing && !ended && ws.readyState === WebSocket.OPEN) ws.send(text);
+          else log.debug("send dropped: socket not open");
+        },
+        reconnect: (reason, options) => {
+          if (closing || ended) return;
+          if (options?.resync) status.resyncs++;
+          log.info("session asked for a reconnect", {
+            reason,
+            resync: options?.resync ?? false,
+          });
+          requestClose(RECONNECT_CLOSE_CODE, reason);
+        },
+        emit: (events) => {
+          if (ended) {
+            log.debug("events emitted after the connection closed were dropped", {
+              count: events.length,
+            });
+            return;
+          }
+          try {
+            output.emit(events);
+          } catch (error) {
+            this.#fail(error);
+          }
+        },
+        resynced: (reason) => output.resynced(reason),
+        error: (message) => output.error(message),
+        fetchText: (url) => this.#fetchText(url, connection.signal),
+        signal: connection.signal,
+        log,
+      };
+
+      try {
+        ws = this.#webSocket(session.url());
+      } catch (error) {
+        const message = error instanceof Error ? error.message : String(error);
+        status.last_error = `Cannot open WebSocket: ${message}`;
+        log.warn("cannot open WebSocket", { error });
+        end(status.last_error);
+        return;
+      }
+      ws.binaryType = "arraybuffer";
+      this.#halt.signal.addEventListener("abort", onHalt, { once: true });
+      if (this.#halt.signal.aborted) onHalt();
+
+      ws.onopen = () => {
+        if (closing || ended) return;
+        opened = true;
+        openedAt = clock.now();
+        status.state = "subscribing";
+        status.connected_at = openedAt;
+        log.info("feed connected", { url: redactQuery(session.url()) });
+        void this.#watchdog(openedAt, connection.signal, requestClose);
+        void this.#ticker(io, connection.signal);
+        const failed = (error: unknown) => {
+          if (ended) return;
+          const message = error instanceof Error ? error.message : String(error);
+          output.error(`Subscribing failed: ${message}`);
+          requestClose(RECONNECT_CLOSE_CODE, "subscribe failed");
+        };
+        try {
+          const result = session.onOpen(io);
+          if (result instanceof Promise) result.catch(failed);
+        } catch (error) {
+          failed(error);
+        }
+        status.venue = safeStatus(session, log);
+      };
+
+      ws.onmessage = (event: MessageEvent) => {
+        if (closing || ended) return;
+        try {
+          const data = event.data;
+          const frame = typeof data === "string"
+            ? data
+            : decoder.decode(data instanceof ArrayBuffer ? data : new Uint8Array());
+          const receivedUs = this.#nowUs();
+          if (status.state === "subscribing") status.state = "live";
+          this.#tap?.(this.#exchange, frame, receivedUs);
+          output.frame(session, frame, receivedUs, io);
+        } catch (error) {
+          this.#fail(error);
+        }
+      };
+
+      let socketError = "";
+      ws.onerror = (event: Event) => {
+        socketError = event instanceof ErrorEvent && event.message
+          ? event.message
+          : "WebSocket error";
+        if (!closing) status.last_error = socketError;
+        log.debug("socket error", { message: socketError });
+      };
+
+      ws.onclose = (event: CloseEvent) => {
+        const reason = closing
+          ? closeReason
+          : !opened
+          ? `connection failed${socketError ? `: ${socketError}` : ""}`
+          : `closed by the venue or the network (code ${event.code}${
+            event.reason ? `: ${event.reason}` : ""
+          })`;
+        if (!closing && opened) log.warn("feed connection lost", { code: event.code });
+        end(reason);
+      };
+    });
+  }
+
+  /** Reconnects once no frame has arrived for `stale_after_ms`. */
+  async #watchdog(
+    openedAt: number,
+    signal: AbortSignal,
+    requestClose: (code: number, reason: string) => void,
+  ): Promise<void> {
+    try {
+      for (;;) {
+        const last = Math.max(openedAt, this.#status.last_message_at ?? 0);
+        const silentMs = this.#clock.now() - last;
+        if (silentMs >= this.#staleAfterMs) {
+          this.#log.warn("feed is stale; reconnecting", { silent_ms: silentMs });
+          requestClose(RECONNECT_CLOSE_CODE, `no frame for ${silentMs} ms`);
+          return;
+        }
+        await this.#clock.sleep(this.#staleAfterMs - silentMs, signal);
+      }
+    } catch {
+      // The connection ended.
+    }
+  }
+
+  /** Calls `session.onTick` every `tick_ms` and refreshes the venue figures. */
+  async #ticker(io: SessionIO, signal: AbortSignal): Promise<void> {
+    try {
+      for (;;) {
+        await this.#clock.sleep(this.#tickMs, signal);
+        try {
+          this.#session.onTick?.(io, this.#clock.now());
+        } catch (error) {
+          this.#log.error("session onTick failed", { error });
+        }
+        this.#status.venue = safeStatus(this.#session, this.#log);
+      }
+    } catch {
+      // The connection ended.
+    }
+  }
+}
+
+/** `session.status()`, or `{}` when it throws. */
+export function safeStatus(session: VenueSession, log: Logger): Record<string, unknown> {
+  try {
+    return session.status();
+  } catch (error) {
+    log.error("session status failed", { error });
+    return {};
+  }
+}
+
+function resolveTiming(options: FeedOptions) {
+  const initialMs = positive(
+    options.reconnect_initial_ms,
+    DEFAULT_RECONNECT_INITIAL_MS,
+    "reconnect_initial_ms",
+  );
+  return {
+    staleAfterMs: positive(options.stale_after_ms, DEFAULT_STALE_AFTER_MS, "stale_after_ms"),
+    initialMs,
+    maxMs: Math.max(
+      initialMs,
+      positive(options.reconnect_max_ms, DEFAULT_RECONNECT_MAX_MS, "reconnect_max_ms"),
+    ),
+    stableAfterMs: positive(options.stable_after_ms, DEFAULT_STABLE_AFTER_MS, "stable_after_ms"),
+    tickMs: positive(options.tick_ms, DEFAULT_TICK_MS, "tick_ms"),
+    closeTimeoutMs: positive(
+      options.close_timeout_ms,
+      DEFAULT_CLOSE_TIMEOUT_MS,
+      "close_timeout_ms",
+    ),
+  };
+}
+
+function positive(value: number | undefined, fallback: number, key: string): number {
+  const result = value ?? fallback;
+  if (!(result > 0) || !Number.isFinite(result)) {
+    throw new RangeError(`Feed option ${key} must be a positive number, got ${result}`);
+  }
+  return result;
+}
+
+/** The URL without its query (which may hold tokens), for logs. */
+function redactQuery(url: string): string {
+  const index = url.indexOf("?");
+  return index < 0 ? url : `${url.slice(0, index)}?…`;
+}

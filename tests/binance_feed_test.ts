@@ -1,0 +1,784 @@
+import assert from "node:assert/strict";
+import { connect } from "@nats-io/transport-node";
+import { feedActor } from "../actors/feed.ts";
+import { decodeJson } from "../adapters/codec.ts";
+import { DEFAULT_CONFIG } from "../config/mod.ts";
+import { RecordingClock } from "../lib/clock.ts";
+import { nullLogger } from "../lib/log.ts";
+import {
+  type BookEvent,
+  type Level,
+  MalformedFrameError,
+  type MarketEvent,
+  type TopEvent,
+  type TradeEvent,
+} from "../market/events.ts";
+import { OrderBook } from "../market/order_book.ts";
+import { type FeedStatus, MarketStatus } from "../market/status.ts";
+import { type DeadLetter, dlqSubject } from "../market/subjects.ts";
+import type { SessionIO } from "../venues/session.ts";
+import {
+  binanceDepthWeight,
+  BinanceSession,
+  binanceSession,
+  type BinanceSessionConfig,
+  type BinanceSessionStatus,
+} from "../venues/binance/session.ts";
+import { binanceSymbol } from "../venues/binance/symbols.ts";
+import { deadline, waitFor } from "./_helpers.ts";
+import {
+  FakeBinanceMarket,
+  type FakeBinanceServer,
+  serverShutdownFrame,
+  startBinanceServer,
+} from "./fakes/binance_server.ts";
+
+const FIXTURES = new URL("../../shared/fixtures/binance/", import.meta.url);
+const NKN = Deno.readTextFileSync(new URL("nknusdt_snapshot_then_depth_diffs.raw.jsonl", FIXTURES))
+  .split("\n").filter((line) => line !== "");
+const RX = 1_786_000_000_000_000;
+const NATS_URL = Deno.env.get("NATS_URL") ?? "nats://127.0.0.1:4222";
+
+function config(overrides: Partial<BinanceSessionConfig> = {}): BinanceSessionConfig {
+  return {
+    ws_url: "ws://127.0.0.1:1",
+    rest_url: "http://127.0.0.1:1",
+    symbols: ["BTC-USDT"],
+    channels: ["trades", "book", "top"],
+    snapshot_limit: 100,
+    ...overrides,
+  };
+}
+
+/** A SessionIO that records what the session asks for; REST answers come from `respond`. */
+class FakeIO implements SessionIO {
+  readonly sent: string[] = [];
+  readonly reconnects: string[] = [];
+  readonly emitted: MarketEvent[] = [];
+  readonly resyncs: string[] = [];
+  readonly errors: string[] = [];
+  readonly fetches: string[] = [];
+  readonly log = nullLogger;
+  readonly #controller = new AbortController();
+  readonly signal = this.#controller.signal;
+  respond: (url: string) => Promise<string>;
+
+  constructor(respond: (url: string) => Promise<string> = () => new Promise(() => {})) {
+    this.respond = respond;
+  }
+
+  send(text: string): void {
+    this.sent.push(text);
+  }
+  reconnect(reason: string): void {
+    this.reconnects.push(reason);
+  }
+  emit(events: MarketEvent[]): void {
+    this.emitted.push(...events);
+  }
+  resynced(reason: string): void {
+    this.resyncs.push(reason);
+  }
+  error(message: string): void {
+    this.errors.push(message);
+  }
+  fetchText(url: string): Promise<string> {
+    this.fetches.push(url);
+    return this.respond(url);
+  }
+  /** The connection closed: aborts the signal. */
+  close(): void {
+    this.#controller.abort(new Error("closed"));
+  }
+}
+
+/** A REST answer served from the fake market's current books. */
+function restFrom(market: FakeBinanceMarket): (url: string) => Promise<string> {
+  return (url) => {
+    const params = new URL(url).searchParams;
+    return Promise.resolve(
+      market.book(params.get("symbol")!).snapshotBody(Number(params.get("limit"))),
+    );
+  };
+}
+
+/** Applies published book events to a book, as a consumer would. */
+function replay(events: readonly MarketEvent[], symbol: string): OrderBook {
+  const book = new OrderBook();
+  for (const event of events) {
+    if (event.kind !== "book" || event.symbol !== symbol) continue;
+    if (event.action === "snapshot") book.replace(event.bids, event.asks);
+    else book.applyAll(event.bids, event.asks);
+  }
+  return book;
+}
+
+const BIDS: Level[] = [["100.00", "1.000"], ["99.50", "2.000"], ["99.00", "3.000"]];
+const ASKS: Level[] = [["100.50", "1.500"], ["101.00", "2.500"], ["102.00", "4.000"]];
+
+function seeded(symbols: readonly string[] = ["BTC-USDT"]): FakeBinanceMarket {
+  const market = new FakeBinanceMarket(symbols, { now: () => 1_786_000_000_123 });
+  for (const book of market.books.values()) book.apply(BIDS, ASKS);
+  return market;
+}
+
+// ---- URL ------------------------------------------------------------------
+
+Deno.test("binance session url names a combined stream per symbol and channel", () => {
+  const session = binanceSession(config({
+    ws_url: "wss://stream.binance.com:9443",
+    symbols: ["BTC-USDT", "ETH-BTC"],
+  }));
+  assert.equal(
+    session.url(),
+    "wss://stream.binance.com:9443/stream?streams=btcusdt@depth@100ms/btcusdt@trade/" +
+      "btcusdt@bookTicker/ethbtc@depth@100ms/ethbtc@trade/ethbtc@bookTicker",
+  );
+  const tradesOnly = binanceSession(config({ channels: ["trades"] }));
+  assert.equal(tradesOnly.url(), "ws://127.0.0.1:1/stream?streams=btcusdt@trade");
+  assert.equal(tradesOnly.status().books_total, 0);
+});
+
+Deno.test("binance session for the default config fits one connection", () => {
+  const session = binanceSession(DEFAULT_CONFIG.exchanges.binance);
+  const status = session.status();
+  assert.equal(status.streams, 72);
+  assert.equal(status.books_total, 24);
+  assert.equal(status.books_synced, 0);
+});
+
+Deno.test("binance session refuses more streams than one connection carries", () => {
+  const symbols = Array.from({ length: 342 }, (_, i) => `S${i}-USDT`);
+  assert.throws(() => binanceSession(config({ symbols })), RangeError);
+  assert.throws(() => binanceSession(config({ symbols: ["btcusdt"] })), TypeError);
+  assert.throws(() => binanceSession(config(), { snapshotConcurrency: 0 }), RangeError);
+});
+
+// ---- books ----------------------------------------------------------------
+
+Deno.test("binance session syncs the real NKNUSDT snapshot and 150 diffs", async () => {
+  const session = binanceSession(config({ symbols: ["NKN-USDT"], snapshot_limit: 1000 }));
+  const io = new FakeIO(() => Promise.resolve(NKN[0]!));
+  try {
+    // The stream runs ahead of the snapshot: a few diffs buffer before it arrives.
+    let answer!: (body: string) => void;
+    io.respond = () => new Promise((resolve) => answer = resolve);
+    session.onOpen(io);
+    assert.deepEqual(io.fetches, [
+      "http://127.0.0.1:1/api/v3/depth?symbol=NKNUSDT&limit=1000",
+    ]);
+    const returned: MarketEvent[] = [];
+    for (const frame of NKN.slice(1, 6)) returned.push(...session.onFrame(frame, RX, io));
+    assert.equal(returned.length, 0);
+    assert.equal(session.status().books["NKN-USDT"]?.buffered_diffs, 5);
+    answer(NKN[0]!);
+    await waitFor(() => io.emitted.length === 1, 2_000, "snapshot event");
+    const snapshot = io.emitted[0] as BookEvent;
+    assert.equal(snapshot.action, "snapshot");
+    assert.equal(snapshot.symbol, "NKN-USDT");
+    for (const frame of NKN.slice(6)) returned.push(...session.onFrame(frame, RX, io));
+    assert.equal(returned.length, 145);
+    assert.ok(returned.every((event) => event.kind === "book" && event.action === "delta"));
+    // Deltas chain on from the snapshot's sequence.
+    const sequences = returned.map((event) => (event as BookEvent).sequence!);
+    assert.ok(sequences.every((seq, i) => i === 0 || seq > sequences[i - 1]!));
+    assert.deepEqual(io.resyncs, []);
+
+    // What a consumer rebuilds equals an independent replay of the fixture.
+    const expected = new OrderBook();
+    const rest = JSON.parse(NKN[0]!);
+    expected.replace(rest.bids, rest.asks);
+    for (const line of NKN.slice(1)) {
+      const { data } = JSON.parse(line);
+      if (data.u > rest.lastUpdateId) expected.applyAll(data.b, data.a);
+    }
+    const rebuilt = replay([...io.emitted, ...returned], "NKN-USDT");
+    assert.deepEqual(rebuilt.levels("bid"), expected.levels("bid"));
+    assert.deepEqual(rebuilt.levels("ask"), expected.levels("ask"));
+    const status = session.status();
+    assert.equal(status.books_synced, 1);
+    assert.equal(status.books["NKN-USDT"]?.snapshots, 1);
+  } finally {
+    io.close();
+  }
+});
+
+Deno.test("binance session fetches at most snapshotConcurrency snapshots at once", async () => {
+  const symbols = DEFAULT_CONFIG.exchanges.binance.symbols;
+  const market = seeded(symbols);
+  const waiting: Array<() => void> = [];
+  let inFlight = 0;
+  let most = 0;
+  const io = new FakeIO((url) => {
+    inFlight++;
+    most = Math.max(most, inFlight);
+    return new Promise((resolve) => {
+      waiting.push(() => {
+        inFlight--;
+        resolve(restFrom(market)(url));
+      });
+    });
+  });
+  try {
+    const session = binanceSession(config({ symbols }), { snapshotConcurrency: 3 });
+    session.onOpen(io);
+    assert.equal(io.fetches.length, 3);
+    assert.equal(session.status().snapshots_queued, 21);
+    while (io.emitted.length < symbols.length) {
+      await waitFor(() => waiting.length > 0, 2_000, "a pending fetch");
+      waiting.shift()!();
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    assert.equal(most, 3);
+    assert.equal(io.fetches.length, 24);
+    assert.equal(new Set(io.fetches).size, 24);
+    assert.equal(session.status().books_synced, 24);
+  } finally {
+    io.close();
+  }
+});
+
+Deno.test("binance session keeps snapshots within the REST weight budget per minute", async () => {
+  const symbols = DEFAULT_CONFIG.exchanges.binance.symbols.slice(0, 8);
+  const market = seeded(symbols);
+  const clock = new RecordingClock();
+  const io = new FakeIO(restFrom(market));
+  try {
+    // 5,000 levels weigh 250: four fit a budget of 1,000, the rest wait for the minute to pass.
+    assert.equal(binanceDepthWeight(5000), 250);
+    const session = binanceSession(config({ symbols, snapshot_limit: 5000 }), {
+      clock,
+      snapshotConcurrency: 8,
+      snapshotWeightPerMinute: 1_000,
+    });
+    session.onOpen(io);
+    assert.equal(io.fetches.length, 4);
+    assert.deepEqual(clock.sleeps, [60_000]);
+    await waitFor(() => session.status().books_synced === 8, 2_000, "every book synced");
+    assert.equal(io.fetches.length, 8);
+    assert.deepEqual(clock.sleeps, [60_000]);
+    // The first four aged out of the window; the last four are what the minute holds.
+    assert.equal(session.status().snapshot_weight_1m, 1_000);
+  } finally {
+    io.close();
+  }
+});
+
+Deno.test("binance session resyncs a gap with a fresh snapshot of that symbol only", async () => {
+  const market = seeded(["BTC-USDT", "ETH-USDT"]);
+  const session = binanceSession(config({ symbols: ["BTC-USDT", "ETH-USDT"] }));
+  const io = new FakeIO(restFrom(market));
+  try {
+    session.onOpen(io);
+    await waitFor(() => session.status().books_synced === 2, 2_000, "both books synced");
+    const published: MarketEvent[] = [...io.emitted];
+    published.push(
+      ...session.onFrame(market.depthUpdate("BTCUSDT", [["100.00", "1.100"]], []), RX, io),
+    );
+    assert.equal(published.length, 3);
+    // One change is never sent: the next diff does not follow.
+    const gapped = market.depthUpdate("BTCUSDT", [["99.50", "0"]], [], {
+      hidden: { bids: [["98.00", "7.000"]], asks: [] },
+    });
+    assert.deepEqual(session.onFrame(gapped, RX, io), []);
+    assert.equal(io.resyncs.length, 1);
+    assert.match(io.resyncs[0]!, /^BTCUSDT: Gap/);
+    assert.deepEqual(io.reconnects, []);
+    await waitFor(() => io.emitted.length === 3, 2_000, "fresh snapshot");
+    assert.equal(io.fetches.filter((url) => url.includes("BTCUSDT")).length, 2);
+    assert.equal(io.fetches.filter((url) => url.includes("ETHUSDT")).length, 1);
+    published.push(io.emitted[2]!);
+    published.push(
+      ...session.onFrame(market.depthUpdate("BTCUSDT", [], [["100.50", "0"]]), RX, io),
+    );
+    const rebuilt = replay(published, "BTC-USDT");
+    const book = market.book("BTCUSDT");
+    assert.deepEqual(rebuilt.levels("bid"), book.levels("bid"));
+    assert.deepEqual(rebuilt.levels("ask"), book.levels("ask"));
+    const status = session.status();
+    assert.equal(status.resyncs, 1);
+    assert.equal(status.books["BTC-USDT"]?.resyncs, 1);
+    assert.equal(status.books["BTC-USDT"]?.state, "synced");
+    assert.equal(status.books["ETH-USDT"]?.resyncs, 0);
+  } finally {
+    io.close();
+  }
+});
+
+Deno.test("binance session retries a failed snapshot with backoff and reports it", async () => {
+  const market = seeded();
+  const clock = new RecordingClock();
+  let calls = 0;
+  const io = new FakeIO((url) => {
+    calls++;
+    if (calls <= 2) return Promise.reject(new Error("HTTP 429 Too Many Requests"));
+    if (calls === 3) return Promise.resolve('{"code":-1003,"msg":"Too much request weight used"}');
+    return restFrom(market)(url);
+  });
+  try {
+    const session = binanceSession(config(), {
+      clock,
+      snapshotRetryInitialMs: 100,
+      snapshotRetryMaxMs: 1_000,
+    });
+    session.onOpen(io);
+    await waitFor(() => session.status().books_synced === 1, 2_000, "book synced");
+    assert.equal(calls, 4);
+    assert.equal(io.errors.length, 3);
+    assert.match(io.errors[0]!, /^Depth snapshot of BTCUSDT failed: HTTP 429/);
+    assert.match(io.errors[2]!, /error response -1003/);
+    assert.equal(clock.sleeps.length, 3);
+    assert.ok(clock.sleeps[0]! >= 80 && clock.sleeps[0]! <= 120, `first delay ${clock.sleeps}`);
+    assert.ok(clock.sleeps[2]! > clock.sleeps[0]!, `delays grow: ${clock.sleeps}`);
+    assert.equal(session.status().books["BTC-USDT"]?.snapshot_failures, 3);
+    assert.equal(session.status().resyncs, 0);
+  } finally {
+    io.close();
+  }
+});
+
+Deno.test("binance session fetches again when the snapshot is older than the stream", async () => {
+  const market = seeded();
+  const clock = new RecordingClock();
+  const stale = market.book("BTCUSDT").snapshotBody(100);
+  let answer!: (body: string) => void;
+  const io = new FakeIO(() => new Promise((resolve) => answer = resolve));
+  try {
+    const session = binanceSession(config(), { clock });
+    session.onOpen(io);
+    // The first diff to arrive is two ids past the snapshot being fetched.
+    market.depthUpdate("BTCUSDT", [["98.00", "1.000"]], []);
+    session.onFrame(market.depthUpdate("BTCUSDT", [["97.00", "1.000"]], []), RX, io);
+    io.respond = restFrom(market);
+    answer(stale);
+    await waitFor(() => session.status().books_synced === 1, 2_000, "book synced");
+    const status = session.status();
+    assert.equal(status.books["BTC-USDT"]?.stale_snapshots, 1);
+    assert.equal(status.resyncs, 0);
+    assert.equal(clock.sleeps.length, 1);
+    const rebuilt = replay(io.emitted, "BTC-USDT");
+    assert.deepEqual(rebuilt.levels("bid"), market.book("BTCUSDT").levels("bid"));
+  } finally {
+    io.close();
+  }
+});
+
+Deno.test("binance session drops books on close and ignores a late snapshot", async () => {
+  const market = seeded();
+  const session = binanceSession(config());
+  const first = new FakeIO();
+  let answer!: (body: string) => void;
+  first.respond = () => new Promise((resolve) => answer = resolve);
+  session.onOpen(first);
+  session.onClose();
+  first.close();
+  answer(market.book("BTCUSDT").snapshotBody(100));
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.deepEqual(first.emitted, []);
+  assert.equal(session.status().books["BTC-USDT"]?.state, "waiting");
+
+  const second = new FakeIO(restFrom(market));
+  try {
+    session.onOpen(second);
+    await waitFor(() => second.emitted.length === 1, 2_000, "snapshot on the new connection");
+    assert.equal(session.status().books_synced, 1);
+    session.onClose();
+    assert.equal(session.status().books_synced, 0);
+    assert.equal(session.status().books["BTC-USDT"]?.last_update_id, null);
+  } finally {
+    second.close();
+  }
+});
+
+// ---- other frames -----------------------------------------------------------
+
+Deno.test("binance session returns trades and tops with exact fields", () => {
+  const market = seeded();
+  const session = binanceSession(config());
+  const io = new FakeIO();
+  try {
+    const id = market.nextTradeId;
+    const [trade] = session.onFrame(
+      market.trade("BTCUSDT", "100.25000000", "0.00120000", true, 1_786_000_000_456),
+      RX,
+      io,
+    ) as TradeEvent[];
+    assert.deepEqual(trade, {
+      kind: "trade",
+      exchange: "binance",
+      symbol: "BTC-USDT",
+      venue_symbol: "BTCUSDT",
+      ts_exchange: 1_786_000_000_456_000,
+      ts_local: RX,
+      trade_id: String(id),
+      price: "100.25000000",
+      qty: "0.00120000",
+      side: "sell",
+    });
+    const [top] = session.onFrame(market.bookTicker("BTCUSDT"), RX, io) as TopEvent[];
+    assert.equal(top?.kind, "top");
+    assert.equal(top?.bid_price, "100.00");
+    assert.equal(top?.ask_qty, "1.500");
+  } finally {
+    io.close();
+  }
+});
+
+Deno.test("binance session reconnects on serverShutdown and reports error replies", () => {
+  const session = binanceSession(config());
+  const io = new FakeIO();
+  try {
+    assert.deepEqual(session.onFrame(serverShutdownFrame(1_786_000_000_000), RX, io), []);
+    assert.equal(io.reconnects.length, 1);
+    session.onFrame('{"code":2,"msg":"Invalid request: unknown variant","id":7}', RX, io);
+    assert.deepEqual(io.errors, ["Binance error 2: Invalid request: unknown variant"]);
+    assert.equal(session.status().server_shutdowns, 1);
+    assert.equal(session.status().venue_errors, 1);
+  } finally {
+    io.close();
+  }
+});
+
+Deno.test("binance session throws MalformedFrameError for frames it cannot use", () => {
+  const session = binanceSession(config());
+  const io = new FakeIO();
+  try {
+    for (const frame of ["not json", "[]", '{"stream":"x@trade","data":{"e":"trade"}}']) {
+      assert.throws(() => session.onFrame(frame, RX, io), MalformedFrameError, frame);
+    }
+    const unknown = new FakeBinanceMarket(["DOGE-USDT"]).trade("DOGEUSDT", "0.1", "1", false);
+    assert.throws(() => session.onFrame(unknown, RX, io), MalformedFrameError);
+  } finally {
+    io.close();
+  }
+});
+
+// ---- the real feed runtime, the fake venue and NATS -------------------------
+
+/** A Binance symbol no other test uses, so md.> traffic can be filtered to this test. */
+function uniqueSymbol(quote = "USDT"): string {
+  const id = crypto.randomUUID().replaceAll("-", "").slice(0, 8).toUpperCase();
+  return `T${id}-${quote}`;
+}
+
+interface Harness extends AsyncDisposable {
+  venue: FakeBinanceServer;
+  status: FeedStatus;
+  session: BinanceSession;
+  /** Events received on md.> for this test's symbols, in arrival order. */
+  events: MarketEvent[];
+  /** Every NATS message of this test's symbols, as received (each a JSON array). */
+  messages: Array<{ subject: string; events: MarketEvent[] }>;
+  /** Dead letters on dlq.md.binance whose frame carries this test's token. */
+  letters: DeadLetter[];
+  /** A token to put in garbage frames so their dead letters can be told apart. */
+  token: string;
+  venueStatus(): BinanceSessionStatus;
+}
+
+async function startHarness(
+  symbols: string[],
+  options: { staleAfterMs?: number; seed?: boolean; market?: FakeBinanceMarket } = {},
+): Promise<Harness> {
+  const market = options.market ?? new FakeBinanceMarket(symbols);
+  if (options.seed ?? true) {
+    for (const book of market.books.values()) book.apply(BIDS, ASKS);
+  }
+  const venue = await startBinanceServer({ market });
+  const nc = await connect({ servers: NATS_URL });
+  const wanted = new Set(symbols.map((symbol) => symbol.replaceAll(".", "_")));
+  const token = crypto.randomUUID();
+  const events: MarketEvent[] = [];
+  const messages: Harness["messages"] = [];
+  const letters: DeadLetter[] = [];
+  nc.subscribe("md.*.binance.*", {
+    callback: (error, msg) => {
+      if (error) return;
+      if (!wanted.has(msg.subject.split(".")[3]!)) return;
+      const batch = decodeJson<MarketEvent[]>(msg.data);
+      messages.push({ subject: msg.subject, events: batch });
+      events.push(...batch);
+    },
+  });
+  nc.subscribe(dlqSubject("binance"), {
+    callback: (error, msg) => {
+      if (error) return;
+      const letter = decodeJson<DeadLetter>(msg.data);
+      const frame = letter.frame ?? "";
+      if (frame.includes(token) || symbols.some((s) => frame.includes(binanceSymbol(s)))) {
+        letters.push(letter);
+      }
+    },
+  });
+  await nc.flush();
+  const marketStatus = new MarketStatus();
+  const session = binanceSession({
+    ws_url: venue.wsUrl,
+    rest_url: venue.restUrl,
+    symbols,
+    channels: ["trades", "book", "top"],
+    snapshot_limit: 1000,
+  }, { snapshotRetryInitialMs: 20, snapshotRetryMaxMs: 200 });
+  const controller = new AbortController();
+  const running = feedActor(session, {
+    nats: nc,
+    status: marketStatus,
+    options: {
+      stale_after_ms: options.staleAfterMs ?? 20_000,
+      reconnect_initial_ms: 20,
+      reconnect_max_ms: 100,
+      publish_batch_ms: 0,
+      tick_ms: 50,
+    },
+  }).start(controller.signal);
+  const close = async () => {
+    controller.abort();
+    await deadline(running.done, 5_000, "feed stop");
+    await venue.stop();
+    await nc.drain();
+  };
+  return {
+    venue,
+    status: marketStatus.feed("binance"),
+    session,
+    events,
+    messages,
+    letters,
+    token,
+    venueStatus: () => session.status(),
+    [Symbol.asyncDispose]: close,
+  };
+}
+
+function ofKind<K extends MarketEvent["kind"]>(
+  events: readonly MarketEvent[],
+  kind: K,
+  symbol: string,
+): Extract<MarketEvent, { kind: K }>[] {
+  return events.filter((event) => event.kind === kind && event.symbol === symbol) as Extract<
+    MarketEvent,
+    { kind: K }
+  >[];
+}
+
+/** Waits until what NATS consumers rebuilt for `symbol` equals the fake venue's book. */
+async function bookMatches(h: Harness, symbol: string, what: string): Promise<void> {
+  const book = h.venue.market.book(binanceSymbol(symbol));
+  await waitFor(
+    () => {
+      const rebuilt = replay(h.events, symbol);
+      return JSON.stringify([rebuilt.levels("bid"), rebuilt.levels("ask")]) ===
+        JSON.stringify([book.levels("bid"), book.levels("ask")]);
+    },
+    5_000,
+    what,
+  );
+}
+
+function snapshots(h: Harness, symbol: string): number {
+  return ofKind(h.events, "book", symbol).filter((event) => event.action === "snapshot").length;
+}
+
+Deno.test("binance feed publishes trades, book and top from the fake venue on NATS", async () => {
+  const a = uniqueSymbol();
+  const b = uniqueSymbol("BTC");
+  await using h = await startHarness([a, b]);
+  const before = Date.now() * 1000;
+  // The handshake: one connection whose URL names every stream.
+  await waitFor(() => h.venue.ws.connections === 1, 5_000, "connection");
+  const streams = [...h.venue.streams(h.venue.ws.latest!)];
+  const [sa, sb] = [binanceSymbol(a).toLowerCase(), binanceSymbol(b).toLowerCase()];
+  assert.deepEqual(streams, [
+    `${sa}@depth@100ms`,
+    `${sa}@trade`,
+    `${sa}@bookTicker`,
+    `${sb}@depth@100ms`,
+    `${sb}@trade`,
+    `${sb}@bookTicker`,
+  ]);
+  assert.deepEqual(h.venue.ws.latest!.received, [], "combined streams need no SUBSCRIBE");
+  await waitFor(() => snapshots(h, a) === 1 && snapshots(h, b) === 1, 5_000, "snapshots");
+  assert.deepEqual(h.venue.snapshotRequests.sort(), [binanceSymbol(a), binanceSymbol(b)].sort());
+
+  const va = binanceSymbol(a);
+  h.venue.depthUpdate(va, [["100.00", "0"], ["99.75", "0.250"]], [["100.25", "9.000"]]);
+  h.venue.depthUpdate(va, [], [["100.50", "0.000"]]);
+  const tradeId = h.venue.market.nextTradeId;
+  h.venue.trade(va, "100.25", "0.12500000", false);
+  h.venue.bookTicker(va);
+  await waitFor(() => ofKind(h.events, "top", a).length === 1, 5_000, "top event");
+  const after = Date.now() * 1000 + 1_000;
+
+  const [trade] = ofKind(h.events, "trade", a);
+  assert.ok(trade);
+  assert.equal(trade.exchange, "binance");
+  assert.equal(trade.venue_symbol, va);
+  assert.equal(trade.trade_id, String(tradeId));
+  assert.equal(trade.price, "100.25");
+  assert.equal(trade.qty, "0.12500000");
+  assert.equal(trade.side, "buy");
+  assert.ok(Number.isSafeInteger(trade.ts_exchange) && trade.ts_exchange % 1000 === 0);
+  assert.ok(trade.ts_exchange >= before - 1_000_000 && trade.ts_exchange <= after);
+  assert.ok(
+    Number.isSafeInteger(trade.ts_local) && trade.ts_local >= before && trade.ts_local <= after,
+  );
+
+  const [top] = ofKind(h.events, "top", a);
+  assert.deepEqual(
+    [top?.bid_price, top?.bid_qty, top?.ask_price, top?.ask_qty],
+    ["99.75", "0.250", "100.25", "9.000"],
+  );
+  const deltas = ofKind(h.events, "book", a).filter((event) => event.action === "delta");
+  assert.deepEqual(deltas.map((event) => [event.bids, event.asks]), [
+    [[["100.00", "0"], ["99.75", "0.250"]], [["100.25", "9.000"]]],
+    [[], [["100.50", "0.000"]]],
+  ]);
+  await bookMatches(h, a, "book of A matches the venue");
+  await bookMatches(h, b, "book of B matches the venue");
+  // Every message is a JSON array of one kind and one symbol, on its subject.
+  for (const { subject, events } of h.messages) {
+    assert.ok(events.length >= 1);
+    for (const event of events) {
+      assert.equal(subject, `md.${event.kind}.binance.${event.symbol}`);
+    }
+  }
+  assert.equal(h.status.state, "live");
+  assert.equal(h.status.reconnects, 0);
+  assert.equal(h.status.resyncs, 0);
+  await waitFor(() => (h.status.venue as BinanceSessionStatus).books_synced === 2, 2_000, "status");
+});
+
+Deno.test("binance feed reconnects after a drop or serverShutdown and takes fresh snapshots", async () => {
+  const a = uniqueSymbol();
+  const va = binanceSymbol(a);
+  await using h = await startHarness([a]);
+  await waitFor(() => snapshots(h, a) === 1, 5_000, "first snapshot");
+  h.venue.depthUpdate(va, [["99.00", "0"]], []);
+  await waitFor(() => ofKind(h.events, "book", a).length === 2, 5_000, "delta");
+
+  // A change the feed never hears of (lost with the connection) reaches it through the new snapshot.
+  h.venue.market.book(va).apply([["98.50", "5.000"]], []);
+  h.venue.market.book(va).lastUpdateId += 1;
+  h.venue.drop();
+  await waitFor(() => h.venue.ws.connections === 2, 5_000, "reconnect after the drop");
+  await waitFor(() => snapshots(h, a) === 2, 5_000, "second snapshot");
+  assert.equal(h.venue.snapshotRequests.length, 2);
+  assert.equal(h.status.reconnects, 1);
+  await bookMatches(h, a, "book after the reconnect");
+
+  h.venue.serverShutdown();
+  await waitFor(() => h.venue.ws.connections === 3, 5_000, "reconnect after serverShutdown");
+  await waitFor(() => snapshots(h, a) === 3, 5_000, "third snapshot");
+  h.venue.depthUpdate(va, [], [["101.00", "0"]]);
+  await bookMatches(h, a, "book after serverShutdown");
+  assert.equal(h.status.reconnects, 2);
+  assert.equal(h.status.resyncs, 0);
+  assert.equal(h.venue.ws.openSockets().length, 1);
+});
+
+Deno.test("binance feed heals a sequence gap with a fresh REST snapshot, not a reconnect", async () => {
+  const a = uniqueSymbol();
+  const b = uniqueSymbol();
+  const va = binanceSymbol(a);
+  await using h = await startHarness([a, b]);
+  await waitFor(() => snapshots(h, a) === 1 && snapshots(h, b) === 1, 5_000, "snapshots");
+  // The first fresh snapshot fails (rate limit): retried with backoff.
+  h.venue.failSnapshots(1, 429);
+  h.venue.depthUpdate(va, [["99.50", "0"]], [], {
+    hidden: { bids: [["97.00", "3.300"]], asks: [["103.00", "1.100"]] },
+  });
+  await waitFor(() => snapshots(h, a) === 2, 5_000, "fresh snapshot after the gap");
+  assert.equal(h.status.resyncs, 1);
+  assert.equal(h.status.reconnects, 0);
+  assert.equal(h.venue.ws.connections, 1);
+  assert.match(h.status.last_error ?? "", /Depth snapshot of .* failed: .*429/);
+  assert.deepEqual(
+    h.venue.snapshotRequests.filter((symbol) => symbol === va).length,
+    3,
+    "initial, failed, fresh",
+  );
+  assert.equal(h.venue.snapshotRequests.filter((symbol) => symbol === binanceSymbol(b)).length, 1);
+  h.venue.depthUpdate(va, [["99.00", "0.500"]], []);
+  await bookMatches(h, a, "book after the resync");
+  const venue = h.session.status();
+  assert.equal(venue.books[a]?.resyncs, 1);
+  assert.equal(venue.books[a]?.snapshot_failures, 1);
+  assert.equal(venue.books[b]?.resyncs, 0);
+});
+
+Deno.test("binance feed dead-letters malformed frames with the raw frame and carries on", async () => {
+  const a = uniqueSymbol();
+  const va = binanceSymbol(a);
+  await using h = await startHarness([a]);
+  await waitFor(() => snapshots(h, a) === 1, 5_000, "snapshot");
+  const garbage = `garbage ${h.token}`;
+  const badTrade = JSON.stringify({
+    stream: `${va.toLowerCase()}@trade`,
+    data: { e: "trade", E: 1, s: va, t: 1, p: 100.5, q: "1", T: 1, m: true, M: true },
+  });
+  h.venue.send(garbage);
+  h.venue.send(badTrade);
+  h.venue.trade(va, "100.50", "2.000", true);
+  await waitFor(() => ofKind(h.events, "trade", a).length === 1, 5_000, "good trade");
+  await waitFor(() => h.letters.length === 2, 5_000, "dead letters");
+  assert.deepEqual(h.letters.map((letter) => letter.frame), [garbage, badTrade]);
+  for (const letter of h.letters) {
+    assert.equal(letter.exchange, "binance");
+    assert.equal(letter.stage, "feed");
+    assert.equal(letter.reason, "malformed");
+  }
+  assert.match(h.letters[1]!.detail, /Field p of trade must be a decimal string/);
+  assert.equal(h.status.malformed, 2);
+  assert.equal(h.status.reconnects, 0);
+  assert.equal(ofKind(h.events, "trade", a)[0]?.side, "sell");
+});
+
+Deno.test("binance feed reconnects a silent venue through the watchdog", async () => {
+  const a = uniqueSymbol();
+  await using h = await startHarness([a], { staleAfterMs: 300 });
+  await waitFor(() => snapshots(h, a) === 1, 5_000, "snapshot");
+  h.venue.silent = true;
+  await waitFor(() => h.venue.ws.connections >= 2, 5_000, "watchdog reconnect");
+  h.venue.silent = false;
+  assert.ok(h.status.reconnects >= 1);
+  await waitFor(() => snapshots(h, a) >= 2, 5_000, "snapshot after the reconnect");
+  h.venue.depthUpdate(binanceSymbol(a), [["99.00", "1.250"]], []);
+  await bookMatches(h, a, "book after the watchdog reconnect");
+});
+
+Deno.test("binance feed replays the real NKNUSDT snapshot and diffs through the fake venue", async () => {
+  // The captured frames verbatim, but for the pair's name: a unique one keeps concurrent runs
+  // on the shared NATS apart (update ids, prices and sizes are untouched).
+  const symbol = uniqueSymbol();
+  const venueSymbol = binanceSymbol(symbol);
+  const frames = NKN.slice(1).map((line) =>
+    line.replaceAll("NKNUSDT", venueSymbol).replaceAll("nknusdt", venueSymbol.toLowerCase())
+  );
+  const market = new FakeBinanceMarket([symbol]);
+  await using h = await startHarness([symbol], { market, seed: false });
+  h.venue.snapshotBodies.set(venueSymbol, NKN[0]!);
+  // Frames sent before the venue's side of the socket is open would be lost.
+  await waitFor(() => h.venue.ws.openSockets().length === 1, 5_000, "open connection");
+  for (const line of frames) h.venue.send(line);
+  const lastU = JSON.parse(NKN.at(-1)!).data.u;
+  await waitFor(
+    () => ofKind(h.events, "book", symbol).at(-1)?.sequence === lastU,
+    5_000,
+    "the last diff published",
+  );
+  const expected = new OrderBook();
+  const rest = JSON.parse(NKN[0]!);
+  expected.replace(rest.bids, rest.asks);
+  for (const line of NKN.slice(1)) {
+    const { data } = JSON.parse(line);
+    if (data.u > rest.lastUpdateId) expected.applyAll(data.b, data.a);
+  }
+  const rebuilt = replay(h.events, symbol);
+  assert.deepEqual(rebuilt.levels("bid"), expected.levels("bid"));
+  assert.deepEqual(rebuilt.levels("ask"), expected.levels("ask"));
+  const books = ofKind(h.events, "book", symbol);
+  assert.equal(books.filter((event) => event.action === "snapshot").length, 1);
+  assert.equal(books[0]?.action, "snapshot");
+  assert.equal(h.status.resyncs, 0);
+  assert.equal(h.status.malformed, 0);
+});

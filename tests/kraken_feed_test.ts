@@ -1,0 +1,707 @@
+import assert from "node:assert/strict";
+import { connect } from "@nats-io/transport-node";
+import { feedActor } from "../actors/feed.ts";
+import { decodeJson } from "../adapters/codec.ts";
+import { DEFAULT_CONFIG } from "../config/mod.ts";
+import { nullLogger } from "../lib/log.ts";
+import {
+  type BookEvent,
+  MalformedFrameError,
+  type MarketEvent,
+  type TopEvent,
+  type TradeEvent,
+} from "../market/events.ts";
+import { OrderBook } from "../market/order_book.ts";
+import { type FeedStatus, MarketStatus } from "../market/status.ts";
+import { type DeadLetter, dlqSubject } from "../market/subjects.ts";
+import type { SessionIO } from "../venues/session.ts";
+import { krakenChecksum } from "../venues/kraken/checksum.ts";
+import {
+  KrakenSession,
+  krakenSession,
+  type KrakenSessionConfig,
+  type KrakenSessionStatus,
+} from "../venues/kraken/session.ts";
+import { deadline, waitFor } from "./_helpers.ts";
+import {
+  FakeKrakenMarket,
+  type FakeKrakenServer,
+  HEARTBEAT_FRAME,
+  startKrakenServer,
+  statusFrame,
+} from "./fakes/kraken_server.ts";
+
+const FIXTURES = new URL("../../shared/fixtures/kraken/", import.meta.url);
+/** The real MINA/GBP v2 session: line 1 is the subscribe this client sent. */
+const MINA = Deno.readTextFileSync(new URL("v2_book_minagbp_d25_2026-08-16.raw.jsonl", FIXTURES))
+  .split("\n").filter((line) => line !== "");
+const RX = 1_786_000_000_000_000;
+const NATS_URL = Deno.env.get("NATS_URL") ?? "nats://127.0.0.1:4222";
+
+function config(overrides: Partial<KrakenSessionConfig> = {}): KrakenSessionConfig {
+  return {
+    ws_url: "ws://127.0.0.1:1/v2",
+    symbols: ["BTC-USD"],
+    channels: ["trades", "book"],
+    book_depth: 10,
+    ...overrides,
+  };
+}
+
+/** A SessionIO that records what the session asks for. */
+class FakeIO implements SessionIO {
+  readonly sent: string[] = [];
+  readonly reconnects: string[] = [];
+  readonly emitted: MarketEvent[] = [];
+  readonly resyncs: string[] = [];
+  readonly errors: string[] = [];
+  readonly log = nullLogger;
+  readonly signal = new AbortController().signal;
+
+  send(text: string): void {
+    this.sent.push(text);
+  }
+  reconnect(reason: string): void {
+    this.reconnects.push(reason);
+  }
+  emit(events: MarketEvent[]): void {
+    this.emitted.push(...events);
+  }
+  resynced(reason: string): void {
+    this.resyncs.push(reason);
+  }
+  error(message: string): void {
+    this.errors.push(message);
+  }
+  fetchText(): Promise<string> {
+    return Promise.reject(new Error("Kraken sessions fetch nothing"));
+  }
+}
+
+/** Applies published book events to a book, as a consumer would. */
+function replay(events: readonly MarketEvent[], symbol: string): OrderBook {
+  const book = new OrderBook();
+  for (const event of events) {
+    if (event.kind !== "book" || event.symbol !== symbol) continue;
+    if (event.action === "snapshot") book.replace(event.bids, event.asks);
+    else book.applyAll(event.bids, event.asks);
+  }
+  return book;
+}
+
+function seeded(depth = 10): FakeKrakenMarket {
+  const market = new FakeKrakenMarket(["BTC/USD"], {
+    priceDecimals: { "BTC/USD": 1 },
+    nowUs: () => RX - 5_000,
+  });
+  const bids: [number, number][] = [];
+  const asks: [number, number][] = [];
+  for (let i = 0; i < depth + 5; i++) {
+    bids.push([65_000 - i * 0.5, 0.1 + i]);
+    asks.push([65_000.5 + i * 0.5, 0.2 + i]);
+  }
+  market.book("BTC/USD").set("bid", bids);
+  market.book("BTC/USD").set("ask", asks);
+  return market;
+}
+
+Deno.test("kraken session subscribes to trade and book for every symbol on open", () => {
+  const session = krakenSession(config({ symbols: ["BTC-USD", "ETH-BTC"], book_depth: 25 }));
+  const io = new FakeIO();
+  session.onOpen(io);
+  const sent = io.sent.map((text) => JSON.parse(text));
+  assert.equal(sent.length, 2);
+  assert.deepEqual(sent[0].params, {
+    channel: "trade",
+    symbol: ["BTC/USD", "ETH/BTC"],
+    snapshot: false,
+  });
+  assert.deepEqual(sent[1].params, {
+    channel: "book",
+    symbol: ["BTC/USD", "ETH/BTC"],
+    depth: 25,
+    snapshot: true,
+  });
+  assert.equal(sent[0].method, "subscribe");
+  assert.equal(typeof sent[1].req_id, "number");
+  assert.equal(session.url(), "ws://127.0.0.1:1/v2");
+
+  const tradesOnly = krakenSession(config({ channels: ["trades"] }));
+  const io2 = new FakeIO();
+  tradesOnly.onOpen(io2);
+  assert.equal(io2.sent.length, 1);
+  assert.equal(krakenSession(DEFAULT_CONFIG.exchanges.kraken).status().books_total, 21);
+});
+
+Deno.test("kraken session verifies every checksum of the real MINA/GBP session", () => {
+  const session = krakenSession(config({ symbols: ["MINA-GBP"], book_depth: 25 }));
+  const io = new FakeIO();
+  session.onOpen(io);
+  const events: MarketEvent[] = [];
+  for (const frame of MINA.slice(1)) events.push(...session.onFrame(frame, RX, io));
+  assert.deepEqual(io.resyncs, []);
+  assert.deepEqual(io.errors, []);
+  const books = events.filter((event): event is BookEvent => event.kind === "book");
+  assert.equal(books.length, 30);
+  assert.equal(books[0]?.action, "snapshot");
+  assert.equal(books[0]?.bids[0]?.[0], "0.0286");
+  assert.equal(books[0]?.bids[0]?.[1], "74198.19125726");
+  assert.ok(books.slice(1).every((event) => event.action === "delta"));
+  assert.ok(events.some((event) => event.kind === "top"));
+  const status = session.status();
+  assert.equal(status.system, "online");
+  assert.deepEqual(status.subscribed, { trade: 0, book: 1 });
+  assert.equal(status.books_live, 1);
+  assert.equal(status.checksum_failures, 0);
+  assert.equal(status.heartbeats, MINA.filter((line) => line === HEARTBEAT_FRAME).length);
+  // A consumer applying the deltas ends with the book Kraken's last checksum vouches for.
+  const rebuilt = replay(events, "MINA-GBP");
+  assert.deepEqual(rebuilt.size(), { bids: 25, asks: 25 });
+  const lastChecksum = Number(
+    MINA.filter((line) => line.startsWith('{"channel":"book"')).at(-1)!
+      .match(/"checksum":(\d+)/)![1],
+  );
+  assert.equal(krakenChecksum(rebuilt.levels("ask", 10), rebuilt.levels("bid", 10)), lastChecksum);
+});
+
+Deno.test("kraken session resubscribes one book after a checksum mismatch", () => {
+  const market = seeded();
+  const session = krakenSession(config());
+  const io = new FakeIO();
+  session.onOpen(io);
+  io.sent.length = 0;
+  const published: MarketEvent[] = [];
+  published.push(...session.onFrame(market.snapshotFrame("BTC/USD", 10), RX, io));
+  published.push(
+    ...session.onFrame(market.update("BTC/USD", 10, { bids: [[65_000, 1.5]] })!, RX, io),
+  );
+  assert.equal(published.filter((event) => event.kind === "book").length, 2);
+  const corrupt = market.update("BTC/USD", 10, { asks: [[65_000.5, 0]] }, { corrupt: true })!;
+  assert.deepEqual(session.onFrame(corrupt, RX, io), []);
+  assert.equal(io.resyncs.length, 1);
+  assert.match(io.resyncs[0]!, /^BTC\/USD: Checksum mismatch/);
+  assert.deepEqual(io.sent.map((text) => JSON.parse(text)).map((m) => [m.method, m.params]), [
+    ["unsubscribe", { channel: "book", symbol: ["BTC/USD"], depth: 10 }],
+    ["subscribe", { channel: "book", symbol: ["BTC/USD"], depth: 10, snapshot: true }],
+  ]);
+  assert.deepEqual(io.reconnects, []);
+  // Updates are dropped until the fresh snapshot.
+  const dropped = market.update("BTC/USD", 10, { bids: [[64_999.5, 2]] })!;
+  assert.deepEqual(session.onFrame(dropped, RX, io), []);
+  assert.equal(session.status().books["BTC-USD"]?.state, "waiting");
+  assert.equal(io.resyncs.length, 1);
+  const fresh = session.onFrame(market.snapshotFrame("BTC/USD", 10), RX, io);
+  assert.equal((fresh[0] as BookEvent).action, "snapshot");
+  published.push(...fresh);
+  published.push(
+    ...session.onFrame(market.update("BTC/USD", 10, { asks: [[65_001, 0]] })!, RX, io),
+  );
+  const rebuilt = replay(published, "BTC-USD");
+  rebuilt.truncate(10);
+  assert.deepEqual(rebuilt.levels("bid"), market.book("BTC/USD").levels("bid", 10));
+  assert.deepEqual(rebuilt.levels("ask"), market.book("BTC/USD").levels("ask", 10));
+  const status = session.status();
+  assert.equal(status.checksum_failures, 1);
+  assert.equal(status.books["BTC-USD"]?.resyncs, 1);
+  assert.equal(status.books["BTC-USD"]?.snapshots, 2);
+  assert.equal(status.books_live, 1);
+});
+
+Deno.test("kraken session returns trades with exact fields", () => {
+  const market = seeded();
+  const session = krakenSession(config());
+  const io = new FakeIO();
+  const id = market.nextTradeId;
+  const frame = market.trade("BTC/USD", "sell", "65000.1", 0.0012, 1_786_000_000_123_456);
+  assert.match(frame, /"price":65000\.1,"qty":0\.00120000,/);
+  const [trade] = session.onFrame(frame, RX, io) as TradeEvent[];
+  assert.deepEqual(trade, {
+    exchange: "kraken",
+    symbol: "BTC-USD",
+    venue_symbol: "BTC/USD",
+    ts_exchange: 1_786_000_000_123_456,
+    ts_local: RX,
+    kind: "trade",
+    trade_id: String(id),
+    price: "65000.1",
+    qty: "0.00120000",
+    side: "sell",
+  });
+});
+
+Deno.test("kraken session publishes the book top from verified books", () => {
+  const market = seeded();
+  const session = krakenSession(config());
+  const io = new FakeIO();
+  const events = session.onFrame(market.snapshotFrame("BTC/USD", 10), RX, io);
+  const top = events.find((event): event is TopEvent => event.kind === "top");
+  assert.deepEqual(
+    [top?.bid_price, top?.bid_qty, top?.ask_price, top?.ask_qty],
+    ["65000.0", "0.10000000", "65000.5", "0.20000000"],
+  );
+  assert.equal(top?.ts_exchange, RX - 5_000);
+});
+
+Deno.test("kraken session with top but not book publishes only the tops of verified books", () => {
+  const market = seeded();
+  const session = krakenSession(config({ channels: ["top"] }));
+  const io = new FakeIO();
+  session.onOpen(io);
+  assert.deepEqual(io.sent.map((text) => JSON.parse(text).params.channel), ["book"]);
+  const events = session.onFrame(market.snapshotFrame("BTC/USD", 10), RX, io);
+  assert.deepEqual(events.map((event) => event.kind), ["top"]);
+  const update = market.update("BTC/USD", 10, { bids: [[65_000, 9]] })!;
+  assert.deepEqual(session.onFrame(update, RX, io).map((event) => event.kind), ["top"]);
+  assert.equal(session.status().books_live, 1);
+});
+
+Deno.test("kraken session reports failed acks, a non-online status and venue errors", () => {
+  const session = krakenSession(config());
+  const io = new FakeIO();
+  session.onFrame(
+    '{"error":"Currency pair not supported FOO/USD","method":"subscribe","req_id":2,' +
+      '"success":false,"symbol":"FOO/USD","time_in":"2026-08-16T23:37:04.849274Z",' +
+      '"time_out":"2026-08-16T23:37:04.849309Z"}',
+    RX,
+    io,
+  );
+  session.onFrame(statusFrame("maintenance"), RX, io);
+  session.onFrame('{"error":"Exceeded msg rate"}', RX, io);
+  assert.deepEqual(io.errors, [
+    "Kraken subscribe FOO/USD failed: Currency pair not supported FOO/USD",
+    "Kraken system status is maintenance",
+    "Kraken error: Exceeded msg rate",
+  ]);
+  assert.equal(session.status().request_failures, 1);
+  assert.equal(session.status().system, "maintenance");
+  session.onFrame(statusFrame("online"), RX, io);
+  assert.equal(io.errors.length, 3);
+});
+
+Deno.test("kraken session pings from onTick every pingIntervalMs", () => {
+  const session = krakenSession(config(), { pingIntervalMs: 15_000 });
+  const io = new FakeIO();
+  session.onOpen(io);
+  io.sent.length = 0;
+  for (let t = 0; t <= 40_000; t += 1_000) session.onTick!(io, 1_000_000 + t);
+  assert.equal(io.sent.length, 2);
+  assert.deepEqual(Object.keys(JSON.parse(io.sent[0]!)), ["method", "req_id"]);
+  assert.equal(JSON.parse(io.sent[0]!).method, "ping");
+  session.onFrame('{"method":"pong","req_id":3,"time_in":"x","time_out":"y"}', RX, io);
+  assert.equal(session.status().pongs, 1);
+  assert.equal(session.status().pings, 2);
+});
+
+Deno.test("kraken session marks books stale on close until the next snapshot", () => {
+  const market = seeded();
+  const session = krakenSession(config());
+  const io = new FakeIO();
+  session.onOpen(io);
+  session.onFrame(market.snapshotFrame("BTC/USD", 10), RX, io);
+  session.onFrame(
+    '{"method":"subscribe","result":{"channel":"book","depth":10,"snapshot":true,' +
+      '"symbol":"BTC/USD"},"success":true,"time_in":"x","time_out":"y"}',
+    RX,
+    io,
+  );
+  assert.deepEqual(session.status().subscribed, { trade: 0, book: 1 });
+  session.onClose();
+  assert.equal(session.status().books_live, 0);
+  assert.deepEqual(session.status().subscribed, { trade: 0, book: 0 });
+  const update = market.update("BTC/USD", 10, { bids: [[65_000, 3]] })!;
+  assert.deepEqual(session.onFrame(update, RX, io), []);
+  assert.deepEqual(io.resyncs, []);
+  session.onFrame(market.snapshotFrame("BTC/USD", 10), RX, io);
+  assert.equal(session.status().books_live, 1);
+});
+
+Deno.test("kraken session throws MalformedFrameError for frames it cannot use", () => {
+  const session = krakenSession(config());
+  const io = new FakeIO();
+  const other = new FakeKrakenMarket(["ETH/USD"]);
+  other.book("ETH/USD").set("bid", [[3000, 1]]);
+  for (
+    const frame of [
+      "garbage",
+      '{"channel":"nope"}',
+      '{"channel":"book","type":"update","data":[]}',
+      other.snapshotFrame("ETH/USD", 10),
+    ]
+  ) {
+    assert.throws(() => session.onFrame(frame, RX, io), MalformedFrameError, frame);
+  }
+  assert.deepEqual(session.onFrame(HEARTBEAT_FRAME, RX, io), []);
+});
+
+// ---- the real feed runtime, the fake venue and NATS -------------------------
+
+/** A Kraken pair no other test uses, so md.> traffic can be filtered to this test. */
+function uniqueSymbol(quote = "USD"): string {
+  const id = crypto.randomUUID().replaceAll("-", "").slice(0, 8).toUpperCase();
+  return `K${id}-${quote}`;
+}
+
+interface Harness extends AsyncDisposable {
+  venue: FakeKrakenServer;
+  status: FeedStatus;
+  session: KrakenSession;
+  /** Events received on md.> for this test's symbols, in arrival order. */
+  events: MarketEvent[];
+  /** Every NATS message of this test's symbols (each a JSON array). */
+  messages: Array<{ subject: string; events: MarketEvent[] }>;
+  /** Dead letters on dlq.md.kraken whose frame carries this test's token or symbols. */
+  letters: DeadLetter[];
+  /** A token to put in garbage frames so their dead letters can be told apart. */
+  token: string;
+}
+
+interface HarnessOptions {
+  staleAfterMs?: number;
+  depth?: number;
+  heartbeatMs?: number;
+  pingIntervalMs?: number;
+  market?: FakeKrakenMarket;
+  bookScripts?: Record<string, string[]>;
+}
+
+/** Seeds a fake book with `levels` levels a side around `mid`. */
+function seed(market: FakeKrakenMarket, venueSymbol: string, levels: number, mid = 65_000): void {
+  const bids: [number, number][] = [];
+  const asks: [number, number][] = [];
+  for (let i = 0; i < levels; i++) {
+    bids.push([mid - 0.5 - i * 0.5, 0.1 + i]);
+    asks.push([mid + i * 0.5, 0.2 + i]);
+  }
+  market.book(venueSymbol).set("bid", bids);
+  market.book(venueSymbol).set("ask", asks);
+}
+
+async function startHarness(symbols: string[], options: HarnessOptions = {}): Promise<Harness> {
+  const depth = options.depth ?? 10;
+  const venueSymbols = symbols.map((symbol) => symbol.replace("-", "/"));
+  const market = options.market ?? new FakeKrakenMarket(venueSymbols);
+  if (!options.market) { for (const symbol of venueSymbols) seed(market, symbol, depth + 5); }
+  const venue = await startKrakenServer({
+    market,
+    heartbeatMs: options.heartbeatMs ?? 0,
+    ...(options.bookScripts ? { bookScripts: options.bookScripts } : {}),
+  });
+  const nc = await connect({ servers: NATS_URL });
+  const wanted = new Set(symbols);
+  const token = crypto.randomUUID();
+  const events: MarketEvent[] = [];
+  const messages: Harness["messages"] = [];
+  const letters: DeadLetter[] = [];
+  nc.subscribe("md.*.kraken.*", {
+    callback: (error, msg) => {
+      if (error || !wanted.has(msg.subject.split(".")[3]!)) return;
+      const batch = decodeJson<MarketEvent[]>(msg.data);
+      messages.push({ subject: msg.subject, events: batch });
+      events.push(...batch);
+    },
+  });
+  nc.subscribe(dlqSubject("kraken"), {
+    callback: (error, msg) => {
+      if (error) return;
+      const letter = decodeJson<DeadLetter>(msg.data);
+      const frame = letter.frame ?? "";
+      if (frame.includes(token) || venueSymbols.some((s) => frame.includes(s))) {
+        letters.push(letter);
+      }
+    },
+  });
+  await nc.flush();
+  const marketStatus = new MarketStatus();
+  const session = krakenSession({
+    ws_url: venue.wsUrl,
+    symbols,
+    channels: ["trades", "book"],
+    book_depth: depth,
+  }, { pingIntervalMs: options.pingIntervalMs ?? 60_000 });
+  const controller = new AbortController();
+  const running = feedActor(session, {
+    nats: nc,
+    status: marketStatus,
+    options: {
+      stale_after_ms: options.staleAfterMs ?? 20_000,
+      reconnect_initial_ms: 20,
+      reconnect_max_ms: 100,
+      publish_batch_ms: 0,
+      tick_ms: 20,
+    },
+  }).start(controller.signal);
+  const close = async () => {
+    controller.abort();
+    await deadline(running.done, 5_000, "feed stop");
+    await venue.stop();
+    await nc.drain();
+  };
+  return {
+    venue,
+    status: marketStatus.feed("kraken"),
+    session,
+    events,
+    messages,
+    letters,
+    token,
+    [Symbol.asyncDispose]: close,
+  };
+}
+
+function ofKind<K extends MarketEvent["kind"]>(
+  events: readonly MarketEvent[],
+  kind: K,
+  symbol: string,
+): Extract<MarketEvent, { kind: K }>[] {
+  return events.filter((event) => event.kind === kind && event.symbol === symbol) as Extract<
+    MarketEvent,
+    { kind: K }
+  >[];
+}
+
+function snapshots(h: Harness, symbol: string): number {
+  return ofKind(h.events, "book", symbol).filter((event) => event.action === "snapshot").length;
+}
+
+/** Waits until what NATS consumers rebuilt for `symbol` equals the venue's book at `depth`. */
+async function bookMatches(h: Harness, symbol: string, depth: number, what: string) {
+  const book = h.venue.market.book(symbol.replace("-", "/"));
+  await waitFor(
+    () => {
+      const rebuilt = replay(h.events, symbol);
+      return JSON.stringify([rebuilt.levels("bid"), rebuilt.levels("ask")]) ===
+        JSON.stringify([book.levels("bid", depth), book.levels("ask", depth)]);
+    },
+    5_000,
+    what,
+  );
+}
+
+function requestsOf(h: Harness, socket: number) {
+  return h.venue.requests.filter((request) => request.socket === socket)
+    .map(({ method, params }) => [method, params]);
+}
+
+Deno.test("kraken feed subscribes and publishes trades, verified books and tops on NATS", async () => {
+  const a = uniqueSymbol();
+  const b = uniqueSymbol("EUR");
+  const [ka, kb] = [a.replace("-", "/"), b.replace("-", "/")];
+  await using h = await startHarness([a, b]);
+  await waitFor(() => snapshots(h, a) === 1 && snapshots(h, b) === 1, 5_000, "snapshots");
+  // The handshake, as the fake venue saw it.
+  assert.deepEqual(requestsOf(h, 1), [
+    ["subscribe", { channel: "trade", symbol: [ka, kb], snapshot: false }],
+    ["subscribe", { channel: "book", symbol: [ka, kb], depth: 10, snapshot: true }],
+  ]);
+  await waitFor(
+    () => (h.status.venue as KrakenSessionStatus).subscribed?.book === 2,
+    2_000,
+    "acks counted",
+  );
+  assert.deepEqual((h.status.venue as KrakenSessionStatus).subscribed, { trade: 2, book: 2 });
+  const before = Date.now() * 1000;
+  const tradeId = h.venue.market.nextTradeId;
+  h.venue.trade(ka, "buy", "65000.5", 0.015);
+  // A removal inside the window (a deeper level enters it), an insert that pushes one out.
+  h.venue.bookUpdate(ka, { bids: [[64_999.5, 0]] });
+  h.venue.bookUpdate(ka, { asks: [[64_999.9, 1.25]] });
+  h.venue.bookUpdate(kb, { bids: [[64_999.5, 7]] });
+  await waitFor(() => ofKind(h.events, "book", a).length === 3, 5_000, "two deltas of A");
+  await waitFor(() => ofKind(h.events, "trade", a).length === 1, 5_000, "trade");
+  const after = Date.now() * 1000 + 1_000;
+  const [trade] = ofKind(h.events, "trade", a);
+  assert.ok(trade);
+  assert.equal(trade.exchange, "kraken");
+  assert.equal(trade.venue_symbol, ka);
+  assert.equal(trade.trade_id, String(tradeId));
+  assert.equal(trade.price, "65000.5");
+  assert.equal(trade.qty, "0.01500000");
+  assert.equal(trade.side, "buy");
+  assert.ok(Number.isSafeInteger(trade.ts_exchange) && trade.ts_exchange >= before - 1_000_000);
+  assert.ok(trade.ts_exchange <= after);
+  assert.ok(
+    Number.isSafeInteger(trade.ts_local) && trade.ts_local >= before && trade.ts_local <= after,
+  );
+
+  const deltas = ofKind(h.events, "book", a).slice(1);
+  assert.deepEqual(deltas[0]?.bids, [["64999.5", "0.00000000"], ["64994.5", "10.10000000"]]);
+  assert.deepEqual(deltas[1]?.asks, [["64999.9", "1.25000000"], ["65004.5", "0"]]);
+  await bookMatches(h, a, 10, "book of A matches the venue");
+  await bookMatches(h, b, 10, "book of B matches the venue");
+  const tops = ofKind(h.events, "top", a);
+  assert.deepEqual(
+    [tops.at(-1)?.bid_price, tops.at(-1)?.ask_price, tops.at(-1)?.ask_qty],
+    ["64999.0", "64999.9", "1.25000000"],
+  );
+  for (const { subject, events } of h.messages) {
+    for (const event of events) assert.equal(subject, `md.${event.kind}.kraken.${event.symbol}`);
+  }
+  assert.equal(h.status.state, "live");
+  assert.equal(h.status.resyncs, 0);
+  assert.equal(h.status.reconnects, 0);
+});
+
+Deno.test("kraken feed resubscribes after a drop and rebuilds the book from a new snapshot", async () => {
+  const a = uniqueSymbol();
+  const ka = a.replace("-", "/");
+  await using h = await startHarness([a], { depth: 25 });
+  await waitFor(() => snapshots(h, a) === 1, 5_000, "first snapshot");
+  // A change the feed never hears of (lost with the connection).
+  h.venue.market.book(ka).set("bid", [[64_999.5, 3.3]]);
+  h.venue.drop();
+  await waitFor(() => h.venue.ws.connections === 2, 5_000, "reconnect");
+  await waitFor(() => snapshots(h, a) === 2, 5_000, "second snapshot");
+  assert.deepEqual(requestsOf(h, 2), [
+    ["subscribe", { channel: "trade", symbol: [ka], snapshot: false }],
+    ["subscribe", { channel: "book", symbol: [ka], depth: 25, snapshot: true }],
+  ]);
+  h.venue.bookUpdate(ka, { asks: [[65_000, 0]] });
+  await bookMatches(h, a, 25, "book after the reconnect");
+  assert.equal(h.status.reconnects, 1);
+  assert.equal(h.status.resyncs, 0);
+});
+
+Deno.test("kraken feed resubscribes one book after a checksum mismatch, without reconnecting", async () => {
+  const a = uniqueSymbol();
+  const b = uniqueSymbol();
+  const [ka, kb] = [a.replace("-", "/"), b.replace("-", "/")];
+  await using h = await startHarness([a, b]);
+  await waitFor(() => snapshots(h, a) === 1 && snapshots(h, b) === 1, 5_000, "snapshots");
+  h.venue.bookUpdate(ka, { bids: [[64_999.5, 2]] }, { corrupt: true });
+  await waitFor(() => snapshots(h, a) === 2, 5_000, "fresh snapshot of A");
+  assert.equal(h.status.resyncs, 1);
+  assert.equal(h.status.reconnects, 0);
+  assert.equal(h.venue.ws.connections, 1);
+  assert.deepEqual(requestsOf(h, 1).slice(2), [
+    ["unsubscribe", { channel: "book", symbol: [ka], depth: 10 }],
+    ["subscribe", { channel: "book", symbol: [ka], depth: 10, snapshot: true }],
+  ]);
+  // The corrupt update was never published; B was not touched.
+  assert.equal(ofKind(h.events, "book", a).length, 2);
+  assert.equal(snapshots(h, b), 1);
+  h.venue.bookUpdate(ka, { asks: [[65_000, 0.5]] });
+  h.venue.bookUpdate(kb, { asks: [[65_000, 0.75]] });
+  await bookMatches(h, a, 10, "book of A after the resync");
+  await bookMatches(h, b, 10, "book of B");
+  await waitFor(
+    () => (h.status.venue as KrakenSessionStatus).books_live === 2,
+    2_000,
+    "both books live",
+  );
+  const venue = h.status.venue as KrakenSessionStatus;
+  assert.equal(venue.checksum_failures, 1);
+  assert.equal(venue.books[a]?.checksum_failures, 1);
+  assert.equal(venue.books[b]?.checksum_failures, 0);
+  assert.deepEqual(venue.subscribed, { trade: 2, book: 2 });
+});
+
+Deno.test("kraken feed reports a subscription the venue refuses and serves the others", async () => {
+  const a = uniqueSymbol();
+  const missing = uniqueSymbol();
+  const market = new FakeKrakenMarket([a.replace("-", "/")]);
+  seed(market, a.replace("-", "/"), 15);
+  await using h = await startHarness([a, missing], { market });
+  await waitFor(() => snapshots(h, a) === 1, 5_000, "snapshot of the listed pair");
+  await waitFor(() => h.status.last_error !== null, 5_000, "error reported");
+  assert.match(
+    h.status.last_error!,
+    new RegExp(
+      `^Kraken subscribe ${missing.replace("-", "/")} failed: Currency pair not supported`,
+    ),
+  );
+  await waitFor(
+    () => (h.status.venue as KrakenSessionStatus).request_failures === 2,
+    2_000,
+    "trade and book refusals counted",
+  );
+  assert.equal(h.status.reconnects, 0);
+});
+
+Deno.test("kraken feed dead-letters malformed frames with the raw frame and carries on", async () => {
+  const a = uniqueSymbol();
+  const ka = a.replace("-", "/");
+  await using h = await startHarness([a]);
+  await waitFor(() => snapshots(h, a) === 1, 5_000, "snapshot");
+  const garbage = `{"channel":"trade","type":"update","data":[${h.token}`;
+  const badTrade = '{"channel":"trade","type":"update","data":[{"symbol":"' + ka +
+    '","side":"buy","price":6.5e4,"qty":1.00000000,"ord_type":"limit","trade_id":1,' +
+    '"timestamp":"2026-08-16T23:37:04.190019Z"}]}';
+  h.venue.send(garbage);
+  h.venue.send(badTrade);
+  h.venue.trade(ka, "sell", 65_000, 2);
+  await waitFor(() => ofKind(h.events, "trade", a).length === 1, 5_000, "good trade");
+  await waitFor(() => h.letters.length === 2, 5_000, "dead letters");
+  assert.deepEqual(h.letters.map((letter) => letter.frame), [garbage, badTrade]);
+  for (const letter of h.letters) {
+    assert.deepEqual([letter.exchange, letter.stage, letter.reason], [
+      "kraken",
+      "feed",
+      "malformed",
+    ]);
+  }
+  assert.equal(h.status.malformed, 2);
+  assert.equal(h.status.reconnects, 0);
+  assert.equal(ofKind(h.events, "trade", a)[0]?.price, "65000.0");
+});
+
+Deno.test("kraken feed stays up on heartbeats and pings, and reconnects a silent venue", async () => {
+  const a = uniqueSymbol();
+  await using h = await startHarness([a], {
+    staleAfterMs: 500,
+    heartbeatMs: 50,
+    pingIntervalMs: 100,
+  });
+  await waitFor(() => snapshots(h, a) === 1, 5_000, "snapshot");
+  // Heartbeats alone keep the watchdog quiet well past stale_after_ms.
+  await waitFor(
+    () => ((h.status.venue as KrakenSessionStatus).heartbeats ?? 0) >= 20,
+    5_000,
+    "heartbeats for twice stale_after_ms",
+  );
+  assert.equal(h.venue.ws.connections, 1);
+  await waitFor(
+    () => ((h.status.venue as KrakenSessionStatus).pongs ?? 0) >= 2,
+    5_000,
+    "pongs",
+  );
+  assert.ok(h.venue.requests.some((request) => request.method === "ping"));
+  h.venue.silent = true;
+  await waitFor(() => h.venue.ws.connections >= 2, 5_000, "watchdog reconnect");
+  h.venue.silent = false;
+  await waitFor(() => snapshots(h, a) >= 2, 5_000, "snapshot after the reconnect");
+  assert.ok(h.status.reconnects >= 1);
+  h.venue.bookUpdate(a.replace("-", "/"), { bids: [[64_999.5, 1]] });
+  await bookMatches(h, a, 10, "book after the watchdog reconnect");
+});
+
+Deno.test("kraken feed replays the real MINA/GBP session through the fake venue", async () => {
+  // The fake sends its own status frame, then the captured ack, snapshot, updates and heartbeats.
+  // The pair is renamed so concurrent runs on the shared NATS stay apart; Kraken's checksum
+  // covers prices and sizes only, and those stay byte for byte as captured.
+  const symbol = uniqueSymbol("GBP");
+  const pair = symbol.replace("-", "/");
+  const script = MINA.slice(1).filter((line) => !line.includes('"channel":"status"'))
+    .map((line) => line.replaceAll("MINA/GBP", pair));
+  const market = new FakeKrakenMarket([pair]);
+  await using h = await startHarness([symbol], {
+    depth: 25,
+    market,
+    bookScripts: { [pair]: script },
+  });
+  const books = script.filter((line) => line.startsWith('{"channel":"book"')).length;
+  await waitFor(() => ofKind(h.events, "book", symbol).length === books, 5_000, "every book");
+  assert.equal(books, 30);
+  assert.equal(h.status.resyncs, 0);
+  assert.equal(h.status.malformed, 0);
+  const rebuilt = replay(h.events, symbol);
+  const lastChecksum = Number(
+    script.filter((line) => line.startsWith('{"channel":"book"')).at(-1)!
+      .match(/"checksum":(\d+)/)![1],
+  );
+  assert.equal(krakenChecksum(rebuilt.levels("ask", 10), rebuilt.levels("bid", 10)), lastChecksum);
+  await waitFor(
+    () => (h.status.venue as KrakenSessionStatus).books_live === 1,
+    2_000,
+    "book live",
+  );
+});

@@ -1,0 +1,555 @@
+/**
+ * The Binance Spot {@linkcode VenueSession}: one combined-stream connection
+ * for every configured symbol, order books kept by {@linkcode BinanceBookSync}
+ * on REST depth snapshots.
+ *
+ * Connection and subscriptions:
+ *
+ * - {@linkcode BinanceSession.url} is the combined-stream URL
+ *   `<ws_url>/stream?streams=…` naming every stream, so the subscription is
+ *   in the URL and nothing is sent after the socket opens (no `SUBSCRIBE`
+ *   request, no request-rate limit to respect). Channels map to streams:
+ *   `trades` → `<sym>@trade`, `book` → `<sym>@depth@100ms`, `top` →
+ *   `<sym>@bookTicker`.
+ * - One connection carries at most 1,024 streams
+ *   ({@linkcode BINANCE_MAX_STREAMS_PER_CONNECTION}); the constructor throws a
+ *   `RangeError` beyond that (341 symbols with all three channels). The
+ *   default 24 symbols × 3 channels = 72 streams fit easily; more would need
+ *   several feeds.
+ * - Binance pings with WebSocket ping frames every 20 s and closes the
+ *   connection when no pong comes within a minute; Deno's WebSocket answers
+ *   pings by itself, so there is no application-level keepalive and no
+ *   `onTick`.
+ * - Binance closes every connection after 24 hours (and announces planned
+ *   restarts with a `serverShutdown` event, which asks the runtime to
+ *   reconnect at once). Either way the runtime reconnects, `onClose` drops
+ *   every book and `onOpen` fetches fresh snapshots.
+ *
+ * Order books, per symbol, following Binance's "manage a local order book"
+ * procedure: once the socket is open, diffs are buffered by the sync while
+ * the session fetches `GET <rest_url>/api/v3/depth?symbol=<SYM>&limit=<snapshot_limit>`
+ * through {@linkcode SessionIO.fetchText}. Fetches go through a small queue:
+ * at most `snapshotConcurrency` at a time (default 2), and within a budget of
+ * request weight per rolling minute (`snapshotWeightPerMinute`, default
+ * 3,000 — half of the 6,000 Binance allows an IP; a 1,000-level snapshot
+ * weighs 50, see {@linkcode binanceDepthWeight}), so 24 symbols do not hit
+ * the REST API at once and a flapping connection cannot get the IP banned
+ * (HTTP 429, then 418). The budget outlives connections. The snapshot event the sync
+ * produces is published with {@linkcode SessionIO.emit}; later diffs become
+ * delta events returned from `onFrame`. A gap in update ids (or a crossed
+ * book) is counted with {@linkcode SessionIO.resynced} and heals with a fresh
+ * snapshot for that symbol alone — the connection stays up. A failed fetch
+ * (network error, non-2xx such as 429, an unreadable body) is reported with
+ * {@linkcode SessionIO.error} and retried with exponential backoff.
+ *
+ * @example
+ * ```ts
+ * import { binanceSession } from "./session.ts";
+ *
+ * const session = binanceSession({
+ *   ws_url: "wss://stream.binance.com:9443",
+ *   rest_url: "https://api.binance.com",
+ *   symbols: ["BTC-USDT", "ETH-USDT"],
+ *   channels: ["trades", "book", "top"],
+ *   snapshot_limit: 1000,
+ * });
+ * session.url();
+ * // "wss://stream.binance.com:9443/stream?streams=btcusdt@depth@100ms/btcusdt@trade/…"
+ * ```
+ *
+ * @module
+ */
+
+import type { Config } from "../../config/mod.ts";
+import { backoffDelay } from "../../lib/backoff.ts";
+import { type Clock, systemClock } from "../../lib/clock.ts";
+import type { MarketEvent } from "../../market/events.ts";
+import type { SessionIO, VenueSession } from "../session.ts";
+import { BinanceBookSync, type BinanceSyncResult } from "./book_sync.ts";
+import { type BinanceDepthDiff, parseBinanceDepthSnapshot, parseBinanceFrame } from "./parse.ts";
+import {
+  BINANCE_MAX_STREAMS_PER_CONNECTION,
+  binanceCombinedUrl,
+  binanceStreamNames,
+  binanceSymbolMap,
+  type SymbolMap,
+} from "./symbols.ts";
+
+export { BINANCE_MAX_STREAMS_PER_CONNECTION };
+
+/** The keys of the `exchanges.binance` config section a session uses (read-only lists welcome). */
+export interface BinanceSessionConfig {
+  /** WebSocket base URL; the combined-stream path is appended. */
+  ws_url: string;
+  /** REST base URL, for `GET /api/v3/depth`. */
+  rest_url: string;
+  /** Canonical symbols (`BTC-USDT`). */
+  symbols: readonly string[];
+  /** Channels: `trades`, `book`, `top`. */
+  channels: readonly Config["exchanges"]["binance"]["channels"][number][];
+  /** Levels requested in each REST depth snapshot. */
+  snapshot_limit: number;
+}
+
+/** Most REST depth snapshots fetched at the same time. */
+export const DEFAULT_BINANCE_SNAPSHOT_CONCURRENCY = 2;
+/** Delay before the first retry of a failed or stale snapshot, in milliseconds. */
+export const DEFAULT_BINANCE_SNAPSHOT_RETRY_INITIAL_MS = 500;
+/** Longest delay between snapshot retries, in milliseconds. */
+export const DEFAULT_BINANCE_SNAPSHOT_RETRY_MAX_MS = 30_000;
+/** REST request weight the session's snapshots may use per rolling minute (Binance allows 6,000). */
+export const DEFAULT_BINANCE_SNAPSHOT_WEIGHT_PER_MINUTE = 3_000;
+
+/**
+ * Binance's request weight of `GET /api/v3/depth` for `limit` levels:
+ * 5 up to 100, 25 up to 500, 50 up to 1,000, 250 beyond.
+ *
+ * @example
+ * ```ts
+ * binanceDepthWeight(1000); // 50
+ * ```
+ */
+export function binanceDepthWeight(limit: number): number {
+  if (limit <= 100) return 5;
+  if (limit <= 500) return 25;
+  if (limit <= 1000) return 50;
+  return 250;
+}
+
+/** Tuning of {@linkcode binanceSession}; the venue settings come from the config section. */
+export interface BinanceSessionOptions {
+  /** Most REST depth snapshots in flight at once. @default {DEFAULT_BINANCE_SNAPSHOT_CONCURRENCY} */
+  snapshotConcurrency?: number;
+  /** First retry delay of a snapshot fetch, in ms. @default {DEFAULT_BINANCE_SNAPSHOT_RETRY_INITIAL_MS} */
+  snapshotRetryInitialMs?: number;
+  /** Longest retry delay of a snapshot fetch, in ms. @default {DEFAULT_BINANCE_SNAPSHOT_RETRY_MAX_MS} */
+  snapshotRetryMaxMs?: number;
+  /**
+   * Request weight snapshots may use per rolling minute; a fetch that would
+   * exceed it waits (one fetch always may start when none was made in the
+   * last minute). @default {DEFAULT_BINANCE_SNAPSHOT_WEIGHT_PER_MINUTE}
+   */
+  snapshotWeightPerMinute?: number;
+  /** Diffs buffered per symbol while waiting for a snapshot. @default {10_000} (the sync's default) */
+  maxBufferedDiffs?: number;
+  /** Clock for snapshot receive times and retry delays. @default {systemClock} */
+  clock?: Clock;
+}
+
+/** One symbol's book figures in {@linkcode BinanceSessionStatus}. */
+export interface BinanceBookStatus {
+  /** "synced" once a snapshot is applied, "waiting" while diffs buffer for one. */
+  state: "synced" | "waiting";
+  /** The update id the book is as of, or null while waiting. */
+  last_update_id: number | null;
+  /** Diffs buffered while waiting for a snapshot. */
+  buffered_diffs: number;
+  /** Books dropped for a gap or a crossed book since the session started. */
+  resyncs: number;
+  /** Snapshots fetched and accepted. */
+  snapshots: number;
+  /** Snapshot fetches that failed (network, HTTP status, unreadable body). */
+  snapshot_failures: number;
+  /** Snapshots refused as older than the buffered diffs (fetched again). */
+  stale_snapshots: number;
+  /** The last reason the book was dropped, or null. */
+  last_resync: string | null;
+}
+
+/** What {@linkcode BinanceSession.status} reports. */
+export type BinanceSessionStatus = {
+  /** Streams on the connection. */
+  streams: number;
+  /** Books configured. */
+  books_total: number;
+  /** Books in sync now. */
+  books_synced: number;
+  /** Resyncs of every book. */
+  resyncs: number;
+  /** Snapshot fetches waiting for a free slot. */
+  snapshots_queued: number;
+  /** Snapshot fetches under way. */
+  snapshots_in_flight: number;
+  /** REST request weight used by snapshots over the last minute. */
+  snapshot_weight_1m: number;
+  /** Per canonical symbol. */
+  books: Record<string, BinanceBookStatus>;
+  /** Request errors Binance sent (`{"code":…,"msg":…}`). */
+  venue_errors: number;
+  /** `serverShutdown` notices received. */
+  server_shutdowns: number;
+};
+
+interface BookSlot {
+  readonly sync: BinanceBookSync;
+  /** Waiting in the fetch queue. */
+  queued: boolean;
+  /** A fetch is under way or a retry delay is pending. */
+  busy: boolean;
+  /** Consecutive failed or refused snapshots, for the backoff. */
+  attempts: number;
+  resyncs: number;
+  snapshots: number;
+  snapshotFailures: number;
+  staleSnapshots: number;
+  lastResync: string | null;
+}
+
+/**
+ * The Binance session: see the module documentation. Create it with
+ * {@linkcode binanceSession}.
+ */
+export class BinanceSession implements VenueSession {
+  /** The venue. */
+  readonly exchange = "binance" as const;
+  readonly #url: string;
+  readonly #streams: number;
+  readonly #restUrl: string;
+  readonly #limit: number;
+  readonly #symbols: SymbolMap;
+  /** Book slots by Binance symbol; empty when the `book` channel is off. */
+  readonly #books = new Map<string, BookSlot>();
+  readonly #concurrency: number;
+  readonly #retryInitialMs: number;
+  readonly #retryMaxMs: number;
+  readonly #clock: Clock;
+  /** Bumped by every open and close, so work of an old connection is ignored. */
+  #generation = 0;
+  #io: SessionIO | null = null;
+  #queue: string[] = [];
+  #inFlight = 0;
+  readonly #weight: number;
+  readonly #weightBudget: number;
+  /** Start times (ms) and weights of the fetches of the last minute, oldest first. */
+  #spent: Array<{ at: number; weight: number }> = [];
+  /** The generation whose pump waits for weight to free up, or -1. */
+  #pumpWaiting = -1;
+  #venueErrors = 0;
+  #serverShutdowns = 0;
+
+  /**
+   * Makes a session for `config`. Throws a `TypeError` for a malformed symbol
+   * or URL, a `RangeError` for no streams, more than
+   * {@linkcode BINANCE_MAX_STREAMS_PER_CONNECTION} streams or a bad option.
+   */
+  constructor(config: BinanceSessionConfig, options: BinanceSessionOptions = {}) {
+    const {
+      snapshotConcurrency = DEFAULT_BINANCE_SNAPSHOT_CONCURRENCY,
+      snapshotRetryInitialMs = DEFAULT_BINANCE_SNAPSHOT_RETRY_INITIAL_MS,
+      snapshotRetryMaxMs = Math.max(DEFAULT_BINANCE_SNAPSHOT_RETRY_MAX_MS, snapshotRetryInitialMs),
+      snapshotWeightPerMinute = DEFAULT_BINANCE_SNAPSHOT_WEIGHT_PER_MINUTE,
+      maxBufferedDiffs,
+      clock = systemClock,
+    } = options;
+    if (!(snapshotWeightPerMinute > 0)) {
+      throw new RangeError(
+        `snapshotWeightPerMinute must be positive, got ${snapshotWeightPerMinute}`,
+      );
+    }
+    if (!Number.isSafeInteger(snapshotConcurrency) || snapshotConcurrency < 1) {
+      throw new RangeError(
+        `snapshotConcurrency must be a positive integer, got ${snapshotConcurrency}`,
+      );
+    }
+    if (!(snapshotRetryInitialMs >= 0) || !(snapshotRetryMaxMs >= snapshotRetryInitialMs)) {
+      throw new RangeError(
+        `Snapshot retry delays must satisfy 0 <= initial <= max, got ${snapshotRetryInitialMs} and ${snapshotRetryMaxMs}`,
+      );
+    }
+    const channels = new Set(config.channels);
+    const book = channels.has("book");
+    this.#symbols = binanceSymbolMap(config.symbols);
+    const streams = binanceStreamNames(config.symbols, {
+      depth: book,
+      trades: channels.has("trades"),
+      bookTicker: channels.has("top"),
+    });
+    this.#url = binanceCombinedUrl(config.ws_url, streams);
+    this.#streams = streams.length;
+    this.#restUrl = config.rest_url.replace(/\/+$/, "");
+    this.#limit = config.snapshot_limit;
+    this.#weight = binanceDepthWeight(config.snapshot_limit);
+    this.#weightBudget = snapshotWeightPerMinute;
+    this.#concurrency = snapshotConcurrency;
+    this.#retryInitialMs = snapshotRetryInitialMs;
+    this.#retryMaxMs = snapshotRetryMaxMs;
+    this.#clock = clock;
+    if (book) {
+      const syncOptions = maxBufferedDiffs === undefined ? {} : { maxBufferedDiffs };
+      for (const symbol of config.symbols) {
+        const venueSymbol = this.#symbols.venue(symbol)!;
+        this.#books.set(venueSymbol, {
+          sync: new BinanceBookSync(symbol, venueSymbol, syncOptions),
+          queued: false,
+          busy: false,
+          attempts: 0,
+          resyncs: 0,
+          snapshots: 0,
+          snapshotFailures: 0,
+          staleSnapshots: 0,
+          lastResync: null,
+        });
+      }
+    }
+  }
+
+  /** The combined-stream URL naming every configured stream. */
+  url(): string {
+    return this.#url;
+  }
+
+  /** The REST snapshot URL of a Binance symbol. */
+  snapshotUrl(venueSymbol: string): string {
+    return `${this.#restUrl}/api/v3/depth?symbol=${venueSymbol}&limit=${this.#limit}`;
+  }
+
+  /** Nothing to send (the streams are in the URL); queues a snapshot fetch for every book. */
+  onOpen(io: SessionIO): void {
+    this.#generation++;
+    this.#io = io;
+    this.#queue = [];
+    this.#inFlight = 0;
+    for (const [venueSymbol, slot] of this.#books) {
+      slot.sync.reset();
+      slot.queued = false;
+      slot.busy = false;
+      slot.attempts = 0;
+      this.#enqueue(venueSymbol, slot);
+    }
+    this.#pump();
+  }
+
+  /**
+   * Parses a frame: trades and tops are returned; depth diffs go through the
+   * symbol's book sync (deltas returned once synced); `serverShutdown` asks
+   * for a reconnect; an error reply is reported. Throws
+   * `MalformedFrameError` for a frame it cannot use.
+   */
+  onFrame(frame: string, receivedUs: number, io: SessionIO): MarketEvent[] {
+    const { events, control } = parseBinanceFrame(frame, receivedUs, this.#symbols);
+    if (control === null) return events;
+    switch (control.type) {
+      case "depth_diff":
+        return this.#onDiff(control, io);
+      case "server_shutdown":
+        this.#serverShutdowns++;
+        io.reconnect("Binance announced a server shutdown");
+        return events;
+      case "error":
+        this.#venueErrors++;
+        io.error(`Binance error ${control.code}: ${control.msg}`);
+        return events;
+      case "result":
+        io.log.debug("binance request result", { id: control.id, result: control.result });
+        return events;
+      case "unsupported":
+        return events;
+    }
+  }
+
+  /** Drops every book and forgets pending snapshot fetches; they start again on the next open. */
+  onClose(): void {
+    this.#generation++;
+    this.#io = null;
+    this.#queue = [];
+    this.#inFlight = 0;
+    for (const slot of this.#books.values()) {
+      slot.sync.reset();
+      slot.queued = false;
+      slot.busy = false;
+      slot.attempts = 0;
+    }
+  }
+
+  /** Per-symbol book states, resync and snapshot counts. */
+  status(): BinanceSessionStatus {
+    const books: Record<string, BinanceBookStatus> = {};
+    let synced = 0;
+    let resyncs = 0;
+    for (const slot of this.#books.values()) {
+      const { sync } = slot;
+      const state = sync.state === "synced" ? "synced" : "waiting";
+      if (state === "synced") synced++;
+      resyncs += slot.resyncs;
+      books[sync.symbol] = {
+        state,
+        last_update_id: sync.lastUpdateId,
+        buffered_diffs: sync.bufferedDiffs,
+        resyncs: slot.resyncs,
+        snapshots: slot.snapshots,
+        snapshot_failures: slot.snapshotFailures,
+        stale_snapshots: slot.staleSnapshots,
+        last_resync: slot.lastResync,
+      };
+    }
+    return {
+      streams: this.#streams,
+      books_total: this.#books.size,
+      books_synced: synced,
+      resyncs,
+      snapshots_queued: this.#queue.length,
+      snapshots_in_flight: this.#inFlight,
+      snapshot_weight_1m: this.#spentLastMinute(),
+      books,
+      venue_errors: this.#venueErrors,
+      server_shutdowns: this.#serverShutdowns,
+    };
+  }
+
+  #onDiff(diff: BinanceDepthDiff, io: SessionIO): MarketEvent[] {
+    const slot = this.#books.get(diff.venueSymbol);
+    // Diffs without the book channel cannot arrive on our URL; ignore them if they do.
+    if (slot === undefined) return [];
+    const result = slot.sync.onDiff(diff);
+    if (result.status === "ok") return result.events;
+    if (result.status === "resync") this.#resync(diff.venueSymbol, slot, result, io);
+    this.#enqueue(diff.venueSymbol, slot);
+    this.#pump();
+    return [];
+  }
+
+  #resync(venueSymbol: string, slot: BookSlot, result: BinanceSyncResult, io: SessionIO): void {
+    const reason = `${venueSymbol}: ${result.reason ?? "book dropped"}`;
+    slot.resyncs++;
+    slot.lastResync = reason;
+    io.resynced(reason);
+  }
+
+  /** Queues a snapshot fetch unless one is already queued, under way or waiting to retry. */
+  #enqueue(venueSymbol: string, slot: BookSlot): void {
+    if (slot.queued || slot.busy) return;
+    slot.queued = true;
+    this.#queue.push(venueSymbol);
+  }
+
+  /** Starts queued fetches while slots and request weight are free. */
+  #pump(): void {
+    const io = this.#io;
+    if (io === null || this.#pumpWaiting === this.#generation) return;
+    while (this.#inFlight < this.#concurrency && this.#queue.length > 0) {
+      const waitMs = this.#weightWaitMs();
+      if (waitMs > 0) {
+        this.#pumpLater(waitMs, io);
+        return;
+      }
+      this.#spent.push({ at: this.#clock.now(), weight: this.#weight });
+      const venueSymbol = this.#queue.shift()!;
+      const slot = this.#books.get(venueSymbol)!;
+      slot.queued = false;
+      slot.busy = true;
+      this.#inFlight++;
+      void this.#fetch(venueSymbol, slot, io, this.#generation);
+    }
+  }
+
+  /** Weight spent by the fetches started within the last minute. */
+  #spentLastMinute(): number {
+    const since = this.#clock.now() - 60_000;
+    const spent = this.#spent;
+    let drop = 0;
+    while (drop < spent.length && spent[drop]!.at <= since) drop++;
+    if (drop > 0) spent.splice(0, drop);
+    let used = 0;
+    for (const entry of spent) used += entry.weight;
+    return used;
+  }
+
+  /** How long until one more fetch fits the weight budget (0: now). */
+  #weightWaitMs(): number {
+    const used = this.#spentLastMinute();
+    if (used === 0 || used + this.#weight <= this.#weightBudget) return 0;
+    let excess = used + this.#weight - this.#weightBudget;
+    const now = this.#clock.now();
+    for (const entry of this.#spent) {
+      excess -= entry.weight;
+      if (excess <= 0) return Math.max(1, entry.at + 60_000 - now);
+    }
+    return 60_000;
+  }
+
+  /** Pumps again once `ms` have passed, unless the connection closes first. */
+  #pumpLater(ms: number, io: SessionIO): void {
+    const generation = this.#generation;
+    this.#pumpWaiting = generation;
+    io.log.debug("binance snapshots wait for request weight", { wait_ms: ms });
+    this.#clock.sleep(ms, io.signal).then(() => {
+      if (generation !== this.#generation) return;
+      this.#pumpWaiting = -1;
+      this.#pump();
+    }, () => {});
+  }
+
+  async #fetch(venueSymbol: string, slot: BookSlot, io: SessionIO, generation: number) {
+    let retry = false;
+    try {
+      let body: string;
+      try {
+        body = await io.fetchText(this.snapshotUrl(venueSymbol));
+      } catch (error) {
+        if (generation !== this.#generation) return;
+        throw error;
+      }
+      if (generation !== this.#generation) return;
+      const snapshot = parseBinanceDepthSnapshot(body);
+      const result = slot.sync.onSnapshot(snapshot, this.#clock.now() * 1000);
+      if (result.status === "ok") {
+        slot.attempts = 0;
+        if (result.events.length > 0) {
+          slot.snapshots++;
+          io.emit(result.events);
+        }
+      } else {
+        // Older than the buffered diffs (REST lags the stream), or unusable: fetch again.
+        slot.staleSnapshots++;
+        io.log.debug("binance snapshot refused", { symbol: venueSymbol, reason: result.reason });
+        retry = true;
+      }
+    } catch (error) {
+      if (generation !== this.#generation) return;
+      slot.snapshotFailures++;
+      const detail = error instanceof Error ? error.message : String(error);
+      io.error(`Depth snapshot of ${venueSymbol} failed: ${detail}`);
+      retry = true;
+    } finally {
+      if (generation === this.#generation) this.#inFlight--;
+    }
+    if (generation !== this.#generation) return;
+    if (retry) {
+      const delayMs = backoffDelay(Math.min(slot.attempts, 30), {
+        initialMs: this.#retryInitialMs,
+        maxMs: this.#retryMaxMs,
+      });
+      slot.attempts++;
+      this.#pump();
+      try {
+        await this.#clock.sleep(delayMs, io.signal);
+      } catch {
+        return; // The connection closed; onOpen starts over.
+      }
+      if (generation !== this.#generation) return;
+    }
+    slot.busy = false;
+    // A diff may have asked for a snapshot meanwhile (a gap after this one was applied).
+    if (retry || slot.sync.state === "waiting_snapshot") this.#enqueue(venueSymbol, slot);
+    this.#pump();
+  }
+}
+
+/**
+ * The Binance {@linkcode VenueSession} for the `exchanges.binance` config
+ * section; see {@linkcode BinanceSession}.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_CONFIG } from "../../config/mod.ts";
+ * import { binanceSession } from "./session.ts";
+ *
+ * const session = binanceSession(DEFAULT_CONFIG.exchanges.binance);
+ * ```
+ */
+export function binanceSession(
+  config: BinanceSessionConfig,
+  options: BinanceSessionOptions = {},
+): BinanceSession {
+  return new BinanceSession(config, options);
+}

@@ -1,0 +1,373 @@
+/**
+ * The Kraken WebSocket v2 {@linkcode VenueSession}: trades, and order books
+ * verified frame by frame with Kraken's CRC32 checksum.
+ *
+ * Connection and subscriptions:
+ *
+ * - {@linkcode KrakenSession.url} is the configured `ws_url` (`wss://ws.kraken.com/v2`).
+ * - `onOpen` sends one v2 `subscribe` per channel for every configured symbol:
+ *   `trade` with `snapshot: false` (Kraken's default; a snapshot would replay
+ *   the last 50 trades on every reconnect as duplicates) and `book` at
+ *   `book_depth` with `snapshot: true`. Kraken has no best-bid/ask channel
+ *   of its own in this design: `top` events come from the verified books
+ *   (with `top` but not `book` configured, the book is still subscribed and
+ *   checked, and only its tops are published). Kraken answers each symbol with an
+ *   ack; a failed ack (`success: false`, an unknown pair for instance) is
+ *   reported with {@linkcode SessionIO.error}. Acknowledged subscriptions are
+ *   counted in {@linkcode KrakenSession.status}.
+ * - Keepalive: Kraken sends a `heartbeat` about every second once subscribed
+ *   (the runtime's staleness watchdog sees them); `onTick` also sends an
+ *   application-level `{"method":"ping","req_id":n}` every `pingIntervalMs`
+ *   (default 20 s), answered by `pong`.
+ * - The `status` channel: a system status other than `online`
+ *   (`maintenance`, `cancel_only`, `post_only`) is reported with
+ *   {@linkcode SessionIO.error}; a venue error frame likewise.
+ *
+ * Order books: one {@linkcode KrakenBookSync} per symbol applies snapshots
+ * and updates, truncates to the subscribed depth and checks every frame's
+ * checksum. A mismatch (or an update without a snapshot) is counted with
+ * {@linkcode SessionIO.resynced}, and that symbol's book alone is
+ * resubscribed — `unsubscribe`, then `subscribe` with `snapshot: true` — on
+ * the same connection; updates are dropped ("waiting") until the fresh
+ * snapshot arrives. On a reconnect `onClose` marks every book stale and the
+ * new connection's snapshots replace them.
+ *
+ * @example
+ * ```ts
+ * import { krakenSession } from "./session.ts";
+ *
+ * const session = krakenSession({
+ *   ws_url: "wss://ws.kraken.com/v2",
+ *   symbols: ["BTC-USD", "ETH-USD"],
+ *   channels: ["trades", "book"],
+ *   book_depth: 10,
+ * });
+ * session.url(); // "wss://ws.kraken.com/v2"
+ * ```
+ *
+ * @module
+ */
+
+import type { Config } from "../../config/mod.ts";
+import { MalformedFrameError, type MarketEvent } from "../../market/events.ts";
+import type { SessionIO, VenueSession } from "../session.ts";
+import { KrakenBookSync } from "./book_sync.ts";
+import {
+  type KrakenAckControl,
+  type KrakenBookControl,
+  parseKrakenFrame,
+  pingMessage,
+  subscribeMessage,
+  toKrakenSymbol,
+  unsubscribeMessage,
+} from "./parse.ts";
+
+/** The keys of the `exchanges.kraken` config section a session uses (read-only lists welcome). */
+export interface KrakenSessionConfig {
+  /** The v2 WebSocket URL. */
+  ws_url: string;
+  /** Canonical symbols (`BTC-USD`). */
+  symbols: readonly string[];
+  /** Channels: `trades`, `book` (`top` has no Kraken channel of its own; books publish tops). */
+  channels: readonly Config["exchanges"]["kraken"]["channels"][number][];
+  /** Book depth: 10, 25, 100, 500 or 1000. */
+  book_depth: number;
+}
+
+/** How often `onTick` sends an application-level ping, in milliseconds. */
+export const DEFAULT_KRAKEN_PING_INTERVAL_MS = 20_000;
+
+/** Tuning of {@linkcode krakenSession}; the venue settings come from the config section. */
+export interface KrakenSessionOptions {
+  /** Milliseconds between pings sent from `onTick`. @default {DEFAULT_KRAKEN_PING_INTERVAL_MS} */
+  pingIntervalMs?: number;
+  /**
+   * Whether changes of the best bid or ask also publish a top event (always
+   * on when the `top` channel is configured). @default {true}
+   */
+  emitTop?: boolean;
+}
+
+/** One symbol's book figures in {@linkcode KrakenSessionStatus}. */
+export type KrakenBookStatus = {
+  /** "live" when the book is verified, "waiting" for a snapshot. */
+  state: "live" | "waiting";
+  /** Checksum mismatches since the session started. */
+  checksum_failures: number;
+  /** Resubscriptions (checksum mismatches and other book faults). */
+  resyncs: number;
+  /** Snapshots received. */
+  snapshots: number;
+  /** The last reason the book was resubscribed, or null. */
+  last_resync: string | null;
+};
+
+/** What {@linkcode KrakenSession.status} reports. */
+export type KrakenSessionStatus = {
+  /** Kraken's last system status (`online`…), or null before the first. */
+  system: string | null;
+  /** Acknowledged subscriptions per channel on the current connection. */
+  subscribed: { trade: number; book: number };
+  /** Failed subscribe or unsubscribe requests. */
+  request_failures: number;
+  /** Books configured. */
+  books_total: number;
+  /** Books verified now. */
+  books_live: number;
+  /** Checksum mismatches of every book. */
+  checksum_failures: number;
+  /** Resubscriptions of every book. */
+  resyncs: number;
+  /** Per canonical symbol. */
+  books: Record<string, KrakenBookStatus>;
+  /** Pings sent. */
+  pings: number;
+  /** Pongs received. */
+  pongs: number;
+  /** Heartbeats received. */
+  heartbeats: number;
+};
+
+interface BookSlot {
+  readonly sync: KrakenBookSync;
+  checksumFailures: number;
+  resyncs: number;
+  snapshots: number;
+  lastResync: string | null;
+}
+
+/**
+ * The Kraken session: see the module documentation. Create it with
+ * {@linkcode krakenSession}.
+ */
+export class KrakenSession implements VenueSession {
+  /** The venue. */
+  readonly exchange = "kraken" as const;
+  readonly #url: string;
+  readonly #depth: number;
+  readonly #trades: boolean;
+  /** Whether book events are published (`book` configured), not only the tops of the books. */
+  readonly #publishBooks: boolean;
+  /** Kraken symbols (`BTC/USD`) in configured order. */
+  readonly #venueSymbols: string[];
+  /** Book slots by Kraken symbol; empty when the `book` channel is off. */
+  readonly #books = new Map<string, BookSlot>();
+  readonly #pingIntervalMs: number;
+  #lastPingMs: number | null = null;
+  #reqId = 0;
+  #system: string | null = null;
+  readonly #subscribed = { trade: new Set<string>(), book: new Set<string>() };
+  #requestFailures = 0;
+  #pings = 0;
+  #pongs = 0;
+  #heartbeats = 0;
+
+  /**
+   * Makes a session for `config`. Throws a `TypeError` for a symbol that is
+   * not `BASE-QUOTE`, a `RangeError` for a bad depth or ping interval.
+   */
+  constructor(config: KrakenSessionConfig, options: KrakenSessionOptions = {}) {
+    const { pingIntervalMs = DEFAULT_KRAKEN_PING_INTERVAL_MS, emitTop = true } = options;
+    if (!(pingIntervalMs > 0)) {
+      throw new RangeError(`pingIntervalMs must be positive, got ${pingIntervalMs}`);
+    }
+    const channels = new Set(config.channels);
+    this.#url = config.ws_url;
+    this.#depth = config.book_depth;
+    this.#trades = channels.has("trades");
+    this.#publishBooks = channels.has("book");
+    this.#pingIntervalMs = pingIntervalMs;
+    this.#venueSymbols = config.symbols.map(toKrakenSymbol);
+    if (channels.has("book") || channels.has("top")) {
+      config.symbols.forEach((symbol, i) => {
+        const venueSymbol = this.#venueSymbols[i]!;
+        this.#books.set(venueSymbol, {
+          sync: new KrakenBookSync(symbol, venueSymbol, config.book_depth, {
+            emitTop: emitTop || channels.has("top"),
+          }),
+          checksumFailures: 0,
+          resyncs: 0,
+          snapshots: 0,
+          lastResync: null,
+        });
+      });
+    }
+  }
+
+  /** The configured v2 endpoint. */
+  url(): string {
+    return this.#url;
+  }
+
+  /** Subscribes to `trade` and `book` for every configured symbol. */
+  onOpen(io: SessionIO): void {
+    this.#lastPingMs = null;
+    this.#subscribed.trade.clear();
+    this.#subscribed.book.clear();
+    if (this.#venueSymbols.length === 0) return;
+    if (this.#trades) {
+      io.send(subscribeMessage("trade", this.#venueSymbols, {
+        snapshot: false,
+        reqId: ++this.#reqId,
+      }));
+    }
+    if (this.#books.size > 0) {
+      io.send(subscribeMessage("book", [...this.#books.keys()], {
+        depth: this.#depth,
+        snapshot: true,
+        reqId: ++this.#reqId,
+      }));
+    }
+  }
+
+  /**
+   * Parses a frame: trades are returned; book frames go through the symbol's
+   * sync (verified book and top events returned; a checksum mismatch
+   * resubscribes that book); acks, status, pong and heartbeats update the
+   * figures. Throws `MalformedFrameError` for a frame it cannot use, including
+   * a book of a symbol that is not configured.
+   */
+  onFrame(frame: string, receivedUs: number, io: SessionIO): MarketEvent[] {
+    const { events, control } = parseKrakenFrame(frame, receivedUs);
+    if (control === null) return events;
+    switch (control.type) {
+      case "book":
+        return this.#onBook(control, receivedUs, io);
+      case "heartbeat":
+        this.#heartbeats++;
+        return events;
+      case "ack":
+        this.#onAck(control, io);
+        return events;
+      case "pong":
+        this.#pongs++;
+        return events;
+      case "status":
+        this.#system = control.system;
+        if (control.system !== "online") io.error(`Kraken system status is ${control.system}`);
+        return events;
+      case "error":
+        io.error(`Kraken error: ${control.message}`);
+        return events;
+    }
+  }
+
+  /** Marks every book stale and forgets the subscriptions; the next open subscribes again. */
+  onClose(): void {
+    this.#subscribed.trade.clear();
+    this.#subscribed.book.clear();
+    for (const slot of this.#books.values()) slot.sync.reset();
+  }
+
+  /** Sends a ping every `pingIntervalMs` (the first one interval after the first tick). */
+  onTick(io: SessionIO, nowMs: number): void {
+    if (this.#lastPingMs === null) {
+      this.#lastPingMs = nowMs;
+      return;
+    }
+    if (nowMs - this.#lastPingMs < this.#pingIntervalMs) return;
+    this.#lastPingMs = nowMs;
+    this.#pings++;
+    io.send(pingMessage(++this.#reqId));
+  }
+
+  /** Per-symbol book states, checksum failures, subscriptions and keepalive counts. */
+  status(): KrakenSessionStatus {
+    const books: Record<string, KrakenBookStatus> = {};
+    let live = 0;
+    let checksumFailures = 0;
+    let resyncs = 0;
+    for (const slot of this.#books.values()) {
+      const state = slot.sync.live ? "live" : "waiting";
+      if (state === "live") live++;
+      checksumFailures += slot.checksumFailures;
+      resyncs += slot.resyncs;
+      books[slot.sync.symbol] = {
+        state,
+        checksum_failures: slot.checksumFailures,
+        resyncs: slot.resyncs,
+        snapshots: slot.snapshots,
+        last_resync: slot.lastResync,
+      };
+    }
+    return {
+      system: this.#system,
+      subscribed: { trade: this.#subscribed.trade.size, book: this.#subscribed.book.size },
+      request_failures: this.#requestFailures,
+      books_total: this.#books.size,
+      books_live: live,
+      checksum_failures: checksumFailures,
+      resyncs,
+      books,
+      pings: this.#pings,
+      pongs: this.#pongs,
+      heartbeats: this.#heartbeats,
+    };
+  }
+
+  #onBook(control: KrakenBookControl, receivedUs: number, io: SessionIO): MarketEvent[] {
+    const slot = this.#books.get(control.venue_symbol);
+    if (slot === undefined) {
+      throw new MalformedFrameError(
+        `Book frame for ${JSON.stringify(control.venue_symbol)}, which is not subscribed`,
+      );
+    }
+    const result = slot.sync.onBook(control, receivedUs);
+    if (result.status === "ok") {
+      if (control.action === "snapshot") slot.snapshots++;
+      return this.#publishBooks
+        ? result.events
+        : result.events.filter((event) => event.kind === "top");
+    }
+    if (result.status === "resync") {
+      const reason = `${control.venue_symbol}: ${result.reason}`;
+      slot.resyncs++;
+      if (result.reason.startsWith("Checksum mismatch")) slot.checksumFailures++;
+      slot.lastResync = reason;
+      io.resynced(reason);
+      this.#subscribed.book.delete(control.venue_symbol);
+      io.send(unsubscribeMessage("book", [control.venue_symbol], {
+        depth: this.#depth,
+        reqId: ++this.#reqId,
+      }));
+      io.send(subscribeMessage("book", [control.venue_symbol], {
+        depth: this.#depth,
+        snapshot: true,
+        reqId: ++this.#reqId,
+      }));
+    }
+    return [];
+  }
+
+  #onAck(ack: KrakenAckControl, io: SessionIO): void {
+    const channel = ack.channel === "trade" || ack.channel === "book" ? ack.channel : null;
+    if (!ack.success) {
+      this.#requestFailures++;
+      const about = [ack.channel, ack.venue_symbol].filter((part) => part !== null).join(" ");
+      io.error(`Kraken ${ack.method}${about === "" ? "" : ` ${about}`} failed: ${ack.error}`);
+      return;
+    }
+    if (channel === null || ack.venue_symbol === null) return;
+    if (ack.method === "subscribe") this.#subscribed[channel].add(ack.venue_symbol);
+    else if (ack.method === "unsubscribe") this.#subscribed[channel].delete(ack.venue_symbol);
+  }
+}
+
+/**
+ * The Kraken {@linkcode VenueSession} for the `exchanges.kraken` config
+ * section; see {@linkcode KrakenSession}.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_CONFIG } from "../../config/mod.ts";
+ * import { krakenSession } from "./session.ts";
+ *
+ * const session = krakenSession(DEFAULT_CONFIG.exchanges.kraken);
+ * ```
+ */
+export function krakenSession(
+  config: KrakenSessionConfig,
+  options: KrakenSessionOptions = {},
+): KrakenSession {
+  return new KrakenSession(config, options);
+}
