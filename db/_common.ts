@@ -1,0 +1,137 @@
+/**
+ * Shared pieces of the repositories: the queryable type, exact NUMERIC(20,8)
+ * conversion of decimal inputs, keyset pages and error mapping.
+ *
+ * @module
+ */
+
+import type { Sql, TransactionSql } from "postgres";
+import type { Decimal } from "decimal.js";
+import { mapDbError } from "./errors.ts";
+
+/** A pool or a transaction: every repository function runs on either. */
+export type Queryable = Sql | TransactionSql;
+
+/** A decimal value given to a repository: plain decimal text or a `decimal.js` instance. */
+export type DecimalInput = string | Decimal;
+
+/** Who wrote a row when the caller does not say (`created_by`/`updated_by`). */
+export const DEFAULT_ACTOR = "system";
+
+/** Options of the writing repository functions. */
+export interface WriteOptions {
+  /** Recorded as `created_by`/`updated_by`. @default {DEFAULT_ACTOR} */
+  by?: string;
+}
+
+/** Integer digits of a NUMERIC(20,8) value. */
+export const NUMERIC_INTEGER_DIGITS = 12;
+/** Decimal digits of a NUMERIC(20,8) value. */
+export const NUMERIC_SCALE = 8;
+
+const DECIMAL_TEXT = /^(-?)(\d+)(?:\.(\d+))?$/;
+
+/**
+ * Checks that `value` is a decimal NUMERIC(20,8) holds exactly and returns
+ * its text: PostgreSQL would otherwise round extra decimals silently. Throws
+ * a `TypeError` for anything but decimal text or a finite `Decimal`, and a
+ * `RangeError` for more than 12 integer or 8 significant decimal digits.
+ */
+export function toNumeric(value: DecimalInput, field: string): string {
+  let textValue: string;
+  if (typeof value === "string") {
+    textValue = value;
+  } else if (typeof value === "object" && value !== null && typeof value.toFixed === "function") {
+    if (!value.isFinite()) throw new TypeError(`${field} must be finite, got ${value.toString()}`);
+    textValue = value.toFixed();
+  } else {
+    throw new TypeError(`${field} must be a decimal string or Decimal, got ${typeof value}`);
+  }
+  const match = DECIMAL_TEXT.exec(textValue);
+  if (match === null) {
+    throw new TypeError(`${field} must be a decimal such as "12.5", got ${JSON.stringify(value)}`);
+  }
+  const integer = (match[2] ?? "").replace(/^0+(?=\d)/, "");
+  const fraction = (match[3] ?? "").replace(/0+$/, "");
+  if (integer.length > NUMERIC_INTEGER_DIGITS || fraction.length > NUMERIC_SCALE) {
+    throw new RangeError(
+      `${field} ${textValue} does not fit NUMERIC(20,8) ` +
+        `(at most ${NUMERIC_INTEGER_DIGITS} integer and ${NUMERIC_SCALE} decimal digits)`,
+    );
+  }
+  return textValue;
+}
+
+/** {@linkcode toNumeric} for an optional value: null and undefined give null. */
+export function toNumericOrNull(
+  value: DecimalInput | null | undefined,
+  field: string,
+): string | null {
+  return value === null || value === undefined ? null : toNumeric(value, field);
+}
+
+/** A page of a keyset-paginated list. */
+export interface Page<T> {
+  /** The rows of this page, in list order. */
+  items: T[];
+  /** Cursor of the next page (pass it as `after`), or null on the last page. */
+  next: string | null;
+}
+
+/** Options shared by the paginated lists. */
+export interface PageOptions {
+  /** Rows per page, 1 to {@linkcode MAX_PAGE_LIMIT}. @default {DEFAULT_PAGE_LIMIT} */
+  limit?: number;
+  /** Cursor from the previous page's `next`; absent for the first page. */
+  after?: string | null;
+  /** `desc`: newest (highest id) first; `asc`: oldest first. @default {"desc"} */
+  direction?: "asc" | "desc";
+}
+
+/** Rows per page when the caller does not say. */
+export const DEFAULT_PAGE_LIMIT = 100;
+/** Most rows per page. */
+export const MAX_PAGE_LIMIT = 1000;
+
+/** Validated page options: limit, cursor id (or null) and direction. */
+export function pageOptions(
+  options: PageOptions,
+): { limit: number; after: string | null; direction: "asc" | "desc" } {
+  const limit = options.limit ?? DEFAULT_PAGE_LIMIT;
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE_LIMIT) {
+    throw new RangeError(`Page limit must be an integer from 1 to ${MAX_PAGE_LIMIT}, got ${limit}`);
+  }
+  const after = options.after ?? null;
+  if (after !== null && !/^\d{1,19}$/.test(after)) {
+    throw new RangeError(`Bad page cursor ${JSON.stringify(after)}`);
+  }
+  const direction = options.direction ?? "desc";
+  if (direction !== "asc" && direction !== "desc") {
+    throw new RangeError(`Page direction must be "asc" or "desc", got ${String(direction)}`);
+  }
+  return { limit, after, direction };
+}
+
+/** Cuts `rows` (fetched with `limit + 1`) to a page whose cursor is the last row's id. */
+export function toPage<T extends { id: string }>(rows: T[], limit: number): Page<T> {
+  if (rows.length <= limit) return { items: rows, next: null };
+  const items = rows.slice(0, limit);
+  return { items, next: items[items.length - 1]?.id ?? null };
+}
+
+/** Runs `query`, rethrowing failures through {@linkcode mapDbError}. */
+export async function run<T>(query: Promise<T>): Promise<T> {
+  try {
+    return await query;
+  } catch (error) {
+    throw mapDbError(error);
+  }
+}
+
+/** Checks a `Date` argument. */
+export function checkDate(value: Date, field: string): Date {
+  if (!(value instanceof Date) || Number.isNaN(value.getTime())) {
+    throw new TypeError(`${field} must be a valid Date`);
+  }
+  return value;
+}

@@ -1,0 +1,324 @@
+/**
+ * The fills repository: executions inserted idempotently — a fill is
+ * identified by `(order_id, broker_fill_id)`, so a fill delivered again is
+ * reported as not new and must not be applied to the position twice — and
+ * listed by date range, with per-symbol totals to check positions against.
+ *
+ * @example
+ * ```ts
+ * import { insertFill } from "./fills.ts";
+ *
+ * const { created } = await insertFill(tx, {
+ *   order_id: order.id, broker_fill_id: "exec-1", symbol: "AAPL", side: "buy",
+ *   qty: "10", price: "187.25", filled_at: new Date(),
+ * });
+ * if (created) {
+ *   // update the order and the position in the same transaction
+ * }
+ * ```
+ *
+ * @module
+ */
+
+import {
+  checkDate,
+  type DecimalInput,
+  DEFAULT_ACTOR,
+  type Page,
+  type PageOptions,
+  pageOptions,
+  type Queryable,
+  run,
+  toNumeric,
+  toNumericOrNull,
+  toPage,
+  type WriteOptions,
+} from "./_common.ts";
+import { checkId } from "./_order_sql.ts";
+import type { OrderSide } from "./enums.ts";
+
+/** A fill as stored. Quantities, prices and money are NUMERIC(20,8) text. */
+export interface Fill {
+  /** Row id (decimal text). */
+  id: string;
+  /** The order filled. */
+  order_id: string;
+  /** The broker's execution id, unique per order. */
+  broker_fill_id: string;
+  /** Instrument. */
+  symbol: string;
+  /** Buy or sell. */
+  side: OrderSide;
+  /** Quantity filled (> 0). */
+  qty: string;
+  /** Price (> 0). */
+  price: string;
+  /** Fee paid (negative for a rebate). */
+  commission: string;
+  /** Asset the fee is paid in. */
+  commission_asset: string | null;
+  /** `maker` or `taker`, when known. */
+  liquidity: "maker" | "taker" | null;
+  /** Realized P&L this fill produced, as computed by the position tracker. */
+  realized_pnl: string | null;
+  /** When the broker executed it. */
+  filled_at: Date;
+  /** When the row was inserted. */
+  created_at: Date;
+  /** Who inserted it. */
+  created_by: string;
+}
+
+/** A fill to record. */
+export interface NewFill {
+  /** The order filled. */
+  order_id: string;
+  /** The broker's execution id (the paper broker makes its own, deterministic ones). */
+  broker_fill_id: string;
+  /** Instrument. */
+  symbol: string;
+  /** Buy or sell. */
+  side: OrderSide;
+  /** Quantity (> 0). */
+  qty: DecimalInput;
+  /** Price (> 0). */
+  price: DecimalInput;
+  /** Fee. @default {"0"} */
+  commission?: DecimalInput | undefined;
+  /** Asset the fee is paid in. @default {null} */
+  commission_asset?: string | null | undefined;
+  /** `maker` or `taker`. @default {null} */
+  liquidity?: "maker" | "taker" | null | undefined;
+  /** Realized P&L the fill produced. @default {null} */
+  realized_pnl?: DecimalInput | null | undefined;
+  /** When the broker executed it. */
+  filled_at: Date;
+}
+
+/** Result of recording one fill. */
+export interface FillInsertResult {
+  /** True when this call recorded it; false when it was recorded before (apply nothing). */
+  created: boolean;
+  /** The stored fill (the earlier one for a duplicate). */
+  fill: Fill;
+}
+
+interface FillRecord {
+  i: number;
+  order_id: string;
+  broker_fill_id: string;
+  symbol: string;
+  side: OrderSide;
+  qty: string;
+  price: string;
+  commission: string;
+  commission_asset: string | null;
+  liquidity: string | null;
+  realized_pnl: string | null;
+  filled_at: string;
+}
+
+function fillRecord(fill: NewFill, i: number): FillRecord {
+  checkId(fill.order_id, "order id");
+  if (typeof fill.broker_fill_id !== "string" || fill.broker_fill_id === "") {
+    throw new TypeError("A fill needs a broker_fill_id");
+  }
+  return {
+    i,
+    order_id: BigInt(fill.order_id).toString(),
+    broker_fill_id: fill.broker_fill_id,
+    symbol: fill.symbol,
+    side: fill.side,
+    qty: toNumeric(fill.qty, "qty"),
+    price: toNumeric(fill.price, "price"),
+    commission: toNumeric(fill.commission ?? "0", "commission"),
+    commission_asset: fill.commission_asset ?? null,
+    liquidity: fill.liquidity ?? null,
+    realized_pnl: toNumericOrNull(fill.realized_pnl, "realized_pnl"),
+    filled_at: checkDate(fill.filled_at, "filled_at").toISOString(),
+  };
+}
+
+function keyOf(orderId: string, brokerFillId: string): string {
+  return `${orderId}\u0000${brokerFillId}`;
+}
+
+/**
+ * Records fills in one statement (`INSERT … ON CONFLICT DO NOTHING`) and
+ * returns one result per input, in order: `created: false` with the stored
+ * fill for one recorded before or appearing earlier in the same batch.
+ */
+export async function insertFills(
+  sql: Queryable,
+  fills: readonly NewFill[],
+  options: WriteOptions = {},
+): Promise<FillInsertResult[]> {
+  if (fills.length === 0) return [];
+  const by = options.by ?? DEFAULT_ACTOR;
+  const records = fills.map(fillRecord);
+  const firstByKey = new Map<string, number>();
+  const unique = records.filter((record) => {
+    const key = keyOf(record.order_id, record.broker_fill_id);
+    if (firstByKey.has(key)) return false;
+    firstByKey.set(key, record.i);
+    return true;
+  });
+  const rows = await run(sql<(Fill & { i: number })[]>`
+    WITH x AS (
+      SELECT * FROM jsonb_to_recordset(${JSON.stringify(unique)}::text::jsonb) AS x(
+        i int, order_id bigint, broker_fill_id text, symbol text, side order_side,
+        qty numeric(20,8), price numeric(20,8), commission numeric(20,8), commission_asset text,
+        liquidity text, realized_pnl numeric(20,8), filled_at timestamptz)
+    ), ins AS (
+      INSERT INTO fills (order_id, broker_fill_id, symbol, side, qty, price, commission,
+        commission_asset, liquidity, realized_pnl, filled_at, created_by)
+      SELECT order_id, broker_fill_id, symbol, side, qty, price, commission, commission_asset,
+        liquidity, realized_pnl, filled_at, ${by}
+      FROM x ORDER BY order_id, broker_fill_id
+      ON CONFLICT (order_id, broker_fill_id) DO NOTHING
+      RETURNING *
+    )
+    SELECT ins.*, x.i FROM ins
+    JOIN x ON x.order_id = ins.order_id AND x.broker_fill_id = ins.broker_fill_id`);
+  const results = new Array<FillInsertResult>(records.length);
+  for (const { i, ...fill } of rows) results[i] = { created: true, fill };
+  const missing = unique.filter((record) => results[record.i] === undefined);
+  if (missing.length > 0) {
+    const keys = missing.map((r) => ({ order_id: r.order_id, broker_fill_id: r.broker_fill_id }));
+    const existing = await run(sql<Fill[]>`
+      SELECT f.* FROM fills f
+      JOIN jsonb_to_recordset(${JSON.stringify(keys)}::text::jsonb)
+        AS k(order_id bigint, broker_fill_id text)
+        ON k.order_id = f.order_id AND k.broker_fill_id = f.broker_fill_id`);
+    const byKey = new Map(
+      existing.map((fill) => [keyOf(fill.order_id, fill.broker_fill_id), fill]),
+    );
+    for (const record of missing) {
+      const fill = byKey.get(keyOf(record.order_id, record.broker_fill_id));
+      if (fill === undefined) {
+        throw new Error(`Fill ${record.broker_fill_id} was neither inserted nor found`);
+      }
+      results[record.i] = { created: false, fill };
+    }
+  }
+  for (const record of records) {
+    if (results[record.i] !== undefined) continue;
+    const first = firstByKey.get(keyOf(record.order_id, record.broker_fill_id)) ?? 0;
+    const original = results[first];
+    if (original === undefined) throw new Error("Batch result missing");
+    results[record.i] = { created: false, fill: original.fill };
+  }
+  return results;
+}
+
+/** Records one fill; see {@linkcode insertFills}. */
+export async function insertFill(
+  sql: Queryable,
+  fill: NewFill,
+  options: WriteOptions = {},
+): Promise<FillInsertResult> {
+  const [result] = await insertFills(sql, [fill], options);
+  if (result === undefined) throw new Error("Fill insert returned no result");
+  return result;
+}
+
+/** Filters of {@linkcode listFills}; all optional and combined with AND. */
+export interface FillFilter {
+  /** Executed at or after. */
+  from?: Date | undefined;
+  /** Executed before. */
+  to?: Date | undefined;
+  /** Instrument. */
+  symbol?: string | undefined;
+  /** Order. */
+  order_id?: string | undefined;
+}
+
+/** Lists fills (trades) matching `filter`, a page at a time, by id (newest first unless `direction: "asc"`). */
+export async function listFills(
+  sql: Queryable,
+  filter: FillFilter & PageOptions = {},
+): Promise<Page<Fill>> {
+  const { limit, after, direction } = pageOptions(filter);
+  let where = sql`TRUE`;
+  if (filter.from !== undefined) {
+    where = sql`${where} AND filled_at >= ${checkDate(filter.from, "from")}`;
+  }
+  if (filter.to !== undefined) where = sql`${where} AND filled_at < ${checkDate(filter.to, "to")}`;
+  if (filter.symbol !== undefined) where = sql`${where} AND symbol = ${filter.symbol}`;
+  if (filter.order_id !== undefined) {
+    checkId(filter.order_id, "order id");
+    where = sql`${where} AND order_id = ${filter.order_id}`;
+  }
+  if (after !== null) {
+    where = direction === "desc"
+      ? sql`${where} AND id < ${after}`
+      : sql`${where} AND id > ${after}`;
+  }
+  const rows = await run(sql<Fill[]>`
+    SELECT * FROM fills WHERE ${where}
+    ORDER BY id ${direction === "desc" ? sql`DESC` : sql`ASC`}
+    LIMIT ${limit + 1}`);
+  return toPage([...rows], limit);
+}
+
+/** Per-symbol totals over fills (see {@linkcode fillTotalsBySymbol}). */
+export interface FillTotals {
+  /** Instrument. */
+  symbol: string;
+  /** Quantity bought. */
+  bought: string;
+  /** Quantity sold. */
+  sold: string;
+  /** Bought minus sold: what the position's quantity must be. */
+  net_qty: string;
+  /** Fees paid. */
+  commission: string;
+  /** Sum of the fills' realized P&L. */
+  realized_pnl: string;
+  /** Number of fills. */
+  fills: number;
+}
+
+/** Options of {@linkcode fillTotalsBySymbol}. */
+export interface FillTotalsOptions {
+  /** Only fills of orders of this portfolio. */
+  portfolio_id?: string | undefined;
+  /** Executed at or after. */
+  from?: Date | undefined;
+  /** Executed before. */
+  to?: Date | undefined;
+}
+
+/**
+ * Totals of fills per symbol, ordered by symbol: quantities, fees and
+ * realized P&L — positions must equal these, and the daily realized-loss
+ * limit reads today's `realized_pnl` from them.
+ */
+export async function fillTotalsBySymbol(
+  sql: Queryable,
+  options: FillTotalsOptions = {},
+): Promise<FillTotals[]> {
+  let where = sql`TRUE`;
+  if (options.portfolio_id !== undefined) {
+    where = sql`${where} AND o.portfolio_id = ${options.portfolio_id}`;
+  }
+  if (options.from !== undefined) {
+    where = sql`${where} AND f.filled_at >= ${checkDate(options.from, "from")}`;
+  }
+  if (options.to !== undefined) {
+    where = sql`${where} AND f.filled_at < ${checkDate(options.to, "to")}`;
+  }
+  const rows = await run(sql<FillTotals[]>`
+    SELECT f.symbol,
+      coalesce(sum(f.qty) FILTER (WHERE f.side = 'buy'), 0)::numeric(38,8) AS bought,
+      coalesce(sum(f.qty) FILTER (WHERE f.side = 'sell'), 0)::numeric(38,8) AS sold,
+      sum(CASE WHEN f.side = 'buy' THEN f.qty ELSE -f.qty END)::numeric(38,8) AS net_qty,
+      sum(f.commission)::numeric(38,8) AS commission,
+      coalesce(sum(f.realized_pnl), 0)::numeric(38,8) AS realized_pnl,
+      count(*)::int AS fills
+    FROM fills f JOIN orders o ON o.id = f.order_id
+    WHERE ${where}
+    GROUP BY f.symbol ORDER BY f.symbol`);
+  return [...rows];
+}

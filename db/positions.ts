@@ -1,0 +1,380 @@
+/**
+ * The positions repository: one row per (portfolio, symbol) with the signed
+ * quantity, average entry price, realized P&L and fees the position tracker
+ * computed from fills; marks; open positions; total exposure; realized P&L
+ * by symbol.
+ *
+ * @example
+ * ```ts
+ * import { totalExposure } from "./positions.ts";
+ *
+ * const { gross, net, unpriced } = await totalExposure(sql, { marks: { AAPL: "187.25" } });
+ * ```
+ *
+ * @module
+ */
+
+import {
+  checkDate,
+  type DecimalInput,
+  DEFAULT_ACTOR,
+  type Queryable,
+  run,
+  toNumeric,
+  toNumericOrNull,
+  type WriteOptions,
+} from "./_common.ts";
+import { checkId } from "./_order_sql.ts";
+
+/** The portfolio positions and orders belong to when none is named. */
+export const DEFAULT_PORTFOLIO = "default";
+
+/** A position as stored. Quantities, prices and money are NUMERIC(20,8) text. */
+export interface Position {
+  /** Portfolio. */
+  portfolio_id: string;
+  /** Instrument. */
+  symbol: string;
+  /** Signed quantity: positive long, negative short, zero flat. */
+  qty: string;
+  /** Average entry price; zero when flat. */
+  avg_entry_price: string;
+  /** Realized P&L since the position was first opened. */
+  realized_pnl: string;
+  /** Fees paid. */
+  commission: string;
+  /** Latest mark, when marked. */
+  mark_price: string | null;
+  /** `(mark − avg entry) × qty` at the mark, rounded to 8 decimals. */
+  unrealized_pnl: string | null;
+  /** `qty × mark`, rounded to 8 decimals (negative when short). */
+  market_value: string | null;
+  /** When it was marked. */
+  marked_at: Date | null;
+  /** The last fill applied. */
+  last_fill_id: string | null;
+  /** When the current position was opened from flat; null while flat. */
+  opened_at: Date | null;
+  /** When the row was inserted. */
+  created_at: Date;
+  /** When the row last changed. */
+  updated_at: Date;
+  /** Who inserted it. */
+  created_by: string;
+  /** Who last changed it. */
+  updated_by: string;
+}
+
+/** The state of a position to store, as computed by the position tracker. */
+export interface PositionInput {
+  /** Portfolio. @default {DEFAULT_PORTFOLIO} */
+  portfolio_id?: string | undefined;
+  /** Instrument (must exist in `symbols`). */
+  symbol: string;
+  /** Signed quantity. */
+  qty: DecimalInput;
+  /** Average entry price (> 0 unless flat, then 0). */
+  avg_entry_price: DecimalInput;
+  /** Realized P&L since first opened. */
+  realized_pnl: DecimalInput;
+  /** Fees paid. @default {unchanged, 0 for a new row} */
+  commission?: DecimalInput | undefined;
+  /** The last fill applied. @default {unchanged} */
+  last_fill_id?: string | undefined;
+  /** When the position was opened. @default {unchanged, or now when it opens from flat; null when flat} */
+  opened_at?: Date | undefined;
+}
+
+interface PositionRecord {
+  i: number;
+  portfolio_id: string;
+  symbol: string;
+  qty: string;
+  avg_entry_price: string;
+  realized_pnl: string;
+  commission: string | null;
+  last_fill_id: string | null;
+  opened_at: string | null;
+}
+
+function positionRecord(position: PositionInput, i: number): PositionRecord {
+  if (position.last_fill_id !== undefined) checkId(position.last_fill_id, "fill id");
+  return {
+    i,
+    portfolio_id: position.portfolio_id ?? DEFAULT_PORTFOLIO,
+    symbol: position.symbol,
+    qty: toNumeric(position.qty, "qty"),
+    avg_entry_price: toNumeric(position.avg_entry_price, "avg_entry_price"),
+    realized_pnl: toNumeric(position.realized_pnl, "realized_pnl"),
+    commission: toNumericOrNull(position.commission, "commission"),
+    last_fill_id: position.last_fill_id ?? null,
+    opened_at: position.opened_at === undefined
+      ? null
+      : checkDate(position.opened_at, "opened_at").toISOString(),
+  };
+}
+
+/**
+ * Stores the state of several positions in one statement (insert or
+ * update), keeping the mark and recomputing market value and unrealized P&L
+ * at it; returns them in input order. Throws a `RangeError` when a
+ * (portfolio, symbol) appears twice.
+ */
+export async function upsertPositions(
+  sql: Queryable,
+  positions: readonly PositionInput[],
+  options: WriteOptions = {},
+): Promise<Position[]> {
+  if (positions.length === 0) return [];
+  const by = options.by ?? DEFAULT_ACTOR;
+  const records = positions.map(positionRecord);
+  const seen = new Set<string>();
+  for (const record of records) {
+    const key = `${record.portfolio_id}\u0000${record.symbol}`;
+    if (seen.has(key)) {
+      throw new RangeError(`Position ${record.portfolio_id}/${record.symbol} appears twice`);
+    }
+    seen.add(key);
+  }
+  const rows = await run(sql<(Position & { i: number })[]>`
+    WITH x AS (
+      SELECT * FROM jsonb_to_recordset(${JSON.stringify(records)}::text::jsonb) AS x(
+        i int, portfolio_id text, symbol text, qty numeric(20,8), avg_entry_price numeric(20,8),
+        realized_pnl numeric(20,8), commission numeric(20,8), last_fill_id bigint,
+        opened_at timestamptz)
+    ), up AS (
+      INSERT INTO positions AS p (portfolio_id, symbol, qty, avg_entry_price, realized_pnl,
+        commission, last_fill_id, opened_at, created_by, updated_by)
+      SELECT x.portfolio_id, x.symbol, x.qty, x.avg_entry_price, x.realized_pnl,
+        coalesce(x.commission, cur.commission, 0),
+        coalesce(x.last_fill_id, cur.last_fill_id),
+        CASE WHEN x.qty = 0 THEN NULL
+          WHEN cur.qty IS NULL OR sign(cur.qty) <> sign(x.qty) THEN coalesce(x.opened_at, now())
+          ELSE coalesce(x.opened_at, cur.opened_at, now()) END,
+        ${by}, ${by}
+      FROM x LEFT JOIN positions cur ON cur.portfolio_id = x.portfolio_id AND cur.symbol = x.symbol
+      ORDER BY x.portfolio_id, x.symbol
+      ON CONFLICT (portfolio_id, symbol) DO UPDATE SET
+        qty = excluded.qty,
+        avg_entry_price = excluded.avg_entry_price,
+        realized_pnl = excluded.realized_pnl,
+        commission = excluded.commission,
+        last_fill_id = excluded.last_fill_id,
+        opened_at = excluded.opened_at,
+        market_value = round(excluded.qty * p.mark_price, 8),
+        unrealized_pnl = round((p.mark_price - excluded.avg_entry_price) * excluded.qty, 8),
+        updated_by = excluded.updated_by
+      RETURNING *
+    )
+    SELECT up.*, x.i FROM up JOIN x ON x.portfolio_id = up.portfolio_id AND x.symbol = up.symbol`);
+  const out = new Array<Position>(records.length);
+  for (const { i, ...position } of rows) out[i] = position;
+  return out;
+}
+
+/** Stores the state of one position; see {@linkcode upsertPositions}. */
+export async function upsertPosition(
+  sql: Queryable,
+  position: PositionInput,
+  options: WriteOptions = {},
+): Promise<Position> {
+  const [row] = await upsertPositions(sql, [position], options);
+  if (row === undefined) throw new Error("Position upsert returned no row");
+  return row;
+}
+
+/** Options naming a portfolio. */
+export interface PortfolioOption {
+  /** Portfolio. @default {DEFAULT_PORTFOLIO} */
+  portfolio_id?: string | undefined;
+}
+
+/** Returns the position in `symbol`, or null when there never was one. */
+export async function findPosition(
+  sql: Queryable,
+  symbol: string,
+  options: PortfolioOption = {},
+): Promise<Position | null> {
+  const [row] = await run(sql<Position[]>`
+    SELECT * FROM positions
+    WHERE portfolio_id = ${options.portfolio_id ?? DEFAULT_PORTFOLIO} AND symbol = ${symbol}`);
+  return row ?? null;
+}
+
+/** Options of {@linkcode listPositions}. */
+export interface ListPositionsOptions {
+  /** Only this portfolio. @default {every portfolio} */
+  portfolio_id?: string | undefined;
+  /** Only this instrument. */
+  symbol?: string | undefined;
+  /** Only positions with a non-zero quantity. @default {false} */
+  open?: boolean | undefined;
+}
+
+/** Lists positions, ordered by portfolio and symbol. */
+export async function listPositions(
+  sql: Queryable,
+  options: ListPositionsOptions = {},
+): Promise<Position[]> {
+  let where = sql`TRUE`;
+  if (options.portfolio_id !== undefined) {
+    where = sql`${where} AND portfolio_id = ${options.portfolio_id}`;
+  }
+  if (options.symbol !== undefined) where = sql`${where} AND symbol = ${options.symbol}`;
+  if (options.open === true) where = sql`${where} AND qty <> 0`;
+  const rows = await run(
+    sql<Position[]>`SELECT * FROM positions WHERE ${where} ORDER BY portfolio_id, symbol`,
+  );
+  return [...rows];
+}
+
+/** Open (non-flat) positions, optionally of one symbol or portfolio. */
+export function listOpenPositions(
+  sql: Queryable,
+  options: Omit<ListPositionsOptions, "open"> = {},
+): Promise<Position[]> {
+  return listPositions(sql, { ...options, open: true });
+}
+
+/** Prices by symbol: a plain object or a `Map`. */
+export type PriceMap = Readonly<Record<string, DecimalInput>> | ReadonlyMap<string, DecimalInput>;
+
+function pricesJson(prices: PriceMap): string {
+  const out: Record<string, string> = {};
+  const entries = prices instanceof Map
+    ? [...prices.entries()]
+    : Object.entries(prices as Record<string, DecimalInput>);
+  for (const [symbol, price] of entries) {
+    const value = toNumeric(price, `price of ${symbol}`);
+    if (!/[1-9]/.test(value) || value.startsWith("-")) {
+      throw new RangeError(`Price of ${symbol} must be positive, got ${value}`);
+    }
+    out[symbol] = value;
+  }
+  return JSON.stringify(out);
+}
+
+/** Options of {@linkcode markPositions}. */
+export interface MarkOptions extends WriteOptions {
+  /** Only this portfolio. @default {every portfolio} */
+  portfolio_id?: string | undefined;
+  /** Time of the marks. @default {now()} */
+  at?: Date | undefined;
+}
+
+/**
+ * Marks positions at `marks` (symbol → price): stores the mark, market value
+ * and unrealized P&L. Symbols without a position are ignored. Returns how
+ * many rows were marked.
+ */
+export async function markPositions(
+  sql: Queryable,
+  marks: PriceMap,
+  options: MarkOptions = {},
+): Promise<number> {
+  const at = options.at === undefined ? null : checkDate(options.at, "at");
+  let where = sql`p.symbol = m.symbol`;
+  if (options.portfolio_id !== undefined) {
+    where = sql`${where} AND p.portfolio_id = ${options.portfolio_id}`;
+  }
+  const result = await run(sql`
+    UPDATE positions p SET
+      mark_price = m.price,
+      marked_at = coalesce(${at}::timestamptz, now()),
+      market_value = round(p.qty * m.price, 8),
+      unrealized_pnl = round((m.price - p.avg_entry_price) * p.qty, 8),
+      updated_by = ${options.by ?? DEFAULT_ACTOR}
+    FROM (SELECT key AS symbol, value::numeric(20,8) AS price
+          FROM jsonb_each_text(${pricesJson(marks)}::text::jsonb)) m
+    WHERE ${where}`);
+  return result.count;
+}
+
+/** Exposure of open positions (see {@linkcode totalExposure}); amounts rounded to 8 decimals. */
+export interface Exposure {
+  /** Σ |qty| × price. */
+  gross: string;
+  /** Σ qty × price (shorts count negative). */
+  net: string;
+  /** Σ qty × price over long positions. */
+  long: string;
+  /** Σ |qty| × price over short positions. */
+  short: string;
+  /** Open positions counted. */
+  positions: number;
+  /** Symbols with no price (neither in the map, nor marked, nor a last price): valued at their average entry price. */
+  unpriced: string[];
+}
+
+/** Options of {@linkcode totalExposure}. */
+export interface ExposureOptions {
+  /** Prices to value positions at, by symbol; others use their stored mark, then the symbol's last price. */
+  marks?: PriceMap | undefined;
+  /** Only this portfolio. @default {every portfolio} */
+  portfolio_id?: string | undefined;
+}
+
+/**
+ * Total exposure of open positions, valued at the price given in `marks`,
+ * else the position's stored mark, else the symbol's `last_price`, else the
+ * average entry price (such symbols are listed in `unpriced`). Exact
+ * decimal arithmetic in PostgreSQL.
+ */
+export async function totalExposure(
+  sql: Queryable,
+  options: ExposureOptions = {},
+): Promise<Exposure> {
+  const marks = pricesJson(options.marks ?? {});
+  let where = sql`p.qty <> 0`;
+  if (options.portfolio_id !== undefined) {
+    where = sql`${where} AND p.portfolio_id = ${options.portfolio_id}`;
+  }
+  const [row] = await run(sql<Exposure[]>`
+    WITH m AS (
+      SELECT key AS symbol, value::numeric(20,8) AS price
+      FROM jsonb_each_text(${marks}::text::jsonb)
+    ), v AS (
+      SELECT p.symbol, p.qty, coalesce(m.price, p.mark_price, s.last_price) AS price,
+        p.qty * coalesce(m.price, p.mark_price, s.last_price, p.avg_entry_price) AS value
+      FROM positions p
+      JOIN symbols s ON s.symbol = p.symbol
+      LEFT JOIN m ON m.symbol = p.symbol
+      WHERE ${where}
+    )
+    SELECT
+      round(coalesce(sum(abs(value)), 0), 8)::text AS gross,
+      round(coalesce(sum(value), 0), 8)::text AS net,
+      round(coalesce(sum(value) FILTER (WHERE qty > 0), 0), 8)::text AS long,
+      round(coalesce(-sum(value) FILTER (WHERE qty < 0), 0), 8)::text AS short,
+      count(*)::int AS positions,
+      coalesce(array_agg(DISTINCT symbol) FILTER (WHERE price IS NULL), '{}') AS unpriced
+    FROM v`);
+  if (row === undefined) throw new Error("Exposure query returned no row");
+  return row;
+}
+
+/** Realized P&L of one symbol (see {@linkcode realizedPnlBySymbol}). */
+export interface SymbolPnl {
+  /** Instrument. */
+  symbol: string;
+  /** Realized P&L, 8 decimals. */
+  realized_pnl: string;
+}
+
+/**
+ * Total realized P&L per symbol (summed over portfolios unless one is named),
+ * from the positions, ordered by symbol. For a date range use
+ * `fillTotalsBySymbol`, which sums the fills' realized P&L.
+ */
+export async function realizedPnlBySymbol(
+  sql: Queryable,
+  options: { portfolio_id?: string | undefined } = {},
+): Promise<SymbolPnl[]> {
+  const where = options.portfolio_id === undefined
+    ? sql`TRUE`
+    : sql`portfolio_id = ${options.portfolio_id}`;
+  const rows = await run(sql<SymbolPnl[]>`
+    SELECT symbol, sum(realized_pnl)::numeric(38,8) AS realized_pnl
+    FROM positions WHERE ${where} GROUP BY symbol ORDER BY symbol`);
+  return [...rows];
+}

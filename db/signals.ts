@@ -1,0 +1,507 @@
+/**
+ * The signals repository: every signal received is recorded once under its
+ * idempotency key `(strategy, client_signal_id)`, with its outcome — accepted
+ * (with its order) or rejected (with every reason). A signal delivered again
+ * finds the stored row and its outcome instead of creating a second one.
+ *
+ * The batch path {@linkcode insertSignalsAndOrders} records a whole batch of
+ * consumed signals and creates the orders of the accepted ones in one
+ * statement, detecting duplicates (within the batch and against stored
+ * signals) in that same statement: one round trip per batch, plus one when
+ * there are duplicates.
+ *
+ * @example
+ * ```ts
+ * import { insertSignalsAndOrders } from "./signals.ts";
+ * import { unitOfWork } from "./unit_of_work.ts";
+ *
+ * const results = await unitOfWork(sql, (tx) =>
+ *   insertSignalsAndOrders(tx, [{
+ *     signal: { strategy: "momentum", client_signal_id: "s-1", source: "nats", payload: body },
+ *     outcome: { status: "accepted", order: { symbol: "BTC-USDT", side: "buy", qty: "0.5" } },
+ *   }]));
+ * for (const r of results) if (r.created && r.order) submit(r.order);
+ * ```
+ *
+ * @module
+ */
+
+import {
+  checkDate,
+  DEFAULT_ACTOR,
+  type Page,
+  type PageOptions,
+  pageOptions,
+  type Queryable,
+  run,
+  toPage,
+  type WriteOptions,
+} from "./_common.ts";
+import {
+  checkId,
+  ORDER_COLUMN_TYPES,
+  ORDER_FIELDS_TYPE,
+  ORDER_INSERT_COLUMNS,
+  orderInsertValues,
+  type OrderRecord,
+  orderRecord,
+} from "./_order_sql.ts";
+import { SIGNAL_SOURCES, type SignalSource, type SignalStatus } from "./enums.ts";
+import { ConflictError, NotFoundError } from "./errors.ts";
+import { type NewOrder, type Order, ORDER_COLUMNS } from "./orders.ts";
+
+/** A signal as stored. */
+export interface Signal {
+  /** Row id (decimal text). */
+  id: string;
+  /** Strategy that sent it; first half of the idempotency key. */
+  strategy: string;
+  /** The client's signal id (or one derived from the delivery); second half of the key. */
+  client_signal_id: string;
+  /** How it arrived. */
+  source: SignalSource;
+  /** The symbol it names, when it names one. */
+  symbol: string | null;
+  /** The body as received (parsed JSON). */
+  payload: unknown;
+  /** Outcome: `received` until decided. */
+  status: SignalStatus;
+  /** Every reason it was rejected (a JSON array), null unless rejected. */
+  reasons: unknown[] | null;
+  /** When it arrived. */
+  received_at: Date;
+  /** When it was accepted or rejected. */
+  decided_at: Date | null;
+  /** When the row was inserted. */
+  created_at: Date;
+  /** When the row last changed. */
+  updated_at: Date;
+  /** Who inserted it. */
+  created_by: string;
+  /** Who last changed it. */
+  updated_by: string;
+}
+
+const SIGNAL_COLUMNS = [
+  "id",
+  "strategy",
+  "client_signal_id",
+  "source",
+  "symbol",
+  "payload",
+  "status",
+  "reasons",
+  "received_at",
+  "decided_at",
+  "created_at",
+  "updated_at",
+  "created_by",
+  "updated_by",
+] as const satisfies readonly (keyof Signal)[];
+
+/** A signal to record. */
+export interface NewSignal {
+  /** Strategy that sent it (e.g. from the subject `signals.<strategy>`). */
+  strategy: string;
+  /**
+   * The idempotency key within the strategy: the body's `id`, or without one
+   * a key derived from the delivery (e.g. `js:<stream sequence>`), so a
+   * redelivery maps to the same row.
+   */
+  client_signal_id: string;
+  /** How it arrived. */
+  source: SignalSource;
+  /** The symbol it names, when it names one. @default {null} */
+  symbol?: string | null | undefined;
+  /** The body as received: any JSON value (wrap unparseable text, e.g. `{ raw }`). */
+  payload: unknown;
+  /** When it arrived. @default {now()} */
+  received_at?: Date | undefined;
+}
+
+/** The decision on a signal. */
+export type SignalOutcome =
+  /** Not decided yet. */
+  | { status: "received" }
+  /** Accepted: `order` is created for it (its strategy is the signal's). */
+  | { status: "accepted"; order: Omit<NewOrder, "signal_id" | "strategy"> }
+  /** Rejected, with every reason (JSON values, e.g. `{ rule, message }`). */
+  | { status: "rejected"; reasons: readonly unknown[] };
+
+/** A signal with the order created for it, if any. */
+export interface SignalWithOrder {
+  /** The stored signal. */
+  signal: Signal;
+  /** Its order, when it was accepted. */
+  order: Order | null;
+}
+
+/** Result of recording one signal. */
+export interface SignalInsertResult extends SignalWithOrder {
+  /**
+   * True when this call recorded the signal (and created its order); false
+   * for a duplicate, whose stored signal and order are returned as they are.
+   */
+  created: boolean;
+  /** For a duplicate of an earlier item of the same batch, that item's index. */
+  duplicateOf?: number;
+}
+
+/** One consumed signal and the decision on it, for {@linkcode insertSignalsAndOrders}. */
+export interface SignalBatchItem {
+  /** The signal. */
+  signal: NewSignal;
+  /** The decision; an accepted signal carries its order. */
+  outcome: SignalOutcome;
+}
+
+interface SignalRecord extends Partial<OrderRecord> {
+  i: number;
+  s_strategy: string;
+  s_client_signal_id: string;
+  s_source: SignalSource;
+  s_symbol: string | null;
+  s_payload: unknown;
+  s_status: SignalStatus;
+  s_reasons: readonly unknown[] | null;
+  s_received_at: string | null;
+}
+
+const SIGNAL_RECORD_TYPE = `s_strategy text, s_client_signal_id text, s_source text, ` +
+  `s_symbol text, s_payload jsonb, s_status signal_status, s_reasons jsonb, ` +
+  `s_received_at timestamptz, ${ORDER_FIELDS_TYPE}`;
+
+/** SQL types of the {@linkcode Signal} columns, for typed NULLs. */
+const SIGNAL_COLUMN_TYPES: Record<keyof Signal, string> = {
+  id: "bigint",
+  strategy: "text",
+  client_signal_id: "text",
+  source: "text",
+  symbol: "text",
+  payload: "jsonb",
+  status: "signal_status",
+  reasons: "jsonb",
+  received_at: "timestamptz",
+  decided_at: "timestamptz",
+  created_at: "timestamptz",
+  updated_at: "timestamptz",
+  created_by: "text",
+  updated_by: "text",
+};
+
+/** Select list of a signal joined with its order: signal columns as is, order columns `o_*`. */
+const SIGNAL_WITH_ORDER = [
+  ...SIGNAL_COLUMNS.map((c) => `s.${c}`),
+  ...ORDER_COLUMNS.map((c) => `o.${c} AS o_${c}`),
+].join(", ");
+
+/** The same columns for a signal row alone (order columns NULL). */
+const SIGNAL_ONLY = [
+  ...SIGNAL_COLUMNS.map((c) => `s.${c}`),
+  ...ORDER_COLUMNS.map((c) => `NULL::${ORDER_COLUMN_TYPES[c]} AS o_${c}`),
+].join(", ");
+
+/** The same columns for an order row alone (signal columns NULL). */
+const ORDER_ONLY = [
+  ...SIGNAL_COLUMNS.map((c) => `NULL::${SIGNAL_COLUMN_TYPES[c]}`),
+  ...ORDER_COLUMNS.map((c) => `o.${c}`),
+].join(", ");
+
+type JoinedRow = Signal & Record<`o_${keyof Order}`, unknown>;
+
+function pickSignal(row: JoinedRow): Signal {
+  const signal = {} as Record<string, unknown>;
+  for (const column of SIGNAL_COLUMNS) signal[column] = row[column];
+  return signal as unknown as Signal;
+}
+
+function pickOrder(row: JoinedRow): Order | null {
+  if (row.o_id === null) return null;
+  const order = {} as Record<string, unknown>;
+  for (const column of ORDER_COLUMNS) order[column] = row[`o_${column}`];
+  return order as unknown as Order;
+}
+
+function splitJoined(row: JoinedRow): SignalWithOrder {
+  return { signal: pickSignal(row), order: pickOrder(row) };
+}
+
+function keyOf(strategy: string, clientSignalId: string): string {
+  return `${strategy}\u0000${clientSignalId}`;
+}
+
+function checkSignal(signal: NewSignal): void {
+  if (typeof signal.strategy !== "string" || signal.strategy === "") {
+    throw new TypeError("A signal needs a strategy");
+  }
+  if (typeof signal.client_signal_id !== "string" || signal.client_signal_id === "") {
+    throw new TypeError("A signal needs a client_signal_id");
+  }
+  if (!SIGNAL_SOURCES.includes(signal.source)) {
+    throw new RangeError(`Unknown signal source ${String(signal.source)}`);
+  }
+  if (signal.payload === undefined) throw new TypeError("A signal needs a payload");
+  if (signal.received_at !== undefined) checkDate(signal.received_at, "received_at");
+}
+
+function signalRecord(item: SignalBatchItem, i: number): SignalRecord {
+  const { signal, outcome } = item;
+  checkSignal(signal);
+  const base: SignalRecord = {
+    i,
+    s_strategy: signal.strategy,
+    s_client_signal_id: signal.client_signal_id,
+    s_source: signal.source,
+    s_symbol: signal.symbol ?? null,
+    s_payload: signal.payload,
+    s_status: outcome.status,
+    s_reasons: null,
+    s_received_at: signal.received_at?.toISOString() ?? null,
+  };
+  if (outcome.status === "accepted") {
+    return {
+      ...base,
+      ...orderRecord({ ...outcome.order, strategy: signal.strategy }, i),
+    };
+  }
+  if (outcome.status === "rejected") {
+    if (!Array.isArray(outcome.reasons) || outcome.reasons.length === 0) {
+      throw new TypeError("A rejected signal needs at least one reason");
+    }
+    return { ...base, s_reasons: outcome.reasons };
+  }
+  if (outcome.status !== "received") {
+    throw new RangeError(
+      `Unknown signal outcome ${String((outcome as { status: unknown }).status)}`,
+    );
+  }
+  return base;
+}
+
+/**
+ * Records a batch of consumed signals with their outcomes and creates the
+ * orders of the accepted ones — one statement, so pass the transaction of a
+ * {@linkcode unitOfWork} to make it atomic with the rest of the batch's work.
+ * Returns one result per item, in input order: `created: true` with the new
+ * signal (and order) for a first delivery; `created: false` with the stored
+ * signal and order — whatever their outcome — for a signal already stored
+ * or appearing earlier in the batch (`duplicateOf`). A signal maps to at most
+ * one order. Throws `ConflictError` when an order's client order id is
+ * taken, `IntegrityError` when an order breaks a check (the whole statement
+ * fails: validate before).
+ */
+export async function insertSignalsAndOrders(
+  sql: Queryable,
+  items: readonly SignalBatchItem[],
+  options: WriteOptions = {},
+): Promise<SignalInsertResult[]> {
+  if (items.length === 0) return [];
+  const by = options.by ?? DEFAULT_ACTOR;
+  const results = new Array<SignalInsertResult>(items.length);
+  const firstByKey = new Map<string, number>();
+  const records: SignalRecord[] = [];
+  items.forEach((item, i) => {
+    const key = keyOf(item.signal.strategy, item.signal.client_signal_id);
+    if (firstByKey.has(key)) return;
+    firstByKey.set(key, i);
+    records.push(signalRecord(item, i));
+  });
+  // Signals and orders come back as separate rows (UNION ALL): joining the two CTEs would make
+  // the planner loop over one for each row of the other, as it cannot estimate their sizes.
+  const rows = await run(sql<(JoinedRow & { i: number | null })[]>`
+    WITH x AS (
+      SELECT * FROM jsonb_to_recordset(${JSON.stringify(records)}::text::jsonb)
+        AS x(i int, ${sql.unsafe(SIGNAL_RECORD_TYPE)})
+    ), s AS (
+      INSERT INTO signals (strategy, client_signal_id, source, symbol, payload, status, reasons,
+        received_at, decided_at, created_by, updated_by)
+      SELECT s_strategy, s_client_signal_id, s_source, s_symbol, s_payload, s_status, s_reasons,
+        coalesce(s_received_at, now()), CASE WHEN s_status = 'received' THEN NULL ELSE now() END,
+        ${by}, ${by}
+      FROM x ORDER BY s_strategy, s_client_signal_id
+      ON CONFLICT (strategy, client_signal_id) DO NOTHING
+      RETURNING *
+    ), o AS (
+      INSERT INTO orders (${sql.unsafe(ORDER_INSERT_COLUMNS)})
+      SELECT ${sql.unsafe(orderInsertValues("s.id"))}, ${by}, ${by}
+      FROM s JOIN x ON x.s_strategy = s.strategy AND x.s_client_signal_id = s.client_signal_id
+      WHERE x.s_status = 'accepted'
+      ORDER BY x.i
+      RETURNING *
+    )
+    SELECT x.i, ${sql.unsafe(SIGNAL_ONLY)}
+    FROM s JOIN x ON x.s_strategy = s.strategy AND x.s_client_signal_id = s.client_signal_id
+    UNION ALL
+    SELECT NULL, ${sql.unsafe(ORDER_ONLY)} FROM o
+  `);
+  const orderBySignal = new Map<string, Order>();
+  for (const row of rows) {
+    if (row.i !== null) continue;
+    const order = pickOrder(row);
+    if (order !== null && order.signal_id !== null) orderBySignal.set(order.signal_id, order);
+  }
+  for (const row of rows) {
+    if (row.i === null) continue;
+    const signal = pickSignal(row);
+    results[row.i] = { created: true, signal, order: orderBySignal.get(signal.id) ?? null };
+  }
+  const missing = records.filter((record) => results[record.i] === undefined);
+  if (missing.length > 0) {
+    const keys = missing.map((r) => ({ strategy: r.s_strategy, id: r.s_client_signal_id }));
+    const existing = await run(sql<JoinedRow[]>`
+      SELECT ${sql.unsafe(SIGNAL_WITH_ORDER)}
+      FROM signals s LEFT JOIN orders o ON o.signal_id = s.id
+      WHERE (s.strategy, s.client_signal_id) IN (
+        SELECT strategy, id FROM jsonb_to_recordset(${JSON.stringify(keys)}::text::jsonb)
+          AS k(strategy text, id text))`);
+    const byKey = new Map(
+      existing.map((row) => [keyOf(row.strategy, row.client_signal_id), splitJoined(row)]),
+    );
+    for (const record of missing) {
+      const found = byKey.get(keyOf(record.s_strategy, record.s_client_signal_id));
+      if (found === undefined) {
+        throw new Error(
+          `Signal ${record.s_strategy}/${record.s_client_signal_id} was neither inserted nor found`,
+        );
+      }
+      results[record.i] = { created: false, ...found };
+    }
+  }
+  items.forEach((item, i) => {
+    if (results[i] !== undefined) return;
+    const first = firstByKey.get(keyOf(item.signal.strategy, item.signal.client_signal_id)) ?? 0;
+    const original = results[first];
+    if (original === undefined) throw new Error("Batch result missing");
+    results[i] = {
+      created: false,
+      duplicateOf: first,
+      signal: original.signal,
+      order: original.order,
+    };
+  });
+  return results;
+}
+
+/**
+ * Records one signal, by default as `received` (decide later with
+ * {@linkcode recordSignalOutcome}); with an `outcome`, like a one-item
+ * {@linkcode insertSignalsAndOrders}. For a duplicate, returns the stored
+ * signal and order with `created: false`.
+ */
+export async function insertSignal(
+  sql: Queryable,
+  signal: NewSignal,
+  options: WriteOptions & { outcome?: SignalOutcome } = {},
+): Promise<SignalInsertResult> {
+  const [result] = await insertSignalsAndOrders(sql, [{
+    signal,
+    outcome: options.outcome ?? { status: "received" },
+  }], options);
+  if (result === undefined) throw new Error("Signal insert returned no result");
+  return result;
+}
+
+/**
+ * Records the decision on a signal still `received`: `rejected` with its
+ * reasons, or `accepted` (create its order with `signal_id` in the same
+ * transaction). Returns the updated signal; throws `NotFoundError` for an
+ * unknown id and `ConflictError` (with `actual` the stored signal) when it
+ * was decided already.
+ */
+export async function recordSignalOutcome(
+  sql: Queryable,
+  id: string,
+  outcome: { status: "accepted" } | { status: "rejected"; reasons: readonly unknown[] },
+  options: WriteOptions = {},
+): Promise<Signal> {
+  checkId(id, "signal id");
+  let reasons: string | null = null;
+  if (outcome.status === "rejected") {
+    if (!Array.isArray(outcome.reasons) || outcome.reasons.length === 0) {
+      throw new TypeError("A rejected signal needs at least one reason");
+    }
+    reasons = JSON.stringify(outcome.reasons);
+  } else if (outcome.status !== "accepted") {
+    throw new RangeError(
+      `Unknown signal outcome ${String((outcome as { status: unknown }).status)}`,
+    );
+  }
+  const [row] = await run(sql<Signal[]>`
+    UPDATE signals SET status = ${outcome.status}::signal_status, reasons = ${reasons}::text::jsonb,
+      decided_at = now(), updated_by = ${options.by ?? DEFAULT_ACTOR}
+    WHERE id = ${id} AND status = 'received'
+    RETURNING *`);
+  if (row !== undefined) return row;
+  const current = await getSignal(sql, id);
+  throw new ConflictError(`Signal ${id} was ${current.signal.status} already`, {
+    table: "signals",
+    actual: current.signal,
+  });
+}
+
+/** Returns signal `id` with its order; throws `NotFoundError` when there is none. */
+export async function getSignal(sql: Queryable, id: string): Promise<SignalWithOrder> {
+  checkId(id, "signal id");
+  const [row] = await run(sql<JoinedRow[]>`
+    SELECT ${sql.unsafe(SIGNAL_WITH_ORDER)}
+    FROM signals s LEFT JOIN orders o ON o.signal_id = s.id WHERE s.id = ${id}`);
+  if (row === undefined) throw new NotFoundError("signal", id);
+  return splitJoined(row);
+}
+
+/** Returns the signal stored under `(strategy, clientSignalId)` with its order, or null. */
+export async function findSignalByKey(
+  sql: Queryable,
+  strategy: string,
+  clientSignalId: string,
+): Promise<SignalWithOrder | null> {
+  const [row] = await run(sql<JoinedRow[]>`
+    SELECT ${sql.unsafe(SIGNAL_WITH_ORDER)}
+    FROM signals s LEFT JOIN orders o ON o.signal_id = s.id
+    WHERE s.strategy = ${strategy} AND s.client_signal_id = ${clientSignalId}`);
+  return row === undefined ? null : splitJoined(row);
+}
+
+/** Filters of {@linkcode listSignals}; all optional and combined with AND. */
+export interface SignalFilter {
+  /** Strategy. */
+  strategy?: string | undefined;
+  /** Outcome. */
+  status?: SignalStatus | undefined;
+  /** Symbol named. */
+  symbol?: string | undefined;
+  /** Received at or after. */
+  from?: Date | undefined;
+  /** Received before. */
+  to?: Date | undefined;
+}
+
+/** Lists signals matching `filter`, a page at a time, by id (newest first unless `direction: "asc"`). */
+export async function listSignals(
+  sql: Queryable,
+  filter: SignalFilter & PageOptions = {},
+): Promise<Page<Signal>> {
+  const { limit, after, direction } = pageOptions(filter);
+  let where = sql`TRUE`;
+  if (filter.strategy !== undefined) where = sql`${where} AND strategy = ${filter.strategy}`;
+  if (filter.status !== undefined) {
+    where = sql`${where} AND status = ${filter.status}::signal_status`;
+  }
+  if (filter.symbol !== undefined) where = sql`${where} AND symbol = ${filter.symbol}`;
+  if (filter.from !== undefined) {
+    where = sql`${where} AND received_at >= ${checkDate(filter.from, "from")}`;
+  }
+  if (filter.to !== undefined) {
+    where = sql`${where} AND received_at < ${checkDate(filter.to, "to")}`;
+  }
+  if (after !== null) {
+    where = direction === "desc"
+      ? sql`${where} AND id < ${after}`
+      : sql`${where} AND id > ${after}`;
+  }
+  const rows = await run(sql<Signal[]>`
+    SELECT * FROM signals WHERE ${where}
+    ORDER BY id ${direction === "desc" ? sql`DESC` : sql`ASC`}
+    LIMIT ${limit + 1}`);
+  return toPage([...rows], limit);
+}
