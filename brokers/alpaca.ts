@@ -1,0 +1,1279 @@
+/**
+ * The Alpaca broker adapter: Trading API v2 over REST for orders, positions,
+ * account and market clock, and the `trade_updates` WebSocket stream for what
+ * happens to orders afterwards.
+ *
+ * REST (every request carries `APCA-API-KEY-ID` / `APCA-API-SECRET-KEY` and a
+ * timeout of `request_timeout_ms`):
+ *
+ * - `submit` → `POST /v2/orders` with quantities and prices as decimal
+ *   strings (never floats) and our `client_order_id`. Crypto symbols go out in
+ *   Alpaca's form (`BTC-USDT` → `BTC/USDT`), stocks as they are. Alpaca keeps
+ *   `client_order_id` unique per account, which makes submitting idempotent:
+ *   - 2xx: the new order's id.
+ *   - 422 (Alpaca answers a duplicate `client_order_id` with 422 "client_order_id
+ *     must be unique"): the order is looked up with
+ *     `GET /v2/orders:by_client_order_id`; if it exists it is returned (after
+ *     checking it is the same symbol, side and quantity), otherwise the 422 is a
+ *     validation failure → {@linkcode BrokerRejectedError} with Alpaca's message.
+ *   - timeout, network error or 5xx (the order may or may not have landed): the
+ *     same lookup; found → returned, not found → {@linkcode BrokerUnavailableError}
+ *     and the caller retries with the same `client_order_id`.
+ *   - 429 → {@linkcode BrokerUnavailableError} (rate limited, nothing placed).
+ *   - 401 → {@linkcode BrokerRejectedError} whose `cause` is an
+ *     {@linkcode AlpacaAuthError} (the keys are wrong; nothing was placed).
+ *   - any other 4xx (403 "insufficient buying power", …) → {@linkcode BrokerRejectedError}.
+ * - `cancel` → `DELETE /v2/orders/{id}` (the id from an earlier submit or
+ *   event, else looked up by client order id). 422 "order is not cancelable"
+ *   is no error when the order is already terminal; the `cancelled` event comes
+ *   from the stream.
+ * - `getOrder` / `openOrders` (`GET /v2/orders?status=open`, paged by 500) for
+ *   reconciliation, with Alpaca's statuses mapped by {@linkcode alpacaOrderStatus}.
+ * - `clock()`, `positions()`, `account()`.
+ *
+ * Stream (`stream_url`, by default `base_url` with `https` → `wss` and
+ * `/stream` appended): on open the adapter authenticates — by default with the
+ * form the trade_updates documentation shows,
+ * `{"action":"authenticate","data":{"key_id":…,"secret_key":…}}`, or with the
+ * newer `{"action":"auth","key":…,"secret":…}` when `stream_auth` is `"auth"` —
+ * waits for `{"stream":"authorization","data":{"status":"authorized"}}`, sends
+ * `{"action":"listen","data":{"streams":["trade_updates"]}}` and waits for
+ * `listening`. Alpaca's paper stream sends binary frames: both kinds are
+ * decoded as UTF-8 JSON. Each `trade_updates` message becomes at most one
+ * {@linkcode BrokerEvent} ({@linkcode tradeUpdateEvent}): `new` / `accepted` /
+ * `pending_new` → `accepted` (once per order), `fill` / `partial_fill` → `fill`
+ * with this execution's `qty` and `price` (`fill_id` = `execution_id`, or
+ * `<order id>:<cumulative filled_qty>` when Alpaca sends none; fee 0, Alpaca
+ * charges no commission on the stream), `canceled` / `replaced` → `cancelled`,
+ * `expired`, `rejected`; the others (`done_for_day`, `pending_cancel`,
+ * `calculated`, …) change nothing. Listeners run one event at a time, in order.
+ *
+ * `start(signal)` resolves once the first connection listens, and rejects when
+ * it cannot (an {@linkcode AlpacaAuthError} for refused keys, a
+ * {@linkcode BrokerUnavailableError} otherwise): retrying a failed start is the
+ * caller's choice. After that, a lost connection is re-opened with backoff
+ * (`reconnect_initial_ms` doubling to `reconnect_max_ms`, on the injected
+ * clock) forever, and once the new one listens every `onReconnect` callback
+ * runs — after the events already received — so the engine can reconcile open
+ * orders: Alpaca does not replay updates missed while disconnected.
+ *
+ * The key and secret are sent, never logged.
+ *
+ * @example
+ * ```ts
+ * import { alpacaBroker } from "./alpaca.ts";
+ * import { nullLogger as log } from "../lib/log.ts";
+ *
+ * await using broker = alpacaBroker({
+ *   base_url: "https://paper-api.alpaca.markets",
+ *   key_id: "AK…",
+ *   secret_key: "…",
+ * });
+ * broker.onEvent((event) => log.info("broker event", { type: event.type }));
+ * broker.onReconnect(() => log.info("reconcile open orders"));
+ * await broker.start(AbortSignal.timeout(60_000));
+ * ```
+ *
+ * @module
+ */
+
+import { backoffDelay } from "../lib/backoff.ts";
+import { type Clock, systemClock } from "../lib/clock.ts";
+import { type Logger, nullLogger } from "../lib/log.ts";
+import { type Decimal, parseDecimal, toJson, ZERO } from "../trading/money.ts";
+import {
+  type Broker,
+  type BrokerEvent,
+  type BrokerOrderRequest,
+  type BrokerOrderState,
+  type BrokerOrderStatus,
+  BrokerRejectedError,
+  BrokerUnavailableError,
+} from "./broker.ts";
+
+/** The broker name orders are routed by. */
+export const ALPACA_BROKER_NAME = "alpaca";
+/** Alpaca's paper-trading REST base. */
+export const DEFAULT_ALPACA_BASE_URL = "https://paper-api.alpaca.markets";
+/** Deadline of every REST request, in milliseconds. */
+export const DEFAULT_ALPACA_REQUEST_TIMEOUT_MS = 10_000;
+/** Deadline from opening the stream to `listening`, in milliseconds. */
+export const DEFAULT_ALPACA_HANDSHAKE_TIMEOUT_MS = 10_000;
+/** First delay before re-opening a lost stream, in milliseconds. */
+export const DEFAULT_ALPACA_RECONNECT_INITIAL_MS = 500;
+/** Longest delay between stream reconnects, in milliseconds. */
+export const DEFAULT_ALPACA_RECONNECT_MAX_MS = 30_000;
+/** The stream authentication form the trade_updates documentation shows. */
+export const DEFAULT_ALPACA_STREAM_AUTH: AlpacaStreamAuth = "authenticate";
+/** Orders per `GET /v2/orders` page (Alpaca's maximum). */
+export const ALPACA_ORDERS_PAGE_LIMIT = 500;
+/** Orders whose ids and fill progress the adapter remembers at most (oldest forgotten first). */
+export const ALPACA_TRACKED_ORDERS = 10_000;
+/** Quote currencies recognised when Alpaca writes a crypto pair without a slash (`SOLUSD`). */
+export const ALPACA_CRYPTO_QUOTES: readonly string[] = ["USDT", "USDC", "USD", "BTC", "ETH"];
+
+/**
+ * How the stream authenticates: `"authenticate"` sends
+ * `{"action":"authenticate","data":{"key_id","secret_key"}}` (the
+ * trade_updates documentation), `"auth"` sends `{"action":"auth","key","secret"}`.
+ */
+export type AlpacaStreamAuth = "authenticate" | "auth";
+
+/** Options of {@linkcode alpacaBroker}. */
+export interface AlpacaBrokerOptions {
+  /** REST base, without `/v2`. @default {DEFAULT_ALPACA_BASE_URL} */
+  base_url?: string;
+  /** trade_updates stream URL. @default {base_url with https→wss, http→ws, plus "/stream"} */
+  stream_url?: string;
+  /** API key id (`APCA-API-KEY-ID`). */
+  key_id: string;
+  /** API secret (`APCA-API-SECRET-KEY`). */
+  secret_key: string;
+  /** Deadline of every REST request, in ms. @default {DEFAULT_ALPACA_REQUEST_TIMEOUT_MS} */
+  request_timeout_ms?: number;
+  /** Deadline from opening the stream to `listening`, in ms. @default {DEFAULT_ALPACA_HANDSHAKE_TIMEOUT_MS} */
+  handshake_timeout_ms?: number;
+  /** First reconnect delay, in ms. @default {DEFAULT_ALPACA_RECONNECT_INITIAL_MS} */
+  reconnect_initial_ms?: number;
+  /** Longest reconnect delay, in ms. @default {DEFAULT_ALPACA_RECONNECT_MAX_MS} */
+  reconnect_max_ms?: number;
+  /** Stream authentication form. @default {DEFAULT_ALPACA_STREAM_AUTH} */
+  stream_auth?: AlpacaStreamAuth;
+  /** The broker's name. @default {ALPACA_BROKER_NAME} */
+  name?: string;
+}
+
+/** What {@linkcode alpacaBroker} needs from its surroundings. */
+export interface AlpacaBrokerDeps {
+  /** Logger. @default {nullLogger} */
+  log?: Logger;
+  /** Clock for reconnect backoff, the handshake deadline and event times Alpaca omits. @default {systemClock} */
+  clock?: Clock;
+  /** HTTP client. @default {globalThis.fetch} */
+  fetch?: typeof fetch;
+  /** Opens the stream socket. @default {(url) => new WebSocket(url)} */
+  webSocket?: (url: string) => WebSocket;
+  /** Source of the backoff jitter, uniform in [0, 1). @default {Math.random} */
+  random?: () => number;
+}
+
+/** Alpaca's market clock (`GET /v2/clock`), times in ms since the epoch. */
+export interface AlpacaMarketClock {
+  /** Whether the market is open now. */
+  is_open: boolean;
+  /** Next opening bell. */
+  next_open: number;
+  /** Next closing bell. */
+  next_close: number;
+  /** Alpaca's current time. */
+  timestamp: number;
+}
+
+/** One open position (`GET /v2/positions`). */
+export interface AlpacaPosition {
+  /** Canonical symbol (`AAPL`, `BTC-USD`). */
+  symbol: string;
+  /** `us_equity`, `crypto`, … */
+  asset_class: string;
+  /** `long` or `short`. */
+  side: "long" | "short";
+  /** Signed quantity: negative for a short. */
+  qty: Decimal;
+  /** Average entry price. */
+  avg_entry_price: Decimal;
+  /** Market value (negative for a short). */
+  market_value: Decimal | null;
+  /** Cost basis. */
+  cost_basis: Decimal | null;
+  /** Unrealized P&L. */
+  unrealized_pl: Decimal | null;
+  /** Current price. */
+  current_price: Decimal | null;
+}
+
+/** The account (`GET /v2/account`), money as decimals. */
+export interface AlpacaAccount {
+  /** Account id. */
+  id: string;
+  /** Account status (`ACTIVE`, …). */
+  status: string;
+  /** Currency of the amounts. */
+  currency: string;
+  /** Cash. */
+  cash: Decimal;
+  /** Equity. */
+  equity: Decimal;
+  /** Buying power. */
+  buying_power: Decimal;
+  /** Portfolio value. */
+  portfolio_value: Decimal | null;
+  /** Long market value. */
+  long_market_value: Decimal | null;
+  /** Short market value. */
+  short_market_value: Decimal | null;
+  /** Whether trading is blocked. */
+  trading_blocked: boolean;
+  /** Whether the account is blocked. */
+  account_blocked: boolean;
+}
+
+/** The fields of an Alpaca order the adapter reads. */
+export interface AlpacaOrder {
+  /** Alpaca's order id. */
+  id: string;
+  /** Our id. */
+  client_order_id: string;
+  /** Alpaca's symbol (`AAPL`, `BTC/USD`, `SOLUSD`). */
+  symbol: string;
+  /** `us_equity`, `crypto`, … or null when absent. */
+  asset_class: string | null;
+  /** Alpaca's status (`new`, `partially_filled`, `done_for_day`, …). */
+  status: string;
+  /** `buy` or `sell`. */
+  side: string;
+  /** Ordered quantity (null for notional orders). */
+  qty: Decimal | null;
+  /** Cumulative filled quantity. */
+  filled_qty: Decimal;
+  /** Average fill price, null before a fill. */
+  filled_avg_price: Decimal | null;
+  /** `submitted_at` as Alpaca wrote it (paging cursor), or null. */
+  submitted_at: string | null;
+  /** `updated_at` in ms since the epoch, or null. */
+  updated_at_ms: number | null;
+}
+
+/** Where the stream stands. */
+export interface AlpacaStreamStatus {
+  /** `idle` before start, `connecting` (first connection), `listening`, `reconnecting`, `stopped`, `failed` (start failed). */
+  state: "idle" | "connecting" | "listening" | "reconnecting" | "stopped" | "failed";
+  /** Connections opened, the first one included. */
+  connections: number;
+  /** Reconnects after a lost connection. */
+  reconnects: number;
+  /** Stream messages that could not be read (counted and logged, never fatal). */
+  malformed: number;
+  /** The last connection or protocol error, or null. */
+  last_error: string | null;
+}
+
+/** The Alpaca adapter: a {@linkcode Broker} plus Alpaca's clock, positions and account. */
+export interface AlpacaBroker extends Broker {
+  /** The market clock (`GET /v2/clock`). */
+  clock(): Promise<AlpacaMarketClock>;
+  /** Open positions (`GET /v2/positions`). */
+  positions(): Promise<AlpacaPosition[]>;
+  /** The account (`GET /v2/account`). */
+  account(): Promise<AlpacaAccount>;
+  /**
+   * Calls `callback` each time the stream listens again after a lost
+   * connection (not for the first connection), after the events received
+   * before; returns a function that removes it.
+   */
+  onReconnect(callback: () => void | Promise<void>): () => void;
+  /** The stream's state and counters. */
+  streamStatus(): AlpacaStreamStatus;
+  /**
+   * Resolves once the broker is stopped (disposed, or the start signal
+   * aborted), its stream closed and the events received delivered.
+   */
+  closed(): Promise<void>;
+}
+
+/** Alpaca refused the API keys (HTTP 401, or `unauthorized` on the stream). */
+export class AlpacaAuthError extends Error {
+  /** Creates the error; the message names what was refused, never the keys. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "AlpacaAuthError";
+  }
+}
+
+/**
+ * Alpaca's symbol for a canonical one: crypto pairs take a slash
+ * (`BTC-USDT` → `BTC/USDT`), stocks stay as they are.
+ */
+export function toAlpacaSymbol(symbol: string): string {
+  return symbol.replace("-", "/");
+}
+
+/**
+ * The canonical symbol for one of Alpaca's: `BTC/USD` → `BTC-USD`; a crypto
+ * pair written without a slash (`SOLUSD`, as positions and older orders show
+ * them) is split before a known quote ({@linkcode ALPACA_CRYPTO_QUOTES});
+ * stocks stay as they are (trimmed).
+ */
+export function fromAlpacaSymbol(symbol: string, assetClass: string | null = null): string {
+  const trimmed = symbol.trim();
+  if (trimmed.includes("/")) return trimmed.replace("/", "-");
+  if (assetClass === "crypto") {
+    for (const quote of ALPACA_CRYPTO_QUOTES) {
+      if (trimmed.length > quote.length && trimmed.endsWith(quote)) {
+        return `${trimmed.slice(0, -quote.length)}-${quote}`;
+      }
+    }
+  }
+  return trimmed;
+}
+
+/** The `POST /v2/orders` body of `order`: decimals as strings, only the prices its type uses. */
+export function alpacaOrderBody(order: BrokerOrderRequest): Record<string, string> {
+  const body: Record<string, string> = {
+    symbol: toAlpacaSymbol(order.symbol),
+    qty: toJson(order.qty),
+    side: order.side,
+    type: order.type,
+    time_in_force: order.time_in_force,
+    client_order_id: order.client_order_id,
+  };
+  if (order.limit_price !== null) body.limit_price = toJson(order.limit_price);
+  if (order.stop_price !== null) body.stop_price = toJson(order.stop_price);
+  return body;
+}
+
+/**
+ * Reads an Alpaca order object; throws a `TypeError` naming the field that is
+ * missing or not what Alpaca documents.
+ */
+export function parseAlpacaOrder(raw: unknown): AlpacaOrder {
+  const order = record(raw, "order");
+  const updatedAt = optionalString(order, "updated_at");
+  return {
+    id: requiredString(order, "id"),
+    client_order_id: requiredString(order, "client_order_id"),
+    symbol: requiredString(order, "symbol"),
+    asset_class: optionalString(order, "asset_class"),
+    status: requiredString(order, "status"),
+    side: requiredString(order, "side"),
+    qty: optionalDecimal(order, "qty"),
+    filled_qty: optionalDecimal(order, "filled_qty") ?? ZERO,
+    filled_avg_price: optionalDecimal(order, "filled_avg_price"),
+    submitted_at: optionalString(order, "submitted_at"),
+    updated_at_ms: updatedAt === null ? null : parseTimestampMs(updatedAt),
+  };
+}
+
+/**
+ * Maps an Alpaca order status to a {@linkcode BrokerOrderStatus}:
+ * `filled` → filled; `canceled` and `replaced` (the order lives on under
+ * another id, which we never ask for) → cancelled; `expired`, `rejected` as
+ * such; `calculated` → filled when the whole quantity is filled; every other
+ * status (`new`, `accepted`, `pending_new`, `accepted_for_bidding`,
+ * `partially_filled`, `done_for_day`, `pending_cancel`, `pending_replace`,
+ * `stopped`, `suspended`, `held`, and any status Alpaca adds) is still open:
+ * `partially_filled` when something is filled, else `accepted`.
+ */
+export function alpacaOrderStatus(
+  status: string,
+  filledQty: Decimal,
+  qty: Decimal | null,
+): BrokerOrderStatus {
+  switch (status) {
+    case "filled":
+      return "filled";
+    case "canceled":
+    case "replaced":
+      return "cancelled";
+    case "expired":
+      return "expired";
+    case "rejected":
+      return "rejected";
+    case "calculated":
+      if (qty !== null && filledQty.gte(qty)) return "filled";
+  }
+  return filledQty.gt(0) ? "partially_filled" : "accepted";
+}
+
+/** The broker's view of an Alpaca order. */
+export function toBrokerOrderState(order: AlpacaOrder): BrokerOrderState {
+  return {
+    client_order_id: order.client_order_id,
+    broker_order_id: order.id,
+    status: alpacaOrderStatus(order.status, order.filled_qty, order.qty),
+    filled_qty: order.filled_qty,
+    avg_fill_price: order.filled_avg_price,
+  };
+}
+
+/** Trade-update events after which Alpaca sends nothing more for the order. */
+const TERMINAL_EVENTS = new Set(["fill", "canceled", "expired", "rejected", "replaced"]);
+/** Trade-update events that say the order is live at Alpaca. */
+const ACCEPTED_EVENTS = new Set(["new", "accepted", "pending_new"]);
+
+/**
+ * The {@linkcode BrokerEvent} of one `trade_updates` message's `data`, or
+ * null for an update that changes nothing for us (`done_for_day`,
+ * `pending_cancel`, `calculated`, `order_cancel_rejected`, …). Pure: a fill's
+ * quantity is the event's `qty` (this execution), or — when Alpaca leaves it
+ * out — the order's cumulative `filled_qty` minus `previousFilledQty`; its
+ * price is the event's `price`, else the order's average. Times come from
+ * `timestamp`, else the order's `updated_at`, else `nowMs`. Throws a
+ * `TypeError` for a message that is not a trade update.
+ */
+export function tradeUpdateEvent(
+  data: unknown,
+  previousFilledQty: Decimal | null,
+  nowMs: number,
+): BrokerEvent | null {
+  const update = record(data, "trade update");
+  const event = requiredString(update, "event");
+  const order = parseAlpacaOrder(update.order);
+  const timestamp = optionalString(update, "timestamp");
+  const at_ms = (timestamp === null ? null : parseTimestampMs(timestamp)) ??
+    order.updated_at_ms ?? nowMs;
+  const ids = { client_order_id: order.client_order_id, broker_order_id: order.id };
+  if (ACCEPTED_EVENTS.has(event)) return { type: "accepted", ...ids, at_ms };
+  switch (event) {
+    case "fill":
+    case "partial_fill": {
+      const qty = optionalDecimal(update, "qty") ??
+        order.filled_qty.minus(previousFilledQty ?? ZERO);
+      if (!qty.gt(0)) throw new TypeError(`Trade update ${event} has no positive quantity`);
+      const price = optionalDecimal(update, "price") ?? order.filled_avg_price;
+      if (price === null || !price.gt(0)) {
+        throw new TypeError(`Trade update ${event} has no positive price`);
+      }
+      const executionId = optionalString(update, "execution_id");
+      const fill_id = executionId !== null && executionId !== ""
+        ? executionId
+        : `${order.id}:${toJson(order.filled_qty)}`;
+      return { type: "fill", ...ids, fill_id, qty, price, fee: ZERO, at_ms };
+    }
+    case "canceled":
+      return { type: "cancelled", ...ids, reason: "canceled at Alpaca", at_ms };
+    case "replaced":
+      return { type: "cancelled", ...ids, reason: "replaced at Alpaca", at_ms };
+    case "expired":
+      return { type: "expired", ...ids, reason: "expired at Alpaca", at_ms };
+    case "rejected":
+      return { type: "rejected", ...ids, reason: "rejected by Alpaca", at_ms };
+  }
+  return null;
+}
+
+/** Reads Alpaca's clock body; times become ms since the epoch. */
+export function parseAlpacaClock(raw: unknown): AlpacaMarketClock {
+  const clock = record(raw, "clock");
+  const isOpen = clock.is_open;
+  if (typeof isOpen !== "boolean") {
+    throw new TypeError("Alpaca clock field is_open is not a boolean");
+  }
+  return {
+    is_open: isOpen,
+    next_open: requiredTime(clock, "next_open"),
+    next_close: requiredTime(clock, "next_close"),
+    timestamp: requiredTime(clock, "timestamp"),
+  };
+}
+
+/** Reads one of Alpaca's position objects. */
+export function parseAlpacaPosition(raw: unknown): AlpacaPosition {
+  const position = record(raw, "position");
+  const assetClass = optionalString(position, "asset_class") ?? "us_equity";
+  const side = optionalString(position, "side");
+  const qty = requiredDecimal(position, "qty");
+  const short = side === "short" || (side === null && qty.lt(0));
+  return {
+    symbol: fromAlpacaSymbol(requiredString(position, "symbol"), assetClass),
+    asset_class: assetClass,
+    side: short ? "short" : "long",
+    qty: short ? qty.abs().negated() : qty.abs(),
+    avg_entry_price: requiredDecimal(position, "avg_entry_price"),
+    market_value: optionalDecimal(position, "market_value"),
+    cost_basis: optionalDecimal(position, "cost_basis"),
+    unrealized_pl: optionalDecimal(position, "unrealized_pl"),
+    current_price: optionalDecimal(position, "current_price"),
+  };
+}
+
+/** Reads Alpaca's account object. */
+export function parseAlpacaAccount(raw: unknown): AlpacaAccount {
+  const account = record(raw, "account");
+  return {
+    id: requiredString(account, "id"),
+    status: requiredString(account, "status"),
+    currency: optionalString(account, "currency") ?? "USD",
+    cash: requiredDecimal(account, "cash"),
+    equity: requiredDecimal(account, "equity"),
+    buying_power: requiredDecimal(account, "buying_power"),
+    portfolio_value: optionalDecimal(account, "portfolio_value"),
+    long_market_value: optionalDecimal(account, "long_market_value"),
+    short_market_value: optionalDecimal(account, "short_market_value"),
+    trading_blocked: account.trading_blocked === true,
+    account_blocked: account.account_blocked === true,
+  };
+}
+
+/**
+ * Milliseconds since the epoch of an RFC 3339 time as Alpaca writes them —
+ * with up to nanosecond fractions and a `Z` or `±hh:mm` offset
+ * (`2022-04-28T14:07:04.451420928-04:00`); null when it is not one.
+ */
+export function parseTimestampMs(text: string): number | null {
+  const match = TIMESTAMP.exec(text);
+  if (!match) return null;
+  const fraction = (match[2] ?? "").slice(0, 4); // "." and up to 3 digits: ms precision
+  const ms = Date.parse(`${match[1]}${fraction}${match[3]}`);
+  return Number.isFinite(ms) ? ms : null;
+}
+
+/**
+ * The trade_updates stream URL for a REST base: `https` → `wss`, `http` →
+ * `ws`, plus `/stream`.
+ */
+export function alpacaStreamUrl(baseUrl: string): string {
+  return `${trimSlash(baseUrl).replace(/^http/i, "ws")}/stream`;
+}
+
+/**
+ * Creates the Alpaca adapter. Nothing is connected until `start`; REST calls
+ * work at once.
+ */
+export function alpacaBroker(
+  options: AlpacaBrokerOptions,
+  deps: AlpacaBrokerDeps = {},
+): AlpacaBroker {
+  return new AlpacaBrokerImpl(options, deps);
+}
+
+const TIMESTAMP = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})$/i;
+const decoder = new TextDecoder();
+
+/** A REST answer: status and parsed body (null when the body is not JSON). */
+interface Answer {
+  status: number;
+  body: unknown;
+  /** Alpaca's `message`, else the start of the body, else `HTTP <status>`. */
+  message: string;
+}
+
+/** How one stream connection ended. */
+interface ConnectionEnd {
+  listened: boolean;
+  error: Error | null;
+}
+
+class AlpacaBrokerImpl implements AlpacaBroker {
+  readonly name: string;
+  readonly #baseUrl: string;
+  readonly #streamUrl: string;
+  readonly #keyId: string;
+  readonly #secretKey: string;
+  readonly #timeoutMs: number;
+  readonly #handshakeMs: number;
+  readonly #initialMs: number;
+  readonly #maxMs: number;
+  readonly #streamAuth: AlpacaStreamAuth;
+  readonly #log: Logger;
+  readonly #clock: Clock;
+  readonly #fetch: typeof fetch;
+  readonly #webSocket: (url: string) => WebSocket;
+  readonly #random: () => number;
+  /** Aborts on dispose (or the start signal): ends the stream, its sleeps and in-flight requests. */
+  readonly #halt = new AbortController();
+  readonly #listeners = new Set<(event: BrokerEvent) => void | Promise<void>>();
+  readonly #reconnectListeners = new Set<() => void | Promise<void>>();
+  /** Client order id → Alpaca id, for orders not yet terminal. */
+  readonly #brokerIds = new Map<string, string>();
+  /** Alpaca id → cumulative filled quantity seen on the stream, for orders not yet terminal. */
+  readonly #filled = new Map<string, Decimal>();
+  /** Alpaca ids of orders whose `accepted` was emitted, until terminal. */
+  readonly #accepted = new Set<string>();
+  readonly #status: AlpacaStreamStatus = {
+    state: "idle",
+    connections: 0,
+    reconnects: 0,
+    malformed: 0,
+    last_error: null,
+  };
+  /** Event and reconnect deliveries, one at a time. */
+  #queue: Promise<void> = Promise.resolve();
+  #ready: Promise<void> | null = null;
+  #loop: Promise<void> = Promise.resolve();
+  readonly #closed: Promise<void>;
+
+  constructor(options: AlpacaBrokerOptions, deps: AlpacaBrokerDeps) {
+    this.name = options.name ?? ALPACA_BROKER_NAME;
+    this.#baseUrl = trimSlash(options.base_url ?? DEFAULT_ALPACA_BASE_URL);
+    this.#streamUrl = options.stream_url ?? alpacaStreamUrl(this.#baseUrl);
+    if (typeof options.key_id !== "string" || typeof options.secret_key !== "string") {
+      throw new TypeError("Alpaca key_id and secret_key must be strings");
+    }
+    this.#keyId = options.key_id;
+    this.#secretKey = options.secret_key;
+    this.#timeoutMs = positive(
+      options.request_timeout_ms,
+      DEFAULT_ALPACA_REQUEST_TIMEOUT_MS,
+      "request_timeout_ms",
+    );
+    this.#handshakeMs = positive(
+      options.handshake_timeout_ms,
+      DEFAULT_ALPACA_HANDSHAKE_TIMEOUT_MS,
+      "handshake_timeout_ms",
+    );
+    this.#initialMs = positive(
+      options.reconnect_initial_ms,
+      DEFAULT_ALPACA_RECONNECT_INITIAL_MS,
+      "reconnect_initial_ms",
+    );
+    this.#maxMs = Math.max(
+      this.#initialMs,
+      positive(options.reconnect_max_ms, DEFAULT_ALPACA_RECONNECT_MAX_MS, "reconnect_max_ms"),
+    );
+    this.#streamAuth = options.stream_auth ?? DEFAULT_ALPACA_STREAM_AUTH;
+    this.#log = (deps.log ?? nullLogger).child({ broker: this.name });
+    this.#clock = deps.clock ?? systemClock;
+    this.#fetch = deps.fetch ?? ((input, init) => fetch(input, init));
+    this.#webSocket = deps.webSocket ?? ((url) => new WebSocket(url));
+    this.#random = deps.random ?? Math.random;
+    const halted = new Promise<void>((resolve) =>
+      this.#halt.signal.addEventListener("abort", () => resolve(), { once: true })
+    );
+    this.#closed = halted.then(() => this.#loop).then(() => this.#queue);
+  }
+
+  // ---- Orders ----
+
+  async submit(order: BrokerOrderRequest): Promise<{ broker_order_id: string }> {
+    const body = alpacaOrderBody(order);
+    let answer: Answer;
+    try {
+      answer = await this.#request("POST", "/v2/orders", body);
+    } catch (error) {
+      // Timeout or network failure: the order may have landed.
+      return await this.#recoverSubmit(order, error);
+    }
+    const { status } = answer;
+    if (status >= 200 && status < 300) {
+      const placed = this.#readOrder(answer.body, "POST /v2/orders");
+      remember(this.#brokerIds, order.client_order_id, placed.id);
+      return { broker_order_id: placed.id };
+    }
+    if (status === 401) {
+      const cause = new AlpacaAuthError(`Alpaca refused the API keys: ${answer.message}`);
+      throw new BrokerRejectedError(cause.message, { cause });
+    }
+    if (status === 422) {
+      // A duplicate client_order_id, or a validation failure: Alpaca answers both with 422.
+      const existing = await this.#findOrder(order.client_order_id);
+      if (existing !== null) return this.#adopt(order, existing);
+      throw new BrokerRejectedError(answer.message);
+    }
+    if (status === 429) {
+      throw new BrokerUnavailableError(`Alpaca rate limit on POST /v2/orders: ${answer.message}`);
+    }
+    if (status >= 500) {
+      return await this.#recoverSubmit(
+        order,
+        new BrokerUnavailableError(`Alpaca POST /v2/orders answered ${status}: ${answer.message}`),
+      );
+    }
+    throw new BrokerRejectedError(answer.message);
+  }
+
+  async cancel(clientOrderId: string): Promise<void> {
+    let id = this.#brokerIds.get(clientOrderId);
+    if (id === undefined) {
+      const found = await this.#findOrder(clientOrderId);
+      if (found === null) {
+        throw new BrokerRejectedError(`order ${clientOrderId} is not known to Alpaca`);
+      }
+      if (isTerminal(found)) return;
+      id = found.id;
+    }
+    const path = `/v2/orders/${encodeURIComponent(id)}`;
+    const answer = await this.#request("DELETE", path);
+    if (answer.status >= 200 && answer.status < 300) return;
+    if (answer.status === 422 || answer.status === 404) {
+      const current = await this.#findOrder(clientOrderId);
+      if (current !== null && isTerminal(current)) return;
+      if (answer.status === 404) {
+        throw new BrokerRejectedError(`order ${clientOrderId} is not known to Alpaca`);
+      }
+      throw new BrokerRejectedError(answer.message);
+    }
+    this.#fail("DELETE", "/v2/orders/{id}", answer);
+  }
+
+  async getOrder(clientOrderId: string): Promise<BrokerOrderState | null> {
+    const order = await this.#findOrder(clientOrderId);
+    return order === null ? null : toBrokerOrderState(order);
+  }
+
+  async openOrders(): Promise<BrokerOrderState[]> {
+    const states: BrokerOrderState[] = [];
+    const seen = new Set<string>();
+    let after: string | null = null;
+    for (;;) {
+      const query = new URLSearchParams({
+        status: "open",
+        limit: String(ALPACA_ORDERS_PAGE_LIMIT),
+        direction: "asc",
+        nested: "false",
+      });
+      if (after !== null) query.set("after", after);
+      const answer = await this.#request("GET", `/v2/orders?${query}`);
+      const body = this.#expectOk("GET", "/v2/orders", answer);
+      if (!Array.isArray(body)) {
+        throw new BrokerUnavailableError(
+          "Alpaca GET /v2/orders answered something else than a list",
+        );
+      }
+      let lastSubmitted: string | null = null;
+      for (const raw of body) {
+        let order: AlpacaOrder;
+        try {
+          order = parseAlpacaOrder(raw);
+        } catch (error) {
+          this.#log.error("unreadable order in Alpaca's open orders", { error });
+          continue;
+        }
+        lastSubmitted = order.submitted_at ?? lastSubmitted;
+        if (seen.has(order.id)) continue;
+        seen.add(order.id);
+        remember(this.#brokerIds, order.client_order_id, order.id);
+        states.push(toBrokerOrderState(order));
+      }
+      if (body.length < ALPACA_ORDERS_PAGE_LIMIT || lastSubmitted === null) return states;
+      if (lastSubmitted === after) return states; // No progress: a page of one instant.
+      after = lastSubmitted;
+    }
+  }
+
+  // ---- Account ----
+
+  async clock(): Promise<AlpacaMarketClock> {
+    const answer = await this.#request("GET", "/v2/clock");
+    return this.#parse(
+      "GET /v2/clock",
+      parseAlpacaClock,
+      this.#expectOk("GET", "/v2/clock", answer),
+    );
+  }
+
+  async positions(): Promise<AlpacaPosition[]> {
+    const answer = await this.#request("GET", "/v2/positions");
+    const body = this.#expectOk("GET", "/v2/positions", answer);
+    if (!Array.isArray(body)) {
+      throw new BrokerUnavailableError(
+        "Alpaca GET /v2/positions answered something else than a list",
+      );
+    }
+    return body.map((raw) => this.#parse("GET /v2/positions", parseAlpacaPosition, raw));
+  }
+
+  async account(): Promise<AlpacaAccount> {
+    const answer = await this.#request("GET", "/v2/account");
+    return this.#parse(
+      "GET /v2/account",
+      parseAlpacaAccount,
+      this.#expectOk("GET", "/v2/account", answer),
+    );
+  }
+
+  // ---- Events ----
+
+  onEvent(listener: (event: BrokerEvent) => void | Promise<void>): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  onReconnect(callback: () => void | Promise<void>): () => void {
+    this.#reconnectListeners.add(callback);
+    return () => this.#reconnectListeners.delete(callback);
+  }
+
+  streamStatus(): AlpacaStreamStatus {
+    return { ...this.#status };
+  }
+
+  start(signal: AbortSignal): Promise<void> {
+    if (this.#ready !== null) return this.#ready;
+    if (this.#halt.signal.aborted) return Promise.reject(new Error("Alpaca broker is disposed"));
+    const stop = () => this.#halt.abort(signal.reason);
+    if (signal.aborted) stop();
+    else signal.addEventListener("abort", stop, { once: true });
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.#ready = promise;
+    this.#loop = this.#run(resolve, (error) => {
+      this.#ready = null; // A failed start may be tried again.
+      signal.removeEventListener("abort", stop);
+      reject(error);
+    });
+    return promise;
+  }
+
+  closed(): Promise<void> {
+    return this.#closed;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#halt.abort(new Error("Alpaca broker disposed"));
+    await this.#loop;
+    await this.#queue;
+  }
+
+  // ---- REST helpers ----
+
+  /** Sends one request; throws {@linkcode BrokerUnavailableError} on timeout or network failure. */
+  async #request(method: string, path: string, body?: unknown): Promise<Answer> {
+    const signal = AbortSignal.any([AbortSignal.timeout(this.#timeoutMs), this.#halt.signal]);
+    const headers: Record<string, string> = {
+      "APCA-API-KEY-ID": this.#keyId,
+      "APCA-API-SECRET-KEY": this.#secretKey,
+      accept: "application/json",
+    };
+    if (body !== undefined) headers["content-type"] = "application/json";
+    const route = `${method} ${path.split("?")[0]}`;
+    let status: number;
+    let text: string;
+    try {
+      const response = await this.#fetch(`${this.#baseUrl}${path}`, {
+        method,
+        headers,
+        body: body === undefined ? null : JSON.stringify(body),
+        signal,
+      });
+      status = response.status;
+      text = await response.text();
+    } catch (error) {
+      const timedOut = error instanceof DOMException && error.name === "TimeoutError";
+      const message = timedOut
+        ? `Alpaca ${route} timed out after ${this.#timeoutMs} ms`
+        : `Alpaca ${route} failed: ${errorMessage(error)}`;
+      this.#log.warn("alpaca request failed", { route, timed_out: timedOut, error: message });
+      throw new BrokerUnavailableError(message, { cause: error });
+    }
+    let parsed: unknown = null;
+    try {
+      parsed = text === "" ? null : JSON.parse(text);
+    } catch {
+      parsed = null;
+    }
+    const alpacaMessage = isRecord(parsed) && typeof parsed.message === "string"
+      ? parsed.message
+      : null;
+    const message = alpacaMessage ?? (text.trim() === "" ? `HTTP ${status}` : text.slice(0, 200));
+    if (status >= 400) this.#log.info("alpaca answered an error", { route, status, message });
+    return { status, body: parsed, message };
+  }
+
+  /** The body of a 2xx answer; throws for anything else. */
+  #expectOk(method: string, path: string, answer: Answer): unknown {
+    if (answer.status >= 200 && answer.status < 300) return answer.body;
+    this.#fail(method, path, answer);
+  }
+
+  /** Throws the error for a non-2xx answer to a call that is not an order submit. */
+  #fail(method: string, path: string, answer: Answer): never {
+    const what = `Alpaca ${method} ${path} answered ${answer.status}: ${answer.message}`;
+    if (answer.status === 401) {
+      throw new AlpacaAuthError(`Alpaca refused the API keys: ${answer.message}`);
+    }
+    if (answer.status === 429 || answer.status >= 500) throw new BrokerUnavailableError(what);
+    throw new Error(what);
+  }
+
+  #parse<T>(route: string, parse: (raw: unknown) => T, raw: unknown): T {
+    try {
+      return parse(raw);
+    } catch (error) {
+      throw new BrokerUnavailableError(`Alpaca ${route} answered an unreadable body`, {
+        cause: error,
+      });
+    }
+  }
+
+  #readOrder(raw: unknown, route: string): AlpacaOrder {
+    return this.#parse(route, parseAlpacaOrder, raw);
+  }
+
+  /** The order with `clientOrderId` at Alpaca, or null when Alpaca does not know it. */
+  async #findOrder(clientOrderId: string): Promise<AlpacaOrder | null> {
+    const route = "/v2/orders:by_client_order_id";
+    const answer = await this.#request(
+      "GET",
+      `${route}?client_order_id=${encodeURIComponent(clientOrderId)}`,
+    );
+    if (answer.status === 404) return null;
+    const order = this.#readOrder(this.#expectOk("GET", route, answer), `GET ${route}`);
+    if (order.client_order_id !== clientOrderId) {
+      throw new BrokerUnavailableError(
+        `Alpaca GET ${route} returned order ${order.id} for another client order id`,
+      );
+    }
+    if (isTerminal(order)) this.#brokerIds.delete(clientOrderId);
+    else remember(this.#brokerIds, clientOrderId, order.id);
+    return order;
+  }
+
+  /** After an ambiguous submit failure: the existing order, or `error` rethrown. */
+  async #recoverSubmit(
+    order: BrokerOrderRequest,
+    error: unknown,
+  ): Promise<{ broker_order_id: string }> {
+    let existing: AlpacaOrder | null;
+    try {
+      existing = await this.#findOrder(order.client_order_id);
+    } catch (lookupError) {
+      this.#log.warn("alpaca order lookup after a failed submit failed", {
+        client_order_id: order.client_order_id,
+        error: errorMessage(lookupError),
+      });
+      throw asUnavailable(error);
+    }
+    if (existing === null) throw asUnavailable(error);
+    this.#log.info("alpaca submit recovered an existing order", {
+      client_order_id: order.client_order_id,
+      broker_order_id: existing.id,
+    });
+    return this.#adopt(order, existing);
+  }
+
+  /** Returns `existing` as the result of submitting `order`, if it is the same order. */
+  #adopt(order: BrokerOrderRequest, existing: AlpacaOrder): { broker_order_id: string } {
+    const sameSymbol = fromAlpacaSymbol(existing.symbol, existing.asset_class).replace("-", "") ===
+      order.symbol.replace("-", "");
+    const sameQty = existing.qty === null || existing.qty.eq(order.qty);
+    if (!sameSymbol || existing.side !== order.side || !sameQty) {
+      throw new BrokerRejectedError(
+        `client_order_id ${order.client_order_id} is already used at Alpaca by another order (${existing.side} ${
+          existing.qty === null ? "?" : toJson(existing.qty)
+        } ${existing.symbol})`,
+      );
+    }
+    return { broker_order_id: existing.id };
+  }
+
+  // ---- Stream ----
+
+  async #run(started: () => void, failed: (error: Error) => void): Promise<void> {
+    const halt = this.#halt.signal;
+    let first = true;
+    let attempt = 0;
+    while (!halt.aborted) {
+      this.#status.state = first ? "connecting" : "reconnecting";
+      const end = await this.#connect(() => {
+        this.#status.state = "listening";
+        if (first) {
+          first = false;
+          this.#log.info("alpaca stream listening", { url: this.#streamUrl });
+          started();
+        } else {
+          this.#log.info("alpaca stream listening again", { reconnects: this.#status.reconnects });
+          this.#enqueue(() => this.#notifyReconnect());
+        }
+      });
+      if (halt.aborted) break;
+      if (end.error) this.#status.last_error = end.error.message;
+      if (first) {
+        this.#status.state = "failed";
+        this.#log.error("alpaca stream could not start", { error: end.error?.message });
+        failed(end.error ?? new BrokerUnavailableError("Alpaca stream closed before listening"));
+        return;
+      }
+      if (end.listened) attempt = 0;
+      const delayMs = backoffDelay(attempt, {
+        initialMs: this.#initialMs,
+        maxMs: this.#maxMs,
+        random: this.#random,
+      });
+      attempt = Math.min(attempt + 1, 64);
+      this.#status.reconnects++;
+      this.#status.state = "reconnecting";
+      this.#log.warn("alpaca stream lost, reconnecting", {
+        error: end.error?.message ?? null,
+        delay_ms: delayMs,
+        attempt,
+      });
+      try {
+        await this.#clock.sleep(delayMs, halt);
+      } catch {
+        break;
+      }
+    }
+    this.#status.state = "stopped";
+    if (first) {
+      failed(halt.reason instanceof Error ? halt.reason : new Error("Alpaca stream stopped"));
+    }
+  }
+
+  /** One connection, from open to close. `listening` runs once it listens to trade_updates. */
+  #connect(listening: () => void): Promise<ConnectionEnd> {
+    const halt = this.#halt.signal;
+    return new Promise<ConnectionEnd>((resolve) => {
+      this.#status.connections++;
+      let socket: WebSocket;
+      try {
+        socket = this.#webSocket(this.#streamUrl);
+      } catch (error) {
+        resolve({
+          listened: false,
+          error: new BrokerUnavailableError(
+            `Alpaca stream could not open: ${errorMessage(error)}`,
+            {
+              cause: error,
+            },
+          ),
+        });
+        return;
+      }
+      socket.binaryType = "arraybuffer";
+      let listened = false;
+      let error: Error | null = null;
+      const handshake = new AbortController();
+      const close = () => {
+        if (socket.readyState === WebSocket.CONNECTING || socket.readyState === WebSocket.OPEN) {
+          socket.close(1000);
+        }
+      };
+      const fail = (reason: Error) => {
+        error ??= reason;
+        close();
+      };
+      halt.addEventListener("abort", close, { once: true });
+      this.#clock.sleep(this.#handshakeMs, handshake.signal).then(
+        () =>
+          fail(
+            new BrokerUnavailableError(
+              `Alpaca stream did not listen within ${this.#handshakeMs} ms`,
+            ),
+          ),
+        () => {},
+      );
+      socket.onopen = () => socket.send(this.#authMessage());
+      socket.onmessage = (message: MessageEvent) => {
+        const text = typeof message.data === "string"
+          ? message.data
+          : decoder.decode(message.data as ArrayBuffer);
+        let frame: unknown;
+        try {
+          frame = JSON.parse(text);
+        } catch {
+          this.#malformed("stream frame is not JSON", text);
+          return;
+        }
+        if (!isRecord(frame) || typeof frame.stream !== "string") {
+          this.#malformed("stream frame has no stream", text);
+          return;
+        }
+        const data = isRecord(frame.data) ? frame.data : {};
+        switch (frame.stream) {
+          case "authorization":
+            if (data.status === "authorized") {
+              socket.send(
+                JSON.stringify({ action: "listen", data: { streams: ["trade_updates"] } }),
+              );
+            } else {
+              fail(
+                new AlpacaAuthError(
+                  `Alpaca stream authorization failed: ${String(data.status)} (action ${
+                    String(data.action)
+                  })`,
+                ),
+              );
+            }
+            return;
+          case "listening": {
+            const streams = Array.isArray(data.streams) ? data.streams : [];
+            if (!streams.includes("trade_updates")) {
+              fail(new BrokerUnavailableError("Alpaca stream did not grant trade_updates"));
+              return;
+            }
+            if (!listened) {
+              listened = true;
+              handshake.abort();
+              listening();
+            }
+            return;
+          }
+          case "trade_updates":
+            this.#tradeUpdate(frame.data, text);
+            return;
+          default:
+            this.#log.debug("alpaca stream message ignored", { stream: frame.stream });
+        }
+      };
+      socket.onerror = (event: Event) => {
+        const detail = event instanceof ErrorEvent ? event.message : "socket error";
+        error ??= new BrokerUnavailableError(`Alpaca stream error: ${detail}`);
+      };
+      socket.onclose = (event: CloseEvent) => {
+        handshake.abort();
+        halt.removeEventListener("abort", close);
+        if (!error && !halt.aborted) {
+          error = new BrokerUnavailableError(
+            `Alpaca stream closed (code ${event.code}${event.reason ? `: ${event.reason}` : ""})`,
+          );
+        }
+        resolve({ listened, error });
+      };
+    });
+  }
+
+  #authMessage(): string {
+    return this.#streamAuth === "auth"
+      ? JSON.stringify({ action: "auth", key: this.#keyId, secret: this.#secretKey })
+      : JSON.stringify({
+        action: "authenticate",
+        data: { key_id: this.#keyId, secret_key: this.#secretKey },
+      });
+  }
+
+  #tradeUpdate(data: unknown, text: string): void {
+    let event: BrokerEvent | null;
+    let orderId: string;
+    let terminal: boolean;
+    let cumulative: Decimal;
+    try {
+      const update = record(data, "trade update");
+      const order = parseAlpacaOrder(update.order);
+      orderId = order.id;
+      cumulative = order.filled_qty;
+      terminal = TERMINAL_EVENTS.has(String(update.event));
+      event = tradeUpdateEvent(update, this.#filled.get(order.id) ?? null, this.#clock.now());
+    } catch (error) {
+      this.#malformed(errorMessage(error), text);
+      return;
+    }
+    if (event === null) {
+      this.#log.debug("alpaca trade update ignored", { order_id: orderId });
+      return;
+    }
+    if (event.type === "accepted") {
+      if (this.#accepted.has(orderId)) return;
+      if (this.#accepted.size >= ALPACA_TRACKED_ORDERS) {
+        this.#accepted.delete(this.#accepted.values().next().value!);
+      }
+      this.#accepted.add(orderId);
+    }
+    if (event.type === "fill") remember(this.#filled, orderId, cumulative);
+    if (terminal) {
+      this.#accepted.delete(orderId);
+      this.#filled.delete(orderId);
+      this.#brokerIds.delete(event.client_order_id);
+    } else {
+      remember(this.#brokerIds, event.client_order_id, orderId);
+    }
+    const delivered = event;
+    this.#enqueue(() => this.#deliver(delivered));
+  }
+
+  #malformed(why: string, text: string): void {
+    this.#status.malformed++;
+    this.#log.warn("unreadable alpaca stream message", { why, frame: text.slice(0, 300) });
+  }
+
+  #enqueue(task: () => Promise<void>): void {
+    this.#queue = this.#queue.then(task);
+  }
+
+  async #deliver(event: BrokerEvent): Promise<void> {
+    for (const listener of [...this.#listeners]) {
+      try {
+        await listener(event);
+      } catch (error) {
+        this.#log.error("broker event listener failed", {
+          type: event.type,
+          client_order_id: event.client_order_id,
+          error,
+        });
+      }
+    }
+  }
+
+  async #notifyReconnect(): Promise<void> {
+    for (const callback of [...this.#reconnectListeners]) {
+      try {
+        await callback();
+      } catch (error) {
+        this.#log.error("alpaca reconnect callback failed", { error });
+      }
+    }
+  }
+}
+
+/** Sets `key` in a map bounded by {@linkcode ALPACA_TRACKED_ORDERS}, forgetting the oldest entry. */
+function remember<K, V>(map: Map<K, V>, key: K, value: V): void {
+  map.delete(key);
+  if (map.size >= ALPACA_TRACKED_ORDERS) map.delete(map.keys().next().value!);
+  map.set(key, value);
+}
+
+function isTerminal(order: AlpacaOrder): boolean {
+  const status = alpacaOrderStatus(order.status, order.filled_qty, order.qty);
+  return status !== "accepted" && status !== "partially_filled";
+}
+
+function asUnavailable(error: unknown): BrokerUnavailableError {
+  return error instanceof BrokerUnavailableError
+    ? error
+    : new BrokerUnavailableError(`Alpaca submit failed: ${errorMessage(error)}`, { cause: error });
+}
+
+function trimSlash(url: string): string {
+  return url.replace(/\/+$/, "");
+}
+
+function positive(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (!(Number.isFinite(value) && value > 0)) {
+    throw new RangeError(`Alpaca option ${name} must be a positive number, got ${value}`);
+  }
+  return value;
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function record(value: unknown, what: string): Record<string, unknown> {
+  if (!isRecord(value)) throw new TypeError(`Alpaca ${what} is not an object`);
+  return value;
+}
+
+function requiredString(object: Record<string, unknown>, key: string): string {
+  const value = object[key];
+  if (typeof value !== "string" || value === "") {
+    throw new TypeError(`Alpaca field ${key} is missing or not a string`);
+  }
+  return value;
+}
+
+function optionalString(object: Record<string, unknown>, key: string): string | null {
+  const value = object[key];
+  if (value === undefined || value === null) return null;
+  if (typeof value !== "string") throw new TypeError(`Alpaca field ${key} is not a string`);
+  return value;
+}
+
+function optionalDecimal(object: Record<string, unknown>, key: string): Decimal | null {
+  const value = object[key];
+  if (value === undefined || value === null || value === "") return null;
+  if (typeof value !== "string" && typeof value !== "number") {
+    throw new TypeError(`Alpaca field ${key} is not a decimal`);
+  }
+  try {
+    return parseDecimal(value);
+  } catch (error) {
+    throw new TypeError(`Alpaca field ${key} is not a decimal: ${JSON.stringify(value)}`, {
+      cause: error,
+    });
+  }
+}
+
+function requiredDecimal(object: Record<string, unknown>, key: string): Decimal {
+  const value = optionalDecimal(object, key);
+  if (value === null) throw new TypeError(`Alpaca field ${key} is missing`);
+  return value;
+}
+
+function requiredTime(object: Record<string, unknown>, key: string): number {
+  const ms = parseTimestampMs(requiredString(object, key));
+  if (ms === null) throw new TypeError(`Alpaca field ${key} is not an RFC 3339 time`);
+  return ms;
+}

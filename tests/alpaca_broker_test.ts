@@ -1,0 +1,720 @@
+import assert from "node:assert/strict";
+import {
+  AlpacaAuthError,
+  type AlpacaBroker,
+  alpacaBroker,
+  type AlpacaBrokerOptions,
+  alpacaOrderBody,
+  alpacaOrderStatus,
+  alpacaStreamUrl,
+  fromAlpacaSymbol,
+  parseAlpacaAccount,
+  parseAlpacaClock,
+  parseAlpacaOrder,
+  parseAlpacaPosition,
+  parseTimestampMs,
+  toAlpacaSymbol,
+  toBrokerOrderState,
+  tradeUpdateEvent,
+} from "../brokers/alpaca.ts";
+import {
+  type BrokerEvent,
+  type BrokerOrderRequest,
+  BrokerRejectedError,
+  BrokerUnavailableError,
+} from "../brokers/broker.ts";
+import { memoryLogger } from "../lib/log.ts";
+import { parseDecimal, toJson } from "../trading/money.ts";
+import { waitFor } from "./_helpers.ts";
+import {
+  FAKE_ALPACA_KEY_ID,
+  FAKE_ALPACA_SECRET_KEY,
+  type FakeAlpacaOptions,
+  type FakeAlpacaServer,
+  startAlpacaTradingServer,
+} from "./fakes/alpaca_trading_server.ts";
+
+const FIXTURES = new URL("../../shared/fixtures/alpaca/", import.meta.url);
+
+async function fixtureLines(name: string): Promise<unknown[]> {
+  const text = await Deno.readTextFile(new URL(name, FIXTURES));
+  return text.split("\n").filter((line) => line.trim() !== "").map((line) => JSON.parse(line));
+}
+
+function orderRequest(overrides: Partial<BrokerOrderRequest> = {}): BrokerOrderRequest {
+  return {
+    client_order_id: `tw-${crypto.randomUUID()}`,
+    symbol: "AAPL",
+    side: "buy",
+    type: "market",
+    time_in_force: "day",
+    qty: parseDecimal("10"),
+    limit_price: null,
+    stop_price: null,
+    exchange: null,
+    ...overrides,
+  };
+}
+
+interface Setup extends AsyncDisposable {
+  fake: FakeAlpacaServer;
+  broker: AlpacaBroker;
+  events: BrokerEvent[];
+  lines: Array<Record<string, unknown>>;
+  /** A second broker on the same fake (no cached ids). */
+  another(options?: Partial<AlpacaBrokerOptions>): AlpacaBroker;
+}
+
+async function setup(
+  options: Partial<AlpacaBrokerOptions> = {},
+  fakeOptions: FakeAlpacaOptions = {},
+): Promise<Setup> {
+  const fake = await startAlpacaTradingServer(fakeOptions);
+  const { log, lines } = memoryLogger("debug");
+  const extra: AlpacaBroker[] = [];
+  const make = (more: Partial<AlpacaBrokerOptions>) =>
+    alpacaBroker({
+      base_url: fake.baseUrl,
+      key_id: FAKE_ALPACA_KEY_ID,
+      secret_key: FAKE_ALPACA_SECRET_KEY,
+      request_timeout_ms: 2_000,
+      handshake_timeout_ms: 2_000,
+      reconnect_initial_ms: 20,
+      reconnect_max_ms: 100,
+      ...options,
+      ...more,
+    }, { log });
+  const broker = make({});
+  const events: BrokerEvent[] = [];
+  broker.onEvent((event) => void events.push(event));
+  return {
+    fake,
+    broker,
+    events,
+    lines,
+    another(more = {}) {
+      const created = make(more);
+      extra.push(created);
+      return created;
+    },
+    async [Symbol.asyncDispose]() {
+      for (const other of extra) await other[Symbol.asyncDispose]();
+      await broker[Symbol.asyncDispose]();
+      await fake.stop();
+    },
+  };
+}
+
+function assertNoSecrets(lines: Array<Record<string, unknown>>, ...secrets: string[]): void {
+  const text = JSON.stringify(lines);
+  for (const secret of secrets) assert.ok(!text.includes(secret), `a log line holds ${secret}`);
+}
+
+function fillsOf(events: BrokerEvent[], clientOrderId: string) {
+  return events.filter((event): event is Extract<BrokerEvent, { type: "fill" }> =>
+    event.type === "fill" && event.client_order_id === clientOrderId
+  );
+}
+
+function started(s: Setup): Promise<void> {
+  return s.broker.start(AbortSignal.timeout(60_000));
+}
+
+// ---- Pure mapping ----
+
+Deno.test("alpaca symbols: crypto pairs take a slash both ways, stocks stay", () => {
+  assert.equal(toAlpacaSymbol("BTC-USDT"), "BTC/USDT");
+  assert.equal(toAlpacaSymbol("AAPL"), "AAPL");
+  assert.equal(toAlpacaSymbol("BRK.B"), "BRK.B");
+  assert.equal(fromAlpacaSymbol("BTC/USDT"), "BTC-USDT");
+  assert.equal(fromAlpacaSymbol("SOLUSD", "crypto"), "SOL-USD");
+  assert.equal(fromAlpacaSymbol("BTCUSDT", "crypto"), "BTC-USDT");
+  assert.equal(fromAlpacaSymbol("ETHBTC", "crypto"), "ETH-BTC");
+  assert.equal(fromAlpacaSymbol("AAPL ", "us_equity"), "AAPL");
+  assert.equal(
+    alpacaStreamUrl("https://paper-api.alpaca.markets/"),
+    "wss://paper-api.alpaca.markets/stream",
+  );
+  assert.equal(alpacaStreamUrl("http://127.0.0.1:1234"), "ws://127.0.0.1:1234/stream");
+});
+
+Deno.test("alpaca order body carries decimals as strings and only the prices the type uses", () => {
+  const body = alpacaOrderBody(orderRequest({
+    client_order_id: "c-1",
+    symbol: "ETH-USD",
+    type: "stop_limit",
+    time_in_force: "gtc",
+    qty: parseDecimal("0.00000001"),
+    limit_price: parseDecimal("3500.10"),
+    stop_price: parseDecimal("3499.9"),
+  }));
+  assert.deepEqual(body, {
+    symbol: "ETH/USD",
+    qty: "0.00000001",
+    side: "buy",
+    type: "stop_limit",
+    time_in_force: "gtc",
+    client_order_id: "c-1",
+    limit_price: "3500.1",
+    stop_price: "3499.9",
+  });
+  assert.deepEqual(Object.keys(alpacaOrderBody(orderRequest())).sort(), [
+    "client_order_id",
+    "qty",
+    "side",
+    "symbol",
+    "time_in_force",
+    "type",
+  ]);
+});
+
+Deno.test("alpaca order statuses map onto broker statuses", () => {
+  const zero = parseDecimal("0");
+  const some = parseDecimal("2");
+  const all = parseDecimal("5");
+  const cases: Array<[string, typeof zero, string]> = [
+    ["new", zero, "accepted"],
+    ["accepted", zero, "accepted"],
+    ["pending_new", zero, "accepted"],
+    ["accepted_for_bidding", zero, "accepted"],
+    ["partially_filled", some, "partially_filled"],
+    ["done_for_day", some, "partially_filled"],
+    ["done_for_day", zero, "accepted"],
+    ["pending_cancel", some, "partially_filled"],
+    ["pending_replace", zero, "accepted"],
+    ["stopped", zero, "accepted"],
+    ["suspended", zero, "accepted"],
+    ["calculated", all, "filled"],
+    ["calculated", some, "partially_filled"],
+    ["filled", all, "filled"],
+    ["canceled", some, "cancelled"],
+    ["replaced", zero, "cancelled"],
+    ["expired", zero, "expired"],
+    ["rejected", zero, "rejected"],
+    ["some_new_status", zero, "accepted"],
+  ];
+  for (const [status, filled, expected] of cases) {
+    assert.equal(alpacaOrderStatus(status, filled, all), expected, status);
+  }
+});
+
+Deno.test("alpaca fixtures: order, clock, position and account parse exactly", async () => {
+  const [order, clock, position, account] = await fixtureLines(
+    "docs_rest_entities_order_clock_position_account.jsonl",
+  );
+  const parsed = parseAlpacaOrder(order);
+  assert.equal(parsed.qty, null); // A notional order.
+  assert.deepEqual(toBrokerOrderState(parsed), {
+    client_order_id: "eb9e2aaa-f71a-4f51-b5b4-52a6c565dad4",
+    broker_order_id: "61e69015-8549-4bfd-b9c3-01e75843f47d",
+    status: "accepted",
+    filled_qty: parseDecimal("0"),
+    avg_fill_price: null,
+  });
+  assert.deepEqual(parseAlpacaClock(clock), {
+    is_open: true,
+    next_open: Date.parse("2022-04-29T09:30:00-04:00"),
+    next_close: Date.parse("2022-04-28T16:00:00-04:00"),
+    timestamp: Date.parse("2022-04-28T14:07:04.451-04:00"),
+  });
+  const pos = parseAlpacaPosition(position);
+  assert.equal(pos.symbol, "AAPL");
+  assert.equal(pos.side, "long");
+  assert.equal(toJson(pos.qty), "5");
+  assert.equal(toJson(pos.avg_entry_price), "100");
+  assert.equal(toJson(pos.unrealized_pl!), "100");
+  const acct = parseAlpacaAccount(account);
+  assert.equal(toJson(acct.cash), "-23140.2");
+  assert.equal(toJson(acct.equity), "103820.56");
+  assert.equal(toJson(acct.buying_power), "262113.632");
+  assert.equal(acct.trading_blocked, false);
+});
+
+Deno.test("alpaca fixture fill event becomes one fill of the execution's qty and price", async () => {
+  const lines = await fixtureLines("docs_trade_updates_stream_messages.jsonl");
+  const message = lines.at(-1) as { stream: string; data: unknown };
+  assert.equal(message.stream, "trade_updates");
+  const event = tradeUpdateEvent(message.data, null, 0);
+  assert.deepEqual(event, {
+    type: "fill",
+    client_order_id: "4642fd68-d59a-47d7-a9ac-e22f536828d1",
+    broker_order_id: "a5be8f5e-fdfa-41f5-a644-7a74fe947a8f",
+    fill_id: "2f63ea93-423d-4169-b3f6-3fdafc10c418",
+    qty: parseDecimal("1790.86"),
+    price: parseDecimal("105.8988475"),
+    fee: parseDecimal("0"),
+    at_ms: Date.parse("2022-04-19T17:45:05.024Z"),
+  });
+});
+
+Deno.test("alpaca fill without qty or execution_id is derived from the cumulative quantity", () => {
+  const data = {
+    event: "partial_fill",
+    price: "10.5",
+    order: {
+      id: "o-1",
+      client_order_id: "c-1",
+      symbol: "AAPL",
+      status: "partially_filled",
+      side: "buy",
+      qty: "10",
+      filled_qty: "7",
+      filled_avg_price: "10.4",
+    },
+  };
+  const event = tradeUpdateEvent(data, parseDecimal("4"), 123);
+  assert.ok(event?.type === "fill");
+  assert.equal(toJson(event.qty), "3");
+  assert.equal(toJson(event.price), "10.5");
+  assert.equal(event.fill_id, "o-1:7");
+  assert.equal(event.at_ms, 123);
+  // Same input, same id: a redelivered update is recognisable.
+  assert.equal((tradeUpdateEvent(data, parseDecimal("4"), 456) as typeof event).fill_id, "o-1:7");
+  assert.equal(tradeUpdateEvent({ ...data, event: "done_for_day" }, null, 0), null);
+  assert.throws(() => tradeUpdateEvent({ event: "fill" }, null, 0), TypeError);
+});
+
+Deno.test("alpaca timestamps keep ms precision of nanosecond times with offsets", () => {
+  assert.equal(
+    parseTimestampMs("2022-04-19T13:45:04.981350886-04:00"),
+    Date.parse("2022-04-19T17:45:04.981Z"),
+  );
+  assert.equal(parseTimestampMs("2022-04-19T17:45:05Z"), Date.parse("2022-04-19T17:45:05Z"));
+  assert.equal(parseTimestampMs("yesterday"), null);
+});
+
+// ---- Against the fake ----
+
+Deno.test("alpaca broker submits a market order and streams accepted then a fill with exact decimals", async () => {
+  await using s = await setup({}, { prices: { "BTC/USDT": "64123.45678901" } });
+  await started(s);
+  const request = orderRequest({
+    symbol: "BTC-USDT",
+    qty: parseDecimal("0.12345678"),
+    time_in_force: "gtc",
+  });
+  const { broker_order_id } = await s.broker.submit(request);
+  const [post] = s.fake.requests.filter((r) => r.method === "POST");
+  assert.deepEqual(post?.body, {
+    symbol: "BTC/USDT",
+    qty: "0.12345678",
+    side: "buy",
+    type: "market",
+    time_in_force: "gtc",
+    client_order_id: request.client_order_id,
+  });
+  await waitFor(() => s.events.length >= 2, 5_000, "accepted and fill");
+  const [accepted, fill] = s.events;
+  assert.equal(accepted?.type, "accepted");
+  assert.equal(accepted?.client_order_id, request.client_order_id);
+  assert.equal(accepted?.broker_order_id, broker_order_id);
+  assert.ok(fill?.type === "fill");
+  assert.equal(fill.broker_order_id, broker_order_id);
+  assert.equal(toJson(fill.qty), "0.12345678");
+  assert.equal(toJson(fill.price), "64123.45678901");
+  assert.equal(toJson(fill.fee), "0");
+  assert.match(fill.fill_id, /^[0-9a-f-]{36}$/); // Alpaca's execution_id.
+  assert.equal(s.fake.orders.length, 1);
+  assert.equal(s.fake.binaryFrames, true); // The events above came in binary frames.
+  assert.equal(s.events.length, 2);
+  assert.equal(s.broker.streamStatus().malformed, 0);
+});
+
+Deno.test("alpaca broker reports partial fills one execution at a time", async () => {
+  await using s = await setup({}, { prices: { AAPL: "187.25" } });
+  await started(s);
+  s.fake.marketFillParts = 2;
+  const market = orderRequest({ qty: parseDecimal("3") });
+  await s.broker.submit(market);
+  await waitFor(() => fillsOf(s.events, market.client_order_id).length === 2, 5_000, "2 fills");
+  const marketFills = fillsOf(s.events, market.client_order_id);
+  assert.deepEqual(marketFills.map((f) => toJson(f.qty)), ["1", "2"]);
+  assert.deepEqual(marketFills.map((f) => toJson(f.price)), ["187.25", "187.25"]);
+  assert.notEqual(marketFills[0]!.fill_id, marketFills[1]!.fill_id);
+
+  // A resting limit order filled by the test, without execution ids.
+  s.fake.executionIds = false;
+  const limit = orderRequest({
+    qty: parseDecimal("1"),
+    type: "limit",
+    limit_price: parseDecimal("10.75"),
+  });
+  const { broker_order_id } = await s.broker.submit(limit);
+  assert.equal((s.fake.requests.at(-1)?.body as Record<string, unknown>).limit_price, "10.75");
+  s.fake.fillOrder(broker_order_id, "0.4", "10.5");
+  await waitFor(() => fillsOf(s.events, limit.client_order_id).length === 1, 5_000, "first fill");
+  assert.deepEqual(await s.broker.getOrder(limit.client_order_id), {
+    client_order_id: limit.client_order_id,
+    broker_order_id,
+    status: "partially_filled",
+    filled_qty: parseDecimal("0.4"),
+    avg_fill_price: parseDecimal("10.5"),
+  });
+  s.fake.fillOrder(broker_order_id, "0.6", "10.25");
+  await waitFor(() => fillsOf(s.events, limit.client_order_id).length === 2, 5_000, "second fill");
+  const limitFills = fillsOf(s.events, limit.client_order_id);
+  assert.deepEqual(limitFills.map((f) => [toJson(f.qty), toJson(f.price), f.fill_id]), [
+    ["0.4", "10.5", `${broker_order_id}:0.4`],
+    ["0.6", "10.25", `${broker_order_id}:1`],
+  ]);
+  const state = await s.broker.getOrder(limit.client_order_id);
+  assert.equal(state?.status, "filled");
+  assert.equal(toJson(state!.avg_fill_price!), "10.35"); // (0.4 × 10.5 + 0.6 × 10.25) / 1
+});
+
+Deno.test("alpaca broker submitting the same client_order_id twice returns the one order", async () => {
+  await using s = await setup();
+  const request = orderRequest({ type: "limit", limit_price: parseDecimal("50") });
+  const first = await s.broker.submit(request);
+  const second = await s.broker.submit(request);
+  assert.deepEqual(second, first);
+  assert.equal(s.fake.orders.length, 1);
+  // The second POST was refused by Alpaca as a duplicate and resolved by lookup.
+  assert.equal(s.fake.requests.filter((r) => r.method === "POST").length, 2);
+  assert.ok(s.fake.requests.some((r) => r.path.startsWith("/v2/orders:by_client_order_id")));
+
+  // A different order under a used client_order_id is refused, not merged.
+  await assert.rejects(
+    s.broker.submit({ ...request, qty: parseDecimal("11") }),
+    (error: unknown) =>
+      error instanceof BrokerRejectedError && error.reason.includes("already used"),
+  );
+  assert.equal(s.fake.orders.length, 1);
+});
+
+Deno.test("alpaca broker recovers the order when a 500 answers a submit that took effect", async () => {
+  await using s = await setup();
+  s.fake.failNext(1, { status: 500, route: "POST /v2/orders", after: true });
+  const request = orderRequest();
+  const { broker_order_id } = await s.broker.submit(request);
+  assert.equal(s.fake.orders.length, 1);
+  assert.equal(s.fake.orders[0]!.id, broker_order_id);
+});
+
+Deno.test("alpaca broker: a 5xx before the order landed is retryable and the retry places one order", async () => {
+  await using s = await setup();
+  s.fake.failNext(1, { status: 503, route: "POST /v2/orders" });
+  const request = orderRequest();
+  await assert.rejects(s.broker.submit(request), BrokerUnavailableError);
+  assert.equal(s.fake.orders.length, 0);
+  const { broker_order_id } = await s.broker.submit(request); // The caller's retry.
+  assert.equal(s.fake.orders.length, 1);
+  assert.equal(s.fake.orders[0]!.id, broker_order_id);
+  assert.equal((await s.broker.submit(request)).broker_order_id, broker_order_id);
+  assert.equal(s.fake.orders.length, 1);
+});
+
+Deno.test("alpaca broker: a timed-out submit finds the order it placed", async () => {
+  await using s = await setup({ request_timeout_ms: 300 });
+  s.fake.hangNext(1, { route: "POST /v2/orders", after: true });
+  const request = orderRequest();
+  const { broker_order_id } = await s.broker.submit(request);
+  assert.equal(s.fake.orders.length, 1);
+  assert.equal(s.fake.orders[0]!.id, broker_order_id);
+});
+
+Deno.test("alpaca broker: a timed-out submit that never landed is retryable, then placed once", async () => {
+  await using s = await setup({ request_timeout_ms: 300 });
+  s.fake.hangNext(1, { route: "POST /v2/orders" });
+  const request = orderRequest();
+  await assert.rejects(
+    s.broker.submit(request),
+    (error: unknown) => error instanceof BrokerUnavailableError && /timed out/.test(error.message),
+  );
+  assert.equal(s.fake.orders.length, 0);
+  await s.broker.submit(request);
+  await s.broker.submit(request);
+  assert.equal(s.fake.orders.length, 1);
+});
+
+Deno.test("alpaca broker rejections carry Alpaca's reason", async () => {
+  await using s = await setup();
+  await started(s);
+  s.fake.rejectNextOrders(1, { status: 403, message: "insufficient buying power" });
+  await assert.rejects(
+    s.broker.submit(orderRequest()),
+    (error: unknown) =>
+      error instanceof BrokerRejectedError && error.reason === "insufficient buying power",
+  );
+  // A 422 validation failure (no order exists under the id): rejected with the message.
+  await assert.rejects(
+    s.broker.submit(orderRequest({ client_order_id: "x".repeat(129) })),
+    (error: unknown) =>
+      error instanceof BrokerRejectedError &&
+      error.reason === "client_order_id must be no more than 128 characters",
+  );
+  assert.equal(s.fake.orders.length, 0);
+
+  // Rejected later, on the stream.
+  const request = orderRequest({ type: "limit", limit_price: parseDecimal("1") });
+  const { broker_order_id } = await s.broker.submit(request);
+  await waitFor(() => s.events.some((e) => e.type === "accepted"), 5_000, "accepted");
+  s.fake.rejectOrder(broker_order_id);
+  await waitFor(() => s.events.some((e) => e.type === "rejected"), 5_000, "rejected");
+  const rejected = s.events.find((e) => e.type === "rejected");
+  assert.deepEqual(
+    rejected && { ...rejected, at_ms: 0 },
+    {
+      type: "rejected",
+      client_order_id: request.client_order_id,
+      broker_order_id,
+      reason: "rejected by Alpaca",
+      at_ms: 0,
+    },
+  );
+});
+
+Deno.test("alpaca broker cancel sends DELETE and the cancellation arrives as an event", async () => {
+  await using s = await setup();
+  await started(s);
+  const request = orderRequest({ type: "limit", limit_price: parseDecimal("99.5") });
+  const { broker_order_id } = await s.broker.submit(request);
+  await s.broker.cancel(request.client_order_id);
+  assert.ok(
+    s.fake.requests.some((r) =>
+      r.method === "DELETE" && r.path === `/v2/orders/${broker_order_id}`
+    ),
+  );
+  await waitFor(() => s.events.some((e) => e.type === "cancelled"), 5_000, "cancelled");
+  const cancelled = s.events.find((e) => e.type === "cancelled");
+  assert.equal(cancelled?.client_order_id, request.client_order_id);
+  assert.equal(cancelled?.broker_order_id, broker_order_id);
+  assert.equal(s.fake.order(broker_order_id)?.status, "canceled");
+  // Already terminal: no error, no second event.
+  await s.broker.cancel(request.client_order_id);
+  assert.equal(s.events.filter((e) => e.type === "cancelled").length, 1);
+
+  // A broker that never saw the order looks it up by client order id.
+  const other = orderRequest({ type: "limit", limit_price: parseDecimal("1") });
+  const placed = await s.broker.submit(other);
+  const fresh = s.another();
+  await fresh.cancel(other.client_order_id);
+  assert.equal(s.fake.order(placed.broker_order_id)?.status, "canceled");
+
+  // A filled order cannot be cancelled, which is no error; an unknown one is.
+  const market = orderRequest();
+  await s.broker.submit(market);
+  await waitFor(() => s.fake.order(market.client_order_id)?.status === "filled", 5_000, "filled");
+  await s.broker.cancel(market.client_order_id);
+  await assert.rejects(s.broker.cancel("never-submitted"), BrokerRejectedError);
+
+  // Time in force ran out.
+  const gtc = orderRequest({ type: "limit", limit_price: parseDecimal("2"), time_in_force: "gtc" });
+  await s.broker.submit(gtc);
+  s.fake.expireOrder(gtc.client_order_id);
+  await waitFor(() => s.events.some((e) => e.type === "expired"), 5_000, "expired");
+  assert.equal(s.events.find((e) => e.type === "expired")?.client_order_id, gtc.client_order_id);
+});
+
+Deno.test("alpaca broker openOrders and getOrder reflect the broker's book", async () => {
+  await using s = await setup();
+  const resting = orderRequest({ type: "limit", limit_price: parseDecimal("5") });
+  const partial = orderRequest({
+    type: "limit",
+    limit_price: parseDecimal("6"),
+    qty: parseDecimal("4"),
+  });
+  const market = orderRequest({ qty: parseDecimal("2") });
+  const a = await s.broker.submit(resting);
+  const b = await s.broker.submit(partial);
+  await s.broker.submit(market);
+  await waitFor(() => s.fake.order(market.client_order_id)?.status === "filled", 5_000, "filled");
+  await waitFor(() => s.fake.order(b.broker_order_id)?.status === "new", 5_000, "routed");
+  s.fake.fillOrder(b.broker_order_id, "1.5", "6");
+  const open = await s.broker.openOrders();
+  assert.deepEqual(
+    open.sort((x, y) => x.broker_order_id.localeCompare(y.broker_order_id)),
+    [
+      {
+        client_order_id: resting.client_order_id,
+        broker_order_id: a.broker_order_id,
+        status: "accepted",
+        filled_qty: parseDecimal("0"),
+        avg_fill_price: null,
+      },
+      {
+        client_order_id: partial.client_order_id,
+        broker_order_id: b.broker_order_id,
+        status: "partially_filled",
+        filled_qty: parseDecimal("1.5"),
+        avg_fill_price: parseDecimal("6"),
+      },
+    ].sort((x, y) => x.broker_order_id.localeCompare(y.broker_order_id)),
+  );
+  const query = s.fake.requests.find((r) => r.path.startsWith("/v2/orders?"))!.path;
+  assert.match(query, /status=open/);
+  assert.match(query, /limit=500/);
+  const filled = await s.broker.getOrder(market.client_order_id);
+  assert.equal(filled?.status, "filled");
+  assert.equal(toJson(filled!.filled_qty), "2");
+  assert.equal(await s.broker.getOrder("unknown-order"), null);
+});
+
+Deno.test("alpaca broker reads the clock, positions and account", async () => {
+  await using s = await setup({}, { prices: { "BTC/USD": "60000.5", AAPL: "200" } });
+  const clock = await s.broker.clock();
+  assert.deepEqual(clock, {
+    is_open: true,
+    next_open: Date.parse("2022-04-29T09:30:00-04:00"),
+    next_close: Date.parse("2022-04-28T16:00:00-04:00"),
+    timestamp: Date.parse("2022-04-28T14:07:04.451-04:00"),
+  });
+  s.fake.clock = { ...s.fake.clock, is_open: false };
+  assert.equal((await s.broker.clock()).is_open, false);
+
+  const btc = orderRequest({ symbol: "BTC-USD", qty: parseDecimal("0.25"), time_in_force: "gtc" });
+  const aapl = orderRequest({ symbol: "AAPL", side: "sell", qty: parseDecimal("3") });
+  await s.broker.submit(btc);
+  await s.broker.submit(aapl);
+  await waitFor(
+    () => s.fake.orders.every((order) => order.status === "filled"),
+    5_000,
+    "both filled",
+  );
+  const positions = (await s.broker.positions()).sort((x, y) => x.symbol.localeCompare(y.symbol));
+  assert.deepEqual(
+    positions.map((
+      p,
+    ) => [p.symbol, p.asset_class, p.side, toJson(p.qty), toJson(p.avg_entry_price)]),
+    [
+      ["AAPL", "us_equity", "short", "-3", "200"],
+      ["BTC-USD", "crypto", "long", "0.25", "60000.5"],
+    ],
+  );
+  const account = await s.broker.account();
+  // 100000 − 0.25 × 60000.5 + 3 × 200
+  assert.equal(toJson(account.cash), "85599.875");
+  assert.equal(toJson(account.equity), "100000");
+  assert.equal(account.status, "ACTIVE");
+});
+
+Deno.test("alpaca broker reconnects a dropped stream, calls onReconnect and keeps delivering", async () => {
+  await using s = await setup();
+  let reconnects = 0;
+  s.broker.onReconnect(() => void reconnects++);
+  await started(s);
+  assert.equal(s.broker.streamStatus().state, "listening");
+  assert.equal(s.fake.listeners(), 1);
+
+  s.fake.refuseStream();
+  s.fake.dropStream();
+  await waitFor(() => s.broker.streamStatus().reconnects >= 3, 5_000, "retries while refused");
+  assert.equal(reconnects, 0);
+  s.fake.acceptStream();
+  await waitFor(() => reconnects === 1, 5_000, "onReconnect");
+  assert.equal(s.broker.streamStatus().state, "listening");
+  assert.equal(s.fake.listeners(), 1);
+
+  const request = orderRequest();
+  await s.broker.submit(request);
+  await waitFor(() => fillsOf(s.events, request.client_order_id).length === 1, 5_000, "fill");
+
+  // Reconnect callbacks run after the events received before them.
+  s.fake.dropStream();
+  await waitFor(() => reconnects === 2, 5_000, "second onReconnect");
+  assert.ok(s.lines.some((line) => line.message === "alpaca stream lost, reconnecting"));
+});
+
+Deno.test("alpaca broker reads text frames and survives a malformed stream message", async () => {
+  await using s = await setup();
+  s.fake.binaryFrames = false;
+  await started(s);
+  s.fake.sendRaw("not json");
+  s.fake.sendRaw('{"stream":"trade_updates","data":{"event":"fill","order":{"id":"x"}}}');
+  await waitFor(() => s.broker.streamStatus().malformed === 2, 5_000, "malformed counted");
+  const request = orderRequest();
+  await s.broker.submit(request);
+  await waitFor(() => fillsOf(s.events, request.client_order_id).length === 1, 5_000, "fill");
+  assert.equal(s.broker.streamStatus().state, "listening");
+});
+
+Deno.test("alpaca broker authenticates the stream in the documented form, or the newer auth form", async () => {
+  {
+    await using s = await setup();
+    await started(s);
+    assert.deepEqual(JSON.parse(s.fake.streamReceived[0]!), {
+      action: "authenticate",
+      data: { key_id: FAKE_ALPACA_KEY_ID, secret_key: FAKE_ALPACA_SECRET_KEY },
+    });
+    assert.deepEqual(JSON.parse(s.fake.streamReceived[1]!), {
+      action: "listen",
+      data: { streams: ["trade_updates"] },
+    });
+  }
+  {
+    await using s = await setup({ stream_auth: "auth" });
+    await started(s);
+    assert.deepEqual(JSON.parse(s.fake.streamReceived[0]!), {
+      action: "auth",
+      key: FAKE_ALPACA_KEY_ID,
+      secret: FAKE_ALPACA_SECRET_KEY,
+    });
+    const request = orderRequest();
+    await s.broker.submit(request);
+    await waitFor(() => fillsOf(s.events, request.client_order_id).length === 1, 5_000, "fill");
+  }
+});
+
+Deno.test("alpaca broker surfaces refused keys clearly and places nothing", async () => {
+  const wrongSecret = "wrong-secret-do-not-log";
+  await using s = await setup({ secret_key: wrongSecret });
+  await assert.rejects(
+    started(s),
+    (error: unknown) =>
+      error instanceof AlpacaAuthError && /authorization failed: unauthorized/.test(error.message),
+  );
+  assert.equal(s.broker.streamStatus().state, "failed");
+  await assert.rejects(
+    s.broker.submit(orderRequest()),
+    (error: unknown) =>
+      error instanceof BrokerRejectedError && error.cause instanceof AlpacaAuthError &&
+      /refused the API keys/.test(error.reason),
+  );
+  await assert.rejects(s.broker.getOrder("any"), AlpacaAuthError);
+  await assert.rejects(s.broker.clock(), AlpacaAuthError);
+  assert.equal(s.fake.orders.length, 0);
+  assertNoSecrets(s.lines, wrongSecret, FAKE_ALPACA_SECRET_KEY, FAKE_ALPACA_KEY_ID);
+});
+
+Deno.test("alpaca broker: start fails clearly when the stream cannot be reached", async () => {
+  await using s = await setup({ stream_url: "ws://127.0.0.1:1/stream" });
+  await assert.rejects(started(s), BrokerUnavailableError);
+  assert.equal(s.broker.streamStatus().state, "failed");
+});
+
+Deno.test("alpaca broker never logs the key or the secret", async () => {
+  await using s = await setup({ request_timeout_ms: 300 });
+  await started(s);
+  const request = orderRequest();
+  s.fake.failNext(1, { status: 500, route: "POST /v2/orders" });
+  await assert.rejects(s.broker.submit(request), BrokerUnavailableError);
+  s.fake.hangNext(1, { route: "POST /v2/orders", after: true });
+  await s.broker.submit(request);
+  s.fake.rejectNextOrders(1);
+  await assert.rejects(s.broker.submit(orderRequest()), BrokerRejectedError);
+  s.fake.sendRaw("garbage");
+  s.fake.dropStream();
+  await waitFor(() => s.broker.streamStatus().reconnects === 1, 5_000, "reconnect");
+  await waitFor(() => s.broker.streamStatus().state === "listening", 5_000, "listening");
+  const bad = s.another({ key_id: "PKWRONGKEY", secret_key: "wrong-secret" });
+  await assert.rejects(bad.start(AbortSignal.timeout(5_000)), AlpacaAuthError);
+  await assert.rejects(bad.openOrders(), AlpacaAuthError);
+  assert.ok(s.lines.length > 5);
+  assertNoSecrets(
+    s.lines,
+    FAKE_ALPACA_SECRET_KEY,
+    FAKE_ALPACA_KEY_ID,
+    "wrong-secret",
+    "PKWRONGKEY",
+  );
+});
+
+Deno.test("alpaca broker stops streaming when the start signal aborts", async () => {
+  await using s = await setup();
+  const controller = new AbortController();
+  await s.broker.start(controller.signal);
+  controller.abort();
+  await s.broker.closed();
+  assert.equal(s.broker.streamStatus().state, "stopped");
+  await waitFor(() => s.fake.listeners() === 0, 5_000, "stream closed");
+});
