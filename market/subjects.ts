@@ -53,7 +53,7 @@ export interface DeadLetter {
   /** The venue. */
   exchange: Exchange;
   /** Who refused it. */
-  stage: "feed" | "validator";
+  stage: "feed" | "validator" | "writer";
   /** Machine-readable reason, e.g. `malformed`, `spike`, `duplicate`, `crossed_book`. */
   reason: string;
   /** Human-readable detail. */

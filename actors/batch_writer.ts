@@ -1,0 +1,1097 @@
+/**
+ * The batch writer: validated market data from the durable JetStream stream
+ * `MD_CLEAN` into ClickHouse, losing nothing while ClickHouse is down and
+ * writing nothing twice.
+ *
+ * How it works:
+ *
+ * 1. It waits for `clickhouseReady` (the ClickHouse migrations), then makes
+ *    sure the stream and its durable pull consumer exist
+ *    (`market/md_stream.ts`).
+ * 2. A fetch loop pulls messages (each a JSON array of events), turns every
+ *    event into a row of its table (`market/rows.ts`) and adds them to the
+ *    current batch. Messages that are not JSON arrays, and events that cannot
+ *    be rows, are dead-lettered on `dlq.md.<exchange>` and acknowledged with
+ *    the batch; they never block it.
+ * 3. A flush loop writes a batch once it holds `batch_rows` rows (or as many
+ *    messages) or its first message is `flush_interval_ms` old: one
+ *    `JSONEachRow` insert per table into `<database>.<table>`. Only when every
+ *    table's insert succeeded are the batch's messages acknowledged.
+ * 4. When an insert fails the batch is kept and retried with backoff
+ *    (`retry_initial_ms`..`retry_max_ms`), `status.writer.clickhouse` is
+ *    `"down"`, and the tables already written are not written again. The
+ *    fetch loop fills at most one more batch and then stops pulling, so memory
+ *    stays bounded (about two batches); everything else waits in the stream,
+ *    on disk. Held messages are kept from being redelivered (`working()`).
+ * 5. On stop it finishes the pull in flight (at most one second), writes what
+ *    it holds once more, and negatively acknowledges what it could not write
+ *    so the next writer gets it at once. After a crash, JetStream redelivers
+ *    unacknowledged messages after `ack_wait_ms`.
+ * 6. If ClickHouse stays away so long that the stream reaches its byte or age
+ *    limit, the stream drops its oldest messages; the writer sees the gap in
+ *    stream sequences, counts it (`counters.dropped`) and logs it.
+ *
+ * Rows are serialized (`JSON.stringify` of `market/rows.ts` rows, decimals as
+ * raw JSON numbers) as messages arrive, so that this work overlaps with
+ * ClickHouse parsing the previous batch.
+ *
+ * Duplicates: a redelivered message, or a retry after an insert whose outcome
+ * is unknown (a connection cut mid-request), may carry rows that are already
+ * stored. Every table collapses such copies (ReplacingMergeTree; read with
+ * FINAL), but the candles view sums trade volumes as they are inserted, so for
+ * such batches the writer first asks ClickHouse which of the batch's trades are
+ * stored and inserts only the others (`counters.duplicates_skipped`).
+ *
+ * The consumer must have one writer at a time: the engine runs one.
+ *
+ * @example
+ * ```ts
+ * const writer = batchWriterActor({
+ *   nats, clickhouse: adminClickHouse, database: config.clickhouse.database,
+ *   status: marketStatus, options: config.writer,
+ *   clickhouseReady: migrations.state.clickhouseReady, log,
+ * });
+ * // engine: ensureStreams(nats, [mdCleanStream(config.writer)]) before starting it
+ * ```
+ *
+ * @module
+ */
+
+import type { ClickHouseClient } from "@clickhouse/client";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { type Consumer, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
+import { actor } from "./actor.ts";
+import type { ChildSpec } from "./types.ts";
+import {
+  clickHouseErrorCode,
+  isClickHouseUnavailable,
+  literal,
+  quoteIdentifier,
+} from "../adapters/clickhouse.ts";
+import { encodeJson } from "../adapters/codec.ts";
+import { ensureStreams } from "../adapters/nats.ts";
+import { backoffDelay } from "../lib/backoff.ts";
+import type { Clock } from "../lib/clock.ts";
+import type { Logger } from "../lib/log.ts";
+import { type Exchange, EXCHANGES, type MarketEvent, type TradeEvent } from "../market/events.ts";
+import {
+  batchWriterConsumer,
+  DEFAULT_ACK_WAIT_MS,
+  DEFAULT_BATCH_WRITER_CONSUMER,
+  DEFAULT_FETCH_MESSAGES,
+  DEFAULT_MD_CLEAN_STREAM,
+  ensureBatchWriterConsumer,
+  mdCleanStream,
+  type MdStreamNames,
+} from "../market/md_stream.ts";
+import { MARKET_TABLES, type MarketTable, RowError, toRow, tradeKey } from "../market/rows.ts";
+import type { MarketStatus } from "../market/status.ts";
+import { type DeadLetter, dlqSubject } from "../market/subjects.ts";
+
+/** Name of the writer in the supervision tree. */
+export const BATCH_WRITER_NAME = "batch_writer";
+/** How often `status.writer` figures are refreshed, in ms. */
+export const DEFAULT_STATUS_INTERVAL_MS = 1_000;
+/** How often the consumer's backlog (`pending_messages`) is asked for, in ms. */
+export const DEFAULT_CONSUMER_INFO_INTERVAL_MS = 5_000;
+/** How long the last inserts may take once the writer is asked to stop, in ms. */
+export const DEFAULT_SHUTDOWN_GRACE_MS = 5_000;
+/** Messages asked for by the first pull, before the writer knows how many events a message holds. */
+export const FIRST_PULL_MESSAGES = 16;
+/** How long one pull waits for messages, in ms (the client's minimum). */
+export const FETCH_EXPIRES_MS = 1_000;
+/**
+ * Rows refused one by one, with none accepted, after which a refusal is taken
+ * for a schema problem (retried later) rather than bad rows (dead-lettered).
+ */
+export const MAX_BLIND_REFUSALS = 8;
+/** Longest raw frame copied into a dead letter, in characters. */
+export const MAX_DEAD_LETTER_FRAME = 65_536;
+
+/**
+ * ClickHouse error codes that mean "this data cannot be inserted" (parse and
+ * range errors), as opposed to a server or schema problem. A batch failing
+ * with one of these is split to find and dead-letter the rows at fault.
+ */
+export const ROW_DATA_ERROR_CODES: ReadonlySet<number> = new Set([
+  6, // CANNOT_PARSE_TEXT
+  25, // CANNOT_PARSE_ESCAPE_SEQUENCE (e.g. a lone surrogate)
+  26, // CANNOT_PARSE_QUOTED_STRING
+  27, // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+  38, // CANNOT_PARSE_DATE
+  41, // CANNOT_PARSE_DATETIME
+  69, // ARGUMENT_OUT_OF_BOUND (decimal too big or too precise)
+  72, // CANNOT_PARSE_NUMBER
+  131, // TOO_LARGE_STRING_SIZE
+  190, // SIZES_OF_ARRAYS_DOESNT_MATCH
+  407, // DECIMAL_OVERFLOW
+]);
+
+/**
+ * Writer settings: the `writer` section of the config (`Config["writer"]`
+ * fits), plus names and tuning that tests and benchmarks change.
+ */
+export interface BatchWriterOptions extends MdStreamNames {
+  /** Most rows (and most messages) in one batch. */
+  batch_rows: number;
+  /** Longest a batch waits for more rows after its first message, in ms. */
+  flush_interval_ms: number;
+  /** `MD_CLEAN`'s byte limit (used when the writer ensures the stream). */
+  stream_max_bytes: number;
+  /** `MD_CLEAN`'s age limit in seconds (used when the writer ensures the stream). */
+  stream_max_age_s: number;
+  /** First delay between insert retries, in ms. */
+  retry_initial_ms: number;
+  /** Longest delay between insert retries, in ms. */
+  retry_max_ms: number;
+  /** Durable consumer name. @default {DEFAULT_BATCH_WRITER_CONSUMER} */
+  consumer?: string | undefined;
+  /** Redelivery delay of unacknowledged messages, in ms. @default {DEFAULT_ACK_WAIT_MS} */
+  ack_wait_ms?: number | undefined;
+  /** Most messages one pull asks for. @default {DEFAULT_FETCH_MESSAGES} */
+  fetch_messages?: number | undefined;
+  /**
+   * The consumer's max ack pending: most messages held at once.
+   * @default {2 * (batch_rows + fetch_messages)}
+   */
+  max_ack_pending?: number | undefined;
+  /** Whether the writer creates or updates the stream itself (the engine also does). @default {true} */
+  ensure_stream?: boolean | undefined;
+  /** Refresh period of `status.writer`, in ms. @default {DEFAULT_STATUS_INTERVAL_MS} */
+  status_interval_ms?: number | undefined;
+  /** Period of consumer-info requests for `pending_messages`, in ms. @default {DEFAULT_CONSUMER_INFO_INTERVAL_MS} */
+  consumer_info_interval_ms?: number | undefined;
+  /** Time the last inserts get after a stop request, in ms. @default {DEFAULT_SHUTDOWN_GRACE_MS} */
+  shutdown_grace_ms?: number | undefined;
+}
+
+/** What {@linkcode batchWriterActor} needs. */
+export interface BatchWriterDeps {
+  /** The NATS connection (JetStream and dead letters). */
+  nats: NatsConnection;
+  /** ClickHouse client bound to `"default"`; tables are named `<database>.<table>`. */
+  clickhouse: ClickHouseClient;
+  /** The database holding the market-data tables. */
+  database: string;
+  /** Shared pipeline figures; the writer updates `status.writer`. */
+  status: MarketStatus;
+  /** Settings. */
+  options: BatchWriterOptions;
+  /** Resolves once ClickHouse's migrations are applied; nothing is pulled before. */
+  clickhouseReady: Promise<void>;
+  /** Parent logger. @default {nullLogger} */
+  log?: Logger;
+  /** Clock for batching, backoff and status. @default {systemClock} */
+  clock?: Clock;
+  /** Jitter source of the retry backoff. @default {Math.random} */
+  random?: () => number;
+  /** Figures that outlive restarts of the actor. @default {a new BatchWriterCounters} */
+  counters?: BatchWriterCounters;
+}
+
+/** Writer figures beyond `status.writer`, kept across restarts of the actor. */
+export interface BatchWriterCounters {
+  /** Messages pulled from the stream (redeliveries included). */
+  messages: number;
+  /** Messages acknowledged after their rows were written. */
+  acked: number;
+  /** Messages that arrived again (`redelivered`). */
+  redelivered: number;
+  /** Dead letters published: malformed messages and events that cannot be rows. */
+  dead_letters: number;
+  /** Trades not inserted because ClickHouse already had them. */
+  duplicates_skipped: number;
+  /**
+   * Messages the stream dropped (byte or age limit, oldest first) before the
+   * writer got them: gaps in the stream sequence of first deliveries, from the
+   * consumer's position when the writer started.
+   */
+  dropped: number;
+  /** Batches written. */
+  batches: number;
+}
+
+/** A new set of zeroed {@linkcode BatchWriterCounters}. */
+export function newBatchWriterCounters(): BatchWriterCounters {
+  return {
+    messages: 0,
+    acked: 0,
+    redelivered: 0,
+    dead_letters: 0,
+    duplicates_skipped: 0,
+    dropped: 0,
+    batches: 0,
+  };
+}
+
+/** The writer's {@linkcode ChildSpec}, with its counters. */
+export interface BatchWriterChildSpec extends ChildSpec {
+  /** Figures kept across restarts. */
+  readonly counters: BatchWriterCounters;
+}
+
+/** A dead letter from the writer (`DeadLetter` with `stage: "writer"`). */
+export interface WriterDeadLetter extends Omit<DeadLetter, "stage"> {
+  /** Always `"writer"`. */
+  stage: "writer";
+}
+
+/** Options of {@linkcode insertJsonEachRow}. */
+export interface InsertJsonEachRowOptions {
+  /** Aborts the request. */
+  signal?: AbortSignal | undefined;
+}
+
+/**
+ * Inserts rows already serialized as `JSONEachRow` lines (e.g.
+ * `JSON.stringify(toRow(event).row)`) into `<database>.<table>` in one
+ * request: the data follows `INSERT … FORMAT JSONEachRow` in the body, which
+ * every server reads without a size limit. `client` may be bound to any
+ * database. Does nothing for no lines.
+ *
+ * @example
+ * ```ts
+ * await insertJsonEachRow(client, "tradewire", "market_trades", [JSON.stringify(row)]);
+ * ```
+ */
+export async function insertJsonEachRow(
+  client: ClickHouseClient,
+  database: string,
+  table: string,
+  lines: readonly string[],
+  options: InsertJsonEachRowOptions = {},
+): Promise<void> {
+  if (lines.length === 0) return;
+  await client.command({
+    query: `INSERT INTO ${quoteIdentifier(database)}.${quoteIdentifier(table)} ` +
+      `FORMAT JSONEachRow\n${lines.join("\n")}\n`,
+    ...(options.signal === undefined ? {} : { abort_signal: options.signal }),
+  });
+}
+
+/**
+ * Creates the batch writer child: a `run` actor named `batch_writer`,
+ * `restart: "permanent"`. See the module doc for what it does. Its
+ * `shutdownMs` covers the pull in flight and `shutdown_grace_ms` of inserts.
+ */
+export function batchWriterActor(deps: BatchWriterDeps): BatchWriterChildSpec {
+  const settings = resolveSettings(deps.options);
+  const counters = deps.counters ?? newBatchWriterCounters();
+  const spec = actor({
+    name: BATCH_WRITER_NAME,
+    shutdownMs: FETCH_EXPIRES_MS + settings.shutdownGraceMs + 2_000,
+    run: (ctx) => new BatchWriter(deps, settings, counters, ctx.log, ctx.clock, ctx.signal).run(),
+  }, {
+    nats: deps.nats,
+    ...(deps.log ? { log: deps.log } : {}),
+    ...(deps.clock ? { clock: deps.clock } : {}),
+  });
+  return Object.assign(spec, { counters });
+}
+
+// ---------------------------------------------------------------------------
+// Settings
+// ---------------------------------------------------------------------------
+
+interface Settings {
+  batchRows: number;
+  flushIntervalMs: number;
+  retryInitialMs: number;
+  retryMaxMs: number;
+  stream: string;
+  consumer: string;
+  subjectPrefix: string;
+  ackWaitMs: number;
+  fetchMessages: number;
+  maxAckPending: number;
+  ensureStream: boolean;
+  statusIntervalMs: number;
+  consumerInfoIntervalMs: number;
+  shutdownGraceMs: number;
+}
+
+function positiveInt(value: number, what: string): number {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new RangeError(`Batch writer ${what} must be a positive integer, got ${value}`);
+  }
+  return value;
+}
+
+function resolveSettings(o: BatchWriterOptions): Settings {
+  const batchRows = positiveInt(o.batch_rows, "batch_rows");
+  const fetchMessages = positiveInt(o.fetch_messages ?? DEFAULT_FETCH_MESSAGES, "fetch_messages");
+  const retryInitialMs = positiveInt(o.retry_initial_ms, "retry_initial_ms");
+  return {
+    batchRows,
+    flushIntervalMs: positiveInt(o.flush_interval_ms, "flush_interval_ms"),
+    retryInitialMs,
+    retryMaxMs: Math.max(retryInitialMs, positiveInt(o.retry_max_ms, "retry_max_ms")),
+    stream: o.stream ?? DEFAULT_MD_CLEAN_STREAM,
+    consumer: o.consumer ?? DEFAULT_BATCH_WRITER_CONSUMER,
+    subjectPrefix: o.subject_prefix ?? "",
+    ackWaitMs: positiveInt(o.ack_wait_ms ?? DEFAULT_ACK_WAIT_MS, "ack_wait_ms"),
+    fetchMessages,
+    maxAckPending: positiveInt(
+      o.max_ack_pending ?? 2 * (batchRows + fetchMessages),
+      "max_ack_pending",
+    ),
+    ensureStream: o.ensure_stream ?? true,
+    statusIntervalMs: positiveInt(
+      o.status_interval_ms ?? DEFAULT_STATUS_INTERVAL_MS,
+      "status_interval_ms",
+    ),
+    consumerInfoIntervalMs: positiveInt(
+      o.consumer_info_interval_ms ?? DEFAULT_CONSUMER_INFO_INTERVAL_MS,
+      "consumer_info_interval_ms",
+    ),
+    shutdownGraceMs: positiveInt(
+      o.shutdown_grace_ms ?? DEFAULT_SHUTDOWN_GRACE_MS,
+      "shutdown_grace_ms",
+    ),
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Batches
+// ---------------------------------------------------------------------------
+
+type TableLines = Record<MarketTable, string[]>;
+type TableSources = Record<MarketTable, unknown[]>;
+
+/**
+ * Messages pulled together, their rows per table, and how far writing them
+ * got. Rows are kept as their `JSONEachRow` lines, serialized as messages
+ * arrive, so that serializing the next batch overlaps with ClickHouse parsing
+ * the current one.
+ */
+class Batch {
+  readonly messages: JsMsg[] = [];
+  readonly lines: TableLines = {
+    market_trades: [],
+    orderbook_snapshots: [],
+    quotes: [],
+    bars: [],
+  };
+  /** The event each row came from, for dead letters and duplicate checks. */
+  readonly sources: TableSources = {
+    market_trades: [],
+    orderbook_snapshots: [],
+    quotes: [],
+    bars: [],
+  };
+  /** Tables whose rows are all written. */
+  readonly done = new Set<MarketTable>();
+  rowCount = 0;
+  /** When its first message arrived (clock ms). */
+  firstAt = 0;
+  /** When `working()` was last sent for its messages (clock ms). */
+  touchedAt = 0;
+  /** Whether a message came again: its rows may be stored already. */
+  redelivered = false;
+  /** Failed write attempts: after one, rows may be stored already. */
+  failures = 0;
+}
+
+/** Resolves every waiter of {@linkcode Wakeup.wait} on {@linkcode Wakeup.notify}. */
+class Wakeup {
+  #promise: Promise<void> | null = null;
+  #resolve: (() => void) | null = null;
+
+  wait(): Promise<void> {
+    return this.#promise ??= new Promise((resolve) => this.#resolve = resolve);
+  }
+
+  notify(): void {
+    const resolve = this.#resolve;
+    this.#promise = null;
+    this.#resolve = null;
+    resolve?.();
+  }
+}
+
+/** Settles like `promise`, or resolves `false` when `signal` aborts first. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T | false> {
+  if (signal.aborted) return Promise.resolve(false);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => resolve(false);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then((value) => {
+      signal.removeEventListener("abort", onAbort);
+      resolve(value);
+    }, (error) => {
+      signal.removeEventListener("abort", onAbort);
+      reject(error);
+    });
+  });
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message.trim() : String(error);
+}
+
+const EXCHANGE_SET: ReadonlySet<string> = new Set(EXCHANGES);
+const decoder = new TextDecoder();
+
+// ---------------------------------------------------------------------------
+// The writer
+// ---------------------------------------------------------------------------
+
+class BatchWriter {
+  readonly #deps: BatchWriterDeps;
+  readonly #s: Settings;
+  readonly #counters: BatchWriterCounters;
+  readonly #log: Logger;
+  readonly #clock: Clock;
+  readonly #signal: AbortSignal;
+  /** Aborted when the writer is asked to stop, or when it cannot go on (NATS closed). */
+  readonly #stop = new AbortController();
+  /** Aborts in-flight inserts `shutdown_grace_ms` after the stop request. */
+  readonly #insertAbort = new AbortController();
+  /** Aborts the timer loops once the writer is done. */
+  readonly #loops = new AbortController();
+  readonly #random: () => number;
+
+  #current = new Batch();
+  #flushing: Batch | null = null;
+  /** Set once the fetch loop has ended: the flush loop then drains and exits. */
+  #fetchDone = false;
+  /** Wakes the flush loop: a batch is full, or the fetch loop ended. */
+  readonly #flushWake = new Wakeup();
+  /** Wakes the fetch loop: a batch was taken for writing or written. */
+  readonly #space = new Wakeup();
+  #consumer: Consumer | null = null;
+  #rowsTotal = 0;
+  #downSince: number | null = null;
+  /**
+   * Running average of events per message, to size pulls in rows rather than
+   * messages; 0 until the first message, whose pull is kept small.
+   */
+  #eventsPerMessage = 0;
+  /** Stream sequence of the last first delivery, to see messages the stream dropped. */
+  #lastStreamSeq = 0;
+
+  constructor(
+    deps: BatchWriterDeps,
+    settings: Settings,
+    counters: BatchWriterCounters,
+    log: Logger,
+    clock: Clock,
+    signal: AbortSignal,
+  ) {
+    this.#deps = deps;
+    this.#s = settings;
+    this.#counters = counters;
+    this.#log = log;
+    this.#clock = clock;
+    this.#signal = signal;
+    this.#random = deps.random ?? Math.random;
+  }
+
+  get #status() {
+    return this.#deps.status.writer;
+  }
+
+  async run(): Promise<void> {
+    const onAbort = () => this.#beginStop();
+    this.#signal.addEventListener("abort", onAbort, { once: true });
+    if (this.#signal.aborted) this.#beginStop();
+    try {
+      const ready = await untilAborted(
+        this.#deps.clickhouseReady.then(() => true),
+        this.#stop.signal,
+      );
+      if (!ready) return;
+      await this.#setUp();
+      if (this.#stop.signal.aborted) return;
+      this.#log.info("Batch writer started", {
+        stream: this.#s.stream,
+        consumer: this.#s.consumer,
+        database: this.#deps.database,
+        batch_rows: this.#s.batchRows,
+      });
+      const flusher = this.#flushLoop();
+      const loops = [this.#statusLoop(), this.#keepAliveLoop()];
+      let fatal: unknown = null;
+      try {
+        await this.#fetchLoop();
+      } catch (error) {
+        fatal = error;
+        this.#beginStop();
+      }
+      this.#fetchDone = true;
+      this.#flushWake.notify();
+      try {
+        await flusher;
+      } finally {
+        this.#loops.abort();
+        await Promise.allSettled(loops);
+        this.#refreshStatus();
+      }
+      if (fatal !== null) throw fatal;
+    } finally {
+      this.#signal.removeEventListener("abort", onAbort);
+      this.#loops.abort();
+    }
+  }
+
+  /** Stops pulling; in-flight inserts get `shutdown_grace_ms`, then are aborted. */
+  #beginStop(): void {
+    if (this.#stop.signal.aborted) return;
+    this.#stop.abort();
+    this.#flushWake.notify();
+    this.#space.notify();
+    this.#clock.sleep(this.#s.shutdownGraceMs, this.#loops.signal).then(
+      () => this.#insertAbort.abort(new Error("Batch writer stopped")),
+      () => {},
+    );
+  }
+
+  /** Ensures the stream (optionally) and the durable consumer; retries while NATS says no. */
+  async #setUp(): Promise<void> {
+    const s = this.#s;
+    for (let attempt = 0; !this.#stop.signal.aborted; attempt++) {
+      try {
+        if (s.ensureStream) {
+          await ensureStreams(this.#deps.nats, [
+            mdCleanStream({
+              stream: s.stream,
+              subject_prefix: s.subjectPrefix,
+              stream_max_bytes: this.#deps.options.stream_max_bytes,
+              stream_max_age_s: this.#deps.options.stream_max_age_s,
+            }),
+          ], this.#log);
+        }
+        const jsm = await jetstreamManager(this.#deps.nats);
+        const info = await ensureBatchWriterConsumer(
+          jsm,
+          s.stream,
+          batchWriterConsumer({
+            consumer: s.consumer,
+            subject_prefix: s.subjectPrefix,
+            ack_wait_ms: s.ackWaitMs,
+            max_ack_pending: s.maxAckPending,
+          }),
+          this.#log,
+        );
+        this.#lastStreamSeq = info.delivered.stream_seq;
+        this.#consumer = await jetstream(this.#deps.nats).consumers.get(s.stream, s.consumer);
+        return;
+      } catch (error) {
+        if (this.#deps.nats.isClosed()) throw error;
+        const delayMs = this.#delay(attempt);
+        this.#log.warn("Batch writer cannot set up its JetStream consumer, retrying", {
+          stream: s.stream,
+          consumer: s.consumer,
+          attempt: attempt + 1,
+          retry_in_ms: delayMs,
+          error: errorMessage(error),
+        });
+        await this.#clock.sleep(delayMs, this.#stop.signal).catch(() => {});
+      }
+    }
+  }
+
+  #delay(attempt: number): number {
+    return backoffDelay(Math.min(attempt, 30), {
+      initialMs: this.#s.retryInitialMs,
+      maxMs: this.#s.retryMaxMs,
+      random: this.#random,
+    });
+  }
+
+  #held(): number {
+    return this.#current.messages.length + (this.#flushing?.messages.length ?? 0);
+  }
+
+  #isFull(batch: Batch): boolean {
+    return batch.rowCount >= this.#s.batchRows || batch.messages.length >= this.#s.batchRows;
+  }
+
+  // -- fetching ---------------------------------------------------------------
+
+  async #fetchLoop(): Promise<void> {
+    let failures = 0;
+    while (!this.#stop.signal.aborted) {
+      const rowsLeft = this.#s.batchRows - this.#current.rowCount;
+      const room = Math.min(
+        this.#s.fetchMessages,
+        this.#s.maxAckPending - this.#held(),
+        this.#eventsPerMessage === 0
+          ? FIRST_PULL_MESSAGES
+          : Math.ceil(rowsLeft / this.#eventsPerMessage),
+      );
+      if (this.#isFull(this.#current) || room < 1) {
+        await this.#space.wait();
+        continue;
+      }
+      try {
+        const messages = await this.#consumer!.fetch({
+          max_messages: room,
+          expires: FETCH_EXPIRES_MS,
+        });
+        // A pull is never abandoned: messages already on their way would only
+        // come back after ack_wait. It ends by itself within FETCH_EXPIRES_MS.
+        for await (const msg of messages) this.#add(msg);
+        failures = 0;
+      } catch (error) {
+        if (this.#deps.nats.isClosed()) throw error;
+        if (this.#stop.signal.aborted) break;
+        const delayMs = this.#delay(failures++);
+        this.#log.warn("Batch writer pull failed, retrying", {
+          stream: this.#s.stream,
+          consumer: this.#s.consumer,
+          retry_in_ms: delayMs,
+          error: errorMessage(error),
+        });
+        await this.#clock.sleep(delayMs, this.#stop.signal).catch(() => {});
+        if (/not found/i.test(errorMessage(error))) await this.#setUp();
+      }
+    }
+  }
+
+  /** Adds one message's rows to the current batch; dead-letters what cannot be rows. */
+  #add(msg: JsMsg): void {
+    const batch = this.#current;
+    if (batch.messages.length === 0) {
+      batch.firstAt = this.#clock.now();
+      batch.touchedAt = batch.firstAt;
+      this.#flushWake.notify();
+    }
+    batch.messages.push(msg);
+    this.#counters.messages++;
+    if (msg.redelivered) {
+      batch.redelivered = true;
+      this.#counters.redelivered++;
+    } else {
+      this.#noteSequence(msg.seq);
+    }
+    let events: unknown;
+    try {
+      events = JSON.parse(decoder.decode(msg.data));
+    } catch (error) {
+      this.#deadLetterFrame(msg, `Message is not JSON: ${errorMessage(error)}`);
+      return;
+    }
+    if (!Array.isArray(events)) {
+      this.#deadLetterFrame(msg, "Message is not a JSON array of events");
+      return;
+    }
+    const size = Math.max(1, events.length);
+    this.#eventsPerMessage = this.#eventsPerMessage === 0
+      ? size
+      : this.#eventsPerMessage + (size - this.#eventsPerMessage) / 16;
+    const { lines, sources } = batch;
+    for (const event of events) {
+      try {
+        const { table, row } = toRow(event as MarketEvent);
+        lines[table].push(JSON.stringify(row));
+        sources[table].push(event);
+        batch.rowCount++;
+      } catch (error) {
+        if (!(error instanceof RowError)) throw error;
+        this.#deadLetterEvent(msg.subject, event, error.reason, error.message);
+      }
+    }
+    if (this.#isFull(batch)) this.#flushWake.notify();
+  }
+
+  /** Counts messages the stream dropped before delivering them (limits, discard old). */
+  #noteSequence(seq: number): void {
+    const gap = seq - this.#lastStreamSeq - 1;
+    if (seq > this.#lastStreamSeq) this.#lastStreamSeq = seq;
+    if (gap <= 0) return;
+    this.#counters.dropped += gap;
+    this.#log.warn("The stream dropped market data before it was written (stream limits)", {
+      stream: this.#s.stream,
+      dropped: gap,
+      dropped_total: this.#counters.dropped,
+    });
+  }
+
+  // -- dead letters -----------------------------------------------------------
+
+  /** The venue of a message, from its event or else from its subject (`…md.<kind>.<exchange>.<symbol>`). */
+  #exchangeOf(subject: string, event: unknown): Exchange | null {
+    const fromEvent = (event as { exchange?: unknown } | null)?.exchange;
+    if (typeof fromEvent === "string" && EXCHANGE_SET.has(fromEvent)) return fromEvent as Exchange;
+    const tokens = subject.split(".");
+    const token = tokens[tokens.length - 2];
+    return token !== undefined && EXCHANGE_SET.has(token) ? token as Exchange : null;
+  }
+
+  #publishDeadLetter(letter: Omit<WriterDeadLetter, "exchange">, subject: string, event: unknown) {
+    const exchange = this.#exchangeOf(subject, event);
+    this.#counters.dead_letters++;
+    this.#log.warn("Market data dead-lettered by the writer", {
+      subject,
+      reason: letter.reason,
+      detail: letter.detail,
+      exchange,
+    });
+    if (exchange === null) return;
+    const full: WriterDeadLetter = { exchange, ...letter };
+    try {
+      this.#deps.nats.publish(`${this.#s.subjectPrefix}${dlqSubject(exchange)}`, encodeJson(full));
+    } catch (error) {
+      this.#log.error("Dead letter could not be published", { error: errorMessage(error) });
+    }
+  }
+
+  #deadLetterFrame(msg: JsMsg, detail: string): void {
+    const text = decoder.decode(msg.data);
+    this.#publishDeadLetter(
+      {
+        stage: "writer",
+        reason: "malformed",
+        detail,
+        frame: text.length > MAX_DEAD_LETTER_FRAME ? text.slice(0, MAX_DEAD_LETTER_FRAME) : text,
+        at_us: this.#clock.now() * 1000,
+      },
+      msg.subject,
+      null,
+    );
+  }
+
+  #deadLetterEvent(subject: string, event: unknown, reason: string, detail: string): void {
+    this.#publishDeadLetter(
+      {
+        stage: "writer",
+        reason,
+        detail,
+        event: event as MarketEvent,
+        at_us: this.#clock.now() * 1000,
+      },
+      subject,
+      event,
+    );
+  }
+
+  // -- flushing ---------------------------------------------------------------
+
+  /** Resolves when the current batch should be written, or when there is nothing more to do. */
+  async #waitForFlush(): Promise<void> {
+    for (;;) {
+      const batch = this.#current;
+      if (this.#fetchDone || this.#isFull(batch)) return;
+      if (batch.messages.length === 0) {
+        await this.#flushWake.wait();
+        continue;
+      }
+      const remaining = batch.firstAt + this.#s.flushIntervalMs - this.#clock.now();
+      if (remaining <= 0) return;
+      const timer = new AbortController();
+      const woken = this.#flushWake.wait().then(() => timer.abort());
+      await Promise.race([this.#clock.sleep(remaining, timer.signal).catch(() => {}), woken]);
+      timer.abort();
+    }
+  }
+
+  async #flushLoop(): Promise<void> {
+    for (;;) {
+      await this.#waitForFlush();
+      if (this.#current.messages.length === 0) {
+        if (this.#fetchDone) return;
+        continue;
+      }
+      const batch = this.#current;
+      this.#current = new Batch();
+      this.#flushing = batch;
+      this.#space.notify();
+      try {
+        await this.#writeWithRetry(batch);
+      } finally {
+        this.#flushing = null;
+        this.#space.notify();
+      }
+    }
+  }
+
+  /**
+   * Writes `batch` until it succeeds; then acknowledges its messages. Once the
+   * writer is stopping, tries once more within the grace period and else
+   * negatively acknowledges the messages, so they are redelivered at once.
+   */
+  async #writeWithRetry(batch: Batch): Promise<void> {
+    for (let attempt = 0;; attempt++) {
+      try {
+        await this.#write(batch);
+        break;
+      } catch (error) {
+        batch.failures++;
+        this.#noteFailure(error, attempt);
+        if (this.#stop.signal.aborted || this.#insertAbort.signal.aborted) {
+          this.#release(batch, error);
+          return;
+        }
+        const delayMs = this.#delay(attempt);
+        this.#log.warn("ClickHouse insert failed, retrying", {
+          attempt: attempt + 1,
+          retry_in_ms: delayMs,
+          rows: batch.rowCount,
+          unavailable: isClickHouseUnavailable(error),
+          error: errorMessage(error),
+        });
+        try {
+          await this.#clock.sleep(delayMs, this.#stop.signal);
+        } catch {
+          // Stopping: one last attempt in the grace period, below.
+        }
+      }
+    }
+    this.#settle(batch, "ack");
+    this.#counters.acked += batch.messages.length;
+    this.#counters.batches++;
+    const status = this.#status;
+    status.last_flush_at = this.#clock.now();
+    status.last_error = null;
+    if (status.clickhouse !== "up" && this.#downSince !== null) {
+      this.#log.info("ClickHouse is taking inserts again", {
+        down_ms: this.#clock.now() - this.#downSince,
+      });
+    }
+    status.clickhouse = "up";
+    this.#downSince = null;
+    status.buffered_rows = this.#current.rowCount;
+  }
+
+  #noteFailure(error: unknown, attempt: number): void {
+    const status = this.#status;
+    status.failures++;
+    status.last_error = errorMessage(error);
+    status.clickhouse = "down";
+    if (attempt === 0 && this.#downSince === null) this.#downSince = this.#clock.now();
+  }
+
+  /** Gives a batch that could not be written back to JetStream. */
+  #release(batch: Batch, error: unknown): void {
+    this.#log.warn("Batch writer stopping with an unwritten batch; its messages are redelivered", {
+      messages: batch.messages.length,
+      rows: batch.rowCount,
+      error: errorMessage(error),
+    });
+    this.#settle(batch, "nak");
+  }
+
+  /**
+   * Acknowledges (or negatively acknowledges) every message of `batch`. When
+   * NATS is gone the messages stay unacknowledged and come back after
+   * `ack_wait`; rows written meanwhile then collapse as copies.
+   */
+  #settle(batch: Batch, how: "ack" | "nak"): void {
+    try {
+      for (const msg of batch.messages) {
+        if (how === "ack") msg.ack();
+        else msg.nak();
+      }
+    } catch (error) {
+      this.#log.warn("Messages could not be acknowledged; they will be redelivered", {
+        how,
+        messages: batch.messages.length,
+        error: errorMessage(error),
+      });
+    }
+  }
+
+  /** One attempt: inserts every table of `batch` not written yet. */
+  async #write(batch: Batch): Promise<void> {
+    for (const table of MARKET_TABLES) {
+      if (batch.done.has(table) || batch.lines[table].length === 0) continue;
+      if (table === "market_trades" && (batch.redelivered || batch.failures > 0)) {
+        await this.#dropStoredTrades(batch);
+      }
+      if (batch.lines[table].length > 0) await this.#insertTable(batch, table);
+      batch.done.add(table);
+    }
+  }
+
+  /**
+   * Inserts `batch.lines[table]`. When ClickHouse refuses the data itself
+   * (parse or range error), splits the rows in halves until the rows at fault
+   * are found and dead-letters them. Any other error — or refusals without a
+   * single accepted row, which point at the schema rather than the rows —
+   * leaves the unwritten rows in the batch and is thrown.
+   */
+  async #insertTable(batch: Batch, table: MarketTable): Promise<void> {
+    const rows = batch.lines[table];
+    const sources = batch.sources[table];
+    const ranges: Array<[number, number]> = [[0, rows.length]];
+    const refused: number[] = [];
+    let written = 0;
+    let lastRefusal: unknown = null;
+    const keepUnwritten = (extra: Array<[number, number]>) => {
+      const left = [...refused.map((i): [number, number] => [i, i + 1]), ...extra, ...ranges];
+      batch.lines[table] = left.flatMap(([a, b]) => rows.slice(a, b));
+      batch.sources[table] = left.flatMap(([a, b]) => sources.slice(a, b));
+    };
+    while (ranges.length > 0) {
+      const [lo, hi] = ranges.pop()!;
+      try {
+        await this.#insert(table, lo === 0 && hi === rows.length ? rows : rows.slice(lo, hi));
+        written += hi - lo;
+        this.#countWritten(table, hi - lo);
+      } catch (error) {
+        const code = clickHouseErrorCode(error);
+        const isRowData = code !== null && ROW_DATA_ERROR_CODES.has(code);
+        if (!isRowData || (written === 0 && refused.length >= MAX_BLIND_REFUSALS)) {
+          keepUnwritten([[lo, hi]]);
+          throw error;
+        }
+        lastRefusal = error;
+        if (hi - lo === 1) {
+          refused.push(lo);
+        } else {
+          const mid = lo + Math.ceil((hi - lo) / 2);
+          ranges.push([mid, hi], [lo, mid]);
+        }
+      }
+    }
+    if (refused.length === 0) return;
+    if (written === 0 && rows.length > 1) {
+      keepUnwritten([]);
+      throw lastRefusal;
+    }
+    for (const index of refused) {
+      this.#deadLetterEvent(
+        "",
+        sources[index],
+        "unwritable",
+        `ClickHouse refused the row: ${errorMessage(lastRefusal)}`,
+      );
+    }
+    this.#log.warn("ClickHouse refused rows; they were dead-lettered", {
+      table,
+      refused: refused.length,
+      written,
+      error: errorMessage(lastRefusal),
+    });
+  }
+
+  #insert(table: MarketTable, lines: string[]): Promise<void> {
+    return insertJsonEachRow(this.#deps.clickhouse, this.#deps.database, table, lines, {
+      signal: this.#insertAbort.signal,
+    });
+  }
+
+  #countWritten(table: MarketTable, count: number): void {
+    const written = this.#status.rows_written;
+    written[table] = (written[table] ?? 0) + count;
+    this.#rowsTotal += count;
+  }
+
+  /**
+   * Removes from the batch the trades ClickHouse already has (and copies
+   * within the batch), so the candles view never counts a trade twice. Asks
+   * for the keys stored in the batch's time range for its venues and symbols.
+   */
+  async #dropStoredTrades(batch: Batch): Promise<void> {
+    const lines = batch.lines.market_trades;
+    // Sources of stored rows passed toRow(), so they are well-formed trades.
+    const trades = batch.sources.market_trades as TradeEvent[];
+    let min = Infinity;
+    let max = -Infinity;
+    const exchanges = new Set<string>();
+    const symbols = new Set<string>();
+    for (const trade of trades) {
+      if (trade.ts_exchange < min) min = trade.ts_exchange;
+      if (trade.ts_exchange > max) max = trade.ts_exchange;
+      exchanges.add(trade.exchange);
+      symbols.add(trade.symbol);
+    }
+    const table = `${quoteIdentifier(this.#deps.database)}.${quoteIdentifier("market_trades")}`;
+    const query = `SELECT exchange, symbol, toString(ts_exchange) AS ts, trade_id FROM ${table}
+      WHERE timestamp >= toDateTime(${Math.floor(min / 1e6)}, 'UTC')
+        AND timestamp <= toDateTime(${Math.floor(max / 1e6)}, 'UTC')
+        AND ts_exchange >= ${literal(min)} AND ts_exchange <= ${literal(max)}
+        AND exchange IN (${[...exchanges].map((e) => literal(e)).join(", ")})
+        AND symbol IN (${[...symbols].map((s) => literal(s)).join(", ")})`;
+    const result = await this.#deps.clickhouse.query({
+      query,
+      format: "JSONEachRow",
+      abort_signal: this.#insertAbort.signal,
+    });
+    const stored = new Set<string>();
+    for (
+      const row of await result.json<{
+        exchange: string;
+        symbol: string;
+        ts: string;
+        trade_id: string;
+      }>()
+    ) {
+      stored.add(tradeKey(row.exchange, row.symbol, row.ts, row.trade_id));
+    }
+    const keptLines: string[] = [];
+    const keptSources: TradeEvent[] = [];
+    for (let i = 0; i < trades.length; i++) {
+      const trade = trades[i]!;
+      const key = tradeKey(trade.exchange, trade.symbol, trade.ts_exchange, trade.trade_id);
+      if (stored.has(key)) continue;
+      stored.add(key);
+      keptLines.push(lines[i]!);
+      keptSources.push(trade);
+    }
+    const skipped = trades.length - keptLines.length;
+    if (skipped > 0) {
+      this.#counters.duplicates_skipped += skipped;
+      this.#log.info("Trades already stored were not inserted again", { skipped });
+    }
+    batch.lines.market_trades = keptLines;
+    batch.sources.market_trades = keptSources;
+  }
+
+  // -- background loops -------------------------------------------------------
+
+  /** Keeps held messages from being redelivered while they wait (slow inserts, ClickHouse down). */
+  async #keepAliveLoop(): Promise<void> {
+    const every = Math.max(250, Math.floor(this.#s.ackWaitMs / 3));
+    const signal = this.#loops.signal;
+    while (!signal.aborted) {
+      try {
+        await this.#clock.sleep(every, signal);
+      } catch {
+        return;
+      }
+      const now = this.#clock.now();
+      for (const batch of [this.#flushing, this.#current]) {
+        if (!batch || batch.messages.length === 0 || now - batch.touchedAt < every) continue;
+        batch.touchedAt = now;
+        for (const msg of batch.messages) msg.working();
+      }
+    }
+  }
+
+  #refreshStatus(): void {
+    this.#status.buffered_rows = this.#current.rowCount + (this.#flushing?.rowCount ?? 0);
+  }
+
+  /** Refreshes `status.writer`: throughput, buffered rows, and now and then the backlog. */
+  async #statusLoop(): Promise<void> {
+    const signal = this.#loops.signal;
+    const samples: Array<[number, number]> = [[this.#clock.now(), this.#rowsTotal]];
+    let infoAt = -Infinity;
+    while (!signal.aborted) {
+      const now = this.#clock.now();
+      samples.push([now, this.#rowsTotal]);
+      while (samples.length > 2 && now - samples[0]![0] > 5_000) samples.shift();
+      const [t0, r0] = samples[0]!;
+      this.#status.rows_per_s = now > t0
+        ? Math.round((this.#rowsTotal - r0) * 1000 / (now - t0))
+        : 0;
+      this.#refreshStatus();
+      if (now - infoAt >= this.#s.consumerInfoIntervalMs && this.#consumer) {
+        infoAt = now;
+        try {
+          const info = await this.#consumer.info(false);
+          this.#status.pending_messages = info.num_pending + info.num_ack_pending;
+        } catch (error) {
+          this.#log.debug("Consumer info failed", { error: errorMessage(error) });
+        }
+      }
+      try {
+        await this.#clock.sleep(this.#s.statusIntervalMs, signal);
+      } catch {
+        return;
+      }
+    }
+  }
+}

@@ -1,0 +1,207 @@
+/**
+ * The durable side of the market-data pipeline: the JetStream stream
+ * `MD_CLEAN`, which keeps every validated event (`clean.md.>`) on disk until
+ * the batch writer has stored it in ClickHouse, and the writer's durable pull
+ * consumer `batch_writer`.
+ *
+ * While ClickHouse is down the events wait here (file storage, bounded by
+ * `writer.stream_max_bytes` and `writer.stream_max_age_s`, oldest dropped
+ * first); the writer acknowledges a message only after every row made from it
+ * is inserted, so a restart of the engine redelivers whatever was not written.
+ *
+ * The engine creates the stream with `ensureStreams(nc, [mdCleanStream(config.writer)])`;
+ * the writer creates or updates its consumer itself
+ * ({@linkcode ensureBatchWriterConsumer}). Names and subjects are options so
+ * tests run their own stream next to a running engine.
+ *
+ * @example
+ * ```ts
+ * import { ensureStreams } from "../adapters/nats.ts";
+ * import { mdCleanStream } from "./md_stream.ts";
+ *
+ * await ensureStreams(nc, [mdCleanStream(config.writer)], log);
+ * ```
+ *
+ * @module
+ */
+
+import {
+  AckPolicy,
+  type ConsumerConfig,
+  type ConsumerInfo,
+  DeliverPolicy,
+  DiscardPolicy,
+  type JetStreamManager,
+  ReplayPolicy,
+  RetentionPolicy,
+  StorageType,
+} from "@nats-io/jetstream";
+import type { StreamSpec } from "../adapters/nats.ts";
+import { type Logger, nullLogger } from "../lib/log.ts";
+import { CLEAN_ALL } from "./subjects.ts";
+
+/** Name of the stream of validated market data. */
+export const DEFAULT_MD_CLEAN_STREAM = "MD_CLEAN";
+/** Name of the batch writer's durable consumer. */
+export const DEFAULT_BATCH_WRITER_CONSUMER = "batch_writer";
+/**
+ * How long a delivered message may stay unacknowledged before JetStream
+ * redelivers it, in ms. Longer than an insert (the ClickHouse request timeout
+ * is 30 s by default); the writer also extends it (`working()`) for messages it
+ * holds longer, e.g. while ClickHouse is down.
+ */
+export const DEFAULT_ACK_WAIT_MS = 60_000;
+/** Most messages one pull asks for. */
+export const DEFAULT_FETCH_MESSAGES = 1_000;
+
+const NANOS_PER_MS = 1_000_000;
+
+/** Where the stream lives and what it captures; shared by the stream and consumer factories. */
+export interface MdStreamNames {
+  /** Stream name. @default {DEFAULT_MD_CLEAN_STREAM} */
+  stream?: string | undefined;
+  /**
+   * Prepended to every market-data subject the writer uses (`<prefix>clean.md.>`,
+   * `<prefix>dlq.md.<exchange>`), e.g. `"t1a2b."` in tests. @default {""}
+   */
+  subject_prefix?: string | undefined;
+}
+
+/** Options of {@linkcode mdCleanStream}: the writer's limits plus {@linkcode MdStreamNames}. */
+export interface MdCleanStreamOptions extends MdStreamNames {
+  /** Most bytes kept; beyond that the oldest messages are dropped. */
+  stream_max_bytes: number;
+  /** Longest a message is kept, in seconds. */
+  stream_max_age_s: number;
+}
+
+/** The subject filter of the stream: `<prefix>clean.md.>`. */
+export function mdCleanSubject(names: MdStreamNames = {}): string {
+  return `${names.subject_prefix ?? ""}${CLEAN_ALL}`;
+}
+
+/**
+ * The spec of `MD_CLEAN`: file storage, limits retention, discard old, with
+ * the byte and age limits of `options`. Pass it to `ensureStreams`.
+ *
+ * @example
+ * ```ts
+ * mdCleanStream({ stream_max_bytes: 1 << 30, stream_max_age_s: 604_800 });
+ * // { name: "MD_CLEAN", subjects: ["clean.md.>"], storage: "file", … }
+ * ```
+ */
+export function mdCleanStream(options: MdCleanStreamOptions): StreamSpec {
+  const { stream_max_bytes, stream_max_age_s } = options;
+  if (!Number.isSafeInteger(stream_max_bytes) || stream_max_bytes < 1) {
+    throw new RangeError(`stream_max_bytes must be a positive integer, got ${stream_max_bytes}`);
+  }
+  if (!Number.isSafeInteger(stream_max_age_s) || stream_max_age_s < 1) {
+    throw new RangeError(`stream_max_age_s must be a positive integer, got ${stream_max_age_s}`);
+  }
+  return {
+    name: options.stream ?? DEFAULT_MD_CLEAN_STREAM,
+    subjects: [mdCleanSubject(options)],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    discard: DiscardPolicy.Old,
+    max_bytes: stream_max_bytes,
+    max_age: stream_max_age_s * 1_000 * NANOS_PER_MS,
+  };
+}
+
+/** Options of {@linkcode batchWriterConsumer}. */
+export interface BatchWriterConsumerOptions extends MdStreamNames {
+  /** Durable consumer name. @default {DEFAULT_BATCH_WRITER_CONSUMER} */
+  consumer?: string | undefined;
+  /** Redelivery delay of an unacknowledged message, in ms. @default {DEFAULT_ACK_WAIT_MS} */
+  ack_wait_ms?: number | undefined;
+  /** Most delivered, unacknowledged messages; must cover what the writer holds. */
+  max_ack_pending: number;
+}
+
+/**
+ * The durable pull consumer of the batch writer: explicit acks (each message
+ * is acknowledged once its rows are in ClickHouse), all messages from the
+ * start of the stream, redelivered for ever until acknowledged.
+ */
+export function batchWriterConsumer(options: BatchWriterConsumerOptions): ConsumerConfig {
+  const ackWaitMs = options.ack_wait_ms ?? DEFAULT_ACK_WAIT_MS;
+  if (!Number.isSafeInteger(ackWaitMs) || ackWaitMs < 1_000) {
+    throw new RangeError(`ack_wait_ms must be an integer >= 1000, got ${ackWaitMs}`);
+  }
+  if (!Number.isSafeInteger(options.max_ack_pending) || options.max_ack_pending < 1) {
+    throw new RangeError(
+      `max_ack_pending must be a positive integer, got ${options.max_ack_pending}`,
+    );
+  }
+  return {
+    durable_name: options.consumer ?? DEFAULT_BATCH_WRITER_CONSUMER,
+    description: "Tradewire batch writer: validated market data into ClickHouse",
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    replay_policy: ReplayPolicy.Instant,
+    filter_subject: mdCleanSubject(options),
+    ack_wait: ackWaitMs * NANOS_PER_MS,
+    max_ack_pending: options.max_ack_pending,
+    max_deliver: -1,
+  };
+}
+
+/** Settings of a durable consumer that can be changed after creation. */
+const UPDATABLE = ["ack_wait", "max_ack_pending", "description"] as const;
+
+/**
+ * Creates the durable consumer `config.durable_name` on `stream` when it is
+ * missing, or brings its updatable settings (ack wait, max ack pending,
+ * description) in line; a consumer that cannot be updated is used as it is
+ * (logged). Works for any durable consumer, not only the writer's. Returns
+ * the consumer's info.
+ */
+export async function ensureBatchWriterConsumer(
+  jsm: JetStreamManager,
+  stream: string,
+  config: ConsumerConfig,
+  log: Logger = nullLogger,
+): Promise<ConsumerInfo> {
+  const name = config.durable_name ?? "";
+  let current: ConsumerInfo | null = null;
+  try {
+    current = await jsm.consumers.info(stream, name);
+  } catch (error) {
+    if (!isConsumerNotFound(error)) throw error;
+  }
+  if (!current) {
+    const created = await jsm.consumers.add(stream, config);
+    log.info("JetStream consumer created", { stream, consumer: name });
+    return created;
+  }
+  const changed = UPDATABLE.filter((key) => config[key] !== current.config[key]);
+  if (current.config.filter_subject !== config.filter_subject) {
+    log.warn("JetStream consumer has another subject filter; using it as it is", {
+      stream,
+      consumer: name,
+      filter_subject: current.config.filter_subject ?? null,
+      wanted: config.filter_subject ?? null,
+    });
+  }
+  if (changed.length === 0) return current;
+  try {
+    const update: Partial<ConsumerConfig> = {};
+    for (const key of changed) Object.assign(update, { [key]: config[key] });
+    const updated = await jsm.consumers.update(stream, name, update);
+    log.info("JetStream consumer updated", { stream, consumer: name, settings: changed });
+    return updated;
+  } catch (error) {
+    log.warn("JetStream consumer could not be updated; using it as it is", {
+      stream,
+      consumer: name,
+      error,
+    });
+    return current;
+  }
+}
+
+function isConsumerNotFound(error: unknown): boolean {
+  return error instanceof Error &&
+    (error.name === "ConsumerNotFoundError" || /consumer not found/i.test(error.message));
+}

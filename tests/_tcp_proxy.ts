@@ -1,0 +1,180 @@
+/**
+ * A loopback TCP proxy for tests that need a server to go away and come back
+ * (ClickHouse down, then up) without touching the shared server: point the
+ * client at the proxy, {@linkcode TcpProxy.cut} to drop every connection and
+ * refuse new ones, {@linkcode TcpProxy.restore} to let traffic through again.
+ *
+ * @example
+ * ```ts
+ * await using proxy = startTcpProxy({ hostname: "127.0.0.1", port: 8123 });
+ * const client = createClickHouse({ url: proxy.url });
+ * proxy.cut();     // requests now fail as if the server were gone
+ * proxy.restore(); // and work again
+ * ```
+ *
+ * @module
+ */
+
+/** Where the proxy forwards to. */
+export interface ProxyUpstream {
+  /** Upstream host. */
+  hostname: string;
+  /** Upstream port. */
+  port: number;
+}
+
+/** A running proxy. */
+export interface TcpProxy {
+  /** The loopback port it listens on. */
+  readonly port: number;
+  /** `http://127.0.0.1:<port>`, for HTTP clients. */
+  readonly url: string;
+  /** Whether it is cut. */
+  readonly isCut: boolean;
+  /** Connections accepted (and dropped while cut) so far. */
+  readonly accepted: number;
+  /** Connections open right now. */
+  readonly open: number;
+  /** Drops every open connection; new ones are closed as soon as they are accepted. */
+  cut(): void;
+  /** Forwards new connections again. */
+  restore(): void;
+  /** Closes the listener and every connection, and waits for them to finish. */
+  close(): Promise<void>;
+  /** Same as `close`. */
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+interface Pair {
+  client: Deno.Conn;
+  upstream: Deno.Conn | null;
+  closed: boolean;
+}
+
+function closeQuietly(conn: Deno.Conn | null): void {
+  try {
+    conn?.close();
+  } catch {
+    // Already closed.
+  }
+}
+
+async function pump(from: Deno.Conn, to: Deno.Conn): Promise<"eof" | "error"> {
+  const buffer = new Uint8Array(64 * 1024);
+  try {
+    for (;;) {
+      const n = await from.read(buffer);
+      if (n === null) {
+        await to.closeWrite().catch(() => {});
+        return "eof";
+      }
+      let offset = 0;
+      while (offset < n) offset += await to.write(buffer.subarray(offset, n));
+    }
+  } catch {
+    return "error";
+  }
+}
+
+/** Starts a proxy on a free loopback port forwarding to `upstream`. */
+export function startTcpProxy(upstream: ProxyUpstream): TcpProxy {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const pairs = new Set<Pair>();
+  const tasks = new Set<Promise<void>>();
+  let isCut = false;
+  let accepted = 0;
+  let closing = false;
+
+  const closePair = (pair: Pair) => {
+    if (pair.closed) return;
+    pair.closed = true;
+    closeQuietly(pair.client);
+    closeQuietly(pair.upstream);
+    pairs.delete(pair);
+  };
+
+  const serve = async (client: Deno.Conn) => {
+    const pair: Pair = { client, upstream: null, closed: false };
+    pairs.add(pair);
+    try {
+      pair.upstream = await Deno.connect({ hostname: upstream.hostname, port: upstream.port });
+    } catch {
+      closePair(pair);
+      return;
+    }
+    if (pair.closed) {
+      closeQuietly(pair.upstream);
+      return;
+    }
+    const results = await Promise.all([
+      pump(client, pair.upstream).then((result) => {
+        if (result === "error") closePair(pair);
+      }),
+      pump(pair.upstream, client).then((result) => {
+        if (result === "error") closePair(pair);
+      }),
+    ]);
+    void results;
+    closePair(pair);
+  };
+
+  const track = (task: Promise<void>) => {
+    tasks.add(task);
+    task.finally(() => tasks.delete(task));
+  };
+
+  const acceptLoop = (async () => {
+    try {
+      for await (const conn of listener) {
+        accepted++;
+        if (isCut || closing) {
+          closeQuietly(conn);
+          continue;
+        }
+        track(serve(conn));
+      }
+    } catch {
+      // The listener was closed.
+    }
+  })();
+
+  const cut = () => {
+    isCut = true;
+    for (const pair of [...pairs]) closePair(pair);
+  };
+
+  let closed: Promise<void> | undefined;
+  const close = () =>
+    closed ??= (async () => {
+      closing = true;
+      try {
+        listener.close();
+      } catch {
+        // Already closed.
+      }
+      cut();
+      await acceptLoop;
+      while (tasks.size > 0) await Promise.allSettled([...tasks]);
+    })();
+
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    get isCut() {
+      return isCut;
+    },
+    get accepted() {
+      return accepted;
+    },
+    get open() {
+      return pairs.size;
+    },
+    cut,
+    restore: () => {
+      isCut = false;
+    },
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}

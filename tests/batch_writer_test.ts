@@ -1,0 +1,1108 @@
+/**
+ * The batch writer and the market-data schema against the real services:
+ * NATS JetStream (`TW_TEST_NATS_URL`, default `nats://127.0.0.1:4222`),
+ * ClickHouse (`TW_TEST_CLICKHOUSE_URL`, default `http://127.0.0.1:8123`) and
+ * PostgreSQL (`TW_TEST_POSTGRES_URL`; it holds the migration lock). Each test
+ * gets its own `tw_test_<random>` database with the repository's ClickHouse
+ * migrations applied, and its own stream, consumer and subject prefix. The
+ * conversions of `market/rows.ts` are tested first, without services.
+ */
+
+import assert from "node:assert/strict";
+import postgres from "postgres";
+import type { ClickHouseClient } from "@clickhouse/client";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { connect } from "@nats-io/transport-node";
+import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
+import { createClickHouse, quoteIdentifier, quoteString } from "../adapters/clickhouse.ts";
+import { decodeJson, encodeJson } from "../adapters/codec.ts";
+import { Migrator } from "../adapters/migrator.ts";
+import { ensureStreams } from "../adapters/nats.ts";
+import {
+  batchWriterActor,
+  type BatchWriterChildSpec,
+  type BatchWriterOptions,
+  type WriterDeadLetter,
+} from "../actors/batch_writer.ts";
+import type { Running } from "../actors/types.ts";
+import type {
+  BarEvent,
+  BookEvent,
+  MarketEvent,
+  QuoteEvent,
+  TopEvent,
+  TradeEvent,
+} from "../market/events.ts";
+import {
+  batchWriterConsumer,
+  ensureBatchWriterConsumer,
+  mdCleanStream,
+} from "../market/md_stream.ts";
+import {
+  encodeJsonEachRow,
+  RowError,
+  toRawDecimal,
+  toRow,
+  type TradeRow,
+  tradeRow,
+} from "../market/rows.ts";
+import { MarketStatus } from "../market/status.ts";
+import { cleanSubject } from "../market/subjects.ts";
+import { waitFor } from "./_helpers.ts";
+import { startTcpProxy } from "./_tcp_proxy.ts";
+
+const CH_URL = Deno.env.get("TW_TEST_CLICKHOUSE_URL") ?? "http://127.0.0.1:8123";
+const NATS_URL = Deno.env.get("TW_TEST_NATS_URL") ?? "nats://127.0.0.1:4222";
+const PG_URL = Deno.env.get("TW_TEST_POSTGRES_URL") ??
+  "postgres://postgres@127.0.0.1:5432/postgres";
+const REPO_MIGRATIONS = new URL("../migrations/", import.meta.url).pathname;
+/** 2023-11-14 22:13:00 UTC, on a minute boundary, in µs. */
+const T0 = 1_699_999_980_000_000;
+
+function randomId(): string {
+  return crypto.randomUUID().replaceAll("-", "").slice(0, 12);
+}
+
+// ---------------------------------------------------------------------------
+// Events
+// ---------------------------------------------------------------------------
+
+function trade(i: number, overrides: Partial<TradeEvent> = {}): TradeEvent {
+  return {
+    kind: "trade",
+    exchange: "binance",
+    symbol: i % 2 === 0 ? "BTC-USDT" : "ETH-USDT",
+    venue_symbol: i % 2 === 0 ? "BTCUSDT" : "ETHUSDT",
+    ts_exchange: T0 + i * 1_000,
+    ts_local: T0 + i * 1_000 + 250,
+    trade_id: String(1_000_000 + i),
+    price: `${100 + (i % 97)}.${String(i % 1000).padStart(3, "0")}000000000000001`,
+    qty: `0.${String((i % 9) + 1).padStart(8, "0")}`,
+    side: i % 3 === 0 ? "sell" : "buy",
+    ...overrides,
+  };
+}
+
+/** Trades `from`..`to` (exclusive) in messages of 1..`most` events of one symbol each. */
+function tradeMessages(from: number, to: number, most = 10): TradeEvent[][] {
+  const bySymbol = new Map<string, TradeEvent[]>();
+  for (let i = from; i < to; i++) {
+    const event = trade(i);
+    const list = bySymbol.get(event.symbol) ?? [];
+    list.push(event);
+    bySymbol.set(event.symbol, list);
+  }
+  const messages: TradeEvent[][] = [];
+  for (const list of bySymbol.values()) {
+    for (let i = 0, size = 1; i < list.length; i += size, size = (size % most) + 1) {
+      messages.push(list.slice(i, i + size));
+    }
+  }
+  return messages;
+}
+
+// ---------------------------------------------------------------------------
+// rows.ts (no services)
+// ---------------------------------------------------------------------------
+
+Deno.test("a trade becomes a market_trades row whose JSON keeps every decimal digit unquoted", () => {
+  const { table, row } = toRow(trade(0, {
+    price: "43251.120000000000000001",
+    qty: "0.00005100",
+    trade_id: "42",
+  }));
+  assert.equal(table, "market_trades");
+  assert.equal(
+    JSON.stringify(row),
+    `{"exchange":"binance","symbol":"BTC-USDT","venue_symbol":"BTCUSDT",` +
+      `"ts_exchange":${T0},"ts_local":${T0 + 250},"trade_id":"42",` +
+      `"price":43251.120000000000000001,"qty":0.00005100,"side":"sell"}`,
+  );
+  assert.equal(encodeJsonEachRow([row, row]).split("\n").length, 3);
+});
+
+Deno.test("decimals are trimmed only as far as needed to fit Decimal(38, 18)", () => {
+  const text = (value: string) => toRawDecimal(value).rawJSON;
+  assert.equal(text("0.00005100"), "0.00005100");
+  assert.equal(text("00012.50"), "12.5");
+  assert.equal(text("1.1000000000000000000000"), "1.1");
+  assert.equal(
+    text("99999999999999999999.999999999999999999"),
+    "99999999999999999999.999999999999999999",
+  );
+  assert.equal(text("000"), "0");
+  for (const bad of ["1e5", "-1", "1.", ".5", "", " 1", "0x10", "1,5"]) {
+    assert.throws(
+      () => toRawDecimal(bad),
+      (e: unknown) => e instanceof RowError && e.reason === "malformed",
+      bad,
+    );
+  }
+  for (const big of ["100000000000000000000", "0.0000000000000000001"]) {
+    assert.throws(
+      () => toRawDecimal(big),
+      (e: unknown) => e instanceof RowError && e.reason === "out_of_range",
+      big,
+    );
+  }
+  assert.throws(
+    () => toRawDecimal(1.5),
+    (e: unknown) => e instanceof RowError && e.reason === "malformed",
+  );
+});
+
+Deno.test("book, top, quote and bar events become rows of their tables", () => {
+  const book = toRow({
+    kind: "book",
+    exchange: "kraken",
+    symbol: "BTC-USD",
+    venue_symbol: "BTC/USD",
+    ts_exchange: T0,
+    ts_local: T0 + 1,
+    action: "delta",
+    bids: [["100.5", "0"], ["100.4", "2.25"]],
+    asks: [],
+    sequence: null,
+  });
+  assert.equal(book.table, "orderbook_snapshots");
+  assert.match(
+    JSON.stringify(book.row),
+    /"bid_prices":\[100\.5,100\.4\],"bid_sizes":\[0,2\.25\],"ask_prices":\[\],"ask_sizes":\[\]/,
+  );
+  const top = toRow({
+    kind: "top",
+    exchange: "binance",
+    symbol: "BTC-USDT",
+    venue_symbol: "BTCUSDT",
+    ts_exchange: T0,
+    ts_local: T0,
+    bid_price: "1.1",
+    bid_qty: "2",
+    ask_price: "1.2",
+    ask_qty: "3",
+  });
+  assert.equal(top.table, "quotes");
+  assert.equal((top.row as { source: string }).source, "top");
+  assert.equal((top.row as { bid_exchange: string }).bid_exchange, "");
+  const quote = toRow({
+    kind: "quote",
+    exchange: "alpaca",
+    symbol: "AAPL",
+    venue_symbol: "AAPL",
+    ts_exchange: T0,
+    ts_local: T0,
+    bid_price: "1.1",
+    bid_qty: "2",
+    ask_price: "1.2",
+    ask_qty: "3",
+    bid_exchange: "V",
+    ask_exchange: null,
+  });
+  assert.equal((quote.row as { source: string }).source, "quote");
+  assert.equal((quote.row as { bid_exchange: string }).bid_exchange, "V");
+  assert.equal((quote.row as { ask_exchange: string }).ask_exchange, "");
+  const bar = toRow({
+    kind: "bar",
+    exchange: "alpaca",
+    symbol: "AAPL",
+    venue_symbol: "AAPL",
+    ts_exchange: T0,
+    ts_local: T0,
+    interval: "1m",
+    start: T0,
+    open: "1",
+    high: "2",
+    low: "0.5",
+    close: "1.5",
+    volume: "100",
+    trades: null,
+    vwap: null,
+  });
+  assert.equal(bar.table, "bars");
+  assert.match(
+    JSON.stringify(bar.row),
+    /"bar_interval":"1m","start":\d+,"open":1,"high":2,"low":0\.5,"close":1\.5,"volume":100,"trades":null,"vwap":null/,
+  );
+});
+
+Deno.test("events that cannot be stored throw RowError with a reason, whatever their shape", () => {
+  const cases: Array<[unknown, string]> = [
+    [null, "malformed"],
+    [[], "malformed"],
+    ["trade", "malformed"],
+    [{ kind: "nope" }, "malformed"],
+    [{ ...trade(1), exchange: "nyse" }, "malformed"],
+    [{ ...trade(1), price: 1.5 }, "malformed"],
+    [{ ...trade(1), side: "up" }, "malformed"],
+    [{ ...trade(1), ts_exchange: 1.5 }, "malformed"],
+    [{ ...trade(1), ts_exchange: -1 }, "out_of_range"],
+    [{ ...trade(1), ts_local: 2 ** 53 }, "malformed"],
+    [{ ...trade(1), trade_id: 7 }, "malformed"],
+    [{ ...trade(1), symbol: "" }, "malformed"],
+    [{ ...trade(1), symbol: "BTC\ud800" }, "malformed"],
+    [{ ...trade(1), qty: "0.0000000000000000001" }, "out_of_range"],
+    [
+      { ...trade(1), kind: "book", action: "delta", bids: [["1"]], asks: [], sequence: 1 },
+      "malformed",
+    ],
+    [{ ...trade(1), kind: "book", action: "delta", bids: {}, asks: [], sequence: 1 }, "malformed"],
+    [
+      { ...trade(1), kind: "book", action: "replace", bids: [], asks: [], sequence: 1 },
+      "malformed",
+    ],
+  ];
+  for (const [event, reason] of cases) {
+    assert.throws(
+      () => toRow(event as MarketEvent),
+      (e: unknown) => e instanceof RowError && e.reason === reason,
+      JSON.stringify(event),
+    );
+  }
+  assert.equal(tradeRow(trade(3)).side, "sell");
+});
+
+// ---------------------------------------------------------------------------
+// Services
+// ---------------------------------------------------------------------------
+
+interface MarketDatabase extends AsyncDisposable {
+  /** Client bound to "default". */
+  admin: ClickHouseClient;
+  database: string;
+  /** `<database>.<table>`, quoted. */
+  table(name: string): string;
+  rows<T>(query: string): Promise<T[]>;
+  count(query: string): Promise<number>;
+}
+
+/** A fresh ClickHouse database with the repository's migrations applied; dropped on dispose. */
+async function marketDatabase(): Promise<MarketDatabase> {
+  const admin = createClickHouse({ url: CH_URL, request_timeout_ms: 20_000 }, {
+    database: "default",
+  });
+  const database = `tw_test_${randomId()}`;
+  const sql = postgres(PG_URL, { max: 1, onnotice: () => {} });
+  try {
+    const migrator = new Migrator(sql, {
+      dir: REPO_MIGRATIONS,
+      lockKey: 7_000_000 + Math.floor(Math.random() * 1_000_000) * 2,
+      clickhouse: { client: admin, database },
+    });
+    await migrator.up(undefined, { only: "clickhouse" });
+  } finally {
+    await sql.end();
+  }
+  const rows = async <T>(query: string) => {
+    const result = await admin.query({ query, format: "JSONEachRow" });
+    return await result.json<T>();
+  };
+  return {
+    admin,
+    database,
+    table: (name) => `${quoteIdentifier(database)}.${quoteIdentifier(name)}`,
+    rows,
+    count: async (query) => Number((await rows<{ n: string | number }>(query))[0]?.n ?? NaN),
+    [Symbol.asyncDispose]: async () => {
+      try {
+        await admin.command({ query: `DROP DATABASE IF EXISTS ${quoteIdentifier(database)}` });
+      } finally {
+        await admin.close();
+      }
+    },
+  };
+}
+
+interface StreamEnv extends AsyncDisposable {
+  nc: NatsConnection;
+  jsm: JetStreamManager;
+  prefix: string;
+  stream: string;
+  consumer: string;
+  /** Publishes one message (a JSON array of events) and waits for JetStream to store it. */
+  publish(events: unknown[] | Uint8Array, subject?: string): Promise<void>;
+  /** Publishes each message in order. */
+  publishAll(messages: unknown[][]): Promise<void>;
+  consumerInfo(): Promise<{ num_pending: number; num_ack_pending: number }>;
+}
+
+/** A NATS connection with a private MD_CLEAN-like stream; the stream is deleted on dispose. */
+async function streamEnv(): Promise<StreamEnv> {
+  const id = randomId();
+  const prefix = `t${id}.`;
+  const stream = `TW_TEST_${id}`;
+  const consumer = `writer_${id}`;
+  const nc = await connect({ servers: NATS_URL });
+  const jsm = await jetstreamManager(nc);
+  await ensureStreams(nc, [
+    mdCleanStream({
+      stream,
+      subject_prefix: prefix,
+      stream_max_bytes: 256 * 1024 * 1024,
+      stream_max_age_s: 3_600,
+    }),
+  ]);
+  const js = jetstream(nc);
+  const publish = async (events: unknown[] | Uint8Array, subject?: string) => {
+    const first = Array.isArray(events) ? events[0] as MarketEvent | undefined : undefined;
+    const target = subject ??
+      (first ? `${prefix}${cleanSubject(first.kind, first.exchange, first.symbol)}` : "");
+    await js.publish(target, events instanceof Uint8Array ? events : encodeJson(events));
+  };
+  return {
+    nc,
+    jsm,
+    prefix,
+    stream,
+    consumer,
+    publish,
+    publishAll: async (messages) => {
+      for (const message of messages) await publish(message);
+    },
+    consumerInfo: async () => {
+      const info = await jsm.consumers.info(stream, consumer);
+      return { num_pending: info.num_pending, num_ack_pending: info.num_ack_pending };
+    },
+    [Symbol.asyncDispose]: async () => {
+      try {
+        await jsm.streams.delete(stream).catch(() => {});
+      } finally {
+        await nc.close();
+      }
+    },
+  };
+}
+
+function writerOptions(
+  env: StreamEnv,
+  overrides: Partial<BatchWriterOptions> = {},
+): BatchWriterOptions {
+  return {
+    batch_rows: 500,
+    flush_interval_ms: 30,
+    stream_max_bytes: 256 * 1024 * 1024,
+    stream_max_age_s: 3_600,
+    retry_initial_ms: 50,
+    retry_max_ms: 300,
+    stream: env.stream,
+    consumer: env.consumer,
+    subject_prefix: env.prefix,
+    ack_wait_ms: 10_000,
+    fetch_messages: 100,
+    status_interval_ms: 25,
+    consumer_info_interval_ms: 100,
+    shutdown_grace_ms: 2_000,
+    ...overrides,
+  };
+}
+
+interface RunningWriter extends AsyncDisposable {
+  spec: BatchWriterChildSpec;
+  running: Running;
+  status: MarketStatus;
+  stop(): Promise<void>;
+}
+
+async function startWriter(
+  env: StreamEnv,
+  db: MarketDatabase,
+  options: {
+    overrides?: Partial<BatchWriterOptions>;
+    clickhouse?: ClickHouseClient;
+    ready?: Promise<void>;
+  } = {},
+): Promise<RunningWriter> {
+  const status = new MarketStatus();
+  const spec = batchWriterActor({
+    nats: env.nc,
+    clickhouse: options.clickhouse ?? db.admin,
+    database: db.database,
+    status,
+    options: writerOptions(env, options.overrides),
+    clickhouseReady: options.ready ?? Promise.resolve(),
+  });
+  const controller = new AbortController();
+  const running = spec.start(controller.signal);
+  await running.ready;
+  let stopped: Promise<void> | undefined;
+  const stop = () =>
+    stopped ??= (async () => {
+      controller.abort();
+      await running.done;
+    })();
+  return { spec, running, status, stop, [Symbol.asyncDispose]: stop };
+}
+
+const countFinal = (db: MarketDatabase, table: string) =>
+  db.count(`SELECT count() AS n FROM ${db.table(table)} FINAL`);
+const countRaw = (db: MarketDatabase, table: string) =>
+  db.count(`SELECT count() AS n FROM ${db.table(table)}`);
+const candleTrades = (db: MarketDatabase) =>
+  db.count(`SELECT sum(trades) AS n FROM ${db.table("candles_1m")}`);
+
+async function tradeKeysUnique(db: MarketDatabase): Promise<number> {
+  return await db.count(
+    `SELECT uniqExact(exchange, symbol, ts_exchange, trade_id) AS n FROM ${
+      db.table("market_trades")
+    }`,
+  );
+}
+
+Deno.test("the market-data migration creates its tables on this server and reverts cleanly", async () => {
+  await using db = await marketDatabase();
+  const tables = await db.rows<{ name: string; engine: string }>(
+    `SELECT name, engine FROM system.tables WHERE database = ${
+      quoteString(db.database)
+    } ORDER BY name`,
+  );
+  assert.deepEqual(Object.fromEntries(tables.map((t) => [t.name, t.engine])), {
+    bars: "ReplacingMergeTree",
+    candles: "AggregatingMergeTree",
+    candles_1m: "View",
+    candles_mv: "MaterializedView",
+    market_trades: "ReplacingMergeTree",
+    orderbook_snapshots: "ReplacingMergeTree",
+    quotes: "ReplacingMergeTree",
+    schema_migrations: "ReplacingMergeTree",
+  });
+  const columns = await db.rows<{ name: string; type: string }>(
+    `SELECT name, type FROM system.columns WHERE database = ${quoteString(db.database)} ` +
+      `AND table = 'market_trades'`,
+  );
+  const types = Object.fromEntries(columns.map((c) => [c.name, c.type]));
+  assert.equal(types.price, "Decimal(38, 18)");
+  assert.equal(types.ts_exchange, "Int64");
+  assert.equal(types.timestamp, "DateTime('UTC')");
+  const sql = postgres(PG_URL, { max: 1, onnotice: () => {} });
+  try {
+    const migrator = new Migrator(sql, {
+      dir: REPO_MIGRATIONS,
+      lockKey: 7_000_001 + Math.floor(Math.random() * 1_000_000) * 2,
+      clickhouse: { client: db.admin, database: db.database },
+    });
+    await migrator.down(0, { only: "clickhouse" });
+    const left = await db.rows<{ name: string }>(
+      `SELECT name FROM system.tables WHERE database = ${quoteString(db.database)}`,
+    );
+    assert.deepEqual(left.map((t) => t.name), ["schema_migrations"]);
+  } finally {
+    await sql.end();
+  }
+});
+
+Deno.test("N trades published on clean.md.trade.* become exactly N rows, once ClickHouse is ready", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  const n = 3_000;
+  const messages = tradeMessages(0, n);
+  await env.publishAll(messages.slice(0, 100));
+  let markReady!: () => void;
+  const ready = new Promise<void>((resolve) => markReady = resolve);
+  await using writer = await startWriter(env, db, { ready });
+  // Before clickhouseReady the writer has not even created its consumer.
+  await env.nc.flush();
+  await assert.rejects(env.consumerInfo(), /consumer not found/i);
+  assert.equal(await countRaw(db, "market_trades"), 0);
+  markReady();
+  await env.publishAll(messages.slice(100));
+  await waitFor(async () => (await countFinal(db, "market_trades")) === n, 30_000, "N rows");
+  assert.equal(await countRaw(db, "market_trades"), n);
+  await waitFor(
+    async () => {
+      const info = await env.consumerInfo();
+      return info.num_pending === 0 && info.num_ack_pending === 0;
+    },
+    10_000,
+    "every message acknowledged",
+  );
+  assert.equal(await candleTrades(db), n);
+  const w = writer.status.writer;
+  assert.equal(w.rows_written.market_trades, n);
+  assert.equal(w.clickhouse, "up");
+  assert.equal(w.failures, 0);
+  assert.equal(w.last_error, null);
+  assert.equal(typeof w.last_flush_at, "number");
+  assert.equal(writer.spec.counters.acked, messages.length);
+  assert.equal(writer.spec.counters.dead_letters, 0);
+  await waitFor(() => w.pending_messages === 0 && w.buffered_rows === 0, 5_000, "status");
+  await waitFor(() => w.rows_per_s > 0, 5_000, "rows_per_s");
+  assert.equal(writer.spec.counters.dropped, 0);
+  await writer.stop();
+});
+
+Deno.test("messages the stream dropped at its byte limit before they were written are counted", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  const small = { stream_max_bytes: 16 * 1024 };
+  await ensureStreams(env.nc, [
+    mdCleanStream({
+      stream: env.stream,
+      subject_prefix: env.prefix,
+      stream_max_age_s: 3_600,
+      ...small,
+    }),
+  ]);
+  // The writer's consumer exists (it ran before); then ClickHouse stays away too long.
+  const options = writerOptions(env, small);
+  await ensureBatchWriterConsumer(
+    env.jsm,
+    env.stream,
+    batchWriterConsumer({
+      consumer: env.consumer,
+      subject_prefix: env.prefix,
+      ack_wait_ms: options.ack_wait_ms,
+      max_ack_pending: 2 * (options.batch_rows + (options.fetch_messages ?? 0)),
+    }),
+  );
+  const messages = Array.from({ length: 200 }, (_, i) => [trade(i * 2)]);
+  await env.publishAll(messages);
+  const kept = (await env.jsm.streams.info(env.stream)).state.messages;
+  assert.ok(kept > 0 && kept < 200, `kept ${kept}`);
+  await using writer = await startWriter(env, db, { overrides: small });
+  await waitFor(() => writer.spec.counters.acked === kept, 10_000, "kept messages written");
+  assert.equal(writer.spec.counters.dropped, 200 - kept);
+  assert.equal(await countFinal(db, "market_trades"), kept);
+  await writer.stop();
+});
+
+Deno.test("while ClickHouse is cut off rows wait in a bounded buffer and the stream, then all N arrive once", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  await using proxy = startTcpProxy({
+    hostname: new URL(CH_URL).hostname,
+    port: Number(new URL(CH_URL).port || 8123),
+  });
+  const viaProxy = createClickHouse({ url: proxy.url, request_timeout_ms: 5_000 }, {
+    database: "default",
+  });
+  try {
+    const n = 3_000;
+    const messages = tradeMessages(0, n);
+    const batchRows = 200;
+    const fetchMessages = 20;
+    await using writer = await startWriter(env, db, {
+      clickhouse: viaProxy,
+      overrides: { batch_rows: batchRows, fetch_messages: fetchMessages },
+    });
+    const half = Math.floor(messages.length / 3);
+    await env.publishAll(messages.slice(0, half));
+    await waitFor(
+      async () => (await countRaw(db, "market_trades")) >= 200,
+      20_000,
+      "rows before the cut",
+    );
+    proxy.cut();
+    await env.publishAll(messages.slice(half));
+    const w = writer.status.writer;
+    await waitFor(
+      () => w.clickhouse === "down" && w.failures > 0,
+      10_000,
+      "writer sees ClickHouse down",
+    );
+    // It fills the batch being retried and one more, then stops pulling: the
+    // messages it holds stop growing from one retry to the next.
+    let held = -1;
+    await waitFor(
+      async () => {
+        const failures = w.failures;
+        const now = (await env.consumerInfo()).num_ack_pending;
+        const stable = now === held;
+        held = now;
+        if (!stable) await waitFor(() => w.failures > failures, 5_000, "another retry");
+        return stable;
+      },
+      15_000,
+      "pulling stopped",
+    );
+    const bound = 2 * (batchRows + fetchMessages * 10);
+    assert.ok(w.buffered_rows >= batchRows, `buffered ${w.buffered_rows}`);
+    assert.ok(w.buffered_rows <= bound, `buffered ${w.buffered_rows} > ${bound}`);
+    const info = await env.consumerInfo();
+    assert.ok(info.num_pending > 0, "the rest stays in the stream");
+    await waitFor(() => w.pending_messages > 0, 5_000, "pending_messages reported");
+    assert.ok(w.last_error !== null);
+    proxy.restore();
+    await waitFor(async () => (await countFinal(db, "market_trades")) === n, 30_000, "all N rows");
+    assert.equal(await tradeKeysUnique(db), n);
+    assert.equal(await countRaw(db, "market_trades"), n, "no copies, not even before merges");
+    await waitFor(() => writer.spec.counters.acked === messages.length, 10_000, "all acknowledged");
+    assert.equal(await candleTrades(db), n, "candles count every trade once");
+    await waitFor(
+      () => w.clickhouse === "up" && w.last_error === null,
+      5_000,
+      "writer sees ClickHouse up",
+    );
+    await writer.stop();
+  } finally {
+    await viaProxy.close();
+  }
+});
+
+Deno.test("a writer stopped mid-stream and started again (same durable consumer) writes every row once", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  const n = 4_000;
+  const messages = tradeMessages(0, n);
+  const split = Math.floor((messages.length * 2) / 3);
+  const overrides = { batch_rows: 300, flush_interval_ms: 20, fetch_messages: 50 };
+  await env.publishAll(messages.slice(0, split));
+  const first = await startWriter(env, db, { overrides });
+  await waitFor(async () => (await countRaw(db, "market_trades")) >= 600, 20_000, "first rows");
+  await first.stop();
+  const afterFirst = await countRaw(db, "market_trades");
+  assert.ok(afterFirst >= 600 && afterFirst < n, `stopped mid-stream at ${afterFirst}`);
+  await env.publishAll(messages.slice(split));
+  await using second = await startWriter(env, db, { overrides });
+  await waitFor(async () => (await countFinal(db, "market_trades")) === n, 30_000, "all N rows");
+  assert.equal(await tradeKeysUnique(db), n);
+  await waitFor(
+    async () => {
+      const info = await env.consumerInfo();
+      return info.num_pending === 0 && info.num_ack_pending === 0;
+    },
+    10_000,
+    "every message acknowledged",
+  );
+  assert.equal(await candleTrades(db), n);
+  assert.equal(first.spec.counters.acked + second.spec.counters.acked, messages.length);
+  await second.stop();
+});
+
+Deno.test("redelivered messages whose trades are already stored are not inserted twice", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  const events = Array.from({ length: 100 }, (_, i) => trade(i * 2, { symbol: "BTC-USDT" }));
+  const messages = Array.from({ length: 10 }, (_, i) => events.slice(i * 10, i * 10 + 10));
+  await env.publishAll(messages);
+  const options = writerOptions(env);
+  // A writer that inserted the first five messages and died before acknowledging them.
+  await ensureBatchWriterConsumer(
+    env.jsm,
+    env.stream,
+    batchWriterConsumer({
+      consumer: env.consumer,
+      subject_prefix: env.prefix,
+      ack_wait_ms: options.ack_wait_ms,
+      max_ack_pending: 2 * (options.batch_rows + (options.fetch_messages ?? 0)),
+    }),
+  );
+  const consumer = await jetstream(env.nc).consumers.get(env.stream, env.consumer);
+  const fetched = await consumer.fetch({ max_messages: 5, expires: 2_000 });
+  const held = [];
+  for await (const msg of fetched) held.push(msg);
+  assert.equal(held.length, 5);
+  const stored: TradeRow[] = held.flatMap((msg) =>
+    decodeJson<TradeEvent[]>(msg.data).map(tradeRow)
+  );
+  await db.admin.insert({
+    table: db.table("market_trades"),
+    values: stored,
+    format: "JSONEachRow",
+  });
+  for (const msg of held) msg.nak();
+  await env.nc.flush();
+
+  await using writer = await startWriter(env, db);
+  await waitFor(async () => (await countFinal(db, "market_trades")) === 100, 20_000, "100 rows");
+  await waitFor(() => writer.spec.counters.acked === 10, 10_000, "all acknowledged");
+  assert.equal(await countRaw(db, "market_trades"), 100);
+  assert.equal(await candleTrades(db), 100);
+  assert.equal(writer.spec.counters.duplicates_skipped, 50);
+  assert.equal(writer.spec.counters.redelivered, 5);
+  const [volume] = await db.rows<{ v: string }>(
+    `SELECT toString(sum(volume)) AS v FROM ${db.table("candles_1m")}`,
+  );
+  const expected = events.reduce((sum, e) => sum + Number(e.qty.replace("0.", "")), 0);
+  assert.equal(volume?.v, `0.${String(expected).padStart(8, "0")}0000000000`);
+  await writer.stop();
+});
+
+Deno.test("candles from trades are the hand-computed 1-minute OHLCV, whatever the arrival order", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  const at = (minute: number, second: number, us = 0) =>
+    T0 + minute * 60_000_000 + second * 1_000_000 + us;
+  const t = (id: string, ts: number, price: string, qty: string, symbol = "BTC-USDT") =>
+    trade(0, {
+      trade_id: id,
+      ts_exchange: ts,
+      ts_local: ts,
+      price,
+      qty,
+      symbol,
+      venue_symbol: symbol.replace("-", ""),
+    });
+  // Minute 0 of BTC-USDT: open 100.5 (id 9, earliest at :01 though it arrives second),
+  // high 103.25, low 99.125, close 101 (ids 8 and 10 share the last microsecond; 10 comes
+  // after 8 as a number), volume 0.25 + 2 + 1.5 + 0.125 + 1 = 4.875, 5 trades.
+  // Minute 1 of BTC-USDT: one trade at 18 decimals. Minute 0 of ETH-USDT: two trades.
+  const messages: TradeEvent[][] = [
+    [t("12", at(0, 30), "103.25", "0.25"), t("11", at(0, 20), "99.125", "2")],
+    [t("9", at(0, 1), "100.5", "1.5")],
+    [t("8", at(0, 59, 999_999), "102", "0.125"), t("10", at(0, 59, 999_999), "101", "1")],
+    [t("13", at(1, 0), "104.000000000000000001", "0.000000000000000001")],
+    [t("1", at(0, 5), "2000.1", "3", "ETH-USDT"), t("2", at(0, 6), "1999.9", "4", "ETH-USDT")],
+  ];
+  await using writer = await startWriter(env, db);
+  await env.publishAll(messages);
+  // The candles view is filled after market_trades within the same insert: wait for the writer.
+  await waitFor(() => writer.spec.counters.acked === messages.length, 10_000, "all written");
+  assert.equal(await countRaw(db, "market_trades"), 8);
+  const candles = await db.rows<Record<string, string | number>>(
+    `SELECT symbol, toUnixTimestamp(minute) AS minute, toString(open) AS open,
+      toString(high) AS high, toString(low) AS low, toString(close) AS close,
+      toString(volume) AS volume, toUInt32(trades) AS trades
+    FROM ${db.table("candles_1m")} ORDER BY symbol, minute`,
+  );
+  const m0 = T0 / 1e6;
+  assert.deepEqual(candles, [
+    {
+      symbol: "BTC-USDT",
+      minute: m0,
+      open: "100.500000000000000000",
+      high: "103.250000000000000000",
+      low: "99.125000000000000000",
+      close: "101.000000000000000000",
+      volume: "4.875000000000000000",
+      trades: 5,
+    },
+    {
+      symbol: "BTC-USDT",
+      minute: m0 + 60,
+      open: "104.000000000000000001",
+      high: "104.000000000000000001",
+      low: "104.000000000000000001",
+      close: "104.000000000000000001",
+      volume: "0.000000000000000001",
+      trades: 1,
+    },
+    {
+      symbol: "ETH-USDT",
+      minute: m0,
+      open: "2000.100000000000000000",
+      high: "2000.100000000000000000",
+      low: "1999.900000000000000000",
+      close: "1999.900000000000000000",
+      volume: "7.000000000000000000",
+      trades: 2,
+    },
+  ]);
+  await writer.stop();
+});
+
+Deno.test("book snapshots and deltas, quotes and tops, and bars land in their tables with exact decimals", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  const base = { exchange: "kraken", symbol: "BTC-USD", venue_symbol: "BTC/USD" } as const;
+  const snapshot: BookEvent = {
+    ...base,
+    kind: "book",
+    action: "snapshot",
+    ts_exchange: T0 + 1,
+    ts_local: T0 + 2,
+    sequence: null,
+    bids: [["65000.1", "0.5"], ["64999.999999999999999999", "1.000000000000000001"]],
+    asks: [["65000.2", "99999999999999999999.999999999999999999"]],
+  };
+  const delta: BookEvent = {
+    ...snapshot,
+    action: "delta",
+    ts_exchange: T0 + 3,
+    sequence: 77,
+    bids: [["65000.1", "0"]],
+    asks: [],
+  };
+  const sameMicrosecond: BookEvent = { ...delta, bids: [["64999.5", "2"]] };
+  const top: TopEvent = {
+    kind: "top",
+    exchange: "binance",
+    symbol: "BTC-USDT",
+    venue_symbol: "BTCUSDT",
+    ts_exchange: T0 + 4,
+    ts_local: T0 + 5,
+    bid_price: "65000.01000000",
+    bid_qty: "0.00100000",
+    ask_price: "65000.02000000",
+    ask_qty: "2.50000000",
+  };
+  const quote: QuoteEvent = {
+    kind: "quote",
+    exchange: "alpaca",
+    symbol: "AAPL",
+    venue_symbol: "AAPL",
+    ts_exchange: T0 + 6,
+    ts_local: T0 + 7,
+    bid_price: "189.99",
+    bid_qty: "300",
+    ask_price: "190.01",
+    ask_qty: "100",
+    bid_exchange: "V",
+    ask_exchange: null,
+  };
+  const bar: BarEvent = {
+    kind: "bar",
+    exchange: "alpaca",
+    symbol: "AAPL",
+    venue_symbol: "AAPL",
+    ts_exchange: T0 + 60_000_000,
+    ts_local: T0 + 60_000_001,
+    interval: "1m",
+    start: T0,
+    open: "189.5",
+    high: "190.25",
+    low: "189.125",
+    close: "190",
+    volume: "12345.000000000000000001",
+    trades: 321,
+    vwap: "189.876543210987654321",
+  };
+  const corrected: BarEvent = { ...bar, ts_local: bar.ts_local + 1, close: "190.5", trades: 322 };
+  const coinbaseBar: BarEvent = {
+    ...bar,
+    exchange: "coinbase",
+    symbol: "BTC-USD",
+    venue_symbol: "BTC-USD",
+    interval: "5m",
+    trades: null,
+    vwap: null,
+  };
+  await using writer = await startWriter(env, db);
+  await env.publishAll([[snapshot], [delta, sameMicrosecond], [delta], [top], [quote], [bar], [
+    corrected,
+    coinbaseBar,
+  ]]);
+  await waitFor(() => writer.spec.counters.acked === 7, 10_000, "7 messages written");
+
+  const books = await db.rows<Record<string, unknown>>(
+    `SELECT action, toString(sequence) AS seq, ts_exchange,
+      arrayMap(x -> toString(x), bid_prices) AS bp, arrayMap(x -> toString(x), bid_sizes) AS bs,
+      arrayMap(x -> toString(x), ask_prices) AS ap, arrayMap(x -> toString(x), ask_sizes) AS as_
+    FROM ${db.table("orderbook_snapshots")} FINAL ORDER BY ts_exchange, action, bp`,
+  );
+  assert.deepEqual(books, [
+    {
+      action: "snapshot",
+      seq: null,
+      ts_exchange: String(T0 + 1),
+      bp: ["65000.100000000000000000", "64999.999999999999999999"],
+      bs: ["0.500000000000000000", "1.000000000000000001"],
+      ap: ["65000.200000000000000000"],
+      as_: ["99999999999999999999.999999999999999999"],
+    },
+    {
+      action: "delta",
+      seq: "77",
+      ts_exchange: String(T0 + 3),
+      bp: ["64999.500000000000000000"],
+      bs: ["2.000000000000000000"],
+      ap: [],
+      as_: [],
+    },
+    {
+      action: "delta",
+      seq: "77",
+      ts_exchange: String(T0 + 3),
+      bp: ["65000.100000000000000000"],
+      bs: ["0.000000000000000000"],
+      ap: [],
+      as_: [],
+    },
+  ]);
+  assert.equal(await countRaw(db, "orderbook_snapshots"), 4, "the repeated delta is a copy…");
+  assert.equal(await countFinal(db, "orderbook_snapshots"), 3, "…that collapses");
+
+  const quotes = await db.rows<Record<string, unknown>>(
+    `SELECT source, exchange, toString(bid_price) AS bp, toString(bid_qty) AS bq,
+      toString(ask_price) AS ap, toString(ask_qty) AS aq, bid_exchange, ask_exchange
+    FROM ${db.table("quotes")} FINAL ORDER BY ts_exchange`,
+  );
+  assert.deepEqual(quotes, [
+    {
+      source: "top",
+      exchange: "binance",
+      bp: "65000.010000000000000000",
+      bq: "0.001000000000000000",
+      ap: "65000.020000000000000000",
+      aq: "2.500000000000000000",
+      bid_exchange: "",
+      ask_exchange: "",
+    },
+    {
+      source: "quote",
+      exchange: "alpaca",
+      bp: "189.990000000000000000",
+      bq: "300.000000000000000000",
+      ap: "190.010000000000000000",
+      aq: "100.000000000000000000",
+      bid_exchange: "V",
+      ask_exchange: "",
+    },
+  ]);
+
+  const bars = await db.rows<Record<string, unknown>>(
+    `SELECT exchange, bar_interval, start, toString(open) AS o, toString(close) AS c,
+      toString(volume) AS v, toString(trades) AS n, toString(vwap) AS vwap
+    FROM ${db.table("bars")} FINAL ORDER BY exchange`,
+  );
+  assert.deepEqual(bars, [
+    {
+      exchange: "alpaca",
+      bar_interval: "1m",
+      start: String(T0),
+      o: "189.500000000000000000",
+      c: "190.500000000000000000",
+      v: "12345.000000000000000001",
+      n: "322",
+      vwap: "189.876543210987654321",
+    },
+    {
+      exchange: "coinbase",
+      bar_interval: "5m",
+      start: String(T0),
+      o: "189.500000000000000000",
+      c: "190.000000000000000000",
+      v: "12345.000000000000000001",
+      n: null,
+      vwap: null,
+    },
+  ]);
+  assert.deepEqual(writer.status.writer.rows_written, {
+    orderbook_snapshots: 4,
+    quotes: 2,
+    bars: 3,
+  });
+  await writer.stop();
+});
+
+Deno.test("malformed messages and unstorable events are dead-lettered and acknowledged without blocking the rest", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  const letters: WriterDeadLetter[] = [];
+  const sub = env.nc.subscribe(`${env.prefix}dlq.md.>`, {
+    callback: (_error, msg) => {
+      letters.push(decodeJson<WriterDeadLetter>(msg.data));
+    },
+  });
+  try {
+    const subject = `${env.prefix}${cleanSubject("trade", "binance", "BTC-USDT")}`;
+    await using writer = await startWriter(env, db);
+    await env.publish(new TextEncoder().encode("{not json"), subject);
+    await env.publish(encodeJson({ kind: "trade" }), subject);
+    await env.publish([trade(0), { ...trade(2), price: "1e5" }, {
+      ...trade(4),
+      qty: "0.0000000000000000001",
+    }]);
+    await env.publishAll(tradeMessages(10, 40));
+    await waitFor(async () => (await countRaw(db, "market_trades")) === 31, 10_000, "31 trades");
+    await waitFor(() => letters.length === 4, 5_000, "4 dead letters");
+    assert.deepEqual(letters.map((l) => [l.stage, l.exchange, l.reason]), [
+      ["writer", "binance", "malformed"],
+      ["writer", "binance", "malformed"],
+      ["writer", "binance", "malformed"],
+      ["writer", "binance", "out_of_range"],
+    ]);
+    assert.equal(letters[0]?.frame, "{not json");
+    assert.equal((letters[2]?.event as TradeEvent | undefined)?.price, "1e5");
+    assert.equal(typeof letters[3]?.at_us, "number");
+    await waitFor(
+      async () => {
+        const info = await env.consumerInfo();
+        return info.num_pending === 0 && info.num_ack_pending === 0;
+      },
+      10_000,
+      "every message acknowledged",
+    );
+    assert.equal(writer.spec.counters.dead_letters, 4);
+    await writer.stop();
+  } finally {
+    sub.unsubscribe();
+  }
+});
+
+/**
+ * `real`, except that inserts containing a row `refuse` picks fail the way
+ * ClickHouse refuses bad data (code 27). Validated rows cannot make the real
+ * server refuse anything, so this stands in for a row that slipped through.
+ * The writer sends `INSERT … FORMAT JSONEachRow` with its rows through `command`.
+ */
+function refusingClickHouse(
+  real: ClickHouseClient,
+  refuse: (row: Record<string, unknown>) => boolean,
+): ClickHouseClient {
+  return new Proxy(real, {
+    get(target, property) {
+      if (property === "command") {
+        return (params: Parameters<ClickHouseClient["command"]>[0]) => {
+          const [head = "", ...lines] = params.query.trim().split("\n");
+          if (/^INSERT INTO/.test(head) && lines.some((line) => refuse(JSON.parse(line)))) {
+            return Promise.reject(
+              new Error(
+                "Code: 27, e.displayText() = DB::Exception: Cannot parse input: expected , " +
+                  "(simulated), e.what() = DB::Exception",
+              ),
+            );
+          }
+          return target.command(params);
+        };
+      }
+      const value = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+Deno.test("rows ClickHouse refuses are found by splitting the batch and dead-lettered; the rest is written", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  const letters: WriterDeadLetter[] = [];
+  const sub = env.nc.subscribe(`${env.prefix}dlq.md.>`, {
+    callback: (_error, msg) => {
+      letters.push(decodeJson<WriterDeadLetter>(msg.data));
+    },
+  });
+  try {
+    const messages = tradeMessages(0, 60).map((events) =>
+      events.map((e) =>
+        e.trade_id === "1000017" || e.trade_id === "1000042"
+          ? { ...e, trade_id: `poison-${e.trade_id}` }
+          : e
+      )
+    );
+    await env.publishAll(messages);
+    const clickhouse = refusingClickHouse(
+      db.admin,
+      (row) => String(row.trade_id).startsWith("poison"),
+    );
+    await using writer = await startWriter(env, db, { clickhouse });
+    await waitFor(() => writer.spec.counters.acked === messages.length, 10_000, "all acknowledged");
+    assert.equal(await countRaw(db, "market_trades"), 58);
+    await waitFor(() => letters.length === 2, 5_000, "2 dead letters");
+    assert.deepEqual(
+      letters.map((l) => [l.reason, (l.event as TradeEvent | undefined)?.trade_id]).sort(),
+      [["unwritable", "poison-1000017"], ["unwritable", "poison-1000042"]],
+    );
+    assert.equal(writer.status.writer.failures, 0);
+    await writer.stop();
+  } finally {
+    sub.unsubscribe();
+  }
+});
+
+Deno.test("when ClickHouse refuses every row the batch is kept and retried, not dead-lettered", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  let refuseAll = true;
+  const clickhouse = refusingClickHouse(db.admin, () => refuseAll);
+  const messages = tradeMessages(0, 30);
+  await env.publishAll(messages);
+  await using writer = await startWriter(env, db, { clickhouse });
+  const w = writer.status.writer;
+  await waitFor(() => w.failures >= 2 && w.clickhouse === "down", 10_000, "retrying");
+  assert.equal(writer.spec.counters.dead_letters, 0);
+  assert.match(w.last_error ?? "", /Code: 27/);
+  refuseAll = false;
+  await waitFor(() => writer.spec.counters.acked === messages.length, 10_000, "all acknowledged");
+  assert.equal(await countFinal(db, "market_trades"), 30);
+  assert.equal(writer.spec.counters.dead_letters, 0);
+  assert.equal(w.clickhouse, "up");
+  await writer.stop();
+});
