@@ -1,0 +1,675 @@
+/**
+ * The market-data HTTP API, mounted by the lead at `/api/v1/market-data`:
+ *
+ * | route | answers from |
+ * | --- | --- |
+ * | `GET /stream_status` | {@linkcode MarketStatus} (feeds, validator, writer) and the latest-price cache's counters |
+ * | `GET /symbols` | configured symbols per enabled exchange, and what the cache has seen |
+ * | `GET /latest/:symbol?exchange=` | the in-memory {@linkcode LatestCache} only, never ClickHouse |
+ * | `GET /ticks/:symbol?exchange=&from=&to=&limit=&cursor=` | `market_trades`, newest first, keyset pages |
+ * | `GET /candles/:symbol?interval=&exchange=&from=&to=&limit=` | `candles` (1-minute), aggregated to the interval |
+ *
+ * Parameters:
+ * - `:symbol` is the canonical symbol (`BTC-USDT`, `AAPL`). It must be
+ *   configured on, or have been seen from, one of the exchanges asked about;
+ *   otherwise 400. `exchange` must be one of {@linkcode EXCHANGES} that is
+ *   enabled (or has been seen); otherwise 400. Both are checked before any
+ *   SQL is built, and every value placed into SQL goes through `literal` /
+ *   `quoteIdentifier`.
+ * - `from` (inclusive) and `to` (exclusive) are ISO-8601 times
+ *   (`2024-05-01`, `2024-05-01T12:00Z`, `2024-05-01T12:00:00.123456+02:00`)
+ *   or epoch integers: below 10^14 they are milliseconds, from 10^14 on
+ *   microseconds (10^14 ms is the year 5138, 10^14 µs is 1973). `from > to`
+ *   is a 400. Ticks filter on the venue time `ts_exchange`; candles on the
+ *   candle start.
+ * - `limit`: ticks 1..1000 (default 100), candles 1..1000 (default 500);
+ *   anything else is a 400, never silently clamped.
+ * - `cursor`: the `next_cursor` of the previous ticks page (opaque). Pages
+ *   follow the keyset (`ts_exchange`, `exchange`, `trade_id`) descending
+ *   (ids of one microsecond shorter first, so numeric ids go by number), so
+ *   rows arriving meanwhile never shift a page (no OFFSET). A page reads the
+ *   newest hour first, then the day, week and month before, then the rest
+ *   ({@linkcode tickWindows}), so recent pages never read (and FINAL-merge)
+ *   a pair's whole history.
+ * - Unknown query parameters are a 400 (a typo such as `form=` must not be
+ *   silently ignored).
+ *
+ * Prices and sizes are decimal strings, exact (ClickHouse `toString` of
+ * `Decimal(38, 18)`, trailing zeros trimmed: never a float, never an
+ * exponent). Timestamps are integer µs since the epoch, plus an ISO-8601
+ * `time`. ClickHouse unreachable, or its tables missing, is a 503
+ * `unavailable`.
+ *
+ * @module
+ */
+
+import { Hono } from "hono";
+import type { Context } from "hono";
+import type { ClickHouseClient } from "@clickhouse/client";
+import { ApiError } from "./errors.ts";
+import {
+  clickHouseErrorCode,
+  isClickHouseUnavailable,
+  literal,
+  quoteIdentifier,
+} from "../adapters/clickhouse.ts";
+import { type Exchange, EXCHANGES } from "../market/events.ts";
+import type { LatestCache } from "../market/latest_cache.ts";
+import type { MarketStatus } from "../market/status.ts";
+import { type Clock, systemClock } from "../lib/clock.ts";
+
+/** Default `limit` of `GET /ticks`. */
+export const DEFAULT_TICKS_LIMIT = 100;
+/** Default `limit` of `GET /candles`. */
+export const DEFAULT_CANDLES_LIMIT = 500;
+/** Largest `limit` of any route. */
+export const MAX_LIMIT = 1000;
+/** Candle intervals and their length in seconds. */
+export const CANDLE_INTERVALS = {
+  "1m": 60,
+  "5m": 300,
+  "15m": 900,
+  "1h": 3_600,
+  "1d": 86_400,
+} as const;
+/** One of the keys of {@linkcode CANDLE_INTERVALS}. */
+export type CandleInterval = keyof typeof CANDLE_INTERVALS;
+/** Epoch integers below this are milliseconds, from it on microseconds. */
+export const EPOCH_US_THRESHOLD = 100_000_000_000_000;
+
+/** What the market-data routes read. */
+export interface MarketDataDeps {
+  /** ClickHouse client bound to `"default"`; tables are qualified with `database`. */
+  clickhouse: ClickHouseClient;
+  /** The database holding `market_trades` and `candles`. */
+  database: string;
+  /** The latest-price cache (fed by the latest-cache actor). */
+  cache: LatestCache;
+  /** The pipeline's figures. */
+  status: MarketStatus;
+  /** Configured symbols per enabled exchange. */
+  symbols: () => Map<Exchange, string[]>;
+  /** Where "now" comes from (the newest window of `GET /ticks`). @default {systemClock} */
+  clock?: Clock;
+}
+
+/** One trade of `GET /ticks`. */
+export interface TickRow {
+  /** The venue. */
+  exchange: Exchange;
+  /** Canonical symbol. */
+  symbol: string;
+  /** The venue's trade id. */
+  trade_id: string;
+  /** Price, exact decimal text. */
+  price: string;
+  /** Size, exact decimal text. */
+  qty: string;
+  /** Aggressor side. */
+  side: string;
+  /** Venue time, µs since the epoch. */
+  ts_exchange: number;
+  /** Local receive time, µs since the epoch. */
+  ts_local: number;
+  /** `ts_exchange` as ISO-8601 with microseconds. */
+  time: string;
+}
+
+/** The body of `GET /ticks/:symbol`. */
+export interface TicksPage {
+  /** Canonical symbol. */
+  symbol: string;
+  /** The exchanges searched. */
+  exchanges: Exchange[];
+  /** Trades, newest first. */
+  ticks: TickRow[];
+  /** Pass as `cursor` for the next (older) page; null on the last page. */
+  next_cursor: string | null;
+}
+
+/** One OHLCV row of `GET /candles`. */
+export interface CandleRow {
+  /** The venue. */
+  exchange: Exchange;
+  /** Candle start, µs since the epoch. */
+  start: number;
+  /** `start` as ISO-8601. */
+  time: string;
+  /** First trade price. */
+  open: string;
+  /** Highest trade price. */
+  high: string;
+  /** Lowest trade price. */
+  low: string;
+  /** Last trade price. */
+  close: string;
+  /** Traded size. */
+  volume: string;
+  /** Number of trades. */
+  trades: number;
+}
+
+/** The body of `GET /candles/:symbol`. */
+export interface CandlesPage {
+  /** Canonical symbol. */
+  symbol: string;
+  /** The interval asked for. */
+  interval: CandleInterval;
+  /** The exchanges searched. */
+  exchanges: Exchange[];
+  /** The newest `limit` candles, oldest first; one row per exchange and start. */
+  candles: CandleRow[];
+}
+
+/** A row of the ticks query, every value as text. */
+interface TickQueryRow {
+  ex: Exchange;
+  id: string;
+  p: string;
+  q: string;
+  sd: string;
+  tse: string;
+  tsl: string;
+}
+
+/** Spans (seconds before the anchor) of the windows `GET /ticks` reads in turn; then the rest. */
+export const TICK_WINDOWS_S = [3_600, 86_400, 7 * 86_400, 31 * 86_400] as const;
+
+/** One time window of a ticks query, on `timestamp` seconds: `[lower, upper)`, null = open. */
+export interface TickWindow {
+  /** Inclusive lower bound, or null. */
+  lower: number | null;
+  /** Exclusive upper bound, or null. */
+  upper: number | null;
+}
+
+/**
+ * The windows a ticks query reads, newest first: the last hour before
+ * `anchorS` (open above, so trades past the anchor are not missed), then the
+ * day, week and month before it, then everything older; stopping at the
+ * window that reaches `fromS` (the `from` filter bounds that one). Pure.
+ *
+ * @example
+ * ```ts
+ * tickWindows(100_000, 99_000); // [{ lower: null, upper: null }]
+ * ```
+ */
+export function tickWindows(anchorS: number, fromS: number | null): TickWindow[] {
+  const windows: TickWindow[] = [];
+  let upper: number | null = null;
+  for (const span of TICK_WINDOWS_S) {
+    const lower = anchorS - span;
+    if (fromS !== null && lower <= fromS) {
+      windows.push({ lower: null, upper });
+      return windows;
+    }
+    windows.push({ lower, upper });
+    upper = lower;
+  }
+  windows.push({ lower: null, upper });
+  return windows;
+}
+
+/** A position in the ticks keyset: the last row of a page. */
+export interface TickCursor {
+  /** Its venue time, µs. */
+  ts_exchange: number;
+  /** Its venue. */
+  exchange: Exchange;
+  /** Its trade id. */
+  trade_id: string;
+}
+
+const EXCHANGE_SET: ReadonlySet<string> = new Set(EXCHANGES);
+const MAX_TRADE_ID_LENGTH = 128;
+
+// ---------------------------------------------------------------------------
+// Parameter parsing (pure)
+// ---------------------------------------------------------------------------
+
+function badRequest(message: string): ApiError {
+  return new ApiError(400, "bad_request", message);
+}
+
+const ISO_TIME =
+  /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:\d{2}))?$/;
+
+function daysInMonth(year: number, month: number): number {
+  return new Date(Date.UTC(year, month, 0)).getUTCDate();
+}
+
+/**
+ * Microseconds since the epoch from a `from`/`to` parameter: an ISO-8601
+ * date or time (a time needs a zone, `Z` or `±hh:mm`; a bare date is UTC
+ * midnight) or an epoch integer (below {@linkcode EPOCH_US_THRESHOLD}
+ * milliseconds, else microseconds). Throws a 400 {@linkcode ApiError} naming
+ * `name` otherwise.
+ *
+ * @example
+ * ```ts
+ * parseTimeParam("2024-01-01T00:00:00.5Z", "from"); // 1704067200500000
+ * parseTimeParam("1704067200500", "from"); // same (ms)
+ * parseTimeParam("1704067200500000", "from"); // same (µs)
+ * ```
+ */
+export function parseTimeParam(text: string, name: string): number {
+  if (/^\d{1,16}$/.test(text)) {
+    const n = Number(text);
+    const us = n < EPOCH_US_THRESHOLD ? n * 1000 : n;
+    if (!Number.isSafeInteger(us)) throw badRequest(`${name} is out of range`);
+    return us;
+  }
+  const match = ISO_TIME.exec(text);
+  if (match) {
+    const [, y, mo, d, h = "00", mi = "00", s = "00", fraction = "", zone = "Z"] = match;
+    const year = Number(y);
+    const month = Number(mo);
+    const day = Number(d);
+    if (
+      month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth(year, month) &&
+      Number(h) <= 23 && Number(mi) <= 59 && Number(s) <= 59 &&
+      (zone === "Z" || (Number(zone.slice(1, 3)) <= 23 && Number(zone.slice(4)) <= 59))
+    ) {
+      const ms = Date.parse(`${y}-${mo}-${d}T${h}:${mi}:${s}${zone}`);
+      if (Number.isFinite(ms) && ms >= 0) {
+        return ms * 1000 + Number(fraction.padEnd(6, "0").slice(0, 6));
+      }
+    }
+  }
+  throw badRequest(
+    `${name} must be an ISO-8601 time with a zone (2024-05-01T12:00:00Z), a date, ` +
+      `or epoch milliseconds or microseconds; got ${JSON.stringify(text)}`,
+  );
+}
+
+/** Parses `limit` (an integer 1..{@linkcode MAX_LIMIT}); a 400 otherwise. */
+function parseLimit(text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  if (!/^\d{1,7}$/.test(text)) {
+    throw badRequest(
+      `limit must be an integer from 1 to ${MAX_LIMIT}; got ${JSON.stringify(text)}`,
+    );
+  }
+  const limit = Number(text);
+  if (limit < 1 || limit > MAX_LIMIT) {
+    throw badRequest(`limit must be from 1 to ${MAX_LIMIT}; got ${limit}`);
+  }
+  return limit;
+}
+
+/** Encodes a ticks keyset position as an opaque URL-safe token. */
+export function encodeTickCursor(cursor: TickCursor): string {
+  const json = JSON.stringify([cursor.ts_exchange, cursor.exchange, cursor.trade_id]);
+  const bytes = new TextEncoder().encode(json);
+  let binary = "";
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  return btoa(binary).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+/** Decodes a token of {@linkcode encodeTickCursor}; a 400 {@linkcode ApiError} when it is not one. */
+export function decodeTickCursor(token: string): TickCursor {
+  const invalid = () => badRequest("cursor is not a next_cursor of this API");
+  if (token.length > 512 || !/^[A-Za-z0-9_-]+$/.test(token)) throw invalid();
+  let value: unknown;
+  try {
+    const binary = atob(token.replaceAll("-", "+").replaceAll("_", "/"));
+    const bytes = Uint8Array.from(binary, (ch) => ch.charCodeAt(0));
+    value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+  } catch {
+    throw invalid();
+  }
+  if (!Array.isArray(value) || value.length !== 3) throw invalid();
+  const [ts, exchange, tradeId] = value as unknown[];
+  if (
+    typeof ts !== "number" || !Number.isSafeInteger(ts) ||
+    typeof exchange !== "string" || !EXCHANGE_SET.has(exchange) ||
+    typeof tradeId !== "string" || tradeId.length > MAX_TRADE_ID_LENGTH
+  ) throw invalid();
+  return { ts_exchange: ts, exchange: exchange as Exchange, trade_id: tradeId };
+}
+
+/** Rejects query parameters other than `allowed`. */
+function checkParams(c: Context, allowed: readonly string[]): Record<string, string> {
+  const query = c.req.query();
+  for (const name of Object.keys(query)) {
+    if (!allowed.includes(name)) {
+      throw badRequest(
+        `Unknown parameter ${JSON.stringify(name)}; expected ${
+          allowed.length ? allowed.join(", ") : "none"
+        }`,
+      );
+    }
+  }
+  return query;
+}
+
+/** The range `[from, to)` in µs from the parameters, either end open. */
+function parseRange(query: Record<string, string>): { from: number | null; to: number | null } {
+  const from = query.from === undefined ? null : parseTimeParam(query.from, "from");
+  const to = query.to === undefined ? null : parseTimeParam(query.to, "to");
+  if (from !== null && to !== null && from > to) {
+    throw badRequest(`from (${query.from}) is after to (${query.to})`);
+  }
+  return { from, to };
+}
+
+// ---------------------------------------------------------------------------
+// Output formatting (pure)
+// ---------------------------------------------------------------------------
+
+/** Decimal text without trailing fraction zeros (`"1.500000"` → `"1.5"`, `"2.000"` → `"2"`). */
+function trimDecimal(text: string): string {
+  if (!text.includes(".")) return text;
+  let end = text.length;
+  while (text.charCodeAt(end - 1) === 48) end--;
+  if (text.charCodeAt(end - 1) === 46) end--;
+  return text.slice(0, end);
+}
+
+const UTF8 = new TextEncoder();
+
+/** Bytes of `text` in UTF-8: ClickHouse's `length` of a String. */
+function utf8Length(text: string): number {
+  return UTF8.encode(text).length;
+}
+
+/** ISO-8601 with microseconds from µs since the epoch. */
+function usToIso(us: number): string {
+  const ms = Math.floor(us / 1000);
+  const micros = us - ms * 1000;
+  const iso = new Date(ms).toISOString();
+  return `${iso.slice(0, -1)}${String(micros).padStart(3, "0")}Z`;
+}
+
+// ---------------------------------------------------------------------------
+// Routes
+// ---------------------------------------------------------------------------
+
+/**
+ * The market-data routes (see the module documentation), to be mounted with
+ * `app.route("/api/v1/market-data", marketDataRoutes(deps))` on an app whose
+ * `onError` is {@linkcode errorHandler}.
+ *
+ * @example
+ * ```ts
+ * const app = new Hono();
+ * app.onError(errorHandler(log));
+ * app.route("/api/v1/market-data", marketDataRoutes({ clickhouse, database, cache, status, symbols }));
+ * await app.request("/api/v1/market-data/ticks/BTC-USDT?limit=10");
+ * ```
+ */
+export function marketDataRoutes(input: MarketDataDeps): Hono {
+  const deps = { ...input, clock: input.clock ?? systemClock };
+  const db = quoteIdentifier(deps.database);
+
+  /** The exchanges a request may read `symbol` from; a 400 when there are none. */
+  const resolve = (symbol: string, exchangeParam: string | undefined): Exchange[] => {
+    const configured = deps.symbols();
+    const knows = (exchange: Exchange) =>
+      (configured.get(exchange)?.includes(symbol) ?? false) || deps.cache.has(symbol, exchange);
+    if (exchangeParam !== undefined) {
+      if (!EXCHANGE_SET.has(exchangeParam)) {
+        throw badRequest(
+          `Unknown exchange ${JSON.stringify(exchangeParam)}; expected one of ${
+            EXCHANGES.join(", ")
+          }`,
+        );
+      }
+      const exchange = exchangeParam as Exchange;
+      if (!configured.has(exchange) && !deps.cache.symbols().has(exchange)) {
+        throw badRequest(`Exchange ${exchange} is not enabled`);
+      }
+      if (!knows(exchange)) {
+        throw badRequest(`Unknown symbol ${JSON.stringify(symbol)} on ${exchange}`);
+      }
+      return [exchange];
+    }
+    const exchanges = EXCHANGES.filter(knows);
+    if (exchanges.length === 0) {
+      throw badRequest(`Unknown symbol ${JSON.stringify(symbol)}`);
+    }
+    return exchanges;
+  };
+
+  const query = async <T>(sql: string, signal: AbortSignal): Promise<T[]> => {
+    try {
+      const result = await deps.clickhouse.query({
+        query: sql,
+        format: "JSONEachRow",
+        abort_signal: signal,
+      });
+      return await result.json<T>();
+    } catch (error) {
+      if (isClickHouseUnavailable(error)) {
+        throw new ApiError(503, "unavailable", "ClickHouse is unreachable", { cause: error });
+      }
+      const code = clickHouseErrorCode(error);
+      if (code === 60 || code === 81) {
+        throw new ApiError(
+          503,
+          "unavailable",
+          "Market-data tables are missing (ClickHouse migrations not applied)",
+          { cause: error },
+        );
+      }
+      throw error;
+    }
+  };
+
+  return new Hono()
+    .get("/stream_status", (c) => {
+      checkParams(c, []);
+      return c.json({ ...deps.status.snapshot(), latest_cache: deps.cache.stats() });
+    })
+    .get("/symbols", (c) => {
+      checkParams(c, []);
+      const configured = deps.symbols();
+      const seen = deps.cache.symbols();
+      const exchanges: Record<string, { configured: string[]; seen: string[] }> = {};
+      for (const exchange of EXCHANGES) {
+        if (!configured.has(exchange) && !seen.has(exchange)) continue;
+        exchanges[exchange] = {
+          configured: [...(configured.get(exchange) ?? [])],
+          seen: seen.get(exchange) ?? [],
+        };
+      }
+      return c.json({ exchanges });
+    })
+    .get("/latest/:symbol", (c) => {
+      const params = checkParams(c, ["exchange"]);
+      const symbol = c.req.param("symbol");
+      const exchanges = resolve(symbol, params.exchange);
+      const snapshot = deps.cache.latest(
+        symbol,
+        params.exchange === undefined ? undefined : exchanges[0],
+      );
+      if (snapshot === null) {
+        throw new ApiError(
+          404,
+          "not_found",
+          `No market data seen yet for ${symbol}${
+            params.exchange === undefined ? "" : ` on ${params.exchange}`
+          }`,
+        );
+      }
+      return c.json(snapshot);
+    })
+    .get("/ticks/:symbol", async (c) => {
+      const params = checkParams(c, ["exchange", "from", "to", "limit", "cursor"]);
+      const symbol = c.req.param("symbol");
+      const exchanges = resolve(symbol, params.exchange);
+      const { from, to } = parseRange(params);
+      const limit = parseLimit(params.limit, DEFAULT_TICKS_LIMIT);
+      const cursor = params.cursor === undefined ? null : decodeTickCursor(params.cursor);
+
+      const where = [
+        `symbol = ${literal(symbol)}`,
+        `exchange IN (${exchanges.map((e) => literal(e)).join(", ")})`,
+      ];
+      // `timestamp` (whole seconds of ts_exchange) leads the sorting key after
+      // exchange and symbol: bounding it lets ClickHouse skip granules.
+      if (from !== null) {
+        where.push(`timestamp >= toDateTime(${literal(Math.floor(from / 1e6))})`);
+        where.push(`ts_exchange >= ${literal(from)}`);
+      }
+      if (to !== null) {
+        where.push(`timestamp <= toDateTime(${literal(Math.floor((to - 1) / 1e6))})`);
+        where.push(`ts_exchange < ${literal(to)}`);
+      }
+      if (cursor !== null) {
+        // Strictly after the cursor in the order below.
+        const ts = literal(cursor.ts_exchange);
+        const ex = literal(cursor.exchange);
+        const len = literal(utf8Length(cursor.trade_id));
+        where.push(`timestamp <= toDateTime(${literal(Math.floor(cursor.ts_exchange / 1e6))})`);
+        where.push(
+          `(ts_exchange < ${ts} OR (ts_exchange = ${ts} AND (exchange < ${ex} OR ` +
+            `(exchange = ${ex} AND (length(trade_id) < ${len} OR ` +
+            `(length(trade_id) = ${len} AND trade_id < ${literal(cursor.trade_id)}))))))`,
+        );
+      }
+      // Trades of one microsecond go by trade id, shorter first, so numeric
+      // ids sort as numbers (as the candles view orders them). Output aliases
+      // differ from column names: ClickHouse lets an alias shadow a column in
+      // WHERE and ORDER BY.
+      const select = (extra: string[], take: number) =>
+        `SELECT toString(exchange) AS ex, trade_id AS id,
+          toString(price) AS p, toString(qty) AS q, toString(side) AS sd,
+          toString(ts_exchange) AS tse, toString(ts_local) AS tsl
+        FROM ${db}.market_trades FINAL
+        WHERE ${[...where, ...extra].join(" AND ")}
+        ORDER BY ts_exchange DESC, exchange DESC, length(trade_id) DESC, trade_id DESC
+        LIMIT ${literal(take)}`;
+      // Newest windows first, so a page of recent trades never reads (and
+      // FINAL-merges) the whole history of the pair.
+      const anchorUs = Math.min(
+        to === null ? Infinity : to - 1,
+        cursor === null ? Infinity : cursor.ts_exchange,
+        to === null && cursor === null ? deps.clock.now() * 1000 : Infinity,
+      );
+      const windows = tickWindows(
+        Math.floor(anchorUs / 1e6),
+        from === null ? null : Math.floor(from / 1e6),
+      );
+      const rows: TickQueryRow[] = [];
+      for (const window of windows) {
+        const extra: string[] = [];
+        if (window.lower !== null) extra.push(`timestamp >= toDateTime(${literal(window.lower)})`);
+        if (window.upper !== null) extra.push(`timestamp < toDateTime(${literal(window.upper)})`);
+        const found = await query<TickQueryRow>(
+          select(extra, limit + 1 - rows.length),
+          c.req.raw.signal,
+        );
+        for (const row of found) rows.push(row);
+        if (rows.length > limit) break;
+      }
+      const more = rows.length > limit;
+      const ticks: TickRow[] = [];
+      for (let i = 0; i < rows.length && i < limit; i++) {
+        const row = rows[i]!;
+        const tsExchange = Number(row.tse);
+        ticks.push({
+          exchange: row.ex,
+          symbol,
+          trade_id: row.id,
+          price: trimDecimal(row.p),
+          qty: trimDecimal(row.q),
+          side: row.sd,
+          ts_exchange: tsExchange,
+          ts_local: Number(row.tsl),
+          time: usToIso(tsExchange),
+        });
+      }
+      const last = ticks[ticks.length - 1];
+      const page: TicksPage = {
+        symbol,
+        exchanges,
+        ticks,
+        next_cursor: more && last
+          ? encodeTickCursor({
+            ts_exchange: last.ts_exchange,
+            exchange: last.exchange,
+            trade_id: last.trade_id,
+          })
+          : null,
+      };
+      return c.json(page);
+    })
+    .get("/candles/:symbol", async (c) => {
+      const params = checkParams(c, ["interval", "exchange", "from", "to", "limit"]);
+      const symbol = c.req.param("symbol");
+      const exchanges = resolve(symbol, params.exchange);
+      const intervalText = params.interval ?? "1m";
+      if (!Object.hasOwn(CANDLE_INTERVALS, intervalText)) {
+        throw badRequest(
+          `Unknown interval ${JSON.stringify(intervalText)}; expected one of ${
+            Object.keys(CANDLE_INTERVALS).join(", ")
+          }`,
+        );
+      }
+      const interval = intervalText as CandleInterval;
+      const seconds = CANDLE_INTERVALS[interval];
+      const { from, to } = parseRange(params);
+      const limit = parseLimit(params.limit, DEFAULT_CANDLES_LIMIT);
+
+      // A candle of the interval belongs to [from, to) when its start does; the
+      // minutes read are those of the candles wholly or partly in range.
+      const where = [
+        `symbol = ${literal(symbol)}`,
+        `exchange IN (${exchanges.map((e) => literal(e)).join(", ")})`,
+      ];
+      if (from !== null) {
+        const fromBucket = Math.ceil(from / 1e6 / seconds) * seconds;
+        where.push(`minute >= toDateTime(${literal(fromBucket)})`);
+      }
+      if (to !== null) {
+        const toBucket = Math.ceil(to / 1e6 / seconds) * seconds;
+        where.push(`minute < toDateTime(${literal(toBucket)})`);
+      }
+      // Minutes first (merging the partial states), then the interval's buckets;
+      // aliases differ from column names, which they would shadow.
+      const sql = `SELECT toString(ex) AS ex, toString(b) AS bs,
+          toString(argMin(mo, t)) AS o, toString(max(mh)) AS h,
+          toString(min(ml)) AS l, toString(argMax(mc, t)) AS c,
+          toString(sum(mv)) AS v, toString(sum(mn)) AS n
+        FROM (
+          SELECT exchange AS ex, toUInt32(minute) AS t,
+            argMinMerge(open) AS mo, maxMerge(high) AS mh, minMerge(low) AS ml,
+            argMaxMerge(close) AS mc, sumMerge(volume) AS mv, countMerge(trades) AS mn
+          FROM ${db}.candles
+          WHERE ${where.join(" AND ")}
+          GROUP BY exchange, minute
+        )
+        GROUP BY ex, intDiv(t, ${literal(seconds)}) * ${literal(seconds)} AS b
+        ORDER BY b DESC, ex ASC
+        LIMIT ${literal(limit)}`;
+      const rows = await query<{
+        ex: Exchange;
+        bs: string;
+        o: string;
+        h: string;
+        l: string;
+        c: string;
+        v: string;
+        n: string;
+      }>(sql, c.req.raw.signal);
+      const candles: CandleRow[] = [];
+      for (let i = rows.length - 1; i >= 0; i--) {
+        const row = rows[i]!;
+        const start = Number(row.bs) * 1_000_000;
+        candles.push({
+          exchange: row.ex,
+          start,
+          time: usToIso(start),
+          open: trimDecimal(row.o),
+          high: trimDecimal(row.h),
+          low: trimDecimal(row.l),
+          close: trimDecimal(row.c),
+          volume: trimDecimal(row.v),
+          trades: Number(row.n),
+        });
+      }
+      const page: CandlesPage = { symbol, interval, exchanges, candles };
+      return c.json(page);
+    });
+}
