@@ -24,6 +24,11 @@ import { createClickHouse, pingClickHouse } from "./adapters/clickhouse.ts";
 import { createApp } from "./api/app.ts";
 import { httpServer } from "./api/server.ts";
 import type { HealthSource } from "./api/health.ts";
+import { configuredSymbols, marketSupervisor } from "./actors/market.ts";
+import { mdCleanStream } from "./market/md_stream.ts";
+import { MarketStatus } from "./market/status.ts";
+import { LatestCache } from "./market/latest_cache.ts";
+import { marketDataRoutes } from "./api/market_data.ts";
 import { type Logger, nullLogger } from "./lib/log.ts";
 import { sha256Hex } from "./lib/hash.ts";
 import { VERSION } from "./version.ts";
@@ -65,6 +70,10 @@ export interface EngineContext {
   clickhouse: ClickHouseClient;
   /** Migration progress; `clickhouseReady` resolves once ClickHouse's schema is there. */
   migrations: MigrationsState;
+  /** Live figures of the market-data pipeline. */
+  market: MarketStatus;
+  /** Latest trade, top of book and bar per venue and symbol. */
+  cache: LatestCache;
   /** The engine's logger. */
   log: Logger;
 }
@@ -105,8 +114,19 @@ export async function startEngine(
   let root: Supervisor;
   const migrations = new MigrationsState();
   try {
-    await ensureStreams(nats, ENGINE_STREAMS, log.child({ component: "nats" }));
-    const context: EngineContext = { config, nats, sql, clickhouse, migrations, log };
+    await ensureStreams(nats, engineStreams(config), log.child({ component: "nats" }));
+    const market = new MarketStatus();
+    const cache = new LatestCache();
+    const context: EngineContext = {
+      config,
+      nats,
+      sql,
+      clickhouse,
+      migrations,
+      market,
+      cache,
+      log,
+    };
     const health: HealthSource = {
       version: VERSION,
       startedAt,
@@ -116,7 +136,12 @@ export async function startEngine(
         clickhouse: () => pingClickHouse(clickhouse),
       },
       actors: () => root?.inspect() ?? [],
-      sections: () => ({ instance_id: instanceId, migrations: migrations.snapshot() }),
+      sections: () => ({
+        instance_id: instanceId,
+        migrations: migrations.snapshot(),
+        market: market.snapshot(),
+      }),
+      degraded: () => marketProblems(config, market),
     };
     const children: ChildSpec[] = [
       migrationsActor({
@@ -129,7 +154,20 @@ export async function startEngine(
       ...featureChildren(context),
     ];
     if (config.http.enabled) {
-      const app = createApp({ name: config.engine.name, health, log });
+      const app = createApp({
+        name: config.engine.name,
+        health,
+        log,
+        routes: {
+          "/api/v1/market-data": marketDataRoutes({
+            clickhouse,
+            database: config.clickhouse.database,
+            cache,
+            status: market,
+            symbols: () => configuredSymbols(config),
+          }),
+        },
+      });
       children.push(
         httpServer(app, config.http, {
           log: log.child({ actor: "http" }),
@@ -204,8 +242,38 @@ export async function startEngine(
  * The children of the root supervisor between migrations and HTTP: the
  * market-data and trading subtrees. Started in this order, stopped in reverse.
  */
-function featureChildren(_context: EngineContext): ChildSpec[] {
-  return [];
+function featureChildren(context: EngineContext): ChildSpec[] {
+  const { config, nats, clickhouse, migrations, market, cache, log } = context;
+  return [
+    marketSupervisor({
+      config,
+      nats,
+      clickhouse,
+      clickhouseReady: migrations.clickhouseReady,
+      status: market,
+      cache,
+      log,
+    }),
+  ];
+}
+
+/** JetStream streams the engine needs with this configuration. */
+function engineStreams(config: Config) {
+  return [...ENGINE_STREAMS, mdCleanStream(config.writer)];
+}
+
+/** Why the market-data pipeline is not healthy: feeds not live, ClickHouse refusing inserts. */
+function marketProblems(config: Config, market: MarketStatus): string[] {
+  const problems: string[] = [];
+  if (config.replay.file === "") {
+    for (const feed of market.feeds.values()) {
+      if (feed.state !== "live") problems.push(`feed ${feed.exchange} is ${feed.state}`);
+    }
+  }
+  if (market.writer.clickhouse === "down") {
+    problems.push("batch writer cannot insert into ClickHouse");
+  }
+  return problems;
 }
 
 /** SHA-256 of the redacted configuration: which settings a run used, without its secrets. */

@@ -17,6 +17,8 @@ export interface AppDeps {
   health: HealthSource;
   /** For unexpected errors. */
   log: Logger;
+  /** Feature routes by mount path, e.g. `{ "/api/v1/market-data": marketDataRoutes(…) }`. */
+  routes?: Record<string, Hono>;
 }
 
 /**
@@ -28,5 +30,6 @@ export function createApp(deps: AppDeps): Hono {
   app.notFound(notFound);
   app.get("/", (c) => c.json({ name: deps.name, version: deps.health.version }));
   app.route("/api/health", healthRoutes(deps.health));
+  for (const [path, routes] of Object.entries(deps.routes ?? {})) app.route(path, routes);
   return app;
 }

@@ -35,6 +35,8 @@ export interface DetailedHealth {
   components: Record<Component, ComponentHealth>;
   /** Every actor and supervisor in the tree. */
   actors: ActorInfo[];
+  /** Why the engine is degraded although its services are up (empty when none). */
+  problems: string[];
   /** More sections reported by parts of the engine (e.g. migrations). */
   [section: string]: unknown;
 }
@@ -51,6 +53,8 @@ export interface HealthSource {
   actors: () => ActorInfo[];
   /** Further sections of the report. */
   sections?: () => Record<string, unknown>;
+  /** Problems that make the engine degraded although every service is up (e.g. a feed not live). */
+  degraded?: () => string[];
   /** Milliseconds a probe may take before the service counts as down. @default {2000} */
   probeTimeoutMs?: number;
 }
@@ -70,9 +74,11 @@ export async function detailedHealth(source: HealthSource): Promise<DetailedHeal
     COMPONENTS.map((name, i) => [name, results[i]]),
   ) as Record<Component, ComponentHealth>;
   const actors = source.actors();
+  const problems = source.degraded?.() ?? [];
   let status: DetailedHealth["status"] = "ok";
   if (ESSENTIAL.some((name) => components[name].status === "down")) status = "down";
   else if (
+    problems.length > 0 ||
     COMPONENTS.some((name) => components[name].status === "down") ||
     actors.some((actor) => !HEALTHY_ACTOR.has(actor.status))
   ) status = "degraded";
@@ -82,6 +88,7 @@ export async function detailedHealth(source: HealthSource): Promise<DetailedHeal
     uptime_s: Math.round((Date.now() - source.startedAt) / 1000),
     components,
     actors,
+    problems,
     ...source.sections?.(),
   };
 }

@@ -67,6 +67,11 @@ export async function startEngineProcess(
       TRADEWIRE_CLICKHOUSE__DATABASE: chDatabase,
       TRADEWIRE_HTTP__PORT: String(port),
       TRADEWIRE_SUPERVISOR__CHILD_SHUTDOWN_MS: "3000",
+      // No internet here: venues are off unless a test points one at a fake server.
+      TRADEWIRE_EXCHANGES__BINANCE__ENABLED: "false",
+      TRADEWIRE_EXCHANGES__COINBASE__ENABLED: "false",
+      TRADEWIRE_EXCHANGES__KRAKEN__ENABLED: "false",
+      TRADEWIRE_EXCHANGES__ALPACA__ENABLED: "false",
       ...env,
     },
     clearEnv: false,

@@ -23,7 +23,15 @@ Deno.test("the engine boots, reports ok with every component up, and exits 0 on 
     assert.equal(typeof health.components[name]?.latency_ms, "number");
   }
   const names = health.actors.map((a) => a.name);
-  assert.deepEqual(names, ["root", "root/migrations", "root/http"]);
+  assert.deepEqual(names, [
+    "root",
+    "root/migrations",
+    "root/market",
+    "root/market/batch_writer",
+    "root/market/latest_cache",
+    "root/market/validator",
+    "root/http",
+  ]);
   for (const actor of health.actors) {
     assert.equal(typeof actor.restarts, "number");
     assert.ok("mailbox" in actor);

@@ -1,0 +1,125 @@
+/**
+ * The market-data subtree: the batch writer, the latest-price cache and the
+ * validator start first (consumers before producers), then one feed per
+ * enabled venue — or a replay of a capture. Stopped in reverse: feeds stop
+ * first, the validator drains, the writer flushes.
+ *
+ * @module
+ */
+
+import type { NatsConnection } from "@nats-io/nats-core";
+import type { ClickHouseClient } from "@clickhouse/client";
+import type { Config } from "../config/mod.ts";
+import { MAX_TIMER_MS } from "../config/schema.ts";
+import type { ChildSpec } from "./types.ts";
+import { supervisor } from "./supervisor.ts";
+import { feedActor } from "./feed.ts";
+import { validatorActor } from "./validator.ts";
+import { batchWriterActor } from "./batch_writer.ts";
+import { latestCacheActor } from "./latest_cache.ts";
+import { replayActor } from "../venues/replay.ts";
+import { createSessions, type VenueSession } from "../venues/mod.ts";
+import type { LatestCache } from "../market/latest_cache.ts";
+import type { MarketStatus } from "../market/status.ts";
+import type { Exchange } from "../market/events.ts";
+import type { Logger } from "../lib/log.ts";
+
+/** What the market-data subtree needs. */
+export interface MarketDeps {
+  /** The configuration. */
+  config: Config;
+  /** The NATS connection. */
+  nats: NatsConnection;
+  /** ClickHouse client bound to `default`. */
+  clickhouse: ClickHouseClient;
+  /** Resolves once ClickHouse's migrations are applied. */
+  clickhouseReady: Promise<void>;
+  /** Shared pipeline figures. */
+  status: MarketStatus;
+  /** The latest-price cache (also read by the API and the paper broker). */
+  cache: LatestCache;
+  /** The engine's logger. */
+  log: Logger;
+  /** The venue sessions. @default {createSessions(config)} */
+  sessions?: VenueSession[];
+}
+
+/** Configured symbols of every enabled exchange. */
+export function configuredSymbols(config: Pick<Config, "exchanges">): Map<Exchange, string[]> {
+  const symbols = new Map<Exchange, string[]>();
+  for (const [exchange, section] of Object.entries(config.exchanges)) {
+    if (section.enabled) symbols.set(exchange as Exchange, [...section.symbols]);
+  }
+  return symbols;
+}
+
+/** The market-data supervisor (`one_for_one`: one venue's trouble never restarts another). */
+export function marketSupervisor(deps: MarketDeps): ChildSpec {
+  const { config, nats, status, log } = deps;
+  const sessions = deps.sessions ?? createSessions(config);
+  const replaying = config.replay.file !== "";
+  const children: ChildSpec[] = [];
+  if (config.writer.enabled) {
+    children.push(batchWriterActor({
+      nats,
+      clickhouse: deps.clickhouse,
+      database: config.clickhouse.database,
+      status,
+      options: config.writer,
+      clickhouseReady: deps.clickhouseReady,
+      log,
+    }));
+  }
+  children.push(latestCacheActor({ nats, cache: deps.cache, log }));
+  children.push(validatorActor({
+    nats,
+    status,
+    // A capture's exchange times are as old as the capture: in replay only
+    // the time-window checks are lifted, every other check still applies.
+    options: replaying
+      ? { ...config.validator, max_lag_ms: MAX_TIMER_MS, max_future_ms: MAX_TIMER_MS }
+      : config.validator,
+    log,
+  }));
+  const batching = {
+    publish_batch_ms: config.feeds.publish_batch_ms,
+    publish_batch_max: config.feeds.publish_batch_max,
+  };
+  if (replaying) {
+    children.push(replayActor(config.replay.file, sessions, {
+      nats,
+      status,
+      log,
+      speed: config.replay.speed,
+      loop: config.replay.loop,
+      ...batching,
+    }));
+  } else {
+    for (const session of sessions) {
+      const venue = config.exchanges[session.exchange];
+      children.push(feedActor(session, {
+        nats,
+        status,
+        log,
+        options: {
+          stale_after_ms: venue.stale_after_ms,
+          reconnect_initial_ms: venue.reconnect_initial_ms,
+          reconnect_max_ms: venue.reconnect_max_ms,
+          ...batching,
+        },
+      }));
+    }
+  }
+  return supervisor({
+    name: "market",
+    strategy: "one_for_one",
+    intensity: config.supervisor.intensity,
+    periodMs: config.supervisor.period_ms,
+    backoff: {
+      initialMs: config.supervisor.backoff_initial_ms,
+      maxMs: config.supervisor.backoff_max_ms,
+      jitter: config.supervisor.backoff_jitter,
+    },
+    log: log.child({ component: "supervisor" }),
+  }, children);
+}
