@@ -1,0 +1,949 @@
+/**
+ * The position tracker: fills from the JetStream stream `FILLS` into
+ * positions, cash and realized P&L in PostgreSQL — each fill exactly once —
+ * and into the in-process {@linkcode PortfolioState}; periodic portfolio
+ * snapshots.
+ *
+ * How it works:
+ *
+ * 1. At start it makes sure the stream (unless `ensure_stream: false`) and
+ *    its durable pull consumer `position_tracker` exist
+ *    (`trading/fills_stream.ts`), initialises the portfolio with
+ *    `portfolio.starting_cash` when it is pristine, and loads the
+ *    {@linkcode PortfolioState} from PostgreSQL (open orders too on the first
+ *    start). It retries with backoff while NATS or PostgreSQL say no.
+ * 2. Fills arrive through `consume()`; whatever has arrived while the last
+ *    batch was being written makes the next batch (at most `batch_max`), so
+ *    a quiet stream gets one small transaction per fill and a busy one
+ *    shares transactions.
+ * 3. Per batch, ONE transaction: the fills' rows are read and locked
+ *    (`SELECT … FOR UPDATE`) with their orders' portfolio; those whose
+ *    `realized_pnl` is still NULL are applied in stream order to the locked
+ *    position rows and portfolio cash (`applyTrackedFill`: average cost,
+ *    flips through zero, fees; every figure rounded to 8 decimals); then
+ *    `UPDATE fills SET realized_pnl = … WHERE id = … AND realized_pnl IS
+ *    NULL RETURNING id` marks them applied, positions are upserted and the
+ *    portfolios' cash and realized P&L (and, for the tracked portfolio,
+ *    equity and exposure at the current marks) updated. Commit, then every
+ *    message is acked, then the state records the new figures and
+ *    `positions.<symbol>` is published for each changed position.
+ * 4. Exactly once: a redelivered fill (a crash between commit and ack, a
+ *    duplicate publish) finds `realized_pnl` set and changes nothing; it is
+ *    acked.
+ * 5. Bad input never stops it: a message that is not a {@linkcode FillMessage}
+ *    is dead-lettered on `dlq.fills` and acked; a fill whose row does not
+ *    exist (yet) is redelivered after `missing_fill_delay_ms` up to
+ *    `missing_fill_deliveries` times, then dead-lettered; a batch the
+ *    database refuses for its data (an integrity error, a figure that does not
+ *    fit NUMERIC(20,8)) is split and the fill at fault dead-lettered. Other
+ *    database failures are retried with backoff, holding the batch (its
+ *    messages kept from redelivery with `working()`).
+ * 6. Every `portfolio.snapshot_interval_ms` (between batches) the tracked
+ *    portfolio is valued at the current marks and stored as a
+ *    `portfolio_snapshots` row, its portfolio row's equity and exposure and the
+ *    positions' marks are updated, and the snapshot is published on
+ *    `portfolio.snapshot`.
+ *
+ * Marks: {@linkcode markPrice} — the mid of the freshest fresh best bid/ask,
+ * else the newest last trade, else the newest mid; a position without any is
+ * valued at its average entry price.
+ *
+ * The lead wires it with the shared `PortfolioState` (also given to the
+ * execution engine) after `ensureStreams(nc, [fillsStream()])`; one tracker
+ * per consumer.
+ *
+ * @example
+ * ```ts
+ * const state = new PortfolioState({ starting_cash: config.portfolio.starting_cash });
+ * const tracker = positionTrackerActor({
+ *   nats, sql, cache, state, log,
+ *   options: { portfolio: config.portfolio, max_price_age_ms: config.execution.max_price_age_ms },
+ * });
+ * ```
+ *
+ * @module
+ */
+
+import type { NatsConnection } from "@nats-io/nats-core";
+import { type ConsumerMessages, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
+import type { Sql, TransactionSql } from "postgres";
+import { actor } from "./actor.ts";
+import type { ChildSpec } from "./types.ts";
+import { encodeJson } from "../adapters/codec.ts";
+import { ensureStreams } from "../adapters/nats.ts";
+import { backoffDelay } from "../lib/backoff.ts";
+import { type Clock, systemClock } from "../lib/clock.ts";
+import type { Logger } from "../lib/log.ts";
+import type { LatestCache } from "../market/latest_cache.ts";
+import { ensureBatchWriterConsumer } from "../market/md_stream.ts";
+import { symbolToken } from "../market/subjects.ts";
+import {
+  DbError,
+  insertSnapshot,
+  IntegrityError,
+  mapDbError,
+  markPositions,
+  unitOfWork,
+  upsertPortfolio,
+  upsertPositions,
+} from "../db/mod.ts";
+import { type Decimal, fromDb, parseDecimal, toJson, ZERO } from "../trading/money.ts";
+import {
+  emptyPosition,
+  markPosition,
+  type PortfolioValue,
+  type Position,
+  type PositionValue,
+  type PositionValueJson,
+  positionValueToJson,
+  valuePortfolio,
+} from "../trading/positions.ts";
+import {
+  type AppliedFill,
+  applyTrackedFill,
+  markPrice,
+  type PortfolioState,
+  roundMoney,
+} from "../trading/portfolio_state.ts";
+import {
+  DEFAULT_FILLS_STREAM,
+  DEFAULT_POSITION_TRACKER_CONSUMER,
+  type FillMessage,
+  FILLS_DLQ_SUBJECT,
+  fillsStream,
+  parseFillMessage,
+  positionTrackerConsumer,
+} from "../trading/fills_stream.ts";
+import type { Side } from "../trading/signal.ts";
+
+/** Default name of the tracker in the supervision tree. */
+export const DEFAULT_POSITION_TRACKER_NAME = "position_tracker";
+/** Most fills applied in one transaction. */
+export const DEFAULT_TRACKER_BATCH_MAX = 500;
+/** Deliveries of a fill whose row is missing before it is dead-lettered. */
+export const DEFAULT_MISSING_FILL_DELIVERIES = 5;
+/** Redelivery delay of a fill whose row is missing, ms. */
+export const DEFAULT_MISSING_FILL_DELAY_MS = 1_000;
+/** First delay before retrying a failed transaction or set-up, ms. */
+export const DEFAULT_TRACKER_RETRY_INITIAL_MS = 100;
+/** Longest delay before retrying a failed transaction or set-up, ms. */
+export const DEFAULT_TRACKER_RETRY_MAX_MS = 5_000;
+/** Who the tracker's writes are recorded as (`updated_by`). */
+export const POSITION_TRACKER_ACTOR = "position_tracker";
+
+/** What the tracker is configured with. */
+export interface PositionTrackerOptions {
+  /** `config.portfolio`: starting cash and snapshot interval. */
+  portfolio: { starting_cash: string; snapshot_interval_ms: number };
+  /** A quote older than this (ms) is not a fresh mark (`config.execution.max_price_age_ms`). */
+  max_price_age_ms: number;
+  /** Most fills per transaction. @default {DEFAULT_TRACKER_BATCH_MAX} */
+  batch_max?: number | undefined;
+  /** Redelivery delay of an unacknowledged fill, ms. @default {DEFAULT_FILLS_ACK_WAIT_MS} */
+  ack_wait_ms?: number | undefined;
+  /** See {@linkcode DEFAULT_MISSING_FILL_DELIVERIES}. */
+  missing_fill_deliveries?: number | undefined;
+  /** See {@linkcode DEFAULT_MISSING_FILL_DELAY_MS}. */
+  missing_fill_delay_ms?: number | undefined;
+  /** See {@linkcode DEFAULT_TRACKER_RETRY_INITIAL_MS}. */
+  retry_initial_ms?: number | undefined;
+  /** See {@linkcode DEFAULT_TRACKER_RETRY_MAX_MS}. */
+  retry_max_ms?: number | undefined;
+}
+
+/** Figures of a running tracker, shared with health and tests. */
+export interface PositionTrackerStatus {
+  /** Set up and consuming. */
+  running: boolean;
+  /** Transactions committed. */
+  batches: number;
+  /** Fills applied to positions. */
+  applied: number;
+  /** Fills seen again and skipped (already applied). */
+  duplicates: number;
+  /** Messages dead-lettered. */
+  dead_lettered: number;
+  /** Fills redelivered later because their row was missing. */
+  missing: number;
+  /** Snapshots stored. */
+  snapshots: number;
+  /** Failed transactions retried. */
+  retries: number;
+  /** Id of the last fill applied. */
+  last_fill_id: string | null;
+  /** Message of the last error, if any. */
+  last_error: string | null;
+}
+
+/** A fresh {@linkcode PositionTrackerStatus}. */
+export function newPositionTrackerStatus(): PositionTrackerStatus {
+  return {
+    running: false,
+    batches: 0,
+    applied: 0,
+    duplicates: 0,
+    dead_lettered: 0,
+    missing: 0,
+    snapshots: 0,
+    retries: 0,
+    last_fill_id: null,
+    last_error: null,
+  };
+}
+
+/** What {@linkcode positionTrackerActor} needs. */
+export interface PositionTrackerDeps {
+  /** The engine's NATS connection. */
+  nats: NatsConnection;
+  /** The PostgreSQL pool (from `createPostgres`). */
+  sql: Sql;
+  /** Latest market data, for marks. */
+  cache: LatestCache;
+  /** The shared in-process portfolio the tracker keeps current. */
+  state: PortfolioState;
+  /** Settings. */
+  options: PositionTrackerOptions;
+  /** @default {nullLogger} */
+  log?: Logger | undefined;
+  /** @default {systemClock} */
+  clock?: Clock | undefined;
+  /** Figures to keep current. @default {a new one} */
+  status?: PositionTrackerStatus | undefined;
+  /** Name in the supervision tree. @default {DEFAULT_POSITION_TRACKER_NAME} */
+  name?: string | undefined;
+  /** Stream name. @default {DEFAULT_FILLS_STREAM} */
+  stream?: string | undefined;
+  /** Durable consumer name. @default {DEFAULT_POSITION_TRACKER_CONSUMER} */
+  consumer?: string | undefined;
+  /**
+   * Prepended to every subject it uses (`fills.*`, `positions.*`,
+   * `portfolio.snapshot`, `dlq.fills`), e.g. `"t1a2b."` in tests. @default {""}
+   */
+  subject_prefix?: string | undefined;
+  /** Create or update the stream at start. @default {true} */
+  ensure_stream?: boolean | undefined;
+}
+
+/** A `positions.<symbol>` message. */
+export interface PositionMessage extends PositionValueJson {
+  /** Portfolio. */
+  portfolio_id: string;
+  /** Whether `mark_price` is a market price (false: the average entry price). */
+  marked: boolean;
+  /** The last fill applied to it. */
+  last_fill_id: string;
+  /** When it was published, ms since the epoch. */
+  at: number;
+}
+
+/** The `portfolio.snapshot` message. */
+export interface SnapshotMessage {
+  /** Portfolio. */
+  portfolio_id: string;
+  /** When it was taken, ms since the epoch. */
+  taken_at: number;
+  /** Cash the portfolio started with. */
+  starting_cash: string;
+  /** Cash. */
+  cash: string;
+  /** Cash + market value. */
+  equity: string;
+  /** Σ|market value|. */
+  gross_exposure: string;
+  /** Σ market value. */
+  net_exposure: string;
+  /** Σ realized P&L. */
+  realized_pnl: string;
+  /** Σ unrealized P&L. */
+  unrealized_pnl: string;
+  /** Equity − starting cash. */
+  total_pnl: string;
+  /** Each position, valued. */
+  positions: PositionValueJson[];
+  /** Positions valued at their average entry price for want of a mark. */
+  unmarked: string[];
+}
+
+/** A dead letter on `dlq.fills`. */
+export interface FillDeadLetter {
+  /** Always `position_tracker`. */
+  stage: "position_tracker";
+  /** `malformed`, `unknown_fill` or `unapplicable`. */
+  reason: string;
+  /** What is wrong. */
+  detail: string;
+  /** The message's subject. */
+  subject: string;
+  /** Its stream sequence. */
+  stream_seq: number;
+  /** Its payload as text (at most 4096 characters). */
+  data: string;
+  /** When it was dead-lettered, ms since the epoch. */
+  at: number;
+}
+
+/**
+ * The child spec of the position tracker (see the module doc). Permanent;
+ * a crash (e.g. the consumer deleted) is restarted by its supervisor.
+ */
+export function positionTrackerActor(deps: PositionTrackerDeps): ChildSpec {
+  return actor({
+    name: deps.name ?? DEFAULT_POSITION_TRACKER_NAME,
+    shutdownMs: 10_000,
+    run: (ctx) => new Tracker(deps, ctx.signal, ctx.log).run(),
+  }, {
+    nats: deps.nats,
+    ...(deps.log ? { log: deps.log } : {}),
+    ...(deps.clock ? { clock: deps.clock } : {}),
+  });
+}
+
+/** A fill row as locked for applying. */
+interface FillRow {
+  id: string;
+  symbol: string;
+  side: Side;
+  qty: string;
+  price: string;
+  commission: string;
+  filled_at: Date;
+  pending: boolean;
+  portfolio_id: string;
+}
+
+/** A message of the batch being applied. */
+interface Item {
+  msg: JsMsg;
+  fill: FillMessage;
+}
+
+/** What one transaction did. */
+interface BatchResult {
+  applied: Array<{ portfolio_id: string; fill_id: string; applied: AppliedFill }>;
+  applied_items: Item[];
+  duplicates: Item[];
+  missing: Item[];
+}
+
+/** Thrown for a batch the database refuses because of its data: not worth retrying as it is. */
+class UnapplicableError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "UnapplicableError";
+  }
+}
+
+const textDecoder = new TextDecoder();
+
+/** A wake-up call between the consume callback, the snapshot timer and the worker. */
+class Wakeup {
+  #waiter: (() => void) | null = null;
+  #pending = false;
+  notify(): void {
+    this.#pending = true;
+    const waiter = this.#waiter;
+    this.#waiter = null;
+    waiter?.();
+  }
+  wait(): Promise<void> {
+    if (this.#pending) {
+      this.#pending = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      this.#waiter = () => {
+        this.#pending = false;
+        resolve();
+      };
+    });
+  }
+}
+
+class Tracker {
+  readonly #deps: PositionTrackerDeps;
+  readonly #signal: AbortSignal;
+  readonly #log: Logger;
+  readonly #clock: Clock;
+  readonly #status: PositionTrackerStatus;
+  readonly #stream: string;
+  readonly #consumer: string;
+  readonly #prefix: string;
+  readonly #batchMax: number;
+  readonly #startingCash: Decimal;
+  readonly #pending: JsMsg[] = [];
+  readonly #wake = new Wakeup();
+  #snapshotDue = false;
+
+  constructor(deps: PositionTrackerDeps, signal: AbortSignal, log: Logger) {
+    this.#deps = deps;
+    this.#signal = signal;
+    this.#log = log;
+    this.#clock = deps.clock ?? systemClock;
+    this.#status = deps.status ?? newPositionTrackerStatus();
+    this.#stream = deps.stream ?? DEFAULT_FILLS_STREAM;
+    this.#consumer = deps.consumer ?? DEFAULT_POSITION_TRACKER_CONSUMER;
+    this.#prefix = deps.subject_prefix ?? "";
+    this.#batchMax = deps.options.batch_max ?? DEFAULT_TRACKER_BATCH_MAX;
+    if (!Number.isSafeInteger(this.#batchMax) || this.#batchMax < 1) {
+      throw new RangeError(`batch_max must be a positive integer, got ${this.#batchMax}`);
+    }
+    const interval = deps.options.portfolio.snapshot_interval_ms;
+    if (!Number.isFinite(interval) || interval < 1) {
+      throw new RangeError(`snapshot_interval_ms must be >= 1, got ${interval}`);
+    }
+    this.#startingCash = parseDecimal(deps.options.portfolio.starting_cash);
+    if (!this.#startingCash.eq(deps.state.starting_cash)) {
+      this.#log.warn("portfolio state and tracker disagree on the starting cash", {
+        state: toJson(deps.state.starting_cash),
+        tracker: toJson(this.#startingCash),
+      });
+    }
+  }
+
+  async run(): Promise<void> {
+    const messages = await this.#setUp();
+    if (messages === null) return;
+    this.#status.running = true;
+    this.#log.info("Position tracker started", {
+      stream: this.#stream,
+      consumer: this.#consumer,
+      portfolio: this.#deps.state.portfolio_id,
+    });
+    const timers = new AbortController();
+    const stop = AbortSignal.any([this.#signal, timers.signal]);
+    const onAbort = () => this.#wake.notify();
+    this.#signal.addEventListener("abort", onAbort, { once: true });
+    let consumerClosed = false;
+    const closed = messages.closed().then((error) => {
+      consumerClosed = true;
+      this.#wake.notify();
+      return error;
+    });
+    const snapshots = this.#snapshotTimer(stop);
+    try {
+      while (!this.#signal.aborted) {
+        if (this.#pending.length === 0 && !this.#snapshotDue) {
+          if (consumerClosed) {
+            const error = await closed;
+            throw new Error("Fills consumer closed unexpectedly", {
+              ...(error instanceof Error ? { cause: error } : {}),
+            });
+          }
+          await this.#wake.wait();
+          continue;
+        }
+        if (this.#pending.length > 0) {
+          const batch = this.#pending.splice(0, this.#batchMax);
+          await this.#process(batch);
+        }
+        if (this.#snapshotDue && !this.#signal.aborted) {
+          this.#snapshotDue = false;
+          await this.#snapshot();
+        }
+      }
+    } finally {
+      this.#status.running = false;
+      this.#signal.removeEventListener("abort", onAbort);
+      timers.abort();
+      await messages.close().catch(() => {});
+      for (const msg of this.#pending.splice(0)) msg.nak();
+      await snapshots;
+    }
+  }
+
+  /** Stream, consumer, portfolio and state; null when stopped first. */
+  async #setUp(): Promise<ConsumerMessages | null> {
+    const { nats, sql, state, options } = this.#deps;
+    for (let attempt = 0; !this.#signal.aborted; attempt++) {
+      try {
+        if (this.#deps.ensure_stream !== false) {
+          await ensureStreams(nats, [
+            fillsStream({ stream: this.#stream, subject_prefix: this.#prefix }),
+          ], this.#log);
+        }
+        const jsm = await jetstreamManager(nats);
+        await ensureBatchWriterConsumer(
+          jsm,
+          this.#stream,
+          positionTrackerConsumer({
+            consumer: this.#consumer,
+            subject_prefix: this.#prefix,
+            ...(options.ack_wait_ms !== undefined ? { ack_wait_ms: options.ack_wait_ms } : {}),
+            max_ack_pending: Math.max(1_000, this.#batchMax * 4),
+          }),
+          this.#log,
+        );
+        await state.load(sql, { open_orders: !state.loaded, by: POSITION_TRACKER_ACTOR });
+        const consumer = await jetstream(nats).consumers.get(this.#stream, this.#consumer);
+        return await consumer.consume({
+          max_messages: this.#batchMax * 2,
+          callback: (msg) => {
+            this.#pending.push(msg);
+            this.#wake.notify();
+          },
+        });
+      } catch (error) {
+        if (nats.isClosed()) throw error;
+        const delayMs = this.#delay(attempt);
+        this.#status.last_error = errorMessage(error);
+        this.#log.warn("Position tracker cannot set up, retrying", {
+          stream: this.#stream,
+          consumer: this.#consumer,
+          attempt: attempt + 1,
+          retry_in_ms: delayMs,
+          error: errorMessage(error),
+        });
+        await this.#clock.sleep(delayMs, this.#signal).catch(() => {});
+      }
+    }
+    return null;
+  }
+
+  async #snapshotTimer(stop: AbortSignal): Promise<void> {
+    const interval = this.#deps.options.portfolio.snapshot_interval_ms;
+    while (!stop.aborted) {
+      try {
+        await this.#clock.sleep(interval, stop);
+      } catch {
+        return;
+      }
+      this.#snapshotDue = true;
+      this.#wake.notify();
+    }
+  }
+
+  #delay(attempt: number): number {
+    const o = this.#deps.options;
+    return backoffDelay(Math.min(attempt, 30), {
+      initialMs: o.retry_initial_ms ?? DEFAULT_TRACKER_RETRY_INITIAL_MS,
+      maxMs: o.retry_max_ms ?? DEFAULT_TRACKER_RETRY_MAX_MS,
+    });
+  }
+
+  // -- fills ----------------------------------------------------------------------------------
+
+  async #process(batch: JsMsg[]): Promise<void> {
+    const items: Item[] = [];
+    for (const msg of batch) {
+      let fill: FillMessage;
+      try {
+        fill = parseFillMessage(JSON.parse(textDecoder.decode(msg.data)));
+      } catch (error) {
+        this.#deadLetter(msg, "malformed", errorMessage(error));
+        msg.ack();
+        continue;
+      }
+      items.push({ msg, fill });
+    }
+    if (items.length === 0) return;
+    await this.#applyWithRetry(items);
+  }
+
+  /** Applies `items` in one transaction, retrying transient failures; splits on bad data. */
+  async #applyWithRetry(items: Item[]): Promise<void> {
+    for (let attempt = 0;; attempt++) {
+      try {
+        const result = await unitOfWork(this.#deps.sql, (tx) => this.#applyBatch(tx, items), {
+          clock: this.#clock,
+        });
+        this.#settle(result);
+        return;
+      } catch (error) {
+        if (error instanceof UnapplicableError || isDataError(error)) {
+          if (items.length > 1) {
+            for (const item of items) await this.#applyWithRetry([item]);
+            return;
+          }
+          const [item] = items;
+          if (item === undefined) return;
+          this.#log.error("fill cannot be applied; dead-lettered", {
+            fill_id: item.fill.id,
+            error: errorMessage(error),
+          });
+          this.#deadLetter(item.msg, "unapplicable", errorMessage(error));
+          item.msg.ack();
+          return;
+        }
+        this.#status.retries++;
+        this.#status.last_error = errorMessage(error);
+        if (this.#signal.aborted || this.#deps.nats.isClosed()) {
+          for (const item of items) item.msg.nak();
+          return;
+        }
+        const delayMs = this.#delay(attempt);
+        this.#log.warn("Position tracker transaction failed, retrying", {
+          fills: items.length,
+          attempt: attempt + 1,
+          retry_in_ms: delayMs,
+          error: errorMessage(error),
+        });
+        for (const item of items) item.msg.working();
+        try {
+          await this.#clock.sleep(delayMs, this.#signal);
+        } catch {
+          for (const item of items) item.msg.nak();
+          return;
+        }
+      }
+    }
+  }
+
+  async #applyBatch(tx: TransactionSql, items: Item[]): Promise<BatchResult> {
+    const state = this.#deps.state;
+    const ids = [...new Set(items.map((item) => item.fill.id))];
+    const rows = await tx<FillRow[]>`
+      SELECT f.id::text AS id, f.symbol, f.side, f.qty::text AS qty, f.price::text AS price,
+        f.commission::text AS commission, f.filled_at, f.realized_pnl IS NULL AS pending,
+        o.portfolio_id
+      FROM fills f JOIN orders o ON o.id = f.order_id
+      WHERE f.id IN (SELECT jsonb_array_elements_text(${JSON.stringify(ids)}::text::jsonb)::bigint)
+      ORDER BY f.id
+      FOR UPDATE OF f`;
+    const byId = new Map(rows.map((row) => [row.id, row]));
+    const result: BatchResult = { applied: [], applied_items: [], duplicates: [], missing: [] };
+    const toApply: FillRow[] = [];
+    const seen = new Set<string>();
+    for (const item of items) {
+      const row = byId.get(item.fill.id);
+      if (row === undefined) result.missing.push(item);
+      else if (!row.pending || seen.has(row.id)) result.duplicates.push(item);
+      else {
+        seen.add(row.id);
+        toApply.push(row);
+        result.applied_items.push(item);
+      }
+    }
+    if (toApply.length === 0) return result;
+
+    const pairs = uniqueBy(
+      toApply.map((row) => ({ portfolio_id: row.portfolio_id, symbol: row.symbol })),
+      (p) => pairKey(p.portfolio_id, p.symbol),
+    );
+    const stored = await tx<
+      {
+        portfolio_id: string;
+        symbol: string;
+        qty: string;
+        avg: string;
+        realized: string;
+        fees: string;
+      }[]
+    >`
+      SELECT p.portfolio_id, p.symbol, p.qty::text AS qty, p.avg_entry_price::text AS avg,
+        p.realized_pnl::text AS realized, p.commission::text AS fees
+      FROM positions p
+      JOIN jsonb_to_recordset(${JSON.stringify(pairs)}::text::jsonb)
+        AS k(portfolio_id text, symbol text)
+        ON k.portfolio_id = p.portfolio_id AND k.symbol = p.symbol
+      ORDER BY p.portfolio_id, p.symbol
+      FOR UPDATE OF p`;
+    const positions = new Map<string, Position>();
+    for (const p of stored) {
+      positions.set(pairKey(p.portfolio_id, p.symbol), {
+        symbol: p.symbol,
+        qty: fromDb(p.qty),
+        avg_entry_price: fromDb(p.avg),
+        realized_pnl: fromDb(p.realized),
+        fees: fromDb(p.fees),
+      });
+    }
+    const portfolioIds = [...new Set(toApply.map((row) => row.portfolio_id))].sort();
+    const portfolios = await tx<{ id: string; cash: string; realized: string }[]>`
+      SELECT id, cash::text AS cash, realized_pnl::text AS realized FROM portfolios
+      WHERE id IN (SELECT jsonb_array_elements_text(${JSON.stringify(portfolioIds)}::text::jsonb))
+      ORDER BY id
+      FOR UPDATE`;
+    const cash = new Map<string, Decimal>();
+    const realized = new Map<string, Decimal>();
+    for (const p of portfolios) {
+      cash.set(p.id, fromDb(p.cash));
+      realized.set(p.id, fromDb(p.realized));
+    }
+
+    const marks: Array<{ id: string; r: string }> = [];
+    const lastFill = new Map<string, string>();
+    for (const row of toApply) {
+      const key = pairKey(row.portfolio_id, row.symbol);
+      const before = positions.get(key) ?? emptyPosition(row.symbol);
+      const cashBefore = cash.get(row.portfolio_id);
+      if (cashBefore === undefined) {
+        throw new UnapplicableError(`Portfolio ${row.portfolio_id} of fill ${row.id} not found`);
+      }
+      let applied: AppliedFill;
+      try {
+        applied = applyTrackedFill(before, cashBefore, {
+          symbol: row.symbol,
+          side: row.side,
+          qty: fromDb(row.qty),
+          price: fromDb(row.price),
+          fee: fromDb(row.commission),
+          filled_at: row.filled_at.getTime(),
+        });
+      } catch (error) {
+        throw new UnapplicableError(`Fill ${row.id}: ${errorMessage(error)}`, { cause: error });
+      }
+      positions.set(key, applied.position);
+      cash.set(row.portfolio_id, applied.cash);
+      realized.set(
+        row.portfolio_id,
+        (realized.get(row.portfolio_id) ?? ZERO).plus(applied.realized),
+      );
+      lastFill.set(key, row.id);
+      marks.push({ id: row.id, r: applied.realized.toFixed() });
+      result.applied.push({ portfolio_id: row.portfolio_id, fill_id: row.id, applied });
+    }
+
+    const updated = await tx<{ id: string }[]>`
+      UPDATE fills f SET realized_pnl = x.r
+      FROM jsonb_to_recordset(${JSON.stringify(marks)}::text::jsonb) AS x(id bigint, r numeric)
+      WHERE f.id = x.id AND f.realized_pnl IS NULL
+      RETURNING f.id::text AS id`;
+    if (updated.length !== marks.length) {
+      // Impossible under the row locks; roll back rather than apply a fill twice.
+      throw new Error(`Expected to mark ${marks.length} fills applied, marked ${updated.length}`);
+    }
+    const by = { by: POSITION_TRACKER_ACTOR };
+    await upsertPositions(
+      tx,
+      pairs.map(({ portfolio_id, symbol }) => {
+        const key = pairKey(portfolio_id, symbol);
+        const p = positions.get(key)!;
+        return {
+          portfolio_id,
+          symbol,
+          qty: p.qty,
+          avg_entry_price: p.avg_entry_price,
+          realized_pnl: p.realized_pnl,
+          commission: p.fees,
+          last_fill_id: lastFill.get(key)!,
+        };
+      }),
+      by,
+    );
+    for (const id of portfolioIds) {
+      const newCash = cash.get(id)!;
+      const figures: Record<string, Decimal> = {
+        cash: newCash,
+        realized_pnl: roundMoney(realized.get(id) ?? ZERO),
+      };
+      if (id === state.portfolio_id) {
+        const merged = new Map<string, Position>();
+        for (const p of state.positions()) merged.set(p.symbol, p);
+        for (const [key, p] of positions) {
+          if (key.startsWith(`${id}\u0000`)) merged.set(p.symbol, p);
+        }
+        const value = valuePortfolio(
+          { starting_cash: state.starting_cash, cash: newCash, positions: merged },
+          this.#markOf(),
+        );
+        figures.equity = roundMoney(value.equity);
+        figures.market_value = roundMoney(value.net_exposure);
+        figures.gross_exposure = roundMoney(value.gross_exposure);
+        figures.net_exposure = roundMoney(value.net_exposure);
+        figures.unrealized_pnl = roundMoney(value.unrealized_pnl);
+      }
+      await upsertPortfolio(tx, { id, ...figures }, by);
+    }
+    return result;
+  }
+
+  /** After commit: ack, record in the state, publish the positions. */
+  #settle(result: BatchResult): void {
+    const { state } = this.#deps;
+    const status = this.#status;
+    const o = this.#deps.options;
+    status.batches++;
+    for (const item of result.applied_items) item.msg.ack();
+    for (const item of result.duplicates) item.msg.ack();
+    status.duplicates += result.duplicates.length;
+    const maxDeliveries = o.missing_fill_deliveries ?? DEFAULT_MISSING_FILL_DELIVERIES;
+    for (const item of result.missing) {
+      if (item.msg.info.deliveryCount >= maxDeliveries) {
+        this.#deadLetter(
+          item.msg,
+          "unknown_fill",
+          `fill ${item.fill.id} is not in the fills table after ${item.msg.info.deliveryCount} deliveries`,
+        );
+        item.msg.ack();
+      } else {
+        status.missing++;
+        item.msg.nak(o.missing_fill_delay_ms ?? DEFAULT_MISSING_FILL_DELAY_MS);
+      }
+    }
+    const changed = new Map<string, { portfolio_id: string; position: Position; fill: string }>();
+    for (const entry of result.applied) {
+      status.applied++;
+      status.last_fill_id = entry.fill_id;
+      if (entry.portfolio_id === state.portfolio_id) state.record(entry.applied);
+      changed.set(pairKey(entry.portfolio_id, entry.applied.symbol), {
+        portfolio_id: entry.portfolio_id,
+        position: entry.applied.position,
+        fill: entry.fill_id,
+      });
+    }
+    const now = this.#clock.now();
+    const markOf = this.#markOf();
+    for (const { portfolio_id, position, fill } of changed.values()) {
+      const mark = markOf(position.symbol);
+      const value = roundValue(markPosition(position, mark ?? position.avg_entry_price));
+      const message: PositionMessage = {
+        ...positionValueToJson(value),
+        portfolio_id,
+        marked: mark !== null,
+        last_fill_id: fill,
+        at: now,
+      };
+      this.#publish(`positions.${symbolToken(position.symbol)}`, message);
+    }
+  }
+
+  // -- snapshots ----------------------------------------------------------------------------
+
+  async #snapshot(): Promise<void> {
+    const { state, sql } = this.#deps;
+    const now = this.#clock.now();
+    const markOf = this.#markOf();
+    const value = roundPortfolio(state.value(markOf));
+    const marks = new Map<string, Decimal>();
+    for (const p of value.positions) {
+      if (!p.qty.isZero() && !value.unmarked.includes(p.symbol)) marks.set(p.symbol, p.mark_price);
+    }
+    const message: SnapshotMessage = {
+      portfolio_id: state.portfolio_id,
+      taken_at: now,
+      starting_cash: toJson(state.starting_cash),
+      cash: toJson(value.cash),
+      equity: toJson(value.equity),
+      gross_exposure: toJson(value.gross_exposure),
+      net_exposure: toJson(value.net_exposure),
+      realized_pnl: toJson(value.realized_pnl),
+      unrealized_pnl: toJson(value.unrealized_pnl),
+      total_pnl: toJson(value.total_pnl),
+      positions: value.positions.map(positionValueToJson),
+      unmarked: value.unmarked,
+    };
+    try {
+      await unitOfWork(sql, async (tx) => {
+        const by = { by: POSITION_TRACKER_ACTOR };
+        await insertSnapshot(tx, {
+          portfolio_id: state.portfolio_id,
+          taken_at: new Date(now),
+          cash: value.cash,
+          equity: value.equity,
+          market_value: value.net_exposure,
+          gross_exposure: value.gross_exposure,
+          net_exposure: value.net_exposure,
+          realized_pnl: value.realized_pnl,
+          unrealized_pnl: value.unrealized_pnl,
+          positions: message.positions,
+        }, by);
+        await upsertPortfolio(tx, {
+          id: state.portfolio_id,
+          equity: value.equity,
+          market_value: value.net_exposure,
+          gross_exposure: value.gross_exposure,
+          net_exposure: value.net_exposure,
+          unrealized_pnl: value.unrealized_pnl,
+        }, by);
+        if (marks.size > 0) {
+          await markPositions(tx, marks, {
+            portfolio_id: state.portfolio_id,
+            at: new Date(now),
+            ...by,
+          });
+        }
+      }, { clock: this.#clock });
+    } catch (error) {
+      this.#status.last_error = errorMessage(error);
+      this.#log.warn("Portfolio snapshot could not be stored; next interval", {
+        error: errorMessage(error),
+      });
+      return;
+    }
+    this.#status.snapshots++;
+    this.#publish("portfolio.snapshot", message);
+  }
+
+  // -- helpers ------------------------------------------------------------------------------
+
+  #markOf(): (symbol: string) => Decimal | null {
+    const now = this.#clock.now();
+    const { cache, options } = this.#deps;
+    const memo = new Map<string, Decimal | null>();
+    return (symbol) => {
+      let mark = memo.get(symbol);
+      if (mark === undefined) {
+        mark = markPrice(cache, symbol, options.max_price_age_ms, now);
+        memo.set(symbol, mark);
+      }
+      return mark;
+    };
+  }
+
+  #publish(subject: string, data: unknown): void {
+    try {
+      this.#deps.nats.publish(`${this.#prefix}${subject}`, encodeJson(data));
+    } catch (error) {
+      this.#log.warn("Position tracker cannot publish", { subject, error: errorMessage(error) });
+    }
+  }
+
+  #deadLetter(msg: JsMsg, reason: string, detail: string): void {
+    this.#status.dead_lettered++;
+    const letter: FillDeadLetter = {
+      stage: "position_tracker",
+      reason,
+      detail,
+      subject: msg.subject,
+      stream_seq: msg.seq,
+      data: textDecoder.decode(msg.data).slice(0, 4096),
+      at: this.#clock.now(),
+    };
+    this.#log.warn("fill message dead-lettered", { reason, detail, stream_seq: msg.seq });
+    this.#publish(FILLS_DLQ_SUBJECT, letter);
+  }
+}
+
+function pairKey(portfolioId: string, symbol: string): string {
+  return `${portfolioId}\u0000${symbol}`;
+}
+
+function uniqueBy<T>(items: T[], key: (item: T) => string): T[] {
+  const seen = new Map<string, T>();
+  for (const item of items) if (!seen.has(key(item))) seen.set(key(item), item);
+  return [...seen.values()];
+}
+
+function roundValue(value: PositionValue): PositionValue {
+  return {
+    ...value,
+    market_value: roundMoney(value.market_value),
+    unrealized_pnl: roundMoney(value.unrealized_pnl),
+  };
+}
+
+function roundPortfolio(value: PortfolioValue): PortfolioValue {
+  return {
+    ...value,
+    cash: roundMoney(value.cash),
+    equity: roundMoney(value.equity),
+    gross_exposure: roundMoney(value.gross_exposure),
+    net_exposure: roundMoney(value.net_exposure),
+    realized_pnl: roundMoney(value.realized_pnl),
+    unrealized_pnl: roundMoney(value.unrealized_pnl),
+    total_pnl: roundMoney(value.total_pnl),
+    positions: value.positions.map(roundValue),
+  };
+}
+
+/** Errors caused by the data of a fill rather than by the database being unavailable. */
+function isDataError(error: unknown): boolean {
+  if (error instanceof RangeError) return true;
+  const mapped = mapDbError(error);
+  return mapped instanceof IntegrityError ||
+    (mapped instanceof DbError && /numeric field overflow/i.test(mapped.message));
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

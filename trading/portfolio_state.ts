@@ -1,0 +1,563 @@
+/**
+ * The in-process view of one portfolio that the execution engine's risk
+ * checks read without a database round trip — as `market/status.ts` is for
+ * market data: per-symbol positions (signed quantity, average entry,
+ * realized P&L, fees), cash, realized P&L today, and the unfilled quantity of
+ * open orders per symbol and side.
+ *
+ * Who writes what:
+ * - the position tracker (`actors/position_tracker.ts`) loads it at start
+ *   ({@linkcode PortfolioState.load}) and, after each committed batch of
+ *   fills, records what it stored ({@linkcode PortfolioState.record});
+ * - the execution engine keeps the open orders current
+ *   ({@linkcode PortfolioState.setOpenOrder} /
+ *   {@linkcode PortfolioState.removeOpenOrder}, keyed by client order id) and
+ *   reads {@linkcode PortfolioState.riskFigures} for its `RiskContext`.
+ *
+ * Rounding: a fill is applied with `trading/positions.ts` and every figure
+ * is then rounded half-even to 8 decimals (`NUMERIC(20,8)`), the same values
+ * the tracker stores; so the view after a reload equals the view before, and
+ * the fills' `realized_pnl` sum exactly to the position's.
+ *
+ * "Today" is the UTC day (crypto trades around the clock; one boundary for
+ * every asset): realized P&L today is the sum of the realized P&L of fills
+ * executed (`filled_at`) since 00:00 UTC — what `fillTotalsBySymbol(sql,
+ * { from: utcDayStart(now) })` sums in PostgreSQL.
+ *
+ * Marks ({@linkcode markPrice}): the mid of the freshest fresh best bid/ask of
+ * any venue, else the newest last trade (of any age), else the newest mid (of
+ * any age), else none — then `valuePortfolio` values the position at its
+ * average entry price and lists it as unmarked.
+ *
+ * @example
+ * ```ts
+ * import { PortfolioState, markPrice } from "./portfolio_state.ts";
+ *
+ * const state = new PortfolioState({ starting_cash: "100000" });
+ * await state.load(sql);
+ * const figures = state.riskFigures("BTC-USDT", (s) => markPrice(cache, s, 5_000, Date.now()));
+ * // { position_qty, open_buy_qty, open_sell_qty, open_orders, gross_exposure, realized_pnl_today }
+ * ```
+ *
+ * @module
+ */
+
+import { type Clock, systemClock } from "../lib/clock.ts";
+import { EXCHANGES } from "../market/events.ts";
+import type { LatestCache } from "../market/latest_cache.ts";
+import {
+  DEFAULT_ACTOR,
+  DEFAULT_PORTFOLIO,
+  fillTotalsBySymbol,
+  listOpenOrders,
+  listPositions,
+  mapDbError,
+  type Queryable,
+} from "../db/mod.ts";
+import { DB_SCALE, Decimal, fromDb, parseDecimal, ZERO } from "./money.ts";
+import {
+  applyFill as applyPositionFill,
+  emptyPosition,
+  type Portfolio,
+  type PortfolioValue,
+  type Position,
+  valuePortfolio,
+} from "./positions.ts";
+import type { Side } from "./signal.ts";
+
+const DAY_MS = 86_400_000;
+
+/** Start of the UTC day of `ms` (00:00:00.000 UTC), ms since the epoch. */
+export function utcDayStart(ms: number): number {
+  return Math.floor(ms / DAY_MS) * DAY_MS;
+}
+
+/** `value` rounded half-even to 8 decimals, the scale of `NUMERIC(20,8)`. */
+export function roundMoney(value: Decimal): Decimal {
+  const rounded = value.toDecimalPlaces(DB_SCALE, Decimal.ROUND_HALF_EVEN);
+  return rounded.isZero() ? ZERO : rounded;
+}
+
+/** A fill as the portfolio applies it. */
+export interface TrackedFill {
+  /** Canonical symbol. */
+  symbol: string;
+  /** Buy or sell. */
+  side: Side;
+  /** Quantity, > 0. */
+  qty: Decimal;
+  /** Price, > 0. */
+  price: Decimal;
+  /** Fee paid; negative for a rebate. */
+  fee: Decimal;
+  /** When it was executed, ms since the epoch (decides the day of its realized P&L). */
+  filled_at: number;
+}
+
+/** What applying one fill did: the position and cash after it, and the P&L it realized. */
+export interface AppliedFill {
+  /** Canonical symbol. */
+  symbol: string;
+  /** The position after the fill, every figure rounded to 8 decimals. */
+  position: Position;
+  /** Cash after the fill, rounded to 8 decimals. */
+  cash: Decimal;
+  /** Realized P&L of this fill, net of its fee (what `fills.realized_pnl` stores). */
+  realized: Decimal;
+  /** When the fill was executed, ms since the epoch. */
+  filled_at: number;
+}
+
+/**
+ * Applies `fill` to `position` and `cash`, pure: the position through
+ * `trading/positions.ts` `applyFill`, cash moved by the notional and the fee,
+ * then every figure rounded half-even to 8 decimals. `realized` is the
+ * difference of the rounded realized P&L before and after, so the fills'
+ * realized P&L always sum to the position's.
+ *
+ * @example
+ * ```ts
+ * import { applyTrackedFill } from "./portfolio_state.ts";
+ * import { emptyPosition } from "./positions.ts";
+ * import { parseDecimal as d } from "./money.ts";
+ *
+ * const a = applyTrackedFill(emptyPosition("AAPL"), d("1000"), {
+ *   symbol: "AAPL", side: "buy", qty: d("3"), price: d("100"), fee: d("1"), filled_at: 0,
+ * });
+ * a.cash.toString(); // "699"
+ * a.realized.toString(); // "-1"
+ * ```
+ */
+export function applyTrackedFill(
+  position: Position,
+  cash: Decimal,
+  fill: TrackedFill,
+): AppliedFill {
+  const raw = applyPositionFill(position, {
+    side: fill.side,
+    qty: fill.qty,
+    price: fill.price,
+    fee: fill.fee,
+  });
+  const after: Position = {
+    symbol: position.symbol,
+    qty: roundMoney(raw.qty),
+    avg_entry_price: roundMoney(raw.avg_entry_price),
+    realized_pnl: roundMoney(raw.realized_pnl),
+    fees: roundMoney(raw.fees),
+  };
+  const notional = fill.qty.times(fill.price);
+  const moved = fill.side === "buy" ? cash.minus(notional) : cash.plus(notional);
+  return {
+    symbol: fill.symbol,
+    position: after,
+    cash: roundMoney(moved.minus(fill.fee)),
+    realized: after.realized_pnl.minus(position.realized_pnl),
+    filled_at: fill.filled_at,
+  };
+}
+
+/** An order still open, as the execution engine registers it. */
+export interface OpenOrderQty {
+  /** Canonical symbol. */
+  symbol: string;
+  /** Buy or sell. */
+  side: Side;
+  /** Quantity not yet filled; 0 or less removes the order. */
+  remaining_qty: Decimal;
+}
+
+/** Unfilled quantity of open orders in one symbol. */
+export interface OpenQty {
+  /** Σ remaining quantity of open buy orders. */
+  buy: Decimal;
+  /** Σ remaining quantity of open sell orders. */
+  sell: Decimal;
+}
+
+/** Exposure of the open positions at marks. */
+export interface StateExposure {
+  /** Σ |qty × mark|. */
+  gross: Decimal;
+  /** Σ qty × mark (shorts negative). */
+  net: Decimal;
+  /** Symbols with a position but no mark (valued at their average entry price). */
+  unmarked: string[];
+}
+
+/** The `RiskContext` fields the portfolio knows (see `trading/risk.ts`). */
+export interface RiskFigures {
+  /** Signed position in the symbol. */
+  position_qty: Decimal;
+  /** Unfilled quantity of open buy orders in the symbol. */
+  open_buy_qty: Decimal;
+  /** Unfilled quantity of open sell orders in the symbol. */
+  open_sell_qty: Decimal;
+  /** Open orders over the portfolio. */
+  open_orders: number;
+  /** Σ |qty × mark| over the positions. */
+  gross_exposure: Decimal;
+  /** Realized P&L of fills executed today (UTC). */
+  realized_pnl_today: Decimal;
+}
+
+/** Options of {@linkcode PortfolioState}. */
+export interface PortfolioStateOptions {
+  /** The portfolio mirrored. @default {DEFAULT_PORTFOLIO} */
+  portfolio_id?: string | undefined;
+  /** Cash the portfolio starts with (`portfolio.starting_cash`). */
+  starting_cash: Decimal | string;
+  /** For "today". @default {systemClock} */
+  clock?: Clock | undefined;
+}
+
+/** Options of {@linkcode PortfolioState.load}. */
+export interface LoadOptions {
+  /**
+   * Also read the open orders (merged into the registered ones: an order
+   * the database knows is set, others are kept). @default {true}
+   */
+  open_orders?: boolean | undefined;
+  /** Recorded as `updated_by` when the portfolio is initialised. @default {DEFAULT_ACTOR} */
+  by?: string | undefined;
+}
+
+/**
+ * One portfolio's positions, cash, realized P&L today and open-order
+ * quantities, in memory. See the module documentation.
+ */
+export class PortfolioState {
+  /** The portfolio mirrored. */
+  readonly portfolio_id: string;
+  /** Cash the portfolio started with. */
+  readonly starting_cash: Decimal;
+  readonly #clock: Clock;
+  readonly #positions = new Map<string, Position>();
+  #cash: Decimal;
+  #day = -1;
+  #realizedToday = ZERO;
+  readonly #openOrders = new Map<string, OpenOrderQty>();
+  readonly #openBySymbol = new Map<string, OpenQty>();
+  #version = 0;
+  #loaded = false;
+
+  /** Creates a state holding the starting cash and nothing else. */
+  constructor(options: PortfolioStateOptions) {
+    this.portfolio_id = options.portfolio_id ?? DEFAULT_PORTFOLIO;
+    this.starting_cash = parseDecimal(options.starting_cash);
+    this.#cash = this.starting_cash;
+    this.#clock = options.clock ?? systemClock;
+  }
+
+  /** Cash now. */
+  get cash(): Decimal {
+    return this.#cash;
+  }
+
+  /** Incremented on every change of positions or cash; lets readers skip unchanged states. */
+  get version(): number {
+    return this.#version;
+  }
+
+  /** Whether {@linkcode PortfolioState.load} completed at least once. */
+  get loaded(): boolean {
+    return this.#loaded;
+  }
+
+  /** The position in `symbol` (flat when there is none). */
+  position(symbol: string): Position {
+    return this.#positions.get(symbol) ?? emptyPosition(symbol);
+  }
+
+  /** Every position, flat ones included, by symbol. */
+  positions(): Position[] {
+    return [...this.#positions.values()].sort((a, b) =>
+      a.symbol < b.symbol ? -1 : a.symbol > b.symbol ? 1 : 0
+    );
+  }
+
+  /** Σ realized P&L over the positions, net of fees. */
+  realizedTotal(): Decimal {
+    let total = ZERO;
+    for (const position of this.#positions.values()) total = total.plus(position.realized_pnl);
+    return total;
+  }
+
+  /** Realized P&L of fills executed since 00:00 UTC of `nowMs`. */
+  realizedToday(nowMs: number = this.#clock.now()): Decimal {
+    return utcDayStart(nowMs) === this.#day ? this.#realizedToday : ZERO;
+  }
+
+  /**
+   * Applies `fill` to this state ({@linkcode applyTrackedFill}) and returns
+   * what it did; the tracker stores the same figures in PostgreSQL.
+   */
+  applyFill(fill: TrackedFill): AppliedFill {
+    const applied = applyTrackedFill(this.position(fill.symbol), this.#cash, fill);
+    this.record(applied);
+    return applied;
+  }
+
+  /**
+   * Installs what a committed fill did: the position and cash after it, and
+   * its realized P&L counted for its day (a fill of an earlier day than the
+   * one counted is not; a later day starts a new count).
+   */
+  record(applied: AppliedFill): void {
+    this.#positions.set(applied.symbol, applied.position);
+    this.#cash = applied.cash;
+    const day = utcDayStart(applied.filled_at);
+    if (day > this.#day) {
+      this.#day = day;
+      this.#realizedToday = applied.realized;
+    } else if (day === this.#day) {
+      this.#realizedToday = this.#realizedToday.plus(applied.realized);
+    }
+    this.#version++;
+  }
+
+  /** Replaces the position of its symbol (e.g. with the stored one). */
+  setPosition(position: Position): void {
+    this.#positions.set(position.symbol, position);
+    this.#version++;
+  }
+
+  /** Replaces the cash figure. */
+  setCash(cash: Decimal): void {
+    this.#cash = cash;
+    this.#version++;
+  }
+
+  /**
+   * Registers or updates an open order under `key` (its client order id)
+   * with its unfilled quantity; a quantity of 0 or less removes it.
+   */
+  setOpenOrder(key: string, order: OpenOrderQty): void {
+    this.removeOpenOrder(key);
+    if (!order.remaining_qty.gt(0)) return;
+    const entry = { symbol: order.symbol, side: order.side, remaining_qty: order.remaining_qty };
+    this.#openOrders.set(key, entry);
+    const sums = this.#openBySymbol.get(entry.symbol) ?? { buy: ZERO, sell: ZERO };
+    sums[entry.side] = sums[entry.side].plus(entry.remaining_qty);
+    this.#openBySymbol.set(entry.symbol, sums);
+  }
+
+  /** Forgets the open order `key` (filled, cancelled, rejected or expired); true when it was known. */
+  removeOpenOrder(key: string): boolean {
+    const entry = this.#openOrders.get(key);
+    if (entry === undefined) return false;
+    this.#openOrders.delete(key);
+    const sums = this.#openBySymbol.get(entry.symbol);
+    if (sums !== undefined) {
+      sums[entry.side] = sums[entry.side].minus(entry.remaining_qty);
+      if (sums.buy.isZero() && sums.sell.isZero()) this.#openBySymbol.delete(entry.symbol);
+    }
+    return true;
+  }
+
+  /** Unfilled quantity of open orders in `symbol`, per side. */
+  openQty(symbol: string): OpenQty {
+    const sums = this.#openBySymbol.get(symbol);
+    return sums === undefined ? { buy: ZERO, sell: ZERO } : { buy: sums.buy, sell: sums.sell };
+  }
+
+  /** Open orders registered. */
+  openOrderCount(): number {
+    return this.#openOrders.size;
+  }
+
+  /** The portfolio as `trading/positions.ts` sees it. */
+  portfolio(): Portfolio {
+    return {
+      starting_cash: this.starting_cash,
+      cash: this.#cash,
+      positions: new Map(this.#positions),
+    };
+  }
+
+  /** The portfolio valued at `markOf(symbol)` (see `valuePortfolio`). */
+  value(markOf: (symbol: string) => Decimal | null | undefined): PortfolioValue {
+    return valuePortfolio(this.portfolio(), markOf);
+  }
+
+  /** Gross and net exposure of the open positions at `markOf(symbol)`. */
+  exposure(markOf: (symbol: string) => Decimal | null | undefined): StateExposure {
+    let gross = ZERO;
+    let net = ZERO;
+    const unmarked: string[] = [];
+    for (const position of this.#positions.values()) {
+      if (position.qty.isZero()) continue;
+      let mark = markOf(position.symbol) ?? null;
+      if (mark === null) {
+        mark = position.avg_entry_price;
+        unmarked.push(position.symbol);
+      }
+      const value = position.qty.times(mark);
+      gross = gross.plus(value.abs());
+      net = net.plus(value);
+    }
+    return { gross, net, unmarked: unmarked.sort() };
+  }
+
+  /** The `RiskContext` figures of an order in `symbol`. */
+  riskFigures(
+    symbol: string,
+    markOf: (symbol: string) => Decimal | null | undefined,
+    nowMs: number = this.#clock.now(),
+  ): RiskFigures {
+    const open = this.openQty(symbol);
+    return {
+      position_qty: this.position(symbol).qty,
+      open_buy_qty: open.buy,
+      open_sell_qty: open.sell,
+      open_orders: this.#openOrders.size,
+      gross_exposure: this.exposure(markOf).gross,
+      realized_pnl_today: this.realizedToday(nowMs),
+    };
+  }
+
+  /**
+   * Reads the portfolio from PostgreSQL: initialises it with the starting
+   * cash when it is pristine ({@linkcode initPortfolio}), then replaces
+   * positions, cash and realized P&L today with the stored ones and, unless
+   * `open_orders: false`, merges in the open orders.
+   */
+  async load(sql: Queryable, options: LoadOptions = {}): Promise<void> {
+    const nowMs = this.#clock.now();
+    const row = await initPortfolio(sql, this.portfolio_id, this.starting_cash, {
+      by: options.by ?? DEFAULT_ACTOR,
+    });
+    const positions = await listPositions(sql, { portfolio_id: this.portfolio_id });
+    const day = utcDayStart(nowMs);
+    const totals = await fillTotalsBySymbol(sql, {
+      portfolio_id: this.portfolio_id,
+      from: new Date(day),
+    });
+    const open = options.open_orders === false
+      ? []
+      : await listOpenOrders(sql, { portfolio_id: this.portfolio_id });
+    this.#positions.clear();
+    for (const p of positions) {
+      this.#positions.set(p.symbol, {
+        symbol: p.symbol,
+        qty: fromDb(p.qty),
+        avg_entry_price: fromDb(p.avg_entry_price),
+        realized_pnl: fromDb(p.realized_pnl),
+        fees: fromDb(p.commission),
+      });
+    }
+    this.#cash = fromDb(row.cash);
+    this.#day = day;
+    this.#realizedToday = totals.reduce((sum, t) => sum.plus(fromDb(t.realized_pnl)), ZERO);
+    for (const order of open) {
+      this.setOpenOrder(order.client_order_id, {
+        symbol: order.symbol,
+        side: order.side,
+        remaining_qty: fromDb(order.qty).minus(fromDb(order.filled_qty)),
+      });
+    }
+    this.#loaded = true;
+    this.#version++;
+  }
+}
+
+/**
+ * Makes sure portfolio `id` exists and returns its cash: a missing one is
+ * created holding `startingCash`, and a pristine one — cash 0, equity 0,
+ * realized 0 and no position rows, as the migration creates `default` — is
+ * given `startingCash` (cash and equity). One statement, idempotent.
+ */
+export async function initPortfolio(
+  sql: Queryable,
+  id: string,
+  startingCash: Decimal,
+  options: { by?: string } = {},
+): Promise<{ cash: string; initialised: boolean }> {
+  const by = options.by ?? DEFAULT_ACTOR;
+  const cash = roundMoney(startingCash).toFixed(DB_SCALE);
+  const [changed] = await mapped(sql<{ cash: string }[]>`
+    INSERT INTO portfolios AS p (id, cash, equity, created_by, updated_by)
+    VALUES (${id}, ${cash}, ${cash}, ${by}, ${by})
+    ON CONFLICT (id) DO UPDATE SET cash = excluded.cash, equity = excluded.equity,
+      updated_by = excluded.updated_by
+    WHERE p.cash = 0 AND p.equity = 0 AND p.realized_pnl = 0
+      AND NOT EXISTS (SELECT 1 FROM positions WHERE portfolio_id = ${id})
+    RETURNING cash::text AS cash`);
+  if (changed !== undefined) return { cash: changed.cash, initialised: true };
+  const [row] = await mapped(sql<{ cash: string }[]>`
+    SELECT cash::text AS cash FROM portfolios WHERE id = ${id}`);
+  if (row === undefined) throw new Error(`Portfolio ${id} was neither initialised nor found`);
+  return { cash: row.cash, initialised: false };
+}
+
+/**
+ * The mark of `symbol` from the latest-market cache at `nowMs`: the mid of
+ * the freshest best bid/ask no older than `maxAgeMs` (both sides > 0), else
+ * the newest last trade of any venue and age, else the newest mid of any
+ * age, else null. Rounded half-even to 8 decimals.
+ */
+export function markPrice(
+  cache: LatestCache,
+  symbol: string,
+  maxAgeMs: number,
+  nowMs: number,
+): Decimal | null {
+  let freshMid: Decimal | null = null;
+  let freshAt = -Infinity;
+  for (const exchange of EXCHANGES) {
+    const quote = cache.bestBidAsk(exchange, symbol, maxAgeMs, nowMs);
+    if (quote === null || quote.ts_local <= freshAt) continue;
+    const mid = midOf(quote.bid_price, quote.ask_price);
+    if (mid === null) continue;
+    freshMid = mid;
+    freshAt = quote.ts_local;
+  }
+  if (freshMid !== null) return roundMoney(freshMid);
+  const snapshot = cache.latest(symbol);
+  if (snapshot === null) return null;
+  let trade: string | null = null;
+  let tradeAt = -Infinity;
+  let mid: Decimal | null = null;
+  let midAt = -Infinity;
+  for (const entry of snapshot.exchanges) {
+    if (entry.trade !== null && entry.trade.ts_local > tradeAt) {
+      trade = entry.trade.price;
+      tradeAt = entry.trade.ts_local;
+    }
+    if (entry.quote !== null && entry.quote.ts_local > midAt) {
+      const m = midOf(entry.quote.bid_price, entry.quote.ask_price);
+      if (m !== null) {
+        mid = m;
+        midAt = entry.quote.ts_local;
+      }
+    }
+  }
+  if (trade !== null) {
+    const parsed = positiveDecimal(trade);
+    if (parsed !== null) return roundMoney(parsed);
+  }
+  return mid === null ? null : roundMoney(mid);
+}
+
+async function mapped<T>(query: Promise<T>): Promise<T> {
+  try {
+    return await query;
+  } catch (error) {
+    throw mapDbError(error);
+  }
+}
+
+function midOf(bid: string, ask: string): Decimal | null {
+  const b = positiveDecimal(bid);
+  const a = positiveDecimal(ask);
+  return b === null || a === null ? null : b.plus(a).dividedBy(2);
+}
+
+function positiveDecimal(text: string): Decimal | null {
+  try {
+    const value = new Decimal(text);
+    return value.isFinite() && value.gt(0) ? value : null;
+  } catch {
+    return null;
+  }
+}
