@@ -1,0 +1,162 @@
+// deno-lint-ignore-file no-console
+/**
+ * End-to-end market-data benchmark: a Binance-speaking venue in its own
+ * process → feed actor → NATS → validator → NATS → batch writer → ClickHouse,
+ * composed exactly as the engine does (`marketSupervisor`). Prints:
+ * - trades/s from the first frame sent to the last row visible in ClickHouse
+ *   (a burst of `--trades`, default 300,000), beside the floor of a bare
+ *   ClickHouse insert of the same number of rows;
+ * - tick-to-row latency p50/p99 at a steady `--rate` (default 20,000/s for
+ *   10 s): the age of the newest stored trade (now − ts_local), sampled every
+ *   20 ms.
+ *
+ * Run with `deno task bench` (after the Deno benchmarks) or
+ * `deno run -A bench/pipeline.ts --trades=300000 --rate=20000`.
+ */
+
+import { startMarketPipeline } from "../tests/_market_pipeline.ts";
+import { quoteIdentifier } from "../adapters/clickhouse.ts";
+
+const args = new Map(Deno.args.map((a) => a.replace(/^--/, "").split("=") as [string, string]));
+const BURST = Number(args.get("trades") ?? "300000");
+const RATE = Number(args.get("rate") ?? "20000");
+const STEADY_S = Number(args.get("seconds") ?? "10");
+const SYMBOLS = ["BTC-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT"];
+
+async function startVenue(trades: number, rate: number) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      new URL("./_blast_venue.ts", import.meta.url).pathname,
+      `--trades=${trades}`,
+      `--rate=${rate}`,
+      `--symbols=${SYMBOLS.map((s) => s.replace("-", "")).join(",")}`,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!/listening (\d+)/.test(text)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("venue exited early");
+    text += value;
+  }
+  const drained = (async () => {
+    while (!(await reader.read()).done) { /* discard */ }
+  })();
+  const port = Number(/listening (\d+)/.exec(text)![1]);
+  return {
+    url: `ws://127.0.0.1:${port}`,
+    async [Symbol.asyncDispose]() {
+      child.kill();
+      await child.status;
+      await drained;
+    },
+  };
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+
+async function burst() {
+  await using venue = await startVenue(BURST, 0);
+  await using pipeline = await startMarketPipeline({
+    symbols: SYMBOLS,
+    env: {
+      TRADEWIRE_EXCHANGES__BINANCE__WS_URL: venue.url,
+      TRADEWIRE_VALIDATOR__DUPLICATE_WINDOW: "100000",
+    },
+  });
+  let received = 0;
+  let validated = 0;
+  for (;;) {
+    const n = await pipeline.countAll("market_trades");
+    const feed = pipeline.status.feed("binance");
+    if (!received && feed.frames >= BURST) received = Date.now();
+    if (!validated && pipeline.status.validator.accepted >= BURST) validated = Date.now();
+    if (n >= BURST) break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  const connected = pipeline.status.feed("binance").connected_at ?? 0;
+  console.log(
+    `  (all frames received after ${received - connected} ms, validated after ${
+      validated - connected
+    } ms)`,
+  );
+  // From the connection that received the first frame to the last row stored.
+  const seconds = (Date.now() - (pipeline.status.feed("binance").connected_at ?? 0)) / 1000;
+  const rows = await pipeline.countFinal("market_trades");
+
+  // Floor: the same number of rows inserted into ClickHouse straight, as one prepared body.
+  const table = `${quoteIdentifier(pipeline.database)}.market_trades`;
+  let body = "";
+  for (let i = 0; i < BURST; i++) {
+    body += `{"exchange":"floor","symbol":"BTC-USDT","venue_symbol":"BTCUSDT","ts_exchange":${
+      1_700_000_000_000_000 + i
+    },"ts_local":${
+      1_700_000_000_000_000 + i
+    },"trade_id":"${i}","price":100.5,"qty":0.01,"side":"buy"}\n`;
+  }
+  const t0 = performance.now();
+  const response = await fetch(
+    `http://127.0.0.1:8123/?query=${encodeURIComponent(`INSERT INTO ${table} FORMAT JSONEachRow`)}`,
+    { method: "POST", body },
+  );
+  await response.text();
+  const floorSeconds = (performance.now() - t0) / 1000;
+  return { rows, seconds, floorSeconds, feed: pipeline.status.feed("binance") };
+}
+
+async function steady() {
+  const total = RATE * STEADY_S;
+  await using venue = await startVenue(total, RATE);
+  await using pipeline = await startMarketPipeline({
+    symbols: SYMBOLS,
+    env: {
+      TRADEWIRE_EXCHANGES__BINANCE__WS_URL: venue.url,
+      TRADEWIRE_VALIDATOR__DUPLICATE_WINDOW: "100000",
+    },
+  });
+  const samples: number[] = [];
+  const memory: number[] = [];
+  const table = `${quoteIdentifier(pipeline.database)}.market_trades`;
+  for (;;) {
+    const result = await pipeline.clickhouse.query({
+      query: `SELECT max(ts_local) AS t, count() AS n FROM ${table}`,
+      format: "JSONEachRow",
+    });
+    const [row] = await result.json<{ t: string; n: string }>();
+    const nowUs = Date.now() * 1000;
+    if (Number(row?.n) > 0) samples.push((nowUs - Number(row!.t)) / 1000);
+    memory.push(Deno.memoryUsage().rss);
+    if (Number(row?.n) >= total) break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  samples.sort((a, b) => a - b);
+  return {
+    p50: percentile(samples, 50),
+    p99: percentile(samples, 99),
+    rssStartMb: (memory[0] ?? 0) / 2 ** 20,
+    rssEndMb: (memory.at(-1) ?? 0) / 2 ** 20,
+  };
+}
+
+const b = await burst();
+console.log("\nmarket-data pipeline (feed → NATS → validator → NATS → writer → ClickHouse)");
+console.log(
+  `  burst of ${BURST} trades: ${b.rows} rows in ${b.seconds.toFixed(2)} s = ${
+    Math.round(b.rows / b.seconds).toLocaleString("en")
+  } trades/s end to end` +
+    `   (floor: bare ClickHouse insert of the same rows ${
+      Math.round(BURST / b.floorSeconds).toLocaleString("en")
+    } rows/s)`,
+);
+const s = await steady();
+console.log(
+  `  steady ${RATE.toLocaleString("en")} trades/s for ${STEADY_S} s: tick-to-row p50 ${
+    s.p50.toFixed(0)
+  } ms, p99 ${s.p99.toFixed(0)} ms; RSS ${s.rssStartMb.toFixed(0)} → ${s.rssEndMb.toFixed(0)} MiB`,
+);
