@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-console
 /**
  * A Binance-speaking venue for the pipeline benchmark, run in its own process
  * so it does not share the engine's thread: serves `/stream?streams=…` and,
