@@ -25,6 +25,8 @@ import { createApp } from "./api/app.ts";
 import { httpServer } from "./api/server.ts";
 import type { HealthSource } from "./api/health.ts";
 import { configuredSymbols, marketSupervisor } from "./actors/market.ts";
+import { type TradingChildSpec, tradingSupervisor } from "./actors/trading.ts";
+import { tradingRoutes } from "./api/trading.ts";
 import { mdCleanStream } from "./market/md_stream.ts";
 import { MarketStatus } from "./market/status.ts";
 import { LatestCache } from "./market/latest_cache.ts";
@@ -143,6 +145,7 @@ export async function startEngine(
       }),
       degraded: () => marketProblems(config, market),
     };
+    const trading = tradingSupervisor({ config, nats, sql, cache, log });
     const children: ChildSpec[] = [
       migrationsActor({
         sql,
@@ -151,7 +154,7 @@ export async function startEngine(
         log,
         state: migrations,
       }),
-      ...featureChildren(context),
+      ...featureChildren(context, trading),
     ];
     if (config.http.enabled) {
       const app = createApp({
@@ -165,6 +168,14 @@ export async function startEngine(
             cache,
             status: market,
             symbols: () => configuredSymbols(config),
+          }),
+          "/api/v1/trading": tradingRoutes({
+            sql,
+            engine: trading.engine,
+            state: trading.state,
+            cache,
+            maxPriceAgeMs: config.execution.max_price_age_ms,
+            apiKeyHashes: config.http.api_key_hashes,
           }),
         },
       });
@@ -242,7 +253,7 @@ export async function startEngine(
  * The children of the root supervisor between migrations and HTTP: the
  * market-data and trading subtrees. Started in this order, stopped in reverse.
  */
-function featureChildren(context: EngineContext): ChildSpec[] {
+function featureChildren(context: EngineContext, trading: TradingChildSpec): ChildSpec[] {
   const { config, nats, clickhouse, migrations, market, cache, log } = context;
   return [
     marketSupervisor({
@@ -254,6 +265,7 @@ function featureChildren(context: EngineContext): ChildSpec[] {
       cache,
       log,
     }),
+    trading,
   ];
 }
 

@@ -49,13 +49,26 @@ export async function freshDatabase(): Promise<{ url: string; drop: () => Promis
   };
 }
 
+/** Options of {@linkcode startEngineProcess}. */
+export interface EngineProcessOptions {
+  /**
+   * Use this PostgreSQL database instead of a fresh one, and leave it when
+   * the process is disposed (a test restarting the engine on the same data
+   * owns and drops it). @default {a fresh database, dropped on dispose}
+   */
+  databaseUrl?: string | undefined;
+}
+
 /** Starts the engine with `env` on top of test defaults (fresh databases, a free port). */
 export async function startEngineProcess(
   env: Record<string, string> = {},
   args: string[] = [],
+  options: EngineProcessOptions = {},
 ): Promise<EngineProcess> {
   const port = freePort();
-  const database = await freshDatabase();
+  const database = options.databaseUrl === undefined
+    ? await freshDatabase()
+    : { url: options.databaseUrl, drop: () => Promise.resolve() };
   const chDatabase = new URL(database.url).pathname.slice(1);
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", MAIN, ...args],

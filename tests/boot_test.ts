@@ -30,6 +30,10 @@ Deno.test("the engine boots, reports ok with every component up, and exits 0 on 
     "root/market/batch_writer",
     "root/market/latest_cache",
     "root/market/validator",
+    "root/trading",
+    "root/trading/brokers",
+    "root/trading/position_tracker",
+    "root/trading/execution",
     "root/http",
   ]);
   for (const actor of health.actors) {

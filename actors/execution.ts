@@ -1,0 +1,367 @@
+/**
+ * The execution actor: feeds the {@linkcode ExecutionEngine} from the durable
+ * JetStream stream `SIGNALS` and answers kill-switch requests.
+ *
+ * On start it makes sure `SIGNALS` (and `FILLS`, which the engine publishes
+ * to) and its durable pull consumer `execution` exist, starts the engine,
+ * waits (at most `warmup_ms`) for market data to reach the cache — so that
+ * signals queued while the engine was down are not refused for want of a
+ * price — and, with `execution.reconcile_on_start`, reconciles open orders
+ * with the brokers; only then is it ready. Then:
+ *
+ * - Signals are pulled continuously into a buffer; whenever the engine is
+ *   free, everything buffered (up to `execution.batch_max`) goes in as ONE
+ *   batch: one transaction, one commit. Signals that arrive while a batch
+ *   commits make the next batch, so a lone signal waits for nothing and a
+ *   flood shares commits.
+ * - Each message becomes a {@linkcode SignalInput}: its strategy is the
+ *   subject's second token, its key `js-<stream sequence>` (used when the body
+ *   has no `id`), its time the stream's timestamp. A body that is not JSON is
+ *   recorded as `{ raw }` and rejected. `signals.rejected` (reject events) is
+ *   acknowledged and skipped.
+ * - The batch's messages are acknowledged only after the engine's
+ *   transaction committed. A crash before that means redelivery after the ack
+ *   wait; the engine finds the signals stored and returns their outcomes, so
+ *   every signal is processed exactly once. When the transaction fails the
+ *   messages are negatively acknowledged with a delay and come back.
+ * - `control.kill_switch` requests (`{ active, cancel_open?, reason? }`) are
+ *   answered with the kill switch's state ({@linkcode KillSwitchReply}).
+ *
+ * On stop it stops pulling, negatively acknowledges what it buffered (the next
+ * consumer gets it at once), waits for the batch in progress and stops the
+ * engine.
+ *
+ * @example
+ * ```ts
+ * const spec = executionActor({ nats, engine, config, log });
+ * // a child of the trading supervisor, after the brokers and the position tracker
+ * ```
+ *
+ * @module
+ */
+
+import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
+import { type Consumer, type ConsumerMessages, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
+import { decodeJson, encodeJson } from "../adapters/codec.ts";
+import { ensureStreams, type StreamSpec } from "../adapters/nats.ts";
+import type { Config } from "../config/mod.ts";
+import { backoffDelay } from "../lib/backoff.ts";
+import type { Clock } from "../lib/clock.ts";
+import type { Logger } from "../lib/log.ts";
+import { ensureBatchWriterConsumer } from "../market/md_stream.ts";
+import { type ExecutionEngine, ExecutionNotReadyError, type SignalInput } from "../trading/execution.ts";
+import {
+  DEFAULT_EXECUTION_CONSUMER,
+  DEFAULT_SIGNALS_STREAM,
+  executionConsumer,
+  type KillSwitchReply,
+  killSwitchSubject,
+  parseKillSwitchRequest,
+  signalsStream,
+  type SignalsStreamNames,
+  strategyOfSubject,
+} from "../trading/signals_stream.ts";
+import { actor } from "./actor.ts";
+import type { ChildSpec } from "./types.ts";
+
+/** Name of the actor in the supervision tree. */
+export const EXECUTION_ACTOR_NAME = "execution";
+/**
+ * Longest wait at start for market data (the first cache update, fresh prices
+ * of the open orders' symbols) before reconciling and consuming, in ms.
+ */
+export const DEFAULT_WARMUP_MS = 3_000;
+/** First delay before a failed batch is handed in again, in ms. */
+export const DEFAULT_BATCH_RETRY_INITIAL_MS = 200;
+/** Longest delay before a failed batch is handed in again, in ms. */
+export const DEFAULT_BATCH_RETRY_MAX_MS = 10_000;
+
+/** Names and tuning of the execution actor; tests give their own stream, consumer and prefix. */
+export interface ExecutionActorOptions extends SignalsStreamNames {
+  /** Durable consumer name. @default {DEFAULT_EXECUTION_CONSUMER} */
+  consumer?: string | undefined;
+  /** Redelivery delay of unacknowledged signals, in ms. @default {DEFAULT_SIGNALS_ACK_WAIT_MS} */
+  ack_wait_ms?: number | undefined;
+  /** Most delivered, unacknowledged signals. @default {max(4 × batch_max, 1000)} */
+  max_ack_pending?: number | undefined;
+  /** Extra streams to ensure at start, e.g. `fillsStream(...)` (the engine publishes to it). @default {[]} */
+  streams?: readonly StreamSpec[] | undefined;
+  /** Whether the actor creates or updates `SIGNALS` itself. @default {true} */
+  ensure_stream?: boolean | undefined;
+  /** Longest wait for market data at start, in ms; 0 skips it. @default {DEFAULT_WARMUP_MS} */
+  warmup_ms?: number | undefined;
+  /** Name in the supervision tree. @default {EXECUTION_ACTOR_NAME} */
+  name?: string | undefined;
+  /** Backoff jitter source. @default {Math.random} */
+  random?: (() => number) | undefined;
+}
+
+/** What {@linkcode executionActor} needs. */
+export interface ExecutionActorDeps {
+  /** The NATS connection (JetStream and the kill-switch subject). */
+  nats: NatsConnection;
+  /** The engine it feeds; started and stopped by the actor. */
+  engine: ExecutionEngine;
+  /** `execution.batch_max`, `signals_max_age_s` and `reconcile_on_start` are read. */
+  config: Pick<Config, "execution">;
+  /** @default {nullLogger} */
+  log?: Logger | undefined;
+  /** @default {systemClock} */
+  clock?: Clock | undefined;
+  /** Names and tuning. */
+  options?: ExecutionActorOptions | undefined;
+}
+
+/** Counters of the execution actor, kept across its restarts. */
+export interface ExecutionActorCounters {
+  /** Messages pulled (redeliveries included). */
+  messages: number;
+  /** Messages that were redeliveries. */
+  redelivered: number;
+  /** Messages acknowledged. */
+  acked: number;
+  /** Batches handed to the engine. */
+  batches: number;
+  /** Batches whose transaction failed (their messages were negatively acknowledged). */
+  failed_batches: number;
+  /** Kill-switch requests answered. */
+  kill_switch_requests: number;
+}
+
+/** The actor's {@linkcode ChildSpec}, with its counters. */
+export interface ExecutionChildSpec extends ChildSpec {
+  /** Figures kept across restarts. */
+  readonly counters: ExecutionActorCounters;
+}
+
+/**
+ * Creates the execution actor: a `run` actor, permanent. See the module doc.
+ *
+ * @example
+ * ```ts
+ * const execution = executionActor({ nats, engine, config, log, options: { streams: [fillsStream()] } });
+ * ```
+ */
+export function executionActor(deps: ExecutionActorDeps): ExecutionChildSpec {
+  const counters: ExecutionActorCounters = {
+    messages: 0,
+    redelivered: 0,
+    acked: 0,
+    batches: 0,
+    failed_batches: 0,
+    kill_switch_requests: 0,
+  };
+  let consumer: Consumer | null = null;
+  let killSwitch: Subscription | null = null;
+  const spec = actor({
+    name: deps.options?.name ?? EXECUTION_ACTOR_NAME,
+    shutdownMs: 15_000,
+    async start(ctx) {
+      consumer = await setUp(deps, ctx.log);
+      try {
+        await deps.engine.start();
+        const warmupMs = deps.options?.warmup_ms ?? DEFAULT_WARMUP_MS;
+        if (warmupMs > 0) await deps.engine.warmUp(warmupMs, ctx.signal);
+        if (deps.config.execution.reconcile_on_start) await deps.engine.reconcile();
+        killSwitch = serveKillSwitch(deps, counters, ctx.log);
+      } catch (error) {
+        await deps.engine.stop();
+        throw error;
+      }
+    },
+    run: (ctx) => consumeLoop(deps, consumer!, counters, ctx.log, ctx.clock, ctx.signal),
+    async stop() {
+      if (killSwitch !== null) {
+        await killSwitch.drain().catch(() => killSwitch?.unsubscribe());
+        killSwitch = null;
+      }
+      await deps.engine.stop();
+    },
+  }, {
+    nats: deps.nats,
+    ...(deps.log ? { log: deps.log } : {}),
+    ...(deps.clock ? { clock: deps.clock } : {}),
+  });
+  return Object.assign(spec, { counters });
+}
+
+/** Ensures the streams and the durable consumer; returns the consumer. */
+async function setUp(deps: ExecutionActorDeps, log: Logger): Promise<Consumer> {
+  const o = deps.options ?? {};
+  const stream = o.stream ?? DEFAULT_SIGNALS_STREAM;
+  const names = { stream, subject_prefix: o.subject_prefix };
+  const streams: StreamSpec[] = [...(o.streams ?? [])];
+  if (o.ensure_stream ?? true) {
+    streams.unshift(signalsStream({ ...names, max_age_s: deps.config.execution.signals_max_age_s }));
+  }
+  if (streams.length > 0) await ensureStreams(deps.nats, streams, log);
+  const batchMax = deps.config.execution.batch_max;
+  const config = executionConsumer({
+    ...names,
+    consumer: o.consumer ?? DEFAULT_EXECUTION_CONSUMER,
+    ack_wait_ms: o.ack_wait_ms,
+    max_ack_pending: o.max_ack_pending ?? Math.max(4 * batchMax, 1_000),
+  });
+  // Generic despite its name: creates the durable consumer or updates its settings.
+  await ensureBatchWriterConsumer(await jetstreamManager(deps.nats), stream, config, log);
+  return await jetstream(deps.nats).consumers.get(stream, config.durable_name!);
+}
+
+/** Resolves every waiter on notify. */
+class Wakeup {
+  #promise: Promise<void> | null = null;
+  #resolve: (() => void) | null = null;
+
+  wait(): Promise<void> {
+    return this.#promise ??= new Promise((resolve) => this.#resolve = resolve);
+  }
+
+  notify(): void {
+    const resolve = this.#resolve;
+    this.#promise = null;
+    this.#resolve = null;
+    resolve?.();
+  }
+}
+
+const decoder = new TextDecoder();
+
+/** The engine's input for a signal message, or null for one to acknowledge and skip. */
+export function signalInput(msg: JsMsg, names: SignalsStreamNames = {}): SignalInput | null {
+  const strategy = strategyOfSubject(msg.subject, names);
+  if (strategy === null) return null;
+  let body: unknown;
+  try {
+    body = decodeJson(msg.data);
+  } catch {
+    // Recorded and rejected ("signal must be a JSON object"), never dropped.
+    body = decoder.decode(msg.data);
+  }
+  return {
+    body,
+    strategy,
+    key: `js-${msg.seq}`,
+    source: "nats",
+    receivedAt: msg.time,
+    redelivered: msg.redelivered,
+  };
+}
+
+async function consumeLoop(
+  deps: ExecutionActorDeps,
+  consumer: Consumer,
+  counters: ExecutionActorCounters,
+  log: Logger,
+  clock: Clock,
+  signal: AbortSignal,
+): Promise<void> {
+  const o = deps.options ?? {};
+  const names = { subject_prefix: o.subject_prefix };
+  const batchMax = deps.config.execution.batch_max;
+  const random = o.random ?? Math.random;
+  const buffer: JsMsg[] = [];
+  const wake = new Wakeup();
+  const onAbort = () => wake.notify();
+  signal.addEventListener("abort", onAbort, { once: true });
+  let messages: ConsumerMessages | null = null;
+  try {
+    messages = await consumer.consume({
+      max_messages: Math.max(2 * batchMax, 100),
+      callback: (msg) => {
+        buffer.push(msg);
+        counters.messages++;
+        if (msg.redelivered) counters.redelivered++;
+        wake.notify();
+      },
+    });
+    let failures = 0;
+    while (!signal.aborted) {
+      if (buffer.length === 0) {
+        await wake.wait();
+        continue;
+      }
+      const batch = buffer.splice(0, batchMax);
+      const items: SignalInput[] = [];
+      for (const msg of batch) {
+        const input = signalInput(msg, names);
+        if (input !== null) items.push(input);
+      }
+      try {
+        if (items.length > 0) await deps.engine.processSignals(items);
+        counters.batches++;
+        failures = 0;
+      } catch (error) {
+        counters.failed_batches++;
+        const delayMs = backoffDelay(Math.min(failures++, 30), {
+          initialMs: DEFAULT_BATCH_RETRY_INITIAL_MS,
+          maxMs: DEFAULT_BATCH_RETRY_MAX_MS,
+          random,
+        });
+        for (const msg of batch) msg.nak(delayMs);
+        if (error instanceof ExecutionNotReadyError || signal.aborted) break;
+        log.error("signal batch failed; its messages come back later", {
+          messages: batch.length,
+          retry_in_ms: delayMs,
+          error,
+        });
+        await clock.sleep(delayMs, signal).catch(() => {});
+        continue;
+      }
+      for (const msg of batch) msg.ack();
+      counters.acked += batch.length;
+    }
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+    await messages?.close().catch(() => {});
+    // What was pulled but not handed in goes back at once, to this or the next consumer.
+    for (const msg of buffer.splice(0)) msg.nak();
+  }
+}
+
+/** Subscribes `control.kill_switch` and answers each request with the switch's state. */
+function serveKillSwitch(
+  deps: ExecutionActorDeps,
+  counters: ExecutionActorCounters,
+  log: Logger,
+): Subscription {
+  const names = { subject_prefix: deps.options?.subject_prefix };
+  const answer = async (msg: Msg) => {
+    let reply: KillSwitchReply;
+    let value: unknown;
+    try {
+      value = decodeJson(msg.data);
+    } catch {
+      value = undefined;
+    }
+    const parsed = parseKillSwitchRequest(value);
+    if (!parsed.ok) {
+      reply = { ok: false, error: parsed.problems.join("; ") };
+    } else {
+      try {
+        const state = await deps.engine.setKillSwitch({ ...parsed.request, by: "nats" });
+        reply = {
+          ok: true,
+          active: state.active,
+          reason: state.reason,
+          changed_at: state.changed_at?.toISOString() ?? null,
+          changed_by: state.changed_by,
+          cancel_requested: state.cancel_requested,
+        };
+      } catch (error) {
+        log.error("kill-switch request failed", { error });
+        reply = { ok: false, error: error instanceof Error ? error.message : String(error) };
+      }
+    }
+    counters.kill_switch_requests++;
+    if (msg.reply) msg.respond(encodeJson(reply));
+  };
+  return deps.nats.subscribe(killSwitchSubject(names), {
+    callback: (error, msg) => {
+      if (error) {
+        log.warn("kill-switch subscription error", { error });
+        return;
+      }
+      void answer(msg);
+    },
+  });
+}

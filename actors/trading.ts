@@ -1,0 +1,279 @@
+/**
+ * The trading subtree: brokers, the position tracker and the execution
+ * engine, under one `rest_for_one` supervisor named `trading`.
+ *
+ * Children, started in this order and stopped in reverse:
+ *
+ * 1. `brokers` — creates the broker adapters (`paper` always, `alpaca` when
+ *    `brokers.alpaca.enabled`), puts them in the map the engine routes by,
+ *    and starts them (Alpaca's `trade_updates` stream connects in the
+ *    background; a failed start crashes the child and the supervisor
+ *    restarts it with fresh adapters). On stop it disposes them.
+ * 2. `position_tracker` — fills from `FILLS` into positions and the portfolio
+ *    (`actors/position_tracker.ts`); keeps the shared {@linkcode PortfolioState}.
+ * 3. `execution` — the {@linkcode ExecutionEngine} fed from `SIGNALS`
+ *    (`actors/execution.ts`): reconciles open orders with the brokers at
+ *    start, then consumes signals. Started only with `execution.enabled`.
+ *
+ * `rest_for_one`: when the brokers are restarted, the tracker and the engine
+ * are too (the engine subscribes to the new adapters' events); when the
+ * engine crashes, only it is.
+ *
+ * The returned spec carries the engine and the state for the HTTP API: the
+ * engine takes work once the `execution` child has started
+ * (`engine.running`); before that its methods reject with
+ * `ExecutionNotReadyError`.
+ *
+ * @example
+ * ```ts
+ * const trading = tradingSupervisor({ config, nats, sql, cache, log });
+ * // engine.ts: after the market subtree
+ * const routes = tradingRoutes({ engine: trading.engine, state: trading.state, sql });
+ * ```
+ *
+ * @module
+ */
+
+import type { NatsConnection } from "@nats-io/nats-core";
+import { jetstream } from "@nats-io/jetstream";
+import type { Sql } from "postgres";
+import { encodeJson } from "../adapters/codec.ts";
+import { alpacaBroker } from "../brokers/alpaca.ts";
+import type { Broker } from "../brokers/broker.ts";
+import { paperBroker } from "../brokers/paper.ts";
+import type { Config } from "../config/mod.ts";
+import type { Clock } from "../lib/clock.ts";
+import type { Logger } from "../lib/log.ts";
+import type { LatestCache } from "../market/latest_cache.ts";
+import { ExecutionEngine, type ExecutionEngineOptions } from "../trading/execution.ts";
+import { fillsStream, publishFill } from "../trading/fills_stream.ts";
+import { PortfolioState } from "../trading/portfolio_state.ts";
+import { actor } from "./actor.ts";
+import { executionActor, type ExecutionActorOptions } from "./execution.ts";
+import { positionTrackerActor, type PositionTrackerOptions } from "./position_tracker.ts";
+import { supervisor } from "./supervisor.ts";
+import type { ChildSpec } from "./types.ts";
+
+/** Name of the trading supervisor in the tree. */
+export const TRADING_SUPERVISOR_NAME = "trading";
+/** Name of the child that owns the broker adapters. */
+export const BROKERS_CHILD_NAME = "brokers";
+
+/** Names that tests change to run next to a live engine on the same NATS server. */
+export interface TradingNames {
+  /** Prepended to every subject of the subtree (signals, orders, fills, positions, market data the paper broker follows). @default {""} */
+  subject_prefix?: string | undefined;
+  /** The signals stream. @default {"SIGNALS"} */
+  signals_stream?: string | undefined;
+  /** The execution engine's durable consumer. @default {"execution"} */
+  execution_consumer?: string | undefined;
+  /** The fills stream. @default {"FILLS"} */
+  fills_stream?: string | undefined;
+  /** The position tracker's durable consumer. @default {"position_tracker"} */
+  tracker_consumer?: string | undefined;
+}
+
+/** What {@linkcode tradingSupervisor} needs. */
+export interface TradingDeps {
+  /** The configuration (`risk`, `execution`, `brokers`, `portfolio`, `supervisor` are read). */
+  config: Config;
+  /** The engine's NATS connection. */
+  nats: NatsConnection;
+  /** The PostgreSQL pool (from `createPostgres`). */
+  sql: Sql;
+  /** Latest market data: paper fills, marks, risk prices. */
+  cache: LatestCache;
+  /** The engine's logger. */
+  log: Logger;
+  /** The portfolio view shared by the tracker, the engine and the API. @default {a new one with portfolio.starting_cash} */
+  state?: PortfolioState | undefined;
+  /** @default {systemClock} */
+  clock?: Clock | undefined;
+  /**
+   * Broker factories by name, replacing the configured ones (tests: a broker
+   * that fails on demand). Called on every start of the `brokers` child.
+   * @default {paper, plus alpaca when enabled}
+   */
+  brokers?: ReadonlyMap<string, () => Broker> | undefined;
+  /** Stream, consumer and subject names. */
+  names?: TradingNames | undefined;
+  /** Engine settings beyond the configuration. */
+  engine?: Omit<ExecutionEngineOptions, "subject_prefix"> | undefined;
+  /** Execution actor tuning (e.g. a short `ack_wait_ms` in tests). */
+  execution?: Pick<ExecutionActorOptions, "ack_wait_ms" | "max_ack_pending" | "warmup_ms"> | undefined;
+  /** Position tracker tuning. */
+  tracker?: Omit<PositionTrackerOptions, "portfolio" | "max_price_age_ms"> | undefined;
+}
+
+/** The trading supervisor's spec, with what the HTTP API uses. */
+export interface TradingChildSpec extends ChildSpec {
+  /** The execution engine (signals, cancels, the kill switch). */
+  readonly engine: ExecutionEngine;
+  /** The shared portfolio view (positions, cash, P&L). */
+  readonly state: PortfolioState;
+  /** The broker adapters by name, filled in while the `brokers` child runs. */
+  readonly brokers: ReadonlyMap<string, Broker>;
+}
+
+/**
+ * The broker factories of a configuration: `paper` always (commission and
+ * slippage from `brokers.paper`), `alpaca` when `brokers.alpaca.enabled`.
+ */
+export function configuredBrokers(
+  deps: Pick<TradingDeps, "config" | "nats" | "cache" | "log" | "clock" | "names">,
+): Map<string, () => Broker> {
+  const { config, log } = deps;
+  const factories = new Map<string, () => Broker>();
+  factories.set("paper", () =>
+    paperBroker({
+      cache: deps.cache,
+      nats: deps.nats,
+      options: config.brokers.paper,
+      max_price_age_ms: config.execution.max_price_age_ms,
+      log: log.child({ broker: "paper" }),
+      clock: deps.clock,
+      subject_prefix: deps.names?.subject_prefix,
+    }));
+  const alpaca = config.brokers.alpaca;
+  if (alpaca.enabled) {
+    factories.set("alpaca", () =>
+      alpacaBroker({
+        base_url: alpaca.base_url,
+        key_id: alpaca.key_id,
+        secret_key: alpaca.secret_key,
+        request_timeout_ms: alpaca.request_timeout_ms,
+      }, {
+        log: log.child({ broker: "alpaca" }),
+        ...(deps.clock ? { clock: deps.clock } : {}),
+      }));
+  }
+  return factories;
+}
+
+/**
+ * Creates the trading subtree (see the module doc). The engine and the state
+ * exist from here on; the lead passes `engine` and `state` to the trading API.
+ *
+ * @example
+ * ```ts
+ * const trading = tradingSupervisor({ config, nats, sql, cache, log });
+ * await trading.engine.processSignals([{ body, source: "rest" }]); // once `execution` runs
+ * ```
+ */
+export function tradingSupervisor(deps: TradingDeps): TradingChildSpec {
+  const { config, nats, sql, cache, log } = deps;
+  const names = deps.names ?? {};
+  const prefix = names.subject_prefix ?? "";
+  const state = deps.state ?? new PortfolioState({
+    starting_cash: config.portfolio.starting_cash,
+    clock: deps.clock,
+  });
+  const factories = deps.brokers ?? configuredBrokers(deps);
+  const brokers = new Map<string, Broker>();
+  const fillNames = { stream: names.fills_stream, subject_prefix: prefix };
+  const js = jetstream(nats);
+  const engine = new ExecutionEngine({
+    sql,
+    brokers,
+    cache,
+    state,
+    config: { risk: config.risk, execution: config.execution },
+    publish: (subject, data) => nats.publish(subject, encodeJson(data)),
+    publishFill: (fill) => publishFill(js, fill, fillNames),
+    clock: deps.clock,
+    log: log.child({ component: "execution" }),
+    options: { ...deps.engine, subject_prefix: prefix },
+  });
+  const children: ChildSpec[] = [
+    brokersChild(factories, brokers, nats, log, deps.clock),
+    positionTrackerActor({
+      nats,
+      sql,
+      cache,
+      state,
+      log,
+      clock: deps.clock,
+      options: {
+        ...deps.tracker,
+        portfolio: config.portfolio,
+        max_price_age_ms: config.execution.max_price_age_ms,
+      },
+      stream: names.fills_stream,
+      consumer: names.tracker_consumer,
+      subject_prefix: prefix,
+    }),
+  ];
+  if (config.execution.enabled) {
+    children.push(executionActor({
+      nats,
+      engine,
+      config,
+      log,
+      clock: deps.clock,
+      options: {
+        ...deps.execution,
+        stream: names.signals_stream,
+        consumer: names.execution_consumer,
+        subject_prefix: prefix,
+        streams: [fillsStream(fillNames)],
+      },
+    }));
+  } else {
+    log.info("execution is disabled: signals are not consumed");
+  }
+  const spec = supervisor({
+    name: TRADING_SUPERVISOR_NAME,
+    strategy: "rest_for_one",
+    intensity: config.supervisor.intensity,
+    periodMs: config.supervisor.period_ms,
+    backoff: {
+      initialMs: config.supervisor.backoff_initial_ms,
+      maxMs: config.supervisor.backoff_max_ms,
+      jitter: config.supervisor.backoff_jitter,
+    },
+    log: log.child({ component: "supervisor" }),
+  }, children);
+  return Object.assign(spec, { engine, state, brokers: brokers as ReadonlyMap<string, Broker> });
+}
+
+/** The child owning the broker adapters: fresh ones on every start, disposed on stop. */
+function brokersChild(
+  factories: ReadonlyMap<string, () => Broker>,
+  brokers: Map<string, Broker>,
+  nats: NatsConnection,
+  log: Logger,
+  clock: Clock | undefined,
+): ChildSpec {
+  const dispose = async (ctxLog: Logger) => {
+    const current = [...brokers.values()];
+    brokers.clear();
+    await Promise.all(current.map(async (broker) => {
+      try {
+        await broker[Symbol.asyncDispose]();
+      } catch (error) {
+        ctxLog.warn("broker dispose failed", { broker: broker.name, error });
+      }
+    }));
+  };
+  return actor({
+    name: BROKERS_CHILD_NAME,
+    shutdownMs: 10_000,
+    start(ctx) {
+      brokers.clear();
+      for (const [name, create] of factories) brokers.set(name, create());
+      ctx.log.info("brokers created", { brokers: [...brokers.keys()] });
+    },
+    async run(ctx) {
+      // Adapters connect in the background (Alpaca's stream may take a while);
+      // a failed start crashes this child and its supervisor starts fresh adapters.
+      await Promise.all([...brokers.values()].map((broker) => broker.start(ctx.signal)));
+      ctx.log.info("brokers started", { brokers: [...brokers.keys()] });
+      if (!ctx.signal.aborted) {
+        await new Promise<void>((resolve) =>
+          ctx.signal.addEventListener("abort", () => resolve(), { once: true })
+        );
+      }
+    },
+    stop: (ctx) => dispose(ctx.log),
+  }, { nats, log, ...(clock ? { clock } : {}) });
+}

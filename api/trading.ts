@@ -1,0 +1,327 @@
+/**
+ * The trading API: signals, orders, positions, the portfolio and the kill
+ * switch. Mounted at `/api/v1/trading` behind the API-key middleware. Money
+ * values are decimal strings.
+ *
+ * @module
+ */
+
+import { Hono } from "hono";
+import type { Sql } from "postgres";
+import {
+  ConflictError,
+  getOrder,
+  getPortfolio,
+  listOrders,
+  listPositions,
+  listSnapshots,
+  NotFoundError,
+  ORDER_STATUSES,
+  type OrderStatus,
+} from "../db/mod.ts";
+import {
+  type ExecutionEngine,
+  ExecutionNotReadyError,
+  orderJson,
+  type SignalOutcome,
+} from "../trading/execution.ts";
+import { markPrice, type PortfolioState } from "../trading/portfolio_state.ts";
+import { markPosition, portfolioValueToJson } from "../trading/positions.ts";
+import { fromDb, toJson } from "../trading/money.ts";
+import type { LatestCache } from "../market/latest_cache.ts";
+import { type Clock, systemClock } from "../lib/clock.ts";
+import { ApiError } from "./errors.ts";
+import { requireApiKey } from "./auth.ts";
+
+/** What the trading routes need. */
+export interface TradingRoutesDeps {
+  /** The PostgreSQL pool. */
+  sql: Sql;
+  /** The execution engine (signals, cancels, the kill switch). */
+  engine: ExecutionEngine;
+  /** The portfolio view kept by the position tracker. */
+  state: PortfolioState;
+  /** Latest prices, for marks. */
+  cache: LatestCache;
+  /** A price older than this (ms) is not used as a mark. */
+  maxPriceAgeMs: number;
+  /** Accepted API key hashes; empty leaves the routes open (development only). */
+  apiKeyHashes: readonly string[];
+  /** @default {systemClock} */
+  clock?: Clock;
+}
+
+const STATUS_SET: ReadonlySet<string> = new Set(ORDER_STATUSES);
+const ID = /^\d{1,19}$/;
+
+/** The trading routes, to mount at `/api/v1/trading`. */
+export function tradingRoutes(deps: TradingRoutesDeps): Hono {
+  const clock = deps.clock ?? systemClock;
+  const app = new Hono();
+  app.use("*", requireApiKey({ hashes: deps.apiKeyHashes }));
+
+  app.post("/signal", async (c) => {
+    let body: unknown;
+    try {
+      body = await c.req.json();
+    } catch {
+      throw new ApiError(400, "bad_request", "The body is not valid JSON");
+    }
+    const [outcome] = await engineCall(() =>
+      deps.engine.processSignals([{ body, source: "rest" }])
+    );
+    return respondToOutcome(c, outcome!);
+  });
+
+  app.get("/orders", async (c) => {
+    const q = query(c.req.query(), [
+      "symbol",
+      "status",
+      "strategy",
+      "from",
+      "to",
+      "limit",
+      "cursor",
+    ]);
+    const statuses = q.status?.split(",").map((s) => s.trim());
+    for (const status of statuses ?? []) {
+      if (!STATUS_SET.has(status)) {
+        throw new ApiError(
+          400,
+          "bad_request",
+          `Unknown status ${JSON.stringify(status)}; expected ${ORDER_STATUSES.join(", ")}`,
+        );
+      }
+    }
+    const page = await badParams(() =>
+      listOrders(deps.sql, {
+        ...(q.symbol ? { symbol: q.symbol } : {}),
+        ...(statuses ? { status: statuses as OrderStatus[] } : {}),
+        ...(q.strategy ? { strategy: q.strategy } : {}),
+        ...(q.from ? { from: date(q.from, "from") } : {}),
+        ...(q.to ? { to: date(q.to, "to") } : {}),
+        limit: limit(q.limit),
+        after: q.cursor ?? null,
+      })
+    );
+    return c.json({ orders: page.items.map(orderJson), next_cursor: page.next });
+  });
+
+  app.get("/orders/:id", async (c) => {
+    const id = orderId(c.req.param("id"));
+    return c.json({ order: orderJson(await found(() => getOrder(deps.sql, id))) });
+  });
+
+  app.delete("/orders/:id", async (c) => {
+    const id = orderId(c.req.param("id"));
+    const order = await found(() => engineCall(() => deps.engine.cancelOrder(id)));
+    return c.json({ order: orderJson(order) }, 202);
+  });
+
+  app.get("/positions", async (c) => {
+    const q = query(c.req.query(), ["symbol", "all"]);
+    const rows = await listPositions(deps.sql, {
+      ...(q.symbol ? { symbol: q.symbol } : {}),
+      open: q.all !== "true",
+    });
+    const now = clock.now();
+    return c.json({
+      positions: rows.map((row) => {
+        const mark = markPrice(deps.cache, row.symbol, deps.maxPriceAgeMs, now);
+        const position = {
+          symbol: row.symbol,
+          qty: fromDb(row.qty),
+          avg_entry_price: fromDb(row.avg_entry_price),
+          realized_pnl: fromDb(row.realized_pnl),
+          fees: fromDb(row.commission),
+        };
+        const value = mark === null ? null : markPosition(position, mark);
+        return {
+          symbol: row.symbol,
+          qty: toJson(position.qty),
+          avg_entry_price: toJson(position.avg_entry_price),
+          realized_pnl: toJson(position.realized_pnl),
+          commission: toJson(position.fees),
+          mark_price: mark === null ? null : toJson(mark),
+          market_value: value === null ? null : toJson(value.market_value),
+          unrealized_pnl: value === null ? null : toJson(value.unrealized_pnl),
+          updated_at: row.updated_at,
+        };
+      }),
+    });
+  });
+
+  app.get("/portfolio", async (c) => {
+    const stored = await found(() => getPortfolio(deps.sql));
+    const now = clock.now();
+    const value = deps.state.value((symbol) =>
+      markPrice(deps.cache, symbol, deps.maxPriceAgeMs, now)
+    );
+    const { positions: _positions, ...figures } = portfolioValueToJson(value);
+    return c.json({
+      portfolio: {
+        id: stored.id,
+        broker: stored.broker,
+        base_currency: stored.base_currency,
+        ...figures,
+      },
+    });
+  });
+
+  app.get("/portfolio/history", async (c) => {
+    const q = query(c.req.query(), ["from", "to", "limit", "cursor"]);
+    const page = await badParams(() =>
+      listSnapshots(deps.sql, {
+        ...(q.from ? { from: date(q.from, "from") } : {}),
+        ...(q.to ? { to: date(q.to, "to") } : {}),
+        limit: limit(q.limit),
+        after: q.cursor ?? null,
+      })
+    );
+    return c.json({
+      snapshots: page.items.map((row) => ({
+        taken_at: row.taken_at,
+        cash: toJson(fromDb(row.cash)),
+        equity: toJson(fromDb(row.equity)),
+        market_value: toJson(fromDb(row.market_value)),
+        gross_exposure: toJson(fromDb(row.gross_exposure)),
+        net_exposure: toJson(fromDb(row.net_exposure)),
+        realized_pnl: toJson(fromDb(row.realized_pnl)),
+        unrealized_pnl: toJson(fromDb(row.unrealized_pnl)),
+      })),
+      next_cursor: page.next,
+    });
+  });
+
+  app.get("/kill-switch", (c) => c.json({ kill_switch: deps.engine.killSwitch() }));
+
+  app.post("/kill-switch", async (c) => {
+    let body: unknown;
+    try {
+      body = await c.req.json();
+    } catch {
+      throw new ApiError(400, "bad_request", "The body is not valid JSON");
+    }
+    const request = killSwitchRequest(body);
+    const state = await engineCall(() => deps.engine.setKillSwitch({ ...request, by: "api" }));
+    return c.json({ kill_switch: state });
+  });
+
+  return app;
+}
+
+function respondToOutcome(
+  c: { json: (body: unknown, status: 200 | 201 | 422) => Response },
+  outcome: SignalOutcome,
+): Response {
+  const signal = { id: outcome.signal.id, duplicate: outcome.duplicate };
+  if (outcome.status === "accepted") {
+    return c.json({ signal, order: orderJson(outcome.order) }, outcome.duplicate ? 200 : 201);
+  }
+  if (outcome.status === "rejected") {
+    return c.json({
+      error: {
+        code: "signal_rejected",
+        message: outcome.reasons.map((r) => r.message).join("; "),
+        details: outcome.reasons,
+      },
+      signal,
+    }, 422);
+  }
+  return c.json({ signal, status: outcome.status }, 200);
+}
+
+function killSwitchRequest(
+  body: unknown,
+): { active: boolean; cancel_open: boolean; reason?: string } {
+  const problems: string[] = [];
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new ApiError(400, "bad_request", "Expected a JSON object");
+  }
+  const { active, cancel_open, reason, ...rest } = body as Record<string, unknown>;
+  if (typeof active !== "boolean") problems.push("active: expected true or false");
+  if (cancel_open !== undefined && typeof cancel_open !== "boolean") {
+    problems.push("cancel_open: expected true or false");
+  }
+  if (reason !== undefined && (typeof reason !== "string" || reason.length > 1000)) {
+    problems.push("reason: expected a string of at most 1000 characters");
+  }
+  for (const key of Object.keys(rest)) problems.push(`${key}: unknown field`);
+  if (problems.length > 0) {
+    throw new ApiError(422, "unprocessable_entity", "Invalid kill-switch request", {
+      details: problems,
+    });
+  }
+  return {
+    active: active as boolean,
+    cancel_open: cancel_open === true,
+    ...(typeof reason === "string" ? { reason } : {}),
+  };
+}
+
+function query(params: Record<string, string>, allowed: string[]): Record<string, string> {
+  for (const key of Object.keys(params)) {
+    if (!allowed.includes(key)) {
+      throw new ApiError(
+        400,
+        "bad_request",
+        `Unknown parameter ${JSON.stringify(key)}; expected ${allowed.join(", ")}`,
+      );
+    }
+  }
+  return params;
+}
+
+function limit(text: string | undefined): number {
+  if (text === undefined) return 100;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > 1000) {
+    throw new ApiError(400, "bad_request", `limit must be an integer from 1 to 1000, got ${text}`);
+  }
+  return n;
+}
+
+function date(text: string, name: string): Date {
+  const value = /^\d+$/.test(text) ? new Date(Number(text)) : new Date(text);
+  if (Number.isNaN(value.getTime())) {
+    throw new ApiError(400, "bad_request", `${name} must be ISO-8601 or epoch milliseconds`);
+  }
+  return value;
+}
+
+function orderId(text: string): string {
+  if (!ID.test(text)) {
+    throw new ApiError(400, "bad_request", `Bad order id ${JSON.stringify(text)}`);
+  }
+  return text;
+}
+
+async function badParams<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    if (error instanceof RangeError) throw new ApiError(400, "bad_request", error.message);
+    throw error;
+  }
+}
+
+async function found<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    if (error instanceof NotFoundError) throw new ApiError(404, "not_found", error.message);
+    if (error instanceof ConflictError) throw new ApiError(409, "conflict", error.message);
+    throw error;
+  }
+}
+
+async function engineCall<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    if (error instanceof ExecutionNotReadyError) {
+      throw new ApiError(503, "unavailable", error.message);
+    }
+    throw error;
+  }
+}

@@ -1,0 +1,936 @@
+/**
+ * The execution engine (`trading/execution.ts`) against a real PostgreSQL —
+ * a fresh database per test with every migration — and the real paper
+ * broker; the trading subtree (`actors/trading.ts`) against a private
+ * nats-server per test.
+ *
+ * Where a test needs a broker that fails on demand it uses
+ * {@linkcode FaultyBroker}: every call goes to a real paper broker, with
+ * failures injected before the call reaches it ("connection refused") or
+ * after ("answer lost") — so a retried submit really reaches a broker twice.
+ */
+
+import assert from "node:assert/strict";
+import postgres from "postgres";
+import type { Sql } from "postgres";
+import { connect } from "@nats-io/transport-node";
+import { createPostgres } from "../adapters/postgres.ts";
+import { Migrator } from "../adapters/migrator.ts";
+import { decodeJson, encodeJson } from "../adapters/codec.ts";
+import {
+  type Broker,
+  type BrokerEvent,
+  type BrokerOrderRequest,
+  type BrokerOrderState,
+  BrokerUnavailableError,
+} from "../brokers/broker.ts";
+import { type PaperBroker, paperBroker } from "../brokers/paper.ts";
+import { type Config, loadConfig } from "../config/mod.ts";
+import {
+  ConflictError,
+  getKillSwitch,
+  getOrder,
+  insertSignalsAndOrders,
+  listFills,
+  listOrders,
+  listSignals,
+  listUnresolvedAlerts,
+  type Order,
+  unitOfWork,
+  updateOrderStatus,
+  upsertSymbols,
+} from "../db/mod.ts";
+import { type Clock, systemClock } from "../lib/clock.ts";
+import { createLogger, nullLogger } from "../lib/log.ts";
+import { LatestCache } from "../market/latest_cache.ts";
+import type { Exchange } from "../market/events.ts";
+import { ExecutionEngine, type ExecutionEngineOptions } from "../trading/execution.ts";
+import type { FillMessage } from "../trading/fills_stream.ts";
+import { parseDecimal as d, ZERO } from "../trading/money.ts";
+import { PortfolioState } from "../trading/portfolio_state.ts";
+import type { RejectReason, SignalRejectEvent } from "../trading/signals_stream.ts";
+import { startRoot } from "../actors/supervisor.ts";
+import { tradingSupervisor } from "../actors/trading.ts";
+import { deadline, waitFor } from "./_helpers.ts";
+import { startNatsServer } from "./_nats_server.ts";
+
+const ADMIN_URL = Deno.env.get("TW_TEST_POSTGRES_URL") ??
+  "postgres://postgres@127.0.0.1:5432/postgres";
+const MIGRATIONS = new URL("../migrations/", import.meta.url).pathname;
+
+/** A fresh database with every PostgreSQL migration applied, and a pool on it; dropped on dispose. */
+async function migratedDatabase(): Promise<{ sql: Sql; url: string } & AsyncDisposable> {
+  const name = `tw_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
+  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
+  try {
+    await admin`create database ${admin(name)}`;
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(ADMIN_URL);
+  url.pathname = `/${name}`;
+  const sql = createPostgres({ url: url.toString(), pool_size: 8, sslmode: "disable" });
+  const dispose = async () => {
+    await sql.end({ timeout: 5 });
+    const drop = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
+    try {
+      await drop`select pg_terminate_backend(pid) from pg_stat_activity
+        where datname = ${name} and pid <> pg_backend_pid()`;
+      await drop`drop database if exists ${drop(name)}`;
+    } finally {
+      await drop.end();
+    }
+  };
+  try {
+    await new Migrator(sql, { dir: MIGRATIONS, clickhouse: null }).up(undefined, {
+      only: "postgres",
+    });
+  } catch (error) {
+    await dispose();
+    throw error;
+  }
+  return { sql, url: url.toString(), [Symbol.asyncDispose]: dispose };
+}
+
+/** Puts a fresh best bid/ask of `symbol` into `cache`. */
+function quote(
+  cache: LatestCache,
+  symbol: string,
+  bid: string,
+  ask: string,
+  atMs: number = Date.now(),
+  exchange: Exchange = "binance",
+): void {
+  cache.update([{
+    kind: "top",
+    exchange,
+    symbol,
+    venue_symbol: symbol.replace("-", ""),
+    ts_exchange: atMs * 1000,
+    ts_local: atMs * 1000,
+    bid_price: bid,
+    bid_qty: "10",
+    ask_price: ask,
+    ask_qty: "10",
+  }]);
+}
+
+/**
+ * A broker whose every call goes to a real paper broker, with failures on
+ * demand: `failures` lists what happens to the next submits — `"before"`
+ * fails without reaching the paper broker, `"after"` reaches it and loses
+ * the answer. `inject` delivers an event as if the broker sent it.
+ */
+class FaultyBroker implements Broker {
+  readonly name: string;
+  /** Client order id of every submit attempt, in order. */
+  readonly submits: string[] = [];
+  /** Failures of the next submits, consumed in order. */
+  readonly failures: Array<"before" | "after"> = [];
+  /** Whether lookups fail ("broker unreachable"). */
+  lookupsDown = false;
+  readonly inner: PaperBroker;
+  readonly #listeners = new Set<(event: BrokerEvent) => void | Promise<void>>();
+
+  constructor(inner: PaperBroker) {
+    this.inner = inner;
+    this.name = inner.name;
+    inner.onEvent((event) => this.inject(event));
+  }
+
+  async submit(order: BrokerOrderRequest): Promise<{ broker_order_id: string }> {
+    this.submits.push(order.client_order_id);
+    const failure = this.failures.shift();
+    if (failure === "before") throw new BrokerUnavailableError("connection refused");
+    const result = await this.inner.submit(order);
+    if (failure === "after") throw new BrokerUnavailableError("connection reset: answer lost");
+    return result;
+  }
+
+  cancel(clientOrderId: string): Promise<void> {
+    return this.inner.cancel(clientOrderId);
+  }
+
+  getOrder(clientOrderId: string): Promise<BrokerOrderState | null> {
+    if (this.lookupsDown) return Promise.reject(new BrokerUnavailableError("unreachable"));
+    return this.inner.getOrder(clientOrderId);
+  }
+
+  openOrders(): Promise<BrokerOrderState[]> {
+    return this.inner.openOrders();
+  }
+
+  onEvent(listener: (event: BrokerEvent) => void | Promise<void>): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  async inject(event: BrokerEvent): Promise<void> {
+    for (const listener of [...this.#listeners]) await listener(event);
+  }
+
+  start(signal: AbortSignal): Promise<void> {
+    return this.inner.start(signal);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.inner[Symbol.asyncDispose]();
+  }
+}
+
+/** Risk limits with every limit off, to switch single rules on. */
+function noLimits(config: Config): Config["risk"] {
+  return {
+    ...config.risk,
+    max_order_qty: null,
+    max_order_notional: null,
+    max_position_qty: null,
+    max_gross_exposure: null,
+    max_open_orders: null,
+    price_collar_pct: null,
+    daily_loss_limit: null,
+    market_hours: "always",
+    exchanges: {},
+    symbols: {},
+  };
+}
+
+interface Harness extends AsyncDisposable {
+  sql: Sql;
+  config: Config;
+  cache: LatestCache;
+  state: PortfolioState;
+  broker: FaultyBroker;
+  engine: ExecutionEngine;
+  published: Array<{ subject: string; data: Record<string, unknown> }>;
+  fills: FillMessage[];
+  /** A new engine on the same database, cache, state and broker. */
+  newEngine(overrides?: Partial<HarnessOptions>): ExecutionEngine;
+  /** Orders as stored, oldest first. */
+  orders(): Promise<Order[]>;
+  /** Subjects published so far that start with `prefix`. */
+  subjects(prefix: string): string[];
+}
+
+interface HarnessOptions {
+  risk: (config: Config) => Config["risk"];
+  clock: Clock;
+  engine: ExecutionEngineOptions;
+  start: boolean;
+}
+
+async function harness(options: Partial<HarnessOptions> = {}): Promise<Harness> {
+  const db = await migratedDatabase();
+  const base = await loadConfig({ args: [], env: {} });
+  const clock = options.clock ?? systemClock;
+  const config: Config = {
+    ...base,
+    risk: options.risk ? options.risk(base) : noLimits(base),
+  };
+  const cache = new LatestCache({ clock });
+  quote(cache, "BTC-USDT", "50000", "50001", clock.now());
+  const state = new PortfolioState({ starting_cash: "100000", clock });
+  await state.load(db.sql);
+  const broker = new FaultyBroker(paperBroker({
+    cache,
+    options: config.brokers.paper,
+    max_price_age_ms: config.execution.max_price_age_ms,
+    clock,
+  }));
+  const published: Harness["published"] = [];
+  const fills: FillMessage[] = [];
+  const engines: ExecutionEngine[] = [];
+  const newEngine = (overrides: Partial<HarnessOptions> = {}) => {
+    const engine = new ExecutionEngine({
+      sql: db.sql,
+      brokers: new Map([["paper", broker]]),
+      cache,
+      state,
+      config: {
+        risk: overrides.risk ? overrides.risk(base) : config.risk,
+        execution: config.execution,
+      },
+      publish: (subject, data) =>
+        published.push({ subject, data: data as Record<string, unknown> }),
+      publishFill: (fill) => {
+        fills.push(fill);
+        return Promise.resolve();
+      },
+      clock: overrides.clock ?? clock,
+      log: Deno.env.get("TW_TEST_LOG") ? createLogger({ level: "debug", write: (l) => console.error(l) }) : nullLogger,
+      options: { submit_retry_initial_ms: 5, submit_retry_max_ms: 20, ...options.engine },
+    });
+    engines.push(engine);
+    return engine;
+  };
+  const engine = newEngine();
+  if (options.start ?? true) await engine.start();
+  return {
+    sql: db.sql,
+    config,
+    cache,
+    state,
+    broker,
+    engine,
+    published,
+    fills,
+    newEngine,
+    orders: async () => (await listOrders(db.sql, { direction: "asc", limit: 1000 })).items,
+    subjects: (prefix) => published.map((p) => p.subject).filter((s) => s.startsWith(prefix)),
+    [Symbol.asyncDispose]: async () => {
+      for (const e of engines) await e.stop();
+      await broker[Symbol.asyncDispose]();
+      await db[Symbol.asyncDispose]();
+    },
+  };
+}
+
+async function fillsOf(sql: Sql, orderId: string) {
+  return (await listFills(sql, { order_id: orderId, limit: 1000 })).items;
+}
+
+async function waitForStatus(sql: Sql, id: string, status: Order["status"]): Promise<Order> {
+  let order: Order | undefined;
+  await waitFor(async () => {
+    order = await getOrder(sql, id);
+    return order.status === status;
+  }, 5_000, `order ${id} ${status} (is ${order?.status})`);
+  return order!;
+}
+
+function rulesOf(reasons: readonly RejectReason[]): string[] {
+  return reasons.map((r) => "rule" in r ? r.rule : `path:${r.path}`);
+}
+
+// ---------------------------------------------------------------------------
+// Signals to fills
+// ---------------------------------------------------------------------------
+
+Deno.test("a valid signal is stored pending, submitted and filled once, its fill published once", async () => {
+  await using h = await harness();
+  const [outcome] = await h.engine.processSignals([{
+    body: { id: "s-1", symbol: "BTC-USDT", side: "buy", qty: "0.5" },
+    strategy: "momentum",
+    source: "nats",
+  }]);
+  assert.equal(outcome?.status, "accepted");
+  assert.equal(outcome.duplicate, false);
+  if (outcome.status !== "accepted") return;
+  assert.equal(outcome.order.status, "pending");
+  assert.equal(outcome.order.strategy, "momentum");
+  assert.equal(outcome.signal.client_signal_id, "s-1");
+  const filled = await waitForStatus(h.sql, outcome.order.id, "filled");
+  await h.engine.idle();
+  assert.equal(filled.filled_qty, "0.50000000");
+  assert.equal(filled.avg_fill_price, "50001.00000000");
+  assert.equal(filled.broker_order_id, `paper-${filled.client_order_id}`);
+  assert.notEqual(filled.submitted_at, null);
+  const fills = await fillsOf(h.sql, filled.id);
+  assert.equal(fills.length, 1);
+  assert.equal(fills[0]!.qty, "0.50000000");
+  assert.equal(h.fills.length, 1);
+  assert.equal(h.fills[0]!.id, fills[0]!.id);
+  assert.equal(h.fills[0]!.qty, "0.5");
+  assert.deepEqual(h.subjects("orders."), [
+    "orders.pending.BTC-USDT",
+    "orders.submitted.BTC-USDT",
+    "orders.filled.BTC-USDT",
+  ]);
+  const last = h.published.at(-1)!.data;
+  assert.equal(last.filled_qty, "0.5");
+  assert.equal(last.avg_fill_price, "50001");
+  assert.equal(h.broker.submits.length, 1);
+  assert.equal(h.engine.stats().open_orders, 0);
+
+  // The broker delivering the same fill again changes nothing.
+  await h.broker.inject({
+    type: "fill",
+    client_order_id: filled.client_order_id,
+    broker_order_id: filled.broker_order_id!,
+    fill_id: fills[0]!.broker_fill_id,
+    qty: d("0.5"),
+    price: d("50001"),
+    fee: ZERO,
+    at_ms: Date.now(),
+  });
+  await h.engine.idle();
+  assert.equal((await fillsOf(h.sql, filled.id)).length, 1);
+  assert.equal(h.fills.length, 1);
+  assert.equal((await listUnresolvedAlerts(h.sql)).length, 0);
+});
+
+Deno.test("an invalid signal is recorded as rejected with every reason and a reject event", async () => {
+  await using h = await harness();
+  const body = { id: "bad-1", symbol: "btc", side: "hold", qty: -1, type: "limit" };
+  const [outcome] = await h.engine.processSignals([
+    { body, strategy: "momentum", source: "nats", key: "js-7" },
+  ]);
+  assert.equal(outcome?.status, "rejected");
+  if (outcome.status !== "rejected") return;
+  assert.deepEqual(rulesOf(outcome.reasons), [
+    "path:symbol",
+    "path:side",
+    "path:qty",
+    "path:limit_price",
+  ]);
+  const signals = (await listSignals(h.sql)).items;
+  assert.equal(signals.length, 1);
+  assert.equal(signals[0]!.status, "rejected");
+  assert.equal(signals[0]!.client_signal_id, "bad-1");
+  assert.deepEqual(signals[0]!.payload, body);
+  assert.equal((signals[0]!.reasons ?? []).length, 4);
+  const events = h.published.filter((p) => p.subject === "signals.rejected");
+  assert.equal(events.length, 1);
+  const event = events[0]!.data as unknown as SignalRejectEvent;
+  assert.equal(event.signal_id, signals[0]!.id);
+  assert.equal(event.strategy, "momentum");
+  assert.equal(event.client_signal_id, "bad-1");
+  assert.equal(event.reasons.length, 4);
+  assert.equal((await h.orders()).length, 0);
+
+  // Not JSON at all (as the actor hands it in): recorded under its delivery key.
+  const [text] = await h.engine.processSignals([
+    { body: "buy everything", strategy: "momentum", source: "nats", key: "js-8" },
+  ]);
+  assert.equal(text?.status, "rejected");
+  if (text.status !== "rejected") return;
+  assert.equal(text.signal.client_signal_id, "js-8");
+  assert.deepEqual(text.signal.payload, { raw: "buy everything" });
+  assert.deepEqual(rulesOf(text.reasons), ["path:"]);
+});
+
+Deno.test("each risk rule refuses an order and names itself", async () => {
+  const SATURDAY = Date.UTC(2025, 0, 4, 15, 0, 0); // NYSE closed
+  const fixed: Clock = { now: () => SATURDAY, sleep: systemClock.sleep };
+  await using h = await harness({ clock: fixed, start: false });
+  await upsertSymbols(h.sql, [{ symbol: "BTC-USDT" }, { symbol: "AAPL", asset_class: "us_equity" }]);
+  type Case = {
+    rule: string;
+    risk: (risk: Config["risk"]) => Config["risk"];
+    body: Record<string, unknown>;
+    setUp?: (engine: ExecutionEngine, state: PortfolioState) => Promise<void> | void;
+  };
+  const buy = (qty: string, extra: Record<string, unknown> = {}) => ({
+    symbol: "BTC-USDT",
+    side: "buy",
+    qty,
+    ...extra,
+  });
+  const cases: Case[] = [
+    {
+      rule: "kill_switch",
+      risk: (r) => r,
+      body: buy("1"),
+      setUp: async (engine) => {
+        await engine.setKillSwitch({ active: true, reason: "test" });
+      },
+    },
+    {
+      rule: "market_hours",
+      risk: (r) => ({ ...r, symbols: { AAPL: { market_hours: "us_equity" } } }),
+      body: { symbol: "AAPL", side: "buy", qty: "1", type: "limit", limit_price: "100" },
+    },
+    {
+      rule: "no_market_price",
+      risk: (r) => r,
+      body: { symbol: "ETH-USDT", side: "buy", qty: "1" },
+    },
+    { rule: "max_order_qty", risk: (r) => ({ ...r, max_order_qty: "1" }), body: buy("2") },
+    { rule: "max_notional", risk: (r) => ({ ...r, max_order_notional: "1000" }), body: buy("1") },
+    {
+      rule: "price_collar",
+      risk: (r) => ({ ...r, price_collar_pct: "5" }),
+      body: buy("1", { type: "limit", limit_price: "40000" }),
+    },
+    {
+      rule: "max_position",
+      risk: (r) => ({ ...r, max_position_qty: "1" }),
+      body: buy("0.5"),
+      setUp: (_, state) =>
+        state.setPosition({
+          symbol: "BTC-USDT",
+          qty: d("1"),
+          avg_entry_price: d("50000"),
+          realized_pnl: ZERO,
+          fees: ZERO,
+        }),
+    },
+    {
+      rule: "max_gross_exposure",
+      risk: (r) => ({ ...r, max_gross_exposure: "60000" }),
+      body: buy("0.5"),
+      setUp: (_, state) =>
+        state.setPosition({
+          symbol: "BTC-USDT",
+          qty: d("1"),
+          avg_entry_price: d("50000"),
+          realized_pnl: ZERO,
+          fees: ZERO,
+        }),
+    },
+    {
+      rule: "daily_loss_limit",
+      risk: (r) => ({ ...r, daily_loss_limit: "100" }),
+      body: buy("1"),
+      setUp: (_, state) =>
+        state.record({
+          symbol: "BTC-USDT",
+          position: {
+            symbol: "BTC-USDT",
+            qty: ZERO,
+            avg_entry_price: ZERO,
+            realized_pnl: d("-150"),
+            fees: ZERO,
+          },
+          cash: d("99850"),
+          realized: d("-150"),
+          filled_at: SATURDAY,
+        }),
+    },
+  ];
+  let n = 0;
+  for (const c of cases) {
+    const state = new PortfolioState({ starting_cash: "100000", clock: fixed });
+    await state.load(h.sql);
+    const engine = new ExecutionEngine({
+      sql: h.sql,
+      brokers: new Map([["paper", h.broker]]),
+      cache: h.cache,
+      state,
+      config: { risk: c.risk(h.config.risk), execution: h.config.execution },
+      publish: () => {},
+      publishFill: () => Promise.resolve(),
+      clock: fixed,
+    });
+    await engine.start();
+    try {
+      await c.setUp?.(engine, state);
+      const [outcome] = await engine.processSignals([
+        { body: { id: `risk-${n++}`, ...c.body }, strategy: "risk", source: "rest" },
+      ]);
+      assert.equal(outcome?.status, "rejected", c.rule);
+      if (outcome.status !== "rejected") continue;
+      assert.deepEqual(rulesOf(outcome.reasons), [c.rule], c.rule);
+      assert.match(outcome.reasons[0]!.message, /\S/);
+    } finally {
+      if (engine.killSwitch().active) await engine.setKillSwitch({ active: false });
+      await engine.stop();
+    }
+  }
+  assert.equal((await h.orders()).length, 0);
+});
+
+Deno.test("signals of one batch count each other: the second cannot exceed max_open_orders", async () => {
+  await using h = await harness({ risk: (c) => ({ ...noLimits(c), max_open_orders: 1 }) });
+  const resting = (id: string) => ({
+    body: {
+      id,
+      symbol: "BTC-USDT",
+      side: "buy",
+      qty: "1",
+      type: "limit",
+      limit_price: "40000",
+      time_in_force: "gtc",
+    },
+    strategy: "grid",
+    source: "nats" as const,
+  });
+  const outcomes = await h.engine.processSignals([resting("g-1"), resting("g-2")]);
+  assert.deepEqual(outcomes.map((o) => o.status), ["accepted", "rejected"]);
+  const second = outcomes[1]!;
+  if (second.status !== "rejected") return;
+  assert.deepEqual(rulesOf(second.reasons), ["max_open_orders"]);
+  // Still true for a later batch: the first order rests at the broker.
+  const first = outcomes[0]!;
+  if (first.status !== "accepted") return;
+  await waitForStatus(h.sql, first.order.id, "submitted");
+  const [third] = await h.engine.processSignals([resting("g-3")]);
+  assert.equal(third?.status, "rejected");
+  assert.deepEqual(h.state.openQty("BTC-USDT").buy.toString(), "1");
+});
+
+Deno.test("a signal id maps to one order, within a batch and across batches", async () => {
+  await using h = await harness();
+  const signal = (id: string, qty = "0.1") => ({
+    body: { id, symbol: "BTC-USDT", side: "buy", qty },
+    strategy: "dup",
+    source: "nats" as const,
+  });
+  const first = await h.engine.processSignals([signal("a"), signal("a", "0.2"), signal("b")]);
+  assert.deepEqual(first.map((o) => [o.status, o.duplicate]), [
+    ["accepted", false],
+    ["accepted", true],
+    ["accepted", false],
+  ]);
+  const [a, aAgain] = first;
+  if (a?.status !== "accepted" || aAgain?.status !== "accepted") return;
+  assert.equal(aAgain.order.id, a.order.id);
+  assert.equal(aAgain.order.qty, "0.10000000");
+  // A redelivered batch (the broker may have filled the orders meanwhile).
+  await waitForStatus(h.sql, a.order.id, "filled");
+  const again = await h.engine.processSignals([
+    { ...signal("a"), redelivered: true },
+    { ...signal("b"), redelivered: true },
+    { ...signal("c"), redelivered: true },
+  ]);
+  assert.deepEqual(again.map((o) => [o.status, o.duplicate]), [
+    ["accepted", true],
+    ["accepted", true],
+    ["accepted", false],
+  ]);
+  if (again[0]?.status !== "accepted") return;
+  assert.equal(again[0].order.id, a.order.id);
+  assert.equal(again[0].order.status, "filled");
+  // No id: the delivery key is the idempotency key.
+  const keyed = { body: { symbol: "BTC-USDT", side: "sell", qty: "0.1" }, strategy: "dup" };
+  const [k1] = await h.engine.processSignals([{ ...keyed, source: "nats", key: "js-41" }]);
+  const [k2] = await h.engine.processSignals([{ ...keyed, source: "nats", key: "js-41" }]);
+  assert.equal(k1?.duplicate, false);
+  assert.equal(k2?.duplicate, true);
+  await h.engine.idle();
+  const orders = await h.orders();
+  assert.equal(orders.length, 4);
+  assert.equal(new Set(orders.map((o) => o.signal_id)).size, 4);
+  await waitFor(async () => (await h.orders()).every((o) => o.status === "filled"), 5_000);
+  await h.engine.idle();
+  assert.equal(h.broker.submits.length, 4);
+  assert.equal(h.fills.length, 4);
+});
+
+Deno.test("a broker that cannot be reached is retried with the same client order id: one order at the broker", async () => {
+  await using h = await harness();
+  h.broker.failures.push("before", "before", "after");
+  const [outcome] = await h.engine.processSignals([{
+    body: { id: "flaky-1", symbol: "BTC-USDT", side: "sell", qty: "0.25" },
+    strategy: "flaky",
+    source: "rest",
+  }]);
+  if (outcome?.status !== "accepted") throw new Error("expected an accepted signal");
+  const order = await waitForStatus(h.sql, outcome.order.id, "filled");
+  await h.engine.settled();
+  // The third attempt reached the broker; a fourth happens only if its retry came before the
+  // broker's events showed the order was there — the broker recognised it by its id.
+  assert.ok([3, 4].includes(h.broker.submits.length), `${h.broker.submits.length} submits`);
+  assert.deepEqual(new Set(h.broker.submits), new Set([order.client_order_id]));
+  assert.equal(h.broker.inner.stats().submitted, 1);
+  assert.equal(h.engine.stats().submit_retries, 3);
+  assert.equal((await fillsOf(h.sql, order.id)).length, 1);
+  assert.equal(h.fills.length, 1);
+  assert.equal(order.avg_fill_price, "50000.00000000");
+});
+
+Deno.test("a broker refusal rejects the order, persisted and published", async () => {
+  await using h = await harness();
+  // A stop order without a stop price cannot be made by a signal; a market order in a symbol
+  // the risk check prices (a trade) but the paper broker cannot (no bid/ask) is refused there.
+  h.cache.update([{
+    kind: "trade",
+    exchange: "binance",
+    symbol: "SOL-USDT",
+    venue_symbol: "SOLUSDT",
+    trade_id: "1",
+    price: "150",
+    qty: "1",
+    side: "buy",
+    ts_exchange: Date.now() * 1000,
+    ts_local: Date.now() * 1000,
+  }]);
+  const [outcome] = await h.engine.processSignals([{
+    body: { id: "sol-1", symbol: "SOL-USDT", side: "buy", qty: "1", exchange: "binance" },
+    strategy: "refused",
+    source: "rest",
+  }]);
+  if (outcome?.status !== "accepted") throw new Error("expected an accepted signal");
+  const order = await waitForStatus(h.sql, outcome.order.id, "rejected");
+  assert.match(order.status_reason ?? "", /no fresh market price/);
+  assert.deepEqual(h.subjects("orders."), ["orders.pending.SOL-USDT", "orders.rejected.SOL-USDT"]);
+  assert.equal(h.engine.stats().open_orders, 0);
+});
+
+// ---------------------------------------------------------------------------
+// Recovery
+// ---------------------------------------------------------------------------
+
+Deno.test("after a crash, reconciliation submits unsubmitted orders once and catches up missed fills", async () => {
+  await using h = await harness({ start: false });
+  await upsertSymbols(h.sql, [{ symbol: "BTC-USDT" }]);
+  const order = (qty: string) => ({ symbol: "BTC-USDT", side: "buy" as const, qty, broker: "paper" });
+  // What a crashed engine left: three orders committed pending, never sent...
+  const results = await unitOfWork(h.sql, (tx) =>
+    insertSignalsAndOrders(tx, ["c-1", "c-2", "c-3"].map((id, i) => ({
+      signal: {
+        strategy: "crash",
+        client_signal_id: id,
+        source: "nats" as const,
+        symbol: "BTC-USDT",
+        payload: { id, exchange: "binance" },
+      },
+      outcome: { status: "accepted" as const, order: order(`0.${i + 1}`) },
+    }))));
+  const [pending, submitted, lost] = results.map((r) => r.order!);
+  // ...one the broker took and filled while nobody listened (an event lost in the crash)...
+  await updateOrderStatus(h.sql, submitted!.id, { from: "pending", to: "submitted" });
+  const silent = paperBroker({
+    cache: h.cache,
+    options: h.config.brokers.paper,
+    max_price_age_ms: 5_000,
+  });
+  const broker = new FaultyBroker(silent);
+  await broker.inner.submit({
+    client_order_id: submitted!.client_order_id,
+    symbol: "BTC-USDT",
+    side: "buy",
+    type: "market",
+    time_in_force: "day",
+    qty: d("0.2"),
+    limit_price: null,
+    stop_price: null,
+    exchange: "binance",
+  });
+  await broker.inner.settled();
+  // ...and one marked submitted that the broker lost (the paper broker keeps no state).
+  await updateOrderStatus(h.sql, lost!.id, { from: "pending", to: "submitted" });
+
+  const fills: FillMessage[] = [];
+  const engine = new ExecutionEngine({
+    sql: h.sql,
+    brokers: new Map([["paper", broker]]),
+    cache: h.cache,
+    state: h.state,
+    config: { risk: h.config.risk, execution: h.config.execution },
+    publish: () => {},
+    publishFill: (fill) => {
+      fills.push(fill);
+      return Promise.resolve();
+    },
+  });
+  try {
+    await engine.start();
+    assert.equal(engine.stats().open_orders, 3);
+    const report = await engine.reconcile();
+    assert.equal(report.checked, 3);
+    assert.equal(report.submitted, 2);
+    assert.equal(report.updated, 1);
+    for (const o of [pending!, submitted!, lost!]) await waitForStatus(h.sql, o.id, "filled");
+    await engine.idle();
+    const caughtUp = await fillsOf(h.sql, submitted!.id);
+    assert.deepEqual(caughtUp.map((f) => [f.broker_fill_id, f.qty]), [["reconcile-0.2", "0.20000000"]]);
+    assert.equal((await fillsOf(h.sql, pending!.id)).length, 1);
+    assert.equal((await fillsOf(h.sql, lost!.id)).length, 1);
+    await engine.settled();
+    assert.equal(broker.submits.length, 2);
+    assert.equal(new Set(fills.map((f) => f.id)).size, 3);
+
+    // Reconciling again (a second restart) changes nothing, but publishes again the fills no
+    // position tracker applied (none runs here).
+    const published = fills.length;
+    const again = await engine.reconcile();
+    assert.equal(again.submitted, 0);
+    assert.equal(again.updated, 0);
+    assert.equal(again.republished_fills, 3);
+    await engine.settled();
+    assert.equal(fills.length, published + 3);
+    assert.equal((await listFills(h.sql, { limit: 100 })).items.length, 3);
+    assert.equal(broker.submits.length, 2);
+    // Once applied (realized_pnl set by the tracker), a fill is not published again.
+    await h.sql`update fills set realized_pnl = 0`;
+    assert.equal((await engine.reconcile()).republished_fills, 0);
+  } finally {
+    await engine.stop();
+    await broker[Symbol.asyncDispose]();
+  }
+});
+
+// ---------------------------------------------------------------------------
+// Kill switch, cancels, illegal events
+// ---------------------------------------------------------------------------
+
+Deno.test("the kill switch rejects new orders and cancels open ones; it survives a restart", async () => {
+  await using h = await harness();
+  const resting = (id: string, price: string) => ({
+    body: {
+      id,
+      symbol: "BTC-USDT",
+      side: "buy",
+      qty: "1",
+      type: "limit",
+      limit_price: price,
+      time_in_force: "gtc",
+    },
+    strategy: "grid",
+    source: "rest" as const,
+  });
+  const outcomes = await h.engine.processSignals([resting("k-1", "45000"), resting("k-2", "44000")]);
+  const ids = outcomes.map((o) => o.status === "accepted" ? o.order.id : "");
+  for (const id of ids) await waitForStatus(h.sql, id, "submitted");
+  const state = await h.engine.setKillSwitch({ active: true, cancel_open: true, reason: "drill" });
+  assert.equal(state.active, true);
+  assert.equal(state.cancel_requested, 2);
+  for (const id of ids) {
+    const order = await waitForStatus(h.sql, id, "cancelled");
+    assert.equal(order.status_reason, "cancelled on request");
+  }
+  const [refused] = await h.engine.processSignals([resting("k-3", "45000")]);
+  assert.equal(refused?.status, "rejected");
+  if (refused.status !== "rejected") return;
+  assert.deepEqual(rulesOf(refused.reasons), ["kill_switch"]);
+  assert.equal((await getKillSwitch(h.sql)).active, true);
+
+  // A new engine (a restart) reads it back.
+  const restarted = h.newEngine();
+  await h.engine.stop();
+  await restarted.start();
+  assert.equal(restarted.killSwitch().active, true);
+  assert.equal(restarted.killSwitch().reason, "drill");
+  await restarted.setKillSwitch({ active: false });
+  const [accepted] = await restarted.processSignals([resting("k-4", "45000")]);
+  assert.equal(accepted?.status, "accepted");
+});
+
+Deno.test("cancelOrder cancels an open order and refuses a closed one", async () => {
+  await using h = await harness();
+  const [resting, market] = await h.engine.processSignals([
+    {
+      body: {
+        id: "r-1",
+        symbol: "BTC-USDT",
+        side: "sell",
+        qty: "1",
+        type: "limit",
+        limit_price: "60000",
+        time_in_force: "gtc",
+      },
+      strategy: "manual",
+      source: "rest",
+    },
+    { body: { id: "m-1", symbol: "BTC-USDT", side: "buy", qty: "1" }, strategy: "manual", source: "rest" },
+  ]);
+  if (resting?.status !== "accepted" || market?.status !== "accepted") throw new Error("accepted");
+  await waitForStatus(h.sql, resting.order.id, "submitted");
+  await waitForStatus(h.sql, market.order.id, "filled");
+  await h.engine.cancelOrder(resting.order.id);
+  await waitForStatus(h.sql, resting.order.id, "cancelled");
+  await assert.rejects(() => h.engine.cancelOrder(market.order.id), ConflictError);
+  await assert.rejects(() => h.engine.cancelOrder("999999"), /No order 999999/);
+  assert.ok(h.subjects("orders.cancelled.").length === 1);
+});
+
+Deno.test("an illegal broker event raises an alert and changes nothing; the engine keeps working", async () => {
+  await using h = await harness();
+  const [outcome] = await h.engine.processSignals([
+    { body: { id: "i-1", symbol: "BTC-USDT", side: "buy", qty: "1" }, strategy: "x", source: "rest" },
+  ]);
+  if (outcome?.status !== "accepted") throw new Error("accepted");
+  const order = await waitForStatus(h.sql, outcome.order.id, "filled");
+  await h.engine.idle();
+  // A second, new fill of a filled order (an overfill), then a cancel of it.
+  await h.broker.inject({
+    type: "fill",
+    client_order_id: order.client_order_id,
+    broker_order_id: order.broker_order_id!,
+    fill_id: "rogue-1",
+    qty: d("1"),
+    price: d("50000"),
+    fee: ZERO,
+    at_ms: Date.now(),
+  });
+  await h.broker.inject({
+    type: "cancelled",
+    client_order_id: order.client_order_id,
+    broker_order_id: order.broker_order_id,
+    reason: "late cancel",
+    at_ms: Date.now(),
+  });
+  await h.broker.inject({
+    type: "fill",
+    client_order_id: "no-such-order",
+    broker_order_id: "x",
+    fill_id: "f",
+    qty: d("1"),
+    price: d("1"),
+    fee: ZERO,
+    at_ms: Date.now(),
+  });
+  await h.engine.idle();
+  assert.equal((await fillsOf(h.sql, order.id)).length, 1);
+  assert.equal((await getOrder(h.sql, order.id)).status, "filled");
+  const alerts = await listUnresolvedAlerts(h.sql);
+  assert.equal(alerts.length, 3);
+  assert.ok(alerts.every((a) => a.source === "execution"));
+  assert.equal(h.fills.length, 1);
+  const [next] = await h.engine.processSignals([
+    { body: { id: "i-2", symbol: "BTC-USDT", side: "sell", qty: "1" }, strategy: "x", source: "rest" },
+  ]);
+  if (next?.status !== "accepted") throw new Error("accepted");
+  await waitForStatus(h.sql, next.order.id, "filled");
+});
+
+// ---------------------------------------------------------------------------
+// The NATS path
+// ---------------------------------------------------------------------------
+
+Deno.test("signals published on NATS become filled orders and positions; rejects and the kill switch go over NATS", async () => {
+  await using server = await startNatsServer();
+  await using db = await migratedDatabase();
+  const base = await loadConfig({ args: [], env: {} });
+  const config: Config = { ...base, risk: noLimits(base) };
+  const nats = await connect({ servers: server.url });
+  const cache = new LatestCache();
+  quote(cache, "BTC-USDT", "50000", "50002");
+  const trading = tradingSupervisor({
+    config,
+    nats,
+    sql: db.sql,
+    cache,
+    log: nullLogger,
+    execution: { ack_wait_ms: 2_000 },
+  });
+  const rejects: SignalRejectEvent[] = [];
+  const rejectSub = nats.subscribe("signals.rejected", {
+    callback: (_, msg) => {
+      rejects.push(decodeJson(msg.data));
+    },
+  });
+  const root = await startRoot({ name: "root" }, [trading]);
+  try {
+    assert.ok(trading.engine.running);
+    nats.publish(
+      "signals.momentum",
+      encodeJson({ id: "n-1", symbol: "BTC-USDT", side: "buy", qty: "0.5" }),
+    );
+    nats.publish("signals.momentum", encodeJson({ symbol: "BTC-USDT", side: "sell", qty: "0" }));
+    nats.publish("signals.momentum", new TextEncoder().encode("{not json"));
+    await waitFor(() => trading.state.position("BTC-USDT").qty.eq(d("0.5")), 10_000, "position");
+    const [order] = (await listOrders(db.sql, {})).items;
+    assert.equal(order?.status, "filled");
+    assert.equal(order?.strategy, "momentum");
+    const [position] = await db.sql<{ qty: string }[]>`
+      select qty from positions where symbol = 'BTC-USDT'`;
+    assert.equal(position?.qty, "0.50000000");
+    await waitFor(() => rejects.length === 2, 5_000, "reject events");
+    assert.ok(rejects.every((r) => r.strategy === "momentum"));
+    assert.ok(rejects.some((r) => r.client_signal_id.startsWith("js-")));
+    const signals = (await listSignals(db.sql)).items;
+    assert.equal(signals.length, 3);
+
+    const reply = decodeJson<Record<string, unknown>>(
+      (await nats.request("control.kill_switch", encodeJson({ active: true, reason: "nats" }), {
+        timeout: 5_000,
+      })).data,
+    );
+    assert.equal(reply.ok, true);
+    assert.equal(reply.active, true);
+    const bad = decodeJson<Record<string, unknown>>(
+      (await nats.request("control.kill_switch", encodeJson({ active: "yes" }), { timeout: 5_000 }))
+        .data,
+    );
+    assert.equal(bad.ok, false);
+    nats.publish("signals.momentum", encodeJson({ id: "n-2", symbol: "BTC-USDT", side: "buy", qty: "1" }));
+    await waitFor(() => rejects.length === 3, 5_000, "kill switch reject");
+    assert.deepEqual(rulesOf(rejects[2]!.reasons), ["kill_switch"]);
+  } finally {
+    rejectSub.unsubscribe();
+    await deadline(root.stop(), 20_000, "trading subtree stop");
+    await nats.close();
+  }
+});

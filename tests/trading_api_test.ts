@@ -1,0 +1,314 @@
+import assert from "node:assert/strict";
+import postgres from "postgres";
+import type { Sql } from "postgres";
+import { Hono } from "hono";
+import { connect } from "@nats-io/transport-node";
+import { createPostgres } from "../adapters/postgres.ts";
+import { Migrator } from "../adapters/migrator.ts";
+import { startRoot } from "../actors/supervisor.ts";
+import { tradingSupervisor } from "../actors/trading.ts";
+import { errorHandler, notFound } from "../api/errors.ts";
+import { tradingRoutes } from "../api/trading.ts";
+import { hashApiKey, loadConfig } from "../config/mod.ts";
+import { nullLogger } from "../lib/log.ts";
+import { LatestCache } from "../market/latest_cache.ts";
+import { startNatsServer } from "./_nats_server.ts";
+import { waitFor } from "./_helpers.ts";
+
+const ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres";
+const MIGRATIONS = new URL("../migrations/", import.meta.url).pathname;
+const KEY = "test-api-key-0123456789";
+
+async function migratedDatabase(): Promise<{ sql: Sql } & AsyncDisposable> {
+  const name = `tw_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
+  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
+  await admin`create database ${admin(name)}`;
+  await admin.end();
+  const url = new URL(ADMIN_URL);
+  url.pathname = `/${name}`;
+  const sql = createPostgres({ url: url.toString(), pool_size: 8, sslmode: "disable" });
+  await new Migrator(sql, { dir: MIGRATIONS, clickhouse: null }).up(undefined, {
+    only: "postgres",
+  });
+  return {
+    sql,
+    async [Symbol.asyncDispose]() {
+      await sql.end({ timeout: 5 });
+      const drop = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
+      await drop`select pg_terminate_backend(pid) from pg_stat_activity where datname = ${name}`;
+      await drop`drop database if exists ${drop(name)}`;
+      await drop.end();
+    },
+  };
+}
+
+function quote(cache: LatestCache, symbol: string, bid: string, ask: string) {
+  const us = Date.now() * 1000;
+  cache.update([{
+    kind: "top",
+    exchange: "binance",
+    symbol,
+    venue_symbol: symbol.replace("-", ""),
+    ts_exchange: us,
+    ts_local: us,
+    bid_price: bid,
+    bid_qty: "10",
+    ask_price: ask,
+    ask_qty: "10",
+  }]);
+}
+
+/** The trading API on a running trading subtree (paper broker, tracker, execution). */
+async function tradingApi() {
+  const nats = await startNatsServer();
+  const db = await migratedDatabase();
+  const config = await loadConfig({ args: [], env: { TRADEWIRE_RISK__MAX_ORDER_QTY: "10" } });
+  const nc = await connect({ servers: nats.url });
+  const cache = new LatestCache();
+  quote(cache, "BTC-USDT", "50000", "50002");
+  const trading = tradingSupervisor({ config, nats: nc, sql: db.sql, cache, log: nullLogger });
+  const root = await startRoot({ name: "root" }, [trading]);
+  const app = new Hono();
+  app.onError(errorHandler(nullLogger));
+  app.notFound(notFound);
+  app.route(
+    "/api/v1/trading",
+    tradingRoutes({
+      sql: db.sql,
+      engine: trading.engine,
+      state: trading.state,
+      cache,
+      maxPriceAgeMs: 60_000,
+      apiKeyHashes: [await hashApiKey(KEY)],
+    }),
+  );
+  const call = (method: string, path: string, body?: unknown, key: string | null = KEY) =>
+    app.request(`/api/v1/trading${path}`, {
+      method,
+      headers: {
+        ...(key === null ? {} : { authorization: `Bearer ${key}` }),
+        ...(body === undefined ? {} : { "content-type": "application/json" }),
+      },
+      ...(body === undefined
+        ? {}
+        : { body: typeof body === "string" ? body : JSON.stringify(body) }),
+    });
+  return {
+    call,
+    trading,
+    cache,
+    sql: db.sql,
+    async [Symbol.asyncDispose]() {
+      await root.stop();
+      await nc.close();
+      await db[Symbol.asyncDispose]();
+      await nats.stop();
+    },
+  };
+}
+
+Deno.test("POST /signal creates a filled order; the same id again returns it without a second order", async () => {
+  await using api = await tradingApi();
+  const body = { id: "rest-1", symbol: "BTC-USDT", side: "buy", qty: "0.5", strategy: "api" };
+  const created = await api.call("POST", "/signal", body);
+  assert.equal(created.status, 201);
+  const first = await created.json();
+  assert.equal(first.order.symbol, "BTC-USDT");
+  assert.equal(first.order.qty, "0.5");
+  assert.equal(first.signal.duplicate, false);
+
+  const again = await api.call("POST", "/signal", body);
+  assert.equal(again.status, 200);
+  const second = await again.json();
+  assert.equal(second.signal.duplicate, true);
+  assert.equal(second.order.id, first.order.id);
+
+  await waitFor(
+    async () => {
+      const res = await api.call("GET", `/orders/${first.order.id}`);
+      return (await res.json()).order.status === "filled";
+    },
+    10_000,
+    "order filled",
+  );
+  const orders = await (await api.call("GET", "/orders?symbol=BTC-USDT")).json();
+  assert.equal(orders.orders.length, 1);
+  assert.equal(orders.orders[0].avg_fill_price, "50002");
+
+  await waitFor(
+    async () => {
+      const res = await (await api.call("GET", "/positions")).json();
+      return res.positions.length === 1;
+    },
+    10_000,
+    "position",
+  );
+  const { positions } = await (await api.call("GET", "/positions")).json();
+  assert.equal(positions[0].symbol, "BTC-USDT");
+  assert.equal(positions[0].qty, "0.5");
+  assert.equal(positions[0].avg_entry_price, "50002");
+  assert.equal(positions[0].mark_price, "50001");
+  assert.equal(positions[0].unrealized_pnl, "-0.5");
+
+  const { portfolio } = await (await api.call("GET", "/portfolio")).json();
+  assert.equal(portfolio.cash, "74999");
+  assert.equal(typeof portfolio.equity, "string");
+});
+
+Deno.test("an invalid or refused signal is answered 422 with every reason", async () => {
+  await using api = await tradingApi();
+  const invalid = await api.call("POST", "/signal", {
+    symbol: "BTC-USDT",
+    side: "hold",
+    qty: "-1",
+  });
+  assert.equal(invalid.status, 422);
+  const body = await invalid.json();
+  assert.equal(body.error.code, "signal_rejected");
+  const paths = body.error.details.map((r: { path?: string }) => r.path);
+  assert.ok(paths.includes("side") && paths.includes("qty"), JSON.stringify(body));
+
+  const tooBig = await api.call("POST", "/signal", { symbol: "BTC-USDT", side: "buy", qty: "11" });
+  assert.equal(tooBig.status, 422);
+  const refused = await tooBig.json();
+  assert.deepEqual(refused.error.details.map((r: { rule?: string }) => r.rule), [
+    "max_order_qty",
+    "max_notional",
+  ]);
+
+  const notJson = await api.call("POST", "/signal", "{nope");
+  assert.equal(notJson.status, 400);
+  await notJson.body?.cancel();
+});
+
+Deno.test("trading endpoints need the API key", async () => {
+  await using api = await tradingApi();
+  const missing = await api.call("GET", "/orders", undefined, null);
+  assert.equal(missing.status, 401);
+  await missing.body?.cancel();
+  const wrong = await api.call("GET", "/orders", undefined, "wrong");
+  assert.equal(wrong.status, 403);
+  await wrong.body?.cancel();
+});
+
+Deno.test("orders list filters and paginates; bad parameters get 400; unknown orders 404", async () => {
+  await using api = await tradingApi();
+  for (let i = 0; i < 5; i++) {
+    const res = await api.call("POST", "/signal", {
+      id: `page-${i}`,
+      symbol: "BTC-USDT",
+      side: "buy",
+      qty: "0.01",
+      type: "limit",
+      limit_price: "49000",
+      time_in_force: "gtc",
+    });
+    assert.equal(res.status, 201);
+    await res.body?.cancel();
+  }
+  const seen = new Set<string>();
+  let cursor: string | null = null;
+  do {
+    const page: { orders: Array<{ id: string }>; next_cursor: string | null } = await (await api
+      .call("GET", `/orders?limit=2${cursor ? `&cursor=${cursor}` : ""}`)).json();
+    for (const order of page.orders) seen.add(order.id);
+    cursor = page.next_cursor;
+  } while (cursor);
+  assert.equal(seen.size, 5);
+
+  for (
+    const path of [
+      "/orders?limit=0",
+      "/orders?status=nope",
+      "/orders?from=yesterday",
+      "/orders?x=1",
+    ]
+  ) {
+    const res = await api.call("GET", path);
+    assert.equal(res.status, 400, path);
+    await res.body?.cancel();
+  }
+  const missing = await api.call("GET", "/orders/999999");
+  assert.equal(missing.status, 404);
+  await missing.body?.cancel();
+});
+
+Deno.test("DELETE cancels a resting order; the kill switch refuses new signals and cancels open orders", async () => {
+  await using api = await tradingApi();
+  const resting = await (await api.call("POST", "/signal", {
+    id: "rest-limit",
+    symbol: "BTC-USDT",
+    side: "buy",
+    qty: "0.1",
+    type: "limit",
+    limit_price: "49000",
+    time_in_force: "gtc",
+  })).json();
+  await waitFor(
+    async () => {
+      const res = await api.call("GET", `/orders/${resting.order.id}`);
+      return (await res.json()).order.status === "submitted";
+    },
+    10_000,
+    "submitted",
+  );
+  const cancel = await api.call("DELETE", `/orders/${resting.order.id}`);
+  assert.equal(cancel.status, 202);
+  await cancel.body?.cancel();
+  await waitFor(
+    async () => {
+      const res = await api.call("GET", `/orders/${resting.order.id}`);
+      return (await res.json()).order.status === "cancelled";
+    },
+    10_000,
+    "cancelled",
+  );
+
+  const other = await (await api.call("POST", "/signal", {
+    id: "rest-limit-2",
+    symbol: "BTC-USDT",
+    side: "buy",
+    qty: "0.1",
+    type: "limit",
+    limit_price: "49000",
+    time_in_force: "gtc",
+  })).json();
+  await waitFor(
+    async () => {
+      const res = await api.call("GET", `/orders/${other.order.id}`);
+      return (await res.json()).order.status === "submitted";
+    },
+    10_000,
+    "second submitted",
+  );
+  const kill = await api.call("POST", "/kill-switch", {
+    active: true,
+    cancel_open: true,
+    reason: "test",
+  });
+  assert.equal(kill.status, 200);
+  assert.equal((await kill.json()).kill_switch.active, true);
+  await waitFor(
+    async () => {
+      const res = await api.call("GET", `/orders/${other.order.id}`);
+      return (await res.json()).order.status === "cancelled";
+    },
+    10_000,
+    "cancelled by the kill switch",
+  );
+  const refused = await api.call("POST", "/signal", {
+    symbol: "BTC-USDT",
+    side: "buy",
+    qty: "0.1",
+  });
+  assert.equal(refused.status, 422);
+  assert.deepEqual(
+    (await refused.json()).error.details.map((r: { rule?: string }) => r.rule),
+    ["kill_switch"],
+  );
+  const state = await (await api.call("GET", "/kill-switch")).json();
+  assert.equal(state.kill_switch.active, true);
+  const bad = await api.call("POST", "/kill-switch", { active: "yes", extra: 1 });
+  assert.equal(bad.status, 422);
+  assert.equal((await bad.json()).error.details.length, 2);
+});

@@ -1,0 +1,1874 @@
+/**
+ * The execution engine: signals in, risk-checked orders out to brokers, broker
+ * events back into PostgreSQL — exactly once. It does no NATS consuming of its
+ * own (`actors/execution.ts` feeds it from JetStream, the REST API calls it
+ * directly), so it is tested with a database and brokers only.
+ *
+ * How a batch of signals goes ({@linkcode ExecutionEngine.processSignals}):
+ *
+ * 1. Batches run one at a time (NATS batches and REST calls never interleave).
+ * 2. Each body is parsed (`parseSignal`: every reason of an invalid one) and
+ *    keyed by `(strategy, client_signal_id)` — the body's `id`, else the
+ *    caller's `key` (`js-<stream sequence>` for NATS), else a fresh UUID.
+ * 3. Valid signals are risk-checked (`checkRisk`) against the position,
+ *    gross exposure and realized P&L today of the {@linkcode PortfolioState}
+ *    (marked with its `markPrice`), the open orders the engine tracks (it
+ *    mirrors them into the state), the last market price from the
+ *    {@linkcode LatestCache} (the newest fresh trade or bid/ask mid) and the
+ *    kill switch. Accepted orders of the batch count as open for the signals after
+ *    them, so two signals of one batch cannot jointly exceed a limit.
+ * 4. ONE transaction records every signal with its outcome and creates the
+ *    `pending` orders (`insertSignalsAndOrders`); a signal stored before comes
+ *    back with its stored outcome and creates nothing. Only then does the
+ *    call resolve — the caller acknowledges JetStream messages after that.
+ * 5. New orders are submitted to their brokers with their `client_order_id`;
+ *    a broker that cannot be reached is retried with backoff under the same id
+ *    while the order stays `pending`; a refusal makes the order `rejected`.
+ *
+ * Broker events and submit results go through ONE writer queue: whatever
+ * arrived while the previous transaction ran is applied in the next one —
+ * fills inserted idempotently (`insertFills`), orders moved along the state
+ * machine (`order_state.ts`) and stored with their expected status and
+ * filled quantity. After the commit every transition is published on
+ * `orders.<status>.<symbol>` and every NEW fill on the FILLS stream. An
+ * event that would be an illegal transition is logged and raises an alert
+ * row; it never crashes the engine.
+ *
+ * Crash recovery ({@linkcode ExecutionEngine.reconcile}): every open order in
+ * PostgreSQL is looked up at its broker by client order id — unknown ones are
+ * submitted (again), known ones brought up to date (missed fills inserted
+ * idempotently, final statuses applied) — and fills not yet applied to
+ * positions (`realized_pnl IS NULL`) are published again (FILLS deduplicates
+ * by `fill-<id>` and the position tracker applies each fill once).
+ *
+ * @example
+ * ```ts
+ * const engine = new ExecutionEngine({ sql, brokers, cache, state, config, publish, publishFill });
+ * await engine.start();
+ * await engine.reconcile();
+ * const [outcome] = await engine.processSignals([{ body, source: "rest" }]);
+ * if (outcome.status === "rejected") respond(422, outcome.reasons);
+ * await engine.stop();
+ * ```
+ *
+ * @module
+ */
+
+import type { Sql, TransactionSql } from "postgres";
+import {
+  type Broker,
+  type BrokerEvent,
+  type BrokerOrderRequest,
+  type BrokerOrderState,
+  BrokerRejectedError,
+} from "../brokers/broker.ts";
+import type { Config } from "../config/mod.ts";
+import {
+  ConflictError,
+  DbConnectionError,
+  DbTimeoutError,
+  type Fill,
+  findOrderByClientOrderId,
+  getKillSwitch,
+  getOrder,
+  getSymbol,
+  insertFills,
+  insertSignalsAndOrders,
+  type KillSwitch,
+  listOpenOrders,
+  listSymbols,
+  type NewFill,
+  NotFoundError,
+  type Order,
+  type OrderStatusUpdate,
+  raiseAlert,
+  SerializationError,
+  setKillSwitch as storeKillSwitch,
+  type Signal as SignalRow,
+  type SignalBatchItem,
+  type SignalInsertResult,
+  unitOfWork,
+  updateOrderStatuses,
+  upsertSymbols,
+} from "../db/mod.ts";
+import { backoffDelay } from "../lib/backoff.ts";
+import { type Clock, systemClock } from "../lib/clock.ts";
+import { type Logger, nullLogger } from "../lib/log.ts";
+import { type Exchange, EXCHANGES } from "../market/events.ts";
+import type { LatestCache } from "../market/latest_cache.ts";
+import { type FillMessage, fillMessage } from "./fills_stream.ts";
+import { markPrice, type PortfolioState } from "./portfolio_state.ts";
+import type { UsEquityMarketClock } from "./market_hours.ts";
+import { type Decimal, fromDb, parseDecimal, toDb, toJson, ZERO } from "./money.ts";
+import {
+  IllegalTransitionError,
+  isOpen,
+  type OrderEvent,
+  type OrderState,
+  OverfillError,
+  transition,
+} from "./order_state.ts";
+import {
+  checkRisk,
+  limitsFor,
+  type RiskConfig,
+  type RiskContext,
+  type RiskLimits,
+  riskLimitsFromConfig,
+} from "./risk.ts";
+import {
+  DEFAULT_SIGNAL_STRATEGY,
+  parseSignal,
+  type Signal,
+  SIGNAL_ID_PATTERN,
+  STRATEGY_PATTERN,
+} from "./signal.ts";
+import {
+  type KillSwitchRequest,
+  orderSubject,
+  type RejectReason,
+  type SignalRejectEvent,
+  signalsRejectedSubject,
+} from "./signals_stream.ts";
+
+/** Who the engine writes rows as (`created_by` / `updated_by`). */
+export const DEFAULT_EXECUTION_ACTOR = "execution";
+/** First delay before a submit is retried after the broker could not be reached, in ms. */
+export const DEFAULT_SUBMIT_RETRY_INITIAL_MS = 200;
+/** Longest delay between submit retries, in ms. */
+export const DEFAULT_SUBMIT_RETRY_MAX_MS = 10_000;
+/** Most broker calls in flight per broker (submits, lookups, cancels). */
+export const DEFAULT_BROKER_CONCURRENCY = 64;
+/** Most broker events and submit results applied in one transaction. */
+export const DEFAULT_EVENT_BATCH_MAX = 2_000;
+/** How long a broker's market clock (Alpaca's `/v2/clock`) is reused, in ms. */
+export const DEFAULT_MARKET_CLOCK_TTL_MS = 30_000;
+/** How long {@linkcode ExecutionEngine.start} waits for the position tracker to load the portfolio state, in ms. */
+export const DEFAULT_STATE_WAIT_MS = 30_000;
+/** Source of alerts raised by the engine. */
+export const EXECUTION_ALERT_SOURCE = "execution";
+
+/** One signal handed to {@linkcode ExecutionEngine.processSignals}. */
+export interface SignalInput {
+  /** The body as received (decoded JSON, or `{ raw }` for what was not JSON). */
+  body: unknown;
+  /** Strategy from the subject (`signals.<strategy>`); the body's `strategy` wins. */
+  strategy?: string | undefined;
+  /**
+   * Idempotency key when the body has no `id`: `js-<stream sequence>` for
+   * NATS. Without either, a fresh UUID is used (REST clients that retry must
+   * send an `id`).
+   */
+  key?: string | undefined;
+  /** How it arrived. */
+  source: "nats" | "rest";
+  /** When it arrived. @default {now} */
+  receivedAt?: Date | undefined;
+  /**
+   * Whether it may have been handled before (a JetStream redelivery): then a
+   * batch checks stored keys before its risk checks, so a stored duplicate
+   * never takes risk room from the new signals of the batch. @default {false}
+   */
+  redelivered?: boolean | undefined;
+}
+
+/** What became of one signal. */
+export type SignalOutcome =
+  | {
+    /** An order was created for it. */
+    status: "accepted";
+    /** True when the signal was stored before: `order` is the order created then. */
+    duplicate: boolean;
+    /** The stored signal. */
+    signal: SignalRow;
+    /** Its order (as stored when the batch committed, or now for a duplicate). */
+    order: Order;
+  }
+  | {
+    /** It was refused. */
+    status: "rejected";
+    /** True when the signal was stored before with this outcome. */
+    duplicate: boolean;
+    /** The stored signal. */
+    signal: SignalRow;
+    /** Every reason, each naming its field (`path`) or risk rule (`rule`). */
+    reasons: RejectReason[];
+  }
+  | {
+    /** Stored before without a decision (not by this engine); nothing was done. */
+    status: "received";
+    /** Always true. */
+    duplicate: true;
+    /** The stored signal. */
+    signal: SignalRow;
+  };
+
+/** The kill switch as the engine holds it, with what a request did. */
+export interface KillSwitchState extends KillSwitch {
+  /** Open orders whose cancellation the request asked brokers for. */
+  cancel_requested: number;
+}
+
+/** What {@linkcode ExecutionEngine.reconcile} did. */
+export interface ReconcileReport {
+  /** Open orders looked up at their brokers. */
+  checked: number;
+  /** Orders the broker did not know, submitted (again). */
+  submitted: number;
+  /** Orders whose status or fills were behind the broker's. */
+  updated: number;
+  /** Orders whose broker is not configured, or whose lookup failed (left as they are). */
+  failed: number;
+  /** Fills not yet applied to positions, published again on FILLS. */
+  republished_fills: number;
+}
+
+/** Counters of an {@linkcode ExecutionEngine}, kept for its lifetime. */
+export interface ExecutionStats {
+  /** Signals handed in (duplicates included). */
+  signals: number;
+  /** Signals accepted (an order created). */
+  accepted: number;
+  /** Signals rejected. */
+  rejected: number;
+  /** Signals stored before (redeliveries, retried requests). */
+  duplicates: number;
+  /** Signal batches committed. */
+  batches: number;
+  /** Orders acknowledged by a broker. */
+  submitted: number;
+  /** Submit attempts that failed because the broker could not be reached. */
+  submit_retries: number;
+  /** Fills recorded (new ones only). */
+  fills: number;
+  /** Broker events refused as illegal transitions (alerts raised). */
+  illegal_events: number;
+  /** Fill publishes that failed and were retried. */
+  fill_publish_retries: number;
+  /** Broker updates that could not be stored (bad data) and were dropped with an alert. */
+  dropped_updates: number;
+  /** Orders open now. */
+  open_orders: number;
+}
+
+/** The engine's settings that are not in the configuration; tests and benchmarks change them. */
+export interface ExecutionEngineOptions {
+  /** Prepended to `orders.…` and `signals.rejected`. @default {""} */
+  subject_prefix?: string | undefined;
+  /** Written as `created_by`/`updated_by`. @default {DEFAULT_EXECUTION_ACTOR} */
+  actor?: string | undefined;
+  /** First submit retry delay, in ms. @default {DEFAULT_SUBMIT_RETRY_INITIAL_MS} */
+  submit_retry_initial_ms?: number | undefined;
+  /** Longest submit retry delay, in ms. @default {DEFAULT_SUBMIT_RETRY_MAX_MS} */
+  submit_retry_max_ms?: number | undefined;
+  /** Most broker calls in flight per broker. @default {DEFAULT_BROKER_CONCURRENCY} */
+  broker_concurrency?: number | undefined;
+  /** Most updates applied in one transaction. @default {DEFAULT_EVENT_BATCH_MAX} */
+  event_batch_max?: number | undefined;
+  /** How long a broker's market clock is reused, in ms. @default {DEFAULT_MARKET_CLOCK_TTL_MS} */
+  market_clock_ttl_ms?: number | undefined;
+  /** Backoff jitter source, uniform in [0, 1). @default {Math.random} */
+  random?: (() => number) | undefined;
+  /**
+   * How long `start` waits for the {@linkcode PortfolioState} to be loaded
+   * (by the position tracker), in ms. @default {DEFAULT_STATE_WAIT_MS}
+   */
+  state_wait_ms?: number | undefined;
+}
+
+/** What an {@linkcode ExecutionEngine} needs. */
+export interface ExecutionEngineDeps {
+  /** The PostgreSQL pool (a `createPostgres` pool: NUMERIC as text). */
+  sql: Sql;
+  /** Brokers by name (`paper`, `alpaca`); orders are routed by `broker` or `execution.default_broker`. */
+  brokers: ReadonlyMap<string, Broker>;
+  /** Last market prices, for the price collar, notional and market-order checks. */
+  cache: LatestCache;
+  /**
+   * Positions, exposure and today's realized P&L, kept by the position
+   * tracker; the engine registers its open orders there too.
+   */
+  state: PortfolioState;
+  /** The `risk` and `execution` sections of the configuration. */
+  config: { risk: Config["risk"]; execution: Config["execution"] };
+  /** Publishes JSON on a core NATS subject (order transitions, reject events). */
+  publish(subject: string, data: unknown): void;
+  /** Publishes a persisted fill on FILLS and resolves once JetStream stored it. */
+  publishFill(fill: FillMessage): Promise<unknown>;
+  /** Time, retry delays. @default {systemClock} */
+  clock?: Clock | undefined;
+  /** @default {nullLogger} */
+  log?: Logger | undefined;
+  /** Settings beyond the configuration. */
+  options?: ExecutionEngineOptions | undefined;
+}
+
+/** The engine was asked to work before {@linkcode ExecutionEngine.start} (or after stop). */
+export class ExecutionNotReadyError extends Error {
+  /** Creates the error. */
+  constructor(message = "The execution engine is not running", options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ExecutionNotReadyError";
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Internal shapes
+// ---------------------------------------------------------------------------
+
+/** An open order as the engine tracks it: the stored row and its parsed figures. */
+interface Tracked {
+  row: Order;
+  qty: Decimal;
+  filled: Decimal;
+  /** Venue whose prices the paper broker uses (the signal's, else the one risk priced it on). */
+  exchange: string | null;
+  /** Cancellation asked for while a submit was in flight or retrying. */
+  cancelRequested: boolean;
+  /** A submit loop is running for it. */
+  submitting: boolean;
+}
+
+/** Work for the writer queue. */
+type Update =
+  | { kind: "submitted"; coid: string; broker_order_id: string }
+  | { kind: "refused"; coid: string; reason: string }
+  | { kind: "local_cancel"; coid: string; reason: string }
+  | { kind: "event"; broker: string; event: BrokerEvent };
+
+/** A signal after parsing and keying. */
+interface Prepared {
+  input: SignalInput;
+  strategy: string;
+  clientSignalId: string;
+  symbol: string | null;
+  payload: unknown;
+  receivedAt: Date;
+  parsed: ReturnType<typeof parseSignal>;
+}
+
+/** A decision on one prepared signal, before it is stored. */
+interface Decision {
+  item: SignalBatchItem;
+  exchange: string | null;
+}
+
+/** An order's state while a batch of updates is applied to it. */
+interface Draft {
+  row: Order;
+  state: OrderState;
+  /** The states after each transition, in order, to publish. */
+  steps: OrderState[];
+}
+
+/** Reruns a batch of updates without the fills that turned out illegal. */
+class RedoWithout extends Error {
+  constructor(readonly keys: ReadonlySet<string>) {
+    super("Batch has illegal fills");
+    this.name = "RedoWithout";
+  }
+}
+
+/** Reruns a batch of updates after reloading orders whose stored state moved. */
+class StaleOrders extends Error {
+  constructor(readonly orders: readonly Order[]) {
+    super("Orders changed under the engine");
+    this.name = "StaleOrders";
+  }
+}
+
+const decoderless = (value: unknown): unknown =>
+  value === undefined || value === null || typeof value !== "object" ? { raw: value ?? null } : value;
+
+function fillKey(orderId: string, fillId: string): string {
+  return `${orderId}\u0000${fillId}`;
+}
+
+/** Whether running the same work again later may succeed: the database unreachable, slow or busy. */
+function isTransient(error: unknown): boolean {
+  return error instanceof DbConnectionError || error instanceof DbTimeoutError ||
+    error instanceof SerializationError;
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** A FIFO semaphore bounding calls in flight. */
+class Limiter {
+  #free: number;
+  readonly #waiting: Array<() => void> = [];
+
+  constructor(size: number) {
+    this.#free = size;
+  }
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.#free > 0) this.#free--;
+    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    try {
+      return await fn();
+    } finally {
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#free++;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The engine
+// ---------------------------------------------------------------------------
+
+/**
+ * The execution engine (see the module doc). Public methods used by the API:
+ * {@linkcode ExecutionEngine.processSignals},
+ * {@linkcode ExecutionEngine.cancelOrder},
+ * {@linkcode ExecutionEngine.setKillSwitch},
+ * {@linkcode ExecutionEngine.killSwitch}.
+ */
+export class ExecutionEngine {
+  readonly #sql: Sql;
+  readonly #brokers: ReadonlyMap<string, Broker>;
+  readonly #cache: LatestCache;
+  readonly #state: PortfolioState;
+  readonly #execution: Config["execution"];
+  readonly #limits: RiskLimits;
+  readonly #publish: (subject: string, data: unknown) => void;
+  readonly #publishFill: (fill: FillMessage) => Promise<unknown>;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  readonly #names: { subject_prefix: string };
+  readonly #by: string;
+  readonly #retryInitialMs: number;
+  readonly #retryMaxMs: number;
+  readonly #eventBatchMax: number;
+  readonly #clockTtlMs: number;
+  readonly #random: () => number;
+  readonly #stateWaitMs: number;
+  readonly #concurrency: number;
+  readonly #limiters = new Map<string, Limiter>();
+
+  /** Open orders by client order id. */
+  readonly #open = new Map<string, Tracked>();
+  /** Client order id of open orders by row id. */
+  readonly #openById = new Map<string, string>();
+  /** Unfilled quantity of open orders per symbol and side. */
+  readonly #openQty = new Map<string, { buy: Decimal; sell: Decimal }>();
+  /** Symbols known to exist in the `symbols` table. */
+  readonly #symbols = new Set<string>();
+  readonly #marketClocks = new Map<string, { at: number; clock: UsEquityMarketClock }>();
+  #kill: KillSwitch = { active: false, reason: null, changed_at: null, changed_by: null };
+
+  /** Serializes signal batches and kill-switch changes. */
+  #serial: Promise<unknown> = Promise.resolve();
+  readonly #updates: Update[] = [];
+  #draining: Promise<void> | null = null;
+  /** Background work (submits, fill publishes) awaited on stop. */
+  readonly #background = new Set<Promise<unknown>>();
+  #running = false;
+  #halt = new AbortController();
+  #unsubscribe: Array<() => void> = [];
+  readonly #stats: Omit<ExecutionStats, "open_orders"> = {
+    signals: 0,
+    accepted: 0,
+    rejected: 0,
+    duplicates: 0,
+    batches: 0,
+    submitted: 0,
+    submit_retries: 0,
+    fills: 0,
+    illegal_events: 0,
+    fill_publish_retries: 0,
+    dropped_updates: 0,
+  };
+
+  /** Creates the engine; nothing happens until {@linkcode ExecutionEngine.start}. */
+  constructor(deps: ExecutionEngineDeps) {
+    const options = deps.options ?? {};
+    this.#sql = deps.sql;
+    this.#brokers = deps.brokers;
+    this.#cache = deps.cache;
+    this.#state = deps.state;
+    this.#execution = deps.config.execution;
+    this.#limits = riskLimitsFromConfig(deps.config.risk as RiskConfig);
+    this.#publish = deps.publish;
+    this.#publishFill = deps.publishFill;
+    this.#clock = deps.clock ?? systemClock;
+    this.#log = deps.log ?? nullLogger;
+    this.#names = { subject_prefix: options.subject_prefix ?? "" };
+    this.#by = options.actor ?? DEFAULT_EXECUTION_ACTOR;
+    this.#retryInitialMs = options.submit_retry_initial_ms ?? DEFAULT_SUBMIT_RETRY_INITIAL_MS;
+    this.#retryMaxMs = Math.max(
+      this.#retryInitialMs,
+      options.submit_retry_max_ms ?? DEFAULT_SUBMIT_RETRY_MAX_MS,
+    );
+    this.#eventBatchMax = options.event_batch_max ?? DEFAULT_EVENT_BATCH_MAX;
+    this.#clockTtlMs = options.market_clock_ttl_ms ?? DEFAULT_MARKET_CLOCK_TTL_MS;
+    this.#random = options.random ?? Math.random;
+    this.#stateWaitMs = options.state_wait_ms ?? DEFAULT_STATE_WAIT_MS;
+    const concurrency = options.broker_concurrency ?? DEFAULT_BROKER_CONCURRENCY;
+    this.#concurrency = concurrency;
+  }
+
+  /** Whether {@linkcode ExecutionEngine.start} completed and the engine was not stopped since. */
+  get running(): boolean {
+    return this.#running;
+  }
+
+  /** The engine's counters. */
+  stats(): ExecutionStats {
+    return { ...this.#stats, open_orders: this.#open.size };
+  }
+
+  /** The kill switch as the engine holds it (loaded at start, changed by {@linkcode setKillSwitch}). */
+  killSwitch(): KillSwitch {
+    return { ...this.#kill };
+  }
+
+  /**
+   * Waits for the portfolio state to be loaded (by the position tracker;
+   * rejects with {@linkcode ExecutionNotReadyError} after `state_wait_ms`),
+   * loads what the engine keeps in memory — the kill switch, known symbols,
+   * open orders — and subscribes to every broker's events. Call
+   * {@linkcode ExecutionEngine.reconcile} next when recovering from a
+   * restart. Can be called again after {@linkcode ExecutionEngine.stop}.
+   */
+  async start(): Promise<void> {
+    if (this.#running) return;
+    const until = this.#clock.now() + this.#stateWaitMs;
+    while (!this.#state.loaded) {
+      if (this.#clock.now() >= until) {
+        throw new ExecutionNotReadyError(
+          `The portfolio state was not loaded within ${this.#stateWaitMs} ms`,
+        );
+      }
+      await this.#clock.sleep(20);
+    }
+    this.#halt = new AbortController();
+    this.#kill = await getKillSwitch(this.#sql);
+    this.#symbols.clear();
+    for (const symbol of await listSymbols(this.#sql)) this.#symbols.add(symbol.symbol);
+    this.#open.clear();
+    this.#openById.clear();
+    this.#openQty.clear();
+    const open = await listOpenOrders(this.#sql);
+    const exchanges = await this.#signalExchanges(open);
+    for (const row of open) this.#track(row, exchanges.get(row.id) ?? null);
+    for (const [name, broker] of this.#brokers) {
+      this.#unsubscribe.push(
+        broker.onEvent((event) => this.#enqueue({ kind: "event", broker: name, event })),
+      );
+    }
+    if (!this.#brokers.has(this.#execution.default_broker)) {
+      this.#log.warn("the default broker is not configured; signals naming no broker are refused", {
+        default_broker: this.#execution.default_broker,
+      });
+    }
+    this.#running = true;
+    this.#log.info("execution engine started", {
+      open_orders: this.#open.size,
+      kill_switch: this.#kill.active,
+      brokers: [...this.#brokers.keys()],
+    });
+  }
+
+  /**
+   * Stops taking work: unsubscribes from brokers, waits for the signal batch
+   * and the updates in progress, stops submit retries (their orders stay
+   * `pending`, to be submitted by the next start's reconciliation) and waits
+   * for fill publishes in flight.
+   */
+  async stop(): Promise<void> {
+    if (!this.#running) return;
+    this.#running = false;
+    await this.#serial.catch(() => {});
+    this.#halt.abort(new ExecutionNotReadyError("The execution engine stopped"));
+    await Promise.allSettled([...this.#background]);
+    await this.idle().catch(() => {});
+    for (const unsubscribe of this.#unsubscribe) unsubscribe();
+    this.#unsubscribe = [];
+    await this.idle().catch(() => {});
+    await Promise.allSettled([...this.#background]);
+    this.#log.info("execution engine stopped", { open_orders: this.#open.size });
+  }
+
+  /**
+   * Waits — at most `timeoutMs` — until market data is there: the cache has
+   * taken at least one event and every open order's symbol has a fresh price.
+   * A freshly started engine has an empty cache; reconciling or consuming
+   * before the first prices arrive would refuse market orders for want of a
+   * price. Returns whether the data came in time (the caller goes on either
+   * way); `signal` ends the wait early.
+   */
+  async warmUp(timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+    const stop = signal === undefined ? this.#halt.signal : AbortSignal.any([signal, this.#halt.signal]);
+    const until = this.#clock.now() + timeoutMs;
+    for (;;) {
+      const now = this.#clock.now();
+      const symbols = new Set([...this.#open.values()].map((t) => t.row.symbol));
+      const ready = this.#cache.stats().applied > 0 &&
+        [...symbols].every((symbol) => this.#lastPrice(symbol, undefined, now) !== null);
+      if (ready) return true;
+      if (now >= until || stop.aborted) {
+        this.#log.warn("no fresh market data yet; going on without", {
+          waited_ms: timeoutMs,
+          open_symbols: [...symbols],
+        });
+        return false;
+      }
+      await this.#clock.sleep(Math.min(50, Math.max(1, until - now)), stop).catch(() => {});
+    }
+  }
+
+  /**
+   * Resolves once the writer queue is empty: every broker event and submit
+   * result received so far is stored and published. Tests wait on it.
+   */
+  async idle(): Promise<void> {
+    while (this.#draining !== null) await this.#draining;
+  }
+
+  /**
+   * Resolves once nothing is in progress: no submit loop or fill publish in
+   * the background and the writer queue empty. Note that a submit retrying
+   * against a broker that cannot be reached keeps it pending.
+   */
+  async settled(): Promise<void> {
+    while (this.#background.size > 0 || this.#draining !== null) {
+      await Promise.allSettled([...this.#background]);
+      await this.idle();
+    }
+  }
+
+  // -- signals ----------------------------------------------------------------
+
+  /**
+   * Records a batch of signals with their outcomes and creates the orders of
+   * the accepted ones, in one transaction; resolves once it committed, with
+   * one outcome per input in order (accepted with the order, rejected with
+   * every reason, or a duplicate's stored outcome). Then submits the new
+   * orders in the background. Batches run one at a time. Rejects with
+   * {@linkcode ExecutionNotReadyError} before start, and with the database
+   * error when the transaction failed (nothing was recorded: hand the same
+   * signals in again).
+   *
+   * @example
+   * ```ts
+   * const [outcome] = await engine.processSignals([{
+   *   body: { id: "s-1", symbol: "BTC-USDT", side: "buy", qty: "0.5" },
+   *   strategy: "momentum",
+   *   source: "rest",
+   * }]);
+   * ```
+   */
+  processSignals(items: readonly SignalInput[]): Promise<SignalOutcome[]> {
+    if (!this.#running) return Promise.reject(new ExecutionNotReadyError());
+    return this.#exclusive(() => this.#processBatch(items));
+  }
+
+  #exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#serial.then(fn, fn);
+    this.#serial = run.catch(() => {});
+    return run;
+  }
+
+  async #processBatch(items: readonly SignalInput[]): Promise<SignalOutcome[]> {
+    if (items.length === 0) return [];
+    const prepared = items.map((item) => this.#prepare(item));
+    await this.#refreshMarketClocks(prepared);
+    const checkStored = items.length > 1 && items.some((item) => item.redelivered === true);
+    let decisions = checkStored ? null : this.#decide(prepared, new Set());
+    let results: SignalInsertResult[];
+    if (decisions !== null && !this.#needsSymbols(decisions)) {
+      // One statement records the whole batch: atomic without an explicit transaction.
+      results = await insertSignalsAndOrders(this.#sql, decisions.map((d) => d.item), {
+        by: this.#by,
+      });
+    } else {
+      ({ results, decisions } = await unitOfWork(this.#sql, async (tx) => {
+        const stored = checkStored ? await storedKeys(tx, prepared) : new Set<string>();
+        const decided = this.#decide(prepared, stored);
+        await this.#ensureSymbols(tx, decided);
+        const results = await insertSignalsAndOrders(tx, decided.map((d) => d.item), {
+          by: this.#by,
+        });
+        return { results, decisions: decided };
+      }));
+    }
+    this.#stats.batches++;
+    const outcomes: SignalOutcome[] = [];
+    const toSubmit: Tracked[] = [];
+    for (let i = 0; i < results.length; i++) {
+      const result = results[i]!;
+      const outcome = toOutcome(result);
+      outcomes.push(outcome);
+      this.#stats.signals++;
+      if (outcome.duplicate) {
+        this.#stats.duplicates++;
+        continue;
+      }
+      if (outcome.status === "accepted") {
+        this.#stats.accepted++;
+        const tracked = this.#track(outcome.order, decisions[i]!.exchange);
+        toSubmit.push(tracked);
+        this.#publishOrder(outcome.order, null);
+      } else if (outcome.status === "rejected") {
+        this.#stats.rejected++;
+        this.#publishReject(outcome.signal, outcome.reasons);
+      }
+    }
+    for (const tracked of toSubmit) this.#startSubmit(tracked, false);
+    return outcomes;
+  }
+
+  #prepare(input: SignalInput): Prepared {
+    const body = input.body;
+    const parsed = parseSignal(body, input.strategy === undefined ? {} : { strategy: input.strategy });
+    const raw = typeof body === "object" && body !== null && !Array.isArray(body)
+      ? body as Record<string, unknown>
+      : {};
+    let strategy: string;
+    let clientSignalId: string | undefined;
+    let symbol: string | null = null;
+    if (parsed.ok) {
+      strategy = parsed.signal.strategy;
+      clientSignalId = parsed.signal.id;
+      symbol = parsed.signal.symbol;
+    } else {
+      strategy = typeof raw.strategy === "string" && STRATEGY_PATTERN.test(raw.strategy)
+        ? raw.strategy
+        : input.strategy !== undefined && STRATEGY_PATTERN.test(input.strategy)
+        ? input.strategy
+        : DEFAULT_SIGNAL_STRATEGY;
+      if (typeof raw.id === "string" && SIGNAL_ID_PATTERN.test(raw.id)) clientSignalId = raw.id;
+      if (typeof raw.symbol === "string" && raw.symbol.length <= 64) symbol = raw.symbol;
+    }
+    return {
+      input,
+      strategy,
+      clientSignalId: clientSignalId ?? input.key ?? crypto.randomUUID(),
+      symbol,
+      payload: decoderless(body),
+      receivedAt: input.receivedAt ?? new Date(this.#clock.now()),
+      parsed,
+    };
+  }
+
+  /** The outcome of each prepared signal, checking risk with the batch's accepted orders counted. */
+  #decide(prepared: readonly Prepared[], stored: ReadonlySet<string>): Decision[] {
+    const now = this.#clock.now();
+    const seen = new Set<string>();
+    const extraQty = new Map<string, { buy: Decimal; sell: Decimal }>();
+    let extraOpen = 0;
+    const positions = new Map<string, Decimal>();
+    const prices = new Map<string, { price: Decimal; exchange: Exchange } | null>();
+    const maxAgeMs = this.#execution.max_price_age_ms;
+    const gross = this.#state.exposure((symbol) => markPrice(this.#cache, symbol, maxAgeMs, now))
+      .gross;
+    const realized = this.#state.realizedToday(now);
+    return prepared.map((p): Decision => {
+      const signal = {
+        strategy: p.strategy,
+        client_signal_id: p.clientSignalId,
+        source: p.input.source,
+        symbol: p.symbol,
+        payload: p.payload,
+        received_at: p.receivedAt,
+      };
+      const key = `${p.strategy}\u0000${p.clientSignalId}`;
+      const duplicate = seen.has(key) || stored.has(key);
+      seen.add(key);
+      if (!p.parsed.ok) {
+        return {
+          item: { signal, outcome: { status: "rejected", reasons: p.parsed.reasons } },
+          exchange: null,
+        };
+      }
+      const s = p.parsed.signal;
+      const brokerName = s.broker ?? this.#execution.default_broker;
+      const reasons: RejectReason[] = [];
+      if (!this.#brokers.has(brokerName)) {
+        reasons.push({
+          path: "broker",
+          message: `broker ${brokerName} is not enabled (enabled: ${
+            [...this.#brokers.keys()].join(", ") || "none"
+          })`,
+        });
+      }
+      const priceKey = `${s.symbol}\u0000${s.exchange ?? ""}`;
+      let priced = prices.get(priceKey);
+      if (priced === undefined) {
+        priced = this.#lastPrice(s.symbol, s.exchange, now);
+        prices.set(priceKey, priced);
+      }
+      const base = this.#openQty.get(s.symbol);
+      const extra = extraQty.get(s.symbol);
+      let position = positions.get(s.symbol);
+      if (position === undefined) {
+        position = this.#state.position(s.symbol).qty;
+        positions.set(s.symbol, position);
+      }
+      const context: RiskContext = {
+        limits: this.#limits,
+        position_qty: position,
+        open_buy_qty: (base?.buy ?? ZERO).plus(extra?.buy ?? ZERO),
+        open_sell_qty: (base?.sell ?? ZERO).plus(extra?.sell ?? ZERO),
+        open_orders: this.#open.size + extraOpen,
+        gross_exposure: gross,
+        last_price: priced?.price ?? null,
+        realized_pnl_today: realized,
+        kill_switch: this.#kill.active,
+        now,
+      };
+      const marketClock = this.#marketClockFor(brokerName, now);
+      if (marketClock !== undefined) context.market_clock = marketClock;
+      for (const violation of checkRisk(s, context)) reasons.push(violation);
+      if (reasons.length > 0) {
+        return { item: { signal, outcome: { status: "rejected", reasons } }, exchange: null };
+      }
+      if (!duplicate) {
+        extraOpen++;
+        const sums = extra ?? { buy: ZERO, sell: ZERO };
+        if (s.side === "buy") sums.buy = sums.buy.plus(s.qty);
+        else sums.sell = sums.sell.plus(s.qty);
+        extraQty.set(s.symbol, sums);
+      }
+      return {
+        item: { signal, outcome: { status: "accepted", order: newOrderOf(s, brokerName) } },
+        exchange: s.exchange ?? priced?.exchange ?? null,
+      };
+    });
+  }
+
+  /** Whether an accepted order names a symbol not known to be in the `symbols` table. */
+  #needsSymbols(decisions: readonly Decision[]): boolean {
+    for (const { item } of decisions) {
+      if (item.outcome.status === "accepted" && !this.#symbols.has(item.outcome.order.symbol)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Creates the `symbols` rows that accepted orders need (their foreign key), once per symbol. */
+  async #ensureSymbols(tx: TransactionSql, decisions: readonly Decision[]): Promise<void> {
+    const missing = new Map<string, string | null>();
+    for (const { item, exchange } of decisions) {
+      if (item.outcome.status !== "accepted") continue;
+      const symbol = item.outcome.order.symbol;
+      if (!this.#symbols.has(symbol)) missing.set(symbol, exchange);
+    }
+    if (missing.size === 0) return;
+    const create: Array<Parameters<typeof upsertSymbols>[1][number]> = [];
+    for (const [symbol, exchange] of missing) {
+      try {
+        await getSymbol(tx, symbol);
+      } catch (error) {
+        if (!(error instanceof NotFoundError)) throw error;
+        const [base, quote] = symbol.includes("-") ? symbol.split("-") : [null, null];
+        create.push({
+          symbol,
+          asset_class: symbol.includes("-") ? "crypto" : "us_equity",
+          exchange,
+          base_asset: base ?? null,
+          quote_asset: quote ?? null,
+        });
+      }
+    }
+    if (create.length > 0) await upsertSymbols(tx, create, { by: this.#by });
+    // Remembered before the commit: a rollback only costs one lookup more later.
+    for (const symbol of missing.keys()) this.#symbols.add(symbol);
+  }
+
+  /** The newest fresh price of `symbol` (trade, or the mid of the best bid/ask) and its venue. */
+  #lastPrice(
+    symbol: string,
+    exchange: Exchange | undefined,
+    nowMs: number,
+  ): { price: Decimal; exchange: Exchange } | null {
+    const snapshot = this.#cache.latest(symbol, exchange);
+    if (snapshot === null) return null;
+    const oldestUs = (nowMs - this.#execution.max_price_age_ms) * 1000;
+    let best: { text: string | [string, string]; ts: number; exchange: Exchange } | null = null;
+    for (const entry of snapshot.exchanges) {
+      const trade = entry.trade;
+      if (trade !== null && trade.ts_local >= oldestUs && (best === null || trade.ts_local > best.ts)) {
+        best = { text: trade.price, ts: trade.ts_local, exchange: entry.exchange };
+      }
+      const quote = entry.quote;
+      if (
+        quote !== null && quote.ts_local >= oldestUs && (best === null || quote.ts_local > best.ts)
+      ) {
+        best = { text: [quote.bid_price, quote.ask_price], ts: quote.ts_local, exchange: entry.exchange };
+      }
+    }
+    if (best === null) return null;
+    try {
+      let price: Decimal;
+      if (typeof best.text === "string") {
+        price = parseDecimal(best.text);
+      } else {
+        const bid = parseDecimal(best.text[0]);
+        const ask = parseDecimal(best.text[1]);
+        price = bid.gt(0) && ask.gt(0) ? bid.plus(ask).dividedBy(2) : bid.gt(0) ? bid : ask;
+      }
+      return price.gt(0) ? { price, exchange: best.exchange } : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Fetches the market clock of brokers that have one, for batches that need it. */
+  async #refreshMarketClocks(prepared: readonly Prepared[]): Promise<void> {
+    const now = this.#clock.now();
+    const wanted = new Set<string>();
+    for (const p of prepared) {
+      if (!p.parsed.ok) continue;
+      const s = p.parsed.signal;
+      const name = s.broker ?? this.#execution.default_broker;
+      if (limitsFor(this.#limits, s.symbol, s.exchange).market_hours !== "us_equity") continue;
+      const cached = this.#marketClocks.get(name);
+      if (cached !== undefined && now - cached.at < this.#clockTtlMs) continue;
+      wanted.add(name);
+    }
+    for (const name of wanted) {
+      const broker = this.#brokers.get(name) as (Broker & { clock?: unknown }) | undefined;
+      if (broker === undefined || typeof broker.clock !== "function") continue;
+      try {
+        const clock = await (broker.clock as () => Promise<unknown>).call(broker);
+        const c = clock as { is_open?: unknown; next_open?: unknown; next_close?: unknown };
+        if (
+          typeof c.is_open === "boolean" && typeof c.next_open === "number" &&
+          typeof c.next_close === "number"
+        ) {
+          this.#marketClocks.set(name, {
+            at: now,
+            clock: { open: c.is_open, next_open: c.next_open, next_close: c.next_close },
+          });
+        }
+      } catch (error) {
+        this.#log.warn("broker market clock unavailable; using the built-in NYSE calendar", {
+          broker: name,
+          error: errorMessage(error),
+        });
+      }
+    }
+  }
+
+  /** The broker's market clock at `now`, from the cached answer; undefined without one. */
+  #marketClockFor(broker: string, now: number): UsEquityMarketClock | undefined {
+    const cached = this.#marketClocks.get(broker);
+    if (cached === undefined) return undefined;
+    const { open, next_open, next_close } = cached.clock;
+    if (next_open === undefined || next_close === undefined) return cached.clock;
+    // Roll the cached answer forward: open until the close, closed until the next open.
+    const isOpen = open ? now < next_close : now >= next_open && now < next_close;
+    return isOpen
+      ? { open: true, next_close }
+      : { open: false, reason: "closed (broker clock)", next_open };
+  }
+
+  #publishReject(signal: SignalRow, reasons: RejectReason[]): void {
+    const event: SignalRejectEvent = {
+      signal_id: signal.id,
+      strategy: signal.strategy,
+      client_signal_id: signal.client_signal_id,
+      reasons,
+      received_at: signal.received_at.toISOString(),
+    };
+    this.#safePublish(signalsRejectedSubject(this.#names), event);
+  }
+
+  // -- tracking open orders ---------------------------------------------------
+
+  /** Tracks `row` as open; an order tracked already is updated in place (its submit loop holds it). */
+  #track(row: Order, exchange: string | null): Tracked {
+    let tracked = this.#open.get(row.client_order_id);
+    if (tracked !== undefined) {
+      this.#adjustOpenQty(tracked, -1);
+      tracked.row = row;
+      tracked.qty = fromDb(row.qty);
+      tracked.filled = fromDb(row.filled_qty);
+      if (exchange !== null) tracked.exchange = exchange;
+    } else {
+      tracked = {
+        row,
+        qty: fromDb(row.qty),
+        filled: fromDb(row.filled_qty),
+        exchange,
+        cancelRequested: false,
+        submitting: false,
+      };
+    }
+    this.#open.set(row.client_order_id, tracked);
+    this.#openById.set(row.id, row.client_order_id);
+    this.#adjustOpenQty(tracked, 1);
+    this.#state.setOpenOrder(row.client_order_id, {
+      symbol: row.symbol,
+      side: row.side,
+      remaining_qty: tracked.qty.minus(tracked.filled),
+    });
+    return tracked;
+  }
+
+  #untrack(coid: string): void {
+    const tracked = this.#open.get(coid);
+    if (tracked === undefined) return;
+    this.#adjustOpenQty(tracked, -1);
+    this.#open.delete(coid);
+    this.#openById.delete(tracked.row.id);
+    this.#state.removeOpenOrder(coid);
+  }
+
+  #adjustOpenQty(tracked: Tracked, sign: 1 | -1): void {
+    const symbol = tracked.row.symbol;
+    const sums = this.#openQty.get(symbol) ?? { buy: ZERO, sell: ZERO };
+    const remaining = tracked.qty.minus(tracked.filled).times(sign);
+    if (tracked.row.side === "buy") sums.buy = sums.buy.plus(remaining);
+    else sums.sell = sums.sell.plus(remaining);
+    if (sums.buy.isZero() && sums.sell.isZero()) this.#openQty.delete(symbol);
+    else this.#openQty.set(symbol, sums);
+  }
+
+  /** The venue of each order's signal (`payload.exchange`), for orders loaded from the database. */
+  async #signalExchanges(orders: readonly Order[]): Promise<Map<string, string>> {
+    const ids = orders.map((o) => o.signal_id).filter((id): id is string => id !== null);
+    const out = new Map<string, string>();
+    if (ids.length === 0) return out;
+    const rows = await this.#sql<{ order_id: string; exchange: string | null }[]>`
+      SELECT o.id AS order_id, s.payload->>'exchange' AS exchange
+      FROM orders o JOIN signals s ON s.id = o.signal_id
+      WHERE o.signal_id = ANY (${ids}::bigint[])`;
+    for (const row of rows) {
+      if (row.exchange !== null && (EXCHANGES as readonly string[]).includes(row.exchange)) {
+        out.set(row.order_id, row.exchange);
+      }
+    }
+    return out;
+  }
+
+  // -- submitting -------------------------------------------------------------
+
+  #limiter(broker: string): Limiter {
+    let limiter = this.#limiters.get(broker);
+    if (limiter === undefined) this.#limiters.set(broker, limiter = new Limiter(this.#concurrency));
+    return limiter;
+  }
+
+  /** Starts the submit loop of `tracked` unless one runs; `remainingOnly` resubmits what is left. */
+  #startSubmit(tracked: Tracked, remainingOnly: boolean): void {
+    if (tracked.submitting) return;
+    tracked.submitting = true;
+    this.#background_(this.#submitLoop(tracked, remainingOnly).finally(() => {
+      tracked.submitting = false;
+    }));
+  }
+
+  async #submitLoop(tracked: Tracked, remainingOnly: boolean): Promise<void> {
+    const row = tracked.row;
+    const coid = row.client_order_id;
+    const broker = this.#brokers.get(row.broker);
+    if (broker === undefined) {
+      this.#enqueue({ kind: "refused", coid, reason: `broker ${row.broker} is not enabled` });
+      return;
+    }
+    const request = this.#request(tracked, remainingOnly);
+    const signal = this.#halt.signal;
+    const initial = tracked.row;
+    for (let attempt = 0; !signal.aborted; attempt++) {
+      // Any stored change came from the broker: it has the order (an answer lost on the way back).
+      if (this.#open.get(coid) !== tracked || tracked.row !== initial) return;
+      if (tracked.cancelRequested) {
+        this.#enqueue({ kind: "local_cancel", coid, reason: "cancelled before it was submitted" });
+        return;
+      }
+      try {
+        const { broker_order_id } = await this.#limiter(row.broker).run(() => {
+          signal.throwIfAborted();
+          return broker.submit(request);
+        });
+        this.#stats.submitted++;
+        this.#enqueue({ kind: "submitted", coid, broker_order_id });
+        if (tracked.cancelRequested) await this.#cancelAtBroker(tracked, broker);
+        return;
+      } catch (error) {
+        if (error instanceof BrokerRejectedError) {
+          this.#enqueue({ kind: "refused", coid, reason: error.reason });
+          return;
+        }
+        this.#stats.submit_retries++;
+        const delayMs = backoffDelay(Math.min(attempt, 30), {
+          initialMs: this.#retryInitialMs,
+          maxMs: this.#retryMaxMs,
+          random: this.#random,
+        });
+        const fields = {
+          client_order_id: coid,
+          broker: row.broker,
+          attempt: attempt + 1,
+          retry_in_ms: delayMs,
+          error: errorMessage(error),
+        };
+        if (attempt === 0 || attempt % 10 === 0) {
+          this.#log.warn("broker unavailable; the order stays pending and is retried", fields);
+        }
+        try {
+          await this.#clock.sleep(delayMs, signal);
+        } catch {
+          return;
+        }
+      }
+    }
+  }
+
+  #request(tracked: Tracked, remainingOnly: boolean): BrokerOrderRequest {
+    const row = tracked.row;
+    return {
+      client_order_id: row.client_order_id,
+      symbol: row.symbol,
+      side: row.side,
+      type: row.type,
+      time_in_force: row.time_in_force,
+      qty: remainingOnly ? tracked.qty.minus(tracked.filled) : tracked.qty,
+      limit_price: row.limit_price === null ? null : fromDb(row.limit_price),
+      stop_price: row.stop_price === null ? null : fromDb(row.stop_price),
+      exchange: tracked.exchange,
+    };
+  }
+
+  #background_(work: Promise<unknown>): void {
+    const tracked = work.catch((error) => {
+      this.#log.error("execution background task failed", { error });
+    });
+    this.#background.add(tracked);
+    tracked.finally(() => this.#background.delete(tracked));
+  }
+
+  // -- the writer queue -------------------------------------------------------
+
+  #enqueue(update: Update): void {
+    this.#updates.push(update);
+    if (this.#draining === null) {
+      this.#draining = this.#drain().finally(() => {
+        this.#draining = null;
+      });
+    }
+  }
+
+  async #drain(): Promise<void> {
+    // A macrotask later: a broker's events for a submit (the paper broker emits them a
+    // macrotask after `submit` resolved) share the transaction that stores the submit.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    while (this.#updates.length > 0) {
+      const batch = this.#updates.splice(0, this.#eventBatchMax);
+      if (!await this.#applyWithRetry(batch)) {
+        // Stopping: what is not stored is recovered by the next start's reconciliation.
+        this.#updates.length = 0;
+        return;
+      }
+    }
+  }
+
+  /**
+   * Applies `batch`, retrying with backoff while the database is unreachable
+   * or busy. A batch failing for another reason (bad data from a broker) is
+   * applied one update at a time, and an update failing alone is dropped
+   * with an alert, so one bad event never blocks the others. Returns false
+   * when the engine stopped first.
+   */
+  async #applyWithRetry(batch: readonly Update[]): Promise<boolean> {
+    for (let attempt = 1;; attempt++) {
+      try {
+        await this.#applyUpdates(batch);
+        return true;
+      } catch (error) {
+        if (!isTransient(error)) {
+          if (batch.length > 1) {
+            for (const update of batch) {
+              if (!await this.#applyWithRetry([update])) return false;
+            }
+            return true;
+          }
+          await this.#dropUpdate(batch[0]!, error);
+          return true;
+        }
+        const delayMs = backoffDelay(Math.min(attempt - 1, 30), {
+          initialMs: this.#retryInitialMs,
+          maxMs: this.#retryMaxMs,
+          random: this.#random,
+        });
+        this.#log.error("could not store broker events; retrying", {
+          updates: batch.length,
+          attempt,
+          retry_in_ms: delayMs,
+          error,
+        });
+        try {
+          await this.#clock.sleep(delayMs, this.#halt.signal);
+        } catch {
+          return false;
+        }
+      }
+    }
+  }
+
+  async #dropUpdate(update: Update, error: unknown): Promise<void> {
+    this.#stats.dropped_updates++;
+    const details = { update: describeUpdate(update), error: errorMessage(error) };
+    this.#log.error("a broker update cannot be stored; dropped", details);
+    try {
+      await raiseAlert(this.#sql, {
+        severity: "critical",
+        source: EXECUTION_ALERT_SOURCE,
+        message: "A broker update could not be stored and was dropped",
+        details,
+      }, { by: this.#by });
+    } catch (alertError) {
+      this.#log.error("could not raise an alert", { error: errorMessage(alertError) });
+    }
+  }
+
+  /** Applies a batch of updates in one transaction (reruns without illegal fills, after stale reads). */
+  async #applyUpdates(updates: readonly Update[]): Promise<void> {
+    let batch = updates;
+    const orders = new Map<string, Order>();
+    const relevant: Update[] = [];
+    for (const update of batch) {
+      const coid = update.kind === "event" ? update.event.client_order_id : update.coid;
+      const tracked = this.#open.get(coid);
+      if (tracked !== undefined) {
+        if (!orders.has(coid)) orders.set(coid, tracked.row);
+        relevant.push(update);
+        continue;
+      }
+      // A closed order needs nothing more, but a fill or a final status for it is
+      // checked against the stored order: a redelivery, or an illegal event to report.
+      const matters = update.kind === "event" && update.event.type !== "accepted";
+      if (!matters) continue;
+      if (!orders.has(coid)) {
+        const row = await findOrderByClientOrderId(this.#sql, coid);
+        if (row !== null) orders.set(coid, row);
+      }
+      relevant.push(update);
+    }
+    if (relevant.length === 0) return;
+    batch = relevant;
+    let excluded = new Set<string>();
+    for (let run = 0;; run++) {
+      try {
+        await this.#applyOnce(batch, orders, excluded);
+        return;
+      } catch (error) {
+        if (error instanceof RedoWithout && run < 10) {
+          excluded = new Set([...excluded, ...error.keys]);
+          continue;
+        }
+        if (error instanceof StaleOrders && run < 10) {
+          for (const order of error.orders) orders.set(order.client_order_id, order);
+          continue;
+        }
+        throw error;
+      }
+    }
+  }
+
+  async #applyOnce(
+    batch: readonly Update[],
+    orders: ReadonlyMap<string, Order>,
+    excluded: ReadonlySet<string>,
+  ): Promise<void> {
+    const fills: NewFill[] = [];
+    const fillIndex = new Map<Update, number>();
+    for (const update of batch) {
+      if (update.kind !== "event" || update.event.type !== "fill") continue;
+      const row = orders.get(update.event.client_order_id);
+      if (row === undefined) continue;
+      const event = update.event;
+      if (excluded.has(fillKey(row.id, event.fill_id))) continue;
+      fillIndex.set(update, fills.length);
+      fills.push({
+        order_id: row.id,
+        broker_fill_id: event.fill_id,
+        symbol: row.symbol,
+        side: row.side,
+        qty: toDb(event.qty),
+        price: toDb(event.price),
+        commission: toDb(event.fee),
+        filled_at: new Date(event.at_ms),
+      });
+    }
+    const { drafts, newFills, alerts } = await unitOfWork(this.#sql, async (tx) => {
+      const inserted = await insertFills(tx, fills, { by: this.#by });
+      const drafts = new Map<string, Draft>();
+      const newFills: Array<{ fill: Fill; coid: string }> = [];
+      const illegal = new Set<string>();
+      const alerts: Array<{ message: string; details: Record<string, unknown> }> = [];
+      const draftOf = (coid: string): Draft | null => {
+        let draft = drafts.get(coid);
+        if (draft !== undefined) return draft;
+        const row = orders.get(coid);
+        if (row === undefined) return null;
+        draft = { row, state: stateOf(row), steps: [] };
+        drafts.set(coid, draft);
+        return draft;
+      };
+      const step = (draft: Draft, event: OrderEvent, context: Record<string, unknown>): boolean => {
+        try {
+          draft.state = transition(draft.state, event);
+          draft.steps.push(draft.state);
+          return true;
+        } catch (error) {
+          if (!(error instanceof IllegalTransitionError || error instanceof OverfillError)) {
+            throw error;
+          }
+          alerts.push({
+            message: `Order ${draft.row.client_order_id}: ${error.message}`,
+            details: { ...context, order_id: draft.row.id, status: draft.state.status },
+          });
+          return false;
+        }
+      };
+      for (const key of excluded) {
+        const [order_id, fill_id] = key.split("\u0000");
+        alerts.push({ message: "A broker fill was refused as illegal", details: { order_id, fill_id } });
+      }
+      for (const update of batch) {
+        const coid = update.kind === "event" ? update.event.client_order_id : update.coid;
+        const draft = draftOf(coid);
+        if (draft === null) {
+          alerts.push({
+            message: `Update for an unknown order ${coid}`,
+            details: { update: describeUpdate(update) },
+          });
+          continue;
+        }
+        const status = draft.state.status;
+        switch (update.kind) {
+          case "submitted":
+            if (status === "pending") {
+              step(draft, { type: "submit", broker_order_id: update.broker_order_id }, {});
+            } else if (draft.state.broker_order_id === null) {
+              draft.state = { ...draft.state, broker_order_id: update.broker_order_id };
+            }
+            break;
+          case "refused":
+            if (status === "pending") step(draft, { type: "reject", reason: update.reason }, {});
+            else {
+              alerts.push({
+                message: `Broker refused order ${coid} after reporting it ${status}`,
+                details: { reason: update.reason },
+              });
+            }
+            break;
+          case "local_cancel":
+            if (status === "pending") step(draft, { type: "cancel", reason: update.reason }, {});
+            break;
+          case "event": {
+            const event = update.event;
+            if (event.type === "accepted") {
+              if (status === "pending") {
+                step(draft, { type: "submit", broker_order_id: event.broker_order_id }, {});
+              } else if (draft.state.broker_order_id === null) {
+                draft.state = { ...draft.state, broker_order_id: event.broker_order_id };
+              }
+            } else if (event.type === "fill") {
+              const index = fillIndex.get(update);
+              if (index === undefined) break;
+              const result = inserted[index]!;
+              if (!result.created) break;
+              if (draft.state.status === "pending") {
+                step(draft, { type: "submit", broker_order_id: event.broker_order_id }, {});
+              }
+              const applied = step(draft, { type: "fill", qty: event.qty, price: event.price }, {
+                fill_id: event.fill_id,
+                qty: toJson(event.qty),
+              });
+              if (applied) newFills.push({ fill: result.fill, coid });
+              else illegal.add(fillKey(draft.row.id, event.fill_id));
+            } else {
+              const type = event.type === "cancelled"
+                ? "cancel"
+                : event.type === "expired"
+                ? "expire"
+                : "reject";
+              const target = type === "cancel" ? "cancelled" : type === "expire" ? "expired" : "rejected";
+              if (status === target) break;
+              step(draft, { type, reason: event.reason }, { event: event.type });
+            }
+            break;
+          }
+        }
+      }
+      if (illegal.size > 0) throw new RedoWithout(illegal);
+      const updates: Array<OrderStatusUpdate & { id: string }> = [];
+      const changed: Draft[] = [];
+      for (const draft of drafts.values()) {
+        const before = draft.row;
+        const s = draft.state;
+        const filled = toDb(s.filled_qty);
+        if (
+          s.status === before.status && filled === before.filled_qty &&
+          (s.broker_order_id ?? null) === before.broker_order_id
+        ) continue;
+        const update: OrderStatusUpdate & { id: string } = {
+          id: before.id,
+          from: before.status,
+          to: s.status,
+          expected_filled_qty: before.filled_qty,
+        };
+        if (filled !== before.filled_qty) update.filled_qty = filled;
+        if (s.avg_fill_price !== null) update.avg_fill_price = toDb(s.avg_fill_price);
+        if (s.broker_order_id !== null) update.broker_order_id = s.broker_order_id;
+        if (s.reason !== null && s.reason !== before.status_reason) update.status_reason = s.reason;
+        updates.push(update);
+        changed.push(draft);
+      }
+      const results = await updateOrderStatuses(tx, updates, { by: this.#by });
+      const stale: Order[] = [];
+      results.forEach((result, i) => {
+        if (result.ok) changed[i]!.row = result.order;
+        else if (result.error instanceof ConflictError && result.error.actual) {
+          stale.push(result.error.actual as Order);
+        } else throw result.error;
+      });
+      if (stale.length > 0) throw new StaleOrders(stale);
+      for (const alert of alerts) {
+        await raiseAlert(tx, {
+          severity: "warning",
+          source: EXECUTION_ALERT_SOURCE,
+          message: alert.message,
+          details: alert.details,
+        }, { by: this.#by });
+      }
+      return { drafts: changed, newFills, alerts };
+    });
+    // Committed: memory, then NATS.
+    for (const alert of alerts) {
+      this.#stats.illegal_events++;
+      this.#log.warn("broker update refused", { alert: alert.message, ...alert.details });
+    }
+    for (const draft of drafts) {
+      const row = draft.row;
+      if (isOpen(row.status)) this.#track(row, null);
+      else this.#untrack(row.client_order_id);
+      for (const state of draft.steps) this.#publishOrder(row, state);
+    }
+    const rows = new Map(drafts.map((d) => [d.row.client_order_id, d.row]));
+    for (const { fill, coid } of newFills) {
+      this.#stats.fills++;
+      const row = rows.get(coid) ?? orders.get(coid)!;
+      this.#sendFill(fillMessage(fill, row));
+    }
+  }
+
+  /** Publishes a fill on FILLS, retrying in the background until JetStream stores it or the engine stops. */
+  #sendFill(message: FillMessage): void {
+    this.#background_((async () => {
+      for (let attempt = 0;; attempt++) {
+        try {
+          await this.#publishFill(message);
+          return;
+        } catch (error) {
+          this.#stats.fill_publish_retries++;
+          if (this.#halt.signal.aborted) return;
+          const delayMs = backoffDelay(Math.min(attempt, 30), {
+            initialMs: this.#retryInitialMs,
+            maxMs: this.#retryMaxMs,
+            random: this.#random,
+          });
+          this.#log.warn("could not publish a fill; retrying", {
+            fill_id: message.id,
+            attempt: attempt + 1,
+            retry_in_ms: delayMs,
+            error: errorMessage(error),
+          });
+          try {
+            await this.#clock.sleep(delayMs, this.#halt.signal);
+          } catch {
+            return; // republished by the next start's reconciliation
+          }
+        }
+      }
+    })());
+  }
+
+  /** Publishes the order on `orders.<status>.<symbol>`, as `state` when given (an intermediate step). */
+  #publishOrder(row: Order, state: OrderState | null): void {
+    const json = orderJson(row);
+    if (state !== null) {
+      json.status = state.status;
+      json.filled_qty = toJson(state.filled_qty);
+      json.avg_fill_price = state.avg_fill_price === null ? null : toJson(state.avg_fill_price);
+    }
+    this.#safePublish(orderSubject(json.status as Order["status"], row.symbol, this.#names), json);
+  }
+
+  #safePublish(subject: string, data: unknown): void {
+    try {
+      this.#publish(subject, data);
+    } catch (error) {
+      this.#log.warn("could not publish", { subject, error: errorMessage(error) });
+    }
+  }
+
+  // -- reconciliation ---------------------------------------------------------
+
+  /**
+   * Brings every open order up to date with its broker (see the module doc)
+   * and publishes again the fills not yet applied to positions. Broker lookup
+   * failures leave the order as it is (counted in `failed`); call again later.
+   */
+  async reconcile(): Promise<ReconcileReport> {
+    if (!this.#running) throw new ExecutionNotReadyError();
+    await this.idle();
+    const report: ReconcileReport = {
+      checked: 0,
+      submitted: 0,
+      updated: 0,
+      failed: 0,
+      republished_fills: 0,
+    };
+    const open = [...this.#open.values()];
+    await Promise.all(open.map(async (tracked) => {
+      const row = tracked.row;
+      const broker = this.#brokers.get(row.broker);
+      if (broker === undefined) {
+        report.failed++;
+        this.#log.warn("cannot reconcile an order: its broker is not enabled", {
+          client_order_id: row.client_order_id,
+          broker: row.broker,
+        });
+        return;
+      }
+      report.checked++;
+      let state: BrokerOrderState | null;
+      try {
+        state = await this.#limiter(row.broker).run(() => broker.getOrder(row.client_order_id));
+      } catch (error) {
+        if (row.status === "pending") {
+          // Unknown whether it reached the broker: submitting by client order id is safe.
+          report.submitted++;
+          this.#startSubmit(tracked, false);
+          return;
+        }
+        report.failed++;
+        this.#log.warn("reconciliation lookup failed", {
+          client_order_id: row.client_order_id,
+          error: errorMessage(error),
+        });
+        return;
+      }
+      if (state === null) {
+        report.submitted++;
+        const partial = tracked.filled.gt(0);
+        if (partial) {
+          this.#log.warn("broker lost a partially filled order; submitting what is left", {
+            client_order_id: row.client_order_id,
+            filled_qty: toJson(tracked.filled),
+          });
+        }
+        this.#startSubmit(tracked, partial);
+        return;
+      }
+      const events = catchUpEvents(tracked, state, this.#clock.now());
+      if (events.length > 0) report.updated++;
+      for (const event of events) this.#enqueue({ kind: "event", broker: row.broker, event });
+    }));
+    await this.idle();
+    report.republished_fills = await this.republishUnappliedFills();
+    this.#log.info("reconciliation done", { ...report });
+    return report;
+  }
+
+  /**
+   * Publishes again on FILLS every stored fill the position tracker has not
+   * applied (`realized_pnl IS NULL`), oldest first; returns how many. Safe to
+   * repeat: JetStream deduplicates `fill-<id>` within its window and the
+   * tracker applies a fill once.
+   */
+  async republishUnappliedFills(): Promise<number> {
+    const rows = await this.#sql<(Fill & Pick<Order, "client_order_id" | "strategy" | "portfolio_id">)[]>`
+      SELECT f.*, o.client_order_id, o.strategy, o.portfolio_id
+      FROM fills f JOIN orders o ON o.id = f.order_id
+      WHERE f.realized_pnl IS NULL ORDER BY f.id`;
+    for (const row of rows) this.#sendFill(fillMessage(row, row));
+    return rows.length;
+  }
+
+  // -- kill switch and cancels ------------------------------------------------
+
+  /**
+   * Switches the kill switch (stored in PostgreSQL, so it survives restarts)
+   * and, with `active` and `cancel_open`, asks brokers to cancel every open
+   * order (pending orders not yet at a broker are cancelled here). Runs
+   * between signal batches. The cancellations complete as broker events.
+   */
+  setKillSwitch(
+    request: KillSwitchRequest & { by?: string | undefined },
+  ): Promise<KillSwitchState> {
+    if (!this.#running) return Promise.reject(new ExecutionNotReadyError());
+    return this.#exclusive(async () => {
+      const state = await storeKillSwitch(this.#sql, {
+        active: request.active,
+        reason: request.reason ?? null,
+      }, { by: request.by ?? this.#by });
+      this.#kill = state;
+      this.#log.warn(state.active ? "kill switch on" : "kill switch off", {
+        reason: state.reason,
+        by: state.changed_by,
+        cancel_open: request.cancel_open === true,
+      });
+      let cancelRequested = 0;
+      if (request.active && request.cancel_open === true) {
+        const reason = `kill switch${request.reason ? `: ${request.reason}` : ""}`;
+        const results = await Promise.all(
+          [...this.#open.values()].map((tracked) => this.#requestCancel(tracked, reason)),
+        );
+        cancelRequested = results.filter(Boolean).length;
+      }
+      return { ...state, cancel_requested: cancelRequested };
+    });
+  }
+
+  /**
+   * Asks for order `id` (row id, decimal text) to be cancelled and returns it
+   * as stored now; the cancellation completes as a broker event (an order not
+   * yet at a broker is cancelled at once). Throws `NotFoundError` for an
+   * unknown id and `ConflictError` (with `actual`, the order) for an order
+   * that is no longer open.
+   */
+  async cancelOrder(id: string, reason = "cancelled by request"): Promise<Order> {
+    if (!this.#running) throw new ExecutionNotReadyError();
+    const coid = this.#openById.get(id);
+    const tracked = coid === undefined ? undefined : this.#open.get(coid);
+    if (tracked === undefined) {
+      const order = await getOrder(this.#sql, id);
+      if (isOpen(order.status)) {
+        // Opened moments ago by a batch still committing, or changed by someone else.
+        throw new ConflictError(`Order ${id} is ${order.status} but not tracked yet; try again`, {
+          table: "orders",
+          actual: order,
+        });
+      }
+      throw new ConflictError(`Order ${id} is ${order.status}: it cannot be cancelled`, {
+        table: "orders",
+        actual: order,
+      });
+    }
+    await this.#requestCancel(tracked, reason);
+    await this.idle();
+    return this.#open.get(tracked.row.client_order_id)?.row ?? await getOrder(this.#sql, id);
+  }
+
+  /** Starts cancelling `tracked`; returns whether a cancellation was asked for. */
+  async #requestCancel(tracked: Tracked, reason: string): Promise<boolean> {
+    const row = tracked.row;
+    if (tracked.submitting) {
+      // Its submit loop sees the flag: before a retry it cancels here, after a submit at the broker.
+      tracked.cancelRequested = true;
+      return true;
+    }
+    const broker = this.#brokers.get(row.broker);
+    if (broker === undefined) {
+      if (row.status === "pending") {
+        this.#enqueue({ kind: "local_cancel", coid: row.client_order_id, reason });
+        return true;
+      }
+      return false;
+    }
+    if (row.status === "pending") {
+      try {
+        const known = await this.#limiter(row.broker).run(() => broker.getOrder(row.client_order_id));
+        if (known === null) {
+          this.#enqueue({ kind: "local_cancel", coid: row.client_order_id, reason });
+          return true;
+        }
+      } catch (error) {
+        this.#log.warn("could not look an order up to cancel it", {
+          client_order_id: row.client_order_id,
+          error: errorMessage(error),
+        });
+        return false;
+      }
+    }
+    return await this.#cancelAtBroker(tracked, broker);
+  }
+
+  async #cancelAtBroker(tracked: Tracked, broker: Broker): Promise<boolean> {
+    const coid = tracked.row.client_order_id;
+    try {
+      await this.#limiter(broker.name).run(() => broker.cancel(coid));
+      return true;
+    } catch (error) {
+      this.#log.warn("broker refused to cancel an order", {
+        client_order_id: coid,
+        error: errorMessage(error),
+      });
+      return false;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Pure helpers
+// ---------------------------------------------------------------------------
+
+/** The order a valid signal asks for. */
+function newOrderOf(s: Signal, broker: string): Extract<
+  SignalBatchItem["outcome"],
+  { status: "accepted" }
+>["order"] {
+  return {
+    client_order_id: crypto.randomUUID(),
+    broker,
+    symbol: s.symbol,
+    side: s.side,
+    type: s.type,
+    time_in_force: s.time_in_force,
+    qty: s.qty,
+    limit_price: s.limit_price ?? null,
+    stop_price: s.stop_price ?? null,
+    reason: s.reason ?? null,
+  };
+}
+
+function toOutcome(result: SignalInsertResult): SignalOutcome {
+  const { signal, order } = result;
+  const duplicate = !result.created;
+  if (signal.status === "accepted" && order !== null) {
+    return { status: "accepted", duplicate, signal, order };
+  }
+  if (signal.status === "rejected") {
+    return {
+      status: "rejected",
+      duplicate,
+      signal,
+      reasons: (signal.reasons ?? []) as RejectReason[],
+    };
+  }
+  return { status: "received", duplicate: true, signal };
+}
+
+/** The state-machine view of a stored order. */
+function stateOf(row: Order): OrderState {
+  return {
+    status: row.status,
+    qty: fromDb(row.qty),
+    filled_qty: fromDb(row.filled_qty),
+    avg_fill_price: row.avg_fill_price === null ? null : fromDb(row.avg_fill_price),
+    reason: row.status_reason,
+    broker_order_id: row.broker_order_id,
+  };
+}
+
+/**
+ * The broker events that bring `tracked` to the broker's `state`: accepted,
+ * one fill for the quantity we missed (priced so that the average matches
+ * the broker's; id `reconcile-<broker filled qty>`), and the final status.
+ */
+export function catchUpEvents(
+  tracked: { row: Order; filled: Decimal },
+  state: BrokerOrderState,
+  nowMs: number,
+): BrokerEvent[] {
+  const row = tracked.row;
+  const coid = row.client_order_id;
+  const events: BrokerEvent[] = [];
+  if (row.status === "pending" && state.status !== "rejected") {
+    events.push({ type: "accepted", client_order_id: coid, broker_order_id: state.broker_order_id, at_ms: nowMs });
+  }
+  const missed = state.filled_qty.minus(tracked.filled);
+  if (missed.gt(0)) {
+    const ours = row.avg_fill_price === null ? ZERO : fromDb(row.avg_fill_price).times(tracked.filled);
+    let price = state.avg_fill_price === null
+      ? null
+      : state.avg_fill_price.times(state.filled_qty).minus(ours).dividedBy(missed);
+    if (price === null || !price.gt(0)) price = state.avg_fill_price;
+    if (price !== null && price.gt(0)) {
+      events.push({
+        type: "fill",
+        client_order_id: coid,
+        broker_order_id: state.broker_order_id,
+        fill_id: `reconcile-${toJson(state.filled_qty)}`,
+        qty: missed,
+        price: parseDecimal(toDb(price)),
+        fee: ZERO,
+        at_ms: nowMs,
+      });
+    }
+  }
+  if (state.status === "cancelled" || state.status === "expired" || state.status === "rejected") {
+    events.push({
+      type: state.status,
+      client_order_id: coid,
+      broker_order_id: state.broker_order_id,
+      reason: `${state.status} at the broker (reconciliation)`,
+      at_ms: nowMs,
+    });
+  }
+  return events;
+}
+
+/** An order as JSON for `orders.<status>.<symbol>`: decimals as plain strings, times ISO 8601. */
+export function orderJson(row: Order): Record<string, unknown> {
+  return {
+    id: row.id,
+    client_order_id: row.client_order_id,
+    broker: row.broker,
+    broker_order_id: row.broker_order_id,
+    portfolio_id: row.portfolio_id,
+    signal_id: row.signal_id,
+    symbol: row.symbol,
+    side: row.side,
+    type: row.type,
+    time_in_force: row.time_in_force,
+    qty: plain(row.qty),
+    limit_price: plain(row.limit_price),
+    stop_price: plain(row.stop_price),
+    status: row.status,
+    filled_qty: plain(row.filled_qty),
+    avg_fill_price: plain(row.avg_fill_price),
+    reason: row.reason,
+    status_reason: row.status_reason,
+    strategy: row.strategy,
+    submitted_at: row.submitted_at?.toISOString() ?? null,
+    closed_at: row.closed_at?.toISOString() ?? null,
+    created_at: row.created_at.toISOString(),
+    updated_at: row.updated_at.toISOString(),
+  };
+}
+
+/** NUMERIC text as a plain decimal (`"0.50000000"` → `"0.5"`, `"-2.00000000"` → `"-2"`), or null. */
+function plain(text: string | null): string | null {
+  if (text === null) return null;
+  if (!text.includes(".")) return text === "-0" ? "0" : text;
+  let end = text.length;
+  while (text.charCodeAt(end - 1) === 48) end--; // "0"
+  if (text.charCodeAt(end - 1) === 46) end--; // "."
+  const out = text.slice(0, end);
+  return out === "-0" ? "0" : out;
+}
+
+function describeUpdate(update: Update): Record<string, unknown> {
+  if (update.kind !== "event") return { ...update };
+  const event = update.event;
+  return {
+    kind: "event",
+    broker: update.broker,
+    type: event.type,
+    client_order_id: event.client_order_id,
+    ...(event.type === "fill" ? { fill_id: event.fill_id, qty: toJson(event.qty) } : {}),
+  };
+}
+
+/** The `(strategy, client_signal_id)` keys of `prepared` already stored (one query). */
+async function storedKeys(tx: TransactionSql, prepared: readonly Prepared[]): Promise<Set<string>> {
+  const keys = prepared.map((p) => ({ strategy: p.strategy, client_signal_id: p.clientSignalId }));
+  const rows = await tx<{ strategy: string; client_signal_id: string }[]>`
+    SELECT s.strategy, s.client_signal_id FROM signals s
+    JOIN jsonb_to_recordset(${JSON.stringify(keys)}::text::jsonb)
+      AS k(strategy text, client_signal_id text)
+      ON k.strategy = s.strategy AND k.client_signal_id = s.client_signal_id`;
+  return new Set(rows.map((row) => `${row.strategy}\u0000${row.client_signal_id}`));
+}

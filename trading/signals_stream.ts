@@ -1,0 +1,298 @@
+/**
+ * The durable intake of trade signals and the messages around the execution
+ * engine:
+ *
+ * - the JetStream stream `SIGNALS` (subjects `signals.*`, file storage, a
+ *   two-minute duplicate window for `Nats-Msg-Id`), which keeps signals
+ *   published while the engine is down, and the engine's durable pull
+ *   consumer `execution` (explicit acks: a message is acknowledged only after
+ *   the transaction recording its signal committed);
+ * - `signals.rejected`, reserved for {@linkcode SignalRejectEvent}s (a
+ *   strategy cannot be named `rejected`; the consumer acknowledges and skips
+ *   that subject);
+ * - `orders.<status>.<symbol>`, where every order transition is published;
+ * - `control.kill_switch`, request/reply with a {@linkcode KillSwitchRequest}
+ *   and a {@linkcode KillSwitchReply}.
+ *
+ * Names and a subject prefix are options so tests run their own stream next
+ * to a running engine.
+ *
+ * @example
+ * ```ts
+ * import { ensureStreams } from "../adapters/nats.ts";
+ * import { signalsStream } from "./signals_stream.ts";
+ *
+ * await ensureStreams(nc, [signalsStream({ max_age_s: 604_800 })], log);
+ * nc.publish("signals.momentum", encodeJson({ id: "s-1", symbol: "BTC-USDT", side: "buy", qty: "0.5" }));
+ * ```
+ *
+ * @module
+ */
+
+import {
+  AckPolicy,
+  type ConsumerConfig,
+  DeliverPolicy,
+  DiscardPolicy,
+  ReplayPolicy,
+  RetentionPolicy,
+  StorageType,
+} from "@nats-io/jetstream";
+import type { StreamSpec } from "../adapters/nats.ts";
+import { symbolToken } from "../market/subjects.ts";
+import type { OrderStatus } from "./order_state.ts";
+
+/** Name of the stream of signals. */
+export const DEFAULT_SIGNALS_STREAM = "SIGNALS";
+/** Name of the execution engine's durable consumer. */
+export const DEFAULT_EXECUTION_CONSUMER = "execution";
+/** How long the stream keeps a signal, in seconds (the config's `execution.signals_max_age_s`). */
+export const DEFAULT_SIGNALS_MAX_AGE_S = 7 * 24 * 3600;
+/** Duplicate window of `Nats-Msg-Id` on the stream, in ms: 2 minutes. */
+export const DEFAULT_SIGNALS_DUPLICATE_WINDOW_MS = 120_000;
+/** Most bytes the stream keeps: 1 GiB. */
+export const DEFAULT_SIGNALS_MAX_BYTES = 1024 * 1024 * 1024;
+/**
+ * Redelivery delay of an unacknowledged signal, in ms. A batch commits in
+ * milliseconds; this only decides how soon signals delivered to an engine
+ * that died are delivered again.
+ */
+export const DEFAULT_SIGNALS_ACK_WAIT_MS = 10_000;
+/** Most delivered, unacknowledged signals of the consumer. */
+export const DEFAULT_SIGNALS_MAX_ACK_PENDING = 4_000;
+/** The token after `signals.` that carries reject events, never signals. */
+export const REJECTED_TOKEN = "rejected";
+/** Request/reply subject of the kill switch. */
+export const KILL_SWITCH_SUBJECT = "control.kill_switch";
+
+const NANOS_PER_MS = 1_000_000;
+
+/** Names shared by the stream, consumer and subject helpers; injectable for tests. */
+export interface SignalsStreamNames {
+  /** Stream name. @default {DEFAULT_SIGNALS_STREAM} */
+  stream?: string | undefined;
+  /**
+   * Prepended to every subject of this module (`<prefix>signals.*`,
+   * `<prefix>orders.…`, `<prefix>control.kill_switch`), e.g. `"t1a2b."` in
+   * tests. @default {""}
+   */
+  subject_prefix?: string | undefined;
+}
+
+/** Options of {@linkcode signalsStream}. */
+export interface SignalsStreamOptions extends SignalsStreamNames {
+  /** Longest a signal is kept, in seconds. @default {DEFAULT_SIGNALS_MAX_AGE_S} */
+  max_age_s?: number | undefined;
+  /** Most bytes kept; beyond that the oldest signals are dropped. @default {DEFAULT_SIGNALS_MAX_BYTES} */
+  max_bytes?: number | undefined;
+  /** Duplicate window of `Nats-Msg-Id`, in ms. @default {DEFAULT_SIGNALS_DUPLICATE_WINDOW_MS} */
+  duplicate_window_ms?: number | undefined;
+}
+
+/** The stream's subject filter: `<prefix>signals.*`. */
+export function signalsSubjectFilter(names: SignalsStreamNames = {}): string {
+  return `${names.subject_prefix ?? ""}signals.*`;
+}
+
+/**
+ * `<prefix>signals.<strategy>`: where a strategy publishes. Throws a
+ * `TypeError` for a strategy that is not a single subject token, or is the
+ * reserved `rejected`.
+ */
+export function signalSubject(strategy: string, names: SignalsStreamNames = {}): string {
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(strategy) || strategy === REJECTED_TOKEN) {
+    throw new TypeError(`Invalid strategy for a signal subject: ${JSON.stringify(strategy)}`);
+  }
+  return `${names.subject_prefix ?? ""}signals.${strategy}`;
+}
+
+/** `<prefix>signals.rejected`: where reject events go. */
+export function signalsRejectedSubject(names: SignalsStreamNames = {}): string {
+  return `${names.subject_prefix ?? ""}signals.${REJECTED_TOKEN}`;
+}
+
+/** `<prefix>control.kill_switch`: the kill switch's request subject. */
+export function killSwitchSubject(names: SignalsStreamNames = {}): string {
+  return `${names.subject_prefix ?? ""}${KILL_SWITCH_SUBJECT}`;
+}
+
+/**
+ * `<prefix>orders.<status>.<symbol token>`: where an order's transition to
+ * `status` is published (dots in the symbol become underscores).
+ *
+ * @example
+ * ```ts
+ * orderSubject("filled", "BRK.B"); // "orders.filled.BRK_B"
+ * ```
+ */
+export function orderSubject(
+  status: OrderStatus,
+  symbol: string,
+  names: SignalsStreamNames = {},
+): string {
+  return `${names.subject_prefix ?? ""}orders.${status}.${symbolToken(symbol)}`;
+}
+
+/**
+ * The strategy token of a signal subject (`signals.momentum` → `momentum`),
+ * or null for a subject outside `<prefix>signals.*` and for the reserved
+ * `signals.rejected`.
+ */
+export function strategyOfSubject(subject: string, names: SignalsStreamNames = {}): string | null {
+  const head = `${names.subject_prefix ?? ""}signals.`;
+  if (!subject.startsWith(head)) return null;
+  const token = subject.slice(head.length);
+  if (token === "" || token === REJECTED_TOKEN || token.includes(".")) return null;
+  return token;
+}
+
+/**
+ * The spec of `SIGNALS`: file storage, limits retention, discard old, the age,
+ * byte and duplicate-window limits of `options`. Pass it to `ensureStreams`.
+ *
+ * @example
+ * ```ts
+ * signalsStream({ max_age_s: 3600 });
+ * // { name: "SIGNALS", subjects: ["signals.*"], storage: "file", duplicate_window: 120000000000, … }
+ * ```
+ */
+export function signalsStream(options: SignalsStreamOptions = {}): StreamSpec {
+  const maxAgeS = options.max_age_s ?? DEFAULT_SIGNALS_MAX_AGE_S;
+  const maxBytes = options.max_bytes ?? DEFAULT_SIGNALS_MAX_BYTES;
+  const windowMs = options.duplicate_window_ms ?? DEFAULT_SIGNALS_DUPLICATE_WINDOW_MS;
+  positiveInteger(maxAgeS, "max_age_s");
+  positiveInteger(maxBytes, "max_bytes");
+  positiveInteger(windowMs, "duplicate_window_ms");
+  return {
+    name: options.stream ?? DEFAULT_SIGNALS_STREAM,
+    subjects: [signalsSubjectFilter(options)],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    discard: DiscardPolicy.Old,
+    max_age: maxAgeS * 1_000 * NANOS_PER_MS,
+    max_bytes: maxBytes,
+    duplicate_window: windowMs * NANOS_PER_MS,
+  };
+}
+
+/** Options of {@linkcode executionConsumer}. */
+export interface ExecutionConsumerOptions extends SignalsStreamNames {
+  /** Durable consumer name. @default {DEFAULT_EXECUTION_CONSUMER} */
+  consumer?: string | undefined;
+  /** Redelivery delay of an unacknowledged signal, in ms. @default {DEFAULT_SIGNALS_ACK_WAIT_MS} */
+  ack_wait_ms?: number | undefined;
+  /** Most delivered, unacknowledged signals. @default {DEFAULT_SIGNALS_MAX_ACK_PENDING} */
+  max_ack_pending?: number | undefined;
+}
+
+/**
+ * The durable pull consumer of the execution engine: explicit acks, every
+ * signal from the start of the stream, redelivered until acknowledged.
+ */
+export function executionConsumer(options: ExecutionConsumerOptions = {}): ConsumerConfig {
+  const ackWaitMs = options.ack_wait_ms ?? DEFAULT_SIGNALS_ACK_WAIT_MS;
+  const maxAckPending = options.max_ack_pending ?? DEFAULT_SIGNALS_MAX_ACK_PENDING;
+  if (!Number.isSafeInteger(ackWaitMs) || ackWaitMs < 1_000) {
+    throw new RangeError(`ack_wait_ms must be an integer >= 1000, got ${ackWaitMs}`);
+  }
+  positiveInteger(maxAckPending, "max_ack_pending");
+  return {
+    durable_name: options.consumer ?? DEFAULT_EXECUTION_CONSUMER,
+    description: "Tradewire execution engine: signals into risk-checked orders",
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    replay_policy: ReplayPolicy.Instant,
+    filter_subject: signalsSubjectFilter(options),
+    ack_wait: ackWaitMs * NANOS_PER_MS,
+    max_ack_pending: maxAckPending,
+    max_deliver: -1,
+  };
+}
+
+/** One reason a signal was refused: a field (`path`) or a risk rule (`rule`), and what is wrong. */
+export type RejectReason =
+  | { path: string; message: string }
+  | { rule: string; message: string };
+
+/** The JSON published on `signals.rejected` for every refused signal. */
+export interface SignalRejectEvent {
+  /** The signal's row id (decimal text). */
+  signal_id: string;
+  /** Its strategy. */
+  strategy: string;
+  /** Its idempotency key within the strategy (the body's `id`, or one derived from the delivery). */
+  client_signal_id: string;
+  /** Every reason, each naming its field or rule. */
+  reasons: RejectReason[];
+  /** When it arrived (ISO 8601). */
+  received_at: string;
+}
+
+/** A kill-switch request, on `control.kill_switch` or from the API. */
+export interface KillSwitchRequest {
+  /** Switch on (new orders refused) or off. */
+  active: boolean;
+  /** With `active`, also cancel every open order at its broker. @default {false} */
+  cancel_open?: boolean | undefined;
+  /** Why, for the record. */
+  reason?: string | undefined;
+}
+
+/** The answer to a kill-switch request: the state now, or why the request was refused. */
+export type KillSwitchReply =
+  | {
+    ok: true;
+    /** Whether new orders are refused. */
+    active: boolean;
+    /** Why it was switched, when said. */
+    reason: string | null;
+    /** When it last changed (ISO 8601), null when never set. */
+    changed_at: string | null;
+    /** Who last changed it. */
+    changed_by: string | null;
+    /** Open orders whose cancellation was asked for by this request. */
+    cancel_requested: number;
+  }
+  | { ok: false; error: string };
+
+/** Longest kill-switch `reason`, in characters. */
+export const MAX_KILL_SWITCH_REASON = 1_000;
+
+/**
+ * Checks a decoded kill-switch request (hand-written, no schema library):
+ * `active` a boolean, `cancel_open` a boolean when present, `reason` a string
+ * of at most {@linkcode MAX_KILL_SWITCH_REASON} characters when present, no
+ * other keys. Returns the request or every problem.
+ */
+export function parseKillSwitchRequest(
+  value: unknown,
+): { ok: true; request: KillSwitchRequest } | { ok: false; problems: string[] } {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return { ok: false, problems: ["a kill-switch request must be a JSON object"] };
+  }
+  const v = value as Record<string, unknown>;
+  const problems: string[] = [];
+  if (typeof v.active !== "boolean") problems.push("active must be true or false");
+  if (v.cancel_open !== undefined && v.cancel_open !== null && typeof v.cancel_open !== "boolean") {
+    problems.push("cancel_open must be true or false");
+  }
+  if (v.reason !== undefined && v.reason !== null) {
+    if (typeof v.reason !== "string") problems.push("reason must be a string");
+    else if (v.reason.length > MAX_KILL_SWITCH_REASON) {
+      problems.push(`reason must be at most ${MAX_KILL_SWITCH_REASON} characters`);
+    }
+  }
+  const unknown = Object.keys(v).filter((k) => !["active", "cancel_open", "reason"].includes(k));
+  if (unknown.length > 0) problems.push(`unknown fields ${unknown.map((k) => JSON.stringify(k))}`);
+  if (problems.length > 0) return { ok: false, problems };
+  const request: KillSwitchRequest = { active: v.active as boolean };
+  if (typeof v.cancel_open === "boolean") request.cancel_open = v.cancel_open;
+  if (typeof v.reason === "string") request.reason = v.reason;
+  return { ok: true, request };
+}
+
+function positiveInteger(value: number, name: string): void {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new RangeError(`${name} must be a positive integer, got ${value}`);
+  }
+}
