@@ -41,7 +41,13 @@
  */
 
 import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
-import { type Consumer, type ConsumerMessages, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
+import {
+  type Consumer,
+  type ConsumerMessages,
+  jetstream,
+  jetstreamManager,
+  type JsMsg,
+} from "@nats-io/jetstream";
 import { decodeJson, encodeJson } from "../adapters/codec.ts";
 import { ensureStreams, type StreamSpec } from "../adapters/nats.ts";
 import type { Config } from "../config/mod.ts";
@@ -49,9 +55,14 @@ import { backoffDelay } from "../lib/backoff.ts";
 import type { Clock } from "../lib/clock.ts";
 import type { Logger } from "../lib/log.ts";
 import { ensureBatchWriterConsumer } from "../market/md_stream.ts";
-import { type ExecutionEngine, ExecutionNotReadyError, type SignalInput } from "../trading/execution.ts";
+import {
+  type ExecutionEngine,
+  ExecutionNotReadyError,
+  type SignalInput,
+} from "../trading/execution.ts";
 import {
   DEFAULT_EXECUTION_CONSUMER,
+  DEFAULT_SIGNALS_ACK_WAIT_MS,
   DEFAULT_SIGNALS_STREAM,
   executionConsumer,
   type KillSwitchReply,
@@ -192,7 +203,9 @@ async function setUp(deps: ExecutionActorDeps, log: Logger): Promise<Consumer> {
   const names = { stream, subject_prefix: o.subject_prefix };
   const streams: StreamSpec[] = [...(o.streams ?? [])];
   if (o.ensure_stream ?? true) {
-    streams.unshift(signalsStream({ ...names, max_age_s: deps.config.execution.signals_max_age_s }));
+    streams.unshift(
+      signalsStream({ ...names, max_age_s: deps.config.execution.signals_max_age_s }),
+    );
   }
   if (streams.length > 0) await ensureStreams(deps.nats, streams, log);
   const batchMax = deps.config.execution.batch_max;
@@ -259,6 +272,7 @@ async function consumeLoop(
   const names = { subject_prefix: o.subject_prefix };
   const batchMax = deps.config.execution.batch_max;
   const random = o.random ?? Math.random;
+  const keepAliveMs = Math.max(250, Math.floor((o.ack_wait_ms ?? DEFAULT_SIGNALS_ACK_WAIT_MS) / 3));
   const buffer: JsMsg[] = [];
   const wake = new Wakeup();
   const onAbort = () => wake.notify();
@@ -286,6 +300,10 @@ async function consumeLoop(
         const input = signalInput(msg, names);
         if (input !== null) items.push(input);
       }
+      // A slow commit (a database under load) must not make JetStream redeliver the batch.
+      const keepAlive = setInterval(() => {
+        for (const msg of batch) msg.working();
+      }, keepAliveMs);
       try {
         if (items.length > 0) await deps.engine.processSignals(items);
         counters.batches++;
@@ -306,6 +324,8 @@ async function consumeLoop(
         });
         await clock.sleep(delayMs, signal).catch(() => {});
         continue;
+      } finally {
+        clearInterval(keepAlive);
       }
       for (const msg of batch) msg.ack();
       counters.acked += batch.length;

@@ -34,8 +34,7 @@
  * @module
  */
 
-import type { NatsConnection } from "@nats-io/nats-core";
-import { jetstream } from "@nats-io/jetstream";
+import { createInbox, headers, type Msg, type NatsConnection } from "@nats-io/nats-core";
 import type { Sql } from "postgres";
 import { encodeJson } from "../adapters/codec.ts";
 import { alpacaBroker } from "../brokers/alpaca.ts";
@@ -46,7 +45,7 @@ import type { Clock } from "../lib/clock.ts";
 import type { Logger } from "../lib/log.ts";
 import type { LatestCache } from "../market/latest_cache.ts";
 import { ExecutionEngine, type ExecutionEngineOptions } from "../trading/execution.ts";
-import { fillsStream, publishFill } from "../trading/fills_stream.ts";
+import { fillsStream, fillSubject } from "../trading/fills_stream.ts";
 import { PortfolioState } from "../trading/portfolio_state.ts";
 import { actor } from "./actor.ts";
 import { executionActor, type ExecutionActorOptions } from "./execution.ts";
@@ -100,7 +99,9 @@ export interface TradingDeps {
   /** Engine settings beyond the configuration. */
   engine?: Omit<ExecutionEngineOptions, "subject_prefix"> | undefined;
   /** Execution actor tuning (e.g. a short `ack_wait_ms` in tests). */
-  execution?: Pick<ExecutionActorOptions, "ack_wait_ms" | "max_ack_pending" | "warmup_ms"> | undefined;
+  execution?:
+    | Pick<ExecutionActorOptions, "ack_wait_ms" | "max_ack_pending" | "warmup_ms">
+    | undefined;
   /** Position tracker tuning. */
   tracker?: Omit<PositionTrackerOptions, "portfolio" | "max_price_age_ms"> | undefined;
 }
@@ -171,7 +172,7 @@ export function tradingSupervisor(deps: TradingDeps): TradingChildSpec {
   const factories = deps.brokers ?? configuredBrokers(deps);
   const brokers = new Map<string, Broker>();
   const fillNames = { stream: names.fills_stream, subject_prefix: prefix };
-  const js = jetstream(nats);
+  const publisher = new JetStreamPublisher(nats);
   const engine = new ExecutionEngine({
     sql,
     brokers,
@@ -179,7 +180,8 @@ export function tradingSupervisor(deps: TradingDeps): TradingChildSpec {
     state,
     config: { risk: config.risk, execution: config.execution },
     publish: (subject, data) => nats.publish(subject, encodeJson(data)),
-    publishFill: (fill) => publishFill(js, fill, fillNames),
+    publishFill: (fill) =>
+      publisher.publish(fillSubject(fill.symbol, fillNames), encodeJson(fill), `fill-${fill.id}`),
     clock: deps.clock,
     log: log.child({ component: "execution" }),
     options: { ...deps.engine, subject_prefix: prefix },
@@ -276,4 +278,132 @@ function brokersChild(
     },
     stop: (ctx) => dispose(ctx.log),
   }, { nats, log, ...(clock ? { clock } : {}) });
+}
+
+/** How long {@linkcode JetStreamPublisher} waits for a stream's ack, in ms. */
+export const DEFAULT_PUBLISH_ACK_TIMEOUT_MS = 5_000;
+
+/** JetStream refused or did not acknowledge a publish. */
+export class PublishAckError extends Error {
+  /** Creates the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "PublishAckError";
+  }
+}
+
+/**
+ * Publishes to JetStream streams and waits for their acks, like
+ * `jetstream(nc).publish(subject, data, { msgID })` but lighter per message —
+ * one inbox subscription for every ack and one sweep timer for timeouts,
+ * instead of a request (a timer and error objects) per message — which
+ * matters at thousands of fills per second. A publish resolves once the stream
+ * stored the message (or found it a duplicate of `msgId` within its window),
+ * and rejects with {@linkcode PublishAckError} when no stream takes the subject,
+ * the stream refuses it, or no ack comes within `timeoutMs`.
+ *
+ * @example
+ * ```ts
+ * const publisher = new JetStreamPublisher(nc);
+ * await publisher.publish("fills.BTC-USDT", encodeJson(fill), `fill-${fill.id}`);
+ * ```
+ */
+export class JetStreamPublisher {
+  readonly #nc: NatsConnection;
+  readonly #timeoutMs: number;
+  readonly #inbox: string;
+  readonly #pending = new Map<
+    number,
+    { resolve: () => void; reject: (error: Error) => void; at: number }
+  >();
+  #subscribed = false;
+  #next = 0;
+  #sweep: ReturnType<typeof setInterval> | null = null;
+
+  /** Creates the publisher; it subscribes its inbox on first use. */
+  constructor(nc: NatsConnection, timeoutMs: number = DEFAULT_PUBLISH_ACK_TIMEOUT_MS) {
+    this.#nc = nc;
+    this.#timeoutMs = timeoutMs;
+    this.#inbox = createInbox();
+  }
+
+  /** Publishes `data` on `subject` with `Nats-Msg-Id: msgId`; resolves once a stream acknowledged it. */
+  publish(subject: string, data: Uint8Array, msgId: string): Promise<void> {
+    if (!this.#subscribed) this.#subscribe();
+    const token = this.#next++;
+    const h = headers();
+    h.set("Nats-Msg-Id", msgId);
+    return new Promise<void>((resolve, reject) => {
+      this.#pending.set(token, { resolve, reject, at: Date.now() });
+      this.#sweep ??= setInterval(() => this.#expire(), Math.max(100, this.#timeoutMs / 5));
+      try {
+        this.#nc.publish(subject, data, { reply: `${this.#inbox}.${token}`, headers: h });
+      } catch (error) {
+        this.#settle(token, new PublishAckError(`Publish to ${subject} failed`, { cause: error }));
+      }
+    });
+  }
+
+  #subscribe(): void {
+    this.#subscribed = true;
+    this.#nc.subscribe(`${this.#inbox}.*`, {
+      callback: (error, msg) => {
+        if (error) return;
+        const token = Number(msg.subject.slice(this.#inbox.length + 1));
+        this.#settle(token, ackError(msg));
+      },
+    });
+  }
+
+  #settle(token: number, error: Error | null): void {
+    const waiter = this.#pending.get(token);
+    if (waiter === undefined) return;
+    this.#pending.delete(token);
+    if (error === null) waiter.resolve();
+    else waiter.reject(error);
+    if (this.#pending.size === 0 && this.#sweep !== null) {
+      clearInterval(this.#sweep);
+      this.#sweep = null;
+    }
+  }
+
+  #expire(): void {
+    const oldest = Date.now() - this.#timeoutMs;
+    for (const [token, waiter] of this.#pending) {
+      if (waiter.at > oldest) break; // insertion order is age order
+      this.#settle(token, new PublishAckError(`No JetStream ack within ${this.#timeoutMs} ms`));
+    }
+    if (this.#nc.isClosed()) {
+      for (const token of [...this.#pending.keys()]) {
+        this.#settle(token, new PublishAckError("The NATS connection is closed"));
+      }
+    }
+  }
+}
+
+const decoder = new TextDecoder();
+
+/** Null for a JetStream ack, else why the publish was not stored. */
+function ackError(msg: Msg): Error | null {
+  if (msg.headers?.hasError) {
+    return new PublishAckError(
+      msg.headers.code === 503
+        ? "No stream takes this subject (no responders)"
+        : `JetStream answered ${msg.headers.code} ${msg.headers.description}`,
+    );
+  }
+  try {
+    const ack = JSON.parse(decoder.decode(msg.data)) as {
+      error?: { code?: number; description?: string };
+      stream?: string;
+    };
+    if (ack.error) {
+      return new PublishAckError(
+        `JetStream refused the message: ${ack.error.description ?? ack.error.code}`,
+      );
+    }
+    return typeof ack.stream === "string" ? null : new PublishAckError("Unexpected JetStream ack");
+  } catch (error) {
+    return new PublishAckError("Unreadable JetStream ack", { cause: error });
+  }
 }

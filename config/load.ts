@@ -521,6 +521,14 @@ function coerce(value: string, schema: z.ZodType | undefined): unknown {
       const lower = value.trim().toLowerCase();
       return lower === "true" ? true : lower === "false" ? false : value;
     }
+    case "union": {
+      // e.g. a limit that is a number or null: "null" means null, a number-shaped value the number.
+      const options = (def as { options?: z.ZodType[] }).options ?? [];
+      const types = options.map((option) => defOf(unwrap(option)).type);
+      if (value.trim() === "null" && types.includes("null")) return null;
+      if (types.includes("number") && NUMBER.test(value.trim())) return Number(value.trim());
+      return value;
+    }
     case "array": {
       const element = def.element ? unwrap(def.element) : undefined;
       return value.split(",").map((item) => item.trim()).filter((item) => item !== "")

@@ -420,20 +420,20 @@ function limit() {
   });
 }
 
-/** Per-symbol risk keys; with defaults at the top level, all optional in overrides. */
-function riskLimits(withDefaults: boolean) {
-  const keys = {
+/** Per-symbol risk keys. */
+function riskKeys() {
+  return {
     max_order_qty: limit(),
     max_order_notional: limit(),
     max_position_qty: limit(),
     price_collar_pct: limit(),
     market_hours: oneOf(MARKET_HOURS),
   };
-  if (!withDefaults) {
-    return Object.fromEntries(
-      Object.entries(keys).map(([key, schema]) => [key, schema.optional()]),
-    ) as { [K in keyof typeof keys]: z.ZodOptional<(typeof keys)[K]> };
-  }
+}
+
+/** Per-symbol risk keys with their defaults, for the top of the `risk` section. */
+function riskDefaults() {
+  const keys = riskKeys();
   const d = DEFAULT_CONFIG.risk;
   return {
     max_order_qty: keys.max_order_qty.default(d.max_order_qty),
@@ -441,6 +441,18 @@ function riskLimits(withDefaults: boolean) {
     max_position_qty: keys.max_position_qty.default(d.max_position_qty),
     price_collar_pct: keys.price_collar_pct.default(d.price_collar_pct),
     market_hours: keys.market_hours.default(d.market_hours),
+  };
+}
+
+/** Per-symbol risk keys, each optional, for exchange and symbol overrides. */
+function riskOverrides() {
+  const keys = riskKeys();
+  return {
+    max_order_qty: keys.max_order_qty.optional(),
+    max_order_notional: keys.max_order_notional.optional(),
+    max_position_qty: keys.max_position_qty.optional(),
+    price_collar_pct: keys.price_collar_pct.optional(),
+    market_hours: keys.market_hours.optional(),
   };
 }
 
@@ -590,21 +602,21 @@ export const configSchema = z.object({
     retry_max_ms: ms(1).default(D.writer.retry_max_ms),
   }),
   risk: section({
-    ...riskLimits(true),
+    ...riskDefaults(),
     max_gross_exposure: limit().default(D.risk.max_gross_exposure),
     max_open_orders: z.union([int(0), z.null()], { error: "expected an integer >= 0 or null" })
       .default(D.risk.max_open_orders),
     daily_loss_limit: limit().default(D.risk.daily_loss_limit),
     exchanges: z.partialRecord(
       oneOf(["binance", "coinbase", "kraken", "alpaca"]),
-      z.object(riskLimits(false), { error: "expected a mapping of limits" }).strict(),
+      z.object(riskOverrides(), { error: "expected a mapping of limits" }).strict(),
       { error: "expected a mapping of exchange overrides" },
     ).default(() => ({ alpaca: { market_hours: "us_equity" as const } })),
     symbols: z.record(
       z.string().regex(/^(?:[A-Z0-9]{1,15}-[A-Z0-9]{1,15}|[A-Z][A-Z0-9.]{0,9})$/, {
         error: "expected a symbol such as BTC-USDT or AAPL",
       }),
-      z.object(riskLimits(false), { error: "expected a mapping of limits" }).strict(),
+      z.object(riskOverrides(), { error: "expected a mapping of limits" }).strict(),
       { error: "expected a mapping of symbol overrides" },
     ).default(() => ({})),
   }),

@@ -624,3 +624,18 @@ Deno.test("exchange sections validate symbols, channels and depths and redact Al
     ) assert.ok(e.message.includes(key), `${key} in ${e.message}`);
   }
 });
+
+Deno.test("a number-or-null key takes a number or null from the environment", async () => {
+  const config = await loadConfig({
+    args: [],
+    env: { TRADEWIRE_RISK__MAX_OPEN_ORDERS: "1000000", TRADEWIRE_RISK__MAX_ORDER_QTY: "null" },
+  });
+  assert.equal(config.risk.max_open_orders, 1_000_000);
+  assert.equal(config.risk.max_order_qty, null);
+  const other = await loadConfig({
+    args: [],
+    env: { TRADEWIRE_RISK__MAX_OPEN_ORDERS: "null", TRADEWIRE_RISK__MAX_ORDER_QTY: "12.5" },
+  });
+  assert.equal(other.risk.max_open_orders, null);
+  assert.equal(other.risk.max_order_qty, "12.5");
+});

@@ -30,16 +30,22 @@ const SYMBOL = "BTC-USDT";
 
 /** Waits until the engine's execution actor runs (the trading subtree is up). */
 async function executionRunning(engine: EngineProcess, timeoutMs = 60_000): Promise<void> {
-  await waitFor(async () => {
-    try {
-      const res = await engine.get("/api/health/detailed");
-      const body = await res.json() as { actors?: Array<{ name: string; status: string }> };
-      return body.actors?.some((a) => a.name === "root/trading/execution" && a.status === "running") ??
-        false;
-    } catch {
-      return false;
-    }
-  }, timeoutMs, `execution running (stderr: ${engine.stderr().slice(-2000)})`);
+  await waitFor(
+    async () => {
+      try {
+        const res = await engine.get("/api/health/detailed");
+        const body = await res.json() as { actors?: Array<{ name: string; status: string }> };
+        return body.actors?.some((a) =>
+          a.name === "root/trading/execution" && a.status === "running"
+        ) ??
+          false;
+      } catch {
+        return false;
+      }
+    },
+    timeoutMs,
+    `execution running (stderr: ${engine.stderr().slice(-2000)})`,
+  );
 }
 
 function signalBody(i: number): Record<string, unknown> {
@@ -114,7 +120,9 @@ Deno.test({
           for (let i = start; i < Math.min(N, start + 50); i++) {
             const body = signalBody(i);
             const id = body.id as string | undefined;
-            chunk.push(js.publish(`signals.${STRATEGY}`, encodeJson(body), id ? { msgID: id } : {}));
+            chunk.push(
+              js.publish(`signals.${STRATEGY}`, encodeJson(body), id ? { msgID: id } : {}),
+            );
           }
           await Promise.all(chunk);
           published += chunk.length;
@@ -159,7 +167,9 @@ Deno.test({
         await count("select count(*)::int as n from signals where status = 'rejected'"),
         invalid,
       );
-      const accepted = await count("select count(*)::int as n from signals where status = 'accepted'");
+      const accepted = await count(
+        "select count(*)::int as n from signals where status = 'accepted'",
+      );
       assert.equal(accepted, N - invalid);
       // At most one order per signal, and one for every accepted signal.
       assert.equal(await count("select count(*)::int as n from orders"), accepted);
@@ -168,9 +178,15 @@ Deno.test({
           where s.status = 'accepted'`),
         accepted,
       );
-      assert.equal(await count("select count(distinct client_order_id)::int as n from orders"), accepted);
+      assert.equal(
+        await count("select count(distinct client_order_id)::int as n from orders"),
+        accepted,
+      );
       // Every order filled exactly once: one fill each, of its whole quantity.
-      assert.equal(await count("select count(*)::int as n from orders where status = 'filled'"), accepted);
+      assert.equal(
+        await count("select count(*)::int as n from orders where status = 'filled'"),
+        accepted,
+      );
       assert.equal(await count("select count(*)::int as n from fills"), accepted);
       assert.equal(
         await count(`select count(*)::int as n from orders o

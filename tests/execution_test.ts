@@ -41,7 +41,7 @@ import {
   upsertSymbols,
 } from "../db/mod.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
-import { createLogger, nullLogger } from "../lib/log.ts";
+import { nullLogger } from "../lib/log.ts";
 import { LatestCache } from "../market/latest_cache.ts";
 import type { Exchange } from "../market/events.ts";
 import { ExecutionEngine, type ExecutionEngineOptions } from "../trading/execution.ts";
@@ -257,7 +257,7 @@ async function harness(options: Partial<HarnessOptions> = {}): Promise<Harness> 
         return Promise.resolve();
       },
       clock: overrides.clock ?? clock,
-      log: Deno.env.get("TW_TEST_LOG") ? createLogger({ level: "debug", write: (l) => console.error(l) }) : nullLogger,
+      log: nullLogger,
       options: { submit_retry_initial_ms: 5, submit_retry_max_ms: 20, ...options.engine },
     });
     engines.push(engine);
@@ -291,10 +291,14 @@ async function fillsOf(sql: Sql, orderId: string) {
 
 async function waitForStatus(sql: Sql, id: string, status: Order["status"]): Promise<Order> {
   let order: Order | undefined;
-  await waitFor(async () => {
-    order = await getOrder(sql, id);
-    return order.status === status;
-  }, 5_000, `order ${id} ${status} (is ${order?.status})`);
+  await waitFor(
+    async () => {
+      order = await getOrder(sql, id);
+      return order.status === status;
+    },
+    5_000,
+    `order ${id} ${status} (is ${order?.status})`,
+  );
   return order!;
 }
 
@@ -403,7 +407,10 @@ Deno.test("each risk rule refuses an order and names itself", async () => {
   const SATURDAY = Date.UTC(2025, 0, 4, 15, 0, 0); // NYSE closed
   const fixed: Clock = { now: () => SATURDAY, sleep: systemClock.sleep };
   await using h = await harness({ clock: fixed, start: false });
-  await upsertSymbols(h.sql, [{ symbol: "BTC-USDT" }, { symbol: "AAPL", asset_class: "us_equity" }]);
+  await upsertSymbols(h.sql, [{ symbol: "BTC-USDT" }, {
+    symbol: "AAPL",
+    asset_class: "us_equity",
+  }]);
   type Case = {
     rule: string;
     risk: (risk: Config["risk"]) => Config["risk"];
@@ -597,6 +604,38 @@ Deno.test("a signal id maps to one order, within a batch and across batches", as
   assert.equal(h.fills.length, 4);
 });
 
+Deno.test("a signal whose commit answer was lost is taken over when it comes again", async () => {
+  await using h = await harness();
+  // The engine's transaction committed but the answer never came back: the caller saw a
+  // failure, and the engine never learnt of the order.
+  await upsertSymbols(h.sql, [{ symbol: "BTC-USDT" }]);
+  const [stored] = await unitOfWork(h.sql, (tx) =>
+    insertSignalsAndOrders(tx, [{
+      signal: {
+        strategy: "lost",
+        client_signal_id: "l-1",
+        source: "nats",
+        symbol: "BTC-USDT",
+        payload: { id: "l-1", symbol: "BTC-USDT", side: "buy", qty: "0.3", exchange: "binance" },
+      },
+      outcome: { status: "accepted", order: { symbol: "BTC-USDT", side: "buy", qty: "0.3" } },
+    }]));
+  const [again] = await h.engine.processSignals([{
+    body: { id: "l-1", symbol: "BTC-USDT", side: "buy", qty: "0.3", exchange: "binance" },
+    strategy: "lost",
+    source: "nats",
+    redelivered: true,
+  }]);
+  assert.equal(again?.duplicate, true);
+  if (again?.status !== "accepted") throw new Error("accepted");
+  assert.equal(again.order.id, stored!.order!.id);
+  const order = await waitForStatus(h.sql, stored!.order!.id, "filled");
+  await h.engine.settled();
+  assert.equal((await fillsOf(h.sql, order.id)).length, 1);
+  assert.equal(h.broker.submits.length, 1);
+  assert.equal((await h.orders()).length, 1);
+});
+
 Deno.test("a broker that cannot be reached is retried with the same client order id: one order at the broker", async () => {
   await using h = await harness();
   h.broker.failures.push("before", "before", "after");
@@ -654,19 +693,30 @@ Deno.test("a broker refusal rejects the order, persisted and published", async (
 Deno.test("after a crash, reconciliation submits unsubmitted orders once and catches up missed fills", async () => {
   await using h = await harness({ start: false });
   await upsertSymbols(h.sql, [{ symbol: "BTC-USDT" }]);
-  const order = (qty: string) => ({ symbol: "BTC-USDT", side: "buy" as const, qty, broker: "paper" });
+  const order = (qty: string) => ({
+    symbol: "BTC-USDT",
+    side: "buy" as const,
+    qty,
+    broker: "paper",
+  });
   // What a crashed engine left: three orders committed pending, never sent...
-  const results = await unitOfWork(h.sql, (tx) =>
-    insertSignalsAndOrders(tx, ["c-1", "c-2", "c-3"].map((id, i) => ({
-      signal: {
-        strategy: "crash",
-        client_signal_id: id,
-        source: "nats" as const,
-        symbol: "BTC-USDT",
-        payload: { id, exchange: "binance" },
-      },
-      outcome: { status: "accepted" as const, order: order(`0.${i + 1}`) },
-    }))));
+  const results = await unitOfWork(
+    h.sql,
+    (tx) =>
+      insertSignalsAndOrders(
+        tx,
+        ["c-1", "c-2", "c-3"].map((id, i) => ({
+          signal: {
+            strategy: "crash",
+            client_signal_id: id,
+            source: "nats" as const,
+            symbol: "BTC-USDT",
+            payload: { id, exchange: "binance" },
+          },
+          outcome: { status: "accepted" as const, order: order(`0.${i + 1}`) },
+        })),
+      ),
+  );
   const [pending, submitted, lost] = results.map((r) => r.order!);
   // ...one the broker took and filled while nobody listened (an event lost in the crash)...
   await updateOrderStatus(h.sql, submitted!.id, { from: "pending", to: "submitted" });
@@ -714,7 +764,10 @@ Deno.test("after a crash, reconciliation submits unsubmitted orders once and cat
     for (const o of [pending!, submitted!, lost!]) await waitForStatus(h.sql, o.id, "filled");
     await engine.idle();
     const caughtUp = await fillsOf(h.sql, submitted!.id);
-    assert.deepEqual(caughtUp.map((f) => [f.broker_fill_id, f.qty]), [["reconcile-0.2", "0.20000000"]]);
+    assert.deepEqual(caughtUp.map((f) => [f.broker_fill_id, f.qty]), [[
+      "reconcile-0.2",
+      "0.20000000",
+    ]]);
     assert.equal((await fillsOf(h.sql, pending!.id)).length, 1);
     assert.equal((await fillsOf(h.sql, lost!.id)).length, 1);
     await engine.settled();
@@ -760,7 +813,10 @@ Deno.test("the kill switch rejects new orders and cancels open ones; it survives
     strategy: "grid",
     source: "rest" as const,
   });
-  const outcomes = await h.engine.processSignals([resting("k-1", "45000"), resting("k-2", "44000")]);
+  const outcomes = await h.engine.processSignals([
+    resting("k-1", "45000"),
+    resting("k-2", "44000"),
+  ]);
   const ids = outcomes.map((o) => o.status === "accepted" ? o.order.id : "");
   for (const id of ids) await waitForStatus(h.sql, id, "submitted");
   const state = await h.engine.setKillSwitch({ active: true, cancel_open: true, reason: "drill" });
@@ -803,7 +859,11 @@ Deno.test("cancelOrder cancels an open order and refuses a closed one", async ()
       strategy: "manual",
       source: "rest",
     },
-    { body: { id: "m-1", symbol: "BTC-USDT", side: "buy", qty: "1" }, strategy: "manual", source: "rest" },
+    {
+      body: { id: "m-1", symbol: "BTC-USDT", side: "buy", qty: "1" },
+      strategy: "manual",
+      source: "rest",
+    },
   ]);
   if (resting?.status !== "accepted" || market?.status !== "accepted") throw new Error("accepted");
   await waitForStatus(h.sql, resting.order.id, "submitted");
@@ -815,10 +875,41 @@ Deno.test("cancelOrder cancels an open order and refuses a closed one", async ()
   assert.ok(h.subjects("orders.cancelled.").length === 1);
 });
 
+Deno.test("an order retrying against an unreachable broker can be cancelled before it gets there", async () => {
+  await using h = await harness({
+    engine: { submit_retry_initial_ms: 20, submit_retry_max_ms: 50 },
+  });
+  h.broker.failures.push(...Array<"before">(1000).fill("before"));
+  const [outcome] = await h.engine.processSignals([
+    {
+      body: { id: "u-1", symbol: "BTC-USDT", side: "buy", qty: "1" },
+      strategy: "x",
+      source: "rest",
+    },
+  ]);
+  if (outcome?.status !== "accepted") throw new Error("accepted");
+  await waitFor(() => h.broker.submits.length >= 2, 5_000, "submit retries");
+  const pending = await h.engine.cancelOrder(outcome.order.id, "operator gave up");
+  assert.equal(pending.status, "pending");
+  const order = await waitForStatus(h.sql, outcome.order.id, "cancelled");
+  assert.equal(order.status_reason, "cancelled before it was submitted");
+  await h.engine.settled();
+  const attempts = h.broker.submits.length;
+  assert.equal(h.broker.inner.stats().submitted, 0);
+  assert.equal(h.engine.stats().open_orders, 0);
+  await h.engine.idle();
+  assert.equal(h.broker.submits.length, attempts);
+  assert.deepEqual(h.subjects("orders."), ["orders.pending.BTC-USDT", "orders.cancelled.BTC-USDT"]);
+});
+
 Deno.test("an illegal broker event raises an alert and changes nothing; the engine keeps working", async () => {
   await using h = await harness();
   const [outcome] = await h.engine.processSignals([
-    { body: { id: "i-1", symbol: "BTC-USDT", side: "buy", qty: "1" }, strategy: "x", source: "rest" },
+    {
+      body: { id: "i-1", symbol: "BTC-USDT", side: "buy", qty: "1" },
+      strategy: "x",
+      source: "rest",
+    },
   ]);
   if (outcome?.status !== "accepted") throw new Error("accepted");
   const order = await waitForStatus(h.sql, outcome.order.id, "filled");
@@ -859,7 +950,11 @@ Deno.test("an illegal broker event raises an alert and changes nothing; the engi
   assert.ok(alerts.every((a) => a.source === "execution"));
   assert.equal(h.fills.length, 1);
   const [next] = await h.engine.processSignals([
-    { body: { id: "i-2", symbol: "BTC-USDT", side: "sell", qty: "1" }, strategy: "x", source: "rest" },
+    {
+      body: { id: "i-2", symbol: "BTC-USDT", side: "sell", qty: "1" },
+      strategy: "x",
+      source: "rest",
+    },
   ]);
   if (next?.status !== "accepted") throw new Error("accepted");
   await waitForStatus(h.sql, next.order.id, "filled");
@@ -925,7 +1020,10 @@ Deno.test("signals published on NATS become filled orders and positions; rejects
         .data,
     );
     assert.equal(bad.ok, false);
-    nats.publish("signals.momentum", encodeJson({ id: "n-2", symbol: "BTC-USDT", side: "buy", qty: "1" }));
+    nats.publish(
+      "signals.momentum",
+      encodeJson({ id: "n-2", symbol: "BTC-USDT", side: "buy", qty: "1" }),
+    );
     await waitFor(() => rejects.length === 3, 5_000, "kill switch reject");
     assert.deepEqual(rulesOf(rejects[2]!.reasons), ["kill_switch"]);
   } finally {

@@ -18,15 +18,21 @@
  *    kill switch. Accepted orders of the batch count as open for the signals after
  *    them, so two signals of one batch cannot jointly exceed a limit.
  * 4. ONE transaction records every signal with its outcome and creates the
- *    `pending` orders (`insertSignalsAndOrders`); a signal stored before comes
- *    back with its stored outcome and creates nothing. Only then does the
- *    call resolve — the caller acknowledges JetStream messages after that.
+ *    `pending` orders (`insertSignalsAndOrders`, a single statement — run
+ *    without an explicit transaction unless symbols must be created or stored
+ *    keys checked first); a signal stored before comes back with its stored
+ *    outcome and creates nothing (an open order of it the engine does not
+ *    track — a commit whose answer was lost — is taken over and submitted).
+ *    Only then does the call resolve — the caller acknowledges JetStream
+ *    messages after that.
  * 5. New orders are submitted to their brokers with their `client_order_id`;
  *    a broker that cannot be reached is retried with backoff under the same id
  *    while the order stays `pending`; a refusal makes the order `rejected`.
  *
- * Broker events and submit results go through ONE writer queue: whatever
- * arrived while the previous transaction ran is applied in the next one —
+ * Broker events and submit results go through the writer queue — one lane
+ * per order (by client order id), `event_lanes` transactions at once —
+ * where whatever arrived while the previous transaction ran is applied in
+ * the next one:
  * fills inserted idempotently (`insertFills`), orders moved along the state
  * machine (`order_state.ts`) and stored with their expected status and
  * filled quantity. After the commit every transition is published on
@@ -141,6 +147,8 @@ export const DEFAULT_SUBMIT_RETRY_MAX_MS = 10_000;
 export const DEFAULT_BROKER_CONCURRENCY = 64;
 /** Most broker events and submit results applied in one transaction. */
 export const DEFAULT_EVENT_BATCH_MAX = 2_000;
+/** Writer-queue lanes: transactions storing broker updates at once (each order stays in one lane). */
+export const DEFAULT_EVENT_LANES = 2;
 /** How long a broker's market clock (Alpaca's `/v2/clock`) is reused, in ms. */
 export const DEFAULT_MARKET_CLOCK_TTL_MS = 30_000;
 /** How long {@linkcode ExecutionEngine.start} waits for the position tracker to load the portfolio state, in ms. */
@@ -265,6 +273,11 @@ export interface ExecutionEngineOptions {
   broker_concurrency?: number | undefined;
   /** Most updates applied in one transaction. @default {DEFAULT_EVENT_BATCH_MAX} */
   event_batch_max?: number | undefined;
+  /**
+   * Writer-queue lanes: updates of different orders (by client order id)
+   * are stored by this many transactions at once. @default {DEFAULT_EVENT_LANES}
+   */
+  event_lanes?: number | undefined;
   /** How long a broker's market clock is reused, in ms. @default {DEFAULT_MARKET_CLOCK_TTL_MS} */
   market_clock_ttl_ms?: number | undefined;
   /** Backoff jitter source, uniform in [0, 1). @default {Math.random} */
@@ -378,10 +391,20 @@ class StaleOrders extends Error {
 }
 
 const decoderless = (value: unknown): unknown =>
-  value === undefined || value === null || typeof value !== "object" ? { raw: value ?? null } : value;
+  value === undefined || value === null || typeof value !== "object"
+    ? { raw: value ?? null }
+    : value;
 
 function fillKey(orderId: string, fillId: string): string {
   return `${orderId}\u0000${fillId}`;
+}
+
+/** The lane of a client order id: a string hash modulo `lanes`. */
+function laneOf(coid: string, lanes: number): number {
+  if (lanes === 1) return 0;
+  let hash = 0;
+  for (let i = 0; i < coid.length; i++) hash = (hash * 31 + coid.charCodeAt(i)) | 0;
+  return (hash >>> 0) % lanes;
 }
 
 /** Whether running the same work again later may succeed: the database unreachable, slow or busy. */
@@ -462,8 +485,8 @@ export class ExecutionEngine {
 
   /** Serializes signal batches and kill-switch changes. */
   #serial: Promise<unknown> = Promise.resolve();
-  readonly #updates: Update[] = [];
-  #draining: Promise<void> | null = null;
+  /** The writer queue, in lanes by client order id: an order's updates stay in order in its lane. */
+  readonly #lanes: Array<{ updates: Update[]; draining: Promise<void> | null }>;
   /** Background work (submits, fill publishes) awaited on stop. */
   readonly #background = new Set<Promise<unknown>>();
   #running = false;
@@ -504,6 +527,11 @@ export class ExecutionEngine {
       options.submit_retry_max_ms ?? DEFAULT_SUBMIT_RETRY_MAX_MS,
     );
     this.#eventBatchMax = options.event_batch_max ?? DEFAULT_EVENT_BATCH_MAX;
+    const lanes = options.event_lanes ?? DEFAULT_EVENT_LANES;
+    if (!Number.isSafeInteger(lanes) || lanes < 1) {
+      throw new RangeError(`event_lanes must be a positive integer, got ${lanes}`);
+    }
+    this.#lanes = Array.from({ length: lanes }, () => ({ updates: [], draining: null }));
     this.#clockTtlMs = options.market_clock_ttl_ms ?? DEFAULT_MARKET_CLOCK_TTL_MS;
     this.#random = options.random ?? Math.random;
     this.#stateWaitMs = options.state_wait_ms ?? DEFAULT_STATE_WAIT_MS;
@@ -602,7 +630,9 @@ export class ExecutionEngine {
    * way); `signal` ends the wait early.
    */
   async warmUp(timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
-    const stop = signal === undefined ? this.#halt.signal : AbortSignal.any([signal, this.#halt.signal]);
+    const stop = signal === undefined
+      ? this.#halt.signal
+      : AbortSignal.any([signal, this.#halt.signal]);
     const until = this.#clock.now() + timeoutMs;
     for (;;) {
       const now = this.#clock.now();
@@ -626,7 +656,11 @@ export class ExecutionEngine {
    * result received so far is stored and published. Tests wait on it.
    */
   async idle(): Promise<void> {
-    while (this.#draining !== null) await this.#draining;
+    for (;;) {
+      const busy = this.#lanes.find((lane) => lane.draining !== null);
+      if (busy === undefined) return;
+      await busy.draining;
+    }
   }
 
   /**
@@ -635,7 +669,7 @@ export class ExecutionEngine {
    * against a broker that cannot be reached keeps it pending.
    */
   async settled(): Promise<void> {
-    while (this.#background.size > 0 || this.#draining !== null) {
+    while (this.#background.size > 0 || this.#lanes.some((lane) => lane.draining !== null)) {
       await Promise.allSettled([...this.#background]);
       await this.idle();
     }
@@ -706,13 +740,27 @@ export class ExecutionEngine {
       this.#stats.signals++;
       if (outcome.duplicate) {
         this.#stats.duplicates++;
+        // A commit whose answer was lost (the caller redelivers) left an order this engine
+        // does not track: take it over; submitting by client order id is safe.
+        if (
+          outcome.status === "accepted" && isOpen(outcome.order.status) &&
+          !this.#open.has(outcome.order.client_order_id)
+        ) {
+          const payload = outcome.signal.payload as { exchange?: unknown } | null;
+          const exchange = typeof payload?.exchange === "string" &&
+              (EXCHANGES as readonly string[]).includes(payload.exchange)
+            ? payload.exchange
+            : null;
+          const tracked = this.#track(outcome.order, exchange);
+          if (outcome.order.status === "pending") toSubmit.push(tracked);
+        }
         continue;
       }
       if (outcome.status === "accepted") {
         this.#stats.accepted++;
         const tracked = this.#track(outcome.order, decisions[i]!.exchange);
         toSubmit.push(tracked);
-        this.#publishOrder(outcome.order, null);
+        this.#publishOrder(outcome.order, null, null);
       } else if (outcome.status === "rejected") {
         this.#stats.rejected++;
         this.#publishReject(outcome.signal, outcome.reasons);
@@ -724,7 +772,10 @@ export class ExecutionEngine {
 
   #prepare(input: SignalInput): Prepared {
     const body = input.body;
-    const parsed = parseSignal(body, input.strategy === undefined ? {} : { strategy: input.strategy });
+    const parsed = parseSignal(
+      body,
+      input.strategy === undefined ? {} : { strategy: input.strategy },
+    );
     const raw = typeof body === "object" && body !== null && !Array.isArray(body)
       ? body as Record<string, unknown>
       : {};
@@ -893,14 +944,20 @@ export class ExecutionEngine {
     let best: { text: string | [string, string]; ts: number; exchange: Exchange } | null = null;
     for (const entry of snapshot.exchanges) {
       const trade = entry.trade;
-      if (trade !== null && trade.ts_local >= oldestUs && (best === null || trade.ts_local > best.ts)) {
+      if (
+        trade !== null && trade.ts_local >= oldestUs && (best === null || trade.ts_local > best.ts)
+      ) {
         best = { text: trade.price, ts: trade.ts_local, exchange: entry.exchange };
       }
       const quote = entry.quote;
       if (
         quote !== null && quote.ts_local >= oldestUs && (best === null || quote.ts_local > best.ts)
       ) {
-        best = { text: [quote.bid_price, quote.ask_price], ts: quote.ts_local, exchange: entry.exchange };
+        best = {
+          text: [quote.bid_price, quote.ask_price],
+          ts: quote.ts_local,
+          exchange: entry.exchange,
+        };
       }
     }
     if (best === null) return null;
@@ -1060,26 +1117,40 @@ export class ExecutionEngine {
   #startSubmit(tracked: Tracked, remainingOnly: boolean): void {
     if (tracked.submitting) return;
     tracked.submitting = true;
-    this.#background_(this.#submitLoop(tracked, remainingOnly).finally(() => {
-      tracked.submitting = false;
-    }));
+    this.#background_(this.#submitLoop(tracked, remainingOnly));
   }
 
+  /**
+   * Submits `tracked` until the broker took or refused it, the order moved on
+   * (the broker's events show it has it) or the engine stops. `submitting`
+   * is cleared synchronously with the last look at `cancelRequested`, so a
+   * cancel request is either seen here or goes to the broker itself.
+   */
   async #submitLoop(tracked: Tracked, remainingOnly: boolean): Promise<void> {
     const row = tracked.row;
     const coid = row.client_order_id;
     const broker = this.#brokers.get(row.broker);
     if (broker === undefined) {
+      tracked.submitting = false;
       this.#enqueue({ kind: "refused", coid, reason: `broker ${row.broker} is not enabled` });
       return;
     }
     const request = this.#request(tracked, remainingOnly);
     const signal = this.#halt.signal;
     const initial = tracked.row;
-    for (let attempt = 0; !signal.aborted; attempt++) {
-      // Any stored change came from the broker: it has the order (an answer lost on the way back).
-      if (this.#open.get(coid) !== tracked || tracked.row !== initial) return;
+    for (let attempt = 0;; attempt++) {
+      if (signal.aborted || this.#open.get(coid) !== tracked) {
+        tracked.submitting = false;
+        return;
+      }
+      if (tracked.row !== initial) {
+        // Any stored change came from the broker: it has the order (an answer lost on the way back).
+        tracked.submitting = false;
+        if (tracked.cancelRequested) await this.#cancelAtBroker(tracked, broker);
+        return;
+      }
       if (tracked.cancelRequested) {
+        tracked.submitting = false;
         this.#enqueue({ kind: "local_cancel", coid, reason: "cancelled before it was submitted" });
         return;
       }
@@ -1089,11 +1160,13 @@ export class ExecutionEngine {
           return broker.submit(request);
         });
         this.#stats.submitted++;
+        tracked.submitting = false;
         this.#enqueue({ kind: "submitted", coid, broker_order_id });
         if (tracked.cancelRequested) await this.#cancelAtBroker(tracked, broker);
         return;
       } catch (error) {
         if (error instanceof BrokerRejectedError) {
+          tracked.submitting = false;
           this.#enqueue({ kind: "refused", coid, reason: error.reason });
           return;
         }
@@ -1103,21 +1176,16 @@ export class ExecutionEngine {
           maxMs: this.#retryMaxMs,
           random: this.#random,
         });
-        const fields = {
-          client_order_id: coid,
-          broker: row.broker,
-          attempt: attempt + 1,
-          retry_in_ms: delayMs,
-          error: errorMessage(error),
-        };
         if (attempt === 0 || attempt % 10 === 0) {
-          this.#log.warn("broker unavailable; the order stays pending and is retried", fields);
+          this.#log.warn("broker unavailable; the order stays pending and is retried", {
+            client_order_id: coid,
+            broker: row.broker,
+            attempt: attempt + 1,
+            retry_in_ms: delayMs,
+            error: errorMessage(error),
+          });
         }
-        try {
-          await this.#clock.sleep(delayMs, signal);
-        } catch {
-          return;
-        }
+        await this.#clock.sleep(delayMs, signal).catch(() => {});
       }
     }
   }
@@ -1148,23 +1216,28 @@ export class ExecutionEngine {
   // -- the writer queue -------------------------------------------------------
 
   #enqueue(update: Update): void {
-    this.#updates.push(update);
-    if (this.#draining === null) {
-      this.#draining = this.#drain().finally(() => {
-        this.#draining = null;
+    const coid = update.kind === "event" ? update.event.client_order_id : update.coid;
+    const lane = this.#lanes[laneOf(coid, this.#lanes.length)]!;
+    lane.updates.push(update);
+    if (lane.draining === null) {
+      lane.draining = this.#drain(lane).finally(() => {
+        lane.draining = null;
       });
     }
   }
 
-  async #drain(): Promise<void> {
-    // A macrotask later: a broker's events for a submit (the paper broker emits them a
-    // macrotask after `submit` resolved) share the transaction that stores the submit.
-    await new Promise((resolve) => setTimeout(resolve, 0));
-    while (this.#updates.length > 0) {
-      const batch = this.#updates.splice(0, this.#eventBatchMax);
+  async #drain(lane: { updates: Update[] }): Promise<void> {
+    // After a submit, wait a macrotask: the broker's events for it (the paper broker emits
+    // them a macrotask after `submit` resolved) share the transaction that stores the submit.
+    // Other updates (a broker's stream) are stored at once.
+    if (lane.updates[0]?.kind === "submitted") {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    while (lane.updates.length > 0) {
+      const batch = lane.updates.splice(0, this.#eventBatchMax);
       if (!await this.#applyWithRetry(batch)) {
         // Stopping: what is not stored is recovered by the next start's reconciliation.
-        this.#updates.length = 0;
+        lane.updates.length = 0;
         return;
       }
     }
@@ -1331,7 +1404,10 @@ export class ExecutionEngine {
       };
       for (const key of excluded) {
         const [order_id, fill_id] = key.split("\u0000");
-        alerts.push({ message: "A broker fill was refused as illegal", details: { order_id, fill_id } });
+        alerts.push({
+          message: "A broker fill was refused as illegal",
+          details: { order_id, fill_id },
+        });
       }
       for (const update of batch) {
         const coid = update.kind === "event" ? update.event.client_order_id : update.coid;
@@ -1392,7 +1468,11 @@ export class ExecutionEngine {
                 : event.type === "expired"
                 ? "expire"
                 : "reject";
-              const target = type === "cancel" ? "cancelled" : type === "expire" ? "expired" : "rejected";
+              const target = type === "cancel"
+                ? "cancelled"
+                : type === "expire"
+                ? "expired"
+                : "rejected";
               if (status === target) break;
               step(draft, { type, reason: event.reason }, { event: event.type });
             }
@@ -1452,7 +1532,11 @@ export class ExecutionEngine {
       const row = draft.row;
       if (isOpen(row.status)) this.#track(row, null);
       else this.#untrack(row.client_order_id);
-      for (const state of draft.steps) this.#publishOrder(row, state);
+      if (draft.steps.length > 0) {
+        const base = orderJson(row);
+        const last = draft.steps.length - 1;
+        draft.steps.forEach((state, i) => this.#publishOrder(row, i === last ? null : state, base));
+      }
     }
     const rows = new Map(drafts.map((d) => [d.row.client_order_id, d.row]));
     for (const { fill, coid } of newFills) {
@@ -1494,12 +1578,19 @@ export class ExecutionEngine {
   }
 
   /** Publishes the order on `orders.<status>.<symbol>`, as `state` when given (an intermediate step). */
-  #publishOrder(row: Order, state: OrderState | null): void {
-    const json = orderJson(row);
+  /**
+   * Publishes the order on `orders.<status>.<symbol>`: as stored, or as it was
+   * at an intermediate `state` of the batch (`base` is its JSON, made once).
+   */
+  #publishOrder(row: Order, state: OrderState | null, base: Record<string, unknown> | null): void {
+    let json = base ?? orderJson(row);
     if (state !== null) {
-      json.status = state.status;
-      json.filled_qty = toJson(state.filled_qty);
-      json.avg_fill_price = state.avg_fill_price === null ? null : toJson(state.avg_fill_price);
+      json = {
+        ...json,
+        status: state.status,
+        filled_qty: toJson(state.filled_qty),
+        avg_fill_price: state.avg_fill_price === null ? null : toJson(state.avg_fill_price),
+      };
     }
     this.#safePublish(orderSubject(json.status as Order["status"], row.symbol, this.#names), json);
   }
@@ -1588,7 +1679,9 @@ export class ExecutionEngine {
    * tracker applies a fill once.
    */
   async republishUnappliedFills(): Promise<number> {
-    const rows = await this.#sql<(Fill & Pick<Order, "client_order_id" | "strategy" | "portfolio_id">)[]>`
+    const rows = await this.#sql<
+      (Fill & Pick<Order, "client_order_id" | "strategy" | "portfolio_id">)[]
+    >`
       SELECT f.*, o.client_order_id, o.strategy, o.portfolio_id
       FROM fills f JOIN orders o ON o.id = f.order_id
       WHERE f.realized_pnl IS NULL ORDER BY f.id`;
@@ -1679,7 +1772,9 @@ export class ExecutionEngine {
     }
     if (row.status === "pending") {
       try {
-        const known = await this.#limiter(row.broker).run(() => broker.getOrder(row.client_order_id));
+        const known = await this.#limiter(row.broker).run(() =>
+          broker.getOrder(row.client_order_id)
+        );
         if (known === null) {
           this.#enqueue({ kind: "local_cancel", coid: row.client_order_id, reason });
           return true;
@@ -1776,11 +1871,18 @@ export function catchUpEvents(
   const coid = row.client_order_id;
   const events: BrokerEvent[] = [];
   if (row.status === "pending" && state.status !== "rejected") {
-    events.push({ type: "accepted", client_order_id: coid, broker_order_id: state.broker_order_id, at_ms: nowMs });
+    events.push({
+      type: "accepted",
+      client_order_id: coid,
+      broker_order_id: state.broker_order_id,
+      at_ms: nowMs,
+    });
   }
   const missed = state.filled_qty.minus(tracked.filled);
   if (missed.gt(0)) {
-    const ours = row.avg_fill_price === null ? ZERO : fromDb(row.avg_fill_price).times(tracked.filled);
+    const ours = row.avg_fill_price === null
+      ? ZERO
+      : fromDb(row.avg_fill_price).times(tracked.filled);
     let price = state.avg_fill_price === null
       ? null
       : state.avg_fill_price.times(state.filled_qty).minus(ours).dividedBy(missed);

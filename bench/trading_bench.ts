@@ -1,0 +1,299 @@
+// deno-lint-ignore-file no-console
+/**
+ * Trading benchmark: signal → order persisted → paper fill → position
+ * updated, through the trading subtree composed exactly as the engine does
+ * (`tradingSupervisor`: paper broker, position tracker, execution actor) on a
+ * private nats-server (JetStream) and a fresh PostgreSQL database. Prints,
+ * beside the floors measured in the same run:
+ *
+ * - latency p50/p99: one signal at a time published on `signals.bench` (core
+ *   NATS, as `nats pub` does) until its `positions.BTC-USDT` message arrives
+ *   (the tracker publishes it after committing the position);
+ * - sustained signals/s: a burst published at once, from the first publish
+ *   to the last fill applied to the position, with the engine's average batch
+ *   size — and a check that exactly-once held (one signal row, one order, one
+ *   fill per signal);
+ * - floors: a NATS request round trip, a JetStream publish ack, one
+ *   PostgreSQL insert + commit (p50/p99 each). The path above needs at least
+ *   three commits (signals+orders, fills+order, position) and two JetStream
+ *   hops (SIGNALS, FILLS).
+ *
+ * Run with `deno task bench` (a single `Deno.bench` that prints the table) or
+ * `deno run -A bench/trading_bench.ts --latency=1000 --burst=20000`.
+ */
+
+import postgres from "postgres";
+import { connect } from "@nats-io/transport-node";
+import { jetstream } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { createPostgres } from "../adapters/postgres.ts";
+import { Migrator } from "../adapters/migrator.ts";
+import { encodeJson } from "../adapters/codec.ts";
+import { ensureStreams } from "../adapters/nats.ts";
+import { startRoot } from "../actors/supervisor.ts";
+import { tradingSupervisor } from "../actors/trading.ts";
+import { loadConfig } from "../config/mod.ts";
+import { nullLogger } from "../lib/log.ts";
+import { LatestCache } from "../market/latest_cache.ts";
+import { startNatsServer } from "../tests/_nats_server.ts";
+
+const PG_ADMIN_URL = Deno.env.get("TW_TEST_POSTGRES_URL") ??
+  "postgres://postgres@127.0.0.1:5432/postgres";
+const MIGRATIONS = new URL("../migrations/", import.meta.url).pathname;
+const SYMBOL = "BTC-USDT";
+
+/** What the benchmark measures and how much. */
+export interface TradingBenchOptions {
+  /** Signals sent one at a time for the latency figures. */
+  latency: number;
+  /** Signals sent at once for the throughput figure. */
+  burst: number;
+  /** Samples of each floor. */
+  floors: number;
+  /** Most signals per engine batch (`execution.batch_max`). */
+  batch: number;
+}
+
+/** p50 and p99 of `samples` (ms). */
+function percentiles(samples: number[]): { p50: number; p99: number } {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const at = (q: number) =>
+    sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
+  return { p50: at(0.5), p99: at(0.99) };
+}
+
+function ms(value: number): string {
+  return `${value.toFixed(2).padStart(7)} ms`;
+}
+
+async function freshDatabase(): Promise<{ url: string; drop: () => Promise<void> }> {
+  const name = `tw_bench_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
+  const admin = postgres(PG_ADMIN_URL, { max: 1, onnotice: () => {} });
+  await admin`create database ${admin(name)}`;
+  await admin.end();
+  const url = new URL(PG_ADMIN_URL);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    drop: async () => {
+      const sql = postgres(PG_ADMIN_URL, { max: 1, onnotice: () => {} });
+      await sql`select pg_terminate_backend(pid) from pg_stat_activity where datname = ${name}`;
+      await sql`drop database if exists ${sql(name)}`;
+      await sql.end();
+    },
+  };
+}
+
+/** Times `fn` `n` times after `n / 10` warm-up runs; returns the samples in ms. */
+async function sample(n: number, fn: () => Promise<unknown>): Promise<number[]> {
+  for (let i = 0; i < Math.max(1, Math.floor(n / 10)); i++) await fn();
+  const samples: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await fn();
+    samples.push(performance.now() - t0);
+  }
+  return samples;
+}
+
+/** Waits for the next message on `subject` (subscribed before `trigger` runs). */
+function nextMessage(nc: NatsConnection, subject: string, trigger: () => void): Promise<void> {
+  return new Promise((resolve) => {
+    const sub = nc.subscribe(subject, {
+      max: 1,
+      callback: () => resolve(),
+    });
+    void sub;
+    trigger();
+  });
+}
+
+/** Runs the benchmark and prints its table. */
+export async function runTradingBench(options: TradingBenchOptions): Promise<void> {
+  await using server = await startNatsServer();
+  const database = await freshDatabase();
+  const sql = createPostgres({ url: database.url, pool_size: 10, sslmode: "disable" });
+  const nc = await connect({ servers: server.url });
+  const quotes: { timer?: ReturnType<typeof setInterval> } = {};
+  let root: Awaited<ReturnType<typeof startRoot>> | null = null;
+  try {
+    await new Migrator(sql, { dir: MIGRATIONS, clickhouse: null }).up(undefined, {
+      only: "postgres",
+    });
+    const base = await loadConfig({ args: [], env: {} });
+    const config = {
+      ...base,
+      execution: { ...base.execution, batch_max: options.batch },
+      // Orders of a burst are open while they queue: only the per-order limits stay on.
+      risk: {
+        ...base.risk,
+        max_open_orders: null,
+        max_position_qty: null,
+        max_gross_exposure: null,
+        daily_loss_limit: null,
+      },
+    };
+    const cache = new LatestCache();
+    const refresh = () => {
+      const now = Date.now() * 1000;
+      cache.update([{
+        kind: "top",
+        exchange: "binance",
+        symbol: SYMBOL,
+        venue_symbol: "BTCUSDT",
+        ts_exchange: now,
+        ts_local: now,
+        bid_price: "50000",
+        bid_qty: "100",
+        ask_price: "50001",
+        ask_qty: "100",
+      }]);
+    };
+    refresh();
+    quotes.timer = setInterval(refresh, 200);
+    const trading = tradingSupervisor({
+      config,
+      nats: nc,
+      sql,
+      cache,
+      log: nullLogger,
+      execution: { warmup_ms: 0 },
+    });
+    root = await startRoot({ name: "bench" }, [trading]);
+    let n = 0;
+    const signal = () =>
+      encodeJson({
+        id: `b-${n}`,
+        symbol: SYMBOL,
+        side: n++ % 2 === 0 ? "buy" : "sell",
+        qty: "0.01",
+      });
+    const payload = encodeJson({ id: "floor", symbol: SYMBOL, side: "buy", qty: "0.01" });
+
+    // Floors.
+    nc.subscribe("bench.echo", {
+      callback: (_, msg) => {
+        msg.respond(msg.data);
+      },
+    });
+    const natsRtt = await sample(options.floors, () => nc.request("bench.echo", payload));
+    await ensureStreams(nc, [{ name: "BENCH_FLOOR", subjects: ["bench.js"] }]);
+    const js = jetstream(nc);
+    const jsAck = await sample(options.floors, () => js.publish("bench.js", payload));
+    await sql`create table bench_floor (id bigint generated always as identity primary key, v text)`;
+    const pgCommit = await sample(
+      options.floors,
+      () => sql`insert into bench_floor (v) values ('x')`,
+    );
+
+    // Latency: one signal at a time, until the tracker publishes the position.
+    const latency = await sample(
+      options.latency,
+      () => nextMessage(nc, `positions.${SYMBOL}`, () => nc.publish("signals.bench", signal())),
+    );
+
+    // Throughput: a burst, until every fill is applied to the position.
+    await trading.engine.settled();
+    const before = trading.state.version;
+    const statsBefore = trading.engine.stats();
+    const t0 = performance.now();
+    for (let i = 0; i < options.burst; i++) nc.publish("signals.bench", signal());
+    await nc.flush();
+    const giveUpAt = Date.now() + 120_000;
+    let recordedAt = 0;
+    let filledAt = 0;
+    while (trading.state.version - before < options.burst) {
+      const stats = trading.engine.stats();
+      if (!recordedAt && stats.signals - statsBefore.signals >= options.burst) {
+        recordedAt = performance.now();
+      }
+      if (!filledAt && stats.fills - statsBefore.fills >= options.burst) {
+        filledAt = performance.now();
+      }
+      if (Date.now() > giveUpAt) {
+        const outcomes = await sql`
+          select status, reasons, count(*)::int as n from signals group by status, reasons`;
+        throw new Error(
+          `Only ${trading.state.version - before} of ${options.burst} fills applied in 120 s: ` +
+            JSON.stringify(outcomes),
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    recordedAt ||= performance.now();
+    filledAt ||= performance.now();
+    const statsAfter = trading.engine.stats();
+    const batches = statsAfter.batches - statsBefore.batches;
+    const [counts] = await sql<
+      { signals: number; orders: number; fills: number; unapplied: number }[]
+    >`
+      select (select count(*)::int from signals) as signals,
+        (select count(*)::int from orders) as orders,
+        (select count(*)::int from fills) as fills,
+        (select count(*)::int from fills where realized_pnl is null) as unapplied`;
+    const exactlyOnce = counts !== undefined && counts.signals === n && counts.orders === n &&
+      counts.fills === n && counts.unapplied === 0;
+
+    const lines: string[] = [];
+    const row = (name: string, samples: number[]) => {
+      const { p50, p99 } = percentiles(samples);
+      lines.push(`  ${name.padEnd(52)} p50 ${ms(p50)}   p99 ${ms(p99)}`);
+    };
+    lines.push("", "trading: signal → order persisted → paper fill → position updated");
+    row("NATS request round trip (floor)", natsRtt);
+    row("JetStream publish ack (floor)", jsAck);
+    row("PostgreSQL insert + commit (floor)", pgCommit);
+    row(`signal → position updated, one at a time (${options.latency})`, latency);
+    lines.push(
+      `  sustained: ${Math.round(options.burst / seconds).toLocaleString("en")} signals/s ` +
+        `(${options.burst.toLocaleString("en")} signals in ${seconds.toFixed(2)} s, ` +
+        `${batches} signal batches, ${
+          (options.burst / Math.max(1, batches)).toFixed(0)
+        } per batch); ` +
+        `floor: ${Math.round(1000 / percentiles(pgCommit).p50).toLocaleString("en")} ` +
+        `sequential commits/s`,
+    );
+    lines.push(
+      `  stages done after: signals recorded ${((recordedAt - t0) / 1000).toFixed(2)} s, ` +
+        `fills recorded ${((filledAt - t0) / 1000).toFixed(2)} s, positions ${
+          seconds.toFixed(2)
+        } s`,
+    );
+    lines.push(
+      `  exactly-once: ${exactlyOnce ? "ok" : "BROKEN"} (${counts?.signals} signals, ` +
+        `${counts?.orders} orders, ${counts?.fills} fills, ${counts?.unapplied} not applied; ` +
+        `${n} sent)`,
+      "",
+    );
+    console.log(lines.join("\n"));
+  } finally {
+    clearInterval(quotes.timer);
+    await root?.stop();
+    await nc.close();
+    await sql.end({ timeout: 5 });
+    await database.drop();
+  }
+}
+
+const args = new Map(
+  Deno.args.map((a) => a.replace(/^--/, "").split("=") as [string, string]),
+);
+const options: TradingBenchOptions = {
+  latency: Number(args.get("latency") ?? "500"),
+  burst: Number(args.get("burst") ?? "10000"),
+  floors: Number(args.get("floors") ?? "1000"),
+  batch: Number(args.get("batch") ?? "500"),
+};
+
+if (import.meta.main) {
+  await runTradingBench(options);
+} else {
+  // One run prints the table; `deno bench` may call the function more than once.
+  let ran = false;
+  Deno.bench("trading (table printed above)", { n: 1, warmup: 0 }, async () => {
+    if (ran) return;
+    ran = true;
+    await runTradingBench(options);
+  });
+}
