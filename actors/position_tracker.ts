@@ -619,7 +619,11 @@ class Tracker {
       toApply.map((row) => ({ portfolio_id: row.portfolio_id, symbol: row.symbol })),
       (p) => pairKey(p.portfolio_id, p.symbol),
     );
-    const stored = await tx<
+    // The positions and portfolios reads (and, below, the writes) are sent together — postgres.js
+    // pipelines queries issued at once on the transaction's connection — saving round trips;
+    // PostgreSQL still runs them in order, so the locks are taken in the same order as before.
+    const portfolioIds = [...new Set(toApply.map((row) => row.portfolio_id))].sort();
+    const storedQuery = tx<
       {
         portfolio_id: string;
         symbol: string;
@@ -637,6 +641,12 @@ class Tracker {
         ON k.portfolio_id = p.portfolio_id AND k.symbol = p.symbol
       ORDER BY p.portfolio_id, p.symbol
       FOR UPDATE OF p`;
+    const portfoliosQuery = tx<{ id: string; cash: string; realized: string }[]>`
+      SELECT id, cash::text AS cash, realized_pnl::text AS realized FROM portfolios
+      WHERE id IN (SELECT jsonb_array_elements_text(${JSON.stringify(portfolioIds)}::text::jsonb))
+      ORDER BY id
+      FOR UPDATE`;
+    const [stored, portfolios] = await Promise.all([storedQuery, portfoliosQuery]);
     const positions = new Map<string, Position>();
     for (const p of stored) {
       positions.set(pairKey(p.portfolio_id, p.symbol), {
@@ -647,12 +657,6 @@ class Tracker {
         fees: fromDb(p.fees),
       });
     }
-    const portfolioIds = [...new Set(toApply.map((row) => row.portfolio_id))].sort();
-    const portfolios = await tx<{ id: string; cash: string; realized: string }[]>`
-      SELECT id, cash::text AS cash, realized_pnl::text AS realized FROM portfolios
-      WHERE id IN (SELECT jsonb_array_elements_text(${JSON.stringify(portfolioIds)}::text::jsonb))
-      ORDER BY id
-      FOR UPDATE`;
     const cash = new Map<string, Decimal>();
     const realized = new Map<string, Decimal>();
     for (const p of portfolios) {
@@ -693,17 +697,17 @@ class Tracker {
       result.applied.push({ portfolio_id: row.portfolio_id, fill_id: row.id, applied });
     }
 
-    const updated = await tx<{ id: string }[]>`
+    // The three writes are pipelined (sent at once, run in order, one round trip); the
+    // transaction only commits after all of them, and the count check below rolls it back.
+    const writes: Promise<unknown>[] = [];
+    const marked = tx<{ id: string }[]>`
       UPDATE fills f SET realized_pnl = x.r
       FROM jsonb_to_recordset(${JSON.stringify(marks)}::text::jsonb) AS x(id bigint, r numeric)
       WHERE f.id = x.id AND f.realized_pnl IS NULL
       RETURNING f.id::text AS id`;
-    if (updated.length !== marks.length) {
-      // Impossible under the row locks; roll back rather than apply a fill twice.
-      throw new Error(`Expected to mark ${marks.length} fills applied, marked ${updated.length}`);
-    }
+    writes.push(marked);
     const by = { by: POSITION_TRACKER_ACTOR };
-    await upsertPositions(
+    writes.push(upsertPositions(
       tx,
       pairs.map(({ portfolio_id, symbol }) => {
         const key = pairKey(portfolio_id, symbol);
@@ -719,7 +723,7 @@ class Tracker {
         };
       }),
       by,
-    );
+    ));
     for (const id of portfolioIds) {
       const newCash = cash.get(id)!;
       const figures: Record<string, Decimal> = {
@@ -742,7 +746,13 @@ class Tracker {
         figures.net_exposure = roundMoney(value.net_exposure);
         figures.unrealized_pnl = roundMoney(value.unrealized_pnl);
       }
-      await upsertPortfolio(tx, { id, ...figures }, by);
+      writes.push(upsertPortfolio(tx, { id, ...figures }, by));
+    }
+    await Promise.all(writes);
+    const updated = await marked;
+    if (updated.length !== marks.length) {
+      // Impossible under the row locks; roll back rather than apply a fill twice.
+      throw new Error(`Expected to mark ${marks.length} fills applied, marked ${updated.length}`);
     }
     return result;
   }

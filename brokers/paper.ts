@@ -50,11 +50,12 @@
  * call {@linkcode PaperBroker.onPrice}.
  *
  * Events go to `onEvent` listeners asynchronously — never before `submit`
- * resolves (a macrotask later) — one at a time, in order: `accepted`, then
- * the `fill` (`fill_id` `paper-<n>`, n counting the order's fills from 1) or
- * `cancelled` / `expired`. `broker_order_id` is `paper-<client_order_id>`, so
- * a resubmission after a restart gets the same ids (and the fill the same
- * `(order, fill_id)` key, which the fills table deduplicates).
+ * resolves (a macrotask later: `setImmediate`, not a timer) — one at a
+ * time, in order: `accepted`, then the `fill` (`fill_id` `paper-<n>`, n
+ * counting the order's fills from 1) or `cancelled` / `expired`.
+ * `broker_order_id` is `paper-<client_order_id>`, so a resubmission after a
+ * restart gets the same ids (and the fill the same `(order, fill_id)` key,
+ * which the fills table deduplicates).
  *
  * @example
  * ```ts
@@ -75,6 +76,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { type Logger, nullLogger } from "../lib/log.ts";
@@ -787,8 +789,11 @@ export class PaperBroker implements Broker {
   }
 
   async #drain(): Promise<void> {
-    // A macrotask later: after the submit that caused the events has resolved.
-    await new Promise((resolve) => setTimeout(resolve, 0));
+    // A macrotask later — after the submit that caused the events has resolved and its
+    // awaiting caller has run on — but without a timer's delay: `setImmediate` runs once the
+    // microtask queue is empty (a few µs), where `setTimeout(0)` waits for the timer phase
+    // (~1–3 ms).
+    await new Promise((resolve) => setImmediate(resolve));
     while (this.#queue.length > 0) {
       const batch = this.#queue;
       this.#queue = [];

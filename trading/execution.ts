@@ -60,6 +60,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import type { Sql, TransactionSql } from "postgres";
 import {
   type Broker,
@@ -1228,10 +1229,11 @@ export class ExecutionEngine {
 
   async #drain(lane: { updates: Update[] }): Promise<void> {
     // After a submit, wait a macrotask: the broker's events for it (the paper broker emits
-    // them a macrotask after `submit` resolved) share the transaction that stores the submit.
-    // Other updates (a broker's stream) are stored at once.
+    // them from a `setImmediate` scheduled before `submit` resolved, so it runs first) share
+    // the transaction that stores the submit. `setImmediate`, not `setTimeout(0)`: no timer
+    // delay (~1–3 ms). Other updates (a broker's stream) are stored at once.
     if (lane.updates[0]?.kind === "submitted") {
-      await new Promise((resolve) => setTimeout(resolve, 0));
+      await new Promise((resolve) => setImmediate(resolve));
     }
     while (lane.updates.length > 0) {
       const batch = lane.updates.splice(0, this.#eventBatchMax);
