@@ -11,11 +11,8 @@
  */
 
 import assert from "node:assert/strict";
-import postgres from "postgres";
 import type { Sql } from "postgres";
 import { connect } from "@nats-io/transport-node";
-import { createPostgres } from "../adapters/postgres.ts";
-import { Migrator } from "../adapters/migrator.ts";
 import { decodeJson, encodeJson } from "../adapters/codec.ts";
 import {
   type Broker,
@@ -53,44 +50,7 @@ import { startRoot } from "../actors/supervisor.ts";
 import { tradingSupervisor } from "../actors/trading.ts";
 import { deadline, waitFor } from "./_helpers.ts";
 import { startNatsServer } from "./_nats_server.ts";
-
-const ADMIN_URL = Deno.env.get("TW_TEST_POSTGRES_URL") ??
-  "postgres://postgres@127.0.0.1:5432/postgres";
-const MIGRATIONS = new URL("../migrations/", import.meta.url).pathname;
-
-/** A fresh database with every PostgreSQL migration applied, and a pool on it; dropped on dispose. */
-async function migratedDatabase(): Promise<{ sql: Sql; url: string } & AsyncDisposable> {
-  const name = `tw_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
-  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-  try {
-    await admin`create database ${admin(name)}`;
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
-  const sql = createPostgres({ url: url.toString(), pool_size: 8, sslmode: "disable" });
-  const dispose = async () => {
-    await sql.end({ timeout: 5 });
-    const drop = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-    try {
-      await drop`select pg_terminate_backend(pid) from pg_stat_activity
-        where datname = ${name} and pid <> pg_backend_pid()`;
-      await drop`drop database if exists ${drop(name)}`;
-    } finally {
-      await drop.end();
-    }
-  };
-  try {
-    await new Migrator(sql, { dir: MIGRATIONS, clickhouse: null }).up(undefined, {
-      only: "postgres",
-    });
-  } catch (error) {
-    await dispose();
-    throw error;
-  }
-  return { sql, url: url.toString(), [Symbol.asyncDispose]: dispose };
-}
+import { migratedDatabase } from "./_postgres.ts";
 
 /** Puts a fresh best bid/ask of `symbol` into `cache`. */
 function quote(

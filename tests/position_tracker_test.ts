@@ -10,13 +10,9 @@
  */
 
 import assert from "node:assert/strict";
-import postgres from "postgres";
-import type { Sql } from "postgres";
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { createPostgres } from "../adapters/postgres.ts";
-import { Migrator } from "../adapters/migrator.ts";
 import { ensureStreams } from "../adapters/nats.ts";
 import { LatestCache } from "../market/latest_cache.ts";
 import {
@@ -50,45 +46,9 @@ import { parseDecimal as d, ZERO } from "../trading/money.ts";
 import { RecordingClock } from "../lib/clock.ts";
 import { startNatsServer } from "./_nats_server.ts";
 import { waitFor } from "./_helpers.ts";
+import { migratedDatabase } from "./_postgres.ts";
 
-const ADMIN_URL = Deno.env.get("TW_TEST_POSTGRES_URL") ??
-  "postgres://postgres@127.0.0.1:5432/postgres";
-const MIGRATIONS = new URL("../migrations/", import.meta.url).pathname;
 const STARTING_CASH = "100000";
-
-/** A fresh database with every PostgreSQL migration applied, and a pool on it; dropped on dispose. */
-async function migratedDatabase(poolSize = 4): Promise<{ sql: Sql } & AsyncDisposable> {
-  const name = `tw_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
-  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-  try {
-    await admin`create database ${admin(name)}`;
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
-  const sql = createPostgres({ url: url.toString(), pool_size: poolSize, sslmode: "disable" });
-  const dispose = async () => {
-    await sql.end({ timeout: 5 });
-    const drop = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-    try {
-      await drop`select pg_terminate_backend(pid) from pg_stat_activity
-        where datname = ${name} and pid <> pg_backend_pid()`;
-      await drop`drop database if exists ${drop(name)}`;
-    } finally {
-      await drop.end();
-    }
-  };
-  try {
-    await new Migrator(sql, { dir: MIGRATIONS, clickhouse: null }).up(undefined, {
-      only: "postgres",
-    });
-  } catch (error) {
-    await dispose();
-    throw error;
-  }
-  return { sql, [Symbol.asyncDispose]: dispose };
-}
 
 /** Database, private NATS with the FILLS stream, and a way to run trackers on them. */
 async function harness(

@@ -7,10 +7,8 @@
  */
 
 import assert from "node:assert/strict";
-import postgres from "postgres";
 import type { Sql, TransactionSql } from "postgres";
 import { createPostgres } from "../adapters/postgres.ts";
-import { Migrator } from "../adapters/migrator.ts";
 import { RecordingClock } from "../lib/clock.ts";
 import {
   addStrategyPerformance,
@@ -80,44 +78,7 @@ import {
   upsertPositions,
   upsertSymbols,
 } from "../db/mod.ts";
-
-const ADMIN_URL = Deno.env.get("TW_TEST_POSTGRES_URL") ??
-  "postgres://postgres@127.0.0.1:5432/postgres";
-const MIGRATIONS = new URL("../migrations/", import.meta.url).pathname;
-
-/** A fresh database with every PostgreSQL migration applied, and a pool on it; dropped on dispose. */
-async function migratedDatabase(poolSize = 4): Promise<{ sql: Sql } & AsyncDisposable> {
-  const name = `tw_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
-  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-  try {
-    await admin`create database ${admin(name)}`;
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
-  const sql = createPostgres({ url: url.toString(), pool_size: poolSize, sslmode: "disable" });
-  const dispose = async () => {
-    await sql.end({ timeout: 5 });
-    const drop = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-    try {
-      await drop`select pg_terminate_backend(pid) from pg_stat_activity
-        where datname = ${name} and pid <> pg_backend_pid()`;
-      await drop`drop database if exists ${drop(name)}`;
-    } finally {
-      await drop.end();
-    }
-  };
-  try {
-    await new Migrator(sql, { dir: MIGRATIONS, clickhouse: null }).up(undefined, {
-      only: "postgres",
-    });
-  } catch (error) {
-    await dispose();
-    throw error;
-  }
-  return { sql, [Symbol.asyncDispose]: dispose };
-}
+import { migratedDatabase } from "./_postgres.ts";
 
 const SYMBOLS = ["AAPL", "BTC-USDT", "ETH-USDT", "MSFT"];
 

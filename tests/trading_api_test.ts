@@ -1,10 +1,6 @@
 import assert from "node:assert/strict";
-import postgres from "postgres";
-import type { Sql } from "postgres";
 import { Hono } from "hono";
 import { connect } from "@nats-io/transport-node";
-import { createPostgres } from "../adapters/postgres.ts";
-import { Migrator } from "../adapters/migrator.ts";
 import { startRoot } from "../actors/supervisor.ts";
 import { tradingSupervisor } from "../actors/trading.ts";
 import { errorHandler, notFound } from "../api/errors.ts";
@@ -14,33 +10,9 @@ import { nullLogger } from "../lib/log.ts";
 import { LatestCache } from "../market/latest_cache.ts";
 import { startNatsServer } from "./_nats_server.ts";
 import { waitFor } from "./_helpers.ts";
+import { migratedDatabase } from "./_postgres.ts";
 
-const ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres";
-const MIGRATIONS = new URL("../migrations/", import.meta.url).pathname;
 const KEY = "test-api-key-0123456789";
-
-async function migratedDatabase(): Promise<{ sql: Sql } & AsyncDisposable> {
-  const name = `tw_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
-  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-  await admin`create database ${admin(name)}`;
-  await admin.end();
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
-  const sql = createPostgres({ url: url.toString(), pool_size: 8, sslmode: "disable" });
-  await new Migrator(sql, { dir: MIGRATIONS, clickhouse: null }).up(undefined, {
-    only: "postgres",
-  });
-  return {
-    sql,
-    async [Symbol.asyncDispose]() {
-      await sql.end({ timeout: 5 });
-      const drop = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-      await drop`select pg_terminate_backend(pid) from pg_stat_activity where datname = ${name}`;
-      await drop`drop database if exists ${drop(name)}`;
-      await drop.end();
-    },
-  };
-}
 
 function quote(cache: LatestCache, symbol: string, bid: string, ask: string) {
   const us = Date.now() * 1000;

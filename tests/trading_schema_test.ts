@@ -7,10 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import postgres from "postgres";
 import type { Sql } from "postgres";
-import { createPostgres } from "../adapters/postgres.ts";
-import { Migrator } from "../adapters/migrator.ts";
 import {
   ALERT_SEVERITIES,
   ConflictError,
@@ -32,10 +29,7 @@ import {
   upsertSymbols,
 } from "../db/mod.ts";
 import { Decimal } from "decimal.js";
-
-const ADMIN_URL = Deno.env.get("TW_TEST_POSTGRES_URL") ??
-  "postgres://postgres@127.0.0.1:5432/postgres";
-const MIGRATIONS = new URL("../migrations/", import.meta.url).pathname;
+import { migratedDatabase } from "./_postgres.ts";
 
 const TRADING_TABLES = [
   "alerts",
@@ -50,39 +44,6 @@ const TRADING_TABLES = [
   "strategy_performance",
   "symbols",
 ];
-
-/** A fresh database with every PostgreSQL migration applied, and a pool on it; dropped on dispose. */
-async function migratedDatabase(): Promise<{ sql: Sql; migrator: Migrator } & AsyncDisposable> {
-  const name = `tw_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
-  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-  try {
-    await admin`create database ${admin(name)}`;
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
-  const sql = createPostgres({ url: url.toString(), pool_size: 4, sslmode: "disable" });
-  const migrator = new Migrator(sql, { dir: MIGRATIONS, clickhouse: null });
-  const dispose = async () => {
-    await sql.end({ timeout: 5 });
-    const drop = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-    try {
-      await drop`select pg_terminate_backend(pid) from pg_stat_activity
-        where datname = ${name} and pid <> pg_backend_pid()`;
-      await drop`drop database if exists ${drop(name)}`;
-    } finally {
-      await drop.end();
-    }
-  };
-  try {
-    await migrator.up(undefined, { only: "postgres" });
-  } catch (error) {
-    await dispose();
-    throw error;
-  }
-  return { sql, migrator, [Symbol.asyncDispose]: dispose };
-}
 
 /** Tables, columns, indexes, constraints, enums, functions and triggers of schema public. */
 async function catalogDump(sql: Sql): Promise<unknown> {
