@@ -31,9 +31,12 @@
  *    limit, the stream drops its oldest messages; the writer sees the gap in
  *    stream sequences, counts it (`counters.dropped`) and logs it.
  *
- * Rows are serialized (`JSON.stringify` of `market/rows.ts` rows, decimals as
- * raw JSON numbers) as messages arrive, so that this work overlaps with
- * ClickHouse parsing the previous batch.
+ * Rows are serialized (`toRowLine` of `market/rows.ts`: `JSONEachRow` lines,
+ * decimals as raw JSON numbers) as messages arrive, so that this work overlaps
+ * with ClickHouse parsing the previous batch. Only the lines are kept: the
+ * events they came from are decoded again from the held messages in the rare
+ * case they are needed (dead letters of refused rows, duplicate checks), so
+ * that a batch does not keep every event alive.
  *
  * Duplicates: a redelivered message, or a retry after an insert whose outcome
  * is unknown (a connection cut mid-request), may carry rows that are already
@@ -84,7 +87,7 @@ import {
   mdCleanStream,
   type MdStreamNames,
 } from "../market/md_stream.ts";
-import { MARKET_TABLES, type MarketTable, RowError, toRow, tradeKey } from "../market/rows.ts";
+import { MARKET_TABLES, type MarketTable, RowError, toRowLine, tradeKey } from "../market/rows.ts";
 import type { MarketStatus } from "../market/status.ts";
 import { type DeadLetter, dlqSubject } from "../market/subjects.ts";
 
@@ -356,7 +359,7 @@ function resolveSettings(o: BatchWriterOptions): Settings {
 // ---------------------------------------------------------------------------
 
 type TableLines = Record<MarketTable, string[]>;
-type TableSources = Record<MarketTable, unknown[]>;
+type TableSources = Record<MarketTable, unknown[] | null>;
 
 /**
  * Messages pulled together, their rows per table, and how far writing them
@@ -372,12 +375,17 @@ class Batch {
     quotes: [],
     bars: [],
   };
-  /** The event each row came from, for dead letters and duplicate checks. */
+  /**
+   * The event each row came from, for dead letters and duplicate checks; null
+   * until first needed (see {@linkcode sourcesOf}), so that events are not
+   * kept alive for the rare batch that needs them. Set before `lines[table]`
+   * is changed, and changed along with it.
+   */
   readonly sources: TableSources = {
-    market_trades: [],
-    orderbook_snapshots: [],
-    quotes: [],
-    bars: [],
+    market_trades: null,
+    orderbook_snapshots: null,
+    quotes: null,
+    bars: null,
   };
   /** Tables whose rows are all written. */
   readonly done = new Set<MarketTable>();
@@ -390,6 +398,40 @@ class Batch {
   redelivered = false;
   /** Failed write attempts: after one, rows may be stored already. */
   failures = 0;
+}
+
+/**
+ * The events that became `batch.lines[table]`, in the same order. While the
+ * lines are the ones made as messages arrived, the events are decoded again
+ * from the messages with the same pure steps as then (messages that are not
+ * JSON arrays, and events that are not rows, were dead-lettered and are
+ * skipped); after that they are kept with the batch.
+ */
+function sourcesOf(batch: Batch, table: MarketTable): unknown[] {
+  const kept = batch.sources[table];
+  if (kept !== null) return kept;
+  const sources: unknown[] = [];
+  for (const msg of batch.messages) {
+    let events: unknown;
+    try {
+      events = JSON.parse(decoder.decode(msg.data));
+    } catch {
+      continue;
+    }
+    if (!Array.isArray(events)) continue;
+    for (const event of events) {
+      try {
+        if (toRowLine(event as MarketEvent).table === table) sources.push(event);
+      } catch (error) {
+        if (!(error instanceof RowError)) throw error;
+      }
+    }
+  }
+  if (sources.length !== batch.lines[table].length) {
+    throw new Error(`Batch writer lost track of the events of ${table}`);
+  }
+  batch.sources[table] = sources;
+  return sources;
 }
 
 /** Resolves every waiter of {@linkcode Wakeup.wait} on {@linkcode Wakeup.notify}. */
@@ -680,12 +722,11 @@ class BatchWriter {
     this.#eventsPerMessage = this.#eventsPerMessage === 0
       ? size
       : this.#eventsPerMessage + (size - this.#eventsPerMessage) / 16;
-    const { lines, sources } = batch;
+    const lines = batch.lines;
     for (const event of events) {
       try {
-        const { table, row } = toRow(event as MarketEvent);
-        lines[table].push(JSON.stringify(row));
-        sources[table].push(event);
+        const { table, line } = toRowLine(event as MarketEvent);
+        lines[table].push(line);
         batch.rowCount++;
       } catch (error) {
         if (!(error instanceof RowError)) throw error;
@@ -913,12 +954,12 @@ class BatchWriter {
    */
   async #insertTable(batch: Batch, table: MarketTable): Promise<void> {
     const rows = batch.lines[table];
-    const sources = batch.sources[table];
     const ranges: Array<[number, number]> = [[0, rows.length]];
     const refused: number[] = [];
     let written = 0;
     let lastRefusal: unknown = null;
     const keepUnwritten = (extra: Array<[number, number]>) => {
+      const sources = sourcesOf(batch, table);
       const left = [...refused.map((i): [number, number] => [i, i + 1]), ...extra, ...ranges];
       batch.lines[table] = left.flatMap(([a, b]) => rows.slice(a, b));
       batch.sources[table] = left.flatMap(([a, b]) => sources.slice(a, b));
@@ -950,6 +991,7 @@ class BatchWriter {
       keepUnwritten([]);
       throw lastRefusal;
     }
+    const sources = sourcesOf(batch, table);
     for (const index of refused) {
       this.#deadLetterEvent(
         "",
@@ -985,8 +1027,8 @@ class BatchWriter {
    */
   async #dropStoredTrades(batch: Batch): Promise<void> {
     const lines = batch.lines.market_trades;
-    // Sources of stored rows passed toRow(), so they are well-formed trades.
-    const trades = batch.sources.market_trades as TradeEvent[];
+    // Sources of stored rows passed toRowLine(), so they are well-formed trades.
+    const trades = sourcesOf(batch, "market_trades") as TradeEvent[];
     let min = Infinity;
     let max = -Infinity;
     const exchanges = new Set<string>();

@@ -207,10 +207,19 @@ const EXCHANGE_SET: ReadonlySet<string> = new Set(EXCHANGES);
  * ```
  */
 export function toRawDecimal(text: unknown, field = "value"): RawDecimal {
+  return rawJSON(decimalText(text, field));
+}
+
+/**
+ * `text` as the JSON number text {@linkcode toRawDecimal} wraps: the same
+ * checks and trimming, without making a raw JSON object (for rows written
+ * straight as text).
+ */
+function decimalText(text: unknown, field: string): string {
   if (typeof text !== "string") {
     throw new RowError("malformed", `${field} must be a decimal string, got ${typeName(text)}`);
   }
-  if (FAST_DECIMAL.test(text)) return rawJSON(text);
+  if (FAST_DECIMAL.test(text)) return text;
   const match = ANY_DECIMAL.exec(text);
   if (!match) {
     throw new RowError("malformed", `${field} is not a decimal: ${JSON.stringify(clip(text))}`);
@@ -224,7 +233,7 @@ export function toRawDecimal(text: unknown, field = "value"): RawDecimal {
         `(at most ${DECIMAL_DIGITS.integer} integer and ${DECIMAL_DIGITS.fraction} fraction digits)`,
     );
   }
-  return rawJSON(fraction === "" ? integer : `${integer}.${fraction}`);
+  return fraction === "" ? integer : `${integer}.${fraction}`;
 }
 
 function clip(text: string): string {
@@ -319,6 +328,38 @@ export function tradeRow(event: MarketEvent): TradeRow {
   };
 }
 
+/**
+ * The `JSONEachRow` line of a trade event: exactly `JSON.stringify(tradeRow(event))`,
+ * with the same checks and errors, written straight as text (no row object,
+ * no raw JSON values) because trades are most of the data. Throws
+ * {@linkcode RowError}.
+ */
+export function tradeLine(event: MarketEvent): string {
+  const e = event as unknown as Record<string, unknown>;
+  const side = e.side;
+  if (side !== "buy" && side !== "sell" && side !== "unknown") {
+    throw new RowError(
+      "malformed",
+      `side must be buy, sell or unknown, got ${JSON.stringify(side)}`,
+    );
+  }
+  // Checked in tradeRow()'s order, so that the first fault reported is the same.
+  const exchange = exchangeOf(e.exchange);
+  const symbol = name(e.symbol, "symbol");
+  const venueSymbol = name(e.venue_symbol, "venue_symbol");
+  const tsExchange = timestamp(e.ts_exchange, "ts_exchange");
+  const tsLocal = timestamp(e.ts_local, "ts_local");
+  const tradeId = name(e.trade_id, "trade_id", MAX_TRADE_ID_LENGTH);
+  const price = decimalText(e.price, "price");
+  const qty = decimalText(e.qty, "qty");
+  // Exchanges and sides are fixed words that need no escaping; -0 prints as 0 either way.
+  return `{"exchange":"${exchange}","symbol":${JSON.stringify(symbol)},"venue_symbol":${
+    JSON.stringify(venueSymbol)
+  },"ts_exchange":${tsExchange},"ts_local":${tsLocal},"trade_id":${
+    JSON.stringify(tradeId)
+  },"price":${price},"qty":${qty},"side":"${side}"}`;
+}
+
 /** An `orderbook_snapshots` row from a book event (snapshot or delta); throws {@linkcode RowError}. */
 export function bookRow(event: MarketEvent): BookRow {
   const e = event as unknown as Record<string, unknown>;
@@ -410,6 +451,36 @@ export function toRow(event: MarketEvent): MarketRow {
         `Unknown event kind ${JSON.stringify((event as { kind?: unknown }).kind)}`,
       );
   }
+}
+
+/** A row as its `JSONEachRow` line, together with its table. */
+export interface MarketRowLine {
+  /** The table the row goes to. */
+  table: MarketTable;
+  /** `JSON.stringify` of the row, without a line break. */
+  line: string;
+}
+
+/**
+ * The `JSONEachRow` line of any market event and its table: the same as
+ * `JSON.stringify(toRow(event).row)`, faster for trades ({@linkcode tradeLine}).
+ * Throws {@linkcode RowError} where {@linkcode toRow} does.
+ *
+ * @example
+ * ```ts
+ * const { table, line } = toRowLine(event);
+ * lines[table].push(line);
+ * ```
+ */
+export function toRowLine(event: MarketEvent): MarketRowLine {
+  if (
+    typeof event === "object" && event !== null && !Array.isArray(event) &&
+    (event as { kind?: unknown }).kind === "trade"
+  ) {
+    return { table: "market_trades", line: tradeLine(event) };
+  }
+  const { table, row } = toRow(event);
+  return { table, line: JSON.stringify(row) };
 }
 
 /**

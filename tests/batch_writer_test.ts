@@ -43,6 +43,7 @@ import {
   RowError,
   toRawDecimal,
   toRow,
+  toRowLine,
   type TradeRow,
   tradeRow,
 } from "../market/rows.ts";
@@ -119,6 +120,39 @@ Deno.test("a trade becomes a market_trades row whose JSON keeps every decimal di
       `"price":43251.120000000000000001,"qty":0.00005100,"side":"sell"}`,
   );
   assert.equal(encodeJsonEachRow([row, row]).split("\n").length, 3);
+});
+
+Deno.test("the fast trade line is byte for byte the JSON of the trade row, errors included", () => {
+  const cases = [
+    trade(0),
+    trade(1, { trade_id: 'quote"back\\slash\u0001', price: "00012.50" }),
+    trade(2, { qty: "1.1000000000000000000000", side: "unknown" }),
+    trade(3, { symbol: "BRK.B", venue_symbol: "BRK.B", exchange: "alpaca" }),
+  ];
+  for (const event of cases) {
+    assert.equal(toRowLine(event).line, JSON.stringify(toRow(event).row));
+    assert.equal(toRowLine(event).table, "market_trades");
+  }
+  const bad = [
+    trade(4, { price: "1e5" }),
+    trade(5, { qty: "-1" }),
+    trade(6, { trade_id: "\ud800" }),
+    { ...trade(7), ts_exchange: Number.NaN },
+  ];
+  for (const event of bad) {
+    let expected: unknown;
+    try {
+      toRow(event);
+    } catch (error) {
+      expected = error;
+    }
+    assert.ok(expected instanceof RowError, JSON.stringify(event));
+    assert.throws(
+      () => toRowLine(event),
+      (error: unknown) =>
+        error instanceof RowError && error.message === (expected as RowError).message,
+    );
+  }
 });
 
 Deno.test("decimals are trimmed only as far as needed to fit Decimal(38, 18)", () => {

@@ -8,6 +8,12 @@ Deno.test("N trades from a fake venue become exactly N rows in market_trades", a
   await using pipeline = await startMarketPipeline();
   sendTrades(pipeline, N);
   await waitFor(async () => await pipeline.countFinal("market_trades") >= N, 60_000, "all rows");
+  // Rows can be visible before the writer's insert call returns and counts them.
+  await waitFor(
+    () => pipeline.status.writer.rows_written.market_trades === N,
+    10_000,
+    "writer counted the rows",
+  );
   assert.equal(await pipeline.countFinal("market_trades"), N);
   assert.equal(await pipeline.countAll("market_trades"), N);
   const feed = pipeline.status.feed("binance");
