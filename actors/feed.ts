@@ -689,6 +689,8 @@ class LiveFeed {
 
       const onHalt = () => requestClose(1000, this.#fatal ? "runtime failure" : "stopping");
 
+      /** Set once the venue reported its own error on this connection. */
+      let venueReported = false;
       const io: SessionIO = {
         send: (text) => {
           if (!closing && !ended && ws.readyState === WebSocket.OPEN) ws.send(text);
@@ -717,7 +719,10 @@ class LiveFeed {
           }
         },
         resynced: (reason) => output.resynced(reason),
-        error: (message) => output.error(message),
+        error: (message) => {
+          venueReported = true;
+          output.error(message);
+        },
         fetchText: (url) => this.#fetchText(url, connection.signal),
         signal: connection.signal,
         log,
@@ -781,7 +786,8 @@ class LiveFeed {
         socketError = event instanceof ErrorEvent && event.message
           ? event.message
           : "WebSocket error";
-        if (!closing) status.last_error = socketError;
+        // A venue that sends its error and then cuts the connection keeps its own message.
+        if (!closing && !venueReported) status.last_error = socketError;
         log.debug("socket error", { message: socketError });
       };
 

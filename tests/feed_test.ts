@@ -89,6 +89,10 @@ class TestSession implements VenueSession {
       io.resynced("fresh snapshot");
       return [];
     }
+    if (typeof data.venue_error === "string") {
+      io.error(data.venue_error);
+      return [];
+    }
     if (typeof data.p !== "string" || typeof data.q !== "string" || typeof data.id !== "number") {
       throw new MalformedFrameError("Trade needs p, q and id");
     }
@@ -339,6 +343,22 @@ Deno.test("a dropped connection is reconnected with backoff and the session resu
   h.server.latest!.send(tradeFrame(2));
   await waitFor(() => allEvents(h.trades.messages).length === 2);
   assert.ok(h.lines.some((line) => line.message === "feed reconnecting"));
+});
+
+Deno.test("a venue error survives the connection cut that follows it", async () => {
+  await using h = await harness();
+  h.start();
+  await waitFor(() => h.server.latest?.received.length === 1);
+  h.server.latest!.send(
+    JSON.stringify({ venue_error: "Venue error 406: connection limit exceeded" }),
+  );
+  await waitFor(() => h.status.feed(EXCHANGE).last_error !== null);
+  h.server.latest!.drop();
+  await waitFor(() => h.server.connections === 2, 5_000, "reconnected");
+  assert.equal(
+    h.status.feed(EXCHANGE).last_error,
+    "Venue error 406: connection limit exceeded",
+  );
 });
 
 Deno.test("a refusing server makes the backoff grow; the feed recovers and the backoff starts over", async () => {
