@@ -1,11 +1,9 @@
 import assert from "node:assert/strict";
 import { connect } from "@nats-io/transport-node";
-import { feedActor } from "../actors/feed.ts";
-import { decodeJson } from "../adapters/codec.ts";
 import { type Logger, memoryLogger, nullLogger } from "../lib/log.ts";
 import { MalformedFrameError, type MarketEvent } from "../market/events.ts";
 import { type FeedStatus, MarketStatus } from "../market/status.ts";
-import { type DeadLetter, dlqSubject } from "../market/subjects.ts";
+import type { DeadLetter } from "../market/subjects.ts";
 import {
   ALPACA_MISSING_CREDENTIALS,
   AlpacaCredentialsError,
@@ -18,6 +16,7 @@ import { createSessions } from "../venues/mod.ts";
 import { configSchema } from "../config/mod.ts";
 import { deadline, waitFor } from "./_helpers.ts";
 import { type FakeAlpacaServer, startAlpacaServer } from "./fakes/alpaca_server.ts";
+import { ofKind, runFeed, watchVenue } from "./_feed_harness.ts";
 
 const FIXTURES = new URL("../../shared/fixtures/alpaca/", import.meta.url);
 const DOC_MESSAGES = "docs_stream_data_v2_messages.jsonl";
@@ -326,27 +325,8 @@ async function startHarness(tickers: string[], options: HarnessOptions = {}): Pr
   const venue = await startAlpacaServer({ keyId: KEY_ID, secretKey: SECRET });
   await options.beforeFeed?.(venue);
   const nc = await connect({ servers: NATS_URL });
-  const wanted = new Set(tickers);
   const token = crypto.randomUUID();
-  const events: MarketEvent[] = [];
-  const letters: DeadLetter[] = [];
-  nc.subscribe("md.*.alpaca.*", {
-    callback: (error, msg) => {
-      if (error || !wanted.has(msg.subject.split(".")[3]!)) return;
-      events.push(...decodeJson<MarketEvent[]>(msg.data));
-    },
-  });
-  nc.subscribe(dlqSubject("alpaca"), {
-    callback: (error, msg) => {
-      if (error) return;
-      const letter = decodeJson<DeadLetter>(msg.data);
-      const frame = letter.frame ?? "";
-      if (frame.includes(token) || tickers.some((ticker) => frame.includes(ticker))) {
-        letters.push(letter);
-      }
-    },
-  });
-  await nc.flush();
+  const { events, letters } = await watchVenue(nc, "alpaca", tickers, [token, ...tickers]);
   const marketStatus = new MarketStatus();
   const session = alpacaSession(config({
     ws_url: venue.url,
@@ -355,8 +335,7 @@ async function startHarness(tickers: string[], options: HarnessOptions = {}): Pr
     symbols: tickers,
   }));
   const { log, lines } = memoryLogger();
-  const controller = new AbortController();
-  const running = feedActor(session, {
+  const stopFeed = runFeed(session, {
     nats: nc,
     status: marketStatus,
     log,
@@ -367,10 +346,9 @@ async function startHarness(tickers: string[], options: HarnessOptions = {}): Pr
       publish_batch_ms: 0,
       tick_ms: 50,
     },
-  }).start(controller.signal);
+  });
   const close = async () => {
-    controller.abort();
-    await deadline(running.done, 5_000, "feed stop");
+    await stopFeed();
     await venue.stop();
     await nc.drain();
   };
@@ -385,17 +363,6 @@ async function startHarness(tickers: string[], options: HarnessOptions = {}): Pr
     venueStatus: () => session.status(),
     [Symbol.asyncDispose]: close,
   };
-}
-
-function ofKind<K extends MarketEvent["kind"]>(
-  events: readonly MarketEvent[],
-  kind: K,
-  symbol: string,
-): Extract<MarketEvent, { kind: K }>[] {
-  return events.filter((event) => event.kind === kind && event.symbol === symbol) as Extract<
-    MarketEvent,
-    { kind: K }
-  >[];
 }
 
 /** Waits until connection `n` (1, 2…) has authenticated and subscribed. */

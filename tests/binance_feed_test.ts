@@ -1,7 +1,5 @@
 import assert from "node:assert/strict";
 import { connect } from "@nats-io/transport-node";
-import { feedActor } from "../actors/feed.ts";
-import { decodeJson } from "../adapters/codec.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
 import { RecordingClock } from "../lib/clock.ts";
 import { nullLogger } from "../lib/log.ts";
@@ -15,7 +13,7 @@ import {
 } from "../market/events.ts";
 import { OrderBook } from "../market/order_book.ts";
 import { type FeedStatus, MarketStatus } from "../market/status.ts";
-import { type DeadLetter, dlqSubject } from "../market/subjects.ts";
+import type { DeadLetter } from "../market/subjects.ts";
 import type { SessionIO } from "../venues/session.ts";
 import {
   binanceDepthWeight,
@@ -25,13 +23,14 @@ import {
   type BinanceSessionStatus,
 } from "../venues/binance/session.ts";
 import { binanceSymbol } from "../venues/binance/symbols.ts";
-import { deadline, waitFor } from "./_helpers.ts";
+import { waitFor } from "./_helpers.ts";
 import {
   FakeBinanceMarket,
   type FakeBinanceServer,
   serverShutdownFrame,
   startBinanceServer,
 } from "./fakes/binance_server.ts";
+import { ofKind, runFeed, watchVenue } from "./_feed_harness.ts";
 
 const FIXTURES = new URL("../../shared/fixtures/binance/", import.meta.url);
 const NKN = Deno.readTextFileSync(new URL("nknusdt_snapshot_then_depth_diffs.raw.jsonl", FIXTURES))
@@ -486,31 +485,13 @@ async function startHarness(
   }
   const venue = await startBinanceServer({ market });
   const nc = await connect({ servers: NATS_URL });
-  const wanted = new Set(symbols.map((symbol) => symbol.replaceAll(".", "_")));
   const token = crypto.randomUUID();
-  const events: MarketEvent[] = [];
-  const messages: Harness["messages"] = [];
-  const letters: DeadLetter[] = [];
-  nc.subscribe("md.*.binance.*", {
-    callback: (error, msg) => {
-      if (error) return;
-      if (!wanted.has(msg.subject.split(".")[3]!)) return;
-      const batch = decodeJson<MarketEvent[]>(msg.data);
-      messages.push({ subject: msg.subject, events: batch });
-      events.push(...batch);
-    },
-  });
-  nc.subscribe(dlqSubject("binance"), {
-    callback: (error, msg) => {
-      if (error) return;
-      const letter = decodeJson<DeadLetter>(msg.data);
-      const frame = letter.frame ?? "";
-      if (frame.includes(token) || symbols.some((s) => frame.includes(binanceSymbol(s)))) {
-        letters.push(letter);
-      }
-    },
-  });
-  await nc.flush();
+  const { events, messages, letters } = await watchVenue(
+    nc,
+    "binance",
+    symbols.map((symbol) => symbol.replaceAll(".", "_")),
+    [token, ...symbols.map(binanceSymbol)],
+  );
   const marketStatus = new MarketStatus();
   const session = binanceSession({
     ws_url: venue.wsUrl,
@@ -519,8 +500,7 @@ async function startHarness(
     channels: ["trades", "book", "top"],
     snapshot_limit: 1000,
   }, { snapshotRetryInitialMs: 20, snapshotRetryMaxMs: 200 });
-  const controller = new AbortController();
-  const running = feedActor(session, {
+  const stopFeed = runFeed(session, {
     nats: nc,
     status: marketStatus,
     options: {
@@ -530,10 +510,9 @@ async function startHarness(
       publish_batch_ms: 0,
       tick_ms: 50,
     },
-  }).start(controller.signal);
+  });
   const close = async () => {
-    controller.abort();
-    await deadline(running.done, 5_000, "feed stop");
+    await stopFeed();
     await venue.stop();
     await nc.drain();
   };
@@ -548,17 +527,6 @@ async function startHarness(
     venueStatus: () => session.status(),
     [Symbol.asyncDispose]: close,
   };
-}
-
-function ofKind<K extends MarketEvent["kind"]>(
-  events: readonly MarketEvent[],
-  kind: K,
-  symbol: string,
-): Extract<MarketEvent, { kind: K }>[] {
-  return events.filter((event) => event.kind === kind && event.symbol === symbol) as Extract<
-    MarketEvent,
-    { kind: K }
-  >[];
 }
 
 /** Waits until what NATS consumers rebuilt for `symbol` equals the fake venue's book. */

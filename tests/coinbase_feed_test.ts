@@ -1,7 +1,5 @@
 import assert from "node:assert/strict";
 import { connect } from "@nats-io/transport-node";
-import { feedActor } from "../actors/feed.ts";
-import { decodeJson } from "../adapters/codec.ts";
 import { nullLogger } from "../lib/log.ts";
 import {
   type BookEvent,
@@ -12,12 +10,13 @@ import {
 } from "../market/events.ts";
 import { OrderBook } from "../market/order_book.ts";
 import { type FeedStatus, MarketStatus } from "../market/status.ts";
-import { type DeadLetter, dlqSubject } from "../market/subjects.ts";
+import type { DeadLetter } from "../market/subjects.ts";
 import { parseCoinbaseFrame } from "../venues/coinbase/parse.ts";
 import { coinbaseSession, type CoinbaseSessionStatus } from "../venues/coinbase/session.ts";
 import type { SessionIO } from "../venues/session.ts";
-import { deadline, waitFor } from "./_helpers.ts";
+import { waitFor } from "./_helpers.ts";
 import { type FakeCoinbaseServer, startCoinbaseServer } from "./fakes/coinbase_server.ts";
+import { ofKind, runFeed, watchVenue } from "./_feed_harness.ts";
 
 const FIXTURES = new URL("../../shared/fixtures/coinbase/", import.meta.url);
 const SESSION = "advanced_trade_session_2026-08-09.raw.jsonl";
@@ -387,38 +386,18 @@ async function startHarness(products: string[], options: HarnessOptions = {}): P
     venue.setBook(product, bids, asks);
   }
   const nc = await connect({ servers: NATS_URL });
-  const wanted = new Set(products);
   const token = crypto.randomUUID();
-  const events: MarketEvent[] = [];
-  const messages: Harness["messages"] = [];
-  const letters: DeadLetter[] = [];
-  nc.subscribe("md.*.coinbase.*", {
-    callback: (error, msg) => {
-      if (error || !wanted.has(msg.subject.split(".")[3]!)) return;
-      const batch = decodeJson<MarketEvent[]>(msg.data);
-      messages.push({ subject: msg.subject, events: batch });
-      events.push(...batch);
-    },
-  });
-  nc.subscribe(dlqSubject("coinbase"), {
-    callback: (error, msg) => {
-      if (error) return;
-      const letter = decodeJson<DeadLetter>(msg.data);
-      const frame = letter.frame ?? "";
-      if (frame.includes(token) || products.some((product) => frame.includes(product))) {
-        letters.push(letter);
-      }
-    },
-  });
-  await nc.flush();
+  const { events, messages, letters } = await watchVenue(nc, "coinbase", products, [
+    token,
+    ...products,
+  ]);
   const marketStatus = new MarketStatus();
   const session = coinbaseSession({
     ws_url: venue.url,
     symbols: products,
     channels: ["trades", "book", "top"],
   });
-  const controller = new AbortController();
-  const running = feedActor(session, {
+  const stopFeed = runFeed(session, {
     nats: nc,
     status: marketStatus,
     options: {
@@ -428,10 +407,9 @@ async function startHarness(products: string[], options: HarnessOptions = {}): P
       publish_batch_ms: 0,
       tick_ms: 50,
     },
-  }).start(controller.signal);
+  });
   const close = async () => {
-    controller.abort();
-    await deadline(running.done, 5_000, "feed stop");
+    await stopFeed();
     await venue.stop();
     await nc.drain();
   };
@@ -445,17 +423,6 @@ async function startHarness(products: string[], options: HarnessOptions = {}): P
     venueStatus: () => session.status(),
     [Symbol.asyncDispose]: close,
   };
-}
-
-function ofKind<K extends MarketEvent["kind"]>(
-  events: readonly MarketEvent[],
-  kind: K,
-  symbol: string,
-): Extract<MarketEvent, { kind: K }>[] {
-  return events.filter((event) => event.kind === kind && event.symbol === symbol) as Extract<
-    MarketEvent,
-    { kind: K }
-  >[];
 }
 
 /** Applies published book events to a book, as a consumer would. */

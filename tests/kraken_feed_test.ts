@@ -1,7 +1,5 @@
 import assert from "node:assert/strict";
 import { connect } from "@nats-io/transport-node";
-import { feedActor } from "../actors/feed.ts";
-import { decodeJson } from "../adapters/codec.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
 import { nullLogger } from "../lib/log.ts";
 import {
@@ -13,7 +11,7 @@ import {
 } from "../market/events.ts";
 import { OrderBook } from "../market/order_book.ts";
 import { type FeedStatus, MarketStatus } from "../market/status.ts";
-import { type DeadLetter, dlqSubject } from "../market/subjects.ts";
+import type { DeadLetter } from "../market/subjects.ts";
 import type { SessionIO } from "../venues/session.ts";
 import { krakenChecksum } from "../venues/kraken/checksum.ts";
 import {
@@ -22,7 +20,7 @@ import {
   type KrakenSessionConfig,
   type KrakenSessionStatus,
 } from "../venues/kraken/session.ts";
-import { deadline, waitFor } from "./_helpers.ts";
+import { waitFor } from "./_helpers.ts";
 import {
   FakeKrakenMarket,
   type FakeKrakenServer,
@@ -30,6 +28,7 @@ import {
   startKrakenServer,
   statusFrame,
 } from "./fakes/kraken_server.ts";
+import { ofKind, runFeed, watchVenue } from "./_feed_harness.ts";
 
 const FIXTURES = new URL("../../shared/fixtures/kraken/", import.meta.url);
 /** The real MINA/GBP v2 session: line 1 is the subscribe this client sent. */
@@ -387,30 +386,11 @@ async function startHarness(symbols: string[], options: HarnessOptions = {}): Pr
     ...(options.bookScripts ? { bookScripts: options.bookScripts } : {}),
   });
   const nc = await connect({ servers: NATS_URL });
-  const wanted = new Set(symbols);
   const token = crypto.randomUUID();
-  const events: MarketEvent[] = [];
-  const messages: Harness["messages"] = [];
-  const letters: DeadLetter[] = [];
-  nc.subscribe("md.*.kraken.*", {
-    callback: (error, msg) => {
-      if (error || !wanted.has(msg.subject.split(".")[3]!)) return;
-      const batch = decodeJson<MarketEvent[]>(msg.data);
-      messages.push({ subject: msg.subject, events: batch });
-      events.push(...batch);
-    },
-  });
-  nc.subscribe(dlqSubject("kraken"), {
-    callback: (error, msg) => {
-      if (error) return;
-      const letter = decodeJson<DeadLetter>(msg.data);
-      const frame = letter.frame ?? "";
-      if (frame.includes(token) || venueSymbols.some((s) => frame.includes(s))) {
-        letters.push(letter);
-      }
-    },
-  });
-  await nc.flush();
+  const { events, messages, letters } = await watchVenue(nc, "kraken", symbols, [
+    token,
+    ...venueSymbols,
+  ]);
   const marketStatus = new MarketStatus();
   const session = krakenSession({
     ws_url: venue.wsUrl,
@@ -418,8 +398,7 @@ async function startHarness(symbols: string[], options: HarnessOptions = {}): Pr
     channels: ["trades", "book"],
     book_depth: depth,
   }, { pingIntervalMs: options.pingIntervalMs ?? 60_000 });
-  const controller = new AbortController();
-  const running = feedActor(session, {
+  const stopFeed = runFeed(session, {
     nats: nc,
     status: marketStatus,
     options: {
@@ -429,10 +408,9 @@ async function startHarness(symbols: string[], options: HarnessOptions = {}): Pr
       publish_batch_ms: 0,
       tick_ms: 20,
     },
-  }).start(controller.signal);
+  });
   const close = async () => {
-    controller.abort();
-    await deadline(running.done, 5_000, "feed stop");
+    await stopFeed();
     await venue.stop();
     await nc.drain();
   };
@@ -446,17 +424,6 @@ async function startHarness(symbols: string[], options: HarnessOptions = {}): Pr
     token,
     [Symbol.asyncDispose]: close,
   };
-}
-
-function ofKind<K extends MarketEvent["kind"]>(
-  events: readonly MarketEvent[],
-  kind: K,
-  symbol: string,
-): Extract<MarketEvent, { kind: K }>[] {
-  return events.filter((event) => event.kind === kind && event.symbol === symbol) as Extract<
-    MarketEvent,
-    { kind: K }
-  >[];
 }
 
 function snapshots(h: Harness, symbol: string): number {
