@@ -72,7 +72,7 @@ import {
   quoteIdentifier,
 } from "../adapters/clickhouse.ts";
 import { encodeJson } from "../adapters/codec.ts";
-import { ensureStreams } from "../adapters/nats.ts";
+import { ensureConsumer, ensureStreams } from "../adapters/nats.ts";
 import { backoffDelay } from "../lib/backoff.ts";
 import type { Clock } from "../lib/clock.ts";
 import type { Logger } from "../lib/log.ts";
@@ -83,7 +83,6 @@ import {
   DEFAULT_BATCH_WRITER_CONSUMER,
   DEFAULT_FETCH_MESSAGES,
   DEFAULT_MD_CLEAN_STREAM,
-  ensureBatchWriterConsumer,
   mdCleanStream,
   type MdStreamNames,
 } from "../market/md_stream.ts";
@@ -604,7 +603,7 @@ class BatchWriter {
           ], this.#log);
         }
         const jsm = await jetstreamManager(this.#deps.nats);
-        const info = await ensureBatchWriterConsumer(
+        const info = await ensureConsumer(
           jsm,
           s.stream,
           batchWriterConsumer({

@@ -49,12 +49,11 @@ import {
   type JsMsg,
 } from "@nats-io/jetstream";
 import { decodeJson, encodeJson } from "../adapters/codec.ts";
-import { ensureStreams, type StreamSpec } from "../adapters/nats.ts";
+import { ensureConsumer, ensureStreams, type StreamSpec } from "../adapters/nats.ts";
 import type { Config } from "../config/mod.ts";
 import { backoffDelay } from "../lib/backoff.ts";
 import type { Clock } from "../lib/clock.ts";
 import type { Logger } from "../lib/log.ts";
-import { ensureBatchWriterConsumer } from "../market/md_stream.ts";
 import {
   type ExecutionEngine,
   ExecutionNotReadyError,
@@ -216,7 +215,7 @@ async function setUp(deps: ExecutionActorDeps, log: Logger): Promise<Consumer> {
     max_ack_pending: o.max_ack_pending ?? Math.max(4 * batchMax, 1_000),
   });
   // Generic despite its name: creates the durable consumer or updates its settings.
-  await ensureBatchWriterConsumer(await jetstreamManager(deps.nats), stream, config, log);
+  await ensureConsumer(await jetstreamManager(deps.nats), stream, config, log);
   return await jetstream(deps.nats).consumers.get(stream, config.durable_name!);
 }
 

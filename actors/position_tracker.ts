@@ -70,12 +70,11 @@ import type { Sql, TransactionSql } from "postgres";
 import { actor } from "./actor.ts";
 import type { ChildSpec } from "./types.ts";
 import { encodeJson } from "../adapters/codec.ts";
-import { ensureStreams } from "../adapters/nats.ts";
+import { ensureConsumer, ensureStreams } from "../adapters/nats.ts";
 import { backoffDelay } from "../lib/backoff.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import type { Logger } from "../lib/log.ts";
 import type { LatestCache } from "../market/latest_cache.ts";
-import { ensureBatchWriterConsumer } from "../market/md_stream.ts";
 import { symbolToken } from "../market/subjects.ts";
 import {
   DbError,
@@ -462,7 +461,7 @@ class Tracker {
           ], this.#log);
         }
         const jsm = await jetstreamManager(nats);
-        await ensureBatchWriterConsumer(
+        await ensureConsumer(
           jsm,
           this.#stream,
           positionTrackerConsumer({

@@ -8,7 +8,13 @@
 
 import { connect } from "@nats-io/transport-node";
 import type { ConnectionOptions, NatsConnection } from "@nats-io/nats-core";
-import { jetstreamManager, type StreamConfig } from "@nats-io/jetstream";
+import {
+  type ConsumerConfig,
+  type ConsumerInfo,
+  type JetStreamManager,
+  jetstreamManager,
+  type StreamConfig,
+} from "@nats-io/jetstream";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { type Logger, nullLogger } from "../lib/log.ts";
 import { redactUrl } from "../lib/redact.ts";
@@ -227,4 +233,63 @@ function differs(spec: StreamSpec, current: StreamConfig): boolean {
   return Object.entries(spec).some(([key, value]) =>
     JSON.stringify(value) !== JSON.stringify(current[key as keyof StreamConfig])
   );
+}
+
+/** Settings of a durable consumer that can be changed after creation. */
+const UPDATABLE = ["ack_wait", "max_ack_pending", "description"] as const;
+
+/**
+ * Creates the durable consumer `config.durable_name` on `stream` when it is
+ * missing, or brings its updatable settings (ack wait, max ack pending,
+ * description) in line; a consumer that cannot be updated is used as it is
+ * (logged). Returns
+ * the consumer's info.
+ */
+export async function ensureConsumer(
+  jsm: JetStreamManager,
+  stream: string,
+  config: ConsumerConfig,
+  log: Logger = nullLogger,
+): Promise<ConsumerInfo> {
+  const name = config.durable_name ?? "";
+  let current: ConsumerInfo | null = null;
+  try {
+    current = await jsm.consumers.info(stream, name);
+  } catch (error) {
+    if (!isConsumerNotFound(error)) throw error;
+  }
+  if (!current) {
+    const created = await jsm.consumers.add(stream, config);
+    log.info("JetStream consumer created", { stream, consumer: name });
+    return created;
+  }
+  const changed = UPDATABLE.filter((key) => config[key] !== current.config[key]);
+  if (current.config.filter_subject !== config.filter_subject) {
+    log.warn("JetStream consumer has another subject filter; using it as it is", {
+      stream,
+      consumer: name,
+      filter_subject: current.config.filter_subject ?? null,
+      wanted: config.filter_subject ?? null,
+    });
+  }
+  if (changed.length === 0) return current;
+  try {
+    const update: Partial<ConsumerConfig> = {};
+    for (const key of changed) Object.assign(update, { [key]: config[key] });
+    const updated = await jsm.consumers.update(stream, name, update);
+    log.info("JetStream consumer updated", { stream, consumer: name, settings: changed });
+    return updated;
+  } catch (error) {
+    log.warn("JetStream consumer could not be updated; using it as it is", {
+      stream,
+      consumer: name,
+      error,
+    });
+    return current;
+  }
+}
+
+function isConsumerNotFound(error: unknown): boolean {
+  return error instanceof Error &&
+    (error.name === "ConsumerNotFoundError" || /consumer not found/i.test(error.message));
 }

@@ -11,7 +11,7 @@
  *
  * The engine creates the stream with `ensureStreams(nc, [mdCleanStream(config.writer)])`;
  * the writer creates or updates its consumer itself
- * ({@linkcode ensureBatchWriterConsumer}). Names and subjects are options so
+ * (`ensureConsumer` from adapters/nats.ts). Names and subjects are options so
  * tests run their own stream next to a running engine.
  *
  * @example
@@ -28,16 +28,13 @@
 import {
   AckPolicy,
   type ConsumerConfig,
-  type ConsumerInfo,
   DeliverPolicy,
   DiscardPolicy,
-  type JetStreamManager,
   ReplayPolicy,
   RetentionPolicy,
   StorageType,
 } from "@nats-io/jetstream";
 import type { StreamSpec } from "../adapters/nats.ts";
-import { type Logger, nullLogger } from "../lib/log.ts";
 import { CLEAN_ALL } from "./subjects.ts";
 
 /** Name of the stream of validated market data. */
@@ -145,63 +142,4 @@ export function batchWriterConsumer(options: BatchWriterConsumerOptions): Consum
     max_ack_pending: options.max_ack_pending,
     max_deliver: -1,
   };
-}
-
-/** Settings of a durable consumer that can be changed after creation. */
-const UPDATABLE = ["ack_wait", "max_ack_pending", "description"] as const;
-
-/**
- * Creates the durable consumer `config.durable_name` on `stream` when it is
- * missing, or brings its updatable settings (ack wait, max ack pending,
- * description) in line; a consumer that cannot be updated is used as it is
- * (logged). Works for any durable consumer, not only the writer's. Returns
- * the consumer's info.
- */
-export async function ensureBatchWriterConsumer(
-  jsm: JetStreamManager,
-  stream: string,
-  config: ConsumerConfig,
-  log: Logger = nullLogger,
-): Promise<ConsumerInfo> {
-  const name = config.durable_name ?? "";
-  let current: ConsumerInfo | null = null;
-  try {
-    current = await jsm.consumers.info(stream, name);
-  } catch (error) {
-    if (!isConsumerNotFound(error)) throw error;
-  }
-  if (!current) {
-    const created = await jsm.consumers.add(stream, config);
-    log.info("JetStream consumer created", { stream, consumer: name });
-    return created;
-  }
-  const changed = UPDATABLE.filter((key) => config[key] !== current.config[key]);
-  if (current.config.filter_subject !== config.filter_subject) {
-    log.warn("JetStream consumer has another subject filter; using it as it is", {
-      stream,
-      consumer: name,
-      filter_subject: current.config.filter_subject ?? null,
-      wanted: config.filter_subject ?? null,
-    });
-  }
-  if (changed.length === 0) return current;
-  try {
-    const update: Partial<ConsumerConfig> = {};
-    for (const key of changed) Object.assign(update, { [key]: config[key] });
-    const updated = await jsm.consumers.update(stream, name, update);
-    log.info("JetStream consumer updated", { stream, consumer: name, settings: changed });
-    return updated;
-  } catch (error) {
-    log.warn("JetStream consumer could not be updated; using it as it is", {
-      stream,
-      consumer: name,
-      error,
-    });
-    return current;
-  }
-}
-
-function isConsumerNotFound(error: unknown): boolean {
-  return error instanceof Error &&
-    (error.name === "ConsumerNotFoundError" || /consumer not found/i.test(error.message));
 }

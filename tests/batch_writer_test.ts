@@ -17,7 +17,7 @@ import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jet
 import { createClickHouse, quoteIdentifier, quoteString } from "../adapters/clickhouse.ts";
 import { decodeJson, encodeJson } from "../adapters/codec.ts";
 import { Migrator } from "../adapters/migrator.ts";
-import { ensureStreams } from "../adapters/nats.ts";
+import { ensureConsumer, ensureStreams } from "../adapters/nats.ts";
 import {
   batchWriterActor,
   type BatchWriterChildSpec,
@@ -33,11 +33,7 @@ import type {
   TopEvent,
   TradeEvent,
 } from "../market/events.ts";
-import {
-  batchWriterConsumer,
-  ensureBatchWriterConsumer,
-  mdCleanStream,
-} from "../market/md_stream.ts";
+import { batchWriterConsumer, mdCleanStream } from "../market/md_stream.ts";
 import {
   encodeJsonEachRow,
   RowError,
@@ -577,7 +573,7 @@ Deno.test("messages the stream dropped at its byte limit before they were writte
   ]);
   // The writer's consumer exists (it ran before); then ClickHouse stays away too long.
   const options = writerOptions(env, small);
-  await ensureBatchWriterConsumer(
+  await ensureConsumer(
     env.jsm,
     env.stream,
     batchWriterConsumer({
@@ -709,7 +705,7 @@ Deno.test("redelivered messages whose trades are already stored are not inserted
   await env.publishAll(messages);
   const options = writerOptions(env);
   // A writer that inserted the first five messages and died before acknowledging them.
-  await ensureBatchWriterConsumer(
+  await ensureConsumer(
     env.jsm,
     env.stream,
     batchWriterConsumer({
