@@ -17,7 +17,7 @@ import type { ClickHouseClient } from "@clickhouse/client";
 import type { Sql } from "postgres";
 import type { ChildSpec, Running } from "./types.ts";
 import { isClickHouseUnavailable } from "../adapters/clickhouse.ts";
-import { databaseErrorKind } from "../adapters/postgres.ts";
+import { databaseErrorKind, retryDelay } from "../adapters/postgres.ts";
 import {
   DEFAULT_MIGRATIONS_OPTIONS,
   type Engine,
@@ -174,11 +174,6 @@ function deferred<T>(): {
   return { promise, resolve, reject };
 }
 
-function backoffDelay(attempt: number, retry: Required<MigrationsRetryOptions>): number {
-  const base = Math.min(retry.maxMs, retry.initialMs * 2 ** Math.max(0, attempt - 1));
-  return Math.round(base * (1 - Math.min(1, Math.max(0, retry.jitter)) * Math.random()));
-}
-
 function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
@@ -233,7 +228,7 @@ export function migrationsActor(deps: MigrationsActorDeps): MigrationsChildSpec 
         return;
       } catch (error) {
         if (signal.aborted || databaseErrorKind(error) !== "connection") throw error;
-        const delayMs = backoffDelay(attempt, retry);
+        const delayMs = retryDelay(attempt, retry);
         state.lastError = message(error);
         log.warn("PostgreSQL unreachable, retrying", {
           attempt,
@@ -317,7 +312,7 @@ export function migrationsActor(deps: MigrationsActorDeps): MigrationsChildSpec 
           }
           state.clickhouse = "unavailable";
           state.lastError = message(error);
-          const delayMs = backoffDelay(attempt, retry);
+          const delayMs = retryDelay(attempt, retry);
           log.warn("ClickHouse unreachable, retrying its migrations in the background", {
             attempt,
             delay_ms: delayMs,

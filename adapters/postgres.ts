@@ -130,8 +130,12 @@ export interface WaitForPostgresOptions extends PostgresRetryOptions {
   maxAttempts?: number;
 }
 
-/** Delay in ms before retry `attempt` (1-based): `initialMs·2^(attempt-1)` capped at `maxMs`, minus jitter. */
-function backoffDelay(attempt: number, options: Required<PostgresRetryOptions>): number {
+/**
+ * Delay in ms before retry `attempt` (1-based) of a database connection:
+ * `initialMs·2^(attempt-1)` capped at `maxMs`, minus up to `jitter` of it at
+ * random (so retries never wait longer than the schedule).
+ */
+export function retryDelay(attempt: number, options: Required<PostgresRetryOptions>): number {
   const base = Math.min(options.maxMs, options.initialMs * 2 ** Math.max(0, attempt - 1));
   const jitter = Math.min(1, Math.max(0, options.jitter));
   return Math.round(base * (1 - jitter * Math.random()));
@@ -166,7 +170,7 @@ export async function waitForPostgres(
         return sql;
       } catch (error) {
         if (databaseErrorKind(error) !== "connection" || attempt >= maxAttempts) throw error;
-        const delayMs = backoffDelay(attempt, schedule);
+        const delayMs = retryDelay(attempt, schedule);
         log.warn("PostgreSQL unreachable, retrying", {
           attempt,
           delay_ms: delayMs,
