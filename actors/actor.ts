@@ -1,7 +1,7 @@
 /**
  * Actors: named units of work that talk to each other only through NATS
- * subjects. Messages received on an actor's subjects are decoded as JSON into
- * {@linkcode Envelope}s, queued in its bounded {@linkcode Mailbox} and handled
+ * subjects. Messages received on an actor's subjects are queued in its bounded
+ * {@linkcode Mailbox}, decoded (JSON by default) into {@linkcode Envelope}s and handled
  * one at a time. An actor is a {@linkcode ChildSpec}, so a supervisor starts,
  * restarts and stops it; an exception in its handler crashes only that actor.
  *
@@ -29,7 +29,13 @@ import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
 import { decodeJson, encodeJson } from "../adapters/codec.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { type Logger, nullLogger } from "../lib/log.ts";
-import { DEFAULT_OVERFLOW, Mailbox, MailboxClosedError, type OverflowPolicy } from "./mailbox.ts";
+import {
+  ConflatingMailbox,
+  DEFAULT_OVERFLOW,
+  Mailbox,
+  MailboxClosedError,
+  type MailboxPolicy,
+} from "./mailbox.ts";
 import type { ChildSpec, ChildStats, MailboxStats, RestartType, Running } from "./types.ts";
 
 /** Default mailbox capacity of an actor. */
@@ -56,8 +62,12 @@ export type SubjectSpec = string | { subject: string; queue?: string };
 export interface ActorMailboxOptions {
   /** Most queued messages. @default {DEFAULT_MAILBOX_CAPACITY} */
   capacity?: number;
-  /** What happens when it is full. @default {DEFAULT_OVERFLOW} */
-  overflow?: OverflowPolicy;
+  /**
+   * What happens when it is full, or `"conflate"`: only the newest message
+   * per subject waits (then `capacity` counts subjects), for actors that need
+   * only the latest values. @default {DEFAULT_OVERFLOW}
+   */
+  overflow?: MailboxPolicy;
 }
 
 /** What an actor's hooks receive. */
@@ -97,6 +107,12 @@ export interface ActorDefinition<M = unknown> {
   start?(ctx: ActorContext): void | Promise<void>;
   /** Runs once after it stopped handling messages, whether it stopped or crashed. */
   stop?(ctx: ActorContext): void | Promise<void>;
+  /**
+   * Turns a message's payload into `Envelope.data` when the handler takes
+   * it; a throw counts the message as malformed and drops it.
+   * @default {decodeJson}
+   */
+  decode?(data: Uint8Array): M;
   /** Handles one message; a rejection crashes the actor. */
   handle?(message: Envelope<M>, ctx: ActorContext): void | Promise<void>;
   /** Its work, for an actor without subjects: resolving is a normal exit, rejecting an abnormal one. */
@@ -174,12 +190,18 @@ function startActor<M>(
     },
   };
   const counters = { malformed: 0, processed: 0 };
+  const decode = definition.decode ?? ((data: Uint8Array) => decodeJson<M>(data));
   const { handle } = definition;
-  const mailbox = handle
-    ? new Mailbox<Envelope<M>>(definition.mailbox?.capacity ?? DEFAULT_MAILBOX_CAPACITY, {
-      overflow: definition.mailbox?.overflow ?? DEFAULT_OVERFLOW,
-    })
-    : null;
+  // Messages wait raw and are decoded when taken: a message a drop_oldest or
+  // conflating mailbox discards is never decoded.
+  const capacity = definition.mailbox?.capacity ?? DEFAULT_MAILBOX_CAPACITY;
+  const policy = definition.mailbox?.overflow ?? DEFAULT_OVERFLOW;
+  const conflating = policy === "conflate";
+  const mailbox: Mailbox<Msg> | ConflatingMailbox<Msg> | null = !handle
+    ? null
+    : policy === "conflate"
+    ? new ConflatingMailbox<Msg>(capacity, (msg) => msg.subject)
+    : new Mailbox<Msg>(capacity, { overflow: policy });
   const subscriptions: Subscription[] = [];
 
   const stopAfterCrash = async () => {
@@ -195,7 +217,14 @@ function startActor<M>(
     try {
       for (const spec of definition.subjects ?? []) {
         const { subject, queue } = typeof spec === "string" ? { subject: spec } : spec;
-        subscriptions.push(nats.subscribe(subject, queue ? { queue } : {}));
+        // A conflating mailbox is filled from the client's callback, so that a
+        // burst read from the socket is conflated before the handler runs.
+        subscriptions.push(nats.subscribe(subject, {
+          ...(queue ? { queue } : {}),
+          ...(conflating && mailbox
+            ? { callback: (_error: unknown, msg: Msg) => void mailbox.put(msg).catch(() => {}) }
+            : {}),
+        }));
       }
       await nats.flush();
     } catch (error) {
@@ -206,21 +235,15 @@ function startActor<M>(
     log.debug("started");
   })();
 
-  const pump = async (subscription: Subscription, box: Mailbox<Envelope<M>>) => {
-    for await (const msg of subscription) {
-      let envelope: Envelope<M>;
-      try {
-        envelope = toEnvelope<M>(msg);
-      } catch (error) {
-        counters.malformed++;
-        log.warn("malformed message dropped", { subject: msg.subject, error });
-        continue;
-      }
-      try {
-        await box.put(envelope);
-      } catch (error) {
-        if (error instanceof MailboxClosedError) return;
-        throw error;
+  const pump = async (subscription: Subscription, box: Mailbox<Msg> | ConflatingMailbox<Msg>) => {
+    if (!conflating) {
+      for await (const msg of subscription) {
+        try {
+          await box.put(msg);
+        } catch (error) {
+          if (error instanceof MailboxClosedError) return;
+          throw error;
+        }
       }
     }
     const closed = await subscription.closed;
@@ -230,7 +253,10 @@ function startActor<M>(
     }
   };
 
-  const serve = async (box: Mailbox<Envelope<M>>, handler: NonNullable<typeof handle>) => {
+  const serve = async (
+    box: Mailbox<Msg> | ConflatingMailbox<Msg>,
+    handler: NonNullable<typeof handle>,
+  ) => {
     let pumpError: unknown;
     const pumps = subscriptions.map((subscription) =>
       pump(subscription, box).catch((error) => {
@@ -251,7 +277,15 @@ function startActor<M>(
     signal.addEventListener("abort", onAbort, { once: true });
     if (signal.aborted) onAbort();
     try {
-      for await (const envelope of box) {
+      for await (const msg of box) {
+        let envelope: Envelope<M>;
+        try {
+          envelope = toEnvelope<M>(msg, decode);
+        } catch (error) {
+          counters.malformed++;
+          log.warn("malformed message dropped", { subject: msg.subject, error });
+          continue;
+        }
         await handler(envelope, ctx);
         counters.processed++;
       }
@@ -297,10 +331,10 @@ function startActor<M>(
   };
 }
 
-function toEnvelope<M>(msg: Msg): Envelope<M> {
+function toEnvelope<M>(msg: Msg, decode: (data: Uint8Array) => M): Envelope<M> {
   const headers: Record<string, string[]> = {};
   if (msg.headers) { for (const [key, values] of msg.headers) headers[key] = values; }
-  return { subject: msg.subject, data: decodeJson<M>(msg.data), reply: msg.reply || null, headers };
+  return { subject: msg.subject, data: decode(msg.data), reply: msg.reply || null, headers };
 }
 
 function unsubscribeAll(subscriptions: readonly Subscription[]): void {

@@ -13,6 +13,13 @@ export type OverflowPolicy =
   /** The oldest message is discarded and counted in `dropped`. */
   | "drop_oldest";
 
+/**
+ * What an actor's mailbox does with its messages: a bounded FIFO under an
+ * {@linkcode OverflowPolicy}, or `"conflate"` — only the newest message per
+ * subject waits ({@linkcode ConflatingMailbox}).
+ */
+export type MailboxPolicy = OverflowPolicy | "conflate";
+
 /** Default overflow policy of a mailbox. */
 export const DEFAULT_OVERFLOW: OverflowPolicy = "block";
 /** Default bound on producers blocked at once in {@linkcode Mailbox.put}. */
@@ -263,5 +270,121 @@ export class Mailbox<T> {
   #first<E>(set: Set<E>): E | undefined {
     for (const entry of set) return entry;
     return undefined;
+  }
+}
+
+/**
+ * A mailbox that keeps only the newest message per key (market-data
+ * "conflation"): a message whose key already waits replaces the waiting one,
+ * in its place in the queue, and the replaced one counts as `dropped`. At
+ * most `capacity` keys wait; a new key beyond that drops the oldest waiting
+ * message. `put` never blocks. For consumers that need only the latest value
+ * per subject (a latest-price cache): under bursts they handle one message per
+ * subject instead of every message, and what they skip is never decoded.
+ *
+ * @example
+ * ```ts
+ * const mailbox = new ConflatingMailbox<{ subject: string; n: number }>(16, (m) => m.subject);
+ * mailbox.put({ subject: "a", n: 1 });
+ * mailbox.put({ subject: "b", n: 1 });
+ * mailbox.put({ subject: "a", n: 2 }); // replaces a/1
+ * await mailbox.take(); // { subject: "a", n: 2 }
+ * mailbox.stats(); // { depth: 1, capacity: 16, dropped: 1 }
+ * ```
+ */
+export class ConflatingMailbox<T> {
+  readonly #waiting = new Map<string, T>();
+  readonly #takers = new Set<Taker<T>>();
+  readonly #capacity: number;
+  readonly #keyOf: (message: T) => string;
+  #dropped = 0;
+  #closed = false;
+
+  /** Creates an empty mailbox holding at most `capacity` keys. */
+  constructor(capacity: number, keyOf: (message: T) => string) {
+    if (!Number.isInteger(capacity) || capacity < 1) {
+      throw new RangeError(`Mailbox capacity must be a positive integer, got ${capacity}`);
+    }
+    this.#capacity = capacity;
+    this.#keyOf = keyOf;
+  }
+
+  /** Most keys it holds. */
+  get capacity(): number {
+    return this.#capacity;
+  }
+
+  /** Messages (one per key) waiting to be taken. */
+  get size(): number {
+    return this.#waiting.size;
+  }
+
+  /** Whether {@linkcode ConflatingMailbox.close} was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Adds `message`, replacing the waiting message of its key. Rejects with
+   * {@linkcode MailboxClosedError} once the mailbox is closed.
+   */
+  put(message: T): Promise<void> {
+    if (this.#closed) return Promise.reject(new MailboxClosedError());
+    for (const taker of this.#takers) {
+      this.#takers.delete(taker);
+      taker.resolve(message);
+      return Promise.resolve();
+    }
+    const key = this.#keyOf(message);
+    if (this.#waiting.has(key)) {
+      this.#dropped++;
+    } else if (this.#waiting.size >= this.#capacity) {
+      for (const oldest of this.#waiting.keys()) {
+        this.#waiting.delete(oldest);
+        break;
+      }
+      this.#dropped++;
+    }
+    this.#waiting.set(key, message);
+    return Promise.resolve();
+  }
+
+  /**
+   * Resolves with the message that waited longest, waiting for one if empty.
+   * Rejects with {@linkcode MailboxClosedError} when closed and empty.
+   */
+  take(): Promise<T> {
+    for (const [key, message] of this.#waiting) {
+      this.#waiting.delete(key);
+      return Promise.resolve(message);
+    }
+    if (this.#closed) return Promise.reject(new MailboxClosedError());
+    return new Promise((resolve, reject) => this.#takers.add({ resolve, reject }));
+  }
+
+  /** Closes the mailbox: further puts and waiting takers reject; waiting messages can still be taken. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const error = new MailboxClosedError();
+    for (const taker of this.#takers) taker.reject(error);
+    this.#takers.clear();
+  }
+
+  /** Current figures: keys waiting, capacity and messages replaced or dropped so far. */
+  stats(): MailboxStats {
+    return { depth: this.#waiting.size, capacity: this.#capacity, dropped: this.#dropped };
+  }
+
+  /** Yields messages until the mailbox is closed and empty. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<T, void, undefined> {
+    while (true) {
+      try {
+        yield await this.take();
+      } catch (error) {
+        if (error instanceof MailboxClosedError) return;
+        throw error;
+      }
+    }
   }
 }

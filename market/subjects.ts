@@ -31,6 +31,11 @@ export function cleanSubject(kind: EventKind, exchange: Exchange, symbol: string
   return `clean.${mdSubject(kind, exchange, symbol)}`;
 }
 
+/** `clean.md.<kind>.>`: every accepted event of one kind, on every venue and symbol. */
+export function cleanKindAll(kind: EventKind): string {
+  return `clean.md.${kind}.>`;
+}
+
 /** `dlq.md.<exchange>`: malformed frames and rejected events of one venue. */
 export function dlqSubject(exchange: Exchange): string {
   return `dlq.md.${exchange}`;

@@ -16,7 +16,7 @@ import type {
   TradeEvent,
 } from "../market/events.ts";
 import { cleanSubject } from "../market/subjects.ts";
-import { latestCacheActor } from "../actors/latest_cache.ts";
+import { latestCacheActor, newestEvents } from "../actors/latest_cache.ts";
 import { startRoot } from "../actors/supervisor.ts";
 import { encodeJson } from "../adapters/codec.ts";
 import { RecordingClock } from "../lib/clock.ts";
@@ -323,8 +323,11 @@ Deno.test("the latest-cache actor applies arrays published on clean.md.* to the 
       encodeJson([quote("BRK.B", "1", "2", T0_MS)]),
     );
     // Not arrays, not JSON, and a raw (unvalidated) subject the actor must not follow.
-    nats.publish(cleanSubject("trade", "binance", "BTC-USDT"), encodeJson({ not: "an array" }));
-    nats.publish(cleanSubject("trade", "binance", "BTC-USDT"), new TextEncoder().encode("{oops"));
+    // On subjects of their own: a later message on the same subject would replace them (conflation).
+    nats.publish(cleanSubject("trade", "binance", "XRP-USDT"), encodeJson({ not: "an array" }));
+    nats.publish(cleanSubject("trade", "binance", "ADA-USDT"), new TextEncoder().encode("{oops"));
+    // Book messages are not followed at all: the cache does not hold books.
+    nats.publish(cleanSubject("book", "binance", "BTC-USDT"), new TextEncoder().encode("{oops"));
     nats.publish(
       "md.trade.binance.ETH-USDT",
       encodeJson([trade("binance", "ETH-USDT", "1", "1", T0_MS)]),
@@ -386,4 +389,23 @@ Deno.test("the latest-cache actor ends on the newest values even when its mailbo
   } finally {
     await nats.close();
   }
+});
+
+Deno.test("newestEvents parses only the last event of an array, and all of anything else", () => {
+  const encode = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
+  const first = trade("binance", "BTC-USDT", "1", "42000.1", T0_MS);
+  const last = trade("binance", "BTC-USDT", "2", "42000.2", T0_MS + 1);
+  assert.deepEqual(newestEvents(encode([first, last])), [last]);
+  assert.deepEqual(newestEvents(encode([first])), [first]);
+  // A "},{" inside a string or a nested object is no cut: the whole message is decoded.
+  const tricky = { ...last, trade_id: '2},{"kind":"x"}' };
+  assert.deepEqual(newestEvents(encode([first, tricky])), [first, tricky]);
+  const nested = { ...last, venue: [{ a: 1 }, { b: 2 }] };
+  assert.deepEqual(newestEvents(encode([first, nested])), [first, nested]);
+  assert.deepEqual(newestEvents(encode([nested, last])), [last]);
+  assert.deepEqual(newestEvents(encode([first, "text"])), [first, "text"]);
+  assert.deepEqual(newestEvents(encode({ not: "an array" })), { not: "an array" });
+  assert.deepEqual(newestEvents(encode([1, 2])), [1, 2]);
+  assert.deepEqual(newestEvents(encode([])), []);
+  assert.throws(() => newestEvents(new TextEncoder().encode("[{oops")), SyntaxError);
 });

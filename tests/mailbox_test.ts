@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { Mailbox, MailboxClosedError, MailboxFullError } from "../actors/mailbox.ts";
+import {
+  ConflatingMailbox,
+  Mailbox,
+  MailboxClosedError,
+  MailboxFullError,
+} from "../actors/mailbox.ts";
 import { isSettled, waitFor } from "./_helpers.ts";
 
 Deno.test("mailbox delivers messages in FIFO order across ring wrap-around", async () => {
@@ -107,4 +112,58 @@ Deno.test("mailbox rejects invalid capacity and policy", () => {
   assert.throws(() => new Mailbox(1.5), RangeError);
   // @ts-expect-error: an unknown policy from untyped config
   assert.throws(() => new Mailbox(1, { overflow: "drop_newest" }), TypeError);
+});
+
+interface Tick {
+  subject: string;
+  n: number;
+}
+
+Deno.test("conflating mailbox keeps the newest message per key, in first-arrival order", async () => {
+  const box = new ConflatingMailbox<Tick>(8, (tick) => tick.subject);
+  for (let n = 1; n <= 3; n++) {
+    await box.put({ subject: "a", n });
+    await box.put({ subject: "b", n });
+  }
+  await box.put({ subject: "c", n: 1 });
+  assert.deepEqual(box.stats(), { depth: 3, capacity: 8, dropped: 4 });
+  assert.deepEqual(await box.take(), { subject: "a", n: 3 });
+  assert.deepEqual(await box.take(), { subject: "b", n: 3 });
+  assert.deepEqual(await box.take(), { subject: "c", n: 1 });
+  assert.equal(box.size, 0);
+});
+
+Deno.test("conflating mailbox hands a message straight to a waiting taker", async () => {
+  const box = new ConflatingMailbox<Tick>(1, (tick) => tick.subject);
+  const taken = box.take();
+  assert.equal(await isSettled(taken), false);
+  await box.put({ subject: "a", n: 1 });
+  assert.deepEqual(await taken, { subject: "a", n: 1 });
+  assert.deepEqual(box.stats(), { depth: 0, capacity: 1, dropped: 0 });
+});
+
+Deno.test("conflating mailbox beyond capacity drops the key that waited longest", async () => {
+  const box = new ConflatingMailbox<Tick>(2, (tick) => tick.subject);
+  await box.put({ subject: "a", n: 1 });
+  await box.put({ subject: "b", n: 1 });
+  await box.put({ subject: "c", n: 1 });
+  assert.deepEqual(box.stats(), { depth: 2, capacity: 2, dropped: 1 });
+  assert.deepEqual(await box.take(), { subject: "b", n: 1 });
+  assert.deepEqual(await box.take(), { subject: "c", n: 1 });
+});
+
+Deno.test("conflating mailbox close keeps waiting messages and ends iteration", async () => {
+  const box = new ConflatingMailbox<Tick>(4, (tick) => tick.subject);
+  await box.put({ subject: "a", n: 1 });
+  box.close();
+  await assert.rejects(box.put({ subject: "b", n: 1 }), MailboxClosedError);
+  const seen: Tick[] = [];
+  for await (const tick of box) seen.push(tick);
+  assert.deepEqual(seen, [{ subject: "a", n: 1 }]);
+  await assert.rejects(box.take(), MailboxClosedError);
+  const empty = new ConflatingMailbox<Tick>(4, (tick) => tick.subject);
+  const waiting = empty.take();
+  empty.close();
+  await assert.rejects(waiting, MailboxClosedError);
+  assert.throws(() => new ConflatingMailbox<Tick>(0, (tick) => tick.subject), RangeError);
 });
