@@ -41,6 +41,14 @@ export const DEFAULT_CLICKHOUSE_OPTIONS = {
   request_timeout_ms: 30_000,
 } as const;
 
+/**
+ * How long the client keeps an idle connection for reuse, in ms. Well under
+ * the server's `keep_alive_timeout` (3 s by default, on 18.16 too): a request
+ * sent on a socket the server has just closed can hang until
+ * `request_timeout_ms`.
+ */
+export const CLICKHOUSE_IDLE_SOCKET_TTL_MS = 1_000;
+
 /** Extra options for {@linkcode createClickHouse}. */
 export interface CreateClickHouseOptions {
   /**
@@ -98,6 +106,12 @@ export function createClickHouse(
     password: options.password ?? DEFAULT_CLICKHOUSE_OPTIONS.password,
     request_timeout: options.request_timeout_ms ?? DEFAULT_CLICKHOUSE_OPTIONS.request_timeout_ms,
     application: "tradewire",
+    keep_alive: {
+      enabled: true,
+      idle_socket_ttl: CLICKHOUSE_IDLE_SOCKET_TTL_MS,
+      // Checked when a socket is taken, not only by the timer a busy loop delays.
+      eagerly_destroy_stale_sockets: true,
+    },
     log: { LoggerClass: RoutedLogger, level: ClickHouseLogLevel.WARN },
   });
 }
