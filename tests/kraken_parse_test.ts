@@ -149,6 +149,93 @@ Deno.test("Kraken book frames keep prices and sizes as the exact text sent", () 
   assert.equal(update.checksum, 222201382);
 });
 
+/**
+ * The frame with a space after its opening brace: the same JSON, but not as
+ * Kraken writes it, so it takes the general parser instead of the compact
+ * book path.
+ */
+function spaced(frame: string): string {
+  return frame.startsWith("{") ? `{ ${frame.slice(1)}` : frame;
+}
+
+/** What parsing `frame` gives: the parsed frame, or the class of the error thrown. */
+function outcome(frame: string): ParsedFrame | string {
+  try {
+    return parseKrakenFrame(frame, RECEIVED_US);
+  } catch (error) {
+    return error instanceof MalformedFrameError ? "MalformedFrameError" : String(error);
+  }
+}
+
+Deno.test("Kraken book frames read the same on the compact path and the general parser", () => {
+  const books = receivedV2().filter((f) => f.startsWith('{"channel":"book"'));
+  assert.equal(books.length, 30);
+  for (const frame of books) {
+    assert.deepEqual(
+      parseKrakenFrame(frame, RECEIVED_US),
+      parseKrakenFrame(spaced(frame), RECEIVED_US),
+    );
+  }
+  const entry = (levels: string, rest = '"checksum":7,"timestamp":"2026-08-16T23:37:05Z"') =>
+    `{"channel":"book","type":"update","data":[{"symbol":"XBT/USD","bids":[${levels}],` +
+    `"asks":[],${rest}}]}`;
+  const frames = [
+    entry('{"price":0,"qty":0}'),
+    entry('{"price":0.0,"qty":10}'),
+    entry('{"price":65000.10,"qty":0.00005100},{"price":1,"qty":2}'),
+    entry('{"price":01,"qty":1}'),
+    entry('{"price":1.,"qty":1}'),
+    entry('{"price":1e3,"qty":1}'),
+    entry('{"price":-1,"qty":1}'),
+    entry('{"price":1,"qty":1},'),
+    entry('{"qty":1,"price":1}'),
+    entry("", '"checksum":4294967295,"timestamp":"2026-08-16T23:37:05Z"'),
+    entry("", '"checksum":4294967296,"timestamp":"2026-08-16T23:37:05Z"'),
+    entry("", '"checksum":01,"timestamp":"2026-08-16T23:37:05Z"'),
+    entry("", '"checksum":7,"timestamp":"yesterday"'),
+    entry("", '"checksum":7,"timestamp":"2026-08-16T23:37:05.Z"'),
+    entry("", '"checksum":7,"timestamp":"2026-08-16T23:37:05Z","extra":1'),
+  ];
+  for (const frame of frames) assert.deepEqual(outcome(frame), outcome(spaced(frame)), frame);
+  assert.equal(
+    bookControl(entry('{"price":65000.10,"qty":0.00005100}')).bids[0]![0],
+    "65000.10",
+  );
+  assert.equal(bookControl(entry("")).symbol, "BTC-USD");
+});
+
+Deno.test("a Kraken book frame too long for the compact path is read by the general parser", () => {
+  const level = '{"price":0.0286,"qty":74198.19125726}';
+  const levels = Array.from({ length: 20_000 }, () => level).join(",");
+  const frame = '{"channel":"book","type":"snapshot","data":[{"symbol":"MINA/GBP",' +
+    `"bids":[${levels}],"asks":[${levels}],"checksum":1,"timestamp":"2026-08-16T23:37:05Z"}]}`;
+  assert.ok(frame.length > 1 << 20);
+  const book = bookControl(frame);
+  assert.equal(book.bids.length, 20_000);
+  assert.deepEqual(book.asks[19_999], ["0.0286", "74198.19125726"]);
+});
+
+Deno.test("mutated Kraken book frames read the same on both paths", () => {
+  const random = prng(20260816);
+  const seeds = receivedV2().filter((f) => f.startsWith('{"channel":"book"'));
+  const alphabet = '{}[]",:.-+eE0123456789 \\abXZ/T';
+  let compact = 0;
+  for (let i = 0; i < 5_000; i++) {
+    let frame = seeds[Math.floor(random() * seeds.length)]!;
+    const at = Math.floor(random() * frame.length);
+    const choice = random();
+    if (choice < 0.3) frame = frame.slice(0, at) + frame.slice(at + 1);
+    else {
+      const c = alphabet[Math.floor(random() * alphabet.length)];
+      frame = frame.slice(0, at) + c + frame.slice(at + (choice < 0.65 ? 1 : 0));
+    }
+    const result = outcome(frame);
+    assert.deepEqual(result, outcome(spaced(frame)), frame);
+    if (typeof result !== "string") compact++;
+  }
+  assert.ok(compact > 500, `${compact} mutated frames parsed`);
+});
+
 Deno.test("Kraken trade frames become trades with the taker side, BTC for XBT", () => {
   const frame = '{"channel":"trade","type":"update","data":[' +
     '{"symbol":"BTC/USD","side":"buy","price":65083.10,"qty":0.00005100,"ord_type":"market",' +
@@ -210,6 +297,23 @@ Deno.test("Kraken timestamps match isoToUs for every form", () => {
     const frame = '{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"buy",' +
       `"price":1,"qty":1,"ord_type":"market","trade_id":1,"timestamp":"${iso}"}]}`;
     assert.equal(parseKrakenFrame(frame, 0).events[0]!.ts_exchange, isoToUs(iso), iso);
+  }
+  const tradeAt = (iso: string) =>
+    '{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"buy",' +
+    `"price":1,"qty":1,"ord_type":"market","trade_id":1,"timestamp":"${iso}"}]}`;
+  // A day past the month's end rolls over, as Date.parse and isoToUs roll it.
+  const rolled = "2026-02-30T23:37:04Z";
+  assert.equal(parseKrakenFrame(tradeAt(rolled), 0).events[0]!.ts_exchange, isoToUs(rolled));
+  for (
+    const iso of [
+      "2026-08-16T23:37:04.Z",
+      "2026-13-16T23:37:04Z",
+      "2026-08-16T24:37:04Z",
+      "2026-08-16T23:37:04.12a456Z",
+    ]
+  ) {
+    assert.throws(() => isoToUs(iso), MalformedFrameError, iso);
+    assert.throws(() => parseKrakenFrame(tradeAt(iso), 0), MalformedFrameError, iso);
   }
 });
 
