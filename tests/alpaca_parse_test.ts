@@ -317,6 +317,13 @@ Deno.test("whitespace and escapes anywhere in the JSON are read like JSON.parse 
   const trade = only(escaped.events);
   assert.equal(trade.symbol, "AAPL");
   assert.equal(trade.kind === "trade" && trade.trade_id, '":1');
+  assert.throws(
+    () =>
+      parse('[{"T":"t","S":"A","i":1,"x":"V","p":"1\\u00326","s":1,"t":"2021-02-22T15:51:44Z"}]'),
+    (error: unknown) =>
+      error instanceof MalformedFrameError && error.message.endsWith('must be a number, got "126"'),
+    "an escaped string is named by its value",
+  );
   // Escaped field names are field names too.
   assert.equal(
     only(

@@ -49,12 +49,12 @@
 import {
   type BarEvent,
   type Decimal,
-  isoToUs,
   MalformedFrameError,
   type MarketEvent,
   type QuoteEvent,
   type TradeEvent,
 } from "../../market/events.ts";
+import { timeUs } from "../_fields.ts";
 
 /** `[{"T":"success","msg":"connected"}]`: send {@linkcode alpacaAuthMessage} next. */
 export interface AlpacaConnectedControl {
@@ -425,7 +425,7 @@ function trade(receivedUs: number): TradeEvent {
     exchange: "alpaca",
     symbol,
     venue_symbol: symbol,
-    ts_exchange: timestampUs(reader.string(F.t, "t", what)),
+    ts_exchange: reader.time(F.t, "t", what),
     ts_local: receivedUs,
     trade_id: `${exchange}:${reader.integer(F.i, "i", what)}`,
     price: reader.decimal(F.p, "p", what),
@@ -443,7 +443,7 @@ function quote(receivedUs: number): QuoteEvent {
     exchange: "alpaca",
     symbol,
     venue_symbol: symbol,
-    ts_exchange: timestampUs(reader.string(F.t, "t", what)),
+    ts_exchange: reader.time(F.t, "t", what),
     ts_local: receivedUs,
     bid_price: reader.decimal(F.bp, "bp", what),
     bid_qty: reader.decimal(F.bs, "bs", what),
@@ -456,7 +456,7 @@ function quote(receivedUs: number): QuoteEvent {
 
 function bar(receivedUs: number, interval: string, what: string): BarEvent {
   const symbol = reader.string(F.S, "S", what);
-  const start = timestampUs(reader.string(F.t, "t", what));
+  const start = reader.time(F.t, "t", what);
   const trades = reader.has(F.n) ? Number(reader.integer(F.n, "n", what)) : null;
   if (trades !== null && !Number.isSafeInteger(trades)) {
     throw new MalformedFrameError(`Field n of ${what} is too large`);
@@ -485,7 +485,7 @@ function tradingStatus(): AlpacaTradingStatusNotice {
   return {
     type: "trading_status",
     symbol: reader.string(F.S, "S", what),
-    tsUs: timestampUs(reader.string(F.t, "t", what)),
+    tsUs: reader.time(F.t, "t", what),
     tape: reader.optionalString(F.z, "z", what),
     statusCode: reader.string(F.sc, "sc", what),
     statusMessage: reader.optionalString(F.sm, "sm", what),
@@ -499,7 +499,7 @@ function luld(): AlpacaLuldNotice {
   return {
     type: "luld",
     symbol: reader.string(F.S, "S", what),
-    tsUs: timestampUs(reader.string(F.t, "t", what)),
+    tsUs: reader.time(F.t, "t", what),
     tape: reader.optionalString(F.z, "z", what),
     limitUp: reader.decimal(F.u, "u", what),
     limitDown: reader.decimal(F.d, "d", what),
@@ -513,7 +513,7 @@ function correction(): AlpacaCorrectionNotice {
   return {
     type: "correction",
     symbol: reader.string(F.S, "S", what),
-    tsUs: timestampUs(reader.string(F.t, "t", what)),
+    tsUs: reader.time(F.t, "t", what),
     tape: reader.optionalString(F.z, "z", what),
     exchange,
     original: {
@@ -541,7 +541,7 @@ function cancelError(): AlpacaCancelErrorNotice {
   return {
     type: "cancel_error",
     symbol: reader.string(F.S, "S", what),
-    tsUs: timestampUs(reader.string(F.t, "t", what)),
+    tsUs: reader.time(F.t, "t", what),
     tape: reader.optionalString(F.z, "z", what),
     tradeId: `${exchange}:${reader.integer(F.i, "i", what)}`,
     exchange,
@@ -556,7 +556,7 @@ function imbalance(): AlpacaImbalanceNotice {
   return {
     type: "imbalance",
     symbol: reader.string(F.S, "S", what),
-    tsUs: timestampUs(reader.string(F.t, "t", what)),
+    tsUs: reader.time(F.t, "t", what),
     tape: reader.optionalString(F.z, "z", what),
     price: reader.decimal(F.p, "p", what),
   };
@@ -589,72 +589,6 @@ function control(type: "success" | "error" | "subscription"): AlpacaControl {
     cancelErrors: list(F.cancelErrors, "cancelErrors"),
     imbalances: list(F.imbalances, "imbalances"),
   };
-}
-
-// --- Timestamps ------------------------------------------------------------
-
-/**
- * Microseconds since the epoch from an RFC 3339 timestamp: digit arithmetic
- * for the `YYYY-MM-DDTHH:MM:SS[.f]Z` form Alpaca sends, {@linkcode isoToUs}
- * (same result, slower) for anything else.
- */
-function timestampUs(text: string): number {
-  const n = text.length;
-  if (
-    n >= 20 && text.charCodeAt(n - 1) === 90 && text.charCodeAt(4) === 45 &&
-    text.charCodeAt(7) === 45 && text.charCodeAt(10) === 84 && text.charCodeAt(13) === 58 &&
-    text.charCodeAt(16) === 58
-  ) {
-    const year = digits(text, 0, 4);
-    const month = digits(text, 5, 2);
-    const day = digits(text, 8, 2);
-    const hour = digits(text, 11, 2);
-    const minute = digits(text, 14, 2);
-    const second = digits(text, 17, 2);
-    let micros = 0;
-    let ok = year >= 1000 && month >= 1 && month <= 12 && day >= 1 && day <= 31 &&
-      hour >= 0 && hour <= 23 && minute >= 0 && minute <= 59 && second >= 0 && second <= 59;
-    if (ok && n > 20) {
-      ok = text.charCodeAt(19) === 46 && n > 21;
-      for (let i = 20; ok && i < n - 1; i++) {
-        const d = text.charCodeAt(i) - 48;
-        if (d < 0 || d > 9) ok = false;
-        else if (i < 26) micros = micros * 10 + d;
-      }
-      for (let i = Math.min(n - 1, 26); i < 26; i++) micros *= 10;
-    }
-    if (ok) {
-      const seconds = daysFromCivil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 +
-        second;
-      return seconds * 1_000_000 + micros;
-    }
-  }
-  return isoToUs(text);
-}
-
-/**
- * Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
- * `days_from_civil`); a day past the month's end rolls over like `Date.UTC`.
- */
-function daysFromCivil(year: number, month: number, day: number): number {
-  const y = month <= 2 ? year - 1 : year;
-  const era = Math.floor(y / 400);
-  const yearOfEra = y - era * 400;
-  const dayOfYear = Math.floor((153 * (month > 2 ? month - 3 : month + 9) + 2) / 5) + day - 1;
-  const dayOfEra = yearOfEra * 365 + Math.floor(yearOfEra / 4) - Math.floor(yearOfEra / 100) +
-    dayOfYear;
-  return era * 146_097 + dayOfEra - 719_468;
-}
-
-/** The value of `count` decimal digits at `at`, or -1 when one is not a digit. */
-function digits(text: string, at: number, count: number): number {
-  let value = 0;
-  for (let i = at; i < at + count; i++) {
-    const d = text.charCodeAt(i) - 48;
-    if (d < 0 || d > 9) return -1;
-    value = value * 10 + d;
-  }
-  return value;
 }
 
 // --- Exact JSON reader -------------------------------------------------------
@@ -742,48 +676,48 @@ for (const [slot, name] of FIELDS.entries()) {
 }
 
 // What a slot holds:
-/** A string. */
+/** A string without escapes: its value is its span. */
 const KIND_STRING = 1;
+/** A string with escapes, decoded into `values`. */
+const KIND_ESCAPED_STRING = 2;
 /** A JSON number without sign or exponent: already a plain decimal. */
-const KIND_DECIMAL = 2;
+const KIND_DECIMAL = 3;
 /** Any other JSON number (negative, or with an exponent). */
-const KIND_NUMBER = 3;
-/** An array of strings, kept as its text span. */
-const KIND_STRINGS = 4;
+const KIND_NUMBER = 4;
+/** An array of strings. */
+const KIND_STRINGS = 5;
 /** An object, boolean, null or a mixed array. */
-const KIND_OTHER = 5;
+const KIND_OTHER = 6;
 
 /** Deepest nesting accepted in a skipped value, so hostile frames cannot exhaust the stack. */
 const MAX_DEPTH = 32;
 /** Largest exponent expanded into a plain decimal. */
 const MAX_EXPONENT = 64;
 
-/** Matches text that needs the careful string path: a backslash or a control character. */
-// deno-lint-ignore no-control-regex -- control characters are exactly what it looks for
-const NEEDS_CAREFUL_STRINGS = /[\\\x00-\x1f]/;
-
 /**
  * A strict JSON reader for Alpaca frames: objects are read into reusable
- * field slots (no intermediate objects), number tokens are kept as text.
- * Not reentrant; parse calls are synchronous, so one instance serves all.
+ * field slots (no intermediate objects), each value kept as its span of the
+ * frame and sliced only when a field is asked for, so number tokens keep
+ * their text. Not reentrant; parse calls are synchronous, so one instance
+ * serves all.
  */
 class Reader {
   text = "";
   pos = 0;
-  /** Whether strings may hold escapes or control characters. */
-  careful = false;
   /** Message generation; a slot is set for this message when its stamp equals it. */
   generation = 0;
   readonly stamps = new Uint32Array(FIELDS.length);
   readonly kinds = new Uint8Array(FIELDS.length);
+  /** Decoded values of strings with escapes (`KIND_ESCAPED_STRING`). */
   readonly values: string[] = new Array<string>(FIELDS.length).fill("");
+  /** Where each value starts in `text` (a string's after its opening quote). */
   readonly spanStart = new Int32Array(FIELDS.length);
+  /** Where each value ends in `text` (a string's at its closing quote). */
   readonly spanEnd = new Int32Array(FIELDS.length);
 
   start(text: string): void {
     this.text = text;
     this.pos = 0;
-    this.careful = NEEDS_CAREFUL_STRINGS.test(text);
   }
 
   end(): void {
@@ -861,14 +795,26 @@ class Reader {
 
   /** Reads the string at the opening quote and returns its value. */
   readString(): string {
+    const start = this.pos + 1;
+    const escaped = this.skipString();
+    return escaped ? this.unescape(start, this.pos - 1) : this.text.slice(start, this.pos - 1);
+  }
+
+  /** The value of the string with escapes between `start` and `end` (its closing quote). */
+  unescape(start: number, end: number): string {
+    try {
+      return JSON.parse(this.text.slice(start - 1, end + 1));
+    } catch (error) {
+      throw new MalformedFrameError(`Invalid escape in a string at position ${start}`, {
+        cause: error,
+      });
+    }
+  }
+
+  /** Skips the string at the opening quote; returns whether it has escapes. */
+  skipString(): boolean {
     const text = this.text;
     const start = this.pos + 1;
-    if (!this.careful) {
-      const end = text.indexOf('"', start);
-      if (end < 0) this.fail("Unterminated string");
-      this.pos = end + 1;
-      return text.slice(start, end);
-    }
     let i = start;
     let escaped = false;
     for (;;) {
@@ -886,14 +832,7 @@ class Reader {
       i++;
     }
     this.pos = i + 1;
-    if (!escaped) return text.slice(start, i);
-    try {
-      return JSON.parse(text.slice(start - 1, i + 1));
-    } catch (error) {
-      throw new MalformedFrameError(`Invalid escape in a string at position ${start}`, {
-        cause: error,
-      });
-    }
+    return escaped;
   }
 
   /** Reads a number token at `pos`; returns whether it is a plain decimal. */
@@ -931,12 +870,20 @@ class Reader {
   readValue(slot: number): void {
     const c = this.peek();
     if (c === QUOTE) {
-      this.values[slot] = this.readString();
-      this.kinds[slot] = KIND_STRING;
+      const start = this.pos + 1;
+      if (this.skipString()) {
+        this.values[slot] = this.unescape(start, this.pos - 1);
+        this.kinds[slot] = KIND_ESCAPED_STRING;
+      } else {
+        this.spanStart[slot] = start;
+        this.spanEnd[slot] = this.pos - 1;
+        this.kinds[slot] = KIND_STRING;
+      }
     } else if (c === MINUS || (c >= 48 && c <= 57)) {
       const start = this.pos;
       this.kinds[slot] = this.readNumber() ? KIND_DECIMAL : KIND_NUMBER;
-      this.values[slot] = this.text.slice(start, this.pos);
+      this.spanStart[slot] = start;
+      this.spanEnd[slot] = this.pos;
     } else if (c === LBRACKET) {
       const start = this.pos;
       this.kinds[slot] = this.readStringArray() ? KIND_STRINGS : KIND_OTHER;
@@ -1021,10 +968,25 @@ class Reader {
   }
 
   string(slot: number, key: string, what: string): string {
-    if (this.stamps[slot] !== this.generation || this.kinds[slot] !== KIND_STRING) {
-      throw this.fieldError(slot, key, what, "a string");
+    if (this.stamps[slot] === this.generation) {
+      const kind = this.kinds[slot];
+      if (kind === KIND_STRING) return this.span(slot);
+      if (kind === KIND_ESCAPED_STRING) return this.values[slot]!;
     }
-    return this.values[slot]!;
+    throw this.fieldError(slot, key, what, "a string");
+  }
+
+  /** The text of the value in `slot`. */
+  span(slot: number): string {
+    return this.text.slice(this.spanStart[slot], this.spanEnd[slot]);
+  }
+
+  /** The RFC 3339 time in `slot`, microseconds since the epoch, read in place. */
+  time(slot: number, key: string, what: string): number {
+    if (this.stamps[slot] === this.generation && this.kinds[slot] === KIND_STRING) {
+      return timeUs(this.text, this.spanStart[slot]!, this.spanEnd[slot]!);
+    }
+    return timeUs(this.string(slot, key, what));
   }
 
   optionalString(slot: number, key: string, what: string): string | null {
@@ -1035,9 +997,9 @@ class Reader {
   decimal(slot: number, key: string, what: string): string {
     if (this.stamps[slot] === this.generation) {
       const kind = this.kinds[slot];
-      if (kind === KIND_DECIMAL) return this.values[slot]!;
+      if (kind === KIND_DECIMAL) return this.span(slot);
       if (kind === KIND_NUMBER) {
-        const text = this.values[slot]!;
+        const text = this.span(slot);
         if (text.charCodeAt(0) === MINUS) {
           throw new MalformedFrameError(`Field ${key} of ${what} is negative: ${text}`);
         }
@@ -1050,7 +1012,7 @@ class Reader {
   /** The non-negative integer in `slot`, as its exact digits. */
   integer(slot: number, key: string, what: string): string {
     if (this.stamps[slot] === this.generation && this.kinds[slot] === KIND_DECIMAL) {
-      const text = this.values[slot]!;
+      const text = this.span(slot);
       if (text.indexOf(".") < 0) return text;
     }
     throw this.fieldError(slot, key, what, "a non-negative integer");
@@ -1069,15 +1031,16 @@ class Reader {
     if (this.kinds[slot] !== KIND_STRINGS) {
       throw this.fieldError(slot, key, what, "an array of strings");
     }
-    return JSON.parse(this.text.slice(this.spanStart[slot], this.spanEnd[slot]));
+    return JSON.parse(this.span(slot));
   }
 
   fieldError(slot: number, key: string, what: string, expected: string): MalformedFrameError {
     let got = "nothing";
     if (this.stamps[slot] === this.generation) {
       const kind = this.kinds[slot];
-      if (kind === KIND_STRING) got = preview(this.values[slot]);
-      else if (kind === KIND_DECIMAL || kind === KIND_NUMBER) got = this.values[slot]!;
+      if (kind === KIND_STRING) got = preview(this.span(slot));
+      else if (kind === KIND_ESCAPED_STRING) got = preview(this.values[slot]);
+      else if (kind === KIND_DECIMAL || kind === KIND_NUMBER) got = this.span(slot);
       else if (kind === KIND_STRINGS) got = "an array of strings";
       else got = "another JSON value";
     }
