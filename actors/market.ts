@@ -15,6 +15,7 @@ import { supervisor } from "./supervisor.ts";
 import { feedActor } from "./feed.ts";
 import { validatorActor } from "./validator.ts";
 import { batchWriterActor } from "./batch_writer.ts";
+import { batchWriterWorker } from "./batch_writer_worker.ts";
 import { latestCacheActor } from "./latest_cache.ts";
 import { replayActor } from "../venues/replay.ts";
 import { createSessions, type VenueSession } from "../venues/mod.ts";
@@ -58,7 +59,17 @@ export function marketSupervisor(deps: MarketDeps): ChildSpec {
   const sessions = deps.sessions ?? createSessions(config);
   const replaying = config.replay.file !== "";
   const children: ChildSpec[] = [];
-  if (config.writer.enabled) {
+  if (config.writer.enabled && config.writer.worker) {
+    children.push(batchWriterWorker({
+      nats: config.nats,
+      clickhouse: config.clickhouse,
+      database: config.clickhouse.database,
+      options: config.writer,
+      status,
+      clickhouseReady: deps.clickhouseReady,
+      log,
+    }));
+  } else if (config.writer.enabled) {
     children.push(batchWriterActor({
       nats,
       clickhouse: deps.clickhouse,

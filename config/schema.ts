@@ -239,6 +239,7 @@ export const DEFAULT_CONFIG = {
   },
   writer: {
     enabled: true,
+    worker: true,
     batch_rows: 50_000,
     flush_interval_ms: 250,
     stream_max_bytes: 1_073_741_824,
@@ -594,6 +595,7 @@ export const configSchema = z.object({
   }),
   writer: section({
     enabled: bool().default(D.writer.enabled),
+    worker: bool().default(D.writer.worker),
     batch_rows: int(1, 10_000_000).default(D.writer.batch_rows),
     flush_interval_ms: ms(1).default(D.writer.flush_interval_ms),
     stream_max_bytes: int(1024 * 1024).default(D.writer.stream_max_bytes),

@@ -103,6 +103,9 @@ export async function startMarketPipeline(
         TRADEWIRE_EXCHANGES__KRAKEN__ENABLED: "false",
         TRADEWIRE_EXCHANGES__ALPACA__ENABLED: "false",
         TRADEWIRE_CLICKHOUSE__DATABASE: database,
+        // The writer's thread connects on its own: to the private NATS and through the proxy.
+        TRADEWIRE_NATS__URL: nats.url,
+        TRADEWIRE_CLICKHOUSE__URL: proxy.url,
         TRADEWIRE_WRITER__FLUSH_INTERVAL_MS: "100",
         TRADEWIRE_WRITER__RETRY_INITIAL_MS: "50",
         TRADEWIRE_WRITER__RETRY_MAX_MS: "500",

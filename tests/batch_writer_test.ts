@@ -25,6 +25,9 @@ import {
   type WriterDeadLetter,
 } from "../actors/batch_writer.ts";
 import type { Running } from "../actors/types.ts";
+import { batchWriterWorker } from "../actors/batch_writer_worker.ts";
+import { DEFAULT_CONFIG } from "../config/mod.ts";
+import { memoryLogger } from "../lib/log.ts";
 import type {
   BarEvent,
   BookEvent,
@@ -439,17 +442,29 @@ async function startWriter(
     overrides?: Partial<BatchWriterOptions>;
     clickhouse?: ClickHouseClient;
     ready?: Promise<void>;
+    /** Run the writer in its own thread (`batchWriterWorker`), with its own connections. */
+    worker?: boolean;
   } = {},
 ): Promise<RunningWriter> {
   const status = new MarketStatus();
-  const spec = batchWriterActor({
-    nats: env.nc,
-    clickhouse: options.clickhouse ?? db.admin,
-    database: db.database,
-    status,
-    options: writerOptions(env, options.overrides),
-    clickhouseReady: options.ready ?? Promise.resolve(),
-  });
+  const spec = options.worker
+    ? batchWriterWorker({
+      nats: { ...DEFAULT_CONFIG.nats, url: NATS_URL },
+      clickhouse: { ...DEFAULT_CONFIG.clickhouse, url: CH_URL },
+      database: db.database,
+      status,
+      options: writerOptions(env, options.overrides),
+      clickhouseReady: options.ready ?? Promise.resolve(),
+      statusIntervalMs: 25,
+    })
+    : batchWriterActor({
+      nats: env.nc,
+      clickhouse: options.clickhouse ?? db.admin,
+      database: db.database,
+      status,
+      options: writerOptions(env, options.overrides),
+      clickhouseReady: options.ready ?? Promise.resolve(),
+    });
   const controller = new AbortController();
   const running = spec.start(controller.signal);
   await running.ready;
@@ -519,44 +534,70 @@ Deno.test("the market-data migration creates its tables on this server and rever
   }
 });
 
-Deno.test("N trades published on clean.md.trade.* become exactly N rows, once ClickHouse is ready", async () => {
-  await using db = await marketDatabase();
-  await using env = await streamEnv();
-  const n = 3_000;
-  const messages = tradeMessages(0, n);
-  await env.publishAll(messages.slice(0, 100));
-  let markReady!: () => void;
-  const ready = new Promise<void>((resolve) => markReady = resolve);
-  await using writer = await startWriter(env, db, { ready });
-  // Before clickhouseReady the writer has not even created its consumer.
-  await env.nc.flush();
-  await assert.rejects(env.consumerInfo(), /consumer not found/i);
-  assert.equal(await countRaw(db, "market_trades"), 0);
-  markReady();
-  await env.publishAll(messages.slice(100));
-  await waitFor(async () => (await countFinal(db, "market_trades")) === n, 30_000, "N rows");
-  assert.equal(await countRaw(db, "market_trades"), n);
-  await waitFor(
+for (const worker of [false, true]) {
+  Deno.test(
+    `N trades published on clean.md.trade.* become exactly N rows, once ClickHouse is ready${
+      worker ? " (writer in its own thread)" : ""
+    }`,
     async () => {
-      const info = await env.consumerInfo();
-      return info.num_pending === 0 && info.num_ack_pending === 0;
+      await using db = await marketDatabase();
+      await using env = await streamEnv();
+      const n = 3_000;
+      const messages = tradeMessages(0, n);
+      await env.publishAll(messages.slice(0, 100));
+      let markReady!: () => void;
+      const ready = new Promise<void>((resolve) => markReady = resolve);
+      await using writer = await startWriter(env, db, { ready, worker });
+      // Before clickhouseReady the writer has not even created its consumer.
+      await env.nc.flush();
+      await assert.rejects(env.consumerInfo(), /consumer not found/i);
+      assert.equal(await countRaw(db, "market_trades"), 0);
+      markReady();
+      await env.publishAll(messages.slice(100));
+      await waitFor(async () => (await countFinal(db, "market_trades")) === n, 30_000, "N rows");
+      assert.equal(await countRaw(db, "market_trades"), n);
+      await waitFor(
+        async () => {
+          const info = await env.consumerInfo();
+          return info.num_pending === 0 && info.num_ack_pending === 0;
+        },
+        10_000,
+        "every message acknowledged",
+      );
+      assert.equal(await candleTrades(db), n);
+      const w = writer.status.writer;
+      assert.equal(w.rows_written.market_trades, n);
+      assert.equal(w.clickhouse, "up");
+      assert.equal(w.failures, 0);
+      assert.equal(w.last_error, null);
+      assert.equal(typeof w.last_flush_at, "number");
+      assert.equal(writer.spec.counters.acked, messages.length);
+      assert.equal(writer.spec.counters.dead_letters, 0);
+      await waitFor(() => w.pending_messages === 0 && w.buffered_rows === 0, 5_000, "status");
+      await waitFor(() => w.rows_per_s > 0, 5_000, "rows_per_s");
+      assert.equal(writer.spec.counters.dropped, 0);
+      await writer.stop();
     },
-    10_000,
-    "every message acknowledged",
   );
-  assert.equal(await candleTrades(db), n);
-  const w = writer.status.writer;
-  assert.equal(w.rows_written.market_trades, n);
-  assert.equal(w.clickhouse, "up");
-  assert.equal(w.failures, 0);
-  assert.equal(w.last_error, null);
-  assert.equal(typeof w.last_flush_at, "number");
-  assert.equal(writer.spec.counters.acked, messages.length);
-  assert.equal(writer.spec.counters.dead_letters, 0);
-  await waitFor(() => w.pending_messages === 0 && w.buffered_rows === 0, 5_000, "status");
-  await waitFor(() => w.rows_per_s > 0, 5_000, "rows_per_s");
-  assert.equal(writer.spec.counters.dropped, 0);
-  await writer.stop();
+}
+
+Deno.test("a writer thread that cannot start fails its child with the reason; its log lines reach the main thread", async () => {
+  await using env = await streamEnv();
+  const { log, lines } = memoryLogger();
+  const spec = batchWriterWorker({
+    nats: { ...DEFAULT_CONFIG.nats, url: NATS_URL },
+    clickhouse: { ...DEFAULT_CONFIG.clickhouse, url: CH_URL },
+    database: "default",
+    status: new MarketStatus(),
+    options: writerOptions(env, { batch_rows: 0 }),
+    clickhouseReady: Promise.resolve(),
+    log,
+  });
+  const running = spec.start(new AbortController().signal);
+  await assert.rejects(running.ready, /batch_rows/);
+  await assert.rejects(running.done, /batch_rows/);
+  // The thread connected to NATS before the writer refused its settings, and logged it here.
+  assert.ok(lines.some((line) => line.message === "NATS connected" && line.component === "nats"));
 });
 
 Deno.test("messages the stream dropped at its byte limit before they were written are counted", async () => {
