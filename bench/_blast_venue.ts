@@ -4,6 +4,8 @@
  * so it does not share the engine's thread: serves `/stream?streams=…` and,
  * once a client connects, sends `--trades` trade frames over `--symbols`
  * symbols at `--rate` frames/s (0 = as fast as it can), then stays open.
+ * Only the first connection gets the frames: a feed that reconnects (its
+ * staleness watchdog, once the burst is over) must not receive them twice.
  * Prints `listening <port>` when ready.
  */
 
@@ -14,6 +16,7 @@ const total = Number(args.get("trades") ?? "100000");
 const rate = Number(args.get("rate") ?? "0");
 const symbols = (args.get("symbols") ?? "BTCUSDT,ETHUSDT").split(",");
 const CHUNK = 500;
+let served = 0;
 
 function frame(i: number): string {
   const symbol = symbols[i % symbols.length]!;
@@ -32,6 +35,7 @@ const server = Deno.serve({
     return new Response("not found", { status: 404 });
   }
   const { socket, response } = Deno.upgradeWebSocket(request);
+  if (served++ > 0) return response;
   socket.onopen = async () => {
     const started = performance.now();
     for (let sent = 0; sent < total && socket.readyState === WebSocket.OPEN;) {

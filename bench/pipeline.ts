@@ -22,6 +22,8 @@ const BURST = Number(args.get("trades") ?? "300000");
 const RATE = Number(args.get("rate") ?? "20000");
 const STEADY_S = Number(args.get("seconds") ?? "10");
 const SYMBOLS = ["BTC-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT"];
+/** `--writer=main` runs the batch writer on the main thread instead of its own worker. */
+const WRITER_WORKER = args.get("writer") !== "main";
 
 async function startVenue(trades: number, rate: number) {
   const child = new Deno.Command(Deno.execPath(), {
@@ -57,6 +59,20 @@ async function startVenue(trades: number, rate: number) {
   };
 }
 
+/** CPU seconds used so far by this process (all threads) and by its main thread; null off Linux. */
+function cpuSeconds(): { process: number; main: number } | null {
+  const ticks = (path: string) => {
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    const fields = Deno.readTextFileSync(path).split(") ")[1]!.split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  };
+  try {
+    return { process: ticks("/proc/self/stat"), main: ticks(`/proc/self/task/${Deno.pid}/stat`) };
+  } catch {
+    return null;
+  }
+}
+
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 }
@@ -68,10 +84,12 @@ async function burst() {
     env: {
       TRADEWIRE_EXCHANGES__BINANCE__WS_URL: venue.url,
       TRADEWIRE_VALIDATOR__DUPLICATE_WINDOW: "100000",
+      TRADEWIRE_WRITER__WORKER: String(WRITER_WORKER),
     },
   });
   let received = 0;
   let validated = 0;
+  const cpuStart = cpuSeconds();
   for (;;) {
     const n = await pipeline.countAll("market_trades");
     const feed = pipeline.status.feed("binance");
@@ -88,6 +106,7 @@ async function burst() {
   );
   // From the connection that received the first frame to the last row stored.
   const seconds = (Date.now() - (pipeline.status.feed("binance").connected_at ?? 0)) / 1000;
+  const cpuEnd = cpuSeconds();
   const rows = await pipeline.countFinal("market_trades");
 
   // Floor: the same number of rows inserted into ClickHouse straight, as one prepared body.
@@ -107,7 +126,10 @@ async function burst() {
   );
   await response.text();
   const floorSeconds = (performance.now() - t0) / 1000;
-  return { rows, seconds, floorSeconds, feed: pipeline.status.feed("binance") };
+  const cpu = cpuStart && cpuEnd
+    ? { process: cpuEnd.process - cpuStart.process, main: cpuEnd.main - cpuStart.main }
+    : null;
+  return { rows, seconds, floorSeconds, cpu, feed: pipeline.status.feed("binance") };
 }
 
 async function steady() {
@@ -118,6 +140,7 @@ async function steady() {
     env: {
       TRADEWIRE_EXCHANGES__BINANCE__WS_URL: venue.url,
       TRADEWIRE_VALIDATOR__DUPLICATE_WINDOW: "100000",
+      TRADEWIRE_WRITER__WORKER: String(WRITER_WORKER),
     },
   });
   const samples: number[] = [];
@@ -154,6 +177,14 @@ console.log(
       Math.round(BURST / b.floorSeconds).toLocaleString("en")
     } rows/s)`,
 );
+if (b.cpu) {
+  // CPU time is steadier than wall time on a shared machine: the engine's cost per trade.
+  console.log(
+    `  engine CPU: ${(b.cpu.process * 1e6 / BURST).toFixed(1)} µs per trade (all threads), ${
+      (b.cpu.main * 1e6 / BURST).toFixed(1)
+    } µs on the main thread`,
+  );
+}
 const s = await steady();
 console.log(
   `  steady ${RATE.toLocaleString("en")} trades/s for ${STEADY_S} s: tick-to-row p50 ${
