@@ -97,9 +97,7 @@ export class Mailbox<T> {
 
   /** Creates an empty mailbox holding at most `capacity` messages. */
   constructor(capacity: number, options: MailboxOptions = {}) {
-    if (!Number.isInteger(capacity) || capacity < 1) {
-      throw new RangeError(`Mailbox capacity must be a positive integer, got ${capacity}`);
-    }
+    assertCapacity(capacity);
     const { overflow = DEFAULT_OVERFLOW, maxBlockedPuts = DEFAULT_MAX_BLOCKED_PUTS } = options;
     if (overflow !== "block" && overflow !== "drop_oldest") {
       throw new TypeError(`Unknown mailbox overflow policy: ${overflow}`);
@@ -235,15 +233,8 @@ export class Mailbox<T> {
   }
 
   /** Yields messages until the mailbox is closed and empty. */
-  async *[Symbol.asyncIterator](): AsyncGenerator<T, void, undefined> {
-    while (true) {
-      try {
-        yield await this.take();
-      } catch (error) {
-        if (error instanceof MailboxClosedError) return;
-        throw error;
-      }
-    }
+  [Symbol.asyncIterator](): AsyncGenerator<T, void, undefined> {
+    return takeUntilClosed(() => this.take());
   }
 
   #push(message: T): void {
@@ -302,9 +293,7 @@ export class ConflatingMailbox<T> {
 
   /** Creates an empty mailbox holding at most `capacity` keys. */
   constructor(capacity: number, keyOf: (message: T) => string) {
-    if (!Number.isInteger(capacity) || capacity < 1) {
-      throw new RangeError(`Mailbox capacity must be a positive integer, got ${capacity}`);
-    }
+    assertCapacity(capacity);
     this.#capacity = capacity;
     this.#keyOf = keyOf;
   }
@@ -377,14 +366,25 @@ export class ConflatingMailbox<T> {
   }
 
   /** Yields messages until the mailbox is closed and empty. */
-  async *[Symbol.asyncIterator](): AsyncGenerator<T, void, undefined> {
-    while (true) {
-      try {
-        yield await this.take();
-      } catch (error) {
-        if (error instanceof MailboxClosedError) return;
-        throw error;
-      }
+  [Symbol.asyncIterator](): AsyncGenerator<T, void, undefined> {
+    return takeUntilClosed(() => this.take());
+  }
+}
+
+function assertCapacity(capacity: number): void {
+  if (!Number.isInteger(capacity) || capacity < 1) {
+    throw new RangeError(`Mailbox capacity must be a positive integer, got ${capacity}`);
+  }
+}
+
+/** Yields what `take` resolves with until it rejects with {@linkcode MailboxClosedError}. */
+async function* takeUntilClosed<T>(take: () => Promise<T>): AsyncGenerator<T, void, undefined> {
+  while (true) {
+    try {
+      yield await take();
+    } catch (error) {
+      if (error instanceof MailboxClosedError) return;
+      throw error;
     }
   }
 }

@@ -477,6 +477,18 @@ async function startWriter(
   return { spec, running, status, stop, [Symbol.asyncDispose]: stop };
 }
 
+/** Waits until the writer's consumer has nothing pending and nothing unacknowledged. */
+async function allAcknowledged(env: StreamEnv): Promise<void> {
+  await waitFor(
+    async () => {
+      const info = await env.consumerInfo();
+      return info.num_pending === 0 && info.num_ack_pending === 0;
+    },
+    10_000,
+    "every message acknowledged",
+  );
+}
+
 const countFinal = (db: MarketDatabase, table: string) =>
   db.count(`SELECT count() AS n FROM ${db.table(table)} FINAL`);
 const countRaw = (db: MarketDatabase, table: string) =>
@@ -556,14 +568,7 @@ for (const worker of [false, true]) {
       await env.publishAll(messages.slice(100));
       await waitFor(async () => (await countFinal(db, "market_trades")) === n, 30_000, "N rows");
       assert.equal(await countRaw(db, "market_trades"), n);
-      await waitFor(
-        async () => {
-          const info = await env.consumerInfo();
-          return info.num_pending === 0 && info.num_ack_pending === 0;
-        },
-        10_000,
-        "every message acknowledged",
-      );
+      await allAcknowledged(env);
       assert.equal(await candleTrades(db), n);
       const w = writer.status.writer;
       assert.equal(w.rows_written.market_trades, n);
@@ -725,14 +730,7 @@ Deno.test("a writer stopped mid-stream and started again (same durable consumer)
   await using second = await startWriter(env, db, { overrides });
   await waitFor(async () => (await countFinal(db, "market_trades")) === n, 30_000, "all N rows");
   assert.equal(await tradeKeysUnique(db), n);
-  await waitFor(
-    async () => {
-      const info = await env.consumerInfo();
-      return info.num_pending === 0 && info.num_ack_pending === 0;
-    },
-    10_000,
-    "every message acknowledged",
-  );
+  await allAcknowledged(env);
   assert.equal(await candleTrades(db), n);
   assert.equal(first.spec.counters.acked + second.spec.counters.acked, messages.length);
   await second.stop();
@@ -1074,14 +1072,7 @@ Deno.test("malformed messages and unstorable events are dead-lettered and acknow
     assert.equal(letters[0]?.frame, "{not json");
     assert.equal((letters[2]?.event as TradeEvent | undefined)?.price, "1e5");
     assert.equal(typeof letters[3]?.at_us, "number");
-    await waitFor(
-      async () => {
-        const info = await env.consumerInfo();
-        return info.num_pending === 0 && info.num_ack_pending === 0;
-      },
-      10_000,
-      "every message acknowledged",
-    );
+    await allAcknowledged(env);
     assert.equal(writer.spec.counters.dead_letters, 4);
     await writer.stop();
   } finally {
