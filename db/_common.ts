@@ -29,8 +29,6 @@ export const NUMERIC_INTEGER_DIGITS = 12;
 /** Decimal digits of a NUMERIC(20,8) value. */
 export const NUMERIC_SCALE = 8;
 
-const DECIMAL_TEXT = /^(-?)(\d+)(?:\.(\d+))?$/;
-
 /**
  * Checks that `value` is a decimal NUMERIC(20,8) holds exactly and returns
  * its text: PostgreSQL would otherwise round extra decimals silently. Throws
@@ -47,19 +45,38 @@ export function toNumeric(value: DecimalInput, field: string): string {
   } else {
     throw new TypeError(`${field} must be a decimal string or Decimal, got ${typeof value}`);
   }
-  const match = DECIMAL_TEXT.exec(textValue);
-  if (match === null) {
+  // One pass over /^-?\d+(\.\d+)?$/, counting the integer digits after leading zeros and the
+  // decimals before trailing zeros (what NUMERIC(20,8) must hold).
+  const length = textValue.length;
+  let at = textValue.charCodeAt(0) === 45 ? 1 : 0; // "-"
+  const start = at;
+  while (at < length && isDigit(textValue.charCodeAt(at))) at++;
+  let fractionDigits = 0;
+  let valid = at > start;
+  if (valid && at < length) {
+    valid = textValue.charCodeAt(at) === 46 && at + 1 < length; // "."
+    for (let i = at + 1; valid && i < length; i++) {
+      const code = textValue.charCodeAt(i);
+      if (!isDigit(code)) valid = false;
+      else if (code !== 48) fractionDigits = i - at;
+    }
+  }
+  if (!valid) {
     throw new TypeError(`${field} must be a decimal such as "12.5", got ${JSON.stringify(value)}`);
   }
-  const integer = (match[2] ?? "").replace(/^0+(?=\d)/, "");
-  const fraction = (match[3] ?? "").replace(/0+$/, "");
-  if (integer.length > NUMERIC_INTEGER_DIGITS || fraction.length > NUMERIC_SCALE) {
+  let first = start;
+  while (first < at - 1 && textValue.charCodeAt(first) === 48) first++;
+  if (at - first > NUMERIC_INTEGER_DIGITS || fractionDigits > NUMERIC_SCALE) {
     throw new RangeError(
       `${field} ${textValue} does not fit NUMERIC(20,8) ` +
         `(at most ${NUMERIC_INTEGER_DIGITS} integer and ${NUMERIC_SCALE} decimal digits)`,
     );
   }
   return textValue;
+}
+
+function isDigit(code: number): boolean {
+  return code >= 48 && code <= 57;
 }
 
 /** {@linkcode toNumeric} for an optional value: null and undefined give null. */

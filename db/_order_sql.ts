@@ -1,15 +1,23 @@
 /**
- * SQL pieces shared by the orders and signals repositories: new orders as
- * JSON records for `jsonb_to_recordset`, and id checks.
+ * SQL pieces shared by the orders, signals and fills repositories: new orders
+ * and status updates as JSON records for `json_to_recordset`, the guarded
+ * status update, and id checks.
  *
  * @module
  */
 
-import { toNumeric, toNumericOrNull } from "./_common.ts";
-import type { OrderSide, OrderStatus, OrderType, TimeInForce } from "./enums.ts";
-import type { NewOrder, Order } from "./orders.ts";
+import { checkDate, type Queryable, toNumeric, toNumericOrNull } from "./_common.ts";
+import {
+  FINAL_ORDER_STATUSES,
+  ORDER_STATUSES,
+  type OrderSide,
+  type OrderStatus,
+  type OrderType,
+  type TimeInForce,
+} from "./enums.ts";
+import type { NewOrder, Order, OrderStatusUpdate } from "./orders.ts";
 
-/** JSON row for `jsonb_to_recordset` (see {@linkcode ORDER_RECORD_TYPE}). */
+/** JSON row for `json(b)_to_recordset` (see {@linkcode ORDER_RECORD_TYPE}). */
 export interface OrderRecord {
   i: number;
   client_order_id: string;
@@ -35,7 +43,7 @@ export const ORDER_FIELDS_TYPE = "client_order_id text, broker text, broker_orde
   "time_in_force time_in_force, qty numeric(20,8), limit_price numeric(20,8), " +
   "stop_price numeric(20,8), status order_status, reason text, strategy text";
 
-/** Column definitions matching {@linkcode OrderRecord}, for `jsonb_to_recordset(...) AS x(...)`. */
+/** Column definitions matching {@linkcode OrderRecord}, for `json(b)_to_recordset(...) AS x(...)`. */
 export const ORDER_RECORD_TYPE = `i int, ${ORDER_FIELDS_TYPE}`;
 
 /** Checks `order` and turns it into an {@linkcode OrderRecord} (index `i`). */
@@ -116,4 +124,77 @@ export function checkId(id: string, what: string): void {
   if (typeof id !== "string" || !/^[1-9]\d{0,18}$/.test(id)) {
     throw new RangeError(`Bad ${what} ${JSON.stringify(id)}`);
   }
+}
+
+/** JSON row of a guarded status update for `json_to_recordset` ({@linkcode statusUpdateQuery}). */
+export interface StatusRecord {
+  i: number;
+  id: string;
+  from_statuses: readonly OrderStatus[];
+  to_status: OrderStatus;
+  filled_qty: string | null;
+  avg_fill_price: string | null;
+  expected_filled_qty: string | null;
+  broker_order_id: string | null;
+  submitted_at: string | null;
+  status_reason: string | null;
+}
+
+/** Checks `update` of order `id` and turns it into a {@linkcode StatusRecord} (index `i`). */
+export function statusRecord(id: string, update: OrderStatusUpdate, i: number): StatusRecord {
+  checkId(id, "order id");
+  const from = typeof update.from === "string" ? [update.from] : [...update.from];
+  if (from.length === 0) throw new RangeError("An order status update needs a from status");
+  for (const status of [...from, update.to]) {
+    if (!ORDER_STATUSES.includes(status)) throw new RangeError(`Unknown order status ${status}`);
+  }
+  return {
+    i,
+    id,
+    from_statuses: from,
+    to_status: update.to,
+    filled_qty: toNumericOrNull(update.filled_qty, "filled_qty"),
+    avg_fill_price: toNumericOrNull(update.avg_fill_price, "avg_fill_price"),
+    expected_filled_qty: toNumericOrNull(update.expected_filled_qty, "expected_filled_qty"),
+    broker_order_id: update.broker_order_id ?? null,
+    submitted_at: update.submitted_at === undefined
+      ? null
+      : checkDate(update.submitted_at, "submitted_at").toISOString(),
+    status_reason: update.status_reason ?? null,
+  };
+}
+
+const FINAL_LIST = FINAL_ORDER_STATUSES.map((s) => `'${s}'`).join(", ");
+
+/**
+ * The guarded UPDATE of orders from status `records` (an order changes only
+ * while its status is one of `from_statuses` and, when given, its filled
+ * quantity is `expected_filled_qty`), returning the updated rows with their
+ * record index `i`. Lazy like every postgres.js query: await it, or nest it
+ * in a statement (a CTE). The ids are also given as an array: the planner
+ * then finds the orders by primary key, where it would scan the table to
+ * join it with `json_to_recordset` (whose size it cannot estimate).
+ */
+export function statusUpdateQuery(sql: Queryable, records: readonly StatusRecord[], by: string) {
+  return sql<(Order & { i: number })[]>`
+    UPDATE orders o SET
+      status = x.to_status,
+      filled_qty = coalesce(x.filled_qty, o.filled_qty),
+      avg_fill_price = coalesce(x.avg_fill_price, o.avg_fill_price),
+      broker_order_id = coalesce(x.broker_order_id, o.broker_order_id),
+      status_reason = coalesce(x.status_reason, o.status_reason),
+      submitted_at = coalesce(x.submitted_at, o.submitted_at,
+        CASE WHEN x.to_status IN ('submitted', 'partially_filled', 'filled') THEN now() END),
+      closed_at = CASE WHEN x.to_status IN (${sql.unsafe(FINAL_LIST)})
+        THEN coalesce(o.closed_at, now()) END,
+      updated_by = ${by}
+    FROM json_to_recordset(${JSON.stringify(records)}::text::json) AS x(
+      i int, id bigint, from_statuses order_status[], to_status order_status,
+      filled_qty numeric(20,8), avg_fill_price numeric(20,8), expected_filled_qty numeric(20,8),
+      broker_order_id text, submitted_at timestamptz, status_reason text)
+    WHERE o.id = x.id
+      AND o.id = ANY (string_to_array(${records.map((r) => r.id).join(",")}, ',')::bigint[])
+      AND o.status = ANY (x.from_statuses)
+      AND (x.expected_filled_qty IS NULL OR o.filled_qty = x.expected_filled_qty)
+    RETURNING o.*, x.i`;
 }

@@ -3,6 +3,8 @@
  * identified by `(order_id, broker_fill_id)`, so a fill delivered again is
  * reported as not new and must not be applied to the position twice — and
  * listed by date range, with per-symbol totals to check positions against.
+ * {@linkcode insertFillsWithOrders} records new fills together with the
+ * order updates they cause in one statement, all or nothing.
  *
  * @example
  * ```ts
@@ -34,8 +36,10 @@ import {
   toPage,
   type WriteOptions,
 } from "./_common.ts";
-import { checkId } from "./_order_sql.ts";
+import { checkId, statusRecord, statusUpdateQuery } from "./_order_sql.ts";
 import type { OrderSide } from "./enums.ts";
+import { SerializationError } from "./errors.ts";
+import type { Order, OrderStatusUpdate } from "./orders.ts";
 
 /** A fill as stored. Quantities, prices and money are NUMERIC(20,8) text. */
 export interface Fill {
@@ -165,7 +169,7 @@ export async function insertFills(
   });
   const rows = await run(sql<(Fill & { i: number })[]>`
     WITH x AS (
-      SELECT * FROM jsonb_to_recordset(${JSON.stringify(unique)}::text::jsonb) AS x(
+      SELECT * FROM json_to_recordset(${JSON.stringify(unique)}::text::json) AS x(
         i int, order_id bigint, broker_fill_id text, symbol text, side order_side,
         qty numeric(20,8), price numeric(20,8), commission numeric(20,8), commission_asset text,
         liquidity text, realized_pnl numeric(20,8), filled_at timestamptz)
@@ -189,7 +193,10 @@ export async function insertFills(
       SELECT f.* FROM fills f
       JOIN jsonb_to_recordset(${JSON.stringify(keys)}::text::jsonb)
         AS k(order_id bigint, broker_fill_id text)
-        ON k.order_id = f.order_id AND k.broker_fill_id = f.broker_fill_id`);
+        ON k.order_id = f.order_id AND k.broker_fill_id = f.broker_fill_id
+      WHERE f.order_id = ANY (string_to_array(${
+      keys.map((k) => k.order_id).join(",")
+    }, ',')::bigint[])`);
     const byKey = new Map(
       existing.map((fill) => [keyOf(fill.order_id, fill.broker_fill_id), fill]),
     );
@@ -209,6 +216,151 @@ export async function insertFills(
     results[record.i] = { created: false, fill: original.fill };
   }
   return results;
+}
+
+/** What {@linkcode insertFillsWithOrders} stored, in input order. */
+export interface FillsWithOrders {
+  /** The new fills. */
+  fills: Fill[];
+  /** The updated orders. */
+  orders: Order[];
+}
+
+/** An order as the caller holds it and the guarded status change to apply to it. */
+export interface OrderChange {
+  /** The order as stored when the caller read it (its id, status and filled quantity guard the update). */
+  order: Order;
+  /** The change; `from` and `expected_filled_qty` guard it as in `updateOrderStatuses`. */
+  update: OrderStatusUpdate;
+}
+
+/** A row of {@linkcode insertFillsWithOrders}' statement: a new fill's or an updated order's columns. */
+interface FillOrOrderRow {
+  k: "fill" | "order";
+  i: number;
+  id: string;
+  qty: string;
+  price: string;
+  commission: string;
+  realized_pnl: string | null;
+  created_at: Date;
+  status: Order["status"];
+  filled_qty: string;
+  avg_fill_price: string | null;
+  broker_order_id: string | null;
+  status_reason: string | null;
+  submitted_at: Date | null;
+  closed_at: Date | null;
+  updated_at: Date;
+}
+
+/**
+ * Records `fills` and applies the guarded order `changes` (as
+ * `updateOrderStatuses` does) in ONE statement, all or nothing: when any
+ * fill was recorded before (or appears twice) or any order is not in the
+ * status and filled quantity its change expects, nothing is written and a
+ * `SerializationError` is thrown — the caller then does the same work with
+ * {@linkcode insertFills} and `updateOrderStatuses` in a transaction, which
+ * say which fills are old and which orders moved. One round trip and no
+ * explicit transaction for the common case of new fills on orders the caller
+ * knows; only the columns the statement sets come back (the rest are the
+ * caller's). Throws `IntegrityError` when a fill or a change breaks a check.
+ */
+export async function insertFillsWithOrders(
+  sql: Queryable,
+  fills: readonly NewFill[],
+  changes: readonly OrderChange[],
+  options: WriteOptions = {},
+): Promise<FillsWithOrders> {
+  if (fills.length === 0 && changes.length === 0) return { fills: [], orders: [] };
+  const by = options.by ?? DEFAULT_ACTOR;
+  const records = fills.map(fillRecord);
+  const statuses = changes.map((change, i) => statusRecord(change.order.id, change.update, i));
+  // The check runs once both writes completed (it reads their counts); when it fails, the
+  // whole statement — both writes — is rolled back.
+  const rows = await run(sql<FillOrOrderRow[]>`
+    WITH x AS (
+      SELECT * FROM json_to_recordset(${JSON.stringify(records)}::text::json) AS x(
+        i int, order_id bigint, broker_fill_id text, symbol text, side order_side,
+        qty numeric(20,8), price numeric(20,8), commission numeric(20,8), commission_asset text,
+        liquidity text, realized_pnl numeric(20,8), filled_at timestamptz)
+    ), ins AS (
+      INSERT INTO fills (order_id, broker_fill_id, symbol, side, qty, price, commission,
+        commission_asset, liquidity, realized_pnl, filled_at, created_by)
+      SELECT order_id, broker_fill_id, symbol, side, qty, price, commission, commission_asset,
+        liquidity, realized_pnl, filled_at, ${by}
+      FROM x ORDER BY order_id, broker_fill_id
+      ON CONFLICT (order_id, broker_fill_id) DO NOTHING
+      RETURNING id, order_id, broker_fill_id, qty, price, commission, realized_pnl, created_at
+    ), upd AS (
+      ${statusUpdateQuery(sql, statuses, by)}
+    ), ok AS (
+      SELECT tw_expect(
+        (SELECT count(*) FROM ins) = ${records.length}::int
+          AND (SELECT count(*) FROM upd) = ${statuses.length}::int,
+        'fills recorded before or orders changed since they were read') AS ok
+    )
+    SELECT 'fill' AS k, x.i, ins.id, ins.qty, ins.price, ins.commission, ins.realized_pnl,
+      ins.created_at, NULL::order_status AS status, NULL::numeric AS filled_qty,
+      NULL::numeric AS avg_fill_price, NULL AS broker_order_id, NULL AS status_reason,
+      NULL::timestamptz AS submitted_at, NULL::timestamptz AS closed_at,
+      NULL::timestamptz AS updated_at
+    FROM ins JOIN x ON x.order_id = ins.order_id AND x.broker_fill_id = ins.broker_fill_id
+    UNION ALL
+    SELECT 'order', upd.i, upd.id, NULL, NULL, NULL, NULL, NULL, upd.status, upd.filled_qty,
+      upd.avg_fill_price, upd.broker_order_id, upd.status_reason, upd.submitted_at,
+      upd.closed_at, upd.updated_at
+    FROM upd
+    UNION ALL
+    SELECT 'check', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+      NULL, NULL
+    FROM ok WHERE NOT ok.ok`);
+  const out: FillsWithOrders = {
+    fills: new Array<Fill>(records.length),
+    orders: new Array<Order>(statuses.length),
+  };
+  let found = 0;
+  for (const row of rows) {
+    if (row.k === "fill") {
+      const record = records[row.i]!;
+      out.fills[row.i] = {
+        id: row.id,
+        order_id: record.order_id,
+        broker_fill_id: record.broker_fill_id,
+        symbol: record.symbol,
+        side: record.side,
+        qty: row.qty,
+        price: row.price,
+        commission: row.commission,
+        commission_asset: record.commission_asset,
+        liquidity: record.liquidity as Fill["liquidity"],
+        realized_pnl: row.realized_pnl,
+        filled_at: fills[row.i]!.filled_at,
+        created_at: row.created_at,
+        created_by: by,
+      };
+      found++;
+    } else if (row.k === "order") {
+      out.orders[row.i] = {
+        ...changes[row.i]!.order,
+        status: row.status,
+        filled_qty: row.filled_qty,
+        avg_fill_price: row.avg_fill_price,
+        broker_order_id: row.broker_order_id,
+        status_reason: row.status_reason,
+        submitted_at: row.submitted_at,
+        closed_at: row.closed_at,
+        updated_at: row.updated_at,
+        updated_by: by,
+      };
+      found++;
+    }
+  }
+  if (found !== records.length + statuses.length) {
+    // Cannot happen after the check; refuse rather than hand back holes.
+    throw new SerializationError("Fills or orders missing from the statement's result");
+  }
+  return out;
 }
 
 /** Records one fill; see {@linkcode insertFills}. */

@@ -28,7 +28,6 @@ import {
   pageOptions,
   type Queryable,
   run,
-  toNumericOrNull,
   toPage,
   type WriteOptions,
 } from "./_common.ts";
@@ -38,9 +37,11 @@ import {
   ORDER_RECORD_TYPE,
   orderInsertValues,
   orderRecord,
+  type StatusRecord,
+  statusRecord,
+  statusUpdateQuery,
 } from "./_order_sql.ts";
 import {
-  FINAL_ORDER_STATUSES,
   OPEN_ORDER_STATUSES,
   ORDER_STATUSES,
   type OrderSide,
@@ -283,73 +284,6 @@ export interface OrderStatusUpdate {
   status_reason?: string | undefined;
 }
 
-interface StatusRecord {
-  i: number;
-  id: string;
-  from_statuses: readonly OrderStatus[];
-  to_status: OrderStatus;
-  filled_qty: string | null;
-  avg_fill_price: string | null;
-  expected_filled_qty: string | null;
-  broker_order_id: string | null;
-  submitted_at: string | null;
-  status_reason: string | null;
-}
-
-function statusRecord(id: string, update: OrderStatusUpdate, i: number): StatusRecord {
-  checkId(id, "order id");
-  const from = typeof update.from === "string" ? [update.from] : [...update.from];
-  if (from.length === 0) throw new RangeError("An order status update needs a from status");
-  for (const status of [...from, update.to]) {
-    if (!ORDER_STATUSES.includes(status)) throw new RangeError(`Unknown order status ${status}`);
-  }
-  return {
-    i,
-    id,
-    from_statuses: from,
-    to_status: update.to,
-    filled_qty: toNumericOrNull(update.filled_qty, "filled_qty"),
-    avg_fill_price: toNumericOrNull(update.avg_fill_price, "avg_fill_price"),
-    expected_filled_qty: toNumericOrNull(update.expected_filled_qty, "expected_filled_qty"),
-    broker_order_id: update.broker_order_id ?? null,
-    submitted_at: update.submitted_at === undefined
-      ? null
-      : checkDate(update.submitted_at, "submitted_at").toISOString(),
-    status_reason: update.status_reason ?? null,
-  };
-}
-
-const FINAL_LIST = FINAL_ORDER_STATUSES.map((s) => `'${s}'`).join(", ");
-
-/** Applies status records; returns the updated rows tagged with their record index. */
-function applyStatusRecords(
-  sql: Queryable,
-  records: readonly StatusRecord[],
-  by: string,
-): Promise<(Order & { i: number })[]> {
-  return run(sql<(Order & { i: number })[]>`
-    UPDATE orders o SET
-      status = x.to_status,
-      filled_qty = coalesce(x.filled_qty, o.filled_qty),
-      avg_fill_price = coalesce(x.avg_fill_price, o.avg_fill_price),
-      broker_order_id = coalesce(x.broker_order_id, o.broker_order_id),
-      status_reason = coalesce(x.status_reason, o.status_reason),
-      submitted_at = coalesce(x.submitted_at, o.submitted_at,
-        CASE WHEN x.to_status IN ('submitted', 'partially_filled', 'filled') THEN now() END),
-      closed_at = CASE WHEN x.to_status IN (${sql.unsafe(FINAL_LIST)})
-        THEN coalesce(o.closed_at, now()) END,
-      updated_by = ${by}
-    FROM jsonb_to_recordset(${JSON.stringify(records)}::text::jsonb) AS x(
-      i int, id bigint, from_statuses order_status[], to_status order_status,
-      filled_qty numeric(20,8), avg_fill_price numeric(20,8), expected_filled_qty numeric(20,8),
-      broker_order_id text, submitted_at timestamptz, status_reason text)
-    WHERE o.id = x.id
-      AND o.status = ANY (x.from_statuses)
-      AND (x.expected_filled_qty IS NULL OR o.filled_qty = x.expected_filled_qty)
-    RETURNING o.*, x.i
-  `);
-}
-
 /**
  * Changes the status (and fill figures) of order `id` if its status is one
  * of `update.from` (and, when given, its filled quantity is
@@ -366,7 +300,7 @@ export async function updateOrderStatus(
   options: WriteOptions = {},
 ): Promise<Order> {
   const record = statusRecord(id, update, 0);
-  const [row] = await applyStatusRecords(sql, [record], options.by ?? DEFAULT_ACTOR);
+  const [row] = await run(statusUpdateQuery(sql, [record], options.by ?? DEFAULT_ACTOR));
   if (row !== undefined) {
     const { i: _, ...order } = row;
     return order;
@@ -409,15 +343,14 @@ export async function updateOrderStatuses(
     if (ids.has(key)) throw new RangeError(`Order ${record.id} appears twice in one batch`);
     ids.add(key);
   }
-  const rows = await applyStatusRecords(sql, records, options.by ?? DEFAULT_ACTOR);
+  const rows = await run(statusUpdateQuery(sql, records, options.by ?? DEFAULT_ACTOR));
   const results = new Array<OrderStatusResult>(records.length);
   for (const { i, ...order } of rows) results[i] = { ok: true, order };
   const missing = records.filter((record) => results[record.i] === undefined);
   if (missing.length > 0) {
     const current = await run(sql<Order[]>`
-      SELECT * FROM orders WHERE id IN (
-        SELECT jsonb_array_elements_text(${JSON.stringify(missing.map((r) => r.id))}::text::jsonb)
-          ::bigint)`);
+      SELECT * FROM orders
+      WHERE id = ANY (string_to_array(${missing.map((r) => r.id).join(",")}, ',')::bigint[])`);
     const byId = new Map(current.map((order) => [order.id, order]));
     for (const record of missing) {
       const order = byId.get(BigInt(record.id).toString());

@@ -195,16 +195,34 @@ const SIGNAL_WITH_ORDER = [
   ...ORDER_COLUMNS.map((c) => `o.${c} AS o_${c}`),
 ].join(", ");
 
-/** The same columns for a signal row alone (order columns NULL). */
-const SIGNAL_ONLY = [
-  ...SIGNAL_COLUMNS.map((c) => `s.${c}`),
-  ...ORDER_COLUMNS.map((c) => `NULL::${ORDER_COLUMN_TYPES[c]} AS o_${c}`),
-].join(", ");
+/**
+ * Signal columns the database sets on insert; the other columns of a new
+ * signal are the values inserted, which {@linkcode insertSignalsAndOrders}
+ * does not read back.
+ */
+const SIGNAL_SET_COLUMNS = ["id", "received_at", "decided_at", "created_at", "updated_at"] as const;
 
-/** The same columns for an order row alone (signal columns NULL). */
-const ORDER_ONLY = [
-  ...SIGNAL_COLUMNS.map((c) => `NULL::${SIGNAL_COLUMN_TYPES[c]}`),
-  ...ORDER_COLUMNS.map((c) => `o.${c}`),
+/** Order columns inserted verbatim, likewise not read back. */
+const ORDER_VERBATIM_COLUMNS: ReadonlySet<keyof Order> = new Set([
+  "client_order_id",
+  "broker_order_id",
+  "symbol",
+  "side",
+  "reason",
+  "strategy",
+  "created_by",
+  "updated_by",
+]);
+const ORDER_SET_COLUMNS = ORDER_COLUMNS.filter((c) => !ORDER_VERBATIM_COLUMNS.has(c));
+
+/** Select lists of the rows {@linkcode insertSignalsAndOrders} reads back: a new signal's, a new order's. */
+const NEW_SIGNAL = [
+  ...SIGNAL_SET_COLUMNS.map((c) => `s.${c}`),
+  ...ORDER_SET_COLUMNS.map((c) => `NULL::${ORDER_COLUMN_TYPES[c]} AS o_${c}`),
+].join(", ");
+const NEW_ORDER = [
+  ...SIGNAL_SET_COLUMNS.map((c) => `NULL::${SIGNAL_COLUMN_TYPES[c]}`),
+  ...ORDER_SET_COLUMNS.map((c) => `o.${c}`),
 ].join(", ");
 
 type JoinedRow = Signal & Record<`o_${keyof Order}`, unknown>;
@@ -221,6 +239,32 @@ function pickOrder(row: JoinedRow): Order | null {
   for (const column of ORDER_COLUMNS) order[column] = row[`o_${column}`];
   return order as unknown as Order;
 }
+
+/** A new order from its row of {@linkcode NEW_ORDER} columns and the record it was inserted from. */
+function newOrder(row: JoinedRow, record: SignalRecord, by: string): Order {
+  const order = {} as Record<string, unknown>;
+  for (const [column, from] of NEW_ORDER_SOURCES) {
+    order[column] = from === "row"
+      ? row[`o_${column}` as keyof JoinedRow]
+      : from === "by"
+      ? by
+      : record[from] ?? null;
+  }
+  return order as unknown as Order;
+}
+
+/** Where each column of a new order comes from: its row, the actor, or a field of its record. */
+const NEW_ORDER_SOURCES: ReadonlyArray<[keyof Order, "row" | "by" | keyof SignalRecord]> =
+  ORDER_COLUMNS.map((column) => [
+    column,
+    column === "strategy"
+      ? "s_strategy"
+      : column === "created_by" || column === "updated_by"
+      ? "by"
+      : ORDER_VERBATIM_COLUMNS.has(column)
+      ? column as keyof SignalRecord
+      : "row",
+  ]);
 
 function splitJoined(row: JoinedRow): SignalWithOrder {
   return { signal: pickSignal(row), order: pickOrder(row) };
@@ -310,7 +354,7 @@ export async function insertSignalsAndOrders(
   // the planner loop over one for each row of the other, as it cannot estimate their sizes.
   const rows = await run(sql<(JoinedRow & { i: number | null })[]>`
     WITH x AS (
-      SELECT * FROM jsonb_to_recordset(${JSON.stringify(records)}::text::jsonb)
+      SELECT * FROM json_to_recordset(${JSON.stringify(records)}::text::json)
         AS x(i int, ${sql.unsafe(SIGNAL_RECORD_TYPE)})
     ), s AS (
       INSERT INTO signals (strategy, client_signal_id, source, symbol, payload, status, reasons,
@@ -320,7 +364,7 @@ export async function insertSignalsAndOrders(
         ${by}, ${by}
       FROM x ORDER BY s_strategy, s_client_signal_id
       ON CONFLICT (strategy, client_signal_id) DO NOTHING
-      RETURNING *
+      RETURNING id, strategy, client_signal_id, received_at, decided_at, created_at, updated_at
     ), o AS (
       INSERT INTO orders (${sql.unsafe(ORDER_INSERT_COLUMNS)})
       SELECT ${sql.unsafe(orderInsertValues("s.id"))}, ${by}, ${by}
@@ -329,31 +373,55 @@ export async function insertSignalsAndOrders(
       ORDER BY x.i
       RETURNING *
     )
-    SELECT x.i, ${sql.unsafe(SIGNAL_ONLY)}
+    SELECT x.i, ${sql.unsafe(NEW_SIGNAL)}
     FROM s JOIN x ON x.s_strategy = s.strategy AND x.s_client_signal_id = s.client_signal_id
     UNION ALL
-    SELECT NULL, ${sql.unsafe(ORDER_ONLY)} FROM o
+    SELECT NULL, ${sql.unsafe(NEW_ORDER)} FROM o
   `);
-  const orderBySignal = new Map<string, Order>();
+  // What was inserted verbatim is taken from the records, not read back.
+  const recordByIndex = new Map(records.map((record) => [record.i, record]));
+  const orderRows = new Map<string, JoinedRow>();
   for (const row of rows) {
-    if (row.i !== null) continue;
-    const order = pickOrder(row);
-    if (order !== null && order.signal_id !== null) orderBySignal.set(order.signal_id, order);
+    if (row.i === null && row.o_signal_id !== null) orderRows.set(row.o_signal_id as string, row);
   }
   for (const row of rows) {
     if (row.i === null) continue;
-    const signal = pickSignal(row);
-    results[row.i] = { created: true, signal, order: orderBySignal.get(signal.id) ?? null };
+    const record = recordByIndex.get(row.i)!;
+    const signal: Signal = {
+      id: row.id,
+      strategy: record.s_strategy,
+      client_signal_id: record.s_client_signal_id,
+      source: record.s_source,
+      symbol: record.s_symbol,
+      payload: items[row.i]!.signal.payload,
+      status: record.s_status,
+      reasons: record.s_reasons as unknown[] | null,
+      received_at: row.received_at,
+      decided_at: row.decided_at,
+      created_at: row.created_at,
+      updated_at: row.updated_at,
+      created_by: by,
+      updated_by: by,
+    };
+    const orderRow = orderRows.get(row.id);
+    const order = orderRow === undefined ? null : newOrder(orderRow, record, by);
+    results[row.i] = { created: true, signal, order };
   }
   const missing = records.filter((record) => results[record.i] === undefined);
   if (missing.length > 0) {
     const keys = missing.map((r) => ({ strategy: r.s_strategy, id: r.s_client_signal_id }));
+    // The key columns as arrays too: the planner then searches the unique index rather than scan.
+    const strategies = JSON.stringify([...new Set(keys.map((k) => k.strategy))]);
+    const ids = JSON.stringify(keys.map((k) => k.id));
     const existing = await run(sql<JoinedRow[]>`
       SELECT ${sql.unsafe(SIGNAL_WITH_ORDER)}
       FROM signals s LEFT JOIN orders o ON o.signal_id = s.id
       WHERE (s.strategy, s.client_signal_id) IN (
         SELECT strategy, id FROM jsonb_to_recordset(${JSON.stringify(keys)}::text::jsonb)
-          AS k(strategy text, id text))`);
+          AS k(strategy text, id text))
+        AND s.strategy = ANY (ARRAY(SELECT jsonb_array_elements_text(${strategies}::text::jsonb)))
+        AND s.client_signal_id = ANY (ARRAY(
+          SELECT jsonb_array_elements_text(${ids}::text::jsonb)))`);
     const byKey = new Map(
       existing.map((row) => [keyOf(row.strategy, row.client_signal_id), splitJoined(row)]),
     );

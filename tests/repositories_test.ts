@@ -33,6 +33,7 @@ import {
   getSymbol,
   insertFill,
   insertFills,
+  insertFillsWithOrders,
   insertOrder,
   insertOrders,
   insertRiskMetrics,
@@ -68,6 +69,7 @@ import {
   setConfig,
   setKillSwitch,
   type SignalBatchItem,
+  storeAppliedFills,
   totalExposure,
   unitOfWork,
   updateLastPrices,
@@ -591,6 +593,140 @@ Deno.test("fills are inserted idempotently in batches and listed by date range",
     realized_pnl: "0.00000000",
     fills: 4,
   });
+});
+
+Deno.test("fills and the order updates they cause are stored in one statement, all or nothing", async () => {
+  await using db = await migratedDatabase();
+  await seedSymbols(db.sql);
+  const order = await insertOrder(db.sql, {
+    symbol: "AAPL",
+    side: "buy",
+    qty: "10",
+    strategy: "s",
+  });
+  const fill = (id: string, qty: string): NewFill => ({
+    order_id: order.id,
+    broker_fill_id: id,
+    symbol: "AAPL",
+    side: "buy",
+    qty,
+    price: "100.25",
+    commission: "0.01",
+    filled_at: new Date(Date.UTC(2025, 2, 1, 15)),
+  });
+  const stored = await insertFillsWithOrders(db.sql, [fill("e1", "4")], [{
+    order,
+    update: {
+      from: "pending",
+      to: "partially_filled",
+      filled_qty: "4",
+      avg_fill_price: "100.25",
+      broker_order_id: "b-1",
+      expected_filled_qty: order.filled_qty,
+    },
+  }]);
+  assert.equal(stored.fills[0]?.qty, "4.00000000");
+  assert.equal(stored.fills[0]?.order_id, order.id);
+  const updated = stored.orders[0]!;
+  assert.deepEqual(updated, await getOrder(db.sql, order.id), "as stored, every column");
+  assert.equal(updated.status, "partially_filled");
+  assert.ok(updated.submitted_at instanceof Date);
+
+  // A fill stored before, or an order not in the expected state: nothing is written.
+  const rest = {
+    from: "partially_filled" as const,
+    to: "filled" as const,
+    filled_qty: "10",
+    avg_fill_price: "100.25",
+    expected_filled_qty: "4.00000000",
+  };
+  await assert.rejects(
+    insertFillsWithOrders(db.sql, [fill("e2", "6"), fill("e1", "4")], [{
+      order: updated,
+      update: rest,
+    }]),
+    SerializationError,
+  );
+  await assert.rejects(
+    insertFillsWithOrders(db.sql, [fill("e2", "6")], [{
+      order: updated,
+      update: { ...rest, expected_filled_qty: "0" },
+    }]),
+    SerializationError,
+  );
+  assert.deepEqual(
+    (await listFills(db.sql, { order_id: order.id })).items.map((f) => f.broker_fill_id),
+    [
+      "e1",
+    ],
+  );
+  assert.equal((await getOrder(db.sql, order.id)).status, "partially_filled");
+  const done = await insertFillsWithOrders(db.sql, [fill("e2", "6")], [{
+    order: updated,
+    update: rest,
+  }]);
+  assert.equal(done.orders[0]?.status, "filled");
+  assert.deepEqual(done.orders[0], await getOrder(db.sql, order.id));
+});
+
+Deno.test("applied fills, positions and cash are stored in one statement, checked against what was read", async () => {
+  await using db = await migratedDatabase();
+  await seedSymbols(db.sql);
+  await upsertPortfolio(db.sql, { id: "default", cash: "1000" });
+  const order = await insertOrder(db.sql, { symbol: "AAPL", side: "buy", qty: "3", strategy: "s" });
+  const { fill } = await insertFill(db.sql, {
+    order_id: order.id,
+    broker_fill_id: "e1",
+    symbol: "AAPL",
+    side: "buy",
+    qty: "3",
+    price: "100",
+    commission: "1",
+    filled_at: new Date(Date.UTC(2025, 2, 1, 15)),
+  });
+  const applied = {
+    id: fill.id,
+    order_id: order.id,
+    symbol: "AAPL",
+    side: "buy" as const,
+    qty: "3",
+    price: "100",
+    commission: "1",
+    filled_at: new Date(Date.UTC(2025, 2, 1, 15)),
+    realized_pnl: "-1",
+  };
+  const after = { qty: "3", avg_entry_price: "100", realized_pnl: "-1", commission: "1" };
+  const batch = {
+    portfolio: { id: "default", cash_before: "1000", cash: "699", realized_pnl_delta: "-1" },
+    fills: [applied],
+    positions: [{ symbol: "AAPL", before: null, after, last_fill_id: fill.id }],
+  };
+  // Cash not as read, a figure of the fill not as stored: nothing is written.
+  await assert.rejects(
+    storeAppliedFills(db.sql, { ...batch, portfolio: { ...batch.portfolio, cash_before: "999" } }),
+    SerializationError,
+  );
+  await assert.rejects(
+    storeAppliedFills(db.sql, { ...batch, fills: [{ ...applied, price: "101" }] }),
+    SerializationError,
+  );
+  assert.equal(await findPosition(db.sql, "AAPL"), null);
+  assert.equal((await listFills(db.sql, { order_id: order.id })).items[0]?.realized_pnl, null);
+  await storeAppliedFills(db.sql, batch);
+  const position = await findPosition(db.sql, "AAPL");
+  assert.equal(position?.qty, "3.00000000");
+  assert.equal(position?.last_fill_id, fill.id);
+  assert.equal((await getPortfolio(db.sql, "default")).cash, "699.00000000");
+  assert.equal(
+    (await listFills(db.sql, { order_id: order.id })).items[0]?.realized_pnl,
+    "-1.00000000",
+  );
+  // Applied already: the same batch again writes nothing.
+  await assert.rejects(
+    storeAppliedFills(db.sql, { ...batch, portfolio: { ...batch.portfolio, cash_before: "699" } }),
+    SerializationError,
+  );
+  assert.equal((await getPortfolio(db.sql, "default")).realized_pnl, "-1.00000000");
 });
 
 Deno.test("positions are upserted, listed when open, and their realized P&L summed by symbol", async () => {
