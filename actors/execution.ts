@@ -9,11 +9,12 @@
  * price — and, with `execution.reconcile_on_start`, reconciles open orders
  * with the brokers; only then is it ready. Then:
  *
- * - Signals are pulled continuously into a buffer; whenever the engine is
- *   free, everything buffered (up to `execution.batch_max`) goes in as ONE
- *   batch: one transaction, one commit. Signals that arrive while a batch
- *   commits make the next batch, so a lone signal waits for nothing and a
- *   flood shares commits.
+ * - Signals are pulled continuously into a buffer; whenever the engine has
+ *   decided the previous batch, everything buffered (up to
+ *   `execution.batch_max`) goes in as ONE batch: one transaction, one commit
+ *   ({@linkcode ExecutionEngine.enqueueSignals}). Signals that arrive while a
+ *   batch is decided make the next batch, which is decided while the previous
+ *   one commits; so a lone signal waits for nothing and a flood shares commits.
  * - Each message becomes a {@linkcode SignalInput}: its strategy is the
  *   subject's second token, its key `js-<stream sequence>` (used when the body
  *   has no `id`), its time the stream's timestamp. A body that is not JSON is
@@ -23,13 +24,14 @@
  *   transaction committed. A crash before that means redelivery after the ack
  *   wait; the engine finds the signals stored and returns their outcomes, so
  *   every signal is processed exactly once. When the transaction fails the
- *   messages are negatively acknowledged with a delay and come back.
+ *   messages are negatively acknowledged with a delay and come back, and the
+ *   next batch waits for that delay.
  * - `control.kill_switch` requests (`{ active, cancel_open?, reason? }`) are
  *   answered with the kill switch's state ({@linkcode KillSwitchReply}).
  *
- * On stop it stops pulling, negatively acknowledges what it buffered (the next
- * consumer gets it at once), waits for the batch in progress and stops the
- * engine.
+ * On stop it stops pulling, waits for the batches in progress (acknowledging
+ * them), negatively acknowledges what it buffered (the next consumer gets it
+ * at once) and stops the engine.
  *
  * @example
  * ```ts
@@ -277,6 +279,7 @@ async function consumeLoop(
   const onAbort = () => wake.notify();
   signal.addEventListener("abort", onAbort, { once: true });
   let messages: ConsumerMessages | null = null;
+  const inFlight = new Set<Promise<void>>();
   try {
     messages = await consumer.consume({
       max_messages: Math.max(2 * batchMax, 100),
@@ -288,9 +291,17 @@ async function consumeLoop(
       },
     });
     let failures = 0;
-    while (!signal.aborted) {
+    let stopping = false;
+    // After a failed batch the next one waits until then (its messages come back after that).
+    let retryAt = 0;
+    while (!signal.aborted && !stopping) {
       if (buffer.length === 0) {
         await wake.wait();
+        continue;
+      }
+      const wait = retryAt - clock.now();
+      if (wait > 0) {
+        await clock.sleep(wait, signal).catch(() => {});
         continue;
       }
       const batch = buffer.splice(0, batchMax);
@@ -303,11 +314,15 @@ async function consumeLoop(
       const keepAlive = setInterval(() => {
         for (const msg of batch) msg.working();
       }, keepAliveMs);
-      try {
-        if (items.length > 0) await deps.engine.processSignals(items);
+      const handed = items.length > 0
+        ? deps.engine.enqueueSignals(items)
+        : { decided: Promise.resolve(), outcomes: Promise.resolve([]) };
+      const settled: Promise<void> = handed.outcomes.then(() => {
         counters.batches++;
         failures = 0;
-      } catch (error) {
+        for (const msg of batch) msg.ack();
+        counters.acked += batch.length;
+      }, (error) => {
         counters.failed_batches++;
         const delayMs = backoffDelay(Math.min(failures++, 30), {
           initialMs: DEFAULT_BATCH_RETRY_INITIAL_MS,
@@ -315,22 +330,29 @@ async function consumeLoop(
           random,
         });
         for (const msg of batch) msg.nak(delayMs);
-        if (error instanceof ExecutionNotReadyError || signal.aborted) break;
+        if (error instanceof ExecutionNotReadyError || signal.aborted) {
+          stopping = true;
+          wake.notify();
+          return;
+        }
         log.error("signal batch failed; its messages come back later", {
           messages: batch.length,
           retry_in_ms: delayMs,
           error,
         });
-        await clock.sleep(delayMs, signal).catch(() => {});
-        continue;
-      } finally {
+        retryAt = clock.now() + delayMs;
+      }).finally(() => {
         clearInterval(keepAlive);
-      }
-      for (const msg of batch) msg.ack();
-      counters.acked += batch.length;
+        inFlight.delete(settled);
+      });
+      inFlight.add(settled);
+      // The next batch forms while this one commits; it is handed in once this one is decided.
+      if (!await handed.decided.then(() => true, () => false)) await settled;
     }
   } finally {
     signal.removeEventListener("abort", onAbort);
+    // The batches handed in are acknowledged (or not) when they are done.
+    await Promise.all([...inFlight]);
     await messages?.close().catch(() => {});
     // What was pulled but not handed in goes back at once, to this or the next consumer.
     for (const msg of buffer.splice(0)) msg.nak();

@@ -84,7 +84,7 @@ import { type Exchange, EXCHANGES } from "../market/events.ts";
 import type { LatestCache } from "../market/latest_cache.ts";
 import { symbolToken } from "../market/subjects.ts";
 import { isUsEquityMarketOpen } from "../trading/market_hours.ts";
-import { DB_SCALE, Decimal, parseDecimal, safeParseDecimal, ZERO } from "../trading/money.ts";
+import { DB_SCALE, Decimal, ONE, parseDecimal, safeParseDecimal, ZERO } from "../trading/money.ts";
 import type { OrderType, Side } from "../trading/signal.ts";
 import {
   type Broker,
@@ -104,6 +104,8 @@ export const DEFAULT_PAPER_MAX_CLOSED_ORDERS = 100_000;
 
 const DAY_MS = 86_400_000;
 const BPS = new Decimal(10_000);
+/** One basis point: multiplying by it divides by 10⁴ exactly, and much faster than dividing. */
+const ONE_BPS = new Decimal("0.0001");
 const EXCHANGE_SET: ReadonlySet<string> = new Set(EXCHANGES);
 
 /** Commission and slippage settings: the `brokers.paper` section of the config. */
@@ -205,8 +207,12 @@ export function matchPaperOrder(
   const buy = order.side === "buy";
   const touch = buy ? market.ask : market.bid;
   if (touch === null) return { action: "rest", triggered: true };
-  const slip = slippageBps.dividedBy(BPS);
-  let price = buy ? touch.times(slip.plus(1)) : touch.times(new Decimal(1).minus(slip));
+  const slip = slippageBps.times(ONE_BPS);
+  let price = slip.isZero()
+    ? touch
+    : buy
+    ? touch.times(ONE.plus(slip))
+    : touch.times(ONE.minus(slip));
   price = price.toDecimalPlaces(DB_SCALE, Decimal.ROUND_HALF_EVEN);
   const limited = order.type === "limit" || order.type === "stop_limit";
   if (limited && order.limit_price !== null) {
@@ -228,7 +234,7 @@ function stopCrossed(order: PaperMatchOrder, stop: Decimal, market: PaperMarket)
 
 /** Commission of a fill of `notional`: `max(min, notional × bps / 10⁴)`, rounded to 8 decimals. */
 export function paperCommission(notional: Decimal, bps: Decimal, min: Decimal): Decimal {
-  const fee = notional.times(bps).dividedBy(BPS);
+  const fee = notional.times(bps).times(ONE_BPS);
   return Decimal.max(fee, min).toDecimalPlaces(DB_SCALE, Decimal.ROUND_HALF_EVEN);
 }
 

@@ -516,6 +516,40 @@ Deno.test("signals of one batch count each other: the second cannot exceed max_o
   assert.deepEqual(h.state.openQty("BTC-USDT").buy.toString(), "1");
 });
 
+Deno.test("a batch decided while the one before commits counts its orders as open", async () => {
+  await using h = await harness({ risk: (c) => ({ ...noLimits(c), max_open_orders: 1 }) });
+  const resting = (id: string) => ({
+    body: {
+      id,
+      symbol: "BTC-USDT",
+      side: "sell",
+      qty: "1",
+      type: "limit",
+      limit_price: "60000",
+      time_in_force: "gtc",
+    },
+    strategy: "grid",
+    source: "nats" as const,
+  });
+  // The symbol's row exists (a first order creates it, in its own transaction) and no order rests.
+  const [warm] = await h.engine.processSignals([{
+    body: { id: "p-0", symbol: "BTC-USDT", side: "buy", qty: "1" },
+    strategy: "grid",
+    source: "nats",
+  }]);
+  if (warm?.status === "accepted") await waitForStatus(h.sql, warm.order.id, "filled");
+  // Handed in back to back: the second is decided while the first commits.
+  const first = h.engine.enqueueSignals([resting("p-1")]);
+  await first.decided;
+  const second = h.engine.enqueueSignals([resting("p-2")]);
+  const [a] = await first.outcomes;
+  const [b] = await second.outcomes;
+  assert.equal(a?.status, "accepted");
+  assert.equal(b?.status, "rejected");
+  if (b?.status === "rejected") assert.deepEqual(rulesOf(b.reasons), ["max_open_orders"]);
+  assert.equal((await h.orders()).length, 2);
+});
+
 Deno.test("a signal id maps to one order, within a batch and across batches", async () => {
   await using h = await harness();
   const signal = (id: string, qty = "0.1") => ({

@@ -5,6 +5,7 @@ import {
   DEFAULT_SIGNAL_STRATEGY,
   ORDER_TYPES,
   parseSignal,
+  parseSignalBySchema,
   type SignalReason,
   signalToJson,
   TIMES_IN_FORCE,
@@ -320,5 +321,75 @@ Deno.test("signalToJson and parseSignal round-trip any valid signal", () => {
     assert.ok(second.ok);
     assert.deepEqual(signalToJson(second.signal), json);
     assert.ok(first.signal.qty.eq(b.qty));
+  }));
+});
+
+Deno.test("the fast path of parseSignal gives the schema's result for any body", () => {
+  const decimalish = fc.oneof(
+    fc.constantFrom("0.5", "1", "0", "-1", "1e3", "0.123456789", "1234567890123", "007.10", "1,5"),
+    fc.constantFrom(0.1, 2, -0, 1e21, Number.NaN, Number.POSITIVE_INFINITY),
+    fc.constantFrom(null, true, [], {}),
+  );
+  const value = (values: readonly unknown[]) =>
+    fc.oneof(fc.constantFrom(...values), fc.constantFrom(null, 1, "", "X"));
+  const body = fc.record({
+    id: value(["s-1", "has space", "x".repeat(129)]),
+    symbol: value(["BTC-USDT", "AAPL", "btc-usdt"]),
+    side: value(["buy", "sell", "hold"]),
+    qty: decimalish,
+    type: value([...ORDER_TYPES, "iceberg"]),
+    limit_price: decimalish,
+    stop_price: decimalish,
+    time_in_force: value([...TIMES_IN_FORCE, "gtd"]),
+    strategy: value(["momentum", "has space"]),
+    reason: value(["why", "x".repeat(1001)]),
+    exchange: value(["binance", "nyse"]),
+    broker: value(["paper", "Paper"]),
+    extra: fc.constantFrom(1, "x"),
+  }, { requiredKeys: [] });
+  const defaults = fc.constantFrom({}, { strategy: "subject" }, { strategy: "bad subject" });
+  fc.assert(
+    fc.property(fc.oneof(body, fc.constantFrom(null, [], "text", 1)), defaults, (input, d) => {
+      const fast = parseSignal(input, d);
+      const schema = parseSignalBySchema(input, d);
+      assert.equal(fast.ok, schema.ok, JSON.stringify(input));
+      if (fast.ok && schema.ok) {
+        assert.deepEqual(signalToJson(fast.signal), signalToJson(schema.signal));
+        assert.deepEqual(Object.keys(fast.signal), Object.keys(schema.signal));
+      } else {
+        assert.deepEqual(fast, schema);
+      }
+    }),
+    { numRuns: 5_000 },
+  );
+  // Valid bodies, which the random ones above rarely are, with every optional field.
+  const valid = fc.record({
+    type: fc.constantFrom(...ORDER_TYPES),
+    tif: fc.constantFrom("day", "gtc"),
+    qty: fc.constantFrom("0.5", 3, "12.00000001"),
+    extras: fc.record({
+      id: fc.constantFrom("s-1", null),
+      reason: fc.constantFrom("why", null),
+      exchange: fc.constantFrom("binance", "kraken", null),
+      broker: fc.constantFrom("paper", null),
+      strategy: fc.constantFrom("meanrev", null),
+    }, { requiredKeys: [] }),
+  });
+  fc.assert(fc.property(valid, (v) => {
+    const input: Record<string, unknown> = {
+      symbol: "BTC-USDT",
+      side: "sell",
+      qty: v.qty,
+      type: v.type,
+      time_in_force: v.tif,
+      ...v.extras,
+    };
+    if (v.type === "limit" || v.type === "stop_limit") input.limit_price = "101.5";
+    if (v.type === "stop" || v.type === "stop_limit") input.stop_price = 99;
+    const fast = parseSignal(input, { strategy: "subject" });
+    const schema = parseSignalBySchema(input, { strategy: "subject" });
+    assert.ok(fast.ok && schema.ok);
+    assert.deepEqual(signalToJson(fast.signal), signalToJson(schema.signal));
+    assert.deepEqual(Object.keys(fast.signal), Object.keys(schema.signal));
   }));
 });

@@ -6,7 +6,11 @@
  *
  * How a batch of signals goes ({@linkcode ExecutionEngine.processSignals}):
  *
- * 1. Batches run one at a time (NATS batches and REST calls never interleave).
+ * 1. Batches are decided one at a time, in the order they come (NATS batches
+ *    and REST calls never interleave), and the next batch is decided while
+ *    the previous one commits — at most `signal_batches_in_flight` commit at
+ *    once ({@linkcode ExecutionEngine.enqueueSignals}); a kill-switch change
+ *    waits for the batches committing.
  * 2. Each body is parsed (`parseSignal`: every reason of an invalid one) and
  *    keyed by `(strategy, client_signal_id)` — the body's `id`, else the
  *    caller's `key` (`js-<stream sequence>` for NATS), else a fresh UUID.
@@ -15,12 +19,14 @@
  *    (marked with its `markPrice`), the open orders the engine tracks (it
  *    mirrors them into the state), the last market price from the
  *    {@linkcode LatestCache} (the newest fresh trade or bid/ask mid) and the
- *    kill switch. Accepted orders of the batch count as open for the signals after
- *    them, so two signals of one batch cannot jointly exceed a limit.
+ *    kill switch. Accepted orders of the batch — and of the batches still
+ *    committing — count as open for the signals after them, so signals cannot
+ *    jointly exceed a limit.
  * 4. ONE transaction records every signal with its outcome and creates the
  *    `pending` orders (`insertSignalsAndOrders`, a single statement — run
  *    without an explicit transaction unless symbols must be created or stored
- *    keys checked first); a signal stored before comes back with its stored
+ *    keys checked first — then the batches committing are waited for and the
+ *    batch is decided inside its transaction); a signal stored before comes back with its stored
  *    outcome and creates nothing (an open order of it the engine does not
  *    track — a commit whose answer was lost — is taken over and submitted).
  *    Only then does the call resolve — the caller acknowledges JetStream
@@ -32,10 +38,14 @@
  * Broker events and submit results go through the writer queue — one lane
  * per order (by client order id), `event_lanes` transactions at once —
  * where whatever arrived while the previous transaction ran is applied in
- * the next one:
- * fills inserted idempotently (`insertFills`), orders moved along the state
- * machine (`order_state.ts`) and stored with their expected status and
- * filled quantity. After the commit every transition is published on
+ * the next one: orders moved along the state machine (`order_state.ts`) and
+ * stored with their expected status and filled quantity, fills inserted
+ * idempotently. Usually every fill is new and every order as tracked: then
+ * ONE statement stores them all, all or nothing (`insertFillsWithOrders`);
+ * when it finds a fill stored before or an order moved it writes nothing,
+ * and a transaction does the same work step by step (`insertFills`, then
+ * `updateOrderStatuses`), skipping the old fills and reloading the moved
+ * orders. After the commit every transition is published on
  * `orders.<status>.<symbol>` and every NEW fill on the FILLS stream. An
  * event that would be an illegal transition is logged and raises an alert
  * row; it never crashes the engine.
@@ -75,11 +85,13 @@ import {
   DbConnectionError,
   DbTimeoutError,
   type Fill,
+  type FillsWithOrders,
   findOrderByClientOrderId,
   getKillSwitch,
   getOrder,
   getSymbol,
   insertFills,
+  insertFillsWithOrders,
   insertSignalsAndOrders,
   type KillSwitch,
   listOpenOrders,
@@ -106,7 +118,7 @@ import type { LatestCache } from "../market/latest_cache.ts";
 import { type FillMessage, fillMessage } from "./fills_stream.ts";
 import { markPrice, type PortfolioState } from "./portfolio_state.ts";
 import type { UsEquityMarketClock } from "./market_hours.ts";
-import { type Decimal, fromDb, parseDecimal, toDb, toJson, ZERO } from "./money.ts";
+import { type Decimal, fromDb, parseDecimal, plainNumeric, toDb, toJson, ZERO } from "./money.ts";
 import {
   IllegalTransitionError,
   isOpen,
@@ -126,6 +138,7 @@ import {
 import {
   DEFAULT_SIGNAL_STRATEGY,
   parseSignal,
+  type Side,
   type Signal,
   SIGNAL_ID_PATTERN,
   STRATEGY_PATTERN,
@@ -150,6 +163,8 @@ export const DEFAULT_BROKER_CONCURRENCY = 64;
 export const DEFAULT_EVENT_BATCH_MAX = 2_000;
 /** Writer-queue lanes: transactions storing broker updates at once (each order stays in one lane). */
 export const DEFAULT_EVENT_LANES = 2;
+/** Signal batches committing at once (see {@linkcode ExecutionEngineOptions}). */
+export const DEFAULT_SIGNAL_BATCHES_IN_FLIGHT = 2;
 /** How long a broker's market clock (Alpaca's `/v2/clock`) is reused, in ms. */
 export const DEFAULT_MARKET_CLOCK_TTL_MS = 30_000;
 /** How long {@linkcode ExecutionEngine.start} waits for the position tracker to load the portfolio state, in ms. */
@@ -211,6 +226,14 @@ export type SignalOutcome =
     /** The stored signal. */
     signal: SignalRow;
   };
+
+/** A batch of signals handed to {@linkcode ExecutionEngine.enqueueSignals}. */
+export interface SignalBatch {
+  /** Resolves once the batch is decided and its commit has started: hand in the next one then. */
+  decided: Promise<void>;
+  /** One outcome per input once the batch committed; rejects when it did not (nothing recorded). */
+  outcomes: Promise<SignalOutcome[]>;
+}
 
 /** The kill switch as the engine holds it, with what a request did. */
 export interface KillSwitchState extends KillSwitch {
@@ -288,6 +311,12 @@ export interface ExecutionEngineOptions {
    * (by the position tracker), in ms. @default {DEFAULT_STATE_WAIT_MS}
    */
   state_wait_ms?: number | undefined;
+  /**
+   * Signal batches committing at once: the next batch is decided while the
+   * previous ones commit; 1 makes each batch wait for the one before.
+   * @default {DEFAULT_SIGNAL_BATCHES_IN_FLIGHT}
+   */
+  signal_batches_in_flight?: number | undefined;
 }
 
 /** What an {@linkcode ExecutionEngine} needs. */
@@ -365,6 +394,14 @@ interface Prepared {
 interface Decision {
   item: SignalBatchItem;
   exchange: string | null;
+  /** An accepted order counted as open for the signals after it (not a duplicate). */
+  counted: boolean;
+}
+
+/** An alert to raise about a broker update (stored with the batch that refused it). */
+interface Alert {
+  message: string;
+  details: Record<string, unknown>;
 }
 
 /** An order's state while a batch of updates is applied to it. */
@@ -484,8 +521,14 @@ export class ExecutionEngine {
   readonly #marketClocks = new Map<string, { at: number; clock: UsEquityMarketClock }>();
   #kill: KillSwitch = { active: false, reason: null, changed_at: null, changed_by: null };
 
-  /** Serializes signal batches and kill-switch changes. */
+  /** Serializes the decisions on signal batches and kill-switch changes. */
   #serial: Promise<unknown> = Promise.resolve();
+  /** Signal batches committing (settled, never rejecting). */
+  readonly #committing = new Set<Promise<void>>();
+  /** Orders of committing batches, counted as open by the decisions on the next batches. */
+  readonly #flyingQty = new Map<string, { buy: Decimal; sell: Decimal }>();
+  #flyingOrders = 0;
+  readonly #batchesInFlight: number;
   /** The writer queue, in lanes by client order id: an order's updates stay in order in its lane. */
   readonly #lanes: Array<{ updates: Update[]; draining: Promise<void> | null }>;
   /** Background work (submits, fill publishes) awaited on stop. */
@@ -536,6 +579,11 @@ export class ExecutionEngine {
     this.#clockTtlMs = options.market_clock_ttl_ms ?? DEFAULT_MARKET_CLOCK_TTL_MS;
     this.#random = options.random ?? Math.random;
     this.#stateWaitMs = options.state_wait_ms ?? DEFAULT_STATE_WAIT_MS;
+    const inFlight = options.signal_batches_in_flight ?? DEFAULT_SIGNAL_BATCHES_IN_FLIGHT;
+    if (!Number.isSafeInteger(inFlight) || inFlight < 1) {
+      throw new RangeError(`signal_batches_in_flight must be a positive integer, got ${inFlight}`);
+    }
+    this.#batchesInFlight = inFlight;
     const concurrency = options.broker_concurrency ?? DEFAULT_BROKER_CONCURRENCY;
     this.#concurrency = concurrency;
   }
@@ -612,6 +660,7 @@ export class ExecutionEngine {
     if (!this.#running) return;
     this.#running = false;
     await this.#serial.catch(() => {});
+    await this.#drainBatches();
     this.#halt.abort(new ExecutionNotReadyError("The execution engine stopped"));
     await Promise.allSettled([...this.#background]);
     await this.idle().catch(() => {});
@@ -683,7 +732,8 @@ export class ExecutionEngine {
    * the accepted ones, in one transaction; resolves once it committed, with
    * one outcome per input in order (accepted with the order, rejected with
    * every reason, or a duplicate's stored outcome). Then submits the new
-   * orders in the background. Batches run one at a time. Rejects with
+   * orders in the background. Batches are decided one at a time, in order
+   * (see {@linkcode ExecutionEngine.enqueueSignals}). Rejects with
    * {@linkcode ExecutionNotReadyError} before start, and with the database
    * error when the transaction failed (nothing was recorded: hand the same
    * signals in again).
@@ -698,8 +748,38 @@ export class ExecutionEngine {
    * ```
    */
   processSignals(items: readonly SignalInput[]): Promise<SignalOutcome[]> {
-    if (!this.#running) return Promise.reject(new ExecutionNotReadyError());
-    return this.#exclusive(() => this.#processBatch(items));
+    return this.enqueueSignals(items).outcomes;
+  }
+
+  /**
+   * {@linkcode ExecutionEngine.processSignals} for a caller that pipelines:
+   * `decided` resolves once the batch is decided and its commit has started —
+   * the next batch can be handed in then, and is decided while this one
+   * commits (at most `signal_batches_in_flight` commit at once). Batches are
+   * decided in the order they are handed in, each counting the accepted
+   * orders of the batches still committing as open, so no risk limit is
+   * exceeded jointly. `outcomes` is as for `processSignals`.
+   *
+   * @example
+   * ```ts
+   * const batch = engine.enqueueSignals(items);
+   * void batch.outcomes.then(ack, nak);
+   * await batch.decided; // then hand in the next batch
+   * ```
+   */
+  enqueueSignals(items: readonly SignalInput[]): SignalBatch {
+    if (!this.#running) {
+      const refused = Promise.reject(new ExecutionNotReadyError());
+      refused.catch(() => {});
+      return { decided: refused, outcomes: refused };
+    }
+    let commit: Promise<SignalOutcome[]> | null = null;
+    const decided = this.#exclusive(async () => {
+      ({ commit } = await this.#startBatch(items));
+    });
+    decided.catch(() => {});
+    const outcomes = decided.then(() => commit!);
+    return { decided, outcomes };
   }
 
   #exclusive<T>(fn: () => Promise<T>): Promise<T> {
@@ -708,29 +788,100 @@ export class ExecutionEngine {
     return run;
   }
 
-  async #processBatch(items: readonly SignalInput[]): Promise<SignalOutcome[]> {
-    if (items.length === 0) return [];
+  /** Resolves once no signal batch is committing. */
+  async #drainBatches(): Promise<void> {
+    while (this.#committing.size > 0) await Promise.allSettled([...this.#committing]);
+  }
+
+  /**
+   * Decides a batch (in the exclusive section) and starts its commit; returns
+   * the commit's outcomes. A batch that must read stored keys or create
+   * symbols first waits for the batches committing and is decided inside its
+   * own transaction, before the next batch is decided.
+   */
+  async #startBatch(
+    items: readonly SignalInput[],
+  ): Promise<{ commit: Promise<SignalOutcome[]> }> {
+    if (items.length === 0) return { commit: Promise.resolve([]) };
+    while (this.#committing.size >= this.#batchesInFlight) {
+      await Promise.race([...this.#committing]);
+    }
     const prepared = items.map((item) => this.#prepare(item));
     await this.#refreshMarketClocks(prepared);
     const checkStored = items.length > 1 && items.some((item) => item.redelivered === true);
-    let decisions = checkStored ? null : this.#decide(prepared, new Set());
-    let results: SignalInsertResult[];
-    if (decisions !== null && !this.#needsSymbols(decisions)) {
-      // One statement records the whole batch: atomic without an explicit transaction.
-      results = await insertSignalsAndOrders(this.#sql, decisions.map((d) => d.item), {
-        by: this.#by,
-      });
+    const decisions = checkStored ? null : this.#decide(prepared, new Set());
+    const locked = decisions === null || this.#needsSymbols(decisions);
+    let commit: Promise<SignalOutcome[]>;
+    if (!locked) {
+      const flying = this.#fly(decisions);
+      commit = (async () => {
+        try {
+          // One statement records the whole batch: atomic without an explicit transaction.
+          const results = await insertSignalsAndOrders(
+            this.#sql,
+            decisions.map((d) => d.item),
+            { by: this.#by },
+          );
+          return this.#recorded(results, decisions);
+        } finally {
+          this.#land(flying);
+        }
+      })();
     } else {
-      ({ results, decisions } = await unitOfWork(this.#sql, async (tx) => {
-        const stored = checkStored ? await storedKeys(tx, prepared) : new Set<string>();
-        const decided = this.#decide(prepared, stored);
-        await this.#ensureSymbols(tx, decided);
-        const results = await insertSignalsAndOrders(tx, decided.map((d) => d.item), {
-          by: this.#by,
+      await this.#drainBatches();
+      commit = (async () => {
+        const { results, decisions } = await unitOfWork(this.#sql, async (tx) => {
+          const stored = checkStored ? await storedKeys(tx, prepared) : new Set<string>();
+          const decided = this.#decide(prepared, stored);
+          await this.#ensureSymbols(tx, decided);
+          const results = await insertSignalsAndOrders(tx, decided.map((d) => d.item), {
+            by: this.#by,
+          });
+          return { results, decisions: decided };
         });
-        return { results, decisions: decided };
-      }));
+        return this.#recorded(results, decisions);
+      })();
     }
+    const settled = commit.then(() => {}, () => {});
+    this.#committing.add(settled);
+    void settled.finally(() => this.#committing.delete(settled));
+    if (locked) await settled;
+    return { commit };
+  }
+
+  /** Counts the new orders of a decided batch as open while it commits; returns what it counted. */
+  #fly(decisions: readonly Decision[]): Array<{ symbol: string; side: Side; qty: Decimal }> {
+    const flying: Array<{ symbol: string; side: Side; qty: Decimal }> = [];
+    for (const decision of decisions) {
+      const outcome = decision.item.outcome;
+      if (outcome.status !== "accepted" || !decision.counted) continue;
+      const { symbol, side } = outcome.order;
+      const qty = outcome.order.qty as Decimal;
+      flying.push({ symbol, side, qty });
+      const sums = this.#flyingQty.get(symbol) ?? { buy: ZERO, sell: ZERO };
+      sums[side] = sums[side].plus(qty);
+      this.#flyingQty.set(symbol, sums);
+    }
+    this.#flyingOrders += flying.length;
+    return flying;
+  }
+
+  /** Stops counting a committed (or failed) batch's new orders as in flight. */
+  #land(flying: ReadonlyArray<{ symbol: string; side: Side; qty: Decimal }>): void {
+    for (const { symbol, side, qty } of flying) {
+      const sums = this.#flyingQty.get(symbol);
+      if (sums === undefined) continue;
+      sums[side] = sums[side].minus(qty);
+      if (sums.buy.isZero() && sums.sell.isZero()) this.#flyingQty.delete(symbol);
+    }
+    this.#flyingOrders -= flying.length;
+  }
+
+  /** After a batch committed: the outcomes, open orders tracked, events published, submits started. */
+  #recorded(
+    results: readonly SignalInsertResult[],
+    decisions: readonly Decision[],
+  ): SignalOutcome[] {
     this.#stats.batches++;
     const outcomes: SignalOutcome[] = [];
     const toSubmit: Tracked[] = [];
@@ -835,6 +986,7 @@ export class ExecutionEngine {
         return {
           item: { signal, outcome: { status: "rejected", reasons: p.parsed.reasons } },
           exchange: null,
+          counted: false,
         };
       }
       const s = p.parsed.signal;
@@ -855,6 +1007,7 @@ export class ExecutionEngine {
         prices.set(priceKey, priced);
       }
       const base = this.#openQty.get(s.symbol);
+      const flying = this.#flyingQty.get(s.symbol);
       const extra = extraQty.get(s.symbol);
       let position = positions.get(s.symbol);
       if (position === undefined) {
@@ -864,9 +1017,9 @@ export class ExecutionEngine {
       const context: RiskContext = {
         limits: this.#limits,
         position_qty: position,
-        open_buy_qty: (base?.buy ?? ZERO).plus(extra?.buy ?? ZERO),
-        open_sell_qty: (base?.sell ?? ZERO).plus(extra?.sell ?? ZERO),
-        open_orders: this.#open.size + extraOpen,
+        open_buy_qty: sum(base?.buy, flying?.buy, extra?.buy),
+        open_sell_qty: sum(base?.sell, flying?.sell, extra?.sell),
+        open_orders: this.#open.size + this.#flyingOrders + extraOpen,
         gross_exposure: gross,
         last_price: priced?.price ?? null,
         realized_pnl_today: realized,
@@ -877,7 +1030,11 @@ export class ExecutionEngine {
       if (marketClock !== undefined) context.market_clock = marketClock;
       for (const violation of checkRisk(s, context)) reasons.push(violation);
       if (reasons.length > 0) {
-        return { item: { signal, outcome: { status: "rejected", reasons } }, exchange: null };
+        return {
+          item: { signal, outcome: { status: "rejected", reasons } },
+          exchange: null,
+          counted: false,
+        };
       }
       if (!duplicate) {
         extraOpen++;
@@ -889,6 +1046,7 @@ export class ExecutionEngine {
       return {
         item: { signal, outcome: { status: "accepted", order: newOrderOf(s, brokerName) } },
         exchange: s.exchange ?? priced?.exchange ?? null,
+        counted: !duplicate,
       };
     });
   }
@@ -1082,9 +1240,10 @@ export class ExecutionEngine {
   #adjustOpenQty(tracked: Tracked, sign: 1 | -1): void {
     const symbol = tracked.row.symbol;
     const sums = this.#openQty.get(symbol) ?? { buy: ZERO, sell: ZERO };
-    const remaining = tracked.qty.minus(tracked.filled).times(sign);
-    if (tracked.row.side === "buy") sums.buy = sums.buy.plus(remaining);
-    else sums.sell = sums.sell.plus(remaining);
+    const remaining = tracked.filled.isZero() ? tracked.qty : tracked.qty.minus(tracked.filled);
+    if (tracked.row.side === "buy") {
+      sums.buy = sign === 1 ? sums.buy.plus(remaining) : sums.buy.minus(remaining);
+    } else sums.sell = sign === 1 ? sums.sell.plus(remaining) : sums.sell.minus(remaining);
     if (sums.buy.isZero() && sums.sell.isZero()) this.#openQty.delete(symbol);
     else this.#openQty.set(symbol, sums);
   }
@@ -1162,6 +1321,7 @@ export class ExecutionEngine {
         });
         this.#stats.submitted++;
         tracked.submitting = false;
+
         this.#enqueue({ kind: "submitted", coid, broker_order_id });
         if (tracked.cancelRequested) await this.#cancelAtBroker(tracked, broker);
         return;
@@ -1235,6 +1395,7 @@ export class ExecutionEngine {
     if (lane.updates[0]?.kind === "submitted") {
       await new Promise((resolve) => setImmediate(resolve));
     }
+
     while (lane.updates.length > 0) {
       const batch = lane.updates.splice(0, this.#eventBatchMax);
       if (!await this.#applyWithRetry(batch)) {
@@ -1373,37 +1534,38 @@ export class ExecutionEngine {
         filled_at: new Date(event.at_ms),
       });
     }
-    const { drafts, newFills, alerts } = await unitOfWork(this.#sql, async (tx) => {
-      const inserted = await insertFills(tx, fills, { by: this.#by });
-      const drafts = new Map<string, Draft>();
-      const newFills: Array<{ fill: Fill; coid: string }> = [];
-      const illegal = new Set<string>();
-      const alerts: Array<{ message: string; details: Record<string, unknown> }> = [];
-      const draftOf = (coid: string): Draft | null => {
-        let draft = drafts.get(coid);
-        if (draft !== undefined) return draft;
-        const row = orders.get(coid);
-        if (row === undefined) return null;
-        draft = { row, state: stateOf(row), steps: [] };
-        drafts.set(coid, draft);
-        return draft;
-      };
-      const step = (draft: Draft, event: OrderEvent, context: Record<string, unknown>): boolean => {
+    // Fast path — the usual case: every fill is new and every order as tracked. One statement
+    // records the fills and the orders' new states, all or nothing; when a fill turns out to be
+    // stored already or an order moved, nothing is written and the locked path below sorts it out.
+    if (excluded.size === 0) {
+      const plan = this.#plan(batch, orders, fillIndex, () => true);
+      if (plan.illegal.size === 0 && plan.alerts.length === 0) {
+        let stored: FillsWithOrders | null = null;
         try {
-          draft.state = transition(draft.state, event);
-          draft.steps.push(draft.state);
-          return true;
+          const changes = plan.updates.map((update, i) => ({
+            order: plan.changed[i]!.row,
+            update,
+          }));
+          stored = await insertFillsWithOrders(this.#sql, fills, changes, { by: this.#by });
         } catch (error) {
-          if (!(error instanceof IllegalTransitionError || error instanceof OverfillError)) {
-            throw error;
-          }
-          alerts.push({
-            message: `Order ${draft.row.client_order_id}: ${error.message}`,
-            details: { ...context, order_id: draft.row.id, status: draft.state.status },
-          });
-          return false;
+          if (!(error instanceof SerializationError)) throw error;
         }
-      };
+        if (stored !== null) {
+          stored.orders.forEach((row, i) => plan.changed[i]!.row = row);
+          this.#committed(
+            plan.changed,
+            plan.newFills.map(({ index, coid }) => ({ fill: stored.fills[index]!, coid })),
+            [],
+            orders,
+          );
+          return;
+        }
+      }
+    }
+    const { changed, newFills, alerts } = await unitOfWork(this.#sql, async (tx) => {
+      const inserted = await insertFills(tx, fills, { by: this.#by });
+      const plan = this.#plan(batch, orders, fillIndex, (index) => inserted[index]!.created);
+      const alerts: Alert[] = [];
       for (const key of excluded) {
         const [order_id, fill_id] = key.split("\u0000");
         alerts.push({
@@ -1411,105 +1573,12 @@ export class ExecutionEngine {
           details: { order_id, fill_id },
         });
       }
-      for (const update of batch) {
-        const coid = update.kind === "event" ? update.event.client_order_id : update.coid;
-        const draft = draftOf(coid);
-        if (draft === null) {
-          alerts.push({
-            message: `Update for an unknown order ${coid}`,
-            details: { update: describeUpdate(update) },
-          });
-          continue;
-        }
-        const status = draft.state.status;
-        switch (update.kind) {
-          case "submitted":
-            if (status === "pending") {
-              step(draft, { type: "submit", broker_order_id: update.broker_order_id }, {});
-            } else if (draft.state.broker_order_id === null) {
-              draft.state = { ...draft.state, broker_order_id: update.broker_order_id };
-            }
-            break;
-          case "refused":
-            if (status === "pending") step(draft, { type: "reject", reason: update.reason }, {});
-            else {
-              alerts.push({
-                message: `Broker refused order ${coid} after reporting it ${status}`,
-                details: { reason: update.reason },
-              });
-            }
-            break;
-          case "local_cancel":
-            if (status === "pending") step(draft, { type: "cancel", reason: update.reason }, {});
-            break;
-          case "event": {
-            const event = update.event;
-            if (event.type === "accepted") {
-              if (status === "pending") {
-                step(draft, { type: "submit", broker_order_id: event.broker_order_id }, {});
-              } else if (draft.state.broker_order_id === null) {
-                draft.state = { ...draft.state, broker_order_id: event.broker_order_id };
-              }
-            } else if (event.type === "fill") {
-              const index = fillIndex.get(update);
-              if (index === undefined) break;
-              const result = inserted[index]!;
-              if (!result.created) break;
-              if (draft.state.status === "pending") {
-                step(draft, { type: "submit", broker_order_id: event.broker_order_id }, {});
-              }
-              const applied = step(draft, { type: "fill", qty: event.qty, price: event.price }, {
-                fill_id: event.fill_id,
-                qty: toJson(event.qty),
-              });
-              if (applied) newFills.push({ fill: result.fill, coid });
-              else illegal.add(fillKey(draft.row.id, event.fill_id));
-            } else {
-              const type = event.type === "cancelled"
-                ? "cancel"
-                : event.type === "expired"
-                ? "expire"
-                : "reject";
-              const target = type === "cancel"
-                ? "cancelled"
-                : type === "expire"
-                ? "expired"
-                : "rejected";
-              if (status === target) break;
-              step(draft, { type, reason: event.reason }, { event: event.type });
-            }
-            break;
-          }
-        }
-      }
-      if (illegal.size > 0) throw new RedoWithout(illegal);
-      const updates: Array<OrderStatusUpdate & { id: string }> = [];
-      const changed: Draft[] = [];
-      for (const draft of drafts.values()) {
-        const before = draft.row;
-        const s = draft.state;
-        const filled = toDb(s.filled_qty);
-        if (
-          s.status === before.status && filled === before.filled_qty &&
-          (s.broker_order_id ?? null) === before.broker_order_id
-        ) continue;
-        const update: OrderStatusUpdate & { id: string } = {
-          id: before.id,
-          from: before.status,
-          to: s.status,
-          expected_filled_qty: before.filled_qty,
-        };
-        if (filled !== before.filled_qty) update.filled_qty = filled;
-        if (s.avg_fill_price !== null) update.avg_fill_price = toDb(s.avg_fill_price);
-        if (s.broker_order_id !== null) update.broker_order_id = s.broker_order_id;
-        if (s.reason !== null && s.reason !== before.status_reason) update.status_reason = s.reason;
-        updates.push(update);
-        changed.push(draft);
-      }
-      const results = await updateOrderStatuses(tx, updates, { by: this.#by });
+      alerts.push(...plan.alerts);
+      if (plan.illegal.size > 0) throw new RedoWithout(plan.illegal);
+      const results = await updateOrderStatuses(tx, plan.updates, { by: this.#by });
       const stale: Order[] = [];
       results.forEach((result, i) => {
-        if (result.ok) changed[i]!.row = result.order;
+        if (result.ok) plan.changed[i]!.row = result.order;
         else if (result.error instanceof ConflictError && result.error.actual) {
           stale.push(result.error.actual as Order);
         } else throw result.error;
@@ -1523,14 +1592,170 @@ export class ExecutionEngine {
           details: alert.details,
         }, { by: this.#by });
       }
-      return { drafts: changed, newFills, alerts };
+      const newFills = plan.newFills.map(({ index, coid }) => ({
+        fill: inserted[index]!.fill,
+        coid,
+      }));
+      return { changed: plan.changed, newFills, alerts };
     });
-    // Committed: memory, then NATS.
+    this.#committed(changed, newFills, alerts, orders);
+  }
+
+  /**
+   * Runs `batch` through the order state machine, pure: the drafts of the
+   * orders it changes with their status updates (`updates[i]` stores
+   * `changed[i]`), the fills it applies (by index into the batch's fills; a
+   * fill for which `isNew` says false was stored before and is skipped), the
+   * fills that are illegal transitions, and the alerts to raise.
+   */
+  #plan(
+    batch: readonly Update[],
+    orders: ReadonlyMap<string, Order>,
+    fillIndex: ReadonlyMap<Update, number>,
+    isNew: (index: number) => boolean,
+  ): {
+    changed: Draft[];
+    updates: Array<OrderStatusUpdate & { id: string }>;
+    newFills: Array<{ index: number; coid: string }>;
+    illegal: Set<string>;
+    alerts: Alert[];
+  } {
+    const drafts = new Map<string, Draft>();
+    const newFills: Array<{ index: number; coid: string }> = [];
+    const illegal = new Set<string>();
+    const alerts: Alert[] = [];
+    const draftOf = (coid: string): Draft | null => {
+      let draft = drafts.get(coid);
+      if (draft !== undefined) return draft;
+      const row = orders.get(coid);
+      if (row === undefined) return null;
+      draft = { row, state: stateOf(row), steps: [] };
+      drafts.set(coid, draft);
+      return draft;
+    };
+    const step = (draft: Draft, event: OrderEvent, context: Record<string, unknown>): boolean => {
+      try {
+        draft.state = transition(draft.state, event);
+        draft.steps.push(draft.state);
+        return true;
+      } catch (error) {
+        if (!(error instanceof IllegalTransitionError || error instanceof OverfillError)) {
+          throw error;
+        }
+        alerts.push({
+          message: `Order ${draft.row.client_order_id}: ${error.message}`,
+          details: { ...context, order_id: draft.row.id, status: draft.state.status },
+        });
+        return false;
+      }
+    };
+    for (const update of batch) {
+      const coid = update.kind === "event" ? update.event.client_order_id : update.coid;
+      const draft = draftOf(coid);
+      if (draft === null) {
+        alerts.push({
+          message: `Update for an unknown order ${coid}`,
+          details: { update: describeUpdate(update) },
+        });
+        continue;
+      }
+      const status = draft.state.status;
+      switch (update.kind) {
+        case "submitted":
+          if (status === "pending") {
+            step(draft, { type: "submit", broker_order_id: update.broker_order_id }, {});
+          } else if (draft.state.broker_order_id === null) {
+            draft.state = { ...draft.state, broker_order_id: update.broker_order_id };
+          }
+          break;
+        case "refused":
+          if (status === "pending") step(draft, { type: "reject", reason: update.reason }, {});
+          else {
+            alerts.push({
+              message: `Broker refused order ${coid} after reporting it ${status}`,
+              details: { reason: update.reason },
+            });
+          }
+          break;
+        case "local_cancel":
+          if (status === "pending") step(draft, { type: "cancel", reason: update.reason }, {});
+          break;
+        case "event": {
+          const event = update.event;
+          if (event.type === "accepted") {
+            if (status === "pending") {
+              step(draft, { type: "submit", broker_order_id: event.broker_order_id }, {});
+            } else if (draft.state.broker_order_id === null) {
+              draft.state = { ...draft.state, broker_order_id: event.broker_order_id };
+            }
+          } else if (event.type === "fill") {
+            const index = fillIndex.get(update);
+            if (index === undefined || !isNew(index)) break;
+            if (draft.state.status === "pending") {
+              step(draft, { type: "submit", broker_order_id: event.broker_order_id }, {});
+            }
+            const applied = step(draft, { type: "fill", qty: event.qty, price: event.price }, {
+              fill_id: event.fill_id,
+              qty: toJson(event.qty),
+            });
+            if (applied) newFills.push({ index, coid });
+            else illegal.add(fillKey(draft.row.id, event.fill_id));
+          } else {
+            const type = event.type === "cancelled"
+              ? "cancel"
+              : event.type === "expired"
+              ? "expire"
+              : "reject";
+            const target = type === "cancel"
+              ? "cancelled"
+              : type === "expire"
+              ? "expired"
+              : "rejected";
+            if (status === target) break;
+            step(draft, { type, reason: event.reason }, { event: event.type });
+          }
+          break;
+        }
+      }
+    }
+    const updates: Array<OrderStatusUpdate & { id: string }> = [];
+    const changed: Draft[] = [];
+    for (const draft of drafts.values()) {
+      const before = draft.row;
+      const s = draft.state;
+      const filled = toDb(s.filled_qty);
+      if (
+        s.status === before.status && filled === before.filled_qty &&
+        (s.broker_order_id ?? null) === before.broker_order_id
+      ) continue;
+      const update: OrderStatusUpdate & { id: string } = {
+        id: before.id,
+        from: before.status,
+        to: s.status,
+        expected_filled_qty: before.filled_qty,
+      };
+      if (filled !== before.filled_qty) update.filled_qty = filled;
+      if (s.avg_fill_price !== null) update.avg_fill_price = toDb(s.avg_fill_price);
+      if (s.broker_order_id !== null) update.broker_order_id = s.broker_order_id;
+      if (s.reason !== null && s.reason !== before.status_reason) update.status_reason = s.reason;
+      updates.push(update);
+      changed.push(draft);
+    }
+    return { changed, updates, newFills, illegal, alerts };
+  }
+
+  /** After a batch of updates committed: memory, then NATS. */
+  #committed(
+    changed: readonly Draft[],
+    newFills: ReadonlyArray<{ fill: Fill; coid: string }>,
+    alerts: readonly Alert[],
+    orders: ReadonlyMap<string, Order>,
+  ): void {
     for (const alert of alerts) {
       this.#stats.illegal_events++;
       this.#log.warn("broker update refused", { alert: alert.message, ...alert.details });
     }
-    for (const draft of drafts) {
+    for (const draft of changed) {
       const row = draft.row;
       if (isOpen(row.status)) this.#track(row, null);
       else this.#untrack(row.client_order_id);
@@ -1540,7 +1765,7 @@ export class ExecutionEngine {
         draft.steps.forEach((state, i) => this.#publishOrder(row, i === last ? null : state, base));
       }
     }
-    const rows = new Map(drafts.map((d) => [d.row.client_order_id, d.row]));
+    const rows = new Map(changed.map((d) => [d.row.client_order_id, d.row]));
     for (const { fill, coid } of newFills) {
       this.#stats.fills++;
       const row = rows.get(coid) ?? orders.get(coid)!;
@@ -1704,6 +1929,7 @@ export class ExecutionEngine {
   ): Promise<KillSwitchState> {
     if (!this.#running) return Promise.reject(new ExecutionNotReadyError());
     return this.#exclusive(async () => {
+      await this.#drainBatches();
       const state = await storeKillSwitch(this.#sql, {
         active: request.active,
         reason: request.reason ?? null,
@@ -1810,6 +2036,16 @@ export class ExecutionEngine {
 // ---------------------------------------------------------------------------
 // Pure helpers
 // ---------------------------------------------------------------------------
+
+/** The sum of the decimals given (absent ones are zero). */
+function sum(...values: Array<Decimal | undefined>): Decimal {
+  let total = ZERO;
+  for (const value of values) {
+    if (value === undefined || value.isZero()) continue;
+    total = total.isZero() ? value : total.plus(value);
+  }
+  return total;
+}
 
 /** The order a valid signal asks for. */
 function newOrderOf(s: Signal, broker: string): Extract<
@@ -1936,22 +2172,26 @@ export function orderJson(row: Order): Record<string, unknown> {
     reason: row.reason,
     status_reason: row.status_reason,
     strategy: row.strategy,
-    submitted_at: row.submitted_at?.toISOString() ?? null,
-    closed_at: row.closed_at?.toISOString() ?? null,
-    created_at: row.created_at.toISOString(),
-    updated_at: row.updated_at.toISOString(),
+    submitted_at: row.submitted_at === null ? null : iso(row.submitted_at),
+    closed_at: row.closed_at === null ? null : iso(row.closed_at),
+    created_at: iso(row.created_at),
+    updated_at: iso(row.updated_at),
   };
 }
 
-/** NUMERIC text as a plain decimal (`"0.50000000"` → `"0.5"`, `"-2.00000000"` → `"-2"`), or null. */
+/** The last time rendered by {@linkcode iso}: a batch's rows share their commit time. */
+let lastIso = { ms: Number.NaN, text: "" };
+
+/** `date.toISOString()`, reusing the last rendering for the same instant. */
+function iso(date: Date): string {
+  const ms = date.getTime();
+  if (ms !== lastIso.ms) lastIso = { ms, text: date.toISOString() };
+  return lastIso.text;
+}
+
+/** NUMERIC text as a plain decimal, or null (see {@linkcode plainNumeric}). */
 function plain(text: string | null): string | null {
-  if (text === null) return null;
-  if (!text.includes(".")) return text === "-0" ? "0" : text;
-  let end = text.length;
-  while (text.charCodeAt(end - 1) === 48) end--; // "0"
-  if (text.charCodeAt(end - 1) === 46) end--; // "."
-  const out = text.slice(0, end);
-  return out === "-0" ? "0" : out;
+  return text === null ? null : plainNumeric(text);
 }
 
 function describeUpdate(update: Update): Record<string, unknown> {
@@ -1969,10 +2209,15 @@ function describeUpdate(update: Update): Record<string, unknown> {
 /** The `(strategy, client_signal_id)` keys of `prepared` already stored (one query). */
 async function storedKeys(tx: TransactionSql, prepared: readonly Prepared[]): Promise<Set<string>> {
   const keys = prepared.map((p) => ({ strategy: p.strategy, client_signal_id: p.clientSignalId }));
+  // The key columns as arrays too: the planner then searches the unique index rather than scan.
+  const strategies = JSON.stringify([...new Set(keys.map((k) => k.strategy))]);
+  const ids = JSON.stringify(keys.map((k) => k.client_signal_id));
   const rows = await tx<{ strategy: string; client_signal_id: string }[]>`
     SELECT s.strategy, s.client_signal_id FROM signals s
     JOIN jsonb_to_recordset(${JSON.stringify(keys)}::text::jsonb)
       AS k(strategy text, client_signal_id text)
-      ON k.strategy = s.strategy AND k.client_signal_id = s.client_signal_id`;
+      ON k.strategy = s.strategy AND k.client_signal_id = s.client_signal_id
+    WHERE s.strategy = ANY (ARRAY(SELECT jsonb_array_elements_text(${strategies}::text::jsonb)))
+      AND s.client_signal_id = ANY (ARRAY(SELECT jsonb_array_elements_text(${ids}::text::jsonb)))`;
   return new Set(rows.map((row) => `${row.strategy}\u0000${row.client_signal_id}`));
 }

@@ -64,7 +64,6 @@ export type DecimalParseResult =
   | { ok: false; message: string };
 
 const DECIMAL_TEXT = /^-?\d+(?:\.\d+)?$/;
-const INTEGER_BOUND = new Decimal(10).pow(DB_INTEGER_DIGITS);
 
 /**
  * Parses `input` strictly, without throwing: a string in plain decimal notation
@@ -163,7 +162,10 @@ export function toDb(value: Decimal): string {
   if (!BaseDecimal.isDecimal(value) || !value.isFinite()) {
     throw new TypeError(`Cannot store a non-finite decimal: ${String(value)}`);
   }
-  const rounded = value.toDecimalPlaces(DB_SCALE, BaseDecimal.ROUND_HALF_EVEN);
+  // Most values already have at most 8 decimals: rounding would only copy them.
+  const rounded = value.decimalPlaces() <= DB_SCALE
+    ? value
+    : value.toDecimalPlaces(DB_SCALE, BaseDecimal.ROUND_HALF_EVEN);
   if (!fitsIntegerDigits(rounded)) {
     throw new RangeError(
       `Decimal ${rounded.toFixed()} does not fit NUMERIC(20,8): more than ${DB_INTEGER_DIGITS} integer digits`,
@@ -196,13 +198,34 @@ export function toJson(value: Decimal): string {
   return value.toFixed();
 }
 
+/**
+ * NUMERIC text from PostgreSQL as a plain decimal, as {@linkcode toJson}
+ * renders it — trailing zeros and a bare point dropped, never `"-0"`
+ * (`"0.50000000"` → `"0.5"`, `"-2.00000000"` → `"-2"`) — by editing the
+ * text rather than parsing it. Text that is not plain decimal notation
+ * without leading zeros goes through {@linkcode parseDecimal} (which throws
+ * for what is not a decimal).
+ */
+export function plainNumeric(text: string): string {
+  if (!NUMERIC_TEXT.test(text)) return toJson(parseDecimal(text));
+  if (!text.includes(".")) return text === "-0" ? "0" : text;
+  let end = text.length;
+  while (text.charCodeAt(end - 1) === 48) end--; // "0"
+  if (text.charCodeAt(end - 1) === 46) end--; // "."
+  const out = text.slice(0, end);
+  return out === "-0" ? "0" : out;
+}
+
+const NUMERIC_TEXT = /^-?(?:0|[1-9]\d*)(?:\.\d+)?$/;
+
 /** `value` with negative zero replaced by zero. */
 function unsignedZero(value: Decimal): Decimal {
   return value.isZero() ? ZERO : value;
 }
 
 function fitsIntegerDigits(value: Decimal): boolean {
-  return value.abs().lt(INTEGER_BOUND);
+  // `e` is the exponent of the most significant digit (0 for zero): |value| < 10^12 ⇔ e < 12.
+  return value.e < DB_INTEGER_DIGITS;
 }
 
 function describeType(input: unknown): string {

@@ -237,6 +237,7 @@ export function limitsFor(
 ): SymbolRiskLimits {
   const byExchange = exchange === undefined ? undefined : limits.exchanges[exchange];
   const bySymbol = Object.hasOwn(limits.symbols, symbol) ? limits.symbols[symbol] : undefined;
+  if (bySymbol === undefined && byExchange === undefined) return limits; // no override: the defaults
   return {
     max_order_qty: pick("max_order_qty"),
     max_order_notional: pick("max_order_notional"),
