@@ -16,7 +16,15 @@
  *    batch was being written makes the next batch (at most `batch_max`), so
  *    a quiet stream gets one small transaction per fill and a busy one
  *    shares transactions.
- * 3. Per batch, ONE transaction: the fills' rows are read and locked
+ * 3. Per batch, first the fast path: fills of the tracked portfolio are
+ *    applied to the positions and cash the {@linkcode PortfolioState} holds
+ *    — the tracker is their only writer, so they are what is stored — and
+ *    ONE statement marks the fills applied and stores the positions and the
+ *    portfolio, checking that every fill is there, of that portfolio, with
+ *    those figures and not applied yet, and that the positions and cash are
+ *    as the state holds them (`storeAppliedFills`). When anything is not, it
+ *    writes nothing and the batch takes the locked path:
+ *    ONE transaction: the fills' rows are read and locked
  *    (`SELECT … FOR UPDATE`) with their orders' portfolio; those whose
  *    `realized_pnl` is still NULL are applied in stream order to the locked
  *    position rows and portfolio cash (`applyTrackedFill`: average cost,
@@ -30,7 +38,12 @@
  * 4. Exactly once: a redelivered fill (a crash between commit and ack, a
  *    duplicate publish) finds `realized_pnl` set and changes nothing; it is
  *    acked.
- * 5. Bad input never stops it: a message that is not a {@linkcode FillMessage}
+ * 5. Handed-over fills (`handoff`, see {@linkcode FillHandoff}): the engine of
+ *    this process hands each fill over as it publishes it; the tracker applies
+ *    those first, on the fast path only, without waiting for their messages,
+ *    and acks the messages when they come. One that cannot be applied so is
+ *    left to its message.
+ * 6. Bad input never stops it: a message that is not a {@linkcode FillMessage}
  *    is dead-lettered on `dlq.fills` and acked; a fill whose row does not
  *    exist (yet) is redelivered after `missing_fill_delay_ms` up to
  *    `missing_fill_deliveries` times, then dead-lettered; a batch the
@@ -38,7 +51,7 @@
  *    fit NUMERIC(20,8)) is split and the fill at fault dead-lettered. Other
  *    database failures are retried with backoff, holding the batch (its
  *    messages kept from redelivery with `working()`).
- * 6. Every `portfolio.snapshot_interval_ms` (between batches) the tracked
+ * 7. Every `portfolio.snapshot_interval_ms` (between batches) the tracked
  *    portfolio is valued at the current marks and stored as a
  *    `portfolio_snapshots` row, its portfolio row's equity and exposure and the
  *    positions' marks are updated, and the snapshot is published on
@@ -77,11 +90,15 @@ import type { Logger } from "../lib/log.ts";
 import type { LatestCache } from "../market/latest_cache.ts";
 import { symbolToken } from "../market/subjects.ts";
 import {
+  type AppliedFillInput,
   DbError,
   insertSnapshot,
   IntegrityError,
   mapDbError,
   markPositions,
+  type PositionFigures,
+  SerializationError,
+  storeAppliedFills,
   unitOfWork,
   upsertPortfolio,
   upsertPositions,
@@ -158,6 +175,8 @@ export interface PositionTrackerStatus {
   batches: number;
   /** Fills applied to positions. */
   applied: number;
+  /** Of those, fills applied as the execution engine handed them over, before their message. */
+  handed_over: number;
   /** Fills seen again and skipped (already applied). */
   duplicates: number;
   /** Messages dead-lettered. */
@@ -180,6 +199,7 @@ export function newPositionTrackerStatus(): PositionTrackerStatus {
     running: false,
     batches: 0,
     applied: 0,
+    handed_over: 0,
     duplicates: 0,
     dead_lettered: 0,
     missing: 0,
@@ -221,6 +241,8 @@ export interface PositionTrackerDeps {
   subject_prefix?: string | undefined;
   /** Create or update the stream at start. @default {true} */
   ensure_stream?: boolean | undefined;
+  /** Fills handed over in process by the execution engine ({@linkcode FillHandoff}). @default {none} */
+  handoff?: FillHandoff | undefined;
 }
 
 /** A `positions.<symbol>` message. */
@@ -297,6 +319,47 @@ export function positionTrackerActor(deps: PositionTrackerDeps): ChildSpec {
   });
 }
 
+/** Most ids of handed-over fills remembered until their FILLS message comes. */
+export const DEFAULT_HANDOFF_MEMORY = 100_000;
+
+/**
+ * The in-process shortcut from the execution engine to the position tracker
+ * of the same process: the engine offers each fill it stored as it publishes
+ * it on FILLS; the tracker applies offered fills at once — one JetStream hop
+ * less between a fill and its position — and acknowledges their FILLS
+ * messages without applying them again when they come. FILLS stays the
+ * durable path: an offer the tracker cannot apply at once (another
+ * portfolio, stored rows not as expected, no tracker running) is dropped and
+ * the message applies the fill; either way the fill is applied under the
+ * same exactly-once check in PostgreSQL (`realized_pnl` still NULL).
+ *
+ * @example
+ * ```ts
+ * const handoff = new FillHandoff();
+ * const publishFill = (fill: FillMessage) => {
+ *   handoff.offer(fill);
+ *   return publisher.publish(fillSubject(fill.symbol), encodeJson(fill), `fill-${fill.id}`);
+ * };
+ * positionTrackerActor({ ...deps, handoff });
+ * ```
+ */
+export class FillHandoff {
+  #receiver: ((fill: FillMessage) => void) | null = null;
+
+  /** Hands `fill` (stored, being published on FILLS) to the tracker, if one is running. */
+  offer(fill: FillMessage): void {
+    this.#receiver?.(fill);
+  }
+
+  /** Makes `receiver` take the offers until the returned function is called. */
+  attach(receiver: (fill: FillMessage) => void): () => void {
+    this.#receiver = receiver;
+    return () => {
+      if (this.#receiver === receiver) this.#receiver = null;
+    };
+  }
+}
+
 /** A fill row as locked for applying. */
 interface FillRow {
   id: string;
@@ -370,6 +433,10 @@ class Tracker {
   readonly #batchMax: number;
   readonly #startingCash: Decimal;
   readonly #pending: JsMsg[] = [];
+  /** Fills handed over by the engine, not applied yet, by id (in the order handed over). */
+  readonly #offered = new Map<string, FillMessage>();
+  /** Ids of fills applied as handed over whose FILLS message has not come yet. */
+  readonly #handedOver = new Set<string>();
   readonly #wake = new Wakeup();
   #snapshotDue = false;
 
@@ -419,9 +486,15 @@ class Tracker {
       return error;
     });
     const snapshots = this.#snapshotTimer(stop);
+    const detach = this.#deps.handoff?.attach((fill) => {
+      this.#offered.set(fill.id, fill);
+      this.#wake.notify();
+    });
     try {
       while (!this.#signal.aborted) {
+        if (this.#offered.size > 0) await this.#applyOffered(this.#takeOffered());
         if (this.#pending.length === 0 && !this.#snapshotDue) {
+          if (this.#offered.size > 0) continue;
           if (consumerClosed) {
             const error = await closed;
             throw new Error("Fills consumer closed unexpectedly", {
@@ -441,6 +514,8 @@ class Tracker {
         }
       }
     } finally {
+      detach?.();
+      this.#offered.clear();
       this.#status.running = false;
       this.#signal.removeEventListener("abort", onAbort);
       timers.abort();
@@ -526,7 +601,15 @@ class Tracker {
     for (const msg of batch) {
       let fill: FillMessage;
       try {
-        fill = parseFillMessage(JSON.parse(textDecoder.decode(msg.data)));
+        const value: unknown = JSON.parse(textDecoder.decode(msg.data));
+        const id = (value as { id?: unknown } | null)?.id;
+        if (typeof id === "string" && this.#handedOver.delete(id)) {
+          msg.ack(); // applied when the engine handed it over
+          continue;
+        }
+        // Handed over but not applied yet: its message applies it (once) instead.
+        if (typeof id === "string") this.#offered.delete(id);
+        fill = parseFillMessage(value);
       } catch (error) {
         this.#deadLetter(msg, "malformed", errorMessage(error));
         msg.ack();
@@ -538,13 +621,51 @@ class Tracker {
     await this.#applyWithRetry(items);
   }
 
+  /** The oldest handed-over fills, at most a batch, taken off the queue. */
+  #takeOffered(): FillMessage[] {
+    const fills: FillMessage[] = [];
+    for (const [id, fill] of this.#offered) {
+      if (fills.length >= this.#batchMax) break;
+      fills.push(fill);
+      this.#offered.delete(id);
+    }
+    return fills;
+  }
+
+  /**
+   * Applies fills the engine handed over, on the fast path only: whatever
+   * it cannot apply at once is left to their FILLS messages.
+   */
+  async #applyOffered(fills: FillMessage[]): Promise<void> {
+    let applied: BatchResult["applied"] | null = null;
+    try {
+      applied = await this.#applyFast(fills);
+    } catch (error) {
+      this.#log.debug("handed-over fills left to their messages", { error: errorMessage(error) });
+    }
+    if (applied === null) return;
+    this.#status.handed_over += applied.length;
+    const memory = this.#handedOver;
+    for (const fill of fills) {
+      memory.add(fill.id);
+      if (memory.size > DEFAULT_HANDOFF_MEMORY) memory.delete(memory.values().next().value!);
+    }
+    this.#settle({ applied, applied_items: [], duplicates: [], missing: [] });
+  }
+
   /** Applies `items` in one transaction, retrying transient failures; splits on bad data. */
   async #applyWithRetry(items: Item[]): Promise<void> {
     for (let attempt = 0;; attempt++) {
       try {
-        const result = await unitOfWork(this.#deps.sql, (tx) => this.#applyBatch(tx, items), {
-          clock: this.#clock,
-        });
+        const applied = attempt === 0
+          ? await this.#applyFast(items.map((item) => item.fill))
+          : null;
+        const result = applied !== null
+          ? { applied, applied_items: items, duplicates: [], missing: [] }
+          : await unitOfWork(this.#deps.sql, (tx) => this.#applyBatch(tx, items), {
+            clock: this.#clock,
+          });
+
         this.#settle(result);
         return;
       } catch (error) {
@@ -587,6 +708,101 @@ class Tracker {
     }
   }
 
+  /**
+   * The fast path of a batch of the tracked portfolio's fills: applied to
+   * the positions and cash the state holds (they are what is stored, the
+   * tracker being their only writer) and stored in one statement that checks
+   * so ({@linkcode storeAppliedFills}). Null — take the locked path — when a
+   * fill is of another portfolio or appears twice, when the arithmetic
+   * refuses a fill, or when the statement found the stored rows not as
+   * expected (then it wrote nothing).
+   */
+  async #applyFast(batch: readonly FillMessage[]): Promise<BatchResult["applied"] | null> {
+    const state = this.#deps.state;
+    if (!state.loaded) return null;
+    const seen = new Set<string>();
+    for (const fill of batch) {
+      if (fill.portfolio_id !== state.portfolio_id || seen.has(fill.id)) return null;
+      seen.add(fill.id);
+    }
+    const result: BatchResult["applied"] = [];
+    const before = new Map<string, Position | null>();
+    const after = new Map<string, { position: Position; last_fill_id: string }>();
+    const fills: AppliedFillInput[] = [];
+    let cash = state.cash;
+    let realized = ZERO;
+    try {
+      for (const fill of batch) {
+        const symbol = fill.symbol;
+        if (!before.has(symbol)) {
+          before.set(symbol, state.hasPosition(symbol) ? state.position(symbol) : null);
+        }
+        const position = after.get(symbol)?.position ?? state.position(symbol);
+        const applied = applyTrackedFill(position, cash, {
+          symbol,
+          side: fill.side,
+          qty: parseDecimal(fill.qty),
+          price: parseDecimal(fill.price),
+          fee: parseDecimal(fill.fee),
+          filled_at: fill.filled_at,
+        });
+        cash = applied.cash;
+        realized = realized.plus(applied.realized);
+        after.set(symbol, { position: applied.position, last_fill_id: fill.id });
+        fills.push({
+          id: fill.id,
+          order_id: fill.order_id,
+          symbol,
+          side: fill.side,
+          qty: fill.qty,
+          price: fill.price,
+          commission: fill.fee,
+          filled_at: new Date(fill.filled_at),
+          realized_pnl: applied.realized,
+        });
+        result.push({ portfolio_id: state.portfolio_id, fill_id: fill.id, applied });
+      }
+    } catch {
+      return null;
+    }
+    const merged = new Map<string, Position>();
+    for (const p of state.positions()) merged.set(p.symbol, p);
+    for (const [symbol, { position }] of after) merged.set(symbol, position);
+    const value = valuePortfolio(
+      { starting_cash: state.starting_cash, cash, positions: merged },
+      this.#markOf(),
+    );
+    try {
+      await storeAppliedFills(this.#deps.sql, {
+        portfolio: {
+          id: state.portfolio_id,
+          cash_before: state.cash,
+          cash,
+          realized_pnl_delta: realized,
+          equity: roundMoney(value.equity),
+          market_value: roundMoney(value.net_exposure),
+          gross_exposure: roundMoney(value.gross_exposure),
+          net_exposure: roundMoney(value.net_exposure),
+          unrealized_pnl: roundMoney(value.unrealized_pnl),
+        },
+        fills,
+        positions: [...after].map(([symbol, { position, last_fill_id }]) => {
+          const stored = before.get(symbol) ?? null;
+          return {
+            symbol,
+            before: stored === null ? null : figuresOf(stored),
+            after: figuresOf(position),
+            last_fill_id,
+          };
+        }),
+      }, { by: POSITION_TRACKER_ACTOR });
+    } catch (error) {
+      if (mapDbError(error) instanceof SerializationError) return null;
+      throw error;
+    }
+    return result;
+  }
+
   async #applyBatch(tx: TransactionSql, items: Item[]): Promise<BatchResult> {
     const state = this.#deps.state;
     const ids = [...new Set(items.map((item) => item.fill.id))];
@@ -595,7 +811,7 @@ class Tracker {
         f.commission::text AS commission, f.filled_at, f.realized_pnl IS NULL AS pending,
         o.portfolio_id
       FROM fills f JOIN orders o ON o.id = f.order_id
-      WHERE f.id IN (SELECT jsonb_array_elements_text(${JSON.stringify(ids)}::text::jsonb)::bigint)
+      WHERE f.id = ANY (string_to_array(${ids.join(",")}, ',')::bigint[])
       ORDER BY f.id
       FOR UPDATE OF f`;
     const byId = new Map(rows.map((row) => [row.id, row]));
@@ -703,6 +919,7 @@ class Tracker {
       UPDATE fills f SET realized_pnl = x.r
       FROM jsonb_to_recordset(${JSON.stringify(marks)}::text::jsonb) AS x(id bigint, r numeric)
       WHERE f.id = x.id AND f.realized_pnl IS NULL
+        AND f.id = ANY (string_to_array(${marks.map((m) => m.id).join(",")}, ',')::bigint[])
       RETURNING f.id::text AS id`;
     writes.push(marked);
     const by = { by: POSITION_TRACKER_ACTOR };
@@ -911,6 +1128,16 @@ class Tracker {
     this.#log.warn("fill message dead-lettered", { reason, detail, stream_seq: msg.seq });
     this.#publish(FILLS_DLQ_SUBJECT, letter);
   }
+}
+
+/** A position's stored figures. */
+function figuresOf(position: Position): PositionFigures {
+  return {
+    qty: position.qty,
+    avg_entry_price: position.avg_entry_price,
+    realized_pnl: position.realized_pnl,
+    commission: position.fees,
+  };
 }
 
 function pairKey(portfolioId: string, symbol: string): string {

@@ -11,6 +11,9 @@
  *    restarts it with fresh adapters). On stop it disposes them.
  * 2. `position_tracker` — fills from `FILLS` into positions and the portfolio
  *    (`actors/position_tracker.ts`); keeps the shared {@linkcode PortfolioState}.
+ *    The engine also hands it each fill in process as it publishes it
+ *    (`FillHandoff`), so a position follows its fill without waiting for
+ *    the stream; the stream's message then finds the fill applied.
  * 3. `execution` — the {@linkcode ExecutionEngine} fed from `SIGNALS`
  *    (`actors/execution.ts`): reconciles open orders with the brokers at
  *    start, then consumes signals. Started only with `execution.enabled`.
@@ -49,7 +52,11 @@ import { fillsStream, fillSubject } from "../trading/fills_stream.ts";
 import { PortfolioState } from "../trading/portfolio_state.ts";
 import { actor } from "./actor.ts";
 import { executionActor, type ExecutionActorOptions } from "./execution.ts";
-import { positionTrackerActor, type PositionTrackerOptions } from "./position_tracker.ts";
+import {
+  FillHandoff,
+  positionTrackerActor,
+  type PositionTrackerOptions,
+} from "./position_tracker.ts";
 import { supervisor } from "./supervisor.ts";
 import type { ChildSpec } from "./types.ts";
 
@@ -173,6 +180,8 @@ export function tradingSupervisor(deps: TradingDeps): TradingChildSpec {
   const brokers = new Map<string, Broker>();
   const fillNames = { stream: names.fills_stream, subject_prefix: prefix };
   const publisher = new JetStreamPublisher(nats);
+  // The tracker of this process applies fills as the engine stores them; FILLS stays the durable path.
+  const handoff = new FillHandoff();
   const engine = new ExecutionEngine({
     sql,
     brokers,
@@ -180,8 +189,14 @@ export function tradingSupervisor(deps: TradingDeps): TradingChildSpec {
     state,
     config: { risk: config.risk, execution: config.execution },
     publish: (subject, data) => nats.publish(subject, encodeJson(data)),
-    publishFill: (fill) =>
-      publisher.publish(fillSubject(fill.symbol, fillNames), encodeJson(fill), `fill-${fill.id}`),
+    publishFill: (fill) => {
+      handoff.offer(fill);
+      return publisher.publish(
+        fillSubject(fill.symbol, fillNames),
+        encodeJson(fill),
+        `fill-${fill.id}`,
+      );
+    },
     clock: deps.clock,
     log: log.child({ component: "execution" }),
     options: { ...deps.engine, subject_prefix: prefix },
@@ -203,6 +218,7 @@ export function tradingSupervisor(deps: TradingDeps): TradingChildSpec {
       stream: names.fills_stream,
       consumer: names.tracker_consumer,
       subject_prefix: prefix,
+      handoff,
     }),
   ];
   if (config.execution.enabled) {

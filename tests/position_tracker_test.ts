@@ -26,10 +26,12 @@ import {
   type NewFill,
   type NewOrder,
   type Order,
+  upsertPositions,
   upsertSymbols,
 } from "../db/mod.ts";
 import {
   type FillDeadLetter,
+  FillHandoff,
   newPositionTrackerStatus,
   type PositionMessage,
   positionTrackerActor,
@@ -52,7 +54,11 @@ const STARTING_CASH = "100000";
 
 /** Database, private NATS with the FILLS stream, and a way to run trackers on them. */
 async function harness(
-  options: { snapshot_interval_ms?: number; missing_fill_deliveries?: number } = {},
+  options: {
+    snapshot_interval_ms?: number;
+    missing_fill_deliveries?: number;
+    handoff?: FillHandoff;
+  } = {},
 ) {
   const db = await migratedDatabase();
   const server = await startNatsServer();
@@ -86,6 +92,7 @@ async function harness(
         missing_fill_deliveries: options.missing_fill_deliveries ?? 2,
         missing_fill_delay_ms: 50,
       },
+      handoff: options.handoff,
     }).start(controller.signal);
     await running.ready;
     const entry = { controller, done: running.done };
@@ -629,4 +636,76 @@ Deno.test("the portfolio state tracks open orders, exposure and realized P&L by 
   // The mid 20.000000015 rounds half-even to 20.00000002.
   assert.equal(markPrice(cache, "SOL-USDT", 5_000, clock.now())?.toFixed(), "20.00000002");
   assert.equal(markPrice(cache, "XRP-USDT", 5_000, clock.now()), null);
+});
+
+Deno.test("a fill handed over in process is applied at once, and its message then acked, once", async () => {
+  const handoff = new FillHandoff();
+  await using h = await harness({ handoff });
+  const positions = collect<PositionMessage>(h.nc, "positions.BTC-USDT");
+  await h.startTracker();
+  const [message] = await h.record([{
+    order: { symbol: "BTC-USDT", side: "buy", qty: "2" },
+    fills: [{
+      broker_fill_id: "h1",
+      symbol: "BTC-USDT",
+      side: "buy",
+      qty: "2",
+      price: "100",
+      commission: "0",
+      filled_at: new Date(),
+    }],
+  }]);
+  handoff.offer(message!);
+  await waitFor(() => h.status.applied === 1, 5_000, "handed-over fill applied");
+  assert.equal(h.status.handed_over, 1);
+  await waitFor(() => positions.items.length === 1, 5_000, "position published");
+  assert.equal(positions.items[0]?.qty, "2");
+  // Its message, and an offer of it again: nothing more is applied.
+  await h.publish([message!]);
+  handoff.offer(message!);
+  const jsm = await jetstreamManager(h.nc);
+  await waitFor(
+    async () => {
+      const info = await jsm.consumers.info("FILLS", "position_tracker");
+      return info.delivered.stream_seq === 1 && info.num_ack_pending === 0;
+    },
+    5_000,
+    "message acked",
+  );
+  assert.equal(h.status.applied, 1);
+  assert.equal(h.status.duplicates, 0);
+  const [stored] = await listPositions(h.sql);
+  assert.equal(stored?.qty, "2.00000000");
+  assert.equal(h.state.position("BTC-USDT").qty.toFixed(), "2");
+});
+
+Deno.test("when the stored position moved behind the tracker, a fill is applied to the stored one", async () => {
+  await using h = await harness();
+  await h.startTracker();
+  const buy = (id: string, qty: string) => ({
+    order: { symbol: "ETH-USDT", side: "buy" as const, qty },
+    fills: [{
+      broker_fill_id: id,
+      symbol: "ETH-USDT",
+      side: "buy" as const,
+      qty,
+      price: "10",
+      commission: "0",
+      filled_at: new Date(),
+    }],
+  });
+  await h.publish(await h.record([buy("m1", "1")]));
+  await waitFor(() => h.status.applied === 1, 5_000, "first fill applied");
+  // Someone else's write: the state no longer holds what is stored.
+  await upsertPositions(h.sql, [{
+    symbol: "ETH-USDT",
+    qty: "5",
+    avg_entry_price: "10",
+    realized_pnl: "0",
+  }]);
+  await h.publish(await h.record([buy("m2", "1")]));
+  await waitFor(() => h.status.applied === 2, 5_000, "second fill applied");
+  const [stored] = await listPositions(h.sql);
+  assert.equal(stored?.qty, "6.00000000", "the stored 5 plus the fill, not the state's 1 plus it");
+  assert.equal(h.state.position("ETH-USDT").qty.toFixed(), "6");
 });

@@ -39,7 +39,7 @@ import {
 import type { StreamSpec } from "../adapters/nats.ts";
 import { encodeJson } from "../adapters/codec.ts";
 import { symbolToken } from "../market/subjects.ts";
-import { safeParseDecimal } from "./money.ts";
+import { plainNumeric, safeParseDecimal } from "./money.ts";
 import type { Side } from "./signal.ts";
 
 /** Name of the stream of persisted fills. */
@@ -225,9 +225,9 @@ export function fillMessage(
     broker_fill_id: fill.broker_fill_id,
     symbol: fill.symbol,
     side: fill.side,
-    qty: plainDecimal(fill.qty),
-    price: plainDecimal(fill.price),
-    fee: plainDecimal(fill.commission),
+    qty: plainNumeric(fill.qty),
+    price: plainNumeric(fill.price),
+    fee: plainNumeric(fill.commission),
     filled_at: fill.filled_at.getTime(),
     strategy: order.strategy,
     portfolio_id: order.portfolio_id,
@@ -310,12 +310,6 @@ export function publishFill(
   return js.publish(fillSubject(fill.symbol, names), encodeJson(fill), {
     msgID: `fill-${fill.id}`,
   });
-}
-
-function plainDecimal(text: string): string {
-  const parsed = safeParseDecimal(text);
-  if (!parsed.ok) throw new TypeError(`Invalid decimal from the database: it ${parsed.message}`);
-  return parsed.value.toFixed();
 }
 
 function positiveInteger(value: number, name: string): void {

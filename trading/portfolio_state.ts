@@ -269,6 +269,11 @@ export class PortfolioState {
     return this.#positions.get(symbol) ?? emptyPosition(symbol);
   }
 
+  /** Whether the state holds a position in `symbol` (a flat one included): one is stored. */
+  hasPosition(symbol: string): boolean {
+    return this.#positions.has(symbol);
+  }
+
   /** Every position, flat ones included, by symbol. */
   positions(): Position[] {
     return [...this.#positions.values()].sort((a, b) =>
