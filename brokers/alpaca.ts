@@ -89,6 +89,7 @@ import {
   type BrokerOrderStatus,
   BrokerRejectedError,
   BrokerUnavailableError,
+  type OrderShape,
 } from "./broker.ts";
 
 /** The broker name orders are routed by. */
@@ -287,6 +288,41 @@ export class AlpacaAuthError extends Error {
     super(message, options);
     this.name = "AlpacaAuthError";
   }
+}
+
+/** Order types Alpaca takes for crypto pairs. */
+export const ALPACA_CRYPTO_ORDER_TYPES: readonly string[] = ["market", "limit", "stop_limit"];
+/** Times in force Alpaca takes for crypto pairs. */
+export const ALPACA_CRYPTO_TIMES_IN_FORCE: readonly string[] = ["gtc", "ioc"];
+
+/**
+ * What Alpaca refuses about an order before it is sent: crypto pairs
+ * (canonical `BASE-QUOTE`) take only market, limit and stop_limit orders,
+ * with time in force gtc or ioc (Alpaca's crypto orders documentation);
+ * stocks take every type and time in force the engine knows.
+ *
+ * @example
+ * ```ts
+ * alpacaRefusals({ symbol: "BTC-USD", type: "market", time_in_force: "day" });
+ * // ["alpaca: crypto orders take time_in_force gtc or ioc, not day"]
+ * ```
+ */
+export function alpacaRefusals(order: OrderShape): string[] {
+  if (!order.symbol.includes("-")) return [];
+  const refusals: string[] = [];
+  if (!ALPACA_CRYPTO_ORDER_TYPES.includes(order.type)) {
+    refusals.push(
+      `alpaca: crypto orders are ${ALPACA_CRYPTO_ORDER_TYPES.join(", ")}, not ${order.type}`,
+    );
+  }
+  if (!ALPACA_CRYPTO_TIMES_IN_FORCE.includes(order.time_in_force)) {
+    refusals.push(
+      `alpaca: crypto orders take time_in_force ${
+        ALPACA_CRYPTO_TIMES_IN_FORCE.join(" or ")
+      }, not ${order.time_in_force}`,
+    );
+  }
+  return refusals;
 }
 
 /**
@@ -555,6 +591,7 @@ interface ConnectionEnd {
 
 class AlpacaBrokerImpl implements AlpacaBroker {
   readonly name: string;
+  readonly refusals: (order: OrderShape) => string[];
   readonly #baseUrl: string;
   readonly #streamUrl: string;
   readonly #keyId: string;
@@ -594,6 +631,7 @@ class AlpacaBrokerImpl implements AlpacaBroker {
 
   constructor(options: AlpacaBrokerOptions, deps: AlpacaBrokerDeps) {
     this.name = options.name ?? ALPACA_BROKER_NAME;
+    this.refusals = alpacaRefusals;
     this.#baseUrl = trimSlash(options.base_url ?? DEFAULT_ALPACA_BASE_URL);
     this.#streamUrl = options.stream_url ?? alpacaStreamUrl(this.#baseUrl);
     if (typeof options.key_id !== "string" || typeof options.secret_key !== "string") {

@@ -104,7 +104,16 @@ export interface Broker extends AsyncDisposable {
   onEvent(listener: (event: BrokerEvent) => void | Promise<void>): () => void;
   /** Starts streaming events (e.g. Alpaca's trade_updates); resolves once connected. */
   start(signal: AbortSignal): Promise<void>;
+  /**
+   * What this broker is known to refuse about an order, checked by the engine
+   * before the order exists (the signal is then rejected with these
+   * reasons); empty when nothing. Absent: the broker refuses nothing in advance.
+   */
+  refusals?(order: OrderShape): string[];
 }
+
+/** What {@linkcode Broker.refusals} looks at. */
+export type OrderShape = Pick<BrokerOrderRequest, "symbol" | "type" | "time_in_force">;
 
 /** The broker refused an order; `reason` says why. Not retried. */
 export class BrokerRejectedError extends Error {

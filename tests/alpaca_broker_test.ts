@@ -6,6 +6,7 @@ import {
   type AlpacaBrokerOptions,
   alpacaOrderBody,
   alpacaOrderStatus,
+  alpacaRefusals,
   alpacaStreamUrl,
   fromAlpacaSymbol,
   parseAlpacaAccount,
@@ -717,4 +718,22 @@ Deno.test("alpaca broker stops streaming when the start signal aborts", async ()
   await s.broker.closed();
   assert.equal(s.broker.streamStatus().state, "stopped");
   await waitFor(() => s.fake.listeners() === 0, 5_000, "stream closed");
+});
+
+Deno.test("Alpaca refuses in advance crypto orders of a type or time in force it does not take", () => {
+  assert.deepEqual(alpacaRefusals({ symbol: "BTC-USD", type: "market", time_in_force: "gtc" }), []);
+  assert.deepEqual(
+    alpacaRefusals({ symbol: "ETH-USD", type: "stop_limit", time_in_force: "ioc" }),
+    [],
+  );
+  assert.deepEqual(alpacaRefusals({ symbol: "BTC-USD", type: "market", time_in_force: "day" }), [
+    "alpaca: crypto orders take time_in_force gtc or ioc, not day",
+  ]);
+  assert.deepEqual(alpacaRefusals({ symbol: "SOL-USDT", type: "stop", time_in_force: "fok" }), [
+    "alpaca: crypto orders are market, limit, stop_limit, not stop",
+    "alpaca: crypto orders take time_in_force gtc or ioc, not fok",
+  ]);
+  // Stocks take every type and time in force.
+  assert.deepEqual(alpacaRefusals({ symbol: "AAPL", type: "stop", time_in_force: "day" }), []);
+  assert.deepEqual(alpacaRefusals({ symbol: "BRK.B", type: "market", time_in_force: "fok" }), []);
 });

@@ -20,6 +20,7 @@ import {
   type BrokerOrderRequest,
   type BrokerOrderState,
   BrokerUnavailableError,
+  type OrderShape,
 } from "../brokers/broker.ts";
 import { type PaperBroker, paperBroker } from "../brokers/paper.ts";
 import { type Config, loadConfig } from "../config/mod.ts";
@@ -89,6 +90,8 @@ class FaultyBroker implements Broker {
   readonly failures: Array<"before" | "after"> = [];
   /** Whether lookups fail ("broker unreachable"). */
   lookupsDown = false;
+  /** What the broker says it refuses about every order, in advance. */
+  refusing: string[] = [];
   readonly inner: PaperBroker;
   readonly #listeners = new Set<(event: BrokerEvent) => void | Promise<void>>();
 
@@ -109,6 +112,10 @@ class FaultyBroker implements Broker {
 
   cancel(clientOrderId: string): Promise<void> {
     return this.inner.cancel(clientOrderId);
+  }
+
+  refusals(order: OrderShape): string[] {
+    return this.refusing.map((reason) => `${reason} (${order.symbol} ${order.time_in_force})`);
   }
 
   getOrder(clientOrderId: string): Promise<BrokerOrderState | null> {
@@ -650,6 +657,31 @@ Deno.test("a broker that cannot be reached is retried with the same client order
   assert.equal((await fillsOf(h.sql, order.id)).length, 1);
   assert.equal(h.fills.length, 1);
   assert.equal(order.avg_fill_price, "50000.00000000");
+});
+
+Deno.test("what the broker refuses in advance rejects the signal before any order exists", async () => {
+  await using h = await harness();
+  h.broker.refusing = ["paper: no day orders today"];
+  const [outcome] = await h.engine.processSignals([{
+    body: { id: "day-1", symbol: "BTC-USDT", side: "buy", qty: "0.1" },
+    strategy: "momentum",
+    source: "rest",
+  }]);
+  assert.equal(outcome?.status, "rejected");
+  if (outcome.status !== "rejected") return;
+  assert.deepEqual(outcome.reasons, [
+    { path: "broker", message: "paper: no day orders today (BTC-USDT day)" },
+  ]);
+  assert.equal((await h.orders()).length, 0);
+  assert.deepEqual(h.broker.submits, []);
+  assert.equal(h.subjects("signals.rejected").length, 1);
+  h.broker.refusing = [];
+  const [again] = await h.engine.processSignals([{
+    body: { id: "day-2", symbol: "BTC-USDT", side: "buy", qty: "0.1" },
+    strategy: "momentum",
+    source: "rest",
+  }]);
+  assert.equal(again?.status, "accepted");
 });
 
 Deno.test("a broker refusal rejects the order, persisted and published", async () => {

@@ -992,13 +992,17 @@ export class ExecutionEngine {
       const s = p.parsed.signal;
       const brokerName = s.broker ?? this.#execution.default_broker;
       const reasons: RejectReason[] = [];
-      if (!this.#brokers.has(brokerName)) {
+      const broker = this.#brokers.get(brokerName);
+      if (broker === undefined) {
         reasons.push({
           path: "broker",
           message: `broker ${brokerName} is not enabled (enabled: ${
             [...this.#brokers.keys()].join(", ") || "none"
           })`,
         });
+      } else if (broker.refusals !== undefined) {
+        // What the broker would refuse is refused here, before any order exists.
+        for (const message of broker.refusals(s)) reasons.push({ path: "broker", message });
       }
       const priceKey = `${s.symbol}\u0000${s.exchange ?? ""}`;
       let priced = prices.get(priceKey);
