@@ -143,6 +143,34 @@ function fillRecord(fill: NewFill, i: number): FillRecord {
   };
 }
 
+/**
+ * The CTEs `x` (the fill `records`, with their index `i`) and `ins` (their
+ * `INSERT … ON CONFLICT DO NOTHING`, returning `returning`), to follow
+ * `WITH` in a statement.
+ */
+function fillInsertCtes(
+  sql: Queryable,
+  records: readonly FillRecord[],
+  by: string,
+  returning: string,
+) {
+  return sql`
+    x AS (
+      SELECT * FROM json_to_recordset(${JSON.stringify(records)}::text::json) AS x(
+        i int, order_id bigint, broker_fill_id text, symbol text, side order_side,
+        qty numeric(20,8), price numeric(20,8), commission numeric(20,8), commission_asset text,
+        liquidity text, realized_pnl numeric(20,8), filled_at timestamptz)
+    ), ins AS (
+      INSERT INTO fills (order_id, broker_fill_id, symbol, side, qty, price, commission,
+        commission_asset, liquidity, realized_pnl, filled_at, created_by)
+      SELECT order_id, broker_fill_id, symbol, side, qty, price, commission, commission_asset,
+        liquidity, realized_pnl, filled_at, ${by}
+      FROM x ORDER BY order_id, broker_fill_id
+      ON CONFLICT (order_id, broker_fill_id) DO NOTHING
+      RETURNING ${sql.unsafe(returning)}
+    )`;
+}
+
 function keyOf(orderId: string, brokerFillId: string): string {
   return `${orderId}\u0000${brokerFillId}`;
 }
@@ -168,20 +196,7 @@ export async function insertFills(
     return true;
   });
   const rows = await run(sql<(Fill & { i: number })[]>`
-    WITH x AS (
-      SELECT * FROM json_to_recordset(${JSON.stringify(unique)}::text::json) AS x(
-        i int, order_id bigint, broker_fill_id text, symbol text, side order_side,
-        qty numeric(20,8), price numeric(20,8), commission numeric(20,8), commission_asset text,
-        liquidity text, realized_pnl numeric(20,8), filled_at timestamptz)
-    ), ins AS (
-      INSERT INTO fills (order_id, broker_fill_id, symbol, side, qty, price, commission,
-        commission_asset, liquidity, realized_pnl, filled_at, created_by)
-      SELECT order_id, broker_fill_id, symbol, side, qty, price, commission, commission_asset,
-        liquidity, realized_pnl, filled_at, ${by}
-      FROM x ORDER BY order_id, broker_fill_id
-      ON CONFLICT (order_id, broker_fill_id) DO NOTHING
-      RETURNING *
-    )
+    WITH ${fillInsertCtes(sql, unique, by, "*")}
     SELECT ins.*, x.i FROM ins
     JOIN x ON x.order_id = ins.order_id AND x.broker_fill_id = ins.broker_fill_id`);
   const results = new Array<FillInsertResult>(records.length);
@@ -279,20 +294,14 @@ export async function insertFillsWithOrders(
   // The check runs once both writes completed (it reads their counts); when it fails, the
   // whole statement — both writes — is rolled back.
   const rows = await run(sql<FillOrOrderRow[]>`
-    WITH x AS (
-      SELECT * FROM json_to_recordset(${JSON.stringify(records)}::text::json) AS x(
-        i int, order_id bigint, broker_fill_id text, symbol text, side order_side,
-        qty numeric(20,8), price numeric(20,8), commission numeric(20,8), commission_asset text,
-        liquidity text, realized_pnl numeric(20,8), filled_at timestamptz)
-    ), ins AS (
-      INSERT INTO fills (order_id, broker_fill_id, symbol, side, qty, price, commission,
-        commission_asset, liquidity, realized_pnl, filled_at, created_by)
-      SELECT order_id, broker_fill_id, symbol, side, qty, price, commission, commission_asset,
-        liquidity, realized_pnl, filled_at, ${by}
-      FROM x ORDER BY order_id, broker_fill_id
-      ON CONFLICT (order_id, broker_fill_id) DO NOTHING
-      RETURNING id, order_id, broker_fill_id, qty, price, commission, realized_pnl, created_at
-    ), upd AS (
+    WITH ${
+    fillInsertCtes(
+      sql,
+      records,
+      by,
+      "id, order_id, broker_fill_id, qty, price, commission, realized_pnl, created_at",
+    )
+  }, upd AS (
       ${statusUpdateQuery(sql, statuses, by)}
     ), ok AS (
       SELECT tw_expect(
