@@ -111,9 +111,10 @@ export function startTcpProxy(upstream: ProxyUpstream): TcpProxy {
       pump(client, pair.upstream).then((result) => {
         if (result === "error") closePair(pair);
       }),
-      pump(pair.upstream, client).then((result) => {
-        if (result === "error") closePair(pair);
-      }),
+      // When the server closes (an HTTP server ending an idle keep-alive connection), the
+      // whole pair closes, as a direct connection would: a client that kept a half-closed
+      // socket would send its next request into a connection nobody answers any more.
+      pump(pair.upstream, client).then(() => closePair(pair)),
     ]);
     void results;
     closePair(pair);
