@@ -43,11 +43,14 @@ export const DEFAULT_MD_CLEAN_STREAM = "MD_CLEAN";
 export const DEFAULT_BATCH_WRITER_CONSUMER = "batch_writer";
 /**
  * How long a delivered message may stay unacknowledged before JetStream
- * redelivers it, in ms. Longer than an insert (the ClickHouse request timeout
- * is 30 s by default); the writer also extends it (`working()`) for messages it
- * holds longer, e.g. while ClickHouse is down.
+ * redelivers it, in ms. Messages the writer holds — in a batch, during an
+ * insert of up to the ClickHouse request timeout, or while ClickHouse is down —
+ * are kept from redelivery by `working()` every third of it. It is short so
+ * that a delivery that never reached the writer comes back soon: a pull that
+ * ends on missed heartbeats closes its inbox while the server may still send
+ * to it (seen as part of a burst stored one `ack_wait` late).
  */
-export const DEFAULT_ACK_WAIT_MS = 60_000;
+export const DEFAULT_ACK_WAIT_MS = 10_000;
 /** Most messages one pull asks for. */
 export const DEFAULT_FETCH_MESSAGES = 1_000;
 
