@@ -9,10 +9,16 @@
 import { connect } from "@nats-io/transport-node";
 import type { ConnectionOptions, NatsConnection } from "@nats-io/nats-core";
 import {
+  AckPolicy,
   type ConsumerConfig,
   type ConsumerInfo,
+  DeliverPolicy,
+  DiscardPolicy,
   type JetStreamManager,
   jetstreamManager,
+  ReplayPolicy,
+  RetentionPolicy,
+  StorageType,
   type StreamConfig,
 } from "@nats-io/jetstream";
 import { type Clock, systemClock } from "../lib/clock.ts";
@@ -172,6 +178,87 @@ export function subject(...tokens: string[]): string {
 
 /** A JetStream stream the engine needs, with the settings it is kept at. */
 export type StreamSpec = Partial<StreamConfig> & { name: string; subjects: string[] };
+
+const NANOS_PER_MS = 1_000_000;
+
+/** Throws a `RangeError` naming `name` unless `value` is a positive safe integer. */
+export function assertPositiveInteger(value: number, name: string): void {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new RangeError(`${name} must be a positive integer, got ${value}`);
+  }
+}
+
+/** What {@linkcode limitsStream} is built from (already checked by the caller). */
+export interface LimitsStreamOptions {
+  /** Stream name. */
+  name: string;
+  /** Its one subject filter. */
+  subject: string;
+  /** Longest a message is kept, in seconds. */
+  max_age_s: number;
+  /** Most bytes kept. */
+  max_bytes: number;
+  /** Duplicate window of `Nats-Msg-Id`, in ms; the server's default when absent. */
+  duplicate_window_ms?: number | undefined;
+}
+
+/**
+ * A durable stream that keeps messages within age and byte limits, dropping
+ * the oldest beyond them: file storage, limits retention, discard old.
+ */
+export function limitsStream(options: LimitsStreamOptions): StreamSpec {
+  return {
+    name: options.name,
+    subjects: [options.subject],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    discard: DiscardPolicy.Old,
+    max_age: options.max_age_s * 1_000 * NANOS_PER_MS,
+    max_bytes: options.max_bytes,
+    ...(options.duplicate_window_ms === undefined
+      ? {}
+      : { duplicate_window: options.duplicate_window_ms * NANOS_PER_MS }),
+  };
+}
+
+/** What {@linkcode workConsumer} is built from. */
+export interface WorkConsumerOptions {
+  /** Durable name. */
+  durable_name: string;
+  /** What it is for, shown by the server. */
+  description: string;
+  /** Subjects it takes. */
+  filter_subject: string;
+  /** Redelivery delay of an unacknowledged message, in ms (>= 1000). */
+  ack_wait_ms: number;
+  /** Most delivered, unacknowledged messages (> 0). */
+  max_ack_pending: number;
+}
+
+/**
+ * A durable pull consumer that takes every message of its subjects once,
+ * acknowledged one by one and redelivered without limit until acknowledged.
+ * Throws a `RangeError` for an `ack_wait_ms` under 1000 or a
+ * `max_ack_pending` that is not a positive integer.
+ */
+export function workConsumer(options: WorkConsumerOptions): ConsumerConfig {
+  const { ack_wait_ms: ackWaitMs, max_ack_pending: maxAckPending } = options;
+  if (!Number.isSafeInteger(ackWaitMs) || ackWaitMs < 1_000) {
+    throw new RangeError(`ack_wait_ms must be an integer >= 1000, got ${ackWaitMs}`);
+  }
+  assertPositiveInteger(maxAckPending, "max_ack_pending");
+  return {
+    durable_name: options.durable_name,
+    description: options.description,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    replay_policy: ReplayPolicy.Instant,
+    filter_subject: options.filter_subject,
+    ack_wait: ackWaitMs * NANOS_PER_MS,
+    max_ack_pending: maxAckPending,
+    max_deliver: -1,
+  };
+}
 
 /** Streams the engine itself needs. Later features append theirs. */
 export const ENGINE_STREAMS: readonly StreamSpec[] = [

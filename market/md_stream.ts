@@ -25,16 +25,13 @@
  * @module
  */
 
+import type { ConsumerConfig } from "@nats-io/jetstream";
 import {
-  AckPolicy,
-  type ConsumerConfig,
-  DeliverPolicy,
-  DiscardPolicy,
-  ReplayPolicy,
-  RetentionPolicy,
-  StorageType,
-} from "@nats-io/jetstream";
-import type { StreamSpec } from "../adapters/nats.ts";
+  assertPositiveInteger,
+  limitsStream,
+  type StreamSpec,
+  workConsumer,
+} from "../adapters/nats.ts";
 import { CLEAN_ALL } from "./subjects.ts";
 
 /** Name of the stream of validated market data. */
@@ -53,8 +50,6 @@ export const DEFAULT_BATCH_WRITER_CONSUMER = "batch_writer";
 export const DEFAULT_ACK_WAIT_MS = 10_000;
 /** Most messages one pull asks for. */
 export const DEFAULT_FETCH_MESSAGES = 1_000;
-
-const NANOS_PER_MS = 1_000_000;
 
 /** Where the stream lives and what it captures; shared by the stream and consumer factories. */
 export interface MdStreamNames {
@@ -91,22 +86,14 @@ export function mdCleanSubject(names: MdStreamNames = {}): string {
  * ```
  */
 export function mdCleanStream(options: MdCleanStreamOptions): StreamSpec {
-  const { stream_max_bytes, stream_max_age_s } = options;
-  if (!Number.isSafeInteger(stream_max_bytes) || stream_max_bytes < 1) {
-    throw new RangeError(`stream_max_bytes must be a positive integer, got ${stream_max_bytes}`);
-  }
-  if (!Number.isSafeInteger(stream_max_age_s) || stream_max_age_s < 1) {
-    throw new RangeError(`stream_max_age_s must be a positive integer, got ${stream_max_age_s}`);
-  }
-  return {
+  assertPositiveInteger(options.stream_max_bytes, "stream_max_bytes");
+  assertPositiveInteger(options.stream_max_age_s, "stream_max_age_s");
+  return limitsStream({
     name: options.stream ?? DEFAULT_MD_CLEAN_STREAM,
-    subjects: [mdCleanSubject(options)],
-    storage: StorageType.File,
-    retention: RetentionPolicy.Limits,
-    discard: DiscardPolicy.Old,
-    max_bytes: stream_max_bytes,
-    max_age: stream_max_age_s * 1_000 * NANOS_PER_MS,
-  };
+    subject: mdCleanSubject(options),
+    max_age_s: options.stream_max_age_s,
+    max_bytes: options.stream_max_bytes,
+  });
 }
 
 /** Options of {@linkcode batchWriterConsumer}. */
@@ -125,24 +112,11 @@ export interface BatchWriterConsumerOptions extends MdStreamNames {
  * start of the stream, redelivered for ever until acknowledged.
  */
 export function batchWriterConsumer(options: BatchWriterConsumerOptions): ConsumerConfig {
-  const ackWaitMs = options.ack_wait_ms ?? DEFAULT_ACK_WAIT_MS;
-  if (!Number.isSafeInteger(ackWaitMs) || ackWaitMs < 1_000) {
-    throw new RangeError(`ack_wait_ms must be an integer >= 1000, got ${ackWaitMs}`);
-  }
-  if (!Number.isSafeInteger(options.max_ack_pending) || options.max_ack_pending < 1) {
-    throw new RangeError(
-      `max_ack_pending must be a positive integer, got ${options.max_ack_pending}`,
-    );
-  }
-  return {
+  return workConsumer({
     durable_name: options.consumer ?? DEFAULT_BATCH_WRITER_CONSUMER,
     description: "Tradewire batch writer: validated market data into ClickHouse",
-    ack_policy: AckPolicy.Explicit,
-    deliver_policy: DeliverPolicy.All,
-    replay_policy: ReplayPolicy.Instant,
     filter_subject: mdCleanSubject(options),
-    ack_wait: ackWaitMs * NANOS_PER_MS,
+    ack_wait_ms: options.ack_wait_ms ?? DEFAULT_ACK_WAIT_MS,
     max_ack_pending: options.max_ack_pending,
-    max_deliver: -1,
-  };
+  });
 }

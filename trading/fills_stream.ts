@@ -25,18 +25,13 @@
  * @module
  */
 
+import type { ConsumerConfig, JetStreamClient, PubAck } from "@nats-io/jetstream";
 import {
-  AckPolicy,
-  type ConsumerConfig,
-  DeliverPolicy,
-  DiscardPolicy,
-  type JetStreamClient,
-  type PubAck,
-  ReplayPolicy,
-  RetentionPolicy,
-  StorageType,
-} from "@nats-io/jetstream";
-import type { StreamSpec } from "../adapters/nats.ts";
+  assertPositiveInteger,
+  limitsStream,
+  type StreamSpec,
+  workConsumer,
+} from "../adapters/nats.ts";
 import { encodeJson } from "../adapters/codec.ts";
 import { symbolToken } from "../market/subjects.ts";
 import { plainNumeric, safeParseDecimal } from "./money.ts";
@@ -58,8 +53,6 @@ export const DEFAULT_FILLS_ACK_WAIT_MS = 30_000;
 export const DEFAULT_FILLS_MAX_ACK_PENDING = 10_000;
 /** Subject of malformed fill messages, one dead letter per message. */
 export const FILLS_DLQ_SUBJECT = "dlq.fills";
-
-const NANOS_PER_MS = 1_000_000;
 
 /** Names shared by the stream and consumer factories; injectable so tests run their own. */
 export interface FillsStreamNames {
@@ -109,19 +102,16 @@ export function fillsStream(options: FillsStreamOptions = {}): StreamSpec {
   const maxAgeS = options.max_age_s ?? DEFAULT_FILLS_MAX_AGE_S;
   const maxBytes = options.max_bytes ?? DEFAULT_FILLS_MAX_BYTES;
   const windowMs = options.duplicate_window_ms ?? DEFAULT_FILLS_DUPLICATE_WINDOW_MS;
-  positiveInteger(maxAgeS, "max_age_s");
-  positiveInteger(maxBytes, "max_bytes");
-  positiveInteger(windowMs, "duplicate_window_ms");
-  return {
+  assertPositiveInteger(maxAgeS, "max_age_s");
+  assertPositiveInteger(maxBytes, "max_bytes");
+  assertPositiveInteger(windowMs, "duplicate_window_ms");
+  return limitsStream({
     name: options.stream ?? DEFAULT_FILLS_STREAM,
-    subjects: [fillsSubjectFilter(options)],
-    storage: StorageType.File,
-    retention: RetentionPolicy.Limits,
-    discard: DiscardPolicy.Old,
-    max_age: maxAgeS * 1_000 * NANOS_PER_MS,
+    subject: fillsSubjectFilter(options),
+    max_age_s: maxAgeS,
     max_bytes: maxBytes,
-    duplicate_window: windowMs * NANOS_PER_MS,
-  };
+    duplicate_window_ms: windowMs,
+  });
 }
 
 /** Options of {@linkcode positionTrackerConsumer}. */
@@ -142,23 +132,13 @@ export interface PositionTrackerConsumerOptions extends FillsStreamNames {
 export function positionTrackerConsumer(
   options: PositionTrackerConsumerOptions = {},
 ): ConsumerConfig {
-  const ackWaitMs = options.ack_wait_ms ?? DEFAULT_FILLS_ACK_WAIT_MS;
-  const maxAckPending = options.max_ack_pending ?? DEFAULT_FILLS_MAX_ACK_PENDING;
-  if (!Number.isSafeInteger(ackWaitMs) || ackWaitMs < 1_000) {
-    throw new RangeError(`ack_wait_ms must be an integer >= 1000, got ${ackWaitMs}`);
-  }
-  positiveInteger(maxAckPending, "max_ack_pending");
-  return {
+  return workConsumer({
     durable_name: options.consumer ?? DEFAULT_POSITION_TRACKER_CONSUMER,
     description: "Tradewire position tracker: fills into positions and the portfolio",
-    ack_policy: AckPolicy.Explicit,
-    deliver_policy: DeliverPolicy.All,
-    replay_policy: ReplayPolicy.Instant,
     filter_subject: fillsSubjectFilter(options),
-    ack_wait: ackWaitMs * NANOS_PER_MS,
-    max_ack_pending: maxAckPending,
-    max_deliver: -1,
-  };
+    ack_wait_ms: options.ack_wait_ms ?? DEFAULT_FILLS_ACK_WAIT_MS,
+    max_ack_pending: options.max_ack_pending ?? DEFAULT_FILLS_MAX_ACK_PENDING,
+  });
 }
 
 /**
@@ -310,10 +290,4 @@ export function publishFill(
   return js.publish(fillSubject(fill.symbol, names), encodeJson(fill), {
     msgID: `fill-${fill.id}`,
   });
-}
-
-function positiveInteger(value: number, name: string): void {
-  if (!Number.isSafeInteger(value) || value < 1) {
-    throw new RangeError(`${name} must be a positive integer, got ${value}`);
-  }
 }

@@ -29,16 +29,13 @@
  * @module
  */
 
+import type { ConsumerConfig } from "@nats-io/jetstream";
 import {
-  AckPolicy,
-  type ConsumerConfig,
-  DeliverPolicy,
-  DiscardPolicy,
-  ReplayPolicy,
-  RetentionPolicy,
-  StorageType,
-} from "@nats-io/jetstream";
-import type { StreamSpec } from "../adapters/nats.ts";
+  assertPositiveInteger,
+  limitsStream,
+  type StreamSpec,
+  workConsumer,
+} from "../adapters/nats.ts";
 import { symbolToken } from "../market/subjects.ts";
 import type { OrderStatus } from "./order_state.ts";
 
@@ -64,8 +61,6 @@ export const DEFAULT_SIGNALS_MAX_ACK_PENDING = 4_000;
 export const REJECTED_TOKEN = "rejected";
 /** Request/reply subject of the kill switch. */
 export const KILL_SWITCH_SUBJECT = "control.kill_switch";
-
-const NANOS_PER_MS = 1_000_000;
 
 /** Names shared by the stream, consumer and subject helpers; injectable for tests. */
 export interface SignalsStreamNames {
@@ -160,19 +155,16 @@ export function signalsStream(options: SignalsStreamOptions = {}): StreamSpec {
   const maxAgeS = options.max_age_s ?? DEFAULT_SIGNALS_MAX_AGE_S;
   const maxBytes = options.max_bytes ?? DEFAULT_SIGNALS_MAX_BYTES;
   const windowMs = options.duplicate_window_ms ?? DEFAULT_SIGNALS_DUPLICATE_WINDOW_MS;
-  positiveInteger(maxAgeS, "max_age_s");
-  positiveInteger(maxBytes, "max_bytes");
-  positiveInteger(windowMs, "duplicate_window_ms");
-  return {
+  assertPositiveInteger(maxAgeS, "max_age_s");
+  assertPositiveInteger(maxBytes, "max_bytes");
+  assertPositiveInteger(windowMs, "duplicate_window_ms");
+  return limitsStream({
     name: options.stream ?? DEFAULT_SIGNALS_STREAM,
-    subjects: [signalsSubjectFilter(options)],
-    storage: StorageType.File,
-    retention: RetentionPolicy.Limits,
-    discard: DiscardPolicy.Old,
-    max_age: maxAgeS * 1_000 * NANOS_PER_MS,
+    subject: signalsSubjectFilter(options),
+    max_age_s: maxAgeS,
     max_bytes: maxBytes,
-    duplicate_window: windowMs * NANOS_PER_MS,
-  };
+    duplicate_window_ms: windowMs,
+  });
 }
 
 /** Options of {@linkcode executionConsumer}. */
@@ -190,23 +182,13 @@ export interface ExecutionConsumerOptions extends SignalsStreamNames {
  * signal from the start of the stream, redelivered until acknowledged.
  */
 export function executionConsumer(options: ExecutionConsumerOptions = {}): ConsumerConfig {
-  const ackWaitMs = options.ack_wait_ms ?? DEFAULT_SIGNALS_ACK_WAIT_MS;
-  const maxAckPending = options.max_ack_pending ?? DEFAULT_SIGNALS_MAX_ACK_PENDING;
-  if (!Number.isSafeInteger(ackWaitMs) || ackWaitMs < 1_000) {
-    throw new RangeError(`ack_wait_ms must be an integer >= 1000, got ${ackWaitMs}`);
-  }
-  positiveInteger(maxAckPending, "max_ack_pending");
-  return {
+  return workConsumer({
     durable_name: options.consumer ?? DEFAULT_EXECUTION_CONSUMER,
     description: "Tradewire execution engine: signals into risk-checked orders",
-    ack_policy: AckPolicy.Explicit,
-    deliver_policy: DeliverPolicy.All,
-    replay_policy: ReplayPolicy.Instant,
     filter_subject: signalsSubjectFilter(options),
-    ack_wait: ackWaitMs * NANOS_PER_MS,
-    max_ack_pending: maxAckPending,
-    max_deliver: -1,
-  };
+    ack_wait_ms: options.ack_wait_ms ?? DEFAULT_SIGNALS_ACK_WAIT_MS,
+    max_ack_pending: options.max_ack_pending ?? DEFAULT_SIGNALS_MAX_ACK_PENDING,
+  });
 }
 
 /** One reason a signal was refused: a field (`path`) or a risk rule (`rule`), and what is wrong. */
@@ -289,10 +271,4 @@ export function parseKillSwitchRequest(
   if (typeof v.cancel_open === "boolean") request.cancel_open = v.cancel_open;
   if (typeof v.reason === "string") request.reason = v.reason;
   return { ok: true, request };
-}
-
-function positiveInteger(value: number, name: string): void {
-  if (!Number.isSafeInteger(value) || value < 1) {
-    throw new RangeError(`${name} must be a positive integer, got ${value}`);
-  }
 }
