@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Sql, TransactionSql } from "postgres";
+import type { Fragment, Sql, TransactionSql } from "postgres";
 import type { Decimal } from "decimal.js";
 import { mapDbError } from "./errors.ts";
 
@@ -134,6 +134,30 @@ export function toPage<T extends { id: string }>(rows: T[], limit: number): Page
   if (rows.length <= limit) return { items: rows, next: null };
   const items = rows.slice(0, limit);
   return { items, next: items[items.length - 1]?.id ?? null };
+}
+
+/**
+ * One page of `SELECT * FROM <table> WHERE <where>` in id order (keyset
+ * pagination: the cursor is the last id seen, so pages neither repeat nor skip
+ * rows while rows are added). `page` is what {@linkcode pageOptions} returned.
+ */
+export async function selectPage<T extends { id: string }>(
+  sql: Queryable,
+  table: string,
+  where: Fragment,
+  page: ReturnType<typeof pageOptions>,
+): Promise<Page<T>> {
+  const { limit, after, direction } = page;
+  if (after !== null) {
+    where = direction === "desc"
+      ? sql`${where} AND id < ${after}`
+      : sql`${where} AND id > ${after}`;
+  }
+  const rows = await run(sql<T[]>`
+    SELECT * FROM ${sql(table)} WHERE ${where}
+    ORDER BY id ${direction === "desc" ? sql`DESC` : sql`ASC`}
+    LIMIT ${limit + 1}`);
+  return toPage([...rows], limit);
 }
 
 /** Runs `query`, rethrowing failures through {@linkcode mapDbError}. */

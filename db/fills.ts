@@ -31,9 +31,9 @@ import {
   pageOptions,
   type Queryable,
   run,
+  selectPage,
   toNumeric,
   toNumericOrNull,
-  toPage,
   type WriteOptions,
 } from "./_common.ts";
 import { checkId, statusRecord, statusUpdateQuery } from "./_order_sql.ts";
@@ -400,7 +400,7 @@ export async function listFills(
   sql: Queryable,
   filter: FillFilter & PageOptions = {},
 ): Promise<Page<Fill>> {
-  const { limit, after, direction } = pageOptions(filter);
+  const page = pageOptions(filter);
   let where = sql`TRUE`;
   if (filter.from !== undefined) {
     where = sql`${where} AND filled_at >= ${checkDate(filter.from, "from")}`;
@@ -411,16 +411,7 @@ export async function listFills(
     checkId(filter.order_id, "order id");
     where = sql`${where} AND order_id = ${filter.order_id}`;
   }
-  if (after !== null) {
-    where = direction === "desc"
-      ? sql`${where} AND id < ${after}`
-      : sql`${where} AND id > ${after}`;
-  }
-  const rows = await run(sql<Fill[]>`
-    SELECT * FROM fills WHERE ${where}
-    ORDER BY id ${direction === "desc" ? sql`DESC` : sql`ASC`}
-    LIMIT ${limit + 1}`);
-  return toPage([...rows], limit);
+  return await selectPage<Fill>(sql, "fills", where, page);
 }
 
 /** Per-symbol totals over fills (see {@linkcode fillTotalsBySymbol}). */

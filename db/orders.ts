@@ -28,7 +28,7 @@ import {
   pageOptions,
   type Queryable,
   run,
-  toPage,
+  selectPage,
   type WriteOptions,
 } from "./_common.ts";
 import {
@@ -400,7 +400,7 @@ export async function listOrders(
   sql: Queryable,
   filter: OrderFilter & PageOptions = {},
 ): Promise<Page<Order>> {
-  const { limit, after, direction } = pageOptions(filter);
+  const page = pageOptions(filter);
   let where = sql`TRUE`;
   if (filter.symbol !== undefined) where = sql`${where} AND symbol = ${filter.symbol}`;
   if (filter.status !== undefined) {
@@ -422,16 +422,7 @@ export async function listOrders(
     where = sql`${where} AND created_at >= ${checkDate(filter.from, "from")}`;
   }
   if (filter.to !== undefined) where = sql`${where} AND created_at < ${checkDate(filter.to, "to")}`;
-  if (after !== null) {
-    where = direction === "desc"
-      ? sql`${where} AND id < ${after}`
-      : sql`${where} AND id > ${after}`;
-  }
-  const rows = await run(sql<Order[]>`
-    SELECT * FROM orders WHERE ${where}
-    ORDER BY id ${direction === "desc" ? sql`DESC` : sql`ASC`}
-    LIMIT ${limit + 1}`);
-  return toPage([...rows], limit);
+  return await selectPage<Order>(sql, "orders", where, page);
 }
 
 /** Options of {@linkcode listOpenOrders} and {@linkcode countOpenOrders}. */

@@ -22,8 +22,8 @@ import {
   pageOptions,
   type Queryable,
   run,
+  selectPage,
   toNumeric,
-  toPage,
   type WriteOptions,
 } from "./_common.ts";
 import { NotFoundError } from "./errors.ts";
@@ -231,20 +231,11 @@ export async function listSnapshots(
   sql: Queryable,
   filter: SnapshotFilter & PageOptions = {},
 ): Promise<Page<PortfolioSnapshot>> {
-  const { limit, after, direction } = pageOptions(filter);
+  const page = pageOptions(filter);
   let where = sql`portfolio_id = ${filter.portfolio_id ?? DEFAULT_PORTFOLIO}`;
   if (filter.from !== undefined) {
     where = sql`${where} AND taken_at >= ${checkDate(filter.from, "from")}`;
   }
   if (filter.to !== undefined) where = sql`${where} AND taken_at < ${checkDate(filter.to, "to")}`;
-  if (after !== null) {
-    where = direction === "desc"
-      ? sql`${where} AND id < ${after}`
-      : sql`${where} AND id > ${after}`;
-  }
-  const rows = await run(sql<PortfolioSnapshot[]>`
-    SELECT * FROM portfolio_snapshots WHERE ${where}
-    ORDER BY id ${direction === "desc" ? sql`DESC` : sql`ASC`}
-    LIMIT ${limit + 1}`);
-  return toPage([...rows], limit);
+  return await selectPage<PortfolioSnapshot>(sql, "portfolio_snapshots", where, page);
 }

@@ -34,7 +34,7 @@ import {
   pageOptions,
   type Queryable,
   run,
-  toPage,
+  selectPage,
   type WriteOptions,
 } from "./_common.ts";
 import {
@@ -549,7 +549,7 @@ export async function listSignals(
   sql: Queryable,
   filter: SignalFilter & PageOptions = {},
 ): Promise<Page<Signal>> {
-  const { limit, after, direction } = pageOptions(filter);
+  const page = pageOptions(filter);
   let where = sql`TRUE`;
   if (filter.strategy !== undefined) where = sql`${where} AND strategy = ${filter.strategy}`;
   if (filter.status !== undefined) {
@@ -562,14 +562,5 @@ export async function listSignals(
   if (filter.to !== undefined) {
     where = sql`${where} AND received_at < ${checkDate(filter.to, "to")}`;
   }
-  if (after !== null) {
-    where = direction === "desc"
-      ? sql`${where} AND id < ${after}`
-      : sql`${where} AND id > ${after}`;
-  }
-  const rows = await run(sql<Signal[]>`
-    SELECT * FROM signals WHERE ${where}
-    ORDER BY id ${direction === "desc" ? sql`DESC` : sql`ASC`}
-    LIMIT ${limit + 1}`);
-  return toPage([...rows], limit);
+  return await selectPage<Signal>(sql, "signals", where, page);
 }
