@@ -34,27 +34,13 @@
  */
 
 import { type Decimal, toJson, ZERO } from "./money.ts";
+import { FINAL_ORDER_STATUSES, ORDER_STATUSES, type OrderStatus } from "../db/enums.ts";
 
-/** Every order status. */
-export const ORDER_STATUSES = [
-  "pending",
-  "submitted",
-  "partially_filled",
-  "filled",
-  "cancelled",
-  "rejected",
-  "expired",
-] as const;
-/** One of {@linkcode ORDER_STATUSES}. */
-export type OrderStatus = typeof ORDER_STATUSES[number];
-
+// Every order status is a label of the database's order_status enum (db/enums.ts).
+export { ORDER_STATUSES };
+export type { OrderStatus };
 /** Statuses an order never leaves. */
-export const TERMINAL_ORDER_STATUSES: readonly OrderStatus[] = [
-  "filled",
-  "cancelled",
-  "rejected",
-  "expired",
-];
+export const TERMINAL_ORDER_STATUSES: readonly OrderStatus[] = FINAL_ORDER_STATUSES;
 /** Statuses of a live order: counted by the `max_open_orders` risk rule, cancellable. */
 export const OPEN_ORDER_STATUSES: readonly OrderStatus[] = [
   "pending",

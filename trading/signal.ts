@@ -34,21 +34,22 @@
 import { z } from "zod";
 import { type Exchange, EXCHANGES } from "../market/events.ts";
 import { type Decimal, fitsDb, safeParseDecimal, toJson } from "./money.ts";
+import {
+  ORDER_SIDES,
+  ORDER_TYPES,
+  type OrderSide,
+  type OrderType,
+  type TimeInForce,
+  TIMES_IN_FORCE,
+} from "../db/enums.ts";
 
+// The domain's words are the database enums' labels (db/enums.ts): one list each.
+export { ORDER_TYPES, TIMES_IN_FORCE };
+export type { OrderType, TimeInForce };
 /** Order sides. */
-export const SIDES = ["buy", "sell"] as const;
+export const SIDES = ORDER_SIDES;
 /** One of {@linkcode SIDES}. */
-export type Side = typeof SIDES[number];
-
-/** Order types. */
-export const ORDER_TYPES = ["market", "limit", "stop", "stop_limit"] as const;
-/** One of {@linkcode ORDER_TYPES}. */
-export type OrderType = typeof ORDER_TYPES[number];
-
-/** Times in force: day, good till cancelled, immediate or cancel, fill or kill. */
-export const TIMES_IN_FORCE = ["day", "gtc", "ioc", "fok"] as const;
-/** One of {@linkcode TIMES_IN_FORCE}. */
-export type TimeInForce = typeof TIMES_IN_FORCE[number];
+export type Side = OrderSide;
 
 /** Order type of a signal that names none. */
 export const DEFAULT_ORDER_TYPE: OrderType = "market";
