@@ -89,6 +89,7 @@ import {
 import { MARKET_TABLES, type MarketTable, RowError, toRowLine, tradeKey } from "../market/rows.ts";
 import type { MarketStatus } from "../market/status.ts";
 import { type DeadLetter, dlqSubject } from "../market/subjects.ts";
+import { Wakeup } from "../lib/wakeup.ts";
 
 /** Name of the writer in the supervision tree. */
 export const BATCH_WRITER_NAME = "batch_writer";
@@ -431,23 +432,6 @@ function sourcesOf(batch: Batch, table: MarketTable): unknown[] {
   }
   batch.sources[table] = sources;
   return sources;
-}
-
-/** Resolves every waiter of {@linkcode Wakeup.wait} on {@linkcode Wakeup.notify}. */
-class Wakeup {
-  #promise: Promise<void> | null = null;
-  #resolve: (() => void) | null = null;
-
-  wait(): Promise<void> {
-    return this.#promise ??= new Promise((resolve) => this.#resolve = resolve);
-  }
-
-  notify(): void {
-    const resolve = this.#resolve;
-    this.#promise = null;
-    this.#resolve = null;
-    resolve?.();
-  }
 }
 
 /** Settles like `promise`, or resolves `false` when `signal` aborts first. */

@@ -75,6 +75,7 @@ import {
 } from "../trading/signals_stream.ts";
 import { actor } from "./actor.ts";
 import type { ChildSpec } from "./types.ts";
+import { Wakeup } from "../lib/wakeup.ts";
 
 /** Name of the actor in the supervision tree. */
 export const EXECUTION_ACTOR_NAME = "execution";
@@ -219,23 +220,6 @@ async function setUp(deps: ExecutionActorDeps, log: Logger): Promise<Consumer> {
   // Generic despite its name: creates the durable consumer or updates its settings.
   await ensureConsumer(await jetstreamManager(deps.nats), stream, config, log);
   return await jetstream(deps.nats).consumers.get(stream, config.durable_name!);
-}
-
-/** Resolves every waiter on notify. */
-class Wakeup {
-  #promise: Promise<void> | null = null;
-  #resolve: (() => void) | null = null;
-
-  wait(): Promise<void> {
-    return this.#promise ??= new Promise((resolve) => this.#resolve = resolve);
-  }
-
-  notify(): void {
-    const resolve = this.#resolve;
-    this.#promise = null;
-    this.#resolve = null;
-    resolve?.();
-  }
 }
 
 const decoder = new TextDecoder();
