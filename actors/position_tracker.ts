@@ -108,6 +108,8 @@ import {
   emptyPosition,
   markPosition,
   type PortfolioValue,
+  type PortfolioValueJson,
+  portfolioValueToJson,
   type Position,
   type PositionValue,
   type PositionValueJson,
@@ -257,32 +259,14 @@ export interface PositionMessage extends PositionValueJson {
   at: number;
 }
 
-/** The `portfolio.snapshot` message. */
-export interface SnapshotMessage {
+/** The `portfolio.snapshot` message: the valued portfolio, with what it is and when. */
+export interface SnapshotMessage extends PortfolioValueJson {
   /** Portfolio. */
   portfolio_id: string;
   /** When it was taken, ms since the epoch. */
   taken_at: number;
   /** Cash the portfolio started with. */
   starting_cash: string;
-  /** Cash. */
-  cash: string;
-  /** Cash + market value. */
-  equity: string;
-  /** Σ|market value|. */
-  gross_exposure: string;
-  /** Σ market value. */
-  net_exposure: string;
-  /** Σ realized P&L. */
-  realized_pnl: string;
-  /** Σ unrealized P&L. */
-  unrealized_pnl: string;
-  /** Equity − starting cash. */
-  total_pnl: string;
-  /** Each position, valued. */
-  positions: PositionValueJson[];
-  /** Positions valued at their average entry price for want of a mark. */
-  unmarked: string[];
 }
 
 /** A dead letter on `dlq.fills`. */
@@ -1038,15 +1022,7 @@ class Tracker {
       portfolio_id: state.portfolio_id,
       taken_at: now,
       starting_cash: toJson(state.starting_cash),
-      cash: toJson(value.cash),
-      equity: toJson(value.equity),
-      gross_exposure: toJson(value.gross_exposure),
-      net_exposure: toJson(value.net_exposure),
-      realized_pnl: toJson(value.realized_pnl),
-      unrealized_pnl: toJson(value.unrealized_pnl),
-      total_pnl: toJson(value.total_pnl),
-      positions: value.positions.map(positionValueToJson),
-      unmarked: value.unmarked,
+      ...portfolioValueToJson(value),
     };
     try {
       await unitOfWork(sql, async (tx) => {
