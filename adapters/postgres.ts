@@ -244,7 +244,8 @@ export type DatabaseErrorKind =
   /** Anything else. */
   | "other";
 
-const CONNECTION_CODES = new Set([
+/** Error codes (errno and SQLSTATE) that mean the connection failed, besides class 08. */
+export const CONNECTION_CODES: ReadonlySet<string> = new Set([
   "ECONNREFUSED",
   "ECONNRESET",
   "ECONNABORTED",
@@ -286,22 +287,34 @@ function kindOfCode(code: string): DatabaseErrorKind | null {
  * ```
  */
 export function databaseErrorKind(error: unknown): DatabaseErrorKind {
+  return findByCode(error, kindOfCode) ?? "other";
+}
+
+/**
+ * The first non-null `pick(code, error)` over `error` and the errors in its
+ * `cause` chain and `AggregateError`s that carry a string `code`, depth first;
+ * null when none does.
+ */
+export function findByCode<T>(
+  error: unknown,
+  pick: (code: string, error: Record<string, unknown>) => T | null,
+): T | null {
   const seen = new Set<unknown>();
-  const visit = (e: unknown): DatabaseErrorKind | null => {
+  const visit = (e: unknown): T | null => {
     if (e === null || typeof e !== "object" || seen.has(e)) return null;
     seen.add(e);
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === "string") {
-      const kind = kindOfCode(code);
-      if (kind !== null) return kind;
+    const record = e as Record<string, unknown>;
+    if (typeof record.code === "string") {
+      const found = pick(record.code, record);
+      if (found !== null) return found;
     }
     if (e instanceof AggregateError) {
       for (const inner of e.errors) {
-        const kind = visit(inner);
-        if (kind !== null) return kind;
+        const found = visit(inner);
+        if (found !== null) return found;
       }
     }
-    return visit((e as { cause?: unknown }).cause);
+    return visit(record.cause);
   };
-  return visit(error) ?? "other";
+  return visit(error);
 }

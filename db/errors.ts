@@ -24,6 +24,8 @@
  * @module
  */
 
+import { CONNECTION_CODES, findByCode } from "../adapters/postgres.ts";
+
 /** What a {@linkcode DbError} carries from the server's error report. */
 export interface DbErrorDetails {
   /** SQLSTATE (e.g. `"23505"`) or errno code (e.g. `"ECONNREFUSED"`). */
@@ -157,27 +159,6 @@ export class SerializationError extends DbError {
   }
 }
 
-const NETWORK_CODES = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ECONNABORTED",
-  "ENOTFOUND",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "ETIMEDOUT",
-  "EPIPE",
-  "EAI_AGAIN",
-  "CONNECT_TIMEOUT",
-  "CONNECTION_CLOSED",
-  "CONNECTION_ENDED",
-  "CONNECTION_DESTROYED",
-  // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
-  "57P01",
-  "57P02",
-  "57P03",
-  "53300",
-]);
-
 type Constructor = new (
   message: string,
   details: DbErrorDetails,
@@ -186,7 +167,7 @@ type Constructor = new (
 
 /** The error class for `code`, or null when the code is not one we map. */
 function classFor(code: string): Constructor | null {
-  if (NETWORK_CODES.has(code) || code.startsWith("08")) return DbConnectionError;
+  if (CONNECTION_CODES.has(code) || code.startsWith("08")) return DbConnectionError;
   if (code === "23505" || code === "23P01") return ConflictError;
   if (code.startsWith("23") || code === "40002") return IntegrityError;
   if (code === "40001" || code === "40P01") return SerializationError;
@@ -204,25 +185,10 @@ interface Found {
 
 /** The first error in `error`'s `cause` chain (and `AggregateError`s) with a code we map. */
 function findCoded(error: unknown): Found | null {
-  const seen = new Set<unknown>();
-  const visit = (e: unknown): Found | null => {
-    if (e === null || typeof e !== "object" || seen.has(e)) return null;
-    seen.add(e);
-    const record = e as Record<string, unknown>;
-    const code = record.code;
-    if (typeof code === "string") {
-      const cls = classFor(code);
-      if (cls !== null) return { error: record, cls, code };
-    }
-    if (e instanceof AggregateError) {
-      for (const inner of e.errors) {
-        const found = visit(inner);
-        if (found !== null) return found;
-      }
-    }
-    return visit(record.cause);
-  };
-  return visit(error);
+  return findByCode(error, (code, record) => {
+    const cls = classFor(code);
+    return cls === null ? null : { error: record, cls, code };
+  });
 }
 
 function text(value: unknown): string | undefined {
