@@ -9,6 +9,8 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { decodeJson } from "../adapters/codec.ts";
 import { feedActor, type FeedDeps } from "../actors/feed.ts";
 import type { Exchange, MarketEvent } from "../market/events.ts";
+import { type FeedStatus, MarketStatus } from "../market/status.ts";
+import type { Logger } from "../lib/log.ts";
 import { type DeadLetter, dlqSubject } from "../market/subjects.ts";
 import type { VenueSession } from "../venues/session.ts";
 import { deadline } from "./_helpers.ts";
@@ -63,6 +65,64 @@ export function runFeed(session: VenueSession, deps: FeedDeps): () => Promise<vo
   return async () => {
     controller.abort();
     await deadline(running.done, 5_000, "feed stop");
+  };
+}
+
+/** Options of {@linkcode startTestFeed}. */
+export interface TestFeedOptions {
+  /** @default {20_000} */
+  staleAfterMs?: number | undefined;
+  /** @default {20} */
+  reconnectInitialMs?: number | undefined;
+  /** @default {100} */
+  reconnectMaxMs?: number | undefined;
+  /** @default {50} */
+  tickMs?: number;
+  /** The feed's logger. */
+  log?: Logger;
+}
+
+/** A feed started by {@linkcode startTestFeed}. */
+export interface TestFeed {
+  /** The figures the feed keeps. */
+  marketStatus: MarketStatus;
+  /** This venue's feed figures. */
+  status: FeedStatus;
+  /** Stops the feed, then the venue, then drains the connection. */
+  close(): Promise<void>;
+}
+
+/**
+ * Runs `session`'s feed on `nc` with the feed tests' fast timings (events
+ * published as they come, quick reconnects) against the fake `venue`.
+ */
+export function startTestFeed(
+  session: VenueSession,
+  nc: NatsConnection,
+  venue: { stop(): Promise<void> },
+  options: TestFeedOptions = {},
+): TestFeed {
+  const marketStatus = new MarketStatus();
+  const stopFeed = runFeed(session, {
+    nats: nc,
+    status: marketStatus,
+    ...(options.log ? { log: options.log } : {}),
+    options: {
+      stale_after_ms: options.staleAfterMs ?? 20_000,
+      reconnect_initial_ms: options.reconnectInitialMs ?? 20,
+      reconnect_max_ms: options.reconnectMaxMs ?? 100,
+      publish_batch_ms: 0,
+      tick_ms: options.tickMs ?? 50,
+    },
+  });
+  return {
+    marketStatus,
+    status: marketStatus.feed(session.exchange),
+    close: async () => {
+      await stopFeed();
+      await venue.stop();
+      await nc.drain();
+    },
   };
 }
 

@@ -16,7 +16,7 @@ import { createSessions } from "../venues/mod.ts";
 import { configSchema } from "../config/mod.ts";
 import { deadline, waitFor } from "./_helpers.ts";
 import { type FakeAlpacaServer, startAlpacaServer } from "./fakes/alpaca_server.ts";
-import { ofKind, runFeed, watchVenue } from "./_feed_harness.ts";
+import { ofKind, startTestFeed, watchVenue } from "./_feed_harness.ts";
 
 const FIXTURES = new URL("../../shared/fixtures/alpaca/", import.meta.url);
 const DOC_MESSAGES = "docs_stream_data_v2_messages.jsonl";
@@ -327,7 +327,6 @@ async function startHarness(tickers: string[], options: HarnessOptions = {}): Pr
   const nc = await connect({ servers: NATS_URL });
   const token = crypto.randomUUID();
   const { events, letters } = await watchVenue(nc, "alpaca", tickers, [token, ...tickers]);
-  const marketStatus = new MarketStatus();
   const session = alpacaSession(config({
     ws_url: venue.url,
     key_id: options.keyId ?? KEY_ID,
@@ -335,33 +334,22 @@ async function startHarness(tickers: string[], options: HarnessOptions = {}): Pr
     symbols: tickers,
   }));
   const { log, lines } = memoryLogger();
-  const stopFeed = runFeed(session, {
-    nats: nc,
-    status: marketStatus,
+  const feed = startTestFeed(session, nc, venue, {
+    staleAfterMs: options.staleAfterMs,
+    reconnectInitialMs: options.reconnectInitialMs,
+    reconnectMaxMs: options.reconnectMaxMs,
     log,
-    options: {
-      stale_after_ms: options.staleAfterMs ?? 20_000,
-      reconnect_initial_ms: options.reconnectInitialMs ?? 20,
-      reconnect_max_ms: options.reconnectMaxMs ?? 100,
-      publish_batch_ms: 0,
-      tick_ms: 50,
-    },
   });
-  const close = async () => {
-    await stopFeed();
-    await venue.stop();
-    await nc.drain();
-  };
   return {
     venue,
-    status: marketStatus.feed("alpaca"),
-    marketStatus,
+    status: feed.status,
+    marketStatus: feed.marketStatus,
     events,
     letters,
     token,
     logLines: lines,
     venueStatus: () => session.status(),
-    [Symbol.asyncDispose]: close,
+    [Symbol.asyncDispose]: feed.close,
   };
 }
 

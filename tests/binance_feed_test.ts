@@ -12,7 +12,7 @@ import {
   type TradeEvent,
 } from "../market/events.ts";
 import { OrderBook } from "../market/order_book.ts";
-import { type FeedStatus, MarketStatus } from "../market/status.ts";
+import type { FeedStatus } from "../market/status.ts";
 import type { DeadLetter } from "../market/subjects.ts";
 import type { SessionIO } from "../venues/session.ts";
 import {
@@ -30,7 +30,7 @@ import {
   serverShutdownFrame,
   startBinanceServer,
 } from "./fakes/binance_server.ts";
-import { ofKind, runFeed, watchVenue } from "./_feed_harness.ts";
+import { ofKind, startTestFeed, watchVenue } from "./_feed_harness.ts";
 
 const FIXTURES = new URL("../../shared/fixtures/binance/", import.meta.url);
 const NKN = Deno.readTextFileSync(new URL("nknusdt_snapshot_then_depth_diffs.raw.jsonl", FIXTURES))
@@ -492,7 +492,6 @@ async function startHarness(
     symbols.map((symbol) => symbol.replaceAll(".", "_")),
     [token, ...symbols.map(binanceSymbol)],
   );
-  const marketStatus = new MarketStatus();
   const session = binanceSession({
     ws_url: venue.wsUrl,
     rest_url: venue.restUrl,
@@ -500,32 +499,17 @@ async function startHarness(
     channels: ["trades", "book", "top"],
     snapshot_limit: 1000,
   }, { snapshotRetryInitialMs: 20, snapshotRetryMaxMs: 200 });
-  const stopFeed = runFeed(session, {
-    nats: nc,
-    status: marketStatus,
-    options: {
-      stale_after_ms: options.staleAfterMs ?? 20_000,
-      reconnect_initial_ms: 20,
-      reconnect_max_ms: 100,
-      publish_batch_ms: 0,
-      tick_ms: 50,
-    },
-  });
-  const close = async () => {
-    await stopFeed();
-    await venue.stop();
-    await nc.drain();
-  };
+  const feed = startTestFeed(session, nc, venue, { staleAfterMs: options.staleAfterMs });
   return {
     venue,
-    status: marketStatus.feed("binance"),
+    status: feed.status,
     session,
     events,
     messages,
     letters,
     token,
     venueStatus: () => session.status(),
-    [Symbol.asyncDispose]: close,
+    [Symbol.asyncDispose]: feed.close,
   };
 }
 

@@ -9,14 +9,14 @@ import {
   type MarketEvent,
 } from "../market/events.ts";
 import { OrderBook } from "../market/order_book.ts";
-import { type FeedStatus, MarketStatus } from "../market/status.ts";
+import type { FeedStatus } from "../market/status.ts";
 import type { DeadLetter } from "../market/subjects.ts";
 import { parseCoinbaseFrame } from "../venues/coinbase/parse.ts";
 import { coinbaseSession, type CoinbaseSessionStatus } from "../venues/coinbase/session.ts";
 import type { SessionIO } from "../venues/session.ts";
 import { waitFor } from "./_helpers.ts";
 import { type FakeCoinbaseServer, startCoinbaseServer } from "./fakes/coinbase_server.ts";
-import { ofKind, runFeed, watchVenue } from "./_feed_harness.ts";
+import { ofKind, startTestFeed, watchVenue } from "./_feed_harness.ts";
 
 const FIXTURES = new URL("../../shared/fixtures/coinbase/", import.meta.url);
 const SESSION = "advanced_trade_session_2026-08-09.raw.jsonl";
@@ -391,37 +391,21 @@ async function startHarness(products: string[], options: HarnessOptions = {}): P
     token,
     ...products,
   ]);
-  const marketStatus = new MarketStatus();
   const session = coinbaseSession({
     ws_url: venue.url,
     symbols: products,
     channels: ["trades", "book", "top"],
   });
-  const stopFeed = runFeed(session, {
-    nats: nc,
-    status: marketStatus,
-    options: {
-      stale_after_ms: options.staleAfterMs ?? 20_000,
-      reconnect_initial_ms: 20,
-      reconnect_max_ms: 100,
-      publish_batch_ms: 0,
-      tick_ms: 50,
-    },
-  });
-  const close = async () => {
-    await stopFeed();
-    await venue.stop();
-    await nc.drain();
-  };
+  const feed = startTestFeed(session, nc, venue, { staleAfterMs: options.staleAfterMs });
   return {
     venue,
-    status: marketStatus.feed("coinbase"),
+    status: feed.status,
     events,
     messages,
     letters,
     token,
     venueStatus: () => session.status(),
-    [Symbol.asyncDispose]: close,
+    [Symbol.asyncDispose]: feed.close,
   };
 }
 

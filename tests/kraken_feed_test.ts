@@ -10,7 +10,7 @@ import {
   type TradeEvent,
 } from "../market/events.ts";
 import { OrderBook } from "../market/order_book.ts";
-import { type FeedStatus, MarketStatus } from "../market/status.ts";
+import type { FeedStatus } from "../market/status.ts";
 import type { DeadLetter } from "../market/subjects.ts";
 import type { SessionIO } from "../venues/session.ts";
 import { krakenChecksum } from "../venues/kraken/checksum.ts";
@@ -28,7 +28,7 @@ import {
   startKrakenServer,
   statusFrame,
 } from "./fakes/kraken_server.ts";
-import { ofKind, runFeed, watchVenue } from "./_feed_harness.ts";
+import { ofKind, startTestFeed, watchVenue } from "./_feed_harness.ts";
 
 const FIXTURES = new URL("../../shared/fixtures/kraken/", import.meta.url);
 /** The real MINA/GBP v2 session: line 1 is the subscribe this client sent. */
@@ -391,38 +391,25 @@ async function startHarness(symbols: string[], options: HarnessOptions = {}): Pr
     token,
     ...venueSymbols,
   ]);
-  const marketStatus = new MarketStatus();
   const session = krakenSession({
     ws_url: venue.wsUrl,
     symbols,
     channels: ["trades", "book"],
     book_depth: depth,
   }, { pingIntervalMs: options.pingIntervalMs ?? 60_000 });
-  const stopFeed = runFeed(session, {
-    nats: nc,
-    status: marketStatus,
-    options: {
-      stale_after_ms: options.staleAfterMs ?? 20_000,
-      reconnect_initial_ms: 20,
-      reconnect_max_ms: 100,
-      publish_batch_ms: 0,
-      tick_ms: 20,
-    },
+  const feed = startTestFeed(session, nc, venue, {
+    staleAfterMs: options.staleAfterMs,
+    tickMs: 20,
   });
-  const close = async () => {
-    await stopFeed();
-    await venue.stop();
-    await nc.drain();
-  };
   return {
     venue,
-    status: marketStatus.feed("kraken"),
+    status: feed.status,
     session,
     events,
     messages,
     letters,
     token,
-    [Symbol.asyncDispose]: close,
+    [Symbol.asyncDispose]: feed.close,
   };
 }
 
