@@ -56,6 +56,9 @@ async function main(): Promise<number> {
     log.error("engine could not start", { error });
     return 1;
   }
+  // A signal that came after the supervisors were up, while the run was being recorded,
+  // aborted nothing: stop now.
+  if (starting.signal.aborted) engine.stop();
   const code = await engine.closed();
   clearTimeout(forced);
   for (const [name, handler] of handlers) Deno.removeSignalListener(name, handler);

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import postgres from "postgres";
 import { startEngineProcess, waitForJson } from "./_engine_process.ts";
 import { freePort, startNatsServer } from "./_nats_server.ts";
-import { waitFor } from "./_helpers.ts";
+import { deadline, waitFor } from "./_helpers.ts";
 
 type Health = {
   status: string;
@@ -46,7 +46,12 @@ Deno.test("the engine boots, reports ok with every component up, and exits 0 on 
   const root = await (await engine.get("/")).json();
   assert.equal(root.name, "tradewire");
 
-  assert.equal(await engine.kill("SIGTERM"), 0);
+  const code = await engine.kill("SIGTERM");
+  assert.equal(
+    code,
+    0,
+    `exit ${code}; log: ${JSON.stringify(engine.lines)}; stderr: ${engine.stderr()}`,
+  );
   const messages = engine.lines.map((l) => l.message);
   assert.ok(messages.includes("engine stopped"), JSON.stringify(messages));
   for (const line of engine.lines) {
@@ -63,6 +68,18 @@ Deno.test("the engine boots, reports ok with every component up, and exits 0 on 
   } finally {
     await sql.end();
   }
+});
+
+Deno.test("SIGTERM just as the HTTP server listens, before the run is recorded, still exits 0", async () => {
+  await using engine = await startEngineProcess();
+  // The last child is up, so the supervisors are ready; the engine is still recording its run.
+  await waitFor(
+    () => engine.lines.some((l) => l.message === "HTTP listening"),
+    30_000,
+    "HTTP listening",
+  );
+  const code = await deadline(engine.kill("SIGTERM"), 20_000, "exit after SIGTERM");
+  assert.equal(code, 0, `exit ${code}; log: ${JSON.stringify(engine.lines)}`);
 });
 
 Deno.test("with ClickHouse unreachable the engine reports degraded instead of crashing", async () => {
