@@ -37,6 +37,7 @@ import {
   type MailboxPolicy,
 } from "./mailbox.ts";
 import type { ChildSpec, ChildStats, MailboxStats, RestartType, Running } from "./types.ts";
+import { assertPositiveInteger } from "../lib/assert.ts";
 
 /** Default mailbox capacity of an actor. */
 export const DEFAULT_MAILBOX_CAPACITY = 1024;
@@ -159,9 +160,7 @@ export function actor<M = unknown>(definition: ActorDefinition<M>, deps: ActorDe
   if (run && subjects.length > 0) throw new TypeError(`Actor ${name} has run and subjects`);
   if (!handle && !run) throw new TypeError(`Actor ${name} has neither handle nor run`);
   const capacity = mailbox.capacity ?? DEFAULT_MAILBOX_CAPACITY;
-  if (!Number.isInteger(capacity) || capacity < 1) {
-    throw new RangeError(`Actor ${name} mailbox capacity must be a positive integer`);
-  }
+  assertPositiveInteger(capacity, `Actor ${name} mailbox capacity`);
   return {
     name,
     ...(definition.restart ? { restart: definition.restart } : {}),

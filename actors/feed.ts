@@ -65,6 +65,7 @@ import type { FeedStatus, MarketStatus } from "../market/status.ts";
 import { type DeadLetter, dlqSubject, subjectOf } from "../market/subjects.ts";
 import type { SessionIO, VenueSession } from "../venues/session.ts";
 import type { ChildSpec, ChildStats, Running } from "./types.ts";
+import { assertPositiveInteger } from "../lib/assert.ts";
 
 /** No frame for this long (ms) → reconnect. */
 export const DEFAULT_STALE_AFTER_MS = 30_000;
@@ -244,9 +245,7 @@ export class FeedOutput {
     this.#batchMs = options.batchMs ?? DEFAULT_PUBLISH_BATCH_MS;
     this.#batchMax = options.batchMax ?? DEFAULT_PUBLISH_BATCH_MAX;
     if (!(this.#batchMs >= 0)) throw new RangeError(`batchMs must be >= 0, got ${this.#batchMs}`);
-    if (!Number.isInteger(this.#batchMax) || this.#batchMax < 1) {
-      throw new RangeError(`batchMax must be a positive integer, got ${this.#batchMax}`);
-    }
+    assertPositiveInteger(this.#batchMax, "batchMax");
     this.#clock = options.clock ?? systemClock;
     this.#log = options.log ?? nullLogger;
     this.#onFatal = options.onFatal ??
@@ -506,9 +505,7 @@ export function feedActor(session: VenueSession, deps: FeedDeps): ChildSpec {
   const batchMs = deps.options?.publish_batch_ms ?? DEFAULT_PUBLISH_BATCH_MS;
   const batchMax = deps.options?.publish_batch_max ?? DEFAULT_PUBLISH_BATCH_MAX;
   if (!(batchMs >= 0)) throw new RangeError(`publish_batch_ms must be >= 0, got ${batchMs}`);
-  if (!Number.isInteger(batchMax) || batchMax < 1) {
-    throw new RangeError(`publish_batch_max must be a positive integer, got ${batchMax}`);
-  }
+  assertPositiveInteger(batchMax, "publish_batch_max");
   return { name, start: (signal) => startFeed(session, deps, name, signal) };
 }
 

@@ -5,6 +5,7 @@
  */
 
 import type { MailboxStats } from "./types.ts";
+import { assertPositiveInteger } from "../lib/assert.ts";
 
 /** What {@linkcode Mailbox.put} does when the mailbox is full. */
 export type OverflowPolicy =
@@ -372,9 +373,7 @@ export class ConflatingMailbox<T> {
 }
 
 function assertCapacity(capacity: number): void {
-  if (!Number.isInteger(capacity) || capacity < 1) {
-    throw new RangeError(`Mailbox capacity must be a positive integer, got ${capacity}`);
-  }
+  assertPositiveInteger(capacity, "Mailbox capacity");
 }
 
 /** Yields what `take` resolves with until it rejects with {@linkcode MailboxClosedError}. */

@@ -133,6 +133,7 @@ import {
   positionTrackerConsumer,
 } from "../trading/fills_stream.ts";
 import type { Side } from "../trading/signal.ts";
+import { assertPositiveInteger } from "../lib/assert.ts";
 
 /** Default name of the tracker in the supervision tree. */
 export const DEFAULT_POSITION_TRACKER_NAME = "position_tracker";
@@ -434,9 +435,7 @@ class Tracker {
     this.#consumer = deps.consumer ?? DEFAULT_POSITION_TRACKER_CONSUMER;
     this.#prefix = deps.subject_prefix ?? "";
     this.#batchMax = deps.options.batch_max ?? DEFAULT_TRACKER_BATCH_MAX;
-    if (!Number.isSafeInteger(this.#batchMax) || this.#batchMax < 1) {
-      throw new RangeError(`batch_max must be a positive integer, got ${this.#batchMax}`);
-    }
+    assertPositiveInteger(this.#batchMax, "batch_max");
     const interval = deps.options.portfolio.snapshot_interval_ms;
     if (!Number.isFinite(interval) || interval < 1) {
       throw new RangeError(`snapshot_interval_ms must be >= 1, got ${interval}`);

@@ -24,6 +24,7 @@ import {
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { type Logger, nullLogger } from "../lib/log.ts";
 import { redactUrl } from "../lib/redact.ts";
+import { assertPositiveInteger } from "../lib/assert.ts";
 
 /** NATS settings: the `nats` section of the configuration. */
 export interface NatsOptions {
@@ -180,13 +181,6 @@ export function subject(...tokens: string[]): string {
 export type StreamSpec = Partial<StreamConfig> & { name: string; subjects: string[] };
 
 const NANOS_PER_MS = 1_000_000;
-
-/** Throws a `RangeError` naming `name` unless `value` is a positive safe integer. */
-export function assertPositiveInteger(value: number, name: string): void {
-  if (!Number.isSafeInteger(value) || value < 1) {
-    throw new RangeError(`${name} must be a positive integer, got ${value}`);
-  }
-}
 
 /** What {@linkcode limitsStream} is built from (already checked by the caller). */
 export interface LimitsStreamOptions {

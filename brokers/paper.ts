@@ -94,6 +94,7 @@ import {
   type BrokerOrderStatus,
   BrokerRejectedError,
 } from "./broker.ts";
+import { assertPositiveInteger } from "../lib/assert.ts";
 
 /** The name orders are routed to the paper broker by. */
 export const PAPER_BROKER_NAME = "paper";
@@ -355,9 +356,7 @@ export class PaperBroker implements Broker {
       throw new RangeError(`expiry_check_ms must be >= 1, got ${this.#expiryCheckMs}`);
     }
     this.#maxClosed = deps.max_closed_orders ?? DEFAULT_PAPER_MAX_CLOSED_ORDERS;
-    if (!Number.isSafeInteger(this.#maxClosed) || this.#maxClosed < 1) {
-      throw new RangeError(`max_closed_orders must be a positive integer, got ${this.#maxClosed}`);
-    }
+    assertPositiveInteger(this.#maxClosed, "max_closed_orders");
   }
 
   /**

@@ -21,6 +21,7 @@ import { DEFAULT_ACTOR, type Queryable, run, type WriteOptions } from "./_common
 import { checkId } from "./_order_sql.ts";
 import { ALERT_SEVERITIES, type AlertSeverity } from "./enums.ts";
 import { NotFoundError } from "./errors.ts";
+import { assertPositiveInteger } from "../lib/assert.ts";
 
 /** An alert as stored. */
 export interface Alert {
@@ -119,9 +120,7 @@ export async function listUnresolvedAlerts(
   options: UnresolvedAlertsOptions = {},
 ): Promise<Alert[]> {
   const limit = options.limit ?? 1000;
-  if (!Number.isInteger(limit) || limit < 1) {
-    throw new RangeError(`Limit must be a positive integer, got ${limit}`);
-  }
+  assertPositiveInteger(limit, "Limit");
   let where = sql`NOT resolved`;
   if (options.minSeverity !== undefined) {
     where = sql`${where} AND severity >= ${options.minSeverity}::alert_severity`;

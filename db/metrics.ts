@@ -25,6 +25,7 @@ import {
   type WriteOptions,
 } from "./_common.ts";
 import { DEFAULT_PORTFOLIO } from "./positions.ts";
+import { assertPositiveInteger } from "../lib/assert.ts";
 
 /** A stored risk figure. */
 export interface RiskMetric {
@@ -117,9 +118,7 @@ export async function listRiskMetrics(
   filter: RiskMetricFilter = {},
 ): Promise<RiskMetric[]> {
   const limit = filter.limit ?? 1000;
-  if (!Number.isInteger(limit) || limit < 1) {
-    throw new RangeError(`Limit must be a positive integer, got ${limit}`);
-  }
+  assertPositiveInteger(limit, "Limit");
   let where = sql`portfolio_id = ${filter.portfolio_id ?? DEFAULT_PORTFOLIO}`;
   if (filter.metric !== undefined) where = sql`${where} AND metric = ${filter.metric}`;
   if (filter.from !== undefined) {

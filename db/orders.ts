@@ -50,6 +50,7 @@ import {
   type TimeInForce,
 } from "./enums.ts";
 import { ConflictError, NotFoundError } from "./errors.ts";
+import { assertPositiveInteger } from "../lib/assert.ts";
 
 /** An order as stored. Money and quantities are NUMERIC(20,8) text (8 decimals); ids are decimal text. */
 export interface Order {
@@ -489,9 +490,7 @@ export async function listUnsubmittedOrders(
   options: UnsubmittedOptions = {},
 ): Promise<Order[]> {
   const limit = options.limit ?? 1000;
-  if (!Number.isInteger(limit) || limit < 1) {
-    throw new RangeError(`Limit must be a positive integer, got ${limit}`);
-  }
+  assertPositiveInteger(limit, "Limit");
   let where = sql`status = 'pending'`;
   if (options.createdBefore !== undefined) {
     where = sql`${where} AND created_at < ${checkDate(options.createdBefore, "createdBefore")}`;

@@ -35,6 +35,7 @@ import {
   type TopEvent,
   type TradeEvent,
 } from "./events.ts";
+import { assertPositiveInteger } from "../lib/assert.ts";
 
 /** Default bound on the (exchange, symbol) pairs a cache holds. */
 export const DEFAULT_MAX_ENTRIES = 10_000;
@@ -248,9 +249,7 @@ export class LatestCache {
   constructor(options: LatestCacheOptions = {}) {
     this.#clock = options.clock ?? systemClock;
     this.#maxEntries = options.maxEntries ?? DEFAULT_MAX_ENTRIES;
-    if (!Number.isInteger(this.#maxEntries) || this.#maxEntries < 1) {
-      throw new RangeError("maxEntries must be a positive integer");
-    }
+    assertPositiveInteger(this.#maxEntries, "maxEntries");
   }
 
   /**

@@ -26,13 +26,9 @@
  */
 
 import type { ConsumerConfig } from "@nats-io/jetstream";
-import {
-  assertPositiveInteger,
-  limitsStream,
-  type StreamSpec,
-  workConsumer,
-} from "../adapters/nats.ts";
+import { limitsStream, type StreamSpec, workConsumer } from "../adapters/nats.ts";
 import { CLEAN_ALL } from "./subjects.ts";
+import { assertPositiveInteger } from "../lib/assert.ts";
 
 /** Name of the stream of validated market data. */
 export const DEFAULT_MD_CLEAN_STREAM = "MD_CLEAN";

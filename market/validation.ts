@@ -74,6 +74,7 @@ import {
 } from "./events.ts";
 import { compareDecimal, isDecimal, isZero } from "./decimal.ts";
 import { symbolToken } from "./subjects.ts";
+import { assertPositiveInteger } from "../lib/assert.ts";
 
 /** Every reason the validator refuses an event for, as it appears in dead letters and figures. */
 export const REJECT_REASONS = [
@@ -422,14 +423,8 @@ export class Validator {
     this.#overrides = options.overrides ?? {};
     this.#duplicateWindow = options.duplicate_window ?? DEFAULT_DUPLICATE_WINDOW;
     this.#maxSymbols = options.maxSymbols ?? DEFAULT_MAX_SYMBOLS;
-    if (!Number.isInteger(this.#duplicateWindow) || this.#duplicateWindow < 1) {
-      throw new RangeError(
-        `duplicate_window must be a positive integer, got ${this.#duplicateWindow}`,
-      );
-    }
-    if (!Number.isInteger(this.#maxSymbols) || this.#maxSymbols < 1) {
-      throw new RangeError(`maxSymbols must be a positive integer, got ${this.#maxSymbols}`);
-    }
+    assertPositiveInteger(this.#duplicateWindow, "duplicate_window");
+    assertPositiveInteger(this.#maxSymbols, "maxSymbols");
     checkThresholds(this.#defaults, "defaults");
     for (const [key, override] of Object.entries(this.#overrides)) {
       checkThresholds(override, `override ${key}`);

@@ -150,6 +150,7 @@ import {
   type SignalRejectEvent,
   signalsRejectedSubject,
 } from "./signals_stream.ts";
+import { assertPositiveInteger } from "../lib/assert.ts";
 
 /** Who the engine writes rows as (`created_by` / `updated_by`). */
 export const DEFAULT_EXECUTION_ACTOR = "execution";
@@ -572,17 +573,13 @@ export class ExecutionEngine {
     );
     this.#eventBatchMax = options.event_batch_max ?? DEFAULT_EVENT_BATCH_MAX;
     const lanes = options.event_lanes ?? DEFAULT_EVENT_LANES;
-    if (!Number.isSafeInteger(lanes) || lanes < 1) {
-      throw new RangeError(`event_lanes must be a positive integer, got ${lanes}`);
-    }
+    assertPositiveInteger(lanes, "event_lanes");
     this.#lanes = Array.from({ length: lanes }, () => ({ updates: [], draining: null }));
     this.#clockTtlMs = options.market_clock_ttl_ms ?? DEFAULT_MARKET_CLOCK_TTL_MS;
     this.#random = options.random ?? Math.random;
     this.#stateWaitMs = options.state_wait_ms ?? DEFAULT_STATE_WAIT_MS;
     const inFlight = options.signal_batches_in_flight ?? DEFAULT_SIGNAL_BATCHES_IN_FLIGHT;
-    if (!Number.isSafeInteger(inFlight) || inFlight < 1) {
-      throw new RangeError(`signal_batches_in_flight must be a positive integer, got ${inFlight}`);
-    }
+    assertPositiveInteger(inFlight, "signal_batches_in_flight");
     this.#batchesInFlight = inFlight;
     const concurrency = options.broker_concurrency ?? DEFAULT_BROKER_CONCURRENCY;
     this.#concurrency = concurrency;

@@ -26,16 +26,12 @@
  */
 
 import type { ConsumerConfig, JetStreamClient, PubAck } from "@nats-io/jetstream";
-import {
-  assertPositiveInteger,
-  limitsStream,
-  type StreamSpec,
-  workConsumer,
-} from "../adapters/nats.ts";
+import { limitsStream, type StreamSpec, workConsumer } from "../adapters/nats.ts";
 import { encodeJson } from "../adapters/codec.ts";
 import { symbolToken } from "../market/subjects.ts";
 import { plainNumeric, safeParseDecimal } from "./money.ts";
 import type { Side } from "./signal.ts";
+import { assertPositiveInteger } from "../lib/assert.ts";
 
 /** Name of the stream of persisted fills. */
 export const DEFAULT_FILLS_STREAM = "FILLS";

@@ -30,14 +30,10 @@
  */
 
 import type { ConsumerConfig } from "@nats-io/jetstream";
-import {
-  assertPositiveInteger,
-  limitsStream,
-  type StreamSpec,
-  workConsumer,
-} from "../adapters/nats.ts";
+import { limitsStream, type StreamSpec, workConsumer } from "../adapters/nats.ts";
 import { symbolToken } from "../market/subjects.ts";
 import type { OrderStatus } from "./order_state.ts";
+import { assertPositiveInteger } from "../lib/assert.ts";
 
 /** Name of the stream of signals. */
 export const DEFAULT_SIGNALS_STREAM = "SIGNALS";

@@ -50,6 +50,7 @@
 import type { BookEvent } from "../../market/events.ts";
 import { OrderBook } from "../../market/order_book.ts";
 import type { BinanceDepthDiff, BinanceDepthSnapshot } from "./parse.ts";
+import { assertPositiveInteger } from "../../lib/assert.ts";
 
 /** Diffs kept while waiting for a snapshot before giving up with "resync". */
 export const DEFAULT_BINANCE_MAX_BUFFERED_DIFFS = 10_000;
@@ -131,9 +132,7 @@ export class BinanceBookSync {
       maxBufferedDiffs = DEFAULT_BINANCE_MAX_BUFFERED_DIFFS,
       resyncOnCrossed = true,
     } = options;
-    if (!Number.isSafeInteger(maxBufferedDiffs) || maxBufferedDiffs < 1) {
-      throw new RangeError(`maxBufferedDiffs must be a positive integer, got ${maxBufferedDiffs}`);
-    }
+    assertPositiveInteger(maxBufferedDiffs, "maxBufferedDiffs");
     this.symbol = symbol;
     this.venueSymbol = venueSymbol;
     this.#maxBuffered = maxBufferedDiffs;

@@ -74,6 +74,7 @@ import {
   binanceSymbolMap,
   type SymbolMap,
 } from "./symbols.ts";
+import { assertPositiveInteger } from "../../lib/assert.ts";
 
 export { BINANCE_MAX_STREAMS_PER_CONNECTION };
 
@@ -246,11 +247,7 @@ export class BinanceSession implements VenueSession {
         `snapshotWeightPerMinute must be positive, got ${snapshotWeightPerMinute}`,
       );
     }
-    if (!Number.isSafeInteger(snapshotConcurrency) || snapshotConcurrency < 1) {
-      throw new RangeError(
-        `snapshotConcurrency must be a positive integer, got ${snapshotConcurrency}`,
-      );
-    }
+    assertPositiveInteger(snapshotConcurrency, "snapshotConcurrency");
     if (!(snapshotRetryInitialMs >= 0) || !(snapshotRetryMaxMs >= snapshotRetryInitialMs)) {
       throw new RangeError(
         `Snapshot retry delays must satisfy 0 <= initial <= max, got ${snapshotRetryInitialMs} and ${snapshotRetryMaxMs}`,

@@ -60,6 +60,7 @@ import {
   parseCoinbaseFrame,
   subscribeMessage,
 } from "./parse.ts";
+import { assertPositiveInteger } from "../../lib/assert.ts";
 
 /** A market-data channel as configured: `trades`, `book` or `top`. */
 export type CoinbaseFeedChannel = Config["exchanges"]["coinbase"]["channels"][number];
@@ -159,11 +160,7 @@ export class CoinbaseSession implements VenueSession {
   constructor(config: CoinbaseSessionConfig, options: CoinbaseSessionOptions = {}) {
     const { ws_url, symbols, channels } = config;
     const { bookEventMaxLevels = DEFAULT_COINBASE_BOOK_EVENT_MAX_LEVELS } = options;
-    if (!Number.isSafeInteger(bookEventMaxLevels) || bookEventMaxLevels < 1) {
-      throw new RangeError(
-        `bookEventMaxLevels must be a positive integer, got ${bookEventMaxLevels}`,
-      );
-    }
+    assertPositiveInteger(bookEventMaxLevels, "bookEventMaxLevels");
     this.#maxLevels = bookEventMaxLevels;
     if (symbols.length === 0) throw new TypeError("Coinbase session needs at least one symbol");
     for (const channel of channels) {

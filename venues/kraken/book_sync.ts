@@ -35,6 +35,7 @@ import type { BookEvent, Level, TopEvent } from "../../market/events.ts";
 import { OrderBook } from "../../market/order_book.ts";
 import { KRAKEN_CHECKSUM_LEVELS, krakenChecksum } from "./checksum.ts";
 import type { KrakenBookControl } from "./parse.ts";
+import { assertPositiveInteger } from "../../lib/assert.ts";
 
 /** Options for {@linkcode KrakenBookSync}. */
 export interface KrakenBookSyncOptions {
@@ -92,9 +93,7 @@ export class KrakenBookSync {
     depth: number,
     options: KrakenBookSyncOptions = {},
   ) {
-    if (!Number.isInteger(depth) || depth < 1) {
-      throw new RangeError(`Book depth must be a positive integer, got ${depth}`);
-    }
+    assertPositiveInteger(depth, "Book depth");
     this.symbol = symbol;
     this.venueSymbol = venueSymbol;
     this.depth = depth;
