@@ -14,6 +14,7 @@ import type { Sql } from "postgres";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { type Logger, nullLogger } from "../lib/log.ts";
 import { redactUrl } from "../lib/redact.ts";
+import { backoffDelay } from "../lib/backoff.ts";
 
 /** PostgreSQL connection settings, as in the `postgres` section of the config. */
 export interface PostgresOptions {
@@ -107,7 +108,7 @@ export interface PostgresRetryOptions {
   initialMs?: number;
   /** Longest delay, in ms. @default {10000} */
   maxMs?: number;
-  /** Fraction of each delay taken off at random (0 to 1). @default {0.2} */
+  /** Fraction 0..1 of each delay by which it is spread at random, both ways (`backoffDelay`). @default {0.2} */
   jitter?: number;
 }
 
@@ -132,13 +133,15 @@ export interface WaitForPostgresOptions extends PostgresRetryOptions {
 
 /**
  * Delay in ms before retry `attempt` (1-based) of a database connection:
- * `initialMs·2^(attempt-1)` capped at `maxMs`, minus up to `jitter` of it at
- * random (so retries never wait longer than the schedule).
+ * {@linkcode backoffDelay} of attempt − 1, i.e. `initialMs·2^(attempt-1)`
+ * spread by `jitter` both ways and never above `maxMs`.
  */
 export function retryDelay(attempt: number, options: Required<PostgresRetryOptions>): number {
-  const base = Math.min(options.maxMs, options.initialMs * 2 ** Math.max(0, attempt - 1));
-  const jitter = Math.min(1, Math.max(0, options.jitter));
-  return Math.round(base * (1 - jitter * Math.random()));
+  return backoffDelay(Math.min(Math.max(0, attempt - 1), 30), {
+    initialMs: options.initialMs,
+    maxMs: options.maxMs,
+    jitter: Math.min(1, Math.max(0, options.jitter)),
+  });
 }
 
 /**
