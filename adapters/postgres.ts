@@ -238,17 +238,21 @@ export type DatabaseErrorKind =
   | "connection"
   /** A unique or exclusion constraint: the row exists already. */
   | "conflict"
-  /** Another constraint (not null, foreign key, check): the data is wrong. */
+  /**
+   * Another constraint (not null, foreign key, check, a deferred one failing at
+   * commit) or a data exception (22xxx: out of range, bad enum label,
+   * malformed JSON): the data is wrong.
+   */
   | "integrity"
   /** A statement, lock or idle timeout, or a cancelled query. */
   | "timeout"
-  /** A serialization failure or deadlock: retry the transaction. */
+  /** A serialization failure (40001) or deadlock (40P01): retry the transaction. */
   | "serialization"
   /** Anything else. */
   | "other";
 
 /** Error codes (errno and SQLSTATE) that mean the connection failed, besides class 08. */
-export const CONNECTION_CODES: ReadonlySet<string> = new Set([
+const CONNECTION_CODES: ReadonlySet<string> = new Set([
   "ECONNREFUSED",
   "ECONNRESET",
   "ECONNABORTED",
@@ -269,12 +273,19 @@ export const CONNECTION_CODES: ReadonlySet<string> = new Set([
   "53300",
 ]);
 
-function kindOfCode(code: string): DatabaseErrorKind | null {
+/**
+ * The kind of one SQLSTATE or errno code; null for codes no caller handles
+ * apart (e.g. 42P01, undefined table, or 40003, statement completion
+ * unknown, which must not be retried blindly). `mapDbError` (db/errors.ts)
+ * maps the same kinds to its domain errors.
+ */
+export function kindOfCode(code: string): Exclude<DatabaseErrorKind, "other"> | null {
   if (CONNECTION_CODES.has(code) || code.startsWith("08")) return "connection";
   if (code === "23505" || code === "23P01") return "conflict";
-  if (code.startsWith("23")) return "integrity";
+  // 40002: a deferred constraint that failed at commit.
+  if (code.startsWith("23") || code === "40002" || code.startsWith("22")) return "integrity";
+  if (code === "40001" || code === "40P01") return "serialization";
   if (code === "57014" || code === "55P03" || code === "25P03") return "timeout";
-  if (code.startsWith("40")) return "serialization";
   return null;
 }
 

@@ -24,7 +24,7 @@
  * @module
  */
 
-import { CONNECTION_CODES, findByCode } from "../adapters/postgres.ts";
+import { type DatabaseErrorKind, findByCode, kindOfCode } from "../adapters/postgres.ts";
 
 /** What a {@linkcode DbError} carries from the server's error report. */
 export interface DbErrorDetails {
@@ -165,16 +165,19 @@ type Constructor = new (
   options?: ErrorOptions,
 ) => DbError;
 
+/** The domain error of each kind of `databaseErrorKind` (adapters/postgres.ts). */
+const CLASS_OF_KIND: Readonly<Record<Exclude<DatabaseErrorKind, "other">, Constructor>> = {
+  connection: DbConnectionError,
+  conflict: ConflictError,
+  integrity: IntegrityError,
+  serialization: SerializationError,
+  timeout: DbTimeoutError,
+};
+
 /** The error class for `code`, or null when the code is not one we map. */
 function classFor(code: string): Constructor | null {
-  if (CONNECTION_CODES.has(code) || code.startsWith("08")) return DbConnectionError;
-  if (code === "23505" || code === "23P01") return ConflictError;
-  if (code.startsWith("23") || code === "40002") return IntegrityError;
-  if (code === "40001" || code === "40P01") return SerializationError;
-  if (code === "57014" || code === "55P03" || code === "25P03") return DbTimeoutError;
-  // data_exception: a value out of range, a bad enum label, malformed JSON.
-  if (code.startsWith("22")) return IntegrityError;
-  return null;
+  const kind = kindOfCode(code);
+  return kind === null ? null : CLASS_OF_KIND[kind];
 }
 
 interface Found {

@@ -260,6 +260,10 @@ Deno.test("databaseErrorKind classifies real errors by SQLSTATE and errno", asyn
   const withCode = (code: string) => Object.assign(new Error(code), { code });
   assert.equal(databaseErrorKind(withCode("40001")), "serialization");
   assert.equal(databaseErrorKind(withCode("40P01")), "serialization");
+  // The same kinds as mapDbError's classes: not retried, data errors.
+  assert.equal(databaseErrorKind(withCode("40003")), "other");
+  assert.equal(databaseErrorKind(withCode("40002")), "integrity");
+  assert.equal(databaseErrorKind(withCode("22P02")), "integrity");
   assert.equal(databaseErrorKind(withCode("08006")), "connection");
   assert.equal(databaseErrorKind(new Error("x", { cause: withCode("57P01") })), "connection");
   assert.equal(databaseErrorKind(new AggregateError([withCode("ECONNREFUSED")])), "connection");
