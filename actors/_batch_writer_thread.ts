@@ -22,7 +22,7 @@ import type { ClickHouseClient } from "@clickhouse/client";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { createClickHouse } from "../adapters/clickhouse.ts";
 import { connectNats } from "../adapters/nats.ts";
-import { errorFields, type Fields, type Level, type Logger } from "../lib/log.ts";
+import { errorFields, type Fields, type Level, type Logger, loggerOf } from "../lib/log.ts";
 import { MarketStatus } from "../market/status.ts";
 import { batchWriterActor, newBatchWriterCounters } from "./batch_writer.ts";
 import type { FromWriterThread, ToWriterThread, WriterThreadStart } from "./batch_writer_worker.ts";
@@ -48,13 +48,7 @@ function threadLogger(bindings: Fields): Logger {
       post({ type: "log", level, bindings, message });
     }
   };
-  return {
-    debug: (message, fields) => emit("debug", message, fields),
-    info: (message, fields) => emit("info", message, fields),
-    warn: (message, fields) => emit("warn", message, fields),
-    error: (message, fields) => emit("error", message, fields),
-    child: (more) => threadLogger({ ...bindings, ...more }),
-  };
+  return loggerOf(emit, (more) => threadLogger({ ...bindings, ...more }));
 }
 
 const stop = new AbortController();

@@ -30,6 +30,23 @@ export interface Logger {
   child(bindings: Fields): Logger;
 }
 
+/**
+ * A {@linkcode Logger} whose four levels call `emit` and whose `child` calls
+ * `child`: the part every logger shares, whatever it writes to.
+ */
+export function loggerOf(
+  emit: (level: Level, msg: string, fields?: Fields) => void,
+  child: (bindings: Fields) => Logger,
+): Logger {
+  return {
+    debug: (msg, fields) => emit("debug", msg, fields),
+    info: (msg, fields) => emit("info", msg, fields),
+    warn: (msg, fields) => emit("warn", msg, fields),
+    error: (msg, fields) => emit("error", msg, fields),
+    child,
+  };
+}
+
 /** Options for {@linkcode createLogger}. */
 export interface LoggerOptions {
   /** Lowest level written. @default {"info"} */
@@ -75,13 +92,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       }
       write(JSON.stringify(line));
     };
-    return {
-      debug: (msg, fields) => emit("debug", msg, fields),
-      info: (msg, fields) => emit("info", msg, fields),
-      warn: (msg, fields) => emit("warn", msg, fields),
-      error: (msg, fields) => emit("error", msg, fields),
-      child: (more) => make({ ...bindings, ...more }),
-    };
+    return loggerOf(emit, (more) => make({ ...bindings, ...more }));
   };
   return make(options.bindings ?? {});
 }
