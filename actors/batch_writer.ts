@@ -8,7 +8,9 @@
  * 1. It waits for `clickhouseReady` (the ClickHouse migrations), then makes
  *    sure the stream and its durable pull consumer exist
  *    (`market/md_stream.ts`).
- * 2. A fetch loop pulls messages (each a JSON array of events), turns every
+ * 2. A fetch loop pulls messages (each a JSON array of events) on one inbox
+ *    that lives as long as the writer (`adapters/jetstream_pull.ts`), so a
+ *    message sent late for a pull is still received, turns every
  *    event into a row of its table (`market/rows.ts`) and adds them to the
  *    current batch. Messages that are not JSON arrays, and events that cannot
  *    be rows, are dead-lettered on `dlq.md.<exchange>` and acknowledged with
@@ -62,7 +64,8 @@
 
 import type { ClickHouseClient } from "@clickhouse/client";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { type Consumer, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
+import { type Consumer, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { JetStreamPuller, type PulledMessage } from "../adapters/jetstream_pull.ts";
 import { actor } from "./actor.ts";
 import type { ChildSpec } from "./types.ts";
 import {
@@ -90,6 +93,7 @@ import { MARKET_TABLES, type MarketTable, RowError, toRowLine, tradeKey } from "
 import type { MarketStatus } from "../market/status.ts";
 import { type DeadLetter, dlqSubject } from "../market/subjects.ts";
 import { Wakeup } from "../lib/wakeup.ts";
+import { assertPositiveInteger } from "../lib/assert.ts";
 
 /** Name of the writer in the supervision tree. */
 export const BATCH_WRITER_NAME = "batch_writer";
@@ -103,6 +107,8 @@ export const DEFAULT_SHUTDOWN_GRACE_MS = 5_000;
 export const FIRST_PULL_MESSAGES = 16;
 /** How long one pull waits for messages, in ms (the client's minimum). */
 export const FETCH_EXPIRES_MS = 1_000;
+/** Pulls in a row without any answer after which the consumer is set up again. */
+export const MAX_UNANSWERED_PULLS = 3;
 /**
  * Rows refused one by one, with none accepted, after which a refusal is taken
  * for a schema problem (retried later) rather than bad rows (dead-lettered).
@@ -314,9 +320,7 @@ interface Settings {
 }
 
 function positiveInt(value: number, what: string): number {
-  if (!Number.isSafeInteger(value) || value < 1) {
-    throw new RangeError(`Batch writer ${what} must be a positive integer, got ${value}`);
-  }
+  assertPositiveInteger(value, `Batch writer ${what}`);
   return value;
 }
 
@@ -368,7 +372,7 @@ type TableSources = Record<MarketTable, unknown[] | null>;
  * the current one.
  */
 class Batch {
-  readonly messages: JsMsg[] = [];
+  readonly messages: PulledMessage[] = [];
   readonly lines: TableLines = {
     market_trades: [],
     orderbook_snapshots: [],
@@ -484,7 +488,10 @@ class BatchWriter {
   readonly #flushWake = new Wakeup();
   /** Wakes the fetch loop: a batch was taken for writing or written. */
   readonly #space = new Wakeup();
+  /** For the backlog figure (`pending_messages`). */
   #consumer: Consumer | null = null;
+  /** Pulls on one inbox for the writer's whole life; see adapters/jetstream_pull.ts. */
+  #puller: JetStreamPuller | null = null;
   #rowsTotal = 0;
   #downSince: number | null = null;
   /**
@@ -543,6 +550,8 @@ class BatchWriter {
         fatal = error;
         this.#beginStop();
       }
+      // No pull is in flight now, so nothing more is on its way.
+      await this.#puller?.close();
       this.#fetchDone = true;
       this.#flushWake.notify();
       try {
@@ -600,6 +609,15 @@ class BatchWriter {
         );
         this.#lastStreamSeq = info.delivered.stream_seq;
         this.#consumer = await jetstream(this.#deps.nats).consumers.get(s.stream, s.consumer);
+        // A working puller is kept: messages still on their way to its inbox are received.
+        if (this.#puller === null || this.#puller.closed) {
+          this.#puller = new JetStreamPuller(
+            this.#deps.nats,
+            s.stream,
+            s.consumer,
+            (msg) => this.#add(msg),
+          );
+        }
         return;
       } catch (error) {
         if (this.#deps.nats.isClosed()) throw error;
@@ -636,6 +654,8 @@ class BatchWriter {
 
   async #fetchLoop(): Promise<void> {
     let failures = 0;
+    /** Pulls in a row that NATS neither answered nor sent anything for. */
+    let unanswered = 0;
     while (!this.#stop.signal.aborted) {
       const rowsLeft = this.#s.batchRows - this.#current.rowCount;
       const room = Math.min(
@@ -650,13 +670,24 @@ class BatchWriter {
         continue;
       }
       try {
-        const messages = await this.#consumer!.fetch({
-          max_messages: room,
-          expires: FETCH_EXPIRES_MS,
+        // A pull is never abandoned: messages already on their way would only come back after
+        // ack_wait. The server ends it within FETCH_EXPIRES_MS, or the puller gives it up
+        // DEFAULT_PULL_GRACE_MS later; its inbox still receives what comes after.
+        const { received, status, timedOut } = await this.#puller!.pull(room, {
+          expiresMs: FETCH_EXPIRES_MS,
         });
-        // A pull is never abandoned: messages already on their way would only
-        // come back after ack_wait. It ends by itself within FETCH_EXPIRES_MS.
-        for await (const msg of messages) this.#add(msg);
+        // An expired pull that NATS did not end (it happens now and then) is simply followed by
+        // the next one: anything still on its way reaches the same inbox. Pulls that get no
+        // answer at all, several in a row, mean a missing consumer or a NATS in trouble.
+        unanswered = timedOut && received === 0 ? unanswered + 1 : 0;
+        if (unanswered >= MAX_UNANSWERED_PULLS) {
+          unanswered = 0;
+          throw new Error(`NATS answered none of the last ${MAX_UNANSWERED_PULLS} pull requests`);
+        }
+        // 408 is the request's normal expiry; anything else is a refusal.
+        if (status && status.code !== 408) {
+          throw new Error(`NATS refused the pull request: ${status.code} ${status.description}`);
+        }
         failures = 0;
       } catch (error) {
         if (this.#deps.nats.isClosed()) throw error;
@@ -669,13 +700,15 @@ class BatchWriter {
           error: errorMessage(error),
         });
         await this.#clock.sleep(delayMs, this.#stop.signal).catch(() => {});
-        if (/not found/i.test(errorMessage(error))) await this.#setUp();
+        // The consumer may be gone (NATS does not answer a pull for a missing consumer), or
+        // the puller closed by an error: make sure of both.
+        if (!this.#stop.signal.aborted) await this.#setUp();
       }
     }
   }
 
   /** Adds one message's rows to the current batch; dead-letters what cannot be rows. */
-  #add(msg: JsMsg): void {
+  #add(msg: PulledMessage): void {
     const batch = this.#current;
     if (batch.messages.length === 0) {
       batch.firstAt = this.#clock.now();
@@ -761,7 +794,7 @@ class BatchWriter {
     }
   }
 
-  #deadLetterFrame(msg: JsMsg, detail: string): void {
+  #deadLetterFrame(msg: PulledMessage, detail: string): void {
     const text = decoder.decode(msg.data);
     this.#publishDeadLetter(
       {

@@ -11,6 +11,8 @@ export interface NatsServer {
   port: number;
   /** `nats://127.0.0.1:<port>`. */
   url: string;
+  /** Process id of the server. */
+  pid: number;
   /** Stops the process and waits for it to exit. */
   stop(): Promise<void>;
   /** Same as `stop`. */
@@ -27,10 +29,15 @@ export function freePort(): number {
 
 /** Starts nats-server (JetStream on, storage in a temp dir) and waits until it accepts connections. */
 export async function startNatsServer(
-  options: { port?: number; jetstream?: boolean } = {},
+  options: {
+    port?: number;
+    jetstream?: boolean;
+    /** JetStream storage kept after stop, so that a server started again on it has the same streams. */
+    storeDir?: string;
+  } = {},
 ): Promise<NatsServer> {
   const port = options.port ?? freePort();
-  const storeDir = await Deno.makeTempDir({ prefix: "tw-nats-" });
+  const storeDir = options.storeDir ?? await Deno.makeTempDir({ prefix: "tw-nats-" });
   const args = ["-a", "127.0.0.1", "-p", String(port)];
   if (options.jetstream ?? true) args.push("-js", "-sd", storeDir);
   const child = new Deno.Command("nats-server", { args, stdout: "null", stderr: "null" }).spawn();
@@ -54,7 +61,15 @@ export async function startNatsServer(
     stopped ??= (async () => {
       child.kill("SIGTERM");
       await child.status;
-      await Deno.remove(storeDir, { recursive: true }).catch(() => {});
+      if (options.storeDir === undefined) {
+        await Deno.remove(storeDir, { recursive: true }).catch(() => {});
+      }
     })();
-  return { port, url: `nats://127.0.0.1:${port}`, stop, [Symbol.asyncDispose]: stop };
+  return {
+    port,
+    url: `nats://127.0.0.1:${port}`,
+    pid: child.pid,
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
 }

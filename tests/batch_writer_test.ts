@@ -49,6 +49,7 @@ import {
 import { MarketStatus } from "../market/status.ts";
 import { cleanSubject } from "../market/subjects.ts";
 import { waitFor } from "./_helpers.ts";
+import { freePort, startNatsServer } from "./_nats_server.ts";
 import { startTcpProxy } from "./_tcp_proxy.ts";
 
 const CH_URL = Deno.env.get("TW_TEST_CLICKHOUSE_URL") ?? "http://127.0.0.1:8123";
@@ -359,12 +360,12 @@ interface StreamEnv extends AsyncDisposable {
 }
 
 /** A NATS connection with a private MD_CLEAN-like stream; the stream is deleted on dispose. */
-async function streamEnv(): Promise<StreamEnv> {
+async function streamEnv(url = NATS_URL): Promise<StreamEnv> {
   const id = randomId();
   const prefix = `t${id}.`;
   const stream = `TW_TEST_${id}`;
   const consumer = `writer_${id}`;
-  const nc = await connect({ servers: NATS_URL });
+  const nc = await connect({ servers: url, maxReconnectAttempts: -1, reconnectTimeWait: 50 });
   const jsm = await jetstreamManager(nc);
   await ensureStreams(nc, [
     mdCleanStream({
@@ -739,6 +740,47 @@ Deno.test("a writer stopped mid-stream and started again (same durable consumer)
   assert.equal(await candleTrades(db), n);
   assert.equal(first.spec.counters.acked + second.spec.counters.acked, messages.length);
   await second.stop();
+});
+
+Deno.test("when NATS restarts mid-stream the writer pulls again and writes every row once", async () => {
+  const storeDir = await Deno.makeTempDir({ prefix: "tw-nats-restart-" });
+  try {
+    const port = freePort();
+    let server = await startNatsServer({ port, storeDir });
+    try {
+      await using db = await marketDatabase();
+      await using env = await streamEnv(server.url);
+      const n = 3_000;
+      const messages = tradeMessages(0, n);
+      const split = Math.floor(messages.length / 2);
+      await env.publishAll(messages.slice(0, split));
+      await using writer = await startWriter(env, db, {
+        overrides: { batch_rows: 300, flush_interval_ms: 20, fetch_messages: 50 },
+      });
+      await waitFor(async () => (await countRaw(db, "market_trades")) >= 300, 20_000, "rows");
+      await server.stop();
+      server = await startNatsServer({ port, storeDir });
+      await waitFor(
+        () => env.consumerInfo().then(() => true, () => false),
+        10_000,
+        "JetStream answering again",
+      );
+      await env.publishAll(messages.slice(split));
+      await waitFor(
+        async () => (await countFinal(db, "market_trades")) === n,
+        30_000,
+        "all N rows",
+      );
+      assert.equal(await tradeKeysUnique(db), n);
+      await allAcknowledged(env);
+      assert.equal(await candleTrades(db), n);
+      await writer.stop();
+    } finally {
+      await server.stop();
+    }
+  } finally {
+    await Deno.remove(storeDir, { recursive: true }).catch(() => {});
+  }
 });
 
 Deno.test("redelivered messages whose trades are already stored are not inserted twice", async () => {
