@@ -3,6 +3,7 @@ import { type Level, MalformedFrameError, type MarketEvent } from "../market/eve
 import {
   type BinanceDepthDiff,
   type BinanceDepthSnapshot,
+  parseBinanceCompactFrame,
   parseBinanceDepthSnapshot,
   parseBinanceFrame,
 } from "../venues/binance/parse.ts";
@@ -544,6 +545,104 @@ Deno.test("fuzz: mutated real frames parse or throw MalformedFrameError, never a
       if (!(error instanceof MalformedFrameError)) throw error;
     }
   }
+});
+
+// --- The compact path (depth diffs and book tickers read without JSON.parse) -----------
+
+/** The same JSON with a space after its first brace: never on the compact path. */
+function spaced(frame: string): string {
+  return frame.startsWith("{") ? `{ ${frame.slice(1)}` : frame;
+}
+
+/** What parsing `frame` gives: the parsed frame, or the error class and message. */
+function outcome(frame: string): unknown {
+  try {
+    return parseBinanceFrame(frame, RX, SYMBOLS);
+  } catch (error) {
+    return error instanceof MalformedFrameError ? `MalformedFrameError: ${error.message}` : error;
+  }
+}
+
+/** Combined-stream frames the compact path reads: trades, depth diffs, book tickers. */
+const COMPACT_SEEDS = [
+  ...SESSION,
+  ...NKN.slice(1),
+  ...lines("nautilus_ws_spot_trade_2021-12-12.jsonl"),
+  ...lines("docs_web_socket_streams_examples.jsonl")
+    .filter((l) => l.includes('"e":"trade"'))
+    .map((data) => JSON.stringify({ stream: "bnbbtc@trade", data: JSON.parse(data) })),
+].filter((f) =>
+  f.includes('"e":"depthUpdate"') || f.includes("@bookTicker") || f.includes('"e":"trade"')
+);
+
+Deno.test("trades, depth diffs and book tickers read the same on the compact path and the general one", () => {
+  const frames = COMPACT_SEEDS;
+  assert.ok(frames.length > 300, `${frames.length} frames`);
+  assert.ok(frames.some((f) => f.includes('"e":"trade"')));
+  for (const frame of frames) {
+    const compact = parseBinanceCompactFrame(frame, RX, SYMBOLS);
+    assert.notEqual(compact, null, frame);
+    assert.deepEqual(compact, outcome(spaced(frame)), frame);
+  }
+  const diff = (fields: string, symbol = "NKNUSDT") =>
+    `{"stream":"nknusdt@depth@100ms","data":{"e":"depthUpdate","E":1633998512068,"s":"${symbol}",${fields}}}`;
+  const trade = (fields: string, symbol = "NKNUSDT") =>
+    `{"stream":"nknusdt@trade","data":{"e":"trade","E":1639351062244,"s":"${symbol}",${fields}}}`;
+  const ticker = (fields: string, symbol = "NKNUSDT") =>
+    `{"stream":"nknusdt@bookTicker","data":{"u":499869768,"s":"${symbol}",${fields}}}`;
+  const edges = [
+    diff('"U":1,"u":2,"b":[],"a":[]'),
+    diff('"U":0,"u":0,"b":[["0","0"]],"a":[["12","3.5"],["13.25","0.00000001"]]'),
+    diff('"U":3,"u":2,"b":[],"a":[]'), // first id above final: refused
+    diff('"U":1,"u":2,"b":[],"a":[]', "XYZUSDT"), // unknown symbol: refused
+    diff('"U":1,"u":9007199254740993,"b":[],"a":[]'), // beyond a safe integer
+    diff('"U":01,"u":2,"b":[],"a":[]'), // not JSON
+    diff('"U":1,"u":2,"b":[["1.","2"]],"a":[]'),
+    diff('"U":1,"u":2,"b":[[".5","2"]],"a":[]'),
+    diff('"U":1,"u":2,"b":[["-1","2"]],"a":[]'),
+    diff('"U":1,"u":2,"b":[["1","2","3"]],"a":[]'), // a legacy third element is cut
+    diff('"U":1,"u":2,"b":[["1","2"],],"a":[]'),
+    diff('"U":1,"u":2,"b":[["1","2"]],"a":[],"x":1'),
+    diff('"U":1,"u":2,"b":[["1e3","2"]],"a":[]'),
+    diff('"U":1,"u":2,"b":[["1","2"]],"a":[]', "NKN\\u0055SDT"),
+    ticker('"b":"0.35210000","B":"672.00000000","a":"0.35260000","A":"3199.00000000"'),
+    ticker('"b":"0.35210000","B":"672","a":"0.3526","A":"0"', "XYZUSDT"),
+    ticker('"b":"0.35210000","B":"672","a":"0.3526","A":"1.e2"'),
+    ticker('"b":"0.35210000","B":"672","a":"0.3526","A":"1","E":1633998512068'),
+    `{"stream":"nknusdt@bookTicker","data":{"u":-1,"s":"NKNUSDT","b":"1","B":"1","a":"1","A":"1"}}`,
+    trade('"t":7,"p":"4149.74","q":"0.4387","T":1639351062243,"m":true,"M":true'),
+    trade('"t":7,"p":"4149.74","q":"0.4387","b":1,"a":2,"T":1639351062243,"m":false,"M":true'),
+    trade('"t":7,"p":"4149.74","q":"0.4387","T":1639351062243,"m":true,"M":true', "XYZUSDT"),
+    trade('"t":7,"p":"4149.74","q":"0.4387","T":1639351062243,"m":1,"M":true'),
+    trade('"t":9007199254740993,"p":"1","q":"1","T":1,"m":true,"M":true'),
+    trade('"t":7,"p":"1","q":"1","T":1,"m":true,"M":true,"X":"NEW"'),
+    trade('"t":7,"p":"1","q":"1","b":1,"T":1,"m":true,"M":true'),
+  ];
+  let compactEdges = 0;
+  for (const frame of edges) {
+    assert.deepEqual(outcome(frame), outcome(spaced(frame)), frame);
+    if (parseBinanceCompactFrame(frame, RX, SYMBOLS) !== null) compactEdges++;
+  }
+  assert.equal(compactEdges, 5); // the first two diffs, the first ticker, the first two trades
+  const [compact] = [diffOf(diff('"U":1,"u":2,"b":[["1","2","3"]],"a":[["0.10","5"]]'))];
+  assert.deepEqual([compact.bids, compact.asks], [[["1", "2"]], [["0.10", "5"]]]);
+});
+
+Deno.test("mutated trades, depth diffs and book tickers read the same on both paths", () => {
+  const random = prng(20211013);
+  const seeds = COMPACT_SEEDS;
+  let parsed = 0;
+  for (let round = 0; round < 5_000; round++) {
+    const frame = mutate(seeds[Math.floor(random() * seeds.length)]!, random);
+    const general = outcome(spaced(frame));
+    assert.deepEqual(outcome(frame), general, frame);
+    const compact = parseBinanceCompactFrame(frame, RX, SYMBOLS);
+    if (compact !== null) {
+      assert.deepEqual(compact, general, frame);
+      parsed++;
+    }
+  }
+  assert.ok(parsed > 500, `${parsed} mutated frames read on the compact path`);
 });
 
 /** Every decimal of a parsed event is a plain decimal string: garbage never gets through. */
