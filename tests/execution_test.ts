@@ -269,6 +269,28 @@ async function waitForStatus(sql: Sql, id: string, status: Order["status"]): Pro
   return order!;
 }
 
+/** A 1 BTC-USDT gtc limit signal of strategy "grid": it rests at the paper broker. */
+function restingLimit(
+  id: string,
+  side: "buy" | "sell",
+  price: string,
+  source: "nats" | "rest" = "nats",
+) {
+  return {
+    body: {
+      id,
+      symbol: "BTC-USDT",
+      side,
+      qty: "1",
+      type: "limit",
+      limit_price: price,
+      time_in_force: "gtc",
+    },
+    strategy: "grid",
+    source,
+  };
+}
+
 function rulesOf(reasons: readonly RejectReason[]): string[] {
   return reasons.map((r) => "rule" in r ? r.rule : `path:${r.path}`);
 }
@@ -496,20 +518,10 @@ Deno.test("each risk rule refuses an order and names itself", async () => {
 
 Deno.test("signals of one batch count each other: the second cannot exceed max_open_orders", async () => {
   await using h = await harness({ risk: (c) => ({ ...noLimits(c), max_open_orders: 1 }) });
-  const resting = (id: string) => ({
-    body: {
-      id,
-      symbol: "BTC-USDT",
-      side: "buy",
-      qty: "1",
-      type: "limit",
-      limit_price: "40000",
-      time_in_force: "gtc",
-    },
-    strategy: "grid",
-    source: "nats" as const,
-  });
-  const outcomes = await h.engine.processSignals([resting("g-1"), resting("g-2")]);
+  const outcomes = await h.engine.processSignals([
+    restingLimit("g-1", "buy", "40000"),
+    restingLimit("g-2", "buy", "40000"),
+  ]);
   assert.deepEqual(outcomes.map((o) => o.status), ["accepted", "rejected"]);
   const second = outcomes[1]!;
   if (second.status !== "rejected") return;
@@ -518,26 +530,13 @@ Deno.test("signals of one batch count each other: the second cannot exceed max_o
   const first = outcomes[0]!;
   if (first.status !== "accepted") return;
   await waitForStatus(h.sql, first.order.id, "submitted");
-  const [third] = await h.engine.processSignals([resting("g-3")]);
+  const [third] = await h.engine.processSignals([restingLimit("g-3", "buy", "40000")]);
   assert.equal(third?.status, "rejected");
   assert.deepEqual(h.state.openQty("BTC-USDT").buy.toString(), "1");
 });
 
 Deno.test("a batch decided while the one before commits counts its orders as open", async () => {
   await using h = await harness({ risk: (c) => ({ ...noLimits(c), max_open_orders: 1 }) });
-  const resting = (id: string) => ({
-    body: {
-      id,
-      symbol: "BTC-USDT",
-      side: "sell",
-      qty: "1",
-      type: "limit",
-      limit_price: "60000",
-      time_in_force: "gtc",
-    },
-    strategy: "grid",
-    source: "nats" as const,
-  });
   // The symbol's row exists (a first order creates it, in its own transaction) and no order rests.
   const [warm] = await h.engine.processSignals([{
     body: { id: "p-0", symbol: "BTC-USDT", side: "buy", qty: "1" },
@@ -546,9 +545,9 @@ Deno.test("a batch decided while the one before commits counts its orders as ope
   }]);
   if (warm?.status === "accepted") await waitForStatus(h.sql, warm.order.id, "filled");
   // Handed in back to back: the second is decided while the first commits.
-  const first = h.engine.enqueueSignals([resting("p-1")]);
+  const first = h.engine.enqueueSignals([restingLimit("p-1", "sell", "60000")]);
   await first.decided;
-  const second = h.engine.enqueueSignals([resting("p-2")]);
+  const second = h.engine.enqueueSignals([restingLimit("p-2", "sell", "60000")]);
   const [a] = await first.outcomes;
   const [b] = await second.outcomes;
   assert.equal(a?.status, "accepted");
@@ -826,22 +825,9 @@ Deno.test("after a crash, reconciliation submits unsubmitted orders once and cat
 
 Deno.test("the kill switch rejects new orders and cancels open ones; it survives a restart", async () => {
   await using h = await harness();
-  const resting = (id: string, price: string) => ({
-    body: {
-      id,
-      symbol: "BTC-USDT",
-      side: "buy",
-      qty: "1",
-      type: "limit",
-      limit_price: price,
-      time_in_force: "gtc",
-    },
-    strategy: "grid",
-    source: "rest" as const,
-  });
   const outcomes = await h.engine.processSignals([
-    resting("k-1", "45000"),
-    resting("k-2", "44000"),
+    restingLimit("k-1", "buy", "45000", "rest"),
+    restingLimit("k-2", "buy", "44000", "rest"),
   ]);
   const ids = outcomes.map((o) => o.status === "accepted" ? o.order.id : "");
   for (const id of ids) await waitForStatus(h.sql, id, "submitted");
@@ -852,7 +838,7 @@ Deno.test("the kill switch rejects new orders and cancels open ones; it survives
     const order = await waitForStatus(h.sql, id, "cancelled");
     assert.equal(order.status_reason, "cancelled on request");
   }
-  const [refused] = await h.engine.processSignals([resting("k-3", "45000")]);
+  const [refused] = await h.engine.processSignals([restingLimit("k-3", "buy", "45000", "rest")]);
   assert.equal(refused?.status, "rejected");
   if (refused.status !== "rejected") return;
   assert.deepEqual(rulesOf(refused.reasons), ["kill_switch"]);
@@ -865,7 +851,7 @@ Deno.test("the kill switch rejects new orders and cancels open ones; it survives
   assert.equal(restarted.killSwitch().active, true);
   assert.equal(restarted.killSwitch().reason, "drill");
   await restarted.setKillSwitch({ active: false });
-  const [accepted] = await restarted.processSignals([resting("k-4", "45000")]);
+  const [accepted] = await restarted.processSignals([restingLimit("k-4", "buy", "45000", "rest")]);
   assert.equal(accepted?.status, "accepted");
 });
 

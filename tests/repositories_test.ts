@@ -89,6 +89,12 @@ async function seedSymbols(sql: Sql): Promise<void> {
 }
 
 /** A deferred promise: resolve it from outside. */
+/** Seeds the symbols and inserts a pending buy of 10 AAPL for strategy "s". */
+async function seededOrder(sql: Sql) {
+  await seedSymbols(sql);
+  return await insertOrder(sql, { symbol: "AAPL", side: "buy", qty: "10", strategy: "s" });
+}
+
 function gate(): { promise: Promise<void>; open: () => void } {
   let open = () => {};
   const promise = new Promise<void>((resolve) => open = resolve);
@@ -357,13 +363,7 @@ Deno.test("orders are found by id, client order id and broker order id", async (
 
 Deno.test("order status updates are checked against the expected status and filled quantity", async () => {
   await using db = await migratedDatabase();
-  await seedSymbols(db.sql);
-  const order = await insertOrder(db.sql, {
-    symbol: "AAPL",
-    side: "buy",
-    qty: "10",
-    strategy: "s",
-  });
+  const order = await seededOrder(db.sql);
   const submitted = await updateOrderStatus(db.sql, order.id, {
     from: "pending",
     to: "submitted",
@@ -543,13 +543,7 @@ Deno.test("open orders are listed and counted per symbol, and the outbox lists p
 
 Deno.test("fills are inserted idempotently in batches and listed by date range", async () => {
   await using db = await migratedDatabase();
-  await seedSymbols(db.sql);
-  const order = await insertOrder(db.sql, {
-    symbol: "AAPL",
-    side: "buy",
-    qty: "10",
-    strategy: "s",
-  });
+  const order = await seededOrder(db.sql);
   const fill = (id: string, day: number, qty = "1"): NewFill => ({
     order_id: order.id,
     broker_fill_id: id,
@@ -597,13 +591,7 @@ Deno.test("fills are inserted idempotently in batches and listed by date range",
 
 Deno.test("fills and the order updates they cause are stored in one statement, all or nothing", async () => {
   await using db = await migratedDatabase();
-  await seedSymbols(db.sql);
-  const order = await insertOrder(db.sql, {
-    symbol: "AAPL",
-    side: "buy",
-    qty: "10",
-    strategy: "s",
-  });
+  const order = await seededOrder(db.sql);
   const fill = (id: string, qty: string): NewFill => ({
     order_id: order.id,
     broker_fill_id: id,
