@@ -14,10 +14,14 @@ import {
   getPortfolio,
   listOrders,
   listPositions,
+  listSignals,
   listSnapshots,
   NotFoundError,
   ORDER_STATUSES,
   type OrderStatus,
+  type Signal,
+  SIGNAL_STATUSES,
+  type SignalStatus,
 } from "../db/mod.ts";
 import {
   type ExecutionEngine,
@@ -52,6 +56,7 @@ export interface TradingRoutesDeps {
 }
 
 const STATUS_SET: ReadonlySet<string> = new Set(ORDER_STATUSES);
+const SIGNAL_STATUS_SET: ReadonlySet<string> = new Set(SIGNAL_STATUSES);
 const ID = /^\d{1,19}$/;
 
 /** The trading routes, to mount at `/api/v1/trading`. */
@@ -74,37 +79,28 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   });
 
   app.get("/orders", async (c) => {
-    const q = query(c.req.query(), [
-      "symbol",
-      "status",
-      "strategy",
-      "from",
-      "to",
-      "limit",
-      "cursor",
-    ]);
+    const { q, filter } = listQuery(c.req.query());
     const statuses = q.status?.split(",").map((s) => s.trim());
-    for (const status of statuses ?? []) {
-      if (!STATUS_SET.has(status)) {
-        throw new ApiError(
-          400,
-          "bad_request",
-          `Unknown status ${JSON.stringify(status)}; expected ${ORDER_STATUSES.join(", ")}`,
-        );
-      }
-    }
+    for (const status of statuses ?? []) checkStatus(status, STATUS_SET, ORDER_STATUSES);
     const page = await badParams(() =>
       listOrders(deps.sql, {
-        ...(q.symbol ? { symbol: q.symbol } : {}),
+        ...filter,
         ...(statuses ? { status: statuses as OrderStatus[] } : {}),
-        ...(q.strategy ? { strategy: q.strategy } : {}),
-        ...(q.from ? { from: date(q.from, "from") } : {}),
-        ...(q.to ? { to: date(q.to, "to") } : {}),
-        limit: limit(q.limit),
-        after: q.cursor ?? null,
       })
     );
     return c.json({ orders: page.items.map(orderJson), next_cursor: page.next });
+  });
+
+  app.get("/signals", async (c) => {
+    const { q, filter } = listQuery(c.req.query());
+    if (q.status !== undefined) checkStatus(q.status, SIGNAL_STATUS_SET, SIGNAL_STATUSES);
+    const page = await badParams(() =>
+      listSignals(deps.sql, {
+        ...filter,
+        ...(q.status ? { status: q.status as SignalStatus } : {}),
+      })
+    );
+    return c.json({ signals: page.items.map(signalJson), next_cursor: page.next });
   });
 
   app.get("/orders/:id", async (c) => {
@@ -208,6 +204,50 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   });
 
   return app;
+}
+
+/**
+ * The query of a list of orders or signals, and its filters common to both:
+ * symbol, strategy, from, to, limit and cursor (`status` is left to the caller).
+ */
+function listQuery(params: Record<string, string>) {
+  const q = query(params, ["symbol", "status", "strategy", "from", "to", "limit", "cursor"]);
+  const filter = {
+    ...(q.symbol ? { symbol: q.symbol } : {}),
+    ...(q.strategy ? { strategy: q.strategy } : {}),
+    ...(q.from ? { from: date(q.from, "from") } : {}),
+    ...(q.to ? { to: date(q.to, "to") } : {}),
+    limit: limit(q.limit),
+    after: q.cursor ?? null,
+  };
+  return { q, filter };
+}
+
+/** Throws a 400 naming the known statuses unless `status` is one of them. */
+function checkStatus(status: string, known: ReadonlySet<string>, all: readonly string[]): void {
+  if (!known.has(status)) {
+    throw new ApiError(
+      400,
+      "bad_request",
+      `Unknown status ${JSON.stringify(status)}; expected ${all.join(", ")}`,
+    );
+  }
+}
+
+/** A stored signal as the API shows it: its outcome, reasons and the body as received. */
+function signalJson(signal: Signal) {
+  return {
+    id: signal.id,
+    strategy: signal.strategy,
+    client_signal_id: signal.client_signal_id,
+    source: signal.source,
+    symbol: signal.symbol,
+    status: signal.status,
+    reasons: signal.reasons,
+    payload: signal.payload,
+    received_at: signal.received_at.toISOString(),
+    decided_at: signal.decided_at?.toISOString() ?? null,
+  };
 }
 
 function respondToOutcome(

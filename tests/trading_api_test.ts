@@ -153,6 +153,62 @@ Deno.test("an invalid or refused signal is answered 422 with every reason", asyn
   await notJson.body?.cancel();
 });
 
+Deno.test("signals list shows each outcome with its reasons, filters and paginates", async () => {
+  await using api = await tradingApi();
+  const sent: Array<[id: string, strategy: string, side: string, qty: string, status: number]> = [
+    ["sig-ok", "alpha", "buy", "0.01", 201],
+    ["sig-big", "alpha", "buy", "11", 422],
+    ["sig-beta", "beta", "sell", "0.01", 201],
+  ];
+  for (const [id, strategy, side, qty, status] of sent) {
+    const res = await api.call("POST", "/signal", { id, strategy, symbol: "BTC-USDT", side, qty });
+    assert.equal(res.status, status, id);
+    await res.body?.cancel();
+  }
+
+  type SignalsPage = {
+    signals: Array<{
+      client_signal_id: string;
+      strategy: string;
+      status: string;
+      reasons: Array<{ rule: string }> | null;
+      payload: { qty: string };
+      received_at: string;
+    }>;
+    next_cursor: string | null;
+  };
+  const rejected: SignalsPage = await (await api.call("GET", "/signals?status=rejected")).json();
+  assert.deepEqual(rejected.signals.map((s) => s.client_signal_id), ["sig-big"]);
+  assert.deepEqual(rejected.signals[0]!.reasons!.map((r) => r.rule), [
+    "max_order_qty",
+    "max_notional",
+  ]);
+  assert.equal(rejected.signals[0]!.payload.qty, "11");
+  assert.ok(!Number.isNaN(Date.parse(rejected.signals[0]!.received_at)));
+
+  const alpha: SignalsPage = await (await api.call("GET", "/signals?strategy=alpha")).json();
+  assert.deepEqual(alpha.signals.map((s) => s.client_signal_id), ["sig-big", "sig-ok"]);
+  assert.deepEqual(alpha.signals.map((s) => s.status), ["rejected", "accepted"]);
+
+  const seen: string[] = [];
+  let cursor: string | null = null;
+  do {
+    const page: SignalsPage = await (await api.call(
+      "GET",
+      `/signals?limit=1${cursor ? `&cursor=${cursor}` : ""}`,
+    )).json();
+    seen.push(...page.signals.map((s) => s.client_signal_id));
+    cursor = page.next_cursor;
+  } while (cursor);
+  assert.deepEqual(seen, ["sig-beta", "sig-big", "sig-ok"]);
+
+  for (const path of ["/signals?status=filled", "/signals?limit=0", "/signals?to=soon"]) {
+    const res = await api.call("GET", path);
+    assert.equal(res.status, 400, path);
+    await res.body?.cancel();
+  }
+});
+
 Deno.test("trading endpoints need the API key", async () => {
   await using api = await tradingApi();
   const missing = await api.call("GET", "/orders", undefined, null);
