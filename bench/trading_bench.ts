@@ -8,7 +8,9 @@
  *
  * - latency p50/p99: one signal at a time published on `signals.bench` (core
  *   NATS, as `nats pub` does) until its `positions.BTC-USDT` message arrives
- *   (the tracker publishes it after committing the position);
+ *   (the tracker publishes it after committing the position), split into
+ *   three stages at the instants PostgreSQL records as `now()` of the
+ *   statement storing the signal and order and of the one storing the fill;
  * - sustained signals/s: a burst published at once, from the first publish
  *   to the last fill applied to the position, with the engine's average batch
  *   size — and a check that exactly-once held (one signal row, one order, one
@@ -22,7 +24,7 @@
  * `deno run -A bench/trading_bench.ts --latency=1000 --burst=20000`.
  */
 
-import postgres from "postgres";
+import postgres, { type Sql } from "postgres";
 import { connect } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
@@ -94,6 +96,34 @@ async function sample(n: number, fn: () => Promise<unknown>): Promise<number[]> 
     samples.push(performance.now() - t0);
   }
   return samples;
+}
+
+/**
+ * Splits each timed signal's latency (wall-clock ms by client signal id) at
+ * two instants PostgreSQL recorded: when the statement storing its signal and
+ * order started (`signals.decided_at`, `now()` of that statement) and when
+ * the one storing its fill started (`fills.created_at`).
+ */
+async function latencyStages(
+  sql: Sql,
+  timed: ReadonlyMap<string, { published: number; arrived: number }>,
+): Promise<{ toOrder: number[]; toFill: number[]; toPosition: number[] }> {
+  const rows = await sql<{ id: string; decided_us: string; filled_us: string }[]>`
+    select s.client_signal_id as id,
+      (extract(epoch from s.decided_at) * 1e6)::bigint::text as decided_us,
+      (extract(epoch from f.created_at) * 1e6)::bigint::text as filled_us
+    from signals s join orders o on o.signal_id = s.id join fills f on f.order_id = o.id
+    where s.client_signal_id = any(${[...timed.keys()]})`;
+  const stages = { toOrder: [] as number[], toFill: [] as number[], toPosition: [] as number[] };
+  for (const row of rows) {
+    const { published, arrived } = timed.get(row.id)!;
+    const decided = Number(row.decided_us) / 1000;
+    const filled = Number(row.filled_us) / 1000;
+    stages.toOrder.push(decided - published);
+    stages.toFill.push(filled - decided);
+    stages.toPosition.push(arrived - filled);
+  }
+  return stages;
 }
 
 /** Waits for the next message on `subject` (subscribed before `trigger` runs). */
@@ -186,11 +216,19 @@ export async function runTradingBench(options: TradingBenchOptions): Promise<voi
       () => sql`insert into bench_floor (v) values ('x')`,
     );
 
-    // Latency: one signal at a time, until the tracker publishes the position.
-    const latency = await sample(
-      options.latency,
-      () => nextMessage(nc, `positions.${SYMBOL}`, () => nc.publish("signals.bench", signal())),
-    );
+    // Latency: one signal at a time, until the tracker publishes the position. The wall-clock
+    // publish and arrival times of each signal, by id, split it into stages below.
+    const wall = () => performance.timeOrigin + performance.now();
+    const timed = new Map<string, { published: number; arrived: number }>();
+    const latency = await sample(options.latency, async () => {
+      const id = `b-${n}`;
+      const published = wall();
+      await nextMessage(nc, `positions.${SYMBOL}`, () => nc.publish("signals.bench", signal()));
+      timed.set(id, { published, arrived: wall() });
+    });
+    // sample() warms up with a tenth of the runs first: those are not split either.
+    for (const id of [...timed.keys()].slice(0, timed.size - options.latency)) timed.delete(id);
+    const stages = await latencyStages(sql, timed);
 
     // Throughput: a burst, until every fill is applied to the position.
     await trading.engine.settled();
@@ -245,6 +283,9 @@ export async function runTradingBench(options: TradingBenchOptions): Promise<voi
     row("JetStream publish ack (floor)", jsAck);
     row("PostgreSQL insert + commit (floor)", pgCommit);
     row(`signal → position updated, one at a time (${options.latency})`, latency);
+    row("  publish → order statement starts (C1)", stages.toOrder);
+    row("  C1 starts → fill statement starts (C2)", stages.toFill);
+    row("  C2 starts → position message (C2, C3, publish)", stages.toPosition);
     lines.push(
       `  sustained: ${Math.round(options.burst / seconds).toLocaleString("en")} signals/s ` +
         `(${options.burst.toLocaleString("en")} signals in ${seconds.toFixed(2)} s, ` +
