@@ -748,13 +748,6 @@ class Tracker {
     } catch {
       return null;
     }
-    const merged = new Map<string, Position>();
-    for (const p of state.positions()) merged.set(p.symbol, p);
-    for (const [symbol, { position }] of after) merged.set(symbol, position);
-    const value = valuePortfolio(
-      { starting_cash: state.starting_cash, cash, positions: merged },
-      this.#markOf(),
-    );
     try {
       await storeAppliedFills(this.#deps.sql, {
         portfolio: {
@@ -762,11 +755,7 @@ class Tracker {
           cash_before: state.cash,
           cash,
           realized_pnl_delta: realized,
-          equity: roundMoney(value.equity),
-          market_value: roundMoney(value.net_exposure),
-          gross_exposure: roundMoney(value.gross_exposure),
-          net_exposure: roundMoney(value.net_exposure),
-          unrealized_pnl: roundMoney(value.unrealized_pnl),
+          ...this.#valuedFigures(cash, [...after.values()].map((a) => a.position)),
         },
         fills,
         positions: [...after].map(([symbol, { position, last_fill_id }]) => {
@@ -930,20 +919,8 @@ class Tracker {
         realized_pnl: roundMoney(realized.get(id) ?? ZERO),
       };
       if (id === state.portfolio_id) {
-        const merged = new Map<string, Position>();
-        for (const p of state.positions()) merged.set(p.symbol, p);
-        for (const [key, p] of positions) {
-          if (key.startsWith(`${id}\u0000`)) merged.set(p.symbol, p);
-        }
-        const value = valuePortfolio(
-          { starting_cash: state.starting_cash, cash: newCash, positions: merged },
-          this.#markOf(),
-        );
-        figures.equity = roundMoney(value.equity);
-        figures.market_value = roundMoney(value.net_exposure);
-        figures.gross_exposure = roundMoney(value.gross_exposure);
-        figures.net_exposure = roundMoney(value.net_exposure);
-        figures.unrealized_pnl = roundMoney(value.unrealized_pnl);
+        const changed = [...positions].filter(([key]) => key.startsWith(`${id}\u0000`));
+        Object.assign(figures, this.#valuedFigures(newCash, changed.map(([, p]) => p)));
       }
       writes.push(upsertPortfolio(tx, { id, ...figures }, by));
     }
@@ -1066,6 +1043,29 @@ class Tracker {
   }
 
   // -- helpers ------------------------------------------------------------------------------
+
+  /**
+   * The tracked portfolio's stored figures (equity, market value, exposures,
+   * unrealized P&L, rounded to money) at the current marks, once its cash is
+   * `cash` and `changed` replace the positions the state holds.
+   */
+  #valuedFigures(cash: Decimal, changed: Iterable<Position>) {
+    const { state } = this.#deps;
+    const positions = new Map<string, Position>();
+    for (const p of state.positions()) positions.set(p.symbol, p);
+    for (const p of changed) positions.set(p.symbol, p);
+    const value = valuePortfolio(
+      { starting_cash: state.starting_cash, cash, positions },
+      this.#markOf(),
+    );
+    return {
+      equity: roundMoney(value.equity),
+      market_value: roundMoney(value.net_exposure),
+      gross_exposure: roundMoney(value.gross_exposure),
+      net_exposure: roundMoney(value.net_exposure),
+      unrealized_pnl: roundMoney(value.unrealized_pnl),
+    };
+  }
 
   #markOf(): (symbol: string) => Decimal | null {
     const now = this.#clock.now();
