@@ -134,6 +134,7 @@ import {
 } from "../trading/fills_stream.ts";
 import type { Side } from "../trading/signal.ts";
 import { assertPositiveInteger } from "../lib/assert.ts";
+import { LatchedWakeup } from "../lib/wakeup.ts";
 
 /** Default name of the tracker in the supervision tree. */
 export const DEFAULT_POSITION_TRACKER_NAME = "position_tracker";
@@ -382,30 +383,6 @@ class UnapplicableError extends Error {
 
 const textDecoder = new TextDecoder();
 
-/** A wake-up call between the consume callback, the snapshot timer and the worker. */
-class Wakeup {
-  #waiter: (() => void) | null = null;
-  #pending = false;
-  notify(): void {
-    this.#pending = true;
-    const waiter = this.#waiter;
-    this.#waiter = null;
-    waiter?.();
-  }
-  wait(): Promise<void> {
-    if (this.#pending) {
-      this.#pending = false;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => {
-      this.#waiter = () => {
-        this.#pending = false;
-        resolve();
-      };
-    });
-  }
-}
-
 class Tracker {
   readonly #deps: PositionTrackerDeps;
   readonly #signal: AbortSignal;
@@ -422,7 +399,8 @@ class Tracker {
   readonly #offered = new Map<string, FillMessage>();
   /** Ids of fills applied as handed over whose FILLS message has not come yet. */
   readonly #handedOver = new Set<string>();
-  readonly #wake = new Wakeup();
+  /** Latched: a notify while the loop is busy applying must not be lost. */
+  readonly #wake = new LatchedWakeup();
   #snapshotDue = false;
 
   constructor(deps: PositionTrackerDeps, signal: AbortSignal, log: Logger) {

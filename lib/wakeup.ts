@@ -1,5 +1,8 @@
 /**
- * A one-shot signal between loops: `wait()` resolves at the next `notify()`.
+ * One-shot signals between loops: `wait()` resolves at the next `notify()`.
+ * {@linkcode Wakeup} forgets a notify nobody waits for; {@linkcode LatchedWakeup}
+ * keeps it for the next `wait()`, for a loop that may miss a notify while it
+ * is busy between its checks and its wait.
  *
  * @module
  */
@@ -31,5 +34,43 @@ export class Wakeup {
     this.#promise = null;
     this.#resolve = null;
     resolve?.();
+  }
+}
+
+/**
+ * Like {@linkcode Wakeup} for one waiter, but a notify with no waiter is
+ * remembered: the next {@linkcode LatchedWakeup.wait} resolves at once.
+ *
+ * @example
+ * ```ts
+ * const wake = new LatchedWakeup();
+ * wake.notify();
+ * await wake.wait(); // resolves at once
+ * ```
+ */
+export class LatchedWakeup {
+  #waiter: (() => void) | null = null;
+  #pending = false;
+
+  /** Wakes the waiter, or the next one if none waits. */
+  notify(): void {
+    this.#pending = true;
+    const waiter = this.#waiter;
+    this.#waiter = null;
+    waiter?.();
+  }
+
+  /** Resolves at the next notify, or at once after a notify nobody waited for. */
+  wait(): Promise<void> {
+    if (this.#pending) {
+      this.#pending = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      this.#waiter = () => {
+        this.#pending = false;
+        resolve();
+      };
+    });
   }
 }
