@@ -274,6 +274,38 @@ function keyOf(strategy: string, clientSignalId: string): string {
   return `${strategy}\u0000${clientSignalId}`;
 }
 
+/** A signal's idempotency key, `strategy` and the client's `id`. */
+export interface SignalKey {
+  strategy: string;
+  id: string;
+}
+
+/** The condition "`signals s` has one of `keys`", for a WHERE clause. */
+function keyCondition(sql: Queryable, keys: readonly SignalKey[]) {
+  // The key columns as arrays too: the planner then searches the unique index rather than scan.
+  const strategies = JSON.stringify([...new Set(keys.map((k) => k.strategy))]);
+  const ids = JSON.stringify(keys.map((k) => k.id));
+  return sql`(s.strategy, s.client_signal_id) IN (
+      SELECT strategy, id FROM jsonb_to_recordset(${JSON.stringify(keys)}::text::jsonb)
+        AS k(strategy text, id text))
+    AND s.strategy = ANY (ARRAY(SELECT jsonb_array_elements_text(${strategies}::text::jsonb)))
+    AND s.client_signal_id = ANY (ARRAY(SELECT jsonb_array_elements_text(${ids}::text::jsonb)))`;
+}
+
+/**
+ * Which of `keys` are stored already, each as `` `${strategy}\u0000${id}` ``
+ * (one query).
+ */
+export async function storedSignalKeys(
+  sql: Queryable,
+  keys: readonly SignalKey[],
+): Promise<Set<string>> {
+  if (keys.length === 0) return new Set();
+  const rows = await run(sql<{ strategy: string; client_signal_id: string }[]>`
+    SELECT s.strategy, s.client_signal_id FROM signals s WHERE ${keyCondition(sql, keys)}`);
+  return new Set(rows.map((row) => keyOf(row.strategy, row.client_signal_id)));
+}
+
 function checkSignal(signal: NewSignal): void {
   if (typeof signal.strategy !== "string" || signal.strategy === "") {
     throw new TypeError("A signal needs a strategy");
@@ -410,18 +442,10 @@ export async function insertSignalsAndOrders(
   const missing = records.filter((record) => results[record.i] === undefined);
   if (missing.length > 0) {
     const keys = missing.map((r) => ({ strategy: r.s_strategy, id: r.s_client_signal_id }));
-    // The key columns as arrays too: the planner then searches the unique index rather than scan.
-    const strategies = JSON.stringify([...new Set(keys.map((k) => k.strategy))]);
-    const ids = JSON.stringify(keys.map((k) => k.id));
     const existing = await run(sql<JoinedRow[]>`
       SELECT ${sql.unsafe(SIGNAL_WITH_ORDER)}
       FROM signals s LEFT JOIN orders o ON o.signal_id = s.id
-      WHERE (s.strategy, s.client_signal_id) IN (
-        SELECT strategy, id FROM jsonb_to_recordset(${JSON.stringify(keys)}::text::jsonb)
-          AS k(strategy text, id text))
-        AND s.strategy = ANY (ARRAY(SELECT jsonb_array_elements_text(${strategies}::text::jsonb)))
-        AND s.client_signal_id = ANY (ARRAY(
-          SELECT jsonb_array_elements_text(${ids}::text::jsonb)))`);
+      WHERE ${keyCondition(sql, keys)}`);
     const byKey = new Map(
       existing.map((row) => [keyOf(row.strategy, row.client_signal_id), splitJoined(row)]),
     );

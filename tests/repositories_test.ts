@@ -70,6 +70,7 @@ import {
   setKillSwitch,
   type SignalBatchItem,
   storeAppliedFills,
+  storedSignalKeys,
   totalExposure,
   unitOfWork,
   updateLastPrices,
@@ -221,6 +222,14 @@ Deno.test("a signal is recorded once, decided once, and found by its idempotency
   assert.equal(found?.signal.id, first.signal.id);
   assert.equal(found?.order, null);
   assert.equal(await findSignalByKey(db.sql, "momentum", "nope"), null);
+  const stored = await storedSignalKeys(db.sql, [
+    { strategy: "momentum", id: "a-1" },
+    { strategy: "momentum", id: "nope" },
+    { strategy: "trend", id: "a-1" },
+    { strategy: "meanrev", id: "a-1" },
+  ]);
+  assert.deepEqual([...stored].sort(), ["meanrev\u0000a-1", "momentum\u0000a-1"]);
+  assert.deepEqual(await storedSignalKeys(db.sql, []), new Set());
   assert.equal((await getSignal(db.sql, other.signal.id)).signal.strategy, "meanrev");
   await assert.rejects(getSignal(db.sql, "424242"), NotFoundError);
 

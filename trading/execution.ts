@@ -106,6 +106,7 @@ import {
   type Signal as SignalRow,
   type SignalBatchItem,
   type SignalInsertResult,
+  storedSignalKeys,
   unitOfWork,
   updateOrderStatuses,
   upsertSymbols,
@@ -828,7 +829,12 @@ export class ExecutionEngine {
       await this.#drainBatches();
       commit = (async () => {
         const { results, decisions } = await unitOfWork(this.#sql, async (tx) => {
-          const stored = checkStored ? await storedKeys(tx, prepared) : new Set<string>();
+          const stored = checkStored
+            ? await storedSignalKeys(
+              tx,
+              prepared.map((p) => ({ strategy: p.strategy, id: p.clientSignalId })),
+            )
+            : new Set<string>();
           const decided = this.#decide(prepared, stored);
           await this.#ensureSymbols(tx, decided);
           const results = await insertSignalsAndOrders(tx, decided.map((d) => d.item), {
@@ -2205,20 +2211,4 @@ function describeUpdate(update: Update): Record<string, unknown> {
     client_order_id: event.client_order_id,
     ...(event.type === "fill" ? { fill_id: event.fill_id, qty: toJson(event.qty) } : {}),
   };
-}
-
-/** The `(strategy, client_signal_id)` keys of `prepared` already stored (one query). */
-async function storedKeys(tx: TransactionSql, prepared: readonly Prepared[]): Promise<Set<string>> {
-  const keys = prepared.map((p) => ({ strategy: p.strategy, client_signal_id: p.clientSignalId }));
-  // The key columns as arrays too: the planner then searches the unique index rather than scan.
-  const strategies = JSON.stringify([...new Set(keys.map((k) => k.strategy))]);
-  const ids = JSON.stringify(keys.map((k) => k.client_signal_id));
-  const rows = await tx<{ strategy: string; client_signal_id: string }[]>`
-    SELECT s.strategy, s.client_signal_id FROM signals s
-    JOIN jsonb_to_recordset(${JSON.stringify(keys)}::text::jsonb)
-      AS k(strategy text, client_signal_id text)
-      ON k.strategy = s.strategy AND k.client_signal_id = s.client_signal_id
-    WHERE s.strategy = ANY (ARRAY(SELECT jsonb_array_elements_text(${strategies}::text::jsonb)))
-      AND s.client_signal_id = ANY (ARRAY(SELECT jsonb_array_elements_text(${ids}::text::jsonb)))`;
-  return new Set(rows.map((row) => `${row.strategy}\u0000${row.client_signal_id}`));
 }
