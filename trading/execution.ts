@@ -1328,7 +1328,6 @@ export class ExecutionEngine {
         });
         this.#stats.submitted++;
         tracked.submitting = false;
-
         this.#enqueue({ kind: "submitted", coid, broker_order_id });
         if (tracked.cancelRequested) await this.#cancelAtBroker(tracked, broker);
         return;
@@ -1402,7 +1401,6 @@ export class ExecutionEngine {
     if (lane.updates[0]?.kind === "submitted") {
       await new Promise((resolve) => setImmediate(resolve));
     }
-
     while (lane.updates.length > 0) {
       const batch = lane.updates.splice(0, this.#eventBatchMax);
       if (!await this.#applyWithRetry(batch)) {
@@ -1811,7 +1809,6 @@ export class ExecutionEngine {
     })());
   }
 
-  /** Publishes the order on `orders.<status>.<symbol>`, as `state` when given (an intermediate step). */
   /**
    * Publishes the order on `orders.<status>.<symbol>`: as stored, or as it was
    * at an intermediate `state` of the batch (`base` is its JSON, made once).
