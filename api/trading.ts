@@ -55,8 +55,6 @@ export interface TradingRoutesDeps {
   clock?: Clock;
 }
 
-const STATUS_SET: ReadonlySet<string> = new Set(ORDER_STATUSES);
-const SIGNAL_STATUS_SET: ReadonlySet<string> = new Set(SIGNAL_STATUSES);
 const ID = /^\d{1,19}$/;
 
 /** The trading routes, to mount at `/api/v1/trading`. */
@@ -81,7 +79,7 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   app.get("/orders", async (c) => {
     const { q, filter } = listQuery(c.req.query());
     const statuses = q.status?.split(",").map((s) => s.trim());
-    for (const status of statuses ?? []) checkStatus(status, STATUS_SET, ORDER_STATUSES);
+    for (const status of statuses ?? []) checkStatus(status, ORDER_STATUSES);
     const page = await badParams(() =>
       listOrders(deps.sql, {
         ...filter,
@@ -93,7 +91,7 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
 
   app.get("/signals", async (c) => {
     const { q, filter } = listQuery(c.req.query());
-    if (q.status !== undefined) checkStatus(q.status, SIGNAL_STATUS_SET, SIGNAL_STATUSES);
+    if (q.status !== undefined) checkStatus(q.status, SIGNAL_STATUSES);
     const page = await badParams(() =>
       listSignals(deps.sql, {
         ...filter,
@@ -223,9 +221,9 @@ function listQuery(params: Record<string, string>) {
   return { q, filter };
 }
 
-/** Throws a 400 naming the known statuses unless `status` is one of them. */
-function checkStatus(status: string, known: ReadonlySet<string>, all: readonly string[]): void {
-  if (!known.has(status)) {
+/** Throws a 400 naming the known statuses unless `status` is one of `all`. */
+function checkStatus(status: string, all: readonly string[]): void {
+  if (!all.includes(status)) {
     throw new ApiError(
       400,
       "bad_request",
