@@ -30,6 +30,7 @@
 
 import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
 import { assertPositiveInteger } from "../lib/assert.ts";
+import { NANOS_PER_MS } from "./nats.ts";
 
 /**
  * Milliseconds a pull may outlast its expiry before it is given up locally.
@@ -40,7 +41,6 @@ import { assertPositiveInteger } from "../lib/assert.ts";
  */
 export const DEFAULT_PULL_GRACE_MS = 200;
 
-const NANOS_PER_MS = 1_000_000;
 const ACK = Uint8Array.of(43, 65, 67, 75); // +ACK
 const NAK = Uint8Array.of(45, 78, 65, 75); // -NAK
 const WPI = Uint8Array.of(43, 87, 80, 73); // +WPI

@@ -180,7 +180,8 @@ export function subject(...tokens: string[]): string {
 /** A JetStream stream the engine needs, with the settings it is kept at. */
 export type StreamSpec = Partial<StreamConfig> & { name: string; subjects: string[] };
 
-const NANOS_PER_MS = 1_000_000;
+/** Nanoseconds in a millisecond: JetStream's durations are in nanoseconds. */
+export const NANOS_PER_MS = 1_000_000;
 
 /** What {@linkcode limitsStream} is built from (already checked by the caller). */
 export interface LimitsStreamOptions {
