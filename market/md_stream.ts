@@ -39,9 +39,8 @@ export const DEFAULT_BATCH_WRITER_CONSUMER = "batch_writer";
  * redelivers it, in ms. Messages the writer holds — in a batch, during an
  * insert of up to the ClickHouse request timeout, or while ClickHouse is down —
  * are kept from redelivery by `working()` every third of it. It is short so
- * that a delivery that never reached the writer comes back soon: a pull that
- * ends on missed heartbeats closes its inbox while the server may still send
- * to it (seen as part of a burst stored one `ack_wait` late).
+ * that a delivery that never reached the writer (a writer that died holding
+ * it, or a dropped connection) comes back soon.
  */
 export const DEFAULT_ACK_WAIT_MS = 10_000;
 /** Most messages one pull asks for. */
