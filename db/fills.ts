@@ -40,6 +40,11 @@ import { checkId, statusRecord, statusUpdateQuery } from "./_order_sql.ts";
 import type { OrderSide } from "./enums.ts";
 import { SerializationError } from "./errors.ts";
 import type { Order, OrderStatusUpdate } from "./orders.ts";
+import {
+  type PendingPositionChange,
+  type PortfolioChange,
+  positionWriteCtes,
+} from "./positions.ts";
 
 /** A fill as stored. Quantities, prices and money are NUMERIC(20,8) text. */
 export interface Fill {
@@ -249,6 +254,14 @@ export interface OrderChange {
   update: OrderStatusUpdate;
 }
 
+/** What a batch of new fills does to its portfolio's positions and cash ({@linkcode insertFillsWithOrders}). */
+export interface FillsPositions {
+  /** The portfolio's cash and figures. */
+  portfolio: PortfolioChange;
+  /** Each position the fills change, once, with its last fill's index among the fills. */
+  positions: readonly PendingPositionChange[];
+}
+
 /** A row of {@linkcode insertFillsWithOrders}' statement: a new fill's or an updated order's columns. */
 interface FillOrOrderRow {
   k: "fill" | "order";
@@ -280,19 +293,32 @@ interface FillOrOrderRow {
  * explicit transaction for the common case of new fills on orders the caller
  * knows; only the columns the statement sets come back (the rest are the
  * caller's). Throws `IntegrityError` when a fill or a change breaks a check.
+ *
+ * With `options.positions`, the same statement also stores what the fills do
+ * to their portfolio's positions and cash, as `storeAppliedFills` does for
+ * stored fills (each fill then carries its `realized_pnl`, marking it
+ * applied): when a position or the cash is not as its `before` says, nothing
+ * at all is written and a `SerializationError` is thrown.
  */
 export async function insertFillsWithOrders(
   sql: Queryable,
   fills: readonly NewFill[],
   changes: readonly OrderChange[],
-  options: WriteOptions = {},
+  options: WriteOptions & { positions?: FillsPositions | undefined } = {},
 ): Promise<FillsWithOrders> {
   if (fills.length === 0 && changes.length === 0) return { fills: [], orders: [] };
   const by = options.by ?? DEFAULT_ACTOR;
   const records = fills.map(fillRecord);
   const statuses = changes.map((change, i) => statusRecord(change.order.id, change.update, i));
-  // The check runs once both writes completed (it reads their counts); when it fails, the
-  // whole statement — both writes — is rolled back.
+  const positions = options.positions === undefined ? null : positionWriteCtes(
+    sql,
+    options.positions,
+    by,
+    sql`(SELECT ins.id FROM ins JOIN x ON x.order_id = ins.order_id
+      AND x.broker_fill_id = ins.broker_fill_id WHERE x.i = y.last_fill_i)`,
+  );
+  // The check runs once every write completed (it reads their counts); when it fails, the
+  // whole statement — every write — is rolled back.
   const rows = await run(sql<FillOrOrderRow[]>`
     WITH ${
     fillInsertCtes(
@@ -303,11 +329,12 @@ export async function insertFillsWithOrders(
     )
   }, upd AS (
       ${statusUpdateQuery(sql, statuses, by)}
-    ), ok AS (
+    ), ${positions === null ? sql`` : sql`${positions.ctes},`} ok AS (
       SELECT tw_expect(
         (SELECT count(*) FROM ins) = ${records.length}::int
-          AND (SELECT count(*) FROM upd) = ${statuses.length}::int,
-        'fills recorded before or orders changed since they were read') AS ok
+          AND (SELECT count(*) FROM upd) = ${statuses.length}::int
+          AND ${positions === null ? sql`true` : positions.check},
+        'fills recorded before, orders changed or positions changed since they were read') AS ok
     )
     SELECT 'fill' AS k, x.i, ins.id, ins.qty, ins.price, ins.commission, ins.realized_pnl,
       ins.created_at, NULL::order_status AS status, NULL::numeric AS filled_qty,

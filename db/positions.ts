@@ -15,6 +15,7 @@
  * @module
  */
 
+import type { Fragment } from "postgres";
 import {
   checkDate,
   type DecimalInput,
@@ -279,9 +280,6 @@ export async function storeAppliedFills(
 ): Promise<void> {
   const by = options.by ?? DEFAULT_ACTOR;
   const portfolio = batch.portfolio;
-  if (typeof portfolio.id !== "string" || portfolio.id === "") {
-    throw new TypeError("A portfolio needs an id");
-  }
   const fills = batch.fills.map((fill) => {
     checkId(fill.id, "fill id");
     checkId(fill.order_id, "order id");
@@ -297,25 +295,6 @@ export async function storeAppliedFills(
       r: toNumeric(fill.realized_pnl, "realized_pnl"),
     };
   });
-  const positions = batch.positions.map((change) => {
-    checkId(change.last_fill_id, "fill id");
-    const before = change.before === null ? null : figures(change.before, "before");
-    return {
-      symbol: change.symbol,
-      stored: before !== null,
-      ...figures(change.after, "after"),
-      last_fill_id: change.last_fill_id,
-      b_qty: before?.qty ?? null,
-      b_avg: before?.avg_entry_price ?? null,
-      b_realized: before?.realized_pnl ?? null,
-      b_commission: before?.commission ?? null,
-    };
-  });
-  const cash = toNumeric(portfolio.cash, "cash");
-  const cashBefore = toNumeric(portfolio.cash_before, "cash_before");
-  const delta = toNumeric(portfolio.realized_pnl_delta, "realized_pnl_delta");
-  const figure = (field: keyof PortfolioChange) =>
-    toNumericOrNull(portfolio[field] as DecimalInput | undefined, field);
   // The fills are found by key; the checks compare all else. A batch's ids are also given as an
   // array, so that the planner uses the primary key rather than scanning to join with
   // json_to_recordset; a single fill (the usual case when signals come one at a time) is given
@@ -346,13 +325,75 @@ export async function storeAppliedFills(
           (x.order_id, x.symbol, x.side, x.qty, x.price, x.commission, x.filled_at)
         AND (SELECT o.portfolio_id FROM orders o WHERE o.id = f.order_id) = ${portfolio.id}
       RETURNING f.id`;
+  const write = positionWriteCtes(sql, batch, by, sql`y.last_fill_id`);
   await run(sql`
     WITH f AS (${markFills}
-    ), y AS (
+    ), ${write.ctes}
+    SELECT tw_expect((SELECT count(*) FROM f) = ${fills.length}::int AND ${write.check},
+      'fills, positions or cash changed since they were read') AS ok`);
+}
+
+/**
+ * A position change whose last fill is one being inserted by the same
+ * statement, named by its index in that statement's fills
+ * ({@linkcode positionWriteCtes}).
+ */
+export interface PendingPositionChange extends Omit<PositionChange, "last_fill_id"> {
+  /** Index of the batch's last fill in it among the statement's fills. */
+  last_fill: number;
+}
+
+/**
+ * The CTEs `y` (the position changes), `pu` and `pi` (their update or
+ * insert, each only where the stored row is as `before` says) and `c` (the
+ * portfolio's cash and figures, only where the cash is `cash_before`), to
+ * follow `WITH` in a statement, and `check`: the condition that all of them
+ * wrote what they should (for `tw_expect`). `lastFillId` is the SQL giving
+ * a position's last fill id from its row `y`: `y.last_fill_id`, or a lookup
+ * by `y.last_fill_i` among fills the statement inserts.
+ *
+ * @internal Shared by {@linkcode storeAppliedFills} and `db/fills.ts`'s
+ * `insertFillsWithOrders`.
+ */
+export function positionWriteCtes(
+  sql: Queryable,
+  batch: {
+    portfolio: PortfolioChange;
+    positions: ReadonlyArray<PositionChange | PendingPositionChange>;
+  },
+  by: string,
+  lastFillId: Fragment,
+): { ctes: Fragment; check: Fragment } {
+  const portfolio = batch.portfolio;
+  if (typeof portfolio.id !== "string" || portfolio.id === "") {
+    throw new TypeError("A portfolio needs an id");
+  }
+  const positions = batch.positions.map((change) => {
+    const pending = "last_fill" in change;
+    if (!pending) checkId(change.last_fill_id, "fill id");
+    const before = change.before === null ? null : figures(change.before, "before");
+    return {
+      symbol: change.symbol,
+      stored: before !== null,
+      ...figures(change.after, "after"),
+      last_fill_id: pending ? null : change.last_fill_id,
+      last_fill_i: pending ? change.last_fill : null,
+      b_qty: before?.qty ?? null,
+      b_avg: before?.avg_entry_price ?? null,
+      b_realized: before?.realized_pnl ?? null,
+      b_commission: before?.commission ?? null,
+    };
+  });
+  const cash = toNumeric(portfolio.cash, "cash");
+  const cashBefore = toNumeric(portfolio.cash_before, "cash_before");
+  const delta = toNumeric(portfolio.realized_pnl_delta, "realized_pnl_delta");
+  const figure = (field: keyof PortfolioChange) =>
+    toNumericOrNull(portfolio[field] as DecimalInput | undefined, field);
+  const ctes = sql`y AS (
       SELECT * FROM json_to_recordset(${JSON.stringify(positions)}::text::json) AS y(
         symbol text, stored boolean, qty numeric(20,8), avg_entry_price numeric(20,8),
         realized_pnl numeric(20,8), commission numeric(20,8), last_fill_id bigint,
-        b_qty numeric(20,8), b_avg numeric(20,8), b_realized numeric(20,8),
+        last_fill_i int, b_qty numeric(20,8), b_avg numeric(20,8), b_realized numeric(20,8),
         b_commission numeric(20,8))
     ), pu AS (
       UPDATE positions p SET
@@ -360,7 +401,7 @@ export async function storeAppliedFills(
         avg_entry_price = y.avg_entry_price,
         realized_pnl = y.realized_pnl,
         commission = y.commission,
-        last_fill_id = y.last_fill_id,
+        last_fill_id = ${lastFillId},
         opened_at = CASE WHEN y.qty = 0 THEN NULL
           WHEN sign(p.qty) <> sign(y.qty) THEN now()
           ELSE coalesce(p.opened_at, now()) END,
@@ -376,7 +417,7 @@ export async function storeAppliedFills(
       INSERT INTO positions (portfolio_id, symbol, qty, avg_entry_price, realized_pnl,
         commission, last_fill_id, opened_at, created_by, updated_by)
       SELECT ${portfolio.id}, y.symbol, y.qty, y.avg_entry_price, y.realized_pnl, y.commission,
-        y.last_fill_id, CASE WHEN y.qty = 0 THEN NULL ELSE now() END, ${by}, ${by}
+        ${lastFillId}, CASE WHEN y.qty = 0 THEN NULL ELSE now() END, ${by}, ${by}
       FROM y WHERE NOT y.stored
       ORDER BY y.symbol
       ON CONFLICT (portfolio_id, symbol) DO NOTHING
@@ -393,12 +434,10 @@ export async function storeAppliedFills(
         updated_by = ${by}
       WHERE p.id = ${portfolio.id} AND p.cash = ${cashBefore}::numeric
       RETURNING p.id
-    )
-    SELECT tw_expect(
-      (SELECT count(*) FROM f) = ${fills.length}::int
-        AND (SELECT count(*) FROM pu) + (SELECT count(*) FROM pi) = ${positions.length}::int
-        AND (SELECT count(*) FROM c) = 1,
-      'fills, positions or cash changed since they were read') AS ok`);
+    )`;
+  const check = sql`(SELECT count(*) FROM pu) + (SELECT count(*) FROM pi) = ${positions.length}::int
+        AND (SELECT count(*) FROM c) = 1`;
+  return { ctes, check };
 }
 
 /** Stores the state of one position; see {@linkcode upsertPositions}. */

@@ -726,6 +726,81 @@ Deno.test("applied fills, positions and cash are stored in one statement, checke
   assert.equal((await getPortfolio(db.sql, "default")).realized_pnl, "-1.00000000");
 });
 
+Deno.test("new fills, their orders, positions and cash are stored in one statement, all or nothing", async () => {
+  await using db = await migratedDatabase();
+  await seedSymbols(db.sql);
+  await upsertPortfolio(db.sql, { id: "default", cash: "1000" });
+  const order = await insertOrder(db.sql, { symbol: "AAPL", side: "buy", qty: "3", strategy: "s" });
+  const fill = (id: string, qty: string, realized: string): NewFill => ({
+    order_id: order.id,
+    broker_fill_id: id,
+    symbol: "AAPL",
+    side: "buy",
+    qty,
+    price: "100",
+    commission: "0.5",
+    filled_at: new Date(Date.UTC(2025, 2, 1, 15)),
+    realized_pnl: realized,
+  });
+  const fills = [fill("e1", "1", "-0.5"), fill("e2", "2", "-0.5")];
+  const change = {
+    order,
+    update: {
+      from: "pending" as const,
+      to: "filled" as const,
+      filled_qty: "3",
+      avg_fill_price: "100",
+      expected_filled_qty: order.filled_qty,
+    },
+  };
+  const positions = {
+    portfolio: { id: "default", cash_before: "1000", cash: "699", realized_pnl_delta: "-1" },
+    positions: [{
+      symbol: "AAPL",
+      before: null,
+      after: { qty: "3", avg_entry_price: "100", realized_pnl: "-1", commission: "1" },
+      last_fill: 1,
+    }],
+  };
+  // Cash or a position not as read: nothing at all is written — no fill, no order change.
+  await assert.rejects(
+    insertFillsWithOrders(db.sql, fills, [change], {
+      positions: { ...positions, portfolio: { ...positions.portfolio, cash_before: "999" } },
+    }),
+    SerializationError,
+  );
+  await upsertPosition(db.sql, {
+    symbol: "AAPL",
+    qty: "0",
+    avg_entry_price: "0",
+    realized_pnl: "0",
+  });
+  await assert.rejects(
+    insertFillsWithOrders(db.sql, fills, [change], {
+      positions: {
+        ...positions,
+        positions: [{ ...positions.positions[0]!, before: { ...positions.positions[0]!.after } }],
+      },
+    }),
+    SerializationError,
+  );
+  assert.equal((await listFills(db.sql, { order_id: order.id })).items.length, 0);
+  assert.equal((await getOrder(db.sql, order.id)).status, "pending");
+  assert.equal((await getPortfolio(db.sql, "default")).cash, "1000.00000000");
+  await db.sql`delete from positions`;
+
+  const stored = await insertFillsWithOrders(db.sql, fills, [change], { positions });
+  assert.deepEqual(stored.fills.map((f) => f.realized_pnl), ["-0.50000000", "-0.50000000"]);
+  assert.equal(stored.orders[0]?.status, "filled");
+  const position = await findPosition(db.sql, "AAPL");
+  assert.equal(position?.qty, "3.00000000");
+  assert.equal(position?.commission, "1.00000000");
+  assert.equal(position?.last_fill_id, stored.fills[1]?.id, "the last fill, by its index");
+  const portfolio = await getPortfolio(db.sql, "default");
+  assert.equal(portfolio.cash, "699.00000000");
+  assert.equal(portfolio.realized_pnl, "-1.00000000");
+});
+
 Deno.test("positions are upserted, listed when open, and their realized P&L summed by symbol", async () => {
   await using db = await migratedDatabase();
   await seedSymbols(db.sql);
