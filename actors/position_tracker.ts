@@ -42,7 +42,13 @@
  *    this process hands each fill over as it publishes it; the tracker applies
  *    those first, on the fast path only, without waiting for their messages,
  *    and acks the messages when they come. One that cannot be applied so is
- *    left to its message.
+ *    left to its message. Better still, when the tracker is idle the engine
+ *    reserves the positions for the fills it is about to store: the tracker
+ *    computes what they do (as on the fast path) and writes nothing until the
+ *    engine's own statement has stored fills, orders, positions and cash
+ *    together, with the same checks (`insertFillsWithOrders`' `positions`);
+ *    then it records and publishes the positions. One commit, not two,
+ *    between a fill and its position.
  * 6. Bad input never stops it: a message that is not a {@linkcode FillMessage}
  *    is dead-lettered on `dlq.fills` and acked; a fill whose row does not
  *    exist (yet) is redelivered after `missing_fill_delay_ms` up to
@@ -90,12 +96,13 @@ import type { Logger } from "../lib/log.ts";
 import type { LatestCache } from "../market/latest_cache.ts";
 import { symbolToken } from "../market/subjects.ts";
 import {
-  type AppliedFillInput,
   DbError,
   insertSnapshot,
   IntegrityError,
   mapDbError,
   markPositions,
+  type PendingPositionChange,
+  type PortfolioChange,
   type PositionFigures,
   SerializationError,
   storeAppliedFills,
@@ -133,6 +140,7 @@ import {
   positionTrackerConsumer,
 } from "../trading/fills_stream.ts";
 import type { Side } from "../trading/signal.ts";
+import type { PendingFill, PositionsPartner, PositionsReservation } from "../trading/execution.ts";
 import { assertPositiveInteger } from "../lib/assert.ts";
 import { LatchedWakeup } from "../lib/wakeup.ts";
 
@@ -319,6 +327,15 @@ export const DEFAULT_HANDOFF_MEMORY = 100_000;
  * the message applies the fill; either way the fill is applied under the
  * same exactly-once check in PostgreSQL (`realized_pnl` still NULL).
  *
+ * It also lends the tracker's positions to the engine
+ * ({@linkcode PositionsPartner}): `reserve` computes what new fills do to the
+ * positions and cash and holds the tracker's own writes until the engine has
+ * stored them with the fills (`commit`: the tracker records and publishes
+ * the positions, and acks the fills' messages only) or not (`release`: the
+ * fills are applied as usual). A reservation is refused while the tracker is
+ * writing or holds offered fills, so the positions it lends are the stored
+ * ones; the statement checks that they are.
+ *
  * @example
  * ```ts
  * const handoff = new FillHandoff();
@@ -329,21 +346,34 @@ export const DEFAULT_HANDOFF_MEMORY = 100_000;
  * positionTrackerActor({ ...deps, handoff });
  * ```
  */
-export class FillHandoff {
-  #receiver: ((fill: FillMessage) => void) | null = null;
+export class FillHandoff implements PositionsPartner {
+  #tracker: HandoffReceiver | null = null;
 
   /** Hands `fill` (stored, being published on FILLS) to the tracker, if one is running. */
   offer(fill: FillMessage): void {
-    this.#receiver?.(fill);
+    this.#tracker?.offer(fill);
   }
 
-  /** Makes `receiver` take the offers until the returned function is called. */
-  attach(receiver: (fill: FillMessage) => void): () => void {
-    this.#receiver = receiver;
+  /** The running tracker's reservation for new fills ({@linkcode PositionsPartner}); null without one. */
+  reserve(fills: readonly PendingFill[]): PositionsReservation | null {
+    return this.#tracker?.reserve(fills) ?? null;
+  }
+
+  /** Makes `tracker` take the offers and reservations until the returned function is called. */
+  attach(tracker: HandoffReceiver): () => void {
+    this.#tracker = tracker;
     return () => {
-      if (this.#receiver === receiver) this.#receiver = null;
+      if (this.#tracker === tracker) this.#tracker = null;
     };
   }
+}
+
+/** The tracker's side of a {@linkcode FillHandoff}. */
+export interface HandoffReceiver {
+  /** Takes a stored fill to apply. */
+  offer(fill: FillMessage): void;
+  /** Reserves the positions for new fills; see {@linkcode PositionsPartner}. */
+  reserve(fills: readonly PendingFill[]): PositionsReservation | null;
 }
 
 /** A fill row as locked for applying. */
@@ -357,6 +387,16 @@ interface FillRow {
   filled_at: Date;
   pending: boolean;
   portfolio_id: string;
+}
+
+/** What a batch of fills does to the tracked portfolio ({@linkcode Tracker}'s `#compute`). */
+interface Computed {
+  /** Each fill as applied, in order. */
+  applied: AppliedFill[];
+  /** The portfolio's cash before and after, and its figures after. */
+  portfolio: PortfolioChange;
+  /** Each position changed, with the index of its last fill in the batch. */
+  positions: PendingPositionChange[];
 }
 
 /** A message of the batch being applied. */
@@ -402,6 +442,10 @@ class Tracker {
   /** Latched: a notify while the loop is busy applying must not be lost. */
   readonly #wake = new LatchedWakeup();
   #snapshotDue = false;
+  /** Applying fills or taking a snapshot: no reservation is granted meanwhile. */
+  #busy = false;
+  /** A reservation is open: the engine is storing positions with its fills. */
+  #reserved = false;
 
   constructor(deps: PositionTrackerDeps, signal: AbortSignal, log: Logger) {
     this.#deps = deps;
@@ -447,16 +491,22 @@ class Tracker {
       return error;
     });
     const snapshots = this.#snapshotTimer(stop);
-    const detach = this.#deps.handoff?.attach((fill) => {
-      this.#offered.set(fill.id, fill);
-      this.#wake.notify();
+    const detach = this.#deps.handoff?.attach({
+      offer: (fill) => {
+        // Applied by the engine's own statement (a reservation): only its message is to come.
+        if (this.#handedOver.has(fill.id)) return;
+        this.#offered.set(fill.id, fill);
+        this.#wake.notify();
+      },
+      reserve: (fills) => this.#reserve(fills),
     });
     try {
       while (!this.#signal.aborted) {
-        if (this.#offered.size > 0) await this.#applyOffered(this.#takeOffered());
-        if (this.#pending.length === 0 && !this.#snapshotDue) {
-          if (this.#offered.size > 0) continue;
-          if (consumerClosed) {
+        // While the engine stores positions with its fills, the tracker writes nothing.
+        const idle = this.#reserved ||
+          (this.#offered.size === 0 && this.#pending.length === 0 && !this.#snapshotDue);
+        if (idle) {
+          if (consumerClosed && !this.#reserved) {
             const error = await closed;
             throw new Error("Fills consumer closed unexpectedly", {
               ...(error instanceof Error ? { cause: error } : {}),
@@ -465,13 +515,19 @@ class Tracker {
           await this.#wake.wait();
           continue;
         }
-        if (this.#pending.length > 0) {
-          const batch = this.#pending.splice(0, this.#batchMax);
-          await this.#process(batch);
-        }
-        if (this.#snapshotDue && !this.#signal.aborted) {
-          this.#snapshotDue = false;
-          await this.#snapshot();
+        this.#busy = true;
+        try {
+          if (this.#offered.size > 0) await this.#applyOffered(this.#takeOffered());
+          if (this.#pending.length > 0) {
+            const batch = this.#pending.splice(0, this.#batchMax);
+            await this.#process(batch);
+          }
+          if (this.#snapshotDue && !this.#signal.aborted) {
+            this.#snapshotDue = false;
+            await this.#snapshot();
+          }
+        } finally {
+          this.#busy = false;
         }
       }
     } finally {
@@ -606,12 +662,17 @@ class Tracker {
     }
     if (applied === null) return;
     this.#status.handed_over += applied.length;
+    this.#rememberHandedOver(fills.map((fill) => fill.id));
+    this.#settle({ applied, applied_items: [], duplicates: [], missing: [] });
+  }
+
+  /** Remembers fills applied as handed over, so that their FILLS messages are only acked. */
+  #rememberHandedOver(ids: readonly string[]): void {
     const memory = this.#handedOver;
-    for (const fill of fills) {
-      memory.add(fill.id);
+    for (const id of ids) {
+      memory.add(id);
       if (memory.size > DEFAULT_HANDOFF_MEMORY) memory.delete(memory.values().next().value!);
     }
-    this.#settle({ applied, applied_items: [], duplicates: [], missing: [] });
   }
 
   /** Applies `items` in one transaction, retrying transient failures; splits on bad data. */
@@ -674,32 +735,65 @@ class Tracker {
    * the positions and cash the state holds (they are what is stored, the
    * tracker being their only writer) and stored in one statement that checks
    * so ({@linkcode storeAppliedFills}). Null — take the locked path — when a
-   * fill is of another portfolio or appears twice, when the arithmetic
-   * refuses a fill, or when the statement found the stored rows not as
-   * expected (then it wrote nothing).
+   * fill appears twice, `#compute` refuses the batch, or the statement found the
+   * stored rows not as expected (then it wrote nothing).
    */
   async #applyFast(batch: readonly FillMessage[]): Promise<BatchResult["applied"] | null> {
-    const state = this.#deps.state;
-    if (!state.loaded) return null;
     const seen = new Set<string>();
     for (const fill of batch) {
-      if (fill.portfolio_id !== state.portfolio_id || seen.has(fill.id)) return null;
+      if (seen.has(fill.id)) return null;
       seen.add(fill.id);
     }
-    const result: BatchResult["applied"] = [];
+    const computed = this.#compute(batch);
+    if (computed === null) return null;
+    try {
+      await storeAppliedFills(this.#deps.sql, {
+        portfolio: computed.portfolio,
+        fills: batch.map((fill, i) => ({
+          id: fill.id,
+          order_id: fill.order_id,
+          symbol: fill.symbol,
+          side: fill.side,
+          qty: fill.qty,
+          price: fill.price,
+          commission: fill.fee,
+          filled_at: new Date(fill.filled_at),
+          realized_pnl: computed.applied[i]!.realized,
+        })),
+        positions: computed.positions.map(({ last_fill, ...change }) => ({
+          ...change,
+          last_fill_id: batch[last_fill]!.id,
+        })),
+      }, { by: POSITION_TRACKER_ACTOR });
+    } catch (error) {
+      if (mapDbError(error) instanceof SerializationError) return null;
+      throw error;
+    }
+    return this.#appliedAs(computed, batch.map((fill) => fill.id));
+  }
+
+  /**
+   * What `batch` (fills of the tracked portfolio, in order) does to the
+   * positions and cash the state holds. Null when the state is not loaded, a
+   * fill is of another portfolio, or the arithmetic refuses a fill.
+   */
+  #compute(batch: readonly PendingFill[]): Computed | null {
+    const state = this.#deps.state;
+    if (!state.loaded) return null;
+    const applied: AppliedFill[] = [];
     const before = new Map<string, Position | null>();
-    const after = new Map<string, { position: Position; last_fill_id: string }>();
-    const fills: AppliedFillInput[] = [];
+    const after = new Map<string, { position: Position; last_fill: number }>();
     let cash = state.cash;
     let realized = ZERO;
     try {
-      for (const fill of batch) {
+      batch.forEach((fill, i) => {
+        if (fill.portfolio_id !== state.portfolio_id) throw new RangeError("another portfolio");
         const symbol = fill.symbol;
         if (!before.has(symbol)) {
           before.set(symbol, state.hasPosition(symbol) ? state.position(symbol) : null);
         }
         const position = after.get(symbol)?.position ?? state.position(symbol);
-        const applied = applyTrackedFill(position, cash, {
+        const next = applyTrackedFill(position, cash, {
           symbol,
           side: fill.side,
           qty: parseDecimal(fill.qty),
@@ -707,50 +801,84 @@ class Tracker {
           fee: parseDecimal(fill.fee),
           filled_at: fill.filled_at,
         });
-        cash = applied.cash;
-        realized = realized.plus(applied.realized);
-        after.set(symbol, { position: applied.position, last_fill_id: fill.id });
-        fills.push({
-          id: fill.id,
-          order_id: fill.order_id,
-          symbol,
-          side: fill.side,
-          qty: fill.qty,
-          price: fill.price,
-          commission: fill.fee,
-          filled_at: new Date(fill.filled_at),
-          realized_pnl: applied.realized,
-        });
-        result.push({ portfolio_id: state.portfolio_id, fill_id: fill.id, applied });
-      }
+        cash = next.cash;
+        realized = realized.plus(next.realized);
+        after.set(symbol, { position: next.position, last_fill: i });
+        applied.push(next);
+      });
     } catch {
       return null;
     }
-    try {
-      await storeAppliedFills(this.#deps.sql, {
-        portfolio: {
-          id: state.portfolio_id,
-          cash_before: state.cash,
-          cash,
-          realized_pnl_delta: realized,
-          ...this.#valuedFigures(cash, [...after.values()].map((a) => a.position)),
-        },
-        fills,
-        positions: [...after].map(([symbol, { position, last_fill_id }]) => {
-          const stored = before.get(symbol) ?? null;
-          return {
-            symbol,
-            before: stored === null ? null : figuresOf(stored),
-            after: figuresOf(position),
-            last_fill_id,
-          };
-        }),
-      }, { by: POSITION_TRACKER_ACTOR });
-    } catch (error) {
-      if (mapDbError(error) instanceof SerializationError) return null;
-      throw error;
+    return {
+      applied,
+      portfolio: {
+        id: state.portfolio_id,
+        cash_before: state.cash,
+        cash,
+        realized_pnl_delta: realized,
+        ...this.#valuedFigures(cash, [...after.values()].map((a) => a.position)),
+      },
+      positions: [...after].map(([symbol, { position, last_fill }]) => {
+        const stored = before.get(symbol) ?? null;
+        return {
+          symbol,
+          before: stored === null ? null : figuresOf(stored),
+          after: figuresOf(position),
+          last_fill,
+        };
+      }),
+    };
+  }
+
+  /** `computed`'s fills as applied, by the ids they are stored under. */
+  #appliedAs(computed: Computed, ids: readonly string[]): BatchResult["applied"] {
+    const portfolio_id = this.#deps.state.portfolio_id;
+    return computed.applied.map((applied, i) => ({ portfolio_id, fill_id: ids[i]!, applied }));
+  }
+
+  /**
+   * Reserves the positions for new fills the engine is about to store: what
+   * they do is computed now and stored by the engine's own statement. Until
+   * the reservation is committed or released the tracker writes nothing.
+   * Null when the tracker is busy, has handed-over fills waiting, or
+   * `#compute` refuses the fills.
+   */
+  #reserve(fills: readonly PendingFill[]): PositionsReservation | null {
+    if (this.#busy || this.#reserved || this.#offered.size > 0 || !this.#status.running) {
+      return null;
     }
-    return result;
+    const computed = this.#compute(fills);
+    if (computed === null) return null;
+    this.#reserved = true;
+    const end = (): boolean => {
+      if (!this.#reserved) return false;
+      this.#reserved = false;
+      this.#wake.notify();
+      return true;
+    };
+    return {
+      realized: computed.applied.map((applied) => applied.realized),
+      positions: { portfolio: computed.portfolio, positions: computed.positions },
+      commit: (ids) => {
+        if (ids.length !== fills.length) {
+          throw new RangeError(`${fills.length} fills reserved, ${ids.length} ids committed`);
+        }
+        if (!end()) return;
+        // Offered while the statement ran (the engine publishes them before committing here).
+        for (const id of ids) this.#offered.delete(id);
+        this.#rememberHandedOver(ids);
+        this.#status.handed_over += ids.length;
+        this.#settle({
+          applied: this.#appliedAs(computed, ids),
+          applied_items: [],
+          duplicates: [],
+          missing: [],
+        });
+      },
+      release: () => {
+        end();
+      },
+    };
   }
 
   async #applyBatch(tx: TransactionSql, items: Item[]): Promise<BatchResult> {

@@ -11,9 +11,10 @@
  *    restarts it with fresh adapters). On stop it disposes them.
  * 2. `position_tracker` — fills from `FILLS` into positions and the portfolio
  *    (`actors/position_tracker.ts`); keeps the shared {@linkcode PortfolioState}.
- *    The engine also hands it each fill in process as it publishes it
- *    (`FillHandoff`), so a position follows its fill without waiting for
- *    the stream; the stream's message then finds the fill applied.
+ *    The engine stores new fills with their positions when the tracker is
+ *    idle (a reservation), and otherwise hands it each fill in process as it
+ *    publishes it (`FillHandoff`), so a position follows its fill without
+ *    waiting for the stream; the stream's message then finds the fill applied.
  * 3. `execution` — the {@linkcode ExecutionEngine} fed from `SIGNALS`
  *    (`actors/execution.ts`): reconciles open orders with the brokers at
  *    start, then consumes signals. Started only with `execution.enabled`.
@@ -180,7 +181,8 @@ export function tradingSupervisor(deps: TradingDeps): TradingChildSpec {
   const brokers = new Map<string, Broker>();
   const fillNames = { stream: names.fills_stream, subject_prefix: prefix };
   const publisher = new JetStreamPublisher(nats);
-  // The tracker of this process applies fills as the engine stores them; FILLS stays the durable path.
+  // The tracker of this process applies fills as the engine stores them, or lends the engine its
+  // positions to store with them; FILLS stays the durable path.
   const handoff = new FillHandoff();
   const engine = new ExecutionEngine({
     sql,
@@ -197,6 +199,7 @@ export function tradingSupervisor(deps: TradingDeps): TradingChildSpec {
         `fill-${fill.id}`,
       );
     },
+    positions: handoff,
     clock: deps.clock,
     log: log.child({ component: "execution" }),
     options: { ...deps.engine, subject_prefix: prefix },

@@ -1014,11 +1014,25 @@ Deno.test("signals published on NATS become filled orders and positions; rejects
     const [position] = await db.sql<{ qty: string }[]>`
       select qty from positions where symbol = 'BTC-USDT'`;
     assert.equal(position?.qty, "0.50000000");
+    assert.equal(trading.engine.stats().fills_with_positions, 1, "stored with its fill");
+    // A position changed behind the tracker: the fill is stored without it, and the tracker
+    // applies it to the stored position.
+    await db.sql`update positions set qty = 2 where symbol = 'BTC-USDT'`;
+    nats.publish(
+      "signals.momentum",
+      encodeJson({ id: "n-3", symbol: "BTC-USDT", side: "buy", qty: "0.5" }),
+    );
+    await waitFor(() => trading.state.position("BTC-USDT").qty.eq(d("2.5")), 10_000, "moved");
+    const [moved] = await db.sql<{ qty: string }[]>`
+      select qty from positions where symbol = 'BTC-USDT'`;
+    assert.equal(moved?.qty, "2.50000000");
+    assert.equal(trading.engine.stats().fills_with_positions, 1);
+    assert.equal(trading.engine.stats().fills, 2);
     await waitFor(() => rejects.length === 2, 5_000, "reject events");
     assert.ok(rejects.every((r) => r.strategy === "momentum"));
     assert.ok(rejects.some((r) => r.client_signal_id.startsWith("js-")));
     const signals = (await listSignals(db.sql)).items;
-    assert.equal(signals.length, 3);
+    assert.equal(signals.length, 4);
 
     const reply = decodeJson<Record<string, unknown>>(
       (await nats.request("control.kill_switch", encodeJson({ active: true, reason: "nats" }), {

@@ -20,6 +20,7 @@ import {
   fillTotalsBySymbol,
   getPortfolio,
   insertFills,
+  insertFillsWithOrders,
   insertOrders,
   latestSnapshot,
   listPositions,
@@ -708,4 +709,95 @@ Deno.test("when the stored position moved behind the tracker, a fill is applied 
   const [stored] = await listPositions(h.sql);
   assert.equal(stored?.qty, "6.00000000", "the stored 5 plus the fill, not the state's 1 plus it");
   assert.equal(h.state.position("ETH-USDT").qty.toFixed(), "6");
+});
+
+Deno.test("positions reserved for new fills are stored by the fills' own statement; the tracker waits, then acks their messages only", async () => {
+  const handoff = new FillHandoff();
+  await using h = await harness({ handoff });
+  const positions = collect<PositionMessage>(h.nc, "positions.BTC-USDT");
+  await h.startTracker();
+  const [order] = await insertOrders(h.sql, [{
+    client_order_id: "r-1",
+    strategy: "test",
+    symbol: "BTC-USDT",
+    side: "buy",
+    qty: "3",
+  }]);
+  const filledAt = Date.now();
+  const pending = (qty: string) => ({
+    portfolio_id: order!.portfolio_id,
+    symbol: "BTC-USDT",
+    side: "buy" as const,
+    qty,
+    price: "100",
+    fee: "0.1",
+    filled_at: filledAt,
+  });
+  const released = handoff.reserve([pending("1")]);
+  assert.ok(released !== null);
+  assert.equal(handoff.reserve([pending("1")]), null, "one reservation at a time");
+  released.release();
+  const reservation = handoff.reserve([pending("1"), pending("2")]);
+  assert.ok(reservation !== null);
+  assert.deepEqual(reservation.realized.map((r) => r.toFixed()), ["-0.1", "-0.1"]);
+  // A fill offered meanwhile waits: had the tracker stored it, the cash would not be as reserved.
+  const [other] = await h.record([{
+    order: { symbol: "ETH-USDT", side: "buy", qty: "1" },
+    fills: [{
+      broker_fill_id: "o1",
+      symbol: "ETH-USDT",
+      side: "buy",
+      qty: "1",
+      price: "10",
+      commission: "0",
+      filled_at: new Date(),
+    }],
+  }]);
+  handoff.offer(other!);
+  await h.sql`select 1`;
+  const stored = await insertFillsWithOrders(
+    h.sql,
+    ["1", "2"].map((qty, i) => ({
+      order_id: order!.id,
+      broker_fill_id: `r${i}`,
+      symbol: "BTC-USDT",
+      side: "buy",
+      qty,
+      price: "100",
+      commission: "0.1",
+      filled_at: new Date(filledAt),
+      realized_pnl: reservation.realized[i],
+    })),
+    [],
+    { positions: reservation.positions },
+  );
+  reservation.commit(stored.fills.map((fill) => fill.id));
+  assert.equal(h.state.position("BTC-USDT").qty.toFixed(), "3");
+  await waitFor(() => positions.items.length === 1, 5_000, "position published");
+  assert.equal(positions.items[0]?.qty, "3");
+  await waitFor(() => h.status.applied === 3, 5_000, "the waiting fill applied after");
+  // Their messages, and offers of them: acked, not applied again.
+  const messages = stored.fills.map((fill) => fillMessage(fill, order!));
+  for (const message of messages) handoff.offer(message);
+  await h.publish(messages);
+  const jsm = await jetstreamManager(h.nc);
+  await waitFor(
+    async () => {
+      const info = await jsm.consumers.info("FILLS", "position_tracker");
+      return info.delivered.stream_seq === 2 && info.num_ack_pending === 0;
+    },
+    5_000,
+    "messages acked",
+  );
+  assert.equal(h.status.applied, 3);
+  assert.equal(h.status.duplicates, 0);
+  const rows = await listPositions(h.sql);
+  assert.deepEqual(rows.map((p) => [p.symbol, p.qty]), [
+    ["BTC-USDT", "3.00000000"],
+    ["ETH-USDT", "1.00000000"],
+  ]);
+  assert.equal(
+    (await getPortfolio(h.sql, "default")).cash,
+    d(STARTING_CASH).minus("300.2").minus("10").toFixed(8),
+  );
 });

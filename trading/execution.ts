@@ -41,11 +41,15 @@
  * the next one: orders moved along the state machine (`order_state.ts`) and
  * stored with their expected status and filled quantity, fills inserted
  * idempotently. Usually every fill is new and every order as tracked: then
- * ONE statement stores them all, all or nothing (`insertFillsWithOrders`);
- * when it finds a fill stored before or an order moved it writes nothing,
- * and a transaction does the same work step by step (`insertFills`, then
- * `updateOrderStatuses`), skipping the old fills and reloading the moved
- * orders. After the commit every transition is published on
+ * ONE statement stores them all, all or nothing (`insertFillsWithOrders`) —
+ * with what the fills do to positions and cash when the position tracker of
+ * the process lends them (`deps.positions`, {@linkcode PositionsPartner}),
+ * so that a fill and its position take one commit. When it finds a
+ * position changed it writes nothing and runs again without the positions
+ * (the tracker then applies the fills itself); when it finds a fill stored
+ * before or an order moved it writes nothing, and a transaction does the
+ * same work step by step (`insertFills`, then `updateOrderStatuses`),
+ * skipping the old fills and reloading the moved orders. After the commit every transition is published on
  * `orders.<status>.<symbol>` and every NEW fill on the FILLS stream. An
  * event that would be an illegal transition is logged and raises an alert
  * row; it never crashes the engine.
@@ -85,6 +89,7 @@ import {
   DbConnectionError,
   DbTimeoutError,
   type Fill,
+  type FillsPositions,
   type FillsWithOrders,
   findOrderByClientOrderId,
   getKillSwitch,
@@ -275,6 +280,8 @@ export interface ExecutionStats {
   submit_retries: number;
   /** Fills recorded (new ones only). */
   fills: number;
+  /** Of those, fills stored with what they did to positions (a tracker's reservation). */
+  fills_with_positions: number;
   /** Broker events refused as illegal transitions (alerts raised). */
   illegal_events: number;
   /** Fill publishes that failed and were retried. */
@@ -322,6 +329,53 @@ export interface ExecutionEngineOptions {
 }
 
 /** What an {@linkcode ExecutionEngine} needs. */
+/** A new fill as the position tracker needs it (a {@linkcode FillMessage} fits). */
+export interface PendingFill {
+  /** Its order's portfolio. */
+  portfolio_id: string;
+  /** Canonical symbol. */
+  symbol: string;
+  /** Buy or sell. */
+  side: Side;
+  /** Quantity, decimal text. */
+  qty: string;
+  /** Price, decimal text. */
+  price: string;
+  /** Fee, decimal text. */
+  fee: string;
+  /** When it was executed, ms since the epoch. */
+  filled_at: number;
+}
+
+/**
+ * The position tracker of the engine's process, lending the engine its
+ * positions: with a {@linkcode PositionsReservation} the statement that stores
+ * new fills stores what they do to positions and cash as well — one commit
+ * where the tracker would need its own after the engine's.
+ */
+export interface PositionsPartner {
+  /**
+   * Computes what `fills` (in order) do to the tracked positions and cash,
+   * and holds the tracker's own writes until the reservation is committed or
+   * released. Null when that cannot be done now (the tracker is busy or not
+   * running, a fill is of another portfolio): the tracker then applies the
+   * fills itself, from their messages.
+   */
+  reserve(fills: readonly PendingFill[]): PositionsReservation | null;
+}
+
+/** Positions reserved for new fills ({@linkcode PositionsPartner.reserve}); ends once, either way. */
+export interface PositionsReservation {
+  /** Each fill's realized P&L (net of its fee), in order: stored with the fill, marking it applied. */
+  readonly realized: readonly Decimal[];
+  /** What to store with the fills (`insertFillsWithOrders`' `positions`). */
+  readonly positions: FillsPositions;
+  /** The statement committed: the fills' ids, in order. The tracker records and publishes the positions. */
+  commit(fillIds: readonly string[]): void;
+  /** The statement did not commit: the tracker applies the fills from their messages, as usual. */
+  release(): void;
+}
+
 export interface ExecutionEngineDeps {
   /** The PostgreSQL pool (a `createPostgres` pool: NUMERIC as text). */
   sql: Sql;
@@ -340,6 +394,12 @@ export interface ExecutionEngineDeps {
   publish(subject: string, data: unknown): void;
   /** Publishes a persisted fill on FILLS and resolves once JetStream stored it. */
   publishFill(fill: FillMessage): Promise<unknown>;
+  /**
+   * The position tracker of this process, to store what new fills do to
+   * positions in the statement storing the fills. @default {none: the
+   * tracker applies every fill itself}
+   */
+  positions?: PositionsPartner | undefined;
   /** Time, retry delays. @default {systemClock} */
   clock?: Clock | undefined;
   /** @default {nullLogger} */
@@ -499,6 +559,7 @@ export class ExecutionEngine {
   readonly #limits: RiskLimits;
   readonly #publish: (subject: string, data: unknown) => void;
   readonly #publishFill: (fill: FillMessage) => Promise<unknown>;
+  readonly #positions: PositionsPartner | null;
   readonly #clock: Clock;
   readonly #log: Logger;
   readonly #names: { subject_prefix: string };
@@ -547,6 +608,7 @@ export class ExecutionEngine {
     submitted: 0,
     submit_retries: 0,
     fills: 0,
+    fills_with_positions: 0,
     illegal_events: 0,
     fill_publish_retries: 0,
     dropped_updates: 0,
@@ -563,6 +625,7 @@ export class ExecutionEngine {
     this.#limits = riskLimitsFromConfig(deps.config.risk as RiskConfig);
     this.#publish = deps.publish;
     this.#publishFill = deps.publishFill;
+    this.#positions = deps.positions ?? null;
     this.#clock = deps.clock ?? systemClock;
     this.#log = deps.log ?? nullLogger;
     this.#names = { subject_prefix: options.subject_prefix ?? "" };
@@ -1520,6 +1583,7 @@ export class ExecutionEngine {
     excluded: ReadonlySet<string>,
   ): Promise<void> {
     const fills: NewFill[] = [];
+    const pending: PendingFill[] = [];
     const fillIndex = new Map<Update, number>();
     for (const update of batch) {
       if (update.kind !== "event" || update.event.type !== "fill") continue;
@@ -1528,7 +1592,7 @@ export class ExecutionEngine {
       const event = update.event;
       if (excluded.has(fillKey(row.id, event.fill_id))) continue;
       fillIndex.set(update, fills.length);
-      fills.push({
+      const fill = {
         order_id: row.id,
         broker_fill_id: event.fill_id,
         symbol: row.symbol,
@@ -1537,32 +1601,58 @@ export class ExecutionEngine {
         price: toDb(event.price),
         commission: toDb(event.fee),
         filled_at: new Date(event.at_ms),
+      };
+      fills.push(fill);
+      pending.push({
+        portfolio_id: row.portfolio_id,
+        symbol: fill.symbol,
+        side: fill.side,
+        qty: fill.qty,
+        price: fill.price,
+        fee: fill.commission,
+        filled_at: event.at_ms,
       });
     }
     // Fast path — the usual case: every fill is new and every order as tracked. One statement
-    // records the fills and the orders' new states, all or nothing; when a fill turns out to be
-    // stored already or an order moved, nothing is written and the locked path below sorts it out.
+    // records the fills and the orders' new states, all or nothing — and, when the tracker of
+    // this process lends its positions, what the fills do to them. When a fill turns out to be
+    // stored already, an order moved or a position changed, nothing is written: without the
+    // positions, then on the locked path below, the batch is stored again.
     if (excluded.size === 0) {
       const plan = this.#plan(batch, orders, fillIndex, () => true);
       if (plan.illegal.size === 0 && plan.alerts.length === 0) {
-        let stored: FillsWithOrders | null = null;
-        try {
-          const changes = plan.updates.map((update, i) => ({
-            order: plan.changed[i]!.row,
-            update,
-          }));
-          stored = await insertFillsWithOrders(this.#sql, fills, changes, { by: this.#by });
-        } catch (error) {
-          if (!(error instanceof SerializationError)) throw error;
-        }
-        if (stored !== null) {
-          stored.orders.forEach((row, i) => plan.changed[i]!.row = row);
-          this.#committed(
-            plan.changed,
-            plan.newFills.map(({ index, coid }) => ({ fill: stored.fills[index]!, coid })),
-            [],
-            orders,
-          );
+        const changes = plan.updates.map((update, i) => ({ order: plan.changed[i]!.row, update }));
+        const reservation = fills.length > 0 ? this.#positions?.reserve(pending) ?? null : null;
+        for (const lend of reservation === null ? [null] : [reservation, null]) {
+          let stored: FillsWithOrders | null = null;
+          try {
+            stored = await insertFillsWithOrders(
+              this.#sql,
+              lend === null
+                ? fills
+                : fills.map((fill, i) => ({ ...fill, realized_pnl: lend.realized[i] })),
+              changes,
+              { by: this.#by, positions: lend?.positions },
+            );
+          } catch (error) {
+            lend?.release();
+            if (!(error instanceof SerializationError)) throw error;
+          }
+          if (stored === null) continue;
+          try {
+            stored.orders.forEach((row, i) => plan.changed[i]!.row = row);
+            this.#committed(
+              plan.changed,
+              plan.newFills.map(({ index, coid }) => ({ fill: stored.fills[index]!, coid })),
+              [],
+              orders,
+            );
+          } finally {
+            if (lend !== null) {
+              this.#stats.fills_with_positions += stored.fills.length;
+              lend.commit(stored.fills.map((fill) => fill.id));
+            }
+          }
           return;
         }
       }
