@@ -136,10 +136,23 @@ async function harness(
     for (const message of messages) await publishFill(js, message);
   };
 
+  const jsm = await jetstreamManager(nc);
+  /** Waits until the tracker's consumer got the first `streamSeq` messages and acked them all. */
+  const acked = (streamSeq: number) =>
+    waitFor(
+      async () => {
+        const info = await jsm.consumers.info("FILLS", "position_tracker");
+        return info.delivered.stream_seq === streamSeq && info.num_ack_pending === 0;
+      },
+      5_000,
+      `${streamSeq} messages acked`,
+    );
+
   return {
     sql: db.sql,
     nc,
     js,
+    acked,
     cache,
     state,
     status,
@@ -664,15 +677,7 @@ Deno.test("a fill handed over in process is applied at once, and its message the
   // Its message, and an offer of it again: nothing more is applied.
   await h.publish([message!]);
   handoff.offer(message!);
-  const jsm = await jetstreamManager(h.nc);
-  await waitFor(
-    async () => {
-      const info = await jsm.consumers.info("FILLS", "position_tracker");
-      return info.delivered.stream_seq === 1 && info.num_ack_pending === 0;
-    },
-    5_000,
-    "message acked",
-  );
+  await h.acked(1);
   assert.equal(h.status.applied, 1);
   assert.equal(h.status.duplicates, 0);
   const [stored] = await listPositions(h.sql);
@@ -780,15 +785,7 @@ Deno.test("positions reserved for new fills are stored by the fills' own stateme
   const messages = stored.fills.map((fill) => fillMessage(fill, order!));
   for (const message of messages) handoff.offer(message);
   await h.publish(messages);
-  const jsm = await jetstreamManager(h.nc);
-  await waitFor(
-    async () => {
-      const info = await jsm.consumers.info("FILLS", "position_tracker");
-      return info.delivered.stream_seq === 2 && info.num_ack_pending === 0;
-    },
-    5_000,
-    "messages acked",
-  );
+  await h.acked(2);
   assert.equal(h.status.applied, 3);
   assert.equal(h.status.duplicates, 0);
   const rows = await listPositions(h.sql);

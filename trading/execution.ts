@@ -329,23 +329,11 @@ export interface ExecutionEngineOptions {
 }
 
 /** What an {@linkcode ExecutionEngine} needs. */
-/** A new fill as the position tracker needs it (a {@linkcode FillMessage} fits). */
-export interface PendingFill {
-  /** Its order's portfolio. */
-  portfolio_id: string;
-  /** Canonical symbol. */
-  symbol: string;
-  /** Buy or sell. */
-  side: Side;
-  /** Quantity, decimal text. */
-  qty: string;
-  /** Price, decimal text. */
-  price: string;
-  /** Fee, decimal text. */
-  fee: string;
-  /** When it was executed, ms since the epoch. */
-  filled_at: number;
-}
+/** A new fill as the position tracker needs it: a {@linkcode FillMessage} before it has ids. */
+export type PendingFill = Pick<
+  FillMessage,
+  "portfolio_id" | "symbol" | "side" | "qty" | "price" | "fee" | "filled_at"
+>;
 
 /**
  * The position tracker of the engine's process, lending the engine its
