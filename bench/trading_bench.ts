@@ -17,8 +17,9 @@
  *   fill per signal);
  * - floors: a NATS request round trip, a JetStream publish ack, one
  *   PostgreSQL insert + commit (p50/p99 each). The path above needs at least
- *   three commits (signals+orders, fills+order, position) and two JetStream
- *   hops (SIGNALS, FILLS).
+ *   two commits (signal+order before the broker is called; fill, order and
+ *   position together when the tracker is idle — a third, the tracker's own,
+ *   otherwise) and one JetStream hop (SIGNALS).
  *
  * Run with `deno task bench` (a single `Deno.bench` that prints the table) or
  * `deno run -A bench/trading_bench.ts --latency=1000 --burst=20000`.
@@ -285,7 +286,7 @@ export async function runTradingBench(options: TradingBenchOptions): Promise<voi
     row(`signal → position updated, one at a time (${options.latency})`, latency);
     row("  publish → order statement starts (C1)", stages.toOrder);
     row("  C1 starts → fill statement starts (C2)", stages.toFill);
-    row("  C2 starts → position message (C2, C3, publish)", stages.toPosition);
+    row("  C2 starts → position message (C2 commit, publish)", stages.toPosition);
     lines.push(
       `  sustained: ${Math.round(options.burst / seconds).toLocaleString("en")} signals/s ` +
         `(${options.burst.toLocaleString("en")} signals in ${seconds.toFixed(2)} s, ` +
