@@ -660,19 +660,22 @@ class Tracker {
     } catch (error) {
       this.#log.debug("handed-over fills left to their messages", { error: errorMessage(error) });
     }
-    if (applied === null) return;
-    this.#status.handed_over += applied.length;
-    this.#rememberHandedOver(fills.map((fill) => fill.id));
-    this.#settle({ applied, applied_items: [], duplicates: [], missing: [] });
+    if (applied !== null) this.#settleHandedOver(applied);
   }
 
-  /** Remembers fills applied as handed over, so that their FILLS messages are only acked. */
-  #rememberHandedOver(ids: readonly string[]): void {
+  /**
+   * After fills applied without their FILLS messages (handed over, or stored
+   * with the engine's statement) committed: remembers their ids, so that the
+   * messages are only acked, then records and publishes as for any batch.
+   */
+  #settleHandedOver(applied: BatchResult["applied"]): void {
+    this.#status.handed_over += applied.length;
     const memory = this.#handedOver;
-    for (const id of ids) {
-      memory.add(id);
+    for (const { fill_id } of applied) {
+      memory.add(fill_id);
       if (memory.size > DEFAULT_HANDOFF_MEMORY) memory.delete(memory.values().next().value!);
     }
+    this.#settle({ applied, applied_items: [], duplicates: [], missing: [] });
   }
 
   /** Applies `items` in one transaction, retrying transient failures; splits on bad data. */
@@ -786,8 +789,8 @@ class Tracker {
     let cash = state.cash;
     let realized = ZERO;
     try {
-      batch.forEach((fill, i) => {
-        if (fill.portfolio_id !== state.portfolio_id) throw new RangeError("another portfolio");
+      for (const [i, fill] of batch.entries()) {
+        if (fill.portfolio_id !== state.portfolio_id) return null;
         const symbol = fill.symbol;
         if (!before.has(symbol)) {
           before.set(symbol, state.hasPosition(symbol) ? state.position(symbol) : null);
@@ -805,7 +808,7 @@ class Tracker {
         realized = realized.plus(next.realized);
         after.set(symbol, { position: next.position, last_fill: i });
         applied.push(next);
-      });
+      }
     } catch {
       return null;
     }
@@ -850,8 +853,10 @@ class Tracker {
     const computed = this.#compute(fills);
     if (computed === null) return null;
     this.#reserved = true;
+    let open = true;
     const end = (): boolean => {
-      if (!this.#reserved) return false;
+      if (!open) return false;
+      open = false;
       this.#reserved = false;
       this.#wake.notify();
       return true;
@@ -860,20 +865,14 @@ class Tracker {
       realized: computed.applied.map((applied) => applied.realized),
       positions: { portfolio: computed.portfolio, positions: computed.positions },
       commit: (ids) => {
+        // Ended first: whatever follows, the tracker is not held.
+        if (!end()) return;
         if (ids.length !== fills.length) {
           throw new RangeError(`${fills.length} fills reserved, ${ids.length} ids committed`);
         }
-        if (!end()) return;
         // Offered while the statement ran (the engine publishes them before committing here).
         for (const id of ids) this.#offered.delete(id);
-        this.#rememberHandedOver(ids);
-        this.#status.handed_over += ids.length;
-        this.#settle({
-          applied: this.#appliedAs(computed, ids),
-          applied_items: [],
-          duplicates: [],
-          missing: [],
-        });
+        this.#settleHandedOver(this.#appliedAs(computed, ids));
       },
       release: () => {
         end();

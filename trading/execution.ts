@@ -49,10 +49,10 @@
  * (the tracker then applies the fills itself); when it finds a fill stored
  * before or an order moved it writes nothing, and a transaction does the
  * same work step by step (`insertFills`, then `updateOrderStatuses`),
- * skipping the old fills and reloading the moved orders. After the commit every transition is published on
- * `orders.<status>.<symbol>` and every NEW fill on the FILLS stream. An
- * event that would be an illegal transition is logged and raises an alert
- * row; it never crashes the engine.
+ * skipping the old fills and reloading the moved orders. After the commit
+ * every transition is published on `orders.<status>.<symbol>` and every NEW
+ * fill on the FILLS stream. An event that would be an illegal transition is
+ * logged and raises an alert row; it never crashes the engine.
  *
  * Crash recovery ({@linkcode ExecutionEngine.reconcile}): every open order in
  * PostgreSQL is looked up at its broker by client order id — unknown ones are
@@ -328,7 +328,6 @@ export interface ExecutionEngineOptions {
   signal_batches_in_flight?: number | undefined;
 }
 
-/** What an {@linkcode ExecutionEngine} needs. */
 /** A new fill as the position tracker needs it: a {@linkcode FillMessage} before it has ids. */
 export type PendingFill = Pick<
   FillMessage,
@@ -364,6 +363,7 @@ export interface PositionsReservation {
   release(): void;
 }
 
+/** What an {@linkcode ExecutionEngine} needs. */
 export interface ExecutionEngineDeps {
   /** The PostgreSQL pool (a `createPostgres` pool: NUMERIC as text). */
   sql: Sql;
