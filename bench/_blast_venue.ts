@@ -7,6 +7,13 @@
  * Only the first connection gets the frames: a feed that reconnects (its
  * staleness watchdog, once the burst is over) must not receive them twice.
  * Prints `listening <port>` when ready.
+ *
+ * It is a load generator, so it keeps its own CPU out of the figures it
+ * helps measure: it speaks the server side of RFC 6455 itself over a plain
+ * TCP listener and writes each chunk of {@linkcode CHUNK} frames with one
+ * write, as a venue's server does under load, instead of one WebSocket send
+ * (one op and one syscall) per frame. Frames from the client (pongs, close)
+ * are read and ignored.
  */
 
 const args = new Map(
@@ -16,6 +23,10 @@ const total = Number(args.get("trades") ?? "100000");
 const rate = Number(args.get("rate") ?? "0");
 const symbols = (args.get("symbols") ?? "BTCUSDT,ETHUSDT").split(",");
 const CHUNK = 500;
+/** RFC 6455 §1.3: appended to the client's key before hashing. */
+const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
 let served = 0;
 
 function frame(i: number): string {
@@ -26,29 +37,96 @@ function frame(i: number): string {
     `"t":${i + 1},"p":"${price}","q":"0.01000000","T":${now},"m":${i % 2 === 0},"M":true}}`;
 }
 
-const server = Deno.serve({
-  hostname: "127.0.0.1",
-  port: 0,
-  onListen: ({ port }) => console.log(`listening ${port}`),
-}, (request) => {
-  if (request.headers.get("upgrade") !== "websocket") {
-    return new Response("not found", { status: 404 });
+/** Frames `from` to `to` (exclusive) as unmasked, unfragmented text frames, in one buffer. */
+function chunk(from: number, to: number): Uint8Array {
+  const payloads = [];
+  let size = 0;
+  for (let i = from; i < to; i++) {
+    const payload = encoder.encode(frame(i));
+    payloads.push(payload);
+    size += payload.length + (payload.length < 126 ? 2 : payload.length < 65_536 ? 4 : 10);
   }
-  const { socket, response } = Deno.upgradeWebSocket(request);
-  if (served++ > 0) return response;
-  socket.onopen = async () => {
-    const started = performance.now();
-    for (let sent = 0; sent < total && socket.readyState === WebSocket.OPEN;) {
-      const end = Math.min(total, sent + CHUNK);
-      for (; sent < end; sent++) socket.send(frame(sent));
-      if (rate > 0) {
-        const due = started + (sent / rate) * 1000;
-        await new Promise((resolve) => setTimeout(resolve, Math.max(0, due - performance.now())));
-      } else {
-        await new Promise((resolve) => setTimeout(resolve, 0));
-      }
+  const out = new Uint8Array(size);
+  const view = new DataView(out.buffer);
+  let at = 0;
+  for (const payload of payloads) {
+    out[at++] = 0x81; // FIN + text
+    if (payload.length < 126) {
+      out[at++] = payload.length;
+    } else if (payload.length < 65_536) {
+      out[at++] = 126;
+      view.setUint16(at, payload.length);
+      at += 2;
+    } else {
+      out[at++] = 127;
+      view.setBigUint64(at, BigInt(payload.length));
+      at += 8;
     }
-  };
-  return response;
-});
-await server.finished;
+    out.set(payload, at);
+    at += payload.length;
+  }
+  return out;
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+}
+
+async function accept(key: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-1", encoder.encode(key + WEBSOCKET_GUID));
+  return btoa(String.fromCharCode(...new Uint8Array(digest)));
+}
+
+/** Reads (and ignores) whatever the client sends, until it closes. */
+async function drain(conn: Deno.Conn): Promise<void> {
+  const buffer = new Uint8Array(4096);
+  while (await conn.read(buffer) !== null) { /* pongs and close frames: ignored */ }
+}
+
+async function blast(conn: Deno.Conn): Promise<void> {
+  const started = performance.now();
+  for (let sent = 0; sent < total;) {
+    const end = Math.min(total, sent + CHUNK);
+    await writeAll(conn, chunk(sent, end));
+    sent = end;
+    if (rate > 0) {
+      const due = started + (sent / rate) * 1000;
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, due - performance.now())));
+    }
+  }
+}
+
+async function serve(conn: Deno.Conn): Promise<void> {
+  const buffer = new Uint8Array(16_384);
+  let head = "";
+  while (!head.includes("\r\n\r\n")) {
+    const n = await conn.read(buffer);
+    if (n === null) return;
+    head += decoder.decode(buffer.subarray(0, n));
+  }
+  const key = /^sec-websocket-key:\s*(\S+)\s*$/im.exec(head)?.[1];
+  if (key === undefined || !/^upgrade:\s*websocket\s*$/im.test(head)) {
+    await writeAll(conn, encoder.encode("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"));
+    return;
+  }
+  await writeAll(
+    conn,
+    encoder.encode(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        `Sec-WebSocket-Accept: ${await accept(key)}\r\n\r\n`,
+    ),
+  );
+  const reading = drain(conn);
+  if (served++ === 0) await blast(conn);
+  await reading;
+}
+
+const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+console.log(`listening ${(listener.addr as Deno.NetAddr).port}`);
+for await (const conn of listener) {
+  serve(conn).catch(() => {}).finally(() => {
+    try {
+      conn.close();
+    } catch { /* closed already */ }
+  });
+}

@@ -1,9 +1,9 @@
 /**
  * The market-data pipeline as the engine composes it (`marketSupervisor`):
  * a fake Binance venue → feed → NATS → validator → NATS → batch writer →
- * ClickHouse, on a private nats-server, a fresh ClickHouse database and a TCP
- * proxy in front of ClickHouse that tests can cut. Used by the end-to-end
- * test and the pipeline benchmark.
+ * ClickHouse, on a private nats-server, a fresh ClickHouse database and
+ * (unless `clickhouseProxy` is false) a TCP proxy in front of ClickHouse that
+ * tests can cut. Used by the end-to-end test and the pipeline benchmark.
  *
  * @module
  */
@@ -31,13 +31,14 @@ import { waitFor } from "./_helpers.ts";
 
 const MIGRATIONS = new URL("../migrations/", import.meta.url).pathname;
 const PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres";
+const CLICKHOUSE_URL = "http://127.0.0.1:8123";
 
 /** A running pipeline and its parts. */
 export interface MarketPipeline extends AsyncDisposable {
   /** The fake venue. */
   venue: FakeBinanceServer;
-  /** The proxy between the writer and ClickHouse. */
-  proxy: TcpProxy;
+  /** The proxy between the writer and ClickHouse; null when started without one. */
+  proxy: TcpProxy | null;
   /** A direct ClickHouse client (not through the proxy), for assertions. */
   clickhouse: ClickHouseClient;
   /** The pipeline's ClickHouse database. */
@@ -58,6 +59,12 @@ export interface MarketPipelineOptions {
   symbols?: string[];
   /** Extra `TRADEWIRE_*` environment for the configuration. */
   env?: Record<string, string>;
+  /**
+   * Puts a TCP proxy that tests can cut between the writer and ClickHouse.
+   * The proxy copies every byte in JavaScript on this thread — the engine's
+   * main thread here — so a benchmark leaves it out. @default {true}
+   */
+  clickhouseProxy?: boolean;
 }
 
 /** Starts the pipeline and waits until the feed is live. */
@@ -75,7 +82,7 @@ export async function startMarketPipeline(
     cleanups.push(() => nats.stop());
     const venue = await startBinanceServer({ market: new FakeBinanceMarket(symbols) });
     cleanups.push(() => venue.stop());
-    const direct = createClickHouse({ url: "http://127.0.0.1:8123", database: "default" });
+    const direct = createClickHouse({ url: CLICKHOUSE_URL, database: "default" });
     cleanups.push(() => direct.close());
     cleanups.push(() =>
       direct.command({ query: `DROP DATABASE IF EXISTS ${quoteIdentifier(database)}` })
@@ -87,10 +94,13 @@ export async function startMarketPipeline(
     } finally {
       await pg.end({ timeout: 5 });
     }
-    const proxy = startTcpProxy({ hostname: "127.0.0.1", port: 8123 });
-    cleanups.push(() => proxy.close());
-    const throughProxy = createClickHouse({ url: proxy.url, database: "default" });
-    cleanups.push(() => throughProxy.close());
+    const proxy = options.clickhouseProxy === false
+      ? null
+      : startTcpProxy({ hostname: "127.0.0.1", port: 8123 });
+    const writerUrl = proxy?.url ?? CLICKHOUSE_URL;
+    if (proxy) cleanups.push(() => proxy.close());
+    const throughProxy = proxy ? createClickHouse({ url: proxy.url, database: "default" }) : direct;
+    if (proxy) cleanups.push(() => throughProxy.close());
 
     const config = await loadConfig({
       args: [],
@@ -105,7 +115,7 @@ export async function startMarketPipeline(
         TRADEWIRE_CLICKHOUSE__DATABASE: database,
         // The writer's thread connects on its own: to the private NATS and through the proxy.
         TRADEWIRE_NATS__URL: nats.url,
-        TRADEWIRE_CLICKHOUSE__URL: proxy.url,
+        TRADEWIRE_CLICKHOUSE__URL: writerUrl,
         TRADEWIRE_WRITER__FLUSH_INTERVAL_MS: "100",
         TRADEWIRE_WRITER__RETRY_INITIAL_MS: "50",
         TRADEWIRE_WRITER__RETRY_MAX_MS: "500",

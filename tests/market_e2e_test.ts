@@ -25,6 +25,8 @@ Deno.test("N trades from a fake venue become exactly N rows in market_trades", a
 
 Deno.test("with ClickHouse down for part of the run, nothing is lost and nothing duplicated", async () => {
   await using pipeline = await startMarketPipeline();
+  const proxy = pipeline.proxy;
+  assert.ok(proxy, "the pipeline has its ClickHouse proxy");
   sendTrades(pipeline, N / 3);
   await waitFor(
     async () => await pipeline.countFinal("market_trades") >= N / 3,
@@ -32,7 +34,7 @@ Deno.test("with ClickHouse down for part of the run, nothing is lost and nothing
     "first third",
   );
 
-  pipeline.proxy.cut();
+  proxy.cut();
   sendTrades(pipeline, (2 * N) / 3, N / 3);
   await waitFor(
     () => pipeline.status.writer.clickhouse === "down",
@@ -42,7 +44,7 @@ Deno.test("with ClickHouse down for part of the run, nothing is lost and nothing
   assert.ok(pipeline.status.writer.failures > 0);
   assert.ok(await pipeline.countFinal("market_trades") < N);
 
-  pipeline.proxy.restore();
+  proxy.restore();
   await waitFor(
     async () => await pipeline.countFinal("market_trades") >= N,
     60_000,
