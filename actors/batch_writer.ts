@@ -89,7 +89,14 @@ import {
   mdCleanStream,
   type MdStreamNames,
 } from "../market/md_stream.ts";
-import { MARKET_TABLES, type MarketTable, RowError, toRowLine, tradeKey } from "../market/rows.ts";
+import {
+  encodedTradeLines,
+  MARKET_TABLES,
+  type MarketTable,
+  RowError,
+  toRowLine,
+  tradeKey,
+} from "../market/rows.ts";
 import type { MarketStatus } from "../market/status.ts";
 import { type DeadLetter, dlqSubject } from "../market/subjects.ts";
 import { Wakeup } from "../lib/wakeup.ts";
@@ -409,7 +416,9 @@ class Batch {
  * lines are the ones made as messages arrived, the events are decoded again
  * from the messages with the same pure steps as then (messages that are not
  * JSON arrays, and events that are not rows, were dead-lettered and are
- * skipped); after that they are kept with the batch.
+ * skipped; a message whose lines were read off its text by
+ * `encodedTradeLines` gives the same lines this way); after that they are
+ * kept with the batch.
  */
 function sourcesOf(batch: Batch, table: MarketTable): unknown[] {
   const kept = batch.sources[table];
@@ -723,9 +732,19 @@ class BatchWriter {
     } else {
       this.#noteSequence(msg.seq);
     }
+    const text = decoder.decode(msg.data);
+    const trades = batch.lines.market_trades;
+    const before = trades.length;
+    // Most messages are trades as the feeds encode them: their lines are read off the text.
+    if (encodedTradeLines(text, trades)) {
+      this.#countEvents(trades.length - before);
+      batch.rowCount += trades.length - before;
+      if (this.#isFull(batch)) this.#flushWake.notify();
+      return;
+    }
     let events: unknown;
     try {
-      events = JSON.parse(decoder.decode(msg.data));
+      events = JSON.parse(text);
     } catch (error) {
       this.#deadLetterFrame(msg, `Message is not JSON: ${errorMessage(error)}`);
       return;
@@ -734,10 +753,7 @@ class BatchWriter {
       this.#deadLetterFrame(msg, "Message is not a JSON array of events");
       return;
     }
-    const size = Math.max(1, events.length);
-    this.#eventsPerMessage = this.#eventsPerMessage === 0
-      ? size
-      : this.#eventsPerMessage + (size - this.#eventsPerMessage) / 16;
+    this.#countEvents(events.length);
     const lines = batch.lines;
     for (const event of events) {
       try {
@@ -750,6 +766,14 @@ class BatchWriter {
       }
     }
     if (this.#isFull(batch)) this.#flushWake.notify();
+  }
+
+  /** Keeps the running average of events per message that sizes pulls. */
+  #countEvents(count: number): void {
+    const size = Math.max(1, count);
+    this.#eventsPerMessage = this.#eventsPerMessage === 0
+      ? size
+      : this.#eventsPerMessage + (size - this.#eventsPerMessage) / 16;
   }
 
   /** Counts messages the stream dropped before delivering them (limits, discard old). */

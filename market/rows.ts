@@ -360,6 +360,72 @@ export function tradeLine(event: MarketEvent): string {
   },"price":${price},"qty":${qty},"side":"${side}"}`;
 }
 
+/** A name that needs no JSON escape: printable ASCII but `"` and `\\` (so its JSON text is the name). */
+const PLAIN_NAME = String.raw`[\x20\x21\x23-\x5b\x5d-\x7e]`;
+/**
+ * One trade event exactly as the feeds encode it (fields in this order, no
+ * whitespace), followed by `,` or `]`, with every value already within what
+ * {@linkcode tradeLine} accepts — save timestamps of 16 digits, checked after.
+ */
+const ENCODED_TRADE = new RegExp(
+  String.raw`\{"kind":"trade","exchange":"(${EXCHANGES.join("|")})",` +
+    String.raw`"symbol":"(${PLAIN_NAME}{1,${MAX_NAME_LENGTH}})",` +
+    String.raw`"venue_symbol":"(${PLAIN_NAME}{1,${MAX_NAME_LENGTH}})",` +
+    String.raw`"ts_exchange":(0|[1-9]\d{0,15}),"ts_local":(0|[1-9]\d{0,15}),` +
+    String.raw`"trade_id":"(${PLAIN_NAME}{1,${MAX_TRADE_ID_LENGTH}})",` +
+    String.raw`"price":"(${FAST_DECIMAL.source.slice(1, -1)})",` +
+    String.raw`"qty":"(${FAST_DECIMAL.source.slice(1, -1)})",` +
+    String.raw`"side":"(buy|sell|unknown)"\}([,\]])`,
+  "y",
+);
+
+/** Whether a timestamp's digits (no leading zeros) are within {@linkcode MAX_TIMESTAMP_US}. */
+function inTimestampRange(digits: string): boolean {
+  return digits.length < 16 || Number(digits) <= MAX_TIMESTAMP_US;
+}
+
+/**
+ * The `JSONEachRow` lines of a message that is a JSON array of trade events
+ * in the feeds' own encoding, appended to `out` — read straight from the text,
+ * without parsing it into objects. Returns false (and appends nothing) for
+ * anything else: another kind of event, other field order or spacing, a
+ * string with an escape or outside printable ASCII, a value {@linkcode tradeLine}
+ * would refuse or trim. Whenever it returns true, the lines are exactly those
+ * of `JSON.parse(text).map(tradeLine)`; otherwise take that path.
+ *
+ * @example
+ * ```ts
+ * const lines: string[] = [];
+ * encodedTradeLines(
+ *   '[{"kind":"trade","exchange":"binance","symbol":"BTC-USDT","venue_symbol":"BTCUSDT",' +
+ *     '"ts_exchange":1700000000123000,"ts_local":1700000000124000,"trade_id":"42",' +
+ *     '"price":"43251.12","qty":"0.00120000","side":"buy"}]',
+ *   lines,
+ * ); // true; lines[0] has "price":43251.12,"qty":0.00120000
+ * ```
+ */
+export function encodedTradeLines(text: string, out: string[]): boolean {
+  if (text.charCodeAt(0) !== 0x5b /* [ */) return false;
+  const start = out.length;
+  const re = ENCODED_TRADE;
+  re.lastIndex = 1;
+  for (;;) {
+    const m = re.exec(text);
+    if (m === null || !inTimestampRange(m[4]!) || !inTimestampRange(m[5]!)) break;
+    out.push(
+      `{"exchange":"${m[1]}","symbol":"${m[2]}","venue_symbol":"${m[3]}","ts_exchange":${
+        m[4]
+      },"ts_local":${m[5]},"trade_id":"${m[6]}","price":${m[7]},"qty":${m[8]},"side":"${m[9]}"}`,
+    );
+    if (m[10] === "]") {
+      if (re.lastIndex === text.length) return true;
+      break;
+    }
+  }
+  out.length = start;
+  return false;
+}
+
 /** An `orderbook_snapshots` row from a book event (snapshot or delta); throws {@linkcode RowError}. */
 export function bookRow(event: MarketEvent): BookRow {
   const e = event as unknown as Record<string, unknown>;

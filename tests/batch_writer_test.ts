@@ -38,14 +38,21 @@ import type {
 } from "../market/events.ts";
 import { batchWriterConsumer, mdCleanStream } from "../market/md_stream.ts";
 import {
+  encodedTradeLines,
   encodeJsonEachRow,
   RowError,
   toRawDecimal,
   toRow,
   toRowLine,
+  tradeLine,
   type TradeRow,
   tradeRow,
 } from "../market/rows.ts";
+import { parseAlpacaFrame } from "../venues/alpaca/parse.ts";
+import { parseBinanceFrame } from "../venues/binance/parse.ts";
+import { binanceSymbolMap } from "../venues/binance/symbols.ts";
+import { parseCoinbaseFrame } from "../venues/coinbase/parse.ts";
+import { parseKrakenFrame } from "../venues/kraken/parse.ts";
 import { MarketStatus } from "../market/status.ts";
 import { cleanSubject } from "../market/subjects.ts";
 import { waitFor } from "./_helpers.ts";
@@ -152,6 +159,104 @@ Deno.test("the fast trade line is byte for byte the JSON of the trade row, error
       (error: unknown) =>
         error instanceof RowError && error.message === (expected as RowError).message,
     );
+  }
+});
+
+/** The lines of a message's events the slow way: parse, then one `tradeLine` each. */
+function parsedTradeLines(text: string): string[] {
+  return (JSON.parse(text) as MarketEvent[]).map((event) => tradeLine(event));
+}
+
+Deno.test("trades as the feeds encode them give the same lines read off the text", () => {
+  const message = JSON.stringify(Array.from({ length: 300 }, (_, i) => trade(i)));
+  const lines = ["an earlier line"];
+  assert.equal(encodedTradeLines(message, lines), true);
+  assert.deepEqual(lines, ["an earlier line", ...parsedTradeLines(message)]);
+
+  const edges = [
+    trade(0, { ts_exchange: 0, ts_local: 4_294_967_295_999_999, exchange: "alpaca" }),
+    trade(1, { price: "0", qty: "99999999999999999999.999999999999999999", side: "unknown" }),
+    trade(2, { symbol: "BRK.B", venue_symbol: "BRK.B", trade_id: "D:96921" }),
+    trade(3, { symbol: "ETH/XBT ~!#$%&'()*+,-./:;<=>?@[]^_`{|}", exchange: "kraken" }),
+  ];
+  const text = JSON.stringify(edges);
+  const out: string[] = [];
+  assert.equal(encodedTradeLines(text, out), true, text);
+  assert.deepEqual(out, parsedTradeLines(text));
+});
+
+Deno.test("anything but trades in the feeds' own encoding is left to JSON.parse", () => {
+  const one = (overrides: Partial<TradeEvent>) => JSON.stringify([trade(0, overrides)]);
+  const { kind: _, ...rest } = trade(0);
+  const declined = [
+    // Values tradeLine trims, escapes or refuses.
+    one({ price: "00012.50" }),
+    one({ qty: "1.1000000000000000000000" }),
+    one({ price: "1e5" }),
+    one({ qty: "-1" }),
+    one({ trade_id: 'quote"back\\slash' }),
+    one({ trade_id: "control\u0001" }),
+    one({ symbol: "BTC-€" }),
+    one({ trade_id: "\ud800" }),
+    one({ symbol: "" }),
+    one({ trade_id: "x".repeat(257) }),
+    one({ ts_exchange: 4_294_967_296_000_000 }),
+    one({ ts_local: 9_999_999_999_999_999 }),
+    one({ exchange: "bitmex" as TradeEvent["exchange"] }),
+    one({ side: "short" as TradeEvent["side"] }),
+    // Other shapes and spellings of the same data.
+    JSON.stringify([trade(0)], null, 1),
+    JSON.stringify([{ ...rest, kind: "trade" }]),
+    JSON.stringify([{ ...trade(0), extra: 1 }]),
+    JSON.stringify([trade(0), { ...trade(1), kind: "top" }]),
+    JSON.stringify([trade(0)]) + " ",
+    JSON.stringify([trade(0)]).replace('"ts_local":', '"ts_local":0'),
+    JSON.stringify(trade(0)),
+    "[]",
+    "[",
+    "",
+  ];
+  for (const text of declined) {
+    const lines = ["kept"];
+    assert.equal(encodedTradeLines(text, lines), false, text);
+    assert.deepEqual(lines, ["kept"], text);
+  }
+});
+
+Deno.test("every venue's parser encodes its trades in the form read off the text", () => {
+  const RX = 1_700_000_000_000_000;
+  const binance = Deno.readTextFileSync(
+    new URL(
+      "../../shared/fixtures/binance/nautilus_ws_spot_trade_2021-12-12.jsonl",
+      import.meta.url,
+    ),
+  ).split("\n").filter((line) => line !== "");
+  const coinbase = Deno.readTextFileSync(
+    new URL(
+      "../../shared/fixtures/coinbase/channel_market_trades_2026-08-09.raw.jsonl",
+      import.meta.url,
+    ),
+  ).split("\n").filter((line) => line !== "");
+  const alpaca = Deno.readTextFileSync(
+    new URL("../../shared/fixtures/alpaca/docs_stream_data_v2_messages.jsonl", import.meta.url),
+  ).split("\n").filter((line) => line.includes('"T":"t"'));
+  const kraken = '{"channel":"trade","type":"update","data":[' +
+    '{"symbol":"BTC/USD","side":"buy","price":65083.10,"qty":0.00005100,"ord_type":"market",' +
+    '"trade_id":4665906,"timestamp":"2026-08-16T23:37:04.708706Z"}]}';
+  const symbols = binanceSymbolMap(["ETH-USDT", "BTC-USDT"]);
+  const byVenue: Record<string, MarketEvent[]> = {
+    binance: binance.flatMap((frame) => parseBinanceFrame(frame, RX, symbols).events),
+    coinbase: coinbase.flatMap((frame) => parseCoinbaseFrame(frame, RX).events),
+    kraken: parseKrakenFrame(kraken, RX).events,
+    alpaca: alpaca.flatMap((frame) => parseAlpacaFrame(`[${frame}]`, RX).events),
+  };
+  for (const [venue, events] of Object.entries(byVenue)) {
+    const trades = events.filter((event) => event.kind === "trade");
+    assert.ok(trades.length > 0, `${venue}: trades in the fixtures`);
+    const text = new TextDecoder().decode(encodeJson(trades));
+    const lines: string[] = [];
+    assert.equal(encodedTradeLines(text, lines), true, `${venue}: ${text.slice(0, 300)}`);
+    assert.deepEqual(lines, parsedTradeLines(text), venue);
   }
 });
 

@@ -301,12 +301,12 @@ function parseTrades(events: Json[], receivedUs: number): TradeEvent[] {
       }
       const productId = string(trade.product_id, "product_id", "trade");
       out.push({
+        kind: "trade",
         exchange: "coinbase",
         symbol: productId,
         venue_symbol: productId,
         ts_exchange: timeUs(string(trade.time, "time", "trade")),
         ts_local: receivedUs,
-        kind: "trade",
         trade_id: nonEmpty(trade.trade_id, "trade_id", "trade"),
         price: decimal(trade.price, "price", "trade"),
         qty: decimal(trade.size, "size", "trade"),

@@ -289,12 +289,12 @@ function parseTrades(message: JsonObject, receivedUs: number): TradeEvent[] {
     const side = trade.side;
     if (side !== "buy" && side !== "sell") fail("Field side of a trade is not buy or sell");
     events.push({
+      kind: "trade",
       exchange: "kraken",
       symbol: krakenSymbol(venueSymbol),
       venue_symbol: venueSymbol,
       ts_exchange: timeUs(string(trade.timestamp, "timestamp", "trade")),
       ts_local: receivedUs,
-      kind: "trade",
       trade_id: id(trade.trade_id, "trade_id", "trade"),
       price: decimal(trade.price, "price", "trade"),
       qty: decimal(trade.qty, "qty", "trade"),
