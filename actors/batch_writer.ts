@@ -369,7 +369,51 @@ function resolveSettings(o: BatchWriterOptions): Settings {
 // Batches
 // ---------------------------------------------------------------------------
 
-type TableLines = Record<MarketTable, string[]>;
+/**
+ * A table's rows in a batch, as `JSONEachRow` lines. The lines of each
+ * message are kept joined (one flat string per message, lines never holding a
+ * newline): the pieces a line is built from die young, and the batch holds a
+ * few large strings rather than a string per row, which the garbage collector
+ * would copy and mark until the batch is written. Single rows are split out
+ * only when needed (duplicate checks, refused rows).
+ */
+class RowLines {
+  #chunks: string[] = [];
+  #split = true;
+  /** Rows held. */
+  count = 0;
+
+  /** Adds the lines of one message, joined by newlines. */
+  add(lines: readonly string[]): void {
+    if (lines.length === 0) return;
+    this.#chunks.push(lines.length === 1 ? lines[0]! : lines.join("\n"));
+    this.#split &&= lines.length === 1;
+    this.count += lines.length;
+  }
+
+  /** The rows' lines joined into strings: what an insert body is made of. */
+  chunks(): readonly string[] {
+    return this.#chunks;
+  }
+
+  /** Every row's line, in order. */
+  rows(): string[] {
+    if (!this.#split) {
+      this.#chunks = this.#chunks.flatMap((chunk) => chunk.split("\n"));
+      this.#split = true;
+    }
+    return this.#chunks;
+  }
+
+  /** Keeps only `rows` (lines of rows held, in order). */
+  replace(rows: string[]): void {
+    this.#chunks = rows;
+    this.#split = true;
+    this.count = rows.length;
+  }
+}
+
+type TableLines = Record<MarketTable, RowLines>;
 type TableSources = Record<MarketTable, unknown[] | null>;
 
 /**
@@ -381,10 +425,10 @@ type TableSources = Record<MarketTable, unknown[] | null>;
 class Batch {
   readonly messages: PulledMessage[] = [];
   readonly lines: TableLines = {
-    market_trades: [],
-    orderbook_snapshots: [],
-    quotes: [],
-    bars: [],
+    market_trades: new RowLines(),
+    orderbook_snapshots: new RowLines(),
+    quotes: new RowLines(),
+    bars: new RowLines(),
   };
   /**
    * The event each row came from, for dead letters and duplicate checks; null
@@ -440,7 +484,7 @@ function sourcesOf(batch: Batch, table: MarketTable): unknown[] {
       }
     }
   }
-  if (sources.length !== batch.lines[table].length) {
+  if (sources.length !== batch.lines[table].count) {
     throw new Error(`Batch writer lost track of the events of ${table}`);
   }
   batch.sources[table] = sources;
@@ -733,12 +777,12 @@ class BatchWriter {
       this.#noteSequence(msg.seq);
     }
     const text = decoder.decode(msg.data);
-    const trades = batch.lines.market_trades;
-    const before = trades.length;
+    const trades: string[] = [];
     // Most messages are trades as the feeds encode them: their lines are read off the text.
     if (encodedTradeLines(text, trades)) {
-      this.#countEvents(trades.length - before);
-      batch.rowCount += trades.length - before;
+      this.#countEvents(trades.length);
+      batch.lines.market_trades.add(trades);
+      batch.rowCount += trades.length;
       if (this.#isFull(batch)) this.#flushWake.notify();
       return;
     }
@@ -754,7 +798,12 @@ class BatchWriter {
       return;
     }
     this.#countEvents(events.length);
-    const lines = batch.lines;
+    const lines: Record<MarketTable, string[]> = {
+      market_trades: [],
+      orderbook_snapshots: [],
+      quotes: [],
+      bars: [],
+    };
     for (const event of events) {
       try {
         const { table, line } = toRowLine(event as MarketEvent);
@@ -765,6 +814,7 @@ class BatchWriter {
         this.#deadLetterEvent(msg.subject, event, error.reason, error.message);
       }
     }
+    for (const table of MARKET_TABLES) batch.lines[table].add(lines[table]);
     if (this.#isFull(batch)) this.#flushWake.notify();
   }
 
@@ -976,11 +1026,11 @@ class BatchWriter {
   /** One attempt: inserts every table of `batch` not written yet. */
   async #write(batch: Batch): Promise<void> {
     for (const table of MARKET_TABLES) {
-      if (batch.done.has(table) || batch.lines[table].length === 0) continue;
+      if (batch.done.has(table) || batch.lines[table].count === 0) continue;
       if (table === "market_trades" && (batch.redelivered || batch.failures > 0)) {
         await this.#dropStoredTrades(batch);
       }
-      if (batch.lines[table].length > 0) await this.#insertTable(batch, table);
+      if (batch.lines[table].count > 0) await this.#insertTable(batch, table);
       batch.done.add(table);
     }
   }
@@ -993,21 +1043,27 @@ class BatchWriter {
    * leaves the unwritten rows in the batch and is thrown.
    */
   async #insertTable(batch: Batch, table: MarketTable): Promise<void> {
-    const rows = batch.lines[table];
-    const ranges: Array<[number, number]> = [[0, rows.length]];
+    const all = batch.lines[table];
+    const total = all.count;
+    // Single rows are split out only once ClickHouse refused some.
+    let rows: string[] | null = null;
+    const rowsOf = () => rows ??= all.rows();
+    const ranges: Array<[number, number]> = [[0, total]];
     const refused: number[] = [];
     let written = 0;
     let lastRefusal: unknown = null;
     const keepUnwritten = (extra: Array<[number, number]>) => {
       const sources = sourcesOf(batch, table);
+      const lines = rowsOf();
       const left = [...refused.map((i): [number, number] => [i, i + 1]), ...extra, ...ranges];
-      batch.lines[table] = left.flatMap(([a, b]) => rows.slice(a, b));
-      batch.sources[table] = left.flatMap(([a, b]) => sources.slice(a, b));
+      const kept = left.flatMap(([a, b]) => sources.slice(a, b));
+      all.replace(left.flatMap(([a, b]) => lines.slice(a, b)));
+      batch.sources[table] = kept;
     };
     while (ranges.length > 0) {
       const [lo, hi] = ranges.pop()!;
       try {
-        await this.#insert(table, lo === 0 && hi === rows.length ? rows : rows.slice(lo, hi));
+        await this.#insert(table, lo === 0 && hi === total ? all.chunks() : rowsOf().slice(lo, hi));
         written += hi - lo;
         this.#countWritten(table, hi - lo);
       } catch (error) {
@@ -1027,7 +1083,7 @@ class BatchWriter {
       }
     }
     if (refused.length === 0) return;
-    if (written === 0 && rows.length > 1) {
+    if (written === 0 && total > 1) {
       keepUnwritten([]);
       throw lastRefusal;
     }
@@ -1048,7 +1104,7 @@ class BatchWriter {
     });
   }
 
-  #insert(table: MarketTable, lines: string[]): Promise<void> {
+  #insert(table: MarketTable, lines: readonly string[]): Promise<void> {
     return insertJsonEachRow(this.#deps.clickhouse, this.#deps.database, table, lines, {
       signal: this.#insertAbort.signal,
     });
@@ -1066,7 +1122,7 @@ class BatchWriter {
    * for the keys stored in the batch's time range for its venues and symbols.
    */
   async #dropStoredTrades(batch: Batch): Promise<void> {
-    const lines = batch.lines.market_trades;
+    const lines = batch.lines.market_trades.rows();
     // Sources of stored rows passed toRowLine(), so they are well-formed trades.
     const trades = sourcesOf(batch, "market_trades") as TradeEvent[];
     let min = Infinity;
@@ -1117,7 +1173,7 @@ class BatchWriter {
       this.#counters.duplicates_skipped += skipped;
       this.#log.info("Trades already stored were not inserted again", { skipped });
     }
-    batch.lines.market_trades = keptLines;
+    batch.lines.market_trades.replace(keptLines);
     batch.sources.market_trades = keptSources;
   }
 
