@@ -12,8 +12,11 @@
  * helps measure: it speaks the server side of RFC 6455 itself over a plain
  * TCP listener and writes each chunk of {@linkcode CHUNK} frames with one
  * write, as a venue's server does under load, instead of one WebSocket send
- * (one op and one syscall) per frame. Frames from the client (pongs, close)
- * are read and ignored.
+ * (one op and one syscall) per frame. For a burst (`--rate=0`) every frame
+ * is built before it prints `listening`, so that sending costs little more
+ * than the writes; their timestamps are then up to a few seconds old, well
+ * within the validator's `max_lag_ms`. Frames from the client (pongs,
+ * close) are read and ignored.
  */
 
 const args = new Map(
@@ -83,11 +86,17 @@ async function drain(conn: Deno.Conn): Promise<void> {
   while (await conn.read(buffer) !== null) { /* pongs and close frames: ignored */ }
 }
 
+/** A burst's frames, built in advance; null when paced (built as they are sent). */
+const prebuilt = rate > 0 ? null : Array.from(
+  { length: Math.ceil(total / CHUNK) },
+  (_, i) => chunk(i * CHUNK, Math.min(total, (i + 1) * CHUNK)),
+);
+
 async function blast(conn: Deno.Conn): Promise<void> {
   const started = performance.now();
   for (let sent = 0; sent < total;) {
     const end = Math.min(total, sent + CHUNK);
-    await writeAll(conn, chunk(sent, end));
+    await writeAll(conn, prebuilt?.[sent / CHUNK] ?? chunk(sent, end));
     sent = end;
     if (rate > 0) {
       const due = started + (sent / rate) * 1000;
