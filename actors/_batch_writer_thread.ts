@@ -22,51 +22,29 @@ import type { ClickHouseClient } from "@clickhouse/client";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { createClickHouse } from "../adapters/clickhouse.ts";
 import { connectNats } from "../adapters/nats.ts";
-import { errorFields, type Fields, type Level, type Logger, loggerOf } from "../lib/log.ts";
 import { MarketStatus } from "../market/status.ts";
 import { batchWriterActor, newBatchWriterCounters } from "./batch_writer.ts";
-import type { FromWriterThread, ToWriterThread, WriterThreadStart } from "./batch_writer_worker.ts";
+import {
+  CLICKHOUSE_READY,
+  type WriterThreadStart,
+  type WriterThreadStatus,
+} from "./batch_writer_worker.ts";
+import { serveThread } from "./thread_child.ts";
 
-function post(message: FromWriterThread): void {
-  self.postMessage(message);
-}
-
-/** A logger whose lines are written by the main thread (errors as plain fields). */
-function threadLogger(bindings: Fields): Logger {
-  const emit = (level: Level, message: string, fields?: Fields) => {
-    let plain: Fields | undefined;
-    if (fields) {
-      plain = {};
-      for (const [key, value] of Object.entries(fields)) {
-        plain[key] = value instanceof Error ? errorFields(value) : value;
-      }
-    }
-    try {
-      post({ type: "log", level, bindings, message, ...(plain ? { fields: plain } : {}) });
-    } catch {
-      // A field that cannot be cloned: the line still goes, without its fields.
-      post({ type: "log", level, bindings, message });
-    }
-  };
-  return loggerOf(emit, (more) => threadLogger({ ...bindings, ...more }));
-}
-
-const stop = new AbortController();
 let markClickHouseReady: () => void = () => {};
 const clickhouseReady = new Promise<void>((resolve) => markClickHouseReady = resolve);
 
-async function run(start: WriterThreadStart): Promise<void> {
-  const log = threadLogger({});
+serveThread<WriterThreadStart, WriterThreadStatus>(async (start, thread) => {
+  const { log } = thread;
   let nats: NatsConnection | null = null;
   let clickhouse: ClickHouseClient | null = null;
   const status = new MarketStatus();
   const counters = newBatchWriterCounters();
-  const report = () => post({ type: "status", writer: status.writer, counters });
-  const timer = setInterval(report, start.status_interval_ms);
+  thread.reportStatus(() => ({ writer: status.writer, counters }));
   try {
     nats = await connectNats(start.nats, {
       log: log.child({ component: "nats" }),
-      signal: stop.signal,
+      signal: thread.signal,
     });
     clickhouse = createClickHouse(start.clickhouse, { log, database: "default" });
     const running = batchWriterActor({
@@ -78,26 +56,14 @@ async function run(start: WriterThreadStart): Promise<void> {
       clickhouseReady,
       log: log.child({ actor: "batch_writer" }),
       counters,
-    }).start(stop.signal);
+    }).start(thread.signal);
     await running.ready;
-    post({ type: "ready" });
+    thread.ready();
     await running.done;
-    report();
-    post({ type: "done" });
-  } catch (error) {
-    report();
-    post({ type: "failed", error: errorFields(error as Error) });
   } finally {
-    clearInterval(timer);
     await nats?.close().catch(() => {});
     await clickhouse?.close().catch(() => {});
-    self.close();
   }
-}
-
-self.onmessage = (event: MessageEvent<ToWriterThread>) => {
-  const message = event.data;
-  if (message.type === "start") void run(message.start);
-  else if (message.type === "clickhouse_ready") markClickHouseReady();
-  else if (message.type === "stop") stop.abort();
-};
+}, (message) => {
+  if (message.type === CLICKHOUSE_READY) markClickHouseReady();
+});

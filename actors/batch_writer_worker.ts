@@ -3,15 +3,14 @@
  * that runs {@linkcode batchWriterActor} in a Web Worker
  * (`_batch_writer_thread.ts`) with its own NATS connection and ClickHouse
  * client, so that pulling, row conversion and inserts never take time from
- * the feeds and the validator on the main thread. Same stream, same durable
- * consumer, same guarantees: the writer code is the one that runs in-thread.
+ * the feeds on the main thread. Same stream, same durable consumer, same
+ * guarantees: the writer code is the one that runs in-thread.
  *
- * The child's life maps onto the worker's: `ready` when the writer in the
- * worker is ready, `done` when it exits (rejecting when it failed or the
- * worker died), and stopping asks the worker to stop (it finishes its pull and
- * writes what it holds) before the worker is terminated. Its figures arrive
- * by message: `status.writer` and the writer's counters are refreshed every
- * `status_interval_ms`, and its log lines are written by `log`.
+ * The thread's life is that of any {@linkcode startThreadChild} child;
+ * stopping lets the writer finish its pull and write what it holds. Its
+ * figures arrive by message: `status.writer` and the writer's counters are
+ * refreshed every `status_interval_ms`, and its log lines are written by
+ * `log`. The thread pulls nothing before it is sent `clickhouse_ready`.
  *
  * @example
  * ```ts ignore
@@ -26,7 +25,7 @@
 
 import type { ClickHouseOptions } from "../adapters/clickhouse.ts";
 import type { NatsOptions } from "../adapters/nats.ts";
-import type { Fields, Level, Logger } from "../lib/log.ts";
+import type { Logger } from "../lib/log.ts";
 import { nullLogger } from "../lib/log.ts";
 import type { MarketStatus, WriterStatus } from "../market/status.ts";
 import {
@@ -39,6 +38,7 @@ import {
   FETCH_EXPIRES_MS,
   newBatchWriterCounters,
 } from "./batch_writer.ts";
+import { startThreadChild } from "./thread_child.ts";
 import type { Running } from "./types.ts";
 
 /** How often the worker reports its figures by default, in ms. */
@@ -54,23 +54,18 @@ export interface WriterThreadStart {
   database: string;
   /** The writer's settings. */
   writer: BatchWriterOptions;
-  /** How often the thread reports `status`, in ms. */
-  status_interval_ms: number;
 }
 
-/** Messages from the main thread to the writer's thread. */
-export type ToWriterThread =
-  | { type: "start"; start: WriterThreadStart }
-  | { type: "clickhouse_ready" }
-  | { type: "stop" };
+/** The figures the writer's thread reports. */
+export interface WriterThreadStatus {
+  /** `status.writer` of the thread. */
+  writer: WriterStatus;
+  /** The writer's counters. */
+  counters: BatchWriterCounters;
+}
 
-/** Messages from the writer's thread to the main thread. */
-export type FromWriterThread =
-  | { type: "ready" }
-  | { type: "done" }
-  | { type: "failed"; error: Record<string, unknown> }
-  | { type: "status"; writer: WriterStatus; counters: BatchWriterCounters }
-  | { type: "log"; level: Level; bindings: Fields; message: string; fields?: Fields };
+/** Sent to the writer's thread once ClickHouse's migrations are applied. */
+export const CLICKHOUSE_READY = "clickhouse_ready";
 
 /** What {@linkcode batchWriterWorker} needs. */
 export interface BatchWriterWorkerDeps {
@@ -113,82 +108,25 @@ function startWorker(
   counters: BatchWriterCounters,
   signal: AbortSignal,
 ): Running {
-  const log = deps.log ?? nullLogger;
-  const worker = new Worker(new URL("./_batch_writer_thread.ts", import.meta.url), {
-    type: "module",
+  const thread = startThreadChild<WriterThreadStart, WriterThreadStatus>({
+    module: new URL("./_batch_writer_thread.ts", import.meta.url),
     name: BATCH_WRITER_NAME,
-  });
-  const ready = Promise.withResolvers<void>();
-  const done = Promise.withResolvers<void>();
-  let finished = false;
-  const finish = (error?: Error) => {
-    if (finished) return;
-    finished = true;
-    signal.removeEventListener("abort", onAbort);
-    worker.terminate();
-    if (error) {
-      ready.reject(error);
-      done.reject(error);
-    } else {
-      ready.resolve();
-      done.resolve();
-    }
-  };
-  const send = (message: ToWriterThread) => {
-    if (!finished) worker.postMessage(message);
-  };
-  const onAbort = () => send({ type: "stop" });
-
-  worker.onmessage = (event: MessageEvent<FromWriterThread>) => {
-    const message = event.data;
-    switch (message.type) {
-      case "ready":
-        ready.resolve();
-        break;
-      case "status":
-        Object.assign(deps.status.writer, message.writer);
-        Object.assign(counters, message.counters);
-        break;
-      case "log":
-        log.child(message.bindings)[message.level](message.message, message.fields);
-        break;
-      case "done":
-        finish();
-        break;
-      case "failed": {
-        const error = new Error(String(message.error.message ?? "Batch writer thread failed"));
-        error.name = String(message.error.name ?? "Error");
-        finish(error);
-        break;
-      }
-    }
-  };
-  worker.onerror = (event: ErrorEvent) => {
-    // Handled here: an error in the worker must not take the engine down.
-    event.preventDefault();
-    finish(new Error(`Batch writer thread died: ${event.message}`));
-  };
-  worker.onmessageerror = () => {
-    finish(new Error("Batch writer thread sent a message that could not be read"));
-  };
-
-  send({
-    type: "start",
     start: {
       nats: deps.nats,
       clickhouse: deps.clickhouse,
       database: deps.database,
       writer: deps.options,
-      status_interval_ms: Math.min(
-        deps.statusIntervalMs ?? DEFAULT_WORKER_STATUS_INTERVAL_MS,
-        deps.options.status_interval_ms ?? DEFAULT_STATUS_INTERVAL_MS,
-      ),
     },
-  });
-  deps.clickhouseReady.then(() => send({ type: "clickhouse_ready" }), () => {});
-  signal.addEventListener("abort", onAbort, { once: true });
-  if (signal.aborted) onAbort();
-  ready.promise.catch(() => {});
-  done.promise.catch(() => {});
-  return { ready: ready.promise, done: done.promise, stats: () => ({ kind: "worker" }) };
+    statusIntervalMs: Math.min(
+      deps.statusIntervalMs ?? DEFAULT_WORKER_STATUS_INTERVAL_MS,
+      deps.options.status_interval_ms ?? DEFAULT_STATUS_INTERVAL_MS,
+    ),
+    onStatus: (status) => {
+      Object.assign(deps.status.writer, status.writer);
+      Object.assign(counters, status.counters);
+    },
+    log: deps.log ?? nullLogger,
+  }, signal);
+  deps.clickhouseReady.then(() => thread.send({ type: CLICKHOUSE_READY }), () => {});
+  return thread;
 }
