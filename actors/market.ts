@@ -14,6 +14,7 @@ import type { ChildSpec } from "./types.ts";
 import { supervisor } from "./supervisor.ts";
 import { feedActor } from "./feed.ts";
 import { validatorActor } from "./validator.ts";
+import { validatorWorker } from "./validator_worker.ts";
 import { batchWriterActor } from "./batch_writer.ts";
 import { batchWriterWorker } from "./batch_writer_worker.ts";
 import { latestCacheActor } from "./latest_cache.ts";
@@ -81,16 +82,16 @@ export function marketSupervisor(deps: MarketDeps): ChildSpec {
     }));
   }
   children.push(latestCacheActor({ nats, cache: deps.cache, log }));
-  children.push(validatorActor({
-    nats,
-    status,
-    // A capture's exchange times are as old as the capture: in replay only
-    // the time-window checks are lifted, every other check still applies.
-    options: replaying
-      ? { ...config.validator, max_lag_ms: Infinity, max_future_ms: Infinity }
-      : config.validator,
-    log,
-  }));
+  // A capture's exchange times are as old as the capture: in replay only
+  // the time-window checks are lifted, every other check still applies.
+  const validatorOptions = replaying
+    ? { ...config.validator, max_lag_ms: Infinity, max_future_ms: Infinity }
+    : config.validator;
+  children.push(
+    config.validator.worker
+      ? validatorWorker({ nats: config.nats, options: validatorOptions, status, log })
+      : validatorActor({ nats, status, options: validatorOptions, log }),
+  );
   const batching = {
     publish_batch_ms: config.feeds.publish_batch_ms,
     publish_batch_max: config.feeds.publish_batch_max,

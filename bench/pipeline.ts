@@ -86,9 +86,9 @@ function clickhousePid(): number | null {
 
 /**
  * CPU seconds used so far by this process's threads other than the main one:
- * Web Workers (the batch writer; Deno names their threads `worker-N`) and V8's
- * helper threads (`V8 DefaultWorker`: concurrent GC and compilation), which
- * every isolate of the process shares.
+ * Web Workers (the batch writer and the validator; Deno names their threads
+ * `worker-N`) and V8's helper threads (`V8 DefaultWorker`: concurrent GC and
+ * compilation), which every isolate of the process shares.
  */
 function helperThreadSeconds(): { workers: number; v8: number } {
   const seconds = { workers: 0, v8: 0 };
@@ -260,9 +260,11 @@ if (b.cpu) {
   console.log(
     `  engine CPU: ${us(b.cpu.process)} µs per trade (all threads) = main thread ${
       us(b.cpu.main)
-    } + writer thread ${us(b.cpu.workers)} + V8 helper threads (GC, compilation) ${
-      us(b.cpu.v8)
-    } + other ${us(Math.max(0, b.cpu.process - b.cpu.main - b.cpu.workers - b.cpu.v8))}`,
+    } + worker threads (writer, validator) ${
+      us(b.cpu.workers)
+    } + V8 helper threads (GC, compilation) ${us(b.cpu.v8)} + other ${
+      us(Math.max(0, b.cpu.process - b.cpu.main - b.cpu.workers - b.cpu.v8))
+    }`,
   );
   // The rest of the machine's CPU in the same interval: 150k trades/s on 2 cores leaves 13.3 µs.
   const total = b.cpu.process + b.cpu.venue + b.cpu.nats + b.cpu.clickhouse;

@@ -230,6 +230,7 @@ export const DEFAULT_CONFIG = {
   feeds: { publish_batch_ms: 2, publish_batch_max: 500 },
   validator: {
     enabled: true,
+    worker: true,
     spike_pct: 10,
     reference_window_ms: 60_000,
     max_future_ms: 5000,
@@ -583,6 +584,7 @@ export const configSchema = z.object({
   }),
   validator: section({
     enabled: bool().default(D.validator.enabled),
+    worker: bool().default(D.validator.worker),
     ...thresholds(D.validator),
     duplicate_window: int(1, 10_000_000).default(D.validator.duplicate_window),
     overrides: z.record(

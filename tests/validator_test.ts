@@ -11,6 +11,7 @@ import type { Msg, NatsConnection } from "@nats-io/nats-core";
 import { startRoot } from "../actors/supervisor.ts";
 import type { ActorInfo } from "../actors/types.ts";
 import { validatorActor } from "../actors/validator.ts";
+import { validatorWorker } from "../actors/validator_worker.ts";
 import { decodeJson, encodeJson } from "../adapters/codec.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
 import { RecordingClock } from "../lib/clock.ts";
@@ -279,4 +280,44 @@ Deno.test("validator stops cleanly and validates what it already received", asyn
   t.nats.publish(`md.trade.binance.${symbol}`, encodeJson([trade(symbol)]));
   await t.nats.flush();
   assert.equal(status.validator.accepted, accepted, "nothing is validated after stop");
+});
+
+Deno.test("validator in its own thread validates, dead-letters and reports to the main thread", async () => {
+  await using t = await bench();
+  const status = new MarketStatus();
+  const { log } = memoryLogger();
+  const root = await startRoot({ name: "root" }, [
+    validatorWorker({
+      nats: { ...DEFAULT_CONFIG.nats, url: `nats://${t.nats.getServer()}` },
+      options: OPTIONS,
+      status,
+      log,
+      statusIntervalMs: 20,
+    }),
+  ]);
+  try {
+    const symbol = uniqueSymbol();
+    const subject = `md.trade.binance.${symbol}`;
+    const good1 = trade(symbol, { trade_id: "1" });
+    const zero = trade(symbol, { trade_id: "2", qty: "0" });
+    const dup = trade(symbol, { trade_id: "1" });
+    const good2 = trade(symbol, { trade_id: "3" });
+    t.nats.publish(subject, encodeJson([good1, zero, dup, good2]));
+    await waitFor(() => t.clean.length === 1 && t.dlq.length === 2, 5_000, "clean and dlq");
+    assert.equal(t.clean[0]!.subject, `clean.${subject}`);
+    assert.deepEqual(decodeJson<MarketEvent[]>(t.clean[0]!.data), [good1, good2]);
+    assert.deepEqual(t.dlq.map((letter) => letter.reason), ["non_positive", "duplicate"]);
+    // The thread's figures reach the main thread's status.
+    await waitFor(() => status.validator.accepted === 2, 5_000, "figures from the thread");
+    assert.deepEqual(status.validator.rejected, { non_positive: 1, duplicate: 1 });
+    assert.deepEqual(status.validator.rejected_by_exchange, { binance: 2 });
+    assert.equal(row(root.inspect(), "root/validator").kind, "worker");
+  } finally {
+    await root.stop();
+  }
+  // Stopped: the thread's connection is closed, so nothing subscribes to md.> any more.
+  await assert.rejects(
+    () => t.nats.request(`md.trade.binance.${uniqueSymbol()}`, encodeJson([]), { timeout: 2_000 }),
+    (error: Error) => /no responders/i.test(`${error.message} ${error.cause ?? ""}`),
+  );
 });
