@@ -1,7 +1,8 @@
 /**
- * The engine's one NATS connection: connect (waiting while NATS is down, with
- * a clear log line per attempt), reconnect forever with jittered exponential
- * backoff, subject helpers, and the JetStream streams the engine needs.
+ * The engine's NATS connections (the main thread's, and each actor thread's):
+ * connect (waiting while NATS is down, with a clear log line per attempt),
+ * reconnect forever with jittered exponential backoff, subject helpers, and
+ * the JetStream streams the engine needs.
  *
  * @module
  */
