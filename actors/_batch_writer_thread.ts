@@ -47,7 +47,7 @@ serveThread<WriterThreadStart, WriterThreadStatus>(async (start, thread) => {
       signal: thread.signal,
     });
     clickhouse = createClickHouse(start.clickhouse, { log, database: "default" });
-    const running = batchWriterActor({
+    await thread.runChild(batchWriterActor({
       nats,
       clickhouse,
       database: start.database,
@@ -56,10 +56,7 @@ serveThread<WriterThreadStart, WriterThreadStatus>(async (start, thread) => {
       clickhouseReady,
       log: log.child({ actor: "batch_writer" }),
       counters,
-    }).start(thread.signal);
-    await running.ready;
-    thread.ready();
-    await running.done;
+    }));
   } finally {
     await nats?.close().catch(() => {});
     await clickhouse?.close().catch(() => {});

@@ -26,15 +26,12 @@ serveThread<ValidatorThreadStart, ValidatorStatus>(async (start, thread) => {
       log: log.child({ component: "nats" }),
       signal: thread.signal,
     });
-    const running = validatorActor({
+    await thread.runChild(validatorActor({
       nats,
       status,
       options: start.options,
       log: log.child({ actor: "validator" }),
-    }).start(thread.signal);
-    await running.ready;
-    thread.ready();
-    await running.done;
+    }));
   } finally {
     // Drained by the actor on stop; close flushes what it published.
     await nats?.close().catch(() => {});

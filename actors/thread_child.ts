@@ -20,7 +20,7 @@
  */
 
 import { errorFields, type Fields, type Level, type Logger, loggerOf } from "../lib/log.ts";
-import type { Running } from "./types.ts";
+import type { ChildSpec, Running } from "./types.ts";
 
 /** Messages from the main thread to a child's thread. */
 export type ToThread<Start> =
@@ -144,8 +144,11 @@ export interface ThreadContext<Status> {
   signal: AbortSignal;
   /** Sets what `status` reports carry from now on. */
   reportStatus(status: () => Status): void;
-  /** Tells the main thread the actor is ready. */
-  ready(): void;
+  /**
+   * Starts `child` with the thread's stop signal, tells the main thread once
+   * it is ready, and resolves when it exits (rejects when it fails).
+   */
+  runChild(child: ChildSpec): Promise<void>;
 }
 
 /** The parts of a worker's global scope the thread side uses. */
@@ -204,7 +207,12 @@ export function serveThread<Start, Status>(
         log: threadLogger({}),
         signal: stop.signal,
         reportStatus: (read) => status = read,
-        ready: () => post({ type: "ready" }),
+        runChild: async (child) => {
+          const running = child.start(stop.signal);
+          await running.ready;
+          post({ type: "ready" });
+          await running.done;
+        },
       });
       report();
       post({ type: "done" });
