@@ -209,6 +209,8 @@ export function serveThread<Start, Status>(
         reportStatus: (read) => status = read,
         runChild: async (child) => {
           const running = child.start(stop.signal);
+          // When it fails to start, that is what is reported; its `done` must not go unhandled.
+          running.done.catch(() => {});
           await running.ready;
           post({ type: "ready" });
           await running.done;
