@@ -123,23 +123,28 @@ function cpuSeconds(pids: { venue: number; nats: number }) {
   }
 }
 
+/** The pipeline as the engine composes it, fed by the venue at `venueUrl`. */
+function startPipeline(venueUrl: string) {
+  return startMarketPipeline({
+    symbols: SYMBOLS,
+    // The writer talks to ClickHouse directly: the tests' proxy would copy every insert
+    // through the engine's main thread.
+    clickhouseProxy: false,
+    env: {
+      TRADEWIRE_EXCHANGES__BINANCE__WS_URL: venueUrl,
+      TRADEWIRE_VALIDATOR__DUPLICATE_WINDOW: "100000",
+      TRADEWIRE_WRITER__WORKER: String(WRITER_WORKER),
+    },
+  });
+}
+
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 }
 
 async function burst() {
   await using venue = await startVenue(BURST, 0);
-  await using pipeline = await startMarketPipeline({
-    symbols: SYMBOLS,
-    // The writer talks to ClickHouse directly: the tests' proxy would copy every insert
-    // through the engine's main thread.
-    clickhouseProxy: false,
-    env: {
-      TRADEWIRE_EXCHANGES__BINANCE__WS_URL: venue.url,
-      TRADEWIRE_VALIDATOR__DUPLICATE_WINDOW: "100000",
-      TRADEWIRE_WRITER__WORKER: String(WRITER_WORKER),
-    },
-  });
+  await using pipeline = await startPipeline(venue.url);
   let received = 0;
   let validated = 0;
   // When the connection that carried the burst opened: a later reconnect (the staleness
@@ -200,15 +205,7 @@ async function burst() {
 async function steady() {
   const total = RATE * STEADY_S;
   await using venue = await startVenue(total, RATE);
-  await using pipeline = await startMarketPipeline({
-    symbols: SYMBOLS,
-    clickhouseProxy: false,
-    env: {
-      TRADEWIRE_EXCHANGES__BINANCE__WS_URL: venue.url,
-      TRADEWIRE_VALIDATOR__DUPLICATE_WINDOW: "100000",
-      TRADEWIRE_WRITER__WORKER: String(WRITER_WORKER),
-    },
-  });
+  await using pipeline = await startPipeline(venue.url);
   const samples: number[] = [];
   const memory: number[] = [];
   const table = `${quoteIdentifier(pipeline.database)}.market_trades`;

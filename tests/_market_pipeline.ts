@@ -94,13 +94,17 @@ export async function startMarketPipeline(
     } finally {
       await pg.end({ timeout: 5 });
     }
-    const proxy = options.clickhouseProxy === false
-      ? null
-      : startTcpProxy({ hostname: "127.0.0.1", port: 8123 });
-    const writerUrl = proxy?.url ?? CLICKHOUSE_URL;
-    if (proxy) cleanups.push(() => proxy.close());
-    const throughProxy = proxy ? createClickHouse({ url: proxy.url, database: "default" }) : direct;
-    if (proxy) cleanups.push(() => throughProxy.close());
+    // The writer's way to ClickHouse: through the proxy, or straight.
+    let proxy: TcpProxy | null = null;
+    let writerClient = direct;
+    if (options.clickhouseProxy !== false) {
+      const started = startTcpProxy({ hostname: "127.0.0.1", port: 8123 });
+      proxy = started;
+      cleanups.push(() => started.close());
+      const client = createClickHouse({ url: started.url, database: "default" });
+      writerClient = client;
+      cleanups.push(() => client.close());
+    }
 
     const config = await loadConfig({
       args: [],
@@ -115,7 +119,7 @@ export async function startMarketPipeline(
         TRADEWIRE_CLICKHOUSE__DATABASE: database,
         // The writer's thread connects on its own: to the private NATS and through the proxy.
         TRADEWIRE_NATS__URL: nats.url,
-        TRADEWIRE_CLICKHOUSE__URL: writerUrl,
+        TRADEWIRE_CLICKHOUSE__URL: proxy?.url ?? CLICKHOUSE_URL,
         TRADEWIRE_WRITER__FLUSH_INTERVAL_MS: "100",
         TRADEWIRE_WRITER__RETRY_INITIAL_MS: "50",
         TRADEWIRE_WRITER__RETRY_MAX_MS: "500",
@@ -129,7 +133,7 @@ export async function startMarketPipeline(
       marketSupervisor({
         config,
         nats: nc,
-        clickhouse: throughProxy,
+        clickhouse: writerClient,
         clickhouseReady: Promise.resolve(),
         status,
         cache: new LatestCache(),
