@@ -1,9 +1,17 @@
 /**
  * Test helpers: wait on a condition or a promise with a deadline instead of
- * sleeping a fixed time.
+ * sleeping a fixed time, and read the venues' captured messages in
+ * `../shared/fixtures/`.
  *
  * @module
  */
+
+/** The non-empty lines of `../shared/fixtures/<venue>/<file>`: one captured message each. */
+export function fixtureLines(venue: string, file: string): string[] {
+  return Deno.readTextFileSync(new URL(`../../shared/fixtures/${venue}/${file}`, import.meta.url))
+    .split("\n")
+    .filter((line) => line !== "");
+}
 
 /** Default deadline of {@linkcode waitFor} and {@linkcode deadline}, in milliseconds. */
 export const DEFAULT_WAIT_MS = 5_000;

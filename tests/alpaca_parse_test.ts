@@ -7,11 +7,9 @@ import {
   alpacaUnsubscribeMessage,
   parseAlpacaFrame,
 } from "../venues/alpaca/parse.ts";
+import { fixtureLines } from "./_helpers.ts";
 
-const FIXTURES = new URL("../../shared/fixtures/alpaca/", import.meta.url);
-const DOC_LINES = Deno.readTextFileSync(new URL("docs_stream_data_v2_messages.jsonl", FIXTURES))
-  .split("\n")
-  .filter((l) => l !== "");
+const DOC_LINES = fixtureLines("alpaca", "docs_stream_data_v2_messages.jsonl");
 const RX = 1_614_009_105_000_000;
 
 /** Asserts that `fn` throws a MalformedFrameError with a sentence-case message. */

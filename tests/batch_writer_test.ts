@@ -55,7 +55,7 @@ import { parseCoinbaseFrame } from "../venues/coinbase/parse.ts";
 import { parseKrakenFrame } from "../venues/kraken/parse.ts";
 import { MarketStatus } from "../market/status.ts";
 import { cleanSubject } from "../market/subjects.ts";
-import { waitFor } from "./_helpers.ts";
+import { fixtureLines, waitFor } from "./_helpers.ts";
 import { freePort, startNatsServer } from "./_nats_server.ts";
 import { startTcpProxy } from "./_tcp_proxy.ts";
 
@@ -225,21 +225,10 @@ Deno.test("anything but trades in the feeds' own encoding is left to JSON.parse"
 
 Deno.test("every venue's parser encodes its trades in the form read off the text", () => {
   const RX = 1_700_000_000_000_000;
-  const binance = Deno.readTextFileSync(
-    new URL(
-      "../../shared/fixtures/binance/nautilus_ws_spot_trade_2021-12-12.jsonl",
-      import.meta.url,
-    ),
-  ).split("\n").filter((line) => line !== "");
-  const coinbase = Deno.readTextFileSync(
-    new URL(
-      "../../shared/fixtures/coinbase/channel_market_trades_2026-08-09.raw.jsonl",
-      import.meta.url,
-    ),
-  ).split("\n").filter((line) => line !== "");
-  const alpaca = Deno.readTextFileSync(
-    new URL("../../shared/fixtures/alpaca/docs_stream_data_v2_messages.jsonl", import.meta.url),
-  ).split("\n").filter((line) => line.includes('"T":"t"'));
+  const binance = fixtureLines("binance", "nautilus_ws_spot_trade_2021-12-12.jsonl");
+  const coinbase = fixtureLines("coinbase", "channel_market_trades_2026-08-09.raw.jsonl");
+  const alpaca = fixtureLines("alpaca", "docs_stream_data_v2_messages.jsonl")
+    .filter((line) => line.includes('"T":"t"'));
   const kraken = '{"channel":"trade","type":"update","data":[' +
     '{"symbol":"BTC/USD","side":"buy","price":65083.10,"qty":0.00005100,"ord_type":"market",' +
     '"trade_id":4665906,"timestamp":"2026-08-16T23:37:04.708706Z"}]}';

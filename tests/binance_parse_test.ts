@@ -15,11 +15,10 @@ import {
   binanceSymbolMap,
   SymbolMap,
 } from "../venues/binance/symbols.ts";
+import { fixtureLines } from "./_helpers.ts";
 
-const FIXTURES = new URL("../../shared/fixtures/binance/", import.meta.url);
-
-function lines(name: string): string[] {
-  return Deno.readTextFileSync(new URL(name, FIXTURES)).split("\n").filter((l) => l !== "");
+function lines(file: string): string[] {
+  return fixtureLines("binance", file);
 }
 
 const SESSION = lines("ws_combined_session_2021-10-12.raw.jsonl");

@@ -16,8 +16,8 @@ import {
   subscribeMessage,
   unsubscribeMessage,
 } from "../venues/coinbase/parse.ts";
+import { fixtureLines } from "./_helpers.ts";
 
-const FIXTURES = new URL("../../shared/fixtures/coinbase/", import.meta.url);
 const SESSION = "advanced_trade_session_2026-08-09.raw.jsonl";
 const ENVELOPE = "advanced_trade_session_2026-08-09.envelope.jsonl";
 const SUBSCRIBES = "advanced_trade_subscribe_requests_2026-08-09.raw.jsonl";
@@ -31,7 +31,7 @@ const CHANNEL_FILES = [
 const RECEIVED_US = 1_786_309_549_000_000;
 
 function lines(file: string): string[] {
-  return Deno.readTextFileSync(new URL(file, FIXTURES)).split("\n").filter((line) => line !== "");
+  return fixtureLines("coinbase", file);
 }
 
 const session = lines(SESSION);

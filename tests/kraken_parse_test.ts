@@ -21,15 +21,15 @@ import {
   toKrakenSymbol,
   unsubscribeMessage,
 } from "../venues/kraken/parse.ts";
+import { fixtureLines } from "./_helpers.ts";
 
-const FIXTURES = new URL("../../shared/fixtures/kraken/", import.meta.url);
 const V2_RAW = "v2_book_minagbp_d25_2026-08-16.raw.jsonl";
 const V2_CAPTURE = "v2_book_minagbp_d25_2026-08-16.capture.ndjson";
 const V1_BOOK = "v1_book1000_2021-04-17.raw.jsonl";
 const RECEIVED_US = 1_786_000_000_000_000;
 
 function lines(file: string): string[] {
-  return Deno.readTextFileSync(new URL(file, FIXTURES)).split("\n").filter((line) => line !== "");
+  return fixtureLines("kraken", file);
 }
 
 /** The v2 session's frames, without line 1: the subscribe request this client sent. */
