@@ -15,7 +15,8 @@
  */
 
 import { startMarketPipeline } from "../tests/_market_pipeline.ts";
-import { quoteIdentifier } from "../adapters/clickhouse.ts";
+import { literal, quoteIdentifier } from "../adapters/clickhouse.ts";
+import { DEFAULT_CONFIG } from "../config/schema.ts";
 
 const args = new Map(Deno.args.map((a) => a.replace(/^--/, "").split("=") as [string, string]));
 const BURST = Number(args.get("trades") ?? "300000");
@@ -24,6 +25,8 @@ const STEADY_S = Number(args.get("seconds") ?? "10");
 const SYMBOLS = ["BTC-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT"];
 /** `--writer=main` runs the batch writer on the main thread instead of its own worker. */
 const WRITER_WORKER = args.get("writer") !== "main";
+/** `--progress` prints the steady run's figures every 10 s (see {@linkcode Progress}). */
+const PROGRESS = args.has("progress");
 
 async function startVenue(trades: number, rate: number) {
   const child = new Deno.Command(Deno.execPath(), {
@@ -134,8 +137,28 @@ function startPipeline(venueUrl: string) {
       TRADEWIRE_EXCHANGES__BINANCE__WS_URL: venueUrl,
       TRADEWIRE_VALIDATOR__DUPLICATE_WINDOW: "100000",
       TRADEWIRE_WRITER__WORKER: String(WRITER_WORKER),
+      // The engine's own flush interval, not the tests' shorter one.
+      TRADEWIRE_WRITER__FLUSH_INTERVAL_MS: String(DEFAULT_CONFIG.writer.flush_interval_ms),
     },
   });
+}
+
+type Pipeline = Awaited<ReturnType<typeof startPipeline>>;
+
+/**
+ * Rows stored in `market_trades` so far, read off the table's active parts
+ * (metadata: `count()` would read a column of every row on each poll, which
+ * ClickHouse 18.16 does, and slows the inserts it is waiting for).
+ */
+async function storedRows(pipeline: Pipeline): Promise<number> {
+  const result = await pipeline.clickhouse.query({
+    query: `SELECT sum(rows) AS n FROM system.parts WHERE database = ${
+      literal(pipeline.database)
+    } AND table = 'market_trades' AND active`,
+    format: "JSONEachRow",
+  });
+  const [row] = await result.json<{ n: string }>();
+  return Number(row?.n ?? 0);
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -153,7 +176,7 @@ async function burst() {
   const pids = { venue: venue.pid, nats: pipeline.nats.pid };
   const cpuStart = cpuSeconds(pids);
   for (;;) {
-    const n = await pipeline.countAll("market_trades");
+    const n = await storedRows(pipeline);
     const feed = pipeline.status.feed("binance");
     if (!connected && feed.frames > 0) connected = feed.connected_at ?? 0;
     if (!received && feed.frames >= BURST) received = Date.now();
@@ -202,6 +225,39 @@ async function burst() {
   return { rows, seconds, floorSeconds, cpu, feed: pipeline.status.feed("binance") };
 }
 
+/**
+ * `--progress`: every 10 s of a steady run, on stderr, the worst tick-to-row
+ * latency seen, RSS, and how far each stage is behind what the venue has
+ * sent by then (frames received, events validated, rows stored) — where a
+ * stall starts.
+ */
+class Progress {
+  #window = 0;
+  #worst = 0;
+  constructor(readonly pipeline: Pipeline, readonly connected: number) {}
+
+  sample(ms: number, stored: number): void {
+    const now = Date.now();
+    const window = Math.floor((now - this.connected) / 10_000);
+    if (window !== this.#window) {
+      const sent = Math.min(RATE * STEADY_S, Math.round((now - this.connected) * RATE / 1000));
+      const status = this.pipeline.status;
+      const behind = (n: number) => (sent - n).toLocaleString("en");
+      console.error(
+        `  [${this.#window * 10}–${window * 10} s] worst tick-to-row ${
+          this.#worst.toFixed(0)
+        } ms; RSS ${(Deno.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB; behind the venue: ` +
+          `received ${behind(status.feed("binance").frames)}, validated ${
+            behind(status.validator.accepted)
+          }, stored ${behind(stored)}`,
+      );
+      this.#window = window;
+      this.#worst = 0;
+    }
+    this.#worst = Math.max(this.#worst, ms);
+  }
+}
+
 async function steady() {
   const total = RATE * STEADY_S;
   await using venue = await startVenue(total, RATE);
@@ -210,33 +266,62 @@ async function steady() {
   const memory: number[] = [];
   const table = `${quoteIdentifier(pipeline.database)}.market_trades`;
   let connected = 0;
-  let rssHalfway = 0;
+  /** RSS when a quarter, half and three quarters of the rows were stored. */
+  const rssAt: number[] = [];
+  // The newest stored trade is looked for only among trades at most 200 ms older than the
+  // newest one seen before: `timestamp` and `ts_exchange` are in the table's sorting key, so
+  // ClickHouse reads those granules and not the whole table (a scan of every row every 20 ms
+  // grows with the table and took as much CPU as the inserts it measures).
+  let fromUs = 0;
+  const pids = { venue: venue.pid, nats: pipeline.nats.pid };
+  const cpuStart = cpuSeconds(pids);
+  let progress: Progress | null = null;
   for (;;) {
     const feed = pipeline.status.feed("binance");
     if (!connected && feed.frames > 0) connected = feed.connected_at ?? 0;
+    if (PROGRESS && connected && !progress) progress = new Progress(pipeline, connected);
     const result = await pipeline.clickhouse.query({
-      query: `SELECT max(ts_local) AS t, count() AS n FROM ${table}`,
+      query: `SELECT max(ts_local) AS t, max(ts_exchange) AS e, count() AS n FROM ${table}
+        WHERE timestamp >= toDateTime(${Math.floor(fromUs / 1e6)}) AND ts_exchange >= ${fromUs}`,
       format: "JSONEachRow",
     });
-    const [row] = await result.json<{ t: string; n: string }>();
+    const [row] = await result.json<{ t: string; e: string; n: string }>();
     const nowUs = Date.now() * 1000;
-    if (Number(row?.n) > 0) samples.push((nowUs - Number(row!.t)) / 1000);
+    const stored = await storedRows(pipeline);
+    if (Number(row?.n) > 0) {
+      const ms = (nowUs - Number(row!.t)) / 1000;
+      samples.push(ms);
+      progress?.sample(ms, stored);
+      fromUs = Math.max(fromUs, Number(row!.e) - 200_000);
+    }
     memory.push(Deno.memoryUsage().rss);
-    if (!rssHalfway && Number(row?.n) >= total / 2) rssHalfway = Deno.memoryUsage().rss;
-    if (Number(row?.n) >= total) break;
+    while (rssAt.length < 3 && stored >= total * (rssAt.length + 1) / 4) {
+      rssAt.push(Deno.memoryUsage().rss);
+    }
+    if (stored >= total) break;
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   // The venue's pace bounds this from above: at a rate the pipeline keeps up with, the last row
   // lands within a tick-to-row latency of the last frame.
   const seconds = (Date.now() - connected) / 1000;
+  const cpuEnd = cpuSeconds(pids);
   samples.sort((a, b) => a - b);
   return {
     rate: total / seconds,
     seconds,
+    rows: await pipeline.countFinal("market_trades"),
+    cpu: cpuStart && cpuEnd
+      ? {
+        engine: cpuEnd.process - cpuStart.process,
+        venue: cpuEnd.venue - cpuStart.venue,
+        nats: cpuEnd.nats - cpuStart.nats,
+        clickhouse: cpuEnd.clickhouse - cpuStart.clickhouse,
+      }
+      : null,
     p50: percentile(samples, 50),
     p99: percentile(samples, 99),
     rssStartMb: (memory[0] ?? 0) / 2 ** 20,
-    rssHalfwayMb: rssHalfway / 2 ** 20,
+    rssQuartersMb: rssAt.map((rss) => rss / 2 ** 20),
     rssEndMb: (memory.at(-1) ?? 0) / 2 ** 20,
   };
 }
@@ -273,12 +358,23 @@ if (b.cpu) {
   );
 }
 const s = await steady();
+const sent = RATE * STEADY_S;
 console.log(
-  `  steady ${RATE.toLocaleString("en")} trades/s for ${STEADY_S} s: all ${
-    (RATE * STEADY_S).toLocaleString("en")
-  } rows stored ${s.seconds.toFixed(2)} s after the first frame (${
+  `  steady ${RATE.toLocaleString("en")} trades/s for ${STEADY_S} s: ${
+    s.rows === sent ? "all " : `${s.rows.toLocaleString("en")} of `
+  }${sent.toLocaleString("en")} rows stored ${s.seconds.toFixed(2)} s after the first frame (${
     Math.round(s.rate).toLocaleString("en")
   } trades/s end to end); tick-to-row p50 ${s.p50.toFixed(0)} ms, p99 ${s.p99.toFixed(0)} ms; RSS ${
     s.rssStartMb.toFixed(0)
-  } → ${s.rssHalfwayMb.toFixed(0)} (halfway) → ${s.rssEndMb.toFixed(0)} MiB`,
+  } → ${s.rssQuartersMb.map((mb) => mb.toFixed(0)).join(" → ")} (each quarter) → ${
+    s.rssEndMb.toFixed(0)
+  } MiB`,
 );
+if (s.cpu) {
+  const cores = (seconds: number) => (seconds / s.seconds).toFixed(2);
+  console.log(
+    `  machine CPU in the steady run (cores): engine ${cores(s.cpu.engine)}, venue ${
+      cores(s.cpu.venue)
+    }, nats-server ${cores(s.cpu.nats)}, ClickHouse ${cores(s.cpu.clickhouse)}`,
+  );
+}
