@@ -228,13 +228,20 @@ async function burst() {
 /**
  * `--progress`: every 10 s of a steady run, on stderr, the worst tick-to-row
  * latency seen, RSS, and how far each stage is behind what the venue has
- * sent by then (frames received, events validated, rows stored) — where a
- * stall starts.
+ * sent by then (frames received, events published, validated, rows stored)
+ * and the CPU each part used over those 10 s — where a stall starts.
  */
 class Progress {
   #window = 0;
   #worst = 0;
-  constructor(readonly pipeline: Pipeline, readonly connected: number) {}
+  #cpu: ReturnType<typeof cpuSeconds>;
+  constructor(
+    readonly pipeline: Pipeline,
+    readonly connected: number,
+    readonly pids: { venue: number; nats: number },
+  ) {
+    this.#cpu = cpuSeconds(pids);
+  }
 
   sample(ms: number, stored: number): void {
     const now = Date.now();
@@ -243,13 +250,21 @@ class Progress {
       const sent = Math.min(RATE * STEADY_S, Math.round((now - this.connected) * RATE / 1000));
       const status = this.pipeline.status;
       const behind = (n: number) => (sent - n).toLocaleString("en");
+      const cpu = cpuSeconds(this.pids);
+      const was = this.#cpu;
+      const cores = (key: keyof NonNullable<typeof cpu>) =>
+        cpu && was ? ((cpu[key] - was[key]) / 10).toFixed(2) : "?";
+      this.#cpu = cpu;
+      const feed = status.feed("binance");
       console.error(
         `  [${this.#window * 10}–${window * 10} s] worst tick-to-row ${
           this.#worst.toFixed(0)
         } ms; RSS ${(Deno.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB; behind the venue: ` +
-          `received ${behind(status.feed("binance").frames)}, validated ${
+          `received ${behind(feed.frames)}, published ${behind(feed.events)}, validated ${
             behind(status.validator.accepted)
-          }, stored ${behind(stored)}`,
+          }, stored ${behind(stored)}; cores: main ${cores("main")}, workers ${
+            cores("workers")
+          }, V8 ${cores("v8")}, nats-server ${cores("nats")}, ClickHouse ${cores("clickhouse")}`,
       );
       this.#window = window;
       this.#worst = 0;
@@ -279,7 +294,7 @@ async function steady() {
   for (;;) {
     const feed = pipeline.status.feed("binance");
     if (!connected && feed.frames > 0) connected = feed.connected_at ?? 0;
-    if (PROGRESS && connected && !progress) progress = new Progress(pipeline, connected);
+    if (PROGRESS && connected && !progress) progress = new Progress(pipeline, connected, pids);
     const result = await pipeline.clickhouse.query({
       query: `SELECT max(ts_local) AS t, max(ts_exchange) AS e, count() AS n FROM ${table}
         WHERE timestamp >= toDateTime(${Math.floor(fromUs / 1e6)}) AND ts_exchange >= ${fromUs}`,
