@@ -135,9 +135,9 @@ function startPipeline(venueUrl: string) {
     clickhouseProxy: false,
     env: {
       TRADEWIRE_EXCHANGES__BINANCE__WS_URL: venueUrl,
-      TRADEWIRE_VALIDATOR__DUPLICATE_WINDOW: "100000",
       TRADEWIRE_WRITER__WORKER: String(WRITER_WORKER),
-      // The engine's own flush interval, not the tests' shorter one.
+      // The engine's own flush interval, not the tests' shorter one. (The validator keeps its
+      // default duplicate window too: 10,000 trade ids per symbol.)
       TRADEWIRE_WRITER__FLUSH_INTERVAL_MS: String(DEFAULT_CONFIG.writer.flush_interval_ms),
     },
   });
