@@ -3,9 +3,11 @@
  * them) decoded and validated, beside its floor (marked `baseline`): decoding
  * and `JSON.parse` of the same bytes, which the validator actor does anyway.
  *
- * Payloads cycle through distinct trade ids and prices near 100, so the
- * measured path is the accepting one (schema, ranges, time window, duplicate
- * lookup, spike check, id memory), not an early rejection.
+ * Payloads cycle through 200,000 distinct trade ids and prices near 100, so
+ * the measured path is the accepting one (schema, ranges, time window,
+ * duplicate lookup, spike check, id memory), not an early rejection. The
+ * validator runs with the default duplicate window (10,000 ids per symbol)
+ * and, in a group of its own, with 100,000.
  *
  * Run with `deno bench bench/validator_bench.ts` (no services needed).
  */
@@ -14,7 +16,7 @@ import type { TradeEvent } from "../market/events.ts";
 import { Validator } from "../market/validation.ts";
 
 const TRADES = 500;
-const PAYLOADS = 200;
+const PAYLOADS = 400;
 const BASE_US = 1_700_000_000_000_000;
 const NOW_US = BASE_US + 10_000_000;
 
@@ -44,13 +46,20 @@ for (let p = 0; p < PAYLOADS; p++) {
 }
 const SUBJECT = "md.trade.binance.BTC-USDT";
 
-const validator = new Validator();
-for (const payload of payloads) {
-  const { rejected } = validator.validate(JSON.parse(decoder.decode(payload)), NOW_US, {
-    subject: SUBJECT,
-  });
-  if (rejected.length > 0) throw new Error(`Bench data refused: ${rejected[0]!.detail}`);
+/** A validator that has seen every payload once (its windows full), accepting all. */
+function warmed(options: ConstructorParameters<typeof Validator>[0]): Validator {
+  const validator = new Validator(options);
+  for (const payload of payloads) {
+    const { rejected } = validator.validate(JSON.parse(decoder.decode(payload)), NOW_US, {
+      subject: SUBJECT,
+    });
+    if (rejected.length > 0) throw new Error(`Bench data refused: ${rejected[0]!.detail}`);
+  }
+  return validator;
 }
+
+const validator = warmed({});
+const wideValidator = warmed({ duplicate_window: 100_000 });
 
 let next = 0;
 let sink = 0;
@@ -74,6 +83,24 @@ Deno.bench("validate only (already parsed), 500 trades", { group: "validate 500 
   sink += validator.validate(parsed[next++ % PAYLOADS], NOW_US, { subject: SUBJECT }).accepted
     .length;
 });
+
+Deno.bench(
+  "decode + JSON.parse, 500 trades",
+  { group: "validate 500 trades, duplicate_window 100,000", baseline: true },
+  () => {
+    const batch = JSON.parse(decoder.decode(payloads[next++ % PAYLOADS]!)) as unknown[];
+    sink += batch.length;
+  },
+);
+
+Deno.bench(
+  "decode + JSON.parse + validate, 500 trades, duplicate_window 100,000",
+  { group: "validate 500 trades, duplicate_window 100,000" },
+  () => {
+    const batch: unknown = JSON.parse(decoder.decode(payloads[next++ % PAYLOADS]!));
+    sink += wideValidator.validate(batch, NOW_US, { subject: SUBJECT }).accepted.length;
+  },
+);
 
 globalThis.addEventListener("unload", () => {
   if (sink < 0) throw new Error("unreachable");

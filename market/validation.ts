@@ -41,7 +41,9 @@
  *   genuine jump larger than `spike_pct` is refused for at most one window,
  *   after which the reference has expired and the new level seeds it.
  * - Trade ids are remembered only once accepted, so a refused trade can be
- *   re-sent; the memory is a Set plus a ring of the last `duplicate_window` ids.
+ *   re-sent; the memory holds the last `duplicate_window` ids per symbol
+ *   ({@linkcode TradeIdWindow}: numeric ids in typed arrays, so a large window
+ *   costs the garbage collector nothing).
  * - Bid/ask crossing is decided exactly: a float comparison proves "not
  *   crossed" (rounding is monotonic), and only otherwise
  *   {@linkcode compareDecimal} decides.
@@ -74,6 +76,7 @@ import {
 } from "./events.ts";
 import { compareDecimal, isDecimal, isZero } from "./decimal.ts";
 import { symbolToken } from "./subjects.ts";
+import { TradeIdWindow } from "./trade_ids.ts";
 import { assertPositiveInteger } from "../lib/assert.ts";
 
 /** Every reason the validator refuses an event for, as it appears in dead letters and figures. */
@@ -366,12 +369,8 @@ interface SymbolState {
   readonly windowBuckets: number;
   /** Last accepted book sequence, null when none (or after a snapshot without one). */
   sequence: number | null;
-  /** Accepted trade ids, at most `duplicate_window`. */
-  readonly ids: Set<string>;
-  /** The same ids in arrival order; a ring once full. */
-  readonly ring: string[];
-  /** Next slot of `ring` to overwrite once it is full. */
-  head: number;
+  /** The last `duplicate_window` accepted trade ids. */
+  readonly tradeIds: TradeIdWindow;
   /** Latest bucket (second) seen by any event of the pair; -1 before the first. */
   bucket: number;
   /** Bucket of the open (not yet closed) bucket, -1 when none. */
@@ -537,7 +536,7 @@ export class Validator {
     switch (event.kind) {
       case "trade": {
         advance(state, ts);
-        if (state.ids.has(event.trade_id)) {
+        if (state.tradeIds.has(event.trade_id)) {
           return {
             event,
             reason: "duplicate",
@@ -547,7 +546,7 @@ export class Validator {
         const price = Number(event.price);
         const spike = spikeProblem(state, price, "price");
         if (spike !== null) return { event, reason: "spike", detail: spike };
-        this.#remember(state, event.trade_id);
+        state.tradeIds.add(event.trade_id);
         state.openBucket = state.bucket;
         state.openPrice = price;
         return null;
@@ -604,18 +603,6 @@ export class Validator {
     }
   }
 
-  #remember(state: SymbolState, id: string): void {
-    const { ids, ring } = state;
-    if (ring.length < this.#duplicateWindow) {
-      ring.push(id);
-    } else {
-      ids.delete(ring[state.head]!);
-      ring[state.head] = id;
-      state.head = (state.head + 1) % ring.length;
-    }
-    ids.add(id);
-  }
-
   #state(exchange: Exchange, symbol: string): SymbolState {
     if (
       this.#lastState !== undefined && exchange === this.#lastExchange &&
@@ -635,9 +622,7 @@ export class Validator {
         limits,
         windowBuckets: Math.max(1, Math.ceil(limits.reference_window_ms / REFERENCE_BUCKET_MS)),
         sequence: null,
-        ids: new Set(),
-        ring: [],
-        head: 0,
+        tradeIds: new TradeIdWindow(this.#duplicateWindow),
         bucket: -1,
         openBucket: -1,
         openPrice: 0,
