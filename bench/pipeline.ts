@@ -15,8 +15,9 @@
  *   every 10 s (see {@linkcode Progress}).
  *
  * The writer and the validator keep their default settings (flush interval,
- * duplicate window); the test harness only points the engine at the venue and
- * the test services and shortens retry delays, which apply after failures.
+ * duplicate window — `--duplicate-window=N` sets that one); the test harness
+ * only points the engine at the venue and the test services and shortens
+ * retry delays, which apply after failures.
  *
  * Run with `deno task bench` (after the Deno benchmarks) or
  * `deno run -A bench/pipeline.ts --trades=300000 --rate=150000 --seconds=300 --progress`.
@@ -35,6 +36,9 @@ const SYMBOLS = ["BTC-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT"];
 const WRITER_WORKER = args.get("writer") !== "main";
 /** `--progress` prints the steady run's figures every 10 s (see {@linkcode Progress}). */
 const PROGRESS = args.has("progress");
+/** `--duplicate-window=N`: trade ids the validator remembers per symbol (default: the engine's). */
+const DUPLICATE_WINDOW = args.get("duplicate-window") ??
+  String(DEFAULT_CONFIG.validator.duplicate_window);
 
 async function startVenue(trades: number, rate: number) {
   const child = new Deno.Command(Deno.execPath(), {
@@ -144,9 +148,9 @@ function startPipeline(venueUrl: string) {
     env: {
       TRADEWIRE_EXCHANGES__BINANCE__WS_URL: venueUrl,
       TRADEWIRE_WRITER__WORKER: String(WRITER_WORKER),
-      // The engine's own flush interval, not the tests' shorter one. (The validator keeps its
-      // default duplicate window too: 10,000 trade ids per symbol.)
+      // The engine's own flush interval, not the tests' shorter one.
       TRADEWIRE_WRITER__FLUSH_INTERVAL_MS: String(DEFAULT_CONFIG.writer.flush_interval_ms),
+      TRADEWIRE_VALIDATOR__DUPLICATE_WINDOW: DUPLICATE_WINDOW,
     },
   });
 }
