@@ -870,7 +870,7 @@ class Tracker {
         if (ids.length !== fills.length) {
           throw new RangeError(`${fills.length} fills reserved, ${ids.length} ids committed`);
         }
-        // Offered while the statement ran (the engine publishes them before committing here).
+        // Offered while the statement ran, if any (the engine publishes them after committing here).
         for (const id of ids) this.#offered.delete(id);
         this.#settleHandedOver(this.#appliedAs(computed, ids));
       },

@@ -1627,7 +1627,15 @@ export class ExecutionEngine {
             if (!(error instanceof SerializationError)) throw error;
           }
           if (stored === null) continue;
+          // The positions go out first: their message leaves ahead of the order events and of
+          // the fills' JetStream publishes, which the server handles before anything after them.
+          // (The tracker ignores the offers of fills it has just been handed.)
           try {
+            if (lend !== null) {
+              this.#stats.fills_with_positions += stored.fills.length;
+              lend.commit(stored.fills.map((fill) => fill.id));
+            }
+          } finally {
             stored.orders.forEach((row, i) => plan.changed[i]!.row = row);
             this.#committed(
               plan.changed,
@@ -1635,11 +1643,6 @@ export class ExecutionEngine {
               [],
               orders,
             );
-          } finally {
-            if (lend !== null) {
-              this.#stats.fills_with_positions += stored.fills.length;
-              lend.commit(stored.fills.map((fill) => fill.id));
-            }
           }
           return;
         }
