@@ -14,10 +14,10 @@
  *   rows stored, and the cores each process used; `--progress` adds a line
  *   every 10 s (see {@linkcode Progress}).
  *
- * The writer and the validator keep their default settings (flush interval,
- * duplicate window — `--duplicate-window=N` sets that one); the test harness
- * only points the engine at the venue and the test services and shortens
- * retry delays, which apply after failures.
+ * The writer and the validator keep their default settings unless
+ * `--flush-interval-ms=N` or `--duplicate-window=N` sets one; the test
+ * harness only points the engine at the venue and the test services and
+ * shortens retry delays, which apply after failures.
  *
  * Run with `deno task bench` (after the Deno benchmarks) or
  * `deno run -A bench/pipeline.ts --trades=300000 --rate=150000 --seconds=300 --progress`.
@@ -36,6 +36,9 @@ const SYMBOLS = ["BTC-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT"];
 const WRITER_WORKER = args.get("writer") !== "main";
 /** `--progress` prints the steady run's figures every 10 s (see {@linkcode Progress}). */
 const PROGRESS = args.has("progress");
+/** `--flush-interval-ms=N`: the writer's flush interval (default: the engine's, not the tests'). */
+const FLUSH_INTERVAL_MS = args.get("flush-interval-ms") ??
+  String(DEFAULT_CONFIG.writer.flush_interval_ms);
 /** `--duplicate-window=N`: trade ids the validator remembers per symbol (default: the engine's). */
 const DUPLICATE_WINDOW = args.get("duplicate-window") ??
   String(DEFAULT_CONFIG.validator.duplicate_window);
@@ -148,8 +151,7 @@ function startPipeline(venueUrl: string) {
     env: {
       TRADEWIRE_EXCHANGES__BINANCE__WS_URL: venueUrl,
       TRADEWIRE_WRITER__WORKER: String(WRITER_WORKER),
-      // The engine's own flush interval, not the tests' shorter one.
-      TRADEWIRE_WRITER__FLUSH_INTERVAL_MS: String(DEFAULT_CONFIG.writer.flush_interval_ms),
+      TRADEWIRE_WRITER__FLUSH_INTERVAL_MS: FLUSH_INTERVAL_MS,
       TRADEWIRE_VALIDATOR__DUPLICATE_WINDOW: DUPLICATE_WINDOW,
     },
   });
