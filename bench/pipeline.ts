@@ -26,6 +26,7 @@
 import { startMarketPipeline } from "../tests/_market_pipeline.ts";
 import { literal, quoteIdentifier } from "../adapters/clickhouse.ts";
 import { DEFAULT_CONFIG } from "../config/schema.ts";
+import { pidsNamed, ticks } from "./_cpu.ts";
 
 const args = new Map(Deno.args.map((a) => a.replace(/^--/, "").split("=") as [string, string]));
 const BURST = Number(args.get("trades") ?? "300000");
@@ -78,27 +79,12 @@ async function startVenue(trades: number, rate: number) {
   };
 }
 
-/** CPU seconds used so far by the process (all threads) or thread whose `stat` file this is. */
-function ticks(path: string): number {
-  // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
-  const fields = Deno.readTextFileSync(path).split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
 /** The ClickHouse server's process id, from its pid file or the process list; null if unknown. */
 function clickhousePid(): number | null {
   try {
     return Number(Deno.readTextFileSync("/run/clickhouse-server/clickhouse-server.pid").trim());
   } catch {
-    for (const entry of Deno.readDirSync("/proc")) {
-      if (!/^\d+$/.test(entry.name)) continue;
-      try {
-        if (Deno.readTextFileSync(`/proc/${entry.name}/comm`).startsWith("clickhouse")) {
-          return Number(entry.name);
-        }
-      } catch { /* gone meanwhile */ }
-    }
-    return null;
+    return pidsNamed("clickhouse")[0] ?? null;
   }
 }
 

@@ -13,8 +13,9 @@
  *   statement storing the signal and order and of the one storing the fill;
  * - sustained signals/s: a burst published at once, from the first publish
  *   to the last fill applied to the position, with the engine's average batch
- *   size — and a check that exactly-once held (one signal row, one order, one
- *   fill per signal);
+ *   size, the CPU each signal cost the engine, PostgreSQL and nats-server —
+ *   and a check that exactly-once held (one signal row, one order, one fill
+ *   per signal);
  * - floors: a NATS request round trip, a JetStream publish ack, one
  *   PostgreSQL insert + commit (p50/p99 each). The path above needs at least
  *   two commits (signal+order before the broker is called; fill, order and
@@ -39,6 +40,7 @@ import { loadConfig } from "../config/mod.ts";
 import { nullLogger } from "../lib/log.ts";
 import { LatestCache } from "../market/latest_cache.ts";
 import { startNatsServer } from "../tests/_nats_server.ts";
+import { ticks, ticksNamed } from "./_cpu.ts";
 
 const PG_ADMIN_URL = Deno.env.get("TW_TEST_POSTGRES_URL") ??
   "postgres://postgres@127.0.0.1:5432/postgres";
@@ -97,6 +99,22 @@ async function sample(n: number, fn: () => Promise<unknown>): Promise<number[]> 
     samples.push(performance.now() - t0);
   }
   return samples;
+}
+
+/**
+ * CPU seconds used so far by this process (the engine and the bench), every
+ * PostgreSQL process and the bench's nats-server; null off Linux.
+ */
+function burstCpu(natsPid: number): { engine: number; postgres: number; nats: number } | null {
+  try {
+    return {
+      engine: ticks("/proc/self/stat"),
+      postgres: ticksNamed("postgres"),
+      nats: ticks(`/proc/${natsPid}/stat`),
+    };
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -235,6 +253,7 @@ export async function runTradingBench(options: TradingBenchOptions): Promise<voi
     await trading.engine.settled();
     const before = trading.state.version;
     const statsBefore = trading.engine.stats();
+    const cpuStart = burstCpu(server.pid);
     const t0 = performance.now();
     for (let i = 0; i < options.burst; i++) nc.publish("signals.bench", signal());
     await nc.flush();
@@ -260,6 +279,7 @@ export async function runTradingBench(options: TradingBenchOptions): Promise<voi
       await new Promise((resolve) => setTimeout(resolve, 2));
     }
     const seconds = (performance.now() - t0) / 1000;
+    const cpuEnd = burstCpu(server.pid);
     recordedAt ||= performance.now();
     filledAt ||= performance.now();
     const statsAfter = trading.engine.stats();
@@ -302,6 +322,17 @@ export async function runTradingBench(options: TradingBenchOptions): Promise<voi
           seconds.toFixed(2)
         } s`,
     );
+    if (cpuStart !== null && cpuEnd !== null) {
+      const used = (part: keyof typeof cpuEnd) => cpuEnd[part] - cpuStart[part];
+      const each = (part: keyof typeof cpuEnd) =>
+        `${part} ${(used(part) / options.burst * 1e6).toFixed(0)} µs (${
+          (used(part) / seconds).toFixed(2)
+        } cores)`;
+      lines.push(
+        `  CPU per signal in the burst: ${each("engine")}, ${each("postgres")}, ` +
+          `${each("nats")} (the engine's process also runs this bench's publisher)`,
+      );
+    }
     lines.push(
       `  exactly-once: ${exactlyOnce ? "ok" : "BROKEN"} (${counts?.signals} signals, ` +
         `${counts?.orders} orders, ${counts?.fills} fills, ${counts?.unapplied} not applied; ` +
