@@ -84,6 +84,7 @@ Deno.bench("validate only (already parsed), 500 trades", { group: "validate 500 
 const FRESH_SYMBOLS = ["BTC-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT"];
 let freshId = 5_000_000_000;
 let freshTurn = 0;
+const FRESH_PRICES = Array.from({ length: 16 }, (_, i) => (100 + i * 0.01).toFixed(8));
 
 /** A message of 500 trades of the next symbol, with trade ids never used before, and its subject. */
 function freshMessage(): { text: string; subject: string } {
@@ -94,12 +95,11 @@ function freshMessage(): { text: string; subject: string } {
   let text = "[";
   for (let i = 0; i < TRADES; i++) {
     text += `${i === 0 ? "" : ","}${head}${freshId++}","price":"${
-      PRICES[i % PRICES.length]
+      FRESH_PRICES[i % FRESH_PRICES.length]
     }","qty":"0.00125000","side":"${i % 2 === 0 ? "buy" : "sell"}"}`;
   }
   return { text: text + "]", subject: `md.trade.binance.${symbol}` };
 }
-const PRICES = Array.from({ length: 16 }, (_, i) => (100 + i * 0.01).toFixed(8));
 
 /** A validator that has seen 1,000,000 new trades: its windows are full. */
 function warmedOnFresh(duplicateWindow: number): Validator {
