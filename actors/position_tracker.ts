@@ -870,7 +870,8 @@ class Tracker {
         if (ids.length !== fills.length) {
           throw new RangeError(`${fills.length} fills reserved, ${ids.length} ids committed`);
         }
-        // Offered while the statement ran, if any (the engine publishes them after committing here).
+        // The engine offers these fills after this commit (then ignored as handed over); one
+        // offered before it must not wait here to be applied a second time.
         for (const id of ids) this.#offered.delete(id);
         this.#settleHandedOver(this.#appliedAs(computed, ids));
       },

@@ -103,13 +103,13 @@ function freshMessage(): { text: string; subject: string } {
 
 /** A validator that has seen 1,000,000 new trades: its windows are full. */
 function warmedOnFresh(duplicateWindow: number): Validator {
-  const fresh = new Validator({ duplicate_window: duplicateWindow });
+  const warm = new Validator({ duplicate_window: duplicateWindow });
   for (let n = 0; n < 1_000_000; n += TRADES) {
     const { text, subject } = freshMessage();
-    const { rejected } = fresh.validate(JSON.parse(text), NOW_US, { subject });
+    const { rejected } = warm.validate(JSON.parse(text), NOW_US, { subject });
     if (rejected.length > 0) throw new Error(`Bench data refused: ${rejected[0]!.detail}`);
   }
-  return fresh;
+  return warm;
 }
 
 // Made when their bench first runs (outside the timing), one at a time: the ids a validator
