@@ -29,9 +29,20 @@ import { DEFAULT_CONFIG } from "../config/schema.ts";
 import { pidsNamed, ticks } from "./_cpu.ts";
 
 const args = new Map(Deno.args.map((a) => a.replace(/^--/, "").split("=") as [string, string]));
-const BURST = Number(args.get("trades") ?? "300000");
-const RATE = Number(args.get("rate") ?? "20000");
-const STEADY_S = Number(args.get("seconds") ?? "10");
+/** The whole number `--name=N` (at least `min`), or `fallback`; exits naming the flag otherwise. */
+function count(name: string, fallback: number, min: number): number {
+  const text = args.get(name);
+  const value = text === undefined ? fallback : Number(text);
+  if (!Number.isSafeInteger(value) || value < min) {
+    console.error(`--${name} must be a whole number of at least ${min}, got ${text}`);
+    Deno.exit(2);
+  }
+  return value;
+}
+const BURST = count("trades", 300000, 1);
+/** `--rate=0` or `--seconds=0` skips the steady run. */
+const RATE = count("rate", 20000, 0);
+const STEADY_S = count("seconds", 10, 0);
 const SYMBOLS = ["BTC-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT"];
 /** `--writer=main` runs the batch writer on the main thread instead of its own worker. */
 const WRITER_WORKER = args.get("writer") !== "main";
@@ -371,24 +382,27 @@ if (b.cpu) {
       ` (in ${b.seconds.toFixed(2)} s on ${navigator.hardwareConcurrency} cores)`,
   );
 }
-const s = await steady();
 const sent = RATE * STEADY_S;
-console.log(
-  `  steady ${RATE.toLocaleString("en")} trades/s for ${STEADY_S} s: ${
-    s.rows === sent ? "all " : `${s.rows.toLocaleString("en")} of `
-  }${sent.toLocaleString("en")} rows stored ${s.seconds.toFixed(2)} s after the first frame (${
-    Math.round(s.rate).toLocaleString("en")
-  } trades/s end to end); tick-to-row p50 ${s.p50.toFixed(0)} ms, p99 ${s.p99.toFixed(0)} ms; RSS ${
-    s.rssStartMb.toFixed(0)
-  } → ${s.rssQuartersMb.map((mb) => mb.toFixed(0)).join(" → ")} (each quarter) → ${
-    s.rssEndMb.toFixed(0)
-  } MiB`,
-);
-if (s.cpu) {
-  const cores = (seconds: number) => (seconds / s.seconds).toFixed(2);
+const s = sent === 0 ? null : await steady();
+if (s === null) console.log("  steady run skipped (--rate=0 or --seconds=0)");
+else {
   console.log(
-    `  machine CPU in the steady run (cores): engine ${cores(s.cpu.engine)}, venue ${
-      cores(s.cpu.venue)
-    }, nats-server ${cores(s.cpu.nats)}, ClickHouse ${cores(s.cpu.clickhouse)}`,
+    `  steady ${RATE.toLocaleString("en")} trades/s for ${STEADY_S} s: ${
+      s.rows === sent ? "all " : `${s.rows.toLocaleString("en")} of `
+    }${sent.toLocaleString("en")} rows stored ${s.seconds.toFixed(2)} s after the first frame (${
+      Math.round(s.rate).toLocaleString("en")
+    } trades/s end to end); tick-to-row p50 ${s.p50.toFixed(0)} ms, p99 ${
+      s.p99.toFixed(0)
+    } ms; RSS ${s.rssStartMb.toFixed(0)} → ${
+      s.rssQuartersMb.map((mb) => mb.toFixed(0)).join(" → ")
+    } (each quarter) → ${s.rssEndMb.toFixed(0)} MiB`,
   );
+  if (s.cpu) {
+    const cores = (seconds: number) => (seconds / s.seconds).toFixed(2);
+    console.log(
+      `  machine CPU in the steady run (cores): engine ${cores(s.cpu.engine)}, venue ${
+        cores(s.cpu.venue)
+      }, nats-server ${cores(s.cpu.nats)}, ClickHouse ${cores(s.cpu.clickhouse)}`,
+    );
+  }
 }
