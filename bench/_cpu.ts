@@ -5,11 +5,16 @@
  * @module
  */
 
-/** CPU seconds used so far by the process (all threads) or thread whose `stat` file this is. */
-export function ticks(path: string): number {
-  // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+/**
+ * CPU seconds used so far by the process (all threads) or thread whose `stat`
+ * file this is; with `reaped`, also by the children it has waited for.
+ */
+export function ticks(path: string, reaped = false): number {
+  // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th,
+  // cutime and cstime (the children waited for) the 14th and 15th.
   const fields = Deno.readTextFileSync(path).split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+  const own = Number(fields[11]) + Number(fields[12]);
+  return (reaped ? own + Number(fields[13]) + Number(fields[14]) : own) / 100;
 }
 
 /** The ids of the running processes whose command name starts with `name`. */
@@ -26,12 +31,18 @@ export function pidsNamed(name: string): number[] {
   return pids;
 }
 
-/** CPU seconds used so far by every running process named `name` (0 for one that just ended). */
+/**
+ * CPU seconds used so far by the processes named `name`: those running and
+ * the children they have waited for. A server that forks a process per
+ * connection (PostgreSQL) thus counts a backend that ended between two
+ * readings, which its parent has reaped; counting only the running ones made
+ * the difference negative when one ended.
+ */
 export function ticksNamed(name: string): number {
   let seconds = 0;
   for (const pid of pidsNamed(name)) {
     try {
-      seconds += ticks(`/proc/${pid}/stat`);
+      seconds += ticks(`/proc/${pid}/stat`, true);
     } catch { /* gone meanwhile */ }
   }
   return seconds;
