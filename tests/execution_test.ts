@@ -516,6 +516,44 @@ Deno.test("each risk rule refuses an order and names itself", async () => {
   assert.equal((await h.orders()).length, 0);
 });
 
+Deno.test("a market order whose only price is stale is refused, saying how old the price is", async () => {
+  await using h = await harness();
+  await upsertSymbols(h.sql, [{ symbol: "ETH-USDT" }]);
+  quote(h.cache, "ETH-USDT", "3000", "3001", Date.now() - 125_000);
+  const [stale, never] = await h.engine.processSignals([
+    {
+      body: { id: "stale-1", symbol: "ETH-USDT", side: "buy", qty: "1" },
+      strategy: "s",
+      source: "rest",
+    },
+    {
+      body: { id: "stale-2", symbol: "SOL-USDT", side: "buy", qty: "1" },
+      strategy: "s",
+      source: "rest",
+    },
+  ]);
+  if (stale?.status !== "rejected" || never?.status !== "rejected") throw new Error("rejected");
+  assert.deepEqual(stale.reasons, [{
+    rule: "no_market_price",
+    message: "no fresh market price for ETH-USDT: the newest is 2 min old, over " +
+      `execution.max_price_age_ms ${h.config.execution.max_price_age_ms}; market orders need one`,
+  }]);
+  assert.deepEqual(never.reasons, [{
+    rule: "no_market_price",
+    message: "no market price for SOL-USDT: market orders need one",
+  }]);
+  // A fresh price now: the same order goes through.
+  quote(h.cache, "ETH-USDT", "3000", "3001");
+  const [fresh] = await h.engine.processSignals([
+    {
+      body: { id: "stale-3", symbol: "ETH-USDT", side: "buy", qty: "1" },
+      strategy: "s",
+      source: "rest",
+    },
+  ]);
+  assert.equal(fresh?.status, "accepted");
+});
+
 Deno.test("signals of one batch count each other: the second cannot exceed max_open_orders", async () => {
   await using h = await harness({ risk: (c) => ({ ...noLimits(c), max_open_orders: 1 }) });
   const outcomes = await h.engine.processSignals([

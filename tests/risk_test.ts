@@ -4,6 +4,7 @@ import {
   checkRisk,
   DEFAULT_RISK_CONFIG,
   DEFAULT_RISK_LIMITS,
+  formatAge,
   isReduction,
   limitsFor,
   type ProposedOrder,
@@ -108,6 +109,31 @@ Deno.test("no_market_price refuses market orders without a price, not priced ord
   }]);
   assert.deepEqual(rules(buy("0.01", { type: "limit", limit_price: d("100") }), ctx), []);
   assert.deepEqual(rules(sell("0.01", { type: "stop", stop_price: d("100") }), ctx), []);
+  // A price was seen, but too long ago: the message says how old it is and what is allowed.
+  const stale = context({ ...ctx, stale_price: { age_ms: 7_250, max_age_ms: 5_000 } });
+  assert.deepEqual(checkRisk(buy("1"), stale), [{
+    rule: "no_market_price",
+    message: "no fresh market price for AAPL: the newest is 7 s old, over " +
+      "execution.max_price_age_ms 5000; market orders need one",
+  }]);
+});
+
+Deno.test("formatAge names the largest whole unit", () => {
+  const cases: Array<[number, string]> = [
+    [0, "0 ms"],
+    [-3, "0 ms"],
+    [999.6, "999 ms"],
+    [1_000, "1 s"],
+    [59_999, "59 s"],
+    [60_000, "1 min"],
+    [3_599_999, "59 min"],
+    [3_600_000, "1 h"],
+    [86_399_999, "23 h"],
+    [86_400_000, "1 day"],
+    [172_800_000, "2 days"],
+    [10_275_407_509, "118 days"],
+  ];
+  for (const [ms, text] of cases) assert.equal(formatAge(ms), text, String(ms));
 });
 
 Deno.test("max_position accepts at the limit and refuses just over, long and short", () => {

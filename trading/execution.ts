@@ -1094,6 +1094,10 @@ export class ExecutionEngine {
       };
       const marketClock = this.#marketClockFor(brokerName, now);
       if (marketClock !== undefined) context.market_clock = marketClock;
+      if (priced === null && s.type === "market") {
+        const age = this.#newestPriceAgeMs(s.symbol, s.exchange, now);
+        if (age !== null) context.stale_price = { age_ms: age, max_age_ms: maxAgeMs };
+      }
       for (const violation of checkRisk(s, context)) reasons.push(violation);
       if (reasons.length > 0) {
         return {
@@ -1155,6 +1159,20 @@ export class ExecutionEngine {
     if (create.length > 0) await upsertSymbols(tx, create, { by: this.#by });
     // Remembered before the commit: a rollback only costs one lookup more later.
     for (const symbol of missing.keys()) this.#symbols.add(symbol);
+  }
+
+  /** How old the newest trade or quote of `symbol` is, fresh or not, in ms; null when none was seen. */
+  #newestPriceAgeMs(symbol: string, exchange: Exchange | undefined, nowMs: number): number | null {
+    const snapshot = this.#cache.latest(symbol, exchange);
+    let newestUs = -Infinity;
+    for (const entry of snapshot?.exchanges ?? []) {
+      newestUs = Math.max(
+        newestUs,
+        entry.trade?.ts_local ?? -Infinity,
+        entry.quote?.ts_local ?? -Infinity,
+      );
+    }
+    return newestUs === -Infinity ? null : Math.max(0, nowMs - newestUs / 1000);
   }
 
   /** The newest fresh price of `symbol` (trade, or the mid of the best bid/ask) and its venue. */

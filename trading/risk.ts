@@ -286,6 +286,12 @@ export interface RiskContext {
   gross_exposure: Decimal;
   /** Last market price of the symbol; `null` when there is none (fresh enough). */
   last_price: Decimal | null;
+  /**
+   * Without a fresh price: how old the newest price seen is and the age
+   * allowed (`execution.max_price_age_ms`), both in ms, for the rejection to
+   * say why. Omitted when no price was ever seen.
+   */
+  stale_price?: { age_ms: number; max_age_ms: number };
   /** Realized P&L since the start of the trading day (losses negative). */
   realized_pnl_today: Decimal;
   /** Whether the kill switch is on. */
@@ -318,6 +324,21 @@ export function referencePrice(order: ProposedOrder, lastPrice: Decimal | null):
   const own = order.limit_price ?? order.stop_price;
   if (own === undefined) return lastPrice;
   return lastPrice !== null && lastPrice.gt(own) ? lastPrice : own;
+}
+
+/** `ms` in the largest unit it holds whole, rounded down: `850 ms`, `12 s`, `5 min`, `3 h`, `1 day`. */
+export function formatAge(ms: number): string {
+  const units: ReadonlyArray<readonly [number, string, string]> = [
+    [86_400_000, "day", "days"],
+    [3_600_000, "h", "h"],
+    [60_000, "min", "min"],
+    [1_000, "s", "s"],
+  ];
+  for (const [size, one, many] of units) {
+    const n = Math.floor(ms / size);
+    if (n >= 1) return `${n} ${n === 1 ? one : many}`;
+  }
+  return `${Math.max(0, Math.floor(ms))} ms`;
 }
 
 /**
@@ -373,7 +394,15 @@ export function checkRisk(order: ProposedOrder, context: RiskContext): RiskViola
   }
 
   if (order.type === "market" && last === null) {
-    fail("no_market_price", `no market price for ${symbol}: market orders need one`);
+    const stale = context.stale_price;
+    fail(
+      "no_market_price",
+      stale === undefined
+        ? `no market price for ${symbol}: market orders need one`
+        : `no fresh market price for ${symbol}: the newest is ${
+          formatAge(stale.age_ms)
+        } old, over execution.max_price_age_ms ${stale.max_age_ms}; market orders need one`,
+    );
   }
 
   const maxQty = symbolLimits.max_order_qty;
