@@ -11,7 +11,7 @@
  * | --- | --- |
  * | `schema` | it does not have the shape of a `MarketEvent` (or does not match the message subject) |
  * | `non_positive` | a price ≤ 0, a trade size ≤ 0, a negative size, a zero-size snapshot level, a negative quote side |
- * | `stale` | `ts_exchange` is more than `max_lag_ms` behind `nowUs` |
+ * | `stale` | `ts_exchange` is more than `max_lag_ms` behind `nowUs` (a bar: its end, `start` + interval, if later) |
  * | `future` | `ts_exchange` is more than `max_future_ms` ahead of `nowUs` |
  * | `inconsistent_bar` | a bar's low/high do not bound its open and close |
  * | `crossed_book` | a top/quote with both sides > 0 and bid ≥ ask; a snapshot whose best bid ≥ best ask |
@@ -191,6 +191,34 @@ export interface ValidationResult {
   accepted: MarketEvent[];
   /** Inputs refused, with their reason. */
   rejected: Rejection[];
+}
+
+const UNIT_US: Readonly<Record<string, number>> = {
+  s: 1e6,
+  m: 60e6,
+  h: 3_600e6,
+  d: 86_400e6,
+  w: 604_800e6,
+  M: 2_678_400e6, // 31 days: a calendar month at most
+};
+
+/**
+ * The length of a bar `interval` as venues name it (`"1m"`, `"5m"`, `"1h"`,
+ * `"1d"`, `"1w"`, `"1M"`), in µs; 0 for a name it does not know.
+ */
+export function intervalUs(interval: string): number {
+  const match = /^(\d{1,4})([smhdwM])$/.exec(interval);
+  return match === null ? 0 : Number(match[1]) * UNIT_US[match[2]!]!;
+}
+
+/**
+ * The time the `stale` rule holds against `max_lag_ms`: `ts_exchange`, or
+ * for a bar its end when that is later — Alpaca stamps a bar with its start
+ * only, and sends its running daily bar all day long.
+ */
+export function staleAt(event: MarketEvent): number {
+  if (event.kind !== "bar") return event.ts_exchange;
+  return Math.max(event.ts_exchange, event.start + intervalUs(event.interval));
 }
 
 /** The parts of a market-data subject `md.<kind>.<exchange>.<symbol token>`. */
@@ -515,13 +543,17 @@ export class Validator {
     const state = this.#state(event.exchange, event.symbol);
     const { limits } = state;
     const ts = event.ts_exchange;
-    if (ts < nowUs - limits.max_lag_ms * 1000) {
+    if (staleAt(event) < nowUs - limits.max_lag_ms * 1000) {
       return {
         event,
         reason: "stale",
-        detail: `ts_exchange ${ts} is ${
-          Math.round((nowUs - ts) / 1000)
-        } ms behind now (max_lag_ms ${limits.max_lag_ms})`,
+        detail: event.kind === "bar" && event.start + intervalUs(event.interval) > ts
+          ? `bar ending at ${event.start + intervalUs(event.interval)} is ${
+            Math.round((nowUs - staleAt(event)) / 1000)
+          } ms behind now (max_lag_ms ${limits.max_lag_ms})`
+          : `ts_exchange ${ts} is ${
+            Math.round((nowUs - ts) / 1000)
+          } ms behind now (max_lag_ms ${limits.max_lag_ms})`,
       };
     }
     if (ts > nowUs + limits.max_future_ms * 1000) {

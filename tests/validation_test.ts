@@ -18,6 +18,7 @@ import {
   DEFAULT_MAX_LAG_MS,
   DEFAULT_REFERENCE_WINDOW_MS,
   DEFAULT_SPIKE_PCT,
+  intervalUs,
   parseMarketSubject,
   REJECT_REASONS,
   type RejectReason,
@@ -395,6 +396,59 @@ Deno.test("validator refuses stale and future exchange times at the configured l
   assert.equal(verdict(validator, book({ ts_exchange: 0 })), "stale");
   const result = validator.validate([trade({ ts_exchange: NOW_US - 5 * SECOND_US })], NOW_US);
   assert.match(result.rejected[0]!.detail, /5000 ms behind now \(max_lag_ms 1000\)/);
+});
+
+Deno.test("a bar is stale only once its end is: Alpaca's running daily bar, stamped with its start, passes", () => {
+  const validator = new Validator({ max_lag_ms: 120_000 });
+  const HOUR_US = 3_600 * SECOND_US;
+  // Alpaca: ts_exchange is the start. The day started 10 h ago and is still running.
+  const daily = bar({
+    interval: "1d",
+    start: NOW_US - 10 * HOUR_US,
+    ts_exchange: NOW_US - 10 * HOUR_US,
+  });
+  assert.equal(verdict(validator, daily), "accepted");
+  // A minute bar sent 5 s after it closed, and one that closed 2 min 1 s ago.
+  const minute = (endedAgoUs: number) =>
+    bar({
+      start: NOW_US - endedAgoUs - 60 * SECOND_US,
+      ts_exchange: NOW_US - endedAgoUs - 60 * SECOND_US,
+    });
+  assert.equal(verdict(validator, minute(5 * SECOND_US)), "accepted");
+  const late = validator.validate([minute(121 * SECOND_US)], NOW_US);
+  assert.deepEqual(reasons(late), ["stale"]);
+  assert.match(late.rejected[0]!.detail, /^bar ending at \d+ is 121000 ms behind now/);
+  // Yesterday's daily bar is stale; an unknown interval counts from ts_exchange alone.
+  assert.equal(
+    verdict(
+      validator,
+      bar({ interval: "1d", start: NOW_US - 25 * HOUR_US, ts_exchange: NOW_US - 25 * HOUR_US }),
+    ),
+    "stale",
+  );
+  assert.equal(
+    verdict(
+      validator,
+      bar({
+        interval: "fortnight",
+        start: NOW_US - 10 * HOUR_US,
+        ts_exchange: NOW_US - 10 * HOUR_US,
+      }),
+    ),
+    "stale",
+  );
+});
+
+Deno.test("intervalUs reads the venues' bar interval names", () => {
+  assert.equal(intervalUs("1s"), SECOND_US);
+  assert.equal(intervalUs("5m"), 300 * SECOND_US);
+  assert.equal(intervalUs("4h"), 14_400 * SECOND_US);
+  assert.equal(intervalUs("1d"), 86_400 * SECOND_US);
+  assert.equal(intervalUs("1w"), 604_800 * SECOND_US);
+  assert.equal(intervalUs("1M"), 31 * 86_400 * SECOND_US);
+  for (const name of ["", "m", "1", "1y", "-1m", "1.5h", "12345m"]) {
+    assert.equal(intervalUs(name), 0, name);
+  }
 });
 
 Deno.test("validator refuses book deltas whose sequence does not increase", () => {
