@@ -82,9 +82,10 @@ export function marketSupervisor(deps: MarketDeps): ChildSpec {
     }));
   }
   children.push(latestCacheActor({ nats, cache: deps.cache, log }));
-  // A capture's exchange times are as old as the capture: in replay only
-  // the time-window checks are lifted, every other check still applies.
-  const validatorOptions = replaying
+  // A capture's exchange times are as old as the capture: in replay only the
+  // time-window checks are lifted, every other check still applies — unless
+  // `retime` moves the events to the time they are played.
+  const validatorOptions = replaying && !config.replay.retime
     ? { ...config.validator, max_lag_ms: Infinity, max_future_ms: Infinity }
     : config.validator;
   children.push(
@@ -103,6 +104,7 @@ export function marketSupervisor(deps: MarketDeps): ChildSpec {
       log,
       speed: config.replay.speed,
       loop: config.replay.loop,
+      retime: config.replay.retime,
       ...batching,
     }));
   } else {

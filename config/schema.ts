@@ -248,7 +248,7 @@ export const DEFAULT_CONFIG = {
     retry_initial_ms: 500,
     retry_max_ms: 30_000,
   },
-  replay: { file: "", speed: 0, loop: false },
+  replay: { file: "", speed: 0, loop: false, retime: false },
   risk: {
     max_order_qty: "10000",
     max_order_notional: "100000",
@@ -656,6 +656,7 @@ export const configSchema = z.object({
       .min(0, { error: "expected a number >= 0 (0 = as fast as possible)" })
       .default(D.replay.speed),
     loop: bool().default(D.replay.loop),
+    retime: bool().default(D.replay.retime),
   }),
 }, { error: "expected a mapping of sections" }).strict().superRefine((config, ctx) => {
   for (const problem of [...consistencyProblems(config), ...productionProblems(config)]) {

@@ -15,6 +15,7 @@ import { configSchema } from "../config/mod.ts";
 import { RecordingClock } from "../lib/clock.ts";
 import { memoryLogger } from "../lib/log.ts";
 import {
+  type BarEvent,
   type Exchange,
   MalformedFrameError,
   type MarketEvent,
@@ -32,7 +33,9 @@ import {
   type ReplayDeps,
   ReplayFetchError,
   type ReplayStats,
+  shiftEvents,
 } from "../venues/replay.ts";
+import { staleAt, Validator } from "../market/validation.ts";
 import type { SessionIO, VenueSession } from "../venues/session.ts";
 import { parseRecordArgs, recordCapture, UsageError } from "../scripts/record.ts";
 import { buildSampleLines } from "../scripts/build_sample_capture.ts";
@@ -587,4 +590,153 @@ Deno.test("the sample capture replays through the real venue sessions", async ()
   }
   assert.equal(played.status.feed("kraken").resyncs, 0, "every Kraken checksum verifies");
   assert.equal(played.status.feed("coinbase").resyncs, 0, "no Coinbase sequence gap");
+});
+
+Deno.test("shiftEvents moves copies: times by the shift, a bar's start by its whole minutes", () => {
+  const trade: TradeEvent = {
+    kind: "trade",
+    exchange: "binance",
+    symbol: "BTC-USDT",
+    venue_symbol: "BTCUSDT",
+    ts_exchange: T0 - 2_000,
+    ts_local: T0,
+    trade_id: "1",
+    price: "1",
+    qty: "1",
+    side: "buy",
+  };
+  const kline: BarEvent = {
+    kind: "bar",
+    exchange: "binance",
+    symbol: "BTC-USDT",
+    venue_symbol: "BTCUSDT",
+    ts_exchange: T0,
+    ts_local: T0 + 500,
+    interval: "1m",
+    start: T0 - 60_000_000,
+    open: "1",
+    high: "2",
+    low: "0.5",
+    close: "1.5",
+    volume: "10",
+    trades: 3,
+    vwap: null,
+  };
+  // Alpaca stamps a bar with its start only.
+  const alpaca: BarEvent = { ...kline, exchange: "alpaca", ts_exchange: kline.start };
+  const shift = 150_000_123; // 2.5 min
+  const [movedTrade, movedKline, movedAlpaca] = shiftEvents([trade, kline, alpaca], shift);
+  assert.deepEqual(movedTrade, { ...trade, ts_exchange: T0 - 2_000 + shift, ts_local: T0 + shift });
+  assert.deepEqual(movedKline, {
+    ...kline,
+    ts_exchange: T0 + shift,
+    ts_local: T0 + 500 + shift,
+    start: T0 - 60_000_000 + 120_000_000,
+  });
+  assert.deepEqual(movedAlpaca, {
+    ...alpaca,
+    ts_exchange: T0 - 60_000_000 + 120_000_000,
+    ts_local: T0 + 500 + shift,
+    start: T0 - 60_000_000 + 120_000_000,
+  });
+  assert.equal(trade.ts_local, T0, "the originals are left as they were");
+  const same = [trade];
+  assert.equal(shiftEvents(same, 0), same);
+});
+
+Deno.test("retime: each frame's events carry the time it is replayed; events emitted outside frames keep theirs", async () => {
+  const url = "http://venue/snapshot";
+  const file = await writeCapture([
+    trade(T0, 1),
+    { t: T0 + 400_000, x: "binance", rest: url, f: JSON.stringify({ p: "9.5", id: 99 }) },
+    trade(T0 + 1_000_000, 2),
+  ]);
+  const session = new TradeSession(uniqueSymbol());
+  const STAMPED = 1_800_000_000_400_000; // what the session's own clock said
+  // On open, the session asks for a snapshot and emits a trade from it when it comes.
+  session.onOpenHook = (io) => {
+    void io.fetchText(url).then((body) => {
+      const data = JSON.parse(body) as { p: string; id: number };
+      io.emit([{
+        kind: "trade",
+        exchange: "binance",
+        symbol: session.symbol,
+        venue_symbol: session.symbol,
+        ts_exchange: STAMPED,
+        ts_local: STAMPED,
+        trade_id: String(data.id),
+        price: data.p,
+        qty: "1",
+        side: "buy",
+      }]);
+    }, () => {});
+  };
+  try {
+    const start = 1_800_000_000_000; // ms
+    const clock = new RecordingClock(start);
+    const played = await play(file, [session], { clock, speed: 1, retime: true });
+    const events = played.batches.flatMap(([, batch]) => batch);
+    const byId = new Map(events.map((event) => [(event as TradeEvent).trade_id, event]));
+    // Paced at speed 1, each line is played as much later as it was recorded.
+    assert.deepEqual(clock.sleeps, [400, 600]);
+    const nowUs = start * 1000;
+    assert.equal(byId.get("1")!.ts_local, nowUs);
+    assert.equal(byId.get("1")!.ts_exchange, nowUs - 2_000, "the recorded latency stays");
+    assert.equal(byId.get("2")!.ts_local, nowUs + 1_000_000);
+    assert.equal(byId.get("99")!.ts_local, STAMPED);
+    // Without retime, the recorded times.
+    const plain = await play(file, [new TradeSession(uniqueSymbol())], { speed: 0 });
+    const first = plain.batches.flatMap(([, batch]) => batch)[0]!;
+    assert.equal(first.ts_local, T0);
+  } finally {
+    await Deno.remove(file);
+  }
+});
+
+Deno.test("the sample capture, retimed, looks live to the validator: only what the capture holds late is stale", async () => {
+  const config = configSchema.parse({
+    exchanges: {
+      binance: { symbols: ["NKN-USDT", "BLZ-ETH", "LRC-BTC", "RUNE-EUR"] },
+      coinbase: { symbols: ["BTC-USD", "ETH-USD"] },
+      kraken: { symbols: ["MINA-GBP"], book_depth: 25 },
+      alpaca: {
+        enabled: true,
+        key_id: "key",
+        secret_key: "secret",
+        symbols: ["AAPL", "AMD", "CLDR", "SPY", "VOO"],
+      },
+    },
+  });
+  const sample = new URL("../captures/sample.ndjson", import.meta.url).pathname;
+  // The sessions stamp REST-built books with the system clock: the replay's clock starts there too.
+  const clock = new RecordingClock(Date.now());
+  const retimed = await play(sample, createSessions(config), { clock, retime: true });
+  const plain = await play(sample, createSessions(config), {});
+  const count = (played: Played) => played.batches.reduce((n, [, batch]) => n + batch.length, 0);
+  assert.equal(count(retimed), count(plain), "every event is still there");
+  // The engine's validator with its live limits (max_lag_ms 120 s, max_future_ms 5 s).
+  const limits = config.validator;
+  const validator = new Validator(limits);
+  const nowUs = Date.now() * 1000;
+  const outside = retimed.batches
+    .flatMap(([, batch]) => validator.validate(batch, nowUs).rejected)
+    .filter((rejection) => rejection.reason === "stale" || rejection.reason === "future");
+  // Only what is as old in the capture itself: SPY's daily bar of a day that ended days before
+  // the frame that carried it.
+  assert.deepEqual(
+    outside.map((rejection) => {
+      const event = rejection.event as MarketEvent;
+      return [rejection.reason, event.kind, event.symbol];
+    }),
+    [["stale", "bar", "SPY"]],
+  );
+  for (const rejection of outside) {
+    const event = rejection.event as MarketEvent;
+    assert.ok(staleAt(event) < event.ts_local - limits.max_lag_ms * 1000);
+  }
+  // Not retimed, most of the capture is months old to it.
+  const old = new Validator(limits);
+  const stale = plain.batches.flatMap(([, batch]) => old.validate(batch, nowUs).rejected)
+    .filter((rejection) => rejection.reason === "stale").length;
+  assert.ok(stale > count(plain) / 2, `${stale} of ${count(plain)} stale`);
 });

@@ -42,6 +42,15 @@
  * - Status: a venue is `"live"` while its capture plays and `"stopped"` at
  *   the end of the file (with `loop`, the file starts over instead, each
  *   session going through `onClose`/`onOpen` first).
+ * - With `retime`, events carry the time they are replayed instead of the
+ *   recorded one: each frame's events move by (now − its recorded `t`), so
+ *   `ts_local` is now and `ts_exchange` keeps its recorded distance to it; a
+ *   bar's `start` moves by whole minutes (and its `ts_exchange` with it when
+ *   the venue stamps bars with their start, as Alpaca does). Events a
+ *   session emits outside a frame (a Binance book built on a REST snapshot)
+ *   carry its own clock's time already and are left as they are. Prices
+ *   then look as fresh as a live feed's: the paper broker and the risk
+ *   checks can trade on them offline.
  *
  * @example
  * ```ts
@@ -80,7 +89,7 @@ import {
 import type { ChildSpec, ChildStats, RestartType, Running } from "../actors/types.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { type Logger, nullLogger } from "../lib/log.ts";
-import { type Exchange, EXCHANGES } from "../market/events.ts";
+import { type Exchange, EXCHANGES, type MarketEvent } from "../market/events.ts";
 import type { FeedStatus, MarketStatus } from "../market/status.ts";
 import type { SessionIO, VenueSession } from "./session.ts";
 
@@ -328,6 +337,8 @@ export interface ReplayDeps {
   speed?: number | undefined;
   /** Start over at the end of the file. @default {false} */
   loop?: boolean | undefined;
+  /** Move events to the time they are replayed (see the module doc). @default {false} */
+  retime?: boolean | undefined;
   /** Where batches go. @default {NATS, as the live feed} */
   sink?: EventSink | undefined;
   /** Where dead letters go. @default {NATS, as the live feed} */
@@ -428,6 +439,10 @@ function startReplay(
 
 interface Venue {
   session: VenueSession;
+  /** What frames are parsed with: `session`, or with `retime` a wrapper moving its events. */
+  parser: VenueSession;
+  /** With `retime`, how far (µs) the current frame's events move. */
+  shiftUs: number;
   status: FeedStatus;
   output: FeedOutput;
   io: SessionIO | null;
@@ -447,6 +462,7 @@ class Replay {
   readonly #log: Logger;
   readonly #speed: number;
   readonly #loop: boolean;
+  readonly #retime: boolean;
   readonly #maxGapUs: number;
   readonly #onSend: ((exchange: Exchange, text: string) => void) | undefined;
   readonly #venues = new Map<Exchange, Venue>();
@@ -471,6 +487,7 @@ class Replay {
     this.#log = (deps.log ?? nullLogger).child({ actor: name });
     this.#speed = deps.speed ?? DEFAULT_REPLAY_SPEED;
     this.#loop = deps.loop ?? false;
+    this.#retime = deps.retime ?? false;
     const maxGapMs = deps.max_gap_ms ?? DEFAULT_REPLAY_MAX_GAP_MS;
     if (!(maxGapMs >= 0)) throw new RangeError(`max_gap_ms must be >= 0, got ${maxGapMs}`);
     this.#maxGapUs = maxGapMs * 1000;
@@ -487,15 +504,19 @@ class Replay {
         log: this.#log,
         onFatal: (error) => this.#fail(error),
       });
-      this.#venues.set(session.exchange, {
+      const venue: Venue = {
         session,
+        parser: session,
+        shiftUs: 0,
         status,
         output,
         io: null,
         connection: null,
         reconnect: null,
         lastTickUs: null,
-      });
+      };
+      if (this.#retime) venue.parser = retimedParser(session, () => venue.shiftUs);
+      this.#venues.set(session.exchange, venue);
     }
   }
 
@@ -603,7 +624,8 @@ class Replay {
   #frame(venue: Venue, record: CaptureFrame): void {
     const io = venue.io!;
     this.#stats.frames++;
-    venue.output.frame(venue.session, record.f, record.t, io);
+    if (this.#retime) venue.shiftUs = this.#clock.now() * 1000 - record.t;
+    venue.output.frame(venue.parser, record.f, record.t, io);
     if (venue.lastTickUs === null) {
       venue.lastTickUs = record.t;
     } else if (record.t - venue.lastTickUs >= REPLAY_TICK_US) {
@@ -705,6 +727,41 @@ class Replay {
     this.#skippedExchanges.add(exchange);
     this.#log.info("capture frames of an exchange without a session are skipped", { exchange });
   }
+}
+
+/** `session`, parsing frames into events moved `shiftUs()` µs later ({@linkcode shiftEvents}). */
+function retimedParser(session: VenueSession, shiftUs: () => number): VenueSession {
+  return {
+    exchange: session.exchange,
+    url: () => session.url(),
+    onOpen: (io) => session.onOpen(io),
+    onFrame: (frame, receivedUs, io) =>
+      shiftEvents(session.onFrame(frame, receivedUs, io), shiftUs()),
+    onClose: () => session.onClose(),
+    status: () => session.status(),
+  };
+}
+
+const MINUTE_US = 60_000_000;
+
+/**
+ * Copies of `events` moved `shiftUs` µs later: `ts_exchange` and `ts_local`
+ * by `shiftUs`; a bar's `start` by the whole minutes in it (bars stay on
+ * minute boundaries), and its `ts_exchange` with its start when they were
+ * equal.
+ */
+export function shiftEvents(events: MarketEvent[], shiftUs: number): MarketEvent[] {
+  if (shiftUs === 0 || events.length === 0) return events;
+  const minutesUs = Math.floor(shiftUs / MINUTE_US) * MINUTE_US;
+  return events.map((event): MarketEvent => {
+    const ts_local = event.ts_local + shiftUs;
+    if (event.kind !== "bar") {
+      return { ...event, ts_exchange: event.ts_exchange + shiftUs, ts_local };
+    }
+    const start = event.start + minutesUs;
+    const ts_exchange = event.ts_exchange === event.start ? start : event.ts_exchange + shiftUs;
+    return { ...event, ts_exchange, ts_local, start };
+  });
 }
 
 function isBlank(line: string): boolean {
