@@ -802,16 +802,28 @@ class LiveFeed {
     });
   }
 
-  /** Reconnects once no frame has arrived for `stale_after_ms`. */
+  /**
+   * Reconnects once no frame has arrived for `stale_after_ms` — not counting
+   * the time the session says its venue is quiet (`session.quiet`).
+   */
   async #watchdog(
     openedAt: number,
     signal: AbortSignal,
     requestClose: (code: number, reason: string) => void,
   ): Promise<void> {
+    let quietAt = -Infinity;
     try {
       for (;;) {
-        const last = Math.max(openedAt, this.#status.last_message_at ?? 0);
-        const silentMs = this.#clock.now() - last;
+        const now = this.#clock.now();
+        const quiet = this.#quietReason(now);
+        this.#status.quiet = quiet;
+        if (quiet !== null) {
+          quietAt = now;
+          await this.#clock.sleep(this.#staleAfterMs, signal);
+          continue;
+        }
+        const last = Math.max(openedAt, this.#status.last_message_at ?? 0, quietAt);
+        const silentMs = now - last;
         if (silentMs >= this.#staleAfterMs) {
           this.#log.warn("feed is stale; reconnecting", { silent_ms: silentMs });
           requestClose(RECONNECT_CLOSE_CODE, `no frame for ${silentMs} ms`);
@@ -821,6 +833,16 @@ class LiveFeed {
       }
     } catch {
       // The connection ended.
+    }
+  }
+
+  /** `session.quiet(nowMs)`, or null when it has none or throws. */
+  #quietReason(nowMs: number): string | null {
+    try {
+      return this.#session.quiet?.(nowMs) ?? null;
+    } catch (error) {
+      this.#log.error("session quiet failed", { error });
+      return null;
     }
   }
 

@@ -34,6 +34,8 @@ export interface FeedStatus {
   resyncs: number;
   /** The last error the venue or the connection reported, e.g. an auth failure. */
   last_error: string | null;
+  /** Why silence is expected now (the venue's market is closed), or null: the watchdog waits meanwhile. */
+  quiet: string | null;
   /** Venue-specific figures (books in sync, subscriptions…). */
   venue: Record<string, unknown>;
 }
@@ -102,6 +104,7 @@ export class MarketStatus {
         malformed: 0,
         resyncs: 0,
         last_error: null,
+        quiet: null,
         venue: {},
       };
       this.feeds.set(exchange, status);

@@ -11,6 +11,7 @@ import { feedActor, type FeedDeps } from "../actors/feed.ts";
 import type { Exchange, MarketEvent } from "../market/events.ts";
 import { type FeedStatus, MarketStatus } from "../market/status.ts";
 import type { Logger } from "../lib/log.ts";
+import type { Clock } from "../lib/clock.ts";
 import { type DeadLetter, dlqSubject } from "../market/subjects.ts";
 import type { VenueSession } from "../venues/session.ts";
 import { deadline } from "./_helpers.ts";
@@ -80,6 +81,8 @@ export interface TestFeedOptions {
   tickMs?: number;
   /** The feed's logger. */
   log?: Logger;
+  /** The feed's clock. @default {systemClock} */
+  clock?: Clock;
 }
 
 /** A feed started by {@linkcode startTestFeed}. */
@@ -107,6 +110,7 @@ export function startTestFeed(
     nats: nc,
     status: marketStatus,
     ...(options.log ? { log: options.log } : {}),
+    ...(options.clock ? { clock: options.clock } : {}),
     options: {
       stale_after_ms: options.staleAfterMs ?? 20_000,
       reconnect_initial_ms: options.reconnectInitialMs ?? 20,

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { type Clock, systemClock } from "../lib/clock.ts";
+
 /** The non-empty lines of `../shared/fixtures/<venue>/<file>`: one captured message each. */
 export function fixtureLines(venue: string, file: string): string[] {
   return Deno.readTextFileSync(new URL(`../../shared/fixtures/${venue}/${file}`, import.meta.url))
@@ -85,4 +87,29 @@ export async function isSettled(promise: Promise<unknown>): Promise<boolean> {
   promise.then(() => settled = true, () => settled = true);
   await new Promise((resolve) => setTimeout(resolve, 0));
   return settled;
+}
+
+/** A clock that reads as if started at some instant and runs (and sleeps) in real time. */
+export interface ShiftedClock extends Clock {
+  /** From now on, read as if it is `iso` now. */
+  jump(iso: string): void;
+}
+
+/**
+ * A real-time clock that reads `iso` when made: for code that asks the time of
+ * day (market hours) under tests that also need real timers.
+ */
+export function clockAt(iso: string): ShiftedClock {
+  let offset = 0;
+  const clock: ShiftedClock = {
+    now: () => Date.now() + offset,
+    sleep: (ms, signal) => systemClock.sleep(ms, signal),
+    jump(at) {
+      const target = Date.parse(at);
+      if (!Number.isFinite(target)) throw new RangeError(`Not an instant: ${at}`);
+      offset = target - Date.now();
+    },
+  };
+  clock.jump(iso);
+  return clock;
 }

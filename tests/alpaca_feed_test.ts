@@ -14,7 +14,8 @@ import {
 import type { SessionIO } from "../venues/session.ts";
 import { createSessions } from "../venues/mod.ts";
 import { configSchema } from "../config/mod.ts";
-import { deadline, waitFor } from "./_helpers.ts";
+import { clockAt, deadline, waitFor } from "./_helpers.ts";
+import type { Clock } from "../lib/clock.ts";
 import { type FakeAlpacaServer, startAlpacaServer } from "./fakes/alpaca_server.ts";
 import { ofKind, startTestFeed, watchVenue } from "./_feed_harness.ts";
 
@@ -319,7 +320,15 @@ interface HarnessOptions {
   reconnectMaxMs?: number;
   /** Runs once the venue is up, before the feed starts. */
   beforeFeed?: (venue: FakeAlpacaServer) => Promise<void>;
+  /**
+   * The feed's clock. @default {real time read from a Wednesday at 11:00 ET:
+   * the market is open whatever day the tests run}
+   */
+  clock?: Clock;
 }
+
+/** A Wednesday, 11:00 New York time: the regular session is open. */
+const MARKET_OPEN = "2026-12-09T16:00:00Z";
 
 async function startHarness(tickers: string[], options: HarnessOptions = {}): Promise<Harness> {
   const venue = await startAlpacaServer({ keyId: KEY_ID, secretKey: SECRET });
@@ -339,6 +348,7 @@ async function startHarness(tickers: string[], options: HarnessOptions = {}): Pr
     reconnectInitialMs: options.reconnectInitialMs,
     reconnectMaxMs: options.reconnectMaxMs,
     log,
+    clock: options.clock ?? clockAt(MARKET_OPEN),
   });
   return {
     venue,
@@ -582,6 +592,26 @@ Deno.test("alpaca feed re-authenticates and resubscribes after a drop and after 
   h.venue.trade(a, { price: "1.0001", size: "7" });
   await waitFor(() => ofKind(h.events, "trade", a).length === 1, 5_000, "a trade");
   assert.equal(h.status.last_error === null || !h.status.last_error.startsWith("Alpaca"), true);
+});
+
+Deno.test("alpaca feed: silence while the market is closed is no reason to reconnect", async () => {
+  const a = uniqueTicker();
+  const clock = clockAt("2026-12-05T17:00:00Z"); // Saturday noon in New York
+  await using h = await startHarness([a], { staleAfterMs: 200, clock });
+  await handshake(h, 1);
+  h.venue.silence();
+  await waitFor(() => h.status.quiet !== null, 5_000, "quiet");
+  assert.equal(h.status.quiet, "US equity market closed: weekend (Saturday)");
+  // Four times stale_after_ms of silence: still the first connection.
+  const quietSince = Date.now();
+  await waitFor(() => Date.now() - quietSince >= 800, 5_000, "800 ms");
+  assert.equal(h.venue.ws.sockets.length, 1);
+  assert.equal(h.status.reconnects, 0);
+  // Monday's pre-market: silence counts again, from when the quiet ended.
+  clock.jump("2026-12-07T09:30:00Z"); // 04:30 New York
+  await handshake(h, 2);
+  assert.equal(h.status.quiet, null);
+  assert.equal(h.status.reconnects, 1);
 });
 
 Deno.test("an alpaca error message is surfaced with its code and the stream goes on", async () => {

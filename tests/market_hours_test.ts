@@ -7,6 +7,7 @@ import {
   newYorkOffsetMinutes,
   nyseEarlyCloses,
   nyseHolidays,
+  usEquityDataPause,
   usEquitySession,
 } from "../trading/market_hours.ts";
 
@@ -227,5 +228,45 @@ Deno.test("next_open and next_close are bells: the state flips exactly there", (
       );
     }),
     { numRuns: 2000 },
+  );
+});
+
+Deno.test("market data flows in the extended session: 04:00 to 20:00 ET, 17:00 after an early close", () => {
+  // Monday 2026-12-07 (EST, UTC−5).
+  assert.equal(
+    usEquityDataPause(at("2026-12-07T08:59:59.999Z")),
+    "before the pre-market at 04:00 ET",
+  );
+  assert.equal(usEquityDataPause(at("2026-12-07T09:00:00Z")), null);
+  assert.equal(usEquityDataPause(at("2026-12-07T16:00:00Z")), null); // 11:00, regular session
+  assert.equal(usEquityDataPause(at("2026-12-08T00:59:59.999Z")), null); // 19:59:59.999
+  assert.equal(
+    usEquityDataPause(at("2026-12-08T01:00:00Z")),
+    "after the after-hours session (until 20:00 ET)",
+  );
+  // Summer time (EDT, UTC−4): the same hours in New York, an hour earlier in UTC.
+  assert.equal(usEquityDataPause(at("2026-07-07T07:59:00Z")), "before the pre-market at 04:00 ET");
+  assert.equal(usEquityDataPause(at("2026-07-07T08:00:00Z")), null);
+  // The day after Thanksgiving closes at 13:00: after-hours end at 17:00.
+  assert.equal(usEquityDataPause(at("2026-11-27T21:59:59Z")), null);
+  assert.equal(
+    usEquityDataPause(at("2026-11-27T22:00:00Z")),
+    "after the after-hours session (until 17:00 ET after an early close)",
+  );
+  // No session at all on weekends and holidays.
+  assert.equal(usEquityDataPause(at("2026-12-05T15:00:00Z")), "weekend (Saturday)");
+  assert.equal(usEquityDataPause(at("2026-11-26T15:00:00Z")), "holiday: Thanksgiving Day");
+  assert.equal(usEquityDataPause(at("2021-03-01T15:00:00Z")), "no NYSE calendar for 2021");
+  assert.equal(usEquityDataPause(NaN), "invalid time NaN");
+});
+
+Deno.test("the regular session lies inside the extended one", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: at("2022-01-01T00:00:00Z"), max: at("2099-12-01T00:00:00Z") }),
+      (ms) => {
+        if (isUsEquityMarketOpen(ms).open) assert.equal(usEquityDataPause(ms), null);
+      },
+    ),
   );
 });

@@ -181,6 +181,41 @@ export function isUsEquityMarketOpen(nowMs: number): UsEquityMarketClock {
   return clock;
 }
 
+/** Pre-market trading starts this long before the opening bell (04:00 ET). */
+const PRE_MARKET_MS = 330 * MINUTE_MS;
+/** After-hours trading ends this long after the closing bell (20:00 ET, 17:00 on early closes). */
+const AFTER_HOURS_MS = 240 * MINUTE_MS;
+
+/**
+ * Why no US equity market data is to be expected at `nowMs` — outside the
+ * extended session (pre-market from 04:00 ET, after-hours until 4 h after the
+ * close), on weekends and holidays — or `null` inside it. Total, like
+ * {@linkcode isUsEquityMarketOpen}.
+ *
+ * @example
+ * ```ts
+ * import { usEquityDataPause } from "./market_hours.ts";
+ *
+ * usEquityDataPause(Date.parse("2026-12-05T15:00:00Z")); // "weekend (Saturday)"
+ * usEquityDataPause(Date.parse("2026-12-07T09:30:00Z")); // null: 04:30 ET, pre-market
+ * ```
+ */
+export function usEquityDataPause(nowMs: number): string | null {
+  if (!Number.isFinite(nowMs)) return `invalid time ${nowMs}`;
+  const localDay = startOfDay(nowMs + newYorkOffsetMinutes(nowMs) * MINUTE_MS);
+  const year = new Date(localDay).getUTCFullYear();
+  if (year < NYSE_FIRST_YEAR || year > NYSE_LAST_YEAR) return `no NYSE calendar for ${year}`;
+  const today = sessionOf(localDay, calendarOf(year));
+  if (today === null) return closedReason(localDay, today, nowMs);
+  if (nowMs < today.open_ms - PRE_MARKET_MS) return "before the pre-market at 04:00 ET";
+  if (nowMs >= today.close_ms + AFTER_HOURS_MS) {
+    return today.early_close
+      ? "after the after-hours session (until 17:00 ET after an early close)"
+      : "after the after-hours session (until 20:00 ET)";
+  }
+  return null;
+}
+
 interface YearCalendar {
   holidays: Map<string, string>;
   earlyCloses: Map<string, string>;

@@ -55,6 +55,12 @@ export interface VenueSession {
   onClose(): void;
   /** Called about once a second while connected, for application-level pings. */
   onTick?(io: SessionIO, nowMs: number): void;
+  /**
+   * Why the venue is expected to be silent at `nowMs` (its market is closed),
+   * or null. While there is a reason, the runtime's staleness watchdog does not
+   * reconnect, and silence counts from when the reason ends.
+   */
+  quiet?(nowMs: number): string | null;
   /** Venue-specific figures for health (books in sync, subscriptions acknowledged…). */
   status(): Record<string, unknown>;
 }

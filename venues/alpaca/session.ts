@@ -42,6 +42,12 @@
  * parser's notices) are not market events: they are counted in the status
  * and corrections and cancels are logged at info.
  *
+ * Outside the US equity extended session (04:00–20:00 ET on trading days,
+ * 17:00 after an early close) the stream sends nothing: the session is
+ * `quiet` then, so the runtime's staleness watchdog waits instead of
+ * reconnecting every `stale_after_ms` through nights, weekends and
+ * holidays.
+ *
  * @example
  * ```ts
  * import { alpacaSession } from "./session.ts";
@@ -63,6 +69,7 @@
 import type { Config } from "../../config/mod.ts";
 import type { MarketEvent } from "../../market/events.ts";
 import type { SessionIO, VenueSession } from "../session.ts";
+import { usEquityDataPause } from "../../trading/market_hours.ts";
 import {
   alpacaAuthMessage,
   type AlpacaChannels,
@@ -234,6 +241,12 @@ export class AlpacaSession implements VenueSession {
   }
 
   /** Handshake state, acknowledged subscription, last error code and text, notices. */
+  /** Why the stream is silent at `nowMs` (no US equity session, regular or extended), or null. */
+  quiet(nowMs: number): string | null {
+    const pause = usEquityDataPause(nowMs);
+    return pause === null ? null : `US equity market closed: ${pause}`;
+  }
+
   status(): AlpacaSessionStatus {
     return {
       state: this.#state,
