@@ -544,8 +544,9 @@ Deno.test("the shipped sample capture is what the builder makes from the fixture
   assert.deepEqual(kraken.map((record) => record.f), raw.slice(1)); // raw line 1 is the request sent
 });
 
-Deno.test("the sample capture replays through the real venue sessions", async () => {
-  const config = configSchema.parse({
+/** A configuration with the venues and symbols of `captures/sample.ndjson`. */
+function sampleCaptureConfig() {
+  return configSchema.parse({
     exchanges: {
       binance: { symbols: ["NKN-USDT", "BLZ-ETH", "LRC-BTC", "RUNE-EUR"] },
       coinbase: { symbols: ["BTC-USD", "ETH-USD"] },
@@ -558,6 +559,10 @@ Deno.test("the sample capture replays through the real venue sessions", async ()
       },
     },
   });
+}
+
+Deno.test("the sample capture replays through the real venue sessions", async () => {
+  const config = sampleCaptureConfig();
   const sessions = createSessions(config);
   const played = await play(
     new URL("../captures/sample.ndjson", import.meta.url).pathname,
@@ -694,19 +699,7 @@ Deno.test("retime: each frame's events carry the time it is replayed; events emi
 });
 
 Deno.test("the sample capture, retimed, looks live to the validator: only what the capture holds late is stale", async () => {
-  const config = configSchema.parse({
-    exchanges: {
-      binance: { symbols: ["NKN-USDT", "BLZ-ETH", "LRC-BTC", "RUNE-EUR"] },
-      coinbase: { symbols: ["BTC-USD", "ETH-USD"] },
-      kraken: { symbols: ["MINA-GBP"], book_depth: 25 },
-      alpaca: {
-        enabled: true,
-        key_id: "key",
-        secret_key: "secret",
-        symbols: ["AAPL", "AMD", "CLDR", "SPY", "VOO"],
-      },
-    },
-  });
+  const config = sampleCaptureConfig();
   const sample = new URL("../captures/sample.ndjson", import.meta.url).pathname;
   // The sessions stamp REST-built books with the system clock: the replay's clock starts there too.
   const clock = new RecordingClock(Date.now());
