@@ -721,6 +721,7 @@ class LiveFeed {
           output.error(message);
         },
         fetchText: (url) => this.#fetchText(url, connection.signal),
+        nowUs: () => this.#clock.now() * 1000,
         signal: connection.signal,
         log,
       };

@@ -50,6 +50,7 @@ function recordingIO(log: Logger = nullLogger) {
     resynced: () => assert.fail("the Alpaca session has no books"),
     error: (message) => void errors.push(message),
     fetchText: () => Promise.reject(new Error("no REST in this test")),
+    nowUs: () => Date.now() * 1000,
     signal: controller.signal,
     log,
   };

@@ -85,6 +85,11 @@ class FakeIO implements SessionIO {
     this.fetches.push(url);
     return this.respond(url);
   }
+  /** What `nowUs` answers; the wall clock unless a test sets it. */
+  now: () => number = () => Date.now() * 1000;
+  nowUs(): number {
+    return this.now();
+  }
   /** The connection closed: aborts the signal. */
   close(): void {
     this.#controller.abort(new Error("closed"));
@@ -170,11 +175,14 @@ Deno.test("binance session syncs the real NKNUSDT snapshot and 150 diffs", async
     for (const frame of NKN.slice(1, 6)) returned.push(...session.onFrame(frame, RX, io));
     assert.equal(returned.length, 0);
     assert.equal(session.status().books["NKN-USDT"]?.buffered_diffs, 5);
+    // The snapshot's book is stamped with the connection's time (a replay's recorded one).
+    io.now = () => RX + 7_000;
     answer(NKN[0]!);
     await waitFor(() => io.emitted.length === 1, 2_000, "snapshot event");
     const snapshot = io.emitted[0] as BookEvent;
     assert.equal(snapshot.action, "snapshot");
     assert.equal(snapshot.symbol, "NKN-USDT");
+    assert.equal(snapshot.ts_local, RX + 7_000);
     for (const frame of NKN.slice(6)) returned.push(...session.onFrame(frame, RX, io));
     assert.equal(returned.length, 145);
     assert.ok(returned.every((event) => event.kind === "book" && event.action === "delta"));

@@ -45,6 +45,7 @@ function recordingIO() {
     resynced: () => assert.fail("the Coinbase session resyncs by reconnecting"),
     error: (message) => void errors.push(message),
     fetchText: () => Promise.reject(new Error("no REST in this test")),
+    nowUs: () => Date.now() * 1000,
     signal: controller.signal,
     log: nullLogger,
   };

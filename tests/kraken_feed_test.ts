@@ -75,6 +75,9 @@ class FakeIO implements SessionIO {
   fetchText(): Promise<string> {
     return Promise.reject(new Error("Kraken sessions fetch nothing"));
   }
+  nowUs(): number {
+    return Date.now() * 1000;
+  }
 }
 
 /** Applies published book events to a book, as a consumer would. */

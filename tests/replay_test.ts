@@ -564,11 +564,8 @@ function sampleCaptureConfig() {
 Deno.test("the sample capture replays through the real venue sessions", async () => {
   const config = sampleCaptureConfig();
   const sessions = createSessions(config);
-  const played = await play(
-    new URL("../captures/sample.ndjson", import.meta.url).pathname,
-    sessions,
-    { publish_batch_ms: 2 },
-  );
+  const sample = new URL("../captures/sample.ndjson", import.meta.url).pathname;
+  const played = await play(sample, sessions, { publish_batch_ms: 2 });
   assert.equal(played.stats.malformed, 0);
   assert.equal(played.stats.skipped, 0);
   assert.equal(played.stats.rest, 4);
@@ -595,6 +592,19 @@ Deno.test("the sample capture replays through the real venue sessions", async ()
   }
   assert.equal(played.status.feed("kraken").resyncs, 0, "every Kraken checksum verifies");
   assert.equal(played.status.feed("coinbase").resyncs, 0, "no Coinbase sequence gap");
+  // Every event carries a time of the capture — the books built on REST answers too.
+  const recorded = (await Deno.readTextFile(sample)).trimEnd().split("\n").map(parseCaptureLine)
+    .flatMap((record) => "t" in record ? [record.t] : []);
+  const last = Math.max(...recorded);
+  const first = Math.min(...recorded);
+  for (const [, events] of played.batches) {
+    for (const event of events) {
+      assert.ok(
+        event.ts_local >= first && event.ts_local <= last,
+        JSON.stringify(event).slice(0, 200),
+      );
+    }
+  }
 });
 
 Deno.test("shiftEvents moves copies: times by the shift, a bar's start by its whole minutes", () => {
@@ -649,37 +659,41 @@ Deno.test("shiftEvents moves copies: times by the shift, a bar's start by its wh
   assert.equal(shiftEvents(same, 0), same);
 });
 
-Deno.test("retime: each frame's events carry the time it is replayed; events emitted outside frames keep theirs", async () => {
+Deno.test("retime: events carry the time they are replayed; without it, the recorded one — REST-built ones too", async () => {
   const url = "http://venue/snapshot";
   const file = await writeCapture([
     trade(T0, 1),
     { t: T0 + 400_000, x: "binance", rest: url, f: JSON.stringify({ p: "9.5", id: 99 }) },
     trade(T0 + 1_000_000, 2),
   ]);
-  const session = new TradeSession(uniqueSymbol());
-  const STAMPED = 1_800_000_000_400_000; // what the session's own clock said
-  // On open, the session asks for a snapshot and emits a trade from it when it comes.
-  session.onOpenHook = (io) => {
-    void io.fetchText(url).then((body) => {
-      const data = JSON.parse(body) as { p: string; id: number };
-      io.emit([{
-        kind: "trade",
-        exchange: "binance",
-        symbol: session.symbol,
-        venue_symbol: session.symbol,
-        ts_exchange: STAMPED,
-        ts_local: STAMPED,
-        trade_id: String(data.id),
-        price: data.p,
-        qty: "1",
-        side: "buy",
-      }]);
-    }, () => {});
+  // On open, a session asks for a snapshot and emits a trade from it when it comes, stamped
+  // with the connection's time (as the Binance session stamps the book it builds).
+  const snapshotSession = () => {
+    const session = new TradeSession(uniqueSymbol());
+    session.onOpenHook = (io) => {
+      void io.fetchText(url).then((body) => {
+        const data = JSON.parse(body) as { p: string; id: number };
+        const now = io.nowUs();
+        io.emit([{
+          kind: "trade",
+          exchange: "binance",
+          symbol: session.symbol,
+          venue_symbol: session.symbol,
+          ts_exchange: now,
+          ts_local: now,
+          trade_id: String(data.id),
+          price: data.p,
+          qty: "1",
+          side: "buy",
+        }]);
+      }, () => {});
+    };
+    return session;
   };
   try {
     const start = 1_800_000_000_000; // ms
     const clock = new RecordingClock(start);
-    const played = await play(file, [session], { clock, speed: 1, retime: true });
+    const played = await play(file, [snapshotSession()], { clock, speed: 1, retime: true });
     const events = played.batches.flatMap(([, batch]) => batch);
     const byId = new Map(events.map((event) => [(event as TradeEvent).trade_id, event]));
     // Paced at speed 1, each line is played as much later as it was recorded.
@@ -688,11 +702,17 @@ Deno.test("retime: each frame's events carry the time it is replayed; events emi
     assert.equal(byId.get("1")!.ts_local, nowUs);
     assert.equal(byId.get("1")!.ts_exchange, nowUs - 2_000, "the recorded latency stays");
     assert.equal(byId.get("2")!.ts_local, nowUs + 1_000_000);
-    assert.equal(byId.get("99")!.ts_local, STAMPED);
-    // Without retime, the recorded times.
-    const plain = await play(file, [new TradeSession(uniqueSymbol())], { speed: 0 });
-    const first = plain.batches.flatMap(([, batch]) => batch)[0]!;
-    assert.equal(first.ts_local, T0);
+    // The snapshot's trade: the clock's time when its answer was played.
+    assert.equal(byId.get("99")!.ts_local, nowUs + 400_000);
+    // Without retime, the recorded times — the snapshot's too.
+    const plain = await play(file, [snapshotSession()], { speed: 0 });
+    const plainById = new Map(
+      plain.batches.flatMap(([, batch]) => batch).map((
+        event,
+      ) => [(event as TradeEvent).trade_id, event]),
+    );
+    assert.equal(plainById.get("1")!.ts_local, T0);
+    assert.equal(plainById.get("99")!.ts_local, T0 + 400_000);
   } finally {
     await Deno.remove(file);
   }
@@ -701,8 +721,7 @@ Deno.test("retime: each frame's events carry the time it is replayed; events emi
 Deno.test("the sample capture, retimed, looks live to the validator: only what the capture holds late is stale", async () => {
   const config = sampleCaptureConfig();
   const sample = new URL("../captures/sample.ndjson", import.meta.url).pathname;
-  // The sessions stamp REST-built books with the system clock: the replay's clock starts there too.
-  const clock = new RecordingClock(Date.now());
+  const clock = new RecordingClock(1_800_000_000_000);
   const retimed = await play(sample, createSessions(config), { clock, retime: true });
   const plain = await play(sample, createSessions(config), {});
   const count = (played: Played) => played.batches.reduce((n, [, batch]) => n + batch.length, 0);
@@ -710,7 +729,7 @@ Deno.test("the sample capture, retimed, looks live to the validator: only what t
   // The engine's validator with its live limits (max_lag_ms 120 s, max_future_ms 5 s).
   const limits = config.validator;
   const validator = new Validator(limits);
-  const nowUs = Date.now() * 1000;
+  const nowUs = clock.now() * 1000;
   const outside = retimed.batches
     .flatMap(([, batch]) => validator.validate(batch, nowUs).rejected)
     .filter((rejection) => rejection.reason === "stale" || rejection.reason === "future");

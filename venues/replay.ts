@@ -470,6 +470,8 @@ class Replay {
   readonly #skippedExchanges = new Set<string>();
   #rest = new RecordedRest();
   #reconnects = 0;
+  /** The recorded time (µs) of the line being played. */
+  #recordedUs = 0;
   #fatal: { error: unknown } | null = null;
 
   constructor(
@@ -605,6 +607,7 @@ class Replay {
             }
           }
         }
+        this.#recordedUs = record.t;
         if ("rest" in record) {
           this.#stats.rest++;
           // Let the session take the answer before the next frame, as a live fetch would.
@@ -666,6 +669,7 @@ class Replay {
       resynced: (reason) => output.resynced(reason),
       error: (message) => output.error(message),
       fetchText: (url) => this.#rest.fetch(url, connection.signal),
+      nowUs: () => this.#retime ? this.#clock.now() * 1000 : this.#recordedUs,
       signal: connection.signal,
       log: this.#log.child({ exchange }),
     };

@@ -31,6 +31,13 @@ export interface SessionIO {
   error(message: string): void;
   /** GETs `url` and resolves with the body; rejects on a non-2xx status or network error. */
   fetchText(url: string): Promise<string>;
+  /**
+   * When data is received now, µs since the epoch, for stamping events made
+   * outside `onFrame` (a book built on a REST answer): the clock's time on a
+   * live connection; in a replay, the recorded time of what is being played
+   * (the clock's time with `retime`).
+   */
+  nowUs(): number;
   /** Aborts when the connection closes or the feed stops. */
   signal: AbortSignal;
   /** The feed's logger. */

@@ -488,7 +488,7 @@ export class BinanceSession implements VenueSession {
       }
       if (generation !== this.#generation) return;
       const snapshot = parseBinanceDepthSnapshot(body);
-      const result = slot.sync.onSnapshot(snapshot, this.#clock.now() * 1000);
+      const result = slot.sync.onSnapshot(snapshot, io.nowUs());
       if (result.status === "ok") {
         slot.attempts = 0;
         if (result.events.length > 0) {
