@@ -46,11 +46,12 @@
  *   recorded one: each frame's events move by (now − its recorded `t`), so
  *   `ts_local` is now and `ts_exchange` keeps its recorded distance to it; a
  *   bar's `start` moves by whole minutes (and its `ts_exchange` with it when
- *   the venue stamps bars with their start, as Alpaca does). Events a
- *   session emits outside a frame (a Binance book built on a REST snapshot)
- *   carry its own clock's time already and are left as they are. Prices
- *   then look as fresh as a live feed's: the paper broker and the risk
- *   checks can trade on them offline.
+ *   the venue stamps bars with their start, as Alpaca does). Prices then look
+ *   as fresh as a live feed's: the paper broker and the risk checks can
+ *   trade on them offline.
+ * - Events a session builds outside a frame (a Binance book on a REST
+ *   snapshot) carry `io.nowUs()`: the recorded time of the line being
+ *   played, or with `retime` the clock's time.
  *
  * @example
  * ```ts

@@ -240,13 +240,13 @@ export class AlpacaSession implements VenueSession {
     this.#resetConnection();
   }
 
-  /** Handshake state, acknowledged subscription, last error code and text, notices. */
   /** Why the stream is silent at `nowMs` (no US equity session, regular or extended), or null. */
   quiet(nowMs: number): string | null {
     const pause = usEquityDataPause(nowMs);
     return pause === null ? null : `US equity market closed: ${pause}`;
   }
 
+  /** Handshake state, acknowledged subscription, last error code and text, notices. */
   status(): AlpacaSessionStatus {
     return {
       state: this.#state,
