@@ -543,17 +543,15 @@ export class Validator {
     const state = this.#state(event.exchange, event.symbol);
     const { limits } = state;
     const ts = event.ts_exchange;
-    if (staleAt(event) < nowUs - limits.max_lag_ms * 1000) {
+    const lastTs = staleAt(event);
+    if (lastTs < nowUs - limits.max_lag_ms * 1000) {
+      const what = lastTs > ts ? `bar ending at ${lastTs}` : `ts_exchange ${ts}`;
       return {
         event,
         reason: "stale",
-        detail: event.kind === "bar" && event.start + intervalUs(event.interval) > ts
-          ? `bar ending at ${event.start + intervalUs(event.interval)} is ${
-            Math.round((nowUs - staleAt(event)) / 1000)
-          } ms behind now (max_lag_ms ${limits.max_lag_ms})`
-          : `ts_exchange ${ts} is ${
-            Math.round((nowUs - ts) / 1000)
-          } ms behind now (max_lag_ms ${limits.max_lag_ms})`,
+        detail: `${what} is ${
+          Math.round((nowUs - lastTs) / 1000)
+        } ms behind now (max_lag_ms ${limits.max_lag_ms})`,
       };
     }
     if (ts > nowUs + limits.max_future_ms * 1000) {
