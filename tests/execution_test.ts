@@ -291,6 +291,16 @@ function restingLimit(
   };
 }
 
+/** A signal buying 1 `symbol` at market, as the engine takes it in. */
+function marketBuy(
+  id: string,
+  symbol = "BTC-USDT",
+  strategy = "manual",
+  source: "nats" | "rest" = "rest",
+) {
+  return { body: { id, symbol, side: "buy", qty: "1" }, strategy, source };
+}
+
 function rulesOf(reasons: readonly RejectReason[]): string[] {
   return reasons.map((r) => "rule" in r ? r.rule : `path:${r.path}`);
 }
@@ -521,16 +531,8 @@ Deno.test("a market order whose only price is stale is refused, saying how old t
   await upsertSymbols(h.sql, [{ symbol: "ETH-USDT" }]);
   quote(h.cache, "ETH-USDT", "3000", "3001", Date.now() - 125_000);
   const [stale, never] = await h.engine.processSignals([
-    {
-      body: { id: "stale-1", symbol: "ETH-USDT", side: "buy", qty: "1" },
-      strategy: "s",
-      source: "rest",
-    },
-    {
-      body: { id: "stale-2", symbol: "SOL-USDT", side: "buy", qty: "1" },
-      strategy: "s",
-      source: "rest",
-    },
+    marketBuy("stale-1", "ETH-USDT", "s"),
+    marketBuy("stale-2", "SOL-USDT", "s"),
   ]);
   if (stale?.status !== "rejected" || never?.status !== "rejected") throw new Error("rejected");
   assert.deepEqual(stale.reasons, [{
@@ -544,13 +546,7 @@ Deno.test("a market order whose only price is stale is refused, saying how old t
   }]);
   // A fresh price now: the same order goes through.
   quote(h.cache, "ETH-USDT", "3000", "3001");
-  const [fresh] = await h.engine.processSignals([
-    {
-      body: { id: "stale-3", symbol: "ETH-USDT", side: "buy", qty: "1" },
-      strategy: "s",
-      source: "rest",
-    },
-  ]);
+  const [fresh] = await h.engine.processSignals([marketBuy("stale-3", "ETH-USDT", "s")]);
   assert.equal(fresh?.status, "accepted");
 });
 
@@ -576,11 +572,7 @@ Deno.test("signals of one batch count each other: the second cannot exceed max_o
 Deno.test("a batch decided while the one before commits counts its orders as open", async () => {
   await using h = await harness({ risk: (c) => ({ ...noLimits(c), max_open_orders: 1 }) });
   // The symbol's row exists (a first order creates it, in its own transaction) and no order rests.
-  const [warm] = await h.engine.processSignals([{
-    body: { id: "p-0", symbol: "BTC-USDT", side: "buy", qty: "1" },
-    strategy: "grid",
-    source: "nats",
-  }]);
+  const [warm] = await h.engine.processSignals([marketBuy("p-0", "BTC-USDT", "grid", "nats")]);
   if (warm?.status === "accepted") await waitForStatus(h.sql, warm.order.id, "filled");
   // Handed in back to back: the second is decided while the first commits.
   const first = h.engine.enqueueSignals([restingLimit("p-1", "sell", "60000")]);
@@ -909,11 +901,7 @@ Deno.test("cancelOrder cancels an open order and refuses a closed one", async ()
       strategy: "manual",
       source: "rest",
     },
-    {
-      body: { id: "m-1", symbol: "BTC-USDT", side: "buy", qty: "1" },
-      strategy: "manual",
-      source: "rest",
-    },
+    marketBuy("m-1"),
   ]);
   if (resting?.status !== "accepted" || market?.status !== "accepted") throw new Error("accepted");
   await waitForStatus(h.sql, resting.order.id, "submitted");
@@ -931,11 +919,7 @@ Deno.test("an order retrying against an unreachable broker can be cancelled befo
   });
   h.broker.failures.push(...Array<"before">(1000).fill("before"));
   const [outcome] = await h.engine.processSignals([
-    {
-      body: { id: "u-1", symbol: "BTC-USDT", side: "buy", qty: "1" },
-      strategy: "x",
-      source: "rest",
-    },
+    marketBuy("u-1", "BTC-USDT", "x"),
   ]);
   if (outcome?.status !== "accepted") throw new Error("accepted");
   await waitFor(() => h.broker.submits.length >= 2, 5_000, "submit retries");
@@ -955,11 +939,7 @@ Deno.test("an order retrying against an unreachable broker can be cancelled befo
 Deno.test("an illegal broker event raises an alert and changes nothing; the engine keeps working", async () => {
   await using h = await harness();
   const [outcome] = await h.engine.processSignals([
-    {
-      body: { id: "i-1", symbol: "BTC-USDT", side: "buy", qty: "1" },
-      strategy: "x",
-      source: "rest",
-    },
+    marketBuy("i-1", "BTC-USDT", "x"),
   ]);
   if (outcome?.status !== "accepted") throw new Error("accepted");
   const order = await waitForStatus(h.sql, outcome.order.id, "filled");
