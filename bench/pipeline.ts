@@ -172,6 +172,35 @@ async function storedRows(pipeline: Pipeline): Promise<number> {
   return Number(row?.n ?? 0);
 }
 
+/** The largest merge of `market_trades` ClickHouse is running now, or null. */
+async function largestMerge(pipeline: Pipeline): Promise<Merge | null> {
+  const result = await pipeline.clickhouse.query({
+    query: `SELECT total_size_bytes_compressed AS bytes, rows_read, progress, elapsed
+      FROM system.merges WHERE database = ${literal(pipeline.database)}
+        AND table = 'market_trades'
+      ORDER BY total_size_bytes_compressed DESC LIMIT 1`,
+    format: "JSONEachRow",
+  });
+  const [row] = await result.json<
+    { bytes: string; rows_read: string; progress: number; elapsed: number }
+  >();
+  if (row === undefined) return null;
+  const rowsRead = Number(row.rows_read);
+  return {
+    bytes: Number(row.bytes),
+    // Rows read so far over the share done: the source parts' rows, once it is under way.
+    rows: row.progress > 0 ? Math.round(rowsRead / row.progress) : rowsRead,
+    seconds: row.elapsed,
+  };
+}
+
+/** A ClickHouse merge: its source parts' compressed bytes and rows, and how long it has run. */
+interface Merge {
+  bytes: number;
+  rows: number;
+  seconds: number;
+}
+
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 }
@@ -240,11 +269,15 @@ async function burst() {
  * `--progress`: every 10 s of a steady run, on stderr, the worst tick-to-row
  * latency seen, RSS, and how far each stage is behind what the venue has
  * sent by then (frames received, events published, validated, rows stored)
- * and the CPU each part used over those 10 s — where a stall starts.
+ * and the CPU each part used over those 10 s — where a stall starts — and
+ * the largest merge of `market_trades` ClickHouse ran in them: at 150k
+ * trades/s, a merge of most of the table's rows comes every few minutes and
+ * takes a core for many seconds.
  */
 class Progress {
   #window = 0;
   #worst = 0;
+  #merge: Merge | null = null;
   #cpu: ReturnType<typeof cpuSeconds>;
   constructor(
     readonly pipeline: Pipeline,
@@ -275,13 +308,33 @@ class Progress {
             behind(status.validator.accepted)
           }, stored ${behind(stored)}; cores: main ${cores("main")}, workers ${
             cores("workers")
-          }, V8 ${cores("v8")}, nats-server ${cores("nats")}, ClickHouse ${cores("clickhouse")}`,
+          }, V8 ${cores("v8")}, nats-server ${cores("nats")}, ClickHouse ${
+            cores("clickhouse")
+          }; largest merge ${describeMerge(this.#merge)}`,
       );
       this.#window = window;
       this.#worst = 0;
+      this.#merge = null;
     }
     this.#worst = Math.max(this.#worst, ms);
   }
+
+  /** Keeps the largest merge seen running in this window. */
+  merge(merge: Merge | null): void {
+    if (merge !== null && (this.#merge === null || merge.bytes >= this.#merge.bytes)) {
+      this.#merge = merge;
+    }
+  }
+}
+
+function describeMerge(merge: Merge | null): string {
+  if (merge === null) return "none";
+  const rows = merge.rows >= 1e6
+    ? `${(merge.rows / 1e6).toFixed(1)}M`
+    : `${Math.round(merge.rows / 1e3)}k`;
+  return `${rows} rows (${(merge.bytes / 2 ** 20).toFixed(0)} MiB), running ${
+    merge.seconds.toFixed(1)
+  } s`;
 }
 
 async function steady() {
@@ -302,6 +355,7 @@ async function steady() {
   const pids = { venue: venue.pid, nats: pipeline.nats.pid };
   const cpuStart = cpuSeconds(pids);
   let progress: Progress | null = null;
+  let mergeCheckedUs = 0;
   for (;;) {
     const feed = pipeline.status.feed("binance");
     if (!connected && feed.frames > 0) connected = feed.connected_at ?? 0;
@@ -314,6 +368,10 @@ async function steady() {
     const [row] = await result.json<{ t: string; e: string; n: string }>();
     const nowUs = Date.now() * 1000;
     const stored = await storedRows(pipeline);
+    if (progress !== null && nowUs - mergeCheckedUs >= 500_000) {
+      mergeCheckedUs = nowUs;
+      progress.merge(await largestMerge(pipeline));
+    }
     if (Number(row?.n) > 0) {
       const ms = (nowUs - Number(row!.t)) / 1000;
       samples.push(ms);
