@@ -362,6 +362,28 @@ Deno.test("a valid signal is stored pending, submitted and filled once, its fill
   assert.equal((await listUnresolvedAlerts(h.sql)).length, 0);
 });
 
+Deno.test("an order's submit and fill are stored by one write even when a batch limit falls between them", async () => {
+  // One update per batch: before, the submit went alone and the order row was written twice.
+  await using h = await harness({ engine: { event_batch_max: 1 } });
+  await h.sql.unsafe(`
+    CREATE TABLE order_writes (order_id bigint, status order_status);
+    CREATE FUNCTION record_order_write() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN INSERT INTO order_writes VALUES (NEW.id, NEW.status); RETURN NEW; END $$;
+    CREATE TRIGGER record_order_writes AFTER UPDATE ON orders
+      FOR EACH ROW EXECUTE FUNCTION record_order_write();`);
+  const outcomes = await h.engine.processSignals(["w-1", "w-2", "w-3"].map((id) => marketBuy(id)));
+  const ids = outcomes.map((outcome) => {
+    assert.equal(outcome.status, "accepted");
+    return outcome.status === "accepted" ? outcome.order.id : "";
+  });
+  for (const id of ids) await waitForStatus(h.sql, id, "filled");
+  await h.engine.idle();
+  const writes = await h.sql<{ order_id: string; status: string }[]>`
+    SELECT order_id::text, status::text FROM order_writes ORDER BY order_id`;
+  assert.deepEqual([...writes], ids.map((id) => ({ order_id: id, status: "filled" })));
+  assert.equal(h.subjects("orders.submitted.").length, 3);
+});
+
 Deno.test("an invalid signal is recorded as rejected with every reason and a reject event", async () => {
   await using h = await harness();
   const body = { id: "bad-1", symbol: "btc", side: "hold", qty: -1, type: "limit" };

@@ -157,6 +157,7 @@ import {
   signalsRejectedSubject,
 } from "./signals_stream.ts";
 import { assertPositiveInteger } from "../lib/assert.ts";
+import { takeKeyedBatch } from "../lib/keyed_batch.ts";
 
 /** Who the engine writes rows as (`created_by` / `updated_by`). */
 export const DEFAULT_EXECUTION_ACTOR = "execution";
@@ -436,6 +437,11 @@ type Update =
   | { kind: "refused"; coid: string; reason: string }
   | { kind: "local_cancel"; coid: string; reason: string }
   | { kind: "event"; broker: string; event: BrokerEvent };
+
+/** The client order id an update is for. */
+function coidOf(update: Update): string {
+  return update.kind === "event" ? update.event.client_order_id : update.coid;
+}
 
 /** A signal after parsing and keying. */
 interface Prepared {
@@ -1460,7 +1466,7 @@ export class ExecutionEngine {
   // -- the writer queue -------------------------------------------------------
 
   #enqueue(update: Update): void {
-    const coid = update.kind === "event" ? update.event.client_order_id : update.coid;
+    const coid = coidOf(update);
     const lane = this.#lanes[laneOf(coid, this.#lanes.length)]!;
     lane.updates.push(update);
     if (lane.draining === null) {
@@ -1471,15 +1477,18 @@ export class ExecutionEngine {
   }
 
   async #drain(lane: { updates: Update[] }): Promise<void> {
-    // After a submit, wait a macrotask: the broker's events for it (the paper broker emits
-    // them from a `setImmediate` scheduled before `submit` resolved, so it runs first) share
-    // the transaction that stores the submit. `setImmediate`, not `setTimeout(0)`: no timer
-    // delay (~1–3 ms). Other updates (a broker's stream) are stored at once.
-    if (lane.updates[0]?.kind === "submitted") {
-      await new Promise((resolve) => setImmediate(resolve));
-    }
     while (lane.updates.length > 0) {
-      const batch = lane.updates.splice(0, this.#eventBatchMax);
+      // Before a batch that holds a submit, wait a macrotask: the broker's events for it (the
+      // paper broker emits them from a `setImmediate` scheduled before `submit` resolved, so
+      // it runs first) then share the transaction that stores the submit, and the order is
+      // written once, not as submitted and then again as filled. Also between batches: in a
+      // burst, the orders submitted while a statement ran would otherwise go without their
+      // fills. `setImmediate`, not `setTimeout(0)`: no timer delay (~1–3 ms). Other updates
+      // (a broker's stream) are stored at once.
+      if (lane.updates.some((update) => update.kind === "submitted")) {
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      const batch = takeKeyedBatch(lane.updates, this.#eventBatchMax, coidOf);
       if (!await this.#applyWithRetry(batch)) {
         // Stopping: what is not stored is recovered by the next start's reconciliation.
         lane.updates.length = 0;
@@ -1553,7 +1562,7 @@ export class ExecutionEngine {
     const orders = new Map<string, Order>();
     const relevant: Update[] = [];
     for (const update of batch) {
-      const coid = update.kind === "event" ? update.event.client_order_id : update.coid;
+      const coid = coidOf(update);
       const tracked = this.#open.get(coid);
       if (tracked !== undefined) {
         if (!orders.has(coid)) orders.set(coid, tracked.row);
@@ -1762,7 +1771,7 @@ export class ExecutionEngine {
       }
     };
     for (const update of batch) {
-      const coid = update.kind === "event" ? update.event.client_order_id : update.coid;
+      const coid = coidOf(update);
       const draft = draftOf(coid);
       if (draft === null) {
         alerts.push({
