@@ -167,7 +167,10 @@ export const DEFAULT_SUBMIT_RETRY_INITIAL_MS = 200;
 export const DEFAULT_SUBMIT_RETRY_MAX_MS = 10_000;
 /** Most broker calls in flight per broker (submits, lookups, cancels). */
 export const DEFAULT_BROKER_CONCURRENCY = 64;
-/** Most broker events and submit results applied in one transaction. */
+/**
+ * Broker events and submit results applied in one transaction, plus the
+ * other queued updates of their orders (`takeKeyedBatch`).
+ */
 export const DEFAULT_EVENT_BATCH_MAX = 2_000;
 /**
  * Writer-queue lanes: transactions storing broker updates at once (each order
@@ -313,7 +316,10 @@ export interface ExecutionEngineOptions {
   submit_retry_max_ms?: number | undefined;
   /** Most broker calls in flight per broker. @default {DEFAULT_BROKER_CONCURRENCY} */
   broker_concurrency?: number | undefined;
-  /** Most updates applied in one transaction. @default {DEFAULT_EVENT_BATCH_MAX} */
+  /**
+   * Updates applied in one transaction: this many, plus the other queued
+   * updates of their orders (an order is not cut apart). @default {DEFAULT_EVENT_BATCH_MAX}
+   */
   event_batch_max?: number | undefined;
   /**
    * Writer-queue lanes: updates of different orders (by client order id)
