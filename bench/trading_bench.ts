@@ -11,11 +11,12 @@
  *   (the tracker publishes it after committing the position), split into
  *   three stages at the instants PostgreSQL records as `now()` of the
  *   statement storing the signal and order and of the one storing the fill;
- * - sustained signals/s: a burst published at once, from the first publish
- *   to the last fill applied to the position, with the engine's average batch
- *   size, the CPU each signal cost the engine, PostgreSQL and nats-server —
- *   and a check that exactly-once held (one signal row, one order, one fill
- *   per signal);
+ * - sustained signals/s: a burst published at once (`--burst`, default
+ *   50,000: long enough for the fills, which trail the signals, to set the
+ *   rate), from the first publish to the last fill applied to the position,
+ *   with the engine's average batch size, the CPU each signal cost the
+ *   engine, PostgreSQL and nats-server — and a check that exactly-once held
+ *   (one signal row, one order, one fill per signal);
  * - floors: a NATS request round trip, a JetStream publish ack, one
  *   PostgreSQL insert + commit (p50/p99 each). The path above needs at least
  *   two commits (signal+order before the broker is called; fill, order and
@@ -354,7 +355,7 @@ const args = new Map(
 );
 const options: TradingBenchOptions = {
   latency: Number(args.get("latency") ?? "500"),
-  burst: Number(args.get("burst") ?? "10000"),
+  burst: Number(args.get("burst") ?? "50000"),
   floors: Number(args.get("floors") ?? "1000"),
   batch: Number(args.get("batch") ?? "500"),
 };
