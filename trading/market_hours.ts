@@ -158,14 +158,9 @@ export function usEquitySession(date: string): UsEquitySession | null {
  * ```
  */
 export function isUsEquityMarketOpen(nowMs: number): UsEquityMarketClock {
-  if (!Number.isFinite(nowMs)) return { open: false, reason: `invalid time ${nowMs}` };
-  const localDay = startOfDay(nowMs + newYorkOffsetMinutes(nowMs) * MINUTE_MS);
-  const year = new Date(localDay).getUTCFullYear();
-  if (year < NYSE_FIRST_YEAR || year > NYSE_LAST_YEAR) {
-    return { open: false, reason: `no NYSE calendar for ${year}` };
-  }
-  const calendar = calendarOf(year);
-  const today = sessionOf(localDay, calendar);
+  const day = tradingDayAt(nowMs);
+  if (typeof day === "string") return { open: false, reason: day };
+  const { localDay, today } = day;
   if (today !== null && nowMs >= today.open_ms && nowMs < today.close_ms) {
     const next = nextSession(localDay + DAY_MS);
     const clock: UsEquityMarketClock = { open: true, next_close: today.close_ms };
@@ -201,11 +196,9 @@ const AFTER_HOURS_MS = 240 * MINUTE_MS;
  * ```
  */
 export function usEquityDataPause(nowMs: number): string | null {
-  if (!Number.isFinite(nowMs)) return `invalid time ${nowMs}`;
-  const localDay = startOfDay(nowMs + newYorkOffsetMinutes(nowMs) * MINUTE_MS);
-  const year = new Date(localDay).getUTCFullYear();
-  if (year < NYSE_FIRST_YEAR || year > NYSE_LAST_YEAR) return `no NYSE calendar for ${year}`;
-  const today = sessionOf(localDay, calendarOf(year));
+  const day = tradingDayAt(nowMs);
+  if (typeof day === "string") return day;
+  const { localDay, today } = day;
   if (today === null) return closedReason(localDay, today, nowMs);
   if (nowMs < today.open_ms - PRE_MARKET_MS) return "before the pre-market at 04:00 ET";
   if (nowMs >= today.close_ms + AFTER_HOURS_MS) {
@@ -214,6 +207,21 @@ export function usEquityDataPause(nowMs: number): string | null {
       : "after the after-hours session (until 20:00 ET)";
   }
   return null;
+}
+
+/**
+ * The New York date `nowMs` falls on (its midnight, as a UTC timestamp) and
+ * that day's regular session (null when the market does not open); or, when
+ * the calendar cannot tell, why: an invalid time or a year it does not cover.
+ */
+function tradingDayAt(
+  nowMs: number,
+): { localDay: number; today: UsEquitySession | null } | string {
+  if (!Number.isFinite(nowMs)) return `invalid time ${nowMs}`;
+  const localDay = startOfDay(nowMs + newYorkOffsetMinutes(nowMs) * MINUTE_MS);
+  const year = new Date(localDay).getUTCFullYear();
+  if (year < NYSE_FIRST_YEAR || year > NYSE_LAST_YEAR) return `no NYSE calendar for ${year}`;
+  return { localDay, today: sessionOf(localDay, calendarOf(year)) };
 }
 
 interface YearCalendar {
