@@ -49,11 +49,9 @@ const WRITER_WORKER = args.get("writer") !== "main";
 /** `--progress` prints the steady run's figures every 10 s (see {@linkcode Progress}). */
 const PROGRESS = args.has("progress");
 /** `--flush-interval-ms=N`: the writer's flush interval (default: the engine's, not the tests'). */
-const FLUSH_INTERVAL_MS = args.get("flush-interval-ms") ??
-  String(DEFAULT_CONFIG.writer.flush_interval_ms);
+const FLUSH_INTERVAL_MS = count("flush-interval-ms", DEFAULT_CONFIG.writer.flush_interval_ms, 1);
 /** `--duplicate-window=N`: trade ids the validator remembers per symbol (default: the engine's). */
-const DUPLICATE_WINDOW = args.get("duplicate-window") ??
-  String(DEFAULT_CONFIG.validator.duplicate_window);
+const DUPLICATE_WINDOW = count("duplicate-window", DEFAULT_CONFIG.validator.duplicate_window, 1);
 
 async function startVenue(trades: number, rate: number) {
   const child = new Deno.Command(Deno.execPath(), {
@@ -148,8 +146,8 @@ function startPipeline(venueUrl: string) {
     env: {
       TRADEWIRE_EXCHANGES__BINANCE__WS_URL: venueUrl,
       TRADEWIRE_WRITER__WORKER: String(WRITER_WORKER),
-      TRADEWIRE_WRITER__FLUSH_INTERVAL_MS: FLUSH_INTERVAL_MS,
-      TRADEWIRE_VALIDATOR__DUPLICATE_WINDOW: DUPLICATE_WINDOW,
+      TRADEWIRE_WRITER__FLUSH_INTERVAL_MS: String(FLUSH_INTERVAL_MS),
+      TRADEWIRE_VALIDATOR__DUPLICATE_WINDOW: String(DUPLICATE_WINDOW),
     },
   });
 }
