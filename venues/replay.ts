@@ -442,8 +442,6 @@ interface Venue {
   session: VenueSession;
   /** What frames are parsed with: `session`, or with `retime` a wrapper moving its events. */
   parser: VenueSession;
-  /** With `retime`, how far (µs) the current frame's events move. */
-  shiftUs: number;
   status: FeedStatus;
   output: FeedOutput;
   io: SessionIO | null;
@@ -507,19 +505,16 @@ class Replay {
         log: this.#log,
         onFatal: (error) => this.#fail(error),
       });
-      const venue: Venue = {
+      this.#venues.set(session.exchange, {
         session,
-        parser: session,
-        shiftUs: 0,
+        parser: this.#retime ? retimedParser(session, this.#clock) : session,
         status,
         output,
         io: null,
         connection: null,
         reconnect: null,
         lastTickUs: null,
-      };
-      if (this.#retime) venue.parser = retimedParser(session, () => venue.shiftUs);
-      this.#venues.set(session.exchange, venue);
+      });
     }
   }
 
@@ -628,7 +623,6 @@ class Replay {
   #frame(venue: Venue, record: CaptureFrame): void {
     const io = venue.io!;
     this.#stats.frames++;
-    if (this.#retime) venue.shiftUs = this.#clock.now() * 1000 - record.t;
     venue.output.frame(venue.parser, record.f, record.t, io);
     if (venue.lastTickUs === null) {
       venue.lastTickUs = record.t;
@@ -734,14 +728,17 @@ class Replay {
   }
 }
 
-/** `session`, parsing frames into events moved `shiftUs()` µs later ({@linkcode shiftEvents}). */
-function retimedParser(session: VenueSession, shiftUs: () => number): VenueSession {
+/**
+ * `session`, parsing each frame into events moved from the time it was
+ * received (as recorded) to `clock`'s now ({@linkcode shiftEvents}).
+ */
+function retimedParser(session: VenueSession, clock: Clock): VenueSession {
   return {
     exchange: session.exchange,
     url: () => session.url(),
     onOpen: (io) => session.onOpen(io),
     onFrame: (frame, receivedUs, io) =>
-      shiftEvents(session.onFrame(frame, receivedUs, io), shiftUs()),
+      shiftEvents(session.onFrame(frame, receivedUs, io), clock.now() * 1000 - receivedUs),
     onClose: () => session.onClose(),
     status: () => session.status(),
   };
