@@ -424,6 +424,59 @@ Deno.test("an invalid signal is recorded as rejected with every reason and a rej
   assert.deepEqual(rulesOf(text.reasons), ["path:"]);
 });
 
+Deno.test("a body holding U+0000 (which jsonb refuses) is recorded as rejected, and its batch is stored", async () => {
+  await using h = await harness();
+  const input = (body: unknown, key: string) => ({
+    body,
+    strategy: "momentum",
+    source: "nats" as const,
+    key,
+  });
+  const nulReason = {
+    id: "nul-1",
+    symbol: "BTC-USDT",
+    side: "buy",
+    qty: "0.5",
+    reason: "a\u0000b",
+  };
+  const nulKey = { id: "nul-2", symbol: "BTC-USDT", side: "buy", qty: "0.5", "x\u0000": 1 };
+  const nulSymbol = { id: "nul-3", symbol: "BTC\u0000USDT", side: "buy", qty: "0.5" };
+  const outcomes = await h.engine.processSignals([
+    input(nulReason, "js-1"),
+    input(nulKey, "js-2"),
+    input(nulSymbol, "js-3"),
+    input("not json \u0000", "js-4"),
+    input({ id: "ok-1", symbol: "BTC-USDT", side: "buy", qty: "0.5" }, "js-5"),
+  ]);
+  assert.deepEqual(outcomes.map((o) => o.status), [
+    "rejected",
+    "rejected",
+    "rejected",
+    "rejected",
+    "accepted",
+  ]);
+  const first = outcomes[0]!;
+  if (first.status !== "rejected") return;
+  assert.deepEqual(first.reasons.map((r) => r.message), [
+    "reason must not contain NUL characters (U+0000)",
+  ]);
+  const rows = new Map(
+    (await listSignals(h.sql, { limit: 10 })).items.map((r) => [r.client_signal_id, r]),
+  );
+  assert.deepEqual([...rows.values()].map((r) => [r.client_signal_id, r.status, r.symbol]).sort(), [
+    ["js-4", "rejected", null],
+    ["nul-1", "rejected", "BTC-USDT"],
+    ["nul-2", "rejected", "BTC-USDT"],
+    ["nul-3", "rejected", null],
+    ["ok-1", "accepted", "BTC-USDT"],
+  ]);
+  // Kept exactly, as JSON text: jsonb cannot hold the character itself.
+  assert.deepEqual(rows.get("nul-1")!.payload, { raw: JSON.stringify(nulReason) });
+  assert.deepEqual(JSON.parse((rows.get("nul-2")!.payload as { raw: string }).raw), nulKey);
+  assert.deepEqual(rows.get("js-4")!.payload, { raw: JSON.stringify("not json \u0000") });
+  assert.equal((await h.orders()).length, 1);
+});
+
 Deno.test("each risk rule refuses an order and names itself", async () => {
   const SATURDAY = Date.UTC(2025, 0, 4, 15, 0, 0); // NYSE closed
   const fixed: Clock = { now: () => SATURDAY, sleep: systemClock.sleep };

@@ -503,6 +503,35 @@ const decoderless = (value: unknown): unknown =>
     ? { raw: value ?? null }
     : value;
 
+/** Whether a string or key anywhere in `value` (parsed JSON) holds U+0000. */
+function holdsNul(value: unknown): boolean {
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const item = stack.pop();
+    if (typeof item === "string") {
+      if (item.includes("\u0000")) return true;
+    } else if (Array.isArray(item)) {
+      stack.push(...item);
+    } else if (typeof item === "object" && item !== null) {
+      for (const [key, child] of Object.entries(item)) {
+        if (key.includes("\u0000")) return true;
+        stack.push(child);
+      }
+    }
+  }
+  return false;
+}
+
+/**
+ * A signal body as the `signals.payload` column can hold it: PostgreSQL's
+ * jsonb refuses U+0000 in any string or key, and one such body would fail the
+ * statement storing its whole batch. Such a body is kept as its JSON text
+ * (`{ raw: "…\\u0000…" }`), exact; any other as it came.
+ */
+function storablePayload(body: unknown): unknown {
+  return holdsNul(body) ? { raw: JSON.stringify(body ?? null) } : decoderless(body);
+}
+
 function fillKey(orderId: string, fillId: string): string {
   return `${orderId}\u0000${fillId}`;
 }
@@ -1019,14 +1048,16 @@ export class ExecutionEngine {
         ? input.strategy
         : DEFAULT_SIGNAL_STRATEGY;
       if (typeof raw.id === "string" && SIGNAL_ID_PATTERN.test(raw.id)) clientSignalId = raw.id;
-      if (typeof raw.symbol === "string" && raw.symbol.length <= 64) symbol = raw.symbol;
+      if (
+        typeof raw.symbol === "string" && raw.symbol.length <= 64 && !raw.symbol.includes("\u0000")
+      ) symbol = raw.symbol;
     }
     return {
       input,
       strategy,
       clientSignalId: clientSignalId ?? input.key ?? crypto.randomUUID(),
       symbol,
-      payload: decoderless(body),
+      payload: storablePayload(body),
       receivedAt: input.receivedAt ?? new Date(this.#clock.now()),
       parsed,
     };

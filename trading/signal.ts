@@ -196,6 +196,8 @@ export const SignalBodySchema = z.strictObject({
   reason: optional(
     z.string({ error: "reason must be a string" }).max(MAX_REASON_LENGTH, {
       error: `reason must be at most ${MAX_REASON_LENGTH} characters`,
+    }).refine((reason) => !reason.includes("\u0000"), {
+      error: "reason must not contain NUL characters (U+0000)",
     }),
   ),
   exchange: optional(choice("exchange", EXCHANGES)),
@@ -378,7 +380,10 @@ function acceptSignal(input: unknown, defaults: SignalDefaults): Signal | null {
   const name = strategy ?? defaults.strategy ?? DEFAULT_SIGNAL_STRATEGY;
   if (typeof name !== "string" || !STRATEGY_PATTERN.test(name)) return null;
   const { reason, exchange, broker } = body;
-  if (!absent(reason) && (typeof reason !== "string" || reason.length > MAX_REASON_LENGTH)) {
+  if (
+    !absent(reason) &&
+    (typeof reason !== "string" || reason.length > MAX_REASON_LENGTH || reason.includes("\u0000"))
+  ) {
     return null;
   }
   if (!absent(exchange) && !EXCHANGE_SET.has(exchange)) return null;
