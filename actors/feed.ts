@@ -60,7 +60,12 @@ import { encodeJson } from "../adapters/codec.ts";
 import { backoffDelay } from "../lib/backoff.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { type Logger, nullLogger } from "../lib/log.ts";
-import { type Exchange, MalformedFrameError, type MarketEvent } from "../market/events.ts";
+import {
+  CANONICAL_SYMBOL_PATTERN,
+  type Exchange,
+  MalformedFrameError,
+  type MarketEvent,
+} from "../market/events.ts";
 import type { FeedStatus, MarketStatus } from "../market/status.ts";
 import { type DeadLetter, dlqSubject, subjectOf } from "../market/subjects.ts";
 import type { SessionIO, VenueSession } from "../venues/session.ts";
@@ -85,6 +90,8 @@ export const DEFAULT_TICK_MS = 1_000;
 export const DEFAULT_CLOSE_TIMEOUT_MS = 2_000;
 /** Longest frame text (characters) copied into a dead letter; longer ones are cut. */
 export const DEFAULT_DEAD_LETTER_FRAME_MAX = 65_536;
+/** Longest detail text (characters) of a dead letter; a longer one is cut. */
+export const DEAD_LETTER_DETAIL_MAX = 1_024;
 /** NATS payload limit assumed when the server has not said (bytes). */
 export const DEFAULT_MAX_PAYLOAD = 1_048_576;
 /** Shortest interval (ms) between two "malformed frame" warnings of one feed; others are debug. */
@@ -228,6 +235,8 @@ export class FeedOutput {
   readonly #batches = new Map<string, Map<string, Batch>>();
   readonly #foreign = new Map<string, Batch>();
   readonly #pending: Batch[] = [];
+  /** Symbols seen to be canonical (most of a feed's events hit this set, not the pattern). */
+  readonly #goodSymbols = new Set<string>();
   readonly #timerAbort = new AbortController();
   #timerArmed = false;
   #closed = false;
@@ -274,8 +283,40 @@ export class FeedOutput {
       this.malformed(frame, errorDetail(error), { error });
       return;
     }
-    if (events.length > 0) this.push(events);
+    if (events.length > 0) {
+      const bad = this.#badSymbols(events);
+      if (bad !== null) {
+        // The rest of the frame is published; the frame itself, whole, is dead-lettered.
+        events = events.filter((event) => !bad.has(event.symbol));
+        this.malformed(
+          frame,
+          `Not a canonical symbol: ${[...bad].map((s) => JSON.stringify(s)).join(", ")}`,
+          { reason: "bad_symbol" },
+        );
+      }
+      if (events.length > 0) this.push(events);
+    }
     if (this.#batchMs === 0) this.flush();
+  }
+
+  /**
+   * The symbols of `events` that are not canonical (their subjects would be
+   * invalid, e.g. one holding a space), or null when all are.
+   */
+  #badSymbols(events: readonly MarketEvent[]): Set<string> | null {
+    const good = this.#goodSymbols;
+    let bad: Set<string> | null = null;
+    for (const event of events) {
+      const symbol = event.symbol;
+      if (good.has(symbol)) continue;
+      if (typeof symbol === "string" && CANONICAL_SYMBOL_PATTERN.test(symbol)) {
+        if (good.size >= 10_000) good.clear();
+        good.add(symbol);
+      } else {
+        (bad ??= new Set()).add(symbol);
+      }
+    }
+    return bad;
   }
 
   /** Queues events produced outside a frame (e.g. from a REST snapshot) and flushes when unbatched. */
@@ -331,11 +372,14 @@ export class FeedOutput {
     const { error, reason = "malformed" } = options;
     this.status.malformed++;
     const cut = frame.length > this.#frameMax;
+    const shown = detail.length > DEAD_LETTER_DETAIL_MAX
+      ? `${detail.slice(0, DEAD_LETTER_DETAIL_MAX)}… (detail cut from ${detail.length} characters)`
+      : detail;
     this.#deadLetters({
       exchange: this.exchange,
       stage: "feed",
       reason,
-      detail: cut ? `${detail} (frame cut from ${frame.length} characters)` : detail,
+      detail: cut ? `${shown} (frame cut from ${frame.length} characters)` : shown,
       frame: cut ? frame.slice(0, this.#frameMax) : frame,
       at_us: wallClockUs(),
     });
@@ -344,14 +388,14 @@ export class FeedOutput {
     if (now - this.#lastMalformedWarn >= MALFORMED_WARN_INTERVAL_MS) {
       this.#log.warn("malformed frame dead-lettered", {
         exchange: this.exchange,
-        detail,
+        detail: shown,
         count: this.#malformedSinceWarn,
         ...(error !== undefined && !(error instanceof MalformedFrameError) ? { error } : {}),
       });
       this.#lastMalformedWarn = now;
       this.#malformedSinceWarn = 0;
     } else {
-      this.#log.debug("malformed frame dead-lettered", { exchange: this.exchange, detail });
+      this.#log.debug("malformed frame dead-lettered", { exchange: this.exchange, detail: shown });
     }
   }
 
@@ -455,9 +499,43 @@ export function natsEventSink(nats: NatsConnection, options: NatsEventSinkOption
   return publish;
 }
 
-/** The default {@linkcode DeadLetterSink}: publishes the letter on `dlq.md.<exchange>`. */
+/**
+ * The default {@linkcode DeadLetterSink}: publishes the letter on
+ * `dlq.md.<exchange>`. A letter above the server's payload limit (a long frame
+ * of characters JSON escapes, or of multi-byte ones) has its frame cut until
+ * it fits, and says so in its detail.
+ */
 export function natsDeadLetterSink(nats: NatsConnection): DeadLetterSink {
-  return (letter) => nats.publish(dlqSubject(letter.exchange), encodeJson(letter));
+  return (letter) => {
+    const limit = nats.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
+    nats.publish(dlqSubject(letter.exchange), fitLetter(letter, limit));
+  };
+}
+
+/** `letter` encoded in at most `limit` bytes: its frame (then detail) cut as needed. */
+export function fitLetter(letter: DeadLetter, limit: number): Uint8Array {
+  let payload = encodeJson(letter);
+  if (payload.length <= limit) return payload;
+  const frame = letter.frame ?? "";
+  let keep = frame.length;
+  while (keep > 0) {
+    // Proportionally to the excess, and at least by half when close: a few passes at most.
+    keep = Math.min(keep >> 1, Math.floor(keep * (limit / payload.length) * 0.9));
+    payload = encodeJson({
+      ...letter,
+      detail: `${letter.detail} (frame cut to ${keep} of ${frame.length} characters to fit NATS)`,
+      frame: frame.slice(0, keep),
+    });
+    if (payload.length <= limit) return payload;
+  }
+  const { exchange, stage, reason, at_us } = letter;
+  return encodeJson({
+    exchange,
+    stage,
+    reason,
+    detail: `${letter.detail.slice(0, 256)} (frame left out: too large for NATS)`,
+    at_us,
+  });
 }
 
 /** What a feed needs. */
@@ -738,6 +816,14 @@ class LiveFeed {
       ws.binaryType = "arraybuffer";
       this.#halt.signal.addEventListener("abort", onHalt, { once: true });
       if (this.#halt.signal.aborted) onHalt();
+      // The watchdog starts once the socket is open; until then, a venue (or a proxy) that
+      // accepts the connection but never completes the handshake gets as long as silence would.
+      clock.sleep(this.#staleAfterMs, connection.signal).then(() => {
+        if (opened || closing || ended) return;
+        status.last_error = `No WebSocket handshake within ${this.#staleAfterMs} ms`;
+        log.warn("WebSocket handshake timed out; reconnecting", { timeout_ms: this.#staleAfterMs });
+        requestClose(RECONNECT_CLOSE_CODE, status.last_error);
+      }, () => {});
 
       ws.onopen = () => {
         if (closing || ended) return;

@@ -18,6 +18,13 @@ export const EVENT_KINDS = ["trade", "book", "top", "quote", "bar"] as const;
 /** One of {@linkcode EVENT_KINDS}. */
 export type EventKind = typeof EVENT_KINDS[number];
 
+/**
+ * A canonical symbol: `BASE-QUOTE` for crypto (`BTC-USDT`) or a ticker
+ * (`AAPL`, `BRK.B`). Each is also a valid NATS subject token once its dots are
+ * replaced (`symbolToken`).
+ */
+export const CANONICAL_SYMBOL_PATTERN = /^(?:[A-Z0-9]{1,15}-[A-Z0-9]{1,15}|[A-Z][A-Z0-9.]{0,9})$/;
+
 /** A decimal number as the exact text the venue sent, e.g. `"0.00005100"`. */
 export type Decimal = string;
 

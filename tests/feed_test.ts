@@ -13,9 +13,11 @@ import { connect } from "@nats-io/transport-node";
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { decodeJson } from "../adapters/codec.ts";
 import {
+  DEAD_LETTER_DETAIL_MAX,
   feedActor,
   type FeedDeps,
   FeedOutput,
+  fitLetter,
   HttpStatusError,
   RECONNECT_CLOSE_CODE,
 } from "../actors/feed.ts";
@@ -45,6 +47,8 @@ function uniqueSymbol(): string {
 
 /**
  * A minimal venue: subscribes on open; `{"p","q","id"[,"ts"]}` is a trade,
+ * `{"symbols":[…]}` a trade for each symbol given, `{"unknown":"…"}` an
+ * unknown event type (the error quotes it),
  * `{"cmd":"resync"}` asks for a reconnect with resync, `{"cmd":"resynced"}`
  * counts a resync in place, `{"boom":true}` throws a TypeError (a parser
  * bug); anything else is malformed.
@@ -81,6 +85,12 @@ class TestSession implements VenueSession {
       throw new MalformedFrameError("Frame is not JSON", { cause: error });
     }
     if (data.boom) (null as unknown as { crash(): void }).crash();
+    if (typeof data.unknown === "string") {
+      throw new MalformedFrameError(`Unknown event type ${JSON.stringify(data.unknown)}`);
+    }
+    if (Array.isArray(data.symbols)) {
+      return data.symbols.map((symbol, i) => trade(String(symbol), i, "1.5", "2", receivedUs));
+    }
     if (data.cmd === "resync") {
       io.reconnect("sequence gap", { resync: true });
       return [];
@@ -388,6 +398,124 @@ Deno.test("a refusing server makes the backoff grow; the feed recovers and the b
   await waitFor(() => delays().length > before);
   assert.equal(delays()[before], 10);
   assert.ok(h.status.feed(EXCHANGE).reconnects >= 7);
+});
+
+Deno.test("a frame whose error quotes 1.2 MB is dead-lettered within the NATS payload limit; the feed carries on", async () => {
+  await using h = await harness();
+  const marker = crypto.randomUUID();
+  const dlq = await collect<DeadLetter>(h.nats, dlqSubject(EXCHANGE));
+  try {
+    h.start();
+    await waitFor(() => h.server.latest?.received.length === 1);
+    const socket = h.server.latest!;
+    const huge = `${marker}${"A".repeat(1_200_000)}`;
+    const frame = JSON.stringify({ unknown: huge });
+    socket.send(frame);
+    socket.send(tradeFrame(1));
+    await waitFor(() => allEvents(h.trades.messages).length === 1, 5_000, "the trade after it");
+    const mine = () => dlq.messages.filter((letter) => letter.frame?.includes(marker));
+    await waitFor(() => mine().length === 1, 5_000, "its dead letter");
+    const letter = mine()[0]!;
+    assert.equal(letter.reason, "malformed");
+    assert.ok(
+      letter.detail.startsWith(`Unknown event type "${marker}AAA`),
+      letter.detail.slice(0, 80),
+    );
+    assert.ok(letter.detail.length < DEAD_LETTER_DETAIL_MAX + 200, `${letter.detail.length}`);
+    const detailLength = `Unknown event type "${huge}"`.length;
+    assert.ok(
+      letter.detail.endsWith(
+        `… (detail cut from ${detailLength} characters) (frame cut from ${frame.length} characters)`,
+      ),
+    );
+    assert.equal(letter.frame!.length, 65_536);
+    const status = h.status.feed(EXCHANGE);
+    assert.deepEqual([status.state, status.malformed, status.events], ["live", 1, 1]);
+  } finally {
+    dlq.sub.unsubscribe();
+  }
+});
+
+Deno.test("an event whose symbol is not canonical (its subject would be invalid) is dead-lettered with its frame; the rest is published", async () => {
+  await using h = await harness();
+  const dlq = await collect<DeadLetter>(h.nats, dlqSubject(EXCHANGE));
+  try {
+    h.start();
+    await waitFor(() => h.server.latest?.received.length === 1);
+    const frame = JSON.stringify({ symbols: ["BAD SYM", h.session.symbol, "X.*", ""] });
+    h.server.latest!.send(frame);
+    await waitFor(() => allEvents(h.trades.messages).length === 1, 5_000, "the good event");
+    await waitFor(() => dlq.messages.some((l) => l.frame === frame), 5_000, "the dead letter");
+    const letter = dlq.messages.find((l) => l.frame === frame)!;
+    assert.equal(letter.reason, "bad_symbol");
+    assert.equal(letter.detail, 'Not a canonical symbol: "BAD SYM", "X.*", ""');
+    const status = h.status.feed(EXCHANGE);
+    assert.deepEqual([status.state, status.malformed, status.events], ["live", 1, 1]);
+  } finally {
+    dlq.sub.unsubscribe();
+  }
+});
+
+Deno.test("a venue that accepts the connection but never answers the handshake is left after stale_after_ms", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) conns.push(conn);
+  })().catch(() => {});
+  const nats = await connect({ servers: NATS_URL });
+  const status = new MarketStatus();
+  const session = new TestSession(
+    () => `ws://127.0.0.1:${(listener.addr as Deno.NetAddr).port}/feed`,
+    uniqueSymbol(),
+  );
+  const controller = new AbortController();
+  const child = feedActor(session, {
+    nats,
+    status,
+    options: { stale_after_ms: 300, reconnect_initial_ms: 20, reconnect_max_ms: 50 },
+  }).start(controller.signal);
+  try {
+    await waitFor(() => conns.length >= 2, 5_000, "a second connection");
+    const feed = status.feed(EXCHANGE);
+    assert.ok(feed.reconnects >= 1);
+    assert.equal(feed.last_error, "No WebSocket handshake within 300 ms");
+    assert.equal(session.opens, 0);
+  } finally {
+    controller.abort();
+    await deadline(child.done, 5_000, "feed stop");
+    for (const conn of conns) conn.close();
+    listener.close();
+    await accepting;
+    await nats.close();
+  }
+});
+
+Deno.test("fitLetter cuts a dead letter's frame until it fits the payload limit, then leaves it out", () => {
+  const letter: DeadLetter = {
+    exchange: EXCHANGE,
+    stage: "feed",
+    reason: "malformed",
+    detail: "Frame is not JSON",
+    frame: "\u0001".repeat(10_000), // 6 bytes each in JSON
+    at_us: 1,
+  };
+  const fits = (limit: number) => {
+    const bytes = fitLetter(letter, limit);
+    assert.ok(bytes.length <= limit, `${bytes.length} > ${limit}`);
+    return decodeJson<DeadLetter>(bytes);
+  };
+  assert.deepEqual(fits(100_000), letter);
+  const cut = fits(20_000);
+  assert.ok(letter.frame!.startsWith(cut.frame!) && cut.frame!.length > 1_000);
+  assert.match(
+    cut.detail,
+    /^Frame is not JSON \(frame cut to \d+ of 10000 characters to fit NATS\)$/,
+  );
+  const short = fits(250);
+  assert.ok(short.frame!.length < 20);
+  const none = fits(150);
+  assert.equal(none.frame, undefined);
+  assert.equal(none.detail, "Frame is not JSON (frame left out: too large for NATS)");
 });
 
 Deno.test("the watchdog reconnects a silent connection and leaves a busy one alone", async () => {

@@ -32,7 +32,7 @@
  */
 
 import { z } from "zod";
-import { type Exchange, EXCHANGES } from "../market/events.ts";
+import { CANONICAL_SYMBOL_PATTERN, type Exchange, EXCHANGES } from "../market/events.ts";
 import { type Decimal, fitsDb, safeParseDecimal, toJson } from "./money.ts";
 import {
   ORDER_SIDES,
@@ -70,7 +70,7 @@ export const SIGNAL_ID_PATTERN = /^[A-Za-z0-9_.:-]{1,128}$/;
 /** A strategy name, usable as a NATS subject token: 1..64 of `[A-Za-z0-9_-]`. */
 export const STRATEGY_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 /** A canonical symbol: `BASE-QUOTE` for crypto (`BTC-USDT`) or a ticker (`AAPL`, `BRK.B`). */
-export const SYMBOL_PATTERN = /^(?:[A-Z0-9]{1,15}-[A-Z0-9]{1,15}|[A-Z][A-Z0-9.]{0,9})$/;
+export const SYMBOL_PATTERN = CANONICAL_SYMBOL_PATTERN;
 /** A broker name: 1..32 of `[a-z0-9_-]`, starting with a letter (`paper`, `alpaca`). */
 export const BROKER_PATTERN = /^[a-z][a-z0-9_-]{0,31}$/;
 /** Longest `reason` text, in characters. */
