@@ -424,7 +424,7 @@ Deno.test("an invalid signal is recorded as rejected with every reason and a rej
   assert.deepEqual(rulesOf(text.reasons), ["path:"]);
 });
 
-Deno.test("a body holding U+0000 (which jsonb refuses) is recorded as rejected, and its batch is stored", async () => {
+Deno.test("a body holding U+0000 or a lone surrogate (which jsonb refuses) is recorded as rejected, and its batch is stored", async () => {
   await using h = await harness();
   const input = (body: unknown, key: string) => ({
     body,
@@ -441,12 +441,16 @@ Deno.test("a body holding U+0000 (which jsonb refuses) is recorded as rejected, 
   };
   const nulKey = { id: "nul-2", symbol: "BTC-USDT", side: "buy", qty: "0.5", "x\u0000": 1 };
   const nulSymbol = { id: "nul-3", symbol: "BTC\u0000USDT", side: "buy", qty: "0.5" };
+  const surrogate = { id: "sur-1", symbol: "BTC-USDT", side: "buy", qty: "0.5", reason: "\ud800" };
+  const surrogateSymbol = { id: "sur-2", symbol: "\udc00", side: "buy", qty: "0.5" };
   const outcomes = await h.engine.processSignals([
     input(nulReason, "js-1"),
     input(nulKey, "js-2"),
     input(nulSymbol, "js-3"),
     input("not json \u0000", "js-4"),
     input({ id: "ok-1", symbol: "BTC-USDT", side: "buy", qty: "0.5" }, "js-5"),
+    input(surrogate, "js-6"),
+    input(surrogateSymbol, "js-7"),
   ]);
   assert.deepEqual(outcomes.map((o) => o.status), [
     "rejected",
@@ -454,11 +458,13 @@ Deno.test("a body holding U+0000 (which jsonb refuses) is recorded as rejected, 
     "rejected",
     "rejected",
     "accepted",
+    "rejected",
+    "rejected",
   ]);
   const first = outcomes[0]!;
   if (first.status !== "rejected") return;
   assert.deepEqual(first.reasons.map((r) => r.message), [
-    "reason must not contain NUL characters (U+0000)",
+    "reason must be well-formed Unicode without NUL characters (U+0000)",
   ]);
   const rows = new Map(
     (await listSignals(h.sql, { limit: 10 })).items.map((r) => [r.client_signal_id, r]),
@@ -469,12 +475,37 @@ Deno.test("a body holding U+0000 (which jsonb refuses) is recorded as rejected, 
     ["nul-2", "rejected", "BTC-USDT"],
     ["nul-3", "rejected", null],
     ["ok-1", "accepted", "BTC-USDT"],
+    ["sur-1", "rejected", "BTC-USDT"],
+    ["sur-2", "rejected", null],
   ]);
   // Kept exactly, as JSON text: jsonb cannot hold the character itself.
   assert.deepEqual(rows.get("nul-1")!.payload, { raw: JSON.stringify(nulReason) });
   assert.deepEqual(JSON.parse((rows.get("nul-2")!.payload as { raw: string }).raw), nulKey);
   assert.deepEqual(rows.get("js-4")!.payload, { raw: JSON.stringify("not json \u0000") });
+  assert.deepEqual(rows.get("sur-1")!.payload, { raw: JSON.stringify(surrogate) });
   assert.equal((await h.orders()).length, 1);
+});
+
+Deno.test("a batch that fails after creating its symbols leaves no stale symbol behind: later orders for it work", async () => {
+  await using h = await harness();
+  // The statement storing the batch fails after the symbol row was written in its transaction.
+  await h.sql.unsafe(`
+    create function boom() returns trigger language plpgsql as $$
+    begin
+      if new.client_signal_id = 'boom' then raise exception 'boom'; end if;
+      return new;
+    end $$;
+    create trigger boom before insert on signals for each row execute function boom();`);
+  const limit = (id: string) => ({
+    body: { id, symbol: "ADA-USDT", side: "buy", qty: "1", type: "limit", limit_price: "0.5" },
+    strategy: "momentum",
+    source: "nats" as const,
+  });
+  await assert.rejects(h.engine.processSignals([limit("boom")]), /boom/);
+  assert.equal((await h.sql`select 1 from symbols where symbol = 'ADA-USDT'`).length, 0);
+  const [outcome] = await h.engine.processSignals([limit("after")]);
+  assert.equal(outcome?.status, "accepted", JSON.stringify(outcome));
+  assert.equal((await h.sql`select 1 from symbols where symbol = 'ADA-USDT'`).length, 1);
 });
 
 Deno.test("each risk rule refuses an order and names itself", async () => {

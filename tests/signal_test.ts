@@ -239,8 +239,9 @@ Deno.test("strategy, reason, exchange and broker are checked", () => {
   // PostgreSQL's text and jsonb cannot hold U+0000.
   assert.deepEqual(reasonsOf({ ...base, reason: "a\u0000b" }), [{
     path: "reason",
-    message: "reason must not contain NUL characters (U+0000)",
+    message: "reason must be well-formed Unicode without NUL characters (U+0000)",
   }]);
+  assert.deepEqual(pathsOf({ ...base, reason: "a\ud800" }), ["reason"]);
   assert.deepEqual(reasonsOf({ ...base, exchange: "nyse" }), [{
     path: "exchange",
     message: 'exchange must be one of binance, coinbase, kraken, alpaca, got "nyse"',
@@ -347,7 +348,7 @@ Deno.test("the fast path of parseSignal gives the schema's result for any body",
     stop_price: decimalish,
     time_in_force: value([...TIMES_IN_FORCE, "gtd"]),
     strategy: value(["momentum", "has space"]),
-    reason: value(["why", "x".repeat(1001), "a\u0000b"]),
+    reason: value(["why", "x".repeat(1001), "a\u0000b", "\udfff"]),
     exchange: value(["binance", "nyse"]),
     broker: value(["paper", "Paper"]),
     extra: fc.constantFrom(1, "x"),

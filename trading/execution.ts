@@ -147,6 +147,7 @@ import {
   type Side,
   type Signal,
   SIGNAL_ID_PATTERN,
+  storableText,
   STRATEGY_PATTERN,
 } from "./signal.ts";
 import {
@@ -503,33 +504,34 @@ const decoderless = (value: unknown): unknown =>
     ? { raw: value ?? null }
     : value;
 
-/** Whether a string or key anywhere in `value` (parsed JSON) holds U+0000. */
-function holdsNul(value: unknown): boolean {
+/** Whether every string and key in `value` (parsed JSON) is {@linkcode storableText}. */
+function storableJson(value: unknown): boolean {
   const stack: unknown[] = [value];
   while (stack.length > 0) {
     const item = stack.pop();
     if (typeof item === "string") {
-      if (item.includes("\u0000")) return true;
+      if (!storableText(item)) return false;
     } else if (Array.isArray(item)) {
       stack.push(...item);
     } else if (typeof item === "object" && item !== null) {
       for (const [key, child] of Object.entries(item)) {
-        if (key.includes("\u0000")) return true;
+        if (!storableText(key)) return false;
         stack.push(child);
       }
     }
   }
-  return false;
+  return true;
 }
 
 /**
  * A signal body as the `signals.payload` column can hold it: PostgreSQL's
- * jsonb refuses U+0000 in any string or key, and one such body would fail the
- * statement storing its whole batch. Such a body is kept as its JSON text
- * (`{ raw: "…\\u0000…" }`), exact; any other as it came.
+ * jsonb refuses U+0000 and unpaired surrogates in any string or key, and one
+ * such body would fail the statement storing its whole batch. Such a body is
+ * kept as its JSON text (`{ raw: "…\\u0000…" }`, which escapes both), exact;
+ * any other as it came.
  */
 function storablePayload(body: unknown): unknown {
-  return holdsNul(body) ? { raw: JSON.stringify(body ?? null) } : decoderless(body);
+  return storableJson(body) ? decoderless(body) : { raw: JSON.stringify(body ?? null) };
 }
 
 function fillKey(orderId: string, fillId: string): string {
@@ -928,7 +930,7 @@ export class ExecutionEngine {
     } else {
       await this.#drainBatches();
       commit = (async () => {
-        const { results, decisions } = await unitOfWork(this.#sql, async (tx) => {
+        const { results, decisions, symbols } = await unitOfWork(this.#sql, async (tx) => {
           const stored = checkStored
             ? await storedSignalKeys(
               tx,
@@ -936,12 +938,13 @@ export class ExecutionEngine {
             )
             : new Set<string>();
           const decided = this.#decide(prepared, stored);
-          await this.#ensureSymbols(tx, decided);
+          const symbols = await this.#ensureSymbols(tx, decided);
           const results = await insertSignalsAndOrders(tx, decided.map((d) => d.item), {
             by: this.#by,
           });
-          return { results, decisions: decided };
+          return { results, decisions: decided, symbols };
         });
+        for (const symbol of symbols) this.#symbols.add(symbol);
         return this.#recorded(results, decisions);
       })();
     }
@@ -1049,7 +1052,7 @@ export class ExecutionEngine {
         : DEFAULT_SIGNAL_STRATEGY;
       if (typeof raw.id === "string" && SIGNAL_ID_PATTERN.test(raw.id)) clientSignalId = raw.id;
       if (
-        typeof raw.symbol === "string" && raw.symbol.length <= 64 && !raw.symbol.includes("\u0000")
+        typeof raw.symbol === "string" && raw.symbol.length <= 64 && storableText(raw.symbol)
       ) symbol = raw.symbol;
     }
     return {
@@ -1175,14 +1178,20 @@ export class ExecutionEngine {
   }
 
   /** Creates the `symbols` rows that accepted orders need (their foreign key), once per symbol. */
-  async #ensureSymbols(tx: TransactionSql, decisions: readonly Decision[]): Promise<void> {
+  /**
+   * Creates, in `tx`, the `symbols` rows the accepted orders of `decisions`
+   * need; returns the symbols checked, to remember once `tx` committed (not
+   * before: after a rollback a remembered symbol would have no row, and every
+   * later order for it would break its foreign key).
+   */
+  async #ensureSymbols(tx: TransactionSql, decisions: readonly Decision[]): Promise<string[]> {
     const missing = new Map<string, string | null>();
     for (const { item, exchange } of decisions) {
       if (item.outcome.status !== "accepted") continue;
       const symbol = item.outcome.order.symbol;
       if (!this.#symbols.has(symbol)) missing.set(symbol, exchange);
     }
-    if (missing.size === 0) return;
+    if (missing.size === 0) return [];
     const create: Array<Parameters<typeof upsertSymbols>[1][number]> = [];
     for (const [symbol, exchange] of missing) {
       try {
@@ -1200,8 +1209,7 @@ export class ExecutionEngine {
       }
     }
     if (create.length > 0) await upsertSymbols(tx, create, { by: this.#by });
-    // Remembered before the commit: a rollback only costs one lookup more later.
-    for (const symbol of missing.keys()) this.#symbols.add(symbol);
+    return [...missing.keys()];
   }
 
   /** How old the newest trade or quote of `symbol` is, fresh or not, in ms; null when none was seen. */

@@ -76,6 +76,14 @@ export const BROKER_PATTERN = /^[a-z][a-z0-9_-]{0,31}$/;
 /** Longest `reason` text, in characters. */
 export const MAX_REASON_LENGTH = 1000;
 
+/**
+ * Whether PostgreSQL's `text` and `jsonb` can hold `text`: they refuse U+0000
+ * and unpaired UTF-16 surrogates (which JSON can carry as `\u0000`, `\ud800`).
+ */
+export function storableText(text: string): boolean {
+  return !text.includes("\u0000") && text.isWellFormed();
+}
+
 /** A validated signal; quantities and prices are decimals. */
 export interface Signal {
   /** The client's signal id, the idempotency key; absent when the client sent none. */
@@ -196,8 +204,8 @@ export const SignalBodySchema = z.strictObject({
   reason: optional(
     z.string({ error: "reason must be a string" }).max(MAX_REASON_LENGTH, {
       error: `reason must be at most ${MAX_REASON_LENGTH} characters`,
-    }).refine((reason) => !reason.includes("\u0000"), {
-      error: "reason must not contain NUL characters (U+0000)",
+    }).refine(storableText, {
+      error: "reason must be well-formed Unicode without NUL characters (U+0000)",
     }),
   ),
   exchange: optional(choice("exchange", EXCHANGES)),
@@ -382,7 +390,7 @@ function acceptSignal(input: unknown, defaults: SignalDefaults): Signal | null {
   const { reason, exchange, broker } = body;
   if (
     !absent(reason) &&
-    (typeof reason !== "string" || reason.length > MAX_REASON_LENGTH || reason.includes("\u0000"))
+    (typeof reason !== "string" || reason.length > MAX_REASON_LENGTH || !storableText(reason))
   ) {
     return null;
   }
