@@ -55,7 +55,8 @@ export interface TradingRoutesDeps {
   clock?: Clock;
 }
 
-const ID = /^\d{1,19}$/;
+/** Largest order id and list cursor: PostgreSQL's largest `bigint`. */
+const MAX_ROW_ID = 9223372036854775807n;
 
 /** The trading routes, to mount at `/api/v1/trading`. */
 export function tradingRoutes(deps: TradingRoutesDeps): Hono {
@@ -169,7 +170,7 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
         ...(q.from ? { from: date(q.from, "from") } : {}),
         ...(q.to ? { to: date(q.to, "to") } : {}),
         limit: limit(q.limit),
-        after: q.cursor ?? null,
+        after: q.cursor === undefined ? null : rowId(q.cursor, "cursor"),
       })
     );
     return c.json({
@@ -216,7 +217,7 @@ function listQuery(params: Record<string, string>) {
     ...(q.from ? { from: date(q.from, "from") } : {}),
     ...(q.to ? { to: date(q.to, "to") } : {}),
     limit: limit(q.limit),
-    after: q.cursor ?? null,
+    after: q.cursor === undefined ? null : rowId(q.cursor, "cursor"),
   };
   return { q, filter };
 }
@@ -327,11 +328,20 @@ function date(text: string, name: string): Date {
   return value;
 }
 
-function orderId(text: string): string {
-  if (!ID.test(text)) {
-    throw new ApiError(400, "bad_request", `Bad order id ${JSON.stringify(text)}`);
+/** An order id or list cursor: an integer from 1 to {@linkcode MAX_ROW_ID}; else a 400. */
+function rowId(text: string, name: string): string {
+  if (!/^\d{1,19}$/.test(text) || BigInt(text) < 1n || BigInt(text) > MAX_ROW_ID) {
+    throw new ApiError(
+      400,
+      "bad_request",
+      `${name} must be an integer from 1 to ${MAX_ROW_ID}, got ${JSON.stringify(text)}`,
+    );
   }
   return text;
+}
+
+function orderId(text: string): string {
+  return rowId(text, "order id");
 }
 
 async function badParams<T>(fn: () => Promise<T>): Promise<T> {
@@ -348,6 +358,7 @@ async function found<T>(fn: () => Promise<T>): Promise<T> {
     return await fn();
   } catch (error) {
     if (error instanceof NotFoundError) throw new ApiError(404, "not_found", error.message);
+    if (error instanceof RangeError) throw new ApiError(400, "bad_request", error.message);
     if (error instanceof ConflictError) throw new ApiError(409, "conflict", error.message);
     throw error;
   }

@@ -110,6 +110,16 @@ export const DEFAULT_PAGE_LIMIT = 100;
 /** Most rows per page. */
 export const MAX_PAGE_LIMIT = 1000;
 
+/** Largest `bigint` id: a cursor (the last id seen) is an integer from 1 to this. */
+export const MAX_ROW_ID = 9223372036854775807n;
+
+/** Whether `text` is a row id PostgreSQL's `bigint` holds: decimal digits, 1 to {@linkcode MAX_ROW_ID}. */
+export function isRowId(text: string): boolean {
+  if (typeof text !== "string" || !/^\d{1,19}$/.test(text)) return false;
+  const id = BigInt(text);
+  return id >= 1n && id <= MAX_ROW_ID;
+}
+
 /** Validated page options: limit, cursor id (or null) and direction. */
 export function pageOptions(
   options: PageOptions,
@@ -119,7 +129,7 @@ export function pageOptions(
     throw new RangeError(`Page limit must be an integer from 1 to ${MAX_PAGE_LIMIT}, got ${limit}`);
   }
   const after = options.after ?? null;
-  if (after !== null && !/^\d{1,19}$/.test(after)) {
+  if (after !== null && !isRowId(after)) {
     throw new RangeError(`Bad page cursor ${JSON.stringify(after)}`);
   }
   const direction = options.direction ?? "desc";

@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { Hono } from "hono";
+import { connect } from "@nats-io/transport-node";
+import { startRoot } from "../actors/supervisor.ts";
+import { tradingSupervisor } from "../actors/trading.ts";
+import { errorHandler, notFound } from "../api/errors.ts";
+import { tradingRoutes } from "../api/trading.ts";
+import { loadConfig } from "../config/mod.ts";
+import { nullLogger } from "../lib/log.ts";
+import { LatestCache } from "../market/latest_cache.ts";
+import { startNatsServer } from "./_nats_server.ts";
+import { migratedDatabase } from "./_postgres.ts";
+
+/** The trading API (no API key) on a running trading subtree, a private NATS and its own database. */
+async function tradingApi() {
+  const nats = await startNatsServer();
+  const db = await migratedDatabase();
+  const config = await loadConfig({ args: [], env: {} });
+  const nc = await connect({ servers: nats.url });
+  const cache = new LatestCache();
+  const trading = tradingSupervisor({ config, nats: nc, sql: db.sql, cache, log: nullLogger });
+  const root = await startRoot({ name: "root" }, [trading]);
+  const app = new Hono();
+  app.onError(errorHandler(nullLogger));
+  app.notFound(notFound);
+  app.route(
+    "/api/v1/trading",
+    tradingRoutes({
+      sql: db.sql,
+      engine: trading.engine,
+      state: trading.state,
+      cache,
+      maxPriceAgeMs: 60_000,
+      apiKeyHashes: [],
+    }),
+  );
+  const call = async (method: string, path: string, body?: string) => {
+    const res = await app.request(`/api/v1/trading${path}`, {
+      method,
+      ...(body === undefined ? {} : { headers: { "content-type": "application/json" }, body }),
+    });
+    return { status: res.status, body: await res.json() };
+  };
+  return {
+    call,
+    trading,
+    async [Symbol.asyncDispose]() {
+      await root.stop();
+      await nc.close();
+      await db[Symbol.asyncDispose]();
+      await nats.stop();
+    },
+  };
+}
+
+Deno.test("trading API answers bad input with 400 or 404 naming the parameter, never 500", async (t) => {
+  await using api = await tradingApi();
+
+  await t.step("an order id outside 1..2^63-1 is a 400; a valid unknown one a 404", async () => {
+    for (const id of ["0", "9999999999999999999", "9223372036854775808"]) {
+      for (const method of ["GET", "DELETE"]) {
+        const res = await api.call(method, `/orders/${id}`);
+        assert.equal(res.status, 400, `${method} /orders/${id}: ${JSON.stringify(res.body)}`);
+        assert.match(res.body.error.message, /order id must be an integer from 1 to/);
+      }
+    }
+    const unknown = await api.call("GET", "/orders/9223372036854775807");
+    assert.equal(unknown.status, 404, JSON.stringify(unknown.body));
+  });
+
+  await t.step("a cursor outside 1..2^63-1 is a 400 naming cursor", async () => {
+    for (const list of ["/orders", "/signals", "/portfolio/history"]) {
+      for (const cursor of ["0", "9999999999999999999"]) {
+        const res = await api.call("GET", `${list}?cursor=${cursor}`);
+        assert.equal(res.status, 400, `${list}?cursor=${cursor}: ${JSON.stringify(res.body)}`);
+        assert.match(res.body.error.message, /^cursor must be an integer from 1 to/);
+      }
+    }
+    const last = await api.call("GET", "/orders?cursor=9223372036854775807");
+    assert.equal(last.status, 200, JSON.stringify(last.body));
+    assert.deepEqual(last.body, { orders: [], next_cursor: null });
+  });
+});
