@@ -58,6 +58,14 @@ export interface TradingRoutesDeps {
 /** Largest order id and list cursor: PostgreSQL's largest `bigint`. */
 const MAX_ROW_ID = 9223372036854775807n;
 
+/**
+ * Earliest `from`/`to` of the trading lists, epoch ms: 1970-01-01T00:00:00Z
+ * (epoch milliseconds are not negative; PostgreSQL holds every time in range).
+ */
+export const MIN_LIST_TIME_MS = 0;
+/** Latest `from`/`to` of the trading lists, epoch ms: 9999-12-31T23:59:59.999Z. */
+export const MAX_LIST_TIME_MS = 253_402_300_799_999;
+
 /** The trading routes, to mount at `/api/v1/trading`. */
 export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   const clock = deps.clock ?? systemClock;
@@ -320,10 +328,35 @@ function limit(text: string | undefined): number {
   return n;
 }
 
+const ISO_DATE_TIME =
+  /^\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:\d{2}))?$/;
+
+/**
+ * A `from`/`to` parameter: epoch milliseconds, an ISO-8601 date (UTC
+ * midnight) or an ISO-8601 time with a zone, from {@linkcode MIN_LIST_TIME_MS}
+ * to {@linkcode MAX_LIST_TIME_MS}; a 400 naming `name` otherwise.
+ */
 function date(text: string, name: string): Date {
-  const value = /^\d+$/.test(text) ? new Date(Number(text)) : new Date(text);
+  const value = /^\d{1,16}$/.test(text)
+    ? new Date(Number(text))
+    : ISO_DATE_TIME.test(text)
+    ? new Date(text)
+    : new Date(NaN);
   if (Number.isNaN(value.getTime())) {
-    throw new ApiError(400, "bad_request", `${name} must be ISO-8601 or epoch milliseconds`);
+    throw new ApiError(
+      400,
+      "bad_request",
+      `${name} must be an ISO-8601 date or time with a zone (2024-05-01T12:00:00Z), ` +
+        `or epoch milliseconds; got ${JSON.stringify(text)}`,
+    );
+  }
+  if (value.getTime() < MIN_LIST_TIME_MS || value.getTime() > MAX_LIST_TIME_MS) {
+    throw new ApiError(
+      400,
+      "bad_request",
+      `${name} must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z; ` +
+        `got ${JSON.stringify(text)}`,
+    );
   }
   return value;
 }

@@ -80,4 +80,34 @@ Deno.test("trading API answers bad input with 400 or 404 naming the parameter, n
     assert.equal(last.status, 200, JSON.stringify(last.body));
     assert.deepEqual(last.body, { orders: [], next_cursor: null });
   });
+
+  await t.step("from/to outside 1970..9999 or not ISO-8601 is a 400 naming it", async () => {
+    for (
+      const [path, name] of [
+        ["/orders?from=-200000-01-01T00:00:00Z", "from"],
+        ["/signals?from=99999-01-01", "from"],
+        ["/signals?to=99999-01-01", "to"],
+        ["/orders?to=275760-09-13", "to"],
+        ["/orders?from=8640000000000000", "from"],
+        ["/orders?from=253402300800000", "from"],
+        ["/portfolio/history?to=%2B275760-09-13T00:00:00Z", "to"],
+        ["/orders?from=May%201%2C%202024", "from"],
+        ["/orders?from=2024-05-01T12:00:00", "from"],
+      ] as const
+    ) {
+      const res = await api.call("GET", path);
+      assert.equal(res.status, 400, `${path}: ${JSON.stringify(res.body)}`);
+      assert.match(res.body.error.message, new RegExp(`^${name} must be`), path);
+    }
+    for (
+      const path of [
+        "/orders?from=0&to=253402300799999",
+        "/signals?from=1970-01-01&to=9999-12-31T23:59:59.999Z",
+        "/orders?from=2024-05-01T12:00:00.123456%2B02:00",
+      ]
+    ) {
+      const res = await api.call("GET", path);
+      assert.equal(res.status, 200, `${path}: ${JSON.stringify(res.body)}`);
+    }
+  });
 });
