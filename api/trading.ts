@@ -32,6 +32,12 @@ import {
 import { markPrice, type PortfolioState } from "../trading/portfolio_state.ts";
 import { markPosition, portfolioValueToJson } from "../trading/positions.ts";
 import { fromDb, toJson } from "../trading/money.ts";
+import {
+  MAX_REASON_LENGTH,
+  storableText,
+  STRATEGY_PATTERN,
+  SYMBOL_PATTERN,
+} from "../trading/signal.ts";
 import type { LatestCache } from "../market/latest_cache.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { ApiError } from "./errors.ts";
@@ -123,6 +129,7 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
 
   app.get("/positions", async (c) => {
     const q = query(c.req.query(), ["symbol", "all"]);
+    if (q.symbol) checkSymbol(q.symbol);
     const rows = await listPositions(deps.sql, {
       ...(q.symbol ? { symbol: q.symbol } : {}),
       open: q.all !== "true",
@@ -219,6 +226,14 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
  */
 function listQuery(params: Record<string, string>) {
   const q = query(params, ["symbol", "status", "strategy", "from", "to", "limit", "cursor"]);
+  if (q.symbol) checkSymbol(q.symbol);
+  if (q.strategy && !STRATEGY_PATTERN.test(q.strategy)) {
+    throw new ApiError(
+      400,
+      "bad_request",
+      `strategy must be 1..64 characters of [A-Za-z0-9_-], got ${JSON.stringify(q.strategy)}`,
+    );
+  }
   const filter = {
     ...(q.symbol ? { symbol: q.symbol } : {}),
     ...(q.strategy ? { strategy: q.strategy } : {}),
@@ -228,6 +243,17 @@ function listQuery(params: Record<string, string>) {
     after: q.cursor === undefined ? null : rowId(q.cursor, "cursor"),
   };
   return { q, filter };
+}
+
+/** Throws a 400 unless `symbol` is a canonical symbol (what the tables hold). */
+function checkSymbol(symbol: string): void {
+  if (!SYMBOL_PATTERN.test(symbol)) {
+    throw new ApiError(
+      400,
+      "bad_request",
+      `symbol must be a canonical symbol such as BTC-USDT or AAPL, got ${JSON.stringify(symbol)}`,
+    );
+  }
 }
 
 /** Throws a 400 naming the known statuses unless `status` is one of `all`. */
@@ -290,8 +316,10 @@ function killSwitchRequest(
   if (cancel_open !== undefined && typeof cancel_open !== "boolean") {
     problems.push("cancel_open: expected true or false");
   }
-  if (reason !== undefined && (typeof reason !== "string" || reason.length > 1000)) {
-    problems.push("reason: expected a string of at most 1000 characters");
+  if (reason !== undefined && (typeof reason !== "string" || reason.length > MAX_REASON_LENGTH)) {
+    problems.push(`reason: expected a string of at most ${MAX_REASON_LENGTH} characters`);
+  } else if (typeof reason === "string" && !storableText(reason)) {
+    problems.push("reason: must not hold U+0000 or an unpaired surrogate");
   }
   for (const key of Object.keys(rest)) problems.push(`${key}: unknown field`);
   if (problems.length > 0) {

@@ -110,4 +110,42 @@ Deno.test("trading API answers bad input with 400 or 404 naming the parameter, n
       assert.equal(res.status, 200, `${path}: ${JSON.stringify(res.body)}`);
     }
   });
+
+  await t.step("a symbol or strategy filter with U+0000 or a lone surrogate is a 400", async () => {
+    for (
+      const [path, name] of [
+        ["/orders?symbol=%00", "symbol"],
+        ["/signals?symbol=%00", "symbol"],
+        ["/positions?symbol=%00", "symbol"],
+        ["/positions?symbol=BTC-USD%ED%A0%80", "symbol"],
+        ["/orders?strategy=a%00b", "strategy"],
+        ["/signals?strategy=a%00b", "strategy"],
+        ["/signals?strategy=a%ED%A0%80", "strategy"],
+      ] as const
+    ) {
+      const res = await api.call("GET", path);
+      assert.equal(res.status, 400, `${path}: ${JSON.stringify(res.body)}`);
+      assert.match(res.body.error.message, new RegExp(`^${name} must be`), path);
+    }
+    const good = await api.call("GET", "/orders?symbol=BRK.B&strategy=mean_rev-2");
+    assert.equal(good.status, 200, JSON.stringify(good.body));
+  });
+
+  await t.step("a kill-switch reason with U+0000 or a lone surrogate is a 422", async () => {
+    for (
+      const body of [
+        String.raw`{"active":true,"reason":"x\u0000"}`,
+        String.raw`{"active":true,"reason":"a\ud800b"}`,
+      ]
+    ) {
+      const res = await api.call("POST", "/kill-switch", body);
+      assert.equal(res.status, 422, `${body}: ${JSON.stringify(res.body)}`);
+      assert.deepEqual(res.body.error.details, [
+        "reason: must not hold U+0000 or an unpaired surrogate",
+      ]);
+    }
+    assert.equal(api.trading.engine.killSwitch().active, false);
+    const ok = await api.call("POST", "/kill-switch", `{"active":false,"reason":"all clear"}`);
+    assert.equal(ok.status, 200, JSON.stringify(ok.body));
+  });
 });
