@@ -113,7 +113,7 @@ export const MAX_PAGE_LIMIT = 1000;
 /** Largest `bigint` id: a cursor (the last id seen) is an integer from 1 to this. */
 export const MAX_ROW_ID = 9223372036854775807n;
 
-/** Whether `text` is a row id PostgreSQL's `bigint` holds: decimal digits, 1 to {@linkcode MAX_ROW_ID}. */
+/** Whether `text` is a row id: decimal digits of 1 to {@linkcode MAX_ROW_ID} (a `bigint`). */
 export function isRowId(text: string): boolean {
   if (typeof text !== "string" || !/^\d{1,19}$/.test(text)) return false;
   const id = BigInt(text);
