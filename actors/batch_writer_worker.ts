@@ -103,11 +103,33 @@ export function batchWriterWorker(deps: BatchWriterWorkerDeps): BatchWriterChild
   };
 }
 
+/**
+ * The figures of a writer thread (`life`, counted from its start) on top of
+ * those of the threads before it (`base`): counts since the engine started
+ * (`rows_written`, `failures`) are added, the rest is the thread's, except
+ * that a thread that has written nothing yet keeps the last `last_flush_at`.
+ */
+export function addWriterStatus(base: WriterStatus, life: WriterStatus): WriterStatus {
+  const rowsWritten = { ...base.rows_written };
+  for (const [table, rows] of Object.entries(life.rows_written)) {
+    rowsWritten[table] = (rowsWritten[table] ?? 0) + rows;
+  }
+  return {
+    ...life,
+    rows_written: rowsWritten,
+    failures: base.failures + life.failures,
+    last_flush_at: life.last_flush_at ?? base.last_flush_at,
+  };
+}
+
 function startWorker(
   deps: BatchWriterWorkerDeps,
   counters: BatchWriterCounters,
   signal: AbortSignal,
 ): Running {
+  // Each thread counts from zero: its figures are added to those of the threads before it.
+  const writerBase = structuredClone(deps.status.writer);
+  const countersBase = { ...counters };
   const thread = startThreadChild<WriterThreadStart, WriterThreadStatus>({
     module: new URL("./_batch_writer_thread.ts", import.meta.url),
     name: BATCH_WRITER_NAME,
@@ -122,8 +144,10 @@ function startWorker(
       deps.options.status_interval_ms ?? DEFAULT_STATUS_INTERVAL_MS,
     ),
     onStatus: (status) => {
-      Object.assign(deps.status.writer, status.writer);
-      Object.assign(counters, status.counters);
+      Object.assign(deps.status.writer, addWriterStatus(writerBase, status.writer));
+      for (const key of Object.keys(counters) as Array<keyof BatchWriterCounters>) {
+        counters[key] = countersBase[key] + (status.counters[key] ?? 0);
+      }
     },
     log: deps.log ?? nullLogger,
   }, signal);

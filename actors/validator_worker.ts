@@ -62,14 +62,36 @@ export function validatorWorker(deps: ValidatorWorkerDeps): ChildSpec {
   new Validator(deps.options);
   return {
     name: VALIDATOR_ACTOR_NAME,
-    start: (signal) =>
-      startThreadChild<ValidatorThreadStart, ValidatorStatus>({
+    start: (signal) => {
+      // Each thread counts from zero: its figures are added to those of the threads before it.
+      const base = structuredClone(deps.status.validator);
+      return startThreadChild<ValidatorThreadStart, ValidatorStatus>({
         module: new URL("./_validator_thread.ts", import.meta.url),
         name: VALIDATOR_ACTOR_NAME,
         start: { nats: deps.nats, options: deps.options },
         statusIntervalMs: deps.statusIntervalMs ?? DEFAULT_VALIDATOR_STATUS_INTERVAL_MS,
-        onStatus: (status) => Object.assign(deps.status.validator, status),
+        onStatus: (status) =>
+          Object.assign(deps.status.validator, addValidatorStatus(base, status)),
         log: deps.log ?? nullLogger,
-      }, signal),
+      }, signal);
+    },
+  };
+}
+
+/**
+ * The figures of a validator thread (`life`, counted from its start) added to
+ * those of the threads before it (`base`), so that they count since the
+ * engine started, as the in-thread validator's do.
+ */
+export function addValidatorStatus(base: ValidatorStatus, life: ValidatorStatus): ValidatorStatus {
+  const add = <K extends string>(a: Partial<Record<K, number>>, b: Partial<Record<K, number>>) => {
+    const sum: Partial<Record<K, number>> = { ...a };
+    for (const key of Object.keys(b) as K[]) sum[key] = (sum[key] ?? 0) + (b[key] ?? 0);
+    return sum;
+  };
+  return {
+    accepted: base.accepted + life.accepted,
+    rejected: add(base.rejected, life.rejected) as Record<string, number>,
+    rejected_by_exchange: add(base.rejected_by_exchange, life.rejected_by_exchange),
   };
 }

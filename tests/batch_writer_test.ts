@@ -1309,3 +1309,39 @@ Deno.test("when ClickHouse refuses every row the batch is kept and retried, not 
   assert.equal(w.clickhouse, "up");
   await writer.stop();
 });
+
+Deno.test("the writer thread's figures count every life of the thread, as the in-thread writer's do", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  const status = new MarketStatus();
+  const spec = batchWriterWorker({
+    nats: { ...DEFAULT_CONFIG.nats, url: NATS_URL },
+    clickhouse: { ...DEFAULT_CONFIG.clickhouse, url: CH_URL },
+    database: db.database,
+    status,
+    options: writerOptions(env),
+    clickhouseReady: Promise.resolve(),
+    statusIntervalMs: 25,
+  });
+  const w = status.writer;
+  // Each life writes 5 one-trade messages; the supervisor starts the same spec again.
+  for (const life of [0, 1]) {
+    const controller = new AbortController();
+    const running = spec.start(controller.signal);
+    await running.ready;
+    await env.publishAll(Array.from({ length: 5 }, (_, i) => [trade(life * 5 + i)]));
+    const total = (life + 1) * 5;
+    await waitFor(
+      () => spec.counters.acked === total && w.rows_written.market_trades === total,
+      10_000,
+      `figures of life ${life}`,
+    );
+    controller.abort();
+    await running.done;
+    assert.equal(spec.counters.acked, total, "acked after the thread stopped");
+    assert.equal(spec.counters.messages, total, "messages after the thread stopped");
+    assert.equal(w.rows_written.market_trades, total, "rows_written after the thread stopped");
+    assert.equal(typeof w.last_flush_at, "number");
+  }
+  assert.equal(await countFinal(db, "market_trades"), 10);
+});

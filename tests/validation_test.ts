@@ -1,9 +1,17 @@
 /**
- * Pure tests of the market-data validation rules (no services).
+ * Pure tests of the market-data validation rules (no services), and at the
+ * end the figures of the validator's thread across its restarts (a private
+ * nats-server).
  */
 
 import assert from "node:assert/strict";
+import { connect } from "@nats-io/transport-node";
+import { validatorWorker } from "../actors/validator_worker.ts";
+import { encodeJson } from "../adapters/codec.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
+import { MarketStatus } from "../market/status.ts";
+import { waitFor } from "./_helpers.ts";
+import { startNatsServer } from "./_nats_server.ts";
 import type {
   BarEvent,
   BookEvent,
@@ -802,5 +810,48 @@ Deno.test("parseMarketSubject reads md and clean.md subjects", () => {
     ]
   ) {
     assert.equal(parseMarketSubject(bad), null, bad);
+  }
+});
+
+Deno.test("the validator thread's figures count every life of the thread, as the in-thread validator's do", async () => {
+  const server = await startNatsServer({ jetstream: false });
+  const nats = await connect({ servers: server.url });
+  try {
+    const status = new MarketStatus();
+    const spec = validatorWorker({
+      nats: { ...DEFAULT_CONFIG.nats, url: server.url },
+      options: { ...DEFAULT_CONFIG.validator, overrides: {} },
+      status,
+      statusIntervalMs: 20,
+    });
+    const nowUs = Date.now() * 1000;
+    // Each life accepts 2 trades and refuses 1; the supervisor starts the same spec again.
+    for (const life of [1, 2]) {
+      const controller = new AbortController();
+      const running = spec.start(controller.signal);
+      await running.ready;
+      const at = { ts_exchange: nowUs, ts_local: nowUs };
+      nats.publish(
+        "md.trade.binance.BTC-USDT",
+        encodeJson([
+          trade({ ...at, trade_id: `${life}-a` }),
+          trade({ ...at, trade_id: `${life}-b` }),
+          trade({ ...at, trade_id: `${life}-c`, qty: "0" }),
+        ]),
+      );
+      await waitFor(
+        () => status.validator.accepted === 2 * life,
+        5_000,
+        `figures of life ${life}`,
+      );
+      controller.abort();
+      await running.done;
+      assert.equal(status.validator.accepted, 2 * life, "accepted after the thread stopped");
+      assert.deepEqual(status.validator.rejected, { non_positive: life });
+      assert.deepEqual(status.validator.rejected_by_exchange, { binance: life });
+    }
+  } finally {
+    await nats.close();
+    await server.stop();
   }
 });
