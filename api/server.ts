@@ -5,9 +5,14 @@
  * @module
  */
 
-import type { Hono } from "hono";
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
 import type { ChildSpec, Running } from "../actors/types.ts";
 import { type Logger, nullLogger } from "../lib/log.ts";
+import { ApiError, errorHandler } from "./errors.ts";
+
+/** Largest request body, in bytes, when `http.max_body_bytes` is not set: 1 MiB. */
+export const DEFAULT_MAX_BODY_BYTES = 1_048_576;
 
 /** Where the server listens: the `http` section of the configuration. */
 export interface HttpOptions {
@@ -15,6 +20,43 @@ export interface HttpOptions {
   host: string;
   /** TCP port; 0 picks a free one. */
   port: number;
+  /** Largest request body in bytes; larger is a 413. @default {DEFAULT_MAX_BODY_BYTES} */
+  max_body_bytes?: number;
+}
+
+/**
+ * `app` behind a request body limit: a body larger than `maxBytes` (by its
+ * `Content-Length`, or counted as it streams in) is answered 413 with the
+ * JSON error body before any route reads it.
+ *
+ * @example
+ * ```ts
+ * const served = withBodyLimit(app, 1024);
+ * const res = await served.request("/api/v1/trading/signal", {
+ *   method: "POST",
+ *   body: "x".repeat(2048),
+ * });
+ * res.status; // 413
+ * ```
+ */
+export function withBodyLimit(app: Hono, maxBytes: number, log: Logger = nullLogger): Hono {
+  const limited = new Hono();
+  limited.onError(errorHandler(log));
+  limited.use(
+    "*",
+    bodyLimit({
+      maxSize: maxBytes,
+      onError() {
+        throw new ApiError(
+          413,
+          "payload_too_large",
+          `The request body is larger than ${maxBytes} bytes`,
+        );
+      },
+    }),
+  );
+  limited.all("*", (c) => app.fetch(c.req.raw, c.env));
+  return limited;
 }
 
 /** Options for {@linkcode httpServer}. */
@@ -27,7 +69,10 @@ export interface HttpServerOptions {
   shutdownMs?: number;
 }
 
-/** A child that serves `app` on `options.host:options.port`. */
+/**
+ * A child that serves `app` on `options.host:options.port`, refusing request
+ * bodies larger than `options.max_body_bytes` ({@linkcode withBodyLimit}).
+ */
 export function httpServer(
   app: Hono,
   options: HttpOptions,
@@ -38,6 +83,7 @@ export function httpServer(
     restart: "permanent",
     shutdownMs,
     start(signal: AbortSignal): Running {
+      const served = withBodyLimit(app, options.max_body_bytes ?? DEFAULT_MAX_BODY_BYTES, log);
       let listening!: () => void;
       const ready = new Promise<void>((resolve) => listening = resolve);
       let server: Deno.HttpServer;
@@ -58,7 +104,7 @@ export function httpServer(
               { status: 500 },
             );
           },
-        }, app.fetch);
+        }, served.fetch);
       } catch (error) {
         const failed = Promise.reject(
           new Error(`Cannot listen on ${options.host}:${options.port}`, { cause: error }),

@@ -147,7 +147,13 @@ export const ALPACA_FEEDS = ["iex", "sip"] as const;
 export const DEFAULT_CONFIG = {
   engine: { name: "tradewire", profile: "development", shutdown_timeout_ms: 10_000 },
   log: { level: "info" },
-  http: { enabled: true, host: "127.0.0.1", port: 8000, api_key_hashes: [] },
+  http: {
+    enabled: true,
+    host: "127.0.0.1",
+    port: 8000,
+    api_key_hashes: [],
+    max_body_bytes: 1_048_576,
+  },
   nats: {
     url: "nats://127.0.0.1:4222",
     name: "tradewire",
@@ -511,6 +517,7 @@ export const configSchema = z.object({
     port: int(1, 65535).default(D.http.port),
     api_key_hashes: z.array(sha256Hex, { error: "expected a list of sha256 hashes" })
       .default(() => []),
+    max_body_bytes: int(1, 1_073_741_824).default(D.http.max_body_bytes),
   }),
   nats: section({
     url: natsUrl.default(D.nats.url),

@@ -3,6 +3,8 @@ import { Hono } from "hono";
 import { createApp } from "../api/app.ts";
 import { ApiError, errorHandler, notFound } from "../api/errors.ts";
 import type { HealthSource } from "../api/health.ts";
+import { httpServer } from "../api/server.ts";
+import { loadConfig } from "../config/mod.ts";
 import type { ActorInfo } from "../actors/types.ts";
 import { memoryLogger, nullLogger } from "../lib/log.ts";
 
@@ -138,4 +140,55 @@ Deno.test("thrown errors become JSON error bodies, never stack traces", async ()
   });
   assert.doesNotMatch(text, /db\.ts|at /);
   assert.equal(lines[0]?.message, "unhandled error in request");
+});
+
+Deno.test("the HTTP server answers a body over http.max_body_bytes with a JSON 413, unread", async () => {
+  const config = await loadConfig({ args: [], env: {} });
+  assert.equal(config.http.max_body_bytes, 1_048_576);
+  let stored = 0;
+  const app = new Hono();
+  app.onError(errorHandler(nullLogger));
+  app.post("/signal", async (c) => {
+    stored += (await c.req.arrayBuffer()).byteLength;
+    return c.json({ ok: true }, 201);
+  });
+  let port = 0;
+  const stop = new AbortController();
+  const running = httpServer(app, { ...config.http, port: 0 }, {
+    onListen: (address) => port = address.port,
+  }).start(stop.signal);
+  try {
+    await running.ready;
+    const post = async (body: BodyInit) => {
+      const res = await fetch(`http://127.0.0.1:${port}/signal`, { method: "POST", body });
+      return { status: res.status, body: await res.json() };
+    };
+    const tooLarge = {
+      status: 413,
+      body: {
+        error: {
+          code: "payload_too_large",
+          message: "The request body is larger than 1048576 bytes",
+        },
+      },
+    };
+    // With a Content-Length, then streamed (chunked) with none.
+    assert.deepEqual(await post(new Uint8Array(30 * 1024 * 1024)), tooLarge);
+    const chunk = new Uint8Array(64 * 1024);
+    let sent = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (sent >= 30 * 1024 * 1024) return controller.close();
+        sent += chunk.length;
+        controller.enqueue(chunk);
+      },
+    });
+    assert.deepEqual(await post(stream), tooLarge);
+    assert.equal(stored, 0);
+    assert.deepEqual(await post(new Uint8Array(1_048_576)), { status: 201, body: { ok: true } });
+    assert.equal(stored, 1_048_576);
+  } finally {
+    stop.abort();
+    await running.done;
+  }
 });
