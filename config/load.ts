@@ -701,38 +701,6 @@ function editDistance(a: string, b: string): number {
 // ---------------------------------------------------------------------------
 // Redaction
 
-const URL_USER_ONLY = /\b((?:nats|tls|wss?):\/\/)([^/\s:@,]+)@/gi;
-const URL_QUERY_PARAM = /([?&;])([^=&#\s,]+)=([^&#\s,]*)/g;
-
-function redactQuery(text: string): string {
-  return text.replace(
-    URL_QUERY_PARAM,
-    (match, separator: string, key: string) =>
-      SECRET_KEY_PATTERN.test(key) || /password$/i.test(key)
-        ? `${separator}${key}=${REDACTED}`
-        : match,
-  );
-}
-
-function redactStrings(value: unknown, path: Path): unknown {
-  if (typeof value === "string") {
-    const text = redactQuery(value);
-    // NATS takes a bare `token@host` as the token.
-    return formatPath(path) === "nats.url" ? text.replace(URL_USER_ONLY, `$1${REDACTED}@`) : text;
-  }
-  if (Array.isArray(value)) {
-    return value.map((item, index) => redactStrings(item, [...path, index]));
-  }
-  if (isTree(value)) {
-    const out: Tree = {};
-    for (const [key, inner] of Object.entries(value)) {
-      out[key] = redactStrings(inner, [...path, key]);
-    }
-    return out;
-  }
-  return value;
-}
-
 /**
  * A copy of `config` safe to print or log: passwords, tokens and API keys are
  * replaced by {@linkcode REDACTED}, as are passwords inside URLs (userinfo and
@@ -746,5 +714,5 @@ function redactStrings(value: unknown, path: Path): unknown {
  * ```
  */
 export function redactConfig(config: Config): unknown {
-  return redactStrings(redactSecrets(config), []);
+  return redactSecrets(config);
 }

@@ -1,0 +1,81 @@
+import assert from "node:assert/strict";
+import { connectNats } from "../adapters/nats.ts";
+import { waitForPostgres } from "../adapters/postgres.ts";
+import { DEFAULT_CONFIG } from "../config/mod.ts";
+import { memoryLogger } from "../lib/log.ts";
+import { redactSecrets, redactUrl } from "../lib/redact.ts";
+import { freePort } from "./_nats_server.ts";
+import { deadline, waitFor } from "./_helpers.ts";
+
+Deno.test("redactUrl hides a URL password up to the last @ before the host", () => {
+  assert.equal(redactUrl("postgres://app:hunter2@db:5432/tw"), "postgres://app:***@db:5432/tw");
+  assert.equal(
+    redactUrl("postgres://app:p@ss@127.0.0.1:5432/tw"),
+    "postgres://app:***@127.0.0.1:5432/tw",
+  );
+  assert.equal(redactUrl("https://:p@@s@ch:8443"), "https://:***@ch:8443");
+  assert.equal(
+    redactUrl("connect failed: postgres://app:a@b@db/tw (ECONNREFUSED) mail me@example.com"),
+    "connect failed: postgres://app:***@db/tw (ECONNREFUSED) mail me@example.com",
+  );
+});
+
+Deno.test("redactUrl hides the token of a NATS-style token@host URL, not a plain user name", () => {
+  assert.equal(redactUrl("nats://s3cr3tTOKEN@127.0.0.1:4222"), "nats://***@127.0.0.1:4222");
+  assert.equal(
+    redactUrl("nats://tok@n1:4222,nats://u:pw@n2:4222,tls://t@k@n3"),
+    "nats://***@n1:4222,nats://u:***@n2:4222,tls://***@n3",
+  );
+  assert.equal(redactUrl("wss://tok@ws.example/x"), "wss://***@ws.example/x");
+  assert.equal(redactUrl("postgres://postgres@db/tw"), "postgres://postgres@db/tw");
+  assert.equal(redactUrl("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+});
+
+Deno.test("redactUrl hides secret query parameters", () => {
+  assert.equal(
+    redactUrl("postgres://db/tw?sslpassword=pem&sslmode=require&token=t1"),
+    "postgres://db/tw?sslpassword=***&sslmode=require&token=***",
+  );
+  assert.deepEqual(redactSecrets({ url: "nats://t0k@h:1", password: "x" }), {
+    url: "nats://***@h:1",
+    password: "***",
+  });
+});
+
+Deno.test("a NATS token in the URL is never logged while NATS is unreachable", async () => {
+  const { log, lines } = memoryLogger();
+  const stop = new AbortController();
+  const connecting = connectNats(
+    { ...DEFAULT_CONFIG.nats, url: `nats://s3cr3tTOKEN@127.0.0.1:${freePort()}` },
+    { log, signal: stop.signal },
+  ).catch(() => null);
+  try {
+    await waitFor(
+      () => lines.some((line) => line.message === "NATS unreachable, retrying"),
+      10_000,
+      "a retry line",
+    );
+  } finally {
+    stop.abort();
+    await deadline(connecting, 10_000);
+  }
+  const text = JSON.stringify(lines);
+  assert.doesNotMatch(text, /s3cr3tTOKEN/);
+  assert.match(text, /nats:\/\/\*\*\*@127\.0\.0\.1:/);
+});
+
+Deno.test("a PostgreSQL password holding @ is never logged while PostgreSQL is unreachable", async () => {
+  const { log, lines } = memoryLogger();
+  const url = `postgres://app:p@ss-w0rd@127.0.0.1:${freePort()}/tw`;
+  await assert.rejects(
+    waitForPostgres(
+      { ...DEFAULT_CONFIG.postgres, url, connect_timeout_s: 2 },
+      { log, maxAttempts: 2, initialMs: 1, maxMs: 1 },
+    ),
+  );
+  const retries = lines.filter((line) => line.message === "PostgreSQL unreachable, retrying");
+  assert.equal(retries.length, 1, JSON.stringify(lines));
+  const text = JSON.stringify(lines);
+  assert.doesNotMatch(text, /ss-w0rd/);
+  assert.match(text, /postgres:\/\/app:\*\*\*@127\.0\.0\.1:/);
+});
