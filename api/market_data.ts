@@ -20,7 +20,8 @@
  *   (`2024-05-01`, `2024-05-01T12:00Z`, `2024-05-01T12:00:00.123456+02:00`)
  *   or epoch integers: below 10^14 they are milliseconds, from 10^14 on
  *   microseconds (10^14 ms is the year 5138, 10^14 µs is 1973). `from > to`
- *   is a 400. Ticks filter on the venue time `ts_exchange`; candles on the
+ *   is a 400. A time past ClickHouse's `DateTime` (2106-02-07) is taken as
+ *   it is: a `to` that late bounds nothing, a `from` that late finds nothing. Ticks filter on the venue time `ts_exchange`; candles on the
  *   candle start.
  * - `limit`: ticks 1..1000 (default 100), candles 1..1000 (default 500);
  *   anything else is a 400, never silently clamped.
@@ -76,6 +77,11 @@ export const CANDLE_INTERVALS = {
 export type CandleInterval = keyof typeof CANDLE_INTERVALS;
 /** Epoch integers below this are milliseconds, from it on microseconds. */
 export const EPOCH_US_THRESHOLD = 100_000_000_000_000;
+/**
+ * Latest second ClickHouse's `DateTime` holds (2106-02-07T06:28:15Z):
+ * `toDateTime(n)` wraps modulo 2^32 beyond it, so bounds past it are dropped.
+ */
+export const MAX_DATETIME_S = 4_294_967_295;
 
 /** What the market-data routes read. */
 export interface MarketDataDeps {
@@ -381,6 +387,44 @@ function usToIso(us: number): string {
   return `${iso.slice(0, -1)}${String(micros).padStart(3, "0")}Z`;
 }
 
+/**
+ * `column op toDateTime(seconds)` for a `DateTime` column, meaning the same
+ * for any `seconds` (no wrap past {@linkcode MAX_DATETIME_S} or below 0):
+ * null when every `DateTime` satisfies it, `"0"` when none does.
+ *
+ * @example
+ * ```ts
+ * dateTimeBound("minute", "<", 5_680_281_600); // null: every DateTime is before 2150
+ * dateTimeBound("minute", ">=", 1_700_000_000); // "minute >= toDateTime(1700000000)"
+ * ```
+ */
+export function dateTimeBound(
+  column: string,
+  op: ">=" | "<" | "<=",
+  seconds: number,
+): string | null {
+  const always = op === ">="
+    ? seconds <= 0
+    : op === "<"
+    ? seconds > MAX_DATETIME_S
+    : seconds >= MAX_DATETIME_S;
+  const never = op === ">=" ? seconds > MAX_DATETIME_S : op === "<" ? seconds <= 0 : seconds < 0;
+  if (always) return null;
+  if (never) return "0";
+  return `${column} ${op} toDateTime(${literal(seconds)})`;
+}
+
+/** Pushes {@linkcode dateTimeBound} onto `where` unless it always holds. */
+function pushBound(
+  where: string[],
+  column: string,
+  op: ">=" | "<" | "<=",
+  seconds: number,
+): void {
+  const bound = dateTimeBound(column, op, seconds);
+  if (bound !== null) where.push(bound);
+}
+
 // ---------------------------------------------------------------------------
 // Routes
 // ---------------------------------------------------------------------------
@@ -509,11 +553,11 @@ export function marketDataRoutes(input: MarketDataDeps): Hono {
       // `timestamp` (whole seconds of ts_exchange) leads the sorting key after
       // exchange and symbol: bounding it lets ClickHouse skip granules.
       if (from !== null) {
-        where.push(`timestamp >= toDateTime(${literal(Math.floor(from / 1e6))})`);
+        pushBound(where, "timestamp", ">=", Math.floor(from / 1e6));
         where.push(`ts_exchange >= ${literal(from)}`);
       }
       if (to !== null) {
-        where.push(`timestamp <= toDateTime(${literal(Math.floor((to - 1) / 1e6))})`);
+        pushBound(where, "timestamp", "<=", Math.floor((to - 1) / 1e6));
         where.push(`ts_exchange < ${literal(to)}`);
       }
       if (cursor !== null) {
@@ -521,7 +565,7 @@ export function marketDataRoutes(input: MarketDataDeps): Hono {
         const ts = literal(cursor.ts_exchange);
         const ex = literal(cursor.exchange);
         const len = literal(utf8Length(cursor.trade_id));
-        where.push(`timestamp <= toDateTime(${literal(Math.floor(cursor.ts_exchange / 1e6))})`);
+        pushBound(where, "timestamp", "<=", Math.floor(cursor.ts_exchange / 1e6));
         where.push(
           `(ts_exchange < ${ts} OR (ts_exchange = ${ts} AND (exchange < ${ex} OR ` +
             `(exchange = ${ex} AND (length(trade_id) < ${len} OR ` +
@@ -547,15 +591,16 @@ export function marketDataRoutes(input: MarketDataDeps): Hono {
         cursor === null ? Infinity : cursor.ts_exchange,
         to === null && cursor === null ? deps.clock.now() * 1000 : Infinity,
       );
+      // No trade is stored past MAX_DATETIME_S: a later anchor starts where the data can be.
       const windows = tickWindows(
-        Math.floor(anchorUs / 1e6),
+        Math.min(Math.floor(anchorUs / 1e6), MAX_DATETIME_S),
         from === null ? null : Math.floor(from / 1e6),
       );
       const rows: TickQueryRow[] = [];
       for (const window of windows) {
         const extra: string[] = [];
-        if (window.lower !== null) extra.push(`timestamp >= toDateTime(${literal(window.lower)})`);
-        if (window.upper !== null) extra.push(`timestamp < toDateTime(${literal(window.upper)})`);
+        if (window.lower !== null) pushBound(extra, "timestamp", ">=", window.lower);
+        if (window.upper !== null) pushBound(extra, "timestamp", "<", window.upper);
         const found = await query<TickQueryRow>(
           select(extra, limit + 1 - rows.length),
           c.req.raw.signal,
@@ -620,11 +665,11 @@ export function marketDataRoutes(input: MarketDataDeps): Hono {
       ];
       if (from !== null) {
         const fromBucket = Math.ceil(from / 1e6 / seconds) * seconds;
-        where.push(`minute >= toDateTime(${literal(fromBucket)})`);
+        pushBound(where, "minute", ">=", fromBucket);
       }
       if (to !== null) {
         const toBucket = Math.ceil(to / 1e6 / seconds) * seconds;
-        where.push(`minute < toDateTime(${literal(toBucket)})`);
+        pushBound(where, "minute", "<", toBucket);
       }
       // Minutes first (merging the partial states), then the interval's buckets;
       // aliases differ from column names, which they would shadow.

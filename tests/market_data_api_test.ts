@@ -14,9 +14,11 @@ import { createPostgres } from "../adapters/postgres.ts";
 import { Migrator } from "../adapters/migrator.ts";
 import {
   type CandleRow,
+  dateTimeBound,
   decodeTickCursor,
   encodeTickCursor,
   marketDataRoutes,
+  MAX_DATETIME_S,
   parseTimeParam,
   type TickRow,
   tickWindows,
@@ -262,6 +264,17 @@ Deno.test("ticks read the newest hour, day, week and month first, stopping at fr
   ]);
 });
 
+Deno.test("DateTime bounds past 2106 or before 1970 are dropped or made false, never wrapped", () => {
+  assert.equal(dateTimeBound("t", "<", MAX_DATETIME_S + 1), null);
+  assert.equal(dateTimeBound("t", "<=", MAX_DATETIME_S), null);
+  assert.equal(dateTimeBound("t", ">=", 0), null);
+  assert.equal(dateTimeBound("t", ">=", MAX_DATETIME_S + 1), "0");
+  assert.equal(dateTimeBound("t", "<", 0), "0");
+  assert.equal(dateTimeBound("t", "<=", -1), "0");
+  assert.equal(dateTimeBound("t", "<", MAX_DATETIME_S), `t < toDateTime(${MAX_DATETIME_S})`);
+  assert.equal(dateTimeBound("t", ">=", 1_700_000_000), "t >= toDateTime(1700000000)");
+});
+
 Deno.test("tick cursors round-trip and forged ones are refused", () => {
   const cursor = { ts_exchange: T0_US, exchange: "kraken" as const, trade_id: "x'y" };
   const token = encodeTickCursor(cursor);
@@ -392,6 +405,32 @@ Deno.test("market-data API against ClickHouse", async (t) => {
         assert.equal(pages.flat().length, 30);
         const empty = await getJson(app, `/ticks/BTC-USDT?from=${toUs}&to=${toUs}`);
         assert.deepEqual(empty.body.ticks, []);
+      },
+    );
+
+    await t.step(
+      "a from or to past ClickHouse's DateTime (2106) filters right, not wrapped",
+      async () => {
+        const far = ["2150-01-01", "5680281600000", "5680281600000000", "9999-12-31T23:59:59Z"];
+        const ticks = await getJson(app, "/ticks/BTC-USDT?limit=1000");
+        const candles = await getJson(app, "/candles/BTC-USDT");
+        assert.equal(ticks.body.ticks.length, 250);
+        assert.ok(candles.body.candles.length > 0);
+        for (const to of far) {
+          const farTicks = await getJson(app, `/ticks/BTC-USDT?limit=1000&to=${to}`);
+          assert.equal(farTicks.status, 200, JSON.stringify(farTicks.body));
+          assert.deepEqual(farTicks.body.ticks, ticks.body.ticks, `ticks to=${to}`);
+          const farCandles = await getJson(app, `/candles/BTC-USDT?to=${to}`);
+          assert.equal(farCandles.status, 200, JSON.stringify(farCandles.body));
+          assert.deepEqual(farCandles.body.candles, candles.body.candles, `candles to=${to}`);
+          const after = await getJson(app, `/ticks/BTC-USDT?from=${to}`);
+          assert.deepEqual([after.status, after.body.ticks], [200, []], `ticks from=${to}`);
+          const afterCandles = await getJson(app, `/candles/BTC-USDT?from=${to}&to=${to}`);
+          assert.deepEqual([afterCandles.status, afterCandles.body.candles], [200, []]);
+        }
+        // Pages of a far `to` are whole too, and the cursor stays inside the range.
+        const pages = await allPages(app, "/ticks/BTC-USDT?to=2150-01-01", 100);
+        assert.deepEqual(pages.flat(), ticks.body.ticks);
       },
     );
 
