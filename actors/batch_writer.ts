@@ -40,6 +40,15 @@
  * case they are needed (dead letters of refused rows, duplicate checks), so
  * that a batch does not keep every event alive.
  *
+ * Refused rows: when ClickHouse refuses a batch's data itself (a parse or range
+ * error), the writer splits the batch in halves, breadth first, to find the
+ * rows at fault; once ClickHouse has taken other rows of the table, those rows
+ * are bad and are dead-lettered (`reason: "unwritable"`). When it takes none,
+ * the table may be wrong rather than the rows: the batch is kept, takes in the
+ * messages that arrived behind it (up to `batch_rows` rows) and is tried again
+ * with them, so a few bad rows wait only for the next good one, while a schema
+ * problem dead-letters nothing and is retried until it is fixed.
+ *
  * Duplicates: a redelivered message, or a retry after an insert whose outcome
  * is unknown (a connection cut mid-request), may carry rows that are already
  * stored. Every table collapses such copies (ReplacingMergeTree; read with
@@ -117,8 +126,11 @@ export const FETCH_EXPIRES_MS = 1_000;
 /** Pulls in a row without any answer after which the consumer is set up again. */
 export const MAX_UNANSWERED_PULLS = 3;
 /**
- * Rows refused one by one, with none accepted, after which a refusal is taken
- * for a schema problem (retried later) rather than bad rows (dead-lettered).
+ * Refused inserts of one table, in one attempt and with no row of it accepted
+ * yet, after which the writer stops splitting the batch to find the rows at
+ * fault (the halves are tried breadth first, so these cover the batch's first
+ * three levels of halves). Without a row accepted, a refusal may be a schema
+ * problem: the rows are kept and tried again together with the next messages.
  */
 export const MAX_BLIND_REFUSALS = 8;
 /** Longest raw frame copied into a dead letter, in characters. */
@@ -405,6 +417,13 @@ class RowLines {
     return this.#chunks;
   }
 
+  /** Adds the rows of `other` after these. */
+  append(other: RowLines): void {
+    this.#chunks = this.#chunks.concat(other.#chunks);
+    this.#split &&= other.#split;
+    this.count += other.count;
+  }
+
   /** Keeps only `rows` (lines of rows held, in order). */
   replace(rows: string[]): void {
     this.#chunks = rows;
@@ -453,6 +472,33 @@ class Batch {
   redelivered = false;
   /** Failed write attempts: after one, rows may be stored already. */
   failures = 0;
+  /**
+   * Set by an attempt in which ClickHouse refused rows of a table and took
+   * none: bad rows or a schema problem, which the next messages tell apart.
+   */
+  refusedBlind = false;
+}
+
+/**
+ * Moves the messages and rows of `next` (the batch filling behind) into
+ * `batch` (the one being written): tables `batch` has written keep only the
+ * rows of `next`. `next` must not be used afterwards.
+ */
+function absorb(batch: Batch, next: Batch): void {
+  for (const table of MARKET_TABLES) {
+    const lines = next.lines[table];
+    if (batch.done.has(table)) {
+      batch.done.delete(table);
+      batch.sources[table] = lines.count === 0 ? [] : sourcesOf(next, table);
+      batch.lines[table].replace([]);
+    } else if (batch.sources[table] !== null && lines.count > 0) {
+      batch.sources[table] = batch.sources[table]!.concat(sourcesOf(next, table));
+    }
+    batch.lines[table].append(lines);
+  }
+  for (const msg of next.messages) batch.messages.push(msg);
+  batch.rowCount += next.rowCount;
+  batch.redelivered ||= next.redelivered;
 }
 
 /**
@@ -954,6 +1000,7 @@ class BatchWriter {
           this.#release(batch, error);
           return;
         }
+        if (batch.refusedBlind && this.#absorbNext(batch)) continue;
         const delayMs = this.#delay(attempt);
         this.#log.warn("ClickHouse insert failed, retrying", {
           attempt: attempt + 1,
@@ -983,6 +1030,27 @@ class BatchWriter {
     status.clickhouse = "up";
     this.#downSince = null;
     status.buffered_rows = this.#current.rowCount;
+  }
+
+  /**
+   * After ClickHouse refused rows and took none of their table, takes the
+   * messages that arrived meanwhile into `batch`, so that they are tried with
+   * it at once: if ClickHouse takes some, the refused rows are bad and are
+   * dead-lettered; if it refuses those too, it is a schema problem and the
+   * batch waits. A batch of `batch_rows` rows or more takes no more, so that
+   * memory stays bounded while the schema is wrong. False when nothing was taken.
+   */
+  #absorbNext(batch: Batch): boolean {
+    const next = this.#current;
+    if (next.messages.length === 0 || batch.rowCount >= this.#s.batchRows) return false;
+    this.#current = new Batch();
+    absorb(batch, next);
+    this.#space.notify();
+    this.#log.info("Rows ClickHouse refused are tried again with the messages behind them", {
+      messages: batch.messages.length,
+      rows: batch.rowCount,
+    });
+    return true;
   }
 
   #noteFailure(error: unknown, attempt: number): void {
@@ -1025,6 +1093,7 @@ class BatchWriter {
 
   /** One attempt: inserts every table of `batch` not written yet. */
   async #write(batch: Batch): Promise<void> {
+    batch.refusedBlind = false;
     for (const table of MARKET_TABLES) {
       if (batch.done.has(table) || batch.lines[table].count === 0) continue;
       if (table === "market_trades" && (batch.redelivered || batch.failures > 0)) {
@@ -1037,10 +1106,14 @@ class BatchWriter {
 
   /**
    * Inserts `batch.lines[table]`. When ClickHouse refuses the data itself
-   * (parse or range error), splits the rows in halves until the rows at fault
-   * are found and dead-letters them. Any other error — or refusals without a
-   * single accepted row, which point at the schema rather than the rows —
-   * leaves the unwritten rows in the batch and is thrown.
+   * (parse or range error), splits the rows in halves, breadth first, until
+   * the rows at fault are found, and dead-letters them once ClickHouse has
+   * taken other rows of the table (so the table is fine and the rows are bad).
+   * Any other error — or refusals without a single row taken, which may point
+   * at the schema rather than the rows (`batch.refusedBlind`) — leaves the
+   * unwritten rows in the batch and is thrown. Halves are tried breadth first
+   * so that good rows are written before bad ones are refused one by one,
+   * wherever in the batch the bad ones are.
    */
   async #insertTable(batch: Batch, table: MarketTable): Promise<void> {
     const all = batch.lines[table];
@@ -1048,20 +1121,27 @@ class BatchWriter {
     // Single rows are split out only once ClickHouse refused some.
     let rows: string[] | null = null;
     const rowsOf = () => rows ??= all.rows();
+    // A queue: each level of halves is tried before the next, smaller one.
     const ranges: Array<[number, number]> = [[0, total]];
+    let next = 0;
     const refused: number[] = [];
     let written = 0;
+    let blindRefusals = 0;
     let lastRefusal: unknown = null;
     const keepUnwritten = (extra: Array<[number, number]>) => {
       const sources = sourcesOf(batch, table);
       const lines = rowsOf();
-      const left = [...refused.map((i): [number, number] => [i, i + 1]), ...extra, ...ranges];
+      const left = [
+        ...refused.map((i): [number, number] => [i, i + 1]),
+        ...extra,
+        ...ranges.slice(next),
+      ].sort((a, b) => a[0] - b[0]);
       const kept = left.flatMap(([a, b]) => sources.slice(a, b));
       all.replace(left.flatMap(([a, b]) => lines.slice(a, b)));
       batch.sources[table] = kept;
     };
-    while (ranges.length > 0) {
-      const [lo, hi] = ranges.pop()!;
+    while (next < ranges.length) {
+      const [lo, hi] = ranges[next++]!;
       try {
         await this.#insert(table, lo === 0 && hi === total ? all.chunks() : rowsOf().slice(lo, hi));
         written += hi - lo;
@@ -1069,7 +1149,12 @@ class BatchWriter {
       } catch (error) {
         const code = clickHouseErrorCode(error);
         const isRowData = code !== null && ROW_DATA_ERROR_CODES.has(code);
-        if (!isRowData || (written === 0 && refused.length >= MAX_BLIND_REFUSALS)) {
+        if (!isRowData) {
+          keepUnwritten([[lo, hi]]);
+          throw error;
+        }
+        if (written === 0 && ++blindRefusals >= MAX_BLIND_REFUSALS) {
+          batch.refusedBlind = true;
           keepUnwritten([[lo, hi]]);
           throw error;
         }
@@ -1078,12 +1163,18 @@ class BatchWriter {
           refused.push(lo);
         } else {
           const mid = lo + Math.ceil((hi - lo) / 2);
-          ranges.push([mid, hi], [lo, mid]);
+          ranges.push([lo, mid], [mid, hi]);
         }
+      }
+      // Spent ranges are dropped now and then, so the queue does not grow with the batch.
+      if (next > 1_024) {
+        ranges.splice(0, next);
+        next = 0;
       }
     }
     if (refused.length === 0) return;
-    if (written === 0 && total > 1) {
+    if (written === 0) {
+      batch.refusedBlind = true;
       keepUnwritten([]);
       throw lastRefusal;
     }

@@ -1345,3 +1345,80 @@ Deno.test("the writer thread's figures count every life of the thread, as the in
   }
   assert.equal(await countFinal(db, "market_trades"), 10);
 });
+
+Deno.test("refused rows at the head of a batch are dead-lettered and the good rows behind them written", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  const letters: WriterDeadLetter[] = [];
+  const sub = env.nc.subscribe(`${env.prefix}dlq.md.>`, {
+    callback: (_error, msg) => {
+      letters.push(decodeJson<WriterDeadLetter>(msg.data));
+    },
+  });
+  try {
+    // More refused rows in a row than the writer tries one by one before it suspects the schema.
+    const poison = Array.from(
+      { length: 12 },
+      (_, i) => trade(i * 2, { trade_id: `poison-${i}` }),
+    );
+    await env.publish(poison);
+    const good = tradeMessages(100, 200);
+    await env.publishAll(good);
+    const clickhouse = refusingClickHouse(
+      db.admin,
+      (row) => String(row.trade_id).startsWith("poison"),
+    );
+    await using writer = await startWriter(env, db, { clickhouse });
+    await waitFor(
+      () => writer.spec.counters.acked === good.length + 1,
+      10_000,
+      "all acknowledged",
+    );
+    assert.equal(await countRaw(db, "market_trades"), 100);
+    assert.equal(await candleTrades(db), 100);
+    await waitFor(() => letters.length === 12, 5_000, "12 dead letters");
+    assert.deepEqual(
+      letters.map((l) => (l.event as TradeEvent | undefined)?.trade_id).sort(),
+      poison.map((e) => e.trade_id).sort(),
+    );
+    await writer.stop();
+  } finally {
+    sub.unsubscribe();
+  }
+});
+
+Deno.test("a batch of nothing but refused rows waits for the next message, then is dead-lettered when ClickHouse takes that one", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  const letters: WriterDeadLetter[] = [];
+  const sub = env.nc.subscribe(`${env.prefix}dlq.md.>`, {
+    callback: (_error, msg) => {
+      letters.push(decodeJson<WriterDeadLetter>(msg.data));
+    },
+  });
+  try {
+    const clickhouse = refusingClickHouse(
+      db.admin,
+      (row) => String(row.trade_id).startsWith("poison"),
+    );
+    await using writer = await startWriter(env, db, { clickhouse });
+    const w = writer.status.writer;
+    // A quiet market: one message of two bad trades, alone. It may be a schema problem: kept.
+    await env.publish([trade(0, { trade_id: "poison-a" }), trade(2, { trade_id: "poison-b" })]);
+    await waitFor(() => w.failures >= 2, 10_000, "the lone bad batch refused");
+    assert.equal(writer.spec.counters.dead_letters, 0);
+    // The next message is taken: the table is fine, so the two rows are bad.
+    await env.publish([trade(4), trade(6)]);
+    await waitFor(() => writer.spec.counters.acked === 2, 10_000, "both acknowledged");
+    assert.equal(await countRaw(db, "market_trades"), 2);
+    await waitFor(() => letters.length === 2, 5_000, "2 dead letters");
+    assert.deepEqual(
+      letters.map((l) => [l.reason, (l.event as TradeEvent | undefined)?.trade_id]).sort(),
+      [["unwritable", "poison-a"], ["unwritable", "poison-b"]],
+    );
+    await waitFor(() => w.clickhouse === "up", 5_000, "writer sees ClickHouse up");
+    await writer.stop();
+  } finally {
+    sub.unsubscribe();
+  }
+});
