@@ -194,7 +194,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Confi
   const problems: ConfigProblem[] = [];
   const causes: unknown[] = [];
 
-  // Stage 1: the command line and the files must be readable before anything else makes sense.
+  // Stage 1: the command line and the files.
   const flags = parseFlags(args, problems);
   const files: FileSpec[] = [{
     path: defaultFile,
@@ -211,9 +211,9 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Confi
     const layer = await readYamlFile(file, problems, causes);
     if (layer !== undefined) documents.push(layer);
   }
-  if (problems.length > 0) throw configError(problems, causes);
 
-  // Stage 2: merge the layers, then validate; report everything together.
+  // Stage 2: merge the layers that could be read, then validate; a bad flag or an unreadable file
+  // is reported together with every bad key of the rest.
   const sources = new Sources();
   const interpolationFailures = new Set<string>();
   let merged: Tree = {};
@@ -451,6 +451,7 @@ function applyOverride(tree: Tree, sources: Sources, override: Override): void {
 interface Def {
   type: string;
   innerType?: z.ZodType;
+  valueType?: z.ZodType;
   in?: z.ZodType;
   shape?: Record<string, z.ZodType>;
   element?: z.ZodType;
@@ -495,6 +496,13 @@ function schemaAt(path: Path): z.ZodType | undefined {
     } else return undefined;
   }
   return unwrap(current);
+}
+
+/** The schema of the values of the record (a mapping with free keys) at `path`, if it is one. */
+function recordValues(path: Path): z.ZodType | undefined {
+  const schema = schemaAt(path);
+  const def = schema ? defOf(schema) : undefined;
+  return def?.type === "record" ? def.valueType : undefined;
 }
 
 /** The keys a section has, for "did you mean" hints. */
@@ -643,6 +651,19 @@ function issueProblems(
         const hint = suggest(key, keysAt(path));
         const what = path.length === 0 ? "unknown section" : "unknown key";
         push([...path, key], hint ? `${what}, did you mean ${hint}?` : what);
+      }
+    } else if (issue.code === "invalid_key") {
+      const reasons = issue.issues.map((inner) => inner.message).join("; ");
+      push(path, `bad key: ${reasons || issue.message}`);
+      // The schema does not look under a bad key: check the value too, so its problems show now.
+      const values = recordValues(path.slice(0, -1));
+      const checked = values?.safeParse(valueAt(input, path));
+      if (checked !== undefined && !checked.success) {
+        const nested = checked.error.issues.map((inner) => ({
+          ...inner,
+          path: [...path, ...inner.path],
+        }));
+        problems.push(...issueProblems(nested, input, sources, interpolationFailures));
       }
     } else if (interpolationFailures.has(formatPath(path))) {
       continue; // already reported: the placeholder could not be expanded

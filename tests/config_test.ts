@@ -286,6 +286,47 @@ Deno.test("every bad key is listed, one a line, with its path, reason and source
   });
 });
 
+Deno.test("a bad override key is reported with what a key must be, and its bad values too", async () => {
+  await withFiles({
+    "u.yaml": "risk:\n  symbols:\n    btc-usd: { max_order_qty: '5' }\n" +
+      "validator:\n  overrides:\n    Binance:\n      spike_pct: 0\n      spkie_pct: 1\n",
+  }, async ({ "u.yaml": file }) => {
+    const error = await loadError({ args: ["--config", file!] });
+    assert.deepEqual(
+      error.message.split("\n").slice(1).toSorted(),
+      [
+        `  risk.symbols.btc-usd: bad key: expected a symbol such as BTC-USDT or AAPL (from ${file}:3)`,
+        `  validator.overrides.Binance.spike_pct: expected a percentage > 0, got 0 (from ${file}:7)`,
+        `  validator.overrides.Binance.spkie_pct: unknown key (from ${file}:8)`,
+        `  validator.overrides.Binance: bad key: expected an override key \`exchange\` or \`exchange/SYMBOL\` (from ${file}:6)`,
+      ].toSorted(),
+    );
+  });
+});
+
+Deno.test("an unknown flag or a missing file does not hide the other bad keys", async () => {
+  const flag = await loadError({ args: ["--bogus"], env: { TRADEWIRE_HTTP__PORT: "abc" } });
+  assert.deepEqual(flag.message.split("\n").slice(1), [
+    "  --bogus: unknown flag; settings are given as --section.key=value",
+    `  http.port: expected an integer from 1 to 65535, got "abc" (from env TRADEWIRE_HTTP__PORT)`,
+  ]);
+  const dir = await Deno.makeTempDir();
+  try {
+    const missing = join(dir, "nope.yaml");
+    const file = await loadError({
+      args: ["--config", missing, "--log.level=loud"],
+      env: { TRADEWIRE_HTTP__PORT: "abc" },
+    });
+    assert.deepEqual(file.message.split("\n").slice(1), [
+      `  ${missing}: config file not found (named by --config)`,
+      `  log.level: expected one of debug, info, warn, error, got "loud" (from flag --log.level)`,
+      `  http.port: expected an integer from 1 to 65535, got "abc" (from env TRADEWIRE_HTTP__PORT)`,
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a misspelt TRADEWIRE_ variable is an unknown key", async () => {
   const error = await loadError({
     env: { TRADEWIRE_LOG_LEVEL: "warn", TRADEWIRE_HTTP__PROT: "1" },
