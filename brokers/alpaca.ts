@@ -473,7 +473,9 @@ export function tradeUpdateEvent(
       const fill_id = executionId !== null && executionId !== ""
         ? executionId
         : `${order.id}:${toJson(order.filled_qty)}`;
-      return { type: "fill", ...ids, fill_id, qty, price, fee: ZERO, at_ms };
+      // The order's cumulative quantity, when Alpaca sent it (it always does): at least this fill.
+      const cumulative = order.filled_qty.gte(qty) ? { cum_qty: order.filled_qty } : {};
+      return { type: "fill", ...ids, fill_id, qty, price, fee: ZERO, ...cumulative, at_ms };
     }
     case "canceled":
       return { type: "cancelled", ...ids, reason: "canceled at Alpaca", at_ms };

@@ -74,6 +74,12 @@ export type BrokerEvent =
     price: Decimal;
     /** Commission charged for this fill. */
     fee: Decimal;
+    /**
+     * The order's filled quantity after this fill, when the broker says: a
+     * fill that reconciliation already counted (under a `reconcile-…` id, not
+     * knowing this one) is then recognised and not counted twice.
+     */
+    cum_qty?: Decimal;
     at_ms: number;
   }
   | {
@@ -104,6 +110,13 @@ export interface Broker extends AsyncDisposable {
   onEvent(listener: (event: BrokerEvent) => void | Promise<void>): () => void;
   /** Starts streaming events (e.g. Alpaca's trade_updates); resolves once connected. */
   start(signal: AbortSignal): Promise<void>;
+  /**
+   * Calls `listener` each time the event stream comes back after it was lost,
+   * until the returned function is called. A broker that does not replay the
+   * events missed meanwhile (Alpaca) has one: the engine then reconciles its
+   * open orders. Absent: the stream loses nothing.
+   */
+  onReconnect?(listener: () => void | Promise<void>): () => void;
   /**
    * What this broker is known to refuse about an order, checked by the engine
    * before the order exists (the signal is then rejected with these

@@ -594,6 +594,7 @@ export class PaperBroker implements Broker {
       qty,
       price,
       fee,
+      cum_qty: order.filled_qty,
       at_ms: now,
     });
     order.status = "filled";

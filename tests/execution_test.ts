@@ -22,6 +22,7 @@ import {
   BrokerUnavailableError,
   type OrderShape,
 } from "../brokers/broker.ts";
+import type { AlpacaBroker } from "../brokers/alpaca.ts";
 import { type PaperBroker, paperBroker } from "../brokers/paper.ts";
 import { type Config, loadConfig } from "../config/mod.ts";
 import {
@@ -52,6 +53,11 @@ import { tradingSupervisor } from "../actors/trading.ts";
 import { deadline, waitFor } from "./_helpers.ts";
 import { startNatsServer } from "./_nats_server.ts";
 import { migratedDatabase } from "./_postgres.ts";
+import {
+  FAKE_ALPACA_KEY_ID,
+  FAKE_ALPACA_SECRET_KEY,
+  startAlpacaTradingServer,
+} from "./fakes/alpaca_trading_server.ts";
 
 /** Puts a fresh best bid/ask of `symbol` into `cache`. */
 function quote(
@@ -80,7 +86,10 @@ function quote(
  * A broker whose every call goes to a real paper broker, with failures on
  * demand: `failures` lists what happens to the next submits — `"before"`
  * fails without reaching the paper broker, `"after"` reaches it and loses
- * the answer. `inject` delivers an event as if the broker sent it.
+ * the answer. `inject` delivers an event as if the broker sent it. The paper
+ * broker's own events are delivered, held (`events: "hold"`, until
+ * `release`) or lost (`"drop"`: a stream that is down); `reconnected` tells
+ * the engine the stream is back.
  */
 class FaultyBroker implements Broker {
   readonly name: string;
@@ -92,13 +101,46 @@ class FaultyBroker implements Broker {
   lookupsDown = false;
   /** What the broker says it refuses about every order, in advance. */
   refusing: string[] = [];
+  /** What becomes of the paper broker's events. */
+  events: "deliver" | "hold" | "drop" = "deliver";
+  /** Events lost so far (`events: "drop"`). */
+  dropped = 0;
+  /** Runs inside the next lookup, after the broker's answer is read and before it is given. */
+  beforeLookupAnswer: (() => Promise<void>) | null = null;
+  /** What lookups answer instead of the paper broker, by client order id (partial fills). */
+  readonly lookups = new Map<string, BrokerOrderState>();
   readonly inner: PaperBroker;
   readonly #listeners = new Set<(event: BrokerEvent) => void | Promise<void>>();
+  readonly #reconnectListeners = new Set<() => void | Promise<void>>();
+  readonly #held: BrokerEvent[] = [];
 
   constructor(inner: PaperBroker) {
     this.inner = inner;
     this.name = inner.name;
-    inner.onEvent((event) => this.inject(event));
+    inner.onEvent((event) => {
+      if (this.events === "deliver") return this.inject(event);
+      if (this.events === "hold") this.#held.push(event);
+      else this.dropped++;
+    });
+  }
+
+  /** Delivers the held events and delivers from now on; resolves with how many were held. */
+  async release(): Promise<number> {
+    this.events = "deliver";
+    const held = this.#held.splice(0);
+    for (const event of held) await this.inject(event);
+    return held.length;
+  }
+
+  onReconnect(listener: () => void | Promise<void>): () => void {
+    this.#reconnectListeners.add(listener);
+    return () => this.#reconnectListeners.delete(listener);
+  }
+
+  /** The event stream is back: what was dropped meanwhile stays lost. */
+  async reconnected(): Promise<void> {
+    this.events = "deliver";
+    for (const listener of [...this.#reconnectListeners]) await listener();
   }
 
   async submit(order: BrokerOrderRequest): Promise<{ broker_order_id: string }> {
@@ -118,9 +160,13 @@ class FaultyBroker implements Broker {
     return this.refusing.map((reason) => `${reason} (${order.symbol} ${order.time_in_force})`);
   }
 
-  getOrder(clientOrderId: string): Promise<BrokerOrderState | null> {
-    if (this.lookupsDown) return Promise.reject(new BrokerUnavailableError("unreachable"));
-    return this.inner.getOrder(clientOrderId);
+  async getOrder(clientOrderId: string): Promise<BrokerOrderState | null> {
+    if (this.lookupsDown) throw new BrokerUnavailableError("unreachable");
+    const answer = this.lookups.get(clientOrderId) ?? await this.inner.getOrder(clientOrderId);
+    const hook = this.beforeLookupAnswer;
+    this.beforeLookupAnswer = null;
+    await hook?.();
+    return answer;
   }
 
   openOrders(): Promise<BrokerOrderState[]> {
@@ -959,6 +1005,94 @@ Deno.test("after a crash, reconciliation submits unsubmitted orders once and cat
 // Kill switch, cancels, illegal events
 // ---------------------------------------------------------------------------
 
+/** A resting 1 BTC-USDT buy, submitted; the broker's partial fill of it (not sent) and its view. */
+async function partiallyFilled(h: Harness, id: string, brokerFilled = "0.4") {
+  const [outcome] = await h.engine.processSignals([restingLimit(id, "buy", "49000")]);
+  assert.equal(outcome?.status, "accepted");
+  if (outcome.status !== "accepted") throw new Error("not accepted");
+  await waitForStatus(h.sql, outcome.order.id, "submitted");
+  const { id: orderId, client_order_id } = outcome.order;
+  const fill = (fillId: string, qty: string, cum: string): BrokerEvent => ({
+    type: "fill",
+    client_order_id,
+    broker_order_id: `paper-${client_order_id}`,
+    fill_id: fillId,
+    qty: d(qty),
+    price: d("49000"),
+    fee: ZERO,
+    cum_qty: d(cum),
+    at_ms: Date.now(),
+  });
+  // What the broker says it filled so far.
+  h.broker.lookups.set(client_order_id, {
+    client_order_id,
+    broker_order_id: `paper-${client_order_id}`,
+    status: "partially_filled",
+    filled_qty: d(brokerFilled),
+    avg_fill_price: d("49000"),
+  });
+  return { orderId, fill };
+}
+
+async function fillsAndFilled(h: Harness, orderId: string) {
+  await h.engine.idle();
+  return {
+    fills: (await fillsOf(h.sql, orderId)).map((f) => `${f.broker_fill_id} ${f.qty}`).sort(),
+    filled: (await getOrder(h.sql, orderId)).filled_qty,
+  };
+}
+
+Deno.test("reconciliation counts a fill once when the stream delivers it during the lookup", async () => {
+  await using h = await harness();
+  const { orderId, fill } = await partiallyFilled(h, "race-1");
+  h.broker.beforeLookupAnswer = () => h.broker.inject(fill("exec-1", "0.4", "0.4"));
+  await h.engine.reconcile();
+  assert.deepEqual(await fillsAndFilled(h, orderId), {
+    fills: ["exec-1 0.40000000"],
+    filled: "0.40000000",
+  });
+});
+
+Deno.test("a fill a reconciliation already counted is not counted again when the stream delivers it late", async () => {
+  await using h = await harness();
+  const { orderId, fill } = await partiallyFilled(h, "late-1", "0.5");
+  await h.engine.reconcile();
+  assert.deepEqual(await fillsAndFilled(h, orderId), {
+    fills: ["reconcile-0.5 0.50000000"],
+    filled: "0.50000000",
+  });
+  // The broker's own events come after: the first is wholly counted already, the second
+  // partly (0.1 of its 0.3), the third not at all.
+  await h.broker.inject(fill("exec-1", "0.4", "0.4"));
+  await h.broker.inject(fill("exec-2", "0.3", "0.7"));
+  await h.broker.inject(fill("exec-3", "0.2", "0.9"));
+  assert.deepEqual(await fillsAndFilled(h, orderId), {
+    fills: ["exec-2 0.20000000", "exec-3 0.20000000", "reconcile-0.5 0.50000000"],
+    filled: "0.90000000",
+  });
+  assert.equal(h.engine.stats().fills_counted_before, 2);
+  assert.equal(h.engine.stats().illegal_events, 0);
+});
+
+Deno.test("when a broker's event stream comes back, its open orders are reconciled: fills missed meanwhile are recorded", async () => {
+  await using h = await harness();
+  const [outcome] = await h.engine.processSignals([restingLimit("gap-1", "buy", "49000")]);
+  assert.equal(outcome?.status, "accepted");
+  if (outcome.status !== "accepted") return;
+  await waitForStatus(h.sql, outcome.order.id, "submitted");
+  // The stream is down while the order fills: Alpaca does not replay what it missed.
+  h.broker.events = "drop";
+  quote(h.cache, "BTC-USDT", "48990", "48999", Date.now());
+  h.broker.inner.onPrice("binance", "BTC-USDT");
+  await waitFor(() => h.broker.dropped === 1, 5_000, "the fill event lost");
+  await h.broker.reconnected();
+  await waitForStatus(h.sql, outcome.order.id, "filled");
+  await h.engine.settled();
+  assert.deepEqual((await fillsOf(h.sql, outcome.order.id)).map((f) => [f.broker_fill_id, f.qty]), [
+    ["reconcile-1", "1.00000000"],
+  ]);
+});
+
 Deno.test("the kill switch rejects new orders and cancels open ones; it survives a restart", async () => {
   await using h = await harness();
   const outcomes = await h.engine.processSignals([
@@ -1179,6 +1313,77 @@ Deno.test("signals published on NATS become filled orders and positions; rejects
   } finally {
     rejectSub.unsubscribe();
     await deadline(root.stop(), 20_000, "trading subtree stop");
+    await nats.close();
+  }
+});
+
+Deno.test("an Alpaca order filled while trade_updates was down is recorded once the stream is back", async () => {
+  await using server = await startNatsServer();
+  await using db = await migratedDatabase();
+  await using fake = await startAlpacaTradingServer({ prices: { AAPL: "100" } });
+  const base = await loadConfig({ args: [], env: {} });
+  const config: Config = {
+    ...base,
+    risk: noLimits(base),
+    brokers: {
+      ...base.brokers,
+      alpaca: {
+        ...base.brokers.alpaca,
+        enabled: true,
+        base_url: fake.baseUrl,
+        key_id: FAKE_ALPACA_KEY_ID,
+        secret_key: FAKE_ALPACA_SECRET_KEY,
+      },
+    },
+  };
+  const nats = await connect({ servers: server.url });
+  const trading = tradingSupervisor({
+    config,
+    nats,
+    sql: db.sql,
+    cache: new LatestCache(),
+    log: nullLogger,
+  });
+  const root = await startRoot({ name: "root" }, [trading]);
+  try {
+    const alpaca = trading.brokers.get("alpaca") as AlpacaBroker;
+    await waitFor(() => alpaca.streamStatus().state === "listening", 10_000, "stream listening");
+    const [outcome] = await trading.engine.processSignals([{
+      body: {
+        id: "gap-1",
+        symbol: "AAPL",
+        side: "buy",
+        qty: "10",
+        type: "limit",
+        limit_price: "50",
+        time_in_force: "gtc",
+        broker: "alpaca",
+      },
+      strategy: "resting",
+      source: "rest",
+    }]);
+    assert.equal(outcome?.status, "accepted");
+    if (outcome.status !== "accepted") return;
+    const { id, client_order_id } = outcome.order;
+    await waitForStatus(db.sql, id, "submitted");
+    // The stream drops and stays down while the order fills at Alpaca, which replays nothing.
+    fake.refuseStream();
+    fake.dropStream();
+    await waitFor(() => alpaca.streamStatus().reconnects >= 1, 10_000, "stream lost");
+    fake.fillOrder(client_order_id, "10", "50");
+    fake.acceptStream();
+    await waitFor(
+      () => alpaca.streamStatus().state === "listening" && fake.listeners() === 1,
+      15_000,
+      "stream back",
+    );
+    const filled = await waitForStatus(db.sql, id, "filled");
+    assert.equal(filled.avg_fill_price, "50.00000000");
+    assert.deepEqual((await fillsOf(db.sql, id)).map((f) => [f.broker_fill_id, f.qty]), [
+      ["reconcile-10", "10.00000000"],
+    ]);
+  } finally {
+    await root.stop();
     await nats.close();
   }
 });

@@ -297,6 +297,11 @@ export interface ExecutionStats {
   fills_with_positions: number;
   /** Broker events refused as illegal transitions (alerts raised). */
   illegal_events: number;
+  /**
+   * Broker fills (wholly or partly) counted before: their cumulative quantity
+   * was reached by earlier fills — a reconciliation's catch-up, or a redelivery.
+   */
+  fills_counted_before: number;
   /** Fill publishes that failed and were retried. */
   fill_publish_retries: number;
   /** Broker updates that could not be stored (bad data) and were dropped with an alert. */
@@ -443,7 +448,9 @@ type Update =
   | { kind: "submitted"; coid: string; broker_order_id: string }
   | { kind: "refused"; coid: string; reason: string }
   | { kind: "local_cancel"; coid: string; reason: string }
-  | { kind: "event"; broker: string; event: BrokerEvent };
+  | { kind: "event"; broker: string; event: BrokerEvent }
+  /** The broker's view of an order, read by reconciliation: resolved where the lane applies it. */
+  | { kind: "catch_up"; broker: string; coid: string; state: BrokerOrderState; at_ms: number };
 
 /** The client order id an update is for. */
 function coidOf(update: Update): string {
@@ -620,6 +627,8 @@ export class ExecutionEngine {
   readonly #openQty = new Map<string, { buy: Decimal; sell: Decimal }>();
   /** Symbols known to exist in the `symbols` table. */
   readonly #symbols = new Set<string>();
+  /** Per broker: a reconciliation after a reconnect is running; another is asked for. */
+  readonly #reconnects = new Map<string, { running: boolean; again: boolean }>();
   readonly #marketClocks = new Map<string, { at: number; clock: UsEquityMarketClock }>();
   #kill: KillSwitch = { active: false, reason: null, changed_at: null, changed_by: null };
 
@@ -649,6 +658,7 @@ export class ExecutionEngine {
     fills: 0,
     fills_with_positions: 0,
     illegal_events: 0,
+    fills_counted_before: 0,
     fill_publish_retries: 0,
     dropped_updates: 0,
   };
@@ -736,6 +746,9 @@ export class ExecutionEngine {
       this.#unsubscribe.push(
         broker.onEvent((event) => this.#enqueue({ kind: "event", broker: name, event })),
       );
+      if (broker.onReconnect !== undefined) {
+        this.#unsubscribe.push(broker.onReconnect(() => this.#reconcileAfterReconnect(name)));
+      }
     }
     if (!this.#brokers.has(this.#execution.default_broker)) {
       this.#log.warn("the default broker is not configured; signals naming no broker are refused", {
@@ -1500,6 +1513,42 @@ export class ExecutionEngine {
     };
   }
 
+  /**
+   * Reconciles `broker`'s open orders after its event stream came back (the
+   * events of the gap are not replayed): one run at a time per broker; a
+   * reconnect during a run makes one more run after it.
+   */
+  #reconcileAfterReconnect(broker: string): void {
+    let state = this.#reconnects.get(broker);
+    if (state === undefined) this.#reconnects.set(broker, state = { running: false, again: false });
+    if (state.running) {
+      state.again = true;
+      return;
+    }
+    state.running = true;
+    const run = state;
+    this.#background_((async () => {
+      try {
+        do {
+          run.again = false;
+          if (!this.#running) return;
+          try {
+            const report = await this.reconcile({ broker });
+            this.#log.info("reconciled after the broker's stream came back", { broker, ...report });
+          } catch (error) {
+            if (!this.#running) return;
+            this.#log.error("reconciliation after a reconnect failed", {
+              broker,
+              error: errorMessage(error),
+            });
+          }
+        } while (run.again);
+      } finally {
+        run.running = false;
+      }
+    })());
+  }
+
   #background_(work: Promise<unknown>): void {
     const tracked = work.catch((error) => {
       this.#log.error("execution background task failed", { error });
@@ -1601,6 +1650,80 @@ export class ExecutionEngine {
     }
   }
 
+  /**
+   * What the broker's cumulative quantities make of `batch`, in order, order
+   * by order, from what each order's stored fills add up to: a
+   * reconciliation's catch-up becomes the events that bring the order to the
+   * broker's state (a fill for what is still missing); a fill whose
+   * cumulative quantity (`cum_qty`) says it is already counted — a catch-up
+   * fill stood in for it, not knowing its id — is dropped, or trimmed to the
+   * part not yet counted. Fills without `cum_qty` pass as they are.
+   */
+  #settle(batch: readonly Update[], orders: ReadonlyMap<string, Order>): Update[] {
+    const sums = new Map<string, { filled: Decimal; value: Decimal }>();
+    const sumOf = (coid: string) => {
+      let sum = sums.get(coid);
+      if (sum === undefined) {
+        const row = orders.get(coid);
+        if (row === undefined) return null;
+        sums.set(coid, sum = counted(row));
+      }
+      return sum;
+    };
+    const settled: Update[] = [];
+    for (const update of batch) {
+      if (update.kind === "catch_up") {
+        const row = orders.get(update.coid);
+        const sum = sumOf(update.coid);
+        if (row === undefined || sum === null) continue;
+        for (const event of catchUpEvents(row, sum, update.state, update.at_ms)) {
+          if (event.type === "fill") {
+            sum.filled = sum.filled.plus(event.qty);
+            sum.value = sum.value.plus(event.qty.times(event.price));
+          }
+          settled.push({ kind: "event", broker: update.broker, event });
+        }
+        continue;
+      }
+      if (update.kind !== "event" || update.event.type !== "fill") {
+        settled.push(update);
+        continue;
+      }
+      let event = update.event;
+      const sum = sumOf(event.client_order_id);
+      if (sum !== null && event.cum_qty !== undefined) {
+        // The part of this fill the order's fills already count.
+        const known = sum.filled.minus(event.cum_qty.minus(event.qty));
+        if (known.gte(event.qty)) {
+          this.#stats.fills_counted_before++;
+          this.#log.info("a broker fill is already counted; skipped", {
+            client_order_id: event.client_order_id,
+            fill_id: event.fill_id,
+            cum_qty: toJson(event.cum_qty),
+            filled_qty: toJson(sum.filled),
+          });
+          continue;
+        }
+        if (known.gt(0)) {
+          this.#stats.fills_counted_before++;
+          this.#log.info("a broker fill is partly counted already; the rest is recorded", {
+            client_order_id: event.client_order_id,
+            fill_id: event.fill_id,
+            qty: toJson(event.qty),
+            recorded_qty: toJson(event.qty.minus(known)),
+          });
+          event = { ...event, qty: event.qty.minus(known) };
+        }
+      }
+      if (sum !== null) {
+        sum.filled = sum.filled.plus(event.qty);
+        sum.value = sum.value.plus(event.qty.times(event.price));
+      }
+      settled.push(event === update.event ? update : { ...update, event });
+    }
+    return settled;
+  }
+
   /** Applies a batch of updates in one transaction (reruns without illegal fills, after stale reads). */
   async #applyUpdates(updates: readonly Update[]): Promise<void> {
     let batch = updates;
@@ -1625,7 +1748,8 @@ export class ExecutionEngine {
       relevant.push(update);
     }
     if (relevant.length === 0) return;
-    batch = relevant;
+    batch = this.#settle(relevant, orders);
+    if (batch.length === 0) return;
     let excluded = new Set<string>();
     for (let run = 0;; run++) {
       try {
@@ -2002,7 +2126,7 @@ export class ExecutionEngine {
    * and publishes again the fills not yet applied to positions. Broker lookup
    * failures leave the order as it is (counted in `failed`); call again later.
    */
-  async reconcile(): Promise<ReconcileReport> {
+  async reconcile(options: { broker?: string } = {}): Promise<ReconcileReport> {
     if (!this.#running) throw new ExecutionNotReadyError();
     await this.idle();
     const report: ReconcileReport = {
@@ -2012,7 +2136,9 @@ export class ExecutionEngine {
       failed: 0,
       republished_fills: 0,
     };
-    const open = [...this.#open.values()];
+    const open = [...this.#open.values()].filter((tracked) =>
+      options.broker === undefined || tracked.row.broker === options.broker
+    );
     await Promise.all(open.map(async (tracked) => {
       const row = tracked.row;
       const broker = this.#brokers.get(row.broker);
@@ -2054,9 +2180,19 @@ export class ExecutionEngine {
         this.#startSubmit(tracked, partial);
         return;
       }
-      const events = catchUpEvents(tracked, state, this.#clock.now());
-      if (events.length > 0) report.updated++;
-      for (const event of events) this.#enqueue({ kind: "event", broker: row.broker, event });
+      // Resolved where the order's lane applies it, after the events queued before it: a fill
+      // the stream delivered meanwhile is then counted once (see #settle).
+      const at_ms = this.#clock.now();
+      if (catchUpEvents(row, counted(row, tracked.filled), state, at_ms).length > 0) {
+        report.updated++;
+      }
+      this.#enqueue({
+        kind: "catch_up",
+        broker: row.broker,
+        coid: row.client_order_id,
+        state,
+        at_ms,
+      });
     }));
     await this.idle();
     report.republished_fills = await this.republishUnappliedFills();
@@ -2260,17 +2396,30 @@ function stateOf(row: Order): OrderState {
   };
 }
 
+/** What an order's stored fills add up to: `filled` (its filled quantity, or as given) and their value. */
+function counted(
+  row: Order,
+  filled: Decimal = fromDb(row.filled_qty),
+): { filled: Decimal; value: Decimal } {
+  return {
+    filled,
+    value: row.avg_fill_price === null ? ZERO : fromDb(row.avg_fill_price).times(filled),
+  };
+}
+
 /**
- * The broker events that bring `tracked` to the broker's `state`: accepted,
+ * The broker events that bring an order to the broker's `state`: accepted,
  * one fill for the quantity we missed (priced so that the average matches
  * the broker's; id `reconcile-<broker filled qty>`), and the final status.
+ * `counted` is what the order's fills so far add up to: their quantity and
+ * their value (quantity × price).
  */
 export function catchUpEvents(
-  tracked: { row: Order; filled: Decimal },
+  row: Order,
+  counted: { filled: Decimal; value: Decimal },
   state: BrokerOrderState,
   nowMs: number,
 ): BrokerEvent[] {
-  const row = tracked.row;
   const coid = row.client_order_id;
   const events: BrokerEvent[] = [];
   if (row.status === "pending" && state.status !== "rejected") {
@@ -2281,14 +2430,11 @@ export function catchUpEvents(
       at_ms: nowMs,
     });
   }
-  const missed = state.filled_qty.minus(tracked.filled);
+  const missed = state.filled_qty.minus(counted.filled);
   if (missed.gt(0)) {
-    const ours = row.avg_fill_price === null
-      ? ZERO
-      : fromDb(row.avg_fill_price).times(tracked.filled);
     let price = state.avg_fill_price === null
       ? null
-      : state.avg_fill_price.times(state.filled_qty).minus(ours).dividedBy(missed);
+      : state.avg_fill_price.times(state.filled_qty).minus(counted.value).dividedBy(missed);
     if (price === null || !price.gt(0)) price = state.avg_fill_price;
     if (price !== null && price.gt(0)) {
       events.push({
