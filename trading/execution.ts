@@ -189,6 +189,8 @@ export const DEFAULT_SIGNAL_BATCHES_IN_FLIGHT = 2;
 export const DEFAULT_MARKET_CLOCK_TTL_MS = 30_000;
 /** How long {@linkcode ExecutionEngine.start} waits for the position tracker to load the portfolio state, in ms. */
 export const DEFAULT_STATE_WAIT_MS = 30_000;
+/** Most orders remembered as caught up by a reconciliation (see `#settle`). */
+const MAX_CAUGHT_UP = 10_000;
 /** Source of alerts raised by the engine. */
 export const EXECUTION_ALERT_SOURCE = "execution";
 
@@ -627,6 +629,12 @@ export class ExecutionEngine {
   readonly #openQty = new Map<string, { buy: Decimal; sell: Decimal }>();
   /** Symbols known to exist in the `symbols` table. */
   readonly #symbols = new Set<string>();
+  /**
+   * Client order ids of the orders a reconciliation gave a fill it could not
+   * know the id of (`reconcile-…`), oldest first, at most MAX_CAUGHT_UP: the
+   * broker's own fills for them are checked against what is counted.
+   */
+  readonly #caughtUp = new Map<string, true>();
   /** Per broker: a reconciliation after a reconnect is running; another is asked for. */
   readonly #reconnects = new Map<string, { running: boolean; again: boolean }>();
   readonly #marketClocks = new Map<string, { at: number; clock: UsEquityMarketClock }>();
@@ -1657,9 +1665,20 @@ export class ExecutionEngine {
    * broker's state (a fill for what is still missing); a fill whose
    * cumulative quantity (`cum_qty`) says it is already counted — a catch-up
    * fill stood in for it, not knowing its id — is dropped, or trimmed to the
-   * part not yet counted. Fills without `cum_qty` pass as they are.
+   * part not yet counted. Fills without `cum_qty` pass as they are, and so
+   * does every update of an order no reconciliation caught up (the usual
+   * case: nothing to do).
    */
-  #settle(batch: readonly Update[], orders: ReadonlyMap<string, Order>): Update[] {
+  #settle(batch: readonly Update[], orders: ReadonlyMap<string, Order>): readonly Update[] {
+    const caughtUp = this.#caughtUp;
+    let watched: Set<string> | null = null;
+    for (const update of batch) {
+      if (update.kind === "catch_up") (watched ??= new Set(caughtUp.keys())).add(update.coid);
+    }
+    if (watched === null) {
+      if (caughtUp.size === 0) return batch;
+      watched = new Set(caughtUp.keys());
+    }
     const sums = new Map<string, { filled: Decimal; value: Decimal }>();
     const sumOf = (coid: string) => {
       let sum = sums.get(coid);
@@ -1672,6 +1691,10 @@ export class ExecutionEngine {
     };
     const settled: Update[] = [];
     for (const update of batch) {
+      if (!watched.has(coidOf(update))) {
+        settled.push(update);
+        continue;
+      }
       if (update.kind === "catch_up") {
         const row = orders.get(update.coid);
         const sum = sumOf(update.coid);
@@ -1680,6 +1703,10 @@ export class ExecutionEngine {
           if (event.type === "fill") {
             sum.filled = sum.filled.plus(event.qty);
             sum.value = sum.value.plus(event.qty.times(event.price));
+            // The broker's own fill may still come (within the bound, see #caughtUp).
+            caughtUp.delete(update.coid);
+            caughtUp.set(update.coid, true);
+            if (caughtUp.size > MAX_CAUGHT_UP) caughtUp.delete(caughtUp.keys().next().value!);
           }
           settled.push({ kind: "event", broker: update.broker, event });
         }
