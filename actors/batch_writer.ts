@@ -54,7 +54,12 @@
  * stored. Every table collapses such copies (ReplacingMergeTree; read with
  * FINAL), but the candles view sums trade volumes as they are inserted, so for
  * such batches the writer first asks ClickHouse which of the batch's trades are
- * stored and inserts only the others (`counters.duplicates_skipped`).
+ * stored and inserts only the others (`counters.duplicates_skipped`). Each
+ * insert carries a `query_id`; before retrying after one whose outcome is
+ * unknown, the writer waits until the server is done with it (gone from
+ * `system.processes`, ended in `system.query_log`, or not seen within
+ * `UNKNOWN_INSERT_GRACE_MS`; killed after `UNKNOWN_INSERT_TIMEOUT_MS`), so the
+ * check sees what it stored and the retry never runs beside it.
  *
  * The consumer must have one writer at a time: the engine runs one.
  *
@@ -133,6 +138,20 @@ export const MAX_UNANSWERED_PULLS = 3;
  * problem: the rows are kept and tried again together with the next messages.
  */
 export const MAX_BLIND_REFUSALS = 8;
+/**
+ * How long an insert whose outcome is unknown (its connection was cut, or it
+ * timed out) may take to show up on the server, in ms: a request already sent
+ * may still sit in the server's queues. Past this, one not seen is taken as
+ * never received.
+ */
+export const UNKNOWN_INSERT_GRACE_MS = 3_000;
+/**
+ * How long the writer waits for an insert whose outcome is unknown to end on
+ * the server before it kills it (`KILL QUERY`), in ms.
+ */
+export const UNKNOWN_INSERT_TIMEOUT_MS = 60_000;
+/** How often the writer looks for such an insert on the server, in ms. */
+export const UNKNOWN_INSERT_POLL_MS = 50;
 /** Longest raw frame copied into a dead letter, in characters. */
 export const MAX_DEAD_LETTER_FRAME = 65_536;
 
@@ -268,6 +287,11 @@ export interface WriterDeadLetter extends Omit<DeadLetter, "stage"> {
 export interface InsertJsonEachRowOptions {
   /** Aborts the request. */
   signal?: AbortSignal | undefined;
+  /**
+   * The insert's `query_id`, by which it can be found in `system.processes`
+   * and (logged, `log_queries`) in `system.query_log`. @default {one chosen by the server}
+   */
+  queryId?: string | undefined;
 }
 
 /**
@@ -294,6 +318,9 @@ export async function insertJsonEachRow(
     query: `INSERT INTO ${quoteIdentifier(database)}.${quoteIdentifier(table)} ` +
       `FORMAT JSONEachRow\n${lines.join("\n")}\n`,
     ...(options.signal === undefined ? {} : { abort_signal: options.signal }),
+    ...(options.queryId === undefined
+      ? {}
+      : { query_id: options.queryId, clickhouse_settings: { log_queries: 1 } }),
   });
 }
 
@@ -473,6 +500,11 @@ class Batch {
   /** Failed write attempts: after one, rows may be stored already. */
   failures = 0;
   /**
+   * Inserts that failed without an answer from the server (`query_id`, and
+   * when they failed, clock ms): they may still be running there.
+   */
+  unknown: Array<{ id: string; at: number }> = [];
+  /**
    * Set by an attempt in which ClickHouse refused rows of a table and took
    * none: bad rows or a schema problem, which the next messages tell apart.
    */
@@ -593,6 +625,8 @@ class BatchWriter {
   #puller: JetStreamPuller | null = null;
   #rowsTotal = 0;
   #downSince: number | null = null;
+  /** Whether `system.query_log` can be flushed and read (until it fails once). */
+  #queryLog = true;
   /**
    * Running average of events per message, to size pulls in rows rather than
    * messages; 0 until the first message, whose pull is kept small.
@@ -1094,6 +1128,8 @@ class BatchWriter {
   /** One attempt: inserts every table of `batch` not written yet. */
   async #write(batch: Batch): Promise<void> {
     batch.refusedBlind = false;
+    // An insert cut off may still be running: its rows must be stored before they are looked for.
+    if (batch.unknown.length > 0) await this.#awaitUnknownInserts(batch);
     for (const table of MARKET_TABLES) {
       if (batch.done.has(table) || batch.lines[table].count === 0) continue;
       if (table === "market_trades" && (batch.redelivered || batch.failures > 0)) {
@@ -1142,12 +1178,18 @@ class BatchWriter {
     };
     while (next < ranges.length) {
       const [lo, hi] = ranges[next++]!;
+      const queryId = `tradewire-writer-${crypto.randomUUID()}`;
       try {
-        await this.#insert(table, lo === 0 && hi === total ? all.chunks() : rowsOf().slice(lo, hi));
+        await this.#insert(
+          table,
+          lo === 0 && hi === total ? all.chunks() : rowsOf().slice(lo, hi),
+          queryId,
+        );
         written += hi - lo;
         this.#countWritten(table, hi - lo);
       } catch (error) {
         const code = clickHouseErrorCode(error);
+        if (code === null) batch.unknown.push({ id: queryId, at: this.#clock.now() });
         const isRowData = code !== null && ROW_DATA_ERROR_CODES.has(code);
         if (!isRowData) {
           keepUnwritten([[lo, hi]]);
@@ -1195,10 +1237,85 @@ class BatchWriter {
     });
   }
 
-  #insert(table: MarketTable, lines: readonly string[]): Promise<void> {
+  #insert(table: MarketTable, lines: readonly string[], queryId: string): Promise<void> {
     return insertJsonEachRow(this.#deps.clickhouse, this.#deps.database, table, lines, {
       signal: this.#insertAbort.signal,
+      queryId,
     });
+  }
+
+  /** The first number of a one-row `SELECT … AS n`. */
+  async #count(query: string): Promise<number> {
+    const result = await this.#deps.clickhouse.query({
+      query,
+      format: "JSONEachRow",
+      abort_signal: this.#insertAbort.signal,
+    });
+    const [row] = await result.json<{ n: number | string }>();
+    return Number(row?.n ?? 0);
+  }
+
+  /**
+   * Waits until the inserts of `batch` whose outcome is unknown are over on
+   * the server, so that a retry never runs beside them and the stored-trades
+   * check sees what they stored. One is over once it was seen in
+   * `system.processes` and is gone, once `system.query_log` shows it ended,
+   * or when it has not shown up `UNKNOWN_INSERT_GRACE_MS` after it failed;
+   * one still running `UNKNOWN_INSERT_TIMEOUT_MS` after it failed is killed.
+   * Throws when ClickHouse cannot be asked (the ids are kept for the next try).
+   */
+  async #awaitUnknownInserts(batch: Batch): Promise<void> {
+    while (batch.unknown.length > 0) {
+      const { id, at } = batch.unknown[0]!;
+      const quoted = literal(id);
+      let seen = false;
+      for (;;) {
+        const running = await this.#count(
+          `SELECT count() AS n FROM system.processes WHERE query_id = ${quoted}`,
+        );
+        const age = this.#clock.now() - at;
+        if (running > 0) {
+          seen = true;
+          if (age >= UNKNOWN_INSERT_TIMEOUT_MS) {
+            this.#log.warn("Killing an insert cut off long ago that is still running", {
+              query_id: id,
+              age_ms: age,
+            });
+            await this.#deps.clickhouse.command({
+              query: `KILL QUERY WHERE query_id = ${quoted} ASYNC`,
+              abort_signal: this.#insertAbort.signal,
+            });
+          }
+        } else if (seen || age >= UNKNOWN_INSERT_GRACE_MS || await this.#loggedEnd(quoted)) {
+          break;
+        }
+        await this.#clock.sleep(UNKNOWN_INSERT_POLL_MS, this.#insertAbort.signal);
+      }
+      batch.unknown.shift();
+    }
+  }
+
+  /** Whether `system.query_log` shows the query `quoted` (a literal id) ended; false without a log. */
+  async #loggedEnd(quoted: string): Promise<boolean> {
+    if (!this.#queryLog) return false;
+    try {
+      await this.#deps.clickhouse.command({
+        query: "SYSTEM FLUSH LOGS",
+        abort_signal: this.#insertAbort.signal,
+      });
+      // type 1 is QueryStart; the others are its end (finished, or failed).
+      return await this.#count(
+        `SELECT count() AS n FROM system.query_log WHERE query_id = ${quoted} AND type != 1`,
+      ) > 0;
+    } catch (error) {
+      if (clickHouseErrorCode(error) === null) throw error;
+      // No query log on this server (or no right to flush it): the grace period decides.
+      this.#queryLog = false;
+      this.#log.info("ClickHouse's query log cannot be read; cut-off inserts wait their grace", {
+        error: errorMessage(error),
+      });
+      return false;
+    }
   }
 
   #countWritten(table: MarketTable, count: number): void {

@@ -1422,3 +1422,54 @@ Deno.test("a batch of nothing but refused rows waits for the next message, then 
     sub.unsubscribe();
   }
 });
+
+Deno.test("an insert cut off while the server still runs it is waited for, so its retry does not count candles twice", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  const messages = tradeMessages(0, 200);
+  await env.publishAll(messages);
+  // The first market_trades insert reaches the server, which is still reading it when the
+  // client loses the connection (ECONNRESET): the server finishes it 1.5 s later.
+  let slowInsert: Promise<unknown> | null = null;
+  const clickhouse = new Proxy(db.admin, {
+    get(target, property) {
+      if (property === "command") {
+        return (params: Parameters<ClickHouseClient["command"]>[0]) => {
+          if (slowInsert === null && /^INSERT INTO .*market_trades/.test(params.query)) {
+            const url = new URL(CH_URL);
+            url.searchParams.set("query_id", params.query_id ?? "");
+            const body = new TextEncoder().encode(params.query);
+            slowInsert = fetch(url, {
+              method: "POST",
+              body: new ReadableStream<Uint8Array>({
+                async start(controller) {
+                  controller.enqueue(body.subarray(0, body.length - 1));
+                  await new Promise((resolve) => setTimeout(resolve, 1_500));
+                  controller.enqueue(body.subarray(body.length - 1));
+                  controller.close();
+                },
+              }),
+            }).then(async (response) => {
+              assert.equal(response.status, 200, await response.text());
+            });
+            return Promise.reject(
+              Object.assign(new Error("socket hang up"), { code: "ECONNRESET" }),
+            );
+          }
+          return target.command(params);
+        };
+      }
+      const value = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  await using writer = await startWriter(env, db, { clickhouse });
+  await waitFor(() => writer.spec.counters.acked === messages.length, 10_000, "all acknowledged");
+  assert.ok(slowInsert !== null, "the first insert was cut off");
+  await slowInsert;
+  assert.equal(await countFinal(db, "market_trades"), 200);
+  assert.equal(await candleTrades(db), 200, "candles count every trade once");
+  assert.equal(await countRaw(db, "market_trades"), 200, "the retry inserted nothing again");
+  assert.ok(writer.spec.counters.duplicates_skipped > 0, "the retry found the rows stored");
+  await writer.stop();
+});
