@@ -209,6 +209,38 @@ Deno.test("kraken session resubscribes one book after a checksum mismatch", () =
   assert.equal(status.books_live, 1);
 });
 
+Deno.test("kraken session reconnects when a book resubscribed in place gets no snapshot in time", () => {
+  const market = seeded();
+  const session = krakenSession(config(), { resyncTimeoutMs: 5_000 });
+  const io = new FakeIO();
+  const t0 = io.nowUs() / 1000;
+  session.onOpen(io);
+  session.onFrame(market.snapshotFrame("BTC/USD", 10), RX, io);
+  const corrupt = market.update("BTC/USD", 10, { asks: [[65_000.5, 0]] }, { corrupt: true })!;
+  session.onFrame(corrupt, RX, io);
+  assert.equal(io.resyncs.length, 1);
+  // Kraken refuses (or loses) the resubscribe: heartbeats go on, no snapshot comes.
+  session.onFrame(JSON.stringify({ channel: "heartbeat" }), RX, io);
+  session.onTick(io, t0 + 4_000);
+  assert.deepEqual(io.reconnects, []);
+  session.onTick(io, t0 + 6_000);
+  assert.deepEqual(io.reconnects, ["BTC/USD: no snapshot within 5000 ms of resubscribing"]);
+  // A snapshot in time ends the wait: no reconnect after it.
+  const again = krakenSession(config(), { resyncTimeoutMs: 5_000 });
+  const io2 = new FakeIO();
+  again.onOpen(io2);
+  again.onFrame(market.snapshotFrame("BTC/USD", 10), RX, io2);
+  again.onFrame(
+    market.update("BTC/USD", 10, { asks: [[65_001, 0]] }, { corrupt: true })!,
+    RX,
+    io2,
+  );
+  again.onFrame(market.snapshotFrame("BTC/USD", 10), RX, io2);
+  again.onTick(io2, t0 + 60_000);
+  assert.deepEqual(io2.reconnects, []);
+  assert.throws(() => krakenSession(config(), { resyncTimeoutMs: 0 }), RangeError);
+});
+
 Deno.test("kraken session returns trades with exact fields", () => {
   const market = seeded();
   const session = krakenSession(config());

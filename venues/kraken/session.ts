@@ -76,11 +76,21 @@ export interface KrakenSessionConfig {
 
 /** How often `onTick` sends an application-level ping, in milliseconds. */
 export const DEFAULT_KRAKEN_PING_INTERVAL_MS = 20_000;
+/**
+ * How long a book resubscribed in place may wait for its fresh snapshot
+ * before the whole connection is renewed, in milliseconds.
+ */
+export const DEFAULT_KRAKEN_RESYNC_TIMEOUT_MS = 10_000;
 
 /** Tuning of {@linkcode krakenSession}; the venue settings come from the config section. */
 export interface KrakenSessionOptions {
   /** Milliseconds between pings sent from `onTick`. @default {DEFAULT_KRAKEN_PING_INTERVAL_MS} */
   pingIntervalMs?: number;
+  /**
+   * Milliseconds a book resubscribed in place waits for its snapshot before
+   * `onTick` asks for a reconnect. @default {DEFAULT_KRAKEN_RESYNC_TIMEOUT_MS}
+   */
+  resyncTimeoutMs?: number;
   /**
    * Whether changes of the best bid or ask also publish a top event (always
    * on when the `top` channel is configured). @default {true}
@@ -134,6 +144,8 @@ interface BookSlot {
   resyncs: number;
   snapshots: number;
   lastResync: string | null;
+  /** When it was resubscribed in place and still waits for the snapshot (ms), else null. */
+  resyncAtMs: number | null;
 }
 
 /**
@@ -153,6 +165,7 @@ export class KrakenSession implements VenueSession {
   /** Book slots by Kraken symbol; empty when the `book` channel is off. */
   readonly #books = new Map<string, BookSlot>();
   readonly #pingIntervalMs: number;
+  readonly #resyncTimeoutMs: number;
   #lastPingMs: number | null = null;
   #reqId = 0;
   #system: string | null = null;
@@ -167,10 +180,18 @@ export class KrakenSession implements VenueSession {
    * not `BASE-QUOTE`, a `RangeError` for a bad depth or ping interval.
    */
   constructor(config: KrakenSessionConfig, options: KrakenSessionOptions = {}) {
-    const { pingIntervalMs = DEFAULT_KRAKEN_PING_INTERVAL_MS, emitTop = true } = options;
+    const {
+      pingIntervalMs = DEFAULT_KRAKEN_PING_INTERVAL_MS,
+      resyncTimeoutMs = DEFAULT_KRAKEN_RESYNC_TIMEOUT_MS,
+      emitTop = true,
+    } = options;
     if (!(pingIntervalMs > 0)) {
       throw new RangeError(`pingIntervalMs must be positive, got ${pingIntervalMs}`);
     }
+    if (!(resyncTimeoutMs > 0)) {
+      throw new RangeError(`resyncTimeoutMs must be positive, got ${resyncTimeoutMs}`);
+    }
+    this.#resyncTimeoutMs = resyncTimeoutMs;
     const channels = new Set(config.channels);
     this.#url = config.ws_url;
     this.#depth = config.book_depth;
@@ -189,6 +210,7 @@ export class KrakenSession implements VenueSession {
           resyncs: 0,
           snapshots: 0,
           lastResync: null,
+          resyncAtMs: null,
         });
       });
     }
@@ -256,11 +278,27 @@ export class KrakenSession implements VenueSession {
   onClose(): void {
     this.#subscribed.trade.clear();
     this.#subscribed.book.clear();
-    for (const slot of this.#books.values()) slot.sync.reset();
+    for (const slot of this.#books.values()) {
+      slot.sync.reset();
+      slot.resyncAtMs = null;
+    }
   }
 
-  /** Sends a ping every `pingIntervalMs` (the first one interval after the first tick). */
+  /**
+   * Sends a ping every `pingIntervalMs` (the first one interval after the
+   * first tick), and asks for a reconnect when a book resubscribed in place
+   * got no snapshot within `resyncTimeoutMs` (a refused or lost resubscribe
+   * would otherwise leave it waiting while heartbeats keep the connection).
+   */
   onTick(io: SessionIO, nowMs: number): void {
+    for (const [venueSymbol, slot] of this.#books) {
+      if (slot.resyncAtMs === null || nowMs - slot.resyncAtMs < this.#resyncTimeoutMs) continue;
+      io.reconnect(
+        `${venueSymbol}: no snapshot within ${this.#resyncTimeoutMs} ms of resubscribing`,
+        { resync: true },
+      );
+      return;
+    }
     if (this.#lastPingMs === null) {
       this.#lastPingMs = nowMs;
       return;
@@ -314,7 +352,10 @@ export class KrakenSession implements VenueSession {
     }
     const result = slot.sync.onBook(control, receivedUs);
     if (result.status === "ok") {
-      if (control.action === "snapshot") slot.snapshots++;
+      if (control.action === "snapshot") {
+        slot.snapshots++;
+        slot.resyncAtMs = null;
+      }
       return this.#publishBooks
         ? result.events
         : result.events.filter((event) => event.kind === "top");
@@ -324,6 +365,7 @@ export class KrakenSession implements VenueSession {
       slot.resyncs++;
       if (result.reason.startsWith("Checksum mismatch")) slot.checksumFailures++;
       slot.lastResync = reason;
+      slot.resyncAtMs = io.nowUs() / 1000;
       io.resynced(reason);
       this.#subscribed.book.delete(control.venue_symbol);
       io.send(unsubscribeMessage("book", [control.venue_symbol], {
