@@ -24,6 +24,7 @@ import {
   type SignalStatus,
 } from "../db/mod.ts";
 import {
+  CancelNotSentError,
   type ExecutionEngine,
   ExecutionNotReadyError,
   orderJson,
@@ -431,6 +432,11 @@ async function engineCall<T>(fn: () => Promise<T>): Promise<T> {
   } catch (error) {
     if (error instanceof ExecutionNotReadyError) {
       throw new ApiError(503, "unavailable", error.message);
+    }
+    if (error instanceof CancelNotSentError) {
+      const details = { order: orderJson(error.order) };
+      if (error.retryable) throw new ApiError(503, "unavailable", error.message, { details });
+      throw new ApiError(409, "conflict", error.message, { details });
     }
     throw error;
   }

@@ -19,6 +19,7 @@ import {
   type BrokerEvent,
   type BrokerOrderRequest,
   type BrokerOrderState,
+  BrokerRejectedError,
   BrokerUnavailableError,
   type OrderShape,
 } from "../brokers/broker.ts";
@@ -43,7 +44,11 @@ import { type Clock, systemClock } from "../lib/clock.ts";
 import { nullLogger } from "../lib/log.ts";
 import { LatestCache } from "../market/latest_cache.ts";
 import type { Exchange } from "../market/events.ts";
-import { ExecutionEngine, type ExecutionEngineOptions } from "../trading/execution.ts";
+import {
+  CancelNotSentError,
+  ExecutionEngine,
+  type ExecutionEngineOptions,
+} from "../trading/execution.ts";
 import type { FillMessage } from "../trading/fills_stream.ts";
 import { parseDecimal as d, ZERO } from "../trading/money.ts";
 import { PortfolioState } from "../trading/portfolio_state.ts";
@@ -152,7 +157,16 @@ class FaultyBroker implements Broker {
     return result;
   }
 
+  /** How the next cancels fail, if they do. */
+  cancelFailure: "unreachable" | "refused" | null = null;
+
   cancel(clientOrderId: string): Promise<void> {
+    if (this.cancelFailure === "unreachable") {
+      return Promise.reject(new BrokerUnavailableError("connection refused"));
+    }
+    if (this.cancelFailure === "refused") {
+      return Promise.reject(new BrokerRejectedError("order is not cancelable"));
+    }
     return this.inner.cancel(clientOrderId);
   }
 
@@ -1146,6 +1160,19 @@ Deno.test("cancelOrder cancels an open order and refuses a closed one", async ()
   if (resting?.status !== "accepted" || market?.status !== "accepted") throw new Error("accepted");
   await waitForStatus(h.sql, resting.order.id, "submitted");
   await waitForStatus(h.sql, market.order.id, "filled");
+  // A cancel the broker cannot be asked for says so, and why; the order stays open.
+  h.broker.cancelFailure = "unreachable";
+  const unreachable = await h.engine.cancelOrder(resting.order.id).catch((error) => error);
+  assert.ok(unreachable instanceof CancelNotSentError);
+  assert.equal(unreachable.retryable, true);
+  assert.equal(unreachable.order.status, "submitted");
+  assert.match(unreachable.message, /still submitted: the broker could not be reached/);
+  h.broker.cancelFailure = "refused";
+  const refused = await h.engine.cancelOrder(resting.order.id).catch((error) => error);
+  assert.ok(refused instanceof CancelNotSentError);
+  assert.equal(refused.retryable, false);
+  assert.match(refused.message, /the broker refused to cancel it \(.*not cancelable\)/);
+  h.broker.cancelFailure = null;
   await h.engine.cancelOrder(resting.order.id);
   await waitForStatus(h.sql, resting.order.id, "cancelled");
   await assert.rejects(() => h.engine.cancelOrder(market.order.id), ConflictError);

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Hono } from "hono";
 import { connect } from "@nats-io/transport-node";
 import { startRoot } from "../actors/supervisor.ts";
+import { BrokerRejectedError, BrokerUnavailableError } from "../brokers/broker.ts";
 import { tradingSupervisor } from "../actors/trading.ts";
 import { errorHandler, notFound } from "../api/errors.ts";
 import { tradingRoutes } from "../api/trading.ts";
@@ -339,4 +340,41 @@ Deno.test("DELETE cancels a resting order; the kill switch refuses new signals a
   const bad = await api.call("POST", "/kill-switch", { active: "yes", extra: 1 });
   assert.equal(bad.status, 422);
   assert.equal((await bad.json()).error.details.length, 2);
+});
+
+Deno.test("DELETE says when the broker could not be asked to cancel: 503 when unreachable, 409 when it refuses", async () => {
+  await using api = await tradingApi();
+  const resting = await (await api.call("POST", "/signal", {
+    id: "cancel-fails",
+    symbol: "BTC-USDT",
+    side: "buy",
+    qty: "0.1",
+    type: "limit",
+    limit_price: "49000",
+    time_in_force: "gtc",
+  })).json();
+  const status = async () =>
+    (await (await api.call("GET", `/orders/${resting.order.id}`)).json()).order.status;
+  await waitFor(async () => (await status()) === "submitted", 10_000, "submitted");
+  const paper = api.trading.brokers.get("paper")!;
+  const cancel = paper.cancel.bind(paper);
+  try {
+    paper.cancel = () => Promise.reject(new BrokerUnavailableError("connection refused"));
+    const unreachable = await api.call("DELETE", `/orders/${resting.order.id}`);
+    assert.equal(unreachable.status, 503);
+    const body = await unreachable.json();
+    assert.equal(body.error.code, "unavailable");
+    assert.match(body.error.message, /still submitted: the broker could not be reached/);
+    assert.equal(body.error.details.order.status, "submitted");
+    paper.cancel = () => Promise.reject(new BrokerRejectedError("order is not cancelable"));
+    const refused = await api.call("DELETE", `/orders/${resting.order.id}`);
+    assert.equal(refused.status, 409);
+    assert.match((await refused.json()).error.message, /the broker refused to cancel it/);
+  } finally {
+    paper.cancel = cancel;
+  }
+  const ok = await api.call("DELETE", `/orders/${resting.order.id}`);
+  assert.equal(ok.status, 202);
+  await ok.body?.cancel();
+  await waitFor(async () => (await status()) === "cancelled", 10_000, "cancelled");
 });

@@ -493,6 +493,36 @@ interface Draft {
 }
 
 /** Reruns a batch of updates without the fills that turned out illegal. */
+/** Why a cancellation could not be asked for; `retryable` when the broker could not be reached. */
+interface CancelRefusal {
+  reason: string;
+  retryable: boolean;
+}
+
+/**
+ * {@linkcode ExecutionEngine.cancelOrder} could not ask the broker to cancel
+ * the order, which is still open: the broker refused (`retryable` false), or
+ * could not be reached (true: ask again later).
+ */
+export class CancelNotSentError extends Error {
+  /** The order, as stored now. */
+  readonly order: Order;
+  /** Whether asking again later may work. */
+  readonly retryable: boolean;
+
+  /** Makes the error for `order`, refused with `refusal`. */
+  constructor(order: Order, refusal: CancelRefusal) {
+    super(
+      `Order ${order.id} is still ${order.status}: ${
+        refusal.retryable ? "the broker could not be reached" : "the broker refused to cancel it"
+      } (${refusal.reason})`,
+    );
+    this.name = "CancelNotSentError";
+    this.order = order;
+    this.retryable = refusal.retryable;
+  }
+}
+
 class RedoWithout extends Error {
   constructor(readonly keys: ReadonlySet<string>) {
     super("Batch has illegal fills");
@@ -2274,7 +2304,7 @@ export class ExecutionEngine {
         const results = await Promise.all(
           [...this.#open.values()].map((tracked) => this.#requestCancel(tracked, reason)),
         );
-        cancelRequested = results.filter(Boolean).length;
+        cancelRequested = results.filter((refusal) => refusal === null).length;
       }
       return { ...state, cancel_requested: cancelRequested };
     });
@@ -2305,26 +2335,31 @@ export class ExecutionEngine {
         actual: order,
       });
     }
-    await this.#requestCancel(tracked, reason);
+    const refused = await this.#requestCancel(tracked, reason);
     await this.idle();
-    return this.#open.get(tracked.row.client_order_id)?.row ?? await getOrder(this.#sql, id);
+    const order = this.#open.get(tracked.row.client_order_id)?.row ?? await getOrder(this.#sql, id);
+    if (refused !== null && isOpen(order.status)) throw new CancelNotSentError(order, refused);
+    return order;
   }
 
-  /** Starts cancelling `tracked`; returns whether a cancellation was asked for. */
-  async #requestCancel(tracked: Tracked, reason: string): Promise<boolean> {
+  /**
+   * Starts cancelling `tracked`: null once a cancellation was asked for, else
+   * why it could not be (the broker refused it, or could not be reached).
+   */
+  async #requestCancel(tracked: Tracked, reason: string): Promise<CancelRefusal | null> {
     const row = tracked.row;
     if (tracked.submitting) {
       // Its submit loop sees the flag: before a retry it cancels here, after a submit at the broker.
       tracked.cancelRequested = true;
-      return true;
+      return null;
     }
     const broker = this.#brokers.get(row.broker);
     if (broker === undefined) {
       if (row.status === "pending") {
         this.#enqueue({ kind: "local_cancel", coid: row.client_order_id, reason });
-        return true;
+        return null;
       }
-      return false;
+      return { reason: `broker ${row.broker} is not enabled`, retryable: false };
     }
     if (row.status === "pending") {
       try {
@@ -2333,30 +2368,31 @@ export class ExecutionEngine {
         );
         if (known === null) {
           this.#enqueue({ kind: "local_cancel", coid: row.client_order_id, reason });
-          return true;
+          return null;
         }
       } catch (error) {
         this.#log.warn("could not look an order up to cancel it", {
           client_order_id: row.client_order_id,
           error: errorMessage(error),
         });
-        return false;
+        return { reason: errorMessage(error), retryable: !(error instanceof BrokerRejectedError) };
       }
     }
     return await this.#cancelAtBroker(tracked, broker);
   }
 
-  async #cancelAtBroker(tracked: Tracked, broker: Broker): Promise<boolean> {
+  /** Asks the broker to cancel `tracked`: null once asked, else why it could not be. */
+  async #cancelAtBroker(tracked: Tracked, broker: Broker): Promise<CancelRefusal | null> {
     const coid = tracked.row.client_order_id;
     try {
       await this.#limiter(broker.name).run(() => broker.cancel(coid));
-      return true;
+      return null;
     } catch (error) {
       this.#log.warn("broker refused to cancel an order", {
         client_order_id: coid,
         error: errorMessage(error),
       });
-      return false;
+      return { reason: errorMessage(error), retryable: !(error instanceof BrokerRejectedError) };
     }
   }
 }
