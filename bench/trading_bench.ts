@@ -7,7 +7,9 @@
  * beside the floors measured in the same run:
  *
  * - latency p50/p99: one signal at a time published on `signals.bench` (core
- *   NATS, as `nats pub` does) until its `positions.BTC-USDT` message arrives
+ *   NATS, as `nats pub` does) by a client on its own connection (a strategy
+ *   process's, subscribed to positions for the whole run) until its
+ *   `positions.BTC-USDT` message arrives
  *   (the tracker publishes it after committing the position), split into
  *   three stages at the instants PostgreSQL records as `now()` of the
  *   statement storing the signal and order and of the one storing the fill;
@@ -146,16 +148,28 @@ async function latencyStages(
   return stages;
 }
 
-/** Waits for the next message on `subject` (subscribed before `trigger` runs). */
-function nextMessage(nc: NatsConnection, subject: string, trigger: () => void): Promise<void> {
-  return new Promise((resolve) => {
-    const sub = nc.subscribe(subject, {
-      max: 1,
-      callback: () => resolve(),
-    });
-    void sub;
-    trigger();
+/**
+ * The strategy's side of the latency run, on its own connection as a
+ * strategy process would be: one subscription to `subject`, held for the
+ * run; `next(trigger)` runs `trigger` and resolves on the next message.
+ */
+function messages(nc: NatsConnection, subject: string) {
+  let waiting: (() => void) | null = null;
+  nc.subscribe(subject, {
+    callback: () => {
+      const resolve = waiting;
+      waiting = null;
+      resolve?.();
+    },
   });
+  return {
+    next(trigger: () => void): Promise<void> {
+      return new Promise((resolve) => {
+        waiting = resolve;
+        trigger();
+      });
+    },
+  };
 }
 
 /** Runs the benchmark and prints its table. */
@@ -164,6 +178,10 @@ export async function runTradingBench(options: TradingBenchOptions): Promise<voi
   const database = await freshDatabase();
   const sql = createPostgres({ url: database.url, pool_size: 10, sslmode: "disable" });
   const nc = await connect({ servers: server.url });
+  // The strategy publishing signals and watching positions: its own connection, as its own
+  // process would have.
+  const client = await connect({ servers: server.url });
+  const positions = messages(client, `positions.${SYMBOL}`);
   const quotes: { timer?: ReturnType<typeof setInterval> } = {};
   let root: Awaited<ReturnType<typeof startRoot>> | null = null;
   try {
@@ -226,7 +244,8 @@ export async function runTradingBench(options: TradingBenchOptions): Promise<voi
         msg.respond(msg.data);
       },
     });
-    const natsRtt = await sample(options.floors, () => nc.request("bench.echo", payload));
+    await nc.flush();
+    const natsRtt = await sample(options.floors, () => client.request("bench.echo", payload));
     await ensureStreams(nc, [{ name: "BENCH_FLOOR", subjects: ["bench.js"] }]);
     const js = jetstream(nc);
     const jsAck = await sample(options.floors, () => js.publish("bench.js", payload));
@@ -243,7 +262,7 @@ export async function runTradingBench(options: TradingBenchOptions): Promise<voi
     const latency = await sample(options.latency, async () => {
       const id = `b-${n}`;
       const published = wall();
-      await nextMessage(nc, `positions.${SYMBOL}`, () => nc.publish("signals.bench", signal()));
+      await positions.next(() => client.publish("signals.bench", signal()));
       timed.set(id, { published, arrived: wall() });
     });
     // sample() warms up with a tenth of the runs first: those are not split either.
@@ -256,8 +275,8 @@ export async function runTradingBench(options: TradingBenchOptions): Promise<voi
     const statsBefore = trading.engine.stats();
     const cpuStart = burstCpu(server.pid);
     const t0 = performance.now();
-    for (let i = 0; i < options.burst; i++) nc.publish("signals.bench", signal());
-    await nc.flush();
+    for (let i = 0; i < options.burst; i++) client.publish("signals.bench", signal());
+    await client.flush();
     const giveUpAt = Date.now() + 120_000;
     let recordedAt = 0;
     let filledAt = 0;
@@ -344,6 +363,7 @@ export async function runTradingBench(options: TradingBenchOptions): Promise<voi
   } finally {
     clearInterval(quotes.timer);
     await root?.stop();
+    await client.close();
     await nc.close();
     await sql.end({ timeout: 5 });
     await database.drop();
