@@ -329,7 +329,8 @@ export function decodeTickCursor(token: string): TickCursor {
   if (
     typeof ts !== "number" || !Number.isSafeInteger(ts) ||
     typeof exchange !== "string" || !EXCHANGE_SET.has(exchange) ||
-    typeof tradeId !== "string" || tradeId.length > MAX_TRADE_ID_LENGTH
+    typeof tradeId !== "string" || tradeId.length > MAX_TRADE_ID_LENGTH ||
+    !tradeId.isWellFormed()
   ) throw invalid();
   return { ts_exchange: ts, exchange: exchange as Exchange, trade_id: tradeId };
 }

@@ -291,6 +291,8 @@ Deno.test("tick cursors round-trip and forged ones are refused", () => {
       forge([1, "nyse", "1"]),
       forge([1, "binance", 7]),
       forge(["1 OR 1=1", "binance", "1"]),
+      // JSON escapes a lone surrogate, so the token is plain ASCII; no query may be built of it.
+      forge([1, "binance", "\ud800"]),
     ]
   ) {
     assert.throws(() => decodeTickCursor(bad), /cursor is not a next_cursor/, bad);
