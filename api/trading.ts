@@ -164,6 +164,10 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
 
   app.get("/portfolio", async (c) => {
     const stored = await found(() => getPortfolio(deps.sql));
+    // Until the position tracker loaded them, the figures in memory are the starting ones.
+    if (!deps.state.loaded) {
+      throw new ApiError(503, "unavailable", "The portfolio is not loaded yet; try again shortly");
+    }
     const now = clock.now();
     const value = deps.state.value((symbol) =>
       markPrice(deps.cache, symbol, deps.maxPriceAgeMs, now)

@@ -9,6 +9,8 @@ import { tradingRoutes } from "../api/trading.ts";
 import { hashApiKey, loadConfig } from "../config/mod.ts";
 import { nullLogger } from "../lib/log.ts";
 import { LatestCache } from "../market/latest_cache.ts";
+import type { ExecutionEngine } from "../trading/execution.ts";
+import { PortfolioState } from "../trading/portfolio_state.ts";
 import { startNatsServer } from "./_nats_server.ts";
 import { waitFor } from "./_helpers.ts";
 import { migratedDatabase } from "./_postgres.ts";
@@ -377,4 +379,36 @@ Deno.test("DELETE says when the broker could not be asked to cancel: 503 when un
   assert.equal(ok.status, 202);
   await ok.body?.cancel();
   await waitFor(async () => (await status()) === "cancelled", 10_000, "cancelled");
+});
+
+Deno.test("GET /portfolio is a 503 until the portfolio is loaded, not the starting figures", async () => {
+  await using db = await migratedDatabase();
+  await db.sql`update portfolios set cash = 50000 where id = 'default'`;
+  const state = new PortfolioState({ starting_cash: "100000" });
+  const app = new Hono();
+  app.onError(errorHandler(nullLogger));
+  app.route(
+    "/api/v1/trading",
+    tradingRoutes({
+      sql: db.sql,
+      engine: {} as ExecutionEngine, // not reached by these routes
+      state,
+      cache: new LatestCache(),
+      maxPriceAgeMs: 60_000,
+      apiKeyHashes: [await hashApiKey(KEY)],
+    }),
+  );
+  const get = async () => {
+    const res = await app.request("/api/v1/trading/portfolio", {
+      headers: { authorization: `Bearer ${KEY}` },
+    });
+    return { status: res.status, body: await res.json() };
+  };
+  const before = await get();
+  assert.equal(before.status, 503);
+  assert.equal(before.body.error.code, "unavailable");
+  await state.load(db.sql);
+  const after = await get();
+  assert.equal(after.status, 200);
+  assert.equal(after.body.portfolio.cash, "50000");
 });
