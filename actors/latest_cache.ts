@@ -52,29 +52,43 @@ export interface LatestCacheActorOptions {
 const decoder = new TextDecoder();
 
 /**
- * Decodes only what the cache keeps of a message: its newest event, the last
- * of the array. The last element starts after the array's last `},{` (or
- * after `[` when there is one element) and is parsed alone instead of the
- * whole array. A `},{` inside a string or a nested object gives a text that
- * is not one complete object (a string's closing quote, or a nested object's
- * closing brackets, is left over), so such a cut fails to parse and the whole
- * message is decoded instead; so is anything that is not an array of
- * objects, which the cache then counts.
+ * Decodes only what the cache keeps of a message: its newest event, which is
+ * its first or its last element — venues list a frame's trades oldest first
+ * (Binance, Kraken, Alpaca) or newest first (Coinbase) — so both are
+ * parsed and the one with the later exchange time (`ts_exchange`; the last on
+ * a tie) is returned.
+ * The last element starts after the array's last `},{` and the first ends at
+ * its first `},{` (one element: the whole array); each is parsed alone
+ * instead of the whole array. A `},{` inside a string or a nested object
+ * gives a text that is not one complete object (a string's closing quote, or
+ * a nested object's closing brackets, is left over), so such a cut fails to
+ * parse and the whole message is decoded instead; so is anything that is not
+ * an array of objects, which the cache then counts.
  *
  * @example
  * ```ts
  * newestEvents(new TextEncoder().encode('[{"kind":"trade","n":1},{"kind":"trade","n":2}]'));
- * // [{ kind: "trade", n: 2 }]
+ * // [{ kind: "trade", n: 2 }] (no ts_exchange either way: the last)
  * ```
  */
+function isObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
 export function newestEvents(data: Uint8Array): unknown {
   const text = decoder.decode(data);
   const end = text.length - 1;
   if (text.charCodeAt(0) === 0x5b && text.charCodeAt(end) === 0x5d && end > 1) {
-    const cut = text.lastIndexOf("},{");
+    const lastCut = text.lastIndexOf("},{");
     try {
-      const event = JSON.parse(text.slice(cut < 0 ? 1 : cut + 2, end));
-      if (event !== null && typeof event === "object" && !Array.isArray(event)) return [event];
+      const last = JSON.parse(text.slice(lastCut < 0 ? 1 : lastCut + 2, end));
+      if (isObject(last)) {
+        if (lastCut < 0) return [last];
+        const first = JSON.parse(text.slice(1, text.indexOf("},{") + 1));
+        if (isObject(first)) {
+          return [(first.ts_exchange as number) > (last.ts_exchange as number) ? first : last];
+        }
+      }
     } catch {
       // Not one complete object: decode the whole message below.
     }

@@ -391,18 +391,21 @@ Deno.test("the latest-cache actor ends on the newest values even when its mailbo
   }
 });
 
-Deno.test("newestEvents parses only the last event of an array, and all of anything else", () => {
+Deno.test("newestEvents parses only the newer of an array's first and last events, and all of anything else", () => {
   const encode = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
   const first = trade("binance", "BTC-USDT", "1", "42000.1", T0_MS);
   const last = trade("binance", "BTC-USDT", "2", "42000.2", T0_MS + 1);
   assert.deepEqual(newestEvents(encode([first, last])), [last]);
+  // Coinbase lists a frame's trades newest first.
+  const middle = trade("coinbase", "BTC-USD", "3", "42000.3", T0_MS);
+  assert.deepEqual(newestEvents(encode([last, middle, first])), [last]);
   assert.deepEqual(newestEvents(encode([first])), [first]);
   // A "},{" inside a string or a nested object is no cut: the whole message is decoded.
   const tricky = { ...last, trade_id: '2},{"kind":"x"}' };
   assert.deepEqual(newestEvents(encode([first, tricky])), [first, tricky]);
   const nested = { ...last, venue: [{ a: 1 }, { b: 2 }] };
   assert.deepEqual(newestEvents(encode([first, nested])), [first, nested]);
-  assert.deepEqual(newestEvents(encode([nested, last])), [last]);
+  assert.deepEqual(newestEvents(encode([nested, last])), [nested, last]);
   assert.deepEqual(newestEvents(encode([first, "text"])), [first, "text"]);
   assert.deepEqual(newestEvents(encode({ not: "an array" })), { not: "an array" });
   assert.deepEqual(newestEvents(encode([1, 2])), [1, 2]);
