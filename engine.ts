@@ -117,6 +117,7 @@ export async function startEngine(
   const migrations = new MigrationsState();
   try {
     await ensureStreams(nats, engineStreams(config), log.child({ component: "nats" }));
+    signal?.throwIfAborted();
     const market = new MarketStatus();
     const cache = new LatestCache();
     const context: EngineContext = {
@@ -201,13 +202,16 @@ export async function startEngine(
     }, children);
     const abandon = () => root.stop(signal?.reason);
     signal?.addEventListener("abort", abandon, { once: true });
+    // Aborted before the listener was there (while connecting or creating streams).
+    if (signal?.aborted) abandon();
     try {
       await root.ready;
     } finally {
       signal?.removeEventListener("abort", abandon);
     }
   } catch (error) {
-    log.error("engine failed to start", { error });
+    if (signal?.aborted) log.info("engine start cancelled");
+    else log.error("engine failed to start", { error });
     await closeConnections();
     throw error;
   }

@@ -116,6 +116,11 @@ export async function connectNats(
     signal?.throwIfAborted();
     try {
       const nc = await connect(connectionOptions);
+      if (signal?.aborted) {
+        // Stopped while connecting: the connection is not handed out, so it is closed here.
+        await nc.close().catch(() => {});
+        signal.throwIfAborted();
+      }
       log.info("NATS connected", { url, server: nc.info?.server_name ?? null });
       watchStatus(nc, log, onReconnected);
       return nc;

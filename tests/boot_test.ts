@@ -2,7 +2,10 @@ import assert from "node:assert/strict";
 import postgres from "postgres";
 import { startEngineProcess, waitForJson } from "./_engine_process.ts";
 import { freePort, startNatsServer } from "./_nats_server.ts";
-import { deadline, waitFor } from "./_helpers.ts";
+import { deadline, DeadlineError, waitFor } from "./_helpers.ts";
+import { loadConfig } from "../config/mod.ts";
+import { startEngine } from "../engine.ts";
+import { type Logger, loggerOf } from "../lib/log.ts";
 
 type Health = {
   status: string;
@@ -155,4 +158,34 @@ Deno.test("--print-config prints the merged configuration with secrets redacted"
   assert.equal(code, 0);
   const printed = engine.lines.map((l) => JSON.stringify(l)).join("\n");
   assert.doesNotMatch(printed, /hunter2|s3cret-value/);
+});
+
+Deno.test("a stop asked for while the engine connects to NATS ends its start (no waiting on PostgreSQL)", async () => {
+  const config = await loadConfig({
+    args: [],
+    env: {
+      // Nobody listens there: had the start gone on, the migrations would wait for it for ever.
+      DATABASE_URL: `postgres://postgres@127.0.0.1:${freePort()}/tradewire`,
+      TRADEWIRE_HTTP__PORT: String(freePort()),
+    },
+  });
+  const starting = new AbortController();
+  const lines: string[] = [];
+  const tap = (): Logger =>
+    loggerOf((_level, message) => {
+      lines.push(message);
+      // main.ts aborts its start signal on SIGTERM; here the signal comes as NATS connects.
+      if (message === "NATS connected") starting.abort(new Error("SIGTERM"));
+    }, tap);
+  const started = startEngine(config, { log: tap(), signal: starting.signal });
+  const outcome = await deadline(started, 10_000, "the start to end").then(
+    async (engine) => {
+      await engine.stop();
+      return "started";
+    },
+    (error) => error instanceof DeadlineError ? "hung" : "cancelled",
+  );
+  assert.equal(outcome, "cancelled");
+  assert.ok(lines.includes("engine start cancelled"), lines.join(", "));
+  assert.ok(!lines.includes("engine failed to start"));
 });
