@@ -93,7 +93,7 @@ import { ensureConsumer, ensureStreams } from "../adapters/nats.ts";
 import { backoffDelay } from "../lib/backoff.ts";
 import type { Clock } from "../lib/clock.ts";
 import type { Logger } from "../lib/log.ts";
-import { type Exchange, EXCHANGES, type MarketEvent, type TradeEvent } from "../market/events.ts";
+import { type Exchange, EXCHANGES, type MarketEvent } from "../market/events.ts";
 import {
   batchWriterConsumer,
   DEFAULT_ACK_WAIT_MS,
@@ -152,6 +152,12 @@ export const UNKNOWN_INSERT_GRACE_MS = 3_000;
 export const UNKNOWN_INSERT_TIMEOUT_MS = 60_000;
 /** How often the writer looks for such an insert on the server, in ms. */
 export const UNKNOWN_INSERT_POLL_MS = 50;
+/**
+ * Most trade ids remembered per exchange and symbol at its watermark (trades
+ * this writer stored at the newest exchange time): past this, a trade on that
+ * very time is looked up in ClickHouse instead.
+ */
+export const MAX_WATERMARK_IDS = 256;
 /** Longest raw frame copied into a dead letter, in characters. */
 export const MAX_DEAD_LETTER_FRAME = 65_536;
 
@@ -248,6 +254,10 @@ export interface BatchWriterCounters {
   dead_letters: number;
   /** Trades not inserted because ClickHouse already had them. */
   duplicates_skipped: number;
+  /** Stored-trades checks: queries asking ClickHouse which of a batch's trades it has. */
+  stored_checks: number;
+  /** Trades looked up by those checks. */
+  trades_checked: number;
   /**
    * Messages the stream dropped (byte or age limit, oldest first) before the
    * writer got them: gaps in the stream sequence of first deliveries, from the
@@ -266,6 +276,8 @@ export function newBatchWriterCounters(): BatchWriterCounters {
     redelivered: 0,
     dead_letters: 0,
     duplicates_skipped: 0,
+    stored_checks: 0,
+    trades_checked: 0,
     dropped: 0,
     batches: 0,
   };
@@ -488,6 +500,8 @@ class Batch {
     quotes: null,
     bars: null,
   };
+  /** Exchange times of its trades per exchange and symbol (`spanKey`), noted as they arrive. */
+  readonly spans = new Map<string, TradeSpan>();
   /** Tables whose rows are all written. */
   readonly done = new Set<MarketTable>();
   rowCount = 0;
@@ -528,9 +542,189 @@ function absorb(batch: Batch, next: Batch): void {
     }
     batch.lines[table].append(lines);
   }
+  for (const [key, span] of next.spans) {
+    const mine = batch.spans.get(key);
+    if (mine === undefined) batch.spans.set(key, span);
+    else mergeSpan(mine, span);
+  }
   for (const msg of next.messages) batch.messages.push(msg);
   batch.rowCount += next.rowCount;
   batch.redelivered ||= next.redelivered;
+}
+
+// ---------------------------------------------------------------------------
+// Watermarks
+// ---------------------------------------------------------------------------
+
+/**
+ * The newest exchange time of the trades of one exchange and symbol that may
+ * be stored, and — when this writer stored them all — the ids of the trades
+ * stored at that very time.
+ */
+interface Watermark {
+  /** `ts_exchange`, µs: trades at or below it may be stored already. */
+  ts: number;
+  /**
+   * Ids of the trades stored at `ts`, all written by this writer; null when
+   * unknown (`ts` read at startup, or more than {@linkcode MAX_WATERMARK_IDS}).
+   */
+  ids: Set<string> | null;
+}
+
+/** The exchange times of a batch's trades of one exchange and symbol. */
+interface TradeSpan {
+  exchange: string;
+  symbol: string;
+  /** Oldest `ts_exchange`, and the lines of the trades at it (null: too many). */
+  min: number;
+  atMin: string[] | null;
+  /** Newest `ts_exchange`, and the lines of the trades at it (null: too many). */
+  max: number;
+  atMax: string[] | null;
+}
+
+/** The key of an exchange and symbol in watermarks and spans. */
+function spanKey(exchange: string, symbol: string): string {
+  return `${exchange}\u0000${symbol}`;
+}
+
+const TS_FIELD = ',"ts_exchange":';
+
+/**
+ * Reads the exchange, symbol and `ts_exchange` of trade lines (`tradeLine`'s
+ * form, which `encodedTradeLines` shares): lines of one message mostly share
+ * everything before `ts_exchange`, so that part is decoded only when it
+ * changes, and each line costs a prefix comparison and a number.
+ */
+class TradeLineReader {
+  #prefix = "";
+  exchange = "";
+  symbol = "";
+  /** {@linkcode spanKey} of the last line read. */
+  key = "";
+
+  /** The `ts_exchange` of `line`; sets `exchange`, `symbol` and `key`. */
+  read(line: string): number {
+    if (this.#prefix === "" || !line.startsWith(this.#prefix)) {
+      // A JSON string holds no bare `"`, so the first `,"ts_exchange":` is the field.
+      const at = line.indexOf(TS_FIELD);
+      this.#prefix = line.slice(0, at + TS_FIELD.length);
+      const head = JSON.parse(`${line.slice(0, at)}}`) as { exchange: string; symbol: string };
+      this.exchange = head.exchange;
+      this.symbol = head.symbol;
+      this.key = spanKey(head.exchange, head.symbol);
+    }
+    const from = this.#prefix.length;
+    return Number(line.slice(from, line.indexOf(",", from)));
+  }
+}
+
+/** The trade id of a trade line. */
+function tradeIdOf(line: string): string {
+  return (JSON.parse(line) as { trade_id: string }).trade_id;
+}
+
+/** `list` with `line` added (or only `line`, when `reset`); null once it would pass the bound. */
+function edgeLines(list: string[] | null, line: string, reset: boolean): string[] | null {
+  if (reset) {
+    if (list === null) return [line];
+    list.length = 0;
+  } else if (list === null || list.length >= MAX_WATERMARK_IDS) {
+    return null;
+  }
+  list.push(line);
+  return list;
+}
+
+/** Notes the exchange times of trade lines in `spans`. */
+function noteTradeSpans(
+  spans: Map<string, TradeSpan>,
+  lines: readonly string[],
+  reader = new TradeLineReader(),
+): void {
+  let key = "";
+  let span: TradeSpan | undefined;
+  for (const line of lines) {
+    const ts = reader.read(line);
+    if (span === undefined || reader.key !== key) {
+      key = reader.key;
+      span = spans.get(key);
+      if (span === undefined) {
+        span = {
+          exchange: reader.exchange,
+          symbol: reader.symbol,
+          min: ts,
+          atMin: [],
+          max: ts,
+          atMax: [],
+        };
+        spans.set(key, span);
+      }
+    }
+    if (ts <= span.min) span.atMin = edgeLines(span.atMin, line, ts < span.min);
+    if (ts < span.min) span.min = ts;
+    if (ts >= span.max) span.atMax = edgeLines(span.atMax, line, ts > span.max);
+    if (ts > span.max) span.max = ts;
+  }
+}
+
+/** Adds the times of `other` to `span` (same exchange and symbol). */
+function mergeSpan(span: TradeSpan, other: TradeSpan): void {
+  if (other.min < span.min) {
+    span.min = other.min;
+    span.atMin = other.atMin;
+  } else if (other.min === span.min) {
+    span.atMin = span.atMin && other.atMin && [...span.atMin, ...other.atMin];
+  }
+  if (other.max > span.max) {
+    span.max = other.max;
+    span.atMax = other.atMax;
+  } else if (other.max === span.max) {
+    span.atMax = span.atMax && other.atMax && [...span.atMax, ...other.atMax];
+  }
+}
+
+/**
+ * The exchanges and symbols of `spans` whose trades may be stored already,
+ * each with the watermark at or below which its trades must be looked up:
+ * those with a trade at or below their watermark, save a batch whose oldest
+ * trades are exactly at the watermark and are none of the ids stored there.
+ * Empty for trades newer than every watermark: the steady state.
+ */
+function suspectSpans(
+  spans: ReadonlyMap<string, TradeSpan>,
+  marks: ReadonlyMap<string, Watermark>,
+): Map<string, number> {
+  const suspects = new Map<string, number>();
+  for (const [key, span] of spans) {
+    const mark = marks.get(key);
+    if (mark === undefined || span.min > mark.ts) continue;
+    const ids = mark.ids;
+    if (
+      span.min === mark.ts && ids !== null && span.atMin !== null &&
+      span.atMin.every((line) => !ids.has(tradeIdOf(line)))
+    ) continue;
+    suspects.set(key, mark.ts);
+  }
+  return suspects;
+}
+
+/** Raises `marks` to the trades of `spans`, now stored. */
+function raiseWatermarks(marks: Map<string, Watermark>, spans: ReadonlyMap<string, TradeSpan>) {
+  for (const [key, span] of spans) {
+    const mark = marks.get(key);
+    if (mark === undefined || span.max > mark.ts) {
+      const ids = span.atMax && new Set(span.atMax.map(tradeIdOf));
+      marks.set(key, { ts: span.max, ids });
+    } else if (span.max === mark.ts && mark.ids !== null) {
+      if (span.atMax === null) {
+        mark.ids = null;
+        continue;
+      }
+      for (const line of span.atMax) mark.ids.add(tradeIdOf(line));
+      if (mark.ids.size > MAX_WATERMARK_IDS) mark.ids = null;
+    }
+  }
 }
 
 /**
@@ -634,6 +828,14 @@ class BatchWriter {
   #eventsPerMessage = 0;
   /** Stream sequence of the last first delivery, to see messages the stream dropped. */
   #lastStreamSeq = 0;
+  /**
+   * Per exchange and symbol, the newest trade time that may be stored: read
+   * before the first insert of trades, raised as trades are written. Null
+   * until read.
+   */
+  #watermarks: Map<string, Watermark> | null = null;
+  /** Reads the times of trade lines as messages arrive. */
+  readonly #lineReader = new TradeLineReader();
 
   constructor(
     deps: BatchWriterDeps,
@@ -861,6 +1063,7 @@ class BatchWriter {
     // Most messages are trades as the feeds encode them: their lines are read off the text.
     if (encodedTradeLines(text, trades)) {
       this.#countEvents(trades.length);
+      noteTradeSpans(batch.spans, trades, this.#lineReader);
       batch.lines.market_trades.add(trades);
       batch.rowCount += trades.length;
       if (this.#isFull(batch)) this.#flushWake.notify();
@@ -894,6 +1097,7 @@ class BatchWriter {
         this.#deadLetterEvent(msg.subject, event, error.reason, error.message);
       }
     }
+    noteTradeSpans(batch.spans, lines.market_trades, this.#lineReader);
     for (const table of MARKET_TABLES) batch.lines[table].add(lines[table]);
     if (this.#isFull(batch)) this.#flushWake.notify();
   }
@@ -1132,10 +1336,20 @@ class BatchWriter {
     if (batch.unknown.length > 0) await this.#awaitUnknownInserts(batch);
     for (const table of MARKET_TABLES) {
       if (batch.done.has(table) || batch.lines[table].count === 0) continue;
-      if (table === "market_trades" && (batch.redelivered || batch.failures > 0)) {
-        await this.#dropStoredTrades(batch);
+      const trades = table === "market_trades";
+      if (trades) {
+        // Read once, before this writer's first trades are inserted (throws while ClickHouse
+        // is away: the batch waits like any other, and on its retry all of it is checked).
+        const marks = this.#watermarks ??= await this.#readWatermarks();
+        if (batch.redelivered || batch.failures > 0) {
+          await this.#dropStoredTrades(batch, null);
+        } else {
+          const suspects = suspectSpans(batch.spans, marks);
+          if (suspects.size > 0) await this.#dropStoredTrades(batch, suspects);
+        }
       }
       if (batch.lines[table].count > 0) await this.#insertTable(batch, table);
+      if (trades) raiseWatermarks(this.#watermarks!, batch.spans);
       batch.done.add(table);
     }
   }
@@ -1326,63 +1540,111 @@ class BatchWriter {
 
   /**
    * Removes from the batch the trades ClickHouse already has (and copies
-   * within the batch), so the candles view never counts a trade twice. Asks
-   * for the keys stored in the batch's time range for its venues and symbols.
+   * within the batch), so the candles view never counts a trade twice: all of
+   * its trades (`suspects` null), or only those at or below the watermark of
+   * an exchange and symbol of `suspects`. Asks for the keys stored in the
+   * looked-up trades' time range for their venues and symbols.
    */
-  async #dropStoredTrades(batch: Batch): Promise<void> {
+  async #dropStoredTrades(
+    batch: Batch,
+    suspects: ReadonlyMap<string, number> | null,
+  ): Promise<void> {
     const lines = batch.lines.market_trades.rows();
-    // Sources of stored rows passed toRowLine(), so they are well-formed trades.
-    const trades = sourcesOf(batch, "market_trades") as TradeEvent[];
+    const reader = new TradeLineReader();
+    const picked: number[] = [];
+    const keys: string[] = [];
     let min = Infinity;
     let max = -Infinity;
     const exchanges = new Set<string>();
     const symbols = new Set<string>();
-    for (const trade of trades) {
-      if (trade.ts_exchange < min) min = trade.ts_exchange;
-      if (trade.ts_exchange > max) max = trade.ts_exchange;
-      exchanges.add(trade.exchange);
-      symbols.add(trade.symbol);
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i]!;
+      const ts = reader.read(line);
+      if (suspects !== null && !(ts <= (suspects.get(reader.key) ?? -Infinity))) continue;
+      picked.push(i);
+      keys.push(tradeKey(reader.exchange, reader.symbol, ts, tradeIdOf(line)));
+      if (ts < min) min = ts;
+      if (ts > max) max = ts;
+      exchanges.add(reader.exchange);
+      symbols.add(reader.symbol);
     }
+    if (picked.length === 0) return;
+    this.#counters.stored_checks++;
+    this.#counters.trades_checked += picked.length;
     const table = `${quoteIdentifier(this.#deps.database)}.${quoteIdentifier("market_trades")}`;
-    const query = `SELECT exchange, symbol, toString(ts_exchange) AS ts, trade_id FROM ${table}
+    const rows = await this.#rows<
+      { exchange: string; symbol: string; ts: string; trade_id: string }
+    >(
+      `SELECT exchange, symbol, toString(ts_exchange) AS ts, trade_id FROM ${table}
       WHERE timestamp >= toDateTime(${Math.floor(min / 1e6)}, 'UTC')
         AND timestamp <= toDateTime(${Math.floor(max / 1e6)}, 'UTC')
         AND ts_exchange >= ${literal(min)} AND ts_exchange <= ${literal(max)}
         AND exchange IN (${[...exchanges].map((e) => literal(e)).join(", ")})
-        AND symbol IN (${[...symbols].map((s) => literal(s)).join(", ")})`;
+        AND symbol IN (${[...symbols].map((s) => literal(s)).join(", ")})`,
+    );
+    const stored = new Set<string>();
+    for (const row of rows) stored.add(tradeKey(row.exchange, row.symbol, row.ts, row.trade_id));
+    const dropped = new Set<number>();
+    for (let k = 0; k < picked.length; k++) {
+      const key = keys[k]!;
+      if (stored.has(key)) dropped.add(picked[k]!);
+      else stored.add(key);
+    }
+    if (dropped.size === 0) return;
+    // Sources of stored rows passed toRowLine(), so they are well-formed trades.
+    const sources = sourcesOf(batch, "market_trades");
+    const keptLines: string[] = [];
+    const keptSources: unknown[] = [];
+    for (let i = 0; i < lines.length; i++) {
+      if (dropped.has(i)) continue;
+      keptLines.push(lines[i]!);
+      keptSources.push(sources[i]);
+    }
+    this.#counters.duplicates_skipped += dropped.size;
+    this.#log.info("Trades already stored were not inserted again", { skipped: dropped.size });
+    batch.lines.market_trades.replace(keptLines);
+    batch.sources.market_trades = keptSources;
+  }
+
+  /**
+   * Reads the watermarks: per exchange and symbol, the newest `ts_exchange`
+   * stored. The last minute of each comes from the small `candles` table, and
+   * only that minute onwards is read from `market_trades` (its sorting key
+   * starts with exchange, symbol, timestamp), so the read stays cheap however
+   * much is stored. Works on ClickHouse 18.16 and current servers.
+   */
+  async #readWatermarks(): Promise<Map<string, Watermark>> {
+    const db = quoteIdentifier(this.#deps.database);
+    const lasts = await this.#rows<{ exchange: string; symbol: string; m: number | string }>(
+      `SELECT exchange, symbol, toUInt32(max(minute)) AS m FROM ${db}.${quoteIdentifier("candles")}
+      GROUP BY exchange, symbol`,
+    );
+    const marks = new Map<string, Watermark>();
+    if (lasts.length > 0) {
+      const where = lasts.map((r) =>
+        `(exchange = ${literal(r.exchange)} AND symbol = ${literal(r.symbol)} ` +
+        `AND timestamp >= toDateTime(${Number(r.m)}, 'UTC'))`
+      ).join(" OR ");
+      const newest = await this.#rows<{ exchange: string; symbol: string; ts: string }>(
+        `SELECT exchange, symbol, toString(max(ts_exchange)) AS ts
+        FROM ${db}.${quoteIdentifier("market_trades")} WHERE ${where} GROUP BY exchange, symbol`,
+      );
+      for (const row of newest) {
+        marks.set(spanKey(row.exchange, row.symbol), { ts: Number(row.ts), ids: null });
+      }
+    }
+    this.#log.info("Batch writer read the newest stored trade times", { symbols: marks.size });
+    return marks;
+  }
+
+  /** The rows of a `SELECT`, as JSON objects. */
+  async #rows<T>(query: string): Promise<T[]> {
     const result = await this.#deps.clickhouse.query({
       query,
       format: "JSONEachRow",
       abort_signal: this.#insertAbort.signal,
     });
-    const stored = new Set<string>();
-    for (
-      const row of await result.json<{
-        exchange: string;
-        symbol: string;
-        ts: string;
-        trade_id: string;
-      }>()
-    ) {
-      stored.add(tradeKey(row.exchange, row.symbol, row.ts, row.trade_id));
-    }
-    const keptLines: string[] = [];
-    const keptSources: TradeEvent[] = [];
-    for (let i = 0; i < trades.length; i++) {
-      const trade = trades[i]!;
-      const key = tradeKey(trade.exchange, trade.symbol, trade.ts_exchange, trade.trade_id);
-      if (stored.has(key)) continue;
-      stored.add(key);
-      keptLines.push(lines[i]!);
-      keptSources.push(trade);
-    }
-    const skipped = trades.length - keptLines.length;
-    if (skipped > 0) {
-      this.#counters.duplicates_skipped += skipped;
-      this.#log.info("Trades already stored were not inserted again", { skipped });
-    }
-    batch.lines.market_trades.replace(keptLines);
-    batch.sources.market_trades = keptSources;
+    return await result.json<T>();
   }
 
   // -- background loops -------------------------------------------------------

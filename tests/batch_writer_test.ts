@@ -926,6 +926,57 @@ Deno.test("redelivered messages whose trades are already stored are not inserted
   await writer.stop();
 });
 
+Deno.test("after a restart a fresh batch re-sending stored trades counts each trade once in market_trades and the candles", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  const btc = (i: number, overrides: Partial<TradeEvent> = {}) =>
+    trade(i, { symbol: "BTC-USDT", venue_symbol: "BTCUSDT", ...overrides });
+  // A first engine stores BTC-USDT trades 0..49, then stops.
+  const stored = Array.from({ length: 50 }, (_, i) => btc(i));
+  await env.publishAll([stored.slice(0, 25), stored.slice(25)]);
+  const first = await startWriter(env, db);
+  await waitFor(() => first.spec.counters.acked === 2, 10_000, "first trades written");
+  await first.stop();
+  assert.equal(await candleTrades(db), 50);
+
+  // A new engine: the venue's subscribe snapshot re-sends trades 40..49, fresh messages (not
+  // redelivered), among new ones; ETH-USDT was never stored, so its trades have no watermark.
+  await using second = await startWriter(env, db);
+  const resent = stored.slice(40);
+  const fresh = Array.from({ length: 20 }, (_, i) => btc(50 + i));
+  const eth = Array.from({ length: 5 }, (_, i) => trade(2 * i + 1)); // older than BTC's newest
+  await env.publishAll([[...resent, ...fresh.slice(0, 10)], eth, fresh.slice(10)]);
+  await waitFor(() => second.spec.counters.acked === 3, 10_000, "restart batch written");
+  assert.equal(second.spec.counters.redelivered, 0, "fresh messages, not redeliveries");
+  assert.equal(await countFinal(db, "market_trades"), 75);
+  assert.equal(await countRaw(db, "market_trades"), 75, "no trade stored twice");
+  assert.equal(await candleTrades(db), 75, "the candles count each trade once");
+  const [volume] = await db.rows<{ v: string }>(
+    `SELECT toString(sum(volume)) AS v FROM ${db.table("candles_1m")} WHERE symbol = 'BTC-USDT'`,
+  );
+  const qty = [...stored, ...fresh].reduce((sum, e) => sum + Number(e.qty.replace("0.", "")), 0);
+  assert.equal(volume?.v, `0.${String(qty).padStart(8, "0")}0000000000`);
+  assert.equal(second.spec.counters.duplicates_skipped, 10);
+  // Only the trades at or below BTC-USDT's watermark were looked up, not the whole batch.
+  assert.equal(second.spec.counters.trades_checked, 10);
+  const checks = second.spec.counters.stored_checks;
+  assert.ok(checks >= 1, "the re-sent trades were checked");
+
+  // Live trades: newer than every watermark, one a message, two by two on the same
+  // microsecond (several fills of one order), so batch boundaries fall between equal times.
+  const live = Array.from(
+    { length: 400 },
+    (_, i) => btc(100 + i, { ts_exchange: T0 + (100 + Math.floor(i / 2)) * 1_000 }),
+  );
+  await env.publishAll(live.map((t) => [t]));
+  await waitFor(async () => (await candleTrades(db)) === 475, 20_000, "live trades written");
+  await allAcknowledged(env);
+  assert.equal(second.spec.counters.stored_checks, checks, "live trades trigger no check");
+  assert.equal(second.spec.counters.trades_checked, 10);
+  assert.equal(await countRaw(db, "market_trades"), 475);
+  await second.stop();
+});
+
 Deno.test("candles from trades are the hand-computed 1-minute OHLCV, whatever the arrival order", async () => {
   await using db = await marketDatabase();
   await using env = await streamEnv();
