@@ -95,11 +95,13 @@ export interface BatchWriterWorkerDeps {
 export function batchWriterWorker(deps: BatchWriterWorkerDeps): BatchWriterChildSpec {
   const counters = newBatchWriterCounters();
   const grace = deps.options.shutdown_grace_ms ?? DEFAULT_SHUTDOWN_GRACE_MS;
+  const shutdownMs = FETCH_EXPIRES_MS + grace + 3_000;
   return {
     name: BATCH_WRITER_NAME,
-    shutdownMs: FETCH_EXPIRES_MS + grace + 3_000,
+    shutdownMs,
     counters,
-    start: (signal) => startWorker(deps, counters, signal),
+    // The thread is terminated when it has not stopped by the time the supervisor gives up on it.
+    start: (signal) => startWorker(deps, counters, signal, shutdownMs),
   };
 }
 
@@ -126,6 +128,7 @@ function startWorker(
   deps: BatchWriterWorkerDeps,
   counters: BatchWriterCounters,
   signal: AbortSignal,
+  stopTimeoutMs: number,
 ): Running {
   // Each thread counts from zero: its figures are added to those of the threads before it.
   const writerBase = structuredClone(deps.status.writer);
@@ -150,6 +153,7 @@ function startWorker(
       }
     },
     log: deps.log ?? nullLogger,
+    stopTimeoutMs,
   }, signal);
   deps.clickhouseReady.then(() => thread.send({ type: CLICKHOUSE_READY }), () => {});
   return thread;

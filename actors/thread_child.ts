@@ -8,9 +8,14 @@
  * The child's life maps onto the worker's: `ready` when the thread says its
  * actor is ready, `done` when it exits (rejecting when it failed or the worker
  * died), and stopping asks the thread to stop (its actor finishes what it
- * holds) before the worker is terminated. The thread reports its figures
- * (`status`) every `status_interval_ms` and once more at the end, and its log
- * lines are written by the main thread's logger.
+ * holds) before the worker is terminated — after `stopTimeoutMs` at the
+ * latest, so a thread that ignores the stop never outlives its child (two
+ * batch writers on one durable consumer). The thread reports its figures
+ * (`status`, or `alive` before it has any) every `status_interval_ms` and once
+ * more at the end, and its log lines are written by the main thread's logger.
+ * A Worker that ends by itself (`close()`, `Deno.exit()`) says nothing, so a
+ * thread silent for `silentAfterMs` is taken for dead: terminated, and its
+ * child fails (the supervisor restarts it).
  *
  * Messages, main → thread: `start` (once), `stop`, and any the child adds
  * (the writer's `clickhouse_ready`). Thread → main: `ready`, `done`,
@@ -34,6 +39,7 @@ export type FromThread<Status> =
   | { type: "done" }
   | { type: "failed"; error: Record<string, unknown> }
   | { type: "status"; status: Status }
+  | { type: "alive" }
   | { type: "log"; level: Level; bindings: Fields; message: string; fields?: Fields };
 
 /** What {@linkcode startThreadChild} needs. */
@@ -50,7 +56,21 @@ export interface ThreadChildOptions<Start, Status> {
   onStatus: (status: Status) => void;
   /** Writes the thread's log lines. */
   log: Logger;
+  /**
+   * How long a thread asked to stop may take before its worker is
+   * terminated, in ms: at most the child's `shutdownMs`.
+   * @default {DEFAULT_THREAD_STOP_TIMEOUT_MS}
+   */
+  stopTimeoutMs?: number;
+  /**
+   * How long the thread may send nothing (it reports every `statusIntervalMs`)
+   * before it is taken for dead, in ms. @default {max(20 × statusIntervalMs, 10 s)}
+   */
+  silentAfterMs?: number;
 }
+
+/** Default of {@linkcode ThreadChildOptions.stopTimeoutMs}, ms: the supervisor's default shutdown time. */
+export const DEFAULT_THREAD_STOP_TIMEOUT_MS = 5_000;
 
 /** A running thread child: its {@linkcode Running} and a way to send it messages. */
 export interface ThreadChild extends Running {
@@ -71,9 +91,22 @@ export function startThreadChild<Start, Status>(
   const ready = Promise.withResolvers<void>();
   const done = Promise.withResolvers<void>();
   let finished = false;
+  let killTimer: ReturnType<typeof setTimeout> | undefined;
+  let lastHeardAt = Date.now();
+  let heard = false;
+  const silentAfterMs = options.silentAfterMs ?? Math.max(20 * options.statusIntervalMs, 10_000);
+  const watchdog = setInterval(() => {
+    const silentMs = Date.now() - lastHeardAt;
+    // Before its first message the thread may still be loading its modules: longer.
+    if (silentMs < (heard ? silentAfterMs : Math.max(silentAfterMs, 30_000))) return;
+    log.error("thread silent; taken for dead", { thread: options.name, silent_ms: silentMs });
+    finish(new Error(`Thread ${options.name} sent nothing for ${silentMs} ms: taken for dead`));
+  }, Math.max(options.statusIntervalMs, 100));
   const finish = (error?: Error) => {
     if (finished) return;
     finished = true;
+    clearInterval(watchdog);
+    clearTimeout(killTimer);
     signal.removeEventListener("abort", onAbort);
     worker.terminate();
     if (error) {
@@ -87,10 +120,22 @@ export function startThreadChild<Start, Status>(
   const send = (message: ToThread<Start>) => {
     if (!finished) worker.postMessage(message);
   };
-  const onAbort = () => send({ type: "stop" });
+  const stopTimeoutMs = options.stopTimeoutMs ?? DEFAULT_THREAD_STOP_TIMEOUT_MS;
+  const onAbort = () => {
+    send({ type: "stop" });
+    killTimer = setTimeout(() => {
+      log.warn("thread did not stop in time; terminated", {
+        thread: options.name,
+        stop_timeout_ms: stopTimeoutMs,
+      });
+      finish(new Error(`Thread ${options.name} did not stop within ${stopTimeoutMs} ms`));
+    }, stopTimeoutMs);
+  };
 
   worker.onmessage = (event: MessageEvent<FromThread<Status>>) => {
     const message = event.data;
+    lastHeardAt = Date.now();
+    heard = true;
     switch (message.type) {
       case "ready":
         ready.resolve();
@@ -199,6 +244,7 @@ export function serveThread<Start, Status>(
   let status: (() => Status) | null = null;
   const report = () => {
     if (status) post({ type: "status", status: status() });
+    else post({ type: "alive" });
   };
   const serve = async (start: Start, intervalMs: number) => {
     const timer = setInterval(report, intervalMs);
