@@ -61,6 +61,28 @@
  * `UNKNOWN_INSERT_GRACE_MS`; killed after `UNKNOWN_INSERT_TIMEOUT_MS`), so the
  * check sees what it stored and the retry never runs beside it.
  *
+ * Fresh batches can carry stored trades too: after a restart the validator's
+ * trade-id memory is empty and Coinbase's subscribe snapshot re-sends recent
+ * trades; a capture may be replayed. So the writer keeps, per exchange and
+ * symbol, a watermark: the newest `ts_exchange` stored, read once before its
+ * first insert of trades (the last minute of each from `candles`, then
+ * `max(ts_exchange)` of that minute onwards from `market_trades`; while
+ * ClickHouse is away the read fails like an insert and the batch waits) and
+ * raised as it writes. A fresh batch's trades at or below their watermark —
+ * equal times included — go through the stored-trades check, only those rows
+ * (`counters.stored_checks`, `counters.trades_checked`); trades above it, and
+ * those of a symbol without a watermark, are inserted as they are. Trades
+ * arrive newest last, so live trades pay nothing: the times are noted as lines
+ * are made (a prefix comparison and a number per trade), and no query is made.
+ * Late prints below the watermark are checked and then inserted. For trades
+ * sharing the watermark's very time (several fills of one order split between
+ * batches), the writer also keeps the ids it stored at that time (at most
+ * `MAX_WATERMARK_IDS`), so a new one there needs no query either; memory is
+ * one watermark per exchange and symbol. Limit: the watermark only knows what
+ * was stored before the writer started and what it wrote itself; engines
+ * sharing the consumer would each write their share, and a trade stored by
+ * another above this one's watermark would not be looked up.
+ *
  * The consumer must have one writer at a time: the engine runs one.
  *
  * @example
