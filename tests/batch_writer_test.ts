@@ -977,6 +977,44 @@ Deno.test("after a restart a fresh batch re-sending stored trades counts each tr
   await second.stop();
 });
 
+Deno.test("a writer started while ClickHouse is away reads its watermarks when it returns, before its first insert", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  await using proxy = startTcpProxy({
+    hostname: new URL(CH_URL).hostname,
+    port: Number(new URL(CH_URL).port || 8123),
+  });
+  const viaProxy = createClickHouse({ url: proxy.url, request_timeout_ms: 5_000 }, {
+    database: "default",
+  });
+  try {
+    const btc = (i: number) => trade(i, { symbol: "BTC-USDT", venue_symbol: "BTCUSDT" });
+    const stored = Array.from({ length: 50 }, (_, i) => btc(i));
+    await env.publishAll([stored]);
+    const first = await startWriter(env, db);
+    await waitFor(() => first.spec.counters.acked === 1, 10_000, "first trades written");
+    await first.stop();
+
+    proxy.cut();
+    await using second = await startWriter(env, db, { clickhouse: viaProxy });
+    const fresh = Array.from({ length: 20 }, (_, i) => btc(50 + i));
+    await env.publishAll([[...stored.slice(40), ...fresh]]);
+    const w = second.status.writer;
+    await waitFor(() => w.clickhouse === "down" && w.failures > 0, 10_000, "ClickHouse down");
+    proxy.restore();
+    await waitFor(() => second.spec.counters.acked === 1, 20_000, "written once back");
+    // A fresh message re-sending stored trades once ClickHouse is back: the watermarks hold.
+    await env.publishAll([stored.slice(30, 40)]);
+    await waitFor(() => second.spec.counters.acked === 2, 10_000, "re-sent trades handled");
+    assert.equal(await countRaw(db, "market_trades"), 70);
+    assert.equal(await candleTrades(db), 70);
+    assert.equal(second.spec.counters.duplicates_skipped, 20);
+    await second.stop();
+  } finally {
+    await viaProxy.close();
+  }
+});
+
 Deno.test("candles from trades are the hand-computed 1-minute OHLCV, whatever the arrival order", async () => {
   await using db = await marketDatabase();
   await using env = await streamEnv();
