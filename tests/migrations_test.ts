@@ -569,6 +569,48 @@ Deno.test("the repository's migrations apply, revert and re-apply on PostgreSQL"
   assert.ok(await tableExists(p.sql, "engine_runs"));
 });
 
+Deno.test("0004 gives existing positions their cost basis (qty × avg entry) and reverts cleanly", async () => {
+  await using db = await testDatabase();
+  await using p = pool(db.url);
+  const migrator = new Migrator(p.sql, { dir: REPO_MIGRATIONS });
+  await migrator.up(3, { only: "postgres" });
+  const before = await catalogDump(p.sql);
+  await p.sql`insert into symbols (symbol) values ('AAPL'), ('MSFT'), ('BTC-USDT')`;
+  await p.sql`insert into positions (symbol, qty, avg_entry_price, realized_pnl) values
+    ('AAPL', 3000000000, 0.00001235, 0), ('MSFT', -2.5, 400.12345678, 1), ('BTC-USDT', 0, 0, 7)`;
+  const up = await migrator.up(4, { only: "postgres" });
+  assert.deepEqual(up.postgres?.applied.map((m) => [m.version, m.name]), [[
+    4,
+    "position_cost_basis",
+  ]]);
+  const rows = await p.sql<{ symbol: string; cost_basis: string }[]>`
+    select symbol, cost_basis::text as cost_basis from positions order by symbol`;
+  assert.deepEqual(rows.map((r) => [r.symbol, r.cost_basis]), [
+    ["AAPL", "37050.0000000000000000"],
+    ["BTC-USDT", "0.0000000000000000"],
+    ["MSFT", "-1000.3086419500000000"],
+  ]);
+  const [column] = await p.sql`select numeric_precision, numeric_scale, is_nullable
+    from information_schema.columns where table_name = 'positions' and column_name = 'cost_basis'`;
+  assert.deepEqual({ ...column }, { numeric_precision: 38, numeric_scale: 16, is_nullable: "NO" });
+  // A basis on the wrong side of the quantity, or an open position written without one, is refused.
+  await assert.rejects(
+    p.sql`update positions set cost_basis = -1 where symbol = 'AAPL'`,
+    /positions_cost_basis_sign/,
+  );
+  await assert.rejects(
+    p.sql`update positions set qty = 1, avg_entry_price = 1 where symbol = 'BTC-USDT'`,
+    /positions_cost_basis_sign/,
+  );
+  const down = await migrator.down(-1, { only: "postgres" });
+  assert.deepEqual(down.postgres?.reverted.map((m) => m.version), [4]);
+  assert.deepEqual(await catalogDump(p.sql), before);
+  await migrator.up(undefined, { only: "postgres" });
+  const [again] = await p.sql<{ cost_basis: string }[]>`
+    select cost_basis::text as cost_basis from positions where symbol = 'AAPL'`;
+  assert.equal(again?.cost_basis, "37050.0000000000000000");
+});
+
 // ---------------------------------------------------------------------------
 // actors/migrations.ts
 // ---------------------------------------------------------------------------
