@@ -27,8 +27,9 @@
  *    ONE transaction: the fills' rows are read and locked
  *    (`SELECT … FOR UPDATE`) with their orders' portfolio; those whose
  *    `realized_pnl` is still NULL are applied in stream order to the locked
- *    position rows and portfolio cash (`applyTrackedFill`: average cost,
- *    flips through zero, fees; every figure rounded to 8 decimals); then
+ *    position rows and portfolio cash (`applyTrackedFill`: average cost
+ *    against the exact cost basis, flips through zero, fees; every figure
+ *    but the cost basis rounded to 8 decimals); then
  *    `UPDATE fills SET realized_pnl = … WHERE id = … AND realized_pnl IS
  *    NULL RETURNING id` marks them applied, positions are upserted and the
  *    portfolios' cash and realized P&L (and, for the tracked portfolio,
@@ -65,7 +66,7 @@
  *
  * Marks: {@linkcode markPrice} — the mid of the freshest fresh best bid/ask,
  * else the newest last trade, else the newest mid; a position without any is
- * valued at its average entry price.
+ * valued at cost (its cost basis, nothing unrealized).
  *
  * The lead wires it with the shared `PortfolioState` (also given to the
  * execution engine) after `ensureStreams(nc, [fillsStream()])`; one tracker
@@ -112,6 +113,7 @@ import {
 } from "../db/mod.ts";
 import { type Decimal, fromDb, parseDecimal, toJson, ZERO } from "../trading/money.ts";
 import {
+  costBasisOf,
   emptyPosition,
   markPosition,
   type PortfolioValue,
@@ -922,12 +924,13 @@ class Tracker {
         symbol: string;
         qty: string;
         avg: string;
+        cost: string;
         realized: string;
         fees: string;
       }[]
     >`
       SELECT p.portfolio_id, p.symbol, p.qty::text AS qty, p.avg_entry_price::text AS avg,
-        p.realized_pnl::text AS realized, p.commission::text AS fees
+        p.cost_basis::text AS cost, p.realized_pnl::text AS realized, p.commission::text AS fees
       FROM positions p
       JOIN jsonb_to_recordset(${JSON.stringify(pairs)}::text::jsonb)
         AS k(portfolio_id text, symbol text)
@@ -946,6 +949,7 @@ class Tracker {
         symbol: p.symbol,
         qty: fromDb(p.qty),
         avg_entry_price: fromDb(p.avg),
+        cost_basis: fromDb(p.cost),
         realized_pnl: fromDb(p.realized),
         fees: fromDb(p.fees),
       });
@@ -1011,6 +1015,7 @@ class Tracker {
           symbol,
           qty: p.qty,
           avg_entry_price: p.avg_entry_price,
+          cost_basis: costBasisOf(p),
           realized_pnl: p.realized_pnl,
           commission: p.fees,
           last_fill_id: lastFill.get(key)!,
@@ -1077,7 +1082,7 @@ class Tracker {
     const markOf = this.#markOf();
     for (const { portfolio_id, position, fill } of changed.values()) {
       const mark = markOf(position.symbol);
-      const value = roundValue(markPosition(position, mark ?? position.avg_entry_price));
+      const value = roundValue(markPosition(position, mark));
       const message: PositionMessage = {
         ...positionValueToJson(value),
         portfolio_id,
@@ -1216,6 +1221,7 @@ function figuresOf(position: Position): PositionFigures {
   return {
     qty: position.qty,
     avg_entry_price: position.avg_entry_price,
+    cost_basis: costBasisOf(position),
     realized_pnl: position.realized_pnl,
     commission: position.fees,
   };

@@ -1,7 +1,7 @@
 /**
  * The positions repository: one row per (portfolio, symbol) with the signed
- * quantity, average entry price, realized P&L and fees the position tracker
- * computed from fills; marks; open positions; total exposure; realized P&L
+ * quantity, average entry price, exact cost basis, realized P&L and fees the
+ * position tracker computed from fills; marks; open positions; total exposure; realized P&L
  * by symbol. {@linkcode storeAppliedFills} stores what a batch of fills did
  * to the positions and cash of a portfolio in one statement, all or nothing.
  *
@@ -32,7 +32,10 @@ import type { OrderSide } from "./enums.ts";
 /** The portfolio positions and orders belong to when none is named. */
 export const DEFAULT_PORTFOLIO = "default";
 
-/** A position as stored. Quantities, prices and money are NUMERIC(20,8) text. */
+/**
+ * A position as stored. Quantities, prices and money are NUMERIC(20,8) text;
+ * the cost basis is NUMERIC(38,16) text.
+ */
 export interface Position {
   /** Portfolio. */
   portfolio_id: string;
@@ -40,15 +43,17 @@ export interface Position {
   symbol: string;
   /** Signed quantity: positive long, negative short, zero flat. */
   qty: string;
-  /** Average entry price; zero when flat. */
+  /** Average entry price (the cost basis per unit, rounded to 8 decimals); zero when flat. */
   avg_entry_price: string;
+  /** Σ signed qty × price of the open quantity, exact (what P&L is computed against); zero when flat. */
+  cost_basis: string;
   /** Realized P&L since the position was first opened. */
   realized_pnl: string;
   /** Fees paid. */
   commission: string;
   /** Latest mark, when marked. */
   mark_price: string | null;
-  /** `(mark − avg entry) × qty` at the mark, rounded to 8 decimals. */
+  /** `qty × mark − cost basis` at the mark, rounded to 8 decimals. */
   unrealized_pnl: string | null;
   /** `qty × mark`, rounded to 8 decimals (negative when short). */
   market_value: string | null;
@@ -78,6 +83,8 @@ export interface PositionInput {
   qty: DecimalInput;
   /** Average entry price (> 0 unless flat, then 0). */
   avg_entry_price: DecimalInput;
+  /** Exact cost basis, at most 16 decimals. @default {qty × avg_entry_price} */
+  cost_basis?: DecimalInput | undefined;
   /** Realized P&L since first opened. */
   realized_pnl: DecimalInput;
   /** Fees paid. @default {unchanged, 0 for a new row} */
@@ -94,10 +101,47 @@ interface PositionRecord {
   symbol: string;
   qty: string;
   avg_entry_price: string;
+  cost_basis: string | null;
   realized_pnl: string;
   commission: string | null;
   last_fill_id: string | null;
   opened_at: string | null;
+}
+
+/** Digits after the point of a cost basis: `NUMERIC(38,16)`. */
+export const COST_BASIS_DB_SCALE = 16;
+/** Digits before the point of a cost basis: `NUMERIC(38,16)` leaves 38 − 16 = 22. */
+export const COST_BASIS_DB_INTEGER_DIGITS = 22;
+
+const PLAIN_DECIMAL = /^-?(\d+)(?:\.(\d+))?$/;
+
+/**
+ * The `NUMERIC(38,16)` text of a cost basis. Never rounds: a basis with more
+ * than 16 decimals or 22 integer digits is a `RangeError` (it would no longer
+ * be exact), a value that is not a plain decimal a `TypeError`.
+ */
+export function toCostBasis(value: DecimalInput, field: string): string {
+  let text: string;
+  if (typeof value === "string") text = value;
+  else if (typeof value === "object" && value !== null && typeof value.toFixed === "function") {
+    if (!value.isFinite()) throw new TypeError(`${field} must be finite, got ${value.toString()}`);
+    text = value.toFixed();
+  } else {
+    throw new TypeError(`${field} must be a decimal string or Decimal, got ${typeof value}`);
+  }
+  const match = PLAIN_DECIMAL.exec(text);
+  if (match === null) {
+    throw new TypeError(`${field} must be a decimal such as "12.5", got ${JSON.stringify(value)}`);
+  }
+  const integer = match[1]!.replace(/^0+(?=\d)/, "");
+  const fraction = (match[2] ?? "").replace(/0+$/, "");
+  if (integer.length > COST_BASIS_DB_INTEGER_DIGITS || fraction.length > COST_BASIS_DB_SCALE) {
+    throw new RangeError(
+      `${field} ${text} does not fit NUMERIC(38,16) ` +
+        `(at most ${COST_BASIS_DB_INTEGER_DIGITS} integer and ${COST_BASIS_DB_SCALE} decimal digits)`,
+    );
+  }
+  return text;
 }
 
 function positionRecord(position: PositionInput, i: number): PositionRecord {
@@ -108,6 +152,9 @@ function positionRecord(position: PositionInput, i: number): PositionRecord {
     symbol: position.symbol,
     qty: toNumeric(position.qty, "qty"),
     avg_entry_price: toNumeric(position.avg_entry_price, "avg_entry_price"),
+    cost_basis: position.cost_basis === undefined
+      ? null
+      : toCostBasis(position.cost_basis, "cost_basis"),
     realized_pnl: toNumeric(position.realized_pnl, "realized_pnl"),
     commission: toNumericOrNull(position.commission, "commission"),
     last_fill_id: position.last_fill_id ?? null,
@@ -120,7 +167,8 @@ function positionRecord(position: PositionInput, i: number): PositionRecord {
 /**
  * Stores the state of several positions in one statement (insert or
  * update), keeping the mark and recomputing market value and unrealized P&L
- * at it; returns them in input order. Throws a `RangeError` when a
+ * at it; returns them in input order. A position given without its cost
+ * basis gets `qty × avg_entry_price`. Throws a `RangeError` when a
  * (portfolio, symbol) appears twice.
  */
 export async function upsertPositions(
@@ -143,12 +191,13 @@ export async function upsertPositions(
     WITH x AS (
       SELECT * FROM json_to_recordset(${JSON.stringify(records)}::text::json) AS x(
         i int, portfolio_id text, symbol text, qty numeric(20,8), avg_entry_price numeric(20,8),
-        realized_pnl numeric(20,8), commission numeric(20,8), last_fill_id bigint,
-        opened_at timestamptz)
+        cost_basis numeric(38,16), realized_pnl numeric(20,8), commission numeric(20,8),
+        last_fill_id bigint, opened_at timestamptz)
     ), up AS (
-      INSERT INTO positions AS p (portfolio_id, symbol, qty, avg_entry_price, realized_pnl,
-        commission, last_fill_id, opened_at, created_by, updated_by)
-      SELECT x.portfolio_id, x.symbol, x.qty, x.avg_entry_price, x.realized_pnl,
+      INSERT INTO positions AS p (portfolio_id, symbol, qty, avg_entry_price, cost_basis,
+        realized_pnl, commission, last_fill_id, opened_at, created_by, updated_by)
+      SELECT x.portfolio_id, x.symbol, x.qty, x.avg_entry_price,
+        coalesce(x.cost_basis, x.qty * x.avg_entry_price), x.realized_pnl,
         coalesce(x.commission, cur.commission, 0),
         coalesce(x.last_fill_id, cur.last_fill_id),
         CASE WHEN x.qty = 0 THEN NULL
@@ -160,12 +209,13 @@ export async function upsertPositions(
       ON CONFLICT (portfolio_id, symbol) DO UPDATE SET
         qty = excluded.qty,
         avg_entry_price = excluded.avg_entry_price,
+        cost_basis = excluded.cost_basis,
         realized_pnl = excluded.realized_pnl,
         commission = excluded.commission,
         last_fill_id = excluded.last_fill_id,
         opened_at = excluded.opened_at,
         market_value = round(excluded.qty * p.mark_price, 8),
-        unrealized_pnl = round((p.mark_price - excluded.avg_entry_price) * excluded.qty, 8),
+        unrealized_pnl = round(excluded.qty * p.mark_price - excluded.cost_basis, 8),
         updated_by = excluded.updated_by
       RETURNING *
     )
@@ -181,6 +231,8 @@ export interface PositionFigures {
   qty: DecimalInput;
   /** Average entry price (0 when flat). */
   avg_entry_price: DecimalInput;
+  /** Exact cost basis (0 when flat), at most 16 decimals. */
+  cost_basis: DecimalInput;
   /** Realized P&L since first opened. */
   realized_pnl: DecimalInput;
   /** Fees paid. */
@@ -257,6 +309,7 @@ function figures(value: PositionFigures, what: string) {
   return {
     qty: toNumeric(value.qty, `${what} qty`),
     avg_entry_price: toNumeric(value.avg_entry_price, `${what} avg_entry_price`),
+    cost_basis: toCostBasis(value.cost_basis, `${what} cost_basis`),
     realized_pnl: toNumeric(value.realized_pnl, `${what} realized_pnl`),
     commission: toNumeric(value.commission, `${what} commission`),
   };
@@ -268,7 +321,7 @@ function figures(value: PositionFigures, what: string) {
  * and figures updated — in ONE statement, all or nothing, checking that the
  * stored rows are as the batch was computed from: every fill of an order of
  * the portfolio, with the given figures and not applied yet; every position
- * with its `before` figures (or absent); the cash at `cash_before`. When any
+ * with its `before` figures, cost basis included (or absent); the cash at `cash_before`. When any
  * is not, nothing is written and a `SerializationError` is thrown: the
  * caller then redoes the batch from the stored rows under locks. One round
  * trip for what is otherwise a locked read and three writes.
@@ -380,6 +433,7 @@ export function positionWriteCtes(
       last_fill_i: pending ? change.last_fill : null,
       b_qty: before?.qty ?? null,
       b_avg: before?.avg_entry_price ?? null,
+      b_cost: before?.cost_basis ?? null,
       b_realized: before?.realized_pnl ?? null,
       b_commission: before?.commission ?? null,
     };
@@ -392,13 +446,14 @@ export function positionWriteCtes(
   const ctes = sql`y AS (
       SELECT * FROM json_to_recordset(${JSON.stringify(positions)}::text::json) AS y(
         symbol text, stored boolean, qty numeric(20,8), avg_entry_price numeric(20,8),
-        realized_pnl numeric(20,8), commission numeric(20,8), last_fill_id bigint,
-        last_fill_i int, b_qty numeric(20,8), b_avg numeric(20,8), b_realized numeric(20,8),
-        b_commission numeric(20,8))
+        cost_basis numeric(38,16), realized_pnl numeric(20,8), commission numeric(20,8),
+        last_fill_id bigint, last_fill_i int, b_qty numeric(20,8), b_avg numeric(20,8),
+        b_cost numeric(38,16), b_realized numeric(20,8), b_commission numeric(20,8))
     ), pu AS (
       UPDATE positions p SET
         qty = y.qty,
         avg_entry_price = y.avg_entry_price,
+        cost_basis = y.cost_basis,
         realized_pnl = y.realized_pnl,
         commission = y.commission,
         last_fill_id = ${lastFillId},
@@ -406,18 +461,18 @@ export function positionWriteCtes(
           WHEN sign(p.qty) <> sign(y.qty) THEN now()
           ELSE coalesce(p.opened_at, now()) END,
         market_value = round(y.qty * p.mark_price, 8),
-        unrealized_pnl = round((p.mark_price - y.avg_entry_price) * y.qty, 8),
+        unrealized_pnl = round(y.qty * p.mark_price - y.cost_basis, 8),
         updated_by = ${by}
       FROM y
       WHERE y.stored AND p.portfolio_id = ${portfolio.id} AND p.symbol = y.symbol
-        AND p.qty = y.b_qty AND p.avg_entry_price = y.b_avg AND p.realized_pnl = y.b_realized
-        AND p.commission = y.b_commission
+        AND p.qty = y.b_qty AND p.avg_entry_price = y.b_avg AND p.cost_basis = y.b_cost
+        AND p.realized_pnl = y.b_realized AND p.commission = y.b_commission
       RETURNING p.symbol
     ), pi AS (
-      INSERT INTO positions (portfolio_id, symbol, qty, avg_entry_price, realized_pnl,
-        commission, last_fill_id, opened_at, created_by, updated_by)
-      SELECT ${portfolio.id}, y.symbol, y.qty, y.avg_entry_price, y.realized_pnl, y.commission,
-        ${lastFillId}, CASE WHEN y.qty = 0 THEN NULL ELSE now() END, ${by}, ${by}
+      INSERT INTO positions (portfolio_id, symbol, qty, avg_entry_price, cost_basis,
+        realized_pnl, commission, last_fill_id, opened_at, created_by, updated_by)
+      SELECT ${portfolio.id}, y.symbol, y.qty, y.avg_entry_price, y.cost_basis, y.realized_pnl,
+        y.commission, ${lastFillId}, CASE WHEN y.qty = 0 THEN NULL ELSE now() END, ${by}, ${by}
       FROM y WHERE NOT y.stored
       ORDER BY y.symbol
       ON CONFLICT (portfolio_id, symbol) DO NOTHING
@@ -550,7 +605,7 @@ export async function markPositions(
       mark_price = m.price,
       marked_at = coalesce(${at}::timestamptz, now()),
       market_value = round(p.qty * m.price, 8),
-      unrealized_pnl = round((m.price - p.avg_entry_price) * p.qty, 8),
+      unrealized_pnl = round(p.qty * m.price - p.cost_basis, 8),
       updated_by = ${options.by ?? DEFAULT_ACTOR}
     FROM (SELECT key AS symbol, value::numeric(20,8) AS price
           FROM jsonb_each_text(${pricesJson(marks)}::text::jsonb)) m
@@ -570,7 +625,7 @@ export interface Exposure {
   short: string;
   /** Open positions counted. */
   positions: number;
-  /** Symbols with no price (neither in the map, nor marked, nor a last price): valued at their average entry price. */
+  /** Symbols with no price (neither in the map, nor marked, nor a last price): valued at their cost basis. */
   unpriced: string[];
 }
 
@@ -585,7 +640,7 @@ export interface ExposureOptions {
 /**
  * Total exposure of open positions, valued at the price given in `marks`,
  * else the position's stored mark, else the symbol's `last_price`, else the
- * average entry price (such symbols are listed in `unpriced`). Exact
+ * cost basis (such symbols are listed in `unpriced`). Exact
  * decimal arithmetic in PostgreSQL.
  */
 export async function totalExposure(
@@ -603,7 +658,7 @@ export async function totalExposure(
       FROM jsonb_each_text(${marks}::text::jsonb)
     ), v AS (
       SELECT p.symbol, p.qty, coalesce(m.price, p.mark_price, s.last_price) AS price,
-        p.qty * coalesce(m.price, p.mark_price, s.last_price, p.avg_entry_price) AS value
+        coalesce(p.qty * coalesce(m.price, p.mark_price, s.last_price), p.cost_basis) AS value
       FROM positions p
       JOIN symbols s ON s.symbol = p.symbol
       LEFT JOIN m ON m.symbol = p.symbol

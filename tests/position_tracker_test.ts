@@ -263,20 +263,21 @@ Deno.test("the tracker applies fills as computed by hand: partial fills, a flip,
 
   // Step by step, waiting for each, so every intermediate state is checked.
   const expected = [
-    // qty, avg, realized, cash
-    ["4", "100", "-0.4", "99599.6"],
-    ["10", "100", "-1", "98999"],
-    // avg (1000 + 550) / 15 = 103.333… → 103.33333333 (8 decimals)
-    ["15", "103.33333333", "-1.5", "98448.5"],
-    // 15 × (120 − 103.33333333) = 250.00000005; − 2 fee; short 5 @ 120
-    ["-5", "120", "246.50000005", "100846.5"],
-    // 5 × (120 − 115) = 25; − 0.25 fee; flat
-    ["0", "0", "271.25000005", "100271.25"],
+    // qty, avg, realized, cash, cost basis
+    ["4", "100", "-0.4", "99599.6", "400"],
+    ["10", "100", "-1", "98999", "1000"],
+    // avg 1550 / 15 = 103.333… → 103.33333333 (shown to 8 decimals); the basis stays 1550
+    ["15", "103.33333333", "-1.5", "98448.5", "1550"],
+    // 15 × 120 − 1550 = 250 against the exact basis (the rounded average would say
+    // 250.00000005); − 2 fee; short 5 @ 120
+    ["-5", "120", "246.5", "100846.5", "-600"],
+    // 5 × (120 − 115) = 25; − 0.25 fee; flat: realized = cash − starting cash
+    ["0", "0", "271.25", "100271.25", "0"],
   ];
   for (const [i, message] of messages.entries()) {
     await h.publish([message]);
     await waitFor(() => h.status.applied === i + 1, 5_000, `fill ${i + 1} applied`);
-    const [qty, avg, realized, cash] = expected[i]!;
+    const [qty, avg, realized, cash, cost] = expected[i]!;
     const p = h.state.position("AAPL");
     assert.deepEqual(
       [
@@ -284,20 +285,24 @@ Deno.test("the tracker applies fills as computed by hand: partial fills, a flip,
         p.avg_entry_price.toFixed(),
         p.realized_pnl.toFixed(),
         h.state.cash.toFixed(),
+        p.cost_basis?.toFixed(),
       ],
-      [qty, avg, realized, cash],
+      [qty, avg, realized, cash, cost],
       `state after fill ${i + 1}`,
     );
+    const [stored] = await listPositions(h.sql, { symbol: "AAPL" });
+    assert.ok(d(stored!.cost_basis).eq(d(cost!)), `stored cost basis after fill ${i + 1}`);
   }
   const [row] = await listPositions(h.sql, { symbol: "AAPL" });
   assert.equal(row?.qty, "0.00000000");
   assert.equal(row?.avg_entry_price, "0.00000000");
-  assert.equal(row?.realized_pnl, "271.25000005");
+  assert.equal(row?.cost_basis, "0.0000000000000000");
+  assert.equal(row?.realized_pnl, "271.25000000");
   assert.equal(row?.commission, "3.75000000");
   assert.equal(row?.last_fill_id, messages.at(-1)!.id);
   const portfolio = await getPortfolio(h.sql);
   assert.equal(portfolio.cash, "100271.25000000");
-  assert.equal(portfolio.realized_pnl, "271.25000005");
+  assert.equal(portfolio.realized_pnl, "271.25000000", "flat: realized = cash − starting cash");
   assert.equal(portfolio.equity, "100271.25000000");
   const perFill = await h.sql<{ realized_pnl: string }[]>`
     SELECT realized_pnl::text FROM fills ORDER BY id`;
@@ -305,10 +310,10 @@ Deno.test("the tracker applies fills as computed by hand: partial fills, a flip,
     "-0.40000000",
     "-0.60000000",
     "-0.50000000",
-    "248.00000005",
+    "248.00000000",
     "24.75000000",
   ]);
-  assert.equal(h.state.realizedToday().toFixed(), "271.25000005");
+  assert.equal(h.state.realizedToday().toFixed(), "271.25");
   assert.equal(h.state.realizedToday(Date.now() + DAY_MS).toFixed(), "0");
   await waitFor(() => positions.items.length === 5, 2_000, "positions published");
   assert.deepEqual(

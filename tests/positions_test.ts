@@ -14,6 +14,8 @@ import {
   type PositionFill,
   valuePortfolio,
 } from "../trading/positions.ts";
+import { type AppliedFill, PortfolioState, roundMoney } from "../trading/portfolio_state.ts";
+import { RecordingClock } from "../lib/clock.ts";
 
 function fill(side: "buy" | "sell", qty: string, price: string, fee = "0"): PositionFill {
   return { side, qty: d(qty), price: d(price), fee: d(fee) };
@@ -169,9 +171,13 @@ Deno.test("applying a fill leaves the previous position and portfolio untouched"
 const TOLERANCE = new Decimal("1e-18");
 
 function close(actual: Decimal, expected: Decimal, what: string): void {
+  within(actual, expected, TOLERANCE, what);
+}
+
+function within(actual: Decimal, expected: Decimal, tolerance: Decimal, what: string): void {
   assert.ok(
-    actual.minus(expected).abs().lte(TOLERANCE),
-    `${what}: ${toJson(actual)} != ${toJson(expected)}`,
+    actual.minus(expected).abs().lte(tolerance.plus(TOLERANCE)),
+    `${what}: ${toJson(actual)} != ${toJson(expected)} (±${toJson(tolerance)})`,
   );
 }
 
@@ -274,9 +280,286 @@ Deno.test("property: splitting fills into partials at the same price changes not
       const b = replay(parts, "X");
       assert.ok(a.qty.eq(b.qty), "qty, exactly");
       assert.ok(a.fees.eq(b.fees), "fees, exactly");
-      close(a.avg_entry_price, b.avg_entry_price, "average entry price");
-      close(a.realized_pnl, b.realized_pnl, "realized P&L");
+      // Each part that reduces releases its share of the basis rounded to 16 decimals.
+      const released = new Decimal(parts.length + whole.length).times("0.5e-16");
+      within(a.cost_basis!, b.cost_basis!, released, "cost basis");
+      within(a.realized_pnl, b.realized_pnl, released, "realized P&L");
+      if (!a.qty.isZero()) {
+        within(a.avg_entry_price, b.avg_entry_price, released.dividedBy(a.qty.abs()), "average");
+      }
     }),
+    { numRuns: 500 },
+  );
+});
+
+// ---- Exact cost basis (realized P&L equals what cash says) ------------------------------
+
+const DAY0 = Date.parse("2026-03-02T15:00:00Z");
+
+function trackedState(startingCash: string): PortfolioState {
+  return new PortfolioState({ starting_cash: startingCash, clock: new RecordingClock(DAY0) });
+}
+
+function track(state: PortfolioState, f: PositionFill, symbol = "X"): AppliedFill {
+  return state.applyFill({
+    symbol,
+    side: f.side,
+    qty: f.qty,
+    price: f.price,
+    fee: f.fee ?? ZERO,
+    filled_at: DAY0,
+  });
+}
+
+Deno.test("a round trip to flat on a low-priced asset realizes exactly the cash it moved", () => {
+  const fills = [
+    fill("buy", "1000000000", "0.00001236"),
+    fill("buy", "2000000000", "0.00001235"),
+    fill("sell", "3000000000", "0.00001235"),
+  ];
+  // Paid 12,360 + 24,700 = 37,060; got back 37,050.
+  const opened = replay(fills.slice(0, 2));
+  assert.equal(toJson(opened.cost_basis!), "37060");
+  assert.equal(toJson(markPosition(opened, d("0.00001235")).unrealized_pnl), "-10");
+  assert.equal(toJson(replay(fills).realized_pnl), "-10");
+
+  const state = trackedState("100000");
+  const applied = fills.map((f) => track(state, f));
+  // Shown rounded (the exact average is 0.0000123533…), kept exact underneath.
+  assert.equal(toJson(applied[1]!.position.avg_entry_price), "0.00001235");
+  assert.equal(toJson(applied[1]!.position.cost_basis!), "37060");
+  assert.equal(toJson(applied[2]!.realized), "-10");
+  assert.ok(state.position("X").qty.isZero());
+  assert.equal(toJson(state.cash.minus(state.starting_cash)), "-10");
+  assert.equal(toJson(state.realizedToday(DAY0)), "-10", "the daily loss limit sees the loss");
+  assert.equal(toJson(state.realizedTotal()), "-10");
+});
+
+Deno.test("closing a low-priced position in parts realizes each part rounded once, summing to the cash", () => {
+  const state = trackedState("100000");
+  track(state, fill("buy", "1000000000", "0.00001236"));
+  track(state, fill("buy", "2000000000", "0.00001235"));
+  // A third of 37,060 is released: 12,350 − 12,353.3333333333333333 = −3.33333333 (rounded once).
+  const first = track(state, fill("sell", "1000000000", "0.00001235"));
+  assert.equal(toJson(first.realized), "-3.33333333");
+  assert.equal(toJson(first.position.cost_basis!), "24706.6666666666666667");
+  assert.equal(toJson(first.position.avg_entry_price), "0.00001235", "kept when it shrinks");
+  const second = track(state, fill("sell", "2000000000", "0.00001235"));
+  assert.equal(toJson(second.realized), "-6.66666667");
+  assert.equal(toJson(state.realizedToday(DAY0)), "-10");
+  assert.equal(toJson(state.cash.minus(state.starting_cash)), "-10");
+});
+
+Deno.test("1,000 small fills at odd prices: the average entry is the exact one, rounded once", () => {
+  const state = trackedState("1000000");
+  let cost = ZERO;
+  let qty = ZERO;
+  for (let i = 0; i < 1000; i++) {
+    const price = d((100 + ((i * 7919) % 1000) / 997).toFixed(8));
+    const f = fill("buy", "0.00123457", price.toFixed());
+    track(state, f);
+    cost = cost.plus(f.qty.times(f.price));
+    qty = qty.plus(f.qty);
+  }
+  const position = state.position("X");
+  assert.ok(position.cost_basis!.eq(cost), "the basis is Σ qty × price, exactly");
+  assert.equal(toJson(position.avg_entry_price), toJson(roundMoney(cost.dividedBy(qty))));
+  // Selling it all realizes the proceeds less the exact basis, rounded once.
+  const sold = track(state, fill("sell", toJson(qty), "101"));
+  assert.equal(toJson(sold.realized), toJson(roundMoney(qty.times(101).minus(cost))));
+});
+
+Deno.test("cash moves by each fill's notional rounded to 8 decimals; the basis keeps the exact cost", () => {
+  const state = trackedState("1000");
+  for (let i = 0; i < 1000; i++) track(state, fill("buy", "0.00000001", "0.5"));
+  const position = state.position("X");
+  assert.equal(toJson(position.qty), "0.00001");
+  // 0.000000005 per fill rounds half-even to 0: no cash moves (an account holds no 1e-9).
+  assert.equal(toJson(state.cash), "1000");
+  assert.equal(toJson(position.cost_basis!), "0.000005");
+  assert.equal(toJson(position.avg_entry_price), "0.5");
+});
+
+/** An exact rational n / d (d > 0): the reference arithmetic of the property below. */
+class Rational {
+  readonly n: bigint;
+  readonly d: bigint;
+  constructor(n: bigint, d = 1n) {
+    const sign = d < 0n ? -1n : 1n;
+    const g = gcd(n < 0n ? -n : n, d < 0n ? -d : d) || 1n;
+    this.n = sign * n / g;
+    this.d = sign * d / g;
+  }
+  static of(x: Decimal): Rational {
+    const [int, frac = ""] = x.toFixed().split(".");
+    return new Rational(BigInt(int! + frac), 10n ** BigInt(frac.length));
+  }
+  plus(o: Rational): Rational {
+    return new Rational(this.n * o.d + o.n * this.d, this.d * o.d);
+  }
+  minus(o: Rational): Rational {
+    return this.plus(o.neg());
+  }
+  times(o: Rational): Rational {
+    return new Rational(this.n * o.n, this.d * o.d);
+  }
+  div(o: Rational): Rational {
+    return new Rational(this.n * o.d, this.d * o.n);
+  }
+  neg(): Rational {
+    return new Rational(-this.n, this.d);
+  }
+  abs(): Rational {
+    return this.n < 0n ? this.neg() : this;
+  }
+  sign(): number {
+    return this.n === 0n ? 0 : this.n < 0n ? -1 : 1;
+  }
+  lte(o: Rational): boolean {
+    return this.n * o.d <= o.n * this.d;
+  }
+  toString(): string {
+    return `${this.n}/${this.d}`;
+  }
+}
+
+function gcd(a: bigint, b: bigint): bigint {
+  while (b !== 0n) [a, b] = [b, a % b];
+  return a;
+}
+
+const R0 = new Rational(0n);
+
+function assertNear(actual: Decimal, expected: Rational, bound: Rational, what: string): void {
+  assert.ok(
+    Rational.of(actual).minus(expected).abs().lte(bound),
+    `${what}: ${toJson(actual)} vs exactly ${expected} (±${bound})`,
+  );
+}
+
+/** Average cost with exact rationals: the position, and the realized P&L of one fill (net of fee). */
+function exactFill(
+  p: { qty: Rational; cost: Rational },
+  f: PositionFill,
+): { qty: Rational; cost: Rational; realized: Rational; reduced: boolean } {
+  const qty = Rational.of(f.qty);
+  const price = Rational.of(f.price);
+  const signed = f.side === "buy" ? qty : qty.neg();
+  const next = p.qty.plus(signed);
+  const fee = Rational.of(f.fee ?? ZERO);
+  if (p.qty.sign() === 0 || p.qty.sign() === signed.sign()) {
+    return {
+      qty: next,
+      cost: p.cost.plus(signed.times(price)),
+      realized: fee.neg(),
+      reduced: false,
+    };
+  }
+  const held = p.qty.abs();
+  const closed = qty.lte(held) ? qty : held;
+  const released = p.cost.times(closed).div(held);
+  const proceeds = p.qty.sign() < 0 ? closed.times(price).neg() : closed.times(price);
+  let cost = p.cost.minus(released);
+  if (next.sign() === 0) cost = R0;
+  else if (next.sign() !== p.qty.sign()) cost = next.times(price);
+  return { qty: next, cost, realized: proceeds.minus(released).minus(fee), reduced: true };
+}
+
+/** Fills whose quantity and price have 8 decimals: notionals of up to 16, low prices included. */
+const fineFill: fc.Arbitrary<PositionFill> = fc.record({
+  side: fc.constantFrom("buy" as const, "sell" as const),
+  qty: fc.integer({ min: 1, max: 2_000_000_000 }),
+  price: fc.oneof(
+    fc.integer({ min: 1, max: 10_000 }),
+    fc.integer({ min: 1, max: 20_000_000_000 }),
+  ),
+  fee: fc.integer({ min: 0, max: 1_000 }),
+}).map((r) => ({
+  side: r.side,
+  qty: d(r.qty).dividedBy(1e8),
+  price: d(r.price).dividedBy(1e8),
+  fee: d(r.fee).dividedBy(1e8),
+}));
+
+Deno.test("property: realized P&L is the exact average-cost arithmetic, rounded once per fill, and cash agrees", () => {
+  const half8 = new Rational(1n, 2n * 10n ** 8n);
+  const half16 = new Rational(1n, 2n * 10n ** 16n);
+  fc.assert(
+    fc.property(
+      fc.oneof(
+        fc.array(rawFill.map((raw) => toFill(raw) as PositionFill), {
+          minLength: 1,
+          maxLength: 60,
+        }),
+        fc.array(fineFill, { minLength: 1, maxLength: 60 }),
+      ),
+      (fills) => {
+        const start = d("1000000000");
+        const state = trackedState(start.toFixed());
+        let pure = emptyPosition("X");
+        let exact = { qty: R0, cost: R0, realized: R0 };
+        let reductions = 0;
+        let roundedCash = 0;
+        let sumApplied = ZERO;
+        for (const [i, f] of fills.entries()) {
+          const step = exactFill(exact, f);
+          exact = { qty: step.qty, cost: step.cost, realized: exact.realized.plus(step.realized) };
+          if (step.reduced) reductions++;
+          if (f.qty.times(f.price).decimalPlaces() > 8) roundedCash++;
+          // Each released share rounded to 16 decimals drifts the basis by at most 0.5e-16.
+          const drift = half16.times(new Rational(BigInt(reductions)));
+
+          pure = applyFill(pure, f);
+          assertNear(pure.cost_basis!, exact.cost, drift, `pure cost basis after fill ${i + 1}`);
+          assertNear(pure.realized_pnl, exact.realized, drift, `pure realized after fill ${i + 1}`);
+          assert.ok(pure.cost_basis!.decimalPlaces() <= 16, "the basis fits NUMERIC(38,16)");
+
+          const applied = track(state, f);
+          sumApplied = sumApplied.plus(applied.realized);
+          // The fill's realized P&L: its exact figure rounded once (plus the basis' drift).
+          assertNear(applied.realized, step.realized, half8.plus(drift), `fill ${i + 1} realized`);
+          assert.ok(applied.realized.decimalPlaces() <= 8);
+          assert.ok(applied.position.cost_basis!.eq(pure.cost_basis!), "tracked basis = pure");
+          if (exact.qty.sign() !== 0) {
+            const avg = exact.cost.div(exact.qty);
+            const bound = half8.plus(drift.div(exact.qty.abs()));
+            assertNear(applied.position.avg_entry_price, avg, bound, `avg after fill ${i + 1}`);
+          }
+        }
+        const position = state.position("X");
+        assert.ok(Rational.of(position.qty).minus(exact.qty).sign() === 0, "qty, exactly");
+        assert.ok(
+          position.realized_pnl.eq(sumApplied),
+          "the fills' realized P&L sum to the position's",
+        );
+        assert.ok(state.realizedToday(DAY0).eq(sumApplied), "realized today = Σ fills' realized");
+        // Realized − basis = what cash says: up to one rounding of each reducing fill's realized
+        // P&L and of each notional with more than 8 decimals.
+        const roundings = new Rational(BigInt(reductions + roundedCash));
+        assertNear(
+          state.cash.minus(start),
+          Rational.of(position.realized_pnl.minus(position.cost_basis!)),
+          half8.times(roundings).plus(half16.times(new Rational(BigInt(reductions)))),
+          "cash − starting cash vs realized − cost basis",
+        );
+        assertNear(
+          position.realized_pnl,
+          exact.realized,
+          half8.times(new Rational(BigInt(reductions))).plus(
+            half16.times(new Rational(BigInt(reductions))),
+          ),
+          "realized vs exact",
+        );
+        if (exact.qty.sign() === 0 && roundedCash === 0) {
+          assertNear(
+            state.cash.minus(start),
+            exact.realized,
+            R0,
+            "flat, no notional rounded: cash moved by exactly the exact realized P&L",
+          );
+        }
+      },
+    ),
     { numRuns: 500 },
   );
 });

@@ -71,6 +71,7 @@ import {
   type SignalBatchItem,
   storeAppliedFills,
   storedSignalKeys,
+  toCostBasis,
   totalExposure,
   unitOfWork,
   updateLastPrices,
@@ -692,7 +693,13 @@ Deno.test("applied fills, positions and cash are stored in one statement, checke
     filled_at: new Date(Date.UTC(2025, 2, 1, 15)),
     realized_pnl: "-1",
   };
-  const after = { qty: "3", avg_entry_price: "100", realized_pnl: "-1", commission: "1" };
+  const after = {
+    qty: "3",
+    avg_entry_price: "100",
+    cost_basis: "300",
+    realized_pnl: "-1",
+    commission: "1",
+  };
   const batch = {
     portfolio: { id: "default", cash_before: "1000", cash: "699", realized_pnl_delta: "-1" },
     fills: [applied],
@@ -712,6 +719,7 @@ Deno.test("applied fills, positions and cash are stored in one statement, checke
   await storeAppliedFills(db.sql, batch);
   const position = await findPosition(db.sql, "AAPL");
   assert.equal(position?.qty, "3.00000000");
+  assert.equal(position?.cost_basis, "300.0000000000000000");
   assert.equal(position?.last_fill_id, fill.id);
   assert.equal((await getPortfolio(db.sql, "default")).cash, "699.00000000");
   assert.equal(
@@ -758,7 +766,13 @@ Deno.test("new fills, their orders, positions and cash are stored in one stateme
     positions: [{
       symbol: "AAPL",
       before: null,
-      after: { qty: "3", avg_entry_price: "100", realized_pnl: "-1", commission: "1" },
+      after: {
+        qty: "3",
+        avg_entry_price: "100",
+        cost_basis: "300",
+        realized_pnl: "-1",
+        commission: "1",
+      },
       last_fill: 1,
     }],
   };
@@ -795,10 +809,116 @@ Deno.test("new fills, their orders, positions and cash are stored in one stateme
   const position = await findPosition(db.sql, "AAPL");
   assert.equal(position?.qty, "3.00000000");
   assert.equal(position?.commission, "1.00000000");
+  assert.equal(position?.cost_basis, "300.0000000000000000");
   assert.equal(position?.last_fill_id, stored.fills[1]?.id, "the last fill, by its index");
   const portfolio = await getPortfolio(db.sql, "default");
   assert.equal(portfolio.cash, "699.00000000");
   assert.equal(portfolio.realized_pnl, "-1.00000000");
+});
+
+Deno.test("a position's exact cost basis is stored, checked as read, and what it is marked against", async () => {
+  await using db = await migratedDatabase();
+  await seedSymbols(db.sql);
+  await upsertPortfolio(db.sql, { id: "default", cash: "62940" });
+  // Bought 1e9 @ 0.00001236 and 2e9 @ 0.00001235: cost 37,060, average 0.0000123533… shown rounded.
+  const held = await upsertPosition(db.sql, {
+    symbol: "AAPL",
+    qty: "3000000000",
+    avg_entry_price: "0.00001235",
+    cost_basis: "37060",
+    realized_pnl: "0",
+  });
+  assert.equal(held.cost_basis, "37060.0000000000000000");
+  assert.equal(await markPositions(db.sql, { AAPL: "0.00001235" }), 1);
+  assert.equal(
+    (await findPosition(db.sql, "AAPL"))?.unrealized_pnl,
+    "-10.00000000",
+    "unrealized against the basis, not the rounded average (which says 0)",
+  );
+  const order = await insertOrder(db.sql, {
+    symbol: "AAPL",
+    side: "sell",
+    qty: "3000000000",
+    strategy: "s",
+  });
+  const { fill } = await insertFill(db.sql, {
+    order_id: order.id,
+    broker_fill_id: "e1",
+    symbol: "AAPL",
+    side: "sell",
+    qty: "3000000000",
+    price: "0.00001235",
+    commission: "0",
+    filled_at: new Date(Date.UTC(2025, 2, 1, 15)),
+  });
+  const before = {
+    qty: "3000000000",
+    avg_entry_price: "0.00001235",
+    cost_basis: "37060",
+    realized_pnl: "0",
+    commission: "0",
+  };
+  const batch = {
+    portfolio: { id: "default", cash_before: "62940", cash: "99990", realized_pnl_delta: "-10" },
+    fills: [{
+      id: fill.id,
+      order_id: order.id,
+      symbol: "AAPL",
+      side: "sell" as const,
+      qty: "3000000000",
+      price: "0.00001235",
+      commission: "0",
+      filled_at: new Date(Date.UTC(2025, 2, 1, 15)),
+      realized_pnl: "-10",
+    }],
+    positions: [{
+      symbol: "AAPL",
+      before,
+      after: {
+        qty: "0",
+        avg_entry_price: "0",
+        cost_basis: "0",
+        realized_pnl: "-10",
+        commission: "0",
+      },
+      last_fill_id: fill.id,
+    }],
+  };
+  // Computed from a basis the row does not hold (what the rounded average implies): refused.
+  await assert.rejects(
+    storeAppliedFills(db.sql, {
+      ...batch,
+      positions: [{ ...batch.positions[0]!, before: { ...before, cost_basis: "37050" } }],
+    }),
+    SerializationError,
+  );
+  assert.equal((await findPosition(db.sql, "AAPL"))?.qty, "3000000000.00000000");
+  await storeAppliedFills(db.sql, batch);
+  const flat = await findPosition(db.sql, "AAPL");
+  assert.equal(flat?.cost_basis, "0.0000000000000000");
+  assert.equal(flat?.realized_pnl, "-10.00000000");
+  assert.equal((await getPortfolio(db.sql, "default")).cash, "99990.00000000");
+
+  // 16 decimals are kept exactly; a 17th or a 23rd integer digit is refused, never rounded.
+  const fine = await upsertPosition(db.sql, {
+    symbol: "MSFT",
+    qty: "0.00000003",
+    avg_entry_price: "0.00000001",
+    cost_basis: "0.0000000000000003",
+    realized_pnl: "0",
+  });
+  assert.equal(fine.cost_basis, "0.0000000000000003");
+  assert.throws(() => toCostBasis("0.00000000000000003", "cost_basis"), RangeError);
+  assert.throws(() => toCostBasis("1".repeat(23), "cost_basis"), RangeError);
+  assert.throws(() => toCostBasis("1e-3", "cost_basis"), TypeError);
+  // Without a basis, qty × avg_entry_price (a short's is negative).
+  const [short] = await upsertPositions(db.sql, [{
+    symbol: "BTC-USDT",
+    qty: "-0.5",
+    avg_entry_price: "60000.12345678",
+    realized_pnl: "0",
+  }]);
+  assert.equal(short?.cost_basis, "-30000.0617283900000000");
 });
 
 Deno.test("positions are upserted, listed when open, and their realized P&L summed by symbol", async () => {

@@ -15,9 +15,19 @@
  *   reads {@linkcode PortfolioState.riskFigures} for its `RiskContext`.
  *
  * Rounding: a fill is applied with `trading/positions.ts` and every figure
- * is then rounded half-even to 8 decimals (`NUMERIC(20,8)`), the same values
- * the tracker stores; so the view after a reload equals the view before, and
- * the fills' `realized_pnl` sum exactly to the position's.
+ * but the cost basis is then rounded half-even to 8 decimals
+ * (`NUMERIC(20,8)`), the same values the tracker stores; so the view after a
+ * reload equals the view before, and the fills' `realized_pnl` sum exactly to
+ * the position's. The cost basis (Σ qty × price of the open quantity) is
+ * kept exact (16 decimals, `positions.cost_basis NUMERIC(38,16)`) and is what
+ * the next fill realizes against: the rounded average entry price is only
+ * shown and stored, never read back into P&L. So each fill's realized P&L is
+ * its exact figure rounded once, and cash − starting cash = realized P&L −
+ * Σ cost basis + at most 0.5e-8 per reducing fill (its realized P&L's
+ * rounding) + at most 0.5e-8 per fill whose notional has more than 8
+ * decimals (cash moves by the notional rounded to 8 decimals, see
+ * {@linkcode applyTrackedFill}). A round trip to flat whose figures need no
+ * rounding realizes exactly the cash it moved.
  *
  * "Today" is the UTC day (crypto trades around the clock; one boundary for
  * every asset): realized P&L today is the sum of the realized P&L of fills
@@ -57,6 +67,7 @@ import {
 import { DB_SCALE, Decimal, fromDb, parseDecimal, ZERO } from "./money.ts";
 import {
   applyFill as applyPositionFill,
+  costBasisOf,
   emptyPosition,
   type Portfolio,
   type PortfolioValue,
@@ -98,7 +109,7 @@ export interface TrackedFill {
 export interface AppliedFill {
   /** Canonical symbol. */
   symbol: string;
-  /** The position after the fill, every figure rounded to 8 decimals. */
+  /** The position after the fill: every figure rounded to 8 decimals but the exact cost basis. */
   position: Position;
   /** Cash after the fill, rounded to 8 decimals. */
   cash: Decimal;
@@ -111,9 +122,14 @@ export interface AppliedFill {
 /**
  * Applies `fill` to `position` and `cash`, pure: the position through
  * `trading/positions.ts` `applyFill`, cash moved by the notional and the fee,
- * then every figure rounded half-even to 8 decimals. `realized` is the
- * difference of the rounded realized P&L before and after, so the fills'
- * realized P&L always sum to the position's.
+ * then every figure rounded half-even to 8 decimals except the cost basis,
+ * which stays exact (16 decimals). The fill's P&L is realized against that
+ * exact basis, so `realized` is the fill's exact realized P&L (net of its
+ * fee) rounded once; it is the difference of the rounded realized P&L before
+ * and after, so the fills' realized P&L always sum to the position's.
+ *
+ * Cash moves by the notional rounded half-even to 8 decimals (an account
+ * holds no sub-precision amount): a buy of 0.00000001 at 0.5 moves none.
  *
  * @example
  * ```ts
@@ -143,6 +159,7 @@ export function applyTrackedFill(
     symbol: position.symbol,
     qty: roundMoney(raw.qty),
     avg_entry_price: roundMoney(raw.avg_entry_price),
+    cost_basis: raw.cost_basis,
     realized_pnl: roundMoney(raw.realized_pnl),
     fees: roundMoney(raw.fees),
   };
@@ -181,7 +198,7 @@ export interface StateExposure {
   gross: Decimal;
   /** Σ qty × mark (shorts negative). */
   net: Decimal;
-  /** Symbols with a position but no mark (valued at their average entry price). */
+  /** Symbols with a position but no mark (valued at cost). */
   unmarked: string[];
 }
 
@@ -392,12 +409,9 @@ export class PortfolioState {
     const unmarked: string[] = [];
     for (const position of this.#positions.values()) {
       if (position.qty.isZero()) continue;
-      let mark = markOf(position.symbol) ?? null;
-      if (mark === null) {
-        mark = position.avg_entry_price;
-        unmarked.push(position.symbol);
-      }
-      const value = position.qty.times(mark);
+      const mark = markOf(position.symbol) ?? null;
+      if (mark === null) unmarked.push(position.symbol);
+      const value = mark === null ? costBasisOf(position) : position.qty.times(mark);
       gross = gross.plus(value.abs());
       net = net.plus(value);
     }
@@ -447,6 +461,7 @@ export class PortfolioState {
         symbol: p.symbol,
         qty: fromDb(p.qty),
         avg_entry_price: fromDb(p.avg_entry_price),
+        cost_basis: fromDb(p.cost_basis),
         realized_pnl: fromDb(p.realized_pnl),
         fees: fromDb(p.commission),
       });

@@ -5,20 +5,33 @@
  *
  * - Quantity is signed: long > 0, short < 0; a fill larger than the position
  *   on the other side closes it and opens the rest the other way (a flip).
- * - Average entry price: re-weighted by volume when a position grows, kept
- *   when it shrinks, the fill's price after a flip, zero when flat.
- * - Realized P&L: on every reduction, `closed qty × (price − avg)` for a long,
- *   `closed qty × (avg − price)` for a short; every fill's fee is subtracted
- *   when paid (opening fills included), so realized P&L is net of all fees. A
- *   negative fee (a rebate) adds.
- * - Unrealized P&L at a mark: `qty × (mark − avg)`; market value `qty × mark`
- *   (negative for a short).
+ * - Cost basis: Σ signed qty × price of the open quantity (negative for a
+ *   short), kept exact — qty and price have at most 8 decimals each, so an
+ *   opening fill's cost has at most 16 ({@linkcode COST_BASIS_SCALE}). A
+ *   reduction releases the closed share `closed / |qty|` of it, rounded
+ *   half-even to 16 decimals (all of it when the position closes), so the
+ *   basis stays exact at 16 decimals fill after fill.
+ * - Average entry price: `cost basis / qty` when a position opens or grows,
+ *   kept when it shrinks, the fill's price after a flip, zero when flat. It is
+ *   for display and storage (rounded to 8 decimals by the tracker); P&L never
+ *   reads it back.
+ * - Realized P&L: on every reduction, `closed qty × price − released cost`
+ *   for a long, `released cost − closed qty × price` for a short (the released
+ *   cost of a short is negative, so both are `sign × closed × price −
+ *   released`); every fill's fee is subtracted when paid (opening fills
+ *   included), so realized P&L is net of all fees. A negative fee (a rebate)
+ *   adds.
+ * - Unrealized P&L at a mark: `qty × mark − cost basis`; market value
+ *   `qty × mark` (negative for a short).
  * - Portfolio cash: starting cash − buy notionals + sell notionals − fees;
  *   equity: cash + Σ market value; gross exposure Σ|market value|, net Σ market value.
  *
- * So realized + unrealized = −Σ buy notional + Σ sell notional + qty × mark −
- * Σ fees = equity − starting cash, up to the rounding of the average-price
- * division at 40 significant digits.
+ * So realized − cost basis = −Σ buy notional + Σ sell notional − Σ fees
+ * exactly, fill by fill (what a fill releases is what leaves the basis), and
+ * realized + unrealized = equity − starting cash exactly; a flat position has
+ * realized exactly the cash it moved. The only rounding is of a released
+ * share to 16 decimals, which moves P&L between realized now and realized
+ * later by at most 0.5e-16, never out of the total.
  *
  * @example
  * ```ts
@@ -35,8 +48,11 @@
  * @module
  */
 
-import { type Decimal, toJson, ZERO } from "./money.ts";
+import { Decimal, toJson, ZERO } from "./money.ts";
 import type { Side } from "./signal.ts";
+
+/** Decimals of a cost basis: a quantity's 8 times a price's 8 (`NUMERIC(38,16)` in PostgreSQL). */
+export const COST_BASIS_SCALE = 16;
 
 /** A position in one symbol. */
 export interface Position {
@@ -44,8 +60,14 @@ export interface Position {
   readonly symbol: string;
   /** Signed quantity: long > 0, short < 0, flat 0. */
   readonly qty: Decimal;
-  /** Average entry price of the open quantity; 0 when flat. */
+  /** Average entry price of the open quantity; 0 when flat. For display: P&L uses `cost_basis`. */
   readonly avg_entry_price: Decimal;
+  /**
+   * Σ signed qty × price of the open quantity (negative for a short, 0 when
+   * flat), exact. Absent on a position built by hand: then `qty ×
+   * avg_entry_price` ({@linkcode costBasisOf}).
+   */
+  readonly cost_basis?: Decimal | undefined;
   /** Realized P&L, net of every fee paid in the symbol. */
   readonly realized_pnl: Decimal;
   /** Fees paid in the symbol. */
@@ -66,7 +88,19 @@ export interface PositionFill {
 
 /** A flat position in `symbol`, nothing realized. */
 export function emptyPosition(symbol: string): Position {
-  return { symbol, qty: ZERO, avg_entry_price: ZERO, realized_pnl: ZERO, fees: ZERO };
+  return {
+    symbol,
+    qty: ZERO,
+    avg_entry_price: ZERO,
+    cost_basis: ZERO,
+    realized_pnl: ZERO,
+    fees: ZERO,
+  };
+}
+
+/** The cost basis of `position`: its `cost_basis`, else `qty × avg_entry_price`. */
+export function costBasisOf(position: Position): Decimal {
+  return position.cost_basis ?? position.qty.times(position.avg_entry_price);
 }
 
 /**
@@ -93,23 +127,37 @@ export function applyFill(position: Position, fill: PositionFill): Position {
   const current = position.qty;
   const signed = fill.side === "buy" ? qty : qty.neg();
   const next = current.plus(signed);
+  let cost = current.isZero() ? ZERO : costBasisOf(position);
   let avg = position.avg_entry_price;
   let realized = position.realized_pnl;
   if (current.isZero() || current.isNeg() === signed.isNeg()) {
-    // Opening or adding: re-weight the average by volume.
-    avg = current.abs().times(avg).plus(qty.times(price)).dividedBy(next.abs());
+    // Opening or adding: the fill's cost joins the basis; the average is the basis per unit.
+    cost = cost.plus(signed.times(price));
+    avg = cost.dividedBy(next);
   } else {
-    // Reducing, closing or flipping: realize the closed part against the average.
-    const closed = qty.lt(current.abs()) ? qty : current.abs();
-    const perUnit = current.isNeg() ? avg.minus(price) : price.minus(avg);
-    realized = realized.plus(closed.times(perUnit));
-    if (next.isZero()) avg = ZERO;
-    else if (next.isNeg() !== current.isNeg()) avg = price;
+    // Reducing, closing or flipping: the closed share of the basis is released and realized.
+    const held = current.abs();
+    const closed = qty.lt(held) ? qty : held;
+    const released = closed.eq(held) ? cost : cost.times(closed).dividedBy(held).toDecimalPlaces(
+      COST_BASIS_SCALE,
+      Decimal.ROUND_HALF_EVEN,
+    );
+    const proceeds = current.isNeg() ? closed.times(price).neg() : closed.times(price);
+    realized = realized.plus(proceeds.minus(released));
+    cost = cost.minus(released);
+    if (next.isZero()) {
+      cost = ZERO;
+      avg = ZERO;
+    } else if (next.isNeg() !== current.isNeg()) {
+      cost = next.times(price);
+      avg = price;
+    }
   }
   return {
     symbol: position.symbol,
     qty: next.isZero() ? ZERO : next,
     avg_entry_price: avg,
+    cost_basis: cost.isZero() ? ZERO : cost,
     realized_pnl: realized.minus(fee),
     fees: position.fees.plus(fee),
   };
@@ -121,17 +169,30 @@ export interface PositionValue extends Position {
   readonly mark_price: Decimal;
   /** `qty × mark` (negative for a short). */
   readonly market_value: Decimal;
-  /** `qty × (mark − avg_entry_price)`. */
+  /** `qty × mark − cost basis`. */
   readonly unrealized_pnl: Decimal;
 }
 
-/** `position` valued at `mark`: market value and unrealized P&L. */
-export function markPosition(position: Position, mark: Decimal): PositionValue {
+/**
+ * `position` valued at `mark`: market value and unrealized P&L. Without a
+ * mark (null) it is valued at cost: market value its cost basis, nothing
+ * unrealized, `mark_price` its average entry price.
+ */
+export function markPosition(position: Position, mark: Decimal | null): PositionValue {
+  const cost = costBasisOf(position);
+  if (mark === null) {
+    return {
+      ...position,
+      mark_price: position.avg_entry_price,
+      market_value: cost,
+      unrealized_pnl: ZERO,
+    };
+  }
   return {
     ...position,
     mark_price: mark,
     market_value: position.qty.times(mark),
-    unrealized_pnl: position.qty.times(mark.minus(position.avg_entry_price)),
+    unrealized_pnl: position.qty.times(mark).minus(cost),
   };
 }
 
@@ -191,14 +252,15 @@ export interface PortfolioValue {
   readonly total_pnl: Decimal;
   /** Each position, valued, in symbol order. */
   readonly positions: PositionValue[];
-  /** Symbols with a position but no mark, valued at their average entry price. */
+  /** Symbols with a position but no mark, valued at cost. */
   readonly unmarked: string[];
 }
 
 /**
  * Values `portfolio` at the marks `markOf(symbol)` returns. A non-flat
- * position without a mark is valued at its average entry price (no unrealized
- * P&L) and listed in `unmarked`.
+ * position without a mark is valued at cost — market value its cost basis,
+ * no unrealized P&L, `mark_price` its average entry price — and listed in
+ * `unmarked`.
  */
 export function valuePortfolio(
   portfolio: Portfolio,
@@ -213,11 +275,8 @@ export function valuePortfolio(
   const symbols = [...portfolio.positions.keys()].sort();
   for (const symbol of symbols) {
     const position = portfolio.positions.get(symbol)!;
-    let mark = markOf(symbol) ?? null;
-    if (mark === null) {
-      mark = position.avg_entry_price;
-      if (!position.qty.isZero()) unmarked.push(symbol);
-    }
+    const mark = markOf(symbol) ?? null;
+    if (mark === null && !position.qty.isZero()) unmarked.push(symbol);
     const value = markPosition(position, mark);
     positions.push(value);
     marketValue = marketValue.plus(value.market_value);
@@ -239,9 +298,9 @@ export function valuePortfolio(
   };
 }
 
-/** A {@linkcode PositionValue} as JSON: every decimal a plain decimal string. */
+/** A {@linkcode PositionValue} as JSON, without the cost basis: every decimal a plain decimal string. */
 export type PositionValueJson = {
-  [K in keyof PositionValue]: PositionValue[K] extends Decimal ? string
+  [K in Exclude<keyof PositionValue, "cost_basis">]: PositionValue[K] extends Decimal ? string
     : PositionValue[K];
 };
 
