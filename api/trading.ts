@@ -145,6 +145,8 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
           avg_entry_price: fromDb(row.avg_entry_price),
           realized_pnl: fromDb(row.realized_pnl),
           fees: fromDb(row.commission),
+          // Exact: unrealized P&L is qty × mark − cost basis, not against the rounded average.
+          cost_basis: fromDb(row.cost_basis),
         };
         const value = mark === null ? null : markPosition(position, mark);
         return {

@@ -412,3 +412,19 @@ Deno.test("GET /portfolio is a 503 until the portfolio is loaded, not the starti
   assert.equal(after.status, 200);
   assert.equal(after.body.portfolio.cash, "50000");
 });
+
+Deno.test("GET /positions values a position against its exact cost basis, not its rounded average", async () => {
+  await using api = await tradingApi();
+  // 1e9 bought at 0.00001236 and 2e9 at 0.00001235: the average 0.0000123533… shows as 0.00001235.
+  await api.sql`insert into symbols (symbol) values ('PEPE-USDT')`;
+  await api.sql`
+    insert into positions (portfolio_id, symbol, qty, avg_entry_price, cost_basis)
+    values ('default', 'PEPE-USDT', 3000000000, 0.00001235, 37060)`;
+  quote(api.cache, "PEPE-USDT", "0.00001235", "0.00001235");
+  const res = await api.call("GET", "/positions?symbol=PEPE-USDT");
+  assert.equal(res.status, 200);
+  const [position] = (await res.json()).positions;
+  assert.equal(position.avg_entry_price, "0.00001235");
+  assert.equal(position.market_value, "37050");
+  assert.equal(position.unrealized_pnl, "-10");
+});
