@@ -324,14 +324,40 @@ function differs(spec: StreamSpec, current: StreamConfig): boolean {
 }
 
 /** Settings of a durable consumer that can be changed after creation. */
-const UPDATABLE = ["ack_wait", "max_ack_pending", "description"] as const;
+const UPDATABLE = ["ack_wait", "max_ack_pending", "max_deliver", "description"] as const;
+/**
+ * Settings of a durable consumer that cannot be changed after creation (on
+ * the servers the engine supports) and that the engine's guarantees rest on:
+ * which messages it gets, that each is acknowledged, that it starts from the
+ * first one.
+ */
+const FIXED = ["filter_subject", "ack_policy", "deliver_policy", "replay_policy"] as const;
+
+/**
+ * An existing durable consumer has settings the engine cannot change and
+ * cannot work with (another subject filter: other messages; no explicit acks:
+ * a crash loses what was delivered). Nothing is consumed with it.
+ */
+export class ConsumerMismatchError extends Error {
+  /** Creates the error for `consumer` of `stream`, each difference as "setting: is, wanted". */
+  constructor(stream: string, consumer: string, differences: string[]) {
+    super(
+      `JetStream consumer ${consumer} of stream ${stream} cannot be used: ${
+        differences.join("; ")
+      }. Delete it (nats consumer rm ${stream} ${consumer}) and start again; it is then created ` +
+        "as needed, and the messages it had not acknowledged are delivered again",
+    );
+    this.name = "ConsumerMismatchError";
+  }
+}
 
 /**
  * Creates the durable consumer `config.durable_name` on `stream` when it is
- * missing, or brings its updatable settings (ack wait, max ack pending,
- * description) in line; a consumer that cannot be updated is used as it is
- * (logged). Returns
- * the consumer's info.
+ * missing, or brings its updatable settings (ack wait, max ack pending, max
+ * deliver, description) in line; when that update fails the consumer is used
+ * as it is (logged). Throws a {@linkcode ConsumerMismatchError} when the
+ * consumer differs in a setting that cannot be updated (subject filter, ack,
+ * deliver or replay policy). Returns the consumer's info.
  */
 export async function ensureConsumer(
   jsm: JetStreamManager,
@@ -351,15 +377,17 @@ export async function ensureConsumer(
     log.info("JetStream consumer created", { stream, consumer: name });
     return created;
   }
-  const changed = UPDATABLE.filter((key) => config[key] !== current.config[key]);
-  if (current.config.filter_subject !== config.filter_subject) {
-    log.warn("JetStream consumer has another subject filter; using it as it is", {
+  const fixed = FIXED.filter((key) =>
+    config[key] !== undefined && config[key] !== current.config[key]
+  );
+  if (fixed.length > 0) {
+    throw new ConsumerMismatchError(
       stream,
-      consumer: name,
-      filter_subject: current.config.filter_subject ?? null,
-      wanted: config.filter_subject ?? null,
-    });
+      name,
+      fixed.map((key) => `${key} is ${current.config[key] ?? "unset"}, wanted ${config[key]}`),
+    );
   }
+  const changed = UPDATABLE.filter((key) => config[key] !== current.config[key]);
   if (changed.length === 0) return current;
   try {
     const update: Partial<ConsumerConfig> = {};

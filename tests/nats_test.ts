@@ -1,13 +1,16 @@
 import assert from "node:assert/strict";
 import { connect } from "@nats-io/transport-node";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { AckPolicy, jetstreamManager } from "@nats-io/jetstream";
 import {
   connectNats,
+  ConsumerMismatchError,
+  ensureConsumer,
   ensureStreams,
   type NatsOptions,
   pingNats,
   reconnectDelay,
   subject,
+  workConsumer,
 } from "../adapters/nats.ts";
 import { decodeJson, encodeJson } from "../adapters/codec.ts";
 import { memoryLogger } from "../lib/log.ts";
@@ -119,6 +122,47 @@ Deno.test("ensureStreams creates missing streams, then leaves them or updates ch
     assert.equal((await jsm.streams.info(name)).config.max_msgs, 500);
   } finally {
     const jsm = await jetstreamManager(nc);
+    await jsm.streams.delete(name).catch(() => {});
+    await nc.close();
+  }
+});
+
+Deno.test("ensureConsumer creates a durable, updates what can be updated, and refuses one that would lose or skip messages", async () => {
+  const nc = await connect({ servers: OPTIONS.url });
+  const name = `TEST_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
+  const jsm = await jetstreamManager(nc);
+  const wanted = workConsumer({
+    durable_name: "worker",
+    description: "test",
+    filter_subject: `test.${name}.*`,
+    ack_wait_ms: 5_000,
+    max_ack_pending: 100,
+  });
+  try {
+    await ensureStreams(nc, [{ name, subjects: [`test.${name}.>`] }]);
+    assert.equal((await ensureConsumer(jsm, name, wanted)).config.max_deliver, -1);
+    // Updatable settings are brought in line (max_deliver 1 would deliver each message once).
+    await jsm.consumers.update(name, "worker", { max_deliver: 1, ack_wait: 2_000 * 1e6 });
+    const updated = await ensureConsumer(jsm, name, wanted);
+    assert.equal(updated.config.max_deliver, -1);
+    assert.equal(updated.config.ack_wait, 5_000 * 1e6);
+    // Another filter, or no explicit acks: refused, saying what differs and what to do.
+    await jsm.consumers.delete(name, "worker");
+    await jsm.consumers.add(name, { ...wanted, filter_subject: `test.${name}.one` });
+    await assert.rejects(
+      () => ensureConsumer(jsm, name, wanted),
+      (error: Error) =>
+        error instanceof ConsumerMismatchError &&
+        error.message.includes(`filter_subject is test.${name}.one, wanted test.${name}.*`) &&
+        error.message.includes(`nats consumer rm ${name} worker`),
+    );
+    await jsm.consumers.delete(name, "worker");
+    await jsm.consumers.add(name, { ...wanted, ack_policy: AckPolicy.None });
+    await assert.rejects(
+      () => ensureConsumer(jsm, name, wanted),
+      /ack_policy is none, wanted explicit/,
+    );
+  } finally {
     await jsm.streams.delete(name).catch(() => {});
     await nc.close();
   }
