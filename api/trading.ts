@@ -35,6 +35,7 @@ import { markPosition, portfolioValueToJson } from "../trading/positions.ts";
 import { fromDb, toJson } from "../trading/money.ts";
 import {
   MAX_REASON_LENGTH,
+  SIGNAL_ID_PATTERN,
   storableText,
   STRATEGY_PATTERN,
   SYMBOL_PATTERN,
@@ -86,8 +87,17 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
     } catch {
       throw new ApiError(400, "bad_request", "The body is not valid JSON");
     }
+    // A retried request without a body `id` is recognised by its Idempotency-Key header.
+    const key = c.req.header("idempotency-key");
+    if (key !== undefined && !SIGNAL_ID_PATTERN.test(key)) {
+      throw new ApiError(
+        400,
+        "bad_request",
+        "Idempotency-Key must be 1..128 characters of [A-Za-z0-9_.:-]",
+      );
+    }
     const [outcome] = await engineCall(() =>
-      deps.engine.processSignals([{ body, source: "rest" }])
+      deps.engine.processSignals([{ body, source: "rest", ...(key === undefined ? {} : { key }) }])
     );
     return respondToOutcome(c, outcome!);
   });

@@ -57,10 +57,17 @@ async function tradingApi() {
       apiKeyHashes: [await hashApiKey(KEY)],
     }),
   );
-  const call = (method: string, path: string, body?: unknown, key: string | null = KEY) =>
+  const call = (
+    method: string,
+    path: string,
+    body?: unknown,
+    key: string | null = KEY,
+    headers: Record<string, string> = {},
+  ) =>
     app.request(`/api/v1/trading${path}`, {
       method,
       headers: {
+        ...headers,
         ...(key === null ? {} : { authorization: `Bearer ${key}` }),
         ...(body === undefined ? {} : { "content-type": "application/json" }),
       },
@@ -427,4 +434,27 @@ Deno.test("GET /positions values a position against its exact cost basis, not it
   assert.equal(position.avg_entry_price, "0.00001235");
   assert.equal(position.market_value, "37050");
   assert.equal(position.unrealized_pnl, "-10");
+});
+
+Deno.test("POST /signal without an id is recognised on retry by its Idempotency-Key header", async () => {
+  await using api = await tradingApi();
+  const body = { symbol: "BTC-USDT", side: "buy", qty: "0.1" };
+  const send = (key?: string) =>
+    api.call("POST", "/signal", body, KEY, key === undefined ? {} : { "Idempotency-Key": key });
+  const first = await send("retry-7");
+  assert.equal(first.status, 201);
+  const created = await first.json();
+  const again = await send("retry-7");
+  assert.equal(again.status, 200);
+  const repeated = await again.json();
+  assert.equal(repeated.signal.duplicate, true);
+  assert.equal(repeated.order.id, created.order.id);
+  const bad = await send("has space");
+  assert.equal(bad.status, 400);
+  assert.match((await bad.json()).error.message, /Idempotency-Key must be/);
+  // Without either, each request is a new signal: documented.
+  assert.equal((await send()).status, 201);
+  assert.equal((await send()).status, 201);
+  const orders = await (await api.call("GET", "/orders?symbol=BTC-USDT")).json();
+  assert.equal(orders.orders.length, 3);
 });
