@@ -1203,6 +1203,37 @@ Deno.test("an order retrying against an unreachable broker can be cancelled befo
   assert.deepEqual(h.subjects("orders."), ["orders.pending.BTC-USDT", "orders.cancelled.BTC-USDT"]);
 });
 
+Deno.test("a cancel during a submit retry after a lost answer asks the broker first: the broker's fill is recorded", async () => {
+  await using h = await harness({
+    engine: { submit_retry_initial_ms: 30, submit_retry_max_ms: 60 },
+  });
+  // The submit reaches the broker, which fills it at once, but the answer is lost; the
+  // broker's event stream lags behind.
+  h.broker.failures.push("after");
+  h.broker.events = "hold";
+  const [outcome] = await h.engine.processSignals([marketBuy("lost-1", "BTC-USDT", "x")]);
+  if (outcome?.status !== "accepted") throw new Error("accepted");
+  await waitFor(() => h.broker.submits.length >= 1, 2_000, "first submit");
+  // Asked for while the engine waits to retry: the broker has the order, so it is not cancelled here.
+  const asked = await h.engine.cancelOrder(outcome.order.id);
+  assert.equal(asked.status, "pending");
+  await h.engine.settled();
+  assert.equal(await h.broker.release(), 2, "the broker's accepted and fill events");
+  await h.engine.settled();
+  const order = await getOrder(h.sql, outcome.order.id);
+  assert.deepEqual(
+    {
+      status: order.status,
+      filled_qty: order.filled_qty,
+      fills: (await fillsOf(h.sql, order.id)).length,
+    },
+    { status: "filled", filled_qty: "1.00000000", fills: 1 },
+  );
+  assert.equal(h.broker.inner.stats().submitted, 1);
+  assert.equal(h.broker.submits.length, 1, "not submitted again");
+  assert.equal((await listUnresolvedAlerts(h.sql)).length, 0);
+});
+
 Deno.test("an illegal broker event raises an alert and changes nothing; the engine keeps working", async () => {
   await using h = await harness();
   const [outcome] = await h.engine.processSignals([

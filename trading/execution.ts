@@ -34,6 +34,13 @@
  * 5. New orders are submitted to their brokers with their `client_order_id`;
  *    a broker that cannot be reached is retried with backoff under the same id
  *    while the order stays `pending`; a refusal makes the order `rejected`.
+ *    A cancel asked for while a submit retries cancels the order here only
+ *    when no attempt can have reached the broker, or the broker says it does
+ *    not have the order (`getOrder`); else it is cancelled at the broker and
+ *    the broker's events tell what became of it. (A fill for an order held as
+ *    cancelled or expired is an illegal transition — terminal states take no
+ *    event — refused with an alert; the engine so never cancels here an order
+ *    a broker may have.)
  *
  * Broker events and submit results go through the writer queue — one lane
  * per order (by client order id), `event_lanes` transactions at once —
@@ -443,6 +450,12 @@ interface Tracked {
   cancelRequested: boolean;
   /** A submit loop is running for it. */
   submitting: boolean;
+  /**
+   * A submit may have reached the broker without its answer (the broker
+   * could not be reached, or a submit of an earlier run): before cancelling
+   * it here, the broker is asked whether it has the order.
+   */
+  maybeAtBroker: boolean;
 }
 
 /** Work for the writer queue. */
@@ -1061,6 +1074,8 @@ export class ExecutionEngine {
             ? payload.exchange
             : null;
           const tracked = this.#track(outcome.order, exchange);
+          // Whoever stored it may have submitted it already.
+          tracked.maybeAtBroker = true;
           if (outcome.order.status === "pending") toSubmit.push(tracked);
         }
         continue;
@@ -1401,6 +1416,7 @@ export class ExecutionEngine {
         exchange,
         cancelRequested: false,
         submitting: false,
+        maybeAtBroker: false,
       };
     }
     this.#open.set(row.client_order_id, tracked);
@@ -1496,8 +1512,45 @@ export class ExecutionEngine {
         return;
       }
       if (tracked.cancelRequested) {
+        if (!tracked.maybeAtBroker) {
+          tracked.submitting = false;
+          this.#enqueue({
+            kind: "local_cancel",
+            coid,
+            reason: "cancelled before it was submitted",
+          });
+          return;
+        }
+        // An attempt may have reached the broker (its answer lost): cancelling here could drop
+        // the broker's fills (a cancelled order takes none). Ask the broker first.
+        let known: BrokerOrderState | null;
+        try {
+          known = await this.#limiter(row.broker).run(() => {
+            signal.throwIfAborted();
+            return broker.getOrder(coid);
+          });
+        } catch (error) {
+          if (signal.aborted) continue;
+          this.#log.warn("could not look up an order to cancel; retrying", {
+            client_order_id: coid,
+            error: errorMessage(error),
+          });
+          await this.#clock.sleep(this.#retryDelay(attempt), signal).catch(() => {});
+          continue;
+        }
+        if (this.#open.get(coid) !== tracked || tracked.row !== initial) continue;
         tracked.submitting = false;
-        this.#enqueue({ kind: "local_cancel", coid, reason: "cancelled before it was submitted" });
+        if (known === null) {
+          this.#enqueue({
+            kind: "local_cancel",
+            coid,
+            reason: "cancelled before it was submitted",
+          });
+          return;
+        }
+        // The broker has it: record it as submitted and cancel it there; its events tell the rest.
+        this.#enqueue({ kind: "submitted", coid, broker_order_id: known.broker_order_id });
+        await this.#cancelAtBroker(tracked, broker);
         return;
       }
       try {
@@ -1517,11 +1570,9 @@ export class ExecutionEngine {
           return;
         }
         this.#stats.submit_retries++;
-        const delayMs = backoffDelay(Math.min(attempt, 30), {
-          initialMs: this.#retryInitialMs,
-          maxMs: this.#retryMaxMs,
-          random: this.#random,
-        });
+        // Whether the request reached the broker is unknown.
+        tracked.maybeAtBroker = true;
+        const delayMs = this.#retryDelay(attempt);
         if (attempt === 0 || attempt % 10 === 0) {
           this.#log.warn("broker unavailable; the order stays pending and is retried", {
             client_order_id: coid,
@@ -1534,6 +1585,15 @@ export class ExecutionEngine {
         await this.#clock.sleep(delayMs, signal).catch(() => {});
       }
     }
+  }
+
+  /** The backoff delay before submit retry `attempt` (0-based), in ms. */
+  #retryDelay(attempt: number): number {
+    return backoffDelay(Math.min(attempt, 30), {
+      initialMs: this.#retryInitialMs,
+      maxMs: this.#retryMaxMs,
+      random: this.#random,
+    });
   }
 
   #request(tracked: Tracked, remainingOnly: boolean): BrokerOrderRequest {
@@ -2214,6 +2274,7 @@ export class ExecutionEngine {
       } catch (error) {
         if (row.status === "pending") {
           // Unknown whether it reached the broker: submitting by client order id is safe.
+          tracked.maybeAtBroker = true;
           report.submitted++;
           this.#startSubmit(tracked, false);
           return;
