@@ -16,9 +16,16 @@
  *   i.e. at the better of the two. Otherwise it rests.
  * - stop / stop_limit: triggered when the market trades or quotes through the
  *   stop — for a buy, the ask or a trade ≥ stop; for a sell, the bid or a
- *   trade ≤ stop (already through at submit: triggered at once). Once
+ *   trade ≤ stop. Only trades received (`ts_local`) since the order was
+ *   accepted count — at submit only the quote can trigger it (a quote already
+ *   through: triggered at once), and a trade printed before the order existed
+ *   never does; a trade received in the millisecond of acceptance counts. Once
  *   triggered a stop behaves as a market order and a stop_limit as a limit
  *   order. A triggered stop without a fresh price waits for the next one.
+ *   A stop set off by a trade while the quote has not reached the stop yet
+ *   fills at the worse of its stop and the touch (a buy at
+ *   `max(stop, ask)`, a sell at `min(stop, bid)`, then slippage), never
+ *   better than its stop — a stop_limit still never beyond its limit.
  * - Fills are always the whole remaining quantity at the top of the book:
  *   the displayed size is ignored (a simplification), so there are no
  *   partial fills and `fok` behaves as `ioc`.
@@ -172,14 +179,21 @@ export interface PaperMatchOrder {
   stop_price: Decimal | null;
 }
 
-/** What to do with an order now: fill it at `price`, or let it rest; `triggered` for stops. */
+/** What set a stop off: the quote reaching it, or a trade through it. */
+export type PaperTrigger = "quote" | "trade";
+
+/**
+ * What to do with an order now: fill it at `price`, or let it rest;
+ * `triggered` is what set a stop off (null for a stop not triggered yet and
+ * for the other order types).
+ */
 export type PaperDecision =
-  | { action: "fill"; price: Decimal; triggered: boolean }
-  | { action: "rest"; triggered: boolean };
+  | { action: "fill"; price: Decimal; triggered: PaperTrigger | null }
+  | { action: "rest"; triggered: PaperTrigger | null };
 
 /**
  * Decides whether `order` fills against `market` (see the module doc), pure.
- * `triggered` says whether a stop was triggered before. The fill price is
+ * `triggered` is what set a stop off before, or null. The fill price is
  * rounded half-even to 8 decimals.
  *
  * @example
@@ -189,48 +203,50 @@ export type PaperDecision =
  *
  * matchPaperOrder(
  *   { side: "buy", type: "limit", limit_price: d("101"), stop_price: null },
- *   false,
+ *   null,
  *   { bid: d("99"), ask: d("100"), trade_high: null, trade_low: null },
  *   d("10"),
- * ); // { action: "fill", price: 100.1, triggered: true }
+ * ); // { action: "fill", price: 100.1, triggered: null }
  * ```
  */
 export function matchPaperOrder(
   order: PaperMatchOrder,
-  triggered: boolean,
+  triggered: PaperTrigger | null,
   market: PaperMarket,
   slippageBps: Decimal,
 ): PaperDecision {
-  const isStop = order.type === "stop" || order.type === "stop_limit";
-  let fired = triggered || !isStop;
-  if (!fired && order.stop_price !== null) fired = stopCrossed(order, order.stop_price, market);
-  if (!fired) return { action: "rest", triggered: false };
+  const stop = isStop(order.type) ? order.stop_price : null;
+  const trigger = stop === null ? null : triggered ?? stopTrigger(order.side, stop, market);
+  if (stop !== null && trigger === null) return { action: "rest", triggered: null };
   const buy = order.side === "buy";
   const touch = buy ? market.ask : market.bid;
-  if (touch === null) return { action: "rest", triggered: true };
-  const slip = slippageBps.times(ONE_BPS);
-  let price = slip.isZero()
+  if (touch === null) return { action: "rest", triggered: trigger };
+  // A trade went through the stop while the quote lags: no better than the stop.
+  const base = stop === null || trigger !== "trade"
     ? touch
     : buy
-    ? touch.times(ONE.plus(slip))
-    : touch.times(ONE.minus(slip));
+    ? Decimal.max(touch, stop)
+    : Decimal.min(touch, stop);
+  const slip = slippageBps.times(ONE_BPS);
+  let price = slip.isZero() ? base : buy ? base.times(ONE.plus(slip)) : base.times(ONE.minus(slip));
   price = price.toDecimalPlaces(DB_SCALE, Decimal.ROUND_HALF_EVEN);
   const limited = order.type === "limit" || order.type === "stop_limit";
   if (limited && order.limit_price !== null) {
     const limit = order.limit_price;
-    if (buy ? touch.gt(limit) : touch.lt(limit)) return { action: "rest", triggered: true };
+    if (buy ? touch.gt(limit) : touch.lt(limit)) return { action: "rest", triggered: trigger };
     if (buy ? price.gt(limit) : price.lt(limit)) price = limit;
   }
-  return { action: "fill", price, triggered: true };
+  return { action: "fill", price, triggered: trigger };
 }
 
-function stopCrossed(order: PaperMatchOrder, stop: Decimal, market: PaperMarket): boolean {
-  if (order.side === "buy") {
-    return (market.ask !== null && market.ask.gte(stop)) ||
-      (market.trade_high !== null && market.trade_high.gte(stop));
+/** Whether the market went through `stop`, and how: the quote counts first. */
+function stopTrigger(side: Side, stop: Decimal, market: PaperMarket): PaperTrigger | null {
+  if (side === "buy") {
+    if (market.ask !== null && market.ask.gte(stop)) return "quote";
+    return market.trade_high !== null && market.trade_high.gte(stop) ? "trade" : null;
   }
-  return (market.bid !== null && market.bid.lte(stop)) ||
-    (market.trade_low !== null && market.trade_low.lte(stop));
+  if (market.bid !== null && market.bid.lte(stop)) return "quote";
+  return market.trade_low !== null && market.trade_low.lte(stop) ? "trade" : null;
 }
 
 /** Commission of a fill of `notional`: `max(min, notional × bps / 10⁴)`, rounded to 8 decimals. */
@@ -284,7 +300,10 @@ interface PaperOrder {
   status: BrokerOrderStatus;
   filled_qty: Decimal;
   avg_fill_price: Decimal | null;
-  triggered: boolean;
+  /** What set the stop off, once it was. */
+  triggered: PaperTrigger | null;
+  /** When it was accepted (µs, like `ts_local`): older trades do not trigger it. */
+  accepted_us: number;
   expires_at: number | null;
   fills: number;
   rejection: string | null;
@@ -296,6 +315,31 @@ const FINISHED: ReadonlySet<BrokerOrderStatus> = new Set([
   "expired",
   "rejected",
 ]);
+
+/** A trade's price and when it was received (`ts_local`, µs). */
+interface SeenTrade {
+  readonly price: Decimal;
+  readonly ts_local: number;
+}
+
+/** The prices of one update: the quote, and the fresh trades it brought. */
+interface PriceUpdate {
+  readonly bid: Decimal | null;
+  readonly ask: Decimal | null;
+  readonly trades: readonly SeenTrade[];
+}
+
+/** The market an order accepted at `sinceUs` sees: only the trades received since then count. */
+function marketSince(update: PriceUpdate, sinceUs: number): PaperMarket {
+  let high: Decimal | null = null;
+  let low: Decimal | null = null;
+  for (const trade of update.trades) {
+    if (trade.ts_local < sinceUs) continue;
+    if (high === null || trade.price.gt(high)) high = trade.price;
+    if (low === null || trade.price.lt(low)) low = trade.price;
+  }
+  return { bid: update.bid, ask: update.ask, trade_high: high, trade_low: low };
+}
 
 /** The paper broker; see the module documentation. */
 export class PaperBroker implements Broker {
@@ -384,7 +428,8 @@ export class PaperBroker implements Broker {
       status: "accepted",
       filled_qty: ZERO,
       avg_fill_price: null,
-      triggered: false,
+      triggered: null,
+      accepted_us: 0,
       expires_at: null,
       fills: 0,
       rejection: null,
@@ -392,14 +437,20 @@ export class PaperBroker implements Broker {
     const invalid = validate(request);
     if (invalid !== null) return this.#refuse(order, invalid);
     const now = this.#clock.now();
-    const exchange = request.exchange;
-    const market = this.#marketFromCache(
-      exchange as Exchange | null,
+    order.accepted_us = now * 1000;
+    // Every trade in the cache was received before this order: only the quote can trigger it now.
+    const update = this.#marketFromCache(
+      request.exchange as Exchange | null,
       request.symbol,
       now,
-      isStop(request.type),
+      false,
     );
-    const decision = matchPaperOrder(request, false, market, this.#slippageBps);
+    const decision = matchPaperOrder(
+      request,
+      null,
+      marketSince(update, order.accepted_us),
+      this.#slippageBps,
+    );
     if (request.type === "market" && decision.action === "rest") {
       return this.#refuse(order, `no fresh market price for ${request.symbol}`);
     }
@@ -622,10 +673,16 @@ export class PaperBroker implements Broker {
   }
 
   /** Matches the resting orders of `symbol` that price on `exchange` (or on any venue). */
-  #evaluate(symbol: string, exchange: Exchange, market: PaperMarket, now: number): number {
+  #evaluate(symbol: string, exchange: Exchange, update: PriceUpdate, now: number): number {
     const set = this.#resting.get(symbol);
     if (set === undefined) return 0;
     let filled = 0;
+    const quoteOnly: PaperMarket = {
+      bid: update.bid,
+      ask: update.ask,
+      trade_high: null,
+      trade_low: null,
+    };
     for (const order of [...set]) {
       const wanted = order.request.exchange;
       if (wanted !== null && wanted !== exchange) continue;
@@ -633,6 +690,10 @@ export class PaperBroker implements Broker {
         this.#finish(order, "expired", "day order expired at the session close", now);
         continue;
       }
+      // Trades matter only to a stop not triggered yet, and only those since it was accepted.
+      const market = isStop(order.request.type) && order.triggered === null
+        ? marketSince(update, order.accepted_us)
+        : quoteOnly;
       const decision = matchPaperOrder(order.request, order.triggered, market, this.#slippageBps);
       order.triggered = decision.triggered;
       if (decision.action === "fill") {
@@ -646,15 +707,15 @@ export class PaperBroker implements Broker {
   // -- prices -------------------------------------------------------------------------------
 
   /**
-   * The market of `symbol` on `exchange` (or the freshest venue when null)
-   * from the cache; with `trades`, the newest fresh trade counts for stops.
+   * The prices of `symbol` on `exchange` (or the freshest venue when null)
+   * from the cache; with `trades`, the newest fresh trade, for stops.
    */
   #marketFromCache(
     exchange: Exchange | null,
     symbol: string,
     now: number,
     trades: boolean,
-  ): PaperMarket {
+  ): PriceUpdate {
     let bid: Decimal | null = null;
     let ask: Decimal | null = null;
     let venue: Exchange | null = exchange;
@@ -678,22 +739,22 @@ export class PaperBroker implements Broker {
         venue = name;
       }
     }
-    let trade: Decimal | null = null;
+    let trade: SeenTrade | null = null;
     if (trades) {
       const snapshot = this.#cache.latest(symbol, venue ?? undefined);
-      let newest = -Infinity;
       for (const entry of snapshot?.exchanges ?? []) {
         const t = entry.trade;
-        if (t === null || t.ts_local <= newest || now - t.ts_local / 1000 > this.#maxAgeMs) {
+        if (
+          t === null || (trade !== null && t.ts_local <= trade.ts_local) ||
+          now - t.ts_local / 1000 > this.#maxAgeMs
+        ) {
           continue;
         }
         const price = positive(t.price);
-        if (price === null) continue;
-        trade = price;
-        newest = t.ts_local;
+        if (price !== null) trade = { price, ts_local: t.ts_local };
       }
     }
-    return { bid, ask, trade_high: trade, trade_low: trade };
+    return { bid, ask, trades: trade === null ? [] : [trade] };
   }
 
   #subscribe(symbol: string): void {
@@ -732,9 +793,9 @@ export class PaperBroker implements Broker {
         return;
       }
       const now = this.#clock.now();
-      const market = this.#marketFromEvents(exchange as Exchange, symbol, events, now);
-      if (market === null) return;
-      this.#evaluate(symbol, exchange as Exchange, market, now);
+      const update = this.#marketFromEvents(exchange as Exchange, symbol, events, now);
+      if (update === null) return;
+      this.#evaluate(symbol, exchange as Exchange, update, now);
     } catch (error) {
       this.#stats.malformed_prices++;
       this.#log.debug("paper broker skipped a market-data message", {
@@ -750,12 +811,11 @@ export class PaperBroker implements Broker {
     symbol: string,
     events: unknown[],
     now: number,
-  ): PaperMarket | null {
+  ): PriceUpdate | null {
     let bid: Decimal | null = null;
     let ask: Decimal | null = null;
     let quoteTs = -Infinity;
-    let high: Decimal | null = null;
-    let low: Decimal | null = null;
+    const trades: SeenTrade[] = [];
     for (const raw of events) {
       if (raw === null || typeof raw !== "object") continue;
       const e = raw as Record<string, unknown>;
@@ -764,9 +824,7 @@ export class PaperBroker implements Broker {
       const ts = typeof e.ts_exchange === "number" ? e.ts_exchange : e.ts_local;
       if (e.kind === "trade" && typeof e.price === "string") {
         const price = positive(e.price);
-        if (price === null) continue;
-        if (high === null || price.gt(high)) high = price;
-        if (low === null || price.lt(low)) low = price;
+        if (price !== null) trades.push({ price, ts_local: e.ts_local });
       } else if (
         (e.kind === "top" || e.kind === "quote") && typeof e.bid_price === "string" &&
         typeof e.ask_price === "string" && ts >= quoteTs
@@ -777,14 +835,14 @@ export class PaperBroker implements Broker {
       }
     }
     if (quoteTs === -Infinity) {
-      if (high === null) return null;
+      if (trades.length === 0) return null;
       const quote = this.#cache.bestBidAsk(exchange, symbol, this.#maxAgeMs, now);
       if (quote !== null) {
         bid = positive(quote.bid_price);
         ask = positive(quote.ask_price);
       }
     }
-    return { bid, ask, trade_high: high, trade_low: low };
+    return { bid, ask, trades };
   }
 
   // -- events -------------------------------------------------------------------------------

@@ -97,8 +97,14 @@ function top(
   };
 }
 
-function trade(clock: Clock, exchange: Exchange, symbol: string, price: string): TradeEvent {
-  const ts = clock.now() * 1000;
+function trade(
+  clock: Clock,
+  exchange: Exchange,
+  symbol: string,
+  price: string,
+  ageMs = 0,
+): TradeEvent {
+  const ts = (clock.now() - ageMs) * 1000;
   return {
     kind: "trade",
     exchange,
@@ -345,6 +351,54 @@ Deno.test("paper stop orders trigger when the market trades through the stop", a
   });
 });
 
+Deno.test("a paper stop ignores trades printed before it was placed, and a trade through it fills no better than its stop", async () => {
+  const { clock, cache, broker, events } = setUp();
+  await using _ = broker;
+  // A trade at 106 two seconds ago (still fresh); the market now quotes 99.9 / 100.
+  cache.update([trade(clock, "binance", "BTC-USDT", "106", 2_000)]);
+  cache.update([top(clock, "binance", "BTC-USDT", "99.9", "100")]);
+  await broker.submit(order({ client_order_id: "b", type: "stop", stop_price: d("105") }));
+  broker.onPrice("binance", "BTC-USDT"); // the old trade is still the newest one
+  await broker.settled();
+  assert.deepEqual(events.map(summary), [{ type: "accepted" }]);
+
+  // A trade through the stop after it was placed sets it off; the ask (100) lags: it fills at 105.
+  clock.advance(100);
+  cache.update([trade(clock, "binance", "BTC-USDT", "106")]);
+  assert.equal(broker.onPrice("binance", "BTC-USDT"), 1);
+  await broker.settled();
+  assert.deepEqual(summary(events.at(-1)!), {
+    type: "fill",
+    fill_id: "paper-1",
+    qty: "1",
+    price: "105",
+    fee: "0",
+  });
+
+  // The same for a sell stop: an older trade at 94 does not set it off, a newer one fills it at 95.
+  clock.advance(100);
+  cache.update([trade(clock, "binance", "BTC-USDT", "94", 50)]);
+  cache.update([top(clock, "binance", "BTC-USDT", "99.9", "100")]);
+  await broker.submit(
+    order({ client_order_id: "s", side: "sell", type: "stop", stop_price: d("95") }),
+  );
+  broker.onPrice("binance", "BTC-USDT");
+  await broker.settled();
+  assert.deepEqual(events.slice(2).map(summary), [{ type: "accepted" }]);
+  clock.advance(100);
+  cache.update([trade(clock, "binance", "BTC-USDT", "94.5")]);
+  broker.onPrice("binance", "BTC-USDT");
+  await broker.settled();
+  assert.equal(events.at(-1)?.client_order_id, "s");
+  assert.deepEqual(summary(events.at(-1)!), {
+    type: "fill",
+    fill_id: "paper-1",
+    qty: "1",
+    price: "95",
+    fee: "0",
+  });
+});
+
 Deno.test("paper ioc and fok orders fill at once or are cancelled", async () => {
   const { clock, cache, broker, events } = setUp();
   await using _ = broker;
@@ -478,21 +532,42 @@ Deno.test("paper day orders expire at midnight UTC for crypto and at the close f
 Deno.test("the paper matching rule and commission are pure and exact", () => {
   const market = { bid: d("99"), ask: d("100"), trade_high: null, trade_low: null };
   const buyLimit = { side: "buy" as const, type: "limit" as const, stop_price: null };
-  const fill = matchPaperOrder({ ...buyLimit, limit_price: d("101") }, false, market, d("10"));
+  const fill = matchPaperOrder({ ...buyLimit, limit_price: d("101") }, null, market, d("10"));
   assert.equal(fill.action, "fill");
   assert.equal(fill.action === "fill" && fill.price.toFixed(), "100.1");
   assert.deepEqual(
-    matchPaperOrder({ ...buyLimit, limit_price: d("99.99") }, false, market, d("0")),
-    { action: "rest", triggered: true },
+    matchPaperOrder({ ...buyLimit, limit_price: d("99.99") }, null, market, d("0")),
+    { action: "rest", triggered: null },
   );
   // Prices are rounded half-even to 8 decimals.
   const tiny = matchPaperOrder(
     { side: "buy", type: "market", limit_price: null, stop_price: null },
-    false,
+    null,
     { ...market, ask: d("0.123456789") },
     d("0"),
   );
   assert.equal(tiny.action === "fill" && tiny.price.toFixed(), "0.12345679");
+  // A stop set off by a trade while the ask lags: the worse of stop and ask, then slippage
+  // (105 × 1.001); a stop_limit never beyond its limit; set off by the quote: the ask.
+  const buyStop = { side: "buy" as const, type: "stop" as const, stop_price: d("105") };
+  const tradeThrough = { ...market, trade_high: d("106"), trade_low: d("106") };
+  const stopFill = matchPaperOrder({ ...buyStop, limit_price: null }, null, tradeThrough, d("10"));
+  assert.equal(stopFill.action === "fill" && stopFill.price.toFixed(), "105.105");
+  assert.equal(stopFill.triggered, "trade");
+  const stopLimit = matchPaperOrder(
+    { ...buyStop, type: "stop_limit", limit_price: d("104.5") },
+    "trade",
+    market,
+    d("0"),
+  );
+  assert.equal(stopLimit.action === "fill" && stopLimit.price.toFixed(), "104.5");
+  const byQuote = matchPaperOrder(
+    { ...buyStop, limit_price: null },
+    null,
+    { ...tradeThrough, ask: d("105.5") },
+    d("0"),
+  );
+  assert.deepEqual(byQuote, { action: "fill", price: d("105.5"), triggered: "quote" });
   // 1234.56789 × 3 bps = 0.370370367 → 0.37037037.
   assert.equal(paperCommission(d("1234.56789"), d("3"), d("0")).toFixed(), "0.37037037");
   assert.equal(paperCommission(d("0.000001"), d("1"), d("0")).toFixed(), "0");
@@ -555,6 +630,60 @@ Deno.test("paper resting orders fill on clean.md messages from NATS", async () =
     assert.equal(stopFill?.type === "fill" && stopFill.price.toFixed(), "110.6");
     // Nothing rests any more: the subscriptions are gone.
     assert.equal(broker.stats().subscriptions, 0);
+  } finally {
+    await broker[Symbol.asyncDispose]();
+    await nc.close();
+  }
+});
+
+Deno.test("paper stops on NATS are not set off by trades received before they were placed", async () => {
+  const nc = await connect({ servers: "127.0.0.1:4222" });
+  const prefix = `t${crypto.randomUUID().slice(0, 8)}.`;
+  const clock = new ManualClock(Date.now());
+  const broker = paperBroker({
+    cache: new LatestCache({ clock }),
+    nats: nc,
+    options: NO_FEES,
+    max_price_age_ms: 5_000,
+    clock,
+    subject_prefix: prefix,
+  });
+  const events: BrokerEvent[] = [];
+  broker.onEvent((event) => {
+    events.push(event);
+  });
+  const fills = () => events.filter((e) => e.type === "fill");
+  try {
+    await broker.submit(order({ client_order_id: "stop", type: "stop", stop_price: d("110") }));
+    // A sentinel that fills on the next quote: once it has, the messages before it were read.
+    await broker.submit(
+      order({ client_order_id: "limit", type: "limit", limit_price: d("100.5") }),
+    );
+    await nc.flush();
+    const subject = (kind: string) => `${prefix}clean.md.${kind}.binance.BTC-USDT`;
+    // A trade through the stop, received a second before the stop was placed, then a quote.
+    nc.publish(
+      subject("trade"),
+      JSON.stringify([trade(clock, "binance", "BTC-USDT", "111", 1_000)]),
+    );
+    nc.publish(subject("top"), JSON.stringify([top(clock, "binance", "BTC-USDT", "100", "100.1")]));
+    await waitFor(() => fills().length === 1, 3_000, "the sentinel's fill");
+    await broker.settled();
+    assert.deepEqual(fills().map((e) => e.client_order_id), ["limit"]);
+
+    // A trade through the stop after it was placed, with the quote still at 100.1: filled at 110.
+    clock.advance(10);
+    nc.publish(
+      subject("trade"),
+      JSON.stringify([
+        trade(clock, "binance", "BTC-USDT", "111"),
+        top(clock, "binance", "BTC-USDT", "100", "100.1"),
+      ]),
+    );
+    await waitFor(() => fills().length === 2, 3_000, "the stop's fill");
+    const stopFill = fills()[1];
+    assert.equal(stopFill?.client_order_id, "stop");
+    assert.equal(stopFill?.type === "fill" && stopFill.price.toFixed(), "110");
   } finally {
     await broker[Symbol.asyncDispose]();
     await nc.close();
