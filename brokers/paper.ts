@@ -5,8 +5,10 @@
  *
  * Prices: the best bid/ask of `order.exchange` from the
  * {@linkcode LatestCache} (`bestBidAsk(exchange, symbol, max_price_age_ms,
- * now)`), or, when the order names no exchange, of the venue whose fresh
- * best bid/ask is the newest. A side quoted as `"0"` counts as no price.
+ * now)`), or, when the order names no exchange, of the venue with the newest
+ * fresh best bid/ask that quotes the side the order needs (the ask for a
+ * buy, the bid for a sell), for every order type. A side quoted as `"0"`
+ * counts as no price.
  *
  * Matching ({@linkcode matchPaperOrder}, pure):
  * - market: buys fill at the ask, sells at the bid, moved by `slippage_bps`
@@ -443,7 +445,7 @@ export class PaperBroker implements Broker {
       request.exchange as Exchange | null,
       request.symbol,
       now,
-      false,
+      { trades: false, side: request.side },
     );
     const decision = matchPaperOrder(
       request,
@@ -551,7 +553,7 @@ export class PaperBroker implements Broker {
     return this.#evaluate(
       symbol,
       exchange,
-      this.#marketFromCache(exchange, symbol, now, true),
+      this.#marketFromCache(exchange, symbol, now, { trades: true, side: null }),
       now,
     );
   }
@@ -707,14 +709,16 @@ export class PaperBroker implements Broker {
   // -- prices -------------------------------------------------------------------------------
 
   /**
-   * The prices of `symbol` on `exchange` (or the freshest venue when null)
-   * from the cache; with `trades`, the newest fresh trade, for stops.
+   * The prices of `symbol` on `exchange` from the cache — when null, of the
+   * venue with the newest fresh quote on `side`'s touch (the ask for a buy,
+   * the bid for a sell; either side when `side` is null); with `trades`, the
+   * newest fresh trade, for stops.
    */
   #marketFromCache(
     exchange: Exchange | null,
     symbol: string,
     now: number,
-    trades: boolean,
+    { trades, side }: { trades: boolean; side: Side | null },
   ): PriceUpdate {
     let bid: Decimal | null = null;
     let ask: Decimal | null = null;
@@ -732,7 +736,8 @@ export class PaperBroker implements Broker {
         if (quote === null || quote.ts_local <= newest) continue;
         const b = positive(quote.bid_price);
         const a = positive(quote.ask_price);
-        if (b === null && a === null) continue;
+        const touch = side === "buy" ? a : side === "sell" ? b : a ?? b;
+        if (touch === null) continue;
         newest = quote.ts_local;
         bid = b;
         ask = a;

@@ -218,6 +218,44 @@ Deno.test("paper orders without an exchange use the venue with the newest fresh 
   });
 });
 
+Deno.test("paper orders without an exchange use the newest venue that quotes the side they need", async () => {
+  const { clock, cache, broker, events } = setUp();
+  await using _ = broker;
+  cache.update([top(clock, "binance", "ETH-USD", "2000", "2001", 1_000)]);
+  cache.update([top(clock, "coinbase", "ETH-USD", "2000.5", "0", 10)]); // newer, without an ask
+  const price = () => {
+    const last = events.at(-1);
+    return `${last?.client_order_id}:${last?.type === "fill" ? last.price.toFixed() : last?.type}`;
+  };
+  await broker.submit(order({ client_order_id: "buy", symbol: "ETH-USD", exchange: null }));
+  await broker.settled();
+  assert.equal(price(), "buy:2001");
+  await broker.submit(
+    order({
+      client_order_id: "limit",
+      symbol: "ETH-USD",
+      exchange: null,
+      type: "limit",
+      limit_price: d("2001.5"),
+    }),
+  );
+  await broker.settled();
+  assert.equal(price(), "limit:2001");
+
+  // Newer still, without a bid: sells take the coinbase bid, buys the kraken ask.
+  clock.advance(100);
+  cache.update([top(clock, "kraken", "ETH-USD", "0", "1999")]);
+  await broker.submit(
+    order({ client_order_id: "sell", symbol: "ETH-USD", exchange: null, side: "sell" }),
+  );
+  await broker.settled();
+  assert.equal(price(), "sell:2000.5");
+  await broker.submit(order({ client_order_id: "buy2", symbol: "ETH-USD", exchange: null }));
+  await broker.settled();
+  assert.equal(price(), "buy2:1999");
+  assert.deepEqual(await broker.openOrders(), []);
+});
+
 Deno.test("paper market orders without a fresh price are rejected, and stay rejected", async () => {
   const { clock, cache, broker, events } = setUp();
   await using _ = broker;
