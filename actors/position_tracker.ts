@@ -1071,7 +1071,8 @@ class Tracker {
     for (const entry of result.applied) {
       status.applied++;
       status.last_fill_id = entry.fill_id;
-      if (entry.portfolio_id === state.portfolio_id) state.record(entry.applied);
+      // By its id: the engine counts a fill it stored without its position until then.
+      if (entry.portfolio_id === state.portfolio_id) state.record(entry.applied, entry.fill_id);
       changed.set(pairKey(entry.portfolio_id, entry.applied.symbol), {
         portfolio_id: entry.portfolio_id,
         position: entry.applied.position,

@@ -48,10 +48,11 @@ import {
   CancelNotSentError,
   ExecutionEngine,
   type ExecutionEngineOptions,
+  type PositionsPartner,
 } from "../trading/execution.ts";
 import type { FillMessage } from "../trading/fills_stream.ts";
 import { parseDecimal as d, ZERO } from "../trading/money.ts";
-import { PortfolioState } from "../trading/portfolio_state.ts";
+import { applyTrackedFill, PortfolioState } from "../trading/portfolio_state.ts";
 import type { RejectReason, SignalRejectEvent } from "../trading/signals_stream.ts";
 import { startRoot } from "../actors/supervisor.ts";
 import { tradingSupervisor } from "../actors/trading.ts";
@@ -241,6 +242,8 @@ interface Harness extends AsyncDisposable {
 
 interface HarnessOptions {
   risk: (config: Config) => Config["risk"];
+  /** The engine's position tracker partner. @default {none: fills are stored without positions} */
+  positions: PositionsPartner;
   clock: Clock;
   engine: ExecutionEngineOptions;
   start: boolean;
@@ -284,6 +287,7 @@ async function harness(options: Partial<HarnessOptions> = {}): Promise<Harness> 
         return Promise.resolve();
       },
       clock: overrides.clock ?? clock,
+      positions: overrides.positions ?? options.positions,
       log: nullLogger,
       options: { submit_retry_initial_ms: 5, submit_retry_max_ms: 20, ...options.engine },
     });
@@ -750,6 +754,54 @@ Deno.test("a batch decided while the one before commits counts its orders as ope
   assert.equal(b?.status, "rejected");
   if (b?.status === "rejected") assert.deepEqual(rulesOf(b.reasons), ["max_open_orders"]);
   assert.equal((await h.orders()).length, 2);
+});
+
+Deno.test("a fill stored before the position tracker applies it counts in the position and gross exposure", async () => {
+  // The tracker is busy (as in a burst): the fill is stored without its position.
+  await using h = await harness({
+    risk: (c) => ({ ...noLimits(c), max_position_qty: "1", max_gross_exposure: "60000" }),
+    positions: { reserve: () => null },
+  });
+  const [first] = await h.engine.processSignals([marketBuy("t-1")]);
+  if (first?.status !== "accepted") throw new Error("accepted");
+  await waitForStatus(h.sql, first.order.id, "filled");
+  await h.engine.idle();
+  assert.equal(h.fills.length, 1);
+  assert.equal(h.state.position("BTC-USDT").qty.toString(), "0", "not applied yet");
+  assert.equal(h.state.unappliedQty("BTC-USDT").toString(), "1");
+  const [second] = await h.engine.processSignals([marketBuy("t-2")]);
+  assert.equal(second?.status, "rejected");
+  if (second?.status === "rejected") {
+    assert.deepEqual(rulesOf(second.reasons), ["max_position", "max_gross_exposure"]);
+  }
+  // A state loaded meanwhile (a tracker restarting) counts the stored fill as unapplied too.
+  const reloaded = new PortfolioState({ starting_cash: "100000" });
+  await reloaded.load(h.sql);
+  assert.equal(reloaded.unappliedQty("BTC-USDT").toString(), "1");
+  // The tracker records the fill, by its id: it is counted once, as the position.
+  const fill = h.fills[0]!;
+  h.state.record(
+    applyTrackedFill(h.state.position(fill.symbol), h.state.cash, {
+      symbol: fill.symbol,
+      side: fill.side,
+      qty: d(fill.qty),
+      price: d(fill.price),
+      fee: d(fill.fee),
+      filled_at: fill.filled_at,
+    }),
+    fill.id,
+  );
+  assert.equal(h.state.unappliedQty("BTC-USDT").toString(), "0");
+  assert.equal(h.state.unappliedFillCount(), 0);
+  assert.equal(h.state.position("BTC-USDT").qty.toString(), "1");
+  const [third] = await h.engine.processSignals([marketBuy("t-3")]);
+  assert.equal(third?.status, "rejected");
+  const sell = {
+    body: { id: "t-4", symbol: "BTC-USDT", side: "sell", qty: "1" },
+    source: "rest" as const,
+  };
+  const [fourth] = await h.engine.processSignals([sell]);
+  assert.equal(fourth?.status, "accepted", "a reduction is not refused");
 });
 
 Deno.test("a signal id maps to one order, within a batch and across batches", async () => {

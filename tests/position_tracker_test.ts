@@ -377,6 +377,50 @@ Deno.test("a fill delivered twice, or again after a restart, is applied once", a
   assert.equal(reloaded.cash.toFixed(), "100199.6");
 });
 
+Deno.test("a fill the engine counts as not yet applied is forgotten once the tracker applies it", async () => {
+  await using h = await harness();
+  const messages = await h.record([{
+    order: { symbol: "BTC-USDT", side: "buy", qty: "2" },
+    fills: [{
+      broker_fill_id: "u1",
+      symbol: "BTC-USDT",
+      side: "buy",
+      qty: "2",
+      price: "100",
+      commission: "0",
+      filled_at: new Date(),
+    }],
+  }]);
+  // As the execution engine registers a fill it stored without its position.
+  for (const m of messages) {
+    h.state.addUnappliedFill(m.id, {
+      symbol: m.symbol,
+      side: m.side,
+      qty: d(m.qty),
+      price: d(m.price),
+    });
+  }
+  assert.equal(h.state.unappliedQty("BTC-USDT").toFixed(), "2");
+  // The tracker's start loads the state: the stored fill is still unapplied, counted once.
+  const stop = await h.startTracker();
+  assert.equal(h.state.unappliedQty("BTC-USDT").toFixed(), "2");
+  await h.publish(messages);
+  await waitFor(() => h.status.applied === 1, 5_000, "applied");
+  assert.equal(h.state.unappliedQty("BTC-USDT").toFixed(), "0");
+  assert.equal(h.state.unappliedFillCount(), 0);
+  assert.equal(h.state.position("BTC-USDT").qty.toFixed(), "2");
+  await stop();
+  // Registered again by mistake: a load finds it applied and forgets it.
+  h.state.addUnappliedFill(messages[0]!.id, {
+    symbol: "BTC-USDT",
+    side: "buy",
+    qty: d("2"),
+    price: d("100"),
+  });
+  await h.state.load(h.sql);
+  assert.equal(h.state.unappliedFillCount(), 0);
+});
+
 /** mulberry32: a small seeded generator, so a failing stream can be replayed. */
 function seeded(seed: number): () => number {
   let a = seed >>> 0;

@@ -1141,8 +1141,10 @@ export class ExecutionEngine {
     const positions = new Map<string, Decimal>();
     const prices = new Map<string, { price: Decimal; exchange: Exchange } | null>();
     const maxAgeMs = this.#execution.max_price_age_ms;
-    const gross = this.#state.exposure((symbol) => markPrice(this.#cache, symbol, maxAgeMs, now))
-      .gross;
+    const gross = this.#state.exposure(
+      (symbol) => markPrice(this.#cache, symbol, maxAgeMs, now),
+      { unapplied_fills: true },
+    ).gross;
     const realized = this.#state.realizedToday(now);
     return prepared.map((p): Decision => {
       const signal = {
@@ -1189,7 +1191,8 @@ export class ExecutionEngine {
       const extra = extraQty.get(s.symbol);
       let position = positions.get(s.symbol);
       if (position === undefined) {
-        position = this.#state.position(s.symbol).qty;
+        // Fills stored but not yet applied by the tracker count as applied.
+        position = this.#state.position(s.symbol).qty.plus(this.#state.unappliedQty(s.symbol));
         positions.set(s.symbol, position);
       }
       const context: RiskContext = {
@@ -2173,9 +2176,20 @@ export class ExecutionEngine {
       }
     }
     const rows = new Map(changed.map((d) => [d.row.client_order_id, d.row]));
+    const state = this.#state;
     for (const { fill, coid } of newFills) {
       this.#stats.fills++;
       const row = rows.get(coid) ?? orders.get(coid)!;
+      if (fill.realized_pnl === null && row.portfolio_id === state.portfolio_id) {
+        // Stored without its position: counted as one (not as an open order, just untracked)
+        // until the tracker records it.
+        state.addUnappliedFill(fill.id, {
+          symbol: fill.symbol,
+          side: fill.side,
+          qty: fromDb(fill.qty),
+          price: fromDb(fill.price),
+        });
+      }
       this.#sendFill(fillMessage(fill, row));
     }
   }

@@ -11,8 +11,12 @@
  *   fills, records what it stored ({@linkcode PortfolioState.record});
  * - the execution engine keeps the open orders current
  *   ({@linkcode PortfolioState.setOpenOrder} /
- *   {@linkcode PortfolioState.removeOpenOrder}, keyed by client order id) and
- *   reads {@linkcode PortfolioState.riskFigures} for its `RiskContext`.
+ *   {@linkcode PortfolioState.removeOpenOrder}, keyed by client order id),
+ *   registers each fill it stored without its position
+ *   ({@linkcode PortfolioState.addUnappliedFill}) — forgotten once the
+ *   tracker records it, so that a fill is counted in between as neither an
+ *   open order nor a position would be — and reads
+ *   {@linkcode PortfolioState.riskFigures} for its `RiskContext`.
  *
  * Rounding: a fill is applied with `trading/positions.ts` and every figure
  * but the cost basis is then rounded half-even to 8 decimals
@@ -184,6 +188,18 @@ export interface OpenOrderQty {
   remaining_qty: Decimal;
 }
 
+/** A fill stored but not yet applied to the positions, as the engine registers it. */
+export interface UnappliedFill {
+  /** Canonical symbol. */
+  symbol: string;
+  /** Buy or sell. */
+  side: Side;
+  /** Quantity, > 0. */
+  qty: Decimal;
+  /** Price, > 0 (values the fill when its symbol has no mark). */
+  price: Decimal;
+}
+
 /** Unfilled quantity of open orders in one symbol. */
 export interface OpenQty {
   /** Σ remaining quantity of open buy orders. */
@@ -202,9 +218,18 @@ export interface StateExposure {
   unmarked: string[];
 }
 
+/** Options of {@linkcode PortfolioState.exposure}. */
+export interface ExposureOptions {
+  /**
+   * Count the fills stored but not yet applied as if applied (what the risk
+   * checks need). @default {false}
+   */
+  unapplied_fills?: boolean | undefined;
+}
+
 /** The `RiskContext` fields the portfolio knows (see `trading/risk.ts`). */
 export interface RiskFigures {
-  /** Signed position in the symbol. */
+  /** Signed position in the symbol, its fills not yet applied included. */
   position_qty: Decimal;
   /** Unfilled quantity of open buy orders in the symbol. */
   open_buy_qty: Decimal;
@@ -212,7 +237,7 @@ export interface RiskFigures {
   open_sell_qty: Decimal;
   /** Open orders over the portfolio. */
   open_orders: number;
-  /** Σ |qty × mark| over the positions. */
+  /** Σ |qty × mark| over the positions, fills not yet applied included. */
   gross_exposure: Decimal;
   /** Realized P&L of fills executed today (UTC). */
   realized_pnl_today: Decimal;
@@ -255,6 +280,10 @@ export class PortfolioState {
   #realizedToday = ZERO;
   readonly #openOrders = new Map<string, OpenOrderQty>();
   readonly #openBySymbol = new Map<string, OpenQty>();
+  /** Fills stored but not yet applied to positions, by fill id. */
+  readonly #unapplied = new Map<string, UnappliedFill>();
+  /** Per symbol: Σ signed quantity and Σ signed quantity × price of the unapplied fills. */
+  readonly #unappliedBySymbol = new Map<string, { qty: Decimal; cost: Decimal }>();
   #version = 0;
   #loaded = false;
 
@@ -323,9 +352,12 @@ export class PortfolioState {
   /**
    * Installs what a committed fill did: the position and cash after it, and
    * its realized P&L counted for its day (a fill of an earlier day than the
-   * one counted is not; a later day starts a new count).
+   * one counted is not; a later day starts a new count). `fillId` (the fill's
+   * row id) forgets the fill as unapplied
+   * ({@linkcode PortfolioState.addUnappliedFill}).
    */
-  record(applied: AppliedFill): void {
+  record(applied: AppliedFill, fillId?: string): void {
+    if (fillId !== undefined) this.#forgetUnapplied(fillId);
     this.#positions.set(applied.symbol, applied.position);
     this.#cash = applied.cash;
     const day = utcDayStart(applied.filled_at);
@@ -377,6 +409,44 @@ export class PortfolioState {
     return true;
   }
 
+  /**
+   * Registers fill `fillId` (its row id) as stored but not yet applied to the
+   * positions: counted by {@linkcode PortfolioState.unappliedQty} and
+   * `exposure(…, { unapplied_fills: true })` until
+   * {@linkcode PortfolioState.record} records it (or a load finds it applied).
+   */
+  addUnappliedFill(fillId: string, fill: UnappliedFill): void {
+    if (this.#unapplied.has(fillId)) return;
+    this.#unapplied.set(fillId, fill);
+    this.#addUnappliedSum(fill, 1);
+  }
+
+  /** Σ signed quantity of the fills in `symbol` stored but not yet applied (buys > 0). */
+  unappliedQty(symbol: string): Decimal {
+    return this.#unappliedBySymbol.get(symbol)?.qty ?? ZERO;
+  }
+
+  /** Fills registered as not yet applied. */
+  unappliedFillCount(): number {
+    return this.#unapplied.size;
+  }
+
+  #forgetUnapplied(fillId: string): void {
+    const fill = this.#unapplied.get(fillId);
+    if (fill === undefined) return;
+    this.#unapplied.delete(fillId);
+    this.#addUnappliedSum(fill, -1);
+  }
+
+  #addUnappliedSum(fill: UnappliedFill, sign: 1 | -1): void {
+    const signed = (fill.side === "buy") === (sign === 1) ? fill.qty : fill.qty.neg();
+    const sums = this.#unappliedBySymbol.get(fill.symbol) ?? { qty: ZERO, cost: ZERO };
+    sums.qty = sums.qty.plus(signed);
+    sums.cost = sums.cost.plus(signed.times(fill.price));
+    if (sums.qty.isZero() && sums.cost.isZero()) this.#unappliedBySymbol.delete(fill.symbol);
+    else this.#unappliedBySymbol.set(fill.symbol, sums);
+  }
+
   /** Unfilled quantity of open orders in `symbol`, per side. */
   openQty(symbol: string): OpenQty {
     const sums = this.#openBySymbol.get(symbol);
@@ -402,18 +472,43 @@ export class PortfolioState {
     return valuePortfolio(this.portfolio(), markOf);
   }
 
-  /** Gross and net exposure of the open positions at `markOf(symbol)`. */
-  exposure(markOf: (symbol: string) => Decimal | null | undefined): StateExposure {
+  /**
+   * Gross and net exposure of the open positions at `markOf(symbol)` — with
+   * `unapplied_fills`, of the positions the fills not yet applied make (a
+   * symbol without a mark is valued at cost: its cost basis plus the fills'
+   * quantity × price).
+   */
+  exposure(
+    markOf: (symbol: string) => Decimal | null | undefined,
+    options: ExposureOptions = {},
+  ): StateExposure {
     let gross = ZERO;
     let net = ZERO;
     const unmarked: string[] = [];
-    for (const position of this.#positions.values()) {
-      if (position.qty.isZero()) continue;
-      const mark = markOf(position.symbol) ?? null;
-      if (mark === null) unmarked.push(position.symbol);
-      const value = mark === null ? costBasisOf(position) : position.qty.times(mark);
+    const unapplied = options.unapplied_fills === true && this.#unappliedBySymbol.size > 0
+      ? this.#unappliedBySymbol
+      : null;
+    const add = (symbol: string, qty: Decimal, cost: Decimal) => {
+      if (qty.isZero()) return;
+      const mark = markOf(symbol) ?? null;
+      if (mark === null) unmarked.push(symbol);
+      const value = mark === null ? cost : qty.times(mark);
       gross = gross.plus(value.abs());
       net = net.plus(value);
+    };
+    for (const position of this.#positions.values()) {
+      const extra = unapplied?.get(position.symbol);
+      if (extra === undefined) add(position.symbol, position.qty, costBasisOf(position));
+      else {
+        add(
+          position.symbol,
+          position.qty.plus(extra.qty),
+          costBasisOf(position).plus(extra.cost),
+        );
+      }
+    }
+    for (const [symbol, extra] of unapplied ?? []) {
+      if (!this.#positions.has(symbol)) add(symbol, extra.qty, extra.cost);
     }
     return { gross, net, unmarked: unmarked.sort() };
   }
@@ -426,11 +521,11 @@ export class PortfolioState {
   ): RiskFigures {
     const open = this.openQty(symbol);
     return {
-      position_qty: this.position(symbol).qty,
+      position_qty: this.position(symbol).qty.plus(this.unappliedQty(symbol)),
       open_buy_qty: open.buy,
       open_sell_qty: open.sell,
       open_orders: this.#openOrders.size,
-      gross_exposure: this.exposure(markOf).gross,
+      gross_exposure: this.exposure(markOf, { unapplied_fills: true }).gross,
       realized_pnl_today: this.realizedToday(nowMs),
     };
   }
@@ -439,10 +534,14 @@ export class PortfolioState {
    * Reads the portfolio from PostgreSQL: initialises it with the starting
    * cash when it is pristine ({@linkcode initPortfolio}), then replaces
    * positions, cash and realized P&L today with the stored ones and, unless
-   * `open_orders: false`, merges in the open orders.
+   * `open_orders: false`, merges in the open orders. The fills stored but not
+   * applied (`realized_pnl IS NULL`) become the unapplied ones: one registered
+   * before the load and no longer unapplied is forgotten (it was applied),
+   * one registered during the load is kept.
    */
   async load(sql: Queryable, options: LoadOptions = {}): Promise<void> {
     const nowMs = this.#clock.now();
+    const registered = new Set(this.#unapplied.keys());
     const row = await initPortfolio(sql, this.portfolio_id, this.starting_cash, {
       by: options.by ?? DEFAULT_ACTOR,
     });
@@ -455,6 +554,13 @@ export class PortfolioState {
     const open = options.open_orders === false
       ? []
       : await listOpenOrders(sql, { portfolio_id: this.portfolio_id });
+    const unapplied = await mapped(sql<
+      { id: string; symbol: string; side: Side; qty: string; price: string }[]
+    >`
+      SELECT f.id::text AS id, f.symbol, f.side, f.qty::text AS qty, f.price::text AS price
+      FROM fills f JOIN orders o ON o.id = f.order_id
+      WHERE f.realized_pnl IS NULL AND o.portfolio_id = ${this.portfolio_id}
+      ORDER BY f.id`);
     this.#positions.clear();
     for (const p of positions) {
       this.#positions.set(p.symbol, {
@@ -474,6 +580,16 @@ export class PortfolioState {
         symbol: order.symbol,
         side: order.side,
         remaining_qty: fromDb(order.qty).minus(fromDb(order.filled_qty)),
+      });
+    }
+    const stillUnapplied = new Set(unapplied.map((fill) => fill.id));
+    for (const id of registered) if (!stillUnapplied.has(id)) this.#forgetUnapplied(id);
+    for (const fill of unapplied) {
+      this.addUnappliedFill(fill.id, {
+        symbol: fill.symbol,
+        side: fill.side,
+        qty: fromDb(fill.qty),
+        price: fromDb(fill.price),
       });
     }
     this.#loaded = true;
