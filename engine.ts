@@ -278,7 +278,11 @@ function engineStreams(config: Config) {
   return [...ENGINE_STREAMS, mdCleanStream(config.writer)];
 }
 
-/** Why the market-data pipeline is not healthy: feeds not live, ClickHouse refusing inserts. */
+/**
+ * Why the market-data pipeline is not healthy: feeds not live, ClickHouse
+ * refusing inserts, market data the stream discarded before it was written in
+ * the last `DROPPED_DEGRADED_MS` (10 minutes; see `MarketStatus.droppedRecently`).
+ */
 function marketProblems(config: Config, market: MarketStatus): string[] {
   const problems: string[] = [];
   if (config.replay.file === "") {
@@ -289,6 +293,8 @@ function marketProblems(config: Config, market: MarketStatus): string[] {
   if (market.writer.clickhouse === "down") {
     problems.push("batch writer cannot insert into ClickHouse");
   }
+  const dropped = market.droppedRecently(Date.now());
+  if (dropped !== null) problems.push(`batch writer: ${dropped}`);
   return problems;
 }
 

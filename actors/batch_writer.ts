@@ -31,7 +31,9 @@
  *    unacknowledged messages after `ack_wait_ms`.
  * 6. If ClickHouse stays away so long that the stream reaches its byte or age
  *    limit, the stream drops its oldest messages; the writer sees the gap in
- *    stream sequences, counts it (`counters.dropped`) and logs it.
+ *    stream sequences, counts it (`counters.dropped`,
+ *    `status.writer.dropped_messages` and `last_dropped_at`, which health
+ *    reads) and logs it.
  *
  * Rows are serialized (`toRowLine` of `market/rows.ts`: `JSONEachRow` lines,
  * decimals as raw JSON numbers) as messages arrive, so that this work overlaps
@@ -1138,6 +1140,8 @@ class BatchWriter {
     if (seq > this.#lastStreamSeq) this.#lastStreamSeq = seq;
     if (gap <= 0) return;
     this.#counters.dropped += gap;
+    this.#status.dropped_messages += gap;
+    this.#status.last_dropped_at = this.#clock.now();
     this.#log.warn("The stream dropped market data before it was written (stream limits)", {
       stream: this.#s.stream,
       dropped: gap,

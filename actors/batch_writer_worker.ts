@@ -108,8 +108,9 @@ export function batchWriterWorker(deps: BatchWriterWorkerDeps): BatchWriterChild
 /**
  * The figures of a writer thread (`life`, counted from its start) on top of
  * those of the threads before it (`base`): counts since the engine started
- * (`rows_written`, `failures`) are added, the rest is the thread's, except
- * that a thread that has written nothing yet keeps the last `last_flush_at`.
+ * (`rows_written`, `failures`, `dropped_messages`) are added, the rest is the
+ * thread's, except that a thread that has written nothing (or found no loss)
+ * yet keeps the last `last_flush_at` (`last_dropped_at`).
  */
 export function addWriterStatus(base: WriterStatus, life: WriterStatus): WriterStatus {
   const rowsWritten = { ...base.rows_written };
@@ -121,6 +122,8 @@ export function addWriterStatus(base: WriterStatus, life: WriterStatus): WriterS
     rows_written: rowsWritten,
     failures: base.failures + life.failures,
     last_flush_at: life.last_flush_at ?? base.last_flush_at,
+    dropped_messages: base.dropped_messages + life.dropped_messages,
+    last_dropped_at: life.last_dropped_at ?? base.last_dropped_at,
   };
 }
 

@@ -68,7 +68,21 @@ export interface WriterStatus {
   last_error: string | null;
   /** Whether ClickHouse is taking inserts. */
   clickhouse: "up" | "down" | "unknown";
+  /**
+   * Messages the stream discarded (byte or age limit, oldest first) before
+   * they were written, since the engine started: market data lost for good.
+   */
+  dropped_messages: number;
+  /** When the writer last found such a loss (ms since epoch), or null. */
+  last_dropped_at: number | null;
 }
+
+/**
+ * How long market data the stream discarded keeps health degraded after the
+ * writer found the loss, in ms: long enough to be seen, short enough that a
+ * one-off loss does not leave health degraded for good.
+ */
+export const DROPPED_DEGRADED_MS = 10 * 60_000;
 
 /** The pipeline's figures, shared by its actors and the API. */
 export class MarketStatus {
@@ -86,6 +100,8 @@ export class MarketStatus {
     failures: 0,
     last_error: null,
     clickhouse: "unknown",
+    dropped_messages: 0,
+    last_dropped_at: null,
   };
 
   /** The figures of `exchange`'s feed, created on first use. */
@@ -117,6 +133,26 @@ export class MarketStatus {
     this.validator.rejected[reason] = (this.validator.rejected[reason] ?? 0) + 1;
     this.validator.rejected_by_exchange[exchange] =
       (this.validator.rejected_by_exchange[exchange] ?? 0) + 1;
+  }
+
+  /**
+   * The writer's recent loss of market data, or null: a problem for health
+   * when the stream discarded messages before they were written within the
+   * last `windowMs` before `now`.
+   *
+   * @example
+   * ```ts
+   * const status = new MarketStatus();
+   * status.writer.dropped_messages = 3;
+   * status.writer.last_dropped_at = 1_000;
+   * status.droppedRecently(61_000); // "the stream dropped 3 messages of market data…"
+   * ```
+   */
+  droppedRecently(now: number, windowMs: number = DROPPED_DEGRADED_MS): string | null {
+    const { dropped_messages: dropped, last_dropped_at: at } = this.writer;
+    if (at === null || dropped === 0 || now - at >= windowMs) return null;
+    return `the stream dropped ${dropped} messages of market data before they were written ` +
+      `(stream limits; last ${Math.max(0, Math.round((now - at) / 1000))} s ago)`;
   }
 
   /** A plain copy for JSON output. */

@@ -25,7 +25,7 @@ import {
   type WriterDeadLetter,
 } from "../actors/batch_writer.ts";
 import type { Running } from "../actors/types.ts";
-import { batchWriterWorker } from "../actors/batch_writer_worker.ts";
+import { addWriterStatus, batchWriterWorker } from "../actors/batch_writer_worker.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
 import { memoryLogger } from "../lib/log.ts";
 import type {
@@ -705,20 +705,17 @@ Deno.test("a writer thread that cannot start fails its child with the reason; it
   assert.ok(lines.some((line) => line.message === "NATS connected" && line.component === "nats"));
 });
 
-Deno.test("messages the stream dropped at its byte limit before they were written are counted", async () => {
-  await using db = await marketDatabase();
-  await using env = await streamEnv();
-  const small = { stream_max_bytes: 16 * 1024 };
+/** Lets the stream keep only 16 KiB, after the writer's consumer exists: returns the messages it kept of 200. */
+async function overflowStream(env: StreamEnv, options: BatchWriterOptions): Promise<number> {
   await ensureStreams(env.nc, [
     mdCleanStream({
       stream: env.stream,
       subject_prefix: env.prefix,
       stream_max_age_s: 3_600,
-      ...small,
+      stream_max_bytes: options.stream_max_bytes,
     }),
   ]);
   // The writer's consumer exists (it ran before); then ClickHouse stays away too long.
-  const options = writerOptions(env, small);
   await ensureConsumer(
     env.jsm,
     env.stream,
@@ -729,16 +726,40 @@ Deno.test("messages the stream dropped at its byte limit before they were writte
       max_ack_pending: 2 * (options.batch_rows + (options.fetch_messages ?? 0)),
     }),
   );
-  const messages = Array.from({ length: 200 }, (_, i) => [trade(i * 2)]);
-  await env.publishAll(messages);
+  await env.publishAll(Array.from({ length: 200 }, (_, i) => [trade(i * 2)]));
   const kept = (await env.jsm.streams.info(env.stream)).state.messages;
   assert.ok(kept > 0 && kept < 200, `kept ${kept}`);
-  await using writer = await startWriter(env, db, { overrides: small });
-  await waitFor(() => writer.spec.counters.acked === kept, 10_000, "kept messages written");
-  assert.equal(writer.spec.counters.dropped, 200 - kept);
-  assert.equal(await countFinal(db, "market_trades"), kept);
-  await writer.stop();
-});
+  return kept;
+}
+
+for (const worker of [false, true]) {
+  Deno.test(
+    `messages the stream dropped at its byte limit before they were written are counted and reported in status.writer${
+      worker ? " (writer in its own thread)" : ""
+    }`,
+    async () => {
+      await using db = await marketDatabase();
+      await using env = await streamEnv();
+      const small = { stream_max_bytes: 16 * 1024 };
+      const kept = await overflowStream(env, writerOptions(env, small));
+      const before = Date.now();
+      await using writer = await startWriter(env, db, { overrides: small, worker });
+      const w = writer.status.writer;
+      await waitFor(
+        () => writer.spec.counters.acked === kept && w.rows_written.market_trades === kept,
+        10_000,
+        "kept messages written",
+      );
+      assert.equal(writer.spec.counters.dropped, 200 - kept);
+      assert.equal(w.dropped_messages, 200 - kept, "the loss reaches stream_status and health");
+      assert.ok(w.last_dropped_at !== null && w.last_dropped_at >= before, `${w.last_dropped_at}`);
+      assert.match(writer.status.droppedRecently(Date.now()) ?? "", /dropped \d+ messages/);
+      assert.equal(await countFinal(db, "market_trades"), kept);
+      await writer.stop();
+      assert.equal(w.dropped_messages, 200 - kept, "kept after the writer stopped");
+    },
+  );
+}
 
 Deno.test("while ClickHouse is cut off rows wait in a bounded buffer and the stream, then all N arrive once", async () => {
   await using db = await marketDatabase();
@@ -1397,6 +1418,22 @@ Deno.test("when ClickHouse refuses every row the batch is kept and retried, not 
   assert.equal(writer.spec.counters.dead_letters, 0);
   assert.equal(w.clickhouse, "up");
   await writer.stop();
+});
+
+Deno.test("a restarted writer thread adds the messages the stream dropped to those of the threads before it", () => {
+  const base = new MarketStatus().writer;
+  base.dropped_messages = 7;
+  base.last_dropped_at = 1_000;
+  const life = new MarketStatus().writer;
+  assert.deepEqual(
+    [addWriterStatus(base, life).dropped_messages, addWriterStatus(base, life).last_dropped_at],
+    [7, 1_000],
+    "a thread that found no loss yet keeps the count and time of the ones before",
+  );
+  life.dropped_messages = 3;
+  life.last_dropped_at = 2_000;
+  const sum = addWriterStatus(base, life);
+  assert.deepEqual([sum.dropped_messages, sum.last_dropped_at], [10, 2_000]);
 });
 
 Deno.test("the writer thread's figures count every life of the thread, as the in-thread writer's do", async () => {

@@ -25,7 +25,7 @@ import {
 } from "../api/market_data.ts";
 import { errorHandler, notFound } from "../api/errors.ts";
 import { LatestCache } from "../market/latest_cache.ts";
-import { MarketStatus } from "../market/status.ts";
+import { DROPPED_DEGRADED_MS, MarketStatus } from "../market/status.ts";
 import type { Exchange, TopEvent, TradeEvent } from "../market/events.ts";
 import { RecordingClock } from "../lib/clock.ts";
 import { createLogger, nullLogger } from "../lib/log.ts";
@@ -300,6 +300,22 @@ Deno.test("tick cursors round-trip and forged ones are refused", () => {
 });
 
 // -- Against ClickHouse -------------------------------------------------------
+
+Deno.test("market data the stream dropped is a health problem for 10 minutes after the writer found it", () => {
+  const status = new MarketStatus();
+  assert.equal(status.droppedRecently(1_700_000_000_000), null, "nothing dropped");
+  status.writer.dropped_messages = 30;
+  status.writer.last_dropped_at = 1_700_000_000_000;
+  assert.equal(
+    status.droppedRecently(1_700_000_060_000),
+    "the stream dropped 30 messages of market data before they were written " +
+      "(stream limits; last 60 s ago)",
+  );
+  assert.notEqual(status.droppedRecently(1_700_000_000_000 + DROPPED_DEGRADED_MS - 1), null);
+  assert.equal(status.droppedRecently(1_700_000_000_000 + DROPPED_DEGRADED_MS), null);
+  assert.equal(DROPPED_DEGRADED_MS, 10 * 60_000);
+  assert.equal(status.droppedRecently(1_700_000_001_000, 500), null, "a shorter window");
+});
 
 Deno.test("market-data API against ClickHouse", async (t) => {
   const client = createClickHouse({ url: CH_URL, request_timeout_ms: 20_000 }, {
@@ -672,6 +688,13 @@ Deno.test("market-data API against ClickHouse", async (t) => {
       });
       assert.equal(body.writer.rows_written.market_trades, 270);
       assert.equal(body.writer.clickhouse, "unknown");
+      assert.equal(body.writer.dropped_messages, 0);
+      assert.equal(body.writer.last_dropped_at, null);
+      status.writer.dropped_messages = 42;
+      status.writer.last_dropped_at = 1_700_000_000_000;
+      const after = (await getJson(deadApp, "/stream_status")).body;
+      assert.equal(after.writer.dropped_messages, 42, "market data lost for good is reported");
+      assert.equal(after.writer.last_dropped_at, 1_700_000_000_000);
       assert.equal(body.latest_cache.entries, 2);
       assert.deepEqual(Object.keys(body).sort(), ["feeds", "latest_cache", "validator", "writer"]);
     });
