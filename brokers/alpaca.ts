@@ -29,6 +29,13 @@
  *   from the stream.
  * - `getOrder` / `openOrders` (`GET /v2/orders?status=open`, paged by 500) for
  *   reconciliation, with Alpaca's statuses mapped by {@linkcode alpacaOrderStatus}.
+ *   `openOrders` pages in submission order with `after` (exclusive) set just
+ *   before the last order's `submitted_at` ({@linkcode alpacaCursorBefore}),
+ *   so orders sharing that instant across a page boundary are not skipped;
+ *   orders seen twice count once; a page short of the limit ends it. A full
+ *   page bringing nothing new is more orders of one instant than a page
+ *   holds, which `after` cannot reach: it steps past that instant once and
+ *   logs a warning.
  * - `clock()`, `positions()`, `account()`.
  *
  * Stream (`stream_url`, by default `base_url` with `https` → `wss` and
@@ -556,6 +563,31 @@ export function parseTimestampMs(text: string): number | null {
 }
 
 /**
+ * The `after` cursor of `GET /v2/orders` (exclusive) that still takes in the
+ * orders submitted at `submittedAt`: one microsecond before it (floored to
+ * microseconds, Alpaca's precision), in UTC; null when it is not an RFC 3339
+ * time.
+ *
+ * @example
+ * ```ts
+ * import { alpacaCursorBefore } from "./alpaca.ts";
+ *
+ * alpacaCursorBefore("2026-03-10T11:00:01.000000-04:00"); // "2026-03-10T15:00:00.999999Z"
+ * ```
+ */
+export function alpacaCursorBefore(submittedAt: string): string | null {
+  const match = TIMESTAMP.exec(submittedAt);
+  if (!match) return null;
+  const secondMs = Date.parse(`${match[1]}${match[3]}`);
+  if (!Number.isFinite(secondMs)) return null;
+  const fraction = `${(match[2] ?? ".").slice(1)}000000`.slice(0, 6);
+  const micros = secondMs * 1000 + Number(fraction) - 1;
+  const whole = Math.floor(micros / 1_000_000);
+  const rest = String(micros - whole * 1_000_000).padStart(6, "0");
+  return `${new Date(whole * 1000).toISOString().slice(0, 19)}.${rest}Z`;
+}
+
+/**
  * The trade_updates stream URL for a REST base: `https` → `wss`, `http` →
  * `ws`, plus `/stream`.
  */
@@ -760,6 +792,7 @@ class AlpacaBrokerImpl implements AlpacaBroker {
         );
       }
       let lastSubmitted: string | null = null;
+      let added = 0;
       for (const raw of body) {
         let order: AlpacaOrder;
         try {
@@ -771,12 +804,25 @@ class AlpacaBrokerImpl implements AlpacaBroker {
         lastSubmitted = order.submitted_at ?? lastSubmitted;
         if (seen.has(order.id)) continue;
         seen.add(order.id);
+        added++;
         remember(this.#brokerIds, order.client_order_id, order.id);
         states.push(toBrokerOrderState(order));
       }
       if (body.length < ALPACA_ORDERS_PAGE_LIMIT || lastSubmitted === null) return states;
-      if (lastSubmitted === after) return states; // No progress: a page of one instant.
-      after = lastSubmitted;
+      // `after` is exclusive: the next page starts just before the last order's instant, so the
+      // orders sharing it that did not fit this page come too (the ones seen are skipped by id).
+      let next = alpacaCursorBefore(lastSubmitted) ?? lastSubmitted;
+      if (added === 0) {
+        // A whole page of one instant: the orders of that instant beyond it cannot be reached
+        // by `after`; step past the instant rather than ask for the same page again.
+        if (after === lastSubmitted) return states;
+        this.#log.warn("more open orders share one submitted_at than an Alpaca page holds", {
+          submitted_at: lastSubmitted,
+          page_limit: ALPACA_ORDERS_PAGE_LIMIT,
+        });
+        next = lastSubmitted;
+      }
+      after = next;
     }
   }
 

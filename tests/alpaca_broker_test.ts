@@ -552,6 +552,49 @@ Deno.test("alpaca broker openOrders and getOrder reflect the broker's book", asy
   assert.equal(await s.broker.getOrder("unknown-order"), null);
 });
 
+Deno.test("alpaca broker openOrders returns every open order when orders of one instant straddle a page", async () => {
+  await using s = await setup();
+  const placed: string[] = [];
+  const place = async (count: number, submittedAt: (i: number) => string) => {
+    for (let start = 0; start < count; start += 50) {
+      const batch = [];
+      for (let i = start; i < Math.min(count, start + 50); i++) {
+        s.fake.submittedAt = submittedAt(i);
+        const request = orderRequest({ type: "limit", limit_price: parseDecimal("5") });
+        placed.push(request.client_order_id);
+        batch.push(s.broker.submit(request));
+      }
+      await Promise.all(batch);
+    }
+  };
+  const openIds = async () => (await s.broker.openOrders()).map((o) => o.client_order_id).sort();
+  const afters = () =>
+    s.fake.requests.filter((r) => r.path.startsWith("/v2/orders?")).map((r) =>
+      new URL(r.path, "http://x").searchParams.get("after")
+    );
+  // 499 orders a microsecond apart, then three sharing 15:00:01 — the 500th ends the first page.
+  await place(499, (i) => `2026-03-10T15:00:00.${String(i + 1).padStart(6, "0")}Z`);
+  await place(3, () => "2026-03-10T11:00:01-04:00");
+  await place(1, () => "2026-03-10T15:00:02.000000Z");
+  assert.deepEqual(await openIds(), [...placed].sort());
+  // The second page starts a microsecond before the first page's last order: inclusive of it.
+  assert.deepEqual(afters(), [null, "2026-03-10T15:00:00.999999Z"]);
+
+  // More orders of one instant than a page holds: the page repeats, so it steps past the instant.
+  await place(600, () => "2026-03-10T15:00:03.000000Z");
+  await place(1, () => "2026-03-10T15:00:04.000000Z");
+  const open = await openIds();
+  assert.equal(new Set(open).size, open.length, "an order listed twice");
+  assert.equal(open.length, 503 + 500 + 1); // 100 of the 600 cannot be reached by `after`
+  assert.ok(open.includes(placed.at(-1)!), "the order after the crowded instant was skipped");
+  assert.ok(
+    s.lines.some((line) =>
+      line.message === "more open orders share one submitted_at than an Alpaca page holds" &&
+      line.submitted_at === "2026-03-10T15:00:03.000000Z"
+    ),
+  );
+});
+
 Deno.test("alpaca broker reads the clock, positions and account", async () => {
   await using s = await setup({}, { prices: { "BTC/USD": "60000.5", AAPL: "200" } });
   const clock = await s.broker.clock();

@@ -10,7 +10,11 @@
  *   unique". Market orders fill at once at the symbol's price (in
  *   {@linkcode FakeAlpacaServer.marketFillParts} executions); other orders
  *   rest until the test calls {@linkcode FakeAlpacaServer.fillOrder}.
- * - `GET /v2/orders?status=open|closed|all&limit&after&direction`,
+ * - `GET /v2/orders?status=open|closed|all&limit&after&direction` pages like
+ *   Alpaca: ordered by `submitted_at` (`direction`, default `desc`), only
+ *   orders submitted strictly after `after` (compared as times, to the
+ *   nanosecond; 422 when it is not an RFC 3339 time), at most `limit`
+ *   (default 50, at most 500);
  *   `GET /v2/orders/{id}`, `GET /v2/orders:by_client_order_id?client_order_id=`
  *   (404 when unknown), `DELETE /v2/orders/{id}` (204, then a `canceled`
  *   event; 422 "order is not cancelable" once terminal).
@@ -140,6 +144,11 @@ export interface FakeAlpacaServer extends AsyncDisposable {
   executionIds: boolean;
   /** What `GET /v2/clock` answers. */
   clock: FakeClock;
+  /**
+   * The `submitted_at` (and `created_at`) of the orders submitted next — to give
+   * several orders one instant — or null for the current time. @default {null}
+   */
+  submittedAt: string | null;
   /** Sets a symbol's market price (Alpaca symbol). */
   setPrice(symbol: string, price: string): void;
   /** The order with this Alpaca id or client order id. */
@@ -358,6 +367,7 @@ export async function startAlpacaTradingServer(
       return error(rejection.status, 40310000, rejection.message);
     }
     const at = now();
+    const submittedAt = server.submittedAt ?? at;
     const symbol = String(body.symbol);
     const order: FakeOrder = {
       id: crypto.randomUUID(),
@@ -373,8 +383,8 @@ export async function startAlpacaTradingServer(
       status: "accepted",
       filled_qty: ZERO,
       filled_avg_price: null,
-      created_at: at,
-      submitted_at: at,
+      created_at: submittedAt,
+      submitted_at: submittedAt,
       updated_at: at,
       filled_at: null,
       canceled_at: null,
@@ -422,14 +432,20 @@ export async function startAlpacaTradingServer(
   const listOrders = (url: URL): Response => {
     const status = url.searchParams.get("status") ?? "open";
     const limit = Math.min(500, Number(url.searchParams.get("limit") ?? "50"));
-    const after = url.searchParams.get("after");
+    const afterText = url.searchParams.get("after");
+    const after = afterText === null ? null : timestampNs(afterText);
+    if (afterText !== null && after === null) {
+      return error(422, 40010001, `invalid after: ${afterText}`);
+    }
     const direction = url.searchParams.get("direction") ?? "desc";
-    let list = orders.filter((order) =>
-      status === "all" || (status === "open" ? isOpen(order) : !isOpen(order))
-    );
-    if (after !== null) list = list.filter((order) => order.submitted_at > after);
-    if (direction === "desc") list = [...list].reverse();
-    return Response.json(list.slice(0, limit).map(orderJson));
+    // Oldest submission first; `orders` is in submission order, which breaks ties (a stable sort).
+    let list = orders
+      .filter((order) => status === "all" || (status === "open" ? isOpen(order) : !isOpen(order)))
+      .map((order) => ({ order, at: timestampNs(order.submitted_at) ?? 0n }))
+      .filter((entry) => after === null || entry.at > after)
+      .sort((x, y) => (x.at < y.at ? -1 : x.at > y.at ? 1 : 0));
+    if (direction === "desc") list = list.reverse();
+    return Response.json(list.slice(0, limit).map((entry) => orderJson(entry.order)));
   };
 
   const positionJson = (position: Position) => {
@@ -624,6 +640,7 @@ export async function startAlpacaTradingServer(
     marketFillParts: 1,
     binaryFrames: true,
     executionIds: true,
+    submittedAt: null,
     clock: {
       timestamp: "2022-04-28T14:07:04.451420928-04:00",
       is_open: true,
@@ -695,4 +712,15 @@ export async function startAlpacaTradingServer(
     },
   };
   return server;
+}
+
+const TIMESTAMP = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$/i;
+
+/** Nanoseconds since the epoch of an RFC 3339 time, or null when it is not one. */
+function timestampNs(text: string): bigint | null {
+  const match = TIMESTAMP.exec(text);
+  if (!match) return null;
+  const secondMs = Date.parse(`${match[1]}${match[3]}`);
+  if (!Number.isFinite(secondMs)) return null;
+  return BigInt(secondMs) * 1_000_000n + BigInt((match[2] ?? "").padEnd(9, "0"));
 }
