@@ -756,6 +756,50 @@ Deno.test("a batch decided while the one before commits counts its orders as ope
   assert.equal((await h.orders()).length, 2);
 });
 
+Deno.test("orders in other symbols count in gross exposure: same batch, or open at the broker", async () => {
+  // Limit 1000 at prices of 100: 6 of one symbol (600) and 6 of another (600) exceed it together.
+  await using h = await harness({ risk: (c) => ({ ...noLimits(c), max_gross_exposure: "1000" }) });
+  quote(h.cache, "BTC-USDT", "100", "100");
+  quote(h.cache, "ETH-USDT", "100", "100");
+  const buy = (id: string, symbol: string, extra: Record<string, string> = {}) => ({
+    body: { id, symbol, side: "buy", qty: "6", ...extra },
+    strategy: "x",
+    source: "nats" as const,
+  });
+  const resting = { type: "limit", limit_price: "90", time_in_force: "gtc" };
+  // In one batch: the second order would take gross exposure to 1200.
+  const outcomes = await h.engine.processSignals([
+    buy("b-1", "BTC-USDT", resting),
+    buy("e-1", "ETH-USDT", resting),
+  ]);
+  assert.deepEqual(outcomes.map((o) => o.status), ["accepted", "rejected"]);
+  const [first, second] = outcomes;
+  if (second?.status === "rejected") {
+    assert.deepEqual(rulesOf(second.reasons), ["max_gross_exposure"]);
+    assert.match(second.reasons[0]!.message, /open orders of other symbols 600/);
+  }
+  // Open at the broker (resting at 90, valued at the mark 100): the same in a later batch.
+  if (first?.status === "accepted") await waitForStatus(h.sql, first.order.id, "submitted");
+  const [later] = await h.engine.processSignals([buy("e-2", "ETH-USDT", resting)]);
+  assert.equal(later?.status, "rejected");
+  // What fits beside it is accepted: 600 + 4 × 100.
+  const [fits] = await h.engine.processSignals([{
+    ...buy("e-3", "ETH-USDT"),
+    body: { id: "e-3", symbol: "ETH-USDT", side: "buy", qty: "4" },
+  }]);
+  assert.equal(fits?.status, "accepted");
+  // Orders count as if all filled, reductions not counted: a sell of BTC beside the resting buy
+  // of 6 adds nothing while short 1 is less than long 6, and is refused once short 7 is more.
+  const sell = (id: string, qty: string) => ({
+    body: { id, symbol: "BTC-USDT", side: "sell", qty },
+    strategy: "x",
+    source: "nats" as const,
+  });
+  const [small, big] = await h.engine.processSignals([sell("s-1", "1"), sell("s-2", "7")]);
+  assert.equal(small?.status, "accepted");
+  assert.equal(big?.status, "rejected");
+});
+
 Deno.test("a fill stored before the position tracker applies it counts in the position and gross exposure", async () => {
   // The tracker is busy (as in a burst): the fill is stored without its position.
   await using h = await harness({

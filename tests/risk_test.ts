@@ -7,6 +7,7 @@ import {
   formatAge,
   isReduction,
   limitsFor,
+  openExposureQty,
   type ProposedOrder,
   referencePrice,
   RISK_RULES,
@@ -203,6 +204,36 @@ Deno.test("max_gross_exposure accepts at the limit and refuses just over", () =>
   // A flip is not a reduction: 9000 + (|after| − |before|) × 100.
   assert.deepEqual(rules(sell("20"), flip), []); // 9000 + (15 − 5) × 100 = 10000
   assert.deepEqual(rules(sell("20.00000001"), flip), ["max_gross_exposure"]);
+});
+
+Deno.test("max_gross_exposure counts every open order as filled, in other symbols and on the other side", () => {
+  const lim = limits({ max_gross_exposure: d("1000") });
+  // Open orders of other symbols that would add 600 if filled leave room for 400.
+  const others = context({ limits: lim, open_gross_exposure: d("600") });
+  assert.deepEqual(rules(buy("4"), others), []);
+  assert.deepEqual(checkRisk(buy("4.01"), others), [{
+    rule: "max_gross_exposure",
+    message:
+      "gross exposure after the order 1001 exceeds max_gross_exposure 1000 (open orders of other symbols 600)",
+  }]);
+  // The order's symbol at its worst: open sells of 8 could take a flat position to short 8, so a
+  // buy of 2 adds nothing to that worst case; a buy of 9 does (long 9 > short 8).
+  const opposite = context({ limits: lim, open_sell_qty: d("8"), open_gross_exposure: d("150") });
+  assert.deepEqual(rules(buy("2"), opposite), []); // 150 + 8 × 100 = 950
+  assert.deepEqual(rules(buy("9"), opposite), ["max_gross_exposure"]); // 150 + 9 × 100
+  // Reductions are not counted, and a reducing order is never refused.
+  const long = context({ limits: lim, gross_exposure: d("500"), position_qty: d("5") });
+  assert.deepEqual(rules(sell("3"), { ...long, open_gross_exposure: d("900") }), []);
+});
+
+Deno.test("openExposureQty is the most open orders can add to a position, reductions not counted", () => {
+  const q = (p: string, b: string, s: string) => openExposureQty(d(p), d(b), d(s)).toString();
+  assert.equal(q("0", "6", "0"), "6");
+  assert.equal(q("0", "6", "8"), "8"); // short 8 is the worst
+  assert.equal(q("5", "2", "8"), "2"); // long 7 beats short 3
+  assert.equal(q("5", "0", "3"), "0"); // a sell against a long takes nothing off, adds nothing
+  assert.equal(q("5", "0", "12"), "2"); // a flip: short 7
+  assert.equal(q("-4", "1", "1"), "1");
 });
 
 Deno.test("max_open_orders accepts the last allowed order and refuses the next", () => {

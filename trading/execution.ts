@@ -143,6 +143,8 @@ import {
 import {
   checkRisk,
   limitsFor,
+  openExposureQty,
+  referencePrice,
   type RiskConfig,
   type RiskContext,
   type RiskLimits,
@@ -670,6 +672,12 @@ export class ExecutionEngine {
   readonly #openById = new Map<string, string>();
   /** Unfilled quantity of open orders per symbol and side. */
   readonly #openQty = new Map<string, { buy: Decimal; sell: Decimal }>();
+  /**
+   * The highest reference price of the orders seen per symbol: prices their
+   * open orders' exposure when the symbol has no mark (an order resting in a
+   * symbol without market data).
+   */
+  readonly #refPrices = new Map<string, Decimal>();
   /** Symbols known to exist in the `symbols` table. */
   readonly #symbols = new Set<string>();
   /**
@@ -1141,11 +1149,52 @@ export class ExecutionEngine {
     const positions = new Map<string, Decimal>();
     const prices = new Map<string, { price: Decimal; exchange: Exchange } | null>();
     const maxAgeMs = this.#execution.max_price_age_ms;
-    const gross = this.#state.exposure(
-      (symbol) => markPrice(this.#cache, symbol, maxAgeMs, now),
-      { unapplied_fills: true },
-    ).gross;
+    const marks = new Map<string, Decimal | null>();
+    const markOf = (symbol: string) => {
+      let mark = marks.get(symbol);
+      if (mark === undefined) {
+        marks.set(symbol, mark = markPrice(this.#cache, symbol, maxAgeMs, now));
+      }
+      return mark;
+    };
+    const gross = this.#state.exposure(markOf, { unapplied_fills: true }).gross;
     const realized = this.#state.realizedToday(now);
+    const positionOf = (symbol: string): Decimal => {
+      let position = positions.get(symbol);
+      if (position === undefined) {
+        // Fills stored but not yet applied by the tracker count as applied.
+        position = this.#state.position(symbol).qty.plus(this.#state.unappliedQty(symbol));
+        positions.set(symbol, position);
+      }
+      return position;
+    };
+    // What the open orders of each symbol add to gross exposure at worst (`openExposureQty` at
+    // the symbol's mark); kept current as the batch accepts orders. Per batch, only under a
+    // gross exposure limit: one entry per symbol with open orders.
+    const openGross = new Map<string, Decimal>();
+    let openGrossTotal = ZERO;
+    const exposureOf = (symbol: string, fallback: Decimal | null): Decimal => {
+      const base = this.#openQty.get(symbol);
+      const flying = this.#flyingQty.get(symbol);
+      const extra = extraQty.get(symbol);
+      const qty = openExposureQty(
+        positionOf(symbol),
+        sum(base?.buy, flying?.buy, extra?.buy),
+        sum(base?.sell, flying?.sell, extra?.sell),
+      );
+      if (qty.isZero()) return ZERO;
+      const price = markOf(symbol) ?? this.#refPrices.get(symbol) ?? fallback;
+      return price === null ? ZERO : qty.times(price);
+    };
+    const grossLimited = this.#limits.max_gross_exposure !== null;
+    if (grossLimited) {
+      for (const symbol of new Set([...this.#openQty.keys(), ...this.#flyingQty.keys()])) {
+        const value = exposureOf(symbol, null);
+        if (value.isZero()) continue;
+        openGross.set(symbol, value);
+        openGrossTotal = openGrossTotal.plus(value);
+      }
+    }
     return prepared.map((p): Decision => {
       const signal = {
         strategy: p.strategy,
@@ -1189,12 +1238,8 @@ export class ExecutionEngine {
       const base = this.#openQty.get(s.symbol);
       const flying = this.#flyingQty.get(s.symbol);
       const extra = extraQty.get(s.symbol);
-      let position = positions.get(s.symbol);
-      if (position === undefined) {
-        // Fills stored but not yet applied by the tracker count as applied.
-        position = this.#state.position(s.symbol).qty.plus(this.#state.unappliedQty(s.symbol));
-        positions.set(s.symbol, position);
-      }
+      const position = positionOf(s.symbol);
+      const ownOpenGross = openGross.get(s.symbol);
       const context: RiskContext = {
         limits: this.#limits,
         position_qty: position,
@@ -1202,6 +1247,9 @@ export class ExecutionEngine {
         open_sell_qty: sum(base?.sell, flying?.sell, extra?.sell),
         open_orders: this.#open.size + this.#flyingOrders + extraOpen,
         gross_exposure: gross,
+        open_gross_exposure: ownOpenGross === undefined
+          ? openGrossTotal
+          : openGrossTotal.minus(ownOpenGross),
         last_price: priced?.price ?? null,
         realized_pnl_today: realized,
         kill_switch: this.#kill.active,
@@ -1227,6 +1275,13 @@ export class ExecutionEngine {
         if (s.side === "buy") sums.buy = sums.buy.plus(s.qty);
         else sums.sell = sums.sell.plus(s.qty);
         extraQty.set(s.symbol, sums);
+        const reference = referencePrice(s, priced?.price ?? null);
+        if (reference !== null) this.#noteRefPrice(s.symbol, reference);
+        if (grossLimited) {
+          const value = exposureOf(s.symbol, reference);
+          openGrossTotal = openGrossTotal.minus(ownOpenGross ?? ZERO).plus(value);
+          openGross.set(s.symbol, value);
+        }
       }
       return {
         item: { signal, outcome: { status: "accepted", order: newOrderOf(s, brokerName) } },
@@ -1234,6 +1289,12 @@ export class ExecutionEngine {
         counted: !duplicate,
       };
     });
+  }
+
+  /** Remembers `price` as the symbol's reference price when it is the highest seen. */
+  #noteRefPrice(symbol: string, price: Decimal): void {
+    const known = this.#refPrices.get(symbol);
+    if (known === undefined || price.gt(known)) this.#refPrices.set(symbol, price);
   }
 
   /** Whether an accepted order names a symbol not known to be in the `symbols` table. */
@@ -1425,6 +1486,10 @@ export class ExecutionEngine {
     this.#open.set(row.client_order_id, tracked);
     this.#openById.set(row.id, row.client_order_id);
     this.#adjustOpenQty(tracked, 1);
+    const own = row.limit_price ?? row.stop_price;
+    if (own !== null && !this.#refPrices.has(row.symbol)) {
+      this.#noteRefPrice(row.symbol, fromDb(own));
+    }
     this.#state.setOpenOrder(row.client_order_id, {
       symbol: row.symbol,
       side: row.side,

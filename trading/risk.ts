@@ -17,8 +17,19 @@
  *   checked without a last price.
  * - `max_position`: `|position after| ≤ max_position_qty`, where the
  *   position after counts open orders of the same side as filled.
- * - `max_gross_exposure`: `gross exposure + (|position after| − |position|) ×
- *   reference price ≤ max_gross_exposure`.
+ * - `max_gross_exposure`: `gross exposure + open gross exposure + (worst
+ *   |position| − |position|) × reference price ≤ max_gross_exposure`, the
+ *   worst case of every open order filling: the gross exposure of the
+ *   positions (their fills not yet applied included), what the open orders of
+ *   the OTHER symbols — open, in flight, accepted earlier in the batch —
+ *   would add if all filled (`open_gross_exposure`, see
+ *   {@linkcode openExposureQty}), and the order's symbol at its worst
+ *   position: the larger of `|position after|` (open orders of the order's
+ *   side counted as filled, as for `max_position`) and `|position −
+ *   open orders of the other side|`. Orders are counted as if they all
+ *   filled and reductions are not counted (a resting sell against a long does
+ *   not lower the figure; one that would flip it raises it by the flip): the
+ *   worst case, never below what fills can reach.
  * - `max_open_orders`: the order would be open order number
  *   `open_orders + 1 ≤ max_open_orders`.
  * - `daily_loss_limit`: once today's realized P&L is `≤ −daily_loss_limit`,
@@ -40,7 +51,7 @@
  */
 
 import { type Exchange, EXCHANGES } from "../market/events.ts";
-import { type Decimal, parseDecimal, toJson } from "./money.ts";
+import { type Decimal, parseDecimal, toJson, ZERO } from "./money.ts";
 import { isUsEquityMarketOpen, type UsEquityMarketClock } from "./market_hours.ts";
 import type { OrderType, Side } from "./signal.ts";
 
@@ -284,6 +295,12 @@ export interface RiskContext {
   open_orders: number;
   /** Σ|quantity × mark| over all current positions. */
   gross_exposure: Decimal;
+  /**
+   * What the open orders of the other symbols (open, in flight, accepted
+   * earlier in the batch) add to gross exposure if they all fill: Σ over
+   * those symbols of {@linkcode openExposureQty} × price. @default {ZERO}
+   */
+  open_gross_exposure?: Decimal;
   /** Last market price of the symbol; `null` when there is none (fresh enough). */
   last_price: Decimal | null;
   /**
@@ -339,6 +356,29 @@ export function formatAge(ms: number): string {
     if (n >= 1) return `${n} ${n === 1 ? one : many}`;
   }
   return `${Math.max(0, Math.floor(ms))} ms`;
+}
+
+/**
+ * How much open orders can add to the absolute position in a symbol if they
+ * fill, in any order and any part: `max(|position + buys|, |position −
+ * sells|) − |position|`, never negative (`buys` and `sells` are the unfilled
+ * quantities). Reductions are not counted: a sell resting against a long adds
+ * nothing, and takes nothing off.
+ *
+ * @example
+ * ```ts
+ * import { openExposureQty } from "./risk.ts";
+ * import { parseDecimal as d } from "./money.ts";
+ *
+ * openExposureQty(d("5"), d("2"), d("8")).toString(); // "2": long 7 at worst (short 3 is less)
+ * ```
+ */
+export function openExposureQty(position: Decimal, buys: Decimal, sells: Decimal): Decimal {
+  const up = position.plus(buys).abs();
+  const down = position.minus(sells).abs();
+  const worst = up.gt(down) ? up : down;
+  const extra = worst.minus(position.abs());
+  return extra.isNeg() ? ZERO : extra;
 }
 
 /**
@@ -470,14 +510,24 @@ export function checkRisk(order: ProposedOrder, context: RiskContext): RiskViola
 
   const maxGross = limits.max_gross_exposure;
   if (maxGross !== null && price !== null && !reduces) {
-    const grossAfter = context.gross_exposure.plus(
-      after.abs().minus(context.position_qty.abs()).times(price),
-    );
+    // The order's symbol at its worst: this order and its side's open orders filled, or the
+    // other side's open orders filled.
+    const otherSide = order.side === "buy" ? context.open_sell_qty?.neg() : context.open_buy_qty;
+    const otherWorst =
+      (otherSide === undefined ? context.position_qty : context.position_qty.plus(otherSide)).abs();
+    const worst = after.abs().gt(otherWorst) ? after.abs() : otherWorst;
+    const grossAfter = context.gross_exposure
+      .plus(context.open_gross_exposure ?? ZERO)
+      .plus(worst.minus(context.position_qty.abs()).times(price));
     if (grossAfter.gt(maxGross)) {
       fail(
         "max_gross_exposure",
         `gross exposure after the order ${toJson(grossAfter)} exceeds max_gross_exposure ${
           toJson(maxGross)
+        }${
+          context.open_gross_exposure === undefined || context.open_gross_exposure.isZero()
+            ? ""
+            : ` (open orders of other symbols ${toJson(context.open_gross_exposure)})`
         }`,
       );
     }
