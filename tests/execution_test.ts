@@ -896,6 +896,26 @@ Deno.test("a signal id maps to one order, within a batch and across batches", as
   assert.equal(h.fills.length, 4);
 });
 
+Deno.test("a stored signal sent again (not a redelivery) takes no risk room from a new signal of its batch", async () => {
+  await using h = await harness({ risk: (c) => ({ ...noLimits(c), max_open_orders: 2 }) });
+  const [a] = await h.engine.processSignals([restingLimit("a", "buy", "40000")]);
+  if (a?.status !== "accepted") throw new Error("accepted");
+  await waitForStatus(h.sql, a.order.id, "submitted");
+  // The strategy publishes "a" again (its publish timed out), then "b": one batch.
+  const outcomes = await h.engine.processSignals([
+    restingLimit("a", "buy", "40000"),
+    restingLimit("b", "buy", "40000"),
+  ]);
+  assert.deepEqual(outcomes.map((o) => [o.status, o.duplicate]), [
+    ["accepted", true],
+    ["accepted", false],
+  ]);
+  // The room is still counted: a third order is one too many.
+  const [c] = await h.engine.processSignals([restingLimit("c", "buy", "40000")]);
+  assert.equal(c?.status, "rejected");
+  assert.equal((await h.orders()).length, 2);
+});
+
 Deno.test("a signal whose commit answer was lost is taken over when it comes again", async () => {
   await using h = await harness();
   // The engine's transaction committed but the answer never came back: the caller saw a

@@ -29,6 +29,11 @@
  *    batch is decided inside its transaction); a signal stored before comes back with its stored
  *    outcome and creates nothing (an open order of it the engine does not
  *    track — a commit whose answer was lost — is taken over and submitted).
+ *    A stored signal must not take risk room from the new ones: a batch
+ *    holding a redelivery reads the stored keys before deciding, and one
+ *    where a signal was refused for a rule counting open orders after an
+ *    order that may be a duplicate (`#roomTaken`) is decided again with them,
+ *    after the batches committing — the usual batch reads nothing more.
  *    Only then does the call resolve — the caller acknowledges JetStream
  *    messages after that.
  * 5. New orders are submitted to their brokers with their `client_order_id`;
@@ -200,6 +205,12 @@ export const DEFAULT_MARKET_CLOCK_TTL_MS = 30_000;
 export const DEFAULT_STATE_WAIT_MS = 30_000;
 /** Most orders remembered as caught up by a reconciliation (see `#settle`). */
 const MAX_CAUGHT_UP = 10_000;
+/** The risk rules that count open orders: a duplicate counted as new could take their room. */
+const ROOM_RULES: ReadonlySet<string> = new Set([
+  "max_open_orders",
+  "max_position",
+  "max_gross_exposure",
+]);
 /** Source of alerts raised by the engine. */
 export const EXECUTION_ALERT_SOURCE = "execution";
 
@@ -982,7 +993,12 @@ export class ExecutionEngine {
     await this.#refreshMarketClocks(prepared);
     const checkStored = items.length > 1 && items.some((item) => item.redelivered === true);
     const decisions = checkStored ? null : this.#decide(prepared, new Set());
-    const locked = decisions === null || this.#needsSymbols(decisions);
+    // A signal stored before and sent again (not a redelivery) is counted as a new order until
+    // the insert says otherwise. Only when that can have cost another signal its room — one is
+    // refused for a rule counting open orders, after an accepted one of the batch or beside
+    // batches committing — is the batch decided again, after those commits, with stored keys.
+    const redecide = decisions !== null && this.#roomTaken(decisions);
+    const locked = decisions === null || redecide || this.#needsSymbols(decisions);
     let commit: Promise<SignalOutcome[]>;
     if (!locked) {
       const flying = this.#fly(decisions);
@@ -1003,7 +1019,7 @@ export class ExecutionEngine {
       await this.#drainBatches();
       commit = (async () => {
         const { results, decisions, symbols } = await unitOfWork(this.#sql, async (tx) => {
-          const stored = checkStored
+          const stored = checkStored || (redecide && items.length > 1)
             ? await storedSignalKeys(
               tx,
               prepared.map((p) => ({ strategy: p.strategy, id: p.clientSignalId })),
@@ -1295,6 +1311,25 @@ export class ExecutionEngine {
   #noteRefPrice(symbol: string, price: Decimal): void {
     const known = this.#refPrices.get(symbol);
     if (known === undefined || price.gt(known)) this.#refPrices.set(symbol, price);
+  }
+
+  /**
+   * Whether a signal of `decisions` was refused for a rule that counts open
+   * orders (max_open_orders, max_position, max_gross_exposure) while orders
+   * that may turn out to be duplicates were counted: an accepted order of the
+   * batch before it, or orders of batches still committing.
+   */
+  #roomTaken(decisions: readonly Decision[]): boolean {
+    let counted = this.#flyingOrders > 0;
+    for (const { item, counted: accepted } of decisions) {
+      if (accepted) counted = true;
+      else if (counted && item.outcome.status === "rejected") {
+        for (const reason of item.outcome.reasons as readonly RejectReason[]) {
+          if ("rule" in reason && ROOM_RULES.has(reason.rule)) return true;
+        }
+      }
+    }
+    return false;
   }
 
   /** Whether an accepted order names a symbol not known to be in the `symbols` table. */
