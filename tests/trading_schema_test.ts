@@ -116,10 +116,22 @@ Deno.test("trading migration creates every table, and the enums match the TypeSc
   assert.deepEqual(await enumLabels(db.sql, "signal_status"), [...SIGNAL_STATUSES]);
   assert.deepEqual(await enumLabels(db.sql, "alert_severity"), [...ALERT_SEVERITIES]);
   const money = await db.sql`
-    select table_name, column_name from information_schema.columns
+    select table_name, column_name, numeric_precision, numeric_scale
+    from information_schema.columns
     where table_schema = 'public' and data_type = 'numeric'
       and (numeric_precision, numeric_scale) is distinct from (20, 8)`;
-  assert.deepEqual([...money], [], "every NUMERIC column is NUMERIC(20,8)");
+  // Money is NUMERIC(20,8); a position's cost basis (Σ qty × price, each of 8 decimals) is
+  // kept exact at 16 (migration 0004).
+  assert.deepEqual(
+    [...money].map((row) => ({ ...row })),
+    [{
+      table_name: "positions",
+      column_name: "cost_basis",
+      numeric_precision: 38,
+      numeric_scale: 16,
+    }],
+    "every other NUMERIC column is NUMERIC(20,8)",
+  );
   const [portfolio] = await db.sql`select id, cash from portfolios`;
   assert.deepEqual({ ...portfolio }, { id: "default", cash: "0.00000000" });
   const indexes = (await db.sql`select indexname from pg_indexes where schemaname = 'public'`)
@@ -155,9 +167,10 @@ Deno.test("trading migration creates every table, and the enums match the TypeSc
 Deno.test("trading migration reverts completely and re-applies to an identical catalog", async () => {
   await using db = await migratedDatabase();
   const before = await catalogDump(db.sql);
-  // Down to version 1: 0003 (what the one-statement trading writes need) goes too.
+  // Down to version 1: 0003 (what the one-statement trading writes need) and 0004 (the cost
+  // basis) go too.
   const down = await db.migrator.down(1, { only: "postgres" });
-  assert.deepEqual(down.postgres?.reverted.map((m) => m.version), [3, 2]);
+  assert.deepEqual(down.postgres?.reverted.map((m) => m.version), [4, 3, 2]);
   assert.deepEqual(await publicTables(db.sql), ["engine_runs", "schema_migrations"]);
   const leftovers = await db.sql`
     select t.typname from pg_type t join pg_namespace n on n.oid = t.typnamespace
@@ -167,7 +180,7 @@ Deno.test("trading migration reverts completely and re-applies to an identical c
     where n.nspname = 'public'`;
   assert.deepEqual([...leftovers], [], "no enum or function is left behind");
   const up = await db.migrator.up(undefined, { only: "postgres" });
-  assert.deepEqual(up.postgres?.applied.map((m) => m.version), [2, 3]);
+  assert.deepEqual(up.postgres?.applied.map((m) => m.version), [2, 3, 4]);
   assert.deepEqual(await catalogDump(db.sql), before);
 });
 
