@@ -1,39 +1,10 @@
 import assert from "node:assert/strict";
-import { Hono } from "hono";
-import { connect } from "@nats-io/transport-node";
-import { startRoot } from "../actors/supervisor.ts";
-import { tradingSupervisor } from "../actors/trading.ts";
-import { errorHandler, notFound } from "../api/errors.ts";
-import { tradingRoutes } from "../api/trading.ts";
-import { loadConfig } from "../config/mod.ts";
-import { nullLogger } from "../lib/log.ts";
-import { LatestCache } from "../market/latest_cache.ts";
-import { startNatsServer } from "./_nats_server.ts";
-import { migratedDatabase } from "./_postgres.ts";
+import { startTradingApi } from "./_trading_api.ts";
 
 /** The trading API (no API key) on a running trading subtree, a private NATS and its own database. */
 async function tradingApi() {
-  const nats = await startNatsServer();
-  const db = await migratedDatabase();
-  const config = await loadConfig({ args: [], env: {} });
-  const nc = await connect({ servers: nats.url });
-  const cache = new LatestCache();
-  const trading = tradingSupervisor({ config, nats: nc, sql: db.sql, cache, log: nullLogger });
-  const root = await startRoot({ name: "root" }, [trading]);
-  const app = new Hono();
-  app.onError(errorHandler(nullLogger));
-  app.notFound(notFound);
-  app.route(
-    "/api/v1/trading",
-    tradingRoutes({
-      sql: db.sql,
-      engine: trading.engine,
-      state: trading.state,
-      cache,
-      maxPriceAgeMs: 60_000,
-      apiKeyHashes: [],
-    }),
-  );
+  const api = await startTradingApi();
+  const { app } = api;
   const call = async (method: string, path: string, body?: string) => {
     const res = await app.request(`/api/v1/trading${path}`, {
       method,
@@ -41,16 +12,7 @@ async function tradingApi() {
     });
     return { status: res.status, body: await res.json() };
   };
-  return {
-    call,
-    trading,
-    async [Symbol.asyncDispose]() {
-      await root.stop();
-      await nc.close();
-      await db[Symbol.asyncDispose]();
-      await nats.stop();
-    },
-  };
+  return Object.assign(api, { call });
 }
 
 Deno.test("trading API answers bad input with 400 or 404 naming the parameter, never 500", async (t) => {

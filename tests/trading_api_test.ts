@@ -1,19 +1,16 @@
 import assert from "node:assert/strict";
 import { Hono } from "hono";
-import { connect } from "@nats-io/transport-node";
-import { startRoot } from "../actors/supervisor.ts";
 import { BrokerRejectedError, BrokerUnavailableError } from "../brokers/broker.ts";
-import { tradingSupervisor } from "../actors/trading.ts";
-import { errorHandler, notFound } from "../api/errors.ts";
+import { errorHandler } from "../api/errors.ts";
 import { tradingRoutes } from "../api/trading.ts";
-import { hashApiKey, loadConfig } from "../config/mod.ts";
+import { hashApiKey } from "../config/mod.ts";
 import { nullLogger } from "../lib/log.ts";
 import { LatestCache } from "../market/latest_cache.ts";
 import type { ExecutionEngine } from "../trading/execution.ts";
 import { PortfolioState } from "../trading/portfolio_state.ts";
-import { startNatsServer } from "./_nats_server.ts";
 import { waitFor } from "./_helpers.ts";
 import { migratedDatabase } from "./_postgres.ts";
+import { startTradingApi } from "./_trading_api.ts";
 
 const KEY = "test-api-key-0123456789";
 
@@ -35,28 +32,12 @@ function quote(cache: LatestCache, symbol: string, bid: string, ask: string) {
 
 /** The trading API on a running trading subtree (paper broker, tracker, execution). */
 async function tradingApi() {
-  const nats = await startNatsServer();
-  const db = await migratedDatabase();
-  const config = await loadConfig({ args: [], env: { TRADEWIRE_RISK__MAX_ORDER_QTY: "10" } });
-  const nc = await connect({ servers: nats.url });
-  const cache = new LatestCache();
-  quote(cache, "BTC-USDT", "50000", "50002");
-  const trading = tradingSupervisor({ config, nats: nc, sql: db.sql, cache, log: nullLogger });
-  const root = await startRoot({ name: "root" }, [trading]);
-  const app = new Hono();
-  app.onError(errorHandler(nullLogger));
-  app.notFound(notFound);
-  app.route(
-    "/api/v1/trading",
-    tradingRoutes({
-      sql: db.sql,
-      engine: trading.engine,
-      state: trading.state,
-      cache,
-      maxPriceAgeMs: 60_000,
-      apiKeyHashes: [await hashApiKey(KEY)],
-    }),
-  );
+  const api = await startTradingApi({
+    env: { TRADEWIRE_RISK__MAX_ORDER_QTY: "10" },
+    apiKeyHashes: [await hashApiKey(KEY)],
+    prime: (cache) => quote(cache, "BTC-USDT", "50000", "50002"),
+  });
+  const { app } = api;
   const call = (
     method: string,
     path: string,
@@ -75,18 +56,7 @@ async function tradingApi() {
         ? {}
         : { body: typeof body === "string" ? body : JSON.stringify(body) }),
     });
-  return {
-    call,
-    trading,
-    cache,
-    sql: db.sql,
-    async [Symbol.asyncDispose]() {
-      await root.stop();
-      await nc.close();
-      await db[Symbol.asyncDispose]();
-      await nats.stop();
-    },
-  };
+  return Object.assign(api, { call });
 }
 
 Deno.test("POST /signal creates a filled order; the same id again returns it without a second order", async () => {
