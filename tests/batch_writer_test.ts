@@ -761,77 +761,87 @@ for (const worker of [false, true]) {
   );
 }
 
-Deno.test("while ClickHouse is cut off rows wait in a bounded buffer and the stream, then all N arrive once", async () => {
-  await using db = await marketDatabase();
-  await using env = await streamEnv();
-  await using proxy = startTcpProxy({
+/** ClickHouse behind a TCP proxy the test can cut, and a client that goes through it. */
+function clickHouseBehindProxy() {
+  const proxy = startTcpProxy({
     hostname: new URL(CH_URL).hostname,
     port: Number(new URL(CH_URL).port || 8123),
   });
-  const viaProxy = createClickHouse({ url: proxy.url, request_timeout_ms: 5_000 }, {
+  const client = createClickHouse({ url: proxy.url, request_timeout_ms: 5_000 }, {
     database: "default",
   });
-  try {
-    const n = 3_000;
-    const messages = tradeMessages(0, n);
-    const batchRows = 200;
-    const fetchMessages = 20;
-    await using writer = await startWriter(env, db, {
-      clickhouse: viaProxy,
-      overrides: { batch_rows: batchRows, fetch_messages: fetchMessages },
-    });
-    const half = Math.floor(messages.length / 3);
-    await env.publishAll(messages.slice(0, half));
-    await waitFor(
-      async () => (await countRaw(db, "market_trades")) >= 200,
-      20_000,
-      "rows before the cut",
-    );
-    proxy.cut();
-    await env.publishAll(messages.slice(half));
-    const w = writer.status.writer;
-    await waitFor(
-      () => w.clickhouse === "down" && w.failures > 0,
-      10_000,
-      "writer sees ClickHouse down",
-    );
-    // It fills the batch being retried and one more, then stops pulling: the
-    // messages it holds stop growing from one retry to the next.
-    let held = -1;
-    await waitFor(
-      async () => {
-        const failures = w.failures;
-        const now = (await env.consumerInfo()).num_ack_pending;
-        const stable = now === held;
-        held = now;
-        if (!stable) await waitFor(() => w.failures > failures, 5_000, "another retry");
-        return stable;
-      },
-      15_000,
-      "pulling stopped",
-    );
-    const bound = 2 * (batchRows + fetchMessages * 10);
-    assert.ok(w.buffered_rows >= batchRows, `buffered ${w.buffered_rows}`);
-    assert.ok(w.buffered_rows <= bound, `buffered ${w.buffered_rows} > ${bound}`);
-    const info = await env.consumerInfo();
-    assert.ok(info.num_pending > 0, "the rest stays in the stream");
-    await waitFor(() => w.pending_messages > 0, 5_000, "pending_messages reported");
-    assert.ok(w.last_error !== null);
-    proxy.restore();
-    await waitFor(async () => (await countFinal(db, "market_trades")) === n, 30_000, "all N rows");
-    assert.equal(await tradeKeysUnique(db), n);
-    assert.equal(await countRaw(db, "market_trades"), n, "no copies, not even before merges");
-    await waitFor(() => writer.spec.counters.acked === messages.length, 10_000, "all acknowledged");
-    assert.equal(await candleTrades(db), n, "candles count every trade once");
-    await waitFor(
-      () => w.clickhouse === "up" && w.last_error === null,
-      5_000,
-      "writer sees ClickHouse up",
-    );
-    await writer.stop();
-  } finally {
-    await viaProxy.close();
-  }
+  return {
+    proxy,
+    client,
+    async [Symbol.asyncDispose]() {
+      await client.close();
+      await proxy[Symbol.asyncDispose]();
+    },
+  };
+}
+
+Deno.test("while ClickHouse is cut off rows wait in a bounded buffer and the stream, then all N arrive once", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  await using behind = clickHouseBehindProxy();
+  const { proxy, client: viaProxy } = behind;
+  const n = 3_000;
+  const messages = tradeMessages(0, n);
+  const batchRows = 200;
+  const fetchMessages = 20;
+  await using writer = await startWriter(env, db, {
+    clickhouse: viaProxy,
+    overrides: { batch_rows: batchRows, fetch_messages: fetchMessages },
+  });
+  const half = Math.floor(messages.length / 3);
+  await env.publishAll(messages.slice(0, half));
+  await waitFor(
+    async () => (await countRaw(db, "market_trades")) >= 200,
+    20_000,
+    "rows before the cut",
+  );
+  proxy.cut();
+  await env.publishAll(messages.slice(half));
+  const w = writer.status.writer;
+  await waitFor(
+    () => w.clickhouse === "down" && w.failures > 0,
+    10_000,
+    "writer sees ClickHouse down",
+  );
+  // It fills the batch being retried and one more, then stops pulling: the
+  // messages it holds stop growing from one retry to the next.
+  let held = -1;
+  await waitFor(
+    async () => {
+      const failures = w.failures;
+      const now = (await env.consumerInfo()).num_ack_pending;
+      const stable = now === held;
+      held = now;
+      if (!stable) await waitFor(() => w.failures > failures, 5_000, "another retry");
+      return stable;
+    },
+    15_000,
+    "pulling stopped",
+  );
+  const bound = 2 * (batchRows + fetchMessages * 10);
+  assert.ok(w.buffered_rows >= batchRows, `buffered ${w.buffered_rows}`);
+  assert.ok(w.buffered_rows <= bound, `buffered ${w.buffered_rows} > ${bound}`);
+  const info = await env.consumerInfo();
+  assert.ok(info.num_pending > 0, "the rest stays in the stream");
+  await waitFor(() => w.pending_messages > 0, 5_000, "pending_messages reported");
+  assert.ok(w.last_error !== null);
+  proxy.restore();
+  await waitFor(async () => (await countFinal(db, "market_trades")) === n, 30_000, "all N rows");
+  assert.equal(await tradeKeysUnique(db), n);
+  assert.equal(await countRaw(db, "market_trades"), n, "no copies, not even before merges");
+  await waitFor(() => writer.spec.counters.acked === messages.length, 10_000, "all acknowledged");
+  assert.equal(await candleTrades(db), n, "candles count every trade once");
+  await waitFor(
+    () => w.clickhouse === "up" && w.last_error === null,
+    5_000,
+    "writer sees ClickHouse up",
+  );
+  await writer.stop();
 });
 
 Deno.test("a writer stopped mid-stream and started again (same durable consumer) writes every row once", async () => {
@@ -1001,39 +1011,30 @@ Deno.test("after a restart a fresh batch re-sending stored trades counts each tr
 Deno.test("a writer started while ClickHouse is away reads its watermarks when it returns, before its first insert", async () => {
   await using db = await marketDatabase();
   await using env = await streamEnv();
-  await using proxy = startTcpProxy({
-    hostname: new URL(CH_URL).hostname,
-    port: Number(new URL(CH_URL).port || 8123),
-  });
-  const viaProxy = createClickHouse({ url: proxy.url, request_timeout_ms: 5_000 }, {
-    database: "default",
-  });
-  try {
-    const btc = (i: number) => trade(i, { symbol: "BTC-USDT", venue_symbol: "BTCUSDT" });
-    const stored = Array.from({ length: 50 }, (_, i) => btc(i));
-    await env.publishAll([stored]);
-    const first = await startWriter(env, db);
-    await waitFor(() => first.spec.counters.acked === 1, 10_000, "first trades written");
-    await first.stop();
+  await using behind = clickHouseBehindProxy();
+  const { proxy, client: viaProxy } = behind;
+  const btc = (i: number) => trade(i, { symbol: "BTC-USDT", venue_symbol: "BTCUSDT" });
+  const stored = Array.from({ length: 50 }, (_, i) => btc(i));
+  await env.publishAll([stored]);
+  const first = await startWriter(env, db);
+  await waitFor(() => first.spec.counters.acked === 1, 10_000, "first trades written");
+  await first.stop();
 
-    proxy.cut();
-    await using second = await startWriter(env, db, { clickhouse: viaProxy });
-    const fresh = Array.from({ length: 20 }, (_, i) => btc(50 + i));
-    await env.publishAll([[...stored.slice(40), ...fresh]]);
-    const w = second.status.writer;
-    await waitFor(() => w.clickhouse === "down" && w.failures > 0, 10_000, "ClickHouse down");
-    proxy.restore();
-    await waitFor(() => second.spec.counters.acked === 1, 20_000, "written once back");
-    // A fresh message re-sending stored trades once ClickHouse is back: the watermarks hold.
-    await env.publishAll([stored.slice(30, 40)]);
-    await waitFor(() => second.spec.counters.acked === 2, 10_000, "re-sent trades handled");
-    assert.equal(await countRaw(db, "market_trades"), 70);
-    assert.equal(await candleTrades(db), 70);
-    assert.equal(second.spec.counters.duplicates_skipped, 20);
-    await second.stop();
-  } finally {
-    await viaProxy.close();
-  }
+  proxy.cut();
+  await using second = await startWriter(env, db, { clickhouse: viaProxy });
+  const fresh = Array.from({ length: 20 }, (_, i) => btc(50 + i));
+  await env.publishAll([[...stored.slice(40), ...fresh]]);
+  const w = second.status.writer;
+  await waitFor(() => w.clickhouse === "down" && w.failures > 0, 10_000, "ClickHouse down");
+  proxy.restore();
+  await waitFor(() => second.spec.counters.acked === 1, 20_000, "written once back");
+  // A fresh message re-sending stored trades once ClickHouse is back: the watermarks hold.
+  await env.publishAll([stored.slice(30, 40)]);
+  await waitFor(() => second.spec.counters.acked === 2, 10_000, "re-sent trades handled");
+  assert.equal(await countRaw(db, "market_trades"), 70);
+  assert.equal(await candleTrades(db), 70);
+  assert.equal(second.spec.counters.duplicates_skipped, 20);
+  await second.stop();
 });
 
 Deno.test("candles from trades are the hand-computed 1-minute OHLCV, whatever the arrival order", async () => {
