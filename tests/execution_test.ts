@@ -515,6 +515,14 @@ Deno.test("a body holding U+0000 or a lone surrogate (which jsonb refuses) is re
     input({ id: "ok-1", symbol: "BTC-USDT", side: "buy", qty: "0.5" }, "js-5"),
     input(surrogate, "js-6"),
     input(surrogateSymbol, "js-7"),
+    // A long array: its walk must not overflow the call stack (it did, failing the batch).
+    input({
+      id: "big-1",
+      symbol: "BTC-USDT",
+      side: "buy",
+      qty: "0.5",
+      extra: new Array(200_000).fill(0),
+    }, "js-8"),
   ]);
   assert.deepEqual(outcomes.map((o) => o.status), [
     "rejected",
@@ -522,6 +530,7 @@ Deno.test("a body holding U+0000 or a lone surrogate (which jsonb refuses) is re
     "rejected",
     "rejected",
     "accepted",
+    "rejected",
     "rejected",
     "rejected",
   ]);
@@ -534,6 +543,7 @@ Deno.test("a body holding U+0000 or a lone surrogate (which jsonb refuses) is re
     (await listSignals(h.sql, { limit: 10 })).items.map((r) => [r.client_signal_id, r]),
   );
   assert.deepEqual([...rows.values()].map((r) => [r.client_signal_id, r.status, r.symbol]).sort(), [
+    ["big-1", "rejected", "BTC-USDT"],
     ["js-4", "rejected", null],
     ["nul-1", "rejected", "BTC-USDT"],
     ["nul-2", "rejected", "BTC-USDT"],

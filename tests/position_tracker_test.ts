@@ -44,7 +44,7 @@ import {
   fillsStream,
   publishFill,
 } from "../trading/fills_stream.ts";
-import { markPrice, PortfolioState } from "../trading/portfolio_state.ts";
+import { applyTrackedFill, markPrice, PortfolioState } from "../trading/portfolio_state.ts";
 import { parseDecimal as d, ZERO } from "../trading/money.ts";
 import { RecordingClock } from "../lib/clock.ts";
 import { startNatsServer } from "./_nats_server.ts";
@@ -419,6 +419,32 @@ Deno.test("a fill the engine counts as not yet applied is forgotten once the tra
   });
   await h.state.load(h.sql);
   assert.equal(h.state.unappliedFillCount(), 0);
+});
+
+Deno.test("an unapplied fill reducing an unmarked position is valued as the position it leaves, at cost", () => {
+  const state = new PortfolioState({ starting_cash: "100000" });
+  const fill = (side: "buy" | "sell", qty: string, price: string) => ({
+    symbol: "XYZ-USD",
+    side,
+    qty: d(qty),
+    price: d(price),
+    fee: ZERO,
+    filled_at: Date.now(),
+  });
+  // Long 10 @ 100 (cost basis 1,000), applied; a sell of 5 @ 190 stored but not applied yet.
+  state.record(applyTrackedFill(state.position("XYZ-USD"), state.cash, fill("buy", "10", "100")));
+  state.addUnappliedFill("42", { symbol: "XYZ-USD", side: "sell", qty: d("5"), price: d("190") });
+  const noMark = () => null;
+  // Long 5 at cost: 500 (the sell releases basis at the entry price, not at 190 → 50).
+  assert.equal(state.exposure(noMark, { unapplied_fills: true }).gross.toFixed(), "500");
+  state.record(
+    applyTrackedFill(state.position("XYZ-USD"), state.cash, fill("sell", "5", "190")),
+    "42",
+  );
+  assert.equal(state.exposure(noMark).gross.toFixed(), "500");
+  // A flip through zero, unapplied: short 5 at 190.
+  state.addUnappliedFill("43", { symbol: "XYZ-USD", side: "sell", qty: d("10"), price: d("190") });
+  assert.equal(state.exposure(noMark, { unapplied_fills: true }).gross.toFixed(), "950");
 });
 
 /** mulberry32: a small seeded generator, so a failing stream can be replayed. */

@@ -577,11 +577,12 @@ function storableJson(value: unknown): boolean {
     if (typeof item === "string") {
       if (!storableText(item)) return false;
     } else if (Array.isArray(item)) {
-      stack.push(...item);
+      // One by one: spreading a long array into push overflows the call stack.
+      for (const child of item) stack.push(child);
     } else if (typeof item === "object" && item !== null) {
-      for (const [key, child] of Object.entries(item)) {
+      for (const key in item) {
         if (!storableText(key)) return false;
-        stack.push(child);
+        stack.push((item as Record<string, unknown>)[key]);
       }
     }
   }
@@ -1864,14 +1865,13 @@ export class ExecutionEngine {
    */
   #settle(batch: readonly Update[], orders: ReadonlyMap<string, Order>): readonly Update[] {
     const caughtUp = this.#caughtUp;
-    let watched: Set<string> | null = null;
+    let catchUps: Set<string> | null = null;
     for (const update of batch) {
-      if (update.kind === "catch_up") (watched ??= new Set(caughtUp.keys())).add(update.coid);
+      if (update.kind === "catch_up") (catchUps ??= new Set()).add(update.coid);
     }
-    if (watched === null) {
-      if (caughtUp.size === 0) return batch;
-      watched = new Set(caughtUp.keys());
-    }
+    if (catchUps === null && caughtUp.size === 0) return batch;
+    // Orders caught up before, or in this batch (looked up, not copied: up to MAX_CAUGHT_UP).
+    const watched = { has: (coid: string) => caughtUp.has(coid) || catchUps?.has(coid) === true };
     const sums = new Map<string, { filled: Decimal; value: Decimal }>();
     const sumOf = (coid: string) => {
       let sum = sums.get(coid);

@@ -431,6 +431,15 @@ export class PortfolioState {
     return this.#unapplied.size;
   }
 
+  /** `position` (flat when absent) with the unapplied fills of `symbol` applied, in order. */
+  #withUnapplied(symbol: string, position: Position | undefined): Position {
+    let after = position ?? emptyPosition(symbol);
+    for (const fill of this.#unapplied.values()) {
+      if (fill.symbol === symbol) after = applyPositionFill(after, fill);
+    }
+    return after;
+  }
+
   #forgetUnapplied(fillId: string): void {
     const fill = this.#unapplied.get(fillId);
     if (fill === undefined) return;
@@ -475,8 +484,9 @@ export class PortfolioState {
   /**
    * Gross and net exposure of the open positions at `markOf(symbol)` — with
    * `unapplied_fills`, of the positions the fills not yet applied make (a
-   * symbol without a mark is valued at cost: its cost basis plus the fills'
-   * quantity × price).
+   * symbol without a mark is valued at cost: the cost basis of the position
+   * those fills make, applied in order — a reducing fill releases basis at
+   * the entry price, not at its own).
    */
   exposure(
     markOf: (symbol: string) => Decimal | null | undefined,
@@ -488,27 +498,25 @@ export class PortfolioState {
     const unapplied = options.unapplied_fills === true && this.#unappliedBySymbol.size > 0
       ? this.#unappliedBySymbol
       : null;
-    const add = (symbol: string, qty: Decimal, cost: Decimal) => {
+    const add = (symbol: string, position: Position | undefined, withUnapplied: boolean) => {
+      const extra = withUnapplied ? unapplied?.get(symbol) : undefined;
+      const qty = (position?.qty ?? ZERO).plus(extra?.qty ?? ZERO);
       if (qty.isZero()) return;
       const mark = markOf(symbol) ?? null;
-      if (mark === null) unmarked.push(symbol);
-      const value = mark === null ? cost : qty.times(mark);
+      let value: Decimal;
+      if (mark !== null) value = qty.times(mark);
+      else {
+        unmarked.push(symbol);
+        value = costBasisOf(
+          extra === undefined ? position! : this.#withUnapplied(symbol, position),
+        );
+      }
       gross = gross.plus(value.abs());
       net = net.plus(value);
     };
-    for (const position of this.#positions.values()) {
-      const extra = unapplied?.get(position.symbol);
-      if (extra === undefined) add(position.symbol, position.qty, costBasisOf(position));
-      else {
-        add(
-          position.symbol,
-          position.qty.plus(extra.qty),
-          costBasisOf(position).plus(extra.cost),
-        );
-      }
-    }
-    for (const [symbol, extra] of unapplied ?? []) {
-      if (!this.#positions.has(symbol)) add(symbol, extra.qty, extra.cost);
+    for (const position of this.#positions.values()) add(position.symbol, position, true);
+    for (const symbol of unapplied?.keys() ?? []) {
+      if (!this.#positions.has(symbol)) add(symbol, undefined, true);
     }
     return { gross, net, unmarked: unmarked.sort() };
   }
