@@ -13,9 +13,11 @@ export const SECRET_KEY_PATTERN =
 
 /**
  * A URL's scheme and userinfo: everything from `//` to the last `@` before the
- * host (a password may hold a raw `@`; URL parsers split at the last one).
+ * host (a password may hold a raw `@`, `#`, `?` or `'`; URL parsers split at
+ * the last `@`). It stops at a `/` (the path), at white space and at `"`, `<`,
+ * `>` and `\` (the end of a quoted or bracketed URL in a log line).
  */
-const URL_USERINFO = /\b([a-z][a-z0-9+.-]*):\/\/([^\s/?#"'<>\\]*)@/gi;
+const URL_USERINFO = /\b([a-z][a-z0-9+.-]*):\/\/([^\s/"<>\\]*)@/gi;
 
 /** Schemes whose userinfo without a `:` is a secret: NATS takes `token@host` as the token. */
 const TOKEN_SCHEMES: ReadonlySet<string> = new Set(["nats", "tls", "ws", "wss"]);

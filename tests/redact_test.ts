@@ -14,6 +14,19 @@ Deno.test("redactUrl hides a URL password up to the last @ before the host", () 
     "postgres://app:***@127.0.0.1:5432/tw",
   );
   assert.equal(redactUrl("https://:p@@s@ch:8443"), "https://:***@ch:8443");
+  // Characters a password may hold raw, which a URL parser takes as part of it.
+  for (const password of ["abc#123", "a?b", "it's", "x#y?z@w"]) {
+    assert.equal(
+      redactUrl(`postgres://app:${password}@db:5432/tw`),
+      "postgres://app:***@db:5432/tw",
+    );
+  }
+  // An @ in a path or query, or in another JSON string, is no password.
+  assert.equal(redactUrl("https://host/path?email=a@b.com"), "https://host/path?email=a@b.com");
+  assert.equal(
+    redactUrl('{"url":"postgres://u:pw@h/db","mail":"x@y"}'),
+    '{"url":"postgres://u:***@h/db","mail":"x@y"}',
+  );
   assert.equal(
     redactUrl("connect failed: postgres://app:a@b@db/tw (ECONNREFUSED) mail me@example.com"),
     "connect failed: postgres://app:***@db/tw (ECONNREFUSED) mail me@example.com",
