@@ -95,13 +95,21 @@ export function startThreadChild<Start, Status>(
   let lastHeardAt = Date.now();
   let heard = false;
   const silentAfterMs = options.silentAfterMs ?? Math.max(20 * options.statusIntervalMs, 10_000);
+  const tickMs = Math.max(options.statusIntervalMs, 100);
+  let lastTickAt = Date.now();
   const watchdog = setInterval(() => {
-    const silentMs = Date.now() - lastHeardAt;
+    const now = Date.now();
+    const late = now - lastTickAt > 2 * tickMs;
+    lastTickAt = now;
+    // A late tick means this (main) thread was busy: the thread's messages may be waiting in
+    // the queue behind this timer. Judge at the next tick, once they have been read.
+    if (late) return;
+    const silentMs = now - lastHeardAt;
     // Before its first message the thread may still be loading its modules: longer.
     if (silentMs < (heard ? silentAfterMs : Math.max(silentAfterMs, 30_000))) return;
     log.error("thread silent; taken for dead", { thread: options.name, silent_ms: silentMs });
     finish(new Error(`Thread ${options.name} sent nothing for ${silentMs} ms: taken for dead`));
-  }, Math.max(options.statusIntervalMs, 100));
+  }, tickMs);
   const finish = (error?: Error) => {
     if (finished) return;
     finished = true;

@@ -72,3 +72,33 @@ for (const how of ["close", "exit"] as const) {
     }
   });
 }
+
+Deno.test("a thread that keeps reporting is not taken for dead while the main thread was busy", async () => {
+  let beats = 0;
+  const controller = new AbortController();
+  const thread = startThreadChild<Record<string, never>, { beats: number }>({
+    module: new URL("hung_thread.ts", THREADS),
+    name: "busy-main",
+    start: {},
+    statusIntervalMs: 20,
+    onStatus: (status) => beats = status.beats,
+    log: nullLogger,
+    silentAfterMs: 500,
+    stopTimeoutMs: 300,
+  }, controller.signal);
+  let failure: unknown = null;
+  thread.done.catch((error) => failure = error);
+  try {
+    await waitFor(() => beats > 0, 10_000, "first status");
+    // This thread blocked longer than silentAfterMs (a big synchronous job, a GC pause) while
+    // the other kept reporting: its statuses wait in the queue behind the watchdog's timer.
+    const until = Date.now() + 800;
+    while (Date.now() < until) { /* busy */ }
+    const before = beats;
+    await waitFor(() => beats > before + 3 || failure !== null, 5_000, "statuses after the block");
+    assert.equal(failure, null);
+  } finally {
+    controller.abort();
+    await thread.done.catch(() => {});
+  }
+});
