@@ -44,12 +44,19 @@
  *
  * Refused rows: when ClickHouse refuses a batch's data itself (a parse or range
  * error), the writer splits the batch in halves, breadth first, to find the
- * rows at fault; once ClickHouse has taken other rows of the table, those rows
- * are bad and are dead-lettered (`reason: "unwritable"`). When it takes none,
- * the table may be wrong rather than the rows: the batch is kept, takes in the
- * messages that arrived behind it (up to `batch_rows` rows) and is tried again
- * with them, so a few bad rows wait only for the next good one, while a schema
- * problem dead-letters nothing and is retried until it is fixed.
+ * rows at fault. Once ClickHouse has shown that it takes rows — of any table,
+ * in this attempt or an earlier one of the batch, or any insert of the writer
+ * in the last `REFUSAL_EVIDENCE_MS` — those rows are bad and are dead-lettered
+ * (`reason: "unwritable"`), and the rest of the batch is acknowledged. When it
+ * takes none at all, the table may be wrong rather than the rows: the batch is
+ * kept, takes in the messages that arrived behind it (up to `batch_rows` rows)
+ * and is tried again with them, so a few bad rows wait only for the next good
+ * one, while a schema problem dead-letters nothing, shows ClickHouse as down
+ * and is retried until it is fixed. A table of which ClickHouse refuses the
+ * first `MAX_BLIND_REFUSALS` split inserts while it takes other rows of the
+ * batch is tried `MAX_REFUSED_ATTEMPTS` times and then dead-lettered whole, so
+ * it cannot hold the stream. Refusals while ClickHouse takes rows are no
+ * outage: they leave `status.writer.clickhouse` as it is.
  *
  * Duplicates: a redelivered message, or a retry after an insert whose outcome
  * is unknown (a connection cut mid-request), may carry rows that are already
@@ -162,6 +169,20 @@ export const MAX_UNANSWERED_PULLS = 3;
  * problem: the rows are kept and tried again together with the next messages.
  */
 export const MAX_BLIND_REFUSALS = 8;
+/**
+ * How long after the writer's last insert ClickHouse took a refusal still
+ * counts as one of bad rows rather than of a wrong table, in ms: ClickHouse
+ * has just shown that it takes rows, so rows it refuses are dead-lettered at
+ * once.
+ */
+export const REFUSAL_EVIDENCE_MS = 10_000;
+/**
+ * Attempts of a batch in which ClickHouse refused every split insert of a
+ * table (`MAX_BLIND_REFUSALS`) while it took other rows, after which that
+ * table's unwritten rows are dead-lettered (when ClickHouse took rows of the
+ * same batch), so that they cannot hold the stream.
+ */
+export const MAX_REFUSED_ATTEMPTS = 3;
 /**
  * How long an insert whose outcome is unknown (its connection was cut, or it
  * timed out) may take to show up on the server, in ms: a request already sent
@@ -544,9 +565,14 @@ class Batch {
   unknown: Array<{ id: string; at: number }> = [];
   /**
    * Set by an attempt in which ClickHouse refused rows of a table and took
-   * none: bad rows or a schema problem, which the next messages tell apart.
+   * none of it: bad rows or a schema problem, which the next messages tell
+   * apart.
    */
   refusedBlind = false;
+  /** Whether ClickHouse took rows of this batch, of any table, in any attempt. */
+  taken = false;
+  /** Attempts that kept refused rows while ClickHouse took other rows (`MAX_REFUSED_ATTEMPTS`). */
+  refusedAttempts = 0;
 }
 
 /**
@@ -843,6 +869,8 @@ class BatchWriter {
   #puller: JetStreamPuller | null = null;
   #rowsTotal = 0;
   #downSince: number | null = null;
+  /** When ClickHouse last took an insert of this writer (clock ms), for `#takesRows`. */
+  #takenAt: number | null = null;
   /** Whether `system.query_log` can be flushed and read (until it fails once). */
   #queryLog = true;
   /**
@@ -1259,7 +1287,10 @@ class BatchWriter {
         break;
       } catch (error) {
         batch.failures++;
-        this.#noteFailure(error, attempt);
+        // Rows refused while ClickHouse takes others are bad data, not an outage.
+        const refusedRows = batch.refusedBlind && this.#takesRows(batch);
+        if (refusedRows) batch.refusedAttempts++;
+        this.#noteFailure(error, !refusedRows);
         if (this.#stop.signal.aborted || this.#insertAbort.signal.aborted) {
           this.#release(batch, error);
           return;
@@ -1317,12 +1348,24 @@ class BatchWriter {
     return true;
   }
 
-  #noteFailure(error: unknown, attempt: number): void {
+  /** Counts a failed attempt; `outage` when ClickHouse is to be shown down. */
+  #noteFailure(error: unknown, outage: boolean): void {
     const status = this.#status;
     status.failures++;
     status.last_error = errorMessage(error);
+    if (!outage) return;
     status.clickhouse = "down";
-    if (attempt === 0 && this.#downSince === null) this.#downSince = this.#clock.now();
+    this.#downSince ??= this.#clock.now();
+  }
+
+  /**
+   * Whether ClickHouse has shown that it takes rows: some of `batch`'s, or
+   * any of the writer's within `REFUSAL_EVIDENCE_MS`. Rows it refuses then
+   * are bad, not the table.
+   */
+  #takesRows(batch: Batch): boolean {
+    return batch.taken ||
+      (this.#takenAt !== null && this.#clock.now() - this.#takenAt <= REFUSAL_EVIDENCE_MS);
   }
 
   /** Gives a batch that could not be written back to JetStream. */
@@ -1355,41 +1398,79 @@ class BatchWriter {
     }
   }
 
-  /** One attempt: inserts every table of `batch` not written yet. */
+  /**
+   * One attempt: inserts every table of `batch` not written yet. A table whose
+   * rows ClickHouse refused without having taken any (`batch.refusedBlind`)
+   * does not stop the tables after it; when ClickHouse takes rows of those,
+   * it is tried again at once, and its refused rows are then dead-lettered.
+   */
   async #write(batch: Batch): Promise<void> {
     batch.refusedBlind = false;
     // An insert cut off may still be running: its rows must be stored before they are looked for.
     if (batch.unknown.length > 0) await this.#awaitUnknownInserts(batch);
+    let blind: MarketTable[] | null = null;
+    let refusal: unknown = null;
+    let takenBefore = false;
     for (const table of MARKET_TABLES) {
       if (batch.done.has(table) || batch.lines[table].count === 0) continue;
-      const trades = table === "market_trades";
-      if (trades) {
-        // Read once, before this writer's first trades are inserted (throws while ClickHouse
-        // is away: the batch waits like any other, and on its retry all of it is checked).
-        const marks = this.#watermarks ??= await this.#readWatermarks();
-        if (batch.redelivered || batch.failures > 0) {
-          await this.#dropStoredTrades(batch, null);
-        } else {
-          const suspects = suspectSpans(batch.spans, marks);
-          if (suspects.size > 0) await this.#dropStoredTrades(batch, suspects);
+      batch.refusedBlind = false;
+      try {
+        await this.#writeTable(batch, table, true);
+      } catch (error) {
+        if (!batch.refusedBlind) throw error;
+        if (blind === null) {
+          takenBefore = this.#takesRows(batch);
+          refusal = error;
         }
+        (blind ??= []).push(table);
       }
-      if (batch.lines[table].count > 0) await this.#insertTable(batch, table);
-      if (trades) raiseWatermarks(this.#watermarks!, batch.spans);
-      batch.done.add(table);
     }
+    if (blind === null) return;
+    batch.refusedBlind = true;
+    // Rows taken after the refusals show that the refused rows are bad: they are dead-lettered.
+    if (takenBefore || !this.#takesRows(batch)) throw refusal;
+    for (const table of blind) {
+      batch.refusedBlind = false;
+      await this.#writeTable(batch, table, false);
+    }
+  }
+
+  /**
+   * Writes the rows of `table`, after removing trades ClickHouse may have
+   * already (`check`: not needed when tried again in the same attempt).
+   */
+  async #writeTable(batch: Batch, table: MarketTable, check: boolean): Promise<void> {
+    const trades = table === "market_trades";
+    if (trades && check) {
+      // Read once, before this writer's first trades are inserted (throws while ClickHouse
+      // is away: the batch waits like any other, and on its retry all of it is checked).
+      const marks = this.#watermarks ??= await this.#readWatermarks();
+      if (batch.redelivered || batch.failures > 0) {
+        await this.#dropStoredTrades(batch, null);
+      } else {
+        const suspects = suspectSpans(batch.spans, marks);
+        if (suspects.size > 0) await this.#dropStoredTrades(batch, suspects);
+      }
+    }
+    if (batch.lines[table].count > 0) await this.#insertTable(batch, table);
+    if (trades) raiseWatermarks(this.#watermarks!, batch.spans);
+    batch.done.add(table);
   }
 
   /**
    * Inserts `batch.lines[table]`. When ClickHouse refuses the data itself
    * (parse or range error), splits the rows in halves, breadth first, until
    * the rows at fault are found, and dead-letters them once ClickHouse has
-   * taken other rows of the table (so the table is fine and the rows are bad).
-   * Any other error — or refusals without a single row taken, which may point
-   * at the schema rather than the rows (`batch.refusedBlind`) — leaves the
-   * unwritten rows in the batch and is thrown. Halves are tried breadth first
-   * so that good rows are written before bad ones are refused one by one,
-   * wherever in the batch the bad ones are.
+   * shown that it takes rows (`#takesRows`: so the table is fine and the rows
+   * are bad). Any other error — or refusals while ClickHouse has taken no
+   * row, which may point at the schema rather than the rows
+   * (`batch.refusedBlind`) — leaves the unwritten rows in the batch and is
+   * thrown. Halves are tried breadth first so that good rows are written
+   * before bad ones are refused one by one, wherever in the batch the bad
+   * ones are. After `MAX_BLIND_REFUSALS` refusals with none of the table
+   * taken, splitting stops; once that happened in `MAX_REFUSED_ATTEMPTS`
+   * attempts while ClickHouse took other rows of the batch, the table's rows
+   * are dead-lettered.
    */
   async #insertTable(batch: Batch, table: MarketTable): Promise<void> {
     const all = batch.lines[table];
@@ -1403,6 +1484,7 @@ class BatchWriter {
     const refused: number[] = [];
     let written = 0;
     let blindRefusals = 0;
+    let gaveUp = false;
     let lastRefusal: unknown = null;
     const keepUnwritten = (extra: Array<[number, number]>) => {
       const sources = sourcesOf(batch, table);
@@ -1426,6 +1508,8 @@ class BatchWriter {
           queryId,
         );
         written += hi - lo;
+        batch.taken = true;
+        this.#takenAt = this.#clock.now();
         this.#countWritten(table, hi - lo);
       } catch (error) {
         const code = clickHouseErrorCode(error);
@@ -1435,12 +1519,19 @@ class BatchWriter {
           keepUnwritten([[lo, hi]]);
           throw error;
         }
-        if (written === 0 && ++blindRefusals >= MAX_BLIND_REFUSALS) {
-          batch.refusedBlind = true;
-          keepUnwritten([[lo, hi]]);
-          throw error;
-        }
         lastRefusal = error;
+        if (written === 0 && ++blindRefusals >= MAX_BLIND_REFUSALS) {
+          // Given up only while ClickHouse takes other rows of this very batch.
+          if (batch.refusedAttempts + 1 < MAX_REFUSED_ATTEMPTS || !batch.taken) {
+            batch.refusedBlind = true;
+            keepUnwritten([[lo, hi]]);
+            throw error;
+          }
+          const rest: Array<[number, number]> = [[lo, hi], ...ranges.slice(next)];
+          for (const [a, b] of rest) for (let i = a; i < b; i++) refused.push(i);
+          gaveUp = true;
+          break;
+        }
         if (hi - lo === 1) {
           refused.push(lo);
         } else {
@@ -1455,24 +1546,24 @@ class BatchWriter {
       }
     }
     if (refused.length === 0) return;
-    if (written === 0) {
+    if (!this.#takesRows(batch)) {
       batch.refusedBlind = true;
       keepUnwritten([]);
       throw lastRefusal;
     }
     const sources = sourcesOf(batch, table);
+    const detail = gaveUp
+      ? `ClickHouse refused the rows of ${table} in ${MAX_REFUSED_ATTEMPTS} attempts while ` +
+        `taking other rows: ${errorMessage(lastRefusal)}`
+      : `ClickHouse refused the row: ${errorMessage(lastRefusal)}`;
     for (const index of refused) {
-      this.#deadLetterEvent(
-        "",
-        sources[index],
-        "unwritable",
-        `ClickHouse refused the row: ${errorMessage(lastRefusal)}`,
-      );
+      this.#deadLetterEvent("", sources[index], "unwritable", detail);
     }
     this.#log.warn("ClickHouse refused rows; they were dead-lettered", {
       table,
       refused: refused.length,
       written,
+      gave_up: gaveUp,
       error: errorMessage(lastRefusal),
     });
   }

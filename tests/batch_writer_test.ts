@@ -1550,6 +1550,112 @@ Deno.test("a batch of nothing but refused rows waits for the next message, then 
   }
 });
 
+Deno.test("a lone refused row of a rarely-written table is dead-lettered beside the trades ClickHouse takes, and holds none of them", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  const letters: WriterDeadLetter[] = [];
+  const sub = env.nc.subscribe(`${env.prefix}dlq.md.>`, {
+    callback: (_error, msg) => {
+      letters.push(decodeJson<WriterDeadLetter>(msg.data));
+    },
+  });
+  try {
+    const badQuote = (i: number): QuoteEvent => ({
+      kind: "quote",
+      exchange: "alpaca",
+      symbol: "AAPL",
+      venue_symbol: "AAPL",
+      ts_exchange: T0 + i,
+      ts_local: T0 + i + 1,
+      bid_price: "189.99",
+      bid_qty: "300",
+      ask_price: "190.01",
+      ask_qty: "200",
+      bid_exchange: "POISON",
+      ask_exchange: "V",
+    });
+    const clickhouse = refusingClickHouse(db.admin, (row) => row.bid_exchange === "POISON");
+    await using writer = await startWriter(env, db, { clickhouse, overrides: { batch_rows: 20 } });
+    const w = writer.status.writer;
+    // One bad quote and no other quote after it: only trades, many batches' worth. ClickHouse
+    // takes them, so the quote row is bad, not the table: it must not hold them.
+    await env.publish([badQuote(0)]);
+    const trades = tradeMessages(0, 300);
+    await env.publishAll(trades);
+    await waitFor(
+      () => writer.spec.counters.acked === trades.length + 1,
+      10_000,
+      "all acknowledged",
+    );
+    assert.equal(await countRaw(db, "market_trades"), 300);
+    await waitFor(() => letters.length === 1, 5_000, "1 dead letter");
+    assert.deepEqual(
+      letters.map((l) => [l.reason, (l.event as QuoteEvent | undefined)?.bid_exchange]),
+      [["unwritable", "POISON"]],
+    );
+    // ClickHouse has just taken rows: another lone bad quote is dead-lettered at once, without
+    // a failed attempt, and a refused row is never reported as ClickHouse being down.
+    const failures = w.failures;
+    await env.publish([badQuote(1)]);
+    await waitFor(
+      () => writer.spec.counters.acked === trades.length + 2,
+      10_000,
+      "the second quote acknowledged",
+    );
+    await waitFor(() => letters.length === 2, 5_000, "2 dead letters");
+    assert.equal(w.failures, failures);
+    assert.equal(w.clickhouse, "up");
+    await writer.stop();
+  } finally {
+    sub.unsubscribe();
+  }
+});
+
+Deno.test("a table whose rows ClickHouse refuses again and again while it takes the trades beside them is dead-lettered, not held", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  const letters: WriterDeadLetter[] = [];
+  const sub = env.nc.subscribe(`${env.prefix}dlq.md.>`, {
+    callback: (_error, msg) => {
+      letters.push(decodeJson<WriterDeadLetter>(msg.data));
+    },
+  });
+  try {
+    // Every quote is refused (bad rows, or a quotes table that is wrong); trades are taken.
+    const clickhouse = refusingClickHouse(db.admin, (row) => row.source === "quote");
+    await using writer = await startWriter(env, db, { clickhouse, overrides: { batch_rows: 20 } });
+    const quotes = Array.from({ length: 12 }, (_, i): QuoteEvent => ({
+      kind: "quote",
+      exchange: "alpaca",
+      symbol: "AAPL",
+      venue_symbol: "AAPL",
+      ts_exchange: T0 + i,
+      ts_local: T0 + i + 1,
+      bid_price: "189.99",
+      bid_qty: "300",
+      ask_price: "190.01",
+      ask_qty: "200",
+      bid_exchange: "V",
+      ask_exchange: null,
+    }));
+    await env.publish(quotes);
+    const trades = tradeMessages(0, 300);
+    await env.publishAll(trades);
+    await waitFor(
+      () => writer.spec.counters.acked === trades.length + 1,
+      10_000,
+      "all acknowledged",
+    );
+    assert.equal(await countRaw(db, "market_trades"), 300);
+    assert.equal(await countRaw(db, "quotes"), 0);
+    await waitFor(() => letters.length === 12, 5_000, "12 dead letters");
+    assert.ok(letters.every((l) => l.reason === "unwritable"));
+    await writer.stop();
+  } finally {
+    sub.unsubscribe();
+  }
+});
+
 Deno.test("an insert cut off while the server still runs it is waited for, so its retry does not count candles twice", async () => {
   await using db = await marketDatabase();
   await using env = await streamEnv();
