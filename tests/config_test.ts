@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { parse as parseYaml } from "yaml";
 import {
   cliFlags,
   type Config,
@@ -59,10 +60,20 @@ const PRODUCTION_OK = [
 // ---------------------------------------------------------------------------
 // Defaults and layers
 
-Deno.test("default.yaml gives exactly the schema's defaults", async () => {
+Deno.test("default.yaml gives exactly the schema's defaults, and names every key", async () => {
   const config = await load();
   assert.deepEqual(config, configSchema.parse({}));
   assert.deepEqual(config, DEFAULT_CONFIG);
+  // The schema would fill in a key the file leaves out: compare the file's own keys too.
+  const keys = (value: unknown, prefix = ""): string[] =>
+    value !== null && typeof value === "object" && !Array.isArray(value) &&
+      !(prefix !== "" && Object.keys(value).length === 0)
+      ? Object.entries(value).flatMap(([key, child]) => keys(child, `${prefix}${key}.`))
+      : [prefix.slice(0, -1)];
+  const file = parseYaml(
+    await Deno.readTextFile(new URL("../config/default.yaml", import.meta.url)),
+  );
+  assert.deepEqual(keys(file).sort(), keys(DEFAULT_CONFIG).sort());
   assert.equal(config.http.port, 8000);
   assert.equal(config.clickhouse.password, "");
   assert.equal(config.clickhouse.user, "default");
