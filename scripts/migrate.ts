@@ -5,7 +5,7 @@
  * ```sh
  * deno task migrate status [--only postgres|clickhouse] [config flags]
  * deno task migrate up [VERSION] [--only postgres|clickhouse] [config flags]
- * deno task migrate down VERSION|-1 [--only postgres|clickhouse] [config flags]
+ * deno task migrate down VERSION|-1 --only postgres|clickhouse [config flags]
  * ```
  *
  * Config flags are those of the engine (`--config PATH`,
@@ -38,10 +38,13 @@ export const USAGE = `Usage: deno task migrate <command> [options] [config flags
 Commands:
   status            list applied and pending migrations of each database
   up [VERSION]      apply pending migrations (up to VERSION)
-  down VERSION|-1   revert migrations above VERSION (-1: the newest one)
+  down VERSION|-1   revert migrations above VERSION (-1: the newest one) of the
+                    database named by --only (reverting ClickHouse's drops its
+                    market data)
 
 Options:
-  --only postgres|clickhouse   act on one database only (default: both)
+  --only postgres|clickhouse   act on one database only (default: both; down
+                               needs it)
   -h, --help                   show this help
 
 Config flags (as for the engine): --config PATH, --section.key=value`;
@@ -121,6 +124,13 @@ export function parseMigrateArgs(argv: readonly string[]): MigrateCommand {
     parsed.version = Number(version);
   } else if (command === "down") {
     throw new UsageError("down needs a VERSION to go back to, or -1 for one step");
+  }
+  if (command === "down" && parsed.only === undefined) {
+    // Each database has its own versions, and reverting ClickHouse's drops its market data.
+    throw new UsageError(
+      "down reverts one database at a time: add --only postgres or --only clickhouse " +
+        "(reverting ClickHouse's migrations drops its market data)",
+    );
   }
   return parsed;
 }
