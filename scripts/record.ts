@@ -331,7 +331,12 @@ export function feedOptionsOf(config: Config): Partial<Record<Exchange, FeedOpti
   return options;
 }
 
-async function main(args: readonly string[]): Promise<number> {
+/**
+ * `deno task record`: records the configured venues' frames to a capture;
+ * returns the exit code (1 when the arguments are wrong, the recording
+ * failed, or no venue sent a frame).
+ */
+export async function main(args: readonly string[]): Promise<number> {
   let parsed: RecordArgs;
   let config: Config;
   try {
@@ -383,6 +388,11 @@ async function main(args: readonly string[]): Promise<number> {
       `Recorded ${result.frames} frames and ${result.rest} REST bodies to ${result.file}` +
         (parts.length > 0 ? ` (${parts.join(", ")})` : ""),
     );
+    if (result.frames === 0) {
+      // No venue answered (no network, a wrong URL): the capture holds nothing to replay.
+      console.error("Recording failed: no venue sent a frame (see the feed lines above)");
+      return 1;
+    }
     return 0;
   } catch (error) {
     console.error(`Recording failed: ${error instanceof Error ? error.message : String(error)}`);

@@ -37,7 +37,12 @@ import {
 } from "../venues/replay.ts";
 import { staleAt, Validator } from "../market/validation.ts";
 import type { SessionIO, VenueSession } from "../venues/session.ts";
-import { parseRecordArgs, recordCapture, UsageError } from "../scripts/record.ts";
+import {
+  main as recordMain,
+  parseRecordArgs,
+  recordCapture,
+  UsageError,
+} from "../scripts/record.ts";
 import { buildSampleLines } from "../scripts/build_sample_capture.ts";
 import { deadline, waitFor } from "./_helpers.ts";
 import { startWsServer } from "./fakes/ws_server.ts";
@@ -751,4 +756,25 @@ Deno.test("the sample capture, retimed, looks live to the validator: only what t
   const stale = plain.batches.flatMap(([, batch]) => old.validate(batch, nowUs).rejected)
     .filter((rejection) => rejection.reason === "stale").length;
   assert.ok(stale > count(plain) / 2, `${stale} of ${count(plain)} stale`);
+});
+
+Deno.test("deno task record fails (exit 1) when no venue sends a frame, instead of writing an empty capture", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const code = await recordMain([
+      "--seconds",
+      "1",
+      "--out",
+      `${dir}/capture.ndjson`,
+      // Nothing listens there, as when there is no network.
+      "--exchanges.binance.ws_url=ws://127.0.0.1:1",
+      "--exchanges.binance.rest_url=http://127.0.0.1:1",
+      "--exchanges.coinbase.enabled=false",
+      "--exchanges.kraken.enabled=false",
+      "--exchanges.alpaca.enabled=false",
+    ]);
+    assert.equal(code, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
