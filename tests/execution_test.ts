@@ -754,6 +754,9 @@ Deno.test("a batch decided while the one before commits counts its orders as ope
   // The symbol's row exists (a first order creates it, in its own transaction) and no order rests.
   const [warm] = await h.engine.processSignals([marketBuy("p-0", "BTC-USDT", "grid", "nats")]);
   if (warm?.status === "accepted") await waitForStatus(h.sql, warm.order.id, "filled");
+  // The row shows filled as soon as it commits; the engine stops counting the order as open
+  // just after, when its writer lane has taken the answer.
+  await h.engine.idle();
   // Handed in back to back: the second is decided while the first commits.
   const first = h.engine.enqueueSignals([restingLimit("p-1", "sell", "60000")]);
   await first.decided;
