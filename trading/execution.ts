@@ -518,11 +518,15 @@ interface Draft {
   steps: OrderState[];
 }
 
-/** Reruns a batch of updates without the fills that turned out illegal. */
 /** Why a cancellation could not be asked for; `retryable` when the broker could not be reached. */
 interface CancelRefusal {
   reason: string;
   retryable: boolean;
+}
+
+/** The refusal a failed lookup or cancel at a broker means: retryable unless the broker refused. */
+function refusalOf(error: unknown): CancelRefusal {
+  return { reason: errorMessage(error), retryable: !(error instanceof BrokerRejectedError) };
 }
 
 /**
@@ -549,6 +553,7 @@ export class CancelNotSentError extends Error {
   }
 }
 
+/** Reruns a batch of updates without the fills that turned out illegal. */
 class RedoWithout extends Error {
   constructor(readonly keys: ReadonlySet<string>) {
     super("Batch has illegal fills");
@@ -1190,15 +1195,19 @@ export class ExecutionEngine {
     // gross exposure limit: one entry per symbol with open orders.
     const openGross = new Map<string, Decimal>();
     let openGrossTotal = ZERO;
-    const exposureOf = (symbol: string, fallback: Decimal | null): Decimal => {
+    // Unfilled quantity per side: open at a broker, in batches committing, accepted in this one.
+    const openOf = (symbol: string) => {
       const base = this.#openQty.get(symbol);
       const flying = this.#flyingQty.get(symbol);
       const extra = extraQty.get(symbol);
-      const qty = openExposureQty(
-        positionOf(symbol),
-        sum(base?.buy, flying?.buy, extra?.buy),
-        sum(base?.sell, flying?.sell, extra?.sell),
-      );
+      return {
+        buy: sum(base?.buy, flying?.buy, extra?.buy),
+        sell: sum(base?.sell, flying?.sell, extra?.sell),
+      };
+    };
+    const exposureOf = (symbol: string, fallback: Decimal | null): Decimal => {
+      const open = openOf(symbol);
+      const qty = openExposureQty(positionOf(symbol), open.buy, open.sell);
       if (qty.isZero()) return ZERO;
       const price = markOf(symbol) ?? this.#refPrices.get(symbol) ?? fallback;
       return price === null ? ZERO : qty.times(price);
@@ -1252,16 +1261,13 @@ export class ExecutionEngine {
         priced = this.#lastPrice(s.symbol, s.exchange, now);
         prices.set(priceKey, priced);
       }
-      const base = this.#openQty.get(s.symbol);
-      const flying = this.#flyingQty.get(s.symbol);
-      const extra = extraQty.get(s.symbol);
-      const position = positionOf(s.symbol);
+      const open = openOf(s.symbol);
       const ownOpenGross = openGross.get(s.symbol);
       const context: RiskContext = {
         limits: this.#limits,
-        position_qty: position,
-        open_buy_qty: sum(base?.buy, flying?.buy, extra?.buy),
-        open_sell_qty: sum(base?.sell, flying?.sell, extra?.sell),
+        position_qty: positionOf(s.symbol),
+        open_buy_qty: open.buy,
+        open_sell_qty: open.sell,
         open_orders: this.#open.size + this.#flyingOrders + extraOpen,
         gross_exposure: gross,
         open_gross_exposure: ownOpenGross === undefined
@@ -1288,7 +1294,7 @@ export class ExecutionEngine {
       }
       if (!duplicate) {
         extraOpen++;
-        const sums = extra ?? { buy: ZERO, sell: ZERO };
+        const sums = extraQty.get(s.symbol) ?? { buy: ZERO, sell: ZERO };
         if (s.side === "buy") sums.buy = sums.buy.plus(s.qty);
         else sums.sell = sums.sell.plus(s.qty);
         extraQty.set(s.symbol, sums);
@@ -1343,7 +1349,6 @@ export class ExecutionEngine {
     return false;
   }
 
-  /** Creates the `symbols` rows that accepted orders need (their foreign key), once per symbol. */
   /**
    * Creates, in `tx`, the `symbols` rows the accepted orders of `decisions`
    * need; returns the symbols checked, to remember once `tx` committed (not
@@ -1616,33 +1621,26 @@ export class ExecutionEngine {
         return;
       }
       if (tracked.cancelRequested) {
-        if (!tracked.maybeAtBroker) {
-          tracked.submitting = false;
-          this.#enqueue({
-            kind: "local_cancel",
-            coid,
-            reason: "cancelled before it was submitted",
-          });
-          return;
+        let known: BrokerOrderState | null = null;
+        if (tracked.maybeAtBroker) {
+          // An attempt may have reached the broker (its answer lost): cancelling here could drop
+          // the broker's fills (a cancelled order takes none). Ask the broker first.
+          try {
+            known = await this.#limiter(row.broker).run(() => {
+              signal.throwIfAborted();
+              return broker.getOrder(coid);
+            });
+          } catch (error) {
+            if (signal.aborted) continue;
+            this.#log.warn("could not look up an order to cancel; retrying", {
+              client_order_id: coid,
+              error: errorMessage(error),
+            });
+            await this.#clock.sleep(this.#retryDelay(attempt), signal).catch(() => {});
+            continue;
+          }
+          if (this.#open.get(coid) !== tracked || tracked.row !== initial) continue;
         }
-        // An attempt may have reached the broker (its answer lost): cancelling here could drop
-        // the broker's fills (a cancelled order takes none). Ask the broker first.
-        let known: BrokerOrderState | null;
-        try {
-          known = await this.#limiter(row.broker).run(() => {
-            signal.throwIfAborted();
-            return broker.getOrder(coid);
-          });
-        } catch (error) {
-          if (signal.aborted) continue;
-          this.#log.warn("could not look up an order to cancel; retrying", {
-            client_order_id: coid,
-            error: errorMessage(error),
-          });
-          await this.#clock.sleep(this.#retryDelay(attempt), signal).catch(() => {});
-          continue;
-        }
-        if (this.#open.get(coid) !== tracked || tracked.row !== initial) continue;
         tracked.submitting = false;
         if (known === null) {
           this.#enqueue({
@@ -1871,7 +1869,7 @@ export class ExecutionEngine {
     }
     if (catchUps === null && caughtUp.size === 0) return batch;
     // Orders caught up before, or in this batch (looked up, not copied: up to MAX_CAUGHT_UP).
-    const watched = { has: (coid: string) => caughtUp.has(coid) || catchUps?.has(coid) === true };
+    const watched = (coid: string) => caughtUp.has(coid) || catchUps?.has(coid) === true;
     const sums = new Map<string, { filled: Decimal; value: Decimal }>();
     const sumOf = (coid: string) => {
       let sum = sums.get(coid);
@@ -1884,7 +1882,7 @@ export class ExecutionEngine {
     };
     const settled: Update[] = [];
     for (const update of batch) {
-      if (!watched.has(coidOf(update))) {
+      if (!watched(coidOf(update))) {
         settled.push(update);
         continue;
       }
@@ -2550,7 +2548,7 @@ export class ExecutionEngine {
           client_order_id: row.client_order_id,
           error: errorMessage(error),
         });
-        return { reason: errorMessage(error), retryable: !(error instanceof BrokerRejectedError) };
+        return refusalOf(error);
       }
     }
     return await this.#cancelAtBroker(tracked, broker);
@@ -2567,7 +2565,7 @@ export class ExecutionEngine {
         client_order_id: coid,
         error: errorMessage(error),
       });
-      return { reason: errorMessage(error), retryable: !(error instanceof BrokerRejectedError) };
+      return refusalOf(error);
     }
   }
 }
