@@ -1577,12 +1577,7 @@ class BatchWriter {
 
   /** The first number of a one-row `SELECT … AS n`. */
   async #count(query: string): Promise<number> {
-    const result = await this.#deps.clickhouse.query({
-      query,
-      format: "JSONEachRow",
-      abort_signal: this.#insertAbort.signal,
-    });
-    const [row] = await result.json<{ n: number | string }>();
+    const [row] = await this.#rows<{ n: number | string }>(query);
     return Number(row?.n ?? 0);
   }
 
