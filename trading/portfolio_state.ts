@@ -282,8 +282,8 @@ export class PortfolioState {
   readonly #openBySymbol = new Map<string, OpenQty>();
   /** Fills stored but not yet applied to positions, by fill id. */
   readonly #unapplied = new Map<string, UnappliedFill>();
-  /** Per symbol: Σ signed quantity and Σ signed quantity × price of the unapplied fills. */
-  readonly #unappliedBySymbol = new Map<string, { qty: Decimal; cost: Decimal }>();
+  /** Per symbol: Σ signed quantity of the unapplied fills, and how many there are. */
+  readonly #unappliedBySymbol = new Map<string, { qty: Decimal; fills: number }>();
   #version = 0;
   #loaded = false;
 
@@ -449,10 +449,10 @@ export class PortfolioState {
 
   #addUnappliedSum(fill: UnappliedFill, sign: 1 | -1): void {
     const signed = (fill.side === "buy") === (sign === 1) ? fill.qty : fill.qty.neg();
-    const sums = this.#unappliedBySymbol.get(fill.symbol) ?? { qty: ZERO, cost: ZERO };
+    const sums = this.#unappliedBySymbol.get(fill.symbol) ?? { qty: ZERO, fills: 0 };
     sums.qty = sums.qty.plus(signed);
-    sums.cost = sums.cost.plus(signed.times(fill.price));
-    if (sums.qty.isZero() && sums.cost.isZero()) this.#unappliedBySymbol.delete(fill.symbol);
+    sums.fills += sign;
+    if (sums.fills === 0) this.#unappliedBySymbol.delete(fill.symbol);
     else this.#unappliedBySymbol.set(fill.symbol, sums);
   }
 
@@ -498,8 +498,8 @@ export class PortfolioState {
     const unapplied = options.unapplied_fills === true && this.#unappliedBySymbol.size > 0
       ? this.#unappliedBySymbol
       : null;
-    const add = (symbol: string, position: Position | undefined, withUnapplied: boolean) => {
-      const extra = withUnapplied ? unapplied?.get(symbol) : undefined;
+    const add = (symbol: string, position: Position | undefined) => {
+      const extra = unapplied?.get(symbol);
       const qty = (position?.qty ?? ZERO).plus(extra?.qty ?? ZERO);
       if (qty.isZero()) return;
       const mark = markOf(symbol) ?? null;
@@ -514,9 +514,9 @@ export class PortfolioState {
       gross = gross.plus(value.abs());
       net = net.plus(value);
     };
-    for (const position of this.#positions.values()) add(position.symbol, position, true);
+    for (const position of this.#positions.values()) add(position.symbol, position);
     for (const symbol of unapplied?.keys() ?? []) {
-      if (!this.#positions.has(symbol)) add(symbol, undefined, true);
+      if (!this.#positions.has(symbol)) add(symbol, undefined);
     }
     return { gross, net, unmarked: unmarked.sort() };
   }
