@@ -12,10 +12,12 @@ import {
   ConflictError,
   getOrder,
   getPortfolio,
+  isRowId,
   listOrders,
   listPositions,
   listSignals,
   listSnapshots,
+  MAX_ROW_ID,
   NotFoundError,
   ORDER_STATUSES,
   type OrderStatus,
@@ -62,9 +64,6 @@ export interface TradingRoutesDeps {
   /** @default {systemClock} */
   clock?: Clock;
 }
-
-/** Largest order id and list cursor: PostgreSQL's largest `bigint`. */
-const MAX_ROW_ID = 9223372036854775807n;
 
 /**
  * Earliest `from`/`to` of the trading lists, epoch ms: 1970-01-01T00:00:00Z
@@ -408,7 +407,7 @@ function date(text: string, name: string): Date {
 
 /** An order id or list cursor: an integer from 1 to {@linkcode MAX_ROW_ID}; else a 400. */
 function rowId(text: string, name: string): string {
-  if (!/^\d{1,19}$/.test(text) || BigInt(text) < 1n || BigInt(text) > MAX_ROW_ID) {
+  if (!isRowId(text)) {
     throw new ApiError(
       400,
       "bad_request",
