@@ -29,13 +29,30 @@ export const NUMERIC_INTEGER_DIGITS = 12;
 /** Decimal digits of a NUMERIC(20,8) value. */
 export const NUMERIC_SCALE = 8;
 
+/** A NUMERIC column's digits: before the point, and after it (its scale). */
+export interface NumericDigits {
+  integer: number;
+  scale: number;
+}
+
+/** NUMERIC(20,8), the money type: 12 integer and 8 decimal digits. */
+export const MONEY_DIGITS: NumericDigits = {
+  integer: NUMERIC_INTEGER_DIGITS,
+  scale: NUMERIC_SCALE,
+};
+
 /**
- * Checks that `value` is a decimal NUMERIC(20,8) holds exactly and returns
- * its text: PostgreSQL would otherwise round extra decimals silently. Throws
- * a `TypeError` for anything but decimal text or a finite `Decimal`, and a
- * `RangeError` for more than 12 integer or 8 significant decimal digits.
+ * Checks that `value` is a decimal the column holds exactly (NUMERIC(20,8)
+ * unless `digits` says otherwise) and returns its text: PostgreSQL would
+ * otherwise round extra decimals silently. Throws a `TypeError` for anything
+ * but decimal text or a finite `Decimal`, and a `RangeError` for more integer
+ * or significant decimal digits than the column has.
  */
-export function toNumeric(value: DecimalInput, field: string): string {
+export function toNumeric(
+  value: DecimalInput,
+  field: string,
+  digits: NumericDigits = MONEY_DIGITS,
+): string {
   let textValue: string;
   if (typeof value === "string") {
     textValue = value;
@@ -46,7 +63,7 @@ export function toNumeric(value: DecimalInput, field: string): string {
     throw new TypeError(`${field} must be a decimal string or Decimal, got ${typeof value}`);
   }
   // One pass over /^-?\d+(\.\d+)?$/, counting the integer digits after leading zeros and the
-  // decimals before trailing zeros (what NUMERIC(20,8) must hold).
+  // decimals before trailing zeros (what the column must hold).
   const length = textValue.length;
   let at = textValue.charCodeAt(0) === 45 ? 1 : 0; // "-"
   const start = at;
@@ -66,10 +83,11 @@ export function toNumeric(value: DecimalInput, field: string): string {
   }
   let first = start;
   while (first < at - 1 && textValue.charCodeAt(first) === 48) first++;
-  if (at - first > NUMERIC_INTEGER_DIGITS || fractionDigits > NUMERIC_SCALE) {
+  if (at - first > digits.integer || fractionDigits > digits.scale) {
+    const type = `NUMERIC(${digits.integer + digits.scale},${digits.scale})`;
     throw new RangeError(
-      `${field} ${textValue} does not fit NUMERIC(20,8) ` +
-        `(at most ${NUMERIC_INTEGER_DIGITS} integer and ${NUMERIC_SCALE} decimal digits)`,
+      `${field} ${textValue} does not fit ${type} ` +
+        `(at most ${digits.integer} integer and ${digits.scale} decimal digits)`,
     );
   }
   return textValue;

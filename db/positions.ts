@@ -113,35 +113,16 @@ export const COST_BASIS_DB_SCALE = 16;
 /** Digits before the point of a cost basis: `NUMERIC(38,16)` leaves 38 − 16 = 22. */
 export const COST_BASIS_DB_INTEGER_DIGITS = 22;
 
-const PLAIN_DECIMAL = /^-?(\d+)(?:\.(\d+))?$/;
-
 /**
  * The `NUMERIC(38,16)` text of a cost basis. Never rounds: a basis with more
  * than 16 decimals or 22 integer digits is a `RangeError` (it would no longer
  * be exact), a value that is not a plain decimal a `TypeError`.
  */
 export function toCostBasis(value: DecimalInput, field: string): string {
-  let text: string;
-  if (typeof value === "string") text = value;
-  else if (typeof value === "object" && value !== null && typeof value.toFixed === "function") {
-    if (!value.isFinite()) throw new TypeError(`${field} must be finite, got ${value.toString()}`);
-    text = value.toFixed();
-  } else {
-    throw new TypeError(`${field} must be a decimal string or Decimal, got ${typeof value}`);
-  }
-  const match = PLAIN_DECIMAL.exec(text);
-  if (match === null) {
-    throw new TypeError(`${field} must be a decimal such as "12.5", got ${JSON.stringify(value)}`);
-  }
-  const integer = match[1]!.replace(/^0+(?=\d)/, "");
-  const fraction = (match[2] ?? "").replace(/0+$/, "");
-  if (integer.length > COST_BASIS_DB_INTEGER_DIGITS || fraction.length > COST_BASIS_DB_SCALE) {
-    throw new RangeError(
-      `${field} ${text} does not fit NUMERIC(38,16) ` +
-        `(at most ${COST_BASIS_DB_INTEGER_DIGITS} integer and ${COST_BASIS_DB_SCALE} decimal digits)`,
-    );
-  }
-  return text;
+  return toNumeric(value, field, {
+    integer: COST_BASIS_DB_INTEGER_DIGITS,
+    scale: COST_BASIS_DB_SCALE,
+  });
 }
 
 function positionRecord(position: PositionInput, i: number): PositionRecord {
