@@ -40,6 +40,7 @@ import {
 } from "./batch_writer.ts";
 import { startThreadChild } from "./thread_child.ts";
 import type { Running } from "./types.ts";
+import { addCounts } from "../lib/counts.ts";
 
 /** How often the worker reports its figures by default, in ms. */
 export const DEFAULT_WORKER_STATUS_INTERVAL_MS = 250;
@@ -113,13 +114,9 @@ export function batchWriterWorker(deps: BatchWriterWorkerDeps): BatchWriterChild
  * yet keeps the last `last_flush_at` (`last_dropped_at`).
  */
 export function addWriterStatus(base: WriterStatus, life: WriterStatus): WriterStatus {
-  const rowsWritten = { ...base.rows_written };
-  for (const [table, rows] of Object.entries(life.rows_written)) {
-    rowsWritten[table] = (rowsWritten[table] ?? 0) + rows;
-  }
   return {
     ...life,
-    rows_written: rowsWritten,
+    rows_written: addCounts(base.rows_written, life.rows_written) as Record<string, number>,
     failures: base.failures + life.failures,
     last_flush_at: life.last_flush_at ?? base.last_flush_at,
     dropped_messages: base.dropped_messages + life.dropped_messages,
@@ -151,9 +148,7 @@ function startWorker(
     ),
     onStatus: (status) => {
       Object.assign(deps.status.writer, addWriterStatus(writerBase, status.writer));
-      for (const key of Object.keys(counters) as Array<keyof BatchWriterCounters>) {
-        counters[key] = countersBase[key] + (status.counters[key] ?? 0);
-      }
+      Object.assign(counters, addCounts(countersBase, status.counters));
     },
     log: deps.log ?? nullLogger,
     stopTimeoutMs,

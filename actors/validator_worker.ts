@@ -31,6 +31,7 @@ import { Validator } from "../market/validation.ts";
 import { startThreadChild } from "./thread_child.ts";
 import type { ChildSpec } from "./types.ts";
 import { VALIDATOR_ACTOR_NAME } from "./validator.ts";
+import { addCounts } from "../lib/counts.ts";
 
 /** How often the validator's thread reports its figures by default, in ms. */
 export const DEFAULT_VALIDATOR_STATUS_INTERVAL_MS = 100;
@@ -84,14 +85,9 @@ export function validatorWorker(deps: ValidatorWorkerDeps): ChildSpec {
  * engine started, as the in-thread validator's do.
  */
 export function addValidatorStatus(base: ValidatorStatus, life: ValidatorStatus): ValidatorStatus {
-  const add = <K extends string>(a: Partial<Record<K, number>>, b: Partial<Record<K, number>>) => {
-    const sum: Partial<Record<K, number>> = { ...a };
-    for (const key of Object.keys(b) as K[]) sum[key] = (sum[key] ?? 0) + (b[key] ?? 0);
-    return sum;
-  };
   return {
     accepted: base.accepted + life.accepted,
-    rejected: add(base.rejected, life.rejected) as Record<string, number>,
-    rejected_by_exchange: add(base.rejected_by_exchange, life.rejected_by_exchange),
+    rejected: addCounts(base.rejected, life.rejected) as Record<string, number>,
+    rejected_by_exchange: addCounts(base.rejected_by_exchange, life.rejected_by_exchange),
   };
 }
