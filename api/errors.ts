@@ -10,6 +10,7 @@ import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Logger } from "../lib/log.ts";
+import { DbConnectionError, DbTimeoutError, mapDbError, SerializationError } from "../db/errors.ts";
 
 /** An error a handler throws to answer with `status`, a machine `code` and a message. */
 export class ApiError extends Error {
@@ -54,7 +55,34 @@ const CODES: Record<number, string> = {
   503: "unavailable",
 };
 
-/** Builds the `onError` handler; unexpected errors are logged and answered 500 without detail. */
+/** Seconds a client is told to wait before retrying a request the database could not serve. */
+export const DATABASE_RETRY_AFTER_S = 1;
+
+/**
+ * The 503 message for a request the database could not serve: unreachable,
+ * timed out or a transaction conflict that outlived its retries. The request
+ * may have been carried out (a lost answer to a commit), so a retry must be
+ * the same request — for a signal, the same `id` or `Idempotency-Key`.
+ */
+function databaseUnavailable(error: Error): string | null {
+  if (error instanceof DbConnectionError) {
+    return "The database cannot be reached; the request may or may not have been carried " +
+      "out: retry the same request (a signal with the same id or Idempotency-Key)";
+  }
+  if (error instanceof DbTimeoutError) {
+    return "The database did not answer in time; retry the same request";
+  }
+  if (error instanceof SerializationError) {
+    return "The database refused the request as conflicting with another; retry the same request";
+  }
+  return null;
+}
+
+/**
+ * Builds the `onError` handler. Database outages, timeouts and conflicts that
+ * outlived their retries are answered 503 with `Retry-After`; other
+ * unexpected errors are logged and answered 500 without detail.
+ */
 export function errorHandler(log: Logger) {
   return function onError(error: Error, c: Context): Response {
     if (error instanceof ApiError) {
@@ -66,6 +94,17 @@ export function errorHandler(log: Logger) {
       const status = error.status;
       const code = CODES[status] ?? "http_error";
       return c.json<ErrorBody>({ error: { code, message: error.message || code } }, status);
+    }
+    const mapped = mapDbError(error);
+    const unavailable = databaseUnavailable(mapped);
+    if (unavailable !== null) {
+      log.warn("request failed: database unavailable", {
+        method: c.req.method,
+        path: c.req.path,
+        error: mapped,
+      });
+      c.header("Retry-After", String(DATABASE_RETRY_AFTER_S));
+      return c.json<ErrorBody>({ error: { code: "unavailable", message: unavailable } }, 503);
     }
     log.error("unhandled error in request", {
       method: c.req.method,

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Hono } from "hono";
 import { createApp } from "../api/app.ts";
 import { ApiError, errorHandler, notFound } from "../api/errors.ts";
+import { DbConnectionError, SerializationError } from "../db/errors.ts";
 import type { HealthSource } from "../api/health.ts";
 import { httpServer } from "../api/server.ts";
 import { loadConfig } from "../config/mod.ts";
@@ -140,6 +141,46 @@ Deno.test("thrown errors become JSON error bodies, never stack traces", async ()
   });
   assert.doesNotMatch(text, /db\.ts|at /);
   assert.equal(lines[0]?.message, "unhandled error in request");
+});
+
+Deno.test("a database outage, timeout or lasting conflict is a 503 with Retry-After, not a 500", async () => {
+  const { log, lines } = memoryLogger();
+  const app = new Hono()
+    .get("/refused", () => {
+      // What postgres.js throws when the server cannot be reached.
+      throw Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), {
+        code: "ECONNREFUSED",
+      });
+    })
+    .get("/lost", () => {
+      throw new DbConnectionError("write CONNECTION_CLOSED", { code: "CONNECTION_CLOSED" });
+    })
+    .get("/timeout", () => {
+      throw Object.assign(new Error("canceling statement due to statement timeout"), {
+        code: "57014",
+      });
+    })
+    .get("/conflict", () => {
+      throw new SerializationError("could not serialize access", { code: "40001" });
+    })
+    .get("/duplicate", () => {
+      throw Object.assign(new Error("duplicate key value"), { code: "23505" });
+    });
+  app.onError(errorHandler(log));
+
+  for (const path of ["/refused", "/lost", "/timeout", "/conflict"]) {
+    const response = await app.request(path);
+    assert.equal(response.status, 503, path);
+    assert.equal(response.headers.get("retry-after"), "1", path);
+    const body = await response.json();
+    assert.equal(body.error.code, "unavailable", path);
+    assert.match(body.error.message, /retry the same request/, path);
+  }
+  const refused = await (await app.request("/refused")).json();
+  assert.match(refused.error.message, /may or may not have been carried out/);
+  // Other database errors are not outages: still a 500 without detail.
+  assert.equal((await app.request("/duplicate")).status, 500);
+  assert.ok(lines.some((line) => line.message === "request failed: database unavailable"));
 });
 
 Deno.test("the HTTP server answers a body over http.max_body_bytes with a JSON 413, unread", async () => {
