@@ -151,7 +151,10 @@ function fillRecord(fill: NewFill, i: number): FillRecord {
 /**
  * The CTEs `x` (the fill `records`, with their index `i`) and `ins` (their
  * `INSERT … ON CONFLICT DO NOTHING`, returning `returning`), to follow
- * `WITH` in a statement.
+ * `WITH` in a statement. Rows are inserted in input order (`ORDER BY x.i`),
+ * so fill ids follow the order the caller gives — the order their P&L is
+ * applied in, and the order a restart replays unapplied fills in
+ * (`ORDER BY f.id`).
  */
 function fillInsertCtes(
   sql: Queryable,
@@ -170,7 +173,7 @@ function fillInsertCtes(
         commission_asset, liquidity, realized_pnl, filled_at, created_by)
       SELECT order_id, broker_fill_id, symbol, side, qty, price, commission, commission_asset,
         liquidity, realized_pnl, filled_at, ${by}
-      FROM x ORDER BY order_id, broker_fill_id
+      FROM x ORDER BY x.i
       ON CONFLICT (order_id, broker_fill_id) DO NOTHING
       RETURNING ${sql.unsafe(returning)}
     )`;

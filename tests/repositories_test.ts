@@ -599,6 +599,39 @@ Deno.test("fills are inserted idempotently in batches and listed by date range",
   });
 });
 
+Deno.test("fills get their ids in the order given, not by order id or broker fill id", async () => {
+  await using db = await migratedDatabase();
+  await seedSymbols(db.sql);
+  const [first, second] = await insertOrders(db.sql, [
+    { symbol: "AAPL", side: "sell", qty: "10", strategy: "s" },
+    { symbol: "AAPL", side: "sell", qty: "10", strategy: "s" },
+  ]);
+  // The broker executed order 2's fill first, then two of order 1's ("z" before "a").
+  const fill = (order: Order, id: string, price: string): NewFill => ({
+    order_id: order.id,
+    broker_fill_id: id,
+    symbol: "AAPL",
+    side: "sell",
+    qty: "1",
+    price,
+    filled_at: new Date(),
+  });
+  const given = [fill(second!, "b", "10"), fill(first!, "z", "11"), fill(first!, "a", "12")];
+  const inserted = await insertFills(db.sql, given);
+  const ids = inserted.map((r) => BigInt(r.fill.id));
+  assert.ok(ids[0]! < ids[1]! && ids[1]! < ids[2]!, `ids in input order: ${ids.join(", ")}`);
+  // The same in the one-statement path the engine stores fills with.
+  const stored = await insertFillsWithOrders(db.sql, [
+    fill(second!, "d", "13"),
+    fill(first!, "y", "14"),
+    fill(first!, "c", "15"),
+  ], []);
+  const more = stored.fills.map((f) => BigInt(f.id));
+  assert.ok(ids[2]! < more[0]! && more[0]! < more[1]! && more[1]! < more[2]!, more.join(", "));
+  const rows = await db.sql<{ price: string }[]>`SELECT price::text FROM fills ORDER BY id`;
+  assert.deepEqual(rows.map((r) => Number(r.price)), [10, 11, 12, 13, 14, 15]);
+});
+
 Deno.test("fills and the order updates they cause are stored in one statement, all or nothing", async () => {
   await using db = await migratedDatabase();
   const order = await seededOrder(db.sql);
