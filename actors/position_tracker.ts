@@ -116,11 +116,9 @@ import {
   costBasisOf,
   emptyPosition,
   markPosition,
-  type PortfolioValue,
   type PortfolioValueJson,
   portfolioValueToJson,
   type Position,
-  type PositionValue,
   type PositionValueJson,
   positionValueToJson,
   valuePortfolio,
@@ -131,6 +129,8 @@ import {
   markPrice,
   type PortfolioState,
   roundMoney,
+  roundPortfolio,
+  roundPositionValue,
 } from "../trading/portfolio_state.ts";
 import {
   DEFAULT_FILLS_STREAM,
@@ -1083,7 +1083,7 @@ class Tracker {
     const markOf = this.#markOf();
     for (const { portfolio_id, position, fill } of changed.values()) {
       const mark = markOf(position.symbol);
-      const value = roundValue(markPosition(position, mark));
+      const value = roundPositionValue(markPosition(position, mark));
       const message: PositionMessage = {
         ...positionValueToJson(value),
         portfolio_id,
@@ -1236,28 +1236,6 @@ function uniqueBy<T>(items: T[], key: (item: T) => string): T[] {
   const seen = new Map<string, T>();
   for (const item of items) if (!seen.has(key(item))) seen.set(key(item), item);
   return [...seen.values()];
-}
-
-function roundValue(value: PositionValue): PositionValue {
-  return {
-    ...value,
-    market_value: roundMoney(value.market_value),
-    unrealized_pnl: roundMoney(value.unrealized_pnl),
-  };
-}
-
-function roundPortfolio(value: PortfolioValue): PortfolioValue {
-  return {
-    ...value,
-    cash: roundMoney(value.cash),
-    equity: roundMoney(value.equity),
-    gross_exposure: roundMoney(value.gross_exposure),
-    net_exposure: roundMoney(value.net_exposure),
-    realized_pnl: roundMoney(value.realized_pnl),
-    unrealized_pnl: roundMoney(value.unrealized_pnl),
-    total_pnl: roundMoney(value.total_pnl),
-    positions: value.positions.map(roundValue),
-  };
 }
 
 /** Errors caused by the data of a fill rather than by the database being unavailable. */

@@ -32,7 +32,12 @@ import {
   orderJson,
   type SignalOutcome,
 } from "../trading/execution.ts";
-import { markPrice, type PortfolioState } from "../trading/portfolio_state.ts";
+import {
+  markPrice,
+  type PortfolioState,
+  roundPortfolio,
+  roundPositionValue,
+} from "../trading/portfolio_state.ts";
 import { markPosition, portfolioValueToJson } from "../trading/positions.ts";
 import { fromDb, toJson } from "../trading/money.ts";
 import {
@@ -157,7 +162,8 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
           // Exact: unrealized P&L is qty × mark − cost basis, not against the rounded average.
           cost_basis: fromDb(row.cost_basis),
         };
-        const value = mark === null ? null : markPosition(position, mark);
+        // Money as the tracker stores it: 8 decimals (qty × mark − the exact basis has up to 16).
+        const value = mark === null ? null : roundPositionValue(markPosition(position, mark));
         return {
           symbol: row.symbol,
           qty: toJson(position.qty),
@@ -180,8 +186,8 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
       throw new ApiError(503, "unavailable", "The portfolio is not loaded yet; try again shortly");
     }
     const now = clock.now();
-    const value = deps.state.value((symbol) =>
-      markPrice(deps.cache, symbol, deps.maxPriceAgeMs, now)
+    const value = roundPortfolio(
+      deps.state.value((symbol) => markPrice(deps.cache, symbol, deps.maxPriceAgeMs, now)),
     );
     const { positions: _positions, ...figures } = portfolioValueToJson(value);
     return c.json({

@@ -76,6 +76,7 @@ import {
   type Portfolio,
   type PortfolioValue,
   type Position,
+  type PositionValue,
   valuePortfolio,
 } from "./positions.ts";
 import type { Side } from "./signal.ts";
@@ -91,6 +92,37 @@ export function utcDayStart(ms: number): number {
 export function roundMoney(value: Decimal): Decimal {
   const rounded = value.toDecimalPlaces(DB_SCALE, Decimal.ROUND_HALF_EVEN);
   return rounded.isZero() ? ZERO : rounded;
+}
+
+/**
+ * `value` with its market value and unrealized P&L rounded to money
+ * ({@linkcode roundMoney}), as the tracker stores and publishes them.
+ */
+export function roundPositionValue(value: PositionValue): PositionValue {
+  return {
+    ...value,
+    market_value: roundMoney(value.market_value),
+    unrealized_pnl: roundMoney(value.unrealized_pnl),
+  };
+}
+
+/**
+ * `value` with every money figure rounded to 8 decimals
+ * ({@linkcode roundMoney}), its positions too ({@linkcode roundPositionValue}):
+ * the figures the tracker stores and publishes, and the API shows.
+ */
+export function roundPortfolio(value: PortfolioValue): PortfolioValue {
+  return {
+    ...value,
+    cash: roundMoney(value.cash),
+    equity: roundMoney(value.equity),
+    gross_exposure: roundMoney(value.gross_exposure),
+    net_exposure: roundMoney(value.net_exposure),
+    realized_pnl: roundMoney(value.realized_pnl),
+    unrealized_pnl: roundMoney(value.unrealized_pnl),
+    total_pnl: roundMoney(value.total_pnl),
+    positions: value.positions.map(roundPositionValue),
+  };
 }
 
 /** A fill as the portfolio applies it. */

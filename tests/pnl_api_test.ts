@@ -1,0 +1,85 @@
+/**
+ * The positions and portfolio routes of the trading API on a running trading
+ * subtree (paper broker, position tracker, execution engine): money with the
+ * 8 decimals everything stored has, and marks only from fresh prices.
+ */
+
+import assert from "node:assert/strict";
+import { LatestCache } from "../market/latest_cache.ts";
+import { Decimal, parseDecimal as d } from "../trading/money.ts";
+import { waitFor } from "./_helpers.ts";
+import { startTradingApi } from "./_trading_api.ts";
+
+/** A best bid/ask of `symbol` on Binance, `agoMs` old. */
+function top(cache: LatestCache, symbol: string, bid: string, ask: string, agoMs = 0) {
+  const us = (Date.now() - agoMs) * 1000;
+  cache.update([{
+    kind: "top",
+    exchange: "binance",
+    symbol,
+    venue_symbol: symbol.replace("-", ""),
+    ts_exchange: us,
+    ts_local: us,
+    bid_price: bid,
+    bid_qty: "100",
+    ask_price: ask,
+    ask_qty: "100",
+  }]);
+}
+
+/** The trading API with one call helper answering `{ status, body }`. */
+async function api(prime: (cache: LatestCache) => void) {
+  const trading = await startTradingApi({ prime });
+  const call = async (method: string, path: string, body?: unknown) => {
+    const res = await trading.app.request(`/api/v1/trading${path}`, {
+      method,
+      ...(body === undefined
+        ? {}
+        : { headers: { "content-type": "application/json" }, body: JSON.stringify(body) }),
+    });
+    return { status: res.status, body: await res.json() };
+  };
+  /** Sends a market signal and waits until its fill is applied to the position. */
+  const fill = async (id: string, side: "buy" | "sell", qty: string) => {
+    const res = await call("POST", "/signal", { id, symbol: "BTC-USDT", side, qty });
+    assert.equal(res.status, 201, JSON.stringify(res.body));
+    await waitFor(
+      async () =>
+        (await call("GET", `/orders/${res.body.order.id}`)).body.order.status === "filled",
+      10_000,
+      `order ${id} filled`,
+    );
+    await waitFor(
+      () => trading.trading.state.unappliedFillCount() === 0 && trading.trading.state.loaded,
+      10_000,
+      `fill of ${id} applied`,
+    );
+    await waitFor(
+      async () => (await call("GET", "/positions")).body.positions.length > 0,
+      10_000,
+      "position stored",
+    );
+  };
+  return Object.assign(trading, { call, fill });
+}
+
+const decimals = (text: string) => (text.split(".")[1] ?? "").length;
+const money = (value: Decimal) => value.toDecimalPlaces(8, Decimal.ROUND_HALF_EVEN).toFixed();
+
+Deno.test("positions and portfolio money figures have the 8 decimals everything stored has", async () => {
+  await using t = await api((c) => top(c, "BTC-USDT", "100.00000001", "100.00000002"));
+  await t.fill("a", "buy", "0.12345678"); // at the ask: cost basis 12.3456780024691356
+  top(t.cache, "BTC-USDT", "123.45678901", "123.45678901");
+  const [position] = (await t.call("GET", "/positions")).body.positions;
+  const { portfolio } = (await t.call("GET", "/portfolio")).body;
+  const value = d("0.12345678").times("123.45678901"); // 15.2415787961… (16 decimals)
+  const basis = d("0.12345678").times("100.00000002");
+  assert.equal(position.mark_price, "123.45678901");
+  assert.equal(position.market_value, money(value));
+  assert.equal(position.unrealized_pnl, money(value.minus(basis)));
+  for (const key of ["cash", "equity", "gross_exposure", "unrealized_pnl", "total_pnl"]) {
+    assert.ok(decimals(portfolio[key]) <= 8, `portfolio ${key} ${portfolio[key]}`);
+  }
+  assert.equal(portfolio.gross_exposure, money(value));
+  assert.equal(portfolio.unrealized_pnl, money(value.minus(basis)));
+});
