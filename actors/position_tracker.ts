@@ -65,8 +65,9 @@
  *    `portfolio.snapshot`.
  *
  * Marks: {@linkcode markPrice} — the mid of the freshest fresh best bid/ask,
- * else the newest last trade, else the newest mid; a position without any is
- * valued at cost (its cost basis, nothing unrealized).
+ * else the newest fresh last trade (fresh: no older than `max_price_age_ms`);
+ * a position without either is valued at cost (its cost basis, nothing
+ * unrealized) and listed as unmarked.
  *
  * The lead wires it with the shared `PortfolioState` (also given to the
  * execution engine) after `ensureStreams(nc, [fillsStream()])`; one tracker

@@ -5,6 +5,10 @@
  */
 
 import assert from "node:assert/strict";
+import { Hono } from "hono";
+import { errorHandler } from "../api/errors.ts";
+import { tradingRoutes } from "../api/trading.ts";
+import { nullLogger } from "../lib/log.ts";
 import { LatestCache } from "../market/latest_cache.ts";
 import { Decimal, parseDecimal as d } from "../trading/money.ts";
 import { waitFor } from "./_helpers.ts";
@@ -24,6 +28,23 @@ function top(cache: LatestCache, symbol: string, bid: string, ask: string, agoMs
     bid_qty: "100",
     ask_price: ask,
     ask_qty: "100",
+  }]);
+}
+
+/** A Kraken trade of `symbol` at `price`, `agoMs` old. */
+function trade(cache: LatestCache, symbol: string, price: string, agoMs: number) {
+  const us = (Date.now() - agoMs) * 1000;
+  cache.update([{
+    kind: "trade",
+    exchange: "kraken",
+    symbol,
+    venue_symbol: symbol.replace("-", "/"),
+    trade_id: String(us),
+    price,
+    qty: "1",
+    side: "buy",
+    ts_exchange: us,
+    ts_local: us,
   }]);
 }
 
@@ -60,7 +81,16 @@ async function api(prime: (cache: LatestCache) => void) {
       "position stored",
     );
   };
-  return Object.assign(trading, { call, fill });
+  /** What the routes were mounted with. */
+  const deps = {
+    sql: trading.sql,
+    engine: trading.trading.engine,
+    state: trading.trading.state,
+    cache: trading.cache,
+    maxPriceAgeMs: 60_000,
+    apiKeyHashes: [],
+  };
+  return Object.assign(trading, { call, fill, deps });
 }
 
 const decimals = (text: string) => (text.split(".")[1] ?? "").length;
@@ -82,4 +112,29 @@ Deno.test("positions and portfolio money figures have the 8 decimals everything 
   }
   assert.equal(portfolio.gross_exposure, money(value));
   assert.equal(portfolio.unrealized_pnl, money(value.minus(basis)));
+});
+
+Deno.test("without a fresh price a position has no mark and the portfolio lists it unmarked", async () => {
+  await using t = await api((c) => top(c, "BTC-USDT", "100", "101"));
+  await t.fill("a", "buy", "1"); // at the ask 101
+  // The same routes reading a cache that knows only that quote an hour later and a trade 30
+  // minutes old (max age 60 s).
+  const stale = new LatestCache();
+  top(stale, "BTC-USDT", "100", "101", 3_600_000);
+  trade(stale, "BTC-USDT", "55", 1_800_000);
+  const app = new Hono();
+  app.onError(errorHandler(nullLogger));
+  app.route("/t", tradingRoutes({ ...t.deps, cache: stale }));
+  const get = async (path: string) => await (await app.request(`/t${path}`)).json();
+  const [position] = (await get("/positions")).positions;
+  const { portfolio } = await get("/portfolio");
+  assert.deepEqual(
+    [position.mark_price, position.market_value, position.unrealized_pnl],
+    [null, null, null],
+  );
+  assert.deepEqual(portfolio.unmarked, ["BTC-USDT"]);
+  // Valued at cost: equity = cash + the cost basis, nothing unrealized.
+  assert.equal(portfolio.gross_exposure, "101");
+  assert.equal(portfolio.unrealized_pnl, "0");
+  assert.equal(portfolio.equity, "100000");
 });

@@ -694,7 +694,8 @@ Deno.test("the portfolio state tracks open orders, exposure and realized P&L by 
   clock.advance(86_400_000); // the next day: nothing realized yet
   assert.equal(state.realizedToday().toFixed(), "0");
 
-  // Marks from the cache: a fresh mid first, else the last trade.
+  // Marks from the cache: a fresh mid first, else a fresh last trade, else none; the risk
+  // checks' fallback takes an older price.
   const cache = new LatestCache({ clock });
   const us = clock.now() * 1000;
   cache.update([{
@@ -709,7 +710,10 @@ Deno.test("the portfolio state tracks open orders, exposure and realized P&L by 
     ts_exchange: us - 60_000_000,
     ts_local: us - 60_000_000,
   }]);
-  assert.equal(markPrice(cache, "SOL-USDT", 5_000, clock.now())?.toFixed(), "20.5");
+  assert.equal(markPrice(cache, "SOL-USDT", 5_000, clock.now()), null, "60 s old: not fresh");
+  assert.equal(markPrice(cache, "SOL-USDT", 60_000, clock.now())?.toFixed(), "20.5");
+  const fallback = { fallback_max_age_ms: 60_000 };
+  assert.equal(markPrice(cache, "SOL-USDT", 5_000, clock.now(), fallback)?.toFixed(), "20.5");
   cache.update([{
     kind: "top",
     exchange: "binance",

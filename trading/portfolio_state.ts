@@ -39,9 +39,11 @@
  * { from: utcDayStart(now) })` sums in PostgreSQL.
  *
  * Marks ({@linkcode markPrice}): the mid of the freshest fresh best bid/ask of
- * any venue, else the newest last trade (of any age), else the newest mid (of
- * any age), else none — then `valuePortfolio` values the position at its
- * average entry price and lists it as unmarked.
+ * any venue, else the newest fresh last trade, else none — then
+ * `valuePortfolio` values the position at cost and lists it as unmarked.
+ * Fresh is no older than `execution.max_price_age_ms`. The risk checks alone
+ * fall back, when nothing is fresh, to the newest price no older than
+ * {@linkcode DEFAULT_RISK_MARK_MAX_AGE_MS} (a mid or a trade, the newer).
  *
  * @example
  * ```ts
@@ -667,16 +669,42 @@ export async function initPortfolio(
 }
 
 /**
- * The mark of `symbol` from the latest-market cache at `nowMs`: the mid of
- * the freshest best bid/ask no older than `maxAgeMs` (both sides > 0), else
- * the newest last trade of any venue and age, else the newest mid of any
- * age, else null. Rounded half-even to 8 decimals.
+ * Longest age, in ms, of the price the risk checks value a position at when
+ * no price is fresh ({@linkcode MarkPriceOptions.fallback_max_age_ms}): four
+ * days, the longest a US equity market stays closed on a long weekend (Friday
+ * 16:00 to Tuesday 09:30 ET is 89.5 hours), so a stock held over one is
+ * valued at its last price, not at cost; a crypto price that old means a feed
+ * down for days.
+ */
+export const DEFAULT_RISK_MARK_MAX_AGE_MS = 4 * DAY_MS;
+
+/** Options of {@linkcode markPrice}. */
+export interface MarkPriceOptions {
+  /**
+   * When no price is fresh, the newest price of any venue — a mid or a last
+   * trade, whichever was received last — no older than this (ms), instead of
+   * none. For the risk checks ({@linkcode DEFAULT_RISK_MARK_MAX_AGE_MS}); a
+   * mark that is shown or stored takes none. @default {0: none}
+   */
+  fallback_max_age_ms?: number | undefined;
+}
+
+/**
+ * The mark of `symbol` from the latest-market cache at `nowMs`, rounded
+ * half-even to 8 decimals: the mid of the freshest best bid/ask no older than
+ * `maxAgeMs` (both sides > 0), else the newest last trade no older than
+ * `maxAgeMs`, else null — a price older than `maxAgeMs`
+ * (`execution.max_price_age_ms`) is no mark: the position is shown without
+ * one and valued at cost. With `fallback_max_age_ms` (the risk checks), when
+ * nothing is fresh, the newest price no older than that, mid or trade, the
+ * newer first.
  */
 export function markPrice(
   cache: LatestCache,
   symbol: string,
   maxAgeMs: number,
   nowMs: number,
+  options: MarkPriceOptions = {},
 ): Decimal | null {
   let freshMid: Decimal | null = null;
   let freshAt = -Infinity;
@@ -691,27 +719,36 @@ export function markPrice(
   if (freshMid !== null) return roundMoney(freshMid);
   const snapshot = cache.latest(symbol);
   if (snapshot === null) return null;
-  let trade: string | null = null;
+  const fallbackMs = Math.max(maxAgeMs, options.fallback_max_age_ms ?? 0);
+  // Times in µs since the epoch: anything received before `oldest` is too old.
+  const oldest = (nowMs - fallbackMs) * 1000;
+  let trade: Decimal | null = null;
   let tradeAt = -Infinity;
   let mid: Decimal | null = null;
   let midAt = -Infinity;
   for (const entry of snapshot.exchanges) {
-    if (entry.trade !== null && entry.trade.ts_local > tradeAt) {
-      trade = entry.trade.price;
-      tradeAt = entry.trade.ts_local;
+    const t = entry.trade;
+    if (t !== null && t.ts_local > tradeAt && t.ts_local >= oldest) {
+      const price = positiveDecimal(t.price);
+      if (price !== null) {
+        trade = price;
+        tradeAt = t.ts_local;
+      }
     }
-    if (entry.quote !== null && entry.quote.ts_local > midAt) {
-      const m = midOf(entry.quote.bid_price, entry.quote.ask_price);
+    const q = entry.quote;
+    if (q !== null && q.ts_local > midAt && q.ts_local >= oldest) {
+      const m = midOf(q.bid_price, q.ask_price);
       if (m !== null) {
         mid = m;
-        midAt = entry.quote.ts_local;
+        midAt = q.ts_local;
       }
     }
   }
-  if (trade !== null) {
-    const parsed = positiveDecimal(trade);
-    if (parsed !== null) return roundMoney(parsed);
-  }
+  // A fresh trade (no fresh quote); else, with a fallback, the newer of the two.
+  const fresh = (nowMs - maxAgeMs) * 1000;
+  if (trade !== null && tradeAt >= fresh) return roundMoney(trade);
+  if (fallbackMs === maxAgeMs) return null;
+  if (trade !== null && (mid === null || tradeAt >= midAt)) return roundMoney(trade);
   return mid === null ? null : roundMoney(mid);
 }
 

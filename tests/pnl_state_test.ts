@@ -1,0 +1,78 @@
+/**
+ * The in-process portfolio view and its marks, without services: which price
+ * is a mark (a fresh one only; the risk checks' bounded fallback), realized
+ * P&L per UTC day, and fills stored but not yet applied in today's figure.
+ */
+
+import assert from "node:assert/strict";
+import { RecordingClock } from "../lib/clock.ts";
+import { LatestCache } from "../market/latest_cache.ts";
+import { DEFAULT_RISK_MARK_MAX_AGE_MS, markPrice } from "../trading/portfolio_state.ts";
+
+const NOW = Date.parse("2026-03-10T12:00:00Z");
+
+/** A cache holding, for SOL-USDT, a Kraken trade and a Binance best bid/ask of the given ages. */
+function cacheWith(prices: { tradeAgoMs?: number; topAgoMs?: number }): LatestCache {
+  const cache = new LatestCache({ clock: new RecordingClock(NOW) });
+  const us = NOW * 1000;
+  if (prices.tradeAgoMs !== undefined) {
+    const at = us - prices.tradeAgoMs * 1000;
+    cache.update([{
+      kind: "trade",
+      exchange: "kraken",
+      symbol: "SOL-USDT",
+      venue_symbol: "SOL/USDT",
+      trade_id: "1",
+      price: "20",
+      qty: "1",
+      side: "buy",
+      ts_exchange: at,
+      ts_local: at,
+    }]);
+  }
+  if (prices.topAgoMs !== undefined) {
+    const at = us - prices.topAgoMs * 1000;
+    cache.update([{
+      kind: "top",
+      exchange: "binance",
+      symbol: "SOL-USDT",
+      venue_symbol: "SOLUSDT",
+      ts_exchange: at,
+      ts_local: at,
+      bid_price: "30",
+      bid_qty: "1",
+      ask_price: "30.02",
+      ask_qty: "1",
+    }]);
+  }
+  return cache;
+}
+
+const mark = (cache: LatestCache, fallbackMs?: number) =>
+  markPrice(
+    cache,
+    "SOL-USDT",
+    5_000,
+    NOW,
+    fallbackMs === undefined ? {} : { fallback_max_age_ms: fallbackMs },
+  )?.toFixed() ?? null;
+
+Deno.test("a price older than the freshness limit is no mark: a stale quote and a day-old trade give none", () => {
+  // The quote is 6 s old (the limit is 5 s), the trade a day old.
+  assert.equal(mark(cacheWith({ tradeAgoMs: 86_400_000, topAgoMs: 6_000 })), null);
+  assert.equal(mark(cacheWith({ tradeAgoMs: 3_600_000 })), null);
+  // Fresh ones: the mid first, else the last trade.
+  assert.equal(mark(cacheWith({ tradeAgoMs: 1_000, topAgoMs: 4_000 })), "30.01");
+  assert.equal(mark(cacheWith({ tradeAgoMs: 1_000, topAgoMs: 6_000 })), "20");
+});
+
+Deno.test("the risk checks' fallback takes the newest price within its bound: a 6 s old mid before a day-old trade", () => {
+  const fallback = DEFAULT_RISK_MARK_MAX_AGE_MS;
+  assert.equal(mark(cacheWith({ tradeAgoMs: 86_400_000, topAgoMs: 6_000 }), fallback), "30.01");
+  assert.equal(mark(cacheWith({ tradeAgoMs: 6_000, topAgoMs: 86_400_000 }), fallback), "20");
+  // A fresh price is taken as it would be without the fallback.
+  assert.equal(mark(cacheWith({ tradeAgoMs: 1_000, topAgoMs: 4_000 }), fallback), "30.01");
+  // Nothing beyond the bound.
+  assert.equal(mark(cacheWith({ tradeAgoMs: fallback + 1 }), fallback), null);
+  assert.equal(mark(cacheWith({ tradeAgoMs: fallback }), fallback), "20");
+});
