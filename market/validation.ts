@@ -15,7 +15,7 @@
  * | `future` | `ts_exchange` is more than `max_future_ms` ahead of `nowUs` |
  * | `inconsistent_bar` | a bar's low/high do not bound its open and close |
  * | `crossed_book` | a top/quote with both sides > 0 and bid ≥ ask; a snapshot whose best bid ≥ best ask |
- * | `out_of_order` | a book delta whose sequence is not greater than the last accepted one |
+ * | `out_of_order` | a book delta whose sequence is not greater than the last accepted one; a snapshot part that does not follow the part before it |
  * | `duplicate` | a trade id already accepted among the last `duplicate_window` ids of the symbol |
  * | `spike` | a trade price, or a top/quote mid, more than `spike_pct` % from the reference price |
  *
@@ -28,6 +28,16 @@
  *   strictly increasing per (exchange, symbol); a snapshot is accepted whatever
  *   its sequence and restarts the count (a reconnect restarts Coinbase's
  *   counter); deltas with a null sequence (Kraken) are not checked.
+ * - A snapshot too large for one message comes as parts
+ *   ({@linkcode SnapshotPart}: `part` 0…`parts` − 1, every part an
+ *   `action: "snapshot"` event with the same `ts_exchange`, `ts_local` and
+ *   `sequence`, the best levels first). Together the parts are one snapshot:
+ *   part 0 replaces the book and each later part adds its (deeper) levels.
+ *   A later part must follow the part before it, accepted, of the same
+ *   snapshot (else `out_of_order`); once a part is refused, the snapshot's
+ *   later parts are refused for the same reason, so what is accepted of a
+ *   snapshot is always its best levels. Crossing is checked over the parts
+ *   accepted so far. The sequence rule treats the parts as one snapshot.
  * - No full book is kept per symbol: feeds already keep and verify their books
  *   (Binance/Coinbase sequence gaps, Kraken checksums); the validator checks each
  *   snapshot for crossing and each delta's levels and sequence.
@@ -49,7 +59,8 @@
  *   {@linkcode compareDecimal} decides.
  * - With `enabled: false` only the `schema` check runs, so downstream never sees
  *   malformed events.
- * - Extra fields on an event are allowed and passed through untouched.
+ * - Extra fields on an event are allowed and passed through untouched (but
+ *   `part` and `parts` on a book event must make a {@linkcode SnapshotPart}).
  *
  * @example
  * ```ts
@@ -67,6 +78,7 @@
  */
 
 import {
+  type BookEvent,
   EVENT_KINDS,
   type EventKind,
   type Exchange,
@@ -221,6 +233,32 @@ export function staleAt(event: MarketEvent): number {
   return Math.max(event.ts_exchange, event.start + intervalUs(event.interval));
 }
 
+/**
+ * The fields that mark one part of a book snapshot published as several
+ * events (a Coinbase snapshot is far larger than one NATS message). Every
+ * part is an `action: "snapshot"` {@linkcode BookEvent} with the snapshot's
+ * `ts_exchange`, `ts_local` and `sequence`; part 0 holds the best levels and
+ * replaces the book, each later part adds the next deeper levels. A snapshot
+ * in one event has neither field.
+ *
+ * @example
+ * ```ts
+ * const parts = [{ part: 0, parts: 2 }, { part: 1, parts: 2 }]; // on two snapshot events
+ * ```
+ */
+export interface SnapshotPart {
+  /** Which part, from 0. */
+  part: number;
+  /** How many parts the snapshot has (≥ 2). */
+  parts: number;
+}
+
+/** The {@linkcode SnapshotPart} fields of a book event, or null when it is a whole snapshot or a delta. */
+export function snapshotPart(event: BookEvent): SnapshotPart | null {
+  const { part, parts } = event as BookEvent & Partial<SnapshotPart>;
+  return part === undefined || parts === undefined ? null : { part, parts };
+}
+
 /** The parts of a market-data subject `md.<kind>.<exchange>.<symbol token>`. */
 export interface MarketSubject {
   /** The event kind token. */
@@ -302,7 +340,7 @@ export function schemaProblem(value: unknown): string | null {
       if (e.sequence !== null && !isTimestamp(e.sequence)) {
         return `sequence ${show(e.sequence)} is neither null nor a non-negative integer`;
       }
-      return levelsProblem("bids", e.bids) ?? levelsProblem("asks", e.asks);
+      return partProblem(e) ?? levelsProblem("bids", e.bids) ?? levelsProblem("asks", e.asks);
     case "top":
       return sidesProblem(e);
     case "quote":
@@ -335,6 +373,18 @@ const SIDE_DECIMALS = ["bid_price", "bid_qty", "ask_price", "ask_qty"] as const;
 function sidesProblem(e: Record<string, unknown>): string | null {
   for (const field of SIDE_DECIMALS) {
     if (!isSignedDecimal(e[field])) return decimalProblem(field, e[field]);
+  }
+  return null;
+}
+
+/** What is wrong with the `part`/`parts` fields of a book event, or null (also when it has neither). */
+function partProblem(e: Record<string, unknown>): string | null {
+  const { part, parts } = e;
+  if (part === undefined && parts === undefined) return null;
+  if (e.action !== "snapshot") return "part and parts are only allowed on a snapshot";
+  if (!isTimestamp(parts) || parts < 2) return `parts ${show(parts)} is not an integer >= 2`;
+  if (!isTimestamp(part) || part >= parts) {
+    return `part ${show(part)} is not an integer from 0 to ${parts - 1}`;
   }
   return null;
 }
@@ -390,6 +440,22 @@ function show(value: unknown): string {
   }
 }
 
+/** The book snapshot a pair's next snapshot part must continue. */
+interface SnapshotState {
+  readonly ts_exchange: number;
+  readonly ts_local: number;
+  readonly sequence: number | null;
+  /** The part expected next. */
+  next: number;
+  /** How many parts it has (1: a whole snapshot). */
+  readonly parts: number;
+  /** Why a part of it was refused (its later parts are refused too), or null. */
+  refused: Exclude<RejectReason, "schema"> | null;
+  /** Best bid and ask over its accepted parts, null for a side with no level. */
+  bestBid: string | null;
+  bestAsk: string | null;
+}
+
 /** The state of one (exchange, symbol). */
 interface SymbolState {
   readonly limits: Thresholds;
@@ -397,6 +463,8 @@ interface SymbolState {
   readonly windowBuckets: number;
   /** Last accepted book sequence, null when none (or after a snapshot without one). */
   sequence: number | null;
+  /** The snapshot whose parts are being checked (since its part 0 or whole event), null after a delta. */
+  snapshot: SnapshotState | null;
   /** The last `duplicate_window` accepted trade ids. */
   readonly tradeIds: TradeIdWindow;
   /** Latest bucket (second) seen by any event of the pair; -1 before the first. */
@@ -536,8 +604,60 @@ export class Validator {
     return { accepted, rejected };
   }
 
-  /** Applies the market rules to a well-formed event; updates state when it is accepted. */
+  /**
+   * Applies the market rules to a well-formed event; updates state when it is
+   * accepted. A book snapshot is first placed: a whole one or part 0 starts a
+   * snapshot, a later part must continue the one before it.
+   */
   #check(event: MarketEvent, nowUs: number): EventRejection | null {
+    if (event.kind !== "book" || event.action !== "snapshot") return this.#rules(event, nowUs);
+    const state = this.#state(event.exchange, event.symbol);
+    const part = snapshotPart(event);
+    let snapshot: SnapshotState;
+    if (part === null || part.part === 0) {
+      snapshot = {
+        ts_exchange: event.ts_exchange,
+        ts_local: event.ts_local,
+        sequence: event.sequence,
+        next: 0,
+        parts: part?.parts ?? 1,
+        refused: null,
+        bestBid: null,
+        bestAsk: null,
+      };
+    } else {
+      const current = state.snapshot;
+      const same = current !== null && current.parts === part.parts &&
+        current.ts_exchange === event.ts_exchange && current.ts_local === event.ts_local &&
+        current.sequence === event.sequence;
+      if (same && current.refused !== null && current.next < part.part) {
+        return {
+          event,
+          reason: current.refused,
+          detail: `snapshot part ${part.part} of ${part.parts} belongs to a snapshot whose ` +
+            `earlier part was refused (${current.refused})`,
+        };
+      }
+      if (!same || current.refused !== null || current.next !== part.part) {
+        return {
+          event,
+          reason: "out_of_order",
+          detail: `snapshot part ${part.part} of ${part.parts} does not follow part ${
+            part.part - 1
+          } of the same snapshot`,
+        };
+      }
+      snapshot = current;
+    }
+    state.snapshot = snapshot;
+    const refusal = this.#rules(event, nowUs);
+    if (refusal === null) snapshot.next++;
+    else snapshot.refused = refusal.reason;
+    return refusal;
+  }
+
+  /** The market rules of {@linkcode Validator.validate}, in their documented order. */
+  #rules(event: MarketEvent, nowUs: number): EventRejection | null {
     const nonPositive = nonPositiveProblem(event);
     if (nonPositive !== null) return { event, reason: "non_positive", detail: nonPositive };
     const state = this.#state(event.exchange, event.symbol);
@@ -598,12 +718,27 @@ export class Validator {
         return spike === null ? null : { event, reason: "spike", detail: spike };
       }
       case "book": {
-        if (event.action === "snapshot") {
-          const crossed = crossedSnapshot(event.bids, event.asks);
-          if (crossed !== null) return { event, reason: "crossed_book", detail: crossed };
+        const snapshot = state.snapshot;
+        if (event.action === "snapshot" && snapshot !== null) {
+          // The best bid and ask over this part and the parts of the snapshot before it.
+          const bid = bestPrice(event.bids, 1, snapshot.bestBid);
+          const ask = bestPrice(event.asks, -1, snapshot.bestAsk);
+          if (
+            bid !== null && ask !== null && !(Number(bid) < Number(ask)) &&
+            compareDecimal(bid, ask) >= 0
+          ) {
+            return {
+              event,
+              reason: "crossed_book",
+              detail: `best bid ${bid} is not below best ask ${ask}`,
+            };
+          }
+          snapshot.bestBid = bid;
+          snapshot.bestAsk = ask;
           state.sequence = event.sequence;
           return null;
         }
+        state.snapshot = null;
         if (event.sequence === null) return null;
         if (state.sequence !== null && event.sequence <= state.sequence) {
           return {
@@ -652,6 +787,7 @@ export class Validator {
         limits,
         windowBuckets: Math.max(1, Math.ceil(limits.reference_window_ms / REFERENCE_BUCKET_MS)),
         sequence: null,
+        snapshot: null,
         tradeIds: new TradeIdWindow(this.#duplicateWindow),
         bucket: -1,
         openBucket: -1,
@@ -749,19 +885,26 @@ function levelRangeProblem(side: string, levels: Level[], snapshot: boolean): st
   return null;
 }
 
-/** Why a snapshot is crossed (best bid ≥ best ask), or null. */
-function crossedSnapshot(bids: Level[], asks: Level[]): string | null {
-  if (bids.length === 0 || asks.length === 0) return null;
-  let bestBid = -Infinity;
-  for (const [price] of bids) bestBid = Math.max(bestBid, Number(price));
-  let bestAsk = Infinity;
-  for (const [price] of asks) bestAsk = Math.min(bestAsk, Number(price));
-  if (bestBid < bestAsk) return null; // exact: rounding to floats is monotonic
-  let bid = bids[0]![0];
-  for (const [price] of bids) if (compareDecimal(price, bid) > 0) bid = price;
-  let ask = asks[0]![0];
-  for (const [price] of asks) if (compareDecimal(price, ask) < 0) ask = price;
-  return compareDecimal(bid, ask) >= 0 ? `best bid ${bid} is not below best ask ${ask}` : null;
+/**
+ * The best price of `levels` and `from` (the highest for `direction` 1, the
+ * lowest for -1), exactly: floats find it (rounding is monotonic), and
+ * {@linkcode compareDecimal} decides between prices equal as floats. Null
+ * when both are empty.
+ */
+function bestPrice(levels: Level[], direction: 1 | -1, from: string | null): string | null {
+  let best = from;
+  let bestFloat = best === null ? NaN : Number(best) * direction;
+  for (const [price] of levels) {
+    const value = Number(price) * direction;
+    if (
+      best === null || value > bestFloat ||
+      (value === bestFloat && compareDecimal(price, best) * direction > 0)
+    ) {
+      best = price;
+      bestFloat = value;
+    }
+  }
+  return best;
 }
 
 /**

@@ -11,6 +11,7 @@ import {
 import { OrderBook } from "../market/order_book.ts";
 import type { FeedStatus } from "../market/status.ts";
 import type { DeadLetter } from "../market/subjects.ts";
+import { snapshotPart, Validator } from "../market/validation.ts";
 import { parseCoinbaseFrame } from "../venues/coinbase/parse.ts";
 import { coinbaseSession, type CoinbaseSessionStatus } from "../venues/coinbase/session.ts";
 import type { SessionIO } from "../venues/session.ts";
@@ -152,10 +153,13 @@ Deno.test("the Coinbase session replays the captured session without a gap or a 
   // the two snapshots (18,764 bids and 27,236 offers; 6,935 and 16,399), split in 2,000 levels.
   assert.deepEqual(counts, { trade: 279, bar: 204, top: 160, book: 773 + 14 + 9 });
   const books = events.filter((event): event is BookEvent => event.kind === "book");
-  for (const product of PRODUCTS) {
+  for (const [product, parts] of [["BTC-USD", 14], ["ETH-USD", 9]] as const) {
     const ofProduct = books.filter((book) => book.symbol === product);
-    assert.equal(ofProduct[0]!.action, "snapshot");
-    assert.ok(ofProduct.slice(1).every((book) => book.action === "delta"));
+    assert.deepEqual(
+      ofProduct.slice(0, parts).map((book) => [book.action, snapshotPart(book)]),
+      Array.from({ length: parts }, (_, part) => ["snapshot", { part, parts }]),
+    );
+    assert.ok(ofProduct.slice(parts).every((book) => book.action === "delta"));
     assert.ok(ofProduct.every((book) => book.bids.length <= 2_000 && book.asks.length <= 2_000));
     assertBookIsCaptured(rebuild(books, product), product);
   }
@@ -165,6 +169,29 @@ Deno.test("the Coinbase session replays the captured session without a gap or a 
   assert.equal(status.gaps, 0);
   assert.equal(status.heartbeat_counter, 41715);
   assert.deepEqual(status.subscriptions.level2, ["BTC-USD", "ETH-USD"]);
+});
+
+Deno.test("every part of the captured Coinbase snapshots passes the validator, and what passes is the whole book", () => {
+  // BTC-USD's snapshot has 46,000 levels and ETH-USD's 23,334: 14 and 9 parts of 2,000 a side.
+  const session = newSession(["book"]);
+  const { io, reconnects } = recordingIO();
+  session.onOpen(io);
+  const events = captured.flatMap((frame) => session.onFrame(frame, RECEIVED_US, io));
+  assert.deepEqual(reconnects, []);
+  // As the validator actor sees them: one subject per product, in order. The capture is old,
+  // so the time window is opened; the book rules are what is checked.
+  const validator = new Validator({ max_lag_ms: 1e12, max_future_ms: 1e12 });
+  const accepted: MarketEvent[] = [];
+  for (const product of PRODUCTS) {
+    const result = validator.validate(ofKind(events, "book", product), RECEIVED_US);
+    assert.deepEqual(
+      result.rejected.map((rejection) => `${rejection.reason}: ${rejection.detail}`),
+      [],
+      product,
+    );
+    accepted.push(...result.accepted);
+  }
+  for (const product of PRODUCTS) assertBookIsCaptured(rebuild(accepted, product), product);
 });
 
 Deno.test("a Coinbase sequence gap resets every book and asks for one resync reconnect", () => {
@@ -207,7 +234,8 @@ Deno.test("a Coinbase sequence gap resets every book and asks for one resync rec
     .flatMap((frame) => session.onFrame(frame, RECEIVED_US, io));
   const books = events.filter((event): event is BookEvent => event.kind === "book");
   assert.deepEqual(
-    books.filter((book) => book.action === "snapshot").map((book) => book.symbol),
+    books.filter((book) => book.action === "snapshot" && snapshotPart(book)?.part === 0)
+      .map((book) => book.symbol),
     PRODUCTS,
   );
   assert.deepEqual((session.status() as CoinbaseSessionStatus).books, {
@@ -248,7 +276,7 @@ Deno.test("a crossed Coinbase book publishes nothing and asks for a resync recon
   assert.equal(status.books["BTC-USD"], "waiting");
 });
 
-Deno.test("a Coinbase snapshot deeper than bookEventMaxLevels is published as a snapshot and deltas", () => {
+Deno.test("a Coinbase snapshot deeper than bookEventMaxLevels is published as numbered snapshot parts", () => {
   const session = coinbaseSession({
     ws_url: "wss://advanced-trade-ws.coinbase.com",
     symbols: ["BTC-USD"],
@@ -267,11 +295,27 @@ Deno.test("a Coinbase snapshot deeper than bookEventMaxLevels is published as a 
     RECEIVED_US,
     io,
   ) as BookEvent[];
-  assert.deepEqual(events.map((event) => [event.action, event.bids, event.asks, event.sequence]), [
-    ["snapshot", [["100", "2"], ["99", "1"]], [["101", "2"], ["102", "3"]], 0],
-    ["delta", [], [["103", "1"]], 0],
-  ]);
+  assert.deepEqual(
+    events.map((event) => [
+      event.action,
+      snapshotPart(event),
+      event.bids,
+      event.asks,
+      event.sequence,
+    ]),
+    [
+      [
+        "snapshot",
+        { part: 0, parts: 2 },
+        [["100", "2"], ["99", "1"]],
+        [["101", "2"], ["102", "3"]],
+        0,
+      ],
+      ["snapshot", { part: 1, parts: 2 }, [], [["103", "1"]], 0],
+    ],
+  );
   assert.ok(events.every((event) => event.ts_exchange === events[0]!.ts_exchange));
+  assert.ok(events.every((event) => event.ts_local === events[0]!.ts_local));
   // Small snapshots and updates stay one event.
   const update = session.onFrame(
     l2Frame(1, "BTC-USD", "update", [["bid", "98", "1"], ["bid", "97", "1"], ["bid", "96", "1"]]),
@@ -414,8 +458,10 @@ async function startHarness(products: string[], options: HarnessOptions = {}): P
 function rebuild(events: readonly MarketEvent[], symbol: string): OrderBook {
   const book = new OrderBook();
   for (const event of ofKind(events, "book", symbol)) {
-    if (event.action === "snapshot") book.replace(event.bids, event.asks);
-    else book.applyAll(event.bids, event.asks);
+    // Part 0 (or a whole snapshot) replaces the book; later parts add their levels.
+    if (event.action === "snapshot" && (snapshotPart(event)?.part ?? 0) === 0) {
+      book.replace(event.bids, event.asks);
+    } else book.applyAll(event.bids, event.asks);
   }
   return book;
 }

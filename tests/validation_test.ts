@@ -447,6 +447,102 @@ Deno.test("a bar is stale only once its end is: Alpaca's running daily bar, stam
   );
 });
 
+/** The parts of one snapshot, as the Coinbase session splits a large one. */
+function parts(levels: Array<[bids: [string, string][], asks: [string, string][]]>, fields = {}) {
+  return levels.map(([bids, asks], part) =>
+    ({
+      ...book({ exchange: "coinbase", action: "snapshot", sequence: 7, bids, asks, ...fields }),
+      part,
+      parts: levels.length,
+    }) as BookEvent
+  );
+}
+
+Deno.test("the parts of a split snapshot are accepted as one snapshot, and deltas follow them", () => {
+  const validator = new Validator();
+  const snapshot = parts([
+    [[["100", "1"], ["99", "1"]], [["101", "1"], ["102", "1"]]],
+    [[["98", "1"], ["97", "1"]], [["103", "1"]]],
+    [[["96", "1"]], []],
+  ]);
+  const result = validator.validate(snapshot, NOW_US);
+  assert.deepEqual(reasons(result), []);
+  assert.equal(result.accepted.length, 3);
+  // The sequence counts from the snapshot's: the next frame's delta passes, an older one not.
+  assert.equal(verdict(validator, book({ exchange: "coinbase", sequence: 8 })), "accepted");
+  assert.equal(verdict(validator, book({ exchange: "coinbase", sequence: 7 })), "out_of_order");
+  // A part after a delta, or of another snapshot, continues nothing.
+  assert.equal(verdict(validator, snapshot[1]), "out_of_order");
+});
+
+Deno.test("a snapshot part that does not follow its part before is refused, and so are the rest", () => {
+  const levels: Array<[[string, string][], [string, string][]]> = [
+    [[["100", "1"]], [["101", "1"]]],
+    [[["99", "1"]], [["102", "1"]]],
+    [[["98", "1"]], [["103", "1"]]],
+  ];
+  // Part 1 lost: part 2 is out of order.
+  const skipped = new Validator().validate(parts(levels).filter((_, i) => i !== 1), NOW_US);
+  assert.deepEqual(reasons(skipped), ["out_of_order"]);
+  assert.match(skipped.rejected[0]!.detail, /^snapshot part 2 of 3 does not follow part 1/);
+  // A later part with another sequence or time belongs to another snapshot.
+  const [first, second] = parts(levels);
+  for (const other of [{ sequence: 8 }, { ts_exchange: NOW_US + 1 }, { ts_local: NOW_US + 1 }]) {
+    const result = new Validator().validate([first, { ...second, ...other }], NOW_US);
+    assert.deepEqual(reasons(result), ["out_of_order"], JSON.stringify(other));
+  }
+  // Part 0 refused: the deeper parts are refused for the same reason, so none is stored alone.
+  const crossed = parts([[[["101", "1"]], [["100", "1"]]], [[["99", "1"]], [["102", "1"]]]]);
+  const refused = new Validator().validate(crossed, NOW_US);
+  assert.deepEqual(reasons(refused), ["crossed_book", "crossed_book"]);
+  assert.match(refused.rejected[1]!.detail, /earlier part was refused \(crossed_book\)/);
+  // A middle part refused: what is accepted is the best levels, the parts before it.
+  const zero = parts([
+    [[["100", "1"]], [["101", "1"]]],
+    [[["99", "0"]], [["102", "1"]]],
+    [[["98", "1"]], [["103", "1"]]],
+  ]);
+  const middle = new Validator().validate(zero, NOW_US);
+  assert.deepEqual(reasons(middle), ["non_positive", "non_positive"]);
+  assert.deepEqual(middle.accepted, [zero[0]]);
+});
+
+Deno.test("a snapshot part is checked for crossing against the parts before it", () => {
+  // Each part alone is not crossed, but part 1's bid 101.5 is above part 0's ask 101.
+  const snapshot = parts([
+    [[["100", "1"]], [["101", "1"]]],
+    [[["101.5", "1"]], [["102", "1"]]],
+  ]);
+  const result = new Validator().validate(snapshot, NOW_US);
+  assert.deepEqual(reasons(result), ["crossed_book"]);
+  assert.equal(result.rejected[0]!.detail, "best bid 101.5 is not below best ask 101");
+  // Equal as floats, apart as decimals: decided exactly across parts too.
+  const close = parts([
+    [[["1.00000000000000000001", "1"]], []],
+    [[], [["1.00000000000000000002", "1"]]],
+  ]);
+  assert.deepEqual(reasons(new Validator().validate(close, NOW_US)), []);
+});
+
+Deno.test("part and parts must number a snapshot's parts", () => {
+  const snapshot = book({ action: "snapshot" });
+  assert.equal(schemaProblem({ ...snapshot, part: 1, parts: 3 }), null);
+  assert.equal(
+    schemaProblem({ ...snapshot, part: 3, parts: 3 }),
+    "part 3 is not an integer from 0 to 2",
+  );
+  assert.equal(schemaProblem({ ...snapshot, part: 0 }), "parts undefined is not an integer >= 2");
+  assert.equal(schemaProblem({ ...snapshot, part: 0, parts: 1 }), "parts 1 is not an integer >= 2");
+  assert.equal(
+    schemaProblem({ ...snapshot, part: "0", parts: 2 }),
+    'part "0" is not an integer from 0 to 1',
+  );
+  assert.equal(
+    schemaProblem({ ...book(), part: 0, parts: 2 }),
+    "part and parts are only allowed on a snapshot",
+  );
+});
+
 Deno.test("intervalUs reads the venues' bar interval names", () => {
   assert.equal(intervalUs("1s"), SECOND_US);
   assert.equal(intervalUs("5m"), 300 * SECOND_US);

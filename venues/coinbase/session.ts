@@ -23,8 +23,11 @@
  *   way. At most one reconnect is asked for per connection. Coinbase's
  *   snapshots hold the whole book (5 MB for BTC-USD in the capture, above
  *   NATS's 1 MB message limit), so a snapshot with more than
- *   `bookEventMaxLevels` levels on a side is published as a `snapshot` event
- *   of the best levels followed by `delta` events adding the deeper ones.
+ *   `bookEventMaxLevels` levels on a side is published in parts: `snapshot`
+ *   events marked `part` 0…`parts` − 1 ({@linkcode SnapshotPart}), the best
+ *   levels first, all with the snapshot's sequence and times. The validator
+ *   checks them as one snapshot, and the stored rows of one snapshot are
+ *   told by their common `ts_exchange`, `ts_local` and `sequence`.
  * - A malformed frame (the runtime dead-letters it) would look like a gap at
  *   the next frame, since it used up a sequence number. When its
  *   `sequence_num` can still be read from the text, the session counts it, so
@@ -51,6 +54,7 @@
 
 import type { Config } from "../../config/mod.ts";
 import type { BookEvent, MarketEvent } from "../../market/events.ts";
+import type { SnapshotPart } from "../../market/validation.ts";
 import type { SessionIO, VenueSession } from "../session.ts";
 import { CoinbaseBookSync, type SequenceCheck, SequenceTracker } from "./book_sync.ts";
 import {
@@ -79,10 +83,12 @@ export interface CoinbaseSessionConfig {
  * Most levels per side in one published book event. A Coinbase `level2`
  * snapshot holds the whole book (the captured BTC-USD one: a 5 MB frame), far
  * above NATS's 1 MB message limit once normalized; larger snapshots are
- * published as a `snapshot` event with the best levels followed by `delta`
- * events adding the deeper ones, all with the snapshot's sequence and times.
- * A consumer applying them in order has the whole book; one that reads only
- * the first has the top of it.
+ * published in parts ({@linkcode SnapshotPart}): `snapshot` events with
+ * `part` 0…`parts` − 1, each with the next `bookEventMaxLevels` levels a
+ * side, best first, all with the snapshot's sequence and times. Part 0
+ * replaces the book and each later part adds its levels, so a consumer
+ * applying them in order has the whole book, and one that reads only part 0
+ * has the top of it.
  */
 export const DEFAULT_COINBASE_BOOK_EVENT_MAX_LEVELS = 2_000;
 
@@ -308,18 +314,21 @@ export class CoinbaseSession implements VenueSession {
 }
 
 /**
- * A snapshot too large for one message as a `snapshot` event of the best
- * `maxLevels` levels per side and `delta` events adding the rest, best first.
+ * A snapshot too large for one message as {@linkcode SnapshotPart}s: `snapshot`
+ * events of `maxLevels` levels per side each, best first.
  */
-function splitSnapshot(snapshot: BookEvent, maxLevels: number): BookEvent[] {
+function splitSnapshot(snapshot: BookEvent, maxLevels: number): (BookEvent & SnapshotPart)[] {
   const { bids, asks } = snapshot;
-  const out: BookEvent[] = [];
-  for (let at = 0; at < bids.length || at < asks.length; at += maxLevels) {
+  const parts = Math.ceil(Math.max(bids.length, asks.length) / maxLevels);
+  const out: (BookEvent & SnapshotPart)[] = [];
+  for (let part = 0; part < parts; part++) {
+    const at = part * maxLevels;
     out.push({
       ...snapshot,
-      action: at === 0 ? "snapshot" : "delta",
       bids: bids.slice(at, at + maxLevels),
       asks: asks.slice(at, at + maxLevels),
+      part,
+      parts,
     });
   }
   return out;
