@@ -11,7 +11,7 @@
  * | --- | --- |
  * | `schema` | it does not have the shape of a `MarketEvent` (or does not match the message subject) |
  * | `non_positive` | a price ≤ 0, a trade size ≤ 0, a negative size, a zero-size snapshot level, a negative quote side |
- * | `stale` | `ts_exchange` is more than `max_lag_ms` behind `nowUs` (a bar: its end, `start` + interval, if later) |
+ * | `stale` | `ts_exchange` is more than `max_lag_ms` behind `nowUs` (a bar: its end, `start` + interval, if later; a top or book snapshot: `ts_local`, if later) |
  * | `future` | `ts_exchange` is more than `max_future_ms` ahead of `nowUs` |
  * | `inconsistent_bar` | a bar's low/high do not bound its open and close |
  * | `crossed_book` | a top/quote with both sides > 0 and bid ≥ ask; a snapshot whose best bid ≥ best ask |
@@ -38,6 +38,11 @@
  *   later parts are refused for the same reason, so what is accepted of a
  *   snapshot is always its best levels. Crossing is checked over the parts
  *   accepted so far. The sequence rule treats the parts as one snapshot.
+ * - Tops and book snapshots are held to `stale` by the later of `ts_exchange`
+ *   and `ts_local`: they state the book as it is when sent, and a venue may
+ *   stamp them with the time the book last changed — Kraken does for a book
+ *   snapshot, so a quiet book's snapshot, and the top made from it, carry a
+ *   time minutes old. A trade, a delta or a quote is held to its own time.
  * - No full book is kept per symbol: feeds already keep and verify their books
  *   (Binance/Coinbase sequence gaps, Kraken checksums); the validator checks each
  *   snapshot for crossing and each delta's levels and sequence.
@@ -224,13 +229,27 @@ export function intervalUs(interval: string): number {
 }
 
 /**
- * The time the `stale` rule holds against `max_lag_ms`: `ts_exchange`, or
- * for a bar its end when that is later — Alpaca stamps a bar with its start
- * only, and sends its running daily bar all day long.
+ * The time the `stale` rule holds against `max_lag_ms`: `ts_exchange`, but
+ * - for a bar its end when that is later — Alpaca stamps a bar with its start
+ *   only, and sends its running daily bar all day long;
+ * - for a top or a book snapshot `ts_local` (when it was received) when that
+ *   is later — they state the book as it is when sent, and Kraken stamps a
+ *   snapshot (so also the top made from it) with the time the book last
+ *   changed, which for a quiet book can be minutes before.
  */
 export function staleAt(event: MarketEvent): number {
-  if (event.kind !== "bar") return event.ts_exchange;
-  return Math.max(event.ts_exchange, event.start + intervalUs(event.interval));
+  switch (event.kind) {
+    case "bar":
+      return Math.max(event.ts_exchange, event.start + intervalUs(event.interval));
+    case "top":
+      return Math.max(event.ts_exchange, event.ts_local);
+    case "book":
+      return event.action === "snapshot"
+        ? Math.max(event.ts_exchange, event.ts_local)
+        : event.ts_exchange;
+    default:
+      return event.ts_exchange;
+  }
 }
 
 /**
@@ -665,7 +684,11 @@ export class Validator {
     const ts = event.ts_exchange;
     const lastTs = staleAt(event);
     if (lastTs < nowUs - limits.max_lag_ms * 1000) {
-      const what = lastTs > ts ? `bar ending at ${lastTs}` : `ts_exchange ${ts}`;
+      const what = lastTs === ts
+        ? `ts_exchange ${ts}`
+        : event.kind === "bar"
+        ? `bar ending at ${lastTs}`
+        : `ts_local ${lastTs}`;
       return {
         event,
         reason: "stale",

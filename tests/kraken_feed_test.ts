@@ -4,6 +4,7 @@ import { DEFAULT_CONFIG } from "../config/mod.ts";
 import { nullLogger } from "../lib/log.ts";
 import {
   type BookEvent,
+  isoToUs,
   MalformedFrameError,
   type MarketEvent,
   type TopEvent,
@@ -12,6 +13,7 @@ import {
 import { OrderBook } from "../market/order_book.ts";
 import type { FeedStatus } from "../market/status.ts";
 import type { DeadLetter } from "../market/subjects.ts";
+import { Validator } from "../market/validation.ts";
 import type { SessionIO } from "../venues/session.ts";
 import { krakenChecksum } from "../venues/kraken/checksum.ts";
 import {
@@ -164,6 +166,42 @@ Deno.test("kraken session verifies every checksum of the real MINA/GBP session",
       .match(/"checksum":(\d+)/)![1],
   );
   assert.equal(krakenChecksum(rebuilt.levels("ask", 10), rebuilt.levels("bid", 10)), lastChecksum);
+});
+
+Deno.test("the snapshot of a quiet Kraken book and its top pass the validator, and the update after it has its base", () => {
+  // Kraken stamps a snapshot with the time the book last changed. MINA/GBP, received 3 minutes
+  // after that (longer than the validator's default max_lag_ms of 2 minutes).
+  const at = MINA.findIndex((frame) => frame.includes('"type":"snapshot"'));
+  const lastChangeUs = isoToUs(/"timestamp":"([^"]+)"/.exec(MINA[at]!)![1]!);
+  const receivedUs = lastChangeUs + 180_000_000;
+  const session = krakenSession(config({ symbols: ["MINA-GBP"], book_depth: 25 }));
+  const io = new FakeIO();
+  session.onOpen(io);
+  const snapshot = session.onFrame(MINA[at]!, receivedUs, io);
+  assert.deepEqual(io.resyncs, []);
+  assert.deepEqual(snapshot.map((event) => event.kind), ["book", "top"]);
+  assert.ok(snapshot.every((event) => event.ts_exchange === lastChangeUs), "the venue's time");
+  // The book then moves: the capture's first update, as if it happened 1 s after we subscribed.
+  const update = MINA.slice(at + 1).find((frame) => frame.includes('"type":"update"'))!;
+  const movedUs = receivedUs + 1_000_000;
+  const moved = update.replace(
+    /"timestamp":"[^"]+"/,
+    `"timestamp":"${new Date(movedUs / 1000).toISOString()}"`,
+  );
+  const after = session.onFrame(moved, movedUs, io);
+  assert.deepEqual(io.resyncs, []);
+  const validator = new Validator(DEFAULT_CONFIG.validator);
+  const verdicts = [...snapshot, ...after].map((event) => {
+    const { rejected } = validator.validate([event], movedUs);
+    return `${event.kind} ${event.kind === "book" ? event.action : ""}: ${
+      rejected.map((r) => `${r.reason} ${r.detail}`).join() || "accepted"
+    }`;
+  });
+  assert.deepEqual(verdicts, [
+    "book snapshot: accepted",
+    "top : accepted",
+    ...after.map((event) => `${event.kind} ${event.kind === "book" ? event.action : ""}: accepted`),
+  ]);
 });
 
 Deno.test("kraken session resubscribes one book after a checksum mismatch", () => {

@@ -447,6 +447,38 @@ Deno.test("a bar is stale only once its end is: Alpaca's running daily bar, stam
   );
 });
 
+Deno.test("a book snapshot or top stamped with the book's last change is held to when it was received", () => {
+  // Kraken stamps a book snapshot with the time the book last changed: 3 minutes ago on a quiet
+  // pair. The snapshot and the top made from it were received now.
+  const validator = new Validator({ max_lag_ms: 120_000 });
+  const lastChange = NOW_US - 180 * SECOND_US;
+  const snapshot = book({
+    exchange: "kraken",
+    action: "snapshot",
+    sequence: null,
+    ts_exchange: lastChange,
+  });
+  assert.equal(verdict(validator, snapshot), "accepted");
+  assert.equal(
+    verdict(validator, top({ exchange: "kraken", ts_exchange: lastChange })),
+    "accepted",
+  );
+  // A delta, a trade and a quote still go by their own time.
+  assert.equal(
+    verdict(validator, book({ exchange: "kraken", sequence: null, ts_exchange: lastChange })),
+    "stale",
+  );
+  assert.equal(verdict(validator, trade({ ts_exchange: lastChange })), "stale");
+  assert.equal(verdict(validator, quote({ ts_exchange: lastChange })), "stale");
+  // Received long ago (a backlog, an old capture): stale, and the detail says by which time.
+  const late = validator.validate([
+    book({ action: "snapshot", ts_exchange: lastChange, ts_local: NOW_US - 121 * SECOND_US }),
+    top({ ts_exchange: lastChange, ts_local: NOW_US - 121 * SECOND_US }),
+  ], NOW_US);
+  assert.deepEqual(reasons(late), ["stale", "stale"]);
+  assert.match(late.rejected[0]!.detail, /^ts_local \d+ is 121000 ms behind now/);
+});
+
 /** The parts of one snapshot, as the Coinbase session splits a large one. */
 function parts(levels: Array<[bids: [string, string][], asks: [string, string][]]>, fields = {}) {
   return levels.map(([bids, asks], part) =>
