@@ -504,3 +504,40 @@ export async function fillTotalsBySymbol(
     GROUP BY f.symbol ORDER BY f.symbol`);
   return [...rows];
 }
+
+/** Realized P&L of one UTC day (see {@linkcode realizedPnlByDay}). */
+export interface DayPnl {
+  /** The UTC day of the fills' `filled_at`, `YYYY-MM-DD`. */
+  day: string;
+  /** Σ realized P&L of its fills applied (NUMERIC text). */
+  realized_pnl: string;
+  /** Fills applied that day. */
+  fills: number;
+}
+
+/**
+ * Realized P&L of the fills applied (`realized_pnl` set), per UTC day of
+ * their `filled_at`, oldest first: what the daily loss limit counts per day.
+ */
+export async function realizedPnlByDay(
+  sql: Queryable,
+  options: FillTotalsOptions = {},
+): Promise<DayPnl[]> {
+  let where = sql`f.realized_pnl IS NOT NULL`;
+  if (options.portfolio_id !== undefined) {
+    where = sql`${where} AND o.portfolio_id = ${options.portfolio_id}`;
+  }
+  if (options.from !== undefined) {
+    where = sql`${where} AND f.filled_at >= ${checkDate(options.from, "from")}`;
+  }
+  if (options.to !== undefined) {
+    where = sql`${where} AND f.filled_at < ${checkDate(options.to, "to")}`;
+  }
+  const rows = await run(sql<DayPnl[]>`
+    SELECT to_char(f.filled_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day,
+      sum(f.realized_pnl)::numeric(38,8)::text AS realized_pnl, count(*)::int AS fills
+    FROM fills f JOIN orders o ON o.id = f.order_id
+    WHERE ${where}
+    GROUP BY 1 ORDER BY 1`);
+  return [...rows];
+}

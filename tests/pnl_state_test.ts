@@ -7,7 +7,12 @@
 import assert from "node:assert/strict";
 import { RecordingClock } from "../lib/clock.ts";
 import { LatestCache } from "../market/latest_cache.ts";
-import { DEFAULT_RISK_MARK_MAX_AGE_MS, markPrice } from "../trading/portfolio_state.ts";
+import {
+  DEFAULT_RISK_MARK_MAX_AGE_MS,
+  markPrice,
+  PortfolioState,
+} from "../trading/portfolio_state.ts";
+import { parseDecimal as d } from "../trading/money.ts";
 
 const NOW = Date.parse("2026-03-10T12:00:00Z");
 
@@ -75,4 +80,36 @@ Deno.test("the risk checks' fallback takes the newest price within its bound: a 
   // Nothing beyond the bound.
   assert.equal(mark(cacheWith({ tradeAgoMs: fallback + 1 }), fallback), null);
   assert.equal(mark(cacheWith({ tradeAgoMs: fallback }), fallback), "20");
+});
+
+/** A state on `clock` with 100,000 of cash, and a way to apply fills of X to it. */
+function stateAt(clock: RecordingClock) {
+  const state = new PortfolioState({ starting_cash: "100000", clock });
+  const fill = (side: "buy" | "sell", qty: string, price: string, at: number, fee = "0") =>
+    state.applyFill({
+      symbol: "X",
+      side,
+      qty: d(qty),
+      price: d(price),
+      fee: d(fee),
+      filled_at: at,
+    });
+  return { state, fill };
+}
+
+Deno.test("a fill stamped just after midnight by a broker clock ahead counts for that day, not instead of today", () => {
+  // Our clock: 23:59:59.900 UTC. A broker clock 200 ms ahead stamps a fill 00:00:00.100.
+  const clock = new RecordingClock(Date.parse("2026-03-10T23:59:59.900Z"));
+  const { state, fill } = stateAt(clock);
+  fill("buy", "10", "100", clock.now() - 1_000);
+  fill("sell", "5", "0.5", clock.now() - 500); // 5 × (0.5 − 100) = −497.5
+  assert.equal(state.realizedToday().toFixed(), "-497.5");
+  fill("sell", "1", "110", Date.parse("2026-03-11T00:00:00.100Z"), "0.25"); // +10 − 0.25
+  assert.equal(state.realizedToday().toFixed(), "-497.5", "today's loss is still today's");
+  clock.advance(200); // 00:00:00.100 the next day
+  assert.equal(state.realizedToday().toFixed(), "9.75");
+  // A late fill stamped yesterday counts for yesterday.
+  fill("sell", "1", "90", Date.parse("2026-03-10T23:59:59.000Z"));
+  assert.equal(state.realizedToday().toFixed(), "9.75");
+  assert.equal(state.realizedToday(Date.parse("2026-03-10T12:00:00Z")).toFixed(), "-507.5");
 });

@@ -35,8 +35,11 @@
  *
  * "Today" is the UTC day (crypto trades around the clock; one boundary for
  * every asset): realized P&L today is the sum of the realized P&L of fills
- * executed (`filled_at`) since 00:00 UTC — what `fillTotalsBySymbol(sql,
- * { from: utcDayStart(now) })` sums in PostgreSQL.
+ * executed (`filled_at`) on the UTC day of now — what
+ * `realizedPnlByDay(sql, …)` sums in PostgreSQL — kept per day (today and
+ * yesterday, and any later day a fill is stamped with), so a fill stamped
+ * just after midnight by a broker clock ahead of ours counts for that day
+ * and leaves today's figure alone.
  *
  * Marks ({@linkcode markPrice}): the mid of the freshest fresh best bid/ask of
  * any venue, else the newest fresh last trade, else none — then
@@ -64,11 +67,11 @@ import type { LatestCache } from "../market/latest_cache.ts";
 import {
   DEFAULT_ACTOR,
   DEFAULT_PORTFOLIO,
-  fillTotalsBySymbol,
   listOpenOrders,
   listPositions,
   mapDbError,
   type Queryable,
+  realizedPnlByDay,
 } from "../db/mod.ts";
 import { DB_SCALE, Decimal, fromDb, parseDecimal, ZERO } from "./money.ts";
 import {
@@ -310,8 +313,8 @@ export class PortfolioState {
   readonly #clock: Clock;
   readonly #positions = new Map<string, Position>();
   #cash: Decimal;
-  #day = -1;
-  #realizedToday = ZERO;
+  /** Realized P&L of the fills applied, per UTC day (its start, ms); days before yesterday pruned. */
+  readonly #realizedByDay = new Map<number, Decimal>();
   readonly #openOrders = new Map<string, OpenOrderQty>();
   readonly #openBySymbol = new Map<string, OpenQty>();
   /** Fills stored but not yet applied to positions, by fill id. */
@@ -368,9 +371,9 @@ export class PortfolioState {
     return total;
   }
 
-  /** Realized P&L of fills executed since 00:00 UTC of `nowMs`. */
+  /** Realized P&L of the fills applied that were executed on the UTC day of `nowMs`. */
   realizedToday(nowMs: number = this.#clock.now()): Decimal {
-    return utcDayStart(nowMs) === this.#day ? this.#realizedToday : ZERO;
+    return this.#realizedByDay.get(utcDayStart(nowMs)) ?? ZERO;
   }
 
   /**
@@ -385,23 +388,28 @@ export class PortfolioState {
 
   /**
    * Installs what a committed fill did: the position and cash after it, and
-   * its realized P&L counted for its day (a fill of an earlier day than the
-   * one counted is not; a later day starts a new count). `fillId` (the fill's
-   * row id) forgets the fill as unapplied
-   * ({@linkcode PortfolioState.addUnappliedFill}).
+   * its realized P&L counted for the UTC day of its `filled_at` (days before
+   * yesterday are forgotten). `fillId` (the fill's row id) forgets the fill
+   * as unapplied ({@linkcode PortfolioState.addUnappliedFill}).
    */
   record(applied: AppliedFill, fillId?: string): void {
     if (fillId !== undefined) this.#forgetUnapplied(fillId);
     this.#positions.set(applied.symbol, applied.position);
     this.#cash = applied.cash;
     const day = utcDayStart(applied.filled_at);
-    if (day > this.#day) {
-      this.#day = day;
-      this.#realizedToday = applied.realized;
-    } else if (day === this.#day) {
-      this.#realizedToday = this.#realizedToday.plus(applied.realized);
+    if (day >= utcDayStart(this.#clock.now()) - DAY_MS) {
+      this.#realizedByDay.set(day, (this.#realizedByDay.get(day) ?? ZERO).plus(applied.realized));
     }
+    this.#pruneDays();
     this.#version++;
+  }
+
+  /** Forgets the realized P&L of days before yesterday. */
+  #pruneDays(): void {
+    const oldest = utcDayStart(this.#clock.now()) - DAY_MS;
+    for (const day of this.#realizedByDay.keys()) {
+      if (day < oldest) this.#realizedByDay.delete(day);
+    }
   }
 
   /** Replaces the position of its symbol (e.g. with the stored one). */
@@ -588,16 +596,21 @@ export class PortfolioState {
       by: options.by ?? DEFAULT_ACTOR,
     });
     const positions = await listPositions(sql, { portfolio_id: this.portfolio_id });
-    const day = utcDayStart(nowMs);
-    const totals = await fillTotalsBySymbol(sql, {
+    const days = await realizedPnlByDay(sql, {
       portfolio_id: this.portfolio_id,
-      from: new Date(day),
+      from: new Date(utcDayStart(nowMs) - DAY_MS),
     });
     const open = options.open_orders === false
       ? []
       : await listOpenOrders(sql, { portfolio_id: this.portfolio_id });
     const unapplied = await mapped(sql<
-      { id: string; symbol: string; side: Side; qty: string; price: string }[]
+      {
+        id: string;
+        symbol: string;
+        side: Side;
+        qty: string;
+        price: string;
+      }[]
     >`
       SELECT f.id::text AS id, f.symbol, f.side, f.qty::text AS qty, f.price::text AS price
       FROM fills f JOIN orders o ON o.id = f.order_id
@@ -615,8 +628,10 @@ export class PortfolioState {
       });
     }
     this.#cash = fromDb(row.cash);
-    this.#day = day;
-    this.#realizedToday = totals.reduce((sum, t) => sum.plus(fromDb(t.realized_pnl)), ZERO);
+    this.#realizedByDay.clear();
+    for (const { day, realized_pnl } of days) {
+      this.#realizedByDay.set(Date.parse(`${day}T00:00:00Z`), fromDb(realized_pnl));
+    }
     for (const order of open) {
       this.setOpenOrder(order.client_order_id, {
         symbol: order.symbol,
