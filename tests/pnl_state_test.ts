@@ -13,6 +13,7 @@ import {
   PortfolioState,
 } from "../trading/portfolio_state.ts";
 import { parseDecimal as d } from "../trading/money.ts";
+import { checkRisk, riskLimitsFromConfig } from "../trading/risk.ts";
 
 const NOW = Date.parse("2026-03-10T12:00:00Z");
 
@@ -112,4 +113,50 @@ Deno.test("a fill stamped just after midnight by a broker clock ahead counts for
   fill("sell", "1", "90", Date.parse("2026-03-10T23:59:59.000Z"));
   assert.equal(state.realizedToday().toFixed(), "9.75");
   assert.equal(state.realizedToday(Date.parse("2026-03-10T12:00:00Z")).toFixed(), "-507.5");
+});
+
+Deno.test("a losing fill stored but not yet applied counts in realized P&L today and the daily loss limit", () => {
+  const clock = new RecordingClock(Date.parse("2026-03-10T12:00:00Z"));
+  const { state, fill } = stateAt(clock);
+  fill("buy", "10", "100", clock.now() - 60_000);
+  // Stored by the engine while the tracker was busy: a sell closing 6 at 50, fee 1.
+  state.addUnappliedFill("42", {
+    symbol: "X",
+    side: "sell",
+    qty: d("6"),
+    price: d("50"),
+    fee: d("1"),
+    filled_at: clock.now(),
+  });
+  // 6 × (50 − 100) − 1: what the tracker will store for it.
+  assert.equal(state.realizedToday().toFixed(), "-301");
+  const limits = riskLimitsFromConfig({ daily_loss_limit: "300" });
+  const figures = state.riskFigures("Y", () => d("50"));
+  assert.equal(figures.realized_pnl_today.toFixed(), "-301");
+  const buy = { symbol: "Y", side: "buy" as const, qty: d("1"), type: "market" as const };
+  const context = { ...figures, limits, kill_switch: false, now: clock.now(), last_price: d("10") };
+  assert.deepEqual(checkRisk(buy, context).map((v) => v.rule), ["daily_loss_limit"]);
+  // Unapplied fills are applied in order: a second sell of 4 closes the rest at 60.
+  state.addUnappliedFill("43", { symbol: "X", side: "sell", qty: d("4"), price: d("60") });
+  assert.equal(state.realizedToday().toFixed(), "-461");
+  // Recorded by the tracker: counted once, as applied.
+  state.applyFill({
+    symbol: "X",
+    side: "sell",
+    qty: d("6"),
+    price: d("50"),
+    fee: d("1"),
+    filled_at: clock.now(),
+  });
+  state.forgetUnappliedFill("42");
+  assert.equal(state.realizedToday().toFixed(), "-461");
+  // One stamped yesterday counts for yesterday, not today.
+  state.addUnappliedFill("44", {
+    symbol: "X",
+    side: "sell",
+    qty: d("1"),
+    price: d("1"),
+    filled_at: clock.now() - 86_400_000,
+  });
+  assert.equal(state.realizedToday().toFixed(), "-461");
 });

@@ -61,3 +61,23 @@ Deno.test("at a restart, realized P&L today is today's: a fill stamped on the ne
   clock.advance(200);
   assert.equal(state.realizedToday().toFixed(), "10");
 });
+
+Deno.test("at a restart, a losing fill stored but not applied counts in realized P&L today, with its fee", async () => {
+  await using db = await migratedDatabase();
+  const clock = new RecordingClock(Date.parse("2026-03-10T12:00:00Z"));
+  const [buy, sell] = await ordersOf(db.sql, ["buy", "sell"]);
+  await insertFills(db.sql, [
+    fillOf(buy!, "a", "10", "100", clock.now() - 5_000, { realized_pnl: "0" }),
+  ]);
+  await db.sql`
+    INSERT INTO positions (symbol, qty, avg_entry_price, cost_basis, realized_pnl)
+    VALUES ('BTC-USDT', 10, 100, 1000, 0)`;
+  // Stored, not applied: sell 10 at 60, fee 2: −402 once applied.
+  await insertFills(db.sql, [
+    fillOf(sell!, "b", "10", "60", clock.now() - 1_000, { commission: "2" }),
+  ]);
+  const state = new PortfolioState({ starting_cash: "100000", clock });
+  await state.load(db.sql);
+  assert.equal(state.unappliedFillCount(), 1);
+  assert.equal(state.realizedToday().toFixed(), "-402");
+});

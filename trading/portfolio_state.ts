@@ -39,7 +39,10 @@
  * `realizedPnlByDay(sql, …)` sums in PostgreSQL — kept per day (today and
  * yesterday, and any later day a fill is stamped with), so a fill stamped
  * just after midnight by a broker clock ahead of ours counts for that day
- * and leaves today's figure alone.
+ * and leaves today's figure alone. The fills stored but not yet applied
+ * count too: applied in order to a copy of the positions, each realizes on
+ * its own day what the tracker will store, so a losing fill the tracker has
+ * not reached yet already counts against the daily loss limit.
  *
  * Marks ({@linkcode markPrice}): the mid of the freshest fresh best bid/ask of
  * any venue, else the newest fresh last trade, else none — then
@@ -235,6 +238,19 @@ export interface UnappliedFill {
   qty: Decimal;
   /** Price, > 0 (values the fill when its symbol has no mark). */
   price: Decimal;
+  /** Fee paid; negative for a rebate (counted in realized P&L today). @default {ZERO} */
+  fee?: Decimal | undefined;
+  /**
+   * When it was executed, ms since the epoch: the day its realized P&L
+   * counts for. @default {the clock's now when registered}
+   */
+  filled_at?: number | undefined;
+}
+
+/** An {@linkcode UnappliedFill} as held: its fee and time filled in. */
+interface HeldFill extends UnappliedFill {
+  fee: Decimal;
+  filled_at: number;
 }
 
 /** Unfilled quantity of open orders in one symbol. */
@@ -315,10 +331,12 @@ export class PortfolioState {
   #cash: Decimal;
   /** Realized P&L of the fills applied, per UTC day (its start, ms); days before yesterday pruned. */
   readonly #realizedByDay = new Map<number, Decimal>();
+  /** What the unapplied fills would realize, per UTC day; null until asked after a change. */
+  #unappliedRealized: Map<number, Decimal> | null = null;
   readonly #openOrders = new Map<string, OpenOrderQty>();
   readonly #openBySymbol = new Map<string, OpenQty>();
   /** Fills stored but not yet applied to positions, by fill id. */
-  readonly #unapplied = new Map<string, UnappliedFill>();
+  readonly #unapplied = new Map<string, HeldFill>();
   /** Per symbol: Σ signed quantity of the unapplied fills, and how many there are. */
   readonly #unappliedBySymbol = new Map<string, { qty: Decimal; fills: number }>();
   #version = 0;
@@ -371,9 +389,32 @@ export class PortfolioState {
     return total;
   }
 
-  /** Realized P&L of the fills applied that were executed on the UTC day of `nowMs`. */
+  /**
+   * Realized P&L of the fills executed on the UTC day of `nowMs`: those
+   * applied, and what those stored but not yet applied will realize (applied
+   * in order after the positions held).
+   */
   realizedToday(nowMs: number = this.#clock.now()): Decimal {
-    return this.#realizedByDay.get(utcDayStart(nowMs)) ?? ZERO;
+    const day = utcDayStart(nowMs);
+    const applied = this.#realizedByDay.get(day) ?? ZERO;
+    if (this.#unapplied.size === 0) return applied;
+    return applied.plus(this.#unappliedRealizedByDay().get(day) ?? ZERO);
+  }
+
+  /** Per UTC day, what the unapplied fills realize applied in order to a copy of the positions. */
+  #unappliedRealizedByDay(): Map<number, Decimal> {
+    if (this.#unappliedRealized !== null) return this.#unappliedRealized;
+    const byDay = new Map<number, Decimal>();
+    const positions = new Map<string, Position>();
+    for (const fill of this.#unapplied.values()) {
+      const before = positions.get(fill.symbol) ?? this.position(fill.symbol);
+      const applied = applyTrackedFill(before, ZERO, fill);
+      positions.set(fill.symbol, applied.position);
+      const day = utcDayStart(fill.filled_at);
+      byDay.set(day, (byDay.get(day) ?? ZERO).plus(applied.realized));
+    }
+    this.#unappliedRealized = byDay;
+    return byDay;
   }
 
   /**
@@ -396,6 +437,7 @@ export class PortfolioState {
     if (fillId !== undefined) this.#forgetUnapplied(fillId);
     this.#positions.set(applied.symbol, applied.position);
     this.#cash = applied.cash;
+    this.#unappliedRealized = null;
     const day = utcDayStart(applied.filled_at);
     if (day >= utcDayStart(this.#clock.now()) - DAY_MS) {
       this.#realizedByDay.set(day, (this.#realizedByDay.get(day) ?? ZERO).plus(applied.realized));
@@ -415,6 +457,7 @@ export class PortfolioState {
   /** Replaces the position of its symbol (e.g. with the stored one). */
   setPosition(position: Position): void {
     this.#positions.set(position.symbol, position);
+    this.#unappliedRealized = null;
     this.#version++;
   }
 
@@ -453,14 +496,40 @@ export class PortfolioState {
 
   /**
    * Registers fill `fillId` (its row id) as stored but not yet applied to the
-   * positions: counted by {@linkcode PortfolioState.unappliedQty} and
-   * `exposure(…, { unapplied_fills: true })` until
+   * positions: counted by {@linkcode PortfolioState.unappliedQty},
+   * `exposure(…, { unapplied_fills: true })` and
+   * {@linkcode PortfolioState.realizedToday} until
    * {@linkcode PortfolioState.record} records it (or a load finds it applied).
+   * Without `fee` it counts none; without `filled_at`, as executed now.
    */
   addUnappliedFill(fillId: string, fill: UnappliedFill): void {
     if (this.#unapplied.has(fillId)) return;
-    this.#unapplied.set(fillId, fill);
-    this.#addUnappliedSum(fill, 1);
+    const held: HeldFill = {
+      symbol: fill.symbol,
+      side: fill.side,
+      qty: fill.qty,
+      price: fill.price,
+      fee: fill.fee ?? ZERO,
+      filled_at: fill.filled_at ?? this.#clock.now(),
+    };
+    this.#unapplied.set(fillId, held);
+    this.#unappliedRealized = null;
+    this.#addUnappliedSum(held, 1);
+  }
+
+  /** Ids of the fills registered as not yet applied, oldest (lowest id) first. */
+  unappliedFillIds(): string[] {
+    return [...this.#unapplied.keys()].sort(compareIds);
+  }
+
+  /**
+   * Forgets fill `fillId` as unapplied without recording anything (it was
+   * found applied elsewhere, or not stored); true when it was registered.
+   */
+  forgetUnappliedFill(fillId: string): boolean {
+    const known = this.#unapplied.has(fillId);
+    this.#forgetUnapplied(fillId);
+    return known;
   }
 
   /** Σ signed quantity of the fills in `symbol` stored but not yet applied (buys > 0). */
@@ -486,6 +555,7 @@ export class PortfolioState {
     const fill = this.#unapplied.get(fillId);
     if (fill === undefined) return;
     this.#unapplied.delete(fillId);
+    this.#unappliedRealized = null;
     this.#addUnappliedSum(fill, -1);
   }
 
@@ -610,9 +680,12 @@ export class PortfolioState {
         side: Side;
         qty: string;
         price: string;
+        commission: string;
+        filled_at: Date;
       }[]
     >`
-      SELECT f.id::text AS id, f.symbol, f.side, f.qty::text AS qty, f.price::text AS price
+      SELECT f.id::text AS id, f.symbol, f.side, f.qty::text AS qty, f.price::text AS price,
+        f.commission::text AS commission, f.filled_at
       FROM fills f JOIN orders o ON o.id = f.order_id
       WHERE f.realized_pnl IS NULL AND o.portfolio_id = ${this.portfolio_id}
       ORDER BY f.id`);
@@ -632,6 +705,7 @@ export class PortfolioState {
     for (const { day, realized_pnl } of days) {
       this.#realizedByDay.set(Date.parse(`${day}T00:00:00Z`), fromDb(realized_pnl));
     }
+    this.#unappliedRealized = null;
     for (const order of open) {
       this.setOpenOrder(order.client_order_id, {
         symbol: order.symbol,
@@ -642,11 +716,20 @@ export class PortfolioState {
     const stillUnapplied = new Set(unapplied.map((fill) => fill.id));
     for (const id of registered) if (!stillUnapplied.has(id)) this.#forgetUnapplied(id);
     for (const fill of unapplied) {
+      const held = this.#unapplied.get(fill.id);
+      if (held !== undefined) {
+        // Registered by the engine: the stored fee and time are what counts.
+        held.fee = fromDb(fill.commission);
+        held.filled_at = fill.filled_at.getTime();
+        continue;
+      }
       this.addUnappliedFill(fill.id, {
         symbol: fill.symbol,
         side: fill.side,
         qty: fromDb(fill.qty),
         price: fromDb(fill.price),
+        fee: fromDb(fill.commission),
+        filled_at: fill.filled_at.getTime(),
       });
     }
     this.#loaded = true;
@@ -765,6 +848,11 @@ export function markPrice(
   if (fallbackMs === maxAgeMs) return null;
   if (trade !== null && (mid === null || tradeAt >= midAt)) return roundMoney(trade);
   return mid === null ? null : roundMoney(mid);
+}
+
+/** Orders row ids (decimal text) numerically. */
+function compareIds(a: string, b: string): number {
+  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
 }
 
 async function mapped<T>(query: Promise<T>): Promise<T> {
