@@ -158,28 +158,82 @@ export function wallClockUs(): number {
   return Math.round((performance.timeOrigin + performance.now()) * 1000);
 }
 
-/** Thrown by the default `fetchText` for a response whose status is not 2xx. */
+/** Options of {@linkcode HttpStatusError}. */
+export interface HttpStatusErrorOptions {
+  /**
+   * How long the server asked to wait before the next request (its
+   * `Retry-After`), in ms; null when it did not say. @default {null}
+   */
+  retryAfterMs?: number | null;
+}
+
+/**
+ * Thrown by the default `fetchText` for a response whose status is not 2xx.
+ * A session reads `status` and `retryAfterMs` from it (a 429 asks it to slow
+ * down; Binance bans an IP that does not, answering 418).
+ *
+ * @example
+ * ```ts
+ * const error = new HttpStatusError("https://api.binance.com/api/v3/depth", 429, "Too Many Requests", {
+ *   retryAfterMs: 30_000,
+ * });
+ * error.message; // "GET https://api.binance.com/api/v3/depth answered 429 Too Many Requests"
+ * ```
+ */
 export class HttpStatusError extends Error {
   /** The response status. */
   readonly status: number;
   /** The URL requested. */
   readonly url: string;
+  /** The response's `Retry-After` in ms, or null when it had none (or none readable). */
+  readonly retryAfterMs: number | null;
 
   /** Makes the error for `url` answered with `status`. */
-  constructor(url: string, status: number, statusText: string) {
+  constructor(
+    url: string,
+    status: number,
+    statusText: string,
+    options: HttpStatusErrorOptions = {},
+  ) {
     super(`GET ${url} answered ${status}${statusText ? ` ${statusText}` : ""}`);
     this.name = "HttpStatusError";
     this.status = status;
     this.url = url;
+    this.retryAfterMs = options.retryAfterMs ?? null;
   }
 }
 
-/** The default {@linkcode FetchText}: `fetch`, a non-2xx status → {@linkcode HttpStatusError}. */
+/**
+ * A `Retry-After` header value in ms from `nowMs`: delay-seconds (`"120"`)
+ * or an HTTP date (a date past is 0). Null when `value` is null or neither.
+ *
+ * @example
+ * ```ts
+ * parseRetryAfter("120", Date.now()); // 120000
+ * parseRetryAfter("Wed, 21 Oct 2015 07:28:00 GMT", Date.parse("2015-10-21T07:27:00Z")); // 60000
+ * parseRetryAfter("soon", Date.now()); // null
+ * ```
+ */
+export function parseRetryAfter(value: string | null, nowMs: number): number | null {
+  if (value === null) return null;
+  const text = value.trim();
+  if (/^\d{1,10}$/.test(text)) return Number(text) * 1000;
+  if (!/[A-Za-z]/.test(text)) return null;
+  const at = Date.parse(text);
+  return Number.isNaN(at) ? null : Math.max(0, at - nowMs);
+}
+
+/**
+ * The default {@linkcode FetchText}: `fetch`, a non-2xx status →
+ * {@linkcode HttpStatusError} (with the response's `Retry-After`).
+ */
 export async function fetchText(url: string, signal: AbortSignal): Promise<string> {
   const response = await fetch(url, { signal });
   if (!response.ok) {
     await response.body?.cancel().catch(() => {});
-    throw new HttpStatusError(url, response.status, response.statusText);
+    throw new HttpStatusError(url, response.status, response.statusText, {
+      retryAfterMs: parseRetryAfter(response.headers.get("retry-after"), Date.now()),
+    });
   }
   return await response.text();
 }

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { connect } from "@nats-io/transport-node";
+import { HttpStatusError } from "../actors/feed.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
-import { RecordingClock } from "../lib/clock.ts";
+import { type Clock, RecordingClock } from "../lib/clock.ts";
 import { nullLogger } from "../lib/log.ts";
 import {
   type BookEvent,
@@ -344,6 +345,126 @@ Deno.test("binance session retries a failed snapshot with backoff and reports it
   }
 });
 
+/** A clock that stands still until the test moves it; sleeps end when it passes their end. */
+class ManualClock implements Clock {
+  #now = 1_700_000_000_000;
+  #sleepers: Array<{ until: number; wake: () => void }> = [];
+
+  now(): number {
+    return this.#now;
+  }
+
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) return reject(signal.reason);
+      const sleeper = { until: this.#now + ms, wake: resolve };
+      this.#sleepers.push(sleeper);
+      signal?.addEventListener("abort", () => {
+        this.#sleepers = this.#sleepers.filter((other) => other !== sleeper);
+        reject(signal.reason);
+      }, { once: true });
+    });
+  }
+
+  /** Moves the time forward by `ms`, waking the sleeps that end by then, and lets them run. */
+  async advance(ms: number): Promise<void> {
+    this.#now += ms;
+    const due = this.#sleepers.filter((sleeper) => sleeper.until <= this.#now);
+    this.#sleepers = this.#sleepers.filter((sleeper) => sleeper.until > this.#now);
+    for (const sleeper of due) sleeper.wake();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+}
+
+Deno.test("a 429 pauses every Binance snapshot fetch for its Retry-After, across a reconnect", async () => {
+  const symbols = DEFAULT_CONFIG.exchanges.binance.symbols.slice(0, 6);
+  const market = seeded(symbols);
+  const clock = new ManualClock();
+  const t0 = clock.now();
+  let calls = 0;
+  const rest = restFrom(market);
+  const limited = (url: string) => {
+    calls++;
+    return calls === 1
+      ? Promise.reject(
+        new HttpStatusError(url, 429, "Too Many Requests", { retryAfterMs: 30_000 }),
+      )
+      : rest(url);
+  };
+  const io = new FakeIO(limited);
+  const session = binanceSession(config({ symbols }), { clock, snapshotConcurrency: 2 });
+  try {
+    session.onOpen(io);
+    // Two fetches were under way when the 429 came; nothing more is asked of Binance.
+    await waitFor(() => session.status().snapshots_in_flight === 0, 2_000, "both answered");
+    assert.equal(io.fetches.length, 2);
+    assert.match(
+      io.errors[0]!,
+      /^Depth snapshot of \w+ failed: GET .* answered 429 Too Many Requests; snapshots paused for 30000 ms$/,
+    );
+    const status = session.status();
+    assert.equal(status.snapshots_paused_until, t0 + 30_000);
+    assert.equal(status.rate_limited, 1);
+    assert.equal(status.books_synced, 1);
+    // The symbol's own retry delay passes; the pause holds it too.
+    await clock.advance(5_000);
+    assert.equal(io.fetches.length, 2);
+    // A new connection does not end the pause.
+    io.close();
+    session.onClose();
+    const again = new FakeIO(limited);
+    session.onOpen(again);
+    await clock.advance(24_999);
+    assert.deepEqual(again.fetches, []);
+    await clock.advance(1);
+    await waitFor(
+      () => session.status().books_synced === symbols.length,
+      2_000,
+      "every book synced after the pause",
+    );
+    assert.equal(again.fetches.length, symbols.length);
+    assert.equal(session.status().snapshots_paused_until, null);
+    again.close();
+  } finally {
+    io.close();
+    session.onClose();
+  }
+});
+
+Deno.test("a 418 without Retry-After pauses Binance snapshot fetches for rateLimitPauseMs", async () => {
+  const symbols = DEFAULT_CONFIG.exchanges.binance.symbols.slice(0, 3);
+  const market = seeded(symbols);
+  const clock = new ManualClock();
+  const t0 = clock.now();
+  let calls = 0;
+  const io = new FakeIO((url) => {
+    calls++;
+    return calls === 1
+      ? Promise.reject(new HttpStatusError(url, 418, "I'm a teapot"))
+      : restFrom(market)(url);
+  });
+  const session = binanceSession(config({ symbols }), {
+    clock,
+    snapshotConcurrency: 1,
+    rateLimitPauseMs: 120_000,
+  });
+  try {
+    session.onOpen(io);
+    await waitFor(() => session.status().rate_limited === 1, 2_000, "the 418 counted");
+    assert.equal(session.status().snapshots_paused_until, t0 + 120_000);
+    await clock.advance(119_999);
+    assert.equal(io.fetches.length, 1);
+    await clock.advance(1);
+    await waitFor(() => session.status().books_synced === 3, 2_000, "every book synced");
+    // Other failures back off only their own symbol, as before.
+    assert.equal(session.status().rate_limited, 1);
+    assert.throws(() => binanceSession(config(), { rateLimitPauseMs: -1 }), RangeError);
+  } finally {
+    io.close();
+    session.onClose();
+  }
+});
+
 Deno.test("binance session fetches again when the snapshot is older than the stream", async () => {
   const market = seeded();
   const clock = new RecordingClock();
@@ -506,7 +627,7 @@ async function startHarness(
     symbols,
     channels: ["trades", "book", "top"],
     snapshot_limit: 1000,
-  }, { snapshotRetryInitialMs: 20, snapshotRetryMaxMs: 200 });
+  }, { snapshotRetryInitialMs: 20, snapshotRetryMaxMs: 200, rateLimitPauseMs: 100 });
   const feed = startTestFeed(session, nc, venue, { staleAfterMs: options.staleAfterMs });
   return {
     venue,
@@ -642,7 +763,8 @@ Deno.test("binance feed heals a sequence gap with a fresh REST snapshot, not a r
   const va = binanceSymbol(a);
   await using h = await startHarness([a, b]);
   await waitFor(() => snapshots(h, a) === 1 && snapshots(h, b) === 1, 5_000, "snapshots");
-  // The first fresh snapshot fails (rate limit): retried with backoff.
+  // The first fresh snapshot is rate limited (429, no Retry-After): every fetch pauses for
+  // rateLimitPauseMs (100 ms here), then it is retried.
   h.venue.failSnapshots(1, 429);
   h.venue.depthUpdate(va, [["99.50", "0"]], [], {
     hidden: { bids: [["97.00", "3.300"]], asks: [["103.00", "1.100"]] },
@@ -663,6 +785,7 @@ Deno.test("binance feed heals a sequence gap with a fresh REST snapshot, not a r
   const venue = h.session.status();
   assert.equal(venue.books[a]?.resyncs, 1);
   assert.equal(venue.books[a]?.snapshot_failures, 1);
+  assert.equal(venue.rate_limited, 1);
   assert.equal(venue.books[b]?.resyncs, 0);
 });
 

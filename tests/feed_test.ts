@@ -19,6 +19,7 @@ import {
   FeedOutput,
   fitLetter,
   HttpStatusError,
+  parseRetryAfter,
   RECONNECT_CLOSE_CODE,
 } from "../actors/feed.ts";
 import { startRoot } from "../actors/mod.ts";
@@ -591,7 +592,7 @@ Deno.test("io.fetchText reads REST bodies and io.emit publishes events made from
     http: (request) => {
       const path = new URL(request.url).pathname;
       if (path === "/snapshot") return Response.json({ id: 42 });
-      return new Response("nope", { status: 429 });
+      return new Response("nope", { status: 429, headers: { "Retry-After": "7" } });
     },
   };
   const errors: unknown[] = [];
@@ -606,6 +607,19 @@ Deno.test("io.fetchText reads REST bodies and io.emit publishes events made from
   await waitFor(() => errors.length === 1);
   assert.ok(errors[0] instanceof HttpStatusError);
   assert.equal((errors[0] as HttpStatusError).status, 429);
+  assert.equal((errors[0] as HttpStatusError).retryAfterMs, 7_000, "the venue's Retry-After");
+});
+
+Deno.test("parseRetryAfter reads delay-seconds and HTTP dates", () => {
+  const now = Date.parse("2015-10-21T07:27:00Z");
+  assert.equal(parseRetryAfter("120", now), 120_000);
+  assert.equal(parseRetryAfter(" 0 ", now), 0);
+  assert.equal(parseRetryAfter("Wed, 21 Oct 2015 07:28:00 GMT", now), 60_000);
+  assert.equal(parseRetryAfter("Wed, 21 Oct 2015 07:26:00 GMT", now), 0, "a date past");
+  for (const bad of [null, "", "soon", "-5", "1.5", "12345678901"]) {
+    assert.equal(parseRetryAfter(bad, now), null, String(bad));
+  }
+  assert.equal(new HttpStatusError("http://x/", 503, "").retryAfterMs, null);
 });
 
 Deno.test("a failing onOpen is reported and the feed reconnects", async () => {

@@ -29,7 +29,12 @@ export interface SessionIO {
   resynced(reason: string): void;
   /** Reports a venue error (auth failure, connection limit…) to health. */
   error(message: string): void;
-  /** GETs `url` and resolves with the body; rejects on a non-2xx status or network error. */
+  /**
+   * GETs `url` and resolves with the body; rejects on a network error, and on
+   * a non-2xx status with an error whose `status` is that status and whose
+   * `retryAfterMs` is the response's `Retry-After` in ms, or null (the live
+   * feed's `HttpStatusError` of `actors/feed.ts`).
+   */
   fetchText(url: string): Promise<string>;
   /**
    * When data is received now, µs since the epoch, for stamping events made

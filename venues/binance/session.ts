@@ -39,8 +39,13 @@
  * delta events returned from `onFrame`. A gap in update ids (or a crossed
  * book) is counted with {@linkcode SessionIO.resynced} and heals with a fresh
  * snapshot for that symbol alone — the connection stays up. A failed fetch
- * (network error, non-2xx such as 429, an unreadable body) is reported with
- * {@linkcode SessionIO.error} and retried with exponential backoff.
+ * (network error, non-2xx, an unreadable body) is reported with
+ * {@linkcode SessionIO.error} and retried with exponential backoff. A 429
+ * (too many requests) or 418 (the IP is banned) pauses every snapshot fetch
+ * of the session, not only that symbol's: for the response's `Retry-After`,
+ * else `rateLimitPauseMs` (default a minute, Binance's weight window) —
+ * Binance bans an IP that keeps sending after a 429. The pause, like the
+ * budget, outlives connections; fetches already under way finish.
  *
  * @example
  * ```ts
@@ -100,6 +105,10 @@ export const DEFAULT_BINANCE_SNAPSHOT_RETRY_INITIAL_MS = 500;
 export const DEFAULT_BINANCE_SNAPSHOT_RETRY_MAX_MS = 30_000;
 /** REST request weight the session's snapshots may use per rolling minute (Binance allows 6,000). */
 export const DEFAULT_BINANCE_SNAPSHOT_WEIGHT_PER_MINUTE = 3_000;
+/** How long snapshot fetches pause after a 429 or 418 that has no `Retry-After`, in milliseconds. */
+export const DEFAULT_BINANCE_RATE_LIMIT_PAUSE_MS = 60_000;
+/** The HTTP statuses by which Binance says stop: 429 (too many requests), 418 (IP banned). */
+const RATE_LIMIT_STATUSES: ReadonlySet<number> = new Set([418, 429]);
 
 /**
  * Binance's request weight of `GET /api/v3/depth` for `limit` levels:
@@ -131,6 +140,11 @@ export interface BinanceSessionOptions {
    * last minute). @default {DEFAULT_BINANCE_SNAPSHOT_WEIGHT_PER_MINUTE}
    */
   snapshotWeightPerMinute?: number;
+  /**
+   * How long every snapshot fetch waits after a 429 or 418 whose response
+   * has no `Retry-After`, in ms. @default {DEFAULT_BINANCE_RATE_LIMIT_PAUSE_MS}
+   */
+  rateLimitPauseMs?: number;
   /** Diffs buffered per symbol while waiting for a snapshot. @default {10_000} (the sync's default) */
   maxBufferedDiffs?: number;
   /** Clock for snapshot receive times and retry delays. @default {systemClock} */
@@ -173,6 +187,13 @@ export type BinanceSessionStatus = {
   snapshots_in_flight: number;
   /** REST request weight used by snapshots over the last minute. */
   snapshot_weight_1m: number;
+  /**
+   * Until when (ms since the epoch) snapshot fetches wait after Binance
+   * answered 429 or 418, or null when they do not.
+   */
+  snapshots_paused_until: number | null;
+  /** 429 and 418 answers since the session started. */
+  rate_limited: number;
   /** Per canonical symbol. */
   books: Record<string, BinanceBookStatus>;
   /** Request errors Binance sent (`{"code":…,"msg":…}`). */
@@ -225,6 +246,10 @@ export class BinanceSession implements VenueSession {
   #spent: Array<{ at: number; weight: number }> = [];
   /** The generation whose pump waits for weight to free up, or -1. */
   #pumpWaiting = -1;
+  readonly #rateLimitPauseMs: number;
+  /** No fetch starts before this time (ms), set by a 429 or 418. */
+  #pausedUntil = 0;
+  #rateLimited = 0;
   #venueErrors = 0;
   #serverShutdowns = 0;
 
@@ -239,6 +264,7 @@ export class BinanceSession implements VenueSession {
       snapshotRetryInitialMs = DEFAULT_BINANCE_SNAPSHOT_RETRY_INITIAL_MS,
       snapshotRetryMaxMs = Math.max(DEFAULT_BINANCE_SNAPSHOT_RETRY_MAX_MS, snapshotRetryInitialMs),
       snapshotWeightPerMinute = DEFAULT_BINANCE_SNAPSHOT_WEIGHT_PER_MINUTE,
+      rateLimitPauseMs = DEFAULT_BINANCE_RATE_LIMIT_PAUSE_MS,
       maxBufferedDiffs,
       clock = systemClock,
     } = options;
@@ -248,6 +274,10 @@ export class BinanceSession implements VenueSession {
       );
     }
     assertPositiveInteger(snapshotConcurrency, "snapshotConcurrency");
+    if (!(rateLimitPauseMs >= 0)) {
+      throw new RangeError(`rateLimitPauseMs must be >= 0, got ${rateLimitPauseMs}`);
+    }
+    this.#rateLimitPauseMs = rateLimitPauseMs;
     if (!(snapshotRetryInitialMs >= 0) || !(snapshotRetryMaxMs >= snapshotRetryInitialMs)) {
       throw new RangeError(
         `Snapshot retry delays must satisfy 0 <= initial <= max, got ${snapshotRetryInitialMs} and ${snapshotRetryMaxMs}`,
@@ -387,6 +417,8 @@ export class BinanceSession implements VenueSession {
       snapshots_queued: this.#queue.length,
       snapshots_in_flight: this.#inFlight,
       snapshot_weight_1m: this.#spentLastMinute(),
+      snapshots_paused_until: this.#pausedUntil > this.#clock.now() ? this.#pausedUntil : null,
+      rate_limited: this.#rateLimited,
       books,
       venue_errors: this.#venueErrors,
       server_shutdowns: this.#serverShutdowns,
@@ -451,24 +483,38 @@ export class BinanceSession implements VenueSession {
     return used;
   }
 
-  /** How long until one more fetch fits the weight budget (0: now). */
+  /** How long until one more fetch may start: the pause after a 429 or 418, and the weight budget (0: now). */
   #weightWaitMs(): number {
-    const used = this.#spentLastMinute();
-    if (used === 0 || used + this.#weight <= this.#weightBudget) return 0;
-    let excess = used + this.#weight - this.#weightBudget;
     const now = this.#clock.now();
+    const paused = Math.max(0, this.#pausedUntil - now);
+    const used = this.#spentLastMinute();
+    if (used === 0 || used + this.#weight <= this.#weightBudget) return paused;
+    let excess = used + this.#weight - this.#weightBudget;
     for (const entry of this.#spent) {
       excess -= entry.weight;
-      if (excess <= 0) return Math.max(1, entry.at + 60_000 - now);
+      if (excess <= 0) return Math.max(paused, 1, entry.at + 60_000 - now);
     }
-    return 60_000;
+    return Math.max(paused, 60_000);
+  }
+
+  /**
+   * After a 429 or 418: no fetch starts for the response's `Retry-After`, else
+   * `rateLimitPauseMs` (a later pause already set stands). Returns the pause in ms.
+   */
+  #pause(retryAfterMs: number | null): number {
+    const pauseMs = retryAfterMs ?? this.#rateLimitPauseMs;
+    this.#rateLimited++;
+    this.#pausedUntil = Math.max(this.#pausedUntil, this.#clock.now() + pauseMs);
+    return pauseMs;
   }
 
   /** Pumps again once `ms` have passed, unless the connection closes first. */
   #pumpLater(ms: number, io: SessionIO): void {
     const generation = this.#generation;
     this.#pumpWaiting = generation;
-    io.log.debug("binance snapshots wait for request weight", { wait_ms: ms });
+    io.log.debug("binance snapshots wait for request weight or a rate-limit pause", {
+      wait_ms: ms,
+    });
     this.#clock.sleep(ms, io.signal).then(() => {
       if (generation !== this.#generation) return;
       this.#pumpWaiting = -1;
@@ -502,10 +548,16 @@ export class BinanceSession implements VenueSession {
         retry = true;
       }
     } catch (error) {
+      const limited = rateLimit(error);
+      // A 429 or 418 pauses the session's fetches even when its connection is gone.
+      const pauseMs = limited === null ? null : this.#pause(limited.retryAfterMs);
       if (generation !== this.#generation) return;
       slot.snapshotFailures++;
       const detail = error instanceof Error ? error.message : String(error);
-      io.error(`Depth snapshot of ${venueSymbol} failed: ${detail}`);
+      io.error(
+        `Depth snapshot of ${venueSymbol} failed: ${detail}` +
+          (pauseMs === null ? "" : `; snapshots paused for ${pauseMs} ms`),
+      );
       retry = true;
     } finally {
       if (generation === this.#generation) this.#inFlight--;
@@ -530,6 +582,19 @@ export class BinanceSession implements VenueSession {
     if (retry || slot.sync.state === "waiting_snapshot") this.#enqueue(venueSymbol, slot);
     this.#pump();
   }
+}
+
+/**
+ * The `Retry-After` (ms, or null) of an error by which Binance says stop
+ * (status 429 or 418, as `fetchText` rejects), or null for any other error.
+ */
+function rateLimit(error: unknown): { retryAfterMs: number | null } | null {
+  if (typeof error !== "object" || error === null) return null;
+  const { status, retryAfterMs } = error as { status?: unknown; retryAfterMs?: unknown };
+  if (typeof status !== "number" || !RATE_LIMIT_STATUSES.has(status)) return null;
+  return {
+    retryAfterMs: typeof retryAfterMs === "number" && retryAfterMs >= 0 ? retryAfterMs : null,
+  };
 }
 
 /**
