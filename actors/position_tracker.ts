@@ -26,7 +26,7 @@
  *    writes nothing and the batch takes the locked path:
  *    ONE transaction: the fills' rows are read and locked
  *    (`SELECT … FOR UPDATE`) with their orders' portfolio; those whose
- *    `realized_pnl` is still NULL are applied in stream order to the locked
+ *    `realized_pnl` is still NULL are applied in id order to the locked
  *    position rows and portfolio cash (`applyTrackedFill`: average cost
  *    against the exact cost basis, flips through zero, fees; every figure
  *    but the cost basis rounded to 8 decimals); then
@@ -49,8 +49,16 @@
  *    engine's own statement has stored fills, orders, positions and cash
  *    together, with the same checks (`insertFillsWithOrders`' `positions`);
  *    then it records and publishes the positions. One commit, not two,
- *    between a fill and its position.
- * 6. Bad input never stops it: a message that is not a {@linkcode FillMessage}
+ *    between a fill and its position. Never ahead of an older fill: no
+ *    reservation while the tracker holds messages or handed-over fills not
+ *    applied, or the state counts fills stored but not applied.
+ * 6. Order: fills are applied in id order — the order they were stored in.
+ *    A batch (messages or handed-over fills) is sorted by id, and any older
+ *    fill the state counts as stored but not applied (loaded so at a
+ *    restart, its message held until `ack_wait`; or published late) is
+ *    applied first, read from PostgreSQL under lock; its message is then
+ *    only acked.
+ * 7. Bad input never stops it: a message that is not a {@linkcode FillMessage}
  *    is dead-lettered on `dlq.fills` and acked; a fill whose row does not
  *    exist (yet) is redelivered after `missing_fill_delay_ms` up to
  *    `missing_fill_deliveries` times, then dead-lettered; a batch the
@@ -58,7 +66,7 @@
  *    fit NUMERIC(20,8)) is split and the fill at fault dead-lettered. Other
  *    database failures are retried with backoff, holding the batch (its
  *    messages kept from redelivery with `working()`).
- * 7. Every `portfolio.snapshot_interval_ms` (between batches) the tracked
+ * 8. Every `portfolio.snapshot_interval_ms` (between batches) the tracked
  *    portfolio is valued at the current marks and stored as a
  *    `portfolio_snapshots` row, its portfolio row's equity and exposure and the
  *    positions' marks are updated, and the snapshot is published on
@@ -336,8 +344,10 @@ export const DEFAULT_HANDOFF_MEMORY = 100_000;
  * stored them with the fills (`commit`: the tracker records and publishes
  * the positions, and acks the fills' messages only) or not (`release`: the
  * fills are applied as usual). A reservation is refused while the tracker is
- * writing or holds offered fills, so the positions it lends are the stored
- * ones; the statement checks that they are.
+ * writing, holds offered fills or messages not applied, or its state counts
+ * fills stored but not applied — the new fills would be applied ahead of
+ * those — so the positions it lends are the stored ones, the newest; the
+ * statement checks that they are.
  *
  * @example
  * ```ts
@@ -638,6 +648,13 @@ class Tracker {
       items.push({ msg, fill });
     }
     if (items.length === 0) return;
+    // Applied in id order — the order the fills were stored in — after any older one the state
+    // knows unapplied; else a newer fill's P&L would be realized before an older one's.
+    items.sort((a, b) => compareIds(a.fill.id, b.fill.id));
+    if (!await this.#catchUp(items.map((item) => item.fill.id), true)) {
+      for (const item of items) item.msg.nak();
+      return;
+    }
     await this.#applyWithRetry(items);
   }
 
@@ -649,7 +666,7 @@ class Tracker {
       fills.push(fill);
       this.#offered.delete(id);
     }
-    return fills;
+    return fills.sort((a, b) => compareIds(a.id, b.id));
   }
 
   /**
@@ -657,6 +674,7 @@ class Tracker {
    * it cannot apply at once is left to their FILLS messages.
    */
   async #applyOffered(fills: FillMessage[]): Promise<void> {
+    if (!await this.#catchUp(fills.map((fill) => fill.id), false)) return;
     let applied: BatchResult["applied"] | null = null;
     try {
       applied = await this.#applyFast(fills);
@@ -673,12 +691,91 @@ class Tracker {
    */
   #settleHandedOver(applied: BatchResult["applied"]): void {
     this.#status.handed_over += applied.length;
+    this.#settleAhead(applied);
+  }
+
+  /**
+   * After fills applied ahead of their FILLS messages committed: remembers
+   * their ids, so that the messages are only acked, then records and
+   * publishes as for any batch.
+   */
+  #settleAhead(applied: BatchResult["applied"]): void {
     const memory = this.#handedOver;
     for (const { fill_id } of applied) {
       memory.add(fill_id);
       if (memory.size > DEFAULT_HANDOFF_MEMORY) memory.delete(memory.values().next().value!);
     }
     this.#settle({ applied, applied_items: [], duplicates: [], missing: [] });
+  }
+
+  /**
+   * Applies first the fills the state knows stored but not yet applied that
+   * are older (lower ids) than the newest of `ids` and not among them: after
+   * a restart those loaded unapplied wait for their messages (JetStream
+   * redelivers a message held at the crash only after `ack_wait`), and a
+   * message may come after a newer fill's (a publish retried). Applying the
+   * newer fill first would realize P&L out of the order the fills were
+   * stored in. They are read and applied under lock in id order, and their
+   * messages then only acked; one found applied already, or not stored, is
+   * forgotten. With `retry`, transient failures are retried with backoff;
+   * false when it could not (stopping, or a failure without `retry`): the
+   * caller leaves its batch for later.
+   */
+  async #catchUp(ids: readonly string[], retry: boolean): Promise<boolean> {
+    const state = this.#deps.state;
+    if (state.unappliedFillCount() === 0 || ids.length === 0) return true;
+    const newest = ids.reduce((max, id) => compareIds(id, max) > 0 ? id : max);
+    const batch = new Set(ids);
+    const older = state.unappliedFillIds().filter((id) =>
+      !batch.has(id) && compareIds(id, newest) < 0
+    );
+    return older.length === 0 || await this.#applyAhead(older, retry);
+  }
+
+  /** Applies the stored fills `ids` (in that order) without their messages; see `#catchUp`. */
+  async #applyAhead(ids: readonly string[], retry: boolean): Promise<boolean> {
+    for (let attempt = 0;; attempt++) {
+      try {
+        const { applied, outcomes } = await unitOfWork(
+          this.#deps.sql,
+          (tx) => this.#applyStored(tx, ids),
+          { clock: this.#clock },
+        );
+        ids.forEach((id, i) => {
+          if (outcomes[i] !== "applied") this.#deps.state.forgetUnappliedFill(id);
+        });
+        this.#settleAhead(applied);
+        return true;
+      } catch (error) {
+        if (error instanceof UnapplicableError || isDataError(error)) {
+          if (ids.length > 1) {
+            for (const id of ids) if (!await this.#applyAhead([id], retry)) return false;
+            return true;
+          }
+          // Its own message dead-letters it; the fills after it go on.
+          this.#log.warn("an older unapplied fill cannot be applied; left to its message", {
+            fill_id: ids[0],
+            error: errorMessage(error),
+          });
+          return true;
+        }
+        this.#status.retries++;
+        this.#status.last_error = errorMessage(error);
+        if (!retry || this.#signal.aborted || this.#deps.nats.isClosed()) return false;
+        const delayMs = this.#delay(attempt);
+        this.#log.warn("Position tracker could not apply older unapplied fills, retrying", {
+          fills: ids.length,
+          attempt: attempt + 1,
+          retry_in_ms: delayMs,
+          error: errorMessage(error),
+        });
+        try {
+          await this.#clock.sleep(delayMs, this.#signal);
+        } catch {
+          return false;
+        }
+      }
+    }
   }
 
   /** Applies `items` in one transaction, retrying transient failures; splits on bad data. */
@@ -846,11 +943,15 @@ class Tracker {
    * Reserves the positions for new fills the engine is about to store: what
    * they do is computed now and stored by the engine's own statement. Until
    * the reservation is committed or released the tracker writes nothing.
-   * Null when the tracker is busy, has handed-over fills waiting, or
-   * `#compute` refuses the fills.
+   * Null when the tracker is busy, has handed-over fills or messages
+   * waiting, the state holds fills stored but not applied (the new fills
+   * would be applied before them), or `#compute` refuses the fills.
    */
   #reserve(fills: readonly PendingFill[]): PositionsReservation | null {
-    if (this.#busy || this.#reserved || this.#offered.size > 0 || !this.#status.running) {
+    if (
+      this.#busy || this.#reserved || !this.#status.running || this.#offered.size > 0 ||
+      this.#pending.length > 0 || this.#deps.state.unappliedFillCount() > 0
+    ) {
       return null;
     }
     const computed = this.#compute(fills);
@@ -885,31 +986,52 @@ class Tracker {
   }
 
   async #applyBatch(tx: TransactionSql, items: Item[]): Promise<BatchResult> {
+    const { applied, outcomes } = await this.#applyStored(tx, items.map((item) => item.fill.id));
+    const result: BatchResult = { applied, applied_items: [], duplicates: [], missing: [] };
+    items.forEach((item, i) => {
+      const outcome = outcomes[i]!;
+      if (outcome === "applied") result.applied_items.push(item);
+      else if (outcome === "duplicate") result.duplicates.push(item);
+      else result.missing.push(item);
+    });
+    return result;
+  }
+
+  /**
+   * The locked path: reads and locks the stored fills `ids` and applies, in
+   * that order, those not applied yet to the locked positions and cash.
+   * `outcomes` says, per id given, whether it was applied now, applied
+   * before (or given twice: a duplicate) or not found (missing).
+   */
+  async #applyStored(tx: TransactionSql, ids: readonly string[]): Promise<{
+    applied: BatchResult["applied"];
+    outcomes: Array<"applied" | "duplicate" | "missing">;
+  }> {
     const state = this.#deps.state;
-    const ids = [...new Set(items.map((item) => item.fill.id))];
     const rows = await tx<FillRow[]>`
       SELECT f.id::text AS id, f.symbol, f.side, f.qty::text AS qty, f.price::text AS price,
         f.commission::text AS commission, f.filled_at, f.realized_pnl IS NULL AS pending,
         o.portfolio_id
       FROM fills f JOIN orders o ON o.id = f.order_id
-      WHERE f.id = ANY (string_to_array(${ids.join(",")}, ',')::bigint[])
+      WHERE f.id = ANY (string_to_array(${[...new Set(ids)].join(",")}, ',')::bigint[])
       ORDER BY f.id
       FOR UPDATE OF f`;
     const byId = new Map(rows.map((row) => [row.id, row]));
     const result: BatchResult = { applied: [], applied_items: [], duplicates: [], missing: [] };
+    const outcomes: Array<"applied" | "duplicate" | "missing"> = [];
     const toApply: FillRow[] = [];
     const seen = new Set<string>();
-    for (const item of items) {
-      const row = byId.get(item.fill.id);
-      if (row === undefined) result.missing.push(item);
-      else if (!row.pending || seen.has(row.id)) result.duplicates.push(item);
+    for (const id of ids) {
+      const row = byId.get(id);
+      if (row === undefined) outcomes.push("missing");
+      else if (!row.pending || seen.has(row.id)) outcomes.push("duplicate");
       else {
         seen.add(row.id);
         toApply.push(row);
-        result.applied_items.push(item);
+        outcomes.push("applied");
       }
     }
-    if (toApply.length === 0) return result;
+    if (toApply.length === 0) return { applied: [], outcomes };
 
     const pairs = uniqueBy(
       toApply.map((row) => ({ portfolio_id: row.portfolio_id, symbol: row.symbol })),
@@ -1042,7 +1164,7 @@ class Tracker {
       // Impossible under the row locks; roll back rather than apply a fill twice.
       throw new Error(`Expected to mark ${marks.length} fills applied, marked ${updated.length}`);
     }
-    return result;
+    return { applied: result.applied, outcomes };
   }
 
   /** After commit: ack, record in the state, publish the positions. */
@@ -1227,6 +1349,11 @@ function figuresOf(position: Position): PositionFigures {
     realized_pnl: position.realized_pnl,
     commission: position.fees,
   };
+}
+
+/** Orders fill ids (positive decimal integers) numerically. */
+function compareIds(a: string, b: string): number {
+  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
 }
 
 function pairKey(portfolioId: string, symbol: string): string {

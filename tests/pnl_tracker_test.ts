@@ -8,9 +8,29 @@
 
 import assert from "node:assert/strict";
 import type { Sql } from "postgres";
-import { insertFills, insertOrders, type NewFill, type Order, upsertSymbols } from "../db/mod.ts";
+import { connect } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { ensureStreams } from "../adapters/nats.ts";
+import {
+  FillHandoff,
+  newPositionTrackerStatus,
+  positionTrackerActor,
+} from "../actors/position_tracker.ts";
+import {
+  insertFills,
+  insertOrders,
+  listPositions,
+  type NewFill,
+  type Order,
+  upsertSymbols,
+} from "../db/mod.ts";
 import { RecordingClock } from "../lib/clock.ts";
+import { LatestCache } from "../market/latest_cache.ts";
+import { fillMessage, fillsStream, publishFill } from "../trading/fills_stream.ts";
 import { PortfolioState } from "../trading/portfolio_state.ts";
+import { parseDecimal as d } from "../trading/money.ts";
+import { waitFor } from "./_helpers.ts";
+import { startNatsServer } from "./_nats_server.ts";
 import { migratedDatabase } from "./_postgres.ts";
 
 /** Orders of strategy `s` in BTC-USDT, one per side given. */
@@ -80,4 +100,167 @@ Deno.test("at a restart, a losing fill stored but not applied counts in realized
   await state.load(db.sql);
   assert.equal(state.unappliedFillCount(), 1);
   assert.equal(state.realizedToday().toFixed(), "-402");
+});
+
+/**
+ * The position tracker alone with its in-process handoff, on a fresh
+ * database and a private NATS; `start()` runs it (again) on the same state,
+ * as after a crash of the tracker.
+ */
+async function trackerRig() {
+  const db = await migratedDatabase();
+  const server = await startNatsServer();
+  const nc = await connect({ servers: server.url });
+  await ensureStreams(nc, [fillsStream()]);
+  const handoff = new FillHandoff();
+  const state = new PortfolioState({ starting_cash: "100000" });
+  const status = newPositionTrackerStatus();
+  let stop: (() => Promise<void>) | null = null;
+  const start = async () => {
+    const controller = new AbortController();
+    const tracker = positionTrackerActor({
+      nats: nc,
+      sql: db.sql,
+      cache: new LatestCache(),
+      state,
+      status,
+      options: {
+        portfolio: { starting_cash: "100000", snapshot_interval_ms: 3_600_000 },
+        max_price_age_ms: 5_000,
+      },
+      handoff,
+    }).start(controller.signal);
+    await tracker.ready;
+    await waitFor(() => status.running, 5_000, "tracker running");
+    stop = async () => {
+      stop = null;
+      controller.abort();
+      await tracker.done;
+      await waitFor(() => !status.running, 5_000, "tracker stopped");
+    };
+    return stop;
+  };
+  const jsm = await jetstreamManager(nc);
+  /** Waits until the tracker got the first `streamSeq` messages of FILLS and acked them all. */
+  const acked = (streamSeq: number) =>
+    waitFor(
+      async () => {
+        const info = await jsm.consumers.info("FILLS", "position_tracker");
+        return info.delivered.stream_seq === streamSeq && info.num_ack_pending === 0;
+      },
+      5_000,
+      `${streamSeq} messages acked`,
+    );
+  return {
+    sql: db.sql,
+    js: jetstream(nc),
+    acked,
+    handoff,
+    state,
+    status,
+    start,
+    async [Symbol.asyncDispose]() {
+      await (stop as (() => Promise<void>) | null)?.();
+      await nc.close();
+      await server.stop();
+      await db[Symbol.asyncDispose]();
+    },
+  };
+}
+
+Deno.test("a new fill is not stored with its position ahead of an older fill loaded unapplied at a restart", async () => {
+  await using rig = await trackerRig();
+  const [buy, sell, rebuy] = await ordersOf(rig.sql, ["buy", "sell", "buy"]);
+  const now = Date.now();
+  let stop = await rig.start();
+  // 1. Buy 10 @ 100, applied.
+  const [first] = await insertFills(rig.sql, [fillOf(buy!, "f1", "10", "100", now - 3_000)]);
+  await publishFill(rig.js, fillMessage(first!.fill, buy!));
+  await waitFor(() => rig.status.applied === 1, 5_000, "first fill applied");
+  // 2. Sell 10 @ 120, stored while the tracker was down (it crashed holding the message, which
+  //    JetStream redelivers only after ack_wait): the restarted tracker loads it unapplied.
+  await stop();
+  const [second] = await insertFills(rig.sql, [fillOf(sell!, "f2", "10", "120", now - 2_000)]);
+  stop = await rig.start();
+  assert.equal(rig.state.unappliedFillCount(), 1);
+  // 3. A new broker fill, buy 10 @ 90: the engine asks to store it with its position.
+  const pending = {
+    portfolio_id: "default",
+    symbol: "BTC-USDT",
+    side: "buy" as const,
+    qty: "10",
+    price: "90",
+    fee: "0",
+    filled_at: now - 1_000,
+  };
+  assert.equal(rig.handoff.reserve([pending]), null, "refused: an older fill is not applied");
+  // So the engine stores it alone and publishes it; the older fill's message comes later.
+  const [third] = await insertFills(rig.sql, [fillOf(rebuy!, "f3", "10", "90", now - 1_000)]);
+  await publishFill(rig.js, fillMessage(third!.fill, rebuy!));
+  await waitFor(() => rig.status.applied === 3, 5_000, "the older fill applied first, then it");
+  await publishFill(rig.js, fillMessage(second!.fill, sell!));
+  await rig.acked(3);
+  assert.equal(rig.status.applied, 3, "its message only acked");
+  // In the order stored: long 10 @ 100, sold @ 120 (+200), flat, bought 10 @ 90.
+  const [row] = await listPositions(rig.sql);
+  assert.deepEqual(
+    [row?.qty, row?.avg_entry_price, row?.realized_pnl],
+    ["10.00000000", "90.00000000", "200.00000000"],
+  );
+  const realized = await rig.sql<{ id: string; realized_pnl: string }[]>`
+    SELECT id::text, realized_pnl::text FROM fills ORDER BY id`;
+  assert.deepEqual(realized.map((f) => f.realized_pnl), [
+    "0.00000000",
+    "200.00000000",
+    "0.00000000",
+  ]);
+  assert.equal(rig.state.unappliedFillCount(), 0);
+  // With nothing left unapplied, a reservation is granted again.
+  const granted = rig.handoff.reserve([{ ...pending, side: "sell" }]);
+  assert.ok(granted !== null);
+  granted.release();
+  await stop();
+});
+
+Deno.test("a fill whose message comes before an older stored fill's is applied after it", async () => {
+  await using rig = await trackerRig();
+  const [buy, sell] = await ordersOf(rig.sql, ["buy", "sell"]);
+  const stop = await rig.start();
+  const now = Date.now();
+  const stored = await insertFills(rig.sql, [
+    fillOf(buy!, "a", "10", "100", now - 2_000),
+    fillOf(sell!, "b", "4", "130", now - 1_000),
+  ]);
+  // Registered by the engine as stored without their positions; the older one's publish is
+  // retried, so the newer one's message comes first.
+  for (const { fill } of stored) {
+    rig.state.addUnappliedFill(fill.id, {
+      symbol: fill.symbol,
+      side: fill.side,
+      qty: d(fill.qty),
+      price: d(fill.price),
+    });
+  }
+  assert.equal(
+    rig.handoff.reserve([{
+      portfolio_id: "default",
+      symbol: "BTC-USDT",
+      side: "buy",
+      qty: "1",
+      price: "1",
+      fee: "0",
+      filled_at: now,
+    }]),
+    null,
+  );
+  await publishFill(rig.js, fillMessage(stored[1]!.fill, sell!));
+  await waitFor(() => rig.status.applied === 2, 5_000, "both applied");
+  const [row] = await listPositions(rig.sql);
+  // Long 10 @ 100, then sold 4 @ 130: +120, long 6 — not a short 4 @ 130 covered by a buy.
+  assert.deepEqual([row?.qty, row?.realized_pnl], ["6.00000000", "120.00000000"]);
+  await publishFill(rig.js, fillMessage(stored[0]!.fill, buy!));
+  await rig.acked(2);
+  assert.equal(rig.status.applied, 2);
+  assert.equal(rig.state.unappliedFillCount(), 0);
+  await stop();
 });
