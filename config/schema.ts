@@ -11,6 +11,11 @@
 import { z } from "zod";
 import { LEVELS } from "../lib/log.ts";
 import { sha256Hex as sha256 } from "../lib/hash.ts";
+import {
+  BINANCE_MAX_URL_LENGTH,
+  binanceChannelStreams,
+  binanceCombinedUrlLength,
+} from "../venues/binance/symbols.ts";
 
 /** Deployment profiles; `production` refuses insecure settings. */
 export const PROFILES = ["development", "production"] as const;
@@ -762,7 +767,53 @@ function consistencyProblems(config: unknown): SettingProblem[] {
       });
     }
   }
+  const binance = binanceUrlProblem(config);
+  if (binance !== null) problems.push(binance);
   return problems;
+}
+
+/**
+ * Refuses Binance symbols whose combined-stream URL (every symbol's streams
+ * of the configured channels, on `ws_url`) is longer than Binance opens
+ * ({@linkcode BINANCE_MAX_URL_LENGTH}): the feed would never connect. Says
+ * how many of the symbols, in order, fit. Skipped while the feed is disabled
+ * or the section is invalid (its own errors say why).
+ */
+function binanceUrlProblem(config: unknown): SettingProblem | null {
+  const section = at(config, "exchanges", "binance");
+  if (section === null || typeof section !== "object") return null;
+  const { enabled, ws_url, symbols, channels } = section as Record<string, unknown>;
+  if (
+    enabled === false || typeof ws_url !== "string" || !Array.isArray(symbols) ||
+    symbols.length === 0 || !Array.isArray(channels) ||
+    !symbols.every((symbol) => typeof symbol === "string") ||
+    !channels.every((channel) => typeof channel === "string")
+  ) {
+    return null;
+  }
+  let streams: string[];
+  try {
+    streams = binanceChannelStreams(symbols, channels);
+  } catch {
+    return null; // A malformed symbol: its own check reports it.
+  }
+  const length = binanceCombinedUrlLength(ws_url, streams);
+  if (length <= BINANCE_MAX_URL_LENGTH) return null;
+  // Every symbol has the same streams: count the symbols whose streams still fit.
+  const perSymbol = streams.length / symbols.length;
+  let fit = 0;
+  let running = binanceCombinedUrlLength(ws_url, []);
+  for (let i = 0; i < streams.length; i++) {
+    running += streams[i]!.length + (i > 0 ? 1 : 0);
+    if (running > BINANCE_MAX_URL_LENGTH) break;
+    if ((i + 1) % perSymbol === 0) fit++;
+  }
+  return {
+    path: ["exchanges", "binance", "symbols"],
+    message: `${symbols.length} symbols with channels ${channels.join(", ")} make a ` +
+      `combined-stream URL of ${length} characters, over the ${BINANCE_MAX_URL_LENGTH} ` +
+      `Binance opens on one connection (the first ${fit} fit): follow fewer symbols or channels`,
+  };
 }
 
 function isWeak(password: string): boolean {

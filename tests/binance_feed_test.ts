@@ -23,7 +23,12 @@ import {
   type BinanceSessionConfig,
   type BinanceSessionStatus,
 } from "../venues/binance/session.ts";
-import { binanceSymbol } from "../venues/binance/symbols.ts";
+import {
+  BINANCE_MAX_URL_LENGTH,
+  binanceChannelStreams,
+  binanceCombinedUrlLength,
+  binanceSymbol,
+} from "../venues/binance/symbols.ts";
 import { waitFor } from "./_helpers.ts";
 import {
   FakeBinanceMarket,
@@ -37,6 +42,7 @@ const FIXTURES = new URL("../../shared/fixtures/binance/", import.meta.url);
 const NKN = Deno.readTextFileSync(new URL("nknusdt_snapshot_then_depth_diffs.raw.jsonl", FIXTURES))
   .split("\n").filter((line) => line !== "");
 const RX = 1_786_000_000_000_000;
+const CHANNELS = ["trades", "book", "top"] as const;
 const NATS_URL = Deno.env.get("NATS_URL") ?? "nats://127.0.0.1:4222";
 
 function config(overrides: Partial<BinanceSessionConfig> = {}): BinanceSessionConfig {
@@ -157,6 +163,29 @@ Deno.test("binance session refuses more streams than one connection carries", ()
   assert.throws(() => binanceSession(config({ symbols })), RangeError);
   assert.throws(() => binanceSession(config({ symbols: ["btcusdt"] })), TypeError);
   assert.throws(() => binanceSession(config(), { snapshotConcurrency: 0 }), RangeError);
+});
+
+Deno.test("binance session refuses symbols whose combined-stream URL is longer than Binance opens", () => {
+  // Binance opens nothing for a URL over ~8,000 characters: 200 symbols with three channels
+  // (600 streams, under the 1,024 a connection carries) make one of about 15,000.
+  const symbols = Array.from({ length: 200 }, (_, i) => `COIN${i}-USDT`);
+  const base = "wss://stream.binance.com:9443";
+  const lengthOf = (n: number) =>
+    binanceCombinedUrlLength(base, binanceChannelStreams(symbols.slice(0, n), CHANNELS));
+  let fit = 0;
+  while (lengthOf(fit + 1) <= BINANCE_MAX_URL_LENGTH) fit++;
+  assert.ok(fit > 100 && fit < 200, `${fit} symbols fit`);
+  const url = binanceSession(config({ ws_url: base, symbols: symbols.slice(0, fit) })).url();
+  assert.equal(url.length, lengthOf(fit));
+  assert.ok(url.length <= BINANCE_MAX_URL_LENGTH);
+  assert.throws(
+    () => binanceSession(config({ ws_url: base, symbols: symbols.slice(0, fit + 1) })),
+    new RangeError(
+      `The combined-stream URL of ${3 * (fit + 1)} streams is ${lengthOf(fit + 1)} characters, ` +
+        `over the ${BINANCE_MAX_URL_LENGTH} Binance opens`,
+    ),
+  );
+  assert.throws(() => binanceSession(config({ ws_url: base, symbols })), RangeError);
 });
 
 // ---- books ----------------------------------------------------------------

@@ -678,6 +678,33 @@ Deno.test("exchange sections validate symbols, channels and depths and redact Al
   }
 });
 
+Deno.test("Binance symbols whose combined-stream URL Binance would not open are refused up front", async () => {
+  // 200 symbols with the default channels make a URL of ~15,000 characters; Binance opens
+  // nothing over ~8,000, and the feed would reconnect forever.
+  const symbols = Array.from({ length: 200 }, (_, i) => `COIN${i}-USDT`).join(",");
+  const error = await loadError({ env: { TRADEWIRE_EXCHANGES__BINANCE__SYMBOLS: symbols } });
+  assert.equal(error.problems.length, 1, error.message);
+  assert.equal(error.problems[0]!.key, "exchanges.binance.symbols");
+  assert.match(
+    error.message,
+    /exchanges\.binance\.symbols: 200 symbols with channels trades, book, top make a combined-stream URL of \d+ characters, over the 8000 Binance opens on one connection \(the first 1\d\d fit\): follow fewer symbols or channels/,
+  );
+  // Fewer channels fit more symbols; a disabled feed opens nothing, so it is not checked.
+  const tradesOnly = await load({
+    env: {
+      TRADEWIRE_EXCHANGES__BINANCE__SYMBOLS: symbols,
+      TRADEWIRE_EXCHANGES__BINANCE__CHANNELS: "trades",
+    },
+  });
+  assert.equal(tradesOnly.exchanges.binance.symbols.length, 200);
+  await load({
+    env: {
+      TRADEWIRE_EXCHANGES__BINANCE__SYMBOLS: symbols,
+      TRADEWIRE_EXCHANGES__BINANCE__ENABLED: "false",
+    },
+  });
+});
+
 Deno.test("a number-or-null key takes a number or null from the environment", async () => {
   const config = await loadConfig({
     args: [],

@@ -12,10 +12,13 @@
  *   `trades` → `<sym>@trade`, `book` → `<sym>@depth@100ms`, `top` →
  *   `<sym>@bookTicker`.
  * - One connection carries at most 1,024 streams
- *   ({@linkcode BINANCE_MAX_STREAMS_PER_CONNECTION}); the constructor throws a
- *   `RangeError` beyond that (341 symbols with all three channels). The
- *   default 24 symbols × 3 channels = 72 streams fit easily; more would need
- *   several feeds.
+ *   ({@linkcode BINANCE_MAX_STREAMS_PER_CONNECTION}) and opens only with a URL
+ *   of at most {@linkcode BINANCE_MAX_URL_LENGTH} characters (about 130
+ *   symbols with all three channels, fewer with long symbols); the
+ *   constructor throws a `RangeError` beyond either, and the configuration
+ *   refuses such an `exchanges.binance.symbols` up front. The default 24
+ *   symbols × 3 channels = 72 streams fit easily; more would need several
+ *   feeds.
  * - Binance pings with WebSocket ping frames every 20 s and closes the
  *   connection when no pong comes within a minute; Deno's WebSocket answers
  *   pings by itself, so there is no application-level keepalive and no
@@ -74,14 +77,15 @@ import { BinanceBookSync, type BinanceSyncResult } from "./book_sync.ts";
 import { type BinanceDepthDiff, parseBinanceDepthSnapshot, parseBinanceFrame } from "./parse.ts";
 import {
   BINANCE_MAX_STREAMS_PER_CONNECTION,
+  BINANCE_MAX_URL_LENGTH,
+  binanceChannelStreams,
   binanceCombinedUrl,
-  binanceStreamNames,
   binanceSymbolMap,
   type SymbolMap,
 } from "./symbols.ts";
 import { assertPositiveInteger } from "../../lib/assert.ts";
 
-export { BINANCE_MAX_STREAMS_PER_CONNECTION };
+export { BINANCE_MAX_STREAMS_PER_CONNECTION, BINANCE_MAX_URL_LENGTH };
 
 /** The keys of the `exchanges.binance` config section a session uses (read-only lists welcome). */
 export interface BinanceSessionConfig {
@@ -256,7 +260,8 @@ export class BinanceSession implements VenueSession {
   /**
    * Makes a session for `config`. Throws a `TypeError` for a malformed symbol
    * or URL, a `RangeError` for no streams, more than
-   * {@linkcode BINANCE_MAX_STREAMS_PER_CONNECTION} streams or a bad option.
+   * {@linkcode BINANCE_MAX_STREAMS_PER_CONNECTION} streams, a URL longer than
+   * {@linkcode BINANCE_MAX_URL_LENGTH} or a bad option.
    */
   constructor(config: BinanceSessionConfig, options: BinanceSessionOptions = {}) {
     const {
@@ -283,14 +288,9 @@ export class BinanceSession implements VenueSession {
         `Snapshot retry delays must satisfy 0 <= initial <= max, got ${snapshotRetryInitialMs} and ${snapshotRetryMaxMs}`,
       );
     }
-    const channels = new Set(config.channels);
-    const book = channels.has("book");
+    const book = config.channels.includes("book");
     this.#symbols = binanceSymbolMap(config.symbols);
-    const streams = binanceStreamNames(config.symbols, {
-      depth: book,
-      trades: channels.has("trades"),
-      bookTicker: channels.has("top"),
-    });
+    const streams = binanceChannelStreams(config.symbols, config.channels);
     this.#url = binanceCombinedUrl(config.ws_url, streams);
     this.#streams = streams.length;
     this.#restUrl = config.rest_url.replace(/\/+$/, "");

@@ -25,6 +25,16 @@ const CANONICAL = /^([A-Z0-9]+)-([A-Z0-9]+)$/;
 export const BINANCE_MAX_STREAMS_PER_CONNECTION = 1024;
 
 /**
+ * Longest combined-stream URL, in characters, a Binance connection is opened
+ * with. Binance documents no limit, but stream.binance.com was measured to
+ * open nothing for a URL longer than 8,004 characters
+ * (oliver-zehentleitner/unicorn-binance-websocket-api issues 17 and 19); a
+ * longer URL would leave the feed reconnecting forever. With the three
+ * default channels that is about 130 symbols.
+ */
+export const BINANCE_MAX_URL_LENGTH = 8_000;
+
+/**
  * A two-way map between a venue's symbols and canonical symbols.
  *
  * @example
@@ -181,10 +191,49 @@ export function binanceStreamNames(
 }
 
 /**
+ * The streams of the configured channels — `book` → `<sym>@depth@100ms`,
+ * `trades` → `<sym>@trade`, `top` → `<sym>@bookTicker` — of each symbol.
+ * Throws a `TypeError` on a malformed symbol.
+ *
+ * @example
+ * ```ts
+ * binanceChannelStreams(["BTC-USDT"], ["trades", "top"]);
+ * // ["btcusdt@trade", "btcusdt@bookTicker"]
+ * ```
+ */
+export function binanceChannelStreams(
+  canonicalSymbols: readonly string[],
+  channels: readonly string[],
+): string[] {
+  const set = new Set(channels);
+  return binanceStreamNames(canonicalSymbols, {
+    depth: set.has("book"),
+    trades: set.has("trades"),
+    bookTicker: set.has("top"),
+  });
+}
+
+/**
+ * The length of the combined-stream URL of `streams` on `base`, without
+ * checking either.
+ *
+ * @example
+ * ```ts
+ * binanceCombinedUrlLength("wss://stream.binance.com:9443", ["btcusdt@trade"]); // 59
+ * ```
+ */
+export function binanceCombinedUrlLength(base: string, streams: readonly string[]): number {
+  let length = base.replace(/\/$/, "").length + "/stream?streams=".length;
+  for (const stream of streams) length += stream.length;
+  return length + Math.max(0, streams.length - 1);
+}
+
+/**
  * The combined-stream URL `<base>/stream?streams=a/b/c`, whose frames arrive
  * wrapped as `{"stream": ..., "data": ...}`. Throws a `RangeError` for no
- * streams or more than {@linkcode BINANCE_MAX_STREAMS_PER_CONNECTION}, a
- * `TypeError` for a base that is not a `ws:`/`wss:` URL.
+ * streams, more than {@linkcode BINANCE_MAX_STREAMS_PER_CONNECTION} or a URL
+ * longer than {@linkcode BINANCE_MAX_URL_LENGTH}, a `TypeError` for a base
+ * that is not a `ws:`/`wss:` URL.
  *
  * @example
  * ```ts
@@ -207,5 +256,12 @@ export function binanceCombinedUrl(base: string, streams: readonly string[]): st
       throw new TypeError(`Not a Binance stream name: ${JSON.stringify(stream)}`);
     }
   }
-  return `${base.replace(/\/$/, "")}/stream?streams=${streams.join("/")}`;
+  const url = `${base.replace(/\/$/, "")}/stream?streams=${streams.join("/")}`;
+  if (url.length > BINANCE_MAX_URL_LENGTH) {
+    throw new RangeError(
+      `The combined-stream URL of ${streams.length} streams is ${url.length} characters, ` +
+        `over the ${BINANCE_MAX_URL_LENGTH} Binance opens`,
+    );
+  }
+  return url;
 }
