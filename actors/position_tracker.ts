@@ -9,7 +9,9 @@
  * 1. At start it makes sure the stream (unless `ensure_stream: false`) and
  *    its durable pull consumer `position_tracker` exist
  *    (`trading/fills_stream.ts`), initialises the portfolio with
- *    `portfolio.starting_cash` when it is pristine, and loads the
+ *    `portfolio.starting_cash` when it is pristine (stored as its starting
+ *    cash; a configured figure that differs from the stored one later is
+ *    logged as a warning and not used), and loads the
  *    {@linkcode PortfolioState} from PostgreSQL (open orders too on the first
  *    start). It retries with backoff while NATS or PostgreSQL say no.
  * 2. Fills arrive through `consume()`; whatever has arrived while the last
@@ -476,9 +478,9 @@ class Tracker {
       throw new RangeError(`snapshot_interval_ms must be >= 1, got ${interval}`);
     }
     this.#startingCash = parseDecimal(deps.options.portfolio.starting_cash);
-    if (!this.#startingCash.eq(deps.state.starting_cash)) {
+    if (!this.#startingCash.eq(deps.state.configured_starting_cash)) {
       this.#log.warn("portfolio state and tracker disagree on the starting cash", {
-        state: toJson(deps.state.starting_cash),
+        state: toJson(deps.state.configured_starting_cash),
         tracker: toJson(this.#startingCash),
       });
     }
@@ -578,6 +580,16 @@ class Tracker {
           this.#log,
         );
         await state.load(sql, { open_orders: !state.loaded, by: POSITION_TRACKER_ACTOR });
+        if (!state.starting_cash.eq(this.#startingCash)) {
+          this.#log.warn(
+            "portfolio.starting_cash differs from the starting cash stored with the portfolio; the stored one is kept",
+            {
+              portfolio: state.portfolio_id,
+              stored: toJson(state.starting_cash),
+              configured: toJson(this.#startingCash),
+            },
+          );
+        }
         const consumer = await jetstream(nats).consumers.get(this.#stream, this.#consumer);
         return await consumer.consume({
           max_messages: this.#batchMax * 2,

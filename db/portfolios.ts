@@ -51,6 +51,11 @@ export interface PortfolioFigures {
 export interface Portfolio extends PortfolioFigures {
   /** Name, e.g. `default`. */
   id: string;
+  /**
+   * The cash it started with (total P&L is equity minus this), set once when
+   * the engine initialises it (migration 0005); null until then.
+   */
+  starting_cash: string | null;
   /** Broker account it mirrors. */
   broker: string;
   /** Currency of its money figures. */

@@ -611,6 +611,37 @@ Deno.test("0004 gives existing positions their cost basis (qty × avg entry) and
   assert.equal(again?.cost_basis, "37050.0000000000000000");
 });
 
+Deno.test("0005 gives used portfolios the starting cash their figures tell, leaves a pristine one unset, and reverts cleanly", async () => {
+  await using db = await testDatabase();
+  await using p = pool(db.url);
+  const migrator = new Migrator(p.sql, { dir: REPO_MIGRATIONS });
+  await migrator.up(4, { only: "postgres" });
+  const before = await catalogDump(p.sql);
+  await p.sql`insert into symbols (symbol) values ('AAPL'), ('BTC-USDT')`;
+  // `used`: from 1,000, bought 3 AAPL @ 100 (fee 1) and sold 1 @ 110: realized 10 − 1, cash 809,
+  // a basis of 200 left; plus a flat BTC-USDT position. `fresh`: nothing but zeros.
+  await p.sql`insert into portfolios (id, cash, equity, realized_pnl)
+    values ('used', 809, 1009, 9), ('fresh', 0, 0, 0)`;
+  await p.sql`insert into positions (portfolio_id, symbol, qty, avg_entry_price, cost_basis,
+      realized_pnl) values
+    ('used', 'AAPL', 2, 100, 200, 9), ('used', 'BTC-USDT', 0, 0, 0, 0)`;
+  const up = await migrator.up(5, { only: "postgres" });
+  assert.deepEqual(up.postgres?.applied.map((m) => [m.version, m.name]), [[
+    5,
+    "portfolio_starting_cash",
+  ]]);
+  const rows = await p.sql<{ id: string; starting_cash: string | null }[]>`
+    select id, starting_cash::text as starting_cash from portfolios order by id`;
+  assert.deepEqual(rows.map((r) => [r.id, r.starting_cash]), [
+    ["default", null],
+    ["fresh", null],
+    ["used", "1000.00000000"],
+  ]);
+  const down = await migrator.down(-1, { only: "postgres" });
+  assert.deepEqual(down.postgres?.reverted.map((m) => m.version), [5]);
+  assert.deepEqual(await catalogDump(p.sql), before);
+});
+
 // ---------------------------------------------------------------------------
 // actors/migrations.ts
 // ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import {
   positionTrackerActor,
 } from "../actors/position_tracker.ts";
 import {
+  getPortfolio,
   insertFills,
   insertOrders,
   listPositions,
@@ -25,6 +26,7 @@ import {
   upsertSymbols,
 } from "../db/mod.ts";
 import { RecordingClock } from "../lib/clock.ts";
+import { type Logger, memoryLogger } from "../lib/log.ts";
 import { LatestCache } from "../market/latest_cache.ts";
 import { fillMessage, fillsStream, publishFill } from "../trading/fills_stream.ts";
 import { PortfolioState } from "../trading/portfolio_state.ts";
@@ -107,13 +109,14 @@ Deno.test("at a restart, a losing fill stored but not applied counts in realized
  * database and a private NATS; `start()` runs it (again) on the same state,
  * as after a crash of the tracker.
  */
-async function trackerRig() {
+async function trackerRig(options: { starting_cash?: string; log?: Logger } = {}) {
+  const startingCash = options.starting_cash ?? "100000";
   const db = await migratedDatabase();
   const server = await startNatsServer();
   const nc = await connect({ servers: server.url });
   await ensureStreams(nc, [fillsStream()]);
   const handoff = new FillHandoff();
-  const state = new PortfolioState({ starting_cash: "100000" });
+  const state = new PortfolioState({ starting_cash: startingCash });
   const status = newPositionTrackerStatus();
   let stop: (() => Promise<void>) | null = null;
   const start = async () => {
@@ -125,10 +128,11 @@ async function trackerRig() {
       state,
       status,
       options: {
-        portfolio: { starting_cash: "100000", snapshot_interval_ms: 3_600_000 },
+        portfolio: { starting_cash: startingCash, snapshot_interval_ms: 3_600_000 },
         max_price_age_ms: 5_000,
       },
       handoff,
+      ...(options.log === undefined ? {} : { log: options.log }),
     }).start(controller.signal);
     await tracker.ready;
     await waitFor(() => status.running, 5_000, "tracker running");
@@ -263,4 +267,48 @@ Deno.test("a fill whose message comes before an older stored fill's is applied a
   assert.equal(rig.status.applied, 2);
   assert.equal(rig.state.unappliedFillCount(), 0);
   await stop();
+});
+
+Deno.test("the starting cash is stored when the portfolio is initialised: editing portfolio.starting_cash later changes no P&L", async () => {
+  await using db = await migratedDatabase();
+  const first = new PortfolioState({ starting_cash: "100000" });
+  await first.load(db.sql);
+  assert.equal((await getPortfolio(db.sql)).starting_cash, "100000.00000000");
+  assert.equal(first.value(() => null).total_pnl.toFixed(), "0");
+  // The next start, with the configured figure edited to 50000: nothing traded in between.
+  const next = new PortfolioState({ starting_cash: "50000" });
+  await next.load(db.sql);
+  assert.equal(next.starting_cash.toFixed(), "100000");
+  assert.equal(next.cash.toFixed(), "100000");
+  assert.equal(next.value(() => null).total_pnl.toFixed(), "0");
+  assert.equal((await getPortfolio(db.sql)).starting_cash, "100000.00000000");
+});
+
+Deno.test("the tracker warns when portfolio.starting_cash differs from the stored starting cash", async () => {
+  const { log, lines } = memoryLogger("warn");
+  await using rig = await trackerRig({ starting_cash: "50000", log });
+  await rig.sql`UPDATE portfolios SET cash = 100000, equity = 100000, starting_cash = 100000`;
+  const stop = await rig.start();
+  assert.equal(rig.state.starting_cash.toFixed(), "100000");
+  const warning = lines.find((line) => String(line.message).includes("starting_cash"));
+  assert.deepEqual(
+    [warning?.stored, warning?.configured, warning?.portfolio],
+    ["100000", "50000", "default"],
+  );
+  await stop();
+});
+
+Deno.test("a portfolio used before its starting cash was stored gets the one its figures tell", async () => {
+  await using db = await migratedDatabase();
+  // Cash 99,700 after buying 2 @ 150 from 100,000 (nothing realized): a basis of 300.
+  await upsertSymbols(db.sql, [{ symbol: "BTC-USDT" }]);
+  await db.sql`UPDATE portfolios SET cash = 99700, equity = 99700 WHERE id = 'default'`;
+  await db.sql`
+    INSERT INTO positions (symbol, qty, avg_entry_price, cost_basis, realized_pnl)
+    VALUES ('BTC-USDT', 2, 150, 300, 0)`;
+  const state = new PortfolioState({ starting_cash: "5000" });
+  await state.load(db.sql);
+  assert.equal(state.starting_cash.toFixed(), "100000");
+  assert.equal((await getPortfolio(db.sql)).starting_cash, "100000.00000000");
+  assert.equal(state.value(() => null).total_pnl.toFixed(), "0");
 });

@@ -132,8 +132,9 @@ Deno.test("trading migration creates every table, and the enums match the TypeSc
     }],
     "every other NUMERIC column is NUMERIC(20,8)",
   );
-  const [portfolio] = await db.sql`select id, cash from portfolios`;
-  assert.deepEqual({ ...portfolio }, { id: "default", cash: "0.00000000" });
+  const [portfolio] = await db.sql`select id, cash, starting_cash from portfolios`;
+  // Pristine: the engine initialises it with portfolio.starting_cash (stored then, migration 0005).
+  assert.deepEqual({ ...portfolio }, { id: "default", cash: "0.00000000", starting_cash: null });
   const indexes = (await db.sql`select indexname from pg_indexes where schemaname = 'public'`)
     .map((row) => row.indexname as string);
   for (
@@ -167,10 +168,10 @@ Deno.test("trading migration creates every table, and the enums match the TypeSc
 Deno.test("trading migration reverts completely and re-applies to an identical catalog", async () => {
   await using db = await migratedDatabase();
   const before = await catalogDump(db.sql);
-  // Down to version 1: 0003 (what the one-statement trading writes need) and 0004 (the cost
-  // basis) go too.
+  // Down to version 1: 0003 (what the one-statement trading writes need), 0004 (the cost
+  // basis) and 0005 (the portfolios' starting cash) go too.
   const down = await db.migrator.down(1, { only: "postgres" });
-  assert.deepEqual(down.postgres?.reverted.map((m) => m.version), [4, 3, 2]);
+  assert.deepEqual(down.postgres?.reverted.map((m) => m.version), [5, 4, 3, 2]);
   assert.deepEqual(await publicTables(db.sql), ["engine_runs", "schema_migrations"]);
   const leftovers = await db.sql`
     select t.typname from pg_type t join pg_namespace n on n.oid = t.typnamespace
@@ -180,7 +181,7 @@ Deno.test("trading migration reverts completely and re-applies to an identical c
     where n.nspname = 'public'`;
   assert.deepEqual([...leftovers], [], "no enum or function is left behind");
   const up = await db.migrator.up(undefined, { only: "postgres" });
-  assert.deepEqual(up.postgres?.applied.map((m) => m.version), [2, 3, 4]);
+  assert.deepEqual(up.postgres?.applied.map((m) => m.version), [2, 3, 4, 5]);
   assert.deepEqual(await catalogDump(db.sql), before);
 });
 

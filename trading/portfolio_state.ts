@@ -300,7 +300,11 @@ export interface RiskFigures {
 export interface PortfolioStateOptions {
   /** The portfolio mirrored. @default {DEFAULT_PORTFOLIO} */
   portfolio_id?: string | undefined;
-  /** Cash the portfolio starts with (`portfolio.starting_cash`). */
+  /**
+   * Cash the portfolio starts with (`portfolio.starting_cash`): what a
+   * pristine portfolio is initialised with; once stored, the stored figure
+   * is the one used ({@linkcode PortfolioState.starting_cash}).
+   */
   starting_cash: Decimal | string;
   /** For "today". @default {systemClock} */
   clock?: Clock | undefined;
@@ -324,8 +328,9 @@ export interface LoadOptions {
 export class PortfolioState {
   /** The portfolio mirrored. */
   readonly portfolio_id: string;
-  /** Cash the portfolio started with. */
-  readonly starting_cash: Decimal;
+  /** Cash a pristine portfolio is initialised with (`portfolio.starting_cash`). */
+  readonly configured_starting_cash: Decimal;
+  #startingCash: Decimal;
   readonly #clock: Clock;
   readonly #positions = new Map<string, Position>();
   #cash: Decimal;
@@ -345,9 +350,19 @@ export class PortfolioState {
   /** Creates a state holding the starting cash and nothing else. */
   constructor(options: PortfolioStateOptions) {
     this.portfolio_id = options.portfolio_id ?? DEFAULT_PORTFOLIO;
-    this.starting_cash = parseDecimal(options.starting_cash);
-    this.#cash = this.starting_cash;
+    this.configured_starting_cash = parseDecimal(options.starting_cash);
+    this.#startingCash = this.configured_starting_cash;
+    this.#cash = this.configured_starting_cash;
     this.#clock = options.clock ?? systemClock;
+  }
+
+  /**
+   * Cash the portfolio started with: the figure stored with it
+   * (`portfolios.starting_cash`, set once when it was initialised) once
+   * loaded, the configured one before. Total P&L is equity minus this.
+   */
+  get starting_cash(): Decimal {
+    return this.#startingCash;
   }
 
   /** Cash now. */
@@ -662,7 +677,7 @@ export class PortfolioState {
   async load(sql: Queryable, options: LoadOptions = {}): Promise<void> {
     const nowMs = this.#clock.now();
     const registered = new Set(this.#unapplied.keys());
-    const row = await initPortfolio(sql, this.portfolio_id, this.starting_cash, {
+    const row = await initPortfolio(sql, this.portfolio_id, this.configured_starting_cash, {
       by: options.by ?? DEFAULT_ACTOR,
     });
     const positions = await listPositions(sql, { portfolio_id: this.portfolio_id });
@@ -701,6 +716,7 @@ export class PortfolioState {
       });
     }
     this.#cash = fromDb(row.cash);
+    this.#startingCash = fromDb(row.starting_cash);
     this.#realizedByDay.clear();
     for (const { day, realized_pnl } of days) {
       this.#realizedByDay.set(Date.parse(`${day}T00:00:00Z`), fromDb(realized_pnl));
@@ -737,33 +753,57 @@ export class PortfolioState {
   }
 }
 
+/** What {@linkcode initPortfolio} found or made. */
+export interface InitialisedPortfolio {
+  /** Its cash (NUMERIC text). */
+  cash: string;
+  /** The cash it started with (NUMERIC text), as stored. */
+  starting_cash: string;
+  /** Whether this call initialised it with the starting cash given. */
+  initialised: boolean;
+}
+
 /**
- * Makes sure portfolio `id` exists and returns its cash: a missing one is
- * created holding `startingCash`, and a pristine one — cash 0, equity 0,
- * realized 0 and no position rows, as the migration creates `default` — is
- * given `startingCash` (cash and equity). One statement, idempotent.
+ * Makes sure portfolio `id` exists and returns its cash and starting cash:
+ * a missing one is created holding `startingCash`, and a pristine one — no
+ * starting cash stored, cash 0, equity 0, realized 0 and no position rows,
+ * as the migration creates `default` — is given `startingCash` (cash, equity
+ * and starting cash). A portfolio already used keeps its stored starting
+ * cash; one that has none (created by other means) gets what its figures
+ * tell, once: cash − realized P&L + Σ cost basis (cash moves only by fills),
+ * as migration 0005 did for existing ones. Idempotent.
  */
 export async function initPortfolio(
   sql: Queryable,
   id: string,
   startingCash: Decimal,
   options: { by?: string } = {},
-): Promise<{ cash: string; initialised: boolean }> {
+): Promise<InitialisedPortfolio> {
   const by = options.by ?? DEFAULT_ACTOR;
   const cash = roundMoney(startingCash).toFixed(DB_SCALE);
-  const [changed] = await mapped(sql<{ cash: string }[]>`
-    INSERT INTO portfolios AS p (id, cash, equity, created_by, updated_by)
-    VALUES (${id}, ${cash}, ${cash}, ${by}, ${by})
+  const [changed] = await mapped(sql<{ cash: string; starting_cash: string }[]>`
+    INSERT INTO portfolios AS p (id, cash, equity, starting_cash, created_by, updated_by)
+    VALUES (${id}, ${cash}, ${cash}, ${cash}, ${by}, ${by})
     ON CONFLICT (id) DO UPDATE SET cash = excluded.cash, equity = excluded.equity,
-      updated_by = excluded.updated_by
-    WHERE p.cash = 0 AND p.equity = 0 AND p.realized_pnl = 0
+      starting_cash = excluded.starting_cash, updated_by = excluded.updated_by
+    WHERE p.starting_cash IS NULL AND p.cash = 0 AND p.equity = 0 AND p.realized_pnl = 0
       AND NOT EXISTS (SELECT 1 FROM positions WHERE portfolio_id = ${id})
-    RETURNING cash::text AS cash`);
-  if (changed !== undefined) return { cash: changed.cash, initialised: true };
-  const [row] = await mapped(sql<{ cash: string }[]>`
-    SELECT cash::text AS cash FROM portfolios WHERE id = ${id}`);
+    RETURNING cash::text AS cash, starting_cash::text AS starting_cash`);
+  if (changed !== undefined) return { ...changed, initialised: true };
+  const [row] = await mapped(sql<{ cash: string; starting_cash: string }[]>`
+    WITH derived AS (
+      UPDATE portfolios p SET starting_cash = round(p.cash - p.realized_pnl + coalesce(
+          (SELECT sum(cost_basis) FROM positions WHERE portfolio_id = p.id), 0), 8),
+        updated_by = ${by}
+      WHERE p.id = ${id} AND p.starting_cash IS NULL
+      RETURNING cash, starting_cash
+    )
+    SELECT cash::text AS cash, starting_cash::text AS starting_cash FROM derived
+    UNION ALL
+    SELECT cash::text, starting_cash::text FROM portfolios
+    WHERE id = ${id} AND NOT EXISTS (SELECT 1 FROM derived)`);
   if (row === undefined) throw new Error(`Portfolio ${id} was neither initialised nor found`);
-  return { cash: row.cash, initialised: false };
+  return { ...row, initialised: false };
 }
 
 /**
