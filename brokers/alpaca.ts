@@ -60,9 +60,12 @@
  * {@linkcode BrokerUnavailableError} otherwise): retrying a failed start is the
  * caller's choice. After that, a lost connection is re-opened with backoff
  * (`reconnect_initial_ms` doubling to `reconnect_max_ms`, on the injected
- * clock) forever, and once the new one listens every `onReconnect` callback
- * runs — after the events already received — so the engine can reconcile open
- * orders: Alpaca does not replay updates missed while disconnected.
+ * clock) forever; the delay starts over from `reconnect_initial_ms` only after
+ * a connection that stayed listening for `reconnect_max_ms` or more, so a
+ * stream cut right after each `listening` is not re-opened at a fixed rate.
+ * Once the new connection listens every `onReconnect` callback runs — after
+ * the events already received — so the engine can reconcile open orders:
+ * Alpaca does not replay updates missed while disconnected.
  *
  * The key and secret are sent, never logged.
  *
@@ -143,7 +146,11 @@ export interface AlpacaBrokerOptions {
   handshake_timeout_ms?: number;
   /** First reconnect delay, in ms. @default {DEFAULT_ALPACA_RECONNECT_INITIAL_MS} */
   reconnect_initial_ms?: number;
-  /** Longest reconnect delay, in ms. @default {DEFAULT_ALPACA_RECONNECT_MAX_MS} */
+  /**
+   * Longest reconnect delay, in ms; also how long a connection must stay
+   * listening for the next reconnect to start over from `reconnect_initial_ms`.
+   * @default {DEFAULT_ALPACA_RECONNECT_MAX_MS}
+   */
   reconnect_max_ms?: number;
   /** Stream authentication form. @default {DEFAULT_ALPACA_STREAM_AUTH} */
   stream_auth?: AlpacaStreamAuth;
@@ -1039,7 +1046,9 @@ class AlpacaBrokerImpl implements AlpacaBroker {
     let attempt = 0;
     while (!halt.aborted) {
       this.#status.state = first ? "connecting" : "reconnecting";
+      let listenedAt: number | null = null;
       const end = await this.#connect(() => {
+        listenedAt = this.#clock.now();
         this.#status.state = "listening";
         if (first) {
           first = false;
@@ -1058,7 +1067,9 @@ class AlpacaBrokerImpl implements AlpacaBroker {
         failed(end.error ?? new BrokerUnavailableError("Alpaca stream closed before listening"));
         return;
       }
-      if (end.listened) attempt = 0;
+      // Start the backoff over only after a connection that lasted: one cut right after it
+      // listened (a flapping stream) keeps the delay growing.
+      if (listenedAt !== null && this.#clock.now() - listenedAt >= this.#maxMs) attempt = 0;
       const delayMs = backoffDelay(attempt, {
         initialMs: this.#initialMs,
         maxMs: this.#maxMs,

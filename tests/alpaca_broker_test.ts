@@ -24,6 +24,7 @@ import {
   BrokerRejectedError,
   BrokerUnavailableError,
 } from "../brokers/broker.ts";
+import { type Clock, systemClock } from "../lib/clock.ts";
 import { memoryLogger } from "../lib/log.ts";
 import { parseDecimal, toJson } from "../trading/money.ts";
 import { waitFor } from "./_helpers.ts";
@@ -34,6 +35,7 @@ import {
   type FakeAlpacaServer,
   startAlpacaTradingServer,
 } from "./fakes/alpaca_trading_server.ts";
+import { type FakeSocket, type FakeWsServer, startWsServer } from "./fakes/ws_server.ts";
 
 const FIXTURES = new URL("../../shared/fixtures/alpaca/", import.meta.url);
 
@@ -780,4 +782,76 @@ Deno.test("Alpaca refuses in advance crypto orders of a type or time in force it
   // Stocks take every type and time in force.
   assert.deepEqual(alpacaRefusals({ symbol: "AAPL", type: "stop", time_in_force: "day" }), []);
   assert.deepEqual(alpacaRefusals({ symbol: "BRK.B", type: "market", time_in_force: "fok" }), []);
+});
+
+/**
+ * A bare trade_updates endpoint: authorizes while `authorized()` says so,
+ * answers `listen`, and calls `onListen` for each connection that listens.
+ */
+function streamServer(
+  authorized: () => boolean,
+  onListen: (socket: FakeSocket) => void = () => {},
+): Promise<FakeWsServer> {
+  return startWsServer({
+    onMessage: (socket, text) => {
+      const message = JSON.parse(text);
+      if (message.action === "authenticate") {
+        const ok = authorized();
+        socket.send(JSON.stringify({
+          stream: "authorization",
+          data: { status: ok ? "authorized" : "unauthorized", action: "authenticate" },
+        }));
+        if (!ok) socket.close(1000, "unauthorized");
+      } else if (message.action === "listen") {
+        socket.send(JSON.stringify({ stream: "listening", data: { streams: ["trade_updates"] } }));
+        onListen(socket);
+      }
+    },
+  });
+}
+
+Deno.test("alpaca broker backs off more and more from a stream cut right after each listen, and starts over after a lasting connection", async () => {
+  const HANDSHAKE_MS = 4_321;
+  let flap = true;
+  let listens = 0;
+  await using server = await streamServer(() => true, (socket) => {
+    listens++;
+    // Kicked out at once (another connection with the same keys, a proxy resetting).
+    if (flap) setTimeout(() => socket.drop(), 5);
+  });
+  const delays: number[] = [];
+  let offset = 0;
+  const clock: Clock = {
+    now: () => Date.now() + offset,
+    // The handshake deadline runs for real; backoff sleeps are recorded and cut short.
+    sleep: (ms, signal) =>
+      ms === HANDSHAKE_MS
+        ? systemClock.sleep(ms, signal)
+        : (delays.push(ms), systemClock.sleep(1, signal)),
+  };
+  await using broker = alpacaBroker({
+    base_url: server.httpUrl,
+    key_id: "k",
+    secret_key: "s",
+    handshake_timeout_ms: HANDSHAKE_MS,
+    reconnect_initial_ms: 500,
+    reconnect_max_ms: 8_000,
+  }, { clock, random: () => 0.5 }); // no jitter
+  let reconnects = 0;
+  broker.onReconnect(() => void reconnects++);
+  await broker.start(AbortSignal.timeout(10_000));
+  await waitFor(() => delays.length >= 6, 10_000, "six reconnects");
+  assert.deepEqual(delays.slice(0, 6), [500, 1_000, 2_000, 4_000, 8_000, 8_000]);
+  assert.ok(reconnects >= 5, `onReconnect ran ${reconnects} times`);
+
+  // A connection that stays: once it has listened for reconnect_max_ms, a loss starts over.
+  flap = false;
+  const seen = listens;
+  await waitFor(() => listens > seen, 5_000, "a lasting connection");
+  await waitFor(() => broker.streamStatus().state === "listening", 5_000, "listening");
+  const before = delays.length;
+  offset += 8_000;
+  for (const socket of server.openSockets()) socket.drop();
+  await waitFor(() => delays.length > before, 5_000, "a reconnect");
+  assert.equal(delays[before], 500);
 });
