@@ -26,6 +26,7 @@ import { httpServer } from "./api/server.ts";
 import type { HealthSource } from "./api/health.ts";
 import { configuredSymbols, marketSupervisor } from "./actors/market.ts";
 import { type TradingChildSpec, tradingSupervisor } from "./actors/trading.ts";
+import { type Broker, type BrokerStreamStatus, streamProblem } from "./brokers/broker.ts";
 import { tradingRoutes } from "./api/trading.ts";
 import { mdCleanStream } from "./market/md_stream.ts";
 import { MarketStatus } from "./market/status.ts";
@@ -130,6 +131,7 @@ export async function startEngine(
       cache,
       log,
     };
+    const trading = tradingSupervisor({ config, nats, sql, cache, log });
     const health: HealthSource = {
       version: VERSION,
       startedAt,
@@ -143,10 +145,13 @@ export async function startEngine(
         instance_id: instanceId,
         migrations: migrations.snapshot(),
         market: market.snapshot(),
+        brokers: brokerStreams(trading.brokers),
       }),
-      degraded: () => marketProblems(config, market),
+      degraded: () => [
+        ...marketProblems(config, market),
+        ...brokerProblems(trading.brokers),
+      ],
     };
-    const trading = tradingSupervisor({ config, nats, sql, cache, log });
     const children: ChildSpec[] = [
       migrationsActor({
         sql,
@@ -295,6 +300,30 @@ function marketProblems(config: Config, market: MarketStatus): string[] {
   }
   const dropped = market.droppedRecently(Date.now());
   if (dropped !== null) problems.push(`batch writer: ${dropped}`);
+  return problems;
+}
+
+/** Each broker's event stream as health reports it (brokers without a stream are left out). */
+function brokerStreams(brokers: ReadonlyMap<string, Broker>): Record<string, BrokerStreamStatus> {
+  const streams: Record<string, BrokerStreamStatus> = {};
+  for (const [name, broker] of brokers) {
+    if (broker.streamStatus !== undefined) streams[name] = broker.streamStatus();
+  }
+  return streams;
+}
+
+/**
+ * Why the brokers make the engine degraded: a broker's event stream refused
+ * the API keys, or has not been listening for longer than
+ * `DEFAULT_STREAM_DOWN_GRACE_MS` (see `streamProblem`) — no order update can
+ * arrive meanwhile.
+ */
+function brokerProblems(brokers: ReadonlyMap<string, Broker>): string[] {
+  const problems: string[] = [];
+  for (const [name, status] of Object.entries(brokerStreams(brokers))) {
+    const problem = streamProblem(name, status);
+    if (problem !== null) problems.push(problem);
+  }
   return problems;
 }
 

@@ -66,6 +66,8 @@
  * Once the new connection listens every `onReconnect` callback runs — after
  * the events already received — so the engine can reconcile open orders:
  * Alpaca does not replay updates missed while disconnected.
+ * {@linkcode AlpacaBroker.streamStatus} says how long the stream has not been
+ * listening and whether Alpaca refused the keys, for health.
  *
  * The key and secret are sent, never logged.
  *
@@ -98,6 +100,7 @@ import {
   type BrokerOrderState,
   type BrokerOrderStatus,
   BrokerRejectedError,
+  type BrokerStreamStatus,
   BrokerUnavailableError,
   type OrderShape,
 } from "./broker.ts";
@@ -258,18 +261,14 @@ export interface AlpacaOrder {
   updated_at_ms: number | null;
 }
 
-/** Where the stream stands. */
-export interface AlpacaStreamStatus {
-  /** `idle` before start, `connecting` (first connection), `listening`, `reconnecting`, `stopped`, `failed` (start failed). */
-  state: "idle" | "connecting" | "listening" | "reconnecting" | "stopped" | "failed";
+/** Where the stream stands: the {@linkcode BrokerStreamStatus} health reads, and counters. */
+export interface AlpacaStreamStatus extends BrokerStreamStatus {
   /** Connections opened, the first one included. */
   connections: number;
   /** Reconnects after a lost connection. */
   reconnects: number;
   /** Stream messages that could not be read (counted and logged, never fatal). */
   malformed: number;
-  /** The last connection or protocol error, or null. */
-  last_error: string | null;
 }
 
 /** The Alpaca adapter: a {@linkcode Broker} plus Alpaca's clock, positions and account. */
@@ -657,13 +656,16 @@ class AlpacaBrokerImpl implements AlpacaBroker {
   readonly #filled = new Map<string, Decimal>();
   /** Alpaca ids of orders whose `accepted` was emitted, until terminal. */
   readonly #accepted = new Set<string>();
-  readonly #status: AlpacaStreamStatus = {
+  readonly #status: Omit<AlpacaStreamStatus, "down_for_ms"> = {
     state: "idle",
+    auth_error: false,
+    last_error: null,
     connections: 0,
     reconnects: 0,
     malformed: 0,
-    last_error: null,
   };
+  /** When the stream stopped listening (or the broker was made), on the clock; null while it listens. */
+  #downSinceMs: number | null;
   /** Event and reconnect deliveries, one at a time. */
   #queue: Promise<void> = Promise.resolve();
   #ready: Promise<void> | null = null;
@@ -705,6 +707,7 @@ class AlpacaBrokerImpl implements AlpacaBroker {
     this.#fetch = deps.fetch ?? ((input, init) => fetch(input, init));
     this.#webSocket = deps.webSocket ?? ((url) => new WebSocket(url));
     this.#random = deps.random ?? Math.random;
+    this.#downSinceMs = this.#clock.now();
     const halted = new Promise<void>((resolve) =>
       this.#halt.signal.addEventListener("abort", () => resolve(), { once: true })
     );
@@ -877,7 +880,11 @@ class AlpacaBrokerImpl implements AlpacaBroker {
   }
 
   streamStatus(): AlpacaStreamStatus {
-    return { ...this.#status };
+    const down = this.#downSinceMs;
+    return {
+      ...this.#status,
+      down_for_ms: down === null ? null : Math.max(0, this.#clock.now() - down),
+    };
   }
 
   start(signal: AbortSignal): Promise<void> {
@@ -1049,7 +1056,9 @@ class AlpacaBrokerImpl implements AlpacaBroker {
       let listenedAt: number | null = null;
       const end = await this.#connect(() => {
         listenedAt = this.#clock.now();
+        this.#downSinceMs = null;
         this.#status.state = "listening";
+        this.#status.auth_error = false;
         if (first) {
           first = false;
           this.#log.info("alpaca stream listening", { url: this.#streamUrl });
@@ -1059,8 +1068,10 @@ class AlpacaBrokerImpl implements AlpacaBroker {
           this.#enqueue(() => this.#notifyReconnect());
         }
       });
+      if (listenedAt !== null) this.#downSinceMs = this.#clock.now();
       if (halt.aborted) break;
       if (end.error) this.#status.last_error = end.error.message;
+      this.#status.auth_error = end.error instanceof AlpacaAuthError;
       if (first) {
         this.#status.state = "failed";
         this.#log.error("alpaca stream could not start", { error: end.error?.message });

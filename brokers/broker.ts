@@ -118,11 +118,73 @@ export interface Broker extends AsyncDisposable {
    */
   onReconnect?(listener: () => void | Promise<void>): () => void;
   /**
+   * Where the broker's event stream stands, for health
+   * ({@linkcode streamProblem}). Absent: the broker has no stream to lose
+   * (paper).
+   */
+  streamStatus?(): BrokerStreamStatus;
+  /**
    * What this broker is known to refuse about an order, checked by the engine
    * before the order exists (the signal is then rejected with these
    * reasons); empty when nothing. Absent: the broker refuses nothing in advance.
    */
   refusals?(order: OrderShape): string[];
+}
+
+/** Where a broker's event stream (Alpaca's `trade_updates`) stands. */
+export interface BrokerStreamStatus {
+  /**
+   * `idle` before start, `connecting` (first connection), `listening`,
+   * `reconnecting`, `stopped`, `failed` (start failed).
+   */
+  state: "idle" | "connecting" | "listening" | "reconnecting" | "stopped" | "failed";
+  /**
+   * How long the stream has not been listening, in ms: since the broker was
+   * created, or since the connection that listened was lost; null while it
+   * listens.
+   */
+  down_for_ms: number | null;
+  /** The broker refused the API keys on the last connection attempt (cleared once it listens). */
+  auth_error: boolean;
+  /** The last connection or protocol error, or null. */
+  last_error: string | null;
+}
+
+/**
+ * How long a broker's stream may be down before health reports it, in ms: a
+ * lost connection is normal and comes back within a few reconnects.
+ */
+export const DEFAULT_STREAM_DOWN_GRACE_MS = 10_000;
+
+/**
+ * Why broker `name`'s event stream makes the engine degraded, or null when
+ * it does not: the broker refused the API keys (at once — no order update
+ * arrives until the keys are fixed), or the stream has not been listening
+ * for longer than `graceMs`. Pure.
+ *
+ * @example
+ * ```ts
+ * streamProblem("alpaca", {
+ *   state: "reconnecting",
+ *   down_for_ms: 42_000,
+ *   auth_error: false,
+ *   last_error: "Alpaca stream closed (code 1006)",
+ * });
+ * // "broker alpaca: event stream reconnecting, not listening for 42 s (Alpaca stream closed (code 1006))"
+ * ```
+ */
+export function streamProblem(
+  name: string,
+  status: BrokerStreamStatus,
+  graceMs: number = DEFAULT_STREAM_DOWN_GRACE_MS,
+): string | null {
+  if (status.state === "listening" || status.down_for_ms === null) return null;
+  const why = status.last_error === null ? "" : ` (${status.last_error})`;
+  if (status.auth_error) return `broker ${name}: event stream refused the API keys${why}`;
+  if (status.down_for_ms <= graceMs) return null;
+  return `broker ${name}: event stream ${status.state}, not listening for ${
+    Math.floor(status.down_for_ms / 1000)
+  } s${why}`;
 }
 
 /** What {@linkcode Broker.refusals} looks at. */

@@ -23,6 +23,8 @@ import {
   type BrokerOrderRequest,
   BrokerRejectedError,
   BrokerUnavailableError,
+  DEFAULT_STREAM_DOWN_GRACE_MS,
+  streamProblem,
 } from "../brokers/broker.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { memoryLogger } from "../lib/log.ts";
@@ -854,4 +856,86 @@ Deno.test("alpaca broker backs off more and more from a stream cut right after e
   for (const socket of server.openSockets()) socket.drop();
   await waitFor(() => delays.length > before, 5_000, "a reconnect");
   assert.equal(delays[before], 500);
+});
+
+Deno.test("alpaca stream status says how long the stream has not listened and whether the keys were refused", async () => {
+  let authorized = true;
+  await using server = await streamServer(() => authorized);
+  let offset = 0;
+  const clock: Clock = { now: () => Date.now() + offset, sleep: systemClock.sleep };
+  await using broker = alpacaBroker({
+    base_url: server.httpUrl,
+    key_id: "k",
+    secret_key: "s",
+    reconnect_initial_ms: 20,
+    reconnect_max_ms: 50,
+  }, { clock });
+  assert.equal(broker.streamStatus().state, "idle");
+  assert.equal(typeof broker.streamStatus().down_for_ms, "number");
+  await broker.start(AbortSignal.timeout(10_000));
+  assert.deepEqual(
+    { ...broker.streamStatus(), last_error: null },
+    {
+      state: "listening",
+      down_for_ms: null,
+      auth_error: false,
+      last_error: null,
+      connections: 1,
+      reconnects: 0,
+      malformed: 0,
+    },
+  );
+  assert.equal(streamProblem("alpaca", broker.streamStatus()), null);
+
+  // Lost, and refused: at once a problem, whatever the grace period.
+  authorized = false;
+  for (const socket of server.openSockets()) socket.drop();
+  await waitFor(() => broker.streamStatus().auth_error, 5_000, "the refusal seen");
+  const refused = broker.streamStatus();
+  assert.notEqual(refused.state, "listening");
+  assert.ok(refused.down_for_ms !== null && refused.down_for_ms < DEFAULT_STREAM_DOWN_GRACE_MS);
+  assert.match(
+    streamProblem("alpaca", refused) ?? "",
+    /^broker alpaca: event stream refused the API keys \(Alpaca stream authorization failed: unauthorized/,
+  );
+
+  // The keys work again: listening, nothing to report.
+  authorized = true;
+  await waitFor(() => broker.streamStatus().state === "listening", 5_000, "listening again");
+  assert.equal(broker.streamStatus().auth_error, false);
+  assert.equal(broker.streamStatus().down_for_ms, null);
+
+  // Down for longer than the grace period, without a refusal.
+  server.refuse();
+  for (const socket of server.openSockets()) socket.drop();
+  await waitFor(() => broker.streamStatus().state === "reconnecting", 5_000, "reconnecting");
+  assert.equal(streamProblem("alpaca", broker.streamStatus()), null, "within the grace period");
+  offset += DEFAULT_STREAM_DOWN_GRACE_MS + 1_000;
+  const down = broker.streamStatus();
+  assert.equal(down.auth_error, false);
+  assert.ok(down.down_for_ms! > DEFAULT_STREAM_DOWN_GRACE_MS);
+  assert.match(
+    streamProblem("alpaca", down) ?? "",
+    /^broker alpaca: event stream reconnecting, not listening for 1\d s/,
+  );
+});
+
+Deno.test("stream problems: none while listening or within the grace period, at once for refused keys", () => {
+  const status = {
+    state: "reconnecting" as const,
+    down_for_ms: 3_000,
+    auth_error: false,
+    last_error: "Alpaca stream closed (code 1006)",
+  };
+  assert.equal(streamProblem("alpaca", { ...status, state: "listening", down_for_ms: null }), null);
+  assert.equal(streamProblem("alpaca", status), null);
+  assert.equal(
+    streamProblem("alpaca", { ...status, down_for_ms: 42_000 }),
+    "broker alpaca: event stream reconnecting, not listening for 42 s (Alpaca stream closed (code 1006))",
+  );
+  assert.equal(
+    streamProblem("alpaca", { ...status, auth_error: true, last_error: "unauthorized" }),
+    "broker alpaca: event stream refused the API keys (unauthorized)",
+  );
+  assert.equal(streamProblem("alpaca", { ...status, down_for_ms: 42_000 }, 60_000), null);
 });
