@@ -52,7 +52,8 @@
  * with this execution's `qty` and `price` (`fill_id` = `execution_id`, or
  * `<order id>:<cumulative filled_qty>` when Alpaca sends none; fee 0, Alpaca
  * charges no commission on the stream), `canceled` / `replaced` → `cancelled`,
- * `expired`, `rejected`; the others (`done_for_day`, `pending_cancel`,
+ * `expired`, `rejected` — each with the order's `filled_qty` and
+ * `filled_avg_price`; the others (`done_for_day`, `pending_cancel`,
  * `calculated`, …) change nothing. Listeners run one event at a time, in order.
  *
  * `start(signal)` resolves once the first connection listens, and rejects when
@@ -455,7 +456,10 @@ const ACCEPTED_EVENTS = new Set(["new", "accepted", "pending_new"]);
  * `pending_cancel`, `calculated`, `order_cancel_rejected`, …). Pure: a fill's
  * quantity is the event's `qty` (this execution), or — when Alpaca leaves it
  * out — the order's cumulative `filled_qty` minus `previousFilledQty`; its
- * price is the event's `price`, else the order's average. Times come from
+ * price is the event's `price`, else the order's average. `canceled` /
+ * `replaced` / `expired` / `rejected` carry the order's cumulative
+ * `filled_qty` with `filled_avg_price` (fills made while nobody listened are
+ * then not lost). Times come from
  * `timestamp`, else the order's `updated_at`, else `nowMs`. Throws a
  * `TypeError` for a message that is not a trade update.
  */
@@ -490,14 +494,17 @@ export function tradeUpdateEvent(
       const cumulative = order.filled_qty.gte(qty) ? { cum_qty: order.filled_qty } : {};
       return { type: "fill", ...ids, fill_id, qty, price, fee: ZERO, ...cumulative, at_ms };
     }
+  }
+  const filled = { filled_qty: order.filled_qty, avg_fill_price: order.filled_avg_price };
+  switch (event) {
     case "canceled":
-      return { type: "cancelled", ...ids, reason: "canceled at Alpaca", at_ms };
+      return { type: "cancelled", ...ids, reason: "canceled at Alpaca", ...filled, at_ms };
     case "replaced":
-      return { type: "cancelled", ...ids, reason: "replaced at Alpaca", at_ms };
+      return { type: "cancelled", ...ids, reason: "replaced at Alpaca", ...filled, at_ms };
     case "expired":
-      return { type: "expired", ...ids, reason: "expired at Alpaca", at_ms };
+      return { type: "expired", ...ids, reason: "expired at Alpaca", ...filled, at_ms };
     case "rejected":
-      return { type: "rejected", ...ids, reason: "rejected by Alpaca", at_ms };
+      return { type: "rejected", ...ids, reason: "rejected by Alpaca", ...filled, at_ms };
   }
   return null;
 }

@@ -87,6 +87,15 @@ export type BrokerEvent =
     client_order_id: string;
     broker_order_id: string | null;
     reason: string;
+    /**
+     * The order's filled quantity at the end, when the broker says (Alpaca
+     * sends the order with its cumulative `filled_qty`): more than the
+     * order's fills count means fills were missed (a stream gap), and the
+     * engine records the missing quantity before closing the order.
+     */
+    filled_qty?: Decimal;
+    /** The average price of `filled_qty`, when the broker says. */
+    avg_fill_price?: Decimal | null;
     at_ms: number;
   };
 

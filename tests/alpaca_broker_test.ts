@@ -280,6 +280,57 @@ Deno.test("alpaca fill without qty or execution_id is derived from the cumulativ
   assert.throws(() => tradeUpdateEvent({ event: "fill" }, null, 0), TypeError);
 });
 
+Deno.test("alpaca canceled, replaced, expired and rejected updates carry the order's filled quantity and average price", () => {
+  const update = (event: string, filled: string, avg: string | null) => ({
+    event,
+    timestamp: "2022-04-19T13:45:05.024Z",
+    order: {
+      id: "o-1",
+      client_order_id: "c-1",
+      symbol: "AAPL",
+      status: event,
+      side: "buy",
+      qty: "10",
+      filled_qty: filled,
+      filled_avg_price: avg,
+    },
+  });
+  const at_ms = Date.parse("2022-04-19T13:45:05.024Z");
+  const ids = { client_order_id: "c-1", broker_order_id: "o-1" };
+  assert.deepEqual(tradeUpdateEvent(update("canceled", "4", "50.25"), null, 0), {
+    type: "cancelled",
+    ...ids,
+    reason: "canceled at Alpaca",
+    filled_qty: parseDecimal("4"),
+    avg_fill_price: parseDecimal("50.25"),
+    at_ms,
+  });
+  assert.deepEqual(tradeUpdateEvent(update("replaced", "1", "50"), null, 0), {
+    type: "cancelled",
+    ...ids,
+    reason: "replaced at Alpaca",
+    filled_qty: parseDecimal("1"),
+    avg_fill_price: parseDecimal("50"),
+    at_ms,
+  });
+  assert.deepEqual(tradeUpdateEvent(update("expired", "2.5", "49.1"), null, 0), {
+    type: "expired",
+    ...ids,
+    reason: "expired at Alpaca",
+    filled_qty: parseDecimal("2.5"),
+    avg_fill_price: parseDecimal("49.1"),
+    at_ms,
+  });
+  assert.deepEqual(tradeUpdateEvent(update("rejected", "0", null), null, 0), {
+    type: "rejected",
+    ...ids,
+    reason: "rejected by Alpaca",
+    filled_qty: parseDecimal("0"),
+    avg_fill_price: null,
+    at_ms,
+  });
+});
+
 Deno.test("alpaca timestamps keep ms precision of nanosecond times with offsets", () => {
   assert.equal(
     parseTimestampMs("2022-04-19T13:45:04.981350886-04:00"),
@@ -465,6 +516,8 @@ Deno.test("alpaca broker rejections carry Alpaca's reason", async () => {
       client_order_id: request.client_order_id,
       broker_order_id,
       reason: "rejected by Alpaca",
+      filled_qty: parseDecimal("0"),
+      avg_fill_price: null,
       at_ms: 0,
     },
   );

@@ -1,19 +1,306 @@
 /**
- * The execution engine's process with the real Alpaca adapter against the
- * loopback fake of Alpaca's Trading API: health while Alpaca refuses the
- * stream.
+ * The execution engine driven by the real Alpaca adapter against the loopback
+ * fake of Alpaca's Trading API: stream gaps, the reconciliation after a
+ * reconnect, what final trade updates carry, and health while Alpaca refuses
+ * the stream.
  */
 
 import assert from "node:assert/strict";
+import type { Sql } from "postgres";
+import { type AlpacaBroker, alpacaBroker } from "../brokers/alpaca.ts";
+import { type Config, loadConfig } from "../config/mod.ts";
+import { getOrder, listFills, listUnresolvedAlerts, type Order } from "../db/mod.ts";
+import { nullLogger } from "../lib/log.ts";
+import { LatestCache } from "../market/latest_cache.ts";
+import { ExecutionEngine } from "../trading/execution.ts";
+import { PortfolioState } from "../trading/portfolio_state.ts";
 import { startEngineProcess, waitForJson } from "./_engine_process.ts";
 import { waitFor } from "./_helpers.ts";
 import { startNatsServer } from "./_nats_server.ts";
+import { migratedDatabase } from "./_postgres.ts";
 import {
   FAKE_ALPACA_KEY_ID,
   FAKE_ALPACA_SECRET_KEY,
+  type FakeAlpacaServer,
   startAlpacaTradingServer,
 } from "./fakes/alpaca_trading_server.ts";
 import { type FakeSocket, startWsServer } from "./fakes/ws_server.ts";
+
+const LOOKUP = "/v2/orders:by_client_order_id";
+
+function noLimits(config: Config): Config["risk"] {
+  return {
+    ...config.risk,
+    max_order_qty: null,
+    max_order_notional: null,
+    max_position_qty: null,
+    max_gross_exposure: null,
+    max_open_orders: null,
+    price_collar_pct: null,
+    daily_loss_limit: null,
+    market_hours: "always",
+    exchanges: {},
+    symbols: {},
+  };
+}
+
+interface Rig extends AsyncDisposable {
+  sql: Sql;
+  fake: FakeAlpacaServer;
+  broker: AlpacaBroker;
+  engine: ExecutionEngine;
+  /** Lookups by client order id sent to the fake, and the most of them in flight at once. */
+  lookups: { sent: number; inFlight: number; maxInFlight: number };
+  /** Holds every lookup by client order id until {@linkcode Rig.releaseLookups}. */
+  holdLookups(): void;
+  /** Lets the held lookups (and the next ones) go. */
+  releaseLookups(): void;
+  /** A fresh adapter and engine on the same database and fake: a process restart. */
+  restart(): Promise<void>;
+}
+
+async function rig(): Promise<Rig> {
+  const db = await migratedDatabase();
+  const fake = await startAlpacaTradingServer({ prices: { AAPL: "100" } });
+  const base = await loadConfig({ args: [], env: {} });
+  const config: Config = { ...base, risk: noLimits(base) };
+  const state = new PortfolioState({ starting_cash: "100000" });
+  await state.load(db.sql);
+  const cache = new LatestCache();
+  const lookups = { sent: 0, inFlight: 0, maxInFlight: 0 };
+  let held: PromiseWithResolvers<void> | null = null;
+  const makeBroker = () =>
+    alpacaBroker({
+      base_url: fake.baseUrl,
+      key_id: FAKE_ALPACA_KEY_ID,
+      secret_key: FAKE_ALPACA_SECRET_KEY,
+      request_timeout_ms: 2_000,
+      handshake_timeout_ms: 2_000,
+      reconnect_initial_ms: 20,
+      reconnect_max_ms: 100,
+    }, {
+      fetch: async (input, init) => {
+        if (!String(input).includes(LOOKUP)) return await fetch(input, init);
+        lookups.sent++;
+        lookups.inFlight++;
+        lookups.maxInFlight = Math.max(lookups.maxInFlight, lookups.inFlight);
+        try {
+          if (held !== null) await held.promise;
+          return await fetch(input, init);
+        } finally {
+          lookups.inFlight--;
+        }
+      },
+    });
+  const makeEngine = (broker: AlpacaBroker) =>
+    new ExecutionEngine({
+      sql: db.sql,
+      brokers: new Map([["alpaca", broker]]),
+      cache,
+      state,
+      config: { risk: config.risk, execution: { ...config.execution, default_broker: "alpaca" } },
+      publish: () => {},
+      publishFill: () => Promise.resolve(),
+      log: nullLogger,
+      options: { submit_retry_initial_ms: 5, submit_retry_max_ms: 20 },
+    });
+  const r: Rig = {
+    sql: db.sql,
+    fake,
+    broker: makeBroker(),
+    engine: null as unknown as ExecutionEngine,
+    lookups,
+    holdLookups: () => void (held = Promise.withResolvers<void>()),
+    releaseLookups() {
+      held?.resolve();
+      held = null;
+    },
+    async restart() {
+      await r.engine.stop();
+      await r.broker[Symbol.asyncDispose]();
+      r.broker = makeBroker();
+      r.engine = makeEngine(r.broker);
+      await r.engine.start();
+      await r.broker.start(AbortSignal.timeout(10_000));
+      await r.engine.reconcile();
+    },
+    async [Symbol.asyncDispose]() {
+      r.releaseLookups();
+      await r.engine.stop();
+      await r.broker[Symbol.asyncDispose]();
+      await fake.stop();
+      await db[Symbol.asyncDispose]();
+    },
+  };
+  r.engine = makeEngine(r.broker);
+  await r.engine.start();
+  await r.broker.start(AbortSignal.timeout(10_000));
+  return r;
+}
+
+async function restingBuy(r: Rig, id: string, qty = "10"): Promise<Order> {
+  const [outcome] = await r.engine.processSignals([{
+    body: {
+      id,
+      symbol: "AAPL",
+      side: "buy",
+      qty,
+      type: "limit",
+      limit_price: "50",
+      time_in_force: "gtc",
+      broker: "alpaca",
+    },
+    strategy: "alpaca_engine",
+    source: "rest",
+  }]);
+  assert.ok(outcome?.status === "accepted", JSON.stringify(outcome));
+  return await waitForOrder(r.sql, outcome.order.id, (o) => o.status === "submitted");
+}
+
+async function waitForOrder(
+  sql: Sql,
+  id: string,
+  done: (order: Order) => boolean,
+  ms = 5_000,
+): Promise<Order> {
+  let order = await getOrder(sql, id);
+  try {
+    await waitFor(async () => done(order = await getOrder(sql, id)), ms, `order ${id}`);
+  } catch (error) {
+    throw new Error(`order ${id} is ${order.status} with ${order.filled_qty} filled`, {
+      cause: error,
+    });
+  }
+  return order;
+}
+
+async function fillsOf(sql: Sql, orderId: string) {
+  return (await listFills(sql, { order_id: orderId, limit: 1000 })).items
+    .sort((a, b) => Number(a.id) - Number(b.id));
+}
+
+/** Cuts the stream and keeps it out; resolves once the adapter noticed. */
+async function cutStream(r: Rig): Promise<void> {
+  const before = r.broker.streamStatus().reconnects;
+  r.fake.refuseStream();
+  r.fake.dropStream();
+  await waitFor(() => r.broker.streamStatus().reconnects > before, 10_000, "stream lost");
+}
+
+/** Lets the stream back in; resolves once the adapter listens again. */
+async function restoreStream(r: Rig): Promise<void> {
+  r.fake.acceptStream();
+  await waitFor(
+    () => r.broker.streamStatus().state === "listening" && r.fake.listeners() === 1,
+    10_000,
+    "stream back",
+  );
+}
+
+/** Cancels an order at the fake directly, as a user on Alpaca's dashboard would. */
+async function cancelAtAlpaca(r: Rig, clientOrderId: string): Promise<void> {
+  const id = r.fake.order(clientOrderId)!.id;
+  const res = await fetch(`${r.fake.baseUrl}/v2/orders/${id}`, {
+    method: "DELETE",
+    headers: {
+      "APCA-API-KEY-ID": FAKE_ALPACA_KEY_ID,
+      "APCA-API-SECRET-KEY": FAKE_ALPACA_SECRET_KEY,
+    },
+  });
+  await res.body?.cancel();
+  assert.equal(res.status, 204);
+}
+
+Deno.test("alpaca engine: a cancel landing while the post-reconnect lookup is in flight keeps the fill made during the gap", async () => {
+  await using r = await rig();
+  const order = await restingBuy(r, "gap-cancel");
+  await cutStream(r);
+  r.fake.fillOrder(order.client_order_id, "4", "50"); // a partial fill while nobody listens
+  r.holdLookups(); // the reconciliation's lookup is slow: it succeeds, late
+  const sent = r.lookups.sent;
+  await restoreStream(r);
+  await waitFor(() => r.lookups.sent > sent, 5_000, "the reconciliation's lookup");
+  // Meanwhile the order is cancelled: the `canceled` update carries the order with filled_qty 4.
+  await cancelAtAlpaca(r, order.client_order_id);
+  const cancelled = await waitForOrder(r.sql, order.id, (o) => o.status === "cancelled");
+  assert.equal(cancelled.filled_qty, "4.00000000");
+  assert.equal(cancelled.avg_fill_price, "50.00000000");
+  r.releaseLookups();
+  await waitFor(() => r.lookups.inFlight === 0, 5_000, "the lookup answered");
+  await r.engine.idle();
+  await r.engine.reconcile();
+  assert.equal((await getOrder(r.sql, order.id)).filled_qty, "4.00000000");
+  assert.deepEqual((await fillsOf(r.sql, order.id)).map((f) => [f.broker_fill_id, f.qty]), [
+    ["reconcile-4", "4.00000000"],
+  ]);
+  assert.deepEqual(await listUnresolvedAlerts(r.sql), []);
+});
+
+Deno.test("alpaca engine: an expiry after a stream gap records the missed fills at the price the averages give", async () => {
+  await using r = await rig();
+  const order = await restingBuy(r, "gap-expire");
+  r.fake.fillOrder(order.client_order_id, "2", "49"); // seen: 2 @ 49
+  await waitForOrder(r.sql, order.id, (o) => o.filled_qty === "2.00000000");
+  await cutStream(r);
+  r.fake.fillOrder(order.client_order_id, "1", "50.5"); // missed: 3 more, 153 in all
+  r.fake.fillOrder(order.client_order_id, "2", "51.25");
+  r.holdLookups(); // no reconciliation gets there first
+  await restoreStream(r);
+  r.fake.expireOrder(order.client_order_id); // filled_qty 5, filled_avg_price (98 + 153) / 5
+  const expired = await waitForOrder(r.sql, order.id, (o) => o.status === "expired");
+  assert.equal(expired.filled_qty, "5.00000000");
+  assert.equal(expired.avg_fill_price, "50.20000000");
+  const fills = await fillsOf(r.sql, order.id);
+  assert.deepEqual(fills.slice(1).map((f) => [f.broker_fill_id, f.qty, f.price]), [
+    ["reconcile-5", "3.00000000", "51.00000000"], // (50.2 × 5 − 2 × 49) / 3, exact
+  ]);
+  r.releaseLookups();
+  await waitFor(() => r.lookups.inFlight === 0, 5_000, "the lookup answered");
+  await r.engine.idle();
+  assert.equal((await fillsOf(r.sql, order.id)).length, 2);
+  assert.deepEqual(await listUnresolvedAlerts(r.sql), []);
+});
+
+Deno.test("alpaca engine: a catch-up for an order that closed while its lookup was in flight is checked, not dropped", async () => {
+  await using r = await rig();
+  const order = await restingBuy(r, "closed-meanwhile");
+  await cutStream(r);
+  r.fake.fillOrder(order.client_order_id, "4", "50"); // missed
+  r.holdLookups();
+  const sent = r.lookups.sent;
+  await restoreStream(r);
+  await waitFor(() => r.lookups.sent > sent, 5_000, "the reconciliation's lookup");
+  // A final update that says nothing of the fills (a broker that does not send them).
+  const fakeOrder = r.fake.order(order.client_order_id)!;
+  r.fake.sendRaw(JSON.stringify({
+    stream: "trade_updates",
+    data: {
+      event: "canceled",
+      timestamp: new Date().toISOString(),
+      order: {
+        id: fakeOrder.id,
+        client_order_id: fakeOrder.client_order_id,
+        symbol: "AAPL",
+        side: "buy",
+        qty: "10",
+        status: "canceled",
+      },
+    },
+  }));
+  await waitForOrder(r.sql, order.id, (o) => o.status === "cancelled");
+  r.releaseLookups();
+  // Alpaca's answer (4 filled) is compared with the closed order: the 4 are reported.
+  let alerts: Awaited<ReturnType<typeof listUnresolvedAlerts>> = [];
+  await waitFor(
+    async () => (alerts = await listUnresolvedAlerts(r.sql)).length > 0,
+    5_000,
+    "an alert about the fill the closed order cannot take",
+  );
+  assert.ok(
+    alerts.some((alert) => JSON.stringify(alert).includes("reconcile-4")),
+    JSON.stringify(alerts),
+  );
+});
 
 Deno.test("alpaca engine: health is degraded while Alpaca refuses the trade_updates stream's keys", async () => {
   await using nats = await startNatsServer();

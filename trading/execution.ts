@@ -485,6 +485,21 @@ function coidOf(update: Update): string {
   return update.kind === "event" ? update.event.client_order_id : update.coid;
 }
 
+/** A broker fill event. */
+type FillEvent = Extract<BrokerEvent, { type: "fill" }>;
+
+/**
+ * Whether `update` is checked against what its order's fills count (see
+ * `#settle`): a catch-up, a final status saying something was filled.
+ */
+function needsCount(update: Update): boolean {
+  if (update.kind === "catch_up") return true;
+  if (update.kind !== "event") return false;
+  const event = update.event;
+  if (event.type === "fill") return false;
+  return event.type !== "accepted" && event.filled_qty !== undefined && event.filled_qty.gt(0);
+}
+
 /** A signal after parsing and keying. */
 interface Prepared {
   input: SignalInput;
@@ -1854,7 +1869,9 @@ export class ExecutionEngine {
    * What the broker's cumulative quantities make of `batch`, in order, order
    * by order, from what each order's stored fills add up to: a
    * reconciliation's catch-up becomes the events that bring the order to the
-   * broker's state (a fill for what is still missing); a fill whose
+   * broker's state (a fill for what is still missing); a final status whose
+   * `filled_qty` is more than is counted (fills made during a stream gap) is
+   * preceded by a fill for the rest, like a catch-up's; a fill whose
    * cumulative quantity (`cum_qty`) says it is already counted — a catch-up
    * fill stood in for it, not knowing its id — is dropped, or trimmed to the
    * part not yet counted. Fills without `cum_qty` pass as they are, and so
@@ -1863,13 +1880,13 @@ export class ExecutionEngine {
    */
   #settle(batch: readonly Update[], orders: ReadonlyMap<string, Order>): readonly Update[] {
     const caughtUp = this.#caughtUp;
-    let catchUps: Set<string> | null = null;
+    let checked: Set<string> | null = null;
     for (const update of batch) {
-      if (update.kind === "catch_up") (catchUps ??= new Set()).add(update.coid);
+      if (needsCount(update)) (checked ??= new Set()).add(coidOf(update));
     }
-    if (catchUps === null && caughtUp.size === 0) return batch;
-    // Orders caught up before, or in this batch (looked up, not copied: up to MAX_CAUGHT_UP).
-    const watched = (coid: string) => caughtUp.has(coid) || catchUps?.has(coid) === true;
+    if (checked === null && caughtUp.size === 0) return batch;
+    // Orders caught up before, or to count in this batch (looked up, not copied: up to MAX_CAUGHT_UP).
+    const watched = (coid: string) => caughtUp.has(coid) || checked?.has(coid) === true;
     const sums = new Map<string, { filled: Decimal; value: Decimal }>();
     const sumOf = (coid: string) => {
       let sum = sums.get(coid);
@@ -1891,19 +1908,40 @@ export class ExecutionEngine {
         const sum = sumOf(update.coid);
         if (row === undefined || sum === null) continue;
         for (const event of catchUpEvents(row, sum, update.state, update.at_ms)) {
-          if (event.type === "fill") {
-            sum.filled = sum.filled.plus(event.qty);
-            sum.value = sum.value.plus(event.qty.times(event.price));
-            // The broker's own fill may still come (within the bound, see #caughtUp).
-            caughtUp.delete(update.coid);
-            caughtUp.set(update.coid, true);
-            if (caughtUp.size > MAX_CAUGHT_UP) caughtUp.delete(caughtUp.keys().next().value!);
-          }
+          if (event.type === "fill") this.#caughtUpFill(update.coid, sum, event);
           settled.push({ kind: "event", broker: update.broker, event });
         }
         continue;
       }
-      if (update.kind !== "event" || update.event.type !== "fill") {
+      if (update.kind !== "event") {
+        settled.push(update);
+        continue;
+      }
+      if (update.event.type !== "fill") {
+        const final = update.event;
+        const row = orders.get(final.client_order_id);
+        const sum = sumOf(final.client_order_id);
+        if (
+          final.type !== "accepted" && final.filled_qty !== undefined && row !== undefined &&
+          sum !== null
+        ) {
+          const fill = missedFill(row.client_order_id, sum, {
+            broker_order_id: final.broker_order_id ?? row.broker_order_id ?? "",
+            filled_qty: final.filled_qty,
+            avg_fill_price: final.avg_fill_price ?? null,
+          }, final.at_ms);
+          if (fill !== null) {
+            this.#log.warn("a final broker status counts fills the engine missed; recording them", {
+              client_order_id: final.client_order_id,
+              status: final.type,
+              broker_filled_qty: toJson(final.filled_qty),
+              filled_qty: toJson(sum.filled),
+              fill_id: fill.fill_id,
+            });
+            this.#caughtUpFill(row.client_order_id, sum, fill);
+            settled.push({ kind: "event", broker: update.broker, event: fill });
+          }
+        }
         settled.push(update);
         continue;
       }
@@ -1942,6 +1980,21 @@ export class ExecutionEngine {
     return settled;
   }
 
+  /**
+   * Counts a fill that stands in for broker fills of unknown ids (a
+   * catch-up's): added to `sum`, and the order remembered (within
+   * MAX_CAUGHT_UP) so that the broker's own fill, if it still comes, is
+   * recognised by its cumulative quantity.
+   */
+  #caughtUpFill(coid: string, sum: { filled: Decimal; value: Decimal }, fill: FillEvent): void {
+    sum.filled = sum.filled.plus(fill.qty);
+    sum.value = sum.value.plus(fill.qty.times(fill.price));
+    const caughtUp = this.#caughtUp;
+    caughtUp.delete(coid);
+    caughtUp.set(coid, true);
+    if (caughtUp.size > MAX_CAUGHT_UP) caughtUp.delete(caughtUp.keys().next().value!);
+  }
+
   /** Applies a batch of updates in one transaction (reruns without illegal fills, after stale reads). */
   async #applyUpdates(updates: readonly Update[]): Promise<void> {
     let batch = updates;
@@ -1955,9 +2008,12 @@ export class ExecutionEngine {
         relevant.push(update);
         continue;
       }
-      // A closed order needs nothing more, but a fill or a final status for it is
-      // checked against the stored order: a redelivery, or an illegal event to report.
-      const matters = update.kind === "event" && update.event.type !== "accepted";
+      // A closed order needs nothing more, but a fill, a final status or a reconciliation's
+      // catch-up for it (the order closed while its lookup was in flight) is checked against
+      // the stored order: a redelivery, fills the broker counts beyond ours, or an illegal
+      // event to report.
+      const matters = update.kind === "catch_up" ||
+        (update.kind === "event" && update.event.type !== "accepted");
       if (!matters) continue;
       if (!orders.has(coid)) {
         const row = await findOrderByClientOrderId(this.#sql, coid);
@@ -2666,25 +2722,8 @@ export function catchUpEvents(
       at_ms: nowMs,
     });
   }
-  const missed = state.filled_qty.minus(counted.filled);
-  if (missed.gt(0)) {
-    let price = state.avg_fill_price === null
-      ? null
-      : state.avg_fill_price.times(state.filled_qty).minus(counted.value).dividedBy(missed);
-    if (price === null || !price.gt(0)) price = state.avg_fill_price;
-    if (price !== null && price.gt(0)) {
-      events.push({
-        type: "fill",
-        client_order_id: coid,
-        broker_order_id: state.broker_order_id,
-        fill_id: `reconcile-${toJson(state.filled_qty)}`,
-        qty: missed,
-        price: parseDecimal(toDb(price)),
-        fee: ZERO,
-        at_ms: nowMs,
-      });
-    }
-  }
+  const fill = missedFill(coid, counted, state, nowMs);
+  if (fill !== null) events.push(fill);
   if (state.status === "cancelled" || state.status === "expired" || state.status === "rejected") {
     events.push({
       type: state.status,
@@ -2695,6 +2734,39 @@ export function catchUpEvents(
     });
   }
   return events;
+}
+
+/**
+ * The fill for what the broker counts as filled (`state.filled_qty`) beyond
+ * what the order's fills add up to (`counted`), or null when nothing is
+ * missing (or the broker gives no price): priced so that the order's average
+ * becomes the broker's — (avg × filled − counted value) ÷ missing, in
+ * decimals, rounded to the stored scale (the broker's average when that is
+ * not positive) — with id `reconcile-<broker filled qty>`.
+ */
+export function missedFill(
+  coid: string,
+  counted: { filled: Decimal; value: Decimal },
+  state: Pick<BrokerOrderState, "broker_order_id" | "filled_qty" | "avg_fill_price">,
+  nowMs: number,
+): FillEvent | null {
+  const missed = state.filled_qty.minus(counted.filled);
+  if (!missed.gt(0)) return null;
+  let price = state.avg_fill_price === null
+    ? null
+    : state.avg_fill_price.times(state.filled_qty).minus(counted.value).dividedBy(missed);
+  if (price === null || !price.gt(0)) price = state.avg_fill_price;
+  if (price === null || !price.gt(0)) return null;
+  return {
+    type: "fill",
+    client_order_id: coid,
+    broker_order_id: state.broker_order_id,
+    fill_id: `reconcile-${toJson(state.filled_qty)}`,
+    qty: missed,
+    price: parseDecimal(toDb(price)),
+    fee: ZERO,
+    at_ms: nowMs,
+  };
 }
 
 /** An order as JSON for `orders.<status>.<symbol>`: decimals as plain strings, times ISO 8601. */
