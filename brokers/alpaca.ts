@@ -49,12 +49,15 @@
  * decoded as UTF-8 JSON. Each `trade_updates` message becomes at most one
  * {@linkcode BrokerEvent} ({@linkcode tradeUpdateEvent}): `new` / `accepted` /
  * `pending_new` → `accepted` (once per order), `fill` / `partial_fill` → `fill`
- * with this execution's `qty` and `price` (`fill_id` = `execution_id`, or
+ * with this execution's `qty` and `price` and the order's cumulative
+ * `filled_qty` as `cum_qty` (`fill_id` = `execution_id`, or
  * `<order id>:<cumulative filled_qty>` when Alpaca sends none; fee 0, Alpaca
- * charges no commission on the stream), `canceled` / `replaced` → `cancelled`,
- * `expired`, `rejected` — each with the order's `filled_qty` and
- * `filled_avg_price`; the others (`done_for_day`, `pending_cancel`,
- * `calculated`, …) change nothing. Listeners run one event at a time, in order.
+ * charges no commission on the stream; without a `qty` the quantity is
+ * derived from `filled_qty` and marked `qty_derived`), `canceled` /
+ * `replaced` → `cancelled`, `expired`, `rejected` — each with the order's
+ * `filled_qty` and `filled_avg_price`; the others (`done_for_day`,
+ * `pending_cancel`, `calculated`, …) change nothing. Listeners run one event
+ * at a time, in order.
  *
  * `start(signal)` resolves once the first connection listens, and rejects when
  * it cannot (an {@linkcode AlpacaAuthError} for refused keys, a
@@ -455,11 +458,14 @@ const ACCEPTED_EVENTS = new Set(["new", "accepted", "pending_new"]);
  * null for an update that changes nothing for us (`done_for_day`,
  * `pending_cancel`, `calculated`, `order_cancel_rejected`, …). Pure: a fill's
  * quantity is the event's `qty` (this execution), or — when Alpaca leaves it
- * out — the order's cumulative `filled_qty` minus `previousFilledQty`; its
- * price is the event's `price`, else the order's average. `canceled` /
- * `replaced` / `expired` / `rejected` carry the order's cumulative
- * `filled_qty` with `filled_avg_price` (fills made while nobody listened are
- * then not lost). Times come from
+ * out, as its documented `partial_fill` does — the order's cumulative
+ * `filled_qty` minus `previousFilledQty` (all of it when that is unknown),
+ * marked `qty_derived` (the engine counts `cum_qty` minus what it holds; a
+ * qty-less fill adding nothing to `previousFilledQty` is null); its price is
+ * the event's `price`, else the order's average. Every fill carries the
+ * order's cumulative `filled_qty` as `cum_qty`, and `canceled` / `replaced` /
+ * `expired` / `rejected` carry it as `filled_qty` with `filled_avg_price`
+ * (fills made while nobody listened are then not lost). Times come from
  * `timestamp`, else the order's `updated_at`, else `nowMs`. Throws a
  * `TypeError` for a message that is not a trade update.
  */
@@ -479,8 +485,12 @@ export function tradeUpdateEvent(
   switch (event) {
     case "fill":
     case "partial_fill": {
-      const qty = optionalDecimal(update, "qty") ??
-        order.filled_qty.minus(previousFilledQty ?? ZERO);
+      const given = optionalDecimal(update, "qty");
+      let qty = given;
+      if (qty === null) {
+        if (previousFilledQty !== null && !order.filled_qty.gt(previousFilledQty)) return null;
+        qty = order.filled_qty.minus(previousFilledQty ?? ZERO);
+      }
       if (!qty.gt(0)) throw new TypeError(`Trade update ${event} has no positive quantity`);
       const price = optionalDecimal(update, "price") ?? order.filled_avg_price;
       if (price === null || !price.gt(0)) {
@@ -492,7 +502,18 @@ export function tradeUpdateEvent(
         : `${order.id}:${toJson(order.filled_qty)}`;
       // The order's cumulative quantity, when Alpaca sent it (it always does): at least this fill.
       const cumulative = order.filled_qty.gte(qty) ? { cum_qty: order.filled_qty } : {};
-      return { type: "fill", ...ids, fill_id, qty, price, fee: ZERO, ...cumulative, at_ms };
+      const derived = given === null ? { qty_derived: true } : {};
+      return {
+        type: "fill",
+        ...ids,
+        fill_id,
+        qty,
+        price,
+        fee: ZERO,
+        ...cumulative,
+        ...derived,
+        at_ms,
+      };
     }
   }
   const filled = { filled_qty: order.filled_qty, avg_fill_price: order.filled_avg_price };
@@ -1252,6 +1273,10 @@ class AlpacaBrokerImpl implements AlpacaBroker {
       return;
     }
     if (event === null) {
+      if (terminal) {
+        this.#accepted.delete(orderId);
+        this.#filled.delete(orderId);
+      }
       this.#log.debug("alpaca trade update ignored", { order_id: orderId });
       return;
     }

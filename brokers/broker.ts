@@ -80,6 +80,14 @@ export type BrokerEvent =
      * knowing this one) is then recognised and not counted twice.
      */
     cum_qty?: Decimal;
+    /**
+     * True when the broker did not say this execution's quantity (Alpaca's
+     * documented `partial_fill` has none): `qty` is the adapter's guess from
+     * the cumulative quantity it saw before, which it may not know (a
+     * restart, a stream gap). `cum_qty` is then set, and the engine records
+     * `cum_qty` minus what the order's fills already count instead.
+     */
+    qty_derived?: boolean;
     at_ms: number;
   }
   | {

@@ -274,10 +274,44 @@ Deno.test("alpaca fill without qty or execution_id is derived from the cumulativ
   assert.equal(toJson(event.price), "10.5");
   assert.equal(event.fill_id, "o-1:7");
   assert.equal(event.at_ms, 123);
+  // Marked: the engine counts the cumulative quantity minus what it holds instead.
+  assert.equal(event.qty_derived, true);
+  assert.equal(toJson(event.cum_qty!), "7");
   // Same input, same id: a redelivered update is recognisable.
   assert.equal((tradeUpdateEvent(data, parseDecimal("4"), 456) as typeof event).fill_id, "o-1:7");
   assert.equal(tradeUpdateEvent({ ...data, event: "done_for_day" }, null, 0), null);
   assert.throws(() => tradeUpdateEvent({ event: "fill" }, null, 0), TypeError);
+});
+
+Deno.test("alpaca fill without qty after a restart carries the whole cumulative quantity, marked derived", () => {
+  const data = {
+    event: "partial_fill",
+    execution_id: "e-2",
+    price: "50",
+    order: {
+      id: "o-1",
+      client_order_id: "c-1",
+      symbol: "AAPL",
+      status: "partially_filled",
+      side: "buy",
+      qty: "20",
+      filled_qty: "7",
+      filled_avg_price: "50",
+    },
+  };
+  // Nothing seen before (a new process): the adapter cannot know this execution's quantity.
+  const event = tradeUpdateEvent(data, null, 0);
+  assert.ok(event?.type === "fill");
+  assert.equal(toJson(event.qty), "7");
+  assert.equal(event.qty_derived, true);
+  assert.equal(toJson(event.cum_qty!), "7");
+  // Already seen up to 7: nothing new.
+  assert.equal(tradeUpdateEvent(data, parseDecimal("7"), 0), null);
+  // With the execution's qty, as usual: not derived.
+  const given = tradeUpdateEvent({ ...data, qty: "3" }, null, 0);
+  assert.ok(given?.type === "fill");
+  assert.equal(toJson(given.qty), "3");
+  assert.equal(given.qty_derived, undefined);
 });
 
 Deno.test("alpaca canceled, replaced, expired and rejected updates carry the order's filled quantity and average price", () => {

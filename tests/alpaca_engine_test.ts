@@ -1,8 +1,8 @@
 /**
  * The execution engine driven by the real Alpaca adapter against the loopback
  * fake of Alpaca's Trading API: stream gaps, the reconciliation after a
- * reconnect, what final trade updates carry, and health while Alpaca refuses
- * the stream.
+ * reconnect, what final trade updates carry, restarts, and health while
+ * Alpaca refuses the stream.
  */
 
 import assert from "node:assert/strict";
@@ -300,6 +300,51 @@ Deno.test("alpaca engine: a catch-up for an order that closed while its lookup w
     alerts.some((alert) => JSON.stringify(alert).includes("reconcile-4")),
     JSON.stringify(alerts),
   );
+});
+
+Deno.test("alpaca engine: after a restart, a partial_fill without an event qty counts what the cumulative filled_qty adds", async () => {
+  await using r = await rig();
+  const order = await restingBuy(r, "restart-qtyless", "20");
+  r.fake.fillOrder(order.client_order_id, "4", "50");
+  await waitForOrder(r.sql, order.id, (o) => o.status === "partially_filled");
+  await r.restart(); // a new process: a fresh adapter, which has seen no fill of this order
+  const fakeOrder = r.fake.order(order.client_order_id)!;
+  // Alpaca's documented partial_fill carries timestamp, price and position_qty: no `qty`.
+  const partialFill = (filled: string, executionId: string) =>
+    JSON.stringify({
+      stream: "trade_updates",
+      data: {
+        event: "partial_fill",
+        execution_id: executionId,
+        price: "50",
+        position_qty: filled,
+        timestamp: new Date().toISOString(),
+        order: {
+          id: fakeOrder.id,
+          client_order_id: fakeOrder.client_order_id,
+          symbol: "AAPL",
+          asset_class: "us_equity",
+          side: "buy",
+          qty: "20",
+          filled_qty: filled,
+          filled_avg_price: "50",
+          status: "partially_filled",
+          submitted_at: fakeOrder.submitted_at,
+          updated_at: new Date().toISOString(),
+        },
+      },
+    });
+  r.fake.sendRaw(partialFill("4", "exec-seen-before")); // the 4 counted before the restart
+  r.fake.sendRaw(partialFill("7", "exec-new")); // 3 more
+  await waitForOrder(r.sql, order.id, (o) => o.filled_qty !== "4.00000000");
+  await r.engine.idle();
+  const stored = await getOrder(r.sql, order.id);
+  assert.equal(stored.filled_qty, "7.00000000");
+  assert.deepEqual((await fillsOf(r.sql, order.id)).map((f) => f.qty), [
+    "4.00000000",
+    "3.00000000",
+  ]);
+  assert.equal(r.engine.stats().fills_counted_before, 1);
 });
 
 Deno.test("alpaca engine: health is degraded while Alpaca refuses the trade_updates stream's keys", async () => {

@@ -490,13 +490,14 @@ type FillEvent = Extract<BrokerEvent, { type: "fill" }>;
 
 /**
  * Whether `update` is checked against what its order's fills count (see
- * `#settle`): a catch-up, a final status saying something was filled.
+ * `#settle`): a catch-up, a fill whose quantity the broker did not say, a
+ * final status saying something was filled.
  */
 function needsCount(update: Update): boolean {
   if (update.kind === "catch_up") return true;
   if (update.kind !== "event") return false;
   const event = update.event;
-  if (event.type === "fill") return false;
+  if (event.type === "fill") return event.qty_derived === true;
   return event.type !== "accepted" && event.filled_qty !== undefined && event.filled_qty.gt(0);
 }
 
@@ -1872,11 +1873,12 @@ export class ExecutionEngine {
    * broker's state (a fill for what is still missing); a final status whose
    * `filled_qty` is more than is counted (fills made during a stream gap) is
    * preceded by a fill for the rest, like a catch-up's; a fill whose
-   * cumulative quantity (`cum_qty`) says it is already counted — a catch-up
-   * fill stood in for it, not knowing its id — is dropped, or trimmed to the
-   * part not yet counted. Fills without `cum_qty` pass as they are, and so
-   * does every update of an order no reconciliation caught up (the usual
-   * case: nothing to do).
+   * quantity the broker did not say (`qty_derived`) counts `cum_qty` minus
+   * what is counted; a fill whose cumulative quantity (`cum_qty`) says it is
+   * already counted — a catch-up fill stood in for it, not knowing its id —
+   * is dropped, or trimmed to the part not yet counted. Fills without
+   * `cum_qty` pass as they are, and so does every update of an order no
+   * reconciliation caught up (the usual case: nothing to do).
    */
   #settle(batch: readonly Update[], orders: ReadonlyMap<string, Order>): readonly Update[] {
     const caughtUp = this.#caughtUp;
@@ -1947,6 +1949,21 @@ export class ExecutionEngine {
       }
       let event = update.event;
       const sum = sumOf(event.client_order_id);
+      if (sum !== null && event.qty_derived === true && event.cum_qty !== undefined) {
+        // The broker did not say this execution's quantity: what its cumulative quantity adds.
+        const qty = event.cum_qty.minus(sum.filled);
+        if (!qty.gt(0)) {
+          this.#stats.fills_counted_before++;
+          this.#log.info("a broker fill is already counted; skipped", {
+            client_order_id: event.client_order_id,
+            fill_id: event.fill_id,
+            cum_qty: toJson(event.cum_qty),
+            filled_qty: toJson(sum.filled),
+          });
+          continue;
+        }
+        if (!qty.eq(event.qty)) event = { ...event, qty };
+      }
       if (sum !== null && event.cum_qty !== undefined) {
         // The part of this fill the order's fills already count.
         const known = sum.filled.minus(event.cum_qty.minus(event.qty));
