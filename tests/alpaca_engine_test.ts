@@ -102,7 +102,12 @@ async function rig(): Promise<Rig> {
       publish: () => {},
       publishFill: () => Promise.resolve(),
       log: nullLogger,
-      options: { submit_retry_initial_ms: 5, submit_retry_max_ms: 20 },
+      options: {
+        submit_retry_initial_ms: 5,
+        submit_retry_max_ms: 20,
+        broker_retry_initial_ms: 20,
+        broker_retry_max_ms: 200,
+      },
     });
   const r: Rig = {
     sql: db.sql,
@@ -210,6 +215,45 @@ async function cancelAtAlpaca(r: Rig, clientOrderId: string): Promise<void> {
   await res.body?.cancel();
   assert.equal(res.status, 204);
 }
+
+Deno.test("alpaca engine: a fill missed during a stream gap is recorded when the post-reconnect lookup is rate limited (429)", async () => {
+  await using r = await rig();
+  const order = await restingBuy(r, "gap-429");
+  await cutStream(r);
+  r.fake.fillOrder(order.client_order_id, "10", "50"); // Alpaca replays nothing of this.
+  // Alpaca's 429 for the one lookup the reconciliation after the reconnect makes.
+  r.fake.failNext(1, { status: 429, route: `GET ${LOOKUP}` });
+  const sent = r.lookups.sent;
+  await restoreStream(r);
+  const filled = await waitForOrder(r.sql, order.id, (o) => o.status === "filled");
+  assert.equal(filled.filled_qty, "10.00000000");
+  assert.equal(r.lookups.sent - sent, 2, "the refused lookup, then its retry");
+  assert.deepEqual((await fillsOf(r.sql, order.id)).map((f) => [f.broker_fill_id, f.qty]), [
+    ["reconcile-10", "10.00000000"],
+  ]);
+});
+
+Deno.test("alpaca engine: failed reconciliation lookups are retried a few at a time until each succeeds", async () => {
+  await using r = await rig();
+  const orders = [];
+  for (let i = 0; i < 6; i++) orders.push(await restingBuy(r, `retry-${i}`));
+  await cutStream(r);
+  for (const order of orders) r.fake.fillOrder(order.client_order_id, "10", "50");
+  // Every lookup of the reconciliation is refused, and the first two of the retries.
+  r.fake.failNext(orders.length + 2, { status: 429, route: `GET ${LOOKUP}` });
+  const report = await r.engine.reconcile({ broker: "alpaca" });
+  assert.equal(report.failed, orders.length);
+  r.lookups.maxInFlight = r.lookups.inFlight;
+  for (const order of orders) {
+    await waitForOrder(r.sql, order.id, (o) => o.status === "filled", 10_000);
+  }
+  assert.ok(r.lookups.maxInFlight <= 4, `${r.lookups.maxInFlight} retried lookups at once`);
+  await r.engine.idle();
+  // Once every lookup succeeded, nothing is looked up again.
+  const sent = r.lookups.sent;
+  await r.engine.reconcile({ broker: "alpaca" });
+  assert.equal(r.lookups.sent, sent, "no order is open any more");
+});
 
 Deno.test("alpaca engine: a cancel landing while the post-reconnect lookup is in flight keeps the fill made during the gap", async () => {
   await using r = await rig();

@@ -183,6 +183,19 @@ export const DEFAULT_SUBMIT_RETRY_MAX_MS = 10_000;
 /** Most broker calls in flight per broker (submits, lookups, cancels). */
 export const DEFAULT_BROKER_CONCURRENCY = 64;
 /**
+ * First delay before a reconciliation lookup or a kill switch's cancel that
+ * the broker did not answer (unreachable, rate limited) is tried again, in ms.
+ */
+export const DEFAULT_BROKER_RETRY_INITIAL_MS = 1_000;
+/** Longest delay between those retries, in ms. */
+export const DEFAULT_BROKER_RETRY_MAX_MS = 30_000;
+/**
+ * Lookups in flight at once when failed reconciliation lookups are retried:
+ * few, and a retry round stops at its first failure (Alpaca allows 200
+ * requests a minute per account; a 429 asks to slow down, not to push on).
+ */
+export const DEFAULT_RECONCILE_RETRY_CONCURRENCY = 4;
+/**
  * Broker events and submit results applied in one transaction, plus the
  * other queued updates of their orders (`takeKeyedBatch`).
  */
@@ -291,7 +304,10 @@ export interface ReconcileReport {
   submitted: number;
   /** Orders whose status or fills were behind the broker's. */
   updated: number;
-  /** Orders whose broker is not configured, or whose lookup failed (left as they are). */
+  /**
+   * Orders whose broker is not configured, or whose lookup failed (left as
+   * they are; a failed lookup is retried in the background with backoff).
+   */
   failed: number;
   /** Fills not yet applied to positions, published again on FILLS. */
   republished_fills: number;
@@ -344,6 +360,18 @@ export interface ExecutionEngineOptions {
   submit_retry_max_ms?: number | undefined;
   /** Most broker calls in flight per broker. @default {DEFAULT_BROKER_CONCURRENCY} */
   broker_concurrency?: number | undefined;
+  /**
+   * First delay before a failed reconciliation lookup or kill-switch cancel
+   * is tried again, in ms. @default {DEFAULT_BROKER_RETRY_INITIAL_MS}
+   */
+  broker_retry_initial_ms?: number | undefined;
+  /** Longest delay between those retries, in ms. @default {DEFAULT_BROKER_RETRY_MAX_MS} */
+  broker_retry_max_ms?: number | undefined;
+  /**
+   * Lookups in flight at once when failed reconciliation lookups are
+   * retried. @default {DEFAULT_RECONCILE_RETRY_CONCURRENCY}
+   */
+  reconcile_retry_concurrency?: number | undefined;
   /**
    * Updates applied in one transaction: this many, plus the other queued
    * updates of their orders (an order is not cut apart). @default {DEFAULT_EVENT_BATCH_MAX}
@@ -697,6 +725,9 @@ export class ExecutionEngine {
   readonly #random: () => number;
   readonly #stateWaitMs: number;
   readonly #concurrency: number;
+  readonly #brokerRetryInitialMs: number;
+  readonly #brokerRetryMaxMs: number;
+  readonly #reconcileRetryConcurrency: number;
   readonly #limiters = new Map<string, Limiter>();
 
   /** Open orders by client order id. */
@@ -721,6 +752,11 @@ export class ExecutionEngine {
   readonly #caughtUp = new Map<string, true>();
   /** Per broker: a reconciliation after a reconnect is running; another is asked for. */
   readonly #reconnects = new Map<string, { running: boolean; again: boolean }>();
+  /**
+   * Per broker: client order ids of open orders whose reconciliation lookup
+   * failed, looked up again with backoff while `running`.
+   */
+  readonly #lookupRetries = new Map<string, { coids: Set<string>; running: boolean }>();
   readonly #marketClocks = new Map<string, { at: number; clock: UsEquityMarketClock }>();
   #kill: KillSwitch = { active: false, reason: null, changed_at: null, changed_by: null };
 
@@ -788,6 +824,16 @@ export class ExecutionEngine {
     this.#batchesInFlight = inFlight;
     const concurrency = options.broker_concurrency ?? DEFAULT_BROKER_CONCURRENCY;
     this.#concurrency = concurrency;
+    this.#brokerRetryInitialMs = options.broker_retry_initial_ms ??
+      DEFAULT_BROKER_RETRY_INITIAL_MS;
+    this.#brokerRetryMaxMs = Math.max(
+      this.#brokerRetryInitialMs,
+      options.broker_retry_max_ms ?? DEFAULT_BROKER_RETRY_MAX_MS,
+    );
+    const retryConcurrency = options.reconcile_retry_concurrency ??
+      DEFAULT_RECONCILE_RETRY_CONCURRENCY;
+    assertPositiveInteger(retryConcurrency, "reconcile_retry_concurrency");
+    this.#reconcileRetryConcurrency = retryConcurrency;
   }
 
   /** Whether {@linkcode ExecutionEngine.start} completed and the engine was not stopped since. */
@@ -2425,8 +2471,11 @@ export class ExecutionEngine {
 
   /**
    * Brings every open order up to date with its broker (see the module doc)
-   * and publishes again the fills not yet applied to positions. Broker lookup
-   * failures leave the order as it is (counted in `failed`); call again later.
+   * and publishes again the fills not yet applied to positions. An order
+   * whose lookup failed is left as it is (counted in `failed`) and looked up
+   * again in the background, with backoff (`broker_retry_initial_ms` doubling
+   * to `broker_retry_max_ms`) and few lookups at once, until it succeeds, the
+   * order closes or the engine stops.
    */
   async reconcile(options: { broker?: string } = {}): Promise<ReconcileReport> {
     if (!this.#running) throw new ExecutionNotReadyError();
@@ -2441,10 +2490,11 @@ export class ExecutionEngine {
     const open = [...this.#open.values()].filter((tracked) =>
       options.broker === undefined || tracked.row.broker === options.broker
     );
+    const failed: Tracked[] = [];
     await Promise.all(open.map(async (tracked) => {
       const row = tracked.row;
-      const broker = this.#brokers.get(row.broker);
-      if (broker === undefined) {
+      const outcome = await this.#reconcileOrder(tracked);
+      if (outcome.kind === "no_broker") {
         report.failed++;
         this.#log.warn("cannot reconcile an order: its broker is not enabled", {
           client_order_id: row.client_order_id,
@@ -2453,54 +2503,168 @@ export class ExecutionEngine {
         return;
       }
       report.checked++;
-      let state: BrokerOrderState | null;
-      try {
-        state = await this.#limiter(row.broker).run(() => broker.getOrder(row.client_order_id));
-      } catch (error) {
-        if (row.status === "pending") {
-          // Unknown whether it reached the broker: submitting by client order id is safe.
-          tracked.maybeAtBroker = true;
-          report.submitted++;
-          this.#startSubmit(tracked, false);
-          return;
-        }
+      if (outcome.kind === "failed") {
         report.failed++;
-        this.#log.warn("reconciliation lookup failed", {
+        failed.push(tracked);
+        this.#log.warn("reconciliation lookup failed; it is retried", {
           client_order_id: row.client_order_id,
-          error: errorMessage(error),
+          error: errorMessage(outcome.error),
         });
         return;
       }
-      if (state === null) {
-        report.submitted++;
-        const partial = tracked.filled.gt(0);
-        if (partial) {
-          this.#log.warn("broker lost a partially filled order; submitting what is left", {
-            client_order_id: row.client_order_id,
-            filled_qty: toJson(tracked.filled),
-          });
-        }
-        this.#startSubmit(tracked, partial);
-        return;
-      }
-      // Resolved where the order's lane applies it, after the events queued before it: a fill
-      // the stream delivered meanwhile is then counted once (see #settle).
-      const at_ms = this.#clock.now();
-      if (catchUpEvents(row, counted(row, tracked.filled), state, at_ms).length > 0) {
-        report.updated++;
-      }
-      this.#enqueue({
-        kind: "catch_up",
-        broker: row.broker,
-        coid: row.client_order_id,
-        state,
-        at_ms,
-      });
+      if (outcome.kind === "submitted") report.submitted++;
+      else if (outcome.kind === "updated") report.updated++;
+      this.#lookupRetries.get(row.broker)?.coids.delete(row.client_order_id);
     }));
+    for (const tracked of failed) this.#retryLookup(tracked);
     await this.idle();
     report.republished_fills = await this.republishUnappliedFills();
     this.#log.info("reconciliation done", { ...report });
     return report;
+  }
+
+  /**
+   * Looks `tracked` up at its broker: a broker that does not know it gets it
+   * submitted (again), else its catch-up is queued in its lane (`#settle`).
+   */
+  async #reconcileOrder(tracked: Tracked): Promise<
+    | { kind: "no_broker" }
+    | { kind: "failed"; error: unknown }
+    | { kind: "submitted" | "updated" | "current" }
+  > {
+    const row = tracked.row;
+    const broker = this.#brokers.get(row.broker);
+    if (broker === undefined) return { kind: "no_broker" };
+    let state: BrokerOrderState | null;
+    try {
+      state = await this.#limiter(row.broker).run(() => broker.getOrder(row.client_order_id));
+    } catch (error) {
+      if (row.status === "pending") {
+        // Unknown whether it reached the broker: submitting by client order id is safe.
+        tracked.maybeAtBroker = true;
+        this.#startSubmit(tracked, false);
+        return { kind: "submitted" };
+      }
+      return { kind: "failed", error };
+    }
+    if (state === null) {
+      const partial = tracked.filled.gt(0);
+      if (partial) {
+        this.#log.warn("broker lost a partially filled order; submitting what is left", {
+          client_order_id: row.client_order_id,
+          filled_qty: toJson(tracked.filled),
+        });
+      }
+      this.#startSubmit(tracked, partial);
+      return { kind: "submitted" };
+    }
+    // Resolved where the order's lane applies it, after the events queued before it: a fill
+    // the stream delivered meanwhile is then counted once (see #settle).
+    const at_ms = this.#clock.now();
+    const behind = catchUpEvents(row, counted(row, tracked.filled), state, at_ms).length > 0;
+    this.#enqueue({
+      kind: "catch_up",
+      broker: row.broker,
+      coid: row.client_order_id,
+      state,
+      at_ms,
+    });
+    return { kind: behind ? "updated" : "current" };
+  }
+
+  /**
+   * Looks `tracked` up again later (its reconciliation lookup failed),
+   * together with the other such orders of its broker.
+   */
+  #retryLookup(tracked: Tracked): void {
+    const broker = tracked.row.broker;
+    let retry = this.#lookupRetries.get(broker);
+    if (retry === undefined) {
+      this.#lookupRetries.set(broker, retry = { coids: new Set(), running: false });
+    }
+    retry.coids.add(tracked.row.client_order_id);
+    if (retry.running) return;
+    retry.running = true;
+    this.#background_(this.#lookupRetryLoop(broker, retry));
+  }
+
+  /**
+   * Retries the failed lookups of `broker`'s orders until none is left (each
+   * looked up, or closed meanwhile) or the engine stops: after a backoff
+   * delay, at most `reconcile_retry_concurrency` lookups at once; a round
+   * stops sending at its first failure (the broker is down or rate limits),
+   * and the orders left wait for the next round, with a longer delay.
+   */
+  async #lookupRetryLoop(
+    broker: string,
+    retry: { coids: Set<string>; running: boolean },
+  ): Promise<void> {
+    const signal = this.#halt.signal;
+    let lastError: string | null = null;
+    try {
+      for (let attempt = 0; retry.coids.size > 0; attempt++) {
+        const delayMs = this.#brokerRetryDelay(attempt);
+        this.#log.warn("reconciliation lookups failed; retrying", {
+          broker,
+          orders: retry.coids.size,
+          attempt: attempt + 1,
+          retry_in_ms: delayMs,
+          error: lastError,
+        });
+        try {
+          await this.#clock.sleep(delayMs, signal);
+        } catch {
+          return;
+        }
+        const due = [...retry.coids];
+        let next = 0;
+        let done = 0;
+        let failed = false;
+        const lookUp = async () => {
+          while (!failed && next < due.length && !signal.aborted && this.#running) {
+            const coid = due[next++]!;
+            const tracked = this.#open.get(coid);
+            if (tracked === undefined || tracked.row.broker !== broker) {
+              retry.coids.delete(coid); // closed meanwhile: nothing to catch up
+              continue;
+            }
+            const outcome = await this.#reconcileOrder(tracked);
+            if (outcome.kind === "failed" || outcome.kind === "no_broker") {
+              failed = true;
+              lastError = outcome.kind === "failed"
+                ? errorMessage(outcome.error)
+                : `broker ${broker} is not enabled`;
+              continue;
+            }
+            retry.coids.delete(coid);
+            done++;
+          }
+        };
+        const workers = Math.min(this.#reconcileRetryConcurrency, due.length);
+        await Promise.all(Array.from({ length: workers }, lookUp));
+        if (signal.aborted || !this.#running) return;
+        if (done > 0) {
+          this.#log.info("reconciled orders whose lookup had failed", {
+            broker,
+            orders: done,
+            left: retry.coids.size,
+          });
+        }
+        if (!failed) attempt = -1; // orders added meanwhile start from the first delay
+      }
+    } finally {
+      retry.running = false;
+      if (signal.aborted || !this.#running) retry.coids.clear();
+    }
+  }
+
+  /** The backoff delay before retry `attempt` (0-based) of a broker lookup or cancel, in ms. */
+  #brokerRetryDelay(attempt: number): number {
+    return backoffDelay(Math.min(attempt, 30), {
+      initialMs: this.#brokerRetryInitialMs,
+      maxMs: this.#brokerRetryMaxMs,
+      random: this.#random,
+    });
   }
 
   /**
