@@ -1,8 +1,8 @@
 /**
  * The execution engine driven by the real Alpaca adapter against the loopback
  * fake of Alpaca's Trading API: stream gaps, the reconciliation after a
- * reconnect, what final trade updates carry, restarts, and health while
- * Alpaca refuses the stream.
+ * reconnect, what final trade updates carry, restarts, the kill switch, and
+ * health while Alpaca refuses the stream.
  */
 
 import assert from "node:assert/strict";
@@ -389,6 +389,35 @@ Deno.test("alpaca engine: after a restart, a partial_fill without an event qty c
     "3.00000000",
   ]);
   assert.equal(r.engine.stats().fills_counted_before, 1);
+});
+
+Deno.test("alpaca engine: the kill switch's cancel_open retries a cancel Alpaca rate limited (429) and names it", async () => {
+  await using r = await rig();
+  const orders = [
+    await restingBuy(r, "kill-1"),
+    await restingBuy(r, "kill-2"),
+    await restingBuy(r, "kill-3"),
+  ];
+  r.fake.failNext(1, { status: 429, route: "DELETE /v2/orders/" });
+  const state = await r.engine.setKillSwitch({ active: true, cancel_open: true, reason: "drill" });
+  assert.equal(state.cancel_requested, 2);
+  for (const order of orders) {
+    await waitForOrder(r.sql, order.id, (o) => o.status === "cancelled");
+    assert.equal(r.fake.order(order.client_order_id)!.status, "canceled");
+  }
+  // The response and an alert name the order whose cancel was refused at first.
+  assert.equal(state.not_cancelled.length, 1);
+  const [refused] = state.not_cancelled;
+  assert.ok(orders.some((o) => o.id === refused!.order_id));
+  assert.equal(refused!.retrying, true);
+  assert.match(refused!.reason, /429/);
+  const alerts = await listUnresolvedAlerts(r.sql);
+  assert.ok(
+    alerts.some((alert) =>
+      alert.severity === "critical" && alert.message.includes(refused!.order_id)
+    ),
+    JSON.stringify(alerts),
+  );
 });
 
 Deno.test("alpaca engine: health is degraded while Alpaca refuses the trade_updates stream's keys", async () => {

@@ -294,6 +294,28 @@ export interface SignalBatch {
 export interface KillSwitchState extends KillSwitch {
   /** Open orders whose cancellation the request asked brokers for. */
   cancel_requested: number;
+  /**
+   * Open orders whose cancellation could not be asked for (yet); an alert
+   * names them too. Empty when every open order was asked for.
+   */
+  not_cancelled: NotCancelledOrder[];
+}
+
+/** An open order a kill switch's `cancel_open` could not (yet) ask its broker to cancel. */
+export interface NotCancelledOrder {
+  /** The order's row id. */
+  order_id: string;
+  /** Its client order id. */
+  client_order_id: string;
+  /** Its broker. */
+  broker: string;
+  /** Why the cancel was not sent. */
+  reason: string;
+  /**
+   * True when the broker could not answer (unreachable, rate limited): the
+   * cancel is retried with backoff until it is sent or the order is closed.
+   */
+  retrying: boolean;
 }
 
 /** What {@linkcode ExecutionEngine.reconcile} did. */
@@ -757,6 +779,8 @@ export class ExecutionEngine {
    * failed, looked up again with backoff while `running`.
    */
   readonly #lookupRetries = new Map<string, { coids: Set<string>; running: boolean }>();
+  /** Client order ids of orders whose refused cancel (retryable) is being retried. */
+  readonly #cancelRetries = new Set<string>();
   readonly #marketClocks = new Map<string, { at: number; clock: UsEquityMarketClock }>();
   #kill: KillSwitch = { active: false, reason: null, changed_at: null, changed_by: null };
 
@@ -2690,7 +2714,11 @@ export class ExecutionEngine {
    * Switches the kill switch (stored in PostgreSQL, so it survives restarts)
    * and, with `active` and `cancel_open`, asks brokers to cancel every open
    * order (pending orders not yet at a broker are cancelled here). Runs
-   * between signal batches. The cancellations complete as broker events.
+   * between signal batches. The cancellations complete as broker events. The
+   * orders whose cancel could not be sent are named in `not_cancelled` and in
+   * a critical alert; those a broker could not answer (unreachable, rate
+   * limited) are asked again with backoff until the cancel is sent or the
+   * order closes.
    */
   setKillSwitch(
     request: KillSwitchRequest & { by?: string | undefined },
@@ -2709,15 +2737,102 @@ export class ExecutionEngine {
         cancel_open: request.cancel_open === true,
       });
       let cancelRequested = 0;
+      const notCancelled: NotCancelledOrder[] = [];
       if (request.active && request.cancel_open === true) {
         const reason = `kill switch${request.reason ? `: ${request.reason}` : ""}`;
+        const open = [...this.#open.values()];
         const results = await Promise.all(
-          [...this.#open.values()].map((tracked) => this.#requestCancel(tracked, reason)),
+          open.map((tracked) => this.#requestCancel(tracked, reason)),
         );
-        cancelRequested = results.filter((refusal) => refusal === null).length;
+        results.forEach((refusal, i) => {
+          if (refusal === null) {
+            cancelRequested++;
+            return;
+          }
+          const row = open[i]!.row;
+          notCancelled.push({
+            order_id: row.id,
+            client_order_id: row.client_order_id,
+            broker: row.broker,
+            reason: refusal.reason,
+            retrying: refusal.retryable,
+          });
+          if (refusal.retryable) this.#retryCancel(open[i]!, reason);
+        });
+        if (notCancelled.length > 0) await this.#alertNotCancelled(notCancelled);
       }
-      return { ...state, cancel_requested: cancelRequested };
+      return { ...state, cancel_requested: cancelRequested, not_cancelled: notCancelled };
     });
+  }
+
+  /** Logs and raises a critical alert naming the open orders a kill switch could not cancel. */
+  async #alertNotCancelled(orders: readonly NotCancelledOrder[]): Promise<void> {
+    const details = { orders };
+    this.#log.error("kill switch: orders not (yet) cancelled", details);
+    try {
+      await raiseAlert(this.#sql, {
+        severity: "critical",
+        source: EXECUTION_ALERT_SOURCE,
+        message: `Kill switch: ${orders.length} open order(s) not (yet) cancelled: ${
+          orders.map((order) => order.order_id).join(", ")
+        }`,
+        details,
+      }, { by: this.#by });
+    } catch (error) {
+      this.#log.error("could not raise an alert", { error: errorMessage(error) });
+    }
+  }
+
+  /**
+   * Asks again, with backoff, for `tracked` to be cancelled after its broker
+   * could not answer the kill switch's cancel (unreachable, rate limited):
+   * until the cancel is sent, the order closes, the broker refuses it for
+   * good (alerted) or the engine stops. One retry loop per order.
+   */
+  #retryCancel(tracked: Tracked, reason: string): void {
+    const coid = tracked.row.client_order_id;
+    if (this.#cancelRetries.has(coid)) return;
+    this.#cancelRetries.add(coid);
+    const signal = this.#halt.signal;
+    this.#background_((async () => {
+      try {
+        for (let attempt = 0;; attempt++) {
+          const delayMs = this.#brokerRetryDelay(attempt);
+          this.#log.warn("kill switch: cancel not sent; retrying", {
+            client_order_id: coid,
+            attempt: attempt + 1,
+            retry_in_ms: delayMs,
+          });
+          try {
+            await this.#clock.sleep(delayMs, signal);
+          } catch {
+            return;
+          }
+          if (!this.#running || this.#open.get(coid) !== tracked) return; // closed meanwhile
+          const refusal = await this.#requestCancel(tracked, reason);
+          if (refusal === null) {
+            this.#log.info("kill switch: cancel sent after retrying", {
+              client_order_id: coid,
+              attempts: attempt + 1,
+            });
+            return;
+          }
+          if (!refusal.retryable) {
+            if (this.#open.get(coid) !== tracked) return;
+            await this.#alertNotCancelled([{
+              order_id: tracked.row.id,
+              client_order_id: coid,
+              broker: tracked.row.broker,
+              reason: refusal.reason,
+              retrying: false,
+            }]);
+            return;
+          }
+        }
+      } finally {
+        this.#cancelRetries.delete(coid);
+      }
+    })());
   }
 
   /**
