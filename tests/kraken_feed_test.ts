@@ -77,8 +77,10 @@ class FakeIO implements SessionIO {
   fetchText(): Promise<string> {
     return Promise.reject(new Error("Kraken sessions fetch nothing"));
   }
+  /** What `nowUs` answers; the wall clock unless a test sets it. */
+  now: () => number = () => Date.now() * 1000;
   nowUs(): number {
-    return Date.now() * 1000;
+    return this.now();
   }
 }
 
@@ -277,6 +279,127 @@ Deno.test("kraken session reconnects when a book resubscribed in place gets no s
   again.onTick(io2, t0 + 60_000);
   assert.deepEqual(io2.reconnects, []);
   assert.throws(() => krakenSession(config(), { resyncTimeoutMs: 0 }), RangeError);
+});
+
+/** `frame` with its checksum off by one, as a book Tradewire cannot verify would have it. */
+function badChecksum(frame: string): string {
+  return frame.replace(/"checksum":(\d+)/, (_, n) => `"checksum":${(Number(n) + 1) >>> 0}`);
+}
+
+/** The requests a session sent, as `method channel symbol`, and forgets them. */
+function requests(io: FakeIO): string[] {
+  const out = io.sent.map((text) => JSON.parse(text))
+    .map((m) => `${m.method} ${m.params?.channel} ${m.params?.symbol?.join(",")}`);
+  io.sent.length = 0;
+  return out;
+}
+
+Deno.test("a Kraken book whose snapshots keep failing their checksum is resubscribed at a slowing pace", () => {
+  const market = seeded();
+  const session = krakenSession(config(), { resyncTimeoutMs: 600_000 });
+  const io = new FakeIO();
+  const t0 = 1_786_000_000_000;
+  let now = t0;
+  io.now = () => now * 1000;
+  session.onOpen(io);
+  requests(io);
+  // The first mismatch resubscribes at once, as a lost update is healed fastest that way.
+  session.onFrame(badChecksum(market.snapshotFrame("BTC/USD", 10)), RX, io);
+  assert.deepEqual(requests(io), ["unsubscribe book BTC/USD", "subscribe book BTC/USD"]);
+  // The fresh snapshot fails too: unsubscribed, and subscribed again only 1 s later.
+  now = t0 + 100;
+  session.onFrame(badChecksum(market.snapshotFrame("BTC/USD", 10)), RX, io);
+  assert.deepEqual(requests(io), ["unsubscribe book BTC/USD"]);
+  assert.deepEqual(session.status().resubscribe_at, { "book BTC/USD": t0 + 1_100 });
+  session.onTick(io, t0 + 1_099);
+  assert.deepEqual(requests(io).filter((r) => r.startsWith("subscribe")), []);
+  session.onTick(io, t0 + 1_100);
+  assert.deepEqual(requests(io), ["subscribe book BTC/USD"]);
+  // And again: 2 s, then 4 s.
+  now = t0 + 1_200;
+  session.onFrame(badChecksum(market.snapshotFrame("BTC/USD", 10)), RX, io);
+  assert.deepEqual(session.status().resubscribe_at, { "book BTC/USD": t0 + 3_200 });
+  session.onTick(io, t0 + 3_200);
+  now = t0 + 3_300;
+  session.onFrame(badChecksum(market.snapshotFrame("BTC/USD", 10)), RX, io);
+  assert.deepEqual(session.status().resubscribe_at, { "book BTC/USD": t0 + 7_300 });
+  session.onTick(io, t0 + 7_300);
+  requests(io);
+  // A good snapshot; a mismatch over a minute after the last resubscription is healed at once.
+  session.onFrame(market.snapshotFrame("BTC/USD", 10), RX, io);
+  assert.equal(session.status().books_live, 1);
+  now = t0 + 7_300 + 60_000;
+  session.onFrame(
+    market.update("BTC/USD", 10, { bids: [[65_000, 2]] }, { corrupt: true })!,
+    RX,
+    io,
+  );
+  assert.deepEqual(requests(io), ["unsubscribe book BTC/USD", "subscribe book BTC/USD"]);
+  assert.deepEqual(io.reconnects, []);
+  assert.equal(session.status().checksum_failures, 5);
+});
+
+Deno.test("a subscription Kraken refuses is asked for again with backoff while heartbeats keep the connection", () => {
+  const market = seeded();
+  const session = krakenSession(config());
+  const io = new FakeIO();
+  const t0 = 1_786_000_000_000;
+  let now = t0;
+  io.now = () => now * 1000;
+  session.onOpen(io);
+  const [trade, book] = io.sent.map((text) => JSON.parse(text).req_id as number);
+  requests(io);
+  // Kraken's refusal names the symbol, not the channel: the req_id tells which it was.
+  const refuse = (reqId: number) =>
+    JSON.stringify({
+      error: "Internal error",
+      method: "subscribe",
+      req_id: reqId,
+      success: false,
+      symbol: "BTC/USD",
+      time_in: "2026-08-16T23:37:04.849274Z",
+      time_out: "2026-08-16T23:37:04.849309Z",
+    });
+  session.onFrame(refuse(book!), RX, io);
+  session.onFrame(refuse(trade!), RX, io);
+  session.onFrame(HEARTBEAT_FRAME, RX, io);
+  session.onTick(io, t0 + 999);
+  assert.deepEqual(requests(io), []);
+  session.onTick(io, t0 + 1_000);
+  const again = io.sent.map((text) => JSON.parse(text));
+  assert.deepEqual(again.map((m) => [m.method, m.params]), [
+    ["subscribe", { channel: "book", symbol: ["BTC/USD"], depth: 10, snapshot: true }],
+    ["subscribe", { channel: "trade", symbol: ["BTC/USD"], snapshot: false }],
+  ]);
+  assert.deepEqual(io.errors, [
+    "Kraken subscribe BTC/USD failed: Internal error; asking again in 1000 ms",
+    "Kraken subscribe BTC/USD failed: Internal error; asking again in 1000 ms",
+  ]);
+  requests(io);
+  // Refused again: 2 s this time.
+  now = t0 + 1_000;
+  session.onFrame(refuse(again[0].req_id), RX, io);
+  assert.match(io.errors.at(-1)!, /asking again in 2000 ms$/);
+  session.onTick(io, t0 + 2_999);
+  assert.deepEqual(requests(io), []);
+  session.onTick(io, t0 + 3_000);
+  assert.deepEqual(requests(io), ["subscribe book BTC/USD"]);
+  // Accepted: the book arrives, and a later refusal starts from 1 s again.
+  session.onFrame(
+    JSON.stringify({
+      method: "subscribe",
+      req_id: 99,
+      result: { channel: "book", symbol: "BTC/USD", depth: 10, snapshot: true },
+      success: true,
+      time_in: "2026-08-16T23:37:04.849274Z",
+      time_out: "2026-08-16T23:37:04.849309Z",
+    }),
+    RX,
+    io,
+  );
+  session.onFrame(market.snapshotFrame("BTC/USD", 10), RX, io);
+  assert.equal(session.status().books_live, 1);
+  assert.deepEqual(io.reconnects, []);
 });
 
 Deno.test("kraken session returns trades with exact fields", () => {

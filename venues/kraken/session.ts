@@ -13,8 +13,12 @@
  *   (with `top` but not `book` configured, the book is still subscribed and
  *   checked, and only its tops are published). Kraken answers each symbol with an
  *   ack; a failed ack (`success: false`, an unknown pair for instance) is
- *   reported with {@linkcode SessionIO.error}. Acknowledged subscriptions are
- *   counted in {@linkcode KrakenSession.status}.
+ *   reported with {@linkcode SessionIO.error}, and that symbol's subscription
+ *   is asked again from `onTick` after `resubscribeInitialMs` (1 s), the delay
+ *   doubling with each refusal up to `resubscribeMaxMs` (60 s), while the
+ *   connection (kept up by heartbeats) carries the others. The channel of a
+ *   refusal is known by its `req_id`. Acknowledged subscriptions are counted in
+ *   {@linkcode KrakenSession.status}.
  * - Keepalive: Kraken sends a `heartbeat` about every second once subscribed
  *   (the runtime's staleness watchdog sees them); `onTick` also sends an
  *   application-level `{"method":"ping","req_id":n}` every `pingIntervalMs`
@@ -29,8 +33,13 @@
  * {@linkcode SessionIO.resynced}, and that symbol's book alone is
  * resubscribed — `unsubscribe`, then `subscribe` with `snapshot: true` — on
  * the same connection; updates are dropped ("waiting") until the fresh
- * snapshot arrives. On a reconnect `onClose` marks every book stale and the
- * new connection's snapshots replace them.
+ * snapshot arrives. A book resubscribed again within `resubscribeMaxMs` of
+ * its last resubscription (a snapshot that fails its checksum too) is
+ * unsubscribed at once but subscribed again only from `onTick`, after
+ * `resubscribeInitialMs` doubling up to `resubscribeMaxMs`, so a book that
+ * cannot be verified is not asked for as fast as Kraken answers. On a
+ * reconnect `onClose` marks every book stale and the new connection's
+ * snapshots replace them.
  *
  * @example
  * ```ts
@@ -82,6 +91,14 @@ export const DEFAULT_KRAKEN_PING_INTERVAL_MS = 20_000;
  */
 export const DEFAULT_KRAKEN_RESYNC_TIMEOUT_MS = 10_000;
 
+/**
+ * First delay before a refused subscription, or a book resubscribed again soon
+ * after its last resubscription, is asked for again, in milliseconds.
+ */
+export const DEFAULT_KRAKEN_RESUBSCRIBE_INITIAL_MS = 1_000;
+/** Longest such delay, in milliseconds; also how soon "again soon after" is. */
+export const DEFAULT_KRAKEN_RESUBSCRIBE_MAX_MS = 60_000;
+
 /** Tuning of {@linkcode krakenSession}; the venue settings come from the config section. */
 export interface KrakenSessionOptions {
   /** Milliseconds between pings sent from `onTick`. @default {DEFAULT_KRAKEN_PING_INTERVAL_MS} */
@@ -96,6 +113,14 @@ export interface KrakenSessionOptions {
    * on when the `top` channel is configured). @default {true}
    */
   emitTop?: boolean;
+  /**
+   * Milliseconds before a refused subscription, or a book resubscribed again
+   * soon after, is asked for again (doubling each time).
+   * @default {DEFAULT_KRAKEN_RESUBSCRIBE_INITIAL_MS}
+   */
+  resubscribeInitialMs?: number;
+  /** Longest of those delays, in ms. @default {DEFAULT_KRAKEN_RESUBSCRIBE_MAX_MS} */
+  resubscribeMaxMs?: number;
 }
 
 /** One symbol's book figures in {@linkcode KrakenSessionStatus}. */
@@ -130,6 +155,8 @@ export type KrakenSessionStatus = {
   resyncs: number;
   /** Per canonical symbol. */
   books: Record<string, KrakenBookStatus>;
+  /** Subscriptions waiting to be asked for again (`"book BTC/USD"`) and when, ms since the epoch. */
+  resubscribe_at: Record<string, number>;
   /** Pings sent. */
   pings: number;
   /** Pongs received. */
@@ -146,6 +173,20 @@ interface BookSlot {
   lastResync: string | null;
   /** When it was resubscribed in place and still waits for the snapshot (ms), else null. */
   resyncAtMs: number | null;
+  /** When its last resubscription for a resync was asked for (ms), or null. */
+  lastResubscribeMs: number | null;
+  /** Resubscriptions for a resync, each within `resubscribeMaxMs` of the one before. */
+  resubscribeStreak: number;
+}
+
+/** A subscription to ask for again from `onTick`. */
+interface Retry {
+  readonly channel: "trade" | "book";
+  readonly venueSymbol: string;
+  /** When to ask (ms). */
+  atMs: number;
+  /** Whether it is a book's resync (its resubscription starts the snapshot watchdog). */
+  readonly resync: boolean;
 }
 
 /**
@@ -166,6 +207,14 @@ export class KrakenSession implements VenueSession {
   readonly #books = new Map<string, BookSlot>();
   readonly #pingIntervalMs: number;
   readonly #resyncTimeoutMs: number;
+  readonly #resubscribeInitialMs: number;
+  readonly #resubscribeMaxMs: number;
+  /** The channel of each subscribe request of this connection, by `req_id`. */
+  readonly #requests = new Map<number, "trade" | "book">();
+  /** Subscriptions to ask for again, by `"<channel> <symbol>"`. */
+  readonly #retries = new Map<string, Retry>();
+  /** Consecutive refusals of each subscription, by `"<channel> <symbol>"`. */
+  readonly #refusals = new Map<string, number>();
   #lastPingMs: number | null = null;
   #reqId = 0;
   #system: string | null = null;
@@ -184,7 +233,16 @@ export class KrakenSession implements VenueSession {
       pingIntervalMs = DEFAULT_KRAKEN_PING_INTERVAL_MS,
       resyncTimeoutMs = DEFAULT_KRAKEN_RESYNC_TIMEOUT_MS,
       emitTop = true,
+      resubscribeInitialMs = DEFAULT_KRAKEN_RESUBSCRIBE_INITIAL_MS,
+      resubscribeMaxMs = Math.max(DEFAULT_KRAKEN_RESUBSCRIBE_MAX_MS, resubscribeInitialMs),
     } = options;
+    if (!(resubscribeInitialMs > 0) || !(resubscribeMaxMs >= resubscribeInitialMs)) {
+      throw new RangeError(
+        `Resubscribe delays must satisfy 0 < initial <= max, got ${resubscribeInitialMs} and ${resubscribeMaxMs}`,
+      );
+    }
+    this.#resubscribeInitialMs = resubscribeInitialMs;
+    this.#resubscribeMaxMs = resubscribeMaxMs;
     if (!(pingIntervalMs > 0)) {
       throw new RangeError(`pingIntervalMs must be positive, got ${pingIntervalMs}`);
     }
@@ -211,6 +269,8 @@ export class KrakenSession implements VenueSession {
           snapshots: 0,
           lastResync: null,
           resyncAtMs: null,
+          lastResubscribeMs: null,
+          resubscribeStreak: 0,
         });
       });
     }
@@ -226,20 +286,11 @@ export class KrakenSession implements VenueSession {
     this.#lastPingMs = null;
     this.#subscribed.trade.clear();
     this.#subscribed.book.clear();
+    this.#requests.clear();
+    this.#retries.clear();
     if (this.#venueSymbols.length === 0) return;
-    if (this.#trades) {
-      io.send(subscribeMessage("trade", this.#venueSymbols, {
-        snapshot: false,
-        reqId: ++this.#reqId,
-      }));
-    }
-    if (this.#books.size > 0) {
-      io.send(subscribeMessage("book", [...this.#books.keys()], {
-        depth: this.#depth,
-        snapshot: true,
-        reqId: ++this.#reqId,
-      }));
-    }
+    if (this.#trades) this.#subscribe(io, "trade", this.#venueSymbols);
+    if (this.#books.size > 0) this.#subscribe(io, "book", [...this.#books.keys()]);
   }
 
   /**
@@ -278,6 +329,8 @@ export class KrakenSession implements VenueSession {
   onClose(): void {
     this.#subscribed.trade.clear();
     this.#subscribed.book.clear();
+    this.#requests.clear();
+    this.#retries.clear();
     for (const slot of this.#books.values()) {
       slot.sync.reset();
       slot.resyncAtMs = null;
@@ -286,11 +339,25 @@ export class KrakenSession implements VenueSession {
 
   /**
    * Sends a ping every `pingIntervalMs` (the first one interval after the
-   * first tick), and asks for a reconnect when a book resubscribed in place
-   * got no snapshot within `resyncTimeoutMs` (a refused or lost resubscribe
-   * would otherwise leave it waiting while heartbeats keep the connection).
+   * first tick), asks again for the subscriptions whose delay has passed (a
+   * refused one, a book resubscribed again soon after), and asks for a
+   * reconnect when a book resubscribed in place got no snapshot within
+   * `resyncTimeoutMs` (a refused or lost resubscribe would otherwise leave it
+   * waiting while heartbeats keep the connection).
    */
   onTick(io: SessionIO, nowMs: number): void {
+    for (const [key, retry] of this.#retries) {
+      if (retry.atMs > nowMs) continue;
+      this.#retries.delete(key);
+      if (retry.resync) {
+        const slot = this.#books.get(retry.venueSymbol);
+        if (slot !== undefined) {
+          slot.resyncAtMs = nowMs;
+          slot.lastResubscribeMs = nowMs;
+        }
+      }
+      this.#subscribe(io, retry.channel, [retry.venueSymbol]);
+    }
     for (const [venueSymbol, slot] of this.#books) {
       if (slot.resyncAtMs === null || nowMs - slot.resyncAtMs < this.#resyncTimeoutMs) continue;
       io.reconnect(
@@ -337,6 +404,9 @@ export class KrakenSession implements VenueSession {
       checksum_failures: checksumFailures,
       resyncs,
       books,
+      resubscribe_at: Object.fromEntries(
+        [...this.#retries].map(([key, retry]) => [key, retry.atMs]),
+      ),
       pings: this.#pings,
       pongs: this.#pongs,
       heartbeats: this.#heartbeats,
@@ -361,37 +431,105 @@ export class KrakenSession implements VenueSession {
         : result.events.filter((event) => event.kind === "top");
     }
     if (result.status === "resync") {
-      const reason = `${control.venue_symbol}: ${result.reason}`;
+      const venueSymbol = control.venue_symbol;
+      const reason = `${venueSymbol}: ${result.reason}`;
       slot.resyncs++;
       if (result.reason.startsWith("Checksum mismatch")) slot.checksumFailures++;
       slot.lastResync = reason;
-      slot.resyncAtMs = io.nowUs() / 1000;
       io.resynced(reason);
-      this.#subscribed.book.delete(control.venue_symbol);
-      io.send(unsubscribeMessage("book", [control.venue_symbol], {
+      this.#subscribed.book.delete(venueSymbol);
+      io.send(unsubscribeMessage("book", [venueSymbol], {
         depth: this.#depth,
         reqId: ++this.#reqId,
       }));
-      io.send(subscribeMessage("book", [control.venue_symbol], {
-        depth: this.#depth,
-        snapshot: true,
-        reqId: ++this.#reqId,
-      }));
+      // Again soon after the last resubscription: wait, longer each time.
+      const nowMs = io.nowUs() / 1000;
+      const soon = slot.lastResubscribeMs !== null &&
+        nowMs - slot.lastResubscribeMs < this.#resubscribeMaxMs;
+      slot.resubscribeStreak = soon ? slot.resubscribeStreak + 1 : 0;
+      if (slot.resubscribeStreak === 0) {
+        slot.resyncAtMs = nowMs;
+        slot.lastResubscribeMs = nowMs;
+        this.#subscribe(io, "book", [venueSymbol]);
+      } else {
+        slot.resyncAtMs = null;
+        this.#retries.set(`book ${venueSymbol}`, {
+          channel: "book",
+          venueSymbol,
+          atMs: nowMs + this.#delayMs(slot.resubscribeStreak),
+          resync: true,
+        });
+      }
     }
     return [];
   }
 
+  /** The delay before the `attempt`th ask again (from 1): the initial delay, doubling, capped. */
+  #delayMs(attempt: number): number {
+    return Math.min(this.#resubscribeMaxMs, this.#resubscribeInitialMs * 2 ** (attempt - 1));
+  }
+
+  /** Sends a subscribe request for `channel` of `venueSymbols`, remembering its `req_id`. */
+  #subscribe(io: SessionIO, channel: "trade" | "book", venueSymbols: readonly string[]): void {
+    const reqId = ++this.#reqId;
+    this.#requests.set(reqId, channel);
+    io.send(subscribeMessage(
+      channel,
+      venueSymbols,
+      channel === "trade"
+        ? { snapshot: false, reqId }
+        : { depth: this.#depth, snapshot: true, reqId },
+    ));
+  }
+
   #onAck(ack: KrakenAckControl, io: SessionIO): void {
-    const channel = ack.channel === "trade" || ack.channel === "book" ? ack.channel : null;
+    const named = ack.channel === "trade" || ack.channel === "book" ? ack.channel : null;
+    // A refusal does not name its channel; the request's req_id does.
+    const channel = named ??
+      (ack.method === "subscribe" && ack.req_id !== null
+        ? this.#requests.get(ack.req_id) ?? null
+        : null);
     if (!ack.success) {
       this.#requestFailures++;
       const about = [ack.channel, ack.venue_symbol].filter((part) => part !== null).join(" ");
-      io.error(`Kraken ${ack.method}${about === "" ? "" : ` ${about}`} failed: ${ack.error}`);
+      let retry = "";
+      if (ack.method === "subscribe" && channel !== null && ack.venue_symbol !== null) {
+        retry = this.#retryRefused(channel, ack.venue_symbol, io);
+      }
+      io.error(
+        `Kraken ${ack.method}${about === "" ? "" : ` ${about}`} failed: ${ack.error}${retry}`,
+      );
       return;
     }
     if (channel === null || ack.venue_symbol === null) return;
-    if (ack.method === "subscribe") this.#subscribed[channel].add(ack.venue_symbol);
-    else if (ack.method === "unsubscribe") this.#subscribed[channel].delete(ack.venue_symbol);
+    if (ack.method === "subscribe") {
+      this.#subscribed[channel].add(ack.venue_symbol);
+      this.#refusals.delete(`${channel} ${ack.venue_symbol}`);
+    } else if (ack.method === "unsubscribe") this.#subscribed[channel].delete(ack.venue_symbol);
+  }
+
+  /**
+   * Schedules a refused subscription of a configured symbol to be asked for
+   * again; returns what to add to the error message ("" when not configured).
+   */
+  #retryRefused(channel: "trade" | "book", venueSymbol: string, io: SessionIO): string {
+    const configured = channel === "book"
+      ? this.#books.has(venueSymbol)
+      : this.#venueSymbols.includes(venueSymbol);
+    if (!configured) return "";
+    const key = `${channel} ${venueSymbol}`;
+    const refusals = (this.#refusals.get(key) ?? 0) + 1;
+    this.#refusals.set(key, refusals);
+    const delayMs = this.#delayMs(refusals);
+    const retry = this.#retries.get(key);
+    const atMs = io.nowUs() / 1000 + delayMs;
+    this.#retries.set(key, {
+      channel,
+      venueSymbol,
+      atMs: retry === undefined ? atMs : Math.max(retry.atMs, atMs),
+      resync: retry?.resync ?? false,
+    });
+    return `; asking again in ${delayMs} ms`;
   }
 }
 
