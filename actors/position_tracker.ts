@@ -35,7 +35,12 @@
  *    `UPDATE fills SET realized_pnl = … WHERE id = … AND realized_pnl IS
  *    NULL RETURNING id` marks them applied, positions are upserted and the
  *    portfolios' cash and realized P&L (and, for the tracked portfolio,
- *    equity and exposure at the current marks) updated. Commit, then every
+ *    equity and exposure at the current marks) updated. Whichever path, each
+ *    fill applied is added to its order's strategy's UTC day of `filled_at`
+ *    in `strategy_performance` (fills, notional, realized P&L, fees; a fill
+ *    reducing a position as a win or a loss, net of its fee) by the same
+ *    statement or transaction — one more CTE or pipelined statement per
+ *    batch, one row per strategy and day. Commit, then every
  *    message is acked, then the state records the new figures and
  *    `positions.<symbol>` is published for each changed position.
  * 4. Exactly once: a redelivered fill (a crash between commit and ack, a
@@ -68,10 +73,13 @@
  *    fit NUMERIC(20,8)) is split and the fill at fault dead-lettered. Other
  *    database failures are retried with backoff, holding the batch (its
  *    messages kept from redelivery with `working()`).
- * 8. Every `portfolio.snapshot_interval_ms` (between batches) the tracked
- *    portfolio is valued at the current marks and stored as a
- *    `portfolio_snapshots` row, its portfolio row's equity and exposure and the
- *    positions' marks are updated, and the snapshot is published on
+ * 8. Every `portfolio.snapshot_interval_ms` (between batches), and once more
+ *    at a graceful stop, the tracked portfolio is valued at the current marks
+ *    and stored as a `portfolio_snapshots` row, its portfolio row's equity and
+ *    exposure and the positions' marks are updated, its risk figures are
+ *    stored in `risk_metrics` (equity, drawdown, gross and net exposure, realized
+ *    P&L today, open orders, with the limits in force given as `limits`),
+ *    all in one transaction, and the snapshot is published on
  *    `portfolio.snapshot`.
  *
  * Marks: {@linkcode markPrice} — the mid of the freshest fresh best bid/ask,
@@ -108,14 +116,18 @@ import type { Logger } from "../lib/log.ts";
 import type { LatestCache } from "../market/latest_cache.ts";
 import { symbolToken } from "../market/subjects.ts";
 import {
+  addStrategyFills,
   DbError,
+  insertRiskMetrics,
   insertSnapshot,
   IntegrityError,
   mapDbError,
   markPositions,
+  peakEquity,
   type PendingPositionChange,
   type PortfolioChange,
   type PositionFigures,
+  type RiskMetricInput,
   SerializationError,
   storeAppliedFills,
   unitOfWork,
@@ -127,6 +139,7 @@ import {
   costBasisOf,
   emptyPosition,
   markPosition,
+  type PortfolioValue,
   type PortfolioValueJson,
   portfolioValueToJson,
   type Position,
@@ -137,6 +150,7 @@ import {
 import {
   type AppliedFill,
   applyTrackedFill,
+  DEFAULT_RISK_MARK_MAX_AGE_MS,
   markPrice,
   type PortfolioState,
   roundMoney,
@@ -154,6 +168,7 @@ import {
 } from "../trading/fills_stream.ts";
 import type { Side } from "../trading/signal.ts";
 import type { PendingFill, PositionsPartner, PositionsReservation } from "../trading/execution.ts";
+import type { RiskLimits } from "../trading/risk.ts";
 import { assertPositiveInteger } from "../lib/assert.ts";
 import { LatchedWakeup } from "../lib/wakeup.ts";
 
@@ -169,6 +184,8 @@ export const DEFAULT_MISSING_FILL_DELAY_MS = 1_000;
 export const DEFAULT_TRACKER_RETRY_INITIAL_MS = 100;
 /** Longest delay before retrying a failed transaction or set-up, ms. */
 export const DEFAULT_TRACKER_RETRY_MAX_MS = 5_000;
+/** Longest wait for the portfolio snapshot taken at a graceful stop, ms. */
+export const DEFAULT_FINAL_SNAPSHOT_MS = 2_000;
 /** Who the tracker's writes are recorded as (`updated_by`). */
 export const POSITION_TRACKER_ACTOR = "position_tracker";
 
@@ -190,7 +207,21 @@ export interface PositionTrackerOptions {
   retry_initial_ms?: number | undefined;
   /** See {@linkcode DEFAULT_TRACKER_RETRY_MAX_MS}. */
   retry_max_ms?: number | undefined;
+  /**
+   * The account-wide risk limits in force (`riskLimitsFromConfig(config.risk)`),
+   * stored as `limit_value` beside the figures they bound in `risk_metrics`.
+   * @default {none stored}
+   */
+  limits?: Partial<RiskMetricLimits> | undefined;
+  /** Longest wait for the snapshot taken at a graceful stop, ms. @default {DEFAULT_FINAL_SNAPSHOT_MS} */
+  final_snapshot_ms?: number | undefined;
 }
+
+/** The limits stored beside the risk figures ({@linkcode PositionTrackerOptions.limits}). */
+export type RiskMetricLimits = Pick<
+  RiskLimits,
+  "max_gross_exposure" | "max_open_orders" | "daily_loss_limit"
+>;
 
 /** Figures of a running tracker, shared with health and tests. */
 export interface PositionTrackerStatus {
@@ -402,6 +433,7 @@ interface FillRow {
   filled_at: Date;
   pending: boolean;
   portfolio_id: string;
+  strategy: string;
 }
 
 /** What a batch of fills does to the tracked portfolio ({@linkcode Tracker}'s `#compute`). */
@@ -461,6 +493,8 @@ class Tracker {
   #busy = false;
   /** A reservation is open: the engine is storing positions with its fills. */
   #reserved = false;
+  /** The highest equity snapshotted (or the starting cash): what drawdown is measured from. */
+  #peakEquity: Decimal | null = null;
 
   constructor(deps: PositionTrackerDeps, signal: AbortSignal, log: Logger) {
     this.#deps = deps;
@@ -554,6 +588,25 @@ class Tracker {
       await messages.close().catch(() => {});
       for (const msg of this.#pending.splice(0)) msg.nak();
       await snapshots;
+      if (this.#signal.aborted && !this.#reserved) await this.#finalSnapshot();
+    }
+  }
+
+  /**
+   * At a graceful stop, one last snapshot (and its risk figures): the
+   * portfolio as the engine left it. Waits at most `final_snapshot_ms`.
+   */
+  async #finalSnapshot(): Promise<void> {
+    if (!this.#deps.state.loaded || this.#deps.nats.isClosed()) return;
+    const timer = new AbortController();
+    const waitMs = this.#deps.options.final_snapshot_ms ?? DEFAULT_FINAL_SNAPSHOT_MS;
+    try {
+      await Promise.race([
+        this.#snapshot(),
+        this.#clock.sleep(waitMs, timer.signal).catch(() => {}),
+      ]);
+    } finally {
+      timer.abort();
     }
   }
 
@@ -580,6 +633,10 @@ class Tracker {
           this.#log,
         );
         await state.load(sql, { open_orders: !state.loaded, by: POSITION_TRACKER_ACTOR });
+        const peak = await peakEquity(sql, { portfolio_id: state.portfolio_id });
+        this.#peakEquity = peak === null || fromDb(peak).lt(state.starting_cash)
+          ? state.starting_cash
+          : fromDb(peak);
         if (!state.starting_cash.eq(this.#startingCash)) {
           this.#log.warn(
             "portfolio.starting_cash differs from the starting cash stored with the portfolio; the stored one is kept",
@@ -874,6 +931,7 @@ class Tracker {
           commission: fill.fee,
           filled_at: new Date(fill.filled_at),
           realized_pnl: computed.applied[i]!.realized,
+          closing: computed.applied[i]!.closing,
         })),
         positions: computed.positions.map(({ last_fill, ...change }) => ({
           ...change,
@@ -979,7 +1037,11 @@ class Tracker {
     };
     return {
       realized: computed.applied.map((applied) => applied.realized),
-      positions: { portfolio: computed.portfolio, positions: computed.positions },
+      positions: {
+        portfolio: computed.portfolio,
+        positions: computed.positions,
+        closing: computed.applied.map((applied) => applied.closing),
+      },
       commit: (ids) => {
         // Ended first: whatever follows, the tracker is not held.
         if (!end()) return;
@@ -1023,7 +1085,7 @@ class Tracker {
     const rows = await tx<FillRow[]>`
       SELECT f.id::text AS id, f.symbol, f.side, f.qty::text AS qty, f.price::text AS price,
         f.commission::text AS commission, f.filled_at, f.realized_pnl IS NULL AS pending,
-        o.portfolio_id
+        o.portfolio_id, o.strategy
       FROM fills f JOIN orders o ON o.id = f.order_id
       WHERE f.id = ANY (string_to_array(${[...new Set(ids)].join(",")}, ',')::bigint[])
       ORDER BY f.id
@@ -1170,6 +1232,22 @@ class Tracker {
       }
       writes.push(upsertPortfolio(tx, { id, ...figures }, by));
     }
+    writes.push(addStrategyFills(
+      tx,
+      toApply.map((row, i) => {
+        const { applied } = result.applied[i]!;
+        return {
+          strategy: row.strategy,
+          filled_at: row.filled_at,
+          qty: row.qty,
+          price: row.price,
+          commission: row.commission,
+          realized_pnl: applied.realized,
+          closing: applied.closing,
+        };
+      }),
+      by,
+    ));
     await Promise.all(writes);
     const updated = await marked;
     if (updated.length !== marks.length) {
@@ -1237,6 +1315,10 @@ class Tracker {
     const now = this.#clock.now();
     const markOf = this.#markOf();
     const value = roundPortfolio(state.value(markOf));
+    const peak = this.#peakEquity === null || value.equity.gt(this.#peakEquity)
+      ? value.equity
+      : this.#peakEquity;
+    const risk = this.#riskMetrics(value, peak, now);
     const marks = new Map<string, Decimal>();
     for (const p of value.positions) {
       if (!p.qty.isZero() && !value.unmarked.includes(p.symbol)) marks.set(p.symbol, p.mark_price);
@@ -1250,7 +1332,7 @@ class Tracker {
     try {
       await unitOfWork(sql, async (tx) => {
         const by = { by: POSITION_TRACKER_ACTOR };
-        await insertSnapshot(tx, {
+        const { created } = await insertSnapshot(tx, {
           portfolio_id: state.portfolio_id,
           taken_at: new Date(now),
           cash: value.cash,
@@ -1277,6 +1359,9 @@ class Tracker {
             ...by,
           });
         }
+        // Once per instant: a snapshot taken at the same time as one stored (a retried write)
+        // has its figures stored already.
+        if (created) await insertRiskMetrics(tx, risk, by);
       }, { clock: this.#clock });
     } catch (error) {
       this.#status.last_error = errorMessage(error);
@@ -1285,8 +1370,49 @@ class Tracker {
       });
       return;
     }
+    this.#peakEquity = peak;
     this.#status.snapshots++;
     this.#publish("portfolio.snapshot", message);
+  }
+
+  /**
+   * The risk figures stored with a snapshot (`risk_metrics`, one row each,
+   * with the limit in force where there is one): equity and drawdown (the
+   * highest equity snapshotted, or the starting cash, minus equity) as
+   * snapshotted; gross and net exposure as the risk checks count them — the
+   * fills not yet applied included, a position without a fresh price at its
+   * newest price no older than `DEFAULT_RISK_MARK_MAX_AGE_MS` — against
+   * `max_gross_exposure`; realized P&L today against the floor the daily
+   * loss limit sets (−`daily_loss_limit`); open orders against
+   * `max_open_orders`.
+   */
+  #riskMetrics(value: PortfolioValue, peak: Decimal, now: number): RiskMetricInput[] {
+    const { state } = this.#deps;
+    const limits = this.#deps.options.limits ?? {};
+    const exposure = state.exposure(this.#markOf(DEFAULT_RISK_MARK_MAX_AGE_MS), {
+      unapplied_fills: true,
+    });
+    const loss = limits.daily_loss_limit ?? null;
+    const maxOpen = limits.max_open_orders ?? null;
+    const figures: Array<[string, Decimal | string, Decimal | string | null]> = [
+      ["equity", value.equity, null],
+      ["drawdown", peak.minus(value.equity), null],
+      ["gross_exposure", roundMoney(exposure.gross), limits.max_gross_exposure ?? null],
+      ["net_exposure", roundMoney(exposure.net), null],
+      [
+        "daily_realized_pnl",
+        roundMoney(state.realizedToday(now)),
+        loss === null ? null : loss.neg(),
+      ],
+      ["open_orders", String(state.openOrderCount()), maxOpen === null ? null : String(maxOpen)],
+    ];
+    return figures.map(([metric, figure, limit]) => ({
+      portfolio_id: state.portfolio_id,
+      metric,
+      value: figure,
+      limit_value: limit,
+      measured_at: new Date(now),
+    }));
   }
 
   // -- helpers ------------------------------------------------------------------------------
@@ -1314,14 +1440,16 @@ class Tracker {
     };
   }
 
-  #markOf(): (symbol: string) => Decimal | null {
+  /** Marks at the current time, memoized; with `fallbackMs`, the risk checks' (see `markPrice`). */
+  #markOf(fallbackMs = 0): (symbol: string) => Decimal | null {
     const now = this.#clock.now();
     const { cache, options } = this.#deps;
     const memo = new Map<string, Decimal | null>();
+    const fallback = { fallback_max_age_ms: fallbackMs };
     return (symbol) => {
       let mark = memo.get(symbol);
       if (mark === undefined) {
-        mark = markPrice(cache, symbol, options.max_price_age_ms, now);
+        mark = markPrice(cache, symbol, options.max_price_age_ms, now, fallback);
         memo.set(symbol, mark);
       }
       return mark;

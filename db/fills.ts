@@ -44,6 +44,7 @@ import {
   type PendingPositionChange,
   type PortfolioChange,
   positionWriteCtes,
+  strategyFillsCte,
 } from "./positions.ts";
 
 /** A fill as stored. Quantities, prices and money are NUMERIC(20,8) text. */
@@ -125,6 +126,8 @@ interface FillRecord {
   liquidity: string | null;
   realized_pnl: string | null;
   filled_at: string;
+  /** Whether it reduced its position (wins and losses of `strategy_performance`); null: unknown. */
+  closing: boolean | null;
 }
 
 function fillRecord(fill: NewFill, i: number): FillRecord {
@@ -145,6 +148,7 @@ function fillRecord(fill: NewFill, i: number): FillRecord {
     liquidity: fill.liquidity ?? null,
     realized_pnl: toNumericOrNull(fill.realized_pnl, "realized_pnl"),
     filled_at: checkDate(fill.filled_at, "filled_at").toISOString(),
+    closing: null,
   };
 }
 
@@ -167,7 +171,7 @@ function fillInsertCtes(
       SELECT * FROM json_to_recordset(${JSON.stringify(records)}::text::json) AS x(
         i int, order_id bigint, broker_fill_id text, symbol text, side order_side,
         qty numeric(20,8), price numeric(20,8), commission numeric(20,8), commission_asset text,
-        liquidity text, realized_pnl numeric(20,8), filled_at timestamptz)
+        liquidity text, realized_pnl numeric(20,8), filled_at timestamptz, closing boolean)
     ), ins AS (
       INSERT INTO fills (order_id, broker_fill_id, symbol, side, qty, price, commission,
         commission_asset, liquidity, realized_pnl, filled_at, created_by)
@@ -263,6 +267,11 @@ export interface FillsPositions {
   portfolio: PortfolioChange;
   /** Each position the fills change, once, with its last fill's index among the fills. */
   positions: readonly PendingPositionChange[];
+  /**
+   * Per fill, whether it reduces its position: a win or a loss of its
+   * strategy's day in `strategy_performance`. @default {none closing}
+   */
+  closing?: readonly boolean[] | undefined;
 }
 
 /** A row of {@linkcode insertFillsWithOrders}' statement: a new fill's or an updated order's columns. */
@@ -300,8 +309,9 @@ interface FillOrOrderRow {
  * With `options.positions`, the same statement also stores what the fills do
  * to their portfolio's positions and cash, as `storeAppliedFills` does for
  * stored fills (each fill then carries its `realized_pnl`, marking it
- * applied): when a position or the cash is not as its `before` says, nothing
- * at all is written and a `SerializationError` is thrown.
+ * applied, and is added to its strategy's day in `strategy_performance`):
+ * when a position or the cash is not as its `before` says, nothing at all is
+ * written and a `SerializationError` is thrown.
  */
 export async function insertFillsWithOrders(
   sql: Queryable,
@@ -312,6 +322,8 @@ export async function insertFillsWithOrders(
   if (fills.length === 0 && changes.length === 0) return { fills: [], orders: [] };
   const by = options.by ?? DEFAULT_ACTOR;
   const records = fills.map(fillRecord);
+  const closing = options.positions?.closing;
+  if (closing !== undefined) records.forEach((record, i) => record.closing = closing[i] === true);
   const statuses = changes.map((change, i) => statusRecord(change.order.id, change.update, i));
   const positions = options.positions === undefined ? null : positionWriteCtes(
     sql,
@@ -319,6 +331,15 @@ export async function insertFillsWithOrders(
     by,
     sql`(SELECT ins.id FROM ins JOIN x ON x.order_id = ins.order_id
       AND x.broker_fill_id = ins.broker_fill_id WHERE x.i = y.last_fill_i)`,
+  );
+  // Applied with their positions: each fill added to its strategy's day too.
+  const performance = positions === null ? null : strategyFillsCte(
+    sql,
+    sql`SELECT o.strategy, x.filled_at, ins.qty, ins.price, ins.commission, ins.realized_pnl,
+        x.closing
+      FROM ins JOIN x ON x.order_id = ins.order_id AND x.broker_fill_id = ins.broker_fill_id
+      JOIN orders o ON o.id = ins.order_id`,
+    by,
   );
   // The check runs once every write completed (it reads their counts); when it fails, the
   // whole statement — every write — is rolled back.
@@ -332,7 +353,7 @@ export async function insertFillsWithOrders(
     )
   }, upd AS (
       ${statusUpdateQuery(sql, statuses, by)}
-    ), ${positions === null ? sql`` : sql`${positions.ctes},`} ok AS (
+    ), ${positions === null ? sql`` : sql`${positions.ctes}, ${performance!},`} ok AS (
       SELECT tw_expect(
         (SELECT count(*) FROM ins) = ${records.length}::int
           AND (SELECT count(*) FROM upd) = ${statuses.length}::int

@@ -220,6 +220,17 @@ export async function latestSnapshot(
   return row ?? null;
 }
 
+/** The highest equity of a portfolio's snapshots (NUMERIC text), or null when none was taken. */
+export async function peakEquity(
+  sql: Queryable,
+  options: PortfolioOption = {},
+): Promise<string | null> {
+  const [row] = await run(sql<{ peak: string | null }[]>`
+    SELECT max(equity)::text AS peak FROM portfolio_snapshots
+    WHERE portfolio_id = ${options.portfolio_id ?? DEFAULT_PORTFOLIO}`);
+  return row?.peak ?? null;
+}
+
 /** Filters of {@linkcode listSnapshots}. */
 export interface SnapshotFilter extends PortfolioOption {
   /** Taken at or after. */

@@ -240,6 +240,11 @@ export interface AppliedFillInput {
   filled_at: Date;
   /** The realized P&L it produced (stored in `fills.realized_pnl`, marking it applied). */
   realized_pnl: DecimalInput;
+  /**
+   * Whether it reduced its position: a win or a loss of its strategy's day
+   * in `strategy_performance`. @default {false}
+   */
+  closing?: boolean | undefined;
 }
 
 /** A position before and after a batch of fills, for {@linkcode storeAppliedFills}. */
@@ -299,7 +304,9 @@ function figures(value: PositionFigures, what: string) {
 /**
  * Stores what a batch of fills did to a portfolio — each fill marked applied
  * (`realized_pnl` set), the positions and the portfolio's cash, realized P&L
- * and figures updated — in ONE statement, all or nothing, checking that the
+ * and figures updated, each fill added to its strategy's day in
+ * `strategy_performance` (`strategyFillsCte`) — in ONE statement, all or
+ * nothing, checking that the
  * stored rows are as the batch was computed from: every fill of an order of
  * the portfolio, with the given figures and not applied yet; every position
  * with its `before` figures, cost basis included (or absent); the cash at `cash_before`. When any
@@ -327,6 +334,7 @@ export async function storeAppliedFills(
       commission: toNumeric(fill.commission, "commission"),
       filled_at: checkDate(fill.filled_at, "filled_at").toISOString(),
       r: toNumeric(fill.realized_pnl, "realized_pnl"),
+      closing: fill.closing === true,
     };
   });
   // The fills are found by key; the checks compare all else. A batch's ids are also given as an
@@ -345,12 +353,14 @@ export async function storeAppliedFills(
             ${one.qty}::numeric, ${one.price}::numeric, ${one.commission}::numeric,
             ${one.filled_at}::timestamptz)
         AND (SELECT o.portfolio_id FROM orders o WHERE o.id = f.order_id) = ${portfolio.id}
-      RETURNING f.id`
+      RETURNING f.id, f.order_id, f.qty, f.price, f.commission, f.realized_pnl, f.filled_at,
+        ${one.closing}::boolean AS closing`
     : sql`
       UPDATE fills f SET realized_pnl = x.r
       FROM json_to_recordset(${JSON.stringify(fills)}::text::json) AS x(
         id bigint, order_id bigint, symbol text, side order_side, qty numeric(20,8),
-        price numeric(20,8), commission numeric(20,8), filled_at timestamptz, r numeric(20,8))
+        price numeric(20,8), commission numeric(20,8), filled_at timestamptz, r numeric(20,8),
+        closing boolean)
       WHERE f.id = x.id
         AND f.id = ANY (string_to_array(${fills.map((f) => f.id).join(",")}, ',')::bigint[])
         AND f.realized_pnl IS NULL
@@ -358,11 +368,18 @@ export async function storeAppliedFills(
           IS NOT DISTINCT FROM
           (x.order_id, x.symbol, x.side, x.qty, x.price, x.commission, x.filled_at)
         AND (SELECT o.portfolio_id FROM orders o WHERE o.id = f.order_id) = ${portfolio.id}
-      RETURNING f.id`;
+      RETURNING f.id, f.order_id, f.qty, f.price, f.commission, f.realized_pnl, f.filled_at,
+        x.closing`;
   const write = positionWriteCtes(sql, batch, by, sql`y.last_fill_id`);
+  const performance = strategyFillsCte(
+    sql,
+    sql`SELECT o.strategy, f.filled_at, f.qty, f.price, f.commission, f.realized_pnl, f.closing
+      FROM f JOIN orders o ON o.id = f.order_id`,
+    by,
+  );
   await run(sql`
     WITH f AS (${markFills}
-    ), ${write.ctes}
+    ), ${write.ctes}, ${performance}
     SELECT tw_expect((SELECT count(*) FROM f) = ${fills.length}::int AND ${write.check},
       'fills, positions or cash changed since they were read') AS ok`);
 }
@@ -474,6 +491,43 @@ export function positionWriteCtes(
   const check = sql`(SELECT count(*) FROM pu) + (SELECT count(*) FROM pi) = ${positions.length}::int
         AND (SELECT count(*) FROM c) = 1`;
   return { ctes, check };
+}
+
+/**
+ * The CTE `sp` adding fills to their strategies' days in
+ * `strategy_performance`, to follow `WITH` in a statement: `source` is a
+ * query giving one row per applied fill with the columns `strategy`,
+ * `filled_at`, `qty`, `price`, `commission`, `realized_pnl` and `closing`
+ * (boolean; null counts as not closing). Per (strategy, UTC day of
+ * `filled_at`) it adds the fills, their notional (Σ qty × price, each
+ * rounded to 8 decimals), realized P&L, fees, and the closing fills with a
+ * gain (wins) or a loss (losses), net of fees. One row per strategy and day:
+ * cheap beside the fills it rides with.
+ *
+ * @internal Shared by {@linkcode storeAppliedFills}, `db/fills.ts`'s
+ * `insertFillsWithOrders` and `db/metrics.ts`'s `addStrategyFills`.
+ */
+export function strategyFillsCte(sql: Queryable, source: Fragment, by: string): Fragment {
+  return sql`sp AS (
+      INSERT INTO strategy_performance AS p (strategy, day, fills, notional, realized_pnl,
+        commission, wins, losses, created_by, updated_by)
+      SELECT s.strategy, (s.filled_at AT TIME ZONE 'UTC')::date, count(*)::int,
+        sum(round(s.qty * s.price, 8)), sum(s.realized_pnl), sum(s.commission),
+        (count(*) FILTER (WHERE s.closing AND s.realized_pnl > 0))::int,
+        (count(*) FILTER (WHERE s.closing AND s.realized_pnl < 0))::int, ${by}, ${by}
+      FROM (${source}) AS s
+      GROUP BY 1, 2
+      ORDER BY 1, 2
+      ON CONFLICT (strategy, day) DO UPDATE SET
+        fills = p.fills + excluded.fills,
+        notional = p.notional + excluded.notional,
+        realized_pnl = p.realized_pnl + excluded.realized_pnl,
+        commission = p.commission + excluded.commission,
+        wins = p.wins + excluded.wins,
+        losses = p.losses + excluded.losses,
+        updated_by = excluded.updated_by
+      RETURNING 1
+    )`;
 }
 
 /** Stores the state of one position; see {@linkcode upsertPositions}. */

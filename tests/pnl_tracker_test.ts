@@ -15,12 +15,16 @@ import {
   FillHandoff,
   newPositionTrackerStatus,
   positionTrackerActor,
+  type RiskMetricLimits,
 } from "../actors/position_tracker.ts";
 import {
   getPortfolio,
   insertFills,
+  insertFillsWithOrders,
   insertOrders,
   listPositions,
+  listRiskMetrics,
+  listStrategyPerformance,
   type NewFill,
   type Order,
   upsertSymbols,
@@ -109,8 +113,16 @@ Deno.test("at a restart, a losing fill stored but not applied counts in realized
  * database and a private NATS; `start()` runs it (again) on the same state,
  * as after a crash of the tracker.
  */
-async function trackerRig(options: { starting_cash?: string; log?: Logger } = {}) {
+async function trackerRig(
+  options: {
+    starting_cash?: string;
+    log?: Logger;
+    snapshot_interval_ms?: number;
+    limits?: Partial<RiskMetricLimits>;
+  } = {},
+) {
   const startingCash = options.starting_cash ?? "100000";
+  const cache = new LatestCache();
   const db = await migratedDatabase();
   const server = await startNatsServer();
   const nc = await connect({ servers: server.url });
@@ -124,12 +136,16 @@ async function trackerRig(options: { starting_cash?: string; log?: Logger } = {}
     const tracker = positionTrackerActor({
       nats: nc,
       sql: db.sql,
-      cache: new LatestCache(),
+      cache,
       state,
       status,
       options: {
-        portfolio: { starting_cash: startingCash, snapshot_interval_ms: 3_600_000 },
+        portfolio: {
+          starting_cash: startingCash,
+          snapshot_interval_ms: options.snapshot_interval_ms ?? 3_600_000,
+        },
         max_price_age_ms: 5_000,
+        ...(options.limits === undefined ? {} : { limits: options.limits }),
       },
       handoff,
       ...(options.log === undefined ? {} : { log: options.log }),
@@ -158,6 +174,7 @@ async function trackerRig(options: { starting_cash?: string; log?: Logger } = {}
   return {
     sql: db.sql,
     js: jetstream(nc),
+    cache,
     acked,
     handoff,
     state,
@@ -311,4 +328,136 @@ Deno.test("a portfolio used before its starting cash was stored gets the one its
   assert.equal(state.starting_cash.toFixed(), "100000");
   assert.equal((await getPortfolio(db.sql)).starting_cash, "100000.00000000");
   assert.equal(state.value(() => null).total_pnl.toFixed(), "0");
+});
+
+Deno.test("each strategy's day collects its fills — count, notional, realized P&L, fees, wins and losses — whichever way a fill is applied", async () => {
+  await using rig = await trackerRig();
+  await upsertSymbols(rig.sql, [{ symbol: "BTC-USDT" }]);
+  const [a, b, c, e] = await insertOrders(rig.sql, [
+    { strategy: "alpha", symbol: "BTC-USDT", side: "buy", qty: "10" },
+    { strategy: "beta", symbol: "BTC-USDT", side: "sell", qty: "4" },
+    { strategy: "alpha", symbol: "BTC-USDT", side: "sell", qty: "6" },
+    { strategy: "alpha", symbol: "BTC-USDT", side: "buy", qty: "1" },
+  ]);
+  const stop = await rig.start();
+  const now = Date.now();
+  // A: alpha buys 10 @ 100, fee 1 — its message, the tracker's one statement.
+  const [first] = await insertFills(rig.sql, [
+    fillOf(a!, "a", "10", "100", now - 4_000, { commission: "1" }),
+  ]);
+  await publishFill(rig.js, fillMessage(first!.fill, a!));
+  await waitFor(() => rig.status.applied === 1, 5_000, "A applied");
+  // B: beta sells 4 @ 110, fee 0.5 — stored with its position by the engine's statement.
+  const pending = {
+    portfolio_id: "default",
+    symbol: "BTC-USDT",
+    side: "sell" as const,
+    qty: "4",
+    price: "110",
+    fee: "0.5",
+    filled_at: now - 3_000,
+  };
+  const reservation = rig.handoff.reserve([pending]);
+  assert.ok(reservation !== null);
+  const stored = await insertFillsWithOrders(
+    rig.sql,
+    [
+      fillOf(b!, "b", "4", "110", now - 3_000, {
+        commission: "0.5",
+        realized_pnl: reservation.realized[0],
+      }),
+    ],
+    [],
+    { positions: reservation.positions },
+  );
+  reservation.commit(stored.fills.map((fill) => fill.id));
+  // C: alpha sells 6 @ 90, fee 0.5, and D: alpha buys 1 @ 95 — stored without their positions;
+  // only D's message comes, so C is applied first, under lock.
+  const later = await insertFills(rig.sql, [
+    fillOf(c!, "c", "6", "90", now - 2_000, { commission: "0.5" }),
+    fillOf(e!, "d", "1", "95", now - 1_000),
+  ]);
+  for (const { fill } of later) {
+    rig.state.addUnappliedFill(fill.id, {
+      symbol: fill.symbol,
+      side: fill.side,
+      qty: d(fill.qty),
+      price: d(fill.price),
+    });
+  }
+  await publishFill(rig.js, fillMessage(later[1]!.fill, e!));
+  await waitFor(() => rig.status.applied === 4, 5_000, "all applied");
+  await stop();
+  const day = new Date(now).toISOString().slice(0, 10);
+  const rows = await listStrategyPerformance(rig.sql, { from: day, to: day });
+  assert.deepEqual(
+    rows.map((r) => [
+      r.strategy,
+      r.fills,
+      d(r.notional).toFixed(),
+      d(r.realized_pnl).toFixed(),
+      d(r.commission).toFixed(),
+      r.wins,
+      r.losses,
+    ]),
+    [
+      // A −1 (its fee); C 6 × (90 − 100) − 0.5; D opens: 0. One losing close.
+      ["alpha", 3, "1635", "-61.5", "1.5", 0, 1],
+      // B 4 × (110 − 100) − 0.5: a winning close.
+      ["beta", 1, "440", "39.5", "0.5", 1, 0],
+    ],
+  );
+});
+
+Deno.test("risk figures are stored with each snapshot, with the limits in force, and once more at a graceful stop", async () => {
+  await using rig = await trackerRig({
+    snapshot_interval_ms: 3_600_000,
+    limits: { max_gross_exposure: d("5000"), daily_loss_limit: d("100"), max_open_orders: 7 },
+  });
+  const [buy, sell] = await ordersOf(rig.sql, ["buy", "sell"]);
+  const stop = await rig.start();
+  const now = Date.now();
+  const fills = await insertFills(rig.sql, [
+    fillOf(buy!, "a", "20", "100", now - 2_000),
+    fillOf(sell!, "b", "10", "95", now - 1_000),
+  ]);
+  for (const [i, order] of [buy!, sell!].entries()) {
+    await publishFill(rig.js, fillMessage(fills[i]!.fill, order));
+  }
+  await waitFor(() => rig.status.applied === 2, 5_000, "fills applied");
+  // Marked at a mid of 90: long 10, cost 1000, equity 100000 − 2000 + 950 + 900 = 99850.
+  const us = Date.now() * 1000;
+  rig.cache.update([{
+    kind: "top",
+    exchange: "binance",
+    symbol: "BTC-USDT",
+    venue_symbol: "BTCUSDT",
+    ts_exchange: us,
+    ts_local: us,
+    bid_price: "89.5",
+    bid_qty: "1",
+    ask_price: "90.5",
+    ask_qty: "1",
+  }]);
+  rig.state.setOpenOrder("o-1", { symbol: "BTC-USDT", side: "buy", remaining_qty: d("1") });
+  assert.equal(rig.status.snapshots, 0);
+  await stop();
+  assert.equal(rig.status.snapshots, 1, "one snapshot at the stop");
+  const metrics = await listRiskMetrics(rig.sql);
+  assert.deepEqual(
+    metrics.map((m) => [
+      m.metric,
+      d(m.value).toFixed(),
+      m.limit_value === null ? null : d(m.limit_value).toFixed(),
+    ]).sort(),
+    [
+      ["daily_realized_pnl", "-50", "-100"],
+      ["drawdown", "150", null], // from the starting cash, the highest equity so far
+      ["equity", "99850", null],
+      ["gross_exposure", "900", "5000"],
+      ["net_exposure", "900", null],
+      ["open_orders", "3", "7"], // the two orders of the fills, still open, and one more
+    ],
+  );
+  assert.equal(new Set(metrics.map((m) => m.measured_at.getTime())).size, 1);
 });

@@ -24,6 +24,7 @@ import {
   insertOrders,
   latestSnapshot,
   listPositions,
+  listRiskMetrics,
   type NewFill,
   type NewOrder,
   type Order,
@@ -601,6 +602,23 @@ Deno.test("the tracker stores and publishes portfolio snapshots at the marks", a
   const [position] = await listPositions(h.sql, { symbol: "ETH-USDT" });
   assert.equal(position?.mark_price, "2100.50000000");
   assert.equal(position?.unrealized_pnl, "201.00000000");
+  // Each snapshot (a last one at the stop too) stores its risk figures: six of them.
+  const metrics = await listRiskMetrics(h.sql);
+  const [{ taken }] = await h.sql<[{ taken: number }]>`
+    SELECT count(*)::int AS taken FROM portfolio_snapshots`;
+  assert.equal(metrics.length, 6 * taken);
+  const latest = metrics.filter((m) => m.measured_at.getTime() === stored!.taken_at.getTime());
+  assert.deepEqual(
+    latest.map((m) => [m.metric, m.value]).sort(),
+    [
+      ["daily_realized_pnl", "-1.00000000"],
+      ["drawdown", "0.00000000"],
+      ["equity", "100200.00000000"],
+      ["gross_exposure", "4201.00000000"],
+      ["net_exposure", "4201.00000000"],
+      ["open_orders", "0.00000000"],
+    ],
+  );
 });
 
 Deno.test("malformed and unknown fill messages are dead-lettered and never stop the tracker", async () => {

@@ -161,6 +161,11 @@ export interface AppliedFill {
   realized: Decimal;
   /** When the fill was executed, ms since the epoch. */
   filled_at: number;
+  /**
+   * Whether it reduced the position (closed some or all of it, or flipped
+   * it): its realized P&L is then a win or a loss of its strategy.
+   */
+  closing: boolean;
 }
 
 /**
@@ -215,6 +220,7 @@ export function applyTrackedFill(
     cash: roundMoney(moved.minus(fill.fee)),
     realized: after.realized_pnl.minus(position.realized_pnl),
     filled_at: fill.filled_at,
+    closing: !position.qty.isZero() && position.qty.isNeg() === (fill.side === "buy"),
   };
 }
 
