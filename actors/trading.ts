@@ -6,9 +6,10 @@
  *
  * 1. `brokers` — creates the broker adapters (`paper` always, `alpaca` when
  *    `brokers.alpaca.enabled`), puts them in the map the engine routes by,
- *    and starts them (Alpaca's `trade_updates` stream connects in the
- *    background; a failed start crashes the child and the supervisor
- *    restarts it with fresh adapters). On stop it disposes them.
+ *    and starts them, each on its own (Alpaca's `trade_updates` stream
+ *    connects in the background; a broker that cannot start — Alpaca
+ *    unreachable, keys refused — is tried again with backoff while the others
+ *    serve, and health shows its stream problem). On stop it disposes them.
  * 2. `position_tracker` — fills from `FILLS` into positions and the portfolio
  *    (`actors/position_tracker.ts`); keeps the shared {@linkcode PortfolioState}.
  *    The engine stores new fills with their positions when the tracker is
@@ -45,6 +46,7 @@ import { alpacaBroker } from "../brokers/alpaca.ts";
 import type { Broker } from "../brokers/broker.ts";
 import { paperBroker } from "../brokers/paper.ts";
 import type { Config } from "../config/mod.ts";
+import { backoffDelay, type BackoffOptions } from "../lib/backoff.ts";
 import type { Clock } from "../lib/clock.ts";
 import type { Logger } from "../lib/log.ts";
 import type { LatestCache } from "../market/latest_cache.ts";
@@ -285,10 +287,12 @@ function brokersChild(
       ctx.log.info("brokers created", { brokers: [...brokers.keys()] });
     },
     async run(ctx) {
-      // Adapters connect in the background (Alpaca's stream may take a while);
-      // a failed start crashes this child and its supervisor starts fresh adapters.
-      await Promise.all([...brokers.values()].map((broker) => broker.start(ctx.signal)));
-      ctx.log.info("brokers started", { brokers: [...brokers.keys()] });
+      // Adapters connect in the background (Alpaca's stream may take a while), each on its
+      // own: one that cannot start is tried again with backoff while the others serve — a
+      // crash here would take every broker away (paper too) and restart what follows.
+      await Promise.all(
+        [...brokers.values()].map((broker) => startBroker(broker, ctx.log, ctx.clock, ctx.signal)),
+      );
       if (!ctx.signal.aborted) {
         await new Promise<void>((resolve) =>
           ctx.signal.addEventListener("abort", () => resolve(), { once: true })
@@ -297,6 +301,43 @@ function brokersChild(
     },
     stop: (ctx) => dispose(ctx.log),
   }, { nats, log, ...(clock ? { clock } : {}) });
+}
+
+/** Backoff between attempts to start a broker that could not start (Alpaca unreachable, keys refused). */
+export const BROKER_START_RETRY: Readonly<BackoffOptions> = {
+  initialMs: 1_000,
+  maxMs: 60_000,
+  jitter: 0.2,
+};
+
+/**
+ * Starts `broker`, trying again with {@linkcode BROKER_START_RETRY} backoff
+ * until it starts or `signal` aborts; each failure is logged (health shows
+ * the broker's stream problem meanwhile).
+ */
+async function startBroker(
+  broker: Broker,
+  log: Logger,
+  clock: Clock,
+  signal: AbortSignal,
+): Promise<void> {
+  for (let attempt = 0; !signal.aborted; attempt++) {
+    try {
+      await broker.start(signal);
+      log.info("broker started", { broker: broker.name, attempts: attempt + 1 });
+      return;
+    } catch (error) {
+      if (signal.aborted) return;
+      const delayMs = backoffDelay(Math.min(attempt, 30), BROKER_START_RETRY);
+      log.warn("broker could not start; trying again", {
+        broker: broker.name,
+        attempt: attempt + 1,
+        retry_in_ms: delayMs,
+        error,
+      });
+      await clock.sleep(delayMs, signal).catch(() => {});
+    }
+  }
 }
 
 /** How long {@linkcode JetStreamPublisher} waits for a stream's ack, in ms. */
