@@ -1020,7 +1020,7 @@ class Tracker {
   #reserve(fills: readonly PendingFill[]): PositionsReservation | null {
     if (
       this.#busy || this.#reserved || !this.#status.running || this.#offered.size > 0 ||
-      this.#pending.length > 0 || this.#deps.state.unappliedFillCount() > 0
+      this.#deps.state.unappliedFillCount() > 0 || this.#pendingUnapplied()
     ) {
       return null;
     }
@@ -1057,6 +1057,19 @@ class Tracker {
         end();
       },
     };
+  }
+
+  /**
+   * Whether a message received and not processed yet may carry a fill not
+   * applied: any but the messages of fills applied ahead of them (by a
+   * reservation, for one), known by their `Nats-Msg-Id: fill-<id>`.
+   */
+  #pendingUnapplied(): boolean {
+    for (const msg of this.#pending) {
+      const msgId = msg.headers?.get("Nats-Msg-Id") ?? "";
+      if (!msgId.startsWith("fill-") || !this.#handedOver.has(msgId.slice(5))) return true;
+    }
+    return false;
   }
 
   async #applyBatch(tx: TransactionSql, items: Item[]): Promise<BatchResult> {

@@ -171,11 +171,20 @@ async function trackerRig(
       5_000,
       `${streamSeq} messages acked`,
     );
+  /** Waits until the tracker's consumer has delivered the first `streamSeq` messages. */
+  const delivered = (streamSeq: number) =>
+    waitFor(
+      async () =>
+        (await jsm.consumers.info("FILLS", "position_tracker")).delivered.stream_seq === streamSeq,
+      5_000,
+      `${streamSeq} messages delivered`,
+    );
   return {
     sql: db.sql,
     js: jetstream(nc),
     cache,
     acked,
+    delivered,
     handoff,
     state,
     status,
@@ -460,4 +469,53 @@ Deno.test("risk figures are stored with each snapshot, with the limits in force,
     ],
   );
   assert.equal(new Set(metrics.map((m) => m.measured_at.getTime())).size, 1);
+});
+
+Deno.test("no reservation while a message of a fill not applied waits; one of a fill applied ahead does not stop it", async () => {
+  await using rig = await trackerRig();
+  const [buy, sell, other] = await ordersOf(rig.sql, ["buy", "sell", "buy"]);
+  const stop = await rig.start();
+  const now = Date.now();
+  const pending = (side: "buy" | "sell", at: number) => ({
+    portfolio_id: "default",
+    symbol: "BTC-USDT",
+    side,
+    qty: "1",
+    price: "100",
+    fee: "0",
+    filled_at: at,
+  });
+  /** Stores `order`'s fill with the reserved positions; its message is then published. */
+  const storeReserved = async (order: Order, id: string, at: number) => {
+    const reservation = rig.handoff.reserve([pending(order.side, at)]);
+    assert.ok(reservation !== null, `reservation for ${id}`);
+    const stored = await insertFillsWithOrders(
+      rig.sql,
+      [
+        fillOf(order, id, "1", "100", at, { realized_pnl: reservation.realized[0] }),
+      ],
+      [],
+      { positions: reservation.positions },
+    );
+    return { reservation, fill: stored.fills[0]! };
+  };
+  // A fill stored with its positions; its message reaches the tracker while the reservation is
+  // still open (the tracker waits meanwhile), so it is there, unprocessed, at the commit.
+  const a = await storeReserved(buy!, "a", now - 3_000);
+  await publishFill(rig.js, fillMessage(a.fill, buy!));
+  await rig.delivered(1);
+  a.reservation.commit([a.fill.id]);
+  const next = rig.handoff.reserve([pending("sell", now - 2_000)]);
+  assert.ok(next !== null, "the waiting message is of a fill applied ahead");
+  next.release();
+  await rig.acked(1);
+  // Now a message of a fill stored without its position waits at the commit: refused.
+  const b = await storeReserved(sell!, "b", now - 2_000);
+  const [c] = await insertFills(rig.sql, [fillOf(other!, "c", "1", "100", now - 1_000)]);
+  await publishFill(rig.js, fillMessage(c!.fill, other!));
+  await rig.delivered(2);
+  b.reservation.commit([b.fill.id]);
+  assert.equal(rig.handoff.reserve([pending("buy", now)]), null, "a fill not applied waits");
+  await waitFor(() => rig.status.applied === 3, 5_000, "all applied");
+  await stop();
 });
