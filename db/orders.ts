@@ -259,6 +259,31 @@ export async function findOrderBySignalId(
   return row ?? null;
 }
 
+/**
+ * Σ qty × price of the fills of each order `ids` names, exact (NUMERIC text,
+ * up to 16 decimals), by order id; orders without fills are absent. The
+ * stored `avg_fill_price` is rounded to 8 decimals: an average re-weighted
+ * from it drifts, one derived from this does not.
+ *
+ * @example
+ * ```ts
+ * const notionals = await filledNotionals(sql, ["7"]);
+ * notionals.get("7"); // "7.0000000000000000" for fills 1@1, 1@1, 1@2 and 3@1
+ * ```
+ */
+export async function filledNotionals(
+  sql: Queryable,
+  ids: readonly string[],
+): Promise<Map<string, string>> {
+  if (ids.length === 0) return new Map();
+  for (const id of ids) checkId(id, "order id");
+  const rows = await run(sql<{ order_id: string; notional: string }[]>`
+    SELECT order_id::text AS order_id, sum(qty * price)::text AS notional FROM fills
+    WHERE order_id = ANY (string_to_array(${ids.join(",")}, ',')::bigint[])
+    GROUP BY order_id`);
+  return new Map(rows.map((row) => [row.order_id, row.notional]));
+}
+
 /** A status change of an order, applied only if the order is in an expected state. */
 export interface OrderStatusUpdate {
   /** The status the order must have now (any of them, for a list). */

@@ -671,6 +671,7 @@ Deno.test("each risk rule refuses an order and names itself", async () => {
           cash: d("99850"),
           realized: d("-150"),
           filled_at: SATURDAY,
+          closing: true,
         }),
     },
   ];
@@ -1415,6 +1416,54 @@ Deno.test("an illegal broker event raises an alert and changes nothing; the engi
   ]);
   if (next?.status !== "accepted") throw new Error("accepted");
   await waitForStatus(h.sql, next.order.id, "filled");
+});
+
+Deno.test("an order's average fill price is Σ qty × price ÷ Σ qty of its fills, across batches and a restart", async () => {
+  await using h = await harness();
+  const [outcome] = await h.engine.processSignals([{
+    body: {
+      id: "avg-1",
+      symbol: "BTC-USDT",
+      side: "buy",
+      qty: "6",
+      type: "limit",
+      limit_price: "1",
+      time_in_force: "gtc",
+    },
+    strategy: "grid",
+    source: "rest",
+  }]);
+  if (outcome?.status !== "accepted") throw new Error("accepted");
+  const resting = await waitForStatus(h.sql, outcome.order.id, "submitted");
+  const fill = (id: string, qty: string, price: string) =>
+    h.broker.inject({
+      type: "fill",
+      client_order_id: resting.client_order_id,
+      broker_order_id: resting.broker_order_id!,
+      fill_id: id,
+      qty: d(qty),
+      price: d(price),
+      fee: ZERO,
+      at_ms: Date.now(),
+    });
+  // Each fill its own batch: the order is stored (average rounded to 8 decimals) in between.
+  for (const [id, price] of [["f-1", "1"], ["f-2", "1"], ["f-3", "2"]] as const) {
+    await fill(id, "1", price);
+    await h.engine.idle();
+  }
+  assert.equal((await getOrder(h.sql, resting.id)).avg_fill_price, "1.33333333");
+  // A restart loads the order's fills' notional, not its rounded average.
+  await h.engine.stop();
+  const engine = h.newEngine();
+  await engine.start();
+  await fill("f-4", "3", "1");
+  await engine.idle();
+  const filled = await getOrder(h.sql, resting.id);
+  assert.equal(filled.status, "filled");
+  // (1 + 1 + 2 + 3) ÷ 6 = 1.1666…; re-weighting the stored 1.33333333 gave 1.16666666.
+  assert.equal(filled.avg_fill_price, "1.16666667");
+  const published = h.published.filter((p) => p.subject.startsWith("orders.filled."));
+  assert.equal(published.at(-1)?.data.avg_fill_price, "1.16666667");
 });
 
 // ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { type Decimal, parseDecimal as d, toJson } from "../trading/money.ts";
+import { type Decimal, parseDecimal as d, toDb, toJson } from "../trading/money.ts";
 import {
   applyFill,
   canTransition,
@@ -209,6 +209,24 @@ Deno.test("fills keep the filled quantity and a volume-weighted average price", 
   assert.equal(toJson(order.avg_fill_price!), "100");
   assert.equal(toJson(remainingQty(order)), "0");
   assert.equal(submitted.avg_fill_price, null, "the original order is not changed");
+});
+
+Deno.test("the average of an order held with its stored (rounded) average does not drift", () => {
+  // What the engine holds between batches is the row: avg_fill_price NUMERIC(20,8).
+  const asStored = (order: OrderState): OrderState => ({
+    ...order,
+    avg_fill_price: d(toDb(order.avg_fill_price!)),
+  });
+  let order = transition(newOrderState(d("6")), { type: "submit" });
+  for (const price of ["1", "1", "2"]) {
+    order = asStored(applyFill(order, { qty: d("1"), price: d(price) }));
+  }
+  assert.equal(toDb(order.avg_fill_price!), "1.33333333");
+  order = applyFill(order, { qty: d("3"), price: d("1") });
+  // Σ qty × price ÷ Σ qty = 7 ÷ 6 = 1.1666…; re-weighting 1.33333333 gave 1.16666666.
+  assert.equal(toDb(order.avg_fill_price!), "1.16666667");
+  assert.ok(order.avg_fill_price!.eq(d("7").dividedBy(6)));
+  assert.equal(toJson(order.filled_notional), "7");
 });
 
 Deno.test("an overfill is refused and the order left unchanged", () => {

@@ -101,6 +101,7 @@ import {
   DbConnectionError,
   DbTimeoutError,
   type Fill,
+  filledNotionals,
   type FillsPositions,
   type FillsWithOrders,
   findOrderByClientOrderId,
@@ -507,6 +508,12 @@ interface Tracked {
   row: Order;
   qty: Decimal;
   filled: Decimal;
+  /**
+   * Σ qty × price of its stored fills, exact: the next fill's average and a
+   * reconciliation's catch-up are derived from it, never from the stored
+   * (rounded) `avg_fill_price`.
+   */
+  notional: Decimal;
   /** Venue whose prices the paper broker uses (the signal's, else the one risk priced it on). */
   exchange: string | null;
   /** Cancellation asked for while a submit was in flight or retrying. */
@@ -903,7 +910,10 @@ export class ExecutionEngine {
     this.#openQty.clear();
     const open = await listOpenOrders(this.#sql);
     const exchanges = await this.#signalExchanges(open);
-    for (const row of open) this.#track(row, exchanges.get(row.id) ?? null);
+    const notionals = await this.#notionalsOf(open);
+    for (const row of open) {
+      this.#track(row, exchanges.get(row.id) ?? null, notionals.get(row.client_order_id) ?? null);
+    }
     for (const [name, broker] of this.#brokers) {
       this.#unsubscribe.push(
         broker.onEvent((event) => this.#enqueue({ kind: "event", broker: name, event })),
@@ -1590,20 +1600,29 @@ export class ExecutionEngine {
 
   // -- tracking open orders ---------------------------------------------------
 
-  /** Tracks `row` as open; an order tracked already is updated in place (its submit loop holds it). */
-  #track(row: Order, exchange: string | null): Tracked {
+  /**
+   * Tracks `row` as open; an order tracked already is updated in place (its
+   * submit loop holds it). `notional` is Σ qty × price of its fills when
+   * known (else kept while the filled quantity is, or taken from the row).
+   */
+  #track(row: Order, exchange: string | null, notional: Decimal | null = null): Tracked {
     let tracked = this.#open.get(row.client_order_id);
     if (tracked !== undefined) {
       this.#adjustOpenQty(tracked, -1);
+      const filled = fromDb(row.filled_qty);
+      tracked.notional = notional ??
+        (filled.eq(tracked.filled) ? tracked.notional : rowNotional(row, filled));
       tracked.row = row;
       tracked.qty = fromDb(row.qty);
-      tracked.filled = fromDb(row.filled_qty);
+      tracked.filled = filled;
       if (exchange !== null) tracked.exchange = exchange;
     } else {
+      const filled = fromDb(row.filled_qty);
       tracked = {
         row,
         qty: fromDb(row.qty),
-        filled: fromDb(row.filled_qty),
+        filled,
+        notional: notional ?? rowNotional(row, filled),
         exchange,
         cancelRequested: false,
         submitting: false,
@@ -1950,7 +1969,11 @@ export class ExecutionEngine {
    * `cum_qty` pass as they are, and so does every update of an order no
    * reconciliation caught up (the usual case: nothing to do).
    */
-  #settle(batch: readonly Update[], orders: ReadonlyMap<string, Order>): readonly Update[] {
+  #settle(
+    batch: readonly Update[],
+    orders: ReadonlyMap<string, Order>,
+    notionals: ReadonlyMap<string, Decimal>,
+  ): readonly Update[] {
     const caughtUp = this.#caughtUp;
     let checked: Set<string> | null = null;
     for (const update of batch) {
@@ -1965,7 +1988,7 @@ export class ExecutionEngine {
       if (sum === undefined) {
         const row = orders.get(coid);
         if (row === undefined) return null;
-        sums.set(coid, sum = counted(row));
+        sums.set(coid, sum = counted(row, notionals.get(coid)));
       }
       return sum;
     };
@@ -2086,12 +2109,17 @@ export class ExecutionEngine {
   async #applyUpdates(updates: readonly Update[]): Promise<void> {
     let batch = updates;
     const orders = new Map<string, Order>();
+    const notionals = new Map<string, Decimal>();
     const relevant: Update[] = [];
+    const lookedUp: Order[] = [];
     for (const update of batch) {
       const coid = coidOf(update);
       const tracked = this.#open.get(coid);
       if (tracked !== undefined) {
-        if (!orders.has(coid)) orders.set(coid, tracked.row);
+        if (!orders.has(coid)) {
+          orders.set(coid, tracked.row);
+          notionals.set(coid, tracked.notional);
+        }
         relevant.push(update);
         continue;
       }
@@ -2104,17 +2132,25 @@ export class ExecutionEngine {
       if (!matters) continue;
       if (!orders.has(coid)) {
         const row = await findOrderByClientOrderId(this.#sql, coid);
-        if (row !== null) orders.set(coid, row);
+        if (row !== null) {
+          orders.set(coid, row);
+          lookedUp.push(row);
+        }
       }
       relevant.push(update);
     }
     if (relevant.length === 0) return;
-    batch = this.#settle(relevant, orders);
+    if (lookedUp.length > 0) {
+      for (const [coid, notional] of await this.#notionalsOf(lookedUp)) {
+        notionals.set(coid, notional);
+      }
+    }
+    batch = this.#settle(relevant, orders, notionals);
     if (batch.length === 0) return;
     let excluded = new Set<string>();
     for (let run = 0;; run++) {
       try {
-        await this.#applyOnce(batch, orders, excluded);
+        await this.#applyOnce(batch, orders, notionals, excluded);
         return;
       } catch (error) {
         if (error instanceof RedoWithout && run < 10) {
@@ -2122,7 +2158,12 @@ export class ExecutionEngine {
           continue;
         }
         if (error instanceof StaleOrders && run < 10) {
-          for (const order of error.orders) orders.set(order.client_order_id, order);
+          const reloaded = await this.#notionalsOf(error.orders);
+          for (const order of error.orders) {
+            const coid = order.client_order_id;
+            orders.set(coid, order);
+            notionals.set(coid, reloaded.get(coid) ?? rowNotional(order));
+          }
           continue;
         }
         throw error;
@@ -2130,9 +2171,26 @@ export class ExecutionEngine {
     }
   }
 
+  /**
+   * Σ qty × price of the fills of each of `rows` that has fills (read from
+   * them: one query, none when no row has a fill), by client order id.
+   */
+  async #notionalsOf(rows: readonly Order[]): Promise<Map<string, Decimal>> {
+    const out = new Map<string, Decimal>();
+    const filled = rows.filter((row) => !fromDb(row.filled_qty).isZero());
+    if (filled.length === 0) return out;
+    const byId = await filledNotionals(this.#sql, filled.map((row) => row.id));
+    for (const row of filled) {
+      const notional = byId.get(row.id);
+      if (notional !== undefined) out.set(row.client_order_id, fromDb(notional));
+    }
+    return out;
+  }
+
   async #applyOnce(
     batch: readonly Update[],
     orders: ReadonlyMap<string, Order>,
+    notionals: ReadonlyMap<string, Decimal>,
     excluded: ReadonlySet<string>,
   ): Promise<void> {
     const fills: NewFill[] = [];
@@ -2172,7 +2230,7 @@ export class ExecutionEngine {
     // stored already, an order moved or a position changed, nothing is written: without the
     // positions, then on the locked path below, the batch is stored again.
     if (excluded.size === 0) {
-      const plan = this.#plan(batch, orders, fillIndex, () => true);
+      const plan = this.#plan(batch, orders, notionals, fillIndex, () => true);
       if (plan.illegal.size === 0 && plan.alerts.length === 0) {
         const changes = plan.updates.map((update, i) => ({ order: plan.changed[i]!.row, update }));
         const reservation = fills.length > 0 ? this.#positions?.reserve(pending) ?? null : null;
@@ -2215,7 +2273,13 @@ export class ExecutionEngine {
     }
     const { changed, newFills, alerts } = await unitOfWork(this.#sql, async (tx) => {
       const inserted = await insertFills(tx, fills, { by: this.#by });
-      const plan = this.#plan(batch, orders, fillIndex, (index) => inserted[index]!.created);
+      const plan = this.#plan(
+        batch,
+        orders,
+        notionals,
+        fillIndex,
+        (index) => inserted[index]!.created,
+      );
       const alerts: Alert[] = [];
       for (const key of excluded) {
         const [order_id, fill_id] = key.split("\u0000");
@@ -2262,6 +2326,7 @@ export class ExecutionEngine {
   #plan(
     batch: readonly Update[],
     orders: ReadonlyMap<string, Order>,
+    notionals: ReadonlyMap<string, Decimal>,
     fillIndex: ReadonlyMap<Update, number>,
     isNew: (index: number) => boolean,
   ): {
@@ -2280,7 +2345,7 @@ export class ExecutionEngine {
       if (draft !== undefined) return draft;
       const row = orders.get(coid);
       if (row === undefined) return null;
-      draft = { row, state: stateOf(row), steps: [] };
+      draft = { row, state: stateOf(row, notionals.get(coid)), steps: [] };
       drafts.set(coid, draft);
       return draft;
     };
@@ -2408,7 +2473,7 @@ export class ExecutionEngine {
     }
     for (const draft of changed) {
       const row = draft.row;
-      if (isOpen(row.status)) this.#track(row, null);
+      if (isOpen(row.status)) this.#track(row, null, draft.state.filled_notional);
       else this.#untrack(row.client_order_id);
       if (draft.steps.length > 0) {
         const base = orderJson(row);
@@ -2585,7 +2650,9 @@ export class ExecutionEngine {
     // Resolved where the order's lane applies it, after the events queued before it: a fill
     // the stream delivered meanwhile is then counted once (see #settle).
     const at_ms = this.#clock.now();
-    const behind = catchUpEvents(row, counted(row, tracked.filled), state, at_ms).length > 0;
+    const behind =
+      catchUpEvents(row, { filled: tracked.filled, value: tracked.notional }, state, at_ms)
+        .length > 0;
     this.#enqueue({
       kind: "catch_up",
       broker: row.broker,
@@ -2972,27 +3039,41 @@ function toOutcome(result: SignalInsertResult): SignalOutcome {
   return { status: "received", duplicate: true, signal };
 }
 
-/** The state-machine view of a stored order. */
-function stateOf(row: Order): OrderState {
+/**
+ * The state-machine view of a stored order; `notional` is Σ qty × price of
+ * its fills (see {@linkcode rowNotional} when not given).
+ */
+function stateOf(row: Order, notional?: Decimal): OrderState {
+  const filled = fromDb(row.filled_qty);
   return {
     status: row.status,
     qty: fromDb(row.qty),
-    filled_qty: fromDb(row.filled_qty),
+    filled_qty: filled,
     avg_fill_price: row.avg_fill_price === null ? null : fromDb(row.avg_fill_price),
+    filled_notional: notional ?? rowNotional(row, filled),
     reason: row.status_reason,
     broker_order_id: row.broker_order_id,
   };
 }
 
-/** What an order's stored fills add up to: `filled` (its filled quantity, or as given) and their value. */
-function counted(
-  row: Order,
-  filled: Decimal = fromDb(row.filled_qty),
-): { filled: Decimal; value: Decimal } {
-  return {
-    filled,
-    value: row.avg_fill_price === null ? ZERO : fromDb(row.avg_fill_price).times(filled),
-  };
+/**
+ * Σ qty × price of an order's fills as far as its row tells: the stored
+ * (rounded) average times `filled`. Only for an order whose fills were not
+ * read or applied here; the engine keeps the exact figure otherwise.
+ */
+function rowNotional(row: Order, filled: Decimal = fromDb(row.filled_qty)): Decimal {
+  return row.avg_fill_price === null || filled.isZero()
+    ? ZERO
+    : fromDb(row.avg_fill_price).times(filled);
+}
+
+/**
+ * What an order's stored fills add up to: its filled quantity and their
+ * value, Σ qty × price (`notional` when known, else {@linkcode rowNotional}).
+ */
+function counted(row: Order, notional?: Decimal): { filled: Decimal; value: Decimal } {
+  const filled = fromDb(row.filled_qty);
+  return { filled, value: notional ?? rowNotional(row, filled) };
 }
 
 /**

@@ -2,7 +2,8 @@
  * The order lifecycle as a pure state machine. {@linkcode transition} takes
  * an order and an event and returns the next order, or throws
  * {@linkcode IllegalTransitionError}; fills go through {@linkcode applyFill},
- * which keeps the filled quantity and the volume-weighted average fill price.
+ * which keeps the filled quantity, the exact filled notional (Σ qty × price)
+ * and the volume-weighted average fill price derived from it.
  *
  * | from               | to                                                            |
  * | ------------------ | ------------------------------------------------------------- |
@@ -86,8 +87,18 @@ export interface OrderState {
   readonly qty: Decimal;
   /** Quantity filled so far, 0..qty. */
   readonly filled_qty: Decimal;
-  /** Volume-weighted average price of the fills; `null` before the first fill. */
+  /**
+   * Volume-weighted average price of the fills (`filled_notional ÷
+   * filled_qty`); `null` before the first fill. It may be held rounded (as
+   * stored, NUMERIC(20,8)): it is shown, never weighted again.
+   */
   readonly avg_fill_price: Decimal | null;
+  /**
+   * Σ qty × price of the fills, exact: what the next fill's average is
+   * derived from. Re-weighting a rounded stored average instead drifts (fills
+   * 1@1, 1@1, 1@2 then 3@1 would average 1.16666666, not 7/6).
+   */
+  readonly filled_notional: Decimal;
   /** Why the order was rejected, cancelled or expired; `null` otherwise. */
   readonly reason: string | null;
   /** The broker's id of the order, once submitted (when the broker gave one). */
@@ -102,6 +113,7 @@ export function newOrderState(qty: Decimal): OrderState {
     qty,
     filled_qty: ZERO,
     avg_fill_price: null,
+    filled_notional: ZERO,
     reason: null,
     broker_order_id: null,
   };
@@ -207,9 +219,10 @@ export function transition<T extends OrderState>(order: T, event: OrderEvent): T
 }
 
 /**
- * The order after a fill: filled quantity increased, average fill price
- * re-weighted by volume, status `partially_filled` or — when the whole
- * quantity is filled — `filled`. Throws a `RangeError` unless the fill's
+ * The order after a fill: filled quantity and filled notional increased,
+ * average fill price their quotient (exact, whatever `avg_fill_price` held),
+ * status `partially_filled` or — when the whole quantity is filled —
+ * `filled`. Throws a `RangeError` unless the fill's
  * quantity and price are > 0, {@linkcode IllegalTransitionError} unless the
  * order is `submitted` or `partially_filled`, and {@linkcode OverfillError}
  * when the fill exceeds what remains.
@@ -223,10 +236,14 @@ export function applyFill<T extends OrderState>(order: T, fill: OrderFill): T {
   const to: OrderStatus = filled.gte(order.qty) ? "filled" : "partially_filled";
   if (!canTransition(order.status, to)) throw new IllegalTransitionError(order.status, to);
   if (filled.gt(order.qty)) throw new OverfillError(order.qty, order.filled_qty, fill.qty);
-  const notional = order.avg_fill_price === null
-    ? fill.qty.times(fill.price)
-    : order.avg_fill_price.times(order.filled_qty).plus(fill.qty.times(fill.price));
-  return { ...order, status: to, filled_qty: filled, avg_fill_price: notional.dividedBy(filled) };
+  const notional = order.filled_notional.plus(fill.qty.times(fill.price));
+  return {
+    ...order,
+    status: to,
+    filled_qty: filled,
+    filled_notional: notional,
+    avg_fill_price: notional.dividedBy(filled),
+  };
 }
 
 /** Quantity still to fill: `qty − filled_qty`. */
