@@ -61,7 +61,10 @@
  * (the tracker then applies the fills itself); when it finds a fill stored
  * before or an order moved it writes nothing, and a transaction does the
  * same work step by step (`insertFills`, then `updateOrderStatuses`),
- * skipping the old fills and reloading the moved orders. After the commit
+ * skipping the old fills and reloading the moved orders — held as stored
+ * from then on (a commit whose answer was lost may have moved them: one
+ * closed is untracked) — and sending on to the position tracker the old
+ * fills not applied to positions yet. After the commit
  * every transition is published on `orders.<status>.<symbol>` and every NEW
  * fill on the FILLS stream. An event that would be an illegal transition is
  * logged and raises an alert row; it never crashes the engine.
@@ -2161,14 +2164,42 @@ export class ExecutionEngine {
           const reloaded = await this.#notionalsOf(error.orders);
           for (const order of error.orders) {
             const coid = order.client_order_id;
+            const notional = reloaded.get(coid) ?? rowNotional(order);
             orders.set(coid, order);
-            notionals.set(coid, reloaded.get(coid) ?? rowNotional(order));
+            notionals.set(coid, notional);
+            this.#reloaded(order, notional);
           }
           continue;
         }
         throw error;
       }
     }
+  }
+
+  /**
+   * What the engine holds of an order found moved under it — a commit whose
+   * answer was lost stored it (the connection dropped after the commit):
+   * the stored row. An order no longer open is untracked (else it stayed
+   * open in memory for good: counted by `max_open_orders` and the exposure,
+   * cancelled by a kill switch); one still open is tracked as stored. The
+   * stored status, whose transitions were never published, is published
+   * when it differs from the one held.
+   */
+  #reloaded(order: Order, notional: Decimal): void {
+    const coid = order.client_order_id;
+    const tracked = this.#open.get(coid);
+    if (tracked === undefined) return;
+    const held = tracked.row.status;
+    if (isOpen(order.status)) this.#track(order, null, notional);
+    else this.#untrack(coid);
+    if (order.status === held) return;
+    this.#log.warn("an order moved under the engine (a commit whose answer was lost); reloaded", {
+      client_order_id: coid,
+      held: held,
+      stored: order.status,
+      filled_qty: order.filled_qty,
+    });
+    this.#publishOrder(order, null, null);
   }
 
   /**
@@ -2271,7 +2302,7 @@ export class ExecutionEngine {
         }
       }
     }
-    const { changed, newFills, alerts } = await unitOfWork(this.#sql, async (tx) => {
+    const { changed, newFills, alerts, unapplied } = await unitOfWork(this.#sql, async (tx) => {
       const inserted = await insertFills(tx, fills, { by: this.#by });
       const plan = this.#plan(
         batch,
@@ -2311,9 +2342,17 @@ export class ExecutionEngine {
         fill: inserted[index]!.fill,
         coid,
       }));
-      return { changed: plan.changed, newFills, alerts };
+      // Fills stored before and not yet applied to positions: a commit whose answer was lost
+      // (the connection dropped after it) stored them, and nothing sent them on.
+      const unapplied: Array<{ fill: Fill; coid: string }> = [];
+      for (const [update, index] of fillIndex) {
+        const { created, fill } = inserted[index]!;
+        if (created || fill.realized_pnl !== null || update.kind !== "event") continue;
+        unapplied.push({ fill, coid: update.event.client_order_id });
+      }
+      return { changed: plan.changed, newFills, alerts, unapplied };
     });
-    this.#committed(changed, newFills, alerts, orders);
+    this.#committed(changed, newFills, alerts, orders, unapplied);
   }
 
   /**
@@ -2460,12 +2499,18 @@ export class ExecutionEngine {
     return { changed, updates, newFills, illegal, alerts };
   }
 
-  /** After a batch of updates committed: memory, then NATS. */
+  /**
+   * After a batch of updates committed: memory, then NATS. `unapplied` are
+   * fills found stored before whose position is not (`realized_pnl` null):
+   * counted and sent on to the position tracker like new ones (FILLS
+   * deduplicates `fill-<id>`, the tracker applies a fill once).
+   */
   #committed(
     changed: readonly Draft[],
     newFills: ReadonlyArray<{ fill: Fill; coid: string }>,
     alerts: readonly Alert[],
     orders: ReadonlyMap<string, Order>,
+    unapplied: ReadonlyArray<{ fill: Fill; coid: string }> = [],
   ): void {
     for (const alert of alerts) {
       this.#stats.illegal_events++;
@@ -2494,6 +2539,28 @@ export class ExecutionEngine {
           side: fill.side,
           qty: fromDb(fill.qty),
           price: fromDb(fill.price),
+        });
+      }
+      this.#sendFill(fillMessage(fill, row));
+    }
+    if (unapplied.length === 0) return;
+    const sent = new Set(newFills.map(({ fill }) => fill.id));
+    for (const { fill, coid } of unapplied) {
+      if (sent.has(fill.id)) continue;
+      sent.add(fill.id);
+      const row = rows.get(coid) ?? orders.get(coid)!;
+      this.#log.warn("a fill stored before is not applied to positions; sending it on", {
+        client_order_id: coid,
+        fill_id: fill.id,
+      });
+      if (row.portfolio_id === state.portfolio_id) {
+        state.addUnappliedFill(fill.id, {
+          symbol: fill.symbol,
+          side: fill.side,
+          qty: fromDb(fill.qty),
+          price: fromDb(fill.price),
+          fee: fromDb(fill.commission),
+          filled_at: fill.filled_at.getTime(),
         });
       }
       this.#sendFill(fillMessage(fill, row));

@@ -1,0 +1,165 @@
+/**
+ * The execution engine (`trading/execution.ts`) with its pool behind a
+ * PostgreSQL proxy that cuts the connection at a chosen statement
+ * (`_pg_cut_proxy.ts`): the statement takes effect and its answer is lost
+ * ("after"), so the engine cannot know it committed — or the database goes
+ * away for a while (`cut`, `restore`). What PostgreSQL holds is read straight
+ * from it, through its own pool.
+ */
+
+import assert from "node:assert/strict";
+import type { Sql } from "postgres";
+import { paperBroker } from "../brokers/paper.ts";
+import { type Config, loadConfig } from "../config/mod.ts";
+import { createPostgres } from "../adapters/postgres.ts";
+import { nullLogger } from "../lib/log.ts";
+import { LatestCache } from "../market/latest_cache.ts";
+import {
+  ExecutionEngine,
+  type ExecutionEngineOptions,
+  type SignalInput,
+} from "../trading/execution.ts";
+import type { FillMessage } from "../trading/fills_stream.ts";
+import { PortfolioState } from "../trading/portfolio_state.ts";
+import { migratedDatabase } from "./_postgres.ts";
+import { deadline, waitFor } from "./_helpers.ts";
+import { startPgFaultProxy } from "./_pg_cut_proxy.ts";
+
+/** The engine's fill statement on the usual path (fills and their orders in one statement). */
+const FILL_STATEMENT = (q: string) => q.includes("INSERT INTO fills") && q.includes("tw_expect");
+
+function quote(cache: LatestCache, symbol: string, bid: string, ask: string): void {
+  const now = Date.now() * 1000;
+  cache.update([{
+    kind: "top",
+    exchange: "binance",
+    symbol,
+    venue_symbol: symbol.replace("-", ""),
+    ts_exchange: now,
+    ts_local: now,
+    bid_price: bid,
+    bid_qty: "10",
+    ask_price: ask,
+    ask_qty: "10",
+  }]);
+}
+
+interface HarnessOptions {
+  /** Risk limits beyond "none". */
+  risk?: Partial<Config["risk"]>;
+  /** Engine options beyond short submit retries. */
+  engine?: ExecutionEngineOptions;
+}
+
+/** An engine on a fresh database reached through the proxy, the paper broker, one fresh quote. */
+async function harness(options: HarnessOptions = {}) {
+  const db = await migratedDatabase();
+  const proxy = startPgFaultProxy();
+  const engineSql = createPostgres({
+    url: proxy.urlFor(new URL(db.url).pathname.slice(1)),
+    pool_size: 4,
+    sslmode: "disable",
+    statement_timeout_ms: 30_000,
+    connect_timeout_s: 2,
+  });
+  const base = await loadConfig({ args: [], env: {} });
+  const risk: Config["risk"] = {
+    ...base.risk,
+    max_order_qty: null,
+    max_order_notional: null,
+    max_position_qty: null,
+    max_gross_exposure: null,
+    max_open_orders: null,
+    price_collar_pct: null,
+    daily_loss_limit: null,
+    market_hours: "always",
+    exchanges: {},
+    symbols: {},
+    ...options.risk,
+  };
+  const cache = new LatestCache();
+  quote(cache, "BTC-USDT", "50000", "50001");
+  const state = new PortfolioState({ starting_cash: "100000" });
+  await state.load(db.sql);
+  const broker = paperBroker({
+    cache,
+    options: base.brokers.paper,
+    max_price_age_ms: 60_000,
+  });
+  const fills: FillMessage[] = [];
+  const published: Array<{ subject: string; data: Record<string, unknown> }> = [];
+  const engine = new ExecutionEngine({
+    sql: engineSql,
+    brokers: new Map([["paper", broker]]),
+    cache,
+    state,
+    config: { risk, execution: { ...base.execution, max_price_age_ms: 60_000 } },
+    publish: (subject, data) => published.push({ subject, data: data as Record<string, unknown> }),
+    publishFill: (fill) => {
+      fills.push(fill);
+      return Promise.resolve();
+    },
+    log: nullLogger,
+    options: { submit_retry_initial_ms: 5, submit_retry_max_ms: 50, ...options.engine },
+  });
+  await engine.start();
+  const count = async (query: string) => Number((await db.sql.unsafe(query))[0]?.n ?? 0);
+  return {
+    sql: db.sql as Sql,
+    proxy,
+    engine,
+    state,
+    fills,
+    published,
+    count,
+    /** One market buy end to end: symbols exist and the pool is connected. */
+    async warm() {
+      await engine.processSignals([buy("warm")]);
+      await waitFor(async () => await count("select count(*)::int n from fills") === 1, 5_000);
+      await engine.settled();
+    },
+    [Symbol.asyncDispose]: async () => {
+      proxy.restore();
+      await engine.stop();
+      await broker[Symbol.asyncDispose]();
+      await engineSql.end({ timeout: 1 });
+      await proxy.close();
+      await db[Symbol.asyncDispose]();
+    },
+  };
+}
+
+function buy(id: string, source: "nats" | "rest" = "rest"): SignalInput {
+  return { body: { id, symbol: "BTC-USDT", side: "buy", qty: "1" }, strategy: "faults", source };
+}
+
+Deno.test("a fill statement that commits but whose answer is lost: the order is closed in memory and its fill sent on", async () => {
+  await using h = await harness({ risk: { max_open_orders: 1 } });
+  await h.warm();
+  const cut = h.proxy.arm({ match: FILL_STATEMENT, mode: "after" });
+  const [outcome] = await h.engine.processSignals([buy("lost-answer")]);
+  if (outcome?.status !== "accepted") throw new Error("accepted");
+  await deadline(cut, 5_000, "the fill statement cut");
+  await waitFor(async () => await h.count("select count(*)::int n from fills") === 2, 5_000);
+  await h.engine.settled();
+  const [row] = await h.sql<{ status: string }[]>`
+    select status from orders where id = ${outcome.order.id}`;
+  assert.equal(row?.status, "filled");
+  assert.equal(await h.count("select count(*)::int n from fills"), 2, "one fill per order");
+  // The engine holds the order as PostgreSQL does: closed, and published as filled.
+  assert.equal(h.engine.stats().open_orders, 0);
+  assert.ok(
+    h.published.some((p) =>
+      p.subject === "orders.filled.BTC-USDT" && p.data.id === outcome.order.id
+    ),
+    "the stored status published",
+  );
+  // Its fill, stored without its position, goes on to the position tracker.
+  assert.deepEqual(h.fills.map((f) => f.client_order_id).slice(1), [
+    outcome.order.client_order_id,
+  ]);
+  assert.equal(h.state.unappliedFillCount(), 2, "counted until the tracker applies it");
+  // max_open_orders 1 counts nothing open: the next signal passes.
+  const [next] = await h.engine.processSignals([buy("next")]);
+  assert.equal(next?.status, "accepted");
+});
