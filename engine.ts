@@ -3,8 +3,9 @@
  *
  * Start order: NATS (waiting while it is down), the PostgreSQL pool, the
  * ClickHouse client, JetStream streams, then the root supervisor, whose first
- * child applies migrations before any other child starts, and whose last child
- * is the HTTP server. Shutdown runs the other way round: the HTTP server stops
+ * child takes the database's instance lock (one engine per database:
+ * `actors/instance_lock.ts`), whose second applies migrations before any other
+ * child starts, and whose last child is the HTTP server. Shutdown runs the other way round: the HTTP server stops
  * accepting work, actors drain, then connections close.
  *
  * @module
@@ -17,6 +18,7 @@ import { type Config, redactConfig } from "./config/mod.ts";
 import type { ActorInfo, ChildSpec } from "./actors/types.ts";
 import { Supervisor } from "./actors/supervisor.ts";
 import { migrationsActor, MigrationsState } from "./actors/migrations.ts";
+import { INSTANCE_LOCK_KEY_OFFSET, instanceLockActor } from "./actors/instance_lock.ts";
 import { connectNats, ENGINE_STREAMS, ensureStreams, pingNats, subject } from "./adapters/nats.ts";
 import { encodeJson } from "./adapters/codec.ts";
 import { createPostgres, pingPostgres } from "./adapters/postgres.ts";
@@ -153,6 +155,11 @@ export async function startEngine(
       ],
     };
     const children: ChildSpec[] = [
+      instanceLockActor({
+        postgres: config.postgres,
+        key: config.migrations.lock_key + INSTANCE_LOCK_KEY_OFFSET,
+        log,
+      }),
       migrationsActor({
         sql,
         clickhouse,

@@ -34,6 +34,12 @@ export interface PostgresOptions {
   sslmode?: "disable" | "prefer" | "require" | "verify-full" | undefined;
   /** `application_name` shown in `pg_stat_activity`. @default {"tradewire"} */
   application_name?: string | undefined;
+  /**
+   * Seconds after which a connection is closed and replaced; null keeps it
+   * for as long as it lives (a connection holding a session lock). Not a
+   * config key. @default {postgres.js's 30–60 minutes}
+   */
+  max_lifetime_s?: number | null | undefined;
 }
 
 /** Defaults of the optional {@linkcode PostgresOptions} fields. */
@@ -71,6 +77,7 @@ export function createPostgres(options: PostgresOptions, log: Logger = nullLogge
   const sql = postgres(options.url, {
     max: options.pool_size ?? DEFAULT_POSTGRES_OPTIONS.pool_size,
     connect_timeout: options.connect_timeout_s ?? DEFAULT_POSTGRES_OPTIONS.connect_timeout_s,
+    ...(options.max_lifetime_s !== undefined ? { max_lifetime: options.max_lifetime_s } : {}),
     ssl: sslFor(options.sslmode ?? DEFAULT_POSTGRES_OPTIONS.sslmode),
     connection: {
       application_name: options.application_name ?? DEFAULT_POSTGRES_OPTIONS.application_name,

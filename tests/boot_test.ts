@@ -28,6 +28,7 @@ Deno.test("the engine boots, reports ok with every component up, and exits 0 on 
   const names = health.actors.map((a) => a.name);
   assert.deepEqual(names, [
     "root",
+    "root/instance_lock",
     "root/migrations",
     "root/market",
     "root/market/batch_writer",
@@ -83,6 +84,33 @@ Deno.test("SIGTERM just as the HTTP server listens, before the run is recorded, 
   );
   const code = await deadline(engine.kill("SIGTERM"), 20_000, "exit after SIGTERM");
   assert.equal(code, 0, `exit ${code}; log: ${JSON.stringify(engine.lines)}`);
+});
+
+Deno.test("SIGTERM while the configuration loads, before the engine exists, exits 0", async () => {
+  // The user file is a FIFO: the engine's read of it waits until the test writes, so the signal
+  // lands while main.ts loads its configuration (before, with no handler yet: exit 143).
+  const dir = await Deno.makeTempDir({ prefix: "tw-boot-" });
+  try {
+    const fifo = `${dir}/config.yaml`;
+    const made = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+    assert.ok(made.success, "mkfifo");
+    await using engine = await startEngineProcess({}, ["--config", fifo]);
+    // Opening a FIFO for writing waits for its reader: the engine is reading its configuration.
+    const writer = await deadline(Deno.open(fifo, { write: true }), 30_000, "the engine reads");
+    let exited: Promise<number>;
+    try {
+      exited = engine.kill("SIGTERM"); // sent now; resolves with the exit code
+      // A process the signal killed has closed its end: the exit code then tells.
+      await writer.write(new TextEncoder().encode("log:\n  level: info\n")).catch(() => {});
+    } finally {
+      writer.close();
+    }
+    const code = await deadline(exited, 20_000, "exit");
+    assert.equal(code, 0, `${JSON.stringify(engine.lines)} ${engine.stderr()}`);
+    assert.ok(engine.lines.some((l) => l.message === "signal received"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("with ClickHouse unreachable the engine reports degraded instead of crashing", async () => {
