@@ -52,6 +52,7 @@ import type { Logger } from "../lib/log.ts";
 import type { LatestCache } from "../market/latest_cache.ts";
 import { ExecutionEngine, type ExecutionEngineOptions } from "../trading/execution.ts";
 import { fillsStream, fillSubject } from "../trading/fills_stream.ts";
+import { type RiskConfig, riskLimitsFromConfig } from "../trading/risk.ts";
 import { PortfolioState } from "../trading/portfolio_state.ts";
 import { actor } from "./actor.ts";
 import { executionActor, type ExecutionActorOptions } from "./execution.ts";
@@ -219,6 +220,7 @@ export function tradingSupervisor(deps: TradingDeps): TradingChildSpec {
         ...deps.tracker,
         portfolio: config.portfolio,
         max_price_age_ms: config.execution.max_price_age_ms,
+        limits: riskLimitsFromConfig(config.risk as RiskConfig),
       },
       stream: names.fills_stream,
       consumer: names.tracker_consumer,

@@ -93,3 +93,30 @@ Deno.test("an Alpaca broker that cannot start leaves paper trading running, and 
     await nats.close();
   }
 });
+
+Deno.test("the trading subtree stores its risk figures beside the configured limits", async () => {
+  await using server = await startNatsServer();
+  await using db = await migratedDatabase();
+  const base = await loadConfig({ args: [], env: {} });
+  const config: Config = {
+    ...base,
+    risk: { ...base.risk, max_open_orders: 7, max_gross_exposure: "5000" },
+  };
+  const nats = await connect({ servers: server.url });
+  const trading = tradingSupervisor({
+    config,
+    nats,
+    sql: db.sql,
+    cache: new LatestCache(),
+    log: memoryLogger().log,
+  });
+  const root = await startRoot({ name: "root" }, [trading]);
+  // The tracker takes a last snapshot, with its risk figures, at a graceful stop.
+  await deadline(root.stop(), 20_000, "trading subtree stop");
+  await nats.close();
+  const rows = await db.sql<Array<{ metric: string; limit_value: string | null }>>`
+    select metric, limit_value::text as limit_value from risk_metrics order by id`;
+  const limits = Object.fromEntries(rows.map((row) => [row.metric, row.limit_value]));
+  assert.equal(limits.open_orders, "7.00000000");
+  assert.equal(limits.gross_exposure, "5000.00000000");
+});
