@@ -61,7 +61,12 @@ export interface TradeEvent extends EventBase {
 /** An order-book change: a full snapshot, or a delta of changed levels (size "0" removes). */
 export interface BookEvent extends EventBase {
   kind: "book";
-  /** Snapshot replaces the book; delta changes the listed levels. */
+  /**
+   * Snapshot replaces the book; delta changes the listed levels. A snapshot
+   * too large for one message comes as parts (`SnapshotPart` of
+   * `market/validation.ts`: part 0 replaces the book, later parts of the same
+   * `ts_exchange`, `ts_local` and `sequence` add deeper levels).
+   */
   action: "snapshot" | "delta";
   /** Bid levels, best first in snapshots. */
   bids: Level[];
