@@ -782,6 +782,12 @@ export class ExecutionEngine {
    * broker's own fills for them are checked against what is counted.
    */
   readonly #caughtUp = new Map<string, true>();
+  /**
+   * Fills (`fillKey`) of broker-update writes whose answer was lost, oldest
+   * first, at most MAX_CAUGHT_UP: found stored when run again, they are sent
+   * on to the position tracker (see `#noteUnknownFills`).
+   */
+  readonly #unknownFills = new Map<string, true>();
   /** Per broker: a reconciliation after a reconnect is running; another is asked for. */
   readonly #reconnects = new Map<string, { running: boolean; again: boolean }>();
   /**
@@ -2278,9 +2284,11 @@ export class ExecutionEngine {
             );
           } catch (error) {
             lend?.release();
+            if (error instanceof DbConnectionError) this.#noteUnknownFills(fills);
             if (!(error instanceof SerializationError)) throw error;
           }
           if (stored === null) continue;
+          if (this.#unknownFills.size > 0) this.#knownFills(fills);
           // The positions go out first: their message leaves ahead of the order events and of
           // the fills' JetStream publishes, which the server handles before anything after them.
           // (The tracker ignores the offers of fills it has just been handed.)
@@ -2302,7 +2310,7 @@ export class ExecutionEngine {
         }
       }
     }
-    const { changed, newFills, alerts, unapplied } = await unitOfWork(this.#sql, async (tx) => {
+    const lockedRun = unitOfWork(this.#sql, async (tx) => {
       const inserted = await insertFills(tx, fills, { by: this.#by });
       const plan = this.#plan(
         batch,
@@ -2342,17 +2350,55 @@ export class ExecutionEngine {
         fill: inserted[index]!.fill,
         coid,
       }));
-      // Fills stored before and not yet applied to positions: a commit whose answer was lost
-      // (the connection dropped after it) stored them, and nothing sent them on.
+      // Fills stored before by a write whose answer was lost (the connection dropped after its
+      // commit): nothing sent them on, and unless the positions were stored with them, they are
+      // not applied. (A fill the broker sent again was sent on when it was stored.)
       const unapplied: Array<{ fill: Fill; coid: string }> = [];
-      for (const [update, index] of fillIndex) {
-        const { created, fill } = inserted[index]!;
-        if (created || fill.realized_pnl !== null || update.kind !== "event") continue;
-        unapplied.push({ fill, coid: update.event.client_order_id });
+      if (this.#unknownFills.size > 0) {
+        for (const [update, index] of fillIndex) {
+          const { created, fill } = inserted[index]!;
+          if (created || update.kind !== "event") continue;
+          if (!this.#unknownFills.has(fillKey(fill.order_id, fill.broker_fill_id))) continue;
+          if (fill.realized_pnl === null) {
+            unapplied.push({ fill, coid: update.event.client_order_id });
+          }
+        }
       }
       return { changed: plan.changed, newFills, alerts, unapplied };
     });
+    let done: Awaited<typeof lockedRun>;
+    try {
+      done = await lockedRun;
+    } catch (error) {
+      if (error instanceof DbConnectionError) this.#noteUnknownFills(fills);
+      throw error;
+    }
+    if (this.#unknownFills.size > 0) this.#knownFills(fills);
+    const { changed, newFills, alerts, unapplied } = done;
     this.#committed(changed, newFills, alerts, orders, unapplied);
+  }
+
+  /**
+   * Remembers `fills` as written by a statement whose answer was lost (the
+   * connection dropped): whether they were stored is unknown. Found stored
+   * when the batch is run again, they were never sent on (within
+   * MAX_CAUGHT_UP fills).
+   */
+  #noteUnknownFills(fills: readonly NewFill[]): void {
+    const unknown = this.#unknownFills;
+    for (const fill of fills) {
+      const key = fillKey(fill.order_id, fill.broker_fill_id);
+      unknown.delete(key);
+      unknown.set(key, true);
+      if (unknown.size > MAX_CAUGHT_UP) unknown.delete(unknown.keys().next().value!);
+    }
+  }
+
+  /** Forgets `fills` as of unknown outcome: a batch holding them committed. */
+  #knownFills(fills: readonly NewFill[]): void {
+    for (const fill of fills) {
+      this.#unknownFills.delete(fillKey(fill.order_id, fill.broker_fill_id));
+    }
   }
 
   /**
