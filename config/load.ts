@@ -18,7 +18,7 @@
 import { fileURLToPath } from "node:url";
 import { isMap, isNode, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
 import type { z } from "zod";
-import { REDACTED, redactSecrets, redactUrl, SECRET_KEY_PATTERN } from "../lib/redact.ts";
+import { isSecretName, REDACTED, redactSecrets, redactUrl } from "../lib/redact.ts";
 import { type Config, configSchema } from "./schema.ts";
 
 /** Absolute path of `config/default.yaml`, the lowest layer. */
@@ -610,6 +610,9 @@ function valueAt(tree: unknown, path: Path): unknown {
   return node;
 }
 
+/** Keys whose values are not secret but whose bad values may be: a raw API key among hashes. */
+const SECRET_BY_MISTAKE: ReadonlySet<string> = new Set(["api_key_hashes"]);
+
 /** Describes a bad value for a message without revealing secrets. */
 function describe(value: unknown, path: Path): string {
   if (value === undefined) return "nothing";
@@ -617,8 +620,12 @@ function describe(value: unknown, path: Path): string {
   if (Array.isArray(value)) return "a list";
   if (typeof value === "object") return "a mapping";
   const last = [...path].reverse().find((part) => typeof part === "string");
-  if (last !== undefined && SECRET_KEY_PATTERN.test(last) && value !== "") {
+  if (last !== undefined && isSecretName(last) && value !== "") {
     return `a ${typeof value} (${REDACTED})`;
+  }
+  // Where a secret is often put by mistake (the API key instead of its hash): the length only.
+  if (last !== undefined && SECRET_BY_MISTAKE.has(last) && typeof value === "string") {
+    return `a string of ${value.length} characters`;
   }
   if (typeof value === "string") {
     const shown = JSON.stringify(redactUrl(value));

@@ -7,17 +7,45 @@
 /** What a redacted value is replaced with. */
 export const REDACTED = "***";
 
-/** Key names whose values are secrets, matched case-insensitively against the whole key. */
+/**
+ * Key names whose values are secrets (`password`, `sslpassword`, `api_key`…),
+ * matched against the whole key once normalised by {@linkcode isSecretName}
+ * (lower case, `-` as `_`). An Alpaca key id (`key_id`, the `APCA-API-KEY-ID`
+ * header) counts as one: it is half of the credentials and names the account.
+ */
 export const SECRET_KEY_PATTERN =
-  /(^|_|-)(password|passwd|pass|secret|secret_?key|token|api_?key|api_?secret|private_?key|credentials?|authorization)$/i;
+  /(password|passwd)$|(^|_)(pass|secret|secret_?key|token|api_?key|api_?secret|private_?key|credentials?|authorization|key_?id)$/;
 
 /**
- * A URL's scheme and userinfo: everything from `//` to the last `@` before the
- * host (a password may hold a raw `@`, `#`, `?` or `'`; URL parsers split at
- * the last `@`). It stops at a `/` (the path), at white space and at `"`, `<`,
- * `>` and `\` (the end of a quoted or bracketed URL in a log line).
+ * Whether a key or header name names a secret: {@linkcode SECRET_KEY_PATTERN}
+ * matched whatever the case and whether words are joined by `-` or `_`.
+ *
+ * @example
+ * ```ts
+ * isSecretName("APCA-API-SECRET-KEY"); // true
+ * isSecretName("x-api-key"); // true
+ * isSecretName("api_key_hashes"); // false
+ * ```
  */
-const URL_USERINFO = /\b([a-z][a-z0-9+.-]*):\/\/([^\s/"<>\\]*)@/gi;
+export function isSecretName(name: string): boolean {
+  return SECRET_KEY_PATTERN.test(name.toLowerCase().replaceAll("-", "_"));
+}
+
+/** Where a URL starts: its scheme and `://`. */
+const URL_START = /\b([a-z][a-z0-9+.-]*):\/\//gi;
+
+/**
+ * Characters that end a URL in free text (white space, quotes, brackets,
+ * `\`): a URL met in a log message or an error ends there, so text after it
+ * is kept even when it holds an `@`.
+ */
+const TEXT_END = /[\s"<>\\]/;
+
+/**
+ * The start of a user name and password (`user:pass`) rather than a host
+ * and port (`host:5432`, `host:5432/db`, `host:`).
+ */
+const USER_AND_PASSWORD = /^[^:/?#]*:(?!\d*(?:[/?#]|$))/;
 
 /** Schemes whose userinfo without a `:` is a secret: NATS takes `token@host` as the token. */
 const TOKEN_SCHEMES: ReadonlySet<string> = new Set(["nats", "tls", "ws", "wss"]);
@@ -27,37 +55,91 @@ const URL_QUERY_PARAM = /([?&;])([^=&#\s,]+)=([^&#\s,]*)/g;
 
 /**
  * Replaces the secrets of the URLs in `text` with {@linkcode REDACTED}: the
- * password (all of it up to the last `@` before the host), the token of a
- * NATS-style `token@host` URL (`nats:`, `tls:`, `ws:`, `wss:`), and secret
- * query parameters (`?password=`, `&token=`, `?sslpassword=`…). Leaves text
- * without such URLs as it is.
+ * password, the token of a NATS-style `token@host` URL (`nats:`, `tls:`,
+ * `ws:`, `wss:`), and secret query parameters (`?password=`, `&token=`,
+ * `?sslpassword=`…). Leaves text without such URLs as it is.
+ *
+ * A password is everything from the `:` after the user name to the last `@`
+ * before the host, whatever it holds: a raw `@`, `#`, `?`, `'` or `/` (a
+ * base64 password put in a URL without percent-encoding). In free text a URL
+ * ends at white space, a quote, `<`, `>` or `\`, so an `@` after it (an
+ * e-mail address) is not taken for the end of a password. A string that
+ * starts with a URL is taken as a URL (a setting, a logged `url` field) or
+ * a comma-separated list of them: there a password may hold white space,
+ * `"` or `\` too, up to the last `@` of its URL.
  *
  * @example
  * ```ts
  * redactUrl("postgres://app:hunter2@db:5432/tw"); // "postgres://app:***@db:5432/tw"
- * redactUrl("postgres://app:p@ss@db/tw"); // "postgres://app:***@db/tw"
+ * redactUrl("postgres://app:p@ss/w0rd@db/tw"); // "postgres://app:***@db/tw"
  * redactUrl("nats://s3cr3t@127.0.0.1:4222"); // "nats://***@127.0.0.1:4222"
  * ```
  */
 export function redactUrl(text: string): string {
-  return text.replace(URL_USERINFO, (match, scheme: string, userinfo: string) => {
-    const colon = userinfo.indexOf(":");
-    if (colon !== -1) return `${scheme}://${userinfo.slice(0, colon)}:${REDACTED}@`;
-    return TOKEN_SCHEMES.has(scheme.toLowerCase()) && userinfo !== ""
-      ? `${scheme}://${REDACTED}@`
-      : match;
-  }).replace(
+  const starts = [...text.matchAll(URL_START)];
+  if (starts.length === 0) return redactQuery(text);
+  const whole = starts[0]?.index === text.length - text.trimStart().length;
+  let out = text.slice(0, starts[0]?.index ?? 0);
+  for (const [i, start] of starts.entries()) {
+    const scheme = start[1] ?? "";
+    const from = start.index + start[0].length;
+    const to = starts[i + 1]?.index ?? text.length;
+    const url = text.slice(from, to);
+    const end = userinfoEnd(url, whole);
+    out += `${scheme}://` + (end === -1 ? url : redactUserinfo(scheme, url.slice(0, end)) +
+      url.slice(end));
+  }
+  return redactQuery(out);
+}
+
+/**
+ * The index of the `@` ending the userinfo of `url` (the text after `://`,
+ * up to the next URL), or -1 when it has none.
+ */
+function userinfoEnd(url: string, whole: boolean): number {
+  const textEnd = url.search(TEXT_END);
+  const first = textEnd === -1 ? url : url.slice(0, textEnd);
+  const at = first.lastIndexOf("@");
+  if (at !== -1) {
+    // A `/` before the `@` is in a password after `user:`, and after `user:1234` (a password that
+    // starts with digits) unless a `?` comes before the `@`; else the host ended at the `/` and the
+    // `@` is in the path or query (`wss://host:9443/stream?streams=btcusdt@trade`).
+    const slash = first.indexOf("/");
+    if (slash === -1 || slash > at) return at;
+    const prefix = first.slice(0, slash);
+    if (
+      USER_AND_PASSWORD.test(first) ||
+      (prefix.includes(":") && !first.slice(slash, at).includes("?"))
+    ) return at;
+    return prefix.lastIndexOf("@");
+  }
+  if (textEnd === -1 || !whole || !USER_AND_PASSWORD.test(first)) return -1;
+  // A setting whose password holds white space, `"` or `\`: its userinfo ends at the last `@` of
+  // its last run of text (the host and path hold none of those characters).
+  const trimmed = url.replace(/[\s,]+$/, "");
+  let lastRun = trimmed.length;
+  while (lastRun > 0 && !TEXT_END.test(trimmed[lastRun - 1] ?? "")) lastRun--;
+  const lastAt = trimmed.lastIndexOf("@");
+  return lastAt >= lastRun ? lastAt : -1;
+}
+
+function redactUserinfo(scheme: string, userinfo: string): string {
+  const colon = userinfo.indexOf(":");
+  if (colon !== -1) return `${userinfo.slice(0, colon)}:${REDACTED}`;
+  return TOKEN_SCHEMES.has(scheme.toLowerCase()) && userinfo !== "" ? REDACTED : userinfo;
+}
+
+function redactQuery(text: string): string {
+  return text.replace(
     URL_QUERY_PARAM,
     (match, separator: string, key: string) =>
-      SECRET_KEY_PATTERN.test(key) || /password$/i.test(key)
-        ? `${separator}${key}=${REDACTED}`
-        : match,
+      isSecretName(key) ? `${separator}${key}=${REDACTED}` : match,
   );
 }
 
 /**
- * Returns a deep copy of `value` with secret-named keys replaced by
- * {@linkcode REDACTED} and the secrets of URLs in strings redacted
+ * Returns a deep copy of `value` with secret-named keys ({@linkcode isSecretName})
+ * replaced by {@linkcode REDACTED} and the secrets of URLs in strings redacted
  * ({@linkcode redactUrl}).
  */
 export function redactSecrets(value: unknown): unknown {
@@ -67,8 +149,7 @@ export function redactSecrets(value: unknown): unknown {
   if (value instanceof Date) return value;
   const out: Record<string, unknown> = {};
   for (const [key, inner] of Object.entries(value)) {
-    const secret = SECRET_KEY_PATTERN.test(key) && inner !== undefined && inner !== null &&
-      inner !== "";
+    const secret = isSecretName(key) && inner !== undefined && inner !== null && inner !== "";
     out[key] = secret ? REDACTED : redactSecrets(inner);
   }
   return out;

@@ -377,8 +377,14 @@ Deno.test("api key hashes must be sha256 hex and are kept lower-case", async () 
   const error = await loadError({ args: ["--http.api_key_hashes", `${GOOD_HASH},my-raw-key`] });
   assert.match(
     error.message,
-    /http\.api_key_hashes\[1\]: expected a sha256 hash: 64 hex characters, got "my-raw-key"/,
+    /http\.api_key_hashes\[1\]: expected a sha256 hash: 64 hex characters, got a string of 10 characters/,
   );
+});
+
+Deno.test("a raw API key put in http.api_key_hashes by mistake is not echoed", async () => {
+  const error = await loadError({ env: { TRADEWIRE_HTTP__API_KEY_HASHES: "ApiKeyR12x" } });
+  assert.match(error.message, /http\.api_key_hashes\[0\]: .*got a string of 10 characters/);
+  assert.doesNotMatch(error.message, /ApiKeyR12x/);
 });
 
 Deno.test("clickhouse.database must be an identifier", async () => {
@@ -521,6 +527,47 @@ Deno.test("bad values in error messages have URL passwords redacted", async () =
   const error = await loadError({ env: { DATABASE_URL: "mysql://app:hunter2@db/tw" } });
   assert.match(error.message, /got "mysql:\/\/app:\*\*\*@db\/tw"/);
   assert.doesNotMatch(error.message, /hunter2/);
+});
+
+Deno.test("a config error never echoes a URL's password, even one that does not parse", async () => {
+  // Passwords as generated (base64: `/`, `+`, `=`) and put in the URL without percent-encoding.
+  for (
+    const [url, password] of [
+      ["postgres://tw:Zm9v+YmFy/YmF6==@db.example.com:5432/tw", "Zm9v+YmFy/YmF6=="],
+      ["postgres://tw:abc/def@db:5432/tw", "abc/def"],
+      ["mysql://tw:hun ter2@db/tw", "hun ter2"],
+    ]
+  ) {
+    const error = await loadError({ env: { DATABASE_URL: url! } });
+    assert.match(error.message, /postgres\.url: expected a postgres:\/\/ or postgresql:\/\/ URL/);
+    assert.ok(!error.message.includes(password!), error.message);
+    assert.match(error.message, /got "(postgres|mysql):\/\/tw:\*\*\*@db/);
+  }
+});
+
+Deno.test("redactConfig hides a URL password holding white space, a quote or a backslash", async () => {
+  for (const password of ["hun ter2", 'p"w0rd', "back\\slash"]) {
+    const config = await load({
+      env: { DATABASE_URL: `postgres://tw:${password}@127.0.0.1:5432/tw` },
+    });
+    const shown = redactConfig(config) as Config;
+    assert.equal(shown.postgres.url, "postgres://tw:***@127.0.0.1:5432/tw");
+  }
+});
+
+Deno.test("redactConfig hides the Alpaca key ids as well as the secret keys", async () => {
+  const config = await load({
+    env: {
+      TRADEWIRE_EXCHANGES__ALPACA__KEY_ID: "AlpKeyIdR12x",
+      TRADEWIRE_EXCHANGES__ALPACA__SECRET_KEY: "AlpSecretR12x",
+      TRADEWIRE_BROKERS__ALPACA__KEY_ID: "AlpKeyIdR12x",
+      TRADEWIRE_BROKERS__ALPACA__SECRET_KEY: "AlpSecretR12x",
+    },
+  });
+  const shown = redactConfig(config) as Config;
+  assert.equal(shown.exchanges.alpaca.key_id, "***");
+  assert.equal(shown.brokers.alpaca.key_id, "***");
+  assert.doesNotMatch(JSON.stringify(shown), /AlpKeyIdR12x|AlpSecretR12x/);
 });
 
 // ---------------------------------------------------------------------------

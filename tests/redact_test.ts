@@ -3,7 +3,7 @@ import { connectNats } from "../adapters/nats.ts";
 import { waitForPostgres } from "../adapters/postgres.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
 import { memoryLogger } from "../lib/log.ts";
-import { redactSecrets, redactUrl } from "../lib/redact.ts";
+import { isSecretName, redactSecrets, redactUrl } from "../lib/redact.ts";
 import { freePort } from "./_nats_server.ts";
 import { deadline, waitFor } from "./_helpers.ts";
 
@@ -33,6 +33,45 @@ Deno.test("redactUrl hides a URL password up to the last @ before the host", () 
   );
 });
 
+Deno.test("redactUrl hides a password holding /, white space, a quote or a backslash", () => {
+  // A base64 password put in the URL without percent-encoding: such a URL does not even parse.
+  assert.equal(
+    redactUrl("postgres://tw:Zm9v+YmFy/YmF6==@db.example.com:5432/tw"),
+    "postgres://tw:***@db.example.com:5432/tw",
+  );
+  assert.equal(redactUrl("nats://tw:1234/abc@h:4222"), "nats://tw:***@h:4222");
+  // A setting or a logged URL field: the password runs to the last @ of its URL.
+  for (const password of ["hun ter2", 'p"w0rd', "back\\slash", 'a/b c"d']) {
+    assert.equal(
+      redactUrl(`postgres://tw:${password}@127.0.0.1:5432/tw`),
+      "postgres://tw:***@127.0.0.1:5432/tw",
+    );
+  }
+  assert.equal(
+    redactUrl("nats://a:b c@h1:4222, nats://t@h2,nats://u:x/y z@h3"),
+    "nats://a:***@h1:4222, nats://***@h2,nats://u:***@h3",
+  );
+  assert.deepEqual(redactSecrets({ url: "postgres://tw:hun ter2@db/tw" }), {
+    url: "postgres://tw:***@db/tw",
+  });
+});
+
+Deno.test("redactUrl keeps the text after a URL, and an @ in a path or query", () => {
+  assert.equal(
+    redactUrl("connect postgres://app:a/b@db/tw failed, mail me@example.com"),
+    "connect postgres://app:***@db/tw failed, mail me@example.com",
+  );
+  for (
+    const text of [
+      "https://example.com: connection refused, write to a@b.com",
+      "https://example.com:8443 failed, contact me@example.com",
+      "wss://stream.binance.com:9443/stream?streams=btcusdt@trade/btcusdt@depth@100ms",
+      "wss://stream.binance.com/stream?streams=btcusdt@trade",
+      "https://host:8443/path?email=a@b.com",
+    ]
+  ) assert.equal(redactUrl(text), text);
+});
+
 Deno.test("redactUrl hides the token of a NATS-style token@host URL, not a plain user name", () => {
   assert.equal(redactUrl("nats://s3cr3tTOKEN@127.0.0.1:4222"), "nats://***@127.0.0.1:4222");
   assert.equal(
@@ -53,6 +92,30 @@ Deno.test("redactUrl hides secret query parameters", () => {
     url: "nats://***@h:1",
     password: "***",
   });
+});
+
+Deno.test("secret names are matched whatever their case and whether - or _ joins their words", () => {
+  const { log, lines } = memoryLogger();
+  log.info("request", {
+    headers: {
+      "x-api-key": "ApiKeyR12x",
+      "APCA-API-SECRET-KEY": "AlpSecretR12x",
+      "APCA-API-KEY-ID": "AlpKeyIdR12x",
+      Authorization: "Bearer ApiKeyR12x",
+      "content-type": "application/json",
+    },
+    api_key_hashes: ["a".repeat(64)],
+  });
+  const text = JSON.stringify(lines);
+  assert.doesNotMatch(text, /ApiKeyR12x|AlpSecretR12x|AlpKeyIdR12x/);
+  assert.match(text, /"content-type":"application\/json"/);
+  assert.match(text, /"api_key_hashes":\["a{64}"\]/);
+  for (const name of ["X-Api-Key", "apca_api_secret_key", "key_id", "sslpassword"]) {
+    assert.ok(isSecretName(name), name);
+  }
+  for (const name of ["api_key_hashes", "client_order_id", "monkey", "key"]) {
+    assert.ok(!isSecretName(name), name);
+  }
 });
 
 Deno.test("a NATS token in the URL is never logged while NATS is unreachable", async () => {
