@@ -273,7 +273,8 @@ async function readYamlFile(
     return undefined;
   }
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  // `merge`: YAML 1.1's `<<: *anchor` merge keys, which YAML 1.2 (yaml@2's default) leaves out.
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, merge: true });
   if (doc.errors.length > 0) {
     for (const error of doc.errors) {
       const { line, col } = lineCounter.linePos(error.pos[0]);
@@ -286,7 +287,16 @@ async function readYamlFile(
     }
     return undefined;
   }
-  const data: unknown = doc.toJS();
+  let data: unknown;
+  try {
+    data = doc.toJS();
+  } catch (error) {
+    // e.g. "Merge sources must be maps or map aliases" (`<<: *anchor` naming a list or a scalar)
+    causes.push(error);
+    const message = error instanceof Error ? error.message : String(error);
+    problems.push({ key: file.label, reason: `YAML error: ${message}` });
+    return undefined;
+  }
   if (data !== null && data !== undefined && !isTree(data)) {
     problems.push({ key: file.label, reason: "expected a mapping of sections at the top level" });
     return undefined;
@@ -305,6 +315,8 @@ function recordPositions(
 ): void {
   if (isMap(node)) {
     for (const pair of node.items) {
+      // A merge key (`<<`) is no key of its own: the keys it brings are placed at this mapping.
+      if (isScalar(pair.key) && typeof pair.key.value === "symbol") continue;
       const key = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
       const childPath = [...path, key];
       const offset = isNode(pair.key) ? pair.key.range?.[0] : undefined;
@@ -415,14 +427,41 @@ function envOverrides(
   for (const name of names) {
     const value = env[name];
     if (value === undefined) continue;
-    const path = name.slice(ENV_PREFIX.length).split("__").map((part) => part.toLowerCase());
-    if (path.some((part) => part === "")) {
+    const parts = name.slice(ENV_PREFIX.length).split("__");
+    if (parts.some((part) => part === "")) {
       problems.push({ key: name, reason: "malformed name; use TRADEWIRE_<SECTION>__<KEY>" });
       continue;
     }
+    const path: string[] = [];
+    for (const part of parts) path.push(envKey(path, part));
     overrides.push({ path, value, source: `env ${name}` });
   }
   return overrides;
+}
+
+/**
+ * The key an environment variable's `part` names under `parent`. Keys are
+ * lower case, except under a mapping with free keys (`risk.exchanges`,
+ * `risk.symbols`, `validator.overrides`), whose keys a variable's name, upper
+ * case by convention, cannot spell: such a key is taken in the first of these
+ * cases that its mapping accepts — exchange names lower case and symbols upper
+ * case (`BINANCE/BTC-USDT` → `binance/BTC-USDT`), as written, upper case,
+ * lower case — and as written when none fits (the error then shows it so).
+ */
+function envKey(parent: Path, part: string): string {
+  const record = schemaAt(parent);
+  const def = record === undefined ? undefined : defOf(record);
+  const keys = def?.type === "record" ? def.keyType : undefined;
+  if (keys === undefined) return part.toLowerCase();
+  const slash = part.indexOf("/");
+  const candidates = [
+    slash === -1 ? part.toLowerCase() : part.slice(0, slash).toLowerCase() +
+      part.slice(slash).toUpperCase(),
+    part,
+    part.toUpperCase(),
+    part.toLowerCase(),
+  ];
+  return candidates.find((candidate) => keys.safeParse(candidate).success) ?? part;
 }
 
 function applyOverride(tree: Tree, sources: Sources, override: Override): void {
@@ -432,8 +471,9 @@ function applyOverride(tree: Tree, sources: Sources, override: Override): void {
     const inner = node[key];
     if (isTree(inner)) node = inner;
     else {
-      // A value turned into a section: validation reports it against this source.
-      if (inner !== undefined) sources.set(path.slice(0, depth + 1), source);
+      // A value turned into a section, or a section (a key of `risk.symbols`) made for this
+      // override: validation reports it against this source.
+      sources.set(path.slice(0, depth + 1), source);
       const created: Tree = {};
       node[key] = created;
       node = created;
@@ -451,6 +491,7 @@ function applyOverride(tree: Tree, sources: Sources, override: Override): void {
 interface Def {
   type: string;
   innerType?: z.ZodType;
+  keyType?: z.ZodType;
   valueType?: z.ZodType;
   in?: z.ZodType;
   shape?: Record<string, z.ZodType>;
@@ -493,6 +534,8 @@ function schemaAt(path: Path): z.ZodType | undefined {
       current = def.shape[key] as z.ZodType;
     } else if (def.type === "array" && def.element && typeof key === "number") {
       current = def.element;
+    } else if (def.type === "record" && def.valueType && typeof key === "string") {
+      current = def.valueType; // a mapping with free keys (`risk.symbols`): any key has its type
     } else return undefined;
   }
   return unwrap(current);

@@ -191,6 +191,33 @@ Deno.test("a YAML syntax error names the file and line", async () => {
   });
 });
 
+Deno.test("YAML merge keys (<<: *anchor) bring the anchored keys, which the mapping's own beat", async () => {
+  await withFiles({
+    "u.yaml":
+      "exchanges:\n  binance: &feed\n    stale_after_ms: 45000\n    reconnect_max_ms: 9000\n" +
+      "  coinbase:\n    <<: *feed\n    reconnect_max_ms: 1000\n",
+  }, async ({ "u.yaml": file }) => {
+    const config = await load({ args: ["--config", file!] });
+    assert.equal(config.exchanges.coinbase.stale_after_ms, 45000);
+    assert.equal(config.exchanges.coinbase.reconnect_max_ms, 1000);
+    assert.equal(config.exchanges.binance.reconnect_max_ms, 9000);
+  });
+  // A bad key brought by a merge is reported at the mapping holding the `<<`.
+  await withFiles({
+    "u.yaml": "exchanges:\n  binance: &feed\n    stale_after_msx: 1\n  coinbase:\n    <<: *feed\n",
+  }, async ({ "u.yaml": file }) => {
+    const error = await loadError({ args: ["--config", file!] });
+    assert.match(
+      error.message,
+      new RegExp(`exchanges\\.coinbase\\.stale_after_msx: .*${RegExp.escape(file!)}:4`),
+    );
+  });
+  await withFiles({ "u.yaml": "a: &n 5\nhttp:\n  <<: *n\n" }, async ({ "u.yaml": file }) => {
+    const error = await loadError({ args: ["--config", file!] });
+    assert.match(error.message, /YAML error: Merge sources must be maps/);
+  });
+});
+
 Deno.test("a user file may leave a section empty", async () => {
   await withFiles({ "u.yaml": "http:\nlog:\n  level: warn\n" }, async ({ "u.yaml": file }) => {
     const config = await load({ args: ["--config", file!] });
@@ -308,11 +335,67 @@ Deno.test("a bad override key is reported with what a key must be, and its bad v
       [
         `  risk.symbols.btc-usd: bad key: expected a symbol such as BTC-USDT or AAPL (from ${file}:3)`,
         `  validator.overrides.Binance.spike_pct: expected a percentage > 0, got 0 (from ${file}:7)`,
-        `  validator.overrides.Binance.spkie_pct: unknown key (from ${file}:8)`,
+        `  validator.overrides.Binance.spkie_pct: unknown key, did you mean spike_pct? (from ${file}:8)`,
         `  validator.overrides.Binance: bad key: expected an override key \`exchange\` or \`exchange/SYMBOL\` (from ${file}:6)`,
       ].toSorted(),
     );
   });
+});
+
+Deno.test("keys under a mapping with free keys are converted to their type from env and flags", async () => {
+  const config = await load({
+    args: ["--validator.overrides.kraken.spike_pct=5", "--risk.symbols.ETH-USDT.max_order_qty=2"],
+    env: {
+      TRADEWIRE_VALIDATOR__OVERRIDES__BINANCE__MAX_LAG_MS: "1000",
+      TRADEWIRE_RISK__SYMBOLS__AAPL__MAX_ORDER_NOTIONAL: "null",
+    },
+  });
+  assert.deepEqual(config.validator.overrides, {
+    binance: { max_lag_ms: 1000 },
+    kraken: { spike_pct: 5 },
+  });
+  assert.deepEqual(config.risk.symbols, {
+    AAPL: { max_order_notional: null },
+    "ETH-USDT": { max_order_qty: "2" },
+  });
+});
+
+Deno.test("an env variable names a key under a mapping with free keys in the case it needs", async () => {
+  const config = await load({
+    env: {
+      TRADEWIRE_RISK__SYMBOLS__AAPL__MAX_ORDER_QTY: "5",
+      TRADEWIRE_RISK__SYMBOLS__msft__MAX_ORDER_QTY: "6",
+      "TRADEWIRE_RISK__SYMBOLS__BTC-USDT__MAX_ORDER_QTY": "7",
+      TRADEWIRE_RISK__EXCHANGES__KRAKEN__PRICE_COLLAR_PCT: "3",
+      TRADEWIRE_VALIDATOR__OVERRIDES__BINANCE__SPIKE_PCT: "4",
+      "TRADEWIRE_VALIDATOR__OVERRIDES__COINBASE/BTC-USD__SPIKE_PCT": "2",
+    },
+  });
+  assert.deepEqual(config.risk.symbols, {
+    AAPL: { max_order_qty: "5" },
+    MSFT: { max_order_qty: "6" },
+    "BTC-USDT": { max_order_qty: "7" },
+  });
+  assert.equal(config.risk.exchanges.kraken?.price_collar_pct, "3");
+  assert.deepEqual(config.validator.overrides, {
+    binance: { spike_pct: 4 },
+    "coinbase/BTC-USD": { spike_pct: 2 },
+  });
+});
+
+Deno.test("a bad key under a mapping with free keys names the env variable that set it", async () => {
+  const error = await loadError({
+    env: {
+      TRADEWIRE_RISK__SYMBOLS__NOT_A_SYMBOL__MAX_ORDER_QTY: "5",
+      TRADEWIRE_RISK__SYMBOLS__AAPL__MAX_ORDER_QTX: "5",
+    },
+  });
+  assert.deepEqual(error.message.split("\n").slice(1).toSorted(), [
+    "  risk.symbols.AAPL.max_order_qtx: unknown key, did you mean max_order_qty? " +
+    "(from env TRADEWIRE_RISK__SYMBOLS__AAPL__MAX_ORDER_QTX)",
+    "  risk.symbols.NOT_A_SYMBOL: bad key: expected a symbol such as BTC-USDT or AAPL " +
+    "(from env TRADEWIRE_RISK__SYMBOLS__NOT_A_SYMBOL__MAX_ORDER_QTY)",
+  ]);
 });
 
 Deno.test("an unknown flag or a missing file does not hide the other bad keys", async () => {
