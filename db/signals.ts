@@ -441,13 +441,9 @@ export async function insertSignalsAndOrders(
   }
   const missing = records.filter((record) => results[record.i] === undefined);
   if (missing.length > 0) {
-    const keys = missing.map((r) => ({ strategy: r.s_strategy, id: r.s_client_signal_id }));
-    const existing = await run(sql<JoinedRow[]>`
-      SELECT ${sql.unsafe(SIGNAL_WITH_ORDER)}
-      FROM signals s LEFT JOIN orders o ON o.signal_id = s.id
-      WHERE ${keyCondition(sql, keys)}`);
-    const byKey = new Map(
-      existing.map((row) => [keyOf(row.strategy, row.client_signal_id), splitJoined(row)]),
+    const byKey = await findSignalsByKeys(
+      sql,
+      missing.map((r) => ({ strategy: r.s_strategy, id: r.s_client_signal_id })),
     );
     for (const record of missing) {
       const found = byKey.get(keyOf(record.s_strategy, record.s_client_signal_id));
@@ -552,6 +548,38 @@ export async function findSignalByKey(
     FROM signals s LEFT JOIN orders o ON o.signal_id = s.id
     WHERE s.strategy = ${strategy} AND s.client_signal_id = ${clientSignalId}`);
   return row === undefined ? null : splitJoined(row);
+}
+
+/**
+ * The signals stored under `keys`, each with its order, by
+ * {@linkcode signalKeyOf} (one query); keys not stored are absent. Reads back
+ * a batch whose statement lost its answer: all its keys stored means it
+ * committed.
+ *
+ * @example
+ * ```ts
+ * const stored = await findSignalsByKeys(sql, [{ strategy: "momentum", id: "s-1" }]);
+ * stored.get(signalKeyOf("momentum", "s-1"))?.order?.status; // "pending"
+ * ```
+ */
+export async function findSignalsByKeys(
+  sql: Queryable,
+  keys: readonly SignalKey[],
+): Promise<Map<string, SignalWithOrder>> {
+  if (keys.length === 0) return new Map();
+  const rows = await run(sql<JoinedRow[]>`
+    SELECT ${sql.unsafe(SIGNAL_WITH_ORDER)}
+    FROM signals s LEFT JOIN orders o ON o.signal_id = s.id
+    WHERE ${keyCondition(sql, keys)}`);
+  return new Map(rows.map((row) => [keyOf(row.strategy, row.client_signal_id), splitJoined(row)]));
+}
+
+/**
+ * The key of a signal in the sets and maps of {@linkcode storedSignalKeys}
+ * and {@linkcode findSignalsByKeys}: `` `${strategy}\u0000${id}` ``.
+ */
+export function signalKeyOf(strategy: string, clientSignalId: string): string {
+  return keyOf(strategy, clientSignalId);
 }
 
 /** Filters of {@linkcode listSignals}; all optional and combined with AND. */

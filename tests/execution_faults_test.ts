@@ -109,6 +109,7 @@ async function harness(options: HarnessOptions = {}) {
     proxy,
     engine,
     state,
+    cache,
     fills,
     published,
     count,
@@ -162,4 +163,97 @@ Deno.test("a fill statement that commits but whose answer is lost: the order is 
   // max_open_orders 1 counts nothing open: the next signal passes.
   const [next] = await h.engine.processSignals([buy("next")]);
   assert.equal(next?.status, "accepted");
+});
+
+/** The insert of a signal batch (signals and the orders of the accepted ones, one statement). */
+const SIGNAL_STATEMENT = (q: string) => q.includes("INSERT INTO signals");
+/** The engine reading a batch's signals back by key (`findSignalsByKeys`). */
+const SIGNAL_READ_BACK = (q: string) =>
+  q.includes("FROM signals s LEFT JOIN orders o ON o.signal_id = s.id");
+
+Deno.test("a signal batch that commits but whose answer is lost is answered with what was stored, and its order submitted", async () => {
+  await using h = await harness();
+  await h.warm();
+  const cut = h.proxy.arm({ match: SIGNAL_STATEMENT, mode: "after" });
+  const [outcome] = await h.engine.processSignals([buy("lost-commit")]);
+  await deadline(cut, 1_000, "the signal statement cut");
+  if (outcome?.status !== "accepted") throw new Error(`accepted, not ${outcome?.status}`);
+  assert.equal(outcome.duplicate, false, "stored by this call");
+  const [stored] = await h.sql<{ id: string; status: string }[]>`
+    select o.id::text as id, o.status from orders o join signals s on s.id = o.signal_id
+    where s.client_signal_id = 'lost-commit'`;
+  assert.equal(stored?.id, outcome.order.id);
+  // Submitted and filled without anyone sending the signal again.
+  await waitFor(
+    async () => await h.count("select count(*)::int n from orders where status = 'filled'") === 2,
+    5_000,
+    "the stored order filled",
+  );
+  await h.engine.settled();
+  assert.equal(await h.count("select count(*)::int n from orders"), 2);
+  assert.equal(h.engine.stats().open_orders, 0);
+  assert.ok(h.published.some((p) => p.subject === "orders.pending.BTC-USDT"));
+});
+
+Deno.test("a signal batch whose outcome stays unknown past the wait: the caller gets the error, the stored order is submitted once PostgreSQL answers", async () => {
+  await using h = await harness({ engine: { unknown_outcome_wait_ms: 200 } });
+  await h.warm();
+  // The batch commits and its answer is lost; then every reading back loses its answer too.
+  h.proxy.arm({
+    match: (q) => SIGNAL_STATEMENT(q) || SIGNAL_READ_BACK(q),
+    mode: "after",
+    times: 100_000,
+  });
+  const error = await h.engine.processSignals([buy("unknown")]).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  assert.ok(error instanceof Error);
+  assert.equal(error.name, "DbConnectionError");
+  // It did commit: the order is pending, and nobody sends the signal again.
+  const pending = await h.sql<{ status: string }[]>`
+    select o.status from orders o join signals s on s.id = o.signal_id
+    where s.client_signal_id = 'unknown'`;
+  assert.deepEqual(pending.map((o) => o.status), ["pending"]);
+  h.proxy.disarm();
+  await waitFor(
+    async () => await h.count("select count(*)::int n from orders where status = 'filled'") === 2,
+    5_000,
+    "the stored order submitted and filled",
+  );
+  await h.engine.settled();
+  assert.equal(await h.count("select count(*)::int n from orders"), 2);
+  assert.equal(h.engine.stats().open_orders, 0);
+});
+
+Deno.test("a signal batch stored in a transaction whose COMMIT answer is lost is answered with what was stored", async () => {
+  await using h = await harness();
+  await h.warm();
+  // A new symbol: the batch creates its row in the same transaction.
+  quote(h.cache, "ETH-USDT", "3000", "3001");
+  const cut = h.proxy.arm({ match: (q) => q.trim().toLowerCase() === "commit", mode: "after" });
+  const [outcome] = await h.engine.processSignals([{
+    body: { id: "eth-1", symbol: "ETH-USDT", side: "buy", qty: "1" },
+    strategy: "faults",
+    source: "nats",
+  }]);
+  await deadline(cut, 1_000, "the commit cut");
+  if (outcome?.status !== "accepted") throw new Error(`accepted, not ${outcome?.status}`);
+  assert.equal(outcome.duplicate, false);
+  await waitFor(
+    async () => await h.count("select count(*)::int n from orders where status = 'filled'") === 2,
+    5_000,
+    "the stored order filled",
+  );
+  // The symbol is known to exist: the next order for it takes the one-statement path.
+  const [next] = await h.engine.processSignals([{
+    body: { id: "eth-2", symbol: "ETH-USDT", side: "sell", qty: "1" },
+    strategy: "faults",
+    source: "nats",
+  }]);
+  assert.equal(next?.status, "accepted");
+  await waitFor(
+    async () => await h.count("select count(*)::int n from orders where status = 'filled'") === 3,
+    5_000,
+  );
 });

@@ -35,7 +35,12 @@
  *    order that may be a duplicate (`#roomTaken`) is decided again with them,
  *    after the batches committing — the usual batch reads nothing more.
  *    Only then does the call resolve — the caller acknowledges JetStream
- *    messages after that.
+ *    messages after that. When the statement (or the commit) loses its
+ *    answer — the connection dropped, it may have committed — the batch's
+ *    keys are read back once the database answers: all stored, the call
+ *    resolves with what was stored and its new orders are submitted; else it
+ *    rejects. The caller waits at most `unknown_outcome_wait_ms`; the reading
+ *    goes on after that and submits what it finds stored.
  * 5. New orders are submitted to their brokers with their `client_order_id`;
  *    a broker that cannot be reached is retried with backoff under the same id
  *    while the order stays `pending`; a refusal makes the order `rejected`.
@@ -108,6 +113,7 @@ import {
   type FillsPositions,
   type FillsWithOrders,
   findOrderByClientOrderId,
+  findSignalsByKeys,
   getKillSwitch,
   getOrder,
   getSymbol,
@@ -127,6 +133,8 @@ import {
   type Signal as SignalRow,
   type SignalBatchItem,
   type SignalInsertResult,
+  signalKeyOf,
+  type SignalWithOrder,
   storedSignalKeys,
   unitOfWork,
   updateOrderStatuses,
@@ -220,6 +228,14 @@ export const DEFAULT_SIGNAL_BATCHES_IN_FLIGHT = 2;
 export const DEFAULT_MARKET_CLOCK_TTL_MS = 30_000;
 /** How long {@linkcode ExecutionEngine.start} waits for the position tracker to load the portfolio state, in ms. */
 export const DEFAULT_STATE_WAIT_MS = 30_000;
+/**
+ * How long a caller waits for the outcome of a write whose answer was lost
+ * (the connection dropped: a signal batch's statement or commit, a kill
+ * switch change) to be read back from PostgreSQL before it gets the
+ * connection error, in ms. A signal batch's outcome is read on after that,
+ * until the database answers or the engine stops.
+ */
+export const DEFAULT_UNKNOWN_OUTCOME_WAIT_MS = 10_000;
 /** Most orders remembered as caught up by a reconciliation (see `#settle`). */
 const MAX_CAUGHT_UP = 10_000;
 /** The risk rules that count open orders: a duplicate counted as new could take their room. */
@@ -417,6 +433,11 @@ export interface ExecutionEngineOptions {
    * (by the position tracker), in ms. @default {DEFAULT_STATE_WAIT_MS}
    */
   state_wait_ms?: number | undefined;
+  /**
+   * How long a caller waits for the outcome of a write whose answer was lost
+   * to be read back, in ms. @default {DEFAULT_UNKNOWN_OUTCOME_WAIT_MS}
+   */
+  unknown_outcome_wait_ms?: number | undefined;
   /**
    * Signal batches committing at once: the next batch is decided while the
    * previous ones commit; 1 makes each batch wait for the one before.
@@ -756,6 +777,7 @@ export class ExecutionEngine {
   readonly #clockTtlMs: number;
   readonly #random: () => number;
   readonly #stateWaitMs: number;
+  readonly #outcomeWaitMs: number;
   readonly #concurrency: number;
   readonly #brokerRetryInitialMs: number;
   readonly #brokerRetryMaxMs: number;
@@ -814,6 +836,8 @@ export class ExecutionEngine {
   readonly #background = new Set<Promise<unknown>>();
   #running = false;
   #halt = new AbortController();
+  /** Aborted when stop begins: ends the reading back of unknown outcomes. */
+  #stopping = new AbortController();
   #unsubscribe: Array<() => void> = [];
   readonly #stats: Omit<ExecutionStats, "open_orders"> = {
     signals: 0,
@@ -859,6 +883,7 @@ export class ExecutionEngine {
     this.#clockTtlMs = options.market_clock_ttl_ms ?? DEFAULT_MARKET_CLOCK_TTL_MS;
     this.#random = options.random ?? Math.random;
     this.#stateWaitMs = options.state_wait_ms ?? DEFAULT_STATE_WAIT_MS;
+    this.#outcomeWaitMs = options.unknown_outcome_wait_ms ?? DEFAULT_UNKNOWN_OUTCOME_WAIT_MS;
     const inFlight = options.signal_batches_in_flight ?? DEFAULT_SIGNAL_BATCHES_IN_FLIGHT;
     assertPositiveInteger(inFlight, "signal_batches_in_flight");
     this.#batchesInFlight = inFlight;
@@ -911,6 +936,7 @@ export class ExecutionEngine {
       await this.#clock.sleep(20);
     }
     this.#halt = new AbortController();
+    this.#stopping = new AbortController();
     this.#kill = await getKillSwitch(this.#sql);
     this.#symbols.clear();
     for (const symbol of await listSymbols(this.#sql)) this.#symbols.add(symbol.symbol);
@@ -953,6 +979,7 @@ export class ExecutionEngine {
   async stop(): Promise<void> {
     if (!this.#running) return;
     this.#running = false;
+    this.#stopping.abort(new ExecutionNotReadyError("The execution engine is stopping"));
     await this.#serial.catch(() => {});
     await this.#drainBatches();
     this.#halt.abort(new ExecutionNotReadyError("The execution engine stopped"));
@@ -1116,11 +1143,17 @@ export class ExecutionEngine {
       commit = (async () => {
         try {
           // One statement records the whole batch: atomic without an explicit transaction.
-          const results = await insertSignalsAndOrders(
-            this.#sql,
-            decisions.map((d) => d.item),
-            { by: this.#by },
-          );
+          let results: readonly SignalInsertResult[];
+          try {
+            results = await insertSignalsAndOrders(
+              this.#sql,
+              decisions.map((d) => d.item),
+              { by: this.#by },
+            );
+          } catch (error) {
+            if (!(error instanceof DbConnectionError)) throw error;
+            results = await this.#readBackBatch(decisions, error);
+          }
           return this.#recorded(results, decisions);
         } finally {
           this.#land(flying);
@@ -1129,22 +1162,36 @@ export class ExecutionEngine {
     } else {
       await this.#drainBatches();
       commit = (async () => {
-        const { results, decisions, symbols } = await unitOfWork(this.#sql, async (tx) => {
-          const stored = checkStored || (redecide && items.length > 1)
-            ? await storedSignalKeys(
-              tx,
-              prepared.map((p) => ({ strategy: p.strategy, id: p.clientSignalId })),
-            )
-            : new Set<string>();
-          const decided = this.#decide(prepared, stored);
-          const symbols = await this.#ensureSymbols(tx, decided);
-          const results = await insertSignalsAndOrders(tx, decided.map((d) => d.item), {
-            by: this.#by,
+        // The decisions of the transaction's last run: its commit may lose its answer.
+        let attempted = null as Decision[] | null;
+        try {
+          const { results, decisions, symbols } = await unitOfWork(this.#sql, async (tx) => {
+            const stored = checkStored || (redecide && items.length > 1)
+              ? await storedSignalKeys(
+                tx,
+                prepared.map((p) => ({ strategy: p.strategy, id: p.clientSignalId })),
+              )
+              : new Set<string>();
+            const decided = this.#decide(prepared, stored);
+            attempted = decided;
+            const symbols = await this.#ensureSymbols(tx, decided);
+            const results = await insertSignalsAndOrders(tx, decided.map((d) => d.item), {
+              by: this.#by,
+            });
+            return { results, decisions: decided, symbols };
           });
-          return { results, decisions: decided, symbols };
-        });
-        for (const symbol of symbols) this.#symbols.add(symbol);
-        return this.#recorded(results, decisions);
+          for (const symbol of symbols) this.#symbols.add(symbol);
+          return this.#recorded(results, decisions);
+        } catch (error) {
+          if (!(error instanceof DbConnectionError) || attempted === null) throw error;
+          const decisions: Decision[] = attempted;
+          const results = await this.#readBackBatch(decisions, error);
+          // It committed: the symbols its orders name were created with it.
+          for (const { item } of decisions) {
+            if (item.outcome.status === "accepted") this.#symbols.add(item.outcome.order.symbol);
+          }
+          return this.#recorded(results, decisions);
+        }
       })();
     }
     const settled = commit.then(() => {}, () => {});
@@ -1180,6 +1227,95 @@ export class ExecutionEngine {
       if (sums.buy.isZero() && sums.sell.isZero()) this.#flyingQty.delete(symbol);
     }
     this.#flyingOrders -= flying.length;
+  }
+
+  /**
+   * The outcome of a batch whose statement or commit lost its answer (the
+   * connection dropped: it may have committed), read back from PostgreSQL
+   * once it answers (`#readStored`). The caller
+   * waits at most `unknown_outcome_wait_ms` for it: then, or when the batch
+   * did not commit, it gets `error` (nothing is known to be recorded: the
+   * same signals may be handed in again). The reading goes on after the
+   * caller gave up, until the database answers or the engine stops, and what
+   * it finds stored is taken over then: an order nobody tracks would else
+   * stay `pending`, never submitted, until the next start.
+   */
+  async #readBackBatch(
+    decisions: readonly Decision[],
+    error: DbConnectionError,
+  ): Promise<SignalInsertResult[]> {
+    this.#log.warn("a signal batch lost its commit's answer; reading back what was stored", {
+      signals: decisions.length,
+      error: errorMessage(error),
+    });
+    const reading = this.#readStored(decisions);
+    const timer = new AbortController();
+    const late = this.#clock.sleep(this.#outcomeWaitMs, timer.signal).then(
+      () => "late" as const,
+      () => "late" as const,
+    );
+    const answer = await Promise.race([reading, late]);
+    timer.abort();
+    if (answer === "late") {
+      this.#log.error("a signal batch's outcome is still unknown; the caller gets the error", {
+        signals: decisions.length,
+        waited_ms: this.#outcomeWaitMs,
+      });
+      this.#background_(reading.then((results) => {
+        if (results !== null) this.#takeOver(results, decisions);
+      }));
+      throw error;
+    }
+    if (answer === null) throw error;
+    this.#log.info("a signal batch whose commit lost its answer was stored", {
+      signals: decisions.length,
+    });
+    return answer;
+  }
+
+  /**
+   * Reads the keys of `decisions` back, retrying with backoff while the
+   * database cannot answer: the batch's results as stored when every key is
+   * (the statement is atomic: it committed, or every signal was stored
+   * before), null when one is not (it did not commit) or the engine stops.
+   */
+  async #readStored(decisions: readonly Decision[]): Promise<SignalInsertResult[] | null> {
+    const keys = decisions.map(({ item }) => ({
+      strategy: item.signal.strategy,
+      id: item.signal.client_signal_id,
+    }));
+    const stopping = this.#stopping.signal;
+    for (let attempt = 0; !stopping.aborted; attempt++) {
+      try {
+        return storedResults(decisions, await findSignalsByKeys(this.#sql, keys));
+      } catch (error) {
+        if (!isTransient(error)) {
+          this.#log.error("could not read a signal batch back", { error: errorMessage(error) });
+          return null;
+        }
+      }
+      await this.#clock.sleep(this.#retryDelay(attempt), stopping).catch(() => {});
+    }
+    return null;
+  }
+
+  /**
+   * What a batch read back after its caller gave up stored (`#readBackBatch`):
+   * recorded as usual, except that an order tracked meanwhile (its signal
+   * came again and took it over) or no longer pending is left to the path
+   * that holds it.
+   */
+  #takeOver(results: readonly SignalInsertResult[], decisions: readonly Decision[]): void {
+    if (!this.#running) return;
+    this.#recorded(
+      results.map((result) =>
+        result.created && result.order !== null &&
+          (this.#open.has(result.order.client_order_id) || result.order.status !== "pending")
+          ? { ...result, created: false }
+          : result
+      ),
+      decisions,
+    );
   }
 
   /** After a batch committed: the outcomes, open orders tracked, events published, submits started. */
@@ -3133,6 +3269,40 @@ function newOrderOf(s: Signal, broker: string): Extract<
     stop_price: s.stop_price ?? null,
     reason: s.reason ?? null,
   };
+}
+
+/**
+ * The results of a batch read back by key (`stored`, {@linkcode
+ * findSignalsByKeys}), as `insertSignalsAndOrders` would have returned them:
+ * `created` when the stored signal is the one decided here (its order's
+ * client order id, else its outcome and receive time). Null when a key is not
+ * stored: the batch did not commit.
+ */
+function storedResults(
+  decisions: readonly Decision[],
+  stored: ReadonlyMap<string, SignalWithOrder>,
+): SignalInsertResult[] | null {
+  const results: SignalInsertResult[] = [];
+  const firstByKey = new Map<string, number>();
+  for (let i = 0; i < decisions.length; i++) {
+    const { signal, outcome } = decisions[i]!.item;
+    const key = signalKeyOf(signal.strategy, signal.client_signal_id);
+    const found = stored.get(key);
+    if (found === undefined) return null;
+    const first = firstByKey.get(key);
+    if (first !== undefined) {
+      results.push({ created: false, duplicateOf: first, ...found });
+      continue;
+    }
+    firstByKey.set(key, i);
+    const created = outcome.status === "accepted"
+      ? found.order !== null && found.order.client_order_id === outcome.order.client_order_id
+      : found.order === null && found.signal.status === outcome.status &&
+        found.signal.source === signal.source &&
+        found.signal.received_at.getTime() === signal.received_at?.getTime();
+    results.push({ created, ...found });
+  }
+  return results;
 }
 
 function toOutcome(result: SignalInsertResult): SignalOutcome {
