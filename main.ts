@@ -2,18 +2,30 @@
 /**
  * Tradewire's entry point: `deno task start`.
  *
- * Exit codes: 0 after a graceful stop (SIGINT/SIGTERM), 1 when the engine
- * fails (a child cannot start, the root supervisor gives up, shutdown takes
+ * Exit codes: 0 after a graceful stop (SIGINT/SIGTERM, also one received
+ * while the engine loads or starts), 1 when the engine fails (a child cannot
+ * start, the root supervisor gives up, an uncaught error, shutdown takes
  * longer than `engine.shutdown_timeout_ms`), 2 for an invalid configuration.
  *
  * @module
  */
 
-import { ConfigError, loadConfig, redactConfig } from "./config/mod.ts";
-import { createLogger } from "./lib/log.ts";
-import { startEngine } from "./engine.ts";
+import type { Engine } from "./engine.ts";
+import type { Logger } from "./lib/log.ts";
+
+// The signal handlers come first, before the modules are loaded (a static import is evaluated
+// before this module's first line): a SIGTERM during the load would otherwise end the process by
+// the signal's default action (exit 143). Until the engine can be stopped, a signal is noted.
+const SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"];
+let received: Deno.Signal | undefined;
+let onSignal = (name: Deno.Signal) => {
+  received ??= name;
+};
+const handlers = SIGNALS.map((name) => [name, () => onSignal(name)] as const);
+for (const [name, handler] of handlers) Deno.addSignalListener(name, handler);
 
 async function main(): Promise<number> {
+  const { ConfigError, loadConfig, redactConfig } = await import("./config/mod.ts");
   let config;
   try {
     config = await loadConfig();
@@ -29,12 +41,16 @@ async function main(): Promise<number> {
     return 0;
   }
 
-  const log = createLogger({ level: config.log.level, bindings: { engine: config.engine.name } });
+  const { createLogger } = await import("./lib/log.ts");
+  const log: Logger = createLogger({
+    level: config.log.level,
+    bindings: { engine: config.engine.name },
+  });
   const starting = new AbortController();
-  let engine: Awaited<ReturnType<typeof startEngine>> | undefined;
+  let engine: Engine | undefined;
   let forced: ReturnType<typeof setTimeout> | undefined;
-  const onSignal = (name: Deno.Signal) => () => {
-    log.info("signal received", { signal: name });
+  let failed = false;
+  const stop = (reason: string) => {
     if (forced !== undefined) return;
     forced = setTimeout(() => {
       log.error("shutdown took too long; exiting", {
@@ -43,26 +59,52 @@ async function main(): Promise<number> {
       Deno.exit(1);
     }, config.engine.shutdown_timeout_ms);
     if (engine) engine.stop();
-    else starting.abort(new Error(`${name} received while starting`));
+    else starting.abort(new Error(reason));
   };
-  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
-  const handlers = signals.map((name) => [name, onSignal(name)] as const);
-  for (const [name, handler] of handlers) Deno.addSignalListener(name, handler);
+  onSignal = (name) => {
+    log.info("signal received", { signal: name });
+    stop(`${name} received while starting`);
+  };
+  // An uncaught error or unhandled rejection (a library's event without a listener) stops the
+  // engine as a failure would, instead of ending the process on the spot with a stack trace.
+  const onUncaught = (error: unknown) => {
+    log.error("uncaught error; engine stopping", { error });
+    failed = true;
+    stop("uncaught error while starting");
+  };
+  globalThis.addEventListener("error", (event) => {
+    event.preventDefault();
+    onUncaught(event.error);
+  });
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    event.preventDefault();
+    onUncaught(event.reason);
+  });
+  if (received !== undefined) onSignal(received);
 
+  const stoppedEarly = () => {
+    clearTimeout(forced);
+    log.info("engine start cancelled");
+    return failed ? 1 : 0;
+  };
+  if (starting.signal.aborted) return stoppedEarly();
+  const { startEngine } = await import("./engine.ts");
+  if (starting.signal.aborted) return stoppedEarly();
   try {
     engine = await startEngine(config, { log, signal: starting.signal });
   } catch (error) {
-    if (starting.signal.aborted) return 0;
+    clearTimeout(forced);
+    if (starting.signal.aborted) return failed ? 1 : 0;
     log.error("engine could not start", { error });
     return 1;
   }
-  // A signal that came after the supervisors were up, while the run was being recorded,
+  // A stop that came after the supervisors were up, while the run was being recorded,
   // aborted nothing: stop now.
   if (starting.signal.aborted) engine.stop();
   const code = await engine.closed();
   clearTimeout(forced);
   for (const [name, handler] of handlers) Deno.removeSignalListener(name, handler);
-  return code;
+  return failed ? 1 : code;
 }
 
 Deno.exit(await main());
