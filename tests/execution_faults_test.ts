@@ -257,3 +257,53 @@ Deno.test("a signal batch stored in a transaction whose COMMIT answer is lost is
     5_000,
   );
 });
+
+/** The kill switch's write (`setConfig`) and read (`getConfig`). */
+const CONFIG_STATEMENT = (q: string) =>
+  q.includes("INSERT INTO config") || q.includes("SELECT * FROM config");
+
+async function storedKillSwitch(sql: Sql): Promise<boolean | null> {
+  const [row] = await sql<{ active: boolean }[]>`
+    select (value->>'active')::boolean as active from config where key = 'kill_switch'`;
+  return row?.active ?? null;
+}
+
+Deno.test("a kill switch stored but whose answer is lost: the engine holds it on, as PostgreSQL does", async () => {
+  await using h = await harness();
+  await h.warm();
+  const cut = h.proxy.arm({ match: (q) => q.includes("INSERT INTO config"), mode: "after" });
+  const state = await h.engine.setKillSwitch({ active: true, reason: "lost answer" });
+  await deadline(cut, 1_000, "the kill switch's write cut");
+  assert.equal(state.active, true);
+  assert.equal(state.reason, "lost answer");
+  assert.equal(await storedKillSwitch(h.sql), true);
+  assert.equal(h.engine.killSwitch().active, true);
+  const [next] = await h.engine.processSignals([buy("after-kill")]);
+  assert.equal(next?.status, "rejected");
+});
+
+Deno.test("a kill switch that cannot be stored holds in the engine (fail safe); a deactivation that cannot be stored leaves it on", async () => {
+  await using h = await harness({ engine: { unknown_outcome_wait_ms: 200 } });
+  await h.warm();
+  // Every write and read of the kill switch loses its answer (each write commits).
+  h.proxy.arm({ match: CONFIG_STATEMENT, mode: "after", times: 100_000 });
+  const on = await h.engine.setKillSwitch({ active: true, reason: "db flaky" }).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  assert.ok(on instanceof Error);
+  assert.equal(on.name, "DbConnectionError");
+  assert.equal(h.engine.killSwitch().active, true, "on in the engine");
+  const [refused] = await h.engine.processSignals([buy("while-unknown")]);
+  assert.equal(refused?.status, "rejected");
+  const off = await h.engine.setKillSwitch({ active: false }).then(() => null, (e: unknown) => e);
+  assert.ok(off instanceof Error);
+  assert.equal(h.engine.killSwitch().active, true, "still on: its deactivation was not confirmed");
+  // PostgreSQL answers again: the deactivation takes.
+  h.proxy.disarm();
+  const state = await h.engine.setKillSwitch({ active: false });
+  assert.equal(state.active, false);
+  assert.equal(await storedKillSwitch(h.sql), false);
+  const [accepted] = await h.engine.processSignals([buy("after")]);
+  assert.equal(accepted?.status, "accepted");
+});

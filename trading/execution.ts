@@ -3030,7 +3030,12 @@ export class ExecutionEngine {
    * Switches the kill switch (stored in PostgreSQL, so it survives restarts)
    * and, with `active` and `cancel_open`, asks brokers to cancel every open
    * order (pending orders not yet at a broker are cancelled here). Runs
-   * between signal batches. The cancellations complete as broker events. The
+   * between signal batches. An activation holds in memory at once — the
+   * batches not yet decided are refused — and stays on when it cannot be
+   * stored; a deactivation takes effect once stored. A store whose answer is
+   * lost, or that the database cannot take, is retried with backoff for at
+   * most `unknown_outcome_wait_ms` (reading the stored switch first after a
+   * lost answer) before the call rejects. The cancellations complete as broker events. The
    * orders whose cancel could not be sent are named in `not_cancelled` and in
    * a critical alert; those a broker could not answer (unreachable, rate
    * limited) are asked again with backoff until the cancel is sent or the
@@ -3040,12 +3045,16 @@ export class ExecutionEngine {
     request: KillSwitchRequest & { by?: string | undefined },
   ): Promise<KillSwitchState> {
     if (!this.#running) return Promise.reject(new ExecutionNotReadyError());
+    const wanted = { active: request.active, reason: request.reason ?? null };
+    const by = request.by ?? this.#by;
+    if (wanted.active) {
+      // Fail safe: on in memory first — the batches not yet decided are refused — and it stays
+      // on whatever becomes of storing it.
+      this.#kill = { ...wanted, changed_at: new Date(this.#clock.now()), changed_by: by };
+    }
     return this.#exclusive(async () => {
       await this.#drainBatches();
-      const state = await storeKillSwitch(this.#sql, {
-        active: request.active,
-        reason: request.reason ?? null,
-      }, { by: request.by ?? this.#by });
+      const state = await this.#storeKillSwitch(wanted, by);
       this.#kill = state;
       this.#log.warn(state.active ? "kill switch on" : "kill switch off", {
         reason: state.reason,
@@ -3079,6 +3088,58 @@ export class ExecutionEngine {
       }
       return { ...state, cancel_requested: cancelRequested, not_cancelled: notCancelled };
     });
+  }
+
+  /**
+   * Stores the kill switch as `wanted` and returns it as stored, retrying
+   * with backoff while the database cannot answer, for at most
+   * `unknown_outcome_wait_ms`. After a connection error (whether the write
+   * committed is unknown) the stored switch is read first: already as
+   * wanted, it is not written again. Throws the last error when the time is
+   * up, the engine stops or the database refuses: an activation then stays
+   * on in memory (set by the caller), a deactivation leaves the switch on.
+   */
+  async #storeKillSwitch(
+    wanted: { active: boolean; reason: string | null },
+    by: string,
+  ): Promise<KillSwitch> {
+    const until = this.#clock.now() + this.#outcomeWaitMs;
+    const stopping = this.#stopping.signal;
+    let unknown = false;
+    for (let attempt = 0;; attempt++) {
+      try {
+        if (unknown) {
+          const stored = await getKillSwitch(this.#sql);
+          if (stored.active === wanted.active && stored.reason === wanted.reason) {
+            this.#log.info("the kill switch was stored; its answer had been lost", {
+              active: stored.active,
+            });
+            return stored;
+          }
+          unknown = false;
+        }
+        return await storeKillSwitch(this.#sql, wanted, { by });
+      } catch (error) {
+        unknown ||= error instanceof DbConnectionError;
+        const delayMs = this.#retryDelay(attempt);
+        if (!isTransient(error) || stopping.aborted || this.#clock.now() + delayMs > until) {
+          this.#log.error("could not store the kill switch", {
+            active: wanted.active,
+            held: this.#kill.active,
+            outcome_unknown: unknown,
+            error: errorMessage(error),
+          });
+          throw error;
+        }
+        this.#log.warn("could not store the kill switch; retrying", {
+          active: wanted.active,
+          attempt: attempt + 1,
+          retry_in_ms: delayMs,
+          error: errorMessage(error),
+        });
+        await this.#clock.sleep(delayMs, stopping).catch(() => {});
+      }
+    }
   }
 
   /** Logs and raises a critical alert naming the open orders a kill switch could not cancel. */
