@@ -8,6 +8,8 @@
  */
 
 import { connect } from "@nats-io/transport-node";
+// Not exported by the package's entry point: patched below (see `keepSocketErrorsHandled`).
+import { NodeTransport } from "@nats-io/transport-node/lib/node_transport.js";
 import type { ConnectionOptions, NatsConnection } from "@nats-io/nats-core";
 import {
   AckPolicy,
@@ -74,32 +76,178 @@ export function reconnectDelay(
   return Math.round(base + random() * options.reconnect_jitter_ms);
 }
 
-/** The nats.js connection options for `options`. */
+/** Credentials found in server URLs: `nats://user:pass@host` or `nats://token@host`. */
+export interface UrlCredentials {
+  /** The server URLs without their userinfo, in order. */
+  servers: string[];
+  /** User and password (percent-decoded) of the first URL that has them. */
+  user?: { name: string; password: string };
+  /** Token (percent-decoded) of the first URL that has one. */
+  token?: string;
+}
+
+/**
+ * Splits `nats.url` (one URL or several, comma-separated) into server URLs
+ * without userinfo and the credentials they held: nats.js ignores a URL's
+ * userinfo, so `nats://tw:pass@host` would connect without authenticating.
+ * A user and password (`user:pass@`) or a token (`token@`) are
+ * percent-decoded. A part that does not parse as a URL is kept as it is.
+ *
+ * @example
+ * ```ts
+ * urlCredentials("nats://tw:p%40ss@n1:4222,nats://n2:4222");
+ * // { servers: ["nats://n1:4222", "nats://n2:4222"], user: { name: "tw", password: "p@ss" } }
+ * ```
+ */
+export function urlCredentials(url: string): UrlCredentials {
+  const result: UrlCredentials = { servers: [] };
+  for (const part of url.split(",").map((s) => s.trim()).filter((s) => s.length > 0)) {
+    let parsed: URL;
+    try {
+      parsed = new URL(part);
+    } catch {
+      result.servers.push(part);
+      continue;
+    }
+    // The URL parser splits the userinfo as here (the authority's last `@`, then the first `:`),
+    // but gives `tw:@host` and `tw@host` alike: whether there is a `:` is read from the text.
+    const authority = part.slice(part.indexOf("//") + 2).split(/[/?#]/)[0] ?? "";
+    const at = authority.lastIndexOf("@");
+    if (at !== -1 && authority.slice(0, at).includes(":")) {
+      result.user ??= { name: decode(parsed.username), password: decode(parsed.password) };
+    } else if (at > 0) result.token ??= decode(parsed.username);
+    parsed.username = "";
+    parsed.password = "";
+    result.servers.push(parsed.href);
+  }
+  return result;
+}
+
+function decode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text; // a lone `%`: taken as written
+  }
+}
+
+/**
+ * The nats.js connection options for `options`. Credentials in the URLs
+ * ({@linkcode urlCredentials}) are used unless `user` or `token` is set,
+ * which then beat them; a user and password beat a token.
+ */
 export function natsConnectionOptions(
   options: NatsOptions,
   random: () => number = Math.random,
 ): ConnectionOptions & { onReconnected: () => void } {
   let attempt = 0;
+  const fromUrl = urlCredentials(options.url);
+  const set = options.user !== "" || options.token !== "";
+  const user = options.user
+    ? { name: options.user, password: options.password }
+    : set
+    ? undefined
+    : fromUrl.user;
+  const token = options.token || (set || user ? undefined : fromUrl.token);
   return {
-    servers: options.url.split(",").map((s) => s.trim()).filter((s) => s.length > 0),
+    servers: fromUrl.servers,
     name: options.name,
     timeout: options.connect_timeout_ms,
     reconnect: true,
     maxReconnectAttempts: -1,
+    // Credentials refused on a reconnect (changed on the server) are tried again like an outage,
+    // not given up after two refusals, which would leave the engine with a closed connection.
+    ignoreAuthErrorAbort: true,
     reconnectDelayHandler: () => reconnectDelay(attempt++, options, random),
     onReconnected: () => {
       attempt = 0;
     },
-    ...(options.user ? { user: options.user, pass: options.password } : {}),
-    ...(options.token ? { token: options.token } : {}),
+    ...(user ? { user: user.name, pass: user.password } : {}),
+    ...(token ? { token } : {}),
   };
 }
 
 /**
+ * NATS refused the connection's credentials (`Authorization Violation`, or
+ * they expired): waiting will not help, so {@linkcode connectNats} gives up.
+ * The message names no secret.
+ */
+export class NatsAuthError extends Error {
+  /** Creates the error for the redacted server `url`; `cause` is nats.js's error. */
+  constructor(url: string, options?: ErrorOptions) {
+    const reason = options?.cause instanceof Error ? options.cause.message : "refused";
+    super(
+      `NATS at ${url} refused the credentials (${reason}): check nats.user and nats.password, ` +
+        "nats.token, or the user and password in nats.url",
+      options,
+    );
+    this.name = "NatsAuthError";
+  }
+}
+
+/** Whether `error` is nats.js's refusal of the credentials (not an authentication timeout). */
+function isAuthRefusal(error: unknown): boolean {
+  return error instanceof Error &&
+    (error.name === "AuthorizationError" || error.name === "UserAuthenticationExpiredError") &&
+    !/timeout/i.test(error.message);
+}
+
+/**
+ * nats.js's Node transport strips every listener from a socket it closes or
+ * discards (after a server's `-ERR 'Authorization Violation'`, on each
+ * reconnect, when a connection attempt fails) and destroys it; Deno's
+ * `node:net` may still emit the read error (`ECONNRESET`) the peer's reset
+ * gives that socket, and an `error` event without a listener is an uncaught
+ * exception that ends the process (`Uncaught Error: read ECONNRESET`). A
+ * socket the transport has let go of keeps a listener that ignores them.
+ */
+function keepSocketErrorsHandled(): void {
+  type Socket = {
+    on(event: "error", listener: () => void): unknown;
+    listeners(event: "error"): unknown[];
+  };
+  type Transport = {
+    socket?: Socket;
+    connect(...args: unknown[]): Promise<void>;
+    discard(): void;
+    _closed(err?: Error, internal?: boolean): Promise<void>;
+  };
+  const proto = NodeTransport.prototype as unknown as Transport;
+  const ignore = () => {};
+  const guard = (socket: Socket | undefined) => {
+    if (socket && !socket.listeners("error").includes(ignore)) socket.on("error", ignore);
+  };
+  const discard = proto.discard;
+  proto.discard = function (this: Transport) {
+    const socket = this.socket;
+    discard.call(this);
+    guard(socket);
+  };
+  const closed = proto._closed;
+  proto._closed = function (this: Transport, err?: Error, internal?: boolean) {
+    const socket = this.socket;
+    return closed.call(this, err, internal).finally(() => guard(socket));
+  };
+  // A connection attempt that fails after the server's INFO (its listeners gone) destroys it too.
+  const connect = proto.connect;
+  proto.connect = function (this: Transport, ...args: unknown[]) {
+    return connect.apply(this, args).catch((error: unknown) => {
+      guard(this.socket);
+      throw error;
+    });
+  };
+}
+keepSocketErrorsHandled();
+
+/**
  * Connects to NATS. While the server is unreachable it logs
  * "NATS unreachable, retrying" with the attempt and delay and tries again with
- * jittered backoff, until it connects or `signal` aborts. Once connected the
- * client reconnects forever; disconnects and reconnects are logged.
+ * jittered backoff, until it connects or `signal` aborts. When the server
+ * refuses the credentials it logs "NATS refused the credentials" and throws a
+ * {@linkcode NatsAuthError} instead. Once connected the client reconnects
+ * forever, also while the server refuses the credentials (they were changed
+ * on the server: "NATS refused the credentials; reconnecting"); disconnects,
+ * reconnects and errors are logged.
  *
  * @example
  * ```ts
@@ -125,6 +273,14 @@ export async function connectNats(
       watchStatus(nc, log, onReconnected);
       return nc;
     } catch (error) {
+      if (isAuthRefusal(error)) {
+        const refused = new NatsAuthError(url, { cause: error });
+        log.error("NATS refused the credentials", {
+          url,
+          error: error instanceof Error ? error.message : String(error),
+        });
+        throw refused;
+      }
       const delay = reconnectDelay(attempt, options, random);
       log.warn("NATS unreachable, retrying", {
         url,
@@ -148,7 +304,12 @@ async function watchStatus(nc: NatsConnection, log: Logger, onReconnected: () =>
         log.info("NATS reconnected", { server: status.server });
         break;
       case "error":
-        log.error("NATS error", { error: status.error });
+        if (isAuthRefusal(status.error)) {
+          log.error("NATS refused the credentials; reconnecting", {
+            server: nc.getServer(),
+            error: status.error.message,
+          });
+        } else log.error("NATS error", { error: status.error });
         break;
       case "slowConsumer":
         log.warn("NATS slow consumer", { subject: status.sub.getSubject() });

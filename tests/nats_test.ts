@@ -6,6 +6,7 @@ import {
   ConsumerMismatchError,
   ensureConsumer,
   ensureStreams,
+  natsConnectionOptions,
   type NatsOptions,
   pingNats,
   reconnectDelay,
@@ -36,6 +37,46 @@ Deno.test("reconnect delay grows exponentially, is capped and jittered", () => {
     [20, 40, 80, 160, 200, 200],
   );
   assert.equal(reconnectDelay(0, OPTIONS, () => 0.5), 25);
+});
+
+Deno.test("credentials in the NATS URLs become the connection's user and password or token", () => {
+  const pick = (options: Partial<NatsOptions>) => {
+    const { servers, user, pass, token } = natsConnectionOptions({ ...OPTIONS, ...options });
+    return { servers, user, pass, token };
+  };
+  // nats.js ignores a URL's userinfo: it is taken out of the server list, percent-decoded.
+  assert.deepEqual(pick({ url: "nats://tw:p%40ss%2Fw0rd@n1:4222, nats://n2:4222" }), {
+    servers: ["nats://n1:4222", "nats://n2:4222"],
+    user: "tw",
+    pass: "p@ss/w0rd",
+    token: undefined,
+  });
+  assert.deepEqual(pick({ url: "tls://s3cr%3Dt@n1:4443" }), {
+    servers: ["tls://n1:4443"],
+    user: undefined,
+    pass: undefined,
+    token: "s3cr=t",
+  });
+  assert.deepEqual(pick({ url: "nats://tw:@n1:4222" }).pass, "");
+  // The settings beat the URL.
+  assert.deepEqual(pick({ url: "nats://tw:x@n1", user: "u", password: "p" }), {
+    servers: ["nats://n1"],
+    user: "u",
+    pass: "p",
+    token: undefined,
+  });
+  assert.deepEqual(pick({ url: "nats://tw:x@n1", token: "t" }), {
+    servers: ["nats://n1"],
+    user: undefined,
+    pass: undefined,
+    token: "t",
+  });
+  assert.deepEqual(pick({ url: "nats://127.0.0.1:4222" }), {
+    servers: ["nats://127.0.0.1:4222"],
+    user: undefined,
+    pass: undefined,
+    token: undefined,
+  });
 });
 
 Deno.test("subject joins tokens and refuses ones that would change its shape", () => {
