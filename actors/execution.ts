@@ -26,6 +26,12 @@
  *   every signal is processed exactly once. When the transaction fails the
  *   messages are negatively acknowledged with a delay and come back, and the
  *   next batch waits for that delay.
+ * - After a NATS outage the backlog arrives at once, while the cache still
+ *   holds the prices of before it (market data comes over NATS too): from
+ *   the disconnect on, signals are held until every symbol that had a fresh
+ *   price when the connection dropped has one again, or `warmup_ms` after
+ *   the reconnect — logged either way — so the backlog is not refused as
+ *   `no_market_price`.
  * - `control.kill_switch` requests (`{ active, cancel_open?, reason? }`) are
  *   answered with the kill switch's state ({@linkcode KillSwitchReply}).
  *
@@ -42,7 +48,7 @@
  * @module
  */
 
-import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
+import type { Msg, NatsConnection, Status, Subscription } from "@nats-io/nats-core";
 import {
   type Consumer,
   type ConsumerMessages,
@@ -174,7 +180,7 @@ export function executionActor(deps: ExecutionActorDeps): ExecutionChildSpec {
       try {
         await deps.engine.start();
         const warmupMs = deps.options?.warmup_ms ?? DEFAULT_WARMUP_MS;
-        if (warmupMs > 0) await deps.engine.warmUp(warmupMs, ctx.signal);
+        if (warmupMs > 0) await deps.engine.warmUp(warmupMs, { signal: ctx.signal });
         if (deps.config.execution.reconcile_on_start) await deps.engine.reconcile();
         killSwitch = serveKillSwitch(deps, counters, ctx.log);
       } catch (error) {
@@ -264,6 +270,7 @@ async function consumeLoop(
   signal.addEventListener("abort", onAbort, { once: true });
   let messages: ConsumerMessages | null = null;
   const inFlight = new Set<Promise<void>>();
+  const held = holdAfterOutage(deps, log, clock, signal, () => wake.notify());
   try {
     messages = await consumer.consume({
       max_messages: Math.max(2 * batchMax, 100),
@@ -286,6 +293,12 @@ async function consumeLoop(
       const wait = retryAt - clock.now();
       if (wait > 0) {
         await clock.sleep(wait, signal).catch(() => {});
+        continue;
+      }
+      const hold = held.hold();
+      if (hold !== null) {
+        // After a NATS outage: the backlog waits for fresh market data (at most warmup_ms).
+        await Promise.race([hold, wake.wait()]);
         continue;
       }
       const batch = buffer.splice(0, batchMax);
@@ -335,12 +348,86 @@ async function consumeLoop(
     }
   } finally {
     signal.removeEventListener("abort", onAbort);
+    await held.close();
     // The batches handed in are acknowledged (or not) when they are done.
     await Promise.all([...inFlight]);
     await messages?.close().catch(() => {});
     // What was pulled but not handed in goes back at once, to this or the next consumer.
     for (const msg of buffer.splice(0)) msg.nak();
   }
+}
+
+/** What {@linkcode holdAfterOutage} returns to the consume loop. */
+interface OutageHold {
+  /** Resolves when signals may be handed in again; null while they may. */
+  hold(): Promise<void> | null;
+  /** Stops watching the connection. */
+  close(): Promise<void>;
+}
+
+/**
+ * Holds signals back after a NATS outage until market data flows again.
+ * Prices reach the cache over NATS too: when the connection comes back, the
+ * consumer's backlog arrives at once while the cache still holds the prices
+ * of before the outage, and every market order of the backlog would be
+ * refused as `no_market_price`. From a `disconnect` on, `hold()` returns a
+ * promise; after the `reconnect` it resolves once every symbol that had a
+ * fresh price when the connection dropped has one again
+ * ({@linkcode ExecutionEngine.warmUp}), or after `warmup_ms` (logged
+ * either way). A `warmup_ms` of 0 holds nothing.
+ */
+function holdAfterOutage(
+  deps: ExecutionActorDeps,
+  log: Logger,
+  clock: Clock,
+  signal: AbortSignal,
+  released: () => void,
+): OutageHold {
+  const warmupMs = deps.options?.warmup_ms ?? DEFAULT_WARMUP_MS;
+  if (warmupMs <= 0) return { hold: () => null, close: () => Promise.resolve() };
+  let outage: { done: Promise<void>; release: () => void; symbols: string[] } | null = null;
+  // Bumped by every disconnect and reconnect: a warm-up outdated by a new one ends unheard.
+  let generation = 0;
+  const onStatus = async (status: Status) => {
+    if (status.type === "disconnect") {
+      generation++;
+      if (outage !== null) return;
+      let release!: () => void;
+      const done = new Promise<void>((resolve) => release = resolve);
+      outage = { done, release, symbols: deps.engine.freshSymbols() };
+      log.warn("NATS disconnected: signals wait for market data once it is back", {
+        fresh_symbols: outage.symbols.length,
+      });
+      return;
+    }
+    if (status.type !== "reconnect" || outage === null) return;
+    const current = outage;
+    const mine = ++generation;
+    const started = clock.now();
+    const fresh = await deps.engine.warmUp(warmupMs, { signal, symbols: current.symbols });
+    if (mine !== generation || outage !== current) return;
+    outage = null;
+    current.release();
+    released();
+    const fields = { waited_ms: clock.now() - started, symbols: current.symbols.length };
+    if (fresh) log.info("market data is back after the NATS outage; signals go on", fields);
+    else log.warn("market data not all back after the NATS outage; signals go on", fields);
+  };
+  const statuses = deps.nats.status() as AsyncIterable<Status> & { stop?: () => void };
+  const watching = (async () => {
+    for await (const status of statuses) {
+      onStatus(status).catch((error) => log.warn("NATS status not followed", { error }));
+    }
+  })().catch((error) => log.warn("NATS status watch ended", { error }));
+  return {
+    hold: () => outage?.done ?? null,
+    async close() {
+      statuses.stop?.();
+      outage?.release();
+      outage = null;
+      await watching;
+    },
+  };
 }
 
 /** Subscribes `control.kill_switch` and answers each request with the switch's state. */

@@ -54,10 +54,13 @@ import type { FillMessage } from "../trading/fills_stream.ts";
 import { parseDecimal as d, ZERO } from "../trading/money.ts";
 import { applyTrackedFill, PortfolioState } from "../trading/portfolio_state.ts";
 import type { RejectReason, SignalRejectEvent } from "../trading/signals_stream.ts";
+import { executionActor } from "../actors/execution.ts";
+import { jetstream } from "@nats-io/jetstream";
 import { startRoot } from "../actors/supervisor.ts";
 import { tradingSupervisor } from "../actors/trading.ts";
 import { deadline, waitFor } from "./_helpers.ts";
 import { startNatsServer } from "./_nats_server.ts";
+import { startTcpProxy } from "./_tcp_proxy.ts";
 import { migratedDatabase } from "./_postgres.ts";
 import {
   FAKE_ALPACA_KEY_ID,
@@ -1621,5 +1624,82 @@ Deno.test("an Alpaca order filled while trade_updates was down is recorded once 
   } finally {
     await root.stop();
     await nats.close();
+  }
+});
+
+Deno.test("after a NATS outage the backlog of signals waits for fresh prices instead of being refused", async () => {
+  await using server = await startNatsServer();
+  await using db = await migratedDatabase();
+  // The engine reaches NATS through a proxy: cutting it is the engine's outage, not the server's.
+  await using proxy = startTcpProxy({ hostname: "127.0.0.1", port: server.port });
+  const base = await loadConfig({ args: [], env: {} });
+  const maxAgeMs = 300;
+  const engineNats = await connect({
+    servers: `127.0.0.1:${proxy.port}`,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 50,
+    reconnectJitter: 0,
+  });
+  const nats = await connect({ servers: server.url });
+  const cache = new LatestCache();
+  const state = new PortfolioState({ starting_cash: "100000" });
+  await state.load(db.sql);
+  const execution = { ...base.execution, max_price_age_ms: maxAgeMs };
+  const engine = new ExecutionEngine({
+    sql: db.sql,
+    brokers: new Map([[
+      "paper",
+      paperBroker({
+        cache,
+        options: base.brokers.paper,
+        max_price_age_ms: maxAgeMs,
+      }),
+    ]]),
+    cache,
+    state,
+    config: { risk: noLimits(base), execution },
+    publish: () => {},
+    publishFill: () => Promise.resolve(),
+    log: nullLogger,
+  });
+  const actor = executionActor({
+    nats: engineNats,
+    engine,
+    config: { execution },
+    options: { ack_wait_ms: 5_000, warmup_ms: 5_000 },
+  });
+  quote(cache, "BTC-USDT", "50000", "50002");
+  const root = await startRoot({ name: "root" }, [actor]);
+  const js = jetstream(nats);
+  const decided = async () =>
+    (await listSignals(db.sql, { limit: 1000 })).items.filter((s) => s.status !== "received");
+  try {
+    await js.publish(
+      "signals.grid",
+      encodeJson({ id: "before", symbol: "BTC-USDT", side: "buy", qty: "1" }),
+    );
+    await waitFor(async () => (await decided()).length === 1, 10_000, "the first signal decided");
+    // The engine's connection drops; while it is away its prices go stale and signals queue up.
+    const quotedAt = Date.now();
+    quote(cache, "BTC-USDT", "50000", "50002", quotedAt);
+    proxy.cut();
+    await waitFor(() => Date.now() - quotedAt > maxAgeMs, 5_000, "the price stale");
+    for (let i = 0; i < 5; i++) {
+      await js.publish(
+        "signals.grid",
+        encodeJson({ id: `backlog-${i}`, symbol: "BTC-USDT", side: "buy", qty: "1" }),
+      );
+    }
+    proxy.restore();
+    // The backlog reaches the engine before the market data does.
+    await waitFor(() => actor.counters.messages >= 6, 10_000, "the backlog delivered");
+    quote(cache, "BTC-USDT", "50000", "50002");
+    await waitFor(async () => (await decided()).length === 6, 10_000, "the backlog decided");
+    const refused = (await decided()).filter((s) => s.status !== "accepted");
+    assert.deepEqual(refused.map((s) => [s.client_signal_id, s.reasons]), []);
+  } finally {
+    await deadline(root.stop(), 20_000, "execution stop");
+    await nats.close();
+    await engineNats.close();
   }
 });

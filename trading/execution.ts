@@ -514,6 +514,14 @@ export interface ExecutionEngineDeps {
   options?: ExecutionEngineOptions | undefined;
 }
 
+/** Options of {@linkcode ExecutionEngine.warmUp}. */
+export interface WarmUpOptions {
+  /** Ends the wait early. @default {none} */
+  signal?: AbortSignal | undefined;
+  /** The symbols that need a fresh price. @default {the open orders' symbols} */
+  symbols?: Iterable<string> | undefined;
+}
+
 /** The engine was asked to work before {@linkcode ExecutionEngine.start} (or after stop). */
 export class ExecutionNotReadyError extends Error {
   /** Creates the error. */
@@ -994,32 +1002,59 @@ export class ExecutionEngine {
 
   /**
    * Waits — at most `timeoutMs` — until market data is there: the cache has
-   * taken at least one event and every open order's symbol has a fresh price.
-   * A freshly started engine has an empty cache; reconciling or consuming
-   * before the first prices arrive would refuse market orders for want of a
-   * price. Returns whether the data came in time (the caller goes on either
-   * way); `signal` ends the wait early.
+   * taken at least one event and every symbol of `options.symbols` (by
+   * default, every open order's) has a fresh price (`max_price_age_ms`).
+   * A freshly started engine has an empty cache, and one whose NATS
+   * connection came back has stale prices until the market data flows
+   * again; deciding signals before that would refuse market orders for want
+   * of a price. Returns whether the data came in time (the caller goes on
+   * either way; the symbols still without a fresh price are logged);
+   * `options.signal` ends the wait early.
+   *
+   * @example
+   * ```ts
+   * const fresh = engine.freshSymbols(); // before the connection dropped
+   * await engine.warmUp(3_000, { symbols: fresh }); // after it came back
+   * ```
    */
-  async warmUp(timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
-    const stop = signal === undefined
+  async warmUp(timeoutMs: number, options: WarmUpOptions = {}): Promise<boolean> {
+    const stop = options.signal === undefined
       ? this.#halt.signal
-      : AbortSignal.any([signal, this.#halt.signal]);
+      : AbortSignal.any([options.signal, this.#halt.signal]);
+    const wanted = options.symbols === undefined ? null : [...new Set(options.symbols)];
     const until = this.#clock.now() + timeoutMs;
     for (;;) {
       const now = this.#clock.now();
-      const symbols = new Set([...this.#open.values()].map((t) => t.row.symbol));
-      const ready = this.#cache.stats().applied > 0 &&
-        [...symbols].every((symbol) => this.#lastPrice(symbol, undefined, now) !== null);
-      if (ready) return true;
+      const symbols = wanted ?? [...new Set([...this.#open.values()].map((t) => t.row.symbol))];
+      const stale = this.#cache.stats().applied === 0
+        ? symbols
+        : symbols.filter((symbol) => this.#lastPrice(symbol, undefined, now) === null);
+      if (this.#cache.stats().applied > 0 && stale.length === 0) return true;
       if (now >= until || stop.aborted) {
         this.#log.warn("no fresh market data yet; going on without", {
           waited_ms: timeoutMs,
-          open_symbols: [...symbols],
+          symbols_without_price: stale.length,
+          symbols: stale.slice(0, 20),
         });
         return false;
       }
       await this.#clock.sleep(Math.min(50, Math.max(1, until - now)), stop).catch(() => {});
     }
+  }
+
+  /**
+   * The symbols of the latest-price cache that have a fresh price now (a
+   * trade or a quote no older than `execution.max_price_age_ms`, on any
+   * venue): what {@linkcode ExecutionEngine.warmUp} waits for after market
+   * data stopped for a while.
+   */
+  freshSymbols(): string[] {
+    const now = this.#clock.now();
+    const symbols = new Set<string>();
+    for (const names of this.#cache.symbols().values()) {
+      for (const symbol of names) symbols.add(symbol);
+    }
+    return [...symbols].filter((symbol) => this.#lastPrice(symbol, undefined, now) !== null);
   }
 
   /**
