@@ -106,6 +106,8 @@ async function harness(options: HarnessOptions = {}) {
   const count = async (query: string) => Number((await db.sql.unsafe(query))[0]?.n ?? 0);
   return {
     sql: db.sql as Sql,
+    /** The engine's pool, behind the proxy. */
+    pool: engineSql,
     proxy,
     engine,
     state,
@@ -255,6 +257,35 @@ Deno.test("a signal batch stored in a transaction whose COMMIT answer is lost is
   await waitFor(
     async () => await h.count("select count(*)::int n from orders where status = 'filled'") === 3,
     5_000,
+  );
+});
+
+Deno.test("a signal batch whose connection cannot be opened fails at once: nothing was sent, nothing is read back", async () => {
+  await using h = await harness({ engine: { unknown_outcome_wait_ms: 30_000 } });
+  await h.warm();
+  // The port closed: connections are refused (ECONNREFUSED), so no statement leaves. (The
+  // pool's connections open before fail first, with an outcome unknown to their query.)
+  await h.proxy.close();
+  await waitFor(
+    () =>
+      h.pool`select 1`.then(
+        () => false,
+        (e: { code?: string }) => e.code === "ECONNREFUSED",
+      ),
+    5_000,
+    "the pool connecting anew",
+  );
+  const started = Date.now();
+  const error = await h.engine.processSignals([buy("refused")]).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  assert.ok(error instanceof Error);
+  assert.equal(error.name, "DbConnectionError");
+  assert.ok(Date.now() - started < 10_000, "not held for unknown_outcome_wait_ms");
+  assert.equal(
+    await h.count("select count(*)::int n from signals where client_signal_id = 'refused'"),
+    0,
   );
 });
 

@@ -728,6 +728,33 @@ function isTransient(error: unknown): boolean {
     error instanceof SerializationError;
 }
 
+/**
+ * Codes of a connection that could not be opened: nothing was sent on it,
+ * so a write that failed with one of them did not happen.
+ */
+const NOT_CONNECTED_CODES: ReadonlySet<string> = new Set([
+  "ECONNREFUSED",
+  "ENOTFOUND",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EAI_AGAIN",
+  "CONNECT_TIMEOUT",
+  "08001", // sqlclient_unable_to_establish_sqlconnection
+  "08004", // sqlserver_rejected_establishment_of_sqlconnection
+  "57P03", // cannot_connect_now
+  "53300", // too_many_connections
+]);
+
+/**
+ * Whether a write that failed with `error` may have taken effect all the
+ * same: the connection dropped once the write could have been sent (its
+ * answer lost), not a connection that could not be opened.
+ */
+function mayHaveCommitted(error: unknown): error is DbConnectionError {
+  return error instanceof DbConnectionError &&
+    (error.code === undefined || !NOT_CONNECTED_CODES.has(error.code));
+}
+
 function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
@@ -1186,7 +1213,7 @@ export class ExecutionEngine {
               { by: this.#by },
             );
           } catch (error) {
-            if (!(error instanceof DbConnectionError)) throw error;
+            if (!mayHaveCommitted(error)) throw error;
             results = await this.#readBackBatch(decisions, error);
           }
           return this.#recorded(results, decisions);
@@ -1218,7 +1245,7 @@ export class ExecutionEngine {
           for (const symbol of symbols) this.#symbols.add(symbol);
           return this.#recorded(results, decisions);
         } catch (error) {
-          if (!(error instanceof DbConnectionError) || attempted === null) throw error;
+          if (!mayHaveCommitted(error) || attempted === null) throw error;
           const decisions: Decision[] = attempted;
           const results = await this.#readBackBatch(decisions, error);
           // It committed: the symbols its orders name were created with it.
@@ -2455,7 +2482,7 @@ export class ExecutionEngine {
             );
           } catch (error) {
             lend?.release();
-            if (error instanceof DbConnectionError) this.#noteUnknownFills(fills);
+            if (mayHaveCommitted(error)) this.#noteUnknownFills(fills);
             if (!(error instanceof SerializationError)) throw error;
           }
           if (stored === null) continue;
@@ -2541,7 +2568,7 @@ export class ExecutionEngine {
     try {
       done = await lockedRun;
     } catch (error) {
-      if (error instanceof DbConnectionError) this.#noteUnknownFills(fills);
+      if (mayHaveCommitted(error)) this.#noteUnknownFills(fills);
       throw error;
     }
     if (this.#unknownFills.size > 0) this.#knownFills(fills);
@@ -3155,7 +3182,7 @@ export class ExecutionEngine {
         }
         return await storeKillSwitch(this.#sql, wanted, { by });
       } catch (error) {
-        unknown ||= error instanceof DbConnectionError;
+        unknown ||= mayHaveCommitted(error);
         const delayMs = this.#retryDelay(attempt);
         if (!isTransient(error) || stopping.aborted || this.#clock.now() + delayMs > until) {
           this.#log.error("could not store the kill switch", {
