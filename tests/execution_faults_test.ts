@@ -338,3 +338,22 @@ Deno.test("a kill switch that cannot be stored holds in the engine (fail safe); 
   const [accepted] = await h.engine.processSignals([buy("after")]);
   assert.equal(accepted?.status, "accepted");
 });
+
+Deno.test("a kill switch asked for while PostgreSQL is away holds until PostgreSQL answers, then as PostgreSQL holds it", async () => {
+  await using h = await harness({ engine: { unknown_outcome_wait_ms: 1_000 } });
+  await h.warm();
+  h.proxy.cut();
+  const error = await h.engine.setKillSwitch({ active: true, reason: "away" }).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  assert.ok(error instanceof Error);
+  assert.equal(h.engine.killSwitch().active, true, "on while PostgreSQL cannot say");
+  h.proxy.restore();
+  // It never reached PostgreSQL: the next signal, decided once the engine read the switch back,
+  // sees it off, as PostgreSQL holds it.
+  const [next] = await h.engine.processSignals([buy("after")]);
+  assert.equal(next?.status, "accepted");
+  assert.equal(h.engine.killSwitch().active, false);
+  assert.equal(await storedKillSwitch(h.sql), null);
+});

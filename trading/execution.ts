@@ -856,6 +856,10 @@ export class ExecutionEngine {
   readonly #cancelRetries = new Set<string>();
   readonly #marketClocks = new Map<string, { at: number; clock: UsEquityMarketClock }>();
   #kill: KillSwitch = { active: false, reason: null, changed_at: null, changed_by: null };
+  /** Kill switch requests so far: a request's outcome is held only while it is the latest. */
+  #killRequests = 0;
+  /** Reading the kill switch after a request that could not be confirmed; null when known. */
+  #killFollow: Promise<void> | null = null;
 
   /** Serializes the decisions on signal batches and kill-switch changes. */
   #serial: Promise<unknown> = Promise.resolve();
@@ -1186,6 +1190,7 @@ export class ExecutionEngine {
     items: readonly SignalInput[],
   ): Promise<{ commit: Promise<SignalOutcome[]> }> {
     if (items.length === 0) return { commit: Promise.resolve([]) };
+    if (this.#killFollow !== null) await this.#killSwitchKnown(this.#killFollow);
     while (this.#committing.size >= this.#batchesInFlight) {
       await Promise.race([...this.#committing]);
     }
@@ -3093,11 +3098,12 @@ export class ExecutionEngine {
    * and, with `active` and `cancel_open`, asks brokers to cancel every open
    * order (pending orders not yet at a broker are cancelled here). Runs
    * between signal batches. An activation holds in memory at once — the
-   * batches not yet decided are refused — and stays on when it cannot be
-   * stored; a deactivation takes effect once stored. A store whose answer is
-   * lost, or that the database cannot take, is retried with backoff for at
-   * most `unknown_outcome_wait_ms` (reading the stored switch first after a
-   * lost answer) before the call rejects. The cancellations complete as broker events. The
+   * batches not yet decided are refused — and a deactivation once stored. A
+   * store whose answer is lost, or that the database cannot take, is retried
+   * with backoff for at most `unknown_outcome_wait_ms` (reading the stored
+   * switch first after a lost answer) before the call rejects; the switch
+   * then stays as it is (on, for an activation or a deactivation) until
+   * PostgreSQL answers, and then holds what PostgreSQL holds. The cancellations complete as broker events. The
    * orders whose cancel could not be sent are named in `not_cancelled` and in
    * a critical alert; those a broker could not answer (unreachable, rate
    * limited) are asked again with backoff until the cancel is sent or the
@@ -3109,15 +3115,17 @@ export class ExecutionEngine {
     if (!this.#running) return Promise.reject(new ExecutionNotReadyError());
     const wanted = { active: request.active, reason: request.reason ?? null };
     const by = request.by ?? this.#by;
+    const generation = ++this.#killRequests;
     if (wanted.active) {
-      // Fail safe: on in memory first — the batches not yet decided are refused — and it stays
-      // on whatever becomes of storing it.
+      // Fail safe: on in memory first — the batches not yet decided are refused — until
+      // PostgreSQL says otherwise.
       this.#kill = { ...wanted, changed_at: new Date(this.#clock.now()), changed_by: by };
     }
     return this.#exclusive(async () => {
       await this.#drainBatches();
-      const state = await this.#storeKillSwitch(wanted, by);
-      this.#kill = state;
+      const state = await this.#storeKillSwitch(wanted, by, generation);
+      // A later request holds memory itself (an activation is on already).
+      if (generation === this.#killRequests) this.#kill = state;
       this.#log.warn(state.active ? "kill switch on" : "kill switch off", {
         reason: state.reason,
         by: state.changed_by,
@@ -3155,18 +3163,60 @@ export class ExecutionEngine {
   /**
    * Stores the kill switch as `wanted` and returns it as stored, retrying
    * with backoff while the database cannot answer, for at most
-   * `unknown_outcome_wait_ms`. After a connection error (whether the write
-   * committed is unknown) the stored switch is read first: already as
-   * wanted, it is not written again. Throws the last error when the time is
-   * up, the engine stops or the database refuses: an activation then stays
-   * on in memory (set by the caller), a deactivation leaves the switch on.
+   * `unknown_outcome_wait_ms` — a write that hangs included. After a
+   * connection error (whether the write committed is unknown) the stored
+   * switch is read first: already as wanted, it is not written again. Throws
+   * the last error (a `DbConnectionError` when none came in time) when the
+   * time is up, the engine stops or the database refuses; the engine then
+   * holds the switch as PostgreSQL does once a write in flight settled and
+   * PostgreSQL answers ({@linkcode ExecutionEngine.setKillSwitch}).
    */
   async #storeKillSwitch(
     wanted: { active: boolean; reason: string | null },
     by: string,
+    generation: number,
   ): Promise<KillSwitch> {
-    const until = this.#clock.now() + this.#outcomeWaitMs;
-    const stopping = this.#stopping.signal;
+    const giveUp = new AbortController();
+    const failures: unknown[] = [];
+    const storing = this.#storeKillSwitchLoop(
+      wanted,
+      by,
+      AbortSignal.any([giveUp.signal, this.#stopping.signal]),
+      failures,
+    );
+    const timer = new AbortController();
+    const late = this.#clock.sleep(this.#outcomeWaitMs, timer.signal).then(
+      () => null,
+      () => null,
+    );
+    try {
+      const stored = await Promise.race([storing, late]);
+      if (stored !== null) return stored;
+      throw failures.at(-1) ??
+        new DbConnectionError(
+          `PostgreSQL did not answer within ${this.#outcomeWaitMs} ms; the kill switch may or may not be stored`,
+        );
+    } catch (error) {
+      giveUp.abort();
+      this.#log.error("could not store the kill switch", {
+        active: wanted.active,
+        held: this.#kill.active,
+        error: errorMessage(error),
+      });
+      this.#followStoredKillSwitch(generation, storing.then(() => {}, () => {}));
+      throw error;
+    } finally {
+      timer.abort();
+    }
+  }
+
+  /** The attempts of `#storeKillSwitch` until one stores, `stop` aborts or an error is not transient. */
+  async #storeKillSwitchLoop(
+    wanted: { active: boolean; reason: string | null },
+    by: string,
+    stop: AbortSignal,
+    failures: unknown[],
+  ): Promise<KillSwitch> {
     let unknown = false;
     for (let attempt = 0;; attempt++) {
       try {
@@ -3180,27 +3230,86 @@ export class ExecutionEngine {
           }
           unknown = false;
         }
+        // Given up meanwhile (the caller has its error): no write after that.
+        stop.throwIfAborted();
         return await storeKillSwitch(this.#sql, wanted, { by });
       } catch (error) {
+        failures.push(error);
         unknown ||= mayHaveCommitted(error);
+        if (!isTransient(error) || stop.aborted) throw error;
         const delayMs = this.#retryDelay(attempt);
-        if (!isTransient(error) || stopping.aborted || this.#clock.now() + delayMs > until) {
-          this.#log.error("could not store the kill switch", {
-            active: wanted.active,
-            held: this.#kill.active,
-            outcome_unknown: unknown,
-            error: errorMessage(error),
-          });
-          throw error;
-        }
         this.#log.warn("could not store the kill switch; retrying", {
           active: wanted.active,
           attempt: attempt + 1,
           retry_in_ms: delayMs,
           error: errorMessage(error),
         });
-        await this.#clock.sleep(delayMs, stopping).catch(() => {});
+        await this.#clock.sleep(delayMs, stop).catch(() => {});
+        if (stop.aborted) throw error;
       }
+    }
+  }
+
+  /**
+   * After a kill switch request that could not be confirmed (request
+   * `generation`): the engine holds the switch as it is — on, for an
+   * activation or a deactivation — until its write in flight settled
+   * (`settled`) and PostgreSQL answers, then as PostgreSQL holds it (read
+   * with backoff until then, or until the engine stops or another request
+   * comes), so that the two agree.
+   */
+  #followStoredKillSwitch(generation: number, settled: Promise<void>): void {
+    const stopping = this.#stopping.signal;
+    const following = (async () => {
+      await settled;
+      for (let attempt = 0; !stopping.aborted && generation === this.#killRequests; attempt++) {
+        try {
+          const stored = await getKillSwitch(this.#sql);
+          if (generation !== this.#killRequests) return;
+          if (stored.active !== this.#kill.active) {
+            this.#log.warn("the kill switch follows PostgreSQL after a change not confirmed", {
+              active: stored.active,
+              reason: stored.reason,
+            });
+          }
+          this.#kill = stored;
+          return;
+        } catch (error) {
+          if (!isTransient(error)) {
+            this.#log.error("could not read the kill switch", { error: errorMessage(error) });
+            return;
+          }
+        }
+        // Soon after PostgreSQL is back: signal batches wait for this (`#killSwitchKnown`).
+        await this.#clock.sleep(Math.min(this.#retryDelay(attempt), 1_000), stopping).catch(
+          () => {},
+        );
+      }
+    })();
+    this.#killFollow = following;
+    void following.finally(() => {
+      if (this.#killFollow === following) this.#killFollow = null;
+    });
+    this.#background_(following);
+  }
+
+  /**
+   * Before a signal batch is decided while the kill switch is not known
+   * (`#followStoredKillSwitch` runs): waits for it to be read, at most
+   * `unknown_outcome_wait_ms` — the batch is then decided with the switch as
+   * held (on, for an activation) — so that a batch decided once PostgreSQL
+   * is back sees what PostgreSQL holds.
+   */
+  async #killSwitchKnown(following: Promise<void>): Promise<void> {
+    const timer = new AbortController();
+    try {
+      await Promise.race([
+        following,
+        this.#clock.sleep(this.#outcomeWaitMs, AbortSignal.any([timer.signal, this.#halt.signal]))
+          .catch(() => {}),
+      ]);
+    } finally {
+      timer.abort();
     }
   }
 
