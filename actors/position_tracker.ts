@@ -489,6 +489,8 @@ class Tracker {
   /** Latched: a notify while the loop is busy applying must not be lost. */
   readonly #wake = new LatchedWakeup();
   #snapshotDue = false;
+  /** A reservation's statement lost its answer: the state is read back before anything else. */
+  #reloadNeeded = false;
   /** Applying fills or taking a snapshot: no reservation is granted meanwhile. */
   #busy = false;
   /** A reservation is open: the engine is storing positions with its fills. */
@@ -553,7 +555,8 @@ class Tracker {
       while (!this.#signal.aborted) {
         // While the engine stores positions with its fills, the tracker writes nothing.
         const idle = this.#reserved ||
-          (this.#offered.size === 0 && this.#pending.length === 0 && !this.#snapshotDue);
+          (this.#offered.size === 0 && this.#pending.length === 0 && !this.#snapshotDue &&
+            !this.#reloadNeeded);
         if (idle) {
           if (consumerClosed && !this.#reserved) {
             const error = await closed;
@@ -566,6 +569,7 @@ class Tracker {
         }
         this.#busy = true;
         try {
+          if (this.#reloadNeeded && !await this.#reload()) continue;
           if (this.#offered.size > 0) await this.#applyOffered(this.#takeOffered());
           if (this.#pending.length > 0) {
             const batch = this.#pending.splice(0, this.#batchMax);
@@ -1019,7 +1023,8 @@ class Tracker {
    */
   #reserve(fills: readonly PendingFill[]): PositionsReservation | null {
     if (
-      this.#busy || this.#reserved || !this.#status.running || this.#offered.size > 0 ||
+      this.#busy || this.#reserved || this.#reloadNeeded || !this.#status.running ||
+      this.#offered.size > 0 ||
       this.#deps.state.unappliedFillCount() > 0 || this.#pendingUnapplied()
     ) {
       return null;
@@ -1056,7 +1061,47 @@ class Tracker {
       release: () => {
         end();
       },
+      unknown: () => {
+        // Flagged before the tracker is let go, so that no reservation or write comes first.
+        if (open) this.#reloadNeeded = true;
+        end();
+      },
     };
+  }
+
+  /**
+   * After a reservation's statement lost its answer (it may have committed
+   * the positions and cash it carried): reads positions, cash and the fills
+   * not applied back from PostgreSQL, retrying with backoff. False when
+   * stopping first.
+   */
+  async #reload(): Promise<boolean> {
+    const { sql, state } = this.#deps;
+    for (let attempt = 0; !this.#signal.aborted; attempt++) {
+      try {
+        await state.load(sql, { open_orders: false, by: POSITION_TRACKER_ACTOR });
+        this.#reloadNeeded = false;
+        this.#log.info("positions read back after a statement storing them lost its answer", {
+          portfolio: state.portfolio_id,
+        });
+        return true;
+      } catch (error) {
+        this.#status.retries++;
+        this.#status.last_error = errorMessage(error);
+        const delayMs = this.#delay(attempt);
+        this.#log.warn("Position tracker could not read its positions back, retrying", {
+          attempt: attempt + 1,
+          retry_in_ms: delayMs,
+          error: errorMessage(error),
+        });
+        try {
+          await this.#clock.sleep(delayMs, this.#signal);
+        } catch {
+          return false;
+        }
+      }
+    }
+    return false;
   }
 
   /**

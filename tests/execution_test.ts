@@ -817,6 +817,35 @@ Deno.test("orders in other symbols count in gross exposure: same batch, or open 
   assert.equal(big?.status, "rejected");
 });
 
+Deno.test("a position without a fresh price counts in gross exposure at its newest price, not at cost", async () => {
+  await using h = await harness({ risk: (c) => ({ ...noLimits(c), max_gross_exposure: "1000" }) });
+  // Long 6 ETH bought at 50 (cost 300); its only price, 100, is a minute old — stale for the
+  // orders' checks, yet the best value of the position there is.
+  h.state.record(
+    applyTrackedFill(h.state.position("ETH-USDT"), h.state.cash, {
+      symbol: "ETH-USDT",
+      side: "buy",
+      qty: d("6"),
+      price: d("50"),
+      fee: ZERO,
+      filled_at: Date.now() - 120_000,
+    }),
+    "held-eth",
+  );
+  quote(h.cache, "ETH-USDT", "100", "100", Date.now() - 60_000);
+  quote(h.cache, "BTC-USDT", "100", "100");
+  const [outcome] = await h.engine.processSignals([{
+    body: { id: "g-1", symbol: "BTC-USDT", side: "buy", qty: "6" },
+    strategy: "x",
+    source: "nats" as const,
+  }]);
+  // 6 × 100 (ETH at its minute-old price) + 6 × 100 = 1200 > 1000; at cost it was 900.
+  assert.equal(outcome?.status, "rejected");
+  if (outcome?.status === "rejected") {
+    assert.deepEqual(rulesOf(outcome.reasons), ["max_gross_exposure"]);
+  }
+});
+
 Deno.test("a fill stored before the position tracker applies it counts in the position and gross exposure", async () => {
   // The tracker is busy (as in a burst): the fill is stored without its position.
   await using h = await harness({

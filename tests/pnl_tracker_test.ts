@@ -519,3 +519,45 @@ Deno.test("no reservation while a message of a fill not applied waits; one of a 
   await waitFor(() => rig.status.applied === 3, 5_000, "all applied");
   await stop();
 });
+
+Deno.test("after a reservation's statement lost its answer, the tracker reads the positions back before reserving again", async () => {
+  await using rig = await trackerRig();
+  const [buy] = await ordersOf(rig.sql, ["buy"]);
+  const stop = await rig.start();
+  const now = Date.now();
+  const pending = {
+    portfolio_id: "default",
+    symbol: "BTC-USDT",
+    side: "buy" as const,
+    qty: "10",
+    price: "100",
+    fee: "1",
+    filled_at: now - 1_000,
+  };
+  const reservation = rig.handoff.reserve([pending]);
+  assert.ok(reservation !== null);
+  // The engine's statement commits the fill with its position and cash, but its answer is lost
+  // (the connection dropped): the engine cannot tell, so it ends the reservation as unknown.
+  await insertFillsWithOrders(
+    rig.sql,
+    [fillOf(buy!, "a", "10", "100", now - 1_000, {
+      commission: "1",
+      realized_pnl: reservation.realized[0],
+    })],
+    [],
+    { positions: reservation.positions },
+  );
+  reservation.unknown();
+  await waitFor(
+    () => rig.state.position("BTC-USDT").qty.eq(d("10")),
+    5_000,
+    "the stored position read back",
+  );
+  assert.equal(rig.state.cash.toFixed(), "98999");
+  // A reservation now computes from what PostgreSQL holds: selling the 10 realizes +99.
+  const next = rig.handoff.reserve([{ ...pending, side: "sell", price: "110", fee: "1" }]);
+  assert.ok(next !== null);
+  assert.equal(next.realized[0]?.toFixed(), "99");
+  next.release();
+  await stop();
+});

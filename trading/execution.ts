@@ -146,7 +146,7 @@ import { type Logger, nullLogger } from "../lib/log.ts";
 import { type Exchange, EXCHANGES } from "../market/events.ts";
 import type { LatestCache } from "../market/latest_cache.ts";
 import { type FillMessage, fillMessage } from "./fills_stream.ts";
-import { markPrice, type PortfolioState } from "./portfolio_state.ts";
+import { DEFAULT_RISK_MARK_MAX_AGE_MS, markPrice, type PortfolioState } from "./portfolio_state.ts";
 import type { UsEquityMarketClock } from "./market_hours.ts";
 import { type Decimal, fromDb, parseDecimal, plainNumeric, toDb, toJson, ZERO } from "./money.ts";
 import {
@@ -479,6 +479,12 @@ export interface PositionsReservation {
   commit(fillIds: readonly string[]): void;
   /** The statement did not commit: the tracker applies the fills from their messages, as usual. */
   release(): void;
+  /**
+   * The statement's answer was lost (the connection dropped): it may have
+   * committed. The tracker reads its positions and cash back from PostgreSQL
+   * before it writes or reserves again.
+   */
+  unknown(): void;
 }
 
 /** What an {@linkcode ExecutionEngine} needs. */
@@ -1483,7 +1489,14 @@ export class ExecutionEngine {
     const markOf = (symbol: string) => {
       let mark = marks.get(symbol);
       if (mark === undefined) {
-        marks.set(symbol, mark = markPrice(this.#cache, symbol, maxAgeMs, now));
+        // A position without a fresh price is valued at its newest price up to a few days old
+        // (a weekend's close), not at cost.
+        marks.set(
+          symbol,
+          mark = markPrice(this.#cache, symbol, maxAgeMs, now, {
+            fallback_max_age_ms: DEFAULT_RISK_MARK_MAX_AGE_MS,
+          }),
+        );
       }
       return mark;
     };
@@ -2486,8 +2499,11 @@ export class ExecutionEngine {
               { by: this.#by, positions: lend?.positions },
             );
           } catch (error) {
-            lend?.release();
-            if (mayHaveCommitted(error)) this.#noteUnknownFills(fills);
+            if (mayHaveCommitted(error)) {
+              // The positions may be stored: the tracker reads them back before it goes on.
+              lend?.unknown();
+              this.#noteUnknownFills(fills);
+            } else lend?.release();
             if (!(error instanceof SerializationError)) throw error;
           }
           if (stored === null) continue;
@@ -2788,6 +2804,8 @@ export class ExecutionEngine {
           side: fill.side,
           qty: fromDb(fill.qty),
           price: fromDb(fill.price),
+          fee: fromDb(fill.commission),
+          filled_at: fill.filled_at.getTime(),
         });
       }
       this.#sendFill(fillMessage(fill, row));
