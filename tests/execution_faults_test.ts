@@ -121,6 +121,7 @@ async function harness(options: HarnessOptions = {}) {
       await waitFor(async () => await count("select count(*)::int n from fills") === 1, 5_000);
       await engine.settled();
     },
+    broker,
     [Symbol.asyncDispose]: async () => {
       proxy.restore();
       await engine.stop();
@@ -356,4 +357,53 @@ Deno.test("a kill switch asked for while PostgreSQL is away holds until PostgreS
   assert.equal(next?.status, "accepted");
   assert.equal(h.engine.killSwitch().active, false);
   assert.equal(await storedKillSwitch(h.sql), null);
+});
+
+Deno.test("a lone fill of a resting order whose statement commits but loses its answer: the order is closed in memory", async () => {
+  await using h = await harness({ risk: { max_open_orders: 1 } });
+  await h.warm();
+  // A resting gtc limit buy below the ask: submitted, open, no fill yet.
+  const [outcome] = await h.engine.processSignals([{
+    body: {
+      id: "resting",
+      symbol: "BTC-USDT",
+      side: "buy",
+      qty: "1",
+      type: "limit",
+      limit_price: "49000",
+      time_in_force: "gtc",
+    },
+    strategy: "faults",
+    source: "rest",
+  }]);
+  if (outcome?.status !== "accepted") throw new Error(`accepted, not ${outcome?.status}`);
+  await waitFor(
+    async () =>
+      (await h.sql<{ status: string }[]>`select status from orders where id = ${outcome.order.id}`)[
+        0
+      ]
+        ?.status === "submitted",
+    5_000,
+    "resting order submitted",
+  );
+  await h.engine.settled();
+  assert.equal(h.engine.stats().open_orders, 1);
+  // The market comes down to it: its fill (the only update of the batch) is stored, the answer lost.
+  const cut = h.proxy.arm({ match: FILL_STATEMENT, mode: "after" });
+  quote(h.cache, "BTC-USDT", "48980", "48990");
+  h.broker.onPrice("binance", "BTC-USDT");
+  await deadline(cut, 5_000, "the fill statement cut");
+  await waitFor(async () => await h.count("select count(*)::int n from fills") === 2, 5_000);
+  await waitFor(() => h.fills.length === 2, 5_000, "its fill sent on");
+  await h.engine.settled();
+  const [row] = await h.sql<
+    { status: string }[]
+  >`select status from orders where id = ${outcome.order.id}`;
+  assert.equal(row?.status, "filled", "PostgreSQL: filled");
+  // The engine must hold it as PostgreSQL does: closed.
+  assert.equal(h.engine.stats().open_orders, 0, "the engine holds the order as stored: closed");
+  assert.equal(h.state.openOrderCount(), 0, "the risk state no longer counts it open");
+  // max_open_orders 1: the next signal must pass.
+  const [next] = await h.engine.processSignals([buy("next")]);
+  assert.equal(next?.status, "accepted", JSON.stringify(next));
 });

@@ -2574,6 +2574,9 @@ export class ExecutionEngine {
       // not applied. (A fill the broker sent again was sent on when it was stored.)
       const unapplied: Array<{ fill: Fill; coid: string }> = [];
       if (this.#unknownFills.size > 0) {
+        // The orders of those fills moved with them (a fill alone makes no update here, so no
+        // conflict tells): read back, one that differs from the order held is held as stored.
+        const moved = new Map<string, Order>();
         for (const [update, index] of fillIndex) {
           const { created, fill } = inserted[index]!;
           if (created || update.kind !== "event") continue;
@@ -2581,7 +2584,15 @@ export class ExecutionEngine {
           if (fill.realized_pnl === null) {
             unapplied.push({ fill, coid: update.event.client_order_id });
           }
+          const held = orders.get(update.event.client_order_id);
+          if (held !== undefined && !moved.has(held.id)) {
+            const stored = await getOrder(tx, held.id);
+            if (stored.status !== held.status || stored.filled_qty !== held.filled_qty) {
+              moved.set(held.id, stored);
+            }
+          }
         }
+        if (moved.size > 0) throw new StaleOrders([...moved.values()]);
       }
       return { changed: plan.changed, newFills, alerts, unapplied };
     });
