@@ -123,6 +123,7 @@ import {
   IntegrityError,
   mapDbError,
   markPositions,
+  mayHaveCommitted,
   peakEquity,
   type PendingPositionChange,
   type PortfolioChange,
@@ -752,6 +753,7 @@ class Tracker {
     try {
       applied = await this.#applyFast(fills);
     } catch (error) {
+      this.#noteUnknownOutcome(error);
       this.#log.debug("handed-over fills left to their messages", { error: errorMessage(error) });
     }
     if (applied !== null) this.#settleHandedOver(applied);
@@ -834,6 +836,7 @@ class Tracker {
         }
         this.#status.retries++;
         this.#status.last_error = errorMessage(error);
+        this.#noteUnknownOutcome(error);
         if (!retry || this.#signal.aborted || this.#deps.nats.isClosed()) return false;
         const delayMs = this.#delay(attempt);
         this.#log.warn("Position tracker could not apply older unapplied fills, retrying", {
@@ -847,6 +850,7 @@ class Tracker {
         } catch {
           return false;
         }
+        if (this.#reloadNeeded && !await this.#reload()) return false;
       }
     }
   }
@@ -884,6 +888,7 @@ class Tracker {
         }
         this.#status.retries++;
         this.#status.last_error = errorMessage(error);
+        this.#noteUnknownOutcome(error);
         if (this.#signal.aborted || this.#deps.nats.isClosed()) {
           for (const item of items) item.msg.nak();
           return;
@@ -899,6 +904,12 @@ class Tracker {
         try {
           await this.#clock.sleep(delayMs, this.#signal);
         } catch {
+          for (const item of items) item.msg.nak();
+          return;
+        }
+        // Its write may have committed: the state follows PostgreSQL before the batch is run
+        // again (and then finds its fills applied).
+        if (this.#reloadNeeded && !await this.#reload()) {
           for (const item of items) item.msg.nak();
           return;
         }
@@ -1070,10 +1081,20 @@ class Tracker {
   }
 
   /**
-   * After a reservation's statement lost its answer (it may have committed
-   * the positions and cash it carried): reads positions, cash and the fills
-   * not applied back from PostgreSQL, retrying with backoff. False when
-   * stopping first.
+   * A write of the tracker's failed with `error`: when its answer was lost
+   * (it may have committed), the state is to be read back before the next
+   * write ({@linkcode #reload}).
+   */
+  #noteUnknownOutcome(error: unknown): void {
+    if (mayHaveCommitted(mapDbError(error))) this.#reloadNeeded = true;
+  }
+
+  /**
+   * After a write whose answer was lost — the tracker's own, or a
+   * reservation's statement — which may have committed the positions and
+   * cash it carried: reads positions, cash, realized P&L per day and the
+   * fills not applied back from PostgreSQL, retrying with backoff. False
+   * when stopping first.
    */
   async #reload(): Promise<boolean> {
     const { sql, state } = this.#deps;

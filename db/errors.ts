@@ -239,3 +239,31 @@ export function isRetryable(error: unknown): boolean {
   const mapped = mapDbError(error);
   return mapped instanceof DbError && mapped.retryable;
 }
+
+/**
+ * Codes of a connection that could not be opened: nothing was sent on it,
+ * so a write that failed with one of them did not happen.
+ */
+const NOT_CONNECTED_CODES: ReadonlySet<string> = new Set([
+  "ECONNREFUSED",
+  "ENOTFOUND",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EAI_AGAIN",
+  "CONNECT_TIMEOUT",
+  "08001", // sqlclient_unable_to_establish_sqlconnection
+  "08004", // sqlserver_rejected_establishment_of_sqlconnection
+  "57P03", // cannot_connect_now
+  "53300", // too_many_connections
+]);
+
+/**
+ * Whether a write that failed with `error` (mapped by {@linkcode mapDbError})
+ * may have taken effect all the same: the connection dropped once the write
+ * could have been sent (its answer lost), not a connection that could not be
+ * opened.
+ */
+export function mayHaveCommitted(error: unknown): error is DbConnectionError {
+  return error instanceof DbConnectionError &&
+    (error.code === undefined || !NOT_CONNECTED_CODES.has(error.code));
+}
