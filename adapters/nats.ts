@@ -360,26 +360,32 @@ export interface LimitsStreamOptions {
   max_age_s: number;
   /** Most bytes kept. */
   max_bytes: number;
-  /** Duplicate window of `Nats-Msg-Id`, in ms; the server's default when absent. */
+  /** Duplicate window of `Nats-Msg-Id`, in ms, at most the age limit. @default {DEFAULT_DUPLICATE_WINDOW_MS} */
   duplicate_window_ms?: number | undefined;
 }
 
+/** JetStream's default duplicate window of `Nats-Msg-Id`: two minutes. */
+export const DEFAULT_DUPLICATE_WINDOW_MS = 120_000;
+
 /**
  * A durable stream that keeps messages within age and byte limits, dropping
- * the oldest beyond them: file storage, limits retention, discard old.
+ * the oldest beyond them: file storage, limits retention, discard old. The
+ * duplicate window is never longer than the age limit: an existing stream
+ * whose age is set below the server's default window is refused otherwise
+ * ("duplicates window can not be larger then max age").
  */
 export function limitsStream(options: LimitsStreamOptions): StreamSpec {
+  const maxAgeMs = options.max_age_s * 1_000;
+  const windowMs = Math.min(options.duplicate_window_ms ?? DEFAULT_DUPLICATE_WINDOW_MS, maxAgeMs);
   return {
     name: options.name,
     subjects: [options.subject],
     storage: StorageType.File,
     retention: RetentionPolicy.Limits,
     discard: DiscardPolicy.Old,
-    max_age: options.max_age_s * 1_000 * NANOS_PER_MS,
+    max_age: maxAgeMs * NANOS_PER_MS,
     max_bytes: options.max_bytes,
-    ...(options.duplicate_window_ms === undefined
-      ? {}
-      : { duplicate_window: options.duplicate_window_ms * NANOS_PER_MS }),
+    duplicate_window: windowMs * NANOS_PER_MS,
   };
 }
 

@@ -4,8 +4,11 @@ import { AckPolicy, jetstreamManager } from "@nats-io/jetstream";
 import {
   connectNats,
   ConsumerMismatchError,
+  DEFAULT_DUPLICATE_WINDOW_MS,
   ensureConsumer,
   ensureStreams,
+  limitsStream,
+  NANOS_PER_MS,
   natsConnectionOptions,
   type NatsOptions,
   pingNats,
@@ -14,6 +17,7 @@ import {
   workConsumer,
 } from "../adapters/nats.ts";
 import { decodeJson, encodeJson } from "../adapters/codec.ts";
+import { mdCleanStream } from "../market/md_stream.ts";
 import { memoryLogger } from "../lib/log.ts";
 import { freePort, startNatsServer } from "./_nats_server.ts";
 import { waitFor } from "./_helpers.ts";
@@ -205,6 +209,31 @@ Deno.test("ensureConsumer creates a durable, updates what can be updated, and re
     );
   } finally {
     await jsm.streams.delete(name).catch(() => {});
+    await nc.close();
+  }
+});
+
+Deno.test("a stream's duplicate window is never longer than its age limit, so a short retention applies to an existing stream", async () => {
+  assert.equal(
+    limitsStream({ name: "S", subject: "s.>", max_age_s: 604_800, max_bytes: 1 })
+      .duplicate_window,
+    DEFAULT_DUPLICATE_WINDOW_MS * NANOS_PER_MS,
+  );
+  assert.equal(
+    limitsStream({ name: "S", subject: "s.>", max_age_s: 60, max_bytes: 1 }).duplicate_window,
+    60_000 * NANOS_PER_MS,
+  );
+  await using server = await startNatsServer();
+  const nc = await connect({ servers: server.url });
+  try {
+    // A stream made with a week's retention, then the smallest retention the config accepts.
+    await ensureStreams(nc, [
+      mdCleanStream({ stream_max_bytes: 1 << 20, stream_max_age_s: 604_800 }),
+    ]);
+    await ensureStreams(nc, [mdCleanStream({ stream_max_bytes: 1 << 20, stream_max_age_s: 60 })]);
+    const info = await (await jetstreamManager(nc)).streams.info("MD_CLEAN");
+    assert.equal(info.config.max_age, 60_000 * NANOS_PER_MS);
+  } finally {
     await nc.close();
   }
 });
