@@ -11,7 +11,7 @@
  * | --- | --- |
  * | `schema` | it does not have the shape of a `MarketEvent` (or does not match the message subject) |
  * | `non_positive` | a price ≤ 0, a trade size ≤ 0, a negative size, a zero-size snapshot level, a negative quote side |
- * | `stale` | `ts_exchange` is more than `max_lag_ms` behind `nowUs` (a bar: its end, `start` + interval, if later; a top or book snapshot: `ts_local`, if later) |
+ * | `stale` | `ts_exchange` is more than `max_lag_ms` behind `nowUs` (a bar: its end, `start` + interval, if later; an event marked {@linkcode AsOfReceipt}: `ts_local`, if later) |
  * | `future` | `ts_exchange` is more than `max_future_ms` ahead of `nowUs` |
  * | `inconsistent_bar` | a bar's low/high do not bound its open and close |
  * | `crossed_book` | a top/quote with both sides > 0 and bid ≥ ask; a snapshot whose best bid ≥ best ask |
@@ -38,11 +38,16 @@
  *   later parts are refused for the same reason, so what is accepted of a
  *   snapshot is always its best levels. Crossing is checked over the parts
  *   accepted so far. The sequence rule treats the parts as one snapshot.
- * - Tops and book snapshots are held to `stale` by the later of `ts_exchange`
- *   and `ts_local`: they state the book as it is when sent, and a venue may
- *   stamp them with the time the book last changed — Kraken does for a book
- *   snapshot, so a quiet book's snapshot, and the top made from it, carry a
- *   time minutes old. A trade, a delta or a quote is held to its own time.
+ * - Every event is held to `stale` by its own time (`ts_exchange`; a bar by
+ *   its end) — a top too: a ticker delivered minutes late is refused, not
+ *   served as a fresh price (the latest-price cache and the execution engine
+ *   measure freshness on `ts_local`, the receive time, so they cannot tell).
+ *   The exception is an event marked {@linkcode AsOfReceipt}: a Kraken book
+ *   snapshot, which Kraken stamps with the time the book last changed
+ *   (minutes old on a quiet pair), and the top made from it. They state the
+ *   book as it was when sent, so they are held to the later of `ts_exchange`
+ *   and `ts_local`. Receive time cannot reveal a late delivery, so the mark
+ *   is set only where the venue's time is known not to be the send time.
  * - No full book is kept per symbol: feeds already keep and verify their books
  *   (Binance/Coinbase sequence gaps, Kraken checksums); the validator checks each
  *   snapshot for crossing and each delta's levels and sequence.
@@ -65,7 +70,8 @@
  * - With `enabled: false` only the `schema` check runs, so downstream never sees
  *   malformed events.
  * - Extra fields on an event are allowed and passed through untouched (but
- *   `part` and `parts` on a book event must make a {@linkcode SnapshotPart}).
+ *   `part` and `parts` on a book event must make a {@linkcode SnapshotPart},
+ *   and `as_of_receipt`, only on a book snapshot or a top, must be `true`).
  *
  * @example
  * ```ts
@@ -229,24 +235,48 @@ export function intervalUs(interval: string): number {
 }
 
 /**
+ * The field marking an event whose `ts_exchange` is the time the venue's book
+ * last changed rather than the time the venue sent it: a Kraken book snapshot
+ * and the top made from it (`venues/kraken/book_sync.ts`). Such an event
+ * states the book as it was when sent, so the `stale` rule holds it to when it
+ * was received (`ts_local`) when that is later; `ts_exchange` keeps the
+ * venue's time, so stored rows and the latest-price cache keep their order.
+ * Only a book snapshot or a top may carry it, and only as `true`.
+ *
+ * @example
+ * ```ts
+ * const mark = { as_of_receipt: true }; // on a Kraken snapshot and the top made from it
+ * ```
+ */
+export interface AsOfReceipt {
+  /** `ts_exchange` is the book's last change; the event holds as of `ts_local`. */
+  as_of_receipt: true;
+}
+
+/** Whether `event` carries the {@linkcode AsOfReceipt} mark. */
+export function isAsOfReceipt(event: MarketEvent): boolean {
+  return (event as MarketEvent & Partial<AsOfReceipt>).as_of_receipt === true;
+}
+
+/**
  * The time the `stale` rule holds against `max_lag_ms`: `ts_exchange`, but
  * - for a bar its end when that is later — Alpaca stamps a bar with its start
  *   only, and sends its running daily bar all day long;
- * - for a top or a book snapshot `ts_local` (when it was received) when that
- *   is later — they state the book as it is when sent, and Kraken stamps a
- *   snapshot (so also the top made from it) with the time the book last
- *   changed, which for a quiet book can be minutes before.
+ * - for a book snapshot or a top marked {@linkcode AsOfReceipt} `ts_local`
+ *   (when it was received) when that is later — Kraken stamps a snapshot, and
+ *   so the top made from it, with the time the book last changed, which for a
+ *   quiet book can be minutes before.
+ *
+ * Any other top is held to `ts_exchange`: its receive time is about now
+ * whenever it arrives, so it would let a price minutes old through as fresh.
  */
 export function staleAt(event: MarketEvent): number {
   switch (event.kind) {
     case "bar":
       return Math.max(event.ts_exchange, event.start + intervalUs(event.interval));
-    case "top":
-      return Math.max(event.ts_exchange, event.ts_local);
     case "book":
-      return event.action === "snapshot"
-        ? Math.max(event.ts_exchange, event.ts_local)
-        : event.ts_exchange;
+    case "top":
+      return isAsOfReceipt(event) ? Math.max(event.ts_exchange, event.ts_local) : event.ts_exchange;
     default:
       return event.ts_exchange;
   }
@@ -359,9 +389,10 @@ export function schemaProblem(value: unknown): string | null {
       if (e.sequence !== null && !isTimestamp(e.sequence)) {
         return `sequence ${show(e.sequence)} is neither null nor a non-negative integer`;
       }
-      return partProblem(e) ?? levelsProblem("bids", e.bids) ?? levelsProblem("asks", e.asks);
+      return partProblem(e) ?? asOfReceiptProblem(e) ?? levelsProblem("bids", e.bids) ??
+        levelsProblem("asks", e.asks);
     case "top":
-      return sidesProblem(e);
+      return asOfReceiptProblem(e) ?? sidesProblem(e);
     case "quote":
       if (e.bid_exchange !== null && typeof e.bid_exchange !== "string") {
         return "bid_exchange is neither null nor a string";
@@ -406,6 +437,16 @@ function partProblem(e: Record<string, unknown>): string | null {
     return `part ${show(part)} is not an integer from 0 to ${parts - 1}`;
   }
   return null;
+}
+
+/** What is wrong with the `as_of_receipt` mark of a book or top event, or null (also when it has none). */
+function asOfReceiptProblem(e: Record<string, unknown>): string | null {
+  const mark = e.as_of_receipt;
+  if (mark === undefined) return null;
+  if (e.kind === "book" && e.action !== "snapshot") {
+    return "as_of_receipt is only allowed on a book snapshot or a top";
+  }
+  return mark === true ? null : `as_of_receipt ${show(mark)} is not true`;
 }
 
 function levelsProblem(side: string, levels: unknown): string | null {

@@ -206,6 +206,48 @@ Deno.test("the snapshot of a quiet Kraken book and its top pass the validator, a
   ]);
 });
 
+Deno.test("a Kraken top made from a book update delivered late is refused as stale, as the update is", () => {
+  // The snapshot and its top hold as of their receipt (Kraken stamps a snapshot with the book's
+  // last change); an update's top is the book as of the update's own time, here 5 minutes before
+  // it arrived.
+  let venueUs = RX - 180_000_000; // the book last changed 3 minutes before it was subscribed
+  const market = new FakeKrakenMarket(["BTC/USD"], {
+    priceDecimals: { "BTC/USD": 1 },
+    nowUs: () => venueUs,
+  });
+  market.book("BTC/USD").set("bid", [[65_000, 1], [64_999.5, 2]]);
+  market.book("BTC/USD").set("ask", [[65_000.5, 1], [65_001, 2]]);
+  const session = krakenSession(config());
+  const io = new FakeIO();
+  session.onOpen(io);
+  const snapshot = session.onFrame(market.snapshotFrame("BTC/USD", 10), RX, io);
+  const snapshotUs = venueUs;
+  venueUs = RX + 60_000_000;
+  const lateUs = venueUs + 300_000_000;
+  const late = session.onFrame(
+    market.update("BTC/USD", 10, { bids: [[65_000, 1.5]] })!,
+    lateUs,
+    io,
+  );
+  assert.deepEqual(io.resyncs, []);
+  const validator = new Validator(DEFAULT_CONFIG.validator);
+  assert.deepEqual(
+    [...snapshot, ...late].map((event) => {
+      const { rejected } = validator.validate([event], event.ts_local);
+      return `${event.kind}: ${rejected.map((r) => r.reason).join() || "accepted"}`;
+    }),
+    ["book: accepted", "top: accepted", "book: stale", "top: stale"],
+  );
+  // Only the snapshot and its top carry the mark; every event keeps Kraken's time.
+  const marked = (event: MarketEvent) => (event as { as_of_receipt?: unknown }).as_of_receipt;
+  assert.deepEqual([...snapshot, ...late].map((e) => [e.kind, e.ts_exchange, marked(e)]), [
+    ["book", snapshotUs, true],
+    ["top", snapshotUs, true],
+    ["book", venueUs, undefined],
+    ["top", venueUs, undefined],
+  ]);
+});
+
 Deno.test("kraken session resubscribes one book after a checksum mismatch", () => {
   const market = seeded();
   const session = krakenSession(config());

@@ -447,20 +447,19 @@ Deno.test("a bar is stale only once its end is: Alpaca's running daily bar, stam
   );
 });
 
-Deno.test("a book snapshot or top stamped with the book's last change is held to when it was received", () => {
+Deno.test("a book snapshot or top marked as_of_receipt (the book's last change) is held to when it was received", () => {
   // Kraken stamps a book snapshot with the time the book last changed: 3 minutes ago on a quiet
-  // pair. The snapshot and the top made from it were received now.
+  // pair. The snapshot and the top made from it were received now, and carry the mark.
   const validator = new Validator({ max_lag_ms: 120_000 });
   const lastChange = NOW_US - 180 * SECOND_US;
-  const snapshot = book({
-    exchange: "kraken",
-    action: "snapshot",
-    sequence: null,
-    ts_exchange: lastChange,
-  });
+  const mark = { as_of_receipt: true } as const;
+  const snapshot = {
+    ...book({ exchange: "kraken", action: "snapshot", sequence: null, ts_exchange: lastChange }),
+    ...mark,
+  };
   assert.equal(verdict(validator, snapshot), "accepted");
   assert.equal(
-    verdict(validator, top({ exchange: "kraken", ts_exchange: lastChange })),
+    verdict(validator, { ...top({ exchange: "kraken", ts_exchange: lastChange }), ...mark }),
     "accepted",
   );
   // A delta, a trade and a quote still go by their own time.
@@ -472,11 +471,75 @@ Deno.test("a book snapshot or top stamped with the book's last change is held to
   assert.equal(verdict(validator, quote({ ts_exchange: lastChange })), "stale");
   // Received long ago (a backlog, an old capture): stale, and the detail says by which time.
   const late = validator.validate([
-    book({ action: "snapshot", ts_exchange: lastChange, ts_local: NOW_US - 121 * SECOND_US }),
-    top({ ts_exchange: lastChange, ts_local: NOW_US - 121 * SECOND_US }),
+    {
+      ...book({ action: "snapshot", ts_exchange: lastChange, ts_local: NOW_US - 121 * SECOND_US }),
+      ...mark,
+    },
+    { ...top({ ts_exchange: lastChange, ts_local: NOW_US - 121 * SECOND_US }), ...mark },
   ], NOW_US);
   assert.deepEqual(reasons(late), ["stale", "stale"]);
   assert.match(late.rejected[0]!.detail, /^ts_local \d+ is 121000 ms behind now/);
+});
+
+Deno.test("a top is held to its own time: a ticker 10 minutes old received now is stale", () => {
+  // 33c114b held every top to max(ts_exchange, ts_local); ts_local is the receive time, so no top
+  // was ever stale, and the latest-price cache (freshness by ts_local) served this one as fresh.
+  const validator = new Validator({ max_lag_ms: 120_000 });
+  const old = top({
+    exchange: "coinbase",
+    symbol: "BTC-USD",
+    venue_symbol: "BTC-USD",
+    ts_exchange: NOW_US - 600 * SECOND_US,
+    ts_local: NOW_US,
+  });
+  const result = validator.validate([old], NOW_US);
+  assert.deepEqual(reasons(result), ["stale"]);
+  assert.match(result.rejected[0]!.detail, /^ts_exchange \d+ is 600000 ms behind now/);
+  // A book snapshot without the mark likewise (a Coinbase snapshot is stamped when sent).
+  assert.equal(
+    verdict(
+      validator,
+      book({ exchange: "coinbase", action: "snapshot", ts_exchange: NOW_US - 600 * SECOND_US }),
+    ),
+    "stale",
+  );
+});
+
+Deno.test("a Kraken top made from a stale book update is as stale as the update", () => {
+  const validator = new Validator({ max_lag_ms: 120_000 });
+  const updateTs = NOW_US - 300 * SECOND_US; // an update delivered 5 minutes late
+  const kraken = { exchange: "kraken", symbol: "BTC-USD", venue_symbol: "BTC/USD" } as const;
+  const delta = book({ ...kraken, ts_exchange: updateTs, sequence: null });
+  const topOfDelta = top({ ...kraken, ts_exchange: updateTs });
+  const result = validator.validate([delta, topOfDelta], NOW_US);
+  assert.deepEqual(
+    result.rejected.map((r) => `${(r.event as MarketEvent).kind}:${r.reason}`),
+    ["book:stale", "top:stale"],
+  );
+});
+
+Deno.test("as_of_receipt is allowed only as true on a book snapshot or a top", () => {
+  const snapshot = book({ action: "snapshot" });
+  assert.equal(schemaProblem({ ...snapshot, as_of_receipt: true }), null);
+  assert.equal(schemaProblem({ ...top(), as_of_receipt: true }), null);
+  assert.equal(
+    schemaProblem({ ...book(), as_of_receipt: true }),
+    "as_of_receipt is only allowed on a book snapshot or a top",
+  );
+  assert.equal(schemaProblem({ ...top(), as_of_receipt: 1 }), "as_of_receipt 1 is not true");
+  assert.equal(
+    schemaProblem({ ...snapshot, as_of_receipt: "yes" }),
+    'as_of_receipt "yes" is not true',
+  );
+  // Elsewhere it is an extra field like any other.
+  assert.equal(schemaProblem({ ...trade(), as_of_receipt: true }), null);
+  assert.equal(
+    verdict(
+      new Validator({ max_lag_ms: 1_000 }),
+      trade({ ts_exchange: NOW_US - 5 * SECOND_US, as_of_receipt: true } as Partial<TradeEvent>),
+    ),
+    "stale",
+  );
 });
 
 /** The parts of one snapshot, as the Coinbase session splits a large one. */

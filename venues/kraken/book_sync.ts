@@ -12,6 +12,14 @@
  * {@linkcode TopEvent} follows the book event (Kraken's book top; turn off
  * with `emitTop: false`).
  *
+ * Times: every event carries Kraken's `timestamp` as `ts_exchange` and the
+ * receive time as `ts_local`. For an update that is when the book changed.
+ * For a snapshot it is when the book last changed — minutes old on a quiet
+ * pair — although the snapshot states the book as it is when sent; so a
+ * snapshot, and the top made from it, carry the {@linkcode AsOfReceipt} mark,
+ * by which the validator holds them to the stale rule by `ts_local`. A top
+ * made from an update is held to the update's own time, as the update is.
+ *
  * @example
  * ```ts
  * import { KrakenBookSync } from "./book_sync.ts";
@@ -33,6 +41,7 @@
 
 import type { BookEvent, Level, TopEvent } from "../../market/events.ts";
 import { OrderBook } from "../../market/order_book.ts";
+import type { AsOfReceipt } from "../../market/validation.ts";
 import { KRAKEN_CHECKSUM_LEVELS, krakenChecksum } from "./checksum.ts";
 import type { KrakenBookControl } from "./parse.ts";
 import { assertPositiveInteger } from "../../lib/assert.ts";
@@ -48,7 +57,10 @@ export type KrakenBookSyncResult =
   | {
     /** The frame was applied and verified; publish `events`. */
     status: "ok";
-    /** A book snapshot or delta, then a top event when the top changed. */
+    /**
+     * A book snapshot or delta, then a top event when the top changed; a
+     * snapshot and its top carry the {@linkcode AsOfReceipt} mark.
+     */
     events: (BookEvent | TopEvent)[];
   }
   | {
@@ -149,7 +161,7 @@ export class KrakenBookSync {
     }
     this.#state = "live";
     const snapshot = control.action === "snapshot";
-    const events: (BookEvent | TopEvent)[] = [{
+    const event: BookEvent = {
       exchange: "kraken",
       symbol: this.symbol,
       venue_symbol: this.venueSymbol,
@@ -160,10 +172,11 @@ export class KrakenBookSync {
       bids: snapshot ? book.levels("bid") : bids,
       asks: snapshot ? book.levels("ask") : asks,
       sequence: null,
-    }];
+    };
+    const events: (BookEvent | TopEvent)[] = [snapshot ? asOfReceipt(event) : event];
     if (this.#emitTop) {
       const top = this.#topEvent(control.timestamp, receivedUs);
-      if (top) events.push(top);
+      if (top) events.push(snapshot ? asOfReceipt(top) : top);
     }
     return { status: "ok", events };
   }
@@ -229,4 +242,12 @@ export class KrakenBookSync {
       ask_qty: ask[1],
     };
   }
+}
+
+/**
+ * `event` marked {@linkcode AsOfReceipt}: its `ts_exchange` is the book's last
+ * change, and it holds as of when it was received.
+ */
+function asOfReceipt<T extends BookEvent | TopEvent>(event: T): T & AsOfReceipt {
+  return Object.assign(event, { as_of_receipt: true as const });
 }
