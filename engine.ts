@@ -2,10 +2,11 @@
  * The engine: connections, the supervision tree, and their orderly shutdown.
  *
  * Start order: NATS (waiting while it is down), the PostgreSQL pool, the
- * ClickHouse client, JetStream streams, then the root supervisor, whose first
+ * ClickHouse client, then the root supervisor, whose first
  * child takes the database's instance lock (one engine per database:
- * `actors/instance_lock.ts`), whose second applies migrations before any other
- * child starts, and whose last child is the HTTP server. Shutdown runs the other way round: the HTTP server stops
+ * `actors/instance_lock.ts`), whose next create or update the JetStream
+ * streams and apply migrations before any other child starts, and whose last
+ * child is the HTTP server. Shutdown runs the other way round: the HTTP server stops
  * accepting work, actors drain, then connections close.
  *
  * @module
@@ -19,7 +20,14 @@ import type { ActorInfo, ChildSpec } from "./actors/types.ts";
 import { Supervisor } from "./actors/supervisor.ts";
 import { migrationsActor, MigrationsState } from "./actors/migrations.ts";
 import { INSTANCE_LOCK_KEY_OFFSET, instanceLockActor } from "./actors/instance_lock.ts";
-import { connectNats, ENGINE_STREAMS, ensureStreams, pingNats, subject } from "./adapters/nats.ts";
+import {
+  connectNats,
+  ENGINE_STREAMS,
+  ensureStreams,
+  pingNats,
+  type StreamSpec,
+  subject,
+} from "./adapters/nats.ts";
 import { encodeJson } from "./adapters/codec.ts";
 import { createPostgres, pingPostgres } from "./adapters/postgres.ts";
 import { createClickHouse, pingClickHouse } from "./adapters/clickhouse.ts";
@@ -37,6 +45,25 @@ import { marketDataRoutes } from "./api/market_data.ts";
 import { type Logger, nullLogger } from "./lib/log.ts";
 import { sha256Hex } from "./lib/hash.ts";
 import { VERSION } from "./version.ts";
+
+/**
+ * The child that creates or updates the engine's JetStream streams, once:
+ * after the instance lock, so that an engine refused by it changes nothing.
+ */
+function streamsChild(
+  nats: NatsConnection,
+  streams: readonly StreamSpec[],
+  log: Logger,
+): ChildSpec {
+  return {
+    name: "streams",
+    restart: "transient",
+    start() {
+      const ready = ensureStreams(nats, streams, log).then(() => {});
+      return { ready, done: ready, stats: () => ({ kind: "worker" }) };
+    },
+  };
+}
 
 /** Options for {@linkcode startEngine}. */
 export interface StartEngineOptions {
@@ -119,8 +146,6 @@ export async function startEngine(
   let root: Supervisor;
   const migrations = new MigrationsState();
   try {
-    await ensureStreams(nats, engineStreams(config), log.child({ component: "nats" }));
-    signal?.throwIfAborted();
     const market = new MarketStatus();
     const cache = new LatestCache();
     const context: EngineContext = {
@@ -160,6 +185,8 @@ export async function startEngine(
         key: config.migrations.lock_key + INSTANCE_LOCK_KEY_OFFSET,
         log,
       }),
+      // Only under the lock: an engine refused by it must not reconfigure the running one's.
+      streamsChild(nats, engineStreams(config), log.child({ component: "nats" })),
       migrationsActor({
         sql,
         clickhouse,

@@ -55,6 +55,27 @@ export const DEFAULT_INSTANCE_LOCK_WAIT_MS = 10_000;
 export const DEFAULT_INSTANCE_LOCK_CHECK_MS = 1_000;
 /** Pause between attempts to take a lock another engine holds, in ms. */
 const TAKE_RETRY_MS = 250;
+/** How long a backend of ours left behind is given to end once told to, in ms. */
+const ORPHAN_END_WAIT_MS = 5_000;
+
+/** A PostgreSQL backend (a session), as `pg_stat_activity` shows it. */
+interface Backend {
+  pid: number;
+  application_name: string;
+  addr: string | null;
+  since: Date;
+}
+
+function describe(backend: Backend): string {
+  return `backend ${backend.pid}, application "${backend.application_name}", from ${
+    backend.addr ?? "a local socket"
+  }, connected since ${backend.since.toISOString()}`;
+}
+
+/** The same session: pid and start (a pid alone may have been reused). */
+function sameBackend(a: Backend, b: Backend): boolean {
+  return a.pid === b.pid && a.since.getTime() === b.since.getTime();
+}
 
 /** Another engine holds (or took) this database's instance lock. */
 export class InstanceLockError extends Error {
@@ -99,10 +120,18 @@ export function instanceLockActor(deps: InstanceLockDeps): ChildSpec {
   const classid = ((key >> 32n) & 0xffffffffn).toString();
   const objid = (key & 0xffffffffn).toString();
 
+  /** The backend that holds the lock for this engine: set with each take. */
+  let owner: Backend | null = null;
+
+  /** Tries to take the lock; on success remembers this connection's backend as its owner. */
   async function take(sql: Sql): Promise<boolean> {
-    const [row] = await sql<Array<{ locked: boolean }>>`
-      select pg_try_advisory_lock(${key.toString()}::bigint) as locked`;
-    return row?.locked === true;
+    const [row] = await sql<Array<Backend & { locked: boolean }>>`
+      select pg_try_advisory_lock(${key.toString()}::bigint) as locked, a.pid,
+        a.application_name, host(a.client_addr) as addr, a.backend_start as since
+      from pg_stat_activity a where a.pid = pg_backend_pid()`;
+    if (row?.locked !== true) return false;
+    owner = row;
+    return true;
   }
 
   async function holds(sql: Sql): Promise<boolean> {
@@ -115,11 +144,10 @@ export function instanceLockActor(deps: InstanceLockDeps): ChildSpec {
     return row?.held === true;
   }
 
-  async function holder(sql: Sql): Promise<string | null> {
+  /** The backend holding the lock, as PostgreSQL shows it; null when none or unknown. */
+  async function holderRow(sql: Sql): Promise<Backend | null> {
     try {
-      const [row] = await sql<
-        Array<{ pid: number; application_name: string; addr: string | null; since: Date }>
-      >`
+      const [row] = await sql<Backend[]>`
         select a.pid, a.application_name, host(a.client_addr) as addr,
           a.backend_start as since
         from pg_locks l join pg_stat_activity a on a.pid = l.pid
@@ -127,12 +155,34 @@ export function instanceLockActor(deps: InstanceLockDeps): ChildSpec {
           and l.objid = ${objid}::oid and l.objsubid = 1 and l.granted
           and l.database = (select oid from pg_database where datname = current_database())
         limit 1`;
-      if (row === undefined) return null;
-      return `backend ${row.pid}, application "${row.application_name}", from ${
-        row.addr ?? "a local socket"
-      }, connected since ${row.since.toISOString()}`;
+      return row ?? null;
     } catch {
       return null;
+    }
+  }
+
+  async function holder(sql: Sql): Promise<string | null> {
+    const row = await holderRow(sql);
+    return row === null ? null : describe(row);
+  }
+
+  /**
+   * The lock is held by this engine's previous backend, left behind when the
+   * connection broke on the engine's side only (a partition, a NAT reset):
+   * PostgreSQL would keep it until its keepalive reaps it (hours). Ends that
+   * backend and takes the lock again; true once taken.
+   */
+  async function takeFromOrphan(sql: Sql, orphan: Backend): Promise<boolean> {
+    log.warn("the instance lock is held by this engine's lost connection; ending it", {
+      key: deps.key,
+      backend: orphan.pid,
+    });
+    await sql`select pg_terminate_backend(${orphan.pid})`;
+    const until = clock.now() + ORPHAN_END_WAIT_MS;
+    for (;;) {
+      if (await take(sql)) return true;
+      if (clock.now() >= until) return false;
+      await clock.sleep(TAKE_RETRY_MS);
     }
   }
 
@@ -197,12 +247,22 @@ export function instanceLockActor(deps: InstanceLockDeps): ChildSpec {
           continue;
         }
         // The connection was replaced (PostgreSQL restarted, or the socket dropped): the
-        // lock went with the old one.
+        // lock went with the old one — or stays with its backend, if only our side broke.
         if (await take(sql)) {
           log.warn("instance lock taken again after its connection was lost", { key: deps.key });
           continue;
         }
-        const who = await holder(sql);
+        const row = await holderRow(sql);
+        if (row !== null && owner !== null && sameBackend(row, owner)) {
+          if (await takeFromOrphan(sql, row)) {
+            log.warn("instance lock taken again after its connection was lost", {
+              key: deps.key,
+              ended_backend: row.pid,
+            });
+            continue;
+          }
+        }
+        const who = row === null ? null : describe(row);
         throw new InstanceLockError(
           `The instance lock was lost with its connection and another engine holds it now (key ${deps.key}${
             who === null ? "" : `: ${who}`

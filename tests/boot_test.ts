@@ -29,6 +29,7 @@ Deno.test("the engine boots, reports ok with every component up, and exits 0 on 
   assert.deepEqual(names, [
     "root",
     "root/instance_lock",
+    "root/streams",
     "root/migrations",
     "root/market",
     "root/market/batch_writer",
