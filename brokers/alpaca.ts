@@ -69,7 +69,9 @@
  * stream cut right after each `listening` is not re-opened at a fixed rate.
  * Once the new connection listens every `onReconnect` callback runs — after
  * the events already received — so the engine can reconcile open orders:
- * Alpaca does not replay updates missed while disconnected.
+ * Alpaca does not replay updates missed while disconnected. So does the first
+ * connection to listen after a failed start: the engine ran without the
+ * stream meanwhile.
  * {@linkcode AlpacaBroker.streamStatus} says how long the stream has not been
  * listening and whether Alpaca refused the keys, for health.
  *
@@ -694,6 +696,8 @@ class AlpacaBrokerImpl implements AlpacaBroker {
   };
   /** When the stream stopped listening (or the broker was made), on the clock; null while it listens. */
   #downSinceMs: number | null;
+  /** A start failed before: the first listening then counts as a reconnect (`onReconnect`). */
+  #startFailed = false;
   /** Event and reconnect deliveries, one at a time. */
   #queue: Promise<void> = Promise.resolve();
   #ready: Promise<void> | null = null;
@@ -1091,6 +1095,9 @@ class AlpacaBrokerImpl implements AlpacaBroker {
           first = false;
           this.#log.info("alpaca stream listening", { url: this.#streamUrl });
           started();
+          // After a failed start the engine ran without the stream: orders it sent over REST
+          // meanwhile may have changed with no update to tell, as after a reconnect.
+          if (this.#startFailed) this.#enqueue(() => this.#notifyReconnect());
         } else {
           this.#log.info("alpaca stream listening again", { reconnects: this.#status.reconnects });
           this.#enqueue(() => this.#notifyReconnect());
@@ -1103,6 +1110,7 @@ class AlpacaBrokerImpl implements AlpacaBroker {
       if (first) {
         this.#status.state = "failed";
         this.#log.error("alpaca stream could not start", { error: end.error?.message });
+        this.#startFailed = true;
         failed(end.error ?? new BrokerUnavailableError("Alpaca stream closed before listening"));
         return;
       }
