@@ -57,7 +57,12 @@ import {
   type JsMsg,
 } from "@nats-io/jetstream";
 import { decodeJson, encodeJson } from "../adapters/codec.ts";
-import { ensureConsumer, ensureStreams, type StreamSpec } from "../adapters/nats.ts";
+import {
+  ensureConsumer,
+  ensureStreams,
+  NATS_SILENCE_DETECTION_MS,
+  type StreamSpec,
+} from "../adapters/nats.ts";
 import type { Config } from "../config/mod.ts";
 import { backoffDelay } from "../lib/backoff.ts";
 import type { Clock } from "../lib/clock.ts";
@@ -394,7 +399,9 @@ function holdAfterOutage(
       if (outage !== null) return;
       let release!: () => void;
       const done = new Promise<void>((resolve) => release = resolve);
-      outage = { done, release, symbols: deps.engine.freshSymbols() };
+      // Fresh when the connection went silent, which may be noticed only a while later.
+      const withinMs = deps.config.execution.max_price_age_ms + NATS_SILENCE_DETECTION_MS;
+      outage = { done, release, symbols: deps.engine.freshSymbols(withinMs) };
       log.warn("NATS disconnected: signals wait for market data once it is back", {
         fresh_symbols: outage.symbols.length,
       });

@@ -155,6 +155,10 @@ export function natsConnectionOptions(
     timeout: options.connect_timeout_ms,
     reconnect: true,
     maxReconnectAttempts: -1,
+    // A connection that went silent (a frozen server, a partition) is noticed within
+    // NATS_PING_INTERVAL_MS × NATS_MAX_PINGS_OUT, not nats.js's 2 × 2 minutes.
+    pingInterval: NATS_PING_INTERVAL_MS,
+    maxPingOut: NATS_MAX_PINGS_OUT,
     // Credentials refused on a reconnect (changed on the server) are tried again like an outage,
     // not given up after two refusals, which would leave the engine with a closed connection.
     ignoreAuthErrorAbort: true,
@@ -363,6 +367,13 @@ export interface LimitsStreamOptions {
   /** Duplicate window of `Nats-Msg-Id`, in ms, at most the age limit. @default {DEFAULT_DUPLICATE_WINDOW_MS} */
   duplicate_window_ms?: number | undefined;
 }
+
+/** How often the client pings the server, in ms. */
+export const NATS_PING_INTERVAL_MS = 10_000;
+/** Pings left unanswered before the connection is taken for lost and re-opened. */
+export const NATS_MAX_PINGS_OUT = 3;
+/** The longest a silent connection goes unnoticed, in ms. */
+export const NATS_SILENCE_DETECTION_MS = NATS_PING_INTERVAL_MS * NATS_MAX_PINGS_OUT;
 
 /** JetStream's default duplicate window of `Nats-Msg-Id`: two minutes. */
 export const DEFAULT_DUPLICATE_WINDOW_MS = 120_000;

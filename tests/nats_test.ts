@@ -9,6 +9,9 @@ import {
   ensureStreams,
   limitsStream,
   NANOS_PER_MS,
+  NATS_MAX_PINGS_OUT,
+  NATS_PING_INTERVAL_MS,
+  NATS_SILENCE_DETECTION_MS,
   natsConnectionOptions,
   type NatsOptions,
   pingNats,
@@ -236,4 +239,11 @@ Deno.test("a stream's duplicate window is never longer than its age limit, so a 
   } finally {
     await nc.close();
   }
+});
+
+Deno.test("the engine's NATS connection notices a silent server within its pings", () => {
+  const options = natsConnectionOptions(OPTIONS);
+  assert.equal(options.pingInterval, NATS_PING_INTERVAL_MS);
+  assert.equal(options.maxPingOut, NATS_MAX_PINGS_OUT);
+  assert.ok(NATS_SILENCE_DETECTION_MS <= 60_000);
 });

@@ -1054,18 +1054,24 @@ export class ExecutionEngine {
   }
 
   /**
-   * The symbols of the latest-price cache that have a fresh price now (a
-   * trade or a quote no older than `execution.max_price_age_ms`, on any
-   * venue): what {@linkcode ExecutionEngine.warmUp} waits for after market
-   * data stopped for a while.
+   * The symbols of the latest-price cache that have a price received within
+   * `withinMs` (a trade or a quote, on any venue; by default those fresh now,
+   * no older than `execution.max_price_age_ms`): what
+   * {@linkcode ExecutionEngine.warmUp} waits for after market data stopped
+   * for a while. A longer `withinMs` covers the time it took to notice.
    */
-  freshSymbols(): string[] {
-    const now = this.#clock.now();
+  freshSymbols(withinMs: number = this.#execution.max_price_age_ms): string[] {
+    const oldestUs = (this.#clock.now() - withinMs) * 1000;
     const symbols = new Set<string>();
     for (const names of this.#cache.symbols().values()) {
       for (const symbol of names) symbols.add(symbol);
     }
-    return [...symbols].filter((symbol) => this.#lastPrice(symbol, undefined, now) !== null);
+    return [...symbols].filter((symbol) =>
+      this.#cache.latest(symbol)?.exchanges.some((entry) =>
+        (entry.trade !== null && entry.trade.ts_local >= oldestUs) ||
+        (entry.quote !== null && entry.quote.ts_local >= oldestUs)
+      ) === true
+    );
   }
 
   /**
