@@ -203,9 +203,19 @@ export class HttpStatusError extends Error {
   }
 }
 
+/** RFC 7231's IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`: day, month, year, h, m, s. */
+const IMF_FIXDATE =
+  /^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d{2}) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) (\d{4}) (\d{2}):(\d{2}):(\d{2}) GMT$/;
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
 /**
- * A `Retry-After` header value in ms from `nowMs`: delay-seconds (`"120"`)
- * or an HTTP date (a date past is 0). Null when `value` is null or neither.
+ * A `Retry-After` header value in ms from `nowMs`, as RFC 7231 §7.1.3 writes
+ * it: delay-seconds (`"120"`; at most `Number.MAX_SAFE_INTEGER` ms), or an
+ * HTTP date in the IMF-fixdate form (a date past is 0). Null when `value` is
+ * null or anything else — `Date.parse`'s lenient readings (`"May 2"`, a bare
+ * year), impossible dates (`31 Feb`), the obsolete RFC 850 and asctime forms —
+ * so the caller falls back to a pause of its own rather than to none.
+ * Bounding the delay is the caller's business.
  *
  * @example
  * ```ts
@@ -217,10 +227,23 @@ export class HttpStatusError extends Error {
 export function parseRetryAfter(value: string | null, nowMs: number): number | null {
   if (value === null) return null;
   const text = value.trim();
-  if (/^\d{1,10}$/.test(text)) return Number(text) * 1000;
-  if (!/[A-Za-z]/.test(text)) return null;
-  const at = Date.parse(text);
-  return Number.isNaN(at) ? null : Math.max(0, at - nowMs);
+  if (/^\d+$/.test(text)) return Math.min(Number(text) * 1000, Number.MAX_SAFE_INTEGER);
+  const match = IMF_FIXDATE.exec(text);
+  if (match === null) return null;
+  const [day, month, year, hour, minute, second] = [
+    Number(match[1]),
+    MONTHS.indexOf(match[2]!),
+    Number(match[3]),
+    Number(match[4]),
+    Number(match[5]),
+    Number(match[6]),
+  ];
+  // second 60: a leap second, which RFC 7231 allows.
+  if (hour > 23 || minute > 59 || second > 60) return null;
+  const at = Date.UTC(year, month, day, hour, minute, second);
+  // Date.UTC rolls 31 Feb over into March: such a date is not one.
+  if (new Date(Date.UTC(year, month, day)).getUTCDate() !== day) return null;
+  return Math.max(0, at - nowMs);
 }
 
 /**

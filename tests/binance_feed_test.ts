@@ -1,8 +1,14 @@
 import assert from "node:assert/strict";
 import { connect } from "@nats-io/transport-node";
-import { HttpStatusError } from "../actors/feed.ts";
+import { HttpStatusError, parseRetryAfter } from "../actors/feed.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
-import { type Clock, RecordingClock } from "../lib/clock.ts";
+import {
+  type Clock,
+  MAX_TIMER_DELAY_MS,
+  monotonicOf,
+  RecordingClock,
+  systemClock,
+} from "../lib/clock.ts";
 import { nullLogger } from "../lib/log.ts";
 import {
   type BookEvent,
@@ -22,6 +28,7 @@ import {
   binanceSession,
   type BinanceSessionConfig,
   type BinanceSessionStatus,
+  DEFAULT_BINANCE_MAX_RATE_LIMIT_PAUSE_MS,
 } from "../venues/binance/session.ts";
 import {
   BINANCE_MAX_URL_LENGTH,
@@ -492,6 +499,266 @@ Deno.test("a 418 without Retry-After pauses Binance snapshot fetches for rateLim
     io.close();
     session.onClose();
   }
+});
+
+const DAY_MS = 24 * 3_600_000;
+
+/** A REST answer that is a 429 with `retryAfterMs` the first time, the fake market's book after. */
+function limitedOnce(market: FakeBinanceMarket, retryAfterMs: number | null) {
+  let calls = 0;
+  return (url: string) => {
+    calls++;
+    return calls === 1
+      ? Promise.reject(new HttpStatusError(url, 429, "Too Many Requests", { retryAfterMs }))
+      : restFrom(market)(url);
+  };
+}
+
+Deno.test("a Retry-After beyond Binance's longest ban pauses Binance snapshots for 3 days, not longer", async () => {
+  // b65c23a paused for whatever Retry-After said: 30 days here (a proxy's, a typo).
+  const symbols = DEFAULT_CONFIG.exchanges.binance.symbols.slice(0, 2);
+  const market = seeded(symbols);
+  const clock = new ManualClock();
+  const t0 = clock.now();
+  const io = new FakeIO(limitedOnce(market, 30 * DAY_MS));
+  const session = binanceSession(config({ symbols }), { clock, snapshotConcurrency: 1 });
+  try {
+    session.onOpen(io);
+    await waitFor(() => session.status().rate_limited === 1, 2_000, "the 429 counted");
+    assert.equal(DEFAULT_BINANCE_MAX_RATE_LIMIT_PAUSE_MS, 3 * DAY_MS);
+    assert.match(io.errors[0]!, /; snapshots paused for 259200000 ms$/);
+    assert.equal(session.status().snapshots_paused_until, t0 + 3 * DAY_MS);
+    await clock.advance(3 * DAY_MS - 1);
+    assert.equal(io.fetches.length, 1);
+    await clock.advance(1);
+    await waitFor(() => session.status().books_synced === 2, 2_000, "every book synced");
+    // The cap is an option, and applies to the default pause too.
+    const capped = binanceSession(config(), {
+      clock,
+      rateLimitPauseMs: 120_000,
+      maxRateLimitPauseMs: 90_000,
+    });
+    const io2 = new FakeIO(limitedOnce(market, null));
+    capped.onOpen(io2);
+    await waitFor(() => capped.status().rate_limited === 1, 2_000, "the 429 counted");
+    assert.match(io2.errors[0]!, /; snapshots paused for 90000 ms$/);
+    io2.close();
+    capped.onClose();
+    assert.throws(() => binanceSession(config(), { maxRateLimitPauseMs: Infinity }), RangeError);
+    assert.throws(() => binanceSession(config(), { maxRateLimitPauseMs: -1 }), RangeError);
+  } finally {
+    io.close();
+    session.onClose();
+  }
+});
+
+Deno.test("on the system clock a 30-day Retry-After arms no timer beyond setTimeout's range, so the snapshot pump does not spin", async () => {
+  // setTimeout takes at most 2^31 - 1 ms; a longer delay fires after 1 ms. The pump slept the
+  // whole pause in one clock.sleep, so it woke about every millisecond, logging each time.
+  const realSetTimeout = globalThis.setTimeout;
+  const delays: number[] = [];
+  globalThis.setTimeout = ((handler: () => void, delay?: number) => {
+    delays.push(delay ?? 0);
+    return realSetTimeout(handler, delay);
+  }) as unknown as typeof setTimeout;
+  const io = new FakeIO((url) =>
+    Promise.reject(
+      new HttpStatusError(url, 429, "Too Many Requests", {
+        retryAfterMs: parseRetryAfter("2592000", Date.now()), // 30 days
+      }),
+    )
+  );
+  const session = binanceSession(config({ symbols: ["BTC-USDT", "ETH-USDT", "SOL-USDT"] }));
+  try {
+    session.onOpen(io);
+    // The pump waits out the pause with one long timer.
+    await waitFor(() => delays.some((ms) => ms > DAY_MS), 2_000, "the pause's timer armed");
+    const overflowing = delays.filter((ms) => ms > MAX_TIMER_DELAY_MS);
+    assert.deepEqual(overflowing, [], "a timer that setTimeout fires at once");
+    assert.ok(session.status().rate_limited >= 1);
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+    io.close();
+    session.onClose();
+  }
+});
+
+Deno.test("systemClock sleeps longer than setTimeout's 2^31 - 1 ms in several timers, for the whole time", async () => {
+  const realSetTimeout = globalThis.setTimeout;
+  const realClearTimeout = globalThis.clearTimeout;
+  const armed = new Map<number, { delay: number; fire: () => void }>();
+  let id = 0;
+  globalThis.setTimeout = ((handler: () => void, delay?: number) => {
+    armed.set(++id, { delay: delay ?? 0, fire: handler });
+    return id;
+  }) as unknown as typeof setTimeout;
+  globalThis.clearTimeout = ((timer?: number) => {
+    if (timer !== undefined) armed.delete(timer);
+  }) as unknown as typeof clearTimeout;
+  /** Fires the one armed timer and returns its delay. */
+  const fireOne = () => {
+    assert.equal(armed.size, 1, "one timer armed");
+    const [key, timer] = [...armed][0]!;
+    armed.delete(key);
+    timer.fire();
+    return timer.delay;
+  };
+  try {
+    let done = false;
+    const sleep = systemClock.sleep(2 * MAX_TIMER_DELAY_MS + 5).then(() => done = true);
+    assert.equal(fireOne(), MAX_TIMER_DELAY_MS);
+    assert.equal(fireOne(), MAX_TIMER_DELAY_MS);
+    await Promise.resolve();
+    assert.equal(done, false, "not over after 2 x (2^31 - 1) ms");
+    assert.equal(fireOne(), 5);
+    await sleep;
+    assert.equal(done, true);
+    // Aborted while on a later timer: that timer is cleared, the sleep rejects.
+    const controller = new AbortController();
+    const aborted = systemClock.sleep(MAX_TIMER_DELAY_MS + 1, controller.signal);
+    assert.equal(fireOne(), MAX_TIMER_DELAY_MS);
+    controller.abort(new Error("stop"));
+    await assert.rejects(aborted, /stop/);
+    assert.equal(armed.size, 0);
+    // Short sleeps are one timer, as before.
+    const short = systemClock.sleep(250);
+    assert.equal(fireOne(), 250);
+    await short;
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+    globalThis.clearTimeout = realClearTimeout;
+  }
+});
+
+/**
+ * A clock whose wall time can step (NTP, a VM resumed) while time passes for
+ * sleeps alike; with `monotonic`, it also says how much time has passed.
+ */
+class SteppingClock implements Clock {
+  #wall = 1_700_000_000_000;
+  #elapsed = 0;
+  #sleepers: Array<{ until: number; wake: () => void }> = [];
+  monotonic?: () => number;
+
+  constructor(options: { monotonic: boolean }) {
+    if (options.monotonic) this.monotonic = () => this.#elapsed;
+  }
+
+  now(): number {
+    return this.#wall;
+  }
+
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) return reject(signal.reason);
+      const sleeper = { until: this.#elapsed + ms, wake: resolve };
+      this.#sleepers.push(sleeper);
+      signal?.addEventListener("abort", () => {
+        this.#sleepers = this.#sleepers.filter((other) => other !== sleeper);
+        reject(signal.reason);
+      }, { once: true });
+    });
+  }
+
+  /** The wall clock is set by `ms` (negative: back); no time passes. */
+  step(ms: number): void {
+    this.#wall += ms;
+  }
+
+  /** `ms` pass, for the wall clock and the sleeps alike; the sleeps due run. */
+  async advance(ms: number): Promise<void> {
+    this.#wall += ms;
+    this.#elapsed += ms;
+    const due = this.#sleepers.filter((sleeper) => sleeper.until <= this.#elapsed);
+    this.#sleepers = this.#sleepers.filter((sleeper) => sleeper.until > this.#elapsed);
+    for (const sleeper of due) sleeper.wake();
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+}
+
+for (const monotonic of [true, false]) {
+  Deno.test(
+    `a 30 s Binance pause stays 30 s when the wall clock is set back an hour (${
+      monotonic ? "a clock with monotonic()" : "a wall clock alone"
+    })`,
+    async () => {
+      // b65c23a kept the pause as a Date.now() deadline: set back an hour, it lasted an hour more.
+      const symbols = DEFAULT_CONFIG.exchanges.binance.symbols.slice(0, 2);
+      const market = seeded(symbols);
+      const clock = new SteppingClock({ monotonic });
+      const io = new FakeIO(limitedOnce(market, 30_000));
+      const session = binanceSession(config({ symbols }), { clock, snapshotConcurrency: 1 });
+      try {
+        session.onOpen(io);
+        await waitFor(() => session.status().rate_limited === 1, 2_000, "the 429 counted");
+        clock.step(-3_600_000);
+        assert.equal(session.status().snapshots_paused_until, clock.now() + 30_000);
+        await clock.advance(29_999);
+        assert.equal(io.fetches.length, 1);
+        await clock.advance(1);
+        await waitFor(() => session.status().books_synced === 2, 2_000, "every book synced");
+        assert.equal(session.status().snapshots_paused_until, null);
+      } finally {
+        io.close();
+        session.onClose();
+      }
+    },
+  );
+}
+
+Deno.test("a Binance pause and weight budget last their time when the wall clock jumps ahead or back, on a clock with monotonic()", async () => {
+  const symbols = DEFAULT_CONFIG.exchanges.binance.symbols.slice(0, 4);
+  const market = seeded(symbols);
+  const clock = new SteppingClock({ monotonic: true });
+  const io = new FakeIO(limitedOnce(market, 30_000));
+  // 5,000 levels weigh 250: a budget of 500 takes two fetches a minute.
+  const session = binanceSession(config({ symbols, snapshot_limit: 5000 }), {
+    clock,
+    snapshotConcurrency: 1,
+    snapshotWeightPerMinute: 500,
+  });
+  const again = new FakeIO(restFrom(market));
+  try {
+    session.onOpen(io);
+    await waitFor(() => session.status().rate_limited === 1, 2_000, "the 429 counted");
+    // The wall clock jumps an hour ahead; a new connection asks for every book again.
+    clock.step(3_600_000);
+    io.close();
+    session.onClose();
+    session.onOpen(again);
+    await clock.advance(0);
+    assert.deepEqual(again.fetches, [], "the pause holds");
+    await clock.advance(29_999);
+    assert.deepEqual(again.fetches, [], "the pause holds");
+    await clock.advance(1);
+    // The 429's fetch 30 s ago and this one spend the minute's budget.
+    await waitFor(() => session.status().books_synced === 1, 2_000, "a book synced");
+    assert.equal(again.fetches.length, 1);
+    // Set back two hours now: the minute is not stretched.
+    clock.step(-7_200_000);
+    await clock.advance(29_999);
+    assert.equal(again.fetches.length, 1, "the budget holds");
+    await clock.advance(1);
+    await waitFor(() => again.fetches.length === 2, 2_000, "a fetch a minute after the 429's");
+  } finally {
+    io.close();
+    again.close();
+    session.onClose();
+  }
+});
+
+Deno.test("monotonicOf takes a clock's monotonic(), else its wall time with steps back absorbed", () => {
+  assert.equal(typeof systemClock.monotonic, "function");
+  const elapsed = monotonicOf(systemClock);
+  assert.ok(Math.abs(elapsed() - performance.now()) < 1_000);
+  const clock = new SteppingClock({ monotonic: false });
+  const read = monotonicOf(clock);
+  const t0 = read();
+  assert.equal(t0, clock.now());
+  clock.step(-3_600_000);
+  assert.equal(read(), t0, "time stands still across a step back");
+  clock.step(1_000);
+  assert.equal(read(), t0 + 1_000);
 });
 
 Deno.test("binance session fetches again when the snapshot is older than the stream", async () => {

@@ -616,10 +616,43 @@ Deno.test("parseRetryAfter reads delay-seconds and HTTP dates", () => {
   assert.equal(parseRetryAfter(" 0 ", now), 0);
   assert.equal(parseRetryAfter("Wed, 21 Oct 2015 07:28:00 GMT", now), 60_000);
   assert.equal(parseRetryAfter("Wed, 21 Oct 2015 07:26:00 GMT", now), 0, "a date past");
-  for (const bad of [null, "", "soon", "-5", "1.5", "12345678901"]) {
+  assert.equal(
+    parseRetryAfter("Sat, 29 Feb 2020 23:59:60 GMT", now),
+    Date.parse("2020-03-01T00:00:00Z") - now,
+    "a leap day and second",
+  );
+  // Any number of digits is delay-seconds (RFC 7231); bounding the pause is the caller's business.
+  assert.equal(parseRetryAfter("12345678901", now), 12_345_678_901_000);
+  assert.equal(parseRetryAfter("9".repeat(400), now), Number.MAX_SAFE_INTEGER);
+  for (const bad of [null, "", "soon", "-5", "1.5", "+5", "5 s"]) {
     assert.equal(parseRetryAfter(bad, now), null, String(bad));
   }
   assert.equal(new HttpStatusError("http://x/", 503, "").retryAfterMs, null);
+});
+
+Deno.test("parseRetryAfter refuses what is neither delay-seconds nor an IMF-fixdate, instead of reading it leniently", () => {
+  // Date.parse read "May 2" as 2001-05-02 — a date past, so no pause at all after a 429.
+  const now = Date.parse("2026-12-07T00:00:00Z");
+  for (
+    const bad of [
+      "May 2",
+      "Dec 2026",
+      "2026-12-07T00:01:00Z",
+      "Mon, 07 Dec 2026 00:01:00 UTC",
+      "mon, 07 dec 2026 00:01:00 GMT",
+      "Mon, 7 Dec 2026 00:01:00 GMT",
+      "Mon, 07 Dec 2026 00:01 GMT",
+      "Mon, 07 Dec 2026 24:00:00 GMT",
+      "Wed, 31 Feb 2027 00:00:00 GMT",
+      "Mon, 00 Dec 2026 00:01:00 GMT",
+      "Monday, 07-Dec-26 00:01:00 GMT", // RFC 850, obsolete
+      "Mon Dec  7 00:01:00 2026", // asctime, obsolete
+      "Mon, 07 Dec 2026 00:01:00 GMT tomorrow",
+    ]
+  ) {
+    assert.equal(parseRetryAfter(bad, now), null, bad);
+  }
+  assert.equal(parseRetryAfter("Mon, 07 Dec 2026 00:01:00 GMT", now), 60_000);
 });
 
 Deno.test("a failing onOpen is reported and the feed reconnects", async () => {

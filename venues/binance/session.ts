@@ -47,8 +47,13 @@
  * (too many requests) or 418 (the IP is banned) pauses every snapshot fetch
  * of the session, not only that symbol's: for the response's `Retry-After`,
  * else `rateLimitPauseMs` (default a minute, Binance's weight window) —
- * Binance bans an IP that keeps sending after a 429. The pause, like the
- * budget, outlives connections; fetches already under way finish.
+ * Binance bans an IP that keeps sending after a 429. The pause lasts at most
+ * `maxRateLimitPauseMs` (default 3 days, Binance's longest ban), whatever the
+ * header says (a proxy's, a typo, a date far ahead). The pause, like the
+ * budget, outlives connections; fetches already under way finish. The pause
+ * and the budget are kept on the clock's monotonic time
+ * ({@linkcode monotonicOf}: `performance.now()` for the system clock), so a
+ * wall clock set back (NTP, a VM resumed) does not stretch them.
  *
  * @example
  * ```ts
@@ -70,7 +75,7 @@
 
 import type { Config } from "../../config/mod.ts";
 import { backoffDelay } from "../../lib/backoff.ts";
-import { type Clock, systemClock } from "../../lib/clock.ts";
+import { type Clock, monotonicOf, systemClock } from "../../lib/clock.ts";
 import type { MarketEvent } from "../../market/events.ts";
 import type { SessionIO, VenueSession } from "../session.ts";
 import { BinanceBookSync, type BinanceSyncResult } from "./book_sync.ts";
@@ -111,6 +116,11 @@ export const DEFAULT_BINANCE_SNAPSHOT_RETRY_MAX_MS = 30_000;
 export const DEFAULT_BINANCE_SNAPSHOT_WEIGHT_PER_MINUTE = 3_000;
 /** How long snapshot fetches pause after a 429 or 418 that has no `Retry-After`, in milliseconds. */
 export const DEFAULT_BINANCE_RATE_LIMIT_PAUSE_MS = 60_000;
+/**
+ * The longest pause a 429 or 418 imposes, in milliseconds: 3 days, the longest
+ * IP ban Binance documents ("from 2 minutes to 3 days").
+ */
+export const DEFAULT_BINANCE_MAX_RATE_LIMIT_PAUSE_MS = 3 * 24 * 3_600_000;
 /** The HTTP statuses by which Binance says stop: 429 (too many requests), 418 (IP banned). */
 const RATE_LIMIT_STATUSES: ReadonlySet<number> = new Set([418, 429]);
 
@@ -149,9 +159,17 @@ export interface BinanceSessionOptions {
    * has no `Retry-After`, in ms. @default {DEFAULT_BINANCE_RATE_LIMIT_PAUSE_MS}
    */
   rateLimitPauseMs?: number;
+  /**
+   * The longest pause after a 429 or 418, in ms: a longer `Retry-After` is cut
+   * to it. @default {DEFAULT_BINANCE_MAX_RATE_LIMIT_PAUSE_MS}
+   */
+  maxRateLimitPauseMs?: number;
   /** Diffs buffered per symbol while waiting for a snapshot. @default {10_000} (the sync's default) */
   maxBufferedDiffs?: number;
-  /** Clock for snapshot receive times and retry delays. @default {systemClock} */
+  /**
+   * Clock for retry delays, the rate-limit pause and the weight budget (the
+   * last two on its monotonic time, {@linkcode monotonicOf}). @default {systemClock}
+   */
   clock?: Clock;
 }
 
@@ -192,8 +210,8 @@ export type BinanceSessionStatus = {
   /** REST request weight used by snapshots over the last minute. */
   snapshot_weight_1m: number;
   /**
-   * Until when (ms since the epoch) snapshot fetches wait after Binance
-   * answered 429 or 418, or null when they do not.
+   * Until when (ms since the epoch: now plus the pause left) snapshot fetches
+   * wait after Binance answered 429 or 418, or null when they do not.
    */
   snapshots_paused_until: number | null;
   /** 429 and 418 answers since the session started. */
@@ -239,6 +257,8 @@ export class BinanceSession implements VenueSession {
   readonly #retryInitialMs: number;
   readonly #retryMaxMs: number;
   readonly #clock: Clock;
+  /** Milliseconds on a clock that never steps back: the pause and the budget run on it. */
+  readonly #monotonic: () => number;
   /** Bumped by every open and close, so work of an old connection is ignored. */
   #generation = 0;
   #io: SessionIO | null = null;
@@ -246,13 +266,14 @@ export class BinanceSession implements VenueSession {
   #inFlight = 0;
   readonly #weight: number;
   readonly #weightBudget: number;
-  /** Start times (ms) and weights of the fetches of the last minute, oldest first. */
+  /** Start times (monotonic ms) and weights of the fetches of the last minute, oldest first. */
   #spent: Array<{ at: number; weight: number }> = [];
   /** The generation whose pump waits for weight to free up, or -1. */
   #pumpWaiting = -1;
   readonly #rateLimitPauseMs: number;
-  /** No fetch starts before this time (ms), set by a 429 or 418. */
-  #pausedUntil = 0;
+  readonly #maxRateLimitPauseMs: number;
+  /** No fetch starts before this time (monotonic ms), set by a 429 or 418. */
+  #pausedUntil = -Infinity;
   #rateLimited = 0;
   #venueErrors = 0;
   #serverShutdowns = 0;
@@ -270,6 +291,7 @@ export class BinanceSession implements VenueSession {
       snapshotRetryMaxMs = Math.max(DEFAULT_BINANCE_SNAPSHOT_RETRY_MAX_MS, snapshotRetryInitialMs),
       snapshotWeightPerMinute = DEFAULT_BINANCE_SNAPSHOT_WEIGHT_PER_MINUTE,
       rateLimitPauseMs = DEFAULT_BINANCE_RATE_LIMIT_PAUSE_MS,
+      maxRateLimitPauseMs = DEFAULT_BINANCE_MAX_RATE_LIMIT_PAUSE_MS,
       maxBufferedDiffs,
       clock = systemClock,
     } = options;
@@ -283,6 +305,12 @@ export class BinanceSession implements VenueSession {
       throw new RangeError(`rateLimitPauseMs must be >= 0, got ${rateLimitPauseMs}`);
     }
     this.#rateLimitPauseMs = rateLimitPauseMs;
+    if (!(maxRateLimitPauseMs >= 0) || !Number.isFinite(maxRateLimitPauseMs)) {
+      throw new RangeError(
+        `maxRateLimitPauseMs must be finite and >= 0, got ${maxRateLimitPauseMs}`,
+      );
+    }
+    this.#maxRateLimitPauseMs = maxRateLimitPauseMs;
     if (!(snapshotRetryInitialMs >= 0) || !(snapshotRetryMaxMs >= snapshotRetryInitialMs)) {
       throw new RangeError(
         `Snapshot retry delays must satisfy 0 <= initial <= max, got ${snapshotRetryInitialMs} and ${snapshotRetryMaxMs}`,
@@ -301,6 +329,7 @@ export class BinanceSession implements VenueSession {
     this.#retryInitialMs = snapshotRetryInitialMs;
     this.#retryMaxMs = snapshotRetryMaxMs;
     this.#clock = clock;
+    this.#monotonic = monotonicOf(clock);
     if (book) {
       const syncOptions = maxBufferedDiffs === undefined ? {} : { maxBufferedDiffs };
       for (const symbol of config.symbols) {
@@ -417,7 +446,7 @@ export class BinanceSession implements VenueSession {
       snapshots_queued: this.#queue.length,
       snapshots_in_flight: this.#inFlight,
       snapshot_weight_1m: this.#spentLastMinute(),
-      snapshots_paused_until: this.#pausedUntil > this.#clock.now() ? this.#pausedUntil : null,
+      snapshots_paused_until: this.#pausedUntilWall(),
       rate_limited: this.#rateLimited,
       books,
       venue_errors: this.#venueErrors,
@@ -461,7 +490,7 @@ export class BinanceSession implements VenueSession {
         this.#pumpLater(waitMs, io);
         return;
       }
-      this.#spent.push({ at: this.#clock.now(), weight: this.#weight });
+      this.#spent.push({ at: this.#monotonic(), weight: this.#weight });
       const venueSymbol = this.#queue.shift()!;
       const slot = this.#books.get(venueSymbol)!;
       slot.queued = false;
@@ -473,7 +502,7 @@ export class BinanceSession implements VenueSession {
 
   /** Weight spent by the fetches started within the last minute. */
   #spentLastMinute(): number {
-    const since = this.#clock.now() - 60_000;
+    const since = this.#monotonic() - 60_000;
     const spent = this.#spent;
     let drop = 0;
     while (drop < spent.length && spent[drop]!.at <= since) drop++;
@@ -485,7 +514,7 @@ export class BinanceSession implements VenueSession {
 
   /** How long until one more fetch may start: the pause after a 429 or 418, and the weight budget (0: now). */
   #weightWaitMs(): number {
-    const now = this.#clock.now();
+    const now = this.#monotonic();
     const paused = Math.max(0, this.#pausedUntil - now);
     const used = this.#spentLastMinute();
     if (used === 0 || used + this.#weight <= this.#weightBudget) return paused;
@@ -499,13 +528,20 @@ export class BinanceSession implements VenueSession {
 
   /**
    * After a 429 or 418: no fetch starts for the response's `Retry-After`, else
-   * `rateLimitPauseMs` (a later pause already set stands). Returns the pause in ms.
+   * `rateLimitPauseMs`, at most `maxRateLimitPauseMs` (a later pause already
+   * set stands). Returns the pause in ms.
    */
   #pause(retryAfterMs: number | null): number {
-    const pauseMs = retryAfterMs ?? this.#rateLimitPauseMs;
+    const pauseMs = Math.min(retryAfterMs ?? this.#rateLimitPauseMs, this.#maxRateLimitPauseMs);
     this.#rateLimited++;
-    this.#pausedUntil = Math.max(this.#pausedUntil, this.#clock.now() + pauseMs);
+    this.#pausedUntil = Math.max(this.#pausedUntil, this.#monotonic() + pauseMs);
     return pauseMs;
+  }
+
+  /** When the pause ends as wall time (ms since the epoch), or null when there is none. */
+  #pausedUntilWall(): number | null {
+    const leftMs = this.#pausedUntil - this.#monotonic();
+    return leftMs > 0 ? Math.round(this.#clock.now() + leftMs) : null;
   }
 
   /** Pumps again once `ms` have passed, unless the connection closes first. */
