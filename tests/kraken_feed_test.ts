@@ -336,9 +336,12 @@ function requests(io: FakeIO): string[] {
   return out;
 }
 
+/** No jitter: `backoffDelay`'s spread is 0 at 0.5. */
+const NO_JITTER = () => 0.5;
+
 Deno.test("a Kraken book whose snapshots keep failing their checksum is resubscribed at a slowing pace", () => {
   const market = seeded();
-  const session = krakenSession(config(), { resyncTimeoutMs: 600_000 });
+  const session = krakenSession(config(), { resyncTimeoutMs: 600_000, random: NO_JITTER });
   const io = new FakeIO();
   const t0 = 1_786_000_000_000;
   let now = t0;
@@ -383,7 +386,7 @@ Deno.test("a Kraken book whose snapshots keep failing their checksum is resubscr
 
 Deno.test("a subscription Kraken refuses is asked for again with backoff while heartbeats keep the connection", () => {
   const market = seeded();
-  const session = krakenSession(config());
+  const session = krakenSession(config(), { random: NO_JITTER });
   const io = new FakeIO();
   const t0 = 1_786_000_000_000;
   let now = t0;
@@ -442,6 +445,154 @@ Deno.test("a subscription Kraken refuses is asked for again with backoff while h
   session.onFrame(market.snapshotFrame("BTC/USD", 10), RX, io);
   assert.equal(session.status().books_live, 1);
   assert.deepEqual(io.reconnects, []);
+});
+
+/** Kraken's answer to a subscribe: a refusal (`symbol` where it names one) or an acknowledgement. */
+function answer(
+  reqId: number,
+  fields: { error: string; symbol?: string } | { channel: string; symbol: string },
+): string {
+  const times = { time_in: "2026-08-16T23:37:04.849274Z", time_out: "2026-08-16T23:37:04.849309Z" };
+  return JSON.stringify(
+    "error" in fields
+      ? { ...fields, method: "subscribe", req_id: reqId, success: false, ...times }
+      : { method: "subscribe", req_id: reqId, result: fields, success: true, ...times },
+  );
+}
+
+Deno.test("a Kraken refusal of a subscribe request that names no symbol asks again for each of its symbols not acknowledged", () => {
+  // 54c5d1c asked again only when the refusal named a symbol; Kraken's answer to a request it
+  // refuses whole ("Exceeded msg rate") need not, so those books were never asked for again.
+  const session = krakenSession(
+    config({ symbols: ["BTC-USD", "ETH-USD", "SOL-USD"], channels: ["trades", "book"] }),
+    { random: NO_JITTER },
+  );
+  const io = new FakeIO();
+  const t0 = 1_786_000_000_000;
+  let now = t0;
+  io.now = () => now * 1000;
+  session.onOpen(io);
+  const book = JSON.parse(io.sent[1]!).req_id as number;
+  requests(io);
+  // BTC/USD's book is acknowledged; then Kraken refuses the request, naming no symbol.
+  session.onFrame(answer(book, { channel: "book", symbol: "BTC/USD" }), RX, io);
+  session.onFrame(answer(book, { error: "Exceeded msg rate" }), RX, io);
+  assert.deepEqual(io.errors, [
+    "Kraken subscribe failed: Exceeded msg rate; asking again for book ETH/USD, SOL/USD in 1000 ms",
+  ]);
+  assert.deepEqual(session.status().resubscribe_at, {
+    "book ETH/USD": t0 + 1_000,
+    "book SOL/USD": t0 + 1_000,
+  });
+  // An answer that comes after the refusal still counts: ETH/USD's book is acknowledged.
+  session.onFrame(answer(book, { channel: "book", symbol: "ETH/USD" }), RX, io);
+  assert.deepEqual(Object.keys(session.status().resubscribe_at), ["book SOL/USD"]);
+  session.onFrame(HEARTBEAT_FRAME, RX, io);
+  session.onTick(io, t0 + 999);
+  assert.deepEqual(requests(io), []);
+  session.onTick(io, t0 + 1_000);
+  const retry = JSON.parse(io.sent[0]!);
+  assert.deepEqual(requests(io), ["subscribe book SOL/USD"]);
+  // Refused whole again: 2 s this time, for SOL/USD alone; the trades were never touched.
+  now = t0 + 1_000;
+  session.onFrame(answer(retry.req_id, { error: "Exceeded msg rate" }), RX, io);
+  assert.equal(
+    io.errors.at(-1),
+    "Kraken subscribe failed: Exceeded msg rate; asking again for book SOL/USD in 2000 ms",
+  );
+  for (let s = 2; s <= 180; s++) {
+    session.onFrame(HEARTBEAT_FRAME, RX, io);
+    session.onTick(io, t0 + s * 1_000);
+  }
+  const asked = io.sent.map((text) => JSON.parse(text)).filter((m) => m.method === "subscribe");
+  assert.deepEqual(asked.map((m) => `${m.params.channel} ${m.params.symbol}`), ["book SOL/USD"]);
+  session.onFrame(answer(asked[0].req_id, { channel: "book", symbol: "SOL/USD" }), RX, io);
+  assert.deepEqual(session.status().subscribed, { trade: 0, book: 3 });
+  assert.deepEqual(session.status().resubscribe_at, {});
+  assert.deepEqual(io.reconnects, []);
+});
+
+Deno.test("Kraken subscriptions refused together are asked for again at jittered times, in one request per channel", () => {
+  const draws = [0, 0.999, 0.5];
+  const session = krakenSession(
+    config({ symbols: ["BTC-USD", "ETH-USD", "SOL-USD"], channels: ["trades"] }),
+    { random: () => draws.shift() ?? 0.5 },
+  );
+  const io = new FakeIO();
+  const t0 = 1_786_000_000_000;
+  io.now = () => t0 * 1000;
+  session.onOpen(io);
+  const trade = JSON.parse(io.sent[0]!).req_id as number;
+  requests(io);
+  for (const symbol of ["BTC/USD", "ETH/USD", "SOL/USD"]) {
+    session.onFrame(answer(trade, { error: "Internal error", symbol }), RX, io);
+  }
+  // 1 s ± 20 %.
+  assert.deepEqual(session.status().resubscribe_at, {
+    "trade BTC/USD": t0 + 800,
+    "trade ETH/USD": t0 + 1_200,
+    "trade SOL/USD": t0 + 1_000,
+  });
+  assert.equal(
+    io.errors[1],
+    "Kraken subscribe ETH/USD failed: Internal error; asking again in 1200 ms",
+  );
+  session.onTick(io, t0 + 1_000);
+  assert.deepEqual(requests(io), ["subscribe trade BTC/USD,SOL/USD"]);
+  session.onTick(io, t0 + 1_200);
+  assert.deepEqual(requests(io), ["subscribe trade ETH/USD"]);
+  // Unseeded, the delays stay within the spread.
+  const spread = krakenSession(config({ channels: ["trades"] }));
+  const io2 = new FakeIO();
+  io2.now = () => t0 * 1000;
+  spread.onOpen(io2);
+  spread.onFrame(
+    answer(JSON.parse(io2.sent[0]!).req_id, { error: "Internal error", symbol: "BTC/USD" }),
+    RX,
+    io2,
+  );
+  const at = Object.values(spread.status().resubscribe_at)[0]!;
+  assert.ok(at >= t0 + 800 && at <= t0 + 1_200, `${at - t0} ms`);
+});
+
+Deno.test("a new Kraken connection starts the delays of refused subscriptions and of resubscribed books over", () => {
+  const market = seeded();
+  const session = krakenSession(config(), { resyncTimeoutMs: 600_000, random: NO_JITTER });
+  const io = new FakeIO();
+  const t0 = 1_786_000_000_000;
+  let now = t0;
+  io.now = () => now * 1000;
+  session.onOpen(io);
+  const trade = JSON.parse(io.sent[0]!).req_id as number;
+  requests(io);
+  // The trades refused three times (1 s, 2 s, 4 s); the book's snapshots fail twice (the second
+  // resubscription waits).
+  let reqId = trade;
+  for (let i = 0; i < 3; i++) {
+    session.onFrame(answer(reqId, { error: "Internal error", symbol: "BTC/USD" }), RX, io);
+    now += 10_000;
+    session.onTick(io, now);
+    reqId = JSON.parse(io.sent.find((text) => text.includes('"trade"'))!).req_id;
+    requests(io);
+  }
+  assert.match(io.errors.at(-1)!, /asking again in 4000 ms$/);
+  session.onFrame(badChecksum(market.snapshotFrame("BTC/USD", 10)), RX, io);
+  session.onFrame(badChecksum(market.snapshotFrame("BTC/USD", 10)), RX, io);
+  assert.deepEqual(requests(io), [
+    "unsubscribe book BTC/USD",
+    "subscribe book BTC/USD",
+    "unsubscribe book BTC/USD",
+  ]);
+  // The connection drops and comes back: the first refusal waits 1 s again, and the first
+  // mismatch resubscribes at once again.
+  session.onClose();
+  session.onOpen(io);
+  const [trade2] = io.sent.map((text) => JSON.parse(text).req_id as number);
+  requests(io);
+  session.onFrame(answer(trade2!, { error: "Internal error", symbol: "BTC/USD" }), RX, io);
+  assert.match(io.errors.at(-1)!, /asking again in 1000 ms$/);
+  session.onFrame(badChecksum(market.snapshotFrame("BTC/USD", 10)), RX, io);
+  assert.deepEqual(requests(io), ["unsubscribe book BTC/USD", "subscribe book BTC/USD"]);
 });
 
 Deno.test("kraken session returns trades with exact fields", () => {

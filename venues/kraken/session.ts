@@ -15,10 +15,16 @@
  *   ack; a failed ack (`success: false`, an unknown pair for instance) is
  *   reported with {@linkcode SessionIO.error}, and that symbol's subscription
  *   is asked again from `onTick` after `resubscribeInitialMs` (1 s), the delay
- *   doubling with each refusal up to `resubscribeMaxMs` (60 s), while the
- *   connection (kept up by heartbeats) carries the others. The channel of a
- *   refusal is known by its `req_id`. Acknowledged subscriptions are counted in
- *   {@linkcode KrakenSession.status}.
+ *   doubling with each refusal up to `resubscribeMaxMs` (60 s), spread by
+ *   ±20 % of jitter, while the connection (kept up by heartbeats) carries the
+ *   others. A refusal does not name its channel, and need not name a symbol
+ *   (`"Exceeded msg rate"` answers the request): the session keeps each
+ *   subscribe request's channel and the symbols not yet answered by its
+ *   `req_id`, and a refusal naming no symbol asks again for each of those.
+ *   Subscriptions due again on the same tick go in one request per channel;
+ *   one acknowledged meanwhile is not asked again. Acknowledged subscriptions
+ *   are counted in {@linkcode KrakenSession.status}. A new connection starts
+ *   the delays over.
  * - Keepalive: Kraken sends a `heartbeat` about every second once subscribed
  *   (the runtime's staleness watchdog sees them); `onTick` also sends an
  *   application-level `{"method":"ping","req_id":n}` every `pingIntervalMs`
@@ -58,6 +64,7 @@
  */
 
 import type { Config } from "../../config/mod.ts";
+import { backoffDelay } from "../../lib/backoff.ts";
 import { MalformedFrameError, type MarketEvent } from "../../market/events.ts";
 import type { SessionIO, VenueSession } from "../session.ts";
 import { KrakenBookSync } from "./book_sync.ts";
@@ -98,6 +105,11 @@ export const DEFAULT_KRAKEN_RESYNC_TIMEOUT_MS = 10_000;
 export const DEFAULT_KRAKEN_RESUBSCRIBE_INITIAL_MS = 1_000;
 /** Longest such delay, in milliseconds; also how soon "again soon after" is. */
 export const DEFAULT_KRAKEN_RESUBSCRIBE_MAX_MS = 60_000;
+/**
+ * Fraction of such a delay by which it is randomly spread both ways, so that
+ * subscriptions refused together are not all asked for again together.
+ */
+export const DEFAULT_KRAKEN_RESUBSCRIBE_JITTER = 0.2;
 
 /** Tuning of {@linkcode krakenSession}; the venue settings come from the config section. */
 export interface KrakenSessionOptions {
@@ -121,6 +133,11 @@ export interface KrakenSessionOptions {
   resubscribeInitialMs?: number;
   /** Longest of those delays, in ms. @default {DEFAULT_KRAKEN_RESUBSCRIBE_MAX_MS} */
   resubscribeMaxMs?: number;
+  /**
+   * Source of uniform numbers in [0, 1) for the jitter of those delays; inject
+   * `() => 0.5` in tests for none. @default {Math.random}
+   */
+  random?: () => number;
 }
 
 /** One symbol's book figures in {@linkcode KrakenSessionStatus}. */
@@ -179,6 +196,13 @@ interface BookSlot {
   resubscribeStreak: number;
 }
 
+/** A subscribe request of this connection, by its `req_id`. */
+interface Request {
+  readonly channel: "trade" | "book";
+  /** The symbols it asked for that Kraken has not answered yet. */
+  readonly pending: Set<string>;
+}
+
 /** A subscription to ask for again from `onTick`. */
 interface Retry {
   readonly channel: "trade" | "book";
@@ -209,8 +233,9 @@ export class KrakenSession implements VenueSession {
   readonly #resyncTimeoutMs: number;
   readonly #resubscribeInitialMs: number;
   readonly #resubscribeMaxMs: number;
-  /** The channel of each subscribe request of this connection, by `req_id`. */
-  readonly #requests = new Map<number, "trade" | "book">();
+  readonly #random: () => number;
+  /** The subscribe requests of this connection Kraken has not fully answered, by `req_id`. */
+  readonly #requests = new Map<number, Request>();
   /** Subscriptions to ask for again, by `"<channel> <symbol>"`. */
   readonly #retries = new Map<string, Retry>();
   /** Consecutive refusals of each subscription, by `"<channel> <symbol>"`. */
@@ -235,6 +260,7 @@ export class KrakenSession implements VenueSession {
       emitTop = true,
       resubscribeInitialMs = DEFAULT_KRAKEN_RESUBSCRIBE_INITIAL_MS,
       resubscribeMaxMs = Math.max(DEFAULT_KRAKEN_RESUBSCRIBE_MAX_MS, resubscribeInitialMs),
+      random = Math.random,
     } = options;
     if (!(resubscribeInitialMs > 0) || !(resubscribeMaxMs >= resubscribeInitialMs)) {
       throw new RangeError(
@@ -243,6 +269,7 @@ export class KrakenSession implements VenueSession {
     }
     this.#resubscribeInitialMs = resubscribeInitialMs;
     this.#resubscribeMaxMs = resubscribeMaxMs;
+    this.#random = random;
     if (!(pingIntervalMs > 0)) {
       throw new RangeError(`pingIntervalMs must be positive, got ${pingIntervalMs}`);
     }
@@ -281,13 +308,22 @@ export class KrakenSession implements VenueSession {
     return this.#url;
   }
 
-  /** Subscribes to `trade` and `book` for every configured symbol. */
+  /**
+   * Subscribes to `trade` and `book` for every configured symbol; the delays
+   * of refused subscriptions and of books resubscribed again soon after start
+   * over.
+   */
   onOpen(io: SessionIO): void {
     this.#lastPingMs = null;
     this.#subscribed.trade.clear();
     this.#subscribed.book.clear();
     this.#requests.clear();
     this.#retries.clear();
+    this.#refusals.clear();
+    for (const slot of this.#books.values()) {
+      slot.lastResubscribeMs = null;
+      slot.resubscribeStreak = 0;
+    }
     if (this.#venueSymbols.length === 0) return;
     if (this.#trades) this.#subscribe(io, "trade", this.#venueSymbols);
     if (this.#books.size > 0) this.#subscribe(io, "book", [...this.#books.keys()]);
@@ -346,6 +382,7 @@ export class KrakenSession implements VenueSession {
    * waiting while heartbeats keep the connection).
    */
   onTick(io: SessionIO, nowMs: number): void {
+    const due = { trade: [] as string[], book: [] as string[] };
     for (const [key, retry] of this.#retries) {
       if (retry.atMs > nowMs) continue;
       this.#retries.delete(key);
@@ -355,9 +392,13 @@ export class KrakenSession implements VenueSession {
           slot.resyncAtMs = nowMs;
           slot.lastResubscribeMs = nowMs;
         }
+      } else if (this.#subscribed[retry.channel].has(retry.venueSymbol)) {
+        continue; // Acknowledged meanwhile (an answer that came after the refusal).
       }
-      this.#subscribe(io, retry.channel, [retry.venueSymbol]);
+      due[retry.channel].push(retry.venueSymbol);
     }
+    if (due.book.length > 0) this.#subscribe(io, "book", due.book);
+    if (due.trade.length > 0) this.#subscribe(io, "trade", due.trade);
     for (const [venueSymbol, slot] of this.#books) {
       if (slot.resyncAtMs === null || nowMs - slot.resyncAtMs < this.#resyncTimeoutMs) continue;
       io.reconnect(
@@ -464,15 +505,23 @@ export class KrakenSession implements VenueSession {
     return [];
   }
 
-  /** The delay before the `attempt`th ask again (from 1): the initial delay, doubling, capped. */
+  /**
+   * The delay before the `attempt`th ask again (from 1): the initial delay,
+   * doubling, capped, spread by {@linkcode DEFAULT_KRAKEN_RESUBSCRIBE_JITTER}.
+   */
   #delayMs(attempt: number): number {
-    return Math.min(this.#resubscribeMaxMs, this.#resubscribeInitialMs * 2 ** (attempt - 1));
+    return backoffDelay(Math.min(attempt - 1, 30), {
+      initialMs: this.#resubscribeInitialMs,
+      maxMs: this.#resubscribeMaxMs,
+      jitter: DEFAULT_KRAKEN_RESUBSCRIBE_JITTER,
+      random: this.#random,
+    });
   }
 
-  /** Sends a subscribe request for `channel` of `venueSymbols`, remembering its `req_id`. */
+  /** Sends a subscribe request for `channel` of `venueSymbols`, remembering it by its `req_id`. */
   #subscribe(io: SessionIO, channel: "trade" | "book", venueSymbols: readonly string[]): void {
     const reqId = ++this.#reqId;
-    this.#requests.set(reqId, channel);
+    this.#requests.set(reqId, { channel, pending: new Set(venueSymbols) });
     io.send(subscribeMessage(
       channel,
       venueSymbols,
@@ -485,16 +534,33 @@ export class KrakenSession implements VenueSession {
   #onAck(ack: KrakenAckControl, io: SessionIO): void {
     const named = ack.channel === "trade" || ack.channel === "book" ? ack.channel : null;
     // A refusal does not name its channel; the request's req_id does.
-    const channel = named ??
-      (ack.method === "subscribe" && ack.req_id !== null
-        ? this.#requests.get(ack.req_id) ?? null
-        : null);
+    const request = ack.method === "subscribe" && ack.req_id !== null
+      ? this.#requests.get(ack.req_id)
+      : undefined;
+    const channel = named ?? request?.channel ?? null;
+    // The symbols this answer is about: the one it names, else every one of the request not
+    // answered yet (a refusal of the whole request, such as "Exceeded msg rate").
+    let answered: string[] = [];
+    if (request !== undefined && (named === null || named === request.channel)) {
+      answered = ack.venue_symbol !== null
+        ? (request.pending.has(ack.venue_symbol) ? [ack.venue_symbol] : [])
+        : ack.success
+        ? []
+        : [...request.pending];
+      for (const symbol of answered) request.pending.delete(symbol);
+      if (request.pending.size === 0) this.#requests.delete(ack.req_id!);
+    }
     if (!ack.success) {
       this.#requestFailures++;
       const about = [ack.channel, ack.venue_symbol].filter((part) => part !== null).join(" ");
       let retry = "";
-      if (ack.method === "subscribe" && channel !== null && ack.venue_symbol !== null) {
-        retry = this.#retryRefused(channel, ack.venue_symbol, io);
+      if (ack.method === "subscribe" && channel !== null) {
+        if (ack.venue_symbol !== null) {
+          const delayMs = this.#retryRefused(channel, ack.venue_symbol, io);
+          if (delayMs !== null) retry = `; asking again in ${delayMs} ms`;
+        } else {
+          retry = this.#retryAll(channel, answered, io);
+        }
       }
       io.error(
         `Kraken ${ack.method}${about === "" ? "" : ` ${about}`} failed: ${ack.error}${retry}`,
@@ -503,20 +569,45 @@ export class KrakenSession implements VenueSession {
     }
     if (channel === null || ack.venue_symbol === null) return;
     if (ack.method === "subscribe") {
+      const key = `${channel} ${ack.venue_symbol}`;
       this.#subscribed[channel].add(ack.venue_symbol);
-      this.#refusals.delete(`${channel} ${ack.venue_symbol}`);
+      this.#refusals.delete(key);
+      // A refusal of its request may have scheduled it again: no need now.
+      if (this.#retries.get(key)?.resync === false) this.#retries.delete(key);
     } else if (ack.method === "unsubscribe") this.#subscribed[channel].delete(ack.venue_symbol);
   }
 
   /**
-   * Schedules a refused subscription of a configured symbol to be asked for
-   * again; returns what to add to the error message ("" when not configured).
+   * Schedules the refused subscriptions of `venueSymbols` (a request refused
+   * whole) to be asked for again; returns what to add to the error message.
    */
-  #retryRefused(channel: "trade" | "book", venueSymbol: string, io: SessionIO): string {
+  #retryAll(channel: "trade" | "book", venueSymbols: readonly string[], io: SessionIO): string {
+    const asked: string[] = [];
+    const delays: number[] = [];
+    for (const venueSymbol of venueSymbols) {
+      if (this.#subscribed[channel].has(venueSymbol)) continue;
+      const delayMs = this.#retryRefused(channel, venueSymbol, io);
+      if (delayMs === null) continue;
+      asked.push(venueSymbol);
+      delays.push(delayMs);
+    }
+    if (asked.length === 0) return "";
+    const low = Math.min(...delays);
+    const high = Math.max(...delays);
+    return `; asking again for ${channel} ${asked.join(", ")} in ${
+      low === high ? low : `${low}-${high}`
+    } ms`;
+  }
+
+  /**
+   * Schedules a refused subscription of a configured symbol to be asked for
+   * again; returns the delay in ms, or null when the symbol is not configured.
+   */
+  #retryRefused(channel: "trade" | "book", venueSymbol: string, io: SessionIO): number | null {
     const configured = channel === "book"
       ? this.#books.has(venueSymbol)
       : this.#venueSymbols.includes(venueSymbol);
-    if (!configured) return "";
+    if (!configured) return null;
     const key = `${channel} ${venueSymbol}`;
     const refusals = (this.#refusals.get(key) ?? 0) + 1;
     this.#refusals.set(key, refusals);
@@ -529,7 +620,7 @@ export class KrakenSession implements VenueSession {
       atMs: retry === undefined ? atMs : Math.max(retry.atMs, atMs),
       resync: retry?.resync ?? false,
     });
-    return `; asking again in ${delayMs} ms`;
+    return delayMs;
   }
 }
 
