@@ -22,6 +22,7 @@
  * @module
  */
 
+import type { Fragment } from "postgres";
 import {
   checkDate,
   type DecimalInput,
@@ -502,16 +503,7 @@ export async function fillTotalsBySymbol(
   sql: Queryable,
   options: FillTotalsOptions = {},
 ): Promise<FillTotals[]> {
-  let where = sql`TRUE`;
-  if (options.portfolio_id !== undefined) {
-    where = sql`${where} AND o.portfolio_id = ${options.portfolio_id}`;
-  }
-  if (options.from !== undefined) {
-    where = sql`${where} AND f.filled_at >= ${checkDate(options.from, "from")}`;
-  }
-  if (options.to !== undefined) {
-    where = sql`${where} AND f.filled_at < ${checkDate(options.to, "to")}`;
-  }
+  const where = totalsFilter(sql, sql`TRUE`, options);
   const rows = await run(sql<FillTotals[]>`
     SELECT f.symbol,
       coalesce(sum(f.qty) FILTER (WHERE f.side = 'buy'), 0)::numeric(38,8) AS bought,
@@ -536,15 +528,13 @@ export interface DayPnl {
   fills: number;
 }
 
-/**
- * Realized P&L of the fills applied (`realized_pnl` set), per UTC day of
- * their `filled_at`, oldest first: what the daily loss limit counts per day.
- */
-export async function realizedPnlByDay(
+/** `base` and the portfolio and `filled_at` range of `options`, over `fills f JOIN orders o`. */
+function totalsFilter(
   sql: Queryable,
-  options: FillTotalsOptions = {},
-): Promise<DayPnl[]> {
-  let where = sql`f.realized_pnl IS NOT NULL`;
+  base: Fragment,
+  options: FillTotalsOptions,
+): Fragment {
+  let where = base;
   if (options.portfolio_id !== undefined) {
     where = sql`${where} AND o.portfolio_id = ${options.portfolio_id}`;
   }
@@ -554,6 +544,18 @@ export async function realizedPnlByDay(
   if (options.to !== undefined) {
     where = sql`${where} AND f.filled_at < ${checkDate(options.to, "to")}`;
   }
+  return where;
+}
+
+/**
+ * Realized P&L of the fills applied (`realized_pnl` set), per UTC day of
+ * their `filled_at`, oldest first: what the daily loss limit counts per day.
+ */
+export async function realizedPnlByDay(
+  sql: Queryable,
+  options: FillTotalsOptions = {},
+): Promise<DayPnl[]> {
+  const where = totalsFilter(sql, sql`f.realized_pnl IS NOT NULL`, options);
   const rows = await run(sql<DayPnl[]>`
     SELECT to_char(f.filled_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day,
       sum(f.realized_pnl)::numeric(38,8)::text AS realized_pnl, count(*)::int AS fills

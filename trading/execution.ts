@@ -2251,13 +2251,7 @@ export class ExecutionEngine {
         // The broker did not say this execution's quantity: what its cumulative quantity adds.
         const qty = event.cum_qty.minus(sum.filled);
         if (!qty.gt(0)) {
-          this.#stats.fills_counted_before++;
-          this.#log.info("a broker fill is already counted; skipped", {
-            client_order_id: event.client_order_id,
-            fill_id: event.fill_id,
-            cum_qty: toJson(event.cum_qty),
-            filled_qty: toJson(sum.filled),
-          });
+          this.#countedBefore(event, event.cum_qty, sum.filled);
           continue;
         }
         if (!qty.eq(event.qty)) event = { ...event, qty };
@@ -2266,13 +2260,7 @@ export class ExecutionEngine {
         // The part of this fill the order's fills already count.
         const known = sum.filled.minus(event.cum_qty.minus(event.qty));
         if (known.gte(event.qty)) {
-          this.#stats.fills_counted_before++;
-          this.#log.info("a broker fill is already counted; skipped", {
-            client_order_id: event.client_order_id,
-            fill_id: event.fill_id,
-            cum_qty: toJson(event.cum_qty),
-            filled_qty: toJson(sum.filled),
-          });
+          this.#countedBefore(event, event.cum_qty, sum.filled);
           continue;
         }
         if (known.gt(0)) {
@@ -2586,6 +2574,21 @@ export class ExecutionEngine {
     if (this.#unknownFills.size > 0) this.#knownFills(fills);
     const { changed, newFills, alerts, unapplied } = done;
     this.#committed(changed, newFills, alerts, orders, unapplied);
+  }
+
+  /** A broker fill its order's fills already count (by its cumulative quantity): skipped. */
+  #countedBefore(
+    event: Extract<BrokerEvent, { type: "fill" }>,
+    cumQty: Decimal,
+    filled: Decimal,
+  ): void {
+    this.#stats.fills_counted_before++;
+    this.#log.info("a broker fill is already counted; skipped", {
+      client_order_id: event.client_order_id,
+      fill_id: event.fill_id,
+      cum_qty: toJson(cumQty),
+      filled_qty: toJson(filled),
+    });
   }
 
   /**
