@@ -157,6 +157,7 @@ import {
   roundMoney,
   roundPortfolio,
   roundPositionValue,
+  type StoredFillFigures,
 } from "../trading/portfolio_state.ts";
 import {
   DEFAULT_FILLS_STREAM,
@@ -167,7 +168,6 @@ import {
   parseFillMessage,
   positionTrackerConsumer,
 } from "../trading/fills_stream.ts";
-import type { Side } from "../trading/signal.ts";
 import type { PendingFill, PositionsPartner, PositionsReservation } from "../trading/execution.ts";
 import type { RiskLimits } from "../trading/risk.ts";
 import { assertPositiveInteger } from "../lib/assert.ts";
@@ -424,14 +424,8 @@ export interface HandoffReceiver {
 }
 
 /** A fill row as locked for applying. */
-interface FillRow {
+interface FillRow extends StoredFillFigures {
   id: string;
-  symbol: string;
-  side: Side;
-  qty: string;
-  price: string;
-  commission: string;
-  filled_at: Date;
   pending: boolean;
   portfolio_id: string;
   strategy: string;

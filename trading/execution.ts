@@ -147,7 +147,12 @@ import { type Logger, nullLogger } from "../lib/log.ts";
 import { type Exchange, EXCHANGES } from "../market/events.ts";
 import type { LatestCache } from "../market/latest_cache.ts";
 import { type FillMessage, fillMessage } from "./fills_stream.ts";
-import { DEFAULT_RISK_MARK_MAX_AGE_MS, markPrice, type PortfolioState } from "./portfolio_state.ts";
+import {
+  DEFAULT_RISK_MARK_MAX_AGE_MS,
+  markPrice,
+  type PortfolioState,
+  unappliedFillOf,
+} from "./portfolio_state.ts";
 import type { UsEquityMarketClock } from "./market_hours.ts";
 import { type Decimal, fromDb, parseDecimal, plainNumeric, toDb, toJson, ZERO } from "./money.ts";
 import {
@@ -2786,45 +2791,29 @@ export class ExecutionEngine {
       }
     }
     const rows = new Map(changed.map((d) => [d.row.client_order_id, d.row]));
-    const state = this.#state;
-    for (const { fill, coid } of newFills) {
-      this.#stats.fills++;
+    const send = (fill: Fill, coid: string) => {
       const row = rows.get(coid) ?? orders.get(coid)!;
-      if (fill.realized_pnl === null && row.portfolio_id === state.portfolio_id) {
+      if (fill.realized_pnl === null && row.portfolio_id === this.#state.portfolio_id) {
         // Stored without its position: counted as one (not as an open order, just untracked)
         // until the tracker records it.
-        state.addUnappliedFill(fill.id, {
-          symbol: fill.symbol,
-          side: fill.side,
-          qty: fromDb(fill.qty),
-          price: fromDb(fill.price),
-          fee: fromDb(fill.commission),
-          filled_at: fill.filled_at.getTime(),
-        });
+        this.#state.addUnappliedFill(fill.id, unappliedFillOf(fill));
       }
       this.#sendFill(fillMessage(fill, row));
+    };
+    for (const { fill, coid } of newFills) {
+      this.#stats.fills++;
+      send(fill, coid);
     }
     if (unapplied.length === 0) return;
     const sent = new Set(newFills.map(({ fill }) => fill.id));
     for (const { fill, coid } of unapplied) {
       if (sent.has(fill.id)) continue;
       sent.add(fill.id);
-      const row = rows.get(coid) ?? orders.get(coid)!;
       this.#log.warn("a fill stored before is not applied to positions; sending it on", {
         client_order_id: coid,
         fill_id: fill.id,
       });
-      if (row.portfolio_id === state.portfolio_id) {
-        state.addUnappliedFill(fill.id, {
-          symbol: fill.symbol,
-          side: fill.side,
-          qty: fromDb(fill.qty),
-          price: fromDb(fill.price),
-          fee: fromDb(fill.commission),
-          filled_at: fill.filled_at.getTime(),
-        });
-      }
-      this.#sendFill(fillMessage(fill, row));
+      send(fill, coid);
     }
   }
 

@@ -253,6 +253,28 @@ export interface UnappliedFill {
   filled_at?: number | undefined;
 }
 
+/** The figures of a stored fill (NUMERIC text) that {@linkcode unappliedFillOf} reads. */
+export interface StoredFillFigures {
+  symbol: string;
+  side: Side;
+  qty: string;
+  price: string;
+  commission: string;
+  filled_at: Date;
+}
+
+/** A stored fill as an {@linkcode UnappliedFill}, with its fee and time. */
+export function unappliedFillOf(fill: StoredFillFigures): UnappliedFill {
+  return {
+    symbol: fill.symbol,
+    side: fill.side,
+    qty: fromDb(fill.qty),
+    price: fromDb(fill.price),
+    fee: fromDb(fill.commission),
+    filled_at: fill.filled_at.getTime(),
+  };
+}
+
 /** An {@linkcode UnappliedFill} as held: its fee and time filled in. */
 interface HeldFill extends UnappliedFill {
   fee: Decimal;
@@ -694,17 +716,7 @@ export class PortfolioState {
     const open = options.open_orders === false
       ? []
       : await listOpenOrders(sql, { portfolio_id: this.portfolio_id });
-    const unapplied = await mapped(sql<
-      {
-        id: string;
-        symbol: string;
-        side: Side;
-        qty: string;
-        price: string;
-        commission: string;
-        filled_at: Date;
-      }[]
-    >`
+    const unapplied = await mapped(sql<Array<StoredFillFigures & { id: string }>>`
       SELECT f.id::text AS id, f.symbol, f.side, f.qty::text AS qty, f.price::text AS price,
         f.commission::text AS commission, f.filled_at
       FROM fills f JOIN orders o ON o.id = f.order_id
@@ -745,14 +757,7 @@ export class PortfolioState {
         held.filled_at = fill.filled_at.getTime();
         continue;
       }
-      this.addUnappliedFill(fill.id, {
-        symbol: fill.symbol,
-        side: fill.side,
-        qty: fromDb(fill.qty),
-        price: fromDb(fill.price),
-        fee: fromDb(fill.commission),
-        filled_at: fill.filled_at.getTime(),
-      });
+      this.addUnappliedFill(fill.id, unappliedFillOf(fill));
     }
     this.#loaded = true;
     this.#version++;
