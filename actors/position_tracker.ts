@@ -656,16 +656,11 @@ class Tracker {
         });
       } catch (error) {
         if (nats.isClosed()) throw error;
-        const delayMs = this.#delay(attempt);
         this.#status.last_error = errorMessage(error);
-        this.#log.warn("Position tracker cannot set up, retrying", {
+        await this.#backOff(attempt, error, "Position tracker cannot set up, retrying", {
           stream: this.#stream,
           consumer: this.#consumer,
-          attempt: attempt + 1,
-          retry_in_ms: delayMs,
-          error: errorMessage(error),
         });
-        await this.#clock.sleep(delayMs, this.#signal).catch(() => {});
       }
     }
     return null;
@@ -690,6 +685,32 @@ class Tracker {
       initialMs: o.retry_initial_ms ?? DEFAULT_TRACKER_RETRY_INITIAL_MS,
       maxMs: o.retry_max_ms ?? DEFAULT_TRACKER_RETRY_MAX_MS,
     });
+  }
+
+  /**
+   * After failed attempt `attempt` (0-based): logs `message` with `fields`,
+   * the attempt, the delay and the error, then waits the backoff delay. False
+   * when the tracker is stopped meanwhile.
+   */
+  async #backOff(
+    attempt: number,
+    error: unknown,
+    message: string,
+    fields: Record<string, unknown> = {},
+  ): Promise<boolean> {
+    const delayMs = this.#delay(attempt);
+    this.#log.warn(message, {
+      ...fields,
+      attempt: attempt + 1,
+      retry_in_ms: delayMs,
+      error: errorMessage(error),
+    });
+    try {
+      await this.#clock.sleep(delayMs, this.#signal);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   // -- fills ----------------------------------------------------------------------------------
@@ -832,18 +853,8 @@ class Tracker {
         this.#status.last_error = errorMessage(error);
         this.#noteUnknownOutcome(error);
         if (!retry || this.#signal.aborted || this.#deps.nats.isClosed()) return false;
-        const delayMs = this.#delay(attempt);
-        this.#log.warn("Position tracker could not apply older unapplied fills, retrying", {
-          fills: ids.length,
-          attempt: attempt + 1,
-          retry_in_ms: delayMs,
-          error: errorMessage(error),
-        });
-        try {
-          await this.#clock.sleep(delayMs, this.#signal);
-        } catch {
-          return false;
-        }
+        const message = "Position tracker could not apply older unapplied fills, retrying";
+        if (!await this.#backOff(attempt, error, message, { fills: ids.length })) return false;
         if (this.#reloadNeeded && !await this.#reload()) return false;
       }
     }
@@ -887,17 +898,9 @@ class Tracker {
           for (const item of items) item.msg.nak();
           return;
         }
-        const delayMs = this.#delay(attempt);
-        this.#log.warn("Position tracker transaction failed, retrying", {
-          fills: items.length,
-          attempt: attempt + 1,
-          retry_in_ms: delayMs,
-          error: errorMessage(error),
-        });
         for (const item of items) item.msg.working();
-        try {
-          await this.#clock.sleep(delayMs, this.#signal);
-        } catch {
+        const message = "Position tracker transaction failed, retrying";
+        if (!await this.#backOff(attempt, error, message, { fills: items.length })) {
           for (const item of items) item.msg.nak();
           return;
         }
@@ -1103,17 +1106,8 @@ class Tracker {
       } catch (error) {
         this.#status.retries++;
         this.#status.last_error = errorMessage(error);
-        const delayMs = this.#delay(attempt);
-        this.#log.warn("Position tracker could not read its positions back, retrying", {
-          attempt: attempt + 1,
-          retry_in_ms: delayMs,
-          error: errorMessage(error),
-        });
-        try {
-          await this.#clock.sleep(delayMs, this.#signal);
-        } catch {
-          return false;
-        }
+        const message = "Position tracker could not read its positions back, retrying";
+        if (!await this.#backOff(attempt, error, message)) return false;
       }
     }
     return false;
