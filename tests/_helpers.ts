@@ -1,11 +1,12 @@
 /**
  * Test helpers: wait on a condition or a promise with a deadline instead of
- * sleeping a fixed time, and read the venues' captured messages in
- * `../shared/fixtures/`.
+ * sleeping a fixed time, read the venues' captured messages in
+ * `../shared/fixtures/`, and lift the risk limits.
  *
  * @module
  */
 
+import type { Config } from "../config/mod.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 
 /** The non-empty lines of `../shared/fixtures/<venue>/<file>`: one captured message each. */
@@ -112,4 +113,21 @@ export function clockAt(iso: string): ShiftedClock {
   };
   clock.jump(iso);
   return clock;
+}
+
+/** `config`'s risk section with every limit off and any market hours: tests of other rules. */
+export function noRiskLimits(config: Config): Config["risk"] {
+  return {
+    ...config.risk,
+    max_order_qty: null,
+    max_order_notional: null,
+    max_position_qty: null,
+    max_gross_exposure: null,
+    max_open_orders: null,
+    price_collar_pct: null,
+    daily_loss_limit: null,
+    market_hours: "always",
+    exchanges: {},
+    symbols: {},
+  };
 }

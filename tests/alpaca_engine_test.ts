@@ -15,7 +15,7 @@ import { LatestCache } from "../market/latest_cache.ts";
 import { ExecutionEngine } from "../trading/execution.ts";
 import { PortfolioState } from "../trading/portfolio_state.ts";
 import { startEngineProcess, waitForJson } from "./_engine_process.ts";
-import { waitFor } from "./_helpers.ts";
+import { noRiskLimits, waitFor } from "./_helpers.ts";
 import { startNatsServer } from "./_nats_server.ts";
 import { migratedDatabase } from "./_postgres.ts";
 import {
@@ -27,22 +27,6 @@ import {
 import { type FakeSocket, startWsServer } from "./fakes/ws_server.ts";
 
 const LOOKUP = "/v2/orders:by_client_order_id";
-
-function noLimits(config: Config): Config["risk"] {
-  return {
-    ...config.risk,
-    max_order_qty: null,
-    max_order_notional: null,
-    max_position_qty: null,
-    max_gross_exposure: null,
-    max_open_orders: null,
-    price_collar_pct: null,
-    daily_loss_limit: null,
-    market_hours: "always",
-    exchanges: {},
-    symbols: {},
-  };
-}
 
 interface Rig extends AsyncDisposable {
   sql: Sql;
@@ -63,7 +47,7 @@ async function rig(): Promise<Rig> {
   const db = await migratedDatabase();
   const fake = await startAlpacaTradingServer({ prices: { AAPL: "100" } });
   const base = await loadConfig({ args: [], env: {} });
-  const config: Config = { ...base, risk: noLimits(base) };
+  const config: Config = { ...base, risk: noRiskLimits(base) };
   const state = new PortfolioState({ starting_cash: "100000" });
   await state.load(db.sql);
   const cache = new LatestCache();

@@ -22,7 +22,7 @@ import {
 import type { FillMessage } from "../trading/fills_stream.ts";
 import { PortfolioState } from "../trading/portfolio_state.ts";
 import { migratedDatabase } from "./_postgres.ts";
-import { deadline, waitFor } from "./_helpers.ts";
+import { deadline, noRiskLimits, waitFor } from "./_helpers.ts";
 import { startPgFaultProxy } from "./_pg_cut_proxy.ts";
 
 /** The engine's fill statement on the usual path (fills and their orders in one statement). */
@@ -64,17 +64,7 @@ async function harness(options: HarnessOptions = {}) {
   });
   const base = await loadConfig({ args: [], env: {} });
   const risk: Config["risk"] = {
-    ...base.risk,
-    max_order_qty: null,
-    max_order_notional: null,
-    max_position_qty: null,
-    max_gross_exposure: null,
-    max_open_orders: null,
-    price_collar_pct: null,
-    daily_loss_limit: null,
-    market_hours: "always",
-    exchanges: {},
-    symbols: {},
+    ...noRiskLimits(base),
     ...options.risk,
   };
   const cache = new LatestCache();

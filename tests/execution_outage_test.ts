@@ -9,7 +9,7 @@ import { jetstream } from "@nats-io/jetstream";
 import type { Status } from "@nats-io/nats-core";
 import { encodeJson } from "../adapters/codec.ts";
 import { paperBroker } from "../brokers/paper.ts";
-import { type Config, loadConfig } from "../config/mod.ts";
+import { loadConfig } from "../config/mod.ts";
 import { listSignals } from "../db/mod.ts";
 import { nullLogger } from "../lib/log.ts";
 import { LatestCache } from "../market/latest_cache.ts";
@@ -17,7 +17,7 @@ import { ExecutionEngine } from "../trading/execution.ts";
 import { PortfolioState } from "../trading/portfolio_state.ts";
 import { executionActor } from "../actors/execution.ts";
 import { startRoot } from "../actors/supervisor.ts";
-import { deadline, waitFor } from "./_helpers.ts";
+import { deadline, noRiskLimits, waitFor } from "./_helpers.ts";
 import { startNatsServer } from "./_nats_server.ts";
 import { migratedDatabase } from "./_postgres.ts";
 
@@ -34,22 +34,6 @@ function quote(cache: LatestCache, symbol: string, bid: string, ask: string, atM
     ask_price: ask,
     ask_qty: "10",
   }]);
-}
-
-function noLimits(config: Config): Config["risk"] {
-  return {
-    ...config.risk,
-    max_order_qty: null,
-    max_order_notional: null,
-    max_position_qty: null,
-    max_gross_exposure: null,
-    max_open_orders: null,
-    price_collar_pct: null,
-    daily_loss_limit: null,
-    market_hours: "always",
-    exchanges: {},
-    symbols: {},
-  };
 }
 
 /** A TCP proxy whose `freeze()` stops forwarding on the open connections without closing them. */
@@ -136,7 +120,7 @@ Deno.test("after a NATS outage noticed by pings (half-open connection), the back
     ]]),
     cache,
     state,
-    config: { risk: noLimits(base), execution },
+    config: { risk: noRiskLimits(base), execution },
     publish: () => {},
     publishFill: () => Promise.resolve(),
     log: nullLogger,

@@ -58,7 +58,7 @@ import { executionActor } from "../actors/execution.ts";
 import { jetstream } from "@nats-io/jetstream";
 import { startRoot } from "../actors/supervisor.ts";
 import { tradingSupervisor } from "../actors/trading.ts";
-import { deadline, waitFor } from "./_helpers.ts";
+import { deadline, noRiskLimits, waitFor } from "./_helpers.ts";
 import { startNatsServer } from "./_nats_server.ts";
 import { startTcpProxy } from "./_tcp_proxy.ts";
 import { migratedDatabase } from "./_postgres.ts";
@@ -210,22 +210,6 @@ class FaultyBroker implements Broker {
 }
 
 /** Risk limits with every limit off, to switch single rules on. */
-function noLimits(config: Config): Config["risk"] {
-  return {
-    ...config.risk,
-    max_order_qty: null,
-    max_order_notional: null,
-    max_position_qty: null,
-    max_gross_exposure: null,
-    max_open_orders: null,
-    price_collar_pct: null,
-    daily_loss_limit: null,
-    market_hours: "always",
-    exchanges: {},
-    symbols: {},
-  };
-}
-
 interface Harness extends AsyncDisposable {
   sql: Sql;
   config: Config;
@@ -258,7 +242,7 @@ async function harness(options: Partial<HarnessOptions> = {}): Promise<Harness> 
   const clock = options.clock ?? systemClock;
   const config: Config = {
     ...base,
-    risk: options.risk ? options.risk(base) : noLimits(base),
+    risk: options.risk ? options.risk(base) : noRiskLimits(base),
   };
   const cache = new LatestCache({ clock });
   quote(cache, "BTC-USDT", "50000", "50001", clock.now());
@@ -735,7 +719,7 @@ Deno.test("a market order whose only price is stale is refused, saying how old t
 });
 
 Deno.test("signals of one batch count each other: the second cannot exceed max_open_orders", async () => {
-  await using h = await harness({ risk: (c) => ({ ...noLimits(c), max_open_orders: 1 }) });
+  await using h = await harness({ risk: (c) => ({ ...noRiskLimits(c), max_open_orders: 1 }) });
   const outcomes = await h.engine.processSignals([
     restingLimit("g-1", "buy", "40000"),
     restingLimit("g-2", "buy", "40000"),
@@ -754,7 +738,7 @@ Deno.test("signals of one batch count each other: the second cannot exceed max_o
 });
 
 Deno.test("a batch decided while the one before commits counts its orders as open", async () => {
-  await using h = await harness({ risk: (c) => ({ ...noLimits(c), max_open_orders: 1 }) });
+  await using h = await harness({ risk: (c) => ({ ...noRiskLimits(c), max_open_orders: 1 }) });
   // The symbol's row exists (a first order creates it, in its own transaction) and no order rests.
   const [warm] = await h.engine.processSignals([marketBuy("p-0", "BTC-USDT", "grid", "nats")]);
   if (warm?.status === "accepted") await waitForStatus(h.sql, warm.order.id, "filled");
@@ -775,7 +759,9 @@ Deno.test("a batch decided while the one before commits counts its orders as ope
 
 Deno.test("orders in other symbols count in gross exposure: same batch, or open at the broker", async () => {
   // Limit 1000 at prices of 100: 6 of one symbol (600) and 6 of another (600) exceed it together.
-  await using h = await harness({ risk: (c) => ({ ...noLimits(c), max_gross_exposure: "1000" }) });
+  await using h = await harness({
+    risk: (c) => ({ ...noRiskLimits(c), max_gross_exposure: "1000" }),
+  });
   quote(h.cache, "BTC-USDT", "100", "100");
   quote(h.cache, "ETH-USDT", "100", "100");
   const buy = (id: string, symbol: string, extra: Record<string, string> = {}) => ({
@@ -818,7 +804,9 @@ Deno.test("orders in other symbols count in gross exposure: same batch, or open 
 });
 
 Deno.test("a position without a fresh price counts in gross exposure at its newest price, not at cost", async () => {
-  await using h = await harness({ risk: (c) => ({ ...noLimits(c), max_gross_exposure: "1000" }) });
+  await using h = await harness({
+    risk: (c) => ({ ...noRiskLimits(c), max_gross_exposure: "1000" }),
+  });
   // Long 6 ETH bought at 50 (cost 300); its only price, 100, is a minute old — stale for the
   // orders' checks, yet the best value of the position there is.
   h.state.record(
@@ -849,7 +837,7 @@ Deno.test("a position without a fresh price counts in gross exposure at its newe
 Deno.test("a fill stored before the position tracker applies it counts in the position and gross exposure", async () => {
   // The tracker is busy (as in a burst): the fill is stored without its position.
   await using h = await harness({
-    risk: (c) => ({ ...noLimits(c), max_position_qty: "1", max_gross_exposure: "60000" }),
+    risk: (c) => ({ ...noRiskLimits(c), max_position_qty: "1", max_gross_exposure: "60000" }),
     positions: { reserve: () => null },
   });
   const [first] = await h.engine.processSignals([marketBuy("t-1")]);
@@ -943,7 +931,7 @@ Deno.test("a signal id maps to one order, within a batch and across batches", as
 });
 
 Deno.test("a stored signal sent again (not a redelivery) takes no risk room from a new signal of its batch", async () => {
-  await using h = await harness({ risk: (c) => ({ ...noLimits(c), max_open_orders: 2 }) });
+  await using h = await harness({ risk: (c) => ({ ...noRiskLimits(c), max_open_orders: 2 }) });
   const [a] = await h.engine.processSignals([restingLimit("a", "buy", "40000")]);
   if (a?.status !== "accepted") throw new Error("accepted");
   await waitForStatus(h.sql, a.order.id, "submitted");
@@ -1506,7 +1494,7 @@ Deno.test("signals published on NATS become filled orders and positions; rejects
   await using server = await startNatsServer();
   await using db = await migratedDatabase();
   const base = await loadConfig({ args: [], env: {} });
-  const config: Config = { ...base, risk: noLimits(base) };
+  const config: Config = { ...base, risk: noRiskLimits(base) };
   const nats = await connect({ servers: server.url });
   const cache = new LatestCache();
   quote(cache, "BTC-USDT", "50000", "50002");
@@ -1592,7 +1580,7 @@ Deno.test("an Alpaca order filled while trade_updates was down is recorded once 
   const base = await loadConfig({ args: [], env: {} });
   const config: Config = {
     ...base,
-    risk: noLimits(base),
+    risk: noRiskLimits(base),
     brokers: {
       ...base.brokers,
       alpaca: {
@@ -1686,7 +1674,7 @@ Deno.test("after a NATS outage the backlog of signals waits for fresh prices ins
     ]]),
     cache,
     state,
-    config: { risk: noLimits(base), execution },
+    config: { risk: noRiskLimits(base), execution },
     publish: () => {},
     publishFill: () => Promise.resolve(),
     log: nullLogger,
