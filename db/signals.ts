@@ -355,6 +355,26 @@ function signalRecord(item: SignalBatchItem, i: number): SignalRecord {
 }
 
 /**
+ * The start of an upsert adding to `strategy_performance`'s signal counts
+ * (`signals`, `rejected`, `orders` per strategy and UTC day of `received_at`),
+ * for a data-modifying CTE in the statement that stores or decides signals:
+ * a signal counts once, with the row that stores it. Follow it with a
+ * `SELECT` of (strategy, day, signals, rejected, orders, by, by) and
+ * {@linkcode strategyCountsConflict}.
+ */
+function strategyCounts(sql: Queryable) {
+  return sql`INSERT INTO strategy_performance AS p (strategy, day, signals, rejected, orders,
+        created_by, updated_by)`;
+}
+
+/** The `ON CONFLICT` clause that adds a {@linkcode strategyCounts} row to a stored day. */
+function strategyCountsConflict(sql: Queryable) {
+  return sql`ON CONFLICT (strategy, day) DO UPDATE SET signals = p.signals + excluded.signals,
+        rejected = p.rejected + excluded.rejected, orders = p.orders + excluded.orders,
+        updated_by = excluded.updated_by`;
+}
+
+/**
  * Records a batch of consumed signals with their outcomes and creates the
  * orders of the accepted ones — one statement, so pass the transaction of a
  * {@linkcode unitOfWork} to make it atomic with the rest of the batch's work.
@@ -404,6 +424,15 @@ export async function insertSignalsAndOrders(
       WHERE x.s_status = 'accepted'
       ORDER BY x.i
       RETURNING *
+    ), p AS (
+      ${strategyCounts(sql)}
+      SELECT s.strategy, (s.received_at AT TIME ZONE 'UTC')::date, count(*),
+        count(*) FILTER (WHERE x.s_status = 'rejected'),
+        count(*) FILTER (WHERE x.s_status = 'accepted'), ${by}, ${by}
+      FROM s JOIN x ON x.s_strategy = s.strategy AND x.s_client_signal_id = s.client_signal_id
+      GROUP BY 1, 2
+      ORDER BY 1, 2
+      ${strategyCountsConflict(sql)}
     )
     SELECT x.i, ${sql.unsafe(NEW_SIGNAL)}
     FROM s JOIN x ON x.s_strategy = s.strategy AND x.s_client_signal_id = s.client_signal_id
@@ -514,11 +543,22 @@ export async function recordSignalOutcome(
       `Unknown signal outcome ${String((outcome as { status: unknown }).status)}`,
     );
   }
+  const by = options.by ?? DEFAULT_ACTOR;
   const [row] = await run(sql<Signal[]>`
-    UPDATE signals SET status = ${outcome.status}::signal_status, reasons = ${reasons}::text::jsonb,
-      decided_at = now(), updated_by = ${options.by ?? DEFAULT_ACTOR}
-    WHERE id = ${id} AND status = 'received'
-    RETURNING *`);
+    WITH s AS (
+      UPDATE signals SET status = ${outcome.status}::signal_status,
+        reasons = ${reasons}::text::jsonb, decided_at = now(), updated_by = ${by}
+      WHERE id = ${id} AND status = 'received'
+      RETURNING *
+    ), p AS (
+      ${strategyCounts(sql)}
+      SELECT strategy, (received_at AT TIME ZONE 'UTC')::date, 0,
+        CASE WHEN status = 'rejected' THEN 1 ELSE 0 END,
+        CASE WHEN status = 'accepted' THEN 1 ELSE 0 END, ${by}, ${by}
+      FROM s
+      ${strategyCountsConflict(sql)}
+    )
+    SELECT * FROM s`);
   if (row !== undefined) return row;
   const current = await getSignal(sql, id);
   throw new ConflictError(`Signal ${id} was ${current.signal.status} already`, {

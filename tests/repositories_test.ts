@@ -294,6 +294,48 @@ Deno.test("the batch path creates one order per new accepted signal and reports 
   assert.deepEqual(await insertSignalsAndOrders(db.sql, []), []);
 });
 
+Deno.test("stored signals count once in strategy_performance, by strategy and UTC day of receipt", async () => {
+  await using db = await migratedDatabase();
+  await seedSymbols(db.sql);
+  const on = (item: SignalBatchItem, at: string): SignalBatchItem => ({
+    ...item,
+    signal: { ...item.signal, received_at: new Date(at) },
+  });
+  await insertSignalsAndOrders(db.sql, [
+    on(accepted("m", "1"), "2025-03-01T23:59:59.999Z"),
+    on(rejected("m", "2", [{ rule: "kill_switch" }]), "2025-03-01T10:00:00Z"),
+    on(accepted("m", "3"), "2025-03-02T00:00:00Z"),
+    on(accepted("m", "1"), "2025-03-01T12:00:00Z"), // duplicate inside the batch
+    on(accepted("o", "1"), "2025-03-01T12:00:00Z"),
+  ]);
+  // Redelivered and re-sent signals are stored once, so they count once.
+  await insertSignalsAndOrders(db.sql, [
+    on(accepted("m", "1"), "2025-03-01T12:00:00Z"),
+    on(rejected("m", "4", [{ rule: "max_qty" }]), "2025-03-02T08:00:00Z"),
+  ]);
+  const received = await insertSignal(db.sql, {
+    strategy: "m",
+    client_signal_id: "5",
+    source: "rest",
+    payload: {},
+    received_at: new Date("2025-03-02T09:00:00Z"),
+  });
+  await recordSignalOutcome(db.sql, received.signal.id, { status: "rejected", reasons: ["x"] });
+  await assert.rejects(
+    recordSignalOutcome(db.sql, received.signal.id, { status: "accepted" }),
+    ConflictError,
+  );
+  const rows = await listStrategyPerformance(db.sql);
+  assert.deepEqual(
+    rows.map((r) => [r.strategy, r.day, r.signals, r.rejected, r.orders]),
+    [
+      ["m", "2025-03-01", 2, 1, 1],
+      ["o", "2025-03-01", 1, 0, 1],
+      ["m", "2025-03-02", 3, 2, 1],
+    ],
+  );
+});
+
 Deno.test("concurrent batches with overlapping signal ids create exactly one order per signal", async () => {
   await using db = await migratedDatabase(8);
   await seedSymbols(db.sql);
