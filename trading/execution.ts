@@ -2855,11 +2855,20 @@ export class ExecutionEngine {
   #publishOrder(row: Order, state: OrderState | null, base: Record<string, unknown> | null): void {
     let json = base ?? orderJson(row);
     if (state !== null) {
+      // The order as it was at that step: amounts as they would be stored, not yet closed.
       json = {
         ...json,
         status: state.status,
-        filled_qty: toJson(state.filled_qty),
-        avg_fill_price: state.avg_fill_price === null ? null : toJson(state.avg_fill_price),
+        broker_order_id: state.status === "pending"
+          ? null
+          : state.broker_order_id ?? json.broker_order_id,
+        filled_qty: plainNumeric(toDb(state.filled_qty)),
+        avg_fill_price: state.avg_fill_price === null
+          ? null
+          : plainNumeric(toDb(state.avg_fill_price)),
+        status_reason: state.reason,
+        submitted_at: state.status === "pending" ? null : json.submitted_at,
+        closed_at: isOpen(state.status) ? null : json.closed_at,
       };
     }
     this.#safePublish(orderSubject(json.status as Order["status"], row.symbol, this.#names), json);
