@@ -61,7 +61,11 @@
  * Events go to `onEvent` listeners asynchronously — never before `submit`
  * resolves (a macrotask later: `setImmediate`, not a timer) — one at a
  * time, in order: `accepted`, then the `fill` (`fill_id` `paper-<n>`, n
- * counting the order's fills from 1) or `cancelled` / `expired`.
+ * counting the order's fills from 1) or `cancelled` / `expired`. Events
+ * made while no listener is subscribed (the execution engine restarting
+ * while the broker runs on) are held, up to {@linkcode MAX_HELD_EVENTS},
+ * and handed to the next listener: the engine records such a fill with its
+ * own id and commission rather than reconciling it without them.
  * `broker_order_id` is `paper-<client_order_id>`, so a resubmission after a
  * restart gets the same ids (and the fill the same `(order, fill_id)` key,
  * which the fills table deduplicates).
@@ -107,6 +111,8 @@ import { assertPositiveInteger } from "../lib/assert.ts";
 
 /** The name orders are routed to the paper broker by. */
 export const PAPER_BROKER_NAME = "paper";
+/** Most events held for the next listener while none is subscribed (see the module doc). */
+export const MAX_HELD_EVENTS = 100_000;
 /** How often resting day orders are checked for expiry once started, in ms. */
 export const DEFAULT_PAPER_EXPIRY_CHECK_MS = 1_000;
 /** Most finished (filled, cancelled, expired, rejected) orders remembered for idempotency. */
@@ -366,6 +372,7 @@ export class PaperBroker implements Broker {
   readonly #listeners = new Set<(event: BrokerEvent) => void | Promise<void>>();
   readonly #stop = new AbortController();
   #queue: BrokerEvent[] = [];
+  #held: BrokerEvent[] = [];
   #draining: Promise<void> | null = null;
   #expiryLoop: Promise<void> | null = null;
   #disposed = false;
@@ -505,10 +512,15 @@ export class PaperBroker implements Broker {
     return Promise.resolve();
   }
 
-  /** The broker's view of an order, or null when it does not know it. */
-  getOrder(clientOrderId: string): Promise<BrokerOrderState | null> {
+  /**
+   * The broker's view of an order, or null when it does not know it —
+   * answered once the events emitted before have been handed to the
+   * listeners, so a caller never learns of a fill before its event.
+   */
+  async getOrder(clientOrderId: string): Promise<BrokerOrderState | null> {
+    await this.settled();
     const order = this.#find(clientOrderId);
-    return Promise.resolve(order === undefined ? null : stateOf(order));
+    return order === undefined ? null : stateOf(order);
   }
 
   /** Every resting order. */
@@ -519,6 +531,11 @@ export class PaperBroker implements Broker {
   /** Calls `listener` for each event, in order, until the returned function is called. */
   onEvent(listener: (event: BrokerEvent) => void | Promise<void>): () => void {
     this.#listeners.add(listener);
+    if (this.#held.length > 0) {
+      this.#queue = [...this.#held, ...this.#queue];
+      this.#held = [];
+      this.#draining ??= this.#drain();
+    }
     return () => {
       this.#listeners.delete(listener);
     };
@@ -857,6 +874,18 @@ export class PaperBroker implements Broker {
     this.#draining ??= this.#drain();
   }
 
+  /** Keeps `events` for the next listener; beyond the bound, the oldest go (reconciliation finds their fills). */
+  #hold(events: readonly BrokerEvent[]): void {
+    this.#held.push(...events);
+    const over = this.#held.length - MAX_HELD_EVENTS;
+    if (over > 0) {
+      this.#held.splice(0, over);
+      this.#log.warn("paper broker events dropped while no listener was subscribed", {
+        dropped: over,
+      });
+    }
+  }
+
   async #drain(): Promise<void> {
     // A macrotask later — after the submit that caused the events has resolved and its
     // awaiting caller has run on — but without a timer's delay: `setImmediate` runs once the
@@ -866,7 +895,11 @@ export class PaperBroker implements Broker {
     while (this.#queue.length > 0) {
       const batch = this.#queue;
       this.#queue = [];
-      for (const event of batch) {
+      for (const [i, event] of batch.entries()) {
+        if (this.#listeners.size === 0) {
+          this.#hold(batch.slice(i));
+          break;
+        }
         for (const listener of [...this.#listeners]) {
           try {
             await listener(event);

@@ -104,6 +104,7 @@ import {
   BrokerRejectedError,
 } from "../brokers/broker.ts";
 import type { Config } from "../config/mod.ts";
+import { dayOrderExpiry, defaultAssetClass } from "../brokers/paper.ts";
 import {
   ConflictError,
   DbConnectionError,
@@ -1678,7 +1679,7 @@ export class ExecutionEngine {
         const [base, quote] = symbol.includes("-") ? symbol.split("-") : [null, null];
         create.push({
           symbol,
-          asset_class: symbol.includes("-") ? "crypto" : "us_equity",
+          asset_class: defaultAssetClass(symbol),
           exchange,
           base_asset: base ?? null,
           quote_asset: quote ?? null,
@@ -2963,6 +2964,27 @@ export class ExecutionEngine {
       return { kind: "failed", error };
     }
     if (state === null) {
+      const now = this.#clock.now();
+      if (row.time_in_force === "day" && now >= dayOrderEnd(row)) {
+        // Its session is over: submitting it now would make a day order of another session.
+        const reason = "day order's session ended while the broker did not have it";
+        if (row.status === "pending") {
+          this.#enqueue({ kind: "local_cancel", coid: row.client_order_id, reason });
+        } else {
+          this.#enqueue({
+            kind: "event",
+            broker: row.broker,
+            event: {
+              type: "expired",
+              client_order_id: row.client_order_id,
+              broker_order_id: row.broker_order_id,
+              reason,
+              at_ms: now,
+            },
+          });
+        }
+        return { kind: "updated" };
+      }
       const partial = tracked.filled.gt(0);
       if (partial) {
         this.#log.warn("broker lost a partially filled order; submitting what is left", {
@@ -3698,6 +3720,16 @@ export function orderJson(row: Order): Record<string, unknown> {
     created_at: iso(row.created_at),
     updated_at: iso(row.updated_at),
   };
+}
+
+/**
+ * When a day order's session ends: counted from when it reached its broker
+ * (or was created, if it never did), by the paper broker's rule (the
+ * regular session's close for a US equity, 00:00 UTC for crypto).
+ */
+function dayOrderEnd(row: Order): number {
+  const placed = (row.submitted_at ?? row.created_at).getTime();
+  return dayOrderExpiry(placed, defaultAssetClass(row.symbol));
 }
 
 /** The last time rendered by {@linkcode iso}: a batch's rows share their commit time. */
