@@ -245,6 +245,35 @@ function daysInMonth(year: number, month: number): number {
 }
 
 /**
+ * Microseconds since the epoch of an ISO-8601 date (UTC midnight) or time
+ * with a zone (`Z` or `±hh:mm`), or null when `text` is not one or names a
+ * day, hour, minute or zone that does not exist (`2024-02-31` is not read as
+ * March 2nd) or a time before 1970.
+ *
+ * @example
+ * ```ts
+ * isoTimeUs("2024-01-01T00:00:00.5Z"); // 1704067200500000
+ * isoTimeUs("2024-02-30"); // null
+ * ```
+ */
+export function isoTimeUs(text: string): number | null {
+  const match = ISO_TIME.exec(text);
+  if (match === null) return null;
+  const [, y, mo, d, h = "00", mi = "00", s = "00", fraction = "", zone = "Z"] = match;
+  const year = Number(y);
+  const month = Number(mo);
+  const day = Number(d);
+  if (
+    month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month) ||
+    Number(h) > 23 || Number(mi) > 59 || Number(s) > 59 ||
+    (zone !== "Z" && (Number(zone.slice(1, 3)) > 23 || Number(zone.slice(4)) > 59))
+  ) return null;
+  const ms = Date.parse(`${y}-${mo}-${d}T${h}:${mi}:${s}${zone}`);
+  if (!Number.isFinite(ms) || ms < 0) return null;
+  return ms * 1000 + Number(fraction.padEnd(6, "0").slice(0, 6));
+}
+
+/**
  * Microseconds since the epoch from a `from`/`to` parameter: an ISO-8601
  * date or time (a time needs a zone, `Z` or `±hh:mm`; a bare date is UTC
  * midnight) or an epoch integer (below {@linkcode EPOCH_US_THRESHOLD}
@@ -265,23 +294,8 @@ export function parseTimeParam(text: string, name: string): number {
     if (!Number.isSafeInteger(us)) throw badRequest(`${name} is out of range`);
     return us;
   }
-  const match = ISO_TIME.exec(text);
-  if (match) {
-    const [, y, mo, d, h = "00", mi = "00", s = "00", fraction = "", zone = "Z"] = match;
-    const year = Number(y);
-    const month = Number(mo);
-    const day = Number(d);
-    if (
-      month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth(year, month) &&
-      Number(h) <= 23 && Number(mi) <= 59 && Number(s) <= 59 &&
-      (zone === "Z" || (Number(zone.slice(1, 3)) <= 23 && Number(zone.slice(4)) <= 59))
-    ) {
-      const ms = Date.parse(`${y}-${mo}-${d}T${h}:${mi}:${s}${zone}`);
-      if (Number.isFinite(ms) && ms >= 0) {
-        return ms * 1000 + Number(fraction.padEnd(6, "0").slice(0, 6));
-      }
-    }
-  }
+  const us = isoTimeUs(text);
+  if (us !== null) return us;
   throw badRequest(
     `${name} must be an ISO-8601 time with a zone (2024-05-01T12:00:00Z), a date, ` +
       `or epoch milliseconds or microseconds; got ${JSON.stringify(text)}`,

@@ -51,6 +51,7 @@ import type { LatestCache } from "../market/latest_cache.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { ApiError } from "./errors.ts";
 import { requireApiKey } from "./auth.ts";
+import { isoTimeUs } from "./market_data.ts";
 
 /** What the trading routes need. */
 export interface TradingRoutesDeps {
@@ -248,8 +249,8 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
  */
 function listQuery(params: Record<string, string>) {
   const q = query(params, ["symbol", "status", "strategy", "from", "to", "limit", "cursor"]);
-  if (q.symbol) checkSymbol(q.symbol);
-  if (q.strategy && !STRATEGY_PATTERN.test(q.strategy)) {
+  if (q.symbol !== undefined) checkSymbol(q.symbol);
+  if (q.strategy !== undefined && !STRATEGY_PATTERN.test(q.strategy)) {
     throw new ApiError(
       400,
       "bad_request",
@@ -257,10 +258,10 @@ function listQuery(params: Record<string, string>) {
     );
   }
   const filter = {
-    ...(q.symbol ? { symbol: q.symbol } : {}),
-    ...(q.strategy ? { strategy: q.strategy } : {}),
-    ...(q.from ? { from: date(q.from, "from") } : {}),
-    ...(q.to ? { to: date(q.to, "to") } : {}),
+    ...(q.symbol !== undefined ? { symbol: q.symbol } : {}),
+    ...(q.strategy !== undefined ? { strategy: q.strategy } : {}),
+    ...(q.from !== undefined ? { from: date(q.from, "from") } : {}),
+    ...(q.to !== undefined ? { to: date(q.to, "to") } : {}),
     limit: limit(q.limit),
     after: q.cursor === undefined ? null : rowId(q.cursor, "cursor"),
   };
@@ -378,20 +379,14 @@ function limit(text: string | undefined): number {
   return n;
 }
 
-const ISO_DATE_TIME =
-  /^\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:\d{2}))?$/;
-
 /**
  * A `from`/`to` parameter: epoch milliseconds, an ISO-8601 date (UTC
  * midnight) or an ISO-8601 time with a zone, from {@linkcode MIN_LIST_TIME_MS}
  * to {@linkcode MAX_LIST_TIME_MS}; a 400 naming `name` otherwise.
  */
 function date(text: string, name: string): Date {
-  const value = /^\d{1,16}$/.test(text)
-    ? new Date(Number(text))
-    : ISO_DATE_TIME.test(text)
-    ? new Date(text)
-    : new Date(NaN);
+  const us = /^\d{1,16}$/.test(text) ? Number(text) * 1000 : isoTimeUs(text);
+  const value = new Date(us === null ? NaN : Math.floor(us / 1000));
   if (Number.isNaN(value.getTime())) {
     throw new ApiError(
       400,

@@ -111,3 +111,34 @@ Deno.test("trading API answers bad input with 400 or 404 naming the parameter, n
     assert.equal(ok.status, 200, JSON.stringify(ok.body));
   });
 });
+
+Deno.test("GET /orders refuses a calendar date that does not exist instead of reading it as another day", async () => {
+  await using api = await startTradingApi();
+  for (const bad of ["2024-02-31", "2024-02-30T12:00:00Z", "2023-04-31"]) {
+    const res = await api.app.request(`/api/v1/trading/orders?from=${bad}`);
+    const body = await res.json();
+    // README: from/to are ISO-8601 only; anything else gets 400 naming it.
+    assert.equal(
+      res.status,
+      400,
+      `from=${bad} is not an ISO-8601 date; got ${res.status} ${
+        JSON.stringify(body).slice(0, 120)
+      }`,
+    );
+    assert.match(body.error.message, /from/);
+  }
+});
+
+Deno.test("GET /orders refuses an empty symbol or strategy filter instead of listing every order", async () => {
+  await using api = await startTradingApi();
+  for (const param of ["symbol=", "strategy="]) {
+    const res = await api.app.request(`/api/v1/trading/orders?${param}`);
+    const body = await res.json();
+    // README: symbol is a canonical symbol, strategy 1–64 characters; anything else gets 400.
+    assert.equal(
+      res.status,
+      400,
+      `${param} is not a filter; got ${res.status} ${JSON.stringify(body).slice(0, 120)}`,
+    );
+  }
+});
