@@ -45,6 +45,22 @@ export interface MarketDeps {
   sessions?: VenueSession[];
 }
 
+/** Time windows that let any exchange time through. */
+const UNLIMITED_TIME_WINDOWS = { max_lag_ms: Infinity, max_future_ms: Infinity } as const;
+
+/**
+ * `validator` with its time windows (`max_lag_ms`, `max_future_ms`) lifted:
+ * the defaults and those of every override, since an override wins over the
+ * defaults for its exchange or symbol.
+ */
+function withoutTimeWindows(validator: Config["validator"]): Config["validator"] {
+  const overrides: Config["validator"]["overrides"] = {};
+  for (const [key, override] of Object.entries(validator.overrides)) {
+    overrides[key] = { ...override, ...UNLIMITED_TIME_WINDOWS };
+  }
+  return { ...validator, ...UNLIMITED_TIME_WINDOWS, overrides };
+}
+
 /** Configured symbols of every enabled exchange. */
 export function configuredSymbols(config: Pick<Config, "exchanges">): Map<Exchange, string[]> {
   const symbols = new Map<Exchange, string[]>();
@@ -84,9 +100,10 @@ export function marketSupervisor(deps: MarketDeps): ChildSpec {
   children.push(latestCacheActor({ nats, cache: deps.cache, log }));
   // A capture's exchange times are as old as the capture: in replay only the
   // time-window checks are lifted, every other check still applies — unless
-  // `retime` moves the events to the time they are played.
+  // `retime` moves the events to the time they are played. Overrides win over
+  // the defaults, so their windows are lifted too.
   const validatorOptions = replaying && !config.replay.retime
-    ? { ...config.validator, max_lag_ms: Infinity, max_future_ms: Infinity }
+    ? withoutTimeWindows(config.validator)
     : config.validator;
   children.push(
     config.validator.worker
