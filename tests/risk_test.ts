@@ -263,8 +263,21 @@ Deno.test("price_collar accepts prices at the collar and refuses just beyond, bo
   assert.match(checkRisk(stop, ctx)[0]!.message, /^stop_price 80 is 20% from the last price/);
   const both = buy("1", { type: "stop_limit", limit_price: d("200"), stop_price: d("50") });
   assert.deepEqual(rules(both, ctx), ["price_collar", "price_collar"]);
-  // Without a last price there is nothing to collar against.
-  assert.deepEqual(rules(limit("1000"), context({ ...ctx, last_price: null })), []);
+  // Without a last price the collar cannot hold a fat-fingered price: refused, saying so.
+  assert.deepEqual(checkRisk(limit("1000"), context({ ...ctx, last_price: null })), [{
+    rule: "price_collar",
+    message: "no market price for AAPL to check limit_price against: price_collar_pct 10 " +
+      "needs one (null turns the collar off)",
+  }]);
+  assert.match(
+    checkRisk(
+      stop,
+      context({ ...ctx, last_price: null, stale_price: { age_ms: 90_000, max_age_ms: 5_000 } }),
+    )[0]!.message,
+    /^no fresh market price for AAPL to check stop_price against \(the newest is 1 min old\)/,
+  );
+  const off = context({ limits: limits({ price_collar_pct: null }), last_price: null });
+  assert.deepEqual(rules(limit("1000"), off), []);
 });
 
 Deno.test("market_hours refuses us_equity orders outside the session", () => {

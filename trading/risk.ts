@@ -467,6 +467,18 @@ export function checkRisk(order: ProposedOrder, context: RiskContext): RiskViola
   }
 
   const collar = symbolLimits.price_collar_pct;
+  const collared = order.limit_price !== undefined || order.stop_price !== undefined;
+  if (collar !== null && last === null && collared) {
+    // No price to hold the order's prices against: a fat-fingered price would pass unchecked.
+    const stale = context.stale_price;
+    fail(
+      "price_collar",
+      `no ${stale === undefined ? "" : "fresh "}market price for ${symbol} to check ` +
+        `${order.limit_price !== undefined ? "limit_price" : "stop_price"} against` +
+        (stale === undefined ? "" : ` (the newest is ${formatAge(stale.age_ms)} old)`) +
+        `: price_collar_pct ${toJson(collar)} needs one (null turns the collar off)`,
+    );
+  }
   if (collar !== null && last !== null) {
     for (
       const [field, value] of [["limit_price", order.limit_price], [
