@@ -35,7 +35,10 @@ export interface DetailedHealth {
   components: Record<Component, ComponentHealth>;
   /** Every actor and supervisor in the tree. */
   actors: ActorInfo[];
-  /** Why the engine is degraded although its services are up (empty when none). */
+  /**
+   * Every reason the engine is not `ok` (empty when it is): services down,
+   * actors not running, then the engine's own (a feed not live, …).
+   */
   problems: string[];
   /** More sections reported by parts of the engine (e.g. migrations). */
   [section: string]: unknown;
@@ -74,14 +77,22 @@ export async function detailedHealth(source: HealthSource): Promise<DetailedHeal
     COMPONENTS.map((name, i) => [name, results[i]]),
   ) as Record<Component, ComponentHealth>;
   const actors = source.actors();
-  const problems = source.degraded?.() ?? [];
+  const problems: string[] = [];
+  for (const name of COMPONENTS) {
+    const { status, error } = components[name];
+    if (status === "down") {
+      problems.push(`${name} is down${error === undefined ? "" : `: ${error}`}`);
+    }
+  }
+  for (const actor of actors) {
+    if (HEALTHY_ACTOR.has(actor.status)) continue;
+    const why = actor.last_error === null ? "" : ` (last error: ${actor.last_error})`;
+    problems.push(`actor ${actor.name} is ${actor.status}${why}`);
+  }
+  problems.push(...source.degraded?.() ?? []);
   let status: DetailedHealth["status"] = "ok";
   if (ESSENTIAL.some((name) => components[name].status === "down")) status = "down";
-  else if (
-    problems.length > 0 ||
-    COMPONENTS.some((name) => components[name].status === "down") ||
-    actors.some((actor) => !HEALTHY_ACTOR.has(actor.status))
-  ) status = "degraded";
+  else if (problems.length > 0) status = "degraded";
   return {
     status,
     version: source.version,

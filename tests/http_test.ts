@@ -67,6 +67,7 @@ Deno.test("detailed health is degraded with 503 when ClickHouse is down", async 
   assert.equal(body.components.clickhouse.status, "down");
   assert.equal(body.components.clickhouse.latency_ms, null);
   assert.match(body.components.clickhouse.error, /clickhouse refused/);
+  assert.deepEqual(body.problems, ["clickhouse is down: clickhouse refused"]);
 });
 
 Deno.test("detailed health is degraded when an actor is restarting or failed", async () => {
@@ -78,7 +79,9 @@ Deno.test("detailed health is degraded when an actor is restarting or failed", a
     });
     const res = await app.request("/api/health/detailed");
     assert.equal(res.status, 503);
-    assert.equal((await res.json()).status, "degraded");
+    const body = await res.json();
+    assert.equal(body.status, "degraded");
+    assert.deepEqual(body.problems, [`actor root/validator is ${status}`]);
   }
 });
 
@@ -87,7 +90,9 @@ Deno.test("detailed health is down when PostgreSQL or NATS is down", async () =>
     const app = createApp({ name: "tw", health: source(down), log: nullLogger });
     const res = await app.request("/api/health/detailed");
     assert.equal(res.status, 503);
-    assert.equal((await res.json()).status, "down");
+    const body = await res.json();
+    assert.equal(body.status, "down");
+    assert.deepEqual(body.problems, [`${down[0]} is down: ${down[0]} refused`]);
   }
 });
 
