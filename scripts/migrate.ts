@@ -18,7 +18,7 @@
  */
 
 import type { ClickHouseClient } from "@clickhouse/client";
-import type { Sql } from "postgres";
+import type { ReservedSql, Sql } from "postgres";
 import { loadConfig } from "../config/mod.ts";
 import { createClickHouse } from "../adapters/clickhouse.ts";
 import { createPostgres, ensureDatabase } from "../adapters/postgres.ts";
@@ -29,6 +29,7 @@ import {
   MigrationError,
   Migrator,
 } from "../adapters/migrator.ts";
+import { INSTANCE_LOCK_KEY_OFFSET } from "../actors/instance_lock.ts";
 import { createLogger } from "../lib/log.ts";
 import { redactUrl } from "../lib/redact.ts";
 
@@ -202,6 +203,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   const engines: Engine[] = command.only ? [command.only] : ["postgres", "clickhouse"];
   const log = createLogger({ level: "warn", write: (line) => console.error(line) });
   let sql: Sql | null = null;
+  let instance: ReservedSql | null = null;
   let clickhouse: ClickHouseClient | null = null;
   let failed = false;
   try {
@@ -226,6 +228,18 @@ export async function main(argv: readonly string[]): Promise<number> {
         redactUrl(config.clickhouse.url)
       } database ${config.clickhouse.database}`,
     };
+    if (command.command === "down") {
+      // Reverting under a running engine would change the schema beneath it: hold the engine's
+      // instance lock for the duration, or refuse.
+      instance = await sql.reserve();
+      const holder = await takeInstanceLock(instance, config.migrations.lock_key);
+      if (holder !== null) {
+        console.error(
+          `An engine is running on this database (${holder}): stop it before reverting migrations`,
+        );
+        return 1;
+      }
+    }
     for (const engine of engines) {
       try {
         if (command.command === "status") {
@@ -253,10 +267,34 @@ export async function main(argv: readonly string[]): Promise<number> {
     failed = true;
     console.error(errorText(error));
   } finally {
+    instance?.release(); // the lock goes with the session when the pool ends
     await sql?.end({ timeout: 5 });
     await clickhouse?.close();
   }
   return failed ? 1 : 0;
+}
+
+/**
+ * Takes the engine's instance lock (`lock_key +`
+ * {@linkcode INSTANCE_LOCK_KEY_OFFSET}) on `sql`'s session: null once taken,
+ * else who holds it (the backend's pid, application and address).
+ */
+export async function takeInstanceLock(sql: ReservedSql, lockKey: number): Promise<string | null> {
+  const key = BigInt(lockKey) + BigInt(INSTANCE_LOCK_KEY_OFFSET);
+  const [taken] = await sql<Array<{ locked: boolean }>>`
+    select pg_try_advisory_lock(${key.toString()}::bigint) as locked`;
+  if (taken?.locked === true) return null;
+  const [row] = await sql<Array<{ pid: number; application_name: string; addr: string | null }>>`
+    select a.pid, a.application_name, host(a.client_addr) as addr
+    from pg_locks l join pg_stat_activity a on a.pid = l.pid
+    where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+      and l.classid = ${((key >> 32n) & 0xffffffffn).toString()}::oid
+      and l.objid = ${(key & 0xffffffffn).toString()}::oid
+      and l.database = (select oid from pg_database where datname = current_database())
+    limit 1`;
+  if (row === undefined) return "holder unknown";
+  return `backend ${row.pid}, ${row.application_name || "no application name"}` +
+    (row.addr === null ? "" : ` from ${row.addr}`);
 }
 
 if (import.meta.main) {
