@@ -251,6 +251,11 @@ export async function startEngine(
   } catch (error) {
     if (signal?.aborted) log.info("engine start cancelled");
     else log.error("engine failed to start", { error });
+    if (migrations.postgres === "applied") {
+      // It held the database (lock taken, schema in place): its failed run is recorded too.
+      const runId = await recordStart(sql, instanceId, await configChecksum(config), log);
+      await recordStop(sql, runId, signal?.aborted ? 0 : 1, log);
+    }
     await closeConnections();
     throw error;
   }

@@ -75,6 +75,28 @@ Deno.test("the engine boots, reports ok with every component up, and exits 0 on 
   }
 });
 
+Deno.test("a run that fails to start after taking the database is recorded in engine_runs with exit code 1", async () => {
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    await using engine = await startEngineProcess({
+      TRADEWIRE_HTTP__PORT: String((taken.addr as Deno.NetAddr).port), // in use: HTTP cannot start
+    });
+    const { code } = await deadline(engine.status, 60_000, "exit");
+    assert.equal(code, 1, `${JSON.stringify(engine.lines)} ${engine.stderr()}`);
+    const sql = postgres(engine.databaseUrl, { max: 1, onnotice: () => {} });
+    try {
+      const runs = await sql`select exit_code, stopped_at from engine_runs`;
+      assert.equal(runs.length, 1);
+      assert.equal(runs[0]!.exit_code, 1);
+      assert.ok(runs[0]!.stopped_at instanceof Date);
+    } finally {
+      await sql.end();
+    }
+  } finally {
+    taken.close();
+  }
+});
+
 Deno.test("SIGTERM just as the HTTP server listens, before the run is recorded, still exits 0", async () => {
   await using engine = await startEngineProcess();
   // The last child is up, so the supervisors are ready; the engine is still recording its run.
