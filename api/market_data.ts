@@ -55,6 +55,7 @@ import {
   quoteIdentifier,
 } from "../adapters/clickhouse.ts";
 import { type Exchange, EXCHANGES } from "../market/events.ts";
+import { MAX_TRADE_ID_LENGTH } from "../market/rows.ts";
 import type { LatestCache } from "../market/latest_cache.ts";
 import type { MarketStatus } from "../market/status.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
@@ -227,7 +228,13 @@ export interface TickCursor {
 }
 
 const EXCHANGE_SET: ReadonlySet<string> = new Set(EXCHANGES);
-const MAX_TRADE_ID_LENGTH = 128;
+/**
+ * Longest ticks cursor token: the base64url of `[ts, exchange, trade_id]` as JSON with the
+ * longest trade id the writer stores ({@linkcode MAX_TRADE_ID_LENGTH} UTF-16 code units), each
+ * unit at most 6 bytes there (a control character's `\u` escape; other characters take at most 3
+ * UTF-8 bytes per unit), plus 64 bytes for the rest; base64 makes 4 characters of every 3 bytes.
+ */
+const MAX_TICK_CURSOR_LENGTH = Math.ceil((64 + 6 * MAX_TRADE_ID_LENGTH) / 3) * 4;
 
 // ---------------------------------------------------------------------------
 // Parameter parsing (pure)
@@ -329,7 +336,7 @@ export function encodeTickCursor(cursor: TickCursor): string {
 /** Decodes a token of {@linkcode encodeTickCursor}; a 400 {@linkcode ApiError} when it is not one. */
 export function decodeTickCursor(token: string): TickCursor {
   const invalid = () => badRequest("cursor is not a next_cursor of this API");
-  if (token.length > 512 || !/^[A-Za-z0-9_-]+$/.test(token)) throw invalid();
+  if (token.length > MAX_TICK_CURSOR_LENGTH || !/^[A-Za-z0-9_-]+$/.test(token)) throw invalid();
   let value: unknown;
   try {
     const binary = atob(token.replaceAll("-", "+").replaceAll("_", "/"));

@@ -27,6 +27,7 @@ import { errorHandler, notFound } from "../api/errors.ts";
 import { LatestCache } from "../market/latest_cache.ts";
 import { DROPPED_DEGRADED_MS, MarketStatus } from "../market/status.ts";
 import type { Exchange, TopEvent, TradeEvent } from "../market/events.ts";
+import { MAX_TRADE_ID_LENGTH, tradeRow } from "../market/rows.ts";
 import { RecordingClock } from "../lib/clock.ts";
 import { createLogger, nullLogger } from "../lib/log.ts";
 /** Set TW_TEST_DEBUG=1 to see the errors behind 500 answers. */
@@ -297,6 +298,28 @@ Deno.test("tick cursors round-trip and forged ones are refused", () => {
   ) {
     assert.throws(() => decodeTickCursor(bad), /cursor is not a next_cursor/, bad);
   }
+});
+
+Deno.test("tick cursors hold every trade id the writer stores, however long or unusual", () => {
+  // Each UTF-16 unit the longest way: a control character (a 6-byte `\u` escape in the JSON),
+  // a 3-byte character, a surrogate pair (4 bytes for two units).
+  for (const unit of ["\u0001", "\u20ac", "\u{1f600}", "L"]) {
+    const tradeId = unit.repeat(MAX_TRADE_ID_LENGTH / unit.length);
+    assert.equal(tradeId.length, MAX_TRADE_ID_LENGTH);
+    const cursor = {
+      ts_exchange: -9_007_199_254_740_991,
+      exchange: "coinbase" as const,
+      trade_id: tradeId,
+    };
+    assert.deepEqual(decodeTickCursor(encodeTickCursor(cursor)), cursor, JSON.stringify(unit));
+  }
+  const tooLong = {
+    ts_exchange: T0_US,
+    exchange: "binance" as const,
+    trade_id: "L".repeat(MAX_TRADE_ID_LENGTH + 1),
+  };
+  assert.throws(() => decodeTickCursor(encodeTickCursor(tooLong)), /cursor is not a next_cursor/);
+  assert.throws(() => decodeTickCursor("A".repeat(4096)), /cursor is not a next_cursor/);
 });
 
 // -- Against ClickHouse -------------------------------------------------------
@@ -720,5 +743,78 @@ Deno.test("market-data API against ClickHouse", async (t) => {
       await dead.close();
       await sql.end({ timeout: 5 });
     }
+  }
+});
+
+Deno.test("ticks: a page ending on a trade with a long (but storable) trade id has a usable next_cursor", async () => {
+  const client = createClickHouse({ url: CH_URL, request_timeout_ms: 20_000 }, {
+    database: "default",
+  });
+  const sql = createPostgres({ url: PG_ADMIN_URL, pool_size: 2, sslmode: "disable" });
+  const database = randomName();
+  try {
+    await new Migrator(sql, { dir: MIGRATIONS, clickhouse: { client, database } })
+      .up(undefined, { only: "clickhouse" });
+    const longId = "L".repeat(200);
+    assert.ok(longId.length <= MAX_TRADE_ID_LENGTH, "the row layer stores such an id");
+    // The row layer accepts the trade as the batch writer would write it.
+    assert.doesNotThrow(() =>
+      tradeRow({
+        kind: "trade",
+        exchange: "binance",
+        symbol: "BTC-USDT",
+        venue_symbol: "BTCUSDT",
+        ts_exchange: (T0 + 2) * 1_000_000,
+        ts_local: (T0 + 2) * 1_000_000,
+        trade_id: longId,
+        price: "1",
+        qty: "1",
+        side: "buy",
+      } as never)
+    );
+    const trades = [
+      { id: "older", ts: T0 },
+      { id: longId, ts: T0 + 2 },
+      { id: "newest", ts: T0 + 4 },
+    ];
+    await client.command({
+      query: `INSERT INTO ${quoteIdentifier(database)}.market_trades ` +
+        "(exchange, symbol, venue_symbol, side, ts_exchange, ts_local, trade_id, price, qty) VALUES " +
+        trades.map((t) =>
+          `('binance', 'BTC-USDT', 'BTCUSDT', 'buy', ${t.ts * 1_000_000}, ${t.ts * 1_000_000}, ` +
+          `${literal(t.id)}, 1.5, 2)`
+        ).join(", "),
+    });
+    const app = new Hono();
+    app.onError(errorHandler(nullLogger));
+    app.notFound(notFound);
+    app.route(
+      "/md",
+      marketDataRoutes({
+        clickhouse: client,
+        database,
+        cache: new LatestCache(),
+        status: new MarketStatus(),
+        clock: new RecordingClock((T0 + 60) * 1000),
+        symbols: () => new Map<Exchange, string[]>([["binance", ["BTC-USDT"]]]),
+      }),
+    );
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    for (let page = 0; page < 10; page++) {
+      const res: Response = await app.request(
+        `/md/ticks/BTC-USDT?limit=1${cursor === null ? "" : `&cursor=${cursor}`}`,
+      );
+      const body = await res.json();
+      assert.equal(res.status, 200, `page ${page + 1}: ${JSON.stringify(body)}`);
+      seen.push(...body.ticks.map((t: { trade_id: string }) => t.trade_id));
+      cursor = body.next_cursor;
+      if (cursor === null) break;
+    }
+    assert.deepEqual(seen, ["newest", longId, "older"]);
+  } finally {
+    await client.command({ query: `DROP DATABASE IF EXISTS ${quoteIdentifier(database)}` });
+    await client.close();
+    await sql.end();
   }
 });
