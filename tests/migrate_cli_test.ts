@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-console -- the tests capture a command-line tool's output
 import assert from "node:assert/strict";
 import { INSTANCE_LOCK_KEY_OFFSET } from "../actors/instance_lock.ts";
 import { loadConfig } from "../config/mod.ts";
