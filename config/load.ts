@@ -2,7 +2,8 @@
  * Loads Tradewire's configuration from four layers, lowest precedence first:
  *
  * 1. `config/default.yaml`, next to this module;
- * 2. an optional user file named by `--config PATH` or else `TRADEWIRE_CONFIG`;
+ * 2. optional user files named by `--config PATH`, layered in the order given
+ *    (a later file beats an earlier one key by key), or else `TRADEWIRE_CONFIG`;
  * 3. environment variables: `NATS_URL`, `DATABASE_URL`, `CLICKHOUSE_URL`, then
  *    `TRADEWIRE_<SECTION>__<KEY>` (which beat the conventional ones);
  * 4. command-line flags `--section.key=value` or `--section.key value`.
@@ -92,8 +93,11 @@ function configError(problems: readonly ConfigProblem[], causes: readonly unknow
 
 /** What {@linkcode cliFlags} found in the command line. */
 export interface CliFlags {
-  /** The user config file from `--config PATH` or `--config=PATH`. */
-  configPath?: string;
+  /**
+   * The user config files from `--config PATH` or `--config=PATH`, in the order
+   * given: each is layered over the ones before it.
+   */
+  configPaths: string[];
   /** Whether `--print-config` was given (main prints the redacted config and exits). */
   printConfig: boolean;
   /** Key overrides by dotted path, e.g. `{ "http.port": "9000" }`; the last of repeats wins. */
@@ -101,7 +105,7 @@ export interface CliFlags {
 }
 
 /**
- * Parses the command line: `--config PATH`, `--print-config` and
+ * Parses the command line: `--config PATH` (repeatable), `--print-config` and
  * `--section.key=value` / `--section.key value` (a flag with no value is
  * `"true"`; use `=` for values starting with `--`).
  *
@@ -109,7 +113,7 @@ export interface CliFlags {
  * @example
  * ```ts
  * cliFlags(["--config", "prod.yaml", "--http.port=9000", "--print-config"]);
- * // { configPath: "prod.yaml", printConfig: true, overrides: { "http.port": "9000" } }
+ * // { configPaths: ["prod.yaml"], printConfig: true, overrides: { "http.port": "9000" } }
  * ```
  */
 export function cliFlags(args: readonly string[]): CliFlags {
@@ -122,7 +126,7 @@ export function cliFlags(args: readonly string[]): CliFlags {
 const FLAG_HINT = "settings are given as --section.key=value";
 
 function parseFlags(args: readonly string[], problems: ConfigProblem[]): CliFlags {
-  const flags: CliFlags = { printConfig: false, overrides: {} };
+  const flags: CliFlags = { configPaths: [], printConfig: false, overrides: {} };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i] ?? "";
     if (!arg.startsWith("--") || arg === "--") {
@@ -146,7 +150,7 @@ function parseFlags(args: readonly string[], problems: ConfigProblem[]): CliFlag
       const path = inline ?? next();
       if (path === undefined || path === "") {
         problems.push({ key: "--config", reason: "needs a file path" });
-      } else flags.configPath = path;
+      } else flags.configPaths.push(path);
     } else if (!name.includes(".")) {
       problems.push({ key: `--${name}`, reason: `unknown flag; ${FLAG_HINT}` });
     } else if (name.split(".").some((part) => part === "")) {
@@ -201,8 +205,10 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Confi
     label: defaultFile === DEFAULT_CONFIG_FILE ? "config/default.yaml" : defaultFile,
   }];
   const envFile = env[CONFIG_ENV_VAR];
-  if (flags.configPath !== undefined) {
-    files.push({ path: flags.configPath, label: flags.configPath, namedBy: "--config" });
+  if (flags.configPaths.length > 0) {
+    // Several are layered like the user file over the defaults: `deno task replay --config
+    // mine.yaml` runs the replay sample with mine.yaml's keys on top.
+    for (const path of flags.configPaths) files.push({ path, label: path, namedBy: "--config" });
   } else if (envFile !== undefined && envFile !== "") {
     files.push({ path: envFile, label: envFile, namedBy: CONFIG_ENV_VAR });
   }

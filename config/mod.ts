@@ -1,6 +1,7 @@
 /**
- * Tradewire's configuration: `config/default.yaml`, then a user file
- * (`--config PATH` or `TRADEWIRE_CONFIG`), then environment variables
+ * Tradewire's configuration: `config/default.yaml`, then user files
+ * (`--config PATH`, repeatable and layered in order, or else
+ * `TRADEWIRE_CONFIG`), then environment variables
  * (`NATS_URL`, `DATABASE_URL`, `CLICKHOUSE_URL`, `TRADEWIRE_<SECTION>__<KEY>`),
  * then `--section.key=value` flags, validated by one strict zod schema.
  * Problems are reported together in a {@linkcode ConfigError}.

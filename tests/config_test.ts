@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
 import {
   cliFlags,
@@ -49,6 +50,9 @@ async function withFiles(
     await Deno.remove(dir, { recursive: true });
   }
 }
+
+/** The config `deno task replay` names with `--config`. */
+const REPLAY_SAMPLE = fileURLToPath(new URL("../config/replay_sample.yaml", import.meta.url));
 
 const GOOD_HASH = "a".repeat(64);
 const PRODUCTION_OK = [
@@ -156,6 +160,50 @@ Deno.test("--config (either form) beats TRADEWIRE_CONFIG, which is not a key", a
       (await load({ env, args: ["--config", paths["flag.yaml"]!] })).engine.name,
       "from-flag",
     );
+  });
+});
+
+Deno.test("several --config files are layered in order, a later one beating an earlier one key by key", async () => {
+  await withFiles({
+    "mine.yaml": "http:\n  port: 18555\nreplay:\n  speed: 1\nexchanges:\n  kraken:\n" +
+      "    book_depth: 100\n",
+    "env.yaml": "engine:\n  name: from-env\n",
+  }, async (paths) => {
+    // What `deno task replay --config mine.yaml` runs: the replay sample stays a replay.
+    const config = await load({
+      env: { TRADEWIRE_CONFIG: paths["env.yaml"]! },
+      args: ["--config", REPLAY_SAMPLE, `--config=${paths["mine.yaml"]}`],
+    });
+    assert.equal(config.http.port, 18555);
+    assert.equal(config.replay.file, "captures/sample.ndjson");
+    assert.equal(config.replay.loop, true);
+    assert.equal(config.replay.speed, 1);
+    // Sections merge key by key: the sample's Kraken symbols stay under mine.yaml's depth.
+    assert.deepEqual(config.exchanges.kraken.symbols, ["MINA-GBP"]);
+    assert.equal(config.exchanges.kraken.book_depth, 100);
+    // --config, given at all, replaces TRADEWIRE_CONFIG.
+    assert.equal(config.engine.name, DEFAULT_CONFIG.engine.name);
+    // In the other order the sample's keys win.
+    const reversed = await load({
+      args: ["--config", paths["mine.yaml"]!, "--config", REPLAY_SAMPLE],
+    });
+    assert.equal(reversed.replay.speed, 4);
+    assert.equal(reversed.exchanges.kraken.book_depth, 25);
+  });
+});
+
+Deno.test("a bad key in one of several --config files names that file", async () => {
+  await withFiles({
+    "a.yaml": "http:\n  port: 9001\n",
+    "b.yaml": "http:\n  prot: 9002\n",
+  }, async (paths) => {
+    const error = await loadError({
+      args: ["--config", paths["a.yaml"]!, "--config", paths["b.yaml"]!, "--config", "nope.yaml"],
+    });
+    assert.deepEqual(error.message.split("\n").slice(1).toSorted(), [
+      `  http.prot: unknown key, did you mean port? (from ${paths["b.yaml"]}:2)`,
+      "  nope.yaml: config file not found (named by --config)",
+    ]);
   });
 });
 
@@ -537,16 +585,24 @@ Deno.test("a fractional number for an integer key is an error", async () => {
 // ---------------------------------------------------------------------------
 // Command line
 
-Deno.test("cliFlags reads --config, --print-config and overrides", () => {
+Deno.test("cliFlags reads --config (each, in order), --print-config and overrides", () => {
   assert.deepEqual(
-    cliFlags(["--print-config", "--config=a.yaml", "--http.port", "9000", "--http.enabled"]),
+    cliFlags([
+      "--print-config",
+      "--config=a.yaml",
+      "--http.port",
+      "9000",
+      "--config",
+      "b.yaml",
+      "--http.enabled",
+    ]),
     {
       printConfig: true,
-      configPath: "a.yaml",
+      configPaths: ["a.yaml", "b.yaml"],
       overrides: { "http.port": "9000", "http.enabled": "true" },
     },
   );
-  assert.deepEqual(cliFlags([]), { printConfig: false, overrides: {} });
+  assert.deepEqual(cliFlags([]), { configPaths: [], printConfig: false, overrides: {} });
 });
 
 Deno.test("--print-config is not a key", async () => {
