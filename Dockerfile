@@ -19,6 +19,6 @@ ENV TRADEWIRE_HTTP__HOST=0.0.0.0 \
 EXPOSE 8000
 
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["deno", "eval", "const r = await fetch('http://127.0.0.1:8000/api/health'); Deno.exit(r.ok ? 0 : 1)"]
+  CMD ["deno", "eval", "const port = Deno.env.get('TRADEWIRE_HTTP__PORT') || '8000'; const r = await fetch(`http://127.0.0.1:${port}/api/health`); Deno.exit(r.ok ? 0 : 1)"]
 
 CMD ["deno", "run", "--allow-all", "--cached-only", "main.ts"]
