@@ -11,6 +11,7 @@
 import { z } from "zod";
 import { LEVELS } from "../lib/log.ts";
 import { sha256Hex as sha256 } from "../lib/hash.ts";
+import { EXCHANGES } from "../market/events.ts";
 import {
   BINANCE_MAX_URL_LENGTH,
   binanceChannelStreams,
@@ -418,6 +419,17 @@ export const MARKET_HOURS = ["always", "us_equity"] as const;
 
 const DECIMAL_TEXT = /^\d+(\.\d+)?$/;
 
+/**
+ * A canonical symbol as `risk.symbols` and `validator.overrides` key it: a
+ * crypto pair `BASE-QUOTE` or a stock ticker, upper case like the events'.
+ */
+const SYMBOL_PATTERN = "(?:[A-Z0-9]{1,15}-[A-Z0-9]{1,15}|[A-Z][A-Z0-9.]{0,9})";
+
+/** A `validator.overrides` key: a known exchange, optionally `/SYMBOL`. */
+const OVERRIDE_KEY = new RegExp(`^(?:${EXCHANGES.join("|")})(?:/${SYMBOL_PATTERN})?$`);
+const OVERRIDE_KEY_ERROR = `expected an override key \`exchange\` or \`exchange/SYMBOL\` ` +
+  `(exchange one of ${EXCHANGES.join(", ")}; SYMBOL upper case such as BTC-USDT or AAPL)`;
+
 /** A non-negative decimal written as a string or a number; kept as its text. */
 function decimalText() {
   const error = "expected a non-negative decimal such as 100 or 0.5";
@@ -600,9 +612,7 @@ export const configSchema = z.object({
     ...thresholds(D.validator),
     duplicate_window: int(1, 10_000_000).default(D.validator.duplicate_window),
     overrides: z.record(
-      z.string().regex(/^[a-z]+(\/[A-Za-z0-9.]+(-[A-Za-z0-9.]+)?)?$/, {
-        error: "expected an override key `exchange` or `exchange/SYMBOL`",
-      }),
+      z.string().regex(OVERRIDE_KEY, { error: OVERRIDE_KEY_ERROR }),
       z.object(partialThresholds(), { error: "expected a mapping of thresholds" }).strict(),
       { error: "expected a mapping of overrides" },
     ).default(() => ({})),
@@ -624,12 +634,12 @@ export const configSchema = z.object({
       .default(D.risk.max_open_orders),
     daily_loss_limit: limit().default(D.risk.daily_loss_limit),
     exchanges: z.partialRecord(
-      oneOf(["binance", "coinbase", "kraken", "alpaca"]),
+      oneOf(EXCHANGES),
       z.object(riskOverrides(), { error: "expected a mapping of limits" }).strict(),
       { error: "expected a mapping of exchange overrides" },
     ).default(() => ({ alpaca: { market_hours: "us_equity" as const } })),
     symbols: z.record(
-      z.string().regex(/^(?:[A-Z0-9]{1,15}-[A-Z0-9]{1,15}|[A-Z][A-Z0-9.]{0,9})$/, {
+      z.string().regex(new RegExp(`^${SYMBOL_PATTERN}$`), {
         error: "expected a symbol such as BTC-USDT or AAPL",
       }),
       z.object(riskOverrides(), { error: "expected a mapping of limits" }).strict(),

@@ -384,7 +384,9 @@ Deno.test("a bad override key is reported with what a key must be, and its bad v
         `  risk.symbols.btc-usd: bad key: expected a symbol such as BTC-USDT or AAPL (from ${file}:3)`,
         `  validator.overrides.Binance.spike_pct: expected a percentage > 0, got 0 (from ${file}:7)`,
         `  validator.overrides.Binance.spkie_pct: unknown key, did you mean spike_pct? (from ${file}:8)`,
-        `  validator.overrides.Binance: bad key: expected an override key \`exchange\` or \`exchange/SYMBOL\` (from ${file}:6)`,
+        "  validator.overrides.Binance: bad key: expected an override key `exchange` or " +
+        "`exchange/SYMBOL` (exchange one of binance, coinbase, kraken, alpaca; SYMBOL upper " +
+        `case such as BTC-USDT or AAPL) (from ${file}:6)`,
       ].toSorted(),
     );
   });
