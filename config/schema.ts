@@ -11,6 +11,7 @@
 import { z } from "zod";
 import { LEVELS } from "../lib/log.ts";
 import { sha256Hex as sha256 } from "../lib/hash.ts";
+import { urlCredentials } from "../adapters/nats.ts";
 import { EXCHANGES } from "../market/events.ts";
 import {
   BINANCE_MAX_URL_LENGTH,
@@ -298,11 +299,21 @@ export const DEFAULT_CONFIG = {
 // Field builders: each carries one "expected …" message for every way it can fail;
 // the loader appends what it got and where that came from.
 
-function int(min: number, max: number = Number.MAX_SAFE_INTEGER) {
-  const error = max === Number.MAX_SAFE_INTEGER
+/**
+ * An integer from `min` to `max`. Not `z.int()`: a fractional value fails its
+ * check with an abort, which skips the checks across keys and the production
+ * profile's refusals, so their problems would go unreported until this one is
+ * fixed. One check also gives one message for a value both fractional and out
+ * of range.
+ */
+function int(min: number = Number.MIN_SAFE_INTEGER, max: number = Number.MAX_SAFE_INTEGER) {
+  const error = min === Number.MIN_SAFE_INTEGER && max === Number.MAX_SAFE_INTEGER
+    ? "expected an integer"
+    : max === Number.MAX_SAFE_INTEGER
     ? (min === 1 ? "expected a positive integer" : `expected an integer >= ${min}`)
     : `expected an integer from ${min} to ${max}`;
-  return z.int({ error }).min(min, { error }).max(max, { error });
+  return z.number({ error })
+    .refine((value) => Number.isInteger(value) && value >= min && value <= max, { error });
 }
 
 function ms(min: 0 | 1) {
@@ -376,6 +387,12 @@ const D = DEFAULT_CONFIG;
 export const WS_URL_SCHEMES = ["ws:", "wss:"] as const;
 /** URL schemes accepted for venue REST endpoints. */
 export const HTTP_URL_SCHEMES = ["http:", "https:"] as const;
+
+/** A Kraken book depth: one of {@linkcode KRAKEN_BOOK_DEPTHS} (so an integer). */
+const bookDepth = z.number({ error: `expected one of ${KRAKEN_BOOK_DEPTHS.join(", ")}` })
+  .refine((depth) => (KRAKEN_BOOK_DEPTHS as readonly number[]).includes(depth), {
+    error: `expected one of ${KRAKEN_BOOK_DEPTHS.join(", ")}`,
+  });
 
 const cryptoSymbol = z.string({ error: "expected a BASE-QUOTE symbol such as BTC-USDT" })
   .regex(/^[A-Z0-9]{1,15}-[A-Z0-9]{1,15}$/, {
@@ -578,7 +595,7 @@ export const configSchema = z.object({
   migrations: section({
     dir: text({ nonEmpty: true }).default(D.migrations.dir),
     apply_on_start: bool().default(D.migrations.apply_on_start),
-    lock_key: z.int({ error: "expected an integer" }).default(D.migrations.lock_key),
+    lock_key: int().default(D.migrations.lock_key),
   }),
   exchanges: section({
     binance: section({
@@ -589,11 +606,7 @@ export const configSchema = z.object({
     coinbase: section(feedCommon(D.exchanges.coinbase, CRYPTO_CHANNELS, cryptoSymbol)),
     kraken: section({
       ...feedCommon(D.exchanges.kraken, CRYPTO_CHANNELS, cryptoSymbol),
-      book_depth: int(10, 1000)
-        .refine((depth) => (KRAKEN_BOOK_DEPTHS as readonly number[]).includes(depth), {
-          error: `expected one of ${KRAKEN_BOOK_DEPTHS.join(", ")}`,
-        })
-        .default(D.exchanges.kraken.book_depth),
+      book_depth: bookDepth.default(D.exchanges.kraken.book_depth),
     }),
     alpaca: section({
       ...feedCommon(D.exchanges.alpaca, ALPACA_CHANNELS, stockSymbol),
@@ -844,10 +857,37 @@ function urlPassword(text: string): string {
 const WEAK = "a well-known default password, refused by the production profile";
 
 /**
+ * What the production profile refuses in the credentials written inside
+ * `nats.url`, read as the NATS adapter reads them ({@linkcode urlCredentials}):
+ * `nats://user:password@host` as `nats.user` and `nats.password`,
+ * `nats://token@host` as `nats.token`. Each problem once, whatever the number
+ * of URLs that have it.
+ */
+function natsUrlProblems(text: string): string[] {
+  const problems = new Set<string>();
+  for (const server of natsServers(text)) {
+    const { user, token } = urlCredentials(server);
+    if (user !== undefined && isWeak(user.password)) problems.add(`a URL has ${WEAK}`);
+    if (user !== undefined && user.password === "") {
+      problems.add(
+        "the production profile requires a password for a user in a URL " +
+          "(nats://user:password@host)",
+      );
+    }
+    if (token !== undefined && isWeak(token)) {
+      problems.add(`a URL's token (nats://token@host) is ${WEAK}`);
+    }
+  }
+  return [...problems];
+}
+
+/**
  * The settings that `engine.profile: production` refuses: no API key hashes
  * while HTTP is enabled, a postgres URL without a password, well-known default
- * passwords (postgres, clickhouse, nats, also inside URLs), a NATS user without
- * a password, and `log.level: debug`. Returns nothing for other profiles.
+ * passwords (postgres, clickhouse, nats; also inside URLs, and as a NATS token
+ * in `nats.token` or `nats://token@host`), a NATS user without a password (in
+ * `nats.user` or in `nats.url`), and `log.level: debug`. Returns nothing for
+ * other profiles.
  *
  * Reads the configuration defensively, so it also reports on one that failed
  * other checks.
@@ -863,7 +903,8 @@ export function productionProblems(config: unknown): SettingProblem[] {
     refuse(
       "http",
       "api_key_hashes",
-      "the production profile requires at least one API key hash (make one with hashApiKey)",
+      "the production profile requires at least one API key hash " +
+        "(make one with `deno task hash-key KEY`)",
     );
   }
 
@@ -899,8 +940,8 @@ export function productionProblems(config: unknown): SettingProblem[] {
   const natsToken = at(config, "nats", "token");
   if (typeof natsToken === "string" && isWeak(natsToken)) refuse("nats", "token", WEAK);
   const natsUrl = at(config, "nats", "url");
-  if (typeof natsUrl === "string" && natsServers(natsUrl).some((u) => isWeak(urlPassword(u)))) {
-    refuse("nats", "url", `a URL has ${WEAK}`);
+  if (typeof natsUrl === "string") {
+    for (const message of natsUrlProblems(natsUrl)) refuse("nats", "url", message);
   }
 
   if (at(config, "log", "level") === "debug") {
