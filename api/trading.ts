@@ -126,7 +126,7 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
     const page = await badParams(() =>
       listSignals(deps.sql, {
         ...filter,
-        ...(q.status ? { status: q.status as SignalStatus } : {}),
+        ...(q.status !== undefined ? { status: q.status as SignalStatus } : {}),
       })
     );
     return c.json({ signals: page.items.map(signalJson), next_cursor: page.next });
@@ -145,9 +145,16 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
 
   app.get("/positions", async (c) => {
     const q = query(c.req.query(), ["symbol", "all"]);
-    if (q.symbol) checkSymbol(q.symbol);
+    if (q.symbol !== undefined) checkSymbol(q.symbol);
+    if (q.all !== undefined && q.all !== "true" && q.all !== "false") {
+      throw new ApiError(
+        400,
+        "bad_request",
+        `all must be true or false, got ${JSON.stringify(q.all)}`,
+      );
+    }
     const rows = await listPositions(deps.sql, {
-      ...(q.symbol ? { symbol: q.symbol } : {}),
+      ...(q.symbol !== undefined ? { symbol: q.symbol } : {}),
       open: q.all !== "true",
     });
     const now = clock.now();
@@ -205,8 +212,8 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
     const q = query(c.req.query(), ["from", "to", "limit", "cursor"]);
     const page = await badParams(() =>
       listSnapshots(deps.sql, {
-        ...(q.from ? { from: date(q.from, "from") } : {}),
-        ...(q.to ? { to: date(q.to, "to") } : {}),
+        ...(q.from !== undefined ? { from: date(q.from, "from") } : {}),
+        ...(q.to !== undefined ? { to: date(q.to, "to") } : {}),
         limit: limit(q.limit),
         after: q.cursor === undefined ? null : rowId(q.cursor, "cursor"),
       })
@@ -370,11 +377,24 @@ function query(params: Record<string, string>, allowed: string[]): Record<string
   return params;
 }
 
+/** Page size of the trading lists when `limit` is not given. */
+export const DEFAULT_LIST_LIMIT = 100;
+/** Largest `limit` of the trading lists. */
+export const MAX_LIST_LIMIT = 1000;
+
+/**
+ * A `limit` parameter: plain decimal digits (no sign, exponent, hex, spaces or
+ * fraction) from 1 to {@linkcode MAX_LIST_LIMIT}; a 400 otherwise.
+ */
 function limit(text: string | undefined): number {
-  if (text === undefined) return 100;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1 || n > 1000) {
-    throw new ApiError(400, "bad_request", `limit must be an integer from 1 to 1000, got ${text}`);
+  if (text === undefined) return DEFAULT_LIST_LIMIT;
+  const n = /^\d{1,4}$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 1 && n <= MAX_LIST_LIMIT)) {
+    throw new ApiError(
+      400,
+      "bad_request",
+      `limit must be an integer from 1 to ${MAX_LIST_LIMIT}, got ${JSON.stringify(text)}`,
+    );
   }
   return n;
 }

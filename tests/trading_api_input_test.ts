@@ -1,9 +1,17 @@
+/**
+ * Input handling of the trading API (`/api/v1/trading`) on a running trading
+ * subtree with a private NATS server and its own database: bad parameters and
+ * bodies are answered with a 400 (or 404, 422) naming what is wrong, never a
+ * 500 and never silently ignored or rounded.
+ *
+ * @module
+ */
 import assert from "node:assert/strict";
-import { startTradingApi } from "./_trading_api.ts";
+import { startTradingApi, type TradingApiOptions } from "./_trading_api.ts";
 
 /** The trading API (no API key) on a running trading subtree, a private NATS and its own database. */
-async function tradingApi() {
-  const api = await startTradingApi();
+async function tradingApi(options: TradingApiOptions = {}) {
+  const api = await startTradingApi(options);
   const { app } = api;
   const call = async (method: string, path: string, body?: string) => {
     const res = await app.request(`/api/v1/trading${path}`, {
@@ -140,5 +148,69 @@ Deno.test("GET /orders refuses an empty symbol or strategy filter instead of lis
       400,
       `${param} is not a filter; got ${res.status} ${JSON.stringify(body).slice(0, 120)}`,
     );
+  }
+});
+
+Deno.test("trading list from/to: an impossible calendar date is a 400, not silently the next month", async () => {
+  await using api = await tradingApi();
+  for (
+    const path of [
+      "/orders?from=2024-02-30",
+      "/signals?to=2023-02-29",
+      "/orders?to=2024-04-31T00:00:00Z",
+      "/portfolio/history?from=2024-02-31",
+    ]
+  ) {
+    const res = await api.call("GET", path);
+    assert.equal(res.status, 400, `${path}: ${JSON.stringify(res.body)}`);
+    assert.match(res.body.error.message, /^(from|to) must be/, path);
+  }
+});
+
+Deno.test("GET /positions?all= takes only true or false; anything else is a 400 naming it", async () => {
+  await using api = await tradingApi();
+  for (const value of ["yes", "1", "TRUE", ""]) {
+    const res = await api.call("GET", `/positions?all=${value}`);
+    assert.equal(res.status, 400, `all=${value}: ${JSON.stringify(res.body)}`);
+    assert.match(res.body.error.message, /^all must be true or false/);
+  }
+  for (const value of ["true", "false"]) {
+    const res = await api.call("GET", `/positions?all=${value}`);
+    assert.equal(res.status, 200, `all=${value}: ${JSON.stringify(res.body)}`);
+  }
+});
+
+Deno.test("trading list limit must be a plain integer 1..1000: 1e2, 0x10 or ' 5' are 400s", async () => {
+  await using api = await tradingApi();
+  for (const list of ["/orders", "/signals", "/portfolio/history"]) {
+    for (const value of ["1e2", "0x10", "%205", "5%20", "5.0", "+5", "0", "1001", ""]) {
+      const res = await api.call("GET", `${list}?limit=${value}`);
+      assert.equal(res.status, 400, `${list}?limit=${value}: ${JSON.stringify(res.body)}`);
+      assert.match(res.body.error.message, /^limit must be/);
+    }
+    for (const value of ["1", "0100", "1000"]) {
+      const res = await api.call("GET", `${list}?limit=${value}`);
+      assert.equal(res.status, 200, `${list}?limit=${value}: ${JSON.stringify(res.body)}`);
+    }
+  }
+});
+
+Deno.test("trading list parameters given empty (from=, to=, symbol=, strategy=) are 400s, not ignored", async () => {
+  await using api = await tradingApi();
+  for (
+    const path of [
+      "/orders?from=",
+      "/orders?to=",
+      "/signals?symbol=",
+      "/signals?status=",
+      "/orders?status=",
+      "/orders?strategy=",
+      "/portfolio/history?from=",
+      "/portfolio/history?to=",
+      "/positions?symbol=",
+    ]
+  ) {
+    const res = await api.call("GET", path);
+    assert.equal(res.status, 400, `${path}: ${JSON.stringify(res.body)}`);
   }
 });
