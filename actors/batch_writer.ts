@@ -80,9 +80,15 @@
  * raised as it writes. A fresh batch's trades at or below their watermark —
  * equal times included — go through the stored-trades check, only those rows
  * (`counters.stored_checks`, `counters.trades_checked`); trades above it, and
- * those of a symbol without a watermark, are inserted as they are. Trades
- * arrive newest last, so live trades pay nothing: the times are noted as lines
- * are made (a prefix comparison and a number per trade), and no query is made.
+ * those of a symbol without a watermark, are not looked up. Such a batch may
+ * still hold one trade twice (the snapshot's copy beside the one waiting in
+ * the stream): as the times are noted, a trade at or before the last one of
+ * its symbol in the batch, save one at the very same time with an id after
+ * the last one's, marks the symbol's trades to be told apart by key before
+ * they are inserted, in memory, with no query. Trades arrive newest last, so
+ * live trades pay nothing: the times are noted as lines are made (a prefix
+ * comparison and a number per trade, and an id read for one sharing the
+ * previous one's time), and no query is made.
  * Late prints below the watermark are checked and then inserted. For trades
  * sharing the watermark's very time (several fills of one order split between
  * batches), the writer also keeps the ids it stored at that time (at most
@@ -297,7 +303,7 @@ export interface BatchWriterCounters {
   redelivered: number;
   /** Dead letters published: malformed messages and events that cannot be rows. */
   dead_letters: number;
-  /** Trades not inserted because ClickHouse already had them. */
+  /** Trades not inserted because ClickHouse already had them or the batch held them twice. */
   duplicates_skipped: number;
   /** Stored-trades checks: queries asking ClickHouse which of a batch's trades it has. */
   stored_checks: number;
@@ -631,6 +637,19 @@ interface TradeSpan {
   /** Newest `ts_exchange`, and the lines of the trades at it (null: too many). */
   max: number;
   atMax: string[] | null;
+  /** `ts_exchange` of the trade noted last (-Infinity before the first). */
+  last: number;
+  /** The line of the trade noted last. */
+  lastLine: string;
+  /** The JSON text of its trade id, once read (null: not read yet). */
+  lastId: string | null;
+  /**
+   * Whether a trade may repeat one noted before it in the batch: it came
+   * before `last`, or at `last` with an id not after the last one's
+   * ({@linkcode idAfter}). Its trades are then told apart by their keys
+   * before they are inserted.
+   */
+  repeats: boolean;
 }
 
 /** The key of an exchange and symbol in watermarks and spans. */
@@ -669,9 +688,32 @@ class TradeLineReader {
   }
 }
 
+const TRADE_ID_FIELD = ',"trade_id":';
+const PRICE_FIELD = ',"price":';
+
+/**
+ * The JSON text of the trade id of a trade line (`tradeLine`'s form): ids are
+ * equal when their texts are, since both ways of making lines write an id as
+ * `JSON.stringify` does. A JSON string holds no bare `"`, so the first
+ * `,"trade_id":` and the `,"price":` after it are the fields.
+ */
+function tradeIdTextOf(line: string): string {
+  const from = line.indexOf(TRADE_ID_FIELD) + TRADE_ID_FIELD.length;
+  return line.slice(from, line.indexOf(PRICE_FIELD, from));
+}
+
+/**
+ * Whether the id text `id` comes after `previous`: numeric ids (as exchanges
+ * number their trades) by value, others in some fixed order. Ids that each
+ * come after the one before are all different.
+ */
+function idAfter(id: string, previous: string): boolean {
+  return id.length > previous.length || (id.length === previous.length && id > previous);
+}
+
 /** The trade id of a trade line. */
 function tradeIdOf(line: string): string {
-  return (JSON.parse(line) as { trade_id: string }).trade_id;
+  return JSON.parse(tradeIdTextOf(line)) as string;
 }
 
 /** `list` with `line` added (or only `line`, when `reset`); null once it would pass the bound. */
@@ -686,7 +728,13 @@ function edgeLines(list: string[] | null, line: string, reset: boolean): string[
   return list;
 }
 
-/** Notes the exchange times of trade lines in `spans`. */
+/**
+ * Notes the exchange times of trade lines in `spans`, and whether a trade may
+ * repeat one noted before it (`TradeSpan.repeats`). Trades arrive newest last,
+ * so for a trade newer than the last one this costs a comparison; only trades
+ * sharing the last one's time have their ids read and compared with the last
+ * one's.
+ */
 function noteTradeSpans(
   spans: Map<string, TradeSpan>,
   lines: readonly string[],
@@ -707,9 +755,25 @@ function noteTradeSpans(
           atMin: [],
           max: ts,
           atMax: [],
+          last: -Infinity,
+          lastLine: "",
+          lastId: null,
+          repeats: false,
         };
         spans.set(key, span);
       }
+    }
+    if (ts > span.last) {
+      span.last = ts;
+      span.lastLine = line;
+      span.lastId = null;
+    } else if (ts < span.last) {
+      span.repeats = true;
+    } else if (!span.repeats) {
+      const id = tradeIdTextOf(line);
+      if (!idAfter(id, span.lastId ?? tradeIdTextOf(span.lastLine))) span.repeats = true;
+      span.lastLine = line;
+      span.lastId = id;
     }
     if (ts <= span.min) span.atMin = edgeLines(span.atMin, line, ts < span.min);
     if (ts < span.min) span.min = ts;
@@ -718,8 +782,13 @@ function noteTradeSpans(
   }
 }
 
-/** Adds the times of `other` to `span` (same exchange and symbol). */
+/** Adds the times of `other` (noted after `span`) to `span` (same exchange and symbol). */
 function mergeSpan(span: TradeSpan, other: TradeSpan): void {
+  // Ids at the edge are not compared: a batch that takes in the next one failed before.
+  span.repeats ||= other.repeats || other.min <= span.last;
+  span.last = other.last;
+  span.lastLine = other.lastLine;
+  span.lastId = other.lastId;
   if (other.min < span.min) {
     span.min = other.min;
     span.atMin = other.atMin;
@@ -757,6 +826,13 @@ function suspectSpans(
     suspects.set(key, mark.ts);
   }
   return suspects;
+}
+
+/** The exchanges and symbols of `spans` whose trades may repeat within the batch. */
+function repeatingSpans(spans: ReadonlyMap<string, TradeSpan>): Set<string> {
+  const repeating = new Set<string>();
+  for (const [key, span] of spans) if (span.repeats) repeating.add(key);
+  return repeating;
 }
 
 /** Raises `marks` to the trades of `spans`, now stored. */
@@ -1449,7 +1525,10 @@ class BatchWriter {
         await this.#dropStoredTrades(batch, null);
       } else {
         const suspects = suspectSpans(batch.spans, marks);
-        if (suspects.size > 0) await this.#dropStoredTrades(batch, suspects);
+        const repeating = repeatingSpans(batch.spans);
+        if (suspects.size > 0 || repeating.size > 0) {
+          await this.#dropStoredTrades(batch, suspects, repeating);
+        }
       }
     }
     if (batch.lines[table].count > 0) await this.#insertTable(batch, table);
@@ -1651,20 +1730,24 @@ class BatchWriter {
   }
 
   /**
-   * Removes from the batch the trades ClickHouse already has (and copies
-   * within the batch), so the candles view never counts a trade twice: all of
+   * Removes from the batch the trades ClickHouse already has and copies
+   * within the batch, so the candles view never counts a trade twice: all of
    * its trades (`suspects` null), or only those at or below the watermark of
-   * an exchange and symbol of `suspects`. Asks for the keys stored in the
-   * looked-up trades' time range for their venues and symbols.
+   * an exchange and symbol of `suspects` and those of an exchange and symbol
+   * of `repeating`. Asks ClickHouse for the keys stored in the looked-up
+   * trades' time range for their venues and symbols — only when some trade is
+   * looked up: copies within the batch are found without a query.
    */
   async #dropStoredTrades(
     batch: Batch,
     suspects: ReadonlyMap<string, number> | null,
+    repeating: ReadonlySet<string> = new Set(),
   ): Promise<void> {
     const lines = batch.lines.market_trades.rows();
     const reader = new TradeLineReader();
     const picked: number[] = [];
     const keys: string[] = [];
+    let lookedUp = 0;
     let min = Infinity;
     let max = -Infinity;
     const exchanges = new Set<string>();
@@ -1672,30 +1755,37 @@ class BatchWriter {
     for (let i = 0; i < lines.length; i++) {
       const line = lines[i]!;
       const ts = reader.read(line);
-      if (suspects !== null && !(ts <= (suspects.get(reader.key) ?? -Infinity))) continue;
+      const lookUp = suspects === null || ts <= (suspects.get(reader.key) ?? -Infinity);
+      if (!lookUp && !repeating.has(reader.key)) continue;
       picked.push(i);
       keys.push(tradeKey(reader.exchange, reader.symbol, ts, tradeIdOf(line)));
+      if (!lookUp) continue;
+      lookedUp++;
       if (ts < min) min = ts;
       if (ts > max) max = ts;
       exchanges.add(reader.exchange);
       symbols.add(reader.symbol);
     }
     if (picked.length === 0) return;
-    this.#counters.stored_checks++;
-    this.#counters.trades_checked += picked.length;
-    const table = `${quoteIdentifier(this.#deps.database)}.${quoteIdentifier("market_trades")}`;
-    const rows = await this.#rows<
-      { exchange: string; symbol: string; ts: string; trade_id: string }
-    >(
-      `SELECT exchange, symbol, toString(ts_exchange) AS ts, trade_id FROM ${table}
-      WHERE timestamp >= toDateTime(${Math.floor(min / 1e6)}, 'UTC')
-        AND timestamp <= toDateTime(${Math.floor(max / 1e6)}, 'UTC')
-        AND ts_exchange >= ${literal(min)} AND ts_exchange <= ${literal(max)}
-        AND exchange IN (${[...exchanges].map((e) => literal(e)).join(", ")})
-        AND symbol IN (${[...symbols].map((s) => literal(s)).join(", ")})`,
-    );
     const stored = new Set<string>();
-    for (const row of rows) stored.add(tradeKey(row.exchange, row.symbol, row.ts, row.trade_id));
+    if (lookedUp > 0) {
+      this.#counters.stored_checks++;
+      this.#counters.trades_checked += lookedUp;
+      const table = `${quoteIdentifier(this.#deps.database)}.${quoteIdentifier("market_trades")}`;
+      const rows = await this.#rows<
+        { exchange: string; symbol: string; ts: string; trade_id: string }
+      >(
+        `SELECT exchange, symbol, toString(ts_exchange) AS ts, trade_id FROM ${table}
+        WHERE timestamp >= toDateTime(${Math.floor(min / 1e6)}, 'UTC')
+          AND timestamp <= toDateTime(${Math.floor(max / 1e6)}, 'UTC')
+          AND ts_exchange >= ${literal(min)} AND ts_exchange <= ${literal(max)}
+          AND exchange IN (${[...exchanges].map((e) => literal(e)).join(", ")})
+          AND symbol IN (${[...symbols].map((s) => literal(s)).join(", ")})`,
+      );
+      for (const row of rows) {
+        stored.add(tradeKey(row.exchange, row.symbol, row.ts, row.trade_id));
+      }
+    }
     const dropped = new Set<number>();
     for (let k = 0; k < picked.length; k++) {
       const key = keys[k]!;
@@ -1713,7 +1803,9 @@ class BatchWriter {
       keptSources.push(sources[i]);
     }
     this.#counters.duplicates_skipped += dropped.size;
-    this.#log.info("Trades already stored were not inserted again", { skipped: dropped.size });
+    this.#log.info("Trades already stored or repeated in the batch were not inserted again", {
+      skipped: dropped.size,
+    });
     batch.lines.market_trades.replace(keptLines);
     batch.sources.market_trades = keptSources;
   }
