@@ -18,14 +18,21 @@
  * - Each message becomes a {@linkcode SignalInput}: its strategy is the
  *   subject's second token, its key `js-<stream sequence>` (used when the body
  *   has no `id`), its time the stream's timestamp. A body that is not JSON is
- *   recorded as `{ raw }` and rejected. `signals.rejected` (reject events) is
+ *   recorded as `{ raw }` and rejected, and so is one nested deeper than
+ *   `MAX_SIGNAL_BODY_DEPTH` (trading/signal.ts `decodeSignalBody`, which also
+ *   keeps numbers' exact text). `signals.rejected` (reject events) is
  *   acknowledged and skipped.
  * - The batch's messages are acknowledged only after the engine's
  *   transaction committed. A crash before that means redelivery after the ack
  *   wait; the engine finds the signals stored and returns their outcomes, so
- *   every signal is processed exactly once. When the transaction fails the
- *   messages are negatively acknowledged with a delay and come back, and the
- *   next batch waits for that delay.
+ *   every signal is processed exactly once. When the transaction fails for
+ *   want of the database (unreachable, timed out, a serialization conflict)
+ *   the messages are negatively acknowledged with a delay and come back, and
+ *   the next batch waits for that delay. When a batch of several fails for
+ *   any other reason, which may be one message's, its messages come back at
+ *   once and are each handed in alone until acknowledged: a message that
+ *   fails every time comes back with a growing delay (by its delivery count)
+ *   and holds back no other signal.
  * - After a NATS outage the backlog arrives at once, while the cache still
  *   holds the prices of before it (market data comes over NATS too): from
  *   the disconnect on, signals are held until every symbol that had a fresh
@@ -64,6 +71,7 @@ import {
   type StreamSpec,
 } from "../adapters/nats.ts";
 import type { Config } from "../config/mod.ts";
+import { DbConnectionError, DbTimeoutError, SerializationError } from "../db/mod.ts";
 import { backoffDelay } from "../lib/backoff.ts";
 import type { Clock } from "../lib/clock.ts";
 import type { Logger } from "../lib/log.ts";
@@ -84,6 +92,7 @@ import {
   type SignalsStreamNames,
   strategyOfSubject,
 } from "../trading/signals_stream.ts";
+import { decodeSignalBody } from "../trading/signal.ts";
 import { actor } from "./actor.ts";
 import type { ChildSpec } from "./types.ts";
 import { Wakeup } from "../lib/wakeup.ts";
@@ -239,12 +248,14 @@ const decoder = new TextDecoder();
 export function signalInput(msg: JsMsg, names: SignalsStreamNames = {}): SignalInput | null {
   const strategy = strategyOfSubject(msg.subject, names);
   if (strategy === null) return null;
+  const text = decoder.decode(msg.data);
   let body: unknown;
   try {
-    body = decodeJson(msg.data);
+    // Numbers exactly as sent; a body nested too deeply is rejected unread.
+    body = decodeSignalBody(text);
   } catch {
     // Recorded and rejected ("signal must be a JSON object"), never dropped.
-    body = decoder.decode(msg.data);
+    body = text;
   }
   return {
     body,
@@ -288,8 +299,12 @@ async function consumeLoop(
     });
     let failures = 0;
     let stopping = false;
-    // After a failed batch the next one waits until then (its messages come back after that).
+    // After a batch failed for want of the database, the next one waits until then.
     let retryAt = 0;
+    // Stream sequences of the messages of a batch that failed for a reason of its own (not the
+    // database's): each is handed in alone until it is acknowledged, so one message that fails
+    // every time fails only itself.
+    const alone = new Set<number>();
     while (!signal.aborted && !stopping) {
       if (buffer.length === 0) {
         await wake.wait();
@@ -306,7 +321,9 @@ async function consumeLoop(
         await Promise.race([hold, wake.wait()]);
         continue;
       }
-      const batch = buffer.splice(0, batchMax);
+      let take = alone.has(buffer[0]!.seq) ? 1 : 0;
+      while (take < batchMax && take < buffer.length && !alone.has(buffer[take]!.seq)) take++;
+      const batch = buffer.splice(0, take);
       const items: SignalInput[] = [];
       for (const msg of batch) {
         const input = signalInput(msg, names);
@@ -322,17 +339,38 @@ async function consumeLoop(
       const settled: Promise<void> = handed.outcomes.then(() => {
         counters.batches++;
         failures = 0;
-        for (const msg of batch) msg.ack();
+        for (const msg of batch) {
+          msg.ack();
+          alone.delete(msg.seq);
+        }
         counters.acked += batch.length;
       }, (error) => {
         counters.failed_batches++;
-        const delayMs = backoffDelay(Math.min(failures++, 30), {
+        const stop = error instanceof ExecutionNotReadyError || signal.aborted;
+        const databaseDown = isDatabaseUnavailable(error);
+        if (!stop && !databaseDown && batch.length > 1) {
+          // Not the database's fault: maybe one message's. Each comes back at once, to go alone.
+          for (const msg of batch) {
+            alone.add(msg.seq);
+            msg.nak();
+          }
+          log.warn("signal batch failed; its messages are handed in again one by one", {
+            messages: batch.length,
+            error,
+          });
+          return;
+        }
+        // The database's failure holds every batch back; a message's own only that message.
+        const attempt = databaseDown || stop
+          ? failures++
+          : Math.max(0, (batch[0]?.info.deliveryCount ?? 1) - 1);
+        const delayMs = backoffDelay(Math.min(attempt, 30), {
           initialMs: DEFAULT_BATCH_RETRY_INITIAL_MS,
           maxMs: DEFAULT_BATCH_RETRY_MAX_MS,
           random,
         });
         for (const msg of batch) msg.nak(delayMs);
-        if (error instanceof ExecutionNotReadyError || signal.aborted) {
+        if (stop) {
           stopping = true;
           wake.notify();
           return;
@@ -342,7 +380,7 @@ async function consumeLoop(
           retry_in_ms: delayMs,
           error,
         });
-        retryAt = clock.now() + delayMs;
+        if (databaseDown) retryAt = clock.now() + delayMs;
       }).finally(() => {
         clearInterval(keepAlive);
         inFlight.delete(settled);
@@ -360,6 +398,15 @@ async function consumeLoop(
     // What was pulled but not handed in goes back at once, to this or the next consumer.
     for (const msg of buffer.splice(0)) msg.nak();
   }
+}
+
+/**
+ * Whether a failed batch failed for want of the database (unreachable, too
+ * slow, or a serialization conflict): every batch would fail alike for a while.
+ */
+function isDatabaseUnavailable(error: unknown): boolean {
+  return error instanceof DbConnectionError || error instanceof DbTimeoutError ||
+    error instanceof SerializationError;
 }
 
 /** What {@linkcode holdAfterOutage} returns to the consume loop. */

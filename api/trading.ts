@@ -41,6 +41,7 @@ import {
 import { markPosition, portfolioValueToJson } from "../trading/positions.ts";
 import { fromDb, toJson } from "../trading/money.ts";
 import {
+  decodeSignalBody,
   MAX_REASON_LENGTH,
   SIGNAL_ID_PATTERN,
   storableText,
@@ -86,9 +87,11 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   app.use("*", requireApiKey({ hashes: deps.apiKeyHashes }));
 
   app.post("/signal", async (c) => {
+    // Read as the NATS path reads it: numbers exactly as sent, too deep a body refused unread.
+    const text = await c.req.text();
     let body: unknown;
     try {
-      body = await c.req.json();
+      body = decodeSignalBody(text);
     } catch {
       throw new ApiError(400, "bad_request", "The body is not valid JSON");
     }

@@ -2,13 +2,17 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { toJson } from "../trading/money.ts";
 import {
+  decodeSignalBody,
   DEFAULT_SIGNAL_STRATEGY,
+  MAX_SIGNAL_BODY_DEPTH,
   ORDER_TYPES,
   parseSignal,
   parseSignalBySchema,
+  SignalNumber,
   type SignalReason,
   signalToJson,
   TIMES_IN_FORCE,
+  UnreadSignalBody,
 } from "../trading/signal.ts";
 
 const base = { symbol: "BTC-USDT", side: "buy", qty: "0.5" };
@@ -331,10 +335,16 @@ Deno.test("signalToJson and parseSignal round-trip any valid signal", () => {
 });
 
 Deno.test("the fast path of parseSignal gives the schema's result for any body", () => {
+  const unread = new UnreadSignalBody("[[[", { path: "", message: "too deep" });
   const decimalish = fc.oneof(
     fc.constantFrom("0.5", "1", "0", "-1", "1e3", "0.123456789", "1234567890123", "007.10", "1,5"),
     fc.constantFrom(0.1, 2, -0, 1e21, Number.NaN, Number.POSITIVE_INFINITY),
     fc.constantFrom(null, true, [], {}),
+    fc.constantFrom(
+      ...["0.5", "1e-3", "1E+2", "-0", "0.100000000000000001", "1e999999", "1".repeat(70)].map(
+        (text) => new SignalNumber(text),
+      ),
+    ),
   );
   const value = (values: readonly unknown[]) =>
     fc.oneof(fc.constantFrom(...values), fc.constantFrom(null, 1, "", "X"));
@@ -355,17 +365,21 @@ Deno.test("the fast path of parseSignal gives the schema's result for any body",
   }, { requiredKeys: [] });
   const defaults = fc.constantFrom({}, { strategy: "subject" }, { strategy: "bad subject" });
   fc.assert(
-    fc.property(fc.oneof(body, fc.constantFrom(null, [], "text", 1)), defaults, (input, d) => {
-      const fast = parseSignal(input, d);
-      const schema = parseSignalBySchema(input, d);
-      assert.equal(fast.ok, schema.ok, JSON.stringify(input));
-      if (fast.ok && schema.ok) {
-        assert.deepEqual(signalToJson(fast.signal), signalToJson(schema.signal));
-        assert.deepEqual(Object.keys(fast.signal), Object.keys(schema.signal));
-      } else {
-        assert.deepEqual(fast, schema);
-      }
-    }),
+    fc.property(
+      fc.oneof(body, fc.constantFrom(null, [], "text", 1, unread)),
+      defaults,
+      (input, d) => {
+        const fast = parseSignal(input, d);
+        const schema = parseSignalBySchema(input, d);
+        assert.equal(fast.ok, schema.ok, JSON.stringify(input));
+        if (fast.ok && schema.ok) {
+          assert.deepEqual(signalToJson(fast.signal), signalToJson(schema.signal));
+          assert.deepEqual(Object.keys(fast.signal), Object.keys(schema.signal));
+        } else {
+          assert.deepEqual(fast, schema);
+        }
+      },
+    ),
     { numRuns: 5_000 },
   );
   // Valid bodies, which the random ones above rarely are, with every optional field.
@@ -398,4 +412,81 @@ Deno.test("the fast path of parseSignal gives the schema's result for any body",
     assert.deepEqual(signalToJson(fast.signal), signalToJson(schema.signal));
     assert.deepEqual(Object.keys(fast.signal), Object.keys(schema.signal));
   }));
+});
+
+Deno.test("decodeSignalBody reads numbers exactly, as parseSignal takes them", () => {
+  const read = (text: string) => parseSignal(decodeSignalBody(text), {});
+  // Too many decimals as a number is refused as it is as a string: JSON.parse made it 0.1.
+  assert.deepEqual(
+    reasonsOf(decodeSignalBody(`{"symbol":"BTC-USDT","side":"buy","qty":0.100000000000000001}`)),
+    [{
+      path: "qty",
+      message:
+        "qty must have at most 8 decimal places and 12 integer digits, got 0.100000000000000001",
+    }],
+  );
+  for (const [token, qty] of [["0.15", "0.15"], ["1.5E-1", "0.15"], ["2e2", "200"], ["7", "7"]]) {
+    const result = read(`{"symbol":"BTC-USDT","side":"buy","qty":${token}}`);
+    assert.ok(result.ok, token);
+    assert.equal(toJson(result.signal.qty), qty, token);
+  }
+  for (const token of ["1e99999999999999999", `1${"0".repeat(70)}`, "0"]) {
+    const result = read(`{"symbol":"BTC-USDT","side":"buy","qty":${token}}`);
+    assert.equal(result.ok, false, token);
+  }
+  // Far out of range, in few characters: refused without writing out its digits.
+  for (const token of ["1e999999999999", "-1e-999999999999", "1.5e65"]) {
+    const reasons = reasonsOf(
+      decodeSignalBody(`{"symbol":"BTC-USDT","side":"buy","qty":${token}}`),
+    );
+    assert.deepEqual(reasons, [{
+      path: "qty",
+      message: `qty must have at most 8 decimal places and 12 integer digits, got ${token}`,
+    }]);
+  }
+  assert.deepEqual(
+    pathsOf(decodeSignalBody(`{"symbol":"BTC-USDT","side":1,"qty":1,"id":5,"reason":2}`)),
+    ["id", "side", "reason"],
+  );
+});
+
+Deno.test("decodeSignalBody bodies serialize as sent, numbers jsonb cannot hold as floats", () => {
+  const text = `{"qty":0.10,"p":1.5E-1,"big":1e999999,"long":1${
+    "1".repeat(70)
+  },"__proto__":{"n":[-0,1e3]}}`;
+  const body = decodeSignalBody(text);
+  assert.equal(Object.getPrototypeOf(body), Object.prototype, "__proto__ stays a key");
+  assert.equal(
+    JSON.stringify(body),
+    `{"qty":0.10,"p":1.5E-1,"big":null,"long":${Number("1".repeat(71))},` +
+      `"__proto__":{"n":[-0,1e3]}}`,
+  );
+  // A bare number, string or other value comes back as JSON.parse gives it.
+  assert.equal(decodeSignalBody("12.50"), 12.5);
+  assert.equal(decodeSignalBody(`"text"`), "text");
+  assert.equal(decodeSignalBody("null"), null);
+  assert.throws(() => decodeSignalBody(`{"qty":`), SyntaxError);
+  assert.throws(() => decodeSignalBody("not json"), SyntaxError);
+});
+
+Deno.test("decodeSignalBody refuses a body nested too deeply, unread, with a reason", () => {
+  const nest = (depth: number) =>
+    `{"symbol":"BTC-USDT","side":"buy","qty":"1","x":"[{[{",` +
+    `"junk":${"[".repeat(depth - 1)}${"]".repeat(depth - 1)}}`;
+  // At the limit it is read (and refused for its unknown field).
+  assert.deepEqual(pathsOf(decodeSignalBody(nest(MAX_SIGNAL_BODY_DEPTH))), [""]);
+  assert.match(reasonsOf(decodeSignalBody(nest(MAX_SIGNAL_BODY_DEPTH)))[0]!.message, /unknown/);
+  for (const text of [nest(MAX_SIGNAL_BODY_DEPTH + 1), nest(20_000), "[".repeat(20_000)]) {
+    const body = decodeSignalBody(text);
+    assert.ok(body instanceof UnreadSignalBody);
+    assert.deepEqual(reasonsOf(body), [{
+      path: "",
+      message: `signal must not nest arrays or objects more than ${MAX_SIGNAL_BODY_DEPTH} deep`,
+    }]);
+    assert.equal(JSON.stringify(body), JSON.stringify({ raw: text }));
+  }
+  // Brackets inside strings, escaped quotes included, do not count.
+  const quoted = `{"a":"\\\"${"[".repeat(100)}","symbol":"BTC-USDT","side":"buy","qty":1}`;
+  assert.equal(pathsOf(decodeSignalBody(quoted)).join(), "");
+  assert.throws(() => decodeSignalBody(`{"a":"\\"${"[".repeat(10)}`), SyntaxError);
 });

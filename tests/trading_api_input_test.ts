@@ -7,6 +7,8 @@
  * @module
  */
 import assert from "node:assert/strict";
+import type { LatestCache } from "../market/latest_cache.ts";
+import { MAX_SIGNAL_BODY_DEPTH } from "../trading/signal.ts";
 import { startTradingApi, type TradingApiOptions } from "./_trading_api.ts";
 
 /** The trading API (no API key) on a running trading subtree, a private NATS and its own database. */
@@ -213,4 +215,104 @@ Deno.test("trading list parameters given empty (from=, to=, symbol=, strategy=) 
     const res = await api.call("GET", path);
     assert.equal(res.status, 400, `${path}: ${JSON.stringify(res.body)}`);
   }
+});
+
+function quote(cache: LatestCache, symbol: string, bid: string, ask: string) {
+  const us = Date.now() * 1000;
+  cache.update([{
+    kind: "top",
+    exchange: "binance",
+    symbol,
+    venue_symbol: symbol.replace("-", ""),
+    ts_exchange: us,
+    ts_local: us,
+    bid_price: bid,
+    bid_qty: "10",
+    ask_price: ask,
+    ask_qty: "10",
+  }]);
+}
+
+/** The trading API with a fresh BTC-USDT quote and room for orders of up to 10. */
+function pricedTradingApi() {
+  return tradingApi({
+    env: { TRADEWIRE_RISK__MAX_ORDER_QTY: "10" },
+    prime: (cache) => quote(cache, "BTC-USDT", "50000", "50002"),
+  });
+}
+
+Deno.test("POST /signal: a JSON-number price or qty is taken exactly, never rounded through a float", async () => {
+  await using api = await pricedTradingApi();
+  // A limit price with 12 decimals is refused as a string and as a JSON number alike (JSON.parse
+  // would have rounded the number to 49000 and placed the order there).
+  for (const price of [`"49000.000000000001"`, "49000.000000000001"]) {
+    const res = await api.call(
+      "POST",
+      "/signal",
+      `{"symbol":"BTC-USDT","side":"buy","qty":"0.01","type":"limit","limit_price":${price}}`,
+    );
+    assert.equal(res.status, 422, `${price}: ${JSON.stringify(res.body)}`);
+    assert.deepEqual(res.body.error.details, [{
+      path: "limit_price",
+      message:
+        "limit_price must have at most 8 decimal places and 12 integer digits, got 49000.000000000001",
+    }]);
+  }
+  const wide = await api.call(
+    "POST",
+    "/signal",
+    `{"symbol":"BTC-USDT","side":"sell","qty":0.100000000000000001}`,
+  );
+  assert.equal(wide.status, 422, JSON.stringify(wide.body));
+  assert.match(wide.body.error.message, /^qty must have at most 8 decimal places/);
+  // Numbers that fit are taken as written, an exponent too; the body is stored as sent.
+  const exact = await api.call(
+    "POST",
+    "/signal",
+    `{"id":"n-1","symbol":"BTC-USDT","side":"buy","qty":1.5E-1,"type":"limit",` +
+      `"limit_price":49000.12345678}`,
+  );
+  assert.equal(exact.status, 201, JSON.stringify(exact.body));
+  assert.equal(exact.body.order.qty, "0.15");
+  assert.equal(exact.body.order.limit_price, "49000.12345678");
+  const listed = await api.call("GET", "/signals?strategy=default");
+  const stored = listed.body.signals.find((s: { client_signal_id: string }) =>
+    s.client_signal_id === "n-1"
+  );
+  assert.deepEqual(stored.payload, {
+    id: "n-1",
+    symbol: "BTC-USDT",
+    side: "buy",
+    qty: 0.15,
+    type: "limit",
+    limit_price: 49000.12345678,
+  });
+});
+
+Deno.test("POST /signal: a deeply nested (40 KB) body is a 422 naming the nesting, never a 500", async () => {
+  await using api = await pricedTradingApi();
+  const depth = 20_000;
+  const body = `{"symbol":"BTC-USDT","side":"buy","qty":"0.01","junk":${"[".repeat(depth)}${
+    "]".repeat(depth)
+  }}`;
+  assert.ok(body.length < 1_048_576, "well under http.max_body_bytes");
+  const res = await api.call("POST", "/signal", body);
+  assert.equal(res.status, 422, JSON.stringify(res.body).slice(0, 300));
+  assert.deepEqual(res.body.error.details, [{
+    path: "",
+    message: `signal must not nest arrays or objects more than ${MAX_SIGNAL_BODY_DEPTH} deep`,
+  }]);
+  // Recorded as rejected, its body kept as text; a body just within the limit is read.
+  const listed = await api.call("GET", "/signals?status=rejected");
+  assert.deepEqual(listed.body.signals.map((s: { payload: unknown }) => s.payload), [{
+    raw: body,
+  }]);
+  const within = `{"symbol":"BTC-USDT","side":"buy","qty":"0.01","junk":${
+    "[".repeat(MAX_SIGNAL_BODY_DEPTH - 1)
+  }${"]".repeat(MAX_SIGNAL_BODY_DEPTH - 1)}}`;
+  const known = await api.call("POST", "/signal", within);
+  assert.equal(known.status, 422, JSON.stringify(known.body));
+  assert.deepEqual(known.body.error.details, [{ path: "", message: 'unknown field "junk"' }]);
+  const notJson = await api.call("POST", "/signal", `{"symbol":"BTC-USDT",`);
+  assert.equal(notJson.status, 400, JSON.stringify(notJson.body));
 });

@@ -33,7 +33,17 @@
 
 import { z } from "zod";
 import { CANONICAL_SYMBOL_PATTERN, type Exchange, EXCHANGES } from "../market/events.ts";
-import { type Decimal, fitsDb, safeParseDecimal, toJson } from "./money.ts";
+import {
+  DB_INTEGER_DIGITS,
+  DB_SCALE,
+  Decimal,
+  type DecimalParseResult,
+  fitsDb,
+  MAX_DECIMAL_TEXT_LENGTH,
+  safeParseDecimal,
+  toJson,
+} from "./money.ts";
+import { JsonNumber, type JsonValue, parseJsonNumbers } from "../lib/json_numbers.ts";
 import {
   ORDER_SIDES,
   ORDER_TYPES,
@@ -75,6 +85,152 @@ export const SYMBOL_PATTERN = CANONICAL_SYMBOL_PATTERN;
 export const BROKER_PATTERN = /^[a-z][a-z0-9_-]{0,31}$/;
 /** Longest `reason` text, in characters. */
 export const MAX_REASON_LENGTH = 1000;
+/**
+ * Deepest nesting of arrays and objects in a signal body that
+ * {@linkcode decodeSignalBody} reads; a deeper body is refused unread (a
+ * signal is a flat object: this only stops bodies built to exhaust the stack
+ * of whatever walks them later, such as `JSON.stringify` when it is stored).
+ */
+export const MAX_SIGNAL_BODY_DEPTH = 32;
+
+/**
+ * A number of a signal body read by {@linkcode decodeSignalBody}, kept as the
+ * text of its JSON token so that {@linkcode parseSignal} reads a price or a
+ * quantity exactly (`49000.000000000001` is not rounded to `49000` through a
+ * float). `JSON.stringify` writes it back as the same token where
+ * PostgreSQL's jsonb can hold it (at most 64 characters, an exponent of at
+ * most 3 digits), else as the float `JSON.parse` would have made of it.
+ */
+export class SignalNumber {
+  /** The token as written in the body, e.g. `"0.10"`, `"1e-3"`. */
+  readonly text: string;
+
+  /** Wraps a JSON number token's text. */
+  constructor(text: string) {
+    this.text = text;
+  }
+
+  /** The token as it goes into stored JSON: the same token, or the nearest float. */
+  toJSON(): unknown {
+    return this.text.length <= MAX_DECIMAL_TEXT_LENGTH && STORABLE_NUMBER.test(this.text)
+      ? rawJSON(this.text)
+      : Number(this.text);
+  }
+
+  /** The token's text. */
+  toString(): string {
+    return this.text;
+  }
+}
+
+/** A JSON number jsonb's NUMERIC holds, given at most 64 characters: an exponent of 1..3 digits. */
+const STORABLE_NUMBER = /^-?\d+(?:\.\d+)?(?:[eE][+-]?\d{1,3})?$/;
+
+const rawJSON = (JSON as unknown as { rawJSON: (text: string) => unknown }).rawJSON;
+
+/**
+ * A signal body refused before it was read, kept as its text: it nests
+ * deeper than {@linkcode MAX_SIGNAL_BODY_DEPTH}. {@linkcode parseSignal}
+ * rejects it with its reason; `JSON.stringify` stores it as `{ raw }`, like
+ * a body that is not JSON.
+ */
+export class UnreadSignalBody {
+  /** The body's text as received. */
+  readonly raw: string;
+  /** Why it was not read. */
+  readonly reason: SignalReason;
+
+  /** Keeps `raw`, refused for `reason`. */
+  constructor(raw: string, reason: SignalReason) {
+    this.raw = raw;
+    this.reason = reason;
+  }
+
+  /** What is stored of it: its text. */
+  toJSON(): { raw: string } {
+    return { raw: this.raw };
+  }
+}
+
+/**
+ * Reads a signal body's JSON `text`, REST or NATS alike: numbers become
+ * {@linkcode SignalNumber} (their exact text; a body that is a bare number
+ * stays a number), anything else as `JSON.parse` gives it. A body nested
+ * deeper than {@linkcode MAX_SIGNAL_BODY_DEPTH} is not read: it comes back as
+ * an {@linkcode UnreadSignalBody}, which {@linkcode parseSignal} rejects.
+ * Throws a `SyntaxError` naming the problem when `text` is not JSON.
+ *
+ * @example
+ * ```ts
+ * import { decodeSignalBody, parseSignal } from "./signal.ts";
+ *
+ * const body = decodeSignalBody('{"symbol":"BTC-USDT","side":"buy","qty":0.100000000000000001}');
+ * parseSignal(body, {}).ok; // false: qty has more than 8 decimal places
+ * ```
+ */
+export function decodeSignalBody(text: string): unknown {
+  let value: JsonValue;
+  try {
+    value = parseJsonNumbers(text, { maxDepth: MAX_SIGNAL_BODY_DEPTH });
+  } catch (error) {
+    if (!nestsDeeperThan(text, MAX_SIGNAL_BODY_DEPTH)) throw error;
+    return new UnreadSignalBody(text, {
+      path: "",
+      message: `signal must not nest arrays or objects more than ${MAX_SIGNAL_BODY_DEPTH} deep`,
+    });
+  }
+  return value instanceof JsonNumber ? value.toNumber() : withSignalNumbers(value);
+}
+
+/**
+ * `value` with its {@linkcode JsonNumber}s made {@linkcode SignalNumber}s, in
+ * place (as deep as the parser allowed, {@linkcode MAX_SIGNAL_BODY_DEPTH}).
+ * An own `__proto__` key the parser made is an own data property: assigning
+ * to it replaces its value, it does not set the prototype.
+ */
+function withSignalNumbers(value: JsonValue): unknown {
+  if (value instanceof JsonNumber) return new SignalNumber(value.text);
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const child = value[i]!;
+      if (typeof child === "object" && child !== null) {
+        value[i] = withSignalNumbers(child) as JsonValue;
+      }
+    }
+  } else if (typeof value === "object" && value !== null) {
+    for (const key in value) {
+      const child = value[key]!;
+      if (typeof child === "object" && child !== null) {
+        value[key] = withSignalNumbers(child) as JsonValue;
+      }
+    }
+  }
+  return value;
+}
+
+/**
+ * Whether JSON-like `text` opens more than `max` arrays or objects inside
+ * each other (strings skipped): one pass, without parsing.
+ */
+function nestsDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      // Skip a string: to its closing quote, past escaped characters.
+      for (i++; i < text.length; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 0x5c) i++;
+        else if (d === 0x22) break;
+      }
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) {
+      depth--;
+    }
+  }
+  return false;
+}
 
 /**
  * Whether PostgreSQL's `text` and `jsonb` can hold `text`: they refuse U+0000
@@ -131,6 +287,40 @@ export interface SignalDefaults {
   strategy?: string;
 }
 
+/**
+ * {@linkcode safeParseDecimal}, reading a {@linkcode SignalNumber} or
+ * {@linkcode JsonNumber} exactly from its token's text (an exponent too:
+ * `1e-3` is 0.001), never through a float.
+ */
+function parseDecimalInput(input: unknown): DecimalParseResult {
+  if (!(input instanceof SignalNumber || input instanceof JsonNumber)) {
+    return safeParseDecimal(input);
+  }
+  const text = input.text;
+  // In plain notation it is read as a decimal string is (the same limits, the same words).
+  if (!/[eE]/.test(text)) return safeParseDecimal(text);
+  if (text.length > MAX_DECIMAL_TEXT_LENGTH) {
+    return {
+      ok: false,
+      message:
+        `must be a number of at most ${MAX_DECIMAL_TEXT_LENGTH} characters, got ${text.length}`,
+    };
+  }
+  const value = new Decimal(text);
+  // Far outside NUMERIC(20,8) (1e999999): refused here, before its million digits are written out.
+  if (!value.isZero() && Math.abs(value.e) > MAX_NUMBER_EXPONENT) {
+    return {
+      ok: false,
+      message: `must have at most ${DB_SCALE} decimal places and ${DB_INTEGER_DIGITS} ` +
+        `integer digits, got ${text}`,
+    };
+  }
+  return safeParseDecimal(value);
+}
+
+/** Largest power of ten a JSON number in exponent notation is read at (beyond any NUMERIC(20,8)). */
+const MAX_NUMBER_EXPONENT = 64;
+
 /** A positive decimal that fits NUMERIC(20,8): a decimal string or a finite number. */
 function positiveDecimal(what: string) {
   return z.unknown().transform((input, ctx): Decimal => {
@@ -138,7 +328,7 @@ function positiveDecimal(what: string) {
       ctx.addIssue({ code: "custom", message: `${what} is required` });
       return z.NEVER;
     }
-    const result = safeParseDecimal(input);
+    const result = parseDecimalInput(input);
     if (!result.ok) {
       ctx.addIssue({ code: "custom", message: `${what} ${result.message}` });
       return z.NEVER;
@@ -302,6 +492,7 @@ export function parseSignalBySchema(
   input: unknown,
   defaults: SignalDefaults = {},
 ): ParseSignalResult {
+  if (input instanceof UnreadSignalBody) return { ok: false, reasons: [input.reason] };
   const parsed = SignalBodySchema.safeParse(input);
   const reasons: SignalReason[] = parsed.success ? [] : parsed.error.issues.map(toReason);
   const isObject = typeof input === "object" && input !== null && !Array.isArray(input);
@@ -345,8 +536,12 @@ const EXCHANGE_SET: ReadonlySet<unknown> = new Set(EXCHANGES);
 
 /** A positive decimal that fits NUMERIC(20,8), as `positiveDecimal` accepts it; null otherwise. */
 function acceptDecimal(input: unknown): Decimal | null {
-  if (typeof input !== "string" && typeof input !== "number") return null;
-  const result = safeParseDecimal(input);
+  if (
+    typeof input !== "string" && typeof input !== "number" && !(input instanceof SignalNumber)
+  ) {
+    return null;
+  }
+  const result = parseDecimalInput(input);
   return result.ok && result.value.gt(0) && fitsDb(result.value) ? result.value : null;
 }
 
