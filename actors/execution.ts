@@ -512,6 +512,7 @@ function serveKillSwitch(
           changed_at: state.changed_at?.toISOString() ?? null,
           changed_by: state.changed_by,
           cancel_requested: state.cancel_requested,
+          not_cancelled: state.not_cancelled,
         };
       } catch (error) {
         log.error("kill-switch request failed", { error });

@@ -1555,6 +1555,7 @@ Deno.test("signals published on NATS become filled orders and positions; rejects
     );
     assert.equal(reply.ok, true);
     assert.equal(reply.active, true);
+    assert.deepEqual([reply.cancel_requested, reply.not_cancelled], [0, []]);
     const bad = decodeJson<Record<string, unknown>>(
       (await nats.request("control.kill_switch", encodeJson({ active: "yes" }), { timeout: 5_000 }))
         .data,

@@ -32,6 +32,7 @@
 import type { ConsumerConfig } from "@nats-io/jetstream";
 import { limitsStream, type StreamSpec, workConsumer } from "../adapters/nats.ts";
 import { symbolToken } from "../market/subjects.ts";
+import type { NotCancelledOrder } from "./execution.ts";
 import type { OrderStatus } from "./order_state.ts";
 import { assertPositiveInteger } from "../lib/assert.ts";
 
@@ -230,6 +231,8 @@ export type KillSwitchReply =
     changed_by: string | null;
     /** Open orders whose cancellation was asked for by this request. */
     cancel_requested: number;
+    /** The open orders whose cancel could not be sent (yet), as REST reports them. */
+    not_cancelled: NotCancelledOrder[];
   }
   | { ok: false; error: string };
 
