@@ -265,12 +265,22 @@ export class Mailbox<T> {
   }
 }
 
+/** Options of a {@linkcode ConflatingMailbox}. */
+export interface ConflatingMailboxOptions<T> {
+  /**
+   * Whether the message waiting for a key stays, and the incoming one of the
+   * same key is dropped instead (e.g. the waiting one holds a later exchange
+   * time: the incoming arrived late). @default {always replace}
+   */
+  keep?: (waiting: T, incoming: T) => boolean;
+}
+
 /**
  * A mailbox that keeps only the newest message per key (market-data
  * "conflation"): a message whose key already waits replaces the waiting one,
  * in its place in the queue, and the replaced one counts as `dropped`. At
  * most `capacity` keys wait; a new key beyond that drops the oldest waiting
- * message. `put` never blocks. For consumers that need only the latest value
+ * message (`keep` may decide otherwise). `put` never blocks. For consumers that need only the latest value
  * per subject (a latest-price cache): under bursts they handle one message per
  * subject instead of every message, and what they skip is never decoded.
  *
@@ -289,14 +299,20 @@ export class ConflatingMailbox<T> {
   readonly #takers = new Set<Taker<T>>();
   readonly #capacity: number;
   readonly #keyOf: (message: T) => string;
+  readonly #keep: ((waiting: T, incoming: T) => boolean) | undefined;
   #dropped = 0;
   #closed = false;
 
   /** Creates an empty mailbox holding at most `capacity` keys. */
-  constructor(capacity: number, keyOf: (message: T) => string) {
+  constructor(
+    capacity: number,
+    keyOf: (message: T) => string,
+    options: ConflatingMailboxOptions<T> = {},
+  ) {
     assertCapacity(capacity);
     this.#capacity = capacity;
     this.#keyOf = keyOf;
+    this.#keep = options.keep;
   }
 
   /** Most keys it holds. */
@@ -326,8 +342,10 @@ export class ConflatingMailbox<T> {
       return Promise.resolve();
     }
     const key = this.#keyOf(message);
-    if (this.#waiting.has(key)) {
+    const waiting = this.#waiting.get(key);
+    if (waiting !== undefined) {
       this.#dropped++;
+      if (this.#keep?.(waiting, message) === true) return Promise.resolve();
     } else if (this.#waiting.size >= this.#capacity) {
       for (const oldest of this.#waiting.keys()) {
         this.#waiting.delete(oldest);

@@ -133,6 +133,19 @@ Deno.test("conflating mailbox keeps the newest message per key, in first-arrival
   assert.equal(box.size, 0);
 });
 
+Deno.test("conflating mailbox with keep leaves the waiting message when keep says so", async () => {
+  // Keeps whichever of the two has the larger n: a late, lower n never replaces a higher one.
+  const box = new ConflatingMailbox<Tick>(8, (tick) => tick.subject, {
+    keep: (waiting, incoming) => waiting.n > incoming.n,
+  });
+  for (const n of [1, 5, 3]) await box.put({ subject: "a", n });
+  await box.put({ subject: "b", n: 2 });
+  await box.put({ subject: "b", n: 2 }); // a tie: the incoming replaces it
+  assert.deepEqual(box.stats(), { depth: 2, capacity: 8, dropped: 3 });
+  assert.deepEqual(await box.take(), { subject: "a", n: 5 });
+  assert.deepEqual(await box.take(), { subject: "b", n: 2 });
+});
+
 Deno.test("conflating mailbox hands a message straight to a waiting taker", async () => {
   const box = new ConflatingMailbox<Tick>(1, (tick) => tick.subject);
   const taken = box.take();
