@@ -67,6 +67,7 @@ import {
   type MarketEvent,
 } from "../market/events.ts";
 import type { FeedStatus, MarketStatus } from "../market/status.ts";
+import { isAsOfReceipt } from "../market/validation.ts";
 import { type DeadLetter, dlqSubject, subjectOf } from "../market/subjects.ts";
 import type { SessionIO, VenueSession } from "../venues/session.ts";
 import type { ChildSpec, ChildStats, Running } from "./types.ts";
@@ -512,9 +513,9 @@ export class FeedOutput {
   #publish(batch: Batch): void {
     const events = batch.events;
     batch.events = [];
-    const last = events[events.length - 1]!;
     this.status.events += events.length;
-    this.status.lag_ms = (last.ts_local - last.ts_exchange) / 1000;
+    const lag = deliveryLagMs(events);
+    if (lag !== null) this.status.lag_ms = lag;
     this.#sink(batch.subject, events);
   }
 
@@ -643,6 +644,21 @@ export interface FeedDeps {
   random?: (() => number) | undefined;
   /** Child name. @default {`feed-${exchange}`} */
   name?: string | undefined;
+}
+
+/**
+ * How late a batch of events arrived: receive time minus the newest exchange
+ * time among its events that carry the time they happened — bars (stamped
+ * with their start) and snapshots held as of receipt (stamped with the
+ * book's last change) say nothing of delivery; null when none does.
+ */
+export function deliveryLagMs(events: readonly MarketEvent[]): number | null {
+  let newest: MarketEvent | null = null;
+  for (const event of events) {
+    if (event.kind === "bar" || isAsOfReceipt(event)) continue;
+    if (newest === null || event.ts_exchange >= newest.ts_exchange) newest = event;
+  }
+  return newest === null ? null : (newest.ts_local - newest.ts_exchange) / 1000;
 }
 
 /**

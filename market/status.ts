@@ -22,7 +22,7 @@ export interface FeedStatus {
   connected_at: number | null;
   /** When the last frame arrived (ms since epoch), or null. */
   last_message_at: number | null;
-  /** Last event's local receive time minus its exchange time, in ms. */
+  /** How late the last batch arrived, in ms: see `deliveryLagMs` in actors/feed.ts (bars and snapshots held as of receipt say nothing of it). */
   lag_ms: number | null;
   /** Frames received. */
   frames: number;

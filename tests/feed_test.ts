@@ -14,6 +14,7 @@ import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { decodeJson } from "../adapters/codec.ts";
 import {
   DEAD_LETTER_DETAIL_MAX,
+  deliveryLagMs,
   feedActor,
   type FeedDeps,
   FeedOutput,
@@ -792,4 +793,22 @@ Deno.test("batches above the NATS payload limit are split; an event alone above 
     dlq.sub.unsubscribe();
     await nats.close();
   }
+});
+
+Deno.test("deliveryLagMs counts the batch's newest timely event, not bars or snapshots held as of receipt", () => {
+  const at = (kind: string, ts_exchange: number, ts_local: number, extra = {}) =>
+    ({ kind, exchange: "alpaca", symbol: "AAPL", ts_exchange, ts_local, ...extra }) as never;
+  const hour = 3_600_000_000;
+  // Coinbase lists a frame's trades newest first: the newest, not the last, tells the lag.
+  assert.equal(deliveryLagMs([at("trade", 9_000, 12_000), at("trade", 7_000, 12_000)]), 3);
+  // A running daily bar is stamped with its start: hours "late" while on time.
+  assert.equal(
+    deliveryLagMs([at("trade", 20 * hour, 20 * hour + 5_000), at("bar", 0, 20 * hour)]),
+    5,
+  );
+  assert.equal(
+    deliveryLagMs([at("book", 1_000, 9_000_000, { as_of_receipt: true })]),
+    null,
+  );
+  assert.equal(deliveryLagMs([]), null);
 });
