@@ -69,6 +69,15 @@ export interface ActorMailboxOptions {
    * only the latest values. @default {DEFAULT_OVERFLOW}
    */
   overflow?: MailboxPolicy;
+  /**
+   * With `overflow: "conflate"` only (ignored otherwise): whether the message
+   * waiting for a subject stays when another arrives for it. Returning true
+   * keeps `waiting` and drops `incoming` (counted as dropped); returning false
+   * (or leaving `keep` out) replaces `waiting` with `incoming`, the newest
+   * message. For a cache that must not let a late message replace a newer
+   * one. @default {always replace}
+   */
+  keep?: (waiting: Msg, incoming: Msg) => boolean;
 }
 
 /** What an actor's hooks receive. */
@@ -199,7 +208,11 @@ function startActor<M>(
   const mailbox: Mailbox<Msg> | ConflatingMailbox<Msg> | null = !handle
     ? null
     : policy === "conflate"
-    ? new ConflatingMailbox<Msg>(capacity, (msg) => msg.subject)
+    ? new ConflatingMailbox<Msg>(
+      capacity,
+      (msg) => msg.subject,
+      definition.mailbox?.keep ? { keep: definition.mailbox.keep } : {},
+    )
     : new Mailbox<Msg>(capacity, { overflow: policy });
   const subscriptions: Subscription[] = [];
 

@@ -242,6 +242,43 @@ Deno.test("actor with a drop_oldest mailbox drops and counts messages it cannot 
   });
 });
 
+Deno.test("actor with a conflating mailbox and keep keeps the waiting message when keep says so", async () => {
+  await withNats(async (nats) => {
+    const prices = subject("prices");
+    const gate = Promise.withResolvers<void>();
+    const seen: number[] = [];
+    const decoder = new TextDecoder();
+    const value = (msg: { data: Uint8Array }) => Number(decoder.decode(msg.data));
+    const spec = actor<number>({
+      name: "prices",
+      subjects: [`${prices}.*`],
+      // The waiting message stays when the incoming one carries a smaller number (it is late).
+      mailbox: {
+        overflow: "conflate",
+        keep: (waiting, incoming) => value(waiting) > value(incoming),
+      },
+      handle: async (message) => {
+        if (message.data === 0) await gate.promise;
+        seen.push(message.data);
+      },
+    }, { nats });
+    const controller = new AbortController();
+    const running = spec.start(controller.signal);
+    await deadline(running.ready);
+    nats.publish(`${prices}.busy`, encodeJson(0));
+    await waitFor(() => running.stats().mailbox?.depth === 0);
+    // While the handler is busy: 5 waits, 3 arrives late (kept out), 7 replaces 5.
+    for (const n of [5, 3, 7]) nats.publish(`${prices}.a`, encodeJson(n));
+    await nats.flush();
+    await waitFor(() => running.stats().mailbox?.dropped === 2);
+    gate.resolve();
+    await waitFor(() => seen.length === 2);
+    assert.deepEqual(seen, [0, 7]);
+    controller.abort();
+    await deadline(running.done);
+  });
+});
+
 Deno.test("run actor: run resolving is a normal exit, rejecting an abnormal one", async () => {
   await withNats(async (nats) => {
     const stops: string[] = [];
