@@ -18,6 +18,7 @@ import type { Sql } from "postgres";
 import { type Config, redactConfig } from "./config/mod.ts";
 import type { ActorInfo, ChildSpec } from "./actors/types.ts";
 import { Supervisor } from "./actors/supervisor.ts";
+import { isConnected } from "./actors/actor.ts";
 import { migrationsActor, MigrationsState } from "./actors/migrations.ts";
 import { INSTANCE_LOCK_KEY_OFFSET, instanceLockActor } from "./actors/instance_lock.ts";
 import {
@@ -43,8 +44,39 @@ import { MarketStatus } from "./market/status.ts";
 import { LatestCache } from "./market/latest_cache.ts";
 import { marketDataRoutes } from "./api/market_data.ts";
 import { type Logger, nullLogger } from "./lib/log.ts";
+import { systemClock } from "./lib/clock.ts";
 import { sha256Hex } from "./lib/hash.ts";
 import { VERSION } from "./version.ts";
+
+/**
+ * Longest wait for the NATS connection's drain when the engine stops, in
+ * milliseconds (at most a quarter of `engine.shutdown_timeout_ms`): then it
+ * is closed.
+ */
+export const DEFAULT_NATS_DRAIN_MS = 2_000;
+
+/**
+ * Closes the engine's NATS connection: drains it (what was published is
+ * flushed, what was received is delivered) while it is connected, for at most
+ * `drainMs`, and closes it at once while it is down — a drain would wait for
+ * the server to come back.
+ */
+async function closeNats(nats: NatsConnection, drainMs: number, log: Logger): Promise<void> {
+  if (nats.isClosed()) return;
+  if (isConnected(nats)) {
+    const timer = new AbortController();
+    const drained = await Promise.race([
+      nats.drain().then(() => true, () => true),
+      systemClock.sleep(drainMs, timer.signal).then(() => false, () => false),
+    ]);
+    timer.abort();
+    if (drained) return;
+    log.warn("NATS drain timed out; closing the connection", { drain_ms: drainMs });
+  } else {
+    log.warn("NATS is down: its connection is closed without draining");
+  }
+  await nats.close().catch(() => {});
+}
 
 /**
  * The child that creates or updates the engine's JetStream streams, once:
@@ -137,7 +169,7 @@ export async function startEngine(
   });
   const closeConnections = async () => {
     await Promise.allSettled([
-      nats.isClosed() ? Promise.resolve() : nats.drain(),
+      closeNats(nats, Math.min(DEFAULT_NATS_DRAIN_MS, config.engine.shutdown_timeout_ms / 4), log),
       sql.end({ timeout: 5 }),
       clickhouse.close(),
     ]);

@@ -38,11 +38,19 @@ import {
 } from "./mailbox.ts";
 import type { ChildSpec, ChildStats, MailboxStats, RestartType, Running } from "./types.ts";
 import { assertPositiveInteger } from "../lib/assert.ts";
+import { DEFAULT_SHUTDOWN_MS } from "./supervisor.ts";
 
 /** Default mailbox capacity of an actor. */
 export const DEFAULT_MAILBOX_CAPACITY = 1024;
 /** Default timeout of {@linkcode ActorContext.request}, in milliseconds. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 5_000;
+/**
+ * Default longest wait for a subscription's drain, in milliseconds: the
+ * server's confirmation takes one round trip on a live connection. A stopping
+ * actor waits at most this or a quarter of its shutdown time, whichever is
+ * shorter (see {@linkcode drainSubscription}).
+ */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 1_000;
 
 /** A NATS message as an actor's handler sees it. */
 export interface Envelope<M = unknown> {
@@ -111,7 +119,10 @@ export interface ActorDefinition<M = unknown> {
   mailbox?: ActorMailboxOptions;
   /** Restart type. @default {"permanent"} */
   restart?: RestartType;
-  /** Time it has to stop (drain included). @default {5000} */
+  /**
+   * Time it has to stop (drain included: a drain waits at most a quarter of
+   * it, and at most {@linkcode DEFAULT_DRAIN_TIMEOUT_MS}). @default {5000}
+   */
   shutdownMs?: number;
   /** Runs before it subscribes; a rejection is a start failure. */
   start?(ctx: ActorContext): void | Promise<void>;
@@ -154,8 +165,9 @@ export interface ActorStats extends ChildStats {
 /**
  * Creates the child spec of an actor. On start it runs `start`, subscribes
  * and flushes (then it is ready). On stop (signal aborted) it drains its
- * subscriptions, handles the messages already received, runs `stop` and
- * exits normally; `shutdownMs` must cover that drain. A handler exception
+ * subscriptions (see {@linkcode drainSubscription}: while NATS is down it
+ * unsubscribes instead of waiting for the server), handles the messages
+ * already received, runs `stop` and exits normally. A handler exception
  * unsubscribes, discards the queued messages, runs `stop` and exits
  * abnormally with that exception. Under the `"block"` policy a full mailbox
  * holds messages back in the NATS client; use `"drop_oldest"` for feeds where
@@ -184,12 +196,19 @@ function startActor<M>(
   signal: AbortSignal,
 ): Running {
   const { nats } = deps;
+  // Known before any stop: whether a drain can be answered.
+  watchConnection(nats);
   const log = (deps.log ?? nullLogger).child({ actor: definition.name });
+  const clock = deps.clock ?? systemClock;
+  const drainTimeoutMs = Math.min(
+    DEFAULT_DRAIN_TIMEOUT_MS,
+    (definition.shutdownMs ?? DEFAULT_SHUTDOWN_MS) / 4,
+  );
   const ctx: ActorContext = {
     name: definition.name,
     signal,
     log,
-    clock: deps.clock ?? systemClock,
+    clock,
     nats,
     publish: (subject, data) => nats.publish(subject, encodeJson(data)),
     request: async <R>(subject: string, data: unknown, timeoutMs = DEFAULT_REQUEST_TIMEOUT_MS) => {
@@ -277,12 +296,11 @@ function startActor<M>(
       })
     );
     const drain = async () => {
-      await Promise.all(subscriptions.map((subscription) =>
-        subscription.drain().catch((error) => {
-          log.warn("subscription drain failed", { subject: subscription.getSubject(), error });
-          unsubscribeAll([subscription]);
-        })
-      ));
+      await Promise.all(
+        subscriptions.map((subscription) =>
+          drainSubscription(nats, subscription, { timeoutMs: drainTimeoutMs, clock, log })
+        ),
+      );
       await Promise.all(pumps);
     };
     const onAbort = () => void drain().finally(() => box.close());
@@ -357,4 +375,118 @@ function unsubscribeAll(subscriptions: readonly Subscription[]): void {
       // The connection is closed: nothing left to unsubscribe from.
     }
   }
+}
+
+/** Options for {@linkcode drainSubscription}. */
+export interface DrainSubscriptionOptions {
+  /** Longest wait for the server to confirm the drain. @default {DEFAULT_DRAIN_TIMEOUT_MS} */
+  timeoutMs?: number;
+  /** Clock of that wait. @default {systemClock} */
+  clock?: Clock;
+  /** Where a drain that failed or timed out is logged. @default {nullLogger} */
+  log?: Logger;
+}
+
+/**
+ * Ends `subscription` of `nats`, keeping what it has received. While the
+ * connection is up it drains (the server stops sending, and the messages on
+ * their way are still delivered), waiting at most `timeoutMs` for the server
+ * to confirm; while the connection is down (reconnecting), closed, or the
+ * drain takes longer or fails, it unsubscribes at once instead — a drain
+ * cannot finish until the server is back. Either way, messages the client has
+ * already received are still delivered to the subscription's iterator or
+ * callback. Resolves once the subscription is closed; never rejects.
+ *
+ * @example
+ * ```ts
+ * import { connect } from "@nats-io/transport-node";
+ * import { drainSubscription } from "./actor.ts";
+ *
+ * const nats = await connect({ servers: "127.0.0.1:4222" });
+ * const subscription = nats.subscribe("jobs");
+ * await drainSubscription(nats, subscription, { timeoutMs: 500 });
+ * await nats.close();
+ * ```
+ */
+export async function drainSubscription(
+  nats: NatsConnection,
+  subscription: Subscription,
+  options: DrainSubscriptionOptions = {},
+): Promise<void> {
+  const {
+    timeoutMs = DEFAULT_DRAIN_TIMEOUT_MS,
+    clock = systemClock,
+    log = nullLogger,
+  } = options;
+  if (subscription.isClosed()) return;
+  if (!isConnected(nats)) {
+    log.warn("NATS is down: unsubscribed without draining", {
+      subject: subscription.getSubject(),
+    });
+    unsubscribeAll([subscription]);
+    return;
+  }
+  const timer = new AbortController();
+  try {
+    const drained = await Promise.race([
+      subscription.drain().then(() => true),
+      clock.sleep(timeoutMs, timer.signal).then(() => false, () => false),
+    ]);
+    if (!drained) {
+      log.warn("subscription drain timed out: unsubscribed", {
+        subject: subscription.getSubject(),
+        timeoutMs,
+      });
+    }
+  } catch (error) {
+    log.warn("subscription drain failed", { subject: subscription.getSubject(), error });
+  } finally {
+    timer.abort();
+    unsubscribeAll([subscription]);
+  }
+}
+
+/** Whether each watched connection is connected, as its status events tell. */
+const connectionStates = new WeakMap<NatsConnection, { connected: boolean }>();
+
+/**
+ * Follows whether `nats` is connected from its status events, once per
+ * connection (taken as connected until it reports a disconnect).
+ */
+function watchConnection(nats: NatsConnection): { connected: boolean } {
+  let state = connectionStates.get(nats);
+  if (state) return state;
+  const watched = { connected: !nats.isClosed() };
+  connectionStates.set(nats, watched);
+  state = watched;
+  // A stand-in connection (tests) may have no status stream: then it counts as connected.
+  if (typeof nats.status !== "function") return state;
+  (async () => {
+    for await (const status of nats.status()) {
+      if (status.type === "disconnect" || status.type === "close") watched.connected = false;
+      else if (status.type === "reconnect") watched.connected = true;
+    }
+    watched.connected = false;
+  })().catch(() => {});
+  return state;
+}
+
+/**
+ * Whether `nats` is connected: not closed, and, if it is followed (every
+ * connection an actor runs on is), its last status event was not a
+ * disconnect. A connection no actor runs on is followed from this call on.
+ *
+ * @example
+ * ```ts
+ * import { connect } from "@nats-io/transport-node";
+ * import { isConnected } from "./actor.ts";
+ *
+ * const nats = await connect({ servers: "127.0.0.1:4222" });
+ * isConnected(nats); // true
+ * await nats.close();
+ * isConnected(nats); // false
+ * ```
+ */
+export function isConnected(nats: NatsConnection): boolean {
+  return !nats.isClosed() && watchConnection(nats).connected;
 }

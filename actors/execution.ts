@@ -93,7 +93,7 @@ import {
   strategyOfSubject,
 } from "../trading/signals_stream.ts";
 import { decodeSignalBody } from "../trading/signal.ts";
-import { actor } from "./actor.ts";
+import { actor, drainSubscription } from "./actor.ts";
 import type { ChildSpec } from "./types.ts";
 import { Wakeup } from "../lib/wakeup.ts";
 
@@ -203,9 +203,10 @@ export function executionActor(deps: ExecutionActorDeps): ExecutionChildSpec {
       }
     },
     run: (ctx) => consumeLoop(deps, consumer!, counters, ctx.log, ctx.clock, ctx.signal),
-    async stop() {
+    async stop(ctx) {
       if (killSwitch !== null) {
-        await killSwitch.drain().catch(() => killSwitch?.unsubscribe());
+        // Bounded, and skipped while NATS is down: a drain would wait for the server.
+        await drainSubscription(deps.nats, killSwitch, { clock: ctx.clock, log: ctx.log });
         killSwitch = null;
       }
       await deps.engine.stop();

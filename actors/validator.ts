@@ -49,7 +49,7 @@ import type { Exchange } from "../market/events.ts";
 import type { MarketStatus } from "../market/status.ts";
 import { type DeadLetter, dlqSubject, MD_ALL } from "../market/subjects.ts";
 import { isExchange, type Rejection, Validator } from "../market/validation.ts";
-import { actor } from "./actor.ts";
+import { actor, DEFAULT_DRAIN_TIMEOUT_MS, drainSubscription } from "./actor.ts";
 import type { ChildSpec } from "./types.ts";
 
 /** Queue group of the validator's subscription, shared by every engine. */
@@ -79,7 +79,8 @@ const decoder = new TextDecoder();
 
 /**
  * The validator as a supervised child (restart `permanent`). A restart starts
- * with empty per-symbol state. Stopping drains the subscription: messages
+ * with empty per-symbol state. Stopping drains the subscription (or, while
+ * NATS is down, unsubscribes: see {@linkcode drainSubscription}): messages
  * already received are validated and published before it exits.
  *
  * @example
@@ -206,12 +207,13 @@ export function validatorActor(deps: ValidatorActorDeps): ChildSpec {
         }
       };
 
-      const onAbort = () => {
-        sub.drain().catch((error) => {
-          log.warn("subscription drain failed", { error });
-          if (!sub.isClosed()) sub.unsubscribe();
+      // While NATS is down it unsubscribes instead: a drain would wait for the server.
+      const onAbort = () =>
+        void drainSubscription(nats, sub, {
+          timeoutMs: DEFAULT_DRAIN_TIMEOUT_MS,
+          clock: ctx.clock,
+          log,
         });
-      };
       ctx.signal.addEventListener("abort", onAbort, { once: true });
       if (ctx.signal.aborted) onAbort();
       let backlogWarned = false;
