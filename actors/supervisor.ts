@@ -26,7 +26,7 @@
  */
 
 import { backoffDelay } from "../lib/backoff.ts";
-import { type Clock, systemClock } from "../lib/clock.ts";
+import { type Clock, monotonicOf, systemClock } from "../lib/clock.ts";
 import { type Logger, nullLogger } from "../lib/log.ts";
 import type {
   ActorInfo,
@@ -85,7 +85,10 @@ export interface SupervisorOptions {
   periodMs?: number;
   /** Backoff between restarts. @default {DEFAULT_RESTART_BACKOFF} */
   backoff?: RestartBackoff;
-  /** Clock for backoff delays and shutdown timeouts. @default {systemClock} */
+  /**
+   * Clock for backoff delays, shutdown timeouts and the restart-intensity
+   * window (kept on its monotonic time: see {@linkcode monotonicOf}). @default {systemClock}
+   */
   clock?: Clock;
   /** Logger for restarts, failures and kills. @default {nullLogger} */
   log?: Logger;
@@ -134,7 +137,7 @@ interface Child {
   incarnation: number;
   running: Running | null;
   controller: AbortController | null;
-  /** When this child was restarted after its own exit, within the period. */
+  /** When (monotonic ms) this child was restarted after its own exit, within the period. */
   readonly restartTimes: number[];
 }
 
@@ -163,6 +166,8 @@ export class Supervisor implements Running, AsyncDisposable {
   readonly #periodMs: number;
   readonly #backoff: Required<RestartBackoff>;
   readonly #clock: Clock;
+  /** Monotonic time of the clock: restart times, which a wall clock set back must not keep. */
+  readonly #monotonic: () => number;
   readonly #log: Logger;
   readonly #random: () => number;
   readonly #children: readonly Child[];
@@ -183,6 +188,7 @@ export class Supervisor implements Running, AsyncDisposable {
     this.#periodMs = options.periodMs ?? DEFAULT_PERIOD_MS;
     this.#backoff = { ...DEFAULT_RESTART_BACKOFF, ...options.backoff };
     this.#clock = options.clock ?? systemClock;
+    this.#monotonic = monotonicOf(this.#clock);
     this.#log = (options.log ?? nullLogger).child({ supervisor: options.name });
     this.#random = options.random ?? Math.random;
     this.#children = children.map((spec, index) => ({
@@ -369,7 +375,8 @@ export class Supervisor implements Running, AsyncDisposable {
     child: Child,
     cause: unknown,
   ): Promise<{ child: Child; error: unknown } | undefined> {
-    const now = this.#clock.now();
+    // Monotonic: after the wall clock is set back, old restarts must still leave the window.
+    const now = this.#monotonic();
     const since = now - this.#periodMs;
     prune(this.#restartTimes, since);
     this.#restartTimes.push(now);

@@ -8,7 +8,7 @@ import {
   SupervisorStartError,
 } from "../actors/supervisor.ts";
 import type { ActorInfo, ChildSpec, RestartType } from "../actors/types.ts";
-import { RecordingClock } from "../lib/clock.ts";
+import { type Clock, RecordingClock } from "../lib/clock.ts";
 import { memoryLogger } from "../lib/log.ts";
 import { deadline, isSettled, waitFor } from "./_helpers.ts";
 
@@ -376,4 +376,88 @@ Deno.test("supervisor rejects invalid options and duplicate child names", () => 
   assert.throws(() => supervisor({ name: "s", periodMs: 0 }, []), RangeError);
   assert.throws(() => supervisor({ name: "a/b" }, []), TypeError);
   assert.throws(() => supervisor({ name: "s" }, [probe.worker("x"), probe.worker("x")]), TypeError);
+});
+
+/** A test clock whose wall time can be stepped while its monotonic time only runs forward. */
+class SteppedClock implements Clock {
+  wall = 1_700_000_000_000;
+  mono = 1_000_000;
+  now(): number {
+    return this.wall;
+  }
+  monotonic(): number {
+    return this.mono;
+  }
+  /** Time passes: both clocks move forward. */
+  pass(ms: number): void {
+    this.wall += ms;
+    this.mono += ms;
+  }
+  async sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) throw signal.reason;
+    this.pass(ms);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    if (signal?.aborted) throw signal.reason;
+  }
+}
+
+/** A child that crashes on demand and counts its starts. */
+function crashable() {
+  let starts = 0;
+  let crash: (() => void) | null = null;
+  const spec: ChildSpec = {
+    name: "worker",
+    start: (signal) => {
+      starts++;
+      const done = Promise.withResolvers<void>();
+      crash = () => done.reject(new Error("crashed"));
+      signal.addEventListener("abort", () => done.resolve(), { once: true });
+      return { ready: Promise.resolve(), done: done.promise, stats: () => ({ kind: "worker" }) };
+    },
+  };
+  return {
+    spec,
+    starts: () => starts,
+    crash: () => crash!(),
+  };
+}
+
+Deno.test("restart intensity counts restarts within period_ms even after the wall clock is set back", async () => {
+  const clock = new SteppedClock();
+  const child = crashable();
+  const sup = new Supervisor({
+    name: "root",
+    intensity: 2,
+    periodMs: 1_000,
+    clock,
+    backoff: { initialMs: 10, maxMs: 100, jitter: 0 },
+  }, [child.spec]);
+  let failure: unknown = null;
+  sup.done.catch((error) => failure = error);
+  try {
+    await deadline(sup.ready, 5_000, "start");
+    child.crash();
+    await waitFor(() => child.starts() === 2, 5_000, "first restart");
+    // NTP (or an operator) sets the wall clock back by an hour.
+    clock.wall -= 3_600_000;
+    // Three more crashes, each more than period_ms after the previous one: never more than one
+    // restart within any period, far below the intensity of 2.
+    for (let i = 0; i < 3; i++) {
+      clock.pass(5_000);
+      const before = child.starts();
+      child.crash();
+      await waitFor(() => child.starts() > before || failure !== null, 5_000, `restart ${i + 2}`);
+      assert.equal(
+        failure,
+        null,
+        `supervisor gave up after crash ${
+          i + 2
+        }, though each came ${5_000} ms after the previous ` +
+          `(period 1000 ms): restarts from before the clock step are still counted`,
+      );
+    }
+    assert.equal(child.starts(), 5);
+  } finally {
+    await deadline(sup.stop(), 5_000, "stop");
+  }
 });
