@@ -3,6 +3,14 @@
  * restarts them by its strategy and their restart types, spaces restarts with
  * backoff, and fails to its parent when restarts exceed its intensity.
  *
+ * A child that does not exit within its shutdown time after its signal
+ * aborted is abandoned: the supervisor goes on (stopping the next child, say)
+ * but, since a promise cannot be killed, the child may still be running — so
+ * it shows as `stopping` and is not started again until it has exited, and
+ * its supervisor has not finished (`done` unsettled) until then. Two
+ * incarnations of one child never run at once: not two execution engines on
+ * one durable consumer.
+ *
  * A supervisor is itself a {@linkcode ChildSpec} ({@linkcode supervisor}), so
  * trees nest; the root is started with {@linkcode startRoot}.
  *
@@ -137,6 +145,12 @@ interface Child {
   incarnation: number;
   running: Running | null;
   controller: AbortController | null;
+  /**
+   * Settles when the incarnation abandoned after its shutdown time has
+   * exited; null when none is left running. The child is not started again
+   * before.
+   */
+  abandoned: Promise<void> | null;
   /** When (monotonic ms) this child was restarted after its own exit, within the period. */
   readonly restartTimes: number[];
 }
@@ -159,7 +173,10 @@ export class Supervisor implements Running, AsyncDisposable {
   readonly name: string;
   /** Resolves once every child is ready; rejects with {@linkcode SupervisorStartError}. */
   readonly ready: Promise<void>;
-  /** Resolves after a shutdown; rejects when the supervisor failed. */
+  /**
+   * Resolves after a shutdown; rejects when the supervisor failed. Either
+   * way only once every child has exited, abandoned ones included.
+   */
   readonly done: Promise<void>;
   readonly #strategy: Strategy;
   readonly #intensity: number;
@@ -201,6 +218,7 @@ export class Supervisor implements Running, AsyncDisposable {
       incarnation: 0,
       running: null,
       controller: null,
+      abandoned: null,
       restartTimes: [],
     }));
     const onAbort = () => this.#abort.abort(signal?.reason);
@@ -269,6 +287,7 @@ export class Supervisor implements Running, AsyncDisposable {
       this.#status = "stopping";
       await this.#stopAll();
       failReady(error);
+      await this.#abandonedExits();
       if (signal.aborted) {
         this.#status = "stopped";
         return;
@@ -288,6 +307,7 @@ export class Supervisor implements Running, AsyncDisposable {
         this.#log.error("giving up", { error });
         this.#status = "stopping";
         await this.#stopAll();
+        await this.#abandonedExits();
         this.#status = "failed";
         this.#error = error instanceof Error ? error.message : String(error);
         throw error;
@@ -296,6 +316,7 @@ export class Supervisor implements Running, AsyncDisposable {
     this.#log.info("shutting down");
     this.#status = "stopping";
     await this.#stopAll();
+    await this.#abandonedExits();
     this.#status = "stopped";
   }
 
@@ -330,19 +351,48 @@ export class Supervisor implements Running, AsyncDisposable {
     }
   }
 
-  /** Aborts a live child and waits up to its shutdown time for it to exit. */
+  /**
+   * Aborts a live child and waits up to its shutdown time for it to exit.
+   * One that overruns it is abandoned: the supervisor moves on, but the child
+   * stays `stopping` (and is not started again) until it exits.
+   */
   async #terminate(child: Child): Promise<void> {
     if (child.status !== "running" && child.status !== "starting") return;
     child.status = "stopping";
     child.controller?.abort();
     const shutdownMs = child.spec.shutdownMs ?? DEFAULT_SHUTDOWN_MS;
-    if (child.running && !(await settlesWithin(child.running.done, shutdownMs, this.#clock))) {
-      this.#log.error("child killed: it did not stop within its shutdown time, abandoned", {
-        child: child.spec.name,
-        shutdownMs,
+    const running = child.running;
+    if (running && !(await settlesWithin(running.done, shutdownMs, this.#clock))) {
+      this.#log.error(
+        "child killed: it did not stop within its shutdown time, abandoned; " +
+          "it is not started again until it exits",
+        { child: child.spec.name, shutdownMs },
+      );
+      const incarnation = child.incarnation;
+      child.abandoned = running.done.then(() => {}, () => {}).then(() => {
+        child.abandoned = null;
+        if (child.incarnation === incarnation && child.status === "stopping") {
+          child.status = "stopped";
+        }
+        this.#log.warn("abandoned child exited", { child: child.spec.name });
       });
+      return;
     }
     child.status = "stopped";
+  }
+
+  /**
+   * Waits until every abandoned child has exited: until then this supervisor
+   * has not finished, so a parent does not start it (and them) again
+   * alongside.
+   */
+  async #abandonedExits(): Promise<void> {
+    const abandoned = this.#children.filter((child) => child.abandoned !== null);
+    if (abandoned.length === 0) return;
+    this.#log.error("waiting for abandoned children to exit before finishing", {
+      children: abandoned.map((child) => child.spec.name),
+    });
+    await Promise.all(abandoned.map((child) => child.abandoned));
   }
 
   async #stopAll(): Promise<void> {
@@ -397,21 +447,35 @@ export class Supervisor implements Running, AsyncDisposable {
     const group = this.#strategy === "one_for_one"
       ? [child]
       : this.#children.slice(this.#strategy === "one_for_all" ? 0 : child.index);
+    const members = group.filter((member) =>
+      member === child || (member.spec.restart ?? DEFAULT_RESTART) !== "temporary"
+    );
     for (const sibling of group.toReversed()) {
       if (sibling === child) continue;
       await this.#terminate(sibling);
-      if ((sibling.spec.restart ?? DEFAULT_RESTART) !== "temporary") sibling.status = "restarting";
+      // An abandoned one stays "stopping" until it exits.
+      if (members.includes(sibling) && sibling.abandoned === null) sibling.status = "restarting";
     }
     child.status = "restarting";
     this.#log.warn("restarting", {
       child: child.spec.name,
       strategy: this.#strategy,
-      children: group.filter((c) => c.status === "restarting").map((c) => c.spec.name),
+      children: members.map((c) => c.spec.name),
       delayMs,
     });
+    // Never two incarnations of one child at once (two execution engines on one consumer):
+    // the group starts again once every abandoned member has exited.
+    const abandoned = members.filter((member) => member.abandoned !== null);
+    if (abandoned.length > 0) {
+      this.#log.error("restart waits for abandoned children to exit", {
+        children: abandoned.map((member) => member.spec.name),
+      });
+      await abortable(Promise.all(abandoned.map((member) => member.abandoned)), this.#abort.signal);
+      for (const member of abandoned) member.status = "restarting";
+    }
     await this.#clock.sleep(delayMs, this.#abort.signal);
 
-    for (const member of group) {
+    for (const member of members) {
       if (member.status !== "restarting") continue;
       member.restarts++;
       const failure = await this.#start(member);

@@ -314,18 +314,26 @@ Deno.test("temporary child is never restarted", async () => {
   assert.equal(probe.starts("other"), 1);
 });
 
-Deno.test("supervisor abandons a child that overruns its shutdown time and still finishes", async () => {
+Deno.test("supervisor abandons a child that overruns its shutdown time, stops the others, and finishes once it exits", async () => {
   const probe = new Probe();
   const { log, lines } = memoryLogger();
   const root = await startRoot({ name: "root", log }, [
     probe.worker("a"),
     probe.worker("stuck", { hang: true, shutdownMs: 30 }),
   ]);
-  await deadline(root.stop(), 2_000);
+  const stopping = root.stop();
+  // The others are stopped after the stuck one's shutdown time, without waiting for it.
+  await waitFor(() => probe.events.includes("stop:a"), 2_000);
   assert.deepEqual(probe.events.slice(-2), ["stop:stuck", "stop:a"]);
   const killed = lines.find((line) => String(line.message).startsWith("child killed"));
   assert.equal(killed?.child, "stuck");
   assert.equal(killed?.supervisor, "root");
+  // It still runs: the supervisor has not finished (a parent would otherwise start it again).
+  assert.equal(await isSettled(stopping), false);
+  assert.equal(row(root, "root/stuck").status, "stopping");
+  probe.exit("stuck");
+  await deadline(stopping, 2_000);
+  assert.equal(row(root, "root/stuck").status, "stopped");
 });
 
 Deno.test("supervisor start fails when a child fails to start, stopping the started ones in reverse", async () => {
@@ -460,4 +468,98 @@ Deno.test("restart intensity counts restarts within period_ms even after the wal
   } finally {
     await deadline(sup.stop(), 5_000, "stop");
   }
+});
+
+Deno.test("a child abandoned after its shutdown time is not started again while its previous incarnation still runs", async () => {
+  let live = 0;
+  let maxLive = 0;
+  let starts = 0;
+  const releases: (() => void)[] = [];
+  let crashFirst: (() => void) | null = null;
+  // `first` crashes; under rest_for_one `second` is stopped and started again with it. `second`
+  // takes longer than its shutdown time to stop (a database call that does not see the abort).
+  const first: ChildSpec = {
+    name: "first",
+    start: (signal) => {
+      const done = Promise.withResolvers<void>();
+      crashFirst = () => done.reject(new Error("first crashed"));
+      signal.addEventListener("abort", () => done.resolve(), { once: true });
+      return { ready: Promise.resolve(), done: done.promise, stats: () => ({ kind: "worker" }) };
+    },
+  };
+  const second: ChildSpec = {
+    name: "second",
+    shutdownMs: 50,
+    start: (signal) => {
+      starts++;
+      live++;
+      maxLive = Math.max(maxLive, live);
+      const done = Promise.withResolvers<void>();
+      const exit = () => {
+        live--;
+        done.resolve();
+      };
+      // Only exits when released by the test (it ignores its abort for a while).
+      signal.addEventListener("abort", () => releases.push(exit), { once: true });
+      return { ready: Promise.resolve(), done: done.promise, stats: () => ({ kind: "worker" }) };
+    },
+  };
+  const sup = new Supervisor({
+    name: "root",
+    strategy: "rest_for_one",
+    intensity: 5,
+    backoff: { initialMs: 10, maxMs: 100, jitter: 0 },
+  }, [first, second]);
+  try {
+    await deadline(sup.ready, 5_000, "start");
+    crashFirst!();
+    // The old `second` is abandoned after 50 ms; give the supervisor time to do what it does.
+    const startedAgain = await waitFor(() => starts >= 2, 1_000).then(() => true, () => false);
+    assert.equal(
+      maxLive,
+      1,
+      `two incarnations of "second" ran at once (started again: ${startedAgain}); ` +
+        `the previous one had not exited yet`,
+    );
+  } finally {
+    let stopped = false;
+    const stopping = sup.stop().finally(() => stopped = true);
+    // Whatever is started meanwhile is released too.
+    const until = Date.now() + 5_000;
+    while (!stopped && Date.now() < until) {
+      while (releases.length > 0) releases.shift()!();
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await deadline(stopping, 5_000, "stop");
+  }
+});
+
+Deno.test("a nested supervisor with an abandoned child is not started again until that child exits", async () => {
+  const probe = new Probe();
+  const { log, lines } = memoryLogger();
+  const root = await startRoot(
+    { ...options({ intensity: 5, strategy: "rest_for_one" }), log },
+    [
+      probe.worker("trigger"),
+      supervisor({ name: "trading", log }, [
+        probe.worker("execution", { hang: true, shutdownMs: 30 }),
+      ]),
+    ],
+  );
+  probe.crash("trigger");
+  // The old `execution` is abandoned; `trading` waits for it, and the root for `trading`.
+  await waitFor(() =>
+    lines.some((line) =>
+      line.supervisor === "trading" && String(line.message).startsWith("waiting for abandoned")
+    )
+  );
+  assert.equal(probe.starts("execution"), 1);
+  assert.equal(row(root, "root/trading/execution").status, "stopping");
+  probe.exit("execution");
+  await waitFor(() => probe.starts("execution") === 2);
+  assert.equal(row(root, "root/trading/execution").status, "running");
+  const stopping = root.stop();
+  await waitFor(() => probe.events.filter((e) => e === "stop:execution").length === 2);
+  probe.exit("execution");
+  await deadline(stopping);
 });
