@@ -302,7 +302,9 @@ export async function startEngine(
 
   let stopRequested = false;
   const closed = root.closed().then(async (failure) => {
-    const code = failure && !stopRequested ? 1 : 0;
+    // A stop on request resolves the root's `done` without an error, so a failure is the root's
+    // own — also when a stop was requested while the failed root was stopping its children.
+    const code = failure ? 1 : 0;
     if (code !== 0) log.error("root supervisor failed; engine stopping", { error: failure });
     publishEvent(nats, "stopped", { instance_id: instanceId, exit_code: code }, log);
     await recordStop(sql, runId, code, log);
