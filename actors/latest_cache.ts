@@ -3,9 +3,10 @@
  * accepted events (`clean.md.>`, JSON arrays).
  *
  * Only the newest values matter, so its mailbox conflates: per subject only
- * the newest message waits, and a burst of trades on one symbol costs one
- * decode, not one per message (the replaced messages show as
- * `mailbox.dropped` in the supervision tree). It follows only the kinds the
+ * the message with the newest exchange time waits (a message arriving late,
+ * with older events, does not replace a newer one), and a burst of trades on
+ * one symbol costs one decode, not one per message (the replaced messages
+ * show as `mailbox.dropped` in the supervision tree). It follows only the kinds the
  * cache holds (trades, tops, quotes, bars): book messages, the largest, are
  * never delivered to it. A message that is not an array is counted in the
  * cache's `malformed` and skipped, never thrown.
@@ -51,49 +52,82 @@ export interface LatestCacheActorOptions {
 
 const decoder = new TextDecoder();
 
-/**
- * Decodes only what the cache keeps of a message: its newest event, which is
- * its first or its last element — venues list a frame's trades oldest first
- * (Binance, Kraken, Alpaca) or newest first (Coinbase) — so both are
- * parsed and the one with the later exchange time (`ts_exchange`; the last on
- * a tie) is returned.
- * The last element starts after the array's last `},{` and the first ends at
- * its first `},{` (one element: the whole array); each is parsed alone
- * instead of the whole array. A `},{` inside a string or a nested object
- * gives a text that is not one complete object (a string's closing quote, or
- * a nested object's closing brackets, is left over), so such a cut fails to
- * parse and the whole message is decoded instead; so is anything that is not
- * an array of objects, which the cache then counts.
- *
- * @example
- * ```ts
- * newestEvents(new TextEncoder().encode('[{"kind":"trade","n":1},{"kind":"trade","n":2}]'));
- * // [{ kind: "trade", n: 2 }] (no ts_exchange either way: the last)
- * ```
- */
+const TS_KEY = '"ts_exchange":';
+
 function isObject(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === "object" && !Array.isArray(value);
 }
 
+/**
+ * Where the newest event of a JSON array of events is: the position of its
+ * `"ts_exchange":` key and its time (the last one on a tie), or `at` -1 when
+ * no event has one. A scan of the text, without decoding it.
+ */
+function newestTs(text: string): { at: number; ts: number } {
+  let best = { at: -1, ts: Number.NEGATIVE_INFINITY };
+  for (let at = text.indexOf(TS_KEY); at >= 0; at = text.indexOf(TS_KEY, at + TS_KEY.length)) {
+    let i = at + TS_KEY.length;
+    let ts = 0;
+    for (let c = text.charCodeAt(i); c >= 48 && c <= 57; c = text.charCodeAt(++i)) {
+      ts = ts * 10 + (c - 48);
+    }
+    if (i > at + TS_KEY.length && ts >= best.ts) best = { at, ts };
+  }
+  return best;
+}
+
+/**
+ * Decodes only what the cache keeps of a message: its newest event by
+ * exchange time (`ts_exchange`; the last on a tie, the last element when
+ * none has one) — wherever it is: venues list a frame's trades oldest first
+ * (Binance, Kraken, Alpaca) or newest first (Coinbase), and one message may
+ * carry several frames. The times are found by scanning the text; the
+ * newest element is cut out at the `},{` around it and parsed alone. A `},{`
+ * inside a string or a nested object gives a text that is not one complete
+ * object, so such a cut fails to parse and the whole message is decoded
+ * instead (the cache then keeps the newest itself); so is anything that is
+ * not an array of objects, which the cache then counts.
+ *
+ * @example
+ * ```ts
+ * newestEvents(new TextEncoder().encode(
+ *   '[{"kind":"trade","ts_exchange":3},{"kind":"trade","ts_exchange":9},{"kind":"trade","ts_exchange":5}]',
+ * ));
+ * // [{ kind: "trade", ts_exchange: 9 }]
+ * ```
+ */
 export function newestEvents(data: Uint8Array): unknown {
   const text = decoder.decode(data);
   const end = text.length - 1;
   if (text.charCodeAt(0) === 0x5b && text.charCodeAt(end) === 0x5d && end > 1) {
-    const lastCut = text.lastIndexOf("},{");
+    const { at } = newestTs(text);
+    const from = at < 0 ? text.lastIndexOf("},{") : text.lastIndexOf("},{", at);
+    const to = at < 0 ? -1 : text.indexOf("},{", at);
     try {
-      const last = JSON.parse(text.slice(lastCut < 0 ? 1 : lastCut + 2, end));
-      if (isObject(last)) {
-        if (lastCut < 0) return [last];
-        const first = JSON.parse(text.slice(1, text.indexOf("},{") + 1));
-        if (isObject(first)) {
-          return [(first.ts_exchange as number) > (last.ts_exchange as number) ? first : last];
-        }
-      }
+      const newest = JSON.parse(text.slice(from < 0 ? 1 : from + 2, to < 0 ? end : to + 1));
+      if (isObject(newest)) return [newest];
     } catch {
       // Not one complete object: decode the whole message below.
     }
   }
   return JSON.parse(text);
+}
+
+/** The newest exchange time in each message seen, so each is scanned once. */
+const newestTsOf = new WeakMap<Uint8Array, number>();
+
+/**
+ * Whether the waiting message stays in the conflating mailbox instead of the
+ * incoming one of its subject: it holds a later exchange time (the incoming
+ * one arrived late). Replaced otherwise, also on a tie.
+ */
+export function keepNewer(waiting: { data: Uint8Array }, incoming: { data: Uint8Array }): boolean {
+  const ts = (data: Uint8Array) => {
+    let value = newestTsOf.get(data);
+    if (value === undefined) newestTsOf.set(data, value = newestTs(decoder.decode(data)).ts);
+    return value;
+  };
+  return ts(waiting.data) > ts(incoming.data);
 }
 
 /**
@@ -119,6 +153,7 @@ export function latestCacheActor(
     mailbox: {
       capacity: options.capacity ?? DEFAULT_LATEST_CACHE_MAILBOX,
       overflow: "conflate",
+      keep: keepNewer,
     },
     decode: newestEvents,
     handle(message, ctx) {

@@ -391,7 +391,7 @@ Deno.test("the latest-cache actor ends on the newest values even when its mailbo
   }
 });
 
-Deno.test("newestEvents parses only the newer of an array's first and last events, and all of anything else", () => {
+Deno.test("newestEvents parses only the array's newest event, wherever it is, and all of anything else", () => {
   const encode = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
   const first = trade("binance", "BTC-USDT", "1", "42000.1", T0_MS);
   const last = trade("binance", "BTC-USDT", "2", "42000.2", T0_MS + 1);
@@ -400,12 +400,22 @@ Deno.test("newestEvents parses only the newer of an array's first and last event
   const middle = trade("coinbase", "BTC-USD", "3", "42000.3", T0_MS);
   assert.deepEqual(newestEvents(encode([last, middle, first])), [last]);
   assert.deepEqual(newestEvents(encode([first])), [first]);
+  // Two Coinbase frames in one message, each newest first: the newest is in the middle.
+  const t = (id: string, ms: number) => trade("coinbase", "BTC-USD", id, `6500${id}`, T0_MS + ms);
+  const frames = [t("3", 3), t("2", 2), t("1", 1), t("6", 6), t("5", 5), t("4", 4)];
+  assert.deepEqual(newestEvents(encode(frames)), [t("6", 6)]);
+  // A tie goes to the later element; no exchange time at all, to the last element.
+  assert.deepEqual(newestEvents(encode([t("7", 6), t("6", 6), t("1", 1)])), [t("6", 6)]);
+  assert.deepEqual(newestEvents(encode([{ kind: "x", n: 1 }, { kind: "x", n: 2 }])), [{
+    kind: "x",
+    n: 2,
+  }]);
   // A "},{" inside a string or a nested object is no cut: the whole message is decoded.
   const tricky = { ...last, trade_id: '2},{"kind":"x"}' };
   assert.deepEqual(newestEvents(encode([first, tricky])), [first, tricky]);
   const nested = { ...last, venue: [{ a: 1 }, { b: 2 }] };
   assert.deepEqual(newestEvents(encode([first, nested])), [first, nested]);
-  assert.deepEqual(newestEvents(encode([nested, last])), [nested, last]);
+  assert.deepEqual(newestEvents(encode([nested, last])), [last]); // cut between the two: fine
   assert.deepEqual(newestEvents(encode([first, "text"])), [first, "text"]);
   assert.deepEqual(newestEvents(encode({ not: "an array" })), { not: "an array" });
   assert.deepEqual(newestEvents(encode([1, 2])), [1, 2]);
