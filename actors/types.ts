@@ -91,7 +91,8 @@ export interface ChildSpec {
   readonly restart?: RestartType;
   /**
    * Milliseconds the child has to exit after its signal aborts before the
-   * supervisor gives up on it ("kills" it) and moves on.
+   * supervisor gives up on it ("kills" it) and moves on; it is not started
+   * again until it has exited.
    * @default {5000}
    */
   readonly shutdownMs?: number;
