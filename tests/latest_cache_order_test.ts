@@ -35,6 +35,7 @@ export interface ReplayPipeline extends AsyncDisposable {
   status: MarketStatus;
   clickhouse: ClickHouseClient;
   database: string;
+  // deno-lint-ignore no-explicit-any -- the API's JSON, read loosely
   get(path: string): Promise<{ status: number; body: any }>;
 }
 

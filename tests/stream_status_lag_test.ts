@@ -34,6 +34,7 @@ export interface ReplayPipeline extends AsyncDisposable {
   status: MarketStatus;
   clickhouse: ClickHouseClient;
   database: string;
+  // deno-lint-ignore no-explicit-any -- the API's JSON, read loosely
   get(path: string): Promise<{ status: number; body: any }>;
 }
 
@@ -205,6 +206,7 @@ Deno.test("stream_status: an Alpaca feed delivering on time does not report hour
   });
   await waitFor(() => p.status.validator.accepted >= 3, 15_000, "3 events accepted");
   const st = (await p.get("/stream_status")).body;
+  // deno-lint-ignore no-explicit-any -- the API's JSON, read loosely
   const alpaca = st.feeds.find((f: any) => f.exchange === "alpaca");
   assert.equal(alpaca.events, 3);
   assert.ok(
