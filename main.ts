@@ -72,13 +72,24 @@ async function main(): Promise<number> {
     failed = true;
     stop("uncaught error while starting");
   };
+  const { isPeerGoneError } = await import("./lib/socket_errors.ts");
+  const onUnhandled = (error: unknown) => {
+    if (isPeerGoneError(error)) {
+      // A write to a connection whose peer had just gone: its client handles the loss.
+      log.warn("a write found its connection closed by the peer; its client reconnects", {
+        error,
+      });
+      return;
+    }
+    onUncaught(error);
+  };
   globalThis.addEventListener("error", (event) => {
     event.preventDefault();
-    onUncaught(event.error);
+    onUnhandled(event.error);
   });
   globalThis.addEventListener("unhandledrejection", (event) => {
     event.preventDefault();
-    onUncaught(event.reason);
+    onUnhandled(event.reason);
   });
   if (received !== undefined) onSignal(received);
 

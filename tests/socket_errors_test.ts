@@ -1,0 +1,33 @@
+/**
+ * `isPeerGoneError`, by which `main.ts` tells a write that found its
+ * connection closed by the peer (which the connection's client handles)
+ * from an uncaught error that stops the engine — checked against the error
+ * Deno's `node:net` really gives such a write.
+ */
+
+import assert from "node:assert/strict";
+import net from "node:net";
+import { isPeerGoneError } from "../lib/socket_errors.ts";
+
+Deno.test("a write after the peer ended the connection is a peer-gone error; other errors are not", async () => {
+  const server = net.createServer((socket) => socket.end());
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as net.AddressInfo;
+  const socket = new net.Socket();
+  socket.on("error", () => {});
+  try {
+    const refused = await new Promise<Error | null | undefined>((resolve) => {
+      socket.on("end", () => setImmediate(() => socket.write(Buffer.from("x"), resolve)));
+      socket.connect(port, "127.0.0.1");
+    });
+    assert.ok(refused instanceof Error, "the write is refused");
+    assert.equal(isPeerGoneError(refused), true, `${refused}`);
+  } finally {
+    socket.destroy();
+    await new Promise((resolve) => server.close(resolve));
+  }
+  assert.equal(isPeerGoneError(Object.assign(new Error("write EPIPE"), { code: "EPIPE" })), true);
+  for (const other of [new TypeError("x is undefined"), new Error("ECONNREFUSED"), "EPIPE", null]) {
+    assert.equal(isPeerGoneError(other), false, String(other));
+  }
+});
