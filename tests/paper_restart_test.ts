@@ -1,6 +1,7 @@
 /**
  * Paper orders across a restart of the execution engine: a day order whose
- * session ended meanwhile expires instead of resting again, and a fill the
+ * session ended meanwhile expires instead of resting again, one lost while
+ * the kill switch is on is cancelled instead of submitted again, and a fill the
  * paper broker made while the engine was away is recorded with its own
  * commission.
  */
@@ -122,6 +123,88 @@ Deno.test("a paper day order resting across a restart after its session closed i
       { status: "expired", fills: 0, resting_at_broker: 0 },
       "yesterday's day order must not live on (nor fill) after its session closed",
     );
+  } finally {
+    await second.engine.stop();
+    await second.broker[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("a paper order lost with the broker while the kill switch is on is cancelled at the next start, not submitted again", async () => {
+  await using db = await migratedDatabase();
+  const base = await loadConfig({ args: [], env: {} });
+  const config = { risk: noRiskLimits(base), execution: base.execution };
+  const clock = clockAt(new Date().toISOString());
+  const cache = new LatestCache({ clock });
+  quote(cache, clock, "50000", "50001");
+  const state = new PortfolioState({ starting_cash: "100000", clock });
+  await state.load(db.sql);
+  const make = () => {
+    const broker = paperBroker({
+      cache,
+      options: base.brokers.paper,
+      max_price_age_ms: base.execution.max_price_age_ms,
+      clock,
+    });
+    const engine = new ExecutionEngine({
+      sql: db.sql,
+      brokers: new Map([["paper", broker]]),
+      cache,
+      state,
+      config,
+      publish: () => {},
+      publishFill: () => Promise.resolve(),
+      clock,
+      log: nullLogger,
+    });
+    return { broker, engine };
+  };
+  const first = make();
+  await first.engine.start();
+  const [outcome] = await first.engine.processSignals([{
+    body: {
+      id: "gtc-ks",
+      symbol: "BTC-USDT",
+      side: "buy",
+      qty: "1",
+      type: "limit",
+      limit_price: "49000",
+      time_in_force: "gtc",
+    },
+    strategy: "grid",
+    source: "rest",
+  }]);
+  const id = outcome!.status === "accepted" ? outcome!.order.id : "";
+  await waitFor(
+    async () => (await getOrder(db.sql, id)).status === "submitted",
+    5_000,
+    "submitted",
+  );
+  // The kill switch goes on (its cancel's event never stored: a SIGKILL), and the paper broker,
+  // which keeps its orders in memory, goes down with the engine.
+  await first.engine.setKillSwitch({ active: true, reason: "stop trading" });
+  await first.engine.stop();
+  await first.broker[Symbol.asyncDispose]();
+
+  const second = make();
+  try {
+    await second.broker.start(new AbortController().signal);
+    await second.engine.start();
+    await second.engine.reconcile();
+    await second.engine.settled();
+    quote(cache, clock, "48000", "48001"); // through the limit
+    second.broker.onPrice("binance", "BTC-USDT");
+    await second.broker.settled();
+    await second.engine.settled();
+    const order = await getOrder(db.sql, id);
+    assert.deepEqual(
+      {
+        status: order.status,
+        fills: (await listFills(db.sql, { order_id: id, limit: 10 })).items.length,
+        resting_at_broker: (await second.broker.openOrders()).length,
+      },
+      { status: "cancelled", fills: 0, resting_at_broker: 0 },
+    );
+    assert.match(order.status_reason ?? "", /kill switch is on/);
   } finally {
     await second.engine.stop();
     await second.broker[Symbol.asyncDispose]();

@@ -2955,8 +2955,9 @@ export class ExecutionEngine {
     try {
       state = await this.#limiter(row.broker).run(() => broker.getOrder(row.client_order_id));
     } catch (error) {
-      if (row.status === "pending") {
-        // Unknown whether it reached the broker: submitting by client order id is safe.
+      if (row.status === "pending" && !this.#kill.active) {
+        // Unknown whether it reached the broker: submitting by client order id is safe (not while
+        // the kill switch is on: its lookup is retried instead).
         tracked.maybeAtBroker = true;
         this.#startSubmit(tracked, false);
         return { kind: "submitted" };
@@ -2965,9 +2966,16 @@ export class ExecutionEngine {
     }
     if (state === null) {
       const now = this.#clock.now();
-      if (row.time_in_force === "day" && now >= dayOrderEnd(row)) {
-        // Its session is over: submitting it now would make a day order of another session.
-        const reason = "day order's session ended while the broker did not have it";
+      // Submitting it again would place an order: not once its day is over (it would be a day
+      // order of another session), nor while the kill switch is on (it may have cancelled it:
+      // the paper broker forgets its orders, and a cancel's event may not have been stored).
+      const expired = row.time_in_force === "day" && now >= dayOrderEnd(row);
+      const reason = expired
+        ? "day order's session ended while the broker did not have it"
+        : this.#kill.active
+        ? "the kill switch is on and the broker did not have it: not submitted again"
+        : null;
+      if (reason !== null) {
         if (row.status === "pending") {
           this.#enqueue({ kind: "local_cancel", coid: row.client_order_id, reason });
         } else {
@@ -2975,7 +2983,7 @@ export class ExecutionEngine {
             kind: "event",
             broker: row.broker,
             event: {
-              type: "expired",
+              type: expired ? "expired" : "cancelled",
               client_order_id: row.client_order_id,
               broker_order_id: row.broker_order_id,
               reason,
