@@ -335,7 +335,8 @@ async function consumeLoop(
         for (const msg of batch) msg.working();
       }, keepAliveMs);
       const handed = items.length > 0
-        ? deps.engine.enqueueSignals(items)
+        // Held also at its turn to be decided: it may wait behind commits into an outage.
+        ? deps.engine.enqueueSignals(items, { gate: held.hold })
         : { decided: Promise.resolve(), outcomes: Promise.resolve([]) };
       const settled: Promise<void> = handed.outcomes.then(() => {
         counters.batches++;

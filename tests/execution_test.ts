@@ -757,6 +757,29 @@ Deno.test("a batch decided while the one before commits counts its orders as ope
   assert.equal((await h.orders()).length, 2);
 });
 
+Deno.test("a gated batch is decided only once its gate opens, while batches behind it go on", async () => {
+  await using h = await harness();
+  // ETH-USDT has no price yet (as after a NATS outage): decided now, a market buy would be refused.
+  let open!: () => void;
+  let gate: Promise<void> | null = new Promise<void>((resolve) => open = resolve);
+  const held = h.engine.enqueueSignals([marketBuy("g-1", "ETH-USDT", "grid", "nats")], {
+    gate: () => gate,
+  });
+  let heldDecided = false;
+  void held.decided.then(() => heldDecided = true);
+  // A batch behind it (a REST signal) is not held up by it.
+  const [rest] = await h.engine.processSignals([marketBuy("r-1")]);
+  assert.equal(rest?.status, "accepted");
+  assert.equal(heldDecided, false);
+  assert.equal((await h.orders()).length, 1);
+  // Market data is back: the gate opens, and the batch is decided on the fresh price.
+  quote(h.cache, "ETH-USDT", "3000", "3001");
+  gate = null;
+  open();
+  const [decided] = await held.outcomes;
+  assert.equal(decided?.status, "accepted", JSON.stringify(decided));
+});
+
 Deno.test("orders in other symbols count in gross exposure: same batch, or open at the broker", async () => {
   // Limit 1000 at prices of 100: 6 of one symbol (600) and 6 of another (600) exceed it together.
   await using h = await harness({

@@ -309,6 +309,19 @@ export type SignalOutcome =
     signal: SignalRow;
   };
 
+/** Options of {@linkcode ExecutionEngine.enqueueSignals}. */
+export interface EnqueueSignalsOptions {
+  /**
+   * Asked when the batch's turn to be decided comes: a promise defers it
+   * until it resolves (the batches behind it go on meanwhile), then it is
+   * asked again; null decides it now. The execution actor holds NATS
+   * signals with it while market data is not back after a NATS outage, so
+   * they are not refused as `no_market_price` on prices from before it.
+   * @default {decide at once}
+   */
+  gate?: () => Promise<void> | null;
+}
+
 /** A batch of signals handed to {@linkcode ExecutionEngine.enqueueSignals}. */
 export interface SignalBatch {
   /** Resolves once the batch is decided and its commit has started: hand in the next one then. */
@@ -1146,16 +1159,28 @@ export class ExecutionEngine {
    * await batch.decided; // then hand in the next batch
    * ```
    */
-  enqueueSignals(items: readonly SignalInput[]): SignalBatch {
+  enqueueSignals(
+    items: readonly SignalInput[],
+    options: EnqueueSignalsOptions = {},
+  ): SignalBatch {
     if (!this.#running) {
       const refused = Promise.reject(new ExecutionNotReadyError());
       refused.catch(() => {});
       return { decided: refused, outcomes: refused };
     }
     let commit: Promise<SignalOutcome[]> | null = null;
-    const decided = this.#exclusive(async () => {
-      ({ commit } = await this.#startBatch(items));
-    });
+    const decided = (async () => {
+      for (;;) {
+        let gate: Promise<void> | null = null;
+        await this.#exclusive(async () => {
+          ({ commit, gate } = await this.#startBatch(items, options.gate));
+        });
+        if (gate === null) return;
+        // Deferred without holding up the batches behind it (REST signals decide meanwhile).
+        await gate;
+        if (!this.#running) throw new ExecutionNotReadyError("The execution engine stopped");
+      }
+    })();
     decided.catch(() => {});
     const outcomes = decided.then(() => commit!);
     return { decided, outcomes };
@@ -1180,12 +1205,18 @@ export class ExecutionEngine {
    */
   async #startBatch(
     items: readonly SignalInput[],
-  ): Promise<{ commit: Promise<SignalOutcome[]> }> {
-    if (items.length === 0) return { commit: Promise.resolve([]) };
+    gateOf?: () => Promise<void> | null,
+  ): Promise<
+    { commit: Promise<SignalOutcome[]>; gate: null } | { commit: null; gate: Promise<void> }
+  > {
+    if (items.length === 0) return { commit: Promise.resolve([]), gate: null };
     if (this.#killFollow !== null) await this.#killSwitchKnown(this.#killFollow);
     while (this.#committing.size >= this.#batchesInFlight) {
       await Promise.race([...this.#committing]);
     }
+    // Asked just before deciding: a batch handed in before an outage may have waited until now.
+    const gate = gateOf?.() ?? null;
+    if (gate !== null) return { commit: null, gate };
     const prepared = items.map((item) => this.#prepare(item));
     await this.#refreshMarketClocks(prepared);
     const checkStored = items.length > 1 && items.some((item) => item.redelivered === true);
@@ -1257,7 +1288,7 @@ export class ExecutionEngine {
     this.#committing.add(settled);
     void settled.finally(() => this.#committing.delete(settled));
     if (locked) await settled;
-    return { commit };
+    return { commit, gate: null };
   }
 
   /** Counts the new orders of a decided batch as open while it commits; returns what it counted. */
