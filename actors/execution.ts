@@ -322,8 +322,12 @@ async function consumeLoop(
         await Promise.race([hold, wake.wait()]);
         continue;
       }
-      let take = alone.has(buffer[0]!.seq) ? 1 : 0;
-      while (take < batchMax && take < buffer.length && !alone.has(buffer[take]!.seq)) take++;
+      // A message marked alone goes alone; the others in batches of up to batch_max that stop
+      // before the next one marked alone.
+      let take = 1;
+      if (!alone.has(buffer[0]!.seq)) {
+        while (take < batchMax && take < buffer.length && !alone.has(buffer[take]!.seq)) take++;
+      }
       const batch = buffer.splice(0, take);
       const items: SignalInput[] = [];
       for (const msg of batch) {

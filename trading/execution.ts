@@ -1176,13 +1176,22 @@ export class ExecutionEngine {
           ({ commit, gate } = await this.#startBatch(items, options.gate));
         });
         if (gate === null) return;
-        // Deferred without holding up the batches behind it (REST signals decide meanwhile).
-        await gate;
+        // Deferred without holding up the batches behind it (REST signals decide meanwhile),
+        // until the gate opens or the engine stops.
+        const stopping = this.#stopping.signal;
+        await Promise.race([
+          gate,
+          new Promise<void>((resolve) => {
+            if (stopping.aborted) resolve();
+            else stopping.addEventListener("abort", () => resolve(), { once: true });
+          }),
+        ]);
         if (!this.#running) throw new ExecutionNotReadyError("The execution engine stopped");
       }
     })();
     decided.catch(() => {});
     const outcomes = decided.then(() => commit!);
+    outcomes.catch(() => {}); // the caller's to observe; never an unhandled rejection
     return { decided, outcomes };
   }
 
@@ -3007,6 +3016,12 @@ export class ExecutionEngine {
         ? "the kill switch is on and the broker did not have it: not submitted again"
         : null;
       if (reason !== null) {
+        if (tracked.submitting) {
+          // Its submit is on its way: the submit loop cancels it (locally, or at the broker once
+          // it has it), as a cancel request during a submit does.
+          tracked.cancelRequested = true;
+          return { kind: "updated" };
+        }
         if (row.status === "pending") {
           this.#enqueue({ kind: "local_cancel", coid: row.client_order_id, reason });
         } else {
