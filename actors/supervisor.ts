@@ -57,6 +57,13 @@ export const DEFAULT_RESTART: RestartType = "permanent";
 /** Default time a child has to stop after its signal aborts, in milliseconds. */
 export const DEFAULT_SHUTDOWN_MS = 5_000;
 /**
+ * How long, at most, a restart of an abandoned child (or a supervisor that
+ * fails) waits for the abandoned copy to exit, in ms: long enough for a slow
+ * stop, bounded so that a copy that never exits cannot stop supervision (or
+ * the report of a failure to the parent) for good.
+ */
+export const DEFAULT_ABANDONED_WAIT_MS = 30_000;
+/**
  * Default shutdown time of a supervisor as a child: unlimited, as in OTP,
  * since each of its own children is bounded by its own shutdown time.
  */
@@ -98,6 +105,11 @@ export interface SupervisorOptions {
    * window (kept on its monotonic time: see {@linkcode monotonicOf}). @default {systemClock}
    */
   clock?: Clock;
+  /**
+   * How long a restart of an abandoned child, or a failing supervisor, waits
+   * for the abandoned copy to exit. @default {DEFAULT_ABANDONED_WAIT_MS}
+   */
+  abandonedWaitMs?: number;
   /** Logger for restarts, failures and kills. @default {nullLogger} */
   log?: Logger;
   /** Uniform [0, 1) source for backoff jitter. @default {Math.random} */
@@ -183,6 +195,7 @@ export class Supervisor implements Running, AsyncDisposable {
   readonly #periodMs: number;
   readonly #backoff: Required<RestartBackoff>;
   readonly #clock: Clock;
+  readonly #abandonedWaitMs: number;
   /** Monotonic time of the clock: restart times, which a wall clock set back must not keep. */
   readonly #monotonic: () => number;
   readonly #log: Logger;
@@ -205,6 +218,7 @@ export class Supervisor implements Running, AsyncDisposable {
     this.#periodMs = options.periodMs ?? DEFAULT_PERIOD_MS;
     this.#backoff = { ...DEFAULT_RESTART_BACKOFF, ...options.backoff };
     this.#clock = options.clock ?? systemClock;
+    this.#abandonedWaitMs = options.abandonedWaitMs ?? DEFAULT_ABANDONED_WAIT_MS;
     this.#monotonic = monotonicOf(this.#clock);
     this.#log = (options.log ?? nullLogger).child({ supervisor: options.name });
     this.#random = options.random ?? Math.random;
@@ -287,7 +301,7 @@ export class Supervisor implements Running, AsyncDisposable {
       this.#status = "stopping";
       await this.#stopAll();
       failReady(error);
-      await this.#abandonedExits();
+      await this.#abandonedExits(true);
       if (signal.aborted) {
         this.#status = "stopped";
         return;
@@ -307,7 +321,7 @@ export class Supervisor implements Running, AsyncDisposable {
         this.#log.error("giving up", { error });
         this.#status = "stopping";
         await this.#stopAll();
-        await this.#abandonedExits();
+        await this.#abandonedExits(true);
         this.#status = "failed";
         this.#error = error instanceof Error ? error.message : String(error);
         throw error;
@@ -386,13 +400,23 @@ export class Supervisor implements Running, AsyncDisposable {
    * has not finished, so a parent does not start it (and them) again
    * alongside.
    */
-  async #abandonedExits(): Promise<void> {
+  async #abandonedExits(bounded = false): Promise<void> {
     const abandoned = this.#children.filter((child) => child.abandoned !== null);
     if (abandoned.length === 0) return;
     this.#log.error("waiting for abandoned children to exit before finishing", {
       children: abandoned.map((child) => child.spec.name),
     });
-    await Promise.all(abandoned.map((child) => child.abandoned));
+    const exited = await exitsWithin(
+      abandoned,
+      bounded ? this.#abandonedWaitMs : Infinity,
+      this.#clock,
+    );
+    if (!exited) {
+      // A failure must reach the parent (the root's: the engine's exit) even so.
+      this.#log.error("abandoned children still running; failing anyway", {
+        children: abandoned.filter((child) => child.abandoned !== null).map((c) => c.spec.name),
+      });
+    }
   }
 
   async #stopAll(): Promise<void> {
@@ -463,16 +487,26 @@ export class Supervisor implements Running, AsyncDisposable {
       children: members.map((c) => c.spec.name),
       delayMs,
     });
-    // Never two incarnations of one child at once (two execution engines on one consumer):
-    // the group starts again once every abandoned member has exited.
+    // No two incarnations of one child at once (two execution engines on one consumer): the
+    // group starts again once every abandoned member has exited — waiting at most
+    // `abandonedWaitMs`, so a copy that never exits cannot stop supervision for good.
     const abandoned = members.filter((member) => member.abandoned !== null);
     if (abandoned.length > 0) {
       this.#log.error("restart waits for abandoned children to exit", {
         children: abandoned.map((member) => member.spec.name),
       });
-      await abortable(Promise.all(abandoned.map((member) => member.abandoned)), this.#abort.signal);
-      for (const member of abandoned) member.status = "restarting";
+      const exited = await abortable(
+        exitsWithin(abandoned, this.#abandonedWaitMs, this.#clock),
+        this.#abort.signal,
+      );
+      if (!exited) {
+        this.#log.error("abandoned children still running; starting them again anyway", {
+          children: abandoned.filter((m) => m.abandoned !== null).map((m) => m.spec.name),
+        });
+      }
     }
+    // Every member starts again, also one whose abandoned copy exited while its siblings stopped.
+    for (const member of members) member.status = "restarting";
     await this.#clock.sleep(delayMs, this.#abort.signal);
 
     for (const member of members) {
@@ -610,6 +644,11 @@ function prune(times: number[], since: number): void {
 
 function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/** Whether the abandoned copies of `children` all exit within `ms`. */
+function exitsWithin(children: readonly Child[], ms: number, clock: Clock): Promise<boolean> {
+  return settlesWithin(Promise.all(children.map((child) => child.abandoned)), ms, clock);
 }
 
 function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {

@@ -91,8 +91,8 @@ export interface ChildSpec {
   readonly restart?: RestartType;
   /**
    * Milliseconds the child has to exit after its signal aborts before the
-   * supervisor gives up on it ("kills" it) and moves on; it is not started
-   * again until it has exited.
+   * supervisor gives up on it ("kills" it) and moves on; a restart waits
+   * for it to exit, up to the supervisor's `abandonedWaitMs`.
    * @default {5000}
    */
   readonly shutdownMs?: number;
