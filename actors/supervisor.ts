@@ -383,12 +383,21 @@ export class Supervisor implements Running, AsyncDisposable {
         { child: child.spec.name, shutdownMs },
       );
       const incarnation = child.incarnation;
-      child.abandoned = running.done.then(() => {}, () => {}).then(() => {
-        child.abandoned = null;
+      const exited = running.done.then(() => {}, () => {}).then(() => {
         if (child.incarnation === incarnation && child.status === "stopping") {
           child.status = "stopped";
         }
         this.#log.warn("abandoned child exited", { child: child.spec.name });
+      });
+      // An older abandoned copy may still run too (a restart that gave up waiting for it):
+      // both are waited for, and only the latest record is cleared, once all have exited.
+      const previous = child.abandoned;
+      const all: Promise<void> = previous === null
+        ? exited
+        : Promise.all([previous, exited]).then(() => {});
+      child.abandoned = all;
+      void all.then(() => {
+        if (child.abandoned === all) child.abandoned = null;
       });
       return;
     }

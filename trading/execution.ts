@@ -1179,13 +1179,19 @@ export class ExecutionEngine {
         // Deferred without holding up the batches behind it (REST signals decide meanwhile),
         // until the gate opens or the engine stops.
         const stopping = this.#stopping.signal;
-        await Promise.race([
-          gate,
-          new Promise<void>((resolve) => {
-            if (stopping.aborted) resolve();
-            else stopping.addEventListener("abort", () => resolve(), { once: true });
-          }),
-        ]);
+        let onStop = () => {};
+        try {
+          await Promise.race([
+            gate,
+            new Promise<void>((resolve) => {
+              onStop = () => resolve();
+              if (stopping.aborted) resolve();
+              else stopping.addEventListener("abort", onStop, { once: true });
+            }),
+          ]);
+        } finally {
+          stopping.removeEventListener("abort", onStop);
+        }
         if (!this.#running) throw new ExecutionNotReadyError("The execution engine stopped");
       }
     })();
@@ -1999,11 +2005,26 @@ export class ExecutionEngine {
         }
         tracked.submitting = false;
         if (known === null) {
-          this.#enqueue({
-            kind: "local_cancel",
-            coid,
-            reason: "cancelled before it was submitted",
-          });
+          if (tracked.row.status === "pending") {
+            this.#enqueue({
+              kind: "local_cancel",
+              coid,
+              reason: "cancelled before it was submitted",
+            });
+          } else {
+            // The remainder of a partly filled order the broker had lost: nothing is left there.
+            this.#enqueue({
+              kind: "event",
+              broker: row.broker,
+              event: {
+                type: "cancelled",
+                client_order_id: coid,
+                broker_order_id: tracked.row.broker_order_id,
+                reason: "cancelled before its remainder was submitted again",
+                at_ms: this.#clock.now(),
+              },
+            });
+          }
           return;
         }
         // The broker has it: record it as submitted and cancel it there; its events tell the rest.
