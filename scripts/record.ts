@@ -389,8 +389,12 @@ export async function main(args: readonly string[]): Promise<number> {
         (parts.length > 0 ? ` (${parts.join(", ")})` : ""),
     );
     if (result.frames === 0) {
-      // No venue answered (no network, a wrong URL): the capture holds nothing to replay.
-      console.error("Recording failed: no venue sent a frame (see the feed lines above)");
+      // No venue answered (no network, a wrong URL): the capture holds nothing to replay, so it
+      // is not left behind to be mistaken for one (REST bodies alone cannot be replayed either).
+      await Deno.remove(result.file).catch(() => {});
+      console.error(
+        `Recording failed: no venue sent a frame (see the feed lines above); ${result.file} removed`,
+      );
       return 1;
     }
     return 0;

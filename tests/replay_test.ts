@@ -774,6 +774,8 @@ Deno.test("deno task record fails (exit 1) when no venue sends a frame, instead 
       "--exchanges.alpaca.enabled=false",
     ]);
     assert.equal(code, 1);
+    // Nothing to replay is left behind to be mistaken for a capture.
+    await assert.rejects(Deno.stat(`${dir}/capture.ndjson`), Deno.errors.NotFound);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
