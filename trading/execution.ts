@@ -309,6 +309,13 @@ export type SignalOutcome =
     signal: SignalRow;
   };
 
+/**
+ * How many closed orders the engine remembers, so that a stored outcome read
+ * before an order's close committed (a redelivered batch racing its fill)
+ * does not have the order taken over and submitted again.
+ */
+const CLOSED_RECENTLY_MAX = 10_000;
+
 /** Options of {@linkcode ExecutionEngine.enqueueSignals}. */
 export interface EnqueueSignalsOptions {
   /**
@@ -876,6 +883,8 @@ export class ExecutionEngine {
   #halt = new AbortController();
   /** Aborted when stop begins: ends the reading back of unknown outcomes. */
   #stopping = new AbortController();
+  /** Client order ids this engine closed lately, oldest first (at most CLOSED_RECENTLY_MAX). */
+  readonly #closedRecently = new Set<string>();
   #unsubscribe: Array<() => void> = [];
   readonly #stats: Omit<ExecutionStats, "open_orders"> = {
     signals: 0,
@@ -1442,7 +1451,9 @@ export class ExecutionEngine {
         // does not track: take it over; submitting by client order id is safe.
         if (
           outcome.status === "accepted" && isOpen(outcome.order.status) &&
-          !this.#open.has(outcome.order.client_order_id)
+          !this.#open.has(outcome.order.client_order_id) &&
+          // Read before its close committed (a fill racing the read): nothing to take over.
+          !this.#closedRecently.has(outcome.order.client_order_id)
         ) {
           const payload = outcome.signal.payload as { exchange?: unknown } | null;
           const exchange = typeof payload?.exchange === "string" &&
@@ -1908,6 +1919,14 @@ export class ExecutionEngine {
     this.#open.delete(coid);
     this.#openById.delete(tracked.row.id);
     this.#state.removeOpenOrder(coid);
+    // Remembered a while: a batch read back (or redelivered) may still show it open.
+    this.#closedRecently.add(coid);
+    if (this.#closedRecently.size > CLOSED_RECENTLY_MAX) {
+      for (const oldest of this.#closedRecently) {
+        this.#closedRecently.delete(oldest);
+        break;
+      }
+    }
   }
 
   #adjustOpenQty(tracked: Tracked, sign: 1 | -1): void {
