@@ -30,6 +30,7 @@ import { limitsStream, type StreamSpec, workConsumer } from "../adapters/nats.ts
 import { encodeJson } from "../adapters/codec.ts";
 import { symbolToken } from "../market/subjects.ts";
 import { plainNumeric, safeParseDecimal } from "./money.ts";
+import type { StoredFillFigures } from "./portfolio_state.ts";
 import type { Side } from "./signal.ts";
 import { assertPositiveInteger } from "../lib/assert.ts";
 
@@ -171,17 +172,7 @@ export interface FillMessage {
 /** The stored fill and order fields {@linkcode fillMessage} reads (db `Fill` and `Order` rows fit). */
 export interface FillMessageSource {
   /** The fill row. */
-  fill: {
-    id: string;
-    order_id: string;
-    broker_fill_id: string;
-    symbol: string;
-    side: Side;
-    qty: string;
-    price: string;
-    commission: string;
-    filled_at: Date;
-  };
+  fill: StoredFillFigures & { id: string; order_id: string; broker_fill_id: string };
   /** Its order row. */
   order: { client_order_id: string; strategy: string; portfolio_id: string };
 }
