@@ -883,7 +883,8 @@ function natsUrlProblems(text: string): string[] {
 
 /**
  * The settings that `engine.profile: production` refuses: no API key hashes
- * while HTTP is enabled, a postgres URL without a password, well-known default
+ * while HTTP is enabled, a postgres URL without a password, no ClickHouse
+ * password (neither `clickhouse.password` nor one in its URL), well-known default
  * passwords (postgres, clickhouse, nats; also inside URLs, and as a NATS token
  * in `nats.token` or `nats://token@host`), a NATS user without a password (in
  * `nats.user` or in `nats.url`), and `log.level: debug`. Returns nothing for
@@ -917,13 +918,19 @@ export function productionProblems(config: unknown): SettingProblem[] {
   }
 
   const chPassword = at(config, "clickhouse", "password");
+  const chUrl = at(config, "clickhouse", "url");
+  const chUrlPassword = typeof chUrl === "string" ? urlPassword(chUrl) : "";
   if (typeof chPassword === "string" && isWeak(chPassword)) {
     refuse("clickhouse", "password", WEAK);
+  } else if (chPassword === "" && chUrlPassword === "") {
+    refuse(
+      "clickhouse",
+      "password",
+      "the production profile requires a ClickHouse password " +
+        "(clickhouse.password, env CLICKHOUSE_PASSWORD, or in clickhouse.url)",
+    );
   }
-  const chUrl = at(config, "clickhouse", "url");
-  if (typeof chUrl === "string" && isWeak(urlPassword(chUrl))) {
-    refuse("clickhouse", "url", `the URL has ${WEAK}`);
-  }
+  if (isWeak(chUrlPassword)) refuse("clickhouse", "url", `the URL has ${WEAK}`);
 
   const natsUser = at(config, "nats", "user");
   const natsPassword = at(config, "nats", "password");

@@ -15,6 +15,7 @@ const SECURE = {
   TRADEWIRE_ENGINE__PROFILE: "production",
   DATABASE_URL: "postgres://app:Xy7-long-pw@db:5432/tw",
   TRADEWIRE_HTTP__API_KEY_HASHES: "a".repeat(64),
+  CLICKHOUSE_PASSWORD: "Ch-9f2Qx7-long",
 };
 
 async function problems(env: Record<string, string>): Promise<string[]> {
@@ -55,6 +56,7 @@ Deno.test("a fractional value for an integer key does not hide the other bad key
     TRADEWIRE_ENGINE__PROFILE: "production",
     TRADEWIRE_HTTP__PORT: "70000",
     DATABASE_URL: "postgres://app@db:5432/tw",
+    CLICKHOUSE_PASSWORD: SECURE.CLICKHOUSE_PASSWORD,
   });
   const keys = (list: string[]) => list.map((p) => p.slice(0, p.indexOf(":"))).sort();
   assert.deepEqual(keys(outOfRange), ["http.api_key_hashes", "http.port", "postgres.url"]);
@@ -64,6 +66,7 @@ Deno.test("a fractional value for an integer key does not hide the other bad key
     TRADEWIRE_ENGINE__PROFILE: "production",
     TRADEWIRE_HTTP__PORT: "8000.5",
     DATABASE_URL: "postgres://app@db:5432/tw",
+    CLICKHOUSE_PASSWORD: SECURE.CLICKHOUSE_PASSWORD,
   });
   assert.deepEqual(keys(fractional), ["http.api_key_hashes", "http.port", "postgres.url"]);
   // The same for the cross-key checks (reconnect_max_wait_ms below reconnect_wait_ms).
@@ -80,6 +83,7 @@ Deno.test("the schema alone reports a fractional integer together with the produ
     engine: { profile: "production" },
     http: { port: 8000.5 },
     postgres: { url: "postgres://app@db:5432/tw" },
+    clickhouse: { password: SECURE.CLICKHOUSE_PASSWORD },
   });
   assert.ok(!result.success);
   assert.deepEqual(
@@ -119,6 +123,7 @@ Deno.test("the missing API key hash names the task that makes one", async () => 
   const reported = await problems({
     TRADEWIRE_ENGINE__PROFILE: "production",
     DATABASE_URL: SECURE.DATABASE_URL,
+    CLICKHOUSE_PASSWORD: SECURE.CLICKHOUSE_PASSWORD,
   });
   assert.deepEqual(reported, [
     "http.api_key_hashes: the production profile requires at least one API key hash " +

@@ -59,6 +59,7 @@ const PRODUCTION_OK = [
   "--engine.profile=production",
   `--http.api_key_hashes=${GOOD_HASH}`,
   "--postgres.url=postgres://app:Xk2f9pQr7vLw@db:5432/tradewire",
+  "--clickhouse.password=Qm7tRz4wKp2n",
 ];
 
 // ---------------------------------------------------------------------------
@@ -763,6 +764,18 @@ Deno.test("production refuses well-known passwords wherever they are", async () 
     assert.deepEqual(error.problems.map((p) => p.key), [key], error.message);
     assert.match(error.message, /well-known default password/);
   }
+});
+
+Deno.test("production refuses an empty ClickHouse password unless clickhouse.url has one", async () => {
+  const withoutPassword = PRODUCTION_OK.filter((arg) => !arg.startsWith("--clickhouse."));
+  const error = await loadError({ args: withoutPassword });
+  assert.deepEqual(error.problems.map((p) => p.key), ["clickhouse.password"], error.message);
+  assert.match(error.message, /requires a ClickHouse password/);
+
+  const config = await load({
+    args: [...withoutPassword, "--clickhouse.url=http://tradewire:Qm7tRz4wKp2n@ch:8123"],
+  });
+  assert.equal(config.clickhouse.password, "");
 });
 
 Deno.test("production refuses a malformed api key hash", async () => {
