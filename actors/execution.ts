@@ -32,7 +32,9 @@
  *   any other reason, which may be one message's, its messages come back at
  *   once and are each handed in alone until acknowledged: a message that
  *   fails every time comes back with a growing delay (by its delivery count)
- *   and holds back no other signal.
+ *   and holds back no other signal; after `execution.max_signal_attempts`
+ *   deliveries it is handed in once more as a `failure`, recorded as rejected
+ *   (`processing_failed`, with a critical alert) and acknowledged.
  * - After a NATS outage the backlog arrives at once, while the cache still
  *   holds the prices of before it (market data comes over NATS too): from
  *   the disconnect on, signals are held until every symbol that had a fresh
@@ -306,6 +308,10 @@ async function consumeLoop(
     // database's): each is handed in alone until it is acknowledged, so one message that fails
     // every time fails only itself.
     const alone = new Set<number>();
+    // Stream sequences of messages that failed alone max_signal_attempts times, with the error:
+    // handed in once more to be recorded as rejected (processing_failed), not processed.
+    const failedFor = new Map<number, string>();
+    const maxAttempts = deps.config.execution.max_signal_attempts;
     while (!signal.aborted && !stopping) {
       if (buffer.length === 0) {
         await wake.wait();
@@ -332,7 +338,9 @@ async function consumeLoop(
       const items: SignalInput[] = [];
       for (const msg of batch) {
         const input = signalInput(msg, names);
-        if (input !== null) items.push(input);
+        if (input === null) continue;
+        const failure = failedFor.get(msg.seq);
+        items.push(failure === undefined ? input : { ...input, failure });
       }
       // A slow commit (a database under load) must not make JetStream redeliver the batch.
       const keepAlive = setInterval(() => {
@@ -348,6 +356,7 @@ async function consumeLoop(
         for (const msg of batch) {
           msg.ack();
           alone.delete(msg.seq);
+          failedFor.delete(msg.seq);
         }
         counters.acked += batch.length;
       }, (error) => {
@@ -362,6 +371,23 @@ async function consumeLoop(
           }
           log.warn("signal batch failed; its messages are handed in again one by one", {
             messages: batch.length,
+            error,
+          });
+          return;
+        }
+        const only = batch.length === 1 ? batch[0]! : null;
+        if (
+          !stop && !databaseDown && only !== null && maxAttempts > 0 &&
+          !failedFor.has(only.seq) && only.info.deliveryCount >= maxAttempts
+        ) {
+          // It failed alone every time: once more, to be recorded as rejected and acknowledged.
+          const failure = `signal could not be processed in ${only.info.deliveryCount} attempts: ${
+            errorText(error).slice(0, MAX_FAILURE_TEXT)
+          }`;
+          failedFor.set(only.seq, failure);
+          only.nak();
+          log.error("a signal failed every attempt; it is recorded as rejected", {
+            seq: only.seq,
             error,
           });
           return;
@@ -410,6 +436,13 @@ async function consumeLoop(
  * Whether a failed batch failed for want of the database (unreachable, too
  * slow, or a serialization conflict): every batch would fail alike for a while.
  */
+/** Longest error text kept in a `processing_failed` reason. */
+const MAX_FAILURE_TEXT = 300;
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}
+
 function isDatabaseUnavailable(error: unknown): boolean {
   return error instanceof DbConnectionError || error instanceof DbTimeoutError ||
     error instanceof SerializationError;

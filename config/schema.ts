@@ -281,6 +281,7 @@ export const DEFAULT_CONFIG = {
     max_price_age_ms: 5000,
     signals_max_age_s: 604_800,
     reconcile_on_start: true,
+    max_signal_attempts: 10,
   },
   brokers: {
     paper: { commission_bps: "0", commission_min: "0", slippage_bps: "0" },
@@ -666,6 +667,7 @@ export const configSchema = z.object({
     max_price_age_ms: ms(1).default(D.execution.max_price_age_ms),
     signals_max_age_s: int(60).default(D.execution.signals_max_age_s),
     reconcile_on_start: bool().default(D.execution.reconcile_on_start),
+    max_signal_attempts: int(0, 1_000).default(D.execution.max_signal_attempts),
   }),
   brokers: section({
     paper: section({

@@ -276,6 +276,14 @@ export interface SignalInput {
    * never takes risk room from the new signals of the batch. @default {false}
    */
   redelivered?: boolean | undefined;
+  /**
+   * Why this signal could not be processed, given by a caller that has tried
+   * it alone often enough (a poison message, not the database's fault): it is
+   * recorded as rejected, unchecked, for the rule `processing_failed` with
+   * this message, and a critical alert is raised. A signal stored before keeps
+   * its stored outcome. @default {undefined: processed as usual}
+   */
+  failure?: string | undefined;
 }
 
 /** What became of one signal. */
@@ -637,6 +645,8 @@ interface Prepared {
 /** A decision on one prepared signal, before it is stored. */
 interface Decision {
   item: SignalBatchItem;
+  /** `SignalInput.failure`: recorded as rejected for it, with an alert. */
+  failure?: string;
   exchange: string | null;
   /** An accepted order counted as open for the signals after it (not a duplicate). */
   counted: boolean;
@@ -741,6 +751,15 @@ function storableJson(value: unknown): boolean {
  */
 function storablePayload(body: unknown): unknown {
   return storableJson(body) ? decoderless(body) : { raw: JSON.stringify(body ?? null) };
+}
+
+/** {@linkcode storablePayload}, or `{ raw: null }` when even that throws (for a signal that failed). */
+function failedPayload(body: unknown): unknown {
+  try {
+    return storablePayload(body);
+  } catch {
+    return { raw: null };
+  }
 }
 
 function fillKey(orderId: string, fillId: string): string {
@@ -1475,18 +1494,42 @@ export class ExecutionEngine {
       } else if (outcome.status === "rejected") {
         this.#stats.rejected++;
         this.#publishReject(outcome.signal, outcome.reasons);
+        const failure = decisions[i]!.failure;
+        if (failure !== undefined) void this.#alertFailedSignal(outcome.signal, failure);
       }
     }
     for (const tracked of toSubmit) this.#startSubmit(tracked, false);
     return outcomes;
   }
 
+  /** Raises the critical alert of a signal recorded as rejected for `SignalInput.failure`. */
+  async #alertFailedSignal(signal: SignalRow, failure: string): Promise<void> {
+    const details = {
+      signal_id: signal.id,
+      strategy: signal.strategy,
+      client_signal_id: signal.client_signal_id,
+      error: failure,
+    };
+    this.#log.error("a signal that could not be processed was recorded as rejected", details);
+    try {
+      await raiseAlert(this.#sql, {
+        severity: "critical",
+        source: EXECUTION_ALERT_SOURCE,
+        message: "A signal could not be processed and was recorded as rejected (processing_failed)",
+        details,
+        dedupe_key: `processing_failed:${signal.strategy}:${signal.client_signal_id}`,
+      }, { by: this.#by });
+    } catch (error) {
+      this.#log.error("could not raise an alert", { error: errorMessage(error) });
+    }
+  }
+
   #prepare(input: SignalInput): Prepared {
     const body = input.body;
-    const parsed = parseSignal(
-      body,
-      input.strategy === undefined ? {} : { strategy: input.strategy },
-    );
+    // A signal that failed every time is not read again (reading it may be what fails).
+    const parsed: ReturnType<typeof parseSignal> = input.failure !== undefined
+      ? { ok: false, reasons: [] }
+      : parseSignal(body, input.strategy === undefined ? {} : { strategy: input.strategy });
     const raw = typeof body === "object" && body !== null && !Array.isArray(body)
       ? body as Record<string, unknown>
       : {};
@@ -1513,7 +1556,7 @@ export class ExecutionEngine {
       strategy,
       clientSignalId: clientSignalId ?? input.key ?? crypto.randomUUID(),
       symbol,
-      payload: storablePayload(body),
+      payload: input.failure !== undefined ? failedPayload(body) : storablePayload(body),
       receivedAt: input.receivedAt ?? new Date(this.#clock.now()),
       parsed,
     };
@@ -1597,6 +1640,16 @@ export class ExecutionEngine {
       const key = `${p.strategy}\u0000${p.clientSignalId}`;
       const duplicate = seen.has(key) || stored.has(key);
       seen.add(key);
+      const failure = p.input.failure;
+      if (failure !== undefined) {
+        const reasons = [{ rule: "processing_failed", message: failure }];
+        return {
+          item: { signal, outcome: { status: "rejected", reasons } },
+          exchange: null,
+          counted: false,
+          failure,
+        };
+      }
       if (!p.parsed.ok) {
         return {
           item: { signal, outcome: { status: "rejected", reasons: p.parsed.reasons } },
