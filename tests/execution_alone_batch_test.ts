@@ -10,22 +10,18 @@ import { encodeJson } from "../adapters/codec.ts";
 import { ensureStreams } from "../adapters/nats.ts";
 import { executionActor } from "../actors/execution.ts";
 import { startRoot } from "../actors/supervisor.ts";
-import { paperBroker } from "../brokers/paper.ts";
-import { loadConfig } from "../config/mod.ts";
 import { listSignals } from "../db/mod.ts";
 import { nullLogger } from "../lib/log.ts";
-import { LatestCache } from "../market/latest_cache.ts";
 import {
   type EnqueueSignalsOptions,
   ExecutionEngine,
   type SignalBatch,
   type SignalInput,
 } from "../trading/execution.ts";
-import { PortfolioState } from "../trading/portfolio_state.ts";
 import { signalsStream } from "../trading/signals_stream.ts";
-import { deadline, noRiskLimits, waitFor } from "./_helpers.ts";
+import { deadline, waitFor } from "./_helpers.ts";
+import { scratchEngine } from "./_execution_engine.ts";
 import { startNatsServer } from "./_nats_server.ts";
-import { migratedDatabase } from "./_postgres.ts";
 
 const idOf = (item: SignalInput) => String((item.body as { id?: unknown } | null)?.id);
 
@@ -56,37 +52,15 @@ class PoisonedEngine extends ExecutionEngine {
 
 Deno.test("a message handed in alone is handed in alone: fresh signals behind it are not batched with it", async () => {
   await using server = await startNatsServer();
-  await using db = await migratedDatabase();
-  const base = await loadConfig({ args: [], env: {} });
-  const nats = await connect({ servers: server.url });
-  const cache = new LatestCache();
-  const state = new PortfolioState({ starting_cash: "100000000" });
-  await state.load(db.sql);
-  const execution = { ...base.execution, max_price_age_ms: 600_000 };
-  const paper = paperBroker({ cache, options: base.brokers.paper, max_price_age_ms: 600_000 });
-  const engine = new PoisonedEngine({
-    sql: db.sql,
-    brokers: new Map([["paper", paper]]),
-    cache,
-    state,
-    config: { risk: noRiskLimits(base), execution },
-    publish: () => {},
-    publishFill: () => Promise.resolve(),
-    log: nullLogger,
+  await using h = await scratchEngine({
+    startingCash: "100000000",
+    maxPriceAgeMs: 600_000,
+    askPrice: "50002",
+    engine: PoisonedEngine,
   });
-  const us = Date.now() * 1000;
-  cache.update([{
-    kind: "top",
-    exchange: "binance",
-    symbol: "BTC-USDT",
-    venue_symbol: "BTCUSDT",
-    ts_exchange: us,
-    ts_local: us,
-    bid_price: "50000",
-    bid_qty: "10",
-    ask_price: "50002",
-    ask_qty: "10",
-  }]);
+  const { db, engine } = h;
+  const execution = h.config.execution;
+  const nats = await connect({ servers: server.url });
   await ensureStreams(
     nats,
     [signalsStream({ max_age_s: execution.signals_max_age_s })],
@@ -138,7 +112,6 @@ Deno.test("a message handed in alone is handed in alone: fresh signals behind it
     assert.equal((await listSignals(db.sql, { limit: 1000 })).items.length, fresh.length + 1);
   } finally {
     await deadline(root.stop(), 20_000, "execution stop");
-    await paper[Symbol.asyncDispose]();
     await nats.close();
   }
 });

@@ -16,16 +16,14 @@ import { ensureStreams } from "../adapters/nats.ts";
 import { executionActor } from "../actors/execution.ts";
 import { startRoot } from "../actors/supervisor.ts";
 import { tradingSupervisor } from "../actors/trading.ts";
-import { paperBroker } from "../brokers/paper.ts";
 import { loadConfig } from "../config/mod.ts";
 import { listSignals } from "../db/mod.ts";
 import { nullLogger } from "../lib/log.ts";
-import { LatestCache } from "../market/latest_cache.ts";
 import { ExecutionEngine, type SignalBatch, type SignalInput } from "../trading/execution.ts";
-import { PortfolioState } from "../trading/portfolio_state.ts";
 import { MAX_SIGNAL_BODY_DEPTH } from "../trading/signal.ts";
 import { signalsStream } from "../trading/signals_stream.ts";
-import { deadline, noRiskLimits, waitFor } from "./_helpers.ts";
+import { deadline, waitFor } from "./_helpers.ts";
+import { btcUsdtTop, primedCache, scratchEngine } from "./_execution_engine.ts";
 import { startNatsServer } from "./_nats_server.ts";
 import { migratedDatabase } from "./_postgres.ts";
 
@@ -42,40 +40,13 @@ Deno.test("a deeply nested signal on NATS does not hold back the valid signals p
   await using db = await migratedDatabase();
   const config = await loadConfig({ args: [], env: { TRADEWIRE_RISK__MAX_ORDER_QTY: "10" } });
   const nc = await connect({ servers: server.url });
-  const cache = new LatestCache();
-  const us = Date.now() * 1000;
-  cache.update([{
-    kind: "top",
-    exchange: "binance",
-    symbol: "BTC-USDT",
-    venue_symbol: "BTCUSDT",
-    ts_exchange: us,
-    ts_local: us,
-    bid_price: "50000",
-    bid_qty: "10",
-    ask_price: "50002",
-    ask_qty: "10",
-  }]);
+  const cache = primedCache({ askPrice: "50002" });
   const trading = tradingSupervisor({ config, nats: nc, sql: db.sql, cache, log: nullLogger });
   const root = await startRoot({ name: "root" }, [trading]);
   try {
     const enc = new TextEncoder();
     // Keep the quote fresh while waiting.
-    const fresh = setInterval(() => {
-      const now = Date.now() * 1000;
-      cache.update([{
-        kind: "top",
-        exchange: "binance",
-        symbol: "BTC-USDT",
-        venue_symbol: "BTCUSDT",
-        ts_exchange: now,
-        ts_local: now,
-        bid_price: "50000",
-        bid_qty: "10",
-        ask_price: "50002",
-        ask_qty: "10",
-      }]);
-    }, 200);
+    const fresh = setInterval(() => cache.update([btcUsdtTop({ askPrice: "50002" })]), 200);
     try {
       nc.publish("signals.momentum", enc.encode(deepBody("deep-1")));
       nc.publish(
@@ -129,39 +100,14 @@ class PoisonedEngine extends ExecutionEngine {
 
 Deno.test("a signal that fails every batch holding it holds back none of the signals batched with it", async () => {
   await using server = await startNatsServer();
-  await using db = await migratedDatabase();
-  const base = await loadConfig({ args: [], env: {} });
-  const nats = await connect({ servers: server.url });
-  const cache = new LatestCache();
-  const state = new PortfolioState({ starting_cash: "100000" });
-  await state.load(db.sql);
-  const execution = { ...base.execution, max_price_age_ms: 60_000 };
-  const engine = new PoisonedEngine({
-    sql: db.sql,
-    brokers: new Map([[
-      "paper",
-      paperBroker({ cache, options: base.brokers.paper, max_price_age_ms: 60_000 }),
-    ]]),
-    cache,
-    state,
-    config: { risk: noRiskLimits(base), execution },
-    publish: () => {},
-    publishFill: () => Promise.resolve(),
-    log: nullLogger,
+  await using h = await scratchEngine({
+    maxPriceAgeMs: 60_000,
+    askPrice: "50002",
+    engine: PoisonedEngine,
   });
-  const us = Date.now() * 1000;
-  cache.update([{
-    kind: "top",
-    exchange: "binance",
-    symbol: "BTC-USDT",
-    venue_symbol: "BTCUSDT",
-    ts_exchange: us,
-    ts_local: us,
-    bid_price: "50000",
-    bid_qty: "10",
-    ask_price: "50002",
-    ask_qty: "10",
-  }]);
+  const { db, engine } = h;
+  const execution = h.config.execution;
+  const nats = await connect({ servers: server.url });
   // Queued before the consumer starts, so that they are pulled and handed in as one batch.
   await ensureStreams(
     nats,

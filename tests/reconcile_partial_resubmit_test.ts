@@ -14,15 +14,9 @@ import type {
   BrokerOrderState,
 } from "../brokers/broker.ts";
 import { getOrder } from "../db/mod.ts";
-import { type Config, loadConfig } from "../config/mod.ts";
-import { systemClock } from "../lib/clock.ts";
-import { nullLogger } from "../lib/log.ts";
-import { LatestCache } from "../market/latest_cache.ts";
-import { ExecutionEngine } from "../trading/execution.ts";
 import { parseDecimal } from "../trading/money.ts";
-import { PortfolioState } from "../trading/portfolio_state.ts";
-import { noRiskLimits, waitFor } from "./_helpers.ts";
-import { migratedDatabase } from "./_postgres.ts";
+import { waitFor } from "./_helpers.ts";
+import { FAST_SUBMIT_RETRIES, scratchEngine } from "./_execution_engine.ts";
 
 /** A scripted broker: submits succeed or fail on demand; it can "lose" its orders. */
 class ScriptedBroker implements Broker {
@@ -78,104 +72,73 @@ class ScriptedBroker implements Broker {
 }
 
 Deno.test("kill switch + reconciliation during a partially filled order's resubmit closes it (not left open)", async () => {
-  const db = await migratedDatabase();
-  const base = await loadConfig({ args: [], env: {} });
-  const config: Config = { ...base, risk: noRiskLimits(base) };
-  const cache = new LatestCache({ clock: systemClock });
-  const now = Date.now();
-  cache.update([{
-    kind: "top",
-    exchange: "binance",
-    symbol: "BTC-USDT",
-    venue_symbol: "BTCUSDT",
-    ts_exchange: now * 1000,
-    ts_local: now * 1000,
-    bid_price: "50000",
-    bid_qty: "10",
-    ask_price: "50001",
-    ask_qty: "10",
-  }]);
-  const state = new PortfolioState({ starting_cash: "1000000", clock: systemClock });
-  await state.load(db.sql);
-  const broker = new ScriptedBroker();
-  const engine = new ExecutionEngine({
-    sql: db.sql,
-    brokers: new Map([["paper", broker]]),
-    cache,
-    state,
-    config: { risk: config.risk, execution: config.execution },
-    publish: () => {},
-    publishFill: () => Promise.resolve(),
-    clock: systemClock,
-    log: nullLogger,
-    options: { submit_retry_initial_ms: 5, submit_retry_max_ms: 20 },
+  await using h = await scratchEngine({
+    startingCash: "1000000",
+    broker: () => new ScriptedBroker(),
+    options: FAST_SUBMIT_RETRIES,
   });
-  try {
-    await engine.start();
-    const [outcome] = await engine.processSignals([{
-      body: {
-        id: "p-1",
-        symbol: "BTC-USDT",
-        side: "buy",
-        qty: "1",
-        type: "limit",
-        limit_price: "40000",
-        time_in_force: "gtc",
-      },
-      strategy: "grid",
-      source: "rest",
-    }]);
-    assert.equal(outcome?.status, "accepted", JSON.stringify(outcome));
-    const order = outcome.status === "accepted" ? outcome.order : null;
-    const orderId = order!.id;
-    const coid = order!.client_order_id;
-    await waitFor(
-      async () => (await getOrder(db.sql, orderId)).status === "submitted",
-      5_000,
-      "submitted",
-    );
-    // A partial fill at the broker.
-    await broker.emit({
-      type: "fill",
-      client_order_id: coid,
-      broker_order_id: "b-1",
-      fill_id: "f-1",
-      qty: parseDecimal("0.4"),
-      price: parseDecimal("40000"),
-      fee: parseDecimal("0"),
-      at_ms: Date.now(),
-    });
-    await waitFor(
-      async () => (await getOrder(db.sql, orderId)).status === "partially_filled",
-      5_000,
-      "partially filled",
-    );
-    // The broker loses the order and cannot be reached for submits for a while.
-    broker.lost = true;
-    broker.failSubmits = true;
-    // A reconciliation finds it lost: what is left is resubmitted (the loop retries).
-    await engine.reconcile();
-    await waitFor(() => broker.failedSubmits >= 2, 5_000, "the resubmit to be retrying");
-    // The kill switch goes on; the broker's stream comes back: another reconciliation.
-    await engine.setKillSwitch({ active: true, reason: "test" });
-    await engine.reconcile();
+  const { db, engine, broker } = h;
+  await engine.start();
+  const [outcome] = await engine.processSignals([{
+    body: {
+      id: "p-1",
+      symbol: "BTC-USDT",
+      side: "buy",
+      qty: "1",
+      type: "limit",
+      limit_price: "40000",
+      time_in_force: "gtc",
+    },
+    strategy: "grid",
+    source: "rest",
+  }]);
+  assert.equal(outcome?.status, "accepted", JSON.stringify(outcome));
+  const order = outcome.status === "accepted" ? outcome.order : null;
+  const orderId = order!.id;
+  const coid = order!.client_order_id;
+  await waitFor(
+    async () => (await getOrder(db.sql, orderId)).status === "submitted",
+    5_000,
+    "submitted",
+  );
+  // A partial fill at the broker.
+  await broker.emit({
+    type: "fill",
+    client_order_id: coid,
+    broker_order_id: "b-1",
+    fill_id: "f-1",
+    qty: parseDecimal("0.4"),
+    price: parseDecimal("40000"),
+    fee: parseDecimal("0"),
+    at_ms: Date.now(),
+  });
+  await waitFor(
+    async () => (await getOrder(db.sql, orderId)).status === "partially_filled",
+    5_000,
+    "partially filled",
+  );
+  // The broker loses the order and cannot be reached for submits for a while.
+  broker.lost = true;
+  broker.failSubmits = true;
+  // A reconciliation finds it lost: what is left is resubmitted (the loop retries).
+  await engine.reconcile();
+  await waitFor(() => broker.failedSubmits >= 2, 5_000, "the resubmit to be retrying");
+  // The kill switch goes on; the broker's stream comes back: another reconciliation.
+  await engine.setKillSwitch({ active: true, reason: "test" });
+  await engine.reconcile();
+  await engine.idle();
+  // Whatever the engine does, it settles within a few retry delays.
+  await waitFor(async () => {
     await engine.idle();
-    // Whatever the engine does, it settles within a few retry delays.
-    await waitFor(async () => {
-      await engine.idle();
-      const row = await getOrder(db.sql, orderId);
-      return ["cancelled", "expired", "rejected", "filled"].includes(row.status);
-    }, 3_000).catch(() => {});
     const row = await getOrder(db.sql, orderId);
-    const atBroker = await broker.openOrders();
-    assert.equal(atBroker.length, 0, "the broker holds no order");
-    assert.ok(
-      ["cancelled", "expired", "rejected", "filled"].includes(row.status),
-      `the broker has no order and the kill switch is on, yet the engine keeps the order ` +
-        `${row.status} (filled ${row.filled_qty}); submits tried ${broker.submits}`,
-    );
-  } finally {
-    await engine.stop();
-    await db[Symbol.asyncDispose]();
-  }
+    return ["cancelled", "expired", "rejected", "filled"].includes(row.status);
+  }, 3_000).catch(() => {});
+  const row = await getOrder(db.sql, orderId);
+  const atBroker = await broker.openOrders();
+  assert.equal(atBroker.length, 0, "the broker holds no order");
+  assert.ok(
+    ["cancelled", "expired", "rejected", "filled"].includes(row.status),
+    `the broker has no order and the kill switch is on, yet the engine keeps the order ` +
+      `${row.status} (filled ${row.filled_qty}); submits tried ${broker.submits}`,
+  );
 });

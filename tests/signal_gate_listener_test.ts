@@ -5,15 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { paperBroker } from "../brokers/paper.ts";
-import { type Config, loadConfig } from "../config/mod.ts";
-import { systemClock } from "../lib/clock.ts";
-import { nullLogger } from "../lib/log.ts";
-import { LatestCache } from "../market/latest_cache.ts";
-import { ExecutionEngine } from "../trading/execution.ts";
-import { PortfolioState } from "../trading/portfolio_state.ts";
-import { noRiskLimits } from "./_helpers.ts";
-import { migratedDatabase } from "./_postgres.ts";
+import { FAST_SUBMIT_RETRIES, scratchEngine } from "./_execution_engine.ts";
 
 /** Live "abort" listeners on AbortSignals not aborted yet, counted through EventTarget's methods. */
 function trackAbortListeners() {
@@ -54,43 +46,8 @@ function trackAbortListeners() {
 }
 
 Deno.test("a batch deferred by its gate leaves no abort listener behind once the gate opened", async () => {
-  const db = await migratedDatabase();
-  const base = await loadConfig({ args: [], env: {} });
-  const config: Config = { ...base, risk: noRiskLimits(base) };
-  const cache = new LatestCache({ clock: systemClock });
-  const now = Date.now();
-  cache.update([{
-    kind: "top",
-    exchange: "binance",
-    symbol: "BTC-USDT",
-    venue_symbol: "BTCUSDT",
-    ts_exchange: now * 1000,
-    ts_local: now * 1000,
-    bid_price: "50000",
-    bid_qty: "10",
-    ask_price: "50001",
-    ask_qty: "10",
-  }]);
-  const state = new PortfolioState({ starting_cash: "100000", clock: systemClock });
-  await state.load(db.sql);
-  const paper = paperBroker({
-    cache,
-    options: config.brokers.paper,
-    max_price_age_ms: config.execution.max_price_age_ms,
-    clock: systemClock,
-  });
-  const engine = new ExecutionEngine({
-    sql: db.sql,
-    brokers: new Map([["paper", paper]]),
-    cache,
-    state,
-    config: { risk: config.risk, execution: config.execution },
-    publish: () => {},
-    publishFill: () => Promise.resolve(),
-    clock: systemClock,
-    log: nullLogger,
-    options: { submit_retry_initial_ms: 5, submit_retry_max_ms: 20 },
-  });
+  await using h = await scratchEngine({ options: FAST_SUBMIT_RETRIES });
+  const { engine } = h;
   const tracker = trackAbortListeners();
   try {
     await engine.start();
@@ -129,8 +86,5 @@ Deno.test("a batch deferred by its gate leaves no abort listener behind once the
     );
   } finally {
     tracker.restore();
-    await engine.stop();
-    await paper[Symbol.asyncDispose]();
-    await db[Symbol.asyncDispose]();
   }
 });
