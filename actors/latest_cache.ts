@@ -79,9 +79,10 @@ function newestTs(text: string): { at: number; ts: number } {
 /**
  * Decodes only what the cache keeps of a message: its newest event by
  * exchange time (`ts_exchange`; the last on a tie, the last element when
- * none has one) — wherever it is: venues list a frame's trades oldest first
- * (Binance, Kraken, Alpaca) or newest first (Coinbase), and one message may
- * carry several frames. The times are found by scanning the text; the
+ * none has one) — wherever it is: the feeds publish a frame's trades oldest
+ * first (Coinbase's parser reverses its venue's newest-first lists, so the
+ * last of trades sharing a microsecond is the newest), but one message may
+ * carry several frames, or a replay or a test an array in any order. The times are found by scanning the text; the
  * newest element is cut out at the `},{` around it and parsed alone. A `},{`
  * inside a string or a nested object gives a text that is not one complete
  * object, so such a cut fails to parse and the whole message is decoded

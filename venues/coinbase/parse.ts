@@ -6,7 +6,8 @@
  * events it carries, at most one control message and the frame's
  * `sequence_num` out.
  *
- * - `market_trades` → {@linkcode TradeEvent}s. Coinbase's `side` is the
+ * - `market_trades` → {@linkcode TradeEvent}s, each event's trades oldest
+ *   first (Coinbase lists them newest first). Coinbase's `side` is the
  *   side of the **maker** (the resting order), so the aggressor side
  *   published is the opposite: `"BUY"` → `"sell"`, `"SELL"` → `"buy"`. This is
  *   what Coinbase documents for the matches of its Exchange feed, which
@@ -292,7 +293,9 @@ function parseTrades(events: Json[], receivedUs: number): TradeEvent[] {
     }
     const trades = event.trades;
     if (!Array.isArray(trades)) fail("Field trades of the market trades event is not an array");
-    for (let i = 0; i < trades.length; i++) {
+    // Coinbase lists an event's trades newest first; they are emitted oldest first, as the other
+    // venues send them, so the last event is the newest also when several share a microsecond.
+    for (let i = trades.length - 1; i >= 0; i--) {
       const trade = trades[i];
       if (!isObject(trade)) fail("Trade is not an object");
       const makerSide = trade.side;
