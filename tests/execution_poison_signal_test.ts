@@ -3,25 +3,27 @@
  * 20,000 levels deep (once a stack overflow in the statement storing the
  * batch) is recorded as rejected without being read, and a message that makes
  * every batch holding it fail is handed in alone, so the valid signals
- * published with it are recorded all the same. Each test runs a private NATS
- * server and its own migrated database.
+ * published with it are recorded all the same; after
+ * `execution.max_signal_attempts` deliveries it is recorded as rejected
+ * (`processing_failed`) with a critical alert and acknowledged. Each test runs
+ * a private NATS server and its own migrated database.
  *
  * @module
  */
 import assert from "node:assert/strict";
 import { connect } from "@nats-io/transport-node";
-import { jetstream } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { encodeJson } from "../adapters/codec.ts";
 import { ensureStreams } from "../adapters/nats.ts";
 import { executionActor } from "../actors/execution.ts";
 import { startRoot } from "../actors/supervisor.ts";
 import { tradingSupervisor } from "../actors/trading.ts";
 import { loadConfig } from "../config/mod.ts";
-import { listSignals } from "../db/mod.ts";
+import { listSignals, listUnresolvedAlerts } from "../db/mod.ts";
 import { nullLogger } from "../lib/log.ts";
 import { ExecutionEngine, type SignalBatch, type SignalInput } from "../trading/execution.ts";
 import { MAX_SIGNAL_BODY_DEPTH } from "../trading/signal.ts";
-import { signalsStream } from "../trading/signals_stream.ts";
+import { DEFAULT_SIGNALS_STREAM, signalsStream } from "../trading/signals_stream.ts";
 import { deadline, waitFor } from "./_helpers.ts";
 import { btcUsdtTop, primedCache, scratchEngine } from "./_execution_engine.ts";
 import { startNatsServer } from "./_nats_server.ts";
@@ -87,66 +89,134 @@ Deno.test("a deeply nested signal on NATS does not hold back the valid signals p
   }
 });
 
-/** An engine for which every batch holding a signal with `id` "poison" fails. */
+/**
+ * An engine for which every batch holding the signal with `id` "poison" fails — unless it is
+ * handed in as a `failure`, to be recorded as rejected.
+ */
 class PoisonedEngine extends ExecutionEngine {
+  /** Batches holding the poison handed in (and failed). */
+  handedIn = 0;
   override enqueueSignals(items: readonly SignalInput[]): SignalBatch {
-    const poisoned = items.some((item) => (item.body as { id?: unknown } | null)?.id === "poison");
+    const poisoned = items.some((item) =>
+      item.failure === undefined && (item.body as { id?: unknown } | null)?.id === "poison"
+    );
     if (!poisoned) return super.enqueueSignals(items);
+    this.handedIn++;
     const failed = Promise.reject(new RangeError("Maximum call stack size exceeded"));
     failed.catch(() => {});
     return { decided: failed, outcomes: failed };
   }
 }
 
-Deno.test("a signal that fails every batch holding it holds back none of the signals batched with it", async () => {
-  await using server = await startNatsServer();
-  await using h = await scratchEngine({
+/**
+ * A private NATS server, a PoisonedEngine on a scratch database and its execution actor, with
+ * `ids` queued before the consumer starts (so that they are pulled and handed in as one batch).
+ */
+async function poisonedActor(ids: readonly string[], maxSignalAttempts: number) {
+  const server = await startNatsServer();
+  const published: Array<{ subject: string; data: unknown }> = [];
+  const h = await scratchEngine({
     maxPriceAgeMs: 60_000,
     askPrice: "50002",
     engine: PoisonedEngine,
+    publish: (subject, data) => published.push({ subject, data }),
   });
-  const { db, engine } = h;
-  const execution = h.config.execution;
+  const execution = { ...h.config.execution, max_signal_attempts: maxSignalAttempts };
   const nats = await connect({ servers: server.url });
-  // Queued before the consumer starts, so that they are pulled and handed in as one batch.
   await ensureStreams(
     nats,
     [signalsStream({ max_age_s: execution.signals_max_age_s })],
     nullLogger,
   );
   const js = jetstream(nats);
-  const ids = ["ok-1", "poison", "ok-2", "ok-3"];
-  for (const id of ids) {
-    await js.publish(
-      "signals.grid",
-      encodeJson({ id, symbol: "BTC-USDT", side: "buy", qty: "0.1" }),
-    );
-  }
+  const publish = (id: string) =>
+    js.publish("signals.grid", encodeJson({ id, symbol: "BTC-USDT", side: "buy", qty: "0.1" }));
+  for (const id of ids) await publish(id);
   const actor = executionActor({
     nats,
-    engine,
+    engine: h.engine,
     config: { execution },
     options: { warmup_ms: 0 },
   });
   const root = await startRoot({ name: "root" }, [actor]);
-  try {
-    const recorded = async () =>
-      (await listSignals(db.sql, { limit: 100 })).items.map((s) => s.client_signal_id).sort();
-    await waitFor(
-      async () => (await recorded()).length === 3,
-      10_000,
-      "the three valid signals recorded",
-    );
-    assert.deepEqual(await recorded(), ["ok-1", "ok-2", "ok-3"]);
-    assert.ok(actor.counters.failed_batches >= 2, "the batch failed, then the poison alone");
-    // The poison keeps failing alone, with a growing delay, while new signals go through.
-    await js.publish(
-      "signals.grid",
-      encodeJson({ id: "ok-4", symbol: "BTC-USDT", side: "buy", qty: "0.1" }),
-    );
-    await waitFor(async () => (await recorded()).includes("ok-4"), 5_000, "ok-4 recorded");
-  } finally {
-    await deadline(root.stop(), 20_000, "execution stop");
-    await nats.close();
-  }
+  const signals = async (status: "accepted" | "rejected" | undefined = undefined) =>
+    (await listSignals(h.db.sql, { limit: 100, ...(status ? { status } : {}) })).items;
+  return {
+    db: h.db,
+    engine: h.engine,
+    nats,
+    actor,
+    published,
+    publish,
+    signals,
+    /** Client ids of the signals recorded, sorted. */
+    recorded: async (status?: "accepted" | "rejected") =>
+      (await signals(status)).map((s) => s.client_signal_id).sort(),
+    async [Symbol.asyncDispose]() {
+      try {
+        await deadline(root.stop(), 20_000, "execution stop");
+        await nats.close();
+      } finally {
+        await h[Symbol.asyncDispose]();
+        await server[Symbol.asyncDispose]();
+      }
+    },
+  };
+}
+
+Deno.test("a signal that fails every batch holding it holds back none of the signals batched with it", async () => {
+  await using t = await poisonedActor(["ok-1", "poison", "ok-2", "ok-3"], 0);
+  await waitFor(
+    async () => (await t.recorded()).length === 3,
+    10_000,
+    "the three valid signals recorded",
+  );
+  assert.deepEqual(await t.recorded(), ["ok-1", "ok-2", "ok-3"]);
+  assert.ok(t.actor.counters.failed_batches >= 2, "the batch failed, then the poison alone");
+  // The poison keeps failing alone, with a growing delay, while new signals go through.
+  await t.publish("ok-4");
+  await waitFor(async () => (await t.recorded()).includes("ok-4"), 5_000, "ok-4 recorded");
+  // With max_signal_attempts 0 it is retried on and on, never recorded.
+  await waitFor(() => t.engine.handedIn >= 5, 20_000, "five failed attempts");
+  assert.deepEqual(await t.recorded("rejected"), []);
+});
+
+Deno.test("a signal failing every attempt alone is recorded as rejected (processing_failed) with an alert, and acknowledged", async () => {
+  await using t = await poisonedActor(["ok-1", "poison", "ok-2"], 3);
+  await waitFor(async () => (await t.signals("rejected")).length === 1, 20_000, "poison recorded");
+  const [poison] = await t.signals("rejected");
+  assert.equal(poison!.client_signal_id, "poison", "its own id is kept");
+  assert.equal(poison!.strategy, "grid");
+  assert.deepEqual(poison!.payload, { id: "poison", symbol: "BTC-USDT", side: "buy", qty: "0.1" });
+  assert.deepEqual(poison!.reasons, [{
+    rule: "processing_failed",
+    message:
+      "signal could not be processed in 3 attempts: RangeError: Maximum call stack size exceeded",
+  }]);
+  // Three deliveries processed and failed (one in its batch, two alone); the fourth recorded it.
+  assert.equal(t.engine.handedIn, 3);
+  assert.deepEqual(await t.recorded("accepted"), ["ok-1", "ok-2"]);
+  // Its reject event, and a critical alert naming it.
+  const event = t.published.find((p) => p.subject === "signals.rejected");
+  assert.equal((event?.data as { client_signal_id?: string })?.client_signal_id, "poison");
+  await waitFor(
+    async () => (await listUnresolvedAlerts(t.db.sql)).length === 1,
+    5_000,
+    "the alert raised",
+  );
+  const [alert] = await listUnresolvedAlerts(t.db.sql);
+  assert.equal(alert!.severity, "critical");
+  assert.equal((alert!.details as { client_signal_id: string }).client_signal_id, "poison");
+  // Acknowledged: nothing left pending on the consumer, and it does not come back.
+  const jsm = await jetstreamManager(t.nats);
+  await waitFor(
+    async () => {
+      const consumers = await jsm.consumers.list(DEFAULT_SIGNALS_STREAM).next();
+      return consumers.every((c) => c.num_ack_pending === 0 && c.num_pending === 0);
+    },
+    5_000,
+    "every signal acknowledged",
+  );
+  assert.equal(t.engine.handedIn, 3);
+  assert.equal((await t.signals("rejected")).length, 1);
 });
