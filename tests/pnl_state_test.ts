@@ -8,11 +8,13 @@ import assert from "node:assert/strict";
 import { RecordingClock } from "../lib/clock.ts";
 import { LatestCache } from "../market/latest_cache.ts";
 import {
+  applyTrackedFill,
   DEFAULT_RISK_MARK_MAX_AGE_MS,
   markPrice,
   PortfolioState,
 } from "../trading/portfolio_state.ts";
-import { parseDecimal as d } from "../trading/money.ts";
+import { emptyPosition } from "../trading/positions.ts";
+import { parseDecimal as d, ZERO } from "../trading/money.ts";
 import { checkRisk, riskLimitsFromConfig } from "../trading/risk.ts";
 
 const NOW = Date.parse("2026-03-10T12:00:00Z");
@@ -159,4 +161,48 @@ Deno.test("a losing fill stored but not yet applied counts in realized P&L today
     filled_at: clock.now() - 86_400_000,
   });
   assert.equal(state.realizedToday().toFixed(), "-461");
+});
+
+Deno.test("a fill's notional is rounded on its own: 0.00000001 @ 0.5 moves no cash whatever the balance's last digit", () => {
+  const fill = {
+    symbol: "X-USD",
+    side: "buy" as const,
+    qty: d("0.00000001"),
+    price: d("0.5"),
+    fee: ZERO,
+    filled_at: 0,
+  };
+  for (const balance of ["1000.00000002", "1000.00000001"]) {
+    const applied = applyTrackedFill(emptyPosition("X-USD"), d(balance), fill);
+    assert.equal(applied.cash.toFixed(), balance, `from ${balance}`);
+  }
+  const sell = applyTrackedFill(emptyPosition("X-USD"), d("1000.00000001"), {
+    ...fill,
+    side: "sell",
+  });
+  assert.equal(sell.cash.toFixed(), "1000.00000001", "a sell of the same moves none either");
+});
+
+Deno.test("a fill's realized P&L is rounded on its own, whatever the position's realized P&L before", () => {
+  // Bought 0.00000001 at 1; selling it at 1.5 realizes 0.000000005 exactly: a tie, half-even 0.
+  for (const before of ["0.00000001", "0.00000002"]) {
+    const position = {
+      ...emptyPosition("X-USD"),
+      qty: d("0.00000001"),
+      avg_entry_price: d("1"),
+      cost_basis: d("0.00000001"),
+      realized_pnl: d(before),
+    };
+    const applied = applyTrackedFill(position, d("1000"), {
+      symbol: "X-USD",
+      side: "sell",
+      qty: d("0.00000001"),
+      price: d("1.5"),
+      fee: ZERO,
+      filled_at: 0,
+    });
+    assert.equal(applied.realized.toFixed(), "0", `after ${before}`);
+    assert.equal(applied.position.realized_pnl.toFixed(), before, `after ${before}`);
+    assert.equal(applied.position.qty.toFixed(), "0");
+  }
 });

@@ -174,11 +174,13 @@ export interface AppliedFill {
  * then every figure rounded half-even to 8 decimals except the cost basis,
  * which stays exact (16 decimals). The fill's P&L is realized against that
  * exact basis, so `realized` is the fill's exact realized P&L (net of its
- * fee) rounded once; it is the difference of the rounded realized P&L before
- * and after, so the fills' realized P&L always sum to the position's.
+ * fee) rounded once, half-even, and the position's realized P&L moves by
+ * exactly that: the fills' realized P&L always sum to the position's.
  *
  * Cash moves by the notional rounded half-even to 8 decimals (an account
- * holds no sub-precision amount): a buy of 0.00000001 at 0.5 moves none.
+ * holds no sub-precision amount): a buy of 0.00000001 at 0.5 moves none,
+ * whatever the balance. Each figure of the fill is rounded on its own, never
+ * the balance it is added to, so a tie rounds the same way on any balance.
  *
  * @example
  * ```ts
@@ -204,21 +206,24 @@ export function applyTrackedFill(
     price: fill.price,
     fee: fill.fee,
   });
+  // The fill's own figures are rounded, then added: rounding the new balance instead would
+  // round a tie by the parity of the balance's last digit, not the fill's.
+  const realized = roundMoney(raw.realized_pnl.minus(position.realized_pnl));
   const after: Position = {
     symbol: position.symbol,
     qty: roundMoney(raw.qty),
     avg_entry_price: roundMoney(raw.avg_entry_price),
     cost_basis: raw.cost_basis,
-    realized_pnl: roundMoney(raw.realized_pnl),
+    realized_pnl: roundMoney(position.realized_pnl.plus(realized)),
     fees: roundMoney(raw.fees),
   };
-  const notional = fill.qty.times(fill.price);
+  const notional = roundMoney(fill.qty.times(fill.price));
   const moved = fill.side === "buy" ? cash.minus(notional) : cash.plus(notional);
   return {
     symbol: fill.symbol,
     position: after,
     cash: roundMoney(moved.minus(fill.fee)),
-    realized: after.realized_pnl.minus(position.realized_pnl),
+    realized,
     filled_at: fill.filled_at,
     closing: !position.qty.isZero() && position.qty.isNeg() === (fill.side === "buy"),
   };
