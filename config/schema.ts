@@ -13,6 +13,7 @@ import { LEVELS } from "../lib/log.ts";
 import { sha256Hex as sha256 } from "../lib/hash.ts";
 import { urlCredentials } from "../adapters/nats.ts";
 import { EXCHANGES } from "../market/events.ts";
+import { DB_INTEGER_DIGITS, DB_SCALE, Decimal, fitsDb } from "../trading/money.ts";
 import {
   BINANCE_MAX_URL_LENGTH,
   binanceChannelStreams,
@@ -456,10 +457,21 @@ function decimalText() {
     .refine((value) => DECIMAL_TEXT.test(value), { error });
 }
 
-/** A risk limit: a decimal, or null for no limit. */
+/** Whether `value` is decimal text (a refinement also sees the values the union refused). */
+function isDecimalText(value: unknown): value is string {
+  return typeof value === "string" && DECIMAL_TEXT.test(value);
+}
+
+/**
+ * A risk limit: a decimal, or null for no limit. It must fit `NUMERIC(20,8)`
+ * (12 integer digits, 8 decimals): snapshots store it in `risk_metrics`.
+ */
 function limit() {
   return z.union([decimalText(), z.null()], {
     error: "expected a non-negative decimal or null (no limit)",
+  }).refine((value) => !isDecimalText(value) || fitsDb(new Decimal(value)), {
+    error: `expected at most ${DB_INTEGER_DIGITS} integer digits and ${DB_SCALE} decimals ` +
+      "(NUMERIC(20,8)), or null (no limit)",
   });
 }
 

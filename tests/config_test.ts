@@ -920,3 +920,33 @@ Deno.test("a number-or-null key takes a number or null from the environment", as
   assert.equal(other.risk.max_open_orders, null);
   assert.equal(other.risk.max_order_qty, "12.5");
 });
+
+Deno.test("a risk limit NUMERIC(20,8) cannot hold is refused, naming its key, overrides included", async () => {
+  const range =
+    "expected at most 12 integer digits and 8 decimals (NUMERIC(20,8)), or null (no limit)";
+  const error = await loadError({
+    env: {
+      TRADEWIRE_RISK__MAX_GROSS_EXPOSURE: "1000000000000",
+      TRADEWIRE_RISK__DAILY_LOSS_LIMIT: "0.000000001",
+      TRADEWIRE_RISK__EXCHANGES__KRAKEN__MAX_ORDER_NOTIONAL: "1000000000000",
+      TRADEWIRE_RISK__SYMBOLS__AAPL__PRICE_COLLAR_PCT: "0.000000001",
+    },
+  });
+  assert.deepEqual(error.message.split("\n").slice(1).toSorted(), [
+    `  risk.daily_loss_limit: ${range}, got "0.000000001" (from env TRADEWIRE_RISK__DAILY_LOSS_LIMIT)`,
+    `  risk.exchanges.kraken.max_order_notional: ${range}, got "1000000000000" ` +
+    "(from env TRADEWIRE_RISK__EXCHANGES__KRAKEN__MAX_ORDER_NOTIONAL)",
+    `  risk.max_gross_exposure: ${range}, got "1000000000000" ` +
+    "(from env TRADEWIRE_RISK__MAX_GROSS_EXPOSURE)",
+    `  risk.symbols.AAPL.price_collar_pct: ${range}, got "0.000000001" ` +
+    "(from env TRADEWIRE_RISK__SYMBOLS__AAPL__PRICE_COLLAR_PCT)",
+  ]);
+  const widest = await load({
+    env: {
+      TRADEWIRE_RISK__MAX_GROSS_EXPOSURE: "999999999999.99999999",
+      TRADEWIRE_RISK__DAILY_LOSS_LIMIT: "0.00000001",
+    },
+  });
+  assert.equal(widest.risk.max_gross_exposure, "999999999999.99999999");
+  assert.equal(widest.risk.daily_loss_limit, "0.00000001");
+});

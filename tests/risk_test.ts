@@ -458,6 +458,33 @@ Deno.test("riskLimitsFromConfig refuses malformed settings, naming them", () => 
   }
 });
 
+Deno.test("riskLimitsFromConfig refuses a limit NUMERIC(20,8) cannot hold, naming it", () => {
+  const cases: Array<[unknown, RegExp]> = [
+    [
+      { max_gross_exposure: "1000000000000" },
+      /risk\.max_gross_exposure must have at most 12 integer digits and 8 decimals/,
+    ],
+    [{ daily_loss_limit: "0.000000001" }, /risk\.daily_loss_limit must have at most/],
+    [
+      { exchanges: { kraken: { max_order_notional: "1000000000000" } } },
+      /risk\.exchanges\.kraken\.max_order_notional must have at most/,
+    ],
+    [
+      { symbols: { AAPL: { price_collar_pct: "0.000000001" } } },
+      /risk\.symbols\.AAPL\.price_collar_pct must have at most/,
+    ],
+  ];
+  for (const [config, message] of cases) {
+    assert.throws(() => riskLimitsFromConfig(config as never), message);
+  }
+  const widest = riskLimitsFromConfig({
+    max_gross_exposure: "999999999999.99999999",
+    daily_loss_limit: "0.00000001",
+  });
+  assert.equal(toJson(widest.max_gross_exposure!), "999999999999.99999999");
+  assert.equal(toJson(widest.daily_loss_limit!), "0.00000001");
+});
+
 Deno.test("the default limits let an ordinary order through and stop a fat finger", () => {
   const ctx = context({ limits: DEFAULT_RISK_LIMITS });
   assert.deepEqual(rules(buy("10"), ctx), []);

@@ -51,7 +51,15 @@
  */
 
 import { type Exchange, EXCHANGES } from "../market/events.ts";
-import { type Decimal, parseDecimal, toJson, ZERO } from "./money.ts";
+import {
+  DB_INTEGER_DIGITS,
+  DB_SCALE,
+  type Decimal,
+  fitsDb,
+  parseDecimal,
+  toJson,
+  ZERO,
+} from "./money.ts";
 import { isUsEquityMarketOpen, type UsEquityMarketClock } from "./market_hours.ts";
 import type { OrderType, Side } from "./signal.ts";
 
@@ -196,7 +204,8 @@ const ACCOUNT_KEYS = [
  * The {@linkcode RiskLimits} of a YAML `risk` section: missing keys take
  * {@linkcode DEFAULT_RISK_CONFIG}'s values, decimals are parsed strictly.
  * Throws a `TypeError` naming the key for an unknown key, a malformed or
- * negative decimal, a non-integer `max_open_orders` or an unknown
+ * negative decimal, one `NUMERIC(20,8)` cannot hold (more than 12 integer
+ * digits or 8 decimals), a non-integer `max_open_orders` or an unknown
  * `market_hours` or exchange.
  */
 export function riskLimitsFromConfig(config: RiskConfig = {}): RiskLimits {
@@ -603,6 +612,13 @@ function limit(value: RiskConfigValue, path: string): Decimal | null {
     });
   }
   if (parsed.isNeg()) throw new TypeError(`${path} must be >= 0, got ${toJson(parsed)}`);
+  if (!fitsDb(parsed)) {
+    // Snapshots store the limits in risk_metrics: one NUMERIC(20,8) cannot hold fails them all.
+    throw new TypeError(
+      `${path} must have at most ${DB_INTEGER_DIGITS} integer digits and ${DB_SCALE} decimals ` +
+        `(NUMERIC(20,8)), got ${toJson(parsed)}`,
+    );
+  }
   return parsed;
 }
 
