@@ -721,6 +721,111 @@ Deno.test("kraken session throws MalformedFrameError for frames it cannot use", 
   assert.deepEqual(session.onFrame(HEARTBEAT_FRAME, RX, io), []);
 });
 
+/** A market of BTC/USD and ETH/USD, 30 levels a side, for depth-25 books. */
+function deepMarket(): FakeKrakenMarket {
+  const market = new FakeKrakenMarket(["BTC/USD", "ETH/USD"], {
+    priceDecimals: { "BTC/USD": 1, "ETH/USD": 2 },
+    nowUs: () => RX - 5_000,
+  });
+  for (const [symbol, mid] of [["BTC/USD", 65_000], ["ETH/USD", 3_000]] as const) {
+    const bids: [number, number][] = [];
+    const asks: [number, number][] = [];
+    for (let i = 0; i < 30; i++) {
+      bids.push([mid - i, 0.5 + i]);
+      asks.push([mid + 1 + i, 0.25 + i]);
+    }
+    market.book(symbol).set("bid", bids);
+    market.book(symbol).set("ask", asks);
+  }
+  return market;
+}
+
+Deno.test("a Kraken book frame that cannot be parsed resyncs the depth-25 books it names, since the checksum covers only the top 10", () => {
+  const market = deepMarket();
+  const session = krakenSession(config({ symbols: ["BTC-USD", "ETH-USD"], book_depth: 25 }));
+  const io = new FakeIO();
+  io.now = () => RX;
+  session.onOpen(io);
+  io.sent.length = 0;
+  const published: MarketEvent[] = [];
+  published.push(...session.onFrame(market.snapshotFrame("BTC/USD", 25), RX, io));
+  published.push(...session.onFrame(market.snapshotFrame("ETH/USD", 25), RX, io));
+  // One update frame carrying both pairs (valid JSON, refused by the parser), each changing
+  // the 16th bid: below the 10 levels the checksum covers.
+  const btc = market.update("BTC/USD", 25, { bids: [[65_000 - 15, 7.77]] })!;
+  const eth = market.update("ETH/USD", 25, { bids: [[3_000 - 15, 8.88]] })!;
+  const ethEntry = eth.slice(eth.indexOf("[{") + 1, eth.lastIndexOf("}]") + 1);
+  const batched = btc.slice(0, btc.lastIndexOf("]}")) + "," + ethEntry + "]}";
+  JSON.parse(batched);
+  assert.throws(() => session.onFrame(batched, RX, io), MalformedFrameError);
+  assert.deepEqual(io.resyncs, [
+    "BTC/USD: Malformed book update",
+    "ETH/USD: Malformed book update",
+  ]);
+  assert.deepEqual(io.sent.map((text) => JSON.parse(text)).map((m) => [m.method, m.params]), [
+    ["unsubscribe", { channel: "book", symbol: ["BTC/USD"], depth: 25 }],
+    ["subscribe", { channel: "book", symbol: ["BTC/USD"], depth: 25, snapshot: true }],
+    ["unsubscribe", { channel: "book", symbol: ["ETH/USD"], depth: 25 }],
+    ["subscribe", { channel: "book", symbol: ["ETH/USD"], depth: 25, snapshot: true }],
+  ]);
+  assert.deepEqual(io.reconnects, []);
+  let status = session.status();
+  assert.equal(status.books["BTC-USD"]?.state, "waiting");
+  assert.equal(status.books["BTC-USD"]?.resyncs, 1);
+  assert.equal(status.books["BTC-USD"]?.last_resync, "BTC/USD: Malformed book update");
+  assert.equal(status.checksum_failures, 0);
+  assert.equal(status.books_live, 0);
+  // The next update's checksum matches (the lost change is outside the top 10): it is
+  // dropped, not published over the wrong book.
+  assert.deepEqual(
+    session.onFrame(market.update("BTC/USD", 25, { asks: [[65_001, 3.5]] })!, RX, io),
+    [],
+  );
+  published.push(...session.onFrame(market.snapshotFrame("BTC/USD", 25), RX, io));
+  const rebuilt = replay(published, "BTC-USD");
+  rebuilt.truncate(25);
+  assert.deepEqual(rebuilt.levels("bid"), market.book("BTC/USD").levels("bid", 25));
+  assert.deepEqual(rebuilt.levels("ask"), market.book("BTC/USD").levels("ask", 25));
+  status = session.status();
+  assert.equal(status.books["BTC-USD"]?.state, "live");
+  assert.equal(status.books["ETH-USD"]?.state, "waiting");
+});
+
+Deno.test("a Kraken book frame naming no readable symbol resyncs every book; other malformed frames resync none", () => {
+  const market = deepMarket();
+  const session = krakenSession(config({ symbols: ["BTC-USD", "ETH-USD"], book_depth: 25 }));
+  const io = new FakeIO();
+  io.now = () => RX;
+  session.onOpen(io);
+  session.onFrame(market.snapshotFrame("BTC/USD", 25), RX, io);
+  session.onFrame(market.snapshotFrame("ETH/USD", 25), RX, io);
+  io.sent.length = 0;
+  for (
+    const frame of [
+      "garbage",
+      '{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD"}]}',
+      // A book of a pair not configured names only that pair.
+      '{"channel":"book","type":"update","data":[{"symbol":"XBT/EUR"}]}',
+    ]
+  ) {
+    assert.throws(() => session.onFrame(frame, RX, io), MalformedFrameError, frame);
+  }
+  assert.deepEqual(io.resyncs, []);
+  assert.equal(session.status().books_live, 2);
+  const truncated = market.update("BTC/USD", 25, { bids: [[64_990, 1]] })!.slice(0, 40);
+  assert.throws(() => session.onFrame(truncated, RX, io), MalformedFrameError);
+  assert.deepEqual(io.resyncs, [
+    "BTC/USD: Malformed book update",
+    "ETH/USD: Malformed book update",
+  ]);
+  assert.equal(session.status().books_live, 0);
+  // A malformed update of a book already waiting for its snapshot is not resynced again.
+  const unreadable = '{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[1]}]}';
+  assert.throws(() => session.onFrame(unreadable, RX, io), MalformedFrameError);
+  assert.equal(io.resyncs.length, 2);
+  assert.equal(session.status().resyncs, 2);
+});
+
 // ---- the real feed runtime, the fake venue and NATS -------------------------
 
 /** A Kraken pair no other test uses, so md.> traffic can be filtered to this test. */

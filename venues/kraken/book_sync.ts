@@ -182,6 +182,19 @@ export class KrakenBookSync {
   }
 
   /**
+   * Says what to do about a book frame of this symbol that could not be
+   * parsed (`action` when it could be read, else null): a change was lost, so
+   * the book is marked stale and a resync asked for — unless it is an update
+   * of a book already waiting for its snapshot, which would have been dropped
+   * anyway. Kraken's checksum covers only the top 10 levels, so a lost change
+   * deeper down would never be caught by a later checksum.
+   */
+  onMalformed(action: "snapshot" | "update" | null): KrakenBookSyncResult {
+    if (action === "update" && this.#state === "stale") return { status: "waiting", events: [] };
+    return this.#resync(`Malformed book ${action ?? "frame"}`);
+  }
+
+  /**
    * Marks the book stale, as after a resync: updates are dropped until the
    * next snapshot. Call it when the connection drops or the feed resubscribes.
    */

@@ -166,8 +166,10 @@ const HEARTBEAT_FRAME = '{"channel":"heartbeat"}';
  * unknown channel or a price or size that is not a decimal.
  *
  * A book frame must carry one symbol, as Kraken sends them; a frame with
- * several is rejected (were Kraken ever to batch, the sync would miss that
- * update, fail the next checksum and resync: degraded, never wrong).
+ * several is rejected. A later checksum would not reliably catch the lost
+ * update — Kraken's checksum covers only the top 10 levels whatever the
+ * depth — so the session resyncs the books a rejected book frame names (every
+ * book when it names none it can read) rather than trusting the next one.
  *
  * @example
  * ```ts

@@ -39,9 +39,14 @@
  * {@linkcode SessionIO.resynced}, and that symbol's book alone is
  * resubscribed — `unsubscribe`, then `subscribe` with `snapshot: true` — on
  * the same connection; updates are dropped ("waiting") until the fresh
- * snapshot arrives. A book resubscribed again within `resubscribeMaxMs` of
- * its last resubscription (a snapshot that fails its checksum too) is
- * unsubscribed at once but subscribed again only from `onTick`, after
+ * snapshot arrives. A book frame that cannot be parsed (`"channel":"book"`
+ * in a frame that throws `MalformedFrameError`) resyncs the same way the
+ * books it names, or every book when it names none that can be read: the
+ * checksum covers only the top 10 levels, so a lost change deeper down would
+ * otherwise stay in the book. A book resubscribed again within
+ * `resubscribeMaxMs` of its last resubscription (a snapshot that fails its
+ * checksum too) is unsubscribed at once but subscribed again only from
+ * `onTick`, after
  * `resubscribeInitialMs` doubling up to `resubscribeMaxMs`, so a book that
  * cannot be verified is not asked for as fast as Kraken answers. On a
  * reconnect `onClose` marks every book stale and the new connection's
@@ -89,6 +94,13 @@ export interface KrakenSessionConfig {
   /** Book depth: 10, 25, 100, 500 or 1000. */
   book_depth: number;
 }
+
+/** A frame of the `book` channel (tested on frames that failed to parse). */
+const BOOK_CHANNEL = /"channel"\s*:\s*"book"/;
+/** A book frame's `type` (`snapshot` or `update`). */
+const BOOK_ACTION = /"type"\s*:\s*"(snapshot|update)"/;
+/** Each `symbol` a frame names. */
+const SYMBOL_FIELD = /"symbol"\s*:\s*"([^"\\]*)"/g;
 
 /** How often `onTick` sends an application-level ping, in milliseconds. */
 export const DEFAULT_KRAKEN_PING_INTERVAL_MS = 20_000;
@@ -337,7 +349,14 @@ export class KrakenSession implements VenueSession {
    * a book of a symbol that is not configured.
    */
   onFrame(frame: string, receivedUs: number, io: SessionIO): MarketEvent[] {
-    const { events, control } = parseKrakenFrame(frame, receivedUs);
+    let parsed;
+    try {
+      parsed = parseKrakenFrame(frame, receivedUs);
+    } catch (error) {
+      this.#afterMalformed(frame, io);
+      throw error;
+    }
+    const { events, control } = parsed;
     if (control === null) return events;
     switch (control.type) {
       case "book":
@@ -471,38 +490,64 @@ export class KrakenSession implements VenueSession {
         ? result.events
         : result.events.filter((event) => event.kind === "top");
     }
-    if (result.status === "resync") {
-      const venueSymbol = control.venue_symbol;
-      const reason = `${venueSymbol}: ${result.reason}`;
-      slot.resyncs++;
-      if (result.reason.startsWith("Checksum mismatch")) slot.checksumFailures++;
-      slot.lastResync = reason;
-      io.resynced(reason);
-      this.#subscribed.book.delete(venueSymbol);
-      io.send(unsubscribeMessage("book", [venueSymbol], {
-        depth: this.#depth,
-        reqId: ++this.#reqId,
-      }));
-      // Again soon after the last resubscription: wait, longer each time.
-      const nowMs = io.nowUs() / 1000;
-      const soon = slot.lastResubscribeMs !== null &&
-        nowMs - slot.lastResubscribeMs < this.#resubscribeMaxMs;
-      slot.resubscribeStreak = soon ? slot.resubscribeStreak + 1 : 0;
-      if (slot.resubscribeStreak === 0) {
-        slot.resyncAtMs = nowMs;
-        slot.lastResubscribeMs = nowMs;
-        this.#subscribe(io, "book", [venueSymbol]);
-      } else {
-        slot.resyncAtMs = null;
-        this.#retries.set(`book ${venueSymbol}`, {
-          channel: "book",
-          venueSymbol,
-          atMs: nowMs + this.#delayMs(slot.resubscribeStreak),
-          resync: true,
-        });
-      }
-    }
+    if (result.status === "resync") this.#resyncBook(control.venue_symbol, slot, result.reason, io);
     return [];
+  }
+
+  /**
+   * After a frame that could not be parsed: when it looks like a book frame
+   * (`"channel":"book"`), the books it names — every book when it names none
+   * that can be read — lost a change and are resynced. Kraken's checksum
+   * covers only the top 10 levels, so with a deeper book a later checksum
+   * need not catch it.
+   */
+  #afterMalformed(frame: string, io: SessionIO): void {
+    if (typeof frame !== "string" || !BOOK_CHANNEL.test(frame)) return;
+    const action = BOOK_ACTION.exec(frame)?.[1] as "snapshot" | "update" | undefined;
+    const named = [...frame.matchAll(SYMBOL_FIELD)].map((match) => match[1]!);
+    const venueSymbols = named.length === 0 ? [...this.#books.keys()] : named;
+    for (const venueSymbol of new Set(venueSymbols)) {
+      const slot = this.#books.get(venueSymbol);
+      if (slot === undefined) continue;
+      const result = slot.sync.onMalformed(action ?? null);
+      if (result.status === "resync") this.#resyncBook(venueSymbol, slot, result.reason, io);
+    }
+  }
+
+  /**
+   * Counts a resync of a book and resubscribes it in place: unsubscribe, then
+   * subscribe with a snapshot — at once, or from `onTick` after a growing
+   * delay when it was resubscribed for a resync again soon before.
+   */
+  #resyncBook(venueSymbol: string, slot: BookSlot, why: string, io: SessionIO): void {
+    const reason = `${venueSymbol}: ${why}`;
+    slot.resyncs++;
+    if (why.startsWith("Checksum mismatch")) slot.checksumFailures++;
+    slot.lastResync = reason;
+    io.resynced(reason);
+    this.#subscribed.book.delete(venueSymbol);
+    io.send(unsubscribeMessage("book", [venueSymbol], {
+      depth: this.#depth,
+      reqId: ++this.#reqId,
+    }));
+    // Again soon after the last resubscription: wait, longer each time.
+    const nowMs = io.nowUs() / 1000;
+    const soon = slot.lastResubscribeMs !== null &&
+      nowMs - slot.lastResubscribeMs < this.#resubscribeMaxMs;
+    slot.resubscribeStreak = soon ? slot.resubscribeStreak + 1 : 0;
+    if (slot.resubscribeStreak === 0) {
+      slot.resyncAtMs = nowMs;
+      slot.lastResubscribeMs = nowMs;
+      this.#subscribe(io, "book", [venueSymbol]);
+    } else {
+      slot.resyncAtMs = null;
+      this.#retries.set(`book ${venueSymbol}`, {
+        channel: "book",
+        venueSymbol,
+        atMs: nowMs + this.#delayMs(slot.resubscribeStreak),
+        resync: true,
+      });
+    }
   }
 
   /**
