@@ -984,25 +984,33 @@ class LiveFeed {
 
   /**
    * Reconnects once no frame has arrived for `stale_after_ms` — not counting
-   * the time the session says its venue is quiet (`session.quiet`).
+   * the time the session says its venue is quiet (`session.quiet`): when a
+   * check finds the quiet over, silence counts again from that check (at most
+   * `stale_after_ms` after the session started), not from before the quiet.
    */
   async #watchdog(
     openedAt: number,
     signal: AbortSignal,
     requestClose: (code: number, reason: string) => void,
   ): Promise<void> {
-    let quietAt = -Infinity;
+    let quietEndedAt = -Infinity;
+    let wasQuiet = false;
     try {
       for (;;) {
         const now = this.#clock.now();
         const quiet = this.#quietReason(now);
         this.#status.quiet = quiet;
         if (quiet !== null) {
-          quietAt = now;
+          wasQuiet = true;
           await this.#clock.sleep(this.#staleAfterMs, signal);
           continue;
         }
-        const last = Math.max(openedAt, this.#status.last_message_at ?? 0, quietAt);
+        if (wasQuiet) {
+          // The session started since the last check: its silence starts now.
+          wasQuiet = false;
+          quietEndedAt = now;
+        }
+        const last = Math.max(openedAt, this.#status.last_message_at ?? 0, quietEndedAt);
         const silentMs = now - last;
         if (silentMs >= this.#staleAfterMs) {
           this.#log.warn("feed is stale; reconnecting", { silent_ms: silentMs });

@@ -615,6 +615,34 @@ Deno.test("alpaca feed: silence while the market is closed is no reason to recon
   assert.equal(h.status.reconnects, 1);
 });
 
+Deno.test("after the overnight quiet, the alpaca watchdog counts silence from the session's start, not from before it", async () => {
+  const a = uniqueTicker();
+  // Monday 2026-12-07, 03:59:58 in New York (EST): two seconds before the pre-market.
+  const clock = clockAt("2026-12-07T08:59:58.000Z");
+  const sessionStart = Date.parse("2026-12-07T09:00:00.000Z");
+  const staleAfterMs = 3_000;
+  await using h = await startHarness([a], { staleAfterMs, clock });
+  await handshake(h, 1);
+  assert.notEqual(h.status.quiet, null, "03:59:58 ET is outside the extended session");
+  h.venue.silence();
+  let reconnectedAt: number | null = null;
+  await waitFor(
+    () => {
+      if (h.status.reconnects >= 1 && reconnectedAt === null) reconnectedAt = clock.now();
+      return reconnectedAt !== null;
+    },
+    10_000,
+    "the watchdog's reconnect",
+  );
+  assert.equal(h.status.quiet, null);
+  const silentInSessionMs = reconnectedAt! - sessionStart;
+  assert.ok(
+    silentInSessionMs >= staleAfterMs - 250,
+    `reconnected ${silentInSessionMs} ms after the session started at 04:00 ET, ` +
+      `with stale_after_ms ${staleAfterMs}: silence was counted from before the session`,
+  );
+});
+
 Deno.test("an alpaca error message is surfaced with its code and the stream goes on", async () => {
   const a = uniqueTicker();
   await using h = await startHarness([a]);
