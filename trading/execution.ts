@@ -1701,7 +1701,10 @@ export class ExecutionEngine {
         const age = this.#newestPriceAgeMs(s.symbol, s.exchange, now);
         if (age !== null) context.stale_price = { age_ms: age, max_age_ms: maxAgeMs };
       }
-      for (const violation of checkRisk(s, context)) reasons.push(violation);
+      // The exchange overrides apply to the venue pricing the order when the signal names none.
+      const exchange = this.#riskExchange(s, priced);
+      const order = exchange === undefined || exchange === s.exchange ? s : { ...s, exchange };
+      for (const violation of checkRisk(order, context)) reasons.push(violation);
       if (reasons.length > 0) {
         return {
           item: { signal, outcome: { status: "rejected", reasons } },
@@ -1800,6 +1803,34 @@ export class ExecutionEngine {
     return [...missing.keys()];
   }
 
+  /**
+   * The exchange whose risk overrides apply to `signal`: the one it names,
+   * else the venue of the fresh price that prices it (`priced`, looked up
+   * when undefined), else the venue of the newest price seen, fresh or not;
+   * undefined when no price of its symbol was ever seen. So an order priced
+   * from Alpaca's data keeps to `alpaca`'s overrides (its market hours) whether
+   * or not it says so, as the engine records Alpaca as its exchange.
+   */
+  #riskExchange(
+    signal: { symbol: string; exchange?: Exchange | undefined },
+    priced: { exchange: Exchange } | null | undefined,
+    nowMs: number = this.#clock.now(),
+  ): Exchange | undefined {
+    if (signal.exchange !== undefined) return signal.exchange;
+    if (Object.keys(this.#limits.exchanges).length === 0) return undefined; // no override to pick
+    const venue = (priced === undefined ? this.#lastPrice(signal.symbol, undefined, nowMs) : priced)
+      ?.exchange;
+    if (venue !== undefined) return venue;
+    let newest: { ts: number; exchange: Exchange } | undefined;
+    for (const entry of this.#cache.latest(signal.symbol)?.exchanges ?? []) {
+      const ts = Math.max(entry.trade?.ts_local ?? -Infinity, entry.quote?.ts_local ?? -Infinity);
+      if (ts > -Infinity && (newest === undefined || ts > newest.ts)) {
+        newest = { ts, exchange: entry.exchange };
+      }
+    }
+    return newest?.exchange;
+  }
+
   /** How old the newest trade or quote of `symbol` is, fresh or not, in ms; null when none was seen. */
   #newestPriceAgeMs(symbol: string, exchange: Exchange | undefined, nowMs: number): number | null {
     const snapshot = this.#cache.latest(symbol, exchange);
@@ -1866,7 +1897,8 @@ export class ExecutionEngine {
       if (!p.parsed.ok) continue;
       const s = p.parsed.signal;
       const name = s.broker ?? this.#execution.default_broker;
-      if (limitsFor(this.#limits, s.symbol, s.exchange).market_hours !== "us_equity") continue;
+      const exchange = this.#riskExchange(s, undefined, now);
+      if (limitsFor(this.#limits, s.symbol, exchange).market_hours !== "us_equity") continue;
       const cached = this.#marketClocks.get(name);
       if (cached !== undefined && now - cached.at < this.#clockTtlMs) continue;
       wanted.add(name);

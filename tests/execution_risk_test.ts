@@ -1,0 +1,144 @@
+/**
+ * The execution engine's risk checks as a signal meets them: the exchange
+ * overrides of the venue pricing the order, the US equity session when the
+ * broker's market clock cannot be fetched, and the range a fill must stay in
+ * for the position tracker to book it.
+ */
+
+import assert from "node:assert/strict";
+import type { Broker } from "../brokers/broker.ts";
+import { paperBroker } from "../brokers/paper.ts";
+import { type Config, loadConfig } from "../config/mod.ts";
+import type { Clock } from "../lib/clock.ts";
+import { nullLogger } from "../lib/log.ts";
+import type { TopEvent } from "../market/events.ts";
+import { LatestCache } from "../market/latest_cache.ts";
+import { ExecutionEngine, type SignalOutcome } from "../trading/execution.ts";
+import { isUsEquityMarketOpen } from "../trading/market_hours.ts";
+import { PortfolioState } from "../trading/portfolio_state.ts";
+import { noRiskLimits } from "./_helpers.ts";
+import { migratedDatabase } from "./_postgres.ts";
+
+/** A clock whose now the test sets; sleeps are short real timers. */
+class SetClock implements Clock {
+  constructor(public at: number) {}
+  now(): number {
+    return this.at;
+  }
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(resolve, Math.min(ms, 50));
+      signal?.addEventListener("abort", () => {
+        clearTimeout(t);
+        reject(signal.reason);
+      }, { once: true });
+    });
+  }
+}
+
+/** A top of book of `symbol` on `exchange` at `atMs`, bid `bid`, ask `ask`. */
+function top(
+  exchange: TopEvent["exchange"],
+  symbol: string,
+  atMs: number,
+  bid: string,
+  ask: string,
+): TopEvent {
+  return {
+    kind: "top",
+    exchange,
+    symbol,
+    venue_symbol: symbol.replace("-", ""),
+    ts_exchange: atMs * 1000,
+    ts_local: atMs * 1000,
+    bid_price: bid,
+    bid_qty: "100",
+    ask_price: ask,
+    ask_qty: "100",
+  };
+}
+
+/**
+ * An engine on a scratch database, trading through a paper broker (or the
+ * broker `wrap` makes of it) at the clock's time with the risk section
+ * `risk` makes of the configuration; started, and stopped when disposed.
+ */
+async function startedEngine(options: {
+  clock: SetClock;
+  cache: LatestCache;
+  risk: (config: Config) => Config["risk"];
+  wrap?: (paper: Broker) => Broker;
+}) {
+  const db = await migratedDatabase();
+  const base = await loadConfig({ args: [], env: {} });
+  const state = new PortfolioState({ starting_cash: "100000", clock: options.clock });
+  await state.load(db.sql);
+  const paper = paperBroker({
+    cache: options.cache,
+    options: base.brokers.paper,
+    max_price_age_ms: base.execution.max_price_age_ms,
+    clock: options.clock,
+  });
+  const engine = new ExecutionEngine({
+    sql: db.sql,
+    brokers: new Map([["paper", options.wrap?.(paper) ?? paper]]),
+    cache: options.cache,
+    state,
+    config: { risk: options.risk(base), execution: base.execution },
+    publish: () => {},
+    publishFill: () => Promise.resolve(),
+    clock: options.clock,
+    log: nullLogger,
+    options: { submit_retry_initial_ms: 5, submit_retry_max_ms: 20 },
+  });
+  await engine.start();
+  return {
+    engine,
+    /** Decides one signal of `body`. */
+    async decide(body: Record<string, unknown>): Promise<SignalOutcome | undefined> {
+      const [outcome] = await engine.processSignals([
+        { body, strategy: "risk", source: "rest" },
+      ]);
+      return outcome;
+    },
+    async [Symbol.asyncDispose]() {
+      await engine.stop();
+      await paper[Symbol.asyncDispose]?.();
+      await db[Symbol.asyncDispose]();
+    },
+  };
+}
+
+/** The rules an outcome was refused for. */
+function rulesOf(outcome: SignalOutcome | undefined): string[] {
+  const reasons = (outcome as { reasons?: Array<{ rule?: string }> } | undefined)?.reasons ?? [];
+  return reasons.map((r) => r.rule ?? "");
+}
+
+Deno.test("an order priced from Alpaca keeps to alpaca's market hours whether or not it names the exchange", async () => {
+  // Monday 2026-12-07 18:30 ET: after the close; Alpaca still streams (extended hours).
+  const clock = new SetClock(Date.parse("2026-12-07T23:30:00Z"));
+  assert.equal(isUsEquityMarketOpen(clock.now()).open, false);
+  const cache = new LatestCache({ clock });
+  cache.update([
+    top("alpaca", "AAPL", clock.now(), "190.00", "190.02"),
+    // MSFT's newest price is an hour old: too old to price an order, not to say whose it is.
+    top("alpaca", "MSFT", clock.now() - 3_600_000, "400.00", "400.02"),
+  ]);
+  // Every limit off but the default exchange override (alpaca: us_equity).
+  await using t = await startedEngine({
+    clock,
+    cache,
+    risk: (config) => ({ ...noRiskLimits(config), exchanges: config.risk.exchanges }),
+  });
+  const body = { symbol: "AAPL", side: "buy", qty: "1", type: "limit", limit_price: "150" };
+  const named = await t.decide({ ...body, id: "named", exchange: "alpaca" });
+  assert.deepEqual(rulesOf(named), ["market_hours"], JSON.stringify(named));
+  const unnamed = await t.decide({ ...body, id: "unnamed" });
+  assert.deepEqual(rulesOf(unnamed), ["market_hours"], JSON.stringify(unnamed));
+  const stale = await t.decide({ ...body, id: "stale", symbol: "MSFT", limit_price: "390" });
+  assert.deepEqual(rulesOf(stale), ["market_hours"], JSON.stringify(stale));
+  // Named for another venue, its overrides (none) apply.
+  const kraken = await t.decide({ ...body, id: "kraken", exchange: "kraken" });
+  assert.equal(kraken?.status, "accepted", JSON.stringify(kraken));
+});
