@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { Broker } from "../brokers/broker.ts";
+import { type Broker, BrokerUnavailableError } from "../brokers/broker.ts";
 import { paperBroker } from "../brokers/paper.ts";
 import { type Config, loadConfig } from "../config/mod.ts";
 import type { Clock } from "../lib/clock.ts";
@@ -141,4 +141,90 @@ Deno.test("an order priced from Alpaca keeps to alpaca's market hours whether or
   // Named for another venue, its overrides (none) apply.
   const kraken = await t.decide({ ...body, id: "kraken", exchange: "kraken" });
   assert.equal(kraken?.status, "accepted", JSON.stringify(kraken));
+});
+
+/** The paper broker with an Alpaca-like market clock answering `answer(now)`, or failing while `down`. */
+function withMarketClock(
+  clock: Clock,
+  answer: (now: number) => { open: boolean; next_open?: number; next_close?: number },
+) {
+  const control = { down: false, calls: 0 };
+  const wrap = (paper: Broker): Broker =>
+    Object.assign(paper, {
+      clock: () => {
+        control.calls++;
+        if (control.down) {
+          return Promise.reject(new BrokerUnavailableError("connection refused"));
+        }
+        const now = clock.now();
+        const c = answer(now);
+        return Promise.resolve({
+          is_open: c.open,
+          next_open: c.next_open,
+          next_close: c.next_close,
+          timestamp: now,
+        });
+      },
+    });
+  return { control, wrap };
+}
+
+Deno.test("with the broker clock unreachable the built-in NYSE calendar decides, not a clock fetched before the weekend", async () => {
+  // Friday 2026-12-04 10:00 ET: open.
+  const clock = new SetClock(Date.parse("2026-12-04T15:00:00Z"));
+  const cache = new LatestCache({ clock });
+  cache.update([top("binance", "BTC-USDT", clock.now(), "100", "100.02")]);
+  const { control, wrap } = withMarketClock(clock, (now) => isUsEquityMarketOpen(now));
+  await using t = await startedEngine({
+    clock,
+    cache,
+    risk: (config) => ({ ...noRiskLimits(config), market_hours: "us_equity" }),
+    wrap,
+  });
+  const body = { symbol: "BTC-USDT", side: "buy", qty: "0.1", type: "limit", limit_price: "90" };
+  const friday = await t.decide({ ...body, id: "fri" });
+  assert.equal(friday?.status, "accepted", JSON.stringify(friday));
+  assert.equal(control.calls, 1);
+
+  // Monday 2026-12-07 10:00 ET: a regular session; the broker clock is down.
+  clock.at = Date.parse("2026-12-07T15:00:00Z");
+  cache.update([top("binance", "BTC-USDT", clock.now(), "100", "100.02")]);
+  control.down = true;
+  const monday = await t.decide({ ...body, id: "mon" });
+  assert.equal(control.calls, 2, "the engine tried the broker clock again");
+  assert.equal(monday?.status, "accepted", JSON.stringify(monday));
+  // Monday 17:00 ET: closed by the calendar.
+  clock.at = Date.parse("2026-12-07T22:00:00Z");
+  cache.update([top("binance", "BTC-USDT", clock.now(), "100", "100.02")]);
+  const evening = await t.decide({ ...body, id: "eve" });
+  assert.deepEqual(rulesOf(evening), ["market_hours"], JSON.stringify(evening));
+});
+
+Deno.test("an expired broker clock is not kept when the next fetch fails: the calendar decides at once", async () => {
+  // Friday 2026-12-04 10:00 ET. The broker says closed (a closure the calendar does not know).
+  const clock = new SetClock(Date.parse("2026-12-04T15:00:00Z"));
+  const cache = new LatestCache({ clock });
+  cache.update([top("binance", "BTC-USDT", clock.now(), "100", "100.02")]);
+  const mondayOpen = Date.parse("2026-12-07T14:30:00Z");
+  const { control, wrap } = withMarketClock(clock, () => ({
+    open: false,
+    next_open: mondayOpen,
+    next_close: Date.parse("2026-12-07T21:00:00Z"),
+  }));
+  await using t = await startedEngine({
+    clock,
+    cache,
+    risk: (config) => ({ ...noRiskLimits(config), market_hours: "us_equity" }),
+    wrap,
+  });
+  const body = { symbol: "BTC-USDT", side: "buy", qty: "0.1", type: "limit", limit_price: "90" };
+  const closed = await t.decide({ ...body, id: "closed" });
+  assert.deepEqual(rulesOf(closed), ["market_hours"], JSON.stringify(closed));
+  // A minute later the broker's answer has expired (30 s) and the broker cannot be reached.
+  clock.at += 60_000;
+  cache.update([top("binance", "BTC-USDT", clock.now(), "100", "100.02")]);
+  control.down = true;
+  const calendar = await t.decide({ ...body, id: "calendar" });
+  assert.equal(control.calls, 2);
+  assert.equal(calendar?.status, "accepted", JSON.stringify(calendar));
 });

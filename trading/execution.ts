@@ -1919,6 +1919,9 @@ export class ExecutionEngine {
           });
         }
       } catch (error) {
+        // An expired answer is not kept: rolled forward past its next transitions it would say
+        // "closed" for the whole of a trading day. The calendar decides until a fetch succeeds.
+        this.#marketClocks.delete(name);
         this.#log.warn("broker market clock unavailable; using the built-in NYSE calendar", {
           broker: name,
           error: errorMessage(error),
@@ -1927,12 +1930,17 @@ export class ExecutionEngine {
     }
   }
 
-  /** The broker's market clock at `now`, from the cached answer; undefined without one. */
+  /**
+   * The broker's market clock at `now`, from the cached answer; undefined
+   * without one, or once `now` is past both transitions it names (it cannot
+   * tell what follows them: the built-in calendar decides).
+   */
   #marketClockFor(broker: string, now: number): UsEquityMarketClock | undefined {
     const cached = this.#marketClocks.get(broker);
     if (cached === undefined) return undefined;
     const { open, next_open, next_close } = cached.clock;
     if (next_open === undefined || next_close === undefined) return cached.clock;
+    if (now >= Math.max(next_open, next_close)) return undefined;
     // Roll the cached answer forward: open until the close, closed until the next open.
     const isOpen = open ? now < next_close : now >= next_open && now < next_close;
     return isOpen
