@@ -9,7 +9,11 @@
  *    and starts them, each on its own (Alpaca's `trade_updates` stream
  *    connects in the background; a broker that cannot start — Alpaca
  *    unreachable, keys refused — is tried again with backoff while the others
- *    serve, and health shows its stream problem). On stop it disposes them.
+ *    serve, and health shows its stream problem). Each time Alpaca's stream
+ *    listens — its first time after a start too — the engine reconciles its
+ *    open Alpaca orders: what filled before (also after the engine's startup
+ *    reconciliation, while the stream was still connecting) is not replayed.
+ *    On stop it disposes them.
  * 2. `position_tracker` — fills from `FILLS` into positions and the portfolio
  *    (`actors/position_tracker.ts`); keeps the shared {@linkcode PortfolioState}.
  *    The engine stores new fills with their positions when the tracker is

@@ -67,11 +67,12 @@
  * clock) forever; the delay starts over from `reconnect_initial_ms` only after
  * a connection that stayed listening for `reconnect_max_ms` or more, so a
  * stream cut right after each `listening` is not re-opened at a fixed rate.
- * Once the new connection listens every `onReconnect` callback runs — after
- * the events already received — so the engine can reconcile open orders:
- * Alpaca does not replay updates missed while disconnected. So does the first
- * connection to listen after a failed start: the engine ran without the
- * stream meanwhile.
+ * Each time a connection listens — the first one after `start` too — every
+ * `onReconnect` callback runs, after the events already received, so the
+ * engine can reconcile open orders: Alpaca does not replay updates missed
+ * while the stream was not listening, whether it was lost, had not started
+ * (a failed start) or was still connecting (an order that filled between the
+ * engine's startup reconciliation and the first `listening`).
  * {@linkcode AlpacaBroker.streamStatus} says how long the stream has not been
  * listening and whether Alpaca refused the keys, for health.
  *
@@ -286,9 +287,10 @@ export interface AlpacaBroker extends Broker {
   /** The account (`GET /v2/account`). */
   account(): Promise<AlpacaAccount>;
   /**
-   * Calls `callback` each time the stream listens again after a lost
-   * connection (not for the first connection), after the events received
-   * before; returns a function that removes it.
+   * Calls `callback` each time the stream listens — after a lost connection,
+   * and for the first connection after `start` too (what happened before it
+   * is not replayed) — after the events received before; returns a function
+   * that removes it.
    */
   onReconnect(callback: () => void | Promise<void>): () => void;
   /** The stream's state and counters. */
@@ -696,8 +698,6 @@ class AlpacaBrokerImpl implements AlpacaBroker {
   };
   /** When the stream stopped listening (or the broker was made), on the clock; null while it listens. */
   #downSinceMs: number | null;
-  /** A start failed before: the first listening then counts as a reconnect (`onReconnect`). */
-  #startFailed = false;
   /** Event and reconnect deliveries, one at a time. */
   #queue: Promise<void> = Promise.resolve();
   #ready: Promise<void> | null = null;
@@ -1095,13 +1095,13 @@ class AlpacaBrokerImpl implements AlpacaBroker {
           first = false;
           this.#log.info("alpaca stream listening", { url: this.#streamUrl });
           started();
-          // After a failed start the engine ran without the stream: orders it sent over REST
-          // meanwhile may have changed with no update to tell, as after a reconnect.
-          if (this.#startFailed) this.#enqueue(() => this.#notifyReconnect());
         } else {
           this.#log.info("alpaca stream listening again", { reconnects: this.#status.reconnects });
-          this.#enqueue(() => this.#notifyReconnect());
         }
+        // Alpaca replays nothing from before this listen: updates made while the stream was lost,
+        // or before its first listen — also when the first connection follows a start that failed
+        // or the engine's startup reconciliation read the orders while it was still connecting.
+        this.#enqueue(() => this.#notifyReconnect());
       });
       if (listenedAt !== null) this.#downSinceMs = this.#clock.now();
       if (halt.aborted) break;
@@ -1110,7 +1110,6 @@ class AlpacaBrokerImpl implements AlpacaBroker {
       if (first) {
         this.#status.state = "failed";
         this.#log.error("alpaca stream could not start", { error: end.error?.message });
-        this.#startFailed = true;
         failed(end.error ?? new BrokerUnavailableError("Alpaca stream closed before listening"));
         return;
       }
