@@ -128,8 +128,8 @@ export interface Broker extends AsyncDisposable {
   /** Starts streaming events (e.g. Alpaca's trade_updates); resolves once connected. */
   start(signal: AbortSignal): Promise<void>;
   /**
-   * Calls `listener` each time the event stream comes back after it was lost,
-   * until the returned function is called. A broker that does not replay the
+   * Calls `listener` each time the event stream listens — after it was lost,
+   * and the first time after a start — until the returned function is called. A broker that does not replay the
    * events missed meanwhile (Alpaca) has one: the engine then reconciles its
    * open orders. Absent: the stream loses nothing.
    */
