@@ -228,3 +228,19 @@ Deno.test("an expired broker clock is not kept when the next fetch fails: the ca
   assert.equal(control.calls, 2);
   assert.equal(calendar?.status, "accepted", JSON.stringify(calendar));
 });
+
+Deno.test("with every limit off an order whose fill the tracker could not book is refused as numeric_range", async () => {
+  const clock = new SetClock(Date.now());
+  const cache = new LatestCache({ clock });
+  cache.update([top("binance", "BTC-USDT", clock.now(), "59999", "60001")]);
+  await using t = await startedEngine({ clock, cache, risk: noRiskLimits });
+  // 20,000,000 × 60,000 = 1.2e12: the fill fits `fills`, the cash after it (13 digits) does not.
+  const big = await t.decide({ id: "big", symbol: "BTC-USDT", side: "buy", qty: "20000000" });
+  assert.deepEqual(rulesOf(big), ["numeric_range"], JSON.stringify(big));
+  const message = (big as { reasons: Array<{ message: string }> }).reasons[0]!.message;
+  assert.match(message, /cash after the order -1199999900000/);
+  assert.match(message, /more than 12 integer digits/);
+  // One that fits is taken.
+  const fits = await t.decide({ id: "fits", symbol: "BTC-USDT", side: "buy", qty: "1" });
+  assert.equal(fits?.status, "accepted", JSON.stringify(fits));
+});

@@ -382,7 +382,49 @@ Deno.test("every broken rule is reported at once, in RISK_RULES order", () => {
     "max_open_orders",
     "daily_loss_limit",
   ]);
-  assert.equal(RISK_RULES.length, 10);
+  assert.equal(RISK_RULES.length, 11);
+});
+
+Deno.test("numeric_range refuses, with every limit off, an order whose figures NUMERIC(20,8) cannot hold", () => {
+  const ctx = context({ last_price: d("60000"), cash: d("100000") });
+  // 20,000,000 × 60,000 = 1.2e12: 13 integer digits.
+  const big = checkRisk(buy("20000000"), ctx);
+  assert.deepEqual(big.map((v) => v.rule), ["numeric_range"]);
+  assert.match(big[0]!.message, /notional \(qty 20000000 × 60000\) 1200000000000/);
+  assert.match(big[0]!.message, /cash after the order -1199999900000/);
+  assert.match(big[0]!.message, /more than 12 integer digits/);
+  // The widest figures that fit pass.
+  const widest = context({
+    last_price: d("999999999999.99999999"),
+    cash: d("999999999999.99999999"),
+  });
+  assert.deepEqual(
+    rules(buy("1", { type: "limit", limit_price: d("999999999999.99999999") }), widest),
+    [],
+  );
+  // The cash after the order, fills not yet applied in the context's cash.
+  const poor = context({ last_price: d("1000000"), cash: d("-999999000000") });
+  assert.deepEqual(rules(buy("0.99999999"), poor), []);
+  assert.deepEqual(rules(buy("1"), poor), ["numeric_range"]);
+  assert.deepEqual(rules(sell("1"), poor), [], "a sell brings cash in");
+  // The position after it, open orders of its side counted; its value at the reference price.
+  const long = context({ position_qty: d("999999999998"), open_buy_qty: d("1"), last_price: null });
+  assert.deepEqual(
+    rules(buy("0.99999999", { type: "limit", limit_price: d("0.00000001") }), long),
+    [],
+  );
+  assert.deepEqual(rules(buy("1", { type: "limit", limit_price: d("0.00000001") }), long), [
+    "numeric_range",
+  ]);
+  const valued = context({ position_qty: d("-500000"), last_price: d("2000000") });
+  assert.deepEqual(rules(sell("0.00000001", { type: "limit", limit_price: d("1") }), valued), [
+    "numeric_range",
+  ]);
+  // A market order without a price: only its position can be checked.
+  assert.deepEqual(rules(buy("1000000000000"), context({ last_price: null })), [
+    "no_market_price",
+    "numeric_range",
+  ]);
 });
 
 Deno.test("referencePrice and isReduction follow the documented rules", () => {

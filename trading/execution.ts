@@ -250,6 +250,7 @@ const ROOM_RULES: ReadonlySet<string> = new Set([
   "max_open_orders",
   "max_position",
   "max_gross_exposure",
+  "numeric_range",
 ]);
 /** Source of alerts raised by the engine. */
 export const EXECUTION_ALERT_SOURCE = "execution";
@@ -1588,6 +1589,7 @@ export class ExecutionEngine {
     };
     const gross = this.#state.exposure(markOf, { unapplied_fills: true }).gross;
     const realized = this.#state.realizedToday(now);
+    const cash = this.#state.cashWithUnapplied();
     const positionOf = (symbol: string): Decimal => {
       let position = positions.get(symbol);
       if (position === undefined) {
@@ -1692,6 +1694,7 @@ export class ExecutionEngine {
           : openGrossTotal.minus(ownOpenGross),
         last_price: priced?.price ?? null,
         realized_pnl_today: realized,
+        cash,
         kill_switch: this.#kill.active,
         now,
       };

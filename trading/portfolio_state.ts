@@ -585,6 +585,20 @@ export class PortfolioState {
     return this.#unappliedBySymbol.get(symbol)?.qty ?? ZERO;
   }
 
+  /**
+   * Cash once the fills stored but not yet applied are: {@linkcode
+   * PortfolioState.cash} moved by each one's notional (rounded to money, as
+   * {@linkcode applyTrackedFill} moves it) and fee.
+   */
+  cashWithUnapplied(): Decimal {
+    let cash = this.#cash;
+    for (const fill of this.#unapplied.values()) {
+      const notional = roundMoney(fill.qty.times(fill.price));
+      cash = (fill.side === "buy" ? cash.minus(notional) : cash.plus(notional)).minus(fill.fee);
+    }
+    return cash;
+  }
+
   /** Fills registered as not yet applied. */
   unappliedFillCount(): number {
     return this.#unapplied.size;

@@ -35,6 +35,15 @@
  * - `daily_loss_limit`: once today's realized P&L is `≤ −daily_loss_limit`,
  *   only orders that reduce a position are accepted, so a strategy can still
  *   flatten; at exactly −limit the limit is reached.
+ * - `numeric_range`: always on, whatever the limits (null included): the
+ *   order's notional (`qty × reference price`), the position after it (open
+ *   orders of its side counted as filled, as for `max_position`), that
+ *   position's value at the reference price, and the cash after it (`cash −
+ *   (position after − position) × reference price`, when the context has
+ *   the cash) must each round to at most 12 integer digits — what the
+ *   `NUMERIC(20,8)` columns of fills, positions and cash hold; the position
+ *   tracker could not book a fill beyond them. Without a reference price only
+ *   the position is checked.
  *
  * An order *reduces* when the position after lies between zero and the
  * position before, on the same side (a sell of 3 on a long of 5); a flip
@@ -75,6 +84,7 @@ export const RISK_RULES = [
   "max_gross_exposure",
   "max_open_orders",
   "daily_loss_limit",
+  "numeric_range",
 ] as const;
 /** One of {@linkcode RISK_RULES}. */
 export type RiskRule = typeof RISK_RULES[number];
@@ -320,6 +330,11 @@ export interface RiskContext {
   stale_price?: { age_ms: number; max_age_ms: number };
   /** Realized P&L since the start of the trading day (losses negative). */
   realized_pnl_today: Decimal;
+  /**
+   * Cash now, fills not yet applied counted: `numeric_range` checks the cash
+   * after the order. Unchecked when omitted.
+   */
+  cash?: Decimal;
   /** Whether the kill switch is on. */
   kill_switch: boolean;
   /** Now, in ms since the epoch. */
@@ -572,7 +587,41 @@ export function checkRisk(order: ProposedOrder, context: RiskContext): RiskViola
     );
   }
 
+  // Always on: a fill beyond NUMERIC(20,8) could be executed but never booked.
+  const beyond: string[] = [];
+  const check = (what: string, value: Decimal) => {
+    if (!fitsNumeric(value)) beyond.push(`${what} ${toJson(value)}`);
+  };
+  if (price !== null) {
+    check(`notional (qty ${toJson(order.qty)} × ${toJson(price)})`, order.qty.times(price));
+  }
+  check("position after the order", after);
+  if (price !== null) {
+    check("its value", after.times(price));
+    if (context.cash !== undefined) {
+      check(
+        "cash after the order",
+        context.cash.minus(after.minus(context.position_qty).times(price)),
+      );
+    }
+  }
+  if (beyond.length > 0) {
+    fail(
+      "numeric_range",
+      `${beyond.join(", ")} for ${symbol}: more than ${DB_INTEGER_DIGITS} integer digits, ` +
+        "beyond what fills, positions and cash hold (NUMERIC(20,8))",
+    );
+  }
+
   return violations;
+}
+
+/** Largest magnitude `NUMERIC(20,8)` cannot hold: 10^12. */
+const NUMERIC_BOUND = parseDecimal(`1${"0".repeat(DB_INTEGER_DIGITS)}`);
+
+/** Whether `value`, rounded to {@linkcode DB_SCALE} decimals, has at most 12 integer digits. */
+function fitsNumeric(value: Decimal): boolean {
+  return value.toDecimalPlaces(DB_SCALE).abs().lt(NUMERIC_BOUND);
 }
 
 function parseSymbolLimits(config: SymbolRiskConfig, path: string): Partial<SymbolRiskLimits> {
