@@ -19,7 +19,7 @@ import {
   type TradeEvent,
 } from "../market/events.ts";
 import { OrderBook } from "../market/order_book.ts";
-import type { FeedStatus } from "../market/status.ts";
+import { type FeedStatus, MarketStatus } from "../market/status.ts";
 import type { DeadLetter } from "../market/subjects.ts";
 import type { SessionIO } from "../venues/session.ts";
 import {
@@ -29,6 +29,7 @@ import {
   type BinanceSessionConfig,
   type BinanceSessionStatus,
   DEFAULT_BINANCE_MAX_RATE_LIMIT_PAUSE_MS,
+  DEFAULT_BINANCE_SNAPSHOT_GRACE_MS,
 } from "../venues/binance/session.ts";
 import {
   BINANCE_MAX_URL_LENGTH,
@@ -43,7 +44,7 @@ import {
   serverShutdownFrame,
   startBinanceServer,
 } from "./fakes/binance_server.ts";
-import { ofKind, startTestFeed, watchVenue } from "./_feed_harness.ts";
+import { ofKind, runFeed, startTestFeed, watchVenue } from "./_feed_harness.ts";
 
 const FIXTURES = new URL("../../shared/fixtures/binance/", import.meta.url);
 const NKN = Deno.readTextFileSync(new URL("nknusdt_snapshot_then_depth_diffs.raw.jsonl", FIXTURES))
@@ -264,7 +265,10 @@ Deno.test("binance session fetches at most snapshotConcurrency snapshots at once
     });
   });
   try {
-    const session = binanceSession(config({ symbols }), { snapshotConcurrency: 3 });
+    const session = binanceSession(config({ symbols }), {
+      snapshotConcurrency: 3,
+      snapshotGraceMs: 0,
+    });
     session.onOpen(io);
     assert.equal(io.fetches.length, 3);
     assert.equal(session.status().snapshots_queued, 21);
@@ -292,6 +296,7 @@ Deno.test("binance session keeps snapshots within the REST weight budget per min
     assert.equal(binanceDepthWeight(5000), 250);
     const session = binanceSession(config({ symbols, snapshot_limit: 5000 }), {
       clock,
+      snapshotGraceMs: 0,
       snapshotConcurrency: 8,
       snapshotWeightPerMinute: 1_000,
     });
@@ -362,6 +367,7 @@ Deno.test("binance session retries a failed snapshot with backoff and reports it
   try {
     const session = binanceSession(config(), {
       clock,
+      snapshotGraceMs: 0,
       snapshotRetryInitialMs: 100,
       snapshotRetryMaxMs: 1_000,
     });
@@ -428,7 +434,11 @@ Deno.test("a 429 pauses every Binance snapshot fetch for its Retry-After, across
       : rest(url);
   };
   const io = new FakeIO(limited);
-  const session = binanceSession(config({ symbols }), { clock, snapshotConcurrency: 2 });
+  const session = binanceSession(config({ symbols }), {
+    clock,
+    snapshotConcurrency: 2,
+    snapshotGraceMs: 0,
+  });
   try {
     session.onOpen(io);
     // Two fetches were under way when the 429 came; nothing more is asked of Binance.
@@ -481,6 +491,7 @@ Deno.test("a 418 without Retry-After pauses Binance snapshot fetches for rateLim
   });
   const session = binanceSession(config({ symbols }), {
     clock,
+    snapshotGraceMs: 0,
     snapshotConcurrency: 1,
     rateLimitPauseMs: 120_000,
   });
@@ -521,7 +532,11 @@ Deno.test("a Retry-After beyond Binance's longest ban pauses Binance snapshots f
   const clock = new ManualClock();
   const t0 = clock.now();
   const io = new FakeIO(limitedOnce(market, 30 * DAY_MS));
-  const session = binanceSession(config({ symbols }), { clock, snapshotConcurrency: 1 });
+  const session = binanceSession(config({ symbols }), {
+    clock,
+    snapshotConcurrency: 1,
+    snapshotGraceMs: 0,
+  });
   try {
     session.onOpen(io);
     await waitFor(() => session.status().rate_limited === 1, 2_000, "the 429 counted");
@@ -687,7 +702,11 @@ for (const monotonic of [true, false]) {
       const market = seeded(symbols);
       const clock = new SteppingClock({ monotonic });
       const io = new FakeIO(limitedOnce(market, 30_000));
-      const session = binanceSession(config({ symbols }), { clock, snapshotConcurrency: 1 });
+      const session = binanceSession(config({ symbols }), {
+        clock,
+        snapshotConcurrency: 1,
+        snapshotGraceMs: 0,
+      });
       try {
         session.onOpen(io);
         await waitFor(() => session.status().rate_limited === 1, 2_000, "the 429 counted");
@@ -714,6 +733,7 @@ Deno.test("a Binance pause and weight budget last their time when the wall clock
   // 5,000 levels weigh 250: a budget of 500 takes two fetches a minute.
   const session = binanceSession(config({ symbols, snapshot_limit: 5000 }), {
     clock,
+    snapshotGraceMs: 0,
     snapshotConcurrency: 1,
     snapshotWeightPerMinute: 500,
   });
@@ -785,6 +805,157 @@ Deno.test("binance session fetches again when the snapshot is older than the str
   } finally {
     io.close();
   }
+});
+
+/** Waits until the session has taken every snapshot answer it asked for. */
+async function snapshotsTaken(session: BinanceSession, io: FakeIO, fetches: number) {
+  await waitFor(
+    () => io.fetches.length >= fetches && session.status().snapshots_in_flight === 0,
+    2_000,
+    `${fetches} snapshot answer(s) taken`,
+  );
+}
+
+Deno.test("a Binance snapshot taken before any diff is held, and a first diff that starts after it refutes it unpublished", async () => {
+  const market = seeded();
+  const clock = new ManualClock();
+  // REST lags the stream: the snapshot is as of now, and the stream's first diff comes
+  // after a change the snapshot does not have (U = lastUpdateId + 2).
+  const stale = market.book("BTCUSDT").snapshotBody(100);
+  const staleId = JSON.parse(stale).lastUpdateId as number;
+  const io = new FakeIO(() => Promise.resolve(stale));
+  try {
+    const session = binanceSession(config(), { clock });
+    session.onOpen(io);
+    await snapshotsTaken(session, io, 1);
+    assert.deepEqual(io.emitted, [], "held until a diff confirms it");
+    assert.equal(session.status().books["BTC-USDT"]?.state, "waiting");
+    assert.equal(session.status().books["BTC-USDT"]?.last_update_id, null);
+    market.depthUpdate("BTCUSDT", [["98.00", "1.000"]], []);
+    io.respond = restFrom(market);
+    const returned = session.onFrame(
+      market.depthUpdate("BTCUSDT", [["97.00", "1.000"]], []),
+      RX,
+      io,
+    );
+    assert.deepEqual(returned, []);
+    let status = session.status();
+    assert.equal(status.books["BTC-USDT"]?.stale_snapshots, 1);
+    assert.equal(status.resyncs, 0);
+    assert.deepEqual(io.resyncs, []);
+    await snapshotsTaken(session, io, 2);
+    // The fresh snapshot has the buffered diff at or before it: published at once.
+    assert.equal(io.emitted.length, 1);
+    await clock.advance(DEFAULT_BINANCE_SNAPSHOT_GRACE_MS);
+    assert.equal(io.emitted.length, 1, "the refuted snapshot's grace period publishes nothing");
+    const published = io.emitted as BookEvent[];
+    assert.ok(published.every((event) => (event.sequence ?? 0) > staleId));
+    const rebuilt = replay(io.emitted, "BTC-USDT");
+    assert.deepEqual(rebuilt.levels("bid"), market.book("BTCUSDT").levels("bid"));
+    assert.deepEqual(rebuilt.levels("ask"), market.book("BTCUSDT").levels("ask"));
+    status = session.status();
+    assert.equal(status.books_synced, 1);
+    assert.equal(status.books["BTC-USDT"]?.snapshots, 1);
+  } finally {
+    io.close();
+  }
+});
+
+Deno.test("a held Binance snapshot is published with the first diff that bridges it, or one at or before it", async () => {
+  const clock = new ManualClock();
+  {
+    const market = seeded();
+    const io = new FakeIO(restFrom(market));
+    try {
+      const session = binanceSession(config(), { clock });
+      session.onOpen(io);
+      await snapshotsTaken(session, io, 1);
+      assert.deepEqual(io.emitted, []);
+      const L = market.book("BTCUSDT").lastUpdateId;
+      const returned = session.onFrame(
+        market.depthUpdate("BTCUSDT", [["99.75", "0.500"]], []),
+        RX,
+        io,
+      ) as BookEvent[];
+      assert.deepEqual(returned.map((event) => [event.action, event.sequence]), [
+        ["snapshot", L],
+        ["delta", L + 1],
+      ]);
+      await clock.advance(DEFAULT_BINANCE_SNAPSHOT_GRACE_MS);
+      assert.deepEqual(io.emitted, [], "published once, with the diff");
+      const rebuilt = replay(returned, "BTC-USDT");
+      assert.deepEqual(rebuilt.levels("bid"), market.book("BTCUSDT").levels("bid"));
+      assert.equal(session.status().books_synced, 1);
+      assert.equal(session.status().books["BTC-USDT"]?.last_update_id, L + 1);
+      assert.equal(session.status().books["BTC-USDT"]?.snapshots, 1);
+    } finally {
+      io.close();
+    }
+  }
+  {
+    // The stream's first diff is one the snapshot already has (u <= lastUpdateId).
+    const market = seeded();
+    const early = market.depthUpdate("BTCUSDT", [["99.75", "0.500"]], []);
+    const io = new FakeIO(restFrom(market));
+    try {
+      const session = binanceSession(config(), { clock });
+      session.onOpen(io);
+      await snapshotsTaken(session, io, 1);
+      assert.deepEqual(io.emitted, []);
+      const returned = session.onFrame(early, RX, io) as BookEvent[];
+      assert.deepEqual(returned.map((event) => [event.action, event.sequence]), [
+        ["snapshot", market.book("BTCUSDT").lastUpdateId],
+      ]);
+      assert.equal(session.status().books_synced, 1);
+      const next = session.onFrame(
+        market.depthUpdate("BTCUSDT", [], [["100.50", "0"]]),
+        RX,
+        io,
+      );
+      const rebuilt = replay([...returned, ...next], "BTC-USDT");
+      assert.deepEqual(rebuilt.levels("ask"), market.book("BTCUSDT").levels("ask"));
+    } finally {
+      io.close();
+    }
+  }
+});
+
+Deno.test("a quiet Binance symbol's held snapshot is published after snapshotGraceMs without a diff", async () => {
+  assert.equal(DEFAULT_BINANCE_SNAPSHOT_GRACE_MS, 1_000);
+  const market = seeded();
+  const clock = new ManualClock();
+  const io = new FakeIO(restFrom(market));
+  try {
+    const session = binanceSession(config(), { clock });
+    session.onOpen(io);
+    await snapshotsTaken(session, io, 1);
+    await clock.advance(DEFAULT_BINANCE_SNAPSHOT_GRACE_MS - 1);
+    assert.equal(io.emitted.length, 0);
+    assert.equal(session.status().books_synced, 0);
+    await clock.advance(1);
+    await waitFor(() => io.emitted.length === 1, 2_000, "the snapshot after the grace period");
+    const snapshot = io.emitted[0] as BookEvent;
+    assert.equal(snapshot.action, "snapshot");
+    assert.equal(snapshot.sequence, market.book("BTCUSDT").lastUpdateId);
+    assert.equal(session.status().books_synced, 1);
+    // The next diff must still bridge it.
+    const delta = session.onFrame(market.depthUpdate("BTCUSDT", [["99.00", "0"]], []), RX, io);
+    assert.deepEqual(delta.map((event) => (event as BookEvent).action), ["delta"]);
+    assert.deepEqual(io.resyncs, []);
+  } finally {
+    io.close();
+  }
+  // Tunable; 0 publishes at once, unconfirmed; a negative grace is refused.
+  const quick = new FakeIO(restFrom(market));
+  try {
+    const session = binanceSession(config(), { clock, snapshotGraceMs: 0 });
+    session.onOpen(quick);
+    await snapshotsTaken(session, quick, 1);
+    assert.equal(quick.emitted.length, 1);
+  } finally {
+    quick.close();
+  }
+  assert.throws(() => binanceSession(config(), { snapshotGraceMs: -1 }), RangeError);
 });
 
 Deno.test("binance session drops books on close and ignores a late snapshot", async () => {
@@ -902,7 +1073,12 @@ interface Harness extends AsyncDisposable {
 
 async function startHarness(
   symbols: string[],
-  options: { staleAfterMs?: number; seed?: boolean; market?: FakeBinanceMarket } = {},
+  options: {
+    staleAfterMs?: number;
+    seed?: boolean;
+    market?: FakeBinanceMarket;
+    snapshotGraceMs?: number;
+  } = {},
 ): Promise<Harness> {
   const market = options.market ?? new FakeBinanceMarket(symbols);
   if (options.seed ?? true) {
@@ -923,7 +1099,12 @@ async function startHarness(
     symbols,
     channels: ["trades", "book", "top"],
     snapshot_limit: 1000,
-  }, { snapshotRetryInitialMs: 20, snapshotRetryMaxMs: 200, rateLimitPauseMs: 100 });
+  }, {
+    snapshotRetryInitialMs: 20,
+    snapshotRetryMaxMs: 200,
+    rateLimitPauseMs: 100,
+    ...(options.snapshotGraceMs === undefined ? {} : { snapshotGraceMs: options.snapshotGraceMs }),
+  });
   const feed = startTestFeed(session, nc, venue, { staleAfterMs: options.staleAfterMs });
   return {
     venue,
@@ -1112,9 +1293,88 @@ Deno.test("binance feed dead-letters malformed frames with the raw frame and car
   assert.equal(ofKind(h.events, "trade", a)[0]?.side, "sell");
 });
 
+Deno.test("a Binance REST snapshot older than the stream's first diff is never published as the book", async () => {
+  // Binance's "How to manage a local order book correctly": buffer the stream, note the U of
+  // its first event, and fetch the snapshot again while its lastUpdateId is older (< U - 1).
+  const symbol = "RVWQ-USDT";
+  const venueSymbol = "RVWQUSDT";
+  const market = new FakeBinanceMarket([symbol], { startUpdateId: 1000 });
+  market.book(venueSymbol).apply(
+    [["99.00", "2.000"], ["98.00", "4.000"]],
+    [["101.00", "3.000"], ["102.00", "5.000"]],
+  );
+  await using venue = await startBinanceServer({ market });
+  // REST lags the stream: the first answer is the book as of update 990.
+  venue.snapshotBodies.set(
+    venueSymbol,
+    JSON.stringify({
+      lastUpdateId: 990,
+      bids: [["99.00", "7.000"], ["98.00", "4.000"]],
+      asks: [["100.50", "1.000"], ["101.00", "3.000"]],
+    }),
+  );
+  const session = binanceSession({
+    ws_url: venue.wsUrl,
+    rest_url: venue.restUrl,
+    symbols: [symbol],
+    channels: ["book"],
+    snapshot_limit: 100,
+  }, { snapshotRetryInitialMs: 10, snapshotRetryMaxMs: 50, snapshotGraceMs: 60_000 });
+  const marketStatus = new MarketStatus();
+  const status = marketStatus.feed("binance");
+  const books: BookEvent[] = [];
+  const stop = runFeed(session, {
+    status: marketStatus,
+    sink: (_subject: string, events: MarketEvent[]) => {
+      for (const event of events) if (event.kind === "book") books.push(event);
+    },
+    deadLetters: () => {},
+    options: {
+      stale_after_ms: 20_000,
+      reconnect_initial_ms: 20,
+      reconnect_max_ms: 100,
+      publish_batch_ms: 0,
+      tick_ms: 50,
+    },
+  });
+  try {
+    await waitFor(
+      () => venue.snapshotRequests.length >= 1 && session.status().snapshots_in_flight === 0,
+      5_000,
+      "the first snapshot taken",
+    );
+    assert.equal(status.frames, 0);
+    assert.equal(books.length, 0, "no diff has said whether the snapshot is current");
+    venue.snapshotBodies.delete(venueSymbol);
+    // The stream's first diff: U = 1001, so the snapshot at 990 misses updates 991..1000.
+    venue.depthUpdate(venueSymbol, [["99.50", "1.000"]], []);
+    await waitFor(() => status.frames >= 1, 5_000, "the first diff");
+    await waitFor(
+      () => books.some((event) => event.action === "snapshot" && (event.sequence ?? 0) >= 1000),
+      5_000,
+      "a snapshot that the stream bridges",
+    );
+    const firstU = 1001;
+    const stale = books.filter((event) =>
+      event.action === "snapshot" && (event.sequence ?? 0) < firstU - 1
+    );
+    assert.deepEqual(
+      stale.map((event) => ({ sequence: event.sequence, asks: event.asks })),
+      [],
+      `published ${stale.length} snapshot(s) older than the stream (first diff U=${firstU})`,
+    );
+    const venueStatus = session.status().books[symbol];
+    assert.equal(venueStatus?.stale_snapshots, 1);
+    assert.equal(venueStatus?.resyncs, 0);
+  } finally {
+    await stop();
+  }
+});
+
 Deno.test("binance feed reconnects a silent venue through the watchdog", async () => {
   const a = uniqueSymbol();
-  await using h = await startHarness([a], { staleAfterMs: 300 });
+  // A grace period well within stale_after_ms, as the defaults have it (1 s and 30 s).
+  await using h = await startHarness([a], { staleAfterMs: 300, snapshotGraceMs: 50 });
   await waitFor(() => snapshots(h, a) === 1, 5_000, "snapshot");
   h.venue.silent = true;
   await waitFor(() => h.venue.ws.connections >= 2, 5_000, "watchdog reconnect");

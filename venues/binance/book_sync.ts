@@ -25,9 +25,16 @@
  * Publishing: when a snapshot is applied, one {@linkcode BookEvent}
  * "snapshot" of the whole book, buffered diffs included, with `sequence` the
  * last applied `u` (or `L` when none applied); then one "delta" per applied
- * diff, `sequence` = its `u`. A snapshot that no buffered diff contradicts is
- * published at once (quiet symbols may not send a diff for many seconds);
- * the next diff must then bridge it by rule 3.
+ * diff, `sequence` = its `u`.
+ *
+ * A snapshot taken with no diff buffered is returned too, but nothing yet
+ * shows it is not older than the stream (REST can lag it: the case rule 3
+ * exists for), so it is not {@linkcode BinanceBookSync.confirmed} until a
+ * diff is seen at or before it (`u <= L`) or bridges it (`U <= L + 1 <= u`);
+ * one that does not (`U > L + 1`) is "resync". The caller holds such a
+ * snapshot instead of publishing it — {@linkcode BinanceSession} publishes it
+ * with the diff that confirms it, or after a short grace period without a
+ * diff for a quiet symbol, and fetches again when the first diff refutes it.
  *
  * A crossed book (best bid at or above best ask) after an update means the
  * local book is corrupt: "resync" as well, unless `resyncOnCrossed` is off.
@@ -122,6 +129,8 @@ export class BinanceBookSync {
   #lastUpdateId = -1;
   /** Whether a diff has been applied on top of the current snapshot. */
   #bridged = false;
+  /** Whether a diff at or after the current snapshot showed it is not older than the stream. */
+  #confirmed = false;
 
   /**
    * Makes a sync waiting for its first snapshot. Throws a `RangeError` when
@@ -154,6 +163,17 @@ export class BinanceBookSync {
     return this.#state === "synced" ? this.#lastUpdateId : null;
   }
 
+  /**
+   * Whether the stream has confirmed the current snapshot: a diff was seen at
+   * or before it (`u <= L`) or bridged it (`U <= L + 1 <= u`), buffered or
+   * after. False while waiting, and after a snapshot taken with no diff
+   * buffered until the next diff: until then the snapshot may be older than
+   * the stream, and should not be published.
+   */
+  get confirmed(): boolean {
+    return this.#state === "synced" && this.#confirmed;
+  }
+
   /** Number of diffs buffered while waiting for a snapshot. */
   get bufferedDiffs(): number {
     return this.#buffer.length;
@@ -172,7 +192,10 @@ export class BinanceBookSync {
     if (this.#state === "waiting_snapshot") return this.#buffered(diff);
     const expected = this.#lastUpdateId + 1;
     if (!this.#bridged) {
-      if (diff.finalUpdateId < expected) return { status: "ok", events: [] };
+      if (diff.finalUpdateId < expected) {
+        this.#confirmed = true;
+        return { status: "ok", events: [] };
+      }
       if (diff.firstUpdateId > expected) {
         return this.#restart(
           diff,
@@ -218,6 +241,8 @@ export class BinanceBookSync {
     this.#state = "synced";
     this.#lastUpdateId = last;
     this.#bridged = false;
+    // A buffered diff at or before the snapshot, or bridging it, shows it is not stale.
+    this.#confirmed = buffer.length > 0;
     this.#buffer = [];
     let tsExchange = receivedUs;
     for (let i = first; i < buffer.length; i++) {
@@ -261,6 +286,7 @@ export class BinanceBookSync {
     this.#buffer = [];
     this.#lastUpdateId = -1;
     this.#bridged = false;
+    this.#confirmed = false;
     this.#book.replace([], []);
   }
 
@@ -288,6 +314,7 @@ export class BinanceBookSync {
     this.#book.applyAll(diff.bids, diff.asks);
     this.#lastUpdateId = diff.finalUpdateId;
     this.#bridged = true;
+    this.#confirmed = true;
   }
 
   #crossed(): boolean {

@@ -37,11 +37,19 @@
  * 3,000 — half of the 6,000 Binance allows an IP; a 1,000-level snapshot
  * weighs 50, see {@linkcode binanceDepthWeight}), so 24 symbols do not hit
  * the REST API at once and a flapping connection cannot get the IP banned
- * (HTTP 429, then 418). The budget outlives connections. The snapshot event the sync
- * produces is published with {@linkcode SessionIO.emit}; later diffs become
- * delta events returned from `onFrame`. A gap in update ids (or a crossed
- * book) is counted with {@linkcode SessionIO.resynced} and heals with a fresh
- * snapshot for that symbol alone — the connection stays up. A failed fetch
+ * (HTTP 429, then 418). The budget outlives connections. The snapshot event
+ * the sync produces is published with {@linkcode SessionIO.emit} when
+ * buffered diffs confirm it (Binance's steps 4–5: one at or before it, or
+ * one bridging it). A snapshot taken before any diff is held — REST can lag
+ * the stream — and published with the first diff that bridges it or is at
+ * or before it, returned from `onFrame`; a first diff that starts after it
+ * (`U > L + 1`) refutes it: counted as a stale snapshot and fetched again,
+ * never published. A quiet symbol that sends no diff for `snapshotGraceMs`
+ * ({@linkcode DEFAULT_BINANCE_SNAPSHOT_GRACE_MS}, 1 s) gets its snapshot
+ * published then. Later diffs become delta events returned from `onFrame`.
+ * A gap in update ids (or a crossed book) is counted with
+ * {@linkcode SessionIO.resynced} and heals with a fresh snapshot for that
+ * symbol alone — the connection stays up. A failed fetch
  * (network error, non-2xx, an unreadable body) is reported with
  * {@linkcode SessionIO.error} and retried with exponential backoff. A 429
  * (too many requests) or 418 (the IP is banned) pauses every snapshot fetch
@@ -112,6 +120,18 @@ export const DEFAULT_BINANCE_SNAPSHOT_CONCURRENCY = 2;
 export const DEFAULT_BINANCE_SNAPSHOT_RETRY_INITIAL_MS = 500;
 /** Longest delay between snapshot retries, in milliseconds. */
 export const DEFAULT_BINANCE_SNAPSHOT_RETRY_MAX_MS = 30_000;
+/**
+ * How long a REST snapshot taken before any diff of its symbol is held
+ * without a diff before it is published anyway, in milliseconds. The depth
+ * stream pushes a diff every 100 ms while a book changes, so a second is ten
+ * push intervals plus network jitter: a symbol that stays silent that long is
+ * quiet, and a snapshot no diff contradicted in that time is the best book
+ * there is (a later first diff that does not bridge it still resyncs it).
+ * Longer would leave quiet symbols without a book for longer after every
+ * connect; much shorter would publish before the first diff of a busy symbol
+ * could arrive.
+ */
+export const DEFAULT_BINANCE_SNAPSHOT_GRACE_MS = 1_000;
 /** REST request weight the session's snapshots may use per rolling minute (Binance allows 6,000). */
 export const DEFAULT_BINANCE_SNAPSHOT_WEIGHT_PER_MINUTE = 3_000;
 /** How long snapshot fetches pause after a 429 or 418 that has no `Retry-After`, in milliseconds. */
@@ -167,15 +187,25 @@ export interface BinanceSessionOptions {
   /** Diffs buffered per symbol while waiting for a snapshot. @default {10_000} (the sync's default) */
   maxBufferedDiffs?: number;
   /**
-   * Clock for retry delays, the rate-limit pause and the weight budget (the
-   * last two on its monotonic time, {@linkcode monotonicOf}). @default {systemClock}
+   * How long a snapshot no diff has confirmed yet is held, in ms, before it
+   * is published without one; 0 publishes it at once, unconfirmed.
+   * @default {DEFAULT_BINANCE_SNAPSHOT_GRACE_MS}
+   */
+  snapshotGraceMs?: number;
+  /**
+   * Clock for retry delays, the snapshot grace period, the rate-limit pause
+   * and the weight budget (the last two on its monotonic time,
+   * {@linkcode monotonicOf}). @default {systemClock}
    */
   clock?: Clock;
 }
 
 /** One symbol's book figures in {@linkcode BinanceSessionStatus}. */
 export interface BinanceBookStatus {
-  /** "synced" once a snapshot is applied, "waiting" while diffs buffer for one. */
+  /**
+   * "synced" once a snapshot is applied and published, "waiting" while diffs
+   * buffer for one or a snapshot waits for a diff to confirm it.
+   */
   state: "synced" | "waiting";
   /** The update id the book is as of, or null while waiting. */
   last_update_id: number | null;
@@ -183,11 +213,14 @@ export interface BinanceBookStatus {
   buffered_diffs: number;
   /** Books dropped for a gap or a crossed book since the session started. */
   resyncs: number;
-  /** Snapshots fetched and accepted. */
+  /** Snapshots fetched, accepted and published. */
   snapshots: number;
   /** Snapshot fetches that failed (network, HTTP status, unreadable body). */
   snapshot_failures: number;
-  /** Snapshots refused as older than the buffered diffs (fetched again). */
+  /**
+   * Snapshots refused as older than the stream: than the buffered diffs, or
+   * than the first diff after a held one (fetched again).
+   */
   stale_snapshots: number;
   /** The last reason the book was dropped, or null. */
   last_resync: string | null;
@@ -237,6 +270,11 @@ interface BookSlot {
   snapshotFailures: number;
   staleSnapshots: number;
   lastResync: string | null;
+  /**
+   * The snapshot's events when the sync took it before any diff and no diff
+   * has confirmed it yet: held, not published; else null.
+   */
+  held: MarketEvent[] | null;
 }
 
 /**
@@ -256,6 +294,7 @@ export class BinanceSession implements VenueSession {
   readonly #concurrency: number;
   readonly #retryInitialMs: number;
   readonly #retryMaxMs: number;
+  readonly #graceMs: number;
   readonly #clock: Clock;
   /** Milliseconds on a clock that never steps back: the pause and the budget run on it. */
   readonly #monotonic: () => number;
@@ -293,8 +332,13 @@ export class BinanceSession implements VenueSession {
       rateLimitPauseMs = DEFAULT_BINANCE_RATE_LIMIT_PAUSE_MS,
       maxRateLimitPauseMs = DEFAULT_BINANCE_MAX_RATE_LIMIT_PAUSE_MS,
       maxBufferedDiffs,
+      snapshotGraceMs = DEFAULT_BINANCE_SNAPSHOT_GRACE_MS,
       clock = systemClock,
     } = options;
+    if (!(snapshotGraceMs >= 0)) {
+      throw new RangeError(`snapshotGraceMs must be 0 or more, got ${snapshotGraceMs}`);
+    }
+    this.#graceMs = snapshotGraceMs;
     if (!(snapshotWeightPerMinute > 0)) {
       throw new RangeError(
         `snapshotWeightPerMinute must be positive, got ${snapshotWeightPerMinute}`,
@@ -344,6 +388,7 @@ export class BinanceSession implements VenueSession {
           snapshotFailures: 0,
           staleSnapshots: 0,
           lastResync: null,
+          held: null,
         });
       }
     }
@@ -367,6 +412,7 @@ export class BinanceSession implements VenueSession {
     this.#inFlight = 0;
     for (const [venueSymbol, slot] of this.#books) {
       slot.sync.reset();
+      slot.held = null;
       slot.queued = false;
       slot.busy = false;
       slot.attempts = 0;
@@ -411,6 +457,7 @@ export class BinanceSession implements VenueSession {
     this.#inFlight = 0;
     for (const slot of this.#books.values()) {
       slot.sync.reset();
+      slot.held = null;
       slot.queued = false;
       slot.busy = false;
       slot.attempts = 0;
@@ -424,12 +471,12 @@ export class BinanceSession implements VenueSession {
     let resyncs = 0;
     for (const slot of this.#books.values()) {
       const { sync } = slot;
-      const state = sync.state === "synced" ? "synced" : "waiting";
+      const state = sync.state === "synced" && slot.held === null ? "synced" : "waiting";
       if (state === "synced") synced++;
       resyncs += slot.resyncs;
       books[sync.symbol] = {
         state,
-        last_update_id: sync.lastUpdateId,
+        last_update_id: state === "synced" ? sync.lastUpdateId : null,
         buffered_diffs: sync.bufferedDiffs,
         resyncs: slot.resyncs,
         snapshots: slot.snapshots,
@@ -459,6 +506,27 @@ export class BinanceSession implements VenueSession {
     // Diffs without the book channel cannot arrive on our URL; ignore them if they do.
     if (slot === undefined) return [];
     const result = slot.sync.onDiff(diff);
+    const held = slot.held;
+    if (held !== null) {
+      // The first diff after a snapshot taken before any: it confirms the snapshot, which is
+      // published now with what the diff changed, or refutes it (older than the stream).
+      if (result.status === "ok" && slot.sync.confirmed) {
+        slot.held = null;
+        slot.snapshots++;
+        return [...held, ...result.events];
+      }
+      if (result.status === "resync") {
+        slot.held = null;
+        slot.staleSnapshots++;
+        io.log.debug("binance snapshot refused", {
+          symbol: diff.venueSymbol,
+          reason: result.reason,
+        });
+        this.#enqueue(diff.venueSymbol, slot);
+        this.#pump();
+        return [];
+      }
+    }
     if (result.status === "ok") return result.events;
     if (result.status === "resync") this.#resync(diff.venueSymbol, slot, result, io);
     this.#enqueue(diff.venueSymbol, slot);
@@ -471,6 +539,27 @@ export class BinanceSession implements VenueSession {
     slot.resyncs++;
     slot.lastResync = reason;
     io.resynced(reason);
+  }
+
+  /**
+   * Holds a snapshot no diff has confirmed yet: the first diff publishes or
+   * refutes it; without one for `snapshotGraceMs` it is published as it is.
+   */
+  #hold(
+    venueSymbol: string,
+    slot: BookSlot,
+    events: MarketEvent[],
+    io: SessionIO,
+    generation: number,
+  ): void {
+    slot.held = events;
+    this.#clock.sleep(this.#graceMs, io.signal).then(() => {
+      if (generation !== this.#generation || slot.held !== events) return;
+      slot.held = null;
+      slot.snapshots++;
+      io.log.debug("binance snapshot published without a diff", { symbol: venueSymbol });
+      io.emit(events);
+    }, () => {});
   }
 
   /** Queues a snapshot fetch unless one is already queued, under way or waiting to retry. */
@@ -573,7 +662,9 @@ export class BinanceSession implements VenueSession {
       const result = slot.sync.onSnapshot(snapshot, io.nowUs());
       if (result.status === "ok") {
         slot.attempts = 0;
-        if (result.events.length > 0) {
+        if (result.events.length > 0 && !slot.sync.confirmed && this.#graceMs > 0) {
+          this.#hold(venueSymbol, slot, result.events, io, generation);
+        } else if (result.events.length > 0) {
           slot.snapshots++;
           io.emit(result.events);
         }
