@@ -475,6 +475,24 @@ function limit() {
   });
 }
 
+/** An amount of money: a decimal that fits `NUMERIC(20,8)` (12 integer digits, 8 decimals). */
+function money() {
+  return decimalText().refine((value) => !isDecimalText(value) || fitsDb(new Decimal(value)), {
+    error: `expected at most ${DB_INTEGER_DIGITS} integer digits and ${DB_SCALE} decimals ` +
+      "(NUMERIC(20,8))",
+  });
+}
+
+/** Most basis points a paper commission or slippage may be: 100% of the price. */
+const MAX_BPS = 10_000;
+
+/** Basis points of a price, from 0 to {@linkcode MAX_BPS}. */
+function bps() {
+  return decimalText().refine((value) => !isDecimalText(value) || new Decimal(value).lte(MAX_BPS), {
+    error: `expected basis points from 0 to ${MAX_BPS} (100%)`,
+  });
+}
+
 /** Per-symbol risk keys. */
 function riskKeys() {
   return {
@@ -683,9 +701,9 @@ export const configSchema = z.object({
   }),
   brokers: section({
     paper: section({
-      commission_bps: decimalText().default(D.brokers.paper.commission_bps),
-      commission_min: decimalText().default(D.brokers.paper.commission_min),
-      slippage_bps: decimalText().default(D.brokers.paper.slippage_bps),
+      commission_bps: bps().default(D.brokers.paper.commission_bps),
+      commission_min: money().default(D.brokers.paper.commission_min),
+      slippage_bps: bps().default(D.brokers.paper.slippage_bps),
     }),
     alpaca: section({
       enabled: bool().default(D.brokers.alpaca.enabled),
@@ -696,7 +714,7 @@ export const configSchema = z.object({
     }),
   }),
   portfolio: section({
-    starting_cash: decimalText().default(D.portfolio.starting_cash),
+    starting_cash: money().default(D.portfolio.starting_cash),
     snapshot_interval_ms: ms(1).default(D.portfolio.snapshot_interval_ms),
   }),
   replay: section({

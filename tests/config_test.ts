@@ -778,6 +778,29 @@ Deno.test("production refuses an empty ClickHouse password unless clickhouse.url
   assert.equal(config.clickhouse.password, "");
 });
 
+Deno.test("money and basis-point keys beyond what they can hold are refused, naming each key", async () => {
+  const error = await loadError({
+    args: [
+      "--portfolio.starting_cash=1000000000000",
+      "--brokers.paper.commission_min=0.123456789",
+      "--brokers.paper.commission_bps=10001",
+      "--brokers.paper.slippage_bps=20000",
+    ],
+  });
+  assert.deepEqual(error.problems.map((p) => p.key).sort(), [
+    "brokers.paper.commission_bps",
+    "brokers.paper.commission_min",
+    "brokers.paper.slippage_bps",
+    "portfolio.starting_cash",
+  ]);
+  assert.match(error.message, /starting_cash: expected at most 12 integer digits and 8 decimals/);
+  assert.match(error.message, /slippage_bps: expected basis points from 0 to 10000/);
+  const config = await load({
+    args: ["--portfolio.starting_cash=999999999999.5", "--brokers.paper.slippage_bps=10000"],
+  });
+  assert.equal(config.portfolio.starting_cash, "999999999999.5");
+});
+
 Deno.test("production refuses a malformed api key hash", async () => {
   const error = await loadError({
     args: [...PRODUCTION_OK, "--http.api_key_hashes=not-a-hash"],
