@@ -890,7 +890,7 @@ Deno.test("a stale snapshot is refused with resync and the buffer is kept", () =
   assert.deepEqual(bookTop(sync, 20), referenceAfter(NKN_SNAPSHOT, NKN_DIFFS).top(20));
 });
 
-Deno.test("a snapshot no diff has reached yet is published, and the next diff must bridge it", () => {
+Deno.test("BinanceBookSync publishes a snapshot no diff has reached yet (the session holds it until one confirms it), and the next diff must bridge it", () => {
   const sync = new BinanceBookSync("NKN-USDT", "NKNUSDT");
   const early = { ...NKN_SNAPSHOT, lastUpdateId: NKN_DIFFS[5]!.finalUpdateId };
   assert.equal(sync.onSnapshot(early, RX).status, "ok");
