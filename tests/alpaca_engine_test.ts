@@ -1,8 +1,9 @@
 /**
  * The execution engine driven by the real Alpaca adapter against the loopback
  * fake of Alpaca's Trading API: stream gaps, the reconciliation after a
- * reconnect, what final trade updates carry, restarts, the kill switch, and
- * health while Alpaca refuses the stream.
+ * reconnect, what final trade updates carry, restarts, the kill switch,
+ * health while Alpaca refuses the stream, and Alpaca's market clock while
+ * its REST API does not answer.
  */
 
 import assert from "node:assert/strict";
@@ -33,26 +34,35 @@ interface Rig extends AsyncDisposable {
   fake: FakeAlpacaServer;
   broker: AlpacaBroker;
   engine: ExecutionEngine;
-  /** Lookups by client order id sent to the fake, and the most of them in flight at once. */
-  lookups: { sent: number; inFlight: number; maxInFlight: number };
+  /**
+   * Lookups by client order id sent to the fake, the most of them in flight
+   * at once, and those answered by the fake whose answer is held.
+   */
+  lookups: { sent: number; inFlight: number; maxInFlight: number; answersHeld: number };
   /** Holds every lookup by client order id until {@linkcode Rig.releaseLookups}. */
   holdLookups(): void;
+  /** Lets lookups reach the fake but holds their answers until {@linkcode Rig.releaseLookups}. */
+  holdAnswers(): void;
   /** Lets the held lookups (and the next ones) go. */
   releaseLookups(): void;
   /** A fresh adapter and engine on the same database and fake: a process restart. */
   restart(): Promise<void>;
 }
 
-async function rig(): Promise<Rig> {
+/** The engine's risk section: every limit off unless `risk` says otherwise. */
+async function rig(
+  options: { risk?: (config: Config) => Config["risk"] } = {},
+): Promise<Rig> {
   const db = await migratedDatabase();
   const fake = await startAlpacaTradingServer({ prices: { AAPL: "100" } });
   const base = await loadConfig({ args: [], env: {} });
-  const config: Config = { ...base, risk: noRiskLimits(base) };
+  const config: Config = { ...base, risk: (options.risk ?? noRiskLimits)(base) };
   const state = new PortfolioState({ starting_cash: "100000" });
   await state.load(db.sql);
   const cache = new LatestCache();
-  const lookups = { sent: 0, inFlight: 0, maxInFlight: 0 };
+  const lookups = { sent: 0, inFlight: 0, maxInFlight: 0, answersHeld: 0 };
   let held: PromiseWithResolvers<void> | null = null;
+  let heldAnswers: PromiseWithResolvers<void> | null = null;
   const makeBroker = () =>
     alpacaBroker({
       base_url: fake.baseUrl,
@@ -70,7 +80,13 @@ async function rig(): Promise<Rig> {
         lookups.maxInFlight = Math.max(lookups.maxInFlight, lookups.inFlight);
         try {
           if (held !== null) await held.promise;
-          return await fetch(input, init);
+          const response = await fetch(input, init);
+          if (heldAnswers === null) return response;
+          // Alpaca answered (the order as it stands now); the answer travels slowly.
+          const body = await response.text();
+          lookups.answersHeld++;
+          await heldAnswers.promise;
+          return new Response(body, { status: response.status, headers: response.headers });
         } finally {
           lookups.inFlight--;
         }
@@ -100,9 +116,12 @@ async function rig(): Promise<Rig> {
     engine: null as unknown as ExecutionEngine,
     lookups,
     holdLookups: () => void (held = Promise.withResolvers<void>()),
+    holdAnswers: () => void (heldAnswers = Promise.withResolvers<void>()),
     releaseLookups() {
       held?.resolve();
       held = null;
+      heldAnswers?.resolve();
+      heldAnswers = null;
     },
     async restart() {
       await r.engine.stop();
@@ -475,4 +494,53 @@ Deno.test("alpaca engine: health is degraded while Alpaca refuses the trade_upda
   const stream = (body.brokers as Record<string, Record<string, unknown>>).alpaca!;
   assert.equal(stream.auth_error, true);
   assert.notEqual(stream.state, "listening");
+});
+
+Deno.test("alpaca engine: a signal batch waits at most market_clock_wait_ms for Alpaca's clock while Alpaca's REST API does not answer", async () => {
+  await using r = await rig({
+    risk: (config) => ({
+      ...noRiskLimits(config),
+      symbols: { AAPL: { market_hours: "us_equity" } },
+    }),
+  });
+  // Alpaca's REST API stops answering the clock (a network black hole): each request times out
+  // after request_timeout_ms (2 s here, 10 s by default).
+  r.fake.hangNext(100, { route: "GET /v2/clock" });
+  const signal = (id: string, symbol: string) => ({
+    body: {
+      id,
+      symbol,
+      side: "buy",
+      qty: "1",
+      type: "limit",
+      limit_price: "50",
+      time_in_force: "gtc",
+      broker: "alpaca",
+    },
+    strategy: "alpaca_engine",
+    source: "rest" as const,
+  });
+  const timings: number[] = [];
+  for (const n of [1, 2, 3]) {
+    const started = performance.now();
+    // A crypto signal that needs no market clock, batched with a US stock's signal that does.
+    const outcomes = await r.engine.processSignals([
+      signal(`clock-btc-${n}`, "BTC-USD"),
+      signal(`clock-aapl-${n}`, "AAPL"),
+    ]);
+    timings.push(Math.round(performance.now() - started));
+    assert.equal(outcomes[0]?.status, "accepted", JSON.stringify(outcomes[0]));
+  }
+  // The first batch waits DEFAULT_MARKET_CLOCK_WAIT_MS (500 ms), then the calendar decides; the
+  // fetch in flight, then its failure (kept DEFAULT_MARKET_CLOCK_RETRY_MS), hold no other batch.
+  assert.ok(timings[0]! < 1_000, `the first batch waited ${timings[0]} ms for Alpaca's clock`);
+  assert.ok(
+    timings.slice(1).every((ms) => ms < 450),
+    `later batches waited ${timings.slice(1).join(" ms, ")} ms for Alpaca's clock`,
+  );
+  // A batch with no US stock's order does not wait for the clock at all.
+  const started = performance.now();
+  const [crypto] = await r.engine.processSignals([signal("clock-btc-only", "BTC-USD")]);
+  assert.equal(crypto?.status, "accepted", JSON.stringify(crypto));
+  assert.ok(performance.now() - started < 450);
 });

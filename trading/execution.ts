@@ -233,6 +233,14 @@ export const DEFAULT_EVENT_LANES = 1;
 export const DEFAULT_SIGNAL_BATCHES_IN_FLIGHT = 2;
 /** How long a broker's market clock (Alpaca's `/v2/clock`) is reused, in ms. */
 export const DEFAULT_MARKET_CLOCK_TTL_MS = 30_000;
+/**
+ * How long a signal batch waits for a broker's market clock being fetched,
+ * in ms: after that the built-in NYSE calendar decides for it, and the fetch
+ * goes on in the background to fill the cache.
+ */
+export const DEFAULT_MARKET_CLOCK_WAIT_MS = 500;
+/** How long after a failed market clock fetch the broker's clock is not asked again, in ms. */
+export const DEFAULT_MARKET_CLOCK_RETRY_MS = 5_000;
 /** How long {@linkcode ExecutionEngine.start} waits for the position tracker to load the portfolio state, in ms. */
 export const DEFAULT_STATE_WAIT_MS = 30_000;
 /**
@@ -462,6 +470,16 @@ export interface ExecutionEngineOptions {
   event_lanes?: number | undefined;
   /** How long a broker's market clock is reused, in ms. @default {DEFAULT_MARKET_CLOCK_TTL_MS} */
   market_clock_ttl_ms?: number | undefined;
+  /**
+   * How long a signal batch waits for a broker's market clock being fetched,
+   * in ms (then the built-in calendar decides). @default {DEFAULT_MARKET_CLOCK_WAIT_MS}
+   */
+  market_clock_wait_ms?: number | undefined;
+  /**
+   * How long after a failed market clock fetch the broker's clock is not
+   * asked again, in ms. @default {DEFAULT_MARKET_CLOCK_RETRY_MS}
+   */
+  market_clock_retry_ms?: number | undefined;
   /** Backoff jitter source, uniform in [0, 1). @default {Math.random} */
   random?: (() => number) | undefined;
   /**
@@ -836,6 +854,8 @@ export class ExecutionEngine {
   readonly #retryMaxMs: number;
   readonly #eventBatchMax: number;
   readonly #clockTtlMs: number;
+  readonly #clockWaitMs: number;
+  readonly #clockRetryMs: number;
   readonly #random: () => number;
   readonly #stateWaitMs: number;
   readonly #outcomeWaitMs: number;
@@ -881,6 +901,14 @@ export class ExecutionEngine {
   /** Client order ids of orders whose refused cancel (retryable) is being retried. */
   readonly #cancelRetries = new Set<string>();
   readonly #marketClocks = new Map<string, { at: number; clock: UsEquityMarketClock }>();
+  /**
+   * Market clock fetches by broker: the one in flight (with when it started),
+   * or when the last one failed (not asked again for `market_clock_retry_ms`).
+   */
+  readonly #clockFetches = new Map<
+    string,
+    { fetching: Promise<void>; since: number } | { failedAt: number }
+  >();
   #kill: KillSwitch = { active: false, reason: null, changed_at: null, changed_by: null };
   /** Kill switch requests so far: a request's outcome is held only while it is the latest. */
   #killRequests = 0;
@@ -948,6 +976,8 @@ export class ExecutionEngine {
     assertPositiveInteger(lanes, "event_lanes");
     this.#lanes = Array.from({ length: lanes }, () => ({ updates: [], draining: null }));
     this.#clockTtlMs = options.market_clock_ttl_ms ?? DEFAULT_MARKET_CLOCK_TTL_MS;
+    this.#clockWaitMs = options.market_clock_wait_ms ?? DEFAULT_MARKET_CLOCK_WAIT_MS;
+    this.#clockRetryMs = options.market_clock_retry_ms ?? DEFAULT_MARKET_CLOCK_RETRY_MS;
     this.#random = options.random ?? Math.random;
     this.#stateWaitMs = options.state_wait_ms ?? DEFAULT_STATE_WAIT_MS;
     this.#outcomeWaitMs = options.unknown_outcome_wait_ms ?? DEFAULT_UNKNOWN_OUTCOME_WAIT_MS;
@@ -1892,7 +1922,15 @@ export class ExecutionEngine {
     }
   }
 
-  /** Fetches the market clock of brokers that have one, for batches that need it. */
+  /**
+   * Fetches the market clock of brokers that have one, for batches that need
+   * it (an order the us_equity market-hours rule applies to; other batches
+   * do not wait). A batch waits for a fetch at most `market_clock_wait_ms`
+   * after it started — one in flight already is not started again — and the
+   * built-in calendar decides for it after that; the fetch goes on in the
+   * background and fills the cache. After a failed fetch the broker's clock
+   * is not asked again for `market_clock_retry_ms`.
+   */
   async #refreshMarketClocks(prepared: readonly Prepared[]): Promise<void> {
     const now = this.#clock.now();
     const wanted = new Set<string>();
@@ -1906,30 +1944,64 @@ export class ExecutionEngine {
       if (cached !== undefined && now - cached.at < this.#clockTtlMs) continue;
       wanted.add(name);
     }
+    const waits: Promise<void>[] = [];
+    let waitUntil = now;
     for (const name of wanted) {
       const broker = this.#brokers.get(name) as (Broker & { clock?: unknown }) | undefined;
       if (broker === undefined || typeof broker.clock !== "function") continue;
-      try {
-        const clock = await (broker.clock as () => Promise<unknown>).call(broker);
-        const c = clock as { is_open?: unknown; next_open?: unknown; next_close?: unknown };
-        if (
-          typeof c.is_open === "boolean" && typeof c.next_open === "number" &&
-          typeof c.next_close === "number"
-        ) {
-          this.#marketClocks.set(name, {
-            at: now,
-            clock: { open: c.is_open, next_open: c.next_open, next_close: c.next_close },
-          });
-        }
-      } catch (error) {
-        // An expired answer is not kept: rolled forward past its next transitions it would say
-        // "closed" for the whole of a trading day. The calendar decides until a fetch succeeds.
-        this.#marketClocks.delete(name);
-        this.#log.warn("broker market clock unavailable; using the built-in NYSE calendar", {
-          broker: name,
-          error: errorMessage(error),
+      let fetch = this.#clockFetches.get(name);
+      if (fetch !== undefined && "failedAt" in fetch) {
+        if (now - fetch.failedAt < this.#clockRetryMs) continue;
+        fetch = undefined;
+      }
+      if (fetch === undefined) {
+        const clock = broker.clock as () => Promise<unknown>;
+        fetch = { fetching: this.#fetchMarketClock(name, () => clock.call(broker)), since: now };
+        this.#clockFetches.set(name, fetch);
+      }
+      waitUntil = Math.max(waitUntil, fetch.since + this.#clockWaitMs);
+      waits.push(fetch.fetching);
+    }
+    if (waits.length === 0 || waitUntil <= now) return;
+    const timer = new AbortController();
+    try {
+      await Promise.race([
+        Promise.all(waits),
+        this.#clock.sleep(waitUntil - now, timer.signal).catch(() => {}),
+      ]);
+    } finally {
+      timer.abort();
+    }
+  }
+
+  /**
+   * Fetches `name`'s market clock with `fetch` into the cache (never
+   * rejects); a failure drops the cached answer and is remembered, so that
+   * the calendar decides until a fetch succeeds.
+   */
+  async #fetchMarketClock(name: string, fetch: () => Promise<unknown>): Promise<void> {
+    try {
+      const clock = await fetch();
+      const c = clock as { is_open?: unknown; next_open?: unknown; next_close?: unknown };
+      if (
+        typeof c.is_open === "boolean" && typeof c.next_open === "number" &&
+        typeof c.next_close === "number"
+      ) {
+        this.#marketClocks.set(name, {
+          at: this.#clock.now(),
+          clock: { open: c.is_open, next_open: c.next_open, next_close: c.next_close },
         });
       }
+      this.#clockFetches.delete(name);
+    } catch (error) {
+      // An expired answer is not kept: rolled forward past its next transitions it would say
+      // "closed" for the whole of a trading day. The calendar decides until a fetch succeeds.
+      this.#marketClocks.delete(name);
+      this.#clockFetches.set(name, { failedAt: this.#clock.now() });
+      this.#log.warn("broker market clock unavailable; using the built-in NYSE calendar", {
+        broker: name,
+        error: errorMessage(error),
+      });
     }
   }
 
