@@ -53,7 +53,8 @@
  * `filled_qty` as `cum_qty` (`fill_id` = `execution_id`, or
  * `<order id>:<cumulative filled_qty>` when Alpaca sends none; fee 0, Alpaca
  * charges no commission on the stream; without a `qty` the quantity is
- * derived from `filled_qty` and marked `qty_derived`), `canceled` /
+ * derived from `filled_qty` and marked `qty_derived`, priced from the
+ * order's averages), `canceled` /
  * `replaced` → `cancelled`, `expired`, `rejected` — each with the order's
  * `filled_qty` and `filled_avg_price`; the others (`done_for_day`,
  * `pending_cancel`, `calculated`, …) change nothing. Listeners run one event
@@ -99,7 +100,7 @@
 import { backoffDelay } from "../lib/backoff.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { type Logger, nullLogger } from "../lib/log.ts";
-import { type Decimal, parseDecimal, toJson, ZERO } from "../trading/money.ts";
+import { type Decimal, parseDecimal, toDb, toJson, ZERO } from "../trading/money.ts";
 import {
   type Broker,
   type BrokerEvent,
@@ -466,7 +467,13 @@ const ACCEPTED_EVENTS = new Set(["new", "accepted", "pending_new"]);
  * `filled_qty` minus `previousFilledQty` (all of it when that is unknown),
  * marked `qty_derived` (the engine counts `cum_qty` minus what it holds; a
  * qty-less fill adding nothing to `previousFilledQty` is null); its price is
- * the event's `price`, else the order's average. Every fill carries the
+ * the event's `price`, else the order's average — but a derived quantity,
+ * which may stand for several executions, is priced at their average from
+ * the order's: (filled_avg_price × filled_qty − previous value) ÷ the
+ * quantity, rounded to 8 decimals, the previous value being
+ * `previousAvgPrice` × `previousFilledQty` (0 when `previousFilledQty` is
+ * null: all of the order's executions, at its filled_avg_price; the event's
+ * price when `previousAvgPrice` is not given). Every fill carries the
  * order's cumulative `filled_qty` as `cum_qty`, and `canceled` / `replaced` /
  * `expired` / `rejected` carry it as `filled_qty` with `filled_avg_price`
  * (fills made while nobody listened are then not lost). Times come from
@@ -477,6 +484,7 @@ export function tradeUpdateEvent(
   data: unknown,
   previousFilledQty: Decimal | null,
   nowMs: number,
+  previousAvgPrice: Decimal | null = null,
 ): BrokerEvent | null {
   const update = record(data, "trade update");
   const event = requiredString(update, "event");
@@ -491,12 +499,20 @@ export function tradeUpdateEvent(
     case "partial_fill": {
       const given = optionalDecimal(update, "qty");
       let qty = given;
+      let price = optionalDecimal(update, "price") ?? order.filled_avg_price;
       if (qty === null) {
         if (previousFilledQty !== null && !order.filled_qty.gt(previousFilledQty)) return null;
         qty = order.filled_qty.minus(previousFilledQty ?? ZERO);
+        // Maybe several executions (some made while nobody listened): priced at their average.
+        const before = previousFilledQty === null
+          ? ZERO
+          : previousAvgPrice?.times(previousFilledQty) ?? null;
+        if (order.filled_avg_price !== null && before !== null && qty.gt(0)) {
+          price = averagePrice(order.filled_avg_price.times(order.filled_qty).minus(before), qty) ??
+            price;
+        }
       }
       if (!qty.gt(0)) throw new TypeError(`Trade update ${event} has no positive quantity`);
-      const price = optionalDecimal(update, "price") ?? order.filled_avg_price;
       if (price === null || !price.gt(0)) {
         throw new TypeError(`Trade update ${event} has no positive price`);
       }
@@ -532,6 +548,18 @@ export function tradeUpdateEvent(
       return { type: "rejected", ...ids, reason: "rejected by Alpaca", ...filled, at_ms };
   }
   return null;
+}
+
+/** What the stream showed of an order's fills: its cumulative `filled_qty` and `filled_avg_price`. */
+export interface AlpacaFilled {
+  filled_qty: Decimal;
+  filled_avg_price: Decimal | null;
+}
+
+/** `value` ÷ `qty` rounded to 8 decimals (what fills store), or null when not positive. */
+function averagePrice(value: Decimal, qty: Decimal): Decimal | null {
+  const price = parseDecimal(toDb(value.dividedBy(qty)));
+  return price.gt(0) ? price : null;
 }
 
 /** Reads Alpaca's clock body; times become ms since the epoch. */
@@ -684,8 +712,8 @@ class AlpacaBrokerImpl implements AlpacaBroker {
   readonly #reconnectListeners = new Set<() => void | Promise<void>>();
   /** Client order id → Alpaca id, for orders not yet terminal. */
   readonly #brokerIds = new Map<string, string>();
-  /** Alpaca id → cumulative filled quantity seen on the stream, for orders not yet terminal. */
-  readonly #filled = new Map<string, Decimal>();
+  /** Alpaca id → cumulative filled quantity and average seen on the stream, until terminal. */
+  readonly #filled = new Map<string, AlpacaFilled>();
   /** Alpaca ids of orders whose `accepted` was emitted, until terminal. */
   readonly #accepted = new Set<string>();
   readonly #status: Omit<AlpacaStreamStatus, "down_for_ms"> = {
@@ -1267,14 +1295,21 @@ class AlpacaBrokerImpl implements AlpacaBroker {
     let event: BrokerEvent | null;
     let orderId: string;
     let terminal: boolean;
-    let cumulative: Decimal;
+    let filled: AlpacaFilled;
+    let previous: AlpacaFilled | null;
     try {
       const update = record(data, "trade update");
       const order = parseAlpacaOrder(update.order);
       orderId = order.id;
-      cumulative = order.filled_qty;
+      filled = { filled_qty: order.filled_qty, filled_avg_price: order.filled_avg_price };
       terminal = TERMINAL_EVENTS.has(String(update.event));
-      event = tradeUpdateEvent(update, this.#filled.get(order.id) ?? null, this.#clock.now());
+      previous = this.#filled.get(order.id) ?? null;
+      event = tradeUpdateEvent(
+        update,
+        previous?.filled_qty ?? null,
+        this.#clock.now(),
+        previous?.filled_avg_price ?? null,
+      );
     } catch (error) {
       this.#malformed(errorMessage(error), text);
       return;
@@ -1294,7 +1329,7 @@ class AlpacaBrokerImpl implements AlpacaBroker {
       }
       this.#accepted.add(orderId);
     }
-    if (event.type === "fill") remember(this.#filled, orderId, cumulative);
+    if (event.type === "fill") remember(this.#filled, orderId, filled);
     if (terminal) {
       this.#accepted.delete(orderId);
       this.#filled.delete(orderId);

@@ -394,6 +394,109 @@ Deno.test("alpaca engine: after a restart, a partial_fill without an event qty c
   assert.equal(r.engine.stats().fills_counted_before, 1);
 });
 
+/** Alpaca's documented `partial_fill` of `order` at the fake: timestamp, price, position_qty — no `qty`. */
+function qtylessPartialFill(
+  r: Rig,
+  clientOrderId: string,
+  fill: { execution_id: string; price: string; filled_qty: string; filled_avg_price: string },
+): string {
+  const fakeOrder = r.fake.order(clientOrderId)!;
+  return JSON.stringify({
+    stream: "trade_updates",
+    data: {
+      event: "partial_fill",
+      execution_id: fill.execution_id,
+      price: fill.price,
+      position_qty: fill.filled_qty,
+      timestamp: new Date().toISOString(),
+      order: {
+        id: fakeOrder.id,
+        client_order_id: fakeOrder.client_order_id,
+        symbol: "AAPL",
+        asset_class: "us_equity",
+        side: "buy",
+        qty: fakeOrder.qty.toString(),
+        filled_qty: fill.filled_qty,
+        filled_avg_price: fill.filled_avg_price,
+        status: "partially_filled",
+        submitted_at: fakeOrder.submitted_at,
+        updated_at: new Date().toISOString(),
+      },
+    },
+  });
+}
+
+Deno.test("alpaca engine: a partial_fill without an event qty after a stream gap prices the executions missed so the order's average is Alpaca's", async () => {
+  await using r = await rig();
+  const order = await restingBuy(r, "qtyless-gap");
+  r.fake.fillOrder(order.client_order_id, "2", "49"); // seen: 2 @ 49
+  await waitForOrder(r.sql, order.id, (o) => o.filled_qty === "2.00000000");
+  await cutStream(r);
+  // Executions while nobody listens (Alpaca replays none of them).
+  r.fake.fillOrder(order.client_order_id, "1", "50.5");
+  r.fake.fillOrder(order.client_order_id, "2", "51.25");
+  // The execution whose update arrives once the stream is back: 1 @ 52.
+  r.fake.fillOrder(order.client_order_id, "1", "52");
+  const fakeOrder = r.fake.order(order.client_order_id)!;
+  assert.equal(fakeOrder.filled_qty.toString(), "6");
+  assert.equal(fakeOrder.filled_avg_price!.toString(), "50.5"); // (98 + 50.5 + 102.5 + 52) / 6
+  r.holdLookups(); // the reconciliation's lookup answers after the stream's update
+  await restoreStream(r);
+  r.fake.sendRaw(qtylessPartialFill(r, order.client_order_id, {
+    execution_id: "exec-after-gap",
+    price: "52",
+    filled_qty: "6",
+    filled_avg_price: "50.5",
+  }));
+  await waitForOrder(r.sql, order.id, (o) => o.filled_qty === "6.00000000");
+  r.releaseLookups();
+  await waitFor(() => r.lookups.inFlight === 0, 5_000, "the lookup answered");
+  await r.engine.idle();
+  const stored = await getOrder(r.sql, order.id);
+  assert.equal(stored.filled_qty, "6.00000000");
+  // Alpaca's filled_avg_price is 50.5: the fills bought 6 shares for 303, not more.
+  assert.equal(stored.avg_fill_price, "50.50000000");
+  const fills = await fillsOf(r.sql, order.id);
+  assert.deepEqual(fills.map((f) => [f.qty, f.price]), [
+    ["2.00000000", "49.00000000"],
+    ["4.00000000", "51.25000000"], // the 3 missed and this one: (50.5 × 6 − 2 × 49) / 4
+  ]);
+  assert.equal(fills[1]!.broker_fill_id, "exec-after-gap");
+  assert.deepEqual(await listUnresolvedAlerts(r.sql), []);
+});
+
+Deno.test("alpaca engine: after a restart, a partial_fill without an event qty prices what the fills do not count from the order's averages", async () => {
+  await using r = await rig();
+  const order = await restingBuy(r, "qtyless-restart");
+  r.fake.fillOrder(order.client_order_id, "2", "49");
+  await waitForOrder(r.sql, order.id, (o) => o.filled_qty === "2.00000000");
+  await r.restart(); // a new process: its adapter has seen no fill of this order
+  await cutStream(r);
+  r.fake.fillOrder(order.client_order_id, "1", "50.5"); // missed
+  r.fake.fillOrder(order.client_order_id, "2", "51.25"); // missed
+  r.fake.fillOrder(order.client_order_id, "1", "52"); // its update arrives, without qty
+  r.holdLookups();
+  await restoreStream(r);
+  // The adapter knows nothing before it: the fill stands for all 6 at Alpaca's average.
+  r.fake.sendRaw(qtylessPartialFill(r, order.client_order_id, {
+    execution_id: "exec-after-restart",
+    price: "52",
+    filled_qty: "6",
+    filled_avg_price: "50.5",
+  }));
+  await waitForOrder(r.sql, order.id, (o) => o.filled_qty === "6.00000000");
+  r.releaseLookups();
+  await waitFor(() => r.lookups.inFlight === 0, 5_000, "the lookup answered");
+  await r.engine.idle();
+  const stored = await getOrder(r.sql, order.id);
+  assert.equal(stored.avg_fill_price, "50.50000000");
+  const fills = await fillsOf(r.sql, order.id);
+  assert.deepEqual(fills.slice(1).map((f) => [f.broker_fill_id, f.qty, f.price]), [
+    ["exec-after-restart", "4.00000000", "51.25000000"], // (50.5 × 6 − 98) / 4
+  ]);
+  assert.deepEqual(await listUnresolvedAlerts(r.sql), []);
+});
+
 Deno.test("alpaca engine: the kill switch's cancel_open retries a cancel Alpaca rate limited (429) and names it", async () => {
   await using r = await rig();
   const orders = [

@@ -2422,9 +2422,10 @@ export class ExecutionEngine {
    * `filled_qty` is more than is counted (fills made during a stream gap) is
    * preceded by a fill for the rest, like a catch-up's; a fill whose
    * quantity the broker did not say (`qty_derived`) counts `cum_qty` minus
-   * what is counted; a fill whose cumulative quantity (`cum_qty`) says it is
-   * already counted — a catch-up fill stood in for it, not knowing its id —
-   * is dropped, or trimmed to the part not yet counted. Fills without
+   * what is counted (priced by {@linkcode derivedPrice}); a fill whose
+   * cumulative quantity (`cum_qty`) says it is already counted — a catch-up
+   * fill stood in for it, not knowing its id — is dropped, or trimmed to the
+   * part not yet counted. Fills without
    * `cum_qty` pass as they are, and so does every update of an order no
    * reconciliation caught up (the usual case: nothing to do).
    */
@@ -2508,7 +2509,7 @@ export class ExecutionEngine {
           this.#countedBefore(event, event.cum_qty, sum.filled);
           continue;
         }
-        if (!qty.eq(event.qty)) event = { ...event, qty };
+        if (!qty.eq(event.qty)) event = { ...event, qty, price: derivedPrice(event, qty, sum) };
       }
       if (sum !== null && event.cum_qty !== undefined) {
         // The part of this fill the order's fills already count.
@@ -3883,6 +3884,29 @@ function rowNotional(row: Order, filled: Decimal = fromDb(row.filled_qty)): Deci
 function counted(row: Order, notional?: Decimal): { filled: Decimal; value: Decimal } {
   const filled = fromDb(row.filled_qty);
   return { filled, value: notional ?? rowNotional(row, filled) };
+}
+
+/**
+ * The price of `qty`, the part of a fill whose quantity the broker did not
+ * say (`qty_derived`) that the order's fills (`counted`) do not count yet.
+ * A derived fill stands for all of the executions since the broker's
+ * adapter last saw the order, at their average price; when it saw none
+ * (`qty` is the whole `cum_qty`, as after a restart) its value is the
+ * order's, and the part not counted is priced so that the order's average
+ * becomes the broker's — (qty × price − counted value) ÷ `qty`, rounded to
+ * the stored scale (the fill's price when that is not positive). Otherwise
+ * the fill's price.
+ */
+function derivedPrice(
+  fill: FillEvent,
+  qty: Decimal,
+  counted: { filled: Decimal; value: Decimal },
+): Decimal {
+  if (fill.cum_qty === undefined || !fill.qty.eq(fill.cum_qty) || counted.filled.isZero()) {
+    return fill.price;
+  }
+  const price = parseDecimal(toDb(fill.qty.times(fill.price).minus(counted.value).dividedBy(qty)));
+  return price.gt(0) ? price : fill.price;
 }
 
 /**

@@ -1,0 +1,69 @@
+/**
+ * How the Alpaca adapter prices the fills its trade updates become when the
+ * stream did not show every execution (pure functions, no services): a
+ * `partial_fill` without its own `qty`, and the executions missed before a
+ * fill.
+ */
+
+import assert from "node:assert/strict";
+import { tradeUpdateEvent } from "../brokers/alpaca.ts";
+import { parseDecimal, toJson } from "../trading/money.ts";
+
+/** Alpaca's documented `partial_fill` (no `qty`) of an order filled `filled` at `avg` so far. */
+function partialFill(filled: string, avg: string, extra: Record<string, unknown> = {}) {
+  return {
+    event: "partial_fill",
+    execution_id: `e-${filled}`,
+    price: "52",
+    ...extra,
+    order: {
+      id: "o-1",
+      client_order_id: "c-1",
+      symbol: "AAPL",
+      status: "partially_filled",
+      side: "buy",
+      qty: "10",
+      filled_qty: filled,
+      filled_avg_price: avg,
+    },
+  };
+}
+
+Deno.test("alpaca fill without qty is priced at the average of the executions since the update seen before", () => {
+  // Seen: 2 @ 49. Now 6 at 50.5 on average: the 4 since cost 303 − 98 = 205, 51.25 each.
+  const event = tradeUpdateEvent(
+    partialFill("6", "50.5"),
+    parseDecimal("2"),
+    0,
+    parseDecimal("49"),
+  );
+  assert.ok(event?.type === "fill");
+  assert.equal(toJson(event.qty), "4");
+  assert.equal(toJson(event.price), "51.25");
+  assert.equal(event.qty_derived, true);
+  // Rounded to 8 decimals, as fills are stored: (10 × 4 − 1 × 9) / 3.
+  const third = tradeUpdateEvent(partialFill("4", "10"), parseDecimal("1"), 0, parseDecimal("9"));
+  assert.ok(third?.type === "fill");
+  assert.equal(toJson(third.price), "10.33333333");
+});
+
+Deno.test("alpaca fill without qty after a restart is all of the order's executions at its average", () => {
+  const event = tradeUpdateEvent(partialFill("6", "50.5"), null, 0);
+  assert.ok(event?.type === "fill");
+  assert.equal(toJson(event.qty), "6");
+  assert.equal(toJson(event.price), "50.5");
+  assert.equal(toJson(event.cum_qty!), "6");
+});
+
+Deno.test("alpaca fill with its own qty keeps the execution's price", () => {
+  const event = tradeUpdateEvent(
+    partialFill("6", "50.5", { qty: "1" }),
+    parseDecimal("2"),
+    0,
+    parseDecimal("49"),
+  );
+  assert.ok(event?.type === "fill");
+  assert.equal(toJson(event.qty), "1");
+  assert.equal(toJson(event.price), "52");
+  assert.equal(event.qty_derived, undefined);
+});
