@@ -54,7 +54,8 @@
  * `<order id>:<cumulative filled_qty>` when Alpaca sends none; fee 0, Alpaca
  * charges no commission on the stream; without a `qty` the quantity is
  * derived from `filled_qty` and marked `qty_derived`, priced from the
- * order's averages), `canceled` /
+ * order's averages), preceded by a fill for the executions made before it
+ * that the stream did not show ({@linkcode fillMissedBefore}), `canceled` /
  * `replaced` → `cancelled`, `expired`, `rejected` — each with the order's
  * `filled_qty` and `filled_avg_price`; the others (`done_for_day`,
  * `pending_cancel`, `calculated`, …) change nothing. Listeners run one event
@@ -100,7 +101,7 @@
 import { backoffDelay } from "../lib/backoff.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { type Logger, nullLogger } from "../lib/log.ts";
-import { type Decimal, parseDecimal, toDb, toJson, ZERO } from "../trading/money.ts";
+import { type Decimal, ONE, parseDecimal, toDb, toJson, ZERO } from "../trading/money.ts";
 import {
   type Broker,
   type BrokerEvent,
@@ -554,6 +555,49 @@ export function tradeUpdateEvent(
 export interface AlpacaFilled {
   filled_qty: Decimal;
   filled_avg_price: Decimal | null;
+}
+
+/**
+ * The fill for the executions Alpaca made before `fill` (a fill with its own
+ * `qty`, from {@linkcode tradeUpdateEvent}) that the stream did not show —
+ * made while nobody listened, Alpaca replays none — or null when there are
+ * none: from what the stream showed before (`previous`; nothing when null,
+ * as after a restart) to `fill`'s `cum_qty` minus its `qty`. Priced at their
+ * average from the order's averages, (`avgPrice` × `cum_qty` − `qty` ×
+ * `price` − `previous` value) ÷ their quantity, rounded to 8 decimals
+ * (`avgPrice` itself when that is not positive); null without `avgPrice`
+ * or `previous`'s average. Marked `qty_derived` with that cumulative
+ * quantity as `cum_qty` (the engine counts what its fills do not), id
+ * `<order id>:<that cumulative quantity>` as a qty-less update at that point
+ * would be.
+ */
+export function fillMissedBefore(
+  fill: Extract<BrokerEvent, { type: "fill" }>,
+  avgPrice: Decimal | null,
+  previous: AlpacaFilled | null,
+): Extract<BrokerEvent, { type: "fill" }> | null {
+  if (fill.qty_derived === true || fill.cum_qty === undefined || avgPrice === null) return null;
+  const from = previous?.filled_qty ?? ZERO;
+  const to = fill.cum_qty.minus(fill.qty);
+  const qty = to.minus(from);
+  if (!qty.gt(0)) return null;
+  const fromValue = previous === null ? ZERO : previous.filled_avg_price?.times(from) ?? null;
+  if (fromValue === null) return null;
+  const value = avgPrice.times(fill.cum_qty).minus(fill.qty.times(fill.price)).minus(fromValue);
+  const price = averagePrice(value, qty) ?? averagePrice(avgPrice, ONE);
+  if (price === null) return null;
+  return {
+    type: "fill",
+    client_order_id: fill.client_order_id,
+    broker_order_id: fill.broker_order_id,
+    fill_id: `${fill.broker_order_id}:${toJson(to)}`,
+    qty,
+    price,
+    fee: ZERO,
+    cum_qty: to,
+    qty_derived: true,
+    at_ms: fill.at_ms,
+  };
 }
 
 /** `value` ÷ `qty` rounded to 8 decimals (what fills store), or null when not positive. */
@@ -1329,7 +1373,23 @@ class AlpacaBrokerImpl implements AlpacaBroker {
       }
       this.#accepted.add(orderId);
     }
-    if (event.type === "fill") remember(this.#filled, orderId, filled);
+    if (event.type === "fill") {
+      const missed = fillMissedBefore(event, filled.filled_avg_price, previous);
+      if (missed !== null) {
+        const message = "alpaca fill shows executions the stream did not; recording them";
+        const fields = {
+          order_id: orderId,
+          fill_id: missed.fill_id,
+          qty: toJson(missed.qty),
+          price: toJson(missed.price),
+        };
+        // Nothing seen before (a restart): usual, the engine counts only what its fills lack.
+        if (previous === null) this.#log.debug(message, fields);
+        else this.#log.warn(message, fields);
+        this.#enqueue(() => this.#deliver(missed));
+      }
+      remember(this.#filled, orderId, filled);
+    }
     if (terminal) {
       this.#accepted.delete(orderId);
       this.#filled.delete(orderId);

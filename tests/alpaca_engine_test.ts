@@ -497,6 +497,38 @@ Deno.test("alpaca engine: after a restart, a partial_fill without an event qty p
   assert.deepEqual(await listUnresolvedAlerts(r.sql), []);
 });
 
+Deno.test("alpaca engine: a reconciliation answer older than a fill the stream delivered meanwhile loses no fill", async () => {
+  await using r = await rig();
+  const order = await restingBuy(r, "stale-catchup");
+  r.fake.fillOrder(order.client_order_id, "2", "49"); // seen: 2 @ 49
+  await waitForOrder(r.sql, order.id, (o) => o.filled_qty === "2.00000000");
+  await cutStream(r);
+  r.fake.fillOrder(order.client_order_id, "1", "50.5"); // missed while nobody listens
+  r.fake.fillOrder(order.client_order_id, "2", "51.25"); // missed: Alpaca's filled_qty is 5
+  r.holdAnswers(); // the reconciliation's lookup reaches Alpaca (filled_qty 5); its answer is slow
+  await restoreStream(r);
+  await waitFor(() => r.lookups.answersHeld > 0, 5_000, "the lookup answered by Alpaca");
+  // Meanwhile a new execution, streamed live: partial_fill qty 1 @ 52, filled_qty 6.
+  r.fake.fillOrder(order.client_order_id, "1", "52");
+  await waitForOrder(r.sql, order.id, (o) => o.filled_qty === "6.00000000");
+  r.releaseLookups(); // the answer (filled_qty 5, before the 52 fill) arrives now
+  await waitFor(() => r.lookups.inFlight === 0, 5_000, "the lookup answered");
+  await r.engine.idle();
+  // Alpaca has 6 filled at (98 + 50.5 + 102.5 + 52) / 6 = 50.5.
+  const six = await getOrder(r.sql, order.id);
+  assert.equal(`${six.filled_qty} ${six.avg_fill_price}`, "6.00000000 50.50000000");
+  const fills = await fillsOf(r.sql, order.id);
+  assert.deepEqual(fills.slice(1).map((f) => [f.qty, f.price]), [
+    ["3.00000000", "51.00000000"], // the 3 missed, recorded before the 52 fill: (303 − 52 − 98) / 3
+    ["1.00000000", "52.00000000"],
+  ]);
+  // The rest executes: Alpaca's `fill` (qty 4, filled_qty 10) completes the order.
+  r.fake.fillOrder(order.client_order_id, "4", "53");
+  const filled = await waitForOrder(r.sql, order.id, (o) => o.status === "filled");
+  assert.equal(filled.filled_qty, "10.00000000");
+  assert.deepEqual(await listUnresolvedAlerts(r.sql), []);
+});
+
 Deno.test("alpaca engine: the kill switch's cancel_open retries a cancel Alpaca rate limited (429) and names it", async () => {
   await using r = await rig();
   const orders = [

@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { tradeUpdateEvent } from "../brokers/alpaca.ts";
+import { fillMissedBefore, tradeUpdateEvent } from "../brokers/alpaca.ts";
 import { parseDecimal, toJson } from "../trading/money.ts";
 
 /** Alpaca's documented `partial_fill` (no `qty`) of an order filled `filled` at `avg` so far. */
@@ -66,4 +66,34 @@ Deno.test("alpaca fill with its own qty keeps the execution's price", () => {
   assert.equal(toJson(event.qty), "1");
   assert.equal(toJson(event.price), "52");
   assert.equal(event.qty_derived, undefined);
+});
+
+Deno.test("alpaca fill whose filled_qty shows executions the stream missed is preceded by a fill for them", () => {
+  // Seen: 2 @ 49. Now an execution of 1 @ 52 with filled_qty 6 at 50.5: 3 were missed.
+  const fill = tradeUpdateEvent(
+    partialFill("6", "50.5", { qty: "1" }),
+    parseDecimal("2"),
+    7,
+    parseDecimal("49"),
+  );
+  assert.ok(fill?.type === "fill");
+  const previous = { filled_qty: parseDecimal("2"), filled_avg_price: parseDecimal("49") };
+  const missed = fillMissedBefore(fill, parseDecimal("50.5"), previous);
+  assert.ok(missed !== null);
+  assert.equal(missed.fill_id, "o-1:5");
+  assert.equal(toJson(missed.qty), "3");
+  assert.equal(toJson(missed.price), "51"); // (50.5 × 6 − 52 − 98) / 3
+  assert.equal(toJson(missed.cum_qty!), "5");
+  assert.equal(missed.qty_derived, true);
+  assert.equal(missed.at_ms, 7);
+  // Nothing seen before (a restart): all 5 before it, at their average.
+  const all = fillMissedBefore(fill, parseDecimal("50.5"), null);
+  assert.equal(`${toJson(all!.qty)} @ ${toJson(all!.price)}`, "5 @ 50.2"); // (303 − 52) / 5
+  // Nothing missed: the fill follows what was seen.
+  const seen5 = { filled_qty: parseDecimal("5"), filled_avg_price: parseDecimal("50.2") };
+  assert.equal(fillMissedBefore(fill, parseDecimal("50.5"), seen5), null);
+  // A derived fill counts from the cumulative quantity already.
+  const derived = tradeUpdateEvent(partialFill("6", "50.5"), parseDecimal("2"), 0);
+  assert.ok(derived?.type === "fill");
+  assert.equal(fillMissedBefore(derived, parseDecimal("50.5"), previous), null);
 });

@@ -1261,6 +1261,56 @@ Deno.test("a fill a reconciliation already counted is not counted again when the
   assert.equal(h.engine.stats().illegal_events, 0);
 });
 
+Deno.test("a fill whose cumulative quantity shows executions never seen gets its order looked up: they are recorded at the averages' price", async () => {
+  await using h = await harness({
+    engine: { broker_retry_initial_ms: 5, broker_retry_max_ms: 20 },
+  });
+  const { orderId, fill } = await partiallyFilled(h, "gap-1", "0.7");
+  const coid = (await getOrder(h.sql, orderId)).client_order_id;
+  // The broker filled 0.4 at 49000 (never delivered), then 0.3 at 49350: 0.7 at 49150 on average.
+  h.broker.lookups.set(coid, { ...h.broker.lookups.get(coid)!, avg_fill_price: d("49150") });
+  const exec2 = fill("exec-2", "0.3", "0.7");
+  assert.ok(exec2.type === "fill");
+  await h.broker.inject({ ...exec2, price: d("49350") });
+  await waitFor(
+    async () => (await getOrder(h.sql, orderId)).filled_qty === "0.70000000",
+    5_000,
+    "the executions never seen, recorded",
+  );
+  assert.deepEqual(await fillsAndFilled(h, orderId), {
+    fills: ["exec-2 0.30000000", "reconcile-0.7 0.40000000"],
+    filled: "0.70000000",
+  });
+  const [missed] = (await fillsOf(h.sql, orderId)).filter((f) => f.broker_fill_id !== "exec-2");
+  assert.equal(missed!.price, "49000.00000000"); // (49150 × 0.7 − 0.3 × 49350) / 0.4
+  assert.equal((await getOrder(h.sql, orderId)).avg_fill_price, "49150.00000000");
+});
+
+Deno.test("a reconciliation answer read before a fill counted since is not counted: the order is looked up again", async () => {
+  await using h = await harness({
+    engine: { broker_retry_initial_ms: 5, broker_retry_max_ms: 20 },
+  });
+  // The broker filled 0.4 (its event lost); the lookup reads that.
+  const { orderId, fill } = await partiallyFilled(h, "stale-1", "0.4");
+  const coid = (await getOrder(h.sql, orderId)).client_order_id;
+  h.broker.beforeLookupAnswer = async () => {
+    // Before the answer arrives the broker fills 0.3 more, and the stream delivers it.
+    h.broker.lookups.set(coid, { ...h.broker.lookups.get(coid)!, filled_qty: d("0.7") });
+    await h.broker.inject(fill("exec-2", "0.3", "0.7"));
+  };
+  await h.engine.reconcile();
+  await waitFor(
+    async () => (await getOrder(h.sql, orderId)).filled_qty === "0.70000000",
+    5_000,
+    "all the broker's fills recorded",
+  );
+  // The answer of 0.4 (older than exec-2) counted nothing: the second lookup's 0.7 did.
+  assert.deepEqual(await fillsAndFilled(h, orderId), {
+    fills: ["exec-2 0.30000000", "reconcile-0.7 0.40000000"],
+    filled: "0.70000000",
+  });
+});
+
 Deno.test("when a broker's event stream comes back, its open orders are reconciled: fills missed meanwhile are recorded", async () => {
   await using h = await harness();
   const [outcome] = await h.engine.processSignals([restingLimit("gap-1", "buy", "49000")]);

@@ -639,14 +639,15 @@ type FillEvent = Extract<BrokerEvent, { type: "fill" }>;
 
 /**
  * Whether `update` is checked against what its order's fills count (see
- * `#settle`): a catch-up, a fill whose quantity the broker did not say, a
- * final status saying something was filled.
+ * `#settle`): a catch-up, a fill saying the order's cumulative quantity
+ * (`cum_qty`) or whose quantity the broker did not say, a final status
+ * saying something was filled.
  */
 function needsCount(update: Update): boolean {
   if (update.kind === "catch_up") return true;
   if (update.kind !== "event") return false;
   const event = update.event;
-  if (event.type === "fill") return event.qty_derived === true;
+  if (event.type === "fill") return event.qty_derived === true || event.cum_qty !== undefined;
   return event.type !== "accepted" && event.filled_qty !== undefined && event.filled_qty.gt(0);
 }
 
@@ -885,6 +886,14 @@ export class ExecutionEngine {
    * broker's own fills for them are checked against what is counted.
    */
   readonly #caughtUp = new Map<string, true>();
+  /**
+   * The cumulative quantity a broker's fill showed for an order whose fills
+   * counted less before it (executions the engine never saw; its order is
+   * looked up), by client order id, oldest first, at most MAX_CAUGHT_UP,
+   * until its fills count that much: a reconciliation answer below it is
+   * older than that fill (see `#settle`).
+   */
+  readonly #shownFilled = new Map<string, Decimal>();
   /**
    * Fills (`fillKey`) of broker-update writes whose answer was lost, oldest
    * first, at most MAX_CAUGHT_UP: found stored when run again, they are sent
@@ -2425,9 +2434,14 @@ export class ExecutionEngine {
    * what is counted (priced by {@linkcode derivedPrice}); a fill whose
    * cumulative quantity (`cum_qty`) says it is already counted — a catch-up
    * fill stood in for it, not knowing its id — is dropped, or trimmed to the
-   * part not yet counted. Fills without
-   * `cum_qty` pass as they are, and so does every update of an order no
-   * reconciliation caught up (the usual case: nothing to do).
+   * part not yet counted; one whose `cum_qty` shows executions before it
+   * that are not counted is recorded and its order looked up
+   * (`#missedBefore`), and a catch-up read before such a fill — its filled
+   * quantity above what is counted and below that fill's `cum_qty` — is
+   * dropped and the order looked up again, not counted from a view older
+   * than the fill. Fills without `cum_qty` pass as they are, and so does
+   * every update of an order none of this concerns (the usual case: nothing
+   * to do).
    */
   #settle(
     batch: readonly Update[],
@@ -2462,6 +2476,24 @@ export class ExecutionEngine {
         const row = orders.get(update.coid);
         const sum = sumOf(update.coid);
         if (row === undefined || sum === null) continue;
+        const shown = this.#shownFilled.get(update.coid);
+        if (
+          shown !== undefined && update.state.filled_qty.lt(shown) &&
+          update.state.filled_qty.gt(sum.filled)
+        ) {
+          // Read before a fill counted since: the fills it would add are partly that fill's.
+          this.#log.warn(
+            "a reconciliation answer is older than a fill counted since; looked up again",
+            {
+              client_order_id: update.coid,
+              broker_filled_qty: toJson(update.state.filled_qty),
+              shown_filled_qty: toJson(shown),
+              filled_qty: toJson(sum.filled),
+            },
+          );
+          this.#lookUpAgain(update.coid);
+          continue;
+        }
         for (const event of catchUpEvents(row, sum, update.state, update.at_ms)) {
           if (event.type === "fill") this.#caughtUpFill(update.coid, sum, event);
           settled.push({ kind: "event", broker: update.broker, event });
@@ -2514,6 +2546,7 @@ export class ExecutionEngine {
       if (sum !== null && event.cum_qty !== undefined) {
         // The part of this fill the order's fills already count.
         const known = sum.filled.minus(event.cum_qty.minus(event.qty));
+        if (known.lt(0)) this.#missedBefore(event, known.negated(), sum.filled);
         if (known.gte(event.qty)) {
           this.#countedBefore(event, event.cum_qty, sum.filled);
           continue;
@@ -2532,10 +2565,49 @@ export class ExecutionEngine {
       if (sum !== null) {
         sum.filled = sum.filled.plus(event.qty);
         sum.value = sum.value.plus(event.qty.times(event.price));
+        const shown = this.#shownFilled.get(event.client_order_id);
+        if (shown !== undefined && sum.filled.gte(shown)) {
+          this.#shownFilled.delete(event.client_order_id);
+        }
       }
       settled.push(event === update.event ? update : { ...update, event });
     }
     return settled;
+  }
+
+  /**
+   * `fill`'s cumulative quantity shows `missed` executed before it that the
+   * order's fills (`filled`) do not count — the broker's stream lost them,
+   * and the broker's adapter did not say them: the fill is recorded, and its
+   * order looked up at its broker, whose answer (the order's filled quantity
+   * and average price) records the rest priced from the averages. Until its
+   * fills count `cum_qty`, an answer below it is older than this fill.
+   */
+  #missedBefore(fill: FillEvent, missed: Decimal, filled: Decimal): void {
+    const coid = fill.client_order_id;
+    const shownFilled = this.#shownFilled;
+    shownFilled.delete(coid);
+    shownFilled.set(coid, fill.cum_qty!);
+    if (shownFilled.size > MAX_CAUGHT_UP) shownFilled.delete(shownFilled.keys().next().value!);
+    this.#log.warn("a broker fill shows executions the engine never saw; looking its order up", {
+      client_order_id: coid,
+      fill_id: fill.fill_id,
+      cum_qty: toJson(fill.cum_qty!),
+      qty: toJson(fill.qty),
+      filled_qty: toJson(filled),
+      missed_qty: toJson(missed),
+    });
+    this.#lookUpAgain(coid);
+  }
+
+  /**
+   * Looks an open order up at its broker again, after a short delay, with
+   * the lookups retried (see {@linkcode ExecutionEngine.reconcile}); its
+   * answer is queued as a catch-up.
+   */
+  #lookUpAgain(coid: string): void {
+    const tracked = this.#open.get(coid);
+    if (tracked !== undefined && this.#running) this.#retryLookup(tracked);
   }
 
   /**
@@ -3306,7 +3378,10 @@ export class ExecutionEngine {
     try {
       for (let attempt = 0; retry.coids.size > 0; attempt++) {
         const delayMs = this.#brokerRetryDelay(attempt);
-        this.#log.warn("reconciliation lookups failed; retrying", {
+        const message = lastError === null
+          ? "looking orders up at their broker again"
+          : "reconciliation lookups failed; retrying";
+        this.#log.warn(message, {
           broker,
           orders: retry.coids.size,
           attempt: attempt + 1,
