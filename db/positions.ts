@@ -195,8 +195,8 @@ export async function upsertPositions(
         commission = excluded.commission,
         last_fill_id = excluded.last_fill_id,
         opened_at = excluded.opened_at,
-        market_value = round(excluded.qty * p.mark_price, 8),
-        unrealized_pnl = round(excluded.qty * p.mark_price - excluded.cost_basis, 8),
+        market_value = round_half_even(excluded.qty * p.mark_price, 8),
+        unrealized_pnl = round_half_even(excluded.qty * p.mark_price - excluded.cost_basis, 8),
         updated_by = excluded.updated_by
       RETURNING *
     )
@@ -458,8 +458,8 @@ export function positionWriteCtes(
         opened_at = CASE WHEN y.qty = 0 THEN NULL
           WHEN sign(p.qty) <> sign(y.qty) THEN now()
           ELSE coalesce(p.opened_at, now()) END,
-        market_value = round(y.qty * p.mark_price, 8),
-        unrealized_pnl = round(y.qty * p.mark_price - y.cost_basis, 8),
+        market_value = round_half_even(y.qty * p.mark_price, 8),
+        unrealized_pnl = round_half_even(y.qty * p.mark_price - y.cost_basis, 8),
         updated_by = ${by}
       FROM y
       WHERE y.stored AND p.portfolio_id = ${portfolio.id} AND p.symbol = y.symbol
@@ -512,7 +512,7 @@ export function strategyFillsCte(sql: Queryable, source: Fragment, by: string): 
       INSERT INTO strategy_performance AS p (strategy, day, fills, notional, realized_pnl,
         commission, wins, losses, created_by, updated_by)
       SELECT s.strategy, (s.filled_at AT TIME ZONE 'UTC')::date, count(*)::int,
-        sum(round(s.qty * s.price, 8)), sum(s.realized_pnl), sum(s.commission),
+        sum(round_half_even(s.qty * s.price, 8)), sum(s.realized_pnl), sum(s.commission),
         (count(*) FILTER (WHERE s.closing AND s.realized_pnl > 0))::int,
         (count(*) FILTER (WHERE s.closing AND s.realized_pnl < 0))::int, ${by}, ${by}
       FROM (${source}) AS s
@@ -639,8 +639,8 @@ export async function markPositions(
     UPDATE positions p SET
       mark_price = m.price,
       marked_at = coalesce(${at}::timestamptz, now()),
-      market_value = round(p.qty * m.price, 8),
-      unrealized_pnl = round(p.qty * m.price - p.cost_basis, 8),
+      market_value = round_half_even(p.qty * m.price, 8),
+      unrealized_pnl = round_half_even(p.qty * m.price - p.cost_basis, 8),
       updated_by = ${options.by ?? DEFAULT_ACTOR}
     FROM (SELECT key AS symbol, value::numeric(20,8) AS price
           FROM jsonb_each_text(${pricesJson(marks)}::text::jsonb)) m
@@ -700,10 +700,10 @@ export async function totalExposure(
       WHERE ${where}
     )
     SELECT
-      round(coalesce(sum(abs(value)), 0), 8)::text AS gross,
-      round(coalesce(sum(value), 0), 8)::text AS net,
-      round(coalesce(sum(value) FILTER (WHERE qty > 0), 0), 8)::text AS long,
-      round(coalesce(-sum(value) FILTER (WHERE qty < 0), 0), 8)::text AS short,
+      round_half_even(coalesce(sum(abs(value)), 0), 8)::text AS gross,
+      round_half_even(coalesce(sum(value), 0), 8)::text AS net,
+      round_half_even(coalesce(sum(value) FILTER (WHERE qty > 0), 0), 8)::text AS long,
+      round_half_even(coalesce(-sum(value) FILTER (WHERE qty < 0), 0), 8)::text AS short,
       count(*)::int AS positions,
       coalesce(array_agg(DISTINCT symbol) FILTER (WHERE price IS NULL), '{}') AS unpriced
     FROM v`);
