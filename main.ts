@@ -72,8 +72,16 @@ async function main(): Promise<number> {
     failed = true;
     stop("uncaught error while starting");
   };
-  const { isPeerGoneError } = await import("./lib/socket_errors.ts");
+  const { isPeerGoneError, isPostgresClosedWriteError } = await import("./lib/socket_errors.ts");
   const onUnhandled = (error: unknown) => {
+    if (isPostgresClosedWriteError(error)) {
+      // postgres.js flushed a write to a connection PostgreSQL had ended (restart, failover,
+      // pg_terminate_backend): its queries fail with a connection error and it reconnects.
+      log.warn("a PostgreSQL connection was lost during a write; postgres.js reconnects", {
+        error,
+      });
+      return;
+    }
     if (isPeerGoneError(error)) {
       // A write to a connection whose peer had just gone: its client handles the loss.
       log.warn("a write found its connection closed by the peer; its client reconnects", {

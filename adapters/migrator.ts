@@ -10,6 +10,10 @@
  * PostgreSQL: each file runs in its own transaction together with its
  * `schema_migrations` row, while a session advisory lock (`lockKey`) is held
  * on one reserved connection, so engines racing apply each file exactly once.
+ * Every wait on that connection is bounded ({@linkcode MigrationTimeouts}): a
+ * connection PostgreSQL ended (a restart, a failover, `pg_terminate_backend`)
+ * fails the run with a {@linkcode MigrationConnectionError} instead of
+ * leaving it pending, and is not returned to the pool.
  * ClickHouse has neither transactions nor locks: its part runs while a second
  * advisory lock (`lockKey + 1`) is held in PostgreSQL, its files are split
  * into statements, and `-- @if <capability>` blocks pick the variant the
@@ -22,7 +26,7 @@
  */
 
 import type { ClickHouseClient } from "@clickhouse/client";
-import type { ReservedSql, Sql } from "postgres";
+import type { PendingQuery, ReservedSql, Row, Sql } from "postgres";
 import { type Logger, nullLogger } from "../lib/log.ts";
 import {
   type ClickHouseCapabilities,
@@ -37,6 +41,7 @@ import {
   rethrowClickHouse,
 } from "./clickhouse.ts";
 import { sha256Hex } from "../lib/hash.ts";
+import { databaseErrorKind } from "./postgres.ts";
 
 export { ClickHouseUnavailableError } from "./clickhouse.ts";
 
@@ -59,6 +64,17 @@ export const DEFAULT_MIGRATIONS_OPTIONS = {
   apply_on_start: true,
   lock_key: 7_411_001,
 } as const;
+
+/** Longest wait for the PostgreSQL advisory lock while another run holds it, in ms (10 min). */
+export const DEFAULT_MIGRATION_LOCK_TIMEOUT_MS = 600_000;
+/** Longest run of one PostgreSQL migration file, in ms (1 h). */
+export const DEFAULT_MIGRATION_STATEMENT_TIMEOUT_MS = 3_600_000;
+/**
+ * Longest wait for PostgreSQL to answer a bookkeeping statement on the
+ * migration connection (setup, begin, commit, rollback, `schema_migrations`,
+ * unlock), or a cancel sent after one of the limits above, in ms (10 s).
+ */
+export const DEFAULT_MIGRATION_ANSWER_TIMEOUT_MS = 10_000;
 
 /** Name of the bookkeeping table in each database. */
 export const SCHEMA_MIGRATIONS_TABLE = "schema_migrations";
@@ -132,6 +148,22 @@ export class MigrationPendingError extends MigrationError {
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "MigrationPendingError";
+  }
+}
+
+/**
+ * PostgreSQL stopped answering on the migration's reserved connection (it was
+ * ended, or a bounded wait ran out with no answer to a cancel): the run failed
+ * and may be retried. `code` is `ETIMEDOUT`, which `databaseErrorKind` counts
+ * as a connection error.
+ */
+export class MigrationConnectionError extends MigrationError {
+  /** Errno-style code, for `databaseErrorKind`. */
+  readonly code = "ETIMEDOUT";
+  /** Creates the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "MigrationConnectionError";
   }
 }
 
@@ -497,6 +529,23 @@ export interface MigratorOptions {
   clickhouse?: ClickHouseTarget | null;
   /** Gets a line per applied or reverted file. @default {nullLogger} */
   log?: Logger;
+  /** Bounds of the waits on the PostgreSQL migration connection. @default {the DEFAULT_MIGRATION_*_TIMEOUT_MS constants} */
+  timeouts?: MigrationTimeouts;
+}
+
+/**
+ * How long a run waits on its reserved PostgreSQL connection. Past `lockMs`
+ * or `statementMs` the waiting statement is cancelled; a statement (or a
+ * cancel) that gets no answer within `answerMs` means the connection is lost:
+ * the run fails with a {@linkcode MigrationConnectionError}.
+ */
+export interface MigrationTimeouts {
+  /** Longest wait for the advisory lock, in ms. @default {DEFAULT_MIGRATION_LOCK_TIMEOUT_MS} */
+  lockMs?: number;
+  /** Longest run of one migration file, in ms. @default {DEFAULT_MIGRATION_STATEMENT_TIMEOUT_MS} */
+  statementMs?: number;
+  /** Longest wait for a bookkeeping statement or a cancel's effect, in ms. @default {DEFAULT_MIGRATION_ANSWER_TIMEOUT_MS} */
+  answerMs?: number;
 }
 
 /** Options of a run. */
@@ -551,6 +600,84 @@ function abortable<T>(
 // The migrator
 // ---------------------------------------------------------------------------
 
+/** A cancellable query, or any promise. */
+type Waitable<T> = PromiseLike<T> & { cancel?: () => unknown };
+
+/**
+ * The reserved connection of one PostgreSQL run, with every wait on it
+ * bounded. `lost` is set once the connection is known or presumed gone: the
+ * run then neither rolls back nor unlocks on it (the server does both when it
+ * ends the session) and does not return it to the pool (postgres.js has moved
+ * a closed connection to its closed ones; releasing it would put it back in
+ * the open ones, where queries written to it never settle).
+ */
+class MigrationConnection {
+  lost = false;
+  /** True when the loss was presumed from a wait with no answer: the session may live on. */
+  unanswered = false;
+
+  constructor(
+    readonly sql: ReservedSql,
+    readonly timeouts: Required<MigrationTimeouts>,
+  ) {}
+
+  /**
+   * Awaits `query`. Past `waitMs` it is cancelled (when it can be) and given
+   * `answerMs` more; with no answer by then the connection is presumed lost.
+   * A connection error marks the connection lost and is rethrown.
+   */
+  async wait<T>(query: Waitable<T>, what: string, waitMs = this.timeouts.answerMs): Promise<T> {
+    const pending = Promise.resolve(query);
+    let cancelled = false;
+    try {
+      const first = await within(pending, waitMs);
+      if (first.answered) return first.value;
+      if (query.cancel) {
+        cancelled = true;
+        try {
+          query.cancel();
+        } catch { /* the cancel request failed: the wait below decides */ }
+        const second = await within(pending, this.timeouts.answerMs);
+        if (second.answered) return second.value;
+      }
+    } catch (error) {
+      if (databaseErrorKind(error) === "connection") this.lost = true;
+      else if (cancelled) {
+        throw new MigrationError(`${what} took longer than ${waitMs} ms and was cancelled`, {
+          cause: error,
+        });
+      }
+      throw error;
+    }
+    this.lost = true;
+    this.unanswered = true;
+    pending.catch(() => {});
+    const total = waitMs + (query.cancel ? this.timeouts.answerMs : 0);
+    throw new MigrationConnectionError(
+      `PostgreSQL did not answer ${what} within ${total} ms; ` +
+        "the migration connection is presumed lost",
+    );
+  }
+}
+
+/** Settles with `promise`'s value, or unanswered after `ms`; rejects with its error. */
+async function within<T>(
+  promise: Promise<T>,
+  ms: number,
+): Promise<{ answered: true; value: T } | { answered: false }> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise.then((value) => ({ answered: true as const, value })),
+      new Promise<{ answered: false }>((resolve) => {
+        timer = setTimeout(() => resolve({ answered: false }), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /**
  * Applies, reverts and reports migrations of PostgreSQL and (optionally)
  * ClickHouse.
@@ -568,6 +695,7 @@ export class Migrator {
   readonly #lockKey: bigint;
   readonly #clickhouse: ClickHouseTarget | null;
   readonly #log: Logger;
+  readonly #timeouts: Required<MigrationTimeouts>;
 
   /** Creates a migrator over the pool `sql`. */
   constructor(sql: Sql, options: MigratorOptions = {}) {
@@ -576,6 +704,11 @@ export class Migrator {
     this.#lockKey = BigInt(options.lockKey ?? DEFAULT_MIGRATIONS_OPTIONS.lock_key);
     this.#clickhouse = options.clickhouse ?? null;
     this.#log = options.log ?? nullLogger;
+    this.#timeouts = {
+      lockMs: options.timeouts?.lockMs ?? DEFAULT_MIGRATION_LOCK_TIMEOUT_MS,
+      statementMs: options.timeouts?.statementMs ?? DEFAULT_MIGRATION_STATEMENT_TIMEOUT_MS,
+      answerMs: options.timeouts?.answerMs ?? DEFAULT_MIGRATION_ANSWER_TIMEOUT_MS,
+    };
   }
 
   /** Whether a ClickHouse target was given. */
@@ -659,22 +792,33 @@ export class Migrator {
   async #withLock<T>(
     key: bigint,
     signal: AbortSignal | undefined,
-    fn: (conn: ReservedSql) => Promise<T>,
+    fn: (conn: MigrationConnection) => Promise<T>,
   ): Promise<T> {
     signal?.throwIfAborted();
     // A plain query first: it fails cleanly when the server is down, whereas a
     // failed reserve() leaves postgres.js reconnecting in the background.
     await abortable(Promise.resolve(this.#sql`select 1`), signal);
-    const conn = await abortable(this.#sql.reserve(), signal, (late) => late.release());
+    const reserved = await abortable(this.#sql.reserve(), signal, (late) => late.release());
+    const conn = new MigrationConnection(reserved, this.#timeouts);
     let locked = false;
+    let pid: number | undefined;
     try {
       // Waiting for the lock and long migrations must not hit statement_timeout.
-      await conn`select set_config('statement_timeout', '0', false)`;
-      const lock = conn`select pg_advisory_lock(${key.toString()}::bigint)`;
+      const [row] = await conn.wait(
+        reserved<{ pid: number }[]>`select pg_backend_pid() as pid,
+          set_config('statement_timeout', '0', false)`,
+        "the migration session's setup",
+      );
+      pid = row?.pid;
+      const lock = reserved`select pg_advisory_lock(${key.toString()}::bigint)`;
       const onAbort = () => lock.cancel();
       signal?.addEventListener("abort", onAbort, { once: true });
       try {
-        await lock;
+        await conn.wait(
+          lock,
+          `the wait for the migration lock ${key} (held by another run)`,
+          this.#timeouts.lockMs,
+        );
       } catch (error) {
         signal?.throwIfAborted();
         throw error;
@@ -685,13 +829,31 @@ export class Migrator {
       return await fn(conn);
     } finally {
       try {
-        if (locked) await conn`select pg_advisory_unlock(${key.toString()}::bigint)`;
-        await conn`reset statement_timeout`;
+        if (!conn.lost && locked) {
+          await conn.wait(
+            reserved`select pg_advisory_unlock(${key.toString()}::bigint)`,
+            "the lock's release",
+          );
+        }
+        if (!conn.lost) await conn.wait(reserved`reset statement_timeout`, "a reset");
       } catch {
         // The connection is gone; the server released the lock with it.
       }
-      conn.release();
+      if (!conn.lost) reserved.release();
+      else await this.#abandon(conn, pid);
     }
+  }
+
+  /**
+   * Gives up a lost migration connection: it is not returned to the pool, and
+   * when it was only presumed lost (no answer) its session is ended, so that
+   * it holds the lock no longer.
+   */
+  async #abandon(conn: MigrationConnection, pid: number | undefined): Promise<void> {
+    this.#log.warn("PostgreSQL migration connection lost; not returned to the pool", { pid });
+    if (!conn.unanswered || pid === undefined) return;
+    const ended = this.#sql`select pg_terminate_backend(${pid})`;
+    await within(Promise.resolve(ended), this.#timeouts.answerMs).catch(() => {});
   }
 
   async #pgApplied(sql: Sql, create: boolean): Promise<AppliedRow[]> {
@@ -727,18 +889,22 @@ export class Migrator {
     const files = await this.load("postgres");
     const run: EngineRun = { engine: "postgres", applied: [], reverted: [], total: 0 };
     await this.#withLock(this.#lockKey, signal, async (conn) => {
-      const applied = await this.#pgApplied(conn, true);
+      const applied = await conn.wait(this.#pgApplied(conn.sql, true), "the applied migrations");
       verifyChecksums("postgres", files, applied, this.#log);
       run.total = applied.length;
       const done = new Set(applied.map((row) => row.version));
       for (const file of files) {
         if (done.has(file.version) || file.version > target) continue;
         signal?.throwIfAborted();
-        const executionMs = await this.#pgRun(conn, file, "up", async (ms) => {
-          await conn`insert into ${conn(SCHEMA_MIGRATIONS_TABLE)}
+        const executionMs = await this.#pgRun(
+          conn,
+          file,
+          "up",
+          (ms) =>
+            conn.sql`insert into ${conn.sql(SCHEMA_MIGRATIONS_TABLE)}
             (version, name, checksum, execution_ms)
-            values (${file.version}, ${file.name}, ${file.checksum}, ${ms})`;
-        });
+            values (${file.version}, ${file.name}, ${file.checksum}, ${ms})`,
+        );
         run.applied.push({ version: file.version, name: file.name, executionMs });
         run.total++;
       }
@@ -750,14 +916,20 @@ export class Migrator {
     const files = await this.load("postgres");
     const run: EngineRun = { engine: "postgres", applied: [], reverted: [], total: 0 };
     await this.#withLock(this.#lockKey, signal, async (conn) => {
-      const applied = await this.#pgApplied(conn, true);
+      const applied = await conn.wait(this.#pgApplied(conn.sql, true), "the applied migrations");
       verifyChecksums("postgres", files, applied, this.#log);
       run.total = applied.length;
       for (const file of revertPlan("postgres", files, applied, target)) {
         signal?.throwIfAborted();
-        const executionMs = await this.#pgRun(conn, file, "down", async () => {
-          await conn`delete from ${conn(SCHEMA_MIGRATIONS_TABLE)} where version = ${file.version}`;
-        });
+        const executionMs = await this.#pgRun(
+          conn,
+          file,
+          "down",
+          () =>
+            conn.sql`delete from ${
+              conn.sql(SCHEMA_MIGRATIONS_TABLE)
+            } where version = ${file.version}`,
+        );
         run.reverted.push({ version: file.version, name: file.name, executionMs });
         run.total--;
       }
@@ -767,23 +939,27 @@ export class Migrator {
 
   /** Runs one file's up or down text and `record` in one transaction; returns its duration. */
   async #pgRun(
-    conn: ReservedSql,
+    conn: MigrationConnection,
     file: MigrationFile,
     direction: "up" | "down",
-    record: (executionMs: number) => Promise<void>,
+    record: (executionMs: number) => PendingQuery<Row[]>,
   ): Promise<number> {
     const text = direction === "up" ? file.up : file.down ?? "";
     const label = direction === "up" ? file.file : file.downFile ?? file.file;
-    await conn.unsafe("begin");
     let executionMs: number;
     try {
+      await conn.wait(conn.sql.unsafe("begin"), `the begin of ${label}`);
       const started = performance.now();
-      if (text.trim() !== "") await conn.unsafe(text);
+      if (text.trim() !== "") {
+        await conn.wait(conn.sql.unsafe(text), label, this.#timeouts.statementMs);
+      }
       executionMs = Math.round(performance.now() - started);
-      await record(executionMs);
-      await conn.unsafe("commit");
+      await conn.wait(record(executionMs), `the schema_migrations row of ${label}`);
+      await conn.wait(conn.sql.unsafe("commit"), `the commit of ${label}`);
     } catch (error) {
-      await conn.unsafe("rollback").catch(() => {});
+      if (!conn.lost) {
+        await conn.wait(conn.sql.unsafe("rollback"), `the rollback of ${label}`).catch(() => {});
+      }
       const message = error instanceof Error ? error.message : String(error);
       throw new MigrationApplyError(label, `PostgreSQL migration ${label} failed: ${message}`, {
         cause: error,

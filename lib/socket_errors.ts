@@ -7,15 +7,48 @@
  * `node:net` refuses that write ("This socket has been ended by the other
  * party", `EPIPE`) and the refusal can surface as an unhandled rejection,
  * while postgres.js goes on to fail the connection's queries and reconnect.
+ * When the connection had already closed (PostgreSQL ended the backend in the
+ * middle of a transaction: a restart, a failover, `pg_terminate_backend`),
+ * postgres.js 3.4.9 has set its socket to null and the flush throws
+ * `TypeError: Cannot read properties of null (reading 'write')` from its
+ * `nextWrite` (porsager/postgres#1154, #1208; fixes #1168, #1209 unreleased).
  * `main.ts` logs such an error instead of stopping the engine for it.
  *
  * @module
  */
 
+/** The message of the `TypeError` postgres.js 3.4.9 throws when it flushes a write to a closed connection. */
+export const POSTGRES_NULL_SOCKET_MESSAGE = "Cannot read properties of null (reading 'write')";
+
+/** A stack frame in postgres.js's connection code (Deno's npm cache, `node_modules`, its cjs build). */
+const POSTGRES_CONNECTION_FRAME =
+  /[\\/]postgres[\\/](?:\d[^\\/]*[\\/])?(?:cjs[\\/])?src[\\/]connection\.js:\d+:\d+\)?$/;
+
+/**
+ * Whether `error` is postgres.js flushing a write to a connection that had
+ * already closed: exactly a `TypeError` with
+ * {@linkcode POSTGRES_NULL_SOCKET_MESSAGE} whose top stack frame is in
+ * postgres.js's `src/connection.js`. The same message from anywhere else is
+ * a bug and not this.
+ *
+ * @example
+ * ```ts
+ * isPostgresClosedWriteError(new TypeError("Cannot read properties of null (reading 'write')"));
+ * // false: its stack is not in postgres.js
+ * ```
+ */
+export function isPostgresClosedWriteError(error: unknown): boolean {
+  if (!(error instanceof TypeError) || error.message !== POSTGRES_NULL_SOCKET_MESSAGE) return false;
+  const top = (error.stack ?? "").split("\n").find((line) => /^\s+at /.test(line));
+  return top !== undefined && POSTGRES_CONNECTION_FRAME.test(top.trimEnd());
+}
+
 /**
  * Whether `error` only says that a socket's peer had gone when something was
- * written to it (`EPIPE`, or Node's "ended by the other party" refusal):
- * the connection is lost, which its client notices and handles on its own.
+ * written to it (`EPIPE`, Node's "ended by the other party" refusal, or
+ * postgres.js's write to a connection already closed, see
+ * {@linkcode isPostgresClosedWriteError}): the connection is lost, which its
+ * client notices and handles on its own.
  *
  * @example
  * ```ts
@@ -27,6 +60,7 @@
  */
 export function isPeerGoneError(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
+  if (isPostgresClosedWriteError(error)) return true;
   const code = (error as Error & { code?: unknown }).code;
   return code === "EPIPE" || error.message === "This socket has been ended by the other party";
 }
