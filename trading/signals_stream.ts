@@ -35,6 +35,7 @@ import { symbolToken } from "../market/subjects.ts";
 import type { NotCancelledOrder } from "./execution.ts";
 import type { OrderStatus } from "./order_state.ts";
 import { assertPositiveInteger } from "../lib/assert.ts";
+import { storableText } from "./signal.ts";
 
 /** Name of the stream of signals. */
 export const DEFAULT_SIGNALS_STREAM = "SIGNALS";
@@ -242,8 +243,10 @@ export const MAX_KILL_SWITCH_REASON = 1_000;
 /**
  * Checks a decoded kill-switch request (hand-written, no schema library):
  * `active` a boolean, `cancel_open` a boolean when present, `reason` a string
- * of at most {@linkcode MAX_KILL_SWITCH_REASON} characters when present, no
- * other keys. Returns the request or every problem.
+ * of at most {@linkcode MAX_KILL_SWITCH_REASON} characters that PostgreSQL
+ * can store ({@linkcode storableText}: no U+0000, no unpaired surrogate) when
+ * present, no other keys — what REST checks. Returns the request or every
+ * problem, each naming its field: a request refused here changes nothing.
  */
 export function parseKillSwitchRequest(
   value: unknown,
@@ -261,6 +264,8 @@ export function parseKillSwitchRequest(
     if (typeof v.reason !== "string") problems.push("reason must be a string");
     else if (v.reason.length > MAX_KILL_SWITCH_REASON) {
       problems.push(`reason must be at most ${MAX_KILL_SWITCH_REASON} characters`);
+    } else if (!storableText(v.reason)) {
+      problems.push("reason must not hold U+0000 or an unpaired surrogate");
     }
   }
   const unknown = Object.keys(v).filter((k) => !["active", "cancel_open", "reason"].includes(k));
