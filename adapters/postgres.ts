@@ -29,6 +29,8 @@ export interface PostgresOptions {
   /**
    * TLS use: `disable` (never), `prefer` (if the server offers it, unverified),
    * `require` (always, unverified), `verify-full` (always, certificate and host verified).
+   * Never a downgrade of the URL's own `sslmode`: the connection uses the stricter of the
+   * two ({@linkcode effectiveSslMode}).
    * @default {"prefer"}
    */
   sslmode?: "disable" | "prefer" | "require" | "verify-full" | undefined;
@@ -54,15 +56,88 @@ export const DEFAULT_POSTGRES_OPTIONS = {
 /** OID of PostgreSQL's `numeric` type. */
 export const NUMERIC_OID = 1700;
 
+/** libpq's `sslmode` values, weakest first. */
+export const LIBPQ_SSL_MODES = [
+  "disable",
+  "allow",
+  "prefer",
+  "require",
+  "verify-ca",
+  "verify-full",
+] as const;
+/** One of {@linkcode LIBPQ_SSL_MODES}. */
+export type LibpqSslMode = typeof LIBPQ_SSL_MODES[number];
+
+/**
+ * The TLS mode a connection to `url` uses: the stricter of the URL's `sslmode`
+ * parameter (any libpq value; `sslrootcert=system` counts as `verify-full`, as in
+ * libpq) and `configured` (the `postgres.sslmode` config key). Neither can weaken
+ * the other: `?sslmode=require` with the default `postgres.sslmode: disable` is
+ * `require`, and `postgres.sslmode: verify-full` with `?sslmode=disable` is
+ * `verify-full`. Throws a `TypeError` for an `sslmode` libpq does not know.
+ *
+ * @example
+ * ```ts
+ * effectiveSslMode("postgres://db/tw?sslmode=require", "disable"); // "require"
+ * effectiveSslMode("postgres://db/tw", "prefer"); // "prefer"
+ * ```
+ */
+export function effectiveSslMode(
+  url: string,
+  configured: NonNullable<PostgresOptions["sslmode"]>,
+): LibpqSslMode {
+  let params: URLSearchParams;
+  try {
+    params = new URL(url).searchParams;
+  } catch {
+    return configured;
+  }
+  const modes: LibpqSslMode[] = [configured];
+  const fromUrl = params.get("sslmode");
+  if (fromUrl !== null) {
+    if (!(LIBPQ_SSL_MODES as readonly string[]).includes(fromUrl)) {
+      throw new TypeError(
+        `The PostgreSQL URL's sslmode must be one of ${
+          LIBPQ_SSL_MODES.join(", ")
+        }, got "${fromUrl}"`,
+      );
+    }
+    modes.push(fromUrl as LibpqSslMode);
+  }
+  if (params.get("sslrootcert") === "system") modes.push("verify-full");
+  return modes.reduce((a, b) => LIBPQ_SSL_MODES.indexOf(a) >= LIBPQ_SSL_MODES.indexOf(b) ? a : b);
+}
+
+/**
+ * postgres.js's `ssl` option for `mode`. `allow` (libpq: plaintext first, TLS
+ * if the server insists) becomes postgres.js's `prefer` (TLS first, plaintext
+ * if refused), which reaches the same servers; `verify-ca` verifies the
+ * certificate chain but not the host name.
+ */
 function sslFor(
-  mode: NonNullable<PostgresOptions["sslmode"]>,
-): false | "prefer" | "require" | "verify-full" {
-  return mode === "disable" ? false : mode;
+  mode: LibpqSslMode,
+): false | "prefer" | "require" | "verify-full" | {
+  rejectUnauthorized: true;
+  checkServerIdentity: () => undefined;
+} {
+  switch (mode) {
+    case "disable":
+      return false;
+    case "allow":
+    case "prefer":
+      return "prefer";
+    case "verify-ca":
+      return { rejectUnauthorized: true, checkServerIdentity: () => undefined };
+    default:
+      return mode;
+  }
 }
 
 /**
  * Creates a postgres.js pool from `options`. Server notices go to `log` at
- * debug level; `numeric` values are returned as strings.
+ * debug level; `numeric` values are returned as strings. TLS follows
+ * {@linkcode effectiveSslMode}: the stricter of the URL's `sslmode` and
+ * `options.sslmode`.
  *
  * @example
  * ```ts
@@ -78,7 +153,7 @@ export function createPostgres(options: PostgresOptions, log: Logger = nullLogge
     max: options.pool_size ?? DEFAULT_POSTGRES_OPTIONS.pool_size,
     connect_timeout: options.connect_timeout_s ?? DEFAULT_POSTGRES_OPTIONS.connect_timeout_s,
     ...(options.max_lifetime_s !== undefined ? { max_lifetime: options.max_lifetime_s } : {}),
-    ssl: sslFor(options.sslmode ?? DEFAULT_POSTGRES_OPTIONS.sslmode),
+    ssl: sslFor(effectiveSslMode(options.url, options.sslmode ?? DEFAULT_POSTGRES_OPTIONS.sslmode)),
     connection: {
       application_name: options.application_name ?? DEFAULT_POSTGRES_OPTIONS.application_name,
       statement_timeout: Math.max(0, Math.trunc(statementTimeout)),
@@ -198,7 +273,7 @@ export async function waitForPostgres(
 
 /** Options for {@linkcode ensureDatabase}. */
 export interface EnsureDatabaseOptions {
-  /** TLS use for the maintenance connection. @default {"prefer"} */
+  /** TLS use for the maintenance connection; the URL's stricter `sslmode` wins. @default {"prefer"} */
   sslmode?: PostgresOptions["sslmode"];
   /** Seconds to wait for the connection. @default {10} */
   connect_timeout_s?: number;
@@ -221,7 +296,7 @@ export async function ensureDatabase(
   const sql = postgres(admin.toString(), {
     max: 1,
     connect_timeout: options.connect_timeout_s ?? DEFAULT_POSTGRES_OPTIONS.connect_timeout_s,
-    ssl: sslFor(options.sslmode ?? DEFAULT_POSTGRES_OPTIONS.sslmode),
+    ssl: sslFor(effectiveSslMode(url, options.sslmode ?? DEFAULT_POSTGRES_OPTIONS.sslmode)),
     onnotice: () => {},
   });
   try {
