@@ -171,7 +171,9 @@ Deno.test("trading migration reverts completely and re-applies to an identical c
   // Down to version 1: 0003 (what the one-statement trading writes need), 0004 (the cost
   // basis) and 0005 (the portfolios' starting cash) go too.
   const down = await db.migrator.down(1, { only: "postgres" });
-  assert.deepEqual(down.postgres?.reverted.map((m) => m.version), [5, 4, 3, 2]);
+  // Every migration after 0001, newest first.
+  const later = (await db.migrator.load("postgres")).map((m) => m.version).filter((v) => v > 1);
+  assert.deepEqual(down.postgres?.reverted.map((m) => m.version), [...later].reverse());
   assert.deepEqual(await publicTables(db.sql), ["engine_runs", "schema_migrations"]);
   const leftovers = await db.sql`
     select t.typname from pg_type t join pg_namespace n on n.oid = t.typnamespace
@@ -181,7 +183,7 @@ Deno.test("trading migration reverts completely and re-applies to an identical c
     where n.nspname = 'public'`;
   assert.deepEqual([...leftovers], [], "no enum or function is left behind");
   const up = await db.migrator.up(undefined, { only: "postgres" });
-  assert.deepEqual(up.postgres?.applied.map((m) => m.version), [2, 3, 4, 5]);
+  assert.deepEqual(up.postgres?.applied.map((m) => m.version), later);
   assert.deepEqual(await catalogDump(db.sql), before);
 });
 
