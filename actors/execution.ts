@@ -4,10 +4,16 @@
  *
  * On start it makes sure `SIGNALS` (and `FILLS`, which the engine publishes
  * to) and its durable pull consumer `execution` exist, starts the engine,
- * waits (at most `warmup_ms`) for market data to reach the cache — so that
- * signals queued while the engine was down are not refused for want of a
- * price — and, with `execution.reconcile_on_start`, reconciles open orders
- * with the brokers; only then is it ready. Then:
+ * waits (at most `warmup_ms`) for market data to reach the cache and the
+ * open orders' symbols to have fresh prices and, with
+ * `execution.reconcile_on_start`, reconciles open orders with the brokers;
+ * only then is it ready. So that signals queued while the engine was down
+ * are not refused for want of a price, during the first `warmup_ms` after
+ * the start each batch first waits, for at most what remains of it (or
+ * until the actor stops), until every valid signal of it has a fresh price
+ * of its symbol (on its `exchange` when it names one): venues connect one
+ * after the other, and the first venue's first event says nothing of the
+ * others'. After `warmup_ms` nothing waits. Then:
  *
  * - Signals are pulled continuously into a buffer; whenever the engine has
  *   decided the previous batch, everything buffered (up to
@@ -80,6 +86,7 @@ import type { Logger } from "../lib/log.ts";
 import {
   type ExecutionEngine,
   ExecutionNotReadyError,
+  pricesOfSignals,
   type SignalInput,
 } from "../trading/execution.ts";
 import {
@@ -103,7 +110,8 @@ import { Wakeup } from "../lib/wakeup.ts";
 export const EXECUTION_ACTOR_NAME = "execution";
 /**
  * Longest wait at start for market data (the first cache update, fresh prices
- * of the open orders' symbols) before reconciling and consuming, in ms.
+ * of the open orders' symbols) before reconciling and consuming, in ms; for
+ * as long after the start, batches wait for their signals' prices.
  */
 export const DEFAULT_WARMUP_MS = 3_000;
 /** First delay before a failed batch is handed in again, in ms. */
@@ -123,7 +131,10 @@ export interface ExecutionActorOptions extends SignalsStreamNames {
   streams?: readonly StreamSpec[] | undefined;
   /** Whether the actor creates or updates `SIGNALS` itself. @default {true} */
   ensure_stream?: boolean | undefined;
-  /** Longest wait for market data at start, in ms; 0 skips it. @default {DEFAULT_WARMUP_MS} */
+  /**
+   * Longest wait for market data at start, in ms, and how long after the start
+   * batches wait for their signals' prices; 0 skips both. @default {DEFAULT_WARMUP_MS}
+   */
   warmup_ms?: number | undefined;
   /** Name in the supervision tree. @default {EXECUTION_ACTOR_NAME} */
   name?: string | undefined;
@@ -188,10 +199,13 @@ export function executionActor(deps: ExecutionActorDeps): ExecutionChildSpec {
   };
   let consumer: Consumer | null = null;
   let killSwitch: Subscription | null = null;
+  // Until then (warmup_ms after the start) a batch waits for its signals' prices.
+  let warmUntil = 0;
   const spec = actor({
     name: deps.options?.name ?? EXECUTION_ACTOR_NAME,
     shutdownMs: 15_000,
     async start(ctx) {
+      warmUntil = ctx.clock.now() + (deps.options?.warmup_ms ?? DEFAULT_WARMUP_MS);
       consumer = await setUp(deps, ctx.log);
       try {
         await deps.engine.start();
@@ -204,7 +218,13 @@ export function executionActor(deps: ExecutionActorDeps): ExecutionChildSpec {
         throw error;
       }
     },
-    run: (ctx) => consumeLoop(deps, consumer!, counters, ctx.log, ctx.clock, ctx.signal),
+    run: (ctx) =>
+      consumeLoop(deps, consumer!, counters, {
+        log: ctx.log,
+        clock: ctx.clock,
+        signal: ctx.signal,
+        warm_until: warmUntil,
+      }),
     async stop(ctx) {
       if (killSwitch !== null) {
         // Bounded, and skipped while NATS is down: a drain would wait for the server.
@@ -270,14 +290,23 @@ export function signalInput(msg: JsMsg, names: SignalsStreamNames = {}): SignalI
   };
 }
 
+/** What the consume loop runs with. */
+interface ConsumeLoopContext {
+  log: Logger;
+  clock: Clock;
+  /** Ends the loop. */
+  signal: AbortSignal;
+  /** Until then (the clock's ms) a batch first waits for its signals' fresh prices. */
+  warm_until: number;
+}
+
 async function consumeLoop(
   deps: ExecutionActorDeps,
   consumer: Consumer,
   counters: ExecutionActorCounters,
-  log: Logger,
-  clock: Clock,
-  signal: AbortSignal,
+  context: ConsumeLoopContext,
 ): Promise<void> {
+  const { log, clock, signal } = context;
   const o = deps.options ?? {};
   const names = { subject_prefix: o.subject_prefix };
   const batchMax = deps.config.execution.batch_max;
@@ -346,6 +375,18 @@ async function consumeLoop(
       const keepAlive = setInterval(() => {
         for (const msg of batch) msg.working();
       }, keepAliveMs);
+      const warming = context.warm_until - clock.now();
+      if (warming > 0 && items.length > 0) {
+        // Within warmup_ms of the start (a backlog queued while the engine was down): the batch
+        // waits for its signals' prices — venues connect one after the other.
+        await deps.engine.warmUp(warming, { signal, symbols: pricesOfSignals(items) });
+        if (signal.aborted) {
+          clearInterval(keepAlive);
+          // Back in the buffer: negatively acknowledged below, for the next consumer.
+          buffer.unshift(...batch);
+          break;
+        }
+      }
       const handed = items.length > 0
         // Held also at its turn to be decided: it may wait behind commits into an outage.
         ? deps.engine.enqueueSignals(items, { gate: held.hold })

@@ -574,12 +574,51 @@ export interface ExecutionEngineDeps {
   options?: ExecutionEngineOptions | undefined;
 }
 
+/** A price {@linkcode ExecutionEngine.warmUp} waits for: a symbol's, on one venue or any. */
+export interface WantedPrice {
+  /** Canonical symbol. */
+  symbol: string;
+  /** The venue whose price is wanted (a signal's `exchange`). @default {any venue} */
+  exchange?: Exchange | undefined;
+}
+
 /** Options of {@linkcode ExecutionEngine.warmUp}. */
 export interface WarmUpOptions {
   /** Ends the wait early. @default {none} */
   signal?: AbortSignal | undefined;
-  /** The symbols that need a fresh price. @default {the open orders' symbols} */
-  symbols?: Iterable<string> | undefined;
+  /**
+   * The symbols (on any venue, or on the one named) that need a fresh price.
+   * @default {the open orders' symbols}
+   */
+  symbols?: Iterable<string | WantedPrice> | undefined;
+}
+
+/**
+ * The prices that deciding `items` needs: the symbol (and `exchange`, when
+ * named) of each valid signal, once each. Signals that will be refused for
+ * their body, or recorded as failed, need none.
+ *
+ * @example
+ * ```ts
+ * await engine.warmUp(remainingMs, { symbols: pricesOfSignals(batch) });
+ * ```
+ */
+export function pricesOfSignals(items: readonly SignalInput[]): WantedPrice[] {
+  const wanted = new Map<string, WantedPrice>();
+  for (const item of items) {
+    if (item.failure !== undefined) continue;
+    const parsed = parseSignal(
+      item.body,
+      item.strategy === undefined ? {} : { strategy: item.strategy },
+    );
+    if (!parsed.ok) continue;
+    const { symbol, exchange } = parsed.signal;
+    wanted.set(
+      `${symbol}\u0000${exchange ?? ""}`,
+      exchange === undefined ? { symbol } : { symbol, exchange },
+    );
+  }
+  return [...wanted.values()];
 }
 
 /** The engine was asked to work before {@linkcode ExecutionEngine.start} (or after stop). */
@@ -1101,7 +1140,8 @@ export class ExecutionEngine {
   /**
    * Waits — at most `timeoutMs` — until market data is there: the cache has
    * taken at least one event and every symbol of `options.symbols` (by
-   * default, every open order's) has a fresh price (`max_price_age_ms`).
+   * default, every open order's) has a fresh price (`max_price_age_ms`), on
+   * the venue named where one is.
    * A freshly started engine has an empty cache, and one whose NATS
    * connection came back has stale prices until the market data flows
    * again; deciding signals before that would refuse market orders for want
@@ -1119,20 +1159,27 @@ export class ExecutionEngine {
     const stop = options.signal === undefined
       ? this.#halt.signal
       : AbortSignal.any([options.signal, this.#halt.signal]);
-    const wanted = options.symbols === undefined ? null : [...new Set(options.symbols)];
+    const wanted = options.symbols === undefined
+      ? null
+      : [...options.symbols].map((w) => typeof w === "string" ? { symbol: w } : w);
     const until = this.#clock.now() + timeoutMs;
     for (;;) {
       const now = this.#clock.now();
-      const symbols = wanted ?? [...new Set([...this.#open.values()].map((t) => t.row.symbol))];
+      const prices: WantedPrice[] = wanted ??
+        [...new Set([...this.#open.values()].map((t) => t.row.symbol))].map((symbol) => ({
+          symbol,
+        }));
       const stale = this.#cache.stats().applied === 0
-        ? symbols
-        : symbols.filter((symbol) => this.#lastPrice(symbol, undefined, now) === null);
+        ? prices
+        : prices.filter((w) => this.#lastPrice(w.symbol, w.exchange, now) === null);
       if (this.#cache.stats().applied > 0 && stale.length === 0) return true;
       if (now >= until || stop.aborted) {
         this.#log.warn("no fresh market data yet; going on without", {
           waited_ms: timeoutMs,
           symbols_without_price: stale.length,
-          symbols: stale.slice(0, 20),
+          symbols: stale.slice(0, 20).map((w) =>
+            w.exchange === undefined ? w.symbol : `${w.symbol}@${w.exchange}`
+          ),
         });
         return false;
       }
