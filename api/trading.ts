@@ -111,7 +111,7 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   });
 
   app.get("/orders", async (c) => {
-    const { q, filter } = listQuery(c.req.query());
+    const { q, filter } = listQuery(single(c.req.queries()));
     const statuses = q.status?.split(",").map((s) => s.trim());
     for (const status of statuses ?? []) checkStatus(status, ORDER_STATUSES);
     const page = await badParams(() =>
@@ -124,7 +124,7 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   });
 
   app.get("/signals", async (c) => {
-    const { q, filter } = listQuery(c.req.query());
+    const { q, filter } = listQuery(single(c.req.queries()));
     if (q.status !== undefined) checkStatus(q.status, SIGNAL_STATUSES);
     const page = await badParams(() =>
       listSignals(deps.sql, {
@@ -147,7 +147,7 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   });
 
   app.get("/positions", async (c) => {
-    const q = query(c.req.query(), ["symbol", "all"]);
+    const q = query(single(c.req.queries()), ["symbol", "all"]);
     if (q.symbol !== undefined) checkSymbol(q.symbol);
     if (q.all !== undefined && q.all !== "true" && q.all !== "false") {
       throw new ApiError(
@@ -212,7 +212,7 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   });
 
   app.get("/portfolio/history", async (c) => {
-    const q = query(c.req.query(), ["from", "to", "limit", "cursor"]);
+    const q = query(single(c.req.queries()), ["from", "to", "limit", "cursor"]);
     const page = await badParams(() =>
       listSnapshots(deps.sql, {
         ...(q.from !== undefined ? { from: date(q.from, "from") } : {}),
@@ -365,6 +365,26 @@ function killSwitchRequest(
     cancel_open: cancel_open === true,
     ...(typeof reason === "string" ? { reason } : {}),
   };
+}
+
+/**
+ * The query parameters, each given once: a parameter given more than once
+ * (`status=filled&status=cancelled`) is a 400 naming it, never half-read.
+ */
+function single(params: Record<string, string[]>): Record<string, string> {
+  const once: Record<string, string> = {};
+  for (const [key, values] of Object.entries(params)) {
+    if (values.length !== 1) {
+      throw new ApiError(
+        400,
+        "bad_request",
+        `Parameter ${JSON.stringify(key)} is given ${values.length} times; give it once` +
+          (key === "status" ? " (several statuses: status=a,b)" : ""),
+      );
+    }
+    once[key] = values[0]!;
+  }
+  return once;
 }
 
 function query(params: Record<string, string>, allowed: string[]): Record<string, string> {

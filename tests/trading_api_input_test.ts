@@ -316,3 +316,41 @@ Deno.test("POST /signal: a deeply nested (40 KB) body is a 422 naming the nestin
   const notJson = await api.call("POST", "/signal", `{"symbol":"BTC-USDT",`);
   assert.equal(notJson.status, 400, JSON.stringify(notJson.body));
 });
+
+Deno.test("a trading list parameter given more than once is a 400 naming it, never half-read", async () => {
+  await using api = await tradingApi();
+  await api
+    .sql`insert into symbols (symbol) values ('ETH-USDT'), ('SOL-USDT') on conflict do nothing`;
+  await api
+    .sql`insert into orders (symbol, side, type, qty, limit_price, status, filled_qty, avg_fill_price, strategy)
+    values ('ETH-USDT', 'buy', 'limit', 1, 10, 'filled', 1, 10, 'repeat'),
+           ('SOL-USDT', 'sell', 'limit', 1, 10, 'cancelled', 0, null, 'repeat')`;
+  const cases: [string, string][] = [
+    ["/orders?strategy=repeat&status=filled&status=cancelled", "status"],
+    ["/orders?symbol=ETH-USDT&symbol=SOL-USDT", "symbol"],
+    ["/orders?limit=1&limit=2", "limit"],
+    ["/orders?from=2024-01-01&from=2025-01-01", "from"],
+    ["/signals?status=accepted&status=rejected", "status"],
+    ["/signals?strategy=a&strategy=b", "strategy"],
+    ["/positions?symbol=ETH-USDT&symbol=SOL-USDT", "symbol"],
+    ["/positions?all=true&all=false", "all"],
+    ["/portfolio/history?to=2024-01-01&to=2025-01-01", "to"],
+    ["/portfolio/history?cursor=1&cursor=2", "cursor"],
+  ];
+  for (const [path, name] of cases) {
+    const res = await api.call("GET", path);
+    assert.equal(res.status, 400, `${path}: ${JSON.stringify(res.body)}`);
+    assert.match(
+      res.body.error.message,
+      new RegExp(`^Parameter "${name}" is given 2 times; give it once`),
+      path,
+    );
+  }
+  // Several statuses are given once, comma-separated.
+  const both = await api.call("GET", "/orders?strategy=repeat&status=filled,cancelled");
+  assert.equal(both.status, 200, JSON.stringify(both.body));
+  assert.deepEqual(both.body.orders.map((o: { status: string }) => o.status).sort(), [
+    "cancelled",
+    "filled",
+  ]);
+});
