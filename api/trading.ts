@@ -25,6 +25,7 @@ import {
   SIGNAL_STATUSES,
   type SignalStatus,
 } from "../db/mod.ts";
+import { MicroDate } from "../db/_common.ts";
 import {
   CancelNotSentError,
   type ExecutionEngine,
@@ -425,11 +426,13 @@ function limit(text: string | undefined): number {
 /**
  * A `from`/`to` parameter: epoch milliseconds, an ISO-8601 date (UTC
  * midnight) or an ISO-8601 time with a zone, from {@linkcode MIN_LIST_TIME_MS}
- * to {@linkcode MAX_LIST_TIME_MS}; a 400 naming `name` otherwise.
+ * to {@linkcode MAX_LIST_TIME_MS}; a 400 naming `name` otherwise. Kept to the
+ * microsecond (a {@linkcode MicroDate}), as PostgreSQL stores times.
  */
 function date(text: string, name: string): Date {
   const us = /^\d{1,16}$/.test(text) ? Number(text) * 1000 : isoTimeUs(text);
-  const value = new Date(us === null ? NaN : Math.floor(us / 1000));
+  // To the microsecond, as PostgreSQL stores times: 12:00:00.123456Z is not 12:00:00.123Z.
+  const value = us === null ? new Date(NaN) : new MicroDate(us);
   if (Number.isNaN(value.getTime())) {
     throw new ApiError(
       400,

@@ -197,6 +197,35 @@ export async function run<T>(query: Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * A `Date` that keeps microseconds, as PostgreSQL's `timestamptz` does: its
+ * `toISOString()` (what postgres.js sends for a `Date` parameter) has six
+ * decimals, so a list bound such as `created_at >= $1` is exact to the
+ * microsecond instead of truncated to the millisecond. The `Date` methods
+ * (`getTime()`) see the millisecond it falls in.
+ *
+ * @example
+ * ```ts
+ * new MicroDate(1714564800123456).toISOString(); // "2024-05-01T12:00:00.123456Z"
+ * ```
+ */
+export class MicroDate extends Date {
+  /** Microseconds within the millisecond, 0..999. */
+  readonly micros: number;
+
+  /** Creates the instant `epochUs` microseconds after the epoch. */
+  constructor(epochUs: number) {
+    const ms = Math.floor(epochUs / 1000);
+    super(ms);
+    this.micros = Math.min(999, Math.max(0, Math.round(epochUs - ms * 1000)));
+  }
+
+  /** ISO-8601 in UTC with six decimals. */
+  override toISOString(): string {
+    return `${super.toISOString().slice(0, -1)}${String(this.micros).padStart(3, "0")}Z`;
+  }
+}
+
 /** Checks a `Date` argument. */
 export function checkDate(value: Date, field: string): Date {
   if (!(value instanceof Date) || Number.isNaN(value.getTime())) {

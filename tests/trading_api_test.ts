@@ -428,3 +428,57 @@ Deno.test("POST /signal without an id is recognised on retry by its Idempotency-
   const orders = await (await api.call("GET", "/orders?symbol=BTC-USDT")).json();
   assert.equal(orders.orders.length, 3);
 });
+
+Deno.test("trading list from/to keep microseconds: from is inclusive and to exclusive at that very instant", async () => {
+  await using api = await startTradingApi();
+  const call = async (path: string) => {
+    const res = await api.app.request(`/api/v1/trading${path}`);
+    return { status: res.status, body: await res.json() };
+  };
+  const before = "2024-05-01T12:00:00.123100Z";
+  const after = "2024-05-01T12:00:00.123900Z";
+  const bound = "2024-05-01T12:00:00.123456Z";
+  await api.sql`insert into symbols (symbol) values ('ETH-USDT') on conflict do nothing`;
+  const orders = await api.sql<{ id: string }[]>`
+    insert into orders (symbol, side, qty, status, strategy, created_at)
+    values ('ETH-USDT', 'buy', 1, 'cancelled', 'micros', ${before}::text::timestamptz),
+           ('ETH-USDT', 'buy', 1, 'cancelled', 'micros', ${after}::text::timestamptz)
+    returning id::text`;
+  const signals = await api.sql<{ id: string }[]>`
+    insert into signals (strategy, client_signal_id, source, payload, received_at)
+    values ('micros', 'a', 'rest', '{}', ${before}::text::timestamptz),
+           ('micros', 'b', 'rest', '{}', ${after}::text::timestamptz)
+    returning id::text`;
+  await api.sql`insert into portfolio_snapshots (portfolio_id, taken_at, cash, equity, market_value,
+      gross_exposure, net_exposure, realized_pnl, unrealized_pnl)
+    select 'default', t::timestamptz, 0, 0, 0, 0, 0, 0, 0
+    from unnest(${[before, after]}::text[]) t`;
+  // (Times go as text: postgres.js sends a timestamptz parameter through a Date, to the ms.)
+  const ids = (rows: { id: string }[]) => rows.map((r) => r.id);
+
+  const fromOrders = await call(`/orders?strategy=micros&from=${bound}`);
+  assert.equal(fromOrders.status, 200, JSON.stringify(fromOrders.body));
+  assert.deepEqual(ids(fromOrders.body.orders), [orders[1]!.id], "from=.123456 lists .1239 only");
+  const toOrders = await call(`/orders?strategy=micros&to=${bound}`);
+  assert.deepEqual(ids(toOrders.body.orders), [orders[0]!.id], "to=.123456 lists .1231 only");
+
+  const fromSignals = await call(`/signals?strategy=micros&from=${bound}`);
+  assert.equal(fromSignals.status, 200, JSON.stringify(fromSignals.body));
+  assert.deepEqual(ids(fromSignals.body.signals), [signals[1]!.id]);
+  const toSignals = await call(`/signals?strategy=micros&to=${bound}`);
+  assert.deepEqual(ids(toSignals.body.signals), [signals[0]!.id]);
+
+  const taken = (body: { snapshots: { taken_at: string }[] }) =>
+    body.snapshots.map((s) => new Date(s.taken_at).toISOString());
+  const fromHistory = await call(`/portfolio/history?from=${bound}`);
+  assert.equal(fromHistory.status, 200, JSON.stringify(fromHistory.body));
+  assert.deepEqual(taken(fromHistory.body), ["2024-05-01T12:00:00.123Z"]);
+  assert.equal(fromHistory.body.snapshots.length, 1);
+  const toHistory = await call(`/portfolio/history?to=${bound}`);
+  assert.equal(toHistory.body.snapshots.length, 1);
+  // An exact bound on a stored microsecond: from includes it, to excludes it.
+  const exact = await call(`/orders?strategy=micros&from=${after}&to=2024-05-01T12:00:00.123901Z`);
+  assert.deepEqual(ids(exact.body.orders), [orders[1]!.id]);
+  const excluded = await call(`/orders?strategy=micros&to=${after}`);
+  assert.deepEqual(ids(excluded.body.orders), [orders[0]!.id]);
+});
