@@ -207,6 +207,7 @@ export async function startEngine(
         brokers: brokerStreams(trading.brokers),
       }),
       degraded: () => [
+        ...migrationProblems(migrations),
         ...marketProblems(config, market),
         ...brokerProblems(trading.brokers),
       ],
@@ -354,6 +355,18 @@ function featureChildren(context: EngineContext, trading: TradingChildSpec): Chi
 /** JetStream streams the engine needs with this configuration. */
 function engineStreams(config: Config) {
   return [...ENGINE_STREAMS, mdCleanStream(config.writer)];
+}
+
+/**
+ * ClickHouse's migrations not applied (pending at start, unavailable while
+ * ClickHouse is away, failed): market data has no tables to go to, whatever
+ * the ClickHouse ping says. (PostgreSQL's are applied before anything else
+ * starts.)
+ */
+function migrationProblems(migrations: MigrationsState): string[] {
+  return migrations.clickhouse === "applied"
+    ? []
+    : [`clickhouse migrations not applied (${migrations.clickhouse})`];
 }
 
 /**

@@ -52,6 +52,13 @@ export const DEFAULT_MIGRATIONS_RETRY: Required<MigrationsRetryOptions> = {
   jitter: 0.2,
 };
 
+/**
+ * Longest delay between attempts at ClickHouse's migrations while it is
+ * unreachable, in ms: market data waits for its tables, so they are created
+ * within this of ClickHouse coming back (a ping every 5 s costs nothing).
+ */
+export const DEFAULT_CLICKHOUSE_RETRY_MAX_MS = 5_000;
+
 /** What {@linkcode migrationsActor} needs. */
 export interface MigrationsActorDeps {
   /** The PostgreSQL pool. */
@@ -312,7 +319,10 @@ export function migrationsActor(deps: MigrationsActorDeps): MigrationsChildSpec 
           }
           state.clickhouse = "unavailable";
           state.lastError = message(error);
-          const delayMs = retryDelay(attempt, retry);
+          const delayMs = retryDelay(attempt, {
+            ...retry,
+            maxMs: Math.min(retry.maxMs, DEFAULT_CLICKHOUSE_RETRY_MAX_MS),
+          });
           log.warn("ClickHouse unreachable, retrying its migrations in the background", {
             attempt,
             delay_ms: delayMs,
