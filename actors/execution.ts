@@ -22,11 +22,12 @@
  *   batch is decided make the next batch, which is decided while the previous
  *   one commits; so a lone signal waits for nothing and a flood shares commits.
  * - Each message becomes a {@linkcode SignalInput}: its strategy is the
- *   subject's second token, its key `js-<stream sequence>` (used when the body
- *   has no `id`), its time the stream's timestamp. A body that is not JSON is
- *   recorded as `{ raw }` and rejected, and so is one nested deeper than
- *   `MAX_SIGNAL_BODY_DEPTH` (trading/signal.ts `decodeSignalBody`, which also
- *   keeps numbers' exact text). `signals.rejected` (reject events) is
+ *   subject's second token, its key (used when the body has no `id`)
+ *   `js-<stream sequence>` or `js-<stream created, epoch ms>-<stream
+ *   sequence>` (below), its time the stream's timestamp. A body that is not
+ *   JSON is recorded as `{ raw }` and rejected, and so is one nested deeper
+ *   than `MAX_SIGNAL_BODY_DEPTH` (trading/signal.ts `decodeSignalBody`, which
+ *   also keeps numbers' exact text). `signals.rejected` (reject events) is
  *   acknowledged and skipped.
  * - The batch's messages are acknowledged only after the engine's
  *   transaction committed. A crash before that means redelivery after the ack
@@ -47,6 +48,28 @@
  *   price when the connection dropped has one again, or `warmup_ms` after
  *   the reconnect — logged either way — so the backlog is not refused as
  *   `no_market_price`.
+ * - Keys name the stream's life. When `SIGNALS` starts over (NATS moved, its
+ *   JetStream store lost, the stream deleted) with the same database, its
+ *   sequences restart at 1; a key of the sequence alone would make a new
+ *   signal a duplicate of an old one, answered with the old outcome. At
+ *   start, once the consumer is ensured, the actor reads the stream's
+ *   `created` time and the marker stored in the `config` table
+ *   (`signal_keys:<stream>`, db/config.ts `plainSignalKeys`) of the one life
+ *   keyed `js-<seq>`: none stored (the first start since keys name lives),
+ *   it stores this life — so messages stored before the upgrade with
+ *   `js-<seq>` keys are still recognised when redelivered — unless a NATS
+ *   signal keyed `js-<digits>` received before this stream was created is
+ *   stored (an earlier life was keyed so: no life is from then on); the
+ *   marker's life keeps `js-<seq>`, any other is keyed
+ *   `js-<created epoch ms>-<seq>`. Races: the marker is inserted only when
+ *   absent and read back, first writer wins, and never changed, so two
+ *   starts at once (or a start after a crash anywhere in this) agree on it;
+ *   a start that saw another life than the stored one keys its own. The
+ *   `created` time is read after the consumer is ensured: were the stream
+ *   created again in between, the consumer went with the old one and
+ *   delivers nothing, and the restart that ensures both again reads the new
+ *   time. The keys of one life differ from every other's as long as no two
+ *   lives were created in the same millisecond.
  * - `control.kill_switch` requests (`{ active, cancel_open?, reason? }`) are
  *   answered with the kill switch's state ({@linkcode KillSwitchReply}).
  *
@@ -198,6 +221,8 @@ export function executionActor(deps: ExecutionActorDeps): ExecutionChildSpec {
     kill_switch_requests: 0,
   };
   let consumer: Consumer | null = null;
+  // Of the life of the stream the consumer reads: "js-", or "js-<created ms>-".
+  let keyPrefix = "js-";
   let killSwitch: Subscription | null = null;
   // Until then (warmup_ms after the start) a batch waits for its signals' prices.
   let warmUntil = 0;
@@ -206,9 +231,17 @@ export function executionActor(deps: ExecutionActorDeps): ExecutionChildSpec {
     shutdownMs: 15_000,
     async start(ctx) {
       warmUntil = ctx.clock.now() + (deps.options?.warmup_ms ?? DEFAULT_WARMUP_MS);
-      consumer = await setUp(deps, ctx.log);
+      const ready = await setUp(deps, ctx.log);
+      consumer = ready.consumer;
       try {
         await deps.engine.start();
+        keyPrefix = await deps.engine.natsKeyPrefix(ready.stream, ready.created);
+        if (keyPrefix !== "js-") {
+          ctx.log.info("signal stream created again: signals without id keyed by its life", {
+            stream: ready.stream,
+            key_prefix: keyPrefix,
+          });
+        }
         const warmupMs = deps.options?.warmup_ms ?? DEFAULT_WARMUP_MS;
         if (warmupMs > 0) await deps.engine.warmUp(warmupMs, { signal: ctx.signal });
         if (deps.config.execution.reconcile_on_start) await deps.engine.reconcile();
@@ -224,6 +257,7 @@ export function executionActor(deps: ExecutionActorDeps): ExecutionChildSpec {
         clock: ctx.clock,
         signal: ctx.signal,
         warm_until: warmUntil,
+        key_prefix: keyPrefix,
       }),
     async stop(ctx) {
       if (killSwitch !== null) {
@@ -241,8 +275,11 @@ export function executionActor(deps: ExecutionActorDeps): ExecutionChildSpec {
   return Object.assign(spec, { counters });
 }
 
-/** Ensures the streams and the durable consumer; returns the consumer. */
-async function setUp(deps: ExecutionActorDeps, log: Logger): Promise<Consumer> {
+/** Ensures the streams and the durable consumer; returns it with the stream's creation time. */
+async function setUp(
+  deps: ExecutionActorDeps,
+  log: Logger,
+): Promise<{ consumer: Consumer; stream: string; created: Date }> {
   const o = deps.options ?? {};
   const stream = o.stream ?? DEFAULT_SIGNALS_STREAM;
   const names = { stream, subject_prefix: o.subject_prefix };
@@ -261,14 +298,27 @@ async function setUp(deps: ExecutionActorDeps, log: Logger): Promise<Consumer> {
     max_ack_pending: o.max_ack_pending ?? Math.max(4 * batchMax, 1_000),
   });
   // Generic despite its name: creates the durable consumer or updates its settings.
-  await ensureConsumer(await jetstreamManager(deps.nats), stream, config, log);
-  return await jetstream(deps.nats).consumers.get(stream, config.durable_name!);
+  const jsm = await jetstreamManager(deps.nats);
+  await ensureConsumer(jsm, stream, config, log);
+  const consumer = await jetstream(deps.nats).consumers.get(stream, config.durable_name!);
+  // After the consumer: its messages are of the stream life created then (module doc).
+  const created = new Date((await jsm.streams.info(stream)).created);
+  return { consumer, stream, created };
+}
+
+/** Options of {@linkcode signalInput}. */
+export interface SignalInputOptions extends SignalsStreamNames {
+  /**
+   * Prefix of the key of a signal without `id`, before the stream sequence:
+   * the stream life's ({@linkcode ExecutionEngine.natsKeyPrefix}). @default {"js-"}
+   */
+  key_prefix?: string | undefined;
 }
 
 const decoder = new TextDecoder();
 
 /** The engine's input for a signal message, or null for one to acknowledge and skip. */
-export function signalInput(msg: JsMsg, names: SignalsStreamNames = {}): SignalInput | null {
+export function signalInput(msg: JsMsg, names: SignalInputOptions = {}): SignalInput | null {
   const strategy = strategyOfSubject(msg.subject, names);
   if (strategy === null) return null;
   const text = decoder.decode(msg.data);
@@ -283,7 +333,7 @@ export function signalInput(msg: JsMsg, names: SignalsStreamNames = {}): SignalI
   return {
     body,
     strategy,
-    key: `js-${msg.seq}`,
+    key: `${names.key_prefix ?? "js-"}${msg.seq}`,
     source: "nats",
     receivedAt: msg.time,
     redelivered: msg.redelivered,
@@ -298,6 +348,8 @@ interface ConsumeLoopContext {
   signal: AbortSignal;
   /** Until then (the clock's ms) a batch first waits for its signals' fresh prices. */
   warm_until: number;
+  /** Of the stream life's signal keys ({@linkcode SignalInputOptions.key_prefix}). */
+  key_prefix: string;
 }
 
 async function consumeLoop(
@@ -308,7 +360,7 @@ async function consumeLoop(
 ): Promise<void> {
   const { log, clock, signal } = context;
   const o = deps.options ?? {};
-  const names = { subject_prefix: o.subject_prefix };
+  const names = { subject_prefix: o.subject_prefix, key_prefix: context.key_prefix };
   const batchMax = deps.config.execution.batch_max;
   const random = o.random ?? Math.random;
   const keepAliveMs = Math.max(250, Math.floor((o.ack_wait_ms ?? DEFAULT_SIGNALS_ACK_WAIT_MS) / 3));

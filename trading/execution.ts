@@ -129,6 +129,7 @@ import {
   NotFoundError,
   type Order,
   type OrderStatusUpdate,
+  plainSignalKeys,
   raiseAlert,
   SerializationError,
   setKillSwitch as storeKillSwitch,
@@ -270,9 +271,11 @@ export interface SignalInput {
   /** Strategy from the subject (`signals.<strategy>`); the body's `strategy` wins. */
   strategy?: string | undefined;
   /**
-   * Idempotency key when the body has no `id`: `js-<stream sequence>` for
-   * NATS. Without either, a fresh UUID is used (REST clients that retry must
-   * send an `id`).
+   * Idempotency key when the body has no `id`: for NATS `js-<stream
+   * sequence>`, or `js-<stream created, epoch ms>-<stream sequence>` once the
+   * stream was created again ({@linkcode ExecutionEngine.natsKeyPrefix}).
+   * Without either, a fresh UUID is used (REST clients that retry must send
+   * an `id`).
    */
   key?: string | undefined;
   /** How it arrived. */
@@ -1185,6 +1188,26 @@ export class ExecutionEngine {
       }
       await this.#clock.sleep(Math.min(50, Math.max(1, until - now)), stop).catch(() => {});
     }
+  }
+
+  /**
+   * The prefix of the keys of signals without `id` delivered by the life of
+   * JetStream stream `stream` created at `created` (its stream info's
+   * `created`): `js-` for the life whose signals have been keyed
+   * `js-<sequence>` all along — so that a message redelivered across an
+   * upgrade is still recognised — and `js-<created, epoch ms>-` for any later
+   * life, whose sequences start over at 1 ({@linkcode plainSignalKeys}).
+   *
+   * @example
+   * ```ts
+   * const prefix = await engine.natsKeyPrefix("SIGNALS", new Date(info.created));
+   * const key = `${prefix}${msg.seq}`;
+   * ```
+   */
+  async natsKeyPrefix(stream: string, created: Date): Promise<string> {
+    return await plainSignalKeys(this.#sql, stream, created, { by: this.#by })
+      ? "js-"
+      : `js-${created.getTime()}-`;
   }
 
   /**
