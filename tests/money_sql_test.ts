@@ -1,6 +1,6 @@
 /**
  * Money rounded in PostgreSQL rounds as the engine does (half to even,
- * trading/money.ts): `round_half_even` (migration 0007) in the figures the
+ * trading/money.ts): `round_half_even` (migration 0006) in the figures the
  * repositories compute in SQL — a position's market value and unrealized P&L
  * at a mark, a strategy's notional, the exposure totals.
  *

@@ -89,13 +89,13 @@ Deno.test("GET /orders?symbol=..&status=.. and ?status=open reads the few matchi
   );
 });
 
-Deno.test("migration 0008 adds orders_status_id_idx (status, id); its down file drops it", async () => {
+Deno.test("migration 0007 adds orders_status_id_idx (status, id); its down file drops it", async () => {
   await using db = await migratedDatabase(2);
   const index = async () =>
     (await db.sql<{ def: string }[]>`select indexdef as def from pg_indexes
       where tablename = 'orders' and indexname = 'orders_status_id_idx'`)[0]?.def;
   assert.match(String(await index()), /ON public\.orders USING btree \(status, id\)$/);
-  const down = await db.migrator.down(7, { only: "postgres" });
+  const down = await db.migrator.down(6, { only: "postgres" });
   assert.deepEqual(down.postgres?.reverted.map((m) => m.name), ["orders_status_idx"]);
   assert.equal(await index(), undefined);
   await db.migrator.up(undefined, { only: "postgres" });

@@ -1,2 +1,2 @@
--- Reverts 0007_round_half_even.sql.
+-- Reverts 0006_round_half_even.sql.
 DROP FUNCTION round_half_even(numeric, integer);
