@@ -27,13 +27,14 @@ export interface PostgresOptions {
   /** Seconds to wait for a connection to open. @default {10} */
   connect_timeout_s?: number | undefined;
   /**
-   * TLS use: `disable` (never), `prefer` (if the server offers it, unverified),
-   * `require` (always, unverified), `verify-full` (always, certificate and host verified).
+   * TLS use: `disable` (never), `allow` and `prefer` (if the server offers it,
+   * unverified), `require` (always, unverified), `verify-ca` (always, certificate
+   * verified), `verify-full` (always, certificate and host verified).
    * Never a downgrade of the URL's own `sslmode`: the connection uses the stricter of the
    * two ({@linkcode effectiveSslMode}).
    * @default {"prefer"}
    */
-  sslmode?: "disable" | "prefer" | "require" | "verify-full" | undefined;
+  sslmode?: LibpqSslMode | undefined;
   /** `application_name` shown in `pg_stat_activity`. @default {"tradewire"} */
   application_name?: string | undefined;
   /**

@@ -26,7 +26,14 @@ export const PROFILES = ["development", "production"] as const;
 export type Profile = typeof PROFILES[number];
 
 /** PostgreSQL `sslmode` values Tradewire accepts. */
-export const SSL_MODES = ["disable", "prefer", "require", "verify-full"] as const;
+export const SSL_MODES = [
+  "disable",
+  "allow",
+  "prefer",
+  "require",
+  "verify-ca",
+  "verify-full",
+] as const;
 /** One of {@linkcode SSL_MODES}. */
 export type SslMode = typeof SSL_MODES[number];
 
@@ -824,7 +831,24 @@ function consistencyProblems(config: unknown): SettingProblem[] {
   }
   const binance = binanceUrlProblem(config);
   if (binance !== null) problems.push(binance);
+  const sslmode = urlSslModeProblem(at(config, "postgres", "url"));
+  if (sslmode !== null) problems.push({ path: ["postgres", "url"], message: sslmode });
   return problems;
+}
+
+/**
+ * What is wrong with the `sslmode` parameter of a PostgreSQL URL: libpq's
+ * values only (the connection takes the stricter of it and
+ * `postgres.sslmode`). Null when it is fine or absent.
+ */
+function urlSslModeProblem(url: unknown): string | null {
+  if (typeof url !== "string") return null;
+  const parsed = parseUrl(url.trim());
+  const mode = parsed?.searchParams.get("sslmode");
+  if (mode === undefined || mode === null) return null;
+  return (SSL_MODES as readonly string[]).includes(mode)
+    ? null
+    : `the URL's sslmode must be one of ${SSL_MODES.join(", ")}, got ${JSON.stringify(mode)}`;
 }
 
 /**

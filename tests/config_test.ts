@@ -362,7 +362,7 @@ Deno.test("every bad key is listed, one a line, with its path, reason and source
       `  log.level: expected one of debug, info, warn, error, got "verbose" (from ${file}:6)`,
       `  http.enabled: expected true or false, got "yes" (from env TRADEWIRE_HTTP__ENABLED)`,
       `  http.port: expected an integer from 1 to 65535, got "abc" (from env TRADEWIRE_HTTP__PORT)`,
-      `  postgres.sslmode: expected one of disable, prefer, require, verify-full, got "sometimes" (from flag --postgres.sslmode)`,
+      `  postgres.sslmode: expected one of disable, allow, prefer, require, verify-ca, verify-full, got "sometimes" (from flag --postgres.sslmode)`,
       `  postgres.pool_siz: unknown key, did you mean pool_size? (from ${file}:2)`,
       `  supervisor.backoff_jitter: expected a number from 0 to 1, got 2 (from flag --supervisor.backoff_jitter)`,
       `  bogus: unknown section (from ${file}:3)`,
@@ -799,6 +799,18 @@ Deno.test("money and basis-point keys beyond what they can hold are refused, nam
     args: ["--portfolio.starting_cash=999999999999.5", "--brokers.paper.slippage_bps=10000"],
   });
   assert.equal(config.portfolio.starting_cash, "999999999999.5");
+});
+
+Deno.test("a PostgreSQL URL's sslmode must be one of libpq's, named at load; postgres.sslmode takes them all", async () => {
+  const error = await loadError({ env: { DATABASE_URL: "postgres://db/tw?sslmode=requir" } });
+  assert.deepEqual(error.problems.map((p) => p.key), ["postgres.url"]);
+  assert.match(error.message, /the URL's sslmode must be one of disable, allow, prefer, require/);
+  for (const mode of ["allow", "verify-ca"]) {
+    const config = await load({
+      env: { DATABASE_URL: `postgres://db/tw?sslmode=${mode}`, TRADEWIRE_POSTGRES__SSLMODE: mode },
+    });
+    assert.equal(config.postgres.sslmode, mode);
+  }
 });
 
 Deno.test("production refuses a malformed api key hash", async () => {
