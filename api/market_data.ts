@@ -48,6 +48,7 @@ import { Hono } from "hono";
 import type { Context } from "hono";
 import type { ClickHouseClient } from "@clickhouse/client";
 import { ApiError } from "./errors.ts";
+import { singleParams } from "./_params.ts";
 import {
   clickHouseErrorCode,
   isClickHouseUnavailable,
@@ -358,7 +359,7 @@ export function decodeTickCursor(token: string): TickCursor {
 
 /** Rejects query parameters other than `allowed`. */
 function checkParams(c: Context, allowed: readonly string[]): Record<string, string> {
-  const query = c.req.query();
+  const query = singleParams(c.req.queries());
   for (const name of Object.keys(query)) {
     if (!allowed.includes(name)) {
       throw badRequest(

@@ -52,6 +52,7 @@ import {
 import type { LatestCache } from "../market/latest_cache.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { ApiError } from "./errors.ts";
+import { singleParams } from "./_params.ts";
 import { requireApiKey } from "./auth.ts";
 import { isoTimeUs } from "./market_data.ts";
 
@@ -112,7 +113,7 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   });
 
   app.get("/orders", async (c) => {
-    const { q, filter } = listQuery(single(c.req.queries()));
+    const { q, filter } = listQuery(singleParams(c.req.queries()));
     const statuses = q.status?.split(",").map((s) => s.trim());
     for (const status of statuses ?? []) checkStatus(status, ORDER_STATUSES);
     const page = await badParams(() =>
@@ -125,7 +126,7 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   });
 
   app.get("/signals", async (c) => {
-    const { q, filter } = listQuery(single(c.req.queries()));
+    const { q, filter } = listQuery(singleParams(c.req.queries()));
     if (q.status !== undefined) checkStatus(q.status, SIGNAL_STATUSES);
     const page = await badParams(() =>
       listSignals(deps.sql, {
@@ -148,7 +149,7 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   });
 
   app.get("/positions", async (c) => {
-    const q = query(single(c.req.queries()), ["symbol", "all"]);
+    const q = query(singleParams(c.req.queries()), ["symbol", "all"]);
     if (q.symbol !== undefined) checkSymbol(q.symbol);
     if (q.all !== undefined && q.all !== "true" && q.all !== "false") {
       throw new ApiError(
@@ -213,7 +214,7 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   });
 
   app.get("/portfolio/history", async (c) => {
-    const q = query(single(c.req.queries()), ["from", "to", "limit", "cursor"]);
+    const q = query(singleParams(c.req.queries()), ["from", "to", "limit", "cursor"]);
     const page = await badParams(() =>
       listSnapshots(deps.sql, {
         ...(q.from !== undefined ? { from: date(q.from, "from") } : {}),
@@ -366,26 +367,6 @@ function killSwitchRequest(
     cancel_open: cancel_open === true,
     ...(typeof reason === "string" ? { reason } : {}),
   };
-}
-
-/**
- * The query parameters, each given once: a parameter given more than once
- * (`status=filled&status=cancelled`) is a 400 naming it, never half-read.
- */
-function single(params: Record<string, string[]>): Record<string, string> {
-  const once: Record<string, string> = {};
-  for (const [key, values] of Object.entries(params)) {
-    if (values.length !== 1) {
-      throw new ApiError(
-        400,
-        "bad_request",
-        `Parameter ${JSON.stringify(key)} is given ${values.length} times; give it once` +
-          (key === "status" ? " (several statuses: status=a,b)" : ""),
-      );
-    }
-    once[key] = values[0]!;
-  }
-  return once;
 }
 
 function query(params: Record<string, string>, allowed: string[]): Record<string, string> {

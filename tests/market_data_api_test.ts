@@ -534,6 +534,12 @@ Deno.test("market-data API against ClickHouse", async (t) => {
         ["/latest/NOPE", /Unknown symbol "NOPE"/],
         ["/latest/BTC-USDT?exchange=mtgox", /Unknown exchange "mtgox"/],
         ["/stream_status?x=1", /Unknown parameter "x"/],
+        [
+          "/ticks/BTC-USDT?exchange=binance&exchange=coinbase",
+          /Parameter "exchange" is given 2 times; give it once/,
+        ],
+        ["/candles/ETH-USDT?interval=1m&interval=5m", /Parameter "interval" is given 2 times/],
+        ["/latest/BTC-USDT?exchange=binance&exchange=kraken", /"exchange" is given 2 times/],
       ];
       for (const [path, reason] of cases) {
         // The app with a dead ClickHouse answers 400, not 503: nothing was queried.
