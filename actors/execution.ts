@@ -70,6 +70,18 @@
  *   delivers nothing, and the restart that ensures both again reads the new
  *   time. The keys of one life differ from every other's as long as no two
  *   lives were created in the same millisecond.
+ * - A consumer or stream that is gone ends the actor: when nats.js finds the
+ *   durable consumer or `SIGNALS` missing (checked after each reconnect and
+ *   when heartbeats stop, or told by the server that the consumer was
+ *   deleted) — NATS came back without its JetStream store, `nats consumer
+ *   rm`, `nats stream rm` — the consume loop hands in what it had received
+ *   and fails with a {@linkcode SignalsConsumerGoneError}, and the restart
+ *   by its supervisor sets up the streams and the consumer again and reads
+ *   the new stream's life (above). A NATS that is only away (same store)
+ *   restarts nothing. At start the set-up is tried again with backoff while
+ *   NATS or JetStream say no (not for a {@linkcode ConsumerMismatchError}),
+ *   the actor showing as starting meanwhile, so that a JetStream slow to
+ *   answer after a restart does not spend the supervisor's restarts.
  * - `control.kill_switch` requests (`{ active, cancel_open?, reason? }`) are
  *   answered with the kill switch's state ({@linkcode KillSwitchReply}).
  *
@@ -96,6 +108,7 @@ import {
 } from "@nats-io/jetstream";
 import { decodeJson, encodeJson } from "../adapters/codec.ts";
 import {
+  ConsumerMismatchError,
   ensureConsumer,
   ensureStreams,
   NATS_SILENCE_DETECTION_MS,
@@ -141,6 +154,28 @@ export const DEFAULT_WARMUP_MS = 3_000;
 export const DEFAULT_BATCH_RETRY_INITIAL_MS = 200;
 /** Longest delay before a failed batch is handed in again, in ms. */
 export const DEFAULT_BATCH_RETRY_MAX_MS = 10_000;
+/** First delay before setting up the stream and consumer again at start, in ms. */
+export const DEFAULT_SETUP_RETRY_INITIAL_MS = 250;
+/** Longest delay before setting up the stream and consumer again at start, in ms. */
+export const DEFAULT_SETUP_RETRY_MAX_MS = 10_000;
+
+/**
+ * The durable consumer, or its stream, is gone while the actor consumes
+ * (NATS came back without its JetStream store, `nats consumer rm`, `nats
+ * stream rm`): the actor ends with it, so that its supervisor starts it again
+ * and its start sets both up again (and reads the stream's new life).
+ */
+export class SignalsConsumerGoneError extends Error {
+  /** Creates the error for `consumer` of `stream`; `cause` is nats.js's reason, if any. */
+  constructor(stream: string, consumer: string, options?: ErrorOptions) {
+    const reason = options?.cause instanceof Error ? `: ${options.cause.message}` : "";
+    super(
+      `JetStream consumer ${consumer} of stream ${stream} stopped delivering${reason}`,
+      options,
+    );
+    this.name = "SignalsConsumerGoneError";
+  }
+}
 
 /** Names and tuning of the execution actor; tests give their own stream, consumer and prefix. */
 export interface ExecutionActorOptions extends SignalsStreamNames {
@@ -231,7 +266,7 @@ export function executionActor(deps: ExecutionActorDeps): ExecutionChildSpec {
     shutdownMs: 15_000,
     async start(ctx) {
       warmUntil = ctx.clock.now() + (deps.options?.warmup_ms ?? DEFAULT_WARMUP_MS);
-      const ready = await setUp(deps, ctx.log);
+      const ready = await setUpWithRetry(deps, ctx);
       consumer = ready.consumer;
       try {
         await deps.engine.start();
@@ -273,6 +308,42 @@ export function executionActor(deps: ExecutionActorDeps): ExecutionChildSpec {
     ...(deps.clock ? { clock: deps.clock } : {}),
   });
   return Object.assign(spec, { counters });
+}
+
+/**
+ * {@linkcode setUp}, tried again with backoff (logged) while NATS or
+ * JetStream say no: after NATS came back without its store, JetStream may not
+ * answer at once, and a start that failed every time would spend the
+ * supervisor's restart intensity. A consumer that cannot be used
+ * ({@linkcode ConsumerMismatchError}) fails at once; so does a closed
+ * connection. Rejects with the abort reason when the actor is stopped first.
+ */
+async function setUpWithRetry(
+  deps: ExecutionActorDeps,
+  ctx: { log: Logger; clock: Clock; signal: AbortSignal },
+): Promise<{ consumer: Consumer; stream: string; created: Date }> {
+  for (let attempt = 0;; attempt++) {
+    ctx.signal.throwIfAborted();
+    try {
+      return await setUp(deps, ctx.log);
+    } catch (error) {
+      if (error instanceof ConsumerMismatchError || deps.nats.isClosed()) throw error;
+      ctx.signal.throwIfAborted();
+      const delayMs = backoffDelay(Math.min(attempt, 30), {
+        initialMs: DEFAULT_SETUP_RETRY_INITIAL_MS,
+        maxMs: DEFAULT_SETUP_RETRY_MAX_MS,
+        random: deps.options?.random ?? Math.random,
+      });
+      ctx.log.warn("execution cannot set up its JetStream stream and consumer, retrying", {
+        stream: deps.options?.stream ?? DEFAULT_SIGNALS_STREAM,
+        consumer: deps.options?.consumer ?? DEFAULT_EXECUTION_CONSUMER,
+        attempt: attempt + 1,
+        retry_in_ms: delayMs,
+        error,
+      });
+      await ctx.clock.sleep(delayMs, ctx.signal);
+    }
+  }
 }
 
 /** Ensures the streams and the durable consumer; returns it with the stream's creation time. */
@@ -374,12 +445,25 @@ async function consumeLoop(
   try {
     messages = await consumer.consume({
       max_messages: Math.max(2 * batchMax, 100),
+      // The consumer or its stream found missing (checked after each reconnect and when
+      // heartbeats stop, or told by the server): consume ends instead of waiting for them forever.
+      abort_on_missing_resource: true,
       callback: (msg) => {
         buffer.push(msg);
         counters.messages++;
         if (msg.redelivered) counters.redelivered++;
         wake.notify();
       },
+    });
+    // Only this loop closes it (below): ended by itself, the consumer or its stream is gone.
+    const ended: { error: unknown } = { error: null };
+    void messages.closed().then((error) => {
+      ended.error = new SignalsConsumerGoneError(
+        o.stream ?? DEFAULT_SIGNALS_STREAM,
+        o.consumer ?? DEFAULT_EXECUTION_CONSUMER,
+        error instanceof Error ? { cause: error } : {},
+      );
+      wake.notify();
     });
     let failures = 0;
     let stopping = false;
@@ -395,6 +479,8 @@ async function consumeLoop(
     const maxAttempts = deps.config.execution.max_signal_attempts;
     while (!signal.aborted && !stopping) {
       if (buffer.length === 0) {
+        // What was delivered is handed in first; then a restart sets the consumer up again.
+        if (ended.error !== null) throw ended.error;
         await wake.wait();
         continue;
       }

@@ -1,0 +1,170 @@
+/**
+ * NATS back without its JetStream store (a nats-server redeployed without its
+ * volume, its store lost): the streams and durable consumers the engine reads
+ * and writes are gone. The engine creates them again — SIGNALS and the
+ * execution consumer, FILLS and the position tracker's, ENGINE_EVENTS and
+ * MD_CLEAN — and a NATS that simply went away and came back on its store
+ * restarts nothing (review 19).
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { connect } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { type Config, loadConfig } from "../config/mod.ts";
+import { startRoot } from "../actors/supervisor.ts";
+import { tradingSupervisor } from "../actors/trading.ts";
+import { memoryLogger } from "../lib/log.ts";
+import { btcUsdtTop, primedCache } from "./_execution_engine.ts";
+import { freePort, type NatsServer, startNatsServer } from "./_nats_server.ts";
+import { migratedDatabase } from "./_postgres.ts";
+import { deadline, waitFor } from "./_helpers.ts";
+
+const enc = new TextEncoder();
+const BUY = `{"symbol":"BTC-USDT","side":"buy","qty":"0.5"}`;
+const SELL = `{"symbol":"BTC-USDT","side":"sell","qty":"0.25"}`;
+
+async function tradingConfig(): Promise<Config> {
+  return await loadConfig({
+    args: [],
+    env: { TRADEWIRE_RISK__MAX_ORDER_QTY: "10", TRADEWIRE_RISK__MARKET_HOURS: "always" },
+  });
+}
+
+/** A client that reconnects at once and forever, as the engine's does. */
+function connectFast(url: string): Promise<NatsConnection> {
+  return connect({
+    servers: url,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 100,
+    reconnectJitter: 0,
+  });
+}
+
+/** Whether `stream` has the durable `consumer` (false when either is missing). */
+async function hasConsumer(nc: NatsConnection, stream: string, consumer: string) {
+  try {
+    await (await jetstreamManager(nc)).consumers.info(stream, consumer);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The trading subtree on `url`, with a second connection for the test's own requests. */
+async function startTrading(url: string, db: Awaited<ReturnType<typeof migratedDatabase>>) {
+  const config = await tradingConfig();
+  const cache = primedCache({ askPrice: "50002" });
+  const fresh = setInterval(() => cache.update([btcUsdtTop({ askPrice: "50002" })]), 200);
+  const { log, lines } = memoryLogger();
+  const nats = await connectFast(url);
+  const trading = tradingSupervisor({
+    config,
+    nats,
+    sql: db.sql,
+    cache,
+    log,
+    execution: { warmup_ms: 0 },
+  });
+  const root = await startRoot({ name: "root", intensity: 5, periodMs: 30_000 }, [trading]);
+  return {
+    root,
+    lines,
+    row: (name: string) => root.inspect().find((r) => r.name === `root/trading/${name}`),
+    async [Symbol.asyncDispose]() {
+      clearInterval(fresh);
+      await deadline(root.stop(), 20_000, "trading stop");
+      await nats.close();
+    },
+  };
+}
+
+async function orders(db: Awaited<ReturnType<typeof migratedDatabase>>): Promise<string[]> {
+  return (await db.sql<{ side: string; qty: string }[]>`
+    select side::text as side, qty::text as qty from orders order by id`)
+    .map((o) => `${o.side} ${o.qty}`);
+}
+
+async function signalKeys(db: Awaited<ReturnType<typeof migratedDatabase>>): Promise<string[]> {
+  return (await db.sql<{ client_signal_id: string }[]>`
+    select client_signal_id from signals order by id`).map((s) => s.client_signal_id);
+}
+
+Deno.test("after NATS comes back without its store, the execution actor creates SIGNALS and its consumer again and a new signal is processed", async () => {
+  await using db = await migratedDatabase();
+  const port = freePort();
+  let server: NatsServer = await startNatsServer({ port });
+  try {
+    await using trading = await startTrading(server.url, db);
+    const nc = await connectFast(server.url);
+    try {
+      await jetstream(nc).publish("signals.momentum", enc.encode(BUY));
+      await waitFor(async () => (await orders(db)).length === 1, 15_000, "the buy's order");
+      await server.stop(); // its store goes with it
+      server = await startNatsServer({ port }); // same address, empty store
+      await waitFor(
+        () => hasConsumer(nc, "SIGNALS", "execution"),
+        30_000,
+        "SIGNALS and the execution consumer created again",
+      ).catch(() => {});
+      let publishError = "";
+      await jetstream(nc).publish("signals.momentum", enc.encode(SELL)).catch((error) => {
+        publishError = error instanceof Error ? error.message : String(error);
+      });
+      assert.equal(
+        publishError,
+        "",
+        `a signal cannot be published once NATS is back without its store; execution is ${
+          JSON.stringify(trading.row("execution"))
+        }`,
+      );
+      await waitFor(async () => (await orders(db)).length === 2, 15_000, "the sell's order")
+        .catch(() => {});
+      assert.deepEqual(await orders(db), ["buy 0.50000000", "sell 0.25000000"]);
+      const [first, second] = await signalKeys(db);
+      assert.equal(first, "js-1");
+      assert.match(second ?? "", /^js-\d{13}-1$/, "the new stream's life keys its signals");
+      const execution = trading.row("execution");
+      assert.equal(execution?.status, "running");
+      assert.ok((execution?.restarts ?? 0) >= 1, JSON.stringify(execution));
+    } finally {
+      await nc.close();
+    }
+  } finally {
+    await server.stop();
+  }
+});
+
+Deno.test("a NATS outage on its store restarts neither the execution actor nor the position tracker", async () => {
+  await using db = await migratedDatabase();
+  const port = freePort();
+  const storeDir = await Deno.makeTempDir({ prefix: "tw-nats-outage-" });
+  let server: NatsServer = await startNatsServer({ port, storeDir });
+  try {
+    await using trading = await startTrading(server.url, db);
+    const nc = await connectFast(server.url);
+    try {
+      await jetstream(nc).publish("signals.momentum", enc.encode(BUY));
+      await waitFor(async () => (await orders(db)).length === 1, 15_000, "the buy's order");
+      await server.stop();
+      await new Promise((resolve) => setTimeout(resolve, 3_000)); // the outage: NATS away 3 s
+      server = await startNatsServer({ port, storeDir });
+      await waitFor(() => hasConsumer(nc, "SIGNALS", "execution"), 20_000, "NATS back");
+      await jetstream(nc).publish("signals.momentum", enc.encode(SELL));
+      await waitFor(async () => (await orders(db)).length === 2, 20_000, "the sell's order");
+      assert.deepEqual(await signalKeys(db), ["js-1", "js-2"], "the same stream life");
+      for (const name of ["execution", "position_tracker"]) {
+        const row = trading.row(name);
+        assert.equal(row?.restarts, 0, `${name}: ${JSON.stringify(row)}`);
+        assert.equal(row?.status, "running", name);
+      }
+    } finally {
+      await nc.close();
+    }
+  } finally {
+    await server.stop();
+    await Deno.remove(storeDir, { recursive: true }).catch(() => {});
+  }
+});
