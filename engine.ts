@@ -113,13 +113,24 @@ export interface Engine extends AsyncDisposable {
   readonly instanceId: string;
   /** Rows of the supervision tree. */
   inspect(): ActorInfo[];
-  /** Stops the tree and closes connections; resolves with the exit code. */
-  stop(): Promise<number>;
+  /**
+   * Stops the tree and closes connections; resolves with the exit code. A
+   * stop for a failure outside the tree (`failed`: an uncaught error) exits
+   * 1, recorded so in `engine_runs` and `engine.events.stopped`.
+   */
+  stop(options?: EngineStopOptions): Promise<number>;
   /**
    * Resolves with the process exit code once the engine has stopped: 0 after
-   * a requested stop, 1 when the root supervisor failed.
+   * a requested stop, 1 when the root supervisor failed or the stop was for a
+   * failure.
    */
   closed(): Promise<number>;
+}
+
+/** Options of {@linkcode Engine.stop}. */
+export interface EngineStopOptions {
+  /** The stop is for a failure (an uncaught error): exit code 1. @default {false} */
+  failed?: boolean;
 }
 
 /** What the supervision tree's children share. */
@@ -302,18 +313,20 @@ export async function startEngine(
   });
 
   let stopRequested = false;
+  let stoppedForFailure = false;
   const closed = root.closed().then(async (failure) => {
     // A stop on request resolves the root's `done` without an error, so a failure is the root's
     // own — also when a stop was requested while the failed root was stopping its children.
-    const code = failure ? 1 : 0;
-    if (code !== 0) log.error("root supervisor failed; engine stopping", { error: failure });
+    const code = failure || stoppedForFailure ? 1 : 0;
+    if (failure) log.error("root supervisor failed; engine stopping", { error: failure });
     publishEvent(nats, "stopped", { instance_id: instanceId, exit_code: code }, log);
     await recordStop(sql, runId, code, log);
     await closeConnections();
     log.info("engine stopped", { instance_id: instanceId, exit_code: code });
     return code;
   });
-  const stop = () => {
+  const stop = (options: EngineStopOptions = {}) => {
+    if (options.failed) stoppedForFailure = true;
     if (!stopRequested) {
       stopRequested = true;
       log.info("engine stopping", { instance_id: instanceId });

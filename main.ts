@@ -58,7 +58,7 @@ async function main(): Promise<number> {
       });
       Deno.exit(1);
     }, config.engine.shutdown_timeout_ms);
-    if (engine) engine.stop();
+    if (engine) engine.stop({ failed });
     else starting.abort(new Error(reason));
   };
   onSignal = (name) => {
@@ -119,7 +119,7 @@ async function main(): Promise<number> {
   }
   // A stop that came after the supervisors were up, while the run was being recorded,
   // aborted nothing: stop now.
-  if (starting.signal.aborted) engine.stop();
+  if (starting.signal.aborted) engine.stop({ failed });
   const code = await engine.closed();
   clearTimeout(forced);
   for (const [name, handler] of handlers) Deno.removeSignalListener(name, handler);

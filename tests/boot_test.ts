@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import { startEngineProcess, waitForJson } from "./_engine_process.ts";
+import { connect } from "@nats-io/transport-node";
+import { freshDatabase, startEngineProcess, waitForJson } from "./_engine_process.ts";
 import { freePort, startNatsServer } from "./_nats_server.ts";
 import { deadline, DeadlineError, waitFor } from "./_helpers.ts";
 import { loadConfig } from "../config/mod.ts";
 import { startEngine } from "../engine.ts";
-import { type Logger, loggerOf } from "../lib/log.ts";
+import { type Logger, loggerOf, nullLogger } from "../lib/log.ts";
 
 type Health = {
   status: string;
@@ -239,4 +240,47 @@ Deno.test("a stop asked for while the engine connects to NATS ends its start (no
   assert.equal(outcome, "cancelled");
   assert.ok(lines.includes("engine start cancelled"), lines.join(", "));
   assert.ok(!lines.includes("engine failed to start"));
+});
+
+Deno.test("a stop for a failure outside the tree (an uncaught error) exits 1, recorded so in engine_runs and engine.events.stopped", async () => {
+  await using nats = await startNatsServer();
+  const db = await freshDatabase();
+  const chDatabase = `tw_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
+  try {
+    const config = await loadConfig({
+      args: [],
+      env: {
+        DATABASE_URL: db.url,
+        NATS_URL: nats.url,
+        TRADEWIRE_CLICKHOUSE__DATABASE: chDatabase,
+        TRADEWIRE_HTTP__PORT: String(freePort()),
+        TRADEWIRE_EXCHANGES__BINANCE__ENABLED: "false",
+        TRADEWIRE_EXCHANGES__COINBASE__ENABLED: "false",
+        TRADEWIRE_EXCHANGES__KRAKEN__ENABLED: "false",
+      },
+    });
+    const watcher = await connect({ servers: nats.url });
+    const stopped = watcher.subscribe("engine.events.stopped", { max: 1 });
+    const engine = await startEngine(config, { log: nullLogger });
+    // What main.ts does on an uncaught error.
+    assert.equal(await deadline(engine.stop({ failed: true }), 30_000, "the stop"), 1);
+    assert.equal(await engine.closed(), 1);
+    for await (const msg of stopped) assert.equal(msg.json<{ exit_code: number }>().exit_code, 1);
+    await watcher.close();
+    const sql = postgres(db.url, { max: 1, onnotice: () => {} });
+    try {
+      const runs = await sql`select exit_code from engine_runs`;
+      assert.deepEqual(runs.map((r) => r.exit_code), [1]);
+    } finally {
+      await sql.end();
+    }
+  } finally {
+    await db.drop();
+    await fetch(
+      `http://127.0.0.1:8123/?query=${encodeURIComponent(`DROP DATABASE IF EXISTS ${chDatabase}`)}`,
+      {
+        method: "POST",
+      },
+    ).then((r) => r.body?.cancel());
+  }
 });
