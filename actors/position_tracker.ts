@@ -17,7 +17,10 @@
  * 2. Fills arrive through `consume()`; whatever has arrived while the last
  *    batch was being written makes the next batch (at most `batch_max`), so
  *    a quiet stream gets one small transaction per fill and a busy one
- *    shares transactions.
+ *    shares transactions. When the consumer or `FILLS` is gone (NATS came
+ *    back without its JetStream store, `nats consumer rm`), consume ends
+ *    and the tracker with it, once idle: its supervisor's restart sets both
+ *    up again. A NATS that is only away (same store) restarts nothing.
  * 3. Per batch, first the fast path: fills of the tracked portfolio are
  *    applied to the positions and cash the {@linkcode PortfolioState} holds
  *    — the tracker is their only writer, so they are what is stored — and
@@ -649,6 +652,10 @@ class Tracker {
         const consumer = await jetstream(nats).consumers.get(this.#stream, this.#consumer);
         return await consumer.consume({
           max_messages: this.#batchMax * 2,
+          // The consumer or FILLS found missing (checked after each reconnect and when heartbeats
+          // stop, or told by the server): consume ends, and so does the tracker, whose restart
+          // creates both again — instead of waiting for them forever.
+          abort_on_missing_resource: true,
           callback: (msg) => {
             this.#pending.push(msg);
             this.#wake.notify();

@@ -137,6 +137,53 @@ Deno.test("after NATS comes back without its store, the execution actor creates 
   }
 });
 
+Deno.test("after NATS comes back without its store, the position tracker creates its FILLS consumer again and applies the new fills' messages", async () => {
+  await using db = await migratedDatabase();
+  const port = freePort();
+  let server: NatsServer = await startNatsServer({ port });
+  try {
+    await using trading = await startTrading(server.url, db);
+    const nc = await connectFast(server.url);
+    try {
+      await jetstream(nc).publish("signals.momentum", enc.encode(BUY));
+      await waitFor(async () => (await orders(db)).length === 1, 15_000, "the buy's order");
+      await server.stop();
+      server = await startNatsServer({ port });
+      await waitFor(() => hasConsumer(nc, "SIGNALS", "execution"), 30_000, "SIGNALS again");
+      await jetstream(nc).publish("signals.momentum", enc.encode(SELL));
+      await waitFor(async () => (await orders(db)).length === 2, 15_000, "the sell's order");
+      // The sell's fill is on the new FILLS stream: the tracker's new consumer acknowledges it.
+      const acked = async () => {
+        try {
+          const info = await (await jetstreamManager(nc)).consumers.info(
+            "FILLS",
+            "position_tracker",
+          );
+          return info.ack_floor.stream_seq >= 1;
+        } catch {
+          return false;
+        }
+      };
+      await waitFor(acked, 30_000, "the fill's message acknowledged").catch(() => {});
+      const tracker = trading.row("position_tracker");
+      assert.ok(
+        await acked(),
+        `no position_tracker consumer on FILLS acknowledged the sell's fill (tracker ${
+          JSON.stringify(tracker)
+        })`,
+      );
+      assert.equal(tracker?.status, "running");
+      const [position] = await db.sql<{ qty: string }[]>`
+        select qty::text as qty from positions where symbol = 'BTC-USDT'`;
+      assert.equal(position?.qty, "0.25000000");
+    } finally {
+      await nc.close();
+    }
+  } finally {
+    await server.stop();
+  }
+});
+
 Deno.test("a NATS outage on its store restarts neither the execution actor nor the position tracker", async () => {
   await using db = await migratedDatabase();
   const port = freePort();
