@@ -256,11 +256,14 @@ function daysInMonth(year: number, month: number): number {
  * Microseconds since the epoch of an ISO-8601 date (UTC midnight) or time
  * with a zone (`Z` or `±hh:mm`), or null when `text` is not one or names a
  * day, hour, minute or zone that does not exist (`2024-02-31` is not read as
- * March 2nd) or a time before 1970.
+ * March 2nd) or a time before 1970. A fraction finer than the microsecond
+ * goes up to the next microsecond (times are stored to the microsecond, and
+ * the bounds are an inclusive `from` and an exclusive `to`).
  *
  * @example
  * ```ts
  * isoTimeUs("2024-01-01T00:00:00.5Z"); // 1704067200500000
+ * isoTimeUs("2024-01-01T00:00:00.1234561Z"); // 1704067200123457
  * isoTimeUs("2024-02-30"); // null
  * ```
  */
@@ -278,7 +281,10 @@ export function isoTimeUs(text: string): number | null {
   ) return null;
   const ms = Date.parse(`${y}-${mo}-${d}T${h}:${mi}:${s}${zone}`);
   if (!Number.isFinite(ms) || ms < 0) return null;
-  return ms * 1000 + Number(fraction.padEnd(6, "0").slice(0, 6));
+  // Beyond the microsecond, up to the next one: right for an inclusive `from` (t ≥ x) and an
+  // exclusive `to` (t < x) alike, times being stored to the microsecond.
+  const beyond = /[1-9]/.test(fraction.slice(6)) ? 1 : 0;
+  return ms * 1000 + Number(fraction.padEnd(6, "0").slice(0, 6)) + beyond;
 }
 
 /**

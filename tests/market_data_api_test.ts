@@ -224,7 +224,10 @@ Deno.test("from/to accept ISO-8601 and ms or µs epoch numbers, and refuse anyth
   assert.equal(parseTimeParam("1704067200500000", "from"), us);
   assert.equal(parseTimeParam("2024-01-01", "from"), 1_704_067_200_000_000);
   assert.equal(parseTimeParam("2024-01-01T00:00Z", "from"), 1_704_067_200_000_000);
-  assert.equal(parseTimeParam("2024-01-01T00:00:00.123456789Z", "to"), 1_704_067_200_123_456);
+  // Beyond the microsecond, up to the next one (an inclusive from, an exclusive to).
+  assert.equal(parseTimeParam("2024-01-01T00:00:00.123456789Z", "to"), 1_704_067_200_123_457);
+  assert.equal(parseTimeParam("2024-01-01T00:00:00.123456000Z", "to"), 1_704_067_200_123_456);
+  assert.equal(parseTimeParam("2024-01-01T00:00:00.9999991Z", "from"), 1_704_067_201_000_000);
   for (
     const bad of [
       "",

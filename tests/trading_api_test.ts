@@ -482,3 +482,29 @@ Deno.test("trading list from/to keep microseconds: from is inclusive and to excl
   const excluded = await call(`/orders?strategy=micros&to=${after}`);
   assert.deepEqual(ids(excluded.body.orders), [orders[0]!.id]);
 });
+
+Deno.test("a sub-microsecond from/to goes up to the next microsecond: it neither drops nor adds the order at the microsecond before it", async () => {
+  await using api = await startTradingApi();
+  const call = async (path: string) => {
+    const res = await api.app.request(`/api/v1/trading${path}`);
+    return { status: res.status, body: await res.json() };
+  };
+  const at = "2024-05-01T12:00:00.123456Z";
+  await api.sql`insert into symbols (symbol) values ('ETH-USDT') on conflict do nothing`;
+  const [order] = await api.sql<{ id: string }[]>`
+    insert into orders (symbol, side, qty, status, strategy, created_at)
+    values ('ETH-USDT', 'buy', 1, 'cancelled', 'nanos', ${at}::text::timestamptz)
+    returning id::text`;
+  const bound = "2024-05-01T12:00:00.1234565Z"; // 0.5 µs after the order
+  const to = await call(`/orders?strategy=nanos&to=${bound}`);
+  const from = await call(`/orders?strategy=nanos&from=${bound}`);
+  const ids = (body: { orders?: { id: string | number }[] }) =>
+    (body.orders ?? []).map((o) => String(o.id));
+  assert.equal(to.status, 200, JSON.stringify(to.body));
+  assert.equal(from.status, 200, JSON.stringify(from.body));
+  assert.deepEqual(
+    { to: ids(to.body), from: ids(from.body) },
+    { to: [order!.id], from: [] },
+    `order created at ${at}; bound ${bound}: to (exclusive) must list it, from (inclusive) must not`,
+  );
+});
