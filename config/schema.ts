@@ -456,11 +456,38 @@ const OVERRIDE_KEY = new RegExp(`^(?:${EXCHANGES.join("|")})(?:/${SYMBOL_PATTERN
 const OVERRIDE_KEY_ERROR = `expected an override key \`exchange\` or \`exchange/SYMBOL\` ` +
   `(exchange one of ${EXCHANGES.join(", ")}; SYMBOL upper case such as BTC-USDT or AAPL)`;
 
+/**
+ * Most significant digits a decimal written as a number (YAML, a flag, an
+ * environment value read as one) may have: any decimal of up to 15 digits
+ * survives the float it is read into (IEEE 754's DBL_DIG); more may not, and
+ * must be written as a string.
+ */
+const MAX_NUMBER_DIGITS = 15;
+
+/** A decimal number's exact text (`1e-7` → `"0.0000001"`), or null when it may have lost digits. */
+function numberText(value: number): string | null {
+  if (!Number.isFinite(value)) return String(value);
+  const decimal = new Decimal(value);
+  return decimal.sd() > MAX_NUMBER_DIGITS ? null : decimal.toFixed();
+}
+
 /** A non-negative decimal written as a string or a number; kept as its text. */
 function decimalText() {
   const error = "expected a non-negative decimal such as 100 or 0.5";
   return z.union([z.string(), z.number()], { error })
-    .transform((value) => typeof value === "number" ? String(value) : value)
+    .transform((value, ctx) => {
+      if (typeof value === "string") return value;
+      const text = numberText(value);
+      if (text === null) {
+        ctx.addIssue({
+          code: "custom",
+          message: `a number with more than ${MAX_NUMBER_DIGITS} significant digits loses some ` +
+            `as a float: write it as a string ("${value}" is what was read)`,
+        });
+        return z.NEVER;
+      }
+      return text;
+    })
     .refine((value) => DECIMAL_TEXT.test(value), { error });
 }
 
@@ -475,7 +502,8 @@ function isDecimalText(value: unknown): value is string {
  */
 function limit() {
   return z.union([decimalText(), z.null()], {
-    error: "expected a non-negative decimal or null (no limit)",
+    error: "expected a non-negative decimal (written as a string when it has more than " +
+      `${MAX_NUMBER_DIGITS} significant digits) or null (no limit)`,
   }).refine((value) => !isDecimalText(value) || fitsDb(new Decimal(value)), {
     error: `expected at most ${DB_INTEGER_DIGITS} integer digits and ${DB_SCALE} decimals ` +
       "(NUMERIC(20,8)), or null (no limit)",
@@ -490,14 +518,26 @@ function money() {
   });
 }
 
-/** Most basis points a paper commission or slippage may be: 100% of the price. */
+/** Most basis points a paper commission may be: 100% of the notional. */
 const MAX_BPS = 10_000;
 
-/** Basis points of a price, from 0 to {@linkcode MAX_BPS}. */
-function bps() {
-  return decimalText().refine((value) => !isDecimalText(value) || new Decimal(value).lte(MAX_BPS), {
-    error: `expected basis points from 0 to ${MAX_BPS} (100%)`,
-  });
+/** Most integer a `NUMERIC(20,8)` column holds (`risk_metrics.limit_value` for max_open_orders). */
+const MAX_DB_INTEGER = 999_999_999_999;
+
+/** Basis points of a price, from 0 to {@linkcode MAX_BPS}; below it when `below` (a slippage). */
+function bps(below = false) {
+  return decimalText().refine(
+    (value) => {
+      if (!isDecimalText(value)) return true;
+      const bps = new Decimal(value);
+      return below ? bps.lt(MAX_BPS) : bps.lte(MAX_BPS);
+    },
+    {
+      error: below
+        ? `expected basis points from 0 to below ${MAX_BPS} (a slippage of 100% fills a sell at 0)`
+        : `expected basis points from 0 to ${MAX_BPS} (100%)`,
+    },
+  );
 }
 
 /** Per-symbol risk keys. */
@@ -681,7 +721,9 @@ export const configSchema = z.object({
   risk: section({
     ...riskDefaults(),
     max_gross_exposure: limit().default(D.risk.max_gross_exposure),
-    max_open_orders: z.union([int(0), z.null()], { error: "expected an integer >= 0 or null" })
+    max_open_orders: z.union([int(0, MAX_DB_INTEGER), z.null()], {
+      error: `expected an integer from 0 to ${MAX_DB_INTEGER} or null`,
+    })
       .default(D.risk.max_open_orders),
     daily_loss_limit: limit().default(D.risk.daily_loss_limit),
     exchanges: z.partialRecord(
@@ -710,7 +752,7 @@ export const configSchema = z.object({
     paper: section({
       commission_bps: bps().default(D.brokers.paper.commission_bps),
       commission_min: money().default(D.brokers.paper.commission_min),
-      slippage_bps: bps().default(D.brokers.paper.slippage_bps),
+      slippage_bps: bps(true).default(D.brokers.paper.slippage_bps),
     }),
     alpaca: section({
       enabled: bool().default(D.brokers.alpaca.enabled),

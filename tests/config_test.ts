@@ -794,9 +794,9 @@ Deno.test("money and basis-point keys beyond what they can hold are refused, nam
     "portfolio.starting_cash",
   ]);
   assert.match(error.message, /starting_cash: expected at most 12 integer digits and 8 decimals/);
-  assert.match(error.message, /slippage_bps: expected basis points from 0 to 10000/);
+  assert.match(error.message, /slippage_bps: expected basis points from 0 to below 10000/);
   const config = await load({
-    args: ["--portfolio.starting_cash=999999999999.5", "--brokers.paper.slippage_bps=10000"],
+    args: ["--portfolio.starting_cash=999999999999.5", "--brokers.paper.slippage_bps=9999.5"],
   });
   assert.equal(config.portfolio.starting_cash, "999999999999.5");
 });
@@ -811,6 +811,38 @@ Deno.test("a PostgreSQL URL's sslmode must be one of libpq's, named at load; pos
     });
     assert.equal(config.postgres.sslmode, mode);
   }
+});
+
+Deno.test("a decimal written as a YAML number loads as the decimal it says, or is refused when a float cannot hold it", async () => {
+  await withFiles({
+    "small.yaml":
+      "risk:\n  max_order_qty: 0.0000001\nbrokers:\n  paper:\n    commission_min: 0.00000001\n",
+    "long.yaml": "risk:\n  max_order_notional: 123456789012.12345678\n",
+    "quoted.yaml": 'risk:\n  max_order_notional: "123456789012.12345678"\n',
+  }, async (files) => {
+    const small = await load({ args: ["--config", files["small.yaml"]!] });
+    assert.equal(small.risk.max_order_qty, "0.0000001");
+    assert.equal(small.brokers.paper.commission_min, "0.00000001");
+    const error = await loadError({ args: ["--config", files["long.yaml"]!] });
+    assert.deepEqual(error.problems.map((p) => p.key), ["risk.max_order_notional"]);
+    assert.match(error.message, /as a string when it has more than 15 significant digits/);
+    const quoted = await load({ args: ["--config", files["quoted.yaml"]!] });
+    assert.equal(quoted.risk.max_order_notional, "123456789012.12345678");
+  });
+});
+
+Deno.test("risk.max_open_orders beyond what NUMERIC(20,8) holds, and a 100% paper slippage, are refused at load", async () => {
+  const error = await loadError({
+    args: ["--risk.max_open_orders=10000000000000", "--brokers.paper.slippage_bps=10000"],
+  });
+  assert.deepEqual(error.problems.map((p) => p.key).sort(), [
+    "brokers.paper.slippage_bps",
+    "risk.max_open_orders",
+  ]);
+  assert.match(error.message, /max_open_orders: expected an integer from 0 to 999999999999/);
+  assert.match(error.message, /slippage_bps: expected basis points from 0 to below 10000/);
+  const config = await load({ args: ["--risk.max_open_orders=999999999999"] });
+  assert.equal(config.risk.max_open_orders, 999_999_999_999);
 });
 
 Deno.test("production refuses a malformed api key hash", async () => {
