@@ -6,7 +6,8 @@
  * @module
  */
 
-import type { Decimal } from "../trading/money.ts";
+import { type Decimal, parseDecimal, ZERO } from "../trading/money.ts";
+import type { FillCostBound } from "../trading/risk.ts";
 import type { OrderType, Side, TimeInForce } from "../trading/signal.ts";
 
 /** An order as sent to a broker. */
@@ -146,7 +147,22 @@ export interface Broker extends AsyncDisposable {
    * reasons); empty when nothing. Absent: the broker refuses nothing in advance.
    */
   refusals?(order: OrderShape): string[];
+  /**
+   * The most a fill of this broker costs beyond `qty × price` — its fee and
+   * its slippage past the price the order was checked at — for the
+   * `numeric_range` risk rule. Absent: {@linkcode DEFAULT_FILL_COST_BOUND}.
+   */
+  readonly fillCosts?: FillCostBound;
 }
+
+/**
+ * The fee and slippage margin assumed for a broker that does not say its
+ * own ({@linkcode Broker.fillCosts}): 100 bps (1%) of the notional, nothing
+ * per order — Alpaca charges no commission on US equities and crypto fees
+ * are below it; the margin covers a market order filling above the last
+ * price.
+ */
+export const DEFAULT_FILL_COST_BOUND: FillCostBound = { bps: parseDecimal("100"), min: ZERO };
 
 /** Where a broker's event stream (Alpaca's `trade_updates`) stands. */
 export interface BrokerStreamStatus {

@@ -98,6 +98,7 @@ import type { LatestCache } from "../market/latest_cache.ts";
 import { symbolToken } from "../market/subjects.ts";
 import { isUsEquityMarketOpen } from "../trading/market_hours.ts";
 import { DB_SCALE, Decimal, ONE, parseDecimal, safeParseDecimal, ZERO } from "../trading/money.ts";
+import type { FillCostBound } from "../trading/risk.ts";
 import type { OrderType, Side } from "../trading/signal.ts";
 import {
   type Broker,
@@ -361,6 +362,11 @@ export class PaperBroker implements Broker {
   readonly #commissionBps: Decimal;
   readonly #commissionMin: Decimal;
   readonly #slippageBps: Decimal;
+  /**
+   * The most a fill costs beyond its notional at the checked price: slippage
+   * and commission compounded (`s + c + s × c ÷ 10⁴` bps) plus `commission_min`.
+   */
+  readonly fillCosts: FillCostBound;
   readonly #prefix: string;
   readonly #assetClass: (symbol: string) => "crypto" | "us_equity";
   readonly #expiryCheckMs: number;
@@ -402,6 +408,11 @@ export class PaperBroker implements Broker {
     if (this.#slippageBps.gte(BPS)) {
       throw new RangeError(`slippage_bps must be < 10000, got ${deps.options.slippage_bps}`);
     }
+    this.fillCosts = {
+      bps: this.#slippageBps.plus(this.#commissionBps)
+        .plus(this.#slippageBps.times(this.#commissionBps).dividedBy(BPS)),
+      min: this.#commissionMin,
+    };
     this.#prefix = deps.subject_prefix ?? "";
     this.#assetClass = deps.asset_class ?? defaultAssetClass;
     this.#expiryCheckMs = deps.expiry_check_ms ?? DEFAULT_PAPER_EXPIRY_CHECK_MS;

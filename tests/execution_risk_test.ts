@@ -68,6 +68,7 @@ async function startedEngine(options: {
   cache: LatestCache;
   risk: (config: Config) => Config["risk"];
   wrap?: (paper: Broker) => Broker;
+  paper?: Partial<Config["brokers"]["paper"]>;
 }) {
   const db = await migratedDatabase();
   const base = await loadConfig({ args: [], env: {} });
@@ -75,7 +76,7 @@ async function startedEngine(options: {
   await state.load(db.sql);
   const paper = paperBroker({
     cache: options.cache,
-    options: base.brokers.paper,
+    options: { ...base.brokers.paper, ...options.paper },
     max_price_age_ms: base.execution.max_price_age_ms,
     clock: options.clock,
   });
@@ -243,4 +244,87 @@ Deno.test("with every limit off an order whose fill the tracker could not book i
   // One that fits is taken.
   const fits = await t.decide({ id: "fits", symbol: "BTC-USDT", side: "buy", qty: "1" });
   assert.equal(fits?.status, "accepted", JSON.stringify(fits));
+});
+
+/** The message of the one reason `outcome` was refused for. */
+function messageOf(outcome: SignalOutcome | undefined): string {
+  return (outcome as { reasons: Array<{ message: string }> }).reasons[0]!.message;
+}
+
+Deno.test("numeric_range counts the buys of other symbols accepted earlier in the batch in the cash after", async () => {
+  const clock = new SetClock(Date.now());
+  const cache = new LatestCache({ clock });
+  cache.update([
+    top("binance", "BTC-USDT", clock.now(), "59999", "60000"),
+    top("binance", "ETH-USDT", clock.now(), "2999", "3000"),
+  ]);
+  await using t = await startedEngine({ clock, cache, risk: noRiskLimits });
+  // Each alone leaves cash about -9e11 (12 digits); both filled about -1.8e12 (13 digits). The
+  // BTC buy counts at the price it was checked at, 15,000,000 × 59,999.5 (the mid).
+  const [btc, eth] = await t.engine.processSignals([
+    {
+      body: { id: "btc", symbol: "BTC-USDT", side: "buy", qty: "15000000" },
+      strategy: "risk",
+      source: "rest",
+    },
+    {
+      body: { id: "eth", symbol: "ETH-USDT", side: "buy", qty: "300000000" },
+      strategy: "risk",
+      source: "rest",
+    },
+  ]);
+  assert.equal(btc?.status, "accepted", JSON.stringify(btc));
+  assert.deepEqual(rulesOf(eth), ["numeric_range"], JSON.stringify(eth));
+  assert.match(messageOf(eth), /open buys of other symbols 899992500000\b/);
+  assert.match(messageOf(eth), /more than 12 integer digits/);
+});
+
+Deno.test("numeric_range counts a buy of another symbol resting at the broker in the cash after", async () => {
+  const clock = new SetClock(Date.now());
+  const cache = new LatestCache({ clock });
+  cache.update([
+    top("binance", "BTC-USDT", clock.now(), "59999", "60000"),
+    top("binance", "ETH-USDT", clock.now(), "2999", "3000"),
+  ]);
+  await using t = await startedEngine({ clock, cache, risk: noRiskLimits });
+  // 18,000,000 × 50,000 = 9e11, resting below the ask.
+  const resting = await t.decide({
+    id: "resting",
+    symbol: "BTC-USDT",
+    side: "buy",
+    qty: "18000000",
+    type: "limit",
+    limit_price: "50000",
+    time_in_force: "gtc",
+  });
+  assert.equal(resting?.status, "accepted", JSON.stringify(resting));
+  await t.engine.idle();
+  const eth = await t.decide({ id: "eth", symbol: "ETH-USDT", side: "buy", qty: "300000000" });
+  assert.deepEqual(rulesOf(eth), ["numeric_range"], JSON.stringify(eth));
+  assert.match(messageOf(eth), /open buys of other symbols 900000000000\b/);
+  // A small one still fits.
+  const small = await t.decide({ id: "small", symbol: "ETH-USDT", side: "buy", qty: "1" });
+  assert.equal(small?.status, "accepted", JSON.stringify(small));
+});
+
+Deno.test("numeric_range allows for the paper broker's commission and slippage in the cash after", async () => {
+  const clock = new SetClock(Date.now());
+  const cache = new LatestCache({ clock });
+  cache.update([top("binance", "ETH-USDT", clock.now(), "2999", "3000")]);
+  await using t = await startedEngine({
+    clock,
+    cache,
+    risk: noRiskLimits,
+    paper: { commission_bps: "10" },
+  });
+  // 333,200,000 × 2,999.5 (the mid) = 999,433,400,000 fits; with its 10 bps commission the cash
+  // after is 100,000 - 999,433,400,000 - 999,433,400 = -1,000,432,733,400: 13 digits.
+  const big = await t.decide({ id: "big", symbol: "ETH-USDT", side: "buy", qty: "333200000" });
+  assert.deepEqual(rulesOf(big), ["numeric_range"], JSON.stringify(big));
+  assert.match(messageOf(big), /cash after the order -1000432733400 /);
+  assert.match(messageOf(big), /fees and slippage up to 999433400\b/);
+  // Without the commission it would fit: the same order at a broker charging nothing is taken.
+  await using free = await startedEngine({ clock, cache, risk: noRiskLimits });
+  const taken = await free.decide({ id: "big", symbol: "ETH-USDT", side: "buy", qty: "333200000" });
+  assert.equal(taken?.status, "accepted", JSON.stringify(taken));
 });

@@ -427,6 +427,60 @@ Deno.test("numeric_range refuses, with every limit off, an order whose figures N
   ]);
 });
 
+Deno.test("numeric_range's cash after counts the open orders of every symbol and the worst fill costs", () => {
+  // Cash 100,000; buys of other symbols would pay 500,000,000,000; this buy 500,000,000,000 more.
+  const ctx = context({
+    last_price: d("1000"),
+    cash: d("100000"),
+    open_buy_notional: d("500000000000"),
+  });
+  assert.deepEqual(rules(buy("500000099"), ctx), []); // cash after -999,999,999,000
+  const both = checkRisk(buy("500000100"), ctx); // cash after -10^12
+  assert.deepEqual(both.map((v) => v.rule), ["numeric_range"]);
+  assert.match(
+    both[0]!.message,
+    /cash after the order -1000000000000 \(cash 100000, open buys and the order 500000100000, open buys of other symbols 500000000000\)/,
+  );
+  // The symbol's own open buys count too, at the order's reference price.
+  assert.deepEqual(
+    rules(buy("100", { symbol: "AAPL" }), { ...ctx, open_buy_qty: d("500000000") }),
+    [
+      "numeric_range",
+    ],
+  );
+  // A sell brings cash in: open sells of other symbols can take it over 10^12.
+  const rich = context({
+    last_price: d("1000"),
+    cash: d("600000000000"),
+    open_sell_notional: d("300000000000"),
+  });
+  assert.deepEqual(rules(sell("99999999"), rich), []);
+  const over = checkRisk(sell("100000000"), rich);
+  assert.deepEqual(over.map((v) => v.rule), ["numeric_range"]);
+  assert.match(
+    over[0]!.message,
+    /cash after the order 1000000000000 .*open sells of other symbols/,
+  );
+  // Fees and slippage: 10 bps of what the buys pay, and the least fee per order (2 open + this).
+  const costly = context({
+    last_price: d("1000"),
+    cash: d("100000"),
+    open_orders: 2,
+    fill_costs: { bps: d("10"), min: d("1") },
+  });
+  // 999,000,000 × 1,000 = 9.99e11, costs 9.99e8 + 3: cash after -999,998,900,003.
+  assert.deepEqual(rules(buy("999000000"), costly), []);
+  // 999,100,000 × 1,000 = 9.991e11, costs 9.991e8 + 3: cash after -1,000,099,000,003.
+  const fee = checkRisk(buy("999100000"), costly);
+  assert.deepEqual(fee.map((v) => v.rule), ["numeric_range"]);
+  assert.match(
+    fee[0]!.message,
+    /cash after the order -1000099000003 \(.*fees and slippage up to 999100003\)/,
+  );
+  const { fill_costs: _, ...free } = costly;
+  assert.deepEqual(rules(buy("999100000"), free), [], "the same buy without costs fits");
+});
+
 Deno.test("referencePrice and isReduction follow the documented rules", () => {
   const last = d("100");
   const price = (order: ProposedOrder, l: Decimal | null = last) => {

@@ -102,6 +102,7 @@ import {
   type BrokerOrderRequest,
   type BrokerOrderState,
   BrokerRejectedError,
+  DEFAULT_FILL_COST_BOUND,
 } from "../brokers/broker.ts";
 import type { Config } from "../config/mod.ts";
 import { dayOrderExpiry, defaultAssetClass } from "../brokers/paper.ts";
@@ -167,6 +168,7 @@ import {
 } from "./order_state.ts";
 import {
   checkRisk,
+  type FillCostBound,
   limitsFor,
   openExposureQty,
   referencePrice,
@@ -1730,14 +1732,36 @@ export class ExecutionEngine {
       const price = markOf(symbol) ?? this.#refPrices.get(symbol) ?? fallback;
       return price === null ? ZERO : qty.times(price);
     };
+    // What each symbol's open orders would pay (buys) and bring in (sells) if all filled, at the
+    // highest reference price of its orders (the highest they can fill at: a limit buy's limit),
+    // else its mark, for numeric_range's cash after; kept current as the batch accepts orders.
+    // One entry per symbol with open orders.
+    const openCash = new Map<string, { buy: Decimal; sell: Decimal }>();
+    let openBuyTotal = ZERO;
+    let openSellTotal = ZERO;
+    const cashOf = (symbol: string, fallback: Decimal | null) => {
+      const open = openOf(symbol);
+      const price = this.#refPrices.get(symbol) ?? fallback ?? markOf(symbol);
+      return price === null
+        ? { buy: ZERO, sell: ZERO }
+        : { buy: open.buy.times(price), sell: open.sell.times(price) };
+    };
+    const noteOpenCash = (symbol: string, fallback: Decimal | null) => {
+      const before = openCash.get(symbol);
+      const value = cashOf(symbol, fallback);
+      openBuyTotal = openBuyTotal.minus(before?.buy ?? ZERO).plus(value.buy);
+      openSellTotal = openSellTotal.minus(before?.sell ?? ZERO).plus(value.sell);
+      openCash.set(symbol, value);
+    };
+    const fillCosts = this.#fillCosts();
     const grossLimited = this.#limits.max_gross_exposure !== null;
-    if (grossLimited) {
-      for (const symbol of new Set([...this.#openQty.keys(), ...this.#flyingQty.keys()])) {
-        const value = exposureOf(symbol, null);
-        if (value.isZero()) continue;
-        openGross.set(symbol, value);
-        openGrossTotal = openGrossTotal.plus(value);
-      }
+    for (const symbol of new Set([...this.#openQty.keys(), ...this.#flyingQty.keys()])) {
+      noteOpenCash(symbol, null);
+      if (!grossLimited) continue;
+      const value = exposureOf(symbol, null);
+      if (value.isZero()) continue;
+      openGross.set(symbol, value);
+      openGrossTotal = openGrossTotal.plus(value);
     }
     return prepared.map((p): Decision => {
       const signal = {
@@ -1791,6 +1815,7 @@ export class ExecutionEngine {
       }
       const open = openOf(s.symbol);
       const ownOpenGross = openGross.get(s.symbol);
+      const ownOpenCash = openCash.get(s.symbol);
       const context: RiskContext = {
         limits: this.#limits,
         position_qty: positionOf(s.symbol),
@@ -1804,6 +1829,9 @@ export class ExecutionEngine {
         last_price: priced?.price ?? null,
         realized_pnl_today: realized,
         cash,
+        open_buy_notional: openBuyTotal.minus(ownOpenCash?.buy ?? ZERO),
+        open_sell_notional: openSellTotal.minus(ownOpenCash?.sell ?? ZERO),
+        fill_costs: fillCosts,
         kill_switch: this.#kill.active,
         now,
       };
@@ -1832,6 +1860,7 @@ export class ExecutionEngine {
         extraQty.set(s.symbol, sums);
         const reference = referencePrice(s, priced?.price ?? null);
         if (reference !== null) this.#noteRefPrice(s.symbol, reference);
+        noteOpenCash(s.symbol, reference);
         if (grossLimited) {
           const value = exposureOf(s.symbol, reference);
           openGrossTotal = openGrossTotal.minus(ownOpenGross ?? ZERO).plus(value);
@@ -1844,6 +1873,22 @@ export class ExecutionEngine {
         counted: !duplicate,
       };
     });
+  }
+
+  /**
+   * The fee and slippage bound numeric_range allows for: the largest over
+   * the enabled brokers (an open order may be at any of them), each broker's
+   * own or {@linkcode DEFAULT_FILL_COST_BOUND}.
+   */
+  #fillCosts(): FillCostBound {
+    let bps = ZERO;
+    let min = ZERO;
+    for (const broker of this.#brokers.values()) {
+      const costs = broker.fillCosts ?? DEFAULT_FILL_COST_BOUND;
+      if (costs.bps.gt(bps)) bps = costs.bps;
+      if (costs.min.gt(min)) min = costs.min;
+    }
+    return { bps, min };
   }
 
   /** Remembers `price` as the symbol's reference price when it is the highest seen. */

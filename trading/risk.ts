@@ -38,12 +38,18 @@
  * - `numeric_range`: always on, whatever the limits (null included): the
  *   order's notional (`qty × reference price`), the position after it (open
  *   orders of its side counted as filled, as for `max_position`), that
- *   position's value at the reference price, and the cash after it (`cash −
- *   (position after − position) × reference price`, when the context has
- *   the cash) must each round to at most 12 integer digits — what the
- *   `NUMERIC(20,8)` columns of fills, positions and cash hold; the position
- *   tracker could not book a fill beyond them. Without a reference price only
- *   the position is checked.
+ *   position's value at the reference price, and the cash after it at both
+ *   extremes (when the context has the cash) must each round to at most 12
+ *   integer digits — what the `NUMERIC(20,8)` columns of fills, positions
+ *   and cash hold; the position tracker could not book a fill beyond them.
+ *   The cash at its lowest is every open buy filled: `cash − B − costs`,
+ *   where `B` is what the open buys of the other symbols would pay
+ *   (`open_buy_notional`) plus the order's symbol's open buys and the order
+ *   (a buy) at the reference price, and `costs` the worst fee and slippage
+ *   (`fill_costs`: `B × bps ÷ 10⁴ + min × (open orders + 1)`); at its
+ *   highest it is every open sell filled: `cash + S`, `S` likewise from
+ *   `open_sell_notional`, the symbol's open sells and the order (a sell).
+ *   Without a reference price only the position is checked.
  *
  * An order *reduces* when the position after lies between zero and the
  * position before, on the same side (a sell of 3 on a long of 5); a flip
@@ -335,6 +341,20 @@ export interface RiskContext {
    * after the order. Unchecked when omitted.
    */
   cash?: Decimal;
+  /**
+   * What the open buy orders of the other symbols (open, in flight, accepted
+   * earlier in the batch) would pay if they all filled: Σ unfilled quantity ×
+   * the highest price they can fill at. For `numeric_range`. @default {ZERO}
+   */
+  open_buy_notional?: Decimal;
+  /** What the open sell orders of the other symbols would bring in; as `open_buy_notional`. @default {ZERO} */
+  open_sell_notional?: Decimal;
+  /**
+   * The most a fill can cost beyond its notional, fee and slippage together:
+   * `bps` of the notional plus `min` per order. For `numeric_range`.
+   * @default {no costs}
+   */
+  fill_costs?: FillCostBound;
   /** Whether the kill switch is on. */
   kill_switch: boolean;
   /** Now, in ms since the epoch. */
@@ -345,6 +365,18 @@ export interface RiskContext {
    * @default {isUsEquityMarketOpen(now)}
    */
   market_clock?: UsEquityMarketClock;
+}
+
+/**
+ * The most a fill can cost beyond `qty × price` (fee and slippage), as a
+ * broker says (`Broker.fillCosts`, brokers/broker.ts): `bps` basis points of the
+ * notional plus `min` per order.
+ */
+export interface FillCostBound {
+  /** Basis points of the notional. */
+  bps: Decimal;
+  /** Least cost per order. */
+  min: Decimal;
 }
 
 /** One broken rule. */
@@ -599,10 +631,39 @@ export function checkRisk(order: ProposedOrder, context: RiskContext): RiskViola
   if (price !== null) {
     check("its value", after.times(price));
     if (context.cash !== undefined) {
-      check(
-        "cash after the order",
-        context.cash.minus(after.minus(context.position_qty).times(price)),
-      );
+      const cash = context.cash;
+      // Every open buy filled, at its worst cost; every open sell filled.
+      const buys = (context.open_buy_qty ?? ZERO).plus(order.side === "buy" ? order.qty : ZERO);
+      const sells = (context.open_sell_qty ?? ZERO).plus(order.side === "sell" ? order.qty : ZERO);
+      const otherBuys = context.open_buy_notional ?? ZERO;
+      const otherSells = context.open_sell_notional ?? ZERO;
+      const paid = otherBuys.plus(buys.times(price));
+      const costs = context.fill_costs === undefined ? ZERO : paid
+        .times(context.fill_costs.bps).dividedBy(10_000)
+        .plus(context.fill_costs.min.times(context.open_orders + 1));
+      const lowest = cash.minus(paid).minus(costs);
+      if (!fitsNumeric(lowest)) {
+        beyond.push(
+          `cash after the order ${toJson(lowest.toDecimalPlaces(DB_SCALE))} (cash ${
+            toJson(cash)
+          }, open buys and the order ${toJson(paid.minus(otherBuys))}` +
+            (otherBuys.isZero() ? "" : `, open buys of other symbols ${toJson(otherBuys)}`) +
+            (costs.isZero()
+              ? ""
+              : `, fees and slippage up to ${toJson(costs.toDecimalPlaces(DB_SCALE))}`) +
+            ")",
+        );
+      }
+      const highest = cash.plus(otherSells).plus(sells.times(price));
+      if (!fitsNumeric(highest)) {
+        beyond.push(
+          `cash after the order ${toJson(highest.toDecimalPlaces(DB_SCALE))} (cash ${
+            toJson(cash)
+          }, open sells and the order ${toJson(sells.times(price))}` +
+            (otherSells.isZero() ? "" : `, open sells of other symbols ${toJson(otherSells)}`) +
+            ")",
+        );
+      }
     }
   }
   if (beyond.length > 0) {
