@@ -6,8 +6,11 @@
  * child takes the database's instance lock (one engine per database:
  * `actors/instance_lock.ts`), whose next create or update the JetStream
  * streams and apply migrations before any other child starts, and whose last
- * child is the HTTP server. Shutdown runs the other way round: the HTTP server stops
- * accepting work, actors drain, then connections close.
+ * child is the HTTP server. The streams child (`actors/streams.ts`) stays:
+ * it creates the engine's streams again when NATS lost them (back without
+ * its JetStream store) and makes health degraded while a stream or durable
+ * consumer the engine needs is missing. Shutdown runs the other way round:
+ * the HTTP server stops accepting work, actors drain, then connections close.
  *
  * @module
  */
@@ -21,14 +24,7 @@ import { Supervisor } from "./actors/supervisor.ts";
 import { isConnected } from "./actors/actor.ts";
 import { migrationsActor, MigrationsState } from "./actors/migrations.ts";
 import { INSTANCE_LOCK_KEY_OFFSET, instanceLockActor } from "./actors/instance_lock.ts";
-import {
-  connectNats,
-  ENGINE_STREAMS,
-  ensureStreams,
-  pingNats,
-  type StreamSpec,
-  subject,
-} from "./adapters/nats.ts";
+import { connectNats, ENGINE_STREAMS, pingNats, subject } from "./adapters/nats.ts";
 import { encodeJson } from "./adapters/codec.ts";
 import { createPostgres, pingPostgres } from "./adapters/postgres.ts";
 import { createClickHouse, pingClickHouse } from "./adapters/clickhouse.ts";
@@ -39,7 +35,10 @@ import { configuredSymbols, marketSupervisor } from "./actors/market.ts";
 import { type TradingChildSpec, tradingSupervisor } from "./actors/trading.ts";
 import { type Broker, type BrokerStreamStatus, streamProblem } from "./brokers/broker.ts";
 import { tradingRoutes } from "./api/trading.ts";
-import { mdCleanStream } from "./market/md_stream.ts";
+import { DEFAULT_BATCH_WRITER_CONSUMER, mdCleanStream } from "./market/md_stream.ts";
+import { type NeededConsumer, streamsActor } from "./actors/streams.ts";
+import { DEFAULT_EXECUTION_CONSUMER, DEFAULT_SIGNALS_STREAM } from "./trading/signals_stream.ts";
+import { DEFAULT_FILLS_STREAM, DEFAULT_POSITION_TRACKER_CONSUMER } from "./trading/fills_stream.ts";
 import { MarketStatus } from "./market/status.ts";
 import { LatestCache } from "./market/latest_cache.ts";
 import { marketDataRoutes } from "./api/market_data.ts";
@@ -76,25 +75,6 @@ async function closeNats(nats: NatsConnection, drainMs: number, log: Logger): Pr
     log.warn("NATS is down: its connection is closed without draining");
   }
   await nats.close().catch(() => {});
-}
-
-/**
- * The child that creates or updates the engine's JetStream streams, once:
- * after the instance lock, so that an engine refused by it changes nothing.
- */
-function streamsChild(
-  nats: NatsConnection,
-  streams: readonly StreamSpec[],
-  log: Logger,
-): ChildSpec {
-  return {
-    name: "streams",
-    restart: "transient",
-    start() {
-      const ready = ensureStreams(nats, streams, log).then(() => {});
-      return { ready, done: ready, stats: () => ({ kind: "worker" }) };
-    },
-  };
 }
 
 /** Options for {@linkcode startEngine}. */
@@ -202,6 +182,12 @@ export async function startEngine(
       log,
     };
     const trading = tradingSupervisor({ config, nats, sql, cache, log });
+    const streams = streamsActor({
+      nats,
+      streams: engineStreams(config),
+      consumers: neededConsumers(config),
+      log,
+    });
     const health: HealthSource = {
       version: VERSION,
       startedAt,
@@ -221,6 +207,7 @@ export async function startEngine(
         ...migrationProblems(migrations),
         ...marketProblems(config, market),
         ...brokerProblems(trading.brokers),
+        ...streams.problems(),
       ],
     };
     const children: ChildSpec[] = [
@@ -230,7 +217,7 @@ export async function startEngine(
         log,
       }),
       // Only under the lock: an engine refused by it must not reconfigure the running one's.
-      streamsChild(nats, engineStreams(config), log.child({ component: "nats" })),
+      streams,
       migrationsActor({
         sql,
         clickhouse,
@@ -365,9 +352,30 @@ function featureChildren(context: EngineContext, trading: TradingChildSpec): Chi
   ];
 }
 
-/** JetStream streams the engine needs with this configuration. */
+/** JetStream streams the engine creates itself (the trading actors create theirs). */
 function engineStreams(config: Config) {
   return [...ENGINE_STREAMS, mdCleanStream(config.writer)];
+}
+
+/**
+ * The durable consumers (and so their streams) the engine needs with this
+ * configuration, each created by its actor: health is degraded while one is
+ * missing.
+ */
+function neededConsumers(config: Config): NeededConsumer[] {
+  const needed: NeededConsumer[] = [
+    { stream: DEFAULT_FILLS_STREAM, consumer: DEFAULT_POSITION_TRACKER_CONSUMER },
+  ];
+  if (config.execution.enabled) {
+    needed.push({ stream: DEFAULT_SIGNALS_STREAM, consumer: DEFAULT_EXECUTION_CONSUMER });
+  }
+  if (config.writer.enabled) {
+    needed.push({
+      stream: mdCleanStream(config.writer).name,
+      consumer: DEFAULT_BATCH_WRITER_CONSUMER,
+    });
+  }
+  return needed;
 }
 
 /**

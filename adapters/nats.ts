@@ -490,7 +490,8 @@ export async function ensureStreams(
   return results;
 }
 
-function isStreamNotFound(error: unknown): boolean {
+/** Whether `error` is JetStream's answer that the stream does not exist. */
+export function isStreamNotFound(error: unknown): boolean {
   return error instanceof Error &&
     (error.name === "StreamNotFoundError" || /stream not found/i.test(error.message));
 }
@@ -583,7 +584,8 @@ export async function ensureConsumer(
   }
 }
 
-function isConsumerNotFound(error: unknown): boolean {
+/** Whether `error` is JetStream's answer that the durable consumer does not exist. */
+export function isConsumerNotFound(error: unknown): boolean {
   return error instanceof Error &&
     (error.name === "ConsumerNotFoundError" || /consumer not found/i.test(error.message));
 }

@@ -10,6 +10,7 @@
  */
 
 import assert from "node:assert/strict";
+import postgres from "postgres";
 import { connect } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
@@ -17,7 +18,11 @@ import { type Config, loadConfig } from "../config/mod.ts";
 import { startRoot } from "../actors/supervisor.ts";
 import { tradingSupervisor } from "../actors/trading.ts";
 import { memoryLogger } from "../lib/log.ts";
+import { streamsActor } from "../actors/streams.ts";
+import { ENGINE_STREAMS } from "../adapters/nats.ts";
+import { encodeJson } from "../adapters/codec.ts";
 import { btcUsdtTop, primedCache } from "./_execution_engine.ts";
+import { freshDatabase, startEngineProcess, waitForJson } from "./_engine_process.ts";
 import { freePort, type NatsServer, startNatsServer } from "./_nats_server.ts";
 import { migratedDatabase } from "./_postgres.ts";
 import { deadline, waitFor } from "./_helpers.ts";
@@ -214,4 +219,143 @@ Deno.test("a NATS outage on its store restarts neither the execution actor nor t
     await server.stop();
     await Deno.remove(storeDir, { recursive: true }).catch(() => {});
   }
+});
+
+Deno.test("after NATS comes back without its store, the streams actor creates ENGINE_EVENTS again and reports the missing SIGNALS and consumer until they are there", async () => {
+  const port = freePort();
+  let server: NatsServer = await startNatsServer({ port });
+  const nats = await connectFast(server.url);
+  const streams = streamsActor({
+    nats,
+    streams: ENGINE_STREAMS,
+    consumers: [{ stream: "SIGNALS", consumer: "execution" }],
+    recheck_ms: 50,
+  });
+  const root = await startRoot({ name: "root" }, [streams]);
+  const nc = await connectFast(server.url);
+  try {
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.info("ENGINE_EVENTS"); // created at start
+    await server.stop();
+    server = await startNatsServer({ port });
+    await waitFor(
+      () => streams.problems().includes("JetStream stream SIGNALS is missing"),
+      15_000,
+      "the missing SIGNALS reported once NATS is back",
+    );
+    await waitFor(
+      async () => {
+        try {
+          return (await jsm.streams.info("ENGINE_EVENTS")).config.name === "ENGINE_EVENTS";
+        } catch {
+          return false;
+        }
+      },
+      15_000,
+      "ENGINE_EVENTS created again",
+    );
+    await jsm.streams.add({ name: "SIGNALS", subjects: ["signals.>"] });
+    await waitFor(
+      () =>
+        streams.problems().includes("JetStream consumer execution of stream SIGNALS is missing"),
+      5_000,
+      "the missing consumer reported",
+    );
+    await jsm.consumers.add("SIGNALS", { durable_name: "execution", ack_policy: "explicit" });
+    await waitFor(() => streams.problems().length === 0, 5_000, "no problem once all is there");
+    assert.equal(root.inspect().find((r) => r.name === "root/streams")?.restarts, 0);
+  } finally {
+    await deadline(root.stop(), 10_000, "streams stop");
+    await nc.close();
+    await nats.close();
+    await server.stop();
+  }
+});
+
+Deno.test({
+  name:
+    "an engine on a NATS back with an empty store creates its streams and consumers again: signals are taken, health is ok only then",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const natsPort = freePort();
+    let nats = await startNatsServer({ port: natsPort });
+    const db = await freshDatabase();
+    const chDb = `tw_nsl_${crypto.randomUUID().replaceAll("-", "").slice(0, 10)}`;
+    try {
+      await using engine = await startEngineProcess(
+        { NATS_URL: nats.url, TRADEWIRE_CLICKHOUSE__DATABASE: chDb },
+        [],
+        { databaseUrl: db.url },
+      );
+      await waitForJson(engine, "/api/health/detailed", (b) => b.status === "ok", 90_000);
+      await nats.stop(); // its temporary store is removed with it
+      await waitForJson(engine, "/api/health/detailed", (b) => b.status === "down", 30_000);
+      nats = await startNatsServer({ port: natsPort }); // same port, empty store
+      const nc = await connect({ servers: nats.url });
+      try {
+        const jsm = await jetstreamManager(nc);
+        const everything = async () => {
+          const names: string[] = [];
+          for await (const s of jsm.streams.list()) names.push(s.config.name);
+          const consumers = await Promise.all([
+            hasConsumer(nc, "SIGNALS", "execution"),
+            hasConsumer(nc, "FILLS", "position_tracker"),
+            hasConsumer(nc, "MD_CLEAN", "batch_writer"),
+          ]);
+          return { streams: names.sort(), consumers };
+        };
+        // Whenever health says ok, what it needs is there.
+        const seen: unknown[] = [];
+        await waitFor(
+          async () => {
+            const health = await (await engine.get("/api/health/detailed")).json();
+            if (health.status !== "ok") return false;
+            const found = await everything();
+            seen.push(found);
+            return true;
+          },
+          60_000,
+          "health ok again",
+        ).catch(() => {});
+        const found = await everything();
+        assert.deepEqual(
+          found,
+          {
+            streams: ["ENGINE_EVENTS", "FILLS", "MD_CLEAN", "SIGNALS"],
+            consumers: [true, true, true],
+          },
+          `streams and consumers a minute after NATS came back; when health said ok: ${
+            JSON.stringify(seen)
+          }`,
+        );
+        assert.deepEqual(seen[0], found, "health said ok before everything was there");
+        await jetstream(nc).publish(
+          "signals.nsl",
+          encodeJson({ id: "nsl-after", symbol: "BTC-USDT", side: "buy", qty: "0.01" }),
+        );
+        const sql = postgres(db.url, { max: 1, onnotice: () => {} });
+        try {
+          await waitFor(
+            async () =>
+              (await sql`select 1 from signals where client_signal_id = 'nsl-after'`).length === 1,
+            15_000,
+            "the signal sent after NATS came back stored",
+          );
+        } finally {
+          await sql.end();
+        }
+      } finally {
+        await nc.close();
+      }
+      assert.equal(await engine.kill("SIGTERM"), 0);
+    } finally {
+      await nats.stop();
+      await db.drop();
+      await fetch(
+        `http://127.0.0.1:8123/?query=${encodeURIComponent(`DROP DATABASE IF EXISTS ${chDb}`)}`,
+        { method: "POST" },
+      ).then((r) => r.body?.cancel()).catch(() => {});
+    }
+  },
 });
