@@ -475,7 +475,8 @@ const ACCEPTED_EVENTS = new Set(["new", "accepted", "pending_new"]);
  * `previousAvgPrice` × `previousFilledQty` (0 when `previousFilledQty` is
  * null: all of the order's executions, at its filled_avg_price; the event's
  * price when `previousAvgPrice` is not given). Every fill carries the
- * order's cumulative `filled_qty` as `cum_qty`, and `canceled` / `replaced` /
+ * order's cumulative `filled_qty` as `cum_qty` (and its `filled_avg_price`
+ * as `cum_avg_price`), and `canceled` / `replaced` /
  * `expired` / `rejected` carry it as `filled_qty` with `filled_avg_price`
  * (fills made while nobody listened are then not lost). Times come from
  * `timestamp`, else the order's `updated_at`, else `nowMs`. Throws a
@@ -522,7 +523,11 @@ export function tradeUpdateEvent(
         ? executionId
         : `${order.id}:${toJson(order.filled_qty)}`;
       // The order's cumulative quantity, when Alpaca sent it (it always does): at least this fill.
-      const cumulative = order.filled_qty.gte(qty) ? { cum_qty: order.filled_qty } : {};
+      const cumulative = !order.filled_qty.gte(qty)
+        ? {}
+        : order.filled_avg_price === null
+        ? { cum_qty: order.filled_qty }
+        : { cum_qty: order.filled_qty, cum_avg_price: order.filled_avg_price };
       const derived = given === null ? { qty_derived: true } : {};
       return {
         type: "fill",
@@ -567,7 +572,8 @@ export interface AlpacaFilled {
  * `price` − `previous` value) ÷ their quantity, rounded to 8 decimals
  * (`avgPrice` itself when that is not positive); null without `avgPrice`
  * or `previous`'s average. Marked `qty_derived` with that cumulative
- * quantity as `cum_qty` (the engine counts what its fills do not), id
+ * quantity as `cum_qty` and the average there as `cum_avg_price` (the
+ * engine counts what its fills do not, priced from them), id
  * `<order id>:<that cumulative quantity>` as a qty-less update at that point
  * would be.
  */
@@ -583,9 +589,11 @@ export function fillMissedBefore(
   if (!qty.gt(0)) return null;
   const fromValue = previous === null ? ZERO : previous.filled_avg_price?.times(from) ?? null;
   if (fromValue === null) return null;
-  const value = avgPrice.times(fill.cum_qty).minus(fill.qty.times(fill.price)).minus(fromValue);
-  const price = averagePrice(value, qty) ?? averagePrice(avgPrice, ONE);
+  const valueTo = avgPrice.times(fill.cum_qty).minus(fill.qty.times(fill.price));
+  const price = averagePrice(valueTo.minus(fromValue), qty) ?? averagePrice(avgPrice, ONE);
   if (price === null) return null;
+  // The average at `to`, unrounded: what the engine prices a part of this fill from.
+  const toAvg = valueTo.dividedBy(to);
   return {
     type: "fill",
     client_order_id: fill.client_order_id,
@@ -595,6 +603,7 @@ export function fillMissedBefore(
     price,
     fee: ZERO,
     cum_qty: to,
+    ...(toAvg.gt(0) ? { cum_avg_price: toAvg } : {}),
     qty_derived: true,
     at_ms: fill.at_ms,
   };

@@ -82,6 +82,14 @@ export type BrokerEvent =
      */
     cum_qty?: Decimal;
     /**
+     * The average price of `cum_qty`, when the broker says (Alpaca's
+     * `filled_avg_price`): a derived fill (`qty_derived`) the engine records
+     * for a quantity other than `qty` — part of it counted already by a
+     * reconciliation — is priced from it, so that the order's average stays
+     * the broker's.
+     */
+    cum_avg_price?: Decimal;
+    /**
      * True when the broker did not say this execution's quantity (Alpaca's
      * documented `partial_fill` has none): `qty` is the adapter's guess from
      * the cumulative quantity it saw before, which it may not know (a

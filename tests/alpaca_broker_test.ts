@@ -249,6 +249,7 @@ Deno.test("alpaca fixture fill event becomes one fill of the execution's qty and
     price: parseDecimal("105.8988475"),
     fee: parseDecimal("0"),
     cum_qty: parseDecimal("1790.86"),
+    cum_avg_price: parseDecimal("105.8988475"),
     at_ms: Date.parse("2022-04-19T17:45:05.024Z"),
   });
 });

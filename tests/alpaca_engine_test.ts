@@ -14,6 +14,7 @@ import { getOrder, listFills, listUnresolvedAlerts, type Order } from "../db/mod
 import { nullLogger } from "../lib/log.ts";
 import { LatestCache } from "../market/latest_cache.ts";
 import { ExecutionEngine } from "../trading/execution.ts";
+import { toDb } from "../trading/money.ts";
 import { PortfolioState } from "../trading/portfolio_state.ts";
 import { startEngineProcess, waitForJson } from "./_engine_process.ts";
 import { noRiskLimits, waitFor } from "./_helpers.ts";
@@ -678,4 +679,91 @@ Deno.test("alpaca engine: a signal batch waits at most market_clock_wait_ms for 
   const [crypto] = await r.engine.processSignals([signal("clock-btc-only", "BTC-USD")]);
   assert.equal(crypto?.status, "accepted", JSON.stringify(crypto));
   assert.ok(performance.now() - started < 450);
+});
+
+Deno.test("alpaca engine: a partial_fill without an event qty, part of it counted by a reconnect's reconciliation, prices the rest so the order's average is Alpaca's", async () => {
+  await using r = await rig();
+  const order = await restingBuy(r, "qtyless-after-catchup");
+  r.fake.fillOrder(order.client_order_id, "2", "49"); // seen by the adapter: 2 @ 49
+  await waitForOrder(r.sql, order.id, (o) => o.filled_qty === "2.00000000");
+  // A first gap: 1 @ 50.5 and 1 @ 51.25 missed; the reconnect's reconciliation counts them.
+  await cutStream(r);
+  r.fake.fillOrder(order.client_order_id, "1", "50.5");
+  r.fake.fillOrder(order.client_order_id, "1", "51.25");
+  await restoreStream(r);
+  await waitForOrder(r.sql, order.id, (o) => o.filled_qty === "4.00000000");
+  await waitFor(() => r.lookups.inFlight === 0, 5_000, "the lookup answered");
+  await r.engine.idle();
+  // A second gap: 2 @ 52 executes; its update arrives without qty once the stream is back.
+  await cutStream(r);
+  r.fake.fillOrder(order.client_order_id, "2", "52");
+  const fakeOrder = r.fake.order(order.client_order_id)!;
+  assert.equal(fakeOrder.filled_qty.toString(), "6");
+  assert.equal(fakeOrder.filled_avg_price!.toString(), "50.625"); // (98 + 50.5 + 51.25 + 104) / 6
+  r.holdLookups();
+  await restoreStream(r);
+  r.fake.sendRaw(qtylessPartialFill(r, order.client_order_id, {
+    execution_id: "exec-after-catchup",
+    price: "52",
+    filled_qty: "6",
+    filled_avg_price: "50.625",
+  }));
+  await waitForOrder(r.sql, order.id, (o) => o.filled_qty === "6.00000000");
+  r.releaseLookups();
+  await waitFor(() => r.lookups.inFlight === 0, 5_000, "the lookup answered");
+  await r.engine.idle();
+  const fills = await fillsOf(r.sql, order.id);
+  const stored = await getOrder(r.sql, order.id);
+  const shown = JSON.stringify(fills.map((f) => [f.broker_fill_id, f.qty, f.price]));
+  assert.equal(stored.avg_fill_price, "50.62500000", `Alpaca's filled_avg_price; fills ${shown}`);
+  // The 2 the reconciliation did not count: Alpaca's 6 × 50.625 less the 4 counted (199.75), ÷ 2
+  // = 52 — not the adapter's average of the 4 it thought new (51.4375).
+  const last = fills.at(-1)!;
+  assert.deepEqual([last.broker_fill_id, last.qty, last.price], [
+    "exec-after-catchup",
+    "2.00000000",
+    "52.00000000",
+  ], shown);
+});
+
+Deno.test("alpaca engine: executions missed before a fill, part of them counted by a reconnect's reconciliation, are priced so the order's average is Alpaca's", async () => {
+  await using r = await rig();
+  const order = await restingBuy(r, "missed-after-catchup");
+  r.fake.fillOrder(order.client_order_id, "2", "49"); // seen by the adapter: 2 @ 49
+  await waitForOrder(r.sql, order.id, (o) => o.filled_qty === "2.00000000");
+  // A first gap: 1 @ 50.5 and 1 @ 51.25 missed; the reconnect's reconciliation counts them.
+  await cutStream(r);
+  r.fake.fillOrder(order.client_order_id, "1", "50.5");
+  r.fake.fillOrder(order.client_order_id, "1", "51.25");
+  await restoreStream(r);
+  await waitForOrder(r.sql, order.id, (o) => o.filled_qty === "4.00000000");
+  await waitFor(() => r.lookups.inFlight === 0, 5_000, "the lookup answered");
+  await r.engine.idle();
+  // A second gap: 2 @ 52 missed; the next execution's update (1 @ 53, its own qty) shows them.
+  await cutStream(r);
+  r.fake.fillOrder(order.client_order_id, "2", "52");
+  r.holdLookups();
+  await restoreStream(r);
+  r.fake.fillOrder(order.client_order_id, "1", "53");
+  const fakeOrder = r.fake.order(order.client_order_id)!;
+  assert.equal(fakeOrder.filled_qty.toString(), "7");
+  await waitForOrder(r.sql, order.id, (o) => o.filled_qty === "7.00000000");
+  r.releaseLookups();
+  await waitFor(() => r.lookups.inFlight === 0, 5_000, "the lookup answered");
+  await r.engine.idle();
+  const fills = await fillsOf(r.sql, order.id);
+  const shown = JSON.stringify(fills.map((f) => [f.broker_fill_id, f.qty, f.price]));
+  const stored = await getOrder(r.sql, order.id);
+  // (98 + 50.5 + 51.25 + 104 + 53) / 7
+  assert.equal(
+    stored.avg_fill_price,
+    toDb(fakeOrder.filled_avg_price!),
+    `Alpaca's filled_avg_price; fills ${shown}`,
+  );
+  // The adapter's fill for the 4 it missed is trimmed to the 2 not counted, at 52 — not at the
+  // adapter's average of the 4 (51.4375).
+  assert.deepEqual(fills.map((f) => [f.qty, f.price]).slice(-2), [
+    ["2.00000000", "52.00000000"],
+    ["1.00000000", "53.00000000"],
+  ], shown);
 });

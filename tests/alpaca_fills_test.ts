@@ -97,3 +97,32 @@ Deno.test("alpaca fill whose filled_qty shows executions the stream missed is pr
   assert.ok(derived?.type === "fill");
   assert.equal(fillMissedBefore(derived, parseDecimal("50.5"), previous), null);
 });
+
+Deno.test("alpaca fills carry the order's average over their cumulative quantity for the engine to price a part from", () => {
+  // A derived fill: Alpaca's filled_avg_price over filled_qty.
+  const derived = tradeUpdateEvent(
+    partialFill("6", "50.5"),
+    parseDecimal("2"),
+    0,
+    parseDecimal("49"),
+  );
+  assert.ok(derived?.type === "fill");
+  assert.equal(`${toJson(derived.cum_qty!)} @ ${toJson(derived.cum_avg_price!)}`, "6 @ 50.5");
+  // The executions missed before a fill: the average at their cumulative quantity, (303 − 52) / 5.
+  const fill = tradeUpdateEvent(partialFill("6", "50.5", { qty: "1" }), parseDecimal("2"), 0);
+  assert.ok(fill?.type === "fill");
+  const previous = { filled_qty: parseDecimal("2"), filled_avg_price: parseDecimal("49") };
+  const missed = fillMissedBefore(fill, parseDecimal("50.5"), previous);
+  assert.equal(`${toJson(missed!.cum_qty!)} @ ${toJson(missed!.cum_avg_price!)}`, "5 @ 50.2");
+  // Without an average from Alpaca there is none.
+  const bare = tradeUpdateEvent(
+    {
+      ...partialFill("6", "50.5", { qty: "1" }),
+      order: { ...partialFill("6", "50.5").order, filled_avg_price: null },
+    },
+    null,
+    0,
+  );
+  assert.ok(bare?.type === "fill");
+  assert.equal(bare.cum_avg_price, undefined);
+});

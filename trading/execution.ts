@@ -4078,20 +4078,29 @@ function counted(row: Order, notional?: Decimal): { filled: Decimal; value: Deci
 
 /**
  * The price of `qty`, the part of a fill whose quantity the broker did not
- * say (`qty_derived`) that the order's fills (`counted`) do not count yet.
- * A derived fill stands for all of the executions since the broker's
- * adapter last saw the order, at their average price; when it saw none
- * (`qty` is the whole `cum_qty`, as after a restart) its value is the
- * order's, and the part not counted is priced so that the order's average
- * becomes the broker's — (qty × price − counted value) ÷ `qty`, rounded to
- * the stored scale (the fill's price when that is not positive). Otherwise
- * the fill's price.
+ * say (`qty_derived`) that the order's fills (`counted`) do not count yet —
+ * a count other than the adapter's (a reconciliation counted part of it).
+ * With the broker's average over `cum_qty` (`cum_avg_price`) the part is
+ * priced so that the order's average becomes the broker's: (`cum_qty` ×
+ * `cum_avg_price` − counted value) ÷ `qty`, rounded to the stored scale.
+ * Without it: a derived fill stands for all of the executions since the
+ * broker's adapter last saw the order, at their average price; when it saw
+ * none (`qty` is the whole `cum_qty`, as after a restart) its value is the
+ * order's, and the part is priced the same way from it — (qty × price −
+ * counted value) ÷ `qty`. Otherwise (or when either is not positive) the
+ * fill's price.
  */
 function derivedPrice(
   fill: FillEvent,
   qty: Decimal,
   counted: { filled: Decimal; value: Decimal },
 ): Decimal {
+  if (fill.cum_qty !== undefined && fill.cum_avg_price !== undefined) {
+    // The broker's average over cum_qty: the part not counted makes the order's average its.
+    const value = fill.cum_qty.times(fill.cum_avg_price).minus(counted.value);
+    const price = parseDecimal(toDb(value.dividedBy(qty)));
+    if (price.gt(0)) return price;
+  }
   if (fill.cum_qty === undefined || !fill.qty.eq(fill.cum_qty) || counted.filled.isZero()) {
     return fill.price;
   }
