@@ -476,6 +476,9 @@ async function consumeLoop(
     // Stream sequences of messages that failed alone max_signal_attempts times, with the error:
     // handed in once more to be recorded as rejected (processing_failed), not processed.
     const failedFor = new Map<number, string>();
+    // How often each message failed alone, not for want of the database: its own failures. (Its
+    // delivery count also counts deliveries that failed for the database or in a batch.)
+    const ownFailures = new Map<number, number>();
     const maxAttempts = deps.config.execution.max_signal_attempts;
     while (!signal.aborted && !stopping) {
       if (buffer.length === 0) {
@@ -536,6 +539,7 @@ async function consumeLoop(
           msg.ack();
           alone.delete(msg.seq);
           failedFor.delete(msg.seq);
+          ownFailures.delete(msg.seq);
         }
         counters.acked += batch.length;
       }, (error) => {
@@ -555,15 +559,20 @@ async function consumeLoop(
           return;
         }
         const only = batch.length === 1 ? batch[0]! : null;
+        const own = only === null || stop || databaseDown
+          ? 0
+          : (ownFailures.get(only.seq) ?? 0) + 1;
+        if (only !== null && own > 0) ownFailures.set(only.seq, own);
         if (
-          !stop && !databaseDown && only !== null && maxAttempts > 0 &&
-          !failedFor.has(only.seq) && only.info.deliveryCount >= maxAttempts
+          only !== null && own > 0 && maxAttempts > 0 && !failedFor.has(only.seq) &&
+          own >= maxAttempts
         ) {
           // It failed alone every time: once more, to be recorded as rejected and acknowledged.
-          const failure = `signal could not be processed in ${only.info.deliveryCount} attempts: ${
-            errorText(error).slice(0, MAX_FAILURE_TEXT)
-          }`;
+          const failure = storableFailure(
+            `signal could not be processed in ${own} attempts: ${errorText(error)}`,
+          );
           failedFor.set(only.seq, failure);
+          ownFailures.delete(only.seq);
           only.nak();
           log.error("a signal failed every attempt; it is recorded as rejected", {
             seq: only.seq,
@@ -611,17 +620,28 @@ async function consumeLoop(
   }
 }
 
-/**
- * Whether a failed batch failed for want of the database (unreachable, too
- * slow, or a serialization conflict): every batch would fail alike for a while.
- */
-/** Longest error text kept in a `processing_failed` reason. */
-const MAX_FAILURE_TEXT = 300;
+/** Longest text of a `processing_failed` reason, in UTF-16 code units. */
+const MAX_FAILURE_TEXT = 400;
 
 function errorText(error: unknown): string {
   return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
 }
 
+/**
+ * `text` as a `processing_failed` reason PostgreSQL's jsonb can store: at
+ * most {@linkcode MAX_FAILURE_TEXT} long, cut on a code point, U+0000 written
+ * `\u0000` and unpaired surrogates replaced — or the message that is the
+ * point of it would fail to store on every attempt.
+ */
+function storableFailure(text: string): string {
+  const cut = text.length > MAX_FAILURE_TEXT ? `${text.slice(0, MAX_FAILURE_TEXT - 1)}…` : text;
+  return cut.replaceAll("\u0000", "\\u0000").toWellFormed();
+}
+
+/**
+ * Whether a failed batch failed for want of the database (unreachable, too
+ * slow, or a serialization conflict): every batch would fail alike for a while.
+ */
 function isDatabaseUnavailable(error: unknown): boolean {
   return error instanceof DbConnectionError || error instanceof DbTimeoutError ||
     error instanceof SerializationError;

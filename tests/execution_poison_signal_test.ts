@@ -20,6 +20,7 @@ import { startRoot } from "../actors/supervisor.ts";
 import { tradingSupervisor } from "../actors/trading.ts";
 import { loadConfig } from "../config/mod.ts";
 import { listSignals, listUnresolvedAlerts } from "../db/mod.ts";
+import { DbConnectionError } from "../db/errors.ts";
 import { nullLogger } from "../lib/log.ts";
 import { ExecutionEngine, type SignalBatch, type SignalInput } from "../trading/execution.ts";
 import { MAX_SIGNAL_BODY_DEPTH } from "../trading/signal.ts";
@@ -89,36 +90,48 @@ Deno.test("a deeply nested signal on NATS does not hold back the valid signals p
   }
 });
 
+/** What the poisoned engine does with a batch holding the poison: the error it fails with, or null to take it. */
+type Poison = (attempt: number) => Error | null;
+
+const STACK_OVERFLOW: Poison = () => new RangeError("Maximum call stack size exceeded");
+
 /**
- * An engine for which every batch holding the signal with `id` "poison" fails — unless it is
- * handed in as a `failure`, to be recorded as rejected.
+ * An engine for which every batch holding the signal with `id` "poison" fails as `poison` says —
+ * unless it is handed in as a `failure`, to be recorded as rejected.
  */
-class PoisonedEngine extends ExecutionEngine {
-  /** Batches holding the poison handed in (and failed). */
-  handedIn = 0;
-  override enqueueSignals(items: readonly SignalInput[]): SignalBatch {
-    const poisoned = items.some((item) =>
-      item.failure === undefined && (item.body as { id?: unknown } | null)?.id === "poison"
-    );
-    if (!poisoned) return super.enqueueSignals(items);
-    this.handedIn++;
-    const failed = Promise.reject(new RangeError("Maximum call stack size exceeded"));
-    failed.catch(() => {});
-    return { decided: failed, outcomes: failed };
-  }
+function poisonedEngine(poison: Poison) {
+  return class PoisonedEngine extends ExecutionEngine {
+    /** Batches holding the poison handed in (and failed). */
+    handedIn = 0;
+    override enqueueSignals(items: readonly SignalInput[]): SignalBatch {
+      const poisoned = items.some((item) =>
+        item.failure === undefined && (item.body as { id?: unknown } | null)?.id === "poison"
+      );
+      const error = poisoned ? poison(this.handedIn + 1) : null;
+      if (error === null) return super.enqueueSignals(items);
+      this.handedIn++;
+      const failed = Promise.reject(error);
+      failed.catch(() => {});
+      return { decided: failed, outcomes: failed };
+    }
+  };
 }
 
 /**
- * A private NATS server, a PoisonedEngine on a scratch database and its execution actor, with
+ * A private NATS server, a poisoned engine on a scratch database and its execution actor, with
  * `ids` queued before the consumer starts (so that they are pulled and handed in as one batch).
  */
-async function poisonedActor(ids: readonly string[], maxSignalAttempts: number) {
+async function poisonedActor(
+  ids: readonly string[],
+  maxSignalAttempts: number,
+  poison: Poison = STACK_OVERFLOW,
+) {
   const server = await startNatsServer();
   const published: Array<{ subject: string; data: unknown }> = [];
   const h = await scratchEngine({
     maxPriceAgeMs: 60_000,
     askPrice: "50002",
-    engine: PoisonedEngine,
+    engine: poisonedEngine(poison),
     publish: (subject, data) => published.push({ subject, data }),
   });
   const execution = { ...h.config.execution, max_signal_attempts: maxSignalAttempts };
@@ -193,8 +206,9 @@ Deno.test("a signal failing every attempt alone is recorded as rejected (process
     message:
       "signal could not be processed in 3 attempts: RangeError: Maximum call stack size exceeded",
   }]);
-  // Three deliveries processed and failed (one in its batch, two alone); the fourth recorded it.
-  assert.equal(t.engine.handedIn, 3);
+  // Failed once in its batch (not counted: maybe not its fault), then three times alone; the next
+  // delivery recorded it.
+  assert.equal(t.engine.handedIn, 4);
   assert.deepEqual(await t.recorded("accepted"), ["ok-1", "ok-2"]);
   // Its reject event, and a critical alert naming it.
   const event = t.published.find((p) => p.subject === "signals.rejected");
@@ -217,6 +231,43 @@ Deno.test("a signal failing every attempt alone is recorded as rejected (process
     5_000,
     "every signal acknowledged",
   );
-  assert.equal(t.engine.handedIn, 3);
+  assert.equal(t.engine.handedIn, 4);
   assert.equal((await t.signals("rejected")).length, 1);
+});
+
+Deno.test("deliveries that failed for want of the database do not count as a signal's own failed attempts", async () => {
+  // Three batches fail for the database, then one alone for an error of its own; then it goes.
+  await using t = await poisonedActor(
+    ["poison"],
+    3,
+    (attempt) =>
+      attempt <= 3
+        ? new DbConnectionError("connection refused (database down)")
+        : attempt === 4
+        ? new Error("one transient failure")
+        : null,
+  );
+  await waitFor(async () => (await t.recorded()).length === 1, 20_000, "the signal recorded");
+  assert.deepEqual(await t.recorded("accepted"), ["poison"]);
+  assert.equal(t.engine.handedIn, 4);
+});
+
+Deno.test("a processing_failed reason is stored whatever the error's text: U+0000, or a surrogate pair at the cut", async () => {
+  const prefix = "signal could not be processed in 2 attempts: Error: ";
+  for (
+    const message of [
+      "[DecimalError] Invalid argument: 0.1\u0000",
+      // The high half of the emoji is the last code unit kept at the cut.
+      `${"x".repeat(398 - prefix.length)}🚀 tail`,
+    ]
+  ) {
+    await using t = await poisonedActor(["poison"], 2, () => new Error(message));
+    await waitFor(async () => (await t.signals("rejected")).length === 1, 20_000, "recorded");
+    const [reason] = (await t.signals("rejected"))[0]!.reasons as Array<
+      { rule: string; message: string }
+    >;
+    assert.equal(reason!.rule, "processing_failed");
+    assert.ok(reason!.message.startsWith(prefix), reason!.message);
+    assert.ok(reason!.message.length <= 400, String(reason!.message.length));
+  }
 });
