@@ -20,6 +20,7 @@ import { fileURLToPath } from "node:url";
 import { isMap, isNode, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
 import type { z } from "zod";
 import { isSecretName, REDACTED, redactSecrets, redactUrl } from "../lib/redact.ts";
+import { Decimal } from "../trading/money.ts";
 import { type Config, configSchema } from "./schema.ts";
 
 /** Absolute path of `config/default.yaml`, the lowest layer. */
@@ -563,6 +564,14 @@ function keysAt(path: Path): string[] {
 
 const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
+/** Whether `schema` (under wrappers and pipes, through unions) takes values of `type`. */
+function accepts(schema: z.ZodType, type: string): boolean {
+  const def = defOf(unwrap(schema));
+  if (def.type === type) return true;
+  const options = def.type === "union" ? (def as { options?: z.ZodType[] }).options ?? [] : [];
+  return options.some((option) => accepts(option, type));
+}
+
 /**
  * Turns an env/flag string into what the schema expects: numbers, `true`/`false`,
  * comma-separated lists. Strings stay strings; a value that does not fit is left
@@ -579,12 +588,14 @@ function coerce(value: string, schema: z.ZodType | undefined): unknown {
       return lower === "true" ? true : lower === "false" ? false : value;
     }
     case "union": {
-      // e.g. a limit that is a number or null: "null" means null, a number-shaped value the number.
-      const options = (def as { options?: z.ZodType[] }).options ?? [];
-      const types = options.map((option) => defOf(unwrap(option)).type);
-      if (value.trim() === "null" && types.includes("null")) return null;
-      if (types.includes("number") && NUMBER.test(value.trim())) return Number(value.trim());
-      return value;
+      // e.g. a limit that is a decimal or null: "null" means null; a number-shaped value is the
+      // number — or, where the key also takes text (a decimal, kept as its text), its exact
+      // decimal text: "10000000.12345678" stays whole, "1e6" is "1000000", never a float.
+      const text = value.trim();
+      if (text === "null" && accepts(schema, "null")) return null;
+      if (!NUMBER.test(text)) return value;
+      if (accepts(schema, "string")) return new Decimal(text).toFixed();
+      return accepts(schema, "number") ? Number(text) : value;
     }
     case "array": {
       const element = def.element ? unwrap(def.element) : undefined;

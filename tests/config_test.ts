@@ -845,6 +845,21 @@ Deno.test("risk.max_open_orders beyond what NUMERIC(20,8) holds, and a 100% pape
   assert.equal(config.risk.max_open_orders, 999_999_999_999);
 });
 
+Deno.test("a decimal key from the environment or a flag keeps its exact text: 16 digits stay whole, 1e6 is 1000000", async () => {
+  const cash = "10000000.12345678"; // 16 significant digits, within NUMERIC(20,8)
+  const fromEnv = await load({ env: { TRADEWIRE_PORTFOLIO__STARTING_CASH: cash } });
+  assert.equal(fromEnv.portfolio.starting_cash, cash);
+  const fromFlag = await load({ args: [`--portfolio.starting_cash=${cash}`] });
+  assert.equal(fromFlag.portfolio.starting_cash, cash);
+  const exponent = await load({
+    env: { TRADEWIRE_PORTFOLIO__STARTING_CASH: "1e6", TRADEWIRE_RISK__MAX_ORDER_NOTIONAL: "1e6" },
+  });
+  assert.equal(exponent.portfolio.starting_cash, "1000000");
+  assert.equal(exponent.risk.max_order_notional, "1000000");
+  const limit = await load({ args: ["--risk.max_order_qty=123456789012.12345678"] });
+  assert.equal(limit.risk.max_order_qty, "123456789012.12345678");
+});
+
 Deno.test("production refuses a malformed api key hash", async () => {
   const error = await loadError({
     args: [...PRODUCTION_OK, "--http.api_key_hashes=not-a-hash"],
