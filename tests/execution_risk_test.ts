@@ -328,3 +328,49 @@ Deno.test("numeric_range allows for the paper broker's commission and slippage i
   const taken = await free.decide({ id: "big", symbol: "ETH-USDT", side: "buy", qty: "333200000" });
   assert.equal(taken?.status, "accepted", JSON.stringify(taken));
 });
+
+Deno.test("numeric_range counts a buy of the same symbol resting at a higher limit at that limit, not at the new order's", async () => {
+  const clock = new SetClock(Date.now());
+  const cache = new LatestCache({ clock });
+  cache.update([top("binance", "BTC-USDT", clock.now(), "59999", "60000")]);
+  await using t = await startedEngine({ clock, cache, risk: noRiskLimits });
+  // 18,000,000 × 50,000 = 9e11, resting below the ask.
+  const resting = await t.decide({
+    id: "resting",
+    symbol: "BTC-USDT",
+    side: "buy",
+    qty: "18000000",
+    type: "limit",
+    limit_price: "50000",
+    time_in_force: "gtc",
+  });
+  assert.equal(resting?.status, "accepted", JSON.stringify(resting));
+  await t.engine.idle();
+  // 6,000,000 × 20,000 = 1.2e11 more: both filled, cash 100,000 − 9e11 − 1.2e11 ≈ −1.02e12, 13
+  // digits. Valued at 20,000, the resting 18,000,000 would be 3.6e11 and the cash −4.8e11.
+  const second = await t.decide({
+    id: "second",
+    symbol: "BTC-USDT",
+    side: "buy",
+    qty: "6000000",
+    type: "limit",
+    limit_price: "20000",
+    time_in_force: "gtc",
+  });
+  assert.deepEqual(rulesOf(second), ["numeric_range"], JSON.stringify(second));
+  assert.match(
+    messageOf(second),
+    /cash after the order -1019999900000 \(cash 100000, the order 120000000000 \(qty 6000000 × 20000\), open buys of BTC-USDT 900000000000\)/,
+  );
+  // A small one still fits.
+  const small = await t.decide({
+    id: "small",
+    symbol: "BTC-USDT",
+    side: "buy",
+    qty: "1",
+    type: "limit",
+    limit_price: "20000",
+    time_in_force: "gtc",
+  });
+  assert.equal(small?.status, "accepted", JSON.stringify(small));
+});

@@ -439,14 +439,45 @@ Deno.test("numeric_range's cash after counts the open orders of every symbol and
   assert.deepEqual(both.map((v) => v.rule), ["numeric_range"]);
   assert.match(
     both[0]!.message,
-    /cash after the order -1000000000000 \(cash 100000, open buys and the order 500000100000, open buys of other symbols 500000000000\)/,
+    /cash after the order -1000000000000 \(cash 100000, the order 500000100000 \(qty 500000100 × 1000\), open buys of other symbols 500000000000\)/,
   );
-  // The symbol's own open buys count too, at the order's reference price.
+  // The symbol's own open buys count too: by default at the order's reference price.
   assert.deepEqual(
     rules(buy("100", { symbol: "AAPL" }), { ...ctx, open_buy_qty: d("500000000") }),
     [
       "numeric_range",
     ],
+  );
+  // At what they would pay when the context says: 500,000 resting at 1,000,000 (5e11) with a
+  // buy of 1 at 1,000 — not 500,001 × 1,000.
+  const resting = {
+    ...ctx,
+    cash: ZERO,
+    open_buy_qty: d("500000"),
+    symbol_open_buy_notional: d("500000000000"),
+  };
+  const own = checkRisk(buy("1", { type: "limit", limit_price: d("1000") }), resting);
+  assert.deepEqual(own.map((v) => v.rule), ["numeric_range"]);
+  assert.match(
+    own[0]!.message,
+    /cash after the order -1000000001000 \(cash 0, the order 1000 \(qty 1 × 1000\), open buys of AAPL 500000000000, open buys of other symbols 500000000000\)/,
+  );
+  assert.deepEqual(
+    rules(buy("1", { type: "limit", limit_price: d("1000") }), {
+      ...resting,
+      symbol_open_buy_notional: d("499999998000"),
+    }),
+    [],
+  );
+  // Likewise the symbol's open sells for the cash at its highest.
+  assert.deepEqual(
+    rules(sell("1", { type: "limit", limit_price: d("1000") }), {
+      ...ctx,
+      cash: d("500000000000"),
+      open_sell_qty: d("500000"),
+      symbol_open_sell_notional: d("500000000000"),
+    }),
+    ["numeric_range"],
   );
   // A sell brings cash in: open sells of other symbols can take it over 10^12.
   const rich = context({

@@ -1835,6 +1835,13 @@ export class ExecutionEngine {
         kill_switch: this.#kill.active,
         now,
       };
+      // The symbol's open orders at the highest price they can fill at (a buy resting at a
+      // higher limit than this order's pays its limit); unknown, at this order's.
+      const ownPrice = this.#refPrices.get(s.symbol);
+      if (ownPrice !== undefined) {
+        context.symbol_open_buy_notional = open.buy.times(ownPrice);
+        context.symbol_open_sell_notional = open.sell.times(ownPrice);
+      }
       const marketClock = this.#marketClockFor(brokerName, now);
       if (marketClock !== undefined) context.market_clock = marketClock;
       if (priced === null && s.type === "market") {

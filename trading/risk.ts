@@ -43,12 +43,13 @@
  *   integer digits — what the `NUMERIC(20,8)` columns of fills, positions
  *   and cash hold; the position tracker could not book a fill beyond them.
  *   The cash at its lowest is every open buy filled: `cash − B − costs`,
- *   where `B` is what the open buys of the other symbols would pay
- *   (`open_buy_notional`) plus the order's symbol's open buys and the order
- *   (a buy) at the reference price, and `costs` the worst fee and slippage
- *   (`fill_costs`: `B × bps ÷ 10⁴ + min × (open orders + 1)`); at its
- *   highest it is every open sell filled: `cash + S`, `S` likewise from
- *   `open_sell_notional`, the symbol's open sells and the order (a sell).
+ *   where `B` is what the open buys would pay at the highest price they can
+ *   fill at — of the other symbols (`open_buy_notional`) and of the order's
+ *   symbol (`symbol_open_buy_notional`) — plus the order (a buy) at the
+ *   reference price, and `costs` the worst fee and slippage (`fill_costs`:
+ *   `B × bps ÷ 10⁴ + min × (open orders + 1)`); at its highest it is every
+ *   open sell filled: `cash + S`, `S` likewise from `open_sell_notional`,
+ *   `symbol_open_sell_notional` and the order (a sell).
  *   Without a reference price only the position is checked.
  *
  * An order *reduces* when the position after lies between zero and the
@@ -350,6 +351,15 @@ export interface RiskContext {
   /** What the open sell orders of the other symbols would bring in; as `open_buy_notional`. @default {ZERO} */
   open_sell_notional?: Decimal;
   /**
+   * What the open buy orders of the order's symbol (`open_buy_qty`) would pay
+   * if they all filled, at the highest price they can fill at — not the
+   * order's: a buy resting at a higher limit pays that limit. For
+   * `numeric_range`. @default {open_buy_qty × the order's reference price}
+   */
+  symbol_open_buy_notional?: Decimal;
+  /** What the open sell orders of the order's symbol would bring in; as `symbol_open_buy_notional`. */
+  symbol_open_sell_notional?: Decimal;
+  /**
    * The most a fill can cost beyond its notional, fee and slippage together:
    * `bps` of the notional plus `min` per order. For `numeric_range`.
    * @default {no costs}
@@ -632,36 +642,45 @@ export function checkRisk(order: ProposedOrder, context: RiskContext): RiskViola
     check("its value", after.times(price));
     if (context.cash !== undefined) {
       const cash = context.cash;
-      // Every open buy filled, at its worst cost; every open sell filled.
-      const buys = (context.open_buy_qty ?? ZERO).plus(order.side === "buy" ? order.qty : ZERO);
-      const sells = (context.open_sell_qty ?? ZERO).plus(order.side === "sell" ? order.qty : ZERO);
+      // Every open buy filled, at its worst cost; every open sell filled. The symbol's open
+      // orders count at what they would pay or bring in, the order at its price.
+      const notional = order.qty.times(price);
+      const ownBuys = context.symbol_open_buy_notional ??
+        (context.open_buy_qty ?? ZERO).times(price);
+      const ownSells = context.symbol_open_sell_notional ??
+        (context.open_sell_qty ?? ZERO).times(price);
       const otherBuys = context.open_buy_notional ?? ZERO;
       const otherSells = context.open_sell_notional ?? ZERO;
-      const paid = otherBuys.plus(buys.times(price));
+      const paid = otherBuys.plus(ownBuys).plus(order.side === "buy" ? notional : ZERO);
       const costs = context.fill_costs === undefined ? ZERO : paid
         .times(context.fill_costs.bps).dividedBy(10_000)
         .plus(context.fill_costs.min.times(context.open_orders + 1));
+      const figures = (own: Decimal, other: Decimal, side: string, ours: boolean) =>
+        `cash ${toJson(cash)}` +
+        (ours
+          ? `, the order ${toJson(notional)} (qty ${toJson(order.qty)} × ${toJson(price)})`
+          : "") +
+        (own.isZero() ? "" : `, open ${side}s of ${symbol} ${toJson(own)}`) +
+        (other.isZero() ? "" : `, open ${side}s of other symbols ${toJson(other)}`);
       const lowest = cash.minus(paid).minus(costs);
       if (!fitsNumeric(lowest)) {
         beyond.push(
-          `cash after the order ${toJson(lowest.toDecimalPlaces(DB_SCALE))} (cash ${
-            toJson(cash)
-          }, open buys and the order ${toJson(paid.minus(otherBuys))}` +
-            (otherBuys.isZero() ? "" : `, open buys of other symbols ${toJson(otherBuys)}`) +
+          `cash after the order ${toJson(lowest.toDecimalPlaces(DB_SCALE))} (${
+            figures(ownBuys, otherBuys, "buy", order.side === "buy")
+          }` +
             (costs.isZero()
               ? ""
               : `, fees and slippage up to ${toJson(costs.toDecimalPlaces(DB_SCALE))}`) +
             ")",
         );
       }
-      const highest = cash.plus(otherSells).plus(sells.times(price));
+      const highest = cash.plus(otherSells).plus(ownSells)
+        .plus(order.side === "sell" ? notional : ZERO);
       if (!fitsNumeric(highest)) {
         beyond.push(
-          `cash after the order ${toJson(highest.toDecimalPlaces(DB_SCALE))} (cash ${
-            toJson(cash)
-          }, open sells and the order ${toJson(sells.times(price))}` +
-            (otherSells.isZero() ? "" : `, open sells of other symbols ${toJson(otherSells)}`) +
-            ")",
+          `cash after the order ${toJson(highest.toDecimalPlaces(DB_SCALE))} (${
+            figures(ownSells, otherSells, "sell", order.side === "sell")
+          })`,
         );
       }
     }
