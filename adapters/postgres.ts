@@ -109,28 +109,88 @@ export function effectiveSslMode(
   return modes.reduce((a, b) => LIBPQ_SSL_MODES.indexOf(a) >= LIBPQ_SSL_MODES.indexOf(b) ? a : b);
 }
 
+/** TLS options passed to `tls.connect` (postgres.js's `ssl` as an object). */
+interface TlsOptions {
+  rejectUnauthorized: boolean;
+  checkServerIdentity?: () => undefined;
+  ca?: string;
+  cert?: string;
+  key?: string;
+  passphrase?: string;
+}
+
 /**
- * postgres.js's `ssl` option for `mode`. `allow` (libpq: plaintext first, TLS
- * if the server insists) becomes postgres.js's `prefer` (TLS first, plaintext
- * if refused), which reaches the same servers; `verify-ca` verifies the
- * certificate chain but not the host name.
+ * Query parameters of a PostgreSQL URL that libpq reads on the client side
+ * (TLS files and modes, Kerberos, channel binding): postgres.js would send
+ * them to the server as run-time settings, which refuses the session
+ * (`unrecognized configuration parameter "sslrootcert"`). They are taken out
+ * of the URL; the TLS files become the connection's TLS options.
  */
+const LIBPQ_CLIENT_PARAMS =
+  /^(?:ssl.*|requiressl|gssencmode|gsslib|krbsrvname|channel_binding|passfile)$/;
+
+/**
+ * What postgres.js is given for `url`: the URL without libpq's client-side
+ * parameters, and its `ssl` option for the {@linkcode effectiveSslMode}.
+ * `allow` (libpq: plaintext first, TLS if the server insists) becomes
+ * postgres.js's `prefer` (TLS first, plaintext if refused), which reaches the
+ * same servers; `verify-ca` verifies the certificate chain but not the host
+ * name. As in libpq, `sslrootcert=<file>` is the CA the server's certificate
+ * is verified against (with `require` too, which then verifies it as
+ * `verify-ca` does; `allow` and `prefer` verify nothing), and `sslcert`,
+ * `sslkey` and `sslpassword` the client's certificate.
+ */
+function connectionFor(
+  url: string,
+  configured: LibpqSslMode,
+): { url: string; ssl: false | "prefer" | "require" | "verify-full" | TlsOptions } {
+  const mode = effectiveSslMode(url, configured);
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return { url, ssl: sslFor(mode, {}) };
+  }
+  const params = parsed.searchParams;
+  const files: Partial<Record<"ca" | "cert" | "key" | "passphrase", string>> = {};
+  const rootCert = params.get("sslrootcert");
+  if (rootCert !== null && rootCert !== "system") files.ca = Deno.readTextFileSync(rootCert);
+  const cert = params.get("sslcert");
+  if (cert !== null) files.cert = Deno.readTextFileSync(cert);
+  const key = params.get("sslkey");
+  if (key !== null) files.key = Deno.readTextFileSync(key);
+  const passphrase = params.get("sslpassword");
+  if (passphrase !== null) files.passphrase = passphrase;
+  for (const name of [...params.keys()]) {
+    if (LIBPQ_CLIENT_PARAMS.test(name)) params.delete(name);
+  }
+  return { url: parsed.toString(), ssl: sslFor(mode, files) };
+}
+
+/** postgres.js's `ssl` option for `mode`, with the TLS files `files` (see {@linkcode connectionFor}). */
 function sslFor(
   mode: LibpqSslMode,
-): false | "prefer" | "require" | "verify-full" | {
-  rejectUnauthorized: true;
-  checkServerIdentity: () => undefined;
-} {
+  files: Partial<Record<"ca" | "cert" | "key" | "passphrase", string>>,
+): false | "prefer" | "require" | "verify-full" | TlsOptions {
+  const verified = files.ca !== undefined || files.cert !== undefined;
   switch (mode) {
     case "disable":
       return false;
     case "allow":
     case "prefer":
       return "prefer";
+    case "require":
+      return verified
+        ? {
+          rejectUnauthorized: files.ca !== undefined,
+          checkServerIdentity: () => undefined,
+          ...files,
+        }
+        : "require";
     case "verify-ca":
-      return { rejectUnauthorized: true, checkServerIdentity: () => undefined };
-    default:
-      return mode;
+      return { rejectUnauthorized: true, checkServerIdentity: () => undefined, ...files };
+    case "verify-full":
+      return verified ? { rejectUnauthorized: true, ...files } : "verify-full";
   }
 }
 
@@ -150,11 +210,15 @@ function sslFor(
 export function createPostgres(options: PostgresOptions, log: Logger = nullLogger): Sql {
   const statementTimeout = options.statement_timeout_ms ??
     DEFAULT_POSTGRES_OPTIONS.statement_timeout_ms;
-  const sql = postgres(options.url, {
+  const connection = connectionFor(
+    options.url,
+    options.sslmode ?? DEFAULT_POSTGRES_OPTIONS.sslmode,
+  );
+  const sql = postgres(connection.url, {
     max: options.pool_size ?? DEFAULT_POSTGRES_OPTIONS.pool_size,
     connect_timeout: options.connect_timeout_s ?? DEFAULT_POSTGRES_OPTIONS.connect_timeout_s,
     ...(options.max_lifetime_s !== undefined ? { max_lifetime: options.max_lifetime_s } : {}),
-    ssl: sslFor(effectiveSslMode(options.url, options.sslmode ?? DEFAULT_POSTGRES_OPTIONS.sslmode)),
+    ssl: connection.ssl,
     connection: {
       application_name: options.application_name ?? DEFAULT_POSTGRES_OPTIONS.application_name,
       statement_timeout: Math.max(0, Math.trunc(statementTimeout)),
@@ -294,10 +358,14 @@ export async function ensureDatabase(
   if (name === "") throw new TypeError("The PostgreSQL URL names no database");
   const admin = new URL(url);
   admin.pathname = "/postgres";
-  const sql = postgres(admin.toString(), {
+  const connection = connectionFor(
+    admin.toString(),
+    options.sslmode ?? DEFAULT_POSTGRES_OPTIONS.sslmode,
+  );
+  const sql = postgres(connection.url, {
     max: 1,
     connect_timeout: options.connect_timeout_s ?? DEFAULT_POSTGRES_OPTIONS.connect_timeout_s,
-    ssl: sslFor(effectiveSslMode(url, options.sslmode ?? DEFAULT_POSTGRES_OPTIONS.sslmode)),
+    ssl: connection.ssl,
     onnotice: () => {},
   });
   try {

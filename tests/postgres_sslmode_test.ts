@@ -154,3 +154,18 @@ Deno.test("effectiveSslMode is the stricter of the URL's sslmode and postgres.ss
   );
   assert.throws(() => createPostgres({ url: "postgres://h/db?sslmode=on" }), TypeError);
 });
+
+const URL_WITH_CA =
+  "postgres://postgres@127.0.0.1:5432/postgres?sslmode=prefer&sslrootcert=/etc/ssl/certs/ca-certificates.crt";
+
+Deno.test("a libpq URL with client-side parameters (sslrootcert=<file>), accepted at load, connects: they are not sent to the server as settings", async () => {
+  const config = await loadConfig({ args: [], env: { DATABASE_URL: URL_WITH_CA } });
+  assert.equal(config.postgres.url, URL_WITH_CA, "accepted at load");
+  const sql = createPostgres({ url: config.postgres.url, sslmode: config.postgres.sslmode });
+  try {
+    const [row] = await sql<{ x: number }[]>`select 1 as x`;
+    assert.equal(row?.x, 1);
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+});
