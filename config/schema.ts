@@ -879,18 +879,31 @@ function consistencyProblems(config: unknown): SettingProblem[] {
 }
 
 /**
- * What is wrong with the `sslmode` parameter of a PostgreSQL URL: libpq's
- * values only (the connection takes the stricter of it and
- * `postgres.sslmode`). Null when it is fine or absent.
+ * What is wrong with the libpq parameters of a PostgreSQL URL: `sslmode`
+ * one of libpq's values (the connection takes the stricter of it and
+ * `postgres.sslmode`), the files `sslrootcert`, `sslcert` and `sslkey` name
+ * readable. Null when they are fine or absent.
  */
 function urlSslModeProblem(url: unknown): string | null {
   if (typeof url !== "string") return null;
   const parsed = parseUrl(url.trim());
   const mode = parsed?.searchParams.get("sslmode");
-  if (mode === undefined || mode === null) return null;
-  return (SSL_MODES as readonly string[]).includes(mode)
-    ? null
-    : `the URL's sslmode must be one of ${SSL_MODES.join(", ")}, got ${JSON.stringify(mode)}`;
+  if (mode !== undefined && mode !== null && !(SSL_MODES as readonly string[]).includes(mode)) {
+    return `the URL's sslmode must be one of ${SSL_MODES.join(", ")}, got ${JSON.stringify(mode)}`;
+  }
+  // The TLS files libpq's parameters name are read when the pool is created: say now if one is not.
+  for (const name of ["sslrootcert", "sslcert", "sslkey"]) {
+    const file = parsed?.searchParams.get(name);
+    if (file === undefined || file === null || (name === "sslrootcert" && file === "system")) {
+      continue;
+    }
+    try {
+      if (!Deno.statSync(file).isFile) return `the URL's ${name} ${file} is not a file`;
+    } catch (error) {
+      return `the URL's ${name} ${file} cannot be read (${(error as Error).name})`;
+    }
+  }
+  return null;
 }
 
 /**

@@ -805,6 +805,13 @@ Deno.test("a PostgreSQL URL's sslmode must be one of libpq's, named at load; pos
   const error = await loadError({ env: { DATABASE_URL: "postgres://db/tw?sslmode=requir" } });
   assert.deepEqual(error.problems.map((p) => p.key), ["postgres.url"]);
   assert.match(error.message, /the URL's sslmode must be one of disable, allow, prefer, require/);
+  const missing = await loadError({
+    env: { DATABASE_URL: "postgres://db/tw?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem" },
+  });
+  assert.match(
+    missing.message,
+    /postgres\.url: the URL's sslrootcert \/nonexistent\/ca\.pem cannot be read/,
+  );
   for (const mode of ["allow", "verify-ca"]) {
     const config = await load({
       env: { DATABASE_URL: `postgres://db/tw?sslmode=${mode}`, TRADEWIRE_POSTGRES__SSLMODE: mode },
