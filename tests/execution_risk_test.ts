@@ -16,7 +16,7 @@ import { LatestCache } from "../market/latest_cache.ts";
 import { ExecutionEngine, type SignalOutcome } from "../trading/execution.ts";
 import { isUsEquityMarketOpen } from "../trading/market_hours.ts";
 import { PortfolioState } from "../trading/portfolio_state.ts";
-import { noRiskLimits } from "./_helpers.ts";
+import { noRiskLimits, waitFor } from "./_helpers.ts";
 import { migratedDatabase } from "./_postgres.ts";
 
 /** A clock whose now the test sets; sleeps are short real timers. */
@@ -95,6 +95,8 @@ async function startedEngine(options: {
   await engine.start();
   return {
     engine,
+    /** The scratch database. */
+    sql: db.sql,
     /** Decides one signal of `body`. */
     async decide(body: Record<string, unknown>): Promise<SignalOutcome | undefined> {
       const [outcome] = await engine.processSignals([
@@ -235,11 +237,12 @@ Deno.test("with every limit off an order whose fill the tracker could not book i
   const cache = new LatestCache({ clock });
   cache.update([top("binance", "BTC-USDT", clock.now(), "59999", "60001")]);
   await using t = await startedEngine({ clock, cache, risk: noRiskLimits });
-  // 20,000,000 × 60,000 = 1.2e12: the fill fits `fills`, the cash after it (13 digits) does not.
+  // 20,000,000 × 60,000 = 1.2e12: the fill fits `fills`, the cash after it (13 digits) does not
+  // — at the ask, 20,000,000 × 60,001, where the paper broker fills it.
   const big = await t.decide({ id: "big", symbol: "BTC-USDT", side: "buy", qty: "20000000" });
   assert.deepEqual(rulesOf(big), ["numeric_range"], JSON.stringify(big));
   const message = (big as { reasons: Array<{ message: string }> }).reasons[0]!.message;
-  assert.match(message, /cash after the order -1199999900000/);
+  assert.match(message, /cash after the order -1200019900000/);
   assert.match(message, /more than 12 integer digits/);
   // One that fits is taken.
   const fits = await t.decide({ id: "fits", symbol: "BTC-USDT", side: "buy", qty: "1" });
@@ -260,7 +263,7 @@ Deno.test("numeric_range counts the buys of other symbols accepted earlier in th
   ]);
   await using t = await startedEngine({ clock, cache, risk: noRiskLimits });
   // Each alone leaves cash about -9e11 (12 digits); both filled about -1.8e12 (13 digits). The
-  // BTC buy counts at the price it was checked at, 15,000,000 × 59,999.5 (the mid).
+  // BTC buy counts at the price it was checked at, 15,000,000 × 60,000 (the ask).
   const [btc, eth] = await t.engine.processSignals([
     {
       body: { id: "btc", symbol: "BTC-USDT", side: "buy", qty: "15000000" },
@@ -275,7 +278,7 @@ Deno.test("numeric_range counts the buys of other symbols accepted earlier in th
   ]);
   assert.equal(btc?.status, "accepted", JSON.stringify(btc));
   assert.deepEqual(rulesOf(eth), ["numeric_range"], JSON.stringify(eth));
-  assert.match(messageOf(eth), /open buys of other symbols 899992500000\b/);
+  assert.match(messageOf(eth), /open buys of other symbols 900000000000\b/);
   assert.match(messageOf(eth), /more than 12 integer digits/);
 });
 
@@ -317,12 +320,12 @@ Deno.test("numeric_range allows for the paper broker's commission and slippage i
     risk: noRiskLimits,
     paper: { commission_bps: "10" },
   });
-  // 333,200,000 × 2,999.5 (the mid) = 999,433,400,000 fits; with its 10 bps commission the cash
-  // after is 100,000 - 999,433,400,000 - 999,433,400 = -1,000,432,733,400: 13 digits.
+  // 333,200,000 × 3,000 (the ask) = 999,600,000,000 fits; with its 10 bps commission the cash
+  // after is 100,000 - 999,600,000,000 - 999,600,000 = -1,000,599,500,000: 13 digits.
   const big = await t.decide({ id: "big", symbol: "ETH-USDT", side: "buy", qty: "333200000" });
   assert.deepEqual(rulesOf(big), ["numeric_range"], JSON.stringify(big));
-  assert.match(messageOf(big), /cash after the order -1000432733400 /);
-  assert.match(messageOf(big), /fees and slippage up to 999433400\b/);
+  assert.match(messageOf(big), /cash after the order -1000599500000 /);
+  assert.match(messageOf(big), /fees and slippage up to 999600000\b/);
   // Without the commission it would fit: the same order at a broker charging nothing is taken.
   await using free = await startedEngine({ clock, cache, risk: noRiskLimits });
   const taken = await free.decide({ id: "big", symbol: "ETH-USDT", side: "buy", qty: "333200000" });
@@ -373,4 +376,45 @@ Deno.test("numeric_range counts a buy of the same symbol resting at a higher lim
     time_in_force: "gtc",
   });
   assert.equal(small?.status, "accepted", JSON.stringify(small));
+});
+
+Deno.test("numeric_range counts a paper market buy at the ask it fills at, not the mid", async () => {
+  const clock = new SetClock(Date.now());
+  const cache = new LatestCache({ clock });
+  // An ordinary one-tick spread.
+  cache.update([top("binance", "ETH-USDT", clock.now(), "2999", "3000")]);
+  await using t = await startedEngine({ clock, cache, risk: noRiskLimits });
+  // 333,350,000 × 2,999.5 (the mid) = 999,883,325,000 would leave cash at 12 digits; the paper
+  // broker fills it at the ask: 1,000,050,000,000, cash -1,000,049,900,000 (13 digits).
+  const big = await t.decide({ id: "big", symbol: "ETH-USDT", side: "buy", qty: "333350000" });
+  assert.deepEqual(rulesOf(big), ["numeric_range"], JSON.stringify(big));
+  assert.match(
+    messageOf(big),
+    /cash after the order -1000049900000 \(cash 100000, the order 1000050000000 \(qty 333350000 × 3000\)\)/,
+  );
+  // A stop buy likewise (its stop below the ask: it fills at the ask).
+  const stop = await t.decide({
+    id: "stop",
+    symbol: "ETH-USDT",
+    side: "buy",
+    qty: "333350000",
+    type: "stop",
+    stop_price: "2999.5",
+  });
+  assert.deepEqual(rulesOf(stop), ["numeric_range"], JSON.stringify(stop));
+  // One whose fill at the ask fits is taken, and fills there.
+  const fits = await t.decide({ id: "fits", symbol: "ETH-USDT", side: "buy", qty: "333300000" });
+  assert.equal(fits?.status, "accepted", JSON.stringify(fits));
+  await t.engine.idle();
+  let prices: string[] = [];
+  await waitFor(
+    async () => {
+      const rows = await t.sql<Array<{ price: string }>>`SELECT price::text FROM fills`;
+      prices = rows.map((r) => r.price);
+      return prices.length > 0;
+    },
+    10_000,
+    "the paper fill",
+  );
+  assert.deepEqual(prices, ["3000.00000000"]);
 });

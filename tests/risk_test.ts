@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { type Decimal, parseDecimal as d, toJson, ZERO } from "../trading/money.ts";
 import {
+  cashPrice,
   checkRisk,
   DEFAULT_RISK_CONFIG,
   DEFAULT_RISK_LIMITS,
@@ -510,6 +511,40 @@ Deno.test("numeric_range's cash after counts the open orders of every symbol and
   );
   const { fill_costs: _, ...free } = costly;
   assert.deepEqual(rules(buy("999100000"), free), [], "the same buy without costs fits");
+});
+
+Deno.test("numeric_range counts a market or stop order's cash at the touch when above its reference price", () => {
+  // Mid 2,999.5, ask 3,000: 333,350,000 × 2,999.5 fits, × 3,000 does not.
+  const touch = { bid: d("2999"), ask: d("3000") };
+  const ctx = context({ last_price: d("2999.5"), cash: d("100000"), touch });
+  const big = checkRisk(buy("333350000"), ctx);
+  assert.deepEqual(big.map((v) => v.rule), ["numeric_range"]);
+  assert.match(
+    big[0]!.message,
+    /cash after the order -1000049900000 \(cash 100000, the order 1000050000000 \(qty 333350000 × 3000\)\)/,
+  );
+  assert.deepEqual(rules(buy("333350000"), { ...ctx, touch: { bid: null, ask: null } }), []);
+  assert.deepEqual(rules(buy("333350000", { type: "stop", stop_price: d("2999.5") }), ctx), [
+    "numeric_range",
+  ]);
+  // A limit buy fills at its limit at most; a stop_limit likewise.
+  const limit = { type: "limit", limit_price: d("2999.5") } as const;
+  assert.deepEqual(rules(buy("333350000", limit), ctx), []);
+  // A market sell at the bid when it is above the last price (here a trade's).
+  const rich = context({
+    last_price: d("2999"),
+    cash: d("100000"),
+    touch: { bid: d("3000"), ask: d("3001") },
+  });
+  assert.deepEqual(rules(sell("333300000"), rich), []); // 999,900,000,000 + 100,000
+  // 333,333,300 × 3,000 + 100,000 = 10^12 (at the trade, 2,999, it would fit).
+  assert.deepEqual(rules(sell("333333300"), rich), ["numeric_range"]);
+  assert.equal(
+    cashPrice({ side: "sell", type: "market" }, d("3002"), rich.touch).toString(),
+    "3002",
+  );
+  assert.equal(cashPrice({ side: "buy", type: "limit" }, d("1"), rich.touch).toString(), "1");
+  assert.equal(cashPrice({ side: "buy", type: "stop" }, d("1"), undefined).toString(), "1");
 });
 
 Deno.test("referencePrice and isReduction follow the documented rules", () => {

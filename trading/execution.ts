@@ -157,7 +157,16 @@ import {
   unappliedFillOf,
 } from "./portfolio_state.ts";
 import type { UsEquityMarketClock } from "./market_hours.ts";
-import { type Decimal, fromDb, parseDecimal, plainNumeric, toDb, toJson, ZERO } from "./money.ts";
+import {
+  type Decimal,
+  fromDb,
+  parseDecimal,
+  plainNumeric,
+  safeParseDecimal,
+  toDb,
+  toJson,
+  ZERO,
+} from "./money.ts";
 import {
   IllegalTransitionError,
   isOpen,
@@ -167,6 +176,7 @@ import {
   transition,
 } from "./order_state.ts";
 import {
+  cashPrice,
   checkRisk,
   type FillCostBound,
   limitsFor,
@@ -917,9 +927,11 @@ export class ExecutionEngine {
   /** Unfilled quantity of open orders per symbol and side. */
   readonly #openQty = new Map<string, { buy: Decimal; sell: Decimal }>();
   /**
-   * The highest reference price of the orders seen per symbol: prices their
-   * open orders' exposure when the symbol has no mark (an order resting in a
-   * symbol without market data).
+   * The highest reference price of the orders seen per symbol (a market or
+   * stop order's at the touch when above it, as numeric_range checked it):
+   * prices their open orders for numeric_range's cash after, and their
+   * exposure when the symbol has no mark (an order resting in a symbol
+   * without market data).
    */
   readonly #refPrices = new Map<string, Decimal>();
   /** Symbols known to exist in the `symbols` table. */
@@ -1733,9 +1745,9 @@ export class ExecutionEngine {
       return price === null ? ZERO : qty.times(price);
     };
     // What each symbol's open orders would pay (buys) and bring in (sells) if all filled, at the
-    // highest reference price of its orders (the highest they can fill at: a limit buy's limit),
-    // else its mark, for numeric_range's cash after; kept current as the batch accepts orders.
-    // One entry per symbol with open orders.
+    // highest reference price of its orders (the highest they can fill at: a limit buy's limit, a
+    // market buy's ask), else its mark, for numeric_range's cash after; kept current as the batch
+    // accepts orders. One entry per symbol with open orders.
     const openCash = new Map<string, { buy: Decimal; sell: Decimal }>();
     let openBuyTotal = ZERO;
     let openSellTotal = ZERO;
@@ -1842,6 +1854,11 @@ export class ExecutionEngine {
         context.symbol_open_buy_notional = open.buy.times(ownPrice);
         context.symbol_open_sell_notional = open.sell.times(ownPrice);
       }
+      // A market or stop order fills at the touch, which can be above the mid.
+      const touch = s.type === "market" || s.type === "stop"
+        ? this.#touch(s.symbol, s.exchange, now)
+        : undefined;
+      if (touch !== undefined) context.touch = touch;
       const marketClock = this.#marketClockFor(brokerName, now);
       if (marketClock !== undefined) context.market_clock = marketClock;
       if (priced === null && s.type === "market") {
@@ -1865,7 +1882,9 @@ export class ExecutionEngine {
         if (s.side === "buy") sums.buy = sums.buy.plus(s.qty);
         else sums.sell = sums.sell.plus(s.qty);
         extraQty.set(s.symbol, sums);
-        const reference = referencePrice(s, priced?.price ?? null);
+        const checked = referencePrice(s, priced?.price ?? null);
+        // The price its cash was checked at: a market buy's ask, counted so in later checks.
+        const reference = checked === null ? null : cashPrice(s, checked, touch);
         if (reference !== null) this.#noteRefPrice(s.symbol, reference);
         noteOpenCash(s.symbol, reference);
         if (grossLimited) {
@@ -1896,6 +1915,30 @@ export class ExecutionEngine {
       if (costs.min.gt(min)) min = costs.min;
     }
     return { bps, min };
+  }
+
+  /**
+   * The highest fresh best bid and ask of `symbol` over the venues that may
+   * fill an order (`exchange`'s, else every venue's): where the paper broker
+   * fills a market or stop order. Null sides when none is fresh.
+   */
+  #touch(
+    symbol: string,
+    exchange: Exchange | undefined,
+    nowMs: number,
+  ): { bid: Decimal | null; ask: Decimal | null } {
+    let bid: Decimal | null = null;
+    let ask: Decimal | null = null;
+    const maxAgeMs = this.#execution.max_price_age_ms;
+    for (const venue of exchange === undefined ? EXCHANGES : [exchange]) {
+      const quote = this.#cache.bestBidAsk(venue, symbol, maxAgeMs, nowMs);
+      if (quote === null) continue;
+      const b = positiveDecimal(quote.bid_price);
+      const a = positiveDecimal(quote.ask_price);
+      if (b !== null && (bid === null || b.gt(bid))) bid = b;
+      if (a !== null && (ask === null || a.gt(ask))) ask = a;
+    }
+    return { bid, ask };
   }
 
   /** Remembers `price` as the symbol's reference price when it is the highest seen. */
@@ -3974,6 +4017,12 @@ function sum(...values: Array<Decimal | undefined>): Decimal {
     total = total.isZero() ? value : total.plus(value);
   }
   return total;
+}
+
+/** `text` as a decimal when it is one above zero, else null (a venue quoting `"0"` has no price). */
+function positiveDecimal(text: string): Decimal | null {
+  const parsed = safeParseDecimal(text);
+  return parsed.ok && parsed.value.gt(0) ? parsed.value : null;
 }
 
 /** The order a valid signal asks for. */

@@ -46,10 +46,13 @@
  *   where `B` is what the open buys would pay at the highest price they can
  *   fill at — of the other symbols (`open_buy_notional`) and of the order's
  *   symbol (`symbol_open_buy_notional`) — plus the order (a buy) at the
- *   reference price, and `costs` the worst fee and slippage (`fill_costs`:
+ *   reference price, or at the best fresh ask when it is a market or stop
+ *   buy and the ask is higher (`touch`, {@linkcode cashPrice}: a paper
+ *   broker fills it there), and `costs` the worst fee and slippage (`fill_costs`:
  *   `B × bps ÷ 10⁴ + min × (open orders + 1)`); at its highest it is every
  *   open sell filled: `cash + S`, `S` likewise from `open_sell_notional`,
- *   `symbol_open_sell_notional` and the order (a sell).
+ *   `symbol_open_sell_notional` and the order (a sell; a market or stop
+ *   sell at the best fresh bid when above its reference price).
  *   Without a reference price only the position is checked.
  *
  * An order *reduces* when the position after lies between zero and the
@@ -360,6 +363,13 @@ export interface RiskContext {
   /** What the open sell orders of the order's symbol would bring in; as `symbol_open_buy_notional`. */
   symbol_open_sell_notional?: Decimal;
   /**
+   * The best fresh bid and ask of the symbol (the highest of each over the
+   * venues that may fill the order): a market or stop order fills at the
+   * touch, which can be above its reference price (the mid); see
+   * {@linkcode cashPrice}. For `numeric_range`. @default {none: the reference price}
+   */
+  touch?: { bid: Decimal | null; ask: Decimal | null };
+  /**
    * The most a fill can cost beyond its notional, fee and slippage together:
    * `bps` of the notional plus `min` per order. For `numeric_range`.
    * @default {no costs}
@@ -407,6 +417,22 @@ export function referencePrice(order: ProposedOrder, lastPrice: Decimal | null):
   const own = order.limit_price ?? order.stop_price;
   if (own === undefined) return lastPrice;
   return lastPrice !== null && lastPrice.gt(own) ? lastPrice : own;
+}
+
+/**
+ * The price `numeric_range` counts `order` at in the cash after: a market or
+ * stop buy at the best ask, a market or stop sell at the best bid, when that
+ * is above `price` (its reference price) — a paper broker fills them at the
+ * touch, not the mid; otherwise `price`.
+ */
+export function cashPrice(
+  order: Pick<ProposedOrder, "side" | "type">,
+  price: Decimal,
+  touch: { bid: Decimal | null; ask: Decimal | null } | undefined,
+): Decimal {
+  if (touch === undefined || (order.type !== "market" && order.type !== "stop")) return price;
+  const at = order.side === "buy" ? touch.ask : touch.bid;
+  return at !== null && at.gt(price) ? at : price;
 }
 
 /** `ms` in the largest unit it holds whole, rounded down: `850 ms`, `12 s`, `5 min`, `3 h`, `1 day`. */
@@ -643,8 +669,10 @@ export function checkRisk(order: ProposedOrder, context: RiskContext): RiskViola
     if (context.cash !== undefined) {
       const cash = context.cash;
       // Every open buy filled, at its worst cost; every open sell filled. The symbol's open
-      // orders count at what they would pay or bring in, the order at its price.
-      const notional = order.qty.times(price);
+      // orders count at what they would pay or bring in, the order at its price (a market or
+      // stop order at the touch when above it).
+      const at = cashPrice(order, price, context.touch);
+      const notional = order.qty.times(at);
       const ownBuys = context.symbol_open_buy_notional ??
         (context.open_buy_qty ?? ZERO).times(price);
       const ownSells = context.symbol_open_sell_notional ??
@@ -657,9 +685,7 @@ export function checkRisk(order: ProposedOrder, context: RiskContext): RiskViola
         .plus(context.fill_costs.min.times(context.open_orders + 1));
       const figures = (own: Decimal, other: Decimal, side: string, ours: boolean) =>
         `cash ${toJson(cash)}` +
-        (ours
-          ? `, the order ${toJson(notional)} (qty ${toJson(order.qty)} × ${toJson(price)})`
-          : "") +
+        (ours ? `, the order ${toJson(notional)} (qty ${toJson(order.qty)} × ${toJson(at)})` : "") +
         (own.isZero() ? "" : `, open ${side}s of ${symbol} ${toJson(own)}`) +
         (other.isZero() ? "" : `, open ${side}s of other symbols ${toJson(other)}`);
       const lowest = cash.minus(paid).minus(costs);
