@@ -15,6 +15,7 @@ import { type Clock, systemClock } from "../lib/clock.ts";
 import { type Logger, nullLogger } from "../lib/log.ts";
 import { redactUrl } from "../lib/redact.ts";
 import { backoffDelay } from "../lib/backoff.ts";
+import { SSL_MODES, type SslMode } from "../config/schema.ts";
 
 /** PostgreSQL connection settings, as in the `postgres` section of the config. */
 export interface PostgresOptions {
@@ -57,17 +58,10 @@ export const DEFAULT_POSTGRES_OPTIONS = {
 /** OID of PostgreSQL's `numeric` type. */
 export const NUMERIC_OID = 1700;
 
-/** libpq's `sslmode` values, weakest first. */
-export const LIBPQ_SSL_MODES = [
-  "disable",
-  "allow",
-  "prefer",
-  "require",
-  "verify-ca",
-  "verify-full",
-] as const;
+/** libpq's `sslmode` values, weakest first: the configuration's `postgres.sslmode` values. */
+export const LIBPQ_SSL_MODES = SSL_MODES;
 /** One of {@linkcode LIBPQ_SSL_MODES}. */
-export type LibpqSslMode = typeof LIBPQ_SSL_MODES[number];
+export type LibpqSslMode = SslMode;
 
 /**
  * The TLS mode a connection to `url` uses: the stricter of the URL's `sslmode`

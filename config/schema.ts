@@ -25,7 +25,7 @@ export const PROFILES = ["development", "production"] as const;
 /** One of {@linkcode PROFILES}. */
 export type Profile = typeof PROFILES[number];
 
-/** PostgreSQL `sslmode` values Tradewire accepts. */
+/** PostgreSQL `sslmode` values Tradewire accepts: libpq's, weakest first. */
 export const SSL_MODES = [
   "disable",
   "allow",
