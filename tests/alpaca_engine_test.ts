@@ -681,9 +681,11 @@ Deno.test("alpaca engine: a signal batch waits at most market_clock_wait_ms for 
   assert.ok(performance.now() - started < 450);
 });
 
-Deno.test("alpaca engine: a partial_fill without an event qty, part of it counted by a reconnect's reconciliation, prices the rest so the order's average is Alpaca's", async () => {
-  await using r = await rig();
-  const order = await restingBuy(r, "qtyless-after-catchup");
+/**
+ * 2 @ 49 seen by the adapter, then a gap in which 1 @ 50.5 and 1 @ 51.25 execute, which the
+ * reconnect's reconciliation counts (`reconcile-4`): the order has 4 filled when it returns.
+ */
+async function fillWithReconciledGap(r: Rig, order: Order): Promise<void> {
   r.fake.fillOrder(order.client_order_id, "2", "49"); // seen by the adapter: 2 @ 49
   await waitForOrder(r.sql, order.id, (o) => o.filled_qty === "2.00000000");
   // A first gap: 1 @ 50.5 and 1 @ 51.25 missed; the reconnect's reconciliation counts them.
@@ -694,6 +696,12 @@ Deno.test("alpaca engine: a partial_fill without an event qty, part of it counte
   await waitForOrder(r.sql, order.id, (o) => o.filled_qty === "4.00000000");
   await waitFor(() => r.lookups.inFlight === 0, 5_000, "the lookup answered");
   await r.engine.idle();
+}
+
+Deno.test("alpaca engine: a partial_fill without an event qty, part of it counted by a reconnect's reconciliation, prices the rest so the order's average is Alpaca's", async () => {
+  await using r = await rig();
+  const order = await restingBuy(r, "qtyless-after-catchup");
+  await fillWithReconciledGap(r, order);
   // A second gap: 2 @ 52 executes; its update arrives without qty once the stream is back.
   await cutStream(r);
   r.fake.fillOrder(order.client_order_id, "2", "52");
@@ -729,16 +737,7 @@ Deno.test("alpaca engine: a partial_fill without an event qty, part of it counte
 Deno.test("alpaca engine: executions missed before a fill, part of them counted by a reconnect's reconciliation, are priced so the order's average is Alpaca's", async () => {
   await using r = await rig();
   const order = await restingBuy(r, "missed-after-catchup");
-  r.fake.fillOrder(order.client_order_id, "2", "49"); // seen by the adapter: 2 @ 49
-  await waitForOrder(r.sql, order.id, (o) => o.filled_qty === "2.00000000");
-  // A first gap: 1 @ 50.5 and 1 @ 51.25 missed; the reconnect's reconciliation counts them.
-  await cutStream(r);
-  r.fake.fillOrder(order.client_order_id, "1", "50.5");
-  r.fake.fillOrder(order.client_order_id, "1", "51.25");
-  await restoreStream(r);
-  await waitForOrder(r.sql, order.id, (o) => o.filled_qty === "4.00000000");
-  await waitFor(() => r.lookups.inFlight === 0, 5_000, "the lookup answered");
-  await r.engine.idle();
+  await fillWithReconciledGap(r, order);
   // A second gap: 2 @ 52 missed; the next execution's update (1 @ 53, its own qty) shows them.
   await cutStream(r);
   r.fake.fillOrder(order.client_order_id, "2", "52");
