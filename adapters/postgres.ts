@@ -132,7 +132,9 @@ const LIBPQ_CLIENT_PARAMS =
  * name. As in libpq, `sslrootcert=<file>` is the CA the server's certificate
  * is verified against (with `require` too, which then verifies it as
  * `verify-ca` does; `allow` and `prefer` verify nothing), and `sslcert`,
- * `sslkey` and `sslpassword` the client's certificate.
+ * `sslkey` and `sslpassword` the client's certificate — with `allow` or
+ * `prefer` too, which it then makes require TLS (postgres.js cannot fall back
+ * to plaintext with TLS options).
  */
 function connectionFor(
   url: string,
@@ -172,7 +174,14 @@ function sslFor(
       return false;
     case "allow":
     case "prefer":
-      return "prefer";
+      // A client certificate is sent on a TLS connection, as libpq does; postgres.js has no
+      // plaintext fallback for TLS options, so with one TLS is required (nothing verified).
+      return files.cert === undefined ? "prefer" : {
+        rejectUnauthorized: false,
+        ...(files.cert !== undefined ? { cert: files.cert } : {}),
+        ...(files.key !== undefined ? { key: files.key } : {}),
+        ...(files.passphrase !== undefined ? { passphrase: files.passphrase } : {}),
+      };
     case "require":
       return verified
         ? {

@@ -169,3 +169,30 @@ Deno.test("a libpq URL with client-side parameters (sslrootcert=<file>), accepte
     await sql.end({ timeout: 1 });
   }
 });
+
+Deno.test("a client certificate in the URL (sslcert, sslkey) is given to the TLS connection with prefer and allow too", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/client.crt`, "CERT");
+    await Deno.writeTextFile(`${dir}/client.key`, "KEY");
+    for (const mode of ["prefer", "allow"]) {
+      const sql = createPostgres({
+        url:
+          `postgres://tw@127.0.0.1:5432/tw?sslmode=${mode}&sslcert=${dir}/client.crt&sslkey=${dir}/client.key`,
+        sslmode: "disable",
+      });
+      // deno-lint-ignore no-explicit-any
+      const ssl = (sql as any).options.ssl;
+      await sql.end({ timeout: 0 });
+      assert.equal(
+        typeof ssl === "object" && ssl !== null ? ssl.cert : undefined,
+        "CERT",
+        `sslmode=${mode}: postgres.js ssl option is ${
+          JSON.stringify(ssl)
+        }, the client certificate is dropped`,
+      );
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
