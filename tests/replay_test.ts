@@ -27,6 +27,7 @@ import { createSessions } from "../venues/mod.ts";
 import {
   type CaptureRecord,
   formatCaptureLine,
+  keepOrder,
   parseCaptureLine,
   readLineBatches,
   replayActor,
@@ -779,4 +780,28 @@ Deno.test("deno task record fails (exit 1) when no venue sends a frame, instead 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("keepOrder never moves an event's exchange time before the last of its kind and symbol", () => {
+  const trade = (symbol: string, ts: number, id: string): MarketEvent => ({
+    kind: "trade",
+    exchange: "coinbase",
+    symbol,
+    venue_symbol: symbol,
+    ts_exchange: ts,
+    ts_local: ts + 5,
+    trade_id: id,
+    price: "1",
+    qty: "1",
+    side: "buy",
+  });
+  const last = new Map<string, number>();
+  assert.deepEqual(
+    keepOrder([trade("A", 100, "1"), trade("B", 50, "1")], last).map((e) => e.ts_exchange),
+    [100, 50],
+  );
+  // A later frame of A retimed before the last A: raised to it (local time at least as late); B goes on.
+  const out = keepOrder([trade("A", 90, "2"), trade("B", 60, "2")], last);
+  assert.deepEqual(out.map((e) => [e.ts_exchange, e.ts_local]), [[100, 100], [60, 65]]);
+  assert.deepEqual(keepOrder([trade("A", 120, "3")], last).map((e) => e.ts_exchange), [120]);
 });

@@ -730,18 +730,49 @@ class Replay {
 
 /**
  * `session`, parsing each frame into events moved from the time it was
- * received (as recorded) to `clock`'s now ({@linkcode shiftEvents}).
+ * received (as recorded) to `clock`'s now ({@linkcode shiftEvents}). Each
+ * event keeps its recorded latency, so at a speed other than 1 a frame whose
+ * latency was larger than the next one's by more than the squeezed gap
+ * between them would land before it: an event's exchange time is never
+ * moved before that of the last event of its kind and symbol
+ * ({@linkcode keepOrder}), so the venue's order survives retiming.
  */
 function retimedParser(session: VenueSession, clock: Clock): VenueSession {
+  const last = new Map<string, number>();
   return {
     exchange: session.exchange,
     url: () => session.url(),
     onOpen: (io) => session.onOpen(io),
     onFrame: (frame, receivedUs, io) =>
-      shiftEvents(session.onFrame(frame, receivedUs, io), clock.now() * 1000 - receivedUs),
+      keepOrder(
+        shiftEvents(session.onFrame(frame, receivedUs, io), clock.now() * 1000 - receivedUs),
+        last,
+      ),
     onClose: () => session.onClose(),
     status: () => session.status(),
   };
+}
+
+/**
+ * `events` with no exchange time before the last one `last` holds for its
+ * kind and symbol (raised to it, the local time at least as late), updating
+ * `last`. Bars, on minute boundaries, are left as they are.
+ */
+export function keepOrder(events: MarketEvent[], last: Map<string, number>): MarketEvent[] {
+  let out: MarketEvent[] | null = null;
+  for (let i = 0; i < events.length; i++) {
+    const event = events[i]!;
+    if (event.kind === "bar") continue;
+    const key = `${event.kind}\u0000${event.symbol}`;
+    const floor = last.get(key);
+    if (floor !== undefined && event.ts_exchange < floor) {
+      out ??= [...events];
+      out[i] = { ...event, ts_exchange: floor, ts_local: Math.max(event.ts_local, floor) };
+      continue;
+    }
+    last.set(key, event.ts_exchange);
+  }
+  return out ?? events;
 }
 
 const MINUTE_US = 60_000_000;
