@@ -40,8 +40,10 @@
  *   once and are each handed in alone until acknowledged: a message that
  *   fails every time comes back with a growing delay (by its delivery count)
  *   and holds back no other signal; after `execution.max_signal_attempts`
- *   deliveries it is handed in once more as a `failure`, recorded as rejected
- *   (`processing_failed`, with a critical alert) and acknowledged.
+ *   failures of its own (alone, not for want of the database: counted here,
+ *   not by its delivery count) it is handed in once more as a `failure`,
+ *   recorded as rejected (`processing_failed`, with a critical alert) and
+ *   acknowledged.
  * - After a NATS outage the backlog arrives at once, while the cache still
  *   holds the prices of before it (market data comes over NATS too): from
  *   the disconnect on, signals are held until every symbol that had a fresh
@@ -265,7 +267,8 @@ export function executionActor(deps: ExecutionActorDeps): ExecutionChildSpec {
     name: deps.options?.name ?? EXECUTION_ACTOR_NAME,
     shutdownMs: 15_000,
     async start(ctx) {
-      warmUntil = ctx.clock.now() + (deps.options?.warmup_ms ?? DEFAULT_WARMUP_MS);
+      const warmupMs = deps.options?.warmup_ms ?? DEFAULT_WARMUP_MS;
+      warmUntil = ctx.clock.now() + warmupMs;
       const ready = await setUpWithRetry(deps, ctx);
       consumer = ready.consumer;
       try {
@@ -277,7 +280,6 @@ export function executionActor(deps: ExecutionActorDeps): ExecutionChildSpec {
             key_prefix: keyPrefix,
           });
         }
-        const warmupMs = deps.options?.warmup_ms ?? DEFAULT_WARMUP_MS;
         if (warmupMs > 0) await deps.engine.warmUp(warmupMs, { signal: ctx.signal });
         if (deps.config.execution.reconcile_on_start) await deps.engine.reconcile();
         killSwitch = serveKillSwitch(deps, counters, ctx.log);
@@ -563,10 +565,7 @@ async function consumeLoop(
           ? 0
           : (ownFailures.get(only.seq) ?? 0) + 1;
         if (only !== null && own > 0) ownFailures.set(only.seq, own);
-        if (
-          only !== null && own > 0 && maxAttempts > 0 && !failedFor.has(only.seq) &&
-          own >= maxAttempts
-        ) {
+        if (only !== null && maxAttempts > 0 && own >= maxAttempts && !failedFor.has(only.seq)) {
           // It failed alone every time: once more, to be recorded as rejected and acknowledged.
           const failure = storableFailure(
             `signal could not be processed in ${own} attempts: ${errorText(error)}`,
@@ -629,9 +628,9 @@ function errorText(error: unknown): string {
 
 /**
  * `text` as a `processing_failed` reason PostgreSQL's jsonb can store: at
- * most {@linkcode MAX_FAILURE_TEXT} long, cut on a code point, U+0000 written
- * `\u0000` and unpaired surrogates replaced — or the message that is the
- * point of it would fail to store on every attempt.
+ * most {@linkcode MAX_FAILURE_TEXT} long, U+0000 written `\u0000` and
+ * unpaired surrogates (a pair the cut split included) replaced — or the
+ * message that is the point of it would fail to store on every attempt.
  */
 function storableFailure(text: string): string {
   const cut = text.length > MAX_FAILURE_TEXT ? `${text.slice(0, MAX_FAILURE_TEXT - 1)}…` : text;

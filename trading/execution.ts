@@ -1635,13 +1635,22 @@ export class ExecutionEngine {
       error: failure,
     };
     this.#log.error("a signal that could not be processed was recorded as rejected", details);
+    await this.#raiseCritical(
+      "A signal could not be processed and was recorded as rejected (processing_failed)",
+      details,
+      `processing_failed:${signal.strategy}:${signal.client_signal_id}`,
+    );
+  }
+
+  /** Raises a critical alert of the engine; one that cannot be stored is logged, never thrown. */
+  async #raiseCritical(message: string, details: unknown, dedupeKey?: string): Promise<void> {
     try {
       await raiseAlert(this.#sql, {
         severity: "critical",
         source: EXECUTION_ALERT_SOURCE,
-        message: "A signal could not be processed and was recorded as rejected (processing_failed)",
+        message,
         details,
-        dedupe_key: `processing_failed:${signal.strategy}:${signal.client_signal_id}`,
+        ...(dedupeKey === undefined ? {} : { dedupe_key: dedupeKey }),
       }, { by: this.#by });
     } catch (error) {
       this.#log.error("could not raise an alert", { error: errorMessage(error) });
@@ -2576,16 +2585,7 @@ export class ExecutionEngine {
     this.#stats.dropped_updates++;
     const details = { update: describeUpdate(update), error: errorMessage(error) };
     this.#log.error("a broker update cannot be stored; dropped", details);
-    try {
-      await raiseAlert(this.#sql, {
-        severity: "critical",
-        source: EXECUTION_ALERT_SOURCE,
-        message: "A broker update could not be stored and was dropped",
-        details,
-      }, { by: this.#by });
-    } catch (alertError) {
-      this.#log.error("could not raise an alert", { error: errorMessage(alertError) });
-    }
+    await this.#raiseCritical("A broker update could not be stored and was dropped", details);
   }
 
   /**
@@ -3852,18 +3852,12 @@ export class ExecutionEngine {
   async #alertNotCancelled(orders: readonly NotCancelledOrder[]): Promise<void> {
     const details = { orders };
     this.#log.error("kill switch: orders not (yet) cancelled", details);
-    try {
-      await raiseAlert(this.#sql, {
-        severity: "critical",
-        source: EXECUTION_ALERT_SOURCE,
-        message: `Kill switch: ${orders.length} open order(s) not (yet) cancelled: ${
-          orders.map((order) => order.order_id).join(", ")
-        }`,
-        details,
-      }, { by: this.#by });
-    } catch (error) {
-      this.#log.error("could not raise an alert", { error: errorMessage(error) });
-    }
+    await this.#raiseCritical(
+      `Kill switch: ${orders.length} open order(s) not (yet) cancelled: ${
+        orders.map((order) => order.order_id).join(", ")
+      }`,
+      details,
+    );
   }
 
   /**
