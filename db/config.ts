@@ -57,8 +57,7 @@ export async function setConfig<T>(
   value: T,
   options: WriteOptions & { description?: string | undefined } = {},
 ): Promise<ConfigEntry<T>> {
-  if (typeof key !== "string" || key === "") throw new TypeError("A config key must not be empty");
-  if (value === undefined) throw new TypeError(`Config value of ${key} must not be undefined`);
+  checkEntry(key, value);
   const by = options.by ?? DEFAULT_ACTOR;
   const [row] = await run(sql<ConfigEntry<T>[]>`
     INSERT INTO config AS c (key, value, description, created_by, updated_by)
@@ -91,8 +90,7 @@ export async function initConfig<T>(
   value: T,
   options: WriteOptions & { description?: string | undefined } = {},
 ): Promise<ConfigEntry<T>> {
-  if (typeof key !== "string" || key === "") throw new TypeError("A config key must not be empty");
-  if (value === undefined) throw new TypeError(`Config value of ${key} must not be undefined`);
+  checkEntry(key, value);
   const by = options.by ?? DEFAULT_ACTOR;
   const [inserted] = await run(sql<ConfigEntry<T>[]>`
     INSERT INTO config (key, value, description, created_by, updated_by)
@@ -104,6 +102,12 @@ export async function initConfig<T>(
   const stored = await getConfig<T>(sql, key);
   if (stored === null) throw new Error(`Config ${key} was removed while it was set`);
   return stored;
+}
+
+/** Refuses an empty key and an undefined value (JSON has no `undefined`). */
+function checkEntry(key: string, value: unknown): void {
+  if (typeof key !== "string" || key === "") throw new TypeError("A config key must not be empty");
+  if (value === undefined) throw new TypeError(`Config value of ${key} must not be undefined`);
 }
 
 /** Removes `key`; returns whether it was set. */

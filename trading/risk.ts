@@ -722,12 +722,9 @@ export function checkRisk(order: ProposedOrder, context: RiskContext): RiskViola
   return violations;
 }
 
-/** Largest magnitude `NUMERIC(20,8)` cannot hold: 10^12. */
-const NUMERIC_BOUND = parseDecimal(`1${"0".repeat(DB_INTEGER_DIGITS)}`);
-
-/** Whether `value`, rounded to {@linkcode DB_SCALE} decimals, has at most 12 integer digits. */
+/** Whether `value`, rounded to {@linkcode DB_SCALE} decimals as stored, fits `NUMERIC(20,8)`. */
 function fitsNumeric(value: Decimal): boolean {
-  return value.toDecimalPlaces(DB_SCALE).abs().lt(NUMERIC_BOUND);
+  return fitsDb(value.toDecimalPlaces(DB_SCALE));
 }
 
 function parseSymbolLimits(config: SymbolRiskConfig, path: string): Partial<SymbolRiskLimits> {
