@@ -45,10 +45,12 @@ export interface TopOfBookOptions {
   nowMs?: number;
   /** Best ask (decimal text). @default {DEFAULT_ASK_PRICE} */
   askPrice?: string;
+  /** Best bid (decimal text). @default {"50000"} */
+  bidPrice?: string;
 }
 
 /**
- * A binance BTC-USDT top of book: 10 bid at 50000, 10 offered at `askPrice`.
+ * A binance BTC-USDT top of book: 10 bid at `bidPrice`, 10 offered at `askPrice`.
  *
  * @example
  * ```ts
@@ -64,7 +66,7 @@ export function btcUsdtTop(options: TopOfBookOptions = {}): TopEvent {
     venue_symbol: "BTCUSDT",
     ts_exchange: us,
     ts_local: us,
-    bid_price: "50000",
+    bid_price: options.bidPrice ?? "50000",
     bid_qty: "10",
     ask_price: options.askPrice ?? DEFAULT_ASK_PRICE,
     ask_qty: "10",

@@ -82,18 +82,7 @@ export async function startMarketPipeline(
     cleanups.push(() => nats.stop());
     const venue = await startBinanceServer({ market: new FakeBinanceMarket(symbols) });
     cleanups.push(() => venue.stop());
-    const direct = createClickHouse({ url: CLICKHOUSE_URL, database: "default" });
-    cleanups.push(() => direct.close());
-    cleanups.push(() =>
-      direct.command({ query: `DROP DATABASE IF EXISTS ${quoteIdentifier(database)}` })
-    );
-    const pg = postgres(PG_ADMIN_URL, { max: 1, onnotice: () => {} });
-    try {
-      await new Migrator(pg, { dir: MIGRATIONS, clickhouse: { client: direct, database } })
-        .up(undefined, { only: "clickhouse" });
-    } finally {
-      await pg.end({ timeout: 5 });
-    }
+    const direct = await migratedClickHouse(database, cleanups);
     // The writer's way to ClickHouse: through the proxy, or straight.
     let proxy: TcpProxy | null = null;
     let writerClient = direct;
@@ -187,4 +176,28 @@ export function sendTrades(pipeline: MarketPipeline, n: number, offset = 0): voi
     const price = (100 + (i % 50) / 100).toFixed(2);
     pipeline.venue.trade(symbol, price, "0.01000000", i % 2 === 0);
   }
+}
+
+/**
+ * A direct client to the local ClickHouse with scratch database `database`
+ * created by the ClickHouse migrations; `cleanups` gets the steps that drop
+ * the database and close the client (run in reverse order).
+ */
+export async function migratedClickHouse(
+  database: string,
+  cleanups: Array<() => Promise<unknown> | unknown>,
+): Promise<ClickHouseClient> {
+  const direct = createClickHouse({ url: CLICKHOUSE_URL, database: "default" });
+  cleanups.push(() => direct.close());
+  cleanups.push(() =>
+    direct.command({ query: `DROP DATABASE IF EXISTS ${quoteIdentifier(database)}` })
+  );
+  const pg = postgres(PG_ADMIN_URL, { max: 1, onnotice: () => {} });
+  try {
+    await new Migrator(pg, { dir: MIGRATIONS, clickhouse: { client: direct, database } })
+      .up(undefined, { only: "clickhouse" });
+  } finally {
+    await pg.end({ timeout: 5 });
+  }
+  return direct;
 }

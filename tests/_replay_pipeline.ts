@@ -5,13 +5,10 @@
  * the market-data routes on top.
  */
 
-import postgres from "postgres";
 import { Hono } from "hono";
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
 import type { ClickHouseClient } from "@clickhouse/client";
-import { createClickHouse, quoteIdentifier } from "../adapters/clickhouse.ts";
-import { Migrator } from "../adapters/migrator.ts";
 import { Supervisor } from "../actors/supervisor.ts";
 import { configuredSymbols, marketSupervisor } from "../actors/market.ts";
 import { loadConfig } from "../config/mod.ts";
@@ -21,9 +18,8 @@ import { nullLogger } from "../lib/log.ts";
 import { marketDataRoutes } from "../api/market_data.ts";
 import { errorHandler } from "../api/errors.ts";
 import { startNatsServer } from "./_nats_server.ts";
+import { migratedClickHouse } from "./_market_pipeline.ts";
 
-const MIGRATIONS = new URL("../migrations/", import.meta.url).pathname;
-const PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres";
 const CLICKHOUSE_URL = "http://127.0.0.1:8123";
 const BASE = "/api/v1/market-data";
 
@@ -71,18 +67,7 @@ export async function startReplayPipeline(
     if (lines !== null) await Deno.writeTextFile(file, lines.join("\n") + "\n");
     const nats = await startNatsServer();
     cleanups.push(() => nats.stop());
-    const direct = createClickHouse({ url: CLICKHOUSE_URL, database: "default" });
-    cleanups.push(() => direct.close());
-    cleanups.push(() =>
-      direct.command({ query: `DROP DATABASE IF EXISTS ${quoteIdentifier(database)}` })
-    );
-    const pg = postgres(PG_ADMIN_URL, { max: 1, onnotice: () => {} });
-    try {
-      await new Migrator(pg, { dir: MIGRATIONS, clickhouse: { client: direct, database } })
-        .up(undefined, { only: "clickhouse" });
-    } finally {
-      await pg.end({ timeout: 5 });
-    }
+    const direct = await migratedClickHouse(database, cleanups);
     const config = await loadConfig({
       args: opts.args ?? [],
       env: {

@@ -22,21 +22,10 @@ import { parseDecimal as d, ZERO } from "../trading/money.ts";
 import { PortfolioState } from "../trading/portfolio_state.ts";
 import { noRiskLimits, waitFor } from "./_helpers.ts";
 import { migratedDatabase } from "./_postgres.ts";
+import { btcUsdtTop } from "./_execution_engine.ts";
 
 function quote(cache: LatestCache, bid: string, ask: string): void {
-  const us = Date.now() * 1000;
-  cache.update([{
-    kind: "top",
-    exchange: "binance",
-    symbol: "BTC-USDT",
-    venue_symbol: "BTCUSDT",
-    ts_exchange: us,
-    ts_local: us,
-    bid_price: bid,
-    bid_qty: "10",
-    ask_price: ask,
-    ask_qty: "10",
-  }]);
+  cache.update([btcUsdtTop({ bidPrice: bid, askPrice: ask })]);
 }
 
 /** A broker that answers each submit with the events `script` gives, all at once. */

@@ -17,6 +17,7 @@ import { PortfolioState } from "../trading/portfolio_state.ts";
 import type { TimeInForce } from "../trading/signal.ts";
 import { clockAt, noRiskLimits, waitFor } from "./_helpers.ts";
 import { type MigratedDatabase, migratedDatabase } from "./_postgres.ts";
+import { btcUsdtTop } from "./_execution_engine.ts";
 
 /** A scratch database, a cache quoting BTC-USDT at 50000/50001, and engines and paper brokers on them. */
 async function setUp(paper: { commission_bps?: string } = {}) {
@@ -28,21 +29,8 @@ async function setUp(paper: { commission_bps?: string } = {}) {
   const state = new PortfolioState({ starting_cash: "100000", clock });
   await state.load(db.sql);
   /** Puts a fresh BTC-USDT best bid/ask into the cache. */
-  const quote = (bid: string, ask: string) => {
-    const us = clock.now() * 1000;
-    cache.update([{
-      kind: "top",
-      exchange: "binance",
-      symbol: "BTC-USDT",
-      venue_symbol: "BTCUSDT",
-      ts_exchange: us,
-      ts_local: us,
-      bid_price: bid,
-      bid_qty: "10",
-      ask_price: ask,
-      ask_qty: "10",
-    }]);
-  };
+  const quote = (bid: string, ask: string) =>
+    cache.update([btcUsdtTop({ nowMs: clock.now(), bidPrice: bid, askPrice: ask })]);
   quote("50000", "50001");
   const newBroker = () =>
     paperBroker({
