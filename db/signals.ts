@@ -10,6 +10,12 @@
  * signals) in that same statement: one round trip per batch, plus one when
  * there are duplicates.
  *
+ * A stored signal's `payload` is read from its jsonb text with every number
+ * as stored: a number a float would write differently (`0.00000001` as
+ * `1e-8`, digits past the 17th lost, trailing zeros) comes back as a
+ * `JSON.rawJSON` value of its token, so `JSON.stringify` serves the body as
+ * received; any other number comes back as a plain number.
+ *
  * @example
  * ```ts
  * import { insertSignalsAndOrders } from "./signals.ts";
@@ -34,7 +40,7 @@ import {
   pageOptions,
   type Queryable,
   run,
-  selectPage,
+  toPage,
   type WriteOptions,
 } from "./_common.ts";
 import {
@@ -49,6 +55,7 @@ import {
 import { SIGNAL_SOURCES, type SignalSource, type SignalStatus } from "./enums.ts";
 import { ConflictError, NotFoundError } from "./errors.ts";
 import { type NewOrder, type Order, ORDER_COLUMNS } from "./orders.ts";
+import { JsonNumber, type JsonValue, parseJsonNumbers } from "../lib/json_numbers.ts";
 
 /** A signal as stored. */
 export interface Signal {
@@ -62,7 +69,11 @@ export interface Signal {
   source: SignalSource;
   /** The symbol it names, when it names one. */
   symbol: string | null;
-  /** The body as received (parsed JSON). */
+  /**
+   * The body as received (parsed JSON). Read back from the database, a number
+   * that a float would write differently is a `JSON.rawJSON` value of its
+   * token, which `JSON.stringify` writes as that token.
+   */
   payload: unknown;
   /** Outcome: `received` until decided. */
   status: SignalStatus;
@@ -98,6 +109,64 @@ const SIGNAL_COLUMNS = [
   "created_by",
   "updated_by",
 ] as const satisfies readonly (keyof Signal)[];
+
+/** Select list of the {@linkcode Signal} columns, `payload` as its jsonb text (see {@linkcode readSignal}). */
+const SIGNAL_SELECT = SIGNAL_COLUMNS.map((c) => c === "payload" ? "payload::text AS payload" : c)
+  .join(", ");
+
+/** A signal row as selected: `payload` is its jsonb text. */
+type SignalRow = Omit<Signal, "payload"> & { payload: string };
+
+/** A signal from its row: `payload` parsed with {@linkcode parsePayload}. */
+function readSignal(row: SignalRow): Signal {
+  return { ...row, payload: parsePayload(row.payload) };
+}
+
+/**
+ * A stored payload from its jsonb text, each number as stored: a plain
+ * number when the float writes the same token, else a `JSON.rawJSON` value
+ * of the token (PostgreSQL writes a number as its NUMERIC: exact, never
+ * through a float). Nesting beyond what {@linkcode parseJsonNumbers} reads
+ * (only a row written by hand: signal bodies are read to a depth of 32) is
+ * read with `JSON.parse`.
+ */
+function parsePayload(text: string): unknown {
+  let value: JsonValue;
+  try {
+    value = parseJsonNumbers(text);
+  } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error;
+    return JSON.parse(text);
+  }
+  return exactNumbers(value);
+}
+
+/** `value` with each {@linkcode JsonNumber} turned into a number or a raw JSON token. */
+function exactNumbers(value: JsonValue): unknown {
+  if (value instanceof JsonNumber) {
+    const number = value.toNumber();
+    return String(number) === value.text ? number : rawJSON(value.text);
+  }
+  if (Array.isArray(value)) return value.map(exactNumbers);
+  if (value === null || typeof value !== "object") return value;
+  const result: Record<string, unknown> = {};
+  for (const key in value) {
+    const child = exactNumbers(value[key]!);
+    if (key === "__proto__") {
+      Object.defineProperty(result, key, {
+        value: child,
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    } else {
+      result[key] = child;
+    }
+  }
+  return result;
+}
+
+const rawJSON = (JSON as unknown as { rawJSON: (text: string) => unknown }).rawJSON;
 
 /** A signal to record. */
 export interface NewSignal {
@@ -189,9 +258,12 @@ const SIGNAL_COLUMN_TYPES: Record<keyof Signal, string> = {
   updated_by: "text",
 };
 
-/** Select list of a signal joined with its order: signal columns as is, order columns `o_*`. */
+/**
+ * Select list of a signal joined with its order: signal columns as is
+ * (`payload` as its jsonb text), order columns `o_*`.
+ */
 const SIGNAL_WITH_ORDER = [
-  ...SIGNAL_COLUMNS.map((c) => `s.${c}`),
+  ...SIGNAL_COLUMNS.map((c) => c === "payload" ? "s.payload::text AS payload" : `s.${c}`),
   ...ORDER_COLUMNS.map((c) => `o.${c} AS o_${c}`),
 ].join(", ");
 
@@ -225,12 +297,12 @@ const NEW_ORDER = [
   ...ORDER_SET_COLUMNS.map((c) => `o.${c}`),
 ].join(", ");
 
-type JoinedRow = Signal & Record<`o_${keyof Order}`, unknown>;
+type JoinedRow = SignalRow & Record<`o_${keyof Order}`, unknown>;
 
 function pickSignal(row: JoinedRow): Signal {
   const signal = {} as Record<string, unknown>;
   for (const column of SIGNAL_COLUMNS) signal[column] = row[column];
-  return signal as unknown as Signal;
+  return readSignal(signal as unknown as SignalRow);
 }
 
 function pickOrder(row: JoinedRow): Order | null {
@@ -544,7 +616,7 @@ export async function recordSignalOutcome(
     );
   }
   const by = options.by ?? DEFAULT_ACTOR;
-  const [row] = await run(sql<Signal[]>`
+  const [row] = await run(sql<SignalRow[]>`
     WITH s AS (
       UPDATE signals SET status = ${outcome.status}::signal_status,
         reasons = ${reasons}::text::jsonb, decided_at = now(), updated_by = ${by}
@@ -558,8 +630,8 @@ export async function recordSignalOutcome(
       FROM s
       ${strategyCountsConflict(sql)}
     )
-    SELECT * FROM s`);
-  if (row !== undefined) return row;
+    SELECT ${sql.unsafe(SIGNAL_SELECT)} FROM s`);
+  if (row !== undefined) return readSignal(row);
   const current = await getSignal(sql, id);
   throw new ConflictError(`Signal ${id} was ${current.signal.status} already`, {
     table: "signals",
@@ -641,7 +713,7 @@ export async function listSignals(
   sql: Queryable,
   filter: SignalFilter & PageOptions = {},
 ): Promise<Page<Signal>> {
-  const page = pageOptions(filter);
+  const { limit, after, direction } = pageOptions(filter);
   let where = sql`TRUE`;
   if (filter.strategy !== undefined) where = sql`${where} AND strategy = ${filter.strategy}`;
   if (filter.status !== undefined) {
@@ -654,5 +726,15 @@ export async function listSignals(
   if (filter.to !== undefined) {
     where = sql`${where} AND received_at < ${checkDate(filter.to, "to")}`;
   }
-  return await selectPage<Signal>(sql, "signals", where, page);
+  // selectPage's paging, with payload read as text.
+  if (after !== null) {
+    where = direction === "desc"
+      ? sql`${where} AND id < ${after}`
+      : sql`${where} AND id > ${after}`;
+  }
+  const rows = await run(sql<SignalRow[]>`
+    SELECT ${sql.unsafe(SIGNAL_SELECT)} FROM signals WHERE ${where}
+    ORDER BY id ${direction === "desc" ? sql`DESC` : sql`ASC`}
+    LIMIT ${limit + 1}`);
+  return toPage(rows.map(readSignal), limit);
 }
