@@ -54,12 +54,25 @@
  * - The reference price of (exchange, symbol) is the median of per-second
  *   buckets holding the last accepted trade price of each second (by
  *   `ts_exchange`), over `reference_window_ms`; the median is recomputed only
- *   when a bucket closes or expires, never per event. Spike arithmetic uses
- *   floats (it is a tolerance test, not money). With no closed bucket in the
- *   window (cold start, or a thin symbol) everything is accepted and seeds it.
- *   Refused events never enter the reference; but they move its clock, so a
- *   genuine jump larger than `spike_pct` is refused for at most one window,
- *   after which the reference has expired and the new level seeds it.
+ *   when a bucket closes or expires, never per event. A closed bucket stays
+ *   while it started less than the window (rounded up to whole seconds)
+ *   before the current second, and the bucket just closed always stays, so a
+ *   window of one second or less still has a reference: the previous second.
+ *   Spike arithmetic uses floats (it is a tolerance test, not money).
+ * - Warm-up: spikes are checked only once the window holds
+ *   {@linkcode REFERENCE_MIN_BUCKETS} closed buckets (3; fewer when the
+ *   window cannot hold that many: all it can). Until then — cold start, which
+ *   is every restart of the validator, after a gap longer than the window,
+ *   or on a thin symbol — the reference is null and every trade is accepted
+ *   and seeds it. A median of three seconds outvotes one bad print, where a
+ *   reference of the first second alone would make one bad print (its last
+ *   trade) refuse every normal trade after it for a whole window. So a bad
+ *   print at cold start refuses nothing; it can hold a trade back only with a
+ *   window of three seconds or less, and then for at most two seconds.
+ * - Refused events never enter the reference; but they move its clock, so a
+ *   genuine jump larger than `spike_pct` is refused while the old level holds
+ *   at least {@linkcode REFERENCE_MIN_BUCKETS} buckets of the window (at most
+ *   one window), after which the new level is accepted and seeds it.
  * - Trade ids are remembered only once accepted, so a refused trade can be
  *   re-sent; the memory holds the last `duplicate_window` ids per symbol
  *   ({@linkcode TradeIdWindow}: numeric ids in typed arrays, so a large window
@@ -131,6 +144,12 @@ export const DEFAULT_DUPLICATE_WINDOW = 10_000;
 export const DEFAULT_MAX_SYMBOLS = 10_000;
 /** Width of one reference-price bucket, in milliseconds. */
 export const REFERENCE_BUCKET_MS = 1_000;
+/**
+ * Closed buckets the reference window must hold before spikes are checked
+ * (a window holding fewer at most: all it can), so that one bad print is
+ * outvoted by the seconds after it.
+ */
+export const REFERENCE_MIN_BUCKETS = 3;
 
 /** The thresholds that overrides may change, per exchange or per exchange/symbol. */
 export interface Thresholds {
@@ -519,8 +538,10 @@ interface SnapshotState {
 /** The state of one (exchange, symbol). */
 interface SymbolState {
   readonly limits: Thresholds;
-  /** Reference window in buckets (≥ 1). */
+  /** Reference window in buckets (≥ 2: the bucket just closed always stays). */
   readonly windowBuckets: number;
+  /** Closed buckets needed for a reference (1 to {@linkcode REFERENCE_MIN_BUCKETS}). */
+  readonly minBuckets: number;
   /** Last accepted book sequence, null when none (or after a snapshot without one). */
   sequence: number | null;
   /** The snapshot whose parts are being checked (since its part 0 or whole event), null after a delta. */
@@ -536,7 +557,7 @@ interface SymbolState {
   /** Closed buckets, oldest first, and their prices. */
   readonly closedBuckets: number[];
   readonly closedPrices: number[];
-  /** Median of `closedPrices`, or null when there are none. */
+  /** Median of `closedPrices`, or null when there are fewer than `minBuckets`. */
   reference: number | null;
 }
 
@@ -599,7 +620,11 @@ export class Validator {
     return this.#state(exchange, symbol).limits;
   }
 
-  /** The current reference price of (exchange, symbol), or null when it has none. */
+  /**
+   * The current reference price of (exchange, symbol), or null when it has
+   * none (fewer than {@linkcode REFERENCE_MIN_BUCKETS} closed buckets in its
+   * window, or all a shorter window holds): spikes are checked against it.
+   */
   reference(exchange: Exchange, symbol: string): number | null {
     return this.#states.get(`${exchange}/${symbol}`)?.reference ?? null;
   }
@@ -847,9 +872,16 @@ export class Validator {
         if (oldest !== undefined) this.#states.delete(oldest);
       }
       const limits = this.#resolve(exchange, key);
+      // A closed bucket B stays while the current one is before B + windowBuckets: with fewer
+      // than 2, the bucket just closed would expire as it closes and leave no reference.
+      const windowBuckets = Math.max(
+        2,
+        Math.ceil(limits.reference_window_ms / REFERENCE_BUCKET_MS),
+      );
       state = {
         limits,
-        windowBuckets: Math.max(1, Math.ceil(limits.reference_window_ms / REFERENCE_BUCKET_MS)),
+        windowBuckets,
+        minBuckets: Math.min(REFERENCE_MIN_BUCKETS, windowBuckets - 1),
         sequence: null,
         snapshot: null,
         tradeIds: new TradeIdWindow(this.#duplicateWindow),
@@ -974,7 +1006,8 @@ function bestPrice(levels: Level[], direction: 1 | -1, from: string | null): str
 /**
  * Moves the pair's reference clock to the bucket of `tsUs` (never back):
  * closes the open bucket when a later one starts, drops buckets that left the
- * window, and recomputes the median only when the closed buckets changed.
+ * window, and recomputes the median only when the closed buckets changed (the
+ * reference is null while they are fewer than `minBuckets`).
  */
 function advance(state: SymbolState, tsUs: number): void {
   const bucket = Math.floor(tsUs / (REFERENCE_BUCKET_MS * 1000));
@@ -995,7 +1028,11 @@ function advance(state: SymbolState, tsUs: number): void {
     state.closedPrices.splice(0, expired);
     changed = true;
   }
-  if (changed) state.reference = median(state.closedPrices);
+  if (changed) {
+    state.reference = state.closedPrices.length < state.minBuckets
+      ? null
+      : median(state.closedPrices);
+  }
 }
 
 function median(values: readonly number[]): number | null {

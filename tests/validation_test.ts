@@ -28,6 +28,7 @@ import {
   DEFAULT_SPIKE_PCT,
   intervalUs,
   parseMarketSubject,
+  REFERENCE_MIN_BUCKETS,
   REJECT_REASONS,
   type RejectReason,
   schemaProblem,
@@ -137,12 +138,19 @@ function verdict(validator: Validator, input: unknown, nowUs = NOW_US): RejectRe
   return result.rejected[0]?.reason ?? "accepted";
 }
 
-/** Seeds a reference of `price` for the pair of `base`: one accepted trade, then a later second. */
+/**
+ * Seeds a reference of `price` for the pair of `base`: an accepted trade in each of the
+ * REFERENCE_MIN_BUCKETS seconds of the warm-up, the last 2 s before NOW_US; a trade in a later
+ * second closes it, and the reference is then in force.
+ */
 function seed(validator: Validator, price: string, base: Partial<TradeEvent> = {}): void {
-  const result = validator.validate([
-    trade({ ...base, trade_id: `seed-${price}`, price, ts_exchange: NOW_US - 2 * SECOND_US }),
-  ], NOW_US);
-  assert.equal(result.accepted.length, 1);
+  for (let i = REFERENCE_MIN_BUCKETS; i >= 1; i--) {
+    const ts_exchange = NOW_US - (i + 1) * SECOND_US;
+    const result = validator.validate([
+      trade({ ...base, trade_id: `seed-${price}-${i}`, price, ts_exchange }),
+    ], NOW_US);
+    assert.equal(result.accepted.length, 1);
+  }
 }
 
 Deno.test("validation defaults match config/default.yaml", () => {
@@ -754,22 +762,25 @@ Deno.test("validator does not remember the ids of refused trades", () => {
   assert.equal(verdict(validator, trade({ trade_id: "x" })), "accepted");
 });
 
-Deno.test("validator accepts anything at cold start and seeds the reference", () => {
+Deno.test("validator accepts anything at cold start and seeds the reference over its warm-up", () => {
   const validator = new Validator({ spike_pct: 10 });
+  const at = (price: string, id: string, s: number) =>
+    verdict(
+      validator,
+      trade({ price, trade_id: id, ts_exchange: NOW_US + s * SECOND_US }),
+      NOW_US + s * SECOND_US,
+    );
   assert.equal(validator.reference("binance", "BTC-USDT"), null);
-  assert.equal(verdict(validator, trade({ trade_id: "1", price: "100" })), "accepted");
-  assert.equal(
-    verdict(validator, trade({ trade_id: "2", price: "500" })),
-    "accepted",
-    "no closed bucket yet",
-  );
-  assert.equal(validator.reference("binance", "BTC-USDT"), null);
-  // A trade in the next second closes the first bucket (last price 500).
-  assert.equal(
-    verdict(validator, trade({ trade_id: "3", price: "480", ts_exchange: NOW_US + SECOND_US })),
-    "accepted",
-  );
-  assert.equal(validator.reference("binance", "BTC-USDT"), 500);
+  assert.equal(at("100", "1", 0), "accepted");
+  assert.equal(at("500", "2", 0), "accepted", "no closed bucket yet");
+  // Each later second closes the one before (its last price): 500, then 480, then 490.
+  assert.equal(at("480", "3", 1), "accepted");
+  assert.equal(validator.reference("binance", "BTC-USDT"), null, "one closed second");
+  assert.equal(at("490", "4", 2), "accepted");
+  assert.equal(validator.reference("binance", "BTC-USDT"), null, "two closed seconds");
+  assert.equal(at("485", "5", 3), "accepted");
+  assert.equal(validator.reference("binance", "BTC-USDT"), 490, `${REFERENCE_MIN_BUCKETS} seconds`);
+  assert.equal(at("5000", "6", 3), "spike");
 });
 
 Deno.test("validator refuses trades beyond spike_pct of the reference", () => {
@@ -833,24 +844,25 @@ Deno.test("the reference median resists one outlier bucket", () => {
 });
 
 Deno.test("the reference expires after its window, so a real jump is accepted again", () => {
-  const validator = new Validator({ spike_pct: 10, reference_window_ms: 5_000 });
-  seed(validator, "100");
+  // A 6 s window holds five closed seconds.
+  const validator = new Validator({ spike_pct: 10, reference_window_ms: 6_000 });
   const at = (price: string, id: string, s: number) =>
     verdict(
       validator,
       trade({ price, trade_id: id, ts_exchange: NOW_US + s * SECOND_US }),
       NOW_US + s * SECOND_US,
     );
-  assert.equal(at("100", "a", 0), "accepted");
-  // The market jumps to 150 for good: refused while the 100 is in the 5 s window…
-  for (let s = 1; s <= 4; s++) assert.equal(at("150", `j${s}`, s), "spike", `second ${s}`);
-  // …and accepted once it has expired; the new level seeds the reference.
+  for (let s = 0; s <= 4; s++) assert.equal(at("100", `a${s}`, s), "accepted", `second ${s}`);
+  // The market jumps to 150 for good: refused while the window holds three seconds at 100…
+  for (let s = 5; s <= 7; s++) assert.equal(at("150", `j${s}`, s), "spike", `second ${s}`);
+  // …and accepted once fewer remain; the new level seeds the reference.
   assert.equal(validator.reference("binance", "BTC-USDT"), 100);
-  assert.equal(at("150", "j5", 5), "accepted");
+  assert.equal(at("150", "j8", 8), "accepted");
   assert.equal(validator.reference("binance", "BTC-USDT"), null);
-  assert.equal(at("151", "j6", 6), "accepted");
+  assert.equal(at("151", "j9", 9), "accepted");
+  assert.equal(at("150", "j10", 10), "accepted");
+  assert.equal(at("100", "j11", 11), "spike");
   assert.equal(validator.reference("binance", "BTC-USDT"), 150);
-  assert.equal(at("100", "j7", 7), "spike");
 });
 
 Deno.test("spike references are kept per exchange and symbol", () => {
