@@ -68,6 +68,7 @@ import {
 } from "../market/events.ts";
 import type { FeedStatus, MarketStatus } from "../market/status.ts";
 import { isAsOfReceipt } from "../market/validation.ts";
+import { DEFAULT_MAX_PAYLOAD, fitLetter } from "../market/dead_letters.ts";
 import { type DeadLetter, dlqSubject, subjectOf } from "../market/subjects.ts";
 import type { SessionIO, VenueSession } from "../venues/session.ts";
 import type { ChildSpec, ChildStats, Running } from "./types.ts";
@@ -93,8 +94,8 @@ export const DEFAULT_CLOSE_TIMEOUT_MS = 2_000;
 export const DEFAULT_DEAD_LETTER_FRAME_MAX = 65_536;
 /** Longest detail text (characters) of a dead letter; a longer one is cut. */
 export const DEAD_LETTER_DETAIL_MAX = 1_024;
-/** NATS payload limit assumed when the server has not said (bytes). */
-export const DEFAULT_MAX_PAYLOAD = 1_048_576;
+/** `fitLetter` and the assumed NATS payload limit live with the dead letters, shared with the validator. */
+export { DEFAULT_MAX_PAYLOAD, fitLetter } from "../market/dead_letters.ts";
 /** Shortest interval (ms) between two "malformed frame" warnings of one feed; others are debug. */
 export const MALFORMED_WARN_INTERVAL_MS = 10_000;
 
@@ -588,32 +589,6 @@ export function natsDeadLetterSink(nats: NatsConnection): DeadLetterSink {
     const limit = nats.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
     nats.publish(dlqSubject(letter.exchange), fitLetter(letter, limit));
   };
-}
-
-/** `letter` encoded in at most `limit` bytes: its frame (then detail) cut as needed. */
-export function fitLetter(letter: DeadLetter, limit: number): Uint8Array {
-  let payload = encodeJson(letter);
-  if (payload.length <= limit) return payload;
-  const frame = letter.frame ?? "";
-  let keep = frame.length;
-  while (keep > 0) {
-    // Proportionally to the excess, and at least by half when close: a few passes at most.
-    keep = Math.min(keep >> 1, Math.floor(keep * (limit / payload.length) * 0.9));
-    payload = encodeJson({
-      ...letter,
-      detail: `${letter.detail} (frame cut to ${keep} of ${frame.length} characters to fit NATS)`,
-      frame: frame.slice(0, keep),
-    });
-    if (payload.length <= limit) return payload;
-  }
-  const { exchange, stage, reason, at_us } = letter;
-  return encodeJson({
-    exchange,
-    stage,
-    reason,
-    detail: `${letter.detail.slice(0, 256)} (frame left out: too large for NATS)`,
-    at_us,
-  });
 }
 
 /** What a feed needs. */

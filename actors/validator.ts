@@ -28,10 +28,18 @@
  *   published when every event is refused.
  * - A payload that is not JSON, not an array, empty, or has a subject that is
  *   not `md.<kind>.<exchange>.<symbol>` gives `schema` dead letters. A malformed
- *   item carries its JSON text in `frame` (at most
- *   {@linkcode DEFAULT_MAX_FRAME_CHARS} characters), not in `event`, which
+ *   item carries its JSON text in `frame` (whole), not in `event`, which
  *   is reserved for well-formed events. When the exchange cannot be told from
  *   the subject, the message is logged and skipped.
+ * - Every dead letter is fitted to the server's payload limit
+ *   (`nats.info.max_payload`) by {@linkcode fitLetter}: a letter is larger than
+ *   what it carries, so one whose frame or event fitted a message may not fit.
+ *   A frame is cut, and an event too large is given as its JSON text in
+ *   `frame`, cut; its `detail` then says so (`frame cut to N of M characters`).
+ *   A dead letter NATS still refuses (e.g. the connection is closing) is
+ *   logged as an error with the number lost so far, never thrown: the
+ *   rejection is counted in `status.validator` all the same, and the
+ *   validator and its per-symbol state go on.
  * - The per-symbol state (reference price, trade ids, book sequence) lives in
  *   this process and starts empty after a restart. With several engines in the
  *   queue group, each sees a share of each symbol's messages, so duplicates
@@ -47,6 +55,7 @@ import type { Clock } from "../lib/clock.ts";
 import type { Logger } from "../lib/log.ts";
 import type { Exchange } from "../market/events.ts";
 import type { MarketStatus } from "../market/status.ts";
+import { DEFAULT_MAX_PAYLOAD, fitLetter } from "../market/dead_letters.ts";
 import { type DeadLetter, dlqSubject, MD_ALL } from "../market/subjects.ts";
 import { isExchange, type Rejection, Validator } from "../market/validation.ts";
 import { actor, DEFAULT_DRAIN_TIMEOUT_MS, drainSubscription } from "./actor.ts";
@@ -56,8 +65,6 @@ import type { ChildSpec } from "./types.ts";
 export const VALIDATOR_QUEUE = "validator";
 /** Name of the validator actor in the supervision tree. */
 export const VALIDATOR_ACTOR_NAME = "validator";
-/** Most characters of a malformed payload or item kept in a dead letter's `frame`. */
-export const DEFAULT_MAX_FRAME_CHARS = 16_384;
 /** Messages waiting in the client for the validator before it logs a warning. */
 export const DEFAULT_BACKLOG_WARN = 10_000;
 
@@ -103,6 +110,7 @@ export function validatorActor(deps: ValidatorActorDeps): ChildSpec {
   const { nats, status, options } = deps;
   let subscription: Subscription | null = null;
   let validator = new Validator(options); // Throws here, at wiring time, on bad options.
+  let lostLetters = 0; // Dead letters NATS refused, since the actor was made.
 
   const frameOf = (value: unknown): string => {
     let text: string;
@@ -111,7 +119,7 @@ export function validatorActor(deps: ValidatorActorDeps): ChildSpec {
     } catch {
       text = String(value);
     }
-    return text.length > DEFAULT_MAX_FRAME_CHARS ? text.slice(0, DEFAULT_MAX_FRAME_CHARS) : text;
+    return text;
   };
 
   const deadLetter = (exchange: Exchange, rejection: Rejection, atUs: number): DeadLetter =>
@@ -152,6 +160,23 @@ export function validatorActor(deps: ValidatorActorDeps): ChildSpec {
       if (sub === null) throw new Error("Validator started without a subscription");
       const log = ctx.log;
 
+      /** Publishes `letter` fitted to the server's payload limit; a failure is logged, never thrown. */
+      const publishLetter = (letter: DeadLetter): void => {
+        try {
+          const limit = nats.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
+          nats.publish(dlqSubject(letter.exchange), fitLetter(letter, limit));
+        } catch (error) {
+          lostLetters++;
+          log.error("dead letter not published", {
+            exchange: letter.exchange,
+            reason: letter.reason,
+            detail: letter.detail.slice(0, 256),
+            error: error instanceof Error ? error.message : String(error),
+            lost: lostLetters,
+          });
+        }
+      };
+
       const handleMessage = (msg: Msg): void => {
         const atUs = ctx.clock.now() * 1000;
         const exchangeToken = msg.subject.split(".", 3)[2];
@@ -167,19 +192,14 @@ export function validatorActor(deps: ValidatorActorDeps): ChildSpec {
             return;
           }
           status.reject(subjectExchange, "schema");
-          nats.publish(
-            dlqSubject(subjectExchange),
-            encodeJson(
-              {
-                exchange: subjectExchange,
-                stage: "validator",
-                reason: "schema",
-                detail: `message is not JSON: ${(error as Error).message}`,
-                frame: frameOf(decoder.decode(msg.data)),
-                at_us: atUs,
-              } satisfies DeadLetter,
-            ),
-          );
+          publishLetter({
+            exchange: subjectExchange,
+            stage: "validator",
+            reason: "schema",
+            detail: `message is not JSON: ${(error as Error).message}`,
+            frame: frameOf(decoder.decode(msg.data)),
+            at_us: atUs,
+          });
           return;
         }
         const { accepted, rejected } = validator.validate(batch, atUs, { subject: msg.subject });
@@ -203,7 +223,7 @@ export function validatorActor(deps: ValidatorActorDeps): ChildSpec {
             continue;
           }
           status.reject(exchange, rejection.reason);
-          nats.publish(dlqSubject(exchange), encodeJson(deadLetter(exchange, rejection, atUs)));
+          publishLetter(deadLetter(exchange, rejection, atUs));
         }
       };
 
