@@ -18,12 +18,16 @@
  *   i.e. at the better of the two. Otherwise it rests.
  * - stop / stop_limit: triggered when the market trades or quotes through the
  *   stop — for a buy, the ask or a trade ≥ stop; for a sell, the bid or a
- *   trade ≤ stop. Only trades received (`ts_local`) since the order was
- *   accepted count — at submit only the quote can trigger it (a quote already
- *   through: triggered at once), and a trade printed before the order existed
- *   never does; a trade received in the millisecond of acceptance counts. Once
- *   triggered a stop behaves as a market order and a stop_limit as a limit
- *   order. A triggered stop without a fresh price waits for the next one.
+ *   trade ≤ stop. Only trades received (`ts_local`) and printed
+ *   (`ts_exchange`) since the order was accepted count — at submit only the
+ *   quote can trigger it (a quote already through: triggered at once); a
+ *   trade received in the millisecond of acceptance counts, and one printed
+ *   up to {@linkcode PAPER_TRADE_CLOCK_SKEW_MS} (1 s) before it does too (the
+ *   venue's clock may run behind ours), but a trade printed earlier — a
+ *   venue's reconnect snapshot replaying the last minutes, received now —
+ *   never does. Once triggered a stop behaves as a market order and a
+ *   stop_limit as a limit order. A triggered stop without a fresh price
+ *   waits for the next one.
  *   A stop set off by a trade while the quote has not reached the stop yet
  *   fills at the worse of its stop and the touch (a buy at
  *   `max(stop, ask)`, a sell at `min(stop, bid)`, then slippage), never
@@ -118,6 +122,11 @@ export const MAX_HELD_EVENTS = 100_000;
 export const DEFAULT_PAPER_EXPIRY_CHECK_MS = 1_000;
 /** Most finished (filled, cancelled, expired, rejected) orders remembered for idempotency. */
 export const DEFAULT_PAPER_MAX_CLOSED_ORDERS = 100_000;
+/**
+ * How far (ms) a venue's clock may run behind ours: a trade printed (`ts_exchange`) up to this
+ * long before a stop was accepted still counts toward setting it off — one printed earlier never.
+ */
+export const PAPER_TRADE_CLOCK_SKEW_MS = 1_000;
 
 const DAY_MS = 86_400_000;
 const BPS = new Decimal(10_000);
@@ -311,7 +320,7 @@ interface PaperOrder {
   avg_fill_price: Decimal | null;
   /** What set the stop off, once it was. */
   triggered: PaperTrigger | null;
-  /** When it was accepted (µs, like `ts_local`): older trades do not trigger it. */
+  /** When it was accepted (µs, like `ts_local`): trades received or printed before do not trigger it. */
   accepted_us: number;
   expires_at: number | null;
   fills: number;
@@ -325,10 +334,11 @@ const FINISHED: ReadonlySet<BrokerOrderStatus> = new Set([
   "rejected",
 ]);
 
-/** A trade's price and when it was received (`ts_local`, µs). */
+/** A trade's price, when it was received (`ts_local`, µs) and when printed (`ts_exchange`, µs). */
 interface SeenTrade {
   readonly price: Decimal;
   readonly ts_local: number;
+  readonly ts_exchange: number;
 }
 
 /** The prices of one update: the quote, and the fresh trades it brought. */
@@ -338,12 +348,16 @@ interface PriceUpdate {
   readonly trades: readonly SeenTrade[];
 }
 
-/** The market an order accepted at `sinceUs` sees: only the trades received since then count. */
+/**
+ * The market an order accepted at `sinceUs` sees: only the trades received since then, and
+ * printed since then less {@linkcode PAPER_TRADE_CLOCK_SKEW_MS}, count.
+ */
 function marketSince(update: PriceUpdate, sinceUs: number): PaperMarket {
   let high: Decimal | null = null;
   let low: Decimal | null = null;
+  const printedSinceUs = sinceUs - PAPER_TRADE_CLOCK_SKEW_MS * 1000;
   for (const trade of update.trades) {
-    if (trade.ts_local < sinceUs) continue;
+    if (trade.ts_local < sinceUs || trade.ts_exchange < printedSinceUs) continue;
     if (high === null || trade.price.gt(high)) high = trade.price;
     if (low === null || trade.price.lt(low)) low = trade.price;
   }
@@ -784,7 +798,7 @@ export class PaperBroker implements Broker {
           continue;
         }
         const price = positive(t.price);
-        if (price !== null) trade = { price, ts_local: t.ts_local };
+        if (price !== null) trade = { price, ts_local: t.ts_local, ts_exchange: t.ts_exchange };
       }
     }
     return { bid, ask, trades: trade === null ? [] : [trade] };
@@ -857,7 +871,7 @@ export class PaperBroker implements Broker {
       const ts = typeof e.ts_exchange === "number" ? e.ts_exchange : e.ts_local;
       if (e.kind === "trade" && typeof e.price === "string") {
         const price = positive(e.price);
-        if (price !== null) trades.push({ price, ts_local: e.ts_local });
+        if (price !== null) trades.push({ price, ts_local: e.ts_local, ts_exchange: ts });
       } else if (
         (e.kind === "top" || e.kind === "quote") && typeof e.bid_price === "string" &&
         typeof e.ask_price === "string" && ts >= quoteTs
