@@ -76,7 +76,10 @@
  *
  * Crash recovery ({@linkcode ExecutionEngine.reconcile}): every open order in
  * PostgreSQL is looked up at its broker by client order id — unknown ones are
- * submitted (again), known ones brought up to date (missed fills inserted
+ * submitted (again), except a day order whose session has ended (closed as
+ * expired), an ioc/fok order stored past `pending` (it had its one chance at
+ * the broker: closed as cancelled) and any order while the kill switch is on
+ * (closed as cancelled); known ones brought up to date (missed fills inserted
  * idempotently, final statuses applied) — and fills not yet applied to
  * positions (`realized_pnl IS NULL`) are published again (FILLS deduplicates
  * by `fill-<id>` and the position tracker applies each fill once).
@@ -660,7 +663,10 @@ interface Tracked {
    * (rounded) `avg_fill_price`.
    */
   notional: Decimal;
-  /** Venue whose prices the paper broker uses (the signal's, else the one risk priced it on). */
+  /**
+   * Venue whose prices the paper broker uses: the signal's, or null when it names none (the
+   * paper broker then uses any venue's — not the one risk priced it on).
+   */
   exchange: string | null;
   /** Cancellation asked for while a submit was in flight or retrying. */
   cancelRequested: boolean;
@@ -721,6 +727,7 @@ interface Decision {
   item: SignalBatchItem;
   /** `SignalInput.failure`: recorded as rejected for it, with an alert. */
   failure?: string;
+  /** The venue the signal names, given to its broker (null: none). */
   exchange: string | null;
   /** An accepted order counted as open for the signals after it (not a duplicate). */
   counted: boolean;
@@ -1904,7 +1911,9 @@ export class ExecutionEngine {
       }
       return {
         item: { signal, outcome: { status: "accepted", order: newOrderOf(s, brokerName) } },
-        exchange: s.exchange ?? priced?.exchange ?? null,
+        // The broker gets the venue the signal names, or none (the paper broker then prices it
+        // on any venue quoting the side it needs); the venue pricing it served risk only.
+        exchange: s.exchange ?? null,
         counted: !duplicate,
       };
     });
@@ -3427,7 +3436,10 @@ export class ExecutionEngine {
 
   /**
    * Looks `tracked` up at its broker: a broker that does not know it gets it
-   * submitted (again), else its catch-up is queued in its lane (`#settle`).
+   * submitted (again) — unless it is a day order past its session, an
+   * ioc/fok order that reached the broker already (not `pending`) or the kill
+   * switch is on: then it is closed — else its catch-up is queued in its lane
+   * (`#settle`).
    */
   async #reconcileOrder(tracked: Tracked): Promise<
     | { kind: "no_broker" }
@@ -3453,11 +3465,15 @@ export class ExecutionEngine {
     if (state === null) {
       const now = this.#clock.now();
       // Submitting it again would place an order: not once its day is over (it would be a day
-      // order of another session), nor while the kill switch is on (it may have cancelled it:
-      // the paper broker forgets its orders, and a cancel's event may not have been stored).
+      // order of another session), nor an ioc/fok order that reached its broker (its one chance
+      // to fill is over: the paper broker forgets its orders, and its cancel's event may not
+      // have been stored), nor while the kill switch is on (it may have cancelled it).
       const expired = row.time_in_force === "day" && now >= dayOrderEnd(row);
+      const immediate = row.time_in_force === "ioc" || row.time_in_force === "fok";
       const reason = expired
         ? "day order's session ended while the broker did not have it"
+        : immediate && row.status !== "pending"
+        ? `${row.time_in_force} order not at its broker when reconciled: not submitted again`
         : this.#kill.active
         ? "the kill switch is on and the broker did not have it: not submitted again"
         : null;
