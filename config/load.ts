@@ -11,13 +11,26 @@
  * YAML string values may use `${VAR}` and `${VAR:-default}`; `$${` is a literal
  * `${`. Env and flag values are coerced per {@linkcode configSchema}; the merged
  * result is validated once and every problem is reported in one
- * {@linkcode ConfigError}.
+ * {@linkcode ConfigError}. A problem never shows a secret: a secret key's
+ * value, a URL's password (a URL setting without a `scheme://` is described by
+ * its length), the value of an argument the command line does not take, or
+ * the text a YAML error is about (it names the key and line instead).
  *
  * @module
  */
 
 import { fileURLToPath } from "node:url";
-import { isMap, isNode, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
+import {
+  type Alias,
+  type Document,
+  isMap,
+  isNode,
+  isScalar,
+  isSeq,
+  LineCounter,
+  parseDocument,
+  visit,
+} from "yaml";
 import type { z } from "zod";
 import { isSecretName, REDACTED, redactSecrets, redactUrl } from "../lib/redact.ts";
 import { Decimal } from "../trading/money.ts";
@@ -131,7 +144,10 @@ function parseFlags(args: readonly string[], problems: ConfigProblem[]): CliFlag
   for (let i = 0; i < args.length; i++) {
     const arg = args[i] ?? "";
     if (!arg.startsWith("--") || arg === "--") {
-      problems.push({ key: arg, reason: `unexpected argument; ${FLAG_HINT}` });
+      problems.push({
+        key: unexpectedArgument(arg, i),
+        reason: `unexpected argument; ${FLAG_HINT}`,
+      });
       continue;
     }
     const body = arg.slice(2);
@@ -145,7 +161,7 @@ function parseFlags(args: readonly string[], problems: ConfigProblem[]): CliFlag
       return candidate;
     };
     if (name === "print-config") {
-      if (inline !== undefined) problems.push({ key: arg, reason: "takes no value" });
+      if (inline !== undefined) problems.push({ key: "--print-config", reason: "takes no value" });
       flags.printConfig = true;
     } else if (name === "config") {
       const path = inline ?? next();
@@ -153,14 +169,33 @@ function parseFlags(args: readonly string[], problems: ConfigProblem[]): CliFlag
         problems.push({ key: "--config", reason: "needs a file path" });
       } else flags.configPaths.push(path);
     } else if (!name.includes(".")) {
+      // Its value (`--database-url URL`, `--api-key KEY`) goes with it, unshown: it may be a secret.
+      if (inline === undefined) next();
       problems.push({ key: `--${name}`, reason: `unknown flag; ${FLAG_HINT}` });
     } else if (name.split(".").some((part) => part === "")) {
+      if (inline === undefined) next();
       problems.push({ key: `--${name}`, reason: `malformed key; ${FLAG_HINT}` });
     } else {
       flags.overrides[name] = inline ?? next() ?? "true";
     }
   }
   return flags;
+}
+
+/** A flag with one dash (`-v`, `-nats.password=…`) or a key (`nats.password=…`), up to its `=`. */
+const FLAG_LIKE = /^(?:-[A-Za-z][\w.-]*(?==|$)|[A-Za-z][\w-]*(?:\.[\w-]+)+(?==))/;
+
+/**
+ * How an argument the command line does not take is named in the error,
+ * without the value it may carry (a password after a `=`, or a secret left
+ * over after a flag): a flag with one dash or a `key=` up to its `=`
+ * (`-v`, `nats.password=…`), any other by its position and length.
+ */
+function unexpectedArgument(arg: string, index: number): string {
+  if (arg === "--") return arg;
+  const name = FLAG_LIKE.exec(arg)?.[0];
+  if (name !== undefined) return arg.length > name.length ? `${name}=…` : name;
+  return `argument ${index + 1} (${arg.length} characters, not shown)`;
 }
 
 // ---------------------------------------------------------------------------
@@ -181,8 +216,9 @@ export interface LoadConfigOptions {
  *
  * @throws {ConfigError} listing every bad key with its dotted path, the reason
  * and where the value came from; also for a missing named file, YAML syntax
- * errors (with file and line), unset `${VAR}`s and, under the production
- * profile, insecure settings.
+ * errors and warnings such as an unknown tag (with file, line and key),
+ * unresolved aliases, unset `${VAR}`s, a decimal key's number with an absurd
+ * exponent and, under the production profile, insecure settings.
  * @example
  * ```ts
  * const config = await loadConfig({
@@ -222,23 +258,35 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Confi
   // Stage 2: merge the layers that could be read, then validate; a bad flag or an unreadable file
   // is reported together with every bad key of the rest.
   const sources = new Sources();
-  const interpolationFailures = new Set<string>();
+  // Keys whose value could not be expanded or converted, already reported: validation skips them.
+  const reported = new Set<string>();
   let merged: Tree = {};
   for (const layer of documents) {
-    const data = interpolateTree(layer, env, problems, interpolationFailures);
+    const data = interpolateTree(layer, env, problems, reported);
     merged = deepMerge(merged, data);
     for (const [path, source] of layer.positions) sources.set(path, source);
     for (const [path, source] of layer.interpolated) sources.set(path, source);
   }
-  for (const override of envOverrides(env, problems)) applyOverride(merged, sources, override);
-  for (const [key, value] of Object.entries(flags.overrides)) {
-    applyOverride(merged, sources, { path: key.split("."), value, source: `flag --${key}` });
+  const overrides = [
+    ...envOverrides(env, problems),
+    ...Object.entries(flags.overrides).map(([key, value]) => ({
+      path: key.split("."),
+      value,
+      source: `flag --${key}`,
+    })),
+  ];
+  for (const override of overrides) {
+    const refused = applyOverride(merged, sources, override);
+    if (refused === undefined) continue;
+    const key = formatPath(override.path);
+    reported.add(key);
+    problems.push({ key, reason: refused, source: override.source });
   }
 
   const result = configSchema.safeParse(merged);
   if (!result.success) {
     causes.push(result.error);
-    problems.push(...issueProblems(result.error.issues, merged, sources, interpolationFailures));
+    problems.push(...issueProblems(result.error.issues, merged, sources, reported));
   }
   if (problems.length > 0 || !result.success) throw configError(problems, causes);
   return result.data;
@@ -267,6 +315,7 @@ async function readYamlFile(
   problems: ConfigProblem[],
   causes: unknown[],
 ): Promise<YamlLayer | undefined> {
+  const before = problems.length;
   let text: string;
   try {
     text = await Deno.readTextFile(file.path);
@@ -282,25 +331,37 @@ async function readYamlFile(
   const lineCounter = new LineCounter();
   // `merge`: YAML 1.1's `<<: *anchor` merge keys, which YAML 1.2 (yaml@2's default) leaves out.
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, merge: true });
-  if (doc.errors.length > 0) {
-    for (const error of doc.errors) {
-      const { line, col } = lineCounter.linePos(error.pos[0]);
-      const message = error.message.split("\n")[0];
-      problems.push({
-        key: `${file.label}:${line}:${col}`,
-        reason: `YAML syntax error: ${message}`,
-      });
-      causes.push(error);
-    }
-    return undefined;
+  // yaml's messages quote the text at fault, which may be a secret (`password: *Xk9…` is an alias,
+  // `|Xk9…` a block scalar header, `!Xk9…` a tag): a problem names the key and line instead.
+  const spans = keySpans(doc.contents);
+  const yamlProblem = (offset: number, reason: string): ConfigProblem => {
+    const { line, col } = lineCounter.linePos(offset);
+    const key = keyAt(spans, offset);
+    return {
+      key: `${file.label}:${line}:${col}`,
+      reason: `YAML syntax error${key === undefined ? "" : ` in ${key}`}: ${reason}`,
+    };
+  };
+  // Warnings too: an unknown tag (`password: !Xk9…`) would load as an empty value.
+  for (const error of [...doc.errors, ...doc.warnings]) {
+    problems.push(yamlProblem(error.pos[0], yamlReason(error)));
+    causes.push(error);
   }
+  for (const alias of unresolvedAliases(doc)) {
+    problems.push(yamlProblem(
+      alias.range?.[0] ?? 0,
+      "an alias (*name) with no anchor (&name) before it; a value starting with * must be quoted",
+    ));
+  }
+  if (problems.length > before) return undefined;
   let data: unknown;
   try {
     data = doc.toJS();
   } catch (error) {
-    // e.g. "Merge sources must be maps or map aliases" (`<<: *anchor` naming a list or a scalar)
+    // e.g. "Merge sources must be maps or map aliases" (`<<: *anchor` naming a list or a scalar);
+    // what follows a `: ` is the text at fault, not shown.
     causes.push(error);
-    const message = error instanceof Error ? error.message : String(error);
+    const message = (error instanceof Error ? error.message : String(error)).split(": ")[0];
     problems.push({ key: file.label, reason: `YAML error: ${message}` });
     return undefined;
   }
@@ -313,6 +374,88 @@ async function readYamlFile(
     positions.set(formatPath(path), `${file.label}:${lineCounter.linePos(offset).line}`);
   });
   return { label: file.label, data: data ?? {}, positions, interpolated: new Map() };
+}
+
+/** Where a key's pair lies in the text: from its key to the end of its value. */
+interface KeySpan {
+  path: Path;
+  start: number;
+  end: number;
+}
+
+/** The span of every mapping key of `node`, outer before inner. */
+function keySpans(node: unknown, path: Path = [], spans: KeySpan[] = []): KeySpan[] {
+  if (isMap(node)) {
+    for (const pair of node.items) {
+      const name = isScalar(pair.key) ? pair.key.value : pair.key;
+      const key = typeof name === "symbol" ? "<<" : String(name); // `<<`: a merge key
+      const start = isNode(pair.key) ? pair.key.range?.[0] : undefined;
+      const end = isNode(pair.value) ? pair.value.range?.[1] : undefined;
+      if (start !== undefined) {
+        spans.push({ path: [...path, key], start, end: Math.max(end ?? start, start + 1) });
+      }
+      keySpans(pair.value, [...path, key], spans);
+    }
+  } else if (isSeq(node)) {
+    node.items.forEach((item, index) => keySpans(item, [...path, index], spans));
+  }
+  return spans;
+}
+
+/** The dotted path of the innermost key whose pair holds `offset`, if any. */
+function keyAt(spans: readonly KeySpan[], offset: number): string | undefined {
+  let found: KeySpan | undefined;
+  for (const span of spans) {
+    if (
+      span.start <= offset && offset < span.end && span.path.length >= (found?.path.length ?? 0)
+    ) {
+      found = span;
+    }
+  }
+  return found === undefined ? undefined : formatPath(found.path);
+}
+
+/** Codes whose yaml messages are fixed text, never a quote of the document. */
+const PLAIN_YAML_MESSAGES: ReadonlySet<string> = new Set([
+  "BAD_INDENT",
+  "BLOCK_AS_IMPLICIT_KEY",
+  "DUPLICATE_KEY",
+  "MISSING_CHAR",
+  "MULTILINE_IMPLICIT_KEY",
+  "TAB_AS_INDENT",
+]);
+
+/** What is wrong, by code, for yaml messages that quote the text at fault. */
+const YAML_REASONS: Readonly<Record<string, string>> = {
+  ALIAS_PROPS: "an alias (*name) cannot have an anchor or a tag",
+  BAD_ALIAS: "a malformed anchor (&name) or alias (*name)",
+  BAD_COLLECTION_TYPE: "a tag (!) that does not fit its value; a value starting with ! " +
+    "must be quoted",
+  BAD_DIRECTIVE: "a bad or unsupported directive (%)",
+  BAD_DQ_ESCAPE: "an invalid escape sequence in a double-quoted value; use single quotes, " +
+    "or \\\\ for a backslash",
+  BAD_PROP_ORDER: "an anchor (&) or a tag (!) in the wrong place",
+  BAD_SCALAR_START: "a value cannot start with this character unquoted; quote the value",
+  TAG_RESOLVE_FAILED: "an unknown tag (!); a value starting with ! must be quoted",
+  UNEXPECTED_TOKEN: "unexpected characters; a value starting with *, &, !, |, >, %, @ or ` " +
+    "must be quoted",
+};
+
+/** A yaml error's reason without the text it quotes (which may be a secret). */
+function yamlReason(error: { code: string; message: string }): string {
+  if (PLAIN_YAML_MESSAGES.has(error.code)) return error.message.split("\n")[0] ?? "";
+  return YAML_REASONS[error.code] ?? `malformed YAML (${error.code})`;
+}
+
+/** The aliases (`*name`) of `doc` that name no anchor before them. */
+function unresolvedAliases(doc: Document): Alias[] {
+  const found: Alias[] = [];
+  visit(doc, {
+    Alias: (_key, alias) => {
+      if (alias.resolve(doc) === undefined) found.push(alias);
+    },
+  });
+  return found;
 }
 
 function recordPositions(
@@ -391,11 +534,13 @@ function interpolateTree(
         return value;
       }
       if (result.variables.length === 0) return result.value;
-      layer.interpolated.set(
-        key,
-        `${position} via ${result.variables.map((v) => `\${${v}}`).join(", ")}`,
-      );
-      return coerce(result.value, schemaAt(path));
+      const via = `${position} via ${result.variables.map((v) => `\${${v}}`).join(", ")}`;
+      layer.interpolated.set(key, via);
+      const coerced = coerceOrRefuse(result.value, schemaAt(path));
+      if (!coerced.refused) return coerced.value;
+      failures.add(key);
+      problems.push({ key, reason: coerced.reason, source: via });
+      return value;
     }
     if (Array.isArray(value)) return value.map((item, index) => walk(item, [...path, index]));
     if (isTree(value)) {
@@ -471,7 +616,8 @@ function envKey(parent: Path, part: string): string {
   return candidates.find((candidate) => keys.safeParse(candidate).success) ?? part;
 }
 
-function applyOverride(tree: Tree, sources: Sources, override: Override): void {
+/** Sets an override's key; returns why its value was refused, if it was (it is then kept raw). */
+function applyOverride(tree: Tree, sources: Sources, override: Override): string | undefined {
   const { path, value, source } = override;
   let node = tree;
   for (const [depth, key] of path.slice(0, -1).entries()) {
@@ -487,9 +633,11 @@ function applyOverride(tree: Tree, sources: Sources, override: Override): void {
     }
   }
   const last = path[path.length - 1];
-  if (last === undefined) return;
-  node[last] = coerce(value, schemaAt(path));
+  if (last === undefined) return undefined;
+  const coerced = coerceOrRefuse(value, schemaAt(path));
+  node[last] = coerced.refused ? value : coerced.value;
   sources.set(path, source);
+  return coerced.refused ? coerced.reason : undefined;
 }
 
 // ---------------------------------------------------------------------------
@@ -573,9 +721,33 @@ function accepts(schema: z.ZodType, type: string): boolean {
 }
 
 /**
+ * Largest exponent of a number written for a decimal key (`1e1000`), in either
+ * direction: its exact text is written out digit by digit, so `1e100000000`
+ * would take half a minute and 100 MB. Far beyond any decimal the keys hold
+ * (`NUMERIC(20,8)`).
+ */
+const MAX_DECIMAL_EXPONENT = 1000;
+
+/** {@linkcode coerce}'s result, or why the value was refused. */
+type Coerced = { refused: false; value: unknown } | { refused: true; reason: string };
+
+/** {@linkcode coerce}, with a value it refuses (a RangeError) turned into a reason. */
+function coerceOrRefuse(value: string, schema: z.ZodType | undefined): Coerced {
+  try {
+    return { refused: false, value: coerce(value, schema) };
+  } catch (error) {
+    if (error instanceof RangeError) return { refused: true, reason: error.message };
+    throw error;
+  }
+}
+
+/**
  * Turns an env/flag string into what the schema expects: numbers, `true`/`false`,
  * comma-separated lists. Strings stay strings; a value that does not fit is left
  * as it is for validation to report.
+ *
+ * @throws {RangeError} for a decimal key's number whose exponent is beyond
+ * {@linkcode MAX_DECIMAL_EXPONENT}.
  */
 function coerce(value: string, schema: z.ZodType | undefined): unknown {
   if (schema === undefined) return value;
@@ -594,7 +766,7 @@ function coerce(value: string, schema: z.ZodType | undefined): unknown {
       const text = value.trim();
       if (text === "null" && accepts(schema, "null")) return null;
       if (!NUMBER.test(text)) return value;
-      if (accepts(schema, "string")) return new Decimal(text).toFixed();
+      if (accepts(schema, "string")) return decimalText(text);
       return accepts(schema, "number") ? Number(text) : value;
     }
     case "array": {
@@ -605,6 +777,20 @@ function coerce(value: string, schema: z.ZodType | undefined): unknown {
     default:
       return value;
   }
+}
+
+/** The exact decimal text of a number (`1e6` → `"1000000"`), refusing an absurd exponent first. */
+function decimalText(text: string): string {
+  const decimal = new Decimal(text); // keeps the exponent: cheap whatever its size
+  if (!decimal.isFinite() || Math.abs(decimal.e) > MAX_DECIMAL_EXPONENT) {
+    throw new RangeError(
+      `expected a decimal with an exponent from -${MAX_DECIMAL_EXPONENT} to ` +
+        `${MAX_DECIMAL_EXPONENT}, got a number with exponent ${
+          decimal.isFinite() ? decimal.e : "beyond that"
+        }`,
+    );
+  }
+  return decimal.toFixed();
 }
 
 // ---------------------------------------------------------------------------
@@ -687,6 +873,9 @@ function describe(value: unknown, path: Path): string {
   if (last !== undefined && SECRET_BY_MISTAKE.has(last) && typeof value === "string") {
     return `a string of ${value.length} characters`;
   }
+  if (last !== undefined && URL_KEY.test(last) && typeof value === "string") {
+    return describeUrls(value);
+  }
   if (typeof value === "string") {
     const shown = JSON.stringify(redactUrl(value));
     return shown.length > 80 ? `${shown.slice(0, 77)}…"` : shown;
@@ -694,11 +883,50 @@ function describe(value: unknown, path: Path): string {
   return String(value);
 }
 
+/** Keys holding URLs (`nats.url`, `exchanges.binance.ws_url`…), which may carry a password. */
+const URL_KEY = /(^|_)url$/;
+
+/** The start of a URL: a scheme and `://`. */
+const SCHEME_START = /^[a-z][a-z0-9+.-]*:\/\//i;
+
+/**
+ * Describes a bad URL setting (or comma-separated list of them) with its
+ * secrets redacted. Only text whose every part starts with `scheme://` is
+ * shown: the redactor finds the password of a URL by its scheme, so without
+ * one (`tw:pw@host`, `postgres:/tw:pw@db`, libpq's `host=db password=pw`), or
+ * when its password still shows, the value is described by its length.
+ */
+function describeUrls(value: string): string {
+  const parts = value.split(",").map((part) => part.trim()).filter((part) => part !== "");
+  const shown = parts.length > 0 &&
+    parts.every((part) => SCHEME_START.test(part) && !showsPassword(part));
+  if (!shown) {
+    return `a string of ${value.length} characters that is not a scheme:// URL ` +
+      "(not shown: it may hold a password)";
+  }
+  const text = JSON.stringify(redactUrl(value));
+  return text.length > 80 ? `${text.slice(0, 77)}…"` : text;
+}
+
+/**
+ * Whether redacting the URL `part` (which starts with `scheme://`) would
+ * leave what may be a password in it: the text from the `:` after the user
+ * name to the last `@`, or without a `:` all of it (a token), still there.
+ */
+function showsPassword(part: string): boolean {
+  const rest = part.slice(part.indexOf("://") + 3);
+  const at = rest.lastIndexOf("@");
+  if (at === -1) return false;
+  const colon = rest.indexOf(":");
+  const secret = colon !== -1 && colon < at ? rest.slice(colon + 1, at) : rest.slice(0, at);
+  return secret !== "" && redactUrl(part).includes(secret);
+}
+
 function issueProblems(
   issues: readonly z.core.$ZodIssue[],
   input: Tree,
   sources: Sources,
-  interpolationFailures: ReadonlySet<string>,
+  reported: ReadonlySet<string>,
 ): ConfigProblem[] {
   const problems: ConfigProblem[] = [];
   const push = (path: Path, reason: string) => {
@@ -730,10 +958,10 @@ function issueProblems(
           ...inner,
           path: [...path, ...inner.path],
         }));
-        problems.push(...issueProblems(nested, input, sources, interpolationFailures));
+        problems.push(...issueProblems(nested, input, sources, reported));
       }
-    } else if (interpolationFailures.has(formatPath(path))) {
-      continue; // already reported: the placeholder could not be expanded
+    } else if (reported.has(formatPath(path))) {
+      continue; // already reported: the placeholder could not be expanded, or the value converted
     } else if (issue.code === "custom" && issue.params?.complete === true) {
       push(path, issue.message);
     } else {

@@ -61,12 +61,13 @@ const URL_QUERY_PARAM = /([?&;])([^=&#\s,]+)=([^&#\s,]*)/g;
  *
  * A password is everything from the `:` after the user name to the last `@`
  * before the host, whatever it holds: a raw `@`, `#`, `?`, `'` or `/` (a
- * base64 password put in a URL without percent-encoding). In free text a URL
- * ends at white space, a quote, `<`, `>` or `\`, so an `@` after it (an
- * e-mail address) is not taken for the end of a password. A string that
- * starts with a URL is taken as a URL (a setting, a logged `url` field) or
- * a comma-separated list of them: there a password may hold white space,
- * `"` or `\` too, up to the last `@` of its URL.
+ * base64 password put in a URL without percent-encoding), even `x://`. In
+ * free text a URL ends at white space, a quote, `<`, `>` or `\`, so an `@`
+ * after it (an e-mail address) is not taken for the end of a password. A
+ * string that starts with a URL is taken as a URL (a setting, a logged `url`
+ * field) or a comma-separated list of them: there a password, or the user
+ * name before it, may hold white space, `"` or `\` too, up to the last `@`
+ * of its URL.
  *
  * @example
  * ```ts
@@ -80,16 +81,36 @@ export function redactUrl(text: string): string {
   if (starts.length === 0) return redactQuery(text);
   const whole = starts[0]?.index === text.length - text.trimStart().length;
   let out = text.slice(0, starts[0]?.index ?? 0);
-  for (const [i, start] of starts.entries()) {
+  for (let i = 0; i < starts.length;) {
+    const start = starts[i] as RegExpExecArray;
     const scheme = start[1] ?? "";
     const from = start.index + start[0].length;
-    const to = starts[i + 1]?.index ?? text.length;
+    // A `x://` met while this URL is still in its password (`postgres://tw:Zq8://pw@db`) is part
+    // of it, not the start of the next URL.
+    let next = i + 1;
+    while (
+      next < starts.length &&
+      inPassword(text.slice(from, starts[next]?.index), starts[next]?.[0] ?? "")
+    ) next++;
+    const to = starts[next]?.index ?? text.length;
     const url = text.slice(from, to);
     const end = userinfoEnd(url, whole);
     out += `${scheme}://` + (end === -1 ? url : redactUserinfo(scheme, url.slice(0, end)) +
       url.slice(end));
+    i = next;
   }
   return redactQuery(out);
+}
+
+/**
+ * Whether `url` (the text after a `scheme://`, up to a later `x://`) ends in
+ * a password, so that `x://` is part of it: it starts with `user:` and holds
+ * no `@` yet, nor white space or a quote (which end a URL in free text), and
+ * no separator (`,`, white space) comes before `x://`.
+ */
+function inPassword(url: string, next: string): boolean {
+  return !url.includes("@") && !TEXT_END.test(url) && !url.endsWith(",") &&
+    USER_AND_PASSWORD.test(url + next);
 }
 
 /**
@@ -113,9 +134,12 @@ function userinfoEnd(url: string, whole: boolean): number {
     ) return at;
     return prefix.lastIndexOf("@");
   }
-  if (textEnd === -1 || !whole || !USER_AND_PASSWORD.test(first)) return -1;
-  // A setting whose password holds white space, `"` or `\`: its userinfo ends at the last `@` of
-  // its last run of text (the host and path hold none of those characters).
+  if (textEnd === -1 || !whole) return -1;
+  // A setting whose password holds white space, `"` or `\`, or whose user name does (the URL
+  // parser drops a tab or a new line, keeps a space: `postgres://tw\n:pw@db`): its userinfo ends
+  // at the last `@` of its last run of text (the host and path hold none of those characters).
+  const userName = USER_AND_PASSWORD.exec(url)?.[0] ?? "";
+  if (!USER_AND_PASSWORD.test(first) && !TEXT_END.test(userName)) return -1;
   const trimmed = url.replace(/[\s,]+$/, "");
   let lastRun = trimmed.length;
   while (lastRun > 0 && !TEXT_END.test(trimmed[lastRun - 1] ?? "")) lastRun--;

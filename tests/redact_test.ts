@@ -56,6 +56,27 @@ Deno.test("redactUrl hides a password holding /, white space, a quote or a backs
   });
 });
 
+Deno.test("redactUrl takes a scheme:// inside a password for part of it, not a second URL", () => {
+  assert.equal(redactUrl("postgres://tw:Zq8://pw@db:5432/tw"), "postgres://tw:***@db:5432/tw");
+  assert.equal(redactUrl("postgres://tw:a://b://pw@db/tw"), "postgres://tw:***@db/tw");
+  assert.equal(
+    redactUrl("connect postgres://tw:Zq8://pw@db/tw failed, mail me@example.com"),
+    "connect postgres://tw:***@db/tw failed, mail me@example.com",
+  );
+  // A second URL after a separator or a host (with or without a port) is one.
+  assert.equal(redactUrl("nats://h1:4222,nats://u:pw@h2"), "nats://h1:4222,nats://u:***@h2");
+  assert.equal(
+    redactUrl("https://example.com: see https://u:pw@h"),
+    "https://example.com: see https://u:***@h",
+  );
+});
+
+Deno.test("redactUrl hides the password of a setting whose user name holds white space", () => {
+  assert.equal(redactUrl("postgres://tw\n:pw@db:5432/tw"), "postgres://tw\n:***@db:5432/tw");
+  assert.equal(redactUrl("postgres://t w:pw@db:5432/tw"), "postgres://t w:***@db:5432/tw");
+  assert.equal(redactUrl("postgres:// tw:pw@db:5432/tw"), "postgres:// tw:***@db:5432/tw");
+});
+
 Deno.test("redactUrl keeps the text after a URL, and an @ in a path or query", () => {
   assert.equal(
     redactUrl("connect postgres://app:a/b@db/tw failed, mail me@example.com"),
