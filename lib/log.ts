@@ -1,7 +1,8 @@
 /**
  * Structured JSON logging: one object a line with `level`, `time`, the
- * logger's bindings (e.g. `actor`), `message` and the caller's fields. Library code receives a {@linkcode Logger};
- * only `main.ts` decides where lines go.
+ * logger's bindings (e.g. `actor`), `message` and the caller's fields; a
+ * field named like one of the others is written as `field_<name>`. Library
+ * code receives a {@linkcode Logger}; only `main.ts` decides where lines go.
  *
  * @module
  */
@@ -87,7 +88,12 @@ export function createLogger(options: LoggerOptions = {}): Logger {
         for (
           const [key, value] of Object.entries(redactSecrets(normalizeErrors(fields)) as Fields)
         ) {
-          line[RESERVED.has(key) ? `field_${key}` : key] = value;
+          // A field never overwrites the line's own keys nor the logger's bindings (the engine's
+          // name under `engine`, a migration's `engine: "postgres"`): it is kept as `field_<key>`,
+          // or dropped when it repeats the bound value.
+          if (RESERVED.has(key)) line[`field_${key}`] = value;
+          else if (!Object.hasOwn(bindings, key)) line[key] = value;
+          else if (line[key] !== value) line[`field_${key}`] = value;
         }
       }
       write(JSON.stringify(line));
