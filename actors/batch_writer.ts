@@ -27,7 +27,11 @@
  *    on disk. Held messages are kept from being redelivered (`working()`).
  * 5. On stop it finishes the pull in flight (at most one second), writes what
  *    it holds once more, and negatively acknowledges what it could not write
- *    so the next writer gets it at once. After a crash, JetStream redelivers
+ *    so the next writer gets it at once. Messages delivered after the stop
+ *    request are not written: they are handed back once the pull is over, so
+ *    that a message handed back cannot come back to this writer. Inserts get
+ *    `shutdown_grace_ms`; then those in flight are aborted and no ClickHouse
+ *    request is sent any more. After a crash, JetStream redelivers
  *    unacknowledged messages after `ack_wait_ms`.
  * 6. If ClickHouse stays away so long that the stream reaches its byte or age
  *    limit, the stream drops its oldest messages; the writer sees the gap in
@@ -68,7 +72,12 @@
  * unknown, the writer waits until the server is done with it (gone from
  * `system.processes`, ended in `system.query_log`, or not seen within
  * `UNKNOWN_INSERT_GRACE_MS`; killed after `UNKNOWN_INSERT_TIMEOUT_MS`), so the
- * check sees what it stored and the retry never runs beside it.
+ * check sees what it stored and the retry never runs beside it. A writer
+ * stopped with such an insert hands its batch back and forgets the id: the
+ * next writer, before it checks its first redelivered batch, waits until
+ * `UNKNOWN_INSERT_GRACE_MS` after its start (the insert was cut off before)
+ * and then while any insert of a writer into its database is in
+ * `system.processes` (killed after `UNKNOWN_INSERT_TIMEOUT_MS`).
  *
  * Fresh batches can carry stored trades too: after a restart the validator's
  * trade-id memory is empty and Coinbase's subscribe snapshot re-sends recent
@@ -203,6 +212,8 @@ export const UNKNOWN_INSERT_GRACE_MS = 3_000;
 export const UNKNOWN_INSERT_TIMEOUT_MS = 60_000;
 /** How often the writer looks for such an insert on the server, in ms. */
 export const UNKNOWN_INSERT_POLL_MS = 50;
+/** How the `query_id` of every insert of the writer starts. */
+export const QUERY_ID_PREFIX = "tradewire-writer-";
 /**
  * Most trade ids remembered per exchange and symbol at its watermark (trades
  * this writer stored at the newest exchange time): past this, a trade on that
@@ -564,11 +575,6 @@ class Batch {
   redelivered = false;
   /** Failed write attempts: after one, rows may be stored already. */
   failures = 0;
-  /**
-   * Inserts that failed without an answer from the server (`query_id`, and
-   * when they failed, clock ms): they may still be running there.
-   */
-  unknown: Array<{ id: string; at: number }> = [];
   /**
    * Set by an attempt in which ClickHouse refused rows of a table and took
    * none of it: bad rows or a schema problem, which the next messages tell
@@ -950,6 +956,23 @@ class BatchWriter {
   /** Whether `system.query_log` can be flushed and read (until it fails once). */
   #queryLog = true;
   /**
+   * Inserts of this writer that failed without an answer from the server
+   * (`query_id`, and when they failed, clock ms): they may still be running
+   * there. Kept for the writer, not the batch, so that no batch is checked or
+   * written beside one of them, whichever batch it was of.
+   */
+  readonly #unknown: Array<{ id: string; at: number }> = [];
+  /** When the writer started (clock ms): inserts of writers before it were cut off by then. */
+  #startedAt = 0;
+  /** Whether inserts of earlier writers are known to be over (`#awaitEarlierInserts`). */
+  #earlierOver = false;
+  /**
+   * Messages delivered after the stop request (by the pull still in flight,
+   * or handed back by this writer itself): not written, but handed back once
+   * the pull is over, so that they cannot come back to this writer.
+   */
+  readonly #late: PulledMessage[] = [];
+  /**
    * Running average of events per message, to size pulls in rows rather than
    * messages; 0 until the first message, whose pull is kept small.
    */
@@ -987,6 +1010,7 @@ class BatchWriter {
   }
 
   async run(): Promise<void> {
+    this.#startedAt = this.#clock.now();
     const onAbort = () => this.#beginStop();
     this.#signal.addEventListener("abort", onAbort, { once: true });
     if (this.#signal.aborted) this.#beginStop();
@@ -1015,6 +1039,7 @@ class BatchWriter {
       }
       // No pull is in flight now, so nothing more is on its way.
       await this.#puller?.close();
+      this.#settle(this.#late, "nak");
       this.#fetchDone = true;
       this.#flushWake.notify();
       try {
@@ -1172,6 +1197,13 @@ class BatchWriter {
 
   /** Adds one message's rows to the current batch; dead-letters what cannot be rows. */
   #add(msg: PulledMessage): void {
+    if (this.#stop.signal.aborted) {
+      // Stopping: the writer writes only what it held. A message handed back meanwhile (its
+      // insert cut off) must not be written again beside that insert.
+      if (this.#fetchDone) msg.nak();
+      else this.#late.push(msg);
+      return;
+    }
     const batch = this.#current;
     if (batch.messages.length === 0) {
       batch.firstAt = this.#clock.now();
@@ -1387,7 +1419,7 @@ class BatchWriter {
         }
       }
     }
-    this.#settle(batch, "ack");
+    this.#settle(batch.messages, "ack");
     this.#counters.acked += batch.messages.length;
     this.#counters.batches++;
     const status = this.#status;
@@ -1451,24 +1483,24 @@ class BatchWriter {
       rows: batch.rowCount,
       error: errorMessage(error),
     });
-    this.#settle(batch, "nak");
+    this.#settle(batch.messages, "nak");
   }
 
   /**
-   * Acknowledges (or negatively acknowledges) every message of `batch`. When
-   * NATS is gone the messages stay unacknowledged and come back after
+   * Acknowledges (or negatively acknowledges) every message of `messages`.
+   * When NATS is gone the messages stay unacknowledged and come back after
    * `ack_wait`; rows written meanwhile then collapse as copies.
    */
-  #settle(batch: Batch, how: "ack" | "nak"): void {
+  #settle(messages: readonly PulledMessage[], how: "ack" | "nak"): void {
     try {
-      for (const msg of batch.messages) {
+      for (const msg of messages) {
         if (how === "ack") msg.ack();
         else msg.nak();
       }
     } catch (error) {
       this.#log.warn("Messages could not be acknowledged; they will be redelivered", {
         how,
-        messages: batch.messages.length,
+        messages: messages.length,
         error: errorMessage(error),
       });
     }
@@ -1483,7 +1515,7 @@ class BatchWriter {
   async #write(batch: Batch): Promise<void> {
     batch.refusedBlind = false;
     // An insert cut off may still be running: its rows must be stored before they are looked for.
-    if (batch.unknown.length > 0) await this.#awaitUnknownInserts(batch);
+    if (this.#unknown.length > 0) await this.#awaitUnknownInserts();
     let blind: MarketTable[] | null = null;
     let refusal: unknown = null;
     let takenBefore = false;
@@ -1522,6 +1554,8 @@ class BatchWriter {
       // is away: the batch waits like any other, and on its retry all of it is checked).
       const marks = this.#watermarks ??= await this.#readWatermarks();
       if (batch.redelivered || batch.failures > 0) {
+        // A redelivered message may be one an earlier writer's insert was cut off in.
+        if (batch.redelivered) await this.#awaitEarlierInserts();
         await this.#dropStoredTrades(batch, null);
       } else {
         const suspects = suspectSpans(batch.spans, marks);
@@ -1579,7 +1613,7 @@ class BatchWriter {
     };
     while (next < ranges.length) {
       const [lo, hi] = ranges[next++]!;
-      const queryId = `tradewire-writer-${crypto.randomUUID()}`;
+      const queryId = `${QUERY_ID_PREFIX}${crypto.randomUUID()}`;
       try {
         await this.#insert(
           table,
@@ -1592,7 +1626,10 @@ class BatchWriter {
         this.#countWritten(table, hi - lo);
       } catch (error) {
         const code = clickHouseErrorCode(error);
-        if (code === null) batch.unknown.push({ id: queryId, at: this.#clock.now() });
+        // An insert not sent at all (the writer stopped first) is no unknown one.
+        if (code === null && error !== this.#insertAbort.signal.reason) {
+          this.#unknown.push({ id: queryId, at: this.#clock.now() });
+        }
         const isRowData = code !== null && ROW_DATA_ERROR_CODES.has(code);
         if (!isRowData) {
           keepUnwritten([[lo, hi]]);
@@ -1649,9 +1686,21 @@ class BatchWriter {
 
   #insert(table: MarketTable, lines: readonly string[], queryId: string): Promise<void> {
     return insertJsonEachRow(this.#deps.clickhouse, this.#deps.database, table, lines, {
-      signal: this.#insertAbort.signal,
+      signal: this.#requestSignal(),
       queryId,
     });
+  }
+
+  /**
+   * The abort signal of a ClickHouse request about to be sent; throws its
+   * reason once the grace after a stop is over: the client ignores a signal
+   * that is already aborted, so such a request would hold the stop until it
+   * timed out.
+   */
+  #requestSignal(): AbortSignal {
+    const signal = this.#insertAbort.signal;
+    signal.throwIfAborted();
+    return signal;
   }
 
   /** The first number of a one-row `SELECT … AS n`. */
@@ -1661,17 +1710,17 @@ class BatchWriter {
   }
 
   /**
-   * Waits until the inserts of `batch` whose outcome is unknown are over on
-   * the server, so that a retry never runs beside them and the stored-trades
-   * check sees what they stored. One is over once it was seen in
+   * Waits until the inserts of this writer whose outcome is unknown are over
+   * on the server, so that a retry never runs beside them and the
+   * stored-trades check sees what they stored. One is over once it was seen in
    * `system.processes` and is gone, once `system.query_log` shows it ended,
    * or when it has not shown up `UNKNOWN_INSERT_GRACE_MS` after it failed;
    * one still running `UNKNOWN_INSERT_TIMEOUT_MS` after it failed is killed.
    * Throws when ClickHouse cannot be asked (the ids are kept for the next try).
    */
-  async #awaitUnknownInserts(batch: Batch): Promise<void> {
-    while (batch.unknown.length > 0) {
-      const { id, at } = batch.unknown[0]!;
+  async #awaitUnknownInserts(): Promise<void> {
+    while (this.#unknown.length > 0) {
+      const { id, at } = this.#unknown[0]!;
       const quoted = literal(id);
       let seen = false;
       for (;;) {
@@ -1688,7 +1737,7 @@ class BatchWriter {
             });
             await this.#deps.clickhouse.command({
               query: `KILL QUERY WHERE query_id = ${quoted} ASYNC`,
-              abort_signal: this.#insertAbort.signal,
+              abort_signal: this.#requestSignal(),
             });
           }
         } else if (seen || age >= UNKNOWN_INSERT_GRACE_MS || await this.#loggedEnd(quoted)) {
@@ -1696,8 +1745,49 @@ class BatchWriter {
         }
         await this.#clock.sleep(UNKNOWN_INSERT_POLL_MS, this.#insertAbort.signal);
       }
-      batch.unknown.shift();
+      this.#unknown.shift();
     }
+  }
+
+  /**
+   * Waits, once, until the inserts of the writers before this one are over
+   * on the server, so that a message one of them was cut off in (and handed
+   * back, or left to be redelivered) is not checked and written beside that
+   * insert. Such an insert was cut off before this writer started: it shows
+   * up in `system.processes` within `UNKNOWN_INSERT_GRACE_MS` of that, or is
+   * taken as never received, as the writer's own are. So this waits until
+   * that long after the start, then while any insert of a writer
+   * (`tradewire-writer-…` query id) into this database runs — none of this
+   * writer's own is running then — and kills one still running after
+   * `UNKNOWN_INSERT_TIMEOUT_MS`. Works on ClickHouse 18.16 and current
+   * servers. Throws when ClickHouse cannot be asked (it is asked again next
+   * time).
+   */
+  async #awaitEarlierInserts(): Promise<void> {
+    if (this.#earlierOver) return;
+    const wait = this.#startedAt + UNKNOWN_INSERT_GRACE_MS - this.#clock.now();
+    if (wait > 0) await this.#clock.sleep(wait, this.#insertAbort.signal);
+    const ours = `query_id LIKE ${literal(`${QUERY_ID_PREFIX}%`)} AND position(query, ${
+      literal(`INSERT INTO ${quoteIdentifier(this.#deps.database)}.`)
+    }) = 1`;
+    const timeoutS = UNKNOWN_INSERT_TIMEOUT_MS / 1000;
+    for (;;) {
+      const [row] = await this.#rows<{ n: number | string; oldest: number | string }>(
+        `SELECT count() AS n, max(elapsed) AS oldest FROM system.processes WHERE ${ours}`,
+      );
+      if (Number(row?.n ?? 0) === 0) break;
+      if (Number(row?.oldest ?? 0) >= timeoutS) {
+        this.#log.warn("Killing an insert of an earlier writer that is still running", {
+          age_ms: Math.round(Number(row?.oldest) * 1000),
+        });
+        await this.#deps.clickhouse.command({
+          query: `KILL QUERY WHERE ${ours} AND elapsed >= ${timeoutS} ASYNC`,
+          abort_signal: this.#requestSignal(),
+        });
+      }
+      await this.#clock.sleep(UNKNOWN_INSERT_POLL_MS, this.#insertAbort.signal);
+    }
+    this.#earlierOver = true;
   }
 
   /** Whether `system.query_log` shows the query `quoted` (a literal id) ended; false without a log. */
@@ -1706,7 +1796,7 @@ class BatchWriter {
     try {
       await this.#deps.clickhouse.command({
         query: "SYSTEM FLUSH LOGS",
-        abort_signal: this.#insertAbort.signal,
+        abort_signal: this.#requestSignal(),
       });
       // type 1 is QueryStart; the others are its end (finished, or failed).
       return await this.#count(
@@ -1846,7 +1936,7 @@ class BatchWriter {
     const result = await this.#deps.clickhouse.query({
       query,
       format: "JSONEachRow",
-      abort_signal: this.#insertAbort.signal,
+      abort_signal: this.#requestSignal(),
     });
     return await result.json<T>();
   }
