@@ -12,8 +12,8 @@
  * written as `{"t":<µs>,"x":"<exchange>","f":"<frame>"}` and every REST body
  * the sessions fetch as `{"t":…,"x":…,"rest":"<url>","f":"<body>"}`, after a
  * first `{"meta":{…}}` line naming the venues, their URLs and symbols.
- * It stops after N seconds or on Ctrl-C (SIGINT), flushes the file, and
- * prints how many frames it wrote. Config flags are those of the engine
+ * It stops after N seconds, on Ctrl-C (SIGINT) or on SIGTERM (`docker stop`,
+ * systemd, `timeout`), flushes the file, and prints how many frames it wrote. Config flags are those of the engine
  * (`--config PATH`, `--exchanges.kraken.enabled=false`, …).
  *
  * Exits 0 on success, 1 on failure, 2 on a usage or configuration error.
@@ -45,7 +45,7 @@ export const USAGE = `Usage: deno task record [--seconds N] [--out FILE] [config
 Records the raw frames of the enabled venues into an NDJSON capture for replay.
 
 Options:
-  --seconds N   stop after N seconds (default: run until Ctrl-C)
+  --seconds N   stop after N seconds (default: run until Ctrl-C or SIGTERM)
   --out FILE    capture file (default: captures/capture_<UTC time>.ndjson)
   -h, --help    show this help
 
@@ -57,6 +57,16 @@ export const DEFAULT_CAPTURE_DIR = "captures";
 export const DEFAULT_WRITE_BUFFER_CHARS = 1 << 20;
 /** How often buffered lines are written even when the buffer is not full (ms). */
 export const DEFAULT_FLUSH_INTERVAL_MS = 1_000;
+
+/**
+ * The signals that stop a recording gracefully (the file flushed, exit 0):
+ * Ctrl-C, and SIGTERM where the platform has it (`docker stop`, systemd,
+ * `timeout`), which would otherwise kill the recorder with up to
+ * {@linkcode DEFAULT_FLUSH_INTERVAL_MS} of frames unwritten.
+ */
+export const STOP_SIGNALS: readonly Deno.Signal[] = Deno.build.os === "windows"
+  ? ["SIGINT", "SIGBREAK"]
+  : ["SIGINT", "SIGTERM"];
 
 /** A usage error on the command line. */
 export class UsageError extends Error {
@@ -365,8 +375,8 @@ export async function main(args: readonly string[]): Promise<number> {
   const log = createLogger({ level: config.log.level, write: (line) => console.error(line) });
   const out = parsed.out ?? defaultCapturePath(Date.now());
   const controller = new AbortController();
-  const onSigint = () => controller.abort();
-  Deno.addSignalListener("SIGINT", onSigint);
+  const onSignal = () => controller.abort();
+  for (const signal of STOP_SIGNALS) Deno.addSignalListener(signal, onSignal);
   try {
     const symbols = Object.fromEntries(
       sessions.map((session) => [session.exchange, config.exchanges[session.exchange].symbols]),
@@ -402,7 +412,7 @@ export async function main(args: readonly string[]): Promise<number> {
     console.error(`Recording failed: ${error instanceof Error ? error.message : String(error)}`);
     return 1;
   } finally {
-    Deno.removeSignalListener("SIGINT", onSigint);
+    for (const signal of STOP_SIGNALS) Deno.removeSignalListener(signal, onSignal);
   }
 }
 
