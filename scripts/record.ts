@@ -11,12 +11,17 @@
  * reconnects, REST snapshots) but publishes nothing: every frame received is
  * written as `{"t":<µs>,"x":"<exchange>","f":"<frame>"}` and every REST body
  * the sessions fetch as `{"t":…,"x":…,"rest":"<url>","f":"<body>"}`, after a
- * first `{"meta":{…}}` line naming the venues, their URLs and symbols.
+ * first `{"meta":{…}}` line naming the venues, their URLs and symbols (a
+ * venue whose URL cannot be made — Alpaca without credentials — is named
+ * with the error instead; its feed retries as the engine's does, and the
+ * other venues record).
  * It stops after N seconds, on Ctrl-C (SIGINT) or on SIGTERM (`docker stop`,
  * systemd, `timeout`), flushes the file, and prints how many frames it wrote. Config flags are those of the engine
  * (`--config PATH`, `--exchanges.kraken.enabled=false`, …).
  *
- * Exits 0 on success, 1 on failure, 2 on a usage or configuration error.
+ * Exits 0 on success, 1 on failure, 2 on a usage or configuration error. A
+ * recording that fails or ends without a frame removes its file, which
+ * would hold nothing to replay.
  *
  * @module
  */
@@ -244,7 +249,10 @@ export interface RecordResult {
 /**
  * Records `sessions` into `options.out` until `seconds` have passed or
  * `signal` aborts, then stops the feeds, flushes and closes the file.
- * Rejects (after closing the file) when a feed fails.
+ * Rejects when a feed fails, after closing the file — and removing it when
+ * no frame was written. A session whose `url()` throws does not stop the
+ * others: the meta line names its error and its feed retries as the
+ * engine's would.
  */
 export async function recordCapture(
   sessions: readonly VenueSession[],
@@ -270,9 +278,9 @@ export async function recordCapture(
         format: CAPTURE_FORMAT,
         source: "deno task record",
         recorded_at: new Date(clock.now()).toISOString(),
-        venues: Object.fromEntries(sessions.map((session) => [session.exchange, {
-          url: session.url(),
-        }])),
+        venues: Object.fromEntries(
+          sessions.map((session) => [session.exchange, venueMeta(session)]),
+        ),
         ...options.meta,
       },
     });
@@ -320,12 +328,31 @@ export async function recordCapture(
     }
     stop();
     await Promise.allSettled(runs.map((running) => running.done));
+  } catch (error) {
+    failure ??= { error };
   } finally {
     options.signal?.removeEventListener("abort", stop);
     writer.close();
   }
-  if (failure !== null) throw (failure as { error: unknown }).error;
+  if (failure !== null) {
+    // Nothing to replay in it (REST bodies alone cannot be replayed): not left to be taken for one.
+    if (result.frames === 0) await Deno.remove(options.out).catch(() => {});
+    throw (failure as { error: unknown }).error;
+  }
   return result;
+}
+
+/**
+ * A venue's entry in the meta line: its URL, or the error its `url()` throws
+ * (Alpaca without credentials). Such a venue is recorded as the engine runs
+ * it: its feed reports the error and retries, and the other venues record.
+ */
+function venueMeta(session: VenueSession): { url: string } | { error: string } {
+  try {
+    return { url: session.url() };
+  } catch (error) {
+    return { error: error instanceof Error ? error.message : String(error) };
+  }
 }
 
 /** Feed timing of each exchange from the configuration. */
@@ -409,7 +436,11 @@ export async function main(args: readonly string[]): Promise<number> {
     }
     return 0;
   } catch (error) {
-    console.error(`Recording failed: ${error instanceof Error ? error.message : String(error)}`);
+    const removed = await Deno.stat(out).then(() => false, () => true);
+    console.error(
+      `Recording failed: ${error instanceof Error ? error.message : String(error)}` +
+        (removed ? `; no frame was recorded, ${out} removed` : ""),
+    );
     return 1;
   } finally {
     for (const signal of STOP_SIGNALS) Deno.removeSignalListener(signal, onSignal);
