@@ -49,6 +49,9 @@
  *   the venue stamps bars with their start, as Alpaca does). Prices then look
  *   as fresh as a live feed's: the paper broker and the risk checks can
  *   trade on them offline.
+ * - Limits that guard a live venue do not hold back a replay: a session
+ *   with `onReplay` ({@linkcode ReplayAwareSession}) is told before the
+ *   first pass, and Binance's then meters no REST snapshot weight.
  * - Events a session builds outside a frame (a Binance book on a REST
  *   snapshot) carry `io.nowUs()`: the recorded time of the line being
  *   played, or with `retime` the clock's time.
@@ -324,6 +327,16 @@ export class RecordedRest {
   }
 }
 
+/**
+ * A session that knows when it plays a capture: the replay calls its
+ * `onReplay()` once, before the first pass. Binance's session then spends no
+ * REST request weight on its snapshots, which reach no venue.
+ */
+export interface ReplayAwareSession extends VenueSession {
+  /** The session is about to play a capture rather than a live connection. */
+  onReplay?(): void;
+}
+
 /** What a replay needs. */
 export interface ReplayDeps {
   /** NATS connection; required unless both `sink` and `deadLetters` are given. */
@@ -494,6 +507,7 @@ class Replay {
     this.#maxGapUs = maxGapMs * 1000;
     this.#onSend = deps.onSend;
     for (const session of sessions) {
+      (session as ReplayAwareSession).onReplay?.();
       const status = deps.status.feed(session.exchange);
       const output = new FeedOutput(session.exchange, status, {
         nats: deps.nats,

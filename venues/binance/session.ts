@@ -61,7 +61,9 @@
  * budget, outlives connections; fetches already under way finish. The pause
  * and the budget are kept on the clock's monotonic time
  * ({@linkcode monotonicOf}: `performance.now()` for the system clock), so a
- * wall clock set back (NTP, a VM resumed) does not stretch them.
+ * wall clock set back (NTP, a VM resumed) does not stretch them. A session
+ * that plays a capture ({@linkcode BinanceSession.onReplay}) spends no
+ * weight: its fetches are answered from the recording.
  *
  * @example
  * ```ts
@@ -314,6 +316,8 @@ export class BinanceSession implements VenueSession {
   /** No fetch starts before this time (monotonic ms), set by a 429 or 418. */
   #pausedUntil = -Infinity;
   #rateLimited = 0;
+  /** Set by {@linkcode BinanceSession.onReplay}: fetches are answered from a capture, unmetered. */
+  #replayed = false;
   #venueErrors = 0;
   #serverShutdowns = 0;
 
@@ -397,6 +401,17 @@ export class BinanceSession implements VenueSession {
   /** The combined-stream URL naming every configured stream. */
   url(): string {
     return this.#url;
+  }
+
+  /**
+   * The session plays a capture (`venues/replay.ts` calls this before its
+   * first pass): its snapshot fetches are answered from the recording and
+   * reach no venue, so the request-weight budget, which guards Binance's
+   * per-IP limit, no longer holds them back — a fast or looped replay would
+   * otherwise stop building books after a minute's worth of weight.
+   */
+  onReplay(): void {
+    this.#replayed = true;
   }
 
   /** The REST snapshot URL of a Binance symbol. */
@@ -574,12 +589,12 @@ export class BinanceSession implements VenueSession {
     const io = this.#io;
     if (io === null || this.#pumpWaiting === this.#generation) return;
     while (this.#inFlight < this.#concurrency && this.#queue.length > 0) {
-      const waitMs = this.#weightWaitMs();
+      const waitMs = this.#replayed ? 0 : this.#weightWaitMs();
       if (waitMs > 0) {
         this.#pumpLater(waitMs, io);
         return;
       }
-      this.#spent.push({ at: this.#monotonic(), weight: this.#weight });
+      if (!this.#replayed) this.#spent.push({ at: this.#monotonic(), weight: this.#weight });
       const venueSymbol = this.#queue.shift()!;
       const slot = this.#books.get(venueSymbol)!;
       slot.queued = false;
