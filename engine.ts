@@ -83,6 +83,13 @@ export interface StartEngineOptions {
   log?: Logger;
   /** Aborting it while the engine starts gives up starting. */
   signal?: AbortSignal;
+  /**
+   * Whether giving up is for a failure (an uncaught error) rather than a
+   * request: asked when a start given up after the database was taken is
+   * recorded in `engine_runs`, with exit code 1 when it says so, 0 otherwise.
+   * @default {() => false}
+   */
+  failed?: () => boolean;
   /** Called with the HTTP server's bound address. */
   onListen?: (address: { hostname: string; port: number }) => void;
 }
@@ -96,7 +103,8 @@ export interface Engine extends AsyncDisposable {
   /**
    * Stops the tree and closes connections; resolves with the exit code. A
    * stop for a failure outside the tree (`failed`: an uncaught error) exits
-   * 1, recorded so in `engine_runs` and `engine.events.stopped`.
+   * 1, recorded so in `engine_runs` and `engine.events.stopped` — also when
+   * it comes while a stop is under way, until that stop is recorded.
    */
   stop(options?: EngineStopOptions): Promise<number>;
   /**
@@ -146,7 +154,7 @@ export interface EngineContext {
  */
 export async function startEngine(
   config: Config,
-  { log = nullLogger, signal, onListen }: StartEngineOptions = {},
+  { log = nullLogger, signal, failed = () => false, onListen }: StartEngineOptions = {},
 ): Promise<Engine> {
   const instanceId = crypto.randomUUID();
   const startedAt = Date.now();
@@ -283,9 +291,10 @@ export async function startEngine(
     if (signal?.aborted) log.info("engine start cancelled");
     else log.error("engine failed to start", { error });
     if (migrations.postgres === "applied") {
-      // It held the database (lock taken, schema in place): its failed run is recorded too.
+      // It held the database (lock taken, schema in place): its run is recorded too, exit code 0
+      // only when it was given up on request (a signal), not for a failure (an uncaught error).
       const runId = await recordStart(sql, instanceId, await configChecksum(config), log);
-      await recordStop(sql, runId, signal?.aborted ? 0 : 1, log);
+      await recordStop(sql, runId, signal?.aborted && !failed() ? 0 : 1, log);
     }
     await closeConnections();
     throw error;

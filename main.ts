@@ -51,7 +51,12 @@ async function main(): Promise<number> {
   let forced: ReturnType<typeof setTimeout> | undefined;
   let failed = false;
   const stop = (reason: string) => {
-    if (forced !== undefined) return;
+    if (forced !== undefined) {
+      // A stop under way (a signal's) became a failure: the engine records and publishes exit
+      // code 1 unless it already has. While it starts, it asks `failed` when it records.
+      if (failed) engine?.stop({ failed });
+      return;
+    }
     forced = setTimeout(() => {
       log.error("shutdown took too long; exiting", {
         timeout_ms: config.engine.shutdown_timeout_ms,
@@ -110,7 +115,7 @@ async function main(): Promise<number> {
   const { startEngine } = await import("./engine.ts");
   if (starting.signal.aborted) return stoppedEarly();
   try {
-    engine = await startEngine(config, { log, signal: starting.signal });
+    engine = await startEngine(config, { log, signal: starting.signal, failed: () => failed });
   } catch (error) {
     clearTimeout(forced);
     if (starting.signal.aborted) return failed ? 1 : 0;
