@@ -44,17 +44,22 @@
  *   session going through `onClose`/`onOpen` first).
  * - With `retime`, events carry the time they are replayed instead of the
  *   recorded one: each frame's events move by (now − its recorded `t`), so
- *   `ts_local` is now and `ts_exchange` keeps its recorded distance to it; a
- *   bar's `start` moves by whole minutes (and its `ts_exchange` with it when
- *   the venue stamps bars with their start, as Alpaca does). Prices then look
- *   as fresh as a live feed's: the paper broker and the risk checks can
- *   trade on them offline.
+ *   `ts_local` is now and `ts_exchange` keeps its recorded distance to it;
+ *   events published outside a frame move by (now − the recorded time of
+ *   the venue's latest line). Every event is moved once, when the session
+ *   hands it over: a Binance snapshot held for its first diff and returned
+ *   with it keeps its recorded distance to that diff. A bar's `start` moves
+ *   by whole minutes (and its `ts_exchange` with it when the venue stamps
+ *   bars with their start, as Alpaca does). Prices then look as fresh as a
+ *   live feed's: the paper broker and the risk checks can trade on them
+ *   offline.
  * - Limits that guard a live venue do not hold back a replay: a session
  *   with `onReplay` ({@linkcode ReplayAwareSession}) is told before the
  *   first pass, and Binance's then meters no REST snapshot weight.
  * - Events a session builds outside a frame (a Binance book on a REST
- *   snapshot) carry `io.nowUs()`: the recorded time of the line being
- *   played, or with `retime` the clock's time.
+ *   snapshot) carry `io.nowUs()`: the recorded time of the venue's latest
+ *   line (for that book, its REST body's), with `retime` too (they are moved
+ *   when published, see above).
  *
  * @example
  * ```ts
@@ -455,6 +460,10 @@ interface Venue {
   session: VenueSession;
   /** What frames are parsed with: `session`, or with `retime` a wrapper moving its events. */
   parser: VenueSession;
+  /** The recorded time (µs) of the venue's latest line: what `io.nowUs()` answers. */
+  recordedUs: number;
+  /** With `retime`: the last exchange time per kind and symbol ({@linkcode keepOrder}). */
+  lastTimes: Map<string, number>;
   status: FeedStatus;
   output: FeedOutput;
   io: SessionIO | null;
@@ -482,8 +491,6 @@ class Replay {
   readonly #skippedExchanges = new Set<string>();
   #rest = new RecordedRest();
   #reconnects = 0;
-  /** The recorded time (µs) of the line being played. */
-  #recordedUs = 0;
   #fatal: { error: unknown } | null = null;
 
   constructor(
@@ -519,17 +526,37 @@ class Replay {
         log: this.#log,
         onFatal: (error) => this.#fail(error),
       });
-      this.#venues.set(session.exchange, {
+      const venue: Venue = {
         session,
-        parser: this.#retime ? retimedParser(session, this.#clock) : session,
+        parser: session,
+        recordedUs: 0,
+        lastTimes: new Map(),
         status,
         output,
         io: null,
         connection: null,
         reconnect: null,
         lastTickUs: null,
-      });
+      };
+      if (this.#retime) {
+        venue.parser = retimedParser(session, (events) => this.#retimed(venue, events));
+      }
+      this.#venues.set(session.exchange, venue);
     }
+  }
+
+  /**
+   * With `retime`: `events` of `venue` moved by (now − the recorded time of
+   * the venue's latest line), in the venue's order ({@linkcode keepOrder}).
+   * Sessions stamp events with recorded times only (the frame's, or
+   * `io.nowUs()`), so this moves each event exactly once, whether a frame
+   * returns it or `io.emit` publishes it.
+   */
+  #retimed(venue: Venue, events: MarketEvent[]): MarketEvent[] {
+    return keepOrder(
+      shiftEvents(events, this.#clock.now() * 1000 - venue.recordedUs),
+      venue.lastTimes,
+    );
   }
 
   async run(): Promise<void> {
@@ -617,9 +644,10 @@ class Replay {
             }
           }
         }
-        this.#recordedUs = record.t;
         if ("rest" in record) {
           this.#stats.rest++;
+          const venue = this.#venues.get(record.x);
+          if (venue) venue.recordedUs = record.t;
           // Let the session take the answer before the next frame, as a live fetch would.
           if (this.#rest.add(record.rest, record.f)) await nextTurn();
           continue;
@@ -637,6 +665,7 @@ class Replay {
   #frame(venue: Venue, record: CaptureFrame): void {
     const io = venue.io!;
     this.#stats.frames++;
+    venue.recordedUs = record.t;
     venue.output.frame(venue.parser, record.f, record.t, io);
     if (venue.lastTickUs === null) {
       venue.lastTickUs = record.t;
@@ -670,7 +699,7 @@ class Replay {
       emit: (events) => {
         if (connection.signal.aborted) return;
         try {
-          output.emit(events);
+          output.emit(this.#retime ? this.#retimed(venue, events) : events);
         } catch (error) {
           this.#fail(error);
         }
@@ -678,7 +707,7 @@ class Replay {
       resynced: (reason) => output.resynced(reason),
       error: (message) => output.error(message),
       fetchText: (url) => this.#rest.fetch(url, connection.signal),
-      nowUs: () => this.#retime ? this.#clock.now() * 1000 : this.#recordedUs,
+      nowUs: () => venue.recordedUs,
       signal: connection.signal,
       log: this.#log.child({ exchange }),
     };
@@ -743,25 +772,24 @@ class Replay {
 }
 
 /**
- * `session`, parsing each frame into events moved from the time it was
- * received (as recorded) to `clock`'s now ({@linkcode shiftEvents}). Each
- * event keeps its recorded latency, so at a speed other than 1 a frame whose
- * latency was larger than the next one's by more than the squeezed gap
- * between them would land before it: an event's exchange time is never
- * moved before that of the last event of its kind and symbol
- * ({@linkcode keepOrder}), so the venue's order survives retiming.
+ * `session`, parsing each frame into events passed through `retime` (the
+ * replay's: moved from the time the frame was received, as recorded, to
+ * now, {@linkcode shiftEvents}). Each event keeps its recorded latency, so at
+ * a speed other than 1 a frame whose latency was larger than the next one's
+ * by more than the squeezed gap between them would land before it: an
+ * event's exchange time is never moved before that of the last event of its
+ * kind and symbol ({@linkcode keepOrder}), so the venue's order survives
+ * retiming.
  */
-function retimedParser(session: VenueSession, clock: Clock): VenueSession {
-  const last = new Map<string, number>();
+function retimedParser(
+  session: VenueSession,
+  retime: (events: MarketEvent[]) => MarketEvent[],
+): VenueSession {
   return {
     exchange: session.exchange,
     url: () => session.url(),
     onOpen: (io) => session.onOpen(io),
-    onFrame: (frame, receivedUs, io) =>
-      keepOrder(
-        shiftEvents(session.onFrame(frame, receivedUs, io), clock.now() * 1000 - receivedUs),
-        last,
-      ),
+    onFrame: (frame, receivedUs, io) => retime(session.onFrame(frame, receivedUs, io)),
     onClose: () => session.onClose(),
     status: () => session.status(),
   };
