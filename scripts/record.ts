@@ -10,14 +10,21 @@
  * It runs the same feed runtime as the engine (connection, subscriptions,
  * reconnects, REST snapshots) but publishes nothing: every frame received is
  * written as `{"t":<µs>,"x":"<exchange>","f":"<frame>"}` and every REST body
- * the sessions fetch as `{"t":…,"x":…,"rest":"<url>","f":"<body>"}`, after a
+ * the sessions fetch as `{"t":…,"x":…,"rest":"<url>","f":"<body>"}` (unless
+ * its connection closed first: the session drops it); a reconnect as
+ * `{"t":…,"x":…,"conn":"close"}` when the connection ends and
+ * `{"t":…,"x":…,"conn":"open"}` when the next one opens, so a replay plays
+ * each connection's frames into a fresh session state as the live feed did
+ * (the meta line says `"connection_lines":true`); all after a
  * first `{"meta":{…}}` line naming the venues, their URLs and symbols (a
  * venue whose URL cannot be made — Alpaca without credentials — is named
  * with the error instead; its feed retries as the engine's does, and the
  * other venues record).
+ *
  * It stops after N seconds, on Ctrl-C (SIGINT) or on SIGTERM (`docker stop`,
- * systemd, `timeout`), flushes the file, and prints how many frames it wrote. Config flags are those of the engine
- * (`--config PATH`, `--exchanges.kraken.enabled=false`, …).
+ * systemd, `timeout`), flushes the file, and prints how many frames it wrote.
+ * Config flags are those of the engine (`--config PATH`,
+ * `--exchanges.kraken.enabled=false`, …).
  *
  * Exits 0 on success, 1 on failure, 2 on a usage or configuration error. A
  * recording that fails or ends without a frame removes its file, which
@@ -41,7 +48,12 @@ import { createLogger, type Logger, nullLogger } from "../lib/log.ts";
 import type { Exchange } from "../market/events.ts";
 import { MarketStatus } from "../market/status.ts";
 import { createSessions } from "../venues/mod.ts";
-import { CAPTURE_FORMAT, type CaptureRecord, formatCaptureLine } from "../venues/replay.ts";
+import {
+  CAPTURE_FORMAT,
+  type CaptureConnection,
+  type CaptureRecord,
+  formatCaptureLine,
+} from "../venues/replay.ts";
 import type { VenueSession } from "../venues/session.ts";
 
 /** The usage text printed for `--help` and usage errors. */
@@ -277,6 +289,7 @@ export async function recordCapture(
       meta: {
         format: CAPTURE_FORMAT,
         source: "deno task record",
+        connection_lines: true,
         recorded_at: new Date(clock.now()).toISOString(),
         venues: Object.fromEntries(
           sessions.map((session) => [session.exchange, venueMeta(session)]),
@@ -286,7 +299,10 @@ export async function recordCapture(
     });
     const runs = sessions.map((session) => {
       const exchange = session.exchange;
-      const spec = feedActor(session, {
+      const marked = markReconnects(session, controller.signal, (conn) => {
+        writer.write({ t: nowUs(), x: exchange, conn });
+      });
+      const spec = feedActor(marked, {
         status,
         log,
         clock,
@@ -297,6 +313,8 @@ export async function recordCapture(
         ...(options.webSocket ? { webSocket: options.webSocket } : {}),
         fetchText: async (url, signal) => {
           const body = await fetchBody(url, signal);
+          // Its connection is gone (a close line written): the session ignores the body.
+          if (signal.aborted) return body;
           writer.write({ t: nowUs(), x: exchange, rest: url, f: body });
           result.rest++;
           return body;
@@ -340,6 +358,39 @@ export async function recordCapture(
     throw (failure as { error: unknown }).error;
   }
   return result;
+}
+
+/**
+ * `session`, telling `mark` of its reconnects: `"close"` when a connection
+ * ends — unless `stopping` has aborted (the recording's own stop: the end of
+ * the file says it) — and `"open"` when a connection after the first opens
+ * (the first opens with the file). Between them, a venue's frames in the
+ * capture are those of one connection.
+ */
+function markReconnects(
+  session: VenueSession,
+  stopping: AbortSignal,
+  mark: (conn: CaptureConnection["conn"]) => void,
+): VenueSession {
+  let opened = false;
+  const marked: VenueSession = {
+    exchange: session.exchange,
+    url: () => session.url(),
+    onOpen: (io) => {
+      if (opened) mark("open");
+      opened = true;
+      return session.onOpen(io);
+    },
+    onFrame: (frame, receivedUs, io) => session.onFrame(frame, receivedUs, io),
+    onClose: () => {
+      if (!stopping.aborted) mark("close");
+      session.onClose();
+    },
+    status: () => session.status(),
+  };
+  if (session.onTick) marked.onTick = (io, nowMs) => session.onTick!(io, nowMs);
+  if (session.quiet) marked.quiet = (nowMs) => session.quiet!(nowMs);
+  return marked;
 }
 
 /**

@@ -13,23 +13,41 @@
  * | --- | --- |
  * | `{"t":1700000000123456,"x":"binance","f":"<frame text>"}` | a WebSocket frame received at `t` (µs since the epoch) |
  * | `{"t":…,"x":"binance","rest":"<url>","f":"<body>"}` | the body of a REST `GET <url>` received at `t` |
- * | `{"meta":{…}}` | information about the capture (symbols, provenance); skipped |
+ * | `{"t":…,"x":"binance","conn":"close"}` | the venue's connection closed at `t` (not written when the recording stops) |
+ * | `{"t":…,"x":"binance","conn":"open"}` | a new connection of the venue opened at `t` (not written for the first, which opens with the capture) |
+ * | `{"meta":{…}}` | information about the capture (symbols, provenance, `"connection_lines":true`) |
  *
  * Frames are JSON strings, so their text (number tokens included) is kept
- * byte for byte.
+ * byte for byte. Connection lines mark the live feed's reconnects; a capture
+ * whose meta line says `"connection_lines":true` has one at every reconnect
+ * (`deno task record` writes them), so between them a venue's frames are
+ * those of one connection. Captures without them (older recordings, the
+ * sample) play as one connection per venue.
  *
  * ## Replay semantics
  *
  * - Each frame goes to the session of its exchange (`session.onFrame`, with
  *   the recorded `t` as `receivedUs`, so `ts_local` is the recorded one).
- *   Frames of exchanges without a session are skipped and counted.
+ *   Lines of exchanges without a session are skipped and counted.
  * - `io.fetchText(url)` answers with the recorded `rest` bodies of that URL,
  *   in order, wherever they are in the file: one read earlier is answered at
  *   once, otherwise the call waits for the next one; at the end of the file
  *   the waiting calls reject with {@linkcode ReplayFetchError}.
  * - `io.send` sends nothing (frames are counted and passed to `onSend`).
- * - `io.reconnect` runs `onClose` then `onOpen` again (no socket), after the
- *   current frame; it is counted in `reconnects` (and `resyncs` when asked).
+ * - Connection lines: at `close` the venue's session gets `onClose` (its
+ *   state `"disconnected"`); at `open` it gets `onClose` if still open, then
+ *   `onOpen` with a new `io`, counted in `reconnects` — where the live feed
+ *   reconnected, so a new connection's frames (sequence numbers starting
+ *   over, fresh snapshots) never run into the old one's state. Frames of a
+ *   venue between its `close` and `open` lines are skipped and counted.
+ * - `io.reconnect` (a session's own request): in a capture with connection
+ *   lines, it is counted in `resyncs` when asked and otherwise left to the
+ *   capture — the live feed's reconnect shows there as `close` and `open`
+ *   lines, and the frames until then belong to the recorded connection, so
+ *   resetting the session earlier (a request timed differently in a replay)
+ *   would only lose them. In a capture without, it runs `onClose` then
+ *   `onOpen` again (no socket), after the current frame; it is counted in
+ *   `reconnects` (and `resyncs` when asked).
  * - `session.onTick(io, t / 1000)` runs when a venue's recorded time has
  *   advanced a second since its last tick.
  * - Pace: `speed` 0 replays as fast as possible; `speed` 1 keeps the recorded
@@ -135,14 +153,40 @@ export interface CaptureRest {
   f: string;
 }
 
-/** Information about a capture (symbols, provenance); replays skip it. */
+/**
+ * A venue's connection closed (`"close"`) or a new one opened (`"open"`) at
+ * `t`: how `deno task record` marks a reconnect of the live feed.
+ */
+export interface CaptureConnection {
+  /** When, µs since the epoch. */
+  t: number;
+  /** The venue. */
+  x: Exchange;
+  /** What happened to the venue's connection. */
+  conn: "open" | "close";
+}
+
+/**
+ * Information about a capture (symbols, provenance); replays read only
+ * `connection_lines` (see {@linkcode CaptureMetaFields}).
+ */
 export interface CaptureMeta {
   /** Free-form; `format` is {@linkcode CAPTURE_FORMAT}. */
   meta: Record<string, unknown>;
 }
 
+/** The meta fields a replay reads. */
+export interface CaptureMetaFields {
+  /**
+   * True when the capture marks every reconnect of its venues with
+   * {@linkcode CaptureConnection} lines (so a stretch without them is one
+   * connection), as `deno task record` does.
+   */
+  connection_lines?: boolean;
+}
+
 /** One line of a capture. */
-export type CaptureRecord = CaptureFrame | CaptureRest | CaptureMeta;
+export type CaptureRecord = CaptureFrame | CaptureRest | CaptureConnection | CaptureMeta;
 
 /**
  * One capture line (without its newline).
@@ -155,6 +199,7 @@ export type CaptureRecord = CaptureFrame | CaptureRest | CaptureMeta;
  */
 export function formatCaptureLine(record: CaptureRecord): string {
   if ("meta" in record) return JSON.stringify({ meta: record.meta });
+  if ("conn" in record) return JSON.stringify({ t: record.t, x: record.x, conn: record.conn });
   if ("rest" in record) {
     return JSON.stringify({ t: record.t, x: record.x, rest: record.rest, f: record.f });
   }
@@ -198,13 +243,19 @@ export function parseCaptureLine(line: string): CaptureRecord {
     }
     return { meta: meta as Record<string, unknown> };
   }
-  const { x, t, f, rest } = record;
+  const { x, t, f, rest, conn } = record;
   if (typeof x !== "string" || !KNOWN_EXCHANGES.has(x)) {
     throw new CaptureLineError(`Capture line names an unknown exchange ${JSON.stringify(x)}`, null);
   }
   const exchange = x as Exchange;
   if (typeof t !== "number" || !Number.isFinite(t)) {
     throw new CaptureLineError("Capture line has no numeric t", exchange);
+  }
+  if (conn !== undefined) {
+    if (conn !== "open" && conn !== "close") {
+      throw new CaptureLineError('Capture connection line is neither "open" nor "close"', exchange);
+    }
+    return { t, x: exchange, conn };
   }
   if (typeof f !== "string") throw new CaptureLineError("Capture line has no f text", exchange);
   if (rest === undefined) return { t, x: exchange, f };
@@ -390,7 +441,7 @@ export interface ReplayStats extends ChildStats {
   meta: number;
   /** Lines that could not be replayed. */
   malformed: number;
-  /** Lines of exchanges without a session. */
+  /** Lines of exchanges without a session, and frames of a venue closed by a `close` line. */
   skipped: number;
   /** Texts the sessions sent (to nowhere). */
   sent: number;
@@ -491,6 +542,8 @@ class Replay {
   readonly #skippedExchanges = new Set<string>();
   #rest = new RecordedRest();
   #reconnects = 0;
+  /** The capture marks every reconnect with connection lines (its meta line says so). */
+  #connectionLines = false;
   #fatal: { error: unknown } | null = null;
 
   constructor(
@@ -628,6 +681,9 @@ class Replay {
         if ("meta" in record) {
           this.#stats.meta++;
           this.#log.debug("capture meta", { meta: record.meta });
+          if ((record.meta as CaptureMetaFields).connection_lines === true) {
+            this.#connectionLines = true;
+          }
           continue;
         }
         if (speed > 0) {
@@ -657,9 +713,30 @@ class Replay {
           this.#skip(record.x);
           continue;
         }
+        if ("conn" in record) {
+          this.#connection(venue, record);
+          continue;
+        }
+        if (venue.connection === null) {
+          this.#stats.skipped++;
+          continue;
+        }
         this.#frame(venue, record);
       }
     }
+  }
+
+  /** A recorded connection line: the venue's connection closes, or a new one opens. */
+  #connection(venue: Venue, record: CaptureConnection): void {
+    venue.recordedUs = record.t;
+    if (venue.connection) this.#close(venue);
+    if (record.conn === "close") {
+      venue.status.state = "disconnected";
+      venue.status.connected_at = null;
+      return;
+    }
+    venue.status.reconnects++;
+    this.#open(venue);
   }
 
   #frame(venue: Venue, record: CaptureFrame): void {
@@ -692,8 +769,16 @@ class Replay {
       reconnect: (reason, options) => {
         if (connection.signal.aborted || venue.reconnect !== null) return;
         if (options?.resync) status.resyncs++;
-        this.#log.info("session asked for a reconnect", { exchange, reason });
         venue.reconnect = reason;
+        if (this.#connectionLines) {
+          // The capture shows where the live feed reconnected: its close and open lines do it.
+          this.#log.info("session asked for a reconnect; the capture's connection lines decide", {
+            exchange,
+            reason,
+          });
+          return;
+        }
+        this.#log.info("session asked for a reconnect", { exchange, reason });
         this.#reconnects++;
       },
       emit: (events) => {
