@@ -40,12 +40,12 @@
  *   reconnected, so a new connection's frames (sequence numbers starting
  *   over, fresh snapshots) never run into the old one's state. Frames of a
  *   venue between its `close` and `open` lines are skipped and counted.
- * - `io.reconnect` (a session's own request): in a capture with connection
- *   lines, it is counted in `resyncs` when asked and otherwise left to the
- *   capture — the live feed's reconnect shows there as `close` and `open`
+ * - `io.reconnect` (a session's own request): in a capture whose meta line
+ *   says `"connection_lines":true`, it is counted in `resyncs` when asked
+ *   and otherwise left to the capture — the live feed's reconnect shows there as `close` and `open`
  *   lines, and the frames until then belong to the recorded connection, so
  *   resetting the session earlier (a request timed differently in a replay)
- *   would only lose them. In a capture without, it runs `onClose` then
+ *   would only lose them. In any other capture, it runs `onClose` then
  *   `onOpen` again (no socket), after the current frame; it is counted in
  *   `reconnects` (and `resyncs` when asked).
  * - `session.onTick(io, t / 1000)` runs when a venue's recorded time has
@@ -57,8 +57,9 @@
  * - Lines that cannot be read (not JSON, unknown exchange, missing fields)
  *   are counted, logged and skipped; when their exchange is known they are
  *   also counted in its `malformed` figure and dead-lettered.
- * - Status: a venue is `"live"` while its capture plays and `"stopped"` at
- *   the end of the file (with `loop`, the file starts over instead, each
+ * - Status: a venue is `"live"` while its capture plays (`"disconnected"`
+ *   between its `close` and `open` lines) and `"stopped"` at the end of the
+ *   file (with `loop`, the file starts over instead, each
  *   session going through `onClose`/`onOpen` first).
  * - With `retime`, events carry the time they are replayed instead of the
  *   recorded one: each frame's events move by (now − its recorded `t`), so
