@@ -350,7 +350,8 @@ export interface EnsureDatabaseOptions {
 /**
  * Creates the database named in `url` if it does not exist, connecting to the
  * `postgres` database of the same server. Returns true when it created it.
- * Safe when several processes race (a concurrent creation counts as existing).
+ * Safe when several processes race: a concurrent creation counts as existing
+ * (PostgreSQL reports it as 42P04, or as 23505 when both were creating at once).
  */
 export async function ensureDatabase(
   url: string,
@@ -378,7 +379,10 @@ export async function ensureDatabase(
       await sql`create database ${sql(name)}`;
       return true;
     } catch (error) {
-      if ((error as { code?: unknown }).code === "42P04") return false;
+      // 42P04 duplicate_database; 23505 when a concurrent CREATE DATABASE of
+      // the same name committed while this one waited on pg_database's index.
+      const code = (error as { code?: unknown }).code;
+      if (code === "42P04" || code === "23505") return false;
       throw error;
     }
   } finally {
