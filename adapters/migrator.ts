@@ -3,9 +3,13 @@
  *
  * Files live under `<dir>/postgres/NNNN_name.sql` (each with its rollback
  * `NNNN_name.down.sql`, required) and `<dir>/clickhouse/NNNN_name.sql` (down
- * file optional). A file's checksum is the SHA-256 (hex) of its up file; an
- * applied file whose checksum changed stops every run with
- * {@linkcode MigrationChecksumError} before anything is applied.
+ * file optional). A missing `<dir>`, or one holding neither subfolder, is a
+ * {@linkcode MigrationFileError} (a wrong working directory or `migrations.dir`
+ * is not "nothing to apply"); a missing subfolder alone means none for that
+ * database, with a warning. A file's checksum is the SHA-256 (hex) of its up
+ * file's bytes (line endings included); an applied file whose checksum changed
+ * stops every run with {@linkcode MigrationChecksumError} before anything is
+ * applied.
  *
  * PostgreSQL: each file runs in its own transaction together with its
  * `schema_migrations` row, while a session advisory lock (`lockKey`) is held
@@ -97,7 +101,10 @@ export class MigrationError extends Error {
   }
 }
 
-/** A migration file is misnamed, duplicated, lacks its down file or has bad `@if` blocks. */
+/**
+ * A migration file is misnamed, duplicated, lacks its down file or has bad
+ * `@if` blocks; or the migrations folder is missing (`file` is then its path).
+ */
 export class MigrationFileError extends MigrationError {
   /** The file at fault. */
   readonly file: string;
@@ -199,15 +206,30 @@ const FILE_PATTERN = /^(\d{4,9})_([A-Za-z0-9][A-Za-z0-9_]*?)(\.down)?\.sql$/;
 
 export { sha256Hex };
 
+/** Options of {@linkcode loadMigrations}. */
+export interface LoadMigrationsOptions {
+  /** Called with the folder's path when `<dir>/<engine>/` is missing but `<dir>` is not. */
+  onMissingFolder?: ((folder: string) => void) | undefined;
+}
+
 /**
  * Loads and sorts the migrations of `engine` from `<dir>/<engine>/`. A missing
- * folder means no migrations. Throws {@linkcode MigrationFileError} for a
- * `.sql` file with a bad name, a duplicate version, a down file without its up
- * file, a PostgreSQL migration without its down file, or (ClickHouse) bad
- * `@if` blocks. Files not ending in `.sql` (a README) are ignored.
+ * `<dir>/<engine>/` means no migrations (`onMissingFolder` is told) when `<dir>`
+ * holds the other database's folder. Throws {@linkcode MigrationFileError}
+ * when `<dir>` does not exist or holds neither `postgres/` nor `clickhouse/`
+ * (a wrong `migrations.dir` or working directory must not pass for "nothing to
+ * apply"), and for a `.sql` file with a bad name, a duplicate version, a down
+ * file without its up file, a PostgreSQL migration without its down file, or
+ * (ClickHouse) bad `@if` blocks. Files not ending in `.sql` (a README) are
+ * ignored.
  */
-export async function loadMigrations(dir: string, engine: Engine): Promise<MigrationFile[]> {
-  const folder = `${dir.replace(/\/+$/, "")}/${engine}`;
+export async function loadMigrations(
+  dir: string,
+  engine: Engine,
+  options: LoadMigrationsOptions = {},
+): Promise<MigrationFile[]> {
+  const base = dir.replace(/\/+$/, "");
+  const folder = `${base}/${engine}`;
   const ups = new Map<number, { name: string; file: string }>();
   const downs = new Map<number, { name: string; file: string }>();
   try {
@@ -240,8 +262,10 @@ export async function loadMigrations(dir: string, engine: Engine): Promise<Migra
       target.set(version, { name: match[2] ?? "", file: entry.name });
     }
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return [];
-    throw error;
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    await checkMigrationsDir(dir, base);
+    options.onMissingFolder?.(folder);
+    return [];
   }
   for (const [version, down] of downs) {
     const up = ups.get(version);
@@ -291,6 +315,40 @@ export async function loadMigrations(dir: string, engine: Engine): Promise<Migra
   return migrations;
 }
 
+/**
+ * Throws {@linkcode MigrationFileError} when the migrations folder `dir` (`base`
+ * without trailing slashes) is missing or holds neither engine's folder.
+ */
+async function checkMigrationsDir(dir: string, base: string): Promise<void> {
+  const root = base === "" ? "/" : base;
+  const relative = dir.startsWith("/") ? "" : ` (relative to the working directory ${Deno.cwd()})`;
+  if (!(await isDirectory(root))) {
+    throw new MigrationFileError(
+      root,
+      `Migrations folder ${root} does not exist${relative}: check migrations.dir`,
+    );
+  }
+  const found = await Promise.all(
+    (["postgres", "clickhouse"] as const).map((engine) => isDirectory(`${base}/${engine}`)),
+  );
+  if (!found.includes(true)) {
+    throw new MigrationFileError(
+      root,
+      `Migrations folder ${root}${relative} holds neither postgres/ nor clickhouse/: ` +
+        "check migrations.dir",
+    );
+  }
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
 const DIRECTIVE = /^\s*--\s*@(\w+)\b(.*)$/;
 
 type ConditionTest = (caps: ClickHouseCapabilities) => boolean;
@@ -315,9 +373,9 @@ function parseCondition(text: string, line: number): ConditionTest {
 /**
  * Keeps the lines of a ClickHouse migration that apply to a server with
  * `caps`: `-- @if <cond>` … [`-- @else` …] `-- @end` blocks (nestable; a
- * condition may be negated with `!`). Directive lines and dropped lines become
- * empty lines, so line numbers stay. Throws a `SyntaxError` for unknown
- * conditions or unbalanced blocks.
+ * condition may be negated with `!`). Lines may end in LF or CRLF. Directive
+ * lines and dropped lines become empty lines, so line numbers stay. Throws a
+ * `SyntaxError` for unknown conditions or unbalanced blocks.
  *
  * @example
  * ```ts
@@ -329,7 +387,8 @@ export function renderConditionals(text: string, caps: ClickHouseCapabilities): 
   const active = () => stack.every((frame) => frame.active);
   const out: string[] = [];
   text.split("\n").forEach((line, index) => {
-    const directive = DIRECTIVE.exec(line);
+    // A CRLF file (git's core.autocrlf, a Windows editor) leaves "\r" on each line.
+    const directive = DIRECTIVE.exec(line.endsWith("\r") ? line.slice(0, -1) : line);
     const keyword = directive?.[1]?.toLowerCase();
     const lineNo = index + 1;
     if (keyword === "if") {
@@ -696,6 +755,7 @@ export class Migrator {
   readonly #clickhouse: ClickHouseTarget | null;
   readonly #log: Logger;
   readonly #timeouts: Required<MigrationTimeouts>;
+  readonly #warnedMissing = new Set<Engine>();
 
   /** Creates a migrator over the pool `sql`. */
   constructor(sql: Sql, options: MigratorOptions = {}) {
@@ -716,9 +776,18 @@ export class Migrator {
     return this.#clickhouse !== null;
   }
 
-  /** Loads the migration files of `engine` (see {@linkcode loadMigrations}). */
+  /**
+   * Loads the migration files of `engine` (see {@linkcode loadMigrations});
+   * warns once when its folder is missing.
+   */
   load(engine: Engine): Promise<MigrationFile[]> {
-    return loadMigrations(this.#dir, engine);
+    return loadMigrations(this.#dir, engine, {
+      onMissingFolder: (folder) => {
+        if (this.#warnedMissing.has(engine)) return;
+        this.#warnedMissing.add(engine);
+        this.#log.warn(`No ${engineLabel(engine)} migrations folder; none to apply`, { folder });
+      },
+    });
   }
 
   /**
