@@ -39,8 +39,9 @@ export interface SessionIO {
   /**
    * When data is received now, µs since the epoch, for stamping events made
    * outside `onFrame` (a book built on a REST answer): the clock's time on a
-   * live connection; in a replay, the recorded time of what is being played
-   * (the clock's time with `retime`).
+   * live connection; in a replay, the recorded time of the venue's latest
+   * line — with `retime` too: the replay moves the events when the session
+   * hands them over.
    */
   nowUs(): number;
   /** Aborts when the connection closes or the feed stops. */
