@@ -10,7 +10,10 @@ COPY deno.json deno.lock ./
 RUN deno install --frozen
 
 COPY . .
-RUN deno cache --frozen main.ts scripts/migrate.ts && chown -R deno:deno /app
+# The worker threads are loaded by URL at run time (`new Worker(new URL(...))`), which
+# `deno cache main.ts` does not follow: cached by name, so `--cached-only` finds them.
+RUN deno cache --frozen main.ts scripts/migrate.ts actors/_batch_writer_thread.ts \
+    actors/_validator_thread.ts && chown -R deno:deno /app
 
 USER deno
 
