@@ -670,6 +670,8 @@ interface Tracked {
   exchange: string | null;
   /** Cancellation asked for while a submit was in flight or retrying. */
   cancelRequested: boolean;
+  /** Why that cancellation was asked for (its retries and alerts say it); null when none was. */
+  cancelReason: string | null;
   /** A submit loop is running for it. */
   submitting: boolean;
   /**
@@ -2253,6 +2255,7 @@ export class ExecutionEngine {
         notional: notional ?? rowNotional(row, filled),
         exchange,
         cancelRequested: false,
+        cancelReason: null,
         submitting: false,
         maybeAtBroker: false,
       };
@@ -2336,7 +2339,8 @@ export class ExecutionEngine {
    * Submits `tracked` until the broker took or refused it, the order moved on
    * (the broker's events show it has it) or the engine stops. `submitting`
    * is cleared synchronously with the last look at `cancelRequested`, so a
-   * cancel request is either seen here or goes to the broker itself.
+   * cancel request is either seen here or goes to the broker itself; one
+   * seen here is sent once the broker has the order (`#cancelAsked`).
    */
   async #submitLoop(tracked: Tracked, remainingOnly: boolean): Promise<void> {
     const row = tracked.row;
@@ -2358,7 +2362,7 @@ export class ExecutionEngine {
       if (tracked.row !== initial) {
         // Any stored change came from the broker: it has the order (an answer lost on the way back).
         tracked.submitting = false;
-        if (tracked.cancelRequested) await this.#cancelAtBroker(tracked, broker);
+        if (tracked.cancelRequested) await this.#cancelAsked(tracked, broker);
         return;
       }
       if (tracked.cancelRequested) {
@@ -2408,7 +2412,7 @@ export class ExecutionEngine {
         }
         // The broker has it: record it as submitted and cancel it there; its events tell the rest.
         this.#enqueue({ kind: "submitted", coid, broker_order_id: known.broker_order_id });
-        await this.#cancelAtBroker(tracked, broker);
+        await this.#cancelAsked(tracked, broker);
         return;
       }
       try {
@@ -2419,7 +2423,7 @@ export class ExecutionEngine {
         this.#stats.submitted++;
         tracked.submitting = false;
         this.#enqueue({ kind: "submitted", coid, broker_order_id });
-        if (tracked.cancelRequested) await this.#cancelAtBroker(tracked, broker);
+        if (tracked.cancelRequested) await this.#cancelAsked(tracked, broker);
         return;
       } catch (error) {
         if (error instanceof BrokerRejectedError) {
@@ -3482,6 +3486,7 @@ export class ExecutionEngine {
           // Its submit is on its way: the submit loop cancels it (locally, or at the broker once
           // it has it), as a cancel request during a submit does.
           tracked.cancelRequested = true;
+          tracked.cancelReason = reason;
           return { kind: "updated" };
         }
         if (row.status === "pending") {
@@ -3864,12 +3869,18 @@ export class ExecutionEngine {
     }
   }
 
-  /** Logs and raises a critical alert naming the open orders a kill switch could not cancel. */
-  async #alertNotCancelled(orders: readonly NotCancelledOrder[]): Promise<void> {
+  /**
+   * Logs and raises a critical alert naming the open orders whose cancel was
+   * not sent; `title` says who asked (a kill switch's, by default).
+   */
+  async #alertNotCancelled(
+    orders: readonly NotCancelledOrder[],
+    title = "Kill switch",
+  ): Promise<void> {
     const details = { orders };
-    this.#log.error("kill switch: orders not (yet) cancelled", details);
+    this.#log.error(`${title}: orders not (yet) cancelled`, details);
     await this.#raiseCritical(
-      `Kill switch: ${orders.length} open order(s) not (yet) cancelled: ${
+      `${title}: ${orders.length} open order(s) not (yet) cancelled: ${
         orders.map((order) => order.order_id).join(", ")
       }`,
       details,
@@ -3877,8 +3888,31 @@ export class ExecutionEngine {
   }
 
   /**
-   * Asks again, with backoff, for `tracked` to be cancelled after its broker
-   * could not answer the kill switch's cancel (unreachable, rate limited):
+   * Acts on a cancel of `tracked` its broker did not take (`refusal`), asked
+   * for with `reason` where no caller hears the refusal (a kill switch's or
+   * a DELETE's cancel sent once the order's submit returned): asked again
+   * with backoff when the broker could not answer, else (the order still
+   * open) alerted.
+   */
+  async #cancelRefused(tracked: Tracked, reason: string, refusal: CancelRefusal): Promise<void> {
+    if (refusal.retryable) {
+      this.#retryCancel(tracked, reason);
+      return;
+    }
+    const coid = tracked.row.client_order_id;
+    if (this.#open.get(coid) !== tracked) return;
+    await this.#alertNotCancelled([{
+      order_id: tracked.row.id,
+      client_order_id: coid,
+      broker: tracked.row.broker,
+      reason: refusal.reason,
+      retrying: false,
+    }], `Cancel not sent (${reason})`);
+  }
+
+  /**
+   * Asks again, with backoff, for `tracked` to be cancelled (for `reason`)
+   * after its broker could not answer a cancel (unreachable, rate limited):
    * until the cancel is sent, the order closes, the broker refuses it for
    * good (alerted) or the engine stops. One retry loop per order.
    */
@@ -3891,8 +3925,9 @@ export class ExecutionEngine {
       try {
         for (let attempt = 0;; attempt++) {
           const delayMs = this.#brokerRetryDelay(attempt);
-          this.#log.warn("kill switch: cancel not sent; retrying", {
+          this.#log.warn("cancel not sent; retrying", {
             client_order_id: coid,
+            reason,
             attempt: attempt + 1,
             retry_in_ms: delayMs,
           });
@@ -3904,7 +3939,7 @@ export class ExecutionEngine {
           if (!this.#running || this.#open.get(coid) !== tracked) return; // closed meanwhile
           const refusal = await this.#requestCancel(tracked, reason);
           if (refusal === null) {
-            this.#log.info("kill switch: cancel sent after retrying", {
+            this.#log.info("cancel sent after retrying", {
               client_order_id: coid,
               attempts: attempt + 1,
             });
@@ -3918,7 +3953,7 @@ export class ExecutionEngine {
               broker: tracked.row.broker,
               reason: refusal.reason,
               retrying: false,
-            }]);
+            }], `Cancel not sent (${reason})`);
             return;
           }
         }
@@ -3967,8 +4002,10 @@ export class ExecutionEngine {
   async #requestCancel(tracked: Tracked, reason: string): Promise<CancelRefusal | null> {
     const row = tracked.row;
     if (tracked.submitting) {
-      // Its submit loop sees the flag: before a retry it cancels here, after a submit at the broker.
+      // Its submit loop sees the flag: before a retry it cancels here, after a submit at the broker
+      // (`#cancelAsked`: a cancel the broker could not answer is asked again, another alerted).
       tracked.cancelRequested = true;
+      tracked.cancelReason = reason;
       return null;
     }
     const broker = this.#brokers.get(row.broker);
@@ -3997,6 +4034,16 @@ export class ExecutionEngine {
       }
     }
     return await this.#cancelAtBroker(tracked, broker);
+  }
+
+  /**
+   * Sends the cancel asked for while `tracked` was being submitted, now that
+   * its broker has it (`#submitLoop`); a refusal is acted on (`#cancelRefused`).
+   */
+  async #cancelAsked(tracked: Tracked, broker: Broker): Promise<void> {
+    const refusal = await this.#cancelAtBroker(tracked, broker);
+    if (refusal === null) return;
+    await this.#cancelRefused(tracked, tracked.cancelReason ?? "cancelled by request", refusal);
   }
 
   /** Asks the broker to cancel `tracked`: null once asked, else why it could not be. */
