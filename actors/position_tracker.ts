@@ -84,6 +84,30 @@
  *    P&L today, open orders, with the limits in force given as `limits`),
  *    all in one transaction, and the snapshot is published on
  *    `portfolio.snapshot`.
+ * 9. A lost answer — a write of the tracker's, or a reservation's statement
+ *    (`unknown()`), failed so that it may have committed (`mayHaveCommitted`:
+ *    the connection dropped) — makes the tracker read its state back before
+ *    anything else, granting no reservation meanwhile. A dropped client socket
+ *    does not stop a statement running in its backend (waiting on a lock,
+ *    say): it may still commit. So the tracker first waits for it to end:
+ *    until no other client backend of this database that is not idle is in a
+ *    transaction begun before the server's time when the wait began
+ *    (`pg_stat_activity`: `xact_start` earlier; the statement whose answer
+ *    was lost began before) — looking again after the backoff delay, at most
+ *    every {@linkcode DEFAULT_UNKNOWN_OUTCOME_POLL_MAX_MS}, and for at most
+ *    the server's `statement_timeout` (which ends a statement, lock waits
+ *    included) plus `unknown_outcome_margin_ms`
+ *    ({@linkcode DEFAULT_UNKNOWN_OUTCOME_MARGIN_MS}), or
+ *    `unknown_outcome_max_wait_ms` when it is 0; past that it logs a warning
+ *    and reads back anyway. Unrelated transactions older than the loss only
+ *    make it wait longer. Sessions of other roles are not seen without
+ *    `pg_read_all_stats`: the engine and the tracker use one role. Then it
+ *    reads positions, cash, realized P&L by day and the fills not applied in
+ *    one snapshot (`PortfolioState.load`: one `REPEATABLE READ READ ONLY`
+ *    transaction) and publishes `positions.<symbol>` for each position that
+ *    differs from what it held, with the last fill stored for it. Fills of a
+ *    lost write of its own whose position changed so are counted `recovered`
+ *    (not `applied`, not `duplicates`) when seen again.
  *
  * Marks: {@linkcode markPrice} — the mid of the freshest fresh best bid/ask,
  * else the newest fresh last trade (fresh: no older than `max_price_age_ms`);
@@ -190,6 +214,15 @@ export const DEFAULT_TRACKER_RETRY_INITIAL_MS = 100;
 export const DEFAULT_TRACKER_RETRY_MAX_MS = 5_000;
 /** Longest wait for the portfolio snapshot taken at a graceful stop, ms. */
 export const DEFAULT_FINAL_SNAPSHOT_MS = 2_000;
+/**
+ * Added to the server's `statement_timeout` to bound the wait for a statement
+ * whose answer was lost to end before the state is read back, ms.
+ */
+export const DEFAULT_UNKNOWN_OUTCOME_MARGIN_MS = 5_000;
+/** Longest wait for such a statement to end when `statement_timeout` is 0 (none), ms. */
+export const DEFAULT_UNKNOWN_OUTCOME_MAX_WAIT_MS = 60_000;
+/** Longest pause between two looks at whether such a statement has ended, ms. */
+export const DEFAULT_UNKNOWN_OUTCOME_POLL_MAX_MS = 500;
 /** Who the tracker's writes are recorded as (`updated_by`). */
 export const POSITION_TRACKER_ACTOR = "position_tracker";
 
@@ -219,6 +252,10 @@ export interface PositionTrackerOptions {
   limits?: Partial<RiskMetricLimits> | undefined;
   /** Longest wait for the snapshot taken at a graceful stop, ms. @default {DEFAULT_FINAL_SNAPSHOT_MS} */
   final_snapshot_ms?: number | undefined;
+  /** See {@linkcode DEFAULT_UNKNOWN_OUTCOME_MARGIN_MS}. */
+  unknown_outcome_margin_ms?: number | undefined;
+  /** See {@linkcode DEFAULT_UNKNOWN_OUTCOME_MAX_WAIT_MS}. */
+  unknown_outcome_max_wait_ms?: number | undefined;
 }
 
 /** The limits stored beside the risk figures ({@linkcode PositionTrackerOptions.limits}). */
@@ -233,12 +270,23 @@ export interface PositionTrackerStatus {
   running: boolean;
   /** Transactions committed. */
   batches: number;
-  /** Fills applied to positions. */
+  /**
+   * Fills applied to positions by writes whose answer came (those whose
+   * answer was lost are counted in `recovered`).
+   */
   applied: number;
   /** Of those, fills applied as the execution engine handed them over, before their message. */
   handed_over: number;
   /** Fills seen again and skipped (already applied). */
   duplicates: number;
+  /**
+   * Fills applied by a write of the tracker's whose answer was lost: found
+   * applied when seen again, after the read-back showed their position
+   * changed (so `applied + recovered` fills were applied). Fills stored by a
+   * reservation's statement whose answer was lost are in neither: their ids
+   * are not known to the tracker.
+   */
+  recovered: number;
   /** Messages dead-lettered. */
   dead_lettered: number;
   /** Fills redelivered later because their row was missing. */
@@ -261,6 +309,7 @@ export function newPositionTrackerStatus(): PositionTrackerStatus {
     applied: 0,
     handed_over: 0,
     duplicates: 0,
+    recovered: 0,
     dead_lettered: 0,
     missing: 0,
     snapshots: 0,
@@ -458,6 +507,14 @@ interface BatchResult {
   missing: Item[];
 }
 
+/** What the read-back after a lost answer waits for ({@linkcode Tracker}'s `#awaitSettled`). */
+interface SettleWait {
+  /** The server's time (timestamptz text) when the wait began. */
+  since: string;
+  /** When to stop waiting, ms (the tracker's clock). */
+  until: number;
+}
+
 /** Thrown for a batch the database refuses because of its data: not worth retrying as it is. */
 class UnapplicableError extends Error {
   constructor(message: string, options?: ErrorOptions) {
@@ -489,6 +546,13 @@ class Tracker {
   #snapshotDue = false;
   /** A reservation's statement lost its answer: the state is read back before anything else. */
   #reloadNeeded = false;
+  /**
+   * Fills of writes of the tracker's whose answer was lost, until the state is
+   * read back: id → symbol (null: not known here).
+   */
+  readonly #lostFills = new Map<string, string | null>();
+  /** Ids of those fills the read-back found applied by their lost write: counted applied once seen. */
+  readonly #recovered = new Set<string>();
   /** Applying fills or taking a snapshot: no reservation is granted meanwhile. */
   #busy = false;
   /** A reservation is open: the engine is storing positions with its fills. */
@@ -775,7 +839,7 @@ class Tracker {
     try {
       applied = await this.#applyFast(fills);
     } catch (error) {
-      this.#noteUnknownOutcome(error);
+      this.#noteUnknownOutcome(error, fills);
       this.#log.debug("handed-over fills left to their messages", { error: errorMessage(error) });
     }
     if (applied !== null) this.#settleHandedOver(applied);
@@ -858,7 +922,7 @@ class Tracker {
         }
         this.#status.retries++;
         this.#status.last_error = errorMessage(error);
-        this.#noteUnknownOutcome(error);
+        this.#noteUnknownOutcome(error, ids.map((id) => ({ id, symbol: null })));
         if (!retry || this.#signal.aborted || this.#deps.nats.isClosed()) return false;
         const message = "Position tracker could not apply older unapplied fills, retrying";
         if (!await this.#backOff(attempt, error, message, { fills: ids.length })) return false;
@@ -900,7 +964,7 @@ class Tracker {
         }
         this.#status.retries++;
         this.#status.last_error = errorMessage(error);
-        this.#noteUnknownOutcome(error);
+        this.#noteUnknownOutcome(error, items.map((item) => item.fill));
         if (this.#signal.aborted || this.#deps.nats.isClosed()) {
           for (const item of items) item.msg.nak();
           return;
@@ -1085,29 +1149,53 @@ class Tracker {
   }
 
   /**
-   * A write of the tracker's failed with `error`: when its answer was lost
-   * (it may have committed), the state is to be read back before the next
-   * write ({@linkcode #reload}).
+   * A write of the tracker's, of `fills`, failed with `error`: when its answer
+   * was lost (it may have committed), the state is to be read back before the
+   * next write ({@linkcode #reload}), and the fills are remembered until then.
    */
-  #noteUnknownOutcome(error: unknown): void {
-    if (mayHaveCommitted(mapDbError(error))) this.#reloadNeeded = true;
+  #noteUnknownOutcome(
+    error: unknown,
+    fills: ReadonlyArray<{ id: string; symbol: string | null }> = [],
+  ): void {
+    if (!mayHaveCommitted(mapDbError(error))) return;
+    this.#reloadNeeded = true;
+    for (const { id, symbol } of fills) this.#lostFills.set(id, symbol);
   }
 
   /**
    * After a write whose answer was lost — the tracker's own, or a
    * reservation's statement — which may have committed the positions and
-   * cash it carried: reads positions, cash, realized P&L per day and the
-   * fills not applied back from PostgreSQL, retrying with backoff. False
-   * when stopping first.
+   * cash it carried: waits until that statement has ended
+   * ({@linkcode #awaitSettled}), then reads positions, cash, realized P&L per
+   * day and the fills not applied back from PostgreSQL (one snapshot),
+   * retrying with backoff; publishes `positions.<symbol>` for each position
+   * that differs from what the state held, and marks the lost write's fills
+   * of those symbols as applied by it (`#recovered`). False when stopping
+   * first.
    */
   async #reload(): Promise<boolean> {
     const { sql, state } = this.#deps;
+    let settle: SettleWait | null = null;
     for (let attempt = 0; !this.#signal.aborted; attempt++) {
       try {
+        settle ??= await this.#settleWait();
+        if (!await this.#awaitSettled(settle)) return false;
+        const before = new Map(state.positions().map((p) => [p.symbol, p]));
         await state.load(sql, { open_orders: false, by: POSITION_TRACKER_ACTOR });
         this.#reloadNeeded = false;
+        const changed = this.#publishChanged(before);
+        for (const [id, symbol] of this.#lostFills) {
+          if (symbol === null ? changed.size > 0 : changed.has(symbol)) {
+            this.#recovered.add(id);
+            if (this.#recovered.size > DEFAULT_HANDOFF_MEMORY) {
+              this.#recovered.delete(this.#recovered.values().next().value!);
+            }
+          }
+        }
+        this.#lostFills.clear();
         this.#log.info("positions read back after a statement storing them lost its answer", {
           portfolio: state.portfolio_id,
+          changed: [...changed],
         });
         return true;
       } catch (error) {
@@ -1118,6 +1206,85 @@ class Tracker {
       }
     }
     return false;
+  }
+
+  /**
+   * What the read-back after a lost answer waits for: the server's time now
+   * — later than the start of the statement whose answer was lost — and how
+   * long at most to wait (the server's `statement_timeout` plus
+   * `unknown_outcome_margin_ms`; `unknown_outcome_max_wait_ms` when it is 0).
+   */
+  async #settleWait(): Promise<SettleWait> {
+    const [row] = await this.#deps.sql<{ since: string; timeout_ms: string }[]>`
+      SELECT now()::text AS since, setting AS timeout_ms
+      FROM pg_settings WHERE name = 'statement_timeout'`;
+    const o = this.#deps.options;
+    const timeoutMs = Number(row?.timeout_ms ?? 0);
+    const waitMs = timeoutMs > 0
+      ? timeoutMs + (o.unknown_outcome_margin_ms ?? DEFAULT_UNKNOWN_OUTCOME_MARGIN_MS)
+      : o.unknown_outcome_max_wait_ms ?? DEFAULT_UNKNOWN_OUTCOME_MAX_WAIT_MS;
+    return { since: row!.since, until: this.#clock.now() + waitMs };
+  }
+
+  /**
+   * Waits until no other session of this database (`pg_stat_activity`: a
+   * client backend, not idle) is in a transaction that started before
+   * `settle.since`: the statement whose answer was lost — still running in
+   * its backend though its client is gone, waiting on a lock, say — has
+   * then committed or rolled back, so what is read next includes it or never
+   * will. Looks again after the backoff delay (at most
+   * {@linkcode DEFAULT_UNKNOWN_OUTCOME_POLL_MAX_MS}); past `settle.until`
+   * it logs a warning and stops waiting. False when stopping first.
+   */
+  async #awaitSettled(settle: SettleWait): Promise<boolean> {
+    for (let attempt = 0;; attempt++) {
+      const rows = await this.#deps.sql<{ pid: number }[]>`
+        SELECT pid FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid()
+          AND backend_type = 'client backend' AND state <> 'idle'
+          AND xact_start < ${settle.since}::timestamptz`;
+      if (rows.length === 0) return true;
+      const now = this.#clock.now();
+      if (now >= settle.until) {
+        this.#log.warn(
+          "transactions older than a lost answer still run; positions read back without waiting longer",
+          { pids: rows.map((r) => r.pid) },
+        );
+        return true;
+      }
+      const delayMs = Math.min(
+        this.#delay(attempt),
+        DEFAULT_UNKNOWN_OUTCOME_POLL_MAX_MS,
+        settle.until - now,
+      );
+      try {
+        await this.#clock.sleep(delayMs, this.#signal);
+      } catch {
+        return false;
+      }
+    }
+  }
+
+  /**
+   * After a read-back: publishes `positions.<symbol>` for each position that
+   * differs from `before` (what the state held), with the last fill stored
+   * for it, and returns their symbols.
+   */
+  #publishChanged(before: ReadonlyMap<string, Position>): Set<string> {
+    const { state } = this.#deps;
+    const symbols = new Set([...before.keys(), ...state.positions().map((p) => p.symbol)]);
+    const changed = new Set<string>();
+    const markOf = this.#markOf();
+    for (const symbol of symbols) {
+      const now = state.position(symbol);
+      const was = before.get(symbol) ?? emptyPosition(symbol);
+      if (samePosition(was, now)) continue;
+      changed.add(symbol);
+      const lastFill = state.lastFillId(symbol);
+      if (lastFill === null) continue; // a stored position changes only with a fill
+      this.#publishPosition(state.portfolio_id, now, lastFill, markOf);
+    }
+    return changed;
   }
 
   /**
@@ -1338,8 +1505,16 @@ class Tracker {
     const o = this.#deps.options;
     status.batches++;
     for (const item of result.applied_items) item.msg.ack();
-    for (const item of result.duplicates) item.msg.ack();
-    status.duplicates += result.duplicates.length;
+    for (const item of result.duplicates) {
+      item.msg.ack();
+      if (this.#recovered.delete(item.fill.id)) {
+        // Applied by a write whose answer was lost (the read-back published its position).
+        status.recovered++;
+        status.last_fill_id = item.fill.id;
+      } else {
+        status.duplicates++;
+      }
+    }
     const maxDeliveries = o.missing_fill_deliveries ?? DEFAULT_MISSING_FILL_DELIVERIES;
     for (const item of result.missing) {
       if (item.msg.info.deliveryCount >= maxDeliveries) {
@@ -1366,20 +1541,29 @@ class Tracker {
         fill: entry.fill_id,
       });
     }
-    const now = this.#clock.now();
     const markOf = this.#markOf();
     for (const { portfolio_id, position, fill } of changed.values()) {
-      const mark = markOf(position.symbol);
-      const value = roundPositionValue(markPosition(position, mark));
-      const message: PositionMessage = {
-        ...positionValueToJson(value),
-        portfolio_id,
-        marked: mark !== null,
-        last_fill_id: fill,
-        at: now,
-      };
-      this.#publish(`positions.${symbolToken(position.symbol)}`, message);
+      this.#publishPosition(portfolio_id, position, fill, markOf);
     }
+  }
+
+  /** Publishes `position` on `positions.<symbol>`, valued at `markOf`'s mark. */
+  #publishPosition(
+    portfolio_id: string,
+    position: Position,
+    lastFillId: string,
+    markOf: (symbol: string) => Decimal | null,
+  ): void {
+    const mark = markOf(position.symbol);
+    const value = roundPositionValue(markPosition(position, mark));
+    const message: PositionMessage = {
+      ...positionValueToJson(value),
+      portfolio_id,
+      marked: mark !== null,
+      last_fill_id: lastFillId,
+      at: this.#clock.now(),
+    };
+    this.#publish(`positions.${symbolToken(position.symbol)}`, message);
   }
 
   // -- snapshots ----------------------------------------------------------------------------
@@ -1552,6 +1736,12 @@ class Tracker {
     this.#log.warn("fill message dead-lettered", { reason, detail, stream_seq: msg.seq });
     this.#publish(FILLS_DLQ_SUBJECT, letter);
   }
+}
+
+/** Whether two positions have the same figures. */
+function samePosition(a: Position, b: Position): boolean {
+  return a.qty.eq(b.qty) && a.avg_entry_price.eq(b.avg_entry_price) &&
+    costBasisOf(a).eq(costBasisOf(b)) && a.realized_pnl.eq(b.realized_pnl) && a.fees.eq(b.fees);
 }
 
 /** A position's stored figures. */

@@ -7,8 +7,9 @@
  *
  * Who writes what:
  * - the position tracker (`actors/position_tracker.ts`) loads it at start
- *   ({@linkcode PortfolioState.load}) and, after each committed batch of
- *   fills, records what it stored ({@linkcode PortfolioState.record});
+ *   ({@linkcode PortfolioState.load}, one snapshot) and again after a write
+ *   whose answer was lost, and, after each committed batch of fills, records
+ *   what it stored ({@linkcode PortfolioState.record});
  * - the execution engine keeps the open orders current
  *   ({@linkcode PortfolioState.setOpenOrder} /
  *   {@linkcode PortfolioState.removeOpenOrder}, keyed by client order id),
@@ -366,6 +367,8 @@ export class PortfolioState {
   #startingCash: Decimal;
   readonly #clock: Clock;
   readonly #positions = new Map<string, Position>();
+  /** Per symbol, the id of the last fill applied to its position (as stored or recorded). */
+  readonly #lastFill = new Map<string, string>();
   #cash: Decimal;
   /** Realized P&L of the fills applied, per UTC day (its start, ms); days before yesterday pruned. */
   readonly #realizedByDay = new Map<number, Decimal>();
@@ -421,6 +424,15 @@ export class PortfolioState {
   /** Whether the state holds a position in `symbol` (a flat one included): one is stored. */
   hasPosition(symbol: string): boolean {
     return this.#positions.has(symbol);
+  }
+
+  /**
+   * The id of the last fill applied to the position in `symbol`: as stored
+   * (`positions.last_fill_id`) at the last load, or as recorded since; null
+   * when none is known.
+   */
+  lastFillId(symbol: string): string | null {
+    return this.#lastFill.get(symbol) ?? null;
   }
 
   /** Every position, flat ones included, by symbol. */
@@ -482,7 +494,10 @@ export class PortfolioState {
    * as unapplied ({@linkcode PortfolioState.addUnappliedFill}).
    */
   record(applied: AppliedFill, fillId?: string): void {
-    if (fillId !== undefined) this.#forgetUnapplied(fillId);
+    if (fillId !== undefined) {
+      this.#forgetUnapplied(fillId);
+      this.#lastFill.set(applied.symbol, fillId);
+    }
     this.#positions.set(applied.symbol, applied.position);
     this.#cash = applied.cash;
     this.#unappliedRealized = null;
@@ -719,30 +734,33 @@ export class PortfolioState {
    * `open_orders: false`, merges in the open orders. The fills stored but not
    * applied (`realized_pnl IS NULL`) become the unapplied ones: one registered
    * before the load and no longer unapplied is forgotten (it was applied),
-   * one registered during the load is kept.
+   * one registered during the load is kept. After the initialisation (its own
+   * statement), everything is read in one `REPEATABLE READ READ ONLY`
+   * transaction — one snapshot, so a commit landing meanwhile is either
+   * wholly in what is read (its fills applied, positions and cash) or not at
+   * all; given a transaction (`TransactionSql`), its reads are used as they
+   * are.
    */
   async load(sql: Queryable, options: LoadOptions = {}): Promise<void> {
     const nowMs = this.#clock.now();
     const registered = new Set(this.#unapplied.keys());
-    const row = await initPortfolio(sql, this.portfolio_id, this.configured_starting_cash, {
+    await initPortfolio(sql, this.portfolio_id, this.configured_starting_cash, {
       by: options.by ?? DEFAULT_ACTOR,
     });
-    const positions = await listPositions(sql, { portfolio_id: this.portfolio_id });
-    const days = await realizedPnlByDay(sql, {
-      portfolio_id: this.portfolio_id,
-      from: new Date(utcDayStart(nowMs) - DAY_MS),
-    });
-    const open = options.open_orders === false
-      ? []
-      : await listOpenOrders(sql, { portfolio_id: this.portfolio_id });
-    const unapplied = await mapped(sql<Array<StoredFillFigures & { id: string }>>`
-      SELECT f.id::text AS id, f.symbol, f.side, f.qty::text AS qty, f.price::text AS price,
-        f.commission::text AS commission, f.filled_at
-      FROM fills f JOIN orders o ON o.id = f.order_id
-      WHERE f.realized_pnl IS NULL AND o.portfolio_id = ${this.portfolio_id}
-      ORDER BY f.id`);
+    // One snapshot: a commit landing between the reads would mix two states (its fills applied
+    // but not its cash, say). Within a caller's transaction, that transaction's reads are used.
+    const read = (tx: Queryable) => this.#read(tx, nowMs, options.open_orders !== false);
+    const { row, positions, days, open, unapplied } = "begin" in sql
+      ? await mapped(
+        sql.begin("isolation level repeatable read read only", async (tx) => ({
+          value: await read(tx),
+        })),
+      ).then((boxed) => (boxed as { value: Awaited<ReturnType<typeof read>> }).value)
+      : await read(sql);
     this.#positions.clear();
+    this.#lastFill.clear();
     for (const p of positions) {
+      if (p.last_fill_id !== null) this.#lastFill.set(p.symbol, p.last_fill_id);
       this.#positions.set(p.symbol, {
         symbol: p.symbol,
         qty: fromDb(p.qty),
@@ -780,6 +798,27 @@ export class PortfolioState {
     }
     this.#loaded = true;
     this.#version++;
+  }
+
+  /** What {@linkcode PortfolioState.load} reads, all with `sql` (one snapshot when a transaction). */
+  async #read(sql: Queryable, nowMs: number, openOrders: boolean) {
+    const [row] = await mapped(sql<{ cash: string; starting_cash: string }[]>`
+      SELECT cash::text AS cash, starting_cash::text AS starting_cash
+      FROM portfolios WHERE id = ${this.portfolio_id}`);
+    if (row === undefined) throw new Error(`Portfolio ${this.portfolio_id} not found`);
+    const positions = await listPositions(sql, { portfolio_id: this.portfolio_id });
+    const days = await realizedPnlByDay(sql, {
+      portfolio_id: this.portfolio_id,
+      from: new Date(utcDayStart(nowMs) - DAY_MS),
+    });
+    const open = openOrders ? await listOpenOrders(sql, { portfolio_id: this.portfolio_id }) : [];
+    const unapplied = await mapped(sql<Array<StoredFillFigures & { id: string }>>`
+      SELECT f.id::text AS id, f.symbol, f.side, f.qty::text AS qty, f.price::text AS price,
+        f.commission::text AS commission, f.filled_at
+      FROM fills f JOIN orders o ON o.id = f.order_id
+      WHERE f.realized_pnl IS NULL AND o.portfolio_id = ${this.portfolio_id}
+      ORDER BY f.id`);
+    return { row, positions, days, open, unapplied };
   }
 }
 
