@@ -867,6 +867,34 @@ function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/**
+ * `error` saying `message` instead: the same error (its class tells callers
+ * how to answer it, a database outage with 503), or an `Error` when it is none.
+ */
+function withMessage(error: unknown, message: string): Error {
+  if (!(error instanceof Error)) return new Error(message, { cause: error });
+  error.message = message;
+  return error;
+}
+
+/**
+ * What a kill switch's `cancel_open` did while the switch could not be
+ * stored: the orders whose cancel was asked for, and those whose was not.
+ */
+function cancelsSent(asked: readonly Order[], notCancelled: readonly NotCancelledOrder[]): string {
+  let text = `the kill switch is on in the engine until PostgreSQL answers; cancel_open asked ` +
+    `to cancel ${asked.length} open order(s)${
+      asked.length > 0 ? `: ${asked.map((o) => o.id).join(", ")}` : ""
+    }`;
+  if (notCancelled.length > 0) {
+    text += `; not cancelled (${notCancelled.length}): ${
+      notCancelled.map((o) => `${o.order_id} (${o.reason}${o.retrying ? ", retrying" : ""})`)
+        .join(", ")
+    }`;
+  }
+  return text;
+}
+
 /** A FIFO semaphore bounding calls in flight. */
 class Limiter {
   #free: number;
@@ -988,6 +1016,12 @@ export class ExecutionEngine {
   #killRequests = 0;
   /** Reading the kill switch after a request that could not be confirmed; null when known. */
   #killFollow: Promise<void> | null = null;
+  /**
+   * Kill switch `cancel_open` scans so far, and the reason of the last: a
+   * batch read back after they ran (`#takeOver`) has its orders cancelled.
+   */
+  #cancelOpenScans = 0;
+  #cancelOpenReason = "kill switch";
 
   /** Serializes the decisions on signal batches and kill-switch changes. */
   #serial: Promise<unknown> = Promise.resolve();
@@ -1504,7 +1538,8 @@ export class ExecutionEngine {
    * same signals may be handed in again). The reading goes on after the
    * caller gave up, until the database answers or the engine stops, and what
    * it finds stored is taken over then: an order nobody tracks would else
-   * stay `pending`, never submitted, until the next start.
+   * stay `pending`, never submitted, until the next start — or cancelled,
+   * when a kill switch's `cancel_open` ran meanwhile (it could not see them).
    */
   async #readBackBatch(
     decisions: readonly Decision[],
@@ -1527,8 +1562,11 @@ export class ExecutionEngine {
         signals: decisions.length,
         waited_ms: this.#outcomeWaitMs,
       });
+      // No kill switch scan ran while the batch committed (they wait for commits): one from now
+      // on misses its orders.
+      const scans = this.#cancelOpenScans;
       this.#background_(reading.then((results) => {
-        if (results !== null) this.#takeOver(results, decisions);
+        if (results !== null) this.#takeOver(results, decisions, scans);
       }));
       throw error;
     }
@@ -1569,9 +1607,15 @@ export class ExecutionEngine {
    * What a batch read back after its caller gave up stored (`#readBackBatch`):
    * recorded as usual, except that an order tracked meanwhile (its signal
    * came again and took it over) or no longer pending is left to the path
-   * that holds it.
+   * that holds it. When a kill switch's `cancel_open` ran since `scans` (it
+   * could not see these orders), the orders taken over are cancelled instead
+   * of submitted.
    */
-  #takeOver(results: readonly SignalInsertResult[], decisions: readonly Decision[]): void {
+  #takeOver(
+    results: readonly SignalInsertResult[],
+    decisions: readonly Decision[],
+    scans: number,
+  ): void {
     if (!this.#running) return;
     this.#recorded(
       results.map((result) =>
@@ -1581,13 +1625,20 @@ export class ExecutionEngine {
           : result
       ),
       decisions,
+      scans === this.#cancelOpenScans ? null : this.#cancelOpenReason,
     );
   }
 
-  /** After a batch committed: the outcomes, open orders tracked, events published, submits started. */
+  /**
+   * After a batch committed: the outcomes, open orders tracked, events
+   * published, submits started — or, with `cancelReason`, the open orders
+   * taken over cancelled for it instead (a new order never reached a broker:
+   * cancelled here; one stored before may have, and its broker is asked).
+   */
   #recorded(
     results: readonly SignalInsertResult[],
     decisions: readonly Decision[],
+    cancelReason: string | null = null,
   ): SignalOutcome[] {
     this.#stats.batches++;
     const outcomes: SignalOutcome[] = [];
@@ -1615,7 +1666,7 @@ export class ExecutionEngine {
           const tracked = this.#track(outcome.order, exchange);
           // Whoever stored it may have submitted it already.
           tracked.maybeAtBroker = true;
-          if (outcome.order.status === "pending") toSubmit.push(tracked);
+          if (outcome.order.status === "pending" || cancelReason !== null) toSubmit.push(tracked);
         }
         continue;
       }
@@ -1631,7 +1682,18 @@ export class ExecutionEngine {
         if (failure !== undefined) void this.#alertFailedSignal(outcome.signal, failure);
       }
     }
-    for (const tracked of toSubmit) this.#startSubmit(tracked, false);
+    for (const tracked of toSubmit) {
+      if (cancelReason === null) this.#startSubmit(tracked, false);
+      else if (tracked.maybeAtBroker) {
+        this.#background_(this.#cancelTakenOver(tracked, cancelReason));
+      } else {
+        this.#enqueue({
+          kind: "local_cancel",
+          coid: tracked.row.client_order_id,
+          reason: cancelReason,
+        });
+      }
+    }
     return outcomes;
   }
 
@@ -3659,11 +3721,16 @@ export class ExecutionEngine {
    * with backoff for at most `unknown_outcome_wait_ms` (reading the stored
    * switch first after a lost answer) before the call rejects; the switch
    * then stays as it is (on, for an activation or a deactivation) until
-   * PostgreSQL answers, and then holds what PostgreSQL holds. The cancellations complete as broker events. The
-   * orders whose cancel could not be sent are named in `not_cancelled` and in
-   * a critical alert; those a broker could not answer (unreachable, rate
-   * limited) are asked again with backoff until the cancel is sent or the
-   * order closes.
+   * PostgreSQL answers, and then holds what PostgreSQL holds. The
+   * cancellations complete as broker events. The orders whose cancel could
+   * not be sent are named in `not_cancelled` and in a critical alert; those
+   * a broker could not answer (unreachable, rate limited) are asked again
+   * with backoff until the cancel is sent or the order closes. Cancelling
+   * needs no database: when the switch could not be stored, `cancel_open`'s
+   * cancels are sent all the same and the error's message names the orders
+   * asked for and those not cancelled. The orders of a batch whose commit's
+   * answer was lost and that is still being read back are cancelled once
+   * read back (never submitted).
    */
   setKillSwitch(
     request: KillSwitchRequest & { by?: string | undefined },
@@ -3679,7 +3746,17 @@ export class ExecutionEngine {
     }
     return this.#exclusive(async () => {
       await this.#drainBatches();
-      const state = await this.#storeKillSwitch(wanted, by, generation);
+      const cancelOpen = request.active && request.cancel_open === true;
+      let state: KillSwitch;
+      try {
+        state = await this.#storeKillSwitch(wanted, by, generation);
+      } catch (error) {
+        if (!cancelOpen) throw error;
+        // Cancelling needs no database: the operator's cancels go out all the same, and the
+        // error says which (the switch is on in memory until PostgreSQL answers).
+        const { asked, notCancelled } = await this.#cancelOpen(request.reason, false);
+        throw withMessage(error, `${errorMessage(error)}; ${cancelsSent(asked, notCancelled)}`);
+      }
       // A later request holds memory itself (an activation is on already).
       if (generation === this.#killRequests) this.#kill = state;
       this.#log.warn(state.active ? "kill switch on" : "kill switch off", {
@@ -3687,33 +3764,56 @@ export class ExecutionEngine {
         by: state.changed_by,
         cancel_open: request.cancel_open === true,
       });
-      let cancelRequested = 0;
-      const notCancelled: NotCancelledOrder[] = [];
-      if (request.active && request.cancel_open === true) {
-        const reason = `kill switch${request.reason ? `: ${request.reason}` : ""}`;
-        const open = [...this.#open.values()];
-        const results = await Promise.all(
-          open.map((tracked) => this.#requestCancel(tracked, reason)),
-        );
-        results.forEach((refusal, i) => {
-          if (refusal === null) {
-            cancelRequested++;
-            return;
-          }
-          const row = open[i]!.row;
-          notCancelled.push({
-            order_id: row.id,
-            client_order_id: row.client_order_id,
-            broker: row.broker,
-            reason: refusal.reason,
-            retrying: refusal.retryable,
-          });
-          if (refusal.retryable) this.#retryCancel(open[i]!, reason);
-        });
-        if (notCancelled.length > 0) await this.#alertNotCancelled(notCancelled);
-      }
-      return { ...state, cancel_requested: cancelRequested, not_cancelled: notCancelled };
+      if (!cancelOpen) return { ...state, cancel_requested: 0, not_cancelled: [] };
+      const { asked, notCancelled } = await this.#cancelOpen(request.reason, true);
+      return { ...state, cancel_requested: asked.length, not_cancelled: notCancelled };
     });
+  }
+
+  /**
+   * A kill switch's `cancel_open`: asks the broker of every open order to
+   * cancel it (a pending order not at its broker is cancelled here); returns
+   * the orders asked for and those whose cancel was not sent, which a
+   * critical alert names (awaited when `awaitAlert`, else raised in the
+   * background: PostgreSQL may be away) and whose broker could not answer
+   * are asked again with backoff.
+   */
+  async #cancelOpen(
+    requestReason: string | undefined,
+    awaitAlert: boolean,
+  ): Promise<{ asked: Order[]; notCancelled: NotCancelledOrder[] }> {
+    const reason = `kill switch${requestReason ? `: ${requestReason}` : ""}`;
+    // A batch still being read back after its commit lost its answer is not in `#open`: its
+    // orders are cancelled when it is taken over (`#takeOver`).
+    this.#cancelOpenScans++;
+    this.#cancelOpenReason = reason;
+    const open = [...this.#open.values()];
+    const results = await Promise.all(
+      open.map((tracked) => this.#requestCancel(tracked, reason)),
+    );
+    const asked: Order[] = [];
+    const notCancelled: NotCancelledOrder[] = [];
+    results.forEach((refusal, i) => {
+      const row = open[i]!.row;
+      if (refusal === null) {
+        asked.push(row);
+        return;
+      }
+      notCancelled.push({
+        order_id: row.id,
+        client_order_id: row.client_order_id,
+        broker: row.broker,
+        reason: refusal.reason,
+        retrying: refusal.retryable,
+      });
+      if (refusal.retryable) this.#retryCancel(open[i]!, reason);
+    });
+    if (notCancelled.length > 0) {
+      const alerting = this.#alertNotCancelled(notCancelled);
+      if (awaitAlert) await alerting;
+      else this.#background_(alerting);
+    }
+    return { asked, notCancelled };
   }
 
   /**
@@ -4044,6 +4144,16 @@ export class ExecutionEngine {
     const refusal = await this.#cancelAtBroker(tracked, broker);
     if (refusal === null) return;
     await this.#cancelRefused(tracked, tracked.cancelReason ?? "cancelled by request", refusal);
+  }
+
+  /**
+   * Cancels `tracked`, an order stored earlier that may be at its broker,
+   * taken over after a kill switch's `cancel_open` that could not see it; a
+   * refusal is acted on (`#cancelRefused`).
+   */
+  async #cancelTakenOver(tracked: Tracked, reason: string): Promise<void> {
+    const refusal = await this.#requestCancel(tracked, reason);
+    if (refusal !== null) await this.#cancelRefused(tracked, reason, refusal);
   }
 
   /** Asks the broker to cancel `tracked`: null once asked, else why it could not be. */
