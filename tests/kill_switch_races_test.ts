@@ -29,7 +29,7 @@ const SIGNAL_READ_BACK = (q: string) =>
  * An engine with a paper broker on a scratch database reached through a
  * PostgreSQL fault proxy; disposing of it stops everything.
  */
-async function engineBehindProxy(unknownOutcomeWaitMs: number) {
+async function engineBehindProxy(unknownOutcomeWaitMs: number, retryMs = 5) {
   const db = await migratedDatabase();
   const proxy = startPgFaultProxy();
   const engineSql = createPostgres({
@@ -58,8 +58,8 @@ async function engineBehindProxy(unknownOutcomeWaitMs: number) {
     publishFill: () => Promise.resolve(),
     log: nullLogger,
     options: {
-      submit_retry_initial_ms: 5,
-      submit_retry_max_ms: 50,
+      submit_retry_initial_ms: retryMs,
+      submit_retry_max_ms: Math.max(50, retryMs),
       unknown_outcome_wait_ms: unknownOutcomeWaitMs,
     },
   });
@@ -177,5 +177,50 @@ Deno.test("an order of a batch still being read back when a kill switch with can
     { status: "cancelled", reason: "kill switch: stop", broker_submits: 0 },
     `kill switch (cancel_open) answered with cancel_requested=${kill.cancel_requested}; the ` +
       `open order read back after it must not be submitted`,
+  );
+});
+
+Deno.test("an order whose signal is handed in again while a kill switch with cancel_open is on, its first commit's answer lost, is cancelled rather than submitted", async () => {
+  // Reading the batch back is retried only after 3 s: the signal comes again before.
+  await using h = await engineBehindProxy(200, 3_000);
+  const buy = (id: string): SignalInput => ({
+    body: { id, symbol: "BTC-USDT", side: "buy", qty: "1" },
+    strategy: "ks",
+    source: "rest",
+  });
+  const count = async (q: string) => Number((await h.sql.unsafe(q))[0]?.n ?? 0);
+  await h.engine.processSignals([buy("warm")]);
+  await waitFor(async () => await count("select count(*)::int n from fills") === 1, 5_000, "warm");
+  await h.engine.settled();
+
+  // The batch commits and its answer is lost; so does its first reading back.
+  h.proxy.arm({
+    match: (q) => SIGNAL_STATEMENT(q) || SIGNAL_READ_BACK(q),
+    mode: "after",
+    times: 2,
+  });
+  const error = await h.engine.processSignals([buy("again")]).then(() => null, (e) => e);
+  assert.ok(error instanceof Error, "the caller gets the error");
+  h.proxy.disarm();
+  const [pending] = await h.sql<{ id: string; status: string }[]>`
+    select o.id::text, o.status from orders o join signals s on s.id = o.signal_id
+    where s.client_signal_id = 'again'`;
+  assert.equal(pending?.status, "pending", "stored, open");
+
+  const kill = await h.engine.setKillSwitch({ active: true, cancel_open: true, reason: "stop" });
+  assert.equal(kill.cancel_requested, 0, "the order is not tracked: the scan cannot see it");
+
+  // The caller hands the signal in again: its stored outcome is taken over.
+  const [outcome] = await h.engine.processSignals([{ ...buy("again"), redelivered: true }]);
+  assert.equal(outcome?.duplicate, true, JSON.stringify(outcome));
+  await waitFor(
+    async () => (await statusOf(h.sql, pending!.id)).status !== "pending",
+    5_000,
+    "the pending order settled one way or the other",
+  );
+  await h.engine.settled();
+  assert.deepEqual(
+    { ...await statusOf(h.sql, pending!.id), broker_submits: h.broker.stats().submitted - 1 },
+    { status: "cancelled", reason: "kill switch: stop", broker_submits: 0 },
   );
 });

@@ -40,17 +40,19 @@
  *    keys are read back once the database answers: all stored, the call
  *    resolves with what was stored and its new orders are submitted; else it
  *    rejects. The caller waits at most `unknown_outcome_wait_ms`; the reading
- *    goes on after that and submits what it finds stored.
+ *    goes on after that and submits what it finds stored (cancels it, when a
+ *    kill switch's `cancel_open` ran meanwhile: it could not see it).
  * 5. New orders are submitted to their brokers with their `client_order_id`;
  *    a broker that cannot be reached is retried with backoff under the same id
  *    while the order stays `pending`; a refusal makes the order `rejected`.
  *    A cancel asked for while a submit retries cancels the order here only
  *    when no attempt can have reached the broker, or the broker says it does
  *    not have the order (`getOrder`); else it is cancelled at the broker and
- *    the broker's events tell what became of it. (A fill for an order held as
- *    cancelled or expired is an illegal transition — terminal states take no
- *    event — refused with an alert; the engine so never cancels here an order
- *    a broker may have.)
+ *    the broker's events tell what became of it. A cancel the broker could not
+ *    answer then is asked again with backoff; one it refused is alerted. (A
+ *    fill for an order held as cancelled or expired is an illegal transition
+ *    — terminal states take no event — refused with an alert; the engine so
+ *    never cancels here an order a broker may have.)
  *
  * Broker events and submit results go through the writer queue — one lane
  * per order (by client order id), `event_lanes` transactions at once —
@@ -1022,6 +1024,12 @@ export class ExecutionEngine {
    */
   #cancelOpenScans = 0;
   #cancelOpenReason = "kill switch";
+  /**
+   * The reason of a `cancel_open` scan made since the kill switch last went
+   * on (null once it goes off): an order taken over meanwhile, which the scan
+   * could not see, is cancelled rather than submitted (`#recorded`).
+   */
+  #cancelOpenHeld: string | null = null;
 
   /** Serializes the decisions on signal batches and kill-switch changes. */
   #serial: Promise<unknown> = Promise.resolve();
@@ -1142,7 +1150,7 @@ export class ExecutionEngine {
     }
     this.#halt = new AbortController();
     this.#stopping = new AbortController();
-    this.#kill = await getKillSwitch(this.#sql);
+    this.#holdKill(await getKillSwitch(this.#sql));
     this.#symbols.clear();
     for (const symbol of await listSymbols(this.#sql)) this.#symbols.add(symbol.symbol);
     this.#open.clear();
@@ -1631,9 +1639,11 @@ export class ExecutionEngine {
 
   /**
    * After a batch committed: the outcomes, open orders tracked, events
-   * published, submits started — or, with `cancelReason`, the open orders
-   * taken over cancelled for it instead (a new order never reached a broker:
-   * cancelled here; one stored before may have, and its broker is asked).
+   * published, submits started — or, with `cancelReason` or while the kill
+   * switch is on after a `cancel_open` (which could not see orders not
+   * tracked yet), the open orders taken over cancelled instead (a new order
+   * never reached a broker: cancelled here; one stored before may have, and
+   * its broker is asked).
    */
   #recorded(
     results: readonly SignalInsertResult[],
@@ -1641,6 +1651,7 @@ export class ExecutionEngine {
     cancelReason: string | null = null,
   ): SignalOutcome[] {
     this.#stats.batches++;
+    cancelReason ??= this.#kill.active ? this.#cancelOpenHeld : null;
     const outcomes: SignalOutcome[] = [];
     const toSubmit: Tracked[] = [];
     for (let i = 0; i < results.length; i++) {
@@ -3758,7 +3769,7 @@ export class ExecutionEngine {
         throw withMessage(error, `${errorMessage(error)}; ${cancelsSent(asked, notCancelled)}`);
       }
       // A later request holds memory itself (an activation is on already).
-      if (generation === this.#killRequests) this.#kill = state;
+      if (generation === this.#killRequests) this.#holdKill(state);
       this.#log.warn(state.active ? "kill switch on" : "kill switch off", {
         reason: state.reason,
         by: state.changed_by,
@@ -3787,6 +3798,7 @@ export class ExecutionEngine {
     // orders are cancelled when it is taken over (`#takeOver`).
     this.#cancelOpenScans++;
     this.#cancelOpenReason = reason;
+    this.#cancelOpenHeld = reason;
     const open = [...this.#open.values()];
     const results = await Promise.all(
       open.map((tracked) => this.#requestCancel(tracked, reason)),
@@ -3814,6 +3826,12 @@ export class ExecutionEngine {
       else this.#background_(alerting);
     }
     return { asked, notCancelled };
+  }
+
+  /** Holds `state` as the kill switch; switched off, it forgets the `cancel_open` of its time on. */
+  #holdKill(state: KillSwitch): void {
+    this.#kill = state;
+    if (!state.active) this.#cancelOpenHeld = null;
   }
 
   /**
@@ -3928,7 +3946,7 @@ export class ExecutionEngine {
               reason: stored.reason,
             });
           }
-          this.#kill = stored;
+          this.#holdKill(stored);
           return;
         } catch (error) {
           if (!isTransient(error)) {
