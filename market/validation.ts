@@ -59,20 +59,23 @@
  *   before the current second, and the bucket just closed always stays, so a
  *   window of one second or less still has a reference: the previous second.
  *   Spike arithmetic uses floats (it is a tolerance test, not money).
- * - Warm-up: spikes are checked only once the window holds
- *   {@linkcode REFERENCE_MIN_BUCKETS} closed buckets (3; fewer when the
- *   window cannot hold that many: all it can). Until then — cold start, which
- *   is every restart of the validator, after a gap longer than the window,
- *   or on a thin symbol — the reference is null and every trade is accepted
+ * - Warm-up: spikes are checked only once {@linkcode REFERENCE_MIN_BUCKETS}
+ *   closed buckets have entered the reference (3; fewer when the window
+ *   cannot hold that many: all it can). Until then — cold start, which is
+ *   every restart of the validator, or after a gap longer than the window
+ *   (the window emptied) — the reference is null and every trade is accepted
  *   and seeds it. A median of three seconds outvotes one bad print, where a
  *   reference of the first second alone would make one bad print (its last
  *   trade) refuse every normal trade after it for a whole window. So a bad
  *   print at cold start refuses nothing; it can hold a trade back only with a
- *   window of three seconds or less, and then for at most two seconds.
+ *   window of three seconds or less, and then for at most two seconds. The
+ *   warm-up is done once: after it, spikes are checked against whatever
+ *   closed buckets remain in the window (at least one), so a thin symbol
+ *   trading in fewer than three seconds of a window keeps its reference.
  * - Refused events never enter the reference; but they move its clock, so a
  *   genuine jump larger than `spike_pct` is refused while the old level holds
- *   at least {@linkcode REFERENCE_MIN_BUCKETS} buckets of the window (at most
- *   one window), after which the new level is accepted and seeds it.
+ *   a bucket of the window (at most one window), after which the window has
+ *   emptied and the new level warms it up again.
  * - Trade ids are remembered only once accepted, so a refused trade can be
  *   re-sent; the memory holds the last `duplicate_window` ids per symbol
  *   ({@linkcode TradeIdWindow}: numeric ids in typed arrays, so a large window
@@ -145,9 +148,9 @@ export const DEFAULT_MAX_SYMBOLS = 10_000;
 /** Width of one reference-price bucket, in milliseconds. */
 export const REFERENCE_BUCKET_MS = 1_000;
 /**
- * Closed buckets the reference window must hold before spikes are checked
- * (a window holding fewer at most: all it can), so that one bad print is
- * outvoted by the seconds after it.
+ * Closed buckets that must enter the reference (its warm-up, at cold start and
+ * after the window empties) before spikes are checked (a window holding fewer
+ * at most: all it can), so that one bad print is outvoted by the seconds after it.
  */
 export const REFERENCE_MIN_BUCKETS = 3;
 
@@ -540,8 +543,14 @@ interface SymbolState {
   readonly limits: Thresholds;
   /** Reference window in buckets (≥ 2: the bucket just closed always stays). */
   readonly windowBuckets: number;
-  /** Closed buckets needed for a reference (1 to {@linkcode REFERENCE_MIN_BUCKETS}). */
+  /** Closed buckets the warm-up needs (1 to {@linkcode REFERENCE_MIN_BUCKETS}). */
   readonly minBuckets: number;
+  /**
+   * Closed buckets still needed before spikes are checked: `minBuckets` for a
+   * new state and whenever the window has emptied, counted down as buckets
+   * close, 0 once the warm-up is done.
+   */
+  warmUp: number;
   /** Last accepted book sequence, null when none (or after a snapshot without one). */
   sequence: number | null;
   /** The snapshot whose parts are being checked (since its part 0 or whole event), null after a delta. */
@@ -557,7 +566,7 @@ interface SymbolState {
   /** Closed buckets, oldest first, and their prices. */
   readonly closedBuckets: number[];
   readonly closedPrices: number[];
-  /** Median of `closedPrices`, or null when there are fewer than `minBuckets`. */
+  /** Median of `closedPrices`, or null during the warm-up (`warmUp` > 0) or with none. */
   reference: number | null;
 }
 
@@ -622,8 +631,9 @@ export class Validator {
 
   /**
    * The current reference price of (exchange, symbol), or null when it has
-   * none (fewer than {@linkcode REFERENCE_MIN_BUCKETS} closed buckets in its
-   * window, or all a shorter window holds): spikes are checked against it.
+   * none (during its warm-up: until {@linkcode REFERENCE_MIN_BUCKETS} closed
+   * buckets, or all a shorter window holds, have entered it since the state
+   * was made or its window last emptied): spikes are checked against it.
    */
   reference(exchange: Exchange, symbol: string): number | null {
     return this.#states.get(`${exchange}/${symbol}`)?.reference ?? null;
@@ -878,10 +888,12 @@ export class Validator {
         2,
         Math.ceil(limits.reference_window_ms / REFERENCE_BUCKET_MS),
       );
+      const minBuckets = Math.min(REFERENCE_MIN_BUCKETS, windowBuckets - 1);
       state = {
         limits,
         windowBuckets,
-        minBuckets: Math.min(REFERENCE_MIN_BUCKETS, windowBuckets - 1),
+        minBuckets,
+        warmUp: minBuckets,
         sequence: null,
         snapshot: null,
         tradeIds: new TradeIdWindow(this.#duplicateWindow),
@@ -1006,8 +1018,10 @@ function bestPrice(levels: Level[], direction: 1 | -1, from: string | null): str
 /**
  * Moves the pair's reference clock to the bucket of `tsUs` (never back):
  * closes the open bucket when a later one starts, drops buckets that left the
- * window, and recomputes the median only when the closed buckets changed (the
- * reference is null while they are fewer than `minBuckets`).
+ * window, and recomputes the median only when the closed buckets changed.
+ * The reference is null during the warm-up: until `minBuckets` buckets have
+ * closed since the state was made or the window last emptied; after it, the
+ * median of whatever closed buckets remain in the window.
  */
 function advance(state: SymbolState, tsUs: number): void {
   const bucket = Math.floor(tsUs / (REFERENCE_BUCKET_MS * 1000));
@@ -1018,6 +1032,7 @@ function advance(state: SymbolState, tsUs: number): void {
     state.closedBuckets.push(state.openBucket);
     state.closedPrices.push(state.openPrice);
     state.openBucket = -1;
+    if (state.warmUp > 0) state.warmUp--;
     changed = true;
   }
   const oldest = bucket - state.windowBuckets;
@@ -1026,13 +1041,11 @@ function advance(state: SymbolState, tsUs: number): void {
   if (expired > 0) {
     state.closedBuckets.splice(0, expired);
     state.closedPrices.splice(0, expired);
+    // A gap longer than the window emptied it: nothing outvotes the next print, warm up again.
+    if (state.closedBuckets.length === 0) state.warmUp = state.minBuckets;
     changed = true;
   }
-  if (changed) {
-    state.reference = state.closedPrices.length < state.minBuckets
-      ? null
-      : median(state.closedPrices);
-  }
+  if (changed) state.reference = state.warmUp > 0 ? null : median(state.closedPrices);
 }
 
 function median(values: readonly number[]): number | null {

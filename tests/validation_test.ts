@@ -853,15 +853,15 @@ Deno.test("the reference expires after its window, so a real jump is accepted ag
       NOW_US + s * SECOND_US,
     );
   for (let s = 0; s <= 4; s++) assert.equal(at("100", `a${s}`, s), "accepted", `second ${s}`);
-  // The market jumps to 150 for good: refused while the window holds three seconds at 100…
-  for (let s = 5; s <= 7; s++) assert.equal(at("150", `j${s}`, s), "spike", `second ${s}`);
-  // …and accepted once fewer remain; the new level seeds the reference.
+  // The market jumps to 150 for good: refused while the window holds a second at 100…
+  for (let s = 5; s <= 9; s++) assert.equal(at("150", `j${s}`, s), "spike", `second ${s}`);
+  // …and accepted once the window has emptied; the new level warms the reference up again.
   assert.equal(validator.reference("binance", "BTC-USDT"), 100);
-  assert.equal(at("150", "j8", 8), "accepted");
-  assert.equal(validator.reference("binance", "BTC-USDT"), null);
-  assert.equal(at("151", "j9", 9), "accepted");
   assert.equal(at("150", "j10", 10), "accepted");
-  assert.equal(at("100", "j11", 11), "spike");
+  assert.equal(validator.reference("binance", "BTC-USDT"), null);
+  assert.equal(at("151", "j11", 11), "accepted");
+  assert.equal(at("150", "j12", 12), "accepted");
+  assert.equal(at("100", "j13", 13), "spike");
   assert.equal(validator.reference("binance", "BTC-USDT"), 150);
 });
 

@@ -9,6 +9,13 @@
  *   second's last accepted trade alone became the reference, so one bad print
  *   there refused every normal trade after it for a whole window (59 s by
  *   default) while the outlier itself was accepted.
+ *
+ * And the warm-up that fixed the cold start (review 37): it was held to 3
+ * closed seconds in the window at every moment, so a symbol trading in fewer
+ * than 3 distinct seconds per `reference_window_ms` (a thin stock on IEX, a
+ * quiet pair: a trade every 25 s with the default 60 s window) never got a
+ * reference, and every spike was accepted, stored and fed to candles. The
+ * warm-up is now done once per state (until the window empties).
  */
 
 import assert from "node:assert/strict";
@@ -129,4 +136,35 @@ Deno.test("a lone bad print after a gap longer than the window refuses nothing",
   const verdicts = [131, 132, 133, 134, 135].map((s) => at("100", s));
   assert.deepEqual(verdicts, ["accepted", "accepted", "accepted", "accepted", "accepted"]);
   assert.equal(validator.reference("binance", "BTC-USDT"), 100);
+});
+
+Deno.test("a thin symbol (a trade every 25 s, 60 s window) still has its 10x prints refused as spikes", () => {
+  const validator = new Validator({ spike_pct: 10, reference_window_ms: 60_000 });
+  let id = 0;
+  const at = (price: string, ts: number) =>
+    validator.validate([
+      trade({
+        exchange: "alpaca",
+        symbol: "THIN",
+        venue_symbol: "THIN",
+        trade_id: String(++id),
+        price,
+        ts_exchange: ts,
+        ts_local: ts,
+      }),
+    ], ts).rejected[0]?.reason ?? "accepted";
+  // Ten minutes of steady trades at 100, one every 25 s: all accepted.
+  let ts = NOW_US;
+  for (let i = 0; i < 24; i++) {
+    assert.equal(at("100", ts), "accepted", `steady trade ${i}`);
+    ts += 25 * SECOND_US;
+  }
+  assert.equal(
+    at("1000", ts),
+    "spike",
+    `a 10x print after ten minutes at 100 was accepted (reference: ${
+      validator.reference("alpaca", "THIN")
+    })`,
+  );
+  assert.equal(validator.reference("alpaca", "THIN"), 100);
 });
