@@ -121,7 +121,9 @@ export interface CliFlags {
 /**
  * Parses the command line: `--config PATH` (repeatable), `--print-config` and
  * `--section.key=value` / `--section.key value` (a flag with no value is
- * `"true"`; use `=` for values starting with `--`).
+ * `"true"`, except a secret key's, which is refused; use `=` for values
+ * starting with `--`). An unknown flag right after a flag that takes a value
+ * is named by its position and length: it may be that value.
  *
  * @throws {ConfigError} listing every argument it does not understand.
  * @example
@@ -141,8 +143,13 @@ const FLAG_HINT = "settings are given as --section.key=value";
 
 function parseFlags(args: readonly string[], problems: ConfigProblem[]): CliFlags {
   const flags: CliFlags = { configPaths: [], printConfig: false, overrides: {} };
+  // The flag before this argument, when it takes a value but got none because this argument
+  // starts with `--`: this argument may be its value (a password starting with `--`).
+  let wanting: { flag: string; key: boolean } | undefined;
   for (let i = 0; i < args.length; i++) {
     const arg = args[i] ?? "";
+    const after = wanting;
+    wanting = undefined;
     if (!arg.startsWith("--") || arg === "--") {
       problems.push({
         key: unexpectedArgument(arg, i),
@@ -156,11 +163,26 @@ function parseFlags(args: readonly string[], problems: ConfigProblem[]): CliFlag
     const inline = eq === -1 ? undefined : body.slice(eq + 1);
     const next = (): string | undefined => {
       const candidate = args[i + 1];
-      if (candidate === undefined || candidate.startsWith("--")) return undefined;
+      if (candidate === undefined) return undefined;
+      if (candidate.startsWith("--")) {
+        wanting = { flag: `--${name}`, key: name.includes(".") || name === "config" };
+        return undefined;
+      }
       i++;
       return candidate;
     };
-    if (name === "print-config") {
+    const known = name === "print-config" || name === "config" ||
+      (name.includes(".") && schemaAt(name.split(".")) !== undefined);
+    if (after !== undefined && !known && (after.key || !name.includes("."))) {
+      // Not a flag this command line takes, right after a key (or an unknown flag) wanting a value:
+      // it may be that value, a secret, so it is named by position and length only (and takes no
+      // value along). After an unknown flag, a malformed key (`--http..port=1`) is named as one.
+      problems.push({
+        key: `argument ${i + 1} (${arg.length} characters, not shown)`,
+        reason: `unknown flag after ${after.flag}, which takes a value; ` +
+          `a value starting with -- is given as ${after.flag}=value`,
+      });
+    } else if (name === "print-config") {
       if (inline !== undefined) problems.push({ key: "--print-config", reason: "takes no value" });
       flags.printConfig = true;
     } else if (name === "config") {
@@ -176,7 +198,14 @@ function parseFlags(args: readonly string[], problems: ConfigProblem[]): CliFlag
       if (inline === undefined) next();
       problems.push({ key: `--${name}`, reason: `malformed key; ${FLAG_HINT}` });
     } else {
-      flags.overrides[name] = inline ?? next() ?? "true";
+      const value = inline ?? next();
+      if (value === undefined && isSecretName(name.split(".").at(-1) ?? "")) {
+        // A secret is never "true": the flag lost its value (`--nats.password --Xk9…`).
+        problems.push({
+          key: `--${name}`,
+          reason: `needs a value; a value starting with -- is given as --${name}=value`,
+        });
+      } else flags.overrides[name] = value ?? "true";
     }
   }
   return flags;
@@ -383,12 +412,20 @@ interface KeySpan {
   end: number;
 }
 
-/** The span of every mapping key of `node`, outer before inner. */
+/**
+ * The span of every mapping key of `node` that the schema knows, outer before
+ * inner. A broken document's "keys" may be a secret (`password: Xk9…: x`
+ * parses as a mapping under `password`), so a key the schema does not know
+ * (but a merge key `<<`), and anything under a setting that is not a section
+ * or a list, is left out: an error there is named by the known key holding it.
+ */
 function keySpans(node: unknown, path: Path = [], spans: KeySpan[] = []): KeySpan[] {
+  if (!isSection(path)) return spans;
   if (isMap(node)) {
     for (const pair of node.items) {
       const name = isScalar(pair.key) ? pair.key.value : pair.key;
       const key = typeof name === "symbol" ? "<<" : String(name); // `<<`: a merge key
+      if (typeof name !== "symbol" && schemaAt([...path, key]) === undefined) continue;
       const start = isNode(pair.key) ? pair.key.range?.[0] : undefined;
       const end = isNode(pair.value) ? pair.value.range?.[1] : undefined;
       if (start !== undefined) {
@@ -400,6 +437,12 @@ function keySpans(node: unknown, path: Path = [], spans: KeySpan[] = []): KeySpa
     node.items.forEach((item, index) => keySpans(item, [...path, index], spans));
   }
   return spans;
+}
+
+/** Whether the schema has keys or items under `path`: an object, a record or a list. */
+function isSection(path: Path): boolean {
+  const schema = schemaAt(path);
+  return schema !== undefined && ["object", "record", "array"].includes(defOf(schema).type);
 }
 
 /** The dotted path of the innermost key whose pair holds `offset`, if any. */

@@ -47,6 +47,9 @@ const TEXT_END = /[\s"<>\\]/;
  */
 const USER_AND_PASSWORD = /^[^:/?#]*:(?!\d*(?:[/?#]|$))/;
 
+/** A user name and its `:`, before any `/`, `?` or `#`. */
+const USER_NAME = /^[^:/?#]*:/;
+
 /** Schemes whose userinfo without a `:` is a secret: NATS takes `token@host` as the token. */
 const TOKEN_SCHEMES: ReadonlySet<string> = new Set(["nats", "tls", "ws", "wss"]);
 
@@ -104,12 +107,16 @@ export function redactUrl(text: string): string {
 
 /**
  * Whether `url` (the text after a `scheme://`, up to a later `x://`) ends in
- * a password, so that `x://` is part of it: it starts with `user:` and holds
- * no `@` yet, nor white space or a quote (which end a URL in free text), and
- * no separator (`,`, white space) comes before `x://`.
+ * a password, so that `x://` is part of it: it starts with `user:`, holds no
+ * white space or quote (which end a URL in free text), no separator (`,`)
+ * comes before `x://`, and no host has begun: after its last `@`, if any,
+ * comes no `/`, `?` or `#` (`tw:a@b://pw@db` is one password; a host ending
+ * in a scheme, `@b://`, is none).
  */
 function inPassword(url: string, next: string): boolean {
-  return !url.includes("@") && !TEXT_END.test(url) && !url.endsWith(",") &&
+  const at = url.lastIndexOf("@");
+  return (at === -1 || !/[/?#]/.test(url.slice(at + 1))) && !TEXT_END.test(url) &&
+    !url.endsWith(",") &&
     USER_AND_PASSWORD.test(url + next);
 }
 
@@ -138,13 +145,20 @@ function userinfoEnd(url: string, whole: boolean): number {
   // A setting whose password holds white space, `"` or `\`, or whose user name does (the URL
   // parser drops a tab or a new line, keeps a space: `postgres://tw\n:pw@db`): its userinfo ends
   // at the last `@` of its last run of text (the host and path hold none of those characters).
-  const userName = USER_AND_PASSWORD.exec(url)?.[0] ?? "";
-  if (!USER_AND_PASSWORD.test(first) && !TEXT_END.test(userName)) return -1;
   const trimmed = url.replace(/[\s,]+$/, "");
   let lastRun = trimmed.length;
   while (lastRun > 0 && !TEXT_END.test(trimmed[lastRun - 1] ?? "")) lastRun--;
   const lastAt = trimmed.lastIndexOf("@");
-  return lastAt >= lastRun ? lastAt : -1;
+  if (lastAt < lastRun) return -1;
+  // `user:word…` before the first white space, quote or `\`: a password (`tw:hun ter2`).
+  if (USER_AND_PASSWORD.test(first)) return lastAt;
+  // Else that text reads as a host (`tw:`, `tw:12`) or the user name holds white space: a setting
+  // whose password starts with white space, a quote, `\` or digits then a space (`tw: pw`,
+  // `tw:12 ab`), or whose user name holds white space (`t w:pw`) — or prose after a URL
+  // (`https://example.com down: reported by bob@example.com`). Prose holds several words; a
+  // setting's userinfo holds at most one run of white space.
+  const userinfo = trimmed.slice(0, lastAt);
+  return USER_NAME.test(userinfo) && (userinfo.match(/\s+/g) ?? []).length <= 1 ? lastAt : -1;
 }
 
 function redactUserinfo(scheme: string, userinfo: string): string {

@@ -217,3 +217,51 @@ Deno.test("main.ts exits 2 quickly on a decimal key with an absurd exponent", as
   // It took half a minute while the number was written out digit by digit.
   assert.ok(ms < 5_000, `exit 2 after ${Math.round(ms)} ms`);
 });
+
+// Review 37: the key path a YAML error names was built from what the parser took for keys, so an
+// unquoted password holding ": " (or starting with "- ", or continued on the next line) was
+// printed as part of it (`YAML syntax error in nats.password.<the password>`).
+Deno.test("a YAML syntax error never shows an unquoted password through the key path it names", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tw_yaml_key_" });
+  try {
+    for (const value of [`${SECRET}: x`, `- ${SECRET}`, `\n    ${SECRET}\n   bad: [`]) {
+      const path = `${dir}/tw.yaml`;
+      await Deno.writeTextFile(path, `nats:\n  password: ${value}\n`);
+      let message = "(loaded)";
+      try {
+        await loadConfig({ args: ["--config", path], env: {} });
+      } catch (error) {
+        if (!(error instanceof ConfigError)) throw error;
+        message = error.message;
+      }
+      assert.ok(
+        !message.includes(SECRET),
+        `password: ${JSON.stringify(value)} is shown in the error: ${message}`,
+      );
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+// Review 37: a secret starting with `--` given after its key with a space (`--nats.password
+// --Hunter2pwQ7`) was taken for an unknown flag and printed in full, the password becoming "true".
+Deno.test("a flag's value starting with -- is never shown in the configuration error", async () => {
+  for (const key of ["--nats.password", "--postgres.url", "--alpaca.api_secret"]) {
+    let message: string | null = null;
+    try {
+      await loadConfig({ args: [key, `--${SECRET}`], env: {} });
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      message = error.message;
+    }
+    // Whether or not the command line is refused, the secret must not be in what is printed.
+    if (message !== null) {
+      assert.ok(!message.includes(SECRET), `the error shows the value given to ${key}: ${message}`);
+    }
+  }
+  // A secret key left without its value is refused, not set to "true".
+  const error = await loadError({ args: ["--nats.password", `--${SECRET}`] });
+  assert.match(error.message, /--nats\.password: needs a value/);
+  assert.match(error.message, /argument 2 \(13 characters, not shown\): unknown flag after/);
+});

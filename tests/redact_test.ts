@@ -77,6 +77,37 @@ Deno.test("redactUrl hides the password of a setting whose user name holds white
   assert.equal(redactUrl("postgres:// tw:pw@db:5432/tw"), "postgres:// tw:***@db:5432/tw");
 });
 
+// Review 37: the password of a setting that starts with white space, a quote, a backslash, or
+// digits then a space was printed (the text before it read as `host:` or `host:12`); the URL
+// parser accepts all of these (new URL(...).password is "%20pw", "%22abc", ...).
+Deno.test("redactUrl hides a setting's password that starts with white space, a quote, a backslash, or digits then a space", () => {
+  for (const password of [" pw", '"abc', "\\pw", "1 2", "12 ab", "\tx"]) {
+    const url = `postgres://tw:${password}@db:5432/tw`;
+    assert.equal(redactUrl(url), "postgres://tw:***@db:5432/tw", `leaked: ${JSON.stringify(url)}`);
+    assert.deepEqual(redactSecrets({ url }), { url: "postgres://tw:***@db:5432/tw" });
+  }
+});
+
+// Review 37: a x:// after an @ in the password started a second URL, whose text was printed.
+Deno.test("redactUrl hides a password holding an @ before a scheme://", () => {
+  assert.equal(redactUrl("postgres://tw:a@b://Zq8pw@db:5432/tw"), "postgres://tw:***@db:5432/tw");
+});
+
+// Review 37: prose after a URL holding ": " and an e-mail address was taken for a setting whose
+// user name holds white space, and mangled (`https://example.com down:***@example.com`).
+Deno.test("redactUrl keeps prose after a URL that holds ': ' and an e-mail address", () => {
+  for (
+    const text of [
+      "https://example.com down: reported by bob@example.com",
+      "https://status.alpaca.markets says: degraded, see ops@alpaca.markets",
+      "wss://ws-feed.exchange.coinbase.com closed: 1006, email alerts@tradewire.io",
+    ]
+  ) {
+    assert.equal(redactUrl(text), text);
+    assert.deepEqual(redactSecrets({ detail: text }), { detail: text });
+  }
+});
+
 Deno.test("redactUrl keeps the text after a URL, and an @ in a path or query", () => {
   assert.equal(
     redactUrl("connect postgres://app:a/b@db/tw failed, mail me@example.com"),
