@@ -129,24 +129,40 @@ Deno.test("messages sent while the event loop is blocked past the pull's expiry 
   });
   const pulling = puller.pull(100, { expiresMs: 1_000 });
   await nc.flush(); // the request has reached the server
-  // Another process publishes while this one is blocked.
+  // Another process publishes while this one is blocked; it leaves a file once its messages
+  // are on the server. This one stays blocked until then and past the pull's expiry (1 s), so
+  // that both the messages and the server's 408 wait for it however slowly the other starts.
+  const published = await Deno.makeTempFile({ prefix: "tw_pull_published_" });
+  await Deno.remove(published);
   const publisher = new Deno.Command(Deno.execPath(), {
     args: [
       "eval",
       `import { connect } from "@nats-io/transport-node";
        const nc = await connect({ servers: "${NATS_URL}" });
-       await new Promise((r) => setTimeout(r, 300));
        for (let i = 0; i < 20; i++) nc.publish("${stream.name}.x", String(i));
        await nc.flush();
-       await nc.close();`,
+       await nc.close();
+       Deno.writeTextFileSync(${JSON.stringify(published)}, "done");`,
     ],
     stdout: "null",
     stderr: "inherit",
   }).spawn();
-  const blockedUntil = Date.now() + 2_500;
-  let spins = 0;
-  while (Date.now() < blockedUntil) spins++;
-  assert.ok(spins > 0);
+  const blockedFrom = Date.now();
+  const exists = () => {
+    try {
+      Deno.statSync(published);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  // Blocked (no await) until the publisher is done and the pull has expired on the server, at
+  // most 60 s.
+  while (!(exists() && Date.now() - blockedFrom > 1_500) && Date.now() - blockedFrom < 60_000) {
+    // spin
+  }
+  assert.ok(exists(), "the publisher published within 60 s");
+  await Deno.remove(published);
   assert.equal((await publisher.status).code, 0);
   const result = await pulling;
   assert.equal(result.received, 20);
