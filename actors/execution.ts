@@ -27,7 +27,8 @@
  *   sequence>` (below), its time the stream's timestamp. A body that is not
  *   JSON is recorded as `{ raw }` and rejected, and so is one nested deeper
  *   than `MAX_SIGNAL_BODY_DEPTH` (trading/signal.ts `decodeSignalBody`, which
- *   also keeps numbers' exact text). `signals.rejected` (reject events) is
+ *   also keeps numbers' exact text) and one that is not UTF-8 (`raw` then
+ *   holds its bytes in base64, never text with U+FFFD). `signals.rejected` (reject events) is
  *   acknowledged and skipped.
  * - The batch's messages are acknowledged only after the engine's
  *   transaction committed. A crash before that means redelivery after the ack
@@ -139,7 +140,7 @@ import {
   type SignalsStreamNames,
   strategyOfSubject,
 } from "../trading/signals_stream.ts";
-import { decodeSignalBody } from "../trading/signal.ts";
+import { decodeSignalBody, UnreadSignalBody } from "../trading/signal.ts";
 import { actor, drainSubscription } from "./actor.ts";
 import type { ChildSpec } from "./types.ts";
 import { Wakeup } from "../lib/wakeup.ts";
@@ -388,21 +389,48 @@ export interface SignalInputOptions extends SignalsStreamNames {
   key_prefix?: string | undefined;
 }
 
-const decoder = new TextDecoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** The reason of a signal whose body is not UTF-8 (its `raw` holds the bytes in base64). */
+export const NOT_UTF8_SIGNAL_MESSAGE =
+  "signal body is not valid UTF-8 (raw holds its bytes in base64)";
+
+/**
+ * The body of a signal message: read by `decodeSignalBody`, its text for a
+ * body that is not JSON, or an {@linkcode UnreadSignalBody} for one that is
+ * not UTF-8 — its bytes in base64, never text with U+FFFD in their place.
+ */
+function signalBody(data: Uint8Array): unknown {
+  let text: string;
+  try {
+    text = decoder.decode(data);
+  } catch {
+    // Recorded as { raw } and rejected with its reason, like a body that is not JSON.
+    return new UnreadSignalBody(base64(data), { path: "", message: NOT_UTF8_SIGNAL_MESSAGE });
+  }
+  try {
+    // Numbers exactly as sent; a body nested too deeply is rejected unread.
+    return decodeSignalBody(text);
+  } catch {
+    // Recorded and rejected ("signal must be a JSON object"), never dropped.
+    return text;
+  }
+}
+
+/** `bytes` in base64 (RFC 4648, with padding). */
+function base64(bytes: Uint8Array): string {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}
 
 /** The engine's input for a signal message, or null for one to acknowledge and skip. */
 export function signalInput(msg: JsMsg, names: SignalInputOptions = {}): SignalInput | null {
   const strategy = strategyOfSubject(msg.subject, names);
   if (strategy === null) return null;
-  const text = decoder.decode(msg.data);
-  let body: unknown;
-  try {
-    // Numbers exactly as sent; a body nested too deeply is rejected unread.
-    body = decodeSignalBody(text);
-  } catch {
-    // Recorded and rejected ("signal must be a JSON object"), never dropped.
-    body = text;
-  }
+  const body = signalBody(msg.data);
   return {
     body,
     strategy,

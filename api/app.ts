@@ -5,7 +5,7 @@
  */
 
 import { Hono } from "hono";
-import { errorHandler, notFound } from "./errors.ts";
+import { errorHandler, methodNotAllowed, notFound } from "./errors.ts";
 import { healthRoutes, type HealthSource } from "./health.ts";
 import type { Logger } from "../lib/log.ts";
 
@@ -31,5 +31,7 @@ export function createApp(deps: AppDeps): Hono {
   app.get("/", (c) => c.json({ name: deps.name, version: deps.health.version }));
   app.route("/api/health", healthRoutes(deps.health));
   for (const [path, routes] of Object.entries(deps.routes ?? {})) app.route(path, routes);
+  // Last: a known path asked with a method it does not serve is a 405 naming those it does.
+  app.all("*", methodNotAllowed(app));
   return app;
 }

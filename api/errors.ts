@@ -6,8 +6,10 @@
  * @module
  */
 
-import type { Context } from "hono";
+import type { Context, Handler, Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
+import { basePath } from "hono/route";
+import { PatternRouter } from "hono/router/pattern-router";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Logger } from "../lib/log.ts";
 import { DbConnectionError, DbTimeoutError, mapDbError, SerializationError } from "../db/errors.ts";
@@ -20,19 +22,22 @@ export class ApiError extends Error {
   readonly code: string;
   /** Extra detail placed beside code and message, e.g. validation reasons. */
   readonly details: unknown;
+  /** Response headers sent with the error, e.g. `Allow` with a 405. */
+  readonly headers: Readonly<Record<string, string>>;
 
   /** Makes an error answered with `status` and `{ code, message, details }`. */
   constructor(
     status: ContentfulStatusCode,
     code: string,
     message: string,
-    options?: { cause?: unknown; details?: unknown },
+    options?: { cause?: unknown; details?: unknown; headers?: Record<string, string> },
   ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "ApiError";
     this.status = status;
     this.code = code;
     this.details = options?.details;
+    this.headers = options?.headers ?? {};
   }
 }
 
@@ -86,6 +91,7 @@ function databaseUnavailable(error: Error): string | null {
 export function errorHandler(log: Logger) {
   return function onError(error: Error, c: Context): Response {
     if (error instanceof ApiError) {
+      for (const [name, value] of Object.entries(error.headers)) c.header(name, value);
       const body: ErrorBody = { error: { code: error.code, message: error.message } };
       if (error.details !== undefined) body.error.details = error.details;
       return c.json(body, error.status);
@@ -124,4 +130,44 @@ export function notFound(c: Context): Response {
     { error: { code: "not_found", message: `No route for ${c.req.method} ${c.req.path}` } },
     404,
   );
+}
+
+/**
+ * A handler to register last on `app` with `app.all("*", methodNotAllowed(app))`:
+ * a request that reached it found no route for its method, so a path that
+ * `app` serves with other methods is answered 405 `method_not_allowed` with an
+ * `Allow` header naming them (RFC 9110 §15.5.6); any other path goes on to the
+ * `notFound` handler. Works on a sub-app mounted with `app.route(path, sub)`.
+ *
+ * @example
+ * ```ts
+ * const app = new Hono();
+ * app.post("/signal", (c) => c.json({}));
+ * app.all("*", methodNotAllowed(app));
+ * (await app.request("/signal")).headers.get("allow"); // "POST"
+ * ```
+ */
+export function methodNotAllowed(app: Hono): Handler {
+  let router: PatternRouter<string> | undefined;
+  return function methodNotAllowed(c) {
+    if (router === undefined) {
+      // Built at the first request, once every route is registered; middleware (ALL) is not a method served.
+      router = new PatternRouter<string>();
+      for (const route of app.routes) {
+        if (route.method !== "ALL") router.add("ALL", route.path, route.method);
+      }
+    }
+    const base = basePath(c);
+    const path = base === "/" ? c.req.path : c.req.path.slice(base.length) || "/";
+    const methods = new Set(router.match("ALL", path)[0].map(([method]) => method));
+    if (methods.size === 0) return c.notFound();
+    if (methods.has("GET")) methods.add("HEAD");
+    const allow = [...methods].sort().join(", ");
+    throw new ApiError(
+      405,
+      "method_not_allowed",
+      `${c.req.method} is not allowed on ${c.req.path}; allowed: ${allow}`,
+      { headers: { Allow: allow } },
+    );
+  };
 }

@@ -50,8 +50,9 @@ import {
   SYMBOL_PATTERN,
 } from "../trading/signal.ts";
 import type { LatestCache } from "../market/latest_cache.ts";
+import { JsonDuplicateKeyError, JsonNumber, parseJsonNumbers } from "../lib/json_numbers.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
-import { ApiError } from "./errors.ts";
+import { ApiError, methodNotAllowed } from "./errors.ts";
 import { singleParams } from "./_params.ts";
 import { requireApiKey } from "./auth.ts";
 import { isoTimeUs } from "./market_data.ts";
@@ -90,7 +91,7 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
 
   app.post("/signal", async (c) => {
     // Read as the NATS path reads it: numbers exactly as sent, too deep a body refused unread.
-    const text = await c.req.text();
+    const text = await utf8Body(c.req);
     let body: unknown;
     try {
       body = decodeSignalBody(text);
@@ -241,10 +242,17 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   app.get("/kill-switch", (c) => c.json({ kill_switch: deps.engine.killSwitch() }));
 
   app.post("/kill-switch", async (c) => {
+    const text = await utf8Body(c.req);
     let body: unknown;
     try {
-      body = await c.req.json();
-    } catch {
+      // {"active":true,"active":false} is refused, not read as its last value.
+      body = parseJsonNumbers(text, { duplicateKeys: "reject" });
+    } catch (error) {
+      if (error instanceof JsonDuplicateKeyError) {
+        throw new ApiError(422, "unprocessable_entity", "Invalid kill-switch request", {
+          details: [`${error.key}: given more than once`],
+        });
+      }
       throw new ApiError(400, "bad_request", "The body is not valid JSON");
     }
     const request = killSwitchRequest(body);
@@ -252,6 +260,8 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
     return c.json({ kill_switch: state });
   });
 
+  // Last: PUT /signal, PATCH /kill-switch… are 405 naming the methods served, not 404.
+  app.all("*", methodNotAllowed(app));
   return app;
 }
 
@@ -339,11 +349,28 @@ function respondToOutcome(
   return c.json({ signal, status: outcome.status }, 200);
 }
 
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * The body of `request` as text: a 400 unless it is UTF-8, never decoded
+ * with U+FFFD in place of the bytes that are not.
+ */
+async function utf8Body(request: { arrayBuffer(): Promise<ArrayBuffer> }): Promise<string> {
+  const bytes = await request.arrayBuffer();
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    throw new ApiError(400, "bad_request", "The body is not valid UTF-8");
+  }
+}
+
 function killSwitchRequest(
   body: unknown,
 ): { active: boolean; cancel_open: boolean; reason?: string } {
   const problems: string[] = [];
-  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+  if (
+    body === null || typeof body !== "object" || Array.isArray(body) || body instanceof JsonNumber
+  ) {
     throw new ApiError(400, "bad_request", "Expected a JSON object");
   }
   const { active, cancel_open, reason, ...rest } = body as Record<string, unknown>;

@@ -72,6 +72,31 @@ export interface ParseJsonNumbersOptions {
    * @default {DEFAULT_JSON_MAX_DEPTH}
    */
   maxDepth?: number;
+  /**
+   * What a key given twice in one object gives: `"last"` keeps the last
+   * value, as `JSON.parse` does; `"reject"` throws a
+   * {@linkcode JsonDuplicateKeyError} naming the key.
+   * @default {"last"}
+   */
+  duplicateKeys?: "last" | "reject";
+}
+
+/**
+ * A key given more than once in one object (`{"active":true,"active":false}`),
+ * thrown by {@linkcode parseJsonNumbers} with `duplicateKeys: "reject"`.
+ */
+export class JsonDuplicateKeyError extends SyntaxError {
+  /** The key given more than once. */
+  readonly key: string;
+
+  /** Makes the error for `key`, found again at `position` of the JSON text. */
+  constructor(key: string, position: number) {
+    super(
+      `Key ${JSON.stringify(key)} is given more than once at position ${position} of the JSON text`,
+    );
+    this.name = "JsonDuplicateKeyError";
+    this.key = key;
+  }
 }
 
 /**
@@ -89,12 +114,12 @@ export interface ParseJsonNumbersOptions {
  * ```
  */
 export function parseJsonNumbers(text: string, options: ParseJsonNumbersOptions = {}): JsonValue {
-  const { maxDepth = DEFAULT_JSON_MAX_DEPTH } = options;
+  const { maxDepth = DEFAULT_JSON_MAX_DEPTH, duplicateKeys = "last" } = options;
   if (typeof text !== "string") throw new TypeError("JSON text must be a string");
   if (!Number.isInteger(maxDepth) || maxDepth < 0) {
     throw new RangeError(`JSON maxDepth must be a non-negative integer, got ${maxDepth}`);
   }
-  const parser = new _Parser(text, maxDepth);
+  const parser = new _Parser(text, maxDepth, duplicateKeys === "reject");
   parser.skipSpace();
   const value = parser.value(0);
   parser.skipSpace();
@@ -142,11 +167,13 @@ const STRING_BODY = /[^"\\\u0000-\u001f]*/y;
 class _Parser {
   readonly src: string;
   readonly maxDepth: number;
+  readonly rejectDuplicateKeys: boolean;
   pos = 0;
 
-  constructor(src: string, maxDepth: number) {
+  constructor(src: string, maxDepth: number, rejectDuplicateKeys: boolean) {
     this.src = src;
     this.maxDepth = maxDepth;
+    this.rejectDuplicateKeys = rejectDuplicateKeys;
   }
 
   fail(reason: string, at: number = this.pos): never {
@@ -208,7 +235,11 @@ class _Parser {
         if (this.pos >= src.length) this.fail("Unexpected end");
         this.fail("Expected a string key");
       }
+      const keyAt = this.pos;
       const key = this.key();
+      if (this.rejectDuplicateKeys && Object.hasOwn(result, key)) {
+        throw new JsonDuplicateKeyError(key, keyAt);
+      }
       if (src.charCodeAt(this.pos) <= 0x20) this.skipSpace();
       if (src.charCodeAt(this.pos) !== COLON) {
         if (this.pos >= src.length) this.fail("Unexpected end");
