@@ -85,8 +85,10 @@ function databaseUnavailable(error: Error): string | null {
 
 /**
  * Builds the `onError` handler. Database outages, timeouts and conflicts that
- * outlived their retries are answered 503 with `Retry-After`; other
- * unexpected errors are logged and answered 500 without detail.
+ * outlived their retries are answered 503 with `Retry-After`; a request body
+ * that could not be read because the client's connection ended mid-body is
+ * logged at debug level (no stack) and answered 400 if anyone still listens;
+ * other unexpected errors are logged and answered 500 without detail.
  */
 export function errorHandler(log: Logger) {
   return function onError(error: Error, c: Context): Response {
@@ -112,6 +114,21 @@ export function errorHandler(log: Logger) {
       c.header("Retry-After", String(DATABASE_RETRY_AFTER_S));
       return c.json<ErrorBody>({ error: { code: "unavailable", message: unavailable } }, 503);
     }
+    if (bodyReadFailed(error, c)) {
+      // The client's doing (an upload dropped mid-body), not the engine's: no stack, no alarm.
+      log.debug("request body could not be read", {
+        method: c.req.method,
+        path: c.req.path,
+        reason: `${error.name}: ${error.message}`,
+      });
+      return c.json<ErrorBody>({
+        error: {
+          code: "bad_request",
+          message:
+            "The request body could not be read: the connection ended before it was complete",
+        },
+      }, 400);
+    }
     log.error("unhandled error in request", {
       method: c.req.method,
       path: c.req.path,
@@ -122,6 +139,31 @@ export function errorHandler(log: Logger) {
       500,
     );
   };
+}
+
+/** What reading a request body throws when the client's connection goes away mid-body. */
+const BODY_READ_ERRORS = [
+  Deno.errors.BadResource,
+  Deno.errors.Http,
+  Deno.errors.ConnectionReset,
+  Deno.errors.ConnectionAborted,
+  Deno.errors.UnexpectedEof,
+  Deno.errors.BrokenPipe,
+  Deno.errors.Interrupted,
+];
+
+/**
+ * Whether `error` is a request body that could not be read because the
+ * connection ended (a client aborting its upload), rather than a fault of a
+ * handler: a connection error of Deno, itself or as its cause, on a request
+ * that has a body.
+ */
+function bodyReadFailed(error: Error, c: Context): boolean {
+  if (c.req.raw.body === null) return false;
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
+    if (BODY_READ_ERRORS.some((kind) => e instanceof kind)) return true;
+  }
+  return false;
 }
 
 /** The `notFound` handler: a JSON 404 naming the path. */
