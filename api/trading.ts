@@ -26,6 +26,7 @@ import {
   type SignalStatus,
 } from "../db/mod.ts";
 import { MicroDate } from "../db/_common.ts";
+import { DbTimeoutError } from "../db/errors.ts";
 import {
   CancelNotSentError,
   type ExecutionEngine,
@@ -73,6 +74,49 @@ export interface TradingRoutesDeps {
   apiKeyHashes: readonly string[];
   /** @default {systemClock} */
   clock?: Clock;
+  /**
+   * Longest wait for an answer of PostgreSQL to a query of these routes, ms:
+   * past it the request is a 503 `unavailable` with `Retry-After`, even when
+   * PostgreSQL holds the connection open without answering (a partition).
+   * @default {dbDeadlineMs(sql)}
+   */
+  dbDeadlineMs?: number;
+}
+
+/**
+ * Added to the pool's `statement_timeout` and connect timeout to make the
+ * client-side deadline of the trading routes' queries ({@linkcode dbDeadlineMs}), ms.
+ */
+export const DB_DEADLINE_MARGIN_MS = 2_000;
+/** The deadline's base when the pool has no `statement_timeout` (0: none), ms. */
+export const DEFAULT_DB_STATEMENT_MS = 30_000;
+
+/** What {@linkcode dbDeadlineMs} reads of a postgres.js pool's options. */
+interface PoolOptions {
+  connect_timeout?: unknown;
+  connection?: { statement_timeout?: unknown };
+}
+
+/**
+ * The client-side deadline of the trading routes' queries for the pool `sql`:
+ * its server-side `statement_timeout` (or {@linkcode DEFAULT_DB_STATEMENT_MS}
+ * without one), plus its connect timeout and {@linkcode DB_DEADLINE_MARGIN_MS}
+ * — longer than PostgreSQL takes to end a statement itself, so it only fires
+ * when PostgreSQL does not answer at all.
+ *
+ * @example
+ * ```ts
+ * const sql = createPostgres({ url, statement_timeout_ms: 1000, connect_timeout_s: 2 });
+ * dbDeadlineMs(sql); // 5000
+ * ```
+ */
+export function dbDeadlineMs(sql: Sql): number {
+  // postgres.js keeps the options it was made with; a stand-in pool may have none.
+  const options = (sql as unknown as { options?: PoolOptions }).options;
+  const statement = Number(options?.connection?.statement_timeout ?? 0);
+  const connect = Number(options?.connect_timeout ?? 0);
+  return (Number.isFinite(statement) && statement > 0 ? statement : DEFAULT_DB_STATEMENT_MS) +
+    (Number.isFinite(connect) && connect > 0 ? connect * 1000 : 0) + DB_DEADLINE_MARGIN_MS;
 }
 
 /**
@@ -86,6 +130,9 @@ export const MAX_LIST_TIME_MS = 253_402_300_799_999;
 /** The trading routes, to mount at `/api/v1/trading`. */
 export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   const clock = deps.clock ?? systemClock;
+  const deadlineMs = deps.dbDeadlineMs ?? dbDeadlineMs(deps.sql);
+  /** A query of these routes, a 503 (DbTimeoutError) when PostgreSQL does not answer in time. */
+  const db = <T>(query: () => Promise<T>) => withDeadline(query, deadlineMs, clock);
   const app = new Hono();
   app.use("*", requireApiKey({ hashes: deps.apiKeyHashes }));
 
@@ -118,10 +165,12 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
     const statuses = q.status?.split(",").map((s) => s.trim());
     for (const status of statuses ?? []) checkStatus(status, ORDER_STATUSES);
     const page = await badParams(() =>
-      listOrders(deps.sql, {
-        ...filter,
-        ...(statuses ? { status: statuses as OrderStatus[] } : {}),
-      })
+      db(() =>
+        listOrders(deps.sql, {
+          ...filter,
+          ...(statuses ? { status: statuses as OrderStatus[] } : {}),
+        })
+      )
     );
     return c.json({ orders: page.items.map(orderJson), next_cursor: page.next });
   });
@@ -130,17 +179,19 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
     const { q, filter } = listQuery(singleParams(c.req.queries()));
     if (q.status !== undefined) checkStatus(q.status, SIGNAL_STATUSES);
     const page = await badParams(() =>
-      listSignals(deps.sql, {
-        ...filter,
-        ...(q.status !== undefined ? { status: q.status as SignalStatus } : {}),
-      })
+      db(() =>
+        listSignals(deps.sql, {
+          ...filter,
+          ...(q.status !== undefined ? { status: q.status as SignalStatus } : {}),
+        })
+      )
     );
     return c.json({ signals: page.items.map(signalJson), next_cursor: page.next });
   });
 
   app.get("/orders/:id", async (c) => {
     const id = orderId(c.req.param("id"));
-    return c.json({ order: orderJson(await found(() => getOrder(deps.sql, id))) });
+    return c.json({ order: orderJson(await found(() => db(() => getOrder(deps.sql, id)))) });
   });
 
   app.delete("/orders/:id", async (c) => {
@@ -159,10 +210,12 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
         `all must be true or false, got ${JSON.stringify(q.all)}`,
       );
     }
-    const rows = await listPositions(deps.sql, {
-      ...(q.symbol !== undefined ? { symbol: q.symbol } : {}),
-      open: q.all !== "true",
-    });
+    const rows = await db(() =>
+      listPositions(deps.sql, {
+        ...(q.symbol !== undefined ? { symbol: q.symbol } : {}),
+        open: q.all !== "true",
+      })
+    );
     const now = clock.now();
     return c.json({
       positions: rows.map((row) => {
@@ -194,7 +247,7 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   });
 
   app.get("/portfolio", async (c) => {
-    const stored = await found(() => getPortfolio(deps.sql));
+    const stored = await found(() => db(() => getPortfolio(deps.sql)));
     // Until the position tracker loaded them, the figures in memory are the starting ones.
     if (!deps.state.loaded) {
       throw new ApiError(503, "unavailable", "The portfolio is not loaded yet; try again shortly");
@@ -217,12 +270,14 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   app.get("/portfolio/history", async (c) => {
     const q = query(singleParams(c.req.queries()), ["from", "to", "limit", "cursor"]);
     const page = await badParams(() =>
-      listSnapshots(deps.sql, {
-        ...(q.from !== undefined ? { from: date(q.from, "from") } : {}),
-        ...(q.to !== undefined ? { to: date(q.to, "to") } : {}),
-        limit: limit(q.limit),
-        after: q.cursor === undefined ? null : rowId(q.cursor, "cursor"),
-      })
+      db(() =>
+        listSnapshots(deps.sql, {
+          ...(q.from !== undefined ? { from: date(q.from, "from") } : {}),
+          ...(q.to !== undefined ? { to: date(q.to, "to") } : {}),
+          limit: limit(q.limit),
+          after: q.cursor === undefined ? null : rowId(q.cursor, "cursor"),
+        })
+      )
     );
     return c.json({
       snapshots: page.items.map((row) => ({
@@ -493,6 +548,24 @@ async function found<T>(fn: () => Promise<T>): Promise<T> {
     if (error instanceof RangeError) throw new ApiError(400, "bad_request", error.message);
     if (error instanceof ConflictError) throw new ApiError(409, "conflict", error.message);
     throw error;
+  }
+}
+
+/**
+ * `query()`, or a {@linkcode DbTimeoutError} (answered 503 with `Retry-After`)
+ * when it has not settled within `ms` — PostgreSQL holding the connection
+ * open without answering, which its own `statement_timeout` cannot end.
+ */
+async function withDeadline<T>(query: () => Promise<T>, ms: number, clock: Clock): Promise<T> {
+  const stop = new AbortController();
+  const late = clock.sleep(ms, stop.signal).then(() => {
+    throw new DbTimeoutError(`PostgreSQL did not answer within ${ms} ms`);
+  });
+  try {
+    return await Promise.race([query(), late]);
+  } finally {
+    stop.abort();
+    late.catch(() => {}); // ended by the abort above
   }
 }
 

@@ -1,0 +1,119 @@
+/**
+ * The trading API while PostgreSQL stops answering without refusing (a
+ * network partition: packets dropped, the TCP connection still open).
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { Hono } from "hono";
+import { errorHandler, notFound } from "../api/errors.ts";
+import { DB_DEADLINE_MARGIN_MS, dbDeadlineMs, tradingRoutes } from "../api/trading.ts";
+import { createPostgres } from "../adapters/postgres.ts";
+import { LatestCache } from "../market/latest_cache.ts";
+import { nullLogger } from "../lib/log.ts";
+import { migratedDatabase } from "./_postgres.ts";
+
+/** A loopback proxy to PostgreSQL that, once stalled, keeps every connection open but forwards nothing. */
+function stallProxy(upstreamPort: number) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  let stalled = false;
+  const pipe = async (from: Deno.Conn, to: Deno.Conn) => {
+    const buf = new Uint8Array(64 * 1024);
+    try {
+      for (;;) {
+        const n = await from.read(buf);
+        if (n === null) break;
+        if (stalled) continue; // dropped on the floor, as a partition drops packets
+        let off = 0;
+        while (off < n) off += await to.write(buf.subarray(off, n));
+      }
+    } catch { /* closed */ }
+  };
+  (async () => {
+    for await (const client of listener) {
+      const upstream = await Deno.connect({ hostname: "127.0.0.1", port: upstreamPort });
+      conns.push(client, upstream);
+      pipe(client, upstream);
+      pipe(upstream, client);
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    stall() {
+      stalled = true;
+    },
+    close() {
+      try {
+        listener.close();
+      } catch { /* closed */ }
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+    },
+  };
+}
+
+Deno.test("GET /orders while PostgreSQL silently stops answering is a 503 within bounded time, not a request hanging for ever", async () => {
+  await using db = await migratedDatabase(1);
+  const url = new URL(db.url);
+  const proxy = stallProxy(Number(url.port || 5432));
+  url.port = String(proxy.port);
+  // A short server-side statement timeout: the only query timeout the pool has.
+  const sql = createPostgres({
+    url: url.toString(),
+    pool_size: 2,
+    statement_timeout_ms: 1000,
+    connect_timeout_s: 2,
+  });
+  try {
+    const app = new Hono();
+    app.onError(errorHandler(nullLogger));
+    app.notFound(notFound);
+    app.route(
+      "/api/v1/trading",
+      tradingRoutes({
+        sql,
+        engine: {} as never,
+        state: {} as never,
+        cache: new LatestCache(),
+        maxPriceAgeMs: 60_000,
+        apiKeyHashes: [],
+      }),
+    );
+    // The client-side deadline: statement_timeout + connect timeout + margin.
+    assert.equal(dbDeadlineMs(sql), 1000 + 2000 + DB_DEADLINE_MARGIN_MS);
+    const warm = await app.request("/api/v1/trading/orders");
+    assert.equal(warm.status, 200, await warm.text());
+
+    proxy.stall();
+    const boundMs = 15_000; // statement_timeout 1 s, connect_timeout 2 s: 15 s is generous
+    const started = Date.now();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const outcome = await Promise.race([
+      Promise.resolve(app.request("/api/v1/trading/orders")).then(async (r: Response) => ({
+        status: r.status,
+        code: (await r.json())?.error?.code,
+        retry_after: r.headers.get("retry-after"),
+      })),
+      new Promise<{ status: string; code: string; retry_after: null }>((resolve) =>
+        timer = setTimeout(
+          () => resolve({ status: "no answer", code: `after ${boundMs} ms`, retry_after: null }),
+          boundMs,
+        )
+      ),
+    ]);
+    clearTimeout(timer);
+    assert.deepEqual(
+      outcome,
+      { status: 503, code: "unavailable", retry_after: "1" },
+      `answered ${JSON.stringify(outcome)} after ${Date.now() - started} ms ` +
+        "(README: PostgreSQL that cannot be reached or times out is a 503 with Retry-After)",
+    );
+  } finally {
+    proxy.close();
+    await sql.end({ timeout: 0 }).catch(() => {});
+  }
+});
