@@ -490,3 +490,27 @@ Deno.test("decodeSignalBody refuses a body nested too deeply, unread, with a rea
   assert.equal(pathsOf(decodeSignalBody(quoted)).join(), "");
   assert.throws(() => decodeSignalBody(`{"a":"\\"${"[".repeat(10)}`), SyntaxError);
 });
+
+Deno.test("decodeSignalBody refuses a body giving a key twice, unread, with a reason", () => {
+  for (
+    const [text, key] of [
+      ['{"symbol":"BTC-USDT","side":"buy","side":"sell","qty":"1"}', "side"],
+      ['{"symbol":"BTC-USDT","side":"buy","qty":"1","qty":"100"}', "qty"],
+      ['{"symbol":"BTC-USDT","side":"buy","qty":"1","x":{"a":1,"a":2}}', "a"],
+    ] as const
+  ) {
+    const body = decodeSignalBody(text);
+    assert.ok(body instanceof UnreadSignalBody, text);
+    assert.deepEqual(reasonsOf(body), [{
+      path: "",
+      message: `signal must not give a key more than once: "${key}"`,
+    }]);
+    // Recorded as it came, and rejected.
+    assert.equal(JSON.stringify(body), JSON.stringify({ raw: text }));
+    const parsed = parseSignal(body, {});
+    assert.equal(parsed.ok, false);
+  }
+  // The same key in two objects is no repeat.
+  const fine = decodeSignalBody('{"symbol":"BTC-USDT","side":"buy","qty":"1","x":{"side":1}}');
+  assert.ok(!(fine instanceof UnreadSignalBody));
+});

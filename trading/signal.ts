@@ -43,7 +43,12 @@ import {
   safeParseDecimal,
   toJson,
 } from "./money.ts";
-import { JsonNumber, type JsonValue, parseJsonNumbers } from "../lib/json_numbers.ts";
+import {
+  JsonDuplicateKeyError,
+  JsonNumber,
+  type JsonValue,
+  parseJsonNumbers,
+} from "../lib/json_numbers.ts";
 import {
   ORDER_SIDES,
   ORDER_TYPES,
@@ -156,8 +161,10 @@ export class UnreadSignalBody {
  * Reads a signal body's JSON `text`, REST or NATS alike: numbers become
  * {@linkcode SignalNumber} (their exact text; a body that is a bare number
  * stays a number), anything else as `JSON.parse` gives it. A body nested
- * deeper than {@linkcode MAX_SIGNAL_BODY_DEPTH} is not read: it comes back as
- * an {@linkcode UnreadSignalBody}, which {@linkcode parseSignal} rejects.
+ * deeper than {@linkcode MAX_SIGNAL_BODY_DEPTH}, or giving a key twice in one
+ * object (`{"side":"buy","side":"sell"}`, which `JSON.parse` would silently
+ * read as its last), is not read: it comes back as an
+ * {@linkcode UnreadSignalBody}, which {@linkcode parseSignal} rejects.
  * Throws a `SyntaxError` naming the problem when `text` is not JSON.
  *
  * @example
@@ -171,8 +178,15 @@ export class UnreadSignalBody {
 export function decodeSignalBody(text: string): unknown {
   let value: JsonValue;
   try {
-    value = parseJsonNumbers(text, { maxDepth: MAX_SIGNAL_BODY_DEPTH });
+    value = parseJsonNumbers(text, { maxDepth: MAX_SIGNAL_BODY_DEPTH, duplicateKeys: "reject" });
   } catch (error) {
+    // `{"side":"buy","side":"sell"}`: JSON.parse would keep the last, silently; refused unread.
+    if (error instanceof JsonDuplicateKeyError) {
+      return new UnreadSignalBody(text, {
+        path: "",
+        message: `signal must not give a key more than once: ${JSON.stringify(error.key)}`,
+      });
+    }
     if (!nestsDeeperThan(text, MAX_SIGNAL_BODY_DEPTH)) throw error;
     return new UnreadSignalBody(text, {
       path: "",
