@@ -14,7 +14,9 @@
  *    event into a row of its table (`market/rows.ts`) and adds them to the
  *    current batch. Messages that are not JSON arrays, and events that cannot
  *    be rows, are dead-lettered on `dlq.md.<exchange>` and acknowledged with
- *    the batch; they never block it.
+ *    the batch; they never block it. A letter carries the whole message, cut
+ *    only to fit the server's payload limit (`fitLetter`, which says so in
+ *    its detail).
  * 3. A flush loop writes a batch once it holds `batch_rows` rows (or as many
  *    messages) or its first message is `flush_interval_ms` old: one
  *    `JSONEachRow` insert per table into `<database>.<table>`. Only when every
@@ -134,7 +136,6 @@ import {
   literal,
   quoteIdentifier,
 } from "../adapters/clickhouse.ts";
-import { encodeJson } from "../adapters/codec.ts";
 import { ensureConsumer, ensureStreams } from "../adapters/nats.ts";
 import { backoffDelay } from "../lib/backoff.ts";
 import type { Clock } from "../lib/clock.ts";
@@ -159,6 +160,7 @@ import {
 } from "../market/rows.ts";
 import type { MarketStatus } from "../market/status.ts";
 import { type DeadLetter, dlqSubject } from "../market/subjects.ts";
+import { DEFAULT_MAX_PAYLOAD, fitLetter } from "../market/dead_letters.ts";
 import { Wakeup } from "../lib/wakeup.ts";
 import { assertPositiveInteger } from "../lib/assert.ts";
 
@@ -220,8 +222,6 @@ export const QUERY_ID_PREFIX = "tradewire-writer-";
  * very time is looked up in ClickHouse instead.
  */
 export const MAX_WATERMARK_IDS = 256;
-/** Longest raw frame copied into a dead letter, in characters. */
-export const MAX_DEAD_LETTER_FRAME = 65_536;
 
 /**
  * ClickHouse error codes that mean "this data cannot be inserted" (parse and
@@ -1308,7 +1308,13 @@ class BatchWriter {
     if (exchange === null) return;
     const full: WriterDeadLetter = { exchange, ...letter };
     try {
-      this.#deps.nats.publish(`${this.#s.subjectPrefix}${dlqSubject(exchange)}`, encodeJson(full));
+      // Fitted to the server's payload limit: the letter wraps the message with more fields, so it
+      // can exceed it even when the message fitted; what is cut is said in its detail.
+      const limit = this.#deps.nats.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
+      this.#deps.nats.publish(
+        `${this.#s.subjectPrefix}${dlqSubject(exchange)}`,
+        fitLetter(full, limit),
+      );
     } catch (error) {
       this.#log.error("Dead letter could not be published", { error: errorMessage(error) });
     }
@@ -1321,7 +1327,7 @@ class BatchWriter {
         stage: "writer",
         reason: "malformed",
         detail,
-        frame: text.length > MAX_DEAD_LETTER_FRAME ? text.slice(0, MAX_DEAD_LETTER_FRAME) : text,
+        frame: text,
         at_us: this.#clock.now() * 1000,
       },
       msg.subject,

@@ -1332,6 +1332,43 @@ Deno.test("malformed messages and unstorable events are dead-lettered and acknow
   }
 });
 
+Deno.test("a malformed message's dead letter keeps its whole frame, cut only to fit NATS and then saying so", async () => {
+  await using db = await marketDatabase();
+  await using env = await streamEnv();
+  const letters: WriterDeadLetter[] = [];
+  const sub = env.nc.subscribe(`${env.prefix}dlq.md.>`, {
+    callback: (_error, msg) => {
+      letters.push(decodeJson<WriterDeadLetter>(msg.data));
+    },
+  });
+  try {
+    const subject = `${env.prefix}${cleanSubject("trade", "binance", "BTC-USDT")}`;
+    await using writer = await startWriter(env, db);
+    const limit = env.nc.info!.max_payload;
+    // Larger than the old 65,536-character cut; then one that fits NATS but whose letter,
+    // wrapping it with more fields (and escaping its quotes), would not.
+    const mid = `{"${"x".repeat(100_000)}`;
+    const near = `{"${'"'.repeat(limit - 2_000)}`;
+    await env.publish(new TextEncoder().encode(mid), subject);
+    await env.publish(new TextEncoder().encode(near), subject);
+    await waitFor(() => letters.length === 2, 5_000, "2 dead letters");
+    assert.equal(letters[0]!.frame, mid, "the whole frame, as received");
+    assert.doesNotMatch(letters[0]!.detail, /cut/);
+    const cut = letters[1]!;
+    assert.ok(cut.frame !== undefined && cut.frame.length < near.length, "the frame is cut");
+    assert.ok(near.startsWith(cut.frame!), "what is kept is the frame's start");
+    assert.match(
+      cut.detail,
+      new RegExp(`frame cut to ${cut.frame!.length} of ${near.length} characters`),
+    );
+    assert.equal(writer.spec.counters.dead_letters, 2);
+    await allAcknowledged(env);
+    await writer.stop();
+  } finally {
+    sub.unsubscribe();
+  }
+});
+
 /**
  * `real`, except that inserts containing a row `refuse` picks fail the way
  * ClickHouse refuses bad data (code 27). Validated rows cannot make the real
