@@ -4064,14 +4064,8 @@ export class ExecutionEngine {
             return;
           }
           if (!refusal.retryable) {
-            if (this.#open.get(coid) !== tracked) return;
-            await this.#alertNotCancelled([{
-              order_id: tracked.row.id,
-              client_order_id: coid,
-              broker: tracked.row.broker,
-              reason: refusal.reason,
-              retrying: false,
-            }], `Cancel not sent (${reason})`);
+            // Refused for good: alerted while the order is open, as any refused cancel is.
+            await this.#cancelRefused(tracked, reason, refusal);
             return;
           }
         }
