@@ -454,6 +454,20 @@ interface StreamEnv extends AsyncDisposable {
 }
 
 /** A NATS connection with a private MD_CLEAN-like stream; the stream is deleted on dispose. */
+/**
+ * The writer's dead letters published under `env`'s prefix (`dlq.md.>`), in
+ * the order they arrive; disposing it unsubscribes.
+ */
+function deadLetters(env: StreamEnv): WriterDeadLetter[] & Disposable {
+  const letters: WriterDeadLetter[] = [];
+  const sub = env.nc.subscribe(`${env.prefix}dlq.md.>`, {
+    callback: (_error, msg) => {
+      letters.push(decodeJson<WriterDeadLetter>(msg.data));
+    },
+  });
+  return Object.assign(letters, { [Symbol.dispose]: () => sub.unsubscribe() });
+}
+
 async function streamEnv(url = NATS_URL): Promise<StreamEnv> {
   const id = randomId();
   const prefix = `t${id}.`;
@@ -1297,76 +1311,58 @@ Deno.test("book snapshots and deltas, quotes and tops, and bars land in their ta
 Deno.test("malformed messages and unstorable events are dead-lettered and acknowledged without blocking the rest", async () => {
   await using db = await marketDatabase();
   await using env = await streamEnv();
-  const letters: WriterDeadLetter[] = [];
-  const sub = env.nc.subscribe(`${env.prefix}dlq.md.>`, {
-    callback: (_error, msg) => {
-      letters.push(decodeJson<WriterDeadLetter>(msg.data));
-    },
-  });
-  try {
-    const subject = `${env.prefix}${cleanSubject("trade", "binance", "BTC-USDT")}`;
-    await using writer = await startWriter(env, db);
-    await env.publish(new TextEncoder().encode("{not json"), subject);
-    await env.publish(encodeJson({ kind: "trade" }), subject);
-    await env.publish([trade(0), { ...trade(2), price: "1e5" }, {
-      ...trade(4),
-      qty: "0.0000000000000000001",
-    }]);
-    await env.publishAll(tradeMessages(10, 40));
-    await waitFor(async () => (await countRaw(db, "market_trades")) === 31, 10_000, "31 trades");
-    await waitFor(() => letters.length === 4, 5_000, "4 dead letters");
-    assert.deepEqual(letters.map((l) => [l.stage, l.exchange, l.reason]), [
-      ["writer", "binance", "malformed"],
-      ["writer", "binance", "malformed"],
-      ["writer", "binance", "malformed"],
-      ["writer", "binance", "out_of_range"],
-    ]);
-    assert.equal(letters[0]?.frame, "{not json");
-    assert.equal((letters[2]?.event as TradeEvent | undefined)?.price, "1e5");
-    assert.equal(typeof letters[3]?.at_us, "number");
-    await allAcknowledged(env);
-    assert.equal(writer.spec.counters.dead_letters, 4);
-    await writer.stop();
-  } finally {
-    sub.unsubscribe();
-  }
+  using letters = deadLetters(env);
+  const subject = `${env.prefix}${cleanSubject("trade", "binance", "BTC-USDT")}`;
+  await using writer = await startWriter(env, db);
+  await env.publish(new TextEncoder().encode("{not json"), subject);
+  await env.publish(encodeJson({ kind: "trade" }), subject);
+  await env.publish([trade(0), { ...trade(2), price: "1e5" }, {
+    ...trade(4),
+    qty: "0.0000000000000000001",
+  }]);
+  await env.publishAll(tradeMessages(10, 40));
+  await waitFor(async () => (await countRaw(db, "market_trades")) === 31, 10_000, "31 trades");
+  await waitFor(() => letters.length === 4, 5_000, "4 dead letters");
+  assert.deepEqual(letters.map((l) => [l.stage, l.exchange, l.reason]), [
+    ["writer", "binance", "malformed"],
+    ["writer", "binance", "malformed"],
+    ["writer", "binance", "malformed"],
+    ["writer", "binance", "out_of_range"],
+  ]);
+  assert.equal(letters[0]?.frame, "{not json");
+  assert.equal((letters[2]?.event as TradeEvent | undefined)?.price, "1e5");
+  assert.equal(typeof letters[3]?.at_us, "number");
+  await allAcknowledged(env);
+  assert.equal(writer.spec.counters.dead_letters, 4);
+  await writer.stop();
 });
 
 Deno.test("a malformed message's dead letter keeps its whole frame, cut only to fit NATS and then saying so", async () => {
   await using db = await marketDatabase();
   await using env = await streamEnv();
-  const letters: WriterDeadLetter[] = [];
-  const sub = env.nc.subscribe(`${env.prefix}dlq.md.>`, {
-    callback: (_error, msg) => {
-      letters.push(decodeJson<WriterDeadLetter>(msg.data));
-    },
-  });
-  try {
-    const subject = `${env.prefix}${cleanSubject("trade", "binance", "BTC-USDT")}`;
-    await using writer = await startWriter(env, db);
-    const limit = env.nc.info!.max_payload;
-    // Larger than the old 65,536-character cut; then one that fits NATS but whose letter,
-    // wrapping it with more fields (and escaping its quotes), would not.
-    const mid = `{"${"x".repeat(100_000)}`;
-    const near = `{"${'"'.repeat(limit - 2_000)}`;
-    await env.publish(new TextEncoder().encode(mid), subject);
-    await env.publish(new TextEncoder().encode(near), subject);
-    await waitFor(() => letters.length === 2, 5_000, "2 dead letters");
-    assert.equal(letters[0]!.frame, mid, "the whole frame, as received");
-    assert.doesNotMatch(letters[0]!.detail, /cut/);
-    const cut = letters[1]!;
-    assert.ok(cut.frame !== undefined && cut.frame.length < near.length, "the frame is cut");
-    assert.ok(near.startsWith(cut.frame!), "what is kept is the frame's start");
-    assert.match(
-      cut.detail,
-      new RegExp(`frame cut to ${cut.frame!.length} of ${near.length} characters`),
-    );
-    assert.equal(writer.spec.counters.dead_letters, 2);
-    await allAcknowledged(env);
-    await writer.stop();
-  } finally {
-    sub.unsubscribe();
-  }
+  using letters = deadLetters(env);
+  const subject = `${env.prefix}${cleanSubject("trade", "binance", "BTC-USDT")}`;
+  await using writer = await startWriter(env, db);
+  const limit = env.nc.info!.max_payload;
+  // Larger than the old 65,536-character cut; then one that fits NATS but whose letter,
+  // wrapping it with more fields (and escaping its quotes), would not.
+  const mid = `{"${"x".repeat(100_000)}`;
+  const near = `{"${'"'.repeat(limit - 2_000)}`;
+  await env.publish(new TextEncoder().encode(mid), subject);
+  await env.publish(new TextEncoder().encode(near), subject);
+  await waitFor(() => letters.length === 2, 5_000, "2 dead letters");
+  assert.equal(letters[0]!.frame, mid, "the whole frame, as received");
+  assert.doesNotMatch(letters[0]!.detail, /cut/);
+  const cut = letters[1]!;
+  assert.ok(cut.frame !== undefined && cut.frame.length < near.length, "the frame is cut");
+  assert.ok(near.startsWith(cut.frame!), "what is kept is the frame's start");
+  assert.match(
+    cut.detail,
+    new RegExp(`frame cut to ${cut.frame!.length} of ${near.length} characters`),
+  );
+  assert.equal(writer.spec.counters.dead_letters, 2);
+  await allAcknowledged(env);
+  await writer.stop();
 });
 
 /**
@@ -1404,38 +1400,29 @@ function refusingClickHouse(
 Deno.test("rows ClickHouse refuses are found by splitting the batch and dead-lettered; the rest is written", async () => {
   await using db = await marketDatabase();
   await using env = await streamEnv();
-  const letters: WriterDeadLetter[] = [];
-  const sub = env.nc.subscribe(`${env.prefix}dlq.md.>`, {
-    callback: (_error, msg) => {
-      letters.push(decodeJson<WriterDeadLetter>(msg.data));
-    },
-  });
-  try {
-    const messages = tradeMessages(0, 60).map((events) =>
-      events.map((e) =>
-        e.trade_id === "1000017" || e.trade_id === "1000042"
-          ? { ...e, trade_id: `poison-${e.trade_id}` }
-          : e
-      )
-    );
-    await env.publishAll(messages);
-    const clickhouse = refusingClickHouse(
-      db.admin,
-      (row) => String(row.trade_id).startsWith("poison"),
-    );
-    await using writer = await startWriter(env, db, { clickhouse });
-    await waitFor(() => writer.spec.counters.acked === messages.length, 10_000, "all acknowledged");
-    assert.equal(await countRaw(db, "market_trades"), 58);
-    await waitFor(() => letters.length === 2, 5_000, "2 dead letters");
-    assert.deepEqual(
-      letters.map((l) => [l.reason, (l.event as TradeEvent | undefined)?.trade_id]).sort(),
-      [["unwritable", "poison-1000017"], ["unwritable", "poison-1000042"]],
-    );
-    assert.equal(writer.status.writer.failures, 0);
-    await writer.stop();
-  } finally {
-    sub.unsubscribe();
-  }
+  using letters = deadLetters(env);
+  const messages = tradeMessages(0, 60).map((events) =>
+    events.map((e) =>
+      e.trade_id === "1000017" || e.trade_id === "1000042"
+        ? { ...e, trade_id: `poison-${e.trade_id}` }
+        : e
+    )
+  );
+  await env.publishAll(messages);
+  const clickhouse = refusingClickHouse(
+    db.admin,
+    (row) => String(row.trade_id).startsWith("poison"),
+  );
+  await using writer = await startWriter(env, db, { clickhouse });
+  await waitFor(() => writer.spec.counters.acked === messages.length, 10_000, "all acknowledged");
+  assert.equal(await countRaw(db, "market_trades"), 58);
+  await waitFor(() => letters.length === 2, 5_000, "2 dead letters");
+  assert.deepEqual(
+    letters.map((l) => [l.reason, (l.event as TradeEvent | undefined)?.trade_id]).sort(),
+    [["unwritable", "poison-1000017"], ["unwritable", "poison-1000042"]],
+  );
+  assert.equal(writer.status.writer.failures, 0);
+  await writer.stop();
 });
 
 Deno.test("when ClickHouse refuses every row the batch is kept and retried, not dead-lettered", async () => {
@@ -1513,184 +1500,148 @@ Deno.test("the writer thread's figures count every life of the thread, as the in
 Deno.test("refused rows at the head of a batch are dead-lettered and the good rows behind them written", async () => {
   await using db = await marketDatabase();
   await using env = await streamEnv();
-  const letters: WriterDeadLetter[] = [];
-  const sub = env.nc.subscribe(`${env.prefix}dlq.md.>`, {
-    callback: (_error, msg) => {
-      letters.push(decodeJson<WriterDeadLetter>(msg.data));
-    },
-  });
-  try {
-    // More refused rows in a row than the writer tries one by one before it suspects the schema.
-    const poison = Array.from(
-      { length: 12 },
-      (_, i) => trade(i * 2, { trade_id: `poison-${i}` }),
-    );
-    await env.publish(poison);
-    const good = tradeMessages(100, 200);
-    await env.publishAll(good);
-    const clickhouse = refusingClickHouse(
-      db.admin,
-      (row) => String(row.trade_id).startsWith("poison"),
-    );
-    await using writer = await startWriter(env, db, { clickhouse });
-    await waitFor(
-      () => writer.spec.counters.acked === good.length + 1,
-      10_000,
-      "all acknowledged",
-    );
-    assert.equal(await countRaw(db, "market_trades"), 100);
-    assert.equal(await candleTrades(db), 100);
-    await waitFor(() => letters.length === 12, 5_000, "12 dead letters");
-    assert.deepEqual(
-      letters.map((l) => (l.event as TradeEvent | undefined)?.trade_id).sort(),
-      poison.map((e) => e.trade_id).sort(),
-    );
-    await writer.stop();
-  } finally {
-    sub.unsubscribe();
-  }
+  using letters = deadLetters(env);
+  // More refused rows in a row than the writer tries one by one before it suspects the schema.
+  const poison = Array.from(
+    { length: 12 },
+    (_, i) => trade(i * 2, { trade_id: `poison-${i}` }),
+  );
+  await env.publish(poison);
+  const good = tradeMessages(100, 200);
+  await env.publishAll(good);
+  const clickhouse = refusingClickHouse(
+    db.admin,
+    (row) => String(row.trade_id).startsWith("poison"),
+  );
+  await using writer = await startWriter(env, db, { clickhouse });
+  await waitFor(
+    () => writer.spec.counters.acked === good.length + 1,
+    10_000,
+    "all acknowledged",
+  );
+  assert.equal(await countRaw(db, "market_trades"), 100);
+  assert.equal(await candleTrades(db), 100);
+  await waitFor(() => letters.length === 12, 5_000, "12 dead letters");
+  assert.deepEqual(
+    letters.map((l) => (l.event as TradeEvent | undefined)?.trade_id).sort(),
+    poison.map((e) => e.trade_id).sort(),
+  );
+  await writer.stop();
 });
 
 Deno.test("a batch of nothing but refused rows waits for the next message, then is dead-lettered when ClickHouse takes that one", async () => {
   await using db = await marketDatabase();
   await using env = await streamEnv();
-  const letters: WriterDeadLetter[] = [];
-  const sub = env.nc.subscribe(`${env.prefix}dlq.md.>`, {
-    callback: (_error, msg) => {
-      letters.push(decodeJson<WriterDeadLetter>(msg.data));
-    },
-  });
-  try {
-    const clickhouse = refusingClickHouse(
-      db.admin,
-      (row) => String(row.trade_id).startsWith("poison"),
-    );
-    await using writer = await startWriter(env, db, { clickhouse });
-    const w = writer.status.writer;
-    // A quiet market: one message of two bad trades, alone. It may be a schema problem: kept.
-    await env.publish([trade(0, { trade_id: "poison-a" }), trade(2, { trade_id: "poison-b" })]);
-    await waitFor(() => w.failures >= 2, 10_000, "the lone bad batch refused");
-    assert.equal(writer.spec.counters.dead_letters, 0);
-    // The next message is taken: the table is fine, so the two rows are bad.
-    await env.publish([trade(4), trade(6)]);
-    await waitFor(() => writer.spec.counters.acked === 2, 10_000, "both acknowledged");
-    assert.equal(await countRaw(db, "market_trades"), 2);
-    await waitFor(() => letters.length === 2, 5_000, "2 dead letters");
-    assert.deepEqual(
-      letters.map((l) => [l.reason, (l.event as TradeEvent | undefined)?.trade_id]).sort(),
-      [["unwritable", "poison-a"], ["unwritable", "poison-b"]],
-    );
-    await waitFor(() => w.clickhouse === "up", 5_000, "writer sees ClickHouse up");
-    await writer.stop();
-  } finally {
-    sub.unsubscribe();
-  }
+  using letters = deadLetters(env);
+  const clickhouse = refusingClickHouse(
+    db.admin,
+    (row) => String(row.trade_id).startsWith("poison"),
+  );
+  await using writer = await startWriter(env, db, { clickhouse });
+  const w = writer.status.writer;
+  // A quiet market: one message of two bad trades, alone. It may be a schema problem: kept.
+  await env.publish([trade(0, { trade_id: "poison-a" }), trade(2, { trade_id: "poison-b" })]);
+  await waitFor(() => w.failures >= 2, 10_000, "the lone bad batch refused");
+  assert.equal(writer.spec.counters.dead_letters, 0);
+  // The next message is taken: the table is fine, so the two rows are bad.
+  await env.publish([trade(4), trade(6)]);
+  await waitFor(() => writer.spec.counters.acked === 2, 10_000, "both acknowledged");
+  assert.equal(await countRaw(db, "market_trades"), 2);
+  await waitFor(() => letters.length === 2, 5_000, "2 dead letters");
+  assert.deepEqual(
+    letters.map((l) => [l.reason, (l.event as TradeEvent | undefined)?.trade_id]).sort(),
+    [["unwritable", "poison-a"], ["unwritable", "poison-b"]],
+  );
+  await waitFor(() => w.clickhouse === "up", 5_000, "writer sees ClickHouse up");
+  await writer.stop();
 });
 
 Deno.test("a lone refused row of a rarely-written table is dead-lettered beside the trades ClickHouse takes, and holds none of them", async () => {
   await using db = await marketDatabase();
   await using env = await streamEnv();
-  const letters: WriterDeadLetter[] = [];
-  const sub = env.nc.subscribe(`${env.prefix}dlq.md.>`, {
-    callback: (_error, msg) => {
-      letters.push(decodeJson<WriterDeadLetter>(msg.data));
-    },
+  using letters = deadLetters(env);
+  const badQuote = (i: number): QuoteEvent => ({
+    kind: "quote",
+    exchange: "alpaca",
+    symbol: "AAPL",
+    venue_symbol: "AAPL",
+    ts_exchange: T0 + i,
+    ts_local: T0 + i + 1,
+    bid_price: "189.99",
+    bid_qty: "300",
+    ask_price: "190.01",
+    ask_qty: "200",
+    bid_exchange: "POISON",
+    ask_exchange: "V",
   });
-  try {
-    const badQuote = (i: number): QuoteEvent => ({
-      kind: "quote",
-      exchange: "alpaca",
-      symbol: "AAPL",
-      venue_symbol: "AAPL",
-      ts_exchange: T0 + i,
-      ts_local: T0 + i + 1,
-      bid_price: "189.99",
-      bid_qty: "300",
-      ask_price: "190.01",
-      ask_qty: "200",
-      bid_exchange: "POISON",
-      ask_exchange: "V",
-    });
-    const clickhouse = refusingClickHouse(db.admin, (row) => row.bid_exchange === "POISON");
-    await using writer = await startWriter(env, db, { clickhouse, overrides: { batch_rows: 20 } });
-    const w = writer.status.writer;
-    // One bad quote and no other quote after it: only trades, many batches' worth. ClickHouse
-    // takes them, so the quote row is bad, not the table: it must not hold them.
-    await env.publish([badQuote(0)]);
-    const trades = tradeMessages(0, 300);
-    await env.publishAll(trades);
-    await waitFor(
-      () => writer.spec.counters.acked === trades.length + 1,
-      10_000,
-      "all acknowledged",
-    );
-    assert.equal(await countRaw(db, "market_trades"), 300);
-    await waitFor(() => letters.length === 1, 5_000, "1 dead letter");
-    assert.deepEqual(
-      letters.map((l) => [l.reason, (l.event as QuoteEvent | undefined)?.bid_exchange]),
-      [["unwritable", "POISON"]],
-    );
-    // ClickHouse has just taken rows: another lone bad quote is dead-lettered at once, without
-    // a failed attempt, and a refused row is never reported as ClickHouse being down.
-    const failures = w.failures;
-    await env.publish([badQuote(1)]);
-    await waitFor(
-      () => writer.spec.counters.acked === trades.length + 2,
-      10_000,
-      "the second quote acknowledged",
-    );
-    await waitFor(() => letters.length === 2, 5_000, "2 dead letters");
-    assert.equal(w.failures, failures);
-    assert.equal(w.clickhouse, "up");
-    await writer.stop();
-  } finally {
-    sub.unsubscribe();
-  }
+  const clickhouse = refusingClickHouse(db.admin, (row) => row.bid_exchange === "POISON");
+  await using writer = await startWriter(env, db, { clickhouse, overrides: { batch_rows: 20 } });
+  const w = writer.status.writer;
+  // One bad quote and no other quote after it: only trades, many batches' worth. ClickHouse
+  // takes them, so the quote row is bad, not the table: it must not hold them.
+  await env.publish([badQuote(0)]);
+  const trades = tradeMessages(0, 300);
+  await env.publishAll(trades);
+  await waitFor(
+    () => writer.spec.counters.acked === trades.length + 1,
+    10_000,
+    "all acknowledged",
+  );
+  assert.equal(await countRaw(db, "market_trades"), 300);
+  await waitFor(() => letters.length === 1, 5_000, "1 dead letter");
+  assert.deepEqual(
+    letters.map((l) => [l.reason, (l.event as QuoteEvent | undefined)?.bid_exchange]),
+    [["unwritable", "POISON"]],
+  );
+  // ClickHouse has just taken rows: another lone bad quote is dead-lettered at once, without
+  // a failed attempt, and a refused row is never reported as ClickHouse being down.
+  const failures = w.failures;
+  await env.publish([badQuote(1)]);
+  await waitFor(
+    () => writer.spec.counters.acked === trades.length + 2,
+    10_000,
+    "the second quote acknowledged",
+  );
+  await waitFor(() => letters.length === 2, 5_000, "2 dead letters");
+  assert.equal(w.failures, failures);
+  assert.equal(w.clickhouse, "up");
+  await writer.stop();
 });
 
 Deno.test("a table whose rows ClickHouse refuses again and again while it takes the trades beside them is dead-lettered, not held", async () => {
   await using db = await marketDatabase();
   await using env = await streamEnv();
-  const letters: WriterDeadLetter[] = [];
-  const sub = env.nc.subscribe(`${env.prefix}dlq.md.>`, {
-    callback: (_error, msg) => {
-      letters.push(decodeJson<WriterDeadLetter>(msg.data));
-    },
-  });
-  try {
-    // Every quote is refused (bad rows, or a quotes table that is wrong); trades are taken.
-    const clickhouse = refusingClickHouse(db.admin, (row) => row.source === "quote");
-    await using writer = await startWriter(env, db, { clickhouse, overrides: { batch_rows: 20 } });
-    const quotes = Array.from({ length: 12 }, (_, i): QuoteEvent => ({
-      kind: "quote",
-      exchange: "alpaca",
-      symbol: "AAPL",
-      venue_symbol: "AAPL",
-      ts_exchange: T0 + i,
-      ts_local: T0 + i + 1,
-      bid_price: "189.99",
-      bid_qty: "300",
-      ask_price: "190.01",
-      ask_qty: "200",
-      bid_exchange: "V",
-      ask_exchange: null,
-    }));
-    await env.publish(quotes);
-    const trades = tradeMessages(0, 300);
-    await env.publishAll(trades);
-    await waitFor(
-      () => writer.spec.counters.acked === trades.length + 1,
-      10_000,
-      "all acknowledged",
-    );
-    assert.equal(await countRaw(db, "market_trades"), 300);
-    assert.equal(await countRaw(db, "quotes"), 0);
-    await waitFor(() => letters.length === 12, 5_000, "12 dead letters");
-    assert.ok(letters.every((l) => l.reason === "unwritable"));
-    await writer.stop();
-  } finally {
-    sub.unsubscribe();
-  }
+  using letters = deadLetters(env);
+  // Every quote is refused (bad rows, or a quotes table that is wrong); trades are taken.
+  const clickhouse = refusingClickHouse(db.admin, (row) => row.source === "quote");
+  await using writer = await startWriter(env, db, { clickhouse, overrides: { batch_rows: 20 } });
+  const quotes = Array.from({ length: 12 }, (_, i): QuoteEvent => ({
+    kind: "quote",
+    exchange: "alpaca",
+    symbol: "AAPL",
+    venue_symbol: "AAPL",
+    ts_exchange: T0 + i,
+    ts_local: T0 + i + 1,
+    bid_price: "189.99",
+    bid_qty: "300",
+    ask_price: "190.01",
+    ask_qty: "200",
+    bid_exchange: "V",
+    ask_exchange: null,
+  }));
+  await env.publish(quotes);
+  const trades = tradeMessages(0, 300);
+  await env.publishAll(trades);
+  await waitFor(
+    () => writer.spec.counters.acked === trades.length + 1,
+    10_000,
+    "all acknowledged",
+  );
+  assert.equal(await countRaw(db, "market_trades"), 300);
+  assert.equal(await countRaw(db, "quotes"), 0);
+  await waitFor(() => letters.length === 12, 5_000, "12 dead letters");
+  assert.ok(letters.every((l) => l.reason === "unwritable"));
+  await writer.stop();
 });
 
 Deno.test("an insert cut off while the server still runs it is waited for, so its retry does not count candles twice", async () => {
