@@ -87,6 +87,26 @@ async function statusOf(sql: Sql, id: string): Promise<{ status: string; reason:
   return { status: row?.status ?? "missing", reason: row?.status_reason ?? null };
 }
 
+/** A market buy of 1 BTC-USDT with client signal id `id`, as REST hands it in. */
+function buy(id: string): SignalInput {
+  return {
+    body: { id, symbol: "BTC-USDT", side: "buy", qty: "1" },
+    strategy: "ks",
+    source: "rest",
+  };
+}
+
+/** One signal through to its fill and the engine settled: the start of the tests that cut a batch. */
+async function warmUp(h: Awaited<ReturnType<typeof engineBehindProxy>>): Promise<void> {
+  await h.engine.processSignals([buy("warm")]);
+  await waitFor(
+    async () => Number((await h.sql`select count(*)::int n from fills`)[0]?.n ?? 0) === 1,
+    5_000,
+    "warm",
+  );
+  await h.engine.settled();
+}
+
 Deno.test("kill switch with cancel_open while PostgreSQL is away still asks the broker to cancel open orders, and its error names them", async () => {
   await using h = await engineBehindProxy(500);
   const [outcome] = await h.engine.processSignals([{
@@ -133,15 +153,7 @@ Deno.test("kill switch with cancel_open while PostgreSQL is away still asks the 
 
 Deno.test("an order of a batch still being read back when a kill switch with cancel_open was answered is cancelled once read back, never submitted", async () => {
   await using h = await engineBehindProxy(200);
-  const buy = (id: string): SignalInput => ({
-    body: { id, symbol: "BTC-USDT", side: "buy", qty: "1" },
-    strategy: "ks",
-    source: "rest",
-  });
-  const count = async (q: string) => Number((await h.sql.unsafe(q))[0]?.n ?? 0);
-  await h.engine.processSignals([buy("warm")]);
-  await waitFor(async () => await count("select count(*)::int n from fills") === 1, 5_000, "warm");
-  await h.engine.settled();
+  await warmUp(h);
 
   // The batch commits and its answer is lost; every reading back loses its answer too.
   h.proxy.arm({
@@ -183,15 +195,7 @@ Deno.test("an order of a batch still being read back when a kill switch with can
 Deno.test("an order whose signal is handed in again while a kill switch with cancel_open is on, its first commit's answer lost, is cancelled rather than submitted", async () => {
   // Reading the batch back is retried only after 3 s: the signal comes again before.
   await using h = await engineBehindProxy(200, 3_000);
-  const buy = (id: string): SignalInput => ({
-    body: { id, symbol: "BTC-USDT", side: "buy", qty: "1" },
-    strategy: "ks",
-    source: "rest",
-  });
-  const count = async (q: string) => Number((await h.sql.unsafe(q))[0]?.n ?? 0);
-  await h.engine.processSignals([buy("warm")]);
-  await waitFor(async () => await count("select count(*)::int n from fills") === 1, 5_000, "warm");
-  await h.engine.settled();
+  await warmUp(h);
 
   // The batch commits and its answer is lost; so does its first reading back.
   h.proxy.arm({
