@@ -237,17 +237,20 @@ function hangingInsertProxy(upstreamPort: number) {
   };
 }
 
-Deno.test("an insert cut off by a stop that the server carries out later is not written again beside it: candles count each trade once", async () => {
+/**
+ * What both stop tests run on: a scratch ClickHouse database (`admin` reaches
+ * it directly), a private MD_CLEAN stream and durable consumer under a fresh
+ * subject prefix, and the writer options they share. `setUp` applies the
+ * ClickHouse migrations and creates the stream; `cleanUp` removes both and
+ * closes the connections.
+ */
+async function writerScene() {
   const id = randomId();
   const prefix = `t${id}.`;
   const stream = `TW_TEST_${id}`;
   const consumer = `writer_${id}`;
   const database = `tw_test_${id}`;
   const admin = createClickHouse({ url: CH_URL, request_timeout_ms: 20_000 }, {
-    database: "default",
-  });
-  const proxy = slowInsertProxy(Number(new URL(CH_URL).port || 8123));
-  const slow = createClickHouse({ url: proxy.url, request_timeout_ms: 20_000 }, {
     database: "default",
   });
   const sql = postgres(PG_URL, { max: 1, onnotice: () => {} });
@@ -270,6 +273,47 @@ Deno.test("an insert cut off by a stop that the server carries out later is not 
     consumer_info_interval_ms: 100,
     shutdown_grace_ms: 300,
   };
+  return {
+    prefix,
+    stream,
+    consumer,
+    database,
+    admin,
+    nc,
+    jsm,
+    js,
+    options,
+    async setUp(): Promise<void> {
+      await new Migrator(sql, {
+        dir: MIGRATIONS,
+        lockKey: 7_000_000 + Math.floor(Math.random() * 1_000_000) * 2,
+        clickhouse: { client: admin, database },
+      }).up(undefined, { only: "clickhouse" });
+      await ensureStreams(nc, [mdCleanStream({
+        stream,
+        subject_prefix: prefix,
+        stream_max_bytes: 256 * 1024 * 1024,
+        stream_max_age_s: 3_600,
+      })]);
+    },
+    async cleanUp(): Promise<void> {
+      await jsm.streams.delete(stream).catch(() => {});
+      await nc.close();
+      await admin.command({ query: `DROP DATABASE IF EXISTS ${quoteIdentifier(database)}` })
+        .catch(() => {});
+      await admin.close();
+      await sql.end();
+    },
+  };
+}
+
+Deno.test("an insert cut off by a stop that the server carries out later is not written again beside it: candles count each trade once", async () => {
+  const scene = await writerScene();
+  const { prefix, stream, consumer, database, admin, nc, jsm, js, options } = scene;
+  const proxy = slowInsertProxy(Number(new URL(CH_URL).port || 8123));
+  const slow = createClickHouse({ url: proxy.url, request_timeout_ms: 20_000 }, {
+    database: "default",
+  });
   const stops: Array<() => Promise<void>> = [];
   const start = async (clickhouse: typeof admin) => {
     const controller = new AbortController();
@@ -295,17 +339,7 @@ Deno.test("an insert cut off by a stop that the server carries out later is not 
   };
   const t = (name: string) => `${quoteIdentifier(database)}.${quoteIdentifier(name)}`;
   try {
-    await new Migrator(sql, {
-      dir: MIGRATIONS,
-      lockKey: 7_000_000 + Math.floor(Math.random() * 1_000_000) * 2,
-      clickhouse: { client: admin, database },
-    }).up(undefined, { only: "clickhouse" });
-    await ensureStreams(nc, [mdCleanStream({
-      stream,
-      subject_prefix: prefix,
-      stream_max_bytes: 256 * 1024 * 1024,
-      stream_max_age_s: 3_600,
-    })]);
+    await scene.setUp();
 
     // Writer A talks to a ClickHouse that is slow to run inserts.
     const stopA = await start(slow);
@@ -355,66 +389,24 @@ Deno.test("an insert cut off by a stop that the server carries out later is not 
     );
   } finally {
     for (const stop of stops) await stop();
-    await jsm.streams.delete(stream).catch(() => {});
-    await nc.close();
-    await admin.command({ query: `DROP DATABASE IF EXISTS ${quoteIdentifier(database)}` }).catch(
-      () => {},
-    );
     await slow.close();
-    await admin.close();
     await proxy.close();
-    await sql.end();
+    await scene.cleanUp();
   }
 });
 
 Deno.test("a writer stopped while ClickHouse hangs on inserts ends within its shutdownMs", async () => {
-  const id = randomId();
-  const prefix = `t${id}.`;
-  const stream = `TW_TEST_${id}`;
-  const consumer = `writer_${id}`;
-  const database = `tw_test_${id}`;
-  const admin = createClickHouse({ url: CH_URL, request_timeout_ms: 20_000 }, {
-    database: "default",
-  });
+  const scene = await writerScene();
+  const { prefix, database, nc, js, options } = scene;
   const proxy = hangingInsertProxy(Number(new URL(CH_URL).port || 8123));
   // The engine's default request timeout is 30 s; 15 s keeps the test short.
   const hung = createClickHouse({ url: proxy.url, request_timeout_ms: 15_000 }, {
     database: "default",
   });
-  const sql = postgres(PG_URL, { max: 1, onnotice: () => {} });
-  const nc = await connect({ servers: NATS_URL, maxReconnectAttempts: -1, reconnectTimeWait: 50 });
-  const jsm = await jetstreamManager(nc);
-  const js = jetstream(nc);
-  const options: BatchWriterOptions = {
-    batch_rows: 500,
-    flush_interval_ms: 30,
-    stream_max_bytes: 256 * 1024 * 1024,
-    stream_max_age_s: 3_600,
-    retry_initial_ms: 50,
-    retry_max_ms: 300,
-    stream,
-    consumer,
-    subject_prefix: prefix,
-    ack_wait_ms: 10_000,
-    fetch_messages: 100,
-    status_interval_ms: 25,
-    consumer_info_interval_ms: 100,
-    shutdown_grace_ms: 300,
-  };
   const controller = new AbortController();
   let done: Promise<void> | null = null;
   try {
-    await new Migrator(sql, {
-      dir: MIGRATIONS,
-      lockKey: 7_000_000 + Math.floor(Math.random() * 1_000_000) * 2,
-      clickhouse: { client: admin, database },
-    }).up(undefined, { only: "clickhouse" });
-    await ensureStreams(nc, [mdCleanStream({
-      stream,
-      subject_prefix: prefix,
-      stream_max_bytes: 256 * 1024 * 1024,
-      stream_max_age_s: 3_600,
-    })]);
+    await scene.setUp();
     const spec = batchWriterActor({
       nats: nc,
       clickhouse: hung,
@@ -450,13 +442,8 @@ Deno.test("a writer stopped while ClickHouse hangs on inserts ends within its sh
   } finally {
     controller.abort();
     await done;
-    await jsm.streams.delete(stream).catch(() => {});
-    await nc.close();
-    await admin.command({ query: `DROP DATABASE IF EXISTS ${quoteIdentifier(database)}` })
-      .catch(() => {});
     await hung.close().catch(() => {});
-    await admin.close();
     await proxy.close();
-    await sql.end();
+    await scene.cleanUp();
   }
 });
