@@ -165,15 +165,17 @@ export function toPage<T extends { id: string }>(rows: T[], limit: number): Page
 }
 
 /**
- * One page of `SELECT * FROM <table> WHERE <where>` in id order (keyset
- * pagination: the cursor is the last id seen, so pages neither repeat nor skip
- * rows while rows are added). `page` is what {@linkcode pageOptions} returned.
+ * One page of `SELECT <columns> FROM <table> WHERE <where>` in id order
+ * (keyset pagination: the cursor is the last id seen, so pages neither repeat
+ * nor skip rows while rows are added). `page` is what {@linkcode pageOptions}
+ * returned; `columns` defaults to `*` (it must include `id`).
  */
 export async function selectPage<T extends { id: string }>(
   sql: Queryable,
   table: string,
   where: Fragment,
   page: ReturnType<typeof pageOptions>,
+  columns?: Fragment,
 ): Promise<Page<T>> {
   const { limit, after, direction } = page;
   if (after !== null) {
@@ -182,7 +184,7 @@ export async function selectPage<T extends { id: string }>(
       : sql`${where} AND id > ${after}`;
   }
   const rows = await run(sql<T[]>`
-    SELECT * FROM ${sql(table)} WHERE ${where}
+    SELECT ${columns ?? sql`*`} FROM ${sql(table)} WHERE ${where}
     ORDER BY id ${direction === "desc" ? sql`DESC` : sql`ASC`}
     LIMIT ${limit + 1}`);
   return toPage([...rows], limit);

@@ -40,7 +40,7 @@ import {
   pageOptions,
   type Queryable,
   run,
-  toPage,
+  selectPage,
   type WriteOptions,
 } from "./_common.ts";
 import {
@@ -713,7 +713,7 @@ export async function listSignals(
   sql: Queryable,
   filter: SignalFilter & PageOptions = {},
 ): Promise<Page<Signal>> {
-  const { limit, after, direction } = pageOptions(filter);
+  const page = pageOptions(filter);
   let where = sql`TRUE`;
   if (filter.strategy !== undefined) where = sql`${where} AND strategy = ${filter.strategy}`;
   if (filter.status !== undefined) {
@@ -726,15 +726,13 @@ export async function listSignals(
   if (filter.to !== undefined) {
     where = sql`${where} AND received_at < ${checkDate(filter.to, "to")}`;
   }
-  // selectPage's paging, with payload read as text.
-  if (after !== null) {
-    where = direction === "desc"
-      ? sql`${where} AND id < ${after}`
-      : sql`${where} AND id > ${after}`;
-  }
-  const rows = await run(sql<SignalRow[]>`
-    SELECT ${sql.unsafe(SIGNAL_SELECT)} FROM signals WHERE ${where}
-    ORDER BY id ${direction === "desc" ? sql`DESC` : sql`ASC`}
-    LIMIT ${limit + 1}`);
-  return toPage(rows.map(readSignal), limit);
+  // Payload read as text (SIGNAL_SELECT), then parsed with its numbers as stored.
+  const rows = await selectPage<SignalRow>(
+    sql,
+    "signals",
+    where,
+    page,
+    sql.unsafe(SIGNAL_SELECT),
+  );
+  return { items: rows.items.map(readSignal), next: rows.next };
 }
