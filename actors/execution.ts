@@ -110,6 +110,7 @@ import {
   type JsMsg,
 } from "@nats-io/jetstream";
 import { decodeJson, encodeJson } from "../adapters/codec.ts";
+import { base64 } from "../lib/base64.ts";
 import {
   ConsumerMismatchError,
   ensureConsumer,
@@ -415,15 +416,6 @@ function signalBody(data: Uint8Array): unknown {
     // Recorded and rejected ("signal must be a JSON object"), never dropped.
     return text;
   }
-}
-
-/** `bytes` in base64 (RFC 4648, with padding). */
-function base64(bytes: Uint8Array): string {
-  let binary = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(binary);
 }
 
 /** The engine's input for a signal message, or null for one to acknowledge and skip. */

@@ -60,6 +60,7 @@ import { MAX_TRADE_ID_LENGTH } from "../market/rows.ts";
 import type { LatestCache } from "../market/latest_cache.ts";
 import type { MarketStatus } from "../market/status.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
+import { base64 } from "../lib/base64.ts";
 
 /** Default `limit` of `GET /ticks`. */
 export const DEFAULT_TICKS_LIMIT = 100;
@@ -334,10 +335,8 @@ function parseLimit(text: string | undefined, fallback: number): number {
 /** Encodes a ticks keyset position as an opaque URL-safe token. */
 export function encodeTickCursor(cursor: TickCursor): string {
   const json = JSON.stringify([cursor.ts_exchange, cursor.exchange, cursor.trade_id]);
-  const bytes = new TextEncoder().encode(json);
-  let binary = "";
-  for (const byte of bytes) binary += String.fromCharCode(byte);
-  return btoa(binary).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+  return base64(new TextEncoder().encode(json)).replaceAll("+", "-").replaceAll("/", "_")
+    .replace(/=+$/, "");
 }
 
 /** Decodes a token of {@linkcode encodeTickCursor}; a 400 {@linkcode ApiError} when it is not one. */
