@@ -461,12 +461,12 @@ export class PortfolioState {
     return applied.plus(this.#unappliedRealizedByDay().get(day) ?? ZERO);
   }
 
-  /** Per UTC day, what the unapplied fills realize applied in order to a copy of the positions. */
+  /** Per UTC day, what the unapplied fills realize applied in id order to a copy of the positions. */
   #unappliedRealizedByDay(): Map<number, Decimal> {
     if (this.#unappliedRealized !== null) return this.#unappliedRealized;
     const byDay = new Map<number, Decimal>();
     const positions = new Map<string, Position>();
-    for (const fill of this.#unapplied.values()) {
+    for (const fill of this.#unappliedInIdOrder()) {
       const before = positions.get(fill.symbol) ?? this.position(fill.symbol);
       const applied = applyTrackedFill(before, ZERO, fill);
       positions.set(fill.symbol, applied.position);
@@ -619,13 +619,24 @@ export class PortfolioState {
     return this.#unapplied.size;
   }
 
-  /** `position` (flat when absent) with the unapplied fills of `symbol` applied, in order. */
+  /** `position` (flat when absent) with the unapplied fills of `symbol` applied, in id order. */
   #withUnapplied(symbol: string, position: Position | undefined): Position {
     let after = position ?? emptyPosition(symbol);
-    for (const fill of this.#unapplied.values()) {
+    for (const fill of this.#unappliedInIdOrder()) {
       if (fill.symbol === symbol) after = applyPositionFill(after, fill);
     }
     return after;
+  }
+
+  /**
+   * The unapplied fills by id, lowest first: the order the tracker applies
+   * them in, whatever order they were registered in (a load appends the fills
+   * it finds after those the engine registered, older ones included).
+   */
+  #unappliedInIdOrder(): HeldFill[] {
+    return [...this.#unapplied.entries()]
+      .sort(([a], [b]) => compareIds(a, b))
+      .map(([, fill]) => fill);
   }
 
   #forgetUnapplied(fillId: string): void {
