@@ -112,7 +112,7 @@
  * Marks: {@linkcode markPrice} — the mid of the freshest fresh best bid/ask,
  * else the newest fresh last trade (fresh: no older than `max_price_age_ms`);
  * a position without either is valued at cost (its cost basis, nothing
- * unrealized) and listed as unmarked.
+ * unrealized), shown with `mark_price` null and listed as unmarked.
  *
  * The lead wires it with the shared `PortfolioState` (also given to the
  * execution engine) after `ensureStreams(nc, [fillsStream()])`; one tracker
@@ -358,7 +358,7 @@ export interface PositionTrackerDeps {
 export interface PositionMessage extends PositionValueJson {
   /** Portfolio. */
   portfolio_id: string;
-  /** Whether `mark_price` is a market price (false: the average entry price). */
+  /** Whether the position has a mark (false: `mark_price` null, valued at cost). */
   marked: boolean;
   /** The last fill applied to it. */
   last_fill_id: string;
@@ -1579,7 +1579,7 @@ class Tracker {
     const risk = this.#riskMetrics(value, peak, now);
     const marks = new Map<string, Decimal>();
     for (const p of value.positions) {
-      if (!p.qty.isZero() && !value.unmarked.includes(p.symbol)) marks.set(p.symbol, p.mark_price);
+      if (!p.qty.isZero() && p.mark_price !== null) marks.set(p.symbol, p.mark_price);
     }
     const message: SnapshotMessage = {
       portfolio_id: state.portfolio_id,

@@ -41,7 +41,7 @@ Deno.test("buys in parts average up by volume and realize nothing", () => {
   const marked = markPosition(position, d("110"));
   assert.equal(toJson(marked.unrealized_pnl), "120");
   assert.equal(toJson(marked.market_value), "1650");
-  assert.equal(toJson(marked.mark_price), "110");
+  assert.equal(toJson(marked.mark_price!), "110");
 });
 
 Deno.test("a partial close realizes against the average and keeps it; a full close flattens", () => {
@@ -145,7 +145,7 @@ Deno.test("the portfolio keeps cash, equity and exposure from fills", () => {
   });
 });
 
-Deno.test("a position without a mark is valued at its entry price and listed unmarked", () => {
+Deno.test("a position without a mark is valued at cost, listed unmarked and shown without a mark price", () => {
   let portfolio = newPortfolio(d("1000"));
   portfolio = applyPortfolioFill(portfolio, { symbol: "AAPL", ...fill("buy", "2", "100") });
   portfolio = applyPortfolioFill(portfolio, { symbol: "MSFT", ...fill("buy", "1", "50") });
@@ -156,6 +156,14 @@ Deno.test("a position without a mark is valued at its entry price and listed unm
   assert.equal(toJson(value.unrealized_pnl), "0");
   assert.equal(toJson(value.realized_pnl), "10");
   assert.equal(value.positions.length, 2, "flat positions stay, with their realized P&L");
+  // Its entry price is no price any venue quoted: the JSON (snapshots, positions.<symbol>)
+  // shows no mark, as GET /positions does.
+  const [aapl] = portfolioValueToJson(value).positions;
+  assert.deepEqual(
+    [aapl?.mark_price, aapl?.market_value, aapl?.unrealized_pnl],
+    [null, "200", "0"],
+  );
+  assert.equal(markPosition(portfolio.positions.get("AAPL")!, null).mark_price, null);
 });
 
 Deno.test("applying a fill leaves the previous position and portfolio untouched", () => {

@@ -165,25 +165,26 @@ export function applyFill(position: Position, fill: PositionFill): Position {
 
 /** A position valued at a mark price. */
 export interface PositionValue extends Position {
-  /** The price the position is valued at. */
-  readonly mark_price: Decimal;
-  /** `qty × mark` (negative for a short). */
+  /** The price the position is valued at; null without a mark (valued at cost). */
+  readonly mark_price: Decimal | null;
+  /** `qty × mark` (negative for a short); without a mark, the cost basis. */
   readonly market_value: Decimal;
-  /** `qty × mark − cost basis`. */
+  /** `qty × mark − cost basis`; without a mark, 0. */
   readonly unrealized_pnl: Decimal;
 }
 
 /**
  * `position` valued at `mark`: market value and unrealized P&L. Without a
  * mark (null) it is valued at cost: market value its cost basis, nothing
- * unrealized, `mark_price` its average entry price.
+ * unrealized, `mark_price` null — its average entry price is no price any
+ * venue quoted.
  */
 export function markPosition(position: Position, mark: Decimal | null): PositionValue {
   const cost = costBasisOf(position);
   if (mark === null) {
     return {
       ...position,
-      mark_price: position.avg_entry_price,
+      mark_price: null,
       market_value: cost,
       unrealized_pnl: ZERO,
     };
@@ -259,8 +260,7 @@ export interface PortfolioValue {
 /**
  * Values `portfolio` at the marks `markOf(symbol)` returns. A non-flat
  * position without a mark is valued at cost — market value its cost basis,
- * no unrealized P&L, `mark_price` its average entry price — and listed in
- * `unmarked`.
+ * no unrealized P&L, `mark_price` null — and listed in `unmarked`.
  */
 export function valuePortfolio(
   portfolio: Portfolio,
@@ -298,13 +298,21 @@ export function valuePortfolio(
   };
 }
 
-/** A {@linkcode PositionValue} as JSON, without the cost basis: every decimal a plain decimal string. */
+/**
+ * A {@linkcode PositionValue} as JSON, without the cost basis: every decimal a
+ * plain decimal string, `mark_price` null without a mark.
+ */
 export type PositionValueJson = {
   [K in Exclude<keyof PositionValue, "cost_basis">]: PositionValue[K] extends Decimal ? string
+    : PositionValue[K] extends Decimal | null ? string | null
     : PositionValue[K];
 };
 
-/** The JSON form of a valued position (`positions.<symbol>` events, the API). */
+/**
+ * The JSON form of a valued position (`positions.<symbol>` events,
+ * `portfolio.snapshot` and the snapshots stored): `mark_price` null for a
+ * position without a mark, as `GET /positions` shows it.
+ */
 export function positionValueToJson(value: PositionValue): PositionValueJson {
   return {
     symbol: value.symbol,
@@ -312,7 +320,7 @@ export function positionValueToJson(value: PositionValue): PositionValueJson {
     avg_entry_price: toJson(value.avg_entry_price),
     realized_pnl: toJson(value.realized_pnl),
     fees: toJson(value.fees),
-    mark_price: toJson(value.mark_price),
+    mark_price: value.mark_price === null ? null : toJson(value.mark_price),
     market_value: toJson(value.market_value),
     unrealized_pnl: toJson(value.unrealized_pnl),
   };
