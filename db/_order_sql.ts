@@ -6,7 +6,14 @@
  * @module
  */
 
-import { checkDate, type Queryable, toNumeric, toNumericOrNull } from "./_common.ts";
+import {
+  checkDate,
+  isRowId,
+  MAX_ROW_ID,
+  type Queryable,
+  toNumeric,
+  toNumericOrNull,
+} from "./_common.ts";
 import {
   FINAL_ORDER_STATUSES,
   ORDER_STATUSES,
@@ -119,10 +126,16 @@ export const ORDER_COLUMN_TYPES: Record<keyof Order, string> = {
   updated_by: "text",
 };
 
-/** Throws a `RangeError` unless `id` is a positive integer in decimal text. */
+/**
+ * Throws a `RangeError` unless `id` is a row id ({@linkcode isRowId}: an
+ * integer from 1 to {@linkcode MAX_ROW_ID} in decimal text), so that no id
+ * the `bigint` column cannot hold reaches the server.
+ */
 export function checkId(id: string, what: string): void {
-  if (typeof id !== "string" || !/^[1-9]\d{0,18}$/.test(id)) {
-    throw new RangeError(`Bad ${what} ${JSON.stringify(id)}`);
+  if (!isRowId(id)) {
+    throw new RangeError(
+      `Bad ${what} ${JSON.stringify(id)}: not an integer from 1 to ${MAX_ROW_ID}`,
+    );
   }
 }
 

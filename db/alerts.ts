@@ -114,7 +114,10 @@ export interface UnresolvedAlertsOptions {
   limit?: number | undefined;
 }
 
-/** Unresolved alerts, most severe first, then newest first. */
+/**
+ * Unresolved alerts, most severe first, then newest first. Throws a
+ * `RangeError` for a `minSeverity` that is not one of {@linkcode ALERT_SEVERITIES}.
+ */
 export async function listUnresolvedAlerts(
   sql: Queryable,
   options: UnresolvedAlertsOptions = {},
@@ -123,6 +126,9 @@ export async function listUnresolvedAlerts(
   assertPositiveInteger(limit, "Limit");
   let where = sql`NOT resolved`;
   if (options.minSeverity !== undefined) {
+    if (!ALERT_SEVERITIES.includes(options.minSeverity)) {
+      throw new RangeError(`Unknown alert severity ${String(options.minSeverity)}`);
+    }
     where = sql`${where} AND severity >= ${options.minSeverity}::alert_severity`;
   }
   if (options.source !== undefined) where = sql`${where} AND source = ${options.source}`;
@@ -131,7 +137,10 @@ export async function listUnresolvedAlerts(
   return [...rows];
 }
 
-/** Returns alert `id`; throws `NotFoundError` when there is none. */
+/**
+ * Returns alert `id`; throws `NotFoundError` when there is none and
+ * a `RangeError` when `id` is not a row id (an integer from 1 to `MAX_ROW_ID`).
+ */
 export async function getAlert(sql: Queryable, id: string): Promise<Alert> {
   checkId(id, "alert id");
   const [row] = await run(sql<Alert[]>`SELECT * FROM alerts WHERE id = ${id}`);
@@ -141,7 +150,8 @@ export async function getAlert(sql: Queryable, id: string): Promise<Alert> {
 
 /**
  * Resolves alert `id` and returns it; resolving a resolved alert changes
- * nothing. Throws `NotFoundError` when there is no such alert.
+ * nothing. Throws `NotFoundError` when there is no such alert and
+ * a `RangeError` when `id` is not a row id (an integer from 1 to `MAX_ROW_ID`).
  */
 export async function resolveAlert(
   sql: Queryable,

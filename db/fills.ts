@@ -447,7 +447,11 @@ export interface FillFilter {
   order_id?: string | undefined;
 }
 
-/** Lists fills (trades) matching `filter`, a page at a time, by id (newest first unless `direction: "asc"`). */
+/**
+ * Lists fills (trades) matching `filter`, a page at a time, by id (newest
+ * first unless `direction: "asc"`). Throws a `RangeError` when `order_id` is
+ * not a row id (an integer from 1 to `MAX_ROW_ID`).
+ */
 export async function listFills(
   sql: Queryable,
   filter: FillFilter & PageOptions = {},

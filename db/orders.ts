@@ -219,7 +219,10 @@ function alignOrders(rows: readonly (Order & { i: number })[], length: number): 
   return out;
 }
 
-/** Returns order `id`; throws `NotFoundError` when there is none. */
+/**
+ * Returns order `id`; throws `NotFoundError` when there is none and
+ * a `RangeError` when `id` is not a row id (an integer from 1 to `MAX_ROW_ID`).
+ */
 export async function getOrder(sql: Queryable, id: string): Promise<Order> {
   checkId(id, "order id");
   const [row] = await run(sql<Order[]>`SELECT * FROM orders WHERE id = ${id}`);
@@ -249,7 +252,10 @@ export async function findOrderByBrokerOrderId(
   return row ?? null;
 }
 
-/** Returns the order executing signal `signalId`, or null. */
+/**
+ * Returns the order executing signal `signalId`, or null; throws a
+ * `RangeError` when `signalId` is not a row id (an integer from 1 to `MAX_ROW_ID`).
+ */
 export async function findOrderBySignalId(
   sql: Queryable,
   signalId: string,
@@ -315,9 +321,10 @@ export interface OrderStatusUpdate {
  * of `update.from` (and, when given, its filled quantity is
  * `update.expected_filled_qty`); returns the updated order. Throws
  * `NotFoundError` when there is no such order and `ConflictError` (with
- * `actual` the current {@linkcode Order}) when it is in another state.
- * Whether the transition is legal is the order state machine's decision,
- * not this function's.
+ * `actual` the current {@linkcode Order}) when it is in another state; a
+ * `RangeError` for an `id` that is not a row id (an integer from 1 to
+ * `MAX_ROW_ID`) or an unknown status. Whether the transition is legal is
+ * the order state machine's decision, not this function's.
  */
 export async function updateOrderStatus(
   sql: Queryable,

@@ -52,7 +52,7 @@ import {
   type OrderRecord,
   orderRecord,
 } from "./_order_sql.ts";
-import { SIGNAL_SOURCES, type SignalSource, type SignalStatus } from "./enums.ts";
+import { SIGNAL_SOURCES, SIGNAL_STATUSES, type SignalSource, type SignalStatus } from "./enums.ts";
 import { ConflictError, NotFoundError } from "./errors.ts";
 import { type NewOrder, type Order, ORDER_COLUMNS } from "./orders.ts";
 import { JsonNumber, type JsonValue, parseJsonNumbers } from "../lib/json_numbers.ts";
@@ -594,8 +594,9 @@ export async function insertSignal(
  * Records the decision on a signal still `received`: `rejected` with its
  * reasons, or `accepted` (create its order with `signal_id` in the same
  * transaction). Returns the updated signal; throws `NotFoundError` for an
- * unknown id and `ConflictError` (with `actual` the stored signal) when it
- * was decided already.
+ * unknown id, `ConflictError` (with `actual` the stored signal) when it
+ * was decided already and a `RangeError` when `id` is not a row id (an
+ * integer from 1 to `MAX_ROW_ID`).
  */
 export async function recordSignalOutcome(
   sql: Queryable,
@@ -639,7 +640,10 @@ export async function recordSignalOutcome(
   });
 }
 
-/** Returns signal `id` with its order; throws `NotFoundError` when there is none. */
+/**
+ * Returns signal `id` with its order; throws `NotFoundError` when there is
+ * none and a `RangeError` when `id` is not a row id (an integer from 1 to `MAX_ROW_ID`).
+ */
 export async function getSignal(sql: Queryable, id: string): Promise<SignalWithOrder> {
   checkId(id, "signal id");
   const [row] = await run(sql<JoinedRow[]>`
@@ -708,7 +712,11 @@ export interface SignalFilter {
   to?: Date | undefined;
 }
 
-/** Lists signals matching `filter`, a page at a time, by id (newest first unless `direction: "asc"`). */
+/**
+ * Lists signals matching `filter`, a page at a time, by id (newest first
+ * unless `direction: "asc"`). Throws a `RangeError` for a `status` that is
+ * not one of {@linkcode SIGNAL_STATUSES}.
+ */
 export async function listSignals(
   sql: Queryable,
   filter: SignalFilter & PageOptions = {},
@@ -717,6 +725,9 @@ export async function listSignals(
   let where = sql`TRUE`;
   if (filter.strategy !== undefined) where = sql`${where} AND strategy = ${filter.strategy}`;
   if (filter.status !== undefined) {
+    if (!SIGNAL_STATUSES.includes(filter.status)) {
+      throw new RangeError(`Unknown signal status ${String(filter.status)}`);
+    }
     where = sql`${where} AND status = ${filter.status}::signal_status`;
   }
   if (filter.symbol !== undefined) where = sql`${where} AND symbol = ${filter.symbol}`;
