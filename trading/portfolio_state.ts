@@ -851,7 +851,9 @@ export interface InitialisedPortfolio {
  * and starting cash). A portfolio already used keeps its stored starting
  * cash; one that has none (created by other means) gets what its figures
  * tell, once: cash − realized P&L + Σ cost basis (cash moves only by fills),
- * as migration 0005 did for existing ones. Idempotent.
+ * rounded half-even to 8 decimals (`round_half_even`, as the engine rounds
+ * money; migration 0005, which did the same for the portfolios existing then,
+ * rounded half away from zero). Idempotent.
  */
 export async function initPortfolio(
   sql: Queryable,
@@ -872,7 +874,7 @@ export async function initPortfolio(
   if (changed !== undefined) return { ...changed, initialised: true };
   const [row] = await mapped(sql<{ cash: string; starting_cash: string }[]>`
     WITH derived AS (
-      UPDATE portfolios p SET starting_cash = round(p.cash - p.realized_pnl + coalesce(
+      UPDATE portfolios p SET starting_cash = round_half_even(p.cash - p.realized_pnl + coalesce(
           (SELECT sum(cost_basis) FROM positions WHERE portfolio_id = p.id), 0), 8),
         updated_by = ${by}
       WHERE p.id = ${id} AND p.starting_cash IS NULL
