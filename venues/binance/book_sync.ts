@@ -18,6 +18,18 @@
  * 5. Sizes are absolute; size 0 removes the level (removing an unknown level
  *    is normal).
  *
+ * Coverage (the doc's closing note: "you won't learn the quantities for the
+ * levels outside of the initial snapshot unless they change"): a snapshot
+ * side that comes back with `snapshotLimit` levels is cut there, so the
+ * venue may hold levels beyond its worst price, unseen. That price is the
+ * side's boundary for as long as the snapshot stands: every diff is still
+ * applied for update-id continuity, but its levels beyond the boundary are
+ * unknown, not absent — neither held nor published (a level that changes
+ * out there does not say what rests between it and the boundary). When a
+ * side with a boundary has no level left within it, its best level is
+ * unknown: "resync". A side that came back with fewer levels is the whole
+ * side and has no boundary.
+ *
  * Binance's newer text ("ignore `u` < book id, restart when `U` > book id")
  * tolerates overlapping diffs; this one keeps the stricter chain above, which
  * spot's consecutive ids always satisfy (spot diffs have no `pu`).
@@ -25,7 +37,9 @@
  * Publishing: when a snapshot is applied, one {@linkcode BookEvent}
  * "snapshot" of the whole book, buffered diffs included, with `sequence` the
  * last applied `u` (or `L` when none applied); then one "delta" per applied
- * diff, `sequence` = its `u`.
+ * diff, `sequence` = its `u`, with only the diff's levels within the
+ * boundaries (possibly none), so replaying the events rebuilds exactly
+ * {@linkcode BinanceBookSync.book}.
  *
  * A snapshot taken with no diff buffered is returned too, but nothing yet
  * shows it is not older than the stream (REST can lag it: the case rule 3
@@ -45,7 +59,7 @@
  * declare const diff: BinanceDepthDiff; // from parseBinanceFrame
  * declare const body: string; // GET /api/v3/depth?symbol=BTCUSDT&limit=5000
  *
- * const sync = new BinanceBookSync("BTC-USDT", "BTCUSDT");
+ * const sync = new BinanceBookSync("BTC-USDT", "BTCUSDT", { snapshotLimit: 5000 });
  * sync.onDiff(diff); // { status: "waiting_snapshot", events: [] }
  * const result = sync.onSnapshot(parseBinanceDepthSnapshot(body), Date.now() * 1000);
  * // result.events[0].action === "snapshot"
@@ -54,13 +68,19 @@
  * @module
  */
 
-import type { BookEvent } from "../../market/events.ts";
+import { compareNormalized, normalizeDecimal } from "../../market/decimal.ts";
+import type { BookEvent, Level } from "../../market/events.ts";
 import { OrderBook } from "../../market/order_book.ts";
 import type { BinanceDepthDiff, BinanceDepthSnapshot } from "./parse.ts";
 import { assertPositiveInteger } from "../../lib/assert.ts";
 
 /** Diffs kept while waiting for a snapshot before giving up with "resync". */
 export const DEFAULT_BINANCE_MAX_BUFFERED_DIFFS = 10_000;
+/**
+ * Levels per side a snapshot is taken as cut at when the sync is not told the
+ * `limit` it was fetched with: the most `GET /api/v3/depth` returns.
+ */
+export const DEFAULT_BINANCE_SNAPSHOT_LIMIT = 5_000;
 
 /** Options of {@linkcode BinanceBookSync}. */
 export interface BinanceBookSyncOptions {
@@ -68,6 +88,12 @@ export interface BinanceBookSyncOptions {
   maxBufferedDiffs?: number;
   /** Whether a crossed or locked book after an update is "resync". @default {true} */
   resyncOnCrossed?: boolean;
+  /**
+   * The `limit` the REST snapshots are fetched with: a side with this many
+   * levels is cut at its worst price (see the module documentation).
+   * @default {DEFAULT_BINANCE_SNAPSHOT_LIMIT}
+   */
+  snapshotLimit?: number;
 }
 
 /** Where the sync is: buffering diffs for a snapshot, or keeping the book. */
@@ -123,6 +149,11 @@ export class BinanceBookSync {
   readonly #book = new OrderBook();
   readonly #maxBuffered: number;
   readonly #resyncOnCrossed: boolean;
+  readonly #snapshotLimit: number;
+  /** Normalized worst bid price the snapshot covers, or null when it holds every bid. */
+  #bidBound: string | null = null;
+  /** Normalized worst ask price the snapshot covers, or null when it holds every ask. */
+  #askBound: string | null = null;
   #state: BinanceBookSyncState = "waiting_snapshot";
   #buffer: BinanceDepthDiff[] = [];
   /** Update id the book is as of, once synced. */
@@ -134,18 +165,21 @@ export class BinanceBookSync {
 
   /**
    * Makes a sync waiting for its first snapshot. Throws a `RangeError` when
-   * `maxBufferedDiffs` is not a positive integer.
+   * `maxBufferedDiffs` or `snapshotLimit` is not a positive integer.
    */
   constructor(symbol: string, venueSymbol: string, options: BinanceBookSyncOptions = {}) {
     const {
       maxBufferedDiffs = DEFAULT_BINANCE_MAX_BUFFERED_DIFFS,
       resyncOnCrossed = true,
+      snapshotLimit = DEFAULT_BINANCE_SNAPSHOT_LIMIT,
     } = options;
     assertPositiveInteger(maxBufferedDiffs, "maxBufferedDiffs");
+    assertPositiveInteger(snapshotLimit, "snapshotLimit");
     this.symbol = symbol;
     this.venueSymbol = venueSymbol;
     this.#maxBuffered = maxBufferedDiffs;
     this.#resyncOnCrossed = resyncOnCrossed;
+    this.#snapshotLimit = snapshotLimit;
   }
 
   /** The current state. */
@@ -153,7 +187,10 @@ export class BinanceBookSync {
     return this.#state;
   }
 
-  /** The local book; empty while waiting for a snapshot. Read it, don't change it. */
+  /**
+   * The local book, levels beyond the snapshot's coverage left out; empty
+   * while waiting for a snapshot. Read it, don't change it.
+   */
   get book(): OrderBook {
     return this.#book;
   }
@@ -208,9 +245,10 @@ export class BinanceBookSync {
         `Gap: diff U=${diff.firstUpdateId} does not follow the previous u=${this.#lastUpdateId}`,
       );
     }
-    this.#apply(diff);
-    if (this.#crossed()) return this.#restart(diff, this.#crossedReason());
-    return { status: "ok", events: [this.#delta(diff)] };
+    const delta = this.#delta(diff, this.#apply(diff));
+    const broken = this.#uncoveredReason() ?? this.#crossedReason();
+    if (broken !== null) return this.#restart(diff, broken);
+    return { status: "ok", events: [delta] };
   }
 
   /**
@@ -238,6 +276,8 @@ export class BinanceBookSync {
       };
     }
     this.#book.replace(snapshot.bids, snapshot.asks);
+    this.#bidBound = this.#boundOf("bid", snapshot.bids.length);
+    this.#askBound = this.#boundOf("ask", snapshot.asks.length);
     this.#state = "synced";
     this.#lastUpdateId = last;
     this.#bridged = false;
@@ -260,10 +300,10 @@ export class BinanceBookSync {
       this.#apply(diff);
       tsExchange = diff.eventTimeUs;
     }
-    if (this.#crossed()) {
-      const reason = this.#crossedReason();
+    const broken = this.#uncoveredReason() ?? this.#crossedReason();
+    if (broken !== null) {
       this.reset();
-      return { status: "resync", events: [], reason };
+      return { status: "resync", events: [], reason: broken };
     }
     const event: BookEvent = {
       kind: "book",
@@ -287,6 +327,8 @@ export class BinanceBookSync {
     this.#lastUpdateId = -1;
     this.#bridged = false;
     this.#confirmed = false;
+    this.#bidBound = null;
+    this.#askBound = null;
     this.#book.replace([], []);
   }
 
@@ -310,18 +352,42 @@ export class BinanceBookSync {
     return { status: "waiting_snapshot", events: [] };
   }
 
-  #apply(diff: BinanceDepthDiff): void {
-    this.#book.applyAll(diff.bids, diff.asks);
+  /** Applies the diff's levels within the boundaries; returns those levels. */
+  #apply(diff: BinanceDepthDiff): { bids: Level[]; asks: Level[] } {
+    const bids = within(diff.bids, this.#bidBound, "bid");
+    const asks = within(diff.asks, this.#askBound, "ask");
+    this.#book.applyAll(bids, asks);
     this.#lastUpdateId = diff.finalUpdateId;
     this.#bridged = true;
     this.#confirmed = true;
+    return { bids, asks };
   }
 
-  #crossed(): boolean {
-    return this.#resyncOnCrossed && this.#book.crossed();
+  /**
+   * The boundary of a side just replaced from a snapshot side of `count`
+   * levels: its worst price when the side is full, else null.
+   */
+  #boundOf(side: "bid" | "ask", count: number): string | null {
+    if (count < this.#snapshotLimit) return null;
+    const worst = this.#book.levels(side).at(-1);
+    return worst === undefined ? null : normalizeDecimal(worst[0]);
   }
 
-  #crossedReason(): string {
+  /** Why the book is unusable because a side with a boundary has no level left within it, or null. */
+  #uncoveredReason(): string | null {
+    const { bids, asks } = this.#book.size();
+    const side = this.#bidBound !== null && bids === 0
+      ? `bids down to ${this.#bidBound}`
+      : this.#askBound !== null && asks === 0
+      ? `asks up to ${this.#askBound}`
+      : null;
+    if (side === null) return null;
+    return `No level left at update ${this.#lastUpdateId} among the ${side} the ${this.#snapshotLimit}-level snapshot covered; the best price beyond them is unknown`;
+  }
+
+  /** Why the book is crossed or locked when that is "resync", or null. */
+  #crossedReason(): string | null {
+    if (!this.#resyncOnCrossed || !this.#book.crossed()) return null;
     const { bid, ask } = this.#book.top();
     return `Book crossed at update ${this.#lastUpdateId}: bid ${bid?.[0]} >= ask ${ask?.[0]}`;
   }
@@ -333,7 +399,7 @@ export class BinanceBookSync {
     return { status: "resync", events: [], reason };
   }
 
-  #delta(diff: BinanceDepthDiff): BookEvent {
+  #delta(diff: BinanceDepthDiff, levels: { bids: Level[]; asks: Level[] }): BookEvent {
     return {
       kind: "book",
       exchange: "binance",
@@ -342,9 +408,22 @@ export class BinanceBookSync {
       ts_exchange: diff.eventTimeUs,
       ts_local: diff.receivedUs,
       action: "delta",
-      bids: diff.bids,
-      asks: diff.asks,
+      bids: levels.bids,
+      asks: levels.asks,
       sequence: diff.finalUpdateId,
     };
   }
+}
+
+/**
+ * The levels of a `side` at or better than the normalized price `bound`: all
+ * of `levels` (the same array) when `bound` is null or none lies beyond it.
+ */
+function within(levels: Level[], bound: string | null, side: "bid" | "ask"): Level[] {
+  if (bound === null) return levels;
+  const beyond = (level: Level) => {
+    const cmp = compareNormalized(normalizeDecimal(level[0]), bound);
+    return side === "bid" ? cmp < 0 : cmp > 0;
+  };
+  return levels.some(beyond) ? levels.filter((level) => !beyond(level)) : levels;
 }

@@ -31,10 +31,14 @@
  * Order books, per symbol, following Binance's "manage a local order book"
  * procedure: once the socket is open, diffs are buffered by the sync while
  * the session fetches `GET <rest_url>/api/v3/depth?symbol=<SYM>&limit=<snapshot_limit>`
- * through {@linkcode SessionIO.fetchText}. Fetches go through a small queue:
- * at most `snapshotConcurrency` at a time (default 2), and within a budget of
- * request weight per rolling minute (`snapshotWeightPerMinute`, default
- * 3,000 — half of the 6,000 Binance allows an IP; a 1,000-level snapshot
+ * through {@linkcode SessionIO.fetchText}. A snapshot side that comes back
+ * with `snapshot_limit` levels covers the book only down to its worst price:
+ * the sync neither holds nor publishes levels beyond it, and resyncs when
+ * none is left within it (see {@linkcode BinanceBookSync}). Fetches go
+ * through a small queue: at most `snapshotConcurrency` at a time (default
+ * 2), and within a budget of request weight per rolling minute
+ * (`snapshotWeightPerMinute`, default 3,000 — half of the 6,000 Binance
+ * allows an IP; a 1,000-level snapshot
  * weighs 50, see {@linkcode binanceDepthWeight}), so 24 symbols do not hit
  * the REST API at once and a flapping connection cannot get the IP banned
  * (HTTP 429, then 418). The budget outlives connections. The snapshot event
@@ -213,7 +217,10 @@ export interface BinanceBookStatus {
   last_update_id: number | null;
   /** Diffs buffered while waiting for a snapshot. */
   buffered_diffs: number;
-  /** Books dropped for a gap or a crossed book since the session started. */
+  /**
+   * Books dropped since the session started: for a gap, a crossed book, or a
+   * side with no level left within the depth its snapshot covered.
+   */
   resyncs: number;
   /** Snapshots fetched, accepted and published. */
   snapshots: number;
@@ -379,7 +386,10 @@ export class BinanceSession implements VenueSession {
     this.#clock = clock;
     this.#monotonic = monotonicOf(clock);
     if (book) {
-      const syncOptions = maxBufferedDiffs === undefined ? {} : { maxBufferedDiffs };
+      const syncOptions = {
+        snapshotLimit: config.snapshot_limit,
+        ...(maxBufferedDiffs === undefined ? {} : { maxBufferedDiffs }),
+      };
       for (const symbol of config.symbols) {
         const venueSymbol = this.#symbols.venue(symbol)!;
         this.#books.set(venueSymbol, {
