@@ -268,6 +268,8 @@ export interface AlpacaOrder {
   submitted_at: string | null;
   /** `updated_at` in ms since the epoch, or null. */
   updated_at_ms: number | null;
+  /** `filled_at` (when the order filled completely) in ms since the epoch, or null. */
+  filled_at_ms: number | null;
 }
 
 /** Where the stream stands: the {@linkcode BrokerStreamStatus} health reads, and counters. */
@@ -409,6 +411,7 @@ export function parseAlpacaOrder(raw: unknown): AlpacaOrder {
     filled_avg_price: optionalDecimal(order, "filled_avg_price"),
     submitted_at: optionalString(order, "submitted_at"),
     updated_at_ms: updatedAt === null ? null : parseTimestampMs(updatedAt),
+    filled_at_ms: optionalTimestampMs(order, "filled_at"),
   };
 }
 
@@ -443,15 +446,23 @@ export function alpacaOrderStatus(
   return filledQty.gt(0) ? "partially_filled" : "accepted";
 }
 
-/** The broker's view of an Alpaca order. */
+/**
+ * The broker's view of an Alpaca order. An order with fills carries when it
+ * was last filled as `filled_at_ms`: its `filled_at` (set once it is filled
+ * completely), else its `updated_at` (a partly filled order's last change,
+ * no earlier than its last fill); neither a time → none.
+ */
 export function toBrokerOrderState(order: AlpacaOrder): BrokerOrderState {
-  return {
+  const state: BrokerOrderState = {
     client_order_id: order.client_order_id,
     broker_order_id: order.id,
     status: alpacaOrderStatus(order.status, order.filled_qty, order.qty),
     filled_qty: order.filled_qty,
     avg_fill_price: order.filled_avg_price,
   };
+  const filledAt = order.filled_at_ms ?? order.updated_at_ms;
+  if (order.filled_qty.gt(0) && filledAt !== null) state.filled_at_ms = filledAt;
+  return state;
 }
 
 /** Trade-update events after which Alpaca sends nothing more for the order. */
@@ -1500,6 +1511,12 @@ function optionalString(object: Record<string, unknown>, key: string): string | 
   if (value === undefined || value === null) return null;
   if (typeof value !== "string") throw new TypeError(`Alpaca field ${key} is not a string`);
   return value;
+}
+
+/** An optional time field in ms since the epoch: null when absent or not an RFC 3339 time. */
+function optionalTimestampMs(object: Record<string, unknown>, key: string): number | null {
+  const value = object[key];
+  return typeof value === "string" ? parseTimestampMs(value) : null;
 }
 
 function optionalDecimal(object: Record<string, unknown>, key: string): Decimal | null {

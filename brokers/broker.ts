@@ -53,6 +53,13 @@ export interface BrokerOrderState {
   filled_qty: Decimal;
   /** Volume-weighted average fill price, or null before any fill. */
   avg_fill_price: Decimal | null;
+  /**
+   * When the broker last filled it, in ms since the epoch, when it says
+   * (Alpaca's `filled_at`, else its `updated_at`); absent before any fill. A
+   * fill reconciliation records for it is dated then, not when it was
+   * reconciled: the day its P&L is realized on is the day it executed.
+   */
+  filled_at_ms?: number;
 }
 
 /** Something that happened to an order at the broker. */

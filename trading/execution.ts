@@ -52,7 +52,12 @@
  *    answer then is asked again with backoff; one it refused is alerted. (A
  *    fill for an order held as cancelled or expired is an illegal transition
  *    — terminal states take no event — refused with an alert; the engine so
- *    never cancels here an order a broker may have.)
+ *    never cancels here an order a broker may have.) A day order is never
+ *    sent after its session: once it is over, the retries stop and the
+ *    order closes the same way — asked for at the broker first when an
+ *    attempt may have reached it, caught up from its answer (and cancelled
+ *    there if still open), else a `pending` one cancelled here and the
+ *    remainder of a partly filled one expired.
  *
  * Broker events and submit results go through the writer queue — one lane
  * per order (by client order id), `event_lanes` transactions at once —
@@ -78,11 +83,11 @@
  *
  * Crash recovery ({@linkcode ExecutionEngine.reconcile}): every open order in
  * PostgreSQL is looked up at its broker by client order id — unknown ones are
- * submitted (again), except a day order whose session has ended (closed as
- * expired), an ioc/fok order stored past `pending` (it had its one chance at
+ * submitted (again), except a day order whose session has ended (closed:
+ * cancelled when `pending`, else expired), an ioc/fok order stored past `pending` (it had its one chance at
  * the broker: closed as cancelled) and any order while the kill switch is on
  * (closed as cancelled); known ones brought up to date (missed fills inserted
- * idempotently, final statuses applied) — and fills not yet applied to
+ * idempotently, dated when the broker filled them, final statuses applied) — and fills not yet applied to
  * positions (`realized_pnl IS NULL`) are published again (FILLS deduplicates
  * by `fill-<id>` and the position tracker applies each fill once).
  *
@@ -2438,11 +2443,14 @@ export class ExecutionEngine {
         if (tracked.cancelRequested) await this.#cancelAsked(tracked, broker);
         return;
       }
-      if (tracked.cancelRequested) {
+      // Sent after its session it would be a day order of another session (see dayOrderEnd).
+      const dayOver = !tracked.cancelRequested && initial.time_in_force === "day" &&
+        this.#clock.now() >= dayOrderEnd(initial);
+      if (tracked.cancelRequested || dayOver) {
         let known: BrokerOrderState | null = null;
         if (tracked.maybeAtBroker) {
-          // An attempt may have reached the broker (its answer lost): cancelling here could drop
-          // the broker's fills (a cancelled order takes none). Ask the broker first.
+          // An attempt may have reached the broker (its answer lost): closing it here could drop
+          // the broker's fills (a cancelled or expired order takes none). Ask the broker first.
           try {
             known = await this.#limiter(row.broker).run(() => {
               signal.throwIfAborted();
@@ -2450,16 +2458,22 @@ export class ExecutionEngine {
             });
           } catch (error) {
             if (signal.aborted) continue;
-            this.#log.warn("could not look up an order to cancel; retrying", {
-              client_order_id: coid,
-              error: errorMessage(error),
-            });
+            this.#log.warn(
+              dayOver
+                ? "could not look up a day order whose session is over; retrying"
+                : "could not look up an order to cancel; retrying",
+              { client_order_id: coid, error: errorMessage(error) },
+            );
             await this.#clock.sleep(this.#retryDelay(attempt), signal).catch(() => {});
             continue;
           }
           if (this.#open.get(coid) !== tracked || tracked.row !== initial) continue;
         }
         tracked.submitting = false;
+        if (dayOver) {
+          await this.#closeDayOver(tracked, broker, known);
+          return;
+        }
         if (known === null) {
           if (tracked.row.status === "pending") {
             this.#enqueue({
@@ -2519,6 +2533,55 @@ export class ExecutionEngine {
         }
         await this.#clock.sleep(delayMs, signal).catch(() => {});
       }
+    }
+  }
+
+  /**
+   * Closes `tracked`, a day order whose session ended before a submit got
+   * through, instead of submitting it. When an attempt reached the broker
+   * (`known`, its view of the order), that view is caught up as
+   * reconciliation does — the broker's fills and status — and an order still
+   * open there is cancelled there (taken after the close, it would trade in
+   * the next session); else a `pending` order is cancelled here (it never
+   * reached a broker) and the remainder of a partly filled one expires.
+   */
+  async #closeDayOver(
+    tracked: Tracked,
+    broker: Broker,
+    known: BrokerOrderState | null,
+  ): Promise<void> {
+    const row = tracked.row;
+    const coid = row.client_order_id;
+    const now = this.#clock.now();
+    this.#log.warn("a day order's session ended before it could be submitted: not sent", {
+      client_order_id: coid,
+      broker: row.broker,
+      at_broker: known?.status ?? null,
+    });
+    if (known !== null) {
+      this.#enqueue({ kind: "catch_up", broker: row.broker, coid, state: known, at_ms: now });
+      if (known.status === "accepted" || known.status === "partially_filled") {
+        tracked.cancelReason = "day order's session ended before its submit was confirmed";
+        await this.#cancelAsked(tracked, broker);
+      }
+    } else if (row.status === "pending") {
+      this.#enqueue({
+        kind: "local_cancel",
+        coid,
+        reason: "day order's session ended before it could be submitted: not sent",
+      });
+    } else {
+      this.#enqueue({
+        kind: "event",
+        broker: row.broker,
+        event: {
+          type: "expired",
+          client_order_id: coid,
+          broker_order_id: row.broker_order_id,
+          reason: "day order's session ended before its remainder could be submitted again",
+          at_ms: now,
+        },
+      });
     }
   }
 
@@ -4346,7 +4409,8 @@ function derivedPrice(
 /**
  * The broker events that bring an order to the broker's `state`: accepted,
  * one fill for the quantity we missed (priced so that the average matches
- * the broker's; id `reconcile-<broker filled qty>`), and the final status.
+ * the broker's; id `reconcile-<broker filled qty>`; dated when the broker
+ * filled it, see {@linkcode caughtUpFillAt}), and the final status.
  * `counted` is what the order's fills so far add up to: their quantity and
  * their value (quantity × price).
  */
@@ -4366,7 +4430,7 @@ export function catchUpEvents(
       at_ms: nowMs,
     });
   }
-  const fill = missedFill(coid, counted, state, nowMs);
+  const fill = missedFill(coid, counted, state, caughtUpFillAt(row, state, nowMs));
   if (fill !== null) events.push(fill);
   if (state.status === "cancelled" || state.status === "expired" || state.status === "rejected") {
     events.push({
@@ -4381,18 +4445,41 @@ export function catchUpEvents(
 }
 
 /**
+ * When a fill caught up from the broker's `state` of `row` executed: the
+ * broker's `filled_at_ms`, no later than `nowMs` and no earlier than the
+ * order's creation; `nowMs` when the broker does not say. Its realized P&L
+ * then counts on the day it executed, not on the day it was reconciled.
+ *
+ * @example
+ * ```ts
+ * const row = { created_at: new Date("2026-12-04T15:00:00Z") };
+ * caughtUpFillAt(row, { filled_at_ms: Date.parse("2026-12-04T16:00:00Z") }, Date.now());
+ * // Date.parse("2026-12-04T16:00:00Z")
+ * ```
+ */
+export function caughtUpFillAt(
+  row: Pick<Order, "created_at">,
+  state: Pick<BrokerOrderState, "filled_at_ms">,
+  nowMs: number,
+): number {
+  const at = state.filled_at_ms;
+  if (at === undefined || !Number.isFinite(at)) return nowMs;
+  return Math.min(Math.max(at, row.created_at.getTime()), nowMs);
+}
+
+/**
  * The fill for what the broker counts as filled (`state.filled_qty`) beyond
  * what the order's fills add up to (`counted`), or null when nothing is
  * missing (or the broker gives no price): priced so that the order's average
  * becomes the broker's — (avg × filled − counted value) ÷ missing, in
  * decimals, rounded to the stored scale (the broker's average when that is
- * not positive) — with id `reconcile-<broker filled qty>`.
+ * not positive) — with id `reconcile-<broker filled qty>`, dated `atMs`.
  */
 export function missedFill(
   coid: string,
   counted: { filled: Decimal; value: Decimal },
   state: Pick<BrokerOrderState, "broker_order_id" | "filled_qty" | "avg_fill_price">,
-  nowMs: number,
+  atMs: number,
 ): FillEvent | null {
   const missed = state.filled_qty.minus(counted.filled);
   if (!missed.gt(0)) return null;
@@ -4409,7 +4496,7 @@ export function missedFill(
     qty: missed,
     price: parseDecimal(toDb(price)),
     fee: ZERO,
-    at_ms: nowMs,
+    at_ms: atMs,
   };
 }
 
