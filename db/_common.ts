@@ -105,7 +105,10 @@ export function toNumericOrNull(
   return value === null || value === undefined ? null : toNumeric(value, field);
 }
 
-/** A page of a keyset-paginated list. */
+/**
+ * A page of a keyset-paginated list ({@linkcode selectPage} says which rows
+ * the pages of one listing are sure to show while rows are added).
+ */
 export interface Page<T> {
   /** The rows of this page, in list order. */
   items: T[];
@@ -166,9 +169,21 @@ export function toPage<T extends { id: string }>(rows: T[], limit: number): Page
 
 /**
  * One page of `SELECT <columns> FROM <table> WHERE <where>` in id order
- * (keyset pagination: the cursor is the last id seen, so pages neither repeat
- * nor skip rows while rows are added). `page` is what {@linkcode pageOptions}
- * returned; `columns` defaults to `*` (it must include `id`).
+ * (keyset pagination: the cursor is the last id seen). `page` is what
+ * {@linkcode pageOptions} returned; `columns` defaults to `*` (it must
+ * include `id`).
+ *
+ * Each page is read in one statement. The pages of one listing never repeat
+ * a row, and list every row committed before the first page was read that
+ * matches `where` when the page covering its id is read. A row committed
+ * later is listed only if its id is still ahead of the cursor (below it
+ * newest first, above it oldest first): ids are taken at insert, not at
+ * commit, so a row whose transaction was open while a page past its id was
+ * read is left behind — list again from the first page to see it. (Holding
+ * such rows back by the system column `xmin` would not be sound: an UPDATE
+ * gives a row a new `xmin`, and transaction ids are not taken in id order.
+ * Commit-ordered pages need the inserting transaction's `pg_current_xact_id()`
+ * stored with each row and the keyset on it.)
  */
 export async function selectPage<T extends { id: string }>(
   sql: Queryable,

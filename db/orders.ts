@@ -418,15 +418,19 @@ export interface OrderFilter {
 
 /**
  * Lists orders matching `filter`, a page at a time, ordered by id (newest
- * first unless `direction: "asc"`). Pages follow each other without
- * duplicates or gaps while rows are added: the cursor is the last id seen.
+ * first unless `direction: "asc"`); the cursor is the last id seen. The
+ * pages never repeat an order and list every order committed before the
+ * first page was read (that matches `filter` when its page is read); an order
+ * whose transaction was still open while a page past its id was read is
+ * left behind (see `selectPage` in `_common.ts`): list again from the first page.
  *
  * @example
  * ```ts
  * import { listOrders } from "./orders.ts";
  *
- * let page = await listOrders(sql, { symbol: "AAPL", status: ["submitted", "partially_filled"] });
- * while (page.next !== null) page = await listOrders(sql, { symbol: "AAPL", after: page.next });
+ * const filter = { symbol: "AAPL", status: ["submitted", "partially_filled"] } as const;
+ * let page = await listOrders(sql, filter);
+ * while (page.next !== null) page = await listOrders(sql, { ...filter, after: page.next });
  * ```
  */
 export async function listOrders(
