@@ -39,11 +39,26 @@
  *   is `max(commission_min, notional × commission_bps / 10⁴)`, rounded the
  *   same way.
  *
+ * US equity hours: a US equity order (see the asset class below) is matched
+ * only while the regular session is open (`trading/market_hours.ts`, the
+ * NYSE calendar) — as at Alpaca, which the engine never asks for
+ * `extended_hours`. While it is closed a limit does not fill and a stop is not
+ * set off, and prices seen then never count: at the first price update at or
+ * after the opening bell the resting orders are matched again, against a
+ * quote received since the open, and only trades received and printed since
+ * the open (less {@linkcode PAPER_TRADE_CLOCK_SKEW_MS}) can set a stop off.
+ * An order submitted while it is closed — a market order too, as Alpaca
+ * queues one for the open — is accepted and rests until then (a market order
+ * then fills at the first fresh quote of the session); an `ioc` or `fok`
+ * order is cancelled at once, since it cannot fill at submit. Crypto trades
+ * around the clock.
+ *
  * Refusals: `submit` throws a {@linkcode BrokerRejectedError} — and emits no
  * event — for an order it cannot take: invalid fields, an unknown exchange,
- * and a market order (not a stop) without a fresh price ("no fresh market
- * price for SYMBOL"). The refused order is remembered: submitting it again
- * throws the same error. Everything else is accepted.
+ * and a market order (not a stop) without a fresh price while its market is
+ * open ("no fresh market price for SYMBOL"). The refused order is
+ * remembered: submitting it again throws the same error. Everything else is
+ * accepted.
  *
  * Time in force: `ioc` and `fok` orders that cannot fill at submit are
  * cancelled (a `cancelled` event after `accepted`); `gtc` orders rest until
@@ -100,7 +115,11 @@ import { type Logger, nullLogger } from "../lib/log.ts";
 import { type Exchange, EXCHANGES } from "../market/events.ts";
 import type { LatestCache } from "../market/latest_cache.ts";
 import { symbolToken } from "../market/subjects.ts";
-import { isUsEquityMarketOpen } from "../trading/market_hours.ts";
+import {
+  isUsEquityMarketOpen,
+  newYorkOffsetMinutes,
+  usEquitySession,
+} from "../trading/market_hours.ts";
 import { DB_SCALE, Decimal, ONE, parseDecimal, safeParseDecimal, ZERO } from "../trading/money.ts";
 import type { FillCostBound } from "../trading/risk.ts";
 import type { OrderType, Side } from "../trading/signal.ts";
@@ -163,7 +182,7 @@ export interface PaperBrokerDeps {
   /** Prepended to the market-data subjects it subscribes (tests). @default {""} */
   subject_prefix?: string | undefined;
   /**
-   * Asset class of a symbol, for the expiry of day orders.
+   * Asset class of a symbol, for the expiry of day orders and the session US equities fill in.
    * @default {`BASE-QUOTE` symbols are crypto, others us_equity}
    */
   asset_class?: ((symbol: string) => "crypto" | "us_equity") | undefined;
@@ -341,11 +360,60 @@ interface SeenTrade {
   readonly ts_exchange: number;
 }
 
-/** The prices of one update: the quote, and the fresh trades it brought. */
+/** The prices of one update: the quote (received at `quote_us`), and the fresh trades it brought. */
 interface PriceUpdate {
   readonly bid: Decimal | null;
   readonly ask: Decimal | null;
+  /** When the quote was received (`ts_local`, µs), or null without one. */
+  readonly quote_us: number | null;
   readonly trades: readonly SeenTrade[];
+}
+
+/**
+ * The part of `update` seen since `openedUs` (µs), the opening bell of a US
+ * equity's session: a quote received before is no quote, and a trade received
+ * before, or printed more than {@linkcode PAPER_TRADE_CLOCK_SKEW_MS} before,
+ * is dropped.
+ */
+function sinceOpen(update: PriceUpdate, openedUs: number): PriceUpdate {
+  const quoted = update.quote_us !== null && update.quote_us >= openedUs;
+  const printedSinceUs = openedUs - PAPER_TRADE_CLOCK_SKEW_MS * 1000;
+  return {
+    bid: quoted ? update.bid : null,
+    ask: quoted ? update.ask : null,
+    quote_us: quoted ? update.quote_us : null,
+    trades: update.trades.filter((t) => t.ts_local >= openedUs && t.ts_exchange >= printedSinceUs),
+  };
+}
+
+/** The US equity regular session around an instant, as long as it holds. */
+interface SessionWindow {
+  /** Whether the regular session is open. */
+  readonly open: boolean;
+  /** Opening bell of the session in progress, µs (0 while closed). */
+  readonly opened_us: number;
+  /** From when this holds, ms. */
+  readonly from_ms: number;
+  /** Until when this holds (exclusive), ms: the next bell, or Infinity past the calendar's end. */
+  readonly until_ms: number;
+}
+
+/** The US equity regular session at `nowMs` (trading/market_hours.ts) and how long that holds. */
+function sessionWindowAt(nowMs: number): SessionWindow {
+  const clock = isUsEquityMarketOpen(nowMs);
+  if (!clock.open) {
+    return { open: false, opened_us: 0, from_ms: nowMs, until_ms: clock.next_open ?? Infinity };
+  }
+  // While open, next_close is today's close: the session in progress is that New York date's.
+  const close = clock.next_close ?? nowMs;
+  const date = new Date(close + newYorkOffsetMinutes(close) * 60_000).toISOString().slice(0, 10);
+  const opened = usEquitySession(date)?.open_ms ?? nowMs;
+  return {
+    open: true,
+    opened_us: opened * 1000,
+    from_ms: opened,
+    until_ms: clock.next_close ?? Infinity,
+  };
 }
 
 /**
@@ -395,6 +463,7 @@ export class PaperBroker implements Broker {
   #held: BrokerEvent[] = [];
   #draining: Promise<void> | null = null;
   #expiryLoop: Promise<void> | null = null;
+  #session: SessionWindow | null = null;
   #disposed = false;
   readonly #stats = {
     submitted: 0,
@@ -472,21 +541,29 @@ export class PaperBroker implements Broker {
     if (invalid !== null) return this.#refuse(order, invalid);
     const now = this.#clock.now();
     order.accepted_us = now * 1000;
-    // Every trade in the cache was received before this order: only the quote can trigger it now.
-    const update = this.#marketFromCache(
-      request.exchange as Exchange | null,
-      request.symbol,
-      now,
-      { trades: false, side: request.side },
-    );
-    const decision = matchPaperOrder(
-      request,
-      null,
-      marketSince(update, order.accepted_us),
-      this.#slippageBps,
-    );
-    if (request.type === "market" && decision.action === "rest") {
-      return this.#refuse(order, `no fresh market price for ${request.symbol}`);
+    const openedUs = this.#pricesSinceUs(request.symbol, now);
+    // While a US equity's session is closed, every order waits for the open.
+    let decision: PaperDecision = { action: "rest", triggered: null };
+    if (openedUs !== null) {
+      // Every trade in the cache was received before this order: only the quote can trigger it now.
+      const cached = this.#marketFromCache(
+        request.exchange as Exchange | null,
+        request.symbol,
+        now,
+        { trades: false, side: request.side },
+      );
+      const update = openedUs === 0 ? cached : sinceOpen(cached, openedUs);
+      decision = matchPaperOrder(
+        request,
+        null,
+        marketSince(update, order.accepted_us),
+        this.#slippageBps,
+      );
+      // Just after the open, with only a quote from before it: wait for the session's first.
+      const beforeOpen = update.quote_us === null && cached.quote_us !== null;
+      if (request.type === "market" && decision.action === "rest" && !beforeOpen) {
+        return this.#refuse(order, `no fresh market price for ${request.symbol}`);
+      }
     }
     this.#stats.submitted++;
     this.#open.set(request.client_order_id, order);
@@ -500,10 +577,11 @@ export class PaperBroker implements Broker {
     if (decision.action === "fill") {
       this.#fill(order, decision.price, now);
     } else if (request.time_in_force === "ioc" || request.time_in_force === "fok") {
+      const closed = openedUs === null ? ": the US equity regular session is closed" : "";
       this.#finish(
         order,
         "cancelled",
-        `${request.time_in_force} order could not fill at submit`,
+        `${request.time_in_force} order could not fill at submit${closed}`,
         now,
       );
     } else {
@@ -716,14 +794,31 @@ export class PaperBroker implements Broker {
     this.#remember(order);
   }
 
+  /**
+   * From when (µs) prices of `symbol` count at `now`: since ever (0) for
+   * crypto, since the opening bell for a US equity in its regular session,
+   * and none (null) while that session is closed.
+   */
+  #pricesSinceUs(symbol: string, now: number): number | null {
+    if (this.#assetClass(symbol) !== "us_equity") return 0;
+    let session = this.#session;
+    if (session === null || now < session.from_ms || now >= session.until_ms) {
+      session = this.#session = sessionWindowAt(now);
+    }
+    return session.open ? session.opened_us : null;
+  }
+
   /** Matches the resting orders of `symbol` that price on `exchange` (or on any venue). */
   #evaluate(symbol: string, exchange: Exchange, update: PriceUpdate, now: number): number {
     const set = this.#resting.get(symbol);
     if (set === undefined) return 0;
+    const openedUs = this.#pricesSinceUs(symbol, now);
+    // A US equity's prices count only in its regular session, and only those seen since the open.
+    const seen = openedUs === null ? null : openedUs === 0 ? update : sinceOpen(update, openedUs);
     let filled = 0;
     const quoteOnly: PaperMarket = {
-      bid: update.bid,
-      ask: update.ask,
+      bid: seen?.bid ?? null,
+      ask: seen?.ask ?? null,
       trade_high: null,
       trade_low: null,
     };
@@ -734,9 +829,10 @@ export class PaperBroker implements Broker {
         this.#finish(order, "expired", "day order expired at the session close", now);
         continue;
       }
+      if (seen === null) continue;
       // Trades matter only to a stop not triggered yet, and only those since it was accepted.
       const market = isStop(order.request.type) && order.triggered === null
-        ? marketSince(update, order.accepted_us)
+        ? marketSince(seen, order.accepted_us)
         : quoteOnly;
       const decision = matchPaperOrder(order.request, order.triggered, market, this.#slippageBps);
       order.triggered = decision.triggered;
@@ -764,12 +860,14 @@ export class PaperBroker implements Broker {
   ): PriceUpdate {
     let bid: Decimal | null = null;
     let ask: Decimal | null = null;
+    let quoteUs: number | null = null;
     let venue: Exchange | null = exchange;
     if (exchange !== null) {
       const quote = this.#cache.bestBidAsk(exchange, symbol, this.#maxAgeMs, now);
       if (quote !== null) {
         bid = positive(quote.bid_price);
         ask = positive(quote.ask_price);
+        quoteUs = quote.ts_local;
       }
     } else {
       let newest = -Infinity;
@@ -783,6 +881,7 @@ export class PaperBroker implements Broker {
         newest = quote.ts_local;
         bid = b;
         ask = a;
+        quoteUs = quote.ts_local;
         venue = name;
       }
     }
@@ -801,7 +900,7 @@ export class PaperBroker implements Broker {
         if (price !== null) trade = { price, ts_local: t.ts_local, ts_exchange: t.ts_exchange };
       }
     }
-    return { bid, ask, trades: trade === null ? [] : [trade] };
+    return { bid, ask, quote_us: quoteUs, trades: trade === null ? [] : [trade] };
   }
 
   #subscribe(symbol: string): void {
@@ -862,6 +961,7 @@ export class PaperBroker implements Broker {
     let bid: Decimal | null = null;
     let ask: Decimal | null = null;
     let quoteTs = -Infinity;
+    let quoteUs: number | null = null;
     const trades: SeenTrade[] = [];
     for (const raw of events) {
       if (raw === null || typeof raw !== "object") continue;
@@ -877,6 +977,7 @@ export class PaperBroker implements Broker {
         typeof e.ask_price === "string" && ts >= quoteTs
       ) {
         quoteTs = ts;
+        quoteUs = e.ts_local;
         bid = positive(e.bid_price);
         ask = positive(e.ask_price);
       }
@@ -887,9 +988,10 @@ export class PaperBroker implements Broker {
       if (quote !== null) {
         bid = positive(quote.bid_price);
         ask = positive(quote.ask_price);
+        quoteUs = quote.ts_local;
       }
     }
-    return { bid, ask, trades };
+    return { bid, ask, quote_us: quoteUs, trades };
   }
 
   // -- events -------------------------------------------------------------------------------
