@@ -162,6 +162,12 @@ export async function startEngine(
 
   const nats = await connectNats(config.nats, { log: log.child({ component: "nats" }), signal });
   const sql = createPostgres(config.postgres, log.child({ component: "postgres" }));
+  // Its own connections: a migration run waits for the migration lock and runs long statements
+  // with statement_timeout off, which the pool's answer deadline would cut.
+  const migrationsSql = createPostgres(
+    { ...config.postgres, pool_size: 2, answer_deadline_ms: null },
+    log.child({ component: "postgres" }),
+  );
   const clickhouse = createClickHouse(config.clickhouse, {
     database: "default",
     log: log.child({ component: "clickhouse" }),
@@ -170,6 +176,7 @@ export async function startEngine(
     await Promise.allSettled([
       closeNats(nats, Math.min(DEFAULT_NATS_DRAIN_MS, config.engine.shutdown_timeout_ms / 4), log),
       sql.end({ timeout: 5 }),
+      migrationsSql.end({ timeout: 5 }),
       clickhouse.close(),
     ]);
   };
@@ -227,7 +234,7 @@ export async function startEngine(
       // Only under the lock: an engine refused by it must not reconfigure the running one's.
       streams,
       migrationsActor({
-        sql,
+        sql: migrationsSql,
         clickhouse,
         options: { ...config.migrations, database: config.clickhouse.database },
         log,

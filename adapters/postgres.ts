@@ -16,6 +16,7 @@ import { type Logger, nullLogger } from "../lib/log.ts";
 import { redactUrl } from "../lib/redact.ts";
 import { backoffDelay } from "../lib/backoff.ts";
 import { SSL_MODES, type SslMode } from "../config/schema.ts";
+import { watchedSockets } from "./_pg_socket.ts";
 
 /** PostgreSQL connection settings, as in the `postgres` section of the config. */
 export interface PostgresOptions {
@@ -44,7 +45,20 @@ export interface PostgresOptions {
    * config key. @default {postgres.js's 30–60 minutes}
    */
   max_lifetime_s?: number | null | undefined;
+  /**
+   * Milliseconds a connection waits for PostgreSQL to answer a request before
+   * it is dropped and the statement fails as a lost connection (`ETIMEDOUT`):
+   * PostgreSQL that stops answering without closing the connection (a network
+   * partition, a frozen server) would else hold the statement for as long as
+   * TCP keeps the connection. null never drops one (a session that turns its
+   * `statement_timeout` off, such as the migrations'). Not a config key.
+   * @default {statement_timeout_ms + ANSWER_MARGIN_MS; null when statement_timeout_ms is 0}
+   */
+  answer_deadline_ms?: number | null | undefined;
 }
+
+/** Added to `statement_timeout_ms` to make the default `answer_deadline_ms`, ms. */
+export const ANSWER_MARGIN_MS = 5_000;
 
 /** Defaults of the optional {@linkcode PostgresOptions} fields. */
 export const DEFAULT_POSTGRES_OPTIONS = {
@@ -217,7 +231,17 @@ export function createPostgres(options: PostgresOptions, log: Logger = nullLogge
     options.url,
     options.sslmode ?? DEFAULT_POSTGRES_OPTIONS.sslmode,
   );
+  const answerMs = answerDeadlineMs(options);
+  // postgres.js starts TLS even when the server refused it (the server then hangs up, which
+  // looks like an outage): the sockets refuse such a server for a mode that requires TLS.
+  const tlsRequiredBy = connection.ssl === false || connection.ssl === "prefer"
+    ? null
+    : effectiveSslMode(options.url, options.sslmode ?? DEFAULT_POSTGRES_OPTIONS.sslmode);
+  const socket = answerMs === null && tlsRequiredBy === null
+    ? null
+    : watchedSockets({ answerDeadlineMs: answerMs, tlsRequiredBy });
   const sql = postgres(connection.url, {
+    ...(socket === null ? {} : { socket }),
     max: options.pool_size ?? DEFAULT_POSTGRES_OPTIONS.pool_size,
     connect_timeout: options.connect_timeout_s ?? DEFAULT_POSTGRES_OPTIONS.connect_timeout_s,
     ...(options.max_lifetime_s !== undefined ? { max_lifetime: options.max_lifetime_s } : {}),
@@ -243,6 +267,30 @@ export function createPostgres(options: PostgresOptions, log: Logger = nullLogge
     },
   });
   return sql as unknown as Sql;
+}
+
+/**
+ * How long a connection of a pool made from `options` waits for an answer
+ * before it is dropped (ms), or null for never: `answer_deadline_ms`, else
+ * `statement_timeout_ms` + {@linkcode ANSWER_MARGIN_MS} (a statement ends, its
+ * lock waits included, within the server's `statement_timeout`), null when
+ * that is 0.
+ *
+ * @example
+ * ```ts
+ * answerDeadlineMs({ url, statement_timeout_ms: 1000 }); // 6000
+ * answerDeadlineMs({ url, statement_timeout_ms: 0 }); // null
+ * ```
+ */
+export function answerDeadlineMs(options: PostgresOptions): number | null {
+  if (options.answer_deadline_ms !== undefined) {
+    const ms = options.answer_deadline_ms;
+    return ms === null || ms <= 0 ? null : ms;
+  }
+  const statement = Math.trunc(
+    options.statement_timeout_ms ?? DEFAULT_POSTGRES_OPTIONS.statement_timeout_ms,
+  );
+  return statement > 0 ? statement + ANSWER_MARGIN_MS : null;
 }
 
 /** Runs `select 1` and returns the round trip in milliseconds; throws when PostgreSQL does not answer. */

@@ -212,7 +212,8 @@ export async function main(argv: readonly string[]): Promise<number> {
         console.log(`Created database ${new URL(config.postgres.url).pathname.slice(1)}`);
       }
     }
-    sql = createPostgres({ ...config.postgres, pool_size: 2 }, log);
+    // No answer deadline: a run waits for the migration lock with statement_timeout off.
+    sql = createPostgres({ ...config.postgres, pool_size: 2, answer_deadline_ms: null }, log);
     if (engines.includes("clickhouse")) {
       clickhouse = createClickHouse(config.clickhouse, { database: "default", log });
     }

@@ -10,6 +10,8 @@
  * const client = createClickHouse({ url: proxy.url });
  * proxy.cut();     // requests now fail as if the server were gone
  * proxy.restore(); // and work again
+ * proxy.stall();   // requests now go unanswered, connections open: a network partition
+ * proxy.restore();
  * ```
  *
  * @module
@@ -37,7 +39,13 @@ export interface TcpProxy {
   readonly open: number;
   /** Drops every open connection; new ones are closed as soon as they are accepted. */
   cut(): void;
-  /** Forwards new connections again. */
+  /**
+   * Forwards nothing more either way and answers nothing, keeping every
+   * connection open and accepting new ones: a network partition, or a server
+   * that froze, as the client sees it. What is sent meanwhile is dropped.
+   */
+  stall(): void;
+  /** Forwards new connections again; the connections open while stalled are closed. */
   restore(): void;
   /** Closes the listener and every connection, and waits for them to finish. */
   close(): Promise<void>;
@@ -49,6 +57,8 @@ interface Pair {
   client: Deno.Conn;
   upstream: Deno.Conn | null;
   closed: boolean;
+  /** Bytes of it were dropped while the proxy stalled. */
+  stalled: boolean;
 }
 
 function closeQuietly(conn: Deno.Conn | null): void {
@@ -59,15 +69,20 @@ function closeQuietly(conn: Deno.Conn | null): void {
   }
 }
 
-async function pump(from: Deno.Conn, to: Deno.Conn): Promise<"eof" | "error"> {
+async function pump(
+  from: Deno.Conn,
+  to: Deno.Conn | null,
+  dropping: () => boolean,
+): Promise<"eof" | "error"> {
   const buffer = new Uint8Array(64 * 1024);
   try {
     for (;;) {
       const n = await from.read(buffer);
       if (n === null) {
-        await to.closeWrite().catch(() => {});
+        await to?.closeWrite().catch(() => {});
         return "eof";
       }
+      if (to === null || dropping()) continue;
       let offset = 0;
       while (offset < n) offset += await to.write(buffer.subarray(offset, n));
     }
@@ -83,6 +98,7 @@ export function startTcpProxy(upstream: ProxyUpstream): TcpProxy {
   const pairs = new Set<Pair>();
   const tasks = new Set<Promise<void>>();
   let isCut = false;
+  let isStalled = false;
   let accepted = 0;
   let closing = false;
 
@@ -95,8 +111,14 @@ export function startTcpProxy(upstream: ProxyUpstream): TcpProxy {
   };
 
   const serve = async (client: Deno.Conn) => {
-    const pair: Pair = { client, upstream: null, closed: false };
+    const pair: Pair = { client, upstream: null, closed: false, stalled: isStalled };
     pairs.add(pair);
+    if (isStalled) {
+      // Accepted, never answered: read and dropped until the client gives up or restore().
+      await pump(client, null, () => true);
+      closePair(pair);
+      return;
+    }
     try {
       pair.upstream = await Deno.connect({ hostname: upstream.hostname, port: upstream.port });
     } catch {
@@ -107,14 +129,18 @@ export function startTcpProxy(upstream: ProxyUpstream): TcpProxy {
       closeQuietly(pair.upstream);
       return;
     }
+    const dropping = () => {
+      if (isStalled) pair.stalled = true;
+      return isStalled;
+    };
     const results = await Promise.all([
-      pump(client, pair.upstream).then((result) => {
+      pump(client, pair.upstream, dropping).then((result) => {
         if (result === "error") closePair(pair);
       }),
       // When the server closes (an HTTP server ending an idle keep-alive connection), the
       // whole pair closes, as a direct connection would: a client that kept a half-closed
       // socket would send its next request into a connection nobody answers any more.
-      pump(pair.upstream, client).then(() => closePair(pair)),
+      pump(pair.upstream, client, dropping).then(() => closePair(pair)),
     ]);
     void results;
     closePair(pair);
@@ -172,8 +198,14 @@ export function startTcpProxy(upstream: ProxyUpstream): TcpProxy {
       return pairs.size;
     },
     cut,
+    stall: () => {
+      isStalled = true;
+      for (const pair of pairs) pair.stalled = true;
+    },
     restore: () => {
       isCut = false;
+      isStalled = false;
+      for (const pair of [...pairs]) if (pair.stalled) closePair(pair);
     },
     close,
     [Symbol.asyncDispose]: close,

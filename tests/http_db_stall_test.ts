@@ -12,54 +12,12 @@ import { createPostgres } from "../adapters/postgres.ts";
 import { LatestCache } from "../market/latest_cache.ts";
 import { nullLogger } from "../lib/log.ts";
 import { migratedDatabase } from "./_postgres.ts";
-
-/** A loopback proxy to PostgreSQL that, once stalled, keeps every connection open but forwards nothing. */
-function stallProxy(upstreamPort: number) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns: Deno.Conn[] = [];
-  let stalled = false;
-  const pipe = async (from: Deno.Conn, to: Deno.Conn) => {
-    const buf = new Uint8Array(64 * 1024);
-    try {
-      for (;;) {
-        const n = await from.read(buf);
-        if (n === null) break;
-        if (stalled) continue; // dropped on the floor, as a partition drops packets
-        let off = 0;
-        while (off < n) off += await to.write(buf.subarray(off, n));
-      }
-    } catch { /* closed */ }
-  };
-  (async () => {
-    for await (const client of listener) {
-      const upstream = await Deno.connect({ hostname: "127.0.0.1", port: upstreamPort });
-      conns.push(client, upstream);
-      pipe(client, upstream);
-      pipe(upstream, client);
-    }
-  })().catch(() => {});
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    stall() {
-      stalled = true;
-    },
-    close() {
-      try {
-        listener.close();
-      } catch { /* closed */ }
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch { /* closed */ }
-      }
-    },
-  };
-}
+import { startTcpProxy } from "./_tcp_proxy.ts";
 
 Deno.test("GET /orders while PostgreSQL silently stops answering is a 503 within bounded time, not a request hanging for ever", async () => {
   await using db = await migratedDatabase(1);
   const url = new URL(db.url);
-  const proxy = stallProxy(Number(url.port || 5432));
+  await using proxy = startTcpProxy({ hostname: "127.0.0.1", port: Number(url.port || 5432) });
   url.port = String(proxy.port);
   // A short server-side statement timeout: the only query timeout the pool has.
   const sql = createPostgres({
@@ -113,7 +71,6 @@ Deno.test("GET /orders while PostgreSQL silently stops answering is a 503 within
         "(README: PostgreSQL that cannot be reached or times out is a 503 with Retry-After)",
     );
   } finally {
-    proxy.close();
     await sql.end({ timeout: 0 }).catch(() => {});
   }
 });
