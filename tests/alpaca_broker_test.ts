@@ -441,6 +441,8 @@ Deno.test("alpaca broker reports partial fills one execution at a time", async (
     status: "partially_filled",
     filled_qty: parseDecimal("0.4"),
     avg_fill_price: parseDecimal("10.5"),
+    // Partly filled: when it was last filled is its updated_at.
+    filled_at_ms: Date.parse(s.fake.order(broker_order_id)!.updated_at),
   });
   s.fake.fillOrder(broker_order_id, "0.6", "10.25");
   await waitFor(() => fillsOf(s.events, limit.client_order_id).length === 2, 5_000, "second fill");
@@ -632,6 +634,7 @@ Deno.test("alpaca broker openOrders and getOrder reflect the broker's book", asy
         status: "partially_filled",
         filled_qty: parseDecimal("1.5"),
         avg_fill_price: parseDecimal("6"),
+        filled_at_ms: Date.parse(s.fake.order(b.broker_order_id)!.updated_at),
       },
     ].sort((x, y) => x.broker_order_id.localeCompare(y.broker_order_id)),
   );
