@@ -343,6 +343,35 @@ function bool() {
   return z.boolean({ error: "expected true or false" });
 }
 
+const HOST_ERROR =
+  "expected an IP address or a host name to listen on, such as 127.0.0.1, 0.0.0.0, :: or localhost";
+
+/** A label of a host name: letters, digits, `-` and `_` (not at its ends for `-`), 1 to 63. */
+const HOST_LABEL = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
+const IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+
+/**
+ * Whether the HTTP server can be told to listen on `host`: an IPv4 address
+ * (`0.0.0.0`), an IPv6 one, bare or in brackets (`::`, `[::1]`), or a host
+ * name (`localhost`, `api.internal`: dot-separated labels of letters, digits,
+ * `-` and `_`, at most 63 characters each and 253 in all). Whether a name
+ * resolves to an address of this machine is only known when the server starts.
+ */
+function isListenHost(host: string): boolean {
+  const bracketed = host.startsWith("[") && host.endsWith("]");
+  const bare = bracketed ? host.slice(1, -1) : host;
+  if (bracketed || bare.includes(":")) {
+    return /^[0-9A-Fa-f:.]+$/.test(bare) && parseUrl(`http://[${bare}]/`) !== undefined;
+  }
+  if (bare.length === 0 || bare.length > 253) return false;
+  const labels = bare.split(".");
+  // A name whose last label is a number is an IPv4 address, or nothing.
+  if (/^\d+$/.test(labels.at(-1)!)) return IPV4.test(bare);
+  return labels.every((label) => HOST_LABEL.test(label));
+}
+
+const listenHost = z.string({ error: HOST_ERROR }).refine(isListenHost, { error: HOST_ERROR });
+
 function oneOf<const T extends readonly [string, ...string[]]>(values: T) {
   return z.enum(values, { error: `expected one of ${values.join(", ")}` });
 }
@@ -625,7 +654,7 @@ export const configSchema = z.object({
   }),
   http: section({
     enabled: bool().default(D.http.enabled),
-    host: text({ nonEmpty: true }).default(D.http.host),
+    host: listenHost.default(D.http.host),
     port: int(1, 65535).default(D.http.port),
     api_key_hashes: z.array(sha256Hex, { error: "expected a list of sha256 hashes" })
       .default(() => []),
@@ -875,7 +904,37 @@ function consistencyProblems(config: unknown): SettingProblem[] {
   if (binance !== null) problems.push(binance);
   const sslmode = urlSslModeProblem(at(config, "postgres", "url"));
   if (sslmode !== null) problems.push({ path: ["postgres", "url"], message: sslmode });
+  const replay = replayFileProblem(at(config, "replay", "file"));
+  if (replay !== null) problems.push({ path: ["replay", "file"], message: replay });
   return problems;
+}
+
+/**
+ * What keeps the engine from playing `replay.file` (a path from the working
+ * directory): not a readable regular file. Null when it is one, or empty (no
+ * replay). The replay opens it only after the databases are migrated and the
+ * engine started: say now.
+ */
+function replayFileProblem(file: unknown): string | null {
+  if (typeof file !== "string" || file === "") return null;
+  try {
+    // stat first: opening a FIFO would wait for a writer.
+    if (!Deno.statSync(file).isFile) return `the capture ${file} is not a file${relativeTo(file)}`;
+    Deno.openSync(file, { read: true }).close();
+  } catch (error) {
+    return `the capture ${file} cannot be read: ${(error as Error).name}${relativeTo(file)}`;
+  }
+  return null;
+}
+
+/** Where a relative `path` is taken from, for a message: `""` for an absolute one. */
+function relativeTo(path: string): string {
+  if (path.startsWith("/")) return "";
+  try {
+    return `, looked for from the working directory ${Deno.cwd()}`;
+  } catch {
+    return "";
+  }
 }
 
 /**
