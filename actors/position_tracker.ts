@@ -41,7 +41,9 @@
  *    equity and exposure at the current marks) updated. Whichever path, each
  *    fill applied is added to its order's strategy's UTC day of `filled_at`
  *    in `strategy_performance` (fills, notional, realized P&L, fees; a fill
- *    reducing a position as a win or a loss, net of its fee) by the same
+ *    reducing a position as a win or a loss by the trade it closes: its gain
+ *    net of the opening fees it releases and of its share of its own fee,
+ *    `AppliedFill.trade_pnl`) by the same
  *    statement or transaction — one more CTE or pipelined statement per
  *    batch, one row per strategy and day. Commit, then every
  *    message is acked, then the state records the new figures and
@@ -143,7 +145,7 @@ import type { Logger } from "../lib/log.ts";
 import type { LatestCache } from "../market/latest_cache.ts";
 import { symbolToken } from "../market/subjects.ts";
 import {
-  addStrategyFills,
+  addStrategyTrades,
   DbError,
   insertRiskMetrics,
   insertSnapshot,
@@ -1015,6 +1017,7 @@ class Tracker {
           filled_at: new Date(fill.filled_at),
           realized_pnl: computed.applied[i]!.realized,
           closing: computed.applied[i]!.closing,
+          trade_pnl: computed.applied[i]!.trade_pnl,
         })),
         positions: computed.positions.map(({ last_fill, ...change }) => ({
           ...change,
@@ -1098,7 +1101,10 @@ class Tracker {
    * the reservation is committed or released the tracker writes nothing.
    * Null when the tracker is busy, has handed-over fills or messages
    * waiting, the state holds fills stored but not applied (the new fills
-   * would be applied before them), or `#compute` refuses the fills.
+   * would be applied before them), `#compute` refuses the fills, or a
+   * closing fill's trade is a win or a loss its realized P&L does not tell
+   * (`insertFillsWithOrders` judges wins and losses by realized P&L: the
+   * tracker then applies the fills itself, judging them by their trade).
    */
   #reserve(fills: readonly PendingFill[]): PositionsReservation | null {
     if (
@@ -1109,7 +1115,7 @@ class Tracker {
       return null;
     }
     const computed = this.#compute(fills);
-    if (computed === null) return null;
+    if (computed === null || computed.applied.some(judgedOtherwise)) return null;
     this.#reserved = true;
     let open = true;
     const end = (): boolean => {
@@ -1365,10 +1371,12 @@ class Tracker {
         cost: string;
         realized: string;
         fees: string;
+        open_fees: string;
       }[]
     >`
       SELECT p.portfolio_id, p.symbol, p.qty::text AS qty, p.avg_entry_price::text AS avg,
-        p.cost_basis::text AS cost, p.realized_pnl::text AS realized, p.commission::text AS fees
+        p.cost_basis::text AS cost, p.realized_pnl::text AS realized, p.commission::text AS fees,
+        p.open_fees::text AS open_fees
       FROM positions p
       JOIN jsonb_to_recordset(${JSON.stringify(pairs)}::text::jsonb)
         AS k(portfolio_id text, symbol text)
@@ -1390,6 +1398,7 @@ class Tracker {
         cost_basis: fromDb(p.cost),
         realized_pnl: fromDb(p.realized),
         fees: fromDb(p.fees),
+        open_fees: fromDb(p.open_fees),
       });
     }
     const cash = new Map<string, Decimal>();
@@ -1456,6 +1465,7 @@ class Tracker {
           cost_basis: costBasisOf(p),
           realized_pnl: p.realized_pnl,
           commission: p.fees,
+          open_fees: p.open_fees ?? ZERO,
           last_fill_id: lastFill.get(key)!,
         };
       }),
@@ -1473,7 +1483,7 @@ class Tracker {
       }
       writes.push(upsertPortfolio(tx, { id, ...figures }, by));
     }
-    writes.push(addStrategyFills(
+    writes.push(addStrategyTrades(
       tx,
       toApply.map((row, i) => {
         const { applied } = result.applied[i]!;
@@ -1484,7 +1494,7 @@ class Tracker {
           price: row.price,
           commission: row.commission,
           realized_pnl: applied.realized,
-          closing: applied.closing,
+          trade_pnl: applied.trade_pnl,
         };
       }),
       by,
@@ -1752,7 +1762,18 @@ function figuresOf(position: Position): PositionFigures {
     cost_basis: costBasisOf(position),
     realized_pnl: position.realized_pnl,
     commission: position.fees,
+    open_fees: position.open_fees ?? ZERO,
   };
+}
+
+/**
+ * Whether `applied` closed a trade that is a win or a loss other than its
+ * realized P&L's sign tells (that P&L carries the fill's whole fee, none of
+ * the fees that opened what it closes): a flip whose closing part gained, a
+ * close that gained less than its fees.
+ */
+function judgedOtherwise(applied: AppliedFill): boolean {
+  return applied.trade_pnl !== null && applied.trade_pnl.cmp(0) !== applied.realized.cmp(0);
 }
 
 /** Orders fill ids (positive decimal integers) numerically. */

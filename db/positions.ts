@@ -51,6 +51,11 @@ export interface Position {
   realized_pnl: string;
   /** Fees paid. */
   commission: string;
+  /**
+   * The fees paid to open the open quantity, not yet released by a reduction
+   * (0 when flat): what a closing fill's trade is charged besides its own fee.
+   */
+  open_fees: string;
   /** Latest mark, when marked. */
   mark_price: string | null;
   /** `qty × mark − cost basis` at the mark, rounded to 8 decimals. */
@@ -89,6 +94,8 @@ export interface PositionInput {
   realized_pnl: DecimalInput;
   /** Fees paid. @default {unchanged, 0 for a new row} */
   commission?: DecimalInput | undefined;
+  /** Opening fees of the open quantity (0 when flat). @default {0} */
+  open_fees?: DecimalInput | undefined;
   /** The last fill applied. @default {unchanged} */
   last_fill_id?: string | undefined;
   /** When the position was opened. @default {unchanged, or now when it opens from flat; null when flat} */
@@ -104,6 +111,7 @@ interface PositionRecord {
   cost_basis: string | null;
   realized_pnl: string;
   commission: string | null;
+  open_fees: string | null;
   last_fill_id: string | null;
   opened_at: string | null;
 }
@@ -138,6 +146,7 @@ function positionRecord(position: PositionInput, i: number): PositionRecord {
       : toCostBasis(position.cost_basis, "cost_basis"),
     realized_pnl: toNumeric(position.realized_pnl, "realized_pnl"),
     commission: toNumericOrNull(position.commission, "commission"),
+    open_fees: toNumericOrNull(position.open_fees, "open_fees"),
     last_fill_id: position.last_fill_id ?? null,
     opened_at: position.opened_at === undefined
       ? null
@@ -173,13 +182,13 @@ export async function upsertPositions(
       SELECT * FROM json_to_recordset(${JSON.stringify(records)}::text::json) AS x(
         i int, portfolio_id text, symbol text, qty numeric(20,8), avg_entry_price numeric(20,8),
         cost_basis numeric(38,16), realized_pnl numeric(20,8), commission numeric(20,8),
-        last_fill_id bigint, opened_at timestamptz)
+        open_fees numeric(20,8), last_fill_id bigint, opened_at timestamptz)
     ), up AS (
       INSERT INTO positions AS p (portfolio_id, symbol, qty, avg_entry_price, cost_basis,
-        realized_pnl, commission, last_fill_id, opened_at, created_by, updated_by)
+        realized_pnl, commission, open_fees, last_fill_id, opened_at, created_by, updated_by)
       SELECT x.portfolio_id, x.symbol, x.qty, x.avg_entry_price,
         coalesce(x.cost_basis, x.qty * x.avg_entry_price), x.realized_pnl,
-        coalesce(x.commission, cur.commission, 0),
+        coalesce(x.commission, cur.commission, 0), coalesce(x.open_fees, 0),
         coalesce(x.last_fill_id, cur.last_fill_id),
         CASE WHEN x.qty = 0 THEN NULL
           WHEN cur.qty IS NULL OR sign(cur.qty) <> sign(x.qty) THEN coalesce(x.opened_at, now())
@@ -193,6 +202,7 @@ export async function upsertPositions(
         cost_basis = excluded.cost_basis,
         realized_pnl = excluded.realized_pnl,
         commission = excluded.commission,
+        open_fees = excluded.open_fees,
         last_fill_id = excluded.last_fill_id,
         opened_at = excluded.opened_at,
         market_value = round_half_even(excluded.qty * p.mark_price, 8),
@@ -218,6 +228,8 @@ export interface PositionFigures {
   realized_pnl: DecimalInput;
   /** Fees paid. */
   commission: DecimalInput;
+  /** Opening fees of the open quantity (0 when flat). @default {0} */
+  open_fees?: DecimalInput | undefined;
 }
 
 /** A stored fill as applied to its position, for {@linkcode storeAppliedFills}. */
@@ -245,6 +257,12 @@ export interface AppliedFillInput {
    * in `strategy_performance`. @default {false}
    */
   closing?: boolean | undefined;
+  /**
+   * For a closing fill, the result of the trade it closed (net of its
+   * opening fees and of its share of the fill's fee): a win when > 0, a loss
+   * when < 0. @default {its realized P&L}
+   */
+  trade_pnl?: DecimalInput | null | undefined;
 }
 
 /** A position before and after a batch of fills, for {@linkcode storeAppliedFills}. */
@@ -298,6 +316,7 @@ function figures(value: PositionFigures, what: string) {
     cost_basis: toCostBasis(value.cost_basis, `${what} cost_basis`),
     realized_pnl: toNumeric(value.realized_pnl, `${what} realized_pnl`),
     commission: toNumeric(value.commission, `${what} commission`),
+    open_fees: toNumeric(value.open_fees ?? "0", `${what} open_fees`),
   };
 }
 
@@ -305,7 +324,8 @@ function figures(value: PositionFigures, what: string) {
  * Stores what a batch of fills did to a portfolio — each fill marked applied
  * (`realized_pnl` set), the positions and the portfolio's cash, realized P&L
  * and figures updated, each fill added to its strategy's day in
- * `strategy_performance` (`strategyFillsCte`) — in ONE statement, all or
+ * `strategy_performance` (`strategyFillsCte`, a closing fill judged a win or
+ * a loss by its `trade_pnl`) — in ONE statement, all or
  * nothing, checking that the
  * stored rows are as the batch was computed from: every fill of an order of
  * the portfolio, with the given figures and not applied yet; every position
@@ -335,6 +355,9 @@ export async function storeAppliedFills(
       filled_at: checkDate(fill.filled_at, "filled_at").toISOString(),
       r: toNumeric(fill.realized_pnl, "realized_pnl"),
       closing: fill.closing === true,
+      t: fill.trade_pnl === undefined || fill.trade_pnl === null
+        ? toNumeric(fill.realized_pnl, "realized_pnl")
+        : toNumeric(fill.trade_pnl, "trade_pnl"),
     };
   });
   // The fills are found by key; the checks compare all else. A batch's ids are also given as an
@@ -354,13 +377,13 @@ export async function storeAppliedFills(
             ${one.filled_at}::timestamptz)
         AND (SELECT o.portfolio_id FROM orders o WHERE o.id = f.order_id) = ${portfolio.id}
       RETURNING f.id, f.order_id, f.qty, f.price, f.commission, f.realized_pnl, f.filled_at,
-        ${one.closing}::boolean AS closing`
+        ${one.closing}::boolean AS closing, ${one.t}::numeric AS trade_pnl`
     : sql`
       UPDATE fills f SET realized_pnl = x.r
       FROM json_to_recordset(${JSON.stringify(fills)}::text::json) AS x(
         id bigint, order_id bigint, symbol text, side order_side, qty numeric(20,8),
         price numeric(20,8), commission numeric(20,8), filled_at timestamptz, r numeric(20,8),
-        closing boolean)
+        closing boolean, t numeric(20,8))
       WHERE f.id = x.id
         AND f.id = ANY (string_to_array(${fills.map((f) => f.id).join(",")}, ',')::bigint[])
         AND f.realized_pnl IS NULL
@@ -369,13 +392,15 @@ export async function storeAppliedFills(
           (x.order_id, x.symbol, x.side, x.qty, x.price, x.commission, x.filled_at)
         AND (SELECT o.portfolio_id FROM orders o WHERE o.id = f.order_id) = ${portfolio.id}
       RETURNING f.id, f.order_id, f.qty, f.price, f.commission, f.realized_pnl, f.filled_at,
-        x.closing`;
+        x.closing, x.t AS trade_pnl`;
   const write = positionWriteCtes(sql, batch, by, sql`y.last_fill_id`);
   const performance = strategyFillsCte(
     sql,
-    sql`SELECT o.strategy, f.filled_at, f.qty, f.price, f.commission, f.realized_pnl, f.closing
+    sql`SELECT o.strategy, f.filled_at, f.qty, f.price, f.commission, f.realized_pnl, f.closing,
+        f.trade_pnl
       FROM f JOIN orders o ON o.id = f.order_id`,
     by,
+    { trade_pnl: true },
   );
   await run(sql`
     WITH f AS (${markFills}
@@ -434,6 +459,7 @@ export function positionWriteCtes(
       b_cost: before?.cost_basis ?? null,
       b_realized: before?.realized_pnl ?? null,
       b_commission: before?.commission ?? null,
+      b_open_fees: before?.open_fees ?? null,
     };
   });
   const cash = toNumeric(portfolio.cash, "cash");
@@ -445,8 +471,9 @@ export function positionWriteCtes(
       SELECT * FROM json_to_recordset(${JSON.stringify(positions)}::text::json) AS y(
         symbol text, stored boolean, qty numeric(20,8), avg_entry_price numeric(20,8),
         cost_basis numeric(38,16), realized_pnl numeric(20,8), commission numeric(20,8),
-        last_fill_id bigint, last_fill_i int, b_qty numeric(20,8), b_avg numeric(20,8),
-        b_cost numeric(38,16), b_realized numeric(20,8), b_commission numeric(20,8))
+        open_fees numeric(20,8), last_fill_id bigint, last_fill_i int, b_qty numeric(20,8),
+        b_avg numeric(20,8), b_cost numeric(38,16), b_realized numeric(20,8),
+        b_commission numeric(20,8), b_open_fees numeric(20,8))
     ), pu AS (
       UPDATE positions p SET
         qty = y.qty,
@@ -454,6 +481,7 @@ export function positionWriteCtes(
         cost_basis = y.cost_basis,
         realized_pnl = y.realized_pnl,
         commission = y.commission,
+        open_fees = y.open_fees,
         last_fill_id = ${lastFillId},
         opened_at = CASE WHEN y.qty = 0 THEN NULL
           WHEN sign(p.qty) <> sign(y.qty) THEN now()
@@ -465,12 +493,14 @@ export function positionWriteCtes(
       WHERE y.stored AND p.portfolio_id = ${portfolio.id} AND p.symbol = y.symbol
         AND p.qty = y.b_qty AND p.avg_entry_price = y.b_avg AND p.cost_basis = y.b_cost
         AND p.realized_pnl = y.b_realized AND p.commission = y.b_commission
+        AND p.open_fees = y.b_open_fees
       RETURNING p.symbol
     ), pi AS (
       INSERT INTO positions (portfolio_id, symbol, qty, avg_entry_price, cost_basis,
-        realized_pnl, commission, last_fill_id, opened_at, created_by, updated_by)
+        realized_pnl, commission, open_fees, last_fill_id, opened_at, created_by, updated_by)
       SELECT ${portfolio.id}, y.symbol, y.qty, y.avg_entry_price, y.cost_basis, y.realized_pnl,
-        y.commission, ${lastFillId}, CASE WHEN y.qty = 0 THEN NULL ELSE now() END, ${by}, ${by}
+        y.commission, y.open_fees, ${lastFillId}, CASE WHEN y.qty = 0 THEN NULL ELSE now() END,
+        ${by}, ${by}
       FROM y WHERE NOT y.stored
       ORDER BY y.symbol
       ON CONFLICT (portfolio_id, symbol) DO NOTHING
@@ -493,28 +523,50 @@ export function positionWriteCtes(
   return { ctes, check };
 }
 
+/** Options of {@linkcode strategyFillsCte}. */
+export interface StrategyFillsCteOptions {
+  /**
+   * The source also gives `trade_pnl` (numeric), the result of the trade a
+   * closing fill closed, net of the fees of its opening and of its closing
+   * share of the fill's fee (`trading/positions.ts` `applyFillWithTrade`):
+   * the win or loss is judged on it rather than on `realized_pnl`, which
+   * carries the fill's whole fee and none of the opening fees. @default {false}
+   */
+  trade_pnl?: boolean | undefined;
+}
+
 /**
  * The CTE `sp` adding fills to their strategies' days in
  * `strategy_performance`, to follow `WITH` in a statement: `source` is a
  * query giving one row per applied fill with the columns `strategy`,
  * `filled_at`, `qty`, `price`, `commission`, `realized_pnl` and `closing`
- * (boolean; null counts as not closing). Per (strategy, UTC day of
- * `filled_at`) it adds the fills, their notional (Σ qty × price, each
- * rounded to 8 decimals), realized P&L, fees, and the closing fills with a
- * gain (wins) or a loss (losses), net of fees. One row per strategy and day:
- * cheap beside the fills it rides with.
+ * (boolean; null counts as not closing), and `trade_pnl` with the option.
+ * Per (strategy, UTC day of `filled_at`) it adds the fills, their notional
+ * (Σ qty × price, each rounded to 8 decimals), realized P&L, fees, and the
+ * closing fills whose trade gained (wins) or lost (losses), net of fees:
+ * judged on `trade_pnl` with the option, else on `realized_pnl` (right only
+ * where the two have the same sign; the position tracker lends positions to
+ * `insertFillsWithOrders`, which has no `trade_pnl`, only then). One row per
+ * strategy and day: cheap beside the fills it rides with.
  *
- * @internal Shared by {@linkcode storeAppliedFills}, `db/fills.ts`'s
- * `insertFillsWithOrders` and `db/metrics.ts`'s `addStrategyFills`.
+ * @internal Shared by {@linkcode storeAppliedFills},
+ * {@linkcode addStrategyTrades}, `db/fills.ts`'s `insertFillsWithOrders` and
+ * `db/metrics.ts`'s `addStrategyFills`.
  */
-export function strategyFillsCte(sql: Queryable, source: Fragment, by: string): Fragment {
+export function strategyFillsCte(
+  sql: Queryable,
+  source: Fragment,
+  by: string,
+  options: StrategyFillsCteOptions = {},
+): Fragment {
+  const result = options.trade_pnl === true ? sql`s.trade_pnl` : sql`s.realized_pnl`;
   return sql`sp AS (
       INSERT INTO strategy_performance AS p (strategy, day, fills, notional, realized_pnl,
         commission, wins, losses, created_by, updated_by)
       SELECT s.strategy, (s.filled_at AT TIME ZONE 'UTC')::date, count(*)::int,
         sum(round_half_even(s.qty * s.price, 8)), sum(s.realized_pnl), sum(s.commission),
-        (count(*) FILTER (WHERE s.closing AND s.realized_pnl > 0))::int,
-        (count(*) FILTER (WHERE s.closing AND s.realized_pnl < 0))::int, ${by}, ${by}
+        (count(*) FILTER (WHERE s.closing AND ${result} > 0))::int,
+        (count(*) FILTER (WHERE s.closing AND ${result} < 0))::int, ${by}, ${by}
       FROM (${source}) AS s
       GROUP BY 1, 2
       ORDER BY 1, 2
@@ -528,6 +580,68 @@ export function strategyFillsCte(sql: Queryable, source: Fragment, by: string): 
         updated_by = excluded.updated_by
       RETURNING 1
     )`;
+}
+
+/**
+ * What one applied fill adds to its strategy's day ({@linkcode addStrategyTrades}):
+ * the day is the UTC day of `filled_at`.
+ */
+export interface StrategyTrade {
+  /** The strategy of the fill's order. */
+  strategy: string;
+  /** When the fill was executed. */
+  filled_at: Date;
+  /** Quantity. */
+  qty: DecimalInput;
+  /** Price. */
+  price: DecimalInput;
+  /** Fee (negative for a rebate). */
+  commission: DecimalInput;
+  /** The realized P&L it produced, net of its fee (`fills.realized_pnl`). */
+  realized_pnl: DecimalInput;
+  /**
+   * For a fill that reduced a position, the result of the trade it closed
+   * (`trading/positions.ts` `applyFillWithTrade`): a win when > 0, a loss
+   * when < 0; null for a fill that opened or added.
+   */
+  trade_pnl: DecimalInput | null;
+}
+
+/**
+ * Adds applied fills to their strategies' days (see
+ * {@linkcode strategyFillsCte}), judging each closing fill's win or loss on
+ * its `trade_pnl`, in one statement; returns how many (strategy, day) rows
+ * it wrote.
+ */
+export async function addStrategyTrades(
+  sql: Queryable,
+  fills: readonly StrategyTrade[],
+  options: WriteOptions = {},
+): Promise<number> {
+  if (fills.length === 0) return 0;
+  const records = fills.map((fill) => {
+    if (typeof fill.strategy !== "string" || fill.strategy === "") {
+      throw new TypeError("Strategy performance needs a strategy");
+    }
+    return {
+      strategy: fill.strategy,
+      filled_at: checkDate(fill.filled_at, "filled_at").toISOString(),
+      qty: toNumeric(fill.qty, "qty"),
+      price: toNumeric(fill.price, "price"),
+      commission: toNumeric(fill.commission, "commission"),
+      realized_pnl: toNumeric(fill.realized_pnl, "realized_pnl"),
+      closing: fill.trade_pnl !== null,
+      trade_pnl: toNumericOrNull(fill.trade_pnl, "trade_pnl"),
+    };
+  });
+  const source = sql`SELECT * FROM json_to_recordset(${JSON.stringify(records)}::text::json)
+    AS x(strategy text, filled_at timestamptz, qty numeric(20,8), price numeric(20,8),
+      commission numeric(20,8), realized_pnl numeric(20,8), closing boolean,
+      trade_pnl numeric(20,8))`;
+  const [row] = await run(sql<{ n: number }[]>`
+    WITH ${strategyFillsCte(sql, source, options.by ?? DEFAULT_ACTOR, { trade_pnl: true })}
+    SELECT count(*)::int AS n FROM sp`);
+  return row?.n ?? 0;
 }
 
 /** Stores the state of one position; see {@linkcode upsertPositions}. */

@@ -206,3 +206,29 @@ Deno.test("a fill's realized P&L is rounded on its own, whatever the position's 
     assert.equal(applied.position.qty.toFixed(), "0");
   }
 });
+
+Deno.test("a tracked fill's opening fees and trade are rounded to money, as the tracker stores them", () => {
+  const bought = applyTrackedFill(emptyPosition("X-USD"), d("1000"), {
+    symbol: "X-USD",
+    side: "buy",
+    qty: d("3"),
+    price: d("10"),
+    fee: d("1"),
+    filled_at: 0,
+  });
+  assert.equal(bought.trade_pnl, null);
+  assert.equal(bought.closing, false);
+  const sold = applyTrackedFill(bought.position, bought.cash, {
+    symbol: "X-USD",
+    side: "sell",
+    qty: d("1"),
+    price: d("11"),
+    fee: d("0"),
+    filled_at: 0,
+  });
+  // 1 × (11 − 10) − 1/3 of the opening fee of 1.
+  assert.equal(sold.closing, true);
+  assert.equal(sold.trade_pnl?.toFixed(), "0.66666667");
+  assert.equal(sold.position.open_fees?.toFixed(), "0.66666667");
+  assert.equal(sold.realized.toFixed(), "1", "realized P&L expensed the fee when paid");
+});

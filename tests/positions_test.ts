@@ -3,6 +3,7 @@ import fc from "fast-check";
 import { Decimal, parseDecimal as d, toJson, ZERO } from "../trading/money.ts";
 import {
   applyFill,
+  applyFillWithTrade,
   applyPortfolioFill,
   emptyPosition,
   markPosition,
@@ -174,6 +175,34 @@ Deno.test("applying a fill leaves the previous position and portfolio untouched"
   assert.equal(after.positions.size, 1);
 });
 
+Deno.test("a closing fill's trade is charged its opening fees and its own share of the fee, not the opened part's", () => {
+  const long = replay([fill("buy", "10", "101", "1.01")], "BTC-USDT");
+  assert.equal(toJson(long.open_fees!), "1.01");
+  // A flip: closes 10 (+10), opens a short of 100 with 100/110 of the fee.
+  const flip = applyFillWithTrade(long, fill("sell", "110", "102", "11.22"));
+  assert.equal(toJson(flip.trade_pnl!), "7.97", "10 − 1.01 − 1.02: a win");
+  assert.equal(toJson(flip.position.realized_pnl), "-2.23", "realized still expenses every fee");
+  assert.equal(toJson(flip.position.open_fees!), "10.2");
+  // A round trip that gains less than its fees: a loss, though the fill alone realizes +0.4885.
+  const trip = applyFillWithTrade(long, fill("sell", "10", "101.15", "1.0115"));
+  assert.equal(toJson(trip.trade_pnl!), "-0.5215");
+  assert.equal(toJson(trip.position.open_fees!), "0", "flat: no opening fees left");
+  // Opening or adding closes no trade; adding accumulates the fees; a reduction releases its share.
+  const added = applyFillWithTrade(long, fill("buy", "10", "103", "1.03"));
+  assert.equal(added.trade_pnl, null);
+  assert.equal(toJson(added.position.open_fees!), "2.04");
+  const part = applyFillWithTrade(added.position, fill("sell", "5", "110", "0.55"));
+  // 5 × (110 − 102) − 5/20 × 2.04 − 0.55
+  assert.equal(toJson(part.trade_pnl!), "38.94");
+  assert.equal(toJson(part.position.open_fees!), "1.53");
+  // A short's trade: covered below its entry.
+  const short = replay([fill("sell", "4", "50", "0.2")]);
+  assert.equal(
+    toJson(applyFillWithTrade(short, fill("buy", "4", "45", "0.18")).trade_pnl!),
+    "19.62",
+  );
+});
+
 // ---- Property tests ----------------------------------------------------------
 
 const TOLERANCE = new Decimal("1e-18");
@@ -253,6 +282,35 @@ Deno.test("property: a position equals the sum of its fills", () => {
         assert.ok(value.gross_exposure.eq(qty.times(mark).abs()));
       },
     ),
+    { numRuns: 500 },
+  );
+});
+
+Deno.test("property: back to flat, the trades closed sum to the realized P&L — every fee charged once", () => {
+  fc.assert(
+    fc.property(fc.array(rawFill, { minLength: 1, maxLength: 60 }), (raws) => {
+      let position = emptyPosition("X");
+      let trades = ZERO;
+      let shares = 0;
+      for (const raw of raws) {
+        const effect = applyFillWithTrade(position, toFill(raw));
+        position = effect.position;
+        if (effect.trade_pnl !== null) trades = trades.plus(effect.trade_pnl);
+        shares += 3; // at most three shares rounded to 16 decimals per fill
+      }
+      if (!position.qty.isZero()) {
+        const last = applyFillWithTrade(position, {
+          side: position.qty.isNeg() ? "buy" : "sell",
+          qty: position.qty.abs(),
+          price: d("1"),
+          fee: d("0.01"),
+        });
+        position = last.position;
+        trades = trades.plus(last.trade_pnl!);
+      }
+      assert.ok(position.open_fees!.isZero(), "flat: no opening fees left");
+      within(trades, position.realized_pnl, new Decimal(shares).times("0.5e-16"), "Σ trades");
+    }),
     { numRuns: 500 },
   );
 });

@@ -80,6 +80,7 @@ import {
 import { DB_SCALE, Decimal, fromDb, parseDecimal, ZERO } from "./money.ts";
 import {
   applyFill as applyPositionFill,
+  applyFillWithTrade,
   costBasisOf,
   emptyPosition,
   type Portfolio,
@@ -164,9 +165,16 @@ export interface AppliedFill {
   filled_at: number;
   /**
    * Whether it reduced the position (closed some or all of it, or flipped
-   * it): its realized P&L is then a win or a loss of its strategy.
+   * it): the trade it closed is then a win or a loss of its strategy.
    */
   closing: boolean;
+  /**
+   * For a closing fill, the result of the trade it closed, rounded half-even
+   * to 8 decimals: the gain on the quantity closed less the opening fees it
+   * releases and the closing share of its fee (see `trading/positions.ts`
+   * `applyFillWithTrade`) — a win when > 0, a loss when < 0. Null otherwise.
+   */
+  trade_pnl: Decimal | null;
 }
 
 /**
@@ -201,7 +209,7 @@ export function applyTrackedFill(
   cash: Decimal,
   fill: TrackedFill,
 ): AppliedFill {
-  const raw = applyPositionFill(position, {
+  const { position: raw, trade_pnl } = applyFillWithTrade(position, {
     side: fill.side,
     qty: fill.qty,
     price: fill.price,
@@ -217,6 +225,7 @@ export function applyTrackedFill(
     cost_basis: raw.cost_basis,
     realized_pnl: roundMoney(position.realized_pnl.plus(realized)),
     fees: roundMoney(raw.fees),
+    open_fees: roundMoney(raw.open_fees ?? ZERO),
   };
   const notional = roundMoney(fill.qty.times(fill.price));
   const moved = fill.side === "buy" ? cash.minus(notional) : cash.plus(notional);
@@ -226,7 +235,8 @@ export function applyTrackedFill(
     cash: roundMoney(moved.minus(fill.fee)),
     realized,
     filled_at: fill.filled_at,
-    closing: !position.qty.isZero() && position.qty.isNeg() === (fill.side === "buy"),
+    closing: trade_pnl !== null,
+    trade_pnl: trade_pnl === null ? null : roundMoney(trade_pnl),
   };
 }
 
@@ -779,6 +789,7 @@ export class PortfolioState {
         cost_basis: fromDb(p.cost_basis),
         realized_pnl: fromDb(p.realized_pnl),
         fees: fromDb(p.commission),
+        open_fees: fromDb(p.open_fees),
       });
     }
     this.#cash = fromDb(row.cash);

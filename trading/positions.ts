@@ -21,6 +21,13 @@
  *   released`); every fill's fee is subtracted when paid (opening fills
  *   included), so realized P&L is net of all fees. A negative fee (a rebate)
  *   adds.
+ * - Opening fees: the fees paid to open the open quantity — an opening fill's
+ *   fee, and the share of a flip's fee that opens the new side
+ *   (`opened ÷ qty`) — released pro rata with the cost basis (all of them
+ *   when the position closes). No P&L figure reads them: they judge the trade
+ *   a reducing fill closes ({@linkcode applyFillWithTrade}): its gain on the
+ *   quantity closed, less the opening fees released and the closing share
+ *   (`closed ÷ qty`) of its own fee — a win when > 0, a loss when < 0.
  * - Unrealized P&L at a mark: `qty × mark − cost basis`; market value
  *   `qty × mark` (negative for a short).
  * - Portfolio cash: starting cash − buy notionals + sell notionals − fees;
@@ -72,6 +79,11 @@ export interface Position {
   readonly realized_pnl: Decimal;
   /** Fees paid in the symbol. */
   readonly fees: Decimal;
+  /**
+   * The fees paid to open the open quantity, not yet released by a reduction
+   * (0 when flat). Absent on a position built by hand: 0.
+   */
+  readonly open_fees?: Decimal | undefined;
 }
 
 /** A fill as the position tracker sees it. */
@@ -95,6 +107,7 @@ export function emptyPosition(symbol: string): Position {
     cost_basis: ZERO,
     realized_pnl: ZERO,
     fees: ZERO,
+    open_fees: ZERO,
   };
 }
 
@@ -119,6 +132,44 @@ export function costBasisOf(position: Position): Decimal {
  * ```
  */
 export function applyFill(position: Position, fill: PositionFill): Position {
+  return applyFillWithTrade(position, fill).position;
+}
+
+/** What a fill did to a position ({@linkcode applyFillWithTrade}). */
+export interface FillEffect {
+  /** The position after the fill. */
+  readonly position: Position;
+  /**
+   * For a fill that reduced the position (closed some or all of it, or
+   * flipped it), the result of the trade it closed: the gain on the quantity
+   * closed, less the opening fees that quantity releases and the closing
+   * share (`closed ÷ qty`) of the fill's own fee — a win when > 0, a loss
+   * when < 0. Null for a fill that opened or added to the position.
+   */
+  readonly trade_pnl: Decimal | null;
+}
+
+/**
+ * {@linkcode applyFill}, also giving the result of the trade a reducing fill
+ * closes ({@linkcode FillEffect.trade_pnl}). Realized P&L still expenses the
+ * whole fee of every fill when paid; the trade's result charges each closed
+ * unit with the fees of its own opening and closing only.
+ *
+ * @example
+ * ```ts
+ * import { applyFill, applyFillWithTrade, emptyPosition } from "./positions.ts";
+ * import { parseDecimal as d } from "./money.ts";
+ *
+ * const p = applyFill(emptyPosition("BTC-USDT"), {
+ *   side: "buy", qty: d("10"), price: d("101"), fee: d("1.01"),
+ * });
+ * // Sells 110: closes the 10 (+10 gain) and opens a short of 100 with 100/110 of the fee.
+ * const flip = applyFillWithTrade(p, { side: "sell", qty: d("110"), price: d("102"), fee: d("11.22") });
+ * flip.trade_pnl?.toString(); // "7.97": 10 − 1.01 − 1.02
+ * flip.position.realized_pnl.toString(); // "-2.23": 10 − 1.01 − 11.22
+ * ```
+ */
+export function applyFillWithTrade(position: Position, fill: PositionFill): FillEffect {
   const { qty, price } = fill;
   const fee = fill.fee ?? ZERO;
   if (!qty.gt(0)) throw new RangeError(`Fill quantity must be > 0, got ${toJson(qty)}`);
@@ -128,39 +179,58 @@ export function applyFill(position: Position, fill: PositionFill): Position {
   const signed = fill.side === "buy" ? qty : qty.neg();
   const next = current.plus(signed);
   let cost = current.isZero() ? ZERO : costBasisOf(position);
+  let openFees = current.isZero() ? ZERO : position.open_fees ?? ZERO;
   let avg = position.avg_entry_price;
   let realized = position.realized_pnl;
+  let trade: Decimal | null = null;
   if (current.isZero() || current.isNeg() === signed.isNeg()) {
     // Opening or adding: the fill's cost joins the basis; the average is the basis per unit.
     cost = cost.plus(signed.times(price));
+    openFees = openFees.plus(fee);
     avg = cost.dividedBy(next);
   } else {
     // Reducing, closing or flipping: the closed share of the basis is released and realized.
     const held = current.abs();
     const closed = qty.lt(held) ? qty : held;
-    const released = closed.eq(held) ? cost : cost.times(closed).dividedBy(held).toDecimalPlaces(
-      COST_BASIS_SCALE,
-      Decimal.ROUND_HALF_EVEN,
-    );
+    const released = closed.eq(held) ? cost : share(cost, closed, held);
+    const releasedFees = closed.eq(held) ? openFees : share(openFees, closed, held);
+    // A flip's fee pays for closing the position and for opening the other side, pro rata.
+    const openingFee = closed.eq(qty) ? ZERO : share(fee, qty.minus(closed), qty);
     const proceeds = current.isNeg() ? closed.times(price).neg() : closed.times(price);
     realized = realized.plus(proceeds.minus(released));
+    trade = proceeds.minus(released).minus(releasedFees).minus(fee.minus(openingFee));
     cost = cost.minus(released);
+    openFees = openFees.minus(releasedFees);
     if (next.isZero()) {
       cost = ZERO;
+      openFees = ZERO;
       avg = ZERO;
     } else if (next.isNeg() !== current.isNeg()) {
       cost = next.times(price);
+      openFees = openingFee;
       avg = price;
     }
   }
   return {
-    symbol: position.symbol,
-    qty: next.isZero() ? ZERO : next,
-    avg_entry_price: avg,
-    cost_basis: cost.isZero() ? ZERO : cost,
-    realized_pnl: realized.minus(fee),
-    fees: position.fees.plus(fee),
+    position: {
+      symbol: position.symbol,
+      qty: next.isZero() ? ZERO : next,
+      avg_entry_price: avg,
+      cost_basis: cost.isZero() ? ZERO : cost,
+      realized_pnl: realized.minus(fee),
+      fees: position.fees.plus(fee),
+      open_fees: openFees.isZero() ? ZERO : openFees,
+    },
+    trade_pnl: trade,
   };
+}
+
+/** `value × part ÷ whole`, rounded half-even to {@linkcode COST_BASIS_SCALE} decimals. */
+function share(value: Decimal, part: Decimal, whole: Decimal): Decimal {
+  return value.times(part).dividedBy(whole).toDecimalPlaces(
+    COST_BASIS_SCALE,
+    Decimal.ROUND_HALF_EVEN,
+  );
 }
 
 /** A position valued at a mark price. */
@@ -299,11 +369,12 @@ export function valuePortfolio(
 }
 
 /**
- * A {@linkcode PositionValue} as JSON, without the cost basis: every decimal a
- * plain decimal string, `mark_price` null without a mark.
+ * A {@linkcode PositionValue} as JSON, without the cost basis and the opening
+ * fees: every decimal a plain decimal string, `mark_price` null without a mark.
  */
 export type PositionValueJson = {
-  [K in Exclude<keyof PositionValue, "cost_basis">]: PositionValue[K] extends Decimal ? string
+  [K in Exclude<keyof PositionValue, "cost_basis" | "open_fees">]: PositionValue[K] extends Decimal
+    ? string
     : PositionValue[K] extends Decimal | null ? string | null
     : PositionValue[K];
 };
