@@ -41,6 +41,28 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * Thrown by a handler that gave up because its client went away (the
+ * request's signal aborted: a dashboard reloaded, curl interrupted, a proxy's
+ * timeout). {@linkcode errorHandler} logs it at debug level, not as an engine
+ * error, and answers an empty 499 that nobody reads.
+ *
+ * @example
+ * ```ts
+ * if (c.req.raw.signal.aborted) throw new ClientGoneError("The client went away");
+ * ```
+ */
+export class ClientGoneError extends Error {
+  /** Makes the error; `cause` is what the abort interrupted. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "ClientGoneError";
+  }
+}
+
+/** Status answered to a client that went away (nginx's "client closed request"): never read. */
+export const CLIENT_GONE_STATUS = 499;
+
 /** The JSON body of every error response. */
 export interface ErrorBody {
   error: { code: string; message: string; details?: unknown };
@@ -88,7 +110,9 @@ function databaseUnavailable(error: Error): string | null {
  * outlived their retries are answered 503 with `Retry-After`; a request body
  * that could not be read because the client's connection ended mid-body is
  * logged at debug level (no stack) and answered 400 if anyone still listens;
- * other unexpected errors are logged and answered 500 without detail.
+ * so is a request whose client went away (a {@linkcode ClientGoneError}, or
+ * the request's own abort), answered an empty 499; other unexpected errors are
+ * logged and answered 500 without detail.
  */
 export function errorHandler(log: Logger) {
   return function onError(error: Error, c: Context): Response {
@@ -113,6 +137,15 @@ export function errorHandler(log: Logger) {
       });
       c.header("Retry-After", String(DATABASE_RETRY_AFTER_S));
       return c.json<ErrorBody>({ error: { code: "unavailable", message: unavailable } }, 503);
+    }
+    if (clientGone(error, c)) {
+      // The client's doing (it stopped waiting), not the engine's: no stack, no alarm.
+      log.debug("request abandoned by the client", {
+        method: c.req.method,
+        path: c.req.path,
+        reason: `${error.name}: ${error.message}`,
+      });
+      return new Response(null, { status: CLIENT_GONE_STATUS });
     }
     if (bodyReadFailed(error, c)) {
       // The client's doing (an upload dropped mid-body), not the engine's: no stack, no alarm.
@@ -139,6 +172,17 @@ export function errorHandler(log: Logger) {
       500,
     );
   };
+}
+
+/**
+ * Whether `error` is the end of a request whose client went away: a
+ * {@linkcode ClientGoneError}, or, once the request's signal aborted, that
+ * abort itself (its reason, or an `AbortError`).
+ */
+function clientGone(error: Error, c: Context): boolean {
+  if (error instanceof ClientGoneError) return true;
+  const signal = c.req.raw.signal;
+  return signal.aborted && (error === signal.reason || error.name === "AbortError");
 }
 
 /** What reading a request body throws when the client's connection goes away mid-body. */

@@ -39,7 +39,11 @@
  * `Decimal(38, 18)`, trailing zeros trimmed: never a float, never an
  * exponent). Timestamps are integer µs since the epoch, plus an ISO-8601
  * `time`. ClickHouse unreachable, or its tables missing, is a 503
- * `unavailable`.
+ * `unavailable`. Every query carries a `query_id` starting with
+ * {@linkcode API_QUERY_ID_PREFIX}; when the client goes away (the request's
+ * signal aborts) its running query is killed (`KILL QUERY … ASYNC`, best
+ * effort) and the request ends as a {@linkcode ClientGoneError}, logged at
+ * debug level.
  *
  * @module
  */
@@ -47,7 +51,7 @@
 import { Hono } from "hono";
 import type { Context } from "hono";
 import type { ClickHouseClient } from "@clickhouse/client";
-import { ApiError } from "./errors.ts";
+import { ApiError, ClientGoneError } from "./errors.ts";
 import { singleParams } from "./_params.ts";
 import {
   clickHouseErrorCode,
@@ -61,6 +65,7 @@ import type { LatestCache } from "../market/latest_cache.ts";
 import type { MarketStatus } from "../market/status.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { base64 } from "../lib/base64.ts";
+import { type Logger, nullLogger } from "../lib/log.ts";
 
 /** Default `limit` of `GET /ticks`. */
 export const DEFAULT_TICKS_LIMIT = 100;
@@ -85,6 +90,10 @@ export const EPOCH_US_THRESHOLD = 100_000_000_000_000;
  * `toDateTime(n)` wraps modulo 2^32 beyond it, so bounds past it are dropped.
  */
 export const MAX_DATETIME_S = 4_294_967_295;
+/** How the `query_id` of every query of these routes starts (see `system.processes`). */
+export const API_QUERY_ID_PREFIX = "tradewire-api-";
+/** How long the `KILL QUERY` of a query whose client went away may take, in ms. */
+export const KILL_QUERY_TIMEOUT_MS = 2_000;
 
 /** What the market-data routes read. */
 export interface MarketDataDeps {
@@ -100,6 +109,8 @@ export interface MarketDataDeps {
   symbols: () => Map<Exchange, string[]>;
   /** Where "now" comes from (the newest window of `GET /ticks`). @default {systemClock} */
   clock?: Clock;
+  /** Where a `KILL QUERY` that failed is told (debug level). @default {nullLogger} */
+  log?: Logger;
 }
 
 /** One trade of `GET /ticks`. */
@@ -453,6 +464,29 @@ function pushBound(
   if (bound !== null) where.push(bound);
 }
 
+/**
+ * Asks ClickHouse to stop the query `queryId` (`KILL QUERY … ASYNC`), within
+ * {@linkcode KILL_QUERY_TIMEOUT_MS}. Best effort: a failure is logged at
+ * debug level, never thrown (the query then runs to its end).
+ */
+async function killQuery(client: ClickHouseClient, queryId: string, log: Logger): Promise<void> {
+  const timeout = new AbortController();
+  const timer = setTimeout(() => timeout.abort(), KILL_QUERY_TIMEOUT_MS);
+  try {
+    await client.command({
+      query: `KILL QUERY WHERE query_id = ${literal(queryId)} ASYNC`,
+      abort_signal: timeout.signal,
+    });
+  } catch (error) {
+    log.debug("could not kill the query of a client that went away", {
+      query_id: queryId,
+      reason: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Routes
 // ---------------------------------------------------------------------------
@@ -471,7 +505,7 @@ function pushBound(
  * ```
  */
 export function marketDataRoutes(input: MarketDataDeps): Hono {
-  const deps = { ...input, clock: input.clock ?? systemClock };
+  const deps = { ...input, clock: input.clock ?? systemClock, log: input.log ?? nullLogger };
   const db = quoteIdentifier(deps.database);
 
   /** The exchanges a request may read `symbol` from; a 400 when there are none. */
@@ -503,15 +537,29 @@ export function marketDataRoutes(input: MarketDataDeps): Hono {
     return exchanges;
   };
 
+  /**
+   * Rows of `sql`. A query whose client went away (`signal` aborted) is
+   * killed on the server, by its query id: ClickHouse does not stop an HTTP
+   * SELECT when its connection closes (18.16 cannot; later releases only with
+   * `cancel_http_readonly_queries_on_client_close`, off by default). Then a
+   * {@linkcode ClientGoneError}.
+   */
   const query = async <T>(sql: string, signal: AbortSignal): Promise<T[]> => {
+    if (signal.aborted) throw new ClientGoneError("The client went away before the query");
+    const queryId = `${API_QUERY_ID_PREFIX}${crypto.randomUUID()}`;
     try {
       const result = await deps.clickhouse.query({
         query: sql,
         format: "JSONEachRow",
+        query_id: queryId,
         abort_signal: signal,
       });
       return await result.json<T>();
     } catch (error) {
+      if (signal.aborted) {
+        await killQuery(deps.clickhouse, queryId, deps.log);
+        throw new ClientGoneError("The client went away during the query", { cause: error });
+      }
       if (isClickHouseUnavailable(error)) {
         throw new ApiError(503, "unavailable", "ClickHouse is unreachable", { cause: error });
       }
