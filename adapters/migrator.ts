@@ -681,36 +681,53 @@ class MigrationConnection {
   ) {}
 
   /**
-   * Awaits `query`. Past `waitMs` it is cancelled (when it can be) and given
-   * `answerMs` more; with no answer by then the connection is presumed lost.
-   * A connection error marks the connection lost and is rethrown.
+   * Awaits `query`. Past `waitMs`, or once `signal` aborts, it is cancelled
+   * (when it can be) and given `answerMs` more; with no answer by then the
+   * connection is presumed lost. A connection error marks the connection lost
+   * and is rethrown. After an abort the signal's reason is thrown, whatever
+   * the query's outcome: the caller rolls back (or, the connection presumed
+   * lost, ends its session).
    */
-  async wait<T>(query: Waitable<T>, what: string, waitMs = this.timeouts.answerMs): Promise<T> {
+  async wait<T>(
+    query: Waitable<T>,
+    what: string,
+    waitMs = this.timeouts.answerMs,
+    signal?: AbortSignal,
+  ): Promise<T> {
     const pending = Promise.resolve(query);
     let cancelled = false;
+    let aborted = false;
+    let outcome: Settled<T>;
     try {
-      const first = await within(pending, waitMs);
-      if (first.answered) return first.value;
-      if (query.cancel) {
-        cancelled = true;
-        try {
-          query.cancel();
-        } catch { /* the cancel request failed: the wait below decides */ }
-        const second = await within(pending, this.timeouts.answerMs);
-        if (second.answered) return second.value;
+      outcome = await within(pending, waitMs, signal);
+      if (!outcome.answered) {
+        aborted = outcome.aborted;
+        if (query.cancel) {
+          cancelled = true;
+          try {
+            query.cancel();
+          } catch { /* the cancel request failed: the wait below decides */ }
+          outcome = await within(pending, this.timeouts.answerMs);
+        }
       }
     } catch (error) {
       if (databaseErrorKind(error) === "connection") this.lost = true;
-      else if (cancelled) {
+      if (aborted) throw signal!.reason;
+      if (cancelled) {
         throw new MigrationError(`${what} took longer than ${waitMs} ms and was cancelled`, {
           cause: error,
         });
       }
       throw error;
     }
+    if (outcome.answered) {
+      if (aborted) throw signal!.reason;
+      return outcome.value;
+    }
     this.lost = true;
     this.unanswered = true;
     pending.catch(() => {});
+    if (aborted) throw signal!.reason;
     const total = waitMs + (query.cancel ? this.timeouts.answerMs : 0);
     throw new MigrationConnectionError(
       `PostgreSQL did not answer ${what} within ${total} ms; ` +
@@ -719,21 +736,34 @@ class MigrationConnection {
   }
 }
 
-/** Settles with `promise`'s value, or unanswered after `ms`; rejects with its error. */
+/** How a bounded wait ended: with the promise's value, or unanswered (timed out or aborted). */
+type Settled<T> = { answered: true; value: T } | { answered: false; aborted: boolean };
+
+/**
+ * Settles with `promise`'s value, or unanswered after `ms` or once `signal`
+ * aborts (`aborted` says which); rejects with its error.
+ */
 async function within<T>(
   promise: Promise<T>,
   ms: number,
-): Promise<{ answered: true; value: T } | { answered: false }> {
+  signal?: AbortSignal,
+): Promise<Settled<T>> {
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let onAbort: (() => void) | undefined;
   try {
     return await Promise.race([
       promise.then((value) => ({ answered: true as const, value })),
-      new Promise<{ answered: false }>((resolve) => {
-        timer = setTimeout(() => resolve({ answered: false }), ms);
+      new Promise<Settled<T>>((resolve) => {
+        timer = setTimeout(() => resolve({ answered: false, aborted: false }), ms);
+        if (signal === undefined) return;
+        onAbort = () => resolve({ answered: false, aborted: true });
+        if (signal.aborted) onAbort();
+        else signal.addEventListener("abort", onAbort, { once: true });
       }),
     ]);
   } finally {
     clearTimeout(timer);
+    if (onAbort !== undefined) signal?.removeEventListener("abort", onAbort);
   }
 }
 
@@ -973,6 +1003,7 @@ export class Migrator {
             conn.sql`insert into ${conn.sql(SCHEMA_MIGRATIONS_TABLE)}
             (version, name, checksum, execution_ms)
             values (${file.version}, ${file.name}, ${file.checksum}, ${ms})`,
+          signal,
         );
         run.applied.push({ version: file.version, name: file.name, executionMs });
         run.total++;
@@ -998,6 +1029,7 @@ export class Migrator {
             conn.sql`delete from ${
               conn.sql(SCHEMA_MIGRATIONS_TABLE)
             } where version = ${file.version}`,
+          signal,
         );
         run.reverted.push({ version: file.version, name: file.name, executionMs });
         run.total--;
@@ -1006,12 +1038,19 @@ export class Migrator {
     return run;
   }
 
-  /** Runs one file's up or down text and `record` in one transaction; returns its duration. */
+  /**
+   * Runs one file's up or down text and `record` in one transaction; returns
+   * its duration. When `signal` aborts while the text runs, the statement is
+   * cancelled and the transaction rolled back, and the signal's reason thrown
+   * (a cancel PostgreSQL does not answer within `answerMs` leaves the
+   * connection presumed lost: {@linkcode Migrator} ends its session).
+   */
   async #pgRun(
     conn: MigrationConnection,
     file: MigrationFile,
     direction: "up" | "down",
     record: (executionMs: number) => PendingQuery<Row[]>,
+    signal: AbortSignal | undefined,
   ): Promise<number> {
     const text = direction === "up" ? file.up : file.down ?? "";
     const label = direction === "up" ? file.file : file.downFile ?? file.file;
@@ -1020,7 +1059,7 @@ export class Migrator {
       await conn.wait(conn.sql.unsafe("begin"), `the begin of ${label}`);
       const started = performance.now();
       if (text.trim() !== "") {
-        await conn.wait(conn.sql.unsafe(text), label, this.#timeouts.statementMs);
+        await conn.wait(conn.sql.unsafe(text), label, this.#timeouts.statementMs, signal);
       }
       executionMs = Math.round(performance.now() - started);
       await conn.wait(record(executionMs), `the schema_migrations row of ${label}`);
@@ -1029,6 +1068,7 @@ export class Migrator {
       if (!conn.lost) {
         await conn.wait(conn.sql.unsafe("rollback"), `the rollback of ${label}`).catch(() => {});
       }
+      if (signal?.aborted && error === signal.reason) throw error;
       const message = error instanceof Error ? error.message : String(error);
       throw new MigrationApplyError(label, `PostgreSQL migration ${label} failed: ${message}`, {
         cause: error,
