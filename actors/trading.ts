@@ -132,8 +132,9 @@ export interface TradingChildSpec extends ChildSpec {
 }
 
 /**
- * The broker factories of a configuration: `paper` always (commission and
- * slippage from `brokers.paper`), `alpaca` when `brokers.alpaca.enabled`.
+ * The broker factories of a configuration: `paper` always (commission,
+ * slippage and the US equity session from `brokers.paper`), `alpaca` when
+ * `brokers.alpaca.enabled`.
  */
 export function configuredBrokers(
   deps: Pick<TradingDeps, "config" | "nats" | "cache" | "log" | "clock" | "names">,

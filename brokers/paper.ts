@@ -51,7 +51,9 @@
  * queues one for the open — is accepted and rests until then (a market order
  * then fills at the first fresh quote of the session); an `ioc` or `fok`
  * order is cancelled at once, since it cannot fill at submit. Crypto trades
- * around the clock.
+ * around the clock, and so do US equities with the option
+ * `us_equity_session: "always"` (`brokers.paper.us_equity_session`), for
+ * demos and tests outside market hours.
  *
  * Refusals: `submit` throws a {@linkcode BrokerRejectedError} — and emits no
  * event — for an order it cannot take: invalid fields, an unknown exchange,
@@ -153,7 +155,10 @@ const BPS = new Decimal(10_000);
 const ONE_BPS = new Decimal("0.0001");
 const EXCHANGE_SET: ReadonlySet<string> = new Set(EXCHANGES);
 
-/** Commission and slippage settings: the `brokers.paper` section of the config. */
+/** When US equity orders are matched; see {@linkcode PaperBrokerOptions.us_equity_session}. */
+export type PaperUsEquitySession = "regular" | "always";
+
+/** Commission, slippage and session settings: the `brokers.paper` section of the config. */
 export interface PaperBrokerOptions {
   /** Commission in basis points of a fill's notional (decimal text). */
   commission_bps: string;
@@ -161,6 +166,14 @@ export interface PaperBrokerOptions {
   commission_min: string;
   /** Slippage in basis points, against the order (decimal text, < 10000). */
   slippage_bps: string;
+  /**
+   * When US equity orders are matched: `regular`, only in the NYSE regular
+   * session (see the module doc); `always`, at any hour, as crypto — for
+   * demos and tests outside market hours. Day orders still expire at the
+   * session's close.
+   * @default {"regular"}
+   */
+  us_equity_session?: PaperUsEquitySession | undefined;
 }
 
 /** What {@linkcode paperBroker} needs. */
@@ -451,6 +464,7 @@ export class PaperBroker implements Broker {
   readonly fillCosts: FillCostBound;
   readonly #prefix: string;
   readonly #assetClass: (symbol: string) => "crypto" | "us_equity";
+  readonly #usEquityAlways: boolean;
   readonly #expiryCheckMs: number;
   readonly #maxClosed: number;
   readonly #open = new Map<string, PaperOrder>();
@@ -498,6 +512,11 @@ export class PaperBroker implements Broker {
     };
     this.#prefix = deps.subject_prefix ?? "";
     this.#assetClass = deps.asset_class ?? defaultAssetClass;
+    const session = deps.options.us_equity_session ?? "regular";
+    if (session !== "regular" && session !== "always") {
+      throw new RangeError(`us_equity_session must be regular or always, got ${String(session)}`);
+    }
+    this.#usEquityAlways = session === "always";
     this.#expiryCheckMs = deps.expiry_check_ms ?? DEFAULT_PAPER_EXPIRY_CHECK_MS;
     if (!Number.isFinite(this.#expiryCheckMs) || this.#expiryCheckMs < 1) {
       throw new RangeError(`expiry_check_ms must be >= 1, got ${this.#expiryCheckMs}`);
@@ -796,11 +815,12 @@ export class PaperBroker implements Broker {
 
   /**
    * From when (µs) prices of `symbol` count at `now`: since ever (0) for
-   * crypto, since the opening bell for a US equity in its regular session,
-   * and none (null) while that session is closed.
+   * crypto and, with `us_equity_session: always`, for a US equity; else since
+   * the opening bell for a US equity in its regular session, and none (null)
+   * while that session is closed.
    */
   #pricesSinceUs(symbol: string, now: number): number | null {
-    if (this.#assetClass(symbol) !== "us_equity") return 0;
+    if (this.#usEquityAlways || this.#assetClass(symbol) !== "us_equity") return 0;
     let session = this.#session;
     if (session === null || now < session.from_ms || now >= session.until_ms) {
       session = this.#session = sessionWindowAt(now);

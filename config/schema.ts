@@ -292,7 +292,12 @@ export const DEFAULT_CONFIG = {
     max_signal_attempts: 10,
   },
   brokers: {
-    paper: { commission_bps: "0", commission_min: "0", slippage_bps: "0" },
+    paper: {
+      commission_bps: "0",
+      commission_min: "0",
+      slippage_bps: "0",
+      us_equity_session: "regular",
+    },
     alpaca: {
       enabled: false,
       base_url: "https://paper-api.alpaca.markets",
@@ -471,6 +476,12 @@ function feedCommon<const C extends readonly [string, ...string[]]>(
 export const BROKERS = ["paper", "alpaca"] as const;
 /** Market-hours modes of the risk checks. */
 export const MARKET_HOURS = ["always", "us_equity"] as const;
+/**
+ * When the paper broker matches US equity orders: `regular` only in the NYSE
+ * regular session (as Alpaca without `extended_hours`), `always` at any hour
+ * (demos and tests outside market hours).
+ */
+export const PAPER_US_EQUITY_SESSIONS = ["regular", "always"] as const;
 
 const DECIMAL_TEXT = /^\d+(\.\d+)?$/;
 
@@ -782,6 +793,9 @@ export const configSchema = z.object({
       commission_bps: bps().default(D.brokers.paper.commission_bps),
       commission_min: money().default(D.brokers.paper.commission_min),
       slippage_bps: bps(true).default(D.brokers.paper.slippage_bps),
+      us_equity_session: oneOf(PAPER_US_EQUITY_SESSIONS).default(
+        D.brokers.paper.us_equity_session,
+      ),
     }),
     alpaca: section({
       enabled: bool().default(D.brokers.alpaca.enabled),

@@ -13,8 +13,9 @@ import assert from "node:assert/strict";
 import { connect } from "@nats-io/transport-node";
 import type { BrokerEvent, BrokerOrderRequest } from "../brokers/broker.ts";
 import { BrokerRejectedError } from "../brokers/broker.ts";
-import { paperBroker } from "../brokers/paper.ts";
-import { loadConfig } from "../config/mod.ts";
+import { paperBroker, type PaperBrokerOptions } from "../brokers/paper.ts";
+import { configuredBrokers } from "../actors/trading.ts";
+import { ConfigError, loadConfig } from "../config/mod.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { nullLogger } from "../lib/log.ts";
 import type { Exchange, TopEvent, TradeEvent } from "../market/events.ts";
@@ -116,10 +117,10 @@ function summary(event: BrokerEvent): string {
 }
 
 /** A paper broker without NATS on a clock set by the test, its events collected. */
-function scene(start: number) {
+function scene(start: number, options: PaperBrokerOptions = NO_FEES) {
   const clock = new SetClock(start);
   const cache = new LatestCache({ clock });
-  const broker = paperBroker({ cache, options: NO_FEES, max_price_age_ms: 5_000, clock });
+  const broker = paperBroker({ cache, options, max_price_age_ms: 5_000, clock });
   const events: BrokerEvent[] = [];
   broker.onEvent((event) => {
     events.push(event);
@@ -437,4 +438,83 @@ Deno.test("paper US equity orders on NATS do not fill on after-hours messages, a
     await broker[Symbol.asyncDispose]();
     await nc.close();
   }
+});
+
+Deno.test("with us_equity_session always the paper broker matches US equity orders after hours and pre-market; with regular they wait for the open", async () => {
+  const filledWhileClosed: Record<string, string[]> = {};
+  for (const session of ["always", "regular"] as const) {
+    const { broker, events, tick, fills } = scene(TUE_AFTER_HOURS, {
+      ...NO_FEES,
+      us_equity_session: session,
+    });
+    await using _ = broker;
+    // 18:30 ET: the after-hours book crosses the limit at submit.
+    await tick(TUE_AFTER_HOURS, [top("AAPL", TUE_AFTER_HOURS, "190.00", "190.05")]);
+    await broker.submit(order({ client_order_id: "lim-1", limit_price: d("195") }));
+    await broker.submit(order({ client_order_id: "lim-2", limit_price: d("185") }));
+    await broker.submit(
+      order({ client_order_id: "ioc", limit_price: d("180"), time_in_force: "ioc" }),
+    );
+    await broker.settled();
+    // 04:05 ET: a pre-market quote crosses the resting one.
+    await tick(WED_PRE_MARKET, [top("AAPL", WED_PRE_MARKET, "184.00", "184.02")]);
+    filledWhileClosed[session] = [
+      ...fills(),
+      ...events.filter((e) => e.type === "cancelled").map(summary),
+    ];
+  }
+  assert.deepEqual(filledWhileClosed, {
+    always: [
+      "fill lim-1 190.05",
+      "fill lim-2 184.02",
+      "cancelled ioc: ioc order could not fill at submit",
+    ],
+    regular: [
+      "cancelled ioc: ioc order could not fill at submit: the US equity regular session is closed",
+    ],
+  });
+});
+
+Deno.test("brokers.paper.us_equity_session is regular by default, reaches the engine's paper broker, and a bad value is invalid configuration naming the key", async () => {
+  const defaults = await loadConfig({ args: [], env: {} });
+  assert.equal(defaults.brokers.paper.us_equity_session, "regular");
+
+  const nc = await connect({ servers: "127.0.0.1:4222" });
+  try {
+    for (const session of ["always", "regular"] as const) {
+      const config = await loadConfig({
+        args: [],
+        env: { TRADEWIRE_BROKERS__PAPER__US_EQUITY_SESSION: session },
+      });
+      assert.equal(config.brokers.paper.us_equity_session, session);
+      const clock = new SetClock(TUE_AFTER_HOURS);
+      const cache = new LatestCache({ clock });
+      cache.update([top("AAPL", TUE_AFTER_HOURS, "190.00", "190.05")]);
+      // The broker the trading subtree creates from the configuration.
+      const broker = configuredBrokers({ config, nats: nc, cache, log: nullLogger, clock })
+        .get("paper")!();
+      await using _ = broker;
+      const events: BrokerEvent[] = [];
+      broker.onEvent((event) => {
+        events.push(event);
+      });
+      await broker.submit(
+        order({ client_order_id: "ioc", limit_price: d("195"), time_in_force: "ioc" }),
+      );
+      const state = await broker.getOrder("ioc");
+      assert.equal(state?.status, session === "always" ? "filled" : "cancelled", session);
+    }
+  } finally {
+    await nc.close();
+  }
+
+  const error = await loadConfig({
+    args: [],
+    env: { TRADEWIRE_BROKERS__PAPER__US_EQUITY_SESSION: "extended" },
+  }).catch((e: unknown) => e);
+  assert.ok(error instanceof ConfigError, String(error));
+  assert.match(
+    error.message,
+    /^ {2}brokers\.paper\.us_equity_session: expected one of regular, always, got "extended"/m,
+  );
 });

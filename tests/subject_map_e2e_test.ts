@@ -32,7 +32,10 @@ Deno.test("the subject map: BRK.B's quote, order transitions, fill, position, sn
   await watcher.flush();
   await using engine = await startEngineProcess({
     NATS_URL: nats.url,
+    // BRK.B is bought and filled whatever the hour: neither the risk check nor the paper broker
+    // waits for the NYSE regular session.
     TRADEWIRE_RISK__EXCHANGES__ALPACA__MARKET_HOURS: "always",
+    TRADEWIRE_BROKERS__PAPER__US_EQUITY_SESSION: "always",
     TRADEWIRE_PORTFOLIO__SNAPSHOT_INTERVAL_MS: "1000",
   });
   try {
