@@ -26,13 +26,14 @@ import { migrationsActor, MigrationsState } from "./actors/migrations.ts";
 import { INSTANCE_LOCK_KEY_OFFSET, instanceLockActor } from "./actors/instance_lock.ts";
 import { connectNats, ENGINE_STREAMS, pingNats, subject } from "./adapters/nats.ts";
 import { encodeJson } from "./adapters/codec.ts";
-import { createPostgres, pingPostgres } from "./adapters/postgres.ts";
+import { createPostgres, probePostgres } from "./adapters/postgres.ts";
 import { createClickHouse, pingClickHouse } from "./adapters/clickhouse.ts";
 import { createApp } from "./api/app.ts";
 import { httpServer } from "./api/server.ts";
-import type { HealthSource } from "./api/health.ts";
+import { type HealthSource, UnusableServiceError } from "./api/health.ts";
 import { configuredSymbols, marketSupervisor } from "./actors/market.ts";
 import { type TradingChildSpec, tradingSupervisor } from "./actors/trading.ts";
+import { executionProblems } from "./actors/execution.ts";
 import { type Broker, type BrokerStreamStatus, streamProblem } from "./brokers/broker.ts";
 import { tradingRoutes } from "./api/trading.ts";
 import { DEFAULT_BATCH_WRITER_CONSUMER, mdCleanStream } from "./market/md_stream.ts";
@@ -207,7 +208,7 @@ export async function startEngine(
       version: VERSION,
       startedAt,
       probes: {
-        postgres: () => pingPostgres(sql),
+        postgres: () => postgresProbe(sql),
         nats: () => pingNats(nats),
         clickhouse: () => pingClickHouse(clickhouse),
       },
@@ -223,6 +224,7 @@ export async function startEngine(
         ...marketProblems(config, market),
         ...brokerProblems(trading.brokers),
         ...streams.problems(),
+        ...executionProblems(trading.engine),
       ],
     };
     const children: ChildSpec[] = [
@@ -424,6 +426,19 @@ function marketProblems(config: Config, market: MarketStatus): string[] {
   const dropped = market.droppedRecently(Date.now());
   if (dropped !== null) problems.push(`batch writer: ${dropped}`);
   return problems;
+}
+
+/**
+ * Health's PostgreSQL probe: the round trip, in ms, of a query that also asks
+ * whether the server takes writes. It rejects when PostgreSQL does not answer,
+ * and when it answers read-only (a standby, as after a failover onto it; a
+ * database set `default_transaction_read_only`) — the engine can record no
+ * signal, order or fill then: `postgres is read-only (…)`, health down.
+ */
+async function postgresProbe(sql: Sql): Promise<number> {
+  const { latency_ms, read_only } = await probePostgres(sql);
+  if (read_only !== null) throw new UnusableServiceError(`read-only (${read_only})`);
+  return latency_ms;
 }
 
 /** Each broker's event stream as health reports it (brokers without a stream are left out). */

@@ -34,9 +34,13 @@
  *   transaction committed. A crash before that means redelivery after the ack
  *   wait; the engine finds the signals stored and returns their outcomes, so
  *   every signal is processed exactly once. When the transaction fails for
- *   want of the database (unreachable, timed out, a serialization conflict)
- *   the messages are negatively acknowledged with a delay and come back, and
- *   the next batch waits for that delay. When a batch of several fails for
+ *   want of the database (unreachable, timed out, a serialization conflict,
+ *   or refusing work for now: read-only — a standby, as during a failover —
+ *   out of disk or memory) the messages are negatively acknowledged with a
+ *   delay and come back, and the next batch waits for that delay; from such
+ *   a failure until a batch commits, {@linkcode ExecutionChildSpec.problems}
+ *   (and {@linkcode executionProblems}) says since when and how many signals
+ *   are held, for health. When a batch of several fails for
  *   any other reason, which may be one message's, its messages come back at
  *   once and are each handed in alone until acknowledged: a message that
  *   fails every time comes back with a growing delay (by its delivery count)
@@ -118,6 +122,7 @@ import {
   NATS_SILENCE_DETECTION_MS,
   type StreamSpec,
 } from "../adapters/nats.ts";
+import { isTemporaryRefusal } from "../adapters/postgres.ts";
 import type { Config } from "../config/mod.ts";
 import { DbConnectionError, DbTimeoutError, SerializationError } from "../db/mod.ts";
 import { backoffDelay } from "../lib/backoff.ts";
@@ -236,10 +241,45 @@ export interface ExecutionActorCounters {
   kill_switch_requests: number;
 }
 
-/** The actor's {@linkcode ChildSpec}, with its counters. */
+/** The actor's {@linkcode ChildSpec}, with its counters and its problems for health. */
 export interface ExecutionChildSpec extends ChildSpec {
   /** Figures kept across restarts. */
   readonly counters: ExecutionActorCounters;
+  /**
+   * Why signals are not being recorded, for health (empty while they are):
+   * from a signal batch failing for want of the database until one commits,
+   * since when, how many signals received are held, and the last error.
+   */
+  problems(): string[];
+}
+
+/** Signal batches failing for want of the database, as the consume loop sees them. */
+interface DatabaseOutage {
+  /** Since when (the clock's ms) batches have failed so; null once one commits. */
+  since: number | null;
+  /** The last such failure, as text. */
+  error: string;
+  /** Stream sequences of the messages received and not yet acknowledged by the running loop. */
+  held: Set<number>;
+}
+
+/** Longest error text in a health problem, in UTF-16 code units. */
+const MAX_PROBLEM_ERROR_TEXT = 200;
+
+// The problems of the actor feeding each engine: health reaches the engine, not the actor.
+const problemsOfEngine = new WeakMap<ExecutionEngine, () => string[]>();
+
+/**
+ * The problems ({@linkcode ExecutionChildSpec.problems}) of the execution
+ * actor last created for `engine`; none when there is none.
+ *
+ * @example
+ * ```ts
+ * health.degraded = () => [...executionProblems(trading.engine)];
+ * ```
+ */
+export function executionProblems(engine: ExecutionEngine): string[] {
+  return problemsOfEngine.get(engine)?.() ?? [];
 }
 
 /**
@@ -259,6 +299,8 @@ export function executionActor(deps: ExecutionActorDeps): ExecutionChildSpec {
     failed_batches: 0,
     kill_switch_requests: 0,
   };
+  // Kept across restarts: an outage outlives a restart of the actor.
+  const outage: DatabaseOutage = { since: null, error: "", held: new Set() };
   let consumer: Consumer | null = null;
   // Of the life of the stream the consumer reads: "js-", or "js-<created ms>-".
   let keyPrefix = "js-";
@@ -297,6 +339,7 @@ export function executionActor(deps: ExecutionActorDeps): ExecutionChildSpec {
         signal: ctx.signal,
         warm_until: warmUntil,
         key_prefix: keyPrefix,
+        outage,
       }),
     async stop(ctx) {
       if (killSwitch !== null) {
@@ -311,7 +354,18 @@ export function executionActor(deps: ExecutionActorDeps): ExecutionChildSpec {
     ...(deps.log ? { log: deps.log } : {}),
     ...(deps.clock ? { clock: deps.clock } : {}),
   });
-  return Object.assign(spec, { counters });
+  const problems = () => {
+    if (outage.since === null) return [];
+    const error = outage.error.length > MAX_PROBLEM_ERROR_TEXT
+      ? `${outage.error.slice(0, MAX_PROBLEM_ERROR_TEXT - 1)}…`
+      : outage.error;
+    return [
+      `execution cannot record signals since ${new Date(outage.since).toISOString()} ` +
+      `(${outage.held.size} held, the database unavailable): ${error}`,
+    ];
+  };
+  problemsOfEngine.set(deps.engine, problems);
+  return Object.assign(spec, { counters, problems });
 }
 
 /**
@@ -443,6 +497,8 @@ interface ConsumeLoopContext {
   warm_until: number;
   /** Of the stream life's signal keys ({@linkcode SignalInputOptions.key_prefix}). */
   key_prefix: string;
+  /** Batches failing for want of the database: updated by the loop, read by health. */
+  outage: DatabaseOutage;
 }
 
 async function consumeLoop(
@@ -451,7 +507,9 @@ async function consumeLoop(
   counters: ExecutionActorCounters,
   context: ConsumeLoopContext,
 ): Promise<void> {
-  const { log, clock, signal } = context;
+  const { log, clock, signal, outage } = context;
+  const unacked = new Set<number>();
+  outage.held = unacked;
   const o = deps.options ?? {};
   const names = { subject_prefix: o.subject_prefix, key_prefix: context.key_prefix };
   const batchMax = deps.config.execution.batch_max;
@@ -472,6 +530,7 @@ async function consumeLoop(
       abort_on_missing_resource: true,
       callback: (msg) => {
         buffer.push(msg);
+        unacked.add(msg.seq);
         counters.messages++;
         if (msg.redelivered) counters.redelivered++;
         wake.notify();
@@ -557,8 +616,10 @@ async function consumeLoop(
       const settled: Promise<void> = handed.outcomes.then(() => {
         counters.batches++;
         failures = 0;
+        outage.since = null;
         for (const msg of batch) {
           msg.ack();
+          unacked.delete(msg.seq);
           alone.delete(msg.seq);
           failedFor.delete(msg.seq);
           ownFailures.delete(msg.seq);
@@ -568,6 +629,10 @@ async function consumeLoop(
         counters.failed_batches++;
         const stop = error instanceof ExecutionNotReadyError || signal.aborted;
         const databaseDown = isDatabaseUnavailable(error);
+        if (databaseDown && !stop) {
+          outage.since ??= clock.now();
+          outage.error = errorText(error);
+        }
         if (!stop && !databaseDown && batch.length > 1) {
           // Not the database's fault: maybe one message's. Each comes back at once, to go alone.
           for (const msg of batch) {
@@ -636,6 +701,7 @@ async function consumeLoop(
     await messages?.close().catch(() => {});
     // What was pulled but not handed in goes back at once, to this or the next consumer.
     for (const msg of buffer.splice(0)) msg.nak();
+    unacked.clear();
   }
 }
 
@@ -659,11 +725,13 @@ function storableFailure(text: string): string {
 
 /**
  * Whether a failed batch failed for want of the database (unreachable, too
- * slow, or a serialization conflict): every batch would fail alike for a while.
+ * slow, a serialization conflict, or refusing work for now: read-only, out of
+ * disk or memory — `isTemporaryRefusal`): every batch would fail alike for a
+ * while, and none of its signals is to blame.
  */
 function isDatabaseUnavailable(error: unknown): boolean {
   return error instanceof DbConnectionError || error instanceof DbTimeoutError ||
-    error instanceof SerializationError;
+    error instanceof SerializationError || isTemporaryRefusal(error);
 }
 
 /** What {@linkcode holdAfterOutage} returns to the consume loop. */

@@ -1,7 +1,7 @@
 /**
- * The PostgreSQL adapter: a configured postgres.js pool, a ping, a patient
- * connect loop for start-up, database creation, and a coarse classification
- * of database errors.
+ * The PostgreSQL adapter: a configured postgres.js pool, a ping, a probe of
+ * whether the server takes writes, a patient connect loop for start-up,
+ * database creation, and a coarse classification of database errors.
  *
  * `NUMERIC` (OID 1700) and `BIGINT` values come back as strings, never as
  * floats: money is `NUMERIC(20,8)`.
@@ -300,6 +300,41 @@ export async function pingPostgres(sql: Sql): Promise<number> {
   return performance.now() - started;
 }
 
+/** What {@linkcode probePostgres} found. */
+export interface PostgresProbe {
+  /** Round trip in milliseconds. */
+  latency_ms: number;
+  /**
+   * Why the server takes no writes on this connection, null when it takes
+   * them: `"in recovery"` (a standby, as after a failover onto it, until it
+   * is promoted) or `"transaction_read_only is on"` (the database or role set
+   * `default_transaction_read_only`).
+   */
+  read_only: "in recovery" | "transaction_read_only is on" | null;
+}
+
+/**
+ * Asks a pooled connection, in one round trip, whether PostgreSQL answers and
+ * takes writes: a standby or a database set read-only answers `select 1` but
+ * refuses every write. Throws when PostgreSQL does not answer.
+ *
+ * @example
+ * ```ts
+ * const { latency_ms, read_only } = await probePostgres(sql);
+ * if (read_only !== null) console.warn(`PostgreSQL takes no writes: ${read_only}`);
+ * ```
+ */
+export async function probePostgres(sql: Sql): Promise<PostgresProbe> {
+  const started = performance.now();
+  const [row] = await sql<{ recovery: boolean; read_only: boolean }[]>`
+    select pg_is_in_recovery() as recovery,
+      current_setting('transaction_read_only') = 'on' as read_only`;
+  const latency_ms = performance.now() - started;
+  if (row?.recovery === true) return { latency_ms, read_only: "in recovery" };
+  if (row?.read_only === true) return { latency_ms, read_only: "transaction_read_only is on" };
+  return { latency_ms, read_only: null };
+}
+
 /** Retry schedule of {@linkcode waitForPostgres}: exponential backoff with jitter. */
 export interface PostgresRetryOptions {
   /** Delay before the second attempt, in ms. @default {250} */
@@ -454,7 +489,10 @@ export type DatabaseErrorKind =
   | "timeout"
   /** A serialization failure (40001) or deadlock (40P01): retry the transaction. */
   | "serialization"
-  /** Anything else. */
+  /**
+   * Anything else, such as the server refusing work for now
+   * ({@linkcode isTemporaryRefusal}: read-only, out of disk or memory).
+   */
   | "other";
 
 /** Error codes (errno and SQLSTATE) that mean the connection failed, besides class 08. */
@@ -493,6 +531,40 @@ export function kindOfCode(code: string): Exclude<DatabaseErrorKind, "other"> | 
   if (code === "40001" || code === "40P01") return "serialization";
   if (code === "57014" || code === "55P03" || code === "25P03") return "timeout";
   return null;
+}
+
+/**
+ * SQLSTATEs of a server that answers but refuses work for now, whatever the
+ * statement: 25006 read_only_sql_transaction (a standby, as after a failover
+ * onto it; a database set `default_transaction_read_only`), 53000
+ * insufficient_resources, 53100 disk_full, 53200 out_of_memory. 53300
+ * too_many_connections is a connection code (the connection was refused),
+ * and so are 57P01–57P03 (shutting down, starting up).
+ */
+export const TEMPORARY_REFUSAL_CODES: ReadonlySet<string> = new Set([
+  "25006",
+  "53000",
+  "53100",
+  "53200",
+]);
+
+/**
+ * Whether PostgreSQL refused `error`'s statement for a state of its own
+ * ({@linkcode TEMPORARY_REFUSAL_CODES}), looking through `cause` chains and
+ * `AggregateError`s: every statement fails alike until that passes, so the
+ * work waits as in an outage instead of being failed. Unlike a connection
+ * lost with a statement sent, the statement took no effect. The kind of such
+ * an error is `"other"`: `db/errors.ts` maps it to no domain error.
+ *
+ * @example
+ * ```ts
+ * try { await sql`insert …`; } catch (e) {
+ *   if (databaseErrorKind(e) === "connection" || isTemporaryRefusal(e)) { … } // retry later
+ * }
+ * ```
+ */
+export function isTemporaryRefusal(error: unknown): boolean {
+  return findByCode(error, (code) => TEMPORARY_REFUSAL_CODES.has(code) ? true : null) ?? false;
 }
 
 /**

@@ -15,12 +15,35 @@ export type Component = typeof COMPONENTS[number];
 
 /** The state of one backing service. */
 export interface ComponentHealth {
-  /** Whether its probe answered in time. */
+  /** Whether its probe answered in time and found it able to do its work. */
   status: "up" | "down";
   /** Probe round trip in milliseconds; null when down. */
   latency_ms: number | null;
   /** Why it is down. */
   error?: string;
+}
+
+/**
+ * A probe's finding that its service answers but cannot do the engine's work
+ * (PostgreSQL read-only): the service counts as down, and its problem reads
+ * `<service> is <message>` (`postgres is read-only (in recovery)`) instead
+ * of `<service> is down: <message>`.
+ *
+ * @example
+ * ```ts
+ * const probe = async () => {
+ *   const { latency_ms, read_only } = await probePostgres(sql);
+ *   if (read_only !== null) throw new UnusableServiceError(`read-only (${read_only})`);
+ *   return latency_ms;
+ * };
+ * ```
+ */
+export class UnusableServiceError extends Error {
+  /** Creates the error; `message` says what the service is, e.g. `read-only (in recovery)`. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "UnusableServiceError";
+  }
 }
 
 /** The body of `GET /api/health/detailed`. */
@@ -50,7 +73,11 @@ export interface HealthSource {
   version: string;
   /** When the engine started, in milliseconds since the epoch. */
   startedAt: number;
-  /** A probe per service: resolves to its latency in milliseconds, rejects when it is down. */
+  /**
+   * A probe per service: resolves to its latency in milliseconds, rejects when
+   * it is down — with an {@linkcode UnusableServiceError} when it answers but
+   * cannot do its work.
+   */
   probes: Record<Component, () => Promise<number>>;
   /** The supervision tree's rows. */
   actors: () => ActorInfo[];
@@ -74,16 +101,16 @@ export async function detailedHealth(source: HealthSource): Promise<DetailedHeal
     COMPONENTS.map((name) => probe(source.probes[name], timeoutMs)),
   );
   const components = Object.fromEntries(
-    COMPONENTS.map((name, i) => [name, results[i]]),
+    COMPONENTS.map((name, i) => [name, results[i]!.health]),
   ) as Record<Component, ComponentHealth>;
   const actors = source.actors();
   const problems: string[] = [];
-  for (const name of COMPONENTS) {
-    const { status, error } = components[name];
-    if (status === "down") {
-      problems.push(`${name} is down${error === undefined ? "" : `: ${error}`}`);
-    }
-  }
+  COMPONENTS.forEach((name, i) => {
+    const { health: { status, error }, unusable } = results[i]!;
+    if (status !== "down") return;
+    if (unusable) problems.push(`${name} is ${error}`);
+    else problems.push(`${name} is down${error === undefined ? "" : `: ${error}`}`);
+  });
   for (const actor of actors) {
     if (HEALTHY_ACTOR.has(actor.status)) continue;
     const why = actor.last_error === null ? "" : ` (last error: ${actor.last_error})`;
@@ -104,19 +131,29 @@ export async function detailedHealth(source: HealthSource): Promise<DetailedHeal
   };
 }
 
-async function probe(check: () => Promise<number>, timeoutMs: number): Promise<ComponentHealth> {
+/** A probe's outcome; `unusable` when it rejected with an {@linkcode UnusableServiceError}. */
+async function probe(
+  check: () => Promise<number>,
+  timeoutMs: number,
+): Promise<{ health: ComponentHealth; unusable: boolean }> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
   });
   try {
     const latency = await Promise.race([check(), timeout]);
-    return { status: "up", latency_ms: Math.round(latency * 1000) / 1000 };
+    return {
+      health: { status: "up", latency_ms: Math.round(latency * 1000) / 1000 },
+      unusable: false,
+    };
   } catch (error) {
     return {
-      status: "down",
-      latency_ms: null,
-      error: error instanceof Error ? error.message : String(error),
+      health: {
+        status: "down",
+        latency_ms: null,
+        error: error instanceof Error ? error.message : String(error),
+      },
+      unusable: error instanceof UnusableServiceError,
     };
   } finally {
     clearTimeout(timer);
