@@ -28,10 +28,19 @@
  * - `cursor`: the `next_cursor` of the previous ticks page (opaque). Pages
  *   follow the keyset (`ts_exchange`, `exchange`, `trade_id`) descending
  *   (ids of one microsecond shorter first, so numeric ids go by number), so
- *   rows arriving meanwhile never shift a page (no OFFSET). A page reads the
- *   newest hour first, then the day, week and month before, then the rest
- *   ({@linkcode tickWindows}), so recent pages never read (and FINAL-merge)
- *   a pair's whole history.
+ *   rows arriving meanwhile never shift a page (no OFFSET).
+ * - Both ticks and candles read newest first, in windows that widen only
+ *   while they come back short ({@linkcode readNewestFirst}): ticks the hour
+ *   before the anchor, then the day, week and month before, then windows
+ *   twice as deep each ({@linkcode tickWindows}); candles `limit` × the
+ *   interval, then windows four times as deep each
+ *   ({@linkcode candleWindows}). The anchor is the cursor, else now, or `to`
+ *   when earlier; the first window is open above (up to `to`), so rows
+ *   stamped ahead of our clock are not missed. Past a window that found
+ *   nothing, cheap `LIMIT 1` probes find the newest older row (or that there
+ *   is none, which ends the read). So an answer reads about what it returns,
+ *   not the symbol's whole history, with or without `from`, with a `to` far
+ *   ahead, and for a symbol halted long ago.
  * - Unknown query parameters are a 400 (a typo such as `form=` must not be
  *   silently ignored).
  *
@@ -50,7 +59,7 @@
 
 import { Hono } from "hono";
 import type { Context } from "hono";
-import type { ClickHouseClient } from "@clickhouse/client";
+import type { ClickHouseClient, ClickHouseSettings } from "@clickhouse/client";
 import { ApiError, ClientGoneError } from "./errors.ts";
 import { singleParams } from "./_params.ts";
 import {
@@ -92,6 +101,8 @@ export const EPOCH_US_THRESHOLD = 100_000_000_000_000;
 export const MAX_DATETIME_S = 4_294_967_295;
 /** How the `query_id` of every query of these routes starts (see `system.processes`). */
 export const API_QUERY_ID_PREFIX = "tradewire-api-";
+/** Settings of an existence probe: one thread reading one row at a time stops at the first. */
+const PROBE_SETTINGS: ClickHouseSettings = { max_threads: 1, max_block_size: "1" };
 /** How long the `KILL QUERY` of a query whose client went away may take, in ms. */
 export const KILL_QUERY_TIMEOUT_MS = 2_000;
 
@@ -181,6 +192,18 @@ export interface CandlesPage {
   candles: CandleRow[];
 }
 
+/** A row of the candles query, every value as text. */
+interface CandleQueryRow {
+  ex: Exchange;
+  bs: string;
+  o: string;
+  h: string;
+  l: string;
+  c: string;
+  v: string;
+  n: string;
+}
+
 /** A row of the ticks query, every value as text. */
 interface TickQueryRow {
   ex: Exchange;
@@ -192,11 +215,16 @@ interface TickQueryRow {
   tsl: string;
 }
 
-/** Spans (seconds before the anchor) of the windows `GET /ticks` reads in turn; then the rest. */
+/**
+ * Spans (seconds before the anchor) of the first windows `GET /ticks` reads in
+ * turn; each later one reaches twice as far as the one before.
+ */
 export const TICK_WINDOWS_S = [3_600, 86_400, 7 * 86_400, 31 * 86_400] as const;
+/** How many times further back each window of `GET /candles` reaches than the one before. */
+export const CANDLE_WINDOW_GROWTH = 4;
 
-/** One time window of a ticks query, on `timestamp` seconds: `[lower, upper)`, null = open. */
-export interface TickWindow {
+/** One time window of a query, on a `DateTime` column in seconds: `[lower, upper)`, null = open. */
+export interface ScanWindow {
   /** Inclusive lower bound, or null. */
   lower: number | null;
   /** Exclusive upper bound, or null. */
@@ -204,30 +232,181 @@ export interface TickWindow {
 }
 
 /**
- * The windows a ticks query reads, newest first: the last hour before
- * `anchorS` (open above, so trades past the anchor are not missed), then the
- * day, week and month before it, then everything older; stopping at the
- * window that reaches `fromS` (the `from` filter bounds that one). Pure.
- *
- * @example
- * ```ts
- * tickWindows(100_000, 99_000); // [{ lower: null, upper: null }]
- * ```
+ * The windows of a newest-first read: the first reaches `span(0)` seconds
+ * below `anchorS` and is open above (rows past the anchor are not missed),
+ * each next one goes on down to `anchorS - span(i)`; the last is open below:
+ * the one that reaches `fromS` (the `from` filter bounds it) or the epoch.
+ * `span` must grow without bound. Pure.
  */
-export function tickWindows(anchorS: number, fromS: number | null): TickWindow[] {
-  const windows: TickWindow[] = [];
+function scanWindows(
+  anchorS: number,
+  fromS: number | null,
+  span: (i: number) => number,
+): ScanWindow[] {
+  const windows: ScanWindow[] = [];
   let upper: number | null = null;
-  for (const span of TICK_WINDOWS_S) {
-    const lower = anchorS - span;
-    if (fromS !== null && lower <= fromS) {
+  for (let i = 0;; i++) {
+    const lower = anchorS - span(i);
+    if (lower <= 0 || (fromS !== null && lower <= fromS)) {
       windows.push({ lower: null, upper });
       return windows;
     }
     windows.push({ lower, upper });
     upper = lower;
   }
-  windows.push({ lower: null, upper });
-  return windows;
+}
+
+/** Seconds below its anchor that window `i` of a ticks query reaches down to. */
+function tickSpan(i: number): number {
+  const last = TICK_WINDOWS_S.length - 1;
+  return TICK_WINDOWS_S[i] ?? TICK_WINDOWS_S[last]! * 2 ** (i - last);
+}
+
+/** Seconds below its anchor that window `i` of a candles query reaches down to. */
+function candleSpan(firstSpanS: number): (i: number) => number {
+  if (!(firstSpanS > 0)) throw new RangeError(`firstSpanS must be positive; got ${firstSpanS}`);
+  return (i) => firstSpanS * CANDLE_WINDOW_GROWTH ** i;
+}
+
+/**
+ * The windows a ticks query reads while each comes back with rows, newest
+ * first: the last hour before `anchorS` (open above, so trades past the
+ * anchor are not missed), then the day, week and month before it, then
+ * windows reaching twice as far back each (62 days, 124…), never one
+ * open-ended window over the rest of the history; the last is open below, at
+ * the window that reaches `fromS` (the `from` filter bounds it) or the epoch.
+ * Past a window that found nothing, {@linkcode readNewestFirst} starts them
+ * again below the gap. Pure.
+ *
+ * @example
+ * ```ts
+ * tickWindows(100_000, 99_000); // [{ lower: null, upper: null }]
+ * tickWindows(100_000, null); // [{ lower: 96_400, upper: null }, { lower: null, upper: 96_400 }]
+ * ```
+ */
+export function tickWindows(anchorS: number, fromS: number | null): ScanWindow[] {
+  return scanWindows(anchorS, fromS, tickSpan);
+}
+
+/**
+ * The windows a candles query reads while each comes back with rows, newest
+ * first: `firstSpanS` (the candles asked for: `limit` × the interval) below
+ * `anchorS`, open above, then each reaching {@linkcode CANDLE_WINDOW_GROWTH}
+ * times further back; the last is open below, at the window that reaches
+ * `fromS` or the epoch. With `anchorS` and `firstSpanS` multiples of the
+ * interval, no candle of the interval straddles two windows. Pure.
+ *
+ * @example
+ * ```ts
+ * candleWindows(6_000, null, 3_000); // [{ lower: 3_000, upper: null }, { lower: null, upper: 3_000 }]
+ * ```
+ */
+export function candleWindows(
+  anchorS: number,
+  fromS: number | null,
+  firstSpanS: number,
+): ScanWindow[] {
+  return scanWindows(anchorS, fromS, candleSpan(firstSpanS));
+}
+
+/** How many times deeper each probe for the newest row below a gap reaches than the one before. */
+const PROBE_GROWTH = 4;
+
+/** Where {@linkcode readNewestFirst} reads. */
+export interface NewestFirstSource<T> {
+  /** The rows of `window`, newest first, at most `take`. */
+  read(window: ScanWindow, take: number): Promise<T[]>;
+  /** Whether any row lies in `window` (one is enough: a cheap probe). */
+  exists(window: ScanWindow): Promise<boolean>;
+}
+
+/** Options of {@linkcode readNewestFirst}. */
+export interface NewestFirstOptions {
+  /** Where the windows start (the first is open above it), in seconds. */
+  anchorS: number;
+  /** The `from` filter in seconds, or null: the window reaching it is the last. */
+  fromS: number | null;
+  /** How far below its anchor window `i` reaches; grows without bound. */
+  span: (i: number) => number;
+  /** Rows wanted. */
+  take: number;
+}
+
+/**
+ * The newest `take` rows of `source`, read in windows from `anchorS` down
+ * (see {@linkcode tickWindows}) until there are enough or nothing older is
+ * left, so what is read follows what is asked, not the length of the
+ * history. A window that comes back empty is a gap: the newest row below it
+ * is found with {@linkcode NewestFirstSource.exists} probes (one over all
+ * that is older: none ends the read; then ranges four times as deep each
+ * until one holds a row, then halved down to `span(0)`), and the windows
+ * start again from there. So a
+ * symbol halted months ago costs a few probes, not a window over months of
+ * its history.
+ *
+ * @example
+ * ```ts
+ * const rows = await readNewestFirst(source, { anchorS, fromS: null, span: tickSpan, take: 101 });
+ * ```
+ */
+export async function readNewestFirst<T>(
+  source: NewestFirstSource<T>,
+  options: NewestFirstOptions,
+): Promise<T[]> {
+  const { fromS, span, take } = options;
+  const step = span(0);
+  const rows: T[] = [];
+  let windows = scanWindows(options.anchorS, fromS, span);
+  for (let i = 0; i < windows.length; i++) {
+    const window = windows[i]!;
+    const found = await source.read(window, take - rows.length);
+    for (const row of found) rows.push(row);
+    if (rows.length >= take || window.lower === null) break;
+    if (found.length > 0) continue;
+    const newest = await newestBefore(window.lower, step, fromS, source.exists);
+    if (newest === null) break;
+    // Again from the span holding that row; its first window reaches up to the empty one.
+    windows = scanWindows(newest + step, fromS, span);
+    windows[0] = { lower: windows[0]!.lower, upper: window.lower };
+    i = -1;
+  }
+  return rows;
+}
+
+/**
+ * The lower end of a range no longer than `stepS` holding the newest row
+ * before `beforeS` (none lies between its upper end and `beforeS`), or null
+ * when there is none (down to `fromS` or the epoch). Bounds move by multiples
+ * of `stepS` from `beforeS`, or from 0 at the bottom.
+ */
+async function newestBefore(
+  beforeS: number,
+  stepS: number,
+  fromS: number | null,
+  exists: (window: ScanWindow) => Promise<boolean>,
+): Promise<number | null> {
+  // Anything at all first: the end of the history (the last page) costs one probe.
+  if (!await exists({ lower: null, upper: beforeS })) return null;
+  let upper = beforeS;
+  let lower: number;
+  for (let span = stepS;; span *= PROBE_GROWTH) {
+    const reach = beforeS - span;
+    if (reach <= 0 || (fromS !== null && reach <= fromS)) {
+      lower = Math.max(0, fromS === null ? 0 : Math.floor(fromS / stepS) * stepS);
+      break;
+    }
+    if (await exists({ lower: reach, upper })) {
+      lower = reach;
+      break;
+    }
+    upper = reach;
+  }
+  while (upper - lower > stepS) {
+    const middle = lower + Math.ceil((upper - lower) / stepS / 2) * stepS;
+    if (await exists({ lower: middle, upper })) lower = middle;
+    else upper = middle;
+  }
+  return lower;
 }
 
 /** A position in the ticks keyset: the last row of a page. */
@@ -453,6 +632,14 @@ export function dateTimeBound(
   return `${column} ${op} toDateTime(${literal(seconds)})`;
 }
 
+/** The conditions keeping `column` within `window`. */
+function windowBounds(column: string, window: ScanWindow): string[] {
+  const bounds: string[] = [];
+  if (window.lower !== null) pushBound(bounds, column, ">=", window.lower);
+  if (window.upper !== null) pushBound(bounds, column, "<", window.upper);
+  return bounds;
+}
+
 /** Pushes {@linkcode dateTimeBound} onto `where` unless it always holds. */
 function pushBound(
   where: string[],
@@ -544,7 +731,11 @@ export function marketDataRoutes(input: MarketDataDeps): Hono {
    * `cancel_http_readonly_queries_on_client_close`, off by default). Then a
    * {@linkcode ClientGoneError}.
    */
-  const query = async <T>(sql: string, signal: AbortSignal): Promise<T[]> => {
+  const query = async <T>(
+    sql: string,
+    signal: AbortSignal,
+    settings?: ClickHouseSettings,
+  ): Promise<T[]> => {
     if (signal.aborted) throw new ClientGoneError("The client went away before the query");
     const queryId = `${API_QUERY_ID_PREFIX}${crypto.randomUUID()}`;
     try {
@@ -553,6 +744,7 @@ export function marketDataRoutes(input: MarketDataDeps): Hono {
         format: "JSONEachRow",
         query_id: queryId,
         abort_signal: signal,
+        ...(settings === undefined ? {} : { clickhouse_settings: settings }),
       });
       return await result.json<T>();
     } catch (error) {
@@ -574,6 +766,29 @@ export function marketDataRoutes(input: MarketDataDeps): Hono {
       }
       throw error;
     }
+  };
+
+  /**
+   * Whether `table` holds a row matching `where` with `column` in `window`:
+   * one row is enough (`LIMIT 1`, read one row at a time on one thread), so
+   * the primary key bounds what is read to about a granule.
+   */
+  const exists = async (
+    table: string,
+    column: string,
+    window: ScanWindow,
+    where: readonly string[],
+    signal: AbortSignal,
+  ): Promise<boolean> => {
+    const conditions = [...where, ...windowBounds(column, window)];
+    const found = await query<{ x: number }>(
+      `SELECT 1 AS x FROM ${db}.${quoteIdentifier(table)} WHERE ${
+        conditions.join(" AND ")
+      } LIMIT 1`,
+      signal,
+      PROBE_SETTINGS,
+    );
+    return found.length > 0;
   };
 
   return new Hono()
@@ -661,29 +876,24 @@ export function marketDataRoutes(input: MarketDataDeps): Hono {
         ORDER BY ts_exchange DESC, exchange DESC, length(trade_id) DESC, trade_id DESC
         LIMIT ${literal(take)}`;
       // Newest windows first, so a page of recent trades never reads (and
-      // FINAL-merges) the whole history of the pair.
+      // FINAL-merges) the whole history of the pair. The first page starts
+      // from now even under a far `to` (its first window is open above, up to
+      // `to`, so trades stamped ahead of our clock are not missed).
       const anchorUs = Math.min(
         to === null ? Infinity : to - 1,
-        cursor === null ? Infinity : cursor.ts_exchange,
-        to === null && cursor === null ? deps.clock.now() * 1000 : Infinity,
+        cursor === null ? deps.clock.now() * 1000 : cursor.ts_exchange,
       );
-      // No trade is stored past MAX_DATETIME_S: a later anchor starts where the data can be.
-      const windows = tickWindows(
-        Math.min(Math.floor(anchorUs / 1e6), MAX_DATETIME_S),
-        from === null ? null : Math.floor(from / 1e6),
-      );
-      const rows: TickQueryRow[] = [];
-      for (const window of windows) {
-        const extra: string[] = [];
-        if (window.lower !== null) pushBound(extra, "timestamp", ">=", window.lower);
-        if (window.upper !== null) pushBound(extra, "timestamp", "<", window.upper);
-        const found = await query<TickQueryRow>(
-          select(extra, limit + 1 - rows.length),
-          c.req.raw.signal,
-        );
-        for (const row of found) rows.push(row);
-        if (rows.length > limit) break;
-      }
+      const rows = await readNewestFirst<TickQueryRow>({
+        read: (window, take) =>
+          query<TickQueryRow>(select(windowBounds("timestamp", window), take), c.req.raw.signal),
+        exists: (window) => exists("market_trades", "timestamp", window, where, c.req.raw.signal),
+      }, {
+        // No trade is stored past MAX_DATETIME_S: a later anchor starts where the data can be.
+        anchorS: Math.min(Math.floor(anchorUs / 1e6), MAX_DATETIME_S),
+        fromS: from === null ? null : Math.floor(from / 1e6),
+        span: tickSpan,
+        take: limit + 1,
+      });
       const more = rows.length > limit;
       const ticks: TickRow[] = [];
       for (let i = 0; i < rows.length && i < limit; i++) {
@@ -739,17 +949,16 @@ export function marketDataRoutes(input: MarketDataDeps): Hono {
         `symbol = ${literal(symbol)}`,
         `exchange IN (${exchanges.map((e) => literal(e)).join(", ")})`,
       ];
-      if (from !== null) {
-        const fromBucket = Math.ceil(from / 1e6 / seconds) * seconds;
-        pushBound(where, "minute", ">=", fromBucket);
-      }
+      const fromBucket = from === null ? null : Math.ceil(from / 1e6 / seconds) * seconds;
+      if (fromBucket !== null) pushBound(where, "minute", ">=", fromBucket);
       if (to !== null) {
         const toBucket = Math.ceil(to / 1e6 / seconds) * seconds;
         pushBound(where, "minute", "<", toBucket);
       }
       // Minutes first (merging the partial states), then the interval's buckets;
       // aliases differ from column names, which they would shadow.
-      const sql = `SELECT toString(ex) AS ex, toString(b) AS bs,
+      const sql = (extra: string[], take: number) =>
+        `SELECT toString(ex) AS ex, toString(b) AS bs,
           toString(argMin(mo, t)) AS o, toString(max(mh)) AS h,
           toString(min(ml)) AS l, toString(argMax(mc, t)) AS c,
           toString(sum(mv)) AS v, toString(sum(mn)) AS n
@@ -758,22 +967,25 @@ export function marketDataRoutes(input: MarketDataDeps): Hono {
             argMinMerge(open) AS mo, maxMerge(high) AS mh, minMerge(low) AS ml,
             argMaxMerge(close) AS mc, sumMerge(volume) AS mv, countMerge(trades) AS mn
           FROM ${db}.candles
-          WHERE ${where.join(" AND ")}
+          WHERE ${[...where, ...extra].join(" AND ")}
           GROUP BY exchange, minute
         )
         GROUP BY ex, intDiv(t, ${literal(seconds)}) * ${literal(seconds)} AS b
         ORDER BY b DESC, ex ASC
-        LIMIT ${literal(limit)}`;
-      const rows = await query<{
-        ex: Exchange;
-        bs: string;
-        o: string;
-        h: string;
-        l: string;
-        c: string;
-        v: string;
-        n: string;
-      }>(sql, c.req.raw.signal);
+        LIMIT ${literal(take)}`;
+      // Newest windows first, from the interval holding now (or `to`), so the
+      // newest candles never read (and merge) the symbol's whole history. The
+      // first window is open above (up to `to`): candles stamped ahead of our
+      // clock are not missed. Window bounds are multiples of the interval.
+      const nowS = Math.floor(deps.clock.now() / 1000);
+      const anchorS = Math.ceil(
+        Math.min(to === null ? Infinity : to / 1e6, nowS + 1, MAX_DATETIME_S + 1) / seconds,
+      ) * seconds;
+      const rows = await readNewestFirst<CandleQueryRow>({
+        read: (window, take) =>
+          query<CandleQueryRow>(sql(windowBounds("minute", window), take), c.req.raw.signal),
+        exists: (window) => exists("candles", "minute", window, where, c.req.raw.signal),
+      }, { anchorS, fromS: fromBucket, span: candleSpan(limit * seconds), take: limit });
       const candles: CandleRow[] = [];
       for (let i = rows.length - 1; i >= 0; i--) {
         const row = rows[i]!;

@@ -21,7 +21,6 @@ import {
   MAX_DATETIME_S,
   parseTimeParam,
   type TickRow,
-  tickWindows,
 } from "../api/market_data.ts";
 import { errorHandler, notFound } from "../api/errors.ts";
 import { LatestCache } from "../market/latest_cache.ts";
@@ -249,23 +248,6 @@ Deno.test("from/to accept ISO-8601 and ms or µs epoch numbers, and refuse anyth
       bad,
     );
   }
-});
-
-Deno.test("ticks read the newest hour, day, week and month first, stopping at from", () => {
-  const a = 1_000_000_000;
-  assert.deepEqual(tickWindows(a, null), [
-    { lower: a - 3_600, upper: null },
-    { lower: a - 86_400, upper: a - 3_600 },
-    { lower: a - 7 * 86_400, upper: a - 86_400 },
-    { lower: a - 31 * 86_400, upper: a - 7 * 86_400 },
-    { lower: null, upper: a - 31 * 86_400 },
-  ]);
-  assert.deepEqual(tickWindows(a, a - 60), [{ lower: null, upper: null }]);
-  assert.deepEqual(tickWindows(a, a - 2 * 86_400), [
-    { lower: a - 3_600, upper: null },
-    { lower: a - 86_400, upper: a - 3_600 },
-    { lower: null, upper: a - 86_400 },
-  ]);
 });
 
 Deno.test("DateTime bounds past 2106 or before 1970 are dropped or made false, never wrapped", () => {
