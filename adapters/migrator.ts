@@ -45,7 +45,7 @@ import {
   rethrowClickHouse,
 } from "./clickhouse.ts";
 import { sha256Hex } from "../lib/hash.ts";
-import { databaseErrorKind } from "./postgres.ts";
+import { databaseErrorKind, isTemporaryRefusal } from "./postgres.ts";
 
 export { ClickHouseUnavailableError } from "./clickhouse.ts";
 
@@ -711,7 +711,8 @@ class MigrationConnection {
         }
       }
     } catch (error) {
-      if (databaseErrorKind(error) === "connection") this.lost = true;
+      // A server refusing work for now (read-only) answered: the connection is not lost.
+      if (databaseErrorKind(error) === "connection" && !isTemporaryRefusal(error)) this.lost = true;
       if (aborted) throw signal!.reason;
       if (cancelled) {
         throw new MigrationError(`${what} took longer than ${waitMs} ms and was cancelled`, {

@@ -489,10 +489,7 @@ export type DatabaseErrorKind =
   | "timeout"
   /** A serialization failure (40001) or deadlock (40P01): retry the transaction. */
   | "serialization"
-  /**
-   * Anything else, such as the server refusing work for now
-   * ({@linkcode isTemporaryRefusal}: read-only, out of disk or memory).
-   */
+  /** Anything else. */
   | "other";
 
 /** Error codes (errno and SQLSTATE) that mean the connection failed, besides class 08. */
@@ -521,10 +518,15 @@ const CONNECTION_CODES: ReadonlySet<string> = new Set([
  * The kind of one SQLSTATE or errno code; null for codes no caller handles
  * apart (e.g. 42P01, undefined table, or 40003, statement completion
  * unknown, which must not be retried blindly). `mapDbError` (db/errors.ts)
- * maps the same kinds to its domain errors.
+ * maps the same kinds to its domain errors. A server refusing work for now
+ * ({@linkcode TEMPORARY_REFUSAL_CODES}: read-only, out of disk or memory) is
+ * `"connection"`: unusable until that passes, waited for as an outage — its
+ * statement took no effect (db/errors.ts `mayHaveCommitted` says so).
  */
 export function kindOfCode(code: string): Exclude<DatabaseErrorKind, "other"> | null {
-  if (CONNECTION_CODES.has(code) || code.startsWith("08")) return "connection";
+  if (CONNECTION_CODES.has(code) || TEMPORARY_REFUSAL_CODES.has(code) || code.startsWith("08")) {
+    return "connection";
+  }
   if (code === "23505" || code === "23P01") return "conflict";
   // 40002: a deferred constraint that failed at commit.
   if (code.startsWith("23") || code === "40002" || code.startsWith("22")) return "integrity";
@@ -553,13 +555,14 @@ export const TEMPORARY_REFUSAL_CODES: ReadonlySet<string> = new Set([
  * ({@linkcode TEMPORARY_REFUSAL_CODES}), looking through `cause` chains and
  * `AggregateError`s: every statement fails alike until that passes, so the
  * work waits as in an outage instead of being failed. Unlike a connection
- * lost with a statement sent, the statement took no effect. The kind of such
- * an error is `"other"`: `db/errors.ts` maps it to no domain error.
+ * lost with a statement sent, the statement took no effect. Its kind is
+ * `"connection"` (`db/errors.ts` maps it to a `DbConnectionError` that
+ * `mayHaveCommitted` says did not commit).
  *
  * @example
  * ```ts
  * try { await sql`insert …`; } catch (e) {
- *   if (databaseErrorKind(e) === "connection" || isTemporaryRefusal(e)) { … } // retry later
+ *   if (isTemporaryRefusal(e)) { … } // PostgreSQL answered: the connection is fine
  * }
  * ```
  */

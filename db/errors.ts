@@ -241,8 +241,10 @@ export function isRetryable(error: unknown): boolean {
 }
 
 /**
- * Codes of a connection that could not be opened: nothing was sent on it,
- * so a write that failed with one of them did not happen.
+ * Codes of a connection that could not be opened — nothing was sent on it —
+ * or of a server that refused the statement for now (read-only, out of disk
+ * or memory: adapters/postgres.ts `TEMPORARY_REFUSAL_CODES`): a write that
+ * failed with one of them did not happen.
  */
 const NOT_CONNECTED_CODES: ReadonlySet<string> = new Set([
   "ECONNREFUSED",
@@ -255,6 +257,10 @@ const NOT_CONNECTED_CODES: ReadonlySet<string> = new Set([
   "08004", // sqlserver_rejected_establishment_of_sqlconnection
   "57P03", // cannot_connect_now
   "53300", // too_many_connections
+  "25006", // read_only_sql_transaction
+  "53000", // insufficient_resources
+  "53100", // disk_full
+  "53200", // out_of_memory
 ]);
 
 /**

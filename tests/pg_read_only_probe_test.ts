@@ -16,7 +16,7 @@ import {
   probePostgres,
 } from "../adapters/postgres.ts";
 import { detailedHealth, type HealthSource, UnusableServiceError } from "../api/health.ts";
-import { mapDbError, mayHaveCommitted } from "../db/errors.ts";
+import { DbConnectionError, mapDbError, mayHaveCommitted } from "../db/errors.ts";
 import { ADMIN_URL } from "./_postgres.ts";
 
 function withCode(code: string): Error {
@@ -26,8 +26,9 @@ function withCode(code: string): Error {
 Deno.test("isTemporaryRefusal: read-only, out of disk or memory; not a lost connection or a statement's own error", () => {
   for (const code of ["25006", "53000", "53100", "53200"]) {
     assert.equal(isTemporaryRefusal(withCode(code)), true, code);
-    // No kind of its own: mapped to no domain error, so never taken as maybe committed.
-    assert.equal(databaseErrorKind(withCode(code)), "other", code);
+    // Waited for as an outage (a connection error), but never taken as maybe committed.
+    assert.equal(databaseErrorKind(withCode(code)), "connection", code);
+    assert.ok(mapDbError(withCode(code)) instanceof DbConnectionError, code);
     assert.equal(mayHaveCommitted(mapDbError(withCode(code))), false, code);
   }
   assert.equal(isTemporaryRefusal(new Error("wrapped", { cause: withCode("25006") })), true);
