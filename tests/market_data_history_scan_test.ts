@@ -29,6 +29,7 @@ import { MarketStatus } from "../market/status.ts";
 import type { Exchange } from "../market/events.ts";
 import { RecordingClock } from "../lib/clock.ts";
 import { nullLogger } from "../lib/log.ts";
+import { waitFor } from "./_helpers.ts";
 
 const CH_URL = Deno.env.get("TW_TEST_CLICKHOUSE_URL") ?? "http://127.0.0.1:8123";
 const PG_ADMIN_URL = Deno.env.get("TW_TEST_POSTGRES_URL") ??
@@ -61,17 +62,29 @@ function logged(client: ClickHouseClient, ids: string[]): ClickHouseClient {
   });
 }
 
-/** Rows read by the finished queries `ids` (each must be logged as finished). */
+/**
+ * Rows read by the finished queries `ids`. The server logs a query's end just
+ * after its answer is sent, so the log is flushed until every one is there.
+ */
 async function rowsRead(client: ClickHouseClient, ids: readonly string[]): Promise<number> {
-  await client.command({ query: "SYSTEM FLUSH LOGS" });
-  const result = await client.query({
-    query: `SELECT toString(count()) AS n, toString(sum(read_rows)) AS rows FROM system.query_log
-      WHERE type = 2 AND query_id IN (${ids.map((id) => literal(id)).join(", ")})`,
-    format: "JSONEachRow",
-  });
-  const [row] = await result.json<{ n: string; rows: string }>();
-  assert.equal(Number(row?.n), ids.length, "every query of the request is in the query log");
-  return Number(row?.rows);
+  let logged = { n: 0, rows: 0 };
+  await waitFor(
+    async () => {
+      await client.command({ query: "SYSTEM FLUSH LOGS" });
+      const result = await client.query({
+        query: `SELECT toString(count()) AS n, toString(sum(read_rows)) AS rows
+        FROM system.query_log
+        WHERE type = 2 AND query_id IN (${ids.map((id) => literal(id)).join(", ")})`,
+        format: "JSONEachRow",
+      });
+      const [row] = await result.json<{ n: string; rows: string }>();
+      logged = { n: Number(row?.n), rows: Number(row?.rows) };
+      return logged.n === ids.length;
+    },
+    20_000,
+    `all ${ids.length} queries of the request in the query log`,
+  );
+  return logged.rows;
 }
 
 Deno.test("market data over a year of history reads what the answer needs", async (t) => {
