@@ -256,6 +256,7 @@ export async function startEngine(
             cache,
             status: market,
             symbols: () => configuredSymbols(config),
+            log: log.child({ component: "market-data-api" }),
           }),
           "/api/v1/trading": tradingRoutes({
             sql,
