@@ -189,6 +189,7 @@ import {
   cashPrice,
   checkRisk,
   type FillCostBound,
+  fillsAtTouch,
   limitsFor,
   openExposureQty,
   referencePrice,
@@ -972,7 +973,8 @@ export class ExecutionEngine {
   readonly #openQty = new Map<string, { buy: Decimal; sell: Decimal }>();
   /**
    * The highest reference price of the orders seen per symbol (a market or
-   * stop order's at the touch when above it, as numeric_range checked it):
+   * stop buy's or a sell's at the touch when above it, as max_notional and
+   * numeric_range checked it):
    * prices their open orders for numeric_range's cash after, and their
    * exposure when the symbol has no mark (an order resting in a symbol
    * without market data).
@@ -1950,11 +1952,14 @@ export class ExecutionEngine {
         context.symbol_open_buy_notional = open.buy.times(ownPrice);
         context.symbol_open_sell_notional = open.sell.times(ownPrice);
       }
-      // A market or stop order fills at the touch, which can be above the mid.
-      const touch = s.type === "market" || s.type === "stop"
-        ? this.#touch(s.symbol, s.exchange, now)
-        : undefined;
+      // A market or stop buy fills at the ask, a sell at the bid, which can be above the mid.
+      const touch = fillsAtTouch(s) ? this.#touch(s.symbol, s.exchange, now) : undefined;
       if (touch !== undefined) context.touch = touch;
+      if (grossLimited) {
+        // The symbol's worst position at its mark, as every other symbol's open orders are.
+        const mark = markOf(s.symbol);
+        if (mark !== null) context.mark_price = mark;
+      }
       const marketClock = this.#marketClockFor(brokerName, now);
       if (marketClock !== undefined) context.market_clock = marketClock;
       if (priced === null && s.type === "market") {
@@ -1979,7 +1984,7 @@ export class ExecutionEngine {
         else sums.sell = sums.sell.plus(s.qty);
         extraQty.set(s.symbol, sums);
         const checked = referencePrice(s, priced?.price ?? null);
-        // The price its cash was checked at: a market buy's ask, counted so in later checks.
+        // The price its fill was checked at: a market buy's ask, counted so in later checks.
         const reference = checked === null ? null : cashPrice(s, checked, touch);
         if (reference !== null) this.#noteRefPrice(s.symbol, reference);
         noteOpenCash(s.symbol, reference);
@@ -2018,7 +2023,7 @@ export class ExecutionEngine {
   /**
    * The highest fresh best bid and ask of `symbol` over the venues that may
    * fill an order (`exchange`'s, else every venue's): where the paper broker
-   * fills a market or stop order. Null sides when none is fresh.
+   * fills a market or stop order, or a marketable limit. Null sides when none is fresh.
    */
   #touch(
     symbol: string,

@@ -11,20 +11,28 @@
  *   else the built-in NYSE calendar ({@linkcode isUsEquityMarketOpen}).
  * - `no_market_price`: a market order without a last price is refused.
  * - `max_order_qty`: `qty ≤ max_order_qty`.
- * - `max_notional`: `qty × reference price ≤ max_order_notional`.
+ * - `max_notional`: `qty × fill price ≤ max_order_notional`, the fill price
+ *   being the reference price, or the touch when the order can fill there at
+ *   a higher price (`touch`, {@linkcode cashPrice}): a market or stop buy at
+ *   the best fresh ask, a sell at the best fresh bid — a paper broker fills
+ *   them there, not at the mid.
  * - `price_collar`: the limit and stop prices lie within `price_collar_pct`
  *   percent of the last price (`|price − last| × 100 ≤ pct × last`); not
  *   checked without a last price.
  * - `max_position`: `|position after| ≤ max_position_qty`, where the
  *   position after counts open orders of the same side as filled.
  * - `max_gross_exposure`: `gross exposure + open gross exposure + (worst
- *   |position| − |position|) × reference price ≤ max_gross_exposure`, the
- *   worst case of every open order filling: the gross exposure of the
- *   positions (their fills not yet applied included), what the open orders of
- *   the OTHER symbols — open, in flight, accepted earlier in the batch —
- *   would add if all filled (`open_gross_exposure`, see
- *   {@linkcode openExposureQty}), and the order's symbol at its worst
- *   position: the larger of `|position after|` (open orders of the order's
+ *   |position| − |position|) × max(mark, reference price) ≤
+ *   max_gross_exposure`, the worst case of every open order filling: the
+ *   gross exposure of the positions at their marks (their fills not yet
+ *   applied included), what the open orders of the OTHER symbols — open, in
+ *   flight, accepted earlier in the batch — would add if all filled
+ *   (`open_gross_exposure`, at their marks, see {@linkcode openExposureQty}),
+ *   and the order's symbol at its worst position, valued at its mark
+ *   (`mark_price`) or at the order's reference price when higher (a limit
+ *   buy above the mark can fill at its limit; one below it counts at the
+ *   mark, as a filled position would): the larger of `|position after|`
+ *   (open orders of the order's
  *   side counted as filled, as for `max_position`) and `|position −
  *   open orders of the other side|`. Orders are counted as if they all
  *   filled and reductions are not counted (a resting sell against a long does
@@ -45,15 +53,16 @@
  *   The cash at its lowest is every open buy filled: `cash − B − costs`,
  *   where `B` is what the open buys would pay at the highest price they can
  *   fill at — of the other symbols (`open_buy_notional`) and of the order's
- *   symbol (`symbol_open_buy_notional`) — plus the order (a buy) at the
- *   reference price, or at the best fresh ask when it is a market or stop
- *   buy and the ask is higher (`touch`, {@linkcode cashPrice}: a paper
- *   broker fills it there), and `costs` the worst fee and slippage (`fill_costs`:
+ *   symbol (`symbol_open_buy_notional`) — plus the order (a buy) at its fill
+ *   price (the reference price, or the best fresh ask when it is a market or
+ *   stop buy and the ask is higher: `touch`, {@linkcode cashPrice}), and
+ *   `costs` the worst fee and slippage (`fill_costs`:
  *   `B × bps ÷ 10⁴ + min × (open orders + 1)`); at its highest it is every
  *   open sell filled: `cash + S`, `S` likewise from `open_sell_notional`,
- *   `symbol_open_sell_notional` and the order (a sell; a market or stop
- *   sell at the best fresh bid when above its reference price).
- *   Without a reference price only the position is checked.
+ *   `symbol_open_sell_notional` and the order (a sell, at its fill price:
+ *   the best fresh bid when above its reference price).
+ *   Without a reference price only the position is checked. The notional
+ *   is counted at the fill price, as for `max_notional`.
  *
  * An order *reduces* when the position after lies between zero and the
  * position before, on the same side (a sell of 3 on a long of 5); a flip
@@ -64,7 +73,9 @@
  * The reference price of an order is the highest price it can reasonably
  * fill at ({@linkcode referencePrice}): a buy with a limit price → the limit
  * price (it cannot fill above); a market order → the last price; any other
- * order → the larger of its limit (else stop) price and the last price.
+ * order → the larger of its limit (else stop) price and the last price. Its
+ * fill price ({@linkcode cashPrice}) is higher when the touch is: a market or
+ * stop buy fills at the ask, a sell at the bid.
  *
  * @module
  */
@@ -364,11 +375,19 @@ export interface RiskContext {
   symbol_open_sell_notional?: Decimal;
   /**
    * The best fresh bid and ask of the symbol (the highest of each over the
-   * venues that may fill the order): a market or stop order fills at the
-   * touch, which can be above its reference price (the mid); see
-   * {@linkcode cashPrice}. For `numeric_range`. @default {none: the reference price}
+   * venues that may fill the order), needed only when
+   * {@linkcode fillsAtTouch}: a market or stop buy fills at the ask, a sell
+   * at the bid when that is higher, which can be above its reference price
+   * (the mid, the last trade); see {@linkcode cashPrice}. For `max_notional`
+   * and `numeric_range`. @default {none: the reference price}
    */
   touch?: { bid: Decimal | null; ask: Decimal | null };
+  /**
+   * The symbol's mark, the price `gross_exposure` values its position at:
+   * `max_gross_exposure` values the symbol's worst position at the larger of
+   * it and the order's reference price. @default {none: the reference price}
+   */
+  mark_price?: Decimal;
   /**
    * The most a fill can cost beyond its notional, fee and slippage together:
    * `bps` of the notional plus `min` per order. For `numeric_range`.
@@ -420,17 +439,37 @@ export function referencePrice(order: ProposedOrder, lastPrice: Decimal | null):
 }
 
 /**
- * The price `numeric_range` counts `order` at in the cash after: a market or
- * stop buy at the best ask, a market or stop sell at the best bid, when that
- * is above `price` (its reference price) — a paper broker fills them at the
- * touch, not the mid; otherwise `price`.
+ * Whether `order` can fill at the touch above its reference price: a market
+ * or stop buy at the best ask (it has no limit to stop it there), and any sell
+ * at the best bid (a sell's limit is a floor; a marketable one fills at the
+ * bid). The engine reads the touch for these orders only.
+ */
+export function fillsAtTouch(order: Pick<ProposedOrder, "side" | "type">): boolean {
+  return order.side === "sell" || order.type === "market" || order.type === "stop";
+}
+
+/**
+ * The price `max_notional` and `numeric_range` count `order`'s fill at: a
+ * market or stop buy at the best ask, a sell at the best bid, when that is
+ * above `price` (its reference price) — a paper broker fills them at the
+ * touch, not the mid or the last trade; otherwise `price`.
+ *
+ * @example
+ * ```ts
+ * import { cashPrice } from "./risk.ts";
+ * import { parseDecimal as d } from "./money.ts";
+ *
+ * const touch = { bid: d("49000"), ask: d("51000") };
+ * cashPrice({ side: "buy", type: "market" }, d("50000"), touch).toString(); // "51000"
+ * cashPrice({ side: "buy", type: "limit" }, d("50000"), touch).toString(); // "50000"
+ * ```
  */
 export function cashPrice(
   order: Pick<ProposedOrder, "side" | "type">,
   price: Decimal,
   touch: { bid: Decimal | null; ask: Decimal | null } | undefined,
 ): Decimal {
-  if (touch === undefined || (order.type !== "market" && order.type !== "stop")) return price;
+  if (touch === undefined || !fillsAtTouch(order)) return price;
   const at = order.side === "buy" ? touch.ask : touch.bid;
   return at !== null && at.gt(price) ? at : price;
 }
@@ -546,14 +585,16 @@ export function checkRisk(order: ProposedOrder, context: RiskContext): RiskViola
   }
 
   const price = referencePrice(order, last);
+  // What the fill can cost or bring in: a market buy fills at the ask, not the mid.
+  const fillPrice = price === null ? null : cashPrice(order, price, context.touch);
   const maxNotional = symbolLimits.max_order_notional;
-  if (maxNotional !== null && price !== null) {
-    const notional = order.qty.times(price);
+  if (maxNotional !== null && fillPrice !== null) {
+    const notional = order.qty.times(fillPrice);
     if (notional.gt(maxNotional)) {
       fail(
         "max_notional",
-        `notional ${toJson(notional)} (qty ${toJson(order.qty)} × ${toJson(price)}) exceeds ` +
-          `max_order_notional ${toJson(maxNotional)} for ${symbol}`,
+        `notional ${toJson(notional)} (qty ${toJson(order.qty)} × ${toJson(fillPrice)}) ` +
+          `exceeds max_order_notional ${toJson(maxNotional)} for ${symbol}`,
       );
     }
   }
@@ -620,9 +661,13 @@ export function checkRisk(order: ProposedOrder, context: RiskContext): RiskViola
     const otherWorst =
       (otherSide === undefined ? context.position_qty : context.position_qty.plus(otherSide)).abs();
     const worst = after.abs().gt(otherWorst) ? after.abs() : otherWorst;
+    // At the mark, as the positions and the other symbols' open orders are; at the order's
+    // price when higher (a limit buy above the mark can fill at its limit).
+    const mark = context.mark_price;
+    const valuedAt = mark !== undefined && mark.gt(price) ? mark : price;
     const grossAfter = context.gross_exposure
       .plus(context.open_gross_exposure ?? ZERO)
-      .plus(worst.minus(context.position_qty.abs()).times(price));
+      .plus(worst.minus(context.position_qty.abs()).times(valuedAt));
     if (grossAfter.gt(maxGross)) {
       fail(
         "max_gross_exposure",
@@ -660,18 +705,18 @@ export function checkRisk(order: ProposedOrder, context: RiskContext): RiskViola
   const check = (what: string, value: Decimal) => {
     if (!fitsNumeric(value)) beyond.push(`${what} ${toJson(value)}`);
   };
-  if (price !== null) {
-    check(`notional (qty ${toJson(order.qty)} × ${toJson(price)})`, order.qty.times(price));
+  if (fillPrice !== null) {
+    check(`notional (qty ${toJson(order.qty)} × ${toJson(fillPrice)})`, order.qty.times(fillPrice));
   }
   check("position after the order", after);
-  if (price !== null) {
+  if (price !== null && fillPrice !== null) {
     check("its value", after.times(price));
     if (context.cash !== undefined) {
       const cash = context.cash;
       // Every open buy filled, at its worst cost; every open sell filled. The symbol's open
-      // orders count at what they would pay or bring in, the order at its price (a market or
-      // stop order at the touch when above it).
-      const at = cashPrice(order, price, context.touch);
+      // orders count at what they would pay or bring in, the order at its fill price (at the
+      // touch when above its reference price).
+      const at = fillPrice;
       const notional = order.qty.times(at);
       const ownBuys = context.symbol_open_buy_notional ??
         (context.open_buy_qty ?? ZERO).times(price);
