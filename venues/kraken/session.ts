@@ -25,6 +25,21 @@
  *   one acknowledged meanwhile is not asked again. Acknowledged subscriptions
  *   are counted in {@linkcode KrakenSession.status}. A new connection starts
  *   the delays over.
+ * - An error frame that names neither a method nor a `req_id` (Kraken's rate
+ *   limiter answers `{"error":"Exceeded msg rate","success":false}`) cannot be
+ *   tied to a request: it is taken as a refusal of every subscribe request
+ *   still waiting for an answer, and each of their symbols not acknowledged
+ *   is asked for again the same way. Error frames are counted (`errors`,
+ *   `last_error` in the status).
+ * - Every book subscribed (by `onOpen`, or asked again after a refusal) must
+ *   get its snapshot within `resyncTimeoutMs` (10 s): heartbeats keep the
+ *   connection up whether or not a book ever comes, so a subscribe request or
+ *   answer that is lost would otherwise leave the book waiting for ever. A
+ *   book that misses it is resynced like a book that failed its checksum
+ *   (below): resubscribed in place, and the connection renewed when that
+ *   resubscription gets no snapshot in time either. A refused subscription
+ *   has no deadline while it waits to be asked again. Each book's `reason`
+ *   and `snapshot_due_at` in the status say why it waits and until when.
  * - Keepalive: Kraken sends a `heartbeat` about every second once subscribed
  *   (the runtime's staleness watchdog sees them); `onTick` also sends an
  *   application-level `{"method":"ping","req_id":n}` every `pingIntervalMs`
@@ -105,8 +120,9 @@ const SYMBOL_FIELD = /"symbol"\s*:\s*"([^"\\]*)"/g;
 /** How often `onTick` sends an application-level ping, in milliseconds. */
 export const DEFAULT_KRAKEN_PING_INTERVAL_MS = 20_000;
 /**
- * How long a book resubscribed in place may wait for its fresh snapshot
- * before the whole connection is renewed, in milliseconds.
+ * How long a book subscribed may wait for its snapshot before it is
+ * resubscribed in place, and a book resubscribed in place before the whole
+ * connection is renewed, in milliseconds.
  */
 export const DEFAULT_KRAKEN_RESYNC_TIMEOUT_MS = 10_000;
 
@@ -128,8 +144,9 @@ export interface KrakenSessionOptions {
   /** Milliseconds between pings sent from `onTick`. @default {DEFAULT_KRAKEN_PING_INTERVAL_MS} */
   pingIntervalMs?: number;
   /**
-   * Milliseconds a book resubscribed in place waits for its snapshot before
-   * `onTick` asks for a reconnect. @default {DEFAULT_KRAKEN_RESYNC_TIMEOUT_MS}
+   * Milliseconds a book subscribed waits for its snapshot before `onTick`
+   * resubscribes it in place, and a book resubscribed in place before `onTick`
+   * asks for a reconnect. @default {DEFAULT_KRAKEN_RESYNC_TIMEOUT_MS}
    */
   resyncTimeoutMs?: number;
   /**
@@ -156,6 +173,18 @@ export interface KrakenSessionOptions {
 export type KrakenBookStatus = {
   /** "live" when the book is verified, "waiting" for a snapshot. */
   state: "live" | "waiting";
+  /**
+   * Why the book is waiting (subscribed and no snapshot yet, refused and to
+   * be asked again, resubscribed after a fault, connection closed), or null
+   * when live.
+   */
+  reason: string | null;
+  /**
+   * When the session acts if no snapshot has come (resubscribes the book, or
+   * renews the connection after a resubscription), ms since the epoch; null
+   * when no snapshot is awaited on a deadline.
+   */
+  snapshot_due_at: number | null;
   /** Checksum mismatches since the session started. */
   checksum_failures: number;
   /** Resubscriptions (checksum mismatches and other book faults). */
@@ -192,6 +221,10 @@ export type KrakenSessionStatus = {
   pongs: number;
   /** Heartbeats received. */
   heartbeats: number;
+  /** Error frames Kraken sent that answer no particular request, since the session started. */
+  errors: number;
+  /** The last of them, or null. */
+  last_error: string | null;
 };
 
 interface BookSlot {
@@ -202,6 +235,13 @@ interface BookSlot {
   lastResync: string | null;
   /** When it was resubscribed in place and still waits for the snapshot (ms), else null. */
   resyncAtMs: number | null;
+  /**
+   * When it was subscribed (on open, or asked again after a refusal) and still
+   * waits for its first snapshot (ms), else null.
+   */
+  subscribedAtMs: number | null;
+  /** Why it is waiting, or null when live. */
+  reason: string | null;
   /** When its last resubscription for a resync was asked for (ms), or null. */
   lastResubscribeMs: number | null;
   /** Resubscriptions for a resync, each within `resubscribeMaxMs` of the one before. */
@@ -260,6 +300,8 @@ export class KrakenSession implements VenueSession {
   #pings = 0;
   #pongs = 0;
   #heartbeats = 0;
+  #errors = 0;
+  #lastError: string | null = null;
 
   /**
    * Makes a session for `config`. Throws a `TypeError` for a symbol that is
@@ -308,6 +350,8 @@ export class KrakenSession implements VenueSession {
           snapshots: 0,
           lastResync: null,
           resyncAtMs: null,
+          subscribedAtMs: null,
+          reason: "not subscribed yet",
           lastResubscribeMs: null,
           resubscribeStreak: 0,
         });
@@ -321,9 +365,9 @@ export class KrakenSession implements VenueSession {
   }
 
   /**
-   * Subscribes to `trade` and `book` for every configured symbol; the delays
-   * of refused subscriptions and of books resubscribed again soon after start
-   * over.
+   * Subscribes to `trade` and `book` for every configured symbol, each book
+   * with its snapshot deadline; the delays of refused subscriptions and of
+   * books resubscribed again soon after start over.
    */
   onOpen(io: SessionIO): void {
     this.#lastPingMs = null;
@@ -338,7 +382,11 @@ export class KrakenSession implements VenueSession {
     }
     if (this.#venueSymbols.length === 0) return;
     if (this.#trades) this.#subscribe(io, "trade", this.#venueSymbols);
-    if (this.#books.size > 0) this.#subscribe(io, "book", [...this.#books.keys()]);
+    if (this.#books.size > 0) {
+      const nowMs = io.nowUs() / 1000;
+      for (const slot of this.#books.values()) this.#awaitSnapshot(slot, nowMs);
+      this.#subscribe(io, "book", [...this.#books.keys()]);
+    }
   }
 
   /**
@@ -375,7 +423,7 @@ export class KrakenSession implements VenueSession {
         if (control.system !== "online") io.error(`Kraken system status is ${control.system}`);
         return events;
       case "error":
-        io.error(`Kraken error: ${control.message}`);
+        this.#onError(control.message, io);
         return events;
     }
   }
@@ -389,16 +437,19 @@ export class KrakenSession implements VenueSession {
     for (const slot of this.#books.values()) {
       slot.sync.reset();
       slot.resyncAtMs = null;
+      slot.subscribedAtMs = null;
+      slot.reason = "connection closed; the next one subscribes again";
     }
   }
 
   /**
    * Sends a ping every `pingIntervalMs` (the first one interval after the
    * first tick), asks again for the subscriptions whose delay has passed (a
-   * refused one, a book resubscribed again soon after), and asks for a
-   * reconnect when a book resubscribed in place got no snapshot within
-   * `resyncTimeoutMs` (a refused or lost resubscribe would otherwise leave it
-   * waiting while heartbeats keep the connection).
+   * refused one, a book resubscribed again soon after), resyncs a book
+   * subscribed that got no snapshot within `resyncTimeoutMs`, and asks for a
+   * reconnect when a book resubscribed in place got none within
+   * `resyncTimeoutMs` either (a refused or lost request would otherwise leave
+   * it waiting while heartbeats keep the connection).
    */
   onTick(io: SessionIO, nowMs: number): void {
     const due = { trade: [] as string[], book: [] as string[] };
@@ -410,9 +461,13 @@ export class KrakenSession implements VenueSession {
         if (slot !== undefined) {
           slot.resyncAtMs = nowMs;
           slot.lastResubscribeMs = nowMs;
+          slot.reason = `resubscribed after: ${slot.lastResync}`;
         }
       } else if (this.#subscribed[retry.channel].has(retry.venueSymbol)) {
         continue; // Acknowledged meanwhile (an answer that came after the refusal).
+      } else if (retry.channel === "book") {
+        const slot = this.#books.get(retry.venueSymbol);
+        if (slot !== undefined) this.#awaitSnapshot(slot, nowMs);
       }
       due[retry.channel].push(retry.venueSymbol);
     }
@@ -425,6 +480,17 @@ export class KrakenSession implements VenueSession {
         { resync: true },
       );
       return;
+    }
+    for (const [venueSymbol, slot] of this.#books) {
+      if (slot.subscribedAtMs === null) continue;
+      if (nowMs - slot.subscribedAtMs < this.#resyncTimeoutMs) continue;
+      slot.subscribedAtMs = null;
+      this.#resyncBook(
+        venueSymbol,
+        slot,
+        `No snapshot within ${this.#resyncTimeoutMs} ms of subscribing`,
+        io,
+      );
     }
     if (this.#lastPingMs === null) {
       this.#lastPingMs = nowMs;
@@ -447,8 +513,11 @@ export class KrakenSession implements VenueSession {
       if (state === "live") live++;
       checksumFailures += slot.checksumFailures;
       resyncs += slot.resyncs;
+      const since = slot.resyncAtMs ?? slot.subscribedAtMs;
       books[slot.sync.symbol] = {
         state,
+        reason: state === "live" ? null : slot.reason,
+        snapshot_due_at: since === null ? null : since + this.#resyncTimeoutMs,
         checksum_failures: slot.checksumFailures,
         resyncs: slot.resyncs,
         snapshots: slot.snapshots,
@@ -470,6 +539,8 @@ export class KrakenSession implements VenueSession {
       pings: this.#pings,
       pongs: this.#pongs,
       heartbeats: this.#heartbeats,
+      errors: this.#errors,
+      last_error: this.#lastError,
     };
   }
 
@@ -485,6 +556,8 @@ export class KrakenSession implements VenueSession {
       if (control.action === "snapshot") {
         slot.snapshots++;
         slot.resyncAtMs = null;
+        slot.subscribedAtMs = null;
+        slot.reason = null;
       }
       return this.#publishBooks
         ? result.events
@@ -524,6 +597,7 @@ export class KrakenSession implements VenueSession {
     slot.resyncs++;
     if (why.startsWith("Checksum mismatch")) slot.checksumFailures++;
     slot.lastResync = reason;
+    slot.subscribedAtMs = null;
     io.resynced(reason);
     this.#subscribed.book.delete(venueSymbol);
     io.send(unsubscribeMessage("book", [venueSymbol], {
@@ -538,16 +612,48 @@ export class KrakenSession implements VenueSession {
     if (slot.resubscribeStreak === 0) {
       slot.resyncAtMs = nowMs;
       slot.lastResubscribeMs = nowMs;
+      slot.reason = `resubscribed after: ${reason}`;
       this.#subscribe(io, "book", [venueSymbol]);
     } else {
       slot.resyncAtMs = null;
+      const atMs = nowMs + this.#delayMs(slot.resubscribeStreak);
+      slot.reason = `resubscribing at ${new Date(atMs).toISOString()} after: ${reason}`;
       this.#retries.set(`book ${venueSymbol}`, {
         channel: "book",
         venueSymbol,
-        atMs: nowMs + this.#delayMs(slot.resubscribeStreak),
+        atMs,
         resync: true,
       });
     }
+  }
+
+  /** Starts the deadline of a book's first snapshot after a subscribe sent at `nowMs`. */
+  #awaitSnapshot(slot: BookSlot, nowMs: number): void {
+    slot.subscribedAtMs = nowMs;
+    slot.reason = "subscribed; waiting for the snapshot";
+  }
+
+  /**
+   * An error frame that names no request: counted and reported, and taken as
+   * the refusal of every subscribe request not fully answered (Kraken's rate
+   * limiter answers a request with one), whose symbols are asked for again.
+   */
+  #onError(message: string, io: SessionIO): void {
+    this.#errors++;
+    this.#lastError = message;
+    const pending = [...this.#requests.values()];
+    this.#requests.clear();
+    this.#requestFailures += pending.length;
+    let retry = "";
+    for (const channel of ["book", "trade"] as const) {
+      const venueSymbols = new Set(
+        pending.filter((request) => request.channel === channel)
+          .flatMap((request) => [...request.pending]),
+      );
+      if (venueSymbols.size === 0) continue;
+      retry += this.#retryAll(channel, [...venueSymbols], message, io);
+    }
+    io.error(`Kraken error: ${message}${retry}`);
   }
 
   /**
@@ -565,6 +671,12 @@ export class KrakenSession implements VenueSession {
 
   /** Sends a subscribe request for `channel` of `venueSymbols`, remembering it by its `req_id`. */
   #subscribe(io: SessionIO, channel: "trade" | "book", venueSymbols: readonly string[]): void {
+    // Asked again: only the new request waits for their answers now.
+    for (const [reqId, request] of this.#requests) {
+      if (request.channel !== channel) continue;
+      for (const venueSymbol of venueSymbols) request.pending.delete(venueSymbol);
+      if (request.pending.size === 0) this.#requests.delete(reqId);
+    }
     const reqId = ++this.#reqId;
     this.#requests.set(reqId, { channel, pending: new Set(venueSymbols) });
     io.send(subscribeMessage(
@@ -601,10 +713,10 @@ export class KrakenSession implements VenueSession {
       let retry = "";
       if (ack.method === "subscribe" && channel !== null) {
         if (ack.venue_symbol !== null) {
-          const delayMs = this.#retryRefused(channel, ack.venue_symbol, io);
+          const delayMs = this.#retryRefused(channel, ack.venue_symbol, ack.error, io);
           if (delayMs !== null) retry = `; asking again in ${delayMs} ms`;
         } else {
-          retry = this.#retryAll(channel, answered, io);
+          retry = this.#retryAll(channel, answered, ack.error, io);
         }
       }
       io.error(
@@ -617,8 +729,16 @@ export class KrakenSession implements VenueSession {
       const key = `${channel} ${ack.venue_symbol}`;
       this.#subscribed[channel].add(ack.venue_symbol);
       this.#refusals.delete(key);
-      // A refusal of its request may have scheduled it again: no need now.
+      // A refusal of its request may have scheduled it again: no need now, but its snapshot
+      // is due again.
       if (this.#retries.get(key)?.resync === false) this.#retries.delete(key);
+      const slot = channel === "book" ? this.#books.get(ack.venue_symbol) : undefined;
+      if (
+        slot !== undefined && !slot.sync.live && slot.subscribedAtMs === null &&
+        slot.resyncAtMs === null && !this.#retries.has(key)
+      ) {
+        this.#awaitSnapshot(slot, io.nowUs() / 1000);
+      }
     } else if (ack.method === "unsubscribe") this.#subscribed[channel].delete(ack.venue_symbol);
   }
 
@@ -626,12 +746,17 @@ export class KrakenSession implements VenueSession {
    * Schedules the refused subscriptions of `venueSymbols` (a request refused
    * whole) to be asked for again; returns what to add to the error message.
    */
-  #retryAll(channel: "trade" | "book", venueSymbols: readonly string[], io: SessionIO): string {
+  #retryAll(
+    channel: "trade" | "book",
+    venueSymbols: readonly string[],
+    why: string | null,
+    io: SessionIO,
+  ): string {
     const asked: string[] = [];
     const delays: number[] = [];
     for (const venueSymbol of venueSymbols) {
       if (this.#subscribed[channel].has(venueSymbol)) continue;
-      const delayMs = this.#retryRefused(channel, venueSymbol, io);
+      const delayMs = this.#retryRefused(channel, venueSymbol, why, io);
       if (delayMs === null) continue;
       asked.push(venueSymbol);
       delays.push(delayMs);
@@ -646,9 +771,16 @@ export class KrakenSession implements VenueSession {
 
   /**
    * Schedules a refused subscription of a configured symbol to be asked for
-   * again; returns the delay in ms, or null when the symbol is not configured.
+   * again (`why`: Kraken's error text); returns the delay in ms, or null when
+   * the symbol is not configured. A refused book has no snapshot deadline
+   * until it is asked for again.
    */
-  #retryRefused(channel: "trade" | "book", venueSymbol: string, io: SessionIO): number | null {
+  #retryRefused(
+    channel: "trade" | "book",
+    venueSymbol: string,
+    why: string | null,
+    io: SessionIO,
+  ): number | null {
     const configured = channel === "book"
       ? this.#books.has(venueSymbol)
       : this.#venueSymbols.includes(venueSymbol);
@@ -659,12 +791,15 @@ export class KrakenSession implements VenueSession {
     const delayMs = this.#delayMs(refusals);
     const retry = this.#retries.get(key);
     const atMs = io.nowUs() / 1000 + delayMs;
-    this.#retries.set(key, {
-      channel,
-      venueSymbol,
-      atMs: retry === undefined ? atMs : Math.max(retry.atMs, atMs),
-      resync: retry?.resync ?? false,
-    });
+    const at = retry === undefined ? atMs : Math.max(retry.atMs, atMs);
+    this.#retries.set(key, { channel, venueSymbol, atMs: at, resync: retry?.resync ?? false });
+    const slot = channel === "book" ? this.#books.get(venueSymbol) : undefined;
+    if (slot !== undefined) {
+      slot.subscribedAtMs = null;
+      slot.reason = `subscription refused${why === null ? "" : ` (${why})`}; asking again at ${
+        new Date(at).toISOString()
+      }`;
+    }
     return delayMs;
   }
 }
