@@ -4,14 +4,27 @@
  * {@linkcode VenueSession}, and publishes the events it returns.
  *
  * - Connection: connects to `session.url()`; on open the state is
- *   `"subscribing"` and `session.onOpen(io)` sends subscriptions; the first
- *   frame after that makes it `"live"`. Binary frames are decoded as UTF-8.
+ *   `"subscribing"` and `session.onOpen(io)` sends subscriptions (and
+ *   authenticates); the connection is `"live"` once it is ready: when the
+ *   session has `readiness()`, once that says `ready` (Alpaca: authenticated
+ *   and subscribed), else on the first frame. Binary frames are decoded as
+ *   UTF-8.
+ * - Refusal: when `session.readiness()` says `refused` (the venue turned the
+ *   connection down: Alpaca's 402 auth failed, 409 insufficient
+ *   subscription…), the runtime closes the connection itself and the state is
+ *   `"refused"` until the next attempt; `last_error` keeps the venue's reason.
  * - Reconnects: on any close or error it reconnects forever, waiting
  *   {@linkcode backoffDelay}`(attempt)` (from `reconnect_initial_ms`, doubling
  *   up to `reconnect_max_ms`, ±20 % jitter); the attempt counter goes back to
- *   0 once a connection has stayed up `stable_after_ms`. `session.onClose()`
- *   is called after every connection that opened. `io.reconnect()` closes the
- *   socket and takes the same path (and counts a resync when asked).
+ *   0 only after a connection that was ready stayed so for `stable_after_ms`
+ *   — mere uptime does not count, so a venue refusing every connection (or
+ *   holding it open without ever getting ready) is retried less and less
+ *   often. `session.onClose()` is called after every connection that opened.
+ *   `io.reconnect()` closes the socket and takes the same path (and counts a
+ *   resync when asked).
+ * - REST: `io.fetchText` is bounded by `rest_timeout_ms` as well as by the
+ *   connection: a request the venue accepts and never answers rejects with a
+ *   `TimeoutError`, and the session retries it as any failed request.
  * - Watchdog: no frame for `stale_after_ms` → logged and reconnected.
  * - `session.onTick(io, now)` runs every `tick_ms` while connected.
  * - Publishing ({@linkcode FeedOutput}, shared with the replay): events are
@@ -70,7 +83,7 @@ import type { FeedStatus, MarketStatus } from "../market/status.ts";
 import { isAsOfReceipt } from "../market/validation.ts";
 import { DEFAULT_MAX_PAYLOAD, fitLetter } from "../market/dead_letters.ts";
 import { type DeadLetter, dlqSubject, subjectOf } from "../market/subjects.ts";
-import type { SessionIO, VenueSession } from "../venues/session.ts";
+import type { SessionIO, SessionReadiness, VenueSession } from "../venues/session.ts";
 import type { ChildSpec, ChildStats, Running } from "./types.ts";
 import { assertPositiveInteger } from "../lib/assert.ts";
 
@@ -84,8 +97,15 @@ export const DEFAULT_RECONNECT_MAX_MS = 30_000;
 export const DEFAULT_PUBLISH_BATCH_MS = 2;
 /** Most events in one message. */
 export const DEFAULT_PUBLISH_BATCH_MAX = 500;
-/** A connection up this long (ms) resets the reconnect backoff to its first delay. */
+/** A connection ready (live) this long (ms) resets the reconnect backoff to its first delay. */
 export const DEFAULT_STABLE_AFTER_MS = 10_000;
+/**
+ * Longest wait (ms) for the whole answer to a REST request of a session
+ * (`io.fetchText`, e.g. a Binance depth snapshot) before it fails with a
+ * `TimeoutError` and is retried: ten times a slow answer, and short enough
+ * that a request never answered does not leave a book unsynced for long.
+ */
+export const DEFAULT_REST_TIMEOUT_MS = 10_000;
 /** Interval of `session.onTick` while connected (ms). */
 export const DEFAULT_TICK_MS = 1_000;
 /** How long (ms, real time) a closing socket may take to report its close before it is abandoned. */
@@ -114,8 +134,10 @@ export interface FeedOptions {
   publish_batch_ms?: number;
   /** Most events in one message. @default {DEFAULT_PUBLISH_BATCH_MAX} */
   publish_batch_max?: number;
-  /** Uptime (ms) after which the backoff starts over. @default {DEFAULT_STABLE_AFTER_MS} */
+  /** Time ready (ms) after which the backoff starts over. @default {DEFAULT_STABLE_AFTER_MS} */
   stable_after_ms?: number;
+  /** Longest wait (ms) for a REST answer of `io.fetchText`. @default {DEFAULT_REST_TIMEOUT_MS} */
+  rest_timeout_ms?: number;
   /** Interval of `session.onTick` (ms). @default {DEFAULT_TICK_MS} */
   tick_ms?: number;
   /** Real-time limit (ms) for a closing socket to report its close. @default {DEFAULT_CLOSE_TIMEOUT_MS} */
@@ -670,8 +692,10 @@ function startFeed(
 const decoder = new TextDecoder();
 
 interface ConnectionEnd {
-  opened: boolean;
-  upMs: number;
+  /** How long the connection was ready (live), in ms; 0 when it never was. */
+  readyMs: number;
+  /** Whether the venue refused it (`session.readiness()` said so). */
+  refused: boolean;
   reason: string;
 }
 
@@ -695,6 +719,7 @@ class LiveFeed {
   readonly #stableAfterMs: number;
   readonly #tickMs: number;
   readonly #closeTimeoutMs: number;
+  readonly #restTimeoutMs: number;
   /** Aborts on stop or on a runtime failure: ends sleeps and the open connection. */
   readonly #halt = new AbortController();
   #fatal: { error: unknown } | null = null;
@@ -719,6 +744,7 @@ class LiveFeed {
     this.#stableAfterMs = timing.stableAfterMs;
     this.#tickMs = timing.tickMs;
     this.#closeTimeoutMs = timing.closeTimeoutMs;
+    this.#restTimeoutMs = timing.restTimeoutMs;
     this.#output = new FeedOutput(session.exchange, this.#status, {
       nats: deps.nats,
       sink: deps.sink,
@@ -741,7 +767,7 @@ class LiveFeed {
       while (!this.#halt.signal.aborted) {
         const end = await this.#connect();
         if (this.#halt.signal.aborted) break;
-        if (end.opened && end.upMs >= this.#stableAfterMs) attempt = 0;
+        if (end.readyMs >= this.#stableAfterMs) attempt = 0;
         const delayMs = backoffDelay(attempt, {
           initialMs: this.#initialMs,
           maxMs: this.#maxMs,
@@ -749,7 +775,7 @@ class LiveFeed {
         });
         attempt = Math.min(attempt + 1, 64);
         status.reconnects++;
-        status.state = "disconnected";
+        status.state = end.refused ? "refused" : "disconnected";
         status.connected_at = null;
         this.#log.info("feed reconnecting", { reason: end.reason, delay_ms: delayMs, attempt });
         try {
@@ -792,7 +818,9 @@ class LiveFeed {
       const connection = new AbortController();
       let ws: WebSocket;
       let opened = false;
-      let openedAt = 0;
+      /** When the connection became ready (live), or null while it is not. */
+      let readyAt: number | null = null;
+      let refused = false;
       let closing = false;
       let ended = false;
       let closeTimer: ReturnType<typeof setTimeout> | undefined;
@@ -812,7 +840,7 @@ class LiveFeed {
           }
           status.venue = safeStatus(session, log);
         }
-        resolve({ opened, upMs: opened ? clock.now() - openedAt : 0, reason });
+        resolve({ readyMs: readyAt === null ? 0 : clock.now() - readyAt, refused, reason });
       };
 
       const requestClose = (code: number, reason: string) => {
@@ -831,6 +859,27 @@ class LiveFeed {
       };
 
       const onHalt = () => requestClose(1000, this.#fatal ? "runtime failure" : "stopping");
+
+      const becomeReady = () => {
+        if (readyAt !== null) return;
+        readyAt = clock.now();
+        status.state = "live";
+      };
+      /** Asks a session that tells its readiness: `ready` makes the feed live, `refused` closes. */
+      const checkReadiness = () => {
+        if (!opened || closing || ended || session.readiness === undefined) return;
+        const readiness = this.#readiness();
+        if (readiness === "ready") {
+          becomeReady();
+        } else if (readiness === "refused") {
+          refused = true;
+          log.warn("the venue refused the connection; closing it", { error: status.last_error });
+          requestClose(
+            RECONNECT_CLOSE_CODE,
+            `refused by the venue${status.last_error ? ` (${status.last_error})` : ""}`,
+          );
+        }
+      };
 
       /** Set once the venue reported its own error on this connection. */
       let venueReported = false;
@@ -866,7 +915,7 @@ class LiveFeed {
           venueReported = true;
           output.error(message);
         },
-        fetchText: (url) => this.#fetchText(url, connection.signal),
+        fetchText: (url) => this.#fetchWithin(url, connection.signal),
         nowUs: () => this.#clock.now() * 1000,
         signal: connection.signal,
         log,
@@ -896,12 +945,12 @@ class LiveFeed {
       ws.onopen = () => {
         if (closing || ended) return;
         opened = true;
-        openedAt = clock.now();
+        const openedAt = clock.now();
         status.state = "subscribing";
         status.connected_at = openedAt;
         log.info("feed connected", { url: redactQuery(session.url()) });
         void this.#watchdog(openedAt, connection.signal, requestClose);
-        void this.#ticker(io, connection.signal);
+        void this.#ticker(io, connection.signal, checkReadiness);
         const failed = (error: unknown) => {
           if (ended) return;
           const message = error instanceof Error ? error.message : String(error);
@@ -910,10 +959,11 @@ class LiveFeed {
         };
         try {
           const result = session.onOpen(io);
-          if (result instanceof Promise) result.catch(failed);
+          if (result instanceof Promise) result.then(checkReadiness, failed);
         } catch (error) {
           failed(error);
         }
+        checkReadiness();
         status.venue = safeStatus(session, log);
       };
 
@@ -925,9 +975,10 @@ class LiveFeed {
             ? data
             : decoder.decode(data instanceof ArrayBuffer ? data : new Uint8Array());
           const receivedUs = this.#nowUs();
-          if (status.state === "subscribing") status.state = "live";
+          if (session.readiness === undefined) becomeReady();
           this.#tap?.(this.#exchange, frame, receivedUs);
           output.frame(session, frame, receivedUs, io);
+          checkReadiness();
         } catch (error) {
           this.#fail(error);
         }
@@ -999,6 +1050,45 @@ class LiveFeed {
     }
   }
 
+  /** `session.readiness()`, or `pending` when it throws. */
+  #readiness(): SessionReadiness {
+    try {
+      return this.#session.readiness?.() ?? "pending";
+    } catch (error) {
+      this.#log.error("session readiness failed", { error });
+      return "pending";
+    }
+  }
+
+  /**
+   * `fetchText(url)` bounded by `rest_timeout_ms` as well as by the
+   * connection: past the timeout the request is aborted and the promise
+   * rejects with a `TimeoutError` (even from a `fetchText` that ignores its
+   * signal).
+   */
+  #fetchWithin(url: string, connection: AbortSignal): Promise<string> {
+    const timeoutMs = this.#restTimeoutMs;
+    const request = new AbortController();
+    const settled = new AbortController();
+    return new Promise<string>((resolve, reject) => {
+      this.#clock.sleep(timeoutMs, AbortSignal.any([connection, settled.signal])).then(() => {
+        const error = new DOMException(
+          `GET ${url} got no answer within ${timeoutMs} ms`,
+          "TimeoutError",
+        );
+        request.abort(error);
+        reject(error);
+      }, () => {});
+      let answer: Promise<string>;
+      try {
+        answer = this.#fetchText(url, AbortSignal.any([connection, request.signal]));
+      } catch (error) {
+        answer = Promise.reject(error);
+      }
+      answer.then(resolve, reject).finally(() => settled.abort());
+    });
+  }
+
   /** `session.quiet(nowMs)`, or null when it has none or throws. */
   #quietReason(nowMs: number): string | null {
     try {
@@ -1009,8 +1099,11 @@ class LiveFeed {
     }
   }
 
-  /** Calls `session.onTick` every `tick_ms` and refreshes the venue figures. */
-  async #ticker(io: SessionIO, signal: AbortSignal): Promise<void> {
+  /**
+   * Calls `session.onTick` every `tick_ms`, then `checkReadiness`, and
+   * refreshes the venue figures.
+   */
+  async #ticker(io: SessionIO, signal: AbortSignal, checkReadiness: () => void): Promise<void> {
     try {
       for (;;) {
         await this.#clock.sleep(this.#tickMs, signal);
@@ -1019,6 +1112,7 @@ class LiveFeed {
         } catch (error) {
           this.#log.error("session onTick failed", { error });
         }
+        checkReadiness();
         this.#status.venue = safeStatus(this.#session, this.#log);
       }
     } catch {
@@ -1057,6 +1151,7 @@ function resolveTiming(options: FeedOptions) {
       DEFAULT_CLOSE_TIMEOUT_MS,
       "close_timeout_ms",
     ),
+    restTimeoutMs: positive(options.rest_timeout_ms, DEFAULT_REST_TIMEOUT_MS, "rest_timeout_ms"),
   };
 }
 

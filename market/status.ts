@@ -7,8 +7,19 @@
 
 import type { Exchange } from "./events.ts";
 
-/** Connection state of a feed. */
-export type FeedState = "connecting" | "subscribing" | "live" | "disconnected" | "stopped";
+/**
+ * Connection state of a feed: `subscribing` from the socket's open until the
+ * venue is ready (its first frame, or the session says so: Alpaca once
+ * authenticated and subscribed), `refused` after the venue turned the
+ * connection down (its reason in `last_error`) until the next attempt.
+ */
+export type FeedState =
+  | "connecting"
+  | "subscribing"
+  | "live"
+  | "refused"
+  | "disconnected"
+  | "stopped";
 
 /** One feed's figures. */
 export interface FeedStatus {

@@ -33,7 +33,11 @@ export interface SessionIO {
    * GETs `url` and resolves with the body; rejects on a network error, and on
    * a non-2xx status with an error whose `status` is that status and whose
    * `retryAfterMs` is the response's `Retry-After` in ms, or null (the live
-   * feed's `HttpStatusError` of `actors/feed.ts`).
+   * feed's `HttpStatusError` of `actors/feed.ts`). The live feed also rejects
+   * (a `DOMException` named `TimeoutError`) when the whole answer has not
+   * come within its REST timeout (`rest_timeout_ms`), so a request the venue
+   * never answers fails like any other instead of waiting for the connection
+   * to end.
    */
   fetchText(url: string): Promise<string>;
   /**
@@ -49,6 +53,15 @@ export interface SessionIO {
   /** The feed's logger. */
   log: Logger;
 }
+
+/**
+ * Where the current connection stands, as {@linkcode VenueSession.readiness}
+ * says: `pending` (the handshake is under way: authenticating, subscribing),
+ * `ready` (the venue accepted it and sends data), or `refused` (the venue
+ * turned it down for a reason no retry on this connection can cure, e.g.
+ * Alpaca's 402 auth failed or 409 insufficient subscription).
+ */
+export type SessionReadiness = "pending" | "ready" | "refused";
 
 /** One venue's protocol logic. */
 export interface VenueSession {
@@ -74,6 +87,17 @@ export interface VenueSession {
    * reconnect, and silence counts from when the reason ends.
    */
   quiet?(nowMs: number): string | null;
+  /**
+   * Whether the current connection is ready. Optional: a session without it
+   * is ready on the connection's first frame. The runtime asks after `onOpen`,
+   * after every frame and on every tick; the feed is `live` only once this
+   * says `ready`, and its reconnect backoff starts over only after a
+   * connection that stayed ready `stable_after_ms`. On `refused` the runtime
+   * closes the connection itself (the session reports why with `io.error`
+   * first), shows the feed as `refused` and reconnects on its backoff, which
+   * keeps growing.
+   */
+  readiness?(): SessionReadiness;
   /** Venue-specific figures for health (books in sync, subscriptions acknowledged…). */
   status(): Record<string, unknown>;
 }

@@ -15,20 +15,30 @@
  * 3. `[{"T":"subscription",…}]` acknowledges; from then on data frames
  *    (arrays of `t`/`q`/`b`… messages) become events.
  *
+ * {@linkcode AlpacaSession.readiness} tells the runtime where the connection
+ * stands: `ready` only once authenticated and subscribed — the feed is `live`
+ * then, not on the greeting, which comes before any check of the key.
+ *
  * Errors (`[{"T":"error","code":…,"msg":…}]`) go to `io.error` as
  * `Alpaca error <code>: <msg>` (health's `last_error`), and the code is kept
  * in the status. Those that no retry on the same terms can cure — 402 auth
  * failed, 406 connection limit exceeded (another client holds the account's
  * one connection), 408 v2 not enabled, 409 insufficient subscription (`sip`
  * without a subscription) — put the session in the `refused` state: it sends
- * nothing more and does **not** ask for a reconnect. Alpaca closes such a
- * connection itself (and one left unauthenticated with 404 auth timeout); if
- * it stays open the runtime's staleness watchdog ends it after
- * `stale_after_ms`. Reconnects are then spaced by the runtime's backoff
- * (`reconnect_initial_ms` doubling up to `reconnect_max_ms`), never by the
- * session, so a wrong key cannot make a tight loop. The other codes (400,
- * 401, 403, 404, 405, 407, 500) are reported and nothing else is done: the
- * server decides whether the connection survives them.
+ * nothing more and its readiness says `refused`. The runtime then closes the
+ * connection itself, shows the feed `refused` with this message in
+ * `last_error` (health degraded), and reconnects on its backoff
+ * (`reconnect_initial_ms` doubling up to `reconnect_max_ms`), which starts
+ * over only after a connection that got subscribed: the session never asks
+ * for a reconnect, and a wrong key or a missing subscription cannot make a
+ * tight loop. Closing does not wait for Alpaca, which may leave a refused
+ * connection open ("Any attempt to access a data feed not available for your
+ * subscription will result in an error during authentication", no word of
+ * closing it): open and silent outside market hours, it would outlast the
+ * staleness watchdog, which waits while the market is closed. The other codes
+ * (400, 401, 403, 404, 405, 407, 500) are reported and nothing else is done:
+ * the server decides whether the connection survives them (Alpaca closes one
+ * left unauthenticated, after 404 auth timeout).
  *
  * Empty `key_id` or `secret_key`: there is nothing to connect with, so
  * {@linkcode AlpacaSession.url} throws {@linkcode AlpacaCredentialsError}
@@ -68,7 +78,7 @@
 
 import type { Config } from "../../config/mod.ts";
 import type { MarketEvent } from "../../market/events.ts";
-import type { SessionIO, VenueSession } from "../session.ts";
+import type { SessionIO, SessionReadiness, VenueSession } from "../session.ts";
 import { usEquityDataPause } from "../../trading/market_hours.ts";
 import {
   alpacaAuthMessage,
@@ -244,6 +254,16 @@ export class AlpacaSession implements VenueSession {
   quiet(nowMs: number): string | null {
     const pause = usEquityDataPause(nowMs);
     return pause === null ? null : `US equity market closed: ${pause}`;
+  }
+
+  /**
+   * `ready` once the connection is authenticated and subscribed, `refused`
+   * after an error of {@linkcode ALPACA_REFUSAL_CODES} (or without
+   * credentials), else `pending`.
+   */
+  readiness(): SessionReadiness {
+    if (this.#state === "refused") return "refused";
+    return this.#state === "subscribed" && this.#authenticated ? "ready" : "pending";
   }
 
   /** Handshake state, acknowledged subscription, last error code and text, notices. */

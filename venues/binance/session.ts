@@ -54,8 +54,12 @@
  * A gap in update ids (or a crossed book) is counted with
  * {@linkcode SessionIO.resynced} and heals with a fresh snapshot for that
  * symbol alone — the connection stays up. A failed fetch
- * (network error, non-2xx, an unreadable body) is reported with
- * {@linkcode SessionIO.error} and retried with exponential backoff. A 429
+ * (network error, non-2xx, an unreadable body, or no whole answer within the
+ * runtime's REST timeout — `rest_timeout_ms` of `actors/feed.ts`, so a request
+ * Binance accepts and never answers frees its slot instead of keeping the
+ * book waiting for the life of the connection) is reported with
+ * {@linkcode SessionIO.error} and retried with exponential backoff, through
+ * the same queue and weight budget as any fetch. A 429
  * (too many requests) or 418 (the IP is banned) pauses every snapshot fetch
  * of the session, not only that symbol's: for the response's `Retry-After`,
  * else `rateLimitPauseMs` (default a minute, Binance's weight window) —
@@ -224,7 +228,7 @@ export interface BinanceBookStatus {
   resyncs: number;
   /** Snapshots fetched, accepted and published. */
   snapshots: number;
-  /** Snapshot fetches that failed (network, HTTP status, unreadable body). */
+  /** Snapshot fetches that failed (network, HTTP status, unreadable body, no answer in time). */
   snapshot_failures: number;
   /**
    * Snapshots refused as older than the stream: than the buffered diffs, or
