@@ -101,6 +101,7 @@
 import { backoffDelay } from "../lib/backoff.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { type Logger, nullLogger } from "../lib/log.ts";
+import { redactValues } from "../lib/redact.ts";
 import { type Decimal, ONE, parseDecimal, toDb, toJson, ZERO } from "../trading/money.ts";
 import {
   type Broker,
@@ -1059,12 +1060,16 @@ class AlpacaBrokerImpl implements AlpacaBroker {
         signal,
       });
       status = response.status;
-      text = await response.text();
+      // An error page may echo the request's headers (a proxy, a gateway): the key id and
+      // secret never go further, into a log line, an error or an order's rejection reason.
+      text = redactValues(await response.text(), [this.#keyId, this.#secretKey]);
     } catch (error) {
       const timedOut = error instanceof DOMException && error.name === "TimeoutError";
       const message = timedOut
         ? `Alpaca ${route} timed out after ${this.#timeoutMs} ms`
-        : `Alpaca ${route} failed: ${errorMessage(error)}`;
+        : `Alpaca ${route} failed: ${
+          redactValues(errorMessage(error), [this.#keyId, this.#secretKey])
+        }`;
       this.#log.warn("alpaca request failed", { route, timed_out: timedOut, error: message });
       throw new BrokerUnavailableError(message, { cause: error });
     }

@@ -192,3 +192,22 @@ export function redactSecrets(value: unknown): unknown {
   }
   return out;
 }
+
+/**
+ * `text` with every occurrence of each of `secrets` replaced by
+ * {@linkcode REDACTED}, longest first (so a secret holding another is
+ * replaced whole); empty secrets are ignored. For text that came from
+ * elsewhere and may echo credentials back: an error page showing the
+ * request's headers.
+ *
+ * @example
+ * ```ts
+ * redactValues("apca-api-secret-key: s3cr3t", ["s3cr3t"]); // "apca-api-secret-key: ***"
+ * ```
+ */
+export function redactValues(text: string, secrets: readonly string[]): string {
+  const sorted = secrets.filter((secret) => secret !== "").sort((a, b) => b.length - a.length);
+  let result = text;
+  for (const secret of sorted) result = result.replaceAll(secret, REDACTED);
+  return result;
+}
