@@ -17,6 +17,12 @@ RUN deno cache --frozen main.ts scripts/migrate.ts actors/_batch_writer_thread.t
 
 USER deno
 
+# Every interface, so that a published port reaches the engine. Without an API key (the
+# development profile) the trading API answers only clients on a loopback address — those of a
+# published port come from the container network's gateway — unless http.allow_keyless_remote
+# (TRADEWIRE_HTTP__ALLOW_KEYLESS_REMOTE=true), for a port no one else reaches: compose.yaml sets
+# it and publishes on 127.0.0.1 only. Anywhere else: TRADEWIRE_ENGINE__PROFILE=production and
+# TRADEWIRE_HTTP__API_KEY_HASHES (`deno task hash-key` makes a key and its hash).
 ENV TRADEWIRE_HTTP__HOST=0.0.0.0 \
     TRADEWIRE_HTTP__PORT=8000
 EXPOSE 8000

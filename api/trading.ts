@@ -1,7 +1,8 @@
 /**
  * The trading API: signals, orders, positions, the portfolio and the kill
- * switch. Mounted at `/api/v1/trading` behind the API-key middleware. Money
- * values are decimal strings.
+ * switch. Mounted at `/api/v1/trading` behind the API-key middleware and the
+ * guards against cross-site requests and DNS rebinding ({@linkcode TradingHttpOptions}).
+ * Money values are decimal strings.
  *
  * @module
  */
@@ -55,7 +56,7 @@ import { JsonDuplicateKeyError, JsonNumber, parseJsonNumbers } from "../lib/json
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { ApiError, methodNotAllowed } from "./errors.ts";
 import { singleParams } from "./_params.ts";
-import { requireApiKey } from "./auth.ts";
+import { isLoopbackHost, requireApiKey, requireLoopbackHost, requireSameOrigin } from "./auth.ts";
 import { isoTimeUs } from "./market_data.ts";
 
 /** What the trading routes need. */
@@ -70,8 +71,17 @@ export interface TradingRoutesDeps {
   cache: LatestCache;
   /** A price older than this (ms) is not used as a mark. */
   maxPriceAgeMs: number;
-  /** Accepted API key hashes; empty leaves the routes open (development only). */
+  /**
+   * Accepted API key hashes; empty leaves the routes open to clients on this
+   * machine (development only; see {@linkcode TradingHttpOptions}).
+   */
   apiKeyHashes: readonly string[];
+  /**
+   * The `http` settings that say who else may call the routes: pass
+   * `config.http`. Without them, keyless routes do not refuse clients on
+   * other machines (they cannot know `http.allow_keyless_remote`).
+   */
+  http?: TradingHttpOptions;
   /** @default {systemClock} */
   clock?: Clock;
   /**
@@ -81,6 +91,30 @@ export interface TradingRoutesDeps {
    * @default {dbDeadlineMs(sql)}
    */
   dbDeadlineMs?: number;
+}
+
+/**
+ * What the trading routes read of the `http` configuration. Every request
+ * is refused that a browser sends for a page of another origin (its
+ * `Origin` not the API's own nor in `allowed_origins`, or `Sec-Fetch-Site:
+ * cross-site`/`same-site`). When the server listens on a loopback address,
+ * or the routes have no API key, a request whose `Host` is not a loopback
+ * name nor in `allowed_hosts` is refused (DNS rebinding). Without an API
+ * key, a client on another machine is refused unless `allow_keyless_remote`.
+ */
+export interface TradingHttpOptions {
+  /** The address the server listens on (`http.host`). */
+  host?: string;
+  /** Origins allowed besides the API's own (`http.allowed_origins`). @default {[]} */
+  allowed_origins?: readonly string[];
+  /** Host names allowed besides the loopback ones (`http.allowed_hosts`). @default {[]} */
+  allowed_hosts?: readonly string[];
+  /**
+   * Without API keys, answer clients on other machines too
+   * (`http.allow_keyless_remote`).
+   * @default {false}
+   */
+  allow_keyless_remote?: boolean;
 }
 
 /**
@@ -134,7 +168,23 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   /** A query of these routes, a 503 (DbTimeoutError) when PostgreSQL does not answer in time. */
   const db = <T>(query: () => Promise<T>) => withDeadline(query, deadlineMs, clock);
   const app = new Hono();
-  app.use("*", requireApiKey({ hashes: deps.apiKeyHashes }));
+  const http = deps.http ?? {};
+  // Before anything reads the body: a page of another site must not reach the routes.
+  app.use("*", requireSameOrigin({ allowedOrigins: http.allowed_origins ?? [] }));
+  if (
+    deps.apiKeyHashes.length === 0 || (http.host !== undefined && isLoopbackHost(http.host))
+  ) {
+    app.use("*", requireLoopbackHost({ allowedHosts: http.allowed_hosts ?? [] }));
+  }
+  app.use(
+    "*",
+    requireApiKey({
+      hashes: deps.apiKeyHashes,
+      // Without the settings, as before them: a keyless engine in a container (compose.yaml)
+      // sees its clients come from the container network's gateway.
+      allowKeylessRemote: http.allow_keyless_remote ?? deps.http === undefined,
+    }),
+  );
 
   app.post("/signal", async (c) => {
     // Read as the NATS path reads it: numbers exactly as sent, too deep a body refused unread.

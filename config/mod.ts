@@ -45,6 +45,7 @@ export {
   type SslMode,
   type SupervisorConfig,
   verifyApiKey,
+  WEAK_API_KEY_HASHES,
   WEAK_PASSWORDS,
 } from "./schema.ts";
 export {

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
 import { z } from "zod";
 import { LEVELS } from "../lib/log.ts";
 import { sha256Hex as sha256 } from "../lib/hash.ts";
@@ -62,6 +63,19 @@ export const WEAK_PASSWORDS: readonly string[] = [
   "clickhouse",
   "nats",
 ];
+
+/**
+ * SHA-256 hashes (as `http.api_key_hashes` holds them) of the
+ * {@linkcode WEAK_PASSWORDS} in lower case, upper case and capitalised: the
+ * production profile refuses them as API key hashes. A hash of a guessable
+ * key is as good as the key in clear: unsalted SHA-256 is reversed in seconds.
+ */
+export const WEAK_API_KEY_HASHES: ReadonlySet<string> = new Set(
+  WEAK_PASSWORDS.flatMap((
+    word,
+  ) => [word, word.toUpperCase(), word[0]!.toUpperCase() + word.slice(1)])
+    .map((key) => createHash("sha256").update(key, "utf8").digest("hex")),
+);
 
 /** Liquid Binance spot pairs, in canonical `BASE-QUOTE` form. */
 export const BINANCE_SYMBOLS = [
@@ -167,6 +181,9 @@ export const DEFAULT_CONFIG = {
     host: "127.0.0.1",
     port: 8000,
     api_key_hashes: [],
+    allow_keyless_remote: false,
+    allowed_hosts: [],
+    allowed_origins: [],
     max_body_bytes: 1_048_576,
   },
   nats: {
@@ -175,6 +192,7 @@ export const DEFAULT_CONFIG = {
     user: "",
     password: "",
     token: "",
+    allow_anonymous: false,
     connect_timeout_ms: 5000,
     reconnect_wait_ms: 250,
     reconnect_max_wait_ms: 10_000,
@@ -376,6 +394,27 @@ function isListenHost(host: string): boolean {
 }
 
 const listenHost = z.string({ error: HOST_ERROR }).refine(isListenHost, { error: HOST_ERROR });
+
+const HOST_NAMES_ERROR = "expected a list of host names or IP addresses, without ports";
+/** A name a request's `Host` may carry (`http.allowed_hosts`): lower-cased, IPv6 in brackets. */
+const hostName = z.string({ error: HOST_NAMES_ERROR })
+  .refine(isListenHost, { error: HOST_NAMES_ERROR })
+  .transform((host) => {
+    const bare = host.toLowerCase().replace(/^\[(.*)\]$/, "$1");
+    return bare.includes(":") ? parseUrl(`http://[${bare}]/`)!.hostname : bare;
+  });
+
+const ORIGINS_ERROR =
+  "expected a list of web origins: http:// or https://, a host and an optional port, no path";
+/** A web page's origin (`http.allowed_origins`), as a browser sends it: `https://host[:port]`. */
+const webOrigin = z.string({ error: ORIGINS_ERROR })
+  .refine((text) => {
+    const url = parseUrl(text.trim());
+    // No path, query, fragment or user: what is left is the origin (a default port dropped).
+    return url !== undefined && (url.protocol === "http:" || url.protocol === "https:") &&
+      url.href === `${url.origin}/`;
+  }, { error: ORIGINS_ERROR })
+  .transform((text) => parseUrl(text.trim())!.origin);
 
 function oneOf<const T extends readonly [string, ...string[]]>(values: T) {
   return z.enum(values, { error: `expected one of ${values.join(", ")}` });
@@ -669,6 +708,9 @@ export const configSchema = z.object({
     port: int(1, 65535).default(D.http.port),
     api_key_hashes: z.array(sha256Hex, { error: "expected a list of sha256 hashes" })
       .default(() => []),
+    allow_keyless_remote: bool().default(D.http.allow_keyless_remote),
+    allowed_hosts: z.array(hostName, { error: HOST_NAMES_ERROR }).default(() => []),
+    allowed_origins: z.array(webOrigin, { error: ORIGINS_ERROR }).default(() => []),
     max_body_bytes: int(1, 1_073_741_824).default(D.http.max_body_bytes),
   }),
   nats: section({
@@ -677,6 +719,7 @@ export const configSchema = z.object({
     user: text().default(D.nats.user),
     password: text().default(D.nats.password),
     token: text().default(D.nats.token),
+    allow_anonymous: bool().default(D.nats.allow_anonymous),
     connect_timeout_ms: ms(1).default(D.nats.connect_timeout_ms),
     reconnect_wait_ms: ms(0).default(D.nats.reconnect_wait_ms),
     reconnect_max_wait_ms: ms(0).default(D.nats.reconnect_max_wait_ms),
@@ -1066,8 +1109,36 @@ function natsUrlProblems(text: string): string[] {
 }
 
 /**
+ * Whether the NATS connection authenticates: `nats.user`, `nats.token`, or
+ * credentials in a URL of `nats.url` (the adapter uses the first it finds for
+ * every server).
+ */
+function hasNatsCredentials(user: unknown, token: unknown, url: string): boolean {
+  if ((typeof user === "string" && user !== "") || (typeof token === "string" && token !== "")) {
+    return true;
+  }
+  const credentials = urlCredentials(url);
+  return credentials.user !== undefined || credentials.token !== undefined;
+}
+
+/**
+ * Whether every server of `nats.url` is on a loopback address (127.0.0.0/8,
+ * `localhost`, `[::1]`): reachable by the processes of this machine only.
+ */
+function onlyLoopbackServers(url: string): boolean {
+  const servers = natsServers(url);
+  return servers.length > 0 && servers.every((server) => {
+    const host = parseUrl(server)?.hostname.toLowerCase().replace(/^\[(.*)\]$/, "$1");
+    return host === "localhost" || host === "::1" ||
+      (host !== undefined && /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host));
+  });
+}
+
+/**
  * The settings that `engine.profile: production` refuses: no API key hashes
- * while HTTP is enabled, a postgres URL without a password, no ClickHouse
+ * while HTTP is enabled, hashes of well-known passwords ({@linkcode WEAK_API_KEY_HASHES}),
+ * a NATS connection without credentials to a server on another host
+ * unless `nats.allow_anonymous`, a postgres URL without a password, no ClickHouse
  * password (neither `clickhouse.password` nor one in its URL), well-known default
  * passwords (postgres, clickhouse, nats; also inside URLs, and as a NATS token
  * in `nats.token` or `nats://token@host`), a NATS user without a password (in
@@ -1091,6 +1162,20 @@ export function productionProblems(config: unknown): SettingProblem[] {
       "the production profile requires at least one API key hash " +
         "(make one with `deno task hash-key KEY`)",
     );
+  }
+  if (Array.isArray(hashes)) {
+    const weak = hashes.filter((hash) =>
+      typeof hash === "string" && WEAK_API_KEY_HASHES.has(hash.toLowerCase())
+    ).length;
+    if (weak > 0) {
+      refuse(
+        "http",
+        "api_key_hashes",
+        `${weak === 1 ? "a hash is the one" : `${weak} hashes are those`} of a well-known ` +
+          "password, refused by the production profile: API keys must be random " +
+          "(make one with `deno task hash-key`)",
+      );
+    }
   }
 
   const pgUrl = at(config, "postgres", "url");
@@ -1133,6 +1218,20 @@ export function productionProblems(config: unknown): SettingProblem[] {
   const natsUrl = at(config, "nats", "url");
   if (typeof natsUrl === "string") {
     for (const message of natsUrlProblems(natsUrl)) refuse("nats", "url", message);
+  }
+  if (
+    at(config, "nats", "allow_anonymous") !== true && typeof natsUrl === "string" &&
+    !hasNatsCredentials(natsUser, natsToken, natsUrl) && !onlyLoopbackServers(natsUrl)
+  ) {
+    refuse(
+      "nats",
+      "url",
+      "the production profile requires NATS credentials for a server on another host " +
+        "(anyone reaching an open server places orders on signals.<strategy> and flips the " +
+        "kill switch): set nats.user and nats.password, nats.token, or " +
+        "nats://user:password@host, or nats.allow_anonymous: true if the server lets no one " +
+        "else publish",
+    );
   }
 
   if (at(config, "log", "level") === "debug") {

@@ -1,23 +1,61 @@
 // deno-lint-ignore-file no-console
 /**
- * Prints the SHA-256 hash of an API key for `http.api_key_hashes`:
- * `deno task hash-key KEY`, or the key on standard input (keeps it out of shell history).
+ * Makes an API key and prints it with its SHA-256 hash for `http.api_key_hashes`:
+ * `deno task hash-key`. Given a key (`deno task hash-key KEY`, or the key on
+ * standard input, which keeps it out of shell history) prints the hash of that
+ * key, refusing one shorter than {@linkcode MIN_API_KEY_LENGTH} characters: an
+ * unsalted hash of a short or guessable key is reversed in seconds.
  *
  * @module
  */
 
 import { hashApiKey } from "../config/mod.ts";
 
-let key = Deno.args[0];
-if (key === undefined) {
+/** Fewest characters of a key this script hashes. */
+export const MIN_API_KEY_LENGTH = 32;
+/** Random bytes in a key this script makes: 256 bits. */
+export const GENERATED_KEY_BYTES = 32;
+
+/** A new random API key: {@linkcode GENERATED_KEY_BYTES} random bytes, base64url, no padding. */
+export function generateApiKey(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(GENERATED_KEY_BYTES));
+  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_")
+    .replace(/=+$/, "");
+}
+
+async function readStdin(): Promise<string> {
   const chunks: string[] = [];
   for await (const chunk of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {
     chunks.push(chunk);
   }
-  key = chunks.join("").trim();
+  return chunks.join("").trim();
 }
-if (!key) {
-  console.error("usage: deno task hash-key KEY   (or pipe the key on standard input)");
-  Deno.exit(2);
+
+if (import.meta.main) {
+  if (Deno.args.length > 1) {
+    console.error(
+      "usage: deno task hash-key [KEY]   (no KEY: make one; or pipe it on standard input)",
+    );
+    Deno.exit(2);
+  }
+  let key = Deno.args[0] ?? (Deno.stdin.isTerminal() ? "" : await readStdin());
+  if (key === "") {
+    key = generateApiKey();
+    console.log(`key:  ${key}`);
+    console.log(`hash: ${await hashApiKey(key)}`);
+    console.error(
+      "Give the key to the API's clients (Authorization: Bearer <key>) and keep it secret; " +
+        "put the hash in http.api_key_hashes (env TRADEWIRE_HTTP__API_KEY_HASHES).",
+    );
+    Deno.exit(0);
+  }
+  if (key.length < MIN_API_KEY_LENGTH) {
+    console.error(
+      `The key has ${key.length} characters; an API key must be random and at least ` +
+        `${MIN_API_KEY_LENGTH} characters long (an unsalted hash of a short key is reversed ` +
+        "in seconds). Run `deno task hash-key` with no key to make one.",
+    );
+    Deno.exit(2);
+  }
+  console.log(await hashApiKey(key));
 }
-console.log(await hashApiKey(key));
