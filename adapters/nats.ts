@@ -63,7 +63,7 @@ export interface ConnectNatsOptions {
   random?: () => number;
 }
 
-/** The delay before reconnect attempt `attempt` (0-based): exponential, capped, jittered. */
+/** The delay after reconnect attempt `attempt` (0-based) before the next: exponential, capped, jittered. */
 export function reconnectDelay(
   attempt: number,
   options: Pick<NatsOptions, "reconnect_wait_ms" | "reconnect_max_wait_ms" | "reconnect_jitter_ms">,
@@ -131,16 +131,74 @@ function decode(text: string): string {
   }
 }
 
+/** Options of {@linkcode reconnectSchedule}. */
+export interface ReconnectScheduleOptions {
+  /** For jitter. @default {Math.random} */
+  random?: () => number;
+  /** Wall time in ms, the clock nats.js times its dials by. @default {Date.now} */
+  now?: () => number;
+}
+
+/** The reconnect backoff of one connection ({@linkcode reconnectSchedule}). */
+export interface ReconnectSchedule {
+  /** nats.js's `reconnectDelayHandler`: 0 when a dial is due, else the delay being waited out. */
+  delay(): number;
+  /** The connection is up: after its next drop the delays start over at `reconnect_wait_ms`. */
+  connected(): void;
+}
+
+/**
+ * The reconnect backoff of a connection, as nats.js's `reconnectDelayHandler`:
+ * after a drop the first dial comes at once (at least `reconnect_wait_ms`
+ * after the connection came up), then the dials are
+ * `reconnectDelay(0)`, `reconnectDelay(1)`, … apart — the delay doubles per
+ * dial, up to `reconnect_max_wait_ms`. nats.js asks for the delay on every
+ * pass of its dial loop, also on the passes that only wait out the delay, and
+ * dials once the delay has passed since its last dial: so the delay advances
+ * only when a dial is due, and a due dial is answered with 0 (dial now).
+ *
+ * @example
+ * ```ts
+ * const schedule = reconnectSchedule(config.nats);
+ * const options = { reconnectDelayHandler: () => schedule.delay() };
+ * ```
+ */
+export function reconnectSchedule(
+  options: Pick<NatsOptions, "reconnect_wait_ms" | "reconnect_max_wait_ms" | "reconnect_jitter_ms">,
+  { random = Math.random, now = Date.now }: ReconnectScheduleOptions = {},
+): ReconnectSchedule {
+  let attempt = 0;
+  // When the last dial was due, and the delay after it.
+  let dialedAt = Number.NEGATIVE_INFINITY;
+  let delay = 0;
+  return {
+    delay() {
+      const at = now();
+      if (at < dialedAt + delay) return delay;
+      dialedAt = at;
+      delay = reconnectDelay(attempt++, options, random);
+      return 0;
+    },
+    connected() {
+      attempt = 0;
+      dialedAt = now();
+      delay = reconnectDelay(0, options, random);
+    },
+  };
+}
+
 /**
  * The nats.js connection options for `options`. Credentials in the URLs
  * ({@linkcode urlCredentials}) are used unless `user` or `token` is set,
- * which then beat them; a user and password beat a token.
+ * which then beat them; a user and password beat a token. Call
+ * `onConnected` whenever the connection comes up (reconnects included): the
+ * reconnect backoff ({@linkcode reconnectSchedule}) starts over.
  */
 export function natsConnectionOptions(
   options: NatsOptions,
   random: () => number = Math.random,
-): ConnectionOptions & { onReconnected: () => void } {
-  let attempt = 0;
+): ConnectionOptions & { onConnected: () => void } {
+  const schedule = reconnectSchedule(options, { random });
   const fromUrl = urlCredentials(options.url);
   const set = options.user !== "" || options.token !== "";
   const user = options.user
@@ -162,10 +220,8 @@ export function natsConnectionOptions(
     // Credentials refused on a reconnect (changed on the server) are tried again like an outage,
     // not given up after two refusals, which would leave the engine with a closed connection.
     ignoreAuthErrorAbort: true,
-    reconnectDelayHandler: () => reconnectDelay(attempt++, options, random),
-    onReconnected: () => {
-      attempt = 0;
-    },
+    reconnectDelayHandler: () => schedule.delay(),
+    onConnected: () => schedule.connected(),
     ...(user ? { user: user.name, pass: user.password } : {}),
     ...(token ? { token } : {}),
   };
@@ -262,7 +318,7 @@ export async function connectNats(
   options: NatsOptions,
   { signal, log = nullLogger, clock = systemClock, random = Math.random }: ConnectNatsOptions = {},
 ): Promise<NatsConnection> {
-  const { onReconnected, ...connectionOptions } = natsConnectionOptions(options, random);
+  const { onConnected, ...connectionOptions } = natsConnectionOptions(options, random);
   const url = redactUrl(options.url);
   for (let attempt = 0;; attempt++) {
     signal?.throwIfAborted();
@@ -274,7 +330,9 @@ export async function connectNats(
         signal.throwIfAborted();
       }
       log.info("NATS connected", { url, server: nc.info?.server_name ?? null });
-      watchStatus(nc, log, onReconnected);
+      // Failed first dials above advanced the backoff: the first outage starts it over.
+      onConnected();
+      watchStatus(nc, log, onConnected);
       return nc;
     } catch (error) {
       if (isAuthRefusal(error)) {
@@ -297,14 +355,14 @@ export async function connectNats(
   }
 }
 
-async function watchStatus(nc: NatsConnection, log: Logger, onReconnected: () => void) {
+async function watchStatus(nc: NatsConnection, log: Logger, onConnected: () => void) {
   for await (const status of nc.status()) {
     switch (status.type) {
       case "disconnect":
         log.warn("NATS disconnected", { server: status.server });
         break;
       case "reconnect":
-        onReconnected();
+        onConnected();
         log.info("NATS reconnected", { server: status.server });
         break;
       case "error":
