@@ -249,6 +249,7 @@ export async function startEngine(
         name: config.engine.name,
         health,
         log,
+        http: config.http,
         routes: {
           "/api/v1/market-data": marketDataRoutes({
             clickhouse,
@@ -265,6 +266,7 @@ export async function startEngine(
             cache,
             maxPriceAgeMs: config.execution.max_price_age_ms,
             apiKeyHashes: config.http.api_key_hashes,
+            http: config.http,
           }),
         },
       });
