@@ -320,21 +320,51 @@ export class AlpacaAuthError extends Error {
 export const ALPACA_CRYPTO_ORDER_TYPES: readonly string[] = ["market", "limit", "stop_limit"];
 /** Times in force Alpaca takes for crypto pairs. */
 export const ALPACA_CRYPTO_TIMES_IN_FORCE: readonly string[] = ["gtc", "ioc"];
+/** Most decimals Alpaca takes in a US equity price of $1.00 or more. */
+export const ALPACA_EQUITY_PRICE_DECIMALS = 2;
+/** Most decimals Alpaca takes in a US equity price below $1.00. */
+export const ALPACA_EQUITY_SUB_DOLLAR_PRICE_DECIMALS = 4;
+/** The only time in force Alpaca takes for a US equity order of a fractional quantity. */
+export const ALPACA_FRACTIONAL_TIME_IN_FORCE = "day";
 
 /**
- * What Alpaca refuses about an order before it is sent: crypto pairs
- * (canonical `BASE-QUOTE`) take only market, limit and stop_limit orders,
- * with time in force gtc or ioc (Alpaca's crypto orders documentation);
- * stocks take every type and time in force the engine knows.
+ * What Alpaca refuses about an order before it is sent (HTTP 422 at
+ * `POST /v2/orders`), each reason naming the field it is about:
+ *
+ * - crypto pairs (canonical `BASE-QUOTE`) take only market, limit and
+ *   stop_limit orders, with time in force gtc or ioc (Alpaca's crypto orders
+ *   documentation);
+ * - US equities (every other symbol) take every type and time in force the
+ *   engine knows, but no sub-penny price: a `limit_price` or `stop_price` of
+ *   $1.00 or more has at most 2 decimals, one below $1.00 at most 4 (Alpaca
+ *   answers "sub-penny increment does not fulfill minimum pricing
+ *   criteria"); and a fractional `qty` only as a day order, of any type
+ *   (Alpaca's fractional trading documentation: "supported only for day
+ *   orders"; market orders, limit orders since 2023, stop and stop_limit
+ *   orders since, per its changelog).
+ *
+ * The quantity and prices are checked when the order carries them.
  *
  * @example
  * ```ts
  * alpacaRefusals({ symbol: "BTC-USD", type: "market", time_in_force: "day" });
  * // ["alpaca: crypto orders take time_in_force gtc or ioc, not day"]
+ * alpacaRefusals({
+ *   symbol: "AAPL",
+ *   type: "limit",
+ *   time_in_force: "gtc",
+ *   qty: new Decimal("0.5"),
+ *   limit_price: new Decimal("187.555"),
+ * });
+ * // ["alpaca: limit_price 187.555 has sub-penny decimals (at or above $1.00: at most 2)",
+ * //  "alpaca: a fractional qty (0.5) takes time_in_force day, not gtc"]
  * ```
  */
 export function alpacaRefusals(order: OrderShape): string[] {
-  if (!order.symbol.includes("-")) return [];
+  return order.symbol.includes("-") ? cryptoRefusals(order) : equityRefusals(order);
+}
+
+function cryptoRefusals(order: OrderShape): string[] {
   const refusals: string[] = [];
   if (!ALPACA_CRYPTO_ORDER_TYPES.includes(order.type)) {
     refusals.push(
@@ -346,6 +376,36 @@ export function alpacaRefusals(order: OrderShape): string[] {
       `alpaca: crypto orders take time_in_force ${
         ALPACA_CRYPTO_TIMES_IN_FORCE.join(" or ")
       }, not ${order.time_in_force}`,
+    );
+  }
+  return refusals;
+}
+
+function equityRefusals(order: OrderShape): string[] {
+  const refusals: string[] = [];
+  for (const field of ["limit_price", "stop_price"] as const) {
+    const price = order[field];
+    if (price === undefined || price === null || !price.isFinite()) continue;
+    const subDollar = price.lt(ONE);
+    const places = subDollar
+      ? ALPACA_EQUITY_SUB_DOLLAR_PRICE_DECIMALS
+      : ALPACA_EQUITY_PRICE_DECIMALS;
+    if (price.decimalPlaces() > places) {
+      refusals.push(
+        `alpaca: ${field} ${price.toFixed()} has sub-penny decimals (${
+          subDollar ? "below" : "at or above"
+        } $1.00: at most ${places})`,
+      );
+    }
+  }
+  const qty = order.qty;
+  if (
+    qty !== undefined && qty.isFinite() && !qty.isInteger() &&
+    order.time_in_force !== ALPACA_FRACTIONAL_TIME_IN_FORCE
+  ) {
+    refusals.push(
+      `alpaca: a fractional qty (${qty.toFixed()}) takes time_in_force ` +
+        `${ALPACA_FRACTIONAL_TIME_IN_FORCE}, not ${order.time_in_force}`,
     );
   }
   return refusals;

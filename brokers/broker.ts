@@ -235,8 +235,14 @@ export function streamProblem(
   } s${why}`;
 }
 
-/** What {@linkcode Broker.refusals} looks at. */
-export type OrderShape = Pick<BrokerOrderRequest, "symbol" | "type" | "time_in_force">;
+/**
+ * What {@linkcode Broker.refusals} looks at: the order's symbol, type and
+ * time in force, and, when the caller knows them, its quantity and prices (a
+ * price absent or null: the order has none).
+ */
+export type OrderShape =
+  & Pick<BrokerOrderRequest, "symbol" | "type" | "time_in_force">
+  & Partial<Pick<BrokerOrderRequest, "qty" | "limit_price" | "stop_price">>;
 
 /** The broker refused an order; `reason` says why. Not retried. */
 export class BrokerRejectedError extends Error {
