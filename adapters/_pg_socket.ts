@@ -1,27 +1,31 @@
 /**
  * The sockets of the PostgreSQL pool ({@linkcode watchedSockets}): a TCP (or
- * Unix) connection that is dropped when it sent a request and heard nothing
- * back for `answer_deadline_ms`. PostgreSQL that stops answering without
- * closing the connection — a network partition, a frozen server or disk —
- * would else hold every statement sent to it until TCP gives up (a quarter
- * of an hour, or never while the server's kernel still acknowledges).
- * Dropped, the statement fails as a lost connection (`ETIMEDOUT`): callers
- * treat it as a write whose outcome is unknown, which they already do for a
- * connection that drops.
+ * Unix) connection that is dropped when PostgreSQL owes it an answer and has
+ * sent nothing for `answer_deadline_ms`. PostgreSQL that stops answering
+ * without closing the connection — a network partition, a frozen server or
+ * disk — would else hold every statement sent to it until TCP gives up (a
+ * quarter of an hour, or never while something on the way still
+ * acknowledges). Dropped, the statement fails as a lost connection
+ * (`ETIMEDOUT`): callers treat it as a write whose outcome is unknown, which
+ * they already do for a connection that drops.
  *
- * The watch sits below TLS (postgres.js starts TLS on top of the socket), so
- * it counts bytes, not messages: a connection waits for an answer from its
- * first write after the last byte it read until it reads again.
- *
- * It also ends a connection that must use TLS when the server refuses it
- * (`N` to the SSLRequest): postgres.js would start TLS all the same and the
- * server would hang up, an outage to every caller; this is an error of the
- * configuration ({@linkcode TLS_REFUSED_CODE}), as in libpq.
+ * The socket reads the protocol to know when an answer is owed: each `Sync`
+ * or simple `Query` it sends (and the startup) owes one `ReadyForQuery`.
+ * While one is owed, every byte PostgreSQL sends restarts the wait — a long
+ * result streaming in, or statements queued behind one another, each
+ * answered within the server's `statement_timeout` — and once none is owed
+ * the connection may stay silent for ever (idle, or listening). To read it
+ * under TLS the socket speaks TLS itself: it asks for it (`SSLRequest`) as
+ * postgres.js would, and hands postgres.js the plaintext. A server that
+ * refuses TLS the connection requires (`N`) is a configuration error
+ * ({@linkcode TLS_REFUSED_CODE}), as in libpq; postgres.js would start TLS
+ * all the same and the server would hang up, an outage to every caller.
  *
  * @module
  */
 
 import net from "node:net";
+import tls from "node:tls";
 import { Duplex } from "node:stream";
 
 /** Code of the error a connection is dropped with: a lost connection to `mapDbError`. */
@@ -30,16 +34,18 @@ export const ANSWER_TIMEOUT_CODE = "ETIMEDOUT";
 /** Code of the error of a server refusing TLS that the connection requires: not an outage. */
 export const TLS_REFUSED_CODE = "SSL_NOT_SUPPORTED";
 
+/** postgres.js's `ssl` values: off, TLS if the server offers it, TLS required (verified or not). */
+export type PgSsl = false | "prefer" | "require" | "verify-full" | tls.ConnectionOptions;
+
 /** Options of {@linkcode watchedSockets}. */
 export interface WatchedSocketsOptions {
-  /** Ms a connection waits for an answer before it is dropped; null never drops one. */
+  /** Ms a connection owed an answer waits for a byte before it is dropped; null never drops one. */
   answerDeadlineMs: number | null;
-  /** The `sslmode` that requires TLS, named in the error when the server refuses it; null: not required. */
-  tlsRequiredBy: string | null;
+  /** TLS as postgres.js's `ssl` option says (postgres.js itself is then given none). */
+  ssl: PgSsl;
+  /** The `sslmode` named when a server refuses TLS the connection requires. */
+  sslmode: string;
 }
-
-/** Longest wait for the end of stream to be read before a dropped connection is destroyed, ms. */
-const DROP_GRACE_MS = 1_000;
 
 /** What postgres.js hands its `socket` factory: the parsed hosts, ports and socket path. */
 export interface PgSocketTarget {
@@ -48,41 +54,105 @@ export interface PgSocketTarget {
   path?: string | false | undefined;
 }
 
+/** `SSLRequest`: length 8, code 80877103. */
+const SSL_REQUEST = new Uint8Array([0, 0, 0, 8, 4, 210, 22, 47]);
+/** The protocol version of a `StartupMessage` (3.0), which owes a `ReadyForQuery`. */
+const PROTOCOL_3 = 196_608;
+const SYNC = 0x53; // 'S'
+const QUERY = 0x51; // 'Q'
+const READY_FOR_QUERY = 0x5a; // 'Z'
+
 /**
- * A postgres.js `socket` factory whose connections are dropped after
- * `answerDeadlineMs` without an answer, and refused when they require TLS that
- * the server does not offer. Hosts are taken in turn, as postgres.js does with
- * several.
+ * A postgres.js `socket` factory (for a single host or Unix socket: postgres.js
+ * tries several hosts itself) whose connections are dropped after
+ * `answerDeadlineMs` without a byte while an answer is owed, and speak TLS as
+ * `ssl` says. Give postgres.js `ssl: false` with it.
  *
  * @example
  * ```ts
- * const socket = watchedSockets({ answerDeadlineMs: 35_000, tlsRequiredBy: null });
- * const sql = postgres(url, { socket });
+ * const socket = watchedSockets({ answerDeadlineMs: 35_000, ssl: "prefer", sslmode: "prefer" });
+ * const sql = postgres(url, { socket, ssl: false });
  * ```
  */
 export function watchedSockets(options: WatchedSocketsOptions): (target: PgSocketTarget) => Duplex {
-  let next = 0;
   return (target) => {
-    if (target.path) {
-      return new WatchedSocket(net.connect(target.path), options, target.path);
-    }
-    const i = next++ % Math.max(1, target.host.length);
-    const host = target.host[i] ?? "localhost";
-    const port = target.port[i] ?? target.port[0] ?? 5432;
+    if (target.path) return new WatchedSocket(net.connect(target.path), options, target.path);
+    const host = target.host[0] ?? "localhost";
+    const port = target.port[0] ?? 5432;
     return new WatchedSocket(net.connect(port, host), options, `${host}:${port}`, host, port);
   };
 }
 
-/** A connection's socket, dropped when it waited `deadlineMs` for an answer. */
+/**
+ * Counts the messages of one direction of the protocol across chunks:
+ * calls `onMessage(type, code)` at each message's header — `type` the
+ * message's type byte, or null for the untyped first message of a frontend
+ * (`code` then its protocol version or request code).
+ */
+class MessageScanner {
+  #untyped: boolean;
+  #head: number[] = [];
+  #skip = 0;
+  readonly #onMessage: (type: number | null, code: number) => void;
+
+  constructor(untypedFirst: boolean, onMessage: (type: number | null, code: number) => void) {
+    this.#untyped = untypedFirst;
+    this.#onMessage = onMessage;
+  }
+
+  scan(chunk: Uint8Array): void {
+    let i = 0;
+    while (i < chunk.length) {
+      if (this.#skip > 0) {
+        const n = Math.min(this.#skip, chunk.length - i);
+        this.#skip -= n;
+        i += n;
+        continue;
+      }
+      this.#head.push(chunk[i++]!);
+      const head = this.#head;
+      if (this.#untyped) {
+        if (head.length < 8) continue;
+        const length = int32(head, 0);
+        this.#onMessage(null, int32(head, 4));
+        this.#skip = Math.max(0, length - 8);
+        this.#untyped = false;
+      } else {
+        if (head.length < 5) continue;
+        this.#onMessage(head[0]!, 0);
+        this.#skip = Math.max(0, int32(head, 1) - 4);
+      }
+      this.#head = [];
+    }
+  }
+}
+
+function int32(bytes: readonly number[], at: number): number {
+  return ((bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) | bytes[at + 3]!) >>>
+    0;
+}
+
+/** A connection's socket: TLS as configured, dropped when it waited `deadlineMs` for an answer. */
 class WatchedSocket extends Duplex {
-  /** Read by postgres.js: the TLS server name. */
+  /** The server's host name (postgres.js reads it). */
   readonly host: string | undefined;
   /** The server's port. */
   readonly port: number | undefined;
   readonly #raw: net.Socket;
+  /** What postgres.js's bytes go through: the raw socket, or TLS over it, once negotiated. */
+  #wire: net.Socket | tls.TLSSocket | null = null;
+  /** Writes made before the wire was ready. */
+  #queued: Array<{ chunk: Uint8Array; callback: (error?: Error | null) => void }> = [];
   readonly #deadlineMs: number | null;
-  #tlsRequiredBy: string | null;
   #waiting: ReturnType<typeof setTimeout> | undefined;
+  /** `ReadyForQuery` messages PostgreSQL owes. */
+  #owed = 0;
+  readonly #sent = new MessageScanner(true, (type, code) => {
+    if (type === null ? code === PROTOCOL_3 : type === SYNC || type === QUERY) this.#owed++;
+  });
+  readonly #received = new MessageScanner(false, (type) => {
+    if (type === READY_FOR_QUERY && this.#owed > 0) this.#owed--;
+  });
 
   constructor(
     raw: net.Socket,
@@ -94,25 +164,46 @@ class WatchedSocket extends Duplex {
     super({ allowHalfOpen: false });
     this.#raw = raw;
     this.#deadlineMs = options.answerDeadlineMs;
-    this.#tlsRequiredBy = options.tlsRequiredBy;
     this.host = host;
     this.port = port;
-    raw.on("data", (chunk: Uint8Array) => {
-      this.#answered();
-      // The first byte of a connection that asked for TLS answers the SSLRequest: S or N.
-      if (this.#tlsRequiredBy !== null && chunk[0] === 0x4e) {
-        const error = new Error(
-          `PostgreSQL at ${where} does not support TLS, but sslmode=${this.#tlsRequiredBy} requires it`,
-        );
-        this.destroy(Object.assign(error, { code: TLS_REFUSED_CODE }));
-        return;
-      }
-      this.#tlsRequiredBy = null;
-      if (!this.push(chunk)) raw.pause();
-    });
-    raw.on("end", () => this.push(null));
     raw.on("error", (error: Error) => this.destroy(error));
     raw.on("close", () => this.destroy());
+    if (options.ssl === false) {
+      this.#use(raw);
+      return;
+    }
+    // postgres.js's own negotiation: ask for TLS, take S or N.
+    const ssl = options.ssl;
+    const answer = (chunk: Uint8Array) => {
+      raw.off("data", answer);
+      this.#answered();
+      if (chunk[0] === 0x53 && chunk.length === 1) {
+        const secure = tls.connect({
+          socket: raw,
+          servername: host === undefined || net.isIP(host) !== 0 ? undefined : host,
+          ...(ssl === "prefer" || ssl === "require"
+            ? { rejectUnauthorized: false }
+            : ssl === "verify-full"
+            ? {}
+            : ssl),
+        } as tls.ConnectionOptions);
+        secure.on("error", (error: Error) => this.destroy(error));
+        secure.once("secureConnect", () => this.#use(secure));
+      } else if (chunk[0] === 0x4e && chunk.length === 1 && ssl === "prefer") {
+        this.#use(raw);
+      } else if (chunk[0] === 0x4e && chunk.length === 1) {
+        const error = new Error(
+          `PostgreSQL at ${where} does not support TLS, but sslmode=${options.sslmode} requires it`,
+        );
+        this.destroy(Object.assign(error, { code: TLS_REFUSED_CODE }));
+      } else {
+        // Bytes after the answer were not sent by PostgreSQL over TLS: refuse them (CVE-2021-23222).
+        this.destroy(new Error(`PostgreSQL at ${where} gave an invalid answer to the TLS request`));
+      }
+    };
+    raw.on("data", answer);
+    this.#expectAnswer();
+    raw.write(SSL_REQUEST);
   }
 
   /** The raw socket's state, which postgres.js reads before its last words. */
@@ -134,54 +225,67 @@ class WatchedSocket extends Duplex {
 
   override _write(
     chunk: Uint8Array,
-    encoding: BufferEncoding,
+    _encoding: BufferEncoding,
     callback: (error?: Error | null) => void,
   ): void {
-    this.#asked();
-    this.#raw.write(chunk, encoding, callback);
+    this.#sent.scan(chunk);
+    if (this.#owed > 0) this.#expectAnswer();
+    if (this.#wire === null) this.#queued.push({ chunk, callback });
+    else this.#wire.write(chunk, callback);
   }
 
   override _read(): void {
-    this.#raw.resume();
+    this.#wire?.resume();
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    this.#raw.end(() => callback());
+    if (this.#wire === null) callback();
+    else this.#wire.end(() => callback());
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#answered();
+    if (this.#wire !== null && this.#wire !== this.#raw) this.#wire.destroy();
     this.#raw.destroy();
+    for (const { callback: queued } of this.#queued.splice(0)) {
+      queued(error ?? new Error("The connection closed"));
+    }
     callback(error);
   }
 
-  /** A request went out: the wait for its answer starts, unless one already runs. */
-  #asked(): void {
+  /** Carries postgres.js's bytes over `wire` from now on, starting with those queued. */
+  #use(wire: net.Socket | tls.TLSSocket): void {
+    if (this.destroyed) return;
+    this.#wire = wire;
+    wire.on("data", (chunk: Uint8Array) => {
+      this.#received.scan(chunk);
+      // Any byte is progress; none owed, the connection may rest.
+      if (this.#owed > 0) this.#expectAnswer(true);
+      else this.#answered();
+      if (!this.push(chunk)) wire.pause();
+    });
+    wire.on("end", () => this.push(null));
+    if (wire !== this.#raw) wire.on("close", () => this.destroy());
+    for (const { chunk, callback } of this.#queued.splice(0)) wire.write(chunk, callback);
+  }
+
+  /** Waits for a byte from PostgreSQL (afresh when `restart`), dropping the connection when none comes. */
+  #expectAnswer(restart = false): void {
     const ms = this.#deadlineMs;
-    if (this.#waiting !== undefined || ms === null) return;
+    if (ms === null) return;
+    if (this.#waiting !== undefined) {
+      if (!restart) return;
+      clearTimeout(this.#waiting);
+    }
     const waiting = setTimeout(() => {
       this.#waiting = undefined;
       const error = new Error(
-        `PostgreSQL sent nothing for ${ms} ms after a request; the connection is dropped`,
+        `PostgreSQL sent nothing for ${ms} ms while an answer was owed; the connection is dropped`,
       );
-      this.#drop(Object.assign(error, { code: ANSWER_TIMEOUT_CODE }));
+      this.destroy(Object.assign(error, { code: ANSWER_TIMEOUT_CODE }));
     }, ms);
     Deno.unrefTimer(waiting);
     this.#waiting = waiting;
-  }
-
-  /**
-   * Ends the connection as a server hanging up would, then fails it with
-   * `error`: end of stream first, so that TLS on top (Deno's, wrapping this
-   * stream) closes — destroyed at once, it stays open, and postgres.js with it.
-   */
-  #drop(error: Error): void {
-    const fail = () => this.destroy(error);
-    this.once("end", fail);
-    const late = setTimeout(fail, DROP_GRACE_MS); // no reader took the end of stream
-    Deno.unrefTimer(late);
-    this.once("close", () => clearTimeout(late));
-    this.push(null);
   }
 
   #answered(): void {

@@ -46,12 +46,14 @@ export interface PostgresOptions {
    */
   max_lifetime_s?: number | null | undefined;
   /**
-   * Milliseconds a connection waits for PostgreSQL to answer a request before
-   * it is dropped and the statement fails as a lost connection (`ETIMEDOUT`):
-   * PostgreSQL that stops answering without closing the connection (a network
-   * partition, a frozen server) would else hold the statement for as long as
-   * TCP keeps the connection. null never drops one (a session that turns its
-   * `statement_timeout` off, such as the migrations'). Not a config key.
+   * Milliseconds a connection PostgreSQL owes an answer (a statement sent,
+   * not yet ready for the next) waits for a byte before it is dropped and its
+   * statements fail as a lost connection (`ETIMEDOUT`): PostgreSQL that stops
+   * answering without closing the connection (a network partition, a frozen
+   * server) would else hold them for as long as TCP keeps the connection.
+   * null never drops one (a session that turns its `statement_timeout` off,
+   * such as the migrations'). A URL naming several hosts (postgres.js tries
+   * them in turn) has none. Not a config key.
    * @default {statement_timeout_ms + ANSWER_MARGIN_MS; null when statement_timeout_ms is 0}
    */
   answer_deadline_ms?: number | null | undefined;
@@ -138,7 +140,7 @@ const LIBPQ_CLIENT_PARAMS =
   /^(?:ssl.*|requiressl|gssencmode|gsslib|krbsrvname|channel_binding|passfile)$/;
 
 /**
- * What postgres.js is given for `url`: the URL without libpq's client-side
+ * What the pool connects to `url` with: the URL without libpq's client-side
  * parameters, and its `ssl` option for the {@linkcode effectiveSslMode}.
  * `allow` (libpq: plaintext first, TLS if the server insists) becomes
  * postgres.js's `prefer` (TLS first, plaintext if refused), which reaches the
@@ -150,7 +152,7 @@ const LIBPQ_CLIENT_PARAMS =
  * `prefer` too, which it then makes require TLS (postgres.js cannot fall back
  * to plaintext with TLS options).
  */
-function connectionFor(
+export function connectionFor(
   url: string,
   configured: LibpqSslMode,
 ): { url: string; ssl: false | "prefer" | "require" | "verify-full" | TlsOptions } {
@@ -232,20 +234,23 @@ export function createPostgres(options: PostgresOptions, log: Logger = nullLogge
     options.sslmode ?? DEFAULT_POSTGRES_OPTIONS.sslmode,
   );
   const answerMs = answerDeadlineMs(options);
-  // postgres.js starts TLS even when the server refused it (the server then hangs up, which
-  // looks like an outage): the sockets refuse such a server for a mode that requires TLS.
-  const tlsRequiredBy = connection.ssl === false || connection.ssl === "prefer"
+  const sslmode = effectiveSslMode(
+    options.url,
+    options.sslmode ?? DEFAULT_POSTGRES_OPTIONS.sslmode,
+  );
+  // The watched sockets speak TLS themselves (they read the protocol to know when an answer is
+  // owed, and refuse a server that will not do TLS a mode requires — postgres.js would start it
+  // anyway and be hung up on, an outage to every caller). Several hosts are postgres.js's to try
+  // in turn: such a URL keeps its own sockets, without a deadline.
+  const socket = severalHosts(connection.url)
     ? null
-    : effectiveSslMode(options.url, options.sslmode ?? DEFAULT_POSTGRES_OPTIONS.sslmode);
-  const socket = answerMs === null && tlsRequiredBy === null
-    ? null
-    : watchedSockets({ answerDeadlineMs: answerMs, tlsRequiredBy });
+    : watchedSockets({ answerDeadlineMs: answerMs, ssl: connection.ssl, sslmode });
   const sql = postgres(connection.url, {
     ...(socket === null ? {} : { socket }),
     max: options.pool_size ?? DEFAULT_POSTGRES_OPTIONS.pool_size,
     connect_timeout: options.connect_timeout_s ?? DEFAULT_POSTGRES_OPTIONS.connect_timeout_s,
     ...(options.max_lifetime_s !== undefined ? { max_lifetime: options.max_lifetime_s } : {}),
-    ssl: connection.ssl,
+    ssl: socket === null ? connection.ssl : false,
     connection: {
       application_name: options.application_name ?? DEFAULT_POSTGRES_OPTIONS.application_name,
       statement_timeout: Math.max(0, Math.trunc(statementTimeout)),
@@ -267,6 +272,12 @@ export function createPostgres(options: PostgresOptions, log: Logger = nullLogge
     },
   });
   return sql as unknown as Sql;
+}
+
+/** Whether a PostgreSQL URL names several hosts (`postgres://u@db1,db2/tw`). */
+function severalHosts(url: string): boolean {
+  const authority = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i.exec(url)?.[1] ?? "";
+  return authority.slice(authority.lastIndexOf("@") + 1).includes(",");
 }
 
 /**

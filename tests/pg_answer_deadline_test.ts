@@ -26,7 +26,7 @@ import { nullLogger } from "../lib/log.ts";
 import { ExecutionEngine } from "../trading/execution.ts";
 import { PortfolioState } from "../trading/portfolio_state.ts";
 import { primedCache } from "./_execution_engine.ts";
-import { noRiskLimits } from "./_helpers.ts";
+import { noRiskLimits, waitFor } from "./_helpers.ts";
 import { migratedDatabase } from "./_postgres.ts";
 import { startTcpProxy } from "./_tcp_proxy.ts";
 
@@ -292,6 +292,94 @@ Deno.test("a TLS connection (sslmode=require) is watched too: dropped after the 
     proxy.restore();
     const [again] = await sql<{ one: number }[]>`select 1 as one`;
     assert.equal(again?.one, 1, "a new TLS connection once PostgreSQL answers");
+  } finally {
+    await sql.end({ timeout: 0 }).catch(() => {});
+  }
+});
+
+Deno.test("a statement queued behind another that was answered is still watched: dropped when PostgreSQL stops answering", async () => {
+  await using proxy = startTcpProxy(PG);
+  // One connection: the second statement is pipelined behind the first.
+  const sql = createPostgres({
+    url: through("postgres://postgres@127.0.0.1:5432/postgres", proxy.port),
+    pool_size: 1,
+    answer_deadline_ms: 1000,
+  });
+  try {
+    await sql`select 1`;
+    // Sent in this order (a postgres.js query goes out when it is first awaited or then-ed).
+    const first = sql`select pg_sleep(0.4)`.then(() => {});
+    const second = sql`select pg_sleep(0.8), 2 as two`;
+    second.catch(() => {});
+    await first; // bytes came back; the second answer is still owed
+    proxy.stall();
+    const outcome = await settledWithin(second, 15_000, "the queued statement");
+    assert.ok("error" in outcome, JSON.stringify(outcome));
+    assert.ok(mapDbError(outcome.error) instanceof DbConnectionError, String(outcome.error));
+  } finally {
+    await sql.end({ timeout: 0 }).catch(() => {});
+  }
+});
+
+Deno.test("a result cut off after its first rows is dropped at the answer deadline", async () => {
+  await using proxy = startTcpProxy(PG);
+  const sql = createPostgres({
+    url: through("postgres://postgres@127.0.0.1:5432/postgres", proxy.port),
+    pool_size: 1,
+    answer_deadline_ms: 1000,
+  });
+  try {
+    // Rows stream out, then the server works 1.5 s on row 2000 while the network fails.
+    const rows = sql`select g, repeat('x', 200) as pad,
+        pg_sleep(case when g = 2000 then 1.5 else 0 end)::text as s
+      from generate_series(1, 3000) g`;
+    rows.catch(() => {});
+    await waitFor(() => proxy.open > 0, 5_000, "the query sent");
+    await new Promise((resolve) => setTimeout(resolve, 300)); // the first rows are on their way
+    proxy.stall();
+    const outcome = await settledWithin(rows, 15_000, "the cut-off query");
+    assert.ok("error" in outcome, JSON.stringify(outcome).slice(0, 200));
+    assert.ok(mapDbError(outcome.error) instanceof DbConnectionError, String(outcome.error));
+  } finally {
+    await sql.end({ timeout: 0 }).catch(() => {});
+  }
+});
+
+Deno.test("a URL naming several hosts connects to the first while it answers (postgres.js's own sockets)", async () => {
+  // The second host accepts connections and never answers: a connection sent there would hang.
+  await using second = startTcpProxy(PG);
+  second.stall();
+  const sql = createPostgres({
+    url: `postgres://postgres@127.0.0.1:5432,127.0.0.1:${second.port}/postgres`,
+    pool_size: 4,
+    answer_deadline_ms: 1000,
+  });
+  try {
+    const answers = await Promise.all(
+      [1, 2, 3, 4, 5, 6, 7, 8].map((x) =>
+        sql<{ x: number }[]>`select ${x}::int as x, pg_sleep(0.1)`
+      ),
+    );
+    assert.deepEqual(answers.map(([row]) => row?.x), [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert.equal(second.accepted, 0, "connections opened on the second host");
+  } finally {
+    await sql.end({ timeout: 0 }).catch(() => {});
+  }
+});
+
+Deno.test("a connection that owes no answer may stay silent, and a large result streams whole", async () => {
+  const sql = createPostgres({
+    url: "postgres://postgres@127.0.0.1:5432/postgres",
+    pool_size: 1,
+    answer_deadline_ms: 500,
+  });
+  try {
+    const [before] = await sql<{ pid: number }[]>`select pg_backend_pid() as pid`;
+    await new Promise((resolve) => setTimeout(resolve, 1200)); // idle, over twice the deadline
+    const [after] = await sql<{ pid: number }[]>`select pg_backend_pid() as pid`;
+    assert.equal(after?.pid, before?.pid, "the idle connection was dropped");
+    const rows = await sql`select g, repeat('x', 200) as pad from generate_series(1, 50000) g`;
+    assert.equal(rows.length, 50_000);
   } finally {
     await sql.end({ timeout: 0 }).catch(() => {});
   }
