@@ -659,6 +659,7 @@ Deno.test("each risk rule refuses an order and names itself", async () => {
           realized: d("-150"),
           filled_at: SATURDAY,
           closing: true,
+          trade_pnl: d("-150"),
         }),
     },
   ];
