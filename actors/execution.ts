@@ -54,7 +54,9 @@
  *   the disconnect on, signals are held until every symbol that had a fresh
  *   price when the connection dropped has one again, or `warmup_ms` after
  *   the reconnect — logged either way — so the backlog is not refused as
- *   `no_market_price`.
+ *   `no_market_price`. Stopping meanwhile never lets them go on: the held
+ *   batches are refused (their messages come back) and the next start
+ *   decides them after its own warm-up.
  * - Keys name the stream's life. When `SIGNALS` starts over (NATS moved, its
  *   JetStream store lost, the stream deleted) with the same database, its
  *   sequences restart at 1; a key of the sequence alone would make a new
@@ -93,8 +95,9 @@
  *   answered with the kill switch's state ({@linkcode KillSwitchReply}).
  *
  * On stop it stops pulling, waits for the batches in progress (acknowledging
- * them), negatively acknowledges what it buffered (the next consumer gets it
- * at once) and stops the engine.
+ * them) but not for one held after a NATS outage (refused, its messages
+ * negatively acknowledged), negatively acknowledges what it buffered (the next
+ * consumer gets it at once) and stops the engine.
  *
  * @example
  * ```ts
@@ -517,8 +520,14 @@ async function consumeLoop(
   const keepAliveMs = Math.max(250, Math.floor((o.ack_wait_ms ?? DEFAULT_SIGNALS_ACK_WAIT_MS) / 3));
   const buffer: JsMsg[] = [];
   const wake = new Wakeup();
-  const onAbort = () => wake.notify();
+  let onStopped = () => {};
+  const stopped = new Promise<"stopped">((resolve) => onStopped = () => resolve("stopped"));
+  const onAbort = () => {
+    wake.notify();
+    onStopped();
+  };
   signal.addEventListener("abort", onAbort, { once: true });
+  if (signal.aborted) onAbort();
   let messages: ConsumerMessages | null = null;
   const inFlight = new Set<Promise<void>>();
   const held = holdAfterOutage(deps, log, clock, signal, () => wake.notify());
@@ -611,7 +620,7 @@ async function consumeLoop(
       }
       const handed = items.length > 0
         // Held also at its turn to be decided: it may wait behind commits into an outage.
-        ? deps.engine.enqueueSignals(items, { gate: held.hold })
+        ? deps.engine.enqueueSignals(items, { gate: held.hold, signal })
         : { decided: Promise.resolve(), outcomes: Promise.resolve([]) };
       const settled: Promise<void> = handed.outcomes.then(() => {
         counters.batches++;
@@ -691,7 +700,10 @@ async function consumeLoop(
       });
       inFlight.add(settled);
       // The next batch forms while this one commits; it is handed in once this one is decided.
-      if (!await handed.decided.then(() => true, () => false)) await settled;
+      // Stopping does not wait for that: a batch held at its gate (after a NATS outage) is refused
+      // when the actor stops, or when the finally closes the hold.
+      const decided = await Promise.race([handed.decided.then(() => true, () => false), stopped]);
+      if (decided === false) await settled;
     }
   } finally {
     signal.removeEventListener("abort", onAbort);
@@ -736,9 +748,16 @@ function isDatabaseUnavailable(error: unknown): boolean {
 
 /** What {@linkcode holdAfterOutage} returns to the consume loop. */
 interface OutageHold {
-  /** Resolves when signals may be handed in again; null while they may. */
+  /**
+   * Resolves when signals may be handed in again, rejects (with an
+   * {@linkcode ExecutionNotReadyError}) when the hold was closed before;
+   * null while they may.
+   */
   hold(): Promise<void> | null;
-  /** Stops watching the connection. */
+  /**
+   * Stops watching the connection. A hold in progress is not released but
+   * closed: what waits for it is refused, and so is what asks for it later.
+   */
   close(): Promise<void>;
 }
 
@@ -751,7 +770,9 @@ interface OutageHold {
  * promise; after the `reconnect` it resolves once every symbol that had a
  * fresh price when the connection dropped has one again
  * ({@linkcode ExecutionEngine.warmUp}), or after `warmup_ms` (logged
- * either way). A `warmup_ms` of 0 holds nothing.
+ * either way). A `warmup_ms` of 0 holds nothing. Stopping (`signal`) never
+ * releases a hold: its signals are refused, to be decided after the next
+ * start's own warm-up, not on the prices of before the outage.
  */
 function holdAfterOutage(
   deps: ExecutionActorDeps,
@@ -762,18 +783,30 @@ function holdAfterOutage(
 ): OutageHold {
   const warmupMs = deps.options?.warmup_ms ?? DEFAULT_WARMUP_MS;
   if (warmupMs <= 0) return { hold: () => null, close: () => Promise.resolve() };
-  let outage: { done: Promise<void>; release: () => void; symbols: string[] } | null = null;
+  let outage: {
+    done: Promise<void>;
+    release: () => void;
+    refuse: (error: Error) => void;
+    symbols: string[];
+  } | null = null;
+  // The hold in progress when closed: refuses for good.
+  let closed: Promise<void> | null = null;
   // Bumped by every disconnect and reconnect: a warm-up outdated by a new one ends unheard.
   let generation = 0;
   const onStatus = async (status: Status) => {
     if (status.type === "disconnect") {
       generation++;
-      if (outage !== null) return;
+      if (outage !== null || closed !== null) return;
       let release!: () => void;
-      const done = new Promise<void>((resolve) => release = resolve);
+      let refuse!: (error: Error) => void;
+      const done = new Promise<void>((resolve, reject) => {
+        release = resolve;
+        refuse = reject;
+      });
+      done.catch(() => {}); // observed by those that wait for it
       // Fresh when the connection went silent, which may be noticed only a while later.
       const withinMs = deps.config.execution.max_price_age_ms + NATS_SILENCE_DETECTION_MS;
-      outage = { done, release, symbols: deps.engine.freshSymbols(withinMs) };
+      outage = { done, release, refuse, symbols: deps.engine.freshSymbols(withinMs) };
       log.warn("NATS disconnected: signals wait for market data once it is back", {
         fresh_symbols: outage.symbols.length,
       });
@@ -784,7 +817,8 @@ function holdAfterOutage(
     const mine = ++generation;
     const started = clock.now();
     const fresh = await deps.engine.warmUp(warmupMs, { signal, symbols: current.symbols });
-    if (mine !== generation || outage !== current) return;
+    // Stopping ended the warm-up, not market data: close() refuses what the hold holds.
+    if (mine !== generation || outage !== current || signal.aborted) return;
     outage = null;
     current.release();
     released();
@@ -799,11 +833,16 @@ function holdAfterOutage(
     }
   })().catch((error) => log.warn("NATS status watch ended", { error }));
   return {
-    hold: () => outage?.done ?? null,
+    hold: () => closed ?? outage?.done ?? null,
     async close() {
       statuses.stop?.();
-      outage?.release();
-      outage = null;
+      if (outage !== null) {
+        outage.refuse(
+          new ExecutionNotReadyError("Execution stopped while signals waited for market data"),
+        );
+        closed = outage.done;
+        outage = null;
+      }
       await watching;
     },
   };

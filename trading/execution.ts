@@ -366,10 +366,18 @@ export interface EnqueueSignalsOptions {
    * until it resolves (the batches behind it go on meanwhile), then it is
    * asked again; null decides it now. The execution actor holds NATS
    * signals with it while market data is not back after a NATS outage, so
-   * they are not refused as `no_market_price` on prices from before it.
+   * they are not refused as `no_market_price` on prices from before it. A
+   * gate that rejects refuses the batch with {@linkcode ExecutionNotReadyError}
+   * (nothing recorded: hand it in again later).
    * @default {decide at once}
    */
   gate?: () => Promise<void> | null;
+  /**
+   * The caller stopping: aborted while the batch waits at its gate, the batch
+   * is refused with {@linkcode ExecutionNotReadyError} (nothing recorded)
+   * instead of waiting for the gate to open.
+   */
+  signal?: AbortSignal | undefined;
 }
 
 /** A batch of signals handed to {@linkcode ExecutionEngine.enqueueSignals}. */
@@ -1387,22 +1395,33 @@ export class ExecutionEngine {
         });
         if (gate === null) return;
         // Deferred without holding up the batches behind it (REST signals decide meanwhile),
-        // until the gate opens or the engine stops.
-        const stopping = this.#stopping.signal;
+        // until the gate opens, or is closed, or the engine or the caller stops.
+        const stops = [this.#stopping.signal, ...(options.signal ? [options.signal] : [])];
         let onStop = () => {};
         try {
           await Promise.race([
             gate,
             new Promise<void>((resolve) => {
               onStop = () => resolve();
-              if (stopping.aborted) resolve();
-              else stopping.addEventListener("abort", onStop, { once: true });
+              for (const stop of stops) {
+                if (stop.aborted) resolve();
+                else stop.addEventListener("abort", onStop, { once: true });
+              }
             }),
           ]);
+        } catch (error) {
+          throw error instanceof ExecutionNotReadyError
+            ? error
+            : new ExecutionNotReadyError("The batch's gate closed", { cause: error });
         } finally {
-          stopping.removeEventListener("abort", onStop);
+          for (const stop of stops) stop.removeEventListener("abort", onStop);
         }
         if (!this.#running) throw new ExecutionNotReadyError("The execution engine stopped");
+        if (options.signal?.aborted) {
+          throw new ExecutionNotReadyError("The batch was held back when its sender stopped", {
+            cause: options.signal.reason,
+          });
+        }
       }
     })();
     decided.catch(() => {});
