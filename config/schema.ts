@@ -963,8 +963,55 @@ function consistencyProblems(config: unknown): SettingProblem[] {
   if (sslmode !== null) problems.push({ path: ["postgres", "url"], message: sslmode });
   const replay = replayFileProblem(at(config, "replay", "file"));
   if (replay !== null) problems.push({ path: ["replay", "file"], message: replay });
+  problems.push(...venueSymbolProblems(config));
   return problems;
 }
+
+/**
+ * Symbols a venue would serve under another name, refused at load: Coinbase
+ * serves the market data of an `X-USDC` product as `X-USD` ("-USDC products
+ * … Other channels will return the same data as the corresponding '-USD'
+ * based products", USDT-USDC and EURC-USDC aside), so its events would be
+ * published under a symbol nobody configured and its book never arrive; and
+ * Kraken's WebSocket v2 names Bitcoin and Dogecoin BTC and DOGE, refusing
+ * its legacy XBT and XDG.
+ */
+function venueSymbolProblems(config: unknown): SettingProblem[] {
+  const problems: SettingProblem[] = [];
+  const symbolsOf = (venue: string): unknown[] => {
+    const section = at(config, "exchanges", venue);
+    const symbols = section !== null && typeof section === "object"
+      ? (section as Record<string, unknown>).symbols
+      : undefined;
+    return Array.isArray(symbols) ? symbols : [];
+  };
+  symbolsOf("coinbase").forEach((symbol) => {
+    if (typeof symbol !== "string" || !symbol.endsWith("-USDC")) return;
+    if (COINBASE_OWN_USDC_PRODUCTS.has(symbol)) return;
+    problems.push({
+      path: ["exchanges", "coinbase", "symbols"],
+      message: `Coinbase serves the market data of ${symbol} as ${
+        symbol.replace(/-USDC$/, "-USD")
+      }: configure ${symbol.replace(/-USDC$/, "-USD")}`,
+    });
+  });
+  symbolsOf("kraken").forEach((symbol) => {
+    if (typeof symbol !== "string") return;
+    const renamed = symbol.split("-").map((part) => KRAKEN_V2_NAMES[part] ?? part).join("-");
+    if (renamed === symbol) return;
+    problems.push({
+      path: ["exchanges", "kraken", "symbols"],
+      message: `Kraken's WebSocket v2 names ${symbol} ${renamed}: configure ${renamed}`,
+    });
+  });
+  return problems;
+}
+
+/** Coinbase's -USDC products with market data of their own. */
+const COINBASE_OWN_USDC_PRODUCTS: ReadonlySet<string> = new Set(["USDT-USDC", "EURC-USDC"]);
+
+/** Kraken's legacy asset names and their WebSocket v2 names. */
+const KRAKEN_V2_NAMES: Readonly<Record<string, string>> = { XBT: "BTC", XDG: "DOGE" };
 
 /**
  * What keeps the engine from playing `replay.file` (a path from the working
