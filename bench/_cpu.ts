@@ -5,6 +5,8 @@
  * @module
  */
 
+import type { Sql } from "postgres";
+
 /**
  * CPU seconds used so far by the process (all threads) or thread whose `stat`
  * file this is; with `reaped`, also by the children it has waited for.
@@ -46,4 +48,42 @@ export function ticksNamed(name: string): number {
     } catch { /* gone meanwhile */ }
   }
   return seconds;
+}
+
+/** CPU seconds used so far by each running backend of one PostgreSQL database, by process id. */
+export type BackendSeconds = Map<number, number>;
+
+/**
+ * CPU seconds used so far by each backend serving the database `sql` is
+ * connected to (`pg_stat_activity`, this connection's included): the
+ * database's own work, not other databases' or clients' on the same server.
+ */
+export async function backendSeconds(sql: Sql): Promise<BackendSeconds> {
+  const rows = await sql<{ pid: number }[]>`
+    select pid from pg_stat_activity where datname = current_database()`;
+  const seconds: BackendSeconds = new Map();
+  for (const { pid } of rows) {
+    try {
+      seconds.set(pid, ticks(`/proc/${pid}/stat`));
+    } catch { /* ended meanwhile */ }
+  }
+  return seconds;
+}
+
+/**
+ * CPU seconds the backends used between two {@linkcode backendSeconds}
+ * readings: those at both, the difference; those started in between, all of
+ * theirs. `ended` counts backends at the first reading gone by the second,
+ * whose CPU since then is unknown (not counted): the figure is a lower bound
+ * unless it is 0.
+ */
+export function backendSecondsBetween(
+  start: BackendSeconds,
+  end: BackendSeconds,
+): { seconds: number; ended: number } {
+  let seconds = 0;
+  for (const [pid, used] of end) seconds += used - (start.get(pid) ?? 0);
+  let ended = 0;
+  for (const pid of start.keys()) if (!end.has(pid)) ended++;
+  return { seconds, ended };
 }

@@ -7,7 +7,9 @@
  *   (a burst of `--trades`, default 300,000), beside the floor of a bare
  *   ClickHouse insert of the same number of rows;
  * - the burst's CPU per trade, by engine thread and by process (venue,
- *   nats-server, ClickHouse);
+ *   nats-server, ClickHouse — the whole server's: other clients' queries on
+ *   the same server are counted too, there being no per-query figure to
+ *   attribute it by);
  * - at a steady `--rate` for `--seconds` (default 20,000/s for 10 s): the
  *   rate sustained, tick-to-row latency p50/p99 (the age of the newest stored
  *   trade, now − ts_local, sampled every 20 ms), RSS at each quarter of the
@@ -19,6 +21,9 @@
  * harness only points the engine at the venue and the test services and
  * shortens retry delays, which apply after failures.
  *
+ * A burst or steady run in which no row is stored for
+ * {@linkcode STALL_MS} fails with a message saying how many rows came.
+ *
  * Run with `deno task bench` (after the Deno benchmarks) or
  * `deno run -A bench/pipeline.ts --trades=300000 --rate=150000 --seconds=300 --progress`.
  */
@@ -27,6 +32,7 @@ import { startMarketPipeline } from "../tests/_market_pipeline.ts";
 import { literal, quoteIdentifier } from "../adapters/clickhouse.ts";
 import { DEFAULT_CONFIG } from "../config/schema.ts";
 import { pidsNamed, ticks } from "./_cpu.ts";
+import { percentile } from "./_stats.ts";
 
 const args = new Map(Deno.args.map((a) => a.replace(/^--/, "").split("=") as [string, string]));
 /** The whole number `--name=N` (at least `min`), or `fallback`; exits naming the flag otherwise. */
@@ -199,8 +205,27 @@ interface Merge {
   seconds: number;
 }
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+/** How long a run waits without a new row stored before it fails. */
+const STALL_MS = 60_000;
+
+/**
+ * Throws when `stored` rows of `total` have not grown for {@linkcode STALL_MS}:
+ * call it on each poll with the rows stored so far.
+ */
+function stallGuard(run: string, total: number): (stored: number) => void {
+  let last = -1;
+  let since = Date.now();
+  return (stored) => {
+    if (stored !== last) {
+      last = stored;
+      since = Date.now();
+    } else if (Date.now() - since > STALL_MS) {
+      throw new Error(
+        `${run}: ${stored.toLocaleString("en")} of ${total.toLocaleString("en")} rows stored, ` +
+          `none for ${STALL_MS / 1000} s: rows lost or the pipeline stalled`,
+      );
+    }
+  };
 }
 
 async function burst() {
@@ -213,8 +238,10 @@ async function burst() {
   let connected = 0;
   const pids = { venue: venue.pid, nats: pipeline.nats.pid };
   const cpuStart = cpuSeconds(pids);
+  const stalled = stallGuard("burst", BURST);
   for (;;) {
     const n = await storedRows(pipeline);
+    stalled(n);
     const feed = pipeline.status.feed("binance");
     if (!connected && feed.frames > 0) connected = feed.connected_at ?? 0;
     if (!received && feed.frames >= BURST) received = Date.now();
@@ -306,7 +333,7 @@ class Progress {
             behind(status.validator.accepted)
           }, stored ${behind(stored)}; cores: main ${cores("main")}, workers ${
             cores("workers")
-          }, V8 ${cores("v8")}, nats-server ${cores("nats")}, ClickHouse ${
+          }, V8 ${cores("v8")}, nats-server ${cores("nats")}, ClickHouse (whole server) ${
             cores("clickhouse")
           }; largest merge ${describeMerge(this.#merge)}`,
       );
@@ -354,6 +381,7 @@ async function steady() {
   const cpuStart = cpuSeconds(pids);
   let progress: Progress | null = null;
   let mergeCheckedUs = 0;
+  const stalled = stallGuard("steady run", total);
   for (;;) {
     const feed = pipeline.status.feed("binance");
     if (!connected && feed.frames > 0) connected = feed.connected_at ?? 0;
@@ -366,6 +394,7 @@ async function steady() {
     const [row] = await result.json<{ t: string; e: string; n: string }>();
     const nowUs = Date.now() * 1000;
     const stored = await storedRows(pipeline);
+    stalled(stored);
     if (progress !== null && nowUs - mergeCheckedUs >= 500_000) {
       mergeCheckedUs = nowUs;
       progress.merge(await largestMerge(pipeline));
@@ -399,8 +428,8 @@ async function steady() {
         clickhouse: cpuEnd.clickhouse - cpuStart.clickhouse,
       }
       : null,
-    p50: percentile(samples, 50),
-    p99: percentile(samples, 99),
+    p50: percentile(samples, 0.5),
+    p99: percentile(samples, 0.99),
     rssStartMb: rssStart / 2 ** 20,
     rssQuartersMb: rssAt.map((rss) => rss / 2 ** 20),
     rssEndMb: Deno.memoryUsage().rss / 2 ** 20,
@@ -435,7 +464,8 @@ if (b.cpu) {
     `  machine CPU: ${us(total)} µs per trade = engine ${us(b.cpu.process)} + venue ${
       us(b.cpu.venue)
     } + nats-server ${us(b.cpu.nats)} + ClickHouse ${us(b.cpu.clickhouse)}` +
-      ` (in ${b.seconds.toFixed(2)} s on ${navigator.hardwareConcurrency} cores)`,
+      ` (in ${b.seconds.toFixed(2)} s on ${navigator.hardwareConcurrency} cores; ClickHouse: ` +
+      `the whole server, other clients' queries included)`,
   );
 }
 const sent = RATE * STEADY_S;
@@ -458,7 +488,9 @@ else {
     console.log(
       `  machine CPU in the steady run (cores): engine ${cores(s.cpu.engine)}, venue ${
         cores(s.cpu.venue)
-      }, nats-server ${cores(s.cpu.nats)}, ClickHouse ${cores(s.cpu.clickhouse)}`,
+      }, nats-server ${cores(s.cpu.nats)}, ClickHouse ${
+        cores(s.cpu.clickhouse)
+      } (the whole server, other clients' queries included)`,
     );
   }
 }

@@ -17,16 +17,21 @@
  *   50,000: long enough for the fills, which trail the signals, to set the
  *   rate), from the first publish to the last fill applied to the position,
  *   with the engine's average batch size, the CPU each signal cost the
- *   engine, PostgreSQL and nats-server — and a check that exactly-once held
- *   (one signal row, one order, one fill per signal);
+ *   engine, the bench database's PostgreSQL backends and nats-server — and a
+ *   check that exactly-once held, per signal (see {@linkcode exactlyOnceProblems}):
+ *   a run where it did not fails with {@linkcode ExactlyOnceError};
  * - floors: a NATS request round trip, a JetStream publish ack, one
  *   PostgreSQL insert + commit (p50/p99 each). The path above needs at least
  *   two commits (signal+order before the broker is called; fill, order and
  *   position together when the tracker is idle — a third, the tracker's own,
  *   otherwise) and one JetStream hop (SIGNALS).
  *
- * Run with `deno task bench` (a single `Deno.bench` that prints the table) or
- * `deno run -A bench/trading_bench.ts --latency=1000 --burst=20000`.
+ * Run with `deno task bench` or
+ * `deno run -A bench/trading_bench.ts --latency=1000 --burst=20000`; flags are
+ * `--name=N` with N a whole number of at least 1 (see
+ * {@linkcode parseTradingBenchArgs}), anything else exits 2.
+ *
+ * @module
  */
 
 import postgres, { type Sql } from "postgres";
@@ -43,7 +48,8 @@ import { loadConfig } from "../config/mod.ts";
 import { nullLogger } from "../lib/log.ts";
 import { LatestCache } from "../market/latest_cache.ts";
 import { startNatsServer } from "../tests/_nats_server.ts";
-import { ticks, ticksNamed } from "./_cpu.ts";
+import { type BackendSeconds, backendSeconds, backendSecondsBetween, ticks } from "./_cpu.ts";
+import { percentile } from "./_stats.ts";
 
 const PG_ADMIN_URL = Deno.env.get("TW_TEST_POSTGRES_URL") ??
   "postgres://postgres@127.0.0.1:5432/postgres";
@@ -62,12 +68,116 @@ export interface TradingBenchOptions {
   batch: number;
 }
 
-/** p50 and p99 of `samples` (ms). */
-function percentiles(samples: number[]): { p50: number; p99: number } {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const at = (q: number) =>
-    sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
-  return { p50: at(0.5), p99: at(0.99) };
+/** The options used without flags. */
+export const DEFAULT_TRADING_BENCH_OPTIONS: Readonly<TradingBenchOptions> = {
+  latency: 500,
+  burst: 50_000,
+  floors: 1000,
+  batch: 500,
+};
+
+/**
+ * The options set by command-line flags `--latency=N`, `--burst=N`,
+ * `--floors=N`, `--batch=N` (whole numbers of at least 1), the others left at
+ * their defaults. Throws a `TypeError` naming an unknown or malformed flag and
+ * a `RangeError` naming a flag whose value is not such a number.
+ *
+ * @example
+ * ```ts
+ * parseTradingBenchArgs(["--burst=20000"]).burst; // 20000
+ * ```
+ */
+export function parseTradingBenchArgs(args: readonly string[]): TradingBenchOptions {
+  const options = { ...DEFAULT_TRADING_BENCH_OPTIONS };
+  for (const arg of args) {
+    const match = /^--([a-z]+)=(.*)$/.exec(arg);
+    const name = match?.[1] as keyof TradingBenchOptions | undefined;
+    if (match === null || name === undefined || !Object.hasOwn(options, name)) {
+      throw new TypeError(
+        `Unknown flag ${JSON.stringify(arg)}: expected --${Object.keys(options).join("=N, --")}=N`,
+      );
+    }
+    const text = match[2]!;
+    const value = /^\d+$/.test(text) ? Number(text) : NaN;
+    if (!Number.isSafeInteger(value) || value < 1) {
+      throw new RangeError(`--${name} must be a whole number of at least 1, got ${text}`);
+    }
+    options[name] = value;
+  }
+  return options;
+}
+
+/** A run where a signal did not come out as exactly one order, filled once and applied. */
+export class ExactlyOnceError extends Error {
+  /** What was wrong, one line each. */
+  readonly problems: readonly string[];
+  /** Makes the error listing `problems`. */
+  constructor(problems: readonly string[]) {
+    super(`Exactly-once broken: ${problems.join("; ")}`);
+    this.name = "ExactlyOnceError";
+    this.problems = problems;
+  }
+}
+
+/**
+ * What breaks exactly-once in the bench's database after `sent` signals
+ * `b-0` … `b-(sent-1)` on `symbol`, one line each (empty when it held): a
+ * signal with other than one order, a signal that is not one of them, an
+ * order whose filled quantity is not the sum of its fills, an order left
+ * pending, a fill not applied, the position not the signed sum of the fills.
+ */
+export async function exactlyOnceProblems(
+  sql: Sql,
+  sent: number,
+  symbol: string,
+): Promise<string[]> {
+  const ids = Array.from({ length: sent }, (_, i) => `b-${i}`);
+  const example = (rows: readonly { id: string }[]) =>
+    rows.slice(0, 5).map((r) => r.id).join(", ") + (rows.length > 5 ? ", …" : "");
+  const problems: string[] = [];
+  const notOne = await sql<{ id: string; orders: number }[]>`
+    select sent.id, count(o.id)::int as orders
+    from unnest(${ids}::text[]) as sent (id)
+      left join signals s on s.client_signal_id = sent.id
+      left join orders o on o.signal_id = s.id
+    group by sent.id having count(o.id) <> 1 order by sent.id`;
+  if (notOne.length > 0) {
+    problems.push(`${notOne.length} signals without exactly one order (${example(notOne)})`);
+  }
+  const strangers = await sql<{ id: string }[]>`
+    select client_signal_id as id from signals
+    where client_signal_id <> all(${ids}::text[]) order by id`;
+  if (strangers.length > 0) {
+    problems.push(`${strangers.length} signals not sent (${example(strangers)})`);
+  }
+  const misfilled = await sql<{ id: string }[]>`
+    select o.id::text as id from orders o left join fills f on f.order_id = o.id
+    group by o.id having o.filled_qty <> coalesce(sum(f.qty), 0) order by o.id`;
+  if (misfilled.length > 0) {
+    problems.push(
+      `${misfilled.length} orders whose filled qty is not the sum of their fills ` +
+        `(order ids ${example(misfilled)})`,
+    );
+  }
+  const pending = await sql<{ id: string }[]>`
+    select id::text as id from orders where status = 'pending' order by id`;
+  if (pending.length > 0) {
+    problems.push(`${pending.length} orders left pending (order ids ${example(pending)})`);
+  }
+  const [unapplied] = await sql<{ n: number }[]>`
+    select count(*)::int as n from fills where realized_pnl is null`;
+  if ((unapplied?.n ?? 0) > 0) problems.push(`${unapplied!.n} fills not applied to the position`);
+  const [position] = await sql<{ held: string; filled: string; equal: boolean }[]>`
+    select held::text, filled::text, held = filled as equal from (
+      select coalesce((select sum(qty) from positions where symbol = ${symbol}), 0) as held,
+        coalesce((select sum(case side when 'buy' then qty else -qty end) from fills
+          where symbol = ${symbol}), 0) as filled) as totals`;
+  if (position !== undefined && !position.equal) {
+    problems.push(
+      `position ${position.held} ${symbol}, the fills' signed sum ${position.filled}`,
+    );
+  }
+  return problems;
 }
 
 function ms(value: number): string {
@@ -105,14 +215,18 @@ async function sample(n: number, fn: () => Promise<unknown>): Promise<number[]> 
 }
 
 /**
- * CPU seconds used so far by this process (the engine and the bench), every
- * PostgreSQL process and the bench's nats-server; null off Linux.
+ * CPU seconds used so far by this process (the engine and the bench), the
+ * backends of the bench's database (by pid: the pool's connections persist)
+ * and the bench's nats-server; null off Linux.
  */
-function burstCpu(natsPid: number): { engine: number; postgres: number; nats: number } | null {
+async function burstCpu(
+  sql: Sql,
+  natsPid: number,
+): Promise<{ engine: number; postgres: BackendSeconds; nats: number } | null> {
   try {
     return {
+      postgres: await backendSeconds(sql),
       engine: ticks("/proc/self/stat"),
-      postgres: ticksNamed("postgres"),
       nats: ticks(`/proc/${natsPid}/stat`),
     };
   } catch {
@@ -273,7 +387,7 @@ export async function runTradingBench(options: TradingBenchOptions): Promise<voi
     await trading.engine.settled();
     const before = trading.state.version;
     const statsBefore = trading.engine.stats();
-    const cpuStart = burstCpu(server.pid);
+    const cpuStart = await burstCpu(sql, server.pid);
     const t0 = performance.now();
     for (let i = 0; i < options.burst; i++) client.publish("signals.bench", signal());
     await client.flush();
@@ -299,24 +413,21 @@ export async function runTradingBench(options: TradingBenchOptions): Promise<voi
       await new Promise((resolve) => setTimeout(resolve, 2));
     }
     const seconds = (performance.now() - t0) / 1000;
-    const cpuEnd = burstCpu(server.pid);
+    const cpuEnd = await burstCpu(sql, server.pid);
     recordedAt ||= performance.now();
     filledAt ||= performance.now();
     const statsAfter = trading.engine.stats();
     const batches = statsAfter.batches - statsBefore.batches;
-    const [counts] = await sql<
-      { signals: number; orders: number; fills: number; unapplied: number }[]
-    >`
+    const [counts] = await sql<{ signals: number; orders: number; fills: number }[]>`
       select (select count(*)::int from signals) as signals,
         (select count(*)::int from orders) as orders,
-        (select count(*)::int from fills) as fills,
-        (select count(*)::int from fills where realized_pnl is null) as unapplied`;
-    const exactlyOnce = counts !== undefined && counts.signals === n && counts.orders === n &&
-      counts.fills === n && counts.unapplied === 0;
+        (select count(*)::int from fills) as fills`;
+    const problems = await exactlyOnceProblems(sql, n, SYMBOL);
 
     const lines: string[] = [];
     const row = (name: string, samples: number[]) => {
-      const { p50, p99 } = percentiles(samples);
+      const sorted = [...samples].sort((a, b) => a - b);
+      const [p50, p99] = [percentile(sorted, 0.5), percentile(sorted, 0.99)];
       lines.push(`  ${name.padEnd(52)} p50 ${ms(p50)}   p99 ${ms(p99)}`);
     };
     lines.push("", "trading: signal → order persisted → paper fill → position updated");
@@ -333,7 +444,10 @@ export async function runTradingBench(options: TradingBenchOptions): Promise<voi
         `${batches} signal batches, ${
           (options.burst / Math.max(1, batches)).toFixed(0)
         } per batch); ` +
-        `floor: ${Math.round(1000 / percentiles(pgCommit).p50).toLocaleString("en")} ` +
+        `floor: ${
+          Math.round(1000 / percentile(pgCommit.toSorted((a, b) => a - b), 0.5))
+            .toLocaleString("en")
+        } ` +
         `sequential commits/s`,
     );
     lines.push(
@@ -343,23 +457,28 @@ export async function runTradingBench(options: TradingBenchOptions): Promise<voi
         } s`,
     );
     if (cpuStart !== null && cpuEnd !== null) {
-      const used = (part: keyof typeof cpuEnd) => cpuEnd[part] - cpuStart[part];
-      const each = (part: keyof typeof cpuEnd) =>
-        `${part} ${(used(part) / options.burst * 1e6).toFixed(0)} µs (${
-          (used(part) / seconds).toFixed(2)
+      const backends = backendSecondsBetween(cpuStart.postgres, cpuEnd.postgres);
+      const each = (name: string, used: number) =>
+        `${name} ${(used / options.burst * 1e6).toFixed(0)} µs (${
+          (used / seconds).toFixed(2)
         } cores)`;
       lines.push(
-        `  CPU per signal in the burst: ${each("engine")}, ${each("postgres")}, ` +
-          `${each("nats")} (the engine's process also runs this bench's publisher)`,
+        `  CPU per signal in the burst: ${each("engine", cpuEnd.engine - cpuStart.engine)}, ${
+          each("postgres", backends.seconds)
+        } (the bench database's ${cpuEnd.postgres.size} backends${
+          backends.ended > 0 ? `; ${backends.ended} ended during the burst, not counted` : ""
+        }), ${each("nats", cpuEnd.nats - cpuStart.nats)} ` +
+          `(the engine's process also runs this bench's publisher)`,
       );
     }
     lines.push(
-      `  exactly-once: ${exactlyOnce ? "ok" : "BROKEN"} (${counts?.signals} signals, ` +
-        `${counts?.orders} orders, ${counts?.fills} fills, ${counts?.unapplied} not applied; ` +
-        `${n} sent)`,
+      `  exactly-once: ${problems.length === 0 ? "ok" : "BROKEN"} (${counts?.signals} signals, ` +
+        `${counts?.orders} orders, ${counts?.fills} fills; ${n} sent)`,
+      ...problems.map((problem) => `    ${problem}`),
       "",
     );
     console.log(lines.join("\n"));
+    if (problems.length > 0) throw new ExactlyOnceError(problems);
   } finally {
     clearInterval(quotes.timer);
     await root?.stop();
@@ -370,24 +489,13 @@ export async function runTradingBench(options: TradingBenchOptions): Promise<voi
   }
 }
 
-const args = new Map(
-  Deno.args.map((a) => a.replace(/^--/, "").split("=") as [string, string]),
-);
-const options: TradingBenchOptions = {
-  latency: Number(args.get("latency") ?? "500"),
-  burst: Number(args.get("burst") ?? "50000"),
-  floors: Number(args.get("floors") ?? "1000"),
-  batch: Number(args.get("batch") ?? "500"),
-};
-
 if (import.meta.main) {
+  let options: TradingBenchOptions;
+  try {
+    options = parseTradingBenchArgs(Deno.args);
+  } catch (error) {
+    console.error((error as Error).message);
+    Deno.exit(2);
+  }
   await runTradingBench(options);
-} else {
-  // One run prints the table; `deno bench` may call the function more than once.
-  let ran = false;
-  Deno.bench("trading (table printed above)", { n: 1, warmup: 0 }, async () => {
-    if (ran) return;
-    ran = true;
-    await runTradingBench(options);
-  });
 }

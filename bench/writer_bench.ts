@@ -190,11 +190,23 @@ Deno.bench(
     const controller = new AbortController();
     b.start();
     const running = spec.start(controller.signal);
-    await running.ready;
-    while (spec.counters.acked < messages) await new Promise((r) => setTimeout(r, 5));
-    b.end();
-    controller.abort();
-    await running.done;
+    try {
+      await running.ready;
+      // A message never acked (a lost row) fails the bench instead of hanging it.
+      const giveUpAt = Date.now() + 60_000;
+      while (spec.counters.acked < messages) {
+        if (Date.now() > giveUpAt) {
+          throw new Error(
+            `The writer acked ${spec.counters.acked} of ${messages} messages in 60 s`,
+          );
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      b.end();
+    } finally {
+      controller.abort();
+      await running.done;
+    }
     await (await jetstreamManager(conn)).streams.delete(options.stream);
   },
 );
