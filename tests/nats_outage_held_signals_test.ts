@@ -122,3 +122,67 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name:
+    "a batch still waiting behind commits when the engine stops during a NATS outage is not decided on the prices of before the outage",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using w = await natsWorld();
+    const engine = await w.start();
+    // The symbol stored first: a batch creating it would be decided inside its own transaction.
+    await w.publish("bw-", 0, 10);
+    await waitFor(
+      async () => await w.count("select count(*)::int n from signals") >= 10,
+      30_000,
+      "the first signals recorded",
+    );
+    // Commits held by a lock: the batches handed in wait behind them, before their gate is asked.
+    const lock = await w.sql.reserve();
+    let locked = true;
+    try {
+      await lock`begin`;
+      await lock`lock table signals in share row exclusive mode`;
+      await w.publish("bc-", 0, 1000, 100, 0);
+      await waitFor(
+        async () =>
+          await w.count(`select count(*)::int as n from pg_stat_activity
+            where wait_event_type = 'Lock' and datname = current_database()`) > 0,
+        30_000,
+        "a signal batch's commit waiting for the lock",
+      );
+      await w.server.stop();
+      await waitFor(
+        () =>
+          engine.lines.some((l) => String(l.message).startsWith("NATS disconnected: signals wait")),
+        30_000,
+        "the execution actor holding signals for the NATS outage",
+      );
+      await new Promise((r) => setTimeout(r, STALE_AFTER_MS));
+      const stopping = engine.kill("SIGTERM");
+      await waitFor(
+        () => engine.lines.some((l) => l.message === "shutting down"),
+        10_000,
+        "the engine shutting down",
+      );
+      // The consume loop stops and closes its outage hold at once; the commits then go on.
+      await new Promise((r) => setTimeout(r, 1_000));
+      await lock`commit`;
+      locked = false;
+      const code = await stopping;
+      const refusedOnStop = await refused(w);
+      assert.equal(
+        refusedOnStop.n,
+        0,
+        `valid signals refused for the prices of before the outage: ${
+          JSON.stringify(refusedOnStop)
+        }`,
+      );
+      assert.equal(code, 0);
+    } finally {
+      if (locked) await lock`rollback`.catch(() => {});
+      lock.release();
+    }
+  },
+});
