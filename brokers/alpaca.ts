@@ -109,6 +109,7 @@ import {
   type BrokerOrderRequest,
   type BrokerOrderState,
   type BrokerOrderStatus,
+  type BrokerRefusal,
   BrokerRejectedError,
   type BrokerStreamStatus,
   BrokerUnavailableError,
@@ -329,7 +330,7 @@ export const ALPACA_FRACTIONAL_TIME_IN_FORCE = "day";
 
 /**
  * What Alpaca refuses about an order before it is sent (HTTP 422 at
- * `POST /v2/orders`), each reason naming the field it is about:
+ * `POST /v2/orders`), each with the signal field it is about:
  *
  * - crypto pairs (canonical `BASE-QUOTE`) take only market, limit and
  *   stop_limit orders, with time in force gtc or ioc (Alpaca's crypto orders
@@ -348,7 +349,8 @@ export const ALPACA_FRACTIONAL_TIME_IN_FORCE = "day";
  * @example
  * ```ts
  * alpacaRefusals({ symbol: "BTC-USD", type: "market", time_in_force: "day" });
- * // ["alpaca: crypto orders take time_in_force gtc or ioc, not day"]
+ * // [{ path: "time_in_force",
+ * //    message: "alpaca: crypto orders take time_in_force gtc or ioc, not day" }]
  * alpacaRefusals({
  *   symbol: "AAPL",
  *   type: "limit",
@@ -356,33 +358,39 @@ export const ALPACA_FRACTIONAL_TIME_IN_FORCE = "day";
  *   qty: new Decimal("0.5"),
  *   limit_price: new Decimal("187.555"),
  * });
- * // ["alpaca: limit_price 187.555 has sub-penny decimals (at or above $1.00: at most 2)",
- * //  "alpaca: a fractional qty (0.5) takes time_in_force day, not gtc"]
+ * // [{ path: "limit_price",
+ * //    message: "alpaca: limit_price 187.555 has sub-penny decimals (at or above $1.00: at most 2)" },
+ * //  { path: "time_in_force",
+ * //    message: "alpaca: a fractional qty (0.5) takes time_in_force day, not gtc" }]
  * ```
  */
-export function alpacaRefusals(order: OrderShape): string[] {
+export function alpacaRefusals(order: OrderShape): BrokerRefusal[] {
   return order.symbol.includes("-") ? cryptoRefusals(order) : equityRefusals(order);
 }
 
-function cryptoRefusals(order: OrderShape): string[] {
-  const refusals: string[] = [];
+function cryptoRefusals(order: OrderShape): BrokerRefusal[] {
+  const refusals: BrokerRefusal[] = [];
   if (!ALPACA_CRYPTO_ORDER_TYPES.includes(order.type)) {
-    refusals.push(
-      `alpaca: crypto orders are ${ALPACA_CRYPTO_ORDER_TYPES.join(", ")}, not ${order.type}`,
-    );
+    refusals.push({
+      path: "type",
+      message: `alpaca: crypto orders are ${
+        ALPACA_CRYPTO_ORDER_TYPES.join(", ")
+      }, not ${order.type}`,
+    });
   }
   if (!ALPACA_CRYPTO_TIMES_IN_FORCE.includes(order.time_in_force)) {
-    refusals.push(
-      `alpaca: crypto orders take time_in_force ${
+    refusals.push({
+      path: "time_in_force",
+      message: `alpaca: crypto orders take time_in_force ${
         ALPACA_CRYPTO_TIMES_IN_FORCE.join(" or ")
       }, not ${order.time_in_force}`,
-    );
+    });
   }
   return refusals;
 }
 
-function equityRefusals(order: OrderShape): string[] {
-  const refusals: string[] = [];
+function equityRefusals(order: OrderShape): BrokerRefusal[] {
+  const refusals: BrokerRefusal[] = [];
   for (const field of ["limit_price", "stop_price"] as const) {
     const price = order[field];
     if (price === undefined || price === null || !price.isFinite()) continue;
@@ -391,11 +399,12 @@ function equityRefusals(order: OrderShape): string[] {
       ? ALPACA_EQUITY_SUB_DOLLAR_PRICE_DECIMALS
       : ALPACA_EQUITY_PRICE_DECIMALS;
     if (price.decimalPlaces() > places) {
-      refusals.push(
-        `alpaca: ${field} ${price.toFixed()} has sub-penny decimals (${
+      refusals.push({
+        path: field,
+        message: `alpaca: ${field} ${price.toFixed()} has sub-penny decimals (${
           subDollar ? "below" : "at or above"
         } $1.00: at most ${places})`,
-      );
+      });
     }
   }
   const qty = order.qty;
@@ -403,10 +412,11 @@ function equityRefusals(order: OrderShape): string[] {
     qty !== undefined && qty.isFinite() && !qty.isInteger() &&
     order.time_in_force !== ALPACA_FRACTIONAL_TIME_IN_FORCE
   ) {
-    refusals.push(
-      `alpaca: a fractional qty (${qty.toFixed()}) takes time_in_force ` +
+    refusals.push({
+      path: "time_in_force",
+      message: `alpaca: a fractional qty (${qty.toFixed()}) takes time_in_force ` +
         `${ALPACA_FRACTIONAL_TIME_IN_FORCE}, not ${order.time_in_force}`,
-    );
+    });
   }
   return refusals;
 }
@@ -816,7 +826,7 @@ interface ConnectionEnd {
 
 class AlpacaBrokerImpl implements AlpacaBroker {
   readonly name: string;
-  readonly refusals: (order: OrderShape) => string[];
+  readonly refusals: (order: OrderShape) => BrokerRefusal[];
   readonly #baseUrl: string;
   readonly #streamUrl: string;
   readonly #keyId: string;

@@ -161,7 +161,7 @@ export interface Broker extends AsyncDisposable {
    * before the order exists (the signal is then rejected with these
    * reasons); empty when nothing. Absent: the broker refuses nothing in advance.
    */
-  refusals?(order: OrderShape): string[];
+  refusals?(order: OrderShape): BrokerRefusal[];
   /**
    * The most a fill of this broker costs beyond `qty × price` — its fee and
    * its slippage past the price the order was checked at — for the
@@ -243,6 +243,17 @@ export function streamProblem(
 export type OrderShape =
   & Pick<BrokerOrderRequest, "symbol" | "type" | "time_in_force">
   & Partial<Pick<BrokerOrderRequest, "qty" | "limit_price" | "stop_price">>;
+
+/**
+ * One thing a broker is known to refuse about an order: the signal field it
+ * is about (`limit_price`, `time_in_force`…) and why.
+ */
+export interface BrokerRefusal {
+  /** The signal field refused, as in a signal's own rejection reasons. */
+  path: string;
+  /** Why, starting with the broker's name. */
+  message: string;
+}
 
 /** The broker refused an order; `reason` says why. Not retried. */
 export class BrokerRejectedError extends Error {

@@ -868,11 +868,17 @@ Deno.test("Alpaca refuses in advance crypto orders of a type or time in force it
     [],
   );
   assert.deepEqual(alpacaRefusals({ symbol: "BTC-USD", type: "market", time_in_force: "day" }), [
-    "alpaca: crypto orders take time_in_force gtc or ioc, not day",
+    {
+      path: "time_in_force",
+      message: "alpaca: crypto orders take time_in_force gtc or ioc, not day",
+    },
   ]);
   assert.deepEqual(alpacaRefusals({ symbol: "SOL-USDT", type: "stop", time_in_force: "fok" }), [
-    "alpaca: crypto orders are market, limit, stop_limit, not stop",
-    "alpaca: crypto orders take time_in_force gtc or ioc, not fok",
+    { path: "type", message: "alpaca: crypto orders are market, limit, stop_limit, not stop" },
+    {
+      path: "time_in_force",
+      message: "alpaca: crypto orders take time_in_force gtc or ioc, not fok",
+    },
   ]);
   // Stocks take every type and time in force.
   assert.deepEqual(alpacaRefusals({ symbol: "AAPL", type: "stop", time_in_force: "day" }), []);

@@ -62,16 +62,25 @@ Deno.test("Alpaca refuses in advance a US equity limit or stop price with sub-pe
   assert.deepEqual(limit("187.5500"), [], "trailing zeros are no decimals");
   assert.deepEqual(limit("1"), []);
   assert.deepEqual(limit("187.555"), [
-    "alpaca: limit_price 187.555 has sub-penny decimals (at or above $1.00: at most 2)",
+    {
+      path: "limit_price",
+      message: "alpaca: limit_price 187.555 has sub-penny decimals (at or above $1.00: at most 2)",
+    },
   ]);
   assert.deepEqual(limit("1.001"), [
-    "alpaca: limit_price 1.001 has sub-penny decimals (at or above $1.00: at most 2)",
+    {
+      path: "limit_price",
+      message: "alpaca: limit_price 1.001 has sub-penny decimals (at or above $1.00: at most 2)",
+    },
   ]);
   // Below $1.00, four decimals.
   assert.deepEqual(limit("0.9999"), []);
   assert.deepEqual(limit("0.0001"), []);
   assert.deepEqual(limit("0.99995"), [
-    "alpaca: limit_price 0.99995 has sub-penny decimals (below $1.00: at most 4)",
+    {
+      path: "limit_price",
+      message: "alpaca: limit_price 0.99995 has sub-penny decimals (below $1.00: at most 4)",
+    },
   ]);
   assert.deepEqual(
     alpacaRefusals(
@@ -83,7 +92,10 @@ Deno.test("Alpaca refuses in advance a US equity limit or stop price with sub-pe
         stop_price: "410.125",
       }),
     ),
-    ["alpaca: stop_price 410.125 has sub-penny decimals (at or above $1.00: at most 2)"],
+    [{
+      path: "stop_price",
+      message: "alpaca: stop_price 410.125 has sub-penny decimals (at or above $1.00: at most 2)",
+    }],
   );
   assert.deepEqual(
     alpacaRefusals(shape({
@@ -95,8 +107,14 @@ Deno.test("Alpaca refuses in advance a US equity limit or stop price with sub-pe
       limit_price: "0.12345",
     })),
     [
-      "alpaca: limit_price 0.12345 has sub-penny decimals (below $1.00: at most 4)",
-      "alpaca: stop_price 410.125 has sub-penny decimals (at or above $1.00: at most 2)",
+      {
+        path: "limit_price",
+        message: "alpaca: limit_price 0.12345 has sub-penny decimals (below $1.00: at most 4)",
+      },
+      {
+        path: "stop_price",
+        message: "alpaca: stop_price 410.125 has sub-penny decimals (at or above $1.00: at most 2)",
+      },
     ],
   );
 });
@@ -120,7 +138,10 @@ Deno.test("Alpaca refuses in advance a fractional US equity quantity unless the 
     for (const time_in_force of ["gtc", "ioc", "fok"] as const) {
       assert.deepEqual(
         alpacaRefusals(shape({ symbol: "AAPL", type, time_in_force, qty: "0.5", ...prices[type] })),
-        [`alpaca: a fractional qty (0.5) takes time_in_force day, not ${time_in_force}`],
+        [{
+          path: "time_in_force",
+          message: `alpaca: a fractional qty (0.5) takes time_in_force day, not ${time_in_force}`,
+        }],
         `${type} ${time_in_force}`,
       );
     }
@@ -144,8 +165,15 @@ Deno.test("Alpaca refuses in advance a fractional US equity quantity unless the 
       limit_price: "187.555",
     })),
     [
-      "alpaca: limit_price 187.555 has sub-penny decimals (at or above $1.00: at most 2)",
-      "alpaca: a fractional qty (0.5) takes time_in_force day, not gtc",
+      {
+        path: "limit_price",
+        message:
+          "alpaca: limit_price 187.555 has sub-penny decimals (at or above $1.00: at most 2)",
+      },
+      {
+        path: "time_in_force",
+        message: "alpaca: a fractional qty (0.5) takes time_in_force day, not gtc",
+      },
     ],
   );
 });
@@ -166,7 +194,10 @@ Deno.test("Alpaca's US equity rules leave crypto pairs and orders without quanti
     alpacaRefusals(
       shape({ symbol: "ETH-USD", type: "market", time_in_force: "day", qty: "0.25" }),
     ),
-    ["alpaca: crypto orders take time_in_force gtc or ioc, not day"],
+    [{
+      path: "time_in_force",
+      message: "alpaca: crypto orders take time_in_force gtc or ioc, not day",
+    }],
   );
   // A caller that knows only the symbol, type and time in force gets what it always got.
   assert.deepEqual(alpacaRefusals({ symbol: "AAPL", type: "limit", time_in_force: "gtc" }), []);
@@ -348,7 +379,7 @@ Deno.test("a sub-penny AAPL limit signal for Alpaca is answered 422 and publishe
   assert.equal(res.status, 422, JSON.stringify(body));
   assert.equal(body.error.code, "signal_rejected");
   const reasons = [{
-    path: "broker",
+    path: "limit_price",
     message: "alpaca: limit_price 187.555 has sub-penny decimals (at or above $1.00: at most 2)",
   }];
   assert.deepEqual(body.error.details, reasons);
@@ -365,7 +396,7 @@ Deno.test("a fractional AAPL signal for Alpaca that is not a day order is reject
   assert.equal(outcome?.status, "rejected", JSON.stringify(outcome));
   if (outcome.status !== "rejected") return;
   const reasons = [{
-    path: "broker",
+    path: "time_in_force",
     message: "alpaca: a fractional qty (0.5) takes time_in_force day, not gtc",
   }];
   assert.deepEqual(outcome.reasons, reasons);

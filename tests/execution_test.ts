@@ -19,6 +19,7 @@ import {
   type BrokerEvent,
   type BrokerOrderRequest,
   type BrokerOrderState,
+  type BrokerRefusal,
   BrokerRejectedError,
   BrokerUnavailableError,
   type OrderShape,
@@ -174,8 +175,11 @@ class FaultyBroker implements Broker {
     return this.inner.cancel(clientOrderId);
   }
 
-  refusals(order: OrderShape): string[] {
-    return this.refusing.map((reason) => `${reason} (${order.symbol} ${order.time_in_force})`);
+  refusals(order: OrderShape): BrokerRefusal[] {
+    return this.refusing.map((reason) => ({
+      path: "broker",
+      message: `${reason} (${order.symbol} ${order.time_in_force})`,
+    }));
   }
 
   async getOrder(clientOrderId: string): Promise<BrokerOrderState | null> {

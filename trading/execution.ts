@@ -1934,7 +1934,7 @@ export class ExecutionEngine {
         });
       } else if (broker.refusals !== undefined) {
         // What the broker would refuse is refused here, before any order exists.
-        for (const message of broker.refusals(s)) reasons.push({ path: "broker", message });
+        for (const refusal of broker.refusals(s)) reasons.push(refusal);
       }
       const priceKey = `${s.symbol}\u0000${s.exchange ?? ""}`;
       let priced = prices.get(priceKey);
