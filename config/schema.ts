@@ -964,7 +964,31 @@ function consistencyProblems(config: unknown): SettingProblem[] {
   const replay = replayFileProblem(at(config, "replay", "file"));
   if (replay !== null) problems.push({ path: ["replay", "file"], message: replay });
   problems.push(...venueSymbolProblems(config));
+  const broker = defaultBrokerProblem(config);
+  if (broker !== null) problems.push(broker);
   return problems;
+}
+
+/**
+ * `execution.default_broker` naming a broker that is not enabled: every
+ * signal naming no broker would be refused. The paper broker is always there;
+ * another only with its `brokers.<name>.enabled`. Not checked while execution
+ * is disabled (no signal is handled).
+ */
+function defaultBrokerProblem(config: unknown): SettingProblem | null {
+  if (at(config, "execution", "enabled") === false) return null;
+  const name = at(config, "execution", "default_broker");
+  if (typeof name !== "string" || name === "paper") return null;
+  const section = at(config, "brokers", name);
+  const enabled = section !== null && typeof section === "object"
+    ? (section as Record<string, unknown>).enabled
+    : undefined;
+  if (enabled === true) return null;
+  return {
+    path: ["execution", "default_broker"],
+    message: `names the broker ${name}, which is not enabled: every signal naming no broker ` +
+      `would be refused; set brokers.${name}.enabled to true, or name an enabled broker (paper)`,
+  };
 }
 
 /**
