@@ -5,7 +5,9 @@
  * 2. optional user files named by `--config PATH`, layered in the order given
  *    (a later file beats an earlier one key by key), or else `TRADEWIRE_CONFIG`;
  * 3. environment variables: `NATS_URL`, `DATABASE_URL`, `CLICKHOUSE_URL`, then
- *    `TRADEWIRE_<SECTION>__<KEY>` (which beat the conventional ones);
+ *    `TRADEWIRE_<SECTION>__<KEY>` (which beat the conventional ones); an empty
+ *    one sets nothing, and Kubernetes' and Docker's service links
+ *    (`TRADEWIRE_SERVICE_HOST`, `TRADEWIRE_PORT_8000_TCP`…) are no settings;
  * 4. command-line flags `--section.key=value` or `--section.key value`.
  *
  * YAML string values may use `${VAR}` and `${VAR:-default}`; `$${` is a literal
@@ -44,8 +46,39 @@ export const DEFAULT_CONFIG_FILE: string = fileURLToPath(
 /** Environment variable naming the user config file when `--config` is not given. */
 export const CONFIG_ENV_VAR = "TRADEWIRE_CONFIG";
 
-/** Prefix of environment variables that set keys: `TRADEWIRE_<SECTION>__<KEY>`. */
+/**
+ * Prefix of environment variables that set keys: `TRADEWIRE_<SECTION>__<KEY>`.
+ * An empty one sets nothing (as an empty `NATS_URL` does): compose's
+ * `${VAR:-}` gives one for a variable its user left unset, which must not
+ * overwrite the files. A key is set to an empty value in a file or by a flag
+ * (`--http.api_key_hashes=`).
+ */
 export const ENV_PREFIX = "TRADEWIRE_";
+
+/**
+ * Names that Kubernetes gives the pods of a namespace for a Service named
+ * `tradewire` or `tradewire-<name>` (`TRADEWIRE_SERVICE_HOST`,
+ * `TRADEWIRE_SERVICE_PORT`, `TRADEWIRE_SERVICE_PORT_<PORT NAME>`,
+ * `TRADEWIRE_NATS_PORT_4222_TCP_ADDR`…), as Docker's links did: no settings.
+ * A Service's name ends with a letter or digit, so a setting's name
+ * (`TRADEWIRE_HTTP__PORT`, `__` before its key) is never one.
+ */
+const SERVICE_LINK =
+  /^TRADEWIRE_(?:[A-Z0-9_]*[A-Z0-9]_)?(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?|PORT_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)$/;
+
+/**
+ * A service link's `<NAME>_PORT` (`TRADEWIRE_PORT=tcp://10.96.12.34:8000`),
+ * told from a mistyped setting by its value, a `<protocol>://` URL: a
+ * `TRADEWIRE_HTTP_PORT=8001` is still refused.
+ */
+const SERVICE_LINK_PORT = /^TRADEWIRE_(?:[A-Z0-9_]*[A-Z0-9]_)?PORT$/;
+const SERVICE_LINK_PORT_VALUE = /^(?:tcp|udp|sctp):\/\//;
+
+/** Whether the variable `name` is a Kubernetes or Docker service link, not a setting. */
+function isServiceLink(name: string, value: string): boolean {
+  return SERVICE_LINK.test(name) ||
+    (SERVICE_LINK_PORT.test(name) && SERVICE_LINK_PORT_VALUE.test(value));
+}
 
 /** Conventional environment variables and the key each sets (below `TRADEWIRE_*`). */
 export const CONVENTIONAL_ENV: Readonly<Record<string, string>> = {
@@ -621,7 +654,8 @@ function envOverrides(
   ).sort();
   for (const name of names) {
     const value = env[name];
-    if (value === undefined) continue;
+    // Empty: unset (compose's `${VAR:-}` for a variable left unset), as for the conventional ones.
+    if (typeof value !== "string" || value === "" || isServiceLink(name, value)) continue;
     const parts = name.slice(ENV_PREFIX.length).split("__");
     if (parts.some((part) => part === "")) {
       problems.push({ key: name, reason: "malformed name; use TRADEWIRE_<SECTION>__<KEY>" });

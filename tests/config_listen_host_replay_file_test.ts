@@ -16,10 +16,10 @@ import { freshDatabase, startEngineProcess } from "./_engine_process.ts";
 import { startNatsServer } from "./_nats_server.ts";
 import { deadline } from "./_helpers.ts";
 
-/** The message of the ConfigError `loadConfig` throws for `env`. */
-async function refusal(env: Record<string, string>): Promise<string> {
-  const error = await loadConfig({ args: [], env }).then(
-    () => assert.fail(`${JSON.stringify(env)} was accepted`),
+/** The message of the ConfigError `loadConfig` throws for `env` (and `args`). */
+async function refusal(env: Record<string, string>, args: string[] = []): Promise<string> {
+  const error = await loadConfig({ args, env }).then(
+    () => assert.fail(`${JSON.stringify({ env, args })} was accepted`),
     (error: unknown) => error,
   );
   assert.ok(error instanceof ConfigError, String(error));
@@ -73,7 +73,8 @@ Deno.test("an http.host that is neither an IP address nor a host name is invalid
       "fe80::1%lo",
     ]
   ) {
-    const message = await refusal({ TRADEWIRE_HTTP__HOST: host });
+    // A flag: an empty environment variable sets nothing.
+    const message = await refusal({}, [`--http.host=${host}`]);
     assert.match(message, /^ {2}http\.host: expected an IP address or a host name/m, message);
     assert.ok(message.includes(JSON.stringify(host).slice(0, 60)), message);
   }

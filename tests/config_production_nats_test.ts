@@ -91,8 +91,8 @@ Deno.test("compose: NATS wants a user and NATS_PASSWORD, the engine connects wit
     NATS_PASSWORD: "Nq7-Ws2mXr9p",
     POSTGRES_PASSWORD: "Pq7-Ws2mXr9p",
     CLICKHOUSE_PASSWORD: "Cq7-Ws2mXr9p",
-    TRADEWIRE_PROFILE: "production",
-    TRADEWIRE_API_KEY_HASHES: "b".repeat(64),
+    ENGINE_PROFILE: "production",
+    API_KEY_HASHES: "b".repeat(64),
   };
   assert.throws(
     () => interpolate(text, { ...env, NATS_PASSWORD: "" }),
