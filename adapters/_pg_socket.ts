@@ -10,7 +10,8 @@
  * they already do for a connection that drops.
  *
  * The socket reads the protocol to know when an answer is owed: each `Sync`
- * or simple `Query` it sends (and the startup) owes one `ReadyForQuery`.
+ * or simple `Query` it sends (and the startup) owes one `ReadyForQuery`, and
+ * a `Flush` owes whatever comes next.
  * While one is owed, every byte PostgreSQL sends restarts the wait — a long
  * result streaming in, or statements queued behind one another, each
  * answered within the server's `statement_timeout` — and once none is owed
@@ -60,6 +61,7 @@ const SSL_REQUEST = new Uint8Array([0, 0, 0, 8, 4, 210, 22, 47]);
 const PROTOCOL_3 = 196_608;
 const SYNC = 0x53; // 'S'
 const QUERY = 0x51; // 'Q'
+const FLUSH = 0x48; // 'H'
 const READY_FOR_QUERY = 0x5a; // 'Z'
 
 /**
@@ -147,10 +149,18 @@ class WatchedSocket extends Duplex {
   #waiting: ReturnType<typeof setTimeout> | undefined;
   /** `ReadyForQuery` messages PostgreSQL owes. */
   #owed = 0;
+  /**
+   * A `Flush` was sent and nothing has come back since: postgres.js sends
+   * Parse + Describe + Flush, no Sync, the first time a statement with
+   * parameters runs on a connection, and waits for that answer.
+   */
+  #flushed = false;
   readonly #sent = new MessageScanner(true, (type, code) => {
     if (type === null ? code === PROTOCOL_3 : type === SYNC || type === QUERY) this.#owed++;
+    else if (type === FLUSH) this.#flushed = true;
   });
   readonly #received = new MessageScanner(false, (type) => {
+    this.#flushed = false;
     if (type === READY_FOR_QUERY && this.#owed > 0) this.#owed--;
   });
 
@@ -180,6 +190,8 @@ class WatchedSocket extends Duplex {
       if (chunk[0] === 0x53 && chunk.length === 1) {
         const secure = tls.connect({
           socket: raw,
+          // The name the certificate must carry (an IP address: an IP SAN), as libpq checks it.
+          host,
           servername: host === undefined || net.isIP(host) !== 0 ? undefined : host,
           ...(ssl === "prefer" || ssl === "require"
             ? { rejectUnauthorized: false }
@@ -229,7 +241,7 @@ class WatchedSocket extends Duplex {
     callback: (error?: Error | null) => void,
   ): void {
     this.#sent.scan(chunk);
-    if (this.#owed > 0) this.#expectAnswer();
+    if (this.#owes()) this.#expectAnswer();
     if (this.#wire === null) this.#queued.push({ chunk, callback });
     else this.#wire.write(chunk, callback);
   }
@@ -253,6 +265,11 @@ class WatchedSocket extends Duplex {
     callback(error);
   }
 
+  /** Whether PostgreSQL owes this connection an answer. */
+  #owes(): boolean {
+    return this.#owed > 0 || this.#flushed;
+  }
+
   /** Carries postgres.js's bytes over `wire` from now on, starting with those queued. */
   #use(wire: net.Socket | tls.TLSSocket): void {
     if (this.destroyed) return;
@@ -260,7 +277,7 @@ class WatchedSocket extends Duplex {
     wire.on("data", (chunk: Uint8Array) => {
       this.#received.scan(chunk);
       // Any byte is progress; none owed, the connection may rest.
-      if (this.#owed > 0) this.#expectAnswer(true);
+      if (this.#owes()) this.#expectAnswer(true);
       else this.#answered();
       if (!this.push(chunk)) wire.pause();
     });

@@ -384,3 +384,26 @@ Deno.test("a connection that owes no answer may stay silent, and a large result 
     await sql.end({ timeout: 0 }).catch(() => {});
   }
 });
+
+Deno.test("a first statement with parameters (Parse, Describe, Flush: no Sync) is watched too", async () => {
+  await using proxy = startTcpProxy(PG);
+  const sql = createPostgres({
+    url: through("postgres://postgres@127.0.0.1:5432/postgres", proxy.port),
+    pool_size: 1,
+    answer_deadline_ms: 1000,
+  });
+  try {
+    await sql`select 1 as one`; // connected, nothing owed
+    proxy.stall();
+    // Not prepared yet on this connection: postgres.js describes it first and flushes.
+    const outcome = await settledWithin(
+      sql`select ${42}::int as answer`,
+      15_000,
+      "the parameterised statement",
+    );
+    assert.ok("error" in outcome, JSON.stringify(outcome));
+    assert.ok(mapDbError(outcome.error) instanceof DbConnectionError, String(outcome.error));
+  } finally {
+    await sql.end({ timeout: 0 }).catch(() => {});
+  }
+});
