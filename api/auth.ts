@@ -12,7 +12,9 @@
  * clients (curl, scripts, strategy code) send neither `Origin` nor
  * `Sec-Fetch-Site` and address the engine by the name they connect to, so
  * {@linkcode requireSameOrigin} and {@linkcode requireLoopbackHost} refuse
- * only what a browser sends on another site's behalf.
+ * only what a browser sends on another site's behalf. The pages of the
+ * origins in `http.allowed_origins` are let in, CORS and all, by
+ * {@linkcode allowCrossOrigin}.
  *
  * @module
  */
@@ -132,6 +134,79 @@ export function requireSameOrigin(options: RequireSameOriginOptions = {}): Middl
             `cannot call this API unless its origin is in http.allowed_origins`,
         );
       }
+    }
+    await next();
+  };
+}
+
+/** `Access-Control-Allow-Methods` of {@linkcode allowCrossOrigin}: what the trading routes serve. */
+export const DEFAULT_CORS_METHODS: readonly string[] = ["GET", "POST", "DELETE"];
+/**
+ * `Access-Control-Allow-Headers` of {@linkcode allowCrossOrigin}: the request
+ * headers the API reads that a page cannot send without a preflight.
+ */
+export const CORS_ALLOW_HEADERS: readonly string[] = [
+  "authorization",
+  "x-api-key",
+  "content-type",
+  "idempotency-key",
+];
+/** Response headers a page may read besides the safelisted ones: a 405's and a 503's. */
+export const CORS_EXPOSE_HEADERS: readonly string[] = ["Allow", "Retry-After"];
+/** How long a browser may reuse a preflight's answer, s (`Access-Control-Max-Age`). */
+export const DEFAULT_CORS_MAX_AGE_S = 600;
+
+/** Options for {@linkcode allowCrossOrigin}. */
+export interface AllowCrossOriginOptions {
+  /**
+   * Origins (`https://dashboard.example.com`) whose pages may call the
+   * routes (`http.allowed_origins`), compared as {@linkcode requireSameOrigin}
+   * compares them.
+   * @default {[]}
+   */
+  allowedOrigins?: readonly string[];
+  /** Methods a preflight is told the routes take. @default {DEFAULT_CORS_METHODS} */
+  methods?: readonly string[];
+  /** Seconds a browser may keep a preflight's answer. @default {DEFAULT_CORS_MAX_AGE_S} */
+  maxAgeS?: number;
+}
+
+/**
+ * Middleware letting the pages of `allowedOrigins` call the routes from a
+ * browser (CORS). Every answer to a request from one of them — errors
+ * included, so the page reads a 401 or a 422 — carries
+ * `Access-Control-Allow-Origin: <its origin>` (never `*`, never
+ * credentials: API keys are headers, not cookies); once any origin is
+ * allowed, every answer carries `Vary: Origin`. Its preflight (`OPTIONS` with
+ * `Access-Control-Request-Method`, which carries no API key) is answered
+ * 204 here, naming the methods and headers the page may send; register it
+ * before {@linkcode requireApiKey}. A request of any other origin goes on
+ * unchanged, to be refused by {@linkcode requireSameOrigin}; so does an
+ * `OPTIONS` that is no preflight.
+ *
+ * @example
+ * ```ts
+ * app.use("*", allowCrossOrigin({ allowedOrigins: config.http.allowed_origins }));
+ * app.use("*", requireSameOrigin({ allowedOrigins: config.http.allowed_origins }));
+ * ```
+ */
+export function allowCrossOrigin(options: AllowCrossOriginOptions = {}): MiddlewareHandler {
+  const allowed = new Set((options.allowedOrigins ?? []).map(normalOrigin));
+  const methods = (options.methods ?? DEFAULT_CORS_METHODS).join(", ");
+  const maxAge = String(options.maxAgeS ?? DEFAULT_CORS_MAX_AGE_S);
+  return async function crossOrigin(c, next) {
+    if (allowed.size === 0) return await next();
+    // Whether this origin is allowed changes the answer: a shared cache must not give it to another.
+    c.header("Vary", "Origin", { append: true });
+    const origin = c.req.header("origin");
+    if (origin === undefined || !allowed.has(normalOrigin(origin))) return await next();
+    c.header("Access-Control-Allow-Origin", origin);
+    c.header("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS.join(", "));
+    if (c.req.method === "OPTIONS" && c.req.header("access-control-request-method") !== undefined) {
+      c.header("Access-Control-Allow-Methods", methods);
+      c.header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS.join(", "));
+      c.header("Access-Control-Max-Age", maxAge);
+      return c.body(null, 204);
     }
     await next();
   };

@@ -56,7 +56,13 @@ import { JsonDuplicateKeyError, JsonNumber, parseJsonNumbers } from "../lib/json
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { ApiError, methodNotAllowed } from "./errors.ts";
 import { singleParams } from "./_params.ts";
-import { isLoopbackHost, requireApiKey, requireLoopbackHost, requireSameOrigin } from "./auth.ts";
+import {
+  allowCrossOrigin,
+  isLoopbackHost,
+  requireApiKey,
+  requireLoopbackHost,
+  requireSameOrigin,
+} from "./auth.ts";
 import { isoTimeUs } from "./market_data.ts";
 
 /** What the trading routes need. */
@@ -97,7 +103,9 @@ export interface TradingRoutesDeps {
  * What the trading routes read of the `http` configuration. Every request
  * is refused that a browser sends for a page of another origin (its
  * `Origin` not the API's own nor in `allowed_origins`, or `Sec-Fetch-Site:
- * cross-site`/`same-site`). When the server listens on a loopback address,
+ * cross-site`/`same-site`); a page of one of `allowed_origins` may call them
+ * from a browser (CORS: its preflight is answered without an API key, every
+ * answer names its origin). When the server listens on a loopback address,
  * or the routes have no API key, a request whose `Host` is not a loopback
  * name nor in `allowed_hosts` is refused (DNS rebinding). Without an API
  * key, a client on another machine is refused unless `allow_keyless_remote`.
@@ -169,6 +177,8 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   const db = <T>(query: () => Promise<T>) => withDeadline(query, deadlineMs, clock);
   const app = new Hono();
   const http = deps.http ?? {};
+  // First: a dashboard of an allowed origin gets its preflight (no API key) and reads every answer.
+  app.use("*", allowCrossOrigin({ allowedOrigins: http.allowed_origins ?? [] }));
   // Before anything reads the body: a page of another site must not reach the routes.
   app.use("*", requireSameOrigin({ allowedOrigins: http.allowed_origins ?? [] }));
   if (
