@@ -3,7 +3,7 @@
  * the limit in force) and daily strategy performance, accumulated as
  * signals, orders and fills come in. The position tracker adds each fill to
  * its strategy's day in the statement that applies it
- * (`strategyFillsCte` of `positions.ts`, {@linkcode addStrategyFills}), and stores
+ * (`strategyFillsCte` and `addStrategyTrades` of `positions.ts`), and stores
  * the risk figures with each portfolio snapshot.
  *
  * @example
@@ -27,7 +27,7 @@ import {
   toNumericOrNull,
   type WriteOptions,
 } from "./_common.ts";
-import { DEFAULT_PORTFOLIO, strategyFillsCte } from "./positions.ts";
+import { DEFAULT_PORTFOLIO } from "./positions.ts";
 import { assertPositiveInteger } from "../lib/assert.ts";
 
 /** A stored risk figure. */
@@ -279,59 +279,4 @@ export async function listStrategyPerformance(
       commission, wins, losses, created_at, updated_at, created_by, updated_by
     FROM strategy_performance WHERE ${where} ORDER BY day, strategy`);
   return [...rows];
-}
-
-/**
- * What one applied fill adds to its strategy's day ({@linkcode addStrategyFills}):
- * the day is the UTC day of `filled_at`.
- */
-export interface StrategyFill {
-  /** The strategy of the fill's order. */
-  strategy: string;
-  /** When the fill was executed. */
-  filled_at: Date;
-  /** Quantity. */
-  qty: DecimalInput;
-  /** Price. */
-  price: DecimalInput;
-  /** Fee (negative for a rebate). */
-  commission: DecimalInput;
-  /** The realized P&L it produced, net of its fee (`fills.realized_pnl`). */
-  realized_pnl: DecimalInput;
-  /** Whether it reduced a position: then a win when its realized P&L is > 0, a loss when < 0. */
-  closing: boolean;
-}
-
-/**
- * Adds applied fills to their strategies' days (see `strategyFillsCte` in
- * `positions.ts`) in one statement; returns how many
- * (strategy, day) rows it wrote.
- */
-export async function addStrategyFills(
-  sql: Queryable,
-  fills: readonly StrategyFill[],
-  options: WriteOptions = {},
-): Promise<number> {
-  if (fills.length === 0) return 0;
-  const records = fills.map((fill) => {
-    if (typeof fill.strategy !== "string" || fill.strategy === "") {
-      throw new TypeError("Strategy performance needs a strategy");
-    }
-    return {
-      strategy: fill.strategy,
-      filled_at: checkDate(fill.filled_at, "filled_at").toISOString(),
-      qty: toNumeric(fill.qty, "qty"),
-      price: toNumeric(fill.price, "price"),
-      commission: toNumeric(fill.commission, "commission"),
-      realized_pnl: toNumeric(fill.realized_pnl, "realized_pnl"),
-      closing: fill.closing === true,
-    };
-  });
-  const source = sql`SELECT * FROM json_to_recordset(${JSON.stringify(records)}::text::json)
-    AS x(strategy text, filled_at timestamptz, qty numeric(20,8), price numeric(20,8),
-      commission numeric(20,8), realized_pnl numeric(20,8), closing boolean)`;
-  const [row] = await run(sql<{ n: number }[]>`
-    WITH ${strategyFillsCte(sql, source, options.by ?? DEFAULT_ACTOR)}
-    SELECT count(*)::int AS n FROM sp`);
-  return row?.n ?? 0;
 }

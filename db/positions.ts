@@ -550,8 +550,7 @@ export interface StrategyFillsCteOptions {
  * strategy and day: cheap beside the fills it rides with.
  *
  * @internal Shared by {@linkcode storeAppliedFills},
- * {@linkcode addStrategyTrades}, `db/fills.ts`'s `insertFillsWithOrders` and
- * `db/metrics.ts`'s `addStrategyFills`.
+ * {@linkcode addStrategyTrades} and `db/fills.ts`'s `insertFillsWithOrders`.
  */
 export function strategyFillsCte(
   sql: Queryable,
