@@ -39,6 +39,15 @@ function through(url: string, port: number): string {
   return parsed.toString();
 }
 
+/** A pool of one connection to the shared server through `proxy`, with a 1 s answer deadline. */
+function onePoolThrough(proxy: { port: number }) {
+  return createPostgres({
+    url: through("postgres://postgres@127.0.0.1:5432/postgres", proxy.port),
+    pool_size: 1,
+    answer_deadline_ms: 1000,
+  });
+}
+
 /** How `promise` settled; fails the test when it has not within `ms` (`what` hung). */
 async function settledWithin<T>(
   promise: Promise<T>,
@@ -69,11 +78,7 @@ Deno.test("the answer deadline is statement_timeout plus a margin, none without 
 
 Deno.test("a statement PostgreSQL never answers fails as a lost connection after the answer deadline, and the pool works again once it answers", async () => {
   await using proxy = startTcpProxy(PG);
-  const sql = createPostgres({
-    url: through("postgres://postgres@127.0.0.1:5432/postgres", proxy.port),
-    pool_size: 1,
-    answer_deadline_ms: 1000,
-  });
+  const sql = onePoolThrough(proxy);
   try {
     // Slower than nothing, quicker than the deadline: answered, not cut.
     await sql`select pg_sleep(0.3)`;
@@ -300,11 +305,7 @@ Deno.test("a TLS connection (sslmode=require) is watched too: dropped after the 
 Deno.test("a statement queued behind another that was answered is still watched: dropped when PostgreSQL stops answering", async () => {
   await using proxy = startTcpProxy(PG);
   // One connection: the second statement is pipelined behind the first.
-  const sql = createPostgres({
-    url: through("postgres://postgres@127.0.0.1:5432/postgres", proxy.port),
-    pool_size: 1,
-    answer_deadline_ms: 1000,
-  });
+  const sql = onePoolThrough(proxy);
   try {
     await sql`select 1`;
     // Sent in this order (a postgres.js query goes out when it is first awaited or then-ed).
@@ -323,11 +324,7 @@ Deno.test("a statement queued behind another that was answered is still watched:
 
 Deno.test("a result cut off after its first rows is dropped at the answer deadline", async () => {
   await using proxy = startTcpProxy(PG);
-  const sql = createPostgres({
-    url: through("postgres://postgres@127.0.0.1:5432/postgres", proxy.port),
-    pool_size: 1,
-    answer_deadline_ms: 1000,
-  });
+  const sql = onePoolThrough(proxy);
   try {
     // Rows stream out, then the server works 1.5 s on row 2000 while the network fails.
     const rows = sql`select g, repeat('x', 200) as pad,
@@ -387,11 +384,7 @@ Deno.test("a connection that owes no answer may stay silent, and a large result 
 
 Deno.test("a first statement with parameters (Parse, Describe, Flush: no Sync) is watched too", async () => {
   await using proxy = startTcpProxy(PG);
-  const sql = createPostgres({
-    url: through("postgres://postgres@127.0.0.1:5432/postgres", proxy.port),
-    pool_size: 1,
-    answer_deadline_ms: 1000,
-  });
+  const sql = onePoolThrough(proxy);
   try {
     await sql`select 1 as one`; // connected, nothing owed
     proxy.stall();
