@@ -161,8 +161,14 @@ class WatchedSocket extends Duplex {
   });
   readonly #received = new MessageScanner(false, (type) => {
     this.#flushed = false;
-    if (type === READY_FOR_QUERY && this.#owed > 0) this.#owed--;
+    if (type !== READY_FOR_QUERY) return;
+    this.#ready = true;
+    if (this.#owed > 0) this.#owed--;
   });
+  /** PostgreSQL said it was ready once: the startup is over. */
+  #ready = false;
+  /** Closed while it started: what postgres.js writes goes nowhere until it gives up. */
+  #dead = false;
 
   constructor(
     raw: net.Socket,
@@ -176,8 +182,8 @@ class WatchedSocket extends Duplex {
     this.#deadlineMs = options.answerDeadlineMs;
     this.host = host;
     this.port = port;
-    raw.on("error", (error: Error) => this.destroy(error));
-    raw.on("close", () => this.destroy());
+    raw.on("error", (error: Error) => this.#fail(error));
+    raw.on("close", () => this.#closed());
     if (options.ssl === false) {
       this.#use(raw);
       return;
@@ -199,7 +205,7 @@ class WatchedSocket extends Duplex {
             ? {}
             : ssl),
         } as tls.ConnectionOptions);
-        secure.on("error", (error: Error) => this.destroy(error));
+        secure.on("error", (error: Error) => this.#fail(error));
         secure.once("secureConnect", () => this.#use(secure));
       } else if (chunk[0] === 0x4e && chunk.length === 1 && ssl === "prefer") {
         this.#use(raw);
@@ -207,10 +213,10 @@ class WatchedSocket extends Duplex {
         const error = new Error(
           `PostgreSQL at ${where} does not support TLS, but sslmode=${options.sslmode} requires it`,
         );
-        this.destroy(Object.assign(error, { code: TLS_REFUSED_CODE }));
+        this.#fail(Object.assign(error, { code: TLS_REFUSED_CODE }));
       } else {
         // Bytes after the answer were not sent by PostgreSQL over TLS: refuse them (CVE-2021-23222).
-        this.destroy(new Error(`PostgreSQL at ${where} gave an invalid answer to the TLS request`));
+        this.#fail(new Error(`PostgreSQL at ${where} gave an invalid answer to the TLS request`));
       }
     };
     raw.on("data", answer);
@@ -240,6 +246,10 @@ class WatchedSocket extends Duplex {
     _encoding: BufferEncoding,
     callback: (error?: Error | null) => void,
   ): void {
+    if (this.#dead) {
+      callback();
+      return;
+    }
     this.#sent.scan(chunk);
     if (this.#owes()) this.#expectAnswer();
     if (this.#wire === null) this.#queued.push({ chunk, callback });
@@ -259,10 +269,45 @@ class WatchedSocket extends Duplex {
     this.#answered();
     if (this.#wire !== null && this.#wire !== this.#raw) this.#wire.destroy();
     this.#raw.destroy();
-    for (const { callback: queued } of this.#queued.splice(0)) {
-      queued(error ?? new Error("The connection closed"));
-    }
+    // Writes that never went out: the close (or `error`) tells postgres.js the connection is
+    // gone, as for a socket of its own — an error of theirs would be one without a code.
+    for (const { callback: queued } of this.#queued.splice(0)) queued();
     callback(error);
+  }
+
+  /**
+   * The connection closed under postgres.js. Ready once, it ends as a socket
+   * of postgres.js's own would. Closed while it starts (PostgreSQL, or a proxy
+   * before it, hanging up at once), it is left to postgres.js's connect
+   * timeout, which fails its first statement as a connection never made
+   * (`CONNECT_TIMEOUT`): a close alone would leave postgres.js reconnecting
+   * for ever with that statement waiting, and an error then surfaced where
+   * nothing handles it.
+   */
+  #closed(): void {
+    if (this.destroyed) return;
+    if (this.#ready || (!this.#owes() && this.#wire !== null && this.#queued.length === 0)) {
+      this.destroy();
+      return;
+    }
+    this.#dead = true;
+    this.#answered();
+  }
+
+  /** Ends the connection with `error` for postgres.js. */
+  #fail(error: Error): void {
+    this.destroy(error);
+  }
+
+  /**
+   * An `error` event nobody listens to any more — postgres.js lets a closed
+   * connection's socket go, listeners and all — is dropped, not thrown: it
+   * would stop the engine for a connection already handled.
+   */
+  // deno-lint-ignore no-explicit-any
+  override emit(event: string | symbol, ...args: any[]): boolean {
+    if (event === "error" && this.listenerCount("error") === 0) return false;
+    return super.emit(event, ...args);
   }
 
   /** Whether PostgreSQL owes this connection an answer. */
@@ -281,8 +326,10 @@ class WatchedSocket extends Duplex {
       else this.#answered();
       if (!this.push(chunk)) wire.pause();
     });
-    wire.on("end", () => this.push(null));
-    if (wire !== this.#raw) wire.on("close", () => this.destroy());
+    // PostgreSQL hung up: the connection is over (a stream merely ended would refuse
+    // postgres.js's next write with an error nobody listens for any more).
+    wire.on("end", () => this.#closed());
+    if (wire !== this.#raw) wire.on("close", () => this.#closed());
     for (const { chunk, callback } of this.#queued.splice(0)) wire.write(chunk, callback);
   }
 
@@ -299,7 +346,7 @@ class WatchedSocket extends Duplex {
       const error = new Error(
         `PostgreSQL sent nothing for ${ms} ms while an answer was owed; the connection is dropped`,
       );
-      this.destroy(Object.assign(error, { code: ANSWER_TIMEOUT_CODE }));
+      this.#fail(Object.assign(error, { code: ANSWER_TIMEOUT_CODE }));
     }, ms);
     Deno.unrefTimer(waiting);
     this.#waiting = waiting;
