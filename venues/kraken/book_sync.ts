@@ -40,9 +40,14 @@
  */
 
 import type { BookEvent, Level, TopEvent } from "../../market/events.ts";
-import { OrderBook } from "../../market/order_book.ts";
+import { isZero, normalizeDecimal } from "../../market/decimal.ts";
 import type { AsOfReceipt } from "../../market/validation.ts";
-import { KRAKEN_CHECKSUM_LEVELS, krakenChecksum } from "./checksum.ts";
+import {
+  KRAKEN_CHECKSUM_LEVELS,
+  KRAKEN_CHECKSUM_START,
+  krakenChecksumEnd,
+  krakenChecksumStep,
+} from "./checksum.ts";
 import type { KrakenBookControl } from "./parse.ts";
 import { assertPositiveInteger } from "../../lib/assert.ts";
 
@@ -90,7 +95,7 @@ export class KrakenBookSync {
   /** The subscribed depth the book is truncated to. */
   readonly depth: number;
   readonly #emitTop: boolean;
-  readonly #book = new OrderBook();
+  readonly #book = new KrakenBook();
   /** `empty`: no snapshot yet; `live`: in sync; `stale`: a resync was asked for. */
   #state: "empty" | "live" | "stale" = "empty";
   #top: [string, string, string, string] | null = null;
@@ -149,10 +154,7 @@ export class KrakenBookSync {
       asks = this.#withDropped("ask", asks);
       book.truncate(this.depth);
     }
-    const checksum = krakenChecksum(
-      book.levels("ask", KRAKEN_CHECKSUM_LEVELS),
-      book.levels("bid", KRAKEN_CHECKSUM_LEVELS),
-    );
+    const checksum = book.checksum();
     if (checksum !== control.checksum) {
       return this.#resync(
         `Checksum mismatch after ${control.action} at ${control.timestamp}: ` +
@@ -221,27 +223,28 @@ export class KrakenBookSync {
 
   /** `levels` plus a removal for each level beyond the depth, which truncation is about to drop. */
   #withDropped(side: "bid" | "ask", levels: Level[]): Level[] {
-    const size = this.#book.size();
-    if ((side === "bid" ? size.bids : size.asks) <= this.depth) return levels;
-    const all = this.#book.levels(side);
+    const entries = (side === "bid" ? this.#book.bids : this.#book.asks).entries;
+    if (entries.length <= this.depth) return levels;
     const out = levels.slice();
-    for (let i = this.depth; i < all.length; i++) out.push([all[i]![0], "0"]);
+    for (let i = this.depth; i < entries.length; i++) out.push([entries[i]!.price, "0"]);
     return out;
   }
 
   #topEvent(tsExchange: number, receivedUs: number): TopEvent | null {
-    const { bid, ask } = this.#book.top();
+    const bid = this.#book.bids.entries[0];
+    const ask = this.#book.asks.entries[0];
     if (!bid || !ask) {
       this.#top = null;
       return null;
     }
     const last = this.#top;
     if (
-      last && last[0] === bid[0] && last[1] === bid[1] && last[2] === ask[0] && last[3] === ask[1]
+      last && last[0] === bid.price && last[1] === bid.size && last[2] === ask.price &&
+      last[3] === ask.size
     ) {
       return null;
     }
-    this.#top = [bid[0], bid[1], ask[0], ask[1]];
+    this.#top = [bid.price, bid.size, ask.price, ask.size];
     return {
       exchange: "kraken",
       symbol: this.symbol,
@@ -249,12 +252,240 @@ export class KrakenBookSync {
       ts_exchange: tsExchange,
       ts_local: receivedUs,
       kind: "top",
-      bid_price: bid[0],
-      bid_qty: bid[1],
-      ask_price: ask[0],
-      ask_qty: ask[1],
+      bid_price: bid.price,
+      bid_qty: bid.size,
+      ask_price: ask.price,
+      ask_qty: ask.size,
     };
   }
+}
+
+/** A level of a {@linkcode BookSide}. */
+interface Entry {
+  /** Normalized price (see `normalizeDecimal`), the level's identity and sort key. */
+  key: string;
+  /** Length of the integer part of `key`: keys compare by it first. */
+  integerLength: number;
+  /** Price as Kraken sent it. */
+  price: string;
+  /** Size as Kraken sent it. */
+  size: string;
+}
+
+/**
+ * One side of a {@linkcode KrakenBook}, best level first: `OrderBook`'s side
+ * (the same levels, order, errors and partial application of a malformed
+ * batch), which also records the best position it changed since the last
+ * checksum.
+ */
+class BookSide {
+  readonly entries: Entry[] = [];
+  /** The first position changed since the checksum last read this side. */
+  changedFrom = 0;
+  readonly #descending: boolean;
+
+  constructor(descending: boolean) {
+    this.#descending = descending;
+  }
+
+  clear(): void {
+    this.entries.length = 0;
+    this.changedFrom = 0;
+  }
+
+  /** Sets the level at `price` to `size`; a zero size removes it. Throws as `OrderBook` does. */
+  apply(price: string, size: string): void {
+    const key = decimalKey(price);
+    const zero = isZeroSize(size);
+    const entries = this.entries;
+    const integerLength = integerPartLength(key);
+    const descending = this.#descending;
+    // Index of the first entry not better than `key` (binary search).
+    let lo = 0;
+    let hi = entries.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const cmp = compareKeys(entries[mid]!, key, integerLength);
+      if (descending ? cmp > 0 : cmp < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    const found = lo < entries.length && entries[lo]!.key === key;
+    if (zero) {
+      if (!found) return;
+      entries.splice(lo, 1);
+    } else if (found) {
+      const entry = entries[lo]!;
+      entry.price = price;
+      entry.size = size;
+    } else {
+      entries.splice(lo, 0, { key, integerLength, price, size });
+    }
+    if (lo < this.changedFrom) this.changedFrom = lo;
+  }
+
+  truncate(depth: number): void {
+    if (this.entries.length <= depth) return;
+    this.entries.length = depth;
+    if (depth < this.changedFrom) this.changedFrom = depth;
+  }
+
+  levels(limit: number): Level[] {
+    return this.entries.slice(0, limit).map((e) => [e.price, e.size]);
+  }
+}
+
+/**
+ * The book a {@linkcode KrakenBookSync} keeps: `OrderBook`'s levels, with
+ * Kraken's checksum kept up to date level by level — the CRC32 register after
+ * each of the top 10 asks and bids is kept, and a checksum feeds again only
+ * the levels from the first one that changed.
+ */
+class KrakenBook {
+  readonly bids = new BookSide(true);
+  readonly asks = new BookSide(false);
+  /** The register before the asks' levels (slot 0), after each ask (1–10) and bid (11–20). */
+  readonly #registers = new Int32Array(2 * KRAKEN_CHECKSUM_LEVELS + 1).fill(KRAKEN_CHECKSUM_START);
+
+  replace(bids: readonly Level[], asks: readonly Level[]): void {
+    this.bids.clear();
+    this.asks.clear();
+    for (const [price, size] of bids) this.bids.apply(price, size);
+    for (const [price, size] of asks) this.asks.apply(price, size);
+  }
+
+  applyAll(bids: readonly Level[], asks: readonly Level[]): void {
+    for (const [price, size] of bids) this.bids.apply(price, size);
+    for (const [price, size] of asks) this.asks.apply(price, size);
+  }
+
+  truncate(depth: number): void {
+    this.bids.truncate(depth);
+    this.asks.truncate(depth);
+  }
+
+  levels(side: "bid" | "ask", limit = Infinity): Level[] {
+    return (side === "bid" ? this.bids : this.asks).levels(limit);
+  }
+
+  top(): { bid: Level | null; ask: Level | null } {
+    const bid = this.bids.entries[0];
+    const ask = this.asks.entries[0];
+    return {
+      bid: bid ? [bid.price, bid.size] : null,
+      ask: ask ? [ask.price, ask.size] : null,
+    };
+  }
+
+  /** Kraken's checksum of the book as it is (see `krakenChecksum`). */
+  checksum(): number {
+    const registers = this.#registers;
+    const levels = KRAKEN_CHECKSUM_LEVELS;
+    const asks = this.asks;
+    const bids = this.bids;
+    let crc: number;
+    if (asks.changedFrom < levels) {
+      crc = registers[asks.changedFrom]!;
+      const entries = asks.entries;
+      for (let i = asks.changedFrom; i < levels; i++) {
+        const entry = entries[i];
+        if (entry !== undefined) crc = krakenChecksumStep(crc, entry.price, entry.size);
+        registers[i + 1] = crc;
+      }
+      bids.changedFrom = 0;
+    } else if (bids.changedFrom < levels) {
+      crc = registers[levels + bids.changedFrom]!;
+    } else {
+      asks.changedFrom = bids.changedFrom = levels;
+      return krakenChecksumEnd(registers[2 * levels]!);
+    }
+    const entries = bids.entries;
+    for (let i = bids.changedFrom; i < levels; i++) {
+      const entry = entries[i];
+      if (entry !== undefined) crc = krakenChecksumStep(crc, entry.price, entry.size);
+      registers[levels + i + 1] = crc;
+    }
+    asks.changedFrom = bids.changedFrom = levels;
+    return krakenChecksumEnd(crc);
+  }
+}
+
+/**
+ * Orders a level against a normalized price `key` whose integer part is
+ * `integerLength` long: negative when the level's price is lower. As
+ * `compareNormalized`: with integer parts of one length, normalized decimals
+ * order as their texts do.
+ */
+function compareKeys(entry: Entry, key: string, integerLength: number): number {
+  if (entry.integerLength !== integerLength) return entry.integerLength - integerLength;
+  const other = entry.key;
+  return other === key ? 0 : other < key ? -1 : 1;
+}
+
+function integerPartLength(key: string): number {
+  const dot = key.indexOf(".");
+  return dot < 0 ? key.length : dot;
+}
+
+function notDecimal(text: string): TypeError {
+  return new TypeError(`Not a decimal: ${JSON.stringify(text)}`);
+}
+
+/**
+ * `normalizeDecimal(text)` — the same text, the same `TypeError` — without
+ * a regular expression, and without a copy when `text` is already normal (as
+ * Kraken's prices nearly always are).
+ */
+function decimalKey(text: string): string {
+  if (typeof text !== "string") return normalizeDecimal(text);
+  const length = text.length;
+  let dot = 0;
+  while (dot < length) {
+    const c = text.charCodeAt(dot);
+    if (c < 0x30 || c > 0x39) break;
+    dot++;
+  }
+  if (dot === 0) throw notDecimal(text);
+  let start = 0;
+  while (start < dot - 1 && text.charCodeAt(start) === 0x30) start++;
+  if (dot === length) return start === 0 ? text : text.slice(start);
+  if (text.charCodeAt(dot) !== 0x2e || dot === length - 1) throw notDecimal(text);
+  for (let i = dot + 1; i < length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) throw notDecimal(text);
+  }
+  let end = length;
+  while (text.charCodeAt(end - 1) === 0x30) end--;
+  if (end === dot + 1) end = dot;
+  return start === 0 && end === length ? text : text.slice(start, end);
+}
+
+/**
+ * Whether the size `text` is zero, after checking that it is a decimal as
+ * `OrderBook` does (`normalizeDecimal`, then `isZero`): the same answer and
+ * the same `TypeError`.
+ */
+function isZeroSize(text: string): boolean {
+  if (typeof text !== "string") {
+    normalizeDecimal(text);
+    return isZero(text);
+  }
+  const length = text.length;
+  let zero = true;
+  let i = 0;
+  for (; i < length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) break;
+    if (c !== 0x30) zero = false;
+  }
+  if (i === 0) throw notDecimal(text);
+  if (i === length) return zero;
+  if (text.charCodeAt(i) !== 0x2e || i === length - 1) throw notDecimal(text);
+  for (i++; i < length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) throw notDecimal(text);
+    if (c !== 0x30) zero = false;
+  }
+  return zero;
 }
 
 /**

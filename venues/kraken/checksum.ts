@@ -21,12 +21,12 @@ import type { Level } from "../../market/events.ts";
 export const KRAKEN_CHECKSUM_LEVELS = 10;
 
 /** The CRC32 (IEEE 802.3, reflected, polynomial 0xEDB88320) lookup table. */
-const TABLE: Uint32Array = (() => {
-  const table = new Uint32Array(256);
+const TABLE: Int32Array = (() => {
+  const table = new Int32Array(256);
   for (let n = 0; n < 256; n++) {
     let c = n;
     for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    table[n] = c >>> 0;
+    table[n] = c;
   }
   return table;
 })();
@@ -62,17 +62,45 @@ export function crc32Bytes(bytes: Uint8Array): number {
 
 /** Feeds the digits of a decimal's text into `crc`, skipping the `.` and the leading zeros. */
 function feedDecimal(crc: number, text: string): number {
-  let leading = true;
-  for (let i = 0; i < text.length; i++) {
+  const length = text.length;
+  let i = 0;
+  // The leading zeros, and a `.` among them (`0.0286` → `286`).
+  for (; i < length; i++) {
     const c = text.charCodeAt(i);
-    if (c === 0x2e) continue;
-    if (leading) {
-      if (c === 0x30) continue;
-      leading = false;
-    }
-    crc = TABLE[(crc ^ c) & 0xff]! ^ (crc >>> 8);
+    if (c !== 0x30 && c !== 0x2e) break;
+  }
+  for (; i < length; i++) {
+    const c = text.charCodeAt(i);
+    if (c !== 0x2e) crc = TABLE[(crc ^ c) & 0xff]! ^ (crc >>> 8);
   }
   return crc;
+}
+
+/** The CRC32 register before anything is fed: start {@linkcode krakenChecksumStep} from it. */
+export const KRAKEN_CHECKSUM_START = -1;
+
+/**
+ * The CRC32 register after one level (its `price`, then its `qty`) is fed
+ * into `crc`, a register from {@linkcode KRAKEN_CHECKSUM_START} or an earlier
+ * step; {@linkcode krakenChecksumEnd} turns the last register into the
+ * checksum. Lets a book keep the register after each of its top levels and
+ * feed again only from the first level that changed.
+ *
+ * @example
+ * ```ts
+ * import { KRAKEN_CHECKSUM_START, krakenChecksumEnd, krakenChecksumStep } from "./checksum.ts";
+ *
+ * const crc = krakenChecksumStep(KRAKEN_CHECKSUM_START, "0.0288", "32416.38964164");
+ * krakenChecksumEnd(crc); // krakenChecksum([["0.0288", "32416.38964164"]], [])
+ * ```
+ */
+export function krakenChecksumStep(crc: number, price: string, qty: string): number {
+  return feedDecimal(feedDecimal(crc, price), qty);
+}
+
+/** The checksum, an unsigned 32-bit integer, of the CRC32 register `crc`. */
+export function krakenChecksumEnd(crc: number): number {
+  return ~crc >>> 0;
 }
 
 /**
@@ -88,7 +116,7 @@ function feedDecimal(crc: number, text: string): number {
  * ```
  */
 export function krakenChecksum(asks: readonly Level[], bids: readonly Level[]): number {
-  let crc = 0xffffffff;
+  let crc = KRAKEN_CHECKSUM_START;
   const askCount = Math.min(asks.length, KRAKEN_CHECKSUM_LEVELS);
   for (let i = 0; i < askCount; i++) {
     const level = asks[i]!;
@@ -99,7 +127,7 @@ export function krakenChecksum(asks: readonly Level[], bids: readonly Level[]): 
     const level = bids[i]!;
     crc = feedDecimal(feedDecimal(crc, level[0]), level[1]);
   }
-  return (crc ^ 0xffffffff) >>> 0;
+  return krakenChecksumEnd(crc);
 }
 
 /**
