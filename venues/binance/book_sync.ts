@@ -146,14 +146,16 @@ export class BinanceBookSync {
   readonly symbol: string;
   /** Binance symbol. */
   readonly venueSymbol: string;
-  readonly #book = new OrderBook();
+  readonly #bids = new Side(true);
+  readonly #asks = new Side(false);
+  readonly #book = new SyncBook(this.#bids, this.#asks);
   readonly #maxBuffered: number;
   readonly #resyncOnCrossed: boolean;
   readonly #snapshotLimit: number;
-  /** Normalized worst bid price the snapshot covers, or null when it holds every bid. */
-  #bidBound: string | null = null;
-  /** Normalized worst ask price the snapshot covers, or null when it holds every ask. */
-  #askBound: string | null = null;
+  /** Worst bid price the snapshot covers, or null when it holds every bid. */
+  #bidBound: Price | null = null;
+  /** Worst ask price the snapshot covers, or null when it holds every ask. */
+  #askBound: Price | null = null;
   #state: BinanceBookSyncState = "waiting_snapshot";
   #buffer: BinanceDepthDiff[] = [];
   /** Update id the book is as of, once synced. */
@@ -189,7 +191,9 @@ export class BinanceBookSync {
 
   /**
    * The local book, levels beyond the snapshot's coverage left out; empty
-   * while waiting for a snapshot. Read it, don't change it.
+   * while waiting for a snapshot. Read it, don't change it. (An
+   * {@linkcode OrderBook} over the sync's own levels, which it keeps sorted
+   * on a float key per price with exact ties, worst first.)
    */
   get book(): OrderBook {
     return this.#book;
@@ -276,8 +280,8 @@ export class BinanceBookSync {
       };
     }
     this.#book.replace(snapshot.bids, snapshot.asks);
-    this.#bidBound = this.#boundOf("bid", snapshot.bids.length);
-    this.#askBound = this.#boundOf("ask", snapshot.asks.length);
+    this.#bidBound = this.#boundOf(this.#bids, snapshot.bids.length);
+    this.#askBound = this.#boundOf(this.#asks, snapshot.asks.length);
     this.#state = "synced";
     this.#lastUpdateId = last;
     this.#bridged = false;
@@ -313,8 +317,8 @@ export class BinanceBookSync {
       ts_exchange: tsExchange,
       ts_local: receivedUs,
       action: "snapshot",
-      bids: this.#book.levels("bid"),
-      asks: this.#book.levels("ask"),
+      bids: this.#bids.levels(Infinity),
+      asks: this.#asks.levels(Infinity),
       sequence: this.#lastUpdateId,
     };
     return { status: "ok", events: [event] };
@@ -329,7 +333,8 @@ export class BinanceBookSync {
     this.#confirmed = false;
     this.#bidBound = null;
     this.#askBound = null;
-    this.#book.replace([], []);
+    this.#bids.clear();
+    this.#asks.clear();
   }
 
   #buffered(diff: BinanceDepthDiff): BinanceSyncResult {
@@ -354,9 +359,10 @@ export class BinanceBookSync {
 
   /** Applies the diff's levels within the boundaries; returns those levels. */
   #apply(diff: BinanceDepthDiff): { bids: Level[]; asks: Level[] } {
-    const bids = within(diff.bids, this.#bidBound, "bid");
-    const asks = within(diff.asks, this.#askBound, "ask");
-    this.#book.applyAll(bids, asks);
+    const bids = within(diff.bids, this.#bidBound, this.#bids);
+    const asks = within(diff.asks, this.#askBound, this.#asks);
+    this.#bids.applyAll(bids);
+    this.#asks.applyAll(asks);
     this.#lastUpdateId = diff.finalUpdateId;
     this.#bridged = true;
     this.#confirmed = true;
@@ -367,19 +373,16 @@ export class BinanceBookSync {
    * The boundary of a side just replaced from a snapshot side of `count`
    * levels: its worst price when the side is full, else null.
    */
-  #boundOf(side: "bid" | "ask", count: number): string | null {
-    if (count < this.#snapshotLimit) return null;
-    const worst = this.#book.levels(side).at(-1);
-    return worst === undefined ? null : normalizeDecimal(worst[0]);
+  #boundOf(side: Side, count: number): Price | null {
+    return count < this.#snapshotLimit ? null : side.worst();
   }
 
   /** Why the book is unusable because a side with a boundary has no level left within it, or null. */
   #uncoveredReason(): string | null {
-    const { bids, asks } = this.#book.size();
-    const side = this.#bidBound !== null && bids === 0
-      ? `bids down to ${this.#bidBound}`
-      : this.#askBound !== null && asks === 0
-      ? `asks up to ${this.#askBound}`
+    const side = this.#bidBound !== null && this.#bids.length === 0
+      ? `bids down to ${normalizeDecimal(this.#bidBound.text)}`
+      : this.#askBound !== null && this.#asks.length === 0
+      ? `asks up to ${normalizeDecimal(this.#askBound.text)}`
       : null;
     if (side === null) return null;
     return `No level left at update ${this.#lastUpdateId} among the ${side} the ${this.#snapshotLimit}-level snapshot covered; the best price beyond them is unknown`;
@@ -387,7 +390,7 @@ export class BinanceBookSync {
 
   /** Why the book is crossed or locked when that is "resync", or null. */
   #crossedReason(): string | null {
-    if (!this.#resyncOnCrossed || !this.#book.crossed()) return null;
+    if (!this.#resyncOnCrossed || !crossed(this.#bids, this.#asks)) return null;
     const { bid, ask } = this.#book.top();
     return `Book crossed at update ${this.#lastUpdateId}: bid ${bid?.[0]} >= ask ${ask?.[0]}`;
   }
@@ -416,14 +419,288 @@ export class BinanceBookSync {
 }
 
 /**
- * The levels of a `side` at or better than the normalized price `bound`: all
- * of `levels` (the same array) when `bound` is null or none lies beyond it.
+ * The levels of `side` at or better than `bound`: all of `levels` (the same
+ * array) when `bound` is null or none lies beyond it. Throws a `TypeError`
+ * for a price that is not a decimal, as the book would.
  */
-function within(levels: Level[], bound: string | null, side: "bid" | "ask"): Level[] {
+function within(levels: Level[], bound: Price | null, side: Side): Level[] {
   if (bound === null) return levels;
-  const beyond = (level: Level) => {
-    const cmp = compareNormalized(normalizeDecimal(level[0]), bound);
-    return side === "bid" ? cmp < 0 : cmp > 0;
-  };
-  return levels.some(beyond) ? levels.filter((level) => !beyond(level)) : levels;
+  let kept: Level[] | null = null;
+  for (let i = 0; i < levels.length; i++) {
+    const level = levels[i]!;
+    const price = checkedDecimal(level[0]);
+    const beyond = side.better(bound.key, bound.text, Number(price), price);
+    if (beyond && kept === null) kept = levels.slice(0, i);
+    else if (!beyond && kept !== null) kept.push(level);
+  }
+  return kept ?? levels;
+}
+
+/** A price as sent with its sort key. */
+interface Price {
+  /** `Number(text)`: orders prices, ties broken by exact comparison. */
+  key: number;
+  /** The price as sent. */
+  text: string;
+}
+
+/**
+ * Compares two decimal prices exactly: negative when `a < b`, zero when they
+ * are one number in any spelling, positive when `a > b`. Correct rounding
+ * keeps `Number` monotonic, so unequal keys order the prices; equal keys are
+ * settled on the exact text.
+ */
+function comparePrices(aKey: number, aText: string, bKey: number, bText: string): number {
+  if (aKey !== bKey) return aKey < bKey ? -1 : 1;
+  if (aText === bText) return 0;
+  return compareNormalized(normalizeDecimal(aText), normalizeDecimal(bText));
+}
+
+/**
+ * `text` when it is a plain non-negative decimal; otherwise throws the
+ * `TypeError` of {@linkcode normalizeDecimal}, as {@linkcode OrderBook} does.
+ */
+function checkedDecimal(text: string): string {
+  const n = text.length;
+  let dot = -1;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c - 48 >>> 0 > 9) {
+      if (c !== 46 || dot >= 0) return normalizeDecimal(text);
+      dot = i;
+    }
+  }
+  if (n === 0 || dot === 0 || dot === n - 1) return normalizeDecimal(text);
+  return text;
+}
+
+/** Whether the decimal `text` (already checked) is zero. */
+function isZeroDecimal(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c !== 48 && c !== 46) return false;
+  }
+  return true;
+}
+
+/**
+ * One side of the sync's book, kept as {@linkcode OrderBook} keeps one
+ * (levels identified by exact price, sizes and prices as last sent) but
+ * ordered worst first, so that the busy top of the book is at the end of
+ * its arrays, and sorted on `Number(price)` with exact ties.
+ */
+class Side {
+  /** Whether this is the bid side (higher is better). */
+  readonly #bid: boolean;
+  /** Sort keys, worst first. */
+  #keys: number[] = [];
+  /** Prices as sent, worst first. */
+  #prices: string[] = [];
+  /** Sizes as sent, worst first. */
+  #sizes: string[] = [];
+
+  constructor(bid: boolean) {
+    this.#bid = bid;
+  }
+
+  get length(): number {
+    return this.#keys.length;
+  }
+
+  clear(): void {
+    this.#keys.length = 0;
+    this.#prices.length = 0;
+    this.#sizes.length = 0;
+  }
+
+  /** Whether the price `a` is better than `b` on this side. */
+  better(aKey: number, aText: string, bKey: number, bText: string): boolean {
+    const cmp = comparePrices(aKey, aText, bKey, bText);
+    return this.#bid ? cmp > 0 : cmp < 0;
+  }
+
+  /** Sets the level at `price` to `size`; a zero size removes it. */
+  apply(price: string, size: string): void {
+    checkedDecimal(price);
+    checkedDecimal(size);
+    const key = Number(price);
+    const keys = this.#keys;
+    const prices = this.#prices;
+    // The first level not worse than `price`.
+    let lo = 0;
+    let hi = keys.length;
+    const bid = this.#bid;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const midKey = keys[mid]!;
+      const cmp = midKey === key
+        ? comparePrices(midKey, prices[mid]!, key, price)
+        : midKey < key
+        ? -1
+        : 1;
+      if (bid ? cmp < 0 : cmp > 0) lo = mid + 1;
+      else hi = mid;
+    }
+    const found = lo < keys.length && comparePrices(keys[lo]!, prices[lo]!, key, price) === 0;
+    if (isZeroDecimal(size)) {
+      if (found) {
+        keys.splice(lo, 1);
+        prices.splice(lo, 1);
+        this.#sizes.splice(lo, 1);
+      }
+    } else if (found) {
+      prices[lo] = price;
+      this.#sizes[lo] = size;
+    } else {
+      keys.splice(lo, 0, key);
+      prices.splice(lo, 0, price);
+      this.#sizes.splice(lo, 0, size);
+    }
+  }
+
+  applyAll(levels: readonly Level[]): void {
+    for (let i = 0; i < levels.length; i++) {
+      const level = levels[i]!;
+      this.apply(level[0], level[1]);
+    }
+  }
+
+  /**
+   * Replaces the side's levels with `levels` applied in order. A snapshot
+   * comes best first: its levels are gathered so and turned round at the end.
+   */
+  fill(levels: readonly Level[]): void {
+    this.clear();
+    const keys = this.#keys;
+    const prices = this.#prices;
+    const sizes = this.#sizes;
+    try {
+      for (let i = 0; i < levels.length; i++) {
+        const [price, size] = levels[i]!;
+        checkedDecimal(price);
+        checkedDecimal(size);
+        const key = Number(price);
+        const last = keys.length - 1;
+        // Best first for now: a level worse than every one so far goes at the end (or,
+        // when its size is zero, removes nothing).
+        if (last < 0 || this.better(keys[last]!, prices[last]!, key, price)) {
+          if (!isZeroDecimal(size)) {
+            keys.push(key);
+            prices.push(price);
+            sizes.push(size);
+          }
+          continue;
+        }
+        keys.reverse();
+        prices.reverse();
+        sizes.reverse();
+        try {
+          this.apply(price, size);
+        } finally {
+          keys.reverse();
+          prices.reverse();
+          sizes.reverse();
+        }
+      }
+    } finally {
+      keys.reverse();
+      prices.reverse();
+      sizes.reverse();
+    }
+  }
+
+  /** The best `limit` levels, best first (`limit` as `Array.prototype.slice` takes an end). */
+  levels(limit: number): Level[] {
+    const prices = this.#prices;
+    const sizes = this.#sizes;
+    const levels: Level[] = [];
+    for (let i = prices.length - 1; i >= 0; i--) levels.push([prices[i]!, sizes[i]!]);
+    return limit === Infinity ? levels : levels.slice(0, limit);
+  }
+
+  /** Drops the levels beyond the best `depth`. */
+  truncate(depth: number): void {
+    if (this.#keys.length <= depth) return;
+    const best = this.levels(Infinity);
+    best.length = depth;
+    this.fill(best);
+  }
+
+  /** The best level, or null on an empty side. */
+  best(): Level | null {
+    const last = this.#keys.length - 1;
+    return last < 0 ? null : [this.#prices[last]!, this.#sizes[last]!];
+  }
+
+  /** The best price, or null on an empty side. */
+  bestPrice(): Price | null {
+    const last = this.#keys.length - 1;
+    return last < 0 ? null : { key: this.#keys[last]!, text: this.#prices[last]! };
+  }
+
+  /** The worst price, or null on an empty side. */
+  worst(): Price | null {
+    return this.#keys.length === 0 ? null : { key: this.#keys[0]!, text: this.#prices[0]! };
+  }
+}
+
+/** Whether the best bid is at or above the best ask (a crossed or locked book). */
+function crossed(bids: Side, asks: Side): boolean {
+  const bid = bids.bestPrice();
+  const ask = asks.bestPrice();
+  return bid !== null && ask !== null && comparePrices(bid.key, bid.text, ask.key, ask.text) >= 0;
+}
+
+/**
+ * {@linkcode BinanceBookSync.book}: an {@linkcode OrderBook} whose every
+ * method works on the sync's own two sides (the inherited ones stay empty),
+ * so it reads and changes exactly as an {@linkcode OrderBook} holding the
+ * same levels would.
+ */
+class SyncBook extends OrderBook {
+  readonly #bids: Side;
+  readonly #asks: Side;
+
+  constructor(bids: Side, asks: Side) {
+    super();
+    this.#bids = bids;
+    this.#asks = asks;
+  }
+
+  override replace(bids: readonly Level[], asks: readonly Level[]): void {
+    this.#bids.clear();
+    this.#asks.clear();
+    this.#bids.fill(bids);
+    this.#asks.fill(asks);
+  }
+
+  override apply(side: "bid" | "ask", price: string, size: string): void {
+    (side === "bid" ? this.#bids : this.#asks).apply(price, size);
+  }
+
+  override applyAll(bids: readonly Level[], asks: readonly Level[]): void {
+    this.#bids.applyAll(bids);
+    this.#asks.applyAll(asks);
+  }
+
+  override levels(side: "bid" | "ask", limit = Infinity): Level[] {
+    return (side === "bid" ? this.#bids : this.#asks).levels(limit);
+  }
+
+  override truncate(depth: number): void {
+    this.#bids.truncate(depth);
+    this.#asks.truncate(depth);
+  }
+
+  override size(): { bids: number; asks: number } {
+    return { bids: this.#bids.length, asks: this.#asks.length };
+  }
+
+  override top(): { bid: Level | null; ask: Level | null } {
+    return { bid: this.#bids.best(), ask: this.#asks.best() };
+  }
+
+  override crossed(): boolean {
+    return crossed(this.#bids, this.#asks);
+  }
 }
