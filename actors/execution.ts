@@ -124,6 +124,7 @@ import {
   ensureStreams,
   NATS_SILENCE_DETECTION_MS,
   type StreamSpec,
+  watchConsumer,
 } from "../adapters/nats.ts";
 import { isTemporaryRefusal } from "../adapters/postgres.ts";
 import type { Config } from "../config/mod.ts";
@@ -531,6 +532,7 @@ async function consumeLoop(
   let messages: ConsumerMessages | null = null;
   const inFlight = new Set<Promise<void>>();
   const held = holdAfterOutage(deps, log, clock, signal, () => wake.notify());
+  const watch = new AbortController();
   try {
     messages = await consumer.consume({
       max_messages: Math.max(2 * batchMax, 100),
@@ -547,6 +549,16 @@ async function consumeLoop(
     });
     // Only this loop closes it (below): ended by itself, the consumer or its stream is gone.
     const ended: { error: unknown } = { error: null };
+    // Found missing by our own checks too: consume ends as when nats.js finds it so.
+    const watched = messages;
+    void watchConsumer(
+      deps.nats,
+      o.stream ?? DEFAULT_SIGNALS_STREAM,
+      o.consumer ?? DEFAULT_EXECUTION_CONSUMER,
+      { signal: watch.signal, clock },
+    ).then((gone) => {
+      if (gone !== null) watched.stop(gone);
+    });
     void messages.closed().then((error) => {
       ended.error = new SignalsConsumerGoneError(
         o.stream ?? DEFAULT_SIGNALS_STREAM,
@@ -706,6 +718,7 @@ async function consumeLoop(
       if (decided === false) await settled;
     }
   } finally {
+    watch.abort();
     signal.removeEventListener("abort", onAbort);
     await held.close();
     // The batches handed in are acknowledged (or not) when they are done.

@@ -138,7 +138,7 @@ import type { Sql, TransactionSql } from "postgres";
 import { actor } from "./actor.ts";
 import type { ChildSpec } from "./types.ts";
 import { encodeJson } from "../adapters/codec.ts";
-import { ensureConsumer, ensureStreams } from "../adapters/nats.ts";
+import { ensureConsumer, ensureStreams, watchConsumer } from "../adapters/nats.ts";
 import { backoffDelay } from "../lib/backoff.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import type { Logger } from "../lib/log.ts";
@@ -600,6 +600,13 @@ class Tracker {
     const onAbort = () => this.#wake.notify();
     this.#signal.addEventListener("abort", onAbort, { once: true });
     let consumerClosed = false;
+    // Found missing by our own checks too: consume ends as when nats.js finds it so.
+    void watchConsumer(this.#deps.nats, this.#stream, this.#consumer, {
+      signal: stop,
+      clock: this.#clock,
+    }).then((gone) => {
+      if (gone !== null) messages.stop(gone);
+    });
     const closed = messages.closed().then((error) => {
       consumerClosed = true;
       this.#wake.notify();

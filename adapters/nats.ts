@@ -10,7 +10,7 @@
 import { connect } from "@nats-io/transport-node";
 // Not exported by the package's entry point: patched below (see `keepSocketErrorsHandled`).
 import { NodeTransport } from "@nats-io/transport-node/lib/node_transport.js";
-import type { ConnectionOptions, NatsConnection } from "@nats-io/nats-core";
+import type { ConnectionOptions, NatsConnection, Status } from "@nats-io/nats-core";
 import {
   AckPolicy,
   type ConsumerConfig,
@@ -28,6 +28,7 @@ import { type Clock, systemClock } from "../lib/clock.ts";
 import { type Logger, nullLogger } from "../lib/log.ts";
 import { redactUrl } from "../lib/redact.ts";
 import { assertPositiveInteger } from "../lib/assert.ts";
+import { Wakeup } from "../lib/wakeup.ts";
 
 /** NATS settings: the `nats` section of the configuration. */
 export interface NatsOptions {
@@ -646,4 +647,107 @@ export async function ensureConsumer(
 export function isConsumerNotFound(error: unknown): boolean {
   return error instanceof Error &&
     (error.name === "ConsumerNotFoundError" || /consumer not found/i.test(error.message));
+}
+
+/** How often {@linkcode watchConsumer} asks for its consumer while all is well, in ms. */
+export const DEFAULT_CONSUMER_CHECK_MS = 5_000;
+/** How soon it asks again when JetStream did not answer, in ms. */
+export const DEFAULT_CONSUMER_RECHECK_MS = 500;
+
+/** A check of {@linkcode watchConsumer}'s cut short by a reconnect (or its stop). */
+const RECHECK = Symbol("recheck");
+
+/** Options of {@linkcode watchConsumer}. */
+export interface WatchConsumerOptions {
+  /** Ends the watch (it then resolves null). */
+  signal: AbortSignal;
+  /** @default {DEFAULT_CONSUMER_CHECK_MS} */
+  check_ms?: number | undefined;
+  /** @default {DEFAULT_CONSUMER_RECHECK_MS} */
+  recheck_ms?: number | undefined;
+  /** @default {systemClock} */
+  clock?: Clock | undefined;
+}
+
+/**
+ * Watches that the durable consumer `consumer` of `stream` exists, for an
+ * actor consuming it: JetStream is asked at once, after every reconnect of
+ * `nc` and every `check_ms` — every `recheck_ms` while it does not answer
+ * (a timeout, JetStream not ready yet). Resolves with JetStream's error once
+ * the consumer or its stream is missing (NATS came back without its store,
+ * `nats consumer rm`), or with null when `signal` aborts or `nc` closes;
+ * never rejects.
+ *
+ * nats.js's `consume({ abort_on_missing_resource: true })` makes the same
+ * check after a reconnect, but when that check fails for another reason it
+ * asks again only 15–45 s later (its `expires`, jittered), and a reconnect
+ * while a check is under way checks nothing: meanwhile another actor may
+ * create the stream again (the execution actor creates `FILLS`), and the
+ * consumer's messages wait for nobody.
+ *
+ * @example
+ * ```ts
+ * const messages = await consumer.consume({ callback });
+ * void watchConsumer(nc, "FILLS", "position_tracker", { signal })
+ *   .then((gone) => gone && messages.stop(gone));
+ * ```
+ */
+export async function watchConsumer(
+  nc: NatsConnection,
+  stream: string,
+  consumer: string,
+  options: WatchConsumerOptions,
+): Promise<Error | null> {
+  const { signal } = options;
+  const clock = options.clock ?? systemClock;
+  const checkMs = options.check_ms ?? DEFAULT_CONSUMER_CHECK_MS;
+  const recheckMs = options.recheck_ms ?? DEFAULT_CONSUMER_RECHECK_MS;
+  const wake = new Wakeup();
+  let due = true;
+  let statuses: (AsyncIterable<Status> & { stop?: () => void }) | null = null;
+  let watching: Promise<void> = Promise.resolve();
+  const onAbort = () => wake.notify();
+  signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    const updates = statuses = nc.status() as AsyncIterable<Status> & { stop?: () => void };
+    watching = (async () => {
+      for await (const status of updates) {
+        if (status.type === "reconnect") {
+          due = true;
+          wake.notify();
+        }
+      }
+    })().catch(() => {});
+    const jsm = await jetstreamManager(nc, { checkAPI: false });
+    while (!signal.aborted && !nc.isClosed()) {
+      let waitMs = checkMs;
+      if (due) {
+        due = false;
+        // A check sent just before a disconnect is answered by nobody: the reconnect starts a
+        // new one instead of waiting for its timeout.
+        const answer = jsm.consumers.info(stream, consumer).then(() => null, (error) => error);
+        const outcome = await Promise.race([answer, wake.wait().then(() => RECHECK)]);
+        if (outcome === RECHECK) continue;
+        if (isConsumerNotFound(outcome) || isStreamNotFound(outcome)) return outcome as Error;
+        if (outcome !== null) {
+          waitMs = recheckMs;
+          due = true;
+        }
+        if (signal.aborted) break;
+      }
+      const timer = new AbortController();
+      const slept = clock.sleep(waitMs, timer.signal).then(() => {
+        due = true;
+      }, () => {});
+      await Promise.race([slept, wake.wait()]);
+      timer.abort();
+    }
+    return null;
+  } catch {
+    return null; // the connection closed under it: its actor learns that on its own
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+    statuses?.stop?.();
+    await watching;
+  }
 }

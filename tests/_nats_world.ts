@@ -60,6 +60,12 @@ export async function natsWorld(
   const count = async (q: string) => Number((await sql.unsafe(q))[0]?.n ?? 0);
   /** Ids acknowledged by JetStream (each published until acknowledged). */
   const published = new Set<string>();
+  /**
+   * Ids ever sent: one whose publishing was halted before an acknowledgement
+   * came may still have been stored (its ack lost in the outage) and be
+   * processed.
+   */
+  const sent = new Set<string>();
   /** When each id was acknowledged (Date.now()). */
   const ackedAt = new Map<string, number>();
   let publishErrors = 0;
@@ -68,6 +74,7 @@ export async function natsWorld(
   const publishOne = async (id: string, i: number) => {
     const body = { id, symbol: SYMBOL, side: i % 2 === 0 ? "buy" : "sell", qty: "0.01" };
     while (!halted) {
+      sent.add(id);
       try {
         await js.publish(`signals.${STRATEGY}`, encodeJson(body), { msgID: id });
         published.add(id);
@@ -127,7 +134,10 @@ export async function natsWorld(
       await executionRunning(engine, 90_000);
       return engine;
     },
-    /** Every invariant: _chaos.ts's, plus one signals row per published id, none unknown. */
+    /**
+     * Every invariant: _chaos.ts's, plus one signals row per published id, and
+     * none of an id never sent.
+     */
     async check(options: { lostBefore?: number; quiet?: boolean } = {}): Promise<string[]> {
       const out = await violations(sql);
       const rows = await sql<{ client_signal_id: string; n: number }[]>`
@@ -139,7 +149,7 @@ export async function natsWorld(
         options.lostBefore !== undefined && (ackedAt.get(id) ?? 0) < options.lostBefore;
       const missing = [...published].filter((id) => !seen.has(id) && !lost(id));
       const twice = rows.filter((r) => r.n > 1).map((r) => r.client_signal_id);
-      const unknown = rows.filter((r) => !published.has(r.client_signal_id)).map((r) =>
+      const unknown = rows.filter((r) => !sent.has(r.client_signal_id)).map((r) =>
         r.client_signal_id
       );
       if (missing.length > 0) {
@@ -187,6 +197,19 @@ export async function natsWorld(
         timeoutMs,
         "every invariant holds",
       ).catch((e) => console.log(String(e)));
+    },
+    /**
+     * For a failed assertion's message (CI shows those, not a test's output):
+     * the engine's health and its last warnings and errors.
+     */
+    async diagnosis(engine: EngineProcess, lines = 15): Promise<string> {
+      const h = await health(engine);
+      const notes = engine.lines
+        .filter((l) => l.level === "warn" || l.level === "error")
+        .filter((l) => l.message !== "could not publish a fill; retrying")
+        .slice(-lines)
+        .map((l) => `${l.time} ${l.level} ${l.actor ?? l.component ?? ""}: ${l.message}`);
+      return `health ${JSON.stringify(h).slice(0, 800)}\n${notes.join("\n")}`;
     },
     dump(
       engine: EngineProcess,

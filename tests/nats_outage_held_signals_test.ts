@@ -96,7 +96,7 @@ Deno.test({
     await w.settled(120_000);
     const bad = await w.check();
     if (bad.length > 0) w.dump(next);
-    assert.deepEqual(bad, []);
+    assert.deepEqual(bad, [], bad.length > 0 ? await w.diagnosis(next) : "");
   },
 });
 

@@ -32,7 +32,11 @@ Deno.test({
     const bad = await w.check({ lostBefore: lostAt });
     const h = await health(engine);
     if (bad.length > 0 || h.status !== "ok") w.dump(engine);
-    assert.deepEqual(bad, [], `publish errors ${w.publishErrors}`);
+    assert.deepEqual(
+      bad,
+      [],
+      `publish errors ${w.publishErrors}\n${bad.length > 0 ? await w.diagnosis(engine) : ""}`,
+    );
     await waitFor(async () => (await health(engine)).status === "ok", 60_000, "health ok")
       .catch(() => {});
     assert.equal((await health(engine)).status, "ok", JSON.stringify(await health(engine)));
@@ -63,7 +67,11 @@ Deno.test({
       .catch(() => {});
     const h = await health(engine);
     if (bad.length > 0 || h.status !== "ok") w.dump(engine);
-    assert.deepEqual(bad, [], `publish errors ${w.publishErrors}`);
+    assert.deepEqual(
+      bad,
+      [],
+      `publish errors ${w.publishErrors}\n${bad.length > 0 ? await w.diagnosis(engine) : ""}`,
+    );
     assert.equal(h.status, "ok", JSON.stringify(h));
   },
 });
@@ -97,7 +105,11 @@ Deno.test({
       .catch(() => {});
     const h = await health(engine);
     if (bad.length > 0 || h.status !== "ok") w.dump(engine);
-    assert.deepEqual(bad, [], `publish errors ${w.publishErrors}`);
+    assert.deepEqual(
+      bad,
+      [],
+      `publish errors ${w.publishErrors}\n${bad.length > 0 ? await w.diagnosis(engine) : ""}`,
+    );
     assert.equal(h.status, "ok", JSON.stringify(h));
   },
 });
