@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { connect } from "@nats-io/transport-node";
 import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { isStreamNotFound, watchConsumer } from "../adapters/nats.ts";
+import { isStreamNotFound, watchConsumer, type WatchConsumerOptions } from "../adapters/nats.ts";
 import { freePort, type NatsServer, startNatsServer } from "./_nats_server.ts";
 import { deadline, isSettled, waitFor } from "./_helpers.ts";
 
@@ -28,6 +28,7 @@ async function world(port = freePort()) {
     reconnectJitter: 0,
   });
   let reconnects = 0;
+  const watches: AbortController[] = [];
   (async () => {
     for await (const status of nc.status()) if (status.type === "reconnect") reconnects++;
   })();
@@ -55,7 +56,17 @@ async function world(port = freePort()) {
       // A request sent before the client is back is lost (answered by its timeout).
       await waitFor(() => reconnects > before, 10_000, "the client reconnected");
     },
+    /** A watch of the consumer (`WatchConsumerOptions` but the signal), aborted at the end. */
+    watch(options: Omit<WatchConsumerOptions, "signal"> = {}) {
+      const stop = new AbortController();
+      watches.push(stop);
+      return {
+        stop,
+        watching: watchConsumer(nc, STREAM, CONSUMER, { ...options, signal: stop.signal }),
+      };
+    },
     async [Symbol.asyncDispose]() {
+      for (const stop of watches) stop.abort();
       await nc.close().catch(() => {});
       await server.stop();
       await Deno.remove(storeDir, { recursive: true }).catch(() => {});
@@ -69,8 +80,7 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     await using w = await world();
-    const stop = new AbortController();
-    const watching = watchConsumer(w.nc, STREAM, CONSUMER, { signal: stop.signal });
+    const { watching } = w.watch();
     await w.restart({ store: "lost" });
     const gone = await deadline(watching, 5_000, "the watch");
     assert.ok(gone !== null && isStreamNotFound(gone), String(gone));
@@ -83,11 +93,7 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     await using w = await world();
-    const stop = new AbortController();
-    const watching = watchConsumer(w.nc, STREAM, CONSUMER, {
-      signal: stop.signal,
-      check_ms: 200,
-    });
+    const { watching } = w.watch({ check_ms: 200 });
     assert.equal(await isSettled(watching), false);
     await w.jsm.consumers.delete(STREAM, CONSUMER);
     const gone = await deadline(watching, 3_000, "the watch");
@@ -101,12 +107,7 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     await using w = await world();
-    const stop = new AbortController();
-    const watching = watchConsumer(w.nc, STREAM, CONSUMER, {
-      signal: stop.signal,
-      check_ms: 100,
-      recheck_ms: 50,
-    });
+    const { watching, stop } = w.watch({ check_ms: 100, recheck_ms: 50 });
     await w.restart({ store: "kept" });
     // Reconnected and checked a few times over: the consumer is there.
     const info = await w.jsm.consumers.info(STREAM, CONSUMER);
@@ -128,11 +129,7 @@ Deno.test({
     // nats.js's own check, for comparison (logged, not asserted: it is the library's behaviour).
     const consumer = await jetstream(w.nc).consumers.get(STREAM, CONSUMER);
     const messages = await consumer.consume({ abort_on_missing_resource: true, callback() {} });
-    const stop = new AbortController();
-    const watching = watchConsumer(w.nc, STREAM, CONSUMER, {
-      signal: stop.signal,
-      recheck_ms: 200,
-    });
+    const { watching } = w.watch({ recheck_ms: 200 });
     // Back without JetStream first: every check fails without saying the consumer is gone.
     await w.restart({ store: "no_jetstream" });
     await new Promise((r) => setTimeout(r, 1_500));
