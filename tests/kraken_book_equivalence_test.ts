@@ -15,9 +15,12 @@ import {
   KRAKEN_CHECKSUM_LEVELS,
   KRAKEN_CHECKSUM_START,
   krakenChecksum,
+  krakenChecksumAppend,
   krakenChecksumEnd,
   krakenChecksumInput,
   krakenChecksumStep,
+  krakenLevelDigits,
+  krakenLevelShare,
 } from "../venues/kraken/checksum.ts";
 import { type KrakenBookControl, parseKrakenFrame } from "../venues/kraken/parse.ts";
 import { fixtureLines } from "./_helpers.ts";
@@ -239,5 +242,25 @@ Deno.test("krakenChecksumStep over the top levels is the CRC32 of Kraken's strin
     const expected = crc32(krakenChecksumInput(asks, bids));
     assert.equal(krakenChecksumEnd(crc), expected);
     assert.equal(krakenChecksum(asks, bids), expected);
+  }
+});
+
+Deno.test("krakenChecksumAppend of a level's share moves the register as feeding its digits does", () => {
+  const random = prng(11);
+  const digits = (n: number) => Array.from({ length: n }, () => Math.floor(random() * 10)).join("");
+  for (let round = 0; round < 3000; round++) {
+    // Short and long levels: the long ones (over 64 digits) take the digit-at-a-time road.
+    const long = round % 10 === 0 ? 60 : 0;
+    const price = random() < 0.1
+      ? "0"
+      : `${"0".repeat(Math.floor(random() * 3))}${digits(1 + Math.floor(random() * (4 + long)))}` +
+        (random() < 0.7 ? `.${digits(1 + Math.floor(random() * (8 + long)))}` : "");
+    const qty = random() < 0.1 ? "0.000" : `${digits(1 + Math.floor(random() * 6))}.${digits(8)}`;
+    const crc = Math.floor(random() * 2 ** 32) | 0;
+    assert.equal(
+      krakenChecksumAppend(crc, krakenLevelShare(price, qty), krakenLevelDigits(price, qty)),
+      krakenChecksumStep(crc, price, qty),
+      `${price} ${qty}`,
+    );
   }
 });

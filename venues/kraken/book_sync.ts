@@ -45,8 +45,10 @@ import type { AsOfReceipt } from "../../market/validation.ts";
 import {
   KRAKEN_CHECKSUM_LEVELS,
   KRAKEN_CHECKSUM_START,
+  krakenChecksumAppend,
   krakenChecksumEnd,
-  krakenChecksumStep,
+  krakenLevelDigits,
+  krakenLevelShare,
 } from "./checksum.ts";
 import type { KrakenBookControl } from "./parse.ts";
 import { assertPositiveInteger } from "../../lib/assert.ts";
@@ -270,6 +272,10 @@ interface Entry {
   price: string;
   /** Size as Kraken sent it. */
   size: string;
+  /** The level's `krakenLevelShare`, once the checksum has needed it. */
+  share: number;
+  /** The level's `krakenLevelDigits`; -1 until the checksum needs it. */
+  digits: number;
 }
 
 /**
@@ -300,9 +306,14 @@ class BookSide {
     const entries = this.entries;
     const integerLength = integerPartLength(key);
     const descending = this.#descending;
-    // Index of the first entry not better than `key` (binary search).
+    // Index of the first entry not better than `key`: after the last when that one is better
+    // (as each level of a snapshot comes), else by binary search.
     let lo = 0;
     let hi = entries.length;
+    if (hi > 0) {
+      const cmp = compareKeys(entries[hi - 1]!, key, integerLength);
+      if (descending ? cmp > 0 : cmp < 0) lo = hi;
+    }
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       const cmp = compareKeys(entries[mid]!, key, integerLength);
@@ -317,8 +328,11 @@ class BookSide {
       const entry = entries[lo]!;
       entry.price = price;
       entry.size = size;
+      entry.digits = -1;
     } else {
-      entries.splice(lo, 0, { key, integerLength, price, size });
+      const entry = { key, integerLength, price, size, share: 0, digits: -1 };
+      if (lo === entries.length) entries.push(entry);
+      else entries.splice(lo, 0, entry);
     }
     if (lo < this.changedFrom) this.changedFrom = lo;
   }
@@ -388,7 +402,7 @@ class KrakenBook {
       const entries = asks.entries;
       for (let i = asks.changedFrom; i < levels; i++) {
         const entry = entries[i];
-        if (entry !== undefined) crc = krakenChecksumStep(crc, entry.price, entry.size);
+        if (entry !== undefined) crc = feedLevel(crc, entry);
         registers[i + 1] = crc;
       }
       bids.changedFrom = 0;
@@ -401,12 +415,21 @@ class KrakenBook {
     const entries = bids.entries;
     for (let i = bids.changedFrom; i < levels; i++) {
       const entry = entries[i];
-      if (entry !== undefined) crc = krakenChecksumStep(crc, entry.price, entry.size);
+      if (entry !== undefined) crc = feedLevel(crc, entry);
       registers[levels + i + 1] = crc;
     }
     asks.changedFrom = bids.changedFrom = levels;
     return krakenChecksumEnd(crc);
   }
+}
+
+/** The CRC32 register `crc` after `entry`'s level is fed into it. */
+function feedLevel(crc: number, entry: Entry): number {
+  if (entry.digits < 0) {
+    entry.share = krakenLevelShare(entry.price, entry.size);
+    entry.digits = krakenLevelDigits(entry.price, entry.size);
+  }
+  return krakenChecksumAppend(crc, entry.share, entry.digits);
 }
 
 /**

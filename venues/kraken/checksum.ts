@@ -98,6 +98,96 @@ export function krakenChecksumStep(crc: number, price: string, qty: string): num
   return feedDecimal(feedDecimal(crc, price), qty);
 }
 
+/**
+ * A level's share of Kraken's checksum: the CRC32 register its digits (price,
+ * then size, as {@linkcode krakenChecksumStep} feeds them) leave when fed
+ * into a register of zero. CRC32 is linear, so the level fed into any
+ * register is {@linkcode krakenChecksumAppend} of that register, this share
+ * and {@linkcode krakenLevelDigits}: a book keeps each level's share and,
+ * when a level above it changes, moves the register past it in a few table
+ * look-ups instead of feeding its digits again.
+ *
+ * @example
+ * ```ts
+ * import {
+ *   KRAKEN_CHECKSUM_START,
+ *   krakenChecksumAppend,
+ *   krakenChecksumStep,
+ *   krakenLevelDigits,
+ *   krakenLevelShare,
+ * } from "./checksum.ts";
+ *
+ * const [price, qty] = ["0.0288", "32416.38964164"];
+ * const share = krakenLevelShare(price, qty);
+ * krakenChecksumAppend(KRAKEN_CHECKSUM_START, share, krakenLevelDigits(price, qty)) ===
+ *   krakenChecksumStep(KRAKEN_CHECKSUM_START, price, qty); // true
+ * ```
+ */
+export function krakenLevelShare(price: string, qty: string): number {
+  return feedDecimal(feedDecimal(0, price), qty);
+}
+
+/** How many digits of a level {@linkcode krakenChecksumStep} feeds: see {@linkcode krakenLevelShare}. */
+export function krakenLevelDigits(price: string, qty: string): number {
+  return decimalDigits(price) + decimalDigits(qty);
+}
+
+/** How many characters of `text` {@linkcode feedDecimal} feeds. */
+function decimalDigits(text: string): number {
+  const length = text.length;
+  let i = 0;
+  for (; i < length; i++) {
+    const c = text.charCodeAt(i);
+    if (c !== 0x30 && c !== 0x2e) break;
+  }
+  let dots = 0;
+  for (let dot = text.indexOf(".", i); dot >= 0; dot = text.indexOf(".", dot + 1)) dots++;
+  return length - i - dots;
+}
+
+/**
+ * The register `crc` after a level of `digits` digits whose
+ * {@linkcode krakenLevelShare} is `share`: the same as feeding the level's
+ * digits into `crc`.
+ */
+export function krakenChecksumAppend(crc: number, share: number, digits: number): number {
+  if (digits >= SHIFT_TABLES_LIMIT) {
+    for (let i = 0; i < digits; i++) crc = TABLE[crc & 0xff]! ^ (crc >>> 8);
+    return crc ^ share;
+  }
+  const table = SHIFTS[digits] ?? shiftTable(digits);
+  return table[crc & 0xff]! ^ table[256 | ((crc >>> 8) & 0xff)]! ^
+    table[512 | ((crc >>> 16) & 0xff)]! ^ table[768 | (crc >>> 24)]! ^ share;
+}
+
+/**
+ * Levels with more digits than this move the register a digit at a time;
+ * shorter ones by a table of 4 kB, made when first needed.
+ */
+const SHIFT_TABLES_LIMIT = 64;
+
+/**
+ * `SHIFTS[n]`: the register after `n` zero bytes, of each byte of the
+ * register before (`SHIFTS[n][256 * k + b]` for byte `b` at byte `k`) — the
+ * register after them is the XOR of its four bytes' entries.
+ */
+const SHIFTS: Int32Array[] = [];
+
+function shiftTable(digits: number): Int32Array {
+  if (SHIFTS.length === 0) {
+    const identity = new Int32Array(1024);
+    for (let i = 0; i < 1024; i++) identity[i] = (i & 0xff) << (8 * (i >>> 8));
+    SHIFTS.push(identity);
+  }
+  while (SHIFTS.length <= digits) {
+    const last = SHIFTS[SHIFTS.length - 1]!;
+    const next = new Int32Array(1024);
+    for (let i = 0; i < 1024; i++) next[i] = TABLE[last[i]! & 0xff]! ^ (last[i]! >>> 8);
+    SHIFTS.push(next);
+  }
+  return SHIFTS[digits]!;
+}
+
 /** The checksum, an unsigned 32-bit integer, of the CRC32 register `crc`. */
 export function krakenChecksumEnd(crc: number): number {
   return ~crc >>> 0;
