@@ -7,7 +7,12 @@
  */
 
 import assert from "node:assert/strict";
-import type { BookEvent, Level, TopEvent } from "../market/events.ts";
+import {
+  type BookEvent,
+  type Level,
+  MalformedFrameError,
+  type TopEvent,
+} from "../market/events.ts";
 import { OrderBook } from "../market/order_book.ts";
 import { KrakenBookSync, type KrakenBookSyncResult } from "../venues/kraken/book_sync.ts";
 import {
@@ -22,7 +27,7 @@ import {
   krakenLevelDigits,
   krakenLevelShare,
 } from "../venues/kraken/checksum.ts";
-import { type KrakenBookControl, parseKrakenFrame } from "../venues/kraken/parse.ts";
+import { type KrakenBookControl, krakenSymbol, parseKrakenFrame } from "../venues/kraken/parse.ts";
 import { fixtureLines } from "./_helpers.ts";
 
 const RECEIVED_US = 1_786_000_000_000_000;
@@ -262,5 +267,17 @@ Deno.test("krakenChecksumAppend of a level's share moves the register as feeding
       krakenChecksumStep(crc, price, qty),
       `${price} ${qty}`,
     );
+  }
+});
+
+Deno.test("krakenSymbol answers alike from its last symbol, its cache and afresh", () => {
+  assert.throws(() => krakenSymbol(""), MalformedFrameError);
+  for (let round = 0; round < 3; round++) {
+    for (const [venue, canonical] of [["XBT/USD", "BTC-USD"], ["MINA/GBP", "MINA-GBP"]]) {
+      assert.equal(krakenSymbol(venue!), canonical);
+      assert.equal(krakenSymbol(venue!), canonical);
+      assert.throws(() => krakenSymbol(""), MalformedFrameError);
+      assert.throws(() => krakenSymbol(venue!.replace("/", "")), MalformedFrameError);
+    }
   }
 });

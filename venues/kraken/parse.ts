@@ -338,18 +338,34 @@ const COMPACT_STRING = String.raw`[^"\\\x00-\x1f]*`;
 const COMPACT_LEVEL = String.raw`\{"price":${COMPACT_DECIMAL},"qty":${COMPACT_DECIMAL}\}`;
 const COMPACT_LEVELS = String.raw`(?:${COMPACT_LEVEL}(?:,${COMPACT_LEVEL})*)?`;
 
+/** How a compact book frame starts; `snapshot` or `update` follows. */
+const COMPACT_HEAD = '{"channel":"book","type":"';
+/** What comes between the action and the symbol. */
+const COMPACT_SYMBOL = '","data":[{"symbol":"';
+/** What comes between the symbol and the bid levels. */
+const COMPACT_BIDS = '","bids":[';
+/** What comes between the bid levels and the ask levels. */
+const COMPACT_ASKS = '],"asks":[';
+/** What comes between the ask levels and the checksum. */
+const COMPACT_CHECKSUM = '],"checksum":';
+/** What comes between the checksum and the timestamp. */
+const COMPACT_TIMESTAMP = ',"timestamp":"';
+/** How a compact book frame ends, after the timestamp. */
+const COMPACT_TAIL = '"}]}';
+
 /**
  * A book frame exactly as Kraken writes it. Everything it matches is valid
  * JSON that {@linkcode parseBook} reads to the same result, so a match needs
- * no further checks but the checksum's range; captures: action, symbol, bid
- * levels, ask levels, checksum, timestamp.
+ * no further checks but the checksum's range. It captures nothing (a test is
+ * quicker than an exec): {@linkcode parseCompactBook} finds the fields
+ * between the fixed texts.
  */
 const COMPACT_BOOK = new RegExp(
   [
-    String.raw`^\{"channel":"book","type":"(snapshot|update)",`,
-    String.raw`"data":\[\{"symbol":"(${COMPACT_STRING})",`,
-    String.raw`"bids":\[(${COMPACT_LEVELS})\],"asks":\[(${COMPACT_LEVELS})\],`,
-    String.raw`"checksum":(0|[1-9]\d{0,9}),"timestamp":"(${COMPACT_STRING})"\}\]\}$`,
+    String.raw`^\{"channel":"book","type":"(?:snapshot|update)",`,
+    String.raw`"data":\[\{"symbol":"${COMPACT_STRING}",`,
+    String.raw`"bids":\[${COMPACT_LEVELS}\],"asks":\[${COMPACT_LEVELS}\],`,
+    String.raw`"checksum":(?:0|[1-9]\d{0,9}),"timestamp":"${COMPACT_STRING}"\}\]\}$`,
   ].join(""),
 );
 
@@ -366,34 +382,49 @@ const COMPACT_BOOK_MAX_LENGTH = 1 << 20;
  * {@linkcode parseBook} gives, and throws where it throws.
  */
 function parseCompactBook(frame: string): KrakenBookControl | null {
-  if (frame.length > COMPACT_BOOK_MAX_LENGTH) return null;
-  const match = COMPACT_BOOK.exec(frame);
-  if (match === null) return null;
-  const checksum = Number(match[5]);
+  if (frame.length > COMPACT_BOOK_MAX_LENGTH || !COMPACT_BOOK.test(frame)) return null;
+  // Each field of a matched frame ends at the first character its text cannot hold: the
+  // symbol at a `"`, the levels (digits, `.`, `,`, `{`, `}`, `"price":`, `"qty":`) at a `]`,
+  // the checksum at a `,`; the timestamp ends where the frame's fixed tail begins.
+  const update = frame.charCodeAt(COMPACT_HEAD.length) === 0x75; // the `u` of `update`
+  const symbolStart = COMPACT_HEAD.length + (update ? 6 : 8) + COMPACT_SYMBOL.length;
+  const symbolEnd = frame.indexOf('"', symbolStart);
+  const bidsStart = symbolEnd + COMPACT_BIDS.length;
+  const bidsEnd = frame.indexOf("]", bidsStart);
+  const asksStart = bidsEnd + COMPACT_ASKS.length;
+  const asksEnd = frame.indexOf("]", asksStart);
+  const checksumStart = asksEnd + COMPACT_CHECKSUM.length;
+  const checksumEnd = frame.indexOf(",", checksumStart);
+  const checksum = Number(frame.slice(checksumStart, checksumEnd));
   if (checksum > 0xffffffff) return null;
-  const venueSymbol = match[2]!;
-  // The timestamp is read in place: it ends 4 characters (`"}]}`) before the frame does.
-  const timestampEnd = frame.length - 4;
+  const venueSymbol = frame.slice(symbolStart, symbolEnd);
   return {
     type: "book",
-    action: match[1] as "snapshot" | "update",
+    action: update ? "update" : "snapshot",
     symbol: krakenSymbol(venueSymbol),
     venue_symbol: venueSymbol,
-    bids: compactLevels(match[3]!),
-    asks: compactLevels(match[4]!),
+    bids: compactLevels(frame, bidsStart, bidsEnd),
+    asks: compactLevels(frame, asksStart, asksEnd),
     checksum,
-    timestamp: timeUs(frame, timestampEnd - match[6]!.length, timestampEnd),
+    timestamp: timeUs(
+      frame,
+      checksumEnd + COMPACT_TIMESTAMP.length,
+      frame.length - COMPACT_TAIL.length,
+    ),
   };
 }
 
-/** The levels of `text`, a run of `{"price":P,"qty":Q}` that {@linkcode COMPACT_BOOK} matched. */
-function compactLevels(text: string): Level[] {
+/**
+ * The levels of `frame` from `start` to `end`, a run of `{"price":P,"qty":Q}`
+ * that {@linkcode COMPACT_BOOK} matched.
+ */
+function compactLevels(frame: string, start: number, end: number): Level[] {
   const levels: Level[] = [];
   // `{"price":` is 9 characters, `,"qty":` 7; the numbers hold no `,` or `}`.
-  for (let at = 0; at < text.length;) {
-    const comma = text.indexOf(",", at + 9);
-    const close = text.indexOf("}", comma + 7);
-    levels.push([text.slice(at + 9, comma), text.slice(comma + 7, close)]);
+  for (let at = start; at < end;) {
+    const comma = frame.indexOf(",", at + 9);
+    const close = frame.indexOf("}", comma + 7);
+    levels.push([frame.slice(at + 9, comma), frame.slice(comma + 7, close)]);
     at = close + 2;
   }
   return levels;
@@ -440,6 +471,8 @@ function requireChecksum(entry: JsonObject): number {
 const symbolCache = new Map<string, string>();
 /** Bound on the symbol cache, so frames with junk symbols cannot grow it without limit. */
 const SYMBOL_CACHE_LIMIT = 4096;
+/** The last symbol {@linkcode krakenSymbol} mapped, Kraken's and canonical; null before any. */
+let lastSymbol: [venueSymbol: string, symbol: string] | null = null;
 
 /**
  * The canonical `BASE-QUOTE` symbol of Kraken's `BASE/QUOTE` (`BTC/USD` →
@@ -455,8 +488,13 @@ const SYMBOL_CACHE_LIMIT = 4096;
  * ```
  */
 export function krakenSymbol(venueSymbol: string): string {
+  // A feed's frames name one symbol after another: the last one answers most without hashing.
+  if (lastSymbol !== null && venueSymbol === lastSymbol[0]) return lastSymbol[1];
   const cached = symbolCache.get(venueSymbol);
-  if (cached !== undefined) return cached;
+  if (cached !== undefined) {
+    lastSymbol = [venueSymbol, cached];
+    return cached;
+  }
   const slash = venueSymbol.indexOf("/");
   if (slash <= 0 || slash === venueSymbol.length - 1 || venueSymbol.indexOf("/", slash + 1) >= 0) {
     fail(`Symbol ${JSON.stringify(venueSymbol)} is not BASE/QUOTE`);
@@ -466,6 +504,7 @@ export function krakenSymbol(venueSymbol: string): string {
   const symbol = `${base}-${quote}`;
   if (symbolCache.size >= SYMBOL_CACHE_LIMIT) symbolCache.clear();
   symbolCache.set(venueSymbol, symbol);
+  lastSymbol = [venueSymbol, symbol];
   return symbol;
 }
 
