@@ -359,10 +359,16 @@ export class BinanceBookSync {
 
   /** Applies the diff's levels within the boundaries; returns those levels. */
   #apply(diff: BinanceDepthDiff): { bids: Level[]; asks: Level[] } {
-    const bids = within(diff.bids, this.#bidBound, this.#bids);
-    const asks = within(diff.asks, this.#askBound, this.#asks);
-    this.#bids.applyAll(bids);
-    this.#asks.applyAll(asks);
+    const bidBound = this.#bidBound;
+    const askBound = this.#askBound;
+    const bids = bidBound === null
+      ? diff.bids
+      : within(diff.bids, bidBound, this.#bids, keptBidKeys);
+    const asks = askBound === null
+      ? diff.asks
+      : within(diff.asks, askBound, this.#asks, keptAskKeys);
+    this.#bids.applyAll(bids, bidBound === null ? null : keptBidKeys);
+    this.#asks.applyAll(asks, askBound === null ? null : keptAskKeys);
     this.#lastUpdateId = diff.finalUpdateId;
     this.#bridged = true;
     this.#confirmed = true;
@@ -420,21 +426,30 @@ export class BinanceBookSync {
 
 /**
  * The levels of `side` at or better than `bound`: all of `levels` (the same
- * array) when `bound` is null or none lies beyond it. Throws a `TypeError`
- * for a price that is not a decimal, as the book would.
+ * array) when none lies beyond it; their prices' sort keys in `keys`. Throws
+ * a `TypeError` for a price that is not a decimal, as the book would.
  */
-function within(levels: Level[], bound: Price | null, side: Side): Level[] {
-  if (bound === null) return levels;
+function within(levels: Level[], bound: Price, side: Side, keys: number[]): Level[] {
+  keys.length = 0;
   let kept: Level[] | null = null;
   for (let i = 0; i < levels.length; i++) {
     const level = levels[i]!;
-    const price = checkedDecimal(level[0]);
-    const beyond = side.better(bound.key, bound.text, Number(price), price);
-    if (beyond && kept === null) kept = levels.slice(0, i);
-    else if (!beyond && kept !== null) kept.push(level);
+    const price = level[0];
+    const key = priceKey(price);
+    const beyond = side.better(bound.key, bound.text, key, price);
+    if (beyond) {
+      kept ??= levels.slice(0, i);
+    } else {
+      keys.push(key);
+      if (kept !== null) kept.push(level);
+    }
   }
   return kept ?? levels;
 }
+
+/** The sort keys of the levels {@linkcode within} kept last, bids and asks. */
+const keptBidKeys: number[] = [];
+const keptAskKeys: number[] = [];
 
 /** A price as sent with its sort key. */
 interface Price {
@@ -456,38 +471,64 @@ function comparePrices(aKey: number, aText: string, bKey: number, bText: string)
   return compareNormalized(normalizeDecimal(aText), normalizeDecimal(bText));
 }
 
+/** `10 ** k` for `k` up to 22, each exact as a double. */
+const POWERS_OF_TEN: readonly number[] = (() => {
+  const powers = [1];
+  for (let k = 1; k <= 22; k++) powers.push(powers[k - 1]! * 10);
+  return powers;
+})();
+
+/** Throws the `TypeError` of {@linkcode normalizeDecimal}, as {@linkcode OrderBook} does. */
+function refuse(text: string): never {
+  normalizeDecimal(text);
+  throw new TypeError(`Not a decimal: ${JSON.stringify(text)}`);
+}
+
 /**
- * `text` when it is a plain non-negative decimal; otherwise throws the
- * `TypeError` of {@linkcode normalizeDecimal}, as {@linkcode OrderBook} does.
+ * The sort key of the price `text`, `Number(text)`, read in the same pass that
+ * checks it is a plain non-negative decimal (else the `TypeError` of
+ * {@linkcode normalizeDecimal}). With at most 15 or so digits, as prices
+ * have, the digits make an exact integer and the division by an exact power
+ * of ten rounds as `Number` does; longer ones go to `Number`.
  */
-function checkedDecimal(text: string): string {
+function priceKey(text: string): number {
   const n = text.length;
+  let mantissa = 0;
   let dot = -1;
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
-    if (c - 48 >>> 0 > 9) {
-      if (c !== 46 || dot >= 0) return normalizeDecimal(text);
-      dot = i;
-    }
+    if (c >= 48 && c <= 57) mantissa = mantissa * 10 + (c - 48);
+    else if (c === 46 && dot < 0) dot = i;
+    else refuse(text);
   }
-  if (n === 0 || dot === 0 || dot === n - 1) return normalizeDecimal(text);
-  return text;
+  if (n === 0 || dot === 0 || dot === n - 1) refuse(text);
+  const fraction = dot < 0 ? 0 : n - dot - 1;
+  // Exact while it stays below 2^53: every step then was exact too.
+  if (mantissa <= Number.MAX_SAFE_INTEGER && fraction <= 22) {
+    return mantissa / POWERS_OF_TEN[fraction]!;
+  }
+  return Number(text);
 }
 
-/** Whether the decimal `text` (already checked) is zero. */
-function isZeroDecimal(text: string): boolean {
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c !== 48 && c !== 46) return false;
-  }
-  return true;
+const ZERO = /^0+(?:\.0+)?$/;
+const DECIMAL = /^\d+(?:\.\d+)?$/;
+
+/**
+ * Whether the size `text` is zero; throws the `TypeError` of
+ * {@linkcode normalizeDecimal} when it is not a plain non-negative decimal.
+ * (Two regular expressions: faster here than a loop over the characters.)
+ */
+function zeroSize(text: string): boolean {
+  if (ZERO.test(text)) return true;
+  if (!DECIMAL.test(text)) refuse(text);
+  return false;
 }
 
 /**
  * One side of the sync's book, kept as {@linkcode OrderBook} keeps one
  * (levels identified by exact price, sizes and prices as last sent) but
  * ordered worst first, so that the busy top of the book is at the end of
- * its arrays, and sorted on `Number(price)` with exact ties.
+ * its arrays, and sorted on `Number(price)` ({@linkcode priceKey}) with exact ties.
  */
 class Side {
   /** Whether this is the bid side (higher is better). */
@@ -519,30 +560,38 @@ class Side {
     return this.#bid ? cmp > 0 : cmp < 0;
   }
 
+  /** Whether the level at `index` is worse than the price `text` of sort key `key`. */
+  #worse(index: number, key: number, text: string): boolean {
+    const at = this.#keys[index]!;
+    const cmp = at !== key ? at < key ? -1 : 1 : comparePrices(at, this.#prices[index]!, key, text);
+    return this.#bid ? cmp < 0 : cmp > 0;
+  }
+
   /** Sets the level at `price` to `size`; a zero size removes it. */
-  apply(price: string, size: string): void {
-    checkedDecimal(price);
-    checkedDecimal(size);
-    const key = Number(price);
+  apply(price: string, size: string, key = priceKey(price)): void {
+    const zero = zeroSize(size);
     const keys = this.#keys;
     const prices = this.#prices;
-    // The first level not worse than `price`.
+    const n = keys.length;
+    // The first level not worse than `price`, searched from the top (the end), where
+    // most changes land: steps of 1, 2, 4, ... back, then halving.
     let lo = 0;
-    let hi = keys.length;
-    const bid = this.#bid;
+    let hi = n;
+    for (let step = 1; step <= n; step *= 2) {
+      const probe = n - step;
+      if (this.#worse(probe, key, price)) {
+        lo = probe + 1;
+        break;
+      }
+      hi = probe;
+    }
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      const midKey = keys[mid]!;
-      const cmp = midKey === key
-        ? comparePrices(midKey, prices[mid]!, key, price)
-        : midKey < key
-        ? -1
-        : 1;
-      if (bid ? cmp < 0 : cmp > 0) lo = mid + 1;
+      if (this.#worse(mid, key, price)) lo = mid + 1;
       else hi = mid;
     }
     const found = lo < keys.length && comparePrices(keys[lo]!, prices[lo]!, key, price) === 0;
-    if (isZeroDecimal(size)) {
+    if (zero) {
       if (found) {
         keys.splice(lo, 1);
         prices.splice(lo, 1);
@@ -558,10 +607,12 @@ class Side {
     }
   }
 
-  applyAll(levels: readonly Level[]): void {
+  /** Applies `levels` in order; `keys`, when given, are their prices' sort keys. */
+  applyAll(levels: readonly Level[], keys: readonly number[] | null = null): void {
     for (let i = 0; i < levels.length; i++) {
       const level = levels[i]!;
-      this.apply(level[0], level[1]);
+      if (keys === null) this.apply(level[0], level[1]);
+      else this.apply(level[0], level[1], keys[i]!);
     }
   }
 
@@ -577,14 +628,13 @@ class Side {
     try {
       for (let i = 0; i < levels.length; i++) {
         const [price, size] = levels[i]!;
-        checkedDecimal(price);
-        checkedDecimal(size);
-        const key = Number(price);
+        const key = priceKey(price);
+        const zero = zeroSize(size);
         const last = keys.length - 1;
         // Best first for now: a level worse than every one so far goes at the end (or,
         // when its size is zero, removes nothing).
         if (last < 0 || this.better(keys[last]!, prices[last]!, key, price)) {
-          if (!isZeroDecimal(size)) {
+          if (!zero) {
             keys.push(key);
             prices.push(price);
             sizes.push(size);
