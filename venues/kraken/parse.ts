@@ -385,7 +385,8 @@ function parseCompactBook(frame: string): KrakenBookControl | null {
   if (frame.length > COMPACT_BOOK_MAX_LENGTH || !COMPACT_BOOK.test(frame)) return null;
   // Each field of a matched frame ends at the first character its text cannot hold: the
   // symbol at a `"`, the levels (digits, `.`, `,`, `{`, `}`, `"price":`, `"qty":`) at a `]`,
-  // the checksum at a `,`; the timestamp ends where the frame's fixed tail begins.
+  // the checksum (at most 10 digits) at a `,`; the timestamp ends where the frame's fixed tail
+  // begins.
   const update = frame.charCodeAt(COMPACT_HEAD.length) === 0x75; // the `u` of `update`
   const symbolStart = COMPACT_HEAD.length + (update ? 6 : 8) + COMPACT_SYMBOL.length;
   const symbolEnd = frame.indexOf('"', symbolStart);
@@ -394,8 +395,11 @@ function parseCompactBook(frame: string): KrakenBookControl | null {
   const asksStart = bidsEnd + COMPACT_ASKS.length;
   const asksEnd = frame.indexOf("]", asksStart);
   const checksumStart = asksEnd + COMPACT_CHECKSUM.length;
-  const checksumEnd = frame.indexOf(",", checksumStart);
-  const checksum = Number(frame.slice(checksumStart, checksumEnd));
+  let checksum = 0;
+  let checksumEnd = checksumStart;
+  for (let c = frame.charCodeAt(checksumEnd); c !== 0x2c; c = frame.charCodeAt(++checksumEnd)) {
+    checksum = checksum * 10 + c - 0x30;
+  }
   if (checksum > 0xffffffff) return null;
   const venueSymbol = frame.slice(symbolStart, symbolEnd);
   return {
