@@ -682,10 +682,15 @@ class Side {
     return last < 0 ? null : [this.#prices[last]!, this.#sizes[last]!];
   }
 
-  /** The best price, or null on an empty side. */
-  bestPrice(): Price | null {
+  /** The best price's sort key (`-1` on an empty side; keys are never negative). */
+  bestKey(): number {
     const last = this.#keys.length - 1;
-    return last < 0 ? null : { key: this.#keys[last]!, text: this.#prices[last]! };
+    return last < 0 ? -1 : this.#keys[last]!;
+  }
+
+  /** The best price as sent; the side must not be empty. */
+  bestText(): string {
+    return this.#prices[this.#prices.length - 1]!;
   }
 
   /** The worst price, or null on an empty side. */
@@ -696,9 +701,10 @@ class Side {
 
 /** Whether the best bid is at or above the best ask (a crossed or locked book). */
 function crossed(bids: Side, asks: Side): boolean {
-  const bid = bids.bestPrice();
-  const ask = asks.bestPrice();
-  return bid !== null && ask !== null && comparePrices(bid.key, bid.text, ask.key, ask.text) >= 0;
+  const bid = bids.bestKey();
+  const ask = asks.bestKey();
+  if (bid < 0 || ask < 0) return false;
+  return bid !== ask ? bid > ask : comparePrices(bid, bids.bestText(), ask, asks.bestText()) >= 0;
 }
 
 /**

@@ -305,9 +305,42 @@ export function parseBinanceCompactFrame(
   // `{"stream":"` is 11 characters; the stream name tells the payload apart cheaply.
   const streamEnd = frame.indexOf('"', 11);
   if (streamEnd < 0) return null;
+  // After the stream name: `","data":{` (10 characters), then the event type; depth
+  // diffs, the most frequent, first.
+  if (frame.startsWith('"e":"depthUpdate"', streamEnd + 10)) {
+    const m = COMPACT_DEPTH.exec(frame);
+    if (m === null) return null;
+    const eventMs = Number(m[1]);
+    const firstUpdateId = Number(m[3]);
+    const finalUpdateId = Number(m[4]);
+    if (
+      !Number.isSafeInteger(eventMs) || !Number.isSafeInteger(firstUpdateId) ||
+      !Number.isSafeInteger(finalUpdateId) || firstUpdateId > finalUpdateId
+    ) {
+      return null;
+    }
+    const venueSymbol = m[2]!;
+    const symbol = symbols.canonical(venueSymbol);
+    if (symbol === undefined) return null;
+    return {
+      events: [],
+      control: {
+        type: "depth_diff",
+        symbol,
+        venueSymbol,
+        firstUpdateId,
+        finalUpdateId,
+        bids: compactLevels(m[5]!),
+        asks: compactLevels(m[6]!),
+        eventTimeUs: msToUs(eventMs),
+        receivedUs,
+      },
+    };
+  }
   if (frame.endsWith("@bookTicker", streamEnd)) {
     const m = COMPACT_BOOK_TICKER.exec(frame);
-    if (m === null || !Number.isSafeInteger(Number(m[1]))) return null;
+    // Up to 15 digits is always a safe integer.
+    if (m === null || (m[1]!.length > 15 && !Number.isSafeInteger(Number(m[1])))) return null;
     const venueSymbol = m[2]!;
     const symbol = symbols.canonical(venueSymbol);
     if (symbol === undefined) return null;
@@ -325,7 +358,6 @@ export function parseBinanceCompactFrame(
     };
     return { events: [top], control: null };
   }
-  // After the stream name: `","data":{` (10 characters), then the event type.
   if (frame.startsWith('"e":"trade"', streamEnd + 10)) {
     const m = COMPACT_TRADE.exec(frame);
     if (m === null) return null;
@@ -349,35 +381,7 @@ export function parseBinanceCompactFrame(
     };
     return { events: [trade], control: null };
   }
-  if (!frame.startsWith('"e":"depthUpdate"', streamEnd + 10)) return null;
-  const m = COMPACT_DEPTH.exec(frame);
-  if (m === null) return null;
-  const eventMs = Number(m[1]);
-  const firstUpdateId = Number(m[3]);
-  const finalUpdateId = Number(m[4]);
-  if (
-    !Number.isSafeInteger(eventMs) || !Number.isSafeInteger(firstUpdateId) ||
-    !Number.isSafeInteger(finalUpdateId) || firstUpdateId > finalUpdateId
-  ) {
-    return null;
-  }
-  const venueSymbol = m[2]!;
-  const symbol = symbols.canonical(venueSymbol);
-  if (symbol === undefined) return null;
-  return {
-    events: [],
-    control: {
-      type: "depth_diff",
-      symbol,
-      venueSymbol,
-      firstUpdateId,
-      finalUpdateId,
-      bids: compactLevels(m[5]!),
-      asks: compactLevels(m[6]!),
-      eventTimeUs: msToUs(eventMs),
-      receivedUs,
-    },
-  };
+  return null;
 }
 
 /** The levels of `text`, a run of `["P","S"]` that {@linkcode COMPACT_DEPTH} matched. */
