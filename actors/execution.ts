@@ -116,7 +116,7 @@ import {
   jetstreamManager,
   type JsMsg,
 } from "@nats-io/jetstream";
-import { decodeJson, encodeJson } from "../adapters/codec.ts";
+import { encodeJson } from "../adapters/codec.ts";
 import { base64 } from "../lib/base64.ts";
 import {
   ConsumerMismatchError,
@@ -139,13 +139,13 @@ import {
   type SignalInput,
 } from "../trading/execution.ts";
 import {
+  decodeKillSwitchRequest,
   DEFAULT_EXECUTION_CONSUMER,
   DEFAULT_SIGNALS_ACK_WAIT_MS,
   DEFAULT_SIGNALS_STREAM,
   executionConsumer,
   type KillSwitchReply,
   killSwitchSubject,
-  parseKillSwitchRequest,
   signalsStream,
   type SignalsStreamNames,
   strategyOfSubject,
@@ -870,13 +870,8 @@ function serveKillSwitch(
   const names = { subject_prefix: deps.options?.subject_prefix };
   const answer = async (msg: Msg) => {
     let reply: KillSwitchReply;
-    let value: unknown;
-    try {
-      value = decodeJson(msg.data);
-    } catch {
-      value = undefined;
-    }
-    const parsed = parseKillSwitchRequest(value);
+    // Read as REST reads its body: UTF-8, and a key given twice refused, not read as its last value.
+    const parsed = decodeKillSwitchRequest(msg.data);
     if (!parsed.ok) {
       reply = { ok: false, error: parsed.problems.join("; ") };
     } else {

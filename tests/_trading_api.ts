@@ -57,6 +57,8 @@ export async function startTradingApi(options: TradingApiOptions = {}) {
     app,
     trading,
     cache,
+    /** A NATS connection to the subtree's server (`control.kill_switch` requests). */
+    nc,
     sql: db.sql,
     async [Symbol.asyncDispose]() {
       await root.stop();

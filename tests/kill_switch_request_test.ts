@@ -4,6 +4,9 @@
  * (U+0000, an unpaired surrogate) is refused with an error naming the field,
  * and the switch is not touched — an activation held in memory before its
  * store failed would have refused every signal decided meanwhile (review 18).
+ * The request is read as REST reads its body: a key given twice
+ * (`{"active":true,"active":false}`) is refused, not read as its last value
+ * (review 56).
  *
  * @module
  */
@@ -14,11 +17,14 @@ import { loadConfig } from "../config/mod.ts";
 import { startRoot } from "../actors/supervisor.ts";
 import { tradingSupervisor } from "../actors/trading.ts";
 import { nullLogger } from "../lib/log.ts";
-import { parseKillSwitchRequest } from "../trading/signals_stream.ts";
+import { decodeKillSwitchRequest, parseKillSwitchRequest } from "../trading/signals_stream.ts";
 import { primedCache } from "./_execution_engine.ts";
 import { startNatsServer } from "./_nats_server.ts";
 import { migratedDatabase } from "./_postgres.ts";
 import { deadline, waitFor } from "./_helpers.ts";
+import { startTradingApi } from "./_trading_api.ts";
+
+const bytes = (text: string) => new TextEncoder().encode(text);
 
 Deno.test("parseKillSwitchRequest refuses a reason holding U+0000 or an unpaired surrogate, naming reason", () => {
   for (const reason of ["desk\u0000halt", "desk\ud800halt", "\udc00"]) {
@@ -92,4 +98,57 @@ Deno.test("an invalid kill-switch request over NATS is answered with an error an
     await deadline(root.stop(), 20_000, "trading stop");
     await nc.close();
   }
+});
+
+Deno.test("decodeKillSwitchRequest reads a request as REST reads its body: a key given twice or bytes not UTF-8 are refused", () => {
+  assert.deepEqual(decodeKillSwitchRequest(bytes('{"active":true,"active":false}')), {
+    ok: false,
+    problems: ["active: given more than once"],
+  });
+  assert.deepEqual(decodeKillSwitchRequest(bytes('{"active":true,"reason":"a","reason":"b"}')), {
+    ok: false,
+    problems: ["reason: given more than once"],
+  });
+  const notUtf8 = Uint8Array.of(...bytes('{"active":true,"reason":"desk'), 0xff, ...bytes('"}'));
+  assert.deepEqual(decodeKillSwitchRequest(notUtf8), {
+    ok: false,
+    problems: ["a kill-switch request must be UTF-8"],
+  });
+  for (const text of ["not json", "5", "[true]", '{"active":true'] as const) {
+    assert.deepEqual(decodeKillSwitchRequest(bytes(text)), {
+      ok: false,
+      problems: ["a kill-switch request must be a JSON object"],
+    }, text);
+  }
+  assert.deepEqual(decodeKillSwitchRequest(bytes('{"active":1}')), {
+    ok: false,
+    problems: ["active must be true or false"],
+  });
+  assert.deepEqual(
+    decodeKillSwitchRequest(bytes('{"active":true,"cancel_open":false,"reason":"desk"}')),
+    { ok: true, request: { active: true, cancel_open: false, reason: "desk" } },
+  );
+});
+
+Deno.test("control.kill_switch refuses a key given twice, as REST does, and leaves the switch as it was", async () => {
+  await using api = await startTradingApi();
+  await waitFor(() => api.trading.engine.running, 10_000, "execution running");
+  const ask = async (text: string) =>
+    (await api.nc.request("control.kill_switch", bytes(text), { timeout: 10_000 }))
+      .json<Record<string, unknown>>();
+  const on = await ask('{"active":true,"reason":"desk halt"}');
+  assert.equal(on.ok, true, JSON.stringify(on));
+
+  // REST refuses this body and touches nothing; so does NATS.
+  const rest = await api.app.request("/api/v1/trading/kill-switch", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: '{"active":true,"active":false}',
+  });
+  assert.equal(rest.status, 422);
+  assert.deepEqual((await rest.json()).error.details, ["active: given more than once"]);
+  const twice = await ask('{"active":true,"active":false}');
+  assert.deepEqual(twice, { ok: false, error: "active: given more than once" });
+  assert.equal(api.trading.engine.killSwitch().active, true, "the switch must not be touched");
+  assert.equal(api.trading.engine.killSwitch().reason, "desk halt");
 });

@@ -35,6 +35,7 @@ import { symbolToken } from "../market/subjects.ts";
 import type { NotCancelledOrder } from "./execution.ts";
 import type { OrderStatus } from "./order_state.ts";
 import { assertPositiveInteger } from "../lib/assert.ts";
+import { JsonDuplicateKeyError, JsonNumber, parseJsonNumbers } from "../lib/json_numbers.ts";
 import { storableText } from "./signal.ts";
 
 /** Name of the stream of signals. */
@@ -240,6 +241,43 @@ export type KillSwitchReply =
 /** Longest kill-switch `reason`, in characters. */
 export const MAX_KILL_SWITCH_REASON = 1_000;
 
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Reads the bytes of a `control.kill_switch` request as REST reads its body,
+ * then checks it ({@linkcode parseKillSwitchRequest}): UTF-8 (never decoded
+ * with U+FFFD in place of the bytes that are not), JSON with each key given
+ * once — `{"active":true,"active":false}` is refused as `active: given more
+ * than once`, not read as its last value. Returns the request or every
+ * problem: a request refused here changes nothing.
+ *
+ * @example
+ * ```ts
+ * decodeKillSwitchRequest(new TextEncoder().encode('{"active":true,"active":false}'));
+ * // { ok: false, problems: ["active: given more than once"] }
+ * ```
+ */
+export function decodeKillSwitchRequest(
+  data: Uint8Array,
+): { ok: true; request: KillSwitchRequest } | { ok: false; problems: string[] } {
+  let text: string;
+  try {
+    text = utf8.decode(data);
+  } catch {
+    return { ok: false, problems: ["a kill-switch request must be UTF-8"] };
+  }
+  let value: unknown;
+  try {
+    value = parseJsonNumbers(text, { duplicateKeys: "reject" });
+  } catch (error) {
+    if (error instanceof JsonDuplicateKeyError) {
+      return { ok: false, problems: [`${error.key}: given more than once`] };
+    }
+    value = undefined;
+  }
+  return parseKillSwitchRequest(value);
+}
+
 /**
  * Checks a decoded kill-switch request (hand-written, no schema library):
  * `active` a boolean, `cancel_open` a boolean when present, `reason` a string
@@ -251,7 +289,10 @@ export const MAX_KILL_SWITCH_REASON = 1_000;
 export function parseKillSwitchRequest(
   value: unknown,
 ): { ok: true; request: KillSwitchRequest } | { ok: false; problems: string[] } {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+  if (
+    typeof value !== "object" || value === null || Array.isArray(value) ||
+    value instanceof JsonNumber
+  ) {
     return { ok: false, problems: ["a kill-switch request must be a JSON object"] };
   }
   const v = value as Record<string, unknown>;
