@@ -42,6 +42,7 @@ import {
   roundPositionValue,
 } from "../trading/portfolio_state.ts";
 import { markPosition, portfolioValueToJson } from "../trading/positions.ts";
+import { characterCount } from "../trading/signals_stream.ts";
 import { fromDb, toJson } from "../trading/money.ts";
 import {
   decodeSignalBody,
@@ -493,7 +494,10 @@ function killSwitchRequest(
   if (cancel_open !== undefined && typeof cancel_open !== "boolean") {
     problems.push("cancel_open: expected true or false");
   }
-  if (reason !== undefined && (typeof reason !== "string" || reason.length > MAX_REASON_LENGTH)) {
+  if (
+    reason !== undefined &&
+    (typeof reason !== "string" || characterCount(reason) > MAX_REASON_LENGTH)
+  ) {
     problems.push(`reason: expected a string of at most ${MAX_REASON_LENGTH} characters`);
   } else if (typeof reason === "string" && !storableText(reason)) {
     problems.push("reason: must not hold U+0000 or an unpaired surrogate");

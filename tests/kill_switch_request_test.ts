@@ -5,8 +5,9 @@
  * and the switch is not touched — an activation held in memory before its
  * store failed would have refused every signal decided meanwhile (review 18).
  * The request is read as REST reads its body: a key given twice
- * (`{"active":true,"active":false}`) is refused, not read as its last value
- * (review 56).
+ * (`{"active":true,"active":false}`) is refused, not read as its last value;
+ * a `reason` of at most 1000 characters is counted in code points, as a
+ * signal's is — 1000 emoji are not 2000 (review 56).
  *
  * @module
  */
@@ -17,7 +18,12 @@ import { loadConfig } from "../config/mod.ts";
 import { startRoot } from "../actors/supervisor.ts";
 import { tradingSupervisor } from "../actors/trading.ts";
 import { nullLogger } from "../lib/log.ts";
-import { decodeKillSwitchRequest, parseKillSwitchRequest } from "../trading/signals_stream.ts";
+import {
+  characterCount,
+  decodeKillSwitchRequest,
+  MAX_KILL_SWITCH_REASON,
+  parseKillSwitchRequest,
+} from "../trading/signals_stream.ts";
 import { primedCache } from "./_execution_engine.ts";
 import { startNatsServer } from "./_nats_server.ts";
 import { migratedDatabase } from "./_postgres.ts";
@@ -25,6 +31,8 @@ import { deadline, waitFor } from "./_helpers.ts";
 import { startTradingApi } from "./_trading_api.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
+/** 1000 characters outside the BMP: 2000 UTF-16 code units. */
+const EMOJI_1000 = "\u{1f600}".repeat(1000);
 
 Deno.test("parseKillSwitchRequest refuses a reason holding U+0000 or an unpaired surrogate, naming reason", () => {
   for (const reason of ["desk\u0000halt", "desk\ud800halt", "\udc00"]) {
@@ -151,4 +159,64 @@ Deno.test("control.kill_switch refuses a key given twice, as REST does, and leav
   assert.deepEqual(twice, { ok: false, error: "active: given more than once" });
   assert.equal(api.trading.engine.killSwitch().active, true, "the switch must not be touched");
   assert.equal(api.trading.engine.killSwitch().reason, "desk halt");
+});
+
+Deno.test("characterCount counts code points: a surrogate pair once, a lone surrogate once", () => {
+  assert.equal(characterCount(""), 0);
+  assert.equal(characterCount("desk halt"), 9);
+  assert.equal(characterCount("desk halt \u{1f6d1}"), 11);
+  assert.equal(characterCount(EMOJI_1000), 1000);
+  assert.equal(characterCount("\u{20000}a\u{1d400}"), 3);
+  assert.equal(characterCount("\ud800"), 1);
+  assert.equal(characterCount("\udc00\ud800"), 2);
+  assert.equal(characterCount("a\ud800"), 2);
+  for (const text of ["a\u{1f600}b", EMOJI_1000, "\u{20000}\u{1d400}x"]) {
+    assert.equal(characterCount(text), [...text].length, text.slice(0, 8));
+  }
+});
+
+Deno.test("parseKillSwitchRequest counts a reason's characters, not its UTF-16 units", () => {
+  assert.equal(MAX_KILL_SWITCH_REASON, 1000);
+  assert.deepEqual(parseKillSwitchRequest({ active: true, reason: EMOJI_1000 }), {
+    ok: true,
+    request: { active: true, reason: EMOJI_1000 },
+  });
+  for (const reason of [`${EMOJI_1000}a`, "a".repeat(1001)]) {
+    assert.deepEqual(parseKillSwitchRequest({ active: true, reason }), {
+      ok: false,
+      problems: ["reason must be at most 1000 characters"],
+    });
+  }
+});
+
+Deno.test("the kill switch takes a reason of 1000 characters outside the BMP over REST and NATS, and refuses 1001", async () => {
+  await using api = await startTradingApi();
+  await waitFor(() => api.trading.engine.running, 10_000, "execution running");
+  const post = (body: unknown) =>
+    api.app.request("/api/v1/trading/kill-switch", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+  const res = await post({ active: true, reason: EMOJI_1000 });
+  const body = await res.json();
+  assert.equal(res.status, 200, `REST refused 1000 characters: ${JSON.stringify(body.error)}`);
+  assert.equal(body.kill_switch.reason, EMOJI_1000);
+
+  const reply = (await api.nc.request(
+    "control.kill_switch",
+    bytes(JSON.stringify({ active: false, reason: EMOJI_1000 })),
+    { timeout: 10_000 },
+  )).json<Record<string, unknown>>();
+  assert.equal(reply.ok, true, `NATS refused 1000 characters: ${JSON.stringify(reply.error)}`);
+  assert.equal(reply.reason, EMOJI_1000);
+
+  for (const reason of [`${EMOJI_1000}a`, "a".repeat(1001)]) {
+    const over = await post({ active: true, reason });
+    assert.equal(over.status, 422);
+    assert.deepEqual((await over.json()).error.details, [
+      "reason: expected a string of at most 1000 characters",
+    ]);
+  }
+  assert.equal(api.trading.engine.killSwitch().active, false, "a refused request changes nothing");
 });

@@ -238,8 +238,31 @@ export type KillSwitchReply =
   }
   | { ok: false; error: string };
 
-/** Longest kill-switch `reason`, in characters. */
+/** Longest kill-switch `reason`, in characters (Unicode code points, {@linkcode characterCount}). */
 export const MAX_KILL_SWITCH_REASON = 1_000;
+
+/**
+ * The characters of `text`: its Unicode code points, as a signal's `reason`
+ * is counted — a surrogate pair (an emoji, CJK extension B) is one, a lone
+ * surrogate one — not its UTF-16 code units (`text.length`).
+ *
+ * @example
+ * ```ts
+ * characterCount("desk halt \u{1f6d1}"); // 11 ("desk halt 🛑".length is 12)
+ * ```
+ */
+export function characterCount(text: string): number {
+  let count = text.length;
+  for (let i = 0; i < text.length - 1; i++) {
+    if (
+      (text.charCodeAt(i) & 0xfc00) === 0xd800 && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00
+    ) {
+      count--;
+      i++;
+    }
+  }
+  return count;
+}
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
@@ -303,7 +326,7 @@ export function parseKillSwitchRequest(
   }
   if (v.reason !== undefined && v.reason !== null) {
     if (typeof v.reason !== "string") problems.push("reason must be a string");
-    else if (v.reason.length > MAX_KILL_SWITCH_REASON) {
+    else if (characterCount(v.reason) > MAX_KILL_SWITCH_REASON) {
       problems.push(`reason must be at most ${MAX_KILL_SWITCH_REASON} characters`);
     } else if (!storableText(v.reason)) {
       problems.push("reason must not hold U+0000 or an unpaired surrogate");
