@@ -21,10 +21,8 @@ import {
   MAX_ROW_ID,
   NotFoundError,
   ORDER_STATUSES,
-  type OrderStatus,
   type Signal,
   SIGNAL_STATUSES,
-  type SignalStatus,
 } from "../db/mod.ts";
 import { MicroDate } from "../db/_common.ts";
 import { DbTimeoutError } from "../db/errors.ts";
@@ -223,29 +221,18 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
 
   app.get("/orders", async (c) => {
     const { q, filter } = listQuery(singleParams(c.req.queries()));
-    const statuses = q.status?.split(",").map((s) => s.trim());
-    for (const status of statuses ?? []) checkStatus(status, ORDER_STATUSES);
+    const statuses = statusParam(q.status, ORDER_STATUSES);
     const page = await badParams(() =>
-      db(() =>
-        listOrders(deps.sql, {
-          ...filter,
-          ...(statuses ? { status: statuses as OrderStatus[] } : {}),
-        })
-      )
+      db(() => listOrders(deps.sql, { ...filter, ...(statuses ? { status: statuses } : {}) }))
     );
     return c.json({ orders: page.items.map(orderJson), next_cursor: page.next });
   });
 
   app.get("/signals", async (c) => {
     const { q, filter } = listQuery(singleParams(c.req.queries()));
-    if (q.status !== undefined) checkStatus(q.status, SIGNAL_STATUSES);
+    const statuses = statusParam(q.status, SIGNAL_STATUSES);
     const page = await badParams(() =>
-      db(() =>
-        listSignals(deps.sql, {
-          ...filter,
-          ...(q.status !== undefined ? { status: q.status as SignalStatus } : {}),
-        })
-      )
+      db(() => listSignals(deps.sql, { ...filter, ...(statuses ? { status: statuses } : {}) }))
     );
     return c.json({ signals: page.items.map(signalJson), next_cursor: page.next });
   });
@@ -417,15 +404,27 @@ function checkSymbol(symbol: string): void {
   }
 }
 
-/** Throws a 400 naming the known statuses unless `status` is one of `all`. */
-function checkStatus(status: string, all: readonly string[]): void {
-  if (!all.includes(status)) {
-    throw new ApiError(
-      400,
-      "bad_request",
-      `Unknown status ${JSON.stringify(status)}; expected ${all.join(", ")}`,
-    );
+/**
+ * The `status` parameter of a list of orders or signals: one status or
+ * several comma-separated (`status=filled,cancelled`), each one of `all`;
+ * a 400 naming the known statuses otherwise. Undefined when not given.
+ */
+function statusParam<S extends string>(
+  text: string | undefined,
+  all: readonly S[],
+): S[] | undefined {
+  if (text === undefined) return undefined;
+  const statuses = text.split(",").map((s) => s.trim());
+  for (const status of statuses) {
+    if (!(all as readonly string[]).includes(status)) {
+      throw new ApiError(
+        400,
+        "bad_request",
+        `Unknown status ${JSON.stringify(status)}; expected ${all.join(", ")}`,
+      );
+    }
   }
+  return statuses as S[];
 }
 
 /** A stored signal as the API shows it: its outcome, reasons and the body as received. */

@@ -702,8 +702,8 @@ export function signalKeyOf(strategy: string, clientSignalId: string): string {
 export interface SignalFilter {
   /** Strategy. */
   strategy?: string | undefined;
-  /** Outcome. */
-  status?: SignalStatus | undefined;
+  /** Outcome, or any of several. */
+  status?: SignalStatus | readonly SignalStatus[] | undefined;
   /** Symbol named. */
   symbol?: string | undefined;
   /** Received at or after. */
@@ -715,7 +715,14 @@ export interface SignalFilter {
 /**
  * Lists signals matching `filter`, a page at a time, by id (newest first
  * unless `direction: "asc"`). Throws a `RangeError` for a `status` that is
- * not one of {@linkcode SIGNAL_STATUSES}.
+ * not one of {@linkcode SIGNAL_STATUSES}, or an empty list of them.
+ *
+ * @example
+ * ```ts
+ * import { listSignals } from "./signals.ts";
+ *
+ * const page = await listSignals(sql, { strategy: "momentum", status: ["accepted", "rejected"] });
+ * ```
  */
 export async function listSignals(
   sql: Queryable,
@@ -725,10 +732,15 @@ export async function listSignals(
   let where = sql`TRUE`;
   if (filter.strategy !== undefined) where = sql`${where} AND strategy = ${filter.strategy}`;
   if (filter.status !== undefined) {
-    if (!SIGNAL_STATUSES.includes(filter.status)) {
-      throw new RangeError(`Unknown signal status ${String(filter.status)}`);
+    const statuses = typeof filter.status === "string" ? [filter.status] : [...filter.status];
+    for (const status of statuses) {
+      if (!SIGNAL_STATUSES.includes(status)) {
+        throw new RangeError(`Unknown signal status ${String(status)}`);
+      }
     }
-    where = sql`${where} AND status = ${filter.status}::signal_status`;
+    if (statuses.length === 0) throw new RangeError("The status filter lists no status");
+    // An array literal of the validated labels, as listOrders builds it: signals_status_idx serves it.
+    where = sql`${where} AND status = ANY (${`{${statuses.join(",")}}`}::signal_status[])`;
   }
   if (filter.symbol !== undefined) where = sql`${where} AND symbol = ${filter.symbol}`;
   if (filter.from !== undefined) {

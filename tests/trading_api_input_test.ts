@@ -346,11 +346,25 @@ Deno.test("a trading list parameter given more than once is a 400 naming it, nev
       path,
     );
   }
-  // Several statuses are given once, comma-separated.
+  // Several statuses are given once, comma-separated, as the 400 advises: on each list.
   const both = await api.call("GET", "/orders?strategy=repeat&status=filled,cancelled");
   assert.equal(both.status, 200, JSON.stringify(both.body));
   assert.deepEqual(both.body.orders.map((o: { status: string }) => o.status).sort(), [
     "cancelled",
     "filled",
   ]);
+  const twice = await api.call("GET", "/signals?status=accepted&status=rejected");
+  assert.match(twice.body.error.message, /several statuses: status=a,b/);
+  const sent = await api.call(
+    "POST",
+    "/signal",
+    JSON.stringify({ id: "repeat-1", symbol: "ETH-USDT", side: "buy", qty: "0.01" }),
+  );
+  assert.equal(sent.status, 422, JSON.stringify(sent.body));
+  const signals = await api.call("GET", "/signals?status=accepted,rejected");
+  assert.equal(signals.status, 200, JSON.stringify(signals.body));
+  assert.deepEqual(
+    signals.body.signals.map((s: { client_signal_id: string }) => s.client_signal_id),
+    ["repeat-1"],
+  );
 });

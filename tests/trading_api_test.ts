@@ -166,6 +166,22 @@ Deno.test("signals list shows each outcome with its reasons, filters and paginat
   assert.equal(rejected.signals[0]!.payload.qty, "11");
   assert.ok(!Number.isNaN(Date.parse(rejected.signals[0]!.received_at)));
 
+  // Several statuses, comma-separated, as on /orders.
+  const listed = async (path: string): Promise<SignalsPage> => {
+    const res = await api.call("GET", path);
+    const body = await res.json();
+    assert.equal(res.status, 200, `${path}: ${JSON.stringify(body)}`);
+    return body;
+  };
+  const decided = await listed("/signals?status=accepted,rejected");
+  assert.deepEqual(decided.signals.map((s) => s.client_signal_id), [
+    "sig-beta",
+    "sig-big",
+    "sig-ok",
+  ]);
+  const alphaOpen = await listed("/signals?strategy=alpha&status=received,%20rejected");
+  assert.deepEqual(alphaOpen.signals.map((s) => s.client_signal_id), ["sig-big"]);
+
   const alpha: SignalsPage = await (await api.call("GET", "/signals?strategy=alpha")).json();
   assert.deepEqual(alpha.signals.map((s) => s.client_signal_id), ["sig-big", "sig-ok"]);
   assert.deepEqual(alpha.signals.map((s) => s.status), ["rejected", "accepted"]);
@@ -182,7 +198,15 @@ Deno.test("signals list shows each outcome with its reasons, filters and paginat
   } while (cursor);
   assert.deepEqual(seen, ["sig-beta", "sig-big", "sig-ok"]);
 
-  for (const path of ["/signals?status=filled", "/signals?limit=0", "/signals?to=soon"]) {
+  for (
+    const path of [
+      "/signals?status=filled",
+      "/signals?status=accepted,filled",
+      "/signals?status=accepted,",
+      "/signals?limit=0",
+      "/signals?to=soon",
+    ]
+  ) {
     const res = await api.call("GET", path);
     assert.equal(res.status, 400, path);
     await res.body?.cancel();
