@@ -6,15 +6,57 @@
  */
 
 import type { Level } from "./events.ts";
-import { compareNormalized, isZero, normalizeDecimal } from "./decimal.ts";
+import { compareNormalized, normalizeDecimal } from "./decimal.ts";
 
 interface Entry {
-  /** Normalized price, the level's identity and sort key. */
+  /** Normalized price, the level's identity; the exact tie-break of `value`. */
   key: string;
+  /** `key` as the nearest float: ordering by it agrees with the exact order wherever it differs. */
+  value: number;
   /** Price as the venue sent it. */
   price: string;
   /** Size as the venue sent it. */
   size: string;
+}
+
+/**
+ * {@linkcode normalizeDecimal} by a character loop: the same text for a
+ * plain decimal, the same `TypeError` for anything else, and the text itself
+ * (no copy) when it is already canonical, as venues mostly send it.
+ */
+function normalize(text: string): string {
+  // Anything but a string takes the regular expression's way, coercion included.
+  if (typeof text !== "string") return normalizeDecimal(text);
+  const length = text.length;
+  let i = 0;
+  while (i < length) {
+    const c = text.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) break;
+    i++;
+  }
+  const integerEnd = i;
+  let end = length;
+  if (i === 0) return normalizeDecimal(text);
+  if (i < length) {
+    if (text.charCodeAt(i) !== 0x2e || i === length - 1) return normalizeDecimal(text);
+    let lastNonZero = i;
+    for (i++; i < length; i++) {
+      const c = text.charCodeAt(i);
+      if (c < 0x30 || c > 0x39) return normalizeDecimal(text);
+      if (c !== 0x30) lastNonZero = i;
+    }
+    // A fraction of zeros goes with its point.
+    end = lastNonZero === integerEnd ? integerEnd : lastNonZero + 1;
+  }
+  let start = 0;
+  while (start < integerEnd - 1 && text.charCodeAt(start) === 0x30) start++;
+  return start === 0 && end === length ? text : text.slice(start, end);
+}
+
+/** Exact order of two entries' prices: the floats where they differ, else the decimals. */
+function compare(a: Entry, value: number, key: string): number {
+  if (a.value !== value) return a.value < value ? -1 : 1;
+  return a.key === key ? 0 : compareNormalized(a.key, key);
 }
 
 /** One side of a book, best level first. */
@@ -36,21 +78,35 @@ class Side {
 
   /** Sets the level at `price` to `size`; a zero size removes it. */
   apply(price: string, size: string): void {
-    const key = normalizeDecimal(price);
-    normalizeDecimal(size);
-    const index = this.#find(key);
-    const found = index < this.#entries.length && this.#entries[index]!.key === key;
-    if (isZero(size)) {
-      if (found) this.#entries.splice(index, 1);
+    const key = normalize(price);
+    // A valid size is zero exactly when its canonical text is "0".
+    const zero = normalize(size) === "0";
+    const value = +key;
+    const entries = this.#entries;
+    const index = this.#find(value, key);
+    const entry = entries[index];
+    const found = entry !== undefined && entry.key === key;
+    if (zero) {
+      if (found) entries.splice(index, 1);
     } else if (found) {
-      this.#entries[index] = { key, price, size };
+      entry.price = price;
+      entry.size = size;
+    } else if (index === entries.length) {
+      entries.push({ key, value, price, size });
     } else {
-      this.#entries.splice(index, 0, { key, price, size });
+      entries.splice(index, 0, { key, value, price, size });
     }
   }
 
   levels(limit: number): Level[] {
-    return this.#entries.slice(0, limit).map((e) => [e.price, e.size]);
+    const entries = this.#entries;
+    if (!(limit >= entries.length)) return entries.slice(0, limit).map((e) => [e.price, e.size]);
+    const out: Level[] = new Array(entries.length);
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i]!;
+      out[i] = [entry.price, entry.size];
+    }
+    return out;
   }
 
   truncate(depth: number): void {
@@ -61,14 +117,20 @@ class Side {
     return this.#entries[0];
   }
 
-  /** Index of the first entry not better than `key` (binary search). */
-  #find(key: string): number {
+  /** Index of the first entry not better than the price `key` (binary search). */
+  #find(value: number, key: string): number {
+    const entries = this.#entries;
+    const descending = this.#descending;
+    let hi = entries.length;
+    // Levels mostly come in book order (snapshots) or near the top: try the ends first.
+    if (hi === 0) return 0;
+    const last = compare(entries[hi - 1]!, value, key);
+    if (descending ? last > 0 : last < 0) return hi;
     let lo = 0;
-    let hi = this.#entries.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      const cmp = compareNormalized(this.#entries[mid]!.key, key);
-      const better = this.#descending ? cmp > 0 : cmp < 0;
+      const cmp = compare(entries[mid]!, value, key);
+      const better = descending ? cmp > 0 : cmp < 0;
       if (better) lo = mid + 1;
       else hi = mid;
     }
@@ -140,6 +202,6 @@ export class OrderBook {
   crossed(): boolean {
     const bid = this.#bids.best();
     const ask = this.#asks.best();
-    return bid !== undefined && ask !== undefined && compareNormalized(bid.key, ask.key) >= 0;
+    return bid !== undefined && ask !== undefined && compare(bid, ask.value, ask.key) >= 0;
   }
 }

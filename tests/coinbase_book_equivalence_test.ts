@@ -1,0 +1,445 @@
+/**
+ * {@linkcode OrderBook} keeps its levels on a float sort key per price with
+ * exact ties and validates decimals by a character loop, and Coinbase's
+ * book sync runs over it. These tests hold both to a straightforward
+ * reference — the book and the sync as they were written first, with
+ * `normalizeDecimal`'s regular expressions and prices compared as
+ * normalized decimals, inlined here — on the captured session and on random
+ * `level2` updates (odd spellings, zero sizes, malformed values, sequence
+ * gaps): every result (status, reason, events), every error thrown, and the
+ * book after each input.
+ */
+import assert from "node:assert/strict";
+import type { BookEvent, Level } from "../market/events.ts";
+import { compareNormalized, isZero, normalizeDecimal } from "../market/decimal.ts";
+import { OrderBook } from "../market/order_book.ts";
+import {
+  CoinbaseBookSync,
+  type CoinbaseBookSyncResult,
+  SequenceTracker,
+} from "../venues/coinbase/book_sync.ts";
+import { type CoinbaseBookControl, parseCoinbaseFrame } from "../venues/coinbase/parse.ts";
+
+const FIXTURES = new URL("../../shared/fixtures/coinbase/", import.meta.url);
+const RX = 1_786_309_548_300_000;
+
+interface ReferenceEntry {
+  key: string;
+  price: string;
+  size: string;
+}
+
+/** One side of the reference book: a sorted array searched by exact decimal comparison. */
+class ReferenceSide {
+  entries: ReferenceEntry[] = [];
+
+  constructor(readonly descending: boolean) {}
+
+  apply(price: string, size: string): void {
+    const key = normalizeDecimal(price);
+    normalizeDecimal(size);
+    let lo = 0;
+    let hi = this.entries.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const cmp = compareNormalized(this.entries[mid]!.key, key);
+      if (this.descending ? cmp > 0 : cmp < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    const found = lo < this.entries.length && this.entries[lo]!.key === key;
+    if (isZero(size)) {
+      if (found) this.entries.splice(lo, 1);
+    } else if (found) {
+      this.entries[lo] = { key, price, size };
+    } else {
+      this.entries.splice(lo, 0, { key, price, size });
+    }
+  }
+
+  levels(limit: number): Level[] {
+    return this.entries.slice(0, limit).map((e) => [e.price, e.size]);
+  }
+}
+
+/** {@linkcode OrderBook} as it was first written. */
+class ReferenceBook {
+  bids = new ReferenceSide(true);
+  asks = new ReferenceSide(false);
+
+  replace(bids: readonly Level[], asks: readonly Level[]): void {
+    this.bids.entries = [];
+    this.asks.entries = [];
+    this.applyAll(bids, asks);
+  }
+
+  apply(side: "bid" | "ask", price: string, size: string): void {
+    (side === "bid" ? this.bids : this.asks).apply(price, size);
+  }
+
+  applyAll(bids: readonly Level[], asks: readonly Level[]): void {
+    for (const [price, size] of bids) this.bids.apply(price, size);
+    for (const [price, size] of asks) this.asks.apply(price, size);
+  }
+
+  levels(side: "bid" | "ask", limit = Infinity): Level[] {
+    return (side === "bid" ? this.bids : this.asks).levels(limit);
+  }
+
+  truncate(depth: number): void {
+    for (const side of [this.bids, this.asks]) {
+      if (side.entries.length > depth) side.entries.length = depth;
+    }
+  }
+
+  size(): { bids: number; asks: number } {
+    return { bids: this.bids.entries.length, asks: this.asks.entries.length };
+  }
+
+  top(): { bid: Level | null; ask: Level | null } {
+    const bid = this.bids.entries[0];
+    const ask = this.asks.entries[0];
+    return {
+      bid: bid ? [bid.price, bid.size] : null,
+      ask: ask ? [ask.price, ask.size] : null,
+    };
+  }
+
+  crossed(): boolean {
+    const bid = this.bids.entries[0];
+    const ask = this.asks.entries[0];
+    return bid !== undefined && ask !== undefined && compareNormalized(bid.key, ask.key) >= 0;
+  }
+}
+
+/** Coinbase's book sync as it was first written, over the reference book. */
+class ReferenceSync {
+  readonly book = new ReferenceBook();
+  state: "empty" | "live" | "stale" = "empty";
+
+  constructor(readonly symbol: string) {}
+
+  onBook(control: CoinbaseBookControl, receivedUs: number): CoinbaseBookSyncResult {
+    if (control.venue_symbol !== this.symbol) {
+      throw new TypeError(`Book of ${control.venue_symbol} given to the sync of ${this.symbol}`);
+    }
+    const snapshot = control.action === "snapshot";
+    if (snapshot) {
+      try {
+        this.book.replace(control.bids, control.asks);
+      } catch (error) {
+        return this.resync(`Snapshot has a malformed level: ${(error as Error).message}`);
+      }
+    } else {
+      if (this.state === "stale") return { status: "waiting", events: [] };
+      if (this.state === "empty") return this.resync("Book update arrived before a snapshot");
+      try {
+        this.book.applyAll(control.bids, control.asks);
+      } catch (error) {
+        return this.resync(`Update has a malformed level: ${(error as Error).message}`);
+      }
+    }
+    if (this.book.crossed()) {
+      const { bid, ask } = this.book.top();
+      return this.resync(
+        `Book crossed after the ${control.action} of sequence ${control.sequence}: ` +
+          `best bid ${bid?.[0]} is at or above best ask ${ask?.[0]}`,
+      );
+    }
+    this.state = "live";
+    const event: BookEvent = {
+      exchange: "coinbase",
+      symbol: this.symbol,
+      venue_symbol: this.symbol,
+      ts_exchange: control.timestamp,
+      ts_local: receivedUs,
+      kind: "book",
+      action: snapshot ? "snapshot" : "delta",
+      bids: snapshot ? this.book.levels("bid") : control.bids,
+      asks: snapshot ? this.book.levels("ask") : control.asks,
+      sequence: control.sequence,
+    };
+    return { status: "ok", events: [event] };
+  }
+
+  reset(): void {
+    if (this.state !== "empty") this.state = "stale";
+  }
+
+  resync(reason: string): CoinbaseBookSyncResult {
+    this.state = "stale";
+    return { status: "resync", reason, events: [] };
+  }
+}
+
+/** What calling `run` did: its value, or the error it threw (class and message). */
+function outcome<T>(run: () => T): { value: T } | { error: string } {
+  try {
+    return { value: run() };
+  } catch (error) {
+    return { error: `${(error as Error).constructor.name}: ${(error as Error).message}` };
+  }
+}
+
+function assertSameBook(book: OrderBook | CoinbaseBookSync, reference: ReferenceBook): void {
+  assert.deepEqual(book.levels("bid"), reference.levels("bid"));
+  assert.deepEqual(book.levels("ask"), reference.levels("ask"));
+  assert.deepEqual(book.top(), reference.top());
+  if (book instanceof OrderBook) {
+    assert.deepEqual(book.size(), reference.size());
+    assert.equal(book.crossed(), reference.crossed());
+  }
+}
+
+/** A deterministic random source (an LCG), so a failure can be replayed. */
+function random(seed: number): () => number {
+  let state = seed;
+  return () => (state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+}
+
+/** One of `items`, picked by `next`. */
+function pick<T>(next: () => number, items: readonly T[]): T {
+  return items[Math.floor(next() * items.length)]!;
+}
+
+/** A price or size in some spelling: canonical, padded with zeros, huge, or malformed. */
+function decimalText(next: () => number, ticks: number, malformed: number): string {
+  const r = next();
+  if (r < malformed) {
+    return pick(next, ["", "-1", "1e5", "1.", ".5", "abc", "1,5", " 1", "1 ", "+1", "0x10", "١"]);
+  }
+  const tick = Math.floor(next() * ticks);
+  const text = (tick / 100).toFixed(2);
+  const spelling = next();
+  if (spelling < 0.15) return `00${text}`;
+  if (spelling < 0.3) return `${text}000`;
+  if (spelling < 0.4) return text.replace(/\.?0+$/, "") || "0";
+  if (spelling < 0.45) return `${text}00000000000000000001`; // beyond a float's precision
+  if (spelling < 0.5) return `9007199254740993${text.slice(text.indexOf("."))}`;
+  return text;
+}
+
+/** A size: zero in some spelling, malformed (with odds `malformed`), or a level's size. */
+function sizeText(next: () => number, malformed: number): string {
+  const r = next();
+  if (r < 0.3) return pick(next, ["0", "0.0", "0.00000000", "000", "00.000"]);
+  if (r < 0.3 + malformed) return pick(next, ["-1", "", "1e3", "0.", "NaN", "0 "]);
+  return pick(next, ["1", "2.5", "0.00000011", "03", "4.000", "0.10", "7"]);
+}
+
+Deno.test("OrderBook gives the reference's levels, tops, sizes, crossings and errors over random operations", () => {
+  for (const seed of [1, 2, 3, 4, 5]) {
+    const next = random(seed);
+    const book = new OrderBook();
+    const reference = new ReferenceBook();
+    for (let i = 0; i < 4_000; i++) {
+      const r = next();
+      if (r < 0.01) {
+        const bids = Array.from(
+          { length: Math.floor(next() * 30) },
+          (): Level => [decimalText(next, 400, 0.005), sizeText(next, 0)],
+        );
+        const asks = Array.from(
+          { length: Math.floor(next() * 30) },
+          (): Level => [decimalText(next, 400, 0.005), sizeText(next, 0)],
+        );
+        assert.deepEqual(
+          outcome(() => book.replace(bids, asks)),
+          outcome(() => reference.replace(bids, asks)),
+        );
+      } else if (r < 0.02) {
+        const depth = pick(next, [0, 1, 5, 50, 1_000]);
+        book.truncate(depth);
+        reference.truncate(depth);
+      } else if (r < 0.03) {
+        const limit = pick(next, [0, 1, 2.5, -1, NaN, 10, Infinity]);
+        assert.deepEqual(book.levels("bid", limit), reference.levels("bid", limit));
+        assert.deepEqual(book.levels("ask", limit), reference.levels("ask", limit));
+      } else {
+        const side = next() < 0.5 ? "bid" : "ask";
+        const price = decimalText(next, 400, 0.03);
+        const size = sizeText(next, 0.02);
+        assert.deepEqual(
+          outcome(() => book.apply(side, price, size)),
+          outcome(() => reference.apply(side, price, size)),
+        );
+      }
+      assertSameBook(book, reference);
+    }
+  }
+});
+
+Deno.test("OrderBook orders prices that one float cannot tell apart by their exact value", () => {
+  const book = new OrderBook();
+  const reference = new ReferenceBook();
+  const prices = [
+    "9007199254740993",
+    "9007199254740992",
+    "9007199254740992.5",
+    "0.10000000000000000001",
+    "0.1",
+    "0.09999999999999999999",
+    "00.1000",
+    "1" + "0".repeat(400),
+    "1" + "0".repeat(399) + "1",
+  ];
+  for (const price of prices) {
+    book.apply("bid", price, "1");
+    reference.apply("bid", price, "1");
+    book.apply("ask", price, "2");
+    reference.apply("ask", price, "2");
+    assertSameBook(book, reference);
+  }
+  assert.deepEqual(book.levels("bid", 3), [
+    ["1" + "0".repeat(399) + "1", "1"],
+    ["1" + "0".repeat(400), "1"],
+    ["9007199254740993", "1"],
+  ]);
+});
+
+Deno.test("Coinbase's book sync gives the reference's results and book over the captured session", () => {
+  const frames = Deno.readTextFileSync(
+    new URL("advanced_trade_session_2026-08-09.raw.jsonl", FIXTURES),
+  ).split("\n").filter((line) => line);
+  const syncs = new Map<string, [CoinbaseBookSync, ReferenceSync]>();
+  let books = 0;
+  for (const frame of frames) {
+    const { control } = parseCoinbaseFrame(frame, RX);
+    if (control?.type !== "book") continue;
+    let pair = syncs.get(control.venue_symbol);
+    if (!pair) {
+      pair = [new CoinbaseBookSync(control.venue_symbol), new ReferenceSync(control.venue_symbol)];
+      syncs.set(control.venue_symbol, pair);
+    }
+    const [sync, reference] = pair;
+    assert.deepEqual(sync.onBook(control, RX), reference.onBook(control, RX));
+    assert.equal(sync.live, reference.state === "live");
+    assert.deepEqual(sync.top(), reference.book.top());
+    // The whole book (thousands of levels) now and then, and after the last frame.
+    if (books % 25 === 0) assertSameBook(sync, reference.book);
+    books++;
+  }
+  assert.ok(books > 700, `${books} book frames`);
+  for (const [sync, reference] of syncs.values()) {
+    assert.ok(sync.live);
+    assertSameBook(sync, reference.book);
+  }
+});
+
+/** The text of one `l2_data` frame. */
+function level2Frame(
+  sequence: number,
+  action: "snapshot" | "update",
+  productId: string,
+  updates: { side: string; price: unknown; size: unknown }[],
+): string {
+  return JSON.stringify({
+    channel: "l2_data",
+    client_id: "",
+    timestamp: "2026-08-09T21:05:48.483587501Z",
+    sequence_num: sequence,
+    events: [{
+      type: action,
+      product_id: productId,
+      updates: updates.map(({ side, price, size }) => ({
+        side,
+        event_time: "2026-08-09T21:05:48.170326Z",
+        price_level: price,
+        new_quantity: size,
+      })),
+    }],
+  });
+}
+
+Deno.test("Coinbase's book sync gives the reference's results over random level2 frames with gaps and bad values", () => {
+  for (const seed of [11, 12, 13, 14]) {
+    const next = random(seed);
+    const tracker = new SequenceTracker();
+    const sync = new CoinbaseBookSync("BTC-USD");
+    const reference = new ReferenceSync("BTC-USD");
+    let sequence = 0;
+    let statuses = new Set<string>();
+    for (let i = 0; i < 3_000; i++) {
+      // Gaps: now and then a number is skipped, and every book of the connection is reset.
+      sequence += next() < 0.02 ? 2 + Math.floor(next() * 3) : 1;
+      const snapshot = next() < 0.03 || i === 0;
+      // Bids under 1.90 and asks from 1.90 up, in odd spellings; now and then a bid is placed
+      // among the asks (the book crosses) or a value is malformed (the parser refuses it).
+      const updates = Array.from({ length: snapshot ? 40 : 1 + Math.floor(next() * 6) }, () => {
+        const bid = next() < 0.5;
+        const crossing = !snapshot && bid && next() < 0.03;
+        const tick = Math.floor(next() * (crossing ? 10 : 90));
+        const text = ((bid && !crossing ? 100 + tick : 190 + tick) / 100).toFixed(2);
+        const spelling = next();
+        const price = spelling < 0.002
+          ? 1.5
+          : spelling < 0.004
+          ? pick(next, ["", "-1", "1e5", "1.", ".5", " 1", "1,5"])
+          : spelling < 0.1
+          ? `0${text}0`
+          : spelling < 0.15
+          ? `${text}00000000000000000001`
+          : spelling < 0.2
+          ? text.replace(/\.?0+$/, "")
+          : text;
+        return { side: bid ? "bid" : "offer", price, size: sizeText(next, 0.002) };
+      });
+      const frame = level2Frame(sequence, snapshot ? "snapshot" : "update", "BTC-USD", updates);
+      const parsed = outcome(() => parseCoinbaseFrame(frame, RX));
+      if ("error" in parsed) {
+        // A value the parser refuses never reaches a book.
+        statuses.add("malformed frame");
+        continue;
+      }
+      const { control, sequence: got } = parsed.value;
+      if (got !== null && tracker.observe(got).status === "gap") {
+        sync.reset();
+        reference.reset();
+      }
+      assert.ok(control?.type === "book");
+      const result = sync.onBook(control, RX);
+      assert.deepEqual(result, reference.onBook(control, RX));
+      statuses.add(result.status === "resync" ? result.reason.split(" ")[0]! : result.status);
+      assert.equal(sync.live, reference.state === "live");
+      assertSameBook(sync, reference.book);
+    }
+    // Every path was taken: published, waited, resynced (crossed, malformed, no snapshot).
+    for (const status of ["ok", "waiting", "Book", "malformed frame"]) {
+      assert.ok(statuses.has(status), `seed ${seed} never gave ${status}: ${[...statuses]}`);
+    }
+    statuses = new Set();
+  }
+});
+
+Deno.test("Coinbase's book sync resyncs on a level OrderBook refuses, as the reference does", () => {
+  // The parser refuses malformed decimals; a control built by hand can still carry one.
+  const control = (action: "snapshot" | "update", bids: Level[], asks: Level[], sequence = 1) => ({
+    type: "book" as const,
+    action,
+    symbol: "BTC-USD",
+    venue_symbol: "BTC-USD",
+    bids,
+    asks,
+    sequence,
+    timestamp: RX,
+  });
+  const sync = new CoinbaseBookSync("BTC-USD");
+  const reference = new ReferenceSync("BTC-USD");
+  const inputs = [
+    control("update", [["1", "1"]], []),
+    control("snapshot", [["1", "1"], ["x", "1"]], [["2", "1"]]),
+    control("update", [["1", "1"]], []),
+    control("snapshot", [["1.0", "1"]], [["2", "1"]]),
+    control("update", [["1", "-1"]], []),
+    control("snapshot", [["1.0", "1"]], [["2", "1"]]),
+    control("update", [["2.00", "3"]], [], 7),
+    control("snapshot", [["3", "1"]], [["03.000", "1"]], 8),
+  ];
+  for (const input of inputs) {
+    assert.deepEqual(sync.onBook(input, RX), reference.onBook(input, RX));
+    assertSameBook(sync, reference.book);
+  }
+  assert.deepEqual(
+    outcome(() => sync.onBook({ ...control("update", [], []), venue_symbol: "ETH-USD" }, RX)),
+    outcome(() => reference.onBook({ ...control("update", [], []), venue_symbol: "ETH-USD" }, RX)),
+  );
+});
