@@ -8,6 +8,7 @@
 
 import type { Config } from "../config/mod.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
+import { isPeerGoneError } from "../lib/socket_errors.ts";
 
 /** The non-empty lines of `../shared/fixtures/<venue>/<file>`: one captured message each. */
 export function fixtureLines(venue: string, file: string): string[] {
@@ -130,4 +131,44 @@ export function noRiskLimits(config: Config): Config["risk"] {
     exchanges: {},
     symbols: {},
   };
+}
+
+/**
+ * Collects uncaught errors and unhandled rejections until disposed (they no
+ * longer fail the test file). A test ending a PostgreSQL backend under an
+ * in-process pool needs it: postgres.js 3.4.9 may then flush a write to the
+ * closed connection from a `setImmediate`, a TypeError nothing can catch,
+ * which `main.ts` lets pass (`isPeerGoneError`) — the test then asserts that
+ * nothing else was uncaught.
+ *
+ * @example
+ * ```ts
+ * using uncaught = collectUncaught();
+ * // … end backends …
+ * assert.deepEqual(notPeerGone(uncaught), []);
+ * ```
+ */
+export function collectUncaught(): unknown[] & Disposable {
+  const uncaught: unknown[] = [];
+  const onError = (event: ErrorEvent) => {
+    event.preventDefault();
+    uncaught.push(event.error);
+  };
+  const onRejection = (event: PromiseRejectionEvent) => {
+    event.preventDefault();
+    uncaught.push(event.reason);
+  };
+  globalThis.addEventListener("error", onError);
+  globalThis.addEventListener("unhandledrejection", onRejection);
+  return Object.assign(uncaught, {
+    [Symbol.dispose]() {
+      globalThis.removeEventListener("error", onError);
+      globalThis.removeEventListener("unhandledrejection", onRejection);
+    },
+  });
+}
+
+/** What of `uncaught` ({@linkcode collectUncaught}) `main.ts` would stop the engine for, as text. */
+export function notPeerGone(uncaught: readonly unknown[]): string[] {
+  return uncaught.filter((error) => !isPeerGoneError(error)).map(String);
 }

@@ -13,6 +13,7 @@ import { unitOfWork } from "../db/unit_of_work.ts";
 import { MigrationConnectionError, Migrator } from "../adapters/migrator.ts";
 import { createPostgres, databaseErrorKind } from "../adapters/postgres.ts";
 import { ADMIN_URL, migratedDatabase } from "./_postgres.ts";
+import { collectUncaught, notPeerGone } from "./_helpers.ts";
 import { isPeerGoneError, isPostgresClosedWriteError } from "../lib/socket_errors.ts";
 
 async function caught(p: Promise<unknown>): Promise<unknown> {
@@ -22,27 +23,6 @@ async function caught(p: Promise<unknown>): Promise<unknown> {
     return e;
   }
   throw new Error("expected a rejection");
-}
-
-/** Collects uncaught errors and unhandled rejections until disposed. */
-function collectUncaught(): unknown[] & Disposable {
-  const uncaught: unknown[] = [];
-  const onError = (event: ErrorEvent) => {
-    event.preventDefault();
-    uncaught.push(event.error);
-  };
-  const onRejection = (event: PromiseRejectionEvent) => {
-    event.preventDefault();
-    uncaught.push(event.reason);
-  };
-  globalThis.addEventListener("error", onError);
-  globalThis.addEventListener("unhandledrejection", onRejection);
-  return Object.assign(uncaught, {
-    [Symbol.dispose]() {
-      globalThis.removeEventListener("error", onError);
-      globalThis.removeEventListener("unhandledrejection", onRejection);
-    },
-  });
 }
 
 /** Terminates the backend running a statement that `pattern` (a LIKE pattern) matches, once it shows up. */
@@ -98,7 +78,7 @@ Deno.test("a backend terminated during a unit of work fails it with DbConnection
     await until(() => uncaught.length > 0, 500);
     assert.ok(e instanceof DbConnectionError, `${(e as Error).name}: ${(e as Error).message}`);
     assert.equal(runs, 1, "a lost connection is not retried");
-    assert.deepEqual(uncaught.filter((u) => !isPeerGoneError(u)).map(String), []);
+    assert.deepEqual(notPeerGone(uncaught), []);
     // What postgres.js 3.4.9 leaves uncaught here is its write to the closed connection.
     for (const u of uncaught) assert.ok(isPeerGoneError(u), String(u));
     // The pool goes on.
@@ -131,7 +111,7 @@ Deno.test("a backend terminated during a PostgreSQL migration fails the run prom
     assert.ok(outcome instanceof Error, String(outcome));
     assert.equal(outcome.name, "MigrationApplyError");
     assert.equal(databaseErrorKind(outcome), "connection", "the migrations actor retries it");
-    assert.deepEqual(uncaught.filter((u) => !isPeerGoneError(u)).map(String), []);
+    assert.deepEqual(notPeerGone(uncaught), []);
     // The lost connection was not put back among the open ones (where queries written to it
     // never settle): the pool answers. postgres.js 3.4.9 keeps the backend's 57P01 and fails the
     // first query of the reconnected connection with it, a connection error callers retry.
