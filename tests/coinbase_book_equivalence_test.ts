@@ -7,7 +7,10 @@
  * normalized decimals, inlined here — on the captured session and on random
  * `level2` updates (odd spellings, zero sizes, malformed values, sequence
  * gaps): every result (status, reason, events), every error thrown, and the
- * book after each input.
+ * book after each input. The parser reads `l2_data` frames written as
+ * Coinbase writes them on a compact path; it is held to the general path
+ * (`JSON.parse`, reached by a leading space) on every captured frame and on
+ * mutated ones.
  */
 import assert from "node:assert/strict";
 import type { BookEvent, Level } from "../market/events.ts";
@@ -18,7 +21,11 @@ import {
   type CoinbaseBookSyncResult,
   SequenceTracker,
 } from "../venues/coinbase/book_sync.ts";
-import { type CoinbaseBookControl, parseCoinbaseFrame } from "../venues/coinbase/parse.ts";
+import {
+  type CoinbaseBookControl,
+  parseCoinbaseCompactBook,
+  parseCoinbaseFrame,
+} from "../venues/coinbase/parse.ts";
 
 const FIXTURES = new URL("../../shared/fixtures/coinbase/", import.meta.url);
 const RX = 1_786_309_548_300_000;
@@ -442,4 +449,83 @@ Deno.test("Coinbase's book sync resyncs on a level OrderBook refuses, as the ref
     outcome(() => sync.onBook({ ...control("update", [], []), venue_symbol: "ETH-USD" }, RX)),
     outcome(() => reference.onBook({ ...control("update", [], []), venue_symbol: "ETH-USD" }, RX)),
   );
+});
+
+/** The frame read on the general path: a leading space keeps it off the compact one. */
+function generalPath(frame: string) {
+  return outcome(() => parseCoinbaseFrame(` ${frame}`, RX));
+}
+
+Deno.test("the compact level2 path reads every captured frame as the general path does", () => {
+  const frames = Deno.readTextFileSync(
+    new URL("advanced_trade_session_2026-08-09.raw.jsonl", FIXTURES),
+  ).split("\n").filter((line) => line);
+  let compact = 0;
+  for (const frame of frames) {
+    const fast = parseCoinbaseCompactBook(frame);
+    if (frame.includes('"channel":"l2_data"')) {
+      assert.ok(fast !== null, frame.slice(0, 200));
+      compact++;
+    } else {
+      assert.equal(fast, null);
+    }
+    assert.deepEqual(outcome(() => parseCoinbaseFrame(frame, RX)), generalPath(frame));
+  }
+  assert.ok(compact > 700, `${compact} compact frames`);
+});
+
+Deno.test("the compact level2 path gives the general path's result or error on mutated frames, or leaves them to it", () => {
+  const frames = Deno.readTextFileSync(
+    new URL("advanced_trade_session_2026-08-09.raw.jsonl", FIXTURES),
+  ).split("\n").filter((line) => line.includes('"channel":"l2_data"') && line.length < 2_000);
+  frames.push(
+    '{"channel":"l2_data","timestamp":"2026-08-09T21:05:48.5Z","sequence_num":0,' +
+      '"events":[{"type":"snapshot","product_id":"","updates":[]}]}',
+    '{"channel":"l2_data","timestamp":"2026-08-09T21:05:48Z","sequence_num":999999999999999,' +
+      '"events":[{"type":"update","product_id":"\u00e9\ud800","updates":[{"side":"bid",' +
+      '"event_time":"2026-02-30T21:05:48Z","price_level":"0","new_quantity":"00.0"}]}]}',
+  );
+  const inserts = [
+    '"',
+    "\\",
+    ",",
+    "]",
+    "}",
+    "{",
+    "0",
+    "9",
+    ".",
+    " ",
+    "\n",
+    "x",
+    "\u0001",
+    "-",
+    "e",
+  ];
+  const next = random(7);
+  let compact = 0;
+  let refused = 0;
+  for (let i = 0; i < 20_000; i++) {
+    const frame = pick(next, frames);
+    const at = Math.floor(next() * (frame.length + 1));
+    const r = next();
+    const mutated = r < 0.3
+      ? frame.slice(0, at) + frame.slice(at + 1)
+      : r < 0.6
+      ? frame.slice(0, at) + pick(next, inserts) + frame.slice(at)
+      : r < 0.9
+      ? frame.slice(0, at) + pick(next, inserts) + frame.slice(at + 1)
+      : frame.slice(0, at);
+    const fast = outcome(() => parseCoinbaseCompactBook(mutated));
+    const general = generalPath(mutated);
+    if ("value" in fast && fast.value === null) {
+      refused++;
+      continue;
+    }
+    compact++;
+    // Read on the compact path: the same result, or the same error (a bad time).
+    assert.deepEqual(fast, general, mutated);
+    assert.deepEqual(outcome(() => parseCoinbaseFrame(mutated, RX)), general, mutated);
+  }
+  assert.ok(compact > 1_000 && refused > 1_000, `${compact} read, ${refused} left`);
 });
