@@ -7,8 +7,9 @@
  *
  * Each timed pass starts from fresh book syncs, as a new connection does:
  * Kraken's from the capture's own snapshot frame; Binance's from the REST
- * snapshots of the same session, applied before the pass and not timed (a
- * snapshot comes once per connection, the diffs all the time). Kraken's
+ * snapshots of the same session and Coinbase's from the session's own level2
+ * snapshots, applied before the pass and not timed (a snapshot comes once per
+ * connection, the diffs all the time). Kraken's
  * heartbeats (two thirds of its capture, answered by a string comparison) are
  * left out of its book case and timed on their own.
  *
@@ -21,6 +22,7 @@ import { parseBinanceDepthSnapshot, parseBinanceFrame } from "../venues/binance/
 import { BinanceBookSync } from "../venues/binance/book_sync.ts";
 import { binanceSymbolMap } from "../venues/binance/symbols.ts";
 import { parseCoinbaseFrame } from "../venues/coinbase/parse.ts";
+import { CoinbaseBookSync } from "../venues/coinbase/book_sync.ts";
 import { parseKrakenFrame } from "../venues/kraken/parse.ts";
 import { KrakenBookSync } from "../venues/kraken/book_sync.ts";
 import { parseAlpacaFrame } from "../venues/alpaca/parse.ts";
@@ -100,12 +102,31 @@ const binanceTrades = [
 ];
 const binanceTradeSymbols = binanceSymbolMap(["BNB-BTC", "ETH-USDT", "NKN-USDT", "LRC-BTC"]);
 
-// Coinbase: every received frame except the two very large level2 snapshots; its parser
-// makes the book events itself.
-const coinbase = lines(
-  "coinbase/advanced_trade_session_2026-08-09.raw.jsonl",
-  (l) => l.length < 100_000,
-);
+// Coinbase: the session's frames, its level2 updates through one book sync per product started
+// from the session's own snapshots — its two very large frames, parsed once and applied before
+// each pass (not timed, as Binance's REST snapshots).
+const coinbaseSession = lines("coinbase/advanced_trade_session_2026-08-09.raw.jsonl");
+const coinbaseSnapshots = coinbaseSession.filter((l) => l.length >= 100_000).map((l) => {
+  const { control } = parseCoinbaseFrame(l, NOW_US);
+  if (control?.type !== "book") throw new Error("Coinbase: a large frame is not a book snapshot");
+  return control;
+});
+const coinbase = coinbaseSession.filter((l) => l.length < 100_000);
+function coinbaseFeed(): FrameHandler {
+  const syncs = new Map<string, CoinbaseBookSync>();
+  for (const snapshot of coinbaseSnapshots) {
+    const sync = new CoinbaseBookSync(snapshot.venue_symbol);
+    sync.onBook(snapshot, NOW_US);
+    syncs.set(snapshot.venue_symbol, sync);
+  }
+  return (frame) => {
+    const { events, control } = parseCoinbaseFrame(frame, NOW_US);
+    if (control?.type !== "book") return events.length;
+    const result = syncs.get(control.venue_symbol)?.onBook(control, NOW_US);
+    if (result?.status !== "ok") throw new Error(`Coinbase book sync: ${result?.status}`);
+    return events.length + result.events.length;
+  };
+}
 
 // Kraken: the v2 book capture (a snapshot and 29 checksummed updates), through one book sync
 // as the session keeps; its heartbeats apart.
@@ -148,11 +169,7 @@ export const PARSER_CASES: readonly ParserCase[] = [
     binanceTrades,
     () => (f) => parseBinanceFrame(f, NOW_US, binanceTradeSymbols).events.length,
   ),
-  parserCase(
-    "coinbase session",
-    coinbase,
-    () => (f) => parseCoinbaseFrame(f, NOW_US).events.length,
-  ),
+  parserCase("coinbase session", coinbase, coinbaseFeed, true),
   parserCase("kraken v2 book", kraken, krakenFeed, true),
   parserCase("kraken v2 heartbeats", krakenHeartbeats, krakenHeartbeatFeed),
   parserCase("alpaca data", alpaca, () => (f) => parseAlpacaFrame(f, NOW_US).events.length),
