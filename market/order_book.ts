@@ -59,9 +59,12 @@ function compare(a: Entry, value: number, key: string): number {
   return a.key === key ? 0 : compareNormalized(a.key, key);
 }
 
-/** One side of a book, best level first. */
+/**
+ * One side of a book, kept WORST first: the best level is the last entry, so
+ * the changes that land near the top of a deep book move few entries.
+ */
 class Side {
-  readonly #entries: Entry[] = [];
+  #entries: Entry[] = [];
   readonly #descending: boolean;
 
   constructor(descending: boolean) {
@@ -98,40 +101,126 @@ class Side {
     }
   }
 
+  /**
+   * Replaces the side's levels with `levels` applied in order, in bulk: the
+   * last occurrence of a price wins (a zero size leaves it out), sorted once.
+   * When reading a level throws, the side holds the levels before it, as if
+   * applied one by one, and the error goes on.
+   */
+  fill(levels: readonly Level[]): void {
+    const read: Entry[] = [];
+    const zeros: boolean[] = [];
+    try {
+      for (const [price, size] of levels) {
+        const key = normalize(price);
+        zeros.push(normalize(size) === "0");
+        read.push({ key, value: +key, price, size });
+      }
+    } finally {
+      this.#entries = this.#build(read, zeros);
+    }
+  }
+
+  /** `read`'s levels as a side, worst first: the last of each price, unless its size is zero. */
+  #build(read: Entry[], zeros: boolean[]): Entry[] {
+    const n = read.length;
+    // A snapshot comes best first (Coinbase, Kraken) or worst first: a strictly monotonic
+    // list has no repeated price and needs no sorting.
+    let bestFirst = true;
+    let worstFirst = true;
+    for (let i = 1; i < n && (bestFirst || worstFirst); i++) {
+      const next = read[i]!;
+      const order = this.#order(read[i - 1]!, next);
+      if (order >= 0) worstFirst = false;
+      if (order <= 0) bestFirst = false;
+    }
+    const out: Entry[] = [];
+    if (worstFirst) {
+      for (let i = 0; i < n; i++) if (!zeros[i]) out.push(read[i]!);
+      return out;
+    }
+    if (bestFirst) {
+      for (let i = n - 1; i >= 0; i--) if (!zeros[i]) out.push(read[i]!);
+      return out;
+    }
+    // Worst first, a price's occurrences in the order given (the sort is stable).
+    const order = Array.from({ length: n }, (_, i) => i);
+    order.sort((a, b) => this.#order(read[a]!, read[b]!));
+    for (let i = 0; i < n; i++) {
+      const index = order[i]!;
+      const next = order[i + 1];
+      if (next !== undefined && read[next]!.key === read[index]!.key) continue;
+      if (!zeros[index]) out.push(read[index]!);
+    }
+    return out;
+  }
+
+  /** The best `limit` levels, best first (`limit` as `Array.prototype.slice` takes an end). */
   levels(limit: number): Level[] {
     const entries = this.#entries;
-    if (!(limit >= entries.length)) return entries.slice(0, limit).map((e) => [e.price, e.size]);
-    const out: Level[] = new Array(entries.length);
-    for (let i = 0; i < entries.length; i++) {
-      const entry = entries[i]!;
+    const length = entries.length;
+    // `slice` gives the count of any other `limit` exactly as the best-first side did.
+    const count = limit >= length ? length : entries.slice(0, limit).length;
+    const out: Level[] = new Array(count);
+    for (let i = 0; i < count; i++) {
+      const entry = entries[length - 1 - i]!;
       out[i] = [entry.price, entry.size];
     }
     return out;
   }
 
+  /** Drops the levels beyond the best `depth`: the first ones here. */
   truncate(depth: number): void {
-    if (this.#entries.length > depth) this.#entries.length = depth;
+    const entries = this.#entries;
+    const length = entries.length;
+    if (!(length > depth)) return;
+    let kept: number = depth;
+    if (!(typeof depth === "number" && Number.isInteger(depth) && depth >= 0)) {
+      // The RangeError that setting the length to `depth` throws, or its value as a length.
+      const scratch: Entry[] = [];
+      scratch.length = depth;
+      kept = scratch.length;
+    }
+    entries.splice(0, length - kept);
   }
 
   best(): Entry | undefined {
-    return this.#entries[0];
+    return this.#entries[this.#entries.length - 1];
   }
 
-  /** Index of the first entry not better than the price `key` (binary search). */
+  /** Positive when `a` is better than `b` on this side, negative when worse, else 0. */
+  #order(a: Entry, b: Entry): number {
+    const cmp = compare(a, b.value, b.key);
+    return this.#descending ? cmp : -cmp;
+  }
+
+  /** Whether `entry` is worse than the price `key` on this side. */
+  #worse(entry: Entry, value: number, key: string): boolean {
+    const cmp = compare(entry, value, key);
+    return this.#descending ? cmp < 0 : cmp > 0;
+  }
+
+  /**
+   * Index of the first entry not worse than the price `key`: searched from
+   * the best end, where most changes land (steps of 1, 2, 4, ... back, then
+   * halving).
+   */
   #find(value: number, key: string): number {
     const entries = this.#entries;
-    const descending = this.#descending;
-    let hi = entries.length;
-    // Levels mostly come in book order (snapshots) or near the top: try the ends first.
-    if (hi === 0) return 0;
-    const last = compare(entries[hi - 1]!, value, key);
-    if (descending ? last > 0 : last < 0) return hi;
+    const n = entries.length;
     let lo = 0;
+    let hi = n;
+    for (let step = 1; step <= n; step *= 2) {
+      const probe = n - step;
+      if (this.#worse(entries[probe]!, value, key)) {
+        lo = probe + 1;
+        break;
+      }
+      hi = probe;
+    }
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      const cmp = compare(entries[mid]!, value, key);
-      const better = descending ? cmp > 0 : cmp < 0;
-      if (better) lo = mid + 1;
+      if (this.#worse(entries[mid]!, value, key)) lo = mid + 1;
       else hi = mid;
     }
     return lo;
@@ -157,8 +246,8 @@ export class OrderBook {
   replace(bids: readonly Level[], asks: readonly Level[]): void {
     this.#bids.clear();
     this.#asks.clear();
-    for (const [price, size] of bids) this.#bids.apply(price, size);
-    for (const [price, size] of asks) this.#asks.apply(price, size);
+    this.#bids.fill(bids);
+    this.#asks.fill(asks);
   }
 
   /** Sets one level; a zero size removes it. Throws a `TypeError` on a malformed decimal. */
