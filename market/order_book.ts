@@ -53,6 +53,62 @@ function normalize(text: string): string {
   return start === 0 && end === length ? text : text.slice(start, end);
 }
 
+/** `10 ** k` for `k` up to 22, each exact as a double. */
+const POWERS_OF_TEN: readonly number[] = Array.from({ length: 23 }, (_, k) => 10 ** k);
+
+/** The sort key `+key` of the last price {@linkcode normalizePrice} read. */
+let priceValue = 0;
+
+/**
+ * {@linkcode normalize} for a price, leaving its value (`+` the result) in
+ * {@linkcode priceValue}, read in the same pass: with at most 15 or so
+ * digits, as prices have, the digits make an exact integer and the division
+ * by an exact power of ten rounds as `Number` does; longer ones go to `+`.
+ */
+function normalizePrice(text: string): string {
+  if (typeof text !== "string") return valued(normalizeDecimal(text));
+  const length = text.length;
+  let mantissa = 0;
+  let i = 0;
+  while (i < length) {
+    const c = text.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) break;
+    mantissa = mantissa * 10 + (c - 0x30);
+    i++;
+  }
+  const integerEnd = i;
+  let end = length;
+  if (i === 0) return valued(normalizeDecimal(text));
+  if (i < length) {
+    if (text.charCodeAt(i) !== 0x2e || i === length - 1) return valued(normalizeDecimal(text));
+    let lastNonZero = i;
+    for (i++; i < length; i++) {
+      const c = text.charCodeAt(i);
+      if (c < 0x30 || c > 0x39) return valued(normalizeDecimal(text));
+      if (c !== 0x30) lastNonZero = i;
+      mantissa = mantissa * 10 + (c - 0x30);
+    }
+    // A fraction of zeros goes with its point.
+    end = lastNonZero === integerEnd ? integerEnd : lastNonZero + 1;
+  }
+  let start = 0;
+  while (start < integerEnd - 1 && text.charCodeAt(start) === 0x30) start++;
+  const key = start === 0 && end === length ? text : text.slice(start, end);
+  const fraction = length - integerEnd - (integerEnd < length ? 1 : 0);
+  // Exact while it stays below 2^53: every step then was exact too.
+  if (mantissa <= Number.MAX_SAFE_INTEGER && fraction <= 22) {
+    priceValue = mantissa / POWERS_OF_TEN[fraction]!;
+    return key;
+  }
+  return valued(key);
+}
+
+/** `key`, its value left in {@linkcode priceValue}. */
+function valued(key: string): string {
+  priceValue = +key;
+  return key;
+}
+
 /** Exact order of two entries' prices: the floats where they differ, else the decimals. */
 function compare(a: Entry, value: number, key: string): number {
   if (a.value !== value) return a.value < value ? -1 : 1;
@@ -81,10 +137,10 @@ class Side {
 
   /** Sets the level at `price` to `size`; a zero size removes it. */
   apply(price: string, size: string): void {
-    const key = normalize(price);
+    const key = normalizePrice(price);
+    const value = priceValue;
     // A valid size is zero exactly when its canonical text is "0".
     const zero = normalize(size) === "0";
-    const value = +key;
     const entries = this.#entries;
     const index = this.#find(value, key);
     const entry = entries[index];

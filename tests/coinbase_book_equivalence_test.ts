@@ -303,6 +303,162 @@ Deno.test("OrderBook orders prices that one float cannot tell apart by their exa
   ]);
 });
 
+/** A price near `center` ticks, in some spelling (see {@linkcode decimalText}), or malformed. */
+function priceNear(next: () => number, center: number, spread: number, malformed: number): string {
+  if (next() < malformed) return pick(next, ["", "1e5", ".5", "1.", "abc", " 1", "-2"]);
+  const tick = Math.max(0, center + Math.floor((next() - 0.5) * spread));
+  const text = (tick / 100).toFixed(2);
+  const spelling = next();
+  if (spelling < 0.1) return `0${text}`;
+  if (spelling < 0.2) return `${text}0`;
+  if (spelling < 0.25) return text.replace(/\.?0+$/, "") || "0";
+  if (spelling < 0.28) return `${text}00000000000000000001`;
+  return text;
+}
+
+/**
+ * A snapshot side of about `length` levels around `center` ticks: best first,
+ * worst first or shuffled, with (by the odds given) repeated prices, zero
+ * sizes and malformed levels.
+ */
+function snapshotSide(
+  next: () => number,
+  bid: boolean,
+  length: number,
+  odds: { repeat: number; zero: number; malformed: number },
+): Level[] {
+  const levels: Level[] = [];
+  for (let i = 0; i < length; i++) {
+    if (next() < odds.repeat && levels.length > 0) {
+      const [price] = pick(next, levels);
+      levels.push([price, next() < 0.5 ? pick(next, ["0", "0.000"]) : sizeText(next, 0)]);
+      continue;
+    }
+    const price = ((bid ? 200_000 - i * 3 : 200_001 + i * 3) / 100).toFixed(2);
+    const size = next() < odds.zero ? pick(next, ["0", "00.0"]) : pick(next, ["1", "0.5", "2.000"]);
+    levels.push([price, size]);
+  }
+  if (next() < odds.malformed * length) {
+    const at = Math.floor(next() * levels.length);
+    levels[at] = next() < 0.5 ? [pick(next, ["", "1e5", "x"]), "1"] : [levels[at]![0], "-1"];
+  }
+  const order = next();
+  if (order < 0.3) levels.reverse();
+  else if (order < 0.5) {
+    for (let i = levels.length - 1; i > 0; i--) {
+      const j = Math.floor(next() * (i + 1));
+      [levels[i], levels[j]] = [levels[j]!, levels[i]!];
+    }
+  }
+  return levels;
+}
+
+Deno.test("OrderBook replaces its sides as applying the snapshot level by level would, repeats, zeros and malformed levels included", () => {
+  for (let seed = 1; seed <= 300; seed++) {
+    const next = random(seed);
+    const book = new OrderBook();
+    const reference = new ReferenceBook();
+    // Something to replace first.
+    const start: Level[] = [["1999.00", "1"], ["2000.00", "2"]];
+    book.replace(start, [["2001", "1"]]);
+    reference.replace(start, [["2001", "1"]]);
+    const odds = {
+      repeat: pick(next, [0, 0.05, 0.3]),
+      zero: pick(next, [0, 0.1, 0.5]),
+      malformed: pick(next, [0, 0.01, 0.05]),
+    };
+    const bids = snapshotSide(next, true, Math.floor(next() * 80), odds);
+    const asks = snapshotSide(next, false, Math.floor(next() * 80), odds);
+    assert.deepEqual(
+      outcome(() => book.replace(bids, asks)),
+      outcome(() => reference.replace(bids, asks)),
+      `seed ${seed}`,
+    );
+    assertSameBook(book, reference);
+    for (let i = 0; i < 50; i++) {
+      const side = next() < 0.5 ? "bid" : "ask";
+      const price = priceNear(next, 200_000, 400, 0.02);
+      const size = sizeText(next, 0.02);
+      assert.deepEqual(
+        outcome(() => book.apply(side, price, size)),
+        outcome(() => reference.apply(side, price, size)),
+      );
+    }
+    assertSameBook(book, reference);
+  }
+});
+
+Deno.test("OrderBook truncates to the best levels as the reference does, and refuses a bad depth alike", () => {
+  for (let seed = 1; seed <= 200; seed++) {
+    const next = random(seed);
+    const book = new OrderBook();
+    const reference = new ReferenceBook();
+    const odds = { repeat: 0.1, zero: 0.1, malformed: 0 };
+    const bids = snapshotSide(next, true, Math.floor(next() * 60), odds);
+    const asks = snapshotSide(next, false, Math.floor(next() * 60), odds);
+    book.replace(bids, asks);
+    reference.replace(bids, asks);
+    for (let i = 0; i < 20; i++) {
+      if (next() < 0.3) {
+        const depth = pick(next, [0, 1, 3, 10, 40, 100, -1, 2.5, NaN, Infinity, -0, 2 ** 32]);
+        assert.deepEqual(
+          outcome(() => book.truncate(depth)),
+          outcome(() => reference.truncate(depth)),
+        );
+      } else {
+        const side = next() < 0.5 ? "bid" : "ask";
+        const price = priceNear(next, 200_000, 200, 0);
+        const size = sizeText(next, 0);
+        book.apply(side, price, size);
+        reference.apply(side, price, size);
+      }
+      assertSameBook(book, reference);
+      const limit = pick(next, [0, 1, 2.5, -1, -3.5, NaN, 7, 1_000, Infinity, -Infinity]);
+      assert.deepEqual(book.levels("bid", limit), reference.levels("bid", limit));
+      assert.deepEqual(book.levels("ask", limit), reference.levels("ask", limit));
+    }
+  }
+});
+
+Deno.test("OrderBook keeps a deep book (over 20000 levels a side) as the reference does", () => {
+  for (const seed of [1, 2, 3]) {
+    const next = random(seed);
+    const book = new OrderBook();
+    const reference = new ReferenceBook();
+    const odds = { repeat: seed === 3 ? 0.01 : 0, zero: 0.01, malformed: 0 };
+    const bids = snapshotSide(next, true, 22_000, odds);
+    const asks = snapshotSide(next, false, 25_000, odds);
+    assert.deepEqual(
+      outcome(() => book.replace(bids, asks)),
+      outcome(() => reference.replace(bids, asks)),
+    );
+    assertSameBook(book, reference);
+    assert.ok(book.size().bids > 20_000 && book.size().asks > 20_000);
+    for (let i = 0; i < 20_000; i++) {
+      const side = next() < 0.5 ? "bid" : "ask";
+      // Mostly near the top, now and then anywhere in the book.
+      const deep = next() < 0.05;
+      const center = side === "bid" ? 200_000 - (deep ? Math.floor(next() * 66_000) : 0) : 200_001 +
+        (deep ? Math.floor(next() * 75_000) : 0);
+      const price = priceNear(next, center, deep ? 20 : 600, 0.005);
+      const size = sizeText(next, 0.005);
+      assert.deepEqual(
+        outcome(() => book.apply(side, price, size)),
+        outcome(() => reference.apply(side, price, size)),
+      );
+      assert.deepEqual(book.top(), reference.top());
+      assert.equal(book.crossed(), reference.crossed());
+      if (i % 5_000 === 0) assertSameBook(book, reference);
+    }
+    assertSameBook(book, reference);
+    for (const depth of [30_000, 20_000, 1_000, 10]) {
+      book.truncate(depth);
+      reference.truncate(depth);
+      assertSameBook(book, reference);
+    }
+  }
+});
+
 Deno.test("Coinbase's book sync gives the reference's results and book over the captured session", () => {
   const frames = Deno.readTextFileSync(
     new URL("advanced_trade_session_2026-08-09.raw.jsonl", FIXTURES),
