@@ -279,9 +279,10 @@ interface Entry {
 }
 
 /**
- * One side of a {@linkcode KrakenBook}, best level first: `OrderBook`'s side
- * (the same levels, order, errors and partial application of a malformed
- * batch), which also records the best position it changed since the last
+ * One side of a {@linkcode KrakenBook}, best level first (a Kraken book is at
+ * most its subscribed depth, 1000 levels): it holds what `OrderBook`'s side
+ * holds (the same levels, order, errors and partial application of a
+ * malformed batch), and records the best position it changed since the last
  * checksum.
  */
 class BookSide {
