@@ -14,11 +14,43 @@ const DECIMAL = /^(\d+)(?:\.(\d+))?$/;
  * Throws a `TypeError` when `text` is not a plain decimal.
  */
 export function normalizeDecimal(text: string): string {
-  const match = DECIMAL.exec(text);
-  if (!match) throw new TypeError(`Not a decimal: ${JSON.stringify(text)}`);
+  // Read by a loop, not a regular expression (book syncs call it for every level), and not
+  // copied when already normal, as venues' prices nearly always are.
+  if (typeof text !== "string") return normalizeCoerced(text);
+  const length = text.length;
+  let dot = 0;
+  while (dot < length) {
+    const c = text.charCodeAt(dot);
+    if (c < 0x30 || c > 0x39) break;
+    dot++;
+  }
+  if (dot === 0) throw notDecimal(text);
+  let start = 0;
+  while (start < dot - 1 && text.charCodeAt(start) === 0x30) start++;
+  if (dot === length) return start === 0 ? text : text.slice(start);
+  if (text.charCodeAt(dot) !== 0x2e || dot === length - 1) throw notDecimal(text);
+  for (let i = dot + 1; i < length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) throw notDecimal(text);
+  }
+  let end = length;
+  while (text.charCodeAt(end - 1) === 0x30) end--;
+  // A fraction of zeros goes with its point.
+  if (end === dot + 1) end = dot;
+  return start === 0 && end === length ? text : text.slice(start, end);
+}
+
+/** {@linkcode normalizeDecimal} of a value that is not a string, as the regular expression reads it. */
+function normalizeCoerced(text: unknown): string {
+  const match = DECIMAL.exec(text as string);
+  if (!match) throw notDecimal(text);
   const integer = match[1]!.replace(/^0+(?=\d)/, "");
   const fraction = (match[2] ?? "").replace(/0+$/, "");
   return fraction ? `${integer}.${fraction}` : integer;
+}
+
+function notDecimal(text: unknown): TypeError {
+  return new TypeError(`Not a decimal: ${JSON.stringify(text)}`);
 }
 
 /** Whether `text` is a plain non-negative decimal (`"12"`, `"0.5"`). */

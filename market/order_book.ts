@@ -19,40 +19,6 @@ interface Entry {
   size: string;
 }
 
-/**
- * {@linkcode normalizeDecimal} by a character loop: the same text for a
- * plain decimal, the same `TypeError` for anything else, and the text itself
- * (no copy) when it is already canonical, as venues mostly send it.
- */
-function normalize(text: string): string {
-  // Anything but a string takes the regular expression's way, coercion included.
-  if (typeof text !== "string") return normalizeDecimal(text);
-  const length = text.length;
-  let i = 0;
-  while (i < length) {
-    const c = text.charCodeAt(i);
-    if (c < 0x30 || c > 0x39) break;
-    i++;
-  }
-  const integerEnd = i;
-  let end = length;
-  if (i === 0) return normalizeDecimal(text);
-  if (i < length) {
-    if (text.charCodeAt(i) !== 0x2e || i === length - 1) return normalizeDecimal(text);
-    let lastNonZero = i;
-    for (i++; i < length; i++) {
-      const c = text.charCodeAt(i);
-      if (c < 0x30 || c > 0x39) return normalizeDecimal(text);
-      if (c !== 0x30) lastNonZero = i;
-    }
-    // A fraction of zeros goes with its point.
-    end = lastNonZero === integerEnd ? integerEnd : lastNonZero + 1;
-  }
-  let start = 0;
-  while (start < integerEnd - 1 && text.charCodeAt(start) === 0x30) start++;
-  return start === 0 && end === length ? text : text.slice(start, end);
-}
-
 /** `10 ** k` for `k` up to 22, each exact as a double. */
 const POWERS_OF_TEN: readonly number[] = Array.from({ length: 23 }, (_, k) => 10 ** k);
 
@@ -140,7 +106,7 @@ class Side {
     const key = normalizePrice(price);
     const value = priceValue;
     // A valid size is zero exactly when its canonical text is "0".
-    const zero = normalize(size) === "0";
+    const zero = normalizeDecimal(size) === "0";
     const entries = this.#entries;
     const index = this.#find(value, key);
     const entry = entries[index];
@@ -168,8 +134,8 @@ class Side {
     const zeros: boolean[] = [];
     try {
       for (const [price, size] of levels) {
-        const key = normalize(price);
-        zeros.push(normalize(size) === "0");
+        const key = normalizeDecimal(price);
+        zeros.push(normalizeDecimal(size) === "0");
         read.push({ key, value: +key, price, size });
       }
     } finally {

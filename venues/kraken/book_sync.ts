@@ -302,7 +302,7 @@ class BookSide {
 
   /** Sets the level at `price` to `size`; a zero size removes it. Throws as `OrderBook` does. */
   apply(price: string, size: string): void {
-    const key = decimalKey(price);
+    const key = normalizeDecimal(price);
     const zero = isZeroSize(size);
     const entries = this.entries;
     const integerLength = integerPartLength(key);
@@ -452,35 +452,6 @@ function integerPartLength(key: string): number {
 
 function notDecimal(text: string): TypeError {
   return new TypeError(`Not a decimal: ${JSON.stringify(text)}`);
-}
-
-/**
- * `normalizeDecimal(text)` — the same text, the same `TypeError` — without
- * a regular expression, and without a copy when `text` is already normal (as
- * Kraken's prices nearly always are).
- */
-function decimalKey(text: string): string {
-  if (typeof text !== "string") return normalizeDecimal(text);
-  const length = text.length;
-  let dot = 0;
-  while (dot < length) {
-    const c = text.charCodeAt(dot);
-    if (c < 0x30 || c > 0x39) break;
-    dot++;
-  }
-  if (dot === 0) throw notDecimal(text);
-  let start = 0;
-  while (start < dot - 1 && text.charCodeAt(start) === 0x30) start++;
-  if (dot === length) return start === 0 ? text : text.slice(start);
-  if (text.charCodeAt(dot) !== 0x2e || dot === length - 1) throw notDecimal(text);
-  for (let i = dot + 1; i < length; i++) {
-    const c = text.charCodeAt(i);
-    if (c < 0x30 || c > 0x39) throw notDecimal(text);
-  }
-  let end = length;
-  while (text.charCodeAt(end - 1) === 0x30) end--;
-  if (end === dot + 1) end = dot;
-  return start === 0 && end === length ? text : text.slice(start, end);
 }
 
 /**
