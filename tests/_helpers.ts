@@ -172,3 +172,13 @@ export function collectUncaught(): unknown[] & Disposable {
 export function notPeerGone(uncaught: readonly unknown[]): string[] {
   return uncaught.filter((error) => !isPeerGoneError(error)).map(String);
 }
+
+/** A seeded pseudo-random generator (mulberry32) of numbers in [0, 1), so a fuzz failure replays. */
+export function prng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -7,7 +7,7 @@ import {
   alpacaUnsubscribeMessage,
   parseAlpacaFrame,
 } from "../venues/alpaca/parse.ts";
-import { fixtureLines } from "./_helpers.ts";
+import { fixtureLines, prng } from "./_helpers.ts";
 
 const DOC_LINES = fixtureLines("alpaca", "docs_stream_data_v2_messages.jsonl");
 const RX = 1_614_009_105_000_000;
@@ -441,16 +441,6 @@ Deno.test("unknown fields are skipped, whatever their shape", () => {
   const frame = `[${TRADE.replace("{", '{"new":{"a":[1,{"b":null}],"c":true},"zz":-1.5e3,')}]`;
   assert.deepEqual(parse(frame).events, parse(`[${TRADE}]`).events);
 });
-
-/** A small deterministic PRNG (mulberry32), so fuzz failures reproduce. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function mutate(frame: string, random: () => number): string {
   const at = Math.floor(random() * frame.length);

@@ -18,6 +18,7 @@ import {
   parseBinanceFrame,
 } from "../venues/binance/parse.ts";
 import { binanceSymbolMap } from "../venues/binance/symbols.ts";
+import { prng } from "./_helpers.ts";
 
 const FIXTURES = new URL("../../shared/fixtures/binance/", import.meta.url);
 const RX = 1_786_000_000_000_000;
@@ -249,16 +250,6 @@ function assertSame(sync: BinanceBookSync, reference: ReferenceSync, label: stri
   assert.equal(book.crossed(), expected.crossed(), `${label}: crossed`);
 }
 
-/** A small deterministic generator (mulberry32), so a failure replays. */
-function generator(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 Deno.test("the captured session gives the reference's events, book and state, diff by diff", () => {
   const symbols = ["NKN-USDT", "BLZ-ETH", "LRC-BTC", "RUNE-EUR"];
   const map = binanceSymbolMap(symbols);
@@ -302,7 +293,7 @@ Deno.test("the captured session gives the reference's events, book and state, di
 });
 
 Deno.test("random diffs and snapshots give the reference's results, errors, book and state", () => {
-  const random = generator(20261207);
+  const random = prng(20261207);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
   /** Price `ticks` hundredths in various spellings, some equal only exactly, not as floats. */
   const price = (ticks: number) => {

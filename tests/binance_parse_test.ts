@@ -15,7 +15,7 @@ import {
   binanceSymbolMap,
   SymbolMap,
 } from "../venues/binance/symbols.ts";
-import { fixtureLines } from "./_helpers.ts";
+import { fixtureLines, prng } from "./_helpers.ts";
 
 function lines(file: string): string[] {
   return fixtureLines("binance", file);
@@ -461,16 +461,6 @@ Deno.test("malformed frames throw MalformedFrameError and nothing else", () => {
     "undefined",
   );
 });
-
-/** A small deterministic PRNG (mulberry32), so fuzz failures reproduce. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A random truncation or byte-level mutation of `frame`. */
 function mutate(frame: string, random: () => number): string {

@@ -16,7 +16,7 @@ import {
   subscribeMessage,
   unsubscribeMessage,
 } from "../venues/coinbase/parse.ts";
-import { fixtureLines } from "./_helpers.ts";
+import { fixtureLines, prng } from "./_helpers.ts";
 
 const SESSION = "advanced_trade_session_2026-08-09.raw.jsonl";
 const ENVELOPE = "advanced_trade_session_2026-08-09.envelope.jsonl";
@@ -40,16 +40,6 @@ function bookControl(frame: string): CoinbaseBookControl {
   const { control } = parseCoinbaseFrame(frame, RECEIVED_US);
   assert.equal(control?.type, "book");
   return control as CoinbaseBookControl;
-}
-
-/** A seeded PRNG (mulberry32), so fuzz failures reproduce. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Replays the session through one book sync per product, calling `visit` after each frame. */

@@ -5,6 +5,7 @@ import {
   type JsonValue,
   parseJsonNumbers,
 } from "../lib/json_numbers.ts";
+import { prng } from "./_helpers.ts";
 
 const FIXTURES = new URL("../../shared/fixtures/", import.meta.url);
 
@@ -29,16 +30,6 @@ function toPlain(value: JsonValue): unknown {
     return out;
   }
   return value;
-}
-
-/** A seeded PRNG (mulberry32), so fuzz failures reproduce. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 Deno.test("parseJsonNumbers keeps every number token's exact text", () => {

@@ -28,19 +28,9 @@ import {
   krakenLevelShare,
 } from "../venues/kraken/checksum.ts";
 import { type KrakenBookControl, krakenSymbol, parseKrakenFrame } from "../venues/kraken/parse.ts";
-import { fixtureLines } from "./_helpers.ts";
+import { fixtureLines, prng } from "./_helpers.ts";
 
 const RECEIVED_US = 1_786_000_000_000_000;
-
-/** A seeded PRNG (mulberry32), so failures reproduce. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Kraken's checksum as its documentation states it: the CRC32 of the built string. */
 function referenceChecksum(book: OrderBook): number {

@@ -21,7 +21,7 @@ import {
   toKrakenSymbol,
   unsubscribeMessage,
 } from "../venues/kraken/parse.ts";
-import { fixtureLines } from "./_helpers.ts";
+import { fixtureLines, prng } from "./_helpers.ts";
 
 const V2_RAW = "v2_book_minagbp_d25_2026-08-16.raw.jsonl";
 const V2_CAPTURE = "v2_book_minagbp_d25_2026-08-16.capture.ndjson";
@@ -41,16 +41,6 @@ function bookControl(frame: string): KrakenBookControl {
   const { control } = parseKrakenFrame(frame, RECEIVED_US);
   assert.equal(control?.type, "book");
   return control as KrakenBookControl;
-}
-
-/** A seeded PRNG (mulberry32), so fuzz failures reproduce. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 // ---- parsing ------------------------------------------------------------
