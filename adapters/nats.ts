@@ -431,8 +431,13 @@ export interface LimitsStreamOptions {
 export const NATS_PING_INTERVAL_MS = 10_000;
 /** Pings left unanswered before the connection is taken for lost and re-opened. */
 export const NATS_MAX_PINGS_OUT = 3;
-/** The longest a silent connection goes unnoticed, in ms. */
-export const NATS_SILENCE_DETECTION_MS = NATS_PING_INTERVAL_MS * NATS_MAX_PINGS_OUT;
+/**
+ * The longest a silent connection goes unnoticed, in ms: nats.js pings on a
+ * timer every `NATS_PING_INTERVAL_MS` and gives the connection up at the tick
+ * that finds `NATS_MAX_PINGS_OUT` pings unanswered, so the silence is noticed
+ * 30 to 40 s after it began, depending on where in the interval it began.
+ */
+export const NATS_SILENCE_DETECTION_MS = NATS_PING_INTERVAL_MS * (NATS_MAX_PINGS_OUT + 1);
 
 /** JetStream's default duplicate window of `Nats-Msg-Id`: two minutes. */
 export const DEFAULT_DUPLICATE_WINDOW_MS = 120_000;
