@@ -53,6 +53,53 @@ function notDecimal(text: unknown): TypeError {
   return new TypeError(`Not a decimal: ${JSON.stringify(text)}`);
 }
 
+/** `10 ** k` for `k` up to 22, each exact as a double. */
+const POWERS_OF_TEN: readonly number[] = Array.from({ length: 23 }, (_, k) => 10 ** k);
+
+/**
+ * `Number(text)` for the plain decimal `text` already read digit by digit:
+ * `mantissa` its digits as an integer, `fractionDigits` how many follow the
+ * point. With at most 15 or so digits, as prices have, the mantissa is exact
+ * and its division by an exact power of ten rounds as `Number` does; longer
+ * ones go to `Number`. (A sort key read in the pass that checks the text.)
+ */
+export function decimalValue(mantissa: number, fractionDigits: number, text: string): number {
+  // Exact while it stays below 2^53: every step then was exact too.
+  if (mantissa <= Number.MAX_SAFE_INTEGER && fractionDigits <= 22) {
+    return mantissa / POWERS_OF_TEN[fractionDigits]!;
+  }
+  return Number(text);
+}
+
+/**
+ * Whether the plain decimal `text` is zero, read by a character loop; throws
+ * the `TypeError` of {@linkcode normalizeDecimal} when it is not one (a book
+ * sync's size check).
+ */
+export function isZeroDecimal(text: string): boolean {
+  if (typeof text !== "string") {
+    normalizeDecimal(text);
+    return isZero(text);
+  }
+  const length = text.length;
+  let zero = true;
+  let i = 0;
+  for (; i < length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) break;
+    if (c !== 0x30) zero = false;
+  }
+  if (i === 0) throw notDecimal(text);
+  if (i === length) return zero;
+  if (text.charCodeAt(i) !== 0x2e || i === length - 1) throw notDecimal(text);
+  for (i++; i < length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) throw notDecimal(text);
+    if (c !== 0x30) zero = false;
+  }
+  return zero;
+}
+
 /** Whether `text` is a plain non-negative decimal (`"12"`, `"0.5"`). */
 export function isDecimal(text: string): boolean {
   return DECIMAL.test(text);

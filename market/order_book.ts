@@ -6,7 +6,7 @@
  */
 
 import type { Level } from "./events.ts";
-import { compareNormalized, normalizeDecimal } from "./decimal.ts";
+import { compareNormalized, decimalValue, normalizeDecimal } from "./decimal.ts";
 
 interface Entry {
   /** Normalized price, the level's identity; the exact tie-break of `value`. */
@@ -18,9 +18,6 @@ interface Entry {
   /** Size as the venue sent it. */
   size: string;
 }
-
-/** `10 ** k` for `k` up to 22, each exact as a double. */
-const POWERS_OF_TEN: readonly number[] = Array.from({ length: 23 }, (_, k) => 10 ** k);
 
 /** The sort key `+key` of the last price {@linkcode normalizePrice} read. */
 let priceValue = 0;
@@ -61,12 +58,8 @@ function normalizePrice(text: string): string {
   while (start < integerEnd - 1 && text.charCodeAt(start) === 0x30) start++;
   const key = start === 0 && end === length ? text : text.slice(start, end);
   const fraction = length - integerEnd - (integerEnd < length ? 1 : 0);
-  // Exact while it stays below 2^53: every step then was exact too.
-  if (mantissa <= Number.MAX_SAFE_INTEGER && fraction <= 22) {
-    priceValue = mantissa / POWERS_OF_TEN[fraction]!;
-    return key;
-  }
-  return valued(key);
+  priceValue = decimalValue(mantissa, fraction, key);
+  return key;
 }
 
 /** `key`, its value left in {@linkcode priceValue}. */

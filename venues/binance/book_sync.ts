@@ -68,7 +68,12 @@
  * @module
  */
 
-import { compareNormalized, normalizeDecimal } from "../../market/decimal.ts";
+import {
+  compareNormalized,
+  decimalValue,
+  isZeroDecimal,
+  normalizeDecimal,
+} from "../../market/decimal.ts";
 import type { BookEvent, Level } from "../../market/events.ts";
 import { OrderBook } from "../../market/order_book.ts";
 import type { BinanceDepthDiff, BinanceDepthSnapshot } from "./parse.ts";
@@ -471,13 +476,6 @@ function comparePrices(aKey: number, aText: string, bKey: number, bText: string)
   return compareNormalized(normalizeDecimal(aText), normalizeDecimal(bText));
 }
 
-/** `10 ** k` for `k` up to 22, each exact as a double. */
-const POWERS_OF_TEN: readonly number[] = (() => {
-  const powers = [1];
-  for (let k = 1; k <= 22; k++) powers.push(powers[k - 1]! * 10);
-  return powers;
-})();
-
 /** Throws the `TypeError` of {@linkcode normalizeDecimal}, as {@linkcode OrderBook} does. */
 function refuse(text: string): never {
   normalizeDecimal(text);
@@ -487,9 +485,7 @@ function refuse(text: string): never {
 /**
  * The sort key of the price `text`, `Number(text)`, read in the same pass that
  * checks it is a plain non-negative decimal (else the `TypeError` of
- * {@linkcode normalizeDecimal}). With at most 15 or so digits, as prices
- * have, the digits make an exact integer and the division by an exact power
- * of ten rounds as `Number` does; longer ones go to `Number`.
+ * {@linkcode normalizeDecimal}), by {@linkcode decimalValue}.
  */
 function priceKey(text: string): number {
   const n = text.length;
@@ -502,26 +498,7 @@ function priceKey(text: string): number {
     else refuse(text);
   }
   if (n === 0 || dot === 0 || dot === n - 1) refuse(text);
-  const fraction = dot < 0 ? 0 : n - dot - 1;
-  // Exact while it stays below 2^53: every step then was exact too.
-  if (mantissa <= Number.MAX_SAFE_INTEGER && fraction <= 22) {
-    return mantissa / POWERS_OF_TEN[fraction]!;
-  }
-  return Number(text);
-}
-
-const ZERO = /^0+(?:\.0+)?$/;
-const DECIMAL = /^\d+(?:\.\d+)?$/;
-
-/**
- * Whether the size `text` is zero; throws the `TypeError` of
- * {@linkcode normalizeDecimal} when it is not a plain non-negative decimal.
- * (Two regular expressions: faster here than a loop over the characters.)
- */
-function zeroSize(text: string): boolean {
-  if (ZERO.test(text)) return true;
-  if (!DECIMAL.test(text)) refuse(text);
-  return false;
+  return decimalValue(mantissa, dot < 0 ? 0 : n - dot - 1, text);
 }
 
 /**
@@ -569,7 +546,7 @@ class Side {
 
   /** Sets the level at `price` to `size`; a zero size removes it. */
   apply(price: string, size: string, key = priceKey(price)): void {
-    const zero = zeroSize(size);
+    const zero = isZeroDecimal(size);
     const keys = this.#keys;
     const prices = this.#prices;
     const n = keys.length;
@@ -629,7 +606,7 @@ class Side {
       for (let i = 0; i < levels.length; i++) {
         const [price, size] = levels[i]!;
         const key = priceKey(price);
-        const zero = zeroSize(size);
+        const zero = isZeroDecimal(size);
         const last = keys.length - 1;
         // Best first for now: a level worse than every one so far goes at the end (or,
         // when its size is zero, removes nothing).

@@ -40,7 +40,7 @@
  */
 
 import type { BookEvent, Level, TopEvent } from "../../market/events.ts";
-import { isZero, normalizeDecimal } from "../../market/decimal.ts";
+import { isZeroDecimal, normalizeDecimal } from "../../market/decimal.ts";
 import type { AsOfReceipt } from "../../market/validation.ts";
 import {
   KRAKEN_CHECKSUM_LEVELS,
@@ -303,7 +303,7 @@ class BookSide {
   /** Sets the level at `price` to `size`; a zero size removes it. Throws as `OrderBook` does. */
   apply(price: string, size: string): void {
     const key = normalizeDecimal(price);
-    const zero = isZeroSize(size);
+    const zero = isZeroDecimal(size);
     const entries = this.entries;
     const integerLength = integerPartLength(key);
     const descending = this.#descending;
@@ -448,39 +448,6 @@ function compareKeys(entry: Entry, key: string, integerLength: number): number {
 function integerPartLength(key: string): number {
   const dot = key.indexOf(".");
   return dot < 0 ? key.length : dot;
-}
-
-function notDecimal(text: string): TypeError {
-  return new TypeError(`Not a decimal: ${JSON.stringify(text)}`);
-}
-
-/**
- * Whether the size `text` is zero, after checking that it is a decimal as
- * `OrderBook` does (`normalizeDecimal`, then `isZero`): the same answer and
- * the same `TypeError`.
- */
-function isZeroSize(text: string): boolean {
-  if (typeof text !== "string") {
-    normalizeDecimal(text);
-    return isZero(text);
-  }
-  const length = text.length;
-  let zero = true;
-  let i = 0;
-  for (; i < length; i++) {
-    const c = text.charCodeAt(i);
-    if (c < 0x30 || c > 0x39) break;
-    if (c !== 0x30) zero = false;
-  }
-  if (i === 0) throw notDecimal(text);
-  if (i === length) return zero;
-  if (text.charCodeAt(i) !== 0x2e || i === length - 1) throw notDecimal(text);
-  for (i++; i < length; i++) {
-    const c = text.charCodeAt(i);
-    if (c < 0x30 || c > 0x39) throw notDecimal(text);
-    if (c !== 0x30) zero = false;
-  }
-  return zero;
 }
 
 /**
