@@ -200,6 +200,7 @@ import {
 import type { PendingFill, PositionsPartner, PositionsReservation } from "../trading/execution.ts";
 import type { RiskLimits } from "../trading/risk.ts";
 import { assertPositiveInteger } from "../lib/assert.ts";
+import { InsertionOrderedSet } from "../lib/insertion_map.ts";
 import { LatchedWakeup } from "../lib/wakeup.ts";
 
 /** Default name of the tracker in the supervision tree. */
@@ -542,7 +543,7 @@ class Tracker {
   /** Fills handed over by the engine, not applied yet, by id (in the order handed over). */
   readonly #offered = new Map<string, FillMessage>();
   /** Ids of fills applied as handed over whose FILLS message has not come yet. */
-  readonly #handedOver = new Set<string>();
+  readonly #handedOver = new InsertionOrderedSet<string>();
   /** Latched: a notify while the loop is busy applying must not be lost. */
   readonly #wake = new LatchedWakeup();
   #snapshotDue = false;
@@ -554,7 +555,7 @@ class Tracker {
    */
   readonly #lostFills = new Map<string, string | null>();
   /** Ids of those fills the read-back found applied by their lost write: counted applied once seen. */
-  readonly #recovered = new Set<string>();
+  readonly #recovered = new InsertionOrderedSet<string>();
   /** Applying fills or taking a snapshot: no reservation is granted meanwhile. */
   #busy = false;
   /** A reservation is open: the engine is storing positions with its fills. */
@@ -873,7 +874,7 @@ class Tracker {
     const memory = this.#handedOver;
     for (const { fill_id } of applied) {
       memory.add(fill_id);
-      if (memory.size > DEFAULT_HANDOFF_MEMORY) memory.delete(memory.values().next().value!);
+      if (memory.size > DEFAULT_HANDOFF_MEMORY) memory.deleteOldest();
     }
     this.#settle({ applied, applied_items: [], duplicates: [], missing: [] });
   }
@@ -1200,9 +1201,7 @@ class Tracker {
         for (const [id, symbol] of this.#lostFills) {
           if (symbol === null ? changed.size > 0 : changed.has(symbol)) {
             this.#recovered.add(id);
-            if (this.#recovered.size > DEFAULT_HANDOFF_MEMORY) {
-              this.#recovered.delete(this.#recovered.values().next().value!);
-            }
+            if (this.#recovered.size > DEFAULT_HANDOFF_MEMORY) this.#recovered.deleteOldest();
           }
         }
         this.#lostFills.clear();

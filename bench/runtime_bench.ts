@@ -1,13 +1,18 @@
 /**
  * Runtime benchmarks, each beside its floor (marked `baseline`): the bounded
- * mailbox against a bare array queue, and a request answered by a supervised
- * actor against a bare NATS request/reply on the same server.
+ * mailbox against a bare array queue, a request answered by a supervised
+ * actor against a bare NATS request/reply on the same server, and a bounded
+ * memory of 100,000 ids (orders closed lately, fills handed over) forgetting
+ * its oldest through `InsertionOrderedSet` against a bare `Set`'s
+ * `keys().next()` (which walks the holes its deletes left) and against a
+ * bare array ring.
  *
  * Run with `deno task bench` (needs NATS on 127.0.0.1:4222).
  */
 
 import { connect } from "@nats-io/transport-node";
 import { Mailbox } from "../actors/mailbox.ts";
+import { InsertionOrderedSet } from "../lib/insertion_map.ts";
 import { actor } from "../actors/actor.ts";
 import { Supervisor } from "../actors/supervisor.ts";
 import { decodeJson, encodeJson } from "../adapters/codec.ts";
@@ -24,6 +29,45 @@ const mailbox = new Mailbox<number>(BATCH);
 Deno.bench("Mailbox put + take, 1k messages", { group: "mailbox" }, async () => {
   for (let i = 0; i < BATCH; i++) await mailbox.put(i);
   for (let i = 0; i < BATCH; i++) await mailbox.take();
+});
+
+// A memory held at 100,000 ids, as the paper broker's closed orders and the tracker's handed-over
+// fills are in a long run: each iteration adds 1,000 ids and forgets the 1,000 oldest.
+const MEMORY = 100_000;
+let nextId = 0;
+const bareSet = new Set<string>();
+const orderedSet = new InsertionOrderedSet<string>();
+const ring: string[] = new Array(MEMORY);
+for (; nextId < MEMORY; nextId++) {
+  bareSet.add(`coid-${nextId}`);
+  orderedSet.add(`coid-${nextId}`);
+  ring[nextId] = `coid-${nextId}`;
+}
+let ringHead = 0;
+Deno.bench("bare array ring, 1k ids added, oldest forgotten", {
+  group: "forget oldest of 100k",
+  baseline: true,
+}, () => {
+  for (let i = 0; i < BATCH; i++) {
+    ring[ringHead] = `coid-${nextId++}`;
+    ringHead = (ringHead + 1) % MEMORY;
+  }
+});
+Deno.bench("InsertionOrderedSet, 1k ids added, oldest forgotten", {
+  group: "forget oldest of 100k",
+}, () => {
+  for (let i = 0; i < BATCH; i++) {
+    orderedSet.add(`coid-${nextId++}`);
+    if (orderedSet.size > MEMORY) orderedSet.deleteOldest();
+  }
+});
+Deno.bench("bare Set, 1k ids added, oldest forgotten by keys().next()", {
+  group: "forget oldest of 100k",
+}, () => {
+  for (let i = 0; i < BATCH; i++) {
+    bareSet.add(`coid-${nextId++}`);
+    if (bareSet.size > MEMORY) bareSet.delete(bareSet.keys().next().value!);
+  }
 });
 
 const nc = await connect({ servers: Deno.env.get("NATS_URL") ?? "127.0.0.1:4222" });

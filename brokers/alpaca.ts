@@ -102,6 +102,7 @@ import { backoffDelay } from "../lib/backoff.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { type Logger, nullLogger } from "../lib/log.ts";
 import { redactValues } from "../lib/redact.ts";
+import { InsertionOrderedMap, InsertionOrderedSet } from "../lib/insertion_map.ts";
 import { type Decimal, ONE, parseDecimal, toDb, toJson, ZERO } from "../trading/money.ts";
 import {
   type Broker,
@@ -846,11 +847,11 @@ class AlpacaBrokerImpl implements AlpacaBroker {
   readonly #listeners = new Set<(event: BrokerEvent) => void | Promise<void>>();
   readonly #reconnectListeners = new Set<() => void | Promise<void>>();
   /** Client order id → Alpaca id, for orders not yet terminal. */
-  readonly #brokerIds = new Map<string, string>();
+  readonly #brokerIds = new InsertionOrderedMap<string, string>();
   /** Alpaca id → cumulative filled quantity and average seen on the stream, until terminal. */
-  readonly #filled = new Map<string, AlpacaFilled>();
+  readonly #filled = new InsertionOrderedMap<string, AlpacaFilled>();
   /** Alpaca ids of orders whose `accepted` was emitted, until terminal. */
-  readonly #accepted = new Set<string>();
+  readonly #accepted = new InsertionOrderedSet<string>();
   readonly #status: Omit<AlpacaStreamStatus, "down_for_ms"> = {
     state: "idle",
     auth_error: false,
@@ -1463,9 +1464,7 @@ class AlpacaBrokerImpl implements AlpacaBroker {
     }
     if (event.type === "accepted") {
       if (this.#accepted.has(orderId)) return;
-      if (this.#accepted.size >= ALPACA_TRACKED_ORDERS) {
-        this.#accepted.delete(this.#accepted.values().next().value!);
-      }
+      if (this.#accepted.size >= ALPACA_TRACKED_ORDERS) this.#accepted.deleteOldest();
       this.#accepted.add(orderId);
     }
     if (event.type === "fill") {
@@ -1531,9 +1530,9 @@ class AlpacaBrokerImpl implements AlpacaBroker {
 }
 
 /** Sets `key` in a map bounded by {@linkcode ALPACA_TRACKED_ORDERS}, forgetting the oldest entry. */
-function remember<K, V>(map: Map<K, V>, key: K, value: V): void {
+function remember<K, V>(map: InsertionOrderedMap<K, V>, key: K, value: V): void {
   map.delete(key);
-  if (map.size >= ALPACA_TRACKED_ORDERS) map.delete(map.keys().next().value!);
+  if (map.size >= ALPACA_TRACKED_ORDERS) map.deleteOldest();
   map.set(key, value);
 }
 

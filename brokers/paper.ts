@@ -134,6 +134,7 @@ import {
   BrokerRejectedError,
 } from "./broker.ts";
 import { assertPositiveInteger } from "../lib/assert.ts";
+import { InsertionOrderedMap } from "../lib/insertion_map.ts";
 
 /** The name orders are routed to the paper broker by. */
 export const PAPER_BROKER_NAME = "paper";
@@ -468,7 +469,7 @@ export class PaperBroker implements Broker {
   readonly #expiryCheckMs: number;
   readonly #maxClosed: number;
   readonly #open = new Map<string, PaperOrder>();
-  readonly #closed = new Map<string, PaperOrder>();
+  readonly #closed = new InsertionOrderedMap<string, PaperOrder>();
   readonly #resting = new Map<string, Set<PaperOrder>>();
   readonly #subscriptions = new Map<string, Subscription[]>();
   readonly #listeners = new Set<(event: BrokerEvent) => void | Promise<void>>();
@@ -740,10 +741,7 @@ export class PaperBroker implements Broker {
 
   #remember(order: PaperOrder): void {
     this.#closed.set(order.request.client_order_id, order);
-    if (this.#closed.size > this.#maxClosed) {
-      const oldest = this.#closed.keys().next();
-      if (!oldest.done) this.#closed.delete(oldest.value);
-    }
+    if (this.#closed.size > this.#maxClosed) this.#closed.deleteOldest();
   }
 
   #rest(order: PaperOrder): void {

@@ -215,6 +215,7 @@ import {
   signalsRejectedSubject,
 } from "./signals_stream.ts";
 import { assertPositiveInteger } from "../lib/assert.ts";
+import { InsertionOrderedMap, InsertionOrderedSet } from "../lib/insertion_map.ts";
 import { takeKeyedBatch } from "../lib/keyed_batch.ts";
 
 /** Who the engine writes rows as (`created_by` / `updated_by`). */
@@ -995,7 +996,7 @@ export class ExecutionEngine {
    * know the id of (`reconcile-…`), oldest first, at most MAX_CAUGHT_UP: the
    * broker's own fills for them are checked against what is counted.
    */
-  readonly #caughtUp = new Map<string, true>();
+  readonly #caughtUp = new InsertionOrderedSet<string>();
   /**
    * The cumulative quantity a broker's fill showed for an order whose fills
    * counted less before it (executions the engine never saw; its order is
@@ -1003,13 +1004,13 @@ export class ExecutionEngine {
    * until its fills count that much: a reconciliation answer below it is
    * older than that fill (see `#settle`).
    */
-  readonly #shownFilled = new Map<string, Decimal>();
+  readonly #shownFilled = new InsertionOrderedMap<string, Decimal>();
   /**
    * Fills (`fillKey`) of broker-update writes whose answer was lost, oldest
    * first, at most MAX_CAUGHT_UP: found stored when run again, they are sent
    * on to the position tracker (see `#noteUnknownFills`).
    */
-  readonly #unknownFills = new Map<string, true>();
+  readonly #unknownFills = new InsertionOrderedSet<string>();
   /** Per broker: a reconciliation after a reconnect is running; another is asked for. */
   readonly #reconnects = new Map<string, { running: boolean; again: boolean }>();
   /**
@@ -1063,7 +1064,7 @@ export class ExecutionEngine {
   /** Aborted when stop begins: ends the reading back of unknown outcomes. */
   #stopping = new AbortController();
   /** Client order ids this engine closed lately, oldest first (at most CLOSED_RECENTLY_MAX). */
-  readonly #closedRecently = new Set<string>();
+  readonly #closedRecently = new InsertionOrderedSet<string>();
   #unsubscribe: Array<() => void> = [];
   readonly #stats: Omit<ExecutionStats, "open_orders"> = {
     signals: 0,
@@ -2386,12 +2387,7 @@ export class ExecutionEngine {
     this.#state.removeOpenOrder(coid);
     // Remembered a while: a batch read back (or redelivered) may still show it open.
     this.#closedRecently.add(coid);
-    if (this.#closedRecently.size > CLOSED_RECENTLY_MAX) {
-      for (const oldest of this.#closedRecently) {
-        this.#closedRecently.delete(oldest);
-        break;
-      }
-    }
+    if (this.#closedRecently.size > CLOSED_RECENTLY_MAX) this.#closedRecently.deleteOldest();
   }
 
   #adjustOpenQty(tracked: Tracked, sign: 1 | -1): void {
@@ -2926,7 +2922,7 @@ export class ExecutionEngine {
     const shownFilled = this.#shownFilled;
     shownFilled.delete(coid);
     shownFilled.set(coid, fill.cum_qty!);
-    if (shownFilled.size > MAX_CAUGHT_UP) shownFilled.delete(shownFilled.keys().next().value!);
+    if (shownFilled.size > MAX_CAUGHT_UP) shownFilled.deleteOldest();
     this.#log.warn("a broker fill shows executions the engine never saw; looking its order up", {
       client_order_id: coid,
       fill_id: fill.fill_id,
@@ -2959,8 +2955,8 @@ export class ExecutionEngine {
     sum.value = sum.value.plus(fill.qty.times(fill.price));
     const caughtUp = this.#caughtUp;
     caughtUp.delete(coid);
-    caughtUp.set(coid, true);
-    if (caughtUp.size > MAX_CAUGHT_UP) caughtUp.delete(caughtUp.keys().next().value!);
+    caughtUp.add(coid);
+    if (caughtUp.size > MAX_CAUGHT_UP) caughtUp.deleteOldest();
   }
 
   /** Applies a batch of updates in one transaction (reruns without illegal fills, after stale reads). */
@@ -3267,8 +3263,8 @@ export class ExecutionEngine {
     for (const fill of fills) {
       const key = fillKey(fill.order_id, fill.broker_fill_id);
       unknown.delete(key);
-      unknown.set(key, true);
-      if (unknown.size > MAX_CAUGHT_UP) unknown.delete(unknown.keys().next().value!);
+      unknown.add(key);
+      if (unknown.size > MAX_CAUGHT_UP) unknown.deleteOldest();
     }
   }
 
