@@ -40,18 +40,16 @@ import {
   roundPositionValue,
 } from "../trading/portfolio_state.ts";
 import { markPosition, portfolioValueToJson } from "../trading/positions.ts";
-import { characterCount } from "../trading/signals_stream.ts";
+import { KILL_SWITCH_NOT_AN_OBJECT, parseKillSwitchRequest } from "../trading/signals_stream.ts";
 import { fromDb, toJson } from "../trading/money.ts";
 import {
   decodeSignalBody,
-  MAX_REASON_LENGTH,
   SIGNAL_ID_PATTERN,
-  storableText,
   STRATEGY_PATTERN,
   SYMBOL_PATTERN,
 } from "../trading/signal.ts";
 import type { LatestCache } from "../market/latest_cache.ts";
-import { JsonDuplicateKeyError, JsonNumber, parseJsonNumbers } from "../lib/json_numbers.ts";
+import { JsonDuplicateKeyError, parseJsonNumbers } from "../lib/json_numbers.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { ApiError, methodNotAllowed } from "./errors.ts";
 import { singleParams } from "./_params.ts";
@@ -479,39 +477,21 @@ async function utf8Body(request: { arrayBuffer(): Promise<ArrayBuffer> }): Promi
   }
 }
 
+/** The body of `POST /kill-switch`, checked as a `control.kill_switch` request is. */
 function killSwitchRequest(
   body: unknown,
 ): { active: boolean; cancel_open: boolean; reason?: string } {
-  const problems: string[] = [];
-  if (
-    body === null || typeof body !== "object" || Array.isArray(body) || body instanceof JsonNumber
-  ) {
-    throw new ApiError(400, "bad_request", "Expected a JSON object");
-  }
-  const { active, cancel_open, reason, ...rest } = body as Record<string, unknown>;
-  if (typeof active !== "boolean") problems.push("active: expected true or false");
-  if (cancel_open !== undefined && typeof cancel_open !== "boolean") {
-    problems.push("cancel_open: expected true or false");
-  }
-  if (
-    reason !== undefined &&
-    (typeof reason !== "string" || characterCount(reason) > MAX_REASON_LENGTH)
-  ) {
-    problems.push(`reason: expected a string of at most ${MAX_REASON_LENGTH} characters`);
-  } else if (typeof reason === "string" && !storableText(reason)) {
-    problems.push("reason: must not hold U+0000 or an unpaired surrogate");
-  }
-  for (const key of Object.keys(rest)) problems.push(`${key}: unknown field`);
-  if (problems.length > 0) {
+  const parsed = parseKillSwitchRequest(body);
+  if (!parsed.ok) {
+    if (parsed.problems[0] === KILL_SWITCH_NOT_AN_OBJECT) {
+      throw new ApiError(400, "bad_request", "Expected a JSON object");
+    }
     throw new ApiError(422, "unprocessable_entity", "Invalid kill-switch request", {
-      details: problems,
+      details: parsed.problems,
     });
   }
-  return {
-    active: active as boolean,
-    cancel_open: cancel_open === true,
-    ...(typeof reason === "string" ? { reason } : {}),
-  };
+  const { active, cancel_open, reason } = parsed.request;
+  return { active, cancel_open: cancel_open === true, ...(reason === undefined ? {} : { reason }) };
 }
 
 function query(params: Record<string, string>, allowed: string[]): Record<string, string> {

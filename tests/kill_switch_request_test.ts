@@ -7,7 +7,10 @@
  * The request is read as REST reads its body: a key given twice
  * (`{"active":true,"active":false}`) is refused, not read as its last value;
  * a `reason` of at most 1000 characters is counted in code points, as a
- * signal's is — 1000 emoji are not 2000 (review 56).
+ * signal's is — 1000 emoji are not 2000 (review 56). Both channels check a
+ * request with one function, so the same body gets the same answer: `null`
+ * for `reason` or `cancel_open` is taken as not given on both (REST used to
+ * refuse it with a 422 that NATS accepted).
  *
  * @module
  */
@@ -39,7 +42,7 @@ Deno.test("parseKillSwitchRequest refuses a reason holding U+0000 or an unpaired
     const parsed = parseKillSwitchRequest({ active: true, reason });
     assert.deepEqual(parsed, {
       ok: false,
-      problems: ["reason must not hold U+0000 or an unpaired surrogate"],
+      problems: ["reason: must not hold U+0000 or an unpaired surrogate"],
     });
   }
   assert.deepEqual(parseKillSwitchRequest({ active: true, reason: "desk halt \u{1f6d1}" }), {
@@ -130,7 +133,7 @@ Deno.test("decodeKillSwitchRequest reads a request as REST reads its body: a key
   }
   assert.deepEqual(decodeKillSwitchRequest(bytes('{"active":1}')), {
     ok: false,
-    problems: ["active must be true or false"],
+    problems: ["active: expected true or false"],
   });
   assert.deepEqual(
     decodeKillSwitchRequest(bytes('{"active":true,"cancel_open":false,"reason":"desk"}')),
@@ -184,7 +187,7 @@ Deno.test("parseKillSwitchRequest counts a reason's characters, not its UTF-16 u
   for (const reason of [`${EMOJI_1000}a`, "a".repeat(1001)]) {
     assert.deepEqual(parseKillSwitchRequest({ active: true, reason }), {
       ok: false,
-      problems: ["reason must be at most 1000 characters"],
+      problems: ["reason: expected a string of at most 1000 characters"],
     });
   }
 });
@@ -219,4 +222,47 @@ Deno.test("the kill switch takes a reason of 1000 characters outside the BMP ove
     ]);
   }
   assert.equal(api.trading.engine.killSwitch().active, false, "a refused request changes nothing");
+});
+
+Deno.test("REST and NATS give the same answer to the same kill-switch body, null counted as not given", async () => {
+  await using api = await startTradingApi();
+  await waitFor(() => api.trading.engine.running, 10_000, "execution running");
+  const post = async (text: string) => {
+    const res = await api.app.request("/api/v1/trading/kill-switch", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: text,
+    });
+    const body = await res.json();
+    return res.status === 200
+      ? { ok: true, active: body.kill_switch.active, reason: body.kill_switch.reason }
+      : { ok: false, status: res.status, problems: body.error.details };
+  };
+  const ask = async (text: string) => {
+    const reply = (await api.nc.request("control.kill_switch", bytes(text), { timeout: 10_000 }))
+      .json<Record<string, unknown>>();
+    return reply.ok === true
+      ? { ok: true, active: reply.active, reason: reply.reason }
+      : { ok: false, status: 422, problems: String(reply.error).split("; ") };
+  };
+  const bodies = [
+    '{"active":true,"reason":null,"cancel_open":null}',
+    '{"active":false,"reason":null}',
+    '{"active":true,"reason":"desk halt","cancel_open":false}',
+    '{"active":"yes","cancel_open":1,"reason":7,"junk":true}',
+    '{"active":null}',
+    '{"active":false,"reason":"all clear"}',
+  ];
+  for (const body of bodies) {
+    const rest = await post(body);
+    const nats = await ask(body);
+    assert.deepEqual(nats, rest, `${body}: NATS answered unlike REST`);
+  }
+  assert.deepEqual((await post(bodies[3]!)).problems, [
+    "active: expected true or false",
+    "cancel_open: expected true or false",
+    "reason: expected a string of at most 1000 characters",
+    "junk: unknown field",
+  ]);
+  assert.equal((await post(bodies[0]!)).ok, true, "null is not given, on REST too");
 });

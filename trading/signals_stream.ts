@@ -241,6 +241,9 @@ export type KillSwitchReply =
 /** Longest kill-switch `reason`, in characters (Unicode code points, {@linkcode characterCount}). */
 export const MAX_KILL_SWITCH_REASON = 1_000;
 
+/** The problem of a kill-switch request that is not a JSON object (REST answers it with a 400). */
+export const KILL_SWITCH_NOT_AN_OBJECT = "a kill-switch request must be a JSON object";
+
 /**
  * The characters of `text`: its Unicode code points, as a signal's `reason`
  * is counted — a surrogate pair (an emoji, CJK extension B) is one, a lone
@@ -302,12 +305,20 @@ export function decodeKillSwitchRequest(
 }
 
 /**
- * Checks a decoded kill-switch request (hand-written, no schema library):
- * `active` a boolean, `cancel_open` a boolean when present, `reason` a string
- * of at most {@linkcode MAX_KILL_SWITCH_REASON} characters that PostgreSQL
- * can store ({@linkcode storableText}: no U+0000, no unpaired surrogate) when
- * present, no other keys — what REST checks. Returns the request or every
- * problem, each naming its field: a request refused here changes nothing.
+ * Checks a decoded kill-switch request (hand-written, no schema library) —
+ * the one check of REST's `POST /kill-switch` body and of a
+ * `control.kill_switch` request: `active` a boolean, `cancel_open` a boolean
+ * when given, `reason` a string of at most {@linkcode MAX_KILL_SWITCH_REASON}
+ * characters that PostgreSQL can store ({@linkcode storableText}: no U+0000,
+ * no unpaired surrogate) when given, no other keys. `null` counts as not
+ * given. Returns the request or every problem, each naming its field: a
+ * request refused here changes nothing.
+ *
+ * @example
+ * ```ts
+ * parseKillSwitchRequest({ active: "yes", junk: 1 });
+ * // { ok: false, problems: ["active: expected true or false", "junk: unknown field"] }
+ * ```
  */
 export function parseKillSwitchRequest(
   value: unknown,
@@ -316,27 +327,25 @@ export function parseKillSwitchRequest(
     typeof value !== "object" || value === null || Array.isArray(value) ||
     value instanceof JsonNumber
   ) {
-    return { ok: false, problems: ["a kill-switch request must be a JSON object"] };
+    return { ok: false, problems: [KILL_SWITCH_NOT_AN_OBJECT] };
   }
-  const v = value as Record<string, unknown>;
+  const { active, cancel_open, reason, ...rest } = value as Record<string, unknown>;
   const problems: string[] = [];
-  if (typeof v.active !== "boolean") problems.push("active must be true or false");
-  if (v.cancel_open !== undefined && v.cancel_open !== null && typeof v.cancel_open !== "boolean") {
-    problems.push("cancel_open must be true or false");
+  if (typeof active !== "boolean") problems.push("active: expected true or false");
+  if (cancel_open !== undefined && cancel_open !== null && typeof cancel_open !== "boolean") {
+    problems.push("cancel_open: expected true or false");
   }
-  if (v.reason !== undefined && v.reason !== null) {
-    if (typeof v.reason !== "string") problems.push("reason must be a string");
-    else if (characterCount(v.reason) > MAX_KILL_SWITCH_REASON) {
-      problems.push(`reason must be at most ${MAX_KILL_SWITCH_REASON} characters`);
-    } else if (!storableText(v.reason)) {
-      problems.push("reason must not hold U+0000 or an unpaired surrogate");
+  if (reason !== undefined && reason !== null) {
+    if (typeof reason !== "string" || characterCount(reason) > MAX_KILL_SWITCH_REASON) {
+      problems.push(`reason: expected a string of at most ${MAX_KILL_SWITCH_REASON} characters`);
+    } else if (!storableText(reason)) {
+      problems.push("reason: must not hold U+0000 or an unpaired surrogate");
     }
   }
-  const unknown = Object.keys(v).filter((k) => !["active", "cancel_open", "reason"].includes(k));
-  if (unknown.length > 0) problems.push(`unknown fields ${unknown.map((k) => JSON.stringify(k))}`);
+  for (const key of Object.keys(rest)) problems.push(`${key}: unknown field`);
   if (problems.length > 0) return { ok: false, problems };
-  const request: KillSwitchRequest = { active: v.active as boolean };
-  if (typeof v.cancel_open === "boolean") request.cancel_open = v.cancel_open;
-  if (typeof v.reason === "string") request.reason = v.reason;
+  const request: KillSwitchRequest = { active: active as boolean };
+  if (typeof cancel_open === "boolean") request.cancel_open = cancel_open;
+  if (typeof reason === "string") request.reason = reason;
   return { ok: true, request };
 }
