@@ -191,16 +191,16 @@ export interface AllowCrossOriginOptions {
  * ```
  */
 export function allowCrossOrigin(options: AllowCrossOriginOptions = {}): MiddlewareHandler {
-  const allowed = new Set((options.allowedOrigins ?? []).map(normalOrigin));
+  const headersFor = crossOriginHeaders(options.allowedOrigins ?? []);
   const methods = (options.methods ?? DEFAULT_CORS_METHODS).join(", ");
   const maxAge = String(options.maxAgeS ?? DEFAULT_CORS_MAX_AGE_S);
   return async function crossOrigin(c, next) {
-    if (allowed.size === 0) return await next();
+    const headers = headersFor(c.req.header("origin"));
+    if (headers === null) return await next();
     // Whether this origin is allowed changes the answer: a shared cache must not give it to another.
     c.header("Vary", "Origin", { append: true });
-    const origin = c.req.header("origin");
-    if (origin === undefined || !allowed.has(normalOrigin(origin))) return await next();
-    c.header("Access-Control-Allow-Origin", origin);
+    if (headers["Access-Control-Allow-Origin"] === undefined) return await next();
+    c.header("Access-Control-Allow-Origin", headers["Access-Control-Allow-Origin"]);
     c.header("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS.join(", "));
     if (c.req.method === "OPTIONS" && c.req.header("access-control-request-method") !== undefined) {
       c.header("Access-Control-Allow-Methods", methods);
@@ -209,6 +209,36 @@ export function allowCrossOrigin(options: AllowCrossOriginOptions = {}): Middlew
       return c.body(null, 204);
     }
     await next();
+  };
+}
+
+/**
+ * The CORS headers {@linkcode allowCrossOrigin} gives an answer (a preflight's
+ * aside) to a request from `origin`, for a server answering before the
+ * middleware runs (a body refused as too large): null when no origin is
+ * allowed, else `Vary: Origin` and, for an allowed origin,
+ * `Access-Control-Allow-Origin` and `Access-Control-Expose-Headers`.
+ *
+ * @example
+ * ```ts
+ * const headersFor = crossOriginHeaders(["https://desk.example.com"]);
+ * headersFor("https://desk.example.com");
+ * // { Vary: "Origin", "Access-Control-Allow-Origin": "https://desk.example.com", ... }
+ * headersFor("https://evil.example"); // { Vary: "Origin" }
+ * ```
+ */
+export function crossOriginHeaders(
+  allowedOrigins: readonly string[],
+): (origin: string | undefined) => Record<string, string> | null {
+  const allowed = new Set(allowedOrigins.map(normalOrigin));
+  return (origin) => {
+    if (allowed.size === 0) return null;
+    if (origin === undefined || !allowed.has(normalOrigin(origin))) return { Vary: "Origin" };
+    return {
+      Vary: "Origin",
+      "Access-Control-Allow-Origin": origin,
+      "Access-Control-Expose-Headers": CORS_EXPOSE_HEADERS.join(", "),
+    };
   };
 }
 

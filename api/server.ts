@@ -9,6 +9,7 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { ChildSpec, Running } from "../actors/types.ts";
 import { type Logger, nullLogger } from "../lib/log.ts";
+import { crossOriginHeaders } from "./auth.ts";
 import { ApiError, errorHandler } from "./errors.ts";
 
 /** Largest request body, in bytes, when `http.max_body_bytes` is not set: 1 MiB. */
@@ -22,6 +23,19 @@ export interface HttpOptions {
   port: number;
   /** Largest request body in bytes; larger is a 413. @default {DEFAULT_MAX_BODY_BYTES} */
   max_body_bytes?: number;
+  /** Origins whose pages may call the API; a 413 to one of them carries CORS headers. @default {[]} */
+  allowed_origins?: readonly string[];
+}
+
+/** Options for {@linkcode withBodyLimit}. */
+export interface WithBodyLimitOptions {
+  /**
+   * Origins whose pages may call the API (`http.allowed_origins`): a 413
+   * answered to one of them carries the CORS headers the API's own answers
+   * do ({@linkcode crossOriginHeaders}).
+   * @default {[]}
+   */
+  allowedOrigins?: readonly string[];
 }
 
 /**
@@ -39,18 +53,26 @@ export interface HttpOptions {
  * res.status; // 413
  * ```
  */
-export function withBodyLimit(app: Hono, maxBytes: number, log: Logger = nullLogger): Hono {
+export function withBodyLimit(
+  app: Hono,
+  maxBytes: number,
+  log: Logger = nullLogger,
+  options: WithBodyLimitOptions = {},
+): Hono {
+  const headersFor = crossOriginHeaders(options.allowedOrigins ?? []);
   const limited = new Hono();
   limited.onError(errorHandler(log));
   limited.use(
     "*",
     bodyLimit({
       maxSize: maxBytes,
-      onError() {
+      onError(c) {
         throw new ApiError(
           413,
           "payload_too_large",
           `The request body is larger than ${maxBytes} bytes`,
+          // The page of an allowed origin reads the 413, as it reads the API's other errors.
+          { headers: headersFor(c.req.header("origin")) ?? {} },
         );
       },
     }),
@@ -83,7 +105,9 @@ export function httpServer(
     restart: "permanent",
     shutdownMs,
     start(signal: AbortSignal): Running {
-      const served = withBodyLimit(app, options.max_body_bytes ?? DEFAULT_MAX_BODY_BYTES, log);
+      const served = withBodyLimit(app, options.max_body_bytes ?? DEFAULT_MAX_BODY_BYTES, log, {
+        allowedOrigins: options.allowed_origins ?? [],
+      });
       let listening!: () => void;
       const ready = new Promise<void>((resolve) => listening = resolve);
       let server: Deno.HttpServer;

@@ -14,6 +14,7 @@ import assert from "node:assert/strict";
 import { Hono } from "hono";
 import { createApp } from "../api/app.ts";
 import { errorHandler, notFound } from "../api/errors.ts";
+import { httpServer } from "../api/server.ts";
 import type { HealthSource } from "../api/health.ts";
 import { tradingRoutes } from "../api/trading.ts";
 import { hashApiKey, loadConfig } from "../config/mod.ts";
@@ -231,6 +232,49 @@ Deno.test("as the engine mounts them (loopback listener), the trading routes ans
   assert.equal(post.status, 200, await post.text());
   assert.equal(post.headers.get("access-control-allow-origin"), DASH);
   assert.equal(api.trading.engine.killSwitch().active, true);
+});
+
+Deno.test("a body too large is a 413 the dashboard's page can read: the server's limit sends the CORS headers too", async () => {
+  await using api = await startTradingApi();
+  const app = await dashboardApi(api);
+  let port = 0;
+  const ac = new AbortController();
+  const running = httpServer(app, {
+    host: "127.0.0.1",
+    port: 0,
+    max_body_bytes: 64,
+    allowed_origins: ["https://Dash.example.com/"],
+  }, { onListen: (a) => port = a.port }).start(ac.signal);
+  await running.ready;
+  try {
+    const post = (origin: string) =>
+      fetch(`http://127.0.0.1:${port}${KILL_SWITCH}`, {
+        method: "POST",
+        headers: {
+          origin,
+          "sec-fetch-site": "cross-site",
+          authorization: `Bearer ${KEY}`,
+          "content-type": "application/json",
+        },
+        body: JSON.stringify({ active: true, reason: "x".repeat(200) }),
+      });
+    const res = await post(DASH);
+    const body = await res.json();
+    assert.equal(res.status, 413, JSON.stringify(body));
+    assert.equal(body.error.code, "payload_too_large");
+    assert.equal(res.headers.get("access-control-allow-origin"), DASH);
+    assert.match(res.headers.get("vary") ?? "", /\bOrigin\b/);
+    assert.match(res.headers.get("access-control-expose-headers") ?? "", /\bAllow\b/);
+    // Another origin's page still reads nothing.
+    const other = await post("https://evil.example.com");
+    await other.body?.cancel();
+    assert.equal(other.status, 413);
+    assert.equal(other.headers.get("access-control-allow-origin"), null);
+    assert.equal(api.trading.engine.killSwitch().active, false, "the refused body changed nothing");
+  } finally {
+    ac.abort();
+    await running.done;
+  }
 });
 
 /** A health source that answers without services. */
