@@ -6,7 +6,7 @@
  */
 
 import type { Level } from "./events.ts";
-import { compareNormalized, decimalValue, normalizeDecimal } from "./decimal.ts";
+import { compareNormalized, decimalValue, isZeroDecimal, normalizeDecimal } from "./decimal.ts";
 
 interface Entry {
   /** Normalized price, the level's identity; the exact tie-break of `value`. */
@@ -74,46 +74,140 @@ function compare(a: Entry, value: number, key: string): number {
   return a.key === key ? 0 : compareNormalized(a.key, key);
 }
 
+/** The most entries a {@linkcode Block} holds; a full one splits in two. */
+const BLOCK_SIZE = 64;
+
+/** How full {@linkcode Side.fill} makes its blocks, leaving room for inserts. */
+const FILL_SIZE = 48;
+
 /**
- * One side of a book, kept WORST first: the best level is the last entry, so
- * the changes that land near the top of a deep book move few entries.
+ * A run of a side's entries, worst first, with their ranks beside them: a
+ * level set or removed moves at most a block's entries, not the side's.
+ */
+interface Block {
+  /** Entries, worst first (never more than {@linkcode BLOCK_SIZE}). */
+  entries: Entry[];
+  /**
+   * `ranks[i]` is the rank of `entries[i]`: its value, negated on the ask
+   * side, so ranks ascend worst to best. Always an array of doubles.
+   */
+  ranks: number[];
+}
+
+/** A block of `entries` (worst first) on the side of `sign`. */
+function block(entries: Entry[], sign: number): Block {
+  const ranks = doubles();
+  for (let i = 0; i < entries.length; i++) ranks.push(sign * entries[i]!.value);
+  return { entries, ranks };
+}
+
+/**
+ * An empty array that holds its numbers as unboxed doubles from the start:
+ * every block's ranks alike, so the searches read one kind of array.
+ */
+function doubles(): number[] {
+  const out = [0.5];
+  out.pop();
+  return out;
+}
+
+/** Where {@linkcode Side.locate} found a price: the block's index, and the index in it. */
+let foundBlock = 0;
+let foundIndex = 0;
+
+/**
+ * One side of a book, kept WORST first in blocks of at most
+ * {@linkcode BLOCK_SIZE} entries: the best level is the last entry of the
+ * last block. A change moves the entries of one block only, and the search
+ * from the best end, where most changes land, reads packed ranks.
  */
 class Side {
-  #entries: Entry[] = [];
+  #blocks: Block[] = [];
+  #length = 0;
   readonly #descending: boolean;
+  /** 1 on the bid side, -1 on the ask side: a rank is `sign * value`, ascending worst to best. */
+  readonly #sign: number;
 
   constructor(descending: boolean) {
     this.#descending = descending;
+    this.#sign = descending ? 1 : -1;
   }
 
   get length(): number {
-    return this.#entries.length;
+    return this.#length;
   }
 
   clear(): void {
-    this.#entries.length = 0;
+    this.#blocks = [];
+    this.#length = 0;
   }
 
   /** Sets the level at `price` to `size`; a zero size removes it. */
   apply(price: string, size: string): void {
     const key = normalizePrice(price);
     const value = priceValue;
-    // A valid size is zero exactly when its canonical text is "0".
-    const zero = normalizeDecimal(size) === "0";
-    const entries = this.#entries;
-    const index = this.#find(value, key);
-    const entry = entries[index];
+    const zero = isZeroDecimal(size);
+    const rank = this.#sign * value;
+    const blocks = this.#blocks;
+    if (blocks.length === 0) {
+      if (!zero) {
+        blocks.push(block([{ key, value, price, size }], this.#sign));
+        this.#length = 1;
+      }
+      return;
+    }
+    this.#locate(rank, key);
+    const b = foundBlock;
+    const i = foundIndex;
+    const { entries, ranks } = blocks[b]!;
+    const entry = entries[i];
     const found = entry !== undefined && entry.key === key;
     if (zero) {
-      if (found) entries.splice(index, 1);
+      if (!found) return;
+      const last = entries.length - 1;
+      for (let j = i; j < last; j++) {
+        entries[j] = entries[j + 1]!;
+        ranks[j] = ranks[j + 1]!;
+      }
+      entries.pop();
+      ranks.pop();
+      this.#length--;
+      if (last === 0) blocks.splice(b, 1);
     } else if (found) {
       entry.price = price;
       entry.size = size;
-    } else if (index === entries.length) {
-      entries.push({ key, value, price, size });
     } else {
-      entries.splice(index, 0, { key, value, price, size });
+      this.#insert(b, i, { key, value, price, size }, rank);
     }
+  }
+
+  /** Puts `entry` of rank `rank` at index `i` of block `b`, splitting a full block. */
+  #insert(b: number, i: number, entry: Entry, rank: number): void {
+    const blocks = this.#blocks;
+    let target = blocks[b]!;
+    let at = i;
+    if (target.entries.length === BLOCK_SIZE) {
+      const half = BLOCK_SIZE >>> 1;
+      const upper = { entries: target.entries.slice(half), ranks: target.ranks.slice(half) };
+      target.entries.length = half;
+      target.ranks.length = half;
+      blocks.splice(b + 1, 0, upper);
+      if (at > half) {
+        target = upper;
+        at -= half;
+      }
+    }
+    const { entries, ranks } = target;
+    let j = entries.length;
+    entries.push(entry);
+    ranks.push(rank);
+    for (; j > at; j--) {
+      entries[j] = entries[j - 1]!;
+      ranks[j] = ranks[j - 1]!;
+    }
+    entries[at] = entry;
+    ranks[at] = rank;
+    this.#length++;
   }
 
   /**
@@ -132,7 +226,13 @@ class Side {
         read.push({ key, value: +key, price, size });
       }
     } finally {
-      this.#entries = this.#build(read, zeros);
+      const entries = this.#build(read, zeros);
+      const blocks: Block[] = [];
+      for (let i = 0; i < entries.length; i += FILL_SIZE) {
+        blocks.push(block(entries.slice(i, i + FILL_SIZE), this.#sign));
+      }
+      this.#blocks = blocks;
+      this.#length = entries.length;
     }
   }
 
@@ -172,22 +272,24 @@ class Side {
 
   /** The best `limit` levels, best first (`limit` as `Array.prototype.slice` takes an end). */
   levels(limit: number): Level[] {
-    const entries = this.#entries;
-    const length = entries.length;
-    // `slice` gives the count of any other `limit` exactly as the best-first side did.
-    const count = limit >= length ? length : entries.slice(0, limit).length;
+    const length = this.#length;
+    const count = limit >= length ? length : sliceCount(length, limit);
     const out: Level[] = new Array(count);
-    for (let i = 0; i < count; i++) {
-      const entry = entries[length - 1 - i]!;
-      out[i] = [entry.price, entry.size];
+    const blocks = this.#blocks;
+    let n = 0;
+    for (let b = blocks.length - 1; b >= 0 && n < count; b--) {
+      const entries = blocks[b]!.entries;
+      for (let i = entries.length - 1; i >= 0 && n < count; i--) {
+        const entry = entries[i]!;
+        out[n++] = [entry.price, entry.size];
+      }
     }
     return out;
   }
 
   /** Drops the levels beyond the best `depth`: the first ones here. */
   truncate(depth: number): void {
-    const entries = this.#entries;
-    const length = entries.length;
+    const length = this.#length;
     if (!(length > depth)) return;
     let kept: number = depth;
     if (!(typeof depth === "number" && Number.isInteger(depth) && depth >= 0)) {
@@ -196,11 +298,26 @@ class Side {
       scratch.length = depth;
       kept = scratch.length;
     }
-    entries.splice(0, length - kept);
+    const blocks = this.#blocks;
+    let drop = length - kept;
+    this.#length = length - drop;
+    let whole = 0;
+    while (whole < blocks.length && blocks[whole]!.entries.length <= drop) {
+      drop -= blocks[whole]!.entries.length;
+      whole++;
+    }
+    blocks.splice(0, whole);
+    if (drop > 0) {
+      const { entries, ranks } = blocks[0]!;
+      entries.splice(0, drop);
+      ranks.splice(0, drop);
+    }
   }
 
   best(): Entry | undefined {
-    return this.#entries[this.#entries.length - 1];
+    const blocks = this.#blocks;
+    const entries = blocks[blocks.length - 1]?.entries;
+    return entries?.[entries.length - 1];
   }
 
   /** Positive when `a` is better than `b` on this side, negative when worse, else 0. */
@@ -209,25 +326,29 @@ class Side {
     return this.#descending ? cmp : -cmp;
   }
 
-  /** Whether `entry` is worse than the price `key` on this side. */
-  #worse(entry: Entry, value: number, key: string): boolean {
-    const cmp = compare(entry, value, key);
-    return this.#descending ? cmp < 0 : cmp > 0;
-  }
-
   /**
-   * Index of the first entry not worse than the price `key`: searched from
-   * the best end, where most changes land (steps of 1, 2, 4, ... back, then
-   * halving).
+   * Finds where the price of rank `rank` and key `key` is or goes, in
+   * {@linkcode foundBlock} and {@linkcode foundIndex}: the first entry not
+   * worse than it, or just past the best entry. The side has at least one
+   * block.
+   *
+   * Ranks alone place the price among the entries of other ranks (a float
+   * order agrees with the exact one wherever the floats differ): the search
+   * finds the first entry of a rank not below it — its block from the best
+   * end, where most changes land (steps of 1, 2, 4, ... back, then halving),
+   * by the block's last rank, then the entry in the block by halving. Among
+   * entries of its very rank, the price goes after those whose exact price
+   * is worse.
    */
-  #find(value: number, key: string): number {
-    const entries = this.#entries;
-    const n = entries.length;
+  #locate(rank: number, key: string): void {
+    const blocks = this.#blocks;
+    const n = blocks.length;
     let lo = 0;
     let hi = n;
     for (let step = 1; step <= n; step *= 2) {
       const probe = n - step;
-      if (this.#worse(entries[probe]!, value, key)) {
+      const ranks = blocks[probe]!.ranks;
+      if (ranks[ranks.length - 1]! < rank) {
         lo = probe + 1;
         break;
       }
@@ -235,11 +356,76 @@ class Side {
     }
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (this.#worse(entries[mid]!, value, key)) lo = mid + 1;
+      const ranks = blocks[mid]!.ranks;
+      if (ranks[ranks.length - 1]! < rank) lo = mid + 1;
       else hi = mid;
     }
-    return lo;
+    if (lo === n) {
+      foundBlock = n - 1;
+      foundIndex = blocks[n - 1]!.entries.length;
+      return;
+    }
+    const ranks = blocks[lo]!.ranks;
+    // Its last rank is not below `rank`: the first such entry is in this block.
+    let first = 0;
+    let last = ranks.length - 1;
+    while (first < last) {
+      const mid = (first + last) >>> 1;
+      if (ranks[mid]! < rank) first = mid + 1;
+      else last = mid;
+    }
+    if (ranks[first] === rank) {
+      this.#passTies(lo, first, rank, key);
+      return;
+    }
+    foundBlock = lo;
+    foundIndex = first;
   }
+
+  /**
+   * From the entry at `index` of block `b`, of rank `rank`, steps past the
+   * entries of that rank whose exact price is worse than `key`, into the
+   * {@linkcode foundBlock} and {@linkcode foundIndex} of the first one not
+   * worse (or just past the best entry).
+   */
+  #passTies(b: number, index: number, rank: number, key: string): void {
+    const blocks = this.#blocks;
+    const sign = this.#sign;
+    let at = index;
+    for (;;) {
+      const { entries, ranks } = blocks[b]!;
+      while (at < entries.length) {
+        const entryKey = entries[at]!.key;
+        if (
+          ranks[at] !== rank || entryKey === key || sign * compareNormalized(entryKey, key) > 0
+        ) {
+          foundBlock = b;
+          foundIndex = at;
+          return;
+        }
+        at++;
+      }
+      if (b === blocks.length - 1) {
+        foundBlock = b;
+        foundIndex = at;
+        return;
+      }
+      b++;
+      at = 0;
+    }
+  }
+}
+
+/**
+ * How many entries `Array.prototype.slice(0, limit)` takes from an array of
+ * `length` entries (a `limit` below it).
+ */
+function sliceCount(length: number, limit: number): number {
+  if (typeof limit !== "number") {
+    return Array.prototype.slice.call({ length }, 0, limit).length;
+  }
+  const end = limit !== limit ? 0 : Math.trunc(limit);
+  return end < 0 ? Math.max(length + end, 0) : Math.min(end, length);
 }
 
 /**
