@@ -111,9 +111,13 @@ function doubles(): number[] {
   return out;
 }
 
-/** Where {@linkcode Side.locate} found a price: the block's index, and the index in it. */
+/**
+ * Where {@linkcode Side.locate} found a price: the block's index, the index
+ * in it, and whether the entry there is the price's own level.
+ */
 let foundBlock = 0;
 let foundIndex = 0;
+let foundLevel = false;
 
 /**
  * One side of a book, kept WORST first in blocks of at most
@@ -123,6 +127,8 @@ let foundIndex = 0;
  */
 class Side {
   #blocks: Block[] = [];
+  /** `tops[b]` is the rank of block `b`'s last entry: the blocks are searched by it. */
+  #tops: number[] = doubles();
   #length = 0;
   readonly #descending: boolean;
   /** 1 on the bid side, -1 on the ask side: a rank is `sign * value`, ascending worst to best. */
@@ -139,6 +145,7 @@ class Side {
 
   clear(): void {
     this.#blocks = [];
+    this.#tops = doubles();
     this.#length = 0;
   }
 
@@ -152,6 +159,7 @@ class Side {
     if (blocks.length === 0) {
       if (!zero) {
         blocks.push(block([{ key, value, price, size }], this.#sign));
+        this.#tops.push(rank);
         this.#length = 1;
       }
       return;
@@ -160,10 +168,8 @@ class Side {
     const b = foundBlock;
     const i = foundIndex;
     const { entries, ranks } = blocks[b]!;
-    const entry = entries[i];
-    const found = entry !== undefined && entry.key === key;
     if (zero) {
-      if (!found) return;
+      if (!foundLevel) return;
       const last = entries.length - 1;
       for (let j = i; j < last; j++) {
         entries[j] = entries[j + 1]!;
@@ -172,8 +178,14 @@ class Side {
       entries.pop();
       ranks.pop();
       this.#length--;
-      if (last === 0) blocks.splice(b, 1);
-    } else if (found) {
+      if (last === 0) {
+        blocks.splice(b, 1);
+        this.#tops.splice(b, 1);
+      } else if (i === last) {
+        this.#tops[b] = ranks[last - 1]!;
+      }
+    } else if (foundLevel) {
+      const entry = entries[i]!;
       entry.price = price;
       entry.size = size;
     } else {
@@ -192,9 +204,11 @@ class Side {
       target.entries.length = half;
       target.ranks.length = half;
       blocks.splice(b + 1, 0, upper);
+      this.#tops.splice(b, 0, target.ranks[half - 1]!);
       if (at > half) {
         target = upper;
         at -= half;
+        b++;
       }
     }
     const { entries, ranks } = target;
@@ -207,6 +221,7 @@ class Side {
     }
     entries[at] = entry;
     ranks[at] = rank;
+    if (at === entries.length - 1) this.#tops[b] = rank;
     this.#length++;
   }
 
@@ -228,10 +243,14 @@ class Side {
     } finally {
       const entries = this.#build(read, zeros);
       const blocks: Block[] = [];
+      const tops = doubles();
       for (let i = 0; i < entries.length; i += FILL_SIZE) {
-        blocks.push(block(entries.slice(i, i + FILL_SIZE), this.#sign));
+        const next = block(entries.slice(i, i + FILL_SIZE), this.#sign);
+        blocks.push(next);
+        tops.push(next.ranks[next.ranks.length - 1]!);
       }
       this.#blocks = blocks;
+      this.#tops = tops;
       this.#length = entries.length;
     }
   }
@@ -307,6 +326,7 @@ class Side {
       whole++;
     }
     blocks.splice(0, whole);
+    this.#tops.splice(0, whole);
     if (drop > 0) {
       const { entries, ranks } = blocks[0]!;
       entries.splice(0, drop);
@@ -329,26 +349,26 @@ class Side {
   /**
    * Finds where the price of rank `rank` and key `key` is or goes, in
    * {@linkcode foundBlock} and {@linkcode foundIndex}: the first entry not
-   * worse than it, or just past the best entry. The side has at least one
-   * block.
+   * worse than it, or just past the best entry; {@linkcode foundLevel} says
+   * whether that entry is the price's. The side has at least one block.
    *
    * Ranks alone place the price among the entries of other ranks (a float
    * order agrees with the exact one wherever the floats differ): the search
    * finds the first entry of a rank not below it — its block from the best
    * end, where most changes land (steps of 1, 2, 4, ... back, then halving),
-   * by the block's last rank, then the entry in the block by halving. Among
+   * by its last rank, then the entry in the block by halving. Among
    * entries of its very rank, the price goes after those whose exact price
    * is worse.
    */
   #locate(rank: number, key: string): void {
     const blocks = this.#blocks;
+    const tops = this.#tops;
     const n = blocks.length;
     let lo = 0;
     let hi = n;
     for (let step = 1; step <= n; step *= 2) {
       const probe = n - step;
-      const ranks = blocks[probe]!.ranks;
-      if (ranks[ranks.length - 1]! < rank) {
+      if (tops[probe]! < rank) {
         lo = probe + 1;
         break;
       }
@@ -356,13 +376,13 @@ class Side {
     }
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      const ranks = blocks[mid]!.ranks;
-      if (ranks[ranks.length - 1]! < rank) lo = mid + 1;
+      if (tops[mid]! < rank) lo = mid + 1;
       else hi = mid;
     }
     if (lo === n) {
       foundBlock = n - 1;
       foundIndex = blocks[n - 1]!.entries.length;
+      foundLevel = false;
       return;
     }
     const ranks = blocks[lo]!.ranks;
@@ -374,12 +394,14 @@ class Side {
       if (ranks[mid]! < rank) first = mid + 1;
       else last = mid;
     }
-    if (ranks[first] === rank) {
-      this.#passTies(lo, first, rank, key);
-      return;
-    }
     foundBlock = lo;
     foundIndex = first;
+    // One price has one rank: an entry of another rank is another price.
+    foundLevel = false;
+    if (ranks[first] === rank) {
+      if (blocks[lo]!.entries[first]!.key === key) foundLevel = true;
+      else this.#passTies(lo, first, rank, key);
+    }
   }
 
   /**
@@ -401,6 +423,7 @@ class Side {
         ) {
           foundBlock = b;
           foundIndex = at;
+          foundLevel = entryKey === key;
           return;
         }
         at++;
@@ -408,6 +431,7 @@ class Side {
       if (b === blocks.length - 1) {
         foundBlock = b;
         foundIndex = at;
+        foundLevel = false;
         return;
       }
       b++;
