@@ -9,10 +9,8 @@ import type { Level } from "./events.ts";
 import { compareNormalized, decimalValue, isZeroDecimal, normalizeDecimal } from "./decimal.ts";
 
 interface Entry {
-  /** Normalized price, the level's identity; the exact tie-break of `value`. */
+  /** Normalized price, the level's identity (its rank, a float, is kept beside it in its block). */
   key: string;
-  /** `key` as the nearest float: ordering by it agrees with the exact order wherever it differs. */
-  value: number;
   /** Price as the venue sent it. */
   price: string;
   /** Size as the venue sent it. */
@@ -68,12 +66,6 @@ function valued(key: string): string {
   return key;
 }
 
-/** Exact order of two entries' prices: the floats where they differ, else the decimals. */
-function compare(a: Entry, value: number, key: string): number {
-  if (a.value !== value) return a.value < value ? -1 : 1;
-  return a.key === key ? 0 : compareNormalized(a.key, key);
-}
-
 /** The most entries a {@linkcode Block} holds; a full one splits in two. */
 const BLOCK_SIZE = 64;
 
@@ -92,13 +84,6 @@ interface Block {
    * side, so ranks ascend worst to best. Always an array of doubles.
    */
   ranks: number[];
-}
-
-/** A block of `entries` (worst first) on the side of `sign`. */
-function block(entries: Entry[], sign: number): Block {
-  const ranks = doubles();
-  for (let i = 0; i < entries.length; i++) ranks.push(sign * entries[i]!.value);
-  return { entries, ranks };
 }
 
 /**
@@ -130,12 +115,10 @@ class Side {
   /** `tops[b]` is the rank of block `b`'s last entry: the blocks are searched by it. */
   #tops: number[] = doubles();
   #length = 0;
-  readonly #descending: boolean;
   /** 1 on the bid side, -1 on the ask side: a rank is `sign * value`, ascending worst to best. */
   readonly #sign: number;
 
   constructor(descending: boolean) {
-    this.#descending = descending;
     this.#sign = descending ? 1 : -1;
   }
 
@@ -158,7 +141,9 @@ class Side {
     const blocks = this.#blocks;
     if (blocks.length === 0) {
       if (!zero) {
-        blocks.push(block([{ key, value, price, size }], this.#sign));
+        const ranks = doubles();
+        ranks.push(rank);
+        blocks.push({ entries: [{ key, price, size }], ranks });
         this.#tops.push(rank);
         this.#length = 1;
       }
@@ -189,7 +174,7 @@ class Side {
       entry.price = price;
       entry.size = size;
     } else {
-      this.#insert(b, i, { key, value, price, size }, rank);
+      this.#insert(b, i, { key, price, size }, rank);
     }
   }
 
@@ -233,60 +218,70 @@ class Side {
    */
   fill(levels: readonly Level[]): void {
     const read: Entry[] = [];
+    const ranks = doubles();
     const zeros: boolean[] = [];
+    const sign = this.#sign;
     try {
       for (const [price, size] of levels) {
         const key = normalizeDecimal(price);
         zeros.push(normalizeDecimal(size) === "0");
-        read.push({ key, value: +key, price, size });
+        ranks.push(sign * +key);
+        read.push({ key, price, size });
       }
     } finally {
-      const entries = this.#build(read, zeros);
-      const blocks: Block[] = [];
-      const tops = doubles();
-      for (let i = 0; i < entries.length; i += FILL_SIZE) {
-        const next = block(entries.slice(i, i + FILL_SIZE), this.#sign);
-        blocks.push(next);
-        tops.push(next.ranks[next.ranks.length - 1]!);
-      }
-      this.#blocks = blocks;
-      this.#tops = tops;
-      this.#length = entries.length;
+      this.#build(read, ranks, zeros);
     }
   }
 
-  /** `read`'s levels as a side, worst first: the last of each price, unless its size is zero. */
-  #build(read: Entry[], zeros: boolean[]): Entry[] {
+  /**
+   * Makes the side of `read`'s levels (of `ranks`), worst first in blocks:
+   * the last of each price, unless its size is zero.
+   */
+  #build(read: Entry[], ranks: number[], zeros: boolean[]): void {
     const n = read.length;
     // A snapshot comes best first (Coinbase, Kraken) or worst first: a strictly monotonic
     // list has no repeated price and needs no sorting.
     let bestFirst = true;
     let worstFirst = true;
     for (let i = 1; i < n && (bestFirst || worstFirst); i++) {
-      const next = read[i]!;
-      const order = this.#order(read[i - 1]!, next);
+      const order = this.#order(read, ranks, i - 1, i);
       if (order >= 0) worstFirst = false;
       if (order <= 0) bestFirst = false;
     }
-    const out: Entry[] = [];
+    // The indexes of the levels kept, worst first.
+    const kept: number[] = [];
     if (worstFirst) {
-      for (let i = 0; i < n; i++) if (!zeros[i]) out.push(read[i]!);
-      return out;
+      for (let i = 0; i < n; i++) if (!zeros[i]) kept.push(i);
+    } else if (bestFirst) {
+      for (let i = n - 1; i >= 0; i--) if (!zeros[i]) kept.push(i);
+    } else {
+      // Worst first, a price's occurrences in the order given (the sort is stable).
+      const order = Array.from({ length: n }, (_, i) => i);
+      order.sort((a, b) => this.#order(read, ranks, a, b));
+      for (let i = 0; i < n; i++) {
+        const index = order[i]!;
+        const next = order[i + 1];
+        if (next !== undefined && read[next]!.key === read[index]!.key) continue;
+        if (!zeros[index]) kept.push(index);
+      }
     }
-    if (bestFirst) {
-      for (let i = n - 1; i >= 0; i--) if (!zeros[i]) out.push(read[i]!);
-      return out;
+    const blocks: Block[] = [];
+    const tops = doubles();
+    for (let start = 0; start < kept.length; start += FILL_SIZE) {
+      const end = Math.min(start + FILL_SIZE, kept.length);
+      const entries: Entry[] = [];
+      const blockRanks = doubles();
+      for (let k = start; k < end; k++) {
+        const index = kept[k]!;
+        entries.push(read[index]!);
+        blockRanks.push(ranks[index]!);
+      }
+      blocks.push({ entries, ranks: blockRanks });
+      tops.push(blockRanks[blockRanks.length - 1]!);
     }
-    // Worst first, a price's occurrences in the order given (the sort is stable).
-    const order = Array.from({ length: n }, (_, i) => i);
-    order.sort((a, b) => this.#order(read[a]!, read[b]!));
-    for (let i = 0; i < n; i++) {
-      const index = order[i]!;
-      const next = order[i + 1];
-      if (next !== undefined && read[next]!.key === read[index]!.key) continue;
-      if (!zeros[index]) out.push(read[index]!);
-    }
-    return out;
+    this.#blocks = blocks;
+    this.#tops = tops;
+    this.#length = kept.length;
   }
 
   /** The best `limit` levels, best first (`limit` as `Array.prototype.slice` takes an end). */
@@ -334,16 +329,25 @@ class Side {
     }
   }
 
+  /** The best level's value (the side has one). */
+  bestValue(): number {
+    return this.#sign * this.#tops[this.#tops.length - 1]!;
+  }
+
   best(): Entry | undefined {
     const blocks = this.#blocks;
     const entries = blocks[blocks.length - 1]?.entries;
     return entries?.[entries.length - 1];
   }
 
-  /** Positive when `a` is better than `b` on this side, negative when worse, else 0. */
-  #order(a: Entry, b: Entry): number {
-    const cmp = compare(a, b.value, b.key);
-    return this.#descending ? cmp : -cmp;
+  /** Positive when level `a` of `read` (of `ranks`) is better than level `b`, negative when worse, else 0. */
+  #order(read: Entry[], ranks: number[], a: number, b: number): number {
+    const rankA = ranks[a]!;
+    const rankB = ranks[b]!;
+    if (rankA !== rankB) return rankA > rankB ? 1 : -1;
+    const keyA = read[a]!.key;
+    const keyB = read[b]!.key;
+    return keyA === keyB ? 0 : this.#sign * compareNormalized(keyA, keyB);
   }
 
   /**
@@ -516,6 +520,10 @@ export class OrderBook {
   crossed(): boolean {
     const bid = this.#bids.best();
     const ask = this.#asks.best();
-    return bid !== undefined && ask !== undefined && compare(bid, ask.value, ask.key) >= 0;
+    if (bid === undefined || ask === undefined) return false;
+    const bidValue = this.#bids.bestValue();
+    const askValue = this.#asks.bestValue();
+    if (bidValue !== askValue) return bidValue > askValue;
+    return bid.key === ask.key || compareNormalized(bid.key, ask.key) > 0;
   }
 }
