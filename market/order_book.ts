@@ -69,6 +69,13 @@ function valued(key: string): string {
 /** The most entries a {@linkcode Block} holds; a full one splits in two. */
 const BLOCK_SIZE = 64;
 
+/**
+ * The longest normalized price whose rank tells it from every other price of
+ * at most this length: it has at most 15 digits, and two decimals of at most
+ * 15 significant digits never round to one double.
+ */
+const SHORT_KEY = 15;
+
 /** How full {@linkcode Side.fill} makes its blocks, leaving room for inserts. */
 const FILL_SIZE = 48;
 
@@ -114,6 +121,11 @@ class Side {
   #blocks: Block[] = [];
   /** `tops[b]` is the rank of block `b`'s last entry: the blocks are searched by it. */
   #tops: number[] = doubles();
+  /**
+   * Whether a price longer than {@linkcode SHORT_KEY} characters may be
+   * held: until one is, two prices of one rank are one price.
+   */
+  #longKeys = false;
   #length = 0;
   /** 1 on the bid side, -1 on the ask side: a rank is `sign * value`, ascending worst to best. */
   readonly #sign: number;
@@ -129,6 +141,7 @@ class Side {
   clear(): void {
     this.#blocks = [];
     this.#tops = doubles();
+    this.#longKeys = false;
     this.#length = 0;
   }
 
@@ -144,6 +157,7 @@ class Side {
         const ranks = doubles();
         ranks.push(rank);
         blocks.push({ entries: [{ key, price, size }], ranks });
+        if (key.length > SHORT_KEY) this.#longKeys = true;
         this.#tops.push(rank);
         this.#length = 1;
       }
@@ -174,6 +188,7 @@ class Side {
       entry.price = price;
       entry.size = size;
     } else {
+      if (key.length > SHORT_KEY) this.#longKeys = true;
       this.#insert(b, i, { key, price, size }, rank);
     }
   }
@@ -267,13 +282,16 @@ class Side {
     }
     const blocks: Block[] = [];
     const tops = doubles();
+    let longKeys = false;
     for (let start = 0; start < kept.length; start += FILL_SIZE) {
       const end = Math.min(start + FILL_SIZE, kept.length);
       const entries: Entry[] = [];
       const blockRanks = doubles();
       for (let k = start; k < end; k++) {
         const index = kept[k]!;
-        entries.push(read[index]!);
+        const entry = read[index]!;
+        if (entry.key.length > SHORT_KEY) longKeys = true;
+        entries.push(entry);
         blockRanks.push(ranks[index]!);
       }
       blocks.push({ entries, ranks: blockRanks });
@@ -282,6 +300,7 @@ class Side {
     this.#blocks = blocks;
     this.#tops = tops;
     this.#length = kept.length;
+    this.#longKeys = longKeys;
   }
 
   /** The best `limit` levels, best first (`limit` as `Array.prototype.slice` takes an end). */
@@ -403,8 +422,11 @@ class Side {
     // One price has one rank: an entry of another rank is another price.
     foundLevel = false;
     if (ranks[first] === rank) {
-      if (blocks[lo]!.entries[first]!.key === key) foundLevel = true;
-      else this.#passTies(lo, first, rank, key);
+      if (
+        (key.length <= SHORT_KEY && !this.#longKeys) || blocks[lo]!.entries[first]!.key === key
+      ) {
+        foundLevel = true;
+      } else this.#passTies(lo, first, rank, key);
     }
   }
 

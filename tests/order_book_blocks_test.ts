@@ -560,3 +560,27 @@ Deno.test("OrderBook in blocks counts levels(limit) as slice does for limits of 
     );
   }
 });
+
+Deno.test("OrderBook in blocks tells a price from a longer one of the same float, whichever came first", () => {
+  // "100.1" and "100.10000000000000001" are one double; so are "100.2" and its long twin.
+  const long = "100.10000000000000001";
+  const cases: { snapshot: Level[]; updates: Level[] }[] = [
+    { snapshot: [[long, "1"]], updates: [["100.1", "2"], [long, "3"], ["100.1", "0"]] },
+    { snapshot: [["100.1", "1"]], updates: [[long, "2"], ["100.1", "3"], [long, "0"]] },
+    { snapshot: [], updates: [["100.1", "1"], [long, "2"], ["100.10", "0"], [long, "0"]] },
+    { snapshot: [["100.2", "1"], ["100.1", "1"]], updates: [["100.20000000000000001", "5"]] },
+  ];
+  for (const { snapshot, updates } of cases) {
+    for (const side of ["bid", "ask"] as const) {
+      const book = new OrderBook();
+      const previous = new PreviousOrderBook();
+      book.replace(side === "bid" ? snapshot : [], side === "ask" ? snapshot : []);
+      previous.replace(side === "bid" ? snapshot : [], side === "ask" ? snapshot : []);
+      for (const [p, s] of updates) {
+        book.apply(side, p, s);
+        previous.apply(side, p, s);
+        assertSame(book, previous, `${side} ${p} ${s}`);
+      }
+    }
+  }
+});
