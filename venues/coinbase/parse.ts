@@ -173,7 +173,7 @@ type JsonRecord = Record<string, Json>;
 function parseFrame(frame: string, receivedUs: number): CoinbaseParsedFrame {
   if (typeof frame !== "string") fail("Frame is not text");
   if (frame.startsWith(COMPACT_BOOK_HEAD)) {
-    const book = parseCoinbaseCompactBook(frame);
+    const book = compactBook(frame);
     if (book !== null) return book;
   }
   let message: Json;
@@ -535,7 +535,11 @@ const COMPACT_LEVEL = new RegExp(
  * ```
  */
 export function parseCoinbaseCompactBook(frame: string): CoinbaseParsedFrame | null {
-  if (!has(frame, 0, COMPACT_BOOK_HEAD)) return null;
+  return has(frame, 0, COMPACT_BOOK_HEAD) ? compactBook(frame) : null;
+}
+
+/** {@linkcode parseCoinbaseCompactBook} of a frame known to start with {@linkcode COMPACT_BOOK_HEAD}. */
+function compactBook(frame: string): CoinbaseParsedFrame | null {
   const length = frame.length;
   const timestampStart = COMPACT_BOOK_HEAD.length;
   const timestampEnd = stringEnd(frame, timestampStart);
