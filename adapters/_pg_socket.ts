@@ -22,6 +22,12 @@
  * ({@linkcode TLS_REFUSED_CODE}), as in libpq; postgres.js would start TLS
  * all the same and the server would hang up, an outage to every caller.
  *
+ * A connection hung up on while it starts, before PostgreSQL said a word
+ * (PostgreSQL, or a proxy before it, refusing connections for a moment), is
+ * opened again until postgres.js's connect timeout, as postgres.js reconnects
+ * its own sockets: its statements wait for PostgreSQL to take connections
+ * again instead of failing while it already does.
+ *
  * @module
  */
 
@@ -78,12 +84,20 @@ const READY_FOR_QUERY = 0x5a; // 'Z'
  */
 export function watchedSockets(options: WatchedSocketsOptions): (target: PgSocketTarget) => Duplex {
   return (target) => {
-    if (target.path) return new WatchedSocket(net.connect(target.path), options, target.path);
+    const path = target.path;
+    if (path) return new WatchedSocket(() => net.connect(path), options, path);
     const host = target.host[0] ?? "localhost";
     const port = target.port[0] ?? 5432;
-    return new WatchedSocket(net.connect(port, host), options, `${host}:${port}`, host, port);
+    return new WatchedSocket(() => net.connect(port, host), options, `${host}:${port}`, host, port);
   };
 }
+
+/** First wait before a start-up hung up on is tried again, ms; doubled each time. */
+const REOPEN_INITIAL_MS = 25;
+/** Longest wait between two tries of a start-up hung up on, ms. */
+const REOPEN_MAX_MS = 1_000;
+/** Errors of a connection its peer hung up on, as a close is: the start-up may be tried again. */
+const HUNG_UP_CODES: ReadonlySet<string> = new Set(["ECONNRESET", "EPIPE"]);
 
 /**
  * Counts the messages of one direction of the protocol across chunks:
@@ -140,11 +154,25 @@ class WatchedSocket extends Duplex {
   readonly host: string | undefined;
   /** The server's port. */
   readonly port: number | undefined;
-  readonly #raw: net.Socket;
+  /** Opens a TCP (or Unix) connection to PostgreSQL. */
+  readonly #connect: () => net.Socket;
+  readonly #options: WatchedSocketsOptions;
+  readonly #where: string;
+  #raw: net.Socket;
   /** What postgres.js's bytes go through: the raw socket, or TLS over it, once negotiated. */
   #wire: net.Socket | tls.TLSSocket | null = null;
   /** Writes made before the wire was ready. */
   #queued: Array<{ chunk: Uint8Array; callback: (error?: Error | null) => void }> = [];
+  /** What postgres.js wrote before PostgreSQL said a word: sent again on a connection reopened. */
+  #unanswered: Uint8Array[] = [];
+  /** A byte of PostgreSQL's reached postgres.js: the start-up can no longer be tried again. */
+  #heard = false;
+  /** Tries of the start-up so far ({@linkcode REOPEN_INITIAL_MS}). */
+  #reopened = 0;
+  #reopening: ReturnType<typeof setTimeout> | undefined;
+  /** `setKeepAlive` and `setNoDelay` as postgres.js asked, for a connection reopened. */
+  #keepAlive: [boolean | undefined, number | undefined] | undefined;
+  #noDelay: boolean | undefined;
   readonly #deadlineMs: number | null;
   #waiting: ReturnType<typeof setTimeout> | undefined;
   /** `ReadyForQuery` messages PostgreSQL owes. */
@@ -171,19 +199,33 @@ class WatchedSocket extends Duplex {
   #dead = false;
 
   constructor(
-    raw: net.Socket,
+    connect: () => net.Socket,
     options: WatchedSocketsOptions,
     where: string,
     host?: string,
     port?: number,
   ) {
     super({ allowHalfOpen: false });
-    this.#raw = raw;
+    this.#connect = connect;
+    this.#options = options;
+    this.#where = where;
     this.#deadlineMs = options.answerDeadlineMs;
     this.host = host;
     this.port = port;
-    raw.on("error", (error: Error) => this.#fail(error));
-    raw.on("close", () => this.#closed());
+    this.#raw = connect();
+    this.#open(this.#raw);
+  }
+
+  /** Takes PostgreSQL's connection `raw` and, where `ssl` says so, negotiates TLS (postgres.js's way). */
+  #open(raw: net.Socket): void {
+    const current = () => raw === this.#raw && this.#reopening === undefined && !this.destroyed;
+    raw.on("error", (error: Error) => current() && this.#lost(error));
+    raw.on("close", () => current() && this.#closed());
+    if (this.#keepAlive !== undefined) raw.setKeepAlive(...this.#keepAlive);
+    if (this.#noDelay !== undefined) raw.setNoDelay(this.#noDelay);
+    const options = this.#options;
+    const where = this.#where;
+    const host = this.host;
     if (options.ssl === false) {
       this.#use(raw);
       return;
@@ -192,6 +234,7 @@ class WatchedSocket extends Duplex {
     const ssl = options.ssl;
     const answer = (chunk: Uint8Array) => {
       raw.off("data", answer);
+      if (!current()) return;
       this.#answered();
       if (chunk[0] === 0x53 && chunk.length === 1) {
         const secure = tls.connect({
@@ -205,8 +248,8 @@ class WatchedSocket extends Duplex {
             ? {}
             : ssl),
         } as tls.ConnectionOptions);
-        secure.on("error", (error: Error) => this.#fail(error));
-        secure.once("secureConnect", () => this.#use(secure));
+        secure.on("error", (error: Error) => current() && this.#lost(error));
+        secure.once("secureConnect", () => current() && this.#use(secure));
       } else if (chunk[0] === 0x4e && chunk.length === 1 && ssl === "prefer") {
         this.#use(raw);
       } else if (chunk[0] === 0x4e && chunk.length === 1) {
@@ -231,12 +274,14 @@ class WatchedSocket extends Duplex {
 
   /** Passed to the raw socket (postgres.js's `keep_alive`). */
   setKeepAlive(enable?: boolean, initialDelay?: number): this {
+    this.#keepAlive = [enable, initialDelay];
     this.#raw.setKeepAlive(enable, initialDelay);
     return this;
   }
 
   /** Passed to the raw socket. */
   setNoDelay(noDelay?: boolean): this {
+    this.#noDelay = noDelay;
     this.#raw.setNoDelay(noDelay);
     return this;
   }
@@ -252,8 +297,29 @@ class WatchedSocket extends Duplex {
     }
     this.#sent.scan(chunk);
     if (this.#owes()) this.#expectAnswer();
-    if (this.#wire === null) this.#queued.push({ chunk, callback });
-    else this.#wire.write(chunk, callback);
+    if (!this.#heard) this.#unanswered.push(chunk.slice());
+    const wire = this.#wire;
+    if (wire === null) {
+      this.#queued.push({ chunk, callback });
+      return;
+    }
+    this.#send(wire, chunk, callback);
+  }
+
+  /**
+   * Writes `chunk` to `wire`. A write's error is the connection's, handled as
+   * its `error` would be (a hang-up while starting is a close): not the
+   * stream's, which would reach postgres.js as an error without that handling.
+   */
+  #send(
+    wire: net.Socket | tls.TLSSocket,
+    chunk: Uint8Array,
+    callback: (error?: Error | null) => void,
+  ): void {
+    wire.write(chunk, (error?: Error | null) => {
+      if (error && wire === this.#wire && this.#reopening === undefined) this.#lost(error);
+      callback();
+    });
   }
 
   override _read(): void {
@@ -267,6 +333,7 @@ class WatchedSocket extends Duplex {
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#answered();
+    clearTimeout(this.#reopening);
     if (this.#wire !== null && this.#wire !== this.#raw) this.#wire.destroy();
     this.#raw.destroy();
     // Writes that never went out: the close (or `error`) tells postgres.js the connection is
@@ -278,11 +345,20 @@ class WatchedSocket extends Duplex {
   /**
    * The connection closed under postgres.js. Ready once, it ends as a socket
    * of postgres.js's own would. Closed while it starts (PostgreSQL, or a proxy
-   * before it, hanging up at once), it is left to postgres.js's connect
-   * timeout, which fails its first statement as a connection never made
-   * (`CONNECT_TIMEOUT`): a close alone would leave postgres.js reconnecting
-   * for ever with that statement waiting, and an error then surfaced where
-   * nothing handles it.
+   * before it, hanging up at once), it is opened again — with a growing pause,
+   * the start-up sent again — as long as PostgreSQL has said nothing on it,
+   * until postgres.js's connect timeout ends it: a statement waiting for the
+   * connection goes through once PostgreSQL takes connections again, as on
+   * postgres.js's own sockets (which it reconnects), and fails as a
+   * connection never made (`CONNECT_TIMEOUT`) if it does not within the
+   * connect timeout — a close alone would leave postgres.js reconnecting for
+   * ever with that statement waiting. Closed after PostgreSQL said something
+   * (the start-up cannot be sent again), it is left to that timeout.
+   *
+   * Failing the start-up at once is no way out: the connection's first
+   * statement after a reconnection is postgres.js's fetch of the array types,
+   * whose failure it leaves unhandled (porsager/postgres#1192), and that
+   * statement, lost with a connection, waits on the reconnection.
    */
   #closed(): void {
     if (this.destroyed) return;
@@ -290,8 +366,42 @@ class WatchedSocket extends Duplex {
       this.destroy();
       return;
     }
+    if (!this.#heard) {
+      this.#reopen();
+      return;
+    }
     this.#dead = true;
     this.#answered();
+  }
+
+  /** The connection failed with `error`: a hang-up before PostgreSQL said a word is a close. */
+  #lost(error: Error): void {
+    const code = (error as Error & { code?: unknown }).code;
+    if (!this.#ready && !this.#heard && typeof code === "string" && HUNG_UP_CODES.has(code)) {
+      this.#closed();
+    } else {
+      this.#fail(error);
+    }
+  }
+
+  /** Opens the connection again after a pause, to send the start-up postgres.js wrote again. */
+  #reopen(): void {
+    if (this.#reopening !== undefined) return;
+    const pause = Math.min(REOPEN_MAX_MS, REOPEN_INITIAL_MS * 2 ** this.#reopened++);
+    this.#reopening = setTimeout(() => {
+      this.#reopening = undefined;
+      if (this.destroyed) return;
+      this.#raw = this.#connect();
+      this.#open(this.#raw);
+    }, pause);
+    const wire = this.#wire;
+    this.#wire = null;
+    if (wire !== null && wire !== this.#raw) wire.destroy();
+    this.#raw.destroy();
+    // What went out is sent again first (its callbacks ran, or run, on the old connection), then
+    // what was waiting for a wire: the last of the writes kept.
+    const sent = this.#unanswered.slice(0, this.#unanswered.length - this.#queued.length);
+    this.#queued = [...sent.map((chunk) => ({ chunk, callback: () => {} })), ...this.#queued];
   }
 
   /** Ends the connection with `error` for postgres.js. */
@@ -319,7 +429,11 @@ class WatchedSocket extends Duplex {
   #use(wire: net.Socket | tls.TLSSocket): void {
     if (this.destroyed) return;
     this.#wire = wire;
+    const current = () => wire === this.#wire && !this.destroyed;
     wire.on("data", (chunk: Uint8Array) => {
+      if (!current()) return;
+      this.#heard = true;
+      this.#unanswered = [];
       this.#received.scan(chunk);
       // Any byte is progress; none owed, the connection may rest.
       if (this.#owes()) this.#expectAnswer(true);
@@ -328,9 +442,9 @@ class WatchedSocket extends Duplex {
     });
     // PostgreSQL hung up: the connection is over (a stream merely ended would refuse
     // postgres.js's next write with an error nobody listens for any more).
-    wire.on("end", () => this.#closed());
-    if (wire !== this.#raw) wire.on("close", () => this.#closed());
-    for (const { chunk, callback } of this.#queued.splice(0)) wire.write(chunk, callback);
+    wire.on("end", () => current() && this.#closed());
+    if (wire !== this.#raw) wire.on("close", () => current() && this.#closed());
+    for (const { chunk, callback } of this.#queued.splice(0)) this.#send(wire, chunk, callback);
   }
 
   /** Waits for a byte from PostgreSQL (afresh when `restart`), dropping the connection when none comes. */

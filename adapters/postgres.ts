@@ -53,10 +53,9 @@ export interface PostgresOptions {
    * server) would else hold them for as long as TCP keeps the connection.
    * null never drops one (a session that turns its `statement_timeout` off,
    * such as the migrations'). A URL naming several hosts (postgres.js tries
-   * them in turn) has none. Not a config key. Opt-in for now: unless a number
-   * is given (or the sslmode requires TLS: then statement_timeout_ms +
-   * ANSWER_MARGIN_MS), the pool uses postgres.js's own sockets, without one.
-   * @default {none}
+   * them in turn) has none: its pool uses postgres.js's own sockets. Not a
+   * config key.
+   * @default {statement_timeout_ms + ANSWER_MARGIN_MS}
    */
   answer_deadline_ms?: number | null | undefined;
 }
@@ -244,11 +243,7 @@ export function createPostgres(options: PostgresOptions, log: Logger = nullLogge
   // owed, and refuse a server that will not do TLS a mode requires — postgres.js would start it
   // anyway and be hung up on, an outage to every caller). Several hosts are postgres.js's to try
   // in turn: such a URL keeps its own sockets, without a deadline.
-  // Opt-in for now (answer_deadline_ms given): the engine's chaos tests (PostgreSQL connections
-  // cut under load) still fail with them; TLS that a mode requires always goes through them.
-  const tlsRequired = connection.ssl !== false && connection.ssl !== "prefer";
-  const watched = typeof options.answer_deadline_ms === "number" || tlsRequired;
-  const socket = !watched || severalHosts(connection.url)
+  const socket = severalHosts(connection.url)
     ? null
     : watchedSockets({ answerDeadlineMs: answerMs, ssl: connection.ssl, sslmode });
   const sql = postgres(connection.url, {

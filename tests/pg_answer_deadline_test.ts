@@ -102,6 +102,29 @@ Deno.test("a statement PostgreSQL never answers fails as a lost connection after
   }
 });
 
+Deno.test("the engine's pool is watched by default, without TLS: statement_timeout_ms plus the margin", async () => {
+  await using proxy = startTcpProxy(PG);
+  const sql = createPostgres({
+    url: through("postgres://postgres@127.0.0.1:5432/postgres", proxy.port),
+    sslmode: "disable",
+    pool_size: 1,
+    statement_timeout_ms: 500,
+  });
+  try {
+    await sql`select 1 as one`;
+    proxy.stall();
+    const started = Date.now();
+    const outcome = await settledWithin(sql`select 1 as one`, 20_000, "the statement");
+    assert.ok("error" in outcome, `expected an error, got ${JSON.stringify(outcome)}`);
+    const error = mapDbError(outcome.error);
+    assert.ok(error instanceof DbConnectionError, `${error.name}: ${error.message}`);
+    assert.match(error.message, new RegExp(`sent nothing for ${500 + ANSWER_MARGIN_MS} ms`));
+    assert.ok(Date.now() - started >= 500 + ANSWER_MARGIN_MS, "dropped before its deadline");
+  } finally {
+    await sql.end({ timeout: 0 }).catch(() => {});
+  }
+});
+
 Deno.test("while PostgreSQL stops answering, a signal batch and the kill switch answer instead of hanging", async () => {
   await using db = await migratedDatabase();
   await using proxy = startTcpProxy(PG);
