@@ -77,8 +77,16 @@ async function main(): Promise<number> {
     failed = true;
     stop("uncaught error while starting");
   };
-  const { isPeerGoneError, isPostgresClosedWriteError } = await import("./lib/socket_errors.ts");
+  const { isPeerGoneError, isPostgresClosedWriteError, isPostgresTypeFetchError } = await import(
+    "./lib/socket_errors.ts"
+  );
   const onUnhandled = (error: unknown) => {
+    if (isPostgresTypeFetchError(error)) {
+      // postgres.js's own array-type query of a new connection, lost with the connection: the
+      // connection's statements failed as lost, and the next connection fetches the types again.
+      log.warn("a new PostgreSQL connection was lost while postgres.js fetched types", { error });
+      return;
+    }
     if (isPostgresClosedWriteError(error)) {
       // postgres.js flushed a write to a connection PostgreSQL had ended (restart, failover,
       // pg_terminate_backend): its queries fail with a connection error and it reconnects.

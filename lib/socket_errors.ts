@@ -14,6 +14,15 @@
  * `nextWrite` (porsager/postgres#1154, #1208; fixes #1168, #1209 unreleased).
  * `main.ts` logs such an error instead of stopping the engine for it.
  *
+ * On every new connection postgres.js 3.4.9 first fetches the array types
+ * with a query of its own whose promise nothing awaits (porsager/postgres#1192,
+ * #1205, #1223): when the connection is lost while that query runs — refused
+ * while PostgreSQL restarts, dropped by the pool's answer deadline in a
+ * partition, ended by PostgreSQL — its rejection is unhandled, though the
+ * connection's own statements fail as they should and postgres.js connects
+ * again (and fetches the types again) for the next. `main.ts` logs that one
+ * too ({@linkcode isPostgresTypeFetchError}).
+ *
  * @module
  */
 
@@ -63,4 +72,28 @@ export function isPeerGoneError(error: unknown): boolean {
   if (isPostgresClosedWriteError(error)) return true;
   const code = (error as Error & { code?: unknown }).code;
   return code === "EPIPE" || error.message === "This socket has been ended by the other party";
+}
+
+/** The start of postgres.js 3.4.9's array-type query (`fetchArrayTypes` in `src/connection.js`). */
+const POSTGRES_TYPE_FETCH_QUERY = /^\s*select b\.oid, b\.typarray\s/;
+
+/**
+ * Whether `error` is the failure of the array-type query postgres.js runs by
+ * itself on a new connection and never awaits (see the module doc): an
+ * `Error` whose `query` (which postgres.js defines on the errors of its
+ * queries) is that query's text.
+ *
+ * @example
+ * ```ts
+ * const lost = Object.assign(new Error("write CONNECT_TIMEOUT 127.0.0.1:5432"), {
+ *   query: "\n      select b.oid, b.typarray\n      from pg_catalog.pg_type a",
+ * });
+ * isPostgresTypeFetchError(lost); // true
+ * isPostgresTypeFetchError(new Error("write CONNECT_TIMEOUT 127.0.0.1:5432")); // false
+ * ```
+ */
+export function isPostgresTypeFetchError(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const query = (error as Error & { query?: unknown }).query;
+  return typeof query === "string" && POSTGRES_TYPE_FETCH_QUERY.test(query);
 }

@@ -8,7 +8,7 @@
 
 import type { Config } from "../config/mod.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
-import { isPeerGoneError } from "../lib/socket_errors.ts";
+import { isPeerGoneError, isPostgresTypeFetchError } from "../lib/socket_errors.ts";
 
 /** The non-empty lines of `../shared/fixtures/<venue>/<file>`: one captured message each. */
 export function fixtureLines(venue: string, file: string): string[] {
@@ -170,7 +170,8 @@ export function collectUncaught(): unknown[] & Disposable {
 
 /** What of `uncaught` ({@linkcode collectUncaught}) `main.ts` would stop the engine for, as text. */
 export function notPeerGone(uncaught: readonly unknown[]): string[] {
-  return uncaught.filter((error) => !isPeerGoneError(error)).map(String);
+  return uncaught.filter((error) => !isPeerGoneError(error) && !isPostgresTypeFetchError(error))
+    .map(String);
 }
 
 /** A seeded pseudo-random generator (mulberry32) of numbers in [0, 1), so a fuzz failure replays. */

@@ -9,12 +9,17 @@
  * while PostgreSQL had been back for seconds stopped the engines of
  * chaos_pg_drops_test and chaos_outage_test (PostgreSQL cut under load). A
  * start-up hung up on before PostgreSQL said a word is tried again, until the
- * connect timeout, as postgres.js reconnects its own sockets.
+ * connect timeout, as postgres.js reconnects its own sockets. A connection
+ * lost for good during the type fetch still leaves that rejection unhandled:
+ * `main.ts` recognises it (`isPostgresTypeFetchError`) and logs it instead of
+ * stopping the engine — the connection's statements failed as lost, and the
+ * next connection fetches the types again.
  *
  * @module
  */
 import assert from "node:assert/strict";
 import { createPostgres, databaseErrorKind } from "../adapters/postgres.ts";
+import { isPostgresTypeFetchError } from "../lib/socket_errors.ts";
 import { collectUncaught, notPeerGone, waitFor } from "./_helpers.ts";
 import { startPgFaultProxy } from "./_pg_cut_proxy.ts";
 import { startTcpProxy } from "./_tcp_proxy.ts";
@@ -76,5 +81,55 @@ Deno.test("a start-up hung up on until the connect timeout fails as a lost conne
   } finally {
     gate.restore();
     await sql.end({ timeout: 0 });
+  }
+});
+
+Deno.test("the type fetch of a connection lost for good rejects unhandled, and is recognised as postgres.js's own: the engine would log it, not stop", async () => {
+  using uncaught = collectUncaught();
+  await using faults = startPgFaultProxy();
+  await using gate = startTcpProxy({ hostname: "127.0.0.1", port: faults.port });
+  const sql = createPostgres({
+    url: `postgres://postgres@127.0.0.1:${gate.port}/postgres`,
+    sslmode: "disable",
+    pool_size: 1,
+    connect_timeout_s: 1,
+    answer_deadline_ms: 30_000,
+  });
+  try {
+    const fired = faults.arm({ match: isTypeFetch, mode: "before" }).then(() => gate.cut());
+    const error = await sql`select 1 as one`.then(() => null, (error: unknown) => error);
+    await fired;
+    assert.equal(databaseErrorKind(error), "connection", String(error));
+    await waitFor(() => uncaught.length > 0, 10_000, "the type fetch's unhandled rejection");
+    for (const lost of uncaught) {
+      assert.equal(isPostgresTypeFetchError(lost), true, `not recognised: ${lost}`);
+    }
+    assert.deepEqual(notPeerGone(uncaught), []);
+    // The pool's next connection fetches the types and works.
+    gate.restore();
+    const [row] = await sql`select array[1, 2]::int[] as pair`;
+    assert.deepEqual(row?.pair, [1, 2]);
+  } finally {
+    gate.restore();
+    await sql.end({ timeout: 0 });
+  }
+});
+
+Deno.test("isPostgresTypeFetchError knows postgres.js's type query by its text, and nothing else", () => {
+  const typeFetch = Object.assign(new Error("write CONNECT_TIMEOUT 127.0.0.1:5432"), {
+    query: "\n      select b.oid, b.typarray\n      from pg_catalog.pg_type a\n",
+  });
+  assert.equal(isPostgresTypeFetchError(typeFetch), true);
+  for (
+    const other of [
+      new Error("write CONNECT_TIMEOUT 127.0.0.1:5432"),
+      Object.assign(new Error("write CONNECT_TIMEOUT"), { query: "select 1" }),
+      Object.assign(new Error("x"), { query: "select b.oid from t -- select b.oid, b.typarray " }),
+      { query: "select b.oid, b.typarray from pg_type" },
+      "select b.oid, b.typarray ",
+      null,
+    ]
+  ) {
+    assert.equal(isPostgresTypeFetchError(other), false, JSON.stringify(other));
   }
 });
