@@ -27,36 +27,50 @@ import { startTcpProxy } from "./_tcp_proxy.ts";
 /** Whether `query` is postgres.js's fetch of the array types. */
 const isTypeFetch = (query: string) => query.includes("b.typarray");
 
-Deno.test("a connection lost during postgres.js's type fetch, its reconnection hung up on until PostgreSQL is back: the statement is answered, nothing goes unhandled", async () => {
-  using uncaught = collectUncaught();
-  // The client → a proxy that hangs up while cut (counting connections) → a proxy that drops
-  // the type fetch → PostgreSQL.
-  await using faults = startPgFaultProxy();
-  await using gate = startTcpProxy({ hostname: "127.0.0.1", port: faults.port });
+/**
+ * A one-connection pool through two proxies: the client → a proxy that hangs
+ * up while cut (counting connections) → a proxy that can drop the type fetch
+ * → PostgreSQL.
+ */
+function typeFetchRig(connectTimeoutS: number) {
+  const faults = startPgFaultProxy();
+  const gate = startTcpProxy({ hostname: "127.0.0.1", port: faults.port });
   const sql = createPostgres({
     url: `postgres://postgres@127.0.0.1:${gate.port}/postgres`,
     sslmode: "disable",
     pool_size: 1,
-    connect_timeout_s: 5,
+    connect_timeout_s: connectTimeoutS,
     answer_deadline_ms: 30_000,
   });
-  try {
-    let hungUpFrom = Infinity;
-    // The type fetch never reaches PostgreSQL: its connection is closed, and the next hung up on.
-    const fired = faults.arm({ match: isTypeFetch, mode: "before" }).then(() => {
-      hungUpFrom = gate.accepted;
-      gate.cut();
-    });
-    const outcome = sql`select 1 as one`.then((rows) => rows[0]?.one, (error: unknown) => error);
-    await fired;
-    await waitFor(() => gate.accepted > hungUpFrom, 5_000, "a reconnection hung up on");
-    gate.restore();
-    assert.equal(await outcome, 1);
-    assert.deepEqual(notPeerGone(uncaught), []);
-  } finally {
-    gate.restore();
-    await sql.end({ timeout: 0 });
-  }
+  return {
+    faults,
+    gate,
+    sql,
+    async [Symbol.asyncDispose]() {
+      gate.restore();
+      await sql.end({ timeout: 0 });
+      await gate[Symbol.asyncDispose]();
+      await faults[Symbol.asyncDispose]();
+    },
+  };
+}
+
+Deno.test("a connection lost during postgres.js's type fetch, its reconnection hung up on until PostgreSQL is back: the statement is answered, nothing goes unhandled", async () => {
+  using uncaught = collectUncaught();
+  await using rig = typeFetchRig(5);
+  const { faults, gate, sql } = rig;
+  let hungUpFrom = Infinity;
+  // The type fetch never reaches PostgreSQL: its connection is closed, and the next hung up on.
+  const fired = faults.arm({ match: isTypeFetch, mode: "before" }).then(() => {
+    hungUpFrom = gate.accepted;
+    gate.cut();
+  });
+  const outcome = sql`select 1 as one`.then((rows) => rows[0]?.one, (error: unknown) => error);
+  await fired;
+  await waitFor(() => gate.accepted > hungUpFrom, 5_000, "a reconnection hung up on");
+  gate.restore();
+  assert.equal(await outcome, 1);
+  assert.deepEqual(notPeerGone(uncaught), []);
 });
 
 Deno.test("a start-up hung up on until the connect timeout fails as a lost connection, and the pool works once PostgreSQL takes connections", async () => {
@@ -86,33 +100,21 @@ Deno.test("a start-up hung up on until the connect timeout fails as a lost conne
 
 Deno.test("the type fetch of a connection lost for good rejects unhandled, and is recognised as postgres.js's own: the engine would log it, not stop", async () => {
   using uncaught = collectUncaught();
-  await using faults = startPgFaultProxy();
-  await using gate = startTcpProxy({ hostname: "127.0.0.1", port: faults.port });
-  const sql = createPostgres({
-    url: `postgres://postgres@127.0.0.1:${gate.port}/postgres`,
-    sslmode: "disable",
-    pool_size: 1,
-    connect_timeout_s: 1,
-    answer_deadline_ms: 30_000,
-  });
-  try {
-    const fired = faults.arm({ match: isTypeFetch, mode: "before" }).then(() => gate.cut());
-    const error = await sql`select 1 as one`.then(() => null, (error: unknown) => error);
-    await fired;
-    assert.equal(databaseErrorKind(error), "connection", String(error));
-    await waitFor(() => uncaught.length > 0, 10_000, "the type fetch's unhandled rejection");
-    for (const lost of uncaught) {
-      assert.equal(isPostgresTypeFetchError(lost), true, `not recognised: ${lost}`);
-    }
-    assert.deepEqual(notPeerGone(uncaught), []);
-    // The pool's next connection fetches the types and works.
-    gate.restore();
-    const [row] = await sql`select array[1, 2]::int[] as pair`;
-    assert.deepEqual(row?.pair, [1, 2]);
-  } finally {
-    gate.restore();
-    await sql.end({ timeout: 0 });
+  await using rig = typeFetchRig(1);
+  const { faults, gate, sql } = rig;
+  const fired = faults.arm({ match: isTypeFetch, mode: "before" }).then(() => gate.cut());
+  const error = await sql`select 1 as one`.then(() => null, (error: unknown) => error);
+  await fired;
+  assert.equal(databaseErrorKind(error), "connection", String(error));
+  await waitFor(() => uncaught.length > 0, 10_000, "the type fetch's unhandled rejection");
+  for (const lost of uncaught) {
+    assert.equal(isPostgresTypeFetchError(lost), true, `not recognised: ${lost}`);
   }
+  assert.deepEqual(notPeerGone(uncaught), []);
+  // The pool's next connection fetches the types and works.
+  gate.restore();
+  const [row] = await sql`select array[1, 2]::int[] as pair`;
+  assert.deepEqual(row?.pair, [1, 2]);
 });
 
 Deno.test("isPostgresTypeFetchError knows postgres.js's type query by its text, and nothing else", () => {
