@@ -35,7 +35,8 @@ export const BINANCE_MAX_STREAMS_PER_CONNECTION = 1024;
 export const BINANCE_MAX_URL_LENGTH = 8_000;
 
 /**
- * A two-way map between a venue's symbols and canonical symbols.
+ * A two-way map between a venue's symbols and canonical symbols, fixed when
+ * made (the Binance parser caches its answers).
  *
  * @example
  * ```ts
