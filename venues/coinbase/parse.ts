@@ -175,6 +175,9 @@ function parseFrame(frame: string, receivedUs: number): CoinbaseParsedFrame {
   if (frame.startsWith(COMPACT_BOOK_HEAD)) {
     const book = compactBook(frame);
     if (book !== null) return book;
+  } else if (frame.startsWith(COMPACT_TICKER_HEAD)) {
+    const ticker = compactTicker(frame, receivedUs);
+    if (ticker !== null) return ticker;
   }
   let message: Json;
   try {
@@ -489,8 +492,9 @@ function request(
 // ---- the compact path ---------------------------------------------------
 // `l2_data` frames, most of a session, exactly as Coinbase writes them, read
 // by a scan of the text (each update matched by one sticky regular expression
-// that captures nothing, its fields found between the fixed texts) instead of
-// JSON.parse plus a check of every field.
+// that captures nothing, its fields found between the fixed texts), and
+// single `ticker` frames by one anchored regular expression (compactTicker),
+// instead of JSON.parse plus a check of every field.
 // Everything the scan accepts is valid JSON that the general path reads to
 // the same result; any other frame goes to the general path, which then gives
 // the result or the error. Tests hold both paths to the same result on every
@@ -616,6 +620,65 @@ function compactBook(frame: string): CoinbaseParsedFrame | null {
     },
     sequence,
   };
+}
+
+/** How a `ticker` frame written by Coinbase starts. */
+const COMPACT_TICKER_HEAD = '{"channel":"ticker","timestamp":"';
+/** The content of a JSON string without escapes or control characters. */
+const COMPACT_STRING = String.raw`[^"\\\x00-\x1f]*`;
+/** A decimal as {@linkcode isPlainDecimal} accepts it. */
+const COMPACT_DECIMAL = String.raw`\d+(?:\.\d+)?`;
+/**
+ * A `ticker` frame of one event of one ticker, its fields in Coinbase's order,
+ * every one a plain string; captures: timestamp, sequence_num, product_id,
+ * best_bid, best_ask, best_bid_quantity, best_ask_quantity.
+ */
+const COMPACT_TICKER = new RegExp(
+  [
+    String.raw`^\{"channel":"ticker","timestamp":"(${COMPACT_STRING})",`,
+    // A JSON integer of at most 15 digits: always a safe one.
+    String.raw`"sequence_num":(0|[1-9]\d{0,14}),"events":\[\{"type":"(?:snapshot|update)",`,
+    String.raw`"tickers":\[\{"type":"ticker","product_id":"(${COMPACT_STRING})",`,
+    ...["price", "volume_24_h", "low_24_h", "high_24_h", "low_52_w", "high_52_w"].map((key) =>
+      String.raw`"${key}":"${COMPACT_STRING}",`
+    ),
+    String.raw`"price_percent_chg_24_h":"${COMPACT_STRING}",`,
+    String.raw`"best_bid":"(${COMPACT_DECIMAL})","best_ask":"(${COMPACT_DECIMAL})",`,
+    String.raw`"best_bid_quantity":"(${COMPACT_DECIMAL})",`,
+    String.raw`"best_ask_quantity":"(${COMPACT_DECIMAL})"\}\]\}\]\}$`,
+  ].join(""),
+);
+
+/**
+ * The `ticker` frame `frame` read by one anchored regular expression, or
+ * null when the general path must read it (the frame is written otherwise,
+ * or its timestamp is refused). What the expression matches is valid JSON
+ * that the general path reads to the same top event.
+ */
+function compactTicker(frame: string, receivedUs: number): CoinbaseParsedFrame | null {
+  const m = COMPACT_TICKER.exec(frame);
+  if (m === null) return null;
+  let tsExchange: number;
+  try {
+    tsExchange = timeUs(m[1]!);
+  } catch {
+    return null;
+  }
+  const productId = m[3]!;
+  const sequence = Number(m[2]);
+  const top: TopEvent = {
+    exchange: "coinbase",
+    symbol: productId,
+    venue_symbol: productId,
+    ts_exchange: tsExchange,
+    ts_local: receivedUs,
+    kind: "top",
+    bid_price: m[4]!,
+    bid_qty: m[6]!,
+    ask_price: m[5]!,
+    ask_qty: m[7]!,
+  };
+  return { events: [top], control: null, sequence };
 }
 
 /** Whether `text` holds `literal` at `at` (a loop: faster here than `startsWith`). */
