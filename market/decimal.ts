@@ -71,12 +71,24 @@ export function decimalValue(mantissa: number, fractionDigits: number, text: str
   return Number(text);
 }
 
+/** A plain decimal of value zero (`"0"`, `"0.00000000"`). */
+const ZERO_DECIMAL = /^0+(?:\.0+)?$/;
+/** A plain non-negative decimal. */
+const PLAIN_DECIMAL = /^\d+(?:\.\d+)?$/;
+
 /**
- * Whether the plain decimal `text` is zero, read by a character loop; throws
- * the `TypeError` of {@linkcode normalizeDecimal} when it is not one (a book
- * sync's size check).
+ * Whether the plain decimal `text` is zero; throws the `TypeError` of
+ * {@linkcode normalizeDecimal} when it is not one (a book sync's size
+ * check). A size sliced out of a frame is a sliced string, which a character
+ * loop reads slowly (~64 ns a size in Binance's diffs) and a regular
+ * expression at once: two tests at most, one for a size that starts with
+ * 1-9; the loop only tells the error of text that is no plain decimal.
  */
 export function isZeroDecimal(text: string): boolean {
+  if (typeof text === "string") {
+    if (text.charCodeAt(0) === 0x30 && ZERO_DECIMAL.test(text)) return true;
+    if (PLAIN_DECIMAL.test(text)) return false;
+  }
   if (typeof text !== "string") {
     normalizeDecimal(text);
     return isZero(text);

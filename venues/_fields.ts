@@ -1,14 +1,11 @@
 /**
  * Field checks shared by the venue parsers that read RFC 3339 times and plain
  * decimal strings (Coinbase, Kraken, Alpaca): hand-written loops, several
- * times faster than regular expressions or `Date.parse` on the hot path; and
- * a book size's zero test for the book syncs ({@linkcode isZeroSize}), where
- * a regular expression is the faster.
+ * times faster than regular expressions or `Date.parse` on the hot path.
  *
  * @module
  */
 
-import { isZeroDecimal } from "../market/decimal.ts";
 import { isoToUs } from "../market/events.ts";
 
 /** The date of the last time {@linkcode timeUs} read, as the number `YYYYMMDD`. */
@@ -135,31 +132,4 @@ export function isPlainDecimal(text: string): boolean {
     if (c < 0x30 || c > 0x39) return false;
   }
   return true;
-}
-
-/** A plain decimal of value zero (`"0"`, `"0.00000000"`). */
-const ZERO_DECIMAL = /^0+(?:\.0+)?$/;
-/** A plain non-negative decimal. */
-const PLAIN_DECIMAL = /^\d+(?:\.\d+)?$/;
-
-/**
- * {@linkcode isZeroDecimal}: whether the plain decimal `size` is zero, else
- * the same `TypeError`. A book size sliced out of a frame is a sliced string,
- * which a character loop reads slowly and a regular expression reads at
- * once: two tests at most, one for a size that starts with 1-9.
- *
- * @example
- * ```ts
- * import { isZeroSize } from "./_fields.ts";
- *
- * isZeroSize("0.00000000"); // true
- * isZeroSize("6195.00000000"); // false
- * ```
- */
-export function isZeroSize(size: string): boolean {
-  if (typeof size === "string") {
-    if (size.charCodeAt(0) === 0x30 && ZERO_DECIMAL.test(size)) return true;
-    if (PLAIN_DECIMAL.test(size)) return false;
-  }
-  return isZeroDecimal(size);
 }

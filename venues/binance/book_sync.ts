@@ -68,12 +68,16 @@
  * @module
  */
 
-import { compareNormalized, decimalValue, normalizeDecimal } from "../../market/decimal.ts";
+import {
+  compareNormalized,
+  decimalValue,
+  isZeroDecimal,
+  normalizeDecimal,
+} from "../../market/decimal.ts";
 import type { BookEvent, Level } from "../../market/events.ts";
 import { OrderBook } from "../../market/order_book.ts";
 import type { BinanceDepthDiff, BinanceDepthSnapshot } from "./parse.ts";
 import { assertPositiveInteger } from "../../lib/assert.ts";
-import { isZeroSize } from "../_fields.ts";
 
 /** Diffs kept while waiting for a snapshot before giving up with "resync". */
 export const DEFAULT_BINANCE_MAX_BUFFERED_DIFFS = 10_000;
@@ -542,7 +546,7 @@ class Side {
 
   /** Sets the level at `price` to `size`; a zero size removes it. */
   apply(price: string, size: string, key = priceKey(price)): void {
-    const zero = isZeroSize(size);
+    const zero = isZeroDecimal(size);
     const keys = this.#keys;
     const prices = this.#prices;
     const n = keys.length;
@@ -602,7 +606,7 @@ class Side {
       for (let i = 0; i < levels.length; i++) {
         const [price, size] = levels[i]!;
         const key = priceKey(price);
-        const zero = isZeroSize(size);
+        const zero = isZeroDecimal(size);
         const last = keys.length - 1;
         // Best first for now: a level worse than every one so far goes at the end (or,
         // when its size is zero, removes nothing).
