@@ -14,6 +14,9 @@ import { freePort, startNatsServer } from "./_nats_server.ts";
 import { startPgFaultProxy } from "./_pg_cut_proxy.ts";
 import { waitFor } from "./_helpers.ts";
 
+/** How long a chaos test's JetStream publish waits for its ack, ms. */
+export const CHAOS_PUBLISH_TIMEOUT_MS = 30_000;
+
 export const SYMBOL = "BTC-USDT";
 
 /** Waits until the engine's execution actor runs (the trading subtree is up). */
@@ -151,7 +154,10 @@ export async function world(
     maxReconnectAttempts: -1,
     reconnectTimeWait: 200,
   });
-  const js = jetstream(nc);
+  // A publish's ack waits up to 30 s (nats.js's default is 5): on a loaded CI machine, with an
+  // engine, PostgreSQL and ClickHouse busy beside it, chaos_pg_drops_test once saw its first
+  // publish of a chunk time out while the server was up.
+  const js = jetstream(nc, { timeout: CHAOS_PUBLISH_TIMEOUT_MS });
   const configFile = await Deno.makeTempFile({ prefix: "tw-chaos-", suffix: ".yaml" });
   await Deno.writeTextFile(configFile, config);
   const env = {

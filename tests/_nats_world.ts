@@ -19,6 +19,14 @@ import { executionRunning, quoter, SYMBOL, violations } from "./_chaos.ts";
 import { waitFor } from "./_helpers.ts";
 
 /** The strategy every signal of a world is published for. */
+/**
+ * How long the invariants must hold after NATS lost its store before the
+ * world counts as settled: longer than the trading subtree's restart (its
+ * consumer found gone, then the supervisor's backoff) and the republishing
+ * of the fills it had not applied.
+ */
+export const LOST_STORE_SETTLE_MS = 10_000;
+
 export const STRATEGY = "natsworld";
 
 /** The world of one scenario: NATS, a scratch database, a publisher; engines started in it. */
@@ -190,10 +198,26 @@ export async function natsWorld(
       }
       return out;
     },
-    /** Waits until every invariant holds (or `timeoutMs` passed). */
+    /**
+     * Waits until every invariant holds (or `timeoutMs` passed) — with
+     * `lostBefore`, until they have held for {@linkcode LOST_STORE_SETTLE_MS}:
+     * a signal acknowledged by the lost store counts as gone, but the engine
+     * may hold it, fetched before the loss, and process it after a first clean
+     * look (its fill then waits for the tracker, restarted to create its
+     * consumer again).
+     */
     async settled(timeoutMs = 120_000, options: { lostBefore?: number } = {}) {
+      const holdMs = options.lostBefore === undefined ? 0 : LOST_STORE_SETTLE_MS;
+      let cleanSince: number | null = null;
       await waitFor(
-        async () => (await this.check({ ...options, quiet: true })).length === 0,
+        async () => {
+          if ((await this.check({ ...options, quiet: true })).length > 0) {
+            cleanSince = null;
+            return false;
+          }
+          cleanSince ??= Date.now();
+          return Date.now() - cleanSince >= holdMs;
+        },
         timeoutMs,
         "every invariant holds",
       ).catch((e) => console.log(String(e)));
