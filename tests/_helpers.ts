@@ -183,3 +183,57 @@ export function prng(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/** What a parser fuzz inserts or writes over ({@linkcode mutateFrame}): JSON's punctuation and the like. */
+export const FUZZ_PIECES: readonly string[] = [
+  '"',
+  "{",
+  "}",
+  "[",
+  "]",
+  ",",
+  ":",
+  "-",
+  "1",
+  ".",
+  "e",
+  "null",
+  " ",
+  "\\",
+  "\u0000",
+];
+
+/**
+ * A random change of `frame` for a parser fuzz, drawn from `random`: a
+ * truncation, a deletion of 1-4 characters, one of `pieces` inserted or
+ * written over a character, or two parts swapped.
+ *
+ * @example
+ * ```ts
+ * const random = prng(1);
+ * mutateFrame('{"a":1}', random); // e.g. '{"a":1' or '{"a"null:1}'
+ * ```
+ */
+export function mutateFrame(
+  frame: string,
+  random: () => number,
+  pieces: readonly string[] = FUZZ_PIECES,
+): string {
+  const at = Math.floor(random() * frame.length);
+  switch (Math.floor(random() * 5)) {
+    case 0:
+      return frame.slice(0, at);
+    case 1:
+      return frame.slice(0, at) + frame.slice(at + 1 + Math.floor(random() * 4));
+    case 2:
+      return frame.slice(0, at) + pieces[Math.floor(random() * pieces.length)] + frame.slice(at);
+    case 3:
+      return frame.slice(0, at) + pieces[Math.floor(random() * pieces.length)] +
+        frame.slice(at + 1);
+    default: {
+      const other = Math.floor(random() * frame.length);
+      return frame.slice(0, Math.min(at, other)) + frame.slice(Math.max(at, other)) +
+        frame.slice(Math.min(at, other), Math.max(at, other));
+    }
+  }
+}

@@ -7,7 +7,7 @@ import {
   alpacaUnsubscribeMessage,
   parseAlpacaFrame,
 } from "../venues/alpaca/parse.ts";
-import { fixtureLines, prng } from "./_helpers.ts";
+import { fixtureLines, mutateFrame, prng } from "./_helpers.ts";
 
 const DOC_LINES = fixtureLines("alpaca", "docs_stream_data_v2_messages.jsonl");
 const RX = 1_614_009_105_000_000;
@@ -442,25 +442,28 @@ Deno.test("unknown fields are skipped, whatever their shape", () => {
   assert.deepEqual(parse(frame).events, parse(`[${TRADE}]`).events);
 });
 
+/** What this fuzz inserts or writes over: JSON's punctuation, `E` exponents. */
+const PIECES: readonly string[] = [
+  '"',
+  "{",
+  "}",
+  "[",
+  "]",
+  ",",
+  ":",
+  "-",
+  "1",
+  ".",
+  "e",
+  "E",
+  "null",
+  " ",
+  "\\",
+];
+
+/** A random change of `frame` ({@linkcode mutateFrame} with {@linkcode PIECES}). */
 function mutate(frame: string, random: () => number): string {
-  const at = Math.floor(random() * frame.length);
-  const pieces = ['"', "{", "}", "[", "]", ",", ":", "-", "1", ".", "e", "E", "null", " ", "\\"];
-  switch (Math.floor(random() * 5)) {
-    case 0:
-      return frame.slice(0, at);
-    case 1:
-      return frame.slice(0, at) + frame.slice(at + 1 + Math.floor(random() * 4));
-    case 2:
-      return frame.slice(0, at) + pieces[Math.floor(random() * pieces.length)] + frame.slice(at);
-    case 3:
-      return frame.slice(0, at) + pieces[Math.floor(random() * pieces.length)] +
-        frame.slice(at + 1);
-    default: {
-      const other = Math.floor(random() * frame.length);
-      return frame.slice(0, Math.min(at, other)) + frame.slice(Math.max(at, other)) +
-        frame.slice(Math.min(at, other), Math.max(at, other));
-    }
-  }
+  return mutateFrame(frame, random, PIECES);
 }
 
 Deno.test("fuzz: mutated frames parse or throw MalformedFrameError; what parses is valid JSON", () => {

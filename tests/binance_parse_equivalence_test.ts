@@ -13,7 +13,7 @@ import {
   parseBinanceDepthSnapshot,
   parseBinanceFrame,
 } from "../venues/binance/parse.ts";
-import { fixtureLines, prng } from "./_helpers.ts";
+import { fixtureLines, mutateFrame, prng } from "./_helpers.ts";
 import {
   type BarEvent,
   type BookEvent,
@@ -734,44 +734,30 @@ function assertSame(frame: string, symbols: SymbolMap): void {
   );
 }
 
-/** A random truncation or byte-level change of `frame`. */
+/** What this fuzz inserts or writes over: JSON's punctuation, digits, NUL and a letter. */
+const PIECES: readonly string[] = [
+  '"',
+  "{",
+  "}",
+  "[",
+  "]",
+  ",",
+  ":",
+  "-",
+  "1",
+  "0",
+  ".",
+  "e",
+  "null",
+  " ",
+  "\\",
+  "\u0000",
+  "X",
+];
+
+/** A random change of `frame` ({@linkcode mutateFrame} with {@linkcode PIECES}). */
 function mutate(frame: string, random: () => number): string {
-  const at = Math.floor(random() * frame.length);
-  const pieces = [
-    '"',
-    "{",
-    "}",
-    "[",
-    "]",
-    ",",
-    ":",
-    "-",
-    "1",
-    "0",
-    ".",
-    "e",
-    "null",
-    " ",
-    "\\",
-    "\u0000",
-    "X",
-  ];
-  const piece = pieces[Math.floor(random() * pieces.length)]!;
-  switch (Math.floor(random() * 5)) {
-    case 0:
-      return frame.slice(0, at);
-    case 1:
-      return frame.slice(0, at) + frame.slice(at + 1 + Math.floor(random() * 4));
-    case 2:
-      return frame.slice(0, at) + piece + frame.slice(at);
-    case 3:
-      return frame.slice(0, at) + piece + frame.slice(at + 1);
-    default: {
-      const other = Math.floor(random() * frame.length);
-      return frame.slice(0, Math.min(at, other)) + frame.slice(Math.max(at, other)) +
-        frame.slice(Math.min(at, other), Math.max(at, other));
-    }
-  }
+  return mutateFrame(frame, random, PIECES);
 }
 
 /** `frame` with its symbol `s` (and stream name) swapped for `symbol`'s Binance spelling. */

@@ -15,7 +15,7 @@ import {
   binanceSymbolMap,
   SymbolMap,
 } from "../venues/binance/symbols.ts";
-import { fixtureLines, prng } from "./_helpers.ts";
+import { fixtureLines, mutateFrame, prng } from "./_helpers.ts";
 
 function lines(file: string): string[] {
   return fixtureLines("binance", file);
@@ -462,44 +462,6 @@ Deno.test("malformed frames throw MalformedFrameError and nothing else", () => {
   );
 });
 
-/** A random truncation or byte-level mutation of `frame`. */
-function mutate(frame: string, random: () => number): string {
-  const at = Math.floor(random() * frame.length);
-  const pieces = [
-    '"',
-    "{",
-    "}",
-    "[",
-    "]",
-    ",",
-    ":",
-    "-",
-    "1",
-    ".",
-    "e",
-    "null",
-    " ",
-    "\\",
-    "\u0000",
-  ];
-  switch (Math.floor(random() * 5)) {
-    case 0:
-      return frame.slice(0, at);
-    case 1:
-      return frame.slice(0, at) + frame.slice(at + 1 + Math.floor(random() * 4));
-    case 2:
-      return frame.slice(0, at) + pieces[Math.floor(random() * pieces.length)] + frame.slice(at);
-    case 3:
-      return frame.slice(0, at) + pieces[Math.floor(random() * pieces.length)] +
-        frame.slice(at + 1);
-    default: {
-      const other = Math.floor(random() * frame.length);
-      return frame.slice(0, Math.min(at, other)) + frame.slice(Math.max(at, other)) +
-        frame.slice(Math.min(at, other), Math.max(at, other));
-    }
-  }
-}
-
 Deno.test("fuzz: mutated real frames parse or throw MalformedFrameError, never anything else", () => {
   const random = prng(20211012);
   const seeds = [
@@ -512,7 +474,7 @@ Deno.test("fuzz: mutated real frames parse or throw MalformedFrameError, never a
   for (let round = 0; round < 20_000; round++) {
     let frame = seeds[Math.floor(random() * seeds.length)]!;
     const mutations = 1 + Math.floor(random() * 3);
-    for (let m = 0; m < mutations; m++) frame = mutate(frame, random);
+    for (let m = 0; m < mutations; m++) frame = mutateFrame(frame, random);
     try {
       const result = parseBinanceFrame(frame, RX, SYMBOLS);
       assert.ok(Array.isArray(result.events));
@@ -527,7 +489,7 @@ Deno.test("fuzz: mutated real frames parse or throw MalformedFrameError, never a
   }
   assert.ok(parsed > 100 && rejected > 100, `parsed ${parsed}, rejected ${rejected}`);
   for (let round = 0; round < 2_000; round++) {
-    const body = mutate(SNAPSHOTS[3]!, random);
+    const body = mutateFrame(SNAPSHOTS[3]!, random);
     try {
       parseBinanceDepthSnapshot(body);
     } catch (error) {
@@ -622,7 +584,7 @@ Deno.test("mutated trades, depth diffs and book tickers read the same on both pa
   const seeds = COMPACT_SEEDS;
   let parsed = 0;
   for (let round = 0; round < 5_000; round++) {
-    const frame = mutate(seeds[Math.floor(random() * seeds.length)]!, random);
+    const frame = mutateFrame(seeds[Math.floor(random() * seeds.length)]!, random);
     const general = outcome(spaced(frame));
     assert.deepEqual(outcome(frame), general, frame);
     const compact = parseBinanceCompactFrame(frame, RX, SYMBOLS);

@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { parseCoinbaseFrame } from "../venues/coinbase/parse.ts";
-import { fixtureLines, prng } from "./_helpers.ts";
+import { fixtureLines, mutateFrame, prng } from "./_helpers.ts";
 import {
   type BarEvent,
   type Level,
@@ -608,45 +608,31 @@ function assertSame(frame: string): void {
   );
 }
 
-/** A random truncation or byte-level change of `frame`. */
+/** What this fuzz inserts or writes over: JSON's punctuation, digits, `Z`, NUL and a non-ASCII letter. */
+const PIECES: readonly string[] = [
+  '"',
+  "{",
+  "}",
+  "[",
+  "]",
+  ",",
+  ":",
+  "-",
+  "1",
+  "0",
+  ".",
+  "e",
+  "Z",
+  "null",
+  " ",
+  "\\",
+  "\u0000",
+  "é",
+];
+
+/** A random change of `frame` ({@linkcode mutateFrame} with {@linkcode PIECES}). */
 function mutate(frame: string, random: () => number): string {
-  const at = Math.floor(random() * frame.length);
-  const pieces = [
-    '"',
-    "{",
-    "}",
-    "[",
-    "]",
-    ",",
-    ":",
-    "-",
-    "1",
-    "0",
-    ".",
-    "e",
-    "Z",
-    "null",
-    " ",
-    "\\",
-    "\u0000",
-    "é",
-  ];
-  const piece = pieces[Math.floor(random() * pieces.length)]!;
-  switch (Math.floor(random() * 5)) {
-    case 0:
-      return frame.slice(0, at);
-    case 1:
-      return frame.slice(0, at) + frame.slice(at + 1 + Math.floor(random() * 4));
-    case 2:
-      return frame.slice(0, at) + piece + frame.slice(at);
-    case 3:
-      return frame.slice(0, at) + piece + frame.slice(at + 1);
-    default: {
-      const other = Math.floor(random() * frame.length);
-      return frame.slice(0, Math.min(at, other)) + frame.slice(Math.max(at, other)) +
-        frame.slice(Math.min(at, other), Math.max(at, other));
-    }
-  }
+  return mutateFrame(frame, random, PIECES);
 }
 
 Deno.test("every Coinbase fixture frame parses as before", () => {
