@@ -7,7 +7,7 @@ import {
   alpacaUnsubscribeMessage,
   parseAlpacaFrame,
 } from "../venues/alpaca/parse.ts";
-import { fixtureLines, mutateFrame, prng } from "./_helpers.ts";
+import { fixtureLines, FUZZ_PIECES, mutateFrame, prng } from "./_helpers.ts";
 
 const DOC_LINES = fixtureLines("alpaca", "docs_stream_data_v2_messages.jsonl");
 const RX = 1_614_009_105_000_000;
@@ -442,24 +442,8 @@ Deno.test("unknown fields are skipped, whatever their shape", () => {
   assert.deepEqual(parse(frame).events, parse(`[${TRADE}]`).events);
 });
 
-/** What this fuzz inserts or writes over: JSON's punctuation, `E` exponents. */
-const PIECES: readonly string[] = [
-  '"',
-  "{",
-  "}",
-  "[",
-  "]",
-  ",",
-  ":",
-  "-",
-  "1",
-  ".",
-  "e",
-  "E",
-  "null",
-  " ",
-  "\\",
-];
+/** What this fuzz inserts or writes over: JSON's punctuation (no NUL), an `E` exponent. */
+const PIECES: readonly string[] = [...FUZZ_PIECES.filter((piece) => piece !== "\u0000"), "E"];
 
 /** A random change of `frame` ({@linkcode mutateFrame} with {@linkcode PIECES}). */
 function mutate(frame: string, random: () => number): string {

@@ -13,7 +13,7 @@ import {
   parseBinanceDepthSnapshot,
   parseBinanceFrame,
 } from "../venues/binance/parse.ts";
-import { fixtureLines, mutateFrame, prng } from "./_helpers.ts";
+import { fixtureLines, FUZZ_PIECES, mutateFrame, prng } from "./_helpers.ts";
 import {
   type BarEvent,
   type BookEvent,
@@ -734,26 +734,8 @@ function assertSame(frame: string, symbols: SymbolMap): void {
   );
 }
 
-/** What this fuzz inserts or writes over: JSON's punctuation, digits, NUL and a letter. */
-const PIECES: readonly string[] = [
-  '"',
-  "{",
-  "}",
-  "[",
-  "]",
-  ",",
-  ":",
-  "-",
-  "1",
-  "0",
-  ".",
-  "e",
-  "null",
-  " ",
-  "\\",
-  "\u0000",
-  "X",
-];
+/** What this fuzz inserts or writes over: JSON's punctuation and NUL, a zero, a letter. */
+const PIECES: readonly string[] = [...FUZZ_PIECES, "0", "X"];
 
 /** A random change of `frame` ({@linkcode mutateFrame} with {@linkcode PIECES}). */
 function mutate(frame: string, random: () => number): string {
