@@ -238,9 +238,11 @@ class Side {
     const sign = this.#sign;
     try {
       for (const [price, size] of levels) {
-        const key = normalizeDecimal(price);
-        zeros.push(normalizeDecimal(size) === "0");
-        ranks.push(sign * +key);
+        // Read as apply reads a level: the same key, rank and zero test.
+        const key = normalizePrice(price);
+        const rank = sign * priceValue;
+        zeros.push(isZeroDecimal(size));
+        ranks.push(rank);
         read.push({ key, price, size });
       }
     } finally {
