@@ -320,7 +320,7 @@ export function parseBinanceCompactFrame(
       return null;
     }
     const venueSymbol = m[2]!;
-    const symbol = canonicalOf(symbols, venueSymbol);
+    const symbol = symbols.canonical(venueSymbol);
     if (symbol === undefined) return null;
     return {
       events: [],
@@ -342,7 +342,7 @@ export function parseBinanceCompactFrame(
     // Up to 15 digits is always a safe integer.
     if (m === null || (m[1]!.length > 15 && !Number.isSafeInteger(Number(m[1])))) return null;
     const venueSymbol = m[2]!;
-    const symbol = canonicalOf(symbols, venueSymbol);
+    const symbol = symbols.canonical(venueSymbol);
     if (symbol === undefined) return null;
     const top: TopEvent = {
       kind: "top",
@@ -365,7 +365,7 @@ export function parseBinanceCompactFrame(
     const timeMs = Number(m[5]);
     if (!Number.isSafeInteger(tradeId) || !Number.isSafeInteger(timeMs)) return null;
     const venueSymbol = m[1]!;
-    const symbol = canonicalOf(symbols, venueSymbol);
+    const symbol = symbols.canonical(venueSymbol);
     if (symbol === undefined) return null;
     const trade: TradeEvent = {
       kind: "trade",
@@ -382,44 +382,6 @@ export function parseBinanceCompactFrame(
     return { events: [trade], control: null };
   }
   return null;
-}
-
-/** Slots of {@linkcode canonicalOf}'s cache per map: a power of two. */
-const SYMBOL_CACHE_SLOTS = 32;
-/** Per map, symbols found lately: `[venue, canonical, ...]`, two strings a slot. */
-const symbolCaches = new WeakMap<SymbolMap, string[]>();
-/** The map {@linkcode canonicalOf} served last, and its cache. */
-let cachedMap: SymbolMap | null = null;
-let cachedSlots: string[] = [];
-
-/**
- * `symbols.canonical(venueSymbol)`, the symbols found before matched against a
- * small cache per map (slot by length, first and last character) instead:
- * comparing a frame's short symbol to the one cached costs less than hashing
- * it for the map. A map never changes, so a cached answer stays right.
- */
-function canonicalOf(symbols: SymbolMap, venueSymbol: string): string | undefined {
-  const length = venueSymbol.length;
-  if (length === 0) return symbols.canonical(venueSymbol);
-  if (symbols !== cachedMap) {
-    let slots = symbolCaches.get(symbols);
-    if (slots === undefined) {
-      slots = new Array<string>(2 * SYMBOL_CACHE_SLOTS).fill("");
-      symbolCaches.set(symbols, slots);
-    }
-    cachedMap = symbols;
-    cachedSlots = slots;
-  }
-  const slots = cachedSlots;
-  const slot = ((length * 7 + venueSymbol.charCodeAt(0) * 3 + venueSymbol.charCodeAt(length - 1)) &
-    (SYMBOL_CACHE_SLOTS - 1)) << 1;
-  if (slots[slot] === venueSymbol) return slots[slot + 1];
-  const symbol = symbols.canonical(venueSymbol);
-  if (symbol !== undefined) {
-    slots[slot] = venueSymbol;
-    slots[slot + 1] = symbol;
-  }
-  return symbol;
 }
 
 /** The levels of `text`, a run of `["P","S"]` that {@linkcode COMPACT_DEPTH} matched. */
@@ -658,7 +620,7 @@ function optionalTime(o: Json): number | null {
 }
 
 function canonical(symbols: SymbolMap, venueSymbol: string): string {
-  const symbol = canonicalOf(symbols, venueSymbol);
+  const symbol = symbols.canonical(venueSymbol);
   if (symbol === undefined) {
     throw new MalformedFrameError(`Unknown symbol ${JSON.stringify(venueSymbol)}`);
   }

@@ -34,9 +34,12 @@ export const BINANCE_MAX_STREAMS_PER_CONNECTION = 1024;
  */
 export const BINANCE_MAX_URL_LENGTH = 8_000;
 
+/** Slots of {@linkcode SymbolMap.canonical}'s cache: a power of two. */
+const FOUND_SLOTS = 32;
+
 /**
  * A two-way map between a venue's symbols and canonical symbols, fixed when
- * made (the Binance parser caches its answers).
+ * made (its `canonical` caches its answers).
  *
  * @example
  * ```ts
@@ -48,6 +51,8 @@ export const BINANCE_MAX_URL_LENGTH = 8_000;
 export class SymbolMap {
   readonly #toCanonical = new Map<string, string>();
   readonly #toVenue = new Map<string, string>();
+  /** Venue symbols found lately: `[venue, canonical, ...]`, two strings a slot ({@linkcode SymbolMap.canonical}). */
+  readonly #found: string[] = new Array<string>(2 * FOUND_SLOTS).fill("");
 
   /**
    * Makes a map from `[venueSymbol, canonicalSymbol]` pairs. Throws a
@@ -66,9 +71,26 @@ export class SymbolMap {
     }
   }
 
-  /** The canonical symbol of a venue symbol, or undefined when it is not configured. */
+  /**
+   * The canonical symbol of a venue symbol, or undefined when it is not
+   * configured. Called for every frame the Binance parser reads: the symbols
+   * found before are matched against a small cache (slot by length, first
+   * and last character) first — comparing a frame's short symbol to the one
+   * cached costs less than hashing it for the map, and the map never changes.
+   */
   canonical(venueSymbol: string): string | undefined {
-    return this.#toCanonical.get(venueSymbol);
+    const length = venueSymbol.length;
+    if (length === 0) return this.#toCanonical.get(venueSymbol);
+    const found = this.#found;
+    const slot = ((length * 7 + venueSymbol.charCodeAt(0) * 3 +
+      venueSymbol.charCodeAt(length - 1)) & (FOUND_SLOTS - 1)) << 1;
+    if (found[slot] === venueSymbol) return found[slot + 1];
+    const symbol = this.#toCanonical.get(venueSymbol);
+    if (symbol !== undefined) {
+      found[slot] = venueSymbol;
+      found[slot + 1] = symbol;
+    }
+    return symbol;
   }
 
   /** The venue symbol of a canonical symbol, or undefined when it is not configured. */
