@@ -198,10 +198,10 @@ export function allowCrossOrigin(options: AllowCrossOriginOptions = {}): Middlew
     const headers = headersFor(c.req.header("origin"));
     if (headers === null) return await next();
     // Whether this origin is allowed changes the answer: a shared cache must not give it to another.
-    c.header("Vary", "Origin", { append: true });
-    if (headers["Access-Control-Allow-Origin"] === undefined) return await next();
-    c.header("Access-Control-Allow-Origin", headers["Access-Control-Allow-Origin"]);
-    c.header("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS.join(", "));
+    const { Vary: vary, ...allow } = headers;
+    c.header("Vary", vary, { append: true });
+    if (allow["Access-Control-Allow-Origin"] === undefined) return await next();
+    for (const [name, value] of Object.entries(allow)) c.header(name, value);
     if (c.req.method === "OPTIONS" && c.req.header("access-control-request-method") !== undefined) {
       c.header("Access-Control-Allow-Methods", methods);
       c.header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS.join(", "));
