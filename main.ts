@@ -77,29 +77,12 @@ async function main(): Promise<number> {
     failed = true;
     stop("uncaught error while starting");
   };
-  const { isPeerGoneError, isPostgresClosedWriteError, isPostgresTypeFetchError } = await import(
-    "./lib/socket_errors.ts"
-  );
+  const { connectionLossMessage } = await import("./lib/socket_errors.ts");
   const onUnhandled = (error: unknown) => {
-    if (isPostgresTypeFetchError(error)) {
-      // postgres.js's own array-type query of a new connection, lost with the connection: the
-      // connection's statements failed as lost, and the next connection fetches the types again.
-      log.warn("a new PostgreSQL connection was lost while postgres.js fetched types", { error });
-      return;
-    }
-    if (isPostgresClosedWriteError(error)) {
-      // postgres.js flushed a write to a connection PostgreSQL had ended (restart, failover,
-      // pg_terminate_backend): its queries fail with a connection error and it reconnects.
-      log.warn("a PostgreSQL connection was lost during a write; postgres.js reconnects", {
-        error,
-      });
-      return;
-    }
-    if (isPeerGoneError(error)) {
-      // A write to a connection whose peer had just gone: its client handles the loss.
-      log.warn("a write found its connection closed by the peer; its client reconnects", {
-        error,
-      });
+    // A connection loss its client library handles by itself is logged; anything else stops.
+    const loss = connectionLossMessage(error);
+    if (loss !== null) {
+      log.warn(loss, { error });
       return;
     }
     onUncaught(error);

@@ -97,3 +97,33 @@ export function isPostgresTypeFetchError(error: unknown): boolean {
   const query = (error as Error & { query?: unknown }).query;
   return typeof query === "string" && POSTGRES_TYPE_FETCH_QUERY.test(query);
 }
+
+/**
+ * What `main.ts` logs instead of stopping the engine for `error`, left
+ * unhandled by a client library: a connection loss that the library handles
+ * by itself ({@linkcode isPostgresTypeFetchError},
+ * {@linkcode isPostgresClosedWriteError}, {@linkcode isPeerGoneError}) —
+ * or null for any other error, which stops the engine.
+ *
+ * @example
+ * ```ts
+ * connectionLossMessage(Object.assign(new Error("write EPIPE"), { code: "EPIPE" }));
+ * // "a write found its connection closed by the peer; its client reconnects"
+ * connectionLossMessage(new TypeError("x is undefined")); // null
+ * ```
+ */
+export function connectionLossMessage(error: unknown): string | null {
+  if (isPostgresTypeFetchError(error)) {
+    // The connection's statements failed as lost; the next connection fetches the types again.
+    return "a new PostgreSQL connection was lost while postgres.js fetched types";
+  }
+  if (isPostgresClosedWriteError(error)) {
+    // PostgreSQL had ended the connection (restart, failover, pg_terminate_backend): its
+    // queries fail with a connection error and postgres.js reconnects.
+    return "a PostgreSQL connection was lost during a write; postgres.js reconnects";
+  }
+  if (isPeerGoneError(error)) {
+    return "a write found its connection closed by the peer; its client reconnects";
+  }
+  return null;
+}

@@ -8,7 +8,7 @@
 
 import type { Config } from "../config/mod.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
-import { isPeerGoneError, isPostgresTypeFetchError } from "../lib/socket_errors.ts";
+import { connectionLossMessage } from "../lib/socket_errors.ts";
 
 /** The non-empty lines of `../shared/fixtures/<venue>/<file>`: one captured message each. */
 export function fixtureLines(venue: string, file: string): string[] {
@@ -138,7 +138,7 @@ export function noRiskLimits(config: Config): Config["risk"] {
  * longer fail the test file). A test ending a PostgreSQL backend under an
  * in-process pool needs it: postgres.js 3.4.9 may then flush a write to the
  * closed connection from a `setImmediate`, a TypeError nothing can catch,
- * which `main.ts` lets pass (`isPeerGoneError`) — the test then asserts that
+ * which `main.ts` lets pass (`connectionLossMessage`) — the test then asserts that
  * nothing else was uncaught.
  *
  * @example
@@ -170,8 +170,7 @@ export function collectUncaught(): unknown[] & Disposable {
 
 /** What of `uncaught` ({@linkcode collectUncaught}) `main.ts` would stop the engine for, as text. */
 export function notPeerGone(uncaught: readonly unknown[]): string[] {
-  return uncaught.filter((error) => !isPeerGoneError(error) && !isPostgresTypeFetchError(error))
-    .map(String);
+  return uncaught.filter((error) => connectionLossMessage(error) === null).map(String);
 }
 
 /** A seeded pseudo-random generator (mulberry32) of numbers in [0, 1), so a fuzz failure replays. */

@@ -1,5 +1,5 @@
 /**
- * `isPeerGoneError`, by which `main.ts` tells a write that found its
+ * `isPeerGoneError` and `connectionLossMessage`, by which `main.ts` tells a write that found its
  * connection closed by the peer (which the connection's client handles)
  * from an uncaught error that stops the engine — checked against the error
  * Deno's `node:net` really gives such a write.
@@ -7,7 +7,11 @@
 
 import assert from "node:assert/strict";
 import net from "node:net";
-import { isPeerGoneError } from "../lib/socket_errors.ts";
+import {
+  connectionLossMessage,
+  isPeerGoneError,
+  POSTGRES_NULL_SOCKET_MESSAGE,
+} from "../lib/socket_errors.ts";
 
 Deno.test("a write after the peer ended the connection is a peer-gone error; other errors are not", async () => {
   const server = net.createServer((socket) => socket.end());
@@ -29,5 +33,32 @@ Deno.test("a write after the peer ended the connection is a peer-gone error; oth
   assert.equal(isPeerGoneError(Object.assign(new Error("write EPIPE"), { code: "EPIPE" })), true);
   for (const other of [new TypeError("x is undefined"), new Error("ECONNREFUSED"), "EPIPE", null]) {
     assert.equal(isPeerGoneError(other), false, String(other));
+  }
+});
+
+Deno.test("connectionLossMessage names each connection loss main.ts carries on after, and null for the rest", () => {
+  const typeFetch = Object.assign(new Error("write CONNECT_TIMEOUT 127.0.0.1:5432"), {
+    query: "\n      select b.oid, b.typarray\n      from pg_catalog.pg_type a",
+  });
+  const closedWrite = new TypeError(POSTGRES_NULL_SOCKET_MESSAGE);
+  closedWrite.stack = `TypeError: ${POSTGRES_NULL_SOCKET_MESSAGE}\n    at nextWrite ` +
+    "(file:///root/.cache/deno/npm/registry.npmjs.org/postgres/3.4.9/cjs/src/connection.js:261:12)";
+  assert.equal(
+    connectionLossMessage(typeFetch),
+    "a new PostgreSQL connection was lost while postgres.js fetched types",
+  );
+  assert.equal(
+    connectionLossMessage(closedWrite),
+    "a PostgreSQL connection was lost during a write; postgres.js reconnects",
+  );
+  assert.equal(
+    connectionLossMessage(Object.assign(new Error("write EPIPE"), { code: "EPIPE" })),
+    "a write found its connection closed by the peer; its client reconnects",
+  );
+  const elsewhere = new TypeError(POSTGRES_NULL_SOCKET_MESSAGE);
+  elsewhere.stack =
+    `TypeError: ${POSTGRES_NULL_SOCKET_MESSAGE}\n    at run (file:///app/mine.ts:1:1)`;
+  for (const other of [elsewhere, new Error("ECONNREFUSED"), "EPIPE", null, undefined]) {
+    assert.equal(connectionLossMessage(other), null, String(other));
   }
 });
