@@ -57,3 +57,19 @@ export async function migratedDatabase(poolSize = 4): Promise<MigratedDatabase> 
   }
   return { sql, url: url.toString(), migrator, [Symbol.asyncDispose]: dispose };
 }
+
+/**
+ * Makes the database at `url` refuse writes — read-only, as a standby during
+ * a failover (SQLSTATE 25006) — when `on`, or take them again, and ends its
+ * backends so that its clients reconnect in the new mode; `admin` is a
+ * connection to the server's admin database.
+ */
+export async function setReadOnly(admin: Sql, url: string, on: boolean): Promise<void> {
+  const name = new URL(url).pathname.slice(1);
+  await admin.unsafe(
+    on
+      ? `alter database ${name} set default_transaction_read_only = on`
+      : `alter database ${name} reset default_transaction_read_only`,
+  );
+  await admin`select pg_terminate_backend(pid) from pg_stat_activity where datname = ${name}`;
+}

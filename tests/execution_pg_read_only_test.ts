@@ -25,7 +25,7 @@ import { signalsStream } from "../trading/signals_stream.ts";
 import { collectUncaught, deadline, notPeerGone, waitFor } from "./_helpers.ts";
 import { scratchEngine } from "./_execution_engine.ts";
 import { startNatsServer } from "./_nats_server.ts";
-import { ADMIN_URL } from "./_postgres.ts";
+import { ADMIN_URL, setReadOnly } from "./_postgres.ts";
 
 const IDS = ["ro-1", "ro-2", "ro-3"] as const;
 
@@ -47,16 +47,8 @@ async function readOnlyWorld() {
   const { log, lines } = memoryLogger("warn");
   const actor = executionActor({ nats, engine: h.engine, config: { execution }, log });
   const root = await startRoot({ name: "root" }, [actor]);
-  const name = new URL(h.db.url).pathname.slice(1);
   const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-  const readOnly = async (on: boolean) => {
-    await admin.unsafe(
-      on
-        ? `alter database ${name} set default_transaction_read_only = on`
-        : `alter database ${name} reset default_transaction_read_only`,
-    );
-    await admin`select pg_terminate_backend(pid) from pg_stat_activity where datname = ${name}`;
-  };
+  const readOnly = (on: boolean) => setReadOnly(admin, h.db.url, on);
   const js = jetstream(nats);
   return {
     actor,

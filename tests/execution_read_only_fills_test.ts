@@ -11,7 +11,7 @@ import postgres from "postgres";
 import { listFills } from "../db/mod.ts";
 import { collectUncaught, notPeerGone, waitFor } from "./_helpers.ts";
 import { btcUsdtTop, FAST_SUBMIT_RETRIES, scratchEngine } from "./_execution_engine.ts";
-import { ADMIN_URL } from "./_postgres.ts";
+import { ADMIN_URL, setReadOnly } from "./_postgres.ts";
 
 Deno.test("a fill arriving while PostgreSQL is read-only is stored once it takes writes again, not dropped", async () => {
   // Ending the backends may leave postgres.js's write to a closed connection uncaught (main.ts
@@ -22,14 +22,7 @@ Deno.test("a fill arriving while PostgreSQL is read-only is stored once it takes
     await h.engine.start();
     const name = new URL(h.db.url).pathname.slice(1);
     const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-    const readOnly = async (on: boolean) => {
-      await admin.unsafe(
-        on
-          ? `alter database ${name} set default_transaction_read_only = on`
-          : `alter database ${name} reset default_transaction_read_only`,
-      );
-      await admin`select pg_terminate_backend(pid) from pg_stat_activity where datname = ${name}`;
-    };
+    const readOnly = (on: boolean) => setReadOnly(admin, h.db.url, on);
     try {
       // A limit buy below the market rests at the paper broker.
       const [outcome] = await h.engine.processSignals([{

@@ -16,6 +16,7 @@ import { jetstream } from "@nats-io/jetstream";
 import { encodeJson } from "../adapters/codec.ts";
 import { PG_ADMIN_URL, startEngineProcess, waitForJson } from "./_engine_process.ts";
 import { startNatsServer } from "./_nats_server.ts";
+import { setReadOnly } from "./_postgres.ts";
 import { deadline, waitFor } from "./_helpers.ts";
 import { quoter } from "./_chaos.ts";
 
@@ -32,14 +33,7 @@ Deno.test({
     const admin = postgres(PG_ADMIN_URL, { max: 1, onnotice: () => {} });
     await admin`create database ${admin(name)}`;
     const url = `postgres://postgres@127.0.0.1:5432/${name}`;
-    const readOnly = async (on: boolean) => {
-      await admin.unsafe(
-        on
-          ? `alter database ${name} set default_transaction_read_only = on`
-          : `alter database ${name} reset default_transaction_read_only`,
-      );
-      await admin`select pg_terminate_backend(pid) from pg_stat_activity where datname = ${name}`;
-    };
+    const readOnly = (on: boolean) => setReadOnly(admin, url, on);
     const nc = await connect({ servers: nats.url });
     const quotes = quoter(nc);
     try {
