@@ -5,45 +5,18 @@
  */
 
 import assert from "node:assert/strict";
-import { parseDecimal as d, ZERO } from "../trading/money.ts";
+import { parseDecimal as d } from "../trading/money.ts";
 import {
   cashPrice,
   checkRisk,
   fillsAtTouch,
   type ProposedOrder,
   type RiskContext,
-  type RiskLimits,
 } from "../trading/risk.ts";
-
-/** No limit at all, except those given. */
-function limits(overrides: Partial<RiskLimits> = {}): RiskLimits {
-  return {
-    max_order_qty: null,
-    max_order_notional: null,
-    max_position_qty: null,
-    price_collar_pct: null,
-    market_hours: "always",
-    max_gross_exposure: null,
-    max_open_orders: null,
-    daily_loss_limit: null,
-    exchanges: {},
-    symbols: {},
-    ...overrides,
-  };
-}
+import { brokenRules, limits, riskContext } from "./_risk.ts";
 
 function context(overrides: Partial<RiskContext> = {}): RiskContext {
-  return {
-    limits: limits(),
-    position_qty: ZERO,
-    open_orders: 0,
-    gross_exposure: ZERO,
-    last_price: d("50000"),
-    realized_pnl_today: ZERO,
-    kill_switch: false,
-    now: Date.parse("2026-11-23T15:00:00Z"),
-    ...overrides,
-  };
+  return riskContext({ last_price: d("50000"), ...overrides });
 }
 
 function order(
@@ -52,10 +25,6 @@ function order(
   extra: Partial<ProposedOrder> = {},
 ): ProposedOrder {
   return { symbol: "BTC-USDT", side, qty: d(qty), type: "market", ...extra };
-}
-
-function rules(proposed: ProposedOrder, ctx: RiskContext): string[] {
-  return checkRisk(proposed, ctx).map((violation) => violation.rule);
 }
 
 Deno.test("max_notional counts a market or stop buy at the ask it fills at, not at the mid", () => {
@@ -68,14 +37,17 @@ Deno.test("max_notional counts a market or stop buy at the ask it fills at, not 
     rule: "max_notional",
     message: "notional 102000 (qty 2 × 51000) exceeds max_order_notional 100000 for BTC-USDT",
   }]);
-  assert.deepEqual(rules(order("buy", "1.96"), ctx), []); // 99,960 at the ask
-  assert.deepEqual(rules(order("buy", "2", { type: "stop", stop_price: d("50000") }), ctx), [
+  assert.deepEqual(brokenRules(order("buy", "1.96"), ctx), []); // 99,960 at the ask
+  assert.deepEqual(brokenRules(order("buy", "2", { type: "stop", stop_price: d("50000") }), ctx), [
     "max_notional",
   ]);
   // A limit buy (a stop_limit too) fills at its limit at most.
-  assert.deepEqual(rules(order("buy", "2", { type: "limit", limit_price: d("50000") }), ctx), []);
   assert.deepEqual(
-    rules(
+    brokenRules(order("buy", "2", { type: "limit", limit_price: d("50000") }), ctx),
+    [],
+  );
+  assert.deepEqual(
+    brokenRules(
       order("buy", "2", { type: "stop_limit", stop_price: d("50000"), limit_price: d("50000") }),
       ctx,
     ),
@@ -83,11 +55,11 @@ Deno.test("max_notional counts a market or stop buy at the ask it fills at, not 
   );
   // Never below the reference price: an ask under the last price, or none, leaves it.
   const { touch: _, ...untouched } = ctx;
-  assert.deepEqual(rules(order("buy", "2"), untouched), []);
-  assert.deepEqual(rules(order("buy", "2"), { ...ctx, touch: { bid: null, ask: null } }), []);
+  assert.deepEqual(brokenRules(order("buy", "2"), untouched), []);
+  assert.deepEqual(brokenRules(order("buy", "2"), { ...ctx, touch: { bid: null, ask: null } }), []);
   const low = { ...ctx, touch: { bid: d("48000"), ask: d("49000") } };
-  assert.deepEqual(rules(order("buy", "2"), low), []);
-  assert.deepEqual(rules(order("buy", "2.00000001"), low), ["max_notional"]);
+  assert.deepEqual(brokenRules(order("buy", "2"), low), []);
+  assert.deepEqual(brokenRules(order("buy", "2.00000001"), low), ["max_notional"]);
 });
 
 Deno.test("max_notional counts a sell at the bid when the bid is above the last price", () => {
@@ -100,19 +72,22 @@ Deno.test("max_notional counts a sell at the bid when the bid is above the last 
     rule: "max_notional",
     message: "notional 102000 (qty 2 × 51000) exceeds max_order_notional 100000 for BTC-USDT",
   }]);
-  assert.deepEqual(rules(order("sell", "1.96"), ctx), []);
+  assert.deepEqual(brokenRules(order("sell", "1.96"), ctx), []);
   // A limit sell under the bid is marketable: it fills at the bid too.
-  assert.deepEqual(rules(order("sell", "2", { type: "limit", limit_price: d("49000") }), ctx), [
-    "max_notional",
-  ]);
+  assert.deepEqual(
+    brokenRules(order("sell", "2", { type: "limit", limit_price: d("49000") }), ctx),
+    [
+      "max_notional",
+    ],
+  );
   // One above the bid at its limit, the larger.
   const above = { type: "limit", limit_price: d("52000") } as const;
-  assert.deepEqual(rules(order("sell", "1.92", above), ctx), []); // 99,840
-  assert.deepEqual(rules(order("sell", "1.93", above), ctx), ["max_notional"]); // 100,360
+  assert.deepEqual(brokenRules(order("sell", "1.92", above), ctx), []); // 99,840
+  assert.deepEqual(brokenRules(order("sell", "1.93", above), ctx), ["max_notional"]); // 100,360
   // A bid under the last price leaves the last price.
   const low = { ...ctx, touch: { bid: d("49000"), ask: d("49100") } };
-  assert.deepEqual(rules(order("sell", "2"), low), []);
-  assert.deepEqual(rules(order("sell", "2.00000001"), low), ["max_notional"]);
+  assert.deepEqual(brokenRules(order("sell", "2"), low), []);
+  assert.deepEqual(brokenRules(order("sell", "2.00000001"), low), ["max_notional"]);
 });
 
 Deno.test("numeric_range counts the order's notional at its fill price", () => {
@@ -122,7 +97,7 @@ Deno.test("numeric_range counts the order's notional at its fill price", () => {
   assert.deepEqual(found.map((v) => v.rule), ["numeric_range"]);
   assert.match(found[0]!.message, /^notional \(qty 19607844 × 51000\) 1000000044000/);
   const { touch: _, ...untouched } = ctx;
-  assert.deepEqual(rules(order("buy", "19607844"), untouched), []);
+  assert.deepEqual(brokenRules(order("buy", "19607844"), untouched), []);
 });
 
 Deno.test("cashPrice moves a market or stop buy to the ask and any sell to the bid, never down", () => {
@@ -155,23 +130,26 @@ Deno.test("max_gross_exposure values a limit buy under the mark at the mark, as 
     rule: "max_gross_exposure",
     message: "gross exposure after the order 105000 exceeds max_gross_exposure 100000",
   }]);
-  assert.deepEqual(rules(limited("2", "46000"), ctx), []); // 100,000 at the mark
+  assert.deepEqual(brokenRules(limited("2", "46000"), ctx), []); // 100,000 at the mark
   // Above the mark a limit buy counts at its limit: it can fill there.
-  assert.deepEqual(rules(limited("1.92", "52000"), ctx), []); // 99,840
-  assert.deepEqual(rules(limited("1.93", "52000"), ctx), ["max_gross_exposure"]); // 100,360
+  assert.deepEqual(brokenRules(limited("1.92", "52000"), ctx), []); // 99,840
+  assert.deepEqual(brokenRules(limited("1.93", "52000"), ctx), ["max_gross_exposure"]); // 100,360
   // The symbol's open buys count at the mark too, not at the new order's lower limit:
   // (1 + 1.1) × 50,000 = 105,000.
-  assert.deepEqual(rules(limited("1.1", "40000"), { ...ctx, open_buy_qty: d("1") }), [
+  assert.deepEqual(brokenRules(limited("1.1", "40000"), { ...ctx, open_buy_qty: d("1") }), [
     "max_gross_exposure",
   ]);
   // A sell whose last trade is under the mark: 2.01 × 50,000 = 100,500 (98,490 at 49,000).
   const sell = { ...ctx, last_price: d("49000") };
-  assert.deepEqual(rules(order("sell", "2.01"), sell), ["max_gross_exposure"]);
-  assert.deepEqual(rules(order("sell", "2"), sell), []);
+  assert.deepEqual(brokenRules(order("sell", "2.01"), sell), ["max_gross_exposure"]);
+  assert.deepEqual(brokenRules(order("sell", "2"), sell), []);
   // A reduction is never refused, whatever the mark.
   const long = { ...ctx, position_qty: d("3"), gross_exposure: d("150000") };
-  assert.deepEqual(rules(order("sell", "1", { type: "limit", limit_price: d("46000") }), long), []);
+  assert.deepEqual(
+    brokenRules(order("sell", "1", { type: "limit", limit_price: d("46000") }), long),
+    [],
+  );
   // Without a mark the symbol is valued at the order's reference price.
   const { mark_price: _, ...unmarked } = ctx;
-  assert.deepEqual(rules(limited("2.1", "46000"), unmarked), []);
+  assert.deepEqual(brokenRules(limited("2.1", "46000"), unmarked), []);
 });
