@@ -20,6 +20,7 @@ import {
   binanceChannelStreams,
   binanceCombinedUrlLength,
 } from "../venues/binance/symbols.ts";
+import { DEFAULT_RISK_CONFIG } from "../trading/risk.ts";
 
 /** Deployment profiles; `production` refuses insecure settings. */
 export const PROFILES = ["development", "production"] as const;
@@ -288,18 +289,7 @@ export const DEFAULT_CONFIG = {
     retry_max_ms: 30_000,
   },
   replay: { file: "", speed: 0, loop: false, retime: false },
-  risk: {
-    max_order_qty: "10000",
-    max_order_notional: "100000",
-    max_position_qty: "100000",
-    max_gross_exposure: "1000000",
-    max_open_orders: 100,
-    price_collar_pct: "10",
-    daily_loss_limit: "10000",
-    market_hours: "always",
-    exchanges: { alpaca: { market_hours: "us_equity" } },
-    symbols: {},
-  },
+  risk: DEFAULT_RISK_CONFIG,
   execution: {
     enabled: true,
     default_broker: "paper",

@@ -203,7 +203,7 @@ export interface RiskConfig extends SymbolRiskConfig {
  * account of about 100,000 in quote currency, and the US equity session for
  * orders priced from Alpaca's market data.
  */
-export const DEFAULT_RISK_CONFIG: Readonly<Required<RiskConfig>> = {
+export const DEFAULT_RISK_CONFIG = {
   max_order_qty: "10000",
   max_order_notional: "100000",
   max_position_qty: "100000",
@@ -214,7 +214,7 @@ export const DEFAULT_RISK_CONFIG: Readonly<Required<RiskConfig>> = {
   market_hours: "always",
   exchanges: { alpaca: { market_hours: "us_equity" } },
   symbols: {},
-};
+} as const satisfies Readonly<Required<RiskConfig>>;
 
 const SYMBOL_KEYS = [
   "max_order_qty",
