@@ -10,37 +10,18 @@
  */
 
 import assert from "node:assert/strict";
-import postgres from "postgres";
-import type { ClickHouseClient } from "@clickhouse/client";
-import type { NatsConnection } from "@nats-io/nats-core";
-import { connect } from "@nats-io/transport-node";
-import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
-import { createClickHouse, quoteIdentifier } from "../adapters/clickhouse.ts";
-import { encodeJson } from "../adapters/codec.ts";
-import { Migrator } from "../adapters/migrator.ts";
-import { ensureStreams } from "../adapters/nats.ts";
-import {
-  batchWriterActor,
-  type BatchWriterChildSpec,
-  type BatchWriterOptions,
-} from "../actors/batch_writer.ts";
-import type { Running } from "../actors/types.ts";
-import type { MarketEvent, TradeEvent } from "../market/events.ts";
-import { mdCleanStream } from "../market/md_stream.ts";
-import { MarketStatus } from "../market/status.ts";
-import { cleanSubject } from "../market/subjects.ts";
+import type { TradeEvent } from "../market/events.ts";
 import { waitFor } from "./_helpers.ts";
+import {
+  countFinal,
+  type MarketDatabase,
+  marketDatabase,
+  startWriter,
+  streamEnv,
+} from "./_batch_writer.ts";
 
-const CH_URL = "http://127.0.0.1:8123";
-const NATS_URL = "nats://127.0.0.1:4222";
-const PG_URL = "postgres://postgres@127.0.0.1:5432/postgres";
-const REPO_MIGRATIONS = new URL("../migrations/", import.meta.url).pathname;
 /** 2023-11-14 22:13:00 UTC, on a minute boundary, in µs. */
 const T0 = 1_699_999_980_000_000;
-
-function randomId(): string {
-  return crypto.randomUUID().replaceAll("-", "").slice(0, 12);
-}
 
 function trade(i: number, overrides: Partial<TradeEvent> = {}): TradeEvent {
   return {
@@ -57,160 +38,6 @@ function trade(i: number, overrides: Partial<TradeEvent> = {}): TradeEvent {
     ...overrides,
   };
 }
-
-interface MarketDatabase extends AsyncDisposable {
-  admin: ClickHouseClient;
-  database: string;
-  table(name: string): string;
-  rows<T>(query: string): Promise<T[]>;
-  count(query: string): Promise<number>;
-}
-
-async function marketDatabase(): Promise<MarketDatabase> {
-  const admin = createClickHouse({ url: CH_URL, request_timeout_ms: 20_000 }, {
-    database: "default",
-  });
-  const database = `tw_test_dup_${randomId()}`;
-  const sql = postgres(PG_URL, { max: 1, onnotice: () => {} });
-  try {
-    await new Migrator(sql, {
-      dir: REPO_MIGRATIONS,
-      lockKey: 7_000_000 + Math.floor(Math.random() * 1_000_000) * 2,
-      clickhouse: { client: admin, database },
-    }).up(undefined, { only: "clickhouse" });
-  } finally {
-    await sql.end();
-  }
-  const rows = async <T>(query: string) => {
-    const result = await admin.query({ query, format: "JSONEachRow" });
-    return await result.json<T>();
-  };
-  return {
-    admin,
-    database,
-    table: (name) => `${quoteIdentifier(database)}.${quoteIdentifier(name)}`,
-    rows,
-    count: async (query) => Number((await rows<{ n: string | number }>(query))[0]?.n ?? NaN),
-    [Symbol.asyncDispose]: async () => {
-      try {
-        await admin.command({ query: `DROP DATABASE IF EXISTS ${quoteIdentifier(database)}` });
-      } finally {
-        await admin.close();
-      }
-    },
-  };
-}
-
-interface StreamEnv extends AsyncDisposable {
-  nc: NatsConnection;
-  jsm: JetStreamManager;
-  prefix: string;
-  stream: string;
-  consumer: string;
-  publish(events: unknown[] | Uint8Array, subject?: string): Promise<void>;
-  publishAll(messages: unknown[][]): Promise<void>;
-}
-
-async function streamEnv(): Promise<StreamEnv> {
-  const id = randomId();
-  const prefix = `t${id}.`;
-  const stream = `TW_TEST_DUP_${id}`;
-  const consumer = `writer_${id}`;
-  const nc = await connect({ servers: NATS_URL, maxReconnectAttempts: -1, reconnectTimeWait: 50 });
-  const jsm = await jetstreamManager(nc);
-  await ensureStreams(nc, [
-    mdCleanStream({
-      stream,
-      subject_prefix: prefix,
-      stream_max_bytes: 64 * 1024 * 1024,
-      stream_max_age_s: 3_600,
-    }),
-  ]);
-  const js = jetstream(nc);
-  const publish = async (events: unknown[] | Uint8Array, subject?: string) => {
-    const first = Array.isArray(events) ? events[0] as MarketEvent | undefined : undefined;
-    const target = subject ??
-      (first ? `${prefix}${cleanSubject(first.kind, first.exchange, first.symbol)}` : "");
-    await js.publish(target, events instanceof Uint8Array ? events : encodeJson(events));
-  };
-  return {
-    nc,
-    jsm,
-    prefix,
-    stream,
-    consumer,
-    publish,
-    publishAll: async (messages) => {
-      for (const message of messages) await publish(message);
-    },
-    [Symbol.asyncDispose]: async () => {
-      try {
-        await jsm.streams.delete(stream).catch(() => {});
-      } finally {
-        await nc.close();
-      }
-    },
-  };
-}
-
-function writerOptions(
-  env: StreamEnv,
-  overrides: Partial<BatchWriterOptions> = {},
-): BatchWriterOptions {
-  return {
-    batch_rows: 500,
-    flush_interval_ms: 30,
-    stream_max_bytes: 64 * 1024 * 1024,
-    stream_max_age_s: 3_600,
-    retry_initial_ms: 50,
-    retry_max_ms: 300,
-    stream: env.stream,
-    consumer: env.consumer,
-    subject_prefix: env.prefix,
-    ack_wait_ms: 10_000,
-    fetch_messages: 100,
-    status_interval_ms: 25,
-    consumer_info_interval_ms: 100,
-    shutdown_grace_ms: 2_000,
-    ...overrides,
-  };
-}
-
-interface RunningWriter extends AsyncDisposable {
-  spec: BatchWriterChildSpec;
-  running: Running;
-  status: MarketStatus;
-  stop(): Promise<void>;
-}
-
-async function startWriter(
-  env: StreamEnv,
-  db: MarketDatabase,
-  options: { overrides?: Partial<BatchWriterOptions>; clickhouse?: ClickHouseClient } = {},
-): Promise<RunningWriter> {
-  const status = new MarketStatus();
-  const spec = batchWriterActor({
-    nats: env.nc,
-    clickhouse: options.clickhouse ?? db.admin,
-    database: db.database,
-    status,
-    options: writerOptions(env, options.overrides),
-    clickhouseReady: Promise.resolve(),
-  });
-  const controller = new AbortController();
-  const running = spec.start(controller.signal);
-  await running.ready;
-  let stopped: Promise<void> | undefined;
-  const stop = () =>
-    stopped ??= (async () => {
-      controller.abort();
-      await running.done;
-    })();
-  return { spec, running, status, stop, [Symbol.asyncDispose]: stop };
-}
-
-const countFinal = (db: MarketDatabase, table: string) =>
-  db.count(`SELECT count() AS n FROM ${db.table(table)} FINAL`);
 
 /** The `candles` of the test's trades (all in one minute): trades and volume as text. */
 async function candle(db: MarketDatabase) {
