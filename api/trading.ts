@@ -44,6 +44,7 @@ import { KILL_SWITCH_NOT_AN_OBJECT, parseKillSwitchRequest } from "../trading/si
 import { fromDb, toJson } from "../trading/money.ts";
 import {
   decodeSignalBody,
+  sameSignalBody,
   SIGNAL_ID_PATTERN,
   STRATEGY_PATTERN,
   SYMBOL_PATTERN,
@@ -214,6 +215,10 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
     const [outcome] = await engineCall(() =>
       deps.engine.processSignals([{ body, source: "rest", ...(key === undefined ? {} : { key }) }])
     );
+    // A key used before for another body: its stored outcome is not this signal's.
+    if (outcome!.duplicate && !sameSignalBody(body, outcome!.signal.payload)) {
+      throw keyReused(outcome!.signal, body);
+    }
     return respondToOutcome(c, outcome!);
   });
 
@@ -460,6 +465,27 @@ function respondToOutcome(
     }, 422);
   }
   return c.json({ signal, status: outcome.status }, 200);
+}
+
+/**
+ * The 422 for a signal whose idempotency key — its body's `id`, else the
+ * `Idempotency-Key` header — is the key of `stored`, a signal with another
+ * body (`body`, as decoded): the client reused a key, or changed the body of
+ * a retry.
+ */
+function keyReused(stored: Signal, body: unknown): ApiError {
+  const { client_signal_id: id, strategy } = stored;
+  const bodyId = typeof body === "object" && body !== null ? (body as { id?: unknown }).id : null;
+  const named = bodyId === id
+    ? `id ${JSON.stringify(id)}`
+    : `Idempotency-Key ${JSON.stringify(id)}`;
+  return new ApiError(
+    422,
+    "idempotency_key_reused",
+    `${named} of strategy ${JSON.stringify(strategy)} was used before, for signal ${stored.id} ` +
+      `(${stored.status}) with another body; a retry must send the same body, a new signal a new id`,
+    { details: { signal_id: stored.id, strategy, client_signal_id: id, status: stored.status } },
+  );
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });

@@ -247,6 +247,62 @@ function nestsDeeperThan(text: string, max: number): boolean {
 }
 
 /**
+ * Whether `received`, a body read by {@linkcode decodeSignalBody}, is the
+ * body of a stored signal, `stored` (its `payload` as the signals repository
+ * reads it back): the same JSON but for the order of keys and the spelling of
+ * numbers (`1e-2`, `0.01` and `0.0100` are one number: jsonb keeps a number's
+ * value, not its token), or the text of a body stored as `{ raw }` (one that
+ * jsonb cannot hold, or that was refused unread). A string is never the
+ * number it spells, and `null` is not an absent key: a retry sends the same
+ * body.
+ *
+ * @example
+ * ```ts
+ * import { decodeSignalBody, sameSignalBody } from "./signal.ts";
+ *
+ * const body = decodeSignalBody('{"side":"buy","qty":1e-2}');
+ * sameSignalBody(body, { qty: 0.01, side: "buy" }); // true
+ * sameSignalBody(body, { qty: "0.01", side: "buy" }); // false
+ * ```
+ */
+export function sameSignalBody(received: unknown, stored: unknown): boolean {
+  // As each is (or was) stored: SignalNumbers as their tokens, an unread body as `{ raw }`.
+  const text = JSON.stringify(received ?? null);
+  if (sameJsonText(text, JSON.stringify(stored ?? null))) return true;
+  if (typeof stored !== "object" || stored === null || Array.isArray(stored)) return false;
+  const keys = Object.keys(stored);
+  if (keys.length !== 1 || keys[0] !== "raw") return false;
+  // A body jsonb could not hold is stored as its JSON text; a body that is no object, wrapped.
+  const raw = (stored as { raw: unknown }).raw;
+  return raw === text || sameJsonText(text, JSON.stringify(raw ?? null));
+}
+
+/** Whether the JSON texts `a` and `b` are one value ({@linkcode sameSignalBody}'s terms). */
+function sameJsonText(a: string, b: string): boolean {
+  if (a === b) return true;
+  try {
+    return sameJson(parseJsonNumbers(a), parseJsonNumbers(b));
+  } catch {
+    return false; // too deep to compare: only a stored body written by hand
+  }
+}
+
+function sameJson(a: JsonValue, b: JsonValue): boolean {
+  if (a instanceof JsonNumber || b instanceof JsonNumber) {
+    return a instanceof JsonNumber && b instanceof JsonNumber &&
+      new Decimal(a.text).eq(new Decimal(b.text));
+  }
+  if (typeof a !== "object" || a === null || typeof b !== "object" || b === null) return a === b;
+  if (Array.isArray(a) || Array.isArray(b)) {
+    return Array.isArray(a) && Array.isArray(b) && a.length === b.length &&
+      a.every((item, i) => sameJson(item, b[i]!));
+  }
+  const keys = Object.keys(a);
+  if (keys.length !== Object.keys(b).length) return false;
+  return keys.every((key) => Object.hasOwn(b, key) && sameJson(a[key]!, b[key]!));
+}
+
+/**
  * Whether PostgreSQL's `text` and `jsonb` can hold `text`: they refuse U+0000
  * and unpaired UTF-16 surrogates (which JSON can carry as `\u0000`, `\ud800`).
  */
