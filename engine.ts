@@ -20,7 +20,7 @@ import type { ClickHouseClient } from "@clickhouse/client";
 import type { Sql } from "postgres";
 import { type Config, redactConfig } from "./config/mod.ts";
 import type { ActorInfo, ChildSpec } from "./actors/types.ts";
-import { Supervisor } from "./actors/supervisor.ts";
+import { restartLimits, Supervisor } from "./actors/supervisor.ts";
 import { isConnected } from "./actors/actor.ts";
 import { migrationsActor, MigrationsState } from "./actors/migrations.ts";
 import { INSTANCE_LOCK_KEY_OFFSET, instanceLockActor } from "./actors/instance_lock.ts";
@@ -281,13 +281,7 @@ export async function startEngine(
     root = new Supervisor({
       name: "root",
       strategy: "rest_for_one",
-      intensity: config.supervisor.intensity,
-      periodMs: config.supervisor.period_ms,
-      backoff: {
-        initialMs: config.supervisor.backoff_initial_ms,
-        maxMs: config.supervisor.backoff_max_ms,
-        jitter: config.supervisor.backoff_jitter,
-      },
+      ...restartLimits(config.supervisor),
       log: log.child({ component: "supervisor" }),
     }, children);
     const abandon = () => root.stop(signal?.reason);

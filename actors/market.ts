@@ -11,7 +11,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import type { ClickHouseClient } from "@clickhouse/client";
 import type { Config } from "../config/mod.ts";
 import type { ChildSpec } from "./types.ts";
-import { supervisor } from "./supervisor.ts";
+import { restartLimits, supervisor } from "./supervisor.ts";
 import { feedActor } from "./feed.ts";
 import { validatorActor } from "./validator.ts";
 import { validatorWorker } from "./validator_worker.ts";
@@ -143,13 +143,7 @@ export function marketSupervisor(deps: MarketDeps): ChildSpec {
   return supervisor({
     name: "market",
     strategy: "one_for_one",
-    intensity: config.supervisor.intensity,
-    periodMs: config.supervisor.period_ms,
-    backoff: {
-      initialMs: config.supervisor.backoff_initial_ms,
-      maxMs: config.supervisor.backoff_max_ms,
-      jitter: config.supervisor.backoff_jitter,
-    },
+    ...restartLimits(config.supervisor),
     log: log.child({ component: "supervisor" }),
   }, children);
 }

@@ -88,6 +88,43 @@ export interface RestartBackoff {
   jitter?: number;
 }
 
+/** The configuration's `supervisor` section, as far as {@linkcode restartLimits} reads it. */
+export interface SupervisorConfig {
+  /** See {@linkcode SupervisorOptions.intensity}. */
+  intensity: number;
+  /** See {@linkcode SupervisorOptions.periodMs}. */
+  period_ms: number;
+  /** See {@linkcode RestartBackoff.initialMs}. */
+  backoff_initial_ms: number;
+  /** See {@linkcode RestartBackoff.maxMs}. */
+  backoff_max_ms: number;
+  /** See {@linkcode RestartBackoff.jitter}. */
+  backoff_jitter: number;
+}
+
+/**
+ * A supervisor's restart intensity, period and backoff from the
+ * configuration's `supervisor` section, for every supervisor of the engine.
+ *
+ * @example
+ * ```ts
+ * supervisor({ name: "market", ...restartLimits(config.supervisor) }, children);
+ * ```
+ */
+export function restartLimits(
+  config: SupervisorConfig,
+): Required<Pick<SupervisorOptions, "intensity" | "periodMs" | "backoff">> {
+  return {
+    intensity: config.intensity,
+    periodMs: config.period_ms,
+    backoff: {
+      initialMs: config.backoff_initial_ms,
+      maxMs: config.backoff_max_ms,
+      jitter: config.backoff_jitter,
+    },
+  };
+}
+
 /** Options for {@linkcode supervisor}, {@linkcode Supervisor} and {@linkcode startRoot}. */
 export interface SupervisorOptions {
   /** Name, unique among its siblings; the first segment of its rows' paths. */

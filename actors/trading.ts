@@ -65,7 +65,7 @@ import {
   positionTrackerActor,
   type PositionTrackerOptions,
 } from "./position_tracker.ts";
-import { supervisor } from "./supervisor.ts";
+import { restartLimits, supervisor } from "./supervisor.ts";
 import type { ChildSpec } from "./types.ts";
 
 /** Name of the trading supervisor in the tree. */
@@ -254,13 +254,7 @@ export function tradingSupervisor(deps: TradingDeps): TradingChildSpec {
   const spec = supervisor({
     name: TRADING_SUPERVISOR_NAME,
     strategy: "rest_for_one",
-    intensity: config.supervisor.intensity,
-    periodMs: config.supervisor.period_ms,
-    backoff: {
-      initialMs: config.supervisor.backoff_initial_ms,
-      maxMs: config.supervisor.backoff_max_ms,
-      jitter: config.supervisor.backoff_jitter,
-    },
+    ...restartLimits(config.supervisor),
     log: log.child({ component: "supervisor" }),
   }, children);
   return Object.assign(spec, { engine, state, brokers: brokers as ReadonlyMap<string, Broker> });

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  restartLimits,
   startRoot,
   Supervisor,
   supervisor,
@@ -10,6 +11,7 @@ import {
 import type { ActorInfo, ChildSpec, RestartType } from "../actors/types.ts";
 import { type Clock, RecordingClock } from "../lib/clock.ts";
 import { memoryLogger } from "../lib/log.ts";
+import { loadConfig } from "../config/mod.ts";
 import { deadline, isSettled, waitFor } from "./_helpers.ts";
 
 interface WorkerOptions {
@@ -562,4 +564,22 @@ Deno.test("a nested supervisor with an abandoned child is not started again unti
   await waitFor(() => probe.events.filter((e) => e === "stop:execution").length === 2);
   probe.exit("execution");
   await deadline(stopping);
+});
+
+Deno.test("restartLimits gives every supervisor the configuration's intensity, period and backoff", async () => {
+  const config = await loadConfig({
+    args: [],
+    env: {
+      TRADEWIRE_SUPERVISOR__INTENSITY: "7",
+      TRADEWIRE_SUPERVISOR__PERIOD_MS: "12000",
+      TRADEWIRE_SUPERVISOR__BACKOFF_INITIAL_MS: "250",
+      TRADEWIRE_SUPERVISOR__BACKOFF_MAX_MS: "9000",
+      TRADEWIRE_SUPERVISOR__BACKOFF_JITTER: "0.5",
+    },
+  });
+  assert.deepEqual(restartLimits(config.supervisor), {
+    intensity: 7,
+    periodMs: 12_000,
+    backoff: { initialMs: 250, maxMs: 9_000, jitter: 0.5 },
+  });
 });
