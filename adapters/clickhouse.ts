@@ -18,6 +18,7 @@ import { ClickHouseLogLevel, createClient } from "@clickhouse/client";
 import type { ClickHouseClient, Logger as ClientLogger } from "@clickhouse/client";
 import { type Logger, nullLogger } from "../lib/log.ts";
 import { redactUrl } from "../lib/redact.ts";
+import { NETWORK_ERROR_CODES } from "../lib/socket_errors.ts";
 
 /** ClickHouse connection settings, as in the `clickhouse` section of the config. */
 export interface ClickHouseOptions {
@@ -144,18 +145,6 @@ export async function pingClickHouse(
   return performance.now() - started;
 }
 
-const NETWORK_CODES = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ECONNABORTED",
-  "ENOTFOUND",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "ETIMEDOUT",
-  "EPIPE",
-  "EAI_AGAIN",
-]);
-
 /**
  * The numeric ClickHouse error code of a server error (e.g. 60 for an unknown
  * table), or null when `error` is not one. Old servers answer
@@ -176,7 +165,7 @@ export function isClickHouseUnavailable(error: unknown): boolean {
     if (e instanceof ClickHouseUnavailableError) return true;
     if (clickHouseErrorCode(e) !== null) return false;
     const code = (e as { code?: unknown }).code;
-    if (typeof code === "string" && NETWORK_CODES.has(code)) return true;
+    if (typeof code === "string" && NETWORK_ERROR_CODES.has(code)) return true;
     if (/^Timeout error|socket hang up|ECONNREFUSED|ECONNRESET/i.test(e.message)) return true;
     if (e instanceof AggregateError && e.errors.some(isClickHouseUnavailable)) return true;
     e = e.cause;

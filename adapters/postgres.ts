@@ -14,6 +14,7 @@ import type { Sql } from "postgres";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { type Logger, nullLogger } from "../lib/log.ts";
 import { redactUrl } from "../lib/redact.ts";
+import { NETWORK_ERROR_CODES } from "../lib/socket_errors.ts";
 import { backoffDelay } from "../lib/backoff.ts";
 import { SSL_MODES, type SslMode } from "../config/schema.ts";
 import { watchedSockets } from "./_pg_socket.ts";
@@ -506,15 +507,7 @@ export type DatabaseErrorKind =
 
 /** Error codes (errno and SQLSTATE) that mean the connection failed, besides class 08. */
 const CONNECTION_CODES: ReadonlySet<string> = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ECONNABORTED",
-  "ENOTFOUND",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "ETIMEDOUT",
-  "EPIPE",
-  "EAI_AGAIN",
+  ...NETWORK_ERROR_CODES,
   "CONNECT_TIMEOUT",
   "CONNECTION_CLOSED",
   "CONNECTION_ENDED",

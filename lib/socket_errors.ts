@@ -26,6 +26,24 @@
  * @module
  */
 
+/**
+ * The `code`s (errno names) of a failed network connection or request: no
+ * server there, the connection refused, reset or timed out, a name not
+ * resolved. The ClickHouse and PostgreSQL adapters take them as the service
+ * being unreachable, not as its answer.
+ */
+export const NETWORK_ERROR_CODES: ReadonlySet<string> = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "ENOTFOUND",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EAI_AGAIN",
+]);
+
 /** The message of the `TypeError` postgres.js 3.4.9 throws when it flushes a write to a closed connection. */
 export const POSTGRES_NULL_SOCKET_MESSAGE = "Cannot read properties of null (reading 'write')";
 
