@@ -323,8 +323,7 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
     const page = await badParams(() =>
       db(() =>
         listSnapshots(deps.sql, {
-          ...(q.from !== undefined ? { from: date(q.from, "from") } : {}),
-          ...(q.to !== undefined ? { to: date(q.to, "to") } : {}),
+          ...range(q),
           limit: limit(q.limit),
           after: q.cursor === undefined ? null : rowId(q.cursor, "cursor"),
         })
@@ -388,8 +387,7 @@ function listQuery(params: Record<string, string>) {
   const filter = {
     ...(q.symbol !== undefined ? { symbol: q.symbol } : {}),
     ...(q.strategy !== undefined ? { strategy: q.strategy } : {}),
-    ...(q.from !== undefined ? { from: date(q.from, "from") } : {}),
-    ...(q.to !== undefined ? { to: date(q.to, "to") } : {}),
+    ...range(q),
     limit: limit(q.limit),
     after: q.cursor === undefined ? null : rowId(q.cursor, "cursor"),
   };
@@ -582,6 +580,31 @@ function date(text: string, name: string): Date {
     );
   }
   return value;
+}
+
+/**
+ * The `from` (inclusive) and `to` (exclusive) parameters of a list, each
+ * read by {@linkcode date}; a 400 naming both when `from` is after `to` (a
+ * swapped range is a mistake, not a request for nothing), as the
+ * market-data endpoints answer it.
+ */
+function range(q: Record<string, string>): { from?: Date; to?: Date } {
+  const from = q.from === undefined ? undefined : date(q.from, "from");
+  const to = q.to === undefined ? undefined : date(q.to, "to");
+  if (from !== undefined && to !== undefined && isAfter(from, to)) {
+    throw new ApiError(
+      400,
+      "bad_request",
+      `from (${q.from}) is after to (${q.to}); give the earlier time as from`,
+    );
+  }
+  return { ...(from === undefined ? {} : { from }), ...(to === undefined ? {} : { to }) };
+}
+
+/** Whether `a` is after `b`, to the microsecond of a {@linkcode MicroDate}. */
+function isAfter(a: Date, b: Date): boolean {
+  if (a.getTime() !== b.getTime()) return a.getTime() > b.getTime();
+  return (a instanceof MicroDate ? a.micros : 0) > (b instanceof MicroDate ? b.micros : 0);
 }
 
 /** An order id or list cursor: an integer from 1 to {@linkcode MAX_ROW_ID}; else a 400. */
