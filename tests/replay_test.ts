@@ -375,6 +375,11 @@ Deno.test("loop starts the file over until the replay is stopped", async () => {
   try {
     const status = new MarketStatus();
     const session = new TradeSession(uniqueSymbol());
+    // Each pass reopens the session: subscribing until its first frame, then live.
+    const atSecondFrame: string[] = [];
+    session.onFrameHook = (data) => {
+      if (data.id === 2) atSecondFrame.push(status.feed("binance").state);
+    };
     const controller = new AbortController();
     let events = 0;
     const running = replayActor(file, [session], {
@@ -385,10 +390,11 @@ Deno.test("loop starts the file over until the replay is stopped", async () => {
       deadLetters: () => {},
     }).start(controller.signal);
     await waitFor(() => (running.stats() as ReplayStats).passes >= 3, 5_000, "three passes");
-    assert.equal(status.feed("binance").state, "live");
     controller.abort();
     await deadline(running.done, 5_000, "stop");
     assert.equal(status.feed("binance").state, "stopped");
+    assert.ok(atSecondFrame.length >= 3, `${atSecondFrame.length} passes seen`);
+    assert.deepEqual(new Set(atSecondFrame), new Set(["live"]));
     assert.ok(session.opens >= 3);
     assert.equal(session.closes, session.opens);
     assert.ok(events >= 4);
@@ -804,4 +810,41 @@ Deno.test("keepOrder never moves an event's exchange time before the last of its
   const out = keepOrder([trade("A", 90, "2"), trade("B", 60, "2")], last);
   assert.deepEqual(out.map((e) => [e.ts_exchange, e.ts_local]), [[100, 100], [60, 65]]);
   assert.deepEqual(keepOrder([trade("A", 120, "3")], last).map((e) => e.ts_exchange), [120]);
+});
+
+Deno.test("a replayed venue is subscribing from its opening until it is ready, as a live feed, then live", async () => {
+  const file = await writeCapture([
+    trade(T0, 1, "binance"),
+    { t: T0 + 1, x: "alpaca", f: JSON.stringify({ cmd: "greeting" }) },
+    trade(T0 + 2, 2, "binance"),
+    { t: T0 + 3, x: "alpaca", f: JSON.stringify({ cmd: "ready" }) },
+    trade(T0 + 4, 3, "binance"),
+  ]);
+  try {
+    const status = new MarketStatus();
+    const binance = new TradeSession(uniqueSymbol(), "binance");
+    // A session that tells its readiness (as Alpaca's: authenticated and subscribed).
+    let ready = false;
+    const alpaca = Object.assign(new TradeSession(uniqueSymbol(), "alpaca"), {
+      readiness: () => ready ? "ready" as const : "pending" as const,
+    });
+    alpaca.onFrameHook = (data) => {
+      if (data.cmd === "ready") ready = true;
+    };
+    const seen: string[] = [];
+    const look = () =>
+      `binance ${status.feed("binance").state}, alpaca ${status.feed("alpaca").state}`;
+    binance.onOpenHook = () => seen.push(`binance opens: ${look()}`);
+    binance.onFrameHook = (data) => seen.push(`binance frame ${data.id}: ${look()}`);
+    await play(file, [binance, alpaca], { status });
+    assert.deepEqual(seen, [
+      "binance opens: binance subscribing, alpaca connecting",
+      "binance frame 1: binance subscribing, alpaca subscribing",
+      "binance frame 2: binance live, alpaca subscribing",
+      "binance frame 3: binance live, alpaca live",
+    ]);
+    assert.equal(status.feed("binance").state, "stopped");
+  } finally {
+    await Deno.remove(file);
+  }
 });

@@ -57,8 +57,10 @@
  * - Lines that cannot be read (not JSON, unknown exchange, missing fields)
  *   are counted, logged and skipped; when their exchange is known they are
  *   also counted in its `malformed` figure and dead-lettered.
- * - Status: a venue is `"live"` while its capture plays (`"disconnected"`
- *   between its `close` and `open` lines) and `"stopped"` at the end of the
+ * - Status: a venue is `"subscribing"` from its connection's opening until
+ *   it is ready — its first frame played, or, for a session that tells its
+ *   readiness (Alpaca's), once it says `ready` — and `"live"` from then on
+ *   (`"disconnected"` between its `close` and `open` lines) and `"stopped"` at the end of the
  *   file (with `loop`, the file starts over instead, each
  *   session going through `onClose`/`onOpen` first).
  * - With `retime`, events carry the time they are replayed instead of the
@@ -727,6 +729,17 @@ class Replay {
     }
   }
 
+  /** Whether `venue`'s session is ready: it says so, or it does not tell (its first frame came). */
+  #ready(venue: Venue): boolean {
+    if (venue.session.readiness === undefined) return true;
+    try {
+      return venue.session.readiness() === "ready";
+    } catch (error) {
+      this.#log.error("session readiness failed", { exchange: venue.session.exchange, error });
+      return false;
+    }
+  }
+
   /** A recorded connection line: the venue's connection closes, or a new one opens. */
   #connection(venue: Venue, record: CaptureConnection): void {
     venue.recordedUs = record.t;
@@ -745,6 +758,7 @@ class Replay {
     this.#stats.frames++;
     venue.recordedUs = record.t;
     venue.output.frame(venue.parser, record.f, record.t, io);
+    if (venue.status.state === "subscribing" && this.#ready(venue)) venue.status.state = "live";
     if (venue.lastTickUs === null) {
       venue.lastTickUs = record.t;
     } else if (record.t - venue.lastTickUs >= REPLAY_TICK_US) {
@@ -801,7 +815,9 @@ class Replay {
     venue.connection = connection;
     venue.reconnect = null;
     venue.lastTickUs = null;
-    status.state = "live";
+    // As a live feed: subscribing until its venue is ready (on its first frame played, or once
+    // a session that tells its readiness, Alpaca's, says so).
+    status.state = "subscribing";
     status.connected_at = this.#clock.now();
     const failed = (error: unknown) => {
       const message = error instanceof Error ? error.message : String(error);
