@@ -16,7 +16,8 @@
  * - unknown fields are refused (a misspelt `limitPrice` is an error, not a
  *   silently ignored price); `null` counts as absent for optional fields.
  * - `strategy` falls back to `defaults.strategy` (the subject token for NATS),
- *   then to {@linkcode DEFAULT_SIGNAL_STRATEGY}; the body's value wins.
+ *   then to {@linkcode DEFAULT_SIGNAL_STRATEGY}; the body's value wins. It is
+ *   never {@linkcode RESERVED_STRATEGY} (`rejected`).
  * - no `id` is derived here: the engine assigns one when the client sent none.
  *
  * @example
@@ -84,6 +85,16 @@ export const IMMEDIATE_TIMES_IN_FORCE: readonly TimeInForce[] = ["ioc", "fok"];
 export const SIGNAL_ID_PATTERN = /^[A-Za-z0-9_.:-]{1,128}$/;
 /** A strategy name, usable as a NATS subject token: 1..64 of `[A-Za-z0-9_-]`. */
 export const STRATEGY_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+/**
+ * The strategy name no signal may have: `signals.rejected` carries reject
+ * events (`REJECTED_TOKEN` of `signals_stream.ts`), so no strategy publishes
+ * under it.
+ */
+export const RESERVED_STRATEGY = "rejected";
+/** Why a signal naming {@linkcode RESERVED_STRATEGY} is refused. */
+const RESERVED_STRATEGY_MESSAGE = `strategy must not be ${
+  JSON.stringify(RESERVED_STRATEGY)
+}: it is reserved (signals.${RESERVED_STRATEGY} carries reject events)`;
 /** A canonical symbol: `BASE-QUOTE` for crypto (`BTC-USDT`) or a ticker (`AAPL`, `BRK.B`). */
 export const SYMBOL_PATTERN = CANONICAL_SYMBOL_PATTERN;
 /** A broker name: 1..32 of `[a-z0-9_-]`, starting with a letter (`paper`, `alpaca`). */
@@ -460,7 +471,12 @@ export const SignalBodySchema = z.strictObject({
   limit_price: optional(positiveDecimal("limit_price")),
   stop_price: optional(positiveDecimal("stop_price")),
   time_in_force: optional(choice("time_in_force", TIMES_IN_FORCE)),
-  strategy: optional(text("strategy", STRATEGY_PATTERN, "1..64 characters of [A-Za-z0-9_-]")),
+  strategy: optional(
+    text("strategy", STRATEGY_PATTERN, "1..64 characters of [A-Za-z0-9_-]").refine(
+      (name) => name !== RESERVED_STRATEGY,
+      { error: RESERVED_STRATEGY_MESSAGE },
+    ),
+  ),
   reason: optional(
     z.string({ error: "reason must be a string" }).max(MAX_REASON_LENGTH, {
       error: `reason must be at most ${MAX_REASON_LENGTH} characters`,
@@ -577,6 +593,11 @@ export function parseSignalBySchema(
           JSON.stringify(strategy)
         } from the defaults`,
       });
+    } else if (isObject && strategy === RESERVED_STRATEGY) {
+      reasons.push({
+        path: "strategy",
+        message: `${RESERVED_STRATEGY_MESSAGE}, from the defaults`,
+      });
     }
   }
   if (!parsed.success || reasons.length > 0) return { ok: false, reasons };
@@ -651,7 +672,9 @@ function acceptSignal(input: unknown, defaults: SignalDefaults): Signal | null {
   if (STOP_PRICE_TYPES.includes(orderType) !== (stopPrice !== undefined)) return null;
   if (STOP_PRICE_TYPES.includes(orderType) && IMMEDIATE_TIMES_IN_FORCE.includes(tif)) return null;
   const name = strategy ?? defaults.strategy ?? DEFAULT_SIGNAL_STRATEGY;
-  if (typeof name !== "string" || !STRATEGY_PATTERN.test(name)) return null;
+  if (typeof name !== "string" || !STRATEGY_PATTERN.test(name) || name === RESERVED_STRATEGY) {
+    return null;
+  }
   const { reason, exchange, broker } = body;
   if (
     !absent(reason) &&
