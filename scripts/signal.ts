@@ -10,7 +10,11 @@
  *
  * The body goes as given to `signals.<STRATEGY>`; JetStream's acknowledgement
  * (the `SIGNALS` stream's sequence) is printed, so a signal no stream
- * captured is an error, not silently lost. NATS comes from the engine's
+ * captured is an error, not silently lost. A body with an `id` goes with
+ * `Nats-Msg-Id: <strategy>:<id>` (the engine's idempotency key), so the same
+ * signal published again within the stream's duplicate window (2 minutes) —
+ * a run repeated after a timeout — is dropped by JetStream and printed as
+ * `"duplicate": true`; the engine records a signal id once in any case. NATS comes from the engine's
  * configuration (`NATS_URL`, `TRADEWIRE_NATS__*`, `--config PATH`, flags).
  * Exits 0 once stored, 1 when NATS refuses or does not store it, 2 on a
  * usage or configuration error. The engine's answer (the order, or the
@@ -23,12 +27,38 @@
 import { jetstream } from "@nats-io/jetstream";
 import { connectNats } from "../adapters/nats.ts";
 import { loadConfig } from "../config/mod.ts";
-import { STRATEGY_PATTERN } from "../trading/signal.ts";
+import { SIGNAL_ID_PATTERN, STRATEGY_PATTERN } from "../trading/signal.ts";
 import { REJECTED_TOKEN } from "../trading/signals_stream.ts";
 
 /** The usage text printed for a usage error. */
 export const USAGE =
   "usage: deno task signal STRATEGY [JSON] [config flags]   (or pipe the JSON on standard input)";
+
+/**
+ * The `Nats-Msg-Id` of the signal `text` published by `strategy`: the
+ * engine's idempotency key `<strategy>:<id>` (the body's own valid
+ * `strategy` winning, as in the engine), or null when the body has no valid
+ * `id` (or is not a JSON object: the engine refuses it with its reasons).
+ *
+ * @example
+ * ```ts
+ * signalMsgId("momentum", '{"id":"m-1","symbol":"BTC-USDT","side":"buy","qty":"1"}'); // "momentum:m-1"
+ * signalMsgId("momentum", '{"symbol":"BTC-USDT","side":"buy","qty":"1"}'); // null
+ * ```
+ */
+export function signalMsgId(strategy: string, text: string): string | null {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) return null;
+  const { id, strategy: named } = body as { id?: unknown; strategy?: unknown };
+  if (typeof id !== "string" || !SIGNAL_ID_PATTERN.test(id)) return null;
+  const owner = typeof named === "string" && STRATEGY_PATTERN.test(named) ? named : strategy;
+  return `${owner}:${id}`;
+}
 
 /** Publishes the signal of `argv`; resolves to the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
@@ -59,9 +89,11 @@ export async function main(argv: readonly string[]): Promise<number> {
       signal: controller.signal,
     });
     try {
+      const msgID = signalMsgId(strategy, text);
       const ack = await jetstream(nc).publish(
         `signals.${strategy}`,
         new TextEncoder().encode(text),
+        msgID === null ? undefined : { msgID },
       );
       console.log(JSON.stringify({ stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate }));
       return 0;

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { ensureStreams } from "../adapters/nats.ts";
-import { main } from "../scripts/signal.ts";
+import { main, signalMsgId } from "../scripts/signal.ts";
 import { signalsStream } from "../trading/signals_stream.ts";
 import { startNatsServer } from "./_nats_server.ts";
 
@@ -54,5 +54,42 @@ Deno.test("deno task signal stores the signal in SIGNALS and prints its sequence
     assert.match(lost.err, /^not published: /);
   } finally {
     await nc.close();
+  }
+});
+
+Deno.test("deno task signal run twice with one id stores it once: JetStream drops the second as a duplicate", async () => {
+  await using nats = await startNatsServer();
+  const nc = await connect({ servers: nats.url });
+  try {
+    await ensureStreams(nc, [signalsStream()]);
+    const body = '{"id":"m-2","symbol":"BTC-USDT","side":"buy","qty":"0.5"}';
+    const first = await run(["momentum", body, `--nats.url=${nats.url}`]);
+    assert.deepEqual(JSON.parse(first.out), { stream: "SIGNALS", seq: 1, duplicate: false });
+    const again = await run(["momentum", body, `--nats.url=${nats.url}`]);
+    assert.equal(again.code, 0, again.err);
+    assert.deepEqual(JSON.parse(again.out), { stream: "SIGNALS", seq: 1, duplicate: true });
+    // Another strategy's signal with the same id is another signal; so is one without an id.
+    const other = await run(["meanrev", body, `--nats.url=${nats.url}`]);
+    assert.deepEqual(JSON.parse(other.out), { stream: "SIGNALS", seq: 2, duplicate: false });
+    const noId = '{"symbol":"BTC-USDT","side":"buy","qty":"0.5"}';
+    for (const seq of [3, 4]) {
+      const plain = await run(["momentum", noId, `--nats.url=${nats.url}`]);
+      assert.deepEqual(JSON.parse(plain.out), { stream: "SIGNALS", seq, duplicate: false });
+    }
+    const info = await (await jetstreamManager(nc)).streams.info("SIGNALS");
+    assert.equal(info.state.messages, 4);
+  } finally {
+    await nc.close();
+  }
+});
+
+Deno.test("signalMsgId is the engine's idempotency key, the body's strategy winning; null without a valid id", () => {
+  assert.equal(signalMsgId("momentum", '{"id":"m-1"}'), "momentum:m-1");
+  assert.equal(signalMsgId("momentum", '{"id":"m-1","strategy":"meanrev"}'), "meanrev:m-1");
+  assert.equal(signalMsgId("momentum", '{"id":"m-1","strategy":"a.b"}'), "momentum:m-1");
+  for (
+    const text of ['{"symbol":"X"}', '{"id":""}', '{"id":"a b"}', '{"id":7}', "[1]", "null", "{"]
+  ) {
+    assert.equal(signalMsgId("momentum", text), null, text);
   }
 });
