@@ -607,7 +607,11 @@ function isAfter(a: Date, b: Date): boolean {
   return (a instanceof MicroDate ? a.micros : 0) > (b instanceof MicroDate ? b.micros : 0);
 }
 
-/** An order id or list cursor: an integer from 1 to {@linkcode MAX_ROW_ID}; else a 400. */
+/**
+ * An order id or list cursor: an integer from 1 to {@linkcode MAX_ROW_ID},
+ * written as PostgreSQL writes it (`007` is `7`: the engine knows its open
+ * orders by that text); else a 400.
+ */
 function rowId(text: string, name: string): string {
   if (!isRowId(text)) {
     throw new ApiError(
@@ -616,7 +620,7 @@ function rowId(text: string, name: string): string {
       `${name} must be an integer from 1 to ${MAX_ROW_ID}, got ${JSON.stringify(text)}`,
     );
   }
-  return text;
+  return text.charCodeAt(0) === 48 ? BigInt(text).toString() : text; // "0…"
 }
 
 function orderId(text: string): string {
