@@ -20,6 +20,7 @@ import {
   listSnapshots,
   MAX_ROW_ID,
   NotFoundError,
+  type Order,
   ORDER_STATUSES,
   type Signal,
   SIGNAL_STATUSES,
@@ -642,9 +643,21 @@ async function found<T>(fn: () => Promise<T>): Promise<T> {
   } catch (error) {
     if (error instanceof NotFoundError) throw new ApiError(404, "not_found", error.message);
     if (error instanceof RangeError) throw new ApiError(400, "bad_request", error.message);
-    if (error instanceof ConflictError) throw new ApiError(409, "conflict", error.message);
+    if (error instanceof ConflictError) {
+      // An order found not open (a cancel): its state in details, as a refused cancel's 409 has it.
+      const order = error.table === "orders" && isOrder(error.actual) ? error.actual : null;
+      throw new ApiError(409, "conflict", error.message, {
+        ...(order === null ? {} : { details: { order: orderJson(order) } }),
+      });
+    }
     throw error;
   }
+}
+
+/** Whether `value` is an order row (a {@linkcode ConflictError}'s `actual` may be anything). */
+function isOrder(value: unknown): value is Order {
+  return typeof value === "object" && value !== null && "client_order_id" in value &&
+    "status" in value;
 }
 
 /**
