@@ -9,10 +9,11 @@ import postgres from "postgres";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import { encodeJson } from "../adapters/codec.ts";
-import { type EngineProcess, freshDatabase, startEngineProcess } from "./_engine_process.ts";
+import { type EngineProcess, startEngineProcess } from "./_engine_process.ts";
 import { freePort, startNatsServer } from "./_nats_server.ts";
 import { startPgFaultProxy } from "./_pg_cut_proxy.ts";
 import { waitFor } from "./_helpers.ts";
+import { scratchDatabase } from "./_postgres.ts";
 
 /** How long a chaos test's JetStream publish waits for its ack, ms. */
 export const CHAOS_PUBLISH_TIMEOUT_MS = 30_000;
@@ -143,7 +144,7 @@ export async function world(
   const storeDir = await Deno.makeTempDir({ prefix: "tw-chaos-nats-" });
   const natsPort = freePort();
   let server = await startNatsServer({ port: natsPort, storeDir });
-  const database = await freshDatabase();
+  const database = await scratchDatabase();
   const proxy = options.pgProxy ? startPgFaultProxy() : null;
   const engineDbUrl = proxy === null
     ? database.url

@@ -5,9 +5,9 @@
  * @module
  */
 
-import postgres from "postgres";
 import { freePort } from "./_nats_server.ts";
 import { DeadlineError } from "./_helpers.ts";
+import { scratchDatabase } from "./_postgres.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -32,23 +32,6 @@ export interface EngineProcess extends AsyncDisposable {
   status: Promise<Deno.CommandStatus>;
 }
 
-/** Creates a fresh PostgreSQL database and returns its URL and a function dropping it. */
-export async function freshDatabase(): Promise<{ url: string; drop: () => Promise<void> }> {
-  const name = `tw_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
-  const admin = postgres(PG_ADMIN_URL, { max: 1, onnotice: () => {} });
-  await admin`create database ${admin(name)}`;
-  await admin.end();
-  return {
-    url: `postgres://postgres@127.0.0.1:5432/${name}`,
-    drop: async () => {
-      const sql = postgres(PG_ADMIN_URL, { max: 1, onnotice: () => {} });
-      await sql`select pg_terminate_backend(pid) from pg_stat_activity where datname = ${name}`;
-      await sql`drop database if exists ${sql(name)}`;
-      await sql.end();
-    },
-  };
-}
-
 /** Options of {@linkcode startEngineProcess}. */
 export interface EngineProcessOptions {
   /**
@@ -67,7 +50,7 @@ export async function startEngineProcess(
 ): Promise<EngineProcess> {
   const port = freePort();
   const database = options.databaseUrl === undefined
-    ? await freshDatabase()
+    ? await scratchDatabase()
     : { url: options.databaseUrl, drop: () => Promise.resolve() };
   const chDatabase = new URL(database.url).pathname.slice(1);
   const child = new Deno.Command(Deno.execPath(), {

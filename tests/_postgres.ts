@@ -25,29 +25,61 @@ export interface MigratedDatabase extends AsyncDisposable {
   migrator: Migrator;
 }
 
-/** Creates `tw_test_<random>`, applies every PostgreSQL migration and opens a pool of `poolSize`. */
-export async function migratedDatabase(poolSize = 4): Promise<MigratedDatabase> {
-  const name = `tw_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
+/** A name for a scratch database: `tw_test_` and 16 random hex digits. */
+export function scratchName(): string {
+  return `tw_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
+}
+
+/** The URL of database `name` on the local server ({@linkcode ADMIN_URL} with its path). */
+export function databaseUrl(name: string): string {
+  const url = new URL(ADMIN_URL);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+/** Drops database `name` if it exists, after ending its connections. */
+export async function dropDatabase(name: string): Promise<void> {
+  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
+  try {
+    await admin`select pg_terminate_backend(pid) from pg_stat_activity
+      where datname = ${name} and pid <> pg_backend_pid()`;
+    await admin`drop database if exists ${admin(name)}`;
+  } finally {
+    await admin.end();
+  }
+}
+
+/** An empty database of the local server, dropped on dispose or by `drop()`. */
+export interface ScratchDatabase extends AsyncDisposable {
+  /** Its name, `tw_test_<random>`. */
+  name: string;
+  /** Its URL. */
+  url: string;
+  /** Drops it (its connections ended first). */
+  drop(): Promise<void>;
+}
+
+/** Creates an empty `tw_test_<random>` database. */
+export async function scratchDatabase(): Promise<ScratchDatabase> {
+  const name = scratchName();
   const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
   try {
     await admin`create database ${admin(name)}`;
   } finally {
     await admin.end();
   }
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
-  const sql = createPostgres({ url: url.toString(), pool_size: poolSize, sslmode: "disable" });
+  const drop = () => dropDatabase(name);
+  return { name, url: databaseUrl(name), drop, [Symbol.asyncDispose]: drop };
+}
+
+/** Creates `tw_test_<random>`, applies every PostgreSQL migration and opens a pool of `poolSize`. */
+export async function migratedDatabase(poolSize = 4): Promise<MigratedDatabase> {
+  const db = await scratchDatabase();
+  const sql = createPostgres({ url: db.url, pool_size: poolSize, sslmode: "disable" });
   const migrator = new Migrator(sql, { dir: MIGRATIONS, clickhouse: null });
   const dispose = async () => {
     await sql.end({ timeout: 5 });
-    const drop = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-    try {
-      await drop`select pg_terminate_backend(pid) from pg_stat_activity
-        where datname = ${name} and pid <> pg_backend_pid()`;
-      await drop`drop database if exists ${drop(name)}`;
-    } finally {
-      await drop.end();
-    }
+    await db.drop();
   };
   try {
     await migrator.up(undefined, { only: "postgres" });
@@ -55,7 +87,7 @@ export async function migratedDatabase(poolSize = 4): Promise<MigratedDatabase> 
     await dispose();
     throw error;
   }
-  return { sql, url: url.toString(), migrator, [Symbol.asyncDispose]: dispose };
+  return { sql, url: db.url, migrator, [Symbol.asyncDispose]: dispose };
 }
 
 /**

@@ -1,12 +1,13 @@
 import assert from "node:assert/strict";
 import postgres from "postgres";
 import { connect } from "@nats-io/transport-node";
-import { freshDatabase, startEngineProcess, waitForJson } from "./_engine_process.ts";
+import { startEngineProcess, waitForJson } from "./_engine_process.ts";
 import { freePort, startNatsServer } from "./_nats_server.ts";
 import { deadline, DeadlineError, waitFor } from "./_helpers.ts";
 import { loadConfig } from "../config/mod.ts";
 import { startEngine } from "../engine.ts";
 import { type Logger, loggerOf, nullLogger } from "../lib/log.ts";
+import { scratchDatabase } from "./_postgres.ts";
 
 type Health = {
   status: string;
@@ -244,7 +245,7 @@ Deno.test("a stop asked for while the engine connects to NATS ends its start (no
 
 Deno.test("a stop for a failure outside the tree (an uncaught error) exits 1, recorded so in engine_runs and engine.events.stopped", async () => {
   await using nats = await startNatsServer();
-  const db = await freshDatabase();
+  const db = await scratchDatabase();
   const chDatabase = `tw_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
   try {
     const config = await loadConfig({

@@ -13,10 +13,11 @@ import assert from "node:assert/strict";
 import { connect } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import { encodeJson } from "../adapters/codec.ts";
-import { freshDatabase, startEngineProcess, waitForJson } from "./_engine_process.ts";
+import { startEngineProcess, waitForJson } from "./_engine_process.ts";
 import { freePort, startNatsServer } from "./_nats_server.ts";
 import { startTcpProxy } from "./_tcp_proxy.ts";
 import { waitFor } from "./_helpers.ts";
+import { scratchDatabase } from "./_postgres.ts";
 
 async function ch(query: string): Promise<string> {
   const res = await fetch(`http://127.0.0.1:8123/?query=${encodeURIComponent(query)}`, {
@@ -47,7 +48,7 @@ async function world() {
   const storeDir = await Deno.makeTempDir({ prefix: "tw-ch-outage-nats-" });
   const natsPort = freePort();
   const nats = await startNatsServer({ port: natsPort, storeDir });
-  const db = await freshDatabase();
+  const db = await scratchDatabase();
   const chDb = `tw_ch_outage_${crypto.randomUUID().replaceAll("-", "").slice(0, 10)}`;
   return {
     nats,

@@ -6,7 +6,6 @@
  */
 
 import assert from "node:assert/strict";
-import postgres from "postgres";
 import type { Sql } from "postgres";
 import type { ClickHouseClient } from "@clickhouse/client";
 import {
@@ -37,23 +36,18 @@ import {
 } from "../adapters/migrator.ts";
 import { migrationsActor } from "../actors/migrations.ts";
 import { memoryLogger } from "../lib/log.ts";
+import { scratchDatabase, scratchName } from "./_postgres.ts";
 
 const CH_URL = Deno.env.get("TW_TEST_CLICKHOUSE_URL") ?? "http://127.0.0.1:8123";
-const PG_ADMIN_URL = Deno.env.get("TW_TEST_POSTGRES_URL") ??
-  "postgres://postgres@127.0.0.1:5432/postgres";
 const FIXTURES = new URL("./fixtures/migrations/", import.meta.url).pathname;
 const UNREACHABLE = "http://127.0.0.1:1";
-
-function randomName(): string {
-  return `tw_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
-}
 
 /** An admin client (bound to `default`) and a fresh database name, dropped on dispose. */
 function testClickHouse(): { client: ClickHouseClient; database: string } & AsyncDisposable {
   const client = createClickHouse({ url: CH_URL, request_timeout_ms: 10_000 }, {
     database: "default",
   });
-  const database = randomName();
+  const database = scratchName();
   return {
     client,
     database,
@@ -69,23 +63,16 @@ function testClickHouse(): { client: ClickHouseClient; database: string } & Asyn
 
 /** A fresh PostgreSQL database with a pool, both dropped on dispose. */
 async function testPostgres(): Promise<{ sql: Sql; url: string } & AsyncDisposable> {
-  const name = randomName();
-  const admin = postgres(PG_ADMIN_URL, { max: 1, onnotice: () => {} });
-  await admin`create database ${admin(name)}`;
-  const url = new URL(PG_ADMIN_URL);
-  url.pathname = `/${name}`;
-  const sql = createPostgres({ url: url.toString(), pool_size: 3, sslmode: "disable" });
+  const db = await scratchDatabase();
+  const sql = createPostgres({ url: db.url, pool_size: 3, sslmode: "disable" });
   return {
     sql,
-    url: url.toString(),
+    url: db.url,
     [Symbol.asyncDispose]: async () => {
       try {
         await sql.end({ timeout: 5 });
-        await admin`select pg_terminate_backend(pid) from pg_stat_activity
-          where datname = ${name} and pid <> pg_backend_pid()`;
-        await admin`drop database if exists ${admin(name)}`;
       } finally {
-        await admin.end();
+        await db.drop();
       }
     },
   };

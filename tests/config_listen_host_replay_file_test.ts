@@ -12,9 +12,10 @@
 import assert from "node:assert/strict";
 import postgres from "postgres";
 import { ConfigError, loadConfig } from "../config/mod.ts";
-import { freshDatabase, startEngineProcess } from "./_engine_process.ts";
+import { startEngineProcess } from "./_engine_process.ts";
 import { startNatsServer } from "./_nats_server.ts";
 import { deadline } from "./_helpers.ts";
+import { scratchDatabase } from "./_postgres.ts";
 
 /** The message of the ConfigError `loadConfig` throws for `env` (and `args`). */
 async function refusal(env: Record<string, string>, args: string[] = []): Promise<string> {
@@ -119,7 +120,7 @@ Deno.test("a replay.file that is not a readable file is invalid configuration na
 
 Deno.test("the engine refuses a bad http.host and replay.file together, exit 2 naming both, before anything is migrated", async () => {
   await using nats = await startNatsServer();
-  const db = await freshDatabase();
+  const db = await scratchDatabase();
   try {
     await using engine = await startEngineProcess(
       {

@@ -9,9 +9,9 @@
 import assert from "node:assert/strict";
 import { connect } from "@nats-io/transport-node";
 import postgres from "postgres";
-import { freshDatabase } from "./_engine_process.ts";
 import { freePort, startNatsServer } from "./_nats_server.ts";
 import { deadline } from "./_helpers.ts";
+import { scratchDatabase } from "./_postgres.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -28,7 +28,7 @@ interface PreloadedEngine extends AsyncDisposable {
 }
 
 async function startPreloaded(preload: string, natsUrl: string): Promise<PreloadedEngine> {
-  const db = await freshDatabase();
+  const db = await scratchDatabase();
   const chDatabase = new URL(db.url).pathname.slice(1);
   const file = await Deno.makeTempFile({ prefix: "engine_exit_code_", suffix: ".ts" });
   await Deno.writeTextFile(file, preload);

@@ -8,10 +8,11 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { freshDatabase, startEngineProcess, waitForJson } from "./_engine_process.ts";
+import { startEngineProcess, waitForJson } from "./_engine_process.ts";
 import { startNatsServer } from "./_nats_server.ts";
 import { startTcpProxy } from "./_tcp_proxy.ts";
 import { deadline, waitFor } from "./_helpers.ts";
+import { scratchDatabase } from "./_postgres.ts";
 
 /**
  * The engine process on a scratch database reached through a cut proxy (each
@@ -24,7 +25,7 @@ async function engineWaitingForPostgres(times: number) {
   try {
     const nats = stack.use(await startNatsServer());
     const proxy = stack.use(startTcpProxy({ hostname: "127.0.0.1", port: 5432 }));
-    const db = await freshDatabase();
+    const db = await scratchDatabase();
     stack.defer(db.drop);
     proxy.cut();
     const engine = stack.use(

@@ -15,9 +15,10 @@ import postgres from "postgres";
 import { connect } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import { decodeJson, encodeJson } from "../adapters/codec.ts";
-import { type EngineProcess, freshDatabase, startEngineProcess } from "./_engine_process.ts";
+import { type EngineProcess, startEngineProcess } from "./_engine_process.ts";
 import { startNatsServer } from "./_nats_server.ts";
 import { deadline, waitFor } from "./_helpers.ts";
+import { scratchDatabase } from "./_postgres.ts";
 
 /** Signals published. */
 const N = 2_000;
@@ -65,7 +66,7 @@ Deno.test({
   sanitizeOps: true,
   async fn() {
     await using server = await startNatsServer();
-    const database = await freshDatabase();
+    const database = await scratchDatabase();
     const sql = postgres(database.url, { max: 2, onnotice: () => {} });
     const nc = await connect({ servers: server.url });
     const js = jetstream(nc);

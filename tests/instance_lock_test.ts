@@ -10,13 +10,14 @@ import { deadline, isSettled, waitFor } from "./_helpers.ts";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { DEFAULT_MD_CLEAN_STREAM } from "../market/md_stream.ts";
-import { freshDatabase, startEngineProcess, waitForJson } from "./_engine_process.ts";
+import { startEngineProcess, waitForJson } from "./_engine_process.ts";
 import { startNatsServer } from "./_nats_server.ts";
+import { scratchDatabase } from "./_postgres.ts";
 
 const KEY = 727376;
 
 async function scratch() {
-  const db = await freshDatabase();
+  const db = await scratchDatabase();
   const admin = postgres(db.url, { max: 1, onnotice: () => {} });
   return {
     url: db.url,
@@ -143,7 +144,7 @@ Deno.test("the instance lock child is named for the supervision tree", () => {
 
 Deno.test("a second engine on the same database exits 1 naming the first, changing nothing of it", async () => {
   await using nats = await startNatsServer();
-  const db = await freshDatabase();
+  const db = await scratchDatabase();
   const nc = await connect({ servers: nats.url });
   try {
     await using first = await startEngineProcess({ NATS_URL: nats.url }, [], {

@@ -14,9 +14,10 @@ import assert from "node:assert/strict";
 import postgres from "postgres";
 import { createPostgres } from "../adapters/postgres.ts";
 import { Migrator } from "../adapters/migrator.ts";
-import { freshDatabase, PG_ADMIN_URL, startEngineProcess } from "./_engine_process.ts";
+import { PG_ADMIN_URL, startEngineProcess } from "./_engine_process.ts";
 import { startNatsServer } from "./_nats_server.ts";
 import { deadline, waitFor } from "./_helpers.ts";
+import { scratchDatabase } from "./_postgres.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 /** Marks the slow migration's statement in pg_stat_activity. */
@@ -154,7 +155,7 @@ function startFreezingProxy() {
 }
 
 Deno.test("a migration run aborted while a PostgreSQL file runs cancels it on the server, rolls the file back and rejects with the abort reason", async () => {
-  const db = await freshDatabase();
+  const db = await scratchDatabase();
   const database = new URL(db.url).pathname.slice(1);
   const sql = createPostgres({ url: db.url, pool_size: 2, sslmode: "disable" });
   try {
@@ -189,7 +190,7 @@ Deno.test("a migration run aborted while a PostgreSQL file runs cancels it on th
 });
 
 Deno.test("a migration run aborted while PostgreSQL answers nothing, not even the cancel, ends the migration backend and rejects with the abort reason", async () => {
-  const db = await freshDatabase();
+  const db = await scratchDatabase();
   const database = new URL(db.url).pathname.slice(1);
   await using proxy = startFreezingProxy();
   const url = new URL(db.url);
@@ -234,7 +235,7 @@ Deno.test("a migration run aborted while PostgreSQL answers nothing, not even th
 Deno.test("SIGTERM while a PostgreSQL migration runs: the engine exits 0 within the child shutdown time and nothing runs on the server", async () => {
   await using nats = await startNatsServer();
   await using files = await slowMigrations(60, { withRepository: true });
-  const db = await freshDatabase();
+  const db = await scratchDatabase();
   const database = new URL(db.url).pathname.slice(1);
   try {
     await using engine = await startEngineProcess(

@@ -10,36 +10,15 @@ import assert from "node:assert/strict";
 import postgres from "postgres";
 import { ensureDatabase } from "../adapters/postgres.ts";
 import { main } from "../scripts/migrate.ts";
-import { ADMIN_URL } from "./_postgres.ts";
-
-function randomName(): string {
-  return `tw_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
-}
-
-function urlFor(name: string): string {
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
-  return url.toString();
-}
-
-async function dropDatabase(name: string): Promise<void> {
-  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-  try {
-    await admin`select pg_terminate_backend(pid) from pg_stat_activity
-      where datname = ${name} and pid <> pg_backend_pid()`;
-    await admin`drop database if exists ${admin(name)}`;
-  } finally {
-    await admin.end();
-  }
-}
+import { databaseUrl, dropDatabase, scratchName } from "./_postgres.ts";
 
 Deno.test("ensureDatabase racing itself counts a concurrent creation as existing", async () => {
   // Several rounds: with three callers at once the race is the common case.
   for (let round = 0; round < 5; round++) {
-    const name = randomName();
+    const name = scratchName();
     try {
       const results = await Promise.allSettled(
-        [1, 2, 3].map(() => ensureDatabase(urlFor(name), { sslmode: "disable" })),
+        [1, 2, 3].map(() => ensureDatabase(databaseUrl(name), { sslmode: "disable" })),
       );
       const errors = results.flatMap((r) =>
         r.status === "rejected"
@@ -56,8 +35,8 @@ Deno.test("ensureDatabase racing itself counts a concurrent creation as existing
 });
 
 Deno.test("two `migrate up` started at once on a new database both succeed", async () => {
-  const name = randomName();
-  const args = ["up", "--only", "postgres", `--postgres.url=${urlFor(name)}`];
+  const name = scratchName();
+  const args = ["up", "--only", "postgres", `--postgres.url=${databaseUrl(name)}`];
   const log = console.log;
   const error = console.error;
   const errors: string[] = [];
@@ -72,7 +51,7 @@ Deno.test("two `migrate up` started at once on a new database both succeed", asy
   }
   try {
     assert.deepEqual(codes, [0, 0], `exit codes ${codes}; stderr: ${errors.join(" | ")}`);
-    const sql = postgres(urlFor(name), { max: 1, onnotice: () => {} });
+    const sql = postgres(databaseUrl(name), { max: 1, onnotice: () => {} });
     try {
       const files = [...Deno.readDirSync(new URL("../migrations/postgres/", import.meta.url))]
         .filter((e) => /^\d+_.*(?<!\.down)\.sql$/.test(e.name)).length;

@@ -9,43 +9,20 @@
  */
 
 import assert from "node:assert/strict";
-import postgres from "postgres";
 import { createPostgres } from "../adapters/postgres.ts";
 import { loadMigrations, MigrationFileError, Migrator } from "../adapters/migrator.ts";
 import { migrationsActor } from "../actors/migrations.ts";
 import { memoryLogger } from "../lib/log.ts";
 import { main } from "../scripts/migrate.ts";
-import { ADMIN_URL } from "./_postgres.ts";
+import { databaseUrl, dropDatabase, scratchDatabase, scratchName } from "./_postgres.ts";
 
 const MISSING = "/nonexistent/tradewire/migrations";
 const FIXTURES = new URL("./fixtures/migrations/", import.meta.url).pathname;
 
-function randomName(): string {
-  return `tw_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
-}
-
-async function dropDatabase(name: string): Promise<void> {
-  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-  try {
-    await admin`select pg_terminate_backend(pid) from pg_stat_activity
-      where datname = ${name} and pid <> pg_backend_pid()`;
-    await admin`drop database if exists ${admin(name)}`;
-  } finally {
-    await admin.end();
-  }
-}
-
 Deno.test("the migrations actor refuses to start when the migrations folder does not exist", async () => {
-  const name = randomName();
-  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-  try {
-    await admin`create database ${admin(name)}`;
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
-  const sql = createPostgres({ url: url.toString(), pool_size: 3, sslmode: "disable" });
+  await using db = await scratchDatabase();
+  const name = db.name;
+  const sql = createPostgres({ url: db.url, pool_size: 3, sslmode: "disable" });
   try {
     const spec = migrationsActor({
       sql,
@@ -69,7 +46,6 @@ Deno.test("the migrations actor refuses to start when the migrations folder does
     assert.equal(spec.state.postgres, "failed");
   } finally {
     await sql.end({ timeout: 5 });
-    await dropDatabase(name);
   }
 });
 
@@ -129,9 +105,8 @@ Deno.test("a migrations folder with one database's folder only has none for the 
 });
 
 Deno.test("`migrate up` with a migrations folder that does not exist exits 1 naming it", async () => {
-  const name = randomName();
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
+  const name = scratchName();
+  const url = databaseUrl(name);
   const errors: string[] = [];
   const log = console.log;
   const error = console.error;

@@ -5,7 +5,6 @@
  */
 
 import assert from "node:assert/strict";
-import postgres from "postgres";
 import type { Sql } from "postgres";
 import {
   createPostgres,
@@ -27,45 +26,10 @@ import { createClickHouse } from "../adapters/clickhouse.ts";
 import { migrationsActor } from "../actors/migrations.ts";
 import { RecordingClock } from "../lib/clock.ts";
 import { memoryLogger, nullLogger } from "../lib/log.ts";
+import { databaseUrl, dropDatabase, scratchDatabase, scratchName } from "./_postgres.ts";
 
-const ADMIN_URL = Deno.env.get("TW_TEST_POSTGRES_URL") ??
-  "postgres://postgres@127.0.0.1:5432/postgres";
 const FIXTURES = new URL("./fixtures/migrations/", import.meta.url).pathname;
 const REPO_MIGRATIONS = new URL("../migrations/", import.meta.url).pathname;
-
-function randomName(): string {
-  return `tw_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
-}
-
-function urlFor(database: string): string {
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${database}`;
-  return url.toString();
-}
-
-/** Drops database `name` after ending its other connections. */
-async function dropDatabase(name: string): Promise<void> {
-  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-  try {
-    await admin`select pg_terminate_backend(pid) from pg_stat_activity
-      where datname = ${name} and pid <> pg_backend_pid()`;
-    await admin`drop database if exists ${admin(name)}`;
-  } finally {
-    await admin.end();
-  }
-}
-
-/** A fresh database for one test, dropped on dispose. */
-async function testDatabase(): Promise<{ name: string; url: string } & AsyncDisposable> {
-  const name = randomName();
-  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-  try {
-    await admin`create database ${admin(name)}`;
-  } finally {
-    await admin.end();
-  }
-  return { name, url: urlFor(name), [Symbol.asyncDispose]: () => dropDatabase(name) };
-}
 
 /** A pool closed on dispose. */
 function pool(url: string, size = 4): { sql: Sql } & AsyncDisposable {
@@ -135,7 +99,7 @@ async function tableExists(sql: Sql, name: string): Promise<boolean> {
 // ---------------------------------------------------------------------------
 
 Deno.test("createPostgres returns numeric and bigint as strings and sets session parameters", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   const sql = createPostgres({
     url: db.url,
     pool_size: 2,
@@ -160,7 +124,7 @@ Deno.test("createPostgres returns numeric and bigint as strings and sets session
 });
 
 Deno.test("createPostgres routes server notices to the logger at debug level", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   const { log, lines } = memoryLogger();
   const sql = createPostgres({ url: db.url, sslmode: "disable" }, log);
   try {
@@ -205,7 +169,7 @@ Deno.test("waitForPostgres stops waiting when its signal aborts", async () => {
 });
 
 Deno.test("waitForPostgres returns a connected pool when the server answers", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   const sql = await waitForPostgres({ url: db.url, sslmode: "disable" });
   try {
     const [row] = await sql`select current_database() as name`;
@@ -216,11 +180,11 @@ Deno.test("waitForPostgres returns a connected pool when the server answers", as
 });
 
 Deno.test("ensureDatabase creates a missing database once", async () => {
-  const name = randomName();
+  const name = scratchName();
   try {
-    assert.equal(await ensureDatabase(urlFor(name), { sslmode: "disable" }), true);
-    assert.equal(await ensureDatabase(urlFor(name), { sslmode: "disable" }), false);
-    await using p = pool(urlFor(name));
+    assert.equal(await ensureDatabase(databaseUrl(name), { sslmode: "disable" }), true);
+    assert.equal(await ensureDatabase(databaseUrl(name), { sslmode: "disable" }), false);
+    await using p = pool(databaseUrl(name));
     assert.ok((await pingPostgres(p.sql)) >= 0);
   } finally {
     await dropDatabase(name);
@@ -228,7 +192,7 @@ Deno.test("ensureDatabase creates a missing database once", async () => {
 });
 
 Deno.test("databaseErrorKind classifies real errors by SQLSTATE and errno", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   await using p = pool(db.url);
   const { sql } = p;
   await sql`create table k (id int primary key, v int not null, check (v >= 0))`;
@@ -328,7 +292,7 @@ Deno.test("the repository's PostgreSQL migrations load, each with its down file"
 // ---------------------------------------------------------------------------
 
 Deno.test("up applies every pending migration on a fresh database, then a re-run is a no-op", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   await using p = pool(db.url);
   const migrator = new Migrator(p.sql, { dir: `${FIXTURES}basic` });
   const first = await migrator.up();
@@ -358,7 +322,7 @@ Deno.test("up applies every pending migration on a fresh database, then a re-run
 });
 
 Deno.test("up refuses an applied file whose checksum changed and applies nothing", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   await using p = pool(db.url);
   await using copy = await fixtureCopy({ postgres: "basic" });
   await Deno.remove(`${copy.dir}/postgres/0003_order_status.sql`);
@@ -400,7 +364,7 @@ Deno.test("up refuses an applied file whose checksum changed and applies nothing
 });
 
 Deno.test("up refuses a set with a missing down file before touching the database", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   await using p = pool(db.url);
   const migrator = new Migrator(p.sql, { dir: `${FIXTURES}missing_down` });
   await assert.rejects(migrator.up(), MigrationFileError);
@@ -409,7 +373,7 @@ Deno.test("up refuses a set with a missing down file before touching the databas
 });
 
 Deno.test("a failing file is rolled back with its row and stops the run", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   await using p = pool(db.url);
   const migrator = new Migrator(p.sql, { dir: `${FIXTURES}failing` });
   await assert.rejects(
@@ -428,7 +392,7 @@ Deno.test("a failing file is rolled back with its row and stops the run", async 
 });
 
 Deno.test("two migrators racing on separate pools apply each file exactly once", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   await using a = pool(db.url, 1);
   await using b = pool(db.url, 3);
   const dir = `${FIXTURES}basic`;
@@ -447,7 +411,7 @@ Deno.test("two migrators racing on separate pools apply each file exactly once",
 });
 
 Deno.test("up, down to 0, then up again leaves the same schema", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   await using p = pool(db.url);
   const migrator = new Migrator(p.sql, { dir: `${FIXTURES}basic` });
   const empty = await catalogDump(p.sql);
@@ -465,7 +429,7 @@ Deno.test("up, down to 0, then up again leaves the same schema", async () => {
 });
 
 Deno.test("down -1 reverts one step and down N reverts to version N", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   await using p = pool(db.url);
   const migrator = new Migrator(p.sql, { dir: `${FIXTURES}basic` });
   await migrator.up();
@@ -489,7 +453,7 @@ Deno.test("down -1 reverts one step and down N reverts to version N", async () =
 });
 
 Deno.test("status lists applied and pending migrations without creating anything", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   await using p = pool(db.url);
   const migrator = new Migrator(p.sql, { dir: `${FIXTURES}basic` });
   const before = await migrator.status();
@@ -513,7 +477,7 @@ Deno.test("status lists applied and pending migrations without creating anything
 });
 
 Deno.test("a run waiting for the advisory lock goes on when it is released and stops when aborted", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   await using holder = pool(db.url, 1);
   await using p = pool(db.url);
   const lockKey = 4242;
@@ -550,7 +514,7 @@ Deno.test("a run waiting for the advisory lock goes on when it is released and s
 });
 
 Deno.test("the repository's migrations apply, revert and re-apply on PostgreSQL", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   await using p = pool(db.url);
   const migrator = new Migrator(p.sql, { dir: REPO_MIGRATIONS });
   await migrator.up(undefined, { only: "postgres" });
@@ -570,7 +534,7 @@ Deno.test("the repository's migrations apply, revert and re-apply on PostgreSQL"
 });
 
 Deno.test("0004 gives existing positions their cost basis (qty × avg entry) and reverts cleanly", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   await using p = pool(db.url);
   const migrator = new Migrator(p.sql, { dir: REPO_MIGRATIONS });
   await migrator.up(3, { only: "postgres" });
@@ -612,7 +576,7 @@ Deno.test("0004 gives existing positions their cost basis (qty × avg entry) and
 });
 
 Deno.test("0005 gives used portfolios the starting cash their figures tell, leaves a pristine one unset, and reverts cleanly", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   await using p = pool(db.url);
   const migrator = new Migrator(p.sql, { dir: REPO_MIGRATIONS });
   await migrator.up(4, { only: "postgres" });
@@ -647,7 +611,7 @@ Deno.test("0005 gives used portfolios the starting cash their figures tell, leav
 // ---------------------------------------------------------------------------
 
 Deno.test("migrations actor is ready once PostgreSQL migrations are applied", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   await using p = pool(db.url);
   const spec = migrationsActor({
     sql: p.sql,
@@ -668,7 +632,7 @@ Deno.test("migrations actor is ready once PostgreSQL migrations are applied", as
 });
 
 Deno.test("migrations actor is ready while ClickHouse is unreachable and keeps retrying until stopped", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   await using p = pool(db.url);
   await using copy = await fixtureCopy({ postgres: "basic", clickhouse: "ch_basic" });
   const clickhouse = createClickHouse({ url: "http://127.0.0.1:1", request_timeout_ms: 2000 });
@@ -736,7 +700,7 @@ Deno.test("migrations actor retries while PostgreSQL is unreachable and exits pr
 });
 
 Deno.test("migrations actor fails on a changed checksum so the engine exits", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   await using p = pool(db.url);
   await using copy = await fixtureCopy({ postgres: "basic" });
   await new Migrator(p.sql, { dir: copy.dir }).up();
@@ -753,7 +717,7 @@ Deno.test("migrations actor fails on a changed checksum so the engine exits", as
 });
 
 Deno.test("migrations actor without apply_on_start refuses pending migrations", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   await using p = pool(db.url);
   const spec = migrationsActor({
     sql: p.sql,
@@ -800,7 +764,7 @@ function blackHole(): { port: number; accepted: () => number } & AsyncDisposable
 }
 
 Deno.test("migrations actor does not wait long for a ClickHouse that never answers, and stops promptly", async () => {
-  await using db = await testDatabase();
+  await using db = await scratchDatabase();
   await using p = pool(db.url);
   await using hole = blackHole();
   await using copy = await fixtureCopy({ clickhouse: "ch_basic" });

@@ -22,9 +22,9 @@ import { streamsActor } from "../actors/streams.ts";
 import { ENGINE_STREAMS } from "../adapters/nats.ts";
 import { encodeJson } from "../adapters/codec.ts";
 import { btcUsdtTop, primedCache } from "./_execution_engine.ts";
-import { freshDatabase, startEngineProcess, waitForJson } from "./_engine_process.ts";
+import { startEngineProcess, waitForJson } from "./_engine_process.ts";
 import { freePort, type NatsServer, startNatsServer } from "./_nats_server.ts";
-import { migratedDatabase } from "./_postgres.ts";
+import { migratedDatabase, scratchDatabase } from "./_postgres.ts";
 import { deadline, waitFor } from "./_helpers.ts";
 
 const enc = new TextEncoder();
@@ -280,7 +280,7 @@ Deno.test({
   async fn() {
     const natsPort = freePort();
     let nats = await startNatsServer({ port: natsPort });
-    const db = await freshDatabase();
+    const db = await scratchDatabase();
     const chDb = `tw_nsl_${crypto.randomUUID().replaceAll("-", "").slice(0, 10)}`;
     try {
       await using engine = await startEngineProcess(
