@@ -48,7 +48,7 @@
  * `Decimal(38, 18)`, trailing zeros trimmed: never a float, never an
  * exponent). Timestamps are integer µs since the epoch, plus an ISO-8601
  * `time`. ClickHouse unreachable, or its tables missing, is a 503
- * `unavailable`. Every query carries a `query_id` starting with
+ * `unavailable` with `Retry-After`. Every query carries a `query_id` starting with
  * {@linkcode API_QUERY_ID_PREFIX}; when the client goes away (the request's
  * signal aborts) its running query is killed (`KILL QUERY … ASYNC`, best
  * effort) and the request ends as a {@linkcode ClientGoneError}, logged at
@@ -60,7 +60,7 @@
 import { Hono } from "hono";
 import type { Context } from "hono";
 import type { ClickHouseClient, ClickHouseSettings } from "@clickhouse/client";
-import { ApiError, ClientGoneError } from "./errors.ts";
+import { ApiError, ClientGoneError, DATABASE_RETRY_AFTER_S } from "./errors.ts";
 import { singleParams } from "./_params.ts";
 import {
   clickHouseErrorCode,
@@ -752,8 +752,13 @@ export function marketDataRoutes(input: MarketDataDeps): Hono {
         await killQuery(deps.clickhouse, queryId, deps.log);
         throw new ClientGoneError("The client went away during the query", { cause: error });
       }
+      // Retry-After as on every 503 of the API (PostgreSQL's too): the request may be retried.
+      const headers = { "Retry-After": String(DATABASE_RETRY_AFTER_S) };
       if (isClickHouseUnavailable(error)) {
-        throw new ApiError(503, "unavailable", "ClickHouse is unreachable", { cause: error });
+        throw new ApiError(503, "unavailable", "ClickHouse is unreachable", {
+          cause: error,
+          headers,
+        });
       }
       const code = clickHouseErrorCode(error);
       if (code === 60 || code === 81) {
@@ -761,7 +766,7 @@ export function marketDataRoutes(input: MarketDataDeps): Hono {
           503,
           "unavailable",
           "Market-data tables are missing (ClickHouse migrations not applied)",
-          { cause: error },
+          { cause: error, headers },
         );
       }
       throw error;
