@@ -7,6 +7,7 @@
  */
 
 import type { Config } from "../config/mod.ts";
+import type { TopEvent } from "../market/events.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { connectionLossMessage } from "../lib/socket_errors.ts";
 
@@ -235,4 +236,43 @@ export function mutateFrame(
         frame.slice(Math.min(at, other), Math.max(at, other));
     }
   }
+}
+
+/** What {@linkcode binanceTop} quotes besides its prices. */
+export interface BinanceTopOptions {
+  /** Size at the bid and at the ask (decimal text). @default {"10"} */
+  qty?: string;
+  /** How old the quote is, in ms. @default {0} */
+  agoMs?: number;
+}
+
+/**
+ * A Binance top of book of the canonical `symbol` (its venue symbol without
+ * the dash), taken now (or `agoMs` ago), for a market-data cache.
+ *
+ * @example
+ * ```ts
+ * cache.update([binanceTop("BTC-USDT", "50000", "50002")]);
+ * ```
+ */
+export function binanceTop(
+  symbol: string,
+  bid: string,
+  ask: string,
+  options: BinanceTopOptions = {},
+): TopEvent {
+  const us = (Date.now() - (options.agoMs ?? 0)) * 1000;
+  const qty = options.qty ?? "10";
+  return {
+    kind: "top",
+    exchange: "binance",
+    symbol,
+    venue_symbol: symbol.replace("-", ""),
+    ts_exchange: us,
+    ts_local: us,
+    bid_price: bid,
+    bid_qty: qty,
+    ask_price: ask,
+    ask_qty: qty,
+  };
 }

@@ -11,25 +11,8 @@ import { tradingRoutes } from "../api/trading.ts";
 import { nullLogger } from "../lib/log.ts";
 import { LatestCache } from "../market/latest_cache.ts";
 import { Decimal, parseDecimal as d } from "../trading/money.ts";
-import { waitFor } from "./_helpers.ts";
+import { binanceTop, waitFor } from "./_helpers.ts";
 import { startTradingApi } from "./_trading_api.ts";
-
-/** A best bid/ask of `symbol` on Binance, `agoMs` old. */
-function top(cache: LatestCache, symbol: string, bid: string, ask: string, agoMs = 0) {
-  const us = (Date.now() - agoMs) * 1000;
-  cache.update([{
-    kind: "top",
-    exchange: "binance",
-    symbol,
-    venue_symbol: symbol.replace("-", ""),
-    ts_exchange: us,
-    ts_local: us,
-    bid_price: bid,
-    bid_qty: "100",
-    ask_price: ask,
-    ask_qty: "100",
-  }]);
-}
 
 /** A Kraken trade of `symbol` at `price`, `agoMs` old. */
 function trade(cache: LatestCache, symbol: string, price: string, agoMs: number) {
@@ -97,9 +80,11 @@ const decimals = (text: string) => (text.split(".")[1] ?? "").length;
 const money = (value: Decimal) => value.toDecimalPlaces(8, Decimal.ROUND_HALF_EVEN).toFixed();
 
 Deno.test("positions and portfolio money figures have the 8 decimals everything stored has", async () => {
-  await using t = await api((c) => top(c, "BTC-USDT", "100.00000001", "100.00000002"));
+  await using t = await api((c) =>
+    c.update([binanceTop("BTC-USDT", "100.00000001", "100.00000002")])
+  );
   await t.fill("a", "buy", "0.12345678"); // at the ask: cost basis 12.3456780024691356
-  top(t.cache, "BTC-USDT", "123.45678901", "123.45678901");
+  t.cache.update([binanceTop("BTC-USDT", "123.45678901", "123.45678901")]);
   const [position] = (await t.call("GET", "/positions")).body.positions;
   const { portfolio } = (await t.call("GET", "/portfolio")).body;
   const value = d("0.12345678").times("123.45678901"); // 15.2415787961… (16 decimals)
@@ -115,12 +100,12 @@ Deno.test("positions and portfolio money figures have the 8 decimals everything 
 });
 
 Deno.test("without a fresh price a position has no mark and the portfolio lists it unmarked", async () => {
-  await using t = await api((c) => top(c, "BTC-USDT", "100", "101"));
+  await using t = await api((c) => c.update([binanceTop("BTC-USDT", "100", "101")]));
   await t.fill("a", "buy", "1"); // at the ask 101
   // The same routes reading a cache that knows only that quote an hour later and a trade 30
   // minutes old (max age 60 s).
   const stale = new LatestCache();
-  top(stale, "BTC-USDT", "100", "101", 3_600_000);
+  stale.update([binanceTop("BTC-USDT", "100", "101", { agoMs: 3_600_000 })]);
   trade(stale, "BTC-USDT", "55", 1_800_000);
   const app = new Hono();
   app.onError(errorHandler(nullLogger));

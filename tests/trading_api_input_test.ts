@@ -7,8 +7,8 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { LatestCache } from "../market/latest_cache.ts";
 import { MAX_SIGNAL_BODY_DEPTH } from "../trading/signal.ts";
+import { binanceTop } from "./_helpers.ts";
 import { startTradingApi, type TradingApiOptions } from "./_trading_api.ts";
 
 /** The trading API (no API key) on a running trading subtree, a private NATS and its own database. */
@@ -217,27 +217,11 @@ Deno.test("trading list parameters given empty (from=, to=, symbol=, strategy=) 
   }
 });
 
-function quote(cache: LatestCache, symbol: string, bid: string, ask: string) {
-  const us = Date.now() * 1000;
-  cache.update([{
-    kind: "top",
-    exchange: "binance",
-    symbol,
-    venue_symbol: symbol.replace("-", ""),
-    ts_exchange: us,
-    ts_local: us,
-    bid_price: bid,
-    bid_qty: "10",
-    ask_price: ask,
-    ask_qty: "10",
-  }]);
-}
-
 /** The trading API with a fresh BTC-USDT quote and room for orders of up to 10. */
 function pricedTradingApi() {
   return tradingApi({
     env: { TRADEWIRE_RISK__MAX_ORDER_QTY: "10" },
-    prime: (cache) => quote(cache, "BTC-USDT", "50000", "50002"),
+    prime: (cache) => cache.update([binanceTop("BTC-USDT", "50000", "50002")]),
   });
 }
 

@@ -17,28 +17,14 @@ import {
   recordSignalOutcome,
   signalKeyOf,
 } from "../db/mod.ts";
-import { LatestCache } from "../market/latest_cache.ts";
 import { migratedDatabase } from "./_postgres.ts";
+import { binanceTop } from "./_helpers.ts";
 import { startTradingApi } from "./_trading_api.ts";
 
-function top(cache: LatestCache, symbol: string, bid: string, ask: string) {
-  const us = Date.now() * 1000;
-  cache.update([{
-    kind: "top",
-    exchange: "binance",
-    symbol,
-    venue_symbol: symbol.replace("-", ""),
-    ts_exchange: us,
-    ts_local: us,
-    bid_price: bid,
-    bid_qty: "100",
-    ask_price: ask,
-    ask_qty: "100",
-  }]);
-}
-
 Deno.test("GET /signals serves a JSON-number qty as received, not re-read through a float (no lost digits, no 1e-8)", async () => {
-  await using api = await startTradingApi({ prime: (c) => top(c, "BTC-USDT", "100", "100") });
+  await using api = await startTradingApi({
+    prime: (c) => c.update([binanceTop("BTC-USDT", "100", "100")]),
+  });
   const post = async (body: string) => {
     const res = await api.app.request("/api/v1/trading/signal", {
       method: "POST",

@@ -8,34 +8,18 @@ import { nullLogger } from "../lib/log.ts";
 import { LatestCache } from "../market/latest_cache.ts";
 import type { ExecutionEngine } from "../trading/execution.ts";
 import { PortfolioState } from "../trading/portfolio_state.ts";
-import { waitFor } from "./_helpers.ts";
+import { binanceTop, waitFor } from "./_helpers.ts";
 import { migratedDatabase } from "./_postgres.ts";
 import { startTradingApi } from "./_trading_api.ts";
 
 const KEY = "test-api-key-0123456789";
-
-function quote(cache: LatestCache, symbol: string, bid: string, ask: string) {
-  const us = Date.now() * 1000;
-  cache.update([{
-    kind: "top",
-    exchange: "binance",
-    symbol,
-    venue_symbol: symbol.replace("-", ""),
-    ts_exchange: us,
-    ts_local: us,
-    bid_price: bid,
-    bid_qty: "10",
-    ask_price: ask,
-    ask_qty: "10",
-  }]);
-}
 
 /** The trading API on a running trading subtree (paper broker, tracker, execution). */
 async function tradingApi() {
   const api = await startTradingApi({
     env: { TRADEWIRE_RISK__MAX_ORDER_QTY: "10" },
     apiKeyHashes: [await hashApiKey(KEY)],
-    prime: (cache) => quote(cache, "BTC-USDT", "50000", "50002"),
+    prime: (cache) => cache.update([binanceTop("BTC-USDT", "50000", "50002")]),
   });
   const { app } = api;
   const call = (
@@ -421,7 +405,7 @@ Deno.test("GET /positions values a position against its exact cost basis, not it
   await api.sql`
     insert into positions (portfolio_id, symbol, qty, avg_entry_price, cost_basis)
     values ('default', 'PEPE-USDT', 3000000000, 0.00001235, 37060)`;
-  quote(api.cache, "PEPE-USDT", "0.00001235", "0.00001235");
+  api.cache.update([binanceTop("PEPE-USDT", "0.00001235", "0.00001235")]);
   const res = await api.call("GET", "/positions?symbol=PEPE-USDT");
   assert.equal(res.status, 200);
   const [position] = (await res.json()).positions;
