@@ -234,18 +234,24 @@ export function notFound(c: Context): Response {
  * ```
  */
 export function methodNotAllowed(app: Hono): Handler {
-  let router: PatternRouter<string> | undefined;
+  let router: PatternRouter<[method: string, path: string]> | undefined;
   return function methodNotAllowed(c) {
     if (router === undefined) {
       // Built at the first request, once every route is registered; middleware (ALL) is not a method served.
-      router = new PatternRouter<string>();
+      router = new PatternRouter<[string, string]>();
       for (const route of app.routes) {
-        if (route.method !== "ALL") router.add("ALL", route.path, route.method);
+        if (route.method !== "ALL") router.add("ALL", route.path, [route.method, route.path]);
       }
     }
     const base = basePath(c);
     const path = base === "/" ? c.req.path : c.req.path.slice(base.length) || "/";
-    const methods = new Set(router.match("ALL", path)[0].map(([method]) => method));
+    // PatternRouter takes `/orders/` for `/orders`; the app's router (strict) does not: no route.
+    const slash = path.endsWith("/");
+    const methods = new Set(
+      router.match("ALL", path)[0]
+        .filter(([[, route]]) => route.endsWith("*") || route.endsWith("/") === slash)
+        .map(([[method]]) => method),
+    );
     if (methods.size === 0) return c.notFound();
     if (methods.has("GET")) methods.add("HEAD");
     const allow = [...methods].sort().join(", ");
