@@ -560,16 +560,22 @@ function limit(text: string | undefined): number {
  * to {@linkcode MAX_LIST_TIME_MS}; a 400 naming `name` otherwise. Kept to the
  * microsecond (a {@linkcode MicroDate}), as PostgreSQL stores times.
  */
+/** The space a query string makes of the `+` of a zone offset (`12:00:00 02:00`). */
+const UNENCODED_PLUS = / (?=\d{2}:\d{2}$)/;
+
 function date(text: string, name: string): Date {
   const us = /^\d{1,16}$/.test(text) ? Number(text) * 1000 : isoTimeUs(text);
   // To the microsecond, as PostgreSQL stores times: 12:00:00.123456Z is not 12:00:00.123Z.
   const value = us === null ? new Date(NaN) : new MicroDate(us);
   if (Number.isNaN(value.getTime())) {
+    // `…T12:00:00+02:00` sent unencoded: a query string reads its `+` as a space.
+    const plus = UNENCODED_PLUS.test(text) && isoTimeUs(text.replace(UNENCODED_PLUS, "+")) !== null;
     throw new ApiError(
       400,
       "bad_request",
       `${name} must be an ISO-8601 date or time with a zone (2024-05-01T12:00:00Z), ` +
-        `or epoch milliseconds; got ${JSON.stringify(text)}`,
+        `or epoch milliseconds; got ${JSON.stringify(text)}` +
+        (plus ? " (a + in a query string reads as a space: send it as %2B)" : ""),
     );
   }
   if (value.getTime() < MIN_LIST_TIME_MS || value.getTime() > MAX_LIST_TIME_MS) {
