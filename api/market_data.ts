@@ -478,12 +478,17 @@ export function isoTimeUs(text: string): number | null {
   return ms * 1000 + Number(fraction.padEnd(6, "0").slice(0, 6)) + beyond;
 }
 
+/** The space a query string makes of the `+` of a zone offset (`12:00:00 02:00`). */
+const UNENCODED_PLUS = / (?=\d{2}:\d{2}$)/;
+
 /**
  * Microseconds since the epoch from a `from`/`to` parameter: an ISO-8601
  * date or time (a time needs a zone, `Z` or `±hh:mm`; a bare date is UTC
  * midnight) or an epoch integer (below {@linkcode EPOCH_US_THRESHOLD}
  * milliseconds, else microseconds). Throws a 400 {@linkcode ApiError} naming
- * `name` otherwise.
+ * `name` otherwise (saying to send `+` as `%2B` when the text is such a time
+ * but for a space where its offset's `+` belongs, as a query string reads an
+ * unencoded `+`).
  *
  * @example
  * ```ts
@@ -501,9 +506,12 @@ export function parseTimeParam(text: string, name: string): number {
   }
   const us = isoTimeUs(text);
   if (us !== null) return us;
+  // `…T12:00:00+02:00` sent unencoded: a query string reads its `+` as a space.
+  const plus = UNENCODED_PLUS.test(text) && isoTimeUs(text.replace(UNENCODED_PLUS, "+")) !== null;
   throw badRequest(
     `${name} must be an ISO-8601 time with a zone (2024-05-01T12:00:00Z), a date, ` +
-      `or epoch milliseconds or microseconds; got ${JSON.stringify(text)}`,
+      `or epoch milliseconds or microseconds; got ${JSON.stringify(text)}` +
+      (plus ? " (a + in a query string reads as a space: send it as %2B)" : ""),
   );
 }
 
