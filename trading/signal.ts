@@ -139,8 +139,11 @@ export class SignalNumber {
   }
 }
 
-/** A JSON number jsonb's NUMERIC holds, given at most 64 characters: an exponent of 1..3 digits. */
-const STORABLE_NUMBER = /^-?\d+(?:\.\d+)?(?:[eE][+-]?\d{1,3})?$/;
+/**
+ * A JSON number jsonb's NUMERIC holds, given at most 64 characters: an
+ * exponent of 1..3 digits after any leading zeros (`1e-0008` is `1e-8`).
+ */
+const STORABLE_NUMBER = /^-?\d+(?:\.\d+)?(?:[eE][+-]?0*\d{1,3})?$/;
 
 const rawJSON = (JSON as unknown as { rawJSON: (text: string) => unknown }).rawJSON;
 
