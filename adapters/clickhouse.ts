@@ -174,6 +174,38 @@ export function isClickHouseUnavailable(error: unknown): boolean {
 }
 
 /**
+ * ClickHouse error codes of a server that refused or cut short a query for
+ * want of capacity, not because the query is wrong: 159 `TIMEOUT_EXCEEDED`,
+ * 160 `TOO_SLOW`, 202 `TOO_MANY_SIMULTANEOUS_QUERIES`, 203
+ * `NO_FREE_CONNECTION`, 209 `SOCKET_TIMEOUT`, 210 `NETWORK_ERROR`, 241
+ * `MEMORY_LIMIT_EXCEEDED`. The same query may succeed when asked again later.
+ */
+export const CLICKHOUSE_BUSY_CODES: ReadonlySet<number> = new Set([
+  159,
+  160,
+  202,
+  203,
+  209,
+  210,
+  241,
+]);
+
+/**
+ * Whether `error` is ClickHouse answering that it is too busy to run a query
+ * now (one of {@linkcode CLICKHOUSE_BUSY_CODES}), as opposed to a query it
+ * cannot run at all.
+ *
+ * @example
+ * ```ts
+ * isClickHouseBusy(new Error("Code: 202, e.displayText() = DB::Exception: Too many simultaneous queries")); // true
+ * ```
+ */
+export function isClickHouseBusy(error: unknown): boolean {
+  const code = clickHouseErrorCode(error);
+  return code !== null && CLICKHOUSE_BUSY_CODES.has(code);
+}
+
+/**
  * Rethrows a network failure as {@linkcode ClickHouseUnavailableError} and
  * anything else as it is.
  */

@@ -47,8 +47,9 @@
  * Prices and sizes are decimal strings, exact (ClickHouse `toString` of
  * `Decimal(38, 18)`, trailing zeros trimmed: never a float, never an
  * exponent). Timestamps are integer µs since the epoch, plus an ISO-8601
- * `time`. ClickHouse unreachable, or its tables missing, is a 503
- * `unavailable` with `Retry-After`. Every query carries a `query_id` starting with
+ * `time`. ClickHouse unreachable, too busy to answer (too many queries,
+ * out of memory, timed out: `CLICKHOUSE_BUSY_CODES` of the adapter), or its tables
+ * missing, is a 503 `unavailable` with `Retry-After`. Every query carries a `query_id` starting with
  * {@linkcode API_QUERY_ID_PREFIX}; when the client goes away (the request's
  * signal aborts) its running query is killed (`KILL QUERY … ASYNC`, best
  * effort) and the request ends as a {@linkcode ClientGoneError}, logged at
@@ -64,6 +65,7 @@ import { ApiError, ClientGoneError, DATABASE_RETRY_AFTER_S } from "./errors.ts";
 import { singleParams } from "./_params.ts";
 import {
   clickHouseErrorCode,
+  isClickHouseBusy,
   isClickHouseUnavailable,
   literal,
   quoteIdentifier,
@@ -764,6 +766,12 @@ export function marketDataRoutes(input: MarketDataDeps): Hono {
       const headers = { "Retry-After": String(DATABASE_RETRY_AFTER_S) };
       if (isClickHouseUnavailable(error)) {
         throw new ApiError(503, "unavailable", "ClickHouse is unreachable", {
+          cause: error,
+          headers,
+        });
+      }
+      if (isClickHouseBusy(error)) {
+        throw new ApiError(503, "unavailable", "ClickHouse is too busy to answer; try again", {
           cause: error,
           headers,
         });
