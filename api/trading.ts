@@ -554,15 +554,15 @@ function limit(text: string | undefined): number {
   return n;
 }
 
+/** The space a query string makes of the `+` of a zone offset (`12:00:00 02:00`). */
+const UNENCODED_PLUS = / (?=\d{2}:\d{2}$)/;
+
 /**
  * A `from`/`to` parameter: epoch milliseconds, an ISO-8601 date (UTC
  * midnight) or an ISO-8601 time with a zone, from {@linkcode MIN_LIST_TIME_MS}
  * to {@linkcode MAX_LIST_TIME_MS}; a 400 naming `name` otherwise. Kept to the
  * microsecond (a {@linkcode MicroDate}), as PostgreSQL stores times.
  */
-/** The space a query string makes of the `+` of a zone offset (`12:00:00 02:00`). */
-const UNENCODED_PLUS = / (?=\d{2}:\d{2}$)/;
-
 function date(text: string, name: string): Date {
   const us = /^\d{1,16}$/.test(text) ? Number(text) * 1000 : isoTimeUs(text);
   // To the microsecond, as PostgreSQL stores times: 12:00:00.123456Z is not 12:00:00.123Z.
