@@ -35,9 +35,10 @@
  * - Fills are always the whole remaining quantity at the top of the book:
  *   the displayed size is ignored (a simplification), so there are no
  *   partial fills and `fok` behaves as `ioc`.
- * - Prices are rounded half-even to 8 decimals (NUMERIC(20,8)), commission
- *   is `max(commission_min, notional × commission_bps / 10⁴)`, rounded the
- *   same way.
+ * - Prices are rounded half-even to 8 decimals (NUMERIC(20,8)), never below
+ *   0.00000001 (a sell whose slippage would round its price to 0 fills
+ *   there); commission is `max(commission_min, notional × commission_bps /
+ *   10⁴)`, rounded the same way.
  *
  * US equity hours: a US equity order (see the asset class below) is matched
  * only while the regular session is open (`trading/market_hours.ts`, the
@@ -154,6 +155,8 @@ const DAY_MS = 86_400_000;
 const BPS = new Decimal(10_000);
 /** One basis point: multiplying by it divides by 10⁴ exactly, and much faster than dividing. */
 const ONE_BPS = new Decimal("0.0001");
+/** The smallest price `NUMERIC(20,8)` holds: the floor of a fill price after slippage. */
+const SMALLEST_PRICE = new Decimal("0.00000001");
 const EXCHANGE_SET: ReadonlySet<string> = new Set(EXCHANGES);
 
 /** When US equity orders are matched; see {@linkcode PaperBrokerOptions.us_equity_session}. */
@@ -281,6 +284,8 @@ export function matchPaperOrder(
   const slip = slippageBps.times(ONE_BPS);
   let price = slip.isZero() ? base : buy ? base.times(ONE.plus(slip)) : base.times(ONE.minus(slip));
   price = price.toDecimalPlaces(DB_SCALE, Decimal.ROUND_HALF_EVEN);
+  // A sell's slippage can round a tiny price away: no fill is at 0, which nothing can store.
+  if (!price.gt(0)) price = SMALLEST_PRICE;
   const limited = order.type === "limit" || order.type === "stop_limit";
   if (limited && order.limit_price !== null) {
     const limit = order.limit_price;
