@@ -646,13 +646,17 @@ export interface FeedDeps {
 /**
  * How late a batch of events arrived: receive time minus the newest exchange
  * time among its events that carry the time they happened — bars (stamped
- * with their start) and snapshots held as of receipt (stamped with the
- * book's last change) say nothing of delivery; null when none does.
+ * with their start), snapshots held as of receipt (stamped with the book's
+ * last change) and events stamped with their receive time because the venue
+ * sends none (Binance spot `bookTicker` and partial depth: `ts_exchange` is
+ * `ts_local`) say nothing of delivery; null when none does.
  */
 export function deliveryLagMs(events: readonly MarketEvent[]): number | null {
   let newest: MarketEvent | null = null;
   for (const event of events) {
-    if (event.kind === "bar" || isAsOfReceipt(event)) continue;
+    if (event.kind === "bar" || isAsOfReceipt(event) || event.ts_exchange === event.ts_local) {
+      continue;
+    }
     if (newest === null || event.ts_exchange >= newest.ts_exchange) newest = event;
   }
   return newest === null ? null : (newest.ts_local - newest.ts_exchange) / 1000;

@@ -33,7 +33,7 @@ export interface FeedStatus {
   connected_at: number | null;
   /** When the last frame arrived (ms since epoch), or null. */
   last_message_at: number | null;
-  /** How late the last batch arrived, in ms: see `deliveryLagMs` in actors/feed.ts (bars and snapshots held as of receipt say nothing of it). */
+  /** How late the last batch arrived, in ms: see `deliveryLagMs` in actors/feed.ts (bars, snapshots held as of receipt and events stamped with their receive time say nothing of it). */
   lag_ms: number | null;
   /** Frames received. */
   frames: number;
