@@ -196,6 +196,8 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   );
 
   app.post("/signal", async (c) => {
+    // Before anything is read or done: `?dry_run=true` must not place an order.
+    noParams(c.req.queries());
     // Read as the NATS path reads it: numbers exactly as sent, too deep a body refused unread.
     const text = await utf8Body(c.req);
     let body: unknown;
@@ -242,11 +244,13 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   });
 
   app.get("/orders/:id", async (c) => {
+    noParams(c.req.queries());
     const id = orderId(c.req.param("id"));
     return c.json({ order: orderJson(await found(() => db(() => getOrder(deps.sql, id)))) });
   });
 
   app.delete("/orders/:id", async (c) => {
+    noParams(c.req.queries());
     const id = orderId(c.req.param("id"));
     const order = await found(() => engineCall(() => deps.engine.cancelOrder(id)));
     return c.json({ order: orderJson(order) }, 202);
@@ -299,6 +303,7 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
   });
 
   app.get("/portfolio", async (c) => {
+    noParams(c.req.queries());
     const stored = await found(() => db(() => getPortfolio(deps.sql)));
     // Until the position tracker loaded them, the figures in memory are the starting ones.
     if (!deps.state.loaded) {
@@ -345,9 +350,13 @@ export function tradingRoutes(deps: TradingRoutesDeps): Hono {
     });
   });
 
-  app.get("/kill-switch", (c) => c.json({ kill_switch: deps.engine.killSwitch() }));
+  app.get("/kill-switch", (c) => {
+    noParams(c.req.queries());
+    return c.json({ kill_switch: deps.engine.killSwitch() });
+  });
 
   app.post("/kill-switch", async (c) => {
+    noParams(c.req.queries());
     const text = await utf8Body(c.req);
     let body: unknown;
     try {
@@ -525,11 +534,21 @@ function query(params: Record<string, string>, allowed: string[]): Record<string
       throw new ApiError(
         400,
         "bad_request",
-        `Unknown parameter ${JSON.stringify(key)}; expected ${allowed.join(", ")}`,
+        `Unknown parameter ${JSON.stringify(key)}; ` +
+          (allowed.length === 0 ? "this endpoint takes none" : `expected ${allowed.join(", ")}`),
       );
     }
   }
   return params;
+}
+
+/**
+ * Throws a 400 naming the first query parameter of `params` (Hono's
+ * `c.req.queries()`), for an endpoint that takes none: one silently ignored
+ * could be an option the client believes honoured (`POST /signal?dry_run=true`).
+ */
+function noParams(params: Record<string, string[]>): void {
+  query(singleParams(params), []);
 }
 
 /** Page size of the trading lists when `limit` is not given. */
