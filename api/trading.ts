@@ -558,11 +558,12 @@ export const MAX_LIST_LIMIT = 1000;
 
 /**
  * A `limit` parameter: plain decimal digits (no sign, exponent, hex, spaces or
- * fraction) from 1 to {@linkcode MAX_LIST_LIMIT}; a 400 otherwise.
+ * fraction; leading zeros allowed) from 1 to {@linkcode MAX_LIST_LIMIT}; a
+ * 400 otherwise.
  */
 function limit(text: string | undefined): number {
   if (text === undefined) return DEFAULT_LIST_LIMIT;
-  const n = /^\d{1,4}$/.test(text) ? Number(text) : NaN;
+  const n = /^0*\d{1,4}$/.test(text) ? Number(text) : NaN;
   if (!(n >= 1 && n <= MAX_LIST_LIMIT)) {
     throw new ApiError(
       400,
@@ -634,20 +635,24 @@ function isAfter(a: Date, b: Date): boolean {
 }
 
 /**
- * An order id or list cursor: an integer from 1 to {@linkcode MAX_ROW_ID},
- * written as PostgreSQL writes it (`007` is `7`: the engine knows its open
- * orders by that text); else a 400.
+ * An order id or list cursor: an integer from 1 to {@linkcode MAX_ROW_ID}
+ * with any leading zeros, written as PostgreSQL writes it (`007` is `7`: the
+ * engine knows its open orders by that text); else a 400.
  */
 function rowId(text: string, name: string): string {
-  if (!isRowId(text)) {
+  const digits = text.replace(LEADING_ZEROS, "");
+  if (!isRowId(digits)) {
     throw new ApiError(
       400,
       "bad_request",
       `${name} must be an integer from 1 to ${MAX_ROW_ID}, got ${JSON.stringify(text)}`,
     );
   }
-  return text.charCodeAt(0) === 48 ? BigInt(text).toString() : text; // "0…"
+  return digits;
 }
+
+/** The zeros before an integer's first significant digit (all but the last of `000`). */
+const LEADING_ZEROS = /^0+(?=\d)/;
 
 function orderId(text: string): string {
   return rowId(text, "order id");

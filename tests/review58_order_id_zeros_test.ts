@@ -76,3 +76,27 @@ Deno.test("DELETE /orders/0<id> cancels the open order <id>; GET and the message
   assert.equal(unknown.status, 404, JSON.stringify(unknown.body));
   assert.doesNotMatch(unknown.body.error.message, /0999/);
 });
+
+Deno.test("a limit, cursor or order id is an integer however many leading zeros it has", async () => {
+  await using api = await startTradingApi();
+  const call = async (path: string) => {
+    const res = await api.app.request(`/api/v1/trading${path}`);
+    return { status: res.status, body: await res.json() };
+  };
+  const zeros = "0".repeat(25);
+  for (const path of ["/orders", "/signals", "/portfolio/history"]) {
+    for (const query of ["limit=01000", `limit=${zeros}5`, `cursor=${zeros}7`]) {
+      const res = await call(`${path}?${query}`);
+      assert.equal(res.status, 200, `${path}?${query}: ${JSON.stringify(res.body)}`);
+    }
+    for (
+      const query of ["limit=0000", "limit=01001", `cursor=${zeros}`, "cursor=09223372036854775808"]
+    ) {
+      const res = await call(`${path}?${query}`);
+      assert.equal(res.status, 400, `${path}?${query}: ${JSON.stringify(res.body)}`);
+    }
+  }
+  const unknown = await call(`/orders/${zeros}12`);
+  assert.equal(unknown.status, 404, JSON.stringify(unknown.body));
+  assert.equal(unknown.body.error.message, "No order 12");
+});
