@@ -135,18 +135,34 @@ export function msToUs(ms: number): number {
   return Math.round(ms * 1000);
 }
 
+const RFC_3339 =
+  /^((\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2}))(?:\.(\d+))?(Z|[+-](\d{2}):(\d{2}))$/;
+
 /**
  * Microseconds since the epoch from an RFC 3339 timestamp with any number of
  * fraction digits (`2026-08-09T21:05:48.228568804Z` keeps its microseconds).
- * Throws a {@linkcode MalformedFrameError} when `text` is not one.
+ * Throws a {@linkcode MalformedFrameError} when `text` is not one, or names
+ * no instant from the epoch on: a day its month does not have
+ * (`2026-02-30`, which `Date.parse` would read as March 2nd), hour 24, a
+ * minute, second or offset out of range, a time before 1970.
  */
 export function isoToUs(text: string): number {
-  const match = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$/.exec(text);
+  const match = RFC_3339.exec(text);
   if (!match) throw new MalformedFrameError(`Invalid timestamp ${JSON.stringify(text)}`);
-  const seconds = Date.parse(`${match[1]}${match[3]}`);
-  if (Number.isNaN(seconds)) {
-    throw new MalformedFrameError(`Invalid timestamp ${JSON.stringify(text)}`);
+  const [, dateTime, y, mo, d, h, mi, s, fraction = "", zone, zh = "0", zm = "0"] = match;
+  const year = Number(y);
+  const month = Number(mo);
+  const day = Number(d);
+  if (
+    month < 1 || month > 12 || day < 1 ||
+    day > new Date(Date.UTC(year, month, 0)).getUTCDate() || Number(h) > 23 ||
+    Number(mi) > 59 || Number(s) > 59 || Number(zh) > 23 || Number(zm) > 59
+  ) {
+    throw new MalformedFrameError(`Timestamp ${JSON.stringify(text)} names no instant`);
   }
-  const fraction = (match[2] ?? "").padEnd(6, "0").slice(0, 6);
-  return seconds * 1000 + Number(fraction);
+  const ms = Date.parse(`${dateTime}${zone}`);
+  if (!(ms >= 0)) {
+    throw new MalformedFrameError(`Timestamp ${JSON.stringify(text)} is before 1970`);
+  }
+  return ms * 1000 + Number(fraction.padEnd(6, "0").slice(0, 6));
 }

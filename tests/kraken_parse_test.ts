@@ -281,7 +281,6 @@ Deno.test("Kraken timestamps match isoToUs for every form", () => {
     const iso of [
       "2024-02-29T23:59:59.999999Z",
       "2026-08-16T23:37:04+02:00",
-      "1969-12-31T23:59:59.5Z",
     ]
   ) {
     const frame = '{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"buy",' +
@@ -291,11 +290,12 @@ Deno.test("Kraken timestamps match isoToUs for every form", () => {
   const tradeAt = (iso: string) =>
     '{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"buy",' +
     `"price":1,"qty":1,"ord_type":"market","trade_id":1,"timestamp":"${iso}"}]}`;
-  // A day past the month's end rolls over, as Date.parse and isoToUs roll it.
-  const rolled = "2026-02-30T23:37:04Z";
-  assert.equal(parseKrakenFrame(tradeAt(rolled), 0).events[0]!.ts_exchange, isoToUs(rolled));
+  // A day past the month's end names no instant (Date.parse would roll it over); nor does a
+  // time before 1970.
   for (
     const iso of [
+      "2026-02-30T23:37:04Z",
+      "1969-12-31T23:59:59.5Z",
       "2026-08-16T23:37:04.Z",
       "2026-13-16T23:37:04Z",
       "2026-08-16T24:37:04Z",
