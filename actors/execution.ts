@@ -137,6 +137,7 @@ import {
   ExecutionNotReadyError,
   pricesOfSignals,
   type SignalInput,
+  type SignalOutcome,
 } from "../trading/execution.ts";
 import {
   decodeKillSwitchRequest,
@@ -146,11 +147,18 @@ import {
   executionConsumer,
   type KillSwitchReply,
   killSwitchSubject,
+  type SignalRejectEvent,
+  signalsRejectedSubject,
   signalsStream,
   type SignalsStreamNames,
   strategyOfSubject,
 } from "../trading/signals_stream.ts";
-import { decodeSignalBody, UnreadSignalBody } from "../trading/signal.ts";
+import {
+  decodeSignalBody,
+  keyReusedMessage,
+  sameSignalBody,
+  UnreadSignalBody,
+} from "../trading/signal.ts";
 import { actor, drainSubscription } from "./actor.ts";
 import type { ChildSpec } from "./types.ts";
 import { Wakeup } from "../lib/wakeup.ts";
@@ -505,6 +513,50 @@ interface ConsumeLoopContext {
   outage: DatabaseOutage;
 }
 
+/**
+ * Publishes on `signals.rejected` a reject event for each signal of `items`
+ * whose key was stored before for another body (its outcome a duplicate's,
+ * `sameSignalBody` false): over REST such a signal is answered 422
+ * `idempotency_key_reused`, over NATS it would be acknowledged in silence. A
+ * redelivery (the same body again) is not one. The event names the stored
+ * signal; nothing is stored for this one.
+ */
+function rejectReusedKeys(
+  nats: NatsConnection,
+  names: SignalsStreamNames,
+  items: readonly SignalInput[],
+  outcomes: readonly SignalOutcome[],
+  log: Logger,
+): void {
+  outcomes.forEach((outcome, i) => {
+    const body = items[i]?.body;
+    if (!outcome.duplicate || sameSignalBody(body, outcome.signal.payload)) return;
+    const stored = outcome.signal;
+    const bodyId = typeof body === "object" && body !== null ? (body as { id?: unknown }).id : null;
+    const key = bodyId === stored.client_signal_id
+      ? `id ${JSON.stringify(bodyId)}`
+      : `key ${JSON.stringify(stored.client_signal_id)}`;
+    const message = keyReusedMessage(stored, key);
+    log.warn("a signal reused the key of another: refused", {
+      signal_id: stored.id,
+      strategy: stored.strategy,
+      client_signal_id: stored.client_signal_id,
+    });
+    const event: SignalRejectEvent = {
+      signal_id: stored.id,
+      strategy: stored.strategy,
+      client_signal_id: stored.client_signal_id,
+      reasons: [{ rule: "idempotency_key_reused", message }],
+      received_at: (items[i]?.receivedAt ?? new Date()).toISOString(),
+    };
+    try {
+      nats.publish(signalsRejectedSubject(names), encodeJson(event));
+    } catch (error) {
+      log.warn("could not publish a reject event", { error });
+    }
+  });
+}
+
 async function consumeLoop(
   deps: ExecutionActorDeps,
   consumer: Consumer,
@@ -634,7 +686,8 @@ async function consumeLoop(
         // Held also at its turn to be decided: it may wait behind commits into an outage.
         ? deps.engine.enqueueSignals(items, { gate: held.hold, signal })
         : { decided: Promise.resolve(), outcomes: Promise.resolve([]) };
-      const settled: Promise<void> = handed.outcomes.then(() => {
+      const settled: Promise<void> = handed.outcomes.then((outcomes) => {
+        rejectReusedKeys(deps.nats, names, items, outcomes, log);
         counters.batches++;
         failures = 0;
         outage.since = null;

@@ -45,6 +45,7 @@ import { KILL_SWITCH_NOT_AN_OBJECT, parseKillSwitchRequest } from "../trading/si
 import { fromDb, toJson } from "../trading/money.ts";
 import {
   decodeSignalBody,
+  keyReusedMessage,
   sameSignalBody,
   SIGNAL_ID_PATTERN,
   STRATEGY_PATTERN,
@@ -487,13 +488,9 @@ function keyReused(stored: Signal, body: unknown): ApiError {
   const named = bodyId === id
     ? `id ${JSON.stringify(id)}`
     : `Idempotency-Key ${JSON.stringify(id)}`;
-  return new ApiError(
-    422,
-    "idempotency_key_reused",
-    `${named} of strategy ${JSON.stringify(strategy)} was used before, for signal ${stored.id} ` +
-      `(${stored.status}) with another body; a retry must send the same body, a new signal a new id`,
-    { details: { signal_id: stored.id, strategy, client_signal_id: id, status: stored.status } },
-  );
+  return new ApiError(422, "idempotency_key_reused", keyReusedMessage(stored, named), {
+    details: { signal_id: stored.id, strategy, client_signal_id: id, status: stored.status },
+  });
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });

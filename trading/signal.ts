@@ -291,6 +291,35 @@ export function sameSignalBody(received: unknown, stored: unknown): boolean {
   return raw === text || sameJsonText(text, JSON.stringify(raw ?? null));
 }
 
+/** A stored signal whose idempotency key came again with another body ({@linkcode keyReusedMessage}). */
+export interface KeyOwner {
+  /** Its row id. */
+  id: string;
+  /** Its strategy. */
+  strategy: string;
+  /** Its key within the strategy. */
+  client_signal_id: string;
+  /** Its outcome. */
+  status: string;
+}
+
+/**
+ * Why a signal whose key (`named`: `id "m-1"`, or the REST `Idempotency-Key`)
+ * was used before for `stored`, with another body, is refused — the same
+ * words over REST (a 422 `idempotency_key_reused`) and NATS (a reject event).
+ *
+ * @example
+ * ```ts
+ * keyReusedMessage({ id: "5", strategy: "momentum", client_signal_id: "m-1", status: "accepted" }, 'id "m-1"');
+ * // 'id "m-1" of strategy "momentum" was used before, for signal 5 (accepted) with another body; …'
+ * ```
+ */
+export function keyReusedMessage(stored: KeyOwner, named: string): string {
+  return `${named} of strategy ${JSON.stringify(stored.strategy)} was used before, for signal ` +
+    `${stored.id} (${stored.status}) with another body; a retry must send the same body, a new ` +
+    "signal a new id";
+}
+
 /** Whether the JSON texts `a` and `b` are one value ({@linkcode sameSignalBody}'s terms). */
 function sameJsonText(a: string, b: string): boolean {
   if (a === b) return true;
