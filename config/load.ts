@@ -25,6 +25,7 @@ import { fileURLToPath } from "node:url";
 import {
   type Alias,
   type Document,
+  isAlias,
   isMap,
   isNode,
   isScalar,
@@ -324,6 +325,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Confi
   const reported = new Set<string>();
   let merged: Tree = {};
   for (const layer of documents) {
+    for (const key of layer.inexact) reported.add(key);
     const data = interpolateTree(layer, env, problems, reported);
     merged = deepMerge(merged, data);
     for (const [path, source] of layer.positions) sources.set(path, source);
@@ -370,6 +372,8 @@ interface YamlLayer {
   positions: Map<string, string>;
   /** Dotted path → source of values produced by interpolation (filled in later). */
   interpolated: Map<string, string>;
+  /** Dotted paths of decimal keys written as numbers a float does not hold, already reported. */
+  inexact: ReadonlySet<string>;
 }
 
 async function readYamlFile(
@@ -431,11 +435,75 @@ async function readYamlFile(
     problems.push({ key: file.label, reason: "expected a mapping of sections at the top level" });
     return undefined;
   }
+  const inexact = new Set<string>();
+  inexactDecimals(doc, doc.contents, [], (path, number) => {
+    const key = formatPath(path);
+    inexact.add(key);
+    problems.push({
+      key,
+      reason: `the number ${number.source} reads as the float ${number.value}: write a decimal ` +
+        `as a string when it has more than ${MAX_FLOAT_DIGITS} significant digits or lies ` +
+        `beyond a float's range ("${number.source}")`,
+      source: `${file.label}:${lineCounter.linePos(number.offset).line}`,
+    });
+  });
   const positions = new Map<string, string>();
   recordPositions(doc.contents, [], (path, offset) => {
     positions.set(formatPath(path), `${file.label}:${lineCounter.linePos(offset).line}`);
   });
-  return { label: file.label, data: data ?? {}, positions, interpolated: new Map() };
+  return { label: file.label, data: data ?? {}, positions, interpolated: new Map(), inexact };
+}
+
+/**
+ * Significant digits any decimal keeps through a float (IEEE 754's DBL_DIG),
+ * as the schema counts them for a decimal key written as a number.
+ */
+const MAX_FLOAT_DIGITS = 15;
+
+/**
+ * Calls `found` for each YAML number at a decimal key (one taking text or a
+ * number: `risk.max_order_qty`, `portfolio.starting_cash`…) whose float is
+ * not the decimal its text spells: `1.0000000000000001` reads as 1,
+ * `1e-400` as 0, a value the schema would then take as written. Follows
+ * aliases and merge keys (`<<: *anchor`) to the keys they fill.
+ */
+function inexactDecimals(
+  doc: Document,
+  node: unknown,
+  path: Path,
+  found: (path: Path, number: { source: string; value: number; offset: number }) => void,
+  depth = 0,
+): void {
+  if (depth > 64) return; // an alias cycle: yaml reports it
+  const resolved = isAlias(node) ? node.resolve(doc) : node;
+  if (isScalar(resolved)) {
+    const { value, source } = resolved;
+    if (
+      typeof value === "number" && typeof source === "string" && NUMBER.test(source) &&
+      isDecimalKey(path) && !new Decimal(source).eq(new Decimal(value))
+    ) {
+      found(path, { source, value, offset: resolved.range?.[0] ?? 0 });
+    }
+  } else if (isMap(resolved)) {
+    for (const pair of resolved.items) {
+      const name = isScalar(pair.key) ? pair.key.value : pair.key;
+      if (typeof name === "symbol") {
+        // A merge key brings its mappings' keys here.
+        const sources = isSeq(pair.value) ? pair.value.items : [pair.value];
+        for (const item of sources) inexactDecimals(doc, item, path, found, depth + 1);
+      } else inexactDecimals(doc, pair.value, [...path, String(name)], found, depth + 1);
+    }
+  } else if (isSeq(resolved)) {
+    resolved.items.forEach((item, index) =>
+      inexactDecimals(doc, item, [...path, index], found, depth + 1)
+    );
+  }
+}
+
+/** Whether the key at `path` is a decimal: it takes text and numbers (kept as their text). */
+function isDecimalKey(path: Path): boolean {
+  const schema = schemaAt(path);
+  return schema !== undefined && accepts(schema, "string") && accepts(schema, "number");
 }
 
 /** Where a key's pair lies in the text: from its key to the end of its value. */
