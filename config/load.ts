@@ -340,11 +340,10 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Confi
     })),
   ];
   for (const override of overrides) {
-    const refused = applyOverride(merged, sources, override);
-    if (refused === undefined) continue;
-    const key = formatPath(override.path);
-    reported.add(key);
-    problems.push({ key, reason: refused, source: override.source });
+    for (const problem of applyOverride(merged, sources, override, reported)) {
+      reported.add(problem.key);
+      problems.push(problem);
+    }
   }
 
   const result = configSchema.safeParse(merged);
@@ -761,28 +760,58 @@ function envKey(parent: Path, part: string): string {
   return candidates.find((candidate) => keys.safeParse(candidate).success) ?? part;
 }
 
-/** Sets an override's key; returns why its value was refused, if it was (it is then kept raw). */
-function applyOverride(tree: Tree, sources: Sources, override: Override): string | undefined {
+/**
+ * Sets an override's key. Returns the problems it finds: its value refused
+ * (it is then kept raw), or a section above its key that a lower layer gave
+ * a value that is not a mapping (`TRADEWIRE_RISK=x`, a file's `risk.symbols:
+ * AAPL`), which the override replaces with a section of its own, so that
+ * validation no longer sees it. Keys in `reported` are already reported.
+ */
+function applyOverride(
+  tree: Tree,
+  sources: Sources,
+  override: Override,
+  reported: ReadonlySet<string>,
+): ConfigProblem[] {
   const { path, value, source } = override;
+  const problems: ConfigProblem[] = [];
   let node = tree;
   for (const [depth, key] of path.slice(0, -1).entries()) {
     const inner = node[key];
     if (isTree(inner)) node = inner;
     else {
+      const above = path.slice(0, depth + 1);
+      if (inner !== undefined && inner !== null && isMapping(above)) {
+        const was = sources.get(above);
+        const problem: ConfigProblem = {
+          key: formatPath(above),
+          reason: `expected a mapping of keys, got ${describe(inner, above)}; ${source} ` +
+            "sets a key under it",
+        };
+        if (was !== undefined) problem.source = was;
+        if (!reported.has(problem.key)) problems.push(problem);
+      }
       // A value turned into a section, or a section (a key of `risk.symbols`) made for this
       // override: validation reports it against this source.
-      sources.set(path.slice(0, depth + 1), source);
+      sources.set(above, source);
       const created: Tree = {};
       node[key] = created;
       node = created;
     }
   }
   const last = path[path.length - 1];
-  if (last === undefined) return undefined;
+  if (last === undefined) return problems;
   const coerced = coerceOrRefuse(value, schemaAt(path));
   node[last] = coerced.refused ? value : coerced.value;
   sources.set(path, source);
-  return coerced.refused ? coerced.reason : undefined;
+  if (coerced.refused) problems.push({ key: formatPath(path), reason: coerced.reason, source });
+  return problems;
+}
+
+/** Whether the schema has a mapping of keys at `path`: a section or a record. */
+function isMapping(path: Path): boolean {
+  const schema = schemaAt(path);
+  return schema !== undefined && ["object", "record"].includes(defOf(schema).type);
 }
 
 // ---------------------------------------------------------------------------
