@@ -1050,6 +1050,12 @@ function describe(value: unknown, path: Path): string {
   if (last !== undefined && URL_KEY.test(last) && typeof value === "string") {
     return describeUrls(value);
   }
+  // A section read as text is most often its keys with a colon left out (`nats:` then
+  // `password hunter2` on the next line): the length only.
+  if (typeof value === "string" && isMapping(path)) {
+    return `a string of ${value.length} characters (not shown: a section's text may hold a ` +
+      "secret; is a key's colon missing?)";
+  }
   if (typeof value === "string") {
     const shown = JSON.stringify(redactUrl(value));
     return shown.length > 80 ? `${shown.slice(0, 77)}…"` : shown;
