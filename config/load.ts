@@ -418,6 +418,12 @@ async function readYamlFile(
       "an alias (*name) with no anchor (&name) before it; a value starting with * must be quoted",
     ));
   }
+  for (const alias of recursiveAliases(doc)) {
+    problems.push(yamlProblem(
+      alias.range?.[0] ?? 0,
+      "an alias (*name) inside the value its anchor (&name) names: a value cannot hold itself",
+    ));
+  }
   if (problems.length > before) return undefined;
   let data: unknown;
   try {
@@ -596,6 +602,23 @@ function unresolvedAliases(doc: Document): Alias[] {
   visit(doc, {
     Alias: (_key, alias) => {
       if (alias.resolve(doc) === undefined) found.push(alias);
+    },
+  });
+  return found;
+}
+
+/**
+ * The aliases (`*name`) of `doc` that lie inside the value their anchor names
+ * (`risk: &a` then `symbols: *a`): a structure holding itself, which no
+ * setting can be (and which would send the loader round it forever).
+ */
+function recursiveAliases(doc: Document): Alias[] {
+  const found: Alias[] = [];
+  visit(doc, {
+    Alias: (_key, alias) => {
+      const target = alias.resolve(doc)?.range;
+      const at = alias.range?.[0];
+      if (target && at !== undefined && target[0] <= at && at < target[2]) found.push(alias);
     },
   });
   return found;
