@@ -4,6 +4,7 @@ import { toJson } from "../trading/money.ts";
 import {
   decodeSignalBody,
   DEFAULT_SIGNAL_STRATEGY,
+  defaultTimeInForce,
   MAX_SIGNAL_BODY_DEPTH,
   ORDER_TYPES,
   parseSignal,
@@ -27,7 +28,7 @@ function pathsOf(input: unknown, defaults = {}): string[] {
   return reasonsOf(input, defaults).map((reason) => reason.path);
 }
 
-Deno.test("a minimal signal gets the market type, day time in force and the default strategy", () => {
+Deno.test("a minimal signal gets the market type, gtc (a crypto pair) and the default strategy", () => {
   const result = parseSignal(base, {});
   assert.ok(result.ok);
   const signal = result.signal;
@@ -35,11 +36,29 @@ Deno.test("a minimal signal gets the market type, day time in force and the defa
   assert.equal(signal.side, "buy");
   assert.equal(toJson(signal.qty), "0.5");
   assert.equal(signal.type, "market");
-  assert.equal(signal.time_in_force, "day");
+  assert.equal(signal.time_in_force, "gtc");
   assert.equal(signal.strategy, DEFAULT_SIGNAL_STRATEGY);
   assert.equal("id" in signal, false, "no id is derived");
   assert.equal("limit_price" in signal, false);
   assert.equal("stop_price" in signal, false);
+});
+
+Deno.test("a signal naming no time in force is gtc for a crypto pair, day for a US equity; one named is kept", () => {
+  for (const parse of [parseSignal, parseSignalBySchema]) {
+    const tif = (body: Record<string, unknown>) => {
+      const result = parse(body, {});
+      assert.ok(result.ok, JSON.stringify(body));
+      return result.signal.time_in_force;
+    };
+    assert.equal(tif(base), "gtc", parse.name);
+    assert.equal(tif({ ...base, symbol: "ETH-USD", type: "limit", limit_price: "1" }), "gtc");
+    assert.equal(tif({ ...base, symbol: "AAPL" }), "day", parse.name);
+    assert.equal(tif({ ...base, symbol: "BRK.B", type: "stop", stop_price: "1" }), "day");
+    assert.equal(tif({ ...base, time_in_force: "day" }), "day", parse.name);
+    assert.equal(tif({ ...base, symbol: "AAPL", time_in_force: "gtc" }), "gtc", parse.name);
+  }
+  assert.equal(defaultTimeInForce("BTC-USDT"), "gtc");
+  assert.equal(defaultTimeInForce("AAPL"), "day");
 });
 
 Deno.test("the strategy comes from the body, else the defaults", () => {

@@ -69,8 +69,30 @@ export type Side = OrderSide;
 
 /** Order type of a signal that names none. */
 export const DEFAULT_ORDER_TYPE: OrderType = "market";
-/** Time in force of a signal that names none. */
+/** Time in force of a US equity signal that names none. */
 export const DEFAULT_TIME_IN_FORCE: TimeInForce = "day";
+/**
+ * Time in force of a crypto signal (a `BASE-QUOTE` pair) that names none: a
+ * pair trades around the clock, so a day has no close for it to end at, its
+ * venues rest orders until cancelled, and Alpaca takes crypto orders only as
+ * gtc or ioc.
+ */
+export const DEFAULT_CRYPTO_TIME_IN_FORCE: TimeInForce = "gtc";
+
+/**
+ * The time in force of a signal on `symbol` that names none:
+ * {@linkcode DEFAULT_CRYPTO_TIME_IN_FORCE} for a crypto pair (a symbol with
+ * `-`), {@linkcode DEFAULT_TIME_IN_FORCE} for a US equity.
+ *
+ * @example
+ * ```ts
+ * defaultTimeInForce("BTC-USDT"); // "gtc"
+ * defaultTimeInForce("AAPL"); // "day"
+ * ```
+ */
+export function defaultTimeInForce(symbol: string): TimeInForce {
+  return symbol.includes("-") ? DEFAULT_CRYPTO_TIME_IN_FORCE : DEFAULT_TIME_IN_FORCE;
+}
 /** Strategy of a signal when neither its body nor the caller's defaults name one. */
 export const DEFAULT_SIGNAL_STRATEGY = "default";
 
@@ -639,7 +661,7 @@ export function parseSignalBySchema(
     side: body.side,
     qty: body.qty,
     type: body.type ?? DEFAULT_ORDER_TYPE,
-    time_in_force: body.time_in_force ?? DEFAULT_TIME_IN_FORCE,
+    time_in_force: body.time_in_force ?? defaultTimeInForce(body.symbol),
     strategy: body.strategy ?? strategy ?? DEFAULT_SIGNAL_STRATEGY,
   };
   if (body.id !== undefined) signal.id = body.id;
@@ -695,7 +717,7 @@ function acceptSignal(input: unknown, defaults: SignalDefaults): Signal | null {
   if (qty === null) return null;
   const orderType = (type ?? DEFAULT_ORDER_TYPE) as OrderType;
   if (!ORDER_TYPE_SET.has(orderType)) return null;
-  const tif = (time_in_force ?? DEFAULT_TIME_IN_FORCE) as TimeInForce;
+  const tif = (time_in_force ?? defaultTimeInForce(symbol)) as TimeInForce;
   if (!TIME_IN_FORCE_SET.has(tif)) return null;
   const limitPrice = absent(body.limit_price) ? undefined : acceptDecimal(body.limit_price);
   const stopPrice = absent(body.stop_price) ? undefined : acceptDecimal(body.stop_price);
