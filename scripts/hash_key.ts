@@ -16,6 +16,39 @@ export const MIN_API_KEY_LENGTH = 32;
 /** Random bytes in a key this script makes: 256 bits. */
 export const GENERATED_KEY_BYTES = 32;
 
+/**
+ * A key as an HTTP header carries it: printable ASCII, spaces inside allowed.
+ * The server reads a header's bytes one character each (Latin-1), so any
+ * other character (`é`, sent as UTF-8) arrives as others and its hash never
+ * matches.
+ */
+const HEADER_KEY = /^[\x20-\x7e]*$/;
+
+/**
+ * Why `key` (trimmed, as the server trims the key it is given) cannot be an
+ * API key, or null when it can: shorter than {@linkcode MIN_API_KEY_LENGTH},
+ * or holding a character a header does not carry as written.
+ *
+ * @example
+ * ```ts
+ * apiKeyProblem("abc"); // "The key has 3 characters; …"
+ * apiKeyProblem(generateApiKey()); // null
+ * ```
+ */
+export function apiKeyProblem(key: string): string | null {
+  if (key.length < MIN_API_KEY_LENGTH) {
+    return `The key has ${key.length} characters; an API key must be random and at least ` +
+      `${MIN_API_KEY_LENGTH} characters long (an unsalted hash of a short key is reversed ` +
+      "in seconds). Run `deno task hash-key` with no key to make one.";
+  }
+  if (!HEADER_KEY.test(key)) {
+    return "The key holds a character other than printable ASCII: a client sends it in an " +
+      "HTTP header, which the API reads byte by byte, so it would never match its hash. " +
+      "Run `deno task hash-key` with no key to make one.";
+  }
+  return null;
+}
+
 /** A new random API key: {@linkcode GENERATED_KEY_BYTES} random bytes, base64url, no padding. */
 export function generateApiKey(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(GENERATED_KEY_BYTES));
@@ -38,8 +71,9 @@ if (import.meta.main) {
     );
     Deno.exit(2);
   }
-  let key = Deno.args[0] ?? (Deno.stdin.isTerminal() ? "" : await readStdin());
-  if (key === "") {
+  // Trimmed as the server trims the key a request presents, so the hash is the one it compares.
+  let key = (Deno.args[0] ?? (Deno.stdin.isTerminal() ? "" : await readStdin())).trim();
+  if (key === "" && Deno.args[0] === undefined) {
     key = generateApiKey();
     console.log(`key:  ${key}`);
     console.log(`hash: ${await hashApiKey(key)}`);
@@ -49,12 +83,9 @@ if (import.meta.main) {
     );
     Deno.exit(0);
   }
-  if (key.length < MIN_API_KEY_LENGTH) {
-    console.error(
-      `The key has ${key.length} characters; an API key must be random and at least ` +
-        `${MIN_API_KEY_LENGTH} characters long (an unsalted hash of a short key is reversed ` +
-        "in seconds). Run `deno task hash-key` with no key to make one.",
-    );
+  const problem = apiKeyProblem(key);
+  if (problem !== null) {
+    console.error(problem);
     Deno.exit(2);
   }
   console.log(await hashApiKey(key));
