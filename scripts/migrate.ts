@@ -100,6 +100,12 @@ export function parseMigrateArgs(argv: readonly string[]): MigrateCommand {
         throw new UsageError("--only takes postgres or clickhouse");
       }
       parsed.only = value;
+    } else if (arg === "--print-config" || arg.startsWith("--print-config=")) {
+      // The engine's flag: taken by the config loader, it would let the command run unasked.
+      throw new UsageError(
+        "--print-config is the engine's flag (deno task start --print-config prints the " +
+          "configuration); migrate does not take it",
+      );
     } else if (arg.startsWith("--")) {
       parsed.configArgs.push(arg);
       const name = arg.slice(2);
