@@ -53,8 +53,24 @@ export async function startTradingApi(options: TradingApiOptions = {}) {
       apiKeyHashes: options.apiKeyHashes ?? [],
     }),
   );
+  /**
+   * Sends `method path` (under `/api/v1/trading`) with `body` — text as it
+   * is, anything else as its JSON — and returns the status and the JSON
+   * answer.
+   */
+  const call = async (method: string, path: string, body?: unknown) => {
+    const res = await app.request(`/api/v1/trading${path}`, {
+      method,
+      ...(body === undefined ? {} : {
+        headers: { "content-type": "application/json" },
+        body: typeof body === "string" ? body : JSON.stringify(body),
+      }),
+    });
+    return { status: res.status, body: await res.json() };
+  };
   return {
     app,
+    call,
     trading,
     cache,
     /** A NATS connection to the subtree's server (`control.kill_switch` requests). */

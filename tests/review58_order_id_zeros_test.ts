@@ -8,37 +8,14 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { LatestCache } from "../market/latest_cache.ts";
-import { waitFor } from "./_helpers.ts";
+import { binanceTop, waitFor } from "./_helpers.ts";
 import { startTradingApi } from "./_trading_api.ts";
 
 Deno.test("DELETE /orders/0<id> cancels the open order <id>; GET and the messages name it without the zeros", async () => {
   await using api = await startTradingApi({
-    prime: (cache: LatestCache) => {
-      const us = Date.now() * 1000;
-      cache.update([{
-        kind: "top",
-        exchange: "binance",
-        symbol: "BTC-USDT",
-        venue_symbol: "BTCUSDT",
-        ts_exchange: us,
-        ts_local: us,
-        bid_price: "50000",
-        bid_qty: "10",
-        ask_price: "50002",
-        ask_qty: "10",
-      }]);
-    },
+    prime: (cache) => cache.update([binanceTop("BTC-USDT", "50000", "50002")]),
   });
-  const call = async (method: string, path: string, body?: unknown) => {
-    const res = await api.app.request(`/api/v1/trading${path}`, {
-      method,
-      ...(body === undefined
-        ? {}
-        : { headers: { "content-type": "application/json" }, body: JSON.stringify(body) }),
-    });
-    return { status: res.status, body: await res.json() };
-  };
+  const { call } = api;
   // A resting buy well under the market (inside the price collar): it stays open.
   const created = await call("POST", "/signal", {
     id: "rest-1",

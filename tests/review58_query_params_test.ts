@@ -15,13 +15,7 @@ Deno.test("trading endpoints without query parameters refuse one with a 400 nami
   await using api = await startTradingApi({
     prime: (cache) => cache.update([binanceTop("BTC-USDT", "50000", "50002")]),
   });
-  const call = async (method: string, path: string, body?: string) => {
-    const res = await api.app.request(`/api/v1/trading${path}`, {
-      method,
-      ...(body === undefined ? {} : { headers: { "content-type": "application/json" }, body }),
-    });
-    return { status: res.status, body: await res.json() };
-  };
+  const { call } = api;
   const signal = '{"id":"dry-1","symbol":"BTC-USDT","side":"buy","qty":"0.01"}';
   const problems: string[] = [];
   for (

@@ -7,9 +7,9 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { LatestCache } from "../market/latest_cache.ts";
 import { parseSignal, parseSignalBySchema } from "../trading/signal.ts";
 import { REJECTED_TOKEN } from "../trading/signals_stream.ts";
+import { binanceTop } from "./_helpers.ts";
 import { startTradingApi } from "./_trading_api.ts";
 
 const BODY = { symbol: "BTC-USDT", side: "buy", qty: "0.01" };
@@ -40,21 +40,7 @@ Deno.test("parseSignal refuses the reserved strategy rejected, from the body or 
 
 Deno.test("POST /signal with strategy rejected is a 422 naming strategy, and no order is made", async () => {
   await using api = await startTradingApi({
-    prime: (cache: LatestCache) => {
-      const us = Date.now() * 1000;
-      cache.update([{
-        kind: "top",
-        exchange: "binance",
-        symbol: "BTC-USDT",
-        venue_symbol: "BTCUSDT",
-        ts_exchange: us,
-        ts_local: us,
-        bid_price: "50000",
-        bid_qty: "10",
-        ask_price: "50002",
-        ask_qty: "10",
-      }]);
-    },
+    prime: (cache) => cache.update([binanceTop("BTC-USDT", "50000", "50002")]),
   });
   const res = await api.app.request("/api/v1/trading/signal", {
     method: "POST",

@@ -8,29 +8,13 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { LatestCache } from "../market/latest_cache.ts";
+import { binanceTop } from "./_helpers.ts";
 import { startTradingApi } from "./_trading_api.ts";
-
-function quote(cache: LatestCache, symbol: string, bid: string, ask: string) {
-  const us = Date.now() * 1000;
-  cache.update([{
-    kind: "top",
-    exchange: "binance",
-    symbol,
-    venue_symbol: symbol.replace("-", ""),
-    ts_exchange: us,
-    ts_local: us,
-    bid_price: bid,
-    bid_qty: "10",
-    ask_price: ask,
-    ask_qty: "10",
-  }]);
-}
 
 /** The trading API (no API key) with BTC-USDT priced, and a caller sending raw JSON text. */
 async function tradingApi() {
   const api = await startTradingApi({
-    prime: (cache) => quote(cache, "BTC-USDT", "50000", "50002"),
+    prime: (cache) => cache.update([binanceTop("BTC-USDT", "50000", "50002")]),
   });
   const post = async (body: string, headers: Record<string, string> = {}) => {
     const res = await api.app.request("/api/v1/trading/signal", {
