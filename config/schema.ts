@@ -52,6 +52,13 @@ export const CLICKHOUSE_URL_SCHEMES = ["http:", "https:"] as const;
  */
 export const MAX_TIMER_MS = 2_147_483_647;
 
+/**
+ * Longest age of a JetStream stream, in seconds (`execution.signals_max_age_s`,
+ * `writer.stream_max_age_s`): NATS holds `max_age` in nanoseconds as a signed
+ * 64-bit integer, about 292 years, and refuses to make a stream with more.
+ */
+export const MAX_STREAM_AGE_S = 9_223_372_036;
+
 /** Passwords the production profile refuses (compared case-insensitively). */
 export const WEAK_PASSWORDS: readonly string[] = [
   "postgres",
@@ -787,7 +794,7 @@ export const configSchema = z.object({
     batch_rows: int(1, 10_000_000).default(D.writer.batch_rows),
     flush_interval_ms: ms(1).default(D.writer.flush_interval_ms),
     stream_max_bytes: int(1024 * 1024).default(D.writer.stream_max_bytes),
-    stream_max_age_s: int(60).default(D.writer.stream_max_age_s),
+    stream_max_age_s: int(60, MAX_STREAM_AGE_S).default(D.writer.stream_max_age_s),
     retry_initial_ms: ms(1).default(D.writer.retry_initial_ms),
     retry_max_ms: ms(1).default(D.writer.retry_max_ms),
   }),
@@ -817,7 +824,7 @@ export const configSchema = z.object({
     default_broker: oneOf(BROKERS).default(D.execution.default_broker),
     batch_max: int(1, 10_000).default(D.execution.batch_max),
     max_price_age_ms: ms(1).default(D.execution.max_price_age_ms),
-    signals_max_age_s: int(60).default(D.execution.signals_max_age_s),
+    signals_max_age_s: int(60, MAX_STREAM_AGE_S).default(D.execution.signals_max_age_s),
     reconcile_on_start: bool().default(D.execution.reconcile_on_start),
     max_signal_attempts: int(0, 1_000).default(D.execution.max_signal_attempts),
   }),
