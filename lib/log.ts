@@ -7,7 +7,7 @@
  * @module
  */
 
-import { redactSecrets } from "./redact.ts";
+import { CIRCULAR, redactSecrets } from "./redact.ts";
 
 /** Log levels, least to most severe. */
 export const LEVELS = ["debug", "info", "warn", "error"] as const;
@@ -96,7 +96,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
           else if (line[key] !== value) line[`field_${key}`] = value;
         }
       }
-      write(JSON.stringify(line));
+      write(JSON.stringify(line, bigintAsText));
     };
     return loggerOf(emit, (more) => make({ ...bindings, ...more }));
   };
@@ -132,10 +132,23 @@ function normalizeErrors(fields: Fields): Fields {
   return out;
 }
 
-/** An error as plain JSON fields: name, message and the cause chain, no stack. */
-export function errorFields(error: Error): Record<string, unknown> {
+/** A BigInt as its digits: JSON has no BigInt, and `JSON.stringify` throws on one. */
+function bigintAsText(_key: string, value: unknown): unknown {
+  return typeof value === "bigint" ? value.toString() : value;
+}
+
+/**
+ * An error as plain JSON fields: name, message and the cause chain, no stack.
+ * A cause met again down its own chain is written {@linkcode CIRCULAR}.
+ */
+export function errorFields(
+  error: Error,
+  seen: ReadonlySet<Error> = new Set(),
+): Record<string, unknown> {
   const fields: Record<string, unknown> = { name: error.name, message: error.message };
-  if (error.cause instanceof Error) fields.cause = errorFields(error.cause);
-  else if (error.cause !== undefined) fields.cause = String(error.cause);
+  const chain = new Set(seen).add(error);
+  if (error.cause instanceof Error) {
+    fields.cause = chain.has(error.cause) ? CIRCULAR : errorFields(error.cause, chain);
+  } else if (error.cause !== undefined) fields.cause = String(error.cause);
   return fields;
 }

@@ -175,22 +175,38 @@ function redactQuery(text: string): string {
   );
 }
 
+/** What {@linkcode redactSecrets} puts in place of an object found inside itself. */
+export const CIRCULAR = "[Circular]";
+
 /**
  * Returns a deep copy of `value` with secret-named keys ({@linkcode isSecretName})
  * replaced by {@linkcode REDACTED} and the secrets of URLs in strings redacted
- * ({@linkcode redactUrl}).
+ * ({@linkcode redactUrl}). An object found inside itself (a library's object
+ * that points back at its owner) is copied once and then written
+ * {@linkcode CIRCULAR}, so a copy always ends.
  */
 export function redactSecrets(value: unknown): unknown {
+  return redactWithin(value, new Set());
+}
+
+/** {@linkcode redactSecrets} of `value`, found inside the objects of `ancestors`. */
+function redactWithin(value: unknown, ancestors: Set<object>): unknown {
   if (typeof value === "string") return redactUrl(value);
-  if (Array.isArray(value)) return value.map(redactSecrets);
   if (value === null || typeof value !== "object") return value;
   if (value instanceof Date) return value;
-  const out: Record<string, unknown> = {};
-  for (const [key, inner] of Object.entries(value)) {
-    const secret = isSecretName(key) && inner !== undefined && inner !== null && inner !== "";
-    out[key] = secret ? REDACTED : redactSecrets(inner);
+  if (ancestors.has(value)) return CIRCULAR;
+  ancestors.add(value);
+  try {
+    if (Array.isArray(value)) return value.map((item) => redactWithin(item, ancestors));
+    const out: Record<string, unknown> = {};
+    for (const [key, inner] of Object.entries(value)) {
+      const secret = isSecretName(key) && inner !== undefined && inner !== null && inner !== "";
+      out[key] = secret ? REDACTED : redactWithin(inner, ancestors);
+    }
+    return out;
+  } finally {
+    ancestors.delete(value);
   }
-  return out;
 }
 
 /**
