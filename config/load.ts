@@ -485,7 +485,7 @@ function inexactDecimals(
     const { value, source } = resolved;
     if (
       typeof value === "number" && typeof source === "string" && NUMBER.test(source) &&
-      isDecimalKey(path) && !new Decimal(source).eq(new Decimal(value))
+      isDecimalKey(path) && (!new Decimal(source).eq(new Decimal(value)) || underflows(source))
     ) {
       found(path, { source, value, offset: resolved.range?.[0] ?? 0 });
     }
@@ -800,7 +800,7 @@ function applyOverride(
   const problems: ConfigProblem[] = [];
   let node = tree;
   for (const [depth, key] of path.slice(0, -1).entries()) {
-    const inner = node[key];
+    const inner = Object.hasOwn(node, key) ? node[key] : undefined; // not Object.prototype's
     if (isTree(inner)) node = inner;
     else {
       const above = path.slice(0, depth + 1);
@@ -979,15 +979,23 @@ function coerce(value: string, schema: z.ZodType | undefined): unknown {
 /** The exact decimal text of a number (`1e6` → `"1000000"`), refusing an absurd exponent first. */
 function decimalText(text: string): string {
   const decimal = new Decimal(text); // keeps the exponent: cheap whatever its size
-  if (!decimal.isFinite() || Math.abs(decimal.e) > MAX_DECIMAL_EXPONENT) {
+  const beyond = !decimal.isFinite() || underflows(text);
+  if (beyond || Math.abs(decimal.e) > MAX_DECIMAL_EXPONENT) {
     throw new RangeError(
       `expected a decimal with an exponent from -${MAX_DECIMAL_EXPONENT} to ` +
-        `${MAX_DECIMAL_EXPONENT}, got a number with exponent ${
-          decimal.isFinite() ? decimal.e : "beyond that"
-        }`,
+        `${MAX_DECIMAL_EXPONENT}, got a number with exponent ${beyond ? "beyond that" : decimal.e}`,
     );
   }
   return decimal.toFixed();
+}
+
+/**
+ * Whether the number `text` is not zero but reads as zero: its exponent
+ * (`1e-99999999999999999999`) is below what a decimal holds, which has no
+ * exponent to report.
+ */
+function underflows(text: string): boolean {
+  return new Decimal(text).isZero() && /[1-9]/.test(text.replace(/[eE].*$/, ""));
 }
 
 // ---------------------------------------------------------------------------
