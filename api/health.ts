@@ -160,12 +160,23 @@ async function probe(
   }
 }
 
-/** The health routes: `GET /` (liveness) and `GET /detailed`. */
+/**
+ * The health routes: `GET /` (liveness) and `GET /detailed`. The detailed
+ * report needs no API key, and its probes use the engine's own connections
+ * (a query on the PostgreSQL pool): requests that arrive while a round of
+ * probes runs share its report instead of each probing again, so a burst of
+ * them costs one round; a request after the round ends starts a new one.
+ */
 export function healthRoutes(source: HealthSource): Hono {
+  let running: Promise<DetailedHealth> | undefined;
+  const report = (): Promise<DetailedHealth> =>
+    running ??= detailedHealth(source).finally(() => {
+      running = undefined;
+    });
   return new Hono()
     .get("/", (c) => c.json({ status: "ok" }))
     .get("/detailed", async (c) => {
-      const report = await detailedHealth(source);
-      return c.json(report, report.status === "ok" ? 200 : 503);
+      const health = await report();
+      return c.json(health, health.status === "ok" ? 200 : 503);
     });
 }
