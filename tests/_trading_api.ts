@@ -58,7 +58,7 @@ export async function startTradingApi(options: TradingApiOptions = {}) {
    * is, anything else as its JSON — and returns the status and the JSON
    * answer.
    */
-  const call = async (method: string, path: string, body?: unknown) => {
+  const send = async (method: string, path: string, body?: unknown) => {
     const res = await app.request(`/api/v1/trading${path}`, {
       method,
       ...(body === undefined ? {} : {
@@ -70,7 +70,7 @@ export async function startTradingApi(options: TradingApiOptions = {}) {
   };
   return {
     app,
-    call,
+    send,
     trading,
     cache,
     /** A NATS connection to the subtree's server (`control.kill_switch` requests). */

@@ -14,7 +14,7 @@ Deno.test("DELETE of a filled order is a 409 with the filled order in details", 
   await using api = await startTradingApi({
     prime: (cache) => cache.update([binanceTop("BTC-USDT", "50000", "50002")]),
   });
-  const { call } = api;
+  const call = api.send;
   const created = await call("POST", "/signal", {
     id: "fill-1",
     symbol: "BTC-USDT",

@@ -15,7 +15,7 @@ Deno.test("DELETE /orders/0<id> cancels the open order <id>; GET and the message
   await using api = await startTradingApi({
     prime: (cache) => cache.update([binanceTop("BTC-USDT", "50000", "50002")]),
   });
-  const { call } = api;
+  const call = api.send;
   // A resting buy well under the market (inside the price collar): it stays open.
   const created = await call("POST", "/signal", {
     id: "rest-1",

@@ -15,7 +15,7 @@ Deno.test("trading endpoints without query parameters refuse one with a 400 nami
   await using api = await startTradingApi({
     prime: (cache) => cache.update([binanceTop("BTC-USDT", "50000", "50002")]),
   });
-  const { call } = api;
+  const call = api.send;
   const signal = '{"id":"dry-1","symbol":"BTC-USDT","side":"buy","qty":"0.01"}';
   const problems: string[] = [];
   for (
