@@ -210,7 +210,8 @@ export async function startEngine(
       probes: {
         postgres: () => postgresProbe(sql),
         nats: () => pingNats(nats),
-        clickhouse: () => pingClickHouse(clickhouse),
+        // As the engine's user: ClickHouse answers GET /ping to anyone, a wrong password too.
+        clickhouse: () => pingClickHouse(clickhouse, { authenticated: true }),
       },
       actors: () => root?.inspect() ?? [],
       sections: () => ({

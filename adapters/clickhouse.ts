@@ -123,24 +123,41 @@ export interface ClickHouseCallOptions {
   signal?: AbortSignal | undefined;
 }
 
+/** Options of {@linkcode pingClickHouse}. */
+export interface PingClickHouseOptions extends ClickHouseCallOptions {
+  /**
+   * Run a query as the client's user instead of `GET /ping`, which ClickHouse
+   * answers without authentication: a wrong user or password then fails the
+   * ping. @default {false}
+   */
+  authenticated?: boolean | undefined;
+}
+
 /**
- * Pings ClickHouse (`GET /ping`) and returns the round trip in milliseconds;
- * throws {@linkcode ClickHouseUnavailableError} when it does not answer.
+ * Pings ClickHouse and returns the round trip in milliseconds; throws
+ * {@linkcode ClickHouseUnavailableError} when it does not answer, or, with
+ * `authenticated`, refuses the client's user (`ClickHouse refused the
+ * client: Code: 193 …`).
  */
 export async function pingClickHouse(
   client: ClickHouseClient,
-  options: ClickHouseCallOptions = {},
+  options: PingClickHouseOptions = {},
 ): Promise<number> {
   const started = performance.now();
+  const select = options.authenticated === true;
   const result = await client.ping(
-    options.signal === undefined ? undefined : { select: false, abort_signal: options.signal },
+    options.signal === undefined && !select
+      ? undefined
+      : { select, ...(options.signal === undefined ? {} : { abort_signal: options.signal }) },
   );
   if (!result.success) {
     options.signal?.throwIfAborted();
     const reason = result.error instanceof Error ? `: ${redactUrl(result.error.message)}` : "";
-    throw new ClickHouseUnavailableError(`ClickHouse is unreachable${reason}`, {
-      cause: result.error,
-    });
+    const answered = clickHouseErrorCode(result.error) !== null;
+    throw new ClickHouseUnavailableError(
+      `${answered ? "ClickHouse refused the client" : "ClickHouse is unreachable"}${reason}`,
+      { cause: result.error },
+    );
   }
   return performance.now() - started;
 }

@@ -323,6 +323,34 @@ Deno.test("pingClickHouse measures latency and throws ClickHouseUnavailableError
   }
 });
 
+Deno.test("an authenticated pingClickHouse fails for a wrong password, which GET /ping lets through", async () => {
+  const wrong = createClickHouse({ url: CH_URL, user: "default", password: "not-the-password" });
+  try {
+    // ClickHouse answers GET /ping to anyone: health showed ClickHouse up for a wrong password.
+    assert.ok((await pingClickHouse(wrong)) >= 0);
+    await assert.rejects(
+      pingClickHouse(wrong, { authenticated: true }),
+      (error: unknown) =>
+        error instanceof ClickHouseUnavailableError &&
+        error.message.startsWith("ClickHouse refused the client: ") &&
+        !error.message.includes("not-the-password"),
+    );
+  } finally {
+    await wrong.close();
+  }
+  await using ch = testClickHouse();
+  assert.ok((await pingClickHouse(ch.client, { authenticated: true })) >= 0);
+  const down = createClickHouse({ url: UNREACHABLE, request_timeout_ms: 2000 });
+  try {
+    await assert.rejects(
+      pingClickHouse(down, { authenticated: true }),
+      /^ClickHouseUnavailableError: ClickHouse is unreachable/,
+    );
+  } finally {
+    await down.close();
+  }
+});
+
 Deno.test("createClickHouse routes the client library's logs to the logger", async () => {
   const { log, lines } = memoryLogger();
   const down = createClickHouse({ url: UNREACHABLE }, { log });
