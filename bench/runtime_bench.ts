@@ -5,7 +5,9 @@
  * memory of 100,000 ids (orders closed lately, fills handed over) forgetting
  * its oldest through `InsertionOrderedSet` against a bare `Set`'s
  * `keys().next()` (which walks the holes its deletes left) and against a
- * bare array ring.
+ * bare array ring; and `redactUrl` of 64 KiB of text repeating `a://u:` (a
+ * logged request path, an attacker's) against a bare scan of the same text
+ * for `://` with the same regular expression `redactUrl` starts from.
  *
  * Run with `deno task bench` (needs NATS on 127.0.0.1:4222).
  */
@@ -16,6 +18,7 @@ import { InsertionOrderedSet } from "../lib/insertion_map.ts";
 import { actor } from "../actors/actor.ts";
 import { Supervisor } from "../actors/supervisor.ts";
 import { decodeJson, encodeJson } from "../adapters/codec.ts";
+import { redactUrl } from "../lib/redact.ts";
 
 const BATCH = 1_000;
 
@@ -89,6 +92,19 @@ const root = new Supervisor({ name: "bench" }, [
   }, { nats: nc }),
 ]);
 await root.ready;
+
+const SCHEMES = "a://u:".repeat(Math.floor(65_536 / 6));
+Deno.bench("bare scan for x:// (floor), 64 KiB of a://u:", {
+  group: "redact 64 KiB of a://u:",
+  baseline: true,
+}, () => {
+  let found = 0;
+  for (const _ of SCHEMES.matchAll(/\b([a-z][a-z0-9+.-]*):\/\//gi)) found++;
+  if (found === 0) throw new Error("no scheme found");
+});
+Deno.bench("redactUrl, 64 KiB of a://u:", { group: "redact 64 KiB of a://u:" }, () => {
+  redactUrl(SCHEMES);
+});
 
 Deno.bench("bare NATS request/reply", { group: "request", baseline: true }, async () => {
   decodeJson((await nc.request(`${prefix}.raw`, encodeJson(payload))).data);

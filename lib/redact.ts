@@ -33,6 +33,11 @@ export function isSecretName(name: string): boolean {
 
 /** Where a URL starts: its scheme and `://`. */
 const URL_START = /\b([a-z][a-z0-9+.-]*):\/\//gi;
+/**
+ * The longest `user:password` taken to hold a `x://` of its own
+ * (`postgres://tw:Zq8://pw@db`): a password of more than 1 KiB has none.
+ */
+const MAX_USERINFO_LENGTH = 1024;
 
 /**
  * Characters that end a URL in free text (white space, quotes, brackets,
@@ -90,9 +95,12 @@ export function redactUrl(text: string): string {
     const from = start.index + start[0].length;
     // A `x://` met while this URL is still in its password (`postgres://tw:Zq8://pw@db`) is part
     // of it, not the start of the next URL.
+    // Looked for only within MAX_USERINFO_LENGTH of the scheme: text repeating `x://` would
+    // otherwise cost a look at all the text after each (quadratic).
     let next = i + 1;
     while (
       next < starts.length &&
+      (starts[next]?.index ?? 0) - from <= MAX_USERINFO_LENGTH &&
       inPassword(text.slice(from, starts[next]?.index), starts[next]?.[0] ?? "")
     ) next++;
     const to = starts[next]?.index ?? text.length;

@@ -207,3 +207,12 @@ Deno.test("a PostgreSQL password holding @ is never logged while PostgreSQL is u
   assert.doesNotMatch(text, /ss-w0rd/);
   assert.match(text, /postgres:\/\/app:\*\*\*@127\.0\.0\.1:/);
 });
+
+Deno.test("a password holding x:// is redacted whole up to 1 KiB, and text repeating x:// is read in one pass", () => {
+  const password = "p".repeat(900) + "x://" + "q".repeat(90);
+  const redacted = redactUrl(`postgres://tw:${password}@db:5432/tw`);
+  assert.equal(redacted, "postgres://tw:***@db:5432/tw");
+  // 64 KiB of `a://u:` (a logged request path): each scheme looks ahead at most 1 KiB for an `@`.
+  const text = "a://u:".repeat(10_922);
+  assert.equal(redactUrl(text), text);
+});
