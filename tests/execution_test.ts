@@ -1036,7 +1036,7 @@ Deno.test("what the broker refuses in advance rejects the signal before any orde
   await using h = await harness();
   h.broker.refusing = ["paper: no day orders today"];
   const [outcome] = await h.engine.processSignals([{
-    body: { id: "day-1", symbol: "BTC-USDT", side: "buy", qty: "0.1" },
+    body: { id: "day-1", symbol: "BTC-USDT", side: "buy", qty: "0.1", time_in_force: "day" },
     strategy: "momentum",
     source: "rest",
   }]);
@@ -1050,7 +1050,7 @@ Deno.test("what the broker refuses in advance rejects the signal before any orde
   assert.equal(h.subjects("signals.rejected").length, 1);
   h.broker.refusing = [];
   const [again] = await h.engine.processSignals([{
-    body: { id: "day-2", symbol: "BTC-USDT", side: "buy", qty: "0.1" },
+    body: { id: "day-2", symbol: "BTC-USDT", side: "buy", qty: "0.1", time_in_force: "day" },
     strategy: "momentum",
     source: "rest",
   }]);
