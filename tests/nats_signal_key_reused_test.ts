@@ -49,7 +49,7 @@ Deno.test("a NATS signal reusing a stored signal's id with another body is refus
       "the first signal's order",
     );
     // The same signal again (a strategy's retry): a silent duplicate. Then another body.
-    await send('{"qty":"0.50","side":"buy","symbol":"BTC-USDT","id":"k-1"}');
+    await send('{"qty":"0.5","side":"buy","symbol":"BTC-USDT","id":"k-1"}');
     await send('{"id":"k-1","symbol":"BTC-USDT","side":"sell","qty":"0.2"}');
     // A marker after them: once it is recorded, both were handled.
     await send('{"id":"k-2","symbol":"BTC-USDT","side":"buy","qty":"0.1"}');
@@ -58,6 +58,8 @@ Deno.test("a NATS signal reusing a stored signal's id with another body is refus
       15_000,
       "the marker recorded and a reject event",
     );
+    // The engine publishes on this connection: after a flush, every event it sent has arrived.
+    await nc.flush();
     const [stored] = (await listSignals(db.sql, { status: "accepted" })).items.filter((s) =>
       s.client_signal_id === "k-1"
     );
