@@ -4,13 +4,8 @@
  * only a warning at start.
  */
 import assert from "node:assert/strict";
-import { ConfigError, loadConfig, type LoadConfigOptions } from "../config/mod.ts";
-
-async function loadError(options: LoadConfigOptions): Promise<ConfigError> {
-  const error = await loadConfig({ args: [], env: {}, ...options }).catch((caught) => caught);
-  assert.ok(error instanceof ConfigError, `expected a ConfigError, got ${error}`);
-  return error;
-}
+import { loadConfig } from "../config/mod.ts";
+import { loadError } from "./_config.ts";
 
 Deno.test("execution.default_broker naming a broker that is not enabled is an invalid configuration", async () => {
   const error = await loadError({ args: ["--execution.default_broker=alpaca"] });

@@ -9,21 +9,12 @@
  */
 
 import assert from "node:assert/strict";
-import { ConfigError, loadConfig, type LoadConfigOptions } from "../config/mod.ts";
+import { ConfigError, loadConfig } from "../config/mod.ts";
+import { loadError } from "./_config.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const ROOT = new URL("..", import.meta.url).pathname;
 const SECRET = "Hunter2pwQ7";
-
-async function loadError(options: LoadConfigOptions): Promise<ConfigError> {
-  try {
-    await loadConfig({ args: [], env: {}, ...options });
-  } catch (error) {
-    if (error instanceof ConfigError) return error;
-    throw error;
-  }
-  assert.fail(`loaded: ${JSON.stringify(options)}`);
-}
 
 /** Runs main.ts with `args` and `env` (no user config file) and returns its exit code and output. */
 async function runMain(

@@ -11,45 +11,11 @@ import {
   DEFAULT_CONFIG_FILE,
   hashApiKey,
   loadConfig,
-  type LoadConfigOptions,
   natsServers,
   redactConfig,
   verifyApiKey,
 } from "../config/mod.ts";
-
-/** Loads with no env and no args unless given: tests never read the real environment. */
-function load(options: LoadConfigOptions = {}): Promise<Config> {
-  return loadConfig({ args: [], env: {}, ...options });
-}
-
-/** Loads expecting failure and returns the error. */
-async function loadError(options: LoadConfigOptions = {}): Promise<ConfigError> {
-  try {
-    await load(options);
-  } catch (error) {
-    assert.ok(error instanceof ConfigError, `expected a ConfigError, got ${error}`);
-    return error;
-  }
-  assert.fail("expected loadConfig to throw");
-}
-
-/** Writes `files` into a fresh temp dir, runs `fn` with their paths, then removes the dir. */
-async function withFiles(
-  files: Record<string, string>,
-  fn: (paths: Record<string, string>) => Promise<void>,
-): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tradewire_config_test_" });
-  try {
-    const paths: Record<string, string> = {};
-    for (const [name, text] of Object.entries(files)) {
-      paths[name] = join(dir, name);
-      await Deno.writeTextFile(paths[name], text);
-    }
-    await fn(paths);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+import { loadError, loadTestConfig, withFiles } from "./_config.ts";
 
 /** The config `deno task replay` names with `--config`. */
 const REPLAY_SAMPLE = fileURLToPath(new URL("../config/replay_sample.yaml", import.meta.url));
@@ -66,7 +32,7 @@ const PRODUCTION_OK = [
 // Defaults and layers
 
 Deno.test("default.yaml gives exactly the schema's defaults, and names every key", async () => {
-  const config = await load();
+  const config = await loadTestConfig();
   assert.deepEqual(config, configSchema.parse({}));
   assert.deepEqual(config, DEFAULT_CONFIG);
   // The schema would fill in a key the file leaves out: compare the file's own keys too.
@@ -96,7 +62,7 @@ Deno.test("layers apply lowest first: default < file < env < flag", async () => 
       "  level: warn",
     ].join("\n"),
   }, async ({ "user.yaml": file }) => {
-    const config = await load({
+    const config = await loadTestConfig({
       args: ["--config", file!, "--http.port=8300"],
       env: { TRADEWIRE_HTTP__PORT: "8200", TRADEWIRE_POSTGRES__POOL_SIZE: "4" },
     });
@@ -114,12 +80,12 @@ Deno.test("TRADEWIRE_<SECTION>__<KEY> beats NATS_URL, DATABASE_URL and CLICKHOUS
     DATABASE_URL: "postgres://app:pw1@conventional/tw",
     CLICKHOUSE_URL: "http://conventional:8123",
   };
-  const config = await load({ env: conventional });
+  const config = await loadTestConfig({ env: conventional });
   assert.equal(config.nats.url, "nats://conventional:4222");
   assert.equal(config.postgres.url, "postgres://app:pw1@conventional/tw");
   assert.equal(config.clickhouse.url, "http://conventional:8123");
 
-  const both = await load({
+  const both = await loadTestConfig({
     env: {
       ...conventional,
       TRADEWIRE_NATS__URL: "nats://prefixed:4222",
@@ -135,14 +101,14 @@ Deno.test("TRADEWIRE_<SECTION>__<KEY> beats NATS_URL, DATABASE_URL and CLICKHOUS
 Deno.test("conventional env vars beat the user file and flags beat them", async () => {
   await withFiles({ "u.yaml": "nats:\n  url: nats://file:4222\n" }, async ({ "u.yaml": file }) => {
     const env = { TRADEWIRE_CONFIG: file!, NATS_URL: "nats://env:4222" };
-    assert.equal((await load({ env })).nats.url, "nats://env:4222");
-    const flagged = await load({ env, args: ["--nats.url", "tls://flag:4222"] });
+    assert.equal((await loadTestConfig({ env })).nats.url, "nats://env:4222");
+    const flagged = await loadTestConfig({ env, args: ["--nats.url", "tls://flag:4222"] });
     assert.equal(flagged.nats.url, "tls://flag:4222");
   });
 });
 
 Deno.test("an empty conventional env var is ignored", async () => {
-  const config = await load({ env: { DATABASE_URL: "" } });
+  const config = await loadTestConfig({ env: { DATABASE_URL: "" } });
   assert.equal(config.postgres.url, DEFAULT_CONFIG.postgres.url);
 });
 
@@ -152,13 +118,13 @@ Deno.test("--config (either form) beats TRADEWIRE_CONFIG, which is not a key", a
     "env.yaml": "engine:\n  name: from-env\n",
   }, async (paths) => {
     const env = { TRADEWIRE_CONFIG: paths["env.yaml"]! };
-    assert.equal((await load({ env })).engine.name, "from-env");
+    assert.equal((await loadTestConfig({ env })).engine.name, "from-env");
     assert.equal(
-      (await load({ env, args: [`--config=${paths["flag.yaml"]}`] })).engine.name,
+      (await loadTestConfig({ env, args: [`--config=${paths["flag.yaml"]}`] })).engine.name,
       "from-flag",
     );
     assert.equal(
-      (await load({ env, args: ["--config", paths["flag.yaml"]!] })).engine.name,
+      (await loadTestConfig({ env, args: ["--config", paths["flag.yaml"]!] })).engine.name,
       "from-flag",
     );
   });
@@ -171,7 +137,7 @@ Deno.test("several --config files are layered in order, a later one beating an e
     "env.yaml": "engine:\n  name: from-env\n",
   }, async (paths) => {
     // What `deno task replay --config mine.yaml` runs: the replay sample stays a replay.
-    const config = await load({
+    const config = await loadTestConfig({
       env: { TRADEWIRE_CONFIG: paths["env.yaml"]! },
       args: ["--config", REPLAY_SAMPLE, `--config=${paths["mine.yaml"]}`],
     });
@@ -185,7 +151,7 @@ Deno.test("several --config files are layered in order, a later one beating an e
     // --config, given at all, replaces TRADEWIRE_CONFIG.
     assert.equal(config.engine.name, DEFAULT_CONFIG.engine.name);
     // In the other order the sample's keys win.
-    const reversed = await load({
+    const reversed = await loadTestConfig({
       args: ["--config", paths["mine.yaml"]!, "--config", REPLAY_SAMPLE],
     });
     assert.equal(reversed.replay.speed, 4);
@@ -246,7 +212,7 @@ Deno.test("YAML merge keys (<<: *anchor) bring the anchored keys, which the mapp
       "exchanges:\n  binance: &feed\n    stale_after_ms: 45000\n    reconnect_max_ms: 9000\n" +
       "  coinbase:\n    <<: *feed\n    reconnect_max_ms: 1000\n",
   }, async ({ "u.yaml": file }) => {
-    const config = await load({ args: ["--config", file!] });
+    const config = await loadTestConfig({ args: ["--config", file!] });
     assert.equal(config.exchanges.coinbase.stale_after_ms, 45000);
     assert.equal(config.exchanges.coinbase.reconnect_max_ms, 1000);
     assert.equal(config.exchanges.binance.reconnect_max_ms, 9000);
@@ -269,7 +235,7 @@ Deno.test("YAML merge keys (<<: *anchor) bring the anchored keys, which the mapp
 
 Deno.test("a user file may leave a section empty", async () => {
   await withFiles({ "u.yaml": "http:\nlog:\n  level: warn\n" }, async ({ "u.yaml": file }) => {
-    const config = await load({ args: ["--config", file!] });
+    const config = await loadTestConfig({ args: ["--config", file!] });
     assert.equal(config.http.port, 8000);
     assert.equal(config.log.level, "warn");
   });
@@ -291,7 +257,7 @@ Deno.test("interpolation substitutes ${VAR}, falls back to ${VAR:-default} and u
       "  application_name: ${UNSET_OK:-}",
     ].join("\n"),
   }, async ({ "u.yaml": file }) => {
-    const config = await load({
+    const config = await loadTestConfig({
       args: ["--config", file!],
       env: { NAME: "blue", EMPTY: "" },
     });
@@ -308,7 +274,7 @@ Deno.test("interpolated values are coerced like env values", async () => {
     "u.yaml":
       "http:\n  port: ${PORT:-8000}\n  enabled: ${HTTP_ON}\n  api_key_hashes: ${HASHES:-}\n",
   }, async ({ "u.yaml": file }) => {
-    const config = await load({
+    const config = await loadTestConfig({
       args: ["--config", file!],
       env: { PORT: "8123", HTTP_ON: "false" },
     });
@@ -334,13 +300,15 @@ Deno.test("an unset ${VAR} without default is an error naming the key and the va
 });
 
 Deno.test("interpolation applies to default.yaml too", async () => {
-  const config = await load({ env: { CLICKHOUSE_PASSWORD: "s3cr3t-ch", CLICKHOUSE_USER: "ops" } });
+  const config = await loadTestConfig({
+    env: { CLICKHOUSE_PASSWORD: "s3cr3t-ch", CLICKHOUSE_USER: "ops" },
+  });
   assert.equal(config.clickhouse.password, "s3cr3t-ch");
   assert.equal(config.clickhouse.user, "ops");
 });
 
 Deno.test("env and flag values are taken literally, not interpolated", async () => {
-  const config = await load({ env: { TRADEWIRE_NATS__PASSWORD: "a${B}c" } });
+  const config = await loadTestConfig({ env: { TRADEWIRE_NATS__PASSWORD: "a${B}c" } });
   assert.equal(config.nats.password, "a${B}c");
 });
 
@@ -394,7 +362,7 @@ Deno.test("a bad override key is reported with what a key must be, and its bad v
 });
 
 Deno.test("keys under a mapping with free keys are converted to their type from env and flags", async () => {
-  const config = await load({
+  const config = await loadTestConfig({
     args: ["--validator.overrides.kraken.spike_pct=5", "--risk.symbols.ETH-USDT.max_order_qty=2"],
     env: {
       TRADEWIRE_VALIDATOR__OVERRIDES__BINANCE__MAX_LAG_MS: "1000",
@@ -412,7 +380,7 @@ Deno.test("keys under a mapping with free keys are converted to their type from 
 });
 
 Deno.test("an env variable names a key under a mapping with free keys in the case it needs", async () => {
-  const config = await load({
+  const config = await loadTestConfig({
     env: {
       TRADEWIRE_RISK__SYMBOLS__AAPL__MAX_ORDER_QTY: "5",
       TRADEWIRE_RISK__SYMBOLS__msft__MAX_ORDER_QTY: "6",
@@ -499,14 +467,16 @@ Deno.test("URLs are checked for their scheme", async () => {
 });
 
 Deno.test("nats.url takes a comma-separated list of servers", async () => {
-  const config = await load({ env: { NATS_URL: "nats://a:4222, tls://b:4222,wss://c:443" } });
+  const config = await loadTestConfig({
+    env: { NATS_URL: "nats://a:4222, tls://b:4222,wss://c:443" },
+  });
   assert.deepEqual(natsServers(config.nats.url), ["nats://a:4222", "tls://b:4222", "wss://c:443"]);
   const error = await loadError({ env: { NATS_URL: "nats://a:4222,,nats://b" } });
   assert.match(error.message, /nats\.url: expected/);
 });
 
 Deno.test("api key hashes must be sha256 hex and are kept lower-case", async () => {
-  const config = await load({ args: [`--http.api_key_hashes=${"AB".repeat(32)}`] });
+  const config = await loadTestConfig({ args: [`--http.api_key_hashes=${"AB".repeat(32)}`] });
   assert.deepEqual(config.http.api_key_hashes, ["ab".repeat(32)]);
   const error = await loadError({ args: ["--http.api_key_hashes", `${GOOD_HASH},my-raw-key`] });
   assert.match(
@@ -552,7 +522,7 @@ Deno.test("a number where YAML needs a string is reported without revealing a pa
 // Coercion
 
 Deno.test("env and flag strings are coerced per the schema; strings stay strings", async () => {
-  const config = await load({
+  const config = await loadTestConfig({
     env: {
       TRADEWIRE_HTTP__ENABLED: "false",
       TRADEWIRE_MIGRATIONS__APPLY_ON_START: "TRUE",
@@ -576,7 +546,7 @@ Deno.test("env and flag strings are coerced per the schema; strings stay strings
 });
 
 Deno.test("an empty list value gives an empty array", async () => {
-  const config = await load({ env: { TRADEWIRE_HTTP__API_KEY_HASHES: "" } });
+  const config = await loadTestConfig({ env: { TRADEWIRE_HTTP__API_KEY_HASHES: "" } });
   assert.deepEqual(config.http.api_key_hashes, []);
 });
 
@@ -609,7 +579,7 @@ Deno.test("cliFlags reads --config (each, in order), --print-config and override
 });
 
 Deno.test("--print-config is not a key", async () => {
-  const config = await load({ args: ["--print-config", "--http.port=9001"] });
+  const config = await loadTestConfig({ args: ["--print-config", "--http.port=9001"] });
   assert.equal(config.http.port, 9001);
 });
 
@@ -629,7 +599,7 @@ Deno.test("cliFlags rejects every argument it does not understand", () => {
 // Redaction
 
 Deno.test("redactConfig hides passwords, tokens and URL credentials but shows hashes", async () => {
-  const config = await load({
+  const config = await loadTestConfig({
     env: {
       DATABASE_URL: "postgres://app:hunter2@db:5432/tw?sslpassword=pem-pass",
       CLICKHOUSE_PASSWORD: "ch-secret",
@@ -660,7 +630,7 @@ Deno.test("redactConfig hides passwords, tokens and URL credentials but shows ha
 });
 
 Deno.test("redactConfig leaves empty secrets visible as empty", async () => {
-  const shown = redactConfig(await load()) as Config;
+  const shown = redactConfig(await loadTestConfig()) as Config;
   assert.equal(shown.nats.password, "");
   assert.equal(shown.postgres.url, DEFAULT_CONFIG.postgres.url);
 });
@@ -689,7 +659,7 @@ Deno.test("a config error never echoes a URL's password, even one that does not 
 
 Deno.test("redactConfig hides a URL password holding white space, a quote or a backslash", async () => {
   for (const password of ["hun ter2", 'p"w0rd', "back\\slash"]) {
-    const config = await load({
+    const config = await loadTestConfig({
       env: { DATABASE_URL: `postgres://tw:${password}@127.0.0.1:5432/tw` },
     });
     const shown = redactConfig(config) as Config;
@@ -707,7 +677,7 @@ Deno.test("redactConfig hides the password of an accepted URL whose user name ho
       "postgres:// tw:Hunter2pwQ7@127.0.0.1:5432/tw",
     ]
   ) {
-    const config = await load({ env: { DATABASE_URL: url } });
+    const config = await loadTestConfig({ env: { DATABASE_URL: url } });
     const shown = redactConfig(config) as Config;
     assert.ok(
       !JSON.stringify(shown).includes("Hunter2pwQ7"),
@@ -717,7 +687,7 @@ Deno.test("redactConfig hides the password of an accepted URL whose user name ho
 });
 
 Deno.test("redactConfig hides the Alpaca key ids as well as the secret keys", async () => {
-  const config = await load({
+  const config = await loadTestConfig({
     env: {
       TRADEWIRE_EXCHANGES__ALPACA__KEY_ID: "AlpKeyIdR12x",
       TRADEWIRE_EXCHANGES__ALPACA__SECRET_KEY: "AlpSecretR12x",
@@ -735,7 +705,7 @@ Deno.test("redactConfig hides the Alpaca key ids as well as the secret keys", as
 // Production profile
 
 Deno.test("production accepts a secure configuration", async () => {
-  const config = await load({ args: PRODUCTION_OK });
+  const config = await loadTestConfig({ args: PRODUCTION_OK });
   assert.equal(config.engine.profile, "production");
 });
 
@@ -791,7 +761,7 @@ Deno.test("production refuses an empty ClickHouse password unless clickhouse.url
   assert.deepEqual(error.problems.map((p) => p.key), ["clickhouse.password"], error.message);
   assert.match(error.message, /requires a ClickHouse password/);
 
-  const config = await load({
+  const config = await loadTestConfig({
     args: [...withoutPassword, "--clickhouse.url=http://tradewire:Qm7tRz4wKp2n@ch:8123"],
   });
   assert.equal(config.clickhouse.password, "");
@@ -814,7 +784,7 @@ Deno.test("money and basis-point keys beyond what they can hold are refused, nam
   ]);
   assert.match(error.message, /starting_cash: expected at most 12 integer digits and 8 decimals/);
   assert.match(error.message, /slippage_bps: expected basis points from 0 to below 10000/);
-  const config = await load({
+  const config = await loadTestConfig({
     args: ["--portfolio.starting_cash=999999999999.5", "--brokers.paper.slippage_bps=9999.5"],
   });
   assert.equal(config.portfolio.starting_cash, "999999999999.5");
@@ -832,7 +802,7 @@ Deno.test("a PostgreSQL URL's sslmode must be one of libpq's, named at load; pos
     /postgres\.url: the URL's sslrootcert \/nonexistent\/ca\.pem cannot be read/,
   );
   for (const mode of ["allow", "verify-ca"]) {
-    const config = await load({
+    const config = await loadTestConfig({
       env: { DATABASE_URL: `postgres://db/tw?sslmode=${mode}`, TRADEWIRE_POSTGRES__SSLMODE: mode },
     });
     assert.equal(config.postgres.sslmode, mode);
@@ -846,13 +816,13 @@ Deno.test("a decimal written as a YAML number loads as the decimal it says, or i
     "long.yaml": "risk:\n  max_order_notional: 123456789012.12345678\n",
     "quoted.yaml": 'risk:\n  max_order_notional: "123456789012.12345678"\n',
   }, async (files) => {
-    const small = await load({ args: ["--config", files["small.yaml"]!] });
+    const small = await loadTestConfig({ args: ["--config", files["small.yaml"]!] });
     assert.equal(small.risk.max_order_qty, "0.0000001");
     assert.equal(small.brokers.paper.commission_min, "0.00000001");
     const error = await loadError({ args: ["--config", files["long.yaml"]!] });
     assert.deepEqual(error.problems.map((p) => p.key), ["risk.max_order_notional"]);
     assert.match(error.message, /as a string when it has more than 15 significant digits/);
-    const quoted = await load({ args: ["--config", files["quoted.yaml"]!] });
+    const quoted = await loadTestConfig({ args: ["--config", files["quoted.yaml"]!] });
     assert.equal(quoted.risk.max_order_notional, "123456789012.12345678");
   });
 });
@@ -867,22 +837,22 @@ Deno.test("risk.max_open_orders beyond what NUMERIC(20,8) holds, and a 100% pape
   ]);
   assert.match(error.message, /max_open_orders: expected an integer from 0 to 999999999999/);
   assert.match(error.message, /slippage_bps: expected basis points from 0 to below 10000/);
-  const config = await load({ args: ["--risk.max_open_orders=999999999999"] });
+  const config = await loadTestConfig({ args: ["--risk.max_open_orders=999999999999"] });
   assert.equal(config.risk.max_open_orders, 999_999_999_999);
 });
 
 Deno.test("a decimal key from the environment or a flag keeps its exact text: 16 digits stay whole, 1e6 is 1000000", async () => {
   const cash = "10000000.12345678"; // 16 significant digits, within NUMERIC(20,8)
-  const fromEnv = await load({ env: { TRADEWIRE_PORTFOLIO__STARTING_CASH: cash } });
+  const fromEnv = await loadTestConfig({ env: { TRADEWIRE_PORTFOLIO__STARTING_CASH: cash } });
   assert.equal(fromEnv.portfolio.starting_cash, cash);
-  const fromFlag = await load({ args: [`--portfolio.starting_cash=${cash}`] });
+  const fromFlag = await loadTestConfig({ args: [`--portfolio.starting_cash=${cash}`] });
   assert.equal(fromFlag.portfolio.starting_cash, cash);
-  const exponent = await load({
+  const exponent = await loadTestConfig({
     env: { TRADEWIRE_PORTFOLIO__STARTING_CASH: "1e6", TRADEWIRE_RISK__MAX_ORDER_NOTIONAL: "1e6" },
   });
   assert.equal(exponent.portfolio.starting_cash, "1000000");
   assert.equal(exponent.risk.max_order_notional, "1000000");
-  const limit = await load({ args: ["--risk.max_order_qty=123456789012.12345678"] });
+  const limit = await loadTestConfig({ args: ["--risk.max_order_qty=123456789012.12345678"] });
   assert.equal(limit.risk.max_order_qty, "123456789012.12345678");
 });
 
@@ -903,12 +873,12 @@ Deno.test("production does not need API key hashes when HTTP is disabled", async
   const args = PRODUCTION_OK.filter((arg) => !arg.startsWith("--http.")).concat(
     "--http.enabled=false",
   );
-  const config = await load({ args });
+  const config = await loadTestConfig({ args });
   assert.equal(config.http.enabled, false);
 });
 
 Deno.test("development accepts the insecure defaults", async () => {
-  const config = await load({ args: ["--log.level=debug"] });
+  const config = await loadTestConfig({ args: ["--log.level=debug"] });
   assert.equal(config.engine.profile, "development");
 });
 
@@ -937,7 +907,7 @@ Deno.test("verifyApiKey accepts a key whose hash is listed and nothing else", as
 
 Deno.test("a hash made by hashApiKey is accepted by the schema and then verifies", async () => {
   const hash = await hashApiKey("engine-key");
-  const config = await load({ env: { TRADEWIRE_HTTP__API_KEY_HASHES: hash } });
+  const config = await loadTestConfig({ env: { TRADEWIRE_HTTP__API_KEY_HASHES: hash } });
   assert.equal(await verifyApiKey("engine-key", config.http.api_key_hashes), true);
 });
 
@@ -999,14 +969,14 @@ Deno.test("Binance symbols whose combined-stream URL Binance would not open are 
     /exchanges\.binance\.symbols: 200 symbols with channels trades, book, top make a combined-stream URL of \d+ characters, over the 8000 Binance opens on one connection \(the first 1\d\d fit\): follow fewer symbols or channels/,
   );
   // Fewer channels fit more symbols; a disabled feed opens nothing, so it is not checked.
-  const tradesOnly = await load({
+  const tradesOnly = await loadTestConfig({
     env: {
       TRADEWIRE_EXCHANGES__BINANCE__SYMBOLS: symbols,
       TRADEWIRE_EXCHANGES__BINANCE__CHANNELS: "trades",
     },
   });
   assert.equal(tradesOnly.exchanges.binance.symbols.length, 200);
-  await load({
+  await loadTestConfig({
     env: {
       TRADEWIRE_EXCHANGES__BINANCE__SYMBOLS: symbols,
       TRADEWIRE_EXCHANGES__BINANCE__ENABLED: "false",
@@ -1049,7 +1019,7 @@ Deno.test("a risk limit NUMERIC(20,8) cannot hold is refused, naming its key, ov
     `  risk.symbols.AAPL.price_collar_pct: ${range}, got "0.000000001" ` +
     "(from env TRADEWIRE_RISK__SYMBOLS__AAPL__PRICE_COLLAR_PCT)",
   ]);
-  const widest = await load({
+  const widest = await loadTestConfig({
     env: {
       TRADEWIRE_RISK__MAX_GROSS_EXPOSURE: "999999999999.99999999",
       TRADEWIRE_RISK__DAILY_LOSS_LIMIT: "0.00000001",

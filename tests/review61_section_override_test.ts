@@ -8,29 +8,8 @@
  */
 
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { ConfigError, loadConfig, type LoadConfigOptions } from "../config/mod.ts";
-
-async function loadError(options: LoadConfigOptions): Promise<ConfigError> {
-  try {
-    await loadConfig(options);
-  } catch (error) {
-    assert.ok(error instanceof ConfigError, `expected a ConfigError, got ${error}`);
-    return error;
-  }
-  assert.fail("expected the configuration to be refused");
-}
-
-async function withFile<T>(text: string, fn: (path: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix: "tradewire_review61_" });
-  try {
-    const path = join(dir, "user.yaml");
-    await Deno.writeTextFile(path, text);
-    return await fn(path);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+import { loadConfig } from "../config/mod.ts";
+import { loadError, withFile } from "./_config.ts";
 
 Deno.test("an env variable setting a section to a value is refused even when another sets a key under it", async () => {
   await withFile("risk:\n  max_order_qty: 1\n", async (path) => {

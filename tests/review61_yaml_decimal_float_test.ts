@@ -7,29 +7,11 @@
  */
 
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { ConfigError, loadConfig } from "../config/mod.ts";
+import { loadError, loadTestConfig, withFile } from "./_config.ts";
 
-async function withFile<T>(text: string, fn: (path: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix: "tradewire_review61_" });
-  try {
-    const path = join(dir, "user.yaml");
-    await Deno.writeTextFile(path, text);
-    return await fn(path);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-async function loadError(path: string, args: string[] = []): Promise<ConfigError> {
-  try {
-    await loadConfig({ args: ["--config", path, ...args], env: {} });
-  } catch (error) {
-    assert.ok(error instanceof ConfigError, `expected a ConfigError, got ${error}`);
-    return error;
-  }
-  assert.fail("expected the configuration to be refused");
-}
+/** Loads `path` (and `args`) expecting a refusal. */
+const loadFileError = (path: string, args: string[] = []) =>
+  loadError({ args: ["--config", path, ...args] });
 
 Deno.test("a YAML number at a decimal key that its float rounds to a shorter number is refused, naming the key and line", async () => {
   const yaml = [
@@ -46,7 +28,7 @@ Deno.test("a YAML number at a decimal key that its float rounds to a shorter num
     "",
   ].join("\n");
   await withFile(yaml, async (path) => {
-    const error = await loadError(path);
+    const error = await loadFileError(path);
     const keys = error.problems.map((problem) => problem.key).sort();
     assert.deepEqual(keys, [
       "portfolio.starting_cash",
@@ -75,7 +57,7 @@ Deno.test("a YAML number at a decimal key that a float holds exactly still loads
     "",
   ].join("\n");
   await withFile(yaml, async (path) => {
-    const config = await loadConfig({ args: ["--config", path], env: {} });
+    const config = await loadTestConfig({ args: ["--config", path] });
     assert.equal(config.risk.max_order_qty, "0.1");
     assert.equal(config.risk.max_order_notional, "1");
     assert.equal(config.risk.max_position_qty, "1000");
@@ -86,7 +68,7 @@ Deno.test("a YAML number at a decimal key that a float holds exactly still loads
 
 Deno.test("an inexact YAML decimal is reported with every other bad key of the files, env and flags", async () => {
   await withFile("risk:\n  max_order_notional: 1.0000000000000001\n", async (path) => {
-    const error = await loadError(path, ["--http.port=abc"]);
+    const error = await loadFileError(path, ["--http.port=abc"]);
     assert.deepEqual(error.problems.map((p) => p.key).sort(), [
       "http.port",
       "risk.max_order_notional",

@@ -7,22 +7,11 @@
  */
 
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ConfigError, loadConfig } from "../config/mod.ts";
+import { withFile } from "./_config.ts";
 
 const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
-
-async function withFile<T>(text: string, fn: (path: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix: "tradewire_review61_" });
-  try {
-    const path = join(dir, "user.yaml");
-    await Deno.writeTextFile(path, text);
-    return await fn(path);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 Deno.test("a YAML alias inside the value its anchor names is a configuration error naming the line", async () => {
   await withFile("http:\n  port: abc\nrisk: &a\n  symbols: *a\n", async (path) => {
