@@ -8,6 +8,7 @@
 
 import type { Config } from "../config/mod.ts";
 import type { TopEvent } from "../market/events.ts";
+import type { HealthSource } from "../api/health.ts";
 import { type Clock, systemClock } from "../lib/clock.ts";
 import { connectionLossMessage } from "../lib/socket_errors.ts";
 
@@ -274,5 +275,17 @@ export function binanceTop(
     bid_qty: qty,
     ask_price: ask,
     ask_qty: qty,
+  };
+}
+
+/** A health source whose services all answer at once: for tests of the HTTP app without them. */
+export function healthyServices(): HealthSource {
+  const up = () => Promise.resolve(1);
+  return {
+    version: "9.9.9",
+    startedAt: Date.now(),
+    probes: { postgres: up, nats: up, clickhouse: up },
+    actors: () => [],
+    probeTimeoutMs: 200,
   };
 }

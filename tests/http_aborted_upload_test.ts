@@ -6,24 +6,13 @@
  */
 import assert from "node:assert/strict";
 import { createApp } from "../api/app.ts";
-import type { HealthSource } from "../api/health.ts";
 import { httpServer } from "../api/server.ts";
 import { memoryLogger } from "../lib/log.ts";
-import { waitFor } from "./_helpers.ts";
-
-function source(): HealthSource {
-  const up = () => Promise.resolve(1);
-  return {
-    version: "9.9.9",
-    startedAt: Date.now(),
-    probes: { postgres: up, nats: up, clickhouse: up },
-    actors: () => [],
-  };
-}
+import { healthyServices, waitFor } from "./_helpers.ts";
 
 Deno.test("uploads aborted by the client mid-body are not logged as 'unhandled error in request' at error level", async () => {
   const { log, lines } = memoryLogger("debug");
-  const app = createApp({ name: "tw", health: source(), log });
+  const app = createApp({ name: "tw", health: healthyServices(), log });
   let port = 0;
   const ac = new AbortController();
   const running = httpServer(app, { host: "127.0.0.1", port: 0 }, {

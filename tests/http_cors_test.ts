@@ -15,11 +15,11 @@ import { Hono } from "hono";
 import { createApp } from "../api/app.ts";
 import { errorHandler, notFound } from "../api/errors.ts";
 import { httpServer } from "../api/server.ts";
-import type { HealthSource } from "../api/health.ts";
 import { tradingRoutes } from "../api/trading.ts";
 import { hashApiKey, loadConfig } from "../config/mod.ts";
 import { nullLogger } from "../lib/log.ts";
 import { startTradingApi } from "./_trading_api.ts";
+import { healthyServices } from "./_helpers.ts";
 
 const KEY = "k".repeat(16) + "Zq3v9RtW2pLx8YbN4sDf";
 const DASH = "https://dash.example.com";
@@ -197,7 +197,7 @@ Deno.test("as the engine mounts them (loopback listener), the trading routes ans
   });
   const app = createApp({
     name: "tw",
-    health: health(),
+    health: healthyServices(),
     log: nullLogger,
     http: config.http,
     routes: {
@@ -276,15 +276,3 @@ Deno.test("a body too large is a 413 the dashboard's page can read: the server's
     await running.done;
   }
 });
-
-/** A health source that answers without services. */
-function health(): HealthSource {
-  const up = () => Promise.resolve(1);
-  return {
-    version: "1",
-    startedAt: Date.now(),
-    probes: { postgres: up, nats: up, clickhouse: up },
-    actors: () => [],
-    probeTimeoutMs: 100,
-  };
-}

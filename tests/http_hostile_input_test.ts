@@ -6,9 +6,9 @@
  */
 import assert from "node:assert/strict";
 import { createApp } from "../api/app.ts";
-import type { HealthSource } from "../api/health.ts";
 import { nullLogger } from "../lib/log.ts";
 import { startTradingApi } from "./_trading_api.ts";
+import { healthyServices } from "./_helpers.ts";
 
 const enc = new TextEncoder();
 
@@ -17,22 +17,11 @@ function notUtf8(prefix: string, suffix: string): Uint8Array<ArrayBuffer> {
   return new Uint8Array([...enc.encode(prefix), 0xff, 0xfe, ...enc.encode(suffix)]);
 }
 
-function source(): HealthSource {
-  const up = () => Promise.resolve(1);
-  return {
-    version: "9.9.9",
-    startedAt: Date.now(),
-    probes: { postgres: up, nats: up, clickhouse: up },
-    actors: () => [],
-    probeTimeoutMs: 200,
-  };
-}
-
 Deno.test("a known path with a method it does not serve is a JSON 405 with Allow, not a 404 'No route'", async () => {
   await using api = await startTradingApi();
   const app = createApp({
     name: "tw",
-    health: source(),
+    health: healthyServices(),
     log: nullLogger,
   });
   // The helper mounts the trading routes at /api/v1/trading, as the engine does.

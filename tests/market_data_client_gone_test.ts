@@ -14,7 +14,6 @@ import { createClickHouse, literal, quoteIdentifier } from "../adapters/clickhou
 import { createPostgres } from "../adapters/postgres.ts";
 import { Migrator } from "../adapters/migrator.ts";
 import { createApp } from "../api/app.ts";
-import type { HealthSource } from "../api/health.ts";
 import { API_QUERY_ID_PREFIX, marketDataRoutes } from "../api/market_data.ts";
 import { httpServer } from "../api/server.ts";
 import { LatestCache } from "../market/latest_cache.ts";
@@ -23,7 +22,7 @@ import type { Exchange } from "../market/events.ts";
 import { RecordingClock } from "../lib/clock.ts";
 import { memoryLogger } from "../lib/log.ts";
 import { startTcpProxy } from "./_tcp_proxy.ts";
-import { waitFor } from "./_helpers.ts";
+import { healthyServices, waitFor } from "./_helpers.ts";
 
 const CH_URL = Deno.env.get("TW_TEST_CLICKHOUSE_URL") ?? "http://127.0.0.1:8123";
 const PG_ADMIN_URL = Deno.env.get("TW_TEST_POSTGRES_URL") ??
@@ -37,22 +36,12 @@ const START_S = 1_672_531_200;
 /** One year of minutes. */
 const MINUTES = 365 * 1440;
 
-function health(): HealthSource {
-  const up = () => Promise.resolve(1);
-  return {
-    version: "9.9.9",
-    startedAt: Date.now(),
-    probes: { postgres: up, nats: up, clickhouse: up },
-    actors: () => [],
-  };
-}
-
 /** The engine's app with the market-data routes over `clickhouse`, served on a free port. */
 async function serve(clickhouse: ClickHouseClient, database: string, nowMs: number) {
   const { log, lines } = memoryLogger("debug");
   const app = createApp({
     name: "tw",
-    health: health(),
+    health: healthyServices(),
     log,
     routes: {
       [BASE]: marketDataRoutes({

@@ -8,24 +8,13 @@
  */
 import assert from "node:assert/strict";
 import { createApp } from "../api/app.ts";
-import type { HealthSource } from "../api/health.ts";
 import { nullLogger } from "../lib/log.ts";
 import { startTradingApi } from "./_trading_api.ts";
-
-function source(): HealthSource {
-  const up = () => Promise.resolve(1);
-  return {
-    version: "9.9.9",
-    startedAt: Date.now(),
-    probes: { postgres: up, nats: up, clickhouse: up },
-    actors: () => [],
-    probeTimeoutMs: 200,
-  };
-}
+import { healthyServices } from "./_helpers.ts";
 
 Deno.test("a trailing slash no route serves is a 404, not a 405 whose Allow names the method refused", async () => {
   await using api = await startTradingApi();
-  const app = createApp({ name: "tw", health: source(), log: nullLogger });
+  const app = createApp({ name: "tw", health: healthyServices(), log: nullLogger });
   const problems: string[] = [];
   const expect = async (
     target: { request: typeof app.request },
